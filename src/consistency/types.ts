@@ -1,0 +1,112 @@
+/**
+ * The contract between a consistency mode and the controller that runs it.
+ *
+ * A mode is a deterministic state machine with no I/O (the etcd-io/raft "sans-I/O" pattern):
+ * `step(event)` takes one event — a client request, a peer message, a timer tick, a store
+ * completion — and returns the effects to carry out, in order. It never awaits, never reads the
+ * clock (`nowMs` rides on every event) and never calls Math.random (a seeded `random` is passed
+ * in). The controller carries out effects strictly in the order returned: a `persist` completes
+ * (fsync) before any later effect of the same step, and `apply`/`read`/`fetch` effects reach the
+ * local replica in the order they were issued.
+ *
+ * Glossary, one meaning each everywhere: *commit* — a majority has it; *apply* — the local store
+ * has it; *reply* — the client has it; *ack* — a peer has it.
+ */
+
+import type { Reply } from '../protocol/types.ts';
+import type { Entry, Op } from '../store/types.ts';
+
+declare const peerIdBrand: unique symbol;
+/** A controller's id from config.ini, e.g. "n1". */
+export type PeerId = string & { readonly [peerIdBrand]: true };
+export const asPeerId = (id: string): PeerId => id as PeerId;
+
+declare const requestIdBrand: unique symbol;
+/** Names one client request at the controller that received it. */
+export type RequestId = number & { readonly [requestIdBrand]: true };
+export const asRequestId = (id: number): RequestId => id as RequestId;
+
+export type Mode = 'linearizability' | 'sequential' | 'eventual';
+export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
+
+/** A (key, entry) pair moved between replicas; tombstones included. */
+export type KeyedEntry = [key: string, entry: Entry];
+
+export type Event<M> =
+  /** A client's op arrived at this controller. `session` is the client connection's id. */
+  | { kind: 'request'; nowMs: number; requestId: RequestId; session: number; op: Op }
+  | { kind: 'message'; nowMs: number; from: PeerId; message: M }
+  /** Periodic timer; `peersUp` is the failure detector's current view of the other peers. */
+  | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[] }
+  /** Answer to a `fetch` effect. */
+  | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[] }
+  /** An `apply` or `put` effect with a token completed on the local replica. */
+  | { kind: 'applied'; nowMs: number; token: number }
+  /** The local backend lost its contents (memcached restarted empty): rebuild from the peers. */
+  | { kind: 'backend_reset'; nowMs: number };
+
+export type Effect<M> =
+  | { kind: 'send'; to: PeerId; message: M }
+  | { kind: 'reply'; requestId: RequestId; reply: Reply }
+  /**
+   * Apply `op` to the local replica with version `cas`, as of time `nowMs` (expiry is judged at
+   * this time, so every replica decides alike). If `requestId` is set, the op's result is the
+   * reply to that request. If `token` is set, an `applied` event follows.
+   */
+  | {
+      kind: 'apply';
+      op: Op;
+      cas: bigint;
+      nowMs: number;
+      requestId: RequestId | null;
+      token: number | null;
+    }
+  /**
+   * Write entries to the local replica. `merge`: keep whichever has the greater cas (last writer
+   * wins). `overwrite`: replace. If `token` is set, an `applied` event follows.
+   */
+  | { kind: 'put'; entries: KeyedEntry[]; how: 'merge' | 'overwrite'; token: number | null }
+  /** Serve a read (`op` is a get) from the local replica, after every earlier apply. */
+  | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number }
+  /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
+  | { kind: 'fetch'; token: number; keys: string[] | null }
+  /** Empty the local replica. */
+  | { kind: 'reset' }
+  /**
+   * Make `record` durable (appended to the write-ahead file and fsynced) before any later effect.
+   * `compact`: the file is rewritten to hold only this record. Records are given back, in order,
+   * to the mode's constructor on restart.
+   */
+  | { kind: 'persist'; record: unknown; compact: boolean };
+
+/** What `show` reports of a mode. */
+export interface MachineStatus {
+  mode: Mode;
+  role: string;
+  term: number;
+  leader: PeerId | null;
+  /** Position of the last committed entry (or a clock, for eventual). */
+  committed: string;
+  /** Position of the last entry applied to the local replica. */
+  applied: string;
+  /** Requests waiting in this controller's queue. */
+  queueDepth: number;
+}
+
+export interface Machine<M> {
+  step(event: Event<M>): Effect<M>[];
+  status(): MachineStatus;
+}
+
+/** What every mode's constructor gets. */
+export interface MachineOptions {
+  self: PeerId;
+  peers: readonly PeerId[];
+  /** Deterministic randomness in [0, 1). */
+  random: () => number;
+  heartbeatIntervalMs: number;
+  failureTimeoutMs: number;
+  /** Records this node persisted before a restart, oldest first (empty on a fresh start). */
+  persisted: readonly unknown[];
+  nowMs: number;
+}

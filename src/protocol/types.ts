@@ -1,0 +1,110 @@
+/**
+ * The memcached commands and replies as typed values, shared by the text and binary codecs, the
+ * client-facing server and the controller. Nothing here knows about wire bytes or replication.
+ *
+ * Keys are byte strings: decoders turn key bytes into a JS string with `latin1`, one char per byte,
+ * so `Buffer.from(key, 'latin1')` gives the exact bytes back and `key.length` is the byte length.
+ */
+
+export type StoreVerb = 'set' | 'add' | 'replace' | 'append' | 'prepend' | 'cas';
+export type ArithVerb = 'incr' | 'decr';
+
+/** One request from a client, as decoded from either protocol. */
+export type Command =
+  /** get / gets: `cas` is true for gets. */
+  | { kind: 'get'; keys: string[]; cas: boolean }
+  /** gat / gats: get and touch. `exptime` is as the client sent it (relative, absolute or < 0). */
+  | { kind: 'gat'; keys: string[]; cas: boolean; exptime: number }
+  /** set/add/replace/append/prepend/cas. `casUnique` is 0n unless verb is 'cas'. */
+  | {
+      kind: 'store';
+      verb: StoreVerb;
+      key: string;
+      flags: number;
+      exptime: number;
+      value: Buffer;
+      casUnique: bigint;
+      noreply: boolean;
+    }
+  /**
+   * incr/decr. `initial` is null for the text protocol (a missing key is NOT_FOUND); the binary
+   * protocol may ask to create a missing key with `initial` and `exptime`.
+   */
+  | {
+      kind: 'arith';
+      verb: ArithVerb;
+      key: string;
+      delta: bigint;
+      initial: bigint | null;
+      exptime: number;
+      noreply: boolean;
+    }
+  | { kind: 'delete'; key: string; noreply: boolean }
+  | { kind: 'touch'; key: string; exptime: number; noreply: boolean }
+  | { kind: 'flush_all'; delaySeconds: number; noreply: boolean }
+  | { kind: 'version' }
+  | { kind: 'verbosity'; level: number; noreply: boolean }
+  /** stats with an optional group name ('' for the general stats). */
+  | { kind: 'stats'; group: string }
+  | { kind: 'quit' }
+  | { kind: 'noop' }
+  /** mckv's extension: the cluster status as this controller sees it. */
+  | { kind: 'show' };
+
+export type CommandKind = Command['kind'];
+
+/** One item of a get reply. */
+export interface Item {
+  key: string;
+  flags: number;
+  value: Buffer;
+  cas: bigint;
+}
+
+/** The outcome of a command, before encoding. */
+export type Reply =
+  | { kind: 'stored' }
+  | { kind: 'not_stored' }
+  | { kind: 'exists' }
+  | { kind: 'not_found' }
+  | { kind: 'deleted' }
+  | { kind: 'touched' }
+  | { kind: 'ok' }
+  /** get/gets/gat/gats: the items found, in the order the keys were asked. */
+  | { kind: 'values'; items: Item[] }
+  /** incr/decr: the new value. */
+  | { kind: 'number'; value: bigint }
+  | { kind: 'version'; version: string }
+  | { kind: 'stats'; stats: Array<[string, string]> }
+  /** show: lines of text (no CRLF); encoded as the lines then END. */
+  | { kind: 'text'; lines: string[] }
+  /** Unknown command: memcached's bare `ERROR`. */
+  | { kind: 'error' }
+  | { kind: 'client_error'; message: string }
+  | { kind: 'server_error'; message: string }
+  /** Nothing is written back (noreply, quit). */
+  | { kind: 'none' };
+
+export type ReplyKind = Reply['kind'];
+
+/** Limits on what a client controls. Defaults in `DEFAULT_LIMITS`. */
+export interface ProtocolLimits {
+  /** Longest key, in bytes (memcached: 250). */
+  keyBytesMax: number;
+  /** Largest value, in bytes (memcached's default item size: 1 MiB). */
+  valueBytesMax: number;
+  /** Longest command line without its data block, in bytes. */
+  lineBytesMax: number;
+  /** Most keys in one get. */
+  keysPerGetMax: number;
+  /** Bytes of replies queued for a client that does not read before the connection is closed. */
+  outputBytesMax: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ProtocolLimits> = Object.freeze({
+  keyBytesMax: 250,
+  valueBytesMax: 1024 * 1024,
+  lineBytesMax: 8192,
+  keysPerGetMax: 1024,
+  outputBytesMax: 64 * 1024 * 1024,
+});

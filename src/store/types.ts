@@ -1,0 +1,108 @@
+/**
+ * A replica's storage as the controller sees it: entries with the controller's own metadata, and
+ * the operations (`Op`) every mode replicates and applies.
+ *
+ * Glossary: *apply* means the local store has it; cas tokens are the controller's versions
+ * (`Entry.cas`), never memcached's own, because memcached's differ per replica. Expiry is absolute
+ * (`expiresAtMs`, ms since the Unix epoch, 0 = never), fixed by the controller that took the
+ * write, so every replica expires an item at the same moment.
+ */
+
+import type { ArithVerb, StoreVerb } from '../protocol/types.ts';
+
+/** What a replica stores under one key. */
+export interface Entry {
+  value: Buffer;
+  flags: number;
+  /** Absolute expiry in ms since the epoch; 0 = never. */
+  expiresAtMs: number;
+  /** The controller's version of this entry: the cas token clients see. */
+  cas: bigint;
+  /** Eventual mode keeps deletes as tombstones; a tombstone reads as absent. */
+  tombstone?: boolean;
+}
+
+/** A replicated operation: a client command with its expiry made absolute. */
+export type Op =
+  | {
+      kind: 'store';
+      verb: StoreVerb;
+      key: string;
+      flags: number;
+      expiresAtMs: number;
+      value: Buffer;
+      casUnique: bigint;
+    }
+  | {
+      kind: 'arith';
+      verb: ArithVerb;
+      key: string;
+      delta: bigint;
+      initial: bigint | null;
+      expiresAtMs: number;
+    }
+  | { kind: 'delete'; key: string }
+  | { kind: 'touch'; key: string; expiresAtMs: number }
+  /** Read and touch: a write, because it changes expiry. */
+  | { kind: 'gat'; keys: string[]; expiresAtMs: number }
+  | { kind: 'get'; keys: string[] }
+  /** Invalidate every item: at once when `delayMs` is 0, else items existing now expire then. */
+  | { kind: 'flush_all'; delayMs: number };
+
+export type OpKind = Op['kind'];
+
+/** True for the ops that change state (everything but a plain get). */
+export function isWrite(op: Op): boolean {
+  return op.kind !== 'get';
+}
+
+/** The keys an op touches; flush_all touches all of them and returns null. */
+export function opKeys(op: Op): readonly string[] | null {
+  switch (op.kind) {
+    case 'get':
+    case 'gat':
+      return op.keys;
+    case 'flush_all':
+      return null;
+    default:
+      return [op.key];
+  }
+}
+
+/** How the backing store is doing, for `show` and for detecting an emptied memcached. */
+export interface BackendHealth {
+  ok: boolean;
+  detail: string;
+  /**
+   * Changes when the backend lost its contents (memcached restarted): the controller then
+   * rebuilds the replica from its peers.
+   */
+  epoch: string;
+}
+
+/** Typed operating error from a backend (down, timed out). Becomes a SERVER_ERROR reply. */
+export class StoreError extends Error {
+  override readonly name = 'StoreError';
+  constructor(
+    readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED',
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * The storage of one replica: a plain key-value map of entries. Adapters: memcached (memjs) and
+ * the embedded in-memory store. Every method may reject with a `StoreError`.
+ */
+export interface KVBackend {
+  readonly kind: 'memcache' | 'memory';
+  get(key: string): Promise<Entry | undefined>;
+  set(key: string, entry: Entry): Promise<void>;
+  delete(key: string): Promise<void>;
+  /** Remove everything. */
+  flush(): Promise<void>;
+  health(): Promise<BackendHealth>;
+  close(): Promise<void>;
+}
