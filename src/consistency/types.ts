@@ -70,6 +70,8 @@ export type Effect<M> =
   | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number }
   /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
   | { kind: 'fetch'; token: number; keys: string[] | null }
+  /** Remove these tombstones from the local replica, each only if its cas is still the one given. */
+  | { kind: 'purge'; tombstones: Array<[key: string, cas: bigint]> }
   /** Empty the local replica. */
   | { kind: 'reset' }
   /**
