@@ -1,0 +1,162 @@
+/**
+ * config.ini, parsed once, validated, frozen.
+ *
+ * Every controller reads the same file and finds itself by its client port. A bad value is a
+ * `ConfigError` whose message is one line naming the problem; main.ts prints it and exits 1.
+ */
+
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import ini from 'ini';
+import { asPeerId, MODES, type Mode, type PeerId } from './consistency/types.ts';
+
+export interface Address {
+  host: string;
+  port: number;
+}
+
+export interface NodeConfig {
+  id: PeerId;
+  client: Address;
+  peer: Address;
+  memcached: Address;
+}
+
+export interface ClusterConfig {
+  /** The file this came from; relative paths in it are relative to its folder. */
+  file: string;
+  consistency: Mode;
+  heartbeatIntervalMs: number;
+  failureTimeoutMs: number;
+  dataDir: string;
+  logDir: string;
+  valueBytesMax: number;
+  nodes: readonly NodeConfig[];
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly code = 'BAD_CONFIG';
+}
+
+/** Reads and validates a config file. Throws ConfigError. */
+export function loadConfig(file: string): Readonly<ClusterConfig> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? error}`);
+  }
+  return parseConfig(text, file);
+}
+
+/** Validates the text of a config file. Throws ConfigError. */
+export function parseConfig(text: string, file: string): Readonly<ClusterConfig> {
+  const raw = ini.parse(text) as Record<string, unknown>;
+  const cluster = section(raw, 'cluster');
+  const base = path.dirname(path.resolve(file));
+  const nodesRaw = raw.node;
+  if (typeof nodesRaw !== 'object' || nodesRaw === null || Object.keys(nodesRaw).length === 0) {
+    throw new ConfigError(`${file}: no [node.<id>] sections`);
+  }
+  const nodes = Object.entries(nodesRaw as Record<string, unknown>).map(([id, value]) =>
+    parseNode(id, value, file),
+  );
+  checkDistinctAddresses(nodes, file);
+  const heartbeatIntervalMs = integer(cluster, 'heartbeat_interval_ms', 100, { min: 5, max: 60_000 });
+  const failureTimeoutMs = integer(cluster, 'failure_timeout_ms', 1000, { min: 20, max: 600_000 });
+  if (failureTimeoutMs < 2 * heartbeatIntervalMs) {
+    throw new ConfigError(
+      `[cluster] failure_timeout_ms (${failureTimeoutMs}) must be at least twice heartbeat_interval_ms (${heartbeatIntervalMs})`,
+    );
+  }
+  return Object.freeze({
+    file: path.resolve(file),
+    consistency: parseMode(string(cluster, 'consistency', 'linearizability'), '[cluster] consistency'),
+    heartbeatIntervalMs,
+    failureTimeoutMs,
+    dataDir: path.resolve(base, string(cluster, 'data_dir', 'data')),
+    logDir: path.resolve(base, string(cluster, 'log_dir', 'logs')),
+    valueBytesMax: integer(cluster, 'value_bytes_max', 1024 * 1024, { min: 1, max: 128 * 1024 * 1024 }),
+    nodes: Object.freeze(nodes),
+  });
+}
+
+/** Parses a consistency mode name, naming where it came from on error. */
+export function parseMode(value: string, where: string): Mode {
+  if ((MODES as readonly string[]).includes(value)) return value as Mode;
+  throw new ConfigError(`${where}: unknown consistency mode '${value}' (expected ${MODES.join(', ')})`);
+}
+
+/** Parses "host:port". */
+export function parseAddress(value: string, where: string): Address {
+  const match = /^(.+):(\d{1,5})$/.exec(value.trim());
+  const port = match ? Number(match[2]) : NaN;
+  if (!match || port < 1 || port > 65535) {
+    throw new ConfigError(`${where}: '${value}' is not host:port`);
+  }
+  return { host: match[1], port };
+}
+
+/** The node whose client port is `port` (and, when given, whose client host is `host`). */
+export function findNode(config: ClusterConfig, port: number): NodeConfig {
+  const node = config.nodes.find((candidate) => candidate.client.port === port);
+  if (!node) {
+    const ports = config.nodes.map((candidate) => candidate.client.port).join(', ');
+    throw new ConfigError(`${config.file}: no node has client port ${port} (known: ${ports})`);
+  }
+  return node;
+}
+
+function parseNode(id: string, value: unknown, file: string): NodeConfig {
+  if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError(`${file}: bad node id '${id}'`);
+  if (typeof value !== 'object' || value === null) throw new ConfigError(`${file}: [node.${id}] is empty`);
+  const fields = value as Record<string, unknown>;
+  const address = (key: string): Address => {
+    const text = fields[key];
+    if (typeof text !== 'string') throw new ConfigError(`${file}: [node.${id}] is missing '${key}'`);
+    return parseAddress(text, `${file}: [node.${id}] ${key}`);
+  };
+  return { id: asPeerId(id), client: address('client'), peer: address('peer'), memcached: address('memcached') };
+}
+
+function checkDistinctAddresses(nodes: readonly NodeConfig[], file: string): void {
+  const seen = new Map<string, string>();
+  for (const node of nodes) {
+    for (const [kind, address] of [['client', node.client], ['peer', node.peer]] as const) {
+      const key = `${address.host}:${address.port}`;
+      const previous = seen.get(key);
+      if (previous) throw new ConfigError(`${file}: ${node.id} ${kind} ${key} is already used by ${previous}`);
+      seen.set(key, `${node.id} ${kind}`);
+    }
+  }
+}
+
+function section(raw: Record<string, unknown>, name: string): Record<string, unknown> {
+  const value = raw[name];
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null) throw new ConfigError(`[${name}] is not a section`);
+  return value as Record<string, unknown>;
+}
+
+function string(fields: Record<string, unknown>, key: string, fallback: string): string {
+  const value = fields[key];
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(`[cluster] ${key} is empty`);
+  return value.trim();
+}
+
+function integer(
+  fields: Record<string, unknown>,
+  key: string,
+  fallback: number,
+  range: { min: number; max: number },
+): number {
+  const value = fields[key];
+  if (value === undefined) return fallback;
+  const number = typeof value === 'string' && /^\d+$/.test(value.trim()) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(number) || number < range.min || number > range.max) {
+    throw new ConfigError(`[cluster] ${key} = '${String(value)}' is not a whole number from ${range.min} to ${range.max}`);
+  }
+  return number;
+}

@@ -1,0 +1,95 @@
+/**
+ * Logging. The only file that imports winston: everything else takes the narrow `Logger` below,
+ * with child loggers that carry the node id, the component and the peer.
+ *
+ * A controller logs JSON lines to `<log_dir>/<node>.log` and readable lines to the console.
+ * Long string values are truncated so a huge key or value never floods a log.
+ */
+
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import winston from 'winston';
+
+export type LogMeta = Record<string, unknown>;
+
+export interface Logger {
+  debug(message: string, meta?: LogMeta): void;
+  info(message: string, meta?: LogMeta): void;
+  warn(message: string, meta?: LogMeta): void;
+  error(message: string, meta?: LogMeta): void;
+  child(meta: LogMeta): Logger;
+}
+
+export interface LoggerOptions {
+  /** Folder for the JSON-lines file; none = console only. */
+  logDir?: string;
+  /** File name inside logDir, e.g. "n1.log". */
+  fileName?: string;
+  level?: 'debug' | 'info' | 'warn' | 'error';
+  console?: boolean;
+  meta?: LogMeta;
+}
+
+const valueCharsMax = 200;
+
+const truncateLongValues = winston.format((info) => {
+  for (const [key, value] of Object.entries(info)) {
+    if (typeof value === 'string' && value.length > valueCharsMax && key !== 'message') {
+      info[key] = `${value.slice(0, valueCharsMax)}…(${value.length} chars)`;
+    }
+  }
+  return info;
+});
+
+/** Creates the process's root logger. */
+export function createLogger(options: LoggerOptions): Logger {
+  const transports: winston.transport[] = [];
+  if (options.logDir && options.fileName) {
+    mkdirSync(options.logDir, { recursive: true });
+    transports.push(
+      new winston.transports.File({
+        filename: path.join(options.logDir, options.fileName),
+        format: winston.format.combine(truncateLongValues(), winston.format.timestamp(), winston.format.json()),
+      }),
+    );
+  }
+  if (options.console !== false) {
+    transports.push(
+      new winston.transports.Console({
+        stderrLevels: ['error', 'warn', 'info', 'debug'],
+        format: winston.format.combine(
+          truncateLongValues(),
+          winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
+          winston.format.printf(({ timestamp, level, message, ...meta }) => {
+            const fields = Object.entries(meta)
+              .map(([key, value]) => `${key}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+              .join(' ');
+            return `${String(timestamp)} ${level.padEnd(5)} ${String(message)}${fields ? ` ${fields}` : ''}`;
+          }),
+        ),
+      }),
+    );
+  }
+  if (transports.length === 0) transports.push(new winston.transports.Console({ silent: true }));
+  const root = winston.createLogger({ level: options.level ?? 'info', transports, defaultMeta: options.meta });
+  return wrap(root);
+}
+
+/** A logger that drops everything: for tests and tools. */
+export const silentLogger: Logger = {
+  debug: () => {},
+  info: () => {},
+  warn: () => {},
+  error: () => {},
+  child: () => silentLogger,
+};
+
+function wrap(logger: winston.Logger): Logger {
+  return {
+    debug: (message, meta) => logger.debug(message, meta),
+    info: (message, meta) => logger.info(message, meta),
+    warn: (message, meta) => logger.warn(message, meta),
+    error: (message, meta) => logger.error(message, meta),
+    child: (meta) => wrap(logger.child(meta)),
+  };
+}
