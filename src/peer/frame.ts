@@ -1,0 +1,314 @@
+/**
+ * Peer frames: how one controller's message value travels to another over a TCP byte stream.
+ *
+ * A frame is a 13-byte header followed by the payload:
+ *
+ *   magic "MCKV" (4 bytes) | version (1 byte) | payload length (u32 BE) | crc32 of payload (u32 BE)
+ *
+ * The payload is the JSON of the message with a small tagged encoding so that the values the
+ * consistency protocols carry survive the round trip: a Buffer becomes `{"$b":"<base64>"}`, a
+ * bigint `{"$n":"<decimal>"}`. A plain object that would itself look like a tag (its only key is
+ * `$b`, `$n` or `$o`) is wrapped as `{"$o":{...}}`, so any JSON-able value round-trips exactly.
+ *
+ * Intuition: the header lets the decoder refuse garbage (bad magic), a peer from another release
+ * (bad version) or an absurd length *before* buffering the body, and the checksum catches
+ * corruption that TCP's weak checksum or a buggy proxy let through.
+ *
+ * Invariants:
+ * - `FrameDecoder.push` never throws on malformed input; it returns a typed `FrameError`. Once it
+ *   has returned an error it stays failed: the caller drops the connection.
+ * - The decoder never holds more than one header plus `frameBytesMax` bytes of a frame.
+ * - Decoding is independent of how the byte stream is split into chunks.
+ */
+
+import { crc32 } from 'node:zlib';
+
+/** "MCKV" as a big-endian u32. */
+export const FRAME_MAGIC = 0x4d434b56;
+export const FRAME_VERSION = 1;
+export const FRAME_HEADER_BYTES = 13;
+/** Default upper bound on one frame, header included. */
+export const FRAME_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+
+/** Why a byte stream is not a valid sequence of frames. The connection must be dropped. */
+export type FrameError =
+  | { kind: 'bad_magic' }
+  | { kind: 'bad_version'; version: number }
+  | { kind: 'oversized'; frameBytes: number; frameBytesMax: number }
+  | { kind: 'checksum_mismatch'; expected: number; actual: number }
+  | { kind: 'bad_json'; detail: string };
+
+/** What one `push` yields: the messages completed by this chunk, and an error if the stream broke. */
+export interface FrameDecodeResult {
+  messages: unknown[];
+  error: FrameError | null;
+}
+
+/** A one-line description of a frame error, for logs. */
+export function describeFrameError(error: FrameError): string {
+  switch (error.kind) {
+    case 'bad_magic':
+      return 'bad magic (not an mckv peer frame)';
+    case 'bad_version':
+      return `unsupported frame version ${error.version} (expected ${FRAME_VERSION})`;
+    case 'oversized':
+      return `frame of ${error.frameBytes} bytes exceeds frameBytesMax ${error.frameBytesMax}`;
+    case 'checksum_mismatch':
+      return `checksum mismatch (header ${error.expected}, payload ${error.actual})`;
+    case 'bad_json':
+      return `payload is not valid JSON: ${error.detail}`;
+    default: {
+      const unreachable: never = error;
+      return unreachable;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tagged JSON: Buffers and bigints survive the round trip.
+
+const TAG_BUFFER = '$b';
+const TAG_BIGINT = '$n';
+const TAG_OBJECT = '$o';
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** True when `object` has exactly one own key and it is one of our tags (so it needs escaping). */
+function looksLikeTag(object: object): boolean {
+  if (!(TAG_BUFFER in object) && !(TAG_BIGINT in object) && !(TAG_OBJECT in object)) return false;
+  return Object.keys(object).length === 1;
+}
+
+/** Converts a message value into plain JSON, tagging Buffers and bigints. */
+export function toWire(value: unknown): Json | undefined {
+  const type = typeof value;
+  switch (type) {
+    case 'string':
+    case 'number':
+    case 'boolean':
+      return value as string | number | boolean;
+    case 'bigint':
+      return { [TAG_BIGINT]: (value as bigint).toString() };
+    case 'undefined':
+    case 'function':
+    case 'symbol':
+      return undefined;
+    case 'object':
+      return objectToWire(value as object | null);
+    default: {
+      const unreachable: never = type;
+      return unreachable;
+    }
+  }
+}
+
+function objectToWire(value: object | null): Json {
+  if (value === null) return null;
+  if (value instanceof Uint8Array) {
+    const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    return { [TAG_BUFFER]: bytes.toString('base64') };
+  }
+  if (Array.isArray(value)) {
+    // JSON turns undefined array elements into null; keep positions stable the same way.
+    return value.map((element: unknown) => toWire(element) ?? null);
+  }
+  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
+    // Dates and other values that define their own JSON form (as JSON.stringify would).
+    return toWire((value as { toJSON: () => unknown }).toJSON()) ?? null;
+  }
+  const out: { [key: string]: Json } = {};
+  for (const key in value) {
+    if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
+    const converted = toWire((value as Record<string, unknown>)[key]);
+    if (converted !== undefined) out[key] = converted;
+  }
+  return looksLikeTag(out) ? { [TAG_OBJECT]: out } : out;
+}
+
+/** Inverse of `toWire`. Mutates `value` (a fresh JSON.parse result) in place where it can. */
+export function fromWire(value: Json): unknown {
+  if (typeof value !== 'object' || value === null) return value;
+  if (Array.isArray(value)) {
+    for (let index = 0; index < value.length; index++) value[index] = fromWire(value[index]) as Json;
+    return value;
+  }
+  if (looksLikeTag(value)) {
+    const tagged = unTag(value);
+    if (tagged !== NOT_A_TAG) return tagged;
+  }
+  return fieldsFromWire(value);
+}
+
+const NOT_A_TAG = Symbol('not a tag');
+
+function unTag(value: { [key: string]: Json }): unknown {
+  const buffer = value[TAG_BUFFER];
+  if (typeof buffer === 'string') return Buffer.from(buffer, 'base64');
+  const bigint = value[TAG_BIGINT];
+  if (typeof bigint === 'string' && /^-?\d+$/.test(bigint)) return BigInt(bigint);
+  const object = value[TAG_OBJECT];
+  if (typeof object === 'object' && object !== null && !Array.isArray(object)) return fieldsFromWire(object);
+  return NOT_A_TAG;
+}
+
+function fieldsFromWire(value: { [key: string]: Json }): unknown {
+  for (const key in value) value[key] = fromWire(value[key]) as Json;
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+
+/** Encodes one message value as a complete frame. */
+export function encodeFrame(message: unknown): Buffer {
+  const json = JSON.stringify(toWire(message) ?? null);
+  const payloadBytes = Buffer.byteLength(json);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes);
+  frame.write(json, FRAME_HEADER_BYTES, 'utf8');
+  const payload = frame.subarray(FRAME_HEADER_BYTES);
+  frame.writeUInt32BE(FRAME_MAGIC, 0);
+  frame.writeUInt8(FRAME_VERSION, 4);
+  frame.writeUInt32BE(payloadBytes, 5);
+  frame.writeUInt32BE(crc32(payload), 9);
+  return frame;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming decoder
+
+export interface FrameDecoderOptions {
+  /** Largest frame accepted, header included. Default 64 MiB. */
+  frameBytesMax?: number;
+}
+
+/**
+ * Turns a byte stream into messages. Chunks are kept as a list (not concatenated on every push),
+ * so a stream delivered byte by byte still decodes in linear time.
+ */
+export class FrameDecoder {
+  readonly frameBytesMax: number;
+  private chunks: Buffer[] = [];
+  /** Offset of the first unread byte in chunks[0]. */
+  private chunkOffset = 0;
+  private bufferedBytes = 0;
+  /** Payload length from a header already consumed, or null while waiting for a header. */
+  private pendingPayloadBytes: number | null = null;
+  private pendingChecksum = 0;
+  private failure: FrameError | null = null;
+
+  constructor(options: FrameDecoderOptions = {}) {
+    this.frameBytesMax = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
+  }
+
+  /** Bytes held, waiting for the rest of a frame. */
+  get pendingBytes(): number {
+    return this.bufferedBytes;
+  }
+
+  /** Feeds a chunk; returns the messages it completed and, if the stream is broken, why. */
+  push(chunk: Buffer): FrameDecodeResult {
+    const messages: unknown[] = [];
+    if (this.failure !== null) return { messages, error: this.failure };
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.bufferedBytes += chunk.length;
+    }
+    while (this.failure === null) {
+      const step = this.pendingPayloadBytes === null ? this.readHeader() : this.readPayload();
+      if (step === 'wait') break;
+      if (step !== 'header') messages.push(step.message);
+    }
+    if (this.failure !== null) this.release();
+    return { messages, error: this.failure };
+  }
+
+  /** Consumes a header if one is complete. Checks the magic as soon as its bytes arrive. */
+  private readHeader(): 'wait' | 'header' {
+    const magicBytesSeen = Math.min(4, this.bufferedBytes);
+    for (let index = 0; index < magicBytesSeen; index++) {
+      if (this.peekByte(index) !== ((FRAME_MAGIC >>> (8 * (3 - index))) & 0xff)) {
+        return this.fail({ kind: 'bad_magic' });
+      }
+    }
+    if (this.bufferedBytes < FRAME_HEADER_BYTES) return 'wait';
+    const header = this.take(FRAME_HEADER_BYTES);
+    const version = header.readUInt8(4);
+    if (version !== FRAME_VERSION) return this.fail({ kind: 'bad_version', version });
+    const payloadBytes = header.readUInt32BE(5);
+    const frameBytes = FRAME_HEADER_BYTES + payloadBytes;
+    if (frameBytes > this.frameBytesMax) {
+      return this.fail({ kind: 'oversized', frameBytes, frameBytesMax: this.frameBytesMax });
+    }
+    this.pendingPayloadBytes = payloadBytes;
+    this.pendingChecksum = header.readUInt32BE(9);
+    return 'header';
+  }
+
+  private readPayload(): 'wait' | { message: unknown } {
+    const payloadBytes = this.pendingPayloadBytes ?? 0;
+    if (this.bufferedBytes < payloadBytes) return 'wait';
+    const payload = this.take(payloadBytes);
+    this.pendingPayloadBytes = null;
+    const actual = crc32(payload);
+    if (actual !== this.pendingChecksum) {
+      return this.fail({ kind: 'checksum_mismatch', expected: this.pendingChecksum, actual });
+    }
+    let parsed: Json;
+    try {
+      parsed = JSON.parse(payload.toString('utf8')) as Json;
+    } catch (error) {
+      return this.fail({ kind: 'bad_json', detail: error instanceof Error ? error.message : String(error) });
+    }
+    return { message: fromWire(parsed) };
+  }
+
+  private fail(error: FrameError): 'wait' {
+    this.failure = error;
+    return 'wait';
+  }
+
+  private release(): void {
+    this.chunks = [];
+    this.chunkOffset = 0;
+    this.bufferedBytes = 0;
+  }
+
+  private peekByte(index: number): number {
+    let position = this.chunkOffset + index;
+    for (const chunk of this.chunks) {
+      if (position < chunk.length) return chunk[position];
+      position -= chunk.length;
+    }
+    throw new Error(`peekByte(${index}) beyond ${this.bufferedBytes} buffered bytes`);
+  }
+
+  /** Removes and returns the first `byteCount` buffered bytes (the caller checked they exist). */
+  private take(byteCount: number): Buffer {
+    const first = this.chunks[0];
+    if (first !== undefined && first.length - this.chunkOffset >= byteCount) {
+      const out = first.subarray(this.chunkOffset, this.chunkOffset + byteCount);
+      this.advance(byteCount);
+      return out;
+    }
+    const out = Buffer.allocUnsafe(byteCount);
+    let written = 0;
+    while (written < byteCount) {
+      const chunk = this.chunks[0];
+      const available = chunk.length - this.chunkOffset;
+      const copied = Math.min(available, byteCount - written);
+      chunk.copy(out, written, this.chunkOffset, this.chunkOffset + copied);
+      written += copied;
+      this.advance(copied);
+    }
+    return out;
+  }
+
+  private advance(byteCount: number): void {
+    this.bufferedBytes -= byteCount;
+    this.chunkOffset += byteCount;
+    while (this.chunks.length > 0 && this.chunkOffset >= this.chunks[0].length) {
+      this.chunkOffset -= this.chunks[0].length;
+      this.chunks.shift();
+    }
+  }
+}
