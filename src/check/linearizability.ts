@@ -1,0 +1,286 @@
+/**
+ * Linearizability checker for register histories: the Wing & Gong search with Lowe's
+ * memoisation, as in Porcupine's `checkSingle` (anishathalye/porcupine), written for mckv.
+ *
+ * Intuition: a history is linearizable if every operation can be given one point between its
+ * call and its return such that, in the order of those points, the register model explains every
+ * output. Per key (registers are independent, and linearizability is compositional, so checking
+ * each key alone is exact), we lay out the call and return entries in time order in a doubly
+ * linked list. Walking from the head, a call entry is a candidate to linearize next; "lifting" it
+ * removes its call and return from the list. Reaching a return entry means that operation should
+ * already have been linearized: backtrack. A cache of (set of linearized ops, state) pairs prunes
+ * states already explored (Lowe's improvement), which makes most real histories fast.
+ *
+ * Indeterminate operations (`info`, or never completed) return at +infinity: they may take effect
+ * at any point after their call, or never. Their return entries sort last, so they never force a
+ * backtrack; the search succeeds as soon as every determinate operation is linearized (leaving
+ * the rest out is the "never" case). Indeterminate reads constrain nothing and are dropped.
+ *
+ * Invariants: entries are sorted by time with calls before returns at equal times (closed
+ * intervals: equal times are concurrent); `lift` and `unlift` are exact inverses; the bitset, its
+ * Zobrist hash and `remaining` always describe the operations on the `stack`.
+ */
+
+import {
+  describeOperation, isIndeterminate, partitionByKey, show,
+  type CheckResult, type History, type Operation, type RegisterValue,
+} from './history.ts';
+import { INITIAL_STATE, step } from './model.ts';
+
+export interface CheckOptions {
+  /** Give up (verdict `unknown`) after this long; the budget is for the whole history. */
+  timeoutMs: number;
+}
+
+/** What a per-key search found; shared by the linearizability and sequential checkers. */
+export type KeyOutcome =
+  | { verdict: 'ok' }
+  | { verdict: 'unknown' }
+  | { verdict: 'violation'; stuck: StuckPoint };
+
+/** The deepest point the search reached: a valid prefix and the operations that could not follow. */
+export interface StuckPoint {
+  prefix: Operation[];
+  state: RegisterValue;
+  /** Operations that were candidates to go next and all failed (or led to explored dead ends). */
+  candidates: Operation[];
+  /** For linearizability: the operation whose return was reached before it could be placed. */
+  blocking: Operation | null;
+}
+
+/** How often the search looks at the clock, in iterations. */
+const DEADLINE_CHECK_INTERVAL = 1024;
+/** How many operations of the valid prefix a report shows. */
+const PREFIX_SHOWN_MAX = 10;
+
+/** Check that a history is linearizable, key by key (smallest keys first). */
+export function checkLinearizability(history: History, options: CheckOptions): CheckResult {
+  return checkPerKey(history, options, checkKeyLinearizable, 'linearizable');
+}
+
+/**
+ * Run a per-key search over every key before one deadline. A violation on any key wins; else an
+ * unknown on any key makes the whole verdict unknown. Smaller keys go first so a short violation
+ * is found even when a large key exhausts the budget.
+ */
+export function checkPerKey(
+  history: History,
+  options: CheckOptions,
+  checkKey: (ops: Operation[], deadlineMs: number) => KeyOutcome,
+  property: string,
+): CheckResult {
+  const deadlineMs = performance.now() + options.timeoutMs;
+  const keys = [...partitionByKey(history.operations)].sort((a, b) => a[1].length - b[1].length);
+  let unknownKey: string | null = null;
+  for (const [key, ops] of keys) {
+    const outcome = checkKey(ops, deadlineMs);
+    if (outcome.verdict === 'violation') {
+      return { verdict: 'violation', key, detail: formatStuck(key, property, outcome.stuck, ops.length) };
+    }
+    if (outcome.verdict === 'unknown' && unknownKey === null) unknownKey = key;
+  }
+  if (unknownKey !== null) {
+    return {
+      verdict: 'unknown', key: unknownKey,
+      detail: `the search for key ${JSON.stringify(unknownKey)} ran out of time (${options.timeoutMs} ms); no violation found on the keys checked`,
+    };
+  }
+  return { verdict: 'ok', detail: `${keys.length} key(s), ${history.operations.length} operation(s): ${property}` };
+}
+
+/** Readable account of where the search got stuck. */
+export function formatStuck(key: string, property: string, stuck: StuckPoint, opsTotal: number): string {
+  const lines = [`key ${JSON.stringify(key)} is not ${property} (${opsTotal} operations on this key).`];
+  lines.push(`Longest valid prefix found: ${stuck.prefix.length} operation(s); the register then holds ${show(stuck.state)}.`);
+  const hidden = stuck.prefix.length - PREFIX_SHOWN_MAX;
+  if (hidden > 0) lines.push(`  … ${hidden} earlier operation(s)`);
+  for (const op of stuck.prefix.slice(Math.max(0, hidden))) lines.push(`  ${describeOperation(op)}`);
+  lines.push('No operation can go next. Candidates, each contradicted by the register or leading to explored dead ends:');
+  for (const op of stuck.candidates) {
+    const fits = step(stuck.state, op.input, op.output).ok;
+    lines.push(`  ${describeOperation(op)}${fits ? '  (fits here, but every continuation fails)' : '  (contradicts the register)'}`);
+  }
+  if (stuck.blocking !== null) {
+    lines.push(`and this operation returned before it could be placed: ${describeOperation(stuck.blocking)}`);
+  }
+  return lines.join('\n');
+}
+
+/** Doubly linked list of call/return entries over typed arrays; node `head` is a sentinel. */
+interface EntryList {
+  head: number;
+  next: Int32Array;
+  prev: Int32Array;
+  /** Operation index (into the key's op array) of each node. */
+  opOf: Int32Array;
+  /** For a call node, its return node; -1 for return nodes. */
+  match: Int32Array;
+}
+
+function buildEntryList(ops: Operation[]): EntryList {
+  const entries: { op: number; isCall: boolean; time: number }[] = [];
+  ops.forEach((op, index) => {
+    entries.push({ op: index, isCall: true, time: op.call });
+    entries.push({ op: index, isCall: false, time: op.return });
+  });
+  entries.sort((a, b) => (a.time !== b.time ? a.time - b.time : Number(b.isCall) - Number(a.isCall)));
+  const size = entries.length + 1;
+  const head = entries.length;
+  const list: EntryList = {
+    head, next: new Int32Array(size), prev: new Int32Array(size), opOf: new Int32Array(size), match: new Int32Array(size),
+  };
+  const returnNode = new Int32Array(ops.length);
+  entries.forEach((entry, node) => {
+    list.opOf[node] = entry.op;
+    if (!entry.isCall) returnNode[entry.op] = node;
+  });
+  entries.forEach((entry, node) => {
+    list.match[node] = entry.isCall ? returnNode[entry.op] : -1;
+    list.next[node] = node + 1 < entries.length ? node + 1 : -1;
+    list.prev[node] = node === 0 ? head : node - 1;
+  });
+  list.next[head] = entries.length > 0 ? 0 : -1;
+  list.prev[head] = -1;
+  list.opOf[head] = -1;
+  list.match[head] = -1;
+  return list;
+}
+
+/** Remove a call node and its return node from the list. */
+function lift(list: EntryList, call: number): void {
+  const { next, prev } = list;
+  next[prev[call]] = next[call];
+  prev[next[call]] = prev[call];
+  const ret = list.match[call];
+  next[prev[ret]] = next[ret];
+  if (next[ret] !== -1) prev[next[ret]] = prev[ret];
+}
+
+/** Put back what `lift` removed, in reverse order. */
+function unlift(list: EntryList, call: number): void {
+  const { next, prev } = list;
+  const ret = list.match[call];
+  next[prev[ret]] = ret;
+  if (next[ret] !== -1) prev[next[ret]] = ret;
+  next[prev[call]] = call;
+  prev[next[call]] = call;
+}
+
+/**
+ * Memo of (linearized set, state) pairs already explored. The set is a bitset with an
+ * incrementally maintained Zobrist hash (xor of a fixed random word per operation).
+ */
+export class SearchCache {
+  private readonly buckets = new Map<number, { bits: Uint32Array; state: RegisterValue }[]>();
+  private readonly stateHashes = new Map<string, number>();
+
+  /** Add the pair; false if it was already there. */
+  add(bitsHash: number, bits: Uint32Array, state: RegisterValue): boolean {
+    const key = (bitsHash ^ this.hashState(state)) >>> 0;
+    const bucket = this.buckets.get(key);
+    if (bucket === undefined) {
+      this.buckets.set(key, [{ bits: bits.slice(), state }]);
+      return true;
+    }
+    for (const entry of bucket) {
+      if (entry.state === state && sameBits(entry.bits, bits)) return false;
+    }
+    bucket.push({ bits: bits.slice(), state });
+    return true;
+  }
+
+  private hashState(state: RegisterValue): number {
+    if (state === null) return 0x5bd1e995;
+    let hash = this.stateHashes.get(state);
+    if (hash === undefined) {
+      hash = 0x811c9dc5;
+      for (let index = 0; index < state.length; index++) {
+        hash = Math.imul(hash ^ state.charCodeAt(index), 0x01000193);
+      }
+      hash = Math.imul(hash ^ (hash >>> 15), 0x2c1b3c6d) >>> 0;
+      this.stateHashes.set(state, hash);
+    }
+    return hash;
+  }
+}
+
+function sameBits(a: Uint32Array, b: Uint32Array): boolean {
+  for (let index = 0; index < a.length; index++) if (a[index] !== b[index]) return false;
+  return true;
+}
+
+/** Fixed pseudo-random words (xorshift32 from a constant seed): the search is deterministic. */
+export function zobristWords(count: number): Uint32Array {
+  const words = new Uint32Array(count);
+  let x = 0x9e3779b9;
+  for (let index = 0; index < count; index++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    words[index] = x >>> 0;
+  }
+  return words;
+}
+
+/** The Wing & Gong / Lowe search for one key. */
+export function checkKeyLinearizable(allOps: Operation[], deadlineMs: number): KeyOutcome {
+  const ops = allOps.filter((op) => !(op.f === 'read' && isIndeterminate(op)));
+  const list = buildEntryList(ops);
+  const zobrist = zobristWords(ops.length);
+  const bits = new Uint32Array(Math.ceil(ops.length / 32));
+  const cache = new SearchCache();
+  const stack: { call: number; state: RegisterValue; hash: number }[] = [];
+  let remaining = ops.filter((op) => !isIndeterminate(op)).length;
+  let state = INITIAL_STATE;
+  let hash = 0;
+  let entry = list.next[list.head];
+  let deepest: StuckPoint | null = null;
+  let iterations = 0;
+  while (remaining > 0) {
+    if (++iterations % DEADLINE_CHECK_INTERVAL === 0 && performance.now() > deadlineMs) return { verdict: 'unknown' };
+    if (entry === -1) throw new Error('linearizability search ran off the entry list with operations remaining');
+    const index = list.opOf[entry];
+    if (list.match[entry] !== -1) {
+      const op = ops[index];
+      const result = step(state, op.input, op.output);
+      const nextHash = (hash ^ zobrist[index]) >>> 0;
+      bits[index >>> 5] |= 1 << (index & 31);
+      if (result.ok && cache.add(nextHash, bits, result.state)) {
+        stack.push({ call: entry, state, hash });
+        state = result.state;
+        hash = nextHash;
+        if (!isIndeterminate(op)) remaining--;
+        lift(list, entry);
+        entry = list.next[list.head];
+      } else {
+        bits[index >>> 5] &= ~(1 << (index & 31));
+        entry = list.next[entry];
+      }
+      continue;
+    }
+    if (deepest === null || stack.length > deepest.prefix.length) deepest = stuckAt(list, ops, stack, state, entry);
+    const top = stack.pop();
+    if (top === undefined) return { verdict: 'violation', stuck: deepest };
+    const topIndex = list.opOf[top.call];
+    bits[topIndex >>> 5] &= ~(1 << (topIndex & 31));
+    state = top.state;
+    hash = top.hash;
+    if (!isIndeterminate(ops[topIndex])) remaining++;
+    unlift(list, top.call);
+    entry = list.next[top.call];
+  }
+  return { verdict: 'ok' };
+}
+
+function stuckAt(
+  list: EntryList, ops: Operation[], stack: { call: number }[], state: RegisterValue, returnEntry: number,
+): StuckPoint {
+  const candidates: Operation[] = [];
+  for (let node = list.next[list.head]; node !== returnEntry && node !== -1; node = list.next[node]) {
+    if (list.match[node] !== -1) candidates.push(ops[list.opOf[node]]);
+  }
+  return {
+    prefix: stack.map((frame) => ops[list.opOf[frame.call]]),
+    state,
+    candidates,
+    blocking: ops[list.opOf[returnEntry]],
+  };
+}
