@@ -8,5 +8,6 @@ export default defineConfig({
     // Integration and fault tests start real processes; two cores cannot run many at once.
     maxWorkers: 2,
     minWorkers: 1,
+    reporters: ['default', './test_cases/support/summary-reporter.ts'],
   },
 });

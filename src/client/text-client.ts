@@ -1,0 +1,133 @@
+/**
+ * A small memcached text-protocol client over a raw socket: one request at a time, replies read
+ * byte-exactly (VALUE data blocks by their length). Used by the interactive client and by tests
+ * that need `show` or want to see the exact reply lines.
+ */
+
+import net from 'node:net';
+
+export interface TextValue {
+  key: string;
+  flags: number;
+  value: Buffer;
+  cas: bigint | null;
+}
+
+export interface TextReply {
+  /** The reply's lines (for a get: the VALUE header lines are parsed into `values`). */
+  lines: string[];
+  values: TextValue[];
+}
+
+const multiLineCommands = new Set(['get', 'gets', 'gat', 'gats', 'stats', 'show']);
+const errorLine = /^(ERROR|CLIENT_ERROR|SERVER_ERROR)/;
+
+export class TextClient {
+  private buffer: Buffer = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  private closedError: Error | null = null;
+
+  private constructor(private readonly socket: net.Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      this.wake();
+    });
+    const onClose = (error?: Error): void => {
+      this.closedError ??= error ?? new Error('connection closed');
+      this.wake();
+    };
+    socket.on('error', onClose);
+    socket.on('close', () => onClose());
+  }
+
+  static connect(host: string, port: number, timeoutMs = 3000): Promise<TextClient> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new Error(`cannot connect to ${host}:${port}: timed out`));
+      }, timeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.setNoDelay(true);
+        resolve(new TextClient(socket));
+      });
+      socket.once('error', (error) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot connect to ${host}:${port}: ${error.message}`));
+      });
+    });
+  }
+
+  /** Sends raw bytes and reads one reply; `verb` says how the reply ends. */
+  async request(raw: string | Buffer, verb: string, timeoutMs = 20_000): Promise<TextReply> {
+    this.socket.write(raw);
+    const deadline = Date.now() + timeoutMs;
+    const reply: TextReply = { lines: [], values: [] };
+    const multiLine = multiLineCommands.has(verb);
+    for (;;) {
+      const line = await this.readLine(deadline);
+      if (!multiLine || line === 'END' || errorLine.test(line)) {
+        reply.lines.push(line);
+        return reply;
+      }
+      const match = /^VALUE (\S+) (\d+) (\d+)(?: (\d+))?$/.exec(line);
+      if (match) {
+        const value = await this.readBytes(Number(match[3]) + 2, deadline);
+        reply.values.push({
+          key: match[1],
+          flags: Number(match[2]),
+          value: value.subarray(0, value.length - 2),
+          cas: match[4] === undefined ? null : BigInt(match[4]),
+        });
+      }
+      reply.lines.push(line);
+    }
+  }
+
+  close(): void {
+    this.socket.end();
+    this.socket.destroy();
+  }
+
+  private async readLine(deadline: number): Promise<string> {
+    for (;;) {
+      const end = this.buffer.indexOf('\r\n');
+      if (end >= 0) {
+        const line = this.buffer.subarray(0, end).toString('latin1');
+        this.buffer = this.buffer.subarray(end + 2);
+        return line;
+      }
+      await this.wait(deadline);
+    }
+  }
+
+  private async readBytes(count: number, deadline: number): Promise<Buffer> {
+    while (this.buffer.length < count) await this.wait(deadline);
+    const bytes = this.buffer.subarray(0, count);
+    this.buffer = this.buffer.subarray(count);
+    return bytes;
+  }
+
+  private wait(deadline: number): Promise<void> {
+    if (this.closedError) return Promise.reject(this.closedError);
+    const remainingMs = deadline - Date.now();
+    if (remainingMs <= 0) return Promise.reject(new Error('timed out waiting for a reply'));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiter = null;
+        reject(new Error('timed out waiting for a reply'));
+      }, remainingMs);
+      this.waiter = () => {
+        clearTimeout(timer);
+        this.waiter = null;
+        if (this.closedError && this.buffer.length === 0) reject(this.closedError);
+        else resolve();
+      };
+    });
+  }
+
+  private wake(): void {
+    this.waiter?.();
+  }
+}

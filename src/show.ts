@@ -1,0 +1,86 @@
+/**
+ * The `show` extension: the cluster as every controller sees it, as a readable table.
+ *
+ * Each controller sends its own summary in every heartbeat, so the controller answering `show`
+ * can print every peer's last known state next to whether it still hears from that peer.
+ */
+
+export interface NodeSummary {
+  node: string;
+  mode: string;
+  role: string;
+  term: number;
+  leader: string | null;
+  committed: string;
+  applied: string;
+  queueDepth: number;
+  opsServed: number;
+  backend: string;
+  backendOk: boolean;
+  backendDetail: string;
+  /** This node's own view of its peers. */
+  peersUp: Array<{ peer: string; up: boolean }>;
+}
+
+export interface PeerViewRow {
+  peer: string;
+  up: boolean;
+  lastHeardAgoMs: number | null;
+  info?: unknown;
+}
+
+const columns = ['node', 'state', 'heard', 'role', 'term', 'leader', 'committed', 'applied', 'queue', 'ops', 'backend', 'sees'];
+
+/** The lines of the `show` reply (the protocol adds END). */
+export function renderShow(self: NodeSummary, peers: readonly PeerViewRow[]): string[] {
+  const rows: string[][] = [row(self, 'self', '-')];
+  for (const view of peers) {
+    const summary = isNodeSummary(view.info) ? view.info : null;
+    const heard = view.lastHeardAgoMs === null ? 'never' : formatAge(view.lastHeardAgoMs);
+    const state = view.up ? 'up' : 'down';
+    rows.push(summary ? row(summary, state, heard) : [view.peer, state, heard, '?', '?', '?', '?', '?', '?', '?', '?', '?']);
+  }
+  const widths = columns.map((title, index) => Math.max(title.length, ...rows.map((cells) => cells[index].length)));
+  const format = (cells: string[]): string =>
+    cells
+      .map((cell, index) => (index === cells.length - 1 ? cell : cell.padEnd(widths[index])))
+      .join('  ')
+      .trimEnd();
+  return [
+    `mckv cluster as seen by ${self.node}, mode ${self.mode}`,
+    format(columns),
+    ...rows.map(format),
+  ];
+}
+
+function row(summary: NodeSummary, state: string, heard: string): string[] {
+  const backend = `${summary.backend} ${summary.backendOk ? 'ok' : `DOWN (${summary.backendDetail})`}`;
+  const sees = summary.peersUp.map((view) => `${view.peer}:${view.up ? 'up' : 'down'}`).join(',');
+  return [
+    summary.node,
+    state,
+    heard,
+    summary.role,
+    String(summary.term),
+    summary.leader ?? '-',
+    summary.committed,
+    summary.applied,
+    String(summary.queueDepth),
+    String(summary.opsServed),
+    backend,
+    sees,
+  ];
+}
+
+function formatAge(ageMs: number): string {
+  return ageMs < 10_000 ? `${Math.round(ageMs)}ms` : `${(ageMs / 1000).toFixed(1)}s`;
+}
+
+function isNodeSummary(value: unknown): value is NodeSummary {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as NodeSummary).node === 'string' &&
+    Array.isArray((value as NodeSummary).peersUp)
+  );
+}

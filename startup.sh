@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Starts the three mckv controllers of config.ini in the background.
+#
+#   ./startup.sh [-cons linearizability|sequential|eventual] [-c config.ini] [--memory]
+#
+# Each controller fronts the memcached of its [node.*] section. Where those do not answer, it starts
+# local memcached processes if the `memcached` binary is installed, else uses the embedded in-memory
+# store, and says which. It waits until every controller answers, records the PIDs it started in
+# .run/pids for ./stop.sh, and prints where the logs are.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+mode=""
+config="config.ini"
+force_memory=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -cons|--cons) mode="${2:?-cons needs a mode}"; shift 2 ;;
+    -c|--config) config="${2:?-c needs a file}"; shift 2 ;;
+    --memory) force_memory=1; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "startup.sh: unknown argument '$1' (see ./startup.sh --help)" >&2; exit 1 ;;
+  esac
+done
+case "$mode" in
+  ""|linearizability|sequential|eventual) ;;
+  *) echo "startup.sh: unknown consistency mode '$mode' (expected linearizability, sequential, eventual)" >&2; exit 1 ;;
+esac
+[ -f "$config" ] || { echo "startup.sh: no config file $config" >&2; exit 1; }
+
+run_dir=".run"
+pid_file="$run_dir/pids"
+mkdir -p "$run_dir"
+
+alive() { kill -0 "$1" 2>/dev/null; }
+
+if [ -f "$pid_file" ]; then
+  running=""
+  while read -r kind pid _; do
+    if alive "$pid"; then running="$running $kind:$pid"; fi
+  done < "$pid_file"
+  if [ -n "$running" ]; then
+    echo "mckv is already running (pids$running); ./stop.sh stops it"
+    exit 0
+  fi
+  rm -f "$pid_file"
+fi
+
+if ! command -v node >/dev/null; then
+  echo "startup.sh: Node.js is not installed (apt-get install -y nodejs npm)" >&2; exit 1
+fi
+if [ ! -x node_modules/.bin/tsx ]; then
+  echo "installing dependencies (npm ci)..."
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi
+
+# node id, client host:port, memcached host:port — one line per [node.*] section.
+nodes=$(awk '
+  /^\[node\./ { if (id != "") print id, client, mc; id = substr($0, 7); sub(/\].*/, "", id); client = ""; mc = ""; next }
+  /^\[/ { if (id != "") print id, client, mc; id = ""; next }
+  id != "" && /^[ \t]*client[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); client = v }
+  id != "" && /^[ \t]*memcached[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); mc = v }
+  END { if (id != "") print id, client, mc }
+' "$config")
+[ -n "$nodes" ] || { echo "startup.sh: no [node.*] sections in $config" >&2; exit 1; }
+
+answers() { # host port: does something speaking memcached answer there?
+  local reply
+  reply=$(exec 3<>"/dev/tcp/$1/$2" 2>/dev/null && printf 'version\r\n' >&3 && timeout 2 head -c 7 <&3 2>/dev/null) || return 1
+  [ "$reply" = "VERSION" ]
+}
+
+log_dir=$(awk -F= '/^[ \t]*log_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
+log_dir="${log_dir:-logs}"
+mkdir -p "$log_dir"
+
+kvtype=memcache
+backend_note=""
+if [ "$force_memory" = 1 ]; then
+  kvtype=memory
+  backend_note="the embedded in-memory store (--memory)"
+else
+  missing=""
+  while read -r id client mc; do
+    answers "${mc%:*}" "${mc##*:}" || missing="$missing $id:$mc"
+  done <<< "$nodes"
+  if [ -z "$missing" ]; then
+    backend_note="the memcached servers of $config"
+  elif command -v memcached >/dev/null; then
+    while read -r id client mc; do
+      if ! answers "${mc%:*}" "${mc##*:}"; then
+        nohup memcached -l "${mc%:*}" -p "${mc##*:}" -U 0 -M -m 1024 >"$log_dir/memcached-$id.out" 2>&1 &
+        echo "memcached $! $id" >> "$pid_file"
+      fi
+    done <<< "$nodes"
+    backend_note="local memcached processes started for$missing"
+    for _ in $(seq 50); do
+      ok=1
+      while read -r id client mc; do answers "${mc%:*}" "${mc##*:}" || ok=0; done <<< "$nodes"
+      [ "$ok" = 1 ] && break
+      sleep 0.1
+    done
+  else
+    kvtype=memory
+    backend_note="the embedded in-memory store (no memcached answers at$missing and the memcached binary is not installed)"
+  fi
+fi
+
+mode_flag=()
+[ -n "$mode" ] && mode_flag=(-cons "$mode")
+while read -r id client mc; do
+  nohup node --import tsx main.ts -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
+    >"$log_dir/$id.out" 2>&1 &
+  echo "controller $! $id" >> "$pid_file"
+done <<< "$nodes"
+
+deadline=$((SECONDS + 60))
+while read -r id client mc; do
+  pid=$(awk -v id="$id" '$1 == "controller" && $3 == id { print $2 }' "$pid_file")
+  until answers "${client%:*}" "${client##*:}"; do
+    if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
+      echo "startup.sh: controller $id did not start; its output ($log_dir/$id.out):" >&2
+      tail -n 20 "$log_dir/$id.out" >&2 || true
+      ./stop.sh >/dev/null 2>&1 || true
+      exit 1
+    fi
+    sleep 0.2
+  done
+done <<< "$nodes"
+
+echo "mckv is running, mode ${mode:-from $config}, on $backend_note."
+while read -r id client mc; do
+  echo "  $id: clients at $client, replica $([ "$kvtype" = memory ] && echo "in memory" || echo "memcached $mc")"
+done <<< "$nodes"
+echo "logs: $log_dir/<node>.log (JSON lines) and $log_dir/<node>.out (console)"
+echo "try:  node --import tsx main.ts -cli -i 127.0.0.1 -p ${client##*:}    stop: ./stop.sh"
