@@ -1,0 +1,291 @@
+/**
+ * Three PeerNetworks on free 127.0.0.1 ports: they find each other, carry messages both ways,
+ * report a stopped peer down within the failure timeout and back up when it returns, refuse a
+ * taken port clearly, and shrug off garbage connections. Small timings: heartbeat 20 ms, failure 150 ms.
+ */
+
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { asPeerId, type PeerId } from '../src/consistency/types.ts';
+import { FRAME_HEADER_BYTES, encodeFrame } from '../src/peer/frame.ts';
+import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
+
+const heartbeatIntervalMs = 20;
+const failureTimeoutMs = 150;
+/** Scheduling slack on a loaded two-core machine. */
+const slackMs = 150;
+const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
+const [n1, n2, n3] = ids;
+
+interface LogLine {
+  level: 'info' | 'warn';
+  message: string;
+  meta?: Record<string, unknown>;
+}
+
+function recordingLog(lines: LogLine[]): PeerLog {
+  return {
+    info: (message, meta) => lines.push({ level: 'info', message, meta }),
+    warn: (message, meta) => lines.push({ level: 'warn', message, meta }),
+  };
+}
+
+async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: count }, () => {
+      const server = net.createServer();
+      return new Promise<net.Server>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+    }),
+  );
+  const ports = servers.map((server) => (server.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  return ports;
+}
+
+/** Polls `condition` every 5 ms; fails after `timeoutMs`. */
+async function waitFor(condition: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const deadlineMs = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadlineMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+function nextEvent<E extends 'peer-up' | 'peer-down'>(network: PeerNetwork, event: E, peer: PeerId): Promise<number> {
+  return new Promise((resolve) => {
+    const listener = (which: PeerId): void => {
+      if (which !== peer) return;
+      network.off(event, listener);
+      resolve(Date.now());
+    };
+    network.on(event, listener);
+  });
+}
+
+function nextMessage(network: PeerNetwork): Promise<{ from: PeerId; message: unknown }> {
+  return new Promise((resolve) => network.once('message', (from, message) => resolve({ from, message })));
+}
+
+/** Opens a raw TCP connection, writes `bytes`, resolves when the other side closes it. */
+function rawConnectionClosed(port: number, bytes: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(bytes));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('garbage connection was not dropped'));
+    }, 2000);
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+describe('PeerNetwork with three nodes', () => {
+  let ports: number[] = [];
+  const networks = new Map<PeerId, PeerNetwork>();
+  const logs = new Map<PeerId, LogLine[]>();
+
+  function makeNetwork(self: PeerId, options: { info?: () => unknown } = {}): PeerNetwork {
+    const lines: LogLine[] = [];
+    logs.set(self, lines);
+    return new PeerNetwork({
+      self,
+      listen: { host: '127.0.0.1', port: ports[ids.indexOf(self)] },
+      peers: ids.filter((id) => id !== self).map((id) => ({ id, host: '127.0.0.1', port: ports[ids.indexOf(id)] })),
+      heartbeatIntervalMs,
+      failureTimeoutMs,
+      heartbeatInfo: options.info,
+      log: recordingLog(lines),
+    });
+  }
+
+  const network = (id: PeerId): PeerNetwork => {
+    const found = networks.get(id);
+    if (found === undefined) throw new Error(`no network ${id}`);
+    return found;
+  };
+  const allSeeEachOther = (): boolean =>
+    ids.every((id) => networks.get(id)?.up().length === 2 && ids.every((other) => other === id || network(id).isConnected(other)));
+
+  beforeAll(async () => {
+    ports = await freePorts(3);
+    for (const id of ids) networks.set(id, makeNetwork(id, { info: () => ({ role: `role-of-${id}` }) }));
+    await Promise.all(ids.map((id) => network(id).start()));
+  });
+
+  afterAll(async () => {
+    await Promise.all([...networks.values()].map((each) => each.stop()));
+  });
+
+  it('all three see each other up, with heartbeat info', async () => {
+    await waitFor(allSeeEachOther, 3000, 'every node to see both others up');
+    await waitFor(() => network(n1).peerView().every((entry) => entry.info !== null), 1000, 'heartbeat info');
+    const view = network(n1).peerView();
+    expect(view.map((entry) => [entry.peer, entry.up])).toEqual([
+      [n2, true],
+      [n3, true],
+    ]);
+    expect(view[0].info).toEqual({ role: 'role-of-n2' });
+    expect(view[1].lastHeardAgoMs).toBeLessThan(failureTimeoutMs);
+    expect(logs.get(n1)?.filter((line) => line.message === 'peer up').map((line) => line.meta?.peer).sort()).toEqual([n2, n3]);
+  });
+
+  it('carries messages both ways, with Buffers and bigints, and never emits heartbeats', async () => {
+    const atN2 = nextMessage(network(n2));
+    expect(network(n1).send(n2, { kind: 'ping', value: Buffer.from([1, 2, 3]), cas: 99n })).toBe(true);
+    expect(await atN2).toEqual({ from: n1, message: { kind: 'ping', value: Buffer.from([1, 2, 3]), cas: 99n } });
+
+    const atN1 = nextMessage(network(n1));
+    expect(network(n2).send(n1, { kind: 'pong' })).toBe(true);
+    expect(await atN1).toEqual({ from: n2, message: { kind: 'pong' } });
+
+    const seen: unknown[] = [];
+    const listener = (_from: PeerId, message: unknown): void => void seen.push(message);
+    network(n3).on('message', listener);
+    await new Promise((resolve) => setTimeout(resolve, heartbeatIntervalMs * 4));
+    network(n3).off('message', listener);
+    expect(seen).toEqual([]); // heartbeats arrived meanwhile (the peers stayed up) but none was emitted
+    expect(network(n3).up()).toEqual([n1, n2]);
+  });
+
+  it('delivers a burst sent in one tick, in order', async () => {
+    const received: unknown[] = [];
+    const listener = (from: PeerId, message: unknown): void => {
+      if (from === n3) received.push(message);
+    };
+    network(n1).on('message', listener);
+    for (let index = 0; index < 200; index++) expect(network(n3).send(n1, { index })).toBe(true);
+    await waitFor(() => received.length === 200, 3000, 'the burst');
+    network(n1).off('message', listener);
+    expect(received).toEqual(Array.from({ length: 200 }, (_, index) => ({ index })));
+  });
+
+  it('drops a garbage connection with a warning and keeps serving the peers', async () => {
+    await rawConnectionClosed(ports[0], Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    const unknownHello = encodeFrame({ kind: 'hello', from: 'n9', to: 'n1', version: 1 });
+    await rawConnectionClosed(ports[0], unknownHello);
+    const oversized = encodeFrame('x').subarray(0, FRAME_HEADER_BYTES);
+    oversized.writeUInt32BE(0xffffffff, 5);
+    await rawConnectionClosed(ports[0], Buffer.concat([encodeFrame({ kind: 'hello', from: 'n2', to: 'n1', version: 1 }), oversized]));
+
+    const warnings = (logs.get(n1) ?? []).filter((line) => line.level === 'warn');
+    expect(warnings.some((line) => /corrupt peer frame/.test(line.message) && /bad magic/.test(String(line.meta?.reason)))).toBe(true);
+    expect(warnings.some((line) => /unknown peer id "n9"/.test(line.message))).toBe(true);
+    expect(warnings.some((line) => line.meta?.peer === n2 && /frameBytesMax/.test(String(line.meta?.reason)))).toBe(true);
+
+    // The impostor claiming to be n2 cut nothing: the real peers' connections still carry traffic.
+    for (const from of [n2, n3]) {
+      const atN1 = nextMessage(network(n1));
+      expect(network(from).send(n1, { kind: 'still-here' })).toBe(true);
+      expect(await atN1).toEqual({ from, message: { kind: 'still-here' } });
+    }
+    expect(network(n1).up()).toEqual([n2, n3]);
+  });
+
+  it('refuses a taken port with a clear error', async () => {
+    const intruder = new PeerNetwork({
+      self: n1,
+      listen: { host: '127.0.0.1', port: ports[0] },
+      peers: [],
+      heartbeatIntervalMs,
+      failureTimeoutMs,
+      log: recordingLog([]),
+    });
+    const failure = await intruder.start().then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(PeerNetworkError);
+    expect((failure as PeerNetworkError).code).toBe('address_in_use');
+    expect((failure as PeerNetworkError).message).toBe(`peer port 127.0.0.1:${ports[0]} of n1 is already in use`);
+    await intruder.stop();
+  });
+
+  it('reports a stopped peer down within the failure timeout plus a heartbeat, and back up on restart', async () => {
+    await waitFor(allSeeEachOther, 3000, 'every node to see both others up');
+    const downAtN1 = nextEvent(network(n1), 'peer-down', n3);
+    const downAtN2 = nextEvent(network(n2), 'peer-down', n3);
+    const stoppedAtMs = Date.now();
+    await network(n3).stop();
+    const [n1SawMs, n2SawMs] = await Promise.all([downAtN1, downAtN2]);
+    for (const sawMs of [n1SawMs, n2SawMs]) {
+      expect(sawMs - stoppedAtMs).toBeLessThanOrEqual(failureTimeoutMs + heartbeatIntervalMs + slackMs);
+      expect(sawMs - stoppedAtMs).toBeGreaterThanOrEqual(failureTimeoutMs - 2 * heartbeatIntervalMs);
+    }
+    expect(network(n1).up()).toEqual([n2]);
+    await waitFor(() => !network(n1).isConnected(n3), 2000, 'n1 to lose its connection to n3');
+    expect(network(n1).send(n3, { kind: 'lost' })).toBe(false);
+    expect(logs.get(n2)?.some((line) => line.message === 'peer down' && line.meta?.peer === n3)).toBe(true);
+
+    const upAtN1 = nextEvent(network(n1), 'peer-up', n3);
+    const upAtN2 = nextEvent(network(n2), 'peer-up', n3);
+    networks.set(n3, makeNetwork(n3));
+    await network(n3).start();
+    await Promise.all([upAtN1, upAtN2]);
+    await waitFor(allSeeEachOther, 3000, 'the restarted node to see both others');
+    const atN3 = nextMessage(network(n3));
+    expect(network(n1).send(n3, { kind: 'welcome back' })).toBe(true);
+    expect(await atN3).toEqual({ from: n1, message: { kind: 'welcome back' } });
+  });
+});
+
+describe('PeerNetwork sending', () => {
+  it('returns false for a peer it is not connected to', async () => {
+    const [selfPort, deadPort] = await freePorts(2);
+    const lonely = new PeerNetwork({
+      self: asPeerId('a'),
+      listen: { host: '127.0.0.1', port: selfPort },
+      peers: [{ id: asPeerId('b'), host: '127.0.0.1', port: deadPort }],
+      heartbeatIntervalMs,
+      failureTimeoutMs,
+      log: recordingLog([]),
+    });
+    expect(lonely.send(asPeerId('b'), 'before start')).toBe(false);
+    await lonely.start();
+    try {
+      expect(lonely.send(asPeerId('b'), 'nobody listens')).toBe(false);
+      expect(lonely.peerView()).toEqual([{ peer: 'b', up: false, lastHeardAgoMs: null, info: null }]);
+      expect(() => lonely.send(asPeerId('zz'), 'x')).toThrow(/unknown peer zz/);
+    } finally {
+      await lonely.stop();
+    }
+  });
+
+  it('drops instead of queueing past sendQueueBytesMax when the peer does not read', async () => {
+    const stalled = new Set<net.Socket>();
+    const sink = net.createServer((socket) => {
+      stalled.add(socket);
+      socket.pause(); // never reads: the sender's buffers fill up
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    const [selfPort] = await freePorts(1);
+    const sender = new PeerNetwork({
+      self: asPeerId('a'),
+      listen: { host: '127.0.0.1', port: selfPort },
+      peers: [{ id: asPeerId('b'), host: '127.0.0.1', port: (sink.address() as net.AddressInfo).port }],
+      heartbeatIntervalMs,
+      failureTimeoutMs,
+      sendQueueBytesMax: 256 * 1024,
+      log: recordingLog([]),
+    });
+    await sender.start();
+    try {
+      await waitFor(() => sender.isConnected(asPeerId('b')), 2000, 'the connection to the sink');
+      const chunk = Buffer.alloc(128 * 1024, 1);
+      let accepted = 0;
+      for (let round = 0; round < 400 && sender.send(asPeerId('b'), { chunk }); round++) {
+        accepted += 1;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(accepted).toBeGreaterThan(0);
+      expect(accepted).toBeLessThan(400);
+      expect(sender.send(asPeerId('b'), { chunk })).toBe(false);
+    } finally {
+      await sender.stop();
+      for (const socket of stalled) socket.destroy();
+      await new Promise((resolve) => sink.close(resolve));
+    }
+  });
+});
