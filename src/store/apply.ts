@@ -1,0 +1,192 @@
+/**
+ * memcached 1.6 semantics for one key, as a pure function: given what is stored under a key and a
+ * single-key op, what to write back and what to reply.
+ *
+ * Intuition: this is memcached's `do_store_item`, `do_add_delta`, delete and touch with the item
+ * table replaced by one `Entry`, so every replica (and every mode) decides alike from the same
+ * inputs. Time (`nowMs`) and the new version (`cas`) come in; nothing is read from the clock.
+ *
+ * Invariants:
+ * - An entry that is a tombstone or has expired (`expiresAtMs !== 0 && expiresAtMs <= nowMs`)
+ *   is treated exactly as a missing key.
+ * - Every successful change carries `cas = ctx.cas`; a failed op never writes.
+ * - incr/decr follow memcached byte for byte: the value is parsed like `safe_strtoull` (leading
+ *   whitespace skipped, digits, then whitespace or end), incr wraps at 2^64, decr floors at 0,
+ *   and a result no longer than the old value is written in place, padded with spaces (as
+ *   memcached does), else the value is just the digits.
+ * - Deviation, on purpose: touch gives the entry a new cas (memcached keeps it), so a touch is a
+ *   versioned change that last-writer-wins replication can carry.
+ */
+
+import type { Reply } from '../protocol/types.ts';
+import type { Entry, Op } from './types.ts';
+
+/** The version and time an op is applied with. */
+export interface ApplyContext {
+  cas: bigint;
+  nowMs: number;
+}
+
+/** What applying an op decided: `write` a new entry, `null` to remove, `undefined` to leave it. */
+export interface ApplyResult {
+  write: Entry | null | undefined;
+  reply: Reply;
+}
+
+/** The single-key ops `applyToEntry` handles. */
+export type SingleKeyOp = Extract<Op, { kind: 'store' | 'arith' | 'delete' | 'touch' }>;
+
+const U64_MODULUS = 1n << 64n;
+const U64_MAX = U64_MODULUS - 1n;
+const I64_SIGN = 1n << 63n;
+
+/** memcached's reply for incr/decr on a value that is not a number. */
+export const NON_NUMERIC_MESSAGE = 'cannot increment or decrement non-numeric value';
+
+/** True if `entry` reads as present at `nowMs` (not a tombstone, not expired). */
+export function isLive(entry: Entry | undefined, nowMs: number): entry is Entry {
+  if (entry === undefined || entry.tombstone === true) return false;
+  return entry.expiresAtMs === 0 || entry.expiresAtMs > nowMs;
+}
+
+/** Applies one single-key op to the entry stored under its key. Pure. */
+export function applyToEntry(
+  current: Entry | undefined,
+  op: SingleKeyOp,
+  ctx: ApplyContext,
+): ApplyResult {
+  const live = isLive(current, ctx.nowMs) ? current : undefined;
+  switch (op.kind) {
+    case 'store':
+      return applyStore(live, op, ctx);
+    case 'arith':
+      return applyArith(live, op, ctx);
+    case 'delete':
+      return live === undefined
+        ? { write: undefined, reply: { kind: 'not_found' } }
+        : { write: null, reply: { kind: 'deleted' } };
+    case 'touch':
+      return live === undefined
+        ? { write: undefined, reply: { kind: 'not_found' } }
+        : {
+            write: { ...live, expiresAtMs: op.expiresAtMs, cas: ctx.cas },
+            reply: { kind: 'touched' },
+          };
+    default: {
+      const unreachable: never = op;
+      throw new Error(`applyToEntry: unexpected op ${JSON.stringify(unreachable)}`);
+    }
+  }
+}
+
+type StoreOp = Extract<Op, { kind: 'store' }>;
+type ArithOp = Extract<Op, { kind: 'arith' }>;
+
+const NOT_STORED: ApplyResult = { write: undefined, reply: { kind: 'not_stored' } };
+
+function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): ApplyResult {
+  const fresh: Entry = {
+    value: op.value,
+    flags: op.flags,
+    expiresAtMs: op.expiresAtMs,
+    cas: ctx.cas,
+  };
+  const stored: ApplyResult = { write: fresh, reply: { kind: 'stored' } };
+  switch (op.verb) {
+    case 'set':
+      return stored;
+    case 'add':
+      return live === undefined ? stored : NOT_STORED;
+    case 'replace':
+      return live === undefined ? NOT_STORED : stored;
+    case 'append':
+    case 'prepend': {
+      if (live === undefined) return NOT_STORED;
+      const parts = op.verb === 'append' ? [live.value, op.value] : [op.value, live.value];
+      return {
+        write: { ...live, value: Buffer.concat(parts), cas: ctx.cas },
+        reply: { kind: 'stored' },
+      };
+    }
+    case 'cas':
+      if (live === undefined) return { write: undefined, reply: { kind: 'not_found' } };
+      if (live.cas !== op.casUnique) return { write: undefined, reply: { kind: 'exists' } };
+      return stored;
+    default: {
+      const unreachable: never = op.verb;
+      throw new Error(`applyStore: unexpected verb ${String(unreachable)}`);
+    }
+  }
+}
+
+function applyArith(live: Entry | undefined, op: ArithOp, ctx: ApplyContext): ApplyResult {
+  if (live === undefined) {
+    if (op.initial === null) return { write: undefined, reply: { kind: 'not_found' } };
+    // Binary protocol: a missing key is created holding `initial`; the delta is not applied.
+    const value = Buffer.from(op.initial.toString(), 'latin1');
+    return {
+      write: { value, flags: 0, expiresAtMs: op.expiresAtMs, cas: ctx.cas },
+      reply: { kind: 'number', value: op.initial },
+    };
+  }
+  const current = parseUnsigned(live.value);
+  if (current === null) {
+    return { write: undefined, reply: { kind: 'client_error', message: NON_NUMERIC_MESSAGE } };
+  }
+  const next = op.verb === 'incr' ? (current + op.delta) % U64_MODULUS : floorSubtract(current, op.delta);
+  return {
+    write: { ...live, value: arithValue(next, live.value.length), cas: ctx.cas },
+    reply: { kind: 'number', value: next },
+  };
+}
+
+function floorSubtract(value: bigint, delta: bigint): bigint {
+  return delta > value ? 0n : value - delta;
+}
+
+/** memcached rewrites a shorter result in place, padding the old length with spaces. */
+function arithValue(value: bigint, oldLengthBytes: number): Buffer {
+  const digits = value.toString();
+  if (digits.length > oldLengthBytes) return Buffer.from(digits, 'latin1');
+  return Buffer.from(digits.padEnd(oldLengthBytes, ' '), 'latin1');
+}
+
+/** C's isspace in the "C" locale. */
+function isSpace(byte: number): boolean {
+  return byte === 0x20 || (byte >= 0x09 && byte <= 0x0d);
+}
+
+function isDigit(byte: number): boolean {
+  return byte >= 0x30 && byte <= 0x39;
+}
+
+/**
+ * memcached's `safe_strtoull` over an item's data: `strtoull(…, 10)` then the character after the
+ * digits must be whitespace or the end (the item's data is followed by "\r\n"; a NUL ends the C
+ * string). A leading '-' is accepted only when the wrapped result stays below 2^63, exactly as
+ * memcached's check does. Returns null for anything memcached calls non-numeric.
+ */
+export function parseUnsigned(value: Buffer): bigint | null {
+  // Zero-length values are non-numeric in memcached (nbytes <= 2).
+  if (value.length === 0) return null;
+  let index = 0;
+  while (index < value.length && isSpace(value[index])) index += 1;
+  let negative = false;
+  if (index < value.length && (value[index] === 0x2b || value[index] === 0x2d)) {
+    negative = value[index] === 0x2d;
+    index += 1;
+  }
+  const digitsStart = index;
+  let magnitude = 0n;
+  while (index < value.length && isDigit(value[index])) {
+    magnitude = magnitude * 10n + BigInt(value[index] - 0x30);
+    index += 1;
+  }
+  if (index === digitsStart) return null;
+  if (magnitude > U64_MAX) return null; // ERANGE
+  const end = index === value.length ? 0x0d : value[index];
+  if (!isSpace(end) && end !== 0x00) return null;
+  const result = negative ? (U64_MODULUS - magnitude) % U64_MODULUS : magnitude;
+  if (negative && result >= I64_SIGN) return null;
+  return result;
+}

@@ -1,0 +1,152 @@
+/**
+ * How an `Entry` and its key are laid out in memcached.
+ *
+ * Intuition: memcached's own flags, expiry and cas cannot carry the controller's metadata (its cas
+ * values differ per replica), so each entry is one memcached value: a fixed header followed by the
+ * value bytes. Keys are byte strings (latin1, one char per byte); memcached keys are safest as
+ * printable ASCII without spaces, so other bytes are percent-encoded, and a key whose encoding
+ * would exceed memcached's 250 bytes is replaced by a hash with the original key kept in the
+ * header.
+ *
+ * Header, big-endian, version 1:
+ *   0  u8[2] magic "mK"       2  u8 format version      3  u8 bits (1 = tombstone, 2 = key kept)
+ *   4  u32 flags              8  f64 expiresAtMs        16 u64 cas
+ *   24 (if key kept) u8 key length, then the key bytes;  then the value bytes.
+ *
+ * Invariants: `decodeEntry(encodeEntry(e, k))` gives back `e` (and `k` when kept); a value without
+ * the magic or with an unknown version decodes to null, never throws; `memcachedKey` is injective
+ * and its result is 1..250 printable ASCII characters without '%' collisions.
+ */
+
+import { createHash } from 'node:crypto';
+import type { Entry } from './types.ts';
+
+const MAGIC_0 = 0x6d; // 'm'
+const MAGIC_1 = 0x4b; // 'K'
+const FORMAT_VERSION = 1;
+const BIT_TOMBSTONE = 1;
+const BIT_KEY_KEPT = 2;
+/** Bytes of the fixed header before the optional key and the value. */
+export const HEADER_BYTES = 24;
+
+/** memcached's longest key, in bytes. */
+export const MEMCACHED_KEY_BYTES_MAX = 250;
+/** Prefix of a hashed key; '%' followed by '#' never appears in a percent-encoded key. */
+const HASHED_PREFIX = '%#';
+
+/** Seconds memcached keeps an item past its expiry, so every replica judges expiry itself. */
+export const EXPIRY_SLACK_SECONDS = 60;
+/** memcached reads exptimes up to 30 days as relative. */
+const RELATIVE_EXPTIME_SECONDS_MAX = 60 * 60 * 24 * 30;
+const U32_MAX = 0xffffffff;
+
+function isPlainKeyByte(byte: number): boolean {
+  return byte >= 0x21 && byte <= 0x7e && byte !== 0x25; // printable, no space, not '%'
+}
+
+/** The memcached key for one of our keys, and whether the original must be kept in the value. */
+export function memcachedKey(key: string): { key: string; hashed: boolean } {
+  let plain = true;
+  for (let index = 0; index < key.length; index += 1) {
+    if (!isPlainKeyByte(key.charCodeAt(index))) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain && key.length <= MEMCACHED_KEY_BYTES_MAX && key.length > 0) {
+    return { key, hashed: false };
+  }
+  const encoded = percentEncode(key);
+  if (encoded.length <= MEMCACHED_KEY_BYTES_MAX && encoded.length > 0) {
+    return { key: encoded, hashed: false };
+  }
+  const digest = createHash('sha256').update(Buffer.from(key, 'latin1')).digest('base64url');
+  return { key: HASHED_PREFIX + digest, hashed: true };
+}
+
+function percentEncode(key: string): string {
+  let out = '';
+  for (let index = 0; index < key.length; index += 1) {
+    const byte = key.charCodeAt(index) & 0xff;
+    out += isPlainKeyByte(byte) ? key[index] : '%' + byte.toString(16).toUpperCase().padStart(2, '0');
+  }
+  return out;
+}
+
+/**
+ * Our key back from a memcached key (as listed by `lru_crawler metadump`); null for a hashed key
+ * (the original is in the value) or a key that is not one of ours.
+ */
+export function keyFromMemcachedKey(memcached: string): string | null {
+  if (memcached.startsWith(HASHED_PREFIX)) return null;
+  let out = '';
+  for (let index = 0; index < memcached.length; index += 1) {
+    const char = memcached[index];
+    if (char !== '%') {
+      out += char;
+      continue;
+    }
+    const hex = memcached.slice(index + 1, index + 3);
+    if (!/^[0-9A-F]{2}$/.test(hex)) return null;
+    out += String.fromCharCode(parseInt(hex, 16));
+    index += 2;
+  }
+  return out;
+}
+
+/** One memcached value holding `entry` (and `keptKey`, for a hashed key). */
+export function encodeEntry(entry: Entry, keptKey: string | null): Buffer {
+  const keyBytes = keptKey === null ? 0 : 1 + keptKey.length;
+  const out = Buffer.allocUnsafe(HEADER_BYTES + keyBytes + entry.value.length);
+  out[0] = MAGIC_0;
+  out[1] = MAGIC_1;
+  out[2] = FORMAT_VERSION;
+  out[3] = (entry.tombstone === true ? BIT_TOMBSTONE : 0) | (keptKey === null ? 0 : BIT_KEY_KEPT);
+  out.writeUInt32BE(entry.flags >>> 0, 4);
+  out.writeDoubleBE(entry.expiresAtMs, 8);
+  out.writeBigUInt64BE(entry.cas, 16);
+  let offset = HEADER_BYTES;
+  if (keptKey !== null) {
+    out[offset] = keptKey.length;
+    out.write(keptKey, offset + 1, 'latin1');
+    offset += keyBytes;
+  }
+  entry.value.copy(out, offset);
+  return out;
+}
+
+/** The entry in a memcached value, and the key kept in it if any; null if it is not ours. */
+export function decodeEntry(raw: Buffer): { entry: Entry; keptKey: string | null } | null {
+  if (raw.length < HEADER_BYTES) return null;
+  if (raw[0] !== MAGIC_0 || raw[1] !== MAGIC_1 || raw[2] !== FORMAT_VERSION) return null;
+  const bits = raw[3];
+  let offset = HEADER_BYTES;
+  let keptKey: string | null = null;
+  if ((bits & BIT_KEY_KEPT) !== 0) {
+    const length = raw[offset];
+    if (length === undefined || offset + 1 + length > raw.length) return null;
+    keptKey = raw.toString('latin1', offset + 1, offset + 1 + length);
+    offset += 1 + length;
+  }
+  const entry: Entry = {
+    // Copy: memjs hands out slices of its receive buffer.
+    value: Buffer.from(raw.subarray(offset)),
+    flags: raw.readUInt32BE(4),
+    expiresAtMs: raw.readDoubleBE(8),
+    cas: raw.readBigUInt64BE(16),
+  };
+  if ((bits & BIT_TOMBSTONE) !== 0) entry.tombstone = true;
+  return { entry, keptKey };
+}
+
+/**
+ * memcached's exptime for an entry: absolute Unix seconds with some slack, so memory is reclaimed
+ * but replicas still judge expiry themselves; 0 (never) when the expiry is 0, too small to be read
+ * as absolute, or beyond what the 32-bit field holds.
+ */
+export function memcachedExptimeSeconds(expiresAtMs: number): number {
+  if (expiresAtMs === 0) return 0;
+  const seconds = Math.ceil(expiresAtMs / 1000) + EXPIRY_SLACK_SECONDS;
+  if (seconds <= RELATIVE_EXPTIME_SECONDS_MAX || seconds > U32_MAX) return 0;
+  return seconds;
+}

@@ -1,0 +1,344 @@
+/**
+ * The local replica: carries out a mode's store effects (`apply`, `read`, `put`, `fetch`,
+ * `purge`, `reset`) on a KVBackend.
+ *
+ * Intuition: the modes are pure and issue effects in order; the backend is asynchronous and may
+ * answer out of order. So each key has a promise chain: a call on a key starts only after every
+ * earlier call on that key settled, while calls on different keys overlap. Calls that touch every
+ * key (flush_all, reset, fetch of all keys) are barriers: they wait for everything issued before
+ * them, and everything issued after waits for them. memcached cannot list its keys, so the replica
+ * keeps an index of the keys it holds (key → cas, expiry, tombstone).
+ *
+ * Invariants:
+ * - Order: calls on the same key take effect in call order; a barrier is ordered against all
+ *   calls. The order is fixed synchronously, when the method is called.
+ * - A failed call (backend error) rejects with the backend's StoreError and does not stop the
+ *   chain: later calls still run.
+ * - The index holds a superset of the backend's keys written through this replica: a key is
+ *   added before it is written and removed only after the backend removed it.
+ * - With `tombstones`, a delete (and flush_all) leaves a tombstone (empty value, cas = the op's
+ *   cas) that reads as absent; `purge` removes one only if its cas is unchanged.
+ */
+
+import type { KeyedEntry } from '../consistency/types.ts';
+import type { Item, Reply } from '../protocol/types.ts';
+import { applyToEntry, isLive, type ApplyContext } from './apply.ts';
+import type { BackendHealth, Entry, KVBackend, Op } from './types.ts';
+
+/** What the index remembers of one key. */
+export interface IndexRecord {
+  cas: bigint;
+  expiresAtMs: number;
+  tombstone: boolean;
+}
+
+/** Options of a Replica. */
+export interface ReplicaOptions {
+  /** Keep deletes as tombstones (eventual mode). */
+  tombstones: boolean;
+  /** Most backend calls one barrier runs at once (default 64). */
+  barrierConcurrency?: number;
+}
+
+/** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
+interface KeyLister {
+  keys(): Promise<string[]>;
+}
+
+function canListKeys(backend: KVBackend): backend is KVBackend & KeyLister {
+  return typeof (backend as Partial<KeyLister>).keys === 'function';
+}
+
+const EMPTY = Buffer.alloc(0);
+const ignore = (): void => {};
+
+/** Runs calls in order per key, with barriers over all keys. */
+class KeyOrder {
+  readonly #tails = new Map<string, Promise<void>>();
+  readonly #sinceBarrier = new Set<Promise<void>>();
+  #barrier: Promise<void> = Promise.resolve();
+
+  /** Runs `work` after every earlier call on any of `keys` and the last barrier. */
+  keyed<T>(keys: readonly string[], work: () => Promise<T>): Promise<T> {
+    const distinct = [...new Set(keys)];
+    const before: Promise<void>[] = [this.#barrier];
+    for (const key of distinct) {
+      const tail = this.#tails.get(key);
+      if (tail !== undefined) before.push(tail);
+    }
+    const result = Promise.all(before).then(work);
+    const done = result.then(ignore, ignore);
+    for (const key of distinct) this.#tails.set(key, done);
+    this.#sinceBarrier.add(done);
+    void done.then(() => {
+      this.#sinceBarrier.delete(done);
+      for (const key of distinct) if (this.#tails.get(key) === done) this.#tails.delete(key);
+    });
+    return result;
+  }
+
+  /** Runs `work` after every earlier call; every later call waits for it. */
+  barrier<T>(work: () => Promise<T>): Promise<T> {
+    const result = Promise.all([this.#barrier, ...this.#sinceBarrier]).then(work);
+    this.#barrier = result.then(ignore, ignore);
+    this.#sinceBarrier.clear();
+    this.#tails.clear();
+    return result;
+  }
+}
+
+/** Calls `work` on every item, at most `limit` at a time; rejects with the first failure. */
+async function forEachBounded<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const item = items[next];
+      next += 1;
+      await work(item);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+function tombstoneEntry(cas: bigint): Entry {
+  return { value: EMPTY, flags: 0, expiresAtMs: 0, cas, tombstone: true };
+}
+
+function toItem(key: string, entry: Entry): Item {
+  return { key, flags: entry.flags, value: entry.value, cas: entry.cas };
+}
+
+/** One replica's storage, carrying out a mode's effects in order. */
+export class Replica {
+  readonly #backend: KVBackend;
+  readonly #tombstones: boolean;
+  readonly #barrierConcurrency: number;
+  readonly #order = new KeyOrder();
+  readonly #index = new Map<string, IndexRecord>();
+
+  constructor(backend: KVBackend, options: ReplicaOptions) {
+    this.#backend = backend;
+    this.#tombstones = options.tombstones;
+    this.#barrierConcurrency = options.barrierConcurrency ?? 64;
+  }
+
+  /** The backend this replica writes to. */
+  get backend(): KVBackend {
+    return this.#backend;
+  }
+
+  /** Applies any op with version `ctx.cas` as of `ctx.nowMs`; resolves to the client's reply. */
+  apply(op: Op, ctx: ApplyContext): Promise<Reply> {
+    switch (op.kind) {
+      case 'store':
+      case 'arith':
+      case 'delete':
+      case 'touch':
+        return this.#order.keyed([op.key], () => this.#applySingle(op, ctx));
+      case 'get':
+        return this.#order.keyed(op.keys, () => this.#readValues(op.keys, ctx.nowMs));
+      case 'gat':
+        return this.#order.keyed(op.keys, () => this.#getAndTouch(op, ctx));
+      case 'flush_all':
+        return this.#order.barrier(() => this.#flushAll(op.delayMs, ctx));
+      default: {
+        const unreachable: never = op;
+        throw new Error(`Replica.apply: unexpected op ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  /** Serves a get after every earlier call on its keys: items with cas, in key order. */
+  read(op: Op, nowMs: number): Promise<Reply> {
+    if (op.kind !== 'get') throw new Error(`Replica.read: expected a get, got ${op.kind}`);
+    return this.#order.keyed(op.keys, () => this.#readValues(op.keys, nowMs));
+  }
+
+  /** Writes entries; `merge` keeps, per key, whichever has the greater cas. */
+  async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite'): Promise<void> {
+    const byKey = new Map<string, Entry[]>();
+    for (const [key, entry] of entries) {
+      const list = byKey.get(key);
+      if (list === undefined) byKey.set(key, [entry]);
+      else list.push(entry);
+    }
+    const calls = [...byKey].map(([key, list]) =>
+      this.#order.keyed([key], async () => {
+        for (const entry of list) await this.#putOne(key, entry, how);
+      }),
+    );
+    await Promise.all(calls);
+  }
+
+  /** Entries (tombstones and expired ones included) of `keys`, or of every key when null. */
+  fetch(keys: readonly string[] | null): Promise<KeyedEntry[]> {
+    if (keys === null) return this.#order.barrier(() => this.#fetchKeys([...this.#index.keys()]));
+    const distinct = [...new Set(keys)];
+    return this.#order.keyed(distinct, () => this.#fetchKeys(distinct));
+  }
+
+  /** Removes each tombstone whose cas is still the one given. */
+  async purge(tombstones: ReadonlyArray<readonly [string, bigint]>): Promise<void> {
+    const calls = tombstones.map(([key, cas]) => this.#order.keyed([key], () => this.#purgeOne(key, cas)));
+    await Promise.all(calls);
+  }
+
+  /** Empties the replica. */
+  reset(): Promise<void> {
+    return this.#order.barrier(async () => {
+      await this.#backend.flush();
+      this.#index.clear();
+    });
+  }
+
+  /** Resolves once every call made so far has settled. */
+  idle(): Promise<void> {
+    return this.#order.barrier(async () => {});
+  }
+
+  /**
+   * Rebuilds the key index from the backend (memcached: `lru_crawler metadump all`), for a
+   * controller that restarts in front of a memcached that kept its data. Returns the key count.
+   */
+  loadIndex(): Promise<number> {
+    return this.#order.barrier(async () => {
+      if (!canListKeys(this.#backend)) return this.#index.size;
+      const keys = await this.#backend.keys();
+      await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
+        const entry = await this.#backend.get(key);
+        if (entry !== undefined) this.#remember(key, entry);
+      });
+      return this.#index.size;
+    });
+  }
+
+  /** Keys held, tombstones included. */
+  keyCount(): number {
+    return this.#index.size;
+  }
+
+  /** What the index knows of `key`, if anything. */
+  indexRecord(key: string): IndexRecord | undefined {
+    return this.#index.get(key);
+  }
+
+  health(): Promise<BackendHealth> {
+    return this.#backend.health();
+  }
+
+  async #applySingle(op: Extract<Op, { kind: 'store' | 'arith' | 'delete' | 'touch' }>, ctx: ApplyContext): Promise<Reply> {
+    const current = await this.#backend.get(op.key);
+    const { write, reply } = applyToEntry(current, op, ctx);
+    if (write === null) await this.#remove(op.key, ctx.cas);
+    else if (write !== undefined) await this.#write(op.key, write);
+    return reply;
+  }
+
+  async #readValues(keys: readonly string[], nowMs: number): Promise<Reply> {
+    const entries = await Promise.all(keys.map((key) => this.#backend.get(key)));
+    const items: Item[] = [];
+    keys.forEach((key, position) => {
+      const entry = entries[position];
+      if (isLive(entry, nowMs)) items.push(toItem(key, entry));
+    });
+    return { kind: 'values', items };
+  }
+
+  async #getAndTouch(op: Extract<Op, { kind: 'gat' }>, ctx: ApplyContext): Promise<Reply> {
+    const touched = new Map<string, Entry>();
+    await Promise.all(
+      [...new Set(op.keys)].map(async (key) => {
+        const entry = await this.#backend.get(key);
+        if (!isLive(entry, ctx.nowMs)) return;
+        const next: Entry = { ...entry, expiresAtMs: op.expiresAtMs, cas: ctx.cas };
+        await this.#write(key, next);
+        touched.set(key, next);
+      }),
+    );
+    const items: Item[] = [];
+    for (const key of op.keys) {
+      const entry = touched.get(key);
+      if (entry !== undefined) items.push(toItem(key, entry));
+    }
+    return { kind: 'values', items };
+  }
+
+  async #flushAll(delayMs: number, ctx: ApplyContext): Promise<Reply> {
+    if (delayMs <= 0 && !this.#tombstones) {
+      await this.#backend.flush();
+      this.#index.clear();
+      return { kind: 'ok' };
+    }
+    const deadlineMs = ctx.nowMs + delayMs;
+    await forEachBounded([...this.#index.keys()], this.#barrierConcurrency, async (key) => {
+      const entry = await this.#backend.get(key);
+      if (entry === undefined) {
+        this.#index.delete(key);
+        return;
+      }
+      if (delayMs <= 0) {
+        if (entry.tombstone !== true) await this.#write(key, tombstoneEntry(ctx.cas));
+        return;
+      }
+      const expiresLater = entry.expiresAtMs === 0 || entry.expiresAtMs > deadlineMs;
+      if (isLive(entry, ctx.nowMs) && expiresLater) {
+        await this.#write(key, { ...entry, expiresAtMs: deadlineMs, cas: ctx.cas });
+      }
+    });
+    return { kind: 'ok' };
+  }
+
+  async #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite'): Promise<void> {
+    if (how === 'merge') {
+      const current = await this.#backend.get(key);
+      if (current !== undefined && current.cas >= entry.cas) return;
+    }
+    await this.#write(key, entry);
+  }
+
+  async #fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
+    const found: KeyedEntry[] = [];
+    await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
+      const entry = await this.#backend.get(key);
+      if (entry === undefined) this.#index.delete(key);
+      else found.push([key, entry]);
+    });
+    // Deterministic order for callers that compare replicas.
+    found.sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0));
+    return found;
+  }
+
+  async #purgeOne(key: string, cas: bigint): Promise<void> {
+    const entry = await this.#backend.get(key);
+    if (entry === undefined) {
+      this.#index.delete(key);
+      return;
+    }
+    if (entry.tombstone !== true || entry.cas !== cas) return;
+    await this.#backend.delete(key);
+    this.#index.delete(key);
+  }
+
+  async #remove(key: string, cas: bigint): Promise<void> {
+    if (this.#tombstones) {
+      await this.#write(key, tombstoneEntry(cas));
+      return;
+    }
+    await this.#backend.delete(key);
+    this.#index.delete(key);
+  }
+
+  async #write(key: string, entry: Entry): Promise<void> {
+    // Remember first: if the write fails halfway, the index still lists the key (a superset).
+    this.#remember(key, entry);
+    await this.#backend.set(key, entry);
+  }
+
+  #remember(key: string, entry: Entry): void {
+    this.#index.set(key, {
+      cas: entry.cas,
+      expiresAtMs: entry.expiresAtMs,
+      tombstone: entry.tombstone === true,
+    });
+  }
+}
