@@ -20,6 +20,11 @@ export interface NodeConfig {
   client: Address;
   peer: Address;
   memcached: Address;
+  /**
+   * How this node dials particular peers, when not at their `peer` address (`dial.n2 = host:port`):
+   * the fault runner routes each peer link through a proxy it controls.
+   */
+  dial: Readonly<Record<string, Address>>;
 }
 
 export interface ClusterConfig {
@@ -117,7 +122,19 @@ function parseNode(id: string, value: unknown, file: string): NodeConfig {
     if (typeof text !== 'string') throw new ConfigError(`${file}: [node.${id}] is missing '${key}'`);
     return parseAddress(text, `${file}: [node.${id}] ${key}`);
   };
-  return { id: asPeerId(id), client: address('client'), peer: address('peer'), memcached: address('memcached') };
+  const dial: Record<string, Address> = {};
+  for (const [key, text] of Object.entries(fields)) {
+    if (!key.startsWith('dial.')) continue;
+    if (typeof text !== 'string') throw new ConfigError(`${file}: [node.${id}] ${key} is empty`);
+    dial[key.slice('dial.'.length)] = parseAddress(text, `${file}: [node.${id}] ${key}`);
+  }
+  return {
+    id: asPeerId(id),
+    client: address('client'),
+    peer: address('peer'),
+    memcached: address('memcached'),
+    dial: Object.freeze(dial),
+  };
 }
 
 function checkDistinctAddresses(nodes: readonly NodeConfig[], file: string): void {

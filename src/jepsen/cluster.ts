@@ -1,0 +1,301 @@
+/**
+ * A throwaway mckv cluster of real processes on 127.0.0.1, for the fault runner and the
+ * integration tests: three memcached (or the embedded store), three controller processes, and
+ * optionally a proxy on every directed peer link so links can be cut.
+ *
+ * Every port is picked free at start (never the default cluster ports), everything lives in one
+ * temporary folder, and processes are stopped only by the PIDs this harness started.
+ */
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Mode } from '../consistency/types.ts';
+import { LinkProxy } from './proxy.ts';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export interface ClusterOptions {
+  mode: Mode;
+  backend?: 'memcache' | 'memory';
+  /** Route every peer link through a proxy that `cut`/`heal` control. */
+  proxies?: boolean;
+  heartbeatIntervalMs?: number;
+  failureTimeoutMs?: number;
+  /** false starts controllers that do not replicate at all: a deliberately broken cluster. */
+  replication?: boolean;
+  /** Keep the folder (config, logs, data) after stop. */
+  keepDir?: boolean;
+}
+
+export interface ClusterNode {
+  id: string;
+  clientPort: number;
+  peerPort: number;
+  memcachedPort: number;
+  controller: ChildProcess | null;
+  memcached: ChildProcess | null;
+}
+
+/** Finds a free TCP port on 127.0.0.1 by binding port 0. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once something answers `version` on host:port, or rejects at the deadline. */
+export async function waitForMemcachedProtocol(port: number, timeoutMs: number, alive?: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await answersVersion(port)) return;
+    if (alive && !alive()) throw new Error(`process for port ${port} exited before answering`);
+    if (Date.now() > deadline) throw new Error(`nothing answered on 127.0.0.1:${port} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function answersVersion(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean): void => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => socket.write('version\r\n'));
+    socket.once('data', (data) => done(data.toString('latin1').startsWith('VERSION')));
+  });
+}
+
+/** Starts a memcached process on a free port; `-M` so it never evicts silently. */
+export async function spawnMemcached(port: number, logFile: string): Promise<ChildProcess> {
+  const child = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', '256'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  const spawnError = new Promise<never>((_, reject) =>
+    child.once('error', (error) => reject(new Error(`cannot start memcached: ${error.message} (apt-get install memcached)`))),
+  );
+  await Promise.race([waitForMemcachedProtocol(port, 10_000, () => child.exitCode === null), spawnError]);
+  return child;
+}
+
+export class Cluster {
+  readonly nodes: ClusterNode[];
+  /** Proxies by "from->to". */
+  readonly links = new Map<string, LinkProxy>();
+  private stopped = false;
+
+  private constructor(
+    readonly options: Required<Omit<ClusterOptions, 'keepDir'>> & { keepDir: boolean },
+    readonly dir: string,
+    nodes: ClusterNode[],
+  ) {
+    this.nodes = nodes;
+  }
+
+  static async start(options: ClusterOptions): Promise<Cluster> {
+    const full = {
+      backend: 'memcache' as const,
+      proxies: false,
+      heartbeatIntervalMs: 50,
+      failureTimeoutMs: 500,
+      replication: true,
+      keepDir: false,
+      ...options,
+    };
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-cluster-'));
+    const nodes: ClusterNode[] = [];
+    for (const id of ['n1', 'n2', 'n3']) {
+      nodes.push({
+        id,
+        clientPort: await freePort(),
+        peerPort: await freePort(),
+        memcachedPort: await freePort(),
+        controller: null,
+        memcached: null,
+      });
+    }
+    const cluster = new Cluster(full, dir, nodes);
+    try {
+      await cluster.startLinks();
+      cluster.writeConfig();
+      if (full.backend === 'memcache') {
+        await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`)))));
+      }
+      await Promise.all(nodes.map((node) => cluster.startController(node.id)));
+    } catch (error) {
+      await cluster.stop();
+      throw error;
+    }
+    return cluster;
+  }
+
+  get configFile(): string {
+    return path.join(this.dir, 'config.ini');
+  }
+
+  node(id: string): ClusterNode {
+    const node = this.nodes.find((candidate) => candidate.id === id);
+    if (!node) throw new Error(`no node ${id}`);
+    return node;
+  }
+
+  logFile(name: string): string {
+    return path.join(this.dir, 'logs', `${name}.out`);
+  }
+
+  /** Starts (or restarts) one controller process and waits until it answers. */
+  async startController(id: string): Promise<void> {
+    const node = this.node(id);
+    const args = [
+      '--import',
+      'tsx',
+      path.join(repoRoot, 'main.ts'),
+      '-c',
+      this.configFile,
+      '-p',
+      String(node.clientPort),
+      '--kvtype',
+      this.options.backend,
+      '-cons',
+      this.options.mode,
+    ];
+    if (!this.options.replication) args.push('--unsafe-no-replication');
+    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const log = createWriteStream(this.logFile(id), { flags: 'a' });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+    node.controller = child;
+    await waitForMemcachedProtocol(node.clientPort, 30_000, () => child.exitCode === null && child.signalCode === null);
+  }
+
+  /** Sends a signal to a controller process this harness started. */
+  signal(id: string, signal: NodeJS.Signals): void {
+    const child = this.node(id).controller;
+    if (child?.pid !== undefined && child.exitCode === null) process.kill(child.pid, signal);
+  }
+
+  /** SIGKILL a controller and wait for it to be gone. */
+  async kill(id: string): Promise<void> {
+    const child = this.node(id).controller;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    this.signal(id, 'SIGKILL');
+    await exited;
+    this.node(id).controller = null;
+  }
+
+  pause(id: string): void {
+    this.signal(id, 'SIGSTOP');
+  }
+
+  resume(id: string): void {
+    this.signal(id, 'SIGCONT');
+  }
+
+  /** Kills a node's memcached and starts it again, empty, on the same port. */
+  async restartBackend(id: string): Promise<void> {
+    const node = this.node(id);
+    const child = node.memcached;
+    if (child && child.exitCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+    }
+    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`));
+  }
+
+  /** Cuts both directions between a and b (or one direction with oneWay). */
+  cut(a: string, b: string, oneWay = false): void {
+    this.link(a, b).cutLink();
+    if (!oneWay) this.link(b, a).cutLink();
+  }
+
+  /** Cuts a node off from every other node. */
+  isolate(id: string): void {
+    for (const other of this.nodes) if (other.id !== id) this.cut(id, other.id);
+  }
+
+  healAll(): void {
+    for (const proxy of this.links.values()) proxy.heal();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const node of this.nodes) {
+      this.resume(node.id);
+      await this.stopChild(node.controller, 'SIGTERM', 5000);
+      await this.stopChild(node.memcached, 'SIGTERM', 2000);
+    }
+    await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
+    if (!this.options.keepDir) rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  private link(from: string, to: string): LinkProxy {
+    const proxy = this.links.get(`${from}->${to}`);
+    if (!proxy) throw new Error('this cluster was started without proxies');
+    return proxy;
+  }
+
+  private async stopChild(child: ChildProcess | null, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+    if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  private async startLinks(): Promise<void> {
+    if (!this.options.proxies) return;
+    for (const from of this.nodes) {
+      for (const to of this.nodes) {
+        if (from.id === to.id) continue;
+        const proxy = new LinkProxy(`${from.id}->${to.id}`, { host: '127.0.0.1', port: to.peerPort });
+        await proxy.listen();
+        this.links.set(proxy.name, proxy);
+      }
+    }
+  }
+
+  private writeConfig(): void {
+    const lines = [
+      '[cluster]',
+      `consistency = ${this.options.mode}`,
+      `heartbeat_interval_ms = ${this.options.heartbeatIntervalMs}`,
+      `failure_timeout_ms = ${this.options.failureTimeoutMs}`,
+      'data_dir = data',
+      'log_dir = logs',
+      '',
+    ];
+    for (const node of this.nodes) {
+      lines.push(
+        `[node.${node.id}]`,
+        `client = 127.0.0.1:${node.clientPort}`,
+        `peer = 127.0.0.1:${node.peerPort}`,
+        `memcached = 127.0.0.1:${node.memcachedPort}`,
+      );
+      for (const [name, proxy] of this.links) {
+        const [from, to] = name.split('->');
+        if (from === node.id) lines.push(`dial.${to} = 127.0.0.1:${proxy.port}`);
+      }
+      lines.push('');
+    }
+    writeFileSync(this.configFile, lines.join('\n'));
+    mkdirSync(path.join(this.dir, 'logs'), { recursive: true });
+  }
+}
