@@ -1,0 +1,67 @@
+/**
+ * The one table of client-visible error strings and binary status codes.
+ *
+ * Intuition: memcached clients match on exact reply strings, so every message a decoder or the
+ * server writes comes from here, spelled as memcached 1.6.18 spells it (checked by
+ * test_cases/protocol-differential.test.ts against a real memcached).
+ * Invariant: text messages carry no CRLF; the encoders add the `CLIENT_ERROR `/`SERVER_ERROR ` prefix.
+ */
+
+/** Messages after `CLIENT_ERROR ` / `SERVER_ERROR ` in the text protocol. */
+export const TEXT_ERRORS = Object.freeze({
+  badCommandLineFormat: 'bad command line format',
+  badDeleteFormat: 'bad command line format.  Usage: delete <key> [noreply]',
+  invalidExptime: 'invalid exptime argument',
+  invalidDelta: 'invalid numeric delta argument',
+  badDataChunk: 'bad data chunk',
+  nonNumeric: 'cannot increment or decrement non-numeric value',
+  objectTooLarge: 'object too large for cache',
+  /** mckv only: memcached closes such a connection without a word. */
+  lineTooLong: 'line too long',
+  /** mckv only: memcached has no limit on keys per get. */
+  tooManyKeys: 'too many keys',
+});
+
+/** Binary protocol response status codes (memcached protocol_binary.h). */
+export const BINARY_STATUS = Object.freeze({
+  ok: 0x00,
+  keyNotFound: 0x01,
+  keyExists: 0x02,
+  valueTooLarge: 0x03,
+  invalidArguments: 0x04,
+  notStored: 0x05,
+  nonNumeric: 0x06,
+  unknownCommand: 0x81,
+  outOfMemory: 0x82,
+  notSupported: 0x83,
+  internalError: 0x84,
+});
+
+export type BinaryStatus = (typeof BINARY_STATUS)[keyof typeof BINARY_STATUS];
+
+/** The body memcached 1.6 sends with each binary error status. */
+export const BINARY_STATUS_MESSAGES: Readonly<Record<number, string>> = Object.freeze({
+  [BINARY_STATUS.keyNotFound]: 'Not found',
+  [BINARY_STATUS.keyExists]: 'Data exists for key.',
+  [BINARY_STATUS.valueTooLarge]: 'Too large.',
+  [BINARY_STATUS.invalidArguments]: 'Invalid arguments',
+  [BINARY_STATUS.notStored]: 'Not stored.',
+  [BINARY_STATUS.nonNumeric]: 'Non-numeric server-side value for incr or decr',
+  [BINARY_STATUS.unknownCommand]: 'Unknown command',
+  [BINARY_STATUS.outOfMemory]: 'Out of memory',
+  [BINARY_STATUS.notSupported]: 'Not supported',
+  [BINARY_STATUS.internalError]: 'Internal error',
+});
+
+/** True when a key byte is a control character or a space (memcached's protocol.txt forbids them). */
+export function isForbiddenKeyByte(byte: number): boolean {
+  return byte <= 0x20 || byte === 0x7f;
+}
+
+/** True when the key (latin1, one char per byte) holds a forbidden byte. */
+export function keyHasForbiddenByte(key: string): boolean {
+  for (let index = 0; index < key.length; index++) {
+    if (isForbiddenKeyByte(key.charCodeAt(index))) return true;
+  }
+  return false;
+}

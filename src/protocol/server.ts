@@ -1,0 +1,324 @@
+/**
+ * The client-facing server: accepts memcached clients over TCP, text or binary, and hands each
+ * decoded command to a handler.
+ *
+ * Intuition: each connection sniffs its first byte (0x80 → binary, else text), feeds bytes to the
+ * matching decoder, and queues the decoded requests. One loop per connection executes them
+ * strictly in order — the next command is handed to the handler only once the previous reply has
+ * settled — and writes replies in that same order, as memcached does.
+ *
+ * Invariants:
+ * - A connection's commands execute one at a time, in arrival order; replies leave in that order.
+ * - Memory per connection is bounded: reading pauses while too many requests (or request bytes)
+ *   wait, and a connection whose unread output passes outputBytesMax is destroyed.
+ * - A handler failure becomes `SERVER_ERROR <message>` (never a stack trace); a socket error ends
+ *   only its own connection, never the process.
+ */
+
+import * as net from 'node:net';
+import type { Command, ProtocolLimits, Reply } from './types.ts';
+import { TextRequestDecoder, encodeTextInvalid, encodeTextReply } from './text.ts';
+import { BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryReply } from './binary.ts';
+
+/** Who sent a command. */
+export interface ConnectionInfo {
+  id: number;
+  remoteAddress: string;
+}
+
+/** Executes one command; its reply (or rejection) settles before the connection's next command runs. */
+export type CommandHandler = (command: Command, connection: ConnectionInfo) => Promise<Reply> | Reply;
+
+/** The narrow logger the server writes to. */
+export interface ProtocolServerLog {
+  info(msg: string, meta?: object): void;
+  warn(msg: string, meta?: object): void;
+}
+
+export interface ProtocolServerOptions {
+  host: string;
+  port: number;
+  limits: ProtocolLimits;
+  handler: CommandHandler;
+  log?: ProtocolServerLog;
+}
+
+/** Counters for `stats` and `show`. */
+export interface ProtocolServerStats {
+  connectionsCurrent: number;
+  connectionsTotal: number;
+  commandsTotal: number;
+}
+
+/** What the server itself answers to `version`. */
+export const PROTOCOL_SERVER_VERSION = '1.6.18-mckv';
+
+/** Reading pauses above this many queued requests and resumes below half of it. */
+const QUEUED_REQUESTS_MAX = 1024;
+/** Reading pauses above this many queued request bytes and resumes below half of it. */
+const QUEUED_BYTES_MAX = 16 * 1024 * 1024;
+/** A connection asked to close is destroyed after this long if the peer does not close it first. */
+const CLOSE_GRACE_MS = 2000;
+/** Longest handler error message passed on to a client. */
+const ERROR_MESSAGE_CHARS_MAX = 200;
+
+/** A decoded request as the connection loop sees it, whatever the protocol. */
+type WireRequest =
+  | { kind: 'command'; command: Command; encode: (reply: Reply) => Buffer; weightBytes: number }
+  | { kind: 'invalid'; bytes: Buffer; close: boolean };
+
+interface WireDecoder {
+  push(chunk: Buffer): WireRequest[];
+}
+
+function commandWeightBytes(command: Command): number {
+  return command.kind === 'store' ? command.value.length + command.key.length : 64;
+}
+
+function textWireDecoder(limits: ProtocolLimits): WireDecoder {
+  const decoder = new TextRequestDecoder(limits);
+  return {
+    push: (chunk) => decoder.push(chunk).map((item): WireRequest => {
+      if (item.kind === 'invalid') return { kind: 'invalid', bytes: encodeTextInvalid(item.reply), close: item.close };
+      const command = item.command;
+      return { kind: 'command', command, encode: (reply) => encodeTextReply(command, reply), weightBytes: commandWeightBytes(command) };
+    }),
+  };
+}
+
+function binaryWireDecoder(limits: ProtocolLimits): WireDecoder {
+  const decoder = new BinaryRequestDecoder(limits);
+  return {
+    push: (chunk) => decoder.push(chunk).map((item): WireRequest => {
+      if (item.kind === 'invalid') {
+        const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
+        return { kind: 'invalid', bytes, close: item.close };
+      }
+      const { header, command } = item;
+      return {
+        kind: 'command', command, encode: (reply) => encodeBinaryReply(header, command, reply),
+        weightBytes: commandWeightBytes(command),
+      };
+    }),
+  };
+}
+
+/** The message of a handler failure, one line, bounded, without a stack. */
+function failureMessage(error: unknown): string {
+  const raw = error instanceof Error ? error.message : String(error);
+  const firstLine = raw.split(/\r?\n/, 1)[0] ?? '';
+  const message = firstLine.length > 0 ? firstLine : 'internal error';
+  return message.slice(0, ERROR_MESSAGE_CHARS_MAX);
+}
+
+/** Replies the server gives itself; null means "ask the handler". */
+function ownReply(command: Command): Reply | null {
+  switch (command.kind) {
+    case 'version': return { kind: 'version', version: PROTOCOL_SERVER_VERSION };
+    case 'verbosity': return { kind: 'ok' };
+    case 'noop': return { kind: 'ok' };
+    // The text encoder writes nothing for quit; the binary one answers a (non-quiet) quit.
+    case 'quit': return { kind: 'ok' };
+    default: return null;
+  }
+}
+
+/** One client connection: its decoder, its queue of requests and its in-order execution loop. */
+class Connection {
+  readonly info: ConnectionInfo;
+  private decoder: WireDecoder | null = null;
+  private readonly queue: WireRequest[] = [];
+  private queuedBytes = 0;
+  private running = false;
+  private finished = false;
+  private paused = false;
+  /** The client has sent its last byte; close once every queued request is answered. */
+  private inputEnded = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    info: ConnectionInfo,
+    private readonly server: ProtocolServer,
+  ) {
+    this.info = info;
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', (error) => this.server.logWarn('client socket error', { connection: info.id, error: error.message }));
+    socket.on('end', () => {
+      this.inputEnded = true;
+      if (!this.running) this.finish();
+    });
+    socket.on('close', () => {
+      this.finished = true;
+      this.queue.length = 0;
+      this.server.onConnectionClosed(this);
+    });
+  }
+
+  destroy(): void {
+    this.finished = true;
+    this.socket.destroy();
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.finished) return;
+    if (this.decoder === null) {
+      this.decoder = chunk[0] === REQUEST_MAGIC ? binaryWireDecoder(this.server.limits) : textWireDecoder(this.server.limits);
+    }
+    for (const request of this.decoder.push(chunk)) {
+      this.queue.push(request);
+      this.queuedBytes += request.kind === 'command' ? request.weightBytes : request.bytes.length;
+    }
+    if (!this.paused && (this.queue.length > QUEUED_REQUESTS_MAX || this.queuedBytes > QUEUED_BYTES_MAX)) {
+      this.paused = true;
+      this.socket.pause();
+    }
+    void this.run();
+  }
+
+  /** Executes queued requests one by one; only one run is active per connection. */
+  private async run(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.queue.length > 0 && !this.finished) {
+        const request = this.queue.shift() as WireRequest;
+        this.queuedBytes -= request.kind === 'command' ? request.weightBytes : request.bytes.length;
+        await this.execute(request);
+        this.resumeIfDrained();
+      }
+    } finally {
+      this.running = false;
+    }
+    if (this.inputEnded) this.finish();
+  }
+
+  private async execute(request: WireRequest): Promise<void> {
+    if (request.kind === 'invalid') {
+      this.write(request.bytes);
+      if (request.close) this.finish();
+      return;
+    }
+    this.server.countCommand();
+    const reply = await this.replyTo(request.command);
+    if (this.finished) return;
+    this.write(request.encode(reply));
+    if (request.command.kind === 'quit') this.finish();
+  }
+
+  private async replyTo(command: Command): Promise<Reply> {
+    const own = ownReply(command);
+    if (own !== null) return own;
+    try {
+      return await this.server.handler(command, this.info);
+    } catch (error) {
+      this.server.logWarn('command failed', { connection: this.info.id, command: command.kind, error: failureMessage(error) });
+      return { kind: 'server_error', message: failureMessage(error) };
+    }
+  }
+
+  private write(bytes: Buffer): void {
+    if (bytes.length === 0 || this.finished) return;
+    this.socket.write(bytes);
+    if (this.socket.writableLength > this.server.limits.outputBytesMax) {
+      this.server.logWarn('client does not read its replies; closing', {
+        connection: this.info.id, outputBytes: this.socket.writableLength,
+      });
+      this.destroy();
+    }
+  }
+
+  private resumeIfDrained(): void {
+    if (!this.paused || this.finished) return;
+    if (this.queue.length <= QUEUED_REQUESTS_MAX / 2 && this.queuedBytes <= QUEUED_BYTES_MAX / 2) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  /** Stops executing, flushes what was written, and closes (forcibly if the peer lingers). */
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.queue.length = 0;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
+  }
+}
+
+/** The memcached-protocol front end: listens, decodes, executes in order, encodes. */
+export class ProtocolServer {
+  readonly limits: ProtocolLimits;
+  readonly handler: CommandHandler;
+  private readonly options: ProtocolServerOptions;
+  private readonly server: net.Server;
+  private readonly connections = new Set<Connection>();
+  private nextConnectionId = 1;
+  private connectionsTotal = 0;
+  private commandsTotal = 0;
+
+  constructor(options: ProtocolServerOptions) {
+    this.options = options;
+    this.limits = options.limits;
+    this.handler = options.handler;
+    // Half-open: a client may send its requests and shut its side before reading the replies.
+    this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
+    this.server.on('error', (error) => this.logWarn('protocol server error', { error: error.message }));
+  }
+
+  /** Starts listening; resolves with the bound port (useful with port 0). */
+  listen(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (error: Error): void => reject(error);
+      this.server.once('error', onError);
+      this.server.listen(this.options.port, this.options.host, () => {
+        this.server.off('error', onError);
+        const address = this.server.address() as net.AddressInfo;
+        this.options.log?.info('protocol server listening', { host: this.options.host, port: address.port });
+        resolve(address.port);
+      });
+    });
+  }
+
+  /** Stops accepting, destroys every connection, and resolves once the listener is closed. */
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      for (const connection of this.connections) connection.destroy();
+      if (!this.server.listening) {
+        resolve();
+        return;
+      }
+      this.server.close(() => resolve());
+    });
+  }
+
+  stats(): ProtocolServerStats {
+    return {
+      connectionsCurrent: this.connections.size,
+      connectionsTotal: this.connectionsTotal,
+      commandsTotal: this.commandsTotal,
+    };
+  }
+
+  /** @internal */
+  countCommand(): void {
+    this.commandsTotal++;
+  }
+
+  /** @internal */
+  onConnectionClosed(connection: Connection): void {
+    this.connections.delete(connection);
+  }
+
+  /** @internal */
+  logWarn(msg: string, meta?: object): void {
+    this.options.log?.warn(msg, meta);
+  }
+
+  private onConnection(socket: net.Socket): void {
+    const id = this.nextConnectionId++;
+    const remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
+    this.connectionsTotal++;
+    this.connections.add(new Connection(socket, { id, remoteAddress }, this));
+  }
+}
