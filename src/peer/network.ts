@@ -99,8 +99,10 @@ interface Outbound {
   address: PeerAddress;
   socket: net.Socket | null;
   connected: boolean;
-  /** Consecutive failed dials, for the back-off. */
+  /** Dials since the last connection that lasted, for the back-off. */
   attempt: number;
+  /** When the current connection was established (monotonic), or null. */
+  connectedAtMs: number | null;
   retryTimer: NodeJS.Timeout | null;
   /** The socket is corked until the end of this tick (write coalescing). */
   corked: boolean;
@@ -159,7 +161,15 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.server = await this.listen();
     this.running = true;
     for (const address of this.options.peers) {
-      const outbound: Outbound = { address, socket: null, connected: false, attempt: 0, retryTimer: null, corked: false };
+      const outbound: Outbound = {
+        address,
+        socket: null,
+        connected: false,
+        attempt: 0,
+        connectedAtMs: null,
+        retryTimer: null,
+        corked: false,
+      };
       this.outbound.set(address.id, outbound);
       this.dial(outbound);
     }
@@ -375,7 +385,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       socket.setTimeout(0);
       socket.setKeepAlive(true, this.handshakeTimeoutMs);
       outbound.connected = true;
-      outbound.attempt = 0;
+      outbound.connectedAtMs = monotonicNowMs();
       const hello: Hello = { kind: 'hello', from: this.options.self, to: id, version: FRAME_VERSION };
       socket.write(encodeFrame(hello));
       this.writeFrame(outbound, this.heartbeatFrame()); // the peer learns our info at once
@@ -388,8 +398,13 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
 
   private onOutboundClosed(outbound: Outbound, socket: net.Socket): void {
     if (outbound.socket !== socket) return;
+    // Only a connection that lasted resets the back-off: a proxy that accepts and then closes at
+    // once (its upstream is down) must not make us redial in a tight loop.
+    const livedMs = outbound.connectedAtMs === null ? 0 : monotonicNowMs() - outbound.connectedAtMs;
+    if (livedMs >= RECONNECT_DELAY_MAX_MS) outbound.attempt = 0;
     outbound.socket = null;
     outbound.connected = false;
+    outbound.connectedAtMs = null;
     outbound.corked = false;
     if (!this.running) return;
     const delayMs = reconnectDelayMs(outbound.attempt);
