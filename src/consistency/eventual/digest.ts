@@ -1,0 +1,173 @@
+/**
+ * The version index of eventual mode: key → (version, tombstone, expiry, which peers hold it),
+ * kept in hash buckets whose digests update incrementally, for anti-entropy.
+ *
+ * Intuition: keys hash (FNV-1a, then a murmur3 finaliser to spread the bits) into
+ * BUCKET_COUNT buckets; a bucket's digest is the XOR of hash(key, version) over its entries, so
+ * changing one entry costs two XORs. Buckets form GROUP_COUNT groups whose digest is the XOR of
+ * their buckets'. Two replicas compare group digests, then the bucket digests of differing
+ * groups, then the key → version lists of differing buckets: the work follows the difference,
+ * not the key count.
+ *
+ * Invariants:
+ * - bucketDigest(b) = XOR of hashKeyVersion(k, v) over the entries of bucket b (0 when empty).
+ * - groupDigest(g) = XOR of the bucket digests of group g.
+ * - size = the number of keys held. Digests are unsigned 32-bit integers.
+ */
+
+/** Buckets keys hash into. A power of two. */
+export const BUCKET_COUNT = 1024;
+/** Buckets per group; GROUP_COUNT groups make the top level of the comparison. */
+export const BUCKETS_PER_GROUP = 32;
+export const GROUP_COUNT = BUCKET_COUNT / BUCKETS_PER_GROUP;
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** murmur3's 32-bit finaliser: every input bit affects every output bit. */
+function mix32(input: number): number {
+  let h = input;
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** FNV-1a over a key's chars (keys are latin1 strings: one char per byte). */
+function fnvKey(key: string): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < key.length; i += 1) {
+    h ^= key.charCodeAt(i) & 0xffff;
+    h = Math.imul(h, FNV_PRIME);
+  }
+  return h;
+}
+
+function fnvWord(hash: number, word: number): number {
+  let h = hash;
+  for (let shift = 0; shift < 32; shift += 8) {
+    h ^= (word >>> shift) & 0xff;
+    h = Math.imul(h, FNV_PRIME);
+  }
+  return h;
+}
+
+/** The bucket a key belongs to, 0..BUCKET_COUNT-1. */
+export function bucketOfKey(key: string): number {
+  return mix32(fnvKey(key)) & (BUCKET_COUNT - 1);
+}
+
+/** The group a bucket belongs to, 0..GROUP_COUNT-1. */
+export function groupOfBucket(bucket: number): number {
+  return Math.floor(bucket / BUCKETS_PER_GROUP);
+}
+
+/** hash(key, version): the term a (key, version) pair contributes to its bucket's digest. */
+export function hashKeyVersion(key: string, version: bigint): number {
+  const low = Number(version & 0xffffffffn);
+  const high = Number((version >> 32n) & 0xffffffffn);
+  return mix32(fnvWord(fnvWord(fnvKey(key), low), high));
+}
+
+/** What the index knows of one key. */
+export interface IndexEntry {
+  version: bigint;
+  tombstone: boolean;
+  /** Absolute expiry, ms since the epoch; 0 = never. */
+  expiresAtMs: number;
+  /** Bit per peer (by node index) known to hold this version or a later one. */
+  heldByMask: number;
+  /**
+   * Sequence number of the last local-replica effect that may have changed this key: a fetch
+   * issued before it may return an older state.
+   */
+  touchedSeq: number;
+}
+
+/** The index with its bucket and group digests. */
+export class VersionIndex {
+  private readonly buckets: Array<Map<string, IndexEntry>> = [];
+  private readonly bucketDigests = new Array<number>(BUCKET_COUNT).fill(0);
+  private readonly groupDigests = new Array<number>(GROUP_COUNT).fill(0);
+  private count = 0;
+
+  constructor() {
+    for (let b = 0; b < BUCKET_COUNT; b += 1) this.buckets.push(new Map());
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  get(key: string): IndexEntry | undefined {
+    return this.buckets[bucketOfKey(key)].get(key);
+  }
+
+  /** Insert or replace the entry of `key`, updating the digests. */
+  set(key: string, entry: IndexEntry): void {
+    const bucket = bucketOfKey(key);
+    const entries = this.buckets[bucket];
+    const previous = entries.get(key);
+    if (previous === undefined) this.count += 1;
+    else this.flip(bucket, hashKeyVersion(key, previous.version));
+    entries.set(key, entry);
+    this.flip(bucket, hashKeyVersion(key, entry.version));
+  }
+
+  delete(key: string): boolean {
+    const bucket = bucketOfKey(key);
+    const previous = this.buckets[bucket].get(key);
+    if (previous === undefined) return false;
+    this.buckets[bucket].delete(key);
+    this.count -= 1;
+    this.flip(bucket, hashKeyVersion(key, previous.version));
+    return true;
+  }
+
+  clear(): void {
+    for (const entries of this.buckets) entries.clear();
+    this.bucketDigests.fill(0);
+    this.groupDigests.fill(0);
+    this.count = 0;
+  }
+
+  bucketEntries(bucket: number): ReadonlyMap<string, IndexEntry> {
+    return this.buckets[bucket];
+  }
+
+  bucketDigest(bucket: number): number {
+    return this.bucketDigests[bucket];
+  }
+
+  groupDigest(group: number): number {
+    return this.groupDigests[group];
+  }
+
+  /** A copy of the GROUP_COUNT group digests. */
+  groupDigestList(): number[] {
+    return [...this.groupDigests];
+  }
+
+  private flip(bucket: number, term: number): void {
+    this.bucketDigests[bucket] = (this.bucketDigests[bucket] ^ term) >>> 0;
+    const group = groupOfBucket(bucket);
+    this.groupDigests[group] = (this.groupDigests[group] ^ term) >>> 0;
+  }
+}
+
+/** Groups whose digests differ between two GROUP_COUNT lists. */
+export function differingGroups(mine: readonly number[], theirs: readonly number[]): number[] {
+  const differing: number[] = [];
+  for (let g = 0; g < GROUP_COUNT; g += 1) {
+    if (mine[g] !== theirs[g]) differing.push(g);
+  }
+  return differing;
+}
+
+/** The buckets of one group. */
+export function bucketsOfGroup(group: number): number[] {
+  const first = group * BUCKETS_PER_GROUP;
+  return Array.from({ length: BUCKETS_PER_GROUP }, (_, i) => first + i);
+}

@@ -1,0 +1,643 @@
+/**
+ * The eventual-mode state machine: serve locally, replicate results, repair by anti-entropy.
+ * (The user-facing semantics are documented in ../eventual.ts.)
+ *
+ * Glossary: *apply* — the local replica has it; *ack* — a peer's replica has it (a push_ack,
+ * a matching digest, or the peer sent it); *dirty* — a key written locally whose result is not
+ * yet fetched for pushing; *dead* — a tombstone, or an entry expired longer than
+ * expiredGraceMs ago; *collect* — purge a dead entry every peer holds.
+ *
+ * Intuition:
+ * - A request becomes an `apply` (writes, stamped with a fresh HLC version) or a `read`, at once.
+ *   After applies, one `fetch` of the dirty keys reads the results back; `fetched` queues them
+ *   for every peer. A peer merges pushes (`put` how 'merge': greater cas wins) and acks them.
+ * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
+ *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
+ * - The index (key → version) is refreshed by every fetch result: exactly, unless a later
+ *   effect touched the key (then it only moves forward), so it never claims a version the
+ *   replica lost.
+ *
+ * Invariants:
+ * - The HLC never goes back; it is >= every version seen (merged, fetched), so a local write's
+ *   version exceeds the version the replica holds — once the start-up fetch has returned
+ *   (requests wait for it).
+ * - At most one dirty fetch is outstanding.
+ * - An entry is purged only when dead and held (at that version or later) by every peer; a
+ *   purged (key, version) is remembered for purgedMemoryMs so late copies are not resurrected.
+ */
+
+import type {
+  Effect,
+  Event,
+  KeyedEntry,
+  Machine,
+  MachineOptions,
+  MachineStatus,
+  PeerId,
+  RequestId,
+} from '../types.ts';
+import type { Entry } from '../../store/types.ts';
+import { opKeys } from '../../store/types.ts';
+import { formatHlc, HLC_ZERO, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
+import {
+  BUCKET_COUNT,
+  bucketOfKey,
+  bucketsOfGroup,
+  differingGroups,
+  groupOfBucket,
+  VersionIndex,
+  type IndexEntry,
+} from './digest.ts';
+import { validateMessage, type EventualMessage, type KeyVersion } from './messages.ts';
+import { PushQueues } from './push.ts';
+import { defaultTuning, type EventualTuning } from './tuning.ts';
+
+type Out = Effect<EventualMessage>[];
+type RequestEvent = Extract<Event<EventualMessage>, { kind: 'request' }>;
+
+/** Why a fetch was issued. */
+type FetchPurpose =
+  | { kind: 'rebuild' }
+  | { kind: 'dirty' }
+  | { kind: 'ship'; to: PeerId };
+
+interface PendingFetch {
+  purpose: FetchPurpose;
+  keys: string[] | null;
+  issuedSeq: number;
+}
+
+interface Round {
+  id: number;
+  peer: PeerId;
+  /** The group digests sent, to tell later whether a group still matches. */
+  groups: number[];
+}
+
+function assertNever(value: never): never {
+  throw new Error(`unexpected ${JSON.stringify(value)}`);
+}
+
+export class EventualMachine implements Machine<EventualMessage> {
+  private readonly self: PeerId;
+  private readonly peers: PeerId[];
+  private readonly nodeIndex: number;
+  private readonly peerBits = new Map<PeerId, number>();
+  private readonly allPeersMask: number;
+  private readonly tuning: EventualTuning;
+  private readonly index = new VersionIndex();
+  /** Keys of dead entries in the index, waiting to be collected. */
+  private readonly graveyard = new Set<string>();
+  /** Purged (key → version, purged at), oldest first. */
+  private readonly purged = new Map<string, { version: bigint; atMs: number }>();
+  private readonly fetches = new Map<number, PendingFetch>();
+  private readonly dirty = new Set<string>();
+  /** put token → the push_ack to send once it is applied. */
+  private readonly pendingAcks = new Map<number, { to: PeerId; batch: number; versions: KeyVersion[] }>();
+  private readonly pushes: PushQueues;
+  private peersUp: Set<PeerId>;
+  private clock: Hlc = HLC_ZERO;
+  private nowMs: number;
+  private nextToken = 1;
+  /** Counts effects that reach the local replica; a fetch's issuedSeq is its own. */
+  private replicaSeq = 0;
+  private flushSeq = 0;
+  private dirtyAll = false;
+  private dirtyFetchToken: number | null = null;
+  private started = false;
+  /** Requests wait here until the start-up fetch has rebuilt the index and clock. */
+  private held: RequestEvent[] | null = [];
+  private pendingPurges: Array<[string, bigint]> = [];
+  private round: Round | null = null;
+  private nextRoundId = 1;
+  private nextRoundAtMs: number;
+  private roundRobin = 0;
+  private sweepBucket = 0;
+
+  constructor(options: MachineOptions, tuning: Partial<EventualTuning> = {}) {
+    this.self = options.self;
+    this.peers = [...new Set(options.peers)].filter((peer) => peer !== options.self).sort();
+    const everyone = [...this.peers, this.self].sort();
+    this.nodeIndex = everyone.indexOf(this.self);
+    let mask = 0;
+    for (const peer of this.peers) {
+      const bit = 1 << everyone.indexOf(peer);
+      this.peerBits.set(peer, bit);
+      mask |= bit;
+    }
+    this.allPeersMask = mask;
+    this.tuning = { ...defaultTuning(options), ...tuning };
+    this.pushes = new PushQueues(this.peers, this.tuning);
+    this.peersUp = new Set(this.peers);
+    this.nowMs = options.nowMs;
+    this.clock = tickHlc(HLC_ZERO, options.nowMs);
+    this.nextRoundAtMs = options.nowMs + this.tuning.antiEntropyIntervalMs * options.random();
+    packVersion(this.clock, this.nodeIndex); // asserts the node index fits
+  }
+
+  step(event: Event<EventualMessage>): Out {
+    const out: Out = [];
+    this.nowMs = event.nowMs;
+    if (!this.started) {
+      this.started = true;
+      this.issueFetch(out, null, { kind: 'rebuild' });
+    }
+    switch (event.kind) {
+      case 'request':
+        this.onRequest(event, out);
+        break;
+      case 'message':
+        this.onMessage(event.from, event.message, out);
+        break;
+      case 'tick':
+        this.onTick(event.peersUp, out);
+        break;
+      case 'fetched':
+        this.onFetched(event.token, event.entries, out);
+        break;
+      case 'applied':
+        this.onApplied(event.token, out);
+        break;
+      case 'backend_reset':
+        this.onBackendReset(out);
+        break;
+      default:
+        assertNever(event);
+    }
+    this.emitPurges(out);
+    return out;
+  }
+
+  status(): MachineStatus {
+    return {
+      mode: 'eventual',
+      role: 'peer',
+      term: 0,
+      leader: null,
+      committed: formatHlc(this.clock),
+      applied: String(this.index.size),
+      queueDepth: this.pushes.depth(),
+    };
+  }
+
+  /** For tests and the simulator: what the index holds for a key. */
+  indexEntry(key: string): Readonly<IndexEntry> | undefined {
+    return this.index.get(key);
+  }
+
+  /** For tests and the simulator: the current clock. */
+  hlc(): Hlc {
+    return this.clock;
+  }
+
+  /** For tests and the simulator: counters. */
+  counters(): { indexSize: number; graveyard: number; purgedRemembered: number; pushesDropped: number } {
+    return {
+      indexSize: this.index.size,
+      graveyard: this.graveyard.size,
+      purgedRemembered: this.purged.size,
+      pushesDropped: this.pushes.dropped,
+    };
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private onRequest(event: RequestEvent, out: Out): void {
+    if (this.held === null) {
+      this.serve(event, out);
+      return;
+    }
+    if (this.held.length >= this.tuning.heldRequestsMax) {
+      out.push({ kind: 'reply', requestId: event.requestId, reply: busyReply() });
+      return;
+    }
+    this.held.push(event);
+  }
+
+  private serve(event: RequestEvent, out: Out): void {
+    const { op, requestId, nowMs } = event;
+    if (op.kind === 'get') {
+      out.push({ kind: 'read', requestId, op, nowMs });
+      return;
+    }
+    this.clock = tickHlc(this.clock, nowMs);
+    const cas = packVersion(this.clock, this.nodeIndex);
+    const token = this.takeToken();
+    const seq = this.nextSeq();
+    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token });
+    this.markDirty(opKeys(op), seq);
+    this.requestDirtyFetch(out);
+  }
+
+  private markDirty(keys: readonly string[] | null, seq: number): void {
+    if (keys === null) {
+      this.dirtyAll = true;
+      this.flushSeq = seq;
+      return;
+    }
+    for (const key of keys) {
+      this.dirty.add(key);
+      const entry = this.index.get(key);
+      if (entry !== undefined) entry.touchedSeq = seq;
+    }
+  }
+
+  private requestDirtyFetch(out: Out): void {
+    if (this.dirtyFetchToken !== null) return;
+    if (this.dirtyAll) {
+      this.dirtyAll = false;
+      this.dirty.clear();
+      this.dirtyFetchToken = this.issueFetch(out, null, { kind: 'dirty' });
+      return;
+    }
+    if (this.dirty.size === 0) return;
+    const keys: string[] = [];
+    for (const key of this.dirty) {
+      if (keys.length >= this.tuning.fetchKeysMax) break;
+      keys.push(key);
+      this.dirty.delete(key);
+    }
+    this.dirtyFetchToken = this.issueFetch(out, keys, { kind: 'dirty' });
+  }
+
+  // ---- fetch results --------------------------------------------------------------------
+
+  private onFetched(token: number, entries: KeyedEntry[], out: Out): void {
+    const pending = this.fetches.get(token);
+    if (pending === undefined) return;
+    this.fetches.delete(token);
+    const valid = entries.filter(([key, entry]) => typeof key === 'string' && entry.cas >= 0n);
+    this.refreshIndex(pending, valid);
+    switch (pending.purpose.kind) {
+      case 'rebuild':
+        this.releaseHeld(out);
+        break;
+      case 'dirty':
+        this.dirtyFetchToken = null;
+        for (const peer of this.peers) this.enqueueAll(peer, valid);
+        this.requestDirtyFetch(out);
+        break;
+      case 'ship':
+        this.enqueueAll(pending.purpose.to, valid);
+        break;
+      default:
+        assertNever(pending.purpose);
+    }
+    this.drainAll(out);
+  }
+
+  /** Bring the index in line with what the replica returned (see the header). */
+  private refreshIndex(pending: PendingFetch, entries: KeyedEntry[]): void {
+    const flushedSince = this.flushSeq > pending.issuedSeq;
+    const returned = new Set<string>();
+    for (const [key, entry] of entries) {
+      returned.add(key);
+      this.clock = mergeHlc(this.clock, versionClock(entry.cas));
+      if (this.purgedCovers(key, entry.cas)) continue;
+      const current = this.index.get(key);
+      const stale = flushedSince || (current !== undefined && current.touchedSeq > pending.issuedSeq);
+      if (current !== undefined && (current.version === entry.cas || (stale && current.version > entry.cas))) continue;
+      this.setIndex(key, entry, 0, current?.touchedSeq ?? 0);
+    }
+    if (pending.keys === null || flushedSince) return;
+    for (const key of pending.keys) {
+      const current = this.index.get(key);
+      if (returned.has(key) || current === undefined || current.touchedSeq > pending.issuedSeq) continue;
+      this.index.delete(key);
+      this.graveyard.delete(key);
+    }
+  }
+
+  private releaseHeld(out: Out): void {
+    const held = this.held;
+    this.held = null;
+    for (const event of held ?? []) this.serve(event, out);
+  }
+
+  // ---- index, graveyard, collection ----------------------------------------------------
+
+  private setIndex(key: string, entry: Entry, heldByMask: number, touchedSeq: number): void {
+    const indexed: IndexEntry = {
+      version: entry.cas,
+      tombstone: entry.tombstone === true,
+      expiresAtMs: entry.expiresAtMs,
+      heldByMask,
+      touchedSeq,
+    };
+    this.index.set(key, indexed);
+    if (this.isDead(indexed)) this.graveyard.add(key);
+    else this.graveyard.delete(key);
+    this.collectIfDone(key);
+  }
+
+  private isDead(entry: IndexEntry): boolean {
+    if (entry.tombstone) return true;
+    return entry.expiresAtMs !== 0 && entry.expiresAtMs + this.tuning.expiredGraceMs <= this.nowMs;
+  }
+
+  /** `peer` holds `key` at `version` or later. */
+  private learnHeld(key: string, version: bigint, peer: PeerId): void {
+    const entry = this.index.get(key);
+    const bit = this.peerBits.get(peer) ?? 0;
+    if (entry === undefined || entry.version > version || (entry.heldByMask & bit) !== 0) return;
+    entry.heldByMask |= bit;
+    this.collectIfDone(key);
+  }
+
+  /** `peer` holds the same versions as we do in the buckets `matches` accepts. */
+  private learnMatchingBuckets(peer: PeerId, matches: (bucket: number) => boolean): void {
+    const keys = [...this.graveyard].filter((key) => matches(bucketOfKey(key)));
+    for (const key of keys) {
+      const entry = this.index.get(key);
+      if (entry !== undefined) this.learnHeld(key, entry.version, peer);
+    }
+  }
+
+  private collectIfDone(key: string): void {
+    const entry = this.index.get(key);
+    if (entry === undefined || !this.isDead(entry)) return;
+    if ((entry.heldByMask & this.allPeersMask) !== this.allPeersMask) return;
+    this.pendingPurges.push([key, entry.version]);
+    this.index.delete(key);
+    this.graveyard.delete(key);
+    this.purged.delete(key);
+    this.purged.set(key, { version: entry.version, atMs: this.nowMs });
+  }
+
+  private purgedCovers(key: string, version: bigint): boolean {
+    const purged = this.purged.get(key);
+    return purged !== undefined && version <= purged.version;
+  }
+
+  private emitPurges(out: Out): void {
+    if (this.pendingPurges.length === 0) return;
+    this.nextSeq();
+    out.push({ kind: 'purge', tombstones: this.pendingPurges });
+    this.pendingPurges = [];
+  }
+
+  /** Move entries that expired into the graveyard, a few buckets per tick. */
+  private sweep(): void {
+    for (let i = 0; i < this.tuning.sweepBucketsPerTick; i += 1) {
+      const bucket = this.sweepBucket;
+      this.sweepBucket = (this.sweepBucket + 1) % BUCKET_COUNT;
+      const expired = [...this.index.bucketEntries(bucket)]
+        .filter(([key, entry]) => !this.graveyard.has(key) && this.isDead(entry))
+        .map(([key]) => key);
+      for (const key of expired) {
+        this.graveyard.add(key);
+        this.collectIfDone(key);
+      }
+    }
+  }
+
+  private forgetOldPurges(): void {
+    for (const [key, purged] of this.purged) {
+      const old = this.nowMs - purged.atMs > this.tuning.purgedMemoryMs;
+      if (!old && this.purged.size <= this.tuning.purgedMemoryEntriesMax) break;
+      this.purged.delete(key);
+    }
+  }
+
+  // ---- pushes ---------------------------------------------------------------------------
+
+  private enqueueAll(peer: PeerId, entries: KeyedEntry[]): void {
+    for (const [key, entry] of entries) this.pushes.enqueue(peer, key, entry);
+  }
+
+  private drainAll(out: Out): void {
+    for (const peer of this.peers) {
+      if (!this.peersUp.has(peer)) continue;
+      for (const { batch, entries } of this.pushes.drain(peer, this.nowMs)) {
+        out.push({ kind: 'send', to: peer, message: { kind: 'push', batch, entries } });
+      }
+    }
+  }
+
+  private onPush(from: PeerId, batch: number, entries: KeyedEntry[], out: Out): void {
+    const versions: KeyVersion[] = [];
+    const merge: KeyedEntry[] = [];
+    for (const [key, entry] of entries) {
+      versions.push([key, entry.cas]);
+      this.clock = mergeHlc(this.clock, versionClock(entry.cas));
+      if (!this.purgedCovers(key, entry.cas)) merge.push([key, entry]);
+    }
+    if (merge.length === 0) {
+      out.push({ kind: 'send', to: from, message: { kind: 'push_ack', batch, versions } });
+      return;
+    }
+    const token = this.takeToken();
+    const seq = this.nextSeq();
+    out.push({ kind: 'put', entries: merge, how: 'merge', token });
+    this.pendingAcks.set(token, { to: from, batch, versions });
+    for (const [key, entry] of merge) this.noteMerged(key, entry, from, seq);
+  }
+
+  /** The index after merging `entry` from `from` (the sender holds it). */
+  private noteMerged(key: string, entry: Entry, from: PeerId, seq: number): void {
+    const current = this.index.get(key);
+    const bit = this.peerBits.get(from) ?? 0;
+    if (current === undefined || entry.cas > current.version) {
+      this.setIndex(key, entry, bit, seq);
+      return;
+    }
+    current.touchedSeq = seq;
+    if (entry.cas === current.version) this.learnHeld(key, entry.cas, from);
+  }
+
+  private onApplied(token: number, out: Out): void {
+    const ack = this.pendingAcks.get(token);
+    if (ack === undefined) return;
+    this.pendingAcks.delete(token);
+    out.push({ kind: 'send', to: ack.to, message: { kind: 'push_ack', batch: ack.batch, versions: ack.versions } });
+  }
+
+  private onPushAck(from: PeerId, batch: number, versions: KeyVersion[], out: Out): void {
+    this.pushes.onAck(from, batch);
+    for (const [key, version] of versions) this.learnHeld(key, version, from);
+    this.drainAll(out);
+  }
+
+  // ---- anti-entropy ---------------------------------------------------------------------
+
+  private startRound(out: Out): void {
+    const candidates = this.peers.filter((peer) => this.peersUp.has(peer));
+    if (candidates.length === 0) return;
+    const peer = candidates[this.roundRobin % candidates.length];
+    this.roundRobin += 1;
+    const groups = this.index.groupDigestList();
+    this.round = { id: this.nextRoundId, peer, groups };
+    this.nextRoundId += 1;
+    out.push({ kind: 'send', to: peer, message: { kind: 'ae_groups', round: this.round.id, groups } });
+  }
+
+  /** Responder, step 1: which groups differ, and their bucket digests. */
+  private onAeGroups(from: PeerId, round: number, groups: number[], out: Out): void {
+    const differing = differingGroups(this.index.groupDigestList(), groups);
+    const differs = new Set(differing);
+    this.learnMatchingBuckets(from, (bucket) => !differs.has(groupOfBucket(bucket)));
+    const buckets: Array<[number, number]> = differing
+      .flatMap(bucketsOfGroup)
+      .map((bucket) => [bucket, this.index.bucketDigest(bucket)]);
+    out.push({ kind: 'send', to: from, message: { kind: 'ae_buckets', round, groups: differing, buckets } });
+  }
+
+  /** Initiator, step 2: send the key → version lists of the differing buckets. */
+  private onAeBuckets(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_buckets' }>, out: Out): void {
+    const round = this.round;
+    if (round === null || round.id !== message.round || round.peer !== from) return;
+    this.round = null;
+    const differs = new Set(message.groups);
+    const matchingGroup = (group: number): boolean =>
+      !differs.has(group) && this.index.groupDigest(group) === round.groups[group];
+    const differingBuckets: number[] = [];
+    const matchingBuckets = new Set<number>();
+    for (const [bucket, digest] of message.buckets) {
+      if (this.index.bucketDigest(bucket) === digest) matchingBuckets.add(bucket);
+      else differingBuckets.push(bucket);
+    }
+    this.learnMatchingBuckets(from, (b) => matchingBuckets.has(b) || matchingGroup(groupOfBucket(b)));
+    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, differingBuckets, out);
+  }
+
+  private sendKeyLists(to: PeerId, round: number, differing: number[], out: Out): void {
+    const buckets: number[] = [];
+    const versions: KeyVersion[] = [];
+    for (const bucket of differing) {
+      const entries = this.index.bucketEntries(bucket);
+      if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) break;
+      buckets.push(bucket);
+      for (const [key, entry] of entries) versions.push([key, entry.version]);
+    }
+    out.push({ kind: 'send', to, message: { kind: 'ae_keys', round, buckets, versions } });
+  }
+
+  /** Responder, step 3: ship what the initiator lacks, ask for what we lack. */
+  private onAeKeys(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_keys' }>, out: Out): void {
+    const buckets = new Set(message.buckets);
+    const theirs = new Map<string, bigint>();
+    for (const [key, version] of message.versions) {
+      if (buckets.has(bucketOfKey(key))) theirs.set(key, version);
+    }
+    const ship: string[] = [];
+    const want: string[] = [];
+    for (const bucket of buckets) this.compareBucket(from, bucket, theirs, { ship, want });
+    for (const [key, version] of theirs) {
+      if (this.index.get(key) === undefined && !this.purgedCovers(key, version)) want.push(key);
+    }
+    const shipKeys = ship.slice(0, this.tuning.fetchKeysMax);
+    if (shipKeys.length > 0) this.issueFetch(out, shipKeys, { kind: 'ship', to: from });
+    const wantKeys = want.slice(0, this.tuning.fetchKeysMax);
+    if (wantKeys.length > 0) {
+      out.push({ kind: 'send', to: from, message: { kind: 'ae_want', round: message.round, keys: wantKeys } });
+    }
+  }
+
+  private compareBucket(
+    from: PeerId,
+    bucket: number,
+    theirs: ReadonlyMap<string, bigint>,
+    lists: { ship: string[]; want: string[] },
+  ): void {
+    const bit = this.peerBits.get(from) ?? 0;
+    const held: KeyVersion[] = [];
+    for (const [key, entry] of this.index.bucketEntries(bucket)) {
+      const version = theirs.get(key);
+      if (version === undefined) {
+        const knownHeld = this.isDead(entry) && (entry.heldByMask & bit) !== 0;
+        if (!knownHeld) lists.ship.push(key);
+      } else if (version < entry.version) {
+        lists.ship.push(key);
+      } else {
+        held.push([key, version]);
+        if (version > entry.version) lists.want.push(key);
+      }
+    }
+    for (const [key, version] of held) this.learnHeld(key, version, from);
+  }
+
+  private onAeWant(from: PeerId, keys: string[], out: Out): void {
+    const wanted = keys.slice(0, this.tuning.fetchKeysMax);
+    if (wanted.length > 0) this.issueFetch(out, wanted, { kind: 'ship', to: from });
+  }
+
+  // ---- messages, ticks, resets ----------------------------------------------------------
+
+  private onMessage(from: PeerId, raw: unknown, out: Out): void {
+    if (!this.peerBits.has(from)) return;
+    const message = validateMessage(raw);
+    if (message === null) return;
+    switch (message.kind) {
+      case 'push':
+        this.onPush(from, message.batch, message.entries, out);
+        break;
+      case 'push_ack':
+        this.onPushAck(from, message.batch, message.versions, out);
+        break;
+      case 'ae_groups':
+        this.onAeGroups(from, message.round, message.groups, out);
+        break;
+      case 'ae_buckets':
+        this.onAeBuckets(from, message, out);
+        break;
+      case 'ae_keys':
+        this.onAeKeys(from, message, out);
+        break;
+      case 'ae_want':
+        this.onAeWant(from, message.keys, out);
+        break;
+      default:
+        assertNever(message);
+    }
+  }
+
+  private onTick(peersUp: readonly PeerId[], out: Out): void {
+    this.peersUp = new Set(peersUp.filter((peer) => this.peerBits.has(peer)));
+    this.pushes.expire(this.nowMs);
+    if (this.nowMs >= this.nextRoundAtMs) {
+      this.nextRoundAtMs = this.nowMs + this.tuning.antiEntropyIntervalMs;
+      this.startRound(out);
+    }
+    this.sweep();
+    this.forgetOldPurges();
+    this.requestDirtyFetch(out);
+    this.drainAll(out);
+  }
+
+  private onBackendReset(out: Out): void {
+    this.index.clear();
+    this.graveyard.clear();
+    this.fetches.clear();
+    this.pendingAcks.clear();
+    this.dirtyFetchToken = null;
+    this.round = null;
+    this.nextRoundAtMs = this.nowMs;
+    this.issueFetch(out, null, { kind: 'rebuild' });
+    this.requestDirtyFetch(out);
+  }
+
+  // ---- helpers --------------------------------------------------------------------------
+
+  private issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
+    const token = this.takeToken();
+    const issuedSeq = this.nextSeq();
+    this.fetches.set(token, { purpose, keys, issuedSeq });
+    out.push({ kind: 'fetch', token, keys });
+    return token;
+  }
+
+  private takeToken(): number {
+    const token = this.nextToken;
+    this.nextToken += 1;
+    return token;
+  }
+
+  private nextSeq(): number {
+    this.replicaSeq += 1;
+    return this.replicaSeq;
+  }
+}
+
+function busyReply(): { kind: 'server_error'; message: string } {
+  return { kind: 'server_error', message: 'busy: replica still loading' };
+}
