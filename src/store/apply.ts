@@ -13,7 +13,8 @@
  * - incr/decr follow memcached byte for byte: the value is parsed like `safe_strtoull` (leading
  *   whitespace skipped, digits, then whitespace or end), incr wraps at 2^64, decr floors at 0,
  *   and a result no longer than the old value is written in place, padded with spaces (as
- *   memcached does), else the value is just the digits.
+ *   memcached does when no other connection holds the item, its usual case), else the value is
+ *   just the digits.
  * - Deviation, on purpose: touch gives the entry a new cas (memcached keeps it), so a touch is a
  *   versioned change that last-writer-wins replication can carry.
  */

@@ -312,7 +312,7 @@ function metadumpOnce(options: { host: string; port: number; timeoutMs: number }
       if (text.startsWith('BUSY')) finish('busy');
       else if (text.startsWith('ERROR') || text.startsWith('CLIENT_ERROR') || text.startsWith('SERVER_ERROR')) {
         finish(new StoreError('BACKEND_FAILED', `memcached ${address} refused metadump: ${text.trim()}`));
-      } else if (text === 'END\r\n' || text.endsWith('\r\nEND\r\n')) finish(parseMetadump(text));
+      } else if (text === 'END\r\n' || text.endsWith('\nEND\r\n')) finish(parseMetadump(text));
     });
     socket.write('lru_crawler metadump all\r\n');
   });
@@ -320,7 +320,8 @@ function metadumpOnce(options: { host: string; port: number; timeoutMs: number }
 
 function parseMetadump(text: string): string[] {
   const keys: string[] = [];
-  for (const line of text.split('\r\n')) {
+  // Lines end in "\n"; only the closing END has "\r\n".
+  for (const line of text.split(/\r?\n/)) {
     const match = /^key=(\S+)/.exec(line);
     if (match === null) continue;
     // metadump URI-encodes keys; our keys are ASCII, so decodeURIComponent is exact.

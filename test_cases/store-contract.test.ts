@@ -1,0 +1,190 @@
+/**
+ * The KVBackend contract, run against both adapters (in-memory and a real memcached through
+ * memjs): entries round-trip exactly (flags, expiry, 64-bit cas, tombstone bit, binary values),
+ * every key our protocol accepts is stored under its own name, delete/flush remove, health
+ * reports a stable epoch, and the backend can list its keys.
+ */
+
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { decodeEntry, encodeEntry, keyFromMemcachedKey, memcachedExptimeSeconds, memcachedKey } from '../src/store/codec.ts';
+import { MemcachedBackend } from '../src/store/memcached.ts';
+import { MemoryBackend } from '../src/store/memory.ts';
+import type { Entry, KVBackend } from '../src/store/types.ts';
+import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+
+type ListingBackend = KVBackend & { keys(): Promise<string[]> };
+
+interface Harness {
+  open(): Promise<ListingBackend>;
+  close(): Promise<void>;
+}
+
+function memoryHarness(): Harness {
+  return { open: async () => new MemoryBackend(), close: async () => {} };
+}
+
+function memcachedHarness(): Harness {
+  let server: MemcachedInstance | null = null;
+  const opened: MemcachedBackend[] = [];
+  return {
+    open: async () => {
+      server ??= await startMemcached();
+      const backend = new MemcachedBackend({ host: server.host, port: server.port, opTimeoutMs: 2000 });
+      opened.push(backend);
+      return backend;
+    },
+    close: async () => {
+      for (const backend of opened) await backend.close();
+      await server?.stop();
+    },
+  };
+}
+
+const allBytes = Buffer.from(Array.from({ length: 256 }, (_unused, byte) => byte));
+
+const ENTRIES: Array<[name: string, entry: Entry]> = [
+  ['a plain value', { value: Buffer.from('hello'), flags: 0, expiresAtMs: 0, cas: 1n }],
+  ['every byte value and max flags', { value: allBytes, flags: 0xffffffff, expiresAtMs: 0, cas: 2n }],
+  ['an empty value', { value: Buffer.alloc(0), flags: 7, expiresAtMs: 0, cas: 3n }],
+  ['a 64-bit cas', { value: Buffer.from('x'), flags: 1, expiresAtMs: 0, cas: (1n << 64n) - 1n }],
+  ['an expiry far ahead', { value: Buffer.from('e'), flags: 2, expiresAtMs: Date.now() + 3_600_000, cas: 5n }],
+  ['a tombstone', { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: 6n, tombstone: true }],
+  ['a 100 KiB value', { value: Buffer.alloc(100 * 1024, 0x61), flags: 0, expiresAtMs: 0, cas: 7n }],
+];
+
+/** Keys our protocols accept: printable, with '%', binary-protocol bytes, and 250-byte keys. */
+const KEYS: string[] = [
+  'plain',
+  'with%percent',
+  '%41', // must not collide with 'A'
+  'A',
+  'space in key',
+  'tab\tand\r\nnewline',
+  'high\xff\x80bytes',
+  'k'.repeat(250),
+  '\xfe'.repeat(250),
+  '\xfe'.repeat(249) + '\xfd',
+  '%#looks-hashed',
+];
+
+describe.each([
+  ['memory', memoryHarness],
+  ['memcached', memcachedHarness],
+])('KVBackend contract: %s', (_name, makeHarness) => {
+  const harness = makeHarness();
+  let backend: ListingBackend;
+
+  beforeAll(async () => {
+    backend = await harness.open();
+  });
+
+  afterAll(async () => {
+    await harness.close();
+  });
+
+  beforeEach(async () => {
+    await backend.flush();
+  });
+
+  it('reads a missing key as undefined', async () => {
+    expect(await backend.get('missing')).toBeUndefined();
+  });
+
+  it.each(ENTRIES)('round-trips %s', async (_entryName, entry) => {
+    await backend.set('k', entry);
+    expect(await backend.get('k')).toEqual(entry);
+  });
+
+  it('stores every accepted key under its own name', async () => {
+    for (const [position, key] of KEYS.entries()) {
+      await backend.set(key, { value: Buffer.from(String(position)), flags: position, expiresAtMs: 0, cas: BigInt(position + 1) });
+    }
+    for (const [position, key] of KEYS.entries()) {
+      const entry = await backend.get(key);
+      expect(entry?.value.toString(), JSON.stringify(key)).toBe(String(position));
+      expect(entry?.cas).toBe(BigInt(position + 1));
+    }
+    expect((await backend.keys()).sort()).toEqual([...KEYS].sort());
+  });
+
+  it('overwrites, deletes and flushes', async () => {
+    await backend.set('a', { value: Buffer.from('1'), flags: 0, expiresAtMs: 0, cas: 1n });
+    await backend.set('a', { value: Buffer.from('2'), flags: 0, expiresAtMs: 0, cas: 2n });
+    await backend.set('b', { value: Buffer.from('3'), flags: 0, expiresAtMs: 0, cas: 3n });
+    expect((await backend.get('a'))?.value.toString()).toBe('2');
+    await backend.delete('a');
+    await backend.delete('never-there');
+    expect(await backend.get('a')).toBeUndefined();
+    expect(await backend.get('b')).toBeDefined();
+    await backend.flush();
+    expect(await backend.get('b')).toBeUndefined();
+    expect(await backend.keys()).toEqual([]);
+  });
+
+  it('does not share stored entries with the caller', async () => {
+    const entry: Entry = { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas: 1n };
+    await backend.set('k', entry);
+    entry.cas = 99n;
+    const read = await backend.get('k');
+    expect(read?.cas).toBe(1n);
+    if (read !== undefined) read.cas = 42n;
+    expect((await backend.get('k'))?.cas).toBe(1n);
+  });
+
+  it('runs many calls at once', async () => {
+    const count = 500;
+    await Promise.all(
+      Array.from({ length: count }, (_unused, index) =>
+        backend.set(`key${index}`, { value: Buffer.from(`v${index}`), flags: 0, expiresAtMs: 0, cas: BigInt(index) }),
+      ),
+    );
+    const read = await Promise.all(Array.from({ length: count }, (_unused, index) => backend.get(`key${index}`)));
+    expect(read.map((entry) => entry?.value.toString())).toEqual(Array.from({ length: count }, (_unused, index) => `v${index}`));
+  });
+
+  it('reports health with an epoch that stays put', async () => {
+    const first = await backend.health();
+    const second = await backend.health();
+    expect(first.ok).toBe(true);
+    expect(first.epoch).not.toBe('');
+    expect(second.epoch).toBe(first.epoch);
+    expect(first.detail.length).toBeGreaterThan(0);
+  });
+});
+
+describe('codec', () => {
+  it('round-trips an entry with a kept key', () => {
+    const entry: Entry = { value: Buffer.from('value'), flags: 9, expiresAtMs: 1234.5, cas: 77n, tombstone: true };
+    expect(decodeEntry(encodeEntry(entry, 'key\xff'))).toEqual({ entry, keptKey: 'key\xff' });
+    expect(decodeEntry(encodeEntry({ ...entry, tombstone: undefined }, null))?.entry.tombstone).toBeUndefined();
+  });
+
+  it('refuses values it did not write', () => {
+    expect(decodeEntry(Buffer.from('plain memcached value, not ours'))).toBeNull();
+    expect(decodeEntry(Buffer.alloc(3))).toBeNull();
+    const truncatedKey = encodeEntry({ value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: 1n }, 'abcdef').subarray(0, 27);
+    expect(decodeEntry(truncatedKey)).toBeNull();
+  });
+
+  it('maps keys injectively into printable memcached keys of at most 250 bytes', () => {
+    const seen = new Set<string>();
+    for (const key of KEYS) {
+      const mapped = memcachedKey(key);
+      expect(mapped.key.length).toBeLessThanOrEqual(250);
+      expect(mapped.key).toMatch(/^[\x21-\x7e]+$/);
+      expect(seen.has(mapped.key)).toBe(false);
+      seen.add(mapped.key);
+      if (!mapped.hashed) expect(keyFromMemcachedKey(mapped.key)).toBe(key);
+    }
+    expect(memcachedKey('\xfe'.repeat(250)).hashed).toBe(true);
+    expect(memcachedKey('plain').key).toBe('plain');
+  });
+
+  it('sets memcached expiry as absolute seconds with slack, or never', () => {
+    const atMs = Date.UTC(2030, 0, 1);
+    expect(memcachedExptimeSeconds(0)).toBe(0);
+    expect(memcachedExptimeSeconds(atMs)).toBeGreaterThan(atMs / 1000);
+    expect(memcachedExptimeSeconds(atMs)).toBeLessThan(atMs / 1000 + 600);
+    expect(memcachedExptimeSeconds(5000)).toBe(0); // too small to be absolute: memcached keeps it
+  });
+});
