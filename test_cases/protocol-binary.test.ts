@@ -1,0 +1,239 @@
+/**
+ * The binary protocol codec: every decoder case runs whole, byte by byte and split at every boundary.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { BinaryRequestDecoder, OPCODE, encodeBinaryReply } from '../src/protocol/binary.ts';
+import type { BinaryDecoded, BinaryHeader } from '../src/protocol/binary.ts';
+import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
+import type { Command, ProtocolLimits, Reply } from '../src/protocol/types.ts';
+import { decodeEveryWay } from './support/chunks.ts';
+
+interface RequestSpec {
+  opcode: number;
+  key?: string;
+  extras?: Buffer;
+  value?: Buffer | string;
+  opaque?: number;
+  cas?: bigint;
+  magic?: number;
+  keyBytes?: number;
+}
+
+function request(spec: RequestSpec): Buffer {
+  const key = Buffer.from(spec.key ?? '', 'latin1');
+  const extras = spec.extras ?? Buffer.alloc(0);
+  const value = typeof spec.value === 'string' ? Buffer.from(spec.value) : spec.value ?? Buffer.alloc(0);
+  const head = Buffer.alloc(24);
+  head.writeUInt8(spec.magic ?? 0x80, 0);
+  head.writeUInt8(spec.opcode, 1);
+  head.writeUInt16BE(spec.keyBytes ?? key.length, 2);
+  head.writeUInt8(extras.length, 4);
+  head.writeUInt32BE(extras.length + key.length + value.length, 8);
+  head.writeUInt32BE(spec.opaque ?? 0, 12);
+  head.writeBigUInt64BE(spec.cas ?? 0n, 16);
+  return Buffer.concat([head, extras, key, value]);
+}
+
+function u32s(...values: number[]): Buffer {
+  const out = Buffer.alloc(values.length * 4);
+  values.forEach((value, index) => out.writeUInt32BE(value, index * 4));
+  return out;
+}
+
+function arithExtras(delta: bigint, initial: bigint, expiration: number): Buffer {
+  const out = Buffer.alloc(20);
+  out.writeBigUInt64BE(delta, 0);
+  out.writeBigUInt64BE(initial, 8);
+  out.writeUInt32BE(expiration, 16);
+  return out;
+}
+
+const SMALL: ProtocolLimits = { ...DEFAULT_LIMITS, keyBytesMax: 10, valueBytesMax: 16 };
+
+function decode(bytes: Buffer, limits: ProtocolLimits = DEFAULT_LIMITS): BinaryDecoded[] {
+  return decodeEveryWay(() => new BinaryRequestDecoder(limits), bytes);
+}
+
+function header(opcode: number, extra: Partial<BinaryHeader> = {}): BinaryHeader {
+  return { opcode, opaque: 0, quiet: false, withKey: false, ...extra };
+}
+
+function commandsOf(items: BinaryDecoded[]): Command[] {
+  return items.map((item) => {
+    if (item.kind !== 'command') throw new Error(`expected a command, got ${JSON.stringify(item)}`);
+    return item.command;
+  });
+}
+
+describe('binary decoder', () => {
+  it('decodes the get family with the header the response needs', () => {
+    const bytes = Buffer.concat([
+      request({ opcode: OPCODE.get, key: 'a', opaque: 7 }), request({ opcode: OPCODE.getq, key: 'b' }),
+      request({ opcode: OPCODE.getk, key: 'c' }), request({ opcode: OPCODE.getkq, key: 'd' }),
+    ]);
+    const items = decode(bytes);
+    expect(items.map((item) => item.kind === 'command' && item.header)).toEqual([
+      header(OPCODE.get, { opaque: 7 }), header(OPCODE.getq, { quiet: true }),
+      header(OPCODE.getk, { withKey: true }), header(OPCODE.getkq, { quiet: true, withKey: true }),
+    ]);
+    expect(commandsOf(items)).toEqual(['a', 'b', 'c', 'd'].map((key) => ({ kind: 'get', keys: [key], cas: true })));
+  });
+
+  it('decodes set/add/replace (cas in the header makes a cas), append/prepend and quiet forms', () => {
+    const bytes = Buffer.concat([
+      request({ opcode: OPCODE.set, key: 'k', extras: u32s(5, 60), value: 'v1' }),
+      request({ opcode: OPCODE.setq, key: 'k', extras: u32s(0, 0), value: 'v2', cas: 42n }),
+      request({ opcode: OPCODE.add, key: 'k', extras: u32s(0, 0xffffffff), value: '' }),
+      request({ opcode: OPCODE.replaceq, key: 'k', extras: u32s(1, 2), value: 'r' }),
+      request({ opcode: OPCODE.append, key: 'k', value: 'a' }), request({ opcode: OPCODE.prependq, key: 'k', value: 'p' }),
+    ]);
+    const base = { kind: 'store', key: 'k', flags: 0, exptime: 0, casUnique: 0n, noreply: false } as const;
+    expect(commandsOf(decode(bytes))).toEqual([
+      { ...base, verb: 'set', flags: 5, exptime: 60, value: Buffer.from('v1') },
+      { ...base, verb: 'cas', value: Buffer.from('v2'), casUnique: 42n },
+      { ...base, verb: 'add', exptime: -1, value: Buffer.alloc(0) },
+      { ...base, verb: 'replace', flags: 1, exptime: 2, value: Buffer.from('r') },
+      { ...base, verb: 'append', value: Buffer.from('a') },
+      { ...base, verb: 'prepend', value: Buffer.from('p') },
+    ]);
+  });
+
+  it('decodes incr/decr: expiration 0xffffffff means fail if missing (initial null)', () => {
+    const bytes = Buffer.concat([
+      request({ opcode: OPCODE.increment, key: 'n', extras: arithExtras(5n, 10n, 0) }),
+      request({ opcode: OPCODE.decrementq, key: 'n', extras: arithExtras(1n, 0n, 0xffffffff) }),
+    ]);
+    expect(commandsOf(decode(bytes))).toEqual([
+      { kind: 'arith', verb: 'incr', key: 'n', delta: 5n, initial: 10n, exptime: 0, noreply: false },
+      { kind: 'arith', verb: 'decr', key: 'n', delta: 1n, initial: null, exptime: 0, noreply: false },
+    ]);
+  });
+
+  it('decodes delete, touch, gat, flush, noop, version, verbosity, stat, quit', () => {
+    const bytes = Buffer.concat([
+      request({ opcode: OPCODE.delete, key: 'k' }), request({ opcode: OPCODE.touch, key: 'k', extras: u32s(30) }),
+      request({ opcode: OPCODE.gatq, key: 'k', extras: u32s(9) }), request({ opcode: OPCODE.flush }),
+      request({ opcode: OPCODE.flushq, extras: u32s(5) }), request({ opcode: OPCODE.noop }), request({ opcode: OPCODE.version }),
+      request({ opcode: OPCODE.verbosity, extras: u32s(2) }), request({ opcode: OPCODE.stat }),
+      request({ opcode: OPCODE.stat, key: 'items' }), request({ opcode: OPCODE.quitq }),
+    ]);
+    expect(commandsOf(decode(bytes))).toEqual([
+      { kind: 'delete', key: 'k', noreply: false }, { kind: 'touch', key: 'k', exptime: 30, noreply: false },
+      { kind: 'gat', keys: ['k'], cas: true, exptime: 9 }, { kind: 'flush_all', delaySeconds: 0, noreply: false },
+      { kind: 'flush_all', delaySeconds: 5, noreply: false }, { kind: 'noop' }, { kind: 'version' },
+      { kind: 'verbosity', level: 2, noreply: false }, { kind: 'stats', group: '' }, { kind: 'stats', group: 'items' },
+      { kind: 'quit' },
+    ]);
+  });
+
+  it('answers an unknown opcode with 0x81, swallows its body and carries on', () => {
+    const items = decode(Buffer.concat([request({ opcode: 0xee, key: 'x', value: 'junk' }), request({ opcode: OPCODE.noop, opaque: 3 })]));
+    expect(items).toEqual([
+      { kind: 'invalid', header: header(0xee), status: 0x81, message: 'Unknown command', close: false },
+      { kind: 'command', header: header(OPCODE.noop, { opaque: 3 }), command: { kind: 'noop' } },
+    ]);
+  });
+
+  it('closes on impossible shapes (invalid arguments), long keys, and a bad magic', () => {
+    const bad = (bytes: Buffer): BinaryDecoded[] => decode(Buffer.concat([bytes, request({ opcode: OPCODE.noop })]), SMALL);
+    const invalidArgs = (opcode: number): BinaryDecoded => ({ kind: 'invalid', header: header(opcode), status: 4, message: 'Invalid arguments', close: true });
+    expect(bad(request({ opcode: OPCODE.get }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(request({ opcode: OPCODE.set, key: 'k', value: 'v' }))).toEqual([invalidArgs(OPCODE.set)]);
+    expect(bad(request({ opcode: OPCODE.get, key: 'k', value: 'v' }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(request({ opcode: OPCODE.get, key: 'k'.repeat(11) }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(request({ opcode: OPCODE.noop, key: 'k' }))).toEqual([invalidArgs(OPCODE.noop)]);
+    expect(bad(request({ opcode: OPCODE.get, key: 'k', keyBytes: 200 }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))).toEqual([
+      { kind: 'invalid', header: null, status: 4, message: '', close: true },
+    ]);
+  });
+
+  it('refuses a control-character key without closing', () => {
+    const items = decode(Buffer.concat([request({ opcode: OPCODE.get, key: 'a\nb' }), request({ opcode: OPCODE.noop })]));
+    expect(items.map((item) => item.kind)).toEqual(['invalid', 'command']);
+    expect(items[0]).toMatchObject({ status: 4, close: false });
+  });
+
+  it('swallows an oversized value without buffering it (status 3) and carries on', () => {
+    const decoder = new BinaryRequestDecoder(SMALL);
+    const big = request({ opcode: OPCODE.set, key: 'k', extras: u32s(0, 0), value: Buffer.alloc(1000, 0x61) });
+    expect(decoder.push(big.subarray(0, 24))).toEqual([{ kind: 'invalid', header: header(OPCODE.set), status: 3, message: 'Too large.', close: false }]);
+    expect(decoder.push(big.subarray(24))).toEqual([]);
+    expect(decoder.bufferedBytes).toBe(0);
+    expect(decoder.push(request({ opcode: OPCODE.noop }))).toHaveLength(1);
+    const small = request({ opcode: OPCODE.set, key: 'k', extras: u32s(0, 0), value: Buffer.alloc(17) });
+    expect(decode(Buffer.concat([small, request({ opcode: OPCODE.noop })]), SMALL).map((item) => item.kind)).toEqual(['invalid', 'command']);
+  });
+});
+
+describe('binary encoder', () => {
+  const get: Command = { kind: 'get', keys: ['k'], cas: true };
+  const item = { key: 'k', flags: 9, value: Buffer.from('val'), cas: 77n };
+
+  function parse(bytes: Buffer): Array<{ opcode: number; status: number; opaque: number; cas: bigint; extras: Buffer; key: string; value: Buffer }> {
+    const packets = [];
+    let offset = 0;
+    while (offset < bytes.length) {
+      expect(bytes[offset]).toBe(0x81);
+      const keyBytes = bytes.readUInt16BE(offset + 2);
+      const extrasBytes = bytes.readUInt8(offset + 4);
+      const bodyBytes = bytes.readUInt32BE(offset + 8);
+      const body = bytes.subarray(offset + 24, offset + 24 + bodyBytes);
+      packets.push({
+        opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12),
+        cas: bytes.readBigUInt64BE(offset + 16), extras: body.subarray(0, extrasBytes),
+        key: body.toString('latin1', extrasBytes, extrasBytes + keyBytes), value: body.subarray(extrasBytes + keyBytes),
+      });
+      offset += 24 + bodyBytes;
+    }
+    return packets;
+  }
+
+  it('encodes a get hit with flags extras, cas and opaque; getk adds the key', () => {
+    const [hit] = parse(encodeBinaryReply(header(OPCODE.get, { opaque: 5 }), get, { kind: 'values', items: [item] }));
+    expect(hit).toEqual({ opcode: 0, status: 0, opaque: 5, cas: 77n, extras: Buffer.from([0, 0, 0, 9]), key: '', value: Buffer.from('val') });
+    const [withKey] = parse(encodeBinaryReply(header(OPCODE.getk, { withKey: true }), get, { kind: 'values', items: [item] }));
+    expect(withKey.key).toBe('k');
+  });
+
+  it('encodes misses: status 1, the key for getk, nothing for getq', () => {
+    expect(parse(encodeBinaryReply(header(OPCODE.get), get, { kind: 'values', items: [] }))[0]).toMatchObject({ status: 1, value: Buffer.from('Not found') });
+    expect(parse(encodeBinaryReply(header(OPCODE.getk, { withKey: true }), get, { kind: 'values', items: [] }))[0]).toMatchObject({ status: 1, key: 'k' });
+    expect(encodeBinaryReply(header(OPCODE.getq, { quiet: true }), get, { kind: 'values', items: [] })).toHaveLength(0);
+    expect(encodeBinaryReply(header(OPCODE.getkq, { quiet: true, withKey: true }), get, { kind: 'not_found' })).toHaveLength(0);
+  });
+
+  const set: Command = { kind: 'store', verb: 'set', key: 'k', flags: 0, exptime: 0, value: Buffer.alloc(0), casUnique: 0n, noreply: false };
+  const statusOf = (h: BinaryHeader, reply: Reply, command: Command = set): number => parse(encodeBinaryReply(h, command, reply))[0].status;
+
+  it('maps replies to memcached status codes', () => {
+    expect(statusOf(header(OPCODE.set), { kind: 'stored' })).toBe(0);
+    expect(statusOf(header(OPCODE.set), { kind: 'exists' })).toBe(2);
+    expect(statusOf(header(OPCODE.set), { kind: 'not_found' })).toBe(1);
+    expect(statusOf(header(OPCODE.add), { kind: 'not_stored' })).toBe(2);
+    expect(statusOf(header(OPCODE.replace), { kind: 'not_stored' })).toBe(1);
+    expect(statusOf(header(OPCODE.append), { kind: 'not_stored' })).toBe(5);
+    expect(statusOf(header(OPCODE.increment), { kind: 'client_error', message: 'cannot increment or decrement non-numeric value' })).toBe(6);
+    expect(statusOf(header(OPCODE.set), { kind: 'client_error', message: 'whatever' })).toBe(4);
+    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'object too large for cache' })).toBe(3);
+    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'no quorum' })).toBe(0x82);
+    expect(statusOf(header(OPCODE.set), { kind: 'error' })).toBe(0x81);
+  });
+
+  it('keeps quiet opcodes silent on success but not on error', () => {
+    expect(encodeBinaryReply(header(OPCODE.setq, { quiet: true }), set, { kind: 'stored' })).toHaveLength(0);
+    expect(encodeBinaryReply(header(OPCODE.deleteq, { quiet: true }), set, { kind: 'deleted' })).toHaveLength(0);
+    expect(encodeBinaryReply(header(OPCODE.incrementq, { quiet: true }), set, { kind: 'number', value: 3n })).toHaveLength(0);
+    expect(statusOf(header(OPCODE.setq, { quiet: true }), { kind: 'exists' })).toBe(2);
+    expect(statusOf(header(OPCODE.deleteq, { quiet: true }), { kind: 'not_found' })).toBe(1);
+  });
+
+  it('encodes incr as an 8-byte value, version as text, stats as packets plus an empty one', () => {
+    const [number] = parse(encodeBinaryReply(header(OPCODE.increment), set, { kind: 'number', value: 18446744073709551615n }));
+    expect(number.value.readBigUInt64BE(0)).toBe(18446744073709551615n);
+    expect(parse(encodeBinaryReply(header(OPCODE.version), { kind: 'version' }, { kind: 'version', version: '1.6.18' }))[0].value.toString()).toBe('1.6.18');
+    const stats = parse(encodeBinaryReply(header(OPCODE.stat, { opaque: 4 }), { kind: 'stats', group: '' }, { kind: 'stats', stats: [['pid', '12'], ['uptime', '3']] }));
+    expect(stats.map((packet) => [packet.key, packet.value.toString(), packet.opaque])).toEqual([['pid', '12', 4], ['uptime', '3', 4], ['', '', 4]]);
+  });
+});
