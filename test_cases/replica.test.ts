@@ -1,0 +1,293 @@
+/**
+ * Replica: per-key ordering over a backend that answers out of order, concurrency across keys,
+ * barriers (flush_all, reset, fetch of all keys), tombstones and purge, merge, flush_all with a
+ * delay, gat; and against a real memcached: backend down, backend paused (timeout), backend
+ * restarted (new epoch, replica keeps working) and rebuilding the key index with metadump.
+ */
+
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyToEntry } from '../src/store/apply.ts';
+import { MemcachedBackend } from '../src/store/memcached.ts';
+import { MemoryBackend } from '../src/store/memory.ts';
+import { Replica } from '../src/store/replica.ts';
+import { StoreError, type Entry, type Op } from '../src/store/types.ts';
+import type { Reply } from '../src/protocol/types.ts';
+import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+
+/** A seeded generator (mulberry32), so a failing run replays. */
+function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let mixed = state;
+    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
+    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
+    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A MemoryBackend whose every call completes after a random delay, so completions reorder. */
+class JitteryBackend extends MemoryBackend {
+  constructor(private readonly random: () => number) {
+    super();
+  }
+  async #jitter(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, Math.floor(this.random() * 3)));
+  }
+  override async get(key: string): Promise<Entry | undefined> {
+    await this.#jitter();
+    return super.get(key);
+  }
+  override async set(key: string, entry: Entry): Promise<void> {
+    await this.#jitter();
+    return super.set(key, entry);
+  }
+  override async delete(key: string): Promise<void> {
+    await this.#jitter();
+    return super.delete(key);
+  }
+}
+
+const setOp = (key: string, value: string, expiresAtMs = 0): Op => ({
+  kind: 'store', verb: 'set', key, flags: 0, expiresAtMs, value: Buffer.from(value), casUnique: 0n,
+});
+const appendOp = (key: string, value: string): Op => ({ ...setOp(key, value), verb: 'append' }) as Op;
+const incrOp = (key: string): Op => ({ kind: 'arith', verb: 'incr', key, delta: 1n, initial: 0n, expiresAtMs: 0 });
+const getOp = (...keys: string[]): Op => ({ kind: 'get', keys });
+const entry = (value: string, cas: bigint, extra: Partial<Entry> = {}): Entry => ({
+  value: Buffer.from(value), flags: 0, expiresAtMs: 0, cas, ...extra,
+});
+const values = (reply: Reply): Array<[string, string]> =>
+  reply.kind === 'values' ? reply.items.map((item) => [item.key, item.value.toString()]) : [];
+
+const NOW = 1_000_000;
+
+describe('Replica ordering', () => {
+  it('applies calls on one key in call order even when the backend answers out of order', async () => {
+    const random = seeded(7);
+    const replica = new Replica(new JitteryBackend(random), { tombstones: false });
+    const keys = ['a', 'b', 'c', 'd'];
+    const ops: Op[] = [];
+    for (let index = 0; index < 300; index += 1) {
+      const key = keys[Math.floor(random() * keys.length)];
+      const choice = random();
+      ops.push(choice < 0.3 ? setOp(key, String(index)) : choice < 0.6 ? appendOp(key, `,${index}`) : choice < 0.9 ? incrOp(key) : { kind: 'delete', key });
+    }
+    const replies = await Promise.all(ops.map((op, index) => replica.apply(op, { cas: BigInt(index + 1), nowMs: NOW })));
+
+    // The same ops, one after another, on a plain map.
+    const model = new Map<string, Entry>();
+    const expected = ops.map((op, index) => {
+      if (op.kind !== 'store' && op.kind !== 'arith' && op.kind !== 'delete') throw new Error('unexpected');
+      const { write, reply } = applyToEntry(model.get(op.key), op, { cas: BigInt(index + 1), nowMs: NOW });
+      if (write === null) model.delete(op.key);
+      else if (write !== undefined) model.set(op.key, write);
+      return reply;
+    });
+    expect(replies).toEqual(expected);
+    const fetched = await replica.fetch(keys);
+    expect(fetched).toEqual([...model].sort(([left], [right]) => left.localeCompare(right)));
+  });
+
+  it('runs different keys concurrently', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class GatedBackend extends MemoryBackend {
+      override async get(key: string): Promise<Entry | undefined> {
+        if (key === 'slow') await gate;
+        return super.get(key);
+      }
+    }
+    const replica = new Replica(new GatedBackend(), { tombstones: false });
+    let slowDone = false;
+    const slow = replica.apply(setOp('slow', 's'), { cas: 1n, nowMs: NOW }).then((reply) => {
+      slowDone = true;
+      return reply;
+    });
+    const queuedOnSlow = replica.read(getOp('slow'), NOW);
+    expect(await replica.apply(setOp('fast', 'f'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(values(await replica.read(getOp('fast'), NOW))).toEqual([['fast', 'f']]);
+    expect(slowDone).toBe(false);
+    release();
+    expect(await slow).toEqual({ kind: 'stored' });
+    expect(values(await queuedOnSlow)).toEqual([['slow', 's']]);
+  });
+
+  it('orders flush_all, fetch(null) and reset against every key', async () => {
+    const replica = new Replica(new JitteryBackend(seeded(3)), { tombstones: false });
+    const calls: Array<Promise<unknown>> = [];
+    for (let index = 0; index < 20; index += 1) calls.push(replica.apply(setOp(`old${index}`, 'v'), { cas: BigInt(index + 1), nowMs: NOW }));
+    const flushed = replica.apply({ kind: 'flush_all', delayMs: 0 }, { cas: 100n, nowMs: NOW });
+    for (let index = 0; index < 5; index += 1) calls.push(replica.apply(setOp(`new${index}`, 'v'), { cas: BigInt(200 + index), nowMs: NOW }));
+    const all = replica.fetch(null);
+    const late = replica.apply(setOp('late', 'v'), { cas: 300n, nowMs: NOW });
+    expect(await flushed).toEqual({ kind: 'ok' });
+    expect((await all).map(([key]) => key)).toEqual(['new0', 'new1', 'new2', 'new3', 'new4']);
+    await Promise.all([...calls, late]);
+    expect(replica.keyCount()).toBe(6);
+    const reset = replica.reset();
+    const afterReset = replica.apply(setOp('after', 'v'), { cas: 400n, nowMs: NOW });
+    await reset;
+    await afterReset;
+    expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['after']);
+  });
+
+  it('keeps going on a key after a backend error, and rejects with the StoreError', async () => {
+    let failNext = true;
+    class FlakyBackend extends MemoryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        if (failNext) {
+          failNext = false;
+          throw new StoreError('BACKEND_DOWN', 'injected');
+        }
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new FlakyBackend(), { tombstones: false });
+    const failed = replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
+    const next = replica.apply(setOp('k', 'two'), { cas: 2n, nowMs: NOW });
+    await expect(failed).rejects.toMatchObject({ name: 'StoreError', code: 'BACKEND_DOWN' });
+    expect(await next).toEqual({ kind: 'stored' });
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'two']]);
+  });
+});
+
+describe('Replica semantics', () => {
+  it('keeps deletes as tombstones and purges only unchanged ones', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: true });
+    await replica.apply(setOp('a', '1'), { cas: 1n, nowMs: NOW });
+    await replica.apply(setOp('b', '2'), { cas: 2n, nowMs: NOW });
+    expect(await replica.apply({ kind: 'delete', key: 'a' }, { cas: 3n, nowMs: NOW })).toEqual({ kind: 'deleted' });
+    expect(await replica.apply({ kind: 'delete', key: 'a' }, { cas: 4n, nowMs: NOW })).toEqual({ kind: 'not_found' });
+    expect(values(await replica.read(getOp('a', 'b'), NOW))).toEqual([['b', '2']]);
+    expect(await replica.fetch(['a'])).toEqual([['a', { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: 3n, tombstone: true }]]);
+    expect(replica.keyCount()).toBe(2);
+    await replica.purge([['a', 2n], ['b', 2n]]); // wrong cas for a; b is no tombstone
+    expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['a', 'b']);
+    await replica.purge([['a', 3n]]);
+    expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['b']);
+    expect(await replica.apply({ kind: 'flush_all', delayMs: 0 }, { cas: 9n, nowMs: NOW })).toEqual({ kind: 'ok' });
+    expect(await replica.fetch(null)).toEqual([['b', { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: 9n, tombstone: true }]]);
+    expect(await replica.apply({ kind: 'store', verb: 'add', key: 'b', flags: 0, expiresAtMs: 0, value: Buffer.from('x'), casUnique: 0n }, { cas: 10n, nowMs: NOW })).toEqual({ kind: 'stored' });
+  });
+
+  it('merges by greatest cas, overwrites on request', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: true });
+    await replica.put([['k', entry('five', 5n)]], 'merge');
+    await replica.put([['k', entry('three', 3n)], ['k', entry('five-again', 5n)], ['j', entry('j', 1n)]], 'merge');
+    expect(values(await replica.read(getOp('k', 'j'), NOW))).toEqual([['k', 'five'], ['j', 'j']]);
+    await replica.put([['k', entry('', 8n, { tombstone: true })]], 'merge');
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([]);
+    await replica.put([['k', entry('old', 1n)]], 'overwrite');
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'old']]);
+  });
+
+  it('flush_all with a delay caps every live expiry', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: false });
+    await replica.apply(setOp('never', 'v'), { cas: 1n, nowMs: NOW });
+    await replica.apply(setOp('soon', 'v', NOW + 1000), { cas: 2n, nowMs: NOW });
+    await replica.apply(setOp('later', 'v', NOW + 60_000), { cas: 3n, nowMs: NOW });
+    await replica.apply({ kind: 'flush_all', delayMs: 5000 }, { cas: 4n, nowMs: NOW });
+    const fetched = new Map(await replica.fetch(null));
+    expect(fetched.get('never')).toMatchObject({ expiresAtMs: NOW + 5000, cas: 4n });
+    expect(fetched.get('soon')).toMatchObject({ expiresAtMs: NOW + 1000, cas: 2n });
+    expect(fetched.get('later')).toMatchObject({ expiresAtMs: NOW + 5000, cas: 4n });
+    expect(values(await replica.read(getOp('never', 'soon'), NOW + 999))).toHaveLength(2);
+    expect(values(await replica.read(getOp('never', 'soon', 'later'), NOW + 4999))).toEqual([['never', 'v'], ['later', 'v']]);
+    expect(values(await replica.read(getOp('never', 'soon', 'later'), NOW + 5000))).toEqual([]);
+  });
+
+  it('gat reads, sets the expiry and gives a new cas; get skips expired items', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: false });
+    await replica.apply(setOp('a', '1'), { cas: 1n, nowMs: NOW });
+    await replica.apply(setOp('gone', '2', NOW - 1), { cas: 2n, nowMs: NOW });
+    const reply = await replica.apply({ kind: 'gat', keys: ['a', 'gone', 'missing', 'a'], expiresAtMs: NOW + 10 }, { cas: 7n, nowMs: NOW });
+    expect(reply).toEqual({
+      kind: 'values',
+      items: [
+        { key: 'a', flags: 0, value: Buffer.from('1'), cas: 7n },
+        { key: 'a', flags: 0, value: Buffer.from('1'), cas: 7n },
+      ],
+    });
+    expect(values(await replica.apply(getOp('a'), { cas: 8n, nowMs: NOW + 10 }))).toEqual([]);
+    expect(() => replica.read(setOp('a', 'x'), NOW)).toThrow();
+  });
+});
+
+describe('Replica on a real memcached', () => {
+  let memcached: MemcachedInstance;
+  let backend: MemcachedBackend;
+
+  beforeAll(async () => {
+    memcached = await startMemcached();
+    backend = new MemcachedBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
+  });
+
+  afterAll(async () => {
+    await backend?.close();
+    await memcached?.stop();
+  });
+
+  it('rejects with BACKEND_DOWN when nothing listens', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, '127.0.0.1', () => {
+        const address = server.address();
+        server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+      });
+    });
+    const down = new MemcachedBackend({ host: '127.0.0.1', port, opTimeoutMs: 500 });
+    const replica = new Replica(down, { tombstones: false });
+    const startedMs = Date.now();
+    const failure = await replica.apply(setOp('k', 'v'), { cas: 1n, nowMs: NOW }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StoreError);
+    expect(failure).toMatchObject({ code: 'BACKEND_DOWN' });
+    expect((failure as Error).message).toContain(`127.0.0.1:${port}`);
+    expect(Date.now() - startedMs).toBeLessThan(2000);
+    expect((await replica.health()).ok).toBe(false);
+    await down.close();
+  });
+
+  it('rejects with BACKEND_TIMEOUT when memcached is paused, then recovers', async () => {
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('p', 'before'), { cas: 1n, nowMs: NOW });
+    process.kill(memcached.pid, 'SIGSTOP');
+    try {
+      await expect(replica.read(getOp('p'), NOW)).rejects.toMatchObject({ code: 'BACKEND_TIMEOUT' });
+    } finally {
+      process.kill(memcached.pid, 'SIGCONT');
+    }
+    expect(values(await replica.read(getOp('p'), NOW))).toEqual([['p', 'before']]);
+  });
+
+  it('sees a restarted memcached as a new epoch and keeps working', async () => {
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('r', 'before'), { cas: 1n, nowMs: NOW });
+    const before = await replica.health();
+    expect(before.ok).toBe(true);
+    await memcached.restart();
+    // The first call may meet the dead connection; the one after must work.
+    let reply: Reply | null = null;
+    for (let attempt = 0; attempt < 3 && reply === null; attempt += 1) {
+      reply = await replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW }).catch(() => null);
+    }
+    expect(reply).toEqual({ kind: 'stored' });
+    const after = await replica.health();
+    expect(after.ok).toBe(true);
+    expect(after.epoch).not.toBe(before.epoch);
+    expect(values(await replica.read(getOp('r', 's'), NOW))).toEqual([['s', 'after']]);
+  });
+
+  it('rebuilds its key index from memcached with metadump', async () => {
+    const writer = new Replica(backend, { tombstones: true });
+    await writer.reset();
+    await writer.apply(setOp('x', '1'), { cas: 1n, nowMs: NOW });
+    await writer.apply(setOp('y z', '2'), { cas: 2n, nowMs: NOW });
+    await writer.apply({ kind: 'delete', key: 'x' }, { cas: 3n, nowMs: NOW });
+    await writer.apply(setOp('\xff'.repeat(250), '3'), { cas: 4n, nowMs: NOW });
+    const restarted = new Replica(backend, { tombstones: true });
+    expect(restarted.keyCount()).toBe(0);
+    expect(await restarted.loadIndex()).toBe(3);
+    expect(await restarted.fetch(null)).toEqual(await writer.fetch(null));
+  });
+});
