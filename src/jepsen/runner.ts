@@ -1,0 +1,318 @@
+/**
+ * mckv's fault-injecting test runner (Jepsen-like): start a real cluster, run concurrent clients
+ * while a seeded nemesis injects faults, heal, then judge the recorded history against the
+ * promise of the cluster's mode and write a report.
+ *
+ * Intuition: clients record what they asked and what they were told; the nemesis breaks things
+ * on a schedule; at the end everything is healed and the cluster gets time to settle. Then
+ * linearizability and sequential runs go to their checkers (after one last read of every key
+ * through every controller, which catches lost writes), and eventual runs must converge: every
+ * controller answers every key the same within a bounded wait.
+ *
+ * Invariants:
+ * - Everything the run starts (cluster processes, proxies, sockets, timers) is stopped before
+ *   `runJepsen` settles, on success, on error and on abort.
+ * - Exit codes: 0 the promise held, 1 a violation, 2 the checker gave up (or the cluster never
+ *   answered again, so nothing could be judged).
+ */
+
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { checkLinearizability } from '../check/linearizability.ts';
+import { checkSequential } from '../check/sequential.ts';
+import { HistoryRecorder, parseHistory, type CheckResult } from '../check/history.ts';
+import { TextClient } from '../client/text-client.ts';
+import type { Mode } from '../consistency/types.ts';
+import { Cluster, repoRoot } from './cluster.ts';
+import { planNemesis, runNemesis, type FaultWindow, type NemesisKind } from './nemesis.ts';
+import { countOutcomes, summarizeFaults, summarizeLatency, writeReport, type RunSummary } from './report.ts';
+import { createRandom, DEFAULT_OP_WEIGHTS, runClient, sleep, type CallRecord, type WorkloadOp } from './workload.ts';
+
+/** Options of one run; only `mode` is required. */
+export interface JepsenOptions {
+  mode: Mode;
+  nemesis?: readonly NemesisKind[];
+  /** How long clients run, in ms (default 10 s). */
+  timeMs?: number;
+  /** Concurrent clients, spread round-robin over the three controllers (default 6). */
+  clients?: number;
+  /** Number of keys the clients share (default 3). */
+  keys?: number;
+  /** Seeds the workload and the nemesis schedule (default: from the clock). */
+  seed?: number;
+  /** Report folder (default reports/<mode>-<timestamp>/ under the repository). */
+  reportDir?: string;
+  backend?: 'memcache' | 'memory';
+  /** false runs the deliberately broken cluster that does not replicate. */
+  replication?: boolean;
+  heartbeatIntervalMs?: number;
+  failureTimeoutMs?: number;
+  /** A call with no reply after this long is indeterminate (default 1000). */
+  callTimeoutMs?: number;
+  /** Pause between a client's calls, drawn in [0, thinkMs] (default 10). */
+  thinkMs?: number;
+  /** Mean length of fault and heal windows (defaults 3000 and 2000). */
+  faultMs?: number;
+  healMs?: number;
+  opWeights?: Readonly<Record<WorkloadOp, number>>;
+  /** Checker budget (default 60 s); past it the verdict is unknown. */
+  checkTimeoutMs?: number;
+  /** How long every controller gets to answer again after the heal (default 20 s). */
+  settleTimeoutMs?: number;
+  /** Eventual mode: how long the replicas get to converge after the heal (default 15 s). */
+  convergenceTimeoutMs?: number;
+  /** Aborting stops the run early; everything is cleaned up and `runJepsen` rejects. */
+  signal?: AbortSignal;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+/** What a run found. */
+export interface RunResult {
+  exitCode: 0 | 1 | 2;
+  check: CheckResult;
+  summary: RunSummary;
+  reportDir: string;
+}
+
+type Resolved = Required<Omit<JepsenOptions, 'signal' | 'reportDir'>> & { reportDir: string; signal: AbortSignal | undefined };
+
+const FINAL_READ_CLIENT_BASE = 100_000;
+const clustersRunning = new Set<Cluster>();
+
+/**
+ * Last resort for a process that is exiting (e.g. a second Ctrl-C): SIGKILL every process a
+ * running cluster of this module started, by the PIDs it recorded. Synchronous.
+ */
+export function killStartedProcesses(): void {
+  for (const cluster of clustersRunning) {
+    for (const node of cluster.nodes) {
+      for (const child of [node.controller, node.memcached]) {
+        if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      }
+    }
+  }
+}
+
+/** Runs one fault-injection test and writes its report. */
+export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
+  const resolved = resolveOptions(options);
+  mkdirSync(resolved.reportDir, { recursive: true });
+  const recorder = new HistoryRecorder({ file: path.join(resolved.reportDir, 'history.jsonl') });
+  let cluster: Cluster | null = null;
+  try {
+    resolved.log(`starting a ${resolved.mode} cluster (${resolved.backend}${resolved.replication ? '' : ', NO replication'})`);
+    cluster = await Cluster.start({
+      mode: resolved.mode, backend: resolved.backend, proxies: true, replication: resolved.replication,
+      heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
+    });
+    clustersRunning.add(cluster);
+    throwIfAborted(resolved.signal);
+    const phase = await runPhase(resolved, cluster, recorder);
+    throwIfAborted(resolved.signal);
+    const judged = await judge(resolved, cluster, recorder);
+    await recorder.close();
+    await stopCluster(cluster);
+    const check = judged.kind === 'history' ? checkHistory(resolved, recorder) : judged.check;
+    return finish(resolved, phase, check, judged.convergenceMs);
+  } finally {
+    if (cluster) await stopCluster(cluster);
+    await recorder.close().catch(() => undefined);
+  }
+}
+
+function resolveOptions(options: JepsenOptions): Resolved {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  return {
+    nemesis: [], timeMs: 10_000, clients: 6, keys: 3, seed: Date.now() % 2 ** 31,
+    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500,
+    callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
+    checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
+    log: () => undefined,
+    ...definedOnly(options),
+    reportDir: options.reportDir ?? path.join(repoRoot, 'reports', `${options.mode}-${stamp}`),
+    signal: options.signal,
+  };
+}
+
+/** The options that were given a value (an explicit `undefined` keeps the default). */
+function definedOnly(options: JepsenOptions): JepsenOptions {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as unknown as JepsenOptions;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new Error('the run was aborted');
+}
+
+async function stopCluster(cluster: Cluster): Promise<void> {
+  await cluster.stop();
+  clustersRunning.delete(cluster);
+}
+
+interface PhaseResult {
+  calls: CallRecord[];
+  windows: FaultWindow[];
+  durationMs: number;
+}
+
+/** Clients and nemesis run for `timeMs` (or until aborted); then everything is healed. */
+async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<PhaseResult> {
+  const startMs = performance.now();
+  const clockMs = (): number => performance.now() - startMs;
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const calls: CallRecord[] = [];
+  const clients = Array.from({ length: options.clients }, (_, client) => {
+    const node = cluster.nodes[client % cluster.nodes.length];
+    return runClient({
+      client, node: node.id, port: node.clientPort, keys: keyNames(options.keys), recorder,
+      random: createRandom(options.seed * 31 + client), weights: options.opWeights,
+      callTimeoutMs: options.callTimeoutMs, thinkMs: options.thinkMs, clockMs, calls, stop: stop.signal,
+    });
+  });
+  const plans = planNemesis({
+    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => kind !== 'backend-restart') : options.nemesis,
+    nodes: cluster.nodes.map((node) => node.id), timeMs: options.timeMs, seed: options.seed,
+    faultMs: options.faultMs, healMs: options.healMs,
+  });
+  const nemesis = runNemesis({ plans, target: cluster, recorder, clockMs, stop: stop.signal, onEvent: options.log });
+  try {
+    await sleep(options.timeMs, stop.signal);
+  } finally {
+    stop.abort();
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+  const [windows] = await Promise.all([nemesis, Promise.all(clients)]);
+  await healEverything(cluster);
+  options.log(`clients stopped after ${(clockMs() / 1000).toFixed(1)} s: ${calls.length} calls`);
+  return { calls, windows, durationMs: clockMs() };
+}
+
+/** Key names shared by the clients. */
+export function keyNames(count: number): string[] {
+  return Array.from({ length: Math.max(1, count) }, (_, index) => `jepsen-k${index}`);
+}
+
+/** Undo any fault: heal every link, resume every node, restart any controller that is down. */
+async function healEverything(cluster: Cluster): Promise<void> {
+  cluster.healAll();
+  for (const node of cluster.nodes) cluster.resume(node.id);
+  for (const node of cluster.nodes) {
+    const child = node.controller;
+    if (child === null || child.exitCode !== null || child.signalCode !== null) await cluster.startController(node.id);
+  }
+}
+
+type Judged =
+  | { kind: 'history'; convergenceMs: null }
+  | { kind: 'done'; check: CheckResult; convergenceMs: number | null };
+
+/** After the heal: settle, then final reads (linearizability, sequential) or convergence (eventual). */
+async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<Judged> {
+  const settled = await waitUntilServing(cluster, options.settleTimeoutMs, options.callTimeoutMs);
+  options.log(settled.length === 0 ? 'every controller serves again' : `not serving after the heal: ${settled.join(', ')}`);
+  if (options.mode === 'eventual') return checkConvergence(options, cluster);
+  await finalReads(options, cluster, recorder);
+  return { kind: 'history', convergenceMs: null };
+}
+
+/** One `get` through a fresh connection; the value, `null` for absent, or an error reply. */
+async function readKey(port: number, key: string, timeoutMs: number): Promise<{ ok: true; value: string | null } | { ok: false; error: string }> {
+  let client: TextClient | null = null;
+  try {
+    client = await TextClient.connect('127.0.0.1', port, timeoutMs);
+    const reply = await client.request(`get ${key}\r\n`, 'get', timeoutMs);
+    const last = reply.lines[reply.lines.length - 1] ?? '';
+    if (last !== 'END') return { ok: false, error: last };
+    const found = reply.values.find((value) => value.key === key);
+    return { ok: true, value: found ? found.value.toString('latin1') : null };
+  } catch (error) {
+    return { ok: false, error: error instanceof Error ? error.message : String(error) };
+  } finally {
+    client?.close();
+  }
+}
+
+/** Waits until every controller answers a read; returns the ones that never did. */
+async function waitUntilServing(cluster: Cluster, timeoutMs: number, callTimeoutMs: number): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  let waiting = cluster.nodes.map((node) => node.id);
+  while (waiting.length > 0 && Date.now() < deadline) {
+    const answers = await Promise.all(waiting.map((id) => readKey(cluster.node(id).clientPort, 'jepsen-probe', callTimeoutMs)));
+    waiting = waiting.filter((_, index) => !answers[index].ok);
+    if (waiting.length > 0) await sleep(100);
+  }
+  return waiting;
+}
+
+/** Every controller reads every key once, recorded: a lost acknowledged write shows here. */
+async function finalReads(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<void> {
+  await Promise.all(cluster.nodes.map(async (node, index) => {
+    const client = FINAL_READ_CLIENT_BASE + index;
+    for (const key of keyNames(options.keys)) {
+      const handle = recorder.invoke(client, 'read', key, null);
+      const answer = await readKey(node.clientPort, key, options.callTimeoutMs * 2);
+      if (answer.ok) recorder.ok(handle, answer.value, { node: node.id, final: true });
+      else recorder.info(handle, null, { node: node.id, final: true, error: answer.error });
+    }
+  }));
+}
+
+/** Eventual mode: every controller must answer every key the same, within the bound. */
+async function checkConvergence(options: Resolved, cluster: Cluster): Promise<Judged> {
+  const startMs = performance.now();
+  const deadlineMs = startMs + options.convergenceTimeoutMs;
+  let differences: string[] = [];
+  for (;;) {
+    differences = await compareReplicas(options, cluster);
+    if (differences.length === 0) {
+      const convergenceMs = Math.round(performance.now() - startMs);
+      options.log(`replicas converged ${convergenceMs} ms after the heal`);
+      return { kind: 'done', check: { verdict: 'ok' }, convergenceMs };
+    }
+    if (performance.now() > deadlineMs) break;
+    await sleep(100);
+  }
+  const unreadable = differences.some((line) => line.includes('unreadable'));
+  const detail = `replicas did not converge within ${options.convergenceTimeoutMs} ms after the heal:\n${differences.map((line) => `  ${line}`).join('\n')}`;
+  return { kind: 'done', check: { verdict: unreadable ? 'unknown' : 'violation', detail }, convergenceMs: null };
+}
+
+/** One line per key on which the controllers disagree (or cannot be read). */
+async function compareReplicas(options: Resolved, cluster: Cluster): Promise<string[]> {
+  const differences: string[] = [];
+  for (const key of keyNames(options.keys)) {
+    const answers = await Promise.all(cluster.nodes.map((node) => readKey(node.clientPort, key, options.callTimeoutMs)));
+    const shown = answers.map((answer, index) =>
+      `${cluster.nodes[index].id}=${answer.ok ? (answer.value === null ? 'absent' : JSON.stringify(answer.value)) : `unreadable (${answer.error})`}`);
+    const values = new Set(answers.map((answer) => (answer.ok ? `v:${answer.value}` : 'error')));
+    if (values.size !== 1 || values.has('error')) differences.push(`${key}: ${shown.join(', ')}`);
+  }
+  return differences;
+}
+
+/** Runs the mode's checker on the recorded history. */
+function checkHistory(options: Resolved, recorder: HistoryRecorder): CheckResult {
+  const parsed = parseHistory(recorder.lines().join('\n'));
+  if (!parsed.ok) return { verdict: 'unknown', detail: `the recorded history does not parse (line ${parsed.line}): ${parsed.error}` };
+  options.log(`checking ${parsed.history.operations.length} operations for ${options.mode}`);
+  const checkOptions = { timeoutMs: options.checkTimeoutMs };
+  return options.mode === 'sequential' ? checkSequential(parsed.history, checkOptions) : checkLinearizability(parsed.history, checkOptions);
+}
+
+function finish(options: Resolved, phase: PhaseResult, check: CheckResult, convergenceMs: number | null): RunResult {
+  const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
+  const summary: RunSummary = {
+    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, keys: options.keys,
+    durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
+    checker: options.mode === 'eventual' ? 'convergence after heal' : `${options.mode === 'sequential' ? 'sequential' : 'linearizability'} checker`,
+    detail: check.detail ?? null,
+    counts: countOutcomes(phase.calls),
+    latency: { ok: summarizeLatency(phase.calls.filter((call) => call.outcome === 'ok')), all: summarizeLatency(phase.calls) },
+    faults: summarizeFaults(phase.windows, phase.calls),
+    convergenceMs,
+  };
+  writeReport(options.reportDir, summary, phase.calls);
+  return { exitCode, check, summary, reportDir: options.reportDir };
+}

@@ -1,0 +1,315 @@
+/**
+ * The fault runner's workload: concurrent clients that talk the memcached text protocol to one
+ * controller each and record every call and reply in a history.
+ *
+ * Intuition: each client is a loop — pick an operation and a key (seeded), record the invoke,
+ * send it with a per-call timeout, record the completion. Values are unique per client and
+ * counter, so any value read names the one write that produced it, which is what lets the
+ * checkers catch stale or invented reads.
+ *
+ * Invariants:
+ * - Every invoke gets exactly one completion: `ok`, `fail` (it certainly did not happen) or
+ *   `info` (unknown). A timeout or a lost connection is always `info`, and the client then takes a
+ *   fresh connection (the recorder gives it a fresh process id).
+ * - A write gets `fail` only on an explicit refusal (see `classifyServerError`); when unsure it
+ *   is `info`, which is always safe for the checker.
+ * - Every loop is bounded by the run's stop signal; nothing retries forever.
+ */
+
+import { TextClient, type TextReply } from '../client/text-client.ts';
+import type { HistoryRecorder, RecordHandle } from '../check/history.ts';
+
+/** The operations a client issues. `cas` is a `gets` (recorded as a read) then `cas`/`add`. */
+export type WorkloadOp = 'read' | 'write' | 'cas' | 'delete' | 'append';
+
+export const WORKLOAD_OPS: readonly WorkloadOp[] = ['read', 'write', 'cas', 'delete', 'append'];
+
+/** Relative weights of the operations a client picks. */
+export const DEFAULT_OP_WEIGHTS: Readonly<Record<WorkloadOp, number>> = {
+  read: 40,
+  write: 30,
+  cas: 15,
+  delete: 5,
+  append: 10,
+};
+
+/** How one call ended, for the report (the history has the details). */
+export type CallOutcome = 'ok' | 'fail' | 'info';
+
+/** One call as the report sees it: times in ms since the run started. */
+export interface CallRecord {
+  client: number;
+  node: string;
+  f: WorkloadOp | 'read-before-cas';
+  startMs: number;
+  endMs: number;
+  outcome: CallOutcome;
+}
+
+/** A seeded pseudo-random generator (mulberry32): floats in [0, 1). */
+export type Random = () => number;
+
+/** Creates a seeded generator; the same seed gives the same sequence. */
+export function createRandom(seed: number): Random {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let mixed = state;
+    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
+    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
+    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Picks an index in [0, count). */
+export function pickIndex(random: Random, count: number): number {
+  return Math.min(count - 1, Math.floor(random() * count));
+}
+
+/** Picks an operation by weight. */
+export function pickOp(random: Random, weights: Readonly<Record<WorkloadOp, number>>): WorkloadOp {
+  const total = WORKLOAD_OPS.reduce((sum, op) => sum + weights[op], 0);
+  let point = random() * total;
+  for (const op of WORKLOAD_OPS) {
+    point -= weights[op];
+    if (point < 0) return op;
+  }
+  return 'read';
+}
+
+/** SERVER_ERROR messages that say the controller refused before doing anything. */
+const DEFINITE_REFUSALS = [/^no quorum/i, /^not leader/i, /not the leader/i, /^not caught up/i, /^busy/i, /^object too large/i, /^out of memory/i];
+
+/**
+ * How to record a `SERVER_ERROR` reply. A read has no effect, so a refused read is `fail`. A
+ * write is `fail` only for an explicit refusal ("no quorum…", "not leader", "not caught up…",
+ * "busy…"); anything else, timeouts above all, may have taken effect and is `info`.
+ */
+export function classifyServerError(message: string, isRead: boolean): 'fail' | 'info' {
+  if (isRead) return 'fail';
+  return DEFINITE_REFUSALS.some((pattern) => pattern.test(message.trim())) ? 'fail' : 'info';
+}
+
+/** What the runner gives each client. */
+export interface ClientOptions {
+  client: number;
+  node: string;
+  port: number;
+  keys: readonly string[];
+  recorder: HistoryRecorder;
+  random: Random;
+  weights: Readonly<Record<WorkloadOp, number>>;
+  /** A call with no reply after this long is indeterminate. */
+  callTimeoutMs: number;
+  /** Pause between calls, drawn in [0, thinkMs]. */
+  thinkMs: number;
+  /** ms since the run started (the report's clock). */
+  clockMs: () => number;
+  calls: CallRecord[];
+  stop: AbortSignal;
+}
+
+/** A completed reply, or why there is none. */
+type Exchange = { kind: 'reply'; reply: TextReply } | { kind: 'lost'; error: string };
+
+/** One client's connection, replaced after any indeterminate call. */
+class Connection {
+  private client: TextClient | null = null;
+
+  constructor(private readonly options: ClientOptions) {}
+
+  /** Connects if needed; false when the node does not answer (the caller waits and retries). */
+  async ready(): Promise<boolean> {
+    if (this.client !== null) return true;
+    try {
+      this.client = await TextClient.connect('127.0.0.1', this.options.port, this.options.callTimeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async send(raw: string, verb: string): Promise<Exchange> {
+    const client = this.client;
+    if (client === null) return { kind: 'lost', error: 'not connected' };
+    try {
+      return { kind: 'reply', reply: await client.request(raw, verb, this.options.callTimeoutMs) };
+    } catch (error) {
+      this.drop();
+      return { kind: 'lost', error: error instanceof Error ? error.message : String(error) };
+    }
+  }
+
+  drop(): void {
+    this.client?.close();
+    this.client = null;
+  }
+}
+
+/** Runs one client until `stop` aborts. Resolves once its last call has completed. */
+export async function runClient(options: ClientOptions): Promise<void> {
+  const connection = new Connection(options);
+  let counter = 0;
+  try {
+    while (!options.stop.aborted) {
+      if (!(await connection.ready())) {
+        await sleep(100, options.stop);
+        continue;
+      }
+      const op = pickOp(options.random, options.weights);
+      const key = options.keys[pickIndex(options.random, options.keys.length)];
+      counter += 1;
+      await runOp({ options, connection, op, key, value: `c${options.client}.${counter}` });
+      await sleep(options.random() * options.thinkMs, options.stop);
+    }
+  } finally {
+    connection.drop();
+  }
+}
+
+interface OpContext {
+  options: ClientOptions;
+  connection: Connection;
+  op: WorkloadOp;
+  key: string;
+  /** A value unique to this call. */
+  value: string;
+}
+
+async function runOp(context: OpContext): Promise<void> {
+  switch (context.op) {
+    case 'read':
+      await readOnce(context, 'read');
+      return;
+    case 'write':
+      await storeCall(context, 'write', `set ${context.key} 0 0 ${context.value.length}\r\n${context.value}\r\n`, context.value);
+      return;
+    case 'append': {
+      const suffix = `+${context.value}`;
+      await storeCall(context, 'append', `append ${context.key} 0 0 ${suffix.length}\r\n${suffix}\r\n`, suffix);
+      return;
+    }
+    case 'delete':
+      await deleteCall(context);
+      return;
+    case 'cas':
+      await casCall(context);
+      return;
+    default: {
+      const unreachable: never = context.op;
+      throw new Error(`unknown op ${String(unreachable)}`);
+    }
+  }
+}
+
+/** Records one call around `exchange`; `interpret` turns a reply into the completion. */
+async function recordCall(
+  context: OpContext,
+  call: { f: WorkloadOp; reportAs?: CallRecord['f']; value: unknown; raw: string; verb: string },
+  interpret: (reply: TextReply, handle: RecordHandle) => CallOutcome,
+): Promise<TextReply | null> {
+  const { options } = context;
+  const startMs = options.clockMs();
+  const handle = options.recorder.invoke(options.client, call.f, context.key, call.value);
+  const result = await context.connection.send(call.raw, call.verb);
+  let outcome: CallOutcome;
+  if (result.kind === 'lost') {
+    options.recorder.info(handle, null, { node: options.node, error: result.error });
+    outcome = 'info';
+  } else {
+    outcome = interpret(result.reply, handle);
+    if (outcome === 'info') context.connection.drop();
+  }
+  options.calls.push({ client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome });
+  return result.kind === 'reply' && outcome === 'ok' ? result.reply : null;
+}
+
+/** Completes a call whose reply was an error line; returns the outcome recorded. */
+function recordError(context: OpContext, handle: RecordHandle, line: string, isRead: boolean): CallOutcome {
+  const { recorder, node } = context.options;
+  const serverError = /^SERVER_ERROR ?(.*)$/.exec(line);
+  // CLIENT_ERROR and ERROR: the request was rejected as malformed, so it did not happen.
+  const outcome = serverError ? classifyServerError(serverError[1], isRead) : 'fail';
+  if (outcome === 'fail') recorder.fail(handle, null, { node, error: line });
+  else recorder.info(handle, null, { node, error: line });
+  return outcome;
+}
+
+const errorReply = /^(ERROR|CLIENT_ERROR|SERVER_ERROR)/;
+
+/** A `get` (or `gets` before a cas); returns the reply when it succeeded. */
+function readOnce(context: OpContext, reportAs: CallRecord['f'], verb: 'get' | 'gets' = 'get'): Promise<TextReply | null> {
+  return recordCall(context, { f: 'read', reportAs, value: null, raw: `${verb} ${context.key}\r\n`, verb }, (reply, handle) => {
+    const last = reply.lines[reply.lines.length - 1] ?? '';
+    if (errorReply.test(last)) return recordError(context, handle, last, true);
+    const found = reply.values.find((value) => value.key === context.key);
+    context.options.recorder.ok(handle, found ? found.value.toString('latin1') : null, { node: context.options.node });
+    return 'ok';
+  });
+}
+
+/** set / append: STORED is success; NOT_STORED (append to an absent key) returned false. */
+async function storeCall(context: OpContext, f: 'write' | 'append', raw: string, value: string): Promise<void> {
+  await recordCall(context, { f, value, raw, verb: f === 'write' ? 'set' : 'append' }, (reply, handle) => {
+    return completeStore(context, handle, reply.lines[0] ?? '', f === 'write' ? value : null);
+  });
+}
+
+function completeStore(context: OpContext, handle: RecordHandle, line: string, written: string | null): CallOutcome {
+  const { recorder, node } = context.options;
+  if (line === 'STORED') recorder.ok(handle, written, { node, result: true });
+  else if (line === 'NOT_STORED' || line === 'EXISTS' || line === 'NOT_FOUND') recorder.ok(handle, written, { node, result: false });
+  else if (errorReply.test(line)) return recordError(context, handle, line, false);
+  else {
+    recorder.info(handle, null, { node, error: `unexpected reply ${line}` });
+    return 'info';
+  }
+  return 'ok';
+}
+
+async function deleteCall(context: OpContext): Promise<void> {
+  await recordCall(context, { f: 'delete', value: null, raw: `delete ${context.key}\r\n`, verb: 'delete' }, (reply, handle) => {
+    const line = reply.lines[0] ?? '';
+    const { recorder, node } = context.options;
+    if (line === 'DELETED' || line === 'NOT_FOUND') {
+      recorder.ok(handle, null, { node, result: line === 'DELETED' });
+      return 'ok';
+    }
+    if (errorReply.test(line)) return recordError(context, handle, line, false);
+    recorder.info(handle, null, { node, error: `unexpected reply ${line}` });
+    return 'info';
+  });
+}
+
+/**
+ * A cas: `gets` the key (recorded as a read), then `cas` with the token, or `add` when the key
+ * was absent; recorded as cas [old, new]. EXISTS / NOT_FOUND / NOT_STORED mean the register no
+ * longer held `old` (values are unique, so a changed version means a changed value).
+ */
+async function casCall(context: OpContext): Promise<void> {
+  const read = await readOnce(context, 'read-before-cas', 'gets');
+  if (read === null || context.options.stop.aborted) return;
+  const found = read.values.find((value) => value.key === context.key);
+  const old = found ? found.value.toString('latin1') : null;
+  const value = context.value;
+  const raw = found && found.cas !== null
+    ? `cas ${context.key} 0 0 ${value.length} ${found.cas}\r\n${value}\r\n`
+    : `add ${context.key} 0 0 ${value.length}\r\n${value}\r\n`;
+  await recordCall(context, { f: 'cas', value: [old, value], raw, verb: found ? 'cas' : 'add' }, (reply, handle) =>
+    completeStore(context, handle, reply.lines[0] ?? '', null),
+  );
+}
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted || ms <= 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
