@@ -180,6 +180,9 @@ export class MemcachedBackend implements KVBackend {
     }
     await this.#acquire();
     try {
+      if (this.#closed) {
+        throw new StoreError('BACKEND_DOWN', `memcached ${this.address}: backend closed (${what})`);
+      }
       return await this.#callBounded(what, call);
     } finally {
       this.#release();
@@ -205,7 +208,7 @@ export class MemcachedBackend implements KVBackend {
         settle(error);
         this.#drop(error, connection);
       }, this.#opTimeoutMs);
-      call(connection.client).then(
+      Promise.resolve(connection.client).then(call).then(
         (value) => settle(null, value),
         (cause: unknown) => {
           const error = this.#toStoreError(what, cause);
