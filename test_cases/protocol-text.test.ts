@@ -262,3 +262,16 @@ describe('text encoder', () => {
     expect(enc({ kind: 'quit' }, { kind: 'ok' })).toBe('');
   });
 });
+
+describe('text decoder: cost', () => {
+  it('takes a maximal multiget byte by byte in linear time', () => {
+    const keys = Array.from({ length: DEFAULT_LIMITS.keysPerGetMax }, (_, index) => `${index}`.padStart(DEFAULT_LIMITS.keyBytesMax, 'k'));
+    const bytes = Buffer.from(`get ${keys.join(' ')}\r\n`);
+    const decoder = new TextRequestDecoder();
+    const startedMs = Date.now();
+    const items: TextDecoded[] = [];
+    for (let index = 0; index < bytes.length; index++) items.push(...decoder.push(bytes.subarray(index, index + 1)));
+    expect(items).toEqual([command({ kind: 'get', keys, cas: false })]);
+    expect(Date.now() - startedMs).toBeLessThan(5000);
+  });
+});

@@ -59,6 +59,8 @@ export class TextRequestDecoder {
   /** Bytes of the current line (or data block) received so far, in arrival order. */
   private parts: Buffer[] = [];
   private partsBytes = 0;
+  /** The first bytes of the kept part (enough to tell a get line), so long lines are never re-joined. */
+  private partsHead = '';
 
   constructor(limits: ProtocolLimits = DEFAULT_LIMITS) {
     this.limits = limits;
@@ -116,8 +118,7 @@ export class TextRequestDecoder {
     const newlineAt = chunk.indexOf(NEWLINE);
     const lineBytes = this.partsBytes + (newlineAt === -1 ? chunk.length : newlineAt);
     if (lineBytes > this.limits.lineBytesMax && lineBytes > this.lineLimitBytes(chunk)) {
-      this.parts = [];
-      this.partsBytes = 0;
+      this.take(Buffer.alloc(0));
       this.state = { kind: 'closed' };
       out.push(invalid({ kind: 'client_error', message: TEXT_ERRORS.lineTooLong }, true));
       return chunk.subarray(chunk.length);
@@ -152,7 +153,7 @@ export class TextRequestDecoder {
   /** The longest line allowed, judged on the line's first bytes (a get line may be longer). */
   private lineLimitBytes(chunk: Buffer): number {
     if (this.limits.lineBytesMax >= this.getLineBytesMax) return this.limits.lineBytesMax;
-    const head = Buffer.concat([...this.parts, chunk.subarray(0, 5)]).subarray(0, 5).toString('latin1');
+    const head = this.partsHead + chunk.toString('latin1', 0, Math.max(0, 5 - this.partsHead.length));
     const isGet = GET_LINE_PREFIXES.some((prefix) => head.startsWith(prefix));
     return isGet ? this.getLineBytesMax : this.limits.lineBytesMax;
   }
@@ -162,6 +163,7 @@ export class TextRequestDecoder {
     // Copy: the caller may reuse its chunk, and a small piece must not pin a large one.
     this.parts.push(Buffer.from(piece));
     this.partsBytes += piece.length;
+    if (this.partsHead.length < 5) this.partsHead += piece.toString('latin1', 0, 5 - this.partsHead.length);
   }
 
   /** Returns the kept bytes followed by `last`, as one fresh Buffer, and forgets them. */
@@ -169,6 +171,7 @@ export class TextRequestDecoder {
     const whole = Buffer.concat([...this.parts, last], this.partsBytes + last.length);
     this.parts = [];
     this.partsBytes = 0;
+    this.partsHead = '';
     return whole;
   }
 
