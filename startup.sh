@@ -87,9 +87,11 @@ else
   if [ -z "$missing" ]; then
     backend_note="the memcached servers of $config"
   elif command -v memcached >/dev/null; then
+    run_as=()
+    [ "$(id -u)" = 0 ] && run_as=(-u root) # memcached refuses to run as root without -u
     while read -r id client mc; do
       if ! answers "${mc%:*}" "${mc##*:}"; then
-        nohup memcached -l "${mc%:*}" -p "${mc##*:}" -U 0 -M -m 1024 >"$log_dir/memcached-$id.out" 2>&1 &
+        nohup memcached -l "${mc%:*}" -p "${mc##*:}" -U 0 -M -m 1024 -I 2m "${run_as[@]}" >"$log_dir/memcached-$id.out" 2>&1 &
         echo "memcached $! $id" >> "$pid_file"
       fi
     done <<< "$nodes"

@@ -79,7 +79,7 @@ function answersVersion(port: number): Promise<boolean> {
 
 /** Starts a memcached process on a free port; `-M` so it never evicts silently. */
 export async function spawnMemcached(port: number, logFile: string): Promise<ChildProcess> {
-  const child = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', '256'], {
+  const child = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', '256', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = createWriteStream(logFile, { flags: 'a' });
