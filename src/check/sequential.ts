@@ -1,0 +1,197 @@
+/**
+ * Sequential-consistency checker for register histories, per key.
+ *
+ * Intuition: a history is sequentially consistent if there is one total order of its operations
+ * that keeps each process's own order and in which the register model explains every output.
+ * Real time is ignored: a read may return a stale value as long as everyone sees the writes in
+ * one order. The search is the linearizability search with "process order" in place of real-time
+ * precedence: the candidates to go next are the next unplaced operation of each process. A
+ * placed prefix is described exactly by how far each process has got, so the memo is a set of
+ * (per-process positions, register state) pairs: reaching one twice means its future was already
+ * explored.
+ *
+ * What is checked is per-key sequential consistency. Unlike linearizability, sequential
+ * consistency is not compositional: every key can be sequentially consistent on its own while no
+ * single order explains all keys together (e.g. p1 writes x then reads y absent, p2 writes y then
+ * reads x absent). A whole-store check would search over all keys at once, which is far more
+ * costly; per-key checking finds every per-key violation and is what mckv's tests ask for.
+ *
+ * Indeterminate operations are last in their process (the parser enforces it) and may be left
+ * out: the search succeeds once every determinate operation is placed. Indeterminate reads are
+ * dropped, as they constrain nothing.
+ */
+
+import { isIndeterminate, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
+import { checkKeyLinearizable, checkPerKey, type CheckOptions, type KeyOutcome, type StuckPoint } from './linearizability.ts';
+import { INITIAL_STATE, step } from './model.ts';
+
+const DEADLINE_CHECK_INTERVAL = 1024;
+
+/** Check that a history is sequentially consistent, key by key. */
+export function checkSequential(history: History, options: CheckOptions): CheckResult {
+  return checkPerKey(history, options, checkKeySequential, 'sequentially consistent');
+}
+
+/** Each process's operations on one key, in the process's order. */
+function byProcess(ops: Operation[]): Operation[][] {
+  const queues = new Map<number, Operation[]>();
+  for (const op of ops) {
+    if (op.f === 'read' && isIndeterminate(op)) continue;
+    const queue = queues.get(op.process);
+    if (queue) queue.push(op);
+    else queues.set(op.process, [op]);
+  }
+  return [...queues.values()].map((queue) => queue.sort((a, b) => a.call - b.call));
+}
+
+/**
+ * Starvation pruning: a value that some unplaced operation needs to find in the register (a read
+ * of it, a cas expecting it that succeeded) but that the register does not hold and no unplaced
+ * operation can produce is a dead end, however the rest is ordered. Counts are kept per value;
+ * `null` is produced by deletes. Appends build values no count can follow, so a key with appends
+ * is searched without this pruning.
+ */
+class ValueSupply {
+  private readonly producers = new Map<RegisterValue, number>();
+  private readonly consumers = new Map<RegisterValue, number>();
+  readonly enabled: boolean;
+
+  constructor(queues: Operation[][]) {
+    this.enabled = !queues.some((queue) => queue.some((op) => op.f === 'append'));
+    for (const queue of queues) for (const op of queue) this.count(op, 1);
+  }
+
+  /** Account for placing (`delta = -1`) or unplacing (`+1`) an operation. */
+  count(op: Operation, delta: number): void {
+    const produced = producedValue(op);
+    if (produced !== undefined) this.producers.set(produced, (this.producers.get(produced) ?? 0) + delta);
+    const needed = neededValue(op);
+    if (needed !== undefined) this.consumers.set(needed, (this.consumers.get(needed) ?? 0) + delta);
+  }
+
+  /** Whether `value` is needed later but can no longer appear, given the register holds `state`. */
+  starved(value: RegisterValue, state: RegisterValue): boolean {
+    return this.enabled && value !== state
+      && (this.consumers.get(value) ?? 0) > 0 && (this.producers.get(value) ?? 0) === 0;
+  }
+}
+
+/** The value an operation may leave in the register, if it writes one. */
+function producedValue(op: Operation): RegisterValue | undefined {
+  switch (op.input.f) {
+    case 'write': return op.input.value;
+    case 'cas': return op.output.kind === 'done' && op.output.result === false ? undefined : op.input.value;
+    case 'delete': return null;
+    case 'read':
+    case 'append': return undefined;
+    default: {
+      const unreachable: never = op.input;
+      return unreachable;
+    }
+  }
+}
+
+/** The value an operation must find in the register, if one. */
+function neededValue(op: Operation): RegisterValue | undefined {
+  if (op.output.kind === 'read') return op.output.value;
+  if (op.input.f === 'cas' && op.output.kind === 'done' && op.output.result === true) return op.input.expected;
+  return undefined;
+}
+
+/** The search's position: how far each process has got, the register, and what is placed. */
+interface Position {
+  queues: Operation[][];
+  positions: Int32Array;
+  state: RegisterValue;
+  supply: ValueSupply;
+  visited: Set<string>;
+}
+
+/**
+ * Depth-first search over per-process positions for one key. Linearizable keys are sequentially
+ * consistent, so the faster real-time search runs first (with half the remaining budget).
+ */
+export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOutcome {
+  const now = performance.now();
+  if (checkKeyLinearizable(ops, now + (deadlineMs - now) / 2).verdict === 'ok') return { verdict: 'ok' };
+  const queues = byProcess(ops);
+  const search: Position = {
+    queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues), visited: new Set(),
+  };
+  const stack: { process: number; rank: number; state: RegisterValue }[] = [];
+  let remaining = queues.reduce((sum, queue) => sum + queue.filter((op) => !isIndeterminate(op)).length, 0);
+  let tryFrom = 0;
+  let deepest: StuckPoint | null = null;
+  let iterations = 0;
+  while (remaining > 0) {
+    if (++iterations % DEADLINE_CHECK_INTERVAL === 0 && performance.now() > deadlineMs) return { verdict: 'unknown' };
+    const placed = placeNext(search, tryFrom);
+    if (placed !== null) {
+      stack.push({ process: placed.process, rank: placed.rank, state: placed.before });
+      if (!isIndeterminate(placed.op)) remaining--;
+      tryFrom = 0;
+      continue;
+    }
+    if (deepest === null || stack.length > deepest.prefix.length) deepest = stuckAt(search, stack);
+    const top = stack.pop();
+    if (top === undefined) return { verdict: 'violation', stuck: deepest };
+    const undone = queues[top.process][--search.positions[top.process]];
+    search.supply.count(undone, 1);
+    search.state = top.state;
+    if (!isIndeterminate(undone)) remaining++;
+    tryFrom = top.rank + 1;
+  }
+  return { verdict: 'ok' };
+}
+
+/**
+ * The processes that still have operations, by the call time of their next one: trying the
+ * real-time order first finds an order quickly when the history is nearly linearizable.
+ */
+function candidateOrder(search: Position): number[] {
+  const { queues, positions } = search;
+  const order: number[] = [];
+  for (let process = 0; process < queues.length; process++) {
+    if (positions[process] < queues[process].length) order.push(process);
+  }
+  return order.sort((a, b) => queues[a][positions[a]].call - queues[b][positions[b]].call);
+}
+
+/**
+ * Place the next operation of the first candidate (from rank `tryFrom`) that fits the register,
+ * starves no value, and leads to an unexplored (positions, state) pair.
+ */
+function placeNext(
+  search: Position, tryFrom: number,
+): { process: number; rank: number; op: Operation; before: RegisterValue } | null {
+  const { queues, positions, supply, visited } = search;
+  const before = search.state;
+  const order = candidateOrder(search);
+  for (let rank = tryFrom; rank < order.length; rank++) {
+    const process = order[rank];
+    const op = queues[process][positions[process]];
+    const result = step(before, op.input, op.output);
+    if (!result.ok) continue;
+    positions[process]++;
+    supply.count(op, -1);
+    const produced = producedValue(op);
+    const dead = supply.starved(before, result.state) || (produced !== undefined && supply.starved(produced, result.state));
+    const key = `${positions.join(',')}|${result.state === null ? '' : `=${result.state}`}`;
+    if (!dead && !visited.has(key)) {
+      visited.add(key);
+      search.state = result.state;
+      return { process, rank, op, before };
+    }
+    supply.count(op, 1);
+    positions[process]--;
+  }
+  return null;
+}
+
+function stuckAt(search: Position, stack: { process: number }[]): StuckPoint {
+  const { queues, positions, state } = search;
+  const seen = new Int32Array(queues.length);
+  const prefix = stack.map((frame) => queues[frame.process][seen[frame.process]++]);
+  const candidates = queues.map((queue, process) => queue[positions[process]]).filter((op) => op !== undefined);
+  return { prefix, state, candidates, blocking: null };
+}
