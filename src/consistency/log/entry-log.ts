@@ -1,0 +1,86 @@
+/**
+ * The in-memory log: an array of entries after a snapshot point, indexed with an offset so that
+ * compaction drops a prefix without renumbering.
+ *
+ * Invariants: `entries[i].index === snapshotIndex + 1 + i`; terms never decrease along the log;
+ * every lookup is O(1).
+ */
+
+import assert from 'node:assert';
+import type { LogEntry } from './types.ts';
+
+/** Log entries after `snapshotIndex`, whose entry had term `snapshotTerm`. */
+export class EntryLog {
+  snapshotIndex = 0;
+  snapshotTerm = 0;
+  entries: LogEntry[] = [];
+
+  lastIndex(): number {
+    return this.snapshotIndex + this.entries.length;
+  }
+
+  lastTerm(): number {
+    const last = this.entries[this.entries.length - 1];
+    return last === undefined ? this.snapshotTerm : last.term;
+  }
+
+  /** The term of the entry at `index`, or null if compacted away or beyond the end. */
+  termAt(index: number): number | null {
+    if (index === this.snapshotIndex) return this.snapshotTerm;
+    if (index < this.snapshotIndex || index > this.lastIndex()) return null;
+    return this.entries[index - this.snapshotIndex - 1].term;
+  }
+
+  entryAt(index: number): LogEntry {
+    assert(index > this.snapshotIndex && index <= this.lastIndex(), `no entry at ${index}`);
+    return this.entries[index - this.snapshotIndex - 1];
+  }
+
+  /** Entries `fromIndex..toIndex`, both included (empty if from > to). */
+  slice(fromIndex: number, toIndex: number): LogEntry[] {
+    assert(fromIndex > this.snapshotIndex, 'slice reaches into the snapshot');
+    return this.entries.slice(fromIndex - this.snapshotIndex - 1, toIndex - this.snapshotIndex);
+  }
+
+  append(entries: readonly LogEntry[]): void {
+    for (const entry of entries) {
+      assert.equal(entry.index, this.lastIndex() + 1, 'appended entries must be contiguous');
+      assert(entry.term >= this.lastTerm(), 'terms never decrease along the log');
+      this.entries.push(entry);
+    }
+  }
+
+  /** Removes entries from `fromIndex` on and returns them. */
+  truncateFrom(fromIndex: number): LogEntry[] {
+    assert(fromIndex > this.snapshotIndex, 'cannot truncate into the snapshot');
+    return this.entries.splice(fromIndex - this.snapshotIndex - 1);
+  }
+
+  /** Drops entries up to `index` included (they are in the replica) and returns them. */
+  compactTo(index: number): LogEntry[] {
+    assert(index >= this.snapshotIndex && index <= this.lastIndex(), `cannot compact to ${index}`);
+    if (index === this.snapshotIndex) return [];
+    const term = this.termAt(index);
+    assert(term !== null);
+    const dropped = this.entries.slice(0, index - this.snapshotIndex);
+    this.entries = this.entries.slice(index - this.snapshotIndex);
+    this.snapshotIndex = index;
+    this.snapshotTerm = term;
+    return dropped;
+  }
+
+  /** Discards the whole log: it now starts after `index`, whose term was `term`. */
+  resetTo(index: number, term: number): LogEntry[] {
+    const dropped = this.entries;
+    this.entries = [];
+    this.snapshotIndex = index;
+    this.snapshotTerm = term;
+    return dropped;
+  }
+
+  /** Is a log ending at (lastIndex, lastTerm) at least as up to date as this one? */
+  isUpToDate(lastIndex: number, lastTerm: number): boolean {
+    const myTerm = this.lastTerm();
+    return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex());
+  }
+}

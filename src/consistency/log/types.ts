@@ -1,0 +1,129 @@
+/**
+ * The replicated log's values: log entries, the messages peers exchange, and the records a node
+ * persists. Everything here is plain JSON-serializable data (Buffers and bigints included; the
+ * peer codec keeps them), so a message or a record survives the wire and the write-ahead file.
+ *
+ * Glossary (one meaning each): *append* — an entry enters a log; *commit* — a majority has it;
+ * *apply* — the local replica has it; *reply* — the client has it; *ack* — a peer has it.
+ * A *round* is one leader heartbeat broadcast; a read index is confirmed by a majority acking a
+ * round started after the read arrived. A *transfer* moves a whole replica (state transfer)
+ * when the log entries a node needs were compacted away.
+ */
+
+import type { KeyedEntry, PeerId, RequestId } from '../types.ts';
+import type { Op } from '../../store/types.ts';
+
+/**
+ * One slot of the replicated log. `op` is null for the no-op a new leader appends. `incarnation`
+ * names the origin's process lifetime, so a restarted origin never mistakes an old entry's
+ * `requestId` for one of its new requests.
+ */
+export interface LogEntry {
+  term: number;
+  index: number;
+  /** The leader's time when it appended the entry; expiry is judged at this time everywhere. */
+  nowMs: number;
+  op: Op | null;
+  origin: PeerId;
+  incarnation: number;
+  requestId: RequestId | null;
+}
+
+/** A write a node forwards to the leader. */
+export interface ForwardedRequest {
+  requestId: RequestId;
+  op: Op;
+}
+
+export type LogMessage =
+  /** Pre-vote: would you vote for me in `term` (= my term + 1)? Changes nobody's term. */
+  | { kind: 'pre_vote'; term: number; lastIndex: number; lastTerm: number }
+  /** `term` is the proposed term when granted, else the responder's term. */
+  | { kind: 'pre_vote_reply'; term: number; granted: boolean }
+  | { kind: 'vote'; term: number; lastIndex: number; lastTerm: number }
+  | { kind: 'vote_reply'; term: number; granted: boolean }
+  /** Entries after `prevIndex` (maybe none: a heartbeat), the leader's commit index and round. */
+  | {
+      kind: 'append';
+      term: number;
+      prevIndex: number;
+      prevTerm: number;
+      entries: LogEntry[];
+      commitIndex: number;
+      round: number;
+      seq: number;
+    }
+  /** `matchIndex` when success; else `hintIndex`, the first index the leader should send. */
+  | {
+      kind: 'append_reply';
+      term: number;
+      success: boolean;
+      matchIndex: number;
+      hintIndex: number;
+      round: number;
+      seq: number;
+    }
+  /** Writes received by a follower, batched per step, for the leader to append. */
+  | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
+  | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; message: string }
+  /** Reads received by a follower (linearizability), batched per step: ask for a read index. */
+  | { kind: 'read_index'; term: number; batchId: number }
+  /** `readIndex` null: refused (not the leader, or leadership lost before confirming). */
+  | { kind: 'read_index_reply'; term: number; batchId: number; readIndex: number | null }
+  /** Send me your replica, as of an applied index ≥ `minIndex`. */
+  | { kind: 'transfer_request'; term: number; minIndex: number }
+  /** One chunk of a replica as of `index` (whose entry has term `indexTerm`). */
+  | {
+      kind: 'transfer_chunk';
+      term: number;
+      transferId: number;
+      index: number;
+      indexTerm: number;
+      chunkNumber: number;
+      chunkCount: number;
+      entries: KeyedEntry[];
+    };
+
+export type LogMessageKind = LogMessage['kind'];
+
+/** What a node writes to its write-ahead file; handed back in order on restart. */
+export type LogRecord =
+  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number }
+  | { kind: 'entries'; entries: LogEntry[] }
+  /** Entries from `fromIndex` on were removed (a conflicting suffix). */
+  | { kind: 'truncate'; fromIndex: number }
+  /** A compacted file: the whole hard state and the log after `snapshotIndex`. */
+  | {
+      kind: 'snapshot';
+      term: number;
+      votedFor: PeerId | null;
+      incarnation: number;
+      snapshotIndex: number;
+      snapshotTerm: number;
+      entries: LogEntry[];
+    };
+
+/** Tunables of the replicated log, beyond `MachineOptions`. Defaults in `LOG_DEFAULTS`. */
+export interface LogTuning {
+  /** Compact when applied − snapshot index exceeds this many entries. */
+  compactionThresholdEntries: number;
+  /** Most entries in one append message. */
+  appendEntriesMax: number;
+  /** Most entries sent to a follower and not yet acked. */
+  inflightEntriesMax: number;
+  /** Most requests waiting at this node; more are refused. */
+  queueDepthMax: number;
+  /** A request waiting longer than this many failure timeouts is answered with an error. */
+  requestTimeoutFailureTimeouts: number;
+  /** Most replica entries in one transfer chunk. */
+  transferChunkEntriesMax: number;
+}
+
+export const LOG_DEFAULTS: Readonly<LogTuning> = Object.freeze({
+  compactionThresholdEntries: 10_000,
+  appendEntriesMax: 512,
+  inflightEntriesMax: 4096,
+  queueDepthMax: 10_000,
+  requestTimeoutFailureTimeouts: 4,
+  transferChunkEntriesMax: 256,
+});

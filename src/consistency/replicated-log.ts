@@ -1,0 +1,1116 @@
+/**
+ * The replicated, timestamp-ordered request queue behind the linearizability and sequential
+ * modes: a Raft-style log (etcd-io/raft and the Raft paper are the reference) as a deterministic
+ * state machine with no I/O. Events in (client requests, peer messages, ticks, fetched replica
+ * contents, backend resets), effects out (sends, applies, reads, replies, persists, fetch, reset).
+ *
+ * Intuition: the leader stamps every write with (term, index) — its timestamp — appends it and
+ * replicates it with pipelined, batched appends; once a majority has it, it is committed and every
+ * node applies committed entries to its replica in index order with cas = index. The node that
+ * received the write replies once its own replica applied it. Reads: linearizability asks the
+ * leader for a read index confirmed by a majority heartbeat round; sequential reads the local
+ * replica while this node knows a live leader.
+ *
+ * Invariants (asserted after every step):
+ * - one leader per term as seen by this node; a node votes at most once per term;
+ * - the commit index never goes back; applied ≤ committed ≤ last log index;
+ * - only entries of the current term are committed by counting replicas;
+ * - `persist` effects precede the effects that depend on them (vote replies, append acks);
+ * - an apply effect carries a requestId at most once, only at the request's origin.
+ *
+ * Glossary: *commit* — a majority has it; *apply* — the local replica has it; *reply* — the
+ * client has it; *ack* — a peer has it; *round* — one heartbeat broadcast of the leader;
+ * *transfer* — copying a whole replica when the needed log entries were compacted away.
+ */
+
+import assert from 'node:assert';
+import type { Reply } from '../protocol/types.ts';
+import { isWrite, type Op } from '../store/types.ts';
+import type {
+  Effect,
+  Event,
+  KeyedEntry,
+  Machine,
+  MachineOptions,
+  MachineStatus,
+  PeerId,
+  RequestId,
+} from './types.ts';
+import { EntryLog } from './log/entry-log.ts';
+import {
+  LOG_DEFAULTS,
+  type ForwardedRequest,
+  type LogEntry,
+  type LogMessage,
+  type LogRecord,
+  type LogTuning,
+} from './log/types.ts';
+
+export type { LogEntry, LogMessage, LogRecord, LogTuning } from './log/types.ts';
+export { LOG_DEFAULTS } from './log/types.ts';
+
+export type LogMode = 'linearizability' | 'sequential';
+export type LogRole = 'follower' | 'pre_candidate' | 'candidate' | 'leader';
+
+/** Options of `createReplicatedLog`. */
+export type ReplicatedLogOptions = MachineOptions & { mode: LogMode } & Partial<LogTuning>;
+
+/** A read-only view of the machine's state, for tests and the simulator. */
+export interface LogInspection {
+  role: LogRole;
+  term: number;
+  leader: PeerId | null;
+  commitIndex: number;
+  appliedIndex: number;
+  snapshotIndex: number;
+  lastIndex: number;
+  replicaValid: boolean;
+  caughtUp: boolean;
+  /** The entry at `index`, or null if compacted away or beyond the end. */
+  entryAt(index: number): LogEntry | null;
+}
+
+/** The machine plus an inspection hook for tests. */
+export interface ReplicatedLog extends Machine<LogMessage> {
+  inspect(): LogInspection;
+}
+
+interface Pending {
+  op: Op;
+  deadlineMs: number;
+}
+
+/** The leader's view of one follower. */
+interface Progress {
+  matchIndex: number;
+  /** Entries up to here were sent (maybe not acked yet). */
+  sentIndex: number;
+  commitSent: number;
+  lastAckMs: number;
+  ackedRound: number;
+  seq: number;
+  /** Rejections of appends sent before this seq are stale. */
+  rewindSeq: number;
+  transferStartedMs: number;
+}
+
+/** Reads (local request ids and remote batches) waiting for a majority to ack `round`. */
+interface RoundWaiter {
+  round: number;
+  readIndex: number;
+  localReads: RequestId[];
+  remoteBatches: Array<{ from: PeerId; batchId: number }>;
+}
+
+interface IncomingTransfer {
+  from: PeerId;
+  transferId: number;
+  index: number;
+  indexTerm: number;
+  chunks: Array<KeyedEntry[] | undefined>;
+  received: number;
+}
+
+const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
+  `${origin}/${incarnation}/${requestId}`;
+
+const serverError = (message: string): Reply => ({ kind: 'server_error', message });
+
+/** Creates the replicated log state machine for one node. */
+export function createReplicatedLog(options: ReplicatedLogOptions): ReplicatedLog {
+  return new ReplicatedLogMachine(options);
+}
+
+class ReplicatedLogMachine implements ReplicatedLog {
+  private readonly self: PeerId;
+  private readonly peers: readonly PeerId[];
+  private readonly mode: LogMode;
+  private readonly tuning: LogTuning;
+  private readonly random: () => number;
+  private readonly heartbeatIntervalMs: number;
+  private readonly failureTimeoutMs: number;
+  private readonly majority: number;
+
+  // Durable state.
+  private term = 0;
+  private votedFor: PeerId | null = null;
+  private incarnation = 0;
+  private readonly log = new EntryLog();
+
+  // Volatile state.
+  private role: LogRole = 'follower';
+  private leader: PeerId | null = null;
+  private commitIndex = 0;
+  private appliedIndex = 0;
+  private replicaValid = true;
+  private caughtUp = false;
+  /** The leader's commit index this node must apply before serving; null until known. */
+  private catchUpIndex: number | null = null;
+  private nowMs: number;
+  private electionDeadlineMs = 0;
+  private lastLeaderContactMs = Number.NEGATIVE_INFINITY;
+  private votes = new Set<PeerId>();
+  private readonly proposals = new Map<string, number>();
+
+  // Requests.
+  private readonly pending = new Map<RequestId, Pending>();
+  private proposalsThisStep: LogEntry[] = [];
+  private forwardsThisStep: ForwardedRequest[] = [];
+  private readsThisStep: RequestId[] = [];
+  private readBatchId = 0;
+  private readonly readBatches = new Map<number, RequestId[]>();
+  /** Reads with a read index, waiting for applied ≥ readIndex; sorted by readIndex. */
+  private readsAwaitingApply: Array<{ requestId: RequestId; readIndex: number }> = [];
+
+  // Leader state.
+  private readonly progress = new Map<PeerId, Progress>();
+  private heartbeatDueMs = 0;
+  private round = 0;
+  private roundRequested = false;
+  private roundWaiters: RoundWaiter[] = [];
+  private termStartIndex = 0;
+
+  // State transfer.
+  private transferMinIndex: number | null = null;
+  private nextTransferRequestMs = 0;
+  private transferTarget = 0;
+  private fetchToken = 0;
+  private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number }>();
+  private incoming: IncomingTransfer | null = null;
+
+  private out: Effect<LogMessage>[] = [];
+  private readonly leaderOfTerm = new Map<number, PeerId>();
+
+  constructor(options: ReplicatedLogOptions) {
+    this.self = options.self;
+    this.peers = options.peers.filter((peer) => peer !== options.self);
+    this.mode = options.mode;
+    this.tuning = {
+      compactionThresholdEntries: options.compactionThresholdEntries ?? LOG_DEFAULTS.compactionThresholdEntries,
+      appendEntriesMax: options.appendEntriesMax ?? LOG_DEFAULTS.appendEntriesMax,
+      inflightEntriesMax: options.inflightEntriesMax ?? LOG_DEFAULTS.inflightEntriesMax,
+      queueDepthMax: options.queueDepthMax ?? LOG_DEFAULTS.queueDepthMax,
+      requestTimeoutFailureTimeouts:
+        options.requestTimeoutFailureTimeouts ?? LOG_DEFAULTS.requestTimeoutFailureTimeouts,
+      transferChunkEntriesMax: options.transferChunkEntriesMax ?? LOG_DEFAULTS.transferChunkEntriesMax,
+    };
+    this.random = options.random;
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs;
+    this.failureTimeoutMs = options.failureTimeoutMs;
+    this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
+    this.nowMs = options.nowMs;
+    this.restore(options.persisted);
+    this.start();
+  }
+
+  // ---------------------------------------------------------------- restart
+
+  private restore(records: readonly unknown[]): void {
+    for (const raw of records) {
+      const record = raw as LogRecord;
+      switch (record.kind) {
+        case 'hard':
+          this.term = record.term;
+          this.votedFor = record.votedFor;
+          this.incarnation = record.incarnation;
+          break;
+        case 'entries':
+          for (const entry of record.entries) {
+            if (entry.index <= this.log.lastIndex()) this.log.truncateFrom(entry.index);
+            this.log.append([entry]);
+          }
+          break;
+        case 'truncate':
+          if (record.fromIndex <= this.log.lastIndex()) this.log.truncateFrom(record.fromIndex);
+          break;
+        case 'snapshot':
+          this.term = record.term;
+          this.votedFor = record.votedFor;
+          this.incarnation = record.incarnation;
+          this.log.resetTo(record.snapshotIndex, record.snapshotTerm);
+          this.log.append(record.entries);
+          break;
+        default:
+          assert.fail(`unknown persisted record ${JSON.stringify(raw)}`);
+      }
+    }
+    for (const entry of this.log.entries) this.rememberProposal(entry);
+    this.commitIndex = this.log.snapshotIndex;
+    this.appliedIndex = this.log.snapshotIndex;
+  }
+
+  /** A new incarnation: its replica may hold applies its log would repeat, so rebuild it. */
+  private start(): void {
+    this.incarnation += 1;
+    this.persistHardState();
+    this.rebuildReplica();
+    this.resetElectionTimer();
+  }
+
+  /** Forget what the replica holds: replay the log from 1, or ask for a state transfer. */
+  private rebuildReplica(): void {
+    this.caughtUp = false;
+    this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
+    if (this.log.snapshotIndex === 0) {
+      this.out.push({ kind: 'reset' });
+      this.appliedIndex = 0;
+      this.replicaValid = true;
+    } else {
+      // The reset waits for the transfer: if no peer can serve one, the replica is kept.
+      this.replicaValid = false;
+      this.transferMinIndex = this.log.snapshotIndex;
+      this.nextTransferRequestMs = this.nowMs;
+    }
+  }
+
+  // ---------------------------------------------------------------- step
+
+  step(event: Event<LogMessage>): Effect<LogMessage>[] {
+    assert(event.nowMs >= this.nowMs - 1e9, 'time went far back');
+    this.nowMs = Math.max(this.nowMs, event.nowMs);
+    switch (event.kind) {
+      case 'request':
+        this.onRequest(event.requestId, event.op);
+        break;
+      case 'message':
+        this.onMessage(event.from, event.message);
+        break;
+      case 'tick':
+        this.onTick();
+        break;
+      case 'fetched':
+        this.onFetched(event.token, event.entries);
+        break;
+      case 'applied':
+        break;
+      case 'backend_reset':
+        this.rebuildReplica();
+        break;
+      default: {
+        const never: never = event;
+        assert.fail(`unknown event ${JSON.stringify(never)}`);
+      }
+    }
+    this.flush();
+    this.checkInvariants();
+    const effects = this.out;
+    this.out = [];
+    return effects;
+  }
+
+  status(): MachineStatus {
+    return {
+      mode: this.mode,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      committed: String(this.commitIndex),
+      applied: String(this.appliedIndex),
+      queueDepth: this.pending.size,
+    };
+  }
+
+  inspect(): LogInspection {
+    const log = this.log;
+    return {
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      commitIndex: this.commitIndex,
+      appliedIndex: this.appliedIndex,
+      snapshotIndex: log.snapshotIndex,
+      lastIndex: log.lastIndex(),
+      replicaValid: this.replicaValid,
+      caughtUp: this.caughtUp,
+      entryAt: (index) => (index > log.snapshotIndex && index <= log.lastIndex() ? log.entryAt(index) : null),
+    };
+  }
+
+  private checkInvariants(): void {
+    assert(this.appliedIndex <= this.commitIndex, 'applied ≤ committed');
+    assert(this.commitIndex <= this.log.lastIndex(), 'committed ≤ last index');
+    assert(this.appliedIndex >= this.log.snapshotIndex, 'applied ≥ snapshot index');
+    assert(this.role !== 'leader' || this.leader === this.self, 'a leader knows it leads');
+  }
+
+  // ---------------------------------------------------------------- client requests
+
+  private onRequest(requestId: RequestId, op: Op): void {
+    const refusal = this.refusalFor(op);
+    if (refusal !== null) {
+      this.reply(requestId, serverError(refusal));
+      return;
+    }
+    const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
+    if (isWrite(op)) {
+      this.pending.set(requestId, { op, deadlineMs });
+      if (this.role === 'leader') this.proposalsThisStep.push(this.newEntry(op, this.self, this.incarnation, requestId));
+      else this.forwardsThisStep.push({ requestId, op });
+    } else if (this.mode === 'sequential') {
+      this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
+    } else {
+      this.pending.set(requestId, { op, deadlineMs });
+      if (this.role === 'leader') this.awaitRound(this.readIndexNow(), { localRead: requestId });
+      else this.readsThisStep.push(requestId);
+    }
+  }
+
+  /** Why this node cannot take `op` now, or null if it can. */
+  private refusalFor(op: Op): string | null {
+    if (this.pending.size >= this.tuning.queueDepthMax) return 'busy: request queue full';
+    if (!this.knowsLiveLeader()) return 'no quorum: no leader reachable';
+    if (!this.caughtUp) return `not caught up: replica is rebuilding (${isWrite(op) ? 'write' : 'read'} refused)`;
+    return null;
+  }
+
+  /** A leader with a recent quorum, or a follower that heard from its leader recently. */
+  private knowsLiveLeader(): boolean {
+    if (this.role === 'leader') return this.hasQuorum();
+    return (
+      this.role === 'follower' &&
+      this.leader !== null &&
+      this.nowMs - this.lastLeaderContactMs < this.failureTimeoutMs
+    );
+  }
+
+  private reply(requestId: RequestId, reply: Reply): void {
+    this.out.push({ kind: 'reply', requestId, reply });
+  }
+
+  private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
+    const index = this.log.lastIndex() + 1 + this.proposalsThisStep.length;
+    return { term: this.term, index, nowMs: this.nowMs, op, origin, incarnation, requestId };
+  }
+
+  private expirePending(): void {
+    for (const [requestId, pending] of this.pending) {
+      if (pending.deadlineMs > this.nowMs) break;
+      this.pending.delete(requestId);
+      const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
+      this.reply(requestId, serverError(`timeout: ${what}, no quorum answered in time`));
+    }
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private onMessage(from: PeerId, message: LogMessage): void {
+    if (!this.peers.includes(from)) return;
+    if (!this.acceptTerm(from, message)) return;
+    switch (message.kind) {
+      case 'pre_vote':
+        return this.onPreVote(from, message);
+      case 'pre_vote_reply':
+        return this.onPreVoteReply(from, message);
+      case 'vote':
+        return this.onVote(from, message);
+      case 'vote_reply':
+        return this.onVoteReply(from, message);
+      case 'append':
+        return this.onAppend(from, message);
+      case 'append_reply':
+        return this.onAppendReply(from, message);
+      case 'forward':
+        return this.onForward(from, message);
+      case 'forward_refused':
+        return this.onForwardRefused(message);
+      case 'read_index':
+        return this.onReadIndex(from, message);
+      case 'read_index_reply':
+        return this.onReadIndexReply(message);
+      case 'transfer_request':
+        return this.onTransferRequest(from, message);
+      case 'transfer_chunk':
+        return this.onTransferChunk(from, message);
+      default: {
+        const never: never = message;
+        assert.fail(`unknown message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /**
+   * Raft's term rule: a higher term makes this node a follower of that term; pre-votes change no
+   * term; a vote request is ignored while this node knows a live leader (check-quorum's lease),
+   * so a node returning from a partition cannot disrupt a working cluster. Returns false to drop.
+   */
+  private acceptTerm(from: PeerId, message: LogMessage): boolean {
+    if (message.kind === 'pre_vote' || message.kind === 'pre_vote_reply') return true;
+    if (message.term <= this.term) return true;
+    if (message.kind === 'vote' && this.inLease()) return false;
+    const leader = message.kind === 'append' ? from : null;
+    this.becomeFollower(message.term, leader);
+    return true;
+  }
+
+  private inLease(): boolean {
+    if (this.role === 'leader') return true;
+    return this.leader !== null && this.nowMs - this.lastLeaderContactMs < this.failureTimeoutMs;
+  }
+
+  // ---------------------------------------------------------------- elections
+
+  private resetElectionTimer(): void {
+    this.electionDeadlineMs = this.nowMs + this.failureTimeoutMs + Math.floor(this.random() * this.failureTimeoutMs);
+  }
+
+  private onTick(): void {
+    this.expirePending();
+    this.requestTransferIfDue();
+    if (this.role === 'leader') return this.tickAsLeader();
+    if (this.nowMs >= this.electionDeadlineMs) this.becomePreCandidate();
+  }
+
+  private tickAsLeader(): void {
+    if (!this.hasQuorum()) {
+      this.becomeFollower(this.term, null);
+      this.resetElectionTimer();
+      return;
+    }
+    if (this.nowMs >= this.heartbeatDueMs) {
+      this.heartbeatDueMs = this.nowMs + this.heartbeatIntervalMs;
+      for (const peer of this.peers) this.sendAppend(peer, true);
+    }
+  }
+
+  /** Check-quorum: has a majority (this node included) acked within the failure timeout? */
+  private hasQuorum(): boolean {
+    let count = 1;
+    for (const progress of this.progress.values()) {
+      if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) count += 1;
+    }
+    return count >= this.majority;
+  }
+
+  private becomePreCandidate(): void {
+    this.leaveLeadership('no quorum: leader lost');
+    this.role = 'pre_candidate';
+    this.leader = null;
+    this.votes = new Set([this.self]);
+    this.resetElectionTimer();
+    const message: LogMessage = {
+      kind: 'pre_vote',
+      term: this.term + 1,
+      lastIndex: this.log.lastIndex(),
+      lastTerm: this.log.lastTerm(),
+    };
+    for (const peer of this.peers) this.send(peer, message);
+    if (this.votes.size >= this.majority) this.becomeCandidate();
+  }
+
+  private becomeCandidate(): void {
+    this.role = 'candidate';
+    this.term += 1;
+    this.votedFor = this.self;
+    this.leader = null;
+    this.votes = new Set([this.self]);
+    this.persistHardState();
+    this.resetElectionTimer();
+    const message: LogMessage = {
+      kind: 'vote',
+      term: this.term,
+      lastIndex: this.log.lastIndex(),
+      lastTerm: this.log.lastTerm(),
+    };
+    for (const peer of this.peers) this.send(peer, message);
+    if (this.votes.size >= this.majority) this.becomeLeader();
+  }
+
+  private becomeLeader(): void {
+    this.noteLeader(this.term, this.self);
+    this.role = 'leader';
+    this.leader = this.self;
+    this.progress.clear();
+    for (const peer of this.peers) {
+      this.progress.set(peer, {
+        matchIndex: 0,
+        sentIndex: this.log.lastIndex(),
+        commitSent: 0,
+        lastAckMs: this.nowMs,
+        ackedRound: 0,
+        seq: 0,
+        rewindSeq: 0,
+        transferStartedMs: Number.NEGATIVE_INFINITY,
+      });
+    }
+    this.round = 0;
+    this.roundWaiters = [];
+    this.heartbeatDueMs = this.nowMs;
+    this.proposalsThisStep.push(this.newEntry(null, this.self, this.incarnation, null));
+    this.termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
+    if (this.catchUpIndex === null) this.catchUpIndex = this.termStartIndex;
+    this.refuseForwardsAndReads('no quorum: leader changed');
+  }
+
+  private becomeFollower(term: number, leader: PeerId | null): void {
+    this.leaveLeadership('no quorum: leadership lost');
+    if (term > this.term) {
+      this.term = term;
+      this.votedFor = null;
+      this.persistHardState();
+    }
+    this.role = 'follower';
+    if (leader !== this.leader) this.refuseForwardsAndReads('no quorum: leader changed');
+    this.leader = leader;
+    if (leader !== null) this.noteLeader(term, leader);
+  }
+
+  /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
+  private leaveLeadership(message: string): void {
+    if (this.role !== 'leader') return;
+    for (const waiter of this.roundWaiters) {
+      for (const requestId of waiter.localReads) this.refuseRequest(requestId, message);
+      for (const batch of waiter.remoteBatches) {
+        this.send(batch.from, { kind: 'read_index_reply', term: this.term, batchId: batch.batchId, readIndex: null });
+      }
+    }
+    this.roundWaiters = [];
+    this.progress.clear();
+    this.leader = null;
+  }
+
+  /** Reads asked of a leader that is gone will never be answered: refuse them now. */
+  private refuseForwardsAndReads(message: string): void {
+    for (const requestIds of this.readBatches.values()) {
+      for (const requestId of requestIds) this.refuseRequest(requestId, message);
+    }
+    this.readBatches.clear();
+  }
+
+  /** A write of ours whose apply was skipped: its result is unknown, so say so now. */
+  private abandonWrite(entry: LogEntry, message: string): void {
+    if (entry.origin !== this.self || entry.incarnation !== this.incarnation || entry.requestId === null) return;
+    if (entry.index <= this.appliedIndex && this.replicaValid) return;
+    this.refuseRequest(entry.requestId, message);
+  }
+
+  private refuseRequest(requestId: RequestId, message: string): void {
+    if (!this.pending.delete(requestId)) return;
+    this.reply(requestId, serverError(message));
+  }
+
+  private noteLeader(term: number, leader: PeerId): void {
+    const known = this.leaderOfTerm.get(term);
+    assert(known === undefined || known === leader, `two leaders in term ${term}: ${known} and ${leader}`);
+    if (known === undefined) {
+      this.leaderOfTerm.set(term, leader);
+      if (this.leaderOfTerm.size > 64) this.leaderOfTerm.delete(this.leaderOfTerm.keys().next().value as number);
+    }
+  }
+
+  private onPreVote(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote' }>): void {
+    const granted =
+      message.term > this.term && !this.inLease() && this.log.isUpToDate(message.lastIndex, message.lastTerm);
+    this.send(from, { kind: 'pre_vote_reply', term: granted ? message.term : this.term, granted });
+  }
+
+  private onPreVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote_reply' }>): void {
+    if (!message.granted && message.term > this.term) {
+      this.becomeFollower(message.term, null);
+      return;
+    }
+    if (this.role !== 'pre_candidate' || !message.granted || message.term !== this.term + 1) return;
+    this.votes.add(from);
+    if (this.votes.size >= this.majority) this.becomeCandidate();
+  }
+
+  private onVote(from: PeerId, message: Extract<LogMessage, { kind: 'vote' }>): void {
+    const granted =
+      message.term === this.term &&
+      (this.votedFor === null || this.votedFor === from) &&
+      this.log.isUpToDate(message.lastIndex, message.lastTerm);
+    if (granted) {
+      this.votedFor = from;
+      this.persistHardState();
+      this.resetElectionTimer();
+    }
+    this.send(from, { kind: 'vote_reply', term: this.term, granted });
+  }
+
+  private onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
+    if (this.role !== 'candidate' || message.term !== this.term || !message.granted) return;
+    this.votes.add(from);
+    if (this.votes.size >= this.majority) this.becomeLeader();
+  }
+
+  // ---------------------------------------------------------------- replication: follower side
+
+  private onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
+    if (message.term < this.term) {
+      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq });
+      return;
+    }
+    assert(this.role !== 'leader', `two leaders in term ${this.term}`);
+    if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
+    this.lastLeaderContactMs = this.nowMs;
+    this.resetElectionTimer();
+    const reply = this.appendEntries(message);
+    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, ...reply });
+  }
+
+  /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
+  private appendEntries(
+    message: Extract<LogMessage, { kind: 'append' }>,
+  ): { success: boolean; matchIndex: number; hintIndex: number } {
+    const log = this.log;
+    const lastSent = message.prevIndex + message.entries.length;
+    let prevIndex = message.prevIndex;
+    let entries = message.entries;
+    if (prevIndex < log.snapshotIndex) {
+      // Entries up to the snapshot are committed here, hence identical: skip them.
+      entries = entries.filter((entry) => entry.index > log.snapshotIndex);
+      prevIndex = log.snapshotIndex;
+      if (entries.length === 0 && lastSent <= log.snapshotIndex) {
+        return { success: true, matchIndex: lastSent, hintIndex: 0 };
+      }
+    } else {
+      if (prevIndex > log.lastIndex()) return { success: false, matchIndex: 0, hintIndex: log.lastIndex() + 1 };
+      const termHere = log.termAt(prevIndex);
+      if (termHere !== message.prevTerm) return { success: false, matchIndex: 0, hintIndex: this.conflictHint(prevIndex) };
+    }
+    this.storeEntries(entries);
+    this.learnCommit(Math.min(message.commitIndex, lastSent));
+    if (this.catchUpIndex === null) this.catchUpIndex = message.commitIndex;
+    return { success: true, matchIndex: lastSent, hintIndex: 0 };
+  }
+
+  /** The first index of the conflicting term at `index`, never at or below the commit index. */
+  private conflictHint(index: number): number {
+    const conflictTerm = this.log.termAt(index);
+    let hint = index;
+    while (hint - 1 > this.commitIndex && hint - 1 > this.log.snapshotIndex && this.log.termAt(hint - 1) === conflictTerm) {
+      hint -= 1;
+    }
+    return hint;
+  }
+
+  private storeEntries(entries: readonly LogEntry[]): void {
+    let first = 0;
+    while (first < entries.length && entries[first].index <= this.log.lastIndex()) {
+      const entry = entries[first];
+      if (this.log.termAt(entry.index) !== entry.term) {
+        assert(entry.index > this.commitIndex, `committed entry ${entry.index} would change`);
+        for (const dropped of this.log.truncateFrom(entry.index)) this.forgetProposal(dropped);
+        this.persist({ kind: 'truncate', fromIndex: entry.index }, false);
+        break;
+      }
+      first += 1;
+    }
+    const fresh = first === 0 ? entries : entries.slice(first);
+    if (fresh.length === 0) return;
+    this.log.append(fresh);
+    for (const entry of fresh) this.rememberProposal(entry);
+    this.persist({ kind: 'entries', entries: fresh.slice() }, false);
+  }
+
+  private learnCommit(index: number): void {
+    if (index > this.commitIndex) this.commitIndex = Math.min(index, this.log.lastIndex());
+  }
+
+  // ---------------------------------------------------------------- replication: leader side
+
+  private onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
+    if (this.role !== 'leader' || message.term !== this.term) return;
+    const progress = this.progress.get(from);
+    if (progress === undefined) return;
+    progress.lastAckMs = this.nowMs;
+    progress.ackedRound = Math.max(progress.ackedRound, message.round);
+    if (message.success) {
+      progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
+      progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
+      this.advanceCommit();
+    } else if (message.seq >= progress.rewindSeq) {
+      progress.sentIndex = Math.max(progress.matchIndex, Math.min(message.hintIndex - 1, this.log.lastIndex()));
+      progress.rewindSeq = progress.seq + 1;
+      // Below the snapshot only a transfer helps; the heartbeat starts it, not a reply storm.
+      if (progress.sentIndex >= this.log.snapshotIndex) this.sendAppend(from, false);
+    }
+    this.confirmRounds();
+  }
+
+  /** Commit the highest index a majority has, if its entry is of the current term. */
+  private advanceCommit(): void {
+    const matches = [this.log.lastIndex()];
+    for (const progress of this.progress.values()) matches.push(progress.matchIndex);
+    matches.sort((a, b) => b - a);
+    const candidate = matches[this.majority - 1];
+    if (candidate > this.commitIndex && this.log.termAt(candidate) === this.term) this.commitIndex = candidate;
+  }
+
+  /**
+   * Sends the follower everything not yet sent (up to the batch and in-flight bounds), pipelined:
+   * no wait for the previous append's ack. `force` sends even with nothing new (a heartbeat).
+   */
+  private sendAppend(peer: PeerId, force: boolean): void {
+    const progress = this.progress.get(peer);
+    assert(progress !== undefined);
+    const prevTerm = this.log.termAt(progress.sentIndex);
+    if (prevTerm === null) {
+      this.sendHeartbeatForTransfer(peer, progress);
+      return;
+    }
+    const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
+    const count = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, this.tuning.appendEntriesMax, inflightRoom));
+    if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
+    const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
+    progress.seq += 1;
+    this.send(peer, {
+      kind: 'append',
+      term: this.term,
+      prevIndex: progress.sentIndex,
+      prevTerm,
+      entries,
+      commitIndex: this.commitIndex,
+      round: this.round,
+      seq: progress.seq,
+    });
+    progress.sentIndex += count;
+    progress.commitSent = this.commitIndex;
+  }
+
+  /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
+  private sendHeartbeatForTransfer(peer: PeerId, progress: Progress): void {
+    progress.seq += 1;
+    this.send(peer, {
+      kind: 'append',
+      term: this.term,
+      prevIndex: this.log.snapshotIndex,
+      prevTerm: this.log.snapshotTerm,
+      entries: [],
+      commitIndex: this.commitIndex,
+      round: this.round,
+      seq: progress.seq,
+    });
+    progress.commitSent = this.commitIndex;
+    if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
+      if (this.startTransfer(peer, 0)) progress.transferStartedMs = this.nowMs;
+    }
+  }
+
+  private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
+    if (this.role !== 'leader' || !this.hasQuorum()) {
+      const requestIds = message.requests.map((request) => request.requestId);
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: 'no quorum: not the leader' });
+      return;
+    }
+    for (const request of message.requests) {
+      // The network may duplicate a forward: an op must enter the log once.
+      if (this.proposals.has(proposalKey(from, message.incarnation, request.requestId))) continue;
+      const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
+      this.proposalsThisStep.push(entry);
+      this.proposals.set(proposalKey(from, message.incarnation, request.requestId), entry.index);
+    }
+  }
+
+  private onForwardRefused(message: Extract<LogMessage, { kind: 'forward_refused' }>): void {
+    if (message.incarnation !== this.incarnation) return;
+    for (const requestId of message.requestIds) {
+      if (this.pending.delete(requestId)) this.reply(requestId, serverError(message.message));
+    }
+  }
+
+  private rememberProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.set(proposalKey(entry.origin, entry.incarnation, entry.requestId), entry.index);
+  }
+
+  private forgetProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.delete(proposalKey(entry.origin, entry.incarnation, entry.requestId));
+  }
+
+  // ---------------------------------------------------------------- reads (read index)
+
+  /** What a read arriving now must see: everything committed, and this term's first entry. */
+  private readIndexNow(): number {
+    return Math.max(this.commitIndex, this.termStartIndex);
+  }
+
+  /** Confirm leadership with a heartbeat round started after the read arrived. */
+  private awaitRound(readIndex: number, who: { localRead: RequestId } | { from: PeerId; batchId: number }): void {
+    const round = this.round + 1;
+    let waiter = this.roundWaiters[this.roundWaiters.length - 1];
+    if (waiter === undefined || waiter.round !== round) {
+      waiter = { round, readIndex, localReads: [], remoteBatches: [] };
+      this.roundWaiters.push(waiter);
+    }
+    waiter.readIndex = Math.max(waiter.readIndex, readIndex);
+    if ('localRead' in who) waiter.localReads.push(who.localRead);
+    else waiter.remoteBatches.push(who);
+    this.roundRequested = true;
+  }
+
+  /** The highest round a majority (this node included) has acked. */
+  private confirmedRound(): number {
+    const rounds = [this.round];
+    for (const progress of this.progress.values()) rounds.push(progress.ackedRound);
+    rounds.sort((a, b) => b - a);
+    return rounds[this.majority - 1];
+  }
+
+  private confirmRounds(): void {
+    if (this.roundWaiters.length === 0) return;
+    const confirmed = this.confirmedRound();
+    while (this.roundWaiters.length > 0 && this.roundWaiters[0].round <= confirmed) {
+      const waiter = this.roundWaiters.shift() as RoundWaiter;
+      for (const requestId of waiter.localReads) this.awaitApply(requestId, waiter.readIndex);
+      for (const batch of waiter.remoteBatches) {
+        this.send(batch.from, { kind: 'read_index_reply', term: this.term, batchId: batch.batchId, readIndex: waiter.readIndex });
+      }
+    }
+  }
+
+  private awaitApply(requestId: RequestId, readIndex: number): void {
+    if (!this.pending.has(requestId)) return;
+    const queue = this.readsAwaitingApply;
+    let at = queue.length;
+    while (at > 0 && queue[at - 1].readIndex > readIndex) at -= 1;
+    queue.splice(at, 0, { requestId, readIndex });
+  }
+
+  private onReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
+    if (this.role !== 'leader' || !this.hasQuorum()) {
+      this.send(from, { kind: 'read_index_reply', term: this.term, batchId: message.batchId, readIndex: null });
+      return;
+    }
+    this.awaitRound(this.readIndexNow(), { from, batchId: message.batchId });
+  }
+
+  private onReadIndexReply(message: Extract<LogMessage, { kind: 'read_index_reply' }>): void {
+    const requestIds = this.readBatches.get(message.batchId);
+    if (requestIds === undefined) return;
+    this.readBatches.delete(message.batchId);
+    for (const requestId of requestIds) {
+      if (message.readIndex === null) this.refuseRequest(requestId, 'no quorum: leader could not confirm the read');
+      else this.awaitApply(requestId, message.readIndex);
+    }
+  }
+
+  private serveReads(): void {
+    const queue = this.readsAwaitingApply;
+    let served = 0;
+    while (served < queue.length && queue[served].readIndex <= this.appliedIndex && this.replicaValid) {
+      const { requestId } = queue[served];
+      const pending = this.pending.get(requestId);
+      if (pending !== undefined) {
+        this.pending.delete(requestId);
+        this.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.nowMs });
+      }
+      served += 1;
+    }
+    if (served > 0) queue.splice(0, served);
+  }
+
+  // ---------------------------------------------------------------- end of step
+
+  /** Batches everything the step decided: append, send, forward, apply, read, compact. */
+  private flush(): void {
+    if (this.role === 'leader') this.flushAsLeader();
+    else this.flushAsFollower();
+    this.applyCommitted();
+    this.serveReads();
+    this.compactIfDue();
+  }
+
+  private flushAsLeader(): void {
+    if (this.proposalsThisStep.length > 0) {
+      const entries = this.proposalsThisStep;
+      this.proposalsThisStep = [];
+      this.log.append(entries);
+      for (const entry of entries) this.rememberProposal(entry);
+      this.persist({ kind: 'entries', entries }, false);
+    }
+    if (this.forwardsThisStep.length > 0 || this.readsThisStep.length > 0) {
+      // Became leader within this step: take them as our own.
+      const forwards = this.forwardsThisStep;
+      const reads = this.readsThisStep;
+      this.forwardsThisStep = [];
+      this.readsThisStep = [];
+      for (const request of forwards) this.proposalsThisStep.push(this.newEntry(request.op, this.self, this.incarnation, request.requestId));
+      for (const requestId of reads) this.awaitRound(this.readIndexNow(), { localRead: requestId });
+      return this.flushAsLeader();
+    }
+    if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
+    const heartbeat = this.roundRequested;
+    if (heartbeat) {
+      this.round += 1;
+      this.roundRequested = false;
+    }
+    for (const peer of this.peers) this.sendAppend(peer, heartbeat);
+    this.advanceCommit();
+    this.confirmRounds();
+  }
+
+  private flushAsFollower(): void {
+    this.proposalsThisStep = [];
+    const leader = this.leader;
+    if (this.forwardsThisStep.length > 0) {
+      const requests = this.forwardsThisStep;
+      this.forwardsThisStep = [];
+      if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, 'no quorum: no leader');
+      else this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
+    }
+    if (this.readsThisStep.length > 0) {
+      const reads = this.readsThisStep;
+      this.readsThisStep = [];
+      if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, 'no quorum: no leader');
+      else {
+        this.readBatchId += 1;
+        this.readBatches.set(this.readBatchId, reads);
+        this.send(leader, { kind: 'read_index', term: this.term, batchId: this.readBatchId });
+      }
+    }
+  }
+
+  private applyCommitted(): void {
+    if (!this.replicaValid) return;
+    while (this.appliedIndex < this.commitIndex) {
+      this.appliedIndex += 1;
+      const entry = this.log.entryAt(this.appliedIndex);
+      if (entry.op === null) continue;
+      let requestId: RequestId | null = null;
+      if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
+        if (this.pending.delete(entry.requestId)) requestId = entry.requestId;
+      }
+      this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
+    }
+    if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) this.caughtUp = true;
+  }
+
+  /**
+   * Drops applied entries from the log once there are more than the threshold. A leader keeps
+   * what its live followers still lack, so a slow (not dead) follower needs no state transfer.
+   */
+  private compactIfDue(): void {
+    const threshold = this.tuning.compactionThresholdEntries;
+    if (this.appliedIndex - this.log.snapshotIndex <= threshold || !this.replicaValid) return;
+    let target = this.appliedIndex;
+    if (this.role === 'leader') {
+      for (const progress of this.progress.values()) {
+        if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) target = Math.min(target, progress.matchIndex);
+      }
+      if (target - this.log.snapshotIndex <= threshold / 2) return;
+    }
+    for (const dropped of this.log.compactTo(target)) this.forgetProposal(dropped);
+    this.persistSnapshot();
+  }
+
+  // ---------------------------------------------------------------- state transfer
+
+  private requestTransferIfDue(): void {
+    if (this.transferMinIndex === null || this.nowMs < this.nextTransferRequestMs) return;
+    this.nextTransferRequestMs = this.nowMs + this.failureTimeoutMs;
+    let target = this.leader !== null && this.leader !== this.self ? this.leader : null;
+    if (target === null && this.peers.length > 0) {
+      target = this.peers[this.transferTarget % this.peers.length];
+      this.transferTarget += 1;
+    }
+    if (target !== null) this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex });
+  }
+
+  private onTransferRequest(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_request' }>): void {
+    this.startTransfer(from, message.minIndex);
+  }
+
+  /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
+  private startTransfer(to: PeerId, minIndex: number): boolean {
+    if (!this.replicaValid || this.appliedIndex < minIndex || this.appliedIndex === 0) return false;
+    const indexTerm = this.log.termAt(this.appliedIndex);
+    assert(indexTerm !== null);
+    this.fetchToken += 1;
+    this.outgoingTransfers.set(this.fetchToken, { to, index: this.appliedIndex, indexTerm });
+    this.out.push({ kind: 'fetch', token: this.fetchToken, keys: null });
+    return true;
+  }
+
+  private onFetched(token: number, entries: KeyedEntry[]): void {
+    const transfer = this.outgoingTransfers.get(token);
+    if (transfer === undefined) return;
+    this.outgoingTransfers.delete(token);
+    const size = this.tuning.transferChunkEntriesMax;
+    const chunkCount = Math.max(1, Math.ceil(entries.length / size));
+    for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
+      this.send(transfer.to, {
+        kind: 'transfer_chunk',
+        term: this.term,
+        transferId: token,
+        index: transfer.index,
+        indexTerm: transfer.indexTerm,
+        chunkNumber,
+        chunkCount,
+        entries: entries.slice(chunkNumber * size, (chunkNumber + 1) * size),
+      });
+    }
+  }
+
+  private onTransferChunk(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_chunk' }>): void {
+    if (this.replicaValid && message.index <= this.appliedIndex) return;
+    if (message.index < this.log.snapshotIndex) return;
+    let incoming = this.incoming;
+    if (incoming === null || incoming.from !== from || incoming.transferId !== message.transferId) {
+      incoming = {
+        from,
+        transferId: message.transferId,
+        index: message.index,
+        indexTerm: message.indexTerm,
+        chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
+        received: 0,
+      };
+      this.incoming = incoming;
+    }
+    if (incoming.chunks[message.chunkNumber] !== undefined) return;
+    incoming.chunks[message.chunkNumber] = message.entries;
+    incoming.received += 1;
+    if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
+  }
+
+  /** Replace the replica with the transferred one and continue the log after its index. */
+  private installTransfer(incoming: IncomingTransfer): void {
+    this.incoming = null;
+    const { index, indexTerm } = incoming;
+    this.out.push({ kind: 'reset' });
+    // At least one put, even for an empty replica: it marks where the transferred state ends.
+    for (const chunk of incoming.chunks) this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token: null });
+    if (this.log.termAt(index) === indexTerm) {
+      for (const dropped of this.log.compactTo(index)) {
+        this.forgetProposal(dropped);
+        this.abandonWrite(dropped, 'write outcome unknown: replica replaced by a state transfer');
+      }
+    } else {
+      assert(index > this.commitIndex, 'a transfer disagrees with a committed entry');
+      for (const dropped of this.log.resetTo(index, indexTerm)) this.forgetProposal(dropped);
+    }
+    this.commitIndex = Math.max(this.commitIndex, index);
+    this.appliedIndex = index;
+    this.replicaValid = true;
+    this.transferMinIndex = null;
+    if (this.catchUpIndex === null && this.role === 'follower' && this.leader === incoming.from) this.catchUpIndex = index;
+    this.persistSnapshot();
+  }
+
+  // ---------------------------------------------------------------- persistence and sending
+
+  private persistHardState(): void {
+    this.persist({ kind: 'hard', term: this.term, votedFor: this.votedFor, incarnation: this.incarnation }, false);
+  }
+
+  private persistSnapshot(): void {
+    this.persist(
+      {
+        kind: 'snapshot',
+        term: this.term,
+        votedFor: this.votedFor,
+        incarnation: this.incarnation,
+        snapshotIndex: this.log.snapshotIndex,
+        snapshotTerm: this.log.snapshotTerm,
+        entries: this.log.entries.slice(),
+      },
+      true,
+    );
+  }
+
+  private persist(record: LogRecord, compact: boolean): void {
+    this.out.push({ kind: 'persist', record, compact });
+  }
+
+  private send(to: PeerId, message: LogMessage): void {
+    this.out.push({ kind: 'send', to, message });
+  }
+}

@@ -1,0 +1,640 @@
+/**
+ * A seeded simulator for the replicated log (in the spirit of TigerBeetle's VOPR): three machines
+ * over a simulated network that drops, delays, duplicates and reorders messages, cuts links,
+ * crashes and restarts nodes (from their persisted records) and empties their replicas, while
+ * clients submit random ops. Every effect is carried out on a small model replica per node.
+ *
+ * Intuition: everything random comes from one PRNG seeded by `seed`, and time is simulated, so a
+ * failing seed replays the run exactly.
+ *
+ * Checked after every event: one leader per term; a committed index never changes its entry;
+ * applied ≤ committed; every node applies the same sequence (the same op at each index, and
+ * skips only no-ops); every reply agrees with a reference replica built from that sequence; a
+ * read reflects a state at least as new as every op that completed before it started
+ * (linearizability) or before it in its session (sequential); a request at a live node gets an
+ * answer within the request bound. Liveness: after faults stop, nodes converge within a bound,
+ * and every request then succeeds.
+ */
+
+import type { Reply } from '../../src/protocol/types.ts';
+import { applyToEntry, isLive, type SingleKeyOp } from '../../src/store/apply.ts';
+import type { Entry, Op } from '../../src/store/types.ts';
+import { asPeerId, asRequestId, type Effect, type Event, type PeerId, type RequestId } from '../../src/consistency/types.ts';
+import {
+  createReplicatedLog,
+  type LogMessage,
+  type LogMode,
+  type ReplicatedLog,
+} from '../../src/consistency/replicated-log.ts';
+
+/** A small, fast, seedable PRNG (mulberry32). */
+export function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface SimOptions {
+  seed: number;
+  mode: LogMode;
+  /** Simulated time of the faulty phase. */
+  safetyMs: number;
+  /** Bound on the liveness phase. */
+  livenessMs: number;
+  faults: boolean;
+  compactionThresholdEntries: number;
+  clients: number;
+}
+
+export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
+  safetyMs: 6_000,
+  livenessMs: 8_000,
+  faults: true,
+  compactionThresholdEntries: 40,
+  clients: 4,
+};
+
+export interface SimResult {
+  seed: number;
+  committed: number;
+  repliesOk: number;
+  repliesRefused: number;
+  elections: number;
+  crashes: number;
+  transfers: number;
+}
+
+const HEARTBEAT_MS = 50;
+const FAILURE_TIMEOUT_MS = 300;
+const TICK_MS = 10;
+const REQUEST_BOUND_MS = 4 * FAILURE_TIMEOUT_MS + 2 * TICK_MS;
+const KEYS = ['k0', 'k1', 'k2'];
+
+interface Flight {
+  atMs: number;
+  from: PeerId;
+  to: PeerId;
+  message: LogMessage;
+}
+
+interface InFlightRequest {
+  client: number;
+  op: Op;
+  invokedMs: number;
+  /** Lower bound on the position this op may take (completed ops before it). */
+  lowerBound: number;
+}
+
+interface SimNode {
+  id: PeerId;
+  machine: ReplicatedLog | null;
+  records: unknown[];
+  replica: Map<string, Entry>;
+  /** Index of the state the replica holds (last apply or transfer), null if unknown. */
+  replicaIndex: number | null;
+  nextTickMs: number;
+  nextRequestId: number;
+  requests: Map<RequestId, InFlightRequest>;
+  localEvents: Array<{ atMs: number; event: Event<LogMessage> }>;
+  downUntilMs: number;
+  checkedCommit: number;
+  lastTransferIndex: number;
+}
+
+interface Client {
+  busy: boolean;
+  /** Sequential mode: the node this client's connection goes to (null: pick one). */
+  node: PeerId | null;
+  nextMs: number;
+  session: number;
+  /** Highest position of this session's completed ops. */
+  sessionPosition: number;
+}
+
+interface Rates {
+  drop: number;
+  duplicate: number;
+  delayMaxMs: number;
+  partitionPerSecond: number;
+  crashPerSecond: number;
+  backendResetPerSecond: number;
+}
+
+/** Thrown with the seed, so a failure can be replayed. */
+export class SimulationFailure extends Error {
+  override readonly name = 'SimulationFailure';
+}
+
+const opKey = (op: Op): string => JSON.stringify(op, (_key, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
+
+export class LogSimulation {
+  private readonly random: () => number;
+  private readonly options: SimOptions;
+  private readonly nodes: SimNode[];
+  private readonly ids: PeerId[];
+  private flights: Flight[] = [];
+  private readonly cut = new Set<string>();
+  private nowMs = 1_000_000;
+  private faultsOn: boolean;
+  private readonly rates: Rates;
+  private readonly clients: Client[];
+  private readonly leaderOfTerm = new Map<number, PeerId>();
+  private readonly committedTerm: number[] = [];
+  /** Op (or null for a no-op) at each index, as learned from applies. */
+  private readonly sequence: Array<{ op: Op | null; nowMs: number } | undefined> = [];
+  private readonly reference = new Map<string, Entry>();
+  private referenceIndex = 0;
+  private readonly history = new Map<string, Array<{ index: number; entry: Entry | undefined }>>();
+  private readonly referenceReplies: Reply[] = [];
+  private completedPosition = 0;
+  private readonly result: SimResult;
+  private healed = false;
+  private strict = false;
+  private clientsPaused = false;
+
+  constructor(options: SimOptions) {
+    this.options = options;
+    this.random = mulberry32(options.seed);
+    this.faultsOn = options.faults;
+    this.ids = ['n1', 'n2', 'n3'].map(asPeerId);
+    this.rates = {
+      drop: this.random() * 0.1,
+      duplicate: this.random() * 0.05,
+      delayMaxMs: 5 + Math.floor(this.random() * 60),
+      partitionPerSecond: this.random() * 0.6,
+      crashPerSecond: this.random() * 0.5,
+      backendResetPerSecond: this.random() * 0.15,
+    };
+    this.nodes = this.ids.map((id) => this.newNode(id));
+    this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0 };
+    for (const node of this.nodes) this.boot(node);
+  }
+
+  /** Runs the faulty phase, then the liveness phase; throws a SimulationFailure naming the seed. */
+  run(): SimResult {
+    try {
+      this.runUntil(this.nowMs + this.options.safetyMs);
+      this.heal();
+      this.pauseClients(true);
+      this.awaitConvergence();
+      this.strict = true;
+      this.pauseClients(false);
+      this.runUntil(this.nowMs + 3 * REQUEST_BOUND_MS);
+      this.pauseClients(true);
+      this.awaitConvergence();
+      this.result.committed = this.referenceIndex;
+      return this.result;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      throw new SimulationFailure(`seed ${this.options.seed} (${this.options.mode}) at ${this.nowMs}ms: ${message}`, { cause: error });
+    }
+  }
+
+  private pauseClients(paused: boolean): void {
+    this.clientsPaused = paused;
+    for (const client of this.clients) client.nextMs = this.nowMs;
+  }
+
+  /**
+   * A replica is rebuilt from a peer's, so the design survives losing one replica at a time: no
+   * crash or backend reset while some node is still rebuilding (or down).
+   */
+  private mayLoseReplica(): boolean {
+    return this.nodes.every((node) => node.machine !== null && node.machine.inspect().replicaValid);
+  }
+
+  // ------------------------------------------------------------ nodes
+
+  private newNode(id: PeerId): SimNode {
+    return {
+      id,
+      machine: null,
+      records: [],
+      replica: new Map(),
+      replicaIndex: 0,
+      nextTickMs: this.nowMs,
+      nextRequestId: 1,
+      requests: new Map(),
+      localEvents: [],
+      downUntilMs: 0,
+      checkedCommit: 0,
+      lastTransferIndex: 0,
+    };
+  }
+
+  private boot(node: SimNode): void {
+    node.machine = createReplicatedLog({
+      self: node.id,
+      peers: this.ids,
+      random: mulberry32(Math.floor(this.random() * 2 ** 32)),
+      heartbeatIntervalMs: HEARTBEAT_MS,
+      failureTimeoutMs: FAILURE_TIMEOUT_MS,
+      persisted: node.records.slice(),
+      nowMs: this.nowMs,
+      mode: this.options.mode,
+      compactionThresholdEntries: this.options.compactionThresholdEntries,
+      transferChunkEntriesMax: 2,
+    });
+    // A restarted controller numbers its requests from 1 again.
+    node.nextRequestId = 1;
+    node.checkedCommit = 0;
+    node.nextTickMs = this.nowMs + Math.floor(this.random() * TICK_MS);
+    node.localEvents = [];
+  }
+
+  private crash(node: SimNode): void {
+    node.machine = null;
+    this.result.crashes += 1;
+    for (const request of node.requests.values()) this.clients[request.client].busy = false;
+    for (const client of this.clients) {
+      if (client.node !== node.id) continue;
+      // The connection broke: a new session starts elsewhere.
+      client.node = null;
+      client.sessionPosition = 0;
+    }
+    node.requests.clear();
+    node.localEvents = [];
+    node.downUntilMs = this.nowMs + 100 + Math.floor(this.random() * 1500);
+    if (this.random() < 0.4) {
+      node.replica.clear();
+      node.replicaIndex = 0;
+    }
+  }
+
+  // ------------------------------------------------------------ main loop
+
+  private runUntil(endMs: number): void {
+    while (this.nowMs < endMs) {
+      this.nowMs = Math.min(endMs, this.nextEventMs());
+      this.runDue();
+    }
+  }
+
+  private nextEventMs(): number {
+    let next = this.nowMs + TICK_MS;
+    for (const flight of this.flights) next = Math.min(next, flight.atMs);
+    for (const node of this.nodes) {
+      next = Math.min(next, node.machine === null ? node.downUntilMs : node.nextTickMs);
+      for (const local of node.localEvents) next = Math.min(next, local.atMs);
+    }
+    if (!this.clientsPaused) for (const client of this.clients) if (!client.busy) next = Math.min(next, client.nextMs);
+    return Math.max(next, this.nowMs + 1);
+  }
+
+  private runDue(): void {
+    if (this.faultsOn) this.injectFaults();
+    this.deliverMessages();
+    for (const node of this.nodes) this.runNode(node);
+    this.submitRequests();
+    this.checkInvariants();
+  }
+
+  private runNode(node: SimNode): void {
+    if (node.machine === null) {
+      if (node.downUntilMs <= this.nowMs && (this.faultsOn || this.healed)) this.boot(node);
+      return;
+    }
+    const due = node.localEvents.filter((local) => local.atMs <= this.nowMs);
+    if (due.length > 0) node.localEvents = node.localEvents.filter((local) => local.atMs > this.nowMs);
+    for (const local of due) this.stepNode(node, local.event);
+    if (node.nextTickMs <= this.nowMs && node.machine !== null) {
+      node.nextTickMs = this.nowMs + TICK_MS;
+      const peersUp = this.ids.filter((id) => id !== node.id);
+      this.stepNode(node, { kind: 'tick', nowMs: this.nowMs, peersUp });
+    }
+  }
+
+  private deliverMessages(): void {
+    const due = this.flights.filter((flight) => flight.atMs <= this.nowMs);
+    if (due.length === 0) return;
+    this.flights = this.flights.filter((flight) => flight.atMs > this.nowMs);
+    for (const flight of due) {
+      const node = this.node(flight.to);
+      if (node.machine === null || this.cut.has(`${flight.from}>${flight.to}`)) continue;
+      if (flight.message.kind === 'transfer_chunk') node.lastTransferIndex = flight.message.index;
+      this.stepNode(node, { kind: 'message', nowMs: this.nowMs, from: flight.from, message: flight.message });
+    }
+  }
+
+  private stepNode(node: SimNode, event: Event<LogMessage>): void {
+    const machine = node.machine;
+    if (machine === null) return;
+    const wasLeader = machine.inspect().role === 'leader';
+    const effects = machine.step(event);
+    if (!wasLeader && machine.inspect().role === 'leader') this.result.elections += 1;
+    for (const effect of effects) this.carryOut(node, effect);
+  }
+
+  // ------------------------------------------------------------ effects
+
+  private carryOut(node: SimNode, effect: Effect<LogMessage>): void {
+    switch (effect.kind) {
+      case 'send':
+        return this.transmit(node.id, effect.to, effect.message);
+      case 'reply':
+        return this.complete(node, effect.requestId, effect.reply, null);
+      case 'apply':
+        return this.onApply(node, effect);
+      case 'read':
+        return this.onRead(node, effect.requestId, effect.op);
+      case 'persist':
+        if (effect.compact) node.records = [effect.record];
+        else node.records.push(effect.record);
+        return;
+      case 'reset':
+        node.replica.clear();
+        node.replicaIndex = 0;
+        return;
+      case 'put':
+        for (const [key, entry] of effect.entries) node.replica.set(key, entry);
+        node.replicaIndex = node.lastTransferIndex;
+        this.result.transfers += 1;
+        return;
+      case 'fetch': {
+        const entries = [...node.replica.entries()];
+        const event: Event<LogMessage> = { kind: 'fetched', nowMs: 0, token: effect.token, entries };
+        node.localEvents.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * 5), event });
+        return;
+      }
+      case 'purge':
+        throw new Error('the replicated log never purges');
+      default: {
+        const never: never = effect;
+        throw new Error(`unknown effect ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  private transmit(from: PeerId, to: PeerId, message: LogMessage): void {
+    const copies = this.random() < this.rates.drop ? 0 : this.random() < this.rates.duplicate ? 2 : 1;
+    for (let copy = 0; copy < copies; copy += 1) {
+      const slow = this.random() < 0.05 ? 4 : 1;
+      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * this.rates.delayMaxMs * slow), from, to, message });
+    }
+  }
+
+  private onApply(node: SimNode, effect: Extract<Effect<LogMessage>, { kind: 'apply' }>): void {
+    const index = Number(effect.cas);
+    const previous = node.replicaIndex;
+    if (previous === null) throw new Error(`${node.id} applies ${index} onto an unknown replica`);
+    if (index <= previous) throw new Error(`${node.id} applies ${index} after ${previous}`);
+    for (let gap = previous + 1; gap < index; gap += 1) this.learn(gap, null, 0, node.id);
+    this.learn(index, effect.op, effect.nowMs, node.id);
+    const op = effect.op as SingleKeyOp;
+    const current = node.replica.get(op.key);
+    const outcome = applyToEntry(current, op, { cas: effect.cas, nowMs: effect.nowMs });
+    if (outcome.write === null) node.replica.delete(op.key);
+    else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
+    node.replicaIndex = index;
+    this.advanceReference(index);
+    const expected = this.referenceReplies[index];
+    if (opKey(expected as unknown as Op) !== opKey(outcome.reply as unknown as Op)) {
+      throw new Error(`${node.id} replica diverged at ${index}: ${opKey(outcome.reply as unknown as Op)} vs ${opKey(expected as unknown as Op)}`);
+    }
+    if (effect.requestId !== null) this.complete(node, effect.requestId, outcome.reply, index);
+  }
+
+  /** Records what sits at `index` of the applied sequence; every node must agree. */
+  private learn(index: number, op: Op | null, nowMs: number, by: PeerId): void {
+    const known = this.sequence[index];
+    if (known === undefined) {
+      this.sequence[index] = { op, nowMs };
+      return;
+    }
+    if (known.op !== op && (known.op === null || op === null || opKey(known.op) !== opKey(op))) {
+      throw new Error(`${by} disagrees at index ${index}: ${op === null ? 'no-op' : opKey(op)} vs ${known.op === null ? 'no-op' : opKey(known.op)}`);
+    }
+  }
+
+  private advanceReference(toIndex: number): void {
+    while (this.referenceIndex < toIndex) {
+      const next = this.sequence[this.referenceIndex + 1];
+      // Unseen below an applied or transferred position: nobody applied it, so it is a no-op.
+      if (next === undefined) {
+        this.sequence[this.referenceIndex + 1] = { op: null, nowMs: 0 };
+        continue;
+      }
+      this.referenceIndex += 1;
+      if (next.op === null) continue;
+      const op = next.op as SingleKeyOp;
+      const outcome = applyToEntry(this.reference.get(op.key), op, { cas: BigInt(this.referenceIndex), nowMs: next.nowMs });
+      if (outcome.write === null) this.reference.delete(op.key);
+      else if (outcome.write !== undefined) this.reference.set(op.key, outcome.write);
+      this.referenceReplies[this.referenceIndex] = outcome.reply;
+      const changes = this.history.get(op.key) ?? [];
+      changes.push({ index: this.referenceIndex, entry: this.reference.get(op.key) });
+      this.history.set(op.key, changes);
+    }
+  }
+
+  private valueAt(key: string, index: number): string | null {
+    const changes = this.history.get(key) ?? [];
+    for (let at = changes.length - 1; at >= 0; at -= 1) {
+      if (changes[at].index <= index) {
+        const entry = changes[at].entry;
+        return isLive(entry, 0) ? entry.value.toString() : null;
+      }
+    }
+    return null;
+  }
+
+  private onRead(node: SimNode, requestId: RequestId, op: Op): void {
+    if (op.kind !== 'get') throw new Error(`read effect for ${op.kind}`);
+    const position = node.replicaIndex;
+    if (position === null) throw new Error(`${node.id} reads from an unknown replica`);
+    this.advanceReference(position);
+    const key = op.keys[0];
+    const entry = node.replica.get(key);
+    const value = isLive(entry, 0) ? entry.value.toString() : null;
+    if (value !== this.valueAt(key, position)) throw new Error(`${node.id} read ${key}=${value} at ${position}, reference differs`);
+    const reply: Reply = { kind: 'values', items: entry === undefined || value === null ? [] : [{ key, flags: entry.flags, value: entry.value, cas: entry.cas }] };
+    this.complete(node, requestId, reply, position);
+  }
+
+  // ------------------------------------------------------------ clients
+
+  private submitRequests(): void {
+    if (this.clientsPaused) return;
+    for (const client of this.clients) {
+      if (client.busy || client.nextMs > this.nowMs) continue;
+      const live = this.nodes.filter((node) => node.machine !== null);
+      if (live.length === 0) continue;
+      const sticky = this.options.mode === 'sequential' ? live.find((node) => node.id === client.node) : undefined;
+      const node = sticky ?? live[Math.floor(this.random() * live.length)];
+      if (this.options.mode === 'sequential') client.node = node.id;
+      const op = this.randomOp();
+      const requestId = asRequestId(node.nextRequestId++);
+      const lowerBound = this.options.mode === 'linearizability' ? this.completedPosition : client.sessionPosition;
+      node.requests.set(requestId, { client: client.session, op, invokedMs: this.nowMs, lowerBound });
+      client.busy = true;
+      this.stepNode(node, { kind: 'request', nowMs: this.nowMs, requestId, session: client.session, op });
+    }
+  }
+
+  private randomOp(): Op {
+    const key = KEYS[Math.floor(this.random() * KEYS.length)];
+    const roll = this.random();
+    if (roll < 0.4) return { kind: 'get', keys: [key] };
+    if (roll < 0.6) {
+      const value = Buffer.from(String(Math.floor(this.random() * 1000)));
+      return { kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value, casUnique: 0n };
+    }
+    if (roll < 0.75) return { kind: 'arith', verb: 'incr', key, delta: 1n, initial: null, expiresAtMs: 0 };
+    if (roll < 0.85) return { kind: 'store', verb: 'append', key, flags: 0, expiresAtMs: 0, value: Buffer.from('7'), casUnique: 0n };
+    if (roll < 0.93) return { kind: 'delete', key };
+    return { kind: 'store', verb: 'add', key, flags: 0, expiresAtMs: 0, value: Buffer.from('1'), casUnique: 0n };
+  }
+
+  /** A reply reached the client; `position` is where the op took effect (null for refusals). */
+  private complete(node: SimNode, requestId: RequestId, reply: Reply, position: number | null): void {
+    const request = node.requests.get(requestId);
+    if (request === undefined) throw new Error(`${node.id} answered unknown or already answered request ${requestId}`);
+    node.requests.delete(requestId);
+    const client = this.clients[request.client];
+    client.busy = false;
+    client.nextMs = this.nowMs + Math.floor(this.random() * 30);
+    if (reply.kind === 'server_error') {
+      if (position !== null) throw new Error(`an applied op answered server_error: ${reply.message}`);
+      if (this.strict) throw new Error(`${node.id} refused after the cluster converged: ${reply.message}`);
+      this.result.repliesRefused += 1;
+      return;
+    }
+    if (position === null) throw new Error(`${node.id} answered ${reply.kind} without applying or reading`);
+    if (position < request.lowerBound) {
+      throw new Error(`${node.id} served ${opKey(request.op)} at ${position}, older than ${request.lowerBound} which completed before it started`);
+    }
+    this.result.repliesOk += 1;
+    this.completedPosition = Math.max(this.completedPosition, position);
+    client.sessionPosition = Math.max(client.sessionPosition, position);
+  }
+
+  // ------------------------------------------------------------ faults
+
+  private injectFaults(): void {
+    const perStep = (perSecond: number): boolean => this.random() < (perSecond * TICK_MS) / 1000 / 3;
+    if (perStep(this.rates.partitionPerSecond)) this.togglePartition();
+    if (perStep(this.rates.crashPerSecond)) {
+      const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+      if (this.mayLoseReplica()) this.crash(node);
+    }
+    if (perStep(this.rates.backendResetPerSecond)) {
+      const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+      if (this.mayLoseReplica()) {
+        node.replica.clear();
+        node.replicaIndex = 0;
+        this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs });
+      }
+    }
+  }
+
+  private togglePartition(): void {
+    if (this.cut.size > 0) {
+      this.cut.clear();
+      return;
+    }
+    const isolated = this.ids[Math.floor(this.random() * this.ids.length)];
+    const oneWay = this.random() < 0.3;
+    for (const other of this.ids) {
+      if (other === isolated) continue;
+      this.cut.add(`${isolated}>${other}`);
+      if (!oneWay) this.cut.add(`${other}>${isolated}`);
+    }
+  }
+
+  private heal(): void {
+    this.faultsOn = false;
+    this.healed = true;
+    this.cut.clear();
+    this.rates.drop = 0;
+    this.rates.duplicate = 0;
+    for (const node of this.nodes) node.downUntilMs = Math.min(node.downUntilMs, this.nowMs);
+  }
+
+  private awaitConvergence(): void {
+    const deadlineMs = this.nowMs + this.options.livenessMs;
+    while (!this.converged()) {
+      if (this.nowMs >= deadlineMs) throw new Error(`no convergence within ${this.options.livenessMs}ms: ${this.describe()}`);
+      this.nowMs = this.nextEventMs();
+      this.runDue();
+    }
+  }
+
+  private converged(): boolean {
+    const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
+    if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
+    const leaders = views.filter((view) => view?.role === 'leader');
+    if (leaders.length !== 1) return false;
+    const last = leaders[0]?.lastIndex ?? -1;
+    if (views.some((view) => view?.appliedIndex !== last)) return false;
+    if (this.nodes.some((node) => node.requests.size > 0)) return false;
+    this.advanceReference(last);
+    for (const node of this.nodes) {
+      if (node.replica.size !== this.reference.size) throw new Error(`${node.id} replica has ${node.replica.size} keys, reference ${this.reference.size}`);
+      for (const [key, entry] of this.reference) {
+        const mine = node.replica.get(key);
+        if (mine === undefined || !mine.value.equals(entry.value) || mine.cas !== entry.cas) throw new Error(`${node.id} differs at ${key}`);
+      }
+    }
+    return true;
+  }
+
+  private describe(): string {
+    return this.nodes
+      .map((node) => {
+        const view = node.machine?.inspect();
+        if (view === undefined) return `${node.id}: down`;
+        return `${node.id}: ${view.role} t${view.term} c${view.commitIndex} a${view.appliedIndex} last${view.lastIndex} snap${view.snapshotIndex} valid=${view.replicaValid} caughtUp=${view.caughtUp} pending=${node.requests.size}`;
+      })
+      .join('; ');
+  }
+
+  // ------------------------------------------------------------ invariants
+
+  private checkInvariants(): void {
+    for (const node of this.nodes) {
+      const machine = node.machine;
+      if (machine === null) continue;
+      const view = machine.inspect();
+      if (view.appliedIndex > view.commitIndex) throw new Error(`${node.id} applied ${view.appliedIndex} > committed ${view.commitIndex}`);
+      if (view.role === 'leader') {
+        const known = this.leaderOfTerm.get(view.term);
+        if (known !== undefined && known !== node.id) throw new Error(`two leaders in term ${view.term}: ${known}, ${node.id}`);
+        this.leaderOfTerm.set(view.term, node.id);
+      }
+      this.checkCommitted(node, view);
+      for (const [requestId, request] of node.requests) {
+        if (this.nowMs - request.invokedMs > REQUEST_BOUND_MS) throw new Error(`${node.id} left request ${requestId} unanswered`);
+      }
+    }
+  }
+
+  /** An index, once committed anywhere, keeps the same entry (term) everywhere. */
+  private checkCommitted(node: SimNode, view: ReturnType<ReplicatedLog['inspect']>): void {
+    const from = Math.max(node.checkedCommit, view.snapshotIndex) + 1;
+    for (let index = from; index <= view.commitIndex; index += 1) {
+      const entry = view.entryAt(index);
+      if (entry === null) continue;
+      const term = this.committedTerm[index];
+      if (term === undefined) this.committedTerm[index] = entry.term;
+      else if (term !== entry.term) throw new Error(`${node.id} committed index ${index} with term ${entry.term}, was ${term}`);
+    }
+    node.checkedCommit = Math.max(node.checkedCommit, view.commitIndex);
+  }
+
+  private node(id: PeerId): SimNode {
+    const node = this.nodes.find((candidate) => candidate.id === id);
+    if (node === undefined) throw new Error(`no node ${id}`);
+    return node;
+  }
+}
+
+/** Runs one seed with defaults; convenient for replaying a failure. */
+export function simulate(seed: number, mode: LogMode, overrides: Partial<SimOptions> = {}): SimResult {
+  return new LogSimulation({ ...SIM_DEFAULTS, seed, mode, ...overrides }).run();
+}
