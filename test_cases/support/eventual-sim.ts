@@ -171,7 +171,7 @@ class Simulation {
   readonly config: SimConfig;
   private readonly random: () => number;
   private readonly tasks = new TaskQueue();
-  private readonly nodes: SimNode[];
+  readonly nodes: SimNode[];
   private readonly cuts = new Set<string>();
   private nowMs = START_MS;
   private seq = 0;
@@ -544,7 +544,7 @@ class Simulation {
     const views = this.nodes.map((node) => this.view(node));
     for (let i = 1; i < views.length; i += 1) {
       const difference = compareViews(views[0], views[i]);
-      if (difference !== null) return `${this.nodes[0].id} vs ${this.nodes[i].id}: ${difference}`;
+      if (difference !== null) return `${this.nodes[0].id} vs ${this.nodes[i].id}: ${difference.text} [${this.explain(difference.key)}]`;
     }
     return this.config.backendResets ? this.someAcceptedWrite(views[0]) : this.greatestWrite(views[0]);
   }
@@ -566,6 +566,19 @@ class Simulation {
       if (!matches) return `${key} reads ${read}, which no accepted write produced`;
     }
     return null;
+  }
+
+  /** What each node's replica and index hold for a key, for failure messages. */
+  private explain(key: string): string {
+    return this.nodes
+      .map((node) => {
+        const stored = node.replica.get(key);
+        const indexed = node.machine?.indexEntry(key);
+        const replica = stored === undefined ? 'none' : `${stored.tombstone === true ? 'tombstone' : 'value'}@${stored.cas}`;
+        const index = indexed === undefined ? 'none' : `${indexed.tombstone ? 'tombstone' : 'value'}@${indexed.version} held by ${indexed.heldByMask}`;
+        return `${node.id}: replica ${replica}, index ${index}`;
+      })
+      .join('; ');
   }
 
   private view(node: SimNode): Map<string, string> {
@@ -590,9 +603,9 @@ function describe(entry: Entry): string {
   return `${entry.value.toString('latin1')}/${entry.flags}/${entry.expiresAtMs}@${entry.cas}`;
 }
 
-function compareViews(left: Map<string, string>, right: Map<string, string>): string | null {
+function compareViews(left: Map<string, string>, right: Map<string, string>): { key: string; text: string } | null {
   for (const key of new Set([...left.keys(), ...right.keys()])) {
-    if (left.get(key) !== right.get(key)) return `${key}: ${left.get(key)} vs ${right.get(key)}`;
+    if (left.get(key) !== right.get(key)) return { key, text: `${key}: ${left.get(key)} vs ${right.get(key)}` };
   }
   return null;
 }

@@ -369,6 +369,18 @@ export class EventualMachine implements Machine<EventualMessage> {
     return purged !== undefined && version <= purged.version;
   }
 
+  /**
+   * `peer` holds `key` at `version`, older than an entry we purged: it missed that deletion
+   * (its replica was emptied, or it took a concurrent write with an older clock). Nobody holds
+   * the purged entry any more, so send it back a tombstone at the purged version; it then wins
+   * there too and is collected again.
+   */
+  private answerSuperseded(peer: PeerId, key: string, version: bigint): void {
+    const purged = this.purged.get(key);
+    if (purged === undefined || version >= purged.version) return;
+    this.pushes.enqueue(peer, key, tombstoneEntry(purged.version));
+  }
+
   private emitPurges(out: Out): void {
     if (this.pendingPurges.length === 0) return;
     this.nextSeq();
@@ -421,9 +433,11 @@ export class EventualMachine implements Machine<EventualMessage> {
       versions.push([key, entry.cas]);
       this.clock = mergeHlc(this.clock, versionClock(entry.cas));
       if (!this.purgedCovers(key, entry.cas)) merge.push([key, entry]);
+      else this.answerSuperseded(from, key, entry.cas);
     }
     if (merge.length === 0) {
       out.push({ kind: 'send', to: from, message: { kind: 'push_ack', batch, versions } });
+      this.drainAll(out);
       return;
     }
     const token = this.takeToken();
@@ -431,6 +445,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     out.push({ kind: 'put', entries: merge, how: 'merge', token });
     this.pendingAcks.set(token, { to: from, batch, versions });
     for (const [key, entry] of merge) this.noteMerged(key, entry, from, seq);
+    this.drainAll(out);
   }
 
   /** The index after merging `entry` from `from` (the sender holds it). */
@@ -523,7 +538,9 @@ export class EventualMachine implements Machine<EventualMessage> {
     const want: string[] = [];
     for (const bucket of buckets) this.compareBucket(from, bucket, theirs, { ship, want });
     for (const [key, version] of theirs) {
-      if (this.index.get(key) === undefined && !this.purgedCovers(key, version)) want.push(key);
+      if (this.index.get(key) !== undefined) continue;
+      if (this.purgedCovers(key, version)) this.answerSuperseded(from, key, version);
+      else want.push(key);
     }
     const shipKeys = ship.slice(0, this.tuning.fetchKeysMax);
     if (shipKeys.length > 0) this.issueFetch(out, shipKeys, { kind: 'ship', to: from });
@@ -531,6 +548,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     if (wantKeys.length > 0) {
       out.push({ kind: 'send', to: from, message: { kind: 'ae_want', round: message.round, keys: wantKeys } });
     }
+    this.drainAll(out);
   }
 
   private compareBucket(
@@ -636,6 +654,10 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.replicaSeq += 1;
     return this.replicaSeq;
   }
+}
+
+function tombstoneEntry(cas: bigint): Entry {
+  return { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true };
 }
 
 function busyReply(): { kind: 'server_error'; message: string } {

@@ -1,0 +1,47 @@
+/**
+ * Seeded simulation of eventual mode (see ./support/eventual-sim.ts): hundreds of seeds, each
+ * with drops, delays, duplicates, reordering, partitions and crashes; some also empty replicas.
+ * After the faults stop, every replica must read alike and hold, per key, the accepted write
+ * with the greatest version, and every tombstone must be collected. A failure names its seed:
+ * replay it with EVENTUAL_SEED=<seed>.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { runEventualSim, type SimReport } from './support/eventual-sim.ts';
+
+const replaySeed = process.env.EVENTUAL_SEED === undefined ? null : Number(process.env.EVENTUAL_SEED);
+const FIRST_SEED = 1;
+
+function failures(reports: SimReport[]): string[] {
+  return reports
+    .filter((report) => report.problem !== null)
+    .map((report) => `seed ${report.seed}: ${report.problem} (replay: EVENTUAL_SEED=${report.seed})`);
+}
+
+function runSeeds(count: number, offset: number, backendResets: boolean): SimReport[] {
+  if (replaySeed !== null) return [runEventualSim({ seed: replaySeed, backendResets })];
+  return Array.from({ length: count }, (_, i) => runEventualSim({ seed: FIRST_SEED + offset + i, backendResets }));
+}
+
+describe('eventual mode under a simulated, faulty network', () => {
+  it('converges to the greatest accepted write and collects tombstones (drops, delays, duplicates, partitions, crashes)', () => {
+    const reports = runSeeds(200, 0, false);
+    expect(failures(reports)).toEqual([]);
+    const converged = reports.map((report) => report.convergedAfterMs ?? Infinity);
+    expect(Math.max(...converged)).toBeLessThanOrEqual(5000);
+    const total = reports.reduce((sum, report) => sum + report.stats.ops + report.stats.dropped + report.stats.crashes, 0);
+    expect(total).toBeGreaterThan(200 * 300);
+    expect(reports.some((report) => report.stats.purged > 0)).toBe(true);
+  });
+
+  it('converges when replicas are also emptied (backend_reset), each key on some accepted write', () => {
+    const reports = runSeeds(80, 10_000, true);
+    expect(failures(reports)).toEqual([]);
+    expect(replaySeed !== null || reports.some((report) => report.stats.resets > 0)).toBe(true);
+  });
+
+  it('replays a seed exactly', () => {
+    const seed = replaySeed ?? 4242;
+    expect(runEventualSim({ seed })).toEqual(runEventualSim({ seed }));
+  });
+});

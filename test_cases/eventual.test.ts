@@ -1,0 +1,478 @@
+/**
+ * Unit tests of eventual mode: the hybrid logical clock, last-writer-wins merging in any
+ * arrival order, the digest index and the anti-entropy descent, tombstone collection (only once
+ * every peer holds the tombstone), bounds, start-up and resets.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { createEventual, EventualMachine, type EventualMessage } from '../src/consistency/eventual.ts';
+import {
+  BUCKET_COUNT,
+  bucketOfKey,
+  BUCKETS_PER_GROUP,
+  GROUP_COUNT,
+  groupOfBucket,
+  hashKeyVersion,
+  VersionIndex,
+} from '../src/consistency/eventual/digest.ts';
+import { PushQueues } from '../src/consistency/eventual/push.ts';
+import {
+  compareHlc,
+  HLC_COUNTER_MAX,
+  HLC_ZERO,
+  mergeHlc,
+  packVersion,
+  tickHlc,
+  unpackVersion,
+  type Hlc,
+} from '../src/consistency/hlc.ts';
+import {
+  asPeerId,
+  asRequestId,
+  type Effect,
+  type Event,
+  type KeyedEntry,
+  type PeerId,
+} from '../src/consistency/types.ts';
+import type { EventualTuning } from '../src/consistency/eventual/tuning.ts';
+import type { Entry, Op } from '../src/store/types.ts';
+import { mulberry32 } from './support/eventual-sim.ts';
+
+const T0 = 1_700_000_000_000;
+const N1 = asPeerId('n1');
+const N2 = asPeerId('n2');
+const N3 = asPeerId('n3');
+const ALL = [N1, N2, N3];
+
+type Out = Effect<EventualMessage>[];
+
+function machine(self: PeerId = N1, tuning: Partial<EventualTuning> = {}): EventualMachine {
+  return new EventualMachine(
+    {
+      self,
+      peers: ALL.filter((id) => id !== self),
+      random: mulberry32(7),
+      heartbeatIntervalMs: 100,
+      failureTimeoutMs: 400,
+      persisted: [],
+      nowMs: T0,
+    },
+    tuning,
+  );
+}
+
+const entry = (value: string, cas: bigint, extra: Partial<Entry> = {}): Entry => ({
+  value: Buffer.from(value),
+  flags: 0,
+  expiresAtMs: 0,
+  cas,
+  ...extra,
+});
+
+const tombstone = (cas: bigint): Entry => ({ value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true });
+
+const setOp = (key: string, value: string): Op => ({
+  kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from(value), casUnique: 0n,
+});
+
+function ofKind<K extends Effect<EventualMessage>['kind']>(out: Out, kind: K): Array<Extract<Effect<EventualMessage>, { kind: K }>> {
+  return out.filter((effect): effect is Extract<Effect<EventualMessage>, { kind: K }> => effect.kind === kind);
+}
+
+function sent<K extends EventualMessage['kind']>(out: Out, kind: K): Array<{ to: PeerId; message: Extract<EventualMessage, { kind: K }> }> {
+  return ofKind(out, 'send')
+    .filter((effect) => effect.message.kind === kind)
+    .map((effect) => ({ to: effect.to, message: effect.message as Extract<EventualMessage, { kind: K }> }));
+}
+
+/** First step (rebuild fetch) answered with `stored`; returns the effects of the answer. */
+function boot(m: EventualMachine, stored: KeyedEntry[] = [], peersUp: PeerId[] = [N2, N3]): Out {
+  const first = m.step({ kind: 'tick', nowMs: T0 + 1, peersUp });
+  const [rebuild] = ofKind(first, 'fetch');
+  expect(rebuild.keys).toBeNull();
+  return m.step({ kind: 'fetched', nowMs: T0 + 2, token: rebuild.token, entries: stored });
+}
+
+const message = (from: PeerId, body: EventualMessage, nowMs = T0 + 10): Event<EventualMessage> => ({
+  kind: 'message', nowMs, from, message: body,
+});
+
+describe('hybrid logical clock', () => {
+  it('ticks strictly forward whatever the wall clock does', () => {
+    const random = mulberry32(42);
+    let clock: Hlc = HLC_ZERO;
+    let version = -1n;
+    for (let i = 0; i < 5000; i += 1) {
+      const nowMs = T0 + Math.floor(random() * 50) - (i % 7 === 0 ? 1000 : 0);
+      const next = tickHlc(clock, nowMs);
+      expect(compareHlc(next, clock)).toBeGreaterThan(0);
+      const packed = packVersion(next, 2);
+      expect(packed).toBeGreaterThan(version);
+      clock = next;
+      version = packed;
+    }
+  });
+
+  it('follows the wall clock when it moves ahead, counts within a millisecond', () => {
+    expect(tickHlc({ physicalMs: T0, counter: 9 }, T0 + 5)).toEqual({ physicalMs: T0 + 5, counter: 0 });
+    expect(tickHlc({ physicalMs: T0, counter: 9 }, T0)).toEqual({ physicalMs: T0, counter: 10 });
+    expect(tickHlc({ physicalMs: T0, counter: HLC_COUNTER_MAX }, T0)).toEqual({ physicalMs: T0 + 1, counter: 0 });
+  });
+
+  it('merges to the later clock, so the next tick passes every version seen', () => {
+    const local = { physicalMs: T0, counter: 3 };
+    const remote = { physicalMs: T0 + 500, counter: 7 };
+    expect(mergeHlc(local, remote)).toEqual(remote);
+    expect(mergeHlc(remote, local)).toEqual(remote);
+    const next = tickHlc(mergeHlc(local, remote), T0 + 1);
+    expect(packVersion(next, 0)).toBeGreaterThan(packVersion(remote, 15));
+  });
+
+  it('packs (clock, node index) into one order-preserving bigint and back', () => {
+    const clock = { physicalMs: T0 + 123, counter: 456 };
+    const version = packVersion(clock, 5);
+    expect(version).toBe(((BigInt(T0 + 123) << 16n | 456n) << 4n) | 5n);
+    expect(unpackVersion(version)).toEqual({ clock, nodeIndex: 5 });
+    expect(packVersion(clock, 1)).toBeLessThan(packVersion(clock, 2));
+    expect(version).toBeLessThan(2n ** 64n);
+    expect(() => packVersion(clock, 16)).toThrow(RangeError);
+  });
+});
+
+describe('serving requests', () => {
+  it('turns a write into an apply with a fresh version and a token, a get into a read', () => {
+    const m = machine(N2);
+    boot(m);
+    const write = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
+    const [apply] = ofKind(write, 'apply');
+    expect(apply.requestId).toBe(1);
+    expect(apply.token).not.toBeNull();
+    expect(apply.nowMs).toBe(T0 + 20);
+    expect(unpackVersion(apply.cas)).toEqual({ clock: { physicalMs: T0 + 20, counter: 0 }, nodeIndex: 1 });
+    expect(ofKind(write, 'fetch')).toEqual([expect.objectContaining({ keys: ['a'] })]);
+    const read = m.step({ kind: 'request', nowMs: T0 + 21, requestId: asRequestId(2), session: 1, op: { kind: 'get', keys: ['a'] } });
+    expect(read).toEqual([{ kind: 'read', requestId: 2, op: { kind: 'get', keys: ['a'] }, nowMs: T0 + 21 }]);
+  });
+
+  it('holds requests until the start-up fetch has returned, then outversions what the replica holds', () => {
+    const m = machine();
+    const future = packVersion({ physicalMs: T0 + 60_000, counter: 0 }, 2);
+    const first = m.step({ kind: 'request', nowMs: T0, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
+    expect(ofKind(first, 'apply')).toEqual([]);
+    const [rebuild] = ofKind(first, 'fetch');
+    const released = m.step({ kind: 'fetched', nowMs: T0 + 1, token: rebuild.token, entries: [['a', entry('old', future)]] });
+    const [apply] = ofKind(released, 'apply');
+    expect(apply.cas).toBeGreaterThan(future);
+  });
+
+  it('keeps one dirty fetch outstanding and batches the keys written meanwhile', () => {
+    const m = machine();
+    boot(m);
+    const out1 = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: setOp('a', '1') });
+    const out2 = m.step({ kind: 'request', nowMs: T0 + 6, requestId: asRequestId(2), session: 1, op: setOp('b', '2') });
+    const out3 = m.step({ kind: 'request', nowMs: T0 + 7, requestId: asRequestId(3), session: 1, op: setOp('c', '3') });
+    const [fetch1] = ofKind(out1, 'fetch');
+    expect(ofKind(out2, 'fetch')).toEqual([]);
+    expect(ofKind(out3, 'fetch')).toEqual([]);
+    const casA = ofKind(out1, 'apply')[0].cas;
+    const after = m.step({ kind: 'fetched', nowMs: T0 + 8, token: fetch1.token, entries: [['a', entry('1', casA)]] });
+    expect(ofKind(after, 'fetch').map((f) => f.keys)).toEqual([['b', 'c']]);
+    const pushes = sent(after, 'push');
+    expect(pushes.map((p) => p.to).sort()).toEqual([N2, N3]);
+    expect(pushes[0].message.entries).toEqual([['a', entry('1', casA)]]);
+  });
+
+  it('reports status as a peer with the HLC and index size', () => {
+    const m = machine();
+    boot(m, [['a', entry('1', 5n)], ['b', entry('2', 6n)]]);
+    const status = createEventual({ self: N1, peers: [N2, N3], random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 400, persisted: [], nowMs: T0 }).status();
+    expect(status).toMatchObject({ mode: 'eventual', role: 'peer', term: 0, leader: null, applied: '0', queueDepth: 0 });
+    expect(m.status()).toMatchObject({ role: 'peer', applied: '2', committed: `${T0}.0` });
+  });
+});
+
+describe('last writer wins', () => {
+  const versions = [
+    entry('first', packVersion({ physicalMs: T0, counter: 1 }, 0)),
+    entry('second', packVersion({ physicalMs: T0, counter: 1 }, 2)),
+    entry('third', packVersion({ physicalMs: T0 + 3, counter: 0 }, 1)),
+    tombstone(packVersion({ physicalMs: T0 + 2, counter: 9 }, 0)),
+  ];
+  const permutations = <T>(items: T[]): T[][] =>
+    items.length <= 1 ? [items] : items.flatMap((item, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]));
+
+  it('ends with the greatest version in every arrival order', () => {
+    const results = new Set<string>();
+    for (const order of permutations(versions)) {
+      const m = machine(N3);
+      boot(m);
+      const replica = new Map<string, Entry>();
+      order.forEach((item, i) => {
+        const out = m.step(message(i % 2 === 0 ? N1 : N2, { kind: 'push', batch: i, entries: [['k', item]] }));
+        for (const put of ofKind(out, 'put')) {
+          expect(put.how).toBe('merge');
+          for (const [key, incoming] of put.entries) {
+            const current = replica.get(key);
+            if (current === undefined || current.cas < incoming.cas) replica.set(key, incoming);
+          }
+        }
+      });
+      expect(m.indexEntry('k')?.version).toBe(versions[2].cas);
+      results.add(`${replica.get('k')?.value.toString()}@${replica.get('k')?.cas}`);
+    }
+    expect([...results]).toEqual([`third@${versions[2].cas}`]);
+  });
+
+  it('acks a push once its put is applied, and moves the clock past the versions received', () => {
+    const m = machine();
+    boot(m);
+    const remote = packVersion({ physicalMs: T0 + 90_000, counter: 4 }, 1);
+    const out = m.step(message(N2, { kind: 'push', batch: 17, entries: [['k', entry('v', remote)]] }));
+    const [put] = ofKind(out, 'put');
+    expect(sent(out, 'push_ack')).toEqual([]);
+    const acked = m.step({ kind: 'applied', nowMs: T0 + 11, token: put.token ?? -1 });
+    expect(sent(acked, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 17, versions: [['k', remote]] } }]);
+    const write = m.step({ kind: 'request', nowMs: T0 + 12, requestId: asRequestId(1), session: 1, op: setOp('k', 'mine') });
+    expect(ofKind(write, 'apply')[0].cas).toBeGreaterThan(remote);
+  });
+
+  it('drops malformed messages and messages from strangers', () => {
+    const m = machine();
+    boot(m);
+    const garbage: unknown[] = [
+      null, 'push', { kind: 'push', batch: 1, entries: 'x' }, { kind: 'push', batch: 1, entries: [['k', { value: 'not a buffer', cas: 1n }]] },
+      { kind: 'ae_groups', round: 1, groups: [1, 2] }, { kind: 'nope' }, { kind: 'ae_keys', round: 1, buckets: [BUCKET_COUNT], versions: [] },
+    ];
+    for (const body of garbage) expect(m.step(message(N2, body as EventualMessage))).toEqual([]);
+    const stranger = m.step(message(asPeerId('n9'), { kind: 'push', batch: 1, entries: [['k', entry('v', 5n)]] }));
+    expect(stranger).toEqual([]);
+  });
+});
+
+describe('digest index', () => {
+  it('keeps bucket and group digests equal to a recomputation, whatever the order of changes', () => {
+    const random = mulberry32(3);
+    const index = new VersionIndex();
+    const truth = new Map<string, bigint>();
+    for (let i = 0; i < 3000; i += 1) {
+      const key = `key${Math.floor(random() * 500)}`;
+      if (random() < 0.25) {
+        index.delete(key);
+        truth.delete(key);
+      } else {
+        const version = BigInt(Math.floor(random() * 1e9));
+        index.set(key, { version, tombstone: false, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0 });
+        truth.set(key, version);
+      }
+    }
+    const buckets = new Array<number>(BUCKET_COUNT).fill(0);
+    for (const [key, version] of truth) buckets[bucketOfKey(key)] = (buckets[bucketOfKey(key)] ^ hashKeyVersion(key, version)) >>> 0;
+    expect(index.size).toBe(truth.size);
+    for (let b = 0; b < BUCKET_COUNT; b += 1) expect(index.bucketDigest(b)).toBe(buckets[b]);
+    for (let g = 0; g < GROUP_COUNT; g += 1) {
+      let digest = 0;
+      for (let b = g * BUCKETS_PER_GROUP; b < (g + 1) * BUCKETS_PER_GROUP; b += 1) digest = (digest ^ buckets[b]) >>> 0;
+      expect(index.groupDigest(g)).toBe(digest);
+      expect(groupOfBucket(g * BUCKETS_PER_GROUP)).toBe(g);
+    }
+    for (const key of truth.keys()) index.delete(key);
+    expect(index.groupDigestList()).toEqual(new Array(GROUP_COUNT).fill(0));
+  });
+
+  it('spreads keys over the buckets and tells versions apart', () => {
+    const counts = new Array<number>(BUCKET_COUNT).fill(0);
+    for (let i = 0; i < 100_000; i += 1) counts[bucketOfKey(`user:${i}`)] += 1;
+    expect(Math.min(...counts)).toBeGreaterThan(40);
+    expect(Math.max(...counts)).toBeLessThan(200);
+    expect(hashKeyVersion('k', 1n)).not.toBe(hashKeyVersion('k', 2n));
+    expect(hashKeyVersion('k', 1n)).toBe(hashKeyVersion('k', 1n));
+  });
+});
+
+/** Two or three machines with model replicas and synchronous, lossless delivery. */
+class Cluster {
+  readonly machines = new Map<PeerId, EventualMachine>();
+  readonly replicas = new Map<PeerId, Map<string, Entry>>();
+  readonly log: Array<{ from: PeerId; to: PeerId; message: EventualMessage }> = [];
+  nowMs = T0 + 100;
+
+  constructor(contents: Map<PeerId, KeyedEntry[]>) {
+    for (const [id, entries] of contents) {
+      const m = machine(id);
+      this.machines.set(id, m);
+      this.replicas.set(id, new Map(entries));
+      const [rebuild] = ofKind(m.step({ kind: 'tick', nowMs: T0 + 1, peersUp: ALL.filter((p) => p !== id) }), 'fetch');
+      this.run(id, m.step({ kind: 'fetched', nowMs: T0 + 2, token: rebuild.token, entries }));
+    }
+  }
+
+  run(id: PeerId, out: Out): void {
+    const replica = this.replicas.get(id) ?? new Map<string, Entry>();
+    const queue: Array<[PeerId, Event<EventualMessage>]> = [];
+    for (const effect of out) {
+      if (effect.kind === 'send') {
+        this.log.push({ from: id, to: effect.to, message: effect.message });
+        if (this.machines.has(effect.to)) queue.push([effect.to, message(id, effect.message, this.nowMs)]);
+      } else if (effect.kind === 'put') {
+        for (const [key, incoming] of effect.entries) {
+          const current = replica.get(key);
+          if (current === undefined || current.cas < incoming.cas) replica.set(key, incoming);
+        }
+        if (effect.token !== null) queue.push([id, { kind: 'applied', nowMs: this.nowMs, token: effect.token }]);
+      } else if (effect.kind === 'fetch') {
+        const keys = effect.keys ?? [...replica.keys()];
+        const entries = keys.flatMap((key): KeyedEntry[] => (replica.has(key) ? [[key, replica.get(key) as Entry]] : []));
+        queue.push([id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries }]);
+      } else if (effect.kind === 'purge') {
+        for (const [key, cas] of effect.tombstones) if (replica.get(key)?.cas === cas) replica.delete(key);
+      }
+    }
+    for (const [to, event] of queue) this.run(to, this.machines.get(to)?.step(event) ?? []);
+  }
+
+  /** Step time forward until `id` starts an anti-entropy round, and run it to the end. */
+  round(id: PeerId): void {
+    const m = this.machines.get(id) as EventualMachine;
+    for (let i = 0; i < 20; i += 1) {
+      this.nowMs += 100;
+      const out = m.step({ kind: 'tick', nowMs: this.nowMs, peersUp: [...this.machines.keys()].filter((p) => p !== id) });
+      const started = sent(out, 'ae_groups').length > 0;
+      this.run(id, out);
+      if (started) return;
+    }
+    throw new Error('no round started');
+  }
+}
+
+describe('anti-entropy', () => {
+  const many = (count: number): KeyedEntry[] => Array.from({ length: count }, (_, i) => [`key${i}`, entry(`value${i}`, BigInt(1000 + i))]);
+
+  it('lists only the differing buckets and ships only what is missing or older', () => {
+    const shared = many(5000);
+    const onlyN1: KeyedEntry[] = [['fresh', entry('new', 90_000n)], ['key7', entry('newer', 90_001n)]];
+    const n1 = [...shared.filter(([key]) => key !== 'key7'), ...onlyN1];
+    const n2 = [...shared, ['gone-from-n1', entry('x', 90_002n)] as KeyedEntry];
+    const cluster = new Cluster(new Map([[N1, n1], [N2, n2]]));
+    cluster.round(N1);
+    const [keys] = cluster.log.filter((item) => item.message.kind === 'ae_keys').map((item) => item.message as Extract<EventualMessage, { kind: 'ae_keys' }>);
+    expect(keys.buckets.length).toBeLessThanOrEqual(3);
+    expect(keys.versions.length).toBeLessThan(5000 / BUCKET_COUNT * 3 * 4);
+    const pushed = cluster.log
+      .filter((item) => item.message.kind === 'push')
+      .flatMap((item) => (item.message as Extract<EventualMessage, { kind: 'push' }>).entries.map(([key]) => `${item.from}>${key}`));
+    expect(pushed.sort()).toEqual(['n1>fresh', 'n1>key7', 'n2>gone-from-n1']);
+    const describeReplica = (id: PeerId) => [...(cluster.replicas.get(id) ?? [])].map(([k, e]) => `${k}=${e.value}@${e.cas}`).sort();
+    expect(describeReplica(N1)).toEqual(describeReplica(N2));
+    expect(cluster.replicas.get(N2)?.get('key7')?.value.toString()).toBe('newer');
+  });
+
+  it('sends nothing beyond the group digests when the replicas agree', () => {
+    const cluster = new Cluster(new Map([[N1, many(300)], [N2, many(300)]]));
+    cluster.round(N1);
+    expect(cluster.log.map((item) => item.message.kind)).toEqual(['ae_groups', 'ae_buckets']);
+    const [reply] = cluster.log.filter((item) => item.message.kind === 'ae_buckets');
+    expect(reply.message).toMatchObject({ groups: [], buckets: [] });
+  });
+
+  it('repairs an emptied replica, in rounds bounded by aeKeysMax', () => {
+    const cluster = new Cluster(new Map([[N1, many(3000)], [N2, many(3000)]]));
+    const n2 = cluster.machines.get(N2) as EventualMachine;
+    cluster.replicas.get(N2)?.clear();
+    cluster.run(N2, n2.step({ kind: 'backend_reset', nowMs: cluster.nowMs }));
+    expect(n2.status().applied).toBe('0');
+    for (let i = 0; i < 4; i += 1) cluster.round(N2);
+    expect(cluster.replicas.get(N2)?.size).toBe(3000);
+    expect(n2.status().applied).toBe('3000');
+  });
+});
+
+describe('tombstones', () => {
+  function deleted(): { m: EventualMachine; version: bigint; out: Out } {
+    const m = machine();
+    boot(m, [['k', entry('v', 5n)]]);
+    const del = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: { kind: 'delete', key: 'k' } });
+    const version = ofKind(del, 'apply')[0].cas;
+    const [fetch] = ofKind(del, 'fetch');
+    const out = m.step({ kind: 'fetched', nowMs: T0 + 21, token: fetch.token, entries: [['k', tombstone(version)]] });
+    return { m, version, out };
+  }
+
+  it('pushes the tombstone and purges it only after every peer acked it', () => {
+    const { m, version, out } = deleted();
+    const pushes = sent(out, 'push');
+    expect(pushes.map((p) => p.message.entries)).toEqual([[['k', tombstone(version)]], [['k', tombstone(version)]]]);
+    const byPeer = new Map(pushes.map((p) => [p.to, p.message.batch]));
+    const first = m.step(message(N2, { kind: 'push_ack', batch: byPeer.get(N2) ?? -1, versions: [['k', version]] }));
+    expect(ofKind(first, 'purge')).toEqual([]);
+    expect(m.indexEntry('k')?.tombstone).toBe(true);
+    const older = m.step(message(N3, { kind: 'push_ack', batch: byPeer.get(N3) ?? -1, versions: [['k', version - 1n]] }));
+    expect(ofKind(older, 'purge')).toEqual([]);
+    const second = m.step(message(N3, { kind: 'push_ack', batch: byPeer.get(N3) ?? -1, versions: [['k', version]] }));
+    expect(ofKind(second, 'purge')).toEqual([{ kind: 'purge', tombstones: [['k', version]] }]);
+    expect(m.indexEntry('k')).toBeUndefined();
+  });
+
+  it('does not resurrect a purged key from a late copy: acks it and answers with the tombstone', () => {
+    const { m, version, out } = deleted();
+    for (const push of sent(out, 'push')) m.step(message(push.to, { kind: 'push_ack', batch: push.message.batch, versions: [['k', version]] }));
+    expect(m.indexEntry('k')).toBeUndefined();
+    const late = m.step(message(N2, { kind: 'push', batch: 99, entries: [['k', entry('v', 5n)]] }));
+    expect(ofKind(late, 'put')).toEqual([]);
+    expect(sent(late, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 99, versions: [['k', 5n]] } }]);
+    // N2 missed the delete (say its replica was emptied): it gets the tombstone back.
+    expect(sent(late, 'push').map((p) => [p.to, p.message.entries])).toEqual([[N2, [['k', tombstone(version)]]]]);
+    const newer = m.step(message(N2, { kind: 'push', batch: 100, entries: [['k', entry('w', version + 1n)]] }));
+    expect(ofKind(newer, 'put')).toHaveLength(1);
+  });
+
+  it('learns from matching digests that a peer holds the tombstone', () => {
+    const { m, version, out } = deleted();
+    const ackN2 = sent(out, 'push').find((p) => p.to === N2);
+    m.step(message(N2, { kind: 'push_ack', batch: ackN2?.message.batch ?? -1, versions: [['k', version]] }));
+    const twin = new VersionIndex();
+    twin.set('k', { version, tombstone: true, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0 });
+    const different = m.step(message(N3, { kind: 'ae_groups', round: 1, groups: new Array(GROUP_COUNT).fill(0) }));
+    expect(ofKind(different, 'purge')).toEqual([]);
+    const matching = m.step(message(N3, { kind: 'ae_groups', round: 2, groups: twin.groupDigestList() }));
+    expect(ofKind(matching, 'purge')).toEqual([{ kind: 'purge', tombstones: [['k', version]] }]);
+    expect(sent(matching, 'ae_buckets')[0].message).toMatchObject({ groups: [], buckets: [] });
+  });
+});
+
+describe('bounds', () => {
+  it('caps push batches by entries and bytes, and unacked batches by the window', () => {
+    const queues = new PushQueues([N2], {
+      batchEntriesMax: 10, batchBytesMax: 1000, queueEntriesMax: 100, queueBytesMax: 1e9, windowBatchesMax: 2, ackTimeoutMs: 500,
+    });
+    for (let i = 0; i < 150; i += 1) queues.enqueue(N2, `k${i}`, entry('x'.repeat(i === 3 ? 5000 : 10), BigInt(i + 1)));
+    expect(queues.depth()).toBe(100);
+    expect(queues.dropped).toBe(50);
+    const batches = queues.drain(N2, T0);
+    expect(batches.map((b) => b.entries.length)).toEqual([3, 1]);
+    expect(queues.drain(N2, T0)).toEqual([]);
+    queues.onAck(N2, batches[0].batch);
+    expect(queues.drain(N2, T0).map((b) => b.entries.length)).toEqual([10]);
+    queues.expire(T0 + 500);
+    expect(queues.drain(N2, T0 + 500).length).toBe(2);
+  });
+
+  it('keeps the greater version of a key queued twice', () => {
+    const queues = new PushQueues([N2], {
+      batchEntriesMax: 10, batchBytesMax: 1e6, queueEntriesMax: 10, queueBytesMax: 1e6, windowBatchesMax: 1, ackTimeoutMs: 500,
+    });
+    queues.enqueue(N2, 'k', entry('new', 9n));
+    queues.enqueue(N2, 'k', entry('old', 3n));
+    expect(queues.drain(N2, T0)[0].entries).toEqual([['k', entry('new', 9n)]]);
+  });
+
+  it('sends no pushes to a peer that is down, and reports them as queued', () => {
+    const m = machine(N1);
+    boot(m, [], [N3]);
+    const write = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
+    const [fetch] = ofKind(write, 'fetch');
+    const cas = ofKind(write, 'apply')[0].cas;
+    const out = m.step({ kind: 'fetched', nowMs: T0 + 21, token: fetch.token, entries: [['a', entry('x', cas)]] });
+    expect(sent(out, 'push').map((p) => p.to)).toEqual([N3]);
+    expect(m.status().queueDepth).toBe(1);
+  });
+});
