@@ -91,6 +91,21 @@ export interface LoadResult {
 /** Marks the start and end of the measured window, for CPU sampling by the caller. */
 export type LoadPhase = 'measuring' | 'draining';
 
+/** The standard workloads: what a run measures unless told otherwise. */
+export const STANDARD_WORKLOADS = [
+  { id: 'mix-4x1', label: '9:1 get:set, 4 conns × pipeline 1', connections: 4, pipelineDepth: 1, getFraction: 0.9 },
+  { id: 'mix-16x1', label: '9:1 get:set, 16 conns × pipeline 1', connections: 16, pipelineDepth: 1, getFraction: 0.9 },
+  { id: 'mix-4x32', label: '9:1 get:set, 4 conns × pipeline 32', connections: 4, pipelineDepth: 32, getFraction: 0.9 },
+  { id: 'set-16x1', label: 'sets only, 16 conns × pipeline 1', connections: 16, pipelineDepth: 1, getFraction: 0 },
+] as const;
+export type WorkloadId = (typeof STANDARD_WORKLOADS)[number]['id'];
+export type Workload = (typeof STANDARD_WORKLOADS)[number];
+
+/** Parses a workload id; null when it is not one. */
+export function parseWorkloadId(text: string): WorkloadId | null {
+  return STANDARD_WORKLOADS.some((workload) => workload.id === text) ? (text as WorkloadId) : null;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Requests
 

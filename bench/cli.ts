@@ -1,0 +1,315 @@
+/**
+ * `npm run bench`: measures direct memcached, twemproxy and mckv in each consistency mode in one
+ * run, interleaved round by round, and reports ratios against direct memcached.
+ *
+ * Intuition: on a shared, noisy machine only comparisons made close together in time mean
+ * anything, so every round runs each workload against every target back to back (A B C … then
+ * again), and each target's ops/s is divided by direct memcached's from the same round. The
+ * load generator is a forked child process, so it never shares an event loop with this driver
+ * or with what it measures; the driver only waits, samples /proc CPU at the edges of each
+ * measured window, and writes the report.
+ *
+ * Invariants: every target is started once per run and stopped at the end (also on error and
+ * on Ctrl-C), only by the PIDs we started; traffic goes only to 127.0.0.1; the run is bounded
+ * (rounds × workloads × targets runs, each bounded in time); speed never fails the run — the
+ * exit code is non-zero only for bad options or when nothing at all could be measured.
+ */
+
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { repoRoot } from '../src/jepsen/cluster.ts';
+import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
+import { formatGoals, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
+import { cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
+
+/** Everything a run is configured by. */
+export interface BenchSettings {
+  targets: TargetName[];
+  workloads: Workload[];
+  rounds: number;
+  durationMs: number;
+  warmupMs: number;
+  protocol: WireProtocol;
+  keyCount: number;
+  valueBytes: number;
+  outDir: string | null;
+  heartbeatIntervalMs: number;
+  failureTimeoutMs: number;
+}
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --quick               a seconds-long smoke run: 1 round, 1 s, workload mix-16x1,
+                        targets memcached,twemproxy,eventual (other options still apply)
+  --targets LIST        comma-separated, from: ${TARGET_NAMES.join(', ')} (default: all)
+  --workloads LIST      comma-separated, from: ${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} (default: all)
+  --rounds N            rounds; each runs every workload on every target in turn (default 3)
+  --duration-s S        measured seconds per run (default 5)
+  --warmup-s S          unmeasured warm-up seconds per run (default 1)
+  --protocol P          text or binary (default text; twemproxy is skipped for binary)
+  --keys N              key count, preloaded before each run (default 10000)
+  --value-bytes N       value size (default 100)
+  --out DIR             report folder (default reports/bench-<timestamp>)
+  --help                this text
+
+Workloads: ${STANDARD_WORKLOADS.map((workload) => `${workload.id} = ${workload.label}`).join('; ')}.
+twemproxy needs nutcracker (apt-get install nutcracker); without it that target is skipped.`;
+
+type Parsed = { kind: 'run'; settings: BenchSettings } | { kind: 'help' } | { kind: 'invalid'; message: string };
+
+function parseList<T>(text: string, parse: (item: string) => T | null, what: string): T[] | string {
+  const items: T[] = [];
+  for (const raw of text.split(',').map((item) => item.trim()).filter((item) => item !== '')) {
+    const parsed = parse(raw);
+    if (parsed === null) return `unknown ${what} "${raw}"`;
+    if (!items.includes(parsed)) items.push(parsed);
+  }
+  return items.length === 0 ? `no ${what} given` : items;
+}
+
+function parsePositive(text: string | undefined, fallback: number, name: string, integer: boolean): number | string {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0 || (integer && !Number.isInteger(value))) return `--${name} must be a positive ${integer ? 'integer' : 'number'}`;
+  return value;
+}
+
+/** Parses the command line; malformed options come back as a message, not an exception. */
+export function parseBenchArgs(argv: string[]): Parsed {
+  let values;
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        quick: { type: 'boolean' },
+        help: { type: 'boolean' },
+        targets: { type: 'string' },
+        workloads: { type: 'string' },
+        rounds: { type: 'string' },
+        'duration-s': { type: 'string' },
+        'warmup-s': { type: 'string' },
+        protocol: { type: 'string' },
+        keys: { type: 'string' },
+        'value-bytes': { type: 'string' },
+        out: { type: 'string' },
+      },
+    }).values;
+  } catch (error) {
+    return { kind: 'invalid', message: error instanceof Error ? error.message : String(error) };
+  }
+  if (values.help) return { kind: 'help' };
+  const quick = values.quick === true;
+  const targets = parseList(values.targets ?? (quick ? 'memcached,twemproxy,eventual' : TARGET_NAMES.join(',')), parseTargetName, 'target');
+  const workloadIds = parseList(values.workloads ?? (quick ? 'mix-16x1' : STANDARD_WORKLOADS.map((workload) => workload.id).join(',')), parseWorkloadId, 'workload');
+  const rounds = parsePositive(values.rounds, quick ? 1 : 3, 'rounds', true);
+  const durationS = parsePositive(values['duration-s'], quick ? 1 : 5, 'duration-s', false);
+  const warmupS = values['warmup-s'] === '0' ? 0 : parsePositive(values['warmup-s'], quick ? 0.3 : 1, 'warmup-s', false);
+  const keyCount = parsePositive(values.keys, 10_000, 'keys', true);
+  const valueBytes = parsePositive(values['value-bytes'], 100, 'value-bytes', true);
+  const protocol = values.protocol ?? 'text';
+  for (const problem of [targets, workloadIds, rounds, durationS, warmupS, keyCount, valueBytes]) {
+    if (typeof problem === 'string') return { kind: 'invalid', message: problem };
+  }
+  if (protocol !== 'text' && protocol !== 'binary') return { kind: 'invalid', message: `--protocol must be text or binary, not "${protocol}"` };
+  return {
+    kind: 'run',
+    settings: {
+      targets: targets as TargetName[],
+      workloads: STANDARD_WORKLOADS.filter((workload) => (workloadIds as string[]).includes(workload.id)),
+      rounds: rounds as number,
+      durationMs: Math.round((durationS as number) * 1000),
+      warmupMs: Math.round((warmupS as number) * 1000),
+      protocol,
+      keyCount: keyCount as number,
+      valueBytes: valueBytes as number,
+      outDir: values.out ?? null,
+      heartbeatIntervalMs: 100,
+      failureTimeoutMs: 1000,
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running
+
+interface Started {
+  running: RunningTarget[];
+  unavailable: Array<{ target: TargetName; reason: string }>;
+}
+
+async function startTargets(settings: BenchSettings, dir: string): Promise<Started> {
+  const started: Started = { running: [], unavailable: [] };
+  for (const name of settings.targets) {
+    process.stdout.write(`starting ${targetLabel(name)} … `);
+    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs });
+    if (outcome.kind === 'started') {
+      started.running.push(outcome.target);
+      console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.pids().join(', ')}`);
+    } else {
+      started.unavailable.push({ target: name, reason: `${outcome.kind}: ${outcome.reason}` });
+      console.log(`${outcome.kind === 'skipped' ? 'SKIPPED' : 'FAILED'}: ${outcome.reason}`);
+    }
+  }
+  return started;
+}
+
+function loadOptions(settings: BenchSettings, target: RunningTarget, workload: Workload, seed: number): LoadOptions {
+  return {
+    ports: target.ports,
+    protocol: settings.protocol,
+    connections: workload.connections,
+    pipelineDepth: workload.pipelineDepth,
+    getFraction: workload.getFraction,
+    keyCount: settings.keyCount,
+    valueBytes: settings.valueBytes,
+    durationMs: settings.durationMs,
+    warmupMs: settings.warmupMs,
+    preload: true,
+    seed,
+  };
+}
+
+/** One load run with the target's CPU sampled at the start and end of the measured window. */
+async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: LoadOptions, identity: Pick<RunSample, 'round' | 'workload'>): Promise<RunSample> {
+  const window = { cpuStartMs: 0, cpuEndMs: 0, wallStartMs: 0, wallEndMs: 0 };
+  const onPhase = (phase: 'measuring' | 'draining'): void => {
+    if (phase === 'measuring') {
+      window.cpuStartMs = cpuMsOf(target.pids());
+      window.wallStartMs = performance.now();
+    } else {
+      window.cpuEndMs = cpuMsOf(target.pids());
+      window.wallEndMs = performance.now();
+    }
+  };
+  const base = { ...identity, target: target.name };
+  try {
+    const result = await loadgen.run(options, onPhase);
+    const windowMs = window.wallEndMs > window.wallStartMs ? window.wallEndMs - window.wallStartMs : 0;
+    return { ...base, result, failure: null, targetCpuMs: windowMs > 0 ? window.cpuEndMs - window.cpuStartMs : 0, windowMs };
+  } catch (error) {
+    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0 };
+  }
+}
+
+function progressLine(sample: RunSample, rounds: number): string {
+  const head = `round ${sample.round}/${rounds} ${sample.workload.padEnd(8)} ${targetLabel(sample.target).padEnd(20)}`;
+  if (sample.result === null) return `${head} FAILED: ${sample.failure}`;
+  const { result } = sample;
+  const cpu = sample.windowMs > 0 ? (sample.targetCpuMs / sample.windowMs).toFixed(2) : '?';
+  const errors = result.errors > 0 ? ` errors ${result.errors} (${result.errorSamples[0] ?? ''})` : '';
+  return `${head} ${Math.round(result.opsPerSecond)} ops/s, p50 ${result.latency.p50Us.toFixed(0)} µs, p99 ${result.latency.p99Us.toFixed(0)} µs, CPU ${cpu} cores${errors}`;
+}
+
+async function runRounds(settings: BenchSettings, loadgen: LoadgenProcess, running: RunningTarget[], interrupted: () => boolean): Promise<RunSample[]> {
+  const samples: RunSample[] = [];
+  for (let round = 1; round <= settings.rounds; round += 1) {
+    for (const [workloadIndex, workload] of settings.workloads.entries()) {
+      for (const target of running) {
+        if (interrupted()) return samples;
+        const seed = round * 1000 + workloadIndex;
+        const sample = await measure(loadgen, target, loadOptions(settings, target, workload, seed), { round, workload: workload.id });
+        samples.push(sample);
+        console.log(progressLine(sample, settings.rounds));
+      }
+    }
+  }
+  return samples;
+}
+
+async function stopAll(running: RunningTarget[], loadgen: LoadgenProcess | null): Promise<void> {
+  await loadgen?.stop();
+  for (const target of running) {
+    try {
+      await target.stop();
+    } catch (error) {
+      console.error(`stopping ${targetLabel(target.name)}: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+}
+
+function reportText(report: BenchReport): string {
+  const lines = [
+    `machine: ${formatMachine(report.machine)}`,
+    `settings: ${JSON.stringify(report.settings)}`,
+    ...report.unavailable.map((entry) => `not measured: ${targetLabel(entry.target)} (${entry.reason})`),
+    '',
+    'Medians over rounds. ×direct = median of per-round (ops/s ÷ direct memcached ops/s in the same round).',
+    'Quote the ratios, not the absolute numbers: the machine is shared and noisy.',
+    '',
+    formatTable(report.summary),
+    '',
+    'Goals (informational; the benchmark never fails on speed):',
+    formatGoals(report.goals),
+  ];
+  return lines.join('\n');
+}
+
+/** Runs the whole benchmark; resolves with the process exit code. */
+export async function runBench(settings: BenchSettings): Promise<number> {
+  const startedAt = new Date();
+  const machine = machineInfo();
+  const dir = settings.outDir !== null ? path.resolve(settings.outDir) : path.join(repoRoot, 'reports', reportFolderName(startedAt));
+  console.log(`machine: ${formatMachine(machine)}`);
+  const runs = settings.rounds * settings.workloads.length * settings.targets.length;
+  console.log(`plan: ${settings.rounds} round(s) × ${settings.workloads.length} workload(s) × ${settings.targets.length} target(s) = ${runs} runs of ${(settings.warmupMs + settings.durationMs) / 1000} s (+ preload)`);
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    console.log('\ninterrupted: finishing the current run, then stopping everything');
+  };
+  process.on('SIGINT', onSignal);
+  let loadgen: LoadgenProcess | null = null;
+  let started: Started = { running: [], unavailable: [] };
+  let samples: RunSample[] = [];
+  try {
+    mkdirSync(path.join(dir, 'logs'), { recursive: true });
+    started = await startTargets(settings, path.join(dir, 'logs'));
+    loadgen = await LoadgenProcess.start();
+    console.log(`load generator: a forked child process (pid ${loadgen.pid}), its own event loop, talking over IPC`);
+    if (started.running.length > 0) samples = await runRounds(settings, loadgen, started.running, () => interrupted);
+  } finally {
+    await stopAll(started.running, loadgen);
+    process.off('SIGINT', onSignal);
+  }
+  const summary = summarize(samples);
+  const report: BenchReport = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine,
+    settings: { ...settings, workloads: settings.workloads.map((workload) => workload.id), loadgen: 'forked child process (node:child_process fork, tsx)' },
+    unavailable: started.unavailable,
+    samples,
+    summary,
+    goals: judgeGoals(summary, settings.targets, settings.workloads.map((workload) => workload.id)),
+  };
+  const text = reportText(report);
+  console.log(`\n${text}\n`);
+  const files = writeReport(dir, report, text);
+  console.log(`results: ${files.json}\nchart:   ${files.svg}\nsummary: ${files.text}`);
+  return samples.some((sample) => sample.result !== null) ? 0 : 1;
+}
+
+async function main(): Promise<void> {
+  const parsed = parseBenchArgs(process.argv.slice(2));
+  switch (parsed.kind) {
+    case 'help':
+      console.log(USAGE);
+      return;
+    case 'invalid':
+      console.error(`bench: ${parsed.message} (see --help)`);
+      process.exitCode = 2;
+      return;
+    case 'run':
+      process.exitCode = await runBench(parsed.settings);
+      return;
+    default: {
+      const unreachable: never = parsed;
+      return unreachable;
+    }
+  }
+}
+
+const invokedDirectly = process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href;
+if (invokedDirectly) await main();

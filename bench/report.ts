@@ -1,0 +1,388 @@
+/**
+ * Turns the benchmark's raw samples into what a person reads: medians per target × workload,
+ * ratios against direct memcached from the same round, goal verdicts, a text table, a JSON file
+ * and a self-contained SVG bar chart.
+ *
+ * Intuition: the machine is shared and noisy, so absolute ops/s mean little; what carries over
+ * is how a target compares with memcached measured seconds apart under the same noise. Each
+ * round pairs every target with the direct-memcached run of that round; the ratio reported is
+ * the median of those per-round ratios.
+ *
+ * Invariants: pure functions of the samples (no I/O except `writeReport`); a target × workload
+ * with no successful sample has null statistics, never a made-up number; goals are
+ * informational and never change the exit code.
+ */
+
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { LoadResult, WorkloadId } from './loadgen.ts';
+import { STANDARD_WORKLOADS } from './loadgen.ts';
+import { targetLabel, TARGET_NAMES, type TargetName } from './targets.ts';
+
+/** One load run of one target in one round. */
+export interface RunSample {
+  round: number;
+  target: TargetName;
+  workload: WorkloadId;
+  /** Absent when the run itself failed (see `failure`). */
+  result: LoadResult | null;
+  failure: string | null;
+  /** CPU the target's processes used during the measured window, and that window's length. */
+  targetCpuMs: number;
+  windowMs: number;
+}
+
+/** Medians over rounds for one target × workload. */
+export interface CellSummary {
+  target: TargetName;
+  workload: WorkloadId;
+  rounds: number;
+  opsPerSecond: number | null;
+  /** Median over rounds of ops/s ÷ direct memcached's ops/s in the same round. */
+  ratio: number | null;
+  p50Us: number | null;
+  p99Us: number | null;
+  p999Us: number | null;
+  /** Median of p99 ÷ direct memcached's p99 in the same round. */
+  p99Ratio: number | null;
+  /** CPU of the target's processes in cores (CPU ms per wall ms). */
+  cpuCores: number | null;
+  cpuUsPerOp: number | null;
+  errors: number;
+  failures: number;
+}
+
+/** A stated performance goal and whether this run met it (informational only). */
+export interface GoalVerdict {
+  target: TargetName;
+  workload: WorkloadId;
+  goal: string;
+  status: 'met' | 'not met' | 'not measured';
+  detail: string;
+}
+
+/** The machine the numbers came from. */
+export interface MachineInfo {
+  cores: number;
+  model: string;
+  nodeVersion: string;
+  platform: string;
+  totalMemoryMb: number;
+  loadAverage: number[];
+}
+
+/** Everything results.json holds. */
+export interface BenchReport {
+  startedAt: string;
+  finishedAt: string;
+  machine: MachineInfo;
+  settings: Record<string, unknown>;
+  /** Targets not measured, with the reason. */
+  unavailable: Array<{ target: TargetName; reason: string }>;
+  samples: RunSample[];
+  summary: CellSummary[];
+  goals: GoalVerdict[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+/** The median of `values` (mean of the middle two for an even count); null when empty. */
+export function median(values: number[]): number | null {
+  const finite = values.filter((value) => Number.isFinite(value)).sort((left, right) => left - right);
+  if (finite.length === 0) return null;
+  const middle = Math.floor(finite.length / 2);
+  return finite.length % 2 === 1 ? finite[middle] : (finite[middle - 1] + finite[middle]) / 2;
+}
+
+function successful(samples: RunSample[], target: TargetName, workload: WorkloadId): Array<RunSample & { result: LoadResult }> {
+  return samples.filter((sample): sample is RunSample & { result: LoadResult } => sample.target === target && sample.workload === workload && sample.result !== null);
+}
+
+function pairedRatios(samples: RunSample[], cell: Array<RunSample & { result: LoadResult }>, pick: (result: LoadResult) => number): number[] {
+  const ratios: number[] = [];
+  for (const sample of cell) {
+    const direct = samples.find((other) => other.target === 'memcached' && other.workload === sample.workload && other.round === sample.round && other.result !== null);
+    const baseline = direct?.result ? pick(direct.result) : 0;
+    if (baseline > 0) ratios.push(pick(sample.result) / baseline);
+  }
+  return ratios;
+}
+
+function summarizeCell(samples: RunSample[], target: TargetName, workload: WorkloadId): CellSummary {
+  const cell = successful(samples, target, workload);
+  const all = samples.filter((sample) => sample.target === target && sample.workload === workload);
+  return {
+    target,
+    workload,
+    rounds: cell.length,
+    opsPerSecond: median(cell.map((sample) => sample.result.opsPerSecond)),
+    ratio: median(pairedRatios(samples, cell, (result) => result.opsPerSecond)),
+    p50Us: median(cell.map((sample) => sample.result.latency.p50Us)),
+    p99Us: median(cell.map((sample) => sample.result.latency.p99Us)),
+    p999Us: median(cell.map((sample) => sample.result.latency.p999Us)),
+    p99Ratio: median(pairedRatios(samples, cell, (result) => result.latency.p99Us)),
+    cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
+    cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
+    errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
+    failures: all.length - cell.length,
+  };
+}
+
+/** Medians for every target × workload that has at least one sample, in run order. */
+export function summarize(samples: RunSample[]): CellSummary[] {
+  const cells: CellSummary[] = [];
+  for (const workload of STANDARD_WORKLOADS) {
+    for (const target of TARGET_NAMES) {
+      if (samples.some((sample) => sample.target === target && sample.workload === workload.id)) cells.push(summarizeCell(samples, target, workload.id));
+    }
+  }
+  return cells;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Goals
+
+interface Goal {
+  target: TargetName;
+  workload: WorkloadId;
+  ratioMin: number;
+  /** p99 at most this multiple of direct memcached's p99, when set. */
+  p99RatioMax: number | null;
+}
+
+/** The stated targets: ratios of ops/s against direct memcached, with the workload they apply to. */
+export const GOALS: readonly Goal[] = [
+  { target: 'eventual', workload: 'mix-16x1', ratioMin: 0.6, p99RatioMax: 2 },
+  { target: 'sequential', workload: 'mix-16x1', ratioMin: 0.5, p99RatioMax: null },
+  { target: 'linearizability', workload: 'mix-16x1', ratioMin: 0.35, p99RatioMax: null },
+  { target: 'eventual', workload: 'set-16x1', ratioMin: 0.3, p99RatioMax: null },
+  { target: 'sequential', workload: 'set-16x1', ratioMin: 0.3, p99RatioMax: null },
+  { target: 'linearizability', workload: 'set-16x1', ratioMin: 0.3, p99RatioMax: null },
+];
+
+function describeGoal(goal: Goal): string {
+  const p99 = goal.p99RatioMax === null ? '' : ` and p99 ≤ ${goal.p99RatioMax}× direct's`;
+  return `ops/s ≥ ${goal.ratioMin}× direct${p99} (${goal.workload})`;
+}
+
+function judge(goal: Goal, cell: CellSummary | undefined): Pick<GoalVerdict, 'status' | 'detail'> {
+  if (!cell || cell.ratio === null) return { status: 'not measured', detail: 'no paired sample with direct memcached' };
+  const parts = [`ratio ${cell.ratio.toFixed(2)}`];
+  let met = cell.ratio >= goal.ratioMin;
+  if (goal.p99RatioMax !== null) {
+    parts.push(`p99 ${cell.p99Ratio === null ? '?' : cell.p99Ratio.toFixed(2)}× direct's`);
+    met = met && cell.p99Ratio !== null && cell.p99Ratio <= goal.p99RatioMax;
+  }
+  if (cell.errors > 0) {
+    parts.push(`${cell.errors} errors`);
+    met = false;
+  }
+  return { status: met ? 'met' : 'not met', detail: parts.join(', ') };
+}
+
+/** A verdict for every goal whose target and workload were part of the run. */
+export function judgeGoals(summary: CellSummary[], targets: readonly TargetName[], workloads: readonly WorkloadId[]): GoalVerdict[] {
+  return GOALS.filter((goal) => targets.includes(goal.target) && workloads.includes(goal.workload)).map((goal) => ({
+    target: goal.target,
+    workload: goal.workload,
+    goal: describeGoal(goal),
+    ...judge(goal, summary.find((cell) => cell.target === goal.target && cell.workload === goal.workload)),
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine
+
+/** Cores, CPU model (from /proc/cpuinfo), Node version, memory, load average. */
+export function machineInfo(): MachineInfo {
+  let model = os.cpus()[0]?.model ?? 'unknown';
+  try {
+    const line = readFileSync('/proc/cpuinfo', 'utf8')
+      .split('\n')
+      .find((candidate) => candidate.startsWith('model name'));
+    if (line) model = line.slice(line.indexOf(':') + 1).trim();
+  } catch {
+    // not Linux: os.cpus() is the best we have
+  }
+  return {
+    cores: os.cpus().length,
+    model,
+    nodeVersion: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    totalMemoryMb: Math.round(os.totalmem() / 2 ** 20),
+    loadAverage: os.loadavg().map((value) => Math.round(value * 100) / 100),
+  };
+}
+
+/** One line describing the machine. */
+export function formatMachine(machine: MachineInfo): string {
+  return `${machine.cores} cores, ${machine.model}, node ${machine.nodeVersion}, ${machine.platform}, ${machine.totalMemoryMb} MiB, load average ${machine.loadAverage.join(' ')}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+function formatNumber(value: number | null, digits: number): string {
+  return value === null ? '—' : value.toFixed(digits);
+}
+
+function padTable(rows: string[][]): string {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  return rows.map((row) => row.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]))).join('  ')).join('\n');
+}
+
+/** The medians table: one row per target × workload. */
+export function formatTable(summary: CellSummary[]): string {
+  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'errors', 'rounds'];
+  const rows = summary.map((cell) => [
+    cell.workload,
+    targetLabel(cell.target),
+    formatNumber(cell.opsPerSecond, 0),
+    formatNumber(cell.ratio, 2),
+    formatNumber(cell.p50Us, 0),
+    formatNumber(cell.p99Us, 0),
+    formatNumber(cell.p999Us, 0),
+    formatNumber(cell.p99Ratio, 2),
+    formatNumber(cell.cpuCores, 2),
+    formatNumber(cell.cpuUsPerOp, 1),
+    String(cell.errors),
+    cell.failures > 0 ? `${cell.rounds} (+${cell.failures} failed)` : String(cell.rounds),
+  ]);
+  return padTable([header, ...rows]);
+}
+
+/** One line per goal: met / not met / not measured. */
+export function formatGoals(goals: GoalVerdict[]): string {
+  if (goals.length === 0) return '(no goal applies to the targets and workloads of this run)';
+  return goals.map((verdict) => `${verdict.status.padEnd(12)} ${targetLabel(verdict.target).padEnd(20)} ${verdict.goal}: ${verdict.detail}`).join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// SVG
+
+const COLORS: Record<TargetName, string> = {
+  memcached: '#7f7f7f',
+  twemproxy: '#bcbd22',
+  linearizability: '#d62728',
+  sequential: '#1f77b4',
+  eventual: '#2ca02c',
+};
+
+function escapeXml(text: string): string {
+  return text.replace(/[<>&"']/g, (character) => `&#${character.charCodeAt(0)};`);
+}
+
+interface ChartLayout {
+  left: number;
+  top: number;
+  plotWidth: number;
+  plotHeight: number;
+  ratioMax: number;
+}
+
+function axisSvg(layout: ChartLayout): string[] {
+  const parts: string[] = [];
+  const steps = Math.ceil(layout.ratioMax / 0.25);
+  for (let step = 0; step <= steps; step += 1) {
+    const ratio = step * 0.25;
+    const y = layout.top + layout.plotHeight - (ratio / layout.ratioMax) * layout.plotHeight;
+    const isOne = Math.abs(ratio - 1) < 1e-9;
+    parts.push(
+      `<line x1="${layout.left}" x2="${layout.left + layout.plotWidth}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}" stroke="${isOne ? '#333' : '#ddd'}"${isOne ? ' stroke-dasharray="6 4"' : ''}/>`,
+      `<text x="${layout.left - 8}" y="${(y + 4).toFixed(1)}" text-anchor="end" font-size="12">${ratio.toFixed(2)}</text>`,
+    );
+  }
+  return parts;
+}
+
+function barsSvg(summary: CellSummary[], workloads: WorkloadId[], targets: TargetName[], layout: ChartLayout): string[] {
+  const parts: string[] = [];
+  const groupWidth = layout.plotWidth / workloads.length;
+  const barWidth = (groupWidth * 0.8) / targets.length;
+  workloads.forEach((workload, group) => {
+    const groupLeft = layout.left + group * groupWidth + groupWidth * 0.1;
+    targets.forEach((target, index) => {
+      const ratio = summary.find((cell) => cell.target === target && cell.workload === workload)?.ratio ?? null;
+      if (ratio === null) return;
+      const height = (Math.min(ratio, layout.ratioMax) / layout.ratioMax) * layout.plotHeight;
+      const x = groupLeft + index * barWidth;
+      const y = layout.top + layout.plotHeight - height;
+      parts.push(
+        `<rect x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${(barWidth - 2).toFixed(1)}" height="${height.toFixed(1)}" fill="${COLORS[target]}"><title>${escapeXml(`${targetLabel(target)}, ${workload}: ${ratio.toFixed(2)}× direct`)}</title></rect>`,
+        `<text x="${(x + barWidth / 2 - 1).toFixed(1)}" y="${(y - 4).toFixed(1)}" text-anchor="middle" font-size="10">${ratio.toFixed(2)}</text>`,
+      );
+    });
+    const label = STANDARD_WORKLOADS.find((candidate) => candidate.id === workload)?.label ?? workload;
+    parts.push(`<text x="${(layout.left + (group + 0.5) * groupWidth).toFixed(1)}" y="${layout.top + layout.plotHeight + 18}" text-anchor="middle" font-size="12">${escapeXml(label)}</text>`);
+  });
+  return parts;
+}
+
+const LEGEND_ITEM_WIDTH = 170;
+
+function legendSvg(targets: TargetName[], layout: ChartLayout, y: number): string[] {
+  const perRow = Math.max(1, Math.floor(layout.plotWidth / LEGEND_ITEM_WIDTH));
+  return targets.flatMap((target, index) => {
+    const x = layout.left + (index % perRow) * LEGEND_ITEM_WIDTH;
+    const rowY = y + Math.floor(index / perRow) * 20;
+    return [
+      `<rect x="${x}" y="${rowY}" width="12" height="12" fill="${COLORS[target]}"/>`,
+      `<text x="${x + 18}" y="${rowY + 11}" font-size="12">${escapeXml(targetLabel(target))}</text>`,
+    ];
+  });
+}
+
+/** A self-contained SVG bar chart: ops/s ratio against direct memcached per target per workload. */
+export function renderChartSvg(summary: CellSummary[], notes: string[]): string {
+  const workloads = STANDARD_WORKLOADS.map((workload) => workload.id).filter((id) => summary.some((cell) => cell.workload === id));
+  const targets = TARGET_NAMES.filter((target) => summary.some((cell) => cell.target === target));
+  const ratios = summary.map((cell) => cell.ratio ?? 0);
+  const layout: ChartLayout = {
+    left: 60,
+    top: 40 + 14 * notes.length,
+    plotWidth: Math.max(720, workloads.length * 220),
+    plotHeight: 320,
+    ratioMax: Math.max(1.25, Math.ceil(Math.max(...ratios, 0) / 0.25) * 0.25),
+  };
+  const width = layout.left + layout.plotWidth + 20;
+  const legendRows = Math.ceil(targets.length / Math.max(1, Math.floor(layout.plotWidth / LEGEND_ITEM_WIDTH)));
+  const height = layout.top + layout.plotHeight + 50 + 20 * legendRows;
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
+    `<rect width="${width}" height="${height}" fill="white"/>`,
+    `<text x="${layout.left}" y="22" font-size="16" font-weight="bold">mckv: ops/s relative to direct memcached</text>`,
+    ...notes.map((note, index) => `<text x="${layout.left}" y="${40 + 14 * index}" font-size="11" fill="#555">${escapeXml(note)}</text>`),
+    ...axisSvg(layout),
+    ...barsSvg(summary, workloads, targets, layout),
+    ...legendSvg(targets, layout, layout.top + layout.plotHeight + 36),
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+
+/** A folder name for a run started at `date`: bench-YYYYMMDD-HHMMSS. */
+export function reportFolderName(date: Date): string {
+  const pad = (value: number): string => String(value).padStart(2, '0');
+  return `bench-${date.getFullYear()}${pad(date.getMonth() + 1)}${pad(date.getDate())}-${pad(date.getHours())}${pad(date.getMinutes())}${pad(date.getSeconds())}`;
+}
+
+/** Writes results.json, chart.svg and summary.txt into `dir`; returns their paths. */
+export function writeReport(dir: string, report: BenchReport, summaryText: string): { json: string; svg: string; text: string } {
+  mkdirSync(dir, { recursive: true });
+  const files = { json: path.join(dir, 'results.json'), svg: path.join(dir, 'chart.svg'), text: path.join(dir, 'summary.txt') };
+  writeFileSync(files.json, `${JSON.stringify(report, null, 2)}\n`);
+  const rounds = Math.max(0, ...report.samples.map((sample) => sample.round));
+  const notes = [
+    `Median over ${rounds} round(s) of (target ops/s ÷ direct memcached ops/s in the same round). Higher is better; 1.00 = memcached.`,
+    formatMachine(report.machine),
+    `run started ${report.startedAt}`,
+  ];
+  writeFileSync(files.svg, renderChartSvg(report.summary, notes));
+  writeFileSync(files.text, `${summaryText}\n`);
+  return files;
+}

@@ -1,0 +1,274 @@
+/**
+ * The systems the benchmark measures, each started once per run and stopped at its end:
+ * one memcached (the baseline), twemproxy in front of one memcached (what a plain proxy costs),
+ * and a fresh three-controller mckv cluster per consistency mode.
+ *
+ * Intuition: every target is "some 127.0.0.1 ports that speak memcached, and the PIDs whose CPU
+ * is its cost". The driver does not care what is behind the ports.
+ *
+ * Invariants: every port is picked free; processes are stopped only by the PIDs this module
+ * started (SIGTERM, then SIGKILL after a grace period); every wait is bounded; a target that
+ * cannot run here (no nutcracker, a cluster that does not start) is a value saying why, never an
+ * exception that aborts the whole benchmark.
+ */
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Mode } from '../src/consistency/types.ts';
+import { Cluster, freePort, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
+import type { WireProtocol } from './loadgen.ts';
+
+/** Every target, in the order a round visits them. */
+export const TARGET_NAMES = ['memcached', 'twemproxy', 'linearizability', 'sequential', 'eventual'] as const;
+export type TargetName = (typeof TARGET_NAMES)[number];
+
+/** A started target: where to send load and whose CPU to count. */
+export interface RunningTarget {
+  name: TargetName;
+  /** Client ports on 127.0.0.1 (three for a cluster: load is spread over them). */
+  ports: number[];
+  /** PIDs whose CPU is this target's cost (memcached included). */
+  pids(): number[];
+  stop(): Promise<void>;
+}
+
+/** The outcome of trying to start a target. */
+export type TargetStart =
+  | { kind: 'started'; target: RunningTarget }
+  | { kind: 'skipped'; reason: string }
+  | { kind: 'failed'; reason: string };
+
+/** Options shared by all targets. */
+export interface TargetOptions {
+  /** Folder for configs and logs (the run's report folder). */
+  dir: string;
+  protocol: WireProtocol;
+  heartbeatIntervalMs: number;
+  failureTimeoutMs: number;
+}
+
+const READY_TIMEOUT_MS = 10_000;
+const STOP_GRACE_MS = 3000;
+
+/** A human label for tables and charts. */
+export function targetLabel(name: TargetName): string {
+  switch (name) {
+    case 'memcached':
+      return 'memcached (direct)';
+    case 'twemproxy':
+      return 'twemproxy';
+    case 'linearizability':
+    case 'sequential':
+    case 'eventual':
+      return `mckv ${name}`;
+    default: {
+      const unreachable: never = name;
+      return unreachable;
+    }
+  }
+}
+
+/** Parses a target name; null when it is not one. */
+export function parseTargetName(text: string): TargetName | null {
+  return (TARGET_NAMES as readonly string[]).includes(text) ? (text as TargetName) : null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  return child;
+}
+
+/** Waits until `port` answers `version`, failing early if the process dies or cannot spawn. */
+async function awaitReady(child: ChildProcess, port: number, what: string): Promise<void> {
+  const spawnError = new Promise<never>((_, reject) => child.once('error', (error) => reject(new Error(`cannot start ${what}: ${error.message}`))));
+  try {
+    await Promise.race([waitForMemcachedProtocol(port, READY_TIMEOUT_MS, () => child.exitCode === null && child.signalCode === null), spawnError]);
+  } catch (error) {
+    await stopChild(child);
+    throw error;
+  }
+}
+
+/** Starts memcached on a free 127.0.0.1 port (`-u root` when running as root, which it demands). */
+export async function startMemcachedProcess(logFile: string): Promise<{ child: ChildProcess; port: number }> {
+  const port = await freePort();
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', '256'];
+  if (process.getuid?.() === 0) args.push('-u', 'root');
+  const child = spawnLogged('memcached', args, logFile);
+  await awaitReady(child, port, 'memcached (apt-get install memcached)');
+  return { child, port };
+}
+
+/** The nutcracker (twemproxy) binary on PATH or in the sbin folders, or null if it is not installed. */
+export function findNutcracker(): string | null {
+  const folders = [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin', '/sbin'];
+  for (const folder of folders) {
+    if (folder === '') continue;
+    const candidate = path.join(folder, 'nutcracker');
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+function nutcrackerConfig(listenPort: number, memcachedPort: number): string {
+  return [
+    'bench:',
+    `  listen: 127.0.0.1:${listenPort}`,
+    '  hash: fnv1a_64',
+    '  distribution: ketama',
+    '  timeout: 2000',
+    '  redis: false',
+    '  auto_eject_hosts: false',
+    '  servers:',
+    `   - 127.0.0.1:${memcachedPort}:1`,
+    '',
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets
+
+async function startDirect(options: TargetOptions): Promise<RunningTarget> {
+  const memcached = await startMemcachedProcess(path.join(options.dir, 'memcached-direct.log'));
+  return {
+    name: 'memcached',
+    ports: [memcached.port],
+    pids: () => (memcached.child.pid === undefined ? [] : [memcached.child.pid]),
+    stop: () => stopChild(memcached.child),
+  };
+}
+
+async function startTwemproxy(options: TargetOptions, binary: string): Promise<RunningTarget> {
+  const memcached = await startMemcachedProcess(path.join(options.dir, 'memcached-twemproxy.log'));
+  const listenPort = await freePort();
+  const statsPort = await freePort();
+  const configFile = path.join(options.dir, 'nutcracker.yml');
+  writeFileSync(configFile, nutcrackerConfig(listenPort, memcached.port));
+  const args = ['-c', configFile, '-o', path.join(options.dir, 'nutcracker.log'), '-s', String(statsPort), '-a', '127.0.0.1'];
+  const proxy = spawnLogged(binary, args, path.join(options.dir, 'nutcracker.out'));
+  try {
+    await awaitReady(proxy, listenPort, 'nutcracker');
+  } catch (error) {
+    await stopChild(memcached.child);
+    throw error;
+  }
+  return {
+    name: 'twemproxy',
+    ports: [listenPort],
+    pids: () => [proxy.pid, memcached.child.pid].filter((pid): pid is number => pid !== undefined),
+    stop: async () => {
+      await stopChild(proxy);
+      await stopChild(memcached.child);
+    },
+  };
+}
+
+async function startCluster(mode: Mode, options: TargetOptions): Promise<RunningTarget> {
+  const cluster = await Cluster.start({
+    mode,
+    backend: 'memcache',
+    proxies: false,
+    heartbeatIntervalMs: options.heartbeatIntervalMs,
+    failureTimeoutMs: options.failureTimeoutMs,
+  });
+  return {
+    name: mode,
+    ports: cluster.nodes.map((node) => node.clientPort),
+    pids: () => cluster.nodes.flatMap((node) => [node.controller?.pid, node.memcached?.pid]).filter((pid): pid is number => pid !== undefined),
+    stop: () => cluster.stop(),
+  };
+}
+
+function describeError(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0];
+}
+
+/** Starts one target, or says why it was skipped or failed. */
+export async function startTarget(name: TargetName, options: TargetOptions): Promise<TargetStart> {
+  try {
+    switch (name) {
+      case 'memcached':
+        return { kind: 'started', target: await startDirect(options) };
+      case 'twemproxy': {
+        if (options.protocol === 'binary') return { kind: 'skipped', reason: 'twemproxy speaks only the memcached text protocol' };
+        const binary = findNutcracker();
+        if (binary === null) return { kind: 'skipped', reason: 'nutcracker (twemproxy) is not installed: apt-get install nutcracker' };
+        return { kind: 'started', target: await startTwemproxy(options, binary) };
+      }
+      case 'linearizability':
+      case 'sequential':
+      case 'eventual':
+        return { kind: 'started', target: await startCluster(name, options) };
+      default: {
+        const unreachable: never = name;
+        return unreachable;
+      }
+    }
+  } catch (error) {
+    return { kind: 'failed', reason: describeError(error) };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting
+
+let clockTicksPerSecond: number | null = null;
+
+function ticksPerSecond(): number {
+  if (clockTicksPerSecond === null) {
+    const answer = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    const parsed = Number(answer.stdout?.trim());
+    clockTicksPerSecond = Number.isInteger(parsed) && parsed > 0 ? parsed : 100;
+  }
+  return clockTicksPerSecond;
+}
+
+/**
+ * utime + stime of a process from /proc/<pid>/stat, in clock ticks; null if it is gone or the
+ * line is malformed. The command name (field 2) may hold spaces and parentheses, so fields are
+ * counted after the last ')'.
+ */
+export function parseStatTicks(statLine: string): number | null {
+  const close = statLine.lastIndexOf(')');
+  if (close === -1) return null;
+  const fields = statLine.slice(close + 2).split(' ');
+  // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+  const userTicks = Number(fields[11]);
+  const systemTicks = Number(fields[12]);
+  if (!Number.isFinite(userTicks) || !Number.isFinite(systemTicks)) return null;
+  return userTicks + systemTicks;
+}
+
+/** CPU used so far by `pids` together, in milliseconds (processes that are gone count 0). */
+export function cpuMsOf(pids: number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      ticks += parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'latin1')) ?? 0;
+    } catch {
+      // the process is gone or /proc is not there: it costs nothing we can see
+    }
+  }
+  return (ticks * 1000) / ticksPerSecond();
+}
