@@ -27,6 +27,8 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('report', { type: 'string', describe: 'report folder (default reports/<mode>-<timestamp>/)' })
       .option('seed', { type: 'number', describe: 'seed of the workload and the fault schedule' })
       .option('backend', { choices: ['memcache', 'memory'] as const, default: 'memcache' as const, describe: 'replica store' })
+      .option('fault-ms', { type: 'number', default: 3000, describe: 'mean length of a fault window' })
+      .option('heal-ms', { type: 'number', default: 2000, describe: 'mean length of a heal window' })
       .option('call-timeout-ms', { type: 'number', default: 1000, describe: 'a call with no reply after this long is indeterminate' })
       .option('check-timeout-ms', { type: 'number', default: 60_000, describe: 'checker budget; past it the verdict is unknown' })
       .option('unsafe-no-replication', { type: 'boolean', default: false, hidden: true, describe: 'run the deliberately broken cluster' })
@@ -46,7 +48,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
         mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
         clients: Math.floor(args.clients), keys: Math.floor(args.keys), reportDir: args.report, seed: args.seed,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
-        replication: !args['unsafe-no-replication'],
+        replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
       },
     };
   } catch (error) {

@@ -187,7 +187,10 @@ function faultRects(faults: readonly FaultSummary[], scale: Scale, top: number, 
     const x = scale.x(fault.startMs);
     const width = Math.max(1, scale.x(fault.endMs) - x);
     const labelY = top - 6 - (index % 2) * 12;
+    const healX = scale.x(fault.endMs);
+    const healWidth = Math.max(0, scale.x(fault.healedMs) - healX);
     return [
+      `<rect class="healing" x="${fmt(healX)}" y="${top}" width="${fmt(healWidth)}" height="${bottom - top}" fill="${COLORS.fault}" fill-opacity="0.25"><title>${escapeXml(`undoing ${fault.label}`)}</title></rect>`,
       `<rect class="fault" data-kind="${fault.kind}" x="${fmt(x)}" y="${top}" width="${fmt(width)}" height="${bottom - top}" fill="${COLORS.fault}" fill-opacity="0.6"><title>${escapeXml(fault.label)}</title></rect>`,
       `<text x="${fmt(x + 2)}" y="${labelY}" fill="#b71c1c">${escapeXml(fault.label)}</text>`,
     ];

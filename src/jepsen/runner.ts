@@ -110,7 +110,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
     throwIfAborted(resolved.signal);
     const phase = await runPhase(resolved, cluster, recorder);
     throwIfAborted(resolved.signal);
-    const judged = await judge(resolved, cluster, recorder);
+    const judged = await judge(resolved, cluster, recorder, phase.healedAt);
     await recorder.close();
     await stopCluster(cluster);
     const check = judged.kind === 'history' ? checkHistory(resolved, recorder) : judged.check;
@@ -153,6 +153,8 @@ interface PhaseResult {
   calls: CallRecord[];
   windows: FaultWindow[];
   durationMs: number;
+  /** performance.now() when every fault had been undone. */
+  healedAt: number;
 }
 
 /** Clients and nemesis run for `timeMs` (or until aborted); then everything is healed. */
@@ -184,9 +186,10 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
     options.signal?.removeEventListener('abort', onAbort);
   }
   const [windows] = await Promise.all([nemesis, Promise.all(clients)]);
+  const durationMs = clockMs();
   await healEverything(cluster);
-  options.log(`clients stopped after ${(clockMs() / 1000).toFixed(1)} s: ${calls.length} calls`);
-  return { calls, windows, durationMs: clockMs() };
+  options.log(`clients stopped after ${(durationMs / 1000).toFixed(1)} s: ${calls.length} calls`);
+  return { calls, windows, durationMs, healedAt: performance.now() };
 }
 
 /** Key names shared by the clients. */
@@ -209,10 +212,10 @@ type Judged =
   | { kind: 'done'; check: CheckResult; convergenceMs: number | null };
 
 /** After the heal: settle, then final reads (linearizability, sequential) or convergence (eventual). */
-async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<Judged> {
+async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecorder, healedAt: number): Promise<Judged> {
   const settled = await waitUntilServing(cluster, options.settleTimeoutMs, options.callTimeoutMs);
   options.log(settled.length === 0 ? 'every controller serves again' : `not serving after the heal: ${settled.join(', ')}`);
-  if (options.mode === 'eventual') return checkConvergence(options, cluster);
+  if (options.mode === 'eventual') return checkConvergence(options, cluster, healedAt);
   await finalReads(options, cluster, recorder);
   return { kind: 'history', convergenceMs: null };
 }
@@ -260,14 +263,13 @@ async function finalReads(options: Resolved, cluster: Cluster, recorder: History
 }
 
 /** Eventual mode: every controller must answer every key the same, within the bound. */
-async function checkConvergence(options: Resolved, cluster: Cluster): Promise<Judged> {
-  const startMs = performance.now();
-  const deadlineMs = startMs + options.convergenceTimeoutMs;
+async function checkConvergence(options: Resolved, cluster: Cluster, healedAt: number): Promise<Judged> {
+  const deadlineMs = performance.now() + options.convergenceTimeoutMs;
   let differences: string[] = [];
   for (;;) {
     differences = await compareReplicas(options, cluster);
     if (differences.length === 0) {
-      const convergenceMs = Math.round(performance.now() - startMs);
+      const convergenceMs = Math.round(performance.now() - healedAt);
       options.log(`replicas converged ${convergenceMs} ms after the heal`);
       return { kind: 'done', check: { verdict: 'ok' }, convergenceMs };
     }

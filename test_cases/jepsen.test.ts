@@ -1,0 +1,131 @@
+/**
+ * The fault runner, end to end on real processes: it must catch the deliberately broken cluster
+ * (no replication: a read through one controller cannot see a write through another), pass a
+ * real mode under kills, and leave a readable report. Plus the pure parts: the seeded fault
+ * schedule, the reply classification and the SVG.
+ */
+
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { parseHistory } from '../src/check/history.ts';
+import { parseNemesisKinds, planNemesis } from '../src/jepsen/nemesis.ts';
+import { renderTimeline, summarizeFaults, type RunSummary } from '../src/jepsen/report.ts';
+import { runJepsen } from '../src/jepsen/runner.ts';
+import { classifyServerError, createRandom, type CallRecord } from '../src/jepsen/workload.ts';
+
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'mckv-jepsen-test-'));
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+describe('runJepsen on real clusters', () => {
+  it('finds the violation in a cluster that does not replicate', async () => {
+    const result = await runJepsen({
+      mode: 'linearizability', replication: false, backend: 'memory', nemesis: [],
+      timeMs: 3000, clients: 6, keys: 2, seed: 1, reportDir: path.join(scratch, 'broken'), checkTimeoutMs: 10_000,
+    });
+    expect(result.check.verdict).toBe('violation');
+    expect(result.exitCode).toBe(1);
+    expect(result.check.detail).toMatch(/not linearizable/);
+    expect(readFileSync(path.join(result.reportDir, 'verdict.txt'), 'utf8')).toMatch(/^FAIL/);
+  }, 40_000);
+
+  const killDir = path.join(scratch, 'kill');
+
+  it('passes linearizability while a controller is killed and restarted', async () => {
+    const result = await runJepsen({
+      mode: 'linearizability', backend: 'memcache', nemesis: ['kill'], timeMs: 6000, clients: 6, keys: 3, seed: 7,
+      faultMs: 2000, healMs: 1500, reportDir: killDir, checkTimeoutMs: 15_000,
+    });
+    expect(result.check.detail ?? '').not.toMatch(/not linearizable/);
+    expect(result.exitCode).toBe(0);
+    expect(result.summary.faults.length).toBeGreaterThanOrEqual(1);
+    expect(result.summary.faults.every((fault) => fault.kind === 'kill')).toBe(true);
+    expect(result.summary.counts.ok).toBeGreaterThan(100);
+  }, 60_000);
+
+  it('leaves history, verdicts and a timeline with the fault windows', () => {
+    for (const file of ['history.jsonl', 'verdict.txt', 'verdict.json', 'timeline.svg']) {
+      expect(existsSync(path.join(killDir, file)), file).toBe(true);
+    }
+    const history = readFileSync(path.join(killDir, 'history.jsonl'), 'utf8');
+    expect(history).toMatch(/"f":"nemesis"/);
+    expect(parseHistory(history).ok).toBe(true);
+    const verdict = JSON.parse(readFileSync(path.join(killDir, 'verdict.json'), 'utf8')) as RunSummary;
+    expect(verdict.counts.total).toBe(verdict.counts.ok + verdict.counts.fail + verdict.counts.info);
+    expect(verdict.latency.ok.p50Ms).toBeLessThanOrEqual(verdict.latency.ok.p99Ms);
+    const svg = readFileSync(path.join(killDir, 'timeline.svg'), 'utf8');
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.trim().endsWith('</svg>')).toBe(true);
+    expect(svg.match(/<rect class="fault"/g)?.length).toBe(verdict.faults.length);
+    expect(svg).toMatch(/kill n\d/);
+    expect(svg).not.toMatch(/<script/);
+  });
+});
+
+describe('the nemesis schedule', () => {
+  const options = { kinds: ['kill', 'pause', 'partition'] as const, nodes: ['n1', 'n2', 'n3'], timeMs: 30_000, seed: 42 };
+
+  it('is the same for the same seed and differs for another', () => {
+    expect(planNemesis(options)).toEqual(planNemesis(options));
+    expect(planNemesis({ ...options, seed: 43 })).not.toEqual(planNemesis(options));
+  });
+
+  it('starts healed, never overlaps faults and ends before the run does', () => {
+    const plans = planNemesis(options);
+    expect(plans.length).toBeGreaterThanOrEqual(3);
+    expect(plans[0].startMs).toBeGreaterThan(0);
+    for (let index = 1; index < plans.length; index++) expect(plans[index].startMs).toBeGreaterThan(plans[index - 1].endMs);
+    expect(plans[plans.length - 1].endMs).toBeLessThan(options.timeMs);
+    for (const plan of plans) expect(options.kinds).toContain(plan.kind);
+  });
+
+  it('plans nothing for no kinds and rejects unknown ones', () => {
+    expect(planNemesis({ ...options, kinds: [] })).toEqual([]);
+    expect(parseNemesisKinds('none')).toEqual({ ok: true, kinds: [] });
+    expect(parseNemesisKinds('kill,flood')).toMatchObject({ ok: false, error: expect.stringMatching(/flood/) });
+  });
+});
+
+describe('recording replies', () => {
+  it('fails only explicit refusals of writes and treats timeouts as indeterminate', () => {
+    expect(classifyServerError('no quorum: no leader reachable', false)).toBe('fail');
+    expect(classifyServerError('not caught up: replica is rebuilding (write refused)', false)).toBe('fail');
+    expect(classifyServerError('timeout: write outcome unknown, no quorum answered in time', false)).toBe('info');
+    expect(classifyServerError('shutting down', false)).toBe('info');
+    expect(classifyServerError('timeout: read', true)).toBe('fail');
+  });
+
+  it('draws a seeded sequence', () => {
+    const first = createRandom(5);
+    const second = createRandom(5);
+    const values = Array.from({ length: 5 }, () => first());
+    expect(values).toEqual(Array.from({ length: 5 }, () => second()));
+    expect(values.every((value) => value >= 0 && value < 1)).toBe(true);
+  });
+
+  it('measures the time to the first success after a fault', () => {
+    const calls: CallRecord[] = [
+      { client: 0, node: 'n1', f: 'read', startMs: 900, endMs: 950, outcome: 'ok' },
+      { client: 0, node: 'n1', f: 'write', startMs: 1000, endMs: 2000, outcome: 'info' },
+      { client: 1, node: 'n2', f: 'read', startMs: 1200, endMs: 1300, outcome: 'ok' },
+      { client: 1, node: 'n2', f: 'read', startMs: 3100, endMs: 3150, outcome: 'ok' },
+    ];
+    const [fault] = summarizeFaults([{ kind: 'pause', label: 'pause n1', nodes: ['n1'], startMs: 1000, endMs: 3000, healedMs: 3000 }], calls);
+    expect(fault.firstOkAfterStartMs).toBe(300);
+    expect(fault.firstOkAfterHealMs).toBe(150);
+  });
+
+  it('escapes labels in the SVG', () => {
+    const summary = {
+      mode: 'linearizability', nemesis: [], seed: 1, clients: 1, keys: 1, durationMs: 1000, verdict: 'ok', exitCode: 0,
+      checker: 'test', detail: null, counts: { ok: 0, fail: 0, info: 0, total: 0 },
+      latency: { ok: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 }, all: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 } },
+      faults: [{ kind: 'partition', label: 'cut <n1>&n2', nodes: ['n1'], startMs: 100, endMs: 500, healedMs: 600, firstOkAfterStartMs: null, firstOkAfterHealMs: null }],
+      convergenceMs: null,
+    } satisfies RunSummary;
+    const svg = renderTimeline(summary, []);
+    expect(svg).toContain('cut &lt;n1&gt;&amp;n2');
+    expect(svg).not.toContain('<n1>');
+  });
+});
