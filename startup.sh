@@ -70,6 +70,12 @@ answers() { # host port: does something speaking memcached answer there?
   [ "$reply" = "VERSION" ]
 }
 
+serving() { # host port: does a controller answer a read (a leader is elected, the replica caught up)?
+  local reply
+  reply=$(exec 3<>"/dev/tcp/$1/$2" 2>/dev/null && printf 'get mckv-startup-probe\r\n' >&3 && timeout 2 head -c 3 <&3 2>/dev/null) || return 1
+  [ "$reply" = "END" ]
+}
+
 log_dir=$(awk -F= '/^[ \t]*log_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
 log_dir="${log_dir:-logs}"
 mkdir -p "$log_dir"
@@ -119,7 +125,7 @@ done <<< "$nodes"
 deadline=$((SECONDS + 60))
 while read -r id client mc; do
   pid=$(awk -v id="$id" '$1 == "controller" && $3 == id { print $2 }' "$pid_file")
-  until answers "${client%:*}" "${client##*:}"; do
+  until serving "${client%:*}" "${client##*:}"; do
     if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
       echo "startup.sh: controller $id did not start; its output ($log_dir/$id.out):" >&2
       tail -n 20 "$log_dir/$id.out" >&2 || true

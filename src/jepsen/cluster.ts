@@ -63,6 +63,40 @@ export async function waitForMemcachedProtocol(port: number, timeoutMs: number, 
   }
 }
 
+/**
+ * Resolves once a controller serves reads (a get answers END, not SERVER_ERROR: in the ordered
+ * modes that needs an elected sequencer), or rejects at the deadline.
+ */
+export async function waitUntilServing(port: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last = '';
+  while (Date.now() <= deadline) {
+    last = await firstReplyLine(port, 'get mckv-probe\r\n');
+    if (last === 'END') return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`controller on 127.0.0.1:${port} did not serve within ${timeoutMs} ms (last reply: ${last || 'none'})`);
+}
+
+function firstReplyLine(port: number, request: string): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    let received = '';
+    const done = (line: string): void => {
+      socket.destroy();
+      resolve(line);
+    };
+    socket.setTimeout(2000, () => done(''));
+    socket.once('error', () => done(''));
+    socket.once('connect', () => socket.write(request));
+    socket.on('data', (data) => {
+      received += data.toString('latin1');
+      const end = received.indexOf('\r\n');
+      if (end >= 0) done(received.slice(0, end));
+    });
+  });
+}
+
 function answersVersion(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
@@ -136,6 +170,7 @@ export class Cluster {
         await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`)))));
       }
       await Promise.all(nodes.map((node) => cluster.startController(node.id)));
+      await Promise.all(nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
     } catch (error) {
       await cluster.stop();
       throw error;

@@ -263,7 +263,6 @@ export class ProtocolServer {
     this.handler = options.handler;
     // Half-open: a client may send its requests and shut its side before reading the replies.
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
-    this.server.on('error', (error) => this.logWarn('protocol server error', { error: error.message }));
   }
 
   /** Starts listening; resolves with the bound port (useful with port 0). */
@@ -273,6 +272,8 @@ export class ProtocolServer {
       this.server.once('error', onError);
       this.server.listen(this.options.port, this.options.host, () => {
         this.server.off('error', onError);
+        // Listen errors reject above (the caller reports them once); later ones are only logged.
+        this.server.on('error', (error) => this.logWarn('protocol server error', { error: error.message }));
         const address = this.server.address() as net.AddressInfo;
         this.options.log?.info('protocol server listening', { host: this.options.host, port: address.port });
         resolve(address.port);

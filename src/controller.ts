@@ -1,0 +1,410 @@
+/**
+ * One mckv controller: thin glue between the client protocol server, the consistency mode, the
+ * peer network and the local replica. It makes no protocol decision.
+ *
+ * Every input — a client command, a peer message, a timer tick, a store completion — becomes an
+ * event in one queue. The loop runs a bounded number of events per turn through the mode's
+ * `step` and carries out the effects in the order returned: `persist` is written and fsynced
+ * before anything after it; `apply`, `read`, `put`, `fetch` reach the replica in issue order (the
+ * Replica keeps per-key order); replies resolve the client's pending promise.
+ */
+
+import path from 'node:path';
+import { createEventual } from './consistency/eventual.ts';
+import { createLocal } from './consistency/local.ts';
+import { createReplicatedLog } from './consistency/replicated-log.ts';
+import {
+  asRequestId,
+  type Effect,
+  type Event,
+  type Machine,
+  type MachineOptions,
+  type Mode,
+  type PeerId,
+  type RequestId,
+} from './consistency/types.ts';
+import { toOp } from './commands.ts';
+import type { ClusterConfig, NodeConfig } from './config.ts';
+import type { Logger } from './log.ts';
+import { PeerNetwork } from './peer/network.ts';
+import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
+import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
+import { Replica } from './store/replica.ts';
+import type { BackendHealth, KVBackend } from './store/types.ts';
+import { renderShow, type NodeSummary } from './show.ts';
+import { WriteAheadFile } from './wal.ts';
+
+export const MCKV_VERSION = '0.1.0';
+
+export interface ControllerOptions {
+  config: ClusterConfig;
+  node: NodeConfig;
+  mode: Mode;
+  backend: KVBackend;
+  /** Where the backend is, for `show` ("memory" for the embedded store). */
+  backendAddress: string;
+  log: Logger;
+  /** Testing: run the mode without replication. */
+  replication?: boolean;
+}
+
+/** Events run per turn of the Node event loop before yielding to I/O. */
+const eventsPerTurnMax = 1024;
+/** A request the mode never answered is failed after this long, so no client hangs forever. */
+const requestTimeoutMs = 15_000;
+const backendPollIntervalMs = 1000;
+
+type PendingRequest = { resolve: (reply: Reply) => void; timer: NodeJS.Timeout };
+
+export class Controller {
+  private readonly machine: Machine<unknown>;
+  private readonly replica: Replica;
+  private readonly network: PeerNetwork;
+  private readonly server: ProtocolServer;
+  private readonly wal: WriteAheadFile;
+  private readonly queue: Event<unknown>[] = [];
+  private readonly pending = new Map<RequestId, PendingRequest>();
+  private readonly log: Logger;
+  private readonly startedAtMs = Date.now();
+  private nextRequestId = 1;
+  private drainScheduled = false;
+  private stopped = false;
+  private timers: NodeJS.Timeout[] = [];
+  private health: BackendHealth = { ok: true, detail: 'starting', epoch: '' };
+  private backendFailed = false;
+  private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
+
+  private constructor(private readonly options: ControllerOptions) {
+    const { config, node, mode } = options;
+    this.log = options.log.child({ node: node.id });
+    this.replica = new Replica(options.backend, { tombstones: mode === 'eventual' });
+    const walFile = path.join(config.dataDir, node.id, 'wal.jsonl');
+    const persisted = WriteAheadFile.read(walFile);
+    this.wal = new WriteAheadFile(walFile);
+    this.machine = createMachine(mode, options.replication ?? true, {
+      self: node.id,
+      peers: config.nodes.filter((peer) => peer.id !== node.id).map((peer) => peer.id),
+      random: Math.random,
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      failureTimeoutMs: config.failureTimeoutMs,
+      persisted,
+      nowMs: Date.now(),
+    });
+    this.network = new PeerNetwork({
+      self: node.id,
+      listen: node.peer,
+      peers: config.nodes
+        .filter((peer) => peer.id !== node.id)
+        .map((peer) => ({ id: peer.id, ...(node.dial[peer.id] ?? peer.peer) })),
+      heartbeatIntervalMs: config.heartbeatIntervalMs,
+      failureTimeoutMs: config.failureTimeoutMs,
+      heartbeatInfo: () => this.summary(),
+      log: this.log.child({ component: 'peer' }),
+    });
+    this.server = new ProtocolServer({
+      host: node.client.host,
+      port: node.client.port,
+      limits: { ...DEFAULT_LIMITS, valueBytesMax: config.valueBytesMax },
+      handler: (command, connection) => this.handle(command, connection),
+      log: this.log.child({ component: 'protocol' }),
+    });
+  }
+
+  /** Starts a controller: peers listening, client port open, timers running. */
+  static async start(options: ControllerOptions): Promise<Controller> {
+    const controller = new Controller(options);
+    await controller.open();
+    return controller;
+  }
+
+  private async open(): Promise<void> {
+    this.network.on('message', (from: PeerId, message: unknown) => {
+      this.enqueue({ kind: 'message', nowMs: Date.now(), from, message });
+    });
+    const indexed = await this.replica.loadIndex().catch((error: unknown) => {
+      this.log.warn('could not list the keys the backend already holds', { error: String(error) });
+      return 0;
+    });
+    if (indexed > 0) this.log.info('backend already holds keys', { keys: indexed });
+    await this.network.start();
+    try {
+      await this.server.listen();
+    } catch (error) {
+      await this.network.stop();
+      throw error;
+    }
+    await this.pollBackend();
+    const tickIntervalMs = Math.max(5, Math.floor(this.options.config.heartbeatIntervalMs / 2));
+    this.timers.push(setInterval(() => this.tick(), tickIntervalMs));
+    this.timers.push(setInterval(() => void this.pollBackend(), backendPollIntervalMs));
+    this.log.info('controller started', {
+      mode: this.options.mode,
+      client: `${this.options.node.client.host}:${this.options.node.client.port}`,
+      peer: `${this.options.node.peer.host}:${this.options.node.peer.port}`,
+      backend: `${this.options.backend.kind} ${this.options.backendAddress}`,
+    });
+  }
+
+  /** Stops taking clients, closes peers and the backend. Pending requests get SERVER_ERROR. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    for (const timer of this.timers) clearInterval(timer);
+    for (const [requestId] of this.pending) {
+      this.resolve(requestId, { kind: 'server_error', message: 'controller shutting down' });
+    }
+    await this.server.close();
+    await this.network.stop();
+    await this.options.backend.close();
+    this.wal.close();
+    this.log.info('controller stopped');
+  }
+
+  private handle(command: Command, connection: ConnectionInfo): Promise<Reply> | Reply {
+    const nowMs = Date.now();
+    switch (command.kind) {
+      case 'show':
+        return { kind: 'text', lines: renderShow(this.summary(), this.network.peerView()) };
+      case 'stats':
+        return this.stats(command.group);
+      case 'version':
+        return { kind: 'version', version: `1.6.18 mckv-${MCKV_VERSION}` };
+      case 'verbosity':
+        return { kind: 'ok' };
+      case 'quit':
+      case 'noop':
+        return { kind: 'none' };
+      default:
+        break;
+    }
+    const op = toOp(command, nowMs);
+    if (op === null) return { kind: 'error' };
+    if (this.stopped) return { kind: 'server_error', message: 'controller shutting down' };
+    this.counters.opsServed += 1;
+    if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
+    else this.counters.sets += 1;
+    const requestId = asRequestId(this.nextRequestId++);
+    return new Promise<Reply>((resolve) => {
+      const timer = setTimeout(
+        () => this.resolve(requestId, { kind: 'server_error', message: 'timed out waiting for the cluster' }),
+        requestTimeoutMs,
+      );
+      this.pending.set(requestId, { resolve, timer });
+      this.enqueue({ kind: 'request', nowMs, requestId, session: connection.id, op });
+    });
+  }
+
+  private enqueue(event: Event<unknown>): void {
+    if (this.stopped) return;
+    this.queue.push(event);
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  private drain(): void {
+    this.drainScheduled = false;
+    let budget = eventsPerTurnMax;
+    while (this.queue.length > 0 && budget-- > 0 && !this.stopped) {
+      const event = this.queue.shift() as Event<unknown>;
+      let effects: Effect<unknown>[];
+      try {
+        effects = this.machine.step(event);
+      } catch (error) {
+        // A broken invariant in the mode: crash rather than serve wrong answers.
+        this.log.error('consistency state machine failed', { error: String((error as Error).stack ?? error) });
+        throw error;
+      }
+      for (const effect of effects) this.carryOut(effect);
+    }
+    if (this.queue.length > 0 && !this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(() => this.drain());
+    }
+  }
+
+  private carryOut(effect: Effect<unknown>): void {
+    switch (effect.kind) {
+      case 'send':
+        this.network.send(effect.to, effect.message);
+        return;
+      case 'reply':
+        this.resolve(effect.requestId, effect.reply);
+        return;
+      case 'apply': {
+        const { requestId, token } = effect;
+        this.replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs }).then(
+          (reply) => {
+            if (requestId !== null) this.resolve(requestId, reply);
+            if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
+          },
+          (error: unknown) => {
+            this.backendError('apply', error);
+            if (requestId !== null) this.resolve(requestId, storeErrorReply(error));
+          },
+        );
+        return;
+      }
+      case 'put': {
+        const { token } = effect;
+        this.replica.put(effect.entries, effect.how).then(
+          () => {
+            if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
+          },
+          (error: unknown) => this.backendError('put', error),
+        );
+        return;
+      }
+      case 'read':
+        this.replica.read(effect.op, effect.nowMs).then(
+          (reply) => {
+            if (reply.kind === 'values') {
+              this.counters.getHits += reply.items.length;
+              if (effect.op.kind === 'get') this.counters.getMisses += effect.op.keys.length - reply.items.length;
+            }
+            this.resolve(effect.requestId, reply);
+          },
+          (error: unknown) => this.resolve(effect.requestId, storeErrorReply(error)),
+        );
+        return;
+      case 'fetch': {
+        const { token } = effect;
+        this.replica.fetch(effect.keys).then(
+          (entries) => this.enqueue({ kind: 'fetched', nowMs: Date.now(), token, entries }),
+          (error: unknown) => this.backendError('fetch', error),
+        );
+        return;
+      }
+      case 'purge':
+        this.replica.purge(effect.tombstones).catch((error: unknown) => this.backendError('purge', error));
+        return;
+      case 'reset':
+        this.replica.reset().catch((error: unknown) => this.backendError('reset', error));
+        return;
+      case 'persist':
+        if (effect.compact) this.wal.compact(effect.record);
+        else this.wal.append(effect.record);
+        return;
+      default: {
+        const unreachable: never = effect;
+        throw new Error(`unknown effect ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  private resolve(requestId: RequestId, reply: Reply): void {
+    const pending = this.pending.get(requestId);
+    if (!pending) return;
+    this.pending.delete(requestId);
+    clearTimeout(pending.timer);
+    if (reply.kind === 'server_error' || reply.kind === 'client_error') this.counters.errors += 1;
+    pending.resolve(reply);
+  }
+
+  private tick(): void {
+    this.enqueue({ kind: 'tick', nowMs: Date.now(), peersUp: this.network.peerView().filter((v) => v.up).map((v) => v.peer) });
+  }
+
+  /**
+   * A failed store operation means this replica may have missed an apply. Once the backend
+   * answers again, the mode is told the replica must be rebuilt.
+   */
+  private backendError(what: string, error: unknown): void {
+    if (!this.backendFailed) this.log.error('backend operation failed', { what, error: String(error) });
+    this.backendFailed = true;
+  }
+
+  private async pollBackend(): Promise<void> {
+    let health: BackendHealth;
+    try {
+      health = await this.replica.health();
+    } catch (error) {
+      health = { ok: false, detail: String((error as Error).message ?? error), epoch: this.health.epoch };
+    }
+    const previous = this.health;
+    this.health = health;
+    if (previous.ok !== health.ok) {
+      const level = health.ok ? 'info' : 'error';
+      this.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });
+    }
+    if (!health.ok || this.stopped) return;
+    const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
+    if (restarted || this.backendFailed) {
+      this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', {
+        restarted,
+      });
+      this.backendFailed = false;
+      this.enqueue({ kind: 'backend_reset', nowMs: Date.now() });
+    }
+  }
+
+  private stats(group: string): Reply {
+    if (group !== '') return { kind: 'stats', stats: [] };
+    const serverStats = this.server.stats();
+    const status = this.machine.status();
+    const stats: Array<[string, string]> = [
+      ['pid', String(process.pid)],
+      ['uptime', String(Math.floor((Date.now() - this.startedAtMs) / 1000))],
+      ['time', String(Math.floor(Date.now() / 1000))],
+      ['version', `1.6.18 mckv-${MCKV_VERSION}`],
+      ['curr_connections', String(serverStats.connectionsCurrent)],
+      ['total_connections', String(serverStats.connectionsTotal)],
+      ['cmd_get', String(this.counters.gets)],
+      ['cmd_set', String(this.counters.sets)],
+      ['get_hits', String(this.counters.getHits)],
+      ['get_misses', String(this.counters.getMisses)],
+      ['curr_items', String(this.replica.keyCount())],
+      ['mckv_node', this.options.node.id],
+      ['mckv_mode', this.options.mode],
+      ['mckv_role', status.role],
+      ['mckv_term', String(status.term)],
+      ['mckv_committed', status.committed],
+      ['mckv_applied', status.applied],
+      ['mckv_queue_depth', String(status.queueDepth)],
+      ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
+      ['mckv_backend_ok', this.health.ok ? '1' : '0'],
+    ];
+    return { kind: 'stats', stats };
+  }
+
+  /** This controller's own line in `show`, also sent to peers in every heartbeat. */
+  private summary(): NodeSummary {
+    const status = this.machine.status();
+    return {
+      node: this.options.node.id,
+      mode: this.options.mode,
+      role: status.role,
+      term: status.term,
+      leader: status.leader,
+      committed: status.committed,
+      applied: status.applied,
+      queueDepth: status.queueDepth + this.queue.length,
+      opsServed: this.counters.opsServed,
+      backend: `${this.options.backend.kind} ${this.options.backendAddress}`,
+      backendOk: this.health.ok,
+      backendDetail: this.health.detail,
+      peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
+    };
+  }
+}
+
+function createMachine(mode: Mode, replication: boolean, options: MachineOptions): Machine<unknown> {
+  if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
+  switch (mode) {
+    case 'linearizability':
+    case 'sequential':
+      return createReplicatedLog({ ...options, mode }) as Machine<unknown>;
+    case 'eventual':
+      return createEventual(options) as Machine<unknown>;
+    default: {
+      const unreachable: never = mode;
+      throw new Error(`unknown mode ${String(unreachable)}`);
+    }
+  }
+}
+
+function storeErrorReply(error: unknown): Reply {
+  const message = error instanceof Error ? error.message : String(error);
+  return { kind: 'server_error', message: `backend: ${message}` };
+}
