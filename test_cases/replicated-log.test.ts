@@ -1,0 +1,382 @@
+/**
+ * Scenario tests of the replicated log on a tiny, fault-free, FIFO network: election, replication
+ * and commit, read index, sequential reads, refusals, persistence round trip, compaction and state
+ * transfer, restart. One scenario's message trace is kept as a file (test_cases/traces/).
+ */
+
+import { describe, expect, it } from 'vitest';
+import { applyToEntry, type SingleKeyOp } from '../src/store/apply.ts';
+import type { Entry, Op } from '../src/store/types.ts';
+import { asPeerId, asRequestId, type Effect, type Event, type PeerId } from '../src/consistency/types.ts';
+import { createReplicatedLog, type LogMessage, type LogMode, type ReplicatedLog } from '../src/consistency/replicated-log.ts';
+import { mulberry32 } from './support/log-sim.ts';
+
+const IDS = ['n1', 'n2', 'n3'].map(asPeerId);
+const HEARTBEAT_MS = 50;
+const FAILURE_TIMEOUT_MS = 300;
+
+interface Node {
+  machine: ReplicatedLog;
+  records: unknown[];
+  replica: Map<string, Entry>;
+  effects: Effect<LogMessage>[];
+}
+
+const set = (key: string, value: string): Op => ({ kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from(value), casUnique: 0n });
+const incr = (key: string): Op => ({ kind: 'arith', verb: 'incr', key, delta: 1n, initial: null, expiresAtMs: 0 });
+const get = (key: string): Op => ({ kind: 'get', keys: [key] });
+
+/** One line per message for traces: its kind and the fields that matter. */
+function describeMessage(message: LogMessage): string {
+  switch (message.kind) {
+    case 'append':
+      return `append t${message.term} prev=${message.prevIndex}/${message.prevTerm} entries=[${message.entries.map((entry) => `${entry.index}:${entry.op?.kind ?? 'noop'}`).join(',')}] commit=${message.commitIndex} round=${message.round}`;
+    case 'append_reply':
+      return `append_reply t${message.term} ${message.success ? `match=${message.matchIndex}` : `reject hint=${message.hintIndex}`} round=${message.round}`;
+    case 'forward':
+      return `forward ${message.requests.map((request) => `${request.requestId}:${request.op.kind}`).join(',')}`;
+    default:
+      return `${message.kind} t${message.term}${'granted' in message ? ` granted=${message.granted}` : ''}`;
+  }
+}
+
+class Cluster {
+  nowMs = 1_000;
+  readonly nodes = new Map<PeerId, Node>();
+  readonly down = new Set<PeerId>();
+  readonly trace: string[] = [];
+  private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
+  private requestId = 0;
+
+  constructor(readonly mode: LogMode = 'linearizability', readonly threshold = 10_000) {
+    for (const id of IDS) this.nodes.set(id, this.boot(id, []));
+  }
+
+  boot(id: PeerId, records: unknown[], replica = new Map<string, Entry>()): Node {
+    const seed = IDS.indexOf(id) + 1;
+    const machine = createReplicatedLog({
+      self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
+      persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
+    });
+    return { machine, records: records.slice(), replica, effects: [] };
+  }
+
+  node(id: PeerId): Node {
+    return this.nodes.get(id) as Node;
+  }
+
+  step(id: PeerId, event: Event<LogMessage>): Effect<LogMessage>[] {
+    const node = this.node(id);
+    const effects = node.machine.step(event);
+    node.effects.push(...effects);
+    for (const effect of effects) this.carryOut(id, node, effect);
+    return effects;
+  }
+
+  private carryOut(id: PeerId, node: Node, effect: Effect<LogMessage>): void {
+    if (effect.kind === 'send') {
+      if (!this.down.has(id) && !this.down.has(effect.to)) this.queue.push({ from: id, to: effect.to, message: effect.message });
+    } else if (effect.kind === 'persist') {
+      if (effect.compact) node.records = [effect.record];
+      else node.records.push(effect.record);
+    } else if (effect.kind === 'apply') {
+      const op = effect.op as SingleKeyOp;
+      const outcome = applyToEntry(node.replica.get(op.key), op, { cas: effect.cas, nowMs: effect.nowMs });
+      if (outcome.write === null) node.replica.delete(op.key);
+      else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
+    } else if (effect.kind === 'reset') {
+      node.replica.clear();
+    } else if (effect.kind === 'put') {
+      for (const [key, entry] of effect.entries) node.replica.set(key, entry);
+    } else if (effect.kind === 'fetch') {
+      this.step(id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries: [...node.replica.entries()] });
+    }
+  }
+
+  deliver(limit = 10_000): void {
+    for (let count = 0; count < limit && this.queue.length > 0; count += 1) {
+      const { from, to, message } = this.queue.shift() as { from: PeerId; to: PeerId; message: LogMessage };
+      if (this.down.has(to) || this.down.has(from)) continue;
+      this.trace.push(`${from}->${to} ${describeMessage(message)}`);
+      this.step(to, { kind: 'message', nowMs: this.nowMs, from, message });
+    }
+  }
+
+  /** Advance time in 10 ms ticks, delivering everything after each. */
+  run(ms: number): void {
+    for (let elapsed = 0; elapsed < ms; elapsed += 10) {
+      this.nowMs += 10;
+      for (const id of IDS) if (!this.down.has(id)) this.step(id, { kind: 'tick', nowMs: this.nowMs, peersUp: IDS });
+      this.deliver();
+    }
+  }
+
+  request(id: PeerId, op: Op): { requestId: number; effects: Effect<LogMessage>[] } {
+    const requestId = ++this.requestId;
+    const effects = this.step(id, { kind: 'request', nowMs: this.nowMs, requestId: asRequestId(requestId), session: 1, op });
+    return { requestId, effects };
+  }
+
+  leader(): PeerId {
+    const leaders = IDS.filter((id) => !this.down.has(id) && this.node(id).machine.status().role === 'leader');
+    expect(leaders).toHaveLength(1);
+    return leaders[0];
+  }
+
+  /** The outcome for one request at a node: the apply, read or reply effect naming it. */
+  outcome(id: PeerId, requestId: number): Effect<LogMessage> | undefined {
+    return this.node(id).effects.find(
+      (effect) => (effect.kind === 'apply' || effect.kind === 'read' || effect.kind === 'reply') && effect.requestId === requestId,
+    );
+  }
+}
+
+function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000): Cluster {
+  const cluster = new Cluster(mode, threshold);
+  cluster.run(1_000);
+  return cluster;
+}
+
+const followers = (cluster: Cluster): PeerId[] => IDS.filter((id) => id !== cluster.leader());
+
+describe('election', () => {
+  it('elects exactly one leader, by pre-vote then vote, which appends and commits a no-op', () => {
+    const cluster = new Cluster();
+    cluster.run(1_000);
+    const leader = cluster.leader();
+    const status = cluster.node(leader).machine.status();
+    expect(status.term).toBe(1);
+    expect(status.committed).toBe('1');
+    const preVote = cluster.trace.findIndex((line) => line.startsWith(`${leader}->`) && line.includes(' pre_vote '));
+    const vote = cluster.trace.findIndex((line) => line.startsWith(`${leader}->`) && line.includes(' vote '));
+    expect(preVote).toBeGreaterThanOrEqual(0);
+    expect(preVote).toBeLessThan(vote);
+    for (const id of IDS) expect(cluster.node(id).machine.status()).toMatchObject({ leader, term: 1, committed: '1', applied: '1' });
+  });
+
+  it('persists the vote before replying to it', () => {
+    const cluster = new Cluster();
+    cluster.run(1_000);
+    for (const id of followers(cluster)) {
+      const effects = cluster.node(id).effects;
+      const reply = effects.findIndex((effect) => effect.kind === 'send' && effect.message.kind === 'vote_reply' && effect.message.granted);
+      const persisted = effects.slice(0, reply).some((effect) => effect.kind === 'persist' && (effect.record as { votedFor?: string }).votedFor !== null);
+      expect(persisted).toBe(true);
+    }
+  });
+
+  it('keeps the message trace of an election and a write', async () => {
+    const cluster = new Cluster();
+    cluster.run(1_000);
+    const election = cluster.trace.slice(0, 12);
+    cluster.trace.length = 0;
+    cluster.request(followers(cluster)[0], set('a', '1'));
+    cluster.deliver();
+    const trace = ['# election', ...election, '# a write at a follower', ...cluster.trace].join('\n') + '\n';
+    await expect(trace).toMatchFileSnapshot('./traces/replicated-log-election-and-write.txt');
+  });
+
+  it('a leader cut off from the majority steps down; the rest elect a new one; it does not disrupt them on return', () => {
+    const cluster = electedCluster();
+    const old = cluster.leader();
+    cluster.down.add(old);
+    cluster.run(1_500);
+    const fresh = cluster.leader();
+    expect(fresh).not.toBe(old);
+    const term = cluster.node(fresh).machine.status().term;
+    // The old leader, on its own, gave up leadership (check-quorum).
+    for (let ms = 0; ms < 1_000; ms += 10) cluster.step(old, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
+    expect(cluster.node(old).machine.status().role).not.toBe('leader');
+    cluster.down.delete(old);
+    cluster.run(1_000);
+    expect(cluster.leader()).toBe(fresh);
+    expect(cluster.node(fresh).machine.status().term).toBe(term);
+    expect(cluster.node(old).machine.status()).toMatchObject({ role: 'follower', leader: fresh, term });
+  });
+});
+
+describe('replication and commit', () => {
+  it('a write at a follower is forwarded, committed, applied everywhere with cas = index, answered at its origin', () => {
+    const cluster = electedCluster();
+    const origin = followers(cluster)[0];
+    const { requestId, effects } = cluster.request(origin, set('a', 'x'));
+    expect(effects).toEqual([expect.objectContaining({ kind: 'send', message: expect.objectContaining({ kind: 'forward' }) })]);
+    cluster.run(50);
+    const applied = cluster.outcome(origin, requestId);
+    expect(applied).toMatchObject({ kind: 'apply', cas: 2n, requestId });
+    for (const id of IDS) {
+      expect(cluster.node(id).replica.get('a')?.value.toString()).toBe('x');
+      const apply = cluster.node(id).effects.find((effect) => effect.kind === 'apply');
+      expect(apply).toMatchObject({ cas: 2n, requestId: id === origin ? requestId : null });
+    }
+  });
+
+  it('pipelines: appends go out without waiting for acks, several entries per message when queued', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const sends = (): number => cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append').length;
+    const before = sends();
+    for (let n = 0; n < 5; n += 1) cluster.request(leader, incr('c'));
+    expect(sends() - before).toBe(10);
+    // A follower that missed appends gets everything missing in one message.
+    const follower = followers(cluster)[0];
+    cluster.down.add(follower);
+    cluster.deliver();
+    for (let n = 0; n < 5; n += 1) cluster.request(leader, set(`k${n}`, 'v'));
+    cluster.deliver();
+    cluster.down.delete(follower);
+    cluster.run(60);
+    const catchUp = cluster.node(leader).effects.find(
+      (effect) => effect.kind === 'send' && effect.to === follower && effect.message.kind === 'append' && effect.message.entries.length >= 5,
+    );
+    expect(catchUp).toBeDefined();
+    expect(cluster.node(follower).machine.status().applied).toBe(cluster.node(leader).machine.status().applied);
+  });
+
+  it('a duplicated forward is appended once', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    const { effects } = cluster.request(follower, incr('n'));
+    const forward = effects[0] as Extract<Effect<LogMessage>, { kind: 'send' }>;
+    cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: forward.message });
+    cluster.run(100);
+    expect(cluster.node(leader).machine.status().committed).toBe('2');
+  });
+});
+
+describe('reads', () => {
+  it('linearizability: a follower read waits for a majority-confirmed read index', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    const write = cluster.request(leader, set('r', 'v1'));
+    cluster.deliver();
+    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
+    const { requestId, effects } = cluster.request(follower, get('r'));
+    expect(effects).toEqual([expect.objectContaining({ kind: 'send', to: leader, message: expect.objectContaining({ kind: 'read_index' }) })]);
+    cluster.deliver();
+    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'read', requestId });
+    expect(cluster.node(follower).replica.get('r')?.value.toString()).toBe('v1');
+    const confirm = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'read_index_reply');
+    expect(confirm).toEqual([expect.objectContaining({ message: expect.objectContaining({ readIndex: 2 }) })]);
+  });
+
+  it('linearizability: a node cut off from the others refuses reads rather than serve stale data', () => {
+    const cluster = electedCluster();
+    const follower = followers(cluster)[0];
+    cluster.down.add(follower);
+    for (let ms = 10; ms <= 400; ms += 10) cluster.step(follower, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
+    cluster.nowMs += 400;
+    const { requestId } = cluster.request(follower, get('r'));
+    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error', message: expect.stringMatching(/^no quorum/) } });
+  });
+
+  it('sequential: reads are served locally at once while a leader is known, refused after', () => {
+    const cluster = electedCluster('sequential');
+    const follower = followers(cluster)[0];
+    const served = cluster.request(follower, get('x'));
+    expect(served.effects).toEqual([expect.objectContaining({ kind: 'read', requestId: served.requestId })]);
+    cluster.down.add(follower);
+    cluster.nowMs += FAILURE_TIMEOUT_MS;
+    const refused = cluster.request(follower, get('x'));
+    expect(refused.effects).toEqual([expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'server_error' }) })]);
+  });
+});
+
+describe('refusals', () => {
+  it('a write pending beyond the bound gets a server_error', () => {
+    const cluster = electedCluster();
+    const follower = followers(cluster)[0];
+    cluster.down.add(cluster.leader());
+    const { requestId } = cluster.request(follower, set('a', '1'));
+    cluster.run(4 * FAILURE_TIMEOUT_MS + 20);
+    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error' } });
+    expect(cluster.node(follower).machine.status().queueDepth).toBe(0);
+  });
+
+  it('a node that never heard of a leader refuses at once', () => {
+    const cluster = new Cluster();
+    const { requestId } = cluster.request(IDS[0], set('a', '1'));
+    expect(cluster.outcome(IDS[0], requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error' } });
+  });
+});
+
+describe('persistence and restart', () => {
+  it('a restarted node rebuilds term, vote and log from its records, resets its replica and replays it', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    cluster.request(leader, incr('n'));
+    cluster.request(leader, set('n', '10'));
+    cluster.request(leader, incr('n'));
+    cluster.run(100);
+    expect(cluster.node(follower).replica.get('n')?.value.toString()).toBe('11');
+    const records = cluster.node(follower).records;
+    const kept = cluster.node(follower).replica;
+    cluster.nodes.set(follower, cluster.boot(follower, records, kept));
+    const status = cluster.node(follower).machine.status();
+    expect(status).toMatchObject({ term: 1, committed: '0', applied: '0' });
+    const refused = cluster.request(follower, get('n'));
+    expect(refused.effects).toContainEqual(expect.objectContaining({ kind: 'reset' }));
+    expect(cluster.outcome(follower, refused.requestId)).toMatchObject({ reply: { kind: 'server_error' } });
+    cluster.run(200);
+    // Replayed from index 1 onto an emptied replica: incr is not applied twice.
+    expect(cluster.node(follower).replica.get('n')?.value.toString()).toBe('11');
+    expect(cluster.node(follower).machine.status().applied).toBe(cluster.node(leader).machine.status().applied);
+  });
+
+  it('a backend reset empties the replica and replays the log', () => {
+    const cluster = electedCluster();
+    const follower = followers(cluster)[0];
+    cluster.request(cluster.leader(), set('a', '1'));
+    cluster.run(100);
+    cluster.node(follower).replica.clear();
+    cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs });
+    cluster.run(100);
+    expect(cluster.node(follower).replica.get('a')?.value.toString()).toBe('1');
+  });
+});
+
+describe('compaction and state transfer', () => {
+  it('compacts past the threshold, and a follower that missed compacted entries gets a state transfer', () => {
+    const cluster = electedCluster('linearizability', 6);
+    const leader = cluster.leader();
+    const lagging = followers(cluster)[0];
+    cluster.down.add(lagging);
+    for (let n = 0; n < 20; n += 1) {
+      cluster.request(leader, set(`k${n % 5}`, String(n)));
+      cluster.run(20);
+    }
+    const compacted = cluster.node(leader).records;
+    expect(compacted[0]).toMatchObject({ kind: 'snapshot' });
+    expect((compacted[0] as { snapshotIndex: number }).snapshotIndex).toBeGreaterThan(6);
+    cluster.down.delete(lagging);
+    cluster.run(1_500);
+    const node = cluster.node(lagging);
+    expect(node.effects.some((effect) => effect.kind === 'put')).toBe(true);
+    expect(node.machine.status().applied).toBe(cluster.node(leader).machine.status().applied);
+    expect([...node.replica.entries()].map(([key, entry]) => [key, entry.value.toString()]).sort()).toEqual(
+      [...cluster.node(leader).replica.entries()].map(([key, entry]) => [key, entry.value.toString()]).sort(),
+    );
+  });
+
+  it('a restarted node whose log was compacted asks for a transfer, then serves', () => {
+    const cluster = electedCluster('sequential', 4);
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    for (let n = 0; n < 12; n += 1) cluster.request(leader, incr('n'));
+    cluster.request(leader, set('n', '5'));
+    for (let n = 0; n < 3; n += 1) cluster.request(leader, incr('n'));
+    cluster.run(200);
+    const records = cluster.node(follower).records;
+    expect(records[0]).toMatchObject({ kind: 'snapshot' });
+    cluster.nodes.set(follower, cluster.boot(follower, records, cluster.node(follower).replica));
+    cluster.run(1_000);
+    const node = cluster.node(follower);
+    expect(node.effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
+    expect(node.replica.get('n')?.value.toString()).toBe('8');
+    const served = cluster.request(follower, get('n'));
+    expect(served.effects).toEqual([expect.objectContaining({ kind: 'read' })]);
+  });
+});
