@@ -94,7 +94,9 @@ export class Histogram {
    */
   percentile(percentile: number): number {
     if (this.total === 0) return 0;
-    const rank = Math.max(1, Math.ceil((Math.min(100, Math.max(0, percentile)) / 100) * this.total));
+    // The tolerance keeps 99.9 % of 1000 at rank 999: 99.9 / 100 × 1000 is 999.0000000000001 in binary floating point.
+    const exactRank = (Math.min(100, Math.max(0, percentile)) / 100) * this.total;
+    const rank = Math.max(1, Math.ceil(exactRank - 1e-9 * Math.max(1, exactRank)));
     let seen = 0;
     for (let index = 0; index < BUCKET_COUNT; index += 1) {
       seen += this.counts[index];

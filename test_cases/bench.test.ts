@@ -1,0 +1,295 @@
+/**
+ * Smoke tests for the benchmark: the histogram's percentile math on known inputs, the reply
+ * parsers, the report's paired ratios and goals, and a seconds-long load run against a real
+ * memcached (in process and in the forked child, text and binary) that must measure real,
+ * error-free operations with ordered percentiles. Behaviour only — never speed.
+ */
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseBenchArgs } from '../bench/cli.ts';
+import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
+import { LoadgenProcess, parseBinaryReply, parseTextReply, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
+import { judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
+import { cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
+
+const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
+afterAll(() => rmSync(logDir, { recursive: true, force: true }));
+
+describe('Histogram', () => {
+  it('gives exact percentiles for small integers', () => {
+    const histogram = new Histogram();
+    for (let value = 1; value <= 100; value += 1) histogram.record(value);
+    expect(histogram.count).toBe(100);
+    expect(histogram.percentile(50)).toBe(50);
+    expect(histogram.percentile(99)).toBe(99);
+    expect(histogram.percentile(99.9)).toBe(100);
+    expect(histogram.percentile(0)).toBe(1);
+    expect(histogram.min).toBe(1);
+    expect(histogram.max).toBe(100);
+    expect(histogram.mean).toBe(50.5);
+  });
+
+  it('keeps large values within 1/128 relative error and percentiles ordered', () => {
+    const histogram = new Histogram();
+    for (let index = 0; index < 990; index += 1) histogram.record(200_000);
+    for (let index = 0; index < 9; index += 1) histogram.record(5_000_000);
+    histogram.record(80_000_000);
+    const p50 = histogram.percentile(50);
+    const p99 = histogram.percentile(99);
+    const p999 = histogram.percentile(99.9);
+    expect(Math.abs(p50 - 200_000) / 200_000).toBeLessThan(1 / 128);
+    expect(Math.abs(p99 - 200_000) / 200_000).toBeLessThan(1 / 128);
+    expect(Math.abs(p999 - 5_000_000) / 5_000_000).toBeLessThan(1 / 128);
+    expect(histogram.percentile(100)).toBe(80_000_000);
+    expect(p50).toBeLessThanOrEqual(p99);
+    expect(p99).toBeLessThanOrEqual(p999);
+  });
+
+  it('maps every value into a bucket whose range holds it', () => {
+    for (const value of [0, 1, 127, 128, 129, 255, 256, 1000, 4095, 4096, 123_456_789, 2 ** 39 + 12345]) {
+      const { low, high } = bucketRange(bucketIndex(value));
+      expect(low).toBeLessThanOrEqual(value);
+      expect(high).toBeGreaterThanOrEqual(value);
+      expect(high - low).toBeLessThanOrEqual(Math.max(0, low / 128));
+    }
+    expect(bucketIndex(128)).toBe(bucketIndex(127) + 1);
+  });
+
+  it('merges snapshots and is empty-safe', () => {
+    const empty = new Histogram();
+    expect(empty.percentile(99)).toBe(0);
+    const left = new Histogram();
+    const right = new Histogram();
+    for (let value = 1; value <= 50; value += 1) left.record(value);
+    for (let value = 51; value <= 100; value += 1) right.record(value);
+    left.merge(right);
+    const copy = Histogram.fromSnapshot(left.snapshot());
+    expect(copy.count).toBe(100);
+    expect(copy.percentile(50)).toBe(50);
+    expect(copy.max).toBe(100);
+    copy.mergeSnapshot({ buckets: [[-1, 5], [10, Number.NaN]], valueMin: 0, valueMax: 0, sum: 0 });
+    expect(copy.count).toBe(100);
+  });
+});
+
+describe('reply parsers', () => {
+  it('parse text replies and wait for incomplete ones', () => {
+    const hit = Buffer.from('VALUE k 0 3\r\nabc\r\nEND\r\nSTORED\r\nEND\r\nSERVER_ERROR out of memory\r\n');
+    const first = parseTextReply(hit, 0);
+    expect(first).toMatchObject({ kind: 'reply', outcome: 'hit', valueBytes: 3 });
+    const second = parseTextReply(hit, first?.kind === 'reply' ? first.next : 0);
+    expect(second).toMatchObject({ kind: 'reply', outcome: 'stored' });
+    const third = parseTextReply(hit, second?.kind === 'reply' ? second.next : 0);
+    expect(third).toMatchObject({ kind: 'reply', outcome: 'miss' });
+    const fourth = parseTextReply(hit, third?.kind === 'reply' ? third.next : 0);
+    expect(fourth).toMatchObject({ kind: 'reply', outcome: 'error', message: 'SERVER_ERROR out of memory' });
+    const whole = Buffer.from('VALUE k 0 3\r\nabc\r\nEND\r\n');
+    for (let cut = 0; cut < whole.length; cut += 1) expect(parseTextReply(whole.subarray(0, cut), 0)).toBeNull();
+    expect(parseTextReply(Buffer.from('VALUE k 0 3\r\nabcdEND\r\n'), 0)).toMatchObject({ kind: 'fatal' });
+  });
+
+  it('parse binary responses', () => {
+    const header = (opcode: number, status: number, bodyBytes: number, extrasBytes: number): Buffer => {
+      const buffer = Buffer.alloc(24);
+      buffer[0] = 0x81;
+      buffer[1] = opcode;
+      buffer[4] = extrasBytes;
+      buffer.writeUInt16BE(status, 6);
+      buffer.writeUInt32BE(bodyBytes, 8);
+      return buffer;
+    };
+    const hit = Buffer.concat([header(0x00, 0, 4 + 5, 4), Buffer.alloc(4), Buffer.from('hello')]);
+    expect(parseBinaryReply(hit, 0)).toMatchObject({ kind: 'reply', outcome: 'hit', valueBytes: 5, next: hit.length });
+    expect(parseBinaryReply(hit.subarray(0, hit.length - 1), 0)).toBeNull();
+    expect(parseBinaryReply(Buffer.concat([header(0x00, 1, 9, 0), Buffer.from('Not found')]), 0)).toMatchObject({ outcome: 'miss' });
+    expect(parseBinaryReply(header(0x01, 0, 0, 0), 0)).toMatchObject({ outcome: 'stored' });
+    expect(parseBinaryReply(header(0x01, 0x82, 0, 0), 0)).toMatchObject({ outcome: 'error' });
+    expect(parseBinaryReply(Buffer.alloc(24, 0x45), 0)).toMatchObject({ kind: 'fatal' });
+  });
+});
+
+describe('CPU accounting', () => {
+  it('reads utime + stime past a command name with spaces and parentheses', () => {
+    const line = '1234 (tsx (node) x) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 37 0 0 20 0 11 0 100 0 0';
+    expect(parseStatTicks(line)).toBe(287);
+    expect(parseStatTicks('garbage')).toBeNull();
+    expect(cpuMsOf([process.pid])).toBeGreaterThan(0);
+    expect(cpuMsOf([2 ** 30])).toBe(0);
+  });
+});
+
+function fakeResult(opsPerSecond: number, p99Us: number): LoadResult {
+  return {
+    ops: opsPerSecond,
+    opsPerSecond,
+    measuredMs: 1000,
+    gets: opsPerSecond,
+    sets: 0,
+    hits: opsPerSecond,
+    misses: 0,
+    errors: 0,
+    errorSamples: [],
+    latency: { p50Us: p99Us / 2, p99Us, p999Us: p99Us * 2, maxUs: p99Us * 3, meanUs: p99Us / 2 },
+    histogram: { buckets: [], valueMin: 0, valueMax: 0, sum: 0 },
+    preloadMs: 0,
+    preloadErrors: 0,
+    loadgenCpuMs: 0,
+  };
+}
+
+describe('report', () => {
+  it('pairs each round with direct memcached and takes medians', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([4, 1, 2, 3])).toBe(2.5);
+    expect(median([])).toBeNull();
+    const sample = (round: number, target: RunSample['target'], ops: number, p99Us: number): RunSample => ({
+      round,
+      target,
+      workload: 'mix-16x1',
+      result: fakeResult(ops, p99Us),
+      failure: null,
+      targetCpuMs: 500,
+      windowMs: 1000,
+    });
+    // Direct memcached drifts (noise); eventual stays at 0.7× of each round's direct.
+    const samples = [
+      sample(1, 'memcached', 100, 100),
+      sample(1, 'eventual', 70, 150),
+      sample(2, 'memcached', 50, 100),
+      sample(2, 'eventual', 35, 300),
+      sample(3, 'memcached', 200, 100),
+      sample(3, 'eventual', 140, 150),
+    ];
+    const summary = summarize(samples);
+    const eventual = summary.find((cell) => cell.target === 'eventual');
+    expect(eventual?.ratio).toBeCloseTo(0.7, 10);
+    expect(eventual?.p99Ratio).toBeCloseTo(1.5, 10);
+    expect(eventual?.opsPerSecond).toBe(70);
+    expect(eventual?.cpuCores).toBe(0.5);
+    const goals = judgeGoals(summary, ['memcached', 'eventual', 'sequential'], ['mix-16x1']);
+    expect(goals.map((goal) => [goal.target, goal.status])).toEqual([
+      ['eventual', 'met'],
+      ['sequential', 'not measured'],
+    ]);
+    const svg = renderChartSvg(summary, ['a <note> & more']);
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg).toContain('0.70');
+    expect(svg).not.toContain('<note>');
+  });
+
+  it('parses options, with --quick as a small run and bad values as messages', () => {
+    const quick = parseBenchArgs(['--quick']);
+    expect(quick.kind).toBe('run');
+    if (quick.kind === 'run') {
+      expect(quick.settings.rounds).toBe(1);
+      expect(quick.settings.durationMs).toBe(1000);
+      expect(quick.settings.workloads.map((workload) => workload.id)).toEqual(['mix-16x1']);
+    }
+    expect(parseBenchArgs(['--targets', 'memcached,redis'])).toMatchObject({ kind: 'invalid' });
+    expect(parseBenchArgs(['--rounds', '0'])).toMatchObject({ kind: 'invalid' });
+    expect(parseBenchArgs(['--protocol', 'udp'])).toMatchObject({ kind: 'invalid' });
+    expect(parseBenchArgs(['--bogus'])).toMatchObject({ kind: 'invalid' });
+  });
+});
+
+function expectRealMeasurement(result: LoadResult, options: LoadOptions): void {
+  expect(result.errors, result.errorSamples.join('; ')).toBe(0);
+  expect(result.preloadErrors).toBe(0);
+  expect(result.ops).toBeGreaterThan(0);
+  expect(result.gets + result.sets).toBe(result.ops);
+  expect(result.hits + result.misses).toBe(result.gets);
+  expect(result.misses).toBe(0); // every key was preloaded into this one memcached
+  if (options.getFraction < 1) expect(result.sets).toBeGreaterThan(0);
+  expect(Histogram.fromSnapshot(result.histogram).count).toBe(result.ops);
+  expect(result.latency.p50Us).toBeGreaterThan(0);
+  expect(result.latency.p50Us).toBeLessThanOrEqual(result.latency.p99Us);
+  expect(result.latency.p99Us).toBeLessThanOrEqual(result.latency.p999Us);
+  expect(result.latency.p999Us).toBeLessThanOrEqual(result.latency.maxUs);
+}
+
+describe('load generator against a real memcached', () => {
+  let memcached: Awaited<ReturnType<typeof startMemcachedProcess>>;
+  let options: LoadOptions;
+
+  beforeAll(async () => {
+    memcached = await startMemcachedProcess(path.join(logDir, 'memcached.log'));
+    options = {
+      ports: [memcached.port],
+      protocol: 'text',
+      connections: 4,
+      pipelineDepth: 4,
+      getFraction: 0.9,
+      keyCount: 1000,
+      valueBytes: 100,
+      durationMs: 500,
+      warmupMs: 100,
+      preload: true,
+      seed: 7,
+    };
+  });
+
+  afterAll(async () => {
+    if (memcached?.child.exitCode === null) {
+      const exited = new Promise((resolve) => memcached.child.once('exit', resolve));
+      memcached.child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
+  it('measures real text-protocol operations in process', async () => {
+    const phases: string[] = [];
+    const result = await runLoad(options, (phase) => phases.push(phase));
+    expect(phases).toEqual(['measuring', 'draining']);
+    expectRealMeasurement(result, options);
+  });
+
+  it('measures real binary-protocol operations from the forked child, over two ports', async () => {
+    const loadgen = await LoadgenProcess.start();
+    try {
+      expect(loadgen.pid).not.toBe(process.pid);
+      const binary = { ...options, protocol: 'binary' as const, ports: [memcached.port, memcached.port], pipelineDepth: 1 };
+      expectRealMeasurement(await loadgen.run(binary), binary);
+    } finally {
+      await loadgen.stop();
+    }
+  });
+
+  it('counts error replies as errors', async () => {
+    const server = net.createServer((socket) => socket.on('data', (chunk) => socket.write('SERVER_ERROR busy\r\n'.repeat(chunk.toString('latin1').split('\r\n').length - 1))));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as net.AddressInfo;
+    try {
+      const result = await runLoad({ ...options, ports: [port], getFraction: 1, preload: false, durationMs: 200 });
+      expect(result.errors).toBeGreaterThan(0);
+      expect(result.ops).toBe(0);
+      expect(result.errorSamples[0]).toContain('SERVER_ERROR busy');
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
+describe('twemproxy target', () => {
+  it('runs load through nutcracker, or says how to install it', async () => {
+    const started = await startTarget('twemproxy', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
+    if (findNutcracker() === null) {
+      expect(started).toMatchObject({ kind: 'skipped' });
+      expect(started.kind === 'skipped' && started.reason).toContain('apt-get install nutcracker');
+      return;
+    }
+    expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
+    const target = (started as { target: RunningTarget }).target;
+    try {
+      expect(target.pids()).toHaveLength(2);
+      const options: LoadOptions = { ports: target.ports, protocol: 'text', connections: 2, pipelineDepth: 2, getFraction: 0.9, keyCount: 500, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, seed: 3 };
+      expectRealMeasurement(await runLoad(options), options);
+    } finally {
+      await target.stop();
+    }
+    expect(target.pids().every((pid) => cpuMsOf([pid]) === 0)).toBe(true);
+  });
+});
