@@ -206,6 +206,7 @@ function pairEvents(events: RawEvent[], options: ParseOptions): History {
   const operations: Operation[] = [];
   const dropped = new Set<Operation>();
   const open = new Map<number, OpenOp>();
+  const lastReturn = new Map<number, number>(); // process → time of its last completion
   const retired = new Map<number, number>(); // process → line of its indeterminate completion
   for (const event of events) {
     if (timed && event.time === undefined) {
@@ -213,8 +214,12 @@ function pairEvents(events: RawEvent[], options: ParseOptions): History {
     }
     const time = timed ? (event.time as number) : event.line;
     if (event.type === 'invoke') {
+      if (time < (lastReturn.get(event.process) ?? -Infinity)) {
+        throw new LineError(event.line, `process ${event.process} invoked before its previous operation completed (time goes back)`);
+      }
       operations.push(invoke(event, time, open, retired, operations.length));
     } else {
+      lastReturn.set(event.process, time);
       const op = complete(event, time, open, retired, options);
       if (op !== null) dropped.add(op);
     }

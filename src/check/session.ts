@@ -71,7 +71,7 @@ function checkKey(key: string, ops: Operation[]): CheckResult | null {
     else byProcess.set(op.process, [op]);
   }
   for (const processOps of byProcess.values()) {
-    const violation = checkProcess(key, processOps.sort((a, b) => a.call - b.call), writers);
+    const violation = checkProcess(key, processOps.sort((a, b) => a.id - b.id), writers);
     if (violation !== null) return violation;
   }
   return null;

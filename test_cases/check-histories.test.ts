@@ -1,0 +1,262 @@
+/**
+ * Hand-written histories with known verdicts under each model, the parser's errors, the
+ * recorder, and a cross-check of both searches against brute force on random small histories.
+ */
+
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { HistoryRecorder, parseHistory, type History, type Operation } from '../src/check/history.ts';
+import { checkLinearizability } from '../src/check/linearizability.ts';
+import { step } from '../src/check/model.ts';
+import { checkSequential } from '../src/check/sequential.ts';
+import { checkSession } from '../src/check/session.ts';
+
+const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
+const TIMEOUT_MS = 5_000;
+
+function load(name: string): History {
+  const parsed = parseHistory(readFileSync(path.join(historiesDir, name), 'utf8'));
+  if (!parsed.ok) throw new Error(`${name}:${parsed.line}: ${parsed.error}`);
+  return parsed.history;
+}
+
+type Verdict = 'ok' | 'violation';
+/** file → [linearizability, sequential, session] */
+const EXPECTED: Record<string, [Verdict, Verdict, Verdict]> = {
+  'stale-read.jsonl': ['violation', 'ok', 'ok'],
+  'lost-write.jsonl': ['violation', 'ok', 'violation'],
+  'reordered-writes.jsonl': ['violation', 'violation', 'violation'],
+  'cas-twice.jsonl': ['violation', 'violation', 'ok'],
+  'never-written.jsonl': ['violation', 'violation', 'violation'],
+  'own-write-unseen.jsonl': ['violation', 'violation', 'violation'],
+  'multi-key-violation.jsonl': ['violation', 'ok', 'ok'],
+  'concurrent-overlap.jsonl': ['ok', 'ok', 'ok'],
+  'indeterminate-took-effect.jsonl': ['ok', 'ok', 'ok'],
+  'indeterminate-never.jsonl': ['ok', 'ok', 'ok'],
+  'aliases-and-noise.jsonl': ['ok', 'ok', 'ok'],
+};
+
+describe('hand-written histories', () => {
+  for (const [file, [linearizable, sequential, session]] of Object.entries(EXPECTED)) {
+    it(`${file}: linearizability ${linearizable}, sequential ${sequential}, session ${session}`, () => {
+      const history = load(file);
+      expect(checkLinearizability(history, { timeoutMs: TIMEOUT_MS }).verdict).toBe(linearizable);
+      expect(checkSequential(history, { timeoutMs: TIMEOUT_MS }).verdict).toBe(sequential);
+      expect(checkSession(history).verdict).toBe(session);
+    });
+  }
+
+  it('names the key and the stuck point of a violation', () => {
+    const result = checkLinearizability(load('multi-key-violation.jsonl'), { timeoutMs: TIMEOUT_MS });
+    expect(result.key).toBe('bad');
+    expect(result.detail).toContain('Longest valid prefix found: 2 operation(s); the register then holds absent');
+    expect(result.detail).toMatch(/#\d+ p1 read → "1" \(lines 9-10\)/);
+  });
+
+  it('reports a stale read with the write it missed', () => {
+    const result = checkLinearizability(load('stale-read.jsonl'), { timeoutMs: TIMEOUT_MS });
+    expect(result.detail).toContain('write "2"');
+    expect(result.detail).toContain('p1 read → "1"');
+  });
+
+  it('says which session guarantee broke', () => {
+    expect(checkSession(load('own-write-unseen.jsonl')).detail).toContain('read-your-writes violated by process 0');
+    expect(checkSession(load('reordered-writes.jsonl')).detail).toContain('monotonic reads violated by process 1');
+    expect(checkSession(load('never-written.jsonl')).detail).toContain('a value no operation wrote');
+    expect(checkSession(load('aliases-and-noise.jsonl')).detail).toContain('keys with appends not checked: "a"');
+  });
+
+  it('parses aliases, times, noise and fail-with-result-false', () => {
+    const { operations, timeUnit } = load('aliases-and-noise.jsonl');
+    expect(timeUnit).toBe('ns');
+    expect(operations.map((op) => op.f)).toEqual([
+      'write', 'write', 'read', 'append', 'append', 'read', 'delete', 'delete', 'cas', 'read',
+    ]);
+    expect(operations[7]).toMatchObject({ status: 'fail-false', output: { kind: 'done', result: false }, call: 2500, return: 2600 });
+    expect(operations[8].input).toEqual({ f: 'cas', expected: null, value: 'again' });
+    expect(operations[2].output).toEqual({ kind: 'read', value: '5' });
+  });
+
+  it('drops failed operations and makes open or info ones indeterminate', () => {
+    const { operations, timeUnit } = load('indeterminate-never.jsonl');
+    expect(timeUnit).toBe('line');
+    expect(operations.map((op) => `${op.f}:${op.status}`)).toEqual(['write:info', 'read:ok', 'read:ok', 'cas:fail-false', 'read:info']);
+    expect(operations[0].return).toBe(Infinity);
+    expect(operations.map((op) => op.id)).toEqual([0, 1, 2, 3, 4]);
+  });
+});
+
+describe('parser errors name the line', () => {
+  const cases: [string, string, number, RegExp][] = [
+    ['bad JSON', '{"process": 0, "type": "invoke", "f": "read", "key": "x"}\n{oops', 2, /not valid JSON/],
+    ['completion without invoke', '{"process": 3, "type": "ok", "f": "read", "key": "x", "value": 1}', 1, /never invoked/],
+    ['two open ops', '{"process": 0, "type": "invoke", "f": "read"}\n\n{"process": 0, "type": "invoke", "f": "read"}', 3, /still open/],
+    ['op after info', '{"process": 0, "type": "invoke", "f": "write", "value": 1}\n{"process": 0, "type": "info", "f": "write"}\n{"process": 0, "type": "invoke", "f": "read"}', 3, /new process id/],
+    ['bad cas value', '{"process": 0, "type": "invoke", "f": "cas", "value": 3}', 1, /\[old, new\]/],
+    ['unknown f', '{"process": 0, "type": "invoke", "f": "frobnicate"}', 1, /unknown "f"/],
+    ['unknown type', '{"process": 0, "type": "done", "f": "read"}', 1, /"type" must be/],
+    ['mixed times', '{"process": 0, "type": "invoke", "f": "read", "time": 5}\n{"process": 0, "type": "ok", "f": "read", "value": null}', 2, /no "time"/],
+    ['mismatched f', '{"process": 0, "type": "invoke", "f": "read"}\n{"process": 0, "type": "ok", "f": "write", "value": 1}', 2, /does not match/],
+    ['read without value', '{"process": 0, "type": "invoke", "f": "read"}\n{"process": 0, "type": "ok", "f": "read"}', 2, /needs "value"/],
+    ['negative process', '{"process": -1, "type": "invoke", "f": "read"}', 1, /non-negative integer/],
+  ];
+  for (const [name, text, line, message] of cases) {
+    it(name, () => {
+      const parsed = parseHistory(text);
+      expect(parsed.ok).toBe(false);
+      if (parsed.ok) return;
+      expect(parsed.line).toBe(line);
+      expect(parsed.error).toMatch(message);
+    });
+  }
+
+  it('reads a failed cas as compare-failed only when asked', () => {
+    const text = '{"process": 0, "type": "invoke", "f": "cas", "value": [1, 2]}\n{"process": 0, "type": "fail", "f": "cas"}';
+    const plain = parseHistory(text);
+    const etcd = parseHistory(text, { failedCasIsFalse: true });
+    expect(plain.ok && plain.history.operations.length).toBe(0);
+    expect(etcd.ok && etcd.history.operations[0].output).toEqual({ kind: 'done', result: false });
+  });
+});
+
+describe('model', () => {
+  it('follows memcached register rules', () => {
+    const done = (result: boolean | undefined) => ({ kind: 'done' as const, result });
+    expect(step(null, { f: 'append', value: 'x' }, done(true)).ok).toBe(false);
+    expect(step(null, { f: 'append', value: 'x' }, done(false))).toEqual({ ok: true, state: null });
+    expect(step('a', { f: 'append', value: 'b' }, done(true))).toEqual({ ok: true, state: 'ab' });
+    expect(step(null, { f: 'cas', expected: null, value: 'v' }, done(true))).toEqual({ ok: true, state: 'v' });
+    expect(step('v', { f: 'cas', expected: null, value: 'w' }, done(true)).ok).toBe(false);
+    expect(step('v', { f: 'cas', expected: 'u', value: 'w' }, done(false))).toEqual({ ok: true, state: 'v' });
+    expect(step('v', { f: 'cas', expected: 'v', value: 'w' }, { kind: 'indeterminate' })).toEqual({ ok: true, state: 'w' });
+    expect(step('v', { f: 'delete' }, done(false)).ok).toBe(false);
+    expect(step('v', { f: 'delete' }, done(undefined))).toEqual({ ok: true, state: null });
+    expect(step('v', { f: 'read' }, { kind: 'read', value: 'v' }).ok).toBe(true);
+    expect(step('v', { f: 'read' }, { kind: 'read', value: null }).ok).toBe(false);
+  });
+});
+
+describe('HistoryRecorder', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mckv-recorder-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('writes a history the parser reads back, with a new process after an info', async () => {
+    const file = path.join(dir, 'h.jsonl');
+    const recorder = new HistoryRecorder({ file });
+    const write = recorder.invoke(7, 'set', 'k', 'v1');
+    const read = recorder.invoke(8, 'get', 'k');
+    recorder.ok(write, 'v1');
+    recorder.ok(read, 'v1');
+    const cas = recorder.invoke(7, 'cas', 'k', ['v0', 'v2']);
+    recorder.fail(cas, null, { result: false });
+    const lost = recorder.invoke(8, 'set', 'k', 'v3');
+    recorder.info(lost, null, { error: 'timeout' });
+    const after = recorder.invoke(8, 'get', 'k');
+    recorder.ok(after, 'v3');
+    expect(() => recorder.ok(after, 'v3')).toThrow(/completed twice/);
+    await recorder.close();
+    const parsed = parseHistory(readFileSync(file, 'utf8'));
+    expect(parsed.ok).toBe(true);
+    if (!parsed.ok) return;
+    const ops = parsed.history.operations;
+    expect(parsed.history.timeUnit).toBe('ns');
+    expect(ops.map((op) => `${op.process}:${op.f}:${op.status}`)).toEqual([
+      '0:write:ok', '1:read:ok', '0:cas:fail-false', '1:write:info', '2:read:ok',
+    ]);
+    expect(ops[0].call).toBeLessThanOrEqual(ops[0].return);
+    expect(recorder.lines()).toHaveLength(10);
+    expect(checkLinearizability(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict).toBe('ok');
+  });
+});
+
+/** Deterministic generator (mulberry32) so a failing case reproduces. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** A random small single-key history as JSON lines, with ties in time and indeterminate ops. */
+function randomHistory(seed: number): string {
+  const next = random(seed);
+  const pick = <T>(items: T[]): T => items[Math.floor(next() * items.length)];
+  const values = [1, 2, 3];
+  const events: { time: number; line: string }[] = [];
+  const processes = 1 + Math.floor(next() * 3);
+  for (let process = 0; process < processes; process++) {
+    let time = Math.floor(next() * 4);
+    const count = 1 + Math.floor(next() * 3);
+    for (let index = 0; index < count; index++) {
+      const f = pick(['read', 'read', 'write', 'cas']);
+      const value = f === 'read' ? null : f === 'write' ? pick(values) : [pick([null, ...values]), pick(values)];
+      const call = time;
+      const ret = call + Math.floor(next() * 6);
+      events.push({ time: call, line: JSON.stringify({ process, type: 'invoke', f, key: 'k', value, time: call }) });
+      if (index === count - 1 && next() < 0.25) {
+        events.push({ time: ret, line: JSON.stringify({ process, type: 'info', f, key: 'k', time: ret }) });
+        break;
+      }
+      const output = f === 'read'
+        ? { value: pick([null, ...values]) }
+        : f === 'cas' ? { value, result: next() < 0.5 } : { value };
+      events.push({ time: ret, line: JSON.stringify({ process, type: 'ok', f, key: 'k', time: ret, ...output }) });
+      time = ret + Math.floor(next() * 3);
+    }
+  }
+  return events.map((event) => event.line).join('\n');
+}
+
+/**
+ * Brute force: try every order, one operation at a time; `mayGoBefore(a, b)` says whether a may
+ * be placed while b is still unplaced. Indeterminate operations may be left out.
+ */
+function bruteForce(ops: Operation[], mustFollow: (later: Operation, earlier: Operation) => boolean): boolean {
+  const placed = new Set<Operation>();
+  const search = (state: string | null): boolean => {
+    if (ops.every((op) => placed.has(op) || op.output.kind === 'indeterminate')) return true;
+    for (const op of ops) {
+      if (placed.has(op)) continue;
+      if (ops.some((other) => !placed.has(other) && other !== op && mustFollow(op, other))) continue;
+      const result = step(state, op.input, op.output);
+      if (!result.ok) continue;
+      placed.add(op);
+      const found = search(result.state);
+      placed.delete(op);
+      if (found) return true;
+    }
+    return false;
+  };
+  return search(null);
+}
+
+const realTime = (later: Operation, earlier: Operation): boolean => earlier.return < later.call;
+const processOrder = (later: Operation, earlier: Operation): boolean =>
+  earlier.process === later.process && earlier.id < later.id;
+
+describe('searches agree with brute force on random small histories', () => {
+  it('linearizability and sequential, 1000 seeds', () => {
+    const tally = { linearizable: 0, notLinearizable: 0, sequential: 0, notSequential: 0 };
+    for (let seed = 1; seed <= 1000; seed++) {
+      const parsed = parseHistory(randomHistory(seed));
+      if (!parsed.ok) throw new Error(`seed ${seed}: ${parsed.error}`);
+      const ops = parsed.history.operations;
+      const linearizable = bruteForce(ops, realTime);
+      const sequential = bruteForce(ops, processOrder);
+      const context = `seed ${seed}\n${randomHistory(seed)}`;
+      expect(checkLinearizability(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict, context).toBe(linearizable ? 'ok' : 'violation');
+      expect(checkSequential(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict, context).toBe(sequential ? 'ok' : 'violation');
+      tally[linearizable ? 'linearizable' : 'notLinearizable']++;
+      tally[sequential ? 'sequential' : 'notSequential']++;
+    }
+    // The generator must exercise both outcomes of both checks.
+    for (const count of Object.values(tally)) expect(count).toBeGreaterThan(30);
+  });
+});
