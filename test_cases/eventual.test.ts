@@ -476,3 +476,19 @@ describe('bounds', () => {
     expect(m.status().queueDepth).toBe(1);
   });
 });
+
+describe('expiry', () => {
+  it('collects an entry expired longer than the grace, once every peer holds it, and not before', () => {
+    const m = machine(N1, { expiredGraceMs: 1000, sweepBucketsPerTick: BUCKET_COUNT });
+    const expiring = entry('v', 77n, { expiresAtMs: T0 + 500 });
+    boot(m, [['k', expiring]]);
+    m.step(message(N2, { kind: 'push_ack', batch: 0, versions: [['k', 77n]] }));
+    m.step(message(N3, { kind: 'push_ack', batch: 0, versions: [['k', 77n]] }));
+    expect(m.indexEntry('k')?.heldByMask).toBe(0b110);
+    const early = m.step({ kind: 'tick', nowMs: T0 + 1400, peersUp: [N2, N3] });
+    expect(ofKind(early, 'purge')).toEqual([]);
+    const late = m.step({ kind: 'tick', nowMs: T0 + 1500, peersUp: [N2, N3] });
+    expect(ofKind(late, 'purge')).toEqual([{ kind: 'purge', tombstones: [['k', 77n]] }]);
+    expect(m.indexEntry('k')).toBeUndefined();
+  });
+});

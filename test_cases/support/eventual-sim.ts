@@ -27,6 +27,7 @@ import {
   type KeyedEntry,
   type PeerId,
 } from '../../src/consistency/types.ts';
+import { fromWire, toWire } from '../../src/peer/frame.ts';
 import { applyToEntry, isLive } from '../../src/store/apply.ts';
 import type { Entry, Op } from '../../src/store/types.ts';
 
@@ -133,22 +134,9 @@ class TaskQueue {
 
 const before = (a: Task, b: Task): boolean => a.atMs < b.atMs || (a.atMs === b.atMs && a.seq < b.seq);
 
-/** The peer codec's JSON round trip: Buffers and bigints survive, nothing is shared. */
+/** The peer codec's round trip (tagged JSON, as on the wire): nothing is shared with the sender. */
 export function codecRoundTrip<T>(value: T): T {
-  const text = JSON.stringify(value, function replacer(this: Record<string, unknown>, key, item: unknown) {
-    const original = this[key];
-    if (Buffer.isBuffer(original)) return { $buffer: original.toString('base64') };
-    if (typeof item === 'bigint') return { $bigint: item.toString() };
-    return item;
-  });
-  return JSON.parse(text, (_key, item: unknown) => {
-    if (typeof item === 'object' && item !== null) {
-      const record = item as Record<string, unknown>;
-      if (typeof record.$buffer === 'string') return Buffer.from(record.$buffer, 'base64');
-      if (typeof record.$bigint === 'string') return BigInt(record.$bigint);
-    }
-    return item;
-  }) as T;
+  return fromWire(JSON.parse(JSON.stringify(toWire(value) ?? null)) as Parameters<typeof fromWire>[0]) as T;
 }
 
 interface SimNode {

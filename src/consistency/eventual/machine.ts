@@ -542,9 +542,9 @@ export class EventualMachine implements Machine<EventualMessage> {
       if (this.purgedCovers(key, version)) this.answerSuperseded(from, key, version);
       else want.push(key);
     }
-    const shipKeys = ship.slice(0, this.tuning.fetchKeysMax);
+    const shipKeys = ship.slice(0, this.tuning.aeKeysMax);
     if (shipKeys.length > 0) this.issueFetch(out, shipKeys, { kind: 'ship', to: from });
-    const wantKeys = want.slice(0, this.tuning.fetchKeysMax);
+    const wantKeys = want.slice(0, this.tuning.aeKeysMax);
     if (wantKeys.length > 0) {
       out.push({ kind: 'send', to: from, message: { kind: 'ae_want', round: message.round, keys: wantKeys } });
     }
@@ -575,7 +575,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   }
 
   private onAeWant(from: PeerId, keys: string[], out: Out): void {
-    const wanted = keys.slice(0, this.tuning.fetchKeysMax);
+    const wanted = keys.slice(0, this.tuning.aeKeysMax);
     if (wanted.length > 0) this.issueFetch(out, wanted, { kind: 'ship', to: from });
   }
 

@@ -23,9 +23,9 @@ export interface EventualTuning {
   windowBatchesMax: number;
   /** After this, an unacked push batch no longer holds its window slot. */
   ackTimeoutMs: number;
-  /** Most keys in one fetch (dirty keys, or keys shipped by anti-entropy). */
+  /** Most dirty keys in one fetch. */
   fetchKeysMax: number;
-  /** Most key → version pairs in one anti-entropy key list (whole buckets only). */
+  /** Most key → version pairs in one anti-entropy key list (whole buckets only), and most keys shipped or asked for per round. */
   aeKeysMax: number;
   /** An expired entry is dead (collectable) this long after its expiry. */
   expiredGraceMs: number;
