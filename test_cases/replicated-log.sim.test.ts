@@ -7,13 +7,17 @@
 import { describe, expect, it } from 'vitest';
 import { simulate, SimulationFailure } from './support/log-sim.ts';
 
-const SEEDS = Number(process.env.MCKV_SIM_SEEDS ?? 150);
+const SEEDS = Number(process.env.MCKV_SIM_SEEDS ?? 120);
 const FIRST_SEED = Number(process.env.MCKV_SIM_FIRST_SEED ?? 1);
 
-function runSeeds(mode: 'linearizability' | 'sequential', count: number): { committed: number; refused: number; transfers: number } {
+function runSeeds(
+  mode: 'linearizability' | 'sequential',
+  count: number,
+  compactionThresholdEntries = 40,
+): { committed: number; refused: number; transfers: number } {
   const totals = { committed: 0, refused: 0, transfers: 0 };
   for (let seed = FIRST_SEED; seed < FIRST_SEED + count; seed += 1) {
-    const result = simulate(seed, mode, { safetyMs: 4_000 });
+    const result = simulate(seed, mode, { safetyMs: 4_000, compactionThresholdEntries });
     totals.committed += result.committed;
     totals.refused += result.repliesRefused;
     totals.transfers += result.transfers;
@@ -31,6 +35,11 @@ describe('replicated log under a simulated faulty network', () => {
   it('sequential: safe under faults and converges after them, across seeds', () => {
     const totals = runSeeds('sequential', Math.ceil(SEEDS * 0.7));
     expect(totals.committed).toBeGreaterThan(SEEDS * 30);
+  });
+
+  it('aggressive compaction: state transfers under faults stay safe and converge', () => {
+    const totals = runSeeds('linearizability', Math.ceil(SEEDS / 5), 8);
+    expect(totals.transfers).toBeGreaterThan(SEEDS / 10);
   });
 
   it('a run without faults refuses nothing once a leader is elected and commits steadily', () => {
