@@ -29,15 +29,17 @@ describe('eventual mode under a simulated, faulty network', () => {
     expect(failures(reports)).toEqual([]);
     const converged = reports.map((report) => report.convergedAfterMs ?? Infinity);
     expect(Math.max(...converged)).toBeLessThanOrEqual(5000);
+    if (replaySeed !== null) return;
+    // The runs did real work: traffic, losses, crashes, and collected tombstones.
     const total = reports.reduce((sum, report) => sum + report.stats.ops + report.stats.dropped + report.stats.crashes, 0);
     expect(total).toBeGreaterThan(200 * 300);
-    expect(reports.some((report) => report.stats.purged > 0)).toBe(true);
+    expect(reports.every((report) => report.stats.purged > 0)).toBe(true);
   });
 
   it('converges when replicas are also emptied (backend_reset), each key on some accepted write', () => {
     const reports = runSeeds(80, 10_000, true);
     expect(failures(reports)).toEqual([]);
-    expect(replaySeed !== null || reports.some((report) => report.stats.resets > 0)).toBe(true);
+    if (replaySeed === null) expect(reports.filter((report) => report.stats.resets > 0).length).toBeGreaterThan(20);
   });
 
   it('replays a seed exactly', () => {

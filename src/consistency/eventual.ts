@@ -39,8 +39,7 @@
  *     nothing.
  * - **Session guarantees**: a client that stays on one controller reads its own writes and never
  *   sees that controller's state go back (unless its memcached restarts empty); across
- *   controllers there is no guarantee until
- *   convergence.
+ *   controllers there is no guarantee until convergence.
  *
  * ## How (see ./eventual/machine.ts for the invariants)
  * Writes become `apply` effects stamped with the version; the results are fetched back from
