@@ -164,8 +164,9 @@ describe('HistoryRecorder', () => {
     const ops = parsed.history.operations;
     expect(parsed.history.timeUnit).toBe('ns');
     expect(ops.map((op) => `${op.process}:${op.f}:${op.status}`)).toEqual([
-      '0:write:ok', '1:read:ok', '0:cas:fail-false', '1:write:info', '2:read:ok',
+      '7:write:ok', '8:read:ok', '7:cas:fail-false', '8:write:info', '1000:read:ok',
     ]);
+    expect(() => recorder.invoke(1000, 'get', 'k')).toThrow(/must be an integer/);
     expect(ops[0].call).toBeLessThanOrEqual(ops[0].return);
     expect(recorder.lines()).toHaveLength(10);
     expect(checkLinearizability(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict).toBe('ok');

@@ -416,37 +416,41 @@ export interface RecordHandle {
 }
 
 export interface HistoryRecorderOptions {
-  /** File to append JSON lines to as events happen; omit to keep them in memory only. */
+  /** File to write JSON lines to as events happen; omit to keep them in memory only. */
   file?: string;
+  /** Process ids given to clients after an `info` start here; client numbers must stay below. */
+  freshProcessBase?: number;
 }
 
 /**
  * Records a history while clients run, in the JSON-lines format.
  *
- * Callers name their clients (`invoke(client, ...)`); the recorder maps each client to a process
- * id and gives the client a fresh process id after an `info`, as Jepsen does, so a recorded
- * history always satisfies "no operation after an indeterminate one". Times are
- * `process.hrtime.bigint()` nanoseconds relative to the recorder's creation (so they stay exact
- * as JSON numbers).
+ * A client's process id is its own number until one of its operations ends in `info`; from then
+ * on it records under a fresh id (`freshProcessBase`, +1, ...), as Jepsen does, so a recorded
+ * history always satisfies "no operation after an indeterminate one". Every event also carries
+ * `client`. Times are `process.hrtime.bigint()` nanoseconds relative to the recorder's creation
+ * (so they stay exact as JSON numbers).
  */
 export class HistoryRecorder {
   private readonly startNs = process.hrtime.bigint();
   private readonly stream: WriteStream | null;
   private readonly recorded: string[] = [];
   private readonly processOfClient = new Map<number, number>();
-  private nextProcess = 0;
+  private readonly freshProcessBase: number;
+  private nextFreshProcess: number;
 
   constructor(options: HistoryRecorderOptions = {}) {
     this.stream = options.file === undefined ? null : createWriteStream(options.file, { flags: 'w' });
+    this.freshProcessBase = options.freshProcessBase ?? 1000;
+    this.nextFreshProcess = this.freshProcessBase;
   }
 
   /** Record an invoke; `value` is the written value, `[old, new]` for a cas, `null` for a read. */
   invoke(client: number, f: string, key: string, value: unknown = null): RecordHandle {
-    let processId = this.processOfClient.get(client);
-    if (processId === undefined) {
-      processId = this.nextProcess++;
-      this.processOfClient.set(client, processId);
+    if (!Number.isSafeInteger(client) || client < 0 || client >= this.freshProcessBase) {
+      throw new Error(`client ${client} must be an integer in [0, ${this.freshProcessBase})`);
     }
+    const processId = this.processOfClient.get(client) ?? client;
     const handle: RecordHandle = { process: processId, client, f, key, completed: false };
     this.write({ process: processId, type: 'invoke', f, key, value, client });
     return handle;
@@ -465,7 +469,7 @@ export class HistoryRecorder {
   /** The outcome is unknown (timeout, connection lost); the client gets a new process id. */
   info(handle: RecordHandle, value: unknown = null, extra: Record<string, unknown> = {}): void {
     this.completeWith(handle, 'info', value, extra);
-    this.processOfClient.set(handle.client, this.nextProcess++);
+    this.processOfClient.set(handle.client, this.nextFreshProcess++);
   }
 
   /** The lines recorded so far. */

@@ -173,30 +173,68 @@ function candidateOrder(search: Position): number[] {
  * Place the next operation of the first candidate (from rank `tryFrom`) that fits the register,
  * starves no value, and leads to an unexplored (positions, state) pair.
  */
-function placeNext(
-  search: Position, tryFrom: number,
-): { process: number; rank: number; op: Operation; before: RegisterValue } | null {
-  const { queues, positions, supply, visited } = search;
+function placeNext(search: Position, tryFrom: number): PlaceResult | null {
   const before = search.state;
   const order = candidateOrder(search);
-  for (let rank = tryFrom; rank < order.length; rank++) {
-    const process = order[rank];
-    const op = queues[process][positions[process]];
-    const result = step(before, op.input, op.output);
-    if (!result.ok) continue;
-    positions[process]++;
-    supply.count(op, -1);
-    const produced = producedValue(op);
-    const dead = supply.starved(before, result.state) || (produced !== undefined && supply.starved(produced, result.state));
-    const key = `${positions.join(',')}|${result.state === null ? '' : `=${result.state}`}`;
-    if (!dead && !visited.has(key)) {
-      visited.add(key);
-      search.state = result.state;
-      return { process, rank, op, before };
-    }
-    supply.count(op, 1);
-    positions[process]--;
+  if (tryFrom === 0) {
+    const forced = placeFree(search, order);
+    if (forced !== undefined) return forced;
   }
+  for (let rank = tryFrom; rank < order.length; rank++) {
+    const placed = tryPlace(search, order[rank], before);
+    if (placed !== null) return { ...placed, rank };
+  }
+  return null;
+}
+
+/**
+ * An operation that fits and can never change the register (a read, a cas or delete or append
+ * that returned false) can always go next: moving it earlier changes no other step. (A write of
+ * the value the register holds is not such an operation: placed later, it may change it.) So when
+ * one exists it is the only move tried here (`rank` past every candidate), which removes most
+ * branching on reads. Returns `undefined` when there is no such operation, `null` when there is
+ * one but its position was already explored.
+ */
+function placeFree(search: Position, order: number[]): PlaceResult | null | undefined {
+  const { queues, positions } = search;
+  const before = search.state;
+  for (const process of order) {
+    const op = queues[process][positions[process]];
+    if (!neverChangesState(op) || !step(before, op.input, op.output).ok) continue;
+    const placed = tryPlace(search, process, before);
+    return placed === null ? null : { ...placed, rank: order.length };
+  }
+  return undefined;
+}
+
+/** Whether every valid placement of `op` leaves the register as it was. */
+function neverChangesState(op: Operation): boolean {
+  if (op.output.kind === 'read') return true;
+  if (op.output.kind !== 'done') return false;
+  if (op.output.result === false) return op.f !== 'write';
+  return op.input.f === 'cas' && op.input.expected === op.input.value;
+}
+
+type PlaceResult = { process: number; rank: number; op: Operation; before: RegisterValue };
+
+/** Place `process`'s next operation if it fits, starves nothing and reaches an unexplored position. */
+function tryPlace(search: Position, process: number, before: RegisterValue): Omit<PlaceResult, 'rank'> | null {
+  const { queues, positions, supply, visited } = search;
+  const op = queues[process][positions[process]];
+  const result = step(before, op.input, op.output);
+  if (!result.ok) return null;
+  positions[process]++;
+  supply.count(op, -1);
+  const produced = producedValue(op);
+  const dead = supply.starved(before, result.state) || (produced !== undefined && supply.starved(produced, result.state));
+  const key = `${positions.join(',')}|${result.state === null ? '' : `=${result.state}`}`;
+  if (!dead && !visited.has(key)) {
+    visited.add(key);
+    search.state = result.state;
+    return { process, op, before };
+  }
+  supply.count(op, 1);
+  positions[process]--;
   return null;
 }
 
