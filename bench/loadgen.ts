@@ -546,6 +546,8 @@ function serveParent(): void {
     );
   });
   process.on('disconnect', () => process.exit(0));
+  // Ctrl-C reaches the whole process group: let the driver decide when to stop us.
+  process.on('SIGINT', () => {});
   send({ type: 'ready' });
 }
 

@@ -50,6 +50,8 @@ export interface CellSummary {
   cpuCores: number | null;
   cpuUsPerOp: number | null;
   errors: number;
+  /** Gets that found no value (every key was preloaded, so a miss is a replica behind or a lost write). */
+  misses: number;
   failures: number;
 }
 
@@ -126,6 +128,7 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
     cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
     errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
+    misses: cell.reduce((sum, sample) => sum + sample.result.misses, 0),
     failures: all.length - cell.length,
   };
 }
@@ -235,7 +238,7 @@ function padTable(rows: string[][]): string {
 
 /** The medians table: one row per target × workload. */
 export function formatTable(summary: CellSummary[]): string {
-  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'errors', 'rounds'];
+  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'errors', 'misses', 'rounds'];
   const rows = summary.map((cell) => [
     cell.workload,
     targetLabel(cell.target),
@@ -248,6 +251,7 @@ export function formatTable(summary: CellSummary[]): string {
     formatNumber(cell.cpuCores, 2),
     formatNumber(cell.cpuUsPerOp, 1),
     String(cell.errors),
+    String(cell.misses),
     cell.failures > 0 ? `${cell.rounds} (+${cell.failures} failed)` : String(cell.rounds),
   ]);
   return padTable([header, ...rows]);
