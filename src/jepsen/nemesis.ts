@@ -127,12 +127,11 @@ export interface NemesisRun {
   recorder: HistoryRecorder;
   clockMs: () => number;
   stop: AbortSignal;
+  /** The recorder's client number for nemesis events (no workload client uses it). */
+  client: number;
   /** Told about each fault as it starts and ends (for console progress). */
   onEvent?: (message: string) => void;
 }
-
-/** The recorder's client number for nemesis events (never used by a workload client). */
-const NEMESIS_CLIENT = -1;
 
 /** Carries out the plan; resolves with the windows once the last fault is undone. */
 export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
@@ -141,7 +140,7 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
     await sleep(plan.startMs - run.clockMs(), run.stop);
     if (run.stop.aborted) break;
     const label = describeFault(plan);
-    const handle = run.recorder.invoke(NEMESIS_CLIENT, 'nemesis', plan.nodes.join(','), { fault: plan.kind, label, action: 'start' });
+    const handle = run.recorder.invoke(run.client, 'nemesis', plan.nodes.join(','), { fault: plan.kind, label, action: 'start' });
     const startMs = run.clockMs();
     run.onEvent?.(`nemesis: ${label}`);
     try {

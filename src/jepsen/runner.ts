@@ -24,9 +24,9 @@ import { HistoryRecorder, parseHistory, type CheckResult } from '../check/histor
 import { TextClient } from '../client/text-client.ts';
 import type { Mode } from '../consistency/types.ts';
 import { Cluster, repoRoot } from './cluster.ts';
-import { planNemesis, runNemesis, type FaultWindow, type NemesisKind } from './nemesis.ts';
+import { planNemesis, runNemesis, type FaultPlan, type FaultWindow, type NemesisKind } from './nemesis.ts';
 import { countOutcomes, summarizeFaults, summarizeLatency, writeReport, type RunSummary } from './report.ts';
-import { createRandom, DEFAULT_OP_WEIGHTS, runClient, sleep, type CallRecord, type WorkloadOp } from './workload.ts';
+import { createRandom, DEFAULT_OP_WEIGHTS, runClient, sleep, type CallRecord, type ClientOptions, type WorkloadOp } from './workload.ts';
 
 /** Options of one run; only `mode` is required. */
 export interface JepsenOptions {
@@ -77,7 +77,8 @@ export interface RunResult {
 
 type Resolved = Required<Omit<JepsenOptions, 'signal' | 'reportDir'>> & { reportDir: string; signal: AbortSignal | undefined };
 
-const FINAL_READ_CLIENT_BASE = 100_000;
+/** Process ids after an `info` start here, above every client number the run uses. */
+const FRESH_PROCESS_BASE = 1_000_000;
 const clustersRunning = new Set<Cluster>();
 
 /**
@@ -98,7 +99,7 @@ export function killStartedProcesses(): void {
 export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
   const resolved = resolveOptions(options);
   mkdirSync(resolved.reportDir, { recursive: true });
-  const recorder = new HistoryRecorder({ file: path.join(resolved.reportDir, 'history.jsonl') });
+  const recorder = new HistoryRecorder({ file: path.join(resolved.reportDir, 'history.jsonl'), freshProcessBase: FRESH_PROCESS_BASE });
   let cluster: Cluster | null = null;
   try {
     resolved.log(`starting a ${resolved.mode} cluster (${resolved.backend}${resolved.replication ? '' : ', NO replication'})`);
@@ -164,32 +165,54 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
   const stop = new AbortController();
   const onAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  // A client or the nemesis that throws stops the whole phase; the error is rethrown after cleanup.
+  let failure: { error: unknown } | null = null;
+  const guard = (promise: Promise<unknown>): Promise<void> => promise.then(() => undefined, (error: unknown) => {
+    failure ??= { error };
+    stop.abort();
+  });
   const calls: CallRecord[] = [];
-  const clients = Array.from({ length: options.clients }, (_, client) => {
-    const node = cluster.nodes[client % cluster.nodes.length];
-    return runClient({
-      client, node: node.id, port: node.clientPort, keys: keyNames(options.keys), recorder,
-      random: createRandom(options.seed * 31 + client), weights: options.opWeights,
-      callTimeoutMs: options.callTimeoutMs, thinkMs: options.thinkMs, clockMs, calls, stop: stop.signal,
-    });
-  });
-  const plans = planNemesis({
-    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => kind !== 'backend-restart') : options.nemesis,
-    nodes: cluster.nodes.map((node) => node.id), timeMs: options.timeMs, seed: options.seed,
-    faultMs: options.faultMs, healMs: options.healMs,
-  });
-  const nemesis = runNemesis({ plans, target: cluster, recorder, clockMs, stop: stop.signal, onEvent: options.log });
+  const clients = startClients(options, cluster, { recorder, clockMs, calls, stop: stop.signal }).map(guard);
+  let windows: FaultWindow[] = [];
+  const nemesis = guard(runNemesis({
+    plans: planFor(options, cluster), target: cluster, recorder, clockMs, stop: stop.signal,
+    client: options.clients + cluster.nodes.length, onEvent: options.log,
+  }).then((done) => { windows = done; }));
   try {
     await sleep(options.timeMs, stop.signal);
   } finally {
     stop.abort();
     options.signal?.removeEventListener('abort', onAbort);
   }
-  const [windows] = await Promise.all([nemesis, Promise.all(clients)]);
+  await Promise.all([nemesis, ...clients]);
   const durationMs = clockMs();
   await healEverything(cluster);
+  if (failure !== null) throw (failure as { error: unknown }).error;
   options.log(`clients stopped after ${(durationMs / 1000).toFixed(1)} s: ${calls.length} calls`);
   return { calls, windows, durationMs, healedAt: performance.now() };
+}
+
+type Shared = Pick<ClientOptions, 'recorder' | 'clockMs' | 'calls' | 'stop'>;
+
+/** Client i talks to controller i mod 3; its operations are drawn from its own seeded stream. */
+function startClients(options: Resolved, cluster: Cluster, shared: Shared): Promise<void>[] {
+  return Array.from({ length: options.clients }, (_, client) => {
+    const node = cluster.nodes[client % cluster.nodes.length];
+    return runClient({
+      ...shared, client, node: node.id, port: node.clientPort, keys: keyNames(options.keys),
+      random: createRandom(options.seed * 31 + client), weights: options.opWeights,
+      callTimeoutMs: options.callTimeoutMs, thinkMs: options.thinkMs,
+    });
+  });
+}
+
+/** The fault schedule; a restart of the embedded store means nothing, so it is left out there. */
+function planFor(options: Resolved, cluster: Cluster): FaultPlan[] {
+  return planNemesis({
+    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => kind !== 'backend-restart') : options.nemesis,
+    nodes: cluster.nodes.map((node) => node.id), timeMs: options.timeMs, seed: options.seed,
+    faultMs: options.faultMs, healMs: options.healMs,
+  });
 }
 
 /** Key names shared by the clients. */
@@ -252,7 +275,7 @@ async function waitUntilServing(cluster: Cluster, timeoutMs: number, callTimeout
 /** Every controller reads every key once, recorded: a lost acknowledged write shows here. */
 async function finalReads(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<void> {
   await Promise.all(cluster.nodes.map(async (node, index) => {
-    const client = FINAL_READ_CLIENT_BASE + index;
+    const client = options.clients + index;
     for (const key of keyNames(options.keys)) {
       const handle = recorder.invoke(client, 'read', key, null);
       const answer = await readKey(node.clientPort, key, options.callTimeoutMs * 2);
