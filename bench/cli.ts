@@ -178,7 +178,7 @@ function loadOptions(settings: BenchSettings, target: RunningTarget, workload: W
 
 /** One load run with the target's CPU sampled at the start and end of the measured window. */
 async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: LoadOptions, identity: Pick<RunSample, 'round' | 'workload'>): Promise<RunSample> {
-  const window = { cpuStartMs: 0, cpuEndMs: 0, wallStartMs: 0, wallEndMs: 0 };
+  const window: { cpuStartMs: number | null; cpuEndMs: number | null; wallStartMs: number; wallEndMs: number } = { cpuStartMs: null, cpuEndMs: null, wallStartMs: 0, wallEndMs: 0 };
   const onPhase = (phase: 'measuring' | 'draining'): void => {
     if (phase === 'measuring') {
       window.cpuStartMs = cpuMsOf(target.pids());
@@ -191,8 +191,10 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
   const base = { ...identity, target: target.name };
   try {
     const result = await loadgen.run(options, onPhase);
-    const windowMs = window.wallEndMs > window.wallStartMs ? window.wallEndMs - window.wallStartMs : 0;
-    return { ...base, result, failure: null, targetCpuMs: windowMs > 0 ? window.cpuEndMs - window.cpuStartMs : 0, windowMs };
+    // A window counts only if both edges were seen and every PID was readable at both (none died).
+    const cpuKnown = window.cpuStartMs !== null && window.cpuEndMs !== null && window.cpuEndMs >= window.cpuStartMs && window.wallEndMs > window.wallStartMs;
+    const targetCpuMs = cpuKnown ? (window.cpuEndMs as number) - (window.cpuStartMs as number) : 0;
+    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0 };
   } catch (error) {
     return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0 };
   }
@@ -218,6 +220,10 @@ async function runRounds(settings: BenchSettings, loadgen: LoadgenProcess, runni
         if (interrupted()) return samples;
         const run = { seed: round * 1000 + workloadIndex, preload: !preloaded.has(target.name) };
         const sample = await measure(loadgen, target, loadOptions(settings, target, workload, run), { round, workload: workload.id });
+        if (interrupted()) {
+          console.log(`round ${round}/${settings.rounds} ${workload.id} ${targetLabel(target.name)}: discarded (interrupted; Ctrl-C also reaches the targets)`);
+          return samples;
+        }
         if (sample.result !== null && sample.result.preloadErrors === 0) preloaded.add(target.name);
         samples.push(sample);
         console.log(progressLine(sample, settings.rounds));
@@ -264,9 +270,13 @@ export async function runBench(settings: BenchSettings): Promise<number> {
   const runs = settings.rounds * settings.workloads.length * settings.targets.length;
   console.log(`plan: ${settings.rounds} round(s) × ${settings.workloads.length} workload(s) × ${settings.targets.length} target(s) = ${runs} runs of ${(settings.warmupMs + settings.durationMs) / 1000} s (+ preload)`);
   let interrupted = false;
+  let interruptedAtMs = 0;
   const onSignal = (): void => {
-    if (interrupted) process.exit(130);
+    // npm forwards the terminal's SIGINT to us again, so one Ctrl-C often arrives twice at once.
+    if (interrupted && Date.now() - interruptedAtMs > 1000) process.exit(130);
+    if (interrupted) return;
     interrupted = true;
+    interruptedAtMs = Date.now();
     console.log('\ninterrupted: finishing the current run, then stopping everything (Ctrl-C again to quit at once)');
   };
   process.on('SIGINT', onSignal);

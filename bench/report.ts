@@ -28,7 +28,7 @@ export interface RunSample {
   /** Absent when the run itself failed (see `failure`). */
   result: LoadResult | null;
   failure: string | null;
-  /** CPU the target's processes used during the measured window, and that window's length. */
+  /** CPU the target's processes used during the measured window, and that window's length (0 when the CPU is unknown). */
   targetCpuMs: number;
   windowMs: number;
 }
@@ -126,7 +126,7 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     p999Us: median(cell.map((sample) => sample.result.latency.p999Us)),
     p99Ratio: median(pairedRatios(samples, cell, (result) => result.latency.p99Us)),
     cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
-    cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
+    cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.windowMs > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
     errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
     misses: cell.reduce((sum, sample) => sum + sample.result.misses, 0),
     failures: all.length - cell.length,

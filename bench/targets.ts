@@ -260,15 +260,19 @@ export function parseStatTicks(statLine: string): number | null {
   return userTicks + systemTicks;
 }
 
-/** CPU used so far by `pids` together, in milliseconds (processes that are gone count 0). */
-export function cpuMsOf(pids: number[]): number {
+/** CPU used so far by `pids` together, in milliseconds; null if any of them is gone or unreadable. */
+export function cpuMsOf(pids: number[]): number | null {
   let ticks = 0;
   for (const pid of pids) {
+    let line: string;
     try {
-      ticks += parseStatTicks(readFileSync(`/proc/${pid}/stat`, 'latin1')) ?? 0;
+      line = readFileSync(`/proc/${pid}/stat`, 'latin1');
     } catch {
-      // the process is gone or /proc is not there: it costs nothing we can see
+      return null; // the process is gone (or this is not Linux): its CPU is unknown, not zero
     }
+    const pidTicks = parseStatTicks(line);
+    if (pidTicks === null) return null;
+    ticks += pidTicks;
   }
   return (ticks * 1000) / ticksPerSecond();
 }
