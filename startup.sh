@@ -66,13 +66,13 @@ nodes=$(awk '
 
 answers() { # host port: does something speaking memcached answer there?
   local reply
-  reply=$(exec 3<>"/dev/tcp/$1/$2" 2>/dev/null && printf 'version\r\n' >&3 && timeout 2 head -c 7 <&3 2>/dev/null) || return 1
+  reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf 'version\r\n' >&3 && timeout 2 head -c 7 <&3; } 2>/dev/null) || return 1
   [ "$reply" = "VERSION" ]
 }
 
 serving() { # host port: does a controller answer a read (a leader is elected, the replica caught up)?
   local reply
-  reply=$(exec 3<>"/dev/tcp/$1/$2" 2>/dev/null && printf 'get mckv-startup-probe\r\n' >&3 && timeout 2 head -c 3 <&3 2>/dev/null) || return 1
+  reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf 'get mckv-startup-probe\r\n' >&3 && timeout 2 head -c 3 <&3; } 2>/dev/null) || return 1
   [ "$reply" = "END" ]
 }
 

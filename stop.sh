@@ -12,7 +12,7 @@ fi
 # Only signal a PID that still runs the program we started (PIDs get reused).
 ours() { # kind pid
   local cmdline
-  cmdline=$(tr '\0' ' ' < "/proc/$2/cmdline" 2>/dev/null) || return 1
+  cmdline=$( { tr '\0' ' ' < "/proc/$2/cmdline"; } 2>/dev/null) || return 1
   case "$1" in
     controller) [[ "$cmdline" == *main.ts* ]] ;;
     memcached) [[ "$cmdline" == *memcached* ]] ;;
