@@ -141,4 +141,5 @@ while read -r id client mc; do
   echo "  $id: clients at $client, replica $([ "$kvtype" = memory ] && echo "in memory" || echo "memcached $mc")"
 done <<< "$nodes"
 echo "logs: $log_dir/<node>.log (JSON lines) and $log_dir/<node>.out (console)"
-echo "try:  node --import tsx main.ts -cli -i 127.0.0.1 -p ${client##*:}    stop: ./stop.sh"
+first_client=$(head -n 1 <<< "$nodes" | awk '{ print $2 }')
+echo "try:  node --import tsx main.ts -cli -i ${first_client%:*} -p ${first_client##*:}    stop: ./stop.sh"
