@@ -218,10 +218,15 @@ export class Controller {
       }
       for (const effect of effects) this.carryOut(effect);
     }
-    if (this.queue.length > 0 && !this.drainScheduled) {
-      this.drainScheduled = true;
-      setImmediate(() => this.drain());
+    if (this.queue.length > 0) {
+      if (!this.drainScheduled) {
+        this.drainScheduled = true;
+        setImmediate(() => this.drain());
+      }
+      return;
     }
+    // Everything queued for now has run: let the mode send what it batched.
+    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: Date.now() })) this.carryOut(effect);
   }
 
   private carryOut(effect: Effect<unknown>): void {
@@ -285,6 +290,9 @@ export class Controller {
       case 'persist':
         if (effect.compact) this.wal.compact(effect.record);
         else this.wal.append(effect.record);
+        return;
+      case 'note':
+        this.log[effect.level](effect.message, effect.meta);
         return;
       default: {
         const unreachable: never = effect;

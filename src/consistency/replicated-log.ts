@@ -286,6 +286,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
       case 'backend_reset':
         this.rebuildReplica();
         break;
+      case 'flush':
+        break;
       default: {
         const never: never = event;
         assert.fail(`unknown event ${JSON.stringify(never)}`);

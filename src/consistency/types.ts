@@ -43,7 +43,13 @@ export type Event<M> =
   /** An `apply` or `put` effect with a token completed on the local replica. */
   | { kind: 'applied'; nowMs: number; token: number }
   /** The local backend lost its contents (memcached restarted empty): rebuild from the peers. */
-  | { kind: 'backend_reset'; nowMs: number };
+  | { kind: 'backend_reset'; nowMs: number }
+  /**
+   * The controller has run every event it had queued for now: a machine that buffers outgoing
+   * messages (forwards, appends, pushes) sends them here, so one message carries everything that
+   * arrived in the same turn of the event loop (etcd-io/raft's Ready batching).
+   */
+  | { kind: 'flush'; nowMs: number };
 
 export type Effect<M> =
   | { kind: 'send'; to: PeerId; message: M }
@@ -79,7 +85,12 @@ export type Effect<M> =
    * `compact`: the file is rewritten to hold only this record. Records are given back, in order,
    * to the mode's constructor on restart.
    */
-  | { kind: 'persist'; record: unknown; compact: boolean };
+  | { kind: 'persist'; record: unknown; compact: boolean }
+  /**
+   * Something an operator wants in the log: an election won or lost, a step-down, a state
+   * transfer, a refused request. Carries the peer ids involved in `meta`. No protocol effect.
+   */
+  | { kind: 'note'; level: 'debug' | 'info' | 'warn'; message: string; meta: Record<string, unknown> };
 
 /** What `show` reports of a mode. */
 export interface MachineStatus {

@@ -296,6 +296,8 @@ class Simulation {
       case 'reset':
         node.replica.clear();
         break;
+      case 'note':
+        break;
       default: {
         const unreachable: never = effect;
         this.fail(`unknown effect ${JSON.stringify(unreachable)}`);

@@ -364,6 +364,8 @@ export class LogSimulation {
       }
       case 'purge':
         throw new Error('the replicated log never purges');
+      case 'note':
+        return;
       default: {
         const never: never = effect;
         throw new Error(`unknown effect ${JSON.stringify(never)}`);

@@ -161,6 +161,8 @@ export class EventualMachine implements Machine<EventualMessage> {
       case 'backend_reset':
         this.onBackendReset(out);
         break;
+      case 'flush':
+        break;
       default:
         assertNever(event);
     }
