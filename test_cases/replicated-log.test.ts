@@ -93,13 +93,24 @@ class Cluster {
     }
   }
 
+  /** Delivers in turns: every message queued now, then a flush at every node (as the controller does). */
   deliver(limit = 10_000): void {
-    for (let count = 0; count < limit && this.queue.length > 0; count += 1) {
-      const { from, to, message } = this.queue.shift() as { from: PeerId; to: PeerId; message: LogMessage };
-      if (this.down.has(to) || this.down.has(from)) continue;
-      this.trace.push(`${from}->${to} ${describeMessage(message)}`);
-      this.step(to, { kind: 'message', nowMs: this.nowMs, from, message });
+    let count = 0;
+    while (count < limit && this.queue.length > 0) {
+      const turn = this.queue;
+      this.queue = [];
+      for (const { from, to, message } of turn) {
+        count += 1;
+        if (this.down.has(to) || this.down.has(from)) continue;
+        this.trace.push(`${from}->${to} ${describeMessage(message)}`);
+        this.step(to, { kind: 'message', nowMs: this.nowMs, from, message });
+      }
+      this.flushAll();
     }
+  }
+
+  flushAll(): void {
+    for (const id of IDS) if (!this.down.has(id)) this.step(id, { kind: 'flush', nowMs: this.nowMs });
   }
 
   /** Advance time in 10 ms ticks, delivering everything after each. */
@@ -111,10 +122,23 @@ class Cluster {
     }
   }
 
+  /** One request in a turn of its own: the request, then a flush. */
   request(id: PeerId, op: Op): { requestId: number; effects: Effect<LogMessage>[] } {
-    const requestId = ++this.requestId;
-    const effects = this.step(id, { kind: 'request', nowMs: this.nowMs, requestId: asRequestId(requestId), session: 1, op });
-    return { requestId, effects };
+    const { requestIds, effects } = this.requests(id, [op]);
+    return { requestId: requestIds[0], effects };
+  }
+
+  /** Several requests in one turn of the event loop, then one flush. */
+  requests(id: PeerId, ops: Op[]): { requestIds: number[]; effects: Effect<LogMessage>[] } {
+    const requestIds: number[] = [];
+    const effects: Effect<LogMessage>[] = [];
+    for (const op of ops) {
+      const requestId = ++this.requestId;
+      requestIds.push(requestId);
+      effects.push(...this.step(id, { kind: 'request', nowMs: this.nowMs, requestId: asRequestId(requestId), session: 1, op }));
+    }
+    effects.push(...this.step(id, { kind: 'flush', nowMs: this.nowMs }));
+    return { requestIds, effects };
   }
 
   leader(): PeerId {
@@ -231,6 +255,39 @@ describe('replication and commit', () => {
     );
     expect(catchUp).toBeDefined();
     expect(cluster.node(follower).machine.status().applied).toBe(cluster.node(leader).machine.status().applied);
+  });
+
+  it('batches per turn: one forward, one append per follower and one read-index round for a whole turn', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    const writes = Array.from({ length: 16 }, (_, n) => set(`b${n}`, String(n)));
+    const { requestIds, effects } = cluster.requests(follower, writes);
+    expect(effects.filter((effect) => effect.kind === 'send')).toEqual([
+      expect.objectContaining({ to: leader, message: expect.objectContaining({ kind: 'forward', requests: expect.any(Array) }) }),
+    ]);
+    const leaderSends = (kind: LogMessage['kind']): number =>
+      cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === kind).length;
+    const appendsBefore = leaderSends('append');
+    cluster.deliver();
+    // One append per follower with all 16 entries, one more per follower carrying the commit.
+    expect(leaderSends('append') - appendsBefore).toBe(4);
+    for (const requestId of requestIds) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'apply', requestId });
+    const reads = cluster.requests(follower, writes.map((_, n) => get(`b${n}`)));
+    expect(reads.effects.filter((effect) => effect.kind === 'send')).toHaveLength(1);
+    const confirmsBefore = leaderSends('read_index_reply');
+    cluster.deliver();
+    expect(leaderSends('read_index_reply') - confirmsBefore).toBe(1);
+    for (const requestId of reads.requestIds) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'read' });
+  });
+
+  it('a turn without a flush is sent by the next tick', () => {
+    const cluster = electedCluster();
+    const follower = followers(cluster)[0];
+    const effects = cluster.step(follower, { kind: 'request', nowMs: cluster.nowMs, requestId: asRequestId(999), session: 1, op: set('t', '1') });
+    expect(effects.filter((effect) => effect.kind === 'send')).toEqual([]);
+    const ticked = cluster.step(follower, { kind: 'tick', nowMs: cluster.nowMs + 10, peersUp: IDS });
+    expect(ticked).toContainEqual(expect.objectContaining({ kind: 'send', message: expect.objectContaining({ kind: 'forward' }) }));
   });
 
   it('a duplicated forward is appended once', () => {

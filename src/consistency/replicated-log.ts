@@ -11,6 +11,10 @@
  * leader for a read index confirmed by a majority heartbeat round; sequential reads the local
  * replica while this node knows a live leader.
  *
+ * Batching: outgoing work of a turn (forwards, proposals, appends, read-index requests and the
+ * heartbeat round confirming them) is buffered and sent on the controller's `flush` event, or at
+ * the latest on the next tick, so a burst of requests costs one round trip, not one per request.
+ *
  * Invariants (asserted after every step):
  * - one leader per term as seen by this node; a node votes at most once per term;
  * - the commit index never goes back; applied ≤ committed ≤ last log index;
@@ -152,7 +156,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
 
-  // Requests.
+  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
   private readonly pending = new Map<RequestId, Pending>();
   private proposalsThisStep: LogEntry[] = [];
   private forwardsThisStep: ForwardedRequest[] = [];
@@ -277,6 +281,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
         break;
       case 'tick':
         this.onTick();
+        // Fallback: a controller that never flushes still sends within a tick.
+        this.flushOutgoing();
         break;
       case 'fetched':
         this.onFetched(event.token, event.entries);
@@ -287,13 +293,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.rebuildReplica();
         break;
       case 'flush':
+        this.flushOutgoing();
         break;
       default: {
         const never: never = event;
         assert.fail(`unknown event ${JSON.stringify(never)}`);
       }
     }
-    this.flush();
+    this.afterStep();
     this.checkInvariants();
     const effects = this.out;
     this.out = [];
@@ -568,6 +575,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.roundWaiters = [];
     this.progress.clear();
     this.leader = null;
+    // Proposals not yet in the log never will be: ours go to the next leader, others' are dropped.
+    for (const entry of this.proposalsThisStep) {
+      this.forgetProposal(entry);
+      if (entry.op !== null && entry.origin === this.self && entry.requestId !== null) {
+        this.forwardsThisStep.push({ requestId: entry.requestId, op: entry.op });
+      }
+    }
+    this.proposalsThisStep = [];
   }
 
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
@@ -902,13 +917,21 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- end of step
 
-  /** Batches everything the step decided: append, send, forward, apply, read, compact. */
-  private flush(): void {
-    if (this.role === 'leader') this.flushAsLeader();
-    else this.flushAsFollower();
+  /** After every event: apply what is committed, serve reads that may go, compact. */
+  private afterStep(): void {
     this.applyCommitted();
     this.serveReads();
     this.compactIfDue();
+  }
+
+  /**
+   * On `flush` (the end of a turn) or a tick: append what the turn proposed and send it, one
+   * message per peer: one append per follower, one forward and one read-index request to the
+   * leader, one heartbeat round confirming every read of the turn.
+   */
+  private flushOutgoing(): void {
+    if (this.role === 'leader') this.flushAsLeader();
+    else this.flushAsFollower();
   }
 
   private flushAsLeader(): void {
@@ -941,7 +964,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private flushAsFollower(): void {
-    this.proposalsThisStep = [];
     const leader = this.leader;
     if (this.forwardsThisStep.length > 0) {
       const requests = this.forwardsThisStep;

@@ -67,6 +67,8 @@ export interface SimResult {
   elections: number;
   crashes: number;
   transfers: number;
+  /** Peer messages sent, by kind. */
+  messages: Record<string, number>;
 }
 
 const HEARTBEAT_MS = 50;
@@ -172,7 +174,7 @@ export class LogSimulation {
     };
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0 };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, messages: {} };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -292,6 +294,8 @@ export class LogSimulation {
     this.deliverMessages();
     for (const node of this.nodes) this.runNode(node);
     this.submitRequests();
+    // The end of the turn: as the controller does, let every node send what it batched.
+    for (const node of this.nodes) this.stepNode(node, { kind: 'flush', nowMs: this.nowMs });
     this.checkInvariants();
   }
 
@@ -374,6 +378,7 @@ export class LogSimulation {
   }
 
   private transmit(from: PeerId, to: PeerId, message: LogMessage): void {
+    this.result.messages[message.kind] = (this.result.messages[message.kind] ?? 0) + 1;
     const copies = this.random() < this.rates.drop ? 0 : this.random() < this.rates.duplicate ? 2 : 1;
     for (let copy = 0; copy < copies; copy += 1) {
       const slow = this.random() < 0.05 ? 4 : 1;
