@@ -60,11 +60,40 @@ function byProcess(ops: Operation[]): Operation[][] {
 class ValueSupply {
   private readonly producers = new Map<RegisterValue, number>();
   private readonly consumers = new Map<RegisterValue, number>();
-  readonly enabled: boolean;
+  /** Unplaced appends that may succeed, by suffix; a value ending in one may still appear. */
+  private readonly suffixes = new Map<string, number>();
+  private readonly suffixLengths = new Set<number>();
+
+  /** Needed values by each append suffix they end with: placing that append may starve them. */
+  private readonly neededBySuffix = new Map<string, RegisterValue[]>();
 
   constructor(queues: Operation[][]) {
-    this.enabled = !queues.some((queue) => queue.some((op) => op.f === 'append'));
     for (const queue of queues) for (const op of queue) this.count(op, 1);
+    for (const value of this.consumers.keys()) {
+      if (value === null) continue;
+      for (const length of this.suffixLengths) {
+        const suffix = value.slice(Math.max(0, value.length - length));
+        if (!this.suffixes.has(suffix)) continue;
+        const values = this.neededBySuffix.get(suffix);
+        if (values) values.push(value);
+        else this.neededBySuffix.set(suffix, [value]);
+      }
+    }
+  }
+
+  /**
+   * After `op` was placed (and counted out), turning the register from `before` into `state`:
+   * whether some value still needed can no longer appear. Only the values `op` could have
+   * supplied are looked at: the one it overwrote, the one it writes, and for an append every
+   * needed value ending in its suffix.
+   */
+  starvedBy(op: Operation, before: RegisterValue, state: RegisterValue): boolean {
+    if (this.starved(before, state)) return true;
+    const produced = producedValue(op);
+    if (produced !== undefined && this.starved(produced, state)) return true;
+    const suffix = appendedSuffix(op);
+    if (suffix === undefined) return false;
+    return (this.neededBySuffix.get(suffix) ?? []).some((value) => this.starved(value, state));
   }
 
   /** Account for placing (`delta = -1`) or unplacing (`+1`) an operation. */
@@ -73,13 +102,33 @@ class ValueSupply {
     if (produced !== undefined) this.producers.set(produced, (this.producers.get(produced) ?? 0) + delta);
     const needed = neededValue(op);
     if (needed !== undefined) this.consumers.set(needed, (this.consumers.get(needed) ?? 0) + delta);
+    const suffix = appendedSuffix(op);
+    if (suffix !== undefined) {
+      this.suffixes.set(suffix, (this.suffixes.get(suffix) ?? 0) + delta);
+      this.suffixLengths.add(suffix.length);
+    }
   }
 
   /** Whether `value` is needed later but can no longer appear, given the register holds `state`. */
-  starved(value: RegisterValue, state: RegisterValue): boolean {
-    return this.enabled && value !== state
-      && (this.consumers.get(value) ?? 0) > 0 && (this.producers.get(value) ?? 0) === 0;
+  private starved(value: RegisterValue, state: RegisterValue): boolean {
+    return value !== state && (this.consumers.get(value) ?? 0) > 0 && !this.producible(value);
   }
+
+  /** Whether some unplaced operation may still leave `value` in the register. */
+  private producible(value: RegisterValue): boolean {
+    if ((this.producers.get(value) ?? 0) > 0) return true;
+    if (value === null) return false;
+    for (const length of this.suffixLengths) {
+      if (length <= value.length && (this.suffixes.get(value.slice(value.length - length)) ?? 0) > 0) return true;
+    }
+    return false;
+  }
+}
+
+/** The suffix an append may add (not one that returned false). */
+function appendedSuffix(op: Operation): string | undefined {
+  if (op.input.f !== 'append') return undefined;
+  return op.output.kind === 'done' && op.output.result === false ? undefined : op.input.value;
 }
 
 /** The value an operation may leave in the register, if it writes one. */
@@ -231,8 +280,7 @@ function tryPlace(search: Position, process: number, before: RegisterValue): Omi
   if (!result.ok) return null;
   positions[process]++;
   supply.count(op, -1);
-  const produced = producedValue(op);
-  const dead = supply.starved(before, result.state) || (produced !== undefined && supply.starved(produced, result.state));
+  const dead = supply.starvedBy(op, before, result.state);
   const key = `${positions.join(',')}|${result.state === null ? '' : `=${result.state}`}`;
   if (!dead && !visited.has(key)) {
     visited.add(key);
