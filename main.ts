@@ -55,7 +55,7 @@ async function main(argv: string[]): Promise<number> {
   const mode = args.cons === undefined ? config.consistency : parseMode(args.cons, '-cons');
   const log = createLogger({ logDir: config.logDir, fileName: `${node.id}.log`, meta: { node: node.id } });
   const backendAddress =
-    args.kvtype === 'memory' ? 'memory' : `${args.kvh ?? node.memcached.host}:${args.kvp ?? node.memcached.port}`;
+    args.kvtype === 'memory' ? 'embedded' : `${args.kvh ?? node.memcached.host}:${args.kvp ?? node.memcached.port}`;
   const backend =
     args.kvtype === 'memory'
       ? new MemoryBackend()
