@@ -89,6 +89,36 @@ describe('hand-written histories', () => {
   });
 });
 
+/** JSON lines of complete operations, one process each, in the given order of lines. */
+function lines(ops: [number, string, unknown, Record<string, unknown>][]): string {
+  return ops.flatMap(([process, f, value, completion]) => [
+    JSON.stringify({ process, type: 'invoke', f, key: 'k', value }),
+    JSON.stringify({ process, type: 'ok', f, key: 'k', ...completion }),
+  ]).join('\n');
+}
+
+describe('sequential search with appends', () => {
+  // p1 reads "2" and then "1a" (before anyone wrote, in real time, so only the sequential search
+  // can explain it): "1a" must be built twice, once on each side of p0's write of "2".
+  const rebuilt = (secondAppendResult: boolean): History => {
+    const parsed = parseHistory(lines([
+      [1, 'read', null, { value: '2' }], [1, 'read', null, { value: '1a' }],
+      [0, 'write', '1', {}], [0, 'append', 'a', { result: true }], [0, 'write', '2', {}],
+      [2, 'write', '1', {}], [2, 'append', 'a', { result: secondAppendResult }],
+    ]));
+    if (!parsed.ok) throw new Error(parsed.error);
+    return parsed.history;
+  };
+
+  it('counts an append as a producer of every value ending in its suffix', () => {
+    expect(checkSequential(rebuilt(true), { timeoutMs: TIMEOUT_MS }).verdict).toBe('ok');
+  });
+
+  it('finds the violation when the value cannot be built again', () => {
+    expect(checkSequential(rebuilt(false), { timeoutMs: TIMEOUT_MS }).verdict).toBe('violation');
+  });
+});
+
 describe('parser errors name the line', () => {
   const cases: [string, string, number, RegExp][] = [
     ['bad JSON', '{"process": 0, "type": "invoke", "f": "read", "key": "x"}\n{oops', 2, /not valid JSON/],
@@ -185,19 +215,23 @@ function random(seed: number): () => number {
   };
 }
 
-/** A random small single-key history as JSON lines, with ties in time and indeterminate ops. */
+/**
+ * A random small single-key history as JSON lines, with ties in time and indeterminate ops. Appends
+ * add "a" or "b", and reads may see appended values, so the append-aware pruning is exercised.
+ */
 function randomHistory(seed: number): string {
   const next = random(seed);
   const pick = <T>(items: T[]): T => items[Math.floor(next() * items.length)];
-  const values = [1, 2, 3];
+  const values = ['1', '2', '3'];
+  const readable = [null, '1', '2', '3', '1a', '1a', '2b', '1ab'];
   const events: { time: number; line: string }[] = [];
   const processes = 1 + Math.floor(next() * 3);
   for (let process = 0; process < processes; process++) {
     let time = Math.floor(next() * 4);
-    const count = 1 + Math.floor(next() * 3);
+    const count = 1 + Math.floor(next() * 4);
     for (let index = 0; index < count; index++) {
-      const f = pick(['read', 'read', 'write', 'cas']);
-      const value = f === 'read' ? null : f === 'write' ? pick(values) : [pick([null, ...values]), pick(values)];
+      const f = pick(['read', 'read', 'read', 'write', 'cas', 'append', 'append', 'delete']);
+      const value = inputValue(f, pick, values);
       const call = time;
       const ret = call + Math.floor(next() * 6);
       events.push({ time: call, line: JSON.stringify({ process, type: 'invoke', f, key: 'k', value, time: call }) });
@@ -205,14 +239,21 @@ function randomHistory(seed: number): string {
         events.push({ time: ret, line: JSON.stringify({ process, type: 'info', f, key: 'k', time: ret }) });
         break;
       }
-      const output = f === 'read'
-        ? { value: pick([null, ...values]) }
-        : f === 'cas' ? { value, result: next() < 0.5 } : { value };
+      const output = f === 'read' ? { value: pick(readable) } : { value, result: f === 'write' ? undefined : next() < 0.6 };
       events.push({ time: ret, line: JSON.stringify({ process, type: 'ok', f, key: 'k', time: ret, ...output }) });
       time = ret + Math.floor(next() * 3);
     }
   }
   return events.map((event) => event.line).join('\n');
+}
+
+function inputValue(f: string, pick: <T>(items: T[]) => T, values: string[]): unknown {
+  switch (f) {
+    case 'write': return pick(values);
+    case 'cas': return [pick([null, ...values, '1a']), pick(values)];
+    case 'append': return pick(['a', 'b']);
+    default: return null;
+  }
 }
 
 /**
