@@ -54,7 +54,10 @@ const eventsPerTurnMax = 1024;
 const requestTimeoutMs = 15_000;
 const backendPollIntervalMs = 1000;
 
-type PendingRequest = { resolve: (reply: Reply) => void; timer: NodeJS.Timeout };
+/** How often overdue requests are swept (one timer for all, not one per request). */
+const requestSweepIntervalMs = 1000;
+
+type PendingRequest = { resolve: (reply: Reply) => void; deadlineMs: number };
 
 export class Controller {
   private readonly machine: Machine<unknown>;
@@ -62,7 +65,9 @@ export class Controller {
   private readonly network: PeerNetwork;
   private readonly server: ProtocolServer;
   private readonly wal: WriteAheadFile;
-  private readonly queue: Event<unknown>[] = [];
+  /** Events waiting to run; `queueHead` is the first unrun one (no O(n) shift per event). */
+  private queue: Event<unknown>[] = [];
+  private queueHead = 0;
   private readonly pending = new Map<RequestId, PendingRequest>();
   private readonly log: Logger;
   private readonly startedAtMs = Date.now();
@@ -137,6 +142,7 @@ export class Controller {
     const tickIntervalMs = Math.max(5, Math.floor(this.options.config.heartbeatIntervalMs / 2));
     this.timers.push(setInterval(() => this.tick(), tickIntervalMs));
     this.timers.push(setInterval(() => void this.pollBackend(), backendPollIntervalMs));
+    this.timers.push(setInterval(() => this.sweepOverdue(), requestSweepIntervalMs));
     this.log.info('controller started', {
       mode: this.options.mode,
       client: `${this.options.node.client.host}:${this.options.node.client.port}`,
@@ -185,13 +191,18 @@ export class Controller {
     else this.counters.sets += 1;
     const requestId = asRequestId(this.nextRequestId++);
     return new Promise<Reply>((resolve) => {
-      const timer = setTimeout(
-        () => this.resolve(requestId, { kind: 'server_error', message: 'timed out waiting for the cluster' }),
-        requestTimeoutMs,
-      );
-      this.pending.set(requestId, { resolve, timer });
+      this.pending.set(requestId, { resolve, deadlineMs: nowMs + requestTimeoutMs });
       this.enqueue({ kind: 'request', nowMs, requestId, session: connection.id, op });
     });
+  }
+
+  /** Fails requests the mode never answered in time. Map order is issue order, so stop at the first one not due. */
+  private sweepOverdue(): void {
+    const nowMs = Date.now();
+    for (const [requestId, pending] of this.pending) {
+      if (pending.deadlineMs > nowMs) break;
+      this.resolve(requestId, { kind: 'server_error', message: 'timed out waiting for the cluster' });
+    }
   }
 
   private enqueue(event: Event<unknown>): void {
@@ -206,8 +217,9 @@ export class Controller {
   private drain(): void {
     this.drainScheduled = false;
     let budget = eventsPerTurnMax;
-    while (this.queue.length > 0 && budget-- > 0 && !this.stopped) {
-      const event = this.queue.shift() as Event<unknown>;
+    while (this.queueHead < this.queue.length && budget-- > 0 && !this.stopped) {
+      const event = this.queue[this.queueHead];
+      this.queueHead += 1;
       let effects: Effect<unknown>[];
       try {
         effects = this.machine.step(event);
@@ -218,7 +230,14 @@ export class Controller {
       }
       for (const effect of effects) this.carryOut(effect);
     }
-    if (this.queue.length > 0) {
+    if (this.queueHead >= this.queue.length) {
+      this.queue = [];
+      this.queueHead = 0;
+    } else if (this.queueHead > 4096) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+    if (this.queueHead < this.queue.length) {
       if (!this.drainScheduled) {
         this.drainScheduled = true;
         setImmediate(() => this.drain());
@@ -305,7 +324,6 @@ export class Controller {
     const pending = this.pending.get(requestId);
     if (!pending) return;
     this.pending.delete(requestId);
-    clearTimeout(pending.timer);
     if (reply.kind === 'server_error' || reply.kind === 'client_error') this.counters.errors += 1;
     pending.resolve(reply);
   }
@@ -387,7 +405,7 @@ export class Controller {
       leader: status.leader,
       committed: status.committed,
       applied: status.applied,
-      queueDepth: status.queueDepth + this.queue.length,
+      queueDepth: status.queueDepth + this.queue.length - this.queueHead,
       opsServed: this.counters.opsServed,
       backend: `${this.options.backend.kind} ${this.options.backendAddress}`,
       backendOk: this.health.ok,
