@@ -5,7 +5,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { simulate, SimulationFailure } from './support/log-sim.ts';
+import { measureFailover, SIM_FAILURE_TIMEOUT_MS, simulate, SimulationFailure } from './support/log-sim.ts';
 
 const SEEDS = Number(process.env.MCKV_SIM_SEEDS ?? 120);
 const FIRST_SEED = Number(process.env.MCKV_SIM_FIRST_SEED ?? 1);
@@ -47,6 +47,17 @@ describe('replicated log under a simulated faulty network', () => {
     expect(result.crashes).toBe(0);
     expect(result.committed).toBeGreaterThan(100);
     expect(result.elections).toBe(1);
+  });
+
+  it('failover: after the leader is killed, a survivor completes a write within about 2 failure timeouts', () => {
+    for (const mode of ['linearizability', 'sequential'] as const) {
+      const runs = Array.from({ length: 15 }, (_, seed) => measureFailover(seed + 1, mode));
+      const failovers = runs.map((run) => run.failoverMs).sort((a, b) => a - b);
+      // Median over seeds: one election timeout (1–2 failure timeouts) plus a few message delays.
+      expect(failovers[Math.floor(failovers.length / 2)]).toBeLessThan(2.2 * SIM_FAILURE_TIMEOUT_MS);
+      // Nobody waits for the request timeout (4 failure timeouts): a lost leader is noticed sooner.
+      for (const run of runs) expect(run.longestWaitMs).toBeLessThan(4 * SIM_FAILURE_TIMEOUT_MS);
+    }
   });
 
   it('the same seed replays the same run', () => {

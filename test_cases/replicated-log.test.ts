@@ -352,6 +352,35 @@ describe('refusals', () => {
     expect(cluster.node(follower).machine.status().queueDepth).toBe(0);
   });
 
+  it('a write forwarded to a leader that dies is answered (outcome unknown) within about one election', () => {
+    const cluster = electedCluster();
+    const old = cluster.leader();
+    const follower = followers(cluster)[0];
+    cluster.down.add(old);
+    const { requestId } = cluster.request(follower, set('a', '1'));
+    cluster.run(2 * FAILURE_TIMEOUT_MS + 100);
+    expect(cluster.outcome(follower, requestId)).toMatchObject({
+      kind: 'reply',
+      reply: { kind: 'server_error', message: expect.stringMatching(/^write outcome unknown/) },
+    });
+    // The survivors elected a new leader that takes writes.
+    const fresh = cluster.leader();
+    expect(fresh).not.toBe(old);
+    const retry = cluster.request(follower, set('a', '2'));
+    cluster.deliver();
+    expect(cluster.outcome(follower, retry.requestId)).toMatchObject({ kind: 'apply' });
+  });
+
+  it('a leader refuses a forward of an older term, so a write enters the log only in the term it was sent', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    const term = cluster.node(leader).machine.status().term;
+    const stale: LogMessage = { kind: 'forward', term: term - 1, incarnation: 1, requests: [{ requestId: asRequestId(5), op: set('s', '1') }] };
+    const effects = cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: stale });
+    expect(effects).toContainEqual(expect.objectContaining({ kind: 'send', message: expect.objectContaining({ kind: 'forward_refused' }) }));
+  });
+
   it('a node that never heard of a leader refuses at once', () => {
     const cluster = new Cluster();
     const { requestId } = cluster.request(IDS[0], set('a', '1'));

@@ -163,6 +163,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private readsThisStep: RequestId[] = [];
   private readBatchId = 0;
   private readonly readBatches = new Map<number, RequestId[]>();
+  /**
+   * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
+   * in send order (so terms never decrease along the map). Once an entry of a later term is
+   * committed, a write of an earlier term that is not in the log by then never will be.
+   */
+  private readonly writeTerms = new Map<RequestId, number>();
   /** Reads with a read index, waiting for applied ≥ readIndex; sorted by readIndex. */
   private readsAwaitingApply: Array<{ requestId: RequestId; readIndex: number }> = [];
 
@@ -395,6 +401,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     for (const [requestId, pending] of this.pending) {
       if (pending.deadlineMs > this.nowMs) break;
       this.pending.delete(requestId);
+      this.writeTerms.delete(requestId);
       const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
       this.reply(requestId, serverError(`timeout: ${what}, no quorum answered in time`));
     }
@@ -492,6 +499,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private becomePreCandidate(): void {
     this.leaveLeadership('no quorum: leader lost');
+    this.abandonInFlight();
     this.role = 'pre_candidate';
     this.leader = null;
     this.votes = new Set([this.self]);
@@ -585,6 +593,18 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.proposalsThisStep = [];
   }
 
+  /**
+   * The leader went silent for a whole election timeout: nothing sent to it will be answered
+   * soon. Reads are refused (they changed nothing); writes get "outcome unknown" (they may still
+   * commit), so clients retry now rather than after the request timeout.
+   */
+  private abandonInFlight(): void {
+    this.refuseForwardsAndReads('no quorum: leader lost');
+    for (const requestId of [...this.writeTerms.keys()]) {
+      this.refuseRequest(requestId, 'write outcome unknown: leader lost before it committed; retry');
+    }
+  }
+
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
   private refuseForwardsAndReads(message: string): void {
     for (const requestIds of this.readBatches.values()) {
@@ -601,6 +621,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private refuseRequest(requestId: RequestId, message: string): void {
+    this.writeTerms.delete(requestId);
     if (!this.pending.delete(requestId)) return;
     this.reply(requestId, serverError(message));
   }
@@ -804,7 +825,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
-    if (this.role !== 'leader' || !this.hasQuorum()) {
+    // Only a forward of this term may enter the log: the origin's fast answer on a leader change
+    // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
+    if (this.role !== 'leader' || !this.hasQuorum() || message.term !== this.term) {
       const requestIds = message.requests.map((request) => request.requestId);
       this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: 'no quorum: not the leader' });
       return;
@@ -821,6 +844,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private onForwardRefused(message: Extract<LogMessage, { kind: 'forward_refused' }>): void {
     if (message.incarnation !== this.incarnation) return;
     for (const requestId of message.requestIds) {
+      this.writeTerms.delete(requestId);
       if (this.pending.delete(requestId)) this.reply(requestId, serverError(message.message));
     }
   }
@@ -920,6 +944,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   /** After every event: apply what is committed, serve reads that may go, compact. */
   private afterStep(): void {
     this.applyCommitted();
+    this.answerLostWrites();
     this.serveReads();
     this.compactIfDue();
   }
@@ -939,7 +964,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
       const entries = this.proposalsThisStep;
       this.proposalsThisStep = [];
       this.log.append(entries);
-      for (const entry of entries) this.rememberProposal(entry);
+      for (const entry of entries) {
+        this.rememberProposal(entry);
+        if (entry.origin === this.self && entry.requestId !== null) this.noteWriteSent(entry.requestId);
+      }
       this.persist({ kind: 'entries', entries }, false);
     }
     if (this.forwardsThisStep.length > 0 || this.readsThisStep.length > 0) {
@@ -969,7 +997,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
       const requests = this.forwardsThisStep;
       this.forwardsThisStep = [];
       if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, 'no quorum: no leader');
-      else this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
+      else {
+        for (const request of requests) this.noteWriteSent(request.requestId);
+        this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
+      }
     }
     if (this.readsThisStep.length > 0) {
       const reads = this.readsThisStep;
@@ -983,6 +1014,30 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
   }
 
+  private noteWriteSent(requestId: RequestId): void {
+    this.writeTerms.delete(requestId);
+    this.writeTerms.set(requestId, this.term);
+  }
+
+  /**
+   * A committed entry of term T fixes the log up to it, and an entry of an earlier term can only
+   * sit before it (terms never decrease along the log). So our writes sent in a term < T that are
+   * not in the log up to the commit index will never be applied: answer them now, so the client
+   * retries at once instead of waiting for the request timeout.
+   */
+  private answerLostWrites(): void {
+    if (this.writeTerms.size === 0) return;
+    const commitTerm = this.log.termAt(this.commitIndex) ?? 0;
+    for (const [requestId, term] of this.writeTerms) {
+      if (term >= commitTerm) break;
+      this.writeTerms.delete(requestId);
+      if (!this.pending.has(requestId)) continue;
+      const index = this.proposals.get(proposalKey(this.self, this.incarnation, requestId));
+      if (index !== undefined && index <= this.commitIndex) continue;
+      this.refuseRequest(requestId, 'write outcome unknown: the leader changed before it committed; retry');
+    }
+  }
+
   private applyCommitted(): void {
     if (!this.replicaValid) return;
     while (this.appliedIndex < this.commitIndex) {
@@ -992,6 +1047,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       let requestId: RequestId | null = null;
       if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
         if (this.pending.delete(entry.requestId)) requestId = entry.requestId;
+        this.writeTerms.delete(entry.requestId);
       }
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
     }

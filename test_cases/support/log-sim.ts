@@ -158,6 +158,10 @@ export class LogSimulation {
   private healed = false;
   private strict = false;
   private clientsPaused = false;
+  /** Failover measurement: when the leader was killed, and the first write a survivor completed. */
+  private killedAtMs: number | null = null;
+  private firstWriteAfterKillMs: number | null = null;
+  private longestWaitAfterKillMs = 0;
 
   constructor(options: SimOptions) {
     this.options = options;
@@ -196,6 +200,26 @@ export class LogSimulation {
       const message = error instanceof Error ? error.message : String(error);
       throw new SimulationFailure(`seed ${this.options.seed} (${this.options.mode}) at ${this.nowMs}ms: ${message}`, { cause: error });
     }
+  }
+
+  /**
+   * Failover time: a fault-free cluster serves clients, its leader is killed (and stays down);
+   * returns how long until a survivor completed a write, and the longest any request waited for
+   * an answer after the kill.
+   */
+  failover(): { failoverMs: number; longestWaitMs: number } {
+    this.runUntil(this.nowMs + 2_000);
+    const leader = this.nodes.find((node) => node.machine?.inspect().role === 'leader');
+    if (leader === undefined) throw new SimulationFailure(`seed ${this.options.seed}: no leader to kill`);
+    this.killedAtMs = this.nowMs;
+    this.crash(leader);
+    const endMs = this.nowMs + 10 * FAILURE_TIMEOUT_MS;
+    while (this.nowMs < endMs && (this.firstWriteAfterKillMs === null || this.nowMs < this.killedAtMs + REQUEST_BOUND_MS)) {
+      this.nowMs = this.nextEventMs();
+      this.runDue();
+    }
+    if (this.firstWriteAfterKillMs === null) throw new SimulationFailure(`seed ${this.options.seed}: no write after the kill`);
+    return { failoverMs: this.firstWriteAfterKillMs - this.killedAtMs, longestWaitMs: this.longestWaitAfterKillMs };
   }
 
   private pauseClients(paused: boolean): void {
@@ -503,6 +527,12 @@ export class LogSimulation {
     const request = node.requests.get(requestId);
     if (request === undefined) throw new Error(`${node.id} answered unknown or already answered request ${requestId}`);
     node.requests.delete(requestId);
+    if (this.killedAtMs !== null && request.invokedMs <= this.killedAtMs + FAILURE_TIMEOUT_MS) {
+      this.longestWaitAfterKillMs = Math.max(this.longestWaitAfterKillMs, this.nowMs - Math.max(request.invokedMs, this.killedAtMs));
+    }
+    if (this.killedAtMs !== null && this.firstWriteAfterKillMs === null && position !== null && request.op.kind !== 'get') {
+      this.firstWriteAfterKillMs = this.nowMs;
+    }
     const client = this.clients[request.client];
     client.busy = false;
     client.nextMs = this.nowMs + Math.floor(this.random() * 30);
@@ -640,6 +670,13 @@ export class LogSimulation {
     return node;
   }
 }
+
+/** Measures failover (see `LogSimulation.failover`) for one seed, without other faults. */
+export function measureFailover(seed: number, mode: LogMode): { failoverMs: number; longestWaitMs: number } {
+  return new LogSimulation({ ...SIM_DEFAULTS, seed, mode, faults: false }).failover();
+}
+
+export const SIM_FAILURE_TIMEOUT_MS = FAILURE_TIMEOUT_MS;
 
 /** Runs one seed with defaults; convenient for replaying a failure. */
 export function simulate(seed: number, mode: LogMode, overrides: Partial<SimOptions> = {}): SimResult {
