@@ -94,9 +94,10 @@ describe('Replica ordering', () => {
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
     class GatedBackend extends MemoryBackend {
-      override async get(key: string): Promise<Entry | undefined> {
+      // A plain set only writes (no read first), so the gate is on the write.
+      override async set(key: string, stored: Entry): Promise<void> {
         if (key === 'slow') await gate;
-        return super.get(key);
+        return super.set(key, stored);
       }
     }
     const replica = new Replica(new GatedBackend(), { tombstones: false });

@@ -38,6 +38,13 @@ export interface ReplicaOptions {
   tombstones: boolean;
   /** Most backend calls one barrier runs at once (default 64). */
   barrierConcurrency?: number;
+  /**
+   * `skip-applied` (the replicated log modes, where cas = the log index of the last change): an
+   * op is skipped when its key already holds a cas ≥ the op's, and flush_all removes only entries
+   * with a smaller cas, so replaying log entries onto a replica that already has them is
+   * idempotent. Default `plain`.
+   */
+  replay?: 'plain' | 'skip-applied';
 }
 
 /** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
@@ -50,6 +57,8 @@ function canListKeys(backend: KVBackend): backend is KVBackend & KeyLister {
 }
 
 const EMPTY = Buffer.alloc(0);
+/** The reply to a replayed op that the replica already holds; nobody waits for it. */
+const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'already applied (log replay)' };
 const ignore = (): void => {};
 
 /** Runs calls in order per key, with barriers over all keys. */
@@ -58,8 +67,25 @@ class KeyOrder {
   readonly #sinceBarrier = new Set<Promise<void>>();
   #barrier: Promise<void> = Promise.resolve();
 
+  /** Runs `work` after every earlier call on `key` and the last barrier (the common, one-key case). */
+  single<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const tail = this.#tails.get(key);
+    const before = tail === undefined ? this.#barrier : tail;
+    // A key's tail already waits for the barrier it was issued after (or is that barrier's successor).
+    const result = before.then(work);
+    const done = result.then(ignore, ignore);
+    this.#tails.set(key, done);
+    this.#sinceBarrier.add(done);
+    void done.then(() => {
+      this.#sinceBarrier.delete(done);
+      if (this.#tails.get(key) === done) this.#tails.delete(key);
+    });
+    return result;
+  }
+
   /** Runs `work` after every earlier call on any of `keys` and the last barrier. */
   keyed<T>(keys: readonly string[], work: () => Promise<T>): Promise<T> {
+    if (keys.length === 1) return this.single(keys[0], work);
     const distinct = [...new Set(keys)];
     const before: Promise<void>[] = [this.#barrier];
     for (const key of distinct) {
@@ -112,6 +138,7 @@ function toItem(key: string, entry: Entry): Item {
 export class Replica {
   readonly #backend: KVBackend;
   readonly #tombstones: boolean;
+  readonly #skipApplied: boolean;
   readonly #barrierConcurrency: number;
   readonly #order = new KeyOrder();
   readonly #index = new Map<string, IndexRecord>();
@@ -119,6 +146,7 @@ export class Replica {
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
     this.#tombstones = options.tombstones;
+    this.#skipApplied = options.replay === 'skip-applied';
     this.#barrierConcurrency = options.barrierConcurrency ?? 64;
   }
 
@@ -227,7 +255,11 @@ export class Replica {
   }
 
   async #applySingle(op: Extract<Op, { kind: 'store' | 'arith' | 'delete' | 'touch' }>, ctx: ApplyContext): Promise<Reply> {
-    const current = await this.#backend.get(op.key);
+    // The index knows the cas of every key written through this replica (or loaded at start).
+    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
+    // A plain set does not depend on what is stored: skip the read (one backend round trip).
+    const current = op.kind === 'store' && op.verb === 'set' ? undefined : await this.#backend.get(op.key);
+    if (this.#isApplied(current, ctx)) return ALREADY_APPLIED;
     const { write, reply } = applyToEntry(current, op, ctx);
     if (write === null) await this.#remove(op.key, ctx.cas);
     else if (write !== undefined) await this.#write(op.key, write);
@@ -249,7 +281,7 @@ export class Replica {
     await Promise.all(
       [...new Set(op.keys)].map(async (key) => {
         const entry = await this.#backend.get(key);
-        if (!isLive(entry, ctx.nowMs)) return;
+        if (!isLive(entry, ctx.nowMs) || this.#isApplied(entry, ctx)) return;
         const next: Entry = { ...entry, expiresAtMs: op.expiresAtMs, cas: ctx.cas };
         await this.#write(key, next);
         touched.set(key, next);
@@ -264,7 +296,7 @@ export class Replica {
   }
 
   async #flushAll(delayMs: number, ctx: ApplyContext): Promise<Reply> {
-    if (delayMs <= 0 && !this.#tombstones) {
+    if (delayMs <= 0 && !this.#tombstones && !this.#skipApplied) {
       await this.#backend.flush();
       this.#index.clear();
       return { kind: 'ok' };
@@ -276,8 +308,9 @@ export class Replica {
         this.#index.delete(key);
         return;
       }
+      if (this.#isApplied(entry, ctx)) return;
       if (delayMs <= 0) {
-        if (entry.tombstone !== true) await this.#write(key, tombstoneEntry(ctx.cas));
+        if (entry.tombstone !== true) await this.#remove(key, ctx.cas);
         return;
       }
       const expiresLater = entry.expiresAtMs === 0 || entry.expiresAtMs > deadlineMs;
@@ -332,6 +365,11 @@ export class Replica {
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
     this.#remember(key, entry);
     await this.#backend.set(key, entry);
+  }
+
+  /** With `skip-applied`: does the key already hold this op's change or a later one? */
+  #isApplied(entry: { cas: bigint } | undefined, ctx: ApplyContext): boolean {
+    return this.#skipApplied && entry !== undefined && entry.cas >= ctx.cas;
   }
 
   #remember(key: string, entry: Entry): void {
