@@ -201,6 +201,19 @@ describe('HistoryRecorder', () => {
     expect(recorder.lines()).toHaveLength(10);
     expect(checkLinearizability(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict).toBe('ok');
   });
+
+  it('notes nemesis events without a process id, and the parser skips them', () => {
+    const recorder = new HistoryRecorder();
+    const write = recorder.invoke(0, 'set', 'k', 'v1');
+    recorder.note({ fault: 'kill', nodes: ['n1'], action: 'start' });
+    recorder.ok(write, 'v1');
+    recorder.note({ fault: 'kill', nodes: ['n1'], action: 'stop' });
+    const noted = JSON.parse(recorder.lines()[1]) as Record<string, unknown>;
+    expect(noted).toMatchObject({ process: 'nemesis', type: 'info', f: 'nemesis', value: { fault: 'kill', action: 'start' } });
+    expect(typeof noted.time).toBe('number');
+    const parsed = parseHistory(recorder.lines().join('\n'));
+    expect(parsed.ok && parsed.history.operations.map((op) => `${op.process}:${op.f}:${op.status}`)).toEqual(['0:write:ok']);
+  });
 });
 
 /** Deterministic generator (mulberry32) so a failing case reproduces. */

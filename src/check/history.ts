@@ -472,6 +472,15 @@ export class HistoryRecorder {
     this.processOfClient.set(handle.client, this.nextFreshProcess++);
   }
 
+  /**
+   * Record an event that is not an operation (a fault starting or ending): written as
+   * `{"process": "nemesis", "type": "info", "f": "nemesis", "value": event, "time": ...}`, the
+   * Jepsen shape the parser ignores. Takes no client number and changes no process id.
+   */
+  note(event: Record<string, unknown>): void {
+    this.write({ process: 'nemesis', type: 'info', f: 'nemesis', value: event });
+  }
+
   /** The lines recorded so far. */
   lines(): readonly string[] {
     return this.recorded;

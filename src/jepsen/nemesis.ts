@@ -127,8 +127,6 @@ export interface NemesisRun {
   recorder: HistoryRecorder;
   clockMs: () => number;
   stop: AbortSignal;
-  /** The recorder's client number for nemesis events (no workload client uses it). */
-  client: number;
   /** Told about each fault as it starts and ends (for console progress). */
   onEvent?: (message: string) => void;
 }
@@ -140,7 +138,7 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
     await sleep(plan.startMs - run.clockMs(), run.stop);
     if (run.stop.aborted) break;
     const label = describeFault(plan);
-    const handle = run.recorder.invoke(run.client, 'nemesis', plan.nodes.join(','), { fault: plan.kind, label, action: 'start' });
+    run.recorder.note({ fault: plan.kind, label, nodes: plan.nodes, action: 'start' });
     const startMs = run.clockMs();
     run.onEvent?.(`nemesis: ${label}`);
     try {
@@ -150,7 +148,7 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
       const endMs = run.clockMs();
       await undoFault(run.target, plan);
       const healedMs = run.clockMs();
-      run.recorder.ok(handle, { fault: plan.kind, label, action: 'stop' });
+      run.recorder.note({ fault: plan.kind, label, nodes: plan.nodes, action: 'stop' });
       run.onEvent?.(`nemesis: healed ${label}`);
       windows.push({ kind: plan.kind, label, nodes: plan.nodes, startMs, endMs, healedMs });
     }

@@ -175,8 +175,7 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
   const clients = startClients(options, cluster, { recorder, clockMs, calls, stop: stop.signal }).map(guard);
   let windows: FaultWindow[] = [];
   const nemesis = guard(runNemesis({
-    plans: planFor(options, cluster), target: cluster, recorder, clockMs, stop: stop.signal,
-    client: options.clients + cluster.nodes.length, onEvent: options.log,
+    plans: planFor(options, cluster), target: cluster, recorder, clockMs, stop: stop.signal, onEvent: options.log,
   }).then((done) => { windows = done; }));
   try {
     await sleep(options.timeMs, stop.signal);
