@@ -80,6 +80,15 @@ describe('the nemesis schedule', () => {
     for (const plan of plans) expect(options.kinds).toContain(plan.kind);
   });
 
+  it('injects every kind in each round of as many windows as kinds', () => {
+    const kinds = ['kill', 'pause', 'partition', 'backend-restart'] as const;
+    for (let seed = 1; seed <= 20; seed++) {
+      const plans = planNemesis({ kinds, nodes: ['n1', 'n2', 'n3'], timeMs: 9000, faultMs: 1000, healMs: 700, seed });
+      expect(plans.length, `seed ${seed}`).toBeGreaterThanOrEqual(kinds.length);
+      expect(new Set(plans.slice(0, kinds.length).map((plan) => plan.kind)).size, `seed ${seed}`).toBe(kinds.length);
+    }
+  });
+
   it('plans nothing for no kinds and rejects unknown ones', () => {
     expect(planNemesis({ ...options, kinds: [] })).toEqual([]);
     expect(parseNemesisKinds('none')).toEqual({ ok: true, kinds: [] });

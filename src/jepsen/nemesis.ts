@@ -75,6 +75,8 @@ export function parseNemesisKinds(text: string): { ok: true; kinds: NemesisKind[
 /**
  * Plans the faults: heal, fault, heal, fault… Window lengths vary by ±25% around `faultMs` and
  * `healMs` (defaults 3 s and 2 s); the last fault ends at least one heal window before `timeMs`.
+ * The kinds come in rounds, each a seeded shuffle of all of them, so a run with room for as many
+ * windows as kinds injects every kind it was asked for.
  */
 export function planNemesis(options: PlanOptions): FaultPlan[] {
   const { kinds, nodes, timeMs } = options;
@@ -84,14 +86,26 @@ export function planNemesis(options: PlanOptions): FaultPlan[] {
   const plans: FaultPlan[] = [];
   if (kinds.length === 0 || nodes.length < 2) return plans;
   let atMs = jitter(random, healMs);
+  let round: NemesisKind[] = [];
   for (;;) {
     const lengthMs = jitter(random, faultMs);
     if (atMs + lengthMs + healMs / 2 > timeMs) break;
-    const kind = kinds[pickIndex(random, kinds.length)];
+    if (plans.length % kinds.length === 0) round = shuffled(random, kinds);
+    const kind = round[plans.length % kinds.length];
     plans.push({ kind, ...pickTargets(random, kind, nodes), startMs: atMs, endMs: atMs + lengthMs });
     atMs += lengthMs + jitter(random, healMs);
   }
   return plans;
+}
+
+/** A seeded shuffle (Fisher–Yates) of the kinds. */
+function shuffled(random: Random, kinds: readonly NemesisKind[]): NemesisKind[] {
+  const round = [...kinds];
+  for (let last = round.length - 1; last > 0; last--) {
+    const other = pickIndex(random, last + 1);
+    [round[last], round[other]] = [round[other], round[last]];
+  }
+  return round;
 }
 
 function jitter(random: Random, ms: number): number {
