@@ -10,6 +10,8 @@ import type { Entry, Op } from '../src/store/types.ts';
 import { asPeerId, asRequestId, type Effect, type Event, type PeerId } from '../src/consistency/types.ts';
 import { createReplicatedLog, type LogMessage, type LogMode, type ReplicatedLog } from '../src/consistency/replicated-log.ts';
 import { mulberry32 } from './support/log-sim.ts';
+import { MemoryBackend } from '../src/store/memory.ts';
+import { Replica } from '../src/store/replica.ts';
 
 const IDS = ['n1', 'n2', 'n3'].map(asPeerId);
 const HEARTBEAT_MS = 50;
@@ -48,7 +50,7 @@ class Cluster {
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
-  constructor(readonly mode: LogMode = 'linearizability', readonly threshold = 10_000) {
+  constructor(readonly mode: LogMode = 'linearizability', readonly threshold = 10_000, readonly skipApplied = false) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
 
@@ -57,6 +59,7 @@ class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
+      replicaSkipsApplied: this.skipApplied,
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }
@@ -81,6 +84,8 @@ class Cluster {
       else node.records.push(effect.record);
     } else if (effect.kind === 'apply') {
       const op = effect.op as SingleKeyOp;
+      const current = node.replica.get(op.key);
+      if (this.skipApplied && current !== undefined && current.cas >= effect.cas) return;
       const outcome = applyToEntry(node.replica.get(op.key), op, { cas: effect.cas, nowMs: effect.nowMs });
       if (outcome.write === null) node.replica.delete(op.key);
       else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
@@ -155,8 +160,8 @@ class Cluster {
   }
 }
 
-function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000): Cluster {
-  const cluster = new Cluster(mode, threshold);
+function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000, skipApplied = false): Cluster {
+  const cluster = new Cluster(mode, threshold, skipApplied);
   cluster.run(1_000);
   return cluster;
 }
@@ -464,5 +469,90 @@ describe('compaction and state transfer', () => {
     expect(node.replica.get('n')?.value.toString()).toBe('8');
     const served = cluster.request(follower, get('n'));
     expect(served.effects).toEqual([expect.objectContaining({ kind: 'read' })]);
+  });
+});
+
+describe('restart with idempotent replay (replicaSkipsApplied)', () => {
+  function compactedCluster(): { cluster: Cluster; leader: PeerId } {
+    const cluster = electedCluster('linearizability', 4, true);
+    const leader = cluster.leader();
+    for (let n = 0; n < 12; n += 1) cluster.request(leader, incr('n'));
+    cluster.request(leader, set('n', '5'));
+    for (let n = 0; n < 3; n += 1) cluster.request(leader, incr('n'));
+    cluster.request(leader, { kind: 'store', verb: 'append', key: 'n', flags: 0, expiresAtMs: 0, value: Buffer.from('0'), casUnique: 0n });
+    cluster.run(300);
+    return { cluster, leader };
+  }
+
+  it('a full-cluster restart after compaction replays each log onto its kept replica, without a transfer', () => {
+    const { cluster } = compactedCluster();
+    for (const id of IDS) {
+      const node = cluster.node(id);
+      expect(node.records[0]).toMatchObject({ kind: 'snapshot', replicaTrusted: true });
+      expect(node.replica.get('n')?.value.toString()).toBe('80');
+    }
+    for (const id of IDS) cluster.nodes.set(id, cluster.boot(id, cluster.node(id).records, cluster.node(id).replica));
+    cluster.run(1_500);
+    const leader = cluster.leader();
+    for (const id of IDS) {
+      const node = cluster.node(id);
+      expect(node.effects.some((effect) => effect.kind === 'reset' || (effect.kind === 'send' && effect.message.kind === 'transfer_request'))).toBe(false);
+      expect(node.replica.get('n')?.value.toString()).toBe('80');
+      expect(node.machine.inspect()).toMatchObject({ caughtUp: true, replicaValid: true });
+    }
+    const write = cluster.request(leader, incr('n'));
+    cluster.deliver();
+    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply' });
+    for (const id of IDS) expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('81');
+  });
+
+  it('a node whose backend was emptied still gets a state transfer, and only trusts it once the puts completed', () => {
+    const { cluster, leader } = compactedCluster();
+    const follower = followers(cluster)[0];
+    cluster.node(follower).replica.clear();
+    const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs });
+    expect(effects).toContainEqual(expect.objectContaining({ kind: 'persist', record: { kind: 'replica', trusted: false } }));
+    cluster.run(1_500);
+    const node = cluster.node(follower);
+    expect(node.effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
+    expect(node.replica.get('n')?.value.toString()).toBe('80');
+    expect(node.records.some((record) => (record as { kind: string }).kind === 'replica' && (record as { trusted: boolean }).trusted)).toBe(false);
+    const puts = node.effects.filter((effect) => effect.kind === 'put');
+    for (const put of puts) if (put.kind === 'put' && put.token !== null) cluster.step(follower, { kind: 'applied', nowMs: cluster.nowMs, token: put.token });
+    expect(node.records[node.records.length - 1]).toEqual({ kind: 'replica', trusted: true });
+    expect(cluster.node(leader).machine.status().applied).toBe(node.machine.status().applied);
+  });
+});
+
+describe('Replica with replay: skip-applied', () => {
+  const ctx = (cas: number): { cas: bigint; nowMs: number } => ({ cas: BigInt(cas), nowMs: 1_000 });
+
+  it('skips an op whose key already holds a cas ≥ its index, so replaying incr and append is idempotent', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: false, replay: 'skip-applied' });
+    await replica.apply(set('n', '5'), ctx(1));
+    await replica.apply(incr('n'), ctx(2));
+    await replica.apply({ kind: 'store', verb: 'append', key: 'n', flags: 0, expiresAtMs: 0, value: Buffer.from('0'), casUnique: 0n }, ctx(3));
+    // Replay of 1..3 (a restart) changes nothing; 4 is new.
+    await replica.apply(set('n', '5'), ctx(1));
+    await replica.apply(incr('n'), ctx(2));
+    await replica.apply({ kind: 'store', verb: 'append', key: 'n', flags: 0, expiresAtMs: 0, value: Buffer.from('0'), casUnique: 0n }, ctx(3));
+    await replica.apply(incr('n'), ctx(4));
+    expect(await replica.read(get('n'), 1_000)).toMatchObject({ items: [{ value: Buffer.from('61'), cas: 4n }] });
+  });
+
+  it('flush_all at index f removes only entries older than f', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: false, replay: 'skip-applied' });
+    await replica.apply(set('old', 'x'), ctx(1));
+    await replica.apply(set('new', 'y'), ctx(5));
+    await replica.apply({ kind: 'flush_all', delayMs: 0 }, ctx(3));
+    expect(await replica.read({ kind: 'get', keys: ['old', 'new'] }, 1_000)).toMatchObject({ items: [{ key: 'new', cas: 5n }] });
+  });
+
+  it('without the option, a replayed incr applies twice (why the log modes need it)', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: false });
+    await replica.apply(set('n', '5'), ctx(1));
+    await replica.apply(incr('n'), ctx(2));
+    await replica.apply(incr('n'), ctx(2));
+    expect(await replica.read(get('n'), 1_000)).toMatchObject({ items: [{ value: Buffer.from('7') }] });
   });
 });

@@ -29,7 +29,7 @@
 
 import assert from 'node:assert';
 import type { Reply } from '../protocol/types.ts';
-import { isWrite, type Op } from '../store/types.ts';
+import { isWrite, opKeys, type Op } from '../store/types.ts';
 import type {
   Effect,
   Event,
@@ -57,7 +57,15 @@ export type LogMode = 'linearizability' | 'sequential';
 export type LogRole = 'follower' | 'pre_candidate' | 'candidate' | 'leader';
 
 /** Options of `createReplicatedLog`. */
-export type ReplicatedLogOptions = MachineOptions & { mode: LogMode } & Partial<LogTuning>;
+export type ReplicatedLogOptions = MachineOptions & {
+  mode: LogMode;
+  /**
+   * The replica skips an op whose key already holds a cas ≥ the op's index (Replica option
+   * `replay: 'skip-applied'`), so replaying log entries is idempotent: a restarted node replays
+   * its log onto the replica it kept instead of needing a state transfer. Default false.
+   */
+  replicaSkipsApplied?: boolean;
+} & Partial<LogTuning>;
 
 /** A read-only view of the machine's state, for tests and the simulator. */
 export interface LogInspection {
@@ -70,6 +78,8 @@ export interface LogInspection {
   lastIndex: number;
   replicaValid: boolean;
   caughtUp: boolean;
+  /** When a follower last heard from its leader (−Infinity if never). */
+  lastLeaderContactMs: number;
   /** The entry at `index`, or null if compacted away or beyond the end. */
   entryAt(index: number): LogEntry | null;
 }
@@ -134,6 +144,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private readonly heartbeatIntervalMs: number;
   private readonly failureTimeoutMs: number;
   private readonly majority: number;
+  private readonly replicaSkipsApplied: boolean;
 
   // Durable state.
   private term = 0;
@@ -188,6 +199,22 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number }>();
   private incoming: IncomingTransfer | null = null;
 
+  // Replica durability (with replicaSkipsApplied): may a restart replay onto the replica?
+  private replicaTrusted = true;
+  /** Tokens of a transfer's puts not yet completed; the replica is trusted once none is left. */
+  private readonly transferPutsPending = new Set<number>();
+  private storeToken = 0;
+  /** Keys changed by applies issued since the last compaction fetch. */
+  private touchedKeys = new Set<string>();
+  /** A fetch of the touched keys: once it returns, every apply up to `target` has completed. */
+  private compactionFetch: { token: number; target: number } | null = null;
+  /**
+   * After a restart that replays onto the kept replica, the replica may already hold changes up
+   * to here (the last index logged before the restart): until applied reaches it, the replica is
+   * ahead of `appliedIndex`, so it serves no state transfer (it would be mislabelled).
+   */
+  private replayUntilIndex = 0;
+
   private out: Effect<LogMessage>[] = [];
   private readonly leaderOfTerm = new Map<number, PeerId>();
 
@@ -209,6 +236,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.failureTimeoutMs = options.failureTimeoutMs;
     this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
     this.nowMs = options.nowMs;
+    this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
     this.restore(options.persisted);
     this.start();
   }
@@ -233,7 +261,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
         case 'truncate':
           if (record.fromIndex <= this.log.lastIndex()) this.log.truncateFrom(record.fromIndex);
           break;
+        case 'replica':
+          this.replicaTrusted = record.trusted;
+          break;
         case 'snapshot':
+          this.replicaTrusted = record.replicaTrusted === true;
           this.term = record.term;
           this.votedFor = record.votedFor;
           this.incarnation = record.incarnation;
@@ -249,16 +281,31 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.appliedIndex = this.log.snapshotIndex;
   }
 
-  /** A new incarnation: its replica may hold applies its log would repeat, so rebuild it. */
+  /**
+   * A new incarnation. Its replica may hold applies its log would repeat: if replays are
+   * idempotent and the replica is trusted, replay from the snapshot onto it; else rebuild it.
+   */
   private start(): void {
     this.incarnation += 1;
     this.persistHardState();
-    this.rebuildReplica();
+    if (this.replicaSkipsApplied && (this.replicaTrusted || this.log.snapshotIndex === 0)) {
+      this.caughtUp = false;
+      this.catchUpIndex = null;
+      this.replayUntilIndex = this.log.lastIndex();
+      this.note('info', 'replaying the log onto the kept replica', { fromIndex: this.log.snapshotIndex + 1, lastIndex: this.log.lastIndex() });
+    } else {
+      this.rebuildReplica();
+    }
     this.resetElectionTimer();
   }
 
   /** Forget what the replica holds: replay the log from 1, or ask for a state transfer. */
   private rebuildReplica(): void {
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+    this.transferPutsPending.clear();
+    this.replayUntilIndex = 0;
+    if (this.log.snapshotIndex > 0) this.setReplicaTrusted(false);
     this.caughtUp = false;
     this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
     if (this.log.snapshotIndex === 0) {
@@ -294,6 +341,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.onFetched(event.token, event.entries);
         break;
       case 'applied':
+        this.onApplied(event.token);
         break;
       case 'backend_reset':
         this.rebuildReplica();
@@ -337,6 +385,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       lastIndex: log.lastIndex(),
       replicaValid: this.replicaValid,
       caughtUp: this.caughtUp,
+      lastLeaderContactMs: this.lastLeaderContactMs,
       entryAt: (index) => (index > log.snapshotIndex && index <= log.lastIndex() ? log.entryAt(index) : null),
     };
   }
@@ -728,6 +777,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (this.log.termAt(entry.index) !== entry.term) {
         assert(entry.index > this.commitIndex, `committed entry ${entry.index} would change`);
         for (const dropped of this.log.truncateFrom(entry.index)) this.forgetProposal(dropped);
+        // Only uncommitted entries are cut, and the replica never held those.
+        this.replayUntilIndex = Math.min(this.replayUntilIndex, entry.index - 1);
         this.persist({ kind: 'truncate', fromIndex: entry.index }, false);
         break;
       }
@@ -1049,6 +1100,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         if (this.pending.delete(entry.requestId)) requestId = entry.requestId;
         this.writeTerms.delete(entry.requestId);
       }
+      if (this.replicaSkipsApplied) this.touch(entry.op);
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
     }
     if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) this.caughtUp = true;
@@ -1061,13 +1113,37 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private compactIfDue(): void {
     const threshold = this.tuning.compactionThresholdEntries;
     if (this.appliedIndex - this.log.snapshotIndex <= threshold || !this.replicaValid) return;
-    let target = this.appliedIndex;
+    if (!this.replicaSkipsApplied) return this.compactTo(this.appliedIndex);
+    // The snapshot will be trusted on restart: first make sure every apply up to it completed.
+    if (this.compactionFetch !== null || this.compactionTarget(this.appliedIndex) === null) return;
+    this.storeToken += 1;
+    this.compactionFetch = { token: this.storeToken, target: this.appliedIndex };
+    this.out.push({ kind: 'fetch', token: this.storeToken, keys: [...this.touchedKeys] });
+    this.touchedKeys = new Set();
+  }
+
+  private touch(op: Op): void {
+    const keys = opKeys(op);
+    if (keys !== null) for (const key of keys) this.touchedKeys.add(key);
+  }
+
+  /** Where to compact to, given applies completed up to `applied`; null: not worth it now. */
+  private compactionTarget(applied: number): number | null {
+    let target = Math.min(applied, this.appliedIndex);
+    if (target <= this.log.snapshotIndex || !this.replicaValid) return null;
     if (this.role === 'leader') {
       for (const progress of this.progress.values()) {
         if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) target = Math.min(target, progress.matchIndex);
       }
-      if (target - this.log.snapshotIndex <= threshold / 2) return;
+      if (target - this.log.snapshotIndex <= this.tuning.compactionThresholdEntries / 2) return null;
     }
+    return target;
+  }
+
+  /** Compacts to `applied` (or, at a leader, what its live followers still need). */
+  private compactTo(applied: number): void {
+    const target = this.compactionTarget(applied);
+    if (target === null) return;
     for (const dropped of this.log.compactTo(target)) this.forgetProposal(dropped);
     this.persistSnapshot();
   }
@@ -1092,6 +1168,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
   private startTransfer(to: PeerId, minIndex: number): boolean {
     if (!this.replicaValid || this.appliedIndex < minIndex || this.appliedIndex === 0) return false;
+    if (this.appliedIndex < this.replayUntilIndex) return false;
     const indexTerm = this.log.termAt(this.appliedIndex);
     assert(indexTerm !== null);
     this.fetchToken += 1;
@@ -1101,6 +1178,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private onFetched(token: number, entries: KeyedEntry[]): void {
+    if (this.compactionFetch !== null && this.compactionFetch.token === token) {
+      const { target } = this.compactionFetch;
+      this.compactionFetch = null;
+      return this.compactTo(target);
+    }
     const transfer = this.outgoingTransfers.get(token);
     if (transfer === undefined) return;
     this.outgoingTransfers.delete(token);
@@ -1147,7 +1229,17 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const { index, indexTerm } = incoming;
     this.out.push({ kind: 'reset' });
     // At least one put, even for an empty replica: it marks where the transferred state ends.
-    for (const chunk of incoming.chunks) this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token: null });
+    // Until every put completed, a restart must not trust the replica.
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+    this.transferPutsPending.clear();
+    this.replayUntilIndex = 0;
+    this.replicaTrusted = false;
+    for (const chunk of incoming.chunks) {
+      this.storeToken += 1;
+      this.transferPutsPending.add(this.storeToken);
+      this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token: this.storeToken });
+    }
     if (this.log.termAt(index) === indexTerm) {
       for (const dropped of this.log.compactTo(index)) {
         this.forgetProposal(dropped);
@@ -1167,6 +1259,17 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- persistence and sending
 
+  private onApplied(token: number): void {
+    if (!this.transferPutsPending.delete(token) || this.transferPutsPending.size > 0) return;
+    this.setReplicaTrusted(true);
+  }
+
+  private setReplicaTrusted(trusted: boolean): void {
+    if (this.replicaTrusted === trusted) return;
+    this.replicaTrusted = trusted;
+    this.persist({ kind: 'replica', trusted }, false);
+  }
+
   private persistHardState(): void {
     this.persist({ kind: 'hard', term: this.term, votedFor: this.votedFor, incarnation: this.incarnation }, false);
   }
@@ -1181,6 +1284,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         snapshotIndex: this.log.snapshotIndex,
         snapshotTerm: this.log.snapshotTerm,
         entries: this.log.entries.slice(),
+        replicaTrusted: this.replicaTrusted,
       },
       true,
     );
@@ -1188,6 +1292,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private persist(record: LogRecord, compact: boolean): void {
     this.out.push({ kind: 'persist', record, compact });
+  }
+
+  private note(level: 'info' | 'warn', message: string, meta: Record<string, unknown>): void {
+    this.out.push({ kind: 'note', level, message, meta: { node: this.self, term: this.term, ...meta } });
   }
 
   private send(to: PeerId, message: LogMessage): void {

@@ -49,6 +49,10 @@ export interface SimOptions {
   faults: boolean;
   compactionThresholdEntries: number;
   clients: number;
+  /** Replicas skip ops they already hold (cas ≥ index), so restarts replay onto kept replicas. */
+  replicaSkipsApplied: boolean;
+  /** If set, every node crashes at this offset into the faulty phase, keeping its replica. */
+  crashAllAtMs: number | null;
 }
 
 export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
@@ -57,6 +61,8 @@ export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
   faults: true,
   compactionThresholdEntries: 40,
   clients: 4,
+  replicaSkipsApplied: true,
+  crashAllAtMs: null,
 };
 
 export interface SimResult {
@@ -106,6 +112,8 @@ interface SimNode {
   downUntilMs: number;
   checkedCommit: number;
   lastTransferIndex: number;
+  /** The replica was emptied while the node was down: tell the machine once it boots. */
+  replicaLost: boolean;
 }
 
 interface Client {
@@ -131,6 +139,8 @@ interface Rates {
 export class SimulationFailure extends Error {
   override readonly name = 'SimulationFailure';
 }
+
+type LogView = ReturnType<ReplicatedLog['inspect']>;
 
 const opKey = (op: Op): string => JSON.stringify(op, (_key, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
 
@@ -158,6 +168,7 @@ export class LogSimulation {
   private healed = false;
   private strict = false;
   private clientsPaused = false;
+  private crashAllAtMs: number | null;
   /** Failover measurement: when the leader was killed, and the first write a survivor completed. */
   private killedAtMs: number | null = null;
   private firstWriteAfterKillMs: number | null = null;
@@ -167,6 +178,7 @@ export class LogSimulation {
     this.options = options;
     this.random = mulberry32(options.seed);
     this.faultsOn = options.faults;
+    this.crashAllAtMs = options.crashAllAtMs === null ? null : this.nowMs + options.crashAllAtMs;
     this.ids = ['n1', 'n2', 'n3'].map(asPeerId);
     this.rates = {
       drop: this.random() * 0.1,
@@ -251,6 +263,7 @@ export class LogSimulation {
       downUntilMs: 0,
       checkedCommit: 0,
       lastTransferIndex: 0,
+      replicaLost: false,
     };
   }
 
@@ -266,15 +279,21 @@ export class LogSimulation {
       mode: this.options.mode,
       compactionThresholdEntries: this.options.compactionThresholdEntries,
       transferChunkEntriesMax: 2,
+      replicaSkipsApplied: this.options.replicaSkipsApplied,
     });
     // A restarted controller numbers its requests from 1 again.
     node.nextRequestId = 1;
     node.checkedCommit = 0;
     node.nextTickMs = this.nowMs + Math.floor(this.random() * TICK_MS);
     node.localEvents = [];
+    if (node.replicaLost) {
+      // The controller notices an emptied backend (its epoch changed) and says so.
+      node.replicaLost = false;
+      this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs });
+    }
   }
 
-  private crash(node: SimNode): void {
+  private crash(node: SimNode, keepReplica = false): void {
     node.machine = null;
     this.result.crashes += 1;
     for (const request of node.requests.values()) this.clients[request.client].busy = false;
@@ -287,9 +306,10 @@ export class LogSimulation {
     node.requests.clear();
     node.localEvents = [];
     node.downUntilMs = this.nowMs + 100 + Math.floor(this.random() * 1500);
-    if (this.random() < 0.4) {
+    if (!keepReplica && this.random() < 0.4) {
       node.replica.clear();
       node.replicaIndex = 0;
+      node.replicaLost = true;
     }
   }
 
@@ -315,6 +335,10 @@ export class LogSimulation {
 
   private runDue(): void {
     if (this.faultsOn) this.injectFaults();
+    if (this.crashAllAtMs !== null && this.nowMs >= this.crashAllAtMs) {
+      this.crashAllAtMs = null;
+      for (const node of this.nodes) if (node.machine !== null) this.crash(node, true);
+    }
     this.deliverMessages();
     for (const node of this.nodes) this.runNode(node);
     this.submitRequests();
@@ -414,11 +438,14 @@ export class LogSimulation {
     const index = Number(effect.cas);
     const previous = node.replicaIndex;
     if (previous === null) throw new Error(`${node.id} applies ${index} onto an unknown replica`);
-    if (index <= previous) throw new Error(`${node.id} applies ${index} after ${previous}`);
+    if (index <= previous) return this.onReplay(node, effect);
     for (let gap = previous + 1; gap < index; gap += 1) this.learn(gap, null, 0, node.id);
     this.learn(index, effect.op, effect.nowMs, node.id);
     const op = effect.op as SingleKeyOp;
     const current = node.replica.get(op.key);
+    if (this.options.replicaSkipsApplied && current !== undefined && current.cas >= effect.cas) {
+      throw new Error(`${node.id} applies ${index} to ${op.key} which already holds cas ${current.cas}`);
+    }
     const outcome = applyToEntry(current, op, { cas: effect.cas, nowMs: effect.nowMs });
     if (outcome.write === null) node.replica.delete(op.key);
     else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
@@ -429,6 +456,23 @@ export class LogSimulation {
       throw new Error(`${node.id} replica diverged at ${index}: ${opKey(outcome.reply as unknown as Op)} vs ${opKey(expected as unknown as Op)}`);
     }
     if (effect.requestId !== null) this.complete(node, effect.requestId, outcome.reply, index);
+  }
+
+  /**
+   * An apply at or below what the replica already holds: only a restarted node replaying its log
+   * onto the replica it kept may do that, and only with skipping replicas (idempotent replay).
+   */
+  private onReplay(node: SimNode, effect: Extract<Effect<LogMessage>, { kind: 'apply' }>): void {
+    const index = Number(effect.cas);
+    if (!this.options.replicaSkipsApplied) throw new Error(`${node.id} applies ${index} after ${node.replicaIndex}`);
+    if (effect.requestId !== null) throw new Error(`${node.id} replays ${index} with a client waiting`);
+    this.learn(index, effect.op, effect.nowMs, node.id);
+    const op = effect.op as SingleKeyOp;
+    const current = node.replica.get(op.key);
+    if (current !== undefined && current.cas >= effect.cas) return;
+    const outcome = applyToEntry(current, op, { cas: effect.cas, nowMs: effect.nowMs });
+    if (outcome.write === null) node.replica.delete(op.key);
+    else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
   }
 
   /** Records what sits at `index` of the applied sequence; every node must agree. */
@@ -538,7 +582,7 @@ export class LogSimulation {
     client.nextMs = this.nowMs + Math.floor(this.random() * 30);
     if (reply.kind === 'server_error') {
       if (position !== null) throw new Error(`an applied op answered server_error: ${reply.message}`);
-      if (this.strict) throw new Error(`${node.id} refused after the cluster converged: ${reply.message}`);
+      if (this.strict) throw new Error(`${node.id} refused after the cluster converged: ${reply.message} ${this.describe()}`);
       this.result.repliesRefused += 1;
       return;
     }
@@ -607,6 +651,10 @@ export class LogSimulation {
     if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
     const leaders = views.filter((view) => view?.role === 'leader');
     if (leaders.length !== 1) return false;
+    // Followers must be in touch with the leader, or one may start an election right after.
+    const inTouch = (view: LogView | null): boolean =>
+      view !== null && (view.role === 'leader' || (view.role === 'follower' && this.nowMs - view.lastLeaderContactMs < FAILURE_TIMEOUT_MS / 2));
+    if (!views.every(inTouch)) return false;
     const last = leaders[0]?.lastIndex ?? -1;
     if (views.some((view) => view?.appliedIndex !== last)) return false;
     if (this.nodes.some((node) => node.requests.size > 0)) return false;

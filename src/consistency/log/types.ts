@@ -101,7 +101,14 @@ export type LogRecord =
       snapshotIndex: number;
       snapshotTerm: number;
       entries: LogEntry[];
-    };
+      /**
+       * The replica holds every change up to `snapshotIndex` (its applies completed), so a
+       * restart can replay the log onto it. Absent in older files: not trusted.
+       */
+      replicaTrusted?: boolean;
+    }
+  /** Whether the replica may be replayed onto after a restart (false while it is rebuilt). */
+  | { kind: 'replica'; trusted: boolean };
 
 /** Tunables of the replicated log, beyond `MachineOptions`. Defaults in `LOG_DEFAULTS`. */
 export interface LogTuning {
