@@ -341,7 +341,7 @@ class BinaryConnection {
     this.#outgoing.push(pending.frame);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      process.nextTick(() => this.#flush());
+      setImmediate(() => this.#flush());
     }
   }
 
