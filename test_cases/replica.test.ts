@@ -184,6 +184,44 @@ describe('Replica semantics', () => {
     expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'old']]);
   });
 
+  it('decides a merge from a complete index without reading, and reads when the index cannot tell', async () => {
+    class CountingBackend extends MemoryBackend {
+      gets = 0;
+      failNextSet = false;
+      override async get(key: string): Promise<Entry | undefined> {
+        this.gets += 1;
+        return super.get(key);
+      }
+      override async set(key: string, stored: Entry): Promise<void> {
+        if (this.failNextSet) {
+          this.failNextSet = false;
+          throw new StoreError('BACKEND_DOWN', 'injected');
+        }
+        return super.set(key, stored);
+      }
+    }
+    const backend = new CountingBackend();
+    await backend.set('old', entry('before the replica', 9n));
+    const replica = new Replica(backend, { tombstones: true });
+    // Index not complete yet: a key it has no record of must be read.
+    await replica.put([['old', entry('older', 4n)]], 'merge');
+    expect(backend.gets).toBe(1);
+    expect(values(await replica.read(getOp('old'), NOW))).toEqual([['old', 'before the replica']]);
+    await replica.loadIndex();
+    backend.gets = 0;
+    await replica.put([['k', entry('five', 5n)], ['old', entry('older', 4n)]], 'merge');
+    await replica.put([['k', entry('three', 3n)]], 'merge');
+    expect(backend.gets).toBe(0);
+    expect(values(await replica.read(getOp('k', 'old'), NOW))).toEqual([['k', 'five'], ['old', 'before the replica']]);
+    // A failed write leaves the record unsettled: the next merge reads what the backend holds.
+    backend.failNextSet = true;
+    await expect(replica.put([['k', entry('nine', 9n)]], 'merge')).rejects.toBeInstanceOf(StoreError);
+    backend.gets = 0;
+    await replica.put([['k', entry('seven', 7n)]], 'merge');
+    expect(backend.gets).toBe(1);
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'seven']]);
+  });
+
   it('flush_all with a delay caps every live expiry', async () => {
     const replica = new Replica(new MemoryBackend(), { tombstones: false });
     await replica.apply(setOp('never', 'v'), { cas: 1n, nowMs: NOW });

@@ -16,6 +16,9 @@
  *   chain: later calls still run.
  * - The index holds a superset of the backend's keys written through this replica: a key is
  *   added before it is written and removed only after the backend removed it.
+ * - A settled index record is the backend's version of the key; once the index is complete (loaded,
+ *   reset or flushed) a key without a record is absent. A merge that the index can decide needs
+ *   no read; an unsettled record (a write in flight or failed) always reads.
  * - With `tombstones`, a delete (and flush_all) leaves a tombstone (empty value, cas = the op's
  *   cas) that reads as absent; `purge` removes one only if its cas is unchanged.
  */
@@ -30,6 +33,8 @@ export interface IndexRecord {
   cas: bigint;
   expiresAtMs: number;
   tombstone: boolean;
+  /** The backend is known to hold exactly this version (the write that set it succeeded). */
+  settled: boolean;
 }
 
 /** Options of a Replica. */
@@ -142,6 +147,8 @@ export class Replica {
   readonly #barrierConcurrency: number;
   readonly #order = new KeyOrder();
   readonly #index = new Map<string, IndexRecord>();
+  /** Every key the backend holds has an index record (after loadIndex, reset or flush). */
+  #indexComplete = false;
 
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
@@ -216,6 +223,7 @@ export class Replica {
     return this.#order.barrier(async () => {
       await this.#backend.flush();
       this.#index.clear();
+      this.#indexComplete = true;
     });
   }
 
@@ -234,8 +242,9 @@ export class Replica {
       const keys = await this.#backend.keys();
       await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
         const entry = await this.#backend.get(key);
-        if (entry !== undefined) this.#remember(key, entry);
+        if (entry !== undefined) this.#remember(key, entry, true);
       });
+      this.#indexComplete = true;
       return this.#index.size;
     });
   }
@@ -299,6 +308,7 @@ export class Replica {
     if (delayMs <= 0 && !this.#tombstones && !this.#skipApplied) {
       await this.#backend.flush();
       this.#index.clear();
+      this.#indexComplete = true;
       return { kind: 'ok' };
     }
     const deadlineMs = ctx.nowMs + delayMs;
@@ -323,8 +333,9 @@ export class Replica {
 
   async #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite'): Promise<void> {
     if (how === 'merge') {
-      const current = await this.#backend.get(key);
-      if (current !== undefined && current.cas >= entry.cas) return;
+      const known = this.#knownCas(key);
+      const currentCas = known !== undefined ? known : ((await this.#backend.get(key))?.cas ?? null);
+      if (currentCas !== null && currentCas >= entry.cas) return;
     }
     await this.#write(key, entry);
   }
@@ -357,14 +368,17 @@ export class Replica {
       await this.#write(key, tombstoneEntry(cas));
       return;
     }
+    const record = this.#index.get(key);
+    if (record !== undefined) record.settled = false;
     await this.#backend.delete(key);
     this.#index.delete(key);
   }
 
   async #write(key: string, entry: Entry): Promise<void> {
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
-    this.#remember(key, entry);
+    const record = this.#remember(key, entry, false);
     await this.#backend.set(key, entry);
+    record.settled = true;
   }
 
   /** With `skip-applied`: does the key already hold this op's change or a later one? */
@@ -372,11 +386,16 @@ export class Replica {
     return this.#skipApplied && entry !== undefined && entry.cas >= ctx.cas;
   }
 
-  #remember(key: string, entry: Entry): void {
-    this.#index.set(key, {
-      cas: entry.cas,
-      expiresAtMs: entry.expiresAtMs,
-      tombstone: entry.tombstone === true,
-    });
+  #remember(key: string, entry: Entry, settled: boolean): IndexRecord {
+    const record: IndexRecord = { cas: entry.cas, expiresAtMs: entry.expiresAtMs, tombstone: entry.tombstone === true, settled };
+    this.#index.set(key, record);
+    return record;
+  }
+
+  /** The backend's version of `key` as the index knows it: null if absent, undefined if unknown. */
+  #knownCas(key: string): bigint | null | undefined {
+    const record = this.#index.get(key);
+    if (record === undefined) return this.#indexComplete ? null : undefined;
+    return record.settled ? record.cas : undefined;
   }
 }
