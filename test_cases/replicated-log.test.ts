@@ -342,7 +342,9 @@ describe('reads', () => {
     cluster.down.add(follower);
     cluster.nowMs += FAILURE_TIMEOUT_MS;
     const refused = cluster.request(follower, get('x'));
-    expect(refused.effects).toEqual([expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'server_error' }) })]);
+    expect(refused.effects.filter((effect) => effect.kind !== 'note')).toEqual([
+      expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'server_error' }) }),
+    ]);
   });
 });
 
@@ -554,5 +556,51 @@ describe('Replica with replay: skip-applied', () => {
     await replica.apply(incr('n'), ctx(2));
     await replica.apply(incr('n'), ctx(2));
     expect(await replica.read(get('n'), 1_000)).toMatchObject({ items: [{ value: Buffer.from('7') }] });
+  });
+});
+
+describe('notes for operators', () => {
+  const notes = (cluster: Cluster, id: PeerId): Array<Extract<Effect<LogMessage>, { kind: 'note' }>> =>
+    cluster.node(id).effects.filter((effect): effect is Extract<Effect<LogMessage>, { kind: 'note' }> => effect.kind === 'note');
+
+  it('an election, a vote, leadership and following are noted with the peers involved', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    expect(notes(cluster, leader).map((note) => note.message)).toEqual(expect.arrayContaining(['election started: no leader heard from', 'became leader']));
+    expect(notes(cluster, leader).find((note) => note.message === 'became leader')?.meta).toMatchObject({ leader, term: 1, peers: expect.any(Array) });
+    expect(notes(cluster, follower)).toContainEqual(expect.objectContaining({ level: 'info', message: 'vote granted', meta: expect.objectContaining({ to: leader }) }));
+    expect(notes(cluster, follower)).toContainEqual(expect.objectContaining({ message: 'became follower', meta: expect.objectContaining({ leader }) }));
+  });
+
+  it('a leader that loses its quorum notes why it stepped down', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    for (let ms = 10; ms <= 400; ms += 10) cluster.step(leader, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
+    expect(notes(cluster, leader)).toContainEqual(expect.objectContaining({ level: 'warn', message: 'stepped down', meta: expect.objectContaining({ why: expect.any(String) }) }));
+  });
+
+  it('refusals are noted at most once per reason per second', () => {
+    const cluster = new Cluster();
+    for (let n = 0; n < 50; n += 1) cluster.request(IDS[0], set('a', '1'));
+    expect(notes(cluster, IDS[0]).filter((note) => note.message === 'request refused')).toHaveLength(1);
+    cluster.nowMs += 1_000;
+    cluster.request(IDS[0], set('a', '1'));
+    expect(notes(cluster, IDS[0]).filter((note) => note.message === 'request refused')).toHaveLength(2);
+  });
+
+  it('state transfers are noted at both ends with the peer and index', () => {
+    const cluster = electedCluster('linearizability', 6);
+    const leader = cluster.leader();
+    const lagging = followers(cluster)[0];
+    cluster.down.add(lagging);
+    for (let n = 0; n < 20; n += 1) {
+      cluster.request(leader, set(`k${n % 5}`, String(n)));
+      cluster.run(20);
+    }
+    cluster.down.delete(lagging);
+    cluster.run(1_500);
+    expect(notes(cluster, leader)).toContainEqual(expect.objectContaining({ message: 'state transfer sent', meta: expect.objectContaining({ peer: lagging, index: expect.any(Number) }) }));
+    expect(notes(cluster, lagging)).toContainEqual(expect.objectContaining({ message: 'state transfer received', meta: expect.objectContaining({ peer: leader }) }));
   });
 });

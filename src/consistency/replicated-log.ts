@@ -216,6 +216,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private replayUntilIndex = 0;
 
   private out: Effect<LogMessage>[] = [];
+  /** When each refusal reason was last noted, so refusals are noted at most once a second. */
+  private readonly refusalNotedMs = new Map<string, number>();
   private readonly leaderOfTerm = new Map<number, PeerId>();
 
   constructor(options: ReplicatedLogOptions) {
@@ -402,6 +404,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private onRequest(requestId: RequestId, op: Op): void {
     const refusal = this.refusalFor(op);
     if (refusal !== null) {
+      this.noteRefusal(refusal);
       this.reply(requestId, serverError(refusal));
       return;
     }
@@ -452,7 +455,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.pending.delete(requestId);
       this.writeTerms.delete(requestId);
       const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
-      this.reply(requestId, serverError(`timeout: ${what}, no quorum answered in time`));
+      const message = `timeout: ${what}, no quorum answered in time`;
+      this.noteRefusal(message);
+      this.reply(requestId, serverError(message));
     }
   }
 
@@ -549,6 +554,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private becomePreCandidate(): void {
     this.leaveLeadership('no quorum: leader lost');
     this.abandonInFlight();
+    this.note('info', 'election started: no leader heard from', { term: this.term + 1, peers: this.peers });
     this.role = 'pre_candidate';
     this.leader = null;
     this.votes = new Set([this.self]);
@@ -583,6 +589,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private becomeLeader(): void {
     this.noteLeader(this.term, this.self);
+    this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: [...this.votes] });
     this.role = 'leader';
     this.leader = this.self;
     this.progress.clear();
@@ -616,13 +623,16 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     this.role = 'follower';
     if (leader !== this.leader) this.refuseForwardsAndReads('no quorum: leader changed');
+    const changed = leader !== null && leader !== this.leader;
     this.leader = leader;
     if (leader !== null) this.noteLeader(term, leader);
+    if (changed) this.note('info', 'became follower', { leader, peers: this.peers });
   }
 
   /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
   private leaveLeadership(message: string): void {
     if (this.role !== 'leader') return;
+    this.note('warn', 'stepped down', { why: message, peers: this.peers, acked: this.ackedPeers() });
     for (const waiter of this.roundWaiters) {
       for (const requestId of waiter.localReads) this.refuseRequest(requestId, message);
       for (const batch of waiter.remoteBatches) {
@@ -672,6 +682,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private refuseRequest(requestId: RequestId, message: string): void {
     this.writeTerms.delete(requestId);
     if (!this.pending.delete(requestId)) return;
+    this.noteRefusal(message);
     this.reply(requestId, serverError(message));
   }
 
@@ -709,6 +720,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.votedFor = from;
       this.persistHardState();
       this.resetElectionTimer();
+      this.note('info', 'vote granted', { to: from, peers: this.peers });
     }
     this.send(from, { kind: 'vote_reply', term: this.term, granted });
   }
@@ -1103,7 +1115,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (this.replicaSkipsApplied) this.touch(entry.op);
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
     }
-    if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) this.caughtUp = true;
+    if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) {
+      this.caughtUp = true;
+      this.note('info', 'replay done: caught up, serving', { appliedIndex: this.appliedIndex, leader: this.leader, peers: this.peers });
+    }
   }
 
   /**
@@ -1188,6 +1203,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.outgoingTransfers.delete(token);
     const size = this.tuning.transferChunkEntriesMax;
     const chunkCount = Math.max(1, Math.ceil(entries.length / size));
+    this.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
     for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
       this.send(transfer.to, {
         kind: 'transfer_chunk',
@@ -1227,6 +1243,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private installTransfer(incoming: IncomingTransfer): void {
     this.incoming = null;
     const { index, indexTerm } = incoming;
+    this.note('info', 'state transfer received', { peer: incoming.from, index, chunks: incoming.chunks.length });
     this.out.push({ kind: 'reset' });
     // At least one put, even for an empty replica: it marks where the transferred state ends.
     // Until every put completed, a restart must not trust the replica.
@@ -1292,6 +1309,21 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private persist(record: LogRecord, compact: boolean): void {
     this.out.push({ kind: 'persist', record, compact });
+  }
+
+  /** Refusals come in floods: note each reason at most once a second. */
+  private noteRefusal(reason: string): void {
+    const lastMs = this.refusalNotedMs.get(reason);
+    if (lastMs !== undefined && this.nowMs - lastMs < 1000) return;
+    this.refusalNotedMs.set(reason, this.nowMs);
+    if (this.refusalNotedMs.size > 64) this.refusalNotedMs.delete(this.refusalNotedMs.keys().next().value as string);
+    this.note('warn', 'request refused', { reason, leader: this.leader, peers: this.peers });
+  }
+
+  private ackedPeers(): PeerId[] {
+    const acked: PeerId[] = [];
+    for (const [peer, progress] of this.progress) if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) acked.push(peer);
+    return acked;
   }
 
   private note(level: 'info' | 'warn', message: string, meta: Record<string, unknown>): void {
