@@ -4,9 +4,10 @@
  *
  * Every input — a client command, a peer message, a timer tick, a store completion — becomes an
  * event in one queue. The loop runs a bounded number of events per turn through the mode's
- * `step` and carries out the effects in the order returned: `persist` is written and fsynced
- * before anything after it; `apply`, `read`, `put`, `fetch` reach the replica in issue order (the
- * Replica keeps per-key order); replies resolve the client's pending promise.
+ * `step` and carries out the effects in the order returned: `persist` records are written at
+ * once and fsynced once per turn, and every effect after a persist waits for that fsync (group
+ * commit); `apply`, `read`, `put`, `fetch` reach the replica in issue order (the Replica keeps
+ * per-key order); replies resolve the client's pending promise.
  */
 
 import path from 'node:path';
@@ -73,6 +74,9 @@ export class Controller {
   private readonly startedAtMs = Date.now();
   private nextRequestId = 1;
   private drainScheduled = false;
+  private walUnsynced = false;
+  private holdingForSync = false;
+  private heldForSync: Effect<unknown>[] = [];
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
   private health: BackendHealth = { ok: true, detail: 'starting', epoch: '' };
@@ -230,6 +234,7 @@ export class Controller {
       }
       for (const effect of effects) this.carryOut(effect);
     }
+    this.settle();
     if (this.queueHead >= this.queue.length) {
       this.queue = [];
       this.queueHead = 0;
@@ -246,9 +251,42 @@ export class Controller {
     }
     // Everything queued for now has run: let the mode send what it batched.
     if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: Date.now() })) this.carryOut(effect);
+    this.settle();
   }
 
+  /**
+   * Persist records are written at once but fsynced once per turn (group commit): every effect
+   * that came after a persist is held until that fsync, so nothing that depends on a record
+   * leaves this process before the record is durable.
+   */
   private carryOut(effect: Effect<unknown>): void {
+    if (effect.kind === 'persist') {
+      if (effect.compact) {
+        this.wal.compact(effect.record); // rewritten and fsynced, superseding what came before
+        this.walUnsynced = false;
+      } else {
+        this.wal.write(effect.record);
+        this.walUnsynced = true;
+      }
+      this.holdingForSync = true;
+      return;
+    }
+    if (this.holdingForSync) this.heldForSync.push(effect);
+    else this.execute(effect);
+  }
+
+  /** fsyncs what was written this turn, then carries out the effects that waited for it. */
+  private settle(): void {
+    if (!this.holdingForSync) return;
+    if (this.walUnsynced) this.wal.sync();
+    this.walUnsynced = false;
+    this.holdingForSync = false;
+    const held = this.heldForSync;
+    this.heldForSync = [];
+    for (const effect of held) this.execute(effect);
+  }
+
+  private execute(effect: Effect<unknown>): void {
     switch (effect.kind) {
       case 'send':
         this.network.send(effect.to, effect.message);
@@ -307,9 +345,7 @@ export class Controller {
         this.replica.reset().catch((error: unknown) => this.backendError('reset', error));
         return;
       case 'persist':
-        if (effect.compact) this.wal.compact(effect.record);
-        else this.wal.append(effect.record);
-        return;
+        throw new Error('persist effects are carried out by carryOut');
       case 'note':
         this.log[effect.level](effect.message, effect.meta);
         return;

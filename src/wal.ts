@@ -43,8 +43,19 @@ export class WriteAheadFile {
     return records;
   }
 
+  /** Writes a record and makes it durable. */
   append(record: unknown): void {
+    this.write(record);
+    this.sync();
+  }
+
+  /** Writes a record; it is durable only after the next `sync`. */
+  write(record: unknown): void {
     writeSync(this.fd, `${JSON.stringify(toWire(record))}\n`);
+  }
+
+  /** Makes every record written so far durable. */
+  sync(): void {
     fsyncSync(this.fd);
   }
 

@@ -149,8 +149,13 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     );
     expect(lines.some((line) => /^n3\s+down\b/.test(line))).toBe(true);
     expect(Date.now() - started).toBeLessThan(cluster.options.failureTimeoutMs * 4);
-    // The two others go on.
-    await clients[0].set('after-kill', 'yes', { expires: 0 });
+    // The two others go on (n3 may have been the sequencer: writes are refused until one is elected).
+    const stored = await eventually(
+      () => clients[0].set('after-kill', 'yes', { expires: 0 }).then(() => true, () => false),
+      (ok) => ok,
+      cluster.options.failureTimeoutMs * 6,
+    );
+    expect(stored).toBe(true);
     expect((await clients[1].get('after-kill')).value?.toString()).toBe('yes');
   });
 });
