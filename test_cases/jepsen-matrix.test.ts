@@ -60,7 +60,7 @@ describe('every mode keeps its promise under every fault', () => {
       expect(result.exitCode, explain(result)).toBe(0);
       expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(NEMESIS_KINDS));
       expect(result.summary.counts.ok).toBeGreaterThan(100);
-    }, 90_000);
+    }, 150_000);
   });
 
   for (const mode of MODES) {
