@@ -20,7 +20,7 @@
  */
 
 import { rmSync } from 'node:fs';
-import { afterEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { HistoryRecorder } from '../src/check/history.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import {
@@ -54,15 +54,15 @@ interface Running {
   cluster: Cluster | null;
   workload: Workload | null;
   clients: RecordingClient[];
-  /** A failed test keeps the cluster's folder (config and controller logs) for a post-mortem. */
-  keepDir: boolean;
 }
 
-let running: Running = { cluster: null, workload: null, clients: [], keepDir: false };
+let running: Running = { cluster: null, workload: null, clients: [] };
 
-afterEach(async () => {
-  const { cluster, workload, clients, keepDir } = running;
-  running = { cluster: null, workload: null, clients: [], keepDir: false };
+afterEach(async (context) => {
+  const { cluster, workload, clients } = running;
+  running = { cluster: null, workload: null, clients: [] };
+  // A failed test keeps the cluster's folder (config and controller logs) for a post-mortem.
+  const keepDir = context.task.result?.state === 'fail';
   await workload?.stop();
   for (const client of clients) client.close();
   if (cluster) {
@@ -91,9 +91,6 @@ describe.each(MODES)('%s under real faults', (mode) => {
 });
 
 async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
-  onTestFailed(() => {
-    running.keepDir = true;
-  });
   const cluster = await Cluster.start({ mode, proxies: true, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, keepDir: true });
   running.cluster = cluster;
   const recorder = new HistoryRecorder();
