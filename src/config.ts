@@ -36,6 +36,8 @@ export interface ClusterConfig {
   dataDir: string;
   logDir: string;
   valueBytesMax: number;
+  /** Linearizable/sequential: compact the log once this many applied entries follow the snapshot. */
+  compactAfterEntries: number;
   nodes: readonly NodeConfig[];
 }
 
@@ -83,6 +85,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     dataDir: path.resolve(base, string(cluster, 'data_dir', 'data')),
     logDir: path.resolve(base, string(cluster, 'log_dir', 'logs')),
     valueBytesMax: integer(cluster, 'value_bytes_max', 1024 * 1024, { min: 1, max: 128 * 1024 * 1024 }),
+    compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
     nodes: Object.freeze(nodes),
   });
 }

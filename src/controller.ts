@@ -10,6 +10,7 @@
  * per-key order); replies resolve the client's pending promise.
  */
 
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createEventual } from './consistency/eventual.ts';
 import { createLocal } from './consistency/local.ts';
@@ -79,18 +80,32 @@ export class Controller {
   private heldForSync: Effect<unknown>[] = [];
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
-  private health: BackendHealth = { ok: true, detail: 'starting', epoch: '' };
+  private health: BackendHealth;
+  private readonly epochFile: string;
   private backendFailed = false;
+  /** A backend_reset event is queued and not yet run through the mode. */
+  private resetQueued = false;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
 
   private constructor(private readonly options: ControllerOptions) {
     const { config, node, mode } = options;
     this.log = options.log.child({ node: node.id });
-    this.replica = new Replica(options.backend, { tombstones: mode === 'eventual' });
+    const logMode = mode !== 'eventual' && (options.replication ?? true);
+    // The log modes replay their log onto the replica after a restart; skipping ops the replica
+    // already holds (its cas ≥ the entry's index) makes that replay idempotent.
+    this.replica = new Replica(options.backend, {
+      tombstones: mode === 'eventual',
+      replay: logMode ? 'skip-applied' : 'plain',
+    });
     const walFile = path.join(config.dataDir, node.id, 'wal.jsonl');
+    // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
+    // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
+    this.epochFile = path.join(config.dataDir, node.id, 'backend-epoch');
+    this.health = { ok: true, detail: 'starting', epoch: readTextIfExists(this.epochFile) };
+    if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
     const persisted = WriteAheadFile.read(walFile);
     this.wal = new WriteAheadFile(walFile);
-    this.machine = createMachine(mode, options.replication ?? true, {
+    this.machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
       self: node.id,
       peers: config.nodes.filter((peer) => peer.id !== node.id).map((peer) => peer.id),
       random: Math.random,
@@ -135,6 +150,8 @@ export class Controller {
       return 0;
     });
     if (indexed > 0) this.log.info('backend already holds keys', { keys: indexed });
+    // Before anything is served: a backend that restarted while this controller was down is reset.
+    await this.pollBackend();
     await this.network.start();
     try {
       await this.server.listen();
@@ -142,7 +159,6 @@ export class Controller {
       await this.network.stop();
       throw error;
     }
-    await this.pollBackend();
     const tickIntervalMs = Math.max(5, Math.floor(this.options.config.heartbeatIntervalMs / 2));
     this.timers.push(setInterval(() => this.tick(), tickIntervalMs));
     this.timers.push(setInterval(() => void this.pollBackend(), backendPollIntervalMs));
@@ -231,6 +247,12 @@ export class Controller {
         // A broken invariant in the mode: crash rather than serve wrong answers.
         this.log.error('consistency state machine failed', { error: String((error as Error).stack ?? error) });
         throw error;
+      }
+      if (event.kind === 'backend_reset') {
+        // The mode now knows the replica lost writes or its contents: its next effects rebuild it.
+        this.replica.acknowledgeReset();
+        this.backendFailed = false;
+        this.resetQueued = false;
       }
       for (const effect of effects) this.carryOut(effect);
     }
@@ -373,7 +395,11 @@ export class Controller {
    * answers again, the mode is told the replica must be rebuilt.
    */
   private backendError(what: string, error: unknown): void {
-    if (!this.backendFailed) this.log.error('backend operation failed', { what, error: String(error) });
+    if (!this.backendFailed) {
+      this.log.error('backend operation failed', { what, error: String(error) });
+      // The replica refuses everything until the mode is told; tell it as soon as the backend answers.
+      setImmediate(() => void this.pollBackend());
+    }
     this.backendFailed = true;
   }
 
@@ -392,13 +418,14 @@ export class Controller {
     }
     if (!health.ok || this.stopped) return;
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
-    if (restarted || this.backendFailed) {
+    if ((restarted || this.backendFailed || this.replica.suspect !== null) && !this.resetQueued) {
       this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', {
         restarted,
       });
-      this.backendFailed = false;
+      this.resetQueued = true;
       this.enqueue({ kind: 'backend_reset', nowMs: Date.now() });
     }
+    if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
   }
 
   private stats(group: string): Reply {
@@ -451,18 +478,36 @@ export class Controller {
   }
 }
 
-function createMachine(mode: Mode, replication: boolean, options: MachineOptions): Machine<unknown> {
+function createMachine(
+  mode: Mode,
+  replication: boolean,
+  compactAfterEntries: number,
+  options: MachineOptions,
+): Machine<unknown> {
   if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
   switch (mode) {
     case 'linearizability':
     case 'sequential':
-      return createReplicatedLog({ ...options, mode }) as Machine<unknown>;
+      return createReplicatedLog({
+        ...options,
+        mode,
+        replicaSkipsApplied: true,
+        compactionThresholdEntries: compactAfterEntries,
+      }) as Machine<unknown>;
     case 'eventual':
       return createEventual(options) as Machine<unknown>;
     default: {
       const unreachable: never = mode;
       throw new Error(`unknown mode ${String(unreachable)}`);
     }
+  }
+}
+
+function readTextIfExists(file: string): string {
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    return '';
   }
 }
 

@@ -25,6 +25,8 @@ export interface ClusterOptions {
   proxies?: boolean;
   heartbeatIntervalMs?: number;
   failureTimeoutMs?: number;
+  /** Log compaction threshold (config.ini compact_after_entries). */
+  compactAfterEntries?: number;
   /** false starts controllers that do not replicate at all: a deliberately broken cluster. */
   replication?: boolean;
   /** Keep the folder (config, logs, data) after stop. */
@@ -146,6 +148,7 @@ export class Cluster {
       proxies: false,
       heartbeatIntervalMs: 50,
       failureTimeoutMs: 500,
+      compactAfterEntries: 10_000,
       replication: true,
       keepDir: false,
       ...options,
@@ -313,6 +316,7 @@ export class Cluster {
       `consistency = ${this.options.mode}`,
       `heartbeat_interval_ms = ${this.options.heartbeatIntervalMs}`,
       `failure_timeout_ms = ${this.options.failureTimeoutMs}`,
+      `compact_after_entries = ${this.options.compactAfterEntries}`,
       'data_dir = data',
       'log_dir = logs',
       '',
