@@ -134,7 +134,7 @@ describe('Replica ordering', () => {
     expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['after']);
   });
 
-  it('keeps going on a key after a backend error, and rejects with the StoreError', async () => {
+  it('refuses everything after a failed write until the reset is acknowledged, then works again', async () => {
     let failNext = true;
     class FlakyBackend extends MemoryBackend {
       override async set(key: string, stored: Entry): Promise<void> {
@@ -149,8 +149,14 @@ describe('Replica ordering', () => {
     const failed = replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
     const next = replica.apply(setOp('k', 'two'), { cas: 2n, nowMs: NOW });
     await expect(failed).rejects.toMatchObject({ name: 'StoreError', code: 'BACKEND_DOWN' });
-    expect(await next).toEqual({ kind: 'stored' });
-    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'two']]);
+    // The replica may have missed a write: nothing is served from it, not even a read.
+    await expect(next).rejects.toMatchObject({ name: 'StoreError', code: 'BACKEND_RESET' });
+    await expect(replica.read(getOp('k'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    expect(replica.suspect).toMatch(/injected/);
+    replica.acknowledgeReset();
+    expect(replica.suspect).toBeNull();
+    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'three']]);
   });
 });
 
@@ -216,6 +222,7 @@ describe('Replica semantics', () => {
     // A failed write leaves the record unsettled: the next merge reads what the backend holds.
     backend.failNextSet = true;
     await expect(replica.put([['k', entry('nine', 9n)]], 'merge')).rejects.toBeInstanceOf(StoreError);
+    replica.acknowledgeReset();
     backend.gets = 0;
     await replica.put([['k', entry('seven', 7n)]], 'merge');
     expect(backend.gets).toBe(1);
@@ -299,18 +306,22 @@ describe('Replica on a real memcached', () => {
     expect(values(await replica.read(getOp('p'), NOW))).toEqual([['p', 'before']]);
   });
 
-  it('sees a restarted memcached as a new epoch and keeps working', async () => {
+  it('never serves from a restarted (emptied) memcached until the reset is acknowledged', async () => {
     const replica = new Replica(backend, { tombstones: false });
     await replica.apply(setOp('r', 'before'), { cas: 1n, nowMs: NOW });
     const before = await replica.health();
     expect(before.ok).toBe(true);
     await memcached.restart();
-    // The old connection was closed by the kill; the next call reconnects.
-    expect(await replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    // The next call reconnects, finds a new epoch, and is refused: r would read as absent.
+    await expect(replica.read(getOp('r'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    await expect(replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).rejects.toMatchObject({ code: 'BACKEND_RESET' });
     const after = await replica.health();
     expect(after.ok).toBe(true);
     expect(after.epoch).not.toBe(before.epoch);
+    replica.acknowledgeReset();
+    expect(await replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored' });
     expect(values(await replica.read(getOp('r', 's'), NOW))).toEqual([['s', 'after']]);
+    expect((await replica.health()).epoch).toBe(after.epoch);
   });
 
   it('queues calls beyond inFlightMax and completes them all, in order per key', async () => {

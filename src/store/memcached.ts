@@ -20,6 +20,10 @@
  * - After a connection failure or timeout the connection is dropped, every request on it is
  *   rejected at once, and the next call connects afresh, so a restarted memcached is picked up.
  * - `health().epoch` is memcached's pid and start time, so it changes when memcached restarts.
+ * - Epoch fence: once an epoch is known, every new connection first asks memcached's stats; if the
+ *   epoch changed (memcached restarted empty), nothing is served from it — every call fails with
+ *   BACKEND_RESET until `acknowledgeReset()` — so no read is ever answered from an emptied replica
+ *   before the controller knows.
  */
 
 import net from 'node:net';
@@ -54,7 +58,11 @@ export class MemcachedBackend implements KVBackend {
   readonly #connectTimeoutMs: number;
   readonly #inFlightMax: number;
   #connection: BinaryConnection | null = null;
+  /** The new connection's epoch check, while it runs. */
+  #verifying: Promise<BinaryConnection> | null = null;
   #lastEpoch = '';
+  /** Set when a new connection found a new epoch; cleared by acknowledgeReset. */
+  #resetEpoch: string | null = null;
   #closed = false;
 
   constructor(options: MemcachedBackendOptions) {
@@ -98,16 +106,39 @@ export class MemcachedBackend implements KVBackend {
     await this.#run('flush_all', (connection) => connection.request(OPCODE_FLUSH, '', null, null));
   }
 
+  /** Expects `epoch` (e.g. remembered from before a restart of the controller): a different one is a reset. */
+  expectEpoch(epoch: string): void {
+    if (this.#lastEpoch === '') this.#lastEpoch = epoch;
+  }
+
+  acknowledgeReset(): void {
+    if (this.#resetEpoch === null) return;
+    this.#lastEpoch = this.#resetEpoch;
+    this.#resetEpoch = null;
+  }
+
   async health(): Promise<BackendHealth> {
+    if (this.#resetEpoch !== null) {
+      return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch: this.#resetEpoch };
+    }
     try {
       const stats = await this.#run('stats', (connection) => connection.stats());
-      const startedSeconds = Number(stats.time) - Number(stats.uptime);
-      this.#lastEpoch = `${stats.pid}@${startedSeconds}`;
+      const epoch = epochOf(stats);
+      if (this.#lastEpoch !== '' && epoch !== this.#lastEpoch) {
+        this.#resetEpoch = epoch;
+        return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch };
+      }
+      this.#lastEpoch = epoch;
       const detail =
         `memcached ${stats.version ?? '?'} at ${this.address}, pid ${stats.pid}, ` +
         `${stats.curr_items ?? '?'} items, ${stats.bytes ?? '?'} bytes`;
       return { ok: true, detail, epoch: this.#lastEpoch };
     } catch (error) {
+      const resetEpoch = this.#resetEpoch;
+      if (resetEpoch !== null) {
+        // The new connection's epoch check found the restart.
+        return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch: resetEpoch };
+      }
       // Keep the last known epoch while down, so only a real restart looks like a change.
       return { ok: false, detail: errorMessage(error), epoch: this.#lastEpoch };
     }
@@ -152,15 +183,17 @@ export class MemcachedBackend implements KVBackend {
     extras: Buffer | null,
     value: Buffer | null,
   ): Promise<Buffer | null> {
-    if (this.#closed) return Promise.reject(this.#closedError(verb));
-    return this.#open().request(opcode, memcachedKeyText, extras, value).catch((cause: unknown) => {
-      throw this.#describe(cause, `${verb} ${describeKey(key)}`);
-    });
+    return this.#run(`${verb} ${describeKey(key)}`, (connection) => connection.request(opcode, memcachedKeyText, extras, value));
   }
 
   #run<T>(what: string, call: (connection: BinaryConnection) => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(this.#closedError(what));
-    return call(this.#open()).catch((cause: unknown) => {
+    if (this.#resetEpoch !== null) {
+      return Promise.reject(new StoreError('BACKEND_RESET', `memcached ${this.address} restarted empty; the replica is being rebuilt (${what})`));
+    }
+    const connection = this.#open();
+    const result = connection instanceof Promise ? connection.then(call) : call(connection);
+    return result.catch((cause: unknown) => {
       throw this.#describe(cause, what);
     });
   }
@@ -181,6 +214,8 @@ export class MemcachedBackend implements KVBackend {
         return new StoreError('BACKEND_TIMEOUT', `memcached ${this.address} did not answer ${what} within ${this.#opTimeoutMs} ms`, { cause });
       case 'BACKEND_DOWN':
         return new StoreError('BACKEND_DOWN', `memcached ${this.address} unreachable (${what}): ${cause.message}`, { cause });
+      case 'BACKEND_RESET':
+        return new StoreError('BACKEND_RESET', `memcached ${this.address} ${cause.message}; the replica is being rebuilt (${what})`, { cause });
       default: {
         const unreachable: never = cause.code;
         return unreachable;
@@ -188,10 +223,10 @@ export class MemcachedBackend implements KVBackend {
     }
   }
 
-  /** The live connection, or a fresh one after a failure. */
-  #open(): BinaryConnection {
+  /** The live connection, or a fresh one after a failure (checked against the known epoch first). */
+  #open(): BinaryConnection | Promise<BinaryConnection> {
     const current = this.#connection;
-    if (current !== null && !current.failed) return current;
+    if (current !== null && !current.failed) return this.#verifying ?? current;
     const connection = new BinaryConnection({
       host: this.#host,
       port: this.#port,
@@ -200,8 +235,33 @@ export class MemcachedBackend implements KVBackend {
       inFlightMax: this.#inFlightMax,
     });
     this.#connection = connection;
-    return connection;
+    const expected = this.#lastEpoch;
+    if (expected === '') {
+      this.#verifying = null;
+      return connection;
+    }
+    const verifying = connection.stats().then((stats) => {
+      const epoch = epochOf(stats);
+      if (epoch !== expected) {
+        this.#resetEpoch = epoch;
+        const failure = new ConnectionFailure('BACKEND_RESET', `restarted empty (epoch ${expected} → ${epoch})`);
+        connection.fail(failure);
+        throw failure;
+      }
+      if (this.#verifying === verifying) this.#verifying = null;
+      return connection;
+    });
+    verifying.catch(() => {
+      if (this.#verifying === verifying) this.#verifying = null;
+    });
+    this.#verifying = verifying;
+    return verifying;
   }
+}
+
+/** memcached's identity: its pid and start time. A restarted memcached has a new one. */
+function epochOf(stats: Record<string, string>): string {
+  return `${stats.pid}@${Number(stats.time) - Number(stats.uptime)}`;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
 import { applyToEntry, isLive, type ApplyContext } from './apply.ts';
-import type { BackendHealth, Entry, KVBackend, Op } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KVBackend, type Op } from './types.ts';
 
 /** What the index remembers of one key. */
 export interface IndexRecord {
@@ -149,6 +149,12 @@ export class Replica {
   readonly #index = new Map<string, IndexRecord>();
   /** Every key the backend holds has an index record (after loadIndex, reset or flush). */
   #indexComplete = false;
+  /**
+   * Why this replica can no longer be trusted (a write to the backend failed, so it may have
+   * missed one), or null. While set, every call fails: nothing is served from a replica that
+   * may be stale, until the controller has told the mode and calls `acknowledgeReset`.
+   */
+  #suspect: string | null = null;
 
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
@@ -162,6 +168,42 @@ export class Replica {
     return this.#backend;
   }
 
+  /** Why the replica is not trusted (a backend write failed), or null. */
+  get suspect(): string | null {
+    return this.#suspect;
+  }
+
+  /**
+   * The controller has told the mode that this replica lost writes or its contents: trust it
+   * again, as empty (the mode rebuilds it), and accept the backend's new epoch.
+   */
+  acknowledgeReset(): void {
+    this.#backend.acknowledgeReset?.();
+    this.#suspect = null;
+    this.#index.clear();
+    this.#indexComplete = false;
+  }
+
+  /** Runs a call that reads only: refused while suspect. */
+  #reading<T>(call: () => Promise<T>): () => Promise<T> {
+    return () => (this.#suspect !== null ? Promise.reject(this.#suspectError()) : call());
+  }
+
+  /** Runs a call that writes: refused while suspect; its failure makes the replica suspect. */
+  #writing<T>(call: () => Promise<T>): () => Promise<T> {
+    return () => {
+      if (this.#suspect !== null) return Promise.reject(this.#suspectError());
+      return call().catch((error: unknown) => {
+        this.#suspect ??= error instanceof Error ? error.message : String(error);
+        throw error;
+      });
+    };
+  }
+
+  #suspectError(): StoreError {
+    return new StoreError('BACKEND_RESET', `replica may have missed writes (${this.#suspect}); rebuilding it`);
+  }
+
   /** Applies any op with version `ctx.cas` as of `ctx.nowMs`; resolves to the client's reply. */
   apply(op: Op, ctx: ApplyContext): Promise<Reply> {
     switch (op.kind) {
@@ -169,13 +211,13 @@ export class Replica {
       case 'arith':
       case 'delete':
       case 'touch':
-        return this.#order.keyed([op.key], () => this.#applySingle(op, ctx));
+        return this.#order.keyed([op.key], this.#writing(() => this.#applySingle(op, ctx)));
       case 'get':
-        return this.#order.keyed(op.keys, () => this.#readValues(op.keys, ctx.nowMs));
+        return this.#order.keyed(op.keys, this.#reading(() => this.#readValues(op.keys, ctx.nowMs)));
       case 'gat':
-        return this.#order.keyed(op.keys, () => this.#getAndTouch(op, ctx));
+        return this.#order.keyed(op.keys, this.#writing(() => this.#getAndTouch(op, ctx)));
       case 'flush_all':
-        return this.#order.barrier(() => this.#flushAll(op.delayMs, ctx));
+        return this.#order.barrier(this.#writing(() => this.#flushAll(op.delayMs, ctx)));
       default: {
         const unreachable: never = op;
         throw new Error(`Replica.apply: unexpected op ${JSON.stringify(unreachable)}`);
@@ -186,7 +228,7 @@ export class Replica {
   /** Serves a get after every earlier call on its keys: items with cas, in key order. */
   read(op: Op, nowMs: number): Promise<Reply> {
     if (op.kind !== 'get') throw new Error(`Replica.read: expected a get, got ${op.kind}`);
-    return this.#order.keyed(op.keys, () => this.#readValues(op.keys, nowMs));
+    return this.#order.keyed(op.keys, this.#reading(() => this.#readValues(op.keys, nowMs)));
   }
 
   /** Writes entries; `merge` keeps, per key, whichever has the greater cas. */
@@ -198,33 +240,38 @@ export class Replica {
       else list.push(entry);
     }
     const calls = [...byKey].map(([key, list]) =>
-      this.#order.keyed([key], async () => {
-        for (const entry of list) await this.#putOne(key, entry, how);
-      }),
+      this.#order.keyed(
+        [key],
+        this.#writing(async () => {
+          for (const entry of list) await this.#putOne(key, entry, how);
+        }),
+      ),
     );
     await Promise.all(calls);
   }
 
   /** Entries (tombstones and expired ones included) of `keys`, or of every key when null. */
   fetch(keys: readonly string[] | null): Promise<KeyedEntry[]> {
-    if (keys === null) return this.#order.barrier(() => this.#fetchKeys([...this.#index.keys()]));
+    if (keys === null) return this.#order.barrier(this.#reading(() => this.#fetchKeys([...this.#index.keys()])));
     const distinct = [...new Set(keys)];
-    return this.#order.keyed(distinct, () => this.#fetchKeys(distinct));
+    return this.#order.keyed(distinct, this.#reading(() => this.#fetchKeys(distinct)));
   }
 
   /** Removes each tombstone whose cas is still the one given. */
   async purge(tombstones: ReadonlyArray<readonly [string, bigint]>): Promise<void> {
-    const calls = tombstones.map(([key, cas]) => this.#order.keyed([key], () => this.#purgeOne(key, cas)));
+    const calls = tombstones.map(([key, cas]) => this.#order.keyed([key], this.#writing(() => this.#purgeOne(key, cas))));
     await Promise.all(calls);
   }
 
   /** Empties the replica. */
   reset(): Promise<void> {
-    return this.#order.barrier(async () => {
-      await this.#backend.flush();
-      this.#index.clear();
-      this.#indexComplete = true;
-    });
+    return this.#order.barrier(
+      this.#writing(async () => {
+        await this.#backend.flush();
+        this.#index.clear();
+        this.#indexComplete = true;
+      }),
+    );
   }
 
   /** Resolves once every call made so far has settled. */

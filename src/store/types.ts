@@ -84,7 +84,7 @@ export interface BackendHealth {
 export class StoreError extends Error {
   override readonly name = 'StoreError';
   constructor(
-    readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED',
+    readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED' | 'BACKEND_RESET',
     message: string,
     options?: { cause?: unknown },
   ) {
@@ -104,5 +104,13 @@ export interface KVBackend {
   /** Remove everything. */
   flush(): Promise<void>;
   health(): Promise<BackendHealth>;
+  /**
+   * After a BACKEND_RESET error (the backend lost its contents: a new epoch), the backend refuses
+   * every operation until the controller has told the mode and calls this; from then on the new
+   * epoch is the expected one. Optional: a backend that cannot be reset behind our back has none.
+   */
+  acknowledgeReset?(): void;
+  /** The epoch this backend had when the controller last ran: a different one at start is a reset. */
+  expectEpoch?(epoch: string): void;
   close(): Promise<void>;
 }
