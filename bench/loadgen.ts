@@ -24,6 +24,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Histogram, type HistogramSnapshot } from './histogram.ts';
+import { mulberry32 } from '../src/random.ts';
 
 /** Which memcached wire protocol the generator speaks. */
 export type WireProtocol = 'text' | 'binary';
@@ -154,17 +155,6 @@ function encodeRequests(options: LoadOptions): EncodedRequests {
   return encoded;
 }
 
-/** mulberry32: a tiny seeded generator, so a run's key sequence is reproducible. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Reply parsing
@@ -481,7 +471,7 @@ export async function runLoad(options: LoadOptions, onPhase: (phase: LoadPhase) 
   const sockets = await openConnections(options, options.connections);
   const startMs = performance.now() + options.warmupMs;
   const window = { startMs, endMs: startMs + options.durationMs };
-  const random = seededRandom(options.seed);
+  const random = mulberry32(options.seed);
   let stopping = false;
   const next = (): Request | null => {
     if (stopping) return null;

@@ -18,6 +18,7 @@
 
 import { TextClient, type TextReply } from '../client/text-client.ts';
 import type { HistoryRecorder, RecordHandle } from '../check/history.ts';
+import { mulberry32, type Random } from '../random.ts';
 
 /** The operations a client issues. `cas` is a `gets` (recorded as a read) then `cas`/`add`. */
 export type WorkloadOp = 'read' | 'write' | 'cas' | 'delete' | 'append';
@@ -46,20 +47,10 @@ export interface CallRecord {
   outcome: CallOutcome;
 }
 
-/** A seeded pseudo-random generator (mulberry32): floats in [0, 1). */
-export type Random = () => number;
+export type { Random };
 
 /** Creates a seeded generator; the same seed gives the same sequence. */
-export function createRandom(seed: number): Random {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const createRandom = mulberry32;
 
 /** Picks an index in [0, count). */
 export function pickIndex(random: Random, count: number): number {

@@ -30,18 +30,9 @@ import {
 import { fromWire, toWire } from '../../src/peer/frame.ts';
 import { applyToEntry, isLive } from '../../src/store/apply.ts';
 import type { Entry, Op } from '../../src/store/types.ts';
+import { mulberry32 } from '../../src/random.ts';
 
-/** mulberry32: a small, fast, seedable PRNG returning [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 /** What a run may do. */
 export interface SimConfig {

@@ -26,18 +26,9 @@ import {
   type LogMode,
   type ReplicatedLog,
 } from '../../src/consistency/replicated-log.ts';
+import { mulberry32 } from '../../src/random.ts';
 
-/** A small, fast, seedable PRNG (mulberry32). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 };
 
 export interface SimOptions {
   seed: number;
