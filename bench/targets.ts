@@ -16,7 +16,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
-import { Cluster, freePort, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
+import { Cluster, freePort, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import type { WireProtocol } from './loadgen.ts';
 
 /** Every target, in the order a round visits them. */
@@ -108,11 +108,7 @@ async function awaitReady(child: ChildProcess, port: number, what: string): Prom
 /** Starts memcached on a free 127.0.0.1 port (`-u root` when running as root, which it demands). */
 export async function startMemcachedProcess(logFile: string): Promise<{ child: ChildProcess; port: number }> {
   const port = await freePort();
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', '256'];
-  if (process.getuid?.() === 0) args.push('-u', 'root');
-  const child = spawnLogged('memcached', args, logFile);
-  await awaitReady(child, port, 'memcached (apt-get install memcached)');
-  return { child, port };
+  return { child: await spawnMemcached(port, logFile), port };
 }
 
 /** The nutcracker (twemproxy) binary on PATH or in the sbin folders, or null if it is not installed. */
