@@ -4,8 +4,8 @@
 #   ./startup.sh [-cons linearizability|sequential|eventual] [-c config.ini] [--memory]
 #
 # Each controller fronts the memcached of its [node.*] section. Where those do not answer, it starts
-# local memcached processes if the `memcached` binary is installed, else uses the embedded in-memory
-# store, and says which. It waits until every controller answers, records the PIDs it started in
+# local memcached processes if the `memcached` binary is installed, else docker-compose.yml's
+# containers if a Docker engine answers, else uses the embedded in-memory store, and says which. It waits until every controller answers, records the PIDs it started in
 # .run/pids for ./stop.sh, and prints where the logs are.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -108,9 +108,19 @@ else
       [ "$ok" = 1 ] && break
       sleep 0.1
     done
+  elif [ "$config" = config.ini ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+    docker compose up -d >"$log_dir/docker-compose.out" 2>&1
+    echo "compose - docker-compose.yml" >> "$pid_file"
+    backend_note="memcached containers of docker-compose.yml (docker compose up -d)"
+    for _ in $(seq 100); do
+      ok=1
+      while read -r id client mc; do answers "${mc%:*}" "${mc##*:}" || ok=0; done <<< "$nodes"
+      [ "$ok" = 1 ] && break
+      sleep 0.2
+    done
   else
     kvtype=memory
-    backend_note="the embedded in-memory store (no memcached answers at$missing and the memcached binary is not installed)"
+    backend_note="the embedded in-memory store (no memcached answers at$missing, and neither the memcached binary nor a Docker engine is here)"
   fi
 fi
 

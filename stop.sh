@@ -39,5 +39,9 @@ stop_kind() {
 
 stop_kind controller
 stop_kind memcached
+if grep -q '^compose ' "$pid_file"; then
+  echo "stopping the memcached containers (docker compose down)"
+  docker compose down >/dev/null 2>&1 || echo "docker compose down failed; see 'docker compose ps'"
+fi
 rm -f "$pid_file"
 echo "mckv stopped"
