@@ -96,6 +96,7 @@ export class Controller {
     this.replica = new Replica(options.backend, {
       tombstones: mode === 'eventual',
       replay: logMode ? 'skip-applied' : 'plain',
+      cacheBytesMax: config.cacheBytesMax,
     });
     const walFile = path.join(config.dataDir, node.id, 'wal.jsonl');
     // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
@@ -453,6 +454,7 @@ export class Controller {
       ['mckv_queue_depth', String(status.queueDepth)],
       ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
       ['mckv_backend_ok', this.health.ok ? '1' : '0'],
+      ...cacheStats(this.replica),
     ];
     return { kind: 'stats', stats };
   }
@@ -509,6 +511,17 @@ function readTextIfExists(file: string): string {
   } catch {
     return '';
   }
+}
+
+function cacheStats(replica: Replica): Array<[string, string]> {
+  const usage = replica.cacheUsage();
+  return [
+    ['mckv_cache_entries', String(usage.entries)],
+    ['mckv_cache_bytes', String(usage.bytes)],
+    ['mckv_cache_bytes_max', String(usage.bytesMax)],
+    ['mckv_cache_hits', String(usage.hits)],
+    ['mckv_cache_misses', String(usage.misses)],
+  ];
 }
 
 function storeErrorReply(error: unknown): Reply {

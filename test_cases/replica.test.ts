@@ -261,6 +261,112 @@ describe('Replica semantics', () => {
   });
 });
 
+/** A MemoryBackend that counts its calls, and can fail the next set after storing it (a lost reply). */
+class CountingBackend extends MemoryBackend {
+  gets = 0;
+  sets = 0;
+  failNextSetAfterStoring = false;
+  override async get(key: string): Promise<Entry | undefined> {
+    this.gets += 1;
+    return super.get(key);
+  }
+  override async set(key: string, stored: Entry): Promise<void> {
+    this.sets += 1;
+    await super.set(key, stored);
+    if (this.failNextSetAfterStoring) {
+      this.failNextSetAfterStoring = false;
+      throw new StoreError('BACKEND_TIMEOUT', 'injected: stored, reply lost');
+    }
+  }
+}
+
+describe('Replica value cache', () => {
+  it('serves gets and read-modify-writes of entries it wrote without a backend read', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('k', '1'), { cas: 1n, nowMs: NOW });
+    for (let round = 0; round < 5; round += 1) expect(values(await replica.read(getOp('k', 'k'), NOW))).toEqual([['k', '1'], ['k', '1']]);
+    expect(await replica.apply(incrOp('k'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'number', value: 2n });
+    expect(await replica.apply(appendOp('k', 'x'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', '2x']]);
+    expect(backend.gets).toBe(0);
+    expect(backend.sets).toBe(3);
+    // A key it never saw is read from the backend once, then cached.
+    await backend.set('other', entry('v', 9n));
+    expect(values(await replica.read(getOp('other'), NOW))).toEqual([['other', 'v']]);
+    expect(values(await replica.read(getOp('other'), NOW))).toEqual([['other', 'v']]);
+    expect(backend.gets).toBe(1);
+    expect(replica.cacheUsage()).toMatchObject({ entries: 2 });
+  });
+
+  it('keeps no trace of a write whose outcome is unknown', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
+    await replica.apply(setOp('j', 'one'), { cas: 2n, nowMs: NOW });
+    expect(replica.cacheUsage().entries).toBe(2);
+    backend.failNextSetAfterStoring = true;
+    await expect(replica.apply(setOp('k', 'two'), { cas: 3n, nowMs: NOW })).rejects.toMatchObject({ code: 'BACKEND_TIMEOUT' });
+    expect(replica.cacheUsage()).toMatchObject({ entries: 0, bytes: 0 });
+    replica.acknowledgeReset();
+    // The backend did store it: the next read must ask the backend, not answer "one".
+    const getsBefore = backend.gets;
+    expect(values(await replica.read(getOp('k', 'j'), NOW))).toEqual([['k', 'two'], ['j', 'one']]);
+    expect(backend.gets).toBe(getsBefore + 2);
+  });
+
+  it('stays within its byte bound, evicting the least recently used', async () => {
+    const backend = new CountingBackend();
+    const cacheBytesMax = 4000;
+    const replica = new Replica(backend, { tombstones: false, cacheBytesMax });
+    const value = 'v'.repeat(100);
+    for (let index = 0; index < 100; index += 1) {
+      await replica.apply(setOp(`key${index}`, value), { cas: BigInt(index + 1), nowMs: NOW });
+      expect(replica.cacheUsage().bytes).toBeLessThanOrEqual(cacheBytesMax);
+    }
+    const held = replica.cacheUsage().entries;
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThan(100);
+    // The most recent ones are held; the oldest were evicted and are read back from the backend.
+    expect(values(await replica.read(getOp('key99'), NOW))).toEqual([['key99', value]]);
+    expect(backend.gets).toBe(0);
+    expect(values(await replica.read(getOp('key0'), NOW))).toEqual([['key0', value]]);
+    expect(backend.gets).toBe(1);
+    expect(replica.cacheUsage().bytes).toBeLessThanOrEqual(cacheBytesMax);
+    // An entry larger than the bound is never cached, and is still stored.
+    await replica.apply(setOp('big', 'b'.repeat(cacheBytesMax)), { cas: 200n, nowMs: NOW });
+    expect(values(await replica.read(getOp('big'), NOW))[0][1]).toHaveLength(cacheBytesMax);
+    expect(backend.gets).toBe(2);
+  });
+
+  it('is emptied by reset, flush_all and acknowledgeReset', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: true });
+    await replica.apply(setOp('a', '1'), { cas: 1n, nowMs: NOW });
+    await replica.reset();
+    expect(replica.cacheUsage().entries).toBe(0);
+    expect(values(await replica.read(getOp('a'), NOW))).toEqual([]);
+    await replica.apply(setOp('b', '1'), { cas: 2n, nowMs: NOW });
+    await replica.apply({ kind: 'delete', key: 'b' }, { cas: 3n, nowMs: NOW });
+    // The tombstone is cached: the delete read nothing, and neither does this get.
+    expect(values(await replica.read(getOp('b'), NOW))).toEqual([]);
+    expect(backend.gets).toBe(0);
+    expect(await replica.fetch(['b'])).toEqual([['b', entry('', 3n, { tombstone: true })]]);
+    replica.acknowledgeReset();
+    expect(replica.cacheUsage().entries).toBe(0);
+  });
+
+  it('does not trust a cached entry that has expired by the wall clock', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: false });
+    // Expired by the wall clock, live at the op's time: the backend decides, as without a cache.
+    await replica.apply(setOp('t', 'x', Date.now() - 1), { cas: 1n, nowMs: NOW });
+    expect(values(await replica.read(getOp('t'), NOW))).toEqual([['t', 'x']]);
+    expect(backend.gets).toBe(1);
+    expect(values(await replica.read(getOp('t'), Date.now()))).toEqual([]);
+  });
+});
+
 describe('Replica on a real memcached', () => {
   let memcached: MemcachedInstance;
   let backend: MemcachedBackend;
@@ -299,7 +405,9 @@ describe('Replica on a real memcached', () => {
     await replica.apply(setOp('p', 'before'), { cas: 1n, nowMs: NOW });
     process.kill(memcached.pid, 'SIGSTOP');
     try {
-      await expect(replica.read(getOp('p'), NOW)).rejects.toMatchObject({ code: 'BACKEND_TIMEOUT' });
+      // p is cached (the replica wrote it); q must be read from memcached.
+      expect(values(await replica.read(getOp('p'), NOW))).toEqual([['p', 'before']]);
+      await expect(replica.read(getOp('q'), NOW)).rejects.toMatchObject({ code: 'BACKEND_TIMEOUT' });
     } finally {
       process.kill(memcached.pid, 'SIGCONT');
     }
@@ -312,7 +420,9 @@ describe('Replica on a real memcached', () => {
     const before = await replica.health();
     expect(before.ok).toBe(true);
     await memcached.restart();
-    // The next call reconnects, finds a new epoch, and is refused: r would read as absent.
+    // The next backend call reconnects, finds a new epoch, and is refused; from then on the replica
+    // refuses everything, cached entries included (r would read as absent from memcached).
+    await expect(replica.read(getOp('q'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
     await expect(replica.read(getOp('r'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
     await expect(replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).rejects.toMatchObject({ code: 'BACKEND_RESET' });
     const after = await replica.health();

@@ -21,12 +21,23 @@
  *   no read; an unsettled record (a write in flight or failed) always reads.
  * - With `tombstones`, a delete (and flush_all) leaves a tombstone (empty value, cas = the op's
  *   cas) that reads as absent; `purge` removes one only if its cas is unchanged.
+ * - Value cache (write-through, bounded, LRU): a cached entry is exactly what the backend holds
+ *   after every call ordered before the current one. It is filled only from an acknowledged
+ *   write or a completed read, dropped before a write on its key is issued, and cleared on
+ *   reset, flush, acknowledgeReset and any failed write (whose effect on the backend is unknown).
+ *   A cached entry that has expired by the wall clock is not trusted (the backend is asked, as
+ *   without the cache), so expiry behaves as before. With a complete index, a key without a
+ *   record is known absent and needs no read either.
  */
 
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
 import { applyToEntry, isLive, type ApplyContext } from './apply.ts';
 import { StoreError, type BackendHealth, type Entry, type KVBackend, type Op } from './types.ts';
+import { ValueCache } from './value-cache.ts';
+
+/** Default bound of a replica's value cache: 64 MiB. */
+export const CACHE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
 /** What the index remembers of one key. */
 export interface IndexRecord {
@@ -50,6 +61,17 @@ export interface ReplicaOptions {
    * idempotent. Default `plain`.
    */
   replay?: 'plain' | 'skip-applied';
+  /** Bound of the value cache in bytes; 0 disables it (default `CACHE_BYTES_MAX_DEFAULT`). */
+  cacheBytesMax?: number;
+}
+
+/** What the value cache holds, for `stats` and tests. */
+export interface CacheUsage {
+  entries: number;
+  bytes: number;
+  bytesMax: number;
+  hits: number;
+  misses: number;
 }
 
 /** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
@@ -139,6 +161,16 @@ function toItem(key: string, entry: Entry): Item {
   return { key, flags: entry.flags, value: entry.value, cas: entry.cas };
 }
 
+/** The reply to a get: the live entries, in key order. */
+function valuesReply(keys: readonly string[], entries: ReadonlyArray<Entry | undefined>, nowMs: number): Reply {
+  const items: Item[] = [];
+  for (let position = 0; position < keys.length; position += 1) {
+    const entry = entries[position];
+    if (isLive(entry, nowMs)) items.push(toItem(keys[position], entry));
+  }
+  return { kind: 'values', items };
+}
+
 /** One replica's storage, carrying out a mode's effects in order. */
 export class Replica {
   readonly #backend: KVBackend;
@@ -147,6 +179,7 @@ export class Replica {
   readonly #barrierConcurrency: number;
   readonly #order = new KeyOrder();
   readonly #index = new Map<string, IndexRecord>();
+  readonly #cache: ValueCache;
   /** Every key the backend holds has an index record (after loadIndex, reset or flush). */
   #indexComplete = false;
   /**
@@ -161,6 +194,7 @@ export class Replica {
     this.#tombstones = options.tombstones;
     this.#skipApplied = options.replay === 'skip-applied';
     this.#barrierConcurrency = options.barrierConcurrency ?? 64;
+    this.#cache = new ValueCache(options.cacheBytesMax ?? CACHE_BYTES_MAX_DEFAULT);
   }
 
   /** The backend this replica writes to. */
@@ -182,11 +216,21 @@ export class Replica {
     this.#suspect = null;
     this.#index.clear();
     this.#indexComplete = false;
+    this.#cache.clear();
   }
 
-  /** Runs a call that reads only: refused while suspect. */
+  /**
+   * Runs a call that reads only: refused while suspect. A read that finds the backend emptied
+   * (BACKEND_RESET) makes the replica suspect too: the cache must not answer for it any more.
+   */
   #reading<T>(call: () => Promise<T>): () => Promise<T> {
-    return () => (this.#suspect !== null ? Promise.reject(this.#suspectError()) : call());
+    return () => {
+      if (this.#suspect !== null) return Promise.reject(this.#suspectError());
+      return call().catch((error: unknown) => {
+        if (error instanceof StoreError && error.code === 'BACKEND_RESET') this.#distrust(error);
+        throw error;
+      });
+    };
   }
 
   /** Runs a call that writes: refused while suspect; its failure makes the replica suspect. */
@@ -194,10 +238,16 @@ export class Replica {
     return () => {
       if (this.#suspect !== null) return Promise.reject(this.#suspectError());
       return call().catch((error: unknown) => {
-        this.#suspect ??= error instanceof Error ? error.message : String(error);
+        this.#distrust(error);
         throw error;
       });
     };
+  }
+
+  /** The backend may not hold what this replica wrote: refuse everything, trust no cached entry. */
+  #distrust(error: unknown): void {
+    this.#cache.clear();
+    this.#suspect ??= error instanceof Error ? error.message : String(error);
   }
 
   #suspectError(): StoreError {
@@ -267,7 +317,9 @@ export class Replica {
   reset(): Promise<void> {
     return this.#order.barrier(
       this.#writing(async () => {
+        this.#cache.clear();
         await this.#backend.flush();
+        this.#cache.clear();
         this.#index.clear();
         this.#indexComplete = true;
       }),
@@ -288,7 +340,7 @@ export class Replica {
       if (!canListKeys(this.#backend)) return this.#index.size;
       const keys = await this.#backend.keys();
       await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
-        const entry = await this.#backend.get(key);
+        const entry = await this.#readBackend(key);
         if (entry !== undefined) this.#remember(key, entry, true);
       });
       this.#indexComplete = true;
@@ -306,6 +358,12 @@ export class Replica {
     return this.#index.get(key);
   }
 
+  /** What the value cache holds. */
+  cacheUsage(): CacheUsage {
+    const { hits, misses } = this.#cache.counts;
+    return { entries: this.#cache.size, bytes: this.#cache.bytes, bytesMax: this.#cache.bytesMax, hits, misses };
+  }
+
   health(): Promise<BackendHealth> {
     return this.#backend.health();
   }
@@ -314,7 +372,7 @@ export class Replica {
     // The index knows the cas of every key written through this replica (or loaded at start).
     if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
     // A plain set does not depend on what is stored: skip the read (one backend round trip).
-    const current = op.kind === 'store' && op.verb === 'set' ? undefined : await this.#backend.get(op.key);
+    const current = op.kind === 'store' && op.verb === 'set' ? undefined : await this.#current(op.key);
     if (this.#isApplied(current, ctx)) return ALREADY_APPLIED;
     const { write, reply } = applyToEntry(current, op, ctx);
     if (write === null) await this.#remove(op.key, ctx.cas);
@@ -322,21 +380,23 @@ export class Replica {
     return reply;
   }
 
-  async #readValues(keys: readonly string[], nowMs: number): Promise<Reply> {
-    const entries = await Promise.all(keys.map((key) => this.#backend.get(key)));
-    const items: Item[] = [];
-    keys.forEach((key, position) => {
-      const entry = entries[position];
-      if (isLive(entry, nowMs)) items.push(toItem(key, entry));
-    });
-    return { kind: 'values', items };
+  #readValues(keys: readonly string[], nowMs: number): Promise<Reply> {
+    const known: Array<Entry | undefined | Promise<Entry | undefined>> = [];
+    let reading = false;
+    for (const key of keys) {
+      const entry = this.#current(key);
+      if (entry instanceof Promise) reading = true;
+      known.push(entry);
+    }
+    if (!reading) return Promise.resolve(valuesReply(keys, known as Array<Entry | undefined>, nowMs));
+    return Promise.all(known).then((entries) => valuesReply(keys, entries, nowMs));
   }
 
   async #getAndTouch(op: Extract<Op, { kind: 'gat' }>, ctx: ApplyContext): Promise<Reply> {
     const touched = new Map<string, Entry>();
     await Promise.all(
       [...new Set(op.keys)].map(async (key) => {
-        const entry = await this.#backend.get(key);
+        const entry = await this.#current(key);
         if (!isLive(entry, ctx.nowMs) || this.#isApplied(entry, ctx)) return;
         const next: Entry = { ...entry, expiresAtMs: op.expiresAtMs, cas: ctx.cas };
         await this.#write(key, next);
@@ -353,14 +413,16 @@ export class Replica {
 
   async #flushAll(delayMs: number, ctx: ApplyContext): Promise<Reply> {
     if (delayMs <= 0 && !this.#tombstones && !this.#skipApplied) {
+      this.#cache.clear();
       await this.#backend.flush();
+      this.#cache.clear();
       this.#index.clear();
       this.#indexComplete = true;
       return { kind: 'ok' };
     }
     const deadlineMs = ctx.nowMs + delayMs;
     await forEachBounded([...this.#index.keys()], this.#barrierConcurrency, async (key) => {
-      const entry = await this.#backend.get(key);
+      const entry = await this.#current(key);
       if (entry === undefined) {
         this.#index.delete(key);
         return;
@@ -390,7 +452,7 @@ export class Replica {
   async #fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
     const found: KeyedEntry[] = [];
     await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
-      const entry = await this.#backend.get(key);
+      const entry = await this.#current(key);
       if (entry === undefined) this.#index.delete(key);
       else found.push([key, entry]);
     });
@@ -400,12 +462,13 @@ export class Replica {
   }
 
   async #purgeOne(key: string, cas: bigint): Promise<void> {
-    const entry = await this.#backend.get(key);
+    const entry = await this.#current(key);
     if (entry === undefined) {
       this.#index.delete(key);
       return;
     }
     if (entry.tombstone !== true || entry.cas !== cas) return;
+    this.#cache.delete(key);
     await this.#backend.delete(key);
     this.#index.delete(key);
   }
@@ -417,6 +480,7 @@ export class Replica {
     }
     const record = this.#index.get(key);
     if (record !== undefined) record.settled = false;
+    this.#cache.delete(key);
     await this.#backend.delete(key);
     this.#index.delete(key);
   }
@@ -424,8 +488,35 @@ export class Replica {
   async #write(key: string, entry: Entry): Promise<void> {
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
     const record = this.#remember(key, entry, false);
+    // Cached only once acknowledged: until then the backend may hold either version.
+    this.#cache.delete(key);
+    const generation = this.#cache.generation;
     await this.#backend.set(key, entry);
     record.settled = true;
+    if (generation === this.#cache.generation) this.#cache.set(key, entry);
+  }
+
+  /**
+   * The backend's entry of `key` (undefined if absent): from the cache or the index when they
+   * know it, else read (and cached). Only called with no other call on `key` running.
+   */
+  #current(key: string): Entry | undefined | Promise<Entry | undefined> {
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) {
+      // Expired by the wall clock: ask the backend, exactly as without the cache.
+      if (cached.expiresAtMs === 0 || cached.expiresAtMs > Date.now()) return cached;
+    } else if (this.#indexComplete && !this.#index.has(key)) {
+      return undefined;
+    }
+    return this.#readBackend(key);
+  }
+
+  /** Reads `key` from the backend and caches what it holds, unless the cache was cleared meanwhile. */
+  async #readBackend(key: string): Promise<Entry | undefined> {
+    const generation = this.#cache.generation;
+    const entry = await this.#backend.get(key);
+    if (entry !== undefined && generation === this.#cache.generation) this.#cache.set(key, entry);
+    return entry;
   }
 
   /** With `skip-applied`: does the key already hold this op's change or a later one? */

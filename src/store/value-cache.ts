@@ -1,0 +1,112 @@
+/**
+ * A bounded, least-recently-used cache of entries, keyed by our keys: the Replica's copy of what
+ * its backend holds, so a read (or the read of a read-modify-write) needs no backend round trip.
+ *
+ * Intuition: the controller is the only writer to its memcached (started with -M, so it never
+ * evicts), and the Replica runs the calls on one key one at a time. So once a write was
+ * acknowledged, the backend holds exactly that entry until the Replica's next write on the key;
+ * the cache remembers it. The Replica decides what goes in (and when); this class only keeps the
+ * byte bound. A JavaScript Map iterates in insertion order, so re-inserting on every hit keeps the
+ * least recently used entry first, where eviction takes it.
+ *
+ * Invariants:
+ * - `bytes` ≤ `bytesMax` after every call; an entry costing more than `bytesMax` is not kept.
+ * - `generation` changes on every `clear`, so a caller that started a backend call before a clear
+ *   can tell that its result must not be cached.
+ */
+
+import type { Entry } from './types.ts';
+
+/** Bookkeeping bytes charged per entry on top of its key and value (Map slot, Entry object). */
+const ENTRY_OVERHEAD_BYTES = 96;
+
+/** The bytes one cached entry is charged. */
+export function cachedEntryBytes(key: string, entry: Entry): number {
+  return key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
+}
+
+/** A byte-bounded LRU map from key to entry. */
+export class ValueCache {
+  readonly #entries = new Map<string, Entry>();
+  readonly #bytesMax: number;
+  #bytes = 0;
+  #generation = 0;
+  #hits = 0;
+  #misses = 0;
+
+  /** `bytesMax` 0 disables the cache (nothing is kept). */
+  constructor(bytesMax: number) {
+    this.#bytesMax = bytesMax;
+  }
+
+  /** Bytes charged for the entries held. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** The bound, in bytes. */
+  get bytesMax(): number {
+    return this.#bytesMax;
+  }
+
+  /** Entries held. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Changes on every clear. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Lookups that found an entry, and that did not. */
+  get counts(): { hits: number; misses: number } {
+    return { hits: this.#hits, misses: this.#misses };
+  }
+
+  /** The entry of `key` (marking it recently used), or undefined. */
+  get(key: string): Entry | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) {
+      this.#misses += 1;
+      return undefined;
+    }
+    this.#hits += 1;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    return entry;
+  }
+
+  /** Keeps `entry` as the backend's version of `key`, evicting the least recently used to fit. */
+  set(key: string, entry: Entry): void {
+    this.delete(key);
+    const cost = cachedEntryBytes(key, entry);
+    if (cost > this.#bytesMax) return;
+    this.#entries.set(key, entry);
+    this.#bytes += cost;
+    if (this.#bytes > this.#bytesMax) this.#evict();
+  }
+
+  /** Forgets `key`. */
+  delete(key: string): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
+    this.#entries.delete(key);
+    this.#bytes -= cachedEntryBytes(key, entry);
+  }
+
+  /** Forgets everything. */
+  clear(): void {
+    this.#entries.clear();
+    this.#bytes = 0;
+    this.#generation += 1;
+  }
+
+  #evict(): void {
+    for (const [key, entry] of this.#entries) {
+      if (this.#bytes <= this.#bytesMax) return;
+      this.#entries.delete(key);
+      this.#bytes -= cachedEntryBytes(key, entry);
+    }
+  }
+}
