@@ -28,7 +28,12 @@
  *
  * Indeterminate operations are last in their process (the parser enforces it) and may be left
  * out: the search succeeds once every determinate operation is placed. Indeterminate reads are
- * dropped, as they constrain nothing.
+ * dropped, as they constrain nothing. One alone in its process floats: it may go anywhere. Tried
+ * at every point, a few dozen of them made a dead branch exponential (a 8.5 s fault run with 24
+ * on one key stayed undecided after 120 s), so they are placed lazily: only directly before an
+ * operation that needs them (`mayFollowInfo`), which every valid order can be rewritten into.
+ * Together with prefix chains for appended values (a read of "a+b" starves once "a" is gone for
+ * good) that run is decided in about a second.
  */
 
 import { isIndeterminate, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
@@ -58,46 +63,68 @@ function byProcess(ops: Operation[]): Operation[][] {
  * Starvation pruning: a value that some unplaced operation needs to find in the register (a read
  * of it, a cas expecting it that succeeded) but that the register does not hold and no unplaced
  * operation can produce is a dead end, however the rest is ordered. Counts are kept per value;
- * `null` is produced by deletes. An append may build any value that ends in its suffix (an
- * over-approximation, so the pruning stays exact).
+ * `null` is produced by deletes. A value `p + s` may also be built by an unplaced append of `s`,
+ * but only if `p` is in the register now or can itself still appear: the check follows these
+ * prefix chains (an over-approximation of what can appear, so the pruning stays exact). Without
+ * the chain, a read of "a+b" kept the search alive long after "a" was overwritten for good.
  */
 class ValueSupply {
   private readonly producers = new Map<RegisterValue, number>();
   private readonly consumers = new Map<RegisterValue, number>();
-  /** Unplaced appends that may succeed, by suffix; a value ending in one may still appear. */
+  /** Unplaced appends that may succeed, by suffix. */
   private readonly suffixes = new Map<string, number>();
-  private readonly suffixLengths = new Set<number>();
-
-  /** Needed values by each append suffix they end with: placing that append may starve them. */
-  private readonly neededBySuffix = new Map<string, RegisterValue[]>();
+  /** For a needed value or one of its prefix chain: the ways an append may build it. */
+  private readonly builds = new Map<string, { prefix: string; suffix: string }[]>();
+  /** The inverse of `builds`: the needed values (and chain members) built on a value or suffix. */
+  private readonly builtOn = new Map<RegisterValue, string[]>();
+  /** For each value, everything built on it transitively (filled on first use). */
+  private readonly builtOnClosure = new Map<RegisterValue, string[]>();
 
   constructor(queues: Operation[][]) {
-    for (const queue of queues) for (const op of queue) this.count(op, 1);
-    for (const value of this.consumers.keys()) {
-      if (value === null) continue;
-      for (const length of this.suffixLengths) {
-        const suffix = value.slice(Math.max(0, value.length - length));
-        if (!this.suffixes.has(suffix)) continue;
-        const values = this.neededBySuffix.get(suffix);
-        if (values) values.push(value);
-        else this.neededBySuffix.set(suffix, [value]);
+    const suffixLengths = new Set<number>();
+    for (const queue of queues) {
+      for (const op of queue) {
+        this.count(op, 1);
+        const suffix = appendedSuffix(op);
+        if (suffix !== undefined) suffixLengths.add(suffix.length);
       }
     }
+    const pending = [...this.consumers.keys()].filter((value) => value !== null);
+    for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
+      if (this.builds.has(value)) continue;
+      const ways: { prefix: string; suffix: string }[] = [];
+      for (const length of suffixLengths) {
+        if (length > value.length) continue;
+        const suffix = value.slice(value.length - length);
+        if (!this.suffixes.has(suffix)) continue;
+        const prefix = value.slice(0, value.length - length);
+        ways.push({ prefix, suffix });
+        this.link(prefix, value);
+        this.link(suffix, value);
+        if (!this.builds.has(prefix)) pending.push(prefix);
+      }
+      this.builds.set(value, ways);
+    }
+  }
+
+  private link(from: string, to: string): void {
+    const list = this.builtOn.get(from);
+    if (list) list.push(to);
+    else this.builtOn.set(from, [to]);
   }
 
   /**
    * After `op` was placed (and counted out), turning the register from `before` into `state`:
-   * whether some value still needed can no longer appear. Only the values `op` could have
-   * supplied are looked at: the one it overwrote, the one it writes, and for an append every
-   * needed value ending in its suffix.
+   * whether some value still needed can no longer appear. Only values whose supply `op` changed
+   * are looked at: the one it overwrote, the one it writes, the suffix it appends, and everything
+   * built on those by appends.
    */
   starvedBy(op: Operation, before: RegisterValue, state: RegisterValue): boolean {
-    if (this.starved(before, state)) return true;
+    if (this.starvedAround(before, state)) return true;
     const produced = producedValue(op);
-    if (produced !== undefined && this.starved(produced, state)) return true;
+    if (produced !== undefined && this.starvedAround(produced, state)) return true;
     const suffix = appendedSuffix(op);
-    if (suffix === undefined) return false;
-    return (this.neededBySuffix.get(suffix) ?? []).some((value) => this.starved(value, state));
+    return suffix !== undefined && this.starvedAround(suffix, state);
   }
 
   /** Account for placing (`delta = -1`) or unplacing (`+1`) an operation. */
@@ -107,23 +134,41 @@ class ValueSupply {
     const needed = neededValue(op);
     if (needed !== undefined) this.consumers.set(needed, (this.consumers.get(needed) ?? 0) + delta);
     const suffix = appendedSuffix(op);
-    if (suffix !== undefined) {
-      this.suffixes.set(suffix, (this.suffixes.get(suffix) ?? 0) + delta);
-      this.suffixLengths.add(suffix.length);
+    if (suffix !== undefined) this.suffixes.set(suffix, (this.suffixes.get(suffix) ?? 0) + delta);
+  }
+
+  /** Whether `value`, or a needed value built on it, is starved. */
+  private starvedAround(value: RegisterValue, state: RegisterValue): boolean {
+    if (this.starved(value, state)) return true;
+    return this.closure(value).some((built) => this.starved(built, state));
+  }
+
+  private closure(value: RegisterValue): string[] {
+    const known = this.builtOnClosure.get(value);
+    if (known !== undefined) return known;
+    const found = new Set<string>();
+    const pending = [...(this.builtOn.get(value) ?? [])];
+    for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+      if (found.has(next)) continue;
+      found.add(next);
+      pending.push(...(this.builtOn.get(next) ?? []));
     }
+    const list = [...found];
+    this.builtOnClosure.set(value, list);
+    return list;
   }
 
   /** Whether `value` is needed later but can no longer appear, given the register holds `state`. */
   private starved(value: RegisterValue, state: RegisterValue): boolean {
-    return value !== state && (this.consumers.get(value) ?? 0) > 0 && !this.producible(value);
+    return value !== state && (this.consumers.get(value) ?? 0) > 0 && !this.producible(value, state);
   }
 
-  /** Whether some unplaced operation may still leave `value` in the register. */
-  private producible(value: RegisterValue): boolean {
+  /** Whether some unplaced operations may still leave `value` in the register. */
+  private producible(value: RegisterValue, state: RegisterValue): boolean {
     if ((this.producers.get(value) ?? 0) > 0) return true;
     if (value === null) return false;
-    for (const length of this.suffixLengths) {
-      if (length <= value.length && (this.suffixes.get(value.slice(value.length - length)) ?? 0) > 0) return true;
+    for (const { prefix, suffix } of this.builds.get(value) ?? []) {
+      if ((this.suffixes.get(suffix) ?? 0) > 0 && (prefix === state || this.producible(prefix, state))) return true;
     }
     return false;
   }
@@ -140,7 +185,7 @@ function producedValue(op: Operation): RegisterValue | undefined {
   switch (op.input.f) {
     case 'write': return op.input.value;
     case 'cas': return op.output.kind === 'done' && op.output.result === false ? undefined : op.input.value;
-    case 'delete': return null;
+    case 'delete': return op.output.kind === 'done' && op.output.result === false ? undefined : null;
     case 'read':
     case 'append': return undefined;
     default: {
@@ -150,10 +195,12 @@ function producedValue(op: Operation): RegisterValue | undefined {
   }
 }
 
-/** The value an operation must find in the register, if one. */
+/** The value an operation must find in the register, if one (a delete or append that returned false needs absent). */
 function neededValue(op: Operation): RegisterValue | undefined {
   if (op.output.kind === 'read') return op.output.value;
-  if (op.input.f === 'cas' && op.output.kind === 'done' && op.output.result === true) return op.input.expected;
+  if (op.output.kind !== 'done') return undefined;
+  if (op.input.f === 'cas' && op.output.result === true) return op.input.expected;
+  if ((op.input.f === 'delete' || op.input.f === 'append') && op.output.result === false) return null;
   return undefined;
 }
 
@@ -163,8 +210,15 @@ interface Position {
   positions: Int32Array;
   state: RegisterValue;
   supply: ValueSupply;
+  /** Explored positions reached with any next move allowed. */
   visited: Set<string>;
+  /** Explored positions reached just after an indeterminate operation (next moves restricted). */
+  visitedAfterInfo: Set<string>;
+  /** The indeterminate operation placed last, and the register before it; `null` otherwise. */
+  afterInfo: { op: Operation; before: RegisterValue } | null;
 }
+
+type Frame = { process: number; rank: number; state: RegisterValue };
 
 /**
  * Whether some process invoked an operation at the very time its previous one returned. Real
@@ -189,9 +243,10 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
     return { verdict: 'ok' };
   }
   const search: Position = {
-    queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues), visited: new Set(),
+    queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues),
+    visited: new Set(), visitedAfterInfo: new Set(), afterInfo: null,
   };
-  const stack: { process: number; rank: number; state: RegisterValue }[] = [];
+  const stack: Frame[] = [];
   let remaining = queues.reduce((sum, queue) => sum + queue.filter((op) => !isIndeterminate(op)).length, 0);
   let tryFrom = 0;
   let deepest: StuckPoint | null = null;
@@ -201,6 +256,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
     const placed = placeNext(search, tryFrom);
     if (placed !== null) {
       stack.push({ process: placed.process, rank: placed.rank, state: placed.before });
+      search.afterInfo = isIndeterminate(placed.op) ? { op: placed.op, before: placed.before } : null;
       if (!isIndeterminate(placed.op)) remaining--;
       tryFrom = 0;
       continue;
@@ -212,6 +268,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
     search.supply.count(undone, 1);
     search.state = top.state;
     if (!isIndeterminate(undone)) remaining++;
+    search.afterInfo = lastInfo(search, stack);
     tryFrom = top.rank + 1;
   }
   return { verdict: 'ok' };
@@ -261,7 +318,7 @@ function placeFree(search: Position, order: number[]): PlaceResult | null | unde
   const before = search.state;
   for (const process of order) {
     const op = queues[process][positions[process]];
-    if (!neverChangesState(op) || !step(before, op.input, op.output).ok) continue;
+    if (!neverChangesState(op) || !step(before, op.input, op.output).ok || !mayFollowInfo(search.afterInfo, op)) continue;
     const placed = tryPlace(search, process, before);
     return placed === null ? null : { ...placed, rank: order.length };
   }
@@ -280,22 +337,55 @@ type PlaceResult = { process: number; rank: number; op: Operation; before: Regis
 
 /** Place `process`'s next operation if it fits, starves nothing and reaches an unexplored position. */
 function tryPlace(search: Position, process: number, before: RegisterValue): Omit<PlaceResult, 'rank'> | null {
-  const { queues, positions, supply, visited } = search;
+  const { queues, positions, supply, visited, visitedAfterInfo } = search;
   const op = queues[process][positions[process]];
   const result = step(before, op.input, op.output);
-  if (!result.ok) return null;
+  if (!result.ok || !mayFollowInfo(search.afterInfo, op)) return null;
   positions[process]++;
   supply.count(op, -1);
   const dead = supply.starvedBy(op, before, result.state);
   const key = `${positions.join(',')}|${result.state === null ? '' : `=${result.state}`}`;
-  if (!dead && !visited.has(key)) {
-    visited.add(key);
+  // After an indeterminate op the next moves are restricted, so that visit is weaker than a free one.
+  const infoKey = isIndeterminate(op) ? `${key}|${op.id}|${before === null ? '' : `=${before}`}` : null;
+  const explored = visited.has(key) || (infoKey !== null && visitedAfterInfo.has(infoKey));
+  if (!dead && !explored) {
+    if (infoKey === null) visited.add(key);
+    else visitedAfterInfo.add(infoKey);
     search.state = result.state;
     return { process, op, before };
   }
   supply.count(op, 1);
   positions[process]--;
   return null;
+}
+
+/**
+ * Lazy placement of indeterminate operations. Such an operation `info` is the last of its process,
+ * so in any valid order it can be moved later past an operation `next` that fits without it and
+ * commutes with it (same register after both), or dropped when `next` fits without it and leaves
+ * the register as it would have after both (a write overwrites it). Repeating this turns every
+ * valid order into one where each indeterminate operation is directly followed by an operation
+ * that needs it: one that does not fit without it, or whose outcome it changes. Only such orders
+ * are searched. (Swaps between two indeterminate operations are not made, so that the rewriting
+ * ends: after an indeterminate operation, another one is refused only when it overwrites it.)
+ */
+function mayFollowInfo(afterInfo: Position['afterInfo'], next: Operation): boolean {
+  if (afterInfo === null) return true;
+  const { op: info, before } = afterInfo;
+  const alone = step(before, next.input, next.output);
+  if (!alone.ok) return true;
+  const withInfo = step(step(before, info.input, info.output).state, next.input, next.output);
+  if (withInfo.state === alone.state) return false;
+  if (isIndeterminate(next)) return true;
+  return step(alone.state, info.input, info.output).state !== withInfo.state;
+}
+
+/** The indeterminate operation on top of the stack (with the register before it), if the top is one. */
+function lastInfo(search: Position, stack: Frame[]): Position['afterInfo'] {
+  const top = stack.at(-1);
+  if (top === undefined) return null;
+  const op = search.queues[top.process][search.positions[top.process] - 1];
+  return isIndeterminate(op) ? { op, before: top.state } : null;
 }
 
 function stuckAt(search: Position, stack: { process: number }[]): StuckPoint {
