@@ -89,7 +89,8 @@ class ValueSupply {
         if (suffix !== undefined) suffixLengths.add(suffix.length);
       }
     }
-    const pending = [...this.consumers.keys()].filter((value) => value !== null);
+    const compared = queues.flat().map(comparedValue).filter((value) => value !== undefined);
+    const pending = [...this.consumers.keys(), ...compared].filter((value) => value !== null);
     for (let value = pending.pop(); value !== undefined; value = pending.pop()) {
       if (this.builds.has(value)) continue;
       const ways: { prefix: string; suffix: string }[] = [];
@@ -105,6 +106,15 @@ class ValueSupply {
       }
       this.builds.set(value, ways);
     }
+  }
+
+  /**
+   * Whether some operation may tell `value` apart from any other present value: one reads it or
+   * compares with it, or with a value appends may build on it. Registers holding two present
+   * values that are not distinguishable this way have the same futures.
+   */
+  distinguishable(value: string): boolean {
+    return this.builds.has(value);
   }
 
   private link(from: string, to: string): void {
@@ -195,6 +205,11 @@ function producedValue(op: Operation): RegisterValue | undefined {
   }
 }
 
+/** The value a cas compares the register with, when the outcome is not a needed value. */
+function comparedValue(op: Operation): RegisterValue | undefined {
+  return op.input.f === 'cas' && neededValue(op) === undefined ? op.input.expected : undefined;
+}
+
 /** The value an operation must find in the register, if one (a delete or append that returned false needs absent). */
 function neededValue(op: Operation): RegisterValue | undefined {
   if (op.output.kind === 'read') return op.output.value;
@@ -211,9 +226,12 @@ interface Position {
   state: RegisterValue;
   supply: ValueSupply;
   /** Explored positions reached with any next move allowed. */
-  visited: Set<string>;
+  visited: Memo;
   /** Explored positions reached just after an indeterminate operation (next moves restricted). */
-  visitedAfterInfo: Set<string>;
+  visitedAfterInfo: Memo;
+  /** Bit of each indeterminate operation (by id), and the bits of those placed. */
+  infoBits: Map<number, bigint>;
+  infoPlaced: bigint;
   /** The indeterminate operation placed last, and the register before it; `null` otherwise. */
   afterInfo: { op: Operation; before: RegisterValue } | null;
 }
@@ -244,7 +262,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
   }
   const search: Position = {
     queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues),
-    visited: new Set(), visitedAfterInfo: new Set(), afterInfo: null,
+    visited: new Memo(), visitedAfterInfo: new Memo(), afterInfo: null, infoBits: infoBitsOf(queues), infoPlaced: 0n,
   };
   const stack: Frame[] = [];
   let remaining = queues.reduce((sum, queue) => sum + queue.filter((op) => !isIndeterminate(op)).length, 0);
@@ -265,6 +283,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
     const undone = queues[top.process][--search.positions[top.process]];
+    search.infoPlaced &= ~(search.infoBits.get(undone.id) ?? 0n);
     search.supply.count(undone, 1);
     search.state = top.state;
     if (!isIndeterminate(undone)) remaining++;
@@ -299,9 +318,33 @@ function placeNext(search: Position, tryFrom: number): PlaceResult | null {
     if (forced !== undefined) return forced;
   }
   for (let rank = tryFrom; rank < order.length; rank++) {
+    if (interchangeableEarlier(search, order, rank)) continue;
     const placed = tryPlace(search, order[rank], before);
     if (placed !== null) return { ...placed, rank };
   }
+  return null;
+}
+
+/**
+ * Symmetry: indeterminate deletes are interchangeable, and so are indeterminate writes of values
+ * no operation can tell apart (see `ValueSupply.distinguishable`), when each is next in its
+ * process (and so last: nothing waits for it). Any order using one of them now can use the one
+ * ranked first instead, and the other later. So only the first of each kind is tried.
+ */
+function interchangeableEarlier(search: Position, order: number[], rank: number): boolean {
+  const kind = interchangeableKind(search, order[rank]);
+  if (kind === null) return false;
+  for (let earlier = 0; earlier < rank; earlier++) {
+    if (interchangeableKind(search, order[earlier]) === kind) return true;
+  }
+  return false;
+}
+
+function interchangeableKind(search: Position, process: number): 'delete' | 'write' | null {
+  const op = search.queues[process][search.positions[process]];
+  if (!isIndeterminate(op)) return null;
+  if (op.input.f === 'delete') return 'delete';
+  if (op.input.f === 'write' && !search.supply.distinguishable(op.input.value)) return 'write';
   return null;
 }
 
@@ -318,7 +361,7 @@ function placeFree(search: Position, order: number[]): PlaceResult | null | unde
   const before = search.state;
   for (const process of order) {
     const op = queues[process][positions[process]];
-    if (!neverChangesState(op) || !step(before, op.input, op.output).ok || !mayFollowInfo(search.afterInfo, op)) continue;
+    if (!neverChangesState(op) || !step(before, op.input, op.output).ok || !mayFollowInfo(search, op)) continue;
     const placed = tryPlace(search, process, before);
     return placed === null ? null : { ...placed, rank: order.length };
   }
@@ -340,23 +383,78 @@ function tryPlace(search: Position, process: number, before: RegisterValue): Omi
   const { queues, positions, supply, visited, visitedAfterInfo } = search;
   const op = queues[process][positions[process]];
   const result = step(before, op.input, op.output);
-  if (!result.ok || !mayFollowInfo(search.afterInfo, op)) return null;
+  if (!result.ok || !mayFollowInfo(search, op)) return null;
+  // An indeterminate op that changes nothing here is better left out.
+  if (isIndeterminate(op) && equivalent(supply, result.state, before)) return null;
   positions[process]++;
   supply.count(op, -1);
+  const bit = search.infoBits.get(op.id) ?? 0n;
+  const placedInfo = search.infoPlaced | bit;
   const dead = supply.starvedBy(op, before, result.state);
-  const key = `${positions.join(',')}|${result.state === null ? '' : `=${result.state}`}`;
+  const key = `${determinateKey(search, placedInfo)}|${stateKey(supply, result.state)}`;
   // After an indeterminate op the next moves are restricted, so that visit is weaker than a free one.
-  const infoKey = isIndeterminate(op) ? `${key}|${op.id}|${before === null ? '' : `=${before}`}` : null;
-  const explored = visited.has(key) || (infoKey !== null && visitedAfterInfo.has(infoKey));
+  const infoKey = bit !== 0n ? `${key}|${op.id}|${before === null ? '' : `=${before}`}` : null;
+  const explored = visited.covers(key, placedInfo) || (infoKey !== null && visitedAfterInfo.covers(infoKey, placedInfo));
   if (!dead && !explored) {
-    if (infoKey === null) visited.add(key);
-    else visitedAfterInfo.add(infoKey);
+    if (infoKey === null) visited.add(key, placedInfo);
+    else visitedAfterInfo.add(infoKey, placedInfo);
     search.state = result.state;
+    search.infoPlaced = placedInfo;
     return { process, op, before };
   }
   supply.count(op, 1);
   positions[process]--;
   return null;
+}
+
+/**
+ * Explored positions, with dominance on indeterminate operations: a position is keyed by where
+ * each process stands, not counting its indeterminate operation, plus the register; with it go
+ * the sets of indeterminate operations placed on the ways there. Having placed fewer of them is
+ * never worse (an unplaced one may still be placed later, or never), so a position is explored
+ * if it was reached before with a subset of its placed indeterminate operations.
+ */
+class Memo {
+  private readonly seen = new Map<string, bigint[]>();
+
+  covers(key: string, placed: bigint): boolean {
+    const sets = this.seen.get(key);
+    return sets !== undefined && sets.some((set) => (set & ~placed) === 0n);
+  }
+
+  add(key: string, placed: bigint): void {
+    const sets = this.seen.get(key);
+    if (sets) sets.push(placed);
+    else this.seen.set(key, [placed]);
+  }
+
+  get size(): number { return this.seen.size; }
+}
+
+/** A bit for each indeterminate operation. */
+function infoBitsOf(queues: Operation[][]): Map<number, bigint> {
+  const bits = new Map<number, bigint>();
+  for (const queue of queues) for (const op of queue) if (isIndeterminate(op)) bits.set(op.id, 1n << BigInt(bits.size));
+  return bits;
+}
+
+/** The register in a memo key: a present value no operation can tell apart from others is just "present". */
+function stateKey(supply: ValueSupply, state: RegisterValue): string {
+  if (state === null) return '';
+  return supply.distinguishable(state) ? `=${state}` : '+';
+}
+
+/** Where each process stands, an indeterminate operation counted as not placed. */
+function determinateKey(search: Position, placedInfo: bigint): string {
+  const { queues, positions, infoBits } = search;
+  let key = '';
+  for (let process = 0; process < queues.length; process++) {
+    let position = positions[process];
+    const last = queues[process][position - 1];
+    if (last !== undefined && ((infoBits.get(last.id) ?? 0n) & placedInfo) !== 0n) position--;
+    key += `${position},`;
+  }
+  return key;
 }
 
 /**
@@ -369,15 +467,21 @@ function tryPlace(search: Position, process: number, before: RegisterValue): Omi
  * are searched. (Swaps between two indeterminate operations are not made, so that the rewriting
  * ends: after an indeterminate operation, another one is refused only when it overwrites it.)
  */
-function mayFollowInfo(afterInfo: Position['afterInfo'], next: Operation): boolean {
-  if (afterInfo === null) return true;
-  const { op: info, before } = afterInfo;
+function mayFollowInfo(search: Position, next: Operation): boolean {
+  if (search.afterInfo === null) return true;
+  const { op: info, before } = search.afterInfo;
   const alone = step(before, next.input, next.output);
   if (!alone.ok) return true;
   const withInfo = step(step(before, info.input, info.output).state, next.input, next.output);
-  if (withInfo.state === alone.state) return false;
+  if (equivalent(search.supply, withInfo.state, alone.state)) return false;
   if (isIndeterminate(next)) return true;
-  return step(alone.state, info.input, info.output).state !== withInfo.state;
+  return !equivalent(search.supply, step(alone.state, info.input, info.output).state, withInfo.state);
+}
+
+/** Whether two registers have the same futures: equal, or both present and not distinguishable. */
+function equivalent(supply: ValueSupply, a: RegisterValue, b: RegisterValue): boolean {
+  if (a === b) return true;
+  return a !== null && b !== null && !supply.distinguishable(a) && !supply.distinguishable(b);
 }
 
 /** The indeterminate operation on top of the stack (with the register before it), if the top is one. */
