@@ -33,7 +33,11 @@
  * on one key stayed undecided after 120 s), so they are placed lazily: only directly before an
  * operation that needs them (`mayFollowInfo`), which every valid order can be rewritten into.
  * Together with prefix chains for appended values (a read of "a+b" starves once "a" is gone for
- * good) that run is decided in about a second.
+ * good) that run is decided in about a second. A floating delete can still be spent where a
+ * reordering of two nearby ops was the answer, leaving a dead branch 1,500 ops deep to climb back
+ * through; so a first pass (a third of the budget; only its "ok" counts) keeps each
+ * indeterminate op after every op that returned before it was called, and only if that finds no
+ * order does the unrestricted, exact search run.
  */
 
 import { isIndeterminate, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
@@ -232,6 +236,7 @@ interface Position {
   /** Bit of each indeterminate operation (by id), and the bits of those placed. */
   infoBits: Map<number, bigint>;
   infoPlaced: bigint;
+  gate: RealTimeGate | null;
   /** The indeterminate operation placed last, and the register before it; `null` otherwise. */
   afterInfo: { op: Operation; before: RegisterValue } | null;
 }
@@ -260,9 +265,19 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
   if (!hasProcessTie(queues) && checkKeyLinearizable(ops, now + (deadlineMs - now) / 10).verdict === 'ok') {
     return { verdict: 'ok' };
   }
+  // First with indeterminate operations kept after what returned before they were called: a
+  // restriction, so only its "ok" counts. It stops a floating one being spent far too early,
+  // which left the search a dead branch to climb back through (a 15 s fault run stayed undecided).
+  const gated = searchOrders(queues, performance.now() + (deadlineMs - performance.now()) / 3, new RealTimeGate(queues));
+  if (gated.verdict === 'ok') return gated;
+  return searchOrders(queues, deadlineMs, null);
+}
+
+/** The depth-first search itself; with a `gate`, indeterminate ops wait for it. */
+function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeGate | null): KeyOutcome {
   const search: Position = {
     queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues),
-    visited: new Memo(), visitedAfterInfo: new Memo(), afterInfo: null, infoBits: infoBitsOf(queues), infoPlaced: 0n,
+    visited: new Memo(), visitedAfterInfo: new Memo(), afterInfo: null, infoBits: infoBitsOf(queues), infoPlaced: 0n, gate,
   };
   const stack: Frame[] = [];
   let remaining = queues.reduce((sum, queue) => sum + queue.filter((op) => !isIndeterminate(op)).length, 0);
@@ -284,6 +299,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
     const undone = queues[top.process][--search.positions[top.process]];
     search.infoPlaced &= ~(search.infoBits.get(undone.id) ?? 0n);
+    gate?.unplace(undone);
     search.supply.count(undone, 1);
     search.state = top.state;
     if (!isIndeterminate(undone)) remaining++;
@@ -383,7 +399,7 @@ function tryPlace(search: Position, process: number, before: RegisterValue): Omi
   const { queues, positions, supply, visited, visitedAfterInfo } = search;
   const op = queues[process][positions[process]];
   const result = step(before, op.input, op.output);
-  if (!result.ok || !mayFollowInfo(search, op)) return null;
+  if (!result.ok || !mayFollowInfo(search, op) || (search.gate !== null && !search.gate.allows(op))) return null;
   // An indeterminate op that changes nothing here is better left out.
   if (isIndeterminate(op) && equivalent(supply, result.state, before)) return null;
   positions[process]++;
@@ -400,11 +416,59 @@ function tryPlace(search: Position, process: number, before: RegisterValue): Omi
     else visitedAfterInfo.add(infoKey, placedInfo);
     search.state = result.state;
     search.infoPlaced = placedInfo;
+    search.gate?.place(op);
     return { process, op, before };
   }
   supply.count(op, 1);
   positions[process]--;
   return null;
+}
+
+/**
+ * Keeps each indeterminate operation after every determinate one that returned before it was
+ * called. Determinate ops are ranked by return time; `frontier` is how many of the first ones in
+ * that order are all placed.
+ */
+class RealTimeGate {
+  private readonly rankOf = new Map<number, number>();
+  private readonly placed: Uint8Array;
+  private readonly needed = new Map<number, number>();
+  private frontier = 0;
+
+  constructor(queues: Operation[][]) {
+    const determinate = queues.flat().filter((op) => !isIndeterminate(op)).sort((a, b) => a.return - b.return);
+    determinate.forEach((op, rank) => this.rankOf.set(op.id, rank));
+    this.placed = new Uint8Array(determinate.length);
+    for (const op of queues.flat()) {
+      if (!isIndeterminate(op)) continue;
+      let low = 0;
+      let high = determinate.length;
+      while (low < high) {
+        const middle = (low + high) >> 1;
+        if (determinate[middle].return < op.call) low = middle + 1;
+        else high = middle;
+      }
+      this.needed.set(op.id, low);
+    }
+  }
+
+  allows(op: Operation): boolean {
+    return this.frontier >= (this.needed.get(op.id) ?? 0);
+  }
+
+  place(op: Operation): void {
+    const rank = this.rankOf.get(op.id);
+    if (rank === undefined) return;
+    this.placed[rank] = 1;
+    while (this.frontier < this.placed.length && this.placed[this.frontier] === 1) this.frontier++;
+  }
+
+  unplace(op: Operation): void {
+    const rank = this.rankOf.get(op.id);
+    if (rank === undefined) return;
+    this.placed[rank] = 0;
+    if (rank < this.frontier) this.frontier = rank;
+  }
 }
 
 /**
