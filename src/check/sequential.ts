@@ -265,6 +265,15 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
   if (!hasProcessTie(queues) && checkKeyLinearizable(ops, now + (deadlineMs - now) / 10).verdict === 'ok') {
     return { verdict: 'ok' };
   }
+  return checkKeyProcessOrder(ops, deadlineMs);
+}
+
+/**
+ * The process-order search alone (no linearizability pre-check), for one key's operations.
+ * Exported so tests can reach it on histories the pre-check would decide.
+ */
+export function checkKeyProcessOrder(ops: Operation[], deadlineMs: number): KeyOutcome {
+  const queues = byProcess(ops);
   // First with indeterminate operations kept after what returned before they were called: a
   // restriction, so only its "ok" counts. It stops a floating one being spent far too early,
   // which left the search a dead branch to climb back through (a 15 s fault run stayed undecided).
