@@ -17,27 +17,31 @@
  * costly; per-key checking finds every per-key violation and is what mckv's tests ask for.
  *
  * Pruning, all exact: a value still needed but no longer producible ends a branch (ValueSupply;
- * an append counts as a producer of every value ending in its suffix, and placing one re-checks
- * the needed values that end in it); an operation that can never change the register is placed
- * greedily with no branching (placeFree); candidates are tried in call-time order, so nearly
- * linearizable histories are decided at once. Without the starvation check at every place where
- * a value can disappear, one process stuck early (a stale read whose value was just overwritten)
- * let the search run every other process to the end before backtracking: a 15 s fault run's
- * ~2,400 operations per key took more than 60 s; with it they take about 0.1 s. On Porcupine's etcd histories this decides 101 of 102 in about 2 s of budget
- * each (the 23 linearizable ones and 78 stale-read ones are sequentially consistent).
+ * a value "p+s" counts as producible by an unplaced append of "s" only if "p" is in the register
+ * or itself producible, so a read of "a+b" starves once "a" is gone for good); an operation that
+ * can never change the register is placed greedily with no branching (placeFree); candidates are
+ * tried in call-time order, so nearly linearizable histories are decided at once. Without the
+ * starvation check at every place where a value can disappear, one process stuck early (a stale
+ * read whose value was just overwritten) let the search run every other process to the end
+ * before backtracking. On Porcupine's etcd histories this decides 101 of 102 in about 2 s of
+ * budget each (the 23 linearizable ones and 78 stale-read ones are sequentially consistent).
  *
  * Indeterminate operations are last in their process (the parser enforces it) and may be left
  * out: the search succeeds once every determinate operation is placed. Indeterminate reads are
- * dropped, as they constrain nothing. One alone in its process floats: it may go anywhere. Tried
- * at every point, a few dozen of them made a dead branch exponential (a 8.5 s fault run with 24
- * on one key stayed undecided after 120 s), so they are placed lazily: only directly before an
- * operation that needs them (`mayFollowInfo`), which every valid order can be rewritten into.
- * Together with prefix chains for appended values (a read of "a+b" starves once "a" is gone for
- * good) that run is decided in about a second. A floating delete can still be spent where a
- * reordering of two nearby ops was the answer, leaving a dead branch 1,500 ops deep to climb back
- * through; so a first pass (a third of the budget; only its "ok" counts) keeps each
- * indeterminate op after every op that returned before it was called, and only if that finds no
- * order does the unrestricted, exact search run.
+ * dropped, as they constrain nothing. One whose process has nothing before it left floats: it
+ * may go anywhere. Tried at every point, a few dozen of them made dead branches exponential (an
+ * 8.5 s fault run with 24 on one key stayed undecided after 120 s). So, all exact:
+ * - lazily: one is placed only directly before an operation that needs it (`mayFollowInfo`), a
+ *   form every valid order can be rewritten into, and never where it changes nothing;
+ * - the memo key counts them as unplaced, with dominance: having placed fewer is never worse
+ *   (`Memo`); a present value that no operation reads or compares with (even after appends) is
+ *   just "present" in the key, as no operation can tell it apart;
+ * - interchangeable ones (indeterminate deletes, writes of such anonymous values) are tried once.
+ * A floating delete could still be spent where the answer was to swap two nearby operations,
+ * leaving a dead branch 1,500 operations deep to climb back through (a 15 s run stayed
+ * undecided). So a first pass, with a third of the budget, keeps each indeterminate operation
+ * after every operation that returned before it was called (`RealTimeGate`): a restriction, so
+ * only its "ok" counts; otherwise the unrestricted, exact search decides.
  */
 
 import { isIndeterminate, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
