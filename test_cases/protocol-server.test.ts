@@ -138,6 +138,42 @@ describe('ProtocolServer: text', () => {
     }
   });
 
+  it('hands a pipelined run of reads over together, answers in order, and holds the next write until they settle', async () => {
+    const events: string[] = [];
+    let active = 0;
+    let maxActive = 0;
+    const pipelined = new ProtocolServer({
+      host: '127.0.0.1', port: 0, limits: LIMITS,
+      handler: async (command) => {
+        const name = command.kind === 'get' ? `get ${command.keys[0]}` : command.kind;
+        events.push(`start ${name}`);
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await new Promise((resolve) => setTimeout(resolve, command.kind === 'get' && command.keys[0] === 'slow' ? 30 : 1));
+        active--;
+        events.push(`end ${name}`);
+        if (command.kind !== 'get') return { kind: 'stored' };
+        return { kind: 'values', items: [{ key: command.keys[0], flags: 0, value: Buffer.from('v'), cas: 1n }] };
+      },
+    });
+    const port = await pipelined.listen();
+    try {
+      const socket = net.connect(port, '127.0.0.1');
+      const received = await new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk) => { text += chunk.toString(); if (text.endsWith('STORED\r\n')) resolve(text); });
+        socket.write('get slow\r\nget a\r\nget b\r\nset k 0 0 1\r\nx\r\n');
+      });
+      socket.destroy();
+      expect(received).toBe('VALUE slow 0 1\r\nv\r\nEND\r\nVALUE a 0 1\r\nv\r\nEND\r\nVALUE b 0 1\r\nv\r\nEND\r\nSTORED\r\n');
+      expect(maxActive).toBe(3);
+      expect(events.slice(0, 3)).toEqual(['start get slow', 'start get a', 'start get b']);
+      expect(events.indexOf('start store')).toBeGreaterThan(events.indexOf('end get slow'));
+    } finally {
+      await pipelined.close();
+    }
+  });
+
   it('sends nothing for noreply, closes on quit after earlier replies', async () => {
     expect(await textRoundTrip('set n 0 0 1 noreply\r\nx\r\ndelete n noreply\r\nget n\r\n', 'END\r\n')).toBe('END\r\n');
     const { received, closed } = await exchange('get n\r\nquit\r\nget n\r\n', () => false);

@@ -3,12 +3,17 @@
  * decoded command to a handler.
  *
  * Intuition: each connection sniffs its first byte (0x80 → binary, else text), feeds bytes to the
- * matching decoder, and queues the decoded requests. One loop per connection executes them
- * strictly in order — the next command is handed to the handler only once the previous reply has
- * settled — and writes replies in that same order, as memcached does.
+ * matching decoder, and queues the decoded requests. One loop per connection executes them in
+ * order and writes replies in that same order, as memcached does. A pipelined run of reads (or of
+ * writes) is handed to the handler together, in order, without waiting for each reply: reads do
+ * not affect each other, and every mode keeps the order in which writes were handed to it. A
+ * command of another class waits until the run before it has settled, so a read never overtakes
+ * the connection's earlier write and a write never lands before its earlier read was answered.
  *
  * Invariants:
- * - A connection's commands execute one at a time, in arrival order; replies leave in that order.
+ * - The handler sees a connection's commands in arrival order; a read is handed over only after
+ *   every earlier write of the connection has settled, and a write only after every earlier read;
+ *   replies leave in arrival order.
  * - Memory per connection is bounded: reading pauses while too many requests (or request bytes)
  *   wait, and a connection whose unread output passes outputBytesMax is destroyed.
  * - A handler failure becomes `SERVER_ERROR <message>` (never a stack trace); a socket error ends
@@ -57,6 +62,8 @@ export const PROTOCOL_SERVER_VERSION = '1.6.18-mckv';
 const QUEUED_REQUESTS_MAX = 1024;
 /** Reading pauses above this many queued request bytes and resumes below half of it. */
 const QUEUED_BYTES_MAX = 16 * 1024 * 1024;
+/** Most pipelined commands of one class handed to the handler before the first of them settles. */
+const PIPELINED_RUN_MAX = 64;
 /** A connection asked to close is destroyed after this long if the peer does not close it first. */
 const CLOSE_GRACE_MS = 2000;
 /** Longest handler error message passed on to a client. */
@@ -109,6 +116,24 @@ function failureMessage(error: unknown): string {
   const firstLine = raw.split(/\r?\n/, 1)[0] ?? '';
   const message = firstLine.length > 0 ? firstLine : 'internal error';
   return message.slice(0, ERROR_MESSAGE_CHARS_MAX);
+}
+
+/** Which commands may be in flight together: a run of reads, or a run of writes. */
+type CommandClass = 'read' | 'write' | 'alone';
+
+function commandClass(command: Command): CommandClass {
+  switch (command.kind) {
+    case 'get':
+      return 'read';
+    case 'store':
+    case 'arith':
+    case 'delete':
+    case 'touch':
+    case 'gat':
+      return 'write';
+    default:
+      return 'alone';
+  }
 }
 
 /** Replies the server gives itself; null means "ask the handler". */
@@ -176,15 +201,19 @@ class Connection {
     void this.run();
   }
 
-  /** Executes queued requests one by one; only one run is active per connection. */
+  /** Executes queued requests in order, a pipelined run at a time; only one loop per connection. */
   private async run(): Promise<void> {
     if (this.running) return;
     this.running = true;
     try {
       while (this.queue.length > 0 && !this.finished) {
-        const request = this.queue.shift() as WireRequest;
-        this.queuedBytes -= request.kind === 'command' ? request.weightBytes : request.bytes.length;
-        await this.execute(request);
+        const batch = this.takeRun();
+        // Handed over in order now; answered in order below.
+        const replies = batch.map((request) => (request.kind === 'command' ? this.start(request.command) : null));
+        for (const [index, request] of batch.entries()) {
+          await this.finishRequest(request, replies[index]);
+          if (this.finished) break;
+        }
         this.resumeIfDrained();
       }
     } finally {
@@ -193,16 +222,43 @@ class Connection {
     if (this.inputEnded) this.finish();
   }
 
-  private async execute(request: WireRequest): Promise<void> {
-    if (request.kind === 'invalid') {
-      this.write(request.bytes);
-      if (request.close) this.finish();
+  /** The next request, and the requests of the same class (read or write) queued right after it. */
+  private takeRun(): WireRequest[] {
+    const first = this.dequeue();
+    if (first.kind !== 'command') return [first];
+    const kind = commandClass(first.command);
+    const run: WireRequest[] = [first];
+    if (kind === 'alone') return run;
+    while (run.length < PIPELINED_RUN_MAX && this.queue.length > 0) {
+      const next = this.queue[0];
+      if (next.kind !== 'command' || commandClass(next.command) !== kind) break;
+      run.push(this.dequeue());
+    }
+    return run;
+  }
+
+  private dequeue(): WireRequest {
+    const request = this.queue.shift() as WireRequest;
+    this.queuedBytes -= request.kind === 'command' ? request.weightBytes : request.bytes.length;
+    return request;
+  }
+
+  private start(command: Command): Promise<Reply> {
+    this.server.countCommand();
+    return this.replyTo(command);
+  }
+
+  private async finishRequest(request: WireRequest, reply: Promise<Reply> | null): Promise<void> {
+    if (request.kind === 'invalid' || reply === null) {
+      if (request.kind === 'invalid') {
+        this.write(request.bytes);
+        if (request.close) this.finish();
+      }
       return;
     }
-    this.server.countCommand();
-    const reply = await this.replyTo(request.command);
+    const settled = await reply;
     if (this.finished) return;
-    this.write(request.encode(reply));
+    this.write(request.encode(settled));
     if (request.command.kind === 'quit') this.finish();
   }
 
