@@ -1,0 +1,400 @@
+/**
+ * A quick, sound prover of sequential-consistency violations for one key: it can only answer
+ * "violation" (with a cycle of operations that must each precede the next), never "ok".
+ *
+ * Intuition: in any sequential order that explains a register history, some pairs of operations
+ * are forced in one direction. When values are written once, the forced pairs chain together
+ * (an old value read after a newer one puts the newer write before the older one, which other
+ * reads put after it) and a violation shows as a cycle. Finding forced pairs is polynomial, so
+ * this decides in well under a second what the exhaustive search can only decide by exhausting
+ * every order of two thousand operations.
+ *
+ * The graph's nodes are the operations that every valid order contains ("placed"): every
+ * determinate operation except indeterminate reads, and an indeterminate write or cas that is
+ * the only operation able to produce a value some determinate operation observed (that value
+ * must come from somewhere). A virtual node INIT stands for the initial absent register and
+ * precedes everything. Other indeterminate operations (which an order may leave out) are not
+ * nodes; they only count as possible producers of values.
+ *
+ * A value v is "unique" when exactly one operation can produce it, call it P(v): v is a string
+ * written by one write or cas (any outcome but "returned false") and no append can build it
+ * (v does not end with any appended suffix). Absent (`null`) is unique, with P = INIT, when the
+ * key has no delete at all. An operation O "observes" v when it needs the register to hold v just
+ * before it: a read returning v, a cas that succeeded expecting v, a delete or append that
+ * returned false (absent). An operation W "clobbers" v when, wherever it validly stands, the
+ * register does not hold v right after it: a write or successful (or forced) cas of u ≠ v, any
+ * determinate delete, append that returned false, or append of unknown outcome (absent after it,
+ * or a value built by an append, which v is not) when v is present; a successful append also
+ * clobbers absent.
+ *
+ * Edges, each true in every valid order (so a cycle means there is none):
+ * 1. process order between consecutive placed operations of a process (INIT before each first);
+ * 2. P(v) → O for each observer O of a unique v: the register holds v at O, and only P makes v;
+ * 3. for a unique v, an observer O and a clobberer W ≠ P(v), O:
+ *    a. if W reaches O in the graph, then W → P(v). Were P(v) before W, W would leave the
+ *       register without v between P(v) and O, and only P(v) (placed once, already spent) could
+ *       bring v back: O could not observe v;
+ *    b. if P(v) reaches W, then O → W, by the same argument with O after W.
+ * Rules 3a/3b are applied to a fixpoint, recomputing reachability each round; a round that adds
+ * no edge ends the attempt ("no violation proven"). The rules are incomplete (sequential
+ * consistency of a register history is NP-complete in general), never unsound: the brute-force
+ * cross-check in test_cases/check-sequential.test.ts holds them to that.
+ *
+ * Invariants: nodes are indexed 0 (INIT) to n-1; `reach` rows are bitsets of n bits, recomputed
+ * from the edge list whenever it is acyclic; every edge carries the reason it was added.
+ */
+
+import { describeOperation, isIndeterminate, show, type Operation, type RegisterValue } from './history.ts';
+
+/** Why one operation must precede the next on a cycle. */
+export type EdgeReason =
+  | { kind: 'initial' }
+  | { kind: 'process' }
+  | { kind: 'observes'; value: RegisterValue }
+  | { kind: 'clobbers-before'; value: RegisterValue; observer: Operation }
+  | { kind: 'clobbers-after'; value: RegisterValue; producer: Operation | null };
+
+/** A step of a cycle: `op` (null for the initial register) must precede the next step's op. */
+export interface CycleStep {
+  op: Operation | null;
+  reason: EdgeReason;
+}
+
+/** The result of the prover: a cycle of forced precedences, or nothing proven. */
+export type OrderProof =
+  | { verdict: 'violation'; cycle: CycleStep[] }
+  | { verdict: 'unknown' };
+
+/** How many cycle steps a report shows before cutting. */
+const CYCLE_SHOWN_MAX = 24;
+const INIT = 0;
+
+/** What a placed operation leaves in the register, for clobbering. */
+type Leaves =
+  | { kind: 'value'; value: string }
+  | { kind: 'absent' }
+  | { kind: 'appended' }
+  | { kind: 'absent-or-appended' }
+  | { kind: 'unchanged' };
+
+interface UniqueValue {
+  value: RegisterValue;
+  producer: number;
+  observers: number[];
+}
+
+interface Graph {
+  /** Operation of each node; `null` for INIT. */
+  nodes: (Operation | null)[];
+  leaves: Leaves[];
+  values: UniqueValue[];
+  from: number[];
+  to: number[];
+  reasons: EdgeReason[];
+  edgeSet: Set<number>;
+}
+
+/**
+ * Try to prove that one key's operations are not sequentially consistent. Gives up (unknown)
+ * when the rules find no new edge, or at `deadlineMs`.
+ */
+export function proveKeyViolation(ops: Operation[], deadlineMs: number): OrderProof {
+  const graph = buildGraph(ops);
+  const words = (graph.nodes.length + 31) >>> 5;
+  for (;;) {
+    const reach = computeReach(graph, words);
+    if (reach === null) return { verdict: 'violation', cycle: findCycle(graph) };
+    if (performance.now() > deadlineMs) return { verdict: 'unknown' };
+    if (addDerivedEdges(graph, reach, words) === 0) return { verdict: 'unknown' };
+  }
+}
+
+/** Readable account of a cycle, in the style of the other violation reports. */
+export function formatCycle(key: string, cycle: CycleStep[], opsTotal: number): string {
+  const lines = [
+    `key ${JSON.stringify(key)} is not sequentially consistent (${opsTotal} operations on this key).`,
+    `These ${cycle.length} operation(s) would each have to come before the next in any sequential order, and the last before the first:`,
+  ];
+  const shown = cycle.slice(0, CYCLE_SHOWN_MAX);
+  for (const step of shown) {
+    lines.push(`  ${step.op === null ? 'the initial (absent) register' : describeOperation(step.op)}`);
+    lines.push(`      before the next, as ${describeReason(step.reason)}`);
+  }
+  if (cycle.length > shown.length) lines.push(`  … ${cycle.length - shown.length} more step(s)`);
+  const first = cycle[0].op;
+  lines.push(`  (back to ${first === null ? 'the initial register' : `#${first.id}`})`);
+  return lines.join('\n');
+}
+
+function describeReason(reason: EdgeReason): string {
+  switch (reason.kind) {
+    case 'initial': return 'every operation follows the initial register';
+    case 'process': return 'its process ran it first';
+    case 'observes': return `the next one observed ${show(reason.value)}, which only this one can produce`;
+    case 'clobbers-before':
+      return `it leaves the register without ${show(reason.value)} and comes before #${reason.observer.id}, which observed ` +
+        `${show(reason.value)}: so ${show(reason.value)} must be produced after it (by the next one, its only producer)`;
+    case 'clobbers-after':
+      return `it observed ${show(reason.value)} and the next one leaves the register without it after ` +
+        `${reason.producer === null ? 'the initial register' : `#${reason.producer.id}`}, its only producer`;
+    default: {
+      const unreachable: never = reason;
+      return String(unreachable);
+    }
+  }
+}
+
+/** The nodes, unique values and first edges (process order, producer before observer). */
+function buildGraph(ops: Operation[]): Graph {
+  const producers = producersByValue(ops);
+  const suffixes = [...new Set(ops.flatMap((op) => (op.input.f === 'append' ? [op.input.value] : [])))];
+  const hasDelete = ops.some((op) => op.input.f === 'delete');
+  const observed = new Map<RegisterValue, Operation[]>();
+  for (const op of ops) {
+    const value = isIndeterminate(op) ? undefined : observedValue(op);
+    if (value === undefined) continue;
+    const list = observed.get(value);
+    if (list) list.push(op);
+    else observed.set(value, [op]);
+  }
+  const uniqueProducer = (value: RegisterValue): Operation | null | undefined => {
+    if (value === null) return hasDelete ? undefined : null;
+    const list = producers.get(value) ?? [];
+    return list.length === 1 && !suffixes.some((suffix) => value.endsWith(suffix)) ? list[0] : undefined;
+  };
+  const forced = new Set<Operation>();
+  for (const value of observed.keys()) {
+    const producer = uniqueProducer(value);
+    if (producer) forced.add(producer);
+  }
+  const placed = ops.filter((op) => !isIndeterminate(op) || forced.has(op));
+  const graph: Graph = {
+    nodes: [null, ...placed], leaves: [{ kind: 'unchanged' }, ...placed.map((op) => leavesOf(op, forced.has(op)))],
+    values: [], from: [], to: [], reasons: [], edgeSet: new Set(),
+  };
+  const nodeOf = new Map<Operation, number>(placed.map((op, index) => [op, index + 1]));
+  addProcessEdges(graph, placed, nodeOf);
+  for (const [value, observers] of observed) {
+    const producer = uniqueProducer(value);
+    if (producer === undefined) continue;
+    const producerNode = producer === null ? INIT : nodeOf.get(producer) ?? INIT;
+    const observerNodes = observers.map((op) => nodeOf.get(op) ?? INIT);
+    graph.values.push({ value, producer: producerNode, observers: observerNodes });
+    for (const node of observerNodes) addEdge(graph, producerNode, node, { kind: 'observes', value });
+  }
+  return graph;
+}
+
+/** Every operation that may leave each string value in the register (appends aside). */
+function producersByValue(ops: Operation[]): Map<string, Operation[]> {
+  const producers = new Map<string, Operation[]>();
+  for (const op of ops) {
+    const value = op.input.f === 'write' ? op.input.value
+      : op.input.f === 'cas' && !(op.output.kind === 'done' && op.output.result === false) ? op.input.value : undefined;
+    if (value === undefined) continue;
+    const list = producers.get(value);
+    if (list) list.push(op);
+    else producers.set(value, [op]);
+  }
+  return producers;
+}
+
+/** The value a determinate operation needs in the register just before it, if one. */
+function observedValue(op: Operation): RegisterValue | undefined {
+  if (op.output.kind === 'read') return op.output.value;
+  if (op.output.kind !== 'done') return undefined;
+  if (op.input.f === 'cas' && op.output.result === true) return op.input.expected;
+  if ((op.input.f === 'delete' || op.input.f === 'append') && op.output.result === false) return null;
+  return undefined;
+}
+
+/** What a placed operation leaves in the register; `forced` marks an indeterminate one that must take effect. */
+function leavesOf(op: Operation, forced: boolean): Leaves {
+  const result = op.output.kind === 'done' ? op.output.result : undefined;
+  switch (op.input.f) {
+    case 'read': return { kind: 'unchanged' };
+    case 'write': return { kind: 'value', value: op.input.value };
+    case 'cas': return result === true || forced ? { kind: 'value', value: op.input.value } : { kind: 'unchanged' };
+    case 'delete': return { kind: 'absent' };
+    case 'append':
+      if (result === true) return { kind: 'appended' };
+      return result === false ? { kind: 'absent' } : { kind: 'absent-or-appended' };
+    default: {
+      const unreachable: never = op.input;
+      return unreachable;
+    }
+  }
+}
+
+/** Whether the register cannot hold unique `value` right after an operation that leaves `leaves`. */
+function clobbers(leaves: Leaves, value: RegisterValue): boolean {
+  switch (leaves.kind) {
+    case 'value': return leaves.value !== value;
+    case 'absent':
+    case 'absent-or-appended': return value !== null;
+    case 'appended': return true;
+    case 'unchanged': return false;
+    default: {
+      const unreachable: never = leaves;
+      return unreachable;
+    }
+  }
+}
+
+function addProcessEdges(graph: Graph, placed: Operation[], nodeOf: Map<Operation, number>): void {
+  const last = new Map<number, Operation>();
+  for (const op of [...placed].sort((a, b) => a.id - b.id)) {
+    const previous = last.get(op.process);
+    const node = nodeOf.get(op) ?? INIT;
+    if (previous === undefined) addEdge(graph, INIT, node, { kind: 'initial' });
+    else addEdge(graph, nodeOf.get(previous) ?? INIT, node, { kind: 'process' });
+    last.set(op.process, op);
+  }
+}
+
+function addEdge(graph: Graph, from: number, to: number, reason: EdgeReason): boolean {
+  const id = from * graph.nodes.length + to;
+  if (graph.edgeSet.has(id)) return false;
+  graph.edgeSet.add(id);
+  graph.from.push(from);
+  graph.to.push(to);
+  graph.reasons.push(reason);
+  return true;
+}
+
+function has(reach: Uint32Array, words: number, row: number, node: number): boolean {
+  return (reach[row * words + (node >>> 5)] & (1 << (node & 31))) !== 0;
+}
+
+/** Rules 3a and 3b over every unique value and clobberer; returns how many edges were added. */
+function addDerivedEdges(graph: Graph, reach: Uint32Array, words: number): number {
+  let added = 0;
+  const { nodes, leaves } = graph;
+  for (const { value, producer, observers } of graph.values) {
+    for (let node = 1; node < nodes.length; node++) {
+      if (node === producer || !clobbers(leaves[node], value)) continue;
+      if (!has(reach, words, node, producer)) {
+        const observer = observers.find((other) => other !== node && has(reach, words, node, other));
+        if (observer !== undefined) {
+          const reason: EdgeReason = { kind: 'clobbers-before', value, observer: nodes[observer] as Operation };
+          if (addEdge(graph, node, producer, reason)) added++;
+        }
+      }
+      if (!has(reach, words, producer, node)) continue;
+      for (const observer of observers) {
+        if (observer === node || has(reach, words, observer, node)) continue;
+        if (addEdge(graph, observer, node, { kind: 'clobbers-after', value, producer: nodes[producer] })) added++;
+      }
+    }
+  }
+  return added;
+}
+
+/** Reachability bitsets (row per node, excluding itself unless on a cycle), or `null` on a cycle. */
+function computeReach(graph: Graph, words: number): Uint32Array | null {
+  const order = topologicalOrder(graph);
+  if (order === null) return null;
+  const count = graph.nodes.length;
+  const successors = adjacency(graph, count, graph.from, graph.to);
+  const reach = new Uint32Array(count * words);
+  for (let index = order.length - 1; index >= 0; index--) {
+    const node = order[index];
+    const row = node * words;
+    for (const next of successors[node]) {
+      const nextRow = next * words;
+      for (let word = 0; word < words; word++) reach[row + word] |= reach[nextRow + word];
+      reach[row + (next >>> 5)] |= 1 << (next & 31);
+    }
+  }
+  return reach;
+}
+
+function adjacency(graph: Graph, count: number, from: number[], to: number[]): number[][] {
+  const lists: number[][] = Array.from({ length: count }, () => []);
+  for (let edge = 0; edge < from.length; edge++) lists[from[edge]].push(to[edge]);
+  return lists;
+}
+
+/** Kahn's algorithm; `null` when the graph has a cycle. */
+function topologicalOrder(graph: Graph): number[] | null {
+  const count = graph.nodes.length;
+  const successors = adjacency(graph, count, graph.from, graph.to);
+  const indegree = new Int32Array(count);
+  for (const to of graph.to) indegree[to]++;
+  const order: number[] = [];
+  for (let node = 0; node < count; node++) if (indegree[node] === 0) order.push(node);
+  for (let index = 0; index < order.length; index++) {
+    for (const next of successors[order[index]]) if (--indegree[next] === 0) order.push(next);
+  }
+  return order.length === count ? order : null;
+}
+
+/** A shortest cycle through a node that lies on a cycle, as steps with their reasons. */
+function findCycle(graph: Graph): CycleStep[] {
+  const count = graph.nodes.length;
+  const left = leftByKahn(count, graph.from, graph.to);
+  const outgoing: number[][] = Array.from({ length: count }, () => []);
+  const incoming: number[][] = Array.from({ length: count }, () => []);
+  graph.from.forEach((from, edge) => {
+    if (left[from] === 0 || left[graph.to[edge]] === 0) return;
+    outgoing[from].push(edge);
+    incoming[graph.to[edge]].push(edge);
+  });
+  const start = nodeOnCycle(graph, left, incoming);
+  const via = new Int32Array(count).fill(-1);
+  const queue = [start];
+  for (let index = 0; index < queue.length; index++) {
+    for (const edge of outgoing[queue[index]]) {
+      const next = graph.to[edge];
+      if (via[next] !== -1) continue;
+      via[next] = edge;
+      if (next === start) return stepsBack(graph, via, start);
+      queue.push(next);
+    }
+  }
+  throw new Error('findCycle: no cycle through a node on a cycle');
+}
+
+/**
+ * Every node Kahn's algorithm leaves has a predecessor it also leaves; walking back through
+ * those must repeat a node, and the first repeated one lies on a cycle.
+ */
+function nodeOnCycle(graph: Graph, left: Uint8Array, incoming: number[][]): number {
+  const seen = new Uint8Array(left.length);
+  let node = left.indexOf(1);
+  while (seen[node] === 0) {
+    seen[node] = 1;
+    node = graph.from[incoming[node][0]];
+  }
+  return node;
+}
+
+function leftByKahn(count: number, from: number[], to: number[]): Uint8Array {
+  const successors: number[][] = Array.from({ length: count }, () => []);
+  const indegree = new Int32Array(count);
+  from.forEach((node, edge) => {
+    successors[node].push(to[edge]);
+    indegree[to[edge]]++;
+  });
+  const left = new Uint8Array(count).fill(1);
+  const queue: number[] = [];
+  for (let node = 0; node < count; node++) if (indegree[node] === 0) queue.push(node);
+  for (let index = 0; index < queue.length; index++) {
+    left[queue[index]] = 0;
+    for (const next of successors[queue[index]]) if (--indegree[next] === 0) queue.push(next);
+  }
+  return left;
+}
+
+/** Follow the BFS tree back from `start` to itself and turn it into forward steps. */
+function stepsBack(graph: Graph, via: Int32Array, start: number): CycleStep[] {
+  const steps: CycleStep[] = [];
+  let node = start;
+  do {
+    const edge = via[node];
+    const from = graph.from[edge];
+    steps.push({ op: graph.nodes[from], reason: graph.reasons[edge] });
+    node = from;
+  } while (node !== start);
+  return steps.reverse();
+}
