@@ -42,6 +42,10 @@
  * undecided). So a first pass, with a third of the budget, keeps each indeterminate operation
  * after every operation that returned before it was called (`RealTimeGate`): a restriction, so
  * only its "ok" counts; otherwise the unrestricted, exact search decides.
+ *
+ * Proving a violation means exhausting the search, hopeless on thousands of operations. So
+ * before any search, `checkSequential` runs the order-graph prover (order-graph.ts): polynomial,
+ * sound, answers only "violation" (a cycle of forced precedences) or nothing.
  */
 
 import { isIndeterminate, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
