@@ -70,6 +70,16 @@ answers() { # host port: does something speaking memcached answer there?
   [ "$reply" = "VERSION" ]
 }
 
+wait_for_memcached() { # tries: until every node's memcached answers, 0.2 s apart
+  local ok
+  for _ in $(seq "$1"); do
+    ok=1
+    while read -r id client mc; do answers "${mc%:*}" "${mc##*:}" || ok=0; done <<< "$nodes"
+    [ "$ok" = 1 ] && return 0
+    sleep 0.2
+  done
+}
+
 serving() { # host port: does a controller answer a read (a leader is elected, the replica caught up)?
   local reply
   reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf 'get mckv-startup-probe\r\n' >&3 && timeout 2 head -c 3 <&3; } 2>/dev/null) || return 1
@@ -102,22 +112,12 @@ else
       fi
     done <<< "$nodes"
     backend_note="local memcached processes started for$missing"
-    for _ in $(seq 50); do
-      ok=1
-      while read -r id client mc; do answers "${mc%:*}" "${mc##*:}" || ok=0; done <<< "$nodes"
-      [ "$ok" = 1 ] && break
-      sleep 0.1
-    done
+    wait_for_memcached 50
   elif [ "$config" = config.ini ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     docker compose up -d >"$log_dir/docker-compose.out" 2>&1
     echo "compose - docker-compose.yml" >> "$pid_file"
     backend_note="memcached containers of docker-compose.yml (docker compose up -d)"
-    for _ in $(seq 100); do
-      ok=1
-      while read -r id client mc; do answers "${mc%:*}" "${mc##*:}" || ok=0; done <<< "$nodes"
-      [ "$ok" = 1 ] && break
-      sleep 0.2
-    done
+    wait_for_memcached 100
   else
     kvtype=memory
     backend_note="the embedded in-memory store (no memcached answers at$missing, and neither the memcached binary nor a Docker engine is here)"

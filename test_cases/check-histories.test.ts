@@ -8,11 +8,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { HistoryRecorder, parseHistory, type History, type Operation } from '../src/check/history.ts';
+import { HistoryRecorder, parseHistory, type History } from '../src/check/history.ts';
 import { checkLinearizability } from '../src/check/linearizability.ts';
 import { step } from '../src/check/model.ts';
 import { checkSequential } from '../src/check/sequential.ts';
 import { checkSession } from '../src/check/session.ts';
+import { bruteForce, processOrder, realTime } from './support/brute-force.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -269,32 +270,7 @@ function inputValue(f: string, pick: <T>(items: T[]) => T, values: string[]): un
   }
 }
 
-/**
- * Brute force: try every order, one operation at a time; `mayGoBefore(a, b)` says whether a may
- * be placed while b is still unplaced. Indeterminate operations may be left out.
- */
-function bruteForce(ops: Operation[], mustFollow: (later: Operation, earlier: Operation) => boolean): boolean {
-  const placed = new Set<Operation>();
-  const search = (state: string | null): boolean => {
-    if (ops.every((op) => placed.has(op) || op.output.kind === 'indeterminate')) return true;
-    for (const op of ops) {
-      if (placed.has(op)) continue;
-      if (ops.some((other) => !placed.has(other) && other !== op && mustFollow(op, other))) continue;
-      const result = step(state, op.input, op.output);
-      if (!result.ok) continue;
-      placed.add(op);
-      const found = search(result.state);
-      placed.delete(op);
-      if (found) return true;
-    }
-    return false;
-  };
-  return search(null);
-}
 
-const realTime = (later: Operation, earlier: Operation): boolean => earlier.return < later.call;
-const processOrder = (later: Operation, earlier: Operation): boolean =>
-  earlier.process === later.process && earlier.id < later.id;
 
 describe('searches agree with brute force on random small histories', () => {
   it('linearizability and sequential, 1000 seeds', () => {

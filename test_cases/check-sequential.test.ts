@@ -21,9 +21,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseHistory, type Operation } from '../src/check/history.ts';
-import { step } from '../src/check/model.ts';
 import { proveKeyViolation } from '../src/check/order-graph.ts';
 import { checkKeyProcessOrder, checkSequential } from '../src/check/sequential.ts';
+import { bruteForce, processOrder } from './support/brute-force.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -76,25 +76,6 @@ function randomHistory(seed: number): string {
   return lines.join('\n');
 }
 
-/** Whether some order keeping each process's order explains every output (indeterminate ops optional). */
-function bruteForce(ops: Operation[]): boolean {
-  const placed = new Set<Operation>();
-  const search = (state: string | null): boolean => {
-    if (ops.every((op) => placed.has(op) || op.output.kind === 'indeterminate')) return true;
-    for (const op of ops) {
-      if (placed.has(op)) continue;
-      if (ops.some((other) => !placed.has(other) && other.process === op.process && other.id < op.id)) continue;
-      const result = step(state, op.input, op.output);
-      if (!result.ok) continue;
-      placed.add(op);
-      const found = search(result.state);
-      placed.delete(op);
-      if (found) return true;
-    }
-    return false;
-  };
-  return search(null);
-}
 
 describe('sequential search with floating indeterminate operations', () => {
   it('agrees with brute force, 3000 seeds', () => {
@@ -103,7 +84,7 @@ describe('sequential search with floating indeterminate operations', () => {
       const text = randomHistory(seed);
       const parsed = parseHistory(text);
       if (!parsed.ok) throw new Error(`seed ${seed}: ${parsed.error}`);
-      const expected = bruteForce(parsed.history.operations) ? 'ok' : 'violation';
+      const expected = bruteForce(parsed.history.operations, processOrder) ? 'ok' : 'violation';
       expect(checkSequential(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict, `seed ${seed}\n${text}`).toBe(expected);
       tally[expected]++;
     }
@@ -190,7 +171,7 @@ describe('order-graph violation prover', () => {
       const parsed = parseHistory(text);
       if (!parsed.ok) throw new Error(`seed ${seed}: ${parsed.error}`);
       const ops = parsed.history.operations;
-      const valid = bruteForce(ops);
+      const valid = bruteForce(ops, processOrder);
       tally[valid ? 'ok' : 'violation']++;
       if (proveKeyViolation(ops, performance.now() + TIMEOUT_MS).verdict !== 'violation') continue;
       tally.proved++;

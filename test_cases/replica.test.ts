@@ -13,19 +13,9 @@ import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
 import { StoreError, type Entry, type Op } from '../src/store/types.ts';
 import type { Reply } from '../src/protocol/types.ts';
+import { mulberry32 as seeded } from '../src/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 
-/** A seeded generator (mulberry32), so a failing run replays. */
-function seeded(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A MemoryBackend whose every call completes after a random delay, so completions reorder. */
 class JitteryBackend extends MemoryBackend {
