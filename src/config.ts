@@ -36,6 +36,8 @@ export interface ClusterConfig {
   dataDir: string;
   logDir: string;
   valueBytesMax: number;
+  /** Open client connections per controller; one more is refused (memcached's -c). */
+  connectionsMax: number;
   /** Linearizable/sequential: compact the log once this many applied entries follow the snapshot. */
   compactAfterEntries: number;
   /** Bytes of each controller's value cache (entries its memcached holds); 0 turns it off. */
@@ -87,6 +89,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     dataDir: path.resolve(base, string(cluster, 'data_dir', 'data')),
     logDir: path.resolve(base, string(cluster, 'log_dir', 'logs')),
     valueBytesMax: integer(cluster, 'value_bytes_max', 1024 * 1024, { min: 1, max: 128 * 1024 * 1024 }),
+    connectionsMax: integer(cluster, 'connections_max', 1024, { min: 1, max: 1_000_000 }),
     compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
     cacheBytesMax: integer(cluster, 'cache_bytes_max', 64 * 1024 * 1024, { min: 0, max: 64 * 1024 * 1024 * 1024 }),
     nodes: Object.freeze(nodes),

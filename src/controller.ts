@@ -129,7 +129,7 @@ export class Controller {
     this.server = new ProtocolServer({
       host: node.client.host,
       port: node.client.port,
-      limits: { ...DEFAULT_LIMITS, valueBytesMax: config.valueBytesMax },
+      limits: { ...DEFAULT_LIMITS, valueBytesMax: config.valueBytesMax, connectionsMax: config.connectionsMax },
       handler: (command, connection) => this.handle(command, connection),
       log: this.log.child({ component: 'protocol' }),
     });

@@ -174,6 +174,36 @@ describe('ProtocolServer: text', () => {
     }
   });
 
+  it('tells a connection over connectionsMax so and closes it, and takes new ones once others left', async () => {
+    const small = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: { ...LIMITS, connectionsMax: 2 }, handler: fakeHandler() });
+    const port = await small.listen();
+    const open = (): Promise<net.Socket> =>
+      new Promise((resolve) => {
+        const socket = net.connect(port, '127.0.0.1', () => resolve(socket));
+      });
+    const reply = (socket: net.Socket, request: string): Promise<string> =>
+      new Promise((resolve) => {
+        let text = '';
+        socket.on('data', (chunk) => { text += chunk.toString(); if (text.endsWith('\r\n')) resolve(text); });
+        socket.on('close', () => resolve(text));
+        if (request !== '') socket.write(request);
+      });
+    try {
+      const [first, second] = [await open(), await open()];
+      expect(await reply(first, 'version\r\n')).toMatch(/^VERSION/);
+      const third = await open();
+      expect(await reply(third, '')).toBe('ERROR Too many open connections\r\n');
+      expect(await reply(second, 'version\r\n')).toMatch(/^VERSION/);
+      first.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const fourth = await open();
+      expect(await reply(fourth, 'version\r\n')).toMatch(/^VERSION/);
+      for (const socket of [second, third, fourth]) socket.destroy();
+    } finally {
+      await small.close();
+    }
+  });
+
   it('sends nothing for noreply, closes on quit after earlier replies', async () => {
     expect(await textRoundTrip('set n 0 0 1 noreply\r\nx\r\ndelete n noreply\r\nget n\r\n', 'END\r\n')).toBe('END\r\n');
     const { received, closed } = await exchange('get n\r\nquit\r\nget n\r\n', () => false);

@@ -311,6 +311,8 @@ export class ProtocolServer {
   private readonly connections = new Set<Connection>();
   private nextConnectionId = 1;
   private connectionsTotal = 0;
+  private refusedConnections = 0;
+  private refusalLoggedAtMs = 0;
   private commandsTotal = 0;
 
   constructor(options: ProtocolServerOptions) {
@@ -373,6 +375,21 @@ export class ProtocolServer {
   }
 
   private onConnection(socket: net.Socket): void {
+    if (this.connections.size >= this.limits.connectionsMax) {
+      // As memcached does past its -c limit: say so, then close; the process and other clients go on.
+      socket.on('error', () => {});
+      socket.end('ERROR Too many open connections\r\n');
+      setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+      this.refusedConnections++;
+      if (Date.now() - this.refusalLoggedAtMs >= 1000) {
+        this.refusalLoggedAtMs = Date.now();
+        this.logWarn('refusing connections: too many open', {
+          connectionsMax: this.limits.connectionsMax,
+          refusedTotal: this.refusedConnections,
+        });
+      }
+      return;
+    }
     const id = this.nextConnectionId++;
     const remoteAddress = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? 0}`;
     this.connectionsTotal++;

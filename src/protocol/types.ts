@@ -99,6 +99,8 @@ export interface ProtocolLimits {
   keysPerGetMax: number;
   /** Bytes of replies queued for a client that does not read before the connection is closed. */
   outputBytesMax: number;
+  /** Open client connections; one more is told so and closed (memcached's -c, default 1024). */
+  connectionsMax: number;
 }
 
 export const DEFAULT_LIMITS: Readonly<ProtocolLimits> = Object.freeze({
@@ -107,4 +109,5 @@ export const DEFAULT_LIMITS: Readonly<ProtocolLimits> = Object.freeze({
   lineBytesMax: 8192,
   keysPerGetMax: 1024,
   outputBytesMax: 64 * 1024 * 1024,
+  connectionsMax: 1024,
 });
