@@ -75,9 +75,13 @@ export class Controller {
   private readonly startedAtMs = Date.now();
   private nextRequestId = 1;
   private drainScheduled = false;
-  private walUnsynced = false;
-  private holdingForSync = false;
-  private heldForSync: Effect<unknown>[] = [];
+  /** Records written to the write-ahead file, and how many of them an fsync has made durable. */
+  private walWritten = 0;
+  private walSynced = 0;
+  private walSyncInFlight = false;
+  /** Effects waiting for an fsync, in order; each needs the first `needs` records durable. */
+  private heldForSync: Array<{ effect: Effect<unknown>; needs: number }> = [];
+  private heldHead = 0;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
   private health: BackendHealth;
@@ -278,35 +282,58 @@ export class Controller {
   }
 
   /**
-   * Persist records are written at once but fsynced once per turn (group commit): every effect
-   * that came after a persist is held until that fsync, so nothing that depends on a record
-   * leaves this process before the record is durable.
+   * Persist records are written at once and fsynced in the background, one fsync for everything
+   * written since the last one began (group commit). Every effect that came after a persist waits,
+   * in order, until an fsync covers that record, so nothing that depends on a record leaves this
+   * process before the record is durable; meanwhile the event loop keeps taking input.
    */
   private carryOut(effect: Effect<unknown>): void {
     if (effect.kind === 'persist') {
+      this.walWritten += 1;
       if (effect.compact) {
         this.wal.compact(effect.record); // rewritten and fsynced, superseding what came before
-        this.walUnsynced = false;
+        this.walSynced = this.walWritten;
       } else {
         this.wal.write(effect.record);
-        this.walUnsynced = true;
       }
-      this.holdingForSync = true;
       return;
     }
-    if (this.holdingForSync) this.heldForSync.push(effect);
-    else this.execute(effect);
+    if (this.heldHead < this.heldForSync.length || this.walSynced < this.walWritten) {
+      this.heldForSync.push({ effect, needs: this.walWritten });
+    } else {
+      this.execute(effect);
+    }
   }
 
-  /** fsyncs what was written this turn, then carries out the effects that waited for it. */
+  /** Starts an fsync of what was written, unless one is running; releases what is already durable. */
   private settle(): void {
-    if (!this.holdingForSync) return;
-    if (this.walUnsynced) this.wal.sync();
-    this.walUnsynced = false;
-    this.holdingForSync = false;
-    const held = this.heldForSync;
-    this.heldForSync = [];
-    for (const effect of held) this.execute(effect);
+    this.releaseDurable();
+    if (this.walSyncInFlight || this.walSynced >= this.walWritten || this.stopped) return;
+    const target = this.walWritten;
+    this.walSyncInFlight = true;
+    this.wal.syncInBackground((error) => {
+      this.walSyncInFlight = false;
+      if (this.stopped) return;
+      if (error && this.walSynced < target) {
+        // Durability is lost: better to stop than to act on a vote or entry that may vanish.
+        this.log.error('write-ahead fsync failed; stopping', { error: error.message });
+        process.exit(1);
+      }
+      this.walSynced = Math.max(this.walSynced, target);
+      this.settle();
+    });
+  }
+
+  private releaseDurable(): void {
+    while (this.heldHead < this.heldForSync.length && this.heldForSync[this.heldHead].needs <= this.walSynced) {
+      const { effect } = this.heldForSync[this.heldHead];
+      this.heldHead += 1;
+      this.execute(effect);
+    }
+    if (this.heldHead === this.heldForSync.length) {
+      this.heldForSync = [];
+      this.heldHead = 0;
+    }
   }
 
   private execute(effect: Effect<unknown>): void {

@@ -8,7 +8,7 @@
  * old file or the new one.
  */
 
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { fromWire, toWire } from './peer/frame.ts';
 
@@ -57,6 +57,11 @@ export class WriteAheadFile {
   /** Makes every record written so far durable. */
   sync(): void {
     fsyncSync(this.fd);
+  }
+
+  /** Makes every record written so far durable, off the event loop; `done` gets the fsync's error, if any. */
+  syncInBackground(done: (error: NodeJS.ErrnoException | null) => void): void {
+    fsync(this.fd, done);
   }
 
   /** Replaces the whole file with one record. */

@@ -31,6 +31,8 @@ export interface ClusterOptions {
   replication?: boolean;
   /** Keep the folder (config, logs, data) after stop. */
   keepDir?: boolean;
+  /** Extra Node.js flags for the controller processes, e.g. ['--cpu-prof'] to profile them. */
+  controllerNodeArgs?: string[];
 }
 
 export interface ClusterNode {
@@ -149,6 +151,7 @@ export class Cluster {
       heartbeatIntervalMs: 50,
       failureTimeoutMs: 500,
       compactAfterEntries: 10_000,
+      controllerNodeArgs: [],
       replication: true,
       keepDir: false,
       ...options,
@@ -199,6 +202,7 @@ export class Cluster {
   async startController(id: string): Promise<void> {
     const node = this.node(id);
     const args = [
+      ...this.options.controllerNodeArgs,
       '--import',
       'tsx',
       path.join(repoRoot, 'main.ts'),
