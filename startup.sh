@@ -50,8 +50,8 @@ if ! command -v node >/dev/null; then
   echo "startup.sh: Node.js is not installed (apt-get install -y nodejs npm)" >&2; exit 1
 fi
 if [ ! -x node_modules/.bin/tsx ]; then
-  echo "installing dependencies (npm ci)..."
-  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  echo "installing dependencies (npm install)..."
+  npm install --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # node id, client host:port, memcached host:port — one line per [node.*] section.
