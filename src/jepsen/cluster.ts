@@ -8,7 +8,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -42,6 +42,14 @@ export interface ClusterNode {
   memcachedPort: number;
   controller: ChildProcess | null;
   memcached: ChildProcess | null;
+}
+
+function lastLines(file: string, count: number): string {
+  try {
+    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-count).join('\n');
+  } catch {
+    return '(no output)';
+  }
 }
 
 /** Finds a free TCP port on 127.0.0.1 by binding port 0. */
@@ -178,8 +186,11 @@ export class Cluster {
       await Promise.all(nodes.map((node) => cluster.startController(node.id)));
       await Promise.all(nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
     } catch (error) {
+      // Say why: the last lines each controller printed, and keep the folder for its logs.
+      const tails = nodes.map((node) => `--- ${node.id}:\n${lastLines(cluster.logFile(node.id), 8)}`).join('\n');
+      cluster.options.keepDir = true;
       await cluster.stop();
-      throw error;
+      throw new Error(`${(error as Error).message}\ncluster folder kept: ${dir}\n${tails}`, { cause: error });
     }
     return cluster;
   }
