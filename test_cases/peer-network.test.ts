@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asPeerId, type PeerId } from '../src/consistency/types.ts';
 import { FRAME_HEADER_BYTES, encodeFrame } from '../src/peer/frame.ts';
 import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
+import { freePort } from '../src/jepsen/cluster.ts';
 
 const heartbeatIntervalMs = 20;
 const failureTimeoutMs = 150;
@@ -31,14 +32,8 @@ function recordingLog(lines: LogLine[]): PeerLog {
 }
 
 async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => {
-      const server = net.createServer();
-      return new Promise<net.Server>((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-    }),
-  );
-  const ports = servers.map((server) => (server.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+  const ports: number[] = [];
+  for (let index = 0; index < count; index++) ports.push(await freePort());
   return ports;
 }
 

@@ -5,7 +5,6 @@
  * restarted (new epoch, replica keeps working) and rebuilding the key index with metadump.
  */
 
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { applyToEntry } from '../src/store/apply.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
@@ -15,6 +14,7 @@ import { StoreError, type Entry, type Op } from '../src/store/types.ts';
 import type { Reply } from '../src/protocol/types.ts';
 import { mulberry32 as seeded } from '../src/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+import { freePort } from '../src/jepsen/cluster.ts';
 
 
 /** A MemoryBackend whose every call completes after a random delay, so completions reorder. */
@@ -372,12 +372,7 @@ describe('Replica on a real memcached', () => {
   });
 
   it('rejects with BACKEND_DOWN when nothing listens', async () => {
-    const port = await new Promise<number>((resolve) => {
-      const server = net.createServer().listen(0, '127.0.0.1', () => {
-        const address = server.address();
-        server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-      });
-    });
+    const port = await freePort();
     const down = new MemcachedBackend({ host: '127.0.0.1', port, opTimeoutMs: 500 });
     const replica = new Replica(down, { tombstones: false });
     const startedMs = Date.now();

@@ -52,16 +52,41 @@ function lastLines(file: string, count: number): string {
   }
 }
 
-/** Finds a free TCP port on 127.0.0.1 by binding port 0. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports handed out for servers a test or run starts: below the kernel's ephemeral range, so an
+ * outgoing connection can never take one between our check and the server's bind (a port from
+ * `listen(0)` can be), and above the cluster's default ports (8000-8002, 9000-9002, 11201-11203).
+ * Each process starts at its own offset and walks forward, so parallel test workers rarely meet.
+ */
+const allocatedPortMin = 12_000;
+const allocatedPortEnd = ephemeralPortLow();
+let nextPortCandidate = allocatedPortMin + ((process.pid * 7919) % (allocatedPortEnd - allocatedPortMin));
+
+function ephemeralPortLow(): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > allocatedPortMin + 1000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+/** A TCP port on 127.0.0.1 that nothing listens on, outside the ephemeral range (see above). */
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const port = nextPortCandidate;
+    nextPortCandidate = port + 1 >= allocatedPortEnd ? allocatedPortMin : port + 1;
+    if (await canBind(port)) return port;
+  }
+  throw new Error(`no free port between ${allocatedPortMin} and ${allocatedPortEnd} after 500 tries`);
 }
 
 /** Resolves once something answers `version` on host:port, or rejects at the deadline. */

@@ -13,6 +13,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
+import { freePort } from '../../src/jepsen/cluster.ts';
 
 /** A running memcached owned by the caller. */
 export interface MemcachedInstance {
@@ -50,17 +51,6 @@ export async function startMemcached(options: StartMemcachedOptions = {}): Promi
   );
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('freePort: no port'))));
-    });
-  });
-}
 
 function memcachedArgs(port: number, options: StartMemcachedOptions): string[] {
   const args = ['-p', String(port), '-U', '0', '-l', HOST, '-M', '-m', String(options.memoryMb ?? 64)];
