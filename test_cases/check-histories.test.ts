@@ -14,6 +14,7 @@ import { step } from '../src/check/model.ts';
 import { checkSequential } from '../src/check/sequential.ts';
 import { checkSession } from '../src/check/session.ts';
 import { bruteForce, processOrder, realTime } from './support/brute-force.ts';
+import { mulberry32 as random } from '../src/random.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -217,17 +218,6 @@ describe('HistoryRecorder', () => {
   });
 });
 
-/** Deterministic generator (mulberry32) so a failing case reproduces. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * A random small single-key history as JSON lines, with ties in time and indeterminate ops. Appends

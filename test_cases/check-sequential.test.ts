@@ -24,21 +24,11 @@ import { parseHistory, type Operation } from '../src/check/history.ts';
 import { proveKeyViolation } from '../src/check/order-graph.ts';
 import { checkKeyProcessOrder, checkSequential } from '../src/check/sequential.ts';
 import { bruteForce, processOrder } from './support/brute-force.ts';
+import { mulberry32 as random } from '../src/random.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
 
-/** Deterministic generator (mulberry32). */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const FUNCTIONS = ['read', 'read', 'write', 'cas', 'append', 'append', 'delete'] as const;
 const READABLE = [null, '1', '2', '3', '1a', '2a', '1ab', '3b', 'a'];
