@@ -15,7 +15,19 @@ import type { Reply } from '../src/protocol/types.ts';
 import { mulberry32 as seeded } from '../src/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
+import { readFileSync } from 'node:fs';
 
+
+/** Resolves once the process is really stopped (state T): kill() returns before every thread has stopped. */
+async function untilStopped(pid: number): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline) {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    if (state === 'T') return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`process ${pid} did not stop`);
+}
 
 /** A MemoryBackend whose every call completes after a random delay, so completions reorder. */
 class JitteryBackend extends MemoryBackend {
@@ -389,6 +401,7 @@ describe('Replica on a real memcached', () => {
     const replica = new Replica(backend, { tombstones: false });
     await replica.apply(setOp('p', 'before'), { cas: 1n, nowMs: NOW });
     process.kill(memcached.pid, 'SIGSTOP');
+    await untilStopped(memcached.pid);
     try {
       // p is cached (the replica wrote it); q must be read from memcached.
       expect(values(await replica.read(getOp('p'), NOW))).toEqual([['p', 'before']]);
