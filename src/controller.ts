@@ -254,7 +254,13 @@ export class Controller {
         throw error;
       }
       if (event.kind === 'backend_reset') {
-        // The mode now knows the replica lost writes or its contents: its next effects rebuild it.
+        // Everything issued before now goes to the replica first (so the reset refuses it, rather
+        // than running it against the emptied replica); then the mode's next effects rebuild it.
+        if (this.walSynced < this.walWritten) {
+          this.wal.sync();
+          this.walSynced = this.walWritten;
+        }
+        this.releaseDurable();
         this.replica.acknowledgeReset();
         this.backendFailed = false;
         this.resetQueued = false;

@@ -136,6 +136,26 @@ describe('Replica ordering', () => {
     expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['after']);
   });
 
+  it('refuses, after a reset is acknowledged, the calls that were issued before it', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class GatedBackend extends MemoryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        await gate;
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new GatedBackend(), { tombstones: false, cacheBytesMax: 0 });
+    const first = replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
+    // Queued behind the first on the same key: issued for the replica as it was before the reset.
+    const second = replica.apply({ kind: 'arith', verb: 'incr', key: 'k', delta: 1n, initial: null, expiresAtMs: 0 }, { cas: 2n, nowMs: NOW });
+    replica.acknowledgeReset();
+    release();
+    await first.catch(() => undefined);
+    await expect(second).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored' });
+  });
+
   it('refuses everything after a failed write until the reset is acknowledged, then works again', async () => {
     let failNext = true;
     class FlakyBackend extends MemoryBackend {

@@ -188,6 +188,8 @@ export class Replica {
    * may be stale, until the controller has told the mode and calls `acknowledgeReset`.
    */
   #suspect: string | null = null;
+  /** Counts acknowledged resets; a call runs only in the generation it was issued in. */
+  #generation = 0;
 
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
@@ -213,6 +215,9 @@ export class Replica {
    */
   acknowledgeReset(): void {
     this.#backend.acknowledgeReset?.();
+    // Calls issued before this point were meant for the replica as it was: they are refused
+    // when their turn comes, never run against the emptied one (their results would be wrong).
+    this.#generation += 1;
     this.#suspect = null;
     this.#index.clear();
     this.#indexComplete = false;
@@ -224,8 +229,9 @@ export class Replica {
    * (BACKEND_RESET) makes the replica suspect too: the cache must not answer for it any more.
    */
   #reading<T>(call: () => Promise<T>): () => Promise<T> {
+    const issuedIn = this.#generation;
     return () => {
-      if (this.#suspect !== null) return Promise.reject(this.#suspectError());
+      if (this.#suspect !== null || issuedIn !== this.#generation) return Promise.reject(this.#suspectError());
       return call().catch((error: unknown) => {
         if (error instanceof StoreError && error.code === 'BACKEND_RESET') this.#distrust(error);
         throw error;
@@ -235,8 +241,9 @@ export class Replica {
 
   /** Runs a call that writes: refused while suspect; its failure makes the replica suspect. */
   #writing<T>(call: () => Promise<T>): () => Promise<T> {
+    const issuedIn = this.#generation;
     return () => {
-      if (this.#suspect !== null) return Promise.reject(this.#suspectError());
+      if (this.#suspect !== null || issuedIn !== this.#generation) return Promise.reject(this.#suspectError());
       return call().catch((error: unknown) => {
         this.#distrust(error);
         throw error;
@@ -251,7 +258,7 @@ export class Replica {
   }
 
   #suspectError(): StoreError {
-    return new StoreError('BACKEND_RESET', `replica may have missed writes (${this.#suspect}); rebuilding it`);
+    return new StoreError('BACKEND_RESET', `replica may have missed writes (${this.#suspect ?? 'it was reset'}); rebuilding it`);
   }
 
   /** Applies any op with version `ctx.cas` as of `ctx.nowMs`; resolves to the client's reply. */
