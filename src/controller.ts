@@ -32,7 +32,7 @@ import { PeerNetwork } from './peer/network.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
-import type { BackendHealth, KVBackend } from './store/types.ts';
+import { StoreError, type BackendHealth, type KVBackend } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { WriteAheadFile } from './wal.ts';
 
@@ -429,6 +429,9 @@ export class Controller {
    * answers again, the mode is told the replica must be rebuilt.
    */
   private backendError(what: string, error: unknown): void {
+    // A call refused because it was issued before the last acknowledged reset says nothing new
+    // about the backend: the replica is trusted again (suspect is null) and being rebuilt.
+    if (error instanceof StoreError && error.code === 'BACKEND_RESET' && this.replica.suspect === null) return;
     if (!this.backendFailed) {
       this.log.error('backend operation failed', { what, error: String(error) });
       // The replica refuses everything until the mode is told; tell it as soon as the backend answers.
