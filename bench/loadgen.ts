@@ -414,16 +414,8 @@ async function preload(options: LoadOptions, requests: EncodedRequests): Promise
   return { preloadMs: performance.now() - startedMs, preloadErrors: preloadErrors + unanswered };
 }
 
-interface Tally {
-  histogram: Histogram;
-  ops: number;
-  gets: number;
-  sets: number;
-  hits: number;
-  misses: number;
-  errors: number;
-  errorSamples: string[];
-}
+/** What the sink counts while measuring: the counters of a LoadResult plus the histogram. */
+type Tally = Pick<LoadResult, 'ops' | 'gets' | 'sets' | 'hits' | 'misses' | 'errors' | 'errorSamples'> & { histogram: Histogram };
 
 function measuringSink(tally: Tally, window: { startMs: number; endMs: number }): ReplySink {
   const inWindow = (sentAtMs: number): boolean => sentAtMs >= window.startMs && sentAtMs < window.endMs;

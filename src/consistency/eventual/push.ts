@@ -14,16 +14,13 @@
 
 import type { KeyedEntry, PeerId } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
+import type { EventualTuning } from './tuning.ts';
 
-/** Bounds on pushing. */
-export interface PushLimits {
-  batchEntriesMax: number;
-  batchBytesMax: number;
-  queueEntriesMax: number;
-  queueBytesMax: number;
-  windowBatchesMax: number;
-  ackTimeoutMs: number;
-}
+/** Bounds on pushing: the push fields of the mode's tuning (documented there). */
+export type PushLimits = Pick<
+  EventualTuning,
+  'batchEntriesMax' | 'batchBytesMax' | 'queueEntriesMax' | 'queueBytesMax' | 'windowBatchesMax' | 'ackTimeoutMs'
+>;
 
 /** Approximate bytes an entry costs on the wire. */
 export function entryBytes(key: string, entry: Entry): number {
