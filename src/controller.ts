@@ -84,6 +84,9 @@ export class Controller {
   private heldHead = 0;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
+  /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
+  private wakeAtMs = Infinity;
+  private wakeTimer: NodeJS.Timeout | null = null;
   private health: BackendHealth;
   private readonly epochFile: string;
   private backendFailed = false;
@@ -181,6 +184,7 @@ export class Controller {
     if (this.stopped) return;
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
+    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
     for (const [requestId] of this.pending) {
       this.resolve(requestId, { kind: 'server_error', message: 'controller shutting down' });
     }
@@ -405,11 +409,27 @@ export class Controller {
       case 'note':
         this.log[effect.level](effect.message, effect.meta);
         return;
+      case 'wake':
+        this.wakeAfter(effect.afterMs);
+        return;
       default: {
         const unreachable: never = effect;
         throw new Error(`unknown effect ${JSON.stringify(unreachable)}`);
       }
     }
+  }
+
+  /** Delivers a `flush` event after `afterMs`, unless a wake-up already pending comes sooner. */
+  private wakeAfter(afterMs: number): void {
+    const atMs = Date.now() + afterMs;
+    if (this.wakeTimer !== null && this.wakeAtMs <= atMs) return;
+    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
+    this.wakeAtMs = atMs;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = null;
+      this.wakeAtMs = Infinity;
+      this.enqueue({ kind: 'flush', nowMs: Date.now() });
+    }, afterMs);
   }
 
   private resolve(requestId: RequestId, reply: Reply): void {

@@ -182,6 +182,27 @@ describe('serving requests', () => {
     expect(pushes[0].message.entries).toEqual([['a', entry('1', casA)]]);
   });
 
+  it('paces pushes: writes within pushIntervalMs of the last fetch wait for one wake-up and go together', () => {
+    const m = machine(N1, { pushIntervalMs: 2 });
+    boot(m);
+    const out1 = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: setOp('a', '1') });
+    const [fetch1] = ofKind(out1, 'fetch');
+    expect(fetch1.keys).toEqual(['a']); // the first write after a quiet interval goes at once
+    const out2 = m.step({ kind: 'request', nowMs: T0 + 5.5, requestId: asRequestId(2), session: 1, op: setOp('b', '2') });
+    expect(ofKind(out2, 'fetch')).toEqual([]);
+    expect(ofKind(out2, 'wake')).toEqual([{ kind: 'wake', afterMs: 1.5 }]);
+    const casA = ofKind(out1, 'apply')[0].cas;
+    const fetched = m.step({ kind: 'fetched', nowMs: T0 + 6, token: fetch1.token, entries: [['a', entry('1', casA)]] });
+    expect(sent(fetched, 'push')).toHaveLength(2);
+    expect(ofKind(fetched, 'fetch')).toEqual([]);
+    expect(ofKind(fetched, 'wake')).toEqual([]); // the one asked for is still pending
+    const out3 = m.step({ kind: 'request', nowMs: T0 + 6.5, requestId: asRequestId(3), session: 1, op: setOp('c', '3') });
+    expect(ofKind(out3, 'fetch')).toEqual([]);
+    expect(ofKind(m.step({ kind: 'flush', nowMs: T0 + 6.9 }), 'fetch')).toEqual([]);
+    const woken = m.step({ kind: 'flush', nowMs: T0 + 7 });
+    expect(ofKind(woken, 'fetch').map((f) => f.keys)).toEqual([['b', 'c']]);
+  });
+
   it('reports status as a peer with the HLC and index size', () => {
     const m = machine();
     boot(m, [['a', entry('1', 5n)], ['b', entry('2', 6n)]]);

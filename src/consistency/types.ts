@@ -90,7 +90,13 @@ export type Effect<M> =
    * Something an operator wants in the log: an election won or lost, a step-down, a state
    * transfer, a refused request. Carries the peer ids involved in `meta`. No protocol effect.
    */
-  | { kind: 'note'; level: 'debug' | 'info' | 'warn'; message: string; meta: Record<string, unknown> };
+  | { kind: 'note'; level: 'debug' | 'info' | 'warn'; message: string; meta: Record<string, unknown> }
+  /**
+   * Deliver a `flush` event about `afterMs` from now (a mode that paces its messages asks for the
+   * moment its next batch is due). One pending wake-up per controller: a later request replaces a
+   * later pending one, never an earlier one. Ticks still come, so a lost wake-up only delays.
+   */
+  | { kind: 'wake'; afterMs: number };
 
 /** What `show` reports of a mode. */
 export interface MachineStatus {

@@ -289,11 +289,22 @@ class Simulation {
         break;
       case 'note':
         break;
+      case 'wake':
+        this.wake(node, effect.afterMs);
+        break;
       default: {
         const unreachable: never = effect;
         this.fail(`unknown effect ${JSON.stringify(unreachable)}`);
       }
     }
+  }
+
+  /** A `wake` effect: a flush event after afterMs, to this incarnation only. */
+  private wake(node: SimNode, afterMs: number): void {
+    const incarnation = node.incarnation;
+    this.at(this.nowMs + Math.max(0, afterMs), () => {
+      if (node.incarnation === incarnation) this.step(node, { kind: 'flush', nowMs: this.nodeNow(node) });
+    });
   }
 
   private completeApplied(node: SimNode, token: number): void {

@@ -407,6 +407,8 @@ export class LogSimulation {
       }
       case 'purge':
         throw new Error('the replicated log never purges');
+      case 'wake':
+        throw new Error('the replicated log never asks for a wake-up');
       case 'note':
         return;
       default: {

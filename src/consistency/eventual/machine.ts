@@ -9,8 +9,9 @@
  *
  * Intuition:
  * - A request becomes an `apply` (writes, stamped with a fresh HLC version) or a `read`, at once.
- *   After applies, one `fetch` of the dirty keys reads the results back; `fetched` queues them
- *   for every peer. A peer merges pushes (`put` how 'merge': greater cas wins) and acks them.
+ *   After applies, one `fetch` of the dirty keys reads the results back — at most once per
+ *   pushIntervalMs, so one push carries every write of the interval (a `wake` effect brings the
+ *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges pushes (`put` how 'merge': greater cas wins) and acks them.
  * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
  *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
  * - The index (key → version) is refreshed by every fetch result: exactly, unless a later
@@ -104,6 +105,10 @@ export class EventualMachine implements Machine<EventualMessage> {
   private flushSeq = 0;
   private dirtyAll = false;
   private dirtyFetchToken: number | null = null;
+  /** The next dirty fetch may be issued from this time on (pushes are paced, see the tuning). */
+  private nextDirtyFetchAtMs = 0;
+  /** When the wake-up this machine asked for is due; null when none is pending. */
+  private wakeAtMs: number | null = null;
   private started = false;
   /** Requests wait here until the start-up fetch has rebuilt the index and clock. */
   private held: RequestEvent[] | null = [];
@@ -138,6 +143,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   step(event: Event<EventualMessage>): Out {
     const out: Out = [];
     this.nowMs = event.nowMs;
+    if (this.wakeAtMs !== null && this.nowMs >= this.wakeAtMs) this.wakeAtMs = null;
     if (!this.started) {
       this.started = true;
       this.issueFetch(out, null, { kind: 'rebuild' });
@@ -166,6 +172,7 @@ export class EventualMachine implements Machine<EventualMessage> {
       default:
         assertNever(event);
     }
+    this.scheduleDirtyFetch(out);
     this.emitPurges(out);
     return out;
   }
@@ -228,7 +235,6 @@ export class EventualMachine implements Machine<EventualMessage> {
     const seq = this.nextSeq();
     out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token });
     this.markDirty(opKeys(op), seq);
-    this.requestDirtyFetch(out);
   }
 
   private markDirty(keys: readonly string[] | null, seq: number): void {
@@ -244,8 +250,24 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
   }
 
+  /**
+   * Fetches the dirty keys' results for pushing, at most once per pushIntervalMs: when the
+   * interval has not passed yet, asks to be woken when it has. Runs after every event.
+   */
+  private scheduleDirtyFetch(out: Out): void {
+    if (this.dirtyFetchToken !== null || this.held !== null) return;
+    if (this.dirty.size === 0 && !this.dirtyAll) return;
+    if (this.nowMs >= this.nextDirtyFetchAtMs) {
+      this.nextDirtyFetchAtMs = this.nowMs + this.tuning.pushIntervalMs;
+      this.requestDirtyFetch(out);
+      return;
+    }
+    if (this.wakeAtMs !== null && this.wakeAtMs <= this.nextDirtyFetchAtMs) return;
+    this.wakeAtMs = this.nextDirtyFetchAtMs;
+    out.push({ kind: 'wake', afterMs: this.nextDirtyFetchAtMs - this.nowMs });
+  }
+
   private requestDirtyFetch(out: Out): void {
-    if (this.dirtyFetchToken !== null) return;
     if (this.dirtyAll) {
       this.dirtyAll = false;
       this.dirty.clear();
@@ -277,7 +299,6 @@ export class EventualMachine implements Machine<EventualMessage> {
       case 'dirty':
         this.dirtyFetchToken = null;
         for (const peer of this.peers) this.enqueueAll(peer, valid);
-        this.requestDirtyFetch(out);
         break;
       case 'ship':
         this.enqueueAll(pending.purpose.to, valid);
@@ -620,7 +641,6 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     this.sweep();
     this.forgetOldPurges();
-    this.requestDirtyFetch(out);
     this.drainAll(out);
   }
 
@@ -633,7 +653,6 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.round = null;
     this.nextRoundAtMs = this.nowMs;
     this.issueFetch(out, null, { kind: 'rebuild' });
-    this.requestDirtyFetch(out);
   }
 
   // ---- helpers --------------------------------------------------------------------------

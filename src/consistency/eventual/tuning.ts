@@ -23,6 +23,12 @@ export interface EventualTuning {
   windowBatchesMax: number;
   /** After this, an unacked push batch no longer holds its window slot. */
   ackTimeoutMs: number;
+  /**
+   * Writes are pushed at most this often: the results of every write of the interval are fetched
+   * and pushed together, one message per peer, instead of one message (and one ack, and one
+   * backend write at each peer) per write. The first write after a quiet interval goes at once.
+   */
+  pushIntervalMs: number;
   /** Most dirty keys in one fetch. */
   fetchKeysMax: number;
   /** Most key → version pairs in one anti-entropy key list (whole buckets only), and most keys shipped or asked for per round. */
@@ -50,6 +56,7 @@ export function defaultTuning(options: Pick<MachineOptions, 'heartbeatIntervalMs
     queueBytesMax: 64 * 1024 * 1024,
     windowBatchesMax: 8,
     ackTimeoutMs: Math.max(options.failureTimeoutMs, 4 * heartbeatMs),
+    pushIntervalMs: 2,
     fetchKeysMax: 1024,
     aeKeysMax: 4096,
     expiredGraceMs: 1000,
