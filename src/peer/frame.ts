@@ -5,9 +5,12 @@
  *
  *   magic "MCKV" (4 bytes) | version (1 byte) | payload length (u32 BE) | crc32 of payload (u32 BE)
  *
- * The payload is the JSON of the message with a small tagged encoding so that the values the
- * consistency protocols carry survive the round trip: a Buffer becomes `{"$b":"<base64>"}`, a
- * bigint `{"$n":"<decimal>"}`. A plain object that would itself look like a tag (its only key is
+ * The payload (since version 2) is the message in the compact binary encoding of value-codec.ts:
+ * strings, numbers, booleans, null, bigints of any size, Buffers as raw bytes, arrays and plain
+ * objects survive the round trip as themselves; undefined fields are left out as JSON would.
+ * Version 1 carried tagged JSON; its `toWire`/`fromWire` stay here because the write-ahead file
+ * and the simulator keep using that JSON form: a Buffer becomes `{"$b":"<base64>"}`, a bigint
+ * `{"$n":"<decimal>"}`, and a plain object that would itself look like a tag (its only key is
  * `$b`, `$n` or `$o`) is wrapped as `{"$o":{...}}`, so any JSON-able value round-trips exactly.
  *
  * Intuition: the header lets the decoder refuse garbage (bad magic), a peer from another release
@@ -19,13 +22,18 @@
  *   has returned an error it stays failed: the caller drops the connection.
  * - The decoder never holds more than one header plus `frameBytesMax` bytes of a frame.
  * - Decoding is independent of how the byte stream is split into chunks.
+ * - A decoded message's Buffers never share memory with a socket chunk (so a 100-byte value kept
+ *   by the store does not pin the 64 KiB chunk it arrived in): they are views into a payload the
+ *   decoder assembled by copying, or else copies of their own.
  */
 
 import { crc32 } from 'node:zlib';
+import { decodeValue, encodeValueAfter } from './value-codec.ts';
 
 /** "MCKV" as a big-endian u32. */
 export const FRAME_MAGIC = 0x4d434b56;
-export const FRAME_VERSION = 1;
+/** 2: binary value-codec payload (1 was tagged JSON). */
+export const FRAME_VERSION = 2;
 export const FRAME_HEADER_BYTES = 13;
 /** Default upper bound on one frame, header included. */
 export const FRAME_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
@@ -36,7 +44,7 @@ export type FrameError =
   | { kind: 'bad_version'; version: number }
   | { kind: 'oversized'; frameBytes: number; frameBytesMax: number }
   | { kind: 'checksum_mismatch'; expected: number; actual: number }
-  | { kind: 'bad_json'; detail: string };
+  | { kind: 'bad_payload'; detail: string };
 
 /** What one `push` yields: the messages completed by this chunk, and an error if the stream broke. */
 export interface FrameDecodeResult {
@@ -55,8 +63,8 @@ export function describeFrameError(error: FrameError): string {
       return `frame of ${error.frameBytes} bytes exceeds frameBytesMax ${error.frameBytesMax}`;
     case 'checksum_mismatch':
       return `checksum mismatch (header ${error.expected}, payload ${error.actual})`;
-    case 'bad_json':
-      return `payload is not valid JSON: ${error.detail}`;
+    case 'bad_payload':
+      return `payload is not a valid encoded value: ${error.detail}`;
     default: {
       const unreachable: never = error;
       return unreachable;
@@ -65,7 +73,8 @@ export function describeFrameError(error: FrameError): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tagged JSON: Buffers and bigints survive the round trip.
+// Tagged JSON (the payload of frame version 1): still the form of the write-ahead file's lines
+// and of the simulator's network. Buffers and bigints survive the round trip.
 
 const TAG_BUFFER = '$b';
 const TAG_BIGINT = '$n';
@@ -159,13 +168,15 @@ function fieldsFromWire(value: { [key: string]: Json }): unknown {
 // ---------------------------------------------------------------------------------------------
 // Encoder
 
-/** Encodes one message value as a complete frame. */
+/**
+ * Encodes one message value as a complete frame, in a new Buffer the caller may keep (it is
+ * never reused). Throws a RangeError only for a value nested deeper than VALUE_DEPTH_MAX, a
+ * programmer's error (as JSON.stringify throws on a cycle).
+ */
 export function encodeFrame(message: unknown): Buffer {
-  const json = JSON.stringify(toWire(message) ?? null);
-  const payloadBytes = Buffer.byteLength(json);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes);
-  frame.write(json, FRAME_HEADER_BYTES, 'utf8');
+  const frame = encodeValueAfter(FRAME_HEADER_BYTES, message);
   const payload = frame.subarray(FRAME_HEADER_BYTES);
+  const payloadBytes = payload.length;
   frame.writeUInt32BE(FRAME_MAGIC, 0);
   frame.writeUInt8(FRAME_VERSION, 4);
   frame.writeUInt32BE(payloadBytes, 5);
@@ -247,19 +258,16 @@ export class FrameDecoder {
   private readPayload(): 'wait' | { message: unknown } {
     const payloadBytes = this.pendingPayloadBytes ?? 0;
     if (this.bufferedBytes < payloadBytes) return 'wait';
+    const sharesChunk = this.chunks.length > 0 && this.chunks[0].length - this.chunkOffset >= payloadBytes;
     const payload = this.take(payloadBytes);
     this.pendingPayloadBytes = null;
     const actual = crc32(payload);
     if (actual !== this.pendingChecksum) {
       return this.fail({ kind: 'checksum_mismatch', expected: this.pendingChecksum, actual });
     }
-    let parsed: Json;
-    try {
-      parsed = JSON.parse(payload.toString('utf8')) as Json;
-    } catch (error) {
-      return this.fail({ kind: 'bad_json', detail: error instanceof Error ? error.message : String(error) });
-    }
-    return { message: fromWire(parsed) };
+    const decoded = decodeValue(payload, { copyBuffers: sharesChunk });
+    if (!decoded.ok) return this.fail({ kind: 'bad_payload', detail: decoded.detail });
+    return { message: decoded.value };
   }
 
   private fail(error: FrameError): 'wait' {

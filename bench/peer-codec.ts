@@ -1,0 +1,150 @@
+/**
+ * Peer codec micro-benchmark: encode + decode of representative peer messages with the old
+ * tagged-JSON payload (frame version 1: toWire, JSON.stringify, base64 / JSON.parse, fromWire)
+ * and the binary value codec of frame version 2. Run with `npx tsx bench/peer-codec.ts`.
+ *
+ * Two rows per message: "codec" times payload encode + decode alone; "frame" adds what a real
+ * send and receive adds on top (header, crc32, FrameDecoder), both versions framed alike. Each
+ * case runs for a fixed time after a warm-up, and the best of a few rounds is kept, which is
+ * the least disturbed by other work on a shared machine. Not a test: it prints a table.
+ */
+
+import { crc32 } from 'node:zlib';
+import { FRAME_HEADER_BYTES, FRAME_MAGIC, FrameDecoder, encodeFrame, fromWire, toWire } from '../src/peer/frame.ts';
+import { decodeValue, encodeValue } from '../src/peer/value-codec.ts';
+
+const ROUND_MS = 300;
+const ROUNDS = 5;
+
+type Json = Parameters<typeof fromWire>[0];
+
+function value100(seed: number): Buffer {
+  const bytes = Buffer.alloc(100);
+  for (let index = 0; index < bytes.length; index++) bytes[index] = (seed * 31 + index * 7) & 0xff;
+  return bytes;
+}
+
+function pushMessage(): unknown {
+  const entries = Array.from({ length: 8 }, (_, index) => [
+    `key:${1000 + index}`,
+    { value: value100(index), flags: 0, expiresAtMs: 0, cas: (1_722_000_000_000n << 16n) + BigInt(index) },
+  ]);
+  return { kind: 'push', batch: 12, entries };
+}
+
+function appendMessage(entryCount: number): unknown {
+  const entries = Array.from({ length: entryCount }, (_, index) => ({
+    index: 5000 + index,
+    term: 3,
+    op: { kind: 'set', key: `key:${1234 + index}`, value: value100(index), flags: 0, exptime: 0 },
+  }));
+  return { kind: 'append', term: 3, prevIndex: 4999, prevTerm: 3, commit: 4998, entries };
+}
+
+function heartbeatMessage(): unknown {
+  const info = {
+    id: 'node-2',
+    role: 'follower',
+    mode: 'linearizability',
+    term: 3,
+    leader: 'node-1',
+    committed: 4998,
+    applied: 4997,
+    queueDepth: 2,
+    opsServed: 123456,
+    backend: 'memcache',
+    backendHealthy: true,
+    uptimeMs: 3_600_000,
+  };
+  return { kind: 'heartbeat', info };
+}
+
+function ackMessage(): unknown {
+  const versions = Array.from({ length: 8 }, (_, index) => [`key:${1000 + index}`, (1_722_000_000_000n << 16n) + BigInt(index)]);
+  return { kind: 'push_ack', batch: 12, versions };
+}
+
+/** An old-style (version 1) frame: tagged JSON behind the same header. */
+function encodeJsonFrame(message: unknown): Buffer {
+  const json = JSON.stringify(toWire(message) ?? null);
+  const payloadBytes = Buffer.byteLength(json);
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes);
+  frame.write(json, FRAME_HEADER_BYTES, 'utf8');
+  frame.writeUInt32BE(FRAME_MAGIC, 0);
+  frame.writeUInt8(1, 4);
+  frame.writeUInt32BE(payloadBytes, 5);
+  frame.writeUInt32BE(crc32(frame.subarray(FRAME_HEADER_BYTES)), 9);
+  return frame;
+}
+
+/** The version 1 receive path for one whole frame: header checks, crc32, parse. */
+function decodeJsonFrame(frame: Buffer): unknown {
+  if (frame.readUInt32BE(0) !== FRAME_MAGIC) throw new Error('bad magic');
+  const payload = frame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + frame.readUInt32BE(5));
+  if (crc32(payload) !== frame.readUInt32BE(9)) throw new Error('bad checksum');
+  return fromWire(JSON.parse(payload.toString('utf8')) as Json);
+}
+
+/** Best ops/s over ROUNDS rounds of ROUND_MS each. `sink` keeps the work from being optimised away. */
+function measure(operation: () => unknown): number {
+  let sink = 0;
+  let best = 0;
+  for (let round = 0; round < ROUNDS + 1; round++) {
+    const startNs = process.hrtime.bigint();
+    const deadlineNs = startNs + BigInt(ROUND_MS) * 1_000_000n;
+    let operations = 0;
+    let nowNs = startNs;
+    while (nowNs < deadlineNs) {
+      for (let batch = 0; batch < 64; batch++) sink += operation() === undefined ? 0 : 1;
+      operations += 64;
+      nowNs = process.hrtime.bigint();
+    }
+    const opsPerSecond = operations / (Number(nowNs - startNs) / 1e9);
+    if (round > 0) best = Math.max(best, opsPerSecond); // round 0 is the warm-up
+  }
+  if (sink < 0) console.log(sink);
+  return best;
+}
+
+function checkSame(name: string, message: unknown): void {
+  const decoded = decodeValue(encodeValue(message));
+  const viaJson = fromWire(JSON.parse(JSON.stringify(toWire(message))) as Json);
+  if (!decoded.ok || JSON.stringify(toWire(decoded.value)) !== JSON.stringify(toWire(viaJson))) {
+    throw new Error(`${name}: the two codecs disagree`);
+  }
+}
+
+const newDecoder = new FrameDecoder();
+
+function row(name: string, path: string, oldOps: number, newOps: number, oldBytes: number, newBytes: number): void {
+  const cells = [
+    name.padEnd(12),
+    path.padEnd(6),
+    Math.round(oldOps).toLocaleString('en-US').padStart(11),
+    Math.round(newOps).toLocaleString('en-US').padStart(11),
+    `${(newOps / oldOps).toFixed(2)}x`.padStart(7),
+    `${oldBytes} → ${newBytes}`.padStart(13),
+  ];
+  console.log(cells.join('  '));
+}
+
+const cases: Array<[string, unknown]> = [
+  ['(a) push 8', pushMessage()],
+  ['(b) append 1', appendMessage(1)],
+  ['(b) append 16', appendMessage(16)],
+  ['(c) heartbeat', heartbeatMessage()],
+  ['(d) push_ack', ackMessage()],
+];
+
+console.log(`${'message'.padEnd(12)}  ${'path'.padEnd(6)}  ${'old ops/s'.padStart(11)}  ${'new ops/s'.padStart(11)}  ${'speedup'.padStart(7)}  ${'payload bytes'.padStart(13)}`);
+for (const [name, message] of cases) {
+  checkSame(name, message);
+  const oldBytes = Buffer.byteLength(JSON.stringify(toWire(message)));
+  const newBytes = encodeValue(message).length;
+  const codecOld = measure(() => fromWire(JSON.parse(JSON.stringify(toWire(message))) as Json));
+  const codecNew = measure(() => decodeValue(encodeValue(message)));
+  row(name, 'codec', codecOld, codecNew, oldBytes, newBytes);
+  const frameOld = measure(() => decodeJsonFrame(encodeJsonFrame(message)));
+  const frameNew = measure(() => newDecoder.push(encodeFrame(message)).messages[0]);
+  row(name, 'frame', frameOld, frameNew, oldBytes, newBytes);
+}
