@@ -281,6 +281,16 @@ describe('value codec round trips', () => {
     expect(Object.keys(roundTrip(manyFields) as object)).toEqual(Object.keys(manyFields));
   });
 
+  it('decodes thousands of distinct field names right, however they share key-cache slots', () => {
+    const many = Object.fromEntries(Array.from({ length: 6000 }, (_, index) => [`k${index}`, index]));
+    const ascii = Object.fromEntries(Array.from({ length: 300 }, (_, index) => [String.fromCharCode(32 + (index % 95)).repeat(1 + (index % 24)) + index, index]));
+    for (let pass = 0; pass < 2; pass++) {
+      expect(roundTrip(many)).toEqual(many);
+      expect(roundTrip(ascii)).toEqual(ascii);
+      expect(roundTrip({ 'é': 1, 'e\u0301': 2, ef: 3 })).toEqual({ 'é': 1, 'e\u0301': 2, ef: 3 });
+    }
+  });
+
   it('keeps a field named __proto__ a field, as JSON.parse does', () => {
     const value = JSON.parse('{"__proto__": {"polluted": true}, "a": 1}') as Record<string, unknown>;
     const decoded = roundTrip(value) as Record<string, unknown>;
