@@ -7,7 +7,7 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asPeerId, type PeerId } from '../src/consistency/types.ts';
-import { FRAME_HEADER_BYTES, encodeFrame } from '../src/peer/frame.ts';
+import { FRAME_HEADER_BYTES, FRAME_VERSION, encodeFrame } from '../src/peer/frame.ts';
 import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 
@@ -159,11 +159,11 @@ describe('PeerNetwork with three nodes', () => {
 
   it('drops a garbage connection with a warning and keeps serving the peers', async () => {
     await rawConnectionClosed(ports[0], Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
-    const unknownHello = encodeFrame({ kind: 'hello', from: 'n9', to: 'n1', version: 1 });
+    const unknownHello = encodeFrame({ kind: 'hello', from: 'n9', to: 'n1', version: FRAME_VERSION });
     await rawConnectionClosed(ports[0], unknownHello);
     const oversized = encodeFrame('x').subarray(0, FRAME_HEADER_BYTES);
     oversized.writeUInt32BE(0xffffffff, 5);
-    await rawConnectionClosed(ports[0], Buffer.concat([encodeFrame({ kind: 'hello', from: 'n2', to: 'n1', version: 1 }), oversized]));
+    await rawConnectionClosed(ports[0], Buffer.concat([encodeFrame({ kind: 'hello', from: 'n2', to: 'n1', version: FRAME_VERSION }), oversized]));
 
     const warnings = (logs.get(n1) ?? []).filter((line) => line.level === 'warn');
     expect(warnings.some((line) => /corrupt peer frame/.test(line.message) && /bad magic/.test(String(line.meta?.reason)))).toBe(true);
