@@ -32,7 +32,7 @@ import { PeerNetwork } from './peer/network.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
-import { StoreError, type BackendHealth, type KVBackend } from './store/types.ts';
+import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { WriteAheadFile } from './wal.ts';
 
@@ -59,7 +59,11 @@ const backendPollIntervalMs = 1000;
 /** How often overdue requests are swept (one timer for all, not one per request). */
 const requestSweepIntervalMs = 1000;
 
-type PendingRequest = { resolve: (reply: Reply) => void; deadlineMs: number };
+/**
+ * A request the mode has not answered yet. `resolve` is null while `handle` still runs: a reply
+ * given meanwhile (a read the replica served at once) is kept in `reply` and returned directly.
+ */
+type PendingRequest = { resolve: ((reply: Reply) => void) | null; reply: Reply | null; deadlineMs: number };
 
 export class Controller {
   private readonly machine: Machine<unknown>;
@@ -75,6 +79,8 @@ export class Controller {
   private readonly startedAtMs = Date.now();
   private nextRequestId = 1;
   private drainScheduled = false;
+  private draining = false;
+  private flushScheduled = false;
   /** Records written to the write-ahead file, and how many of them an fsync has made durable. */
   private walWritten = 0;
   private walSynced = 0;
@@ -219,9 +225,20 @@ export class Controller {
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
     const requestId = asRequestId(this.nextRequestId++);
+    const pending: PendingRequest = { resolve: null, reply: null, deadlineMs: nowMs + requestTimeoutMs };
+    this.pending.set(requestId, pending);
+    const event: Event<unknown> = { kind: 'request', nowMs, requestId, session: connection.id, op };
+    if (this.draining || this.queueHead < this.queue.length) {
+      this.enqueue(event);
+    } else {
+      // Nothing waits before it: step it now (a read the replica can serve at once is answered
+      // without a promise or a turn); what the mode batches still goes out on the turn's flush.
+      this.queue.push(event);
+      this.drain(false);
+    }
+    if (pending.reply !== null) return pending.reply;
     return new Promise<Reply>((resolve) => {
-      this.pending.set(requestId, { resolve, deadlineMs: nowMs + requestTimeoutMs });
-      this.enqueue({ kind: 'request', nowMs, requestId, session: connection.id, op });
+      pending.resolve = resolve;
     });
   }
 
@@ -243,8 +260,46 @@ export class Controller {
     }
   }
 
-  private drain(): void {
+  /**
+   * Runs queued events through the mode. `flushNow`: when the queue is empty, let the mode send
+   * what it batched at once; otherwise (a request stepped as it arrived) on a flush at the end
+   * of this turn, so one message still carries the whole turn's work.
+   */
+  private drain(flushNow = true): void {
     this.drainScheduled = false;
+    this.draining = true;
+    try {
+      this.runQueued();
+    } finally {
+      this.draining = false;
+    }
+    if (this.queueHead < this.queue.length) {
+      if (!this.drainScheduled) {
+        this.drainScheduled = true;
+        setImmediate(() => this.drain());
+      }
+      return;
+    }
+    if (!flushNow) {
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => {
+          this.flushScheduled = false;
+          if (this.queueHead >= this.queue.length) this.flush();
+        });
+      }
+      return;
+    }
+    this.flush();
+  }
+
+  /** Everything queued for now has run: let the mode send what it batched. */
+  private flush(): void {
+    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: Date.now() })) this.carryOut(effect);
+    this.settle();
+  }
+
+  private runQueued(): void {
     let budget = eventsPerTurnMax;
     while (this.queueHead < this.queue.length && budget-- > 0 && !this.stopped) {
       const event = this.queue[this.queueHead];
@@ -279,16 +334,6 @@ export class Controller {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
-    if (this.queueHead < this.queue.length) {
-      if (!this.drainScheduled) {
-        this.drainScheduled = true;
-        setImmediate(() => this.drain());
-      }
-      return;
-    }
-    // Everything queued for now has run: let the mode send what it batched.
-    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: Date.now() })) this.carryOut(effect);
-    this.settle();
   }
 
   /**
@@ -378,18 +423,19 @@ export class Controller {
         );
         return;
       }
-      case 'read':
-        this.replica.read(effect.op, effect.nowMs).then(
-          (reply) => {
-            if (reply.kind === 'values') {
-              this.counters.getHits += reply.items.length;
-              if (effect.op.kind === 'get') this.counters.getMisses += effect.op.keys.length - reply.items.length;
-            }
-            this.resolve(effect.requestId, reply);
-          },
-          (error: unknown) => this.resolve(effect.requestId, storeErrorReply(error)),
+      case 'read': {
+        const { requestId, op } = effect;
+        const served = this.replica.readNow(op, effect.nowMs);
+        if (served !== null) {
+          this.answerRead(requestId, op, served);
+          return;
+        }
+        this.replica.read(op, effect.nowMs).then(
+          (reply) => this.answerRead(requestId, op, reply),
+          (error: unknown) => this.resolve(requestId, storeErrorReply(error)),
         );
         return;
+      }
       case 'fetch': {
         const { token } = effect;
         this.replica.fetch(effect.keys).then(
@@ -432,12 +478,21 @@ export class Controller {
     }, afterMs);
   }
 
+  private answerRead(requestId: RequestId, op: Op, reply: Reply): void {
+    if (reply.kind === 'values') {
+      this.counters.getHits += reply.items.length;
+      if (op.kind === 'get') this.counters.getMisses += op.keys.length - reply.items.length;
+    }
+    this.resolve(requestId, reply);
+  }
+
   private resolve(requestId: RequestId, reply: Reply): void {
     const pending = this.pending.get(requestId);
     if (!pending) return;
     this.pending.delete(requestId);
     if (reply.kind === 'server_error' || reply.kind === 'client_error') this.counters.errors += 1;
-    pending.resolve(reply);
+    if (pending.resolve === null) pending.reply = reply;
+    else pending.resolve(reply);
   }
 
   private tick(): void {

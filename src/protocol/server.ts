@@ -208,10 +208,13 @@ class Connection {
     try {
       while (this.queue.length > 0 && !this.finished) {
         const batch = this.takeRun();
-        // Handed over in order now; answered in order below.
+        // Handed over in order now; answered in order below. A reply the handler gave at once is
+        // written at once, without a turn of the event loop.
         const replies = batch.map((request) => (request.kind === 'command' ? this.start(request.command) : null));
         for (const [index, request] of batch.entries()) {
-          await this.finishRequest(request, replies[index]);
+          const reply = replies[index];
+          if (reply instanceof Promise) await this.finishRequest(request, reply);
+          else void this.finishRequest(request, reply);
           if (this.finished) break;
         }
         this.resumeIfDrained();
@@ -243,34 +246,41 @@ class Connection {
     return request;
   }
 
-  private start(command: Command): Promise<Reply> {
+  private start(command: Command): Promise<Reply> | Reply {
     this.server.countCommand();
     return this.replyTo(command);
   }
 
-  private async finishRequest(request: WireRequest, reply: Promise<Reply> | null): Promise<void> {
+  /** Writes a request's reply: at once when it is there, else once it settles. */
+  private finishRequest(request: WireRequest, reply: Promise<Reply> | Reply | null): Promise<void> | undefined {
     if (request.kind === 'invalid' || reply === null) {
       if (request.kind === 'invalid') {
         this.write(request.bytes);
         if (request.close) this.finish();
       }
-      return;
+      return undefined;
     }
-    const settled = await reply;
-    if (this.finished) return;
-    this.write(request.encode(settled));
+    if (reply instanceof Promise) return reply.then((settled) => this.finishRequest(request, settled));
+    if (this.finished) return undefined;
+    this.write(request.encode(reply));
     if (request.command.kind === 'quit') this.finish();
+    return undefined;
   }
 
-  private async replyTo(command: Command): Promise<Reply> {
+  private replyTo(command: Command): Promise<Reply> | Reply {
     const own = ownReply(command);
     if (own !== null) return own;
     try {
-      return await this.server.handler(command, this.info);
+      const reply = this.server.handler(command, this.info);
+      return reply instanceof Promise ? reply.catch((error: unknown) => this.failed(command, error)) : reply;
     } catch (error) {
-      this.server.logWarn('command failed', { connection: this.info.id, command: command.kind, error: failureMessage(error) });
-      return { kind: 'server_error', message: failureMessage(error) };
+      return this.failed(command, error);
     }
+  }
+
+  private failed(command: Command, error: unknown): Reply {
+    this.server.logWarn('command failed', { connection: this.info.id, command: command.kind, error: failureMessage(error) });
+    return { kind: 'server_error', message: failureMessage(error) };
   }
 
   private write(bytes: Buffer): void {
