@@ -167,13 +167,15 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
 
-  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
+  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`; reads
+  // wait longer while a read-index request is out (one per round trip, see flushAsFollower).
   private readonly pending = new Map<RequestId, Pending>();
   private proposalsThisStep: LogEntry[] = [];
   private forwardsThisStep: ForwardedRequest[] = [];
   private readsThisStep: RequestId[] = [];
   private readBatchId = 0;
   private readonly readBatches = new Map<number, RequestId[]>();
+  private readIndexSentMs = -Infinity;
   /**
    * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
    * in send order (so terms never decrease along the map). Once an entry of a later term is
@@ -188,6 +190,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private heartbeatDueMs = 0;
   private round = 0;
   private roundRequested = false;
+  private roundStartedMs = -Infinity;
   private roundWaiters: RoundWaiter[] = [];
   private termStartIndex = 0;
 
@@ -743,6 +746,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.lastLeaderContactMs = this.nowMs;
     this.resetElectionTimer();
     const reply = this.appendEntries(message);
+    if (message.quiet && reply.success) return;
     this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, ...reply });
   }
 
@@ -863,6 +867,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       commitIndex: this.commitIndex,
       round: this.round,
       seq: progress.seq,
+      quiet: count === 0 && !force,
     });
     progress.sentIndex += count;
     progress.commitSent = this.commitIndex;
@@ -880,6 +885,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       commitIndex: this.commitIndex,
       round: this.round,
       seq: progress.seq,
+      quiet: false,
     });
     progress.commitSent = this.commitIndex;
     if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
@@ -1044,10 +1050,15 @@ class ReplicatedLogMachine implements ReplicatedLog {
       return this.flushAsLeader();
     }
     if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
-    const heartbeat = this.roundRequested;
+    // One read-confirming round in flight: reads arriving meanwhile wait for the next one, so a
+    // round costs one message per follower per round trip however many reads it confirms. (A
+    // round whose messages were lost no longer counts after a heartbeat interval.)
+    const roundInFlight = this.confirmedRound() < this.round && this.nowMs - this.roundStartedMs < this.heartbeatIntervalMs;
+    const heartbeat = this.roundRequested && !roundInFlight;
     if (heartbeat) {
       this.round += 1;
       this.roundRequested = false;
+      this.roundStartedMs = this.nowMs;
     }
     for (const peer of this.peers) this.sendAppend(peer, heartbeat);
     this.advanceCommit();
@@ -1065,11 +1076,15 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
       }
     }
-    if (this.readsThisStep.length > 0) {
+    // One read-index request out at a time (unless it looks lost): reads arriving meanwhile go
+    // together in the next one, sent when its answer comes.
+    const asking = this.readBatches.size > 0 && this.nowMs - this.readIndexSentMs < this.heartbeatIntervalMs;
+    if (this.readsThisStep.length > 0 && (leader === null || !asking)) {
       const reads = this.readsThisStep;
       this.readsThisStep = [];
       if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, 'no quorum: no leader');
       else {
+        this.readIndexSentMs = this.nowMs;
         this.readBatchId += 1;
         this.readBatches.set(this.readBatchId, reads);
         this.send(leader, { kind: 'read_index', term: this.term, batchId: this.readBatchId });

@@ -52,6 +52,11 @@ export type LogMessage =
       commitIndex: number;
       round: number;
       seq: number;
+      /**
+       * A commit notice (no entries, not a heartbeat): the follower answers only to refuse it, so
+       * telling followers of a commit costs one message each, not two.
+       */
+      quiet: boolean;
     }
   /** `matchIndex` when success; else `hintIndex`, the first index the leader should send. */
   | {
