@@ -10,6 +10,7 @@ import { applyToEntry } from '../src/store/apply.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
+import { cachedEntryBytes, ValueCache } from '../src/store/value-cache.ts';
 import { StoreError, type Entry, type Op } from '../src/store/types.ts';
 import type { Reply } from '../src/protocol/types.ts';
 import { mulberry32 as seeded } from '../src/random.ts';
@@ -302,7 +303,77 @@ class CountingBackend extends MemoryBackend {
   }
 }
 
+describe('ValueCache (CLOCK eviction)', () => {
+  const sized = (value: string, cas = 1n): Entry => entry(value, cas);
+
+  it('keeps its byte bound, dropping the oldest entries not used since they were inserted', () => {
+    const cost = cachedEntryBytes('a', sized('x'.repeat(10)));
+    const cache = new ValueCache(3 * cost);
+    for (const key of ['a', 'b', 'c']) cache.set(key, sized('x'.repeat(10)));
+    expect(cache.get('a')).toBeDefined(); // a gets a second chance
+    cache.set('d', sized('x'.repeat(10)));
+    expect(cache.bytes).toBeLessThanOrEqual(cache.bytesMax);
+    expect(['a', 'b', 'c', 'd'].filter((key) => cache.get(key) !== undefined)).toEqual(['a', 'c', 'd']);
+  });
+
+  it('evicts even when every entry was used, and never holds one larger than the bound', () => {
+    const cost = cachedEntryBytes('a', sized('y'));
+    const cache = new ValueCache(2 * cost);
+    cache.set('a', sized('y'));
+    cache.set('b', sized('y'));
+    cache.get('a');
+    cache.get('b');
+    cache.set('c', sized('y'));
+    expect(cache.size).toBe(2);
+    expect(cache.bytes).toBe(2 * cost);
+    cache.set('huge', sized('z'.repeat(10 * cost)));
+    expect(cache.get('huge')).toBeUndefined();
+    expect(cache.bytes).toBeLessThanOrEqual(cache.bytesMax);
+  });
+
+  it('replaces an entry in place with the right byte count, and forgets deleted ones', () => {
+    const cache = new ValueCache(1 << 20);
+    cache.set('k', sized('short', 1n));
+    cache.set('k', sized('a longer value', 2n));
+    expect(cache.get('k')?.cas).toBe(2n);
+    expect(cache.bytes).toBe(cachedEntryBytes('k', sized('a longer value')));
+    cache.delete('k');
+    expect(cache.bytes).toBe(0);
+    expect(cache.size).toBe(0);
+  });
+
+  it('holds its bound over a long seeded run of sets, gets and deletes', () => {
+    const random = seeded(11);
+    const cache = new ValueCache(4096);
+    for (let step = 0; step < 20_000; step += 1) {
+      const key = `k${Math.floor(random() * 200)}`;
+      const roll = random();
+      if (roll < 0.5) cache.set(key, sized('v'.repeat(Math.floor(random() * 100))));
+      else if (roll < 0.9) cache.get(key);
+      else cache.delete(key);
+      if (cache.bytes > cache.bytesMax) throw new Error(`bound broken at step ${step}`);
+    }
+    expect(cache.size).toBeGreaterThan(0);
+  });
+});
+
 describe('Replica value cache', () => {
+  it('answers a get at once (readNow) only when nothing earlier on its keys is running', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('k', '1'), { cas: 1n, nowMs: NOW });
+    await new Promise((resolve) => setImmediate(resolve)); // the call's bookkeeping settles
+    expect(replica.readNow(getOp('k'), NOW)).toMatchObject({ kind: 'values', items: [expect.objectContaining({ key: 'k' })] });
+    const write = replica.apply(setOp('k', '2'), { cas: 2n, nowMs: NOW });
+    expect(replica.readNow(getOp('k'), NOW)).toBeNull(); // the write is still running
+    await write;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(values(replica.readNow(getOp('k'), NOW) as Reply)).toEqual([['k', '2']]);
+    // A key neither cached nor known absent needs the backend: not now.
+    await backend.set('elsewhere', entry('v', 9n));
+    expect(replica.readNow(getOp('elsewhere'), NOW)).toBeNull();
+  });
+
   it('serves gets and read-modify-writes of entries it wrote without a backend read', async () => {
     const backend = new CountingBackend();
     const replica = new Replica(backend, { tombstones: false });

@@ -6,8 +6,10 @@
  * evicts), and the Replica runs the calls on one key one at a time. So once a write was
  * acknowledged, the backend holds exactly that entry until the Replica's next write on the key;
  * the cache remembers it. The Replica decides what goes in (and when); this class only keeps the
- * byte bound. A JavaScript Map iterates in insertion order, so re-inserting on every hit keeps the
- * least recently used entry first, where eviction takes it.
+ * byte bound. Eviction is CLOCK (second chance), an approximation of least recently used: a hit
+ * only marks its slot, and eviction walks the Map in insertion order, moving marked slots to the
+ * end (and unmarking them) and dropping the first unmarked one. A hit thus costs one lookup, not
+ * the delete and re-insert a strict LRU order over a Map would.
  *
  * Invariants:
  * - `bytes` ≤ `bytesMax` after every call; an entry costing more than `bytesMax` is not kept.
@@ -25,9 +27,15 @@ export function cachedEntryBytes(key: string, entry: Entry): number {
   return key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
 }
 
-/** A byte-bounded LRU map from key to entry. */
+/** A cached entry and its CLOCK mark (used since it was inserted or last passed by eviction). */
+interface Slot {
+  entry: Entry;
+  used: boolean;
+}
+
+/** A byte-bounded map from key to entry, evicting about the least recently used. */
 export class ValueCache {
-  readonly #entries = new Map<string, Entry>();
+  readonly #entries = new Map<string, Slot>();
   readonly #bytesMax: number;
   #bytes = 0;
   #generation = 0;
@@ -66,33 +74,40 @@ export class ValueCache {
 
   /** The entry of `key` (marking it recently used), or undefined. */
   get(key: string): Entry | undefined {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) {
+    const slot = this.#entries.get(key);
+    if (slot === undefined) {
       this.#misses += 1;
       return undefined;
     }
     this.#hits += 1;
-    this.#entries.delete(key);
-    this.#entries.set(key, entry);
-    return entry;
+    slot.used = true;
+    return slot.entry;
   }
 
   /** Keeps `entry` as the backend's version of `key`, evicting the least recently used to fit. */
   set(key: string, entry: Entry): void {
-    this.delete(key);
     const cost = cachedEntryBytes(key, entry);
-    if (cost > this.#bytesMax) return;
-    this.#entries.set(key, entry);
-    this.#bytes += cost;
+    const slot = this.#entries.get(key);
+    if (slot !== undefined && cost <= this.#bytesMax) {
+      // Replaced in place: it keeps its position, and counts as used.
+      this.#bytes += cost - cachedEntryBytes(key, slot.entry);
+      slot.entry = entry;
+      slot.used = true;
+    } else {
+      this.delete(key);
+      if (cost > this.#bytesMax) return;
+      this.#entries.set(key, { entry, used: false });
+      this.#bytes += cost;
+    }
     if (this.#bytes > this.#bytesMax) this.#evict();
   }
 
   /** Forgets `key`. */
   delete(key: string): void {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
+    const slot = this.#entries.get(key);
+    if (slot === undefined) return;
     this.#entries.delete(key);
-    this.#bytes -= cachedEntryBytes(key, entry);
+    this.#bytes -= cachedEntryBytes(key, slot.entry);
   }
 
   /** Forgets everything. */
@@ -102,11 +117,19 @@ export class ValueCache {
     this.#generation += 1;
   }
 
+  /** Drops unmarked slots from the oldest end until the bound holds; marked ones get a second chance. */
   #evict(): void {
-    for (const [key, entry] of this.#entries) {
+    // A Map iterator also visits entries appended while it runs: an unmarked slot re-appended here
+    // is dropped when the walk reaches it again, so every slot is visited at most twice.
+    for (const [key, slot] of this.#entries) {
       if (this.#bytes <= this.#bytesMax) return;
       this.#entries.delete(key);
-      this.#bytes -= cachedEntryBytes(key, entry);
+      if (slot.used) {
+        slot.used = false;
+        this.#entries.set(key, slot);
+      } else {
+        this.#bytes -= cachedEntryBytes(key, slot.entry);
+      }
     }
   }
 }
