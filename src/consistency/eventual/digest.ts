@@ -89,48 +89,48 @@ export interface IndexEntry {
 /** The index with its bucket and group digests. */
 export class VersionIndex {
   private readonly buckets: Array<Map<string, IndexEntry>> = [];
+  /** Every entry by key, so a lookup needs no hash of the key (the buckets serve iteration). */
+  private readonly entries = new Map<string, IndexEntry>();
   private readonly bucketDigests = new Array<number>(BUCKET_COUNT).fill(0);
   private readonly groupDigests = new Array<number>(GROUP_COUNT).fill(0);
-  private count = 0;
 
   constructor() {
     for (let b = 0; b < BUCKET_COUNT; b += 1) this.buckets.push(new Map());
   }
 
   get size(): number {
-    return this.count;
+    return this.entries.size;
   }
 
   get(key: string): IndexEntry | undefined {
-    return this.buckets[bucketOfKey(key)].get(key);
+    return this.entries.get(key);
   }
 
   /** Insert or replace the entry of `key`, updating the digests. */
   set(key: string, entry: IndexEntry): void {
     const bucket = bucketOfKey(key);
-    const entries = this.buckets[bucket];
-    const previous = entries.get(key);
-    if (previous === undefined) this.count += 1;
-    else this.flip(bucket, hashKeyVersion(key, previous.version));
-    entries.set(key, entry);
+    const previous = this.entries.get(key);
+    if (previous !== undefined) this.flip(bucket, hashKeyVersion(key, previous.version));
+    this.entries.set(key, entry);
+    this.buckets[bucket].set(key, entry);
     this.flip(bucket, hashKeyVersion(key, entry.version));
   }
 
   delete(key: string): boolean {
-    const bucket = bucketOfKey(key);
-    const previous = this.buckets[bucket].get(key);
+    const previous = this.entries.get(key);
     if (previous === undefined) return false;
+    const bucket = bucketOfKey(key);
+    this.entries.delete(key);
     this.buckets[bucket].delete(key);
-    this.count -= 1;
     this.flip(bucket, hashKeyVersion(key, previous.version));
     return true;
   }
 
   clear(): void {
     for (const entries of this.buckets) entries.clear();
+    this.entries.clear();
     this.bucketDigests.fill(0);
     this.groupDigests.fill(0);
-    this.count = 0;
   }
 
   bucketEntries(bucket: number): ReadonlyMap<string, IndexEntry> {
