@@ -166,7 +166,7 @@ describe('serving requests', () => {
   });
 
   it('keeps one dirty fetch outstanding and batches the keys written meanwhile', () => {
-    const m = machine();
+    const m = machine(N1, { pushIntervalMs: 1 });
     boot(m);
     const out1 = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: setOp('a', '1') });
     const out2 = m.step({ kind: 'request', nowMs: T0 + 6, requestId: asRequestId(2), session: 1, op: setOp('b', '2') });
