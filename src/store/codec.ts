@@ -94,24 +94,33 @@ export function keyFromMemcachedKey(memcached: string): string | null {
   return out;
 }
 
+/** Bytes of the memcached value holding `entry` (and `keptKey`). */
+export function encodedEntryBytes(entry: Entry, keptKey: string | null): number {
+  return HEADER_BYTES + (keptKey === null ? 0 : 1 + keptKey.length) + entry.value.length;
+}
+
+/** Writes the memcached value holding `entry` into `out` at `offset`; returns the offset after it. */
+export function encodeEntryInto(out: Buffer, offset: number, entry: Entry, keptKey: string | null): number {
+  out[offset] = MAGIC_0;
+  out[offset + 1] = MAGIC_1;
+  out[offset + 2] = FORMAT_VERSION;
+  out[offset + 3] = (entry.tombstone === true ? BIT_TOMBSTONE : 0) | (keptKey === null ? 0 : BIT_KEY_KEPT);
+  out.writeUInt32BE(entry.flags >>> 0, offset + 4);
+  out.writeDoubleBE(entry.expiresAtMs, offset + 8);
+  out.writeBigUInt64BE(entry.cas, offset + 16);
+  let at = offset + HEADER_BYTES;
+  if (keptKey !== null) {
+    out[at] = keptKey.length;
+    out.write(keptKey, at + 1, 'latin1');
+    at += 1 + keptKey.length;
+  }
+  return at + entry.value.copy(out, at);
+}
+
 /** One memcached value holding `entry` (and `keptKey`, for a hashed key). */
 export function encodeEntry(entry: Entry, keptKey: string | null): Buffer {
-  const keyBytes = keptKey === null ? 0 : 1 + keptKey.length;
-  const out = Buffer.allocUnsafe(HEADER_BYTES + keyBytes + entry.value.length);
-  out[0] = MAGIC_0;
-  out[1] = MAGIC_1;
-  out[2] = FORMAT_VERSION;
-  out[3] = (entry.tombstone === true ? BIT_TOMBSTONE : 0) | (keptKey === null ? 0 : BIT_KEY_KEPT);
-  out.writeUInt32BE(entry.flags >>> 0, 4);
-  out.writeDoubleBE(entry.expiresAtMs, 8);
-  out.writeBigUInt64BE(entry.cas, 16);
-  let offset = HEADER_BYTES;
-  if (keptKey !== null) {
-    out[offset] = keptKey.length;
-    out.write(keptKey, offset + 1, 'latin1');
-    offset += keyBytes;
-  }
-  entry.value.copy(out, offset);
+  const out = Buffer.allocUnsafe(encodedEntryBytes(entry, keptKey));
+  encodeEntryInto(out, 0, entry, keptKey);
   return out;
 }
 

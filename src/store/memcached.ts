@@ -30,7 +30,8 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import {
   decodeEntry,
-  encodeEntry,
+  encodedEntryBytes,
+  encodeEntryInto,
   keyFromMemcachedKey,
   memcachedExptimeSeconds,
   memcachedKey,
@@ -80,7 +81,7 @@ export class MemcachedBackend implements KVBackend {
 
   async get(key: string): Promise<Entry | undefined> {
     const target = memcachedKey(key);
-    const raw = await this.#call('get', key, OPCODE_GET, target.key, null, null);
+    const raw = await this.#call('get', key, encodeRequest(OPCODE_GET, target.key, null, null));
     if (raw === null) return undefined;
     const decoded = decodeEntry(raw);
     if (decoded === null) return undefined; // not written by mckv: reads as absent
@@ -90,20 +91,16 @@ export class MemcachedBackend implements KVBackend {
 
   async set(key: string, entry: Entry): Promise<void> {
     const target = memcachedKey(key);
-    const value = encodeEntry(entry, target.hashed ? key : null);
-    const extras = Buffer.allocUnsafe(8);
-    extras.writeUInt32BE(0, 0); // memcached flags: unused, ours are in the value
-    extras.writeUInt32BE(memcachedExptimeSeconds(entry.expiresAtMs), 4);
-    await this.#call('set', key, OPCODE_SET, target.key, extras, value);
+    await this.#call('set', key, encodeSetRequest(target.key, entry, target.hashed ? key : null));
   }
 
   async delete(key: string): Promise<void> {
     const target = memcachedKey(key);
-    await this.#call('delete', key, OPCODE_DELETE, target.key, null, null);
+    await this.#call('delete', key, encodeRequest(OPCODE_DELETE, target.key, null, null));
   }
 
   async flush(): Promise<void> {
-    await this.#run('flush_all', (connection) => connection.request(OPCODE_FLUSH, '', null, null));
+    await this.#run('flush_all', null, (connection) => connection.request(encodeRequest(OPCODE_FLUSH, '', null, null)));
   }
 
   /** Expects `epoch` (e.g. remembered from before a restart of the controller): a different one is a reset. */
@@ -122,7 +119,7 @@ export class MemcachedBackend implements KVBackend {
       return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch: this.#resetEpoch };
     }
     try {
-      const stats = await this.#run('stats', (connection) => connection.stats());
+      const stats = await this.#run('stats', null, (connection) => connection.stats());
       const epoch = epochOf(stats);
       if (this.#lastEpoch !== '' && epoch !== this.#lastEpoch) {
         this.#resetEpoch = epoch;
@@ -161,7 +158,7 @@ export class MemcachedBackend implements KVBackend {
         keys.push(key);
         continue;
       }
-      const raw = await this.#run('get (metadump)', (connection) => connection.request(OPCODE_GET, listed, null, null));
+      const raw = await this.#run('get (metadump)', null, (connection) => connection.request(encodeRequest(OPCODE_GET, listed, null, null)));
       const decoded = raw === null ? null : decodeEntry(raw);
       if (decoded !== null && decoded.keptKey !== null) keys.push(decoded.keptKey);
     }
@@ -175,18 +172,18 @@ export class MemcachedBackend implements KVBackend {
     connection?.fail(new ConnectionFailure('BACKEND_DOWN', 'backend closed'));
   }
 
-  #call(
-    verb: string,
-    key: string,
-    opcode: number,
-    memcachedKeyText: string,
-    extras: Buffer | null,
-    value: Buffer | null,
-  ): Promise<Buffer | null> {
-    return this.#run(`${verb} ${describeKey(key)}`, (connection) => connection.request(opcode, memcachedKeyText, extras, value));
+  /** Sends one encoded request about `key`; on the common path (connection open) without a closure. */
+  #call(verb: string, key: string, frame: Buffer): Promise<Buffer | null> {
+    const connection = this.#closed || this.#resetEpoch !== null ? null : this.#connection;
+    if (connection === null || connection.failed) return this.#run(verb, key, (opened) => opened.request(frame));
+    return connection.request(frame).catch((cause: unknown) => {
+      throw this.#describe(cause, describeCall(verb, key));
+    });
   }
 
-  #run<T>(what: string, call: (connection: BinaryConnection) => Promise<T>): Promise<T> {
+  /** Runs `call` on an open, verified connection; failures are worded with the verb and key. */
+  #run<T>(verb: string, key: string | null, call: (connection: BinaryConnection) => Promise<T>): Promise<T> {
+    const what = describeCall(verb, key);
     if (this.#closed) return Promise.reject(this.#closedError(what));
     if (this.#resetEpoch !== null) {
       return Promise.reject(new StoreError('BACKEND_RESET', `memcached ${this.address} restarted empty; the replica is being rebuilt (${what})`));
@@ -275,6 +272,7 @@ const OPCODE_SET = 0x01;
 const OPCODE_DELETE = 0x04;
 const OPCODE_FLUSH = 0x08;
 const OPCODE_STAT = 0x10;
+const SET_EXTRAS_BYTES = 8;
 const STATUS_OK = 0x0000;
 const STATUS_KEY_NOT_FOUND = 0x0001;
 /** Largest reply body accepted (memcached's item size limit is far below). */
@@ -353,18 +351,19 @@ class BinaryConnection {
     this.#sweepTimer.unref();
   }
 
-  /** Sends one request; resolves with the reply's value (null for key not found). */
-  request(opcode: number, key: string, extras: Buffer | null, value: Buffer | null): Promise<Buffer | null> {
+  /** Sends one request (a frame from encodeRequest); resolves with the reply's value (null for key not found). */
+  request(frame: Buffer): Promise<Buffer | null> {
     return new Promise<Buffer | null>((resolve, reject) => {
-      this.#submit({ opaque: 0, opcode, frame: EMPTY, writtenAtMs: 0, resolve, reject, stats: null, resolveStats: null }, key, extras, value);
+      this.#submit({ opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve, reject, stats: null, resolveStats: null });
     });
   }
 
   /** memcached's general stats. */
   stats(): Promise<Record<string, string>> {
     return new Promise<Record<string, string>>((resolveStats, reject) => {
-      const pending: Pending = { opaque: 0, opcode: OPCODE_STAT, frame: EMPTY, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats };
-      this.#submit(pending, '', null, null);
+      const frame = encodeRequest(OPCODE_STAT, '', null, null);
+      const pending: Pending = { opaque: 0, opcode: OPCODE_STAT, frame, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats };
+      this.#submit(pending);
     });
   }
 
@@ -383,14 +382,14 @@ class BinaryConnection {
     for (const pending of everyone) pending.reject(error);
   }
 
-  #submit(pending: Pending, key: string, extras: Buffer | null, value: Buffer | null): void {
+  #submit(pending: Pending): void {
     if (this.failed) {
       pending.reject(new ConnectionFailure('BACKEND_DOWN', 'connection closed'));
       return;
     }
     pending.opaque = this.#nextOpaque;
     this.#nextOpaque = (this.#nextOpaque + 1) >>> 0;
-    pending.frame = encodeRequest(pending.opcode, pending.opaque, key, extras, value);
+    pending.frame.writeUInt32BE(pending.opaque, 12);
     if (this.#inFlight.length - this.#head >= this.#options.inFlightMax) this.#backlog.push(pending);
     else this.#write(pending);
   }
@@ -502,26 +501,48 @@ const EMPTY = Buffer.alloc(0);
 const ignoreValue = (): void => {};
 
 /** One binary-protocol request frame. Keys are latin1 (one byte per char; ours are ASCII). */
-function encodeRequest(opcode: number, opaque: number, key: string, extras: Buffer | null, value: Buffer | null): Buffer {
-  const keyBytes = key.length;
+/** A request frame; the connection fills in the opaque when it sends it. */
+function encodeRequest(opcode: number, key: string, extras: Buffer | null, value: Buffer | null): Buffer {
   const extrasBytes = extras === null ? 0 : extras.length;
   const valueBytes = value === null ? 0 : value.length;
-  const bodyBytes = extrasBytes + keyBytes + valueBytes;
-  const frame = Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
-  frame[0] = REQUEST_MAGIC;
-  frame[1] = opcode;
-  frame.writeUInt16BE(keyBytes, 2);
-  frame[4] = extrasBytes;
-  frame[5] = 0; // data type
-  frame.writeUInt16BE(0, 6); // vbucket
-  frame.writeUInt32BE(bodyBytes, 8);
-  frame.writeUInt32BE(opaque, 12);
-  frame.fill(0, 16, 24); // cas: unused
+  const frame = requestHeader(opcode, key, extrasBytes, valueBytes);
   let offset = HEADER_BYTES;
   if (extras !== null) offset += extras.copy(frame, offset);
   offset += frame.write(key, offset, 'latin1');
   if (value !== null) value.copy(frame, offset);
   return frame;
+}
+
+/** A set of `entry` under `memcachedKeyText`, encoded straight into the frame (one copy of the value). */
+function encodeSetRequest(memcachedKeyText: string, entry: Entry, keptKey: string | null): Buffer {
+  const frame = requestHeader(OPCODE_SET, memcachedKeyText, SET_EXTRAS_BYTES, encodedEntryBytes(entry, keptKey));
+  frame.writeUInt32BE(0, HEADER_BYTES); // memcached flags: unused, ours are in the value
+  frame.writeUInt32BE(memcachedExptimeSeconds(entry.expiresAtMs), HEADER_BYTES + 4);
+  const keyAt = HEADER_BYTES + SET_EXTRAS_BYTES;
+  frame.write(memcachedKeyText, keyAt, 'latin1');
+  encodeEntryInto(frame, keyAt + memcachedKeyText.length, entry, keptKey);
+  return frame;
+}
+
+/** A frame with its request header written and room for the body. */
+function requestHeader(opcode: number, key: string, extrasBytes: number, valueBytes: number): Buffer {
+  const bodyBytes = extrasBytes + key.length + valueBytes;
+  const frame = Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
+  frame[0] = REQUEST_MAGIC;
+  frame[1] = opcode;
+  frame.writeUInt16BE(key.length, 2);
+  frame[4] = extrasBytes;
+  frame[5] = 0; // data type
+  frame.writeUInt16BE(0, 6); // vbucket
+  frame.writeUInt32BE(bodyBytes, 8);
+  frame.writeUInt32BE(0, 12); // opaque: set when sent
+  frame.fill(0, 16, 24); // cas: unused
+  return frame;
+}
+
+/** "set key" for messages; built only when a call fails. */
+function describeCall(verb: string, key: string | null): string {
+  return key === null ? verb : `${verb} ${describeKey(key)}`;
 }
 
 function errorMessage(error: unknown): string {

@@ -88,6 +88,15 @@ const EMPTY = Buffer.alloc(0);
 const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'already applied (log replay)' };
 const ignore = (): void => {};
 
+/** Starts `work` at once; a synchronous throw becomes a rejection, as inside a `then`. */
+function startNow<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return work();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
 /** Runs calls in order per key, with barriers over all keys. */
 class KeyOrder {
   readonly #tails = new Map<string, Promise<void>>();
@@ -105,9 +114,14 @@ class KeyOrder {
   /** Runs `work` after every earlier call on `key` and the last barrier (the common, one-key case). */
   single<T>(key: string, work: () => Promise<T>): Promise<T> {
     const tail = this.#tails.get(key);
-    const before = tail === undefined ? this.#barrier : tail;
-    // A key's tail already waits for the barrier it was issued after (or is that barrier's successor).
-    const result = before.then(work);
+    let result: Promise<T>;
+    if (tail === undefined && this.#barriersRunning === 0) {
+      // Nothing to wait for: start now rather than a microtask later.
+      result = startNow(work);
+    } else {
+      // A key's tail already waits for the barrier it was issued after (or is that barrier's successor).
+      result = (tail === undefined ? this.#barrier : tail).then(work);
+    }
     const done = result.then(ignore, ignore);
     this.#tails.set(key, done);
     this.#sinceBarrier.add(done);
