@@ -249,11 +249,15 @@ describe('last writer wins', () => {
     const m = machine();
     boot(m);
     const remote = packVersion({ physicalMs: T0 + 90_000, counter: 4 }, 1);
-    const out = m.step(message(N2, { kind: 'push', batch: 17, entries: [['k', entry('v', remote)]] }));
+    const expiring = entry('e', remote - 1n, { expiresAtMs: T0 + 60_000 });
+    const entries: KeyedEntry[] = [['k', entry('v', remote)], ['gone', tombstone(remote - 2n)], ['ttl', expiring]];
+    const out = m.step(message(N2, { kind: 'push', batch: 17, entries }));
     const [put] = ofKind(out, 'put');
     expect(sent(out, 'push_ack')).toEqual([]);
     const acked = m.step({ kind: 'applied', nowMs: T0 + 11, token: put.token ?? -1 });
-    expect(sent(acked, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 17, versions: [['k', remote]] } }]);
+    // Only what may be collected one day (a tombstone, an expiring entry) is listed.
+    const versions = [['gone', remote - 2n], ['ttl', remote - 1n]];
+    expect(sent(acked, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 17, versions } }]);
     const write = m.step({ kind: 'request', nowMs: T0 + 12, requestId: asRequestId(1), session: 1, op: setOp('k', 'mine') });
     expect(ofKind(write, 'apply')[0].cas).toBeGreaterThan(remote);
   });
@@ -440,7 +444,7 @@ describe('tombstones', () => {
     expect(m.indexEntry('k')).toBeUndefined();
     const late = m.step(message(N2, { kind: 'push', batch: 99, entries: [['k', entry('v', 5n)]] }));
     expect(ofKind(late, 'put')).toEqual([]);
-    expect(sent(late, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 99, versions: [['k', 5n]] } }]);
+    expect(sent(late, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 99, versions: [] } }]);
     // N2 missed the delete (say its replica was emptied): it gets the tombstone back.
     expect(sent(late, 'push').map((p) => [p.to, p.message.entries])).toEqual([[N2, [['k', tombstone(version)]]]]);
     const newer = m.step(message(N2, { kind: 'push', batch: 100, entries: [['k', entry('w', version + 1n)]] }));

@@ -338,15 +338,14 @@ export class Replica {
       if (list === undefined) byKey.set(key, [entry]);
       else list.push(entry);
     }
-    const calls = [...byKey].map(([key, list]) =>
-      this.#order.keyed(
-        [key],
-        this.#writing(async () => {
-          for (const entry of list) await this.#putOne(key, entry, how);
-        }),
-      ),
-    );
+    const calls: Array<Promise<void>> = [];
+    for (const [key, list] of byKey) calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how))));
     await Promise.all(calls);
+  }
+
+  /** Puts one key's entries, in order. */
+  async #putAll(key: string, list: readonly Entry[], how: 'merge' | 'overwrite'): Promise<void> {
+    for (const entry of list) await this.#putOne(key, entry, how);
   }
 
   /** Entries (tombstones and expired ones included) of `keys`, or of every key when null. */
@@ -489,13 +488,14 @@ export class Replica {
     return { kind: 'ok' };
   }
 
-  async #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite'): Promise<void> {
-    if (how === 'merge') {
-      const known = this.#knownCas(key);
-      const currentCas = known !== undefined ? known : ((await this.#backend.get(key))?.cas ?? null);
-      if (currentCas !== null && currentCas >= entry.cas) return;
+  /** Writes `entry` unless (merge) the backend already holds an equal or greater cas. */
+  #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite'): Promise<void> {
+    if (how === 'overwrite') return this.#write(key, entry);
+    const known = this.#knownCas(key);
+    if (known === undefined) {
+      return this.#backend.get(key).then((current) => (current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry)));
     }
-    await this.#write(key, entry);
+    return known !== null && known >= entry.cas ? Promise.resolve() : this.#write(key, entry);
   }
 
   async #fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {

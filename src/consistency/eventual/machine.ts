@@ -453,7 +453,8 @@ export class EventualMachine implements Machine<EventualMessage> {
     const versions: KeyVersion[] = [];
     const merge: KeyedEntry[] = [];
     for (const [key, entry] of entries) {
-      versions.push([key, entry.cas]);
+      // Only what is or may become dead is ever collected, so only that needs "held" news.
+      if (mayDie(entry)) versions.push([key, entry.cas]);
       this.clock = mergeHlc(this.clock, versionClock(entry.cas));
       if (!this.purgedCovers(key, entry.cas)) merge.push([key, entry]);
       else this.answerSuperseded(from, key, entry.cas);
@@ -675,6 +676,11 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.replicaSeq += 1;
     return this.replicaSeq;
   }
+}
+
+/** A tombstone, or an entry that expires: the kinds collection waits on every peer to hold. */
+function mayDie(entry: Entry): boolean {
+  return entry.tombstone === true || entry.expiresAtMs !== 0;
 }
 
 function tombstoneEntry(cas: bigint): Entry {

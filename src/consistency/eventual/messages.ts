@@ -21,7 +21,11 @@ export type KeyVersion = [key: string, version: bigint];
 export type EventualMessage =
   /** Entries to merge (last writer wins). `batch` names the push for its ack. */
   | { kind: 'push'; batch: number; entries: KeyedEntry[] }
-  /** The receiver's replica merged push `batch`: it now holds these versions or later ones. */
+  /**
+   * The receiver's replica merged push `batch`: it now holds these versions or later ones. Only
+   * entries that are or may become dead (tombstones, entries with an expiry) are listed: they
+   * are the ones collection needs to know every peer holds.
+   */
   | { kind: 'push_ack'; batch: number; versions: KeyVersion[] }
   /** Anti-entropy, initiator → responder: the initiator's GROUP_COUNT group digests. */
   | { kind: 'ae_groups'; round: number; groups: number[] }
