@@ -140,13 +140,13 @@ describe('hybrid logical clock', () => {
 });
 
 describe('serving requests', () => {
-  it('turns a write into an apply with a fresh version and a token, a get into a read', () => {
+  it('turns a write into an apply with a fresh version (no token: nothing waits for it), a get into a read', () => {
     const m = machine(N2);
     boot(m);
     const write = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
     const [apply] = ofKind(write, 'apply');
     expect(apply.requestId).toBe(1);
-    expect(apply.token).not.toBeNull();
+    expect(apply.token).toBeNull();
     expect(apply.nowMs).toBe(T0 + 20);
     expect(unpackVersion(apply.cas)).toEqual({ clock: { physicalMs: T0 + 20, counter: 0 }, nodeIndex: 1 });
     expect(ofKind(write, 'fetch')).toEqual([expect.objectContaining({ keys: ['a'] })]);

@@ -231,9 +231,10 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     this.clock = tickHlc(this.clock, nowMs);
     const cas = packVersion(this.clock, this.nodeIndex);
-    const token = this.takeToken();
     const seq = this.nextSeq();
-    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token });
+    // No token: nothing here waits for the apply (the client gets its result; the dirty fetch
+    // that reads it back runs after it by the replica's per-key order).
+    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null });
     this.markDirty(opKeys(op), seq);
   }
 
