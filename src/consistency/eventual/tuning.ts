@@ -56,7 +56,7 @@ export function defaultTuning(options: Pick<MachineOptions, 'heartbeatIntervalMs
     queueBytesMax: 64 * 1024 * 1024,
     windowBatchesMax: 8,
     ackTimeoutMs: Math.max(options.failureTimeoutMs, 4 * heartbeatMs),
-    pushIntervalMs: 10,
+    pushIntervalMs: 25,
     fetchKeysMax: 1024,
     aeKeysMax: 4096,
     expiredGraceMs: 1000,
