@@ -23,7 +23,7 @@
 import * as net from 'node:net';
 import type { Command, ProtocolLimits, Reply } from './types.ts';
 import { TextRequestDecoder, encodeTextInvalid, encodeTextReply } from './text.ts';
-import { BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryReply } from './binary.ts';
+import { BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryReply, type BinaryHeader } from './binary.ts';
 
 /** Who sent a command. */
 export interface ConnectionInfo {
@@ -71,7 +71,8 @@ const ERROR_MESSAGE_CHARS_MAX = 200;
 
 /** A decoded request as the connection loop sees it, whatever the protocol. */
 type WireRequest =
-  | { kind: 'command'; command: Command; encode: (reply: Reply) => Buffer; weightBytes: number }
+  /** `header`: the binary request's header (its reply echoes it); null for a text request. */
+  | { kind: 'command'; command: Command; header: BinaryHeader | null; weightBytes: number }
   | { kind: 'invalid'; bytes: Buffer; close: boolean };
 
 interface WireDecoder {
@@ -85,29 +86,38 @@ function commandWeightBytes(command: Command): number {
 function textWireDecoder(limits: ProtocolLimits): WireDecoder {
   const decoder = new TextRequestDecoder(limits);
   return {
-    push: (chunk) => decoder.push(chunk).map((item): WireRequest => {
-      if (item.kind === 'invalid') return { kind: 'invalid', bytes: encodeTextInvalid(item.reply), close: item.close };
-      const command = item.command;
-      return { kind: 'command', command, encode: (reply) => encodeTextReply(command, reply), weightBytes: commandWeightBytes(command) };
-    }),
+    push(chunk) {
+      const requests: WireRequest[] = [];
+      for (const item of decoder.push(chunk)) {
+        if (item.kind === 'invalid') requests.push({ kind: 'invalid', bytes: encodeTextInvalid(item.reply), close: item.close });
+        else requests.push({ kind: 'command', command: item.command, header: null, weightBytes: commandWeightBytes(item.command) });
+      }
+      return requests;
+    },
   };
 }
 
 function binaryWireDecoder(limits: ProtocolLimits): WireDecoder {
   const decoder = new BinaryRequestDecoder(limits);
   return {
-    push: (chunk) => decoder.push(chunk).map((item): WireRequest => {
-      if (item.kind === 'invalid') {
-        const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
-        return { kind: 'invalid', bytes, close: item.close };
+    push(chunk) {
+      const requests: WireRequest[] = [];
+      for (const item of decoder.push(chunk)) {
+        if (item.kind === 'invalid') {
+          const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
+          requests.push({ kind: 'invalid', bytes, close: item.close });
+        } else {
+          requests.push({ kind: 'command', command: item.command, header: item.header, weightBytes: commandWeightBytes(item.command) });
+        }
       }
-      const { header, command } = item;
-      return {
-        kind: 'command', command, encode: (reply) => encodeBinaryReply(header, command, reply),
-        weightBytes: commandWeightBytes(command),
-      };
-    }),
+      return requests;
+    },
   };
+}
+
+/** The reply's bytes in the request's protocol. */
+function encodeReply(request: Extract<WireRequest, { kind: 'command' }>, reply: Reply): Buffer {
+  return request.header === null ? encodeTextReply(request.command, reply) : encodeBinaryReply(request.header, request.command, reply);
 }
 
 /** The message of a handler failure, one line, bounded, without a stack. */
@@ -210,12 +220,12 @@ class Connection {
         const batch = this.takeRun();
         // Handed over in order now; answered in order below. A reply the handler gave at once is
         // written at once, without a turn of the event loop.
-        const replies = batch.map((request) => (request.kind === 'command' ? this.start(request.command) : null));
-        for (const [index, request] of batch.entries()) {
+        const replies: Array<Promise<Reply> | Reply | null> = [];
+        for (const request of batch) replies.push(request.kind === 'command' ? this.start(request.command) : null);
+        for (let index = 0; index < batch.length && !this.finished; index += 1) {
           const reply = replies[index];
-          if (reply instanceof Promise) await this.finishRequest(request, reply);
-          else void this.finishRequest(request, reply);
-          if (this.finished) break;
+          if (reply instanceof Promise) await this.finishRequest(batch[index], reply);
+          else void this.finishRequest(batch[index], reply);
         }
         this.resumeIfDrained();
       }
@@ -262,7 +272,7 @@ class Connection {
     }
     if (reply instanceof Promise) return reply.then((settled) => this.finishRequest(request, settled));
     if (this.finished) return undefined;
-    this.write(request.encode(reply));
+    this.write(encodeReply(request, reply));
     if (request.command.kind === 'quit') this.finish();
     return undefined;
   }
