@@ -324,28 +324,6 @@ describe('reads', () => {
     expect(confirm).toEqual([expect.objectContaining({ message: expect.objectContaining({ readIndex: 2 }) })]);
   });
 
-  it('linearizability: one read-index request and one confirming round in flight; reads arriving meanwhile share the next', () => {
-    const cluster = electedCluster();
-    const leader = cluster.leader();
-    const follower = followers(cluster)[0];
-    const sends = (id: PeerId, kind: LogMessage['kind']): number =>
-      cluster.node(id).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === kind).length;
-    const first = cluster.request(follower, get('a'));
-    expect(sends(follower, 'read_index')).toBe(1);
-    // Three more turns of reads before the answer: they wait, nothing more is asked.
-    const later = [cluster.request(follower, get('b')), cluster.request(follower, get('c')), cluster.request(follower, get('d'))];
-    expect(sends(follower, 'read_index')).toBe(1);
-    // The leader: reads of its own in two turns while its first round is out start one round.
-    const roundsBefore = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append').length;
-    const own = [cluster.request(leader, get('e')), cluster.request(leader, get('f'))];
-    const rounds = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append').length - roundsBefore;
-    expect(rounds).toBe(2); // one heartbeat round: one append per follower
-    cluster.deliver();
-    expect(sends(follower, 'read_index')).toBe(2); // the three waiting reads went together
-    for (const { requestId } of [first, ...later]) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'read' });
-    for (const { requestId } of own) expect(cluster.outcome(leader, requestId)).toMatchObject({ kind: 'read' });
-  });
-
   it('linearizability: a node cut off from the others refuses reads rather than serve stale data', () => {
     const cluster = electedCluster();
     const follower = followers(cluster)[0];

@@ -167,15 +167,13 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
 
-  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`; reads
-  // wait longer while a read-index request is out (one per round trip, see flushAsFollower).
+  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
   private readonly pending = new Map<RequestId, Pending>();
   private proposalsThisStep: LogEntry[] = [];
   private forwardsThisStep: ForwardedRequest[] = [];
   private readsThisStep: RequestId[] = [];
   private readBatchId = 0;
   private readonly readBatches = new Map<number, RequestId[]>();
-  private readIndexSentMs = -Infinity;
   /**
    * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
    * in send order (so terms never decrease along the map). Once an entry of a later term is
@@ -190,7 +188,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private heartbeatDueMs = 0;
   private round = 0;
   private roundRequested = false;
-  private roundStartedMs = -Infinity;
   private roundWaiters: RoundWaiter[] = [];
   private termStartIndex = 0;
 
@@ -1050,15 +1047,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
       return this.flushAsLeader();
     }
     if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
-    // One read-confirming round in flight: reads arriving meanwhile wait for the next one, so a
-    // round costs one message per follower per round trip however many reads it confirms. (A
-    // round whose messages were lost no longer counts after a heartbeat interval.)
-    const roundInFlight = this.confirmedRound() < this.round && this.nowMs - this.roundStartedMs < this.heartbeatIntervalMs;
-    const heartbeat = this.roundRequested && !roundInFlight;
+    // One read-confirming round per turn that has reads. (Holding reads back while a round is in
+    // flight, to confirm more per round, cost more in waiting than it saved in messages: measured.)
+    const heartbeat = this.roundRequested;
     if (heartbeat) {
       this.round += 1;
       this.roundRequested = false;
-      this.roundStartedMs = this.nowMs;
     }
     for (const peer of this.peers) this.sendAppend(peer, heartbeat);
     this.advanceCommit();
@@ -1076,15 +1070,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
       }
     }
-    // One read-index request out at a time (unless it looks lost): reads arriving meanwhile go
-    // together in the next one, sent when its answer comes.
-    const asking = this.readBatches.size > 0 && this.nowMs - this.readIndexSentMs < this.heartbeatIntervalMs;
-    if (this.readsThisStep.length > 0 && (leader === null || !asking)) {
+    if (this.readsThisStep.length > 0) {
       const reads = this.readsThisStep;
       this.readsThisStep = [];
       if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, 'no quorum: no leader');
       else {
-        this.readIndexSentMs = this.nowMs;
         this.readBatchId += 1;
         this.readBatches.set(this.readBatchId, reads);
         this.send(leader, { kind: 'read_index', term: this.term, batchId: this.readBatchId });
