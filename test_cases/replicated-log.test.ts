@@ -324,6 +324,28 @@ describe('reads', () => {
     expect(confirm).toEqual([expect.objectContaining({ message: expect.objectContaining({ readIndex: 2 }) })]);
   });
 
+  it('linearizability: the confirming round goes to the asking follower only, which serves on accepting it', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [asker, other] = followers(cluster);
+    const write = cluster.request(leader, set('r', 'v1'));
+    cluster.deliver();
+    const { requestId, effects } = cluster.request(asker, get('r'));
+    const [ask] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const round = cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: asker, message: ask.message });
+    const flushed = [...round, ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs })];
+    const appends = flushed.filter((effect): effect is Extract<Effect<LogMessage>, { kind: 'send' }> => effect.kind === 'send' && effect.message.kind === 'append');
+    expect(appends.map((effect) => effect.to)).toEqual([asker]); // one follower makes a majority with the leader
+    const append = appends[0].message as Extract<LogMessage, { kind: 'append' }>;
+    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
+    expect(append.reads).toEqual([[expect.any(Number), 2]]); // the read index: the write at index 2
+    expect(cluster.outcome(asker, requestId)).toBeUndefined();
+    // Accepting the round's append is the follower's own confirmation: it serves before any read_index_reply.
+    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: append });
+    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'read', requestId });
+    expect(cluster.node(other).effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'append_reply' && effect.message.round === append.round)).toBe(false);
+  });
+
   it('linearizability: a node cut off from the others refuses reads rather than serve stale data', () => {
     const cluster = electedCluster();
     const follower = followers(cluster)[0];

@@ -743,6 +743,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.lastLeaderContactMs = this.nowMs;
     this.resetElectionTimer();
     const reply = this.appendEntries(message);
+    for (const [batchId, readIndex] of message.reads) this.answerReadBatch(batchId, readIndex);
     if (message.quiet && reply.success) return;
     this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, ...reply });
   }
@@ -842,7 +843,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
    * Sends the follower everything not yet sent (up to the batch and in-flight bounds), pipelined:
    * no wait for the previous append's ack. `force` sends even with nothing new (a heartbeat).
    */
-  private sendAppend(peer: PeerId, force: boolean): void {
+  private sendAppend(peer: PeerId, force: boolean, reads: Array<[number, number]> = []): void {
     const progress = this.progress.get(peer);
     assert(progress !== undefined);
     const prevTerm = this.log.termAt(progress.sentIndex);
@@ -865,6 +866,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       round: this.round,
       seq: progress.seq,
       quiet: count === 0 && !force,
+      reads,
     });
     progress.sentIndex += count;
     progress.commitSent = this.commitIndex;
@@ -883,6 +885,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       round: this.round,
       seq: progress.seq,
       quiet: false,
+      reads: [],
     });
     progress.commitSent = this.commitIndex;
     if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
@@ -964,6 +967,26 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
   }
 
+  /**
+   * With three nodes, the leader and any one follower are a majority: a follower that accepts
+   * this round's append (still in this term, with us as its leader) has itself confirmed that we
+   * were the only leader when we sent it, after its read-index request arrived. So the append
+   * carries that follower's read indexes, and it serves its reads on accepting it — one hop
+   * sooner than waiting for our read_index_reply (which still goes, in case this append is lost;
+   * the follower ignores the second answer).
+   */
+  private carryReadIndexes(peer: PeerId): Array<[number, number]> {
+    if (this.majority !== 2) return [];
+    const waiter = this.roundWaiters[this.roundWaiters.length - 1];
+    if (waiter === undefined || waiter.round !== this.round) return [];
+    const reads: Array<[number, number]> = [];
+    for (const batch of waiter.remoteBatches) {
+      if (batch.from !== peer) continue;
+      reads.push([batch.batchId, waiter.readIndex]);
+    }
+    return reads;
+  }
+
   private awaitApply(requestId: RequestId, readIndex: number): void {
     if (!this.pending.has(requestId)) return;
     const queue = this.readsAwaitingApply;
@@ -981,12 +1004,17 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private onReadIndexReply(message: Extract<LogMessage, { kind: 'read_index_reply' }>): void {
-    const requestIds = this.readBatches.get(message.batchId);
+    this.answerReadBatch(message.batchId, message.readIndex);
+  }
+
+  /** A read batch of ours got its read index (null: refused); a second answer finds nothing. */
+  private answerReadBatch(batchId: number, readIndex: number | null): void {
+    const requestIds = this.readBatches.get(batchId);
     if (requestIds === undefined) return;
-    this.readBatches.delete(message.batchId);
+    this.readBatches.delete(batchId);
     for (const requestId of requestIds) {
-      if (message.readIndex === null) this.refuseRequest(requestId, 'no quorum: leader could not confirm the read');
-      else this.awaitApply(requestId, message.readIndex);
+      if (readIndex === null) this.refuseRequest(requestId, 'no quorum: leader could not confirm the read');
+      else this.awaitApply(requestId, readIndex);
     }
   }
 
@@ -1054,9 +1082,35 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.round += 1;
       this.roundRequested = false;
     }
-    for (const peer of this.peers) this.sendAppend(peer, heartbeat);
+    const confirmers: readonly PeerId[] = heartbeat ? this.roundConfirmers() : [];
+    for (const peer of this.peers) {
+      const confirming = confirmers.includes(peer);
+      this.sendAppend(peer, confirming, confirming ? this.carryReadIndexes(peer) : []);
+    }
     this.advanceCommit();
     this.confirmRounds();
+  }
+
+  /**
+   * The followers a read-confirming round goes to. Its acks must make a majority with us; with
+   * three nodes one follower does: a follower whose reads wait on this round (it can then serve
+   * them on receipt, see carryReadIndexes), else the one heard from last. With more nodes, all.
+   * (Should that one not answer, the next heartbeat goes to every follower and confirms it.)
+   */
+  private roundConfirmers(): readonly PeerId[] {
+    if (this.majority !== 2) return this.peers;
+    const waiter = this.roundWaiters[this.roundWaiters.length - 1];
+    const asking = waiter !== undefined && waiter.round === this.round ? waiter.remoteBatches.map((batch) => batch.from) : [];
+    if (asking.length > 0) return [...new Set(asking)];
+    let freshest: PeerId | null = null;
+    let freshestMs = Number.NEGATIVE_INFINITY;
+    for (const [peer, progress] of this.progress) {
+      if (progress.lastAckMs > freshestMs) {
+        freshest = peer;
+        freshestMs = progress.lastAckMs;
+      }
+    }
+    return freshest === null ? this.peers : [freshest];
   }
 
   private flushAsFollower(): void {

@@ -57,6 +57,12 @@ export type LogMessage =
        * telling followers of a commit costs one message each, not two.
        */
       quiet: boolean;
+      /**
+       * The follower's read-index requests this append's round confirms, with their read index:
+       * in a three-node cluster the leader and the follower taking this append are a majority, so
+       * the follower may serve them once it accepts it (see ReplicatedLog, "reads").
+       */
+      reads: Array<[batchId: number, readIndex: number]>;
     }
   /** `matchIndex` when success; else `hintIndex`, the first index the leader should send. */
   | {
