@@ -222,11 +222,20 @@ class Connection {
         // written at once, without a turn of the event loop.
         const replies: Array<Promise<Reply> | Reply | null> = [];
         for (const request of batch) replies.push(request.kind === 'command' ? this.start(request.command) : null);
+        // Replies given at once leave in one socket write (corked until the run waits or ends).
+        let corked = batch.length > 1;
+        if (corked) this.socket.cork();
         for (let index = 0; index < batch.length && !this.finished; index += 1) {
           const reply = replies[index];
-          if (reply instanceof Promise) await this.finishRequest(batch[index], reply);
-          else void this.finishRequest(batch[index], reply);
+          if (reply instanceof Promise) {
+            if (corked) this.socket.uncork();
+            corked = false;
+            await this.finishRequest(batch[index], reply);
+          } else {
+            void this.finishRequest(batch[index], reply);
+          }
         }
+        if (corked) this.socket.uncork();
         this.resumeIfDrained();
       }
     } finally {
