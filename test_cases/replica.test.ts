@@ -214,21 +214,6 @@ describe('Replica semantics', () => {
   });
 
   it('decides a merge from a complete index without reading, and reads when the index cannot tell', async () => {
-    class CountingBackend extends MemoryBackend {
-      gets = 0;
-      failNextSet = false;
-      override async get(key: string): Promise<Entry | undefined> {
-        this.gets += 1;
-        return super.get(key);
-      }
-      override async set(key: string, stored: Entry): Promise<void> {
-        if (this.failNextSet) {
-          this.failNextSet = false;
-          throw new StoreError('BACKEND_DOWN', 'injected');
-        }
-        return super.set(key, stored);
-      }
-    }
     const backend = new CountingBackend();
     await backend.set('old', entry('before the replica', 9n));
     const replica = new Replica(backend, { tombstones: true });
@@ -243,7 +228,7 @@ describe('Replica semantics', () => {
     expect(backend.gets).toBe(0);
     expect(values(await replica.read(getOp('k', 'old'), NOW))).toEqual([['k', 'five'], ['old', 'before the replica']]);
     // A failed write leaves the record unsettled: the next merge reads what the backend holds.
-    backend.failNextSet = true;
+    backend.failNextSetBeforeStoring = true;
     await expect(replica.put([['k', entry('nine', 9n)]], 'merge')).rejects.toBeInstanceOf(StoreError);
     replica.acknowledgeReset();
     backend.gets = 0;
@@ -284,10 +269,14 @@ describe('Replica semantics', () => {
   });
 });
 
-/** A MemoryBackend that counts its calls, and can fail the next set after storing it (a lost reply). */
+/**
+ * A MemoryBackend that counts its calls, and can fail the next set before storing it (it never
+ * arrived) or after (the reply was lost).
+ */
 class CountingBackend extends MemoryBackend {
   gets = 0;
   sets = 0;
+  failNextSetBeforeStoring = false;
   failNextSetAfterStoring = false;
   override async get(key: string): Promise<Entry | undefined> {
     this.gets += 1;
@@ -295,6 +284,10 @@ class CountingBackend extends MemoryBackend {
   }
   override async set(key: string, stored: Entry): Promise<void> {
     this.sets += 1;
+    if (this.failNextSetBeforeStoring) {
+      this.failNextSetBeforeStoring = false;
+      throw new StoreError('BACKEND_DOWN', 'injected');
+    }
     await super.set(key, stored);
     if (this.failNextSetAfterStoring) {
       this.failNextSetAfterStoring = false;

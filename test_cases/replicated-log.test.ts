@@ -168,6 +168,19 @@ function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000, s
 
 const followers = (cluster: Cluster): PeerId[] => IDS.filter((id) => id !== cluster.leader());
 
+/** Compaction threshold 6, a follower down while 20 writes commit: the leader compacted past it. */
+function compactedPastLaggingFollower(): { cluster: Cluster; leader: PeerId; lagging: PeerId } {
+  const cluster = electedCluster('linearizability', 6);
+  const leader = cluster.leader();
+  const lagging = followers(cluster)[0];
+  cluster.down.add(lagging);
+  for (let n = 0; n < 20; n += 1) {
+    cluster.request(leader, set(`k${n % 5}`, String(n)));
+    cluster.run(20);
+  }
+  return { cluster, leader, lagging };
+}
+
 describe('election', () => {
   it('elects exactly one leader, by pre-vote then vote, which appends and commits a no-op', () => {
     const cluster = new Cluster();
@@ -455,14 +468,7 @@ describe('persistence and restart', () => {
 
 describe('compaction and state transfer', () => {
   it('compacts past the threshold, and a follower that missed compacted entries gets a state transfer', () => {
-    const cluster = electedCluster('linearizability', 6);
-    const leader = cluster.leader();
-    const lagging = followers(cluster)[0];
-    cluster.down.add(lagging);
-    for (let n = 0; n < 20; n += 1) {
-      cluster.request(leader, set(`k${n % 5}`, String(n)));
-      cluster.run(20);
-    }
+    const { cluster, leader, lagging } = compactedPastLaggingFollower();
     const compacted = cluster.node(leader).records;
     expect(compacted[0]).toMatchObject({ kind: 'snapshot' });
     expect((compacted[0] as { snapshotIndex: number }).snapshotIndex).toBeGreaterThan(6);
@@ -612,14 +618,7 @@ describe('notes for operators', () => {
   });
 
   it('state transfers are noted at both ends with the peer and index', () => {
-    const cluster = electedCluster('linearizability', 6);
-    const leader = cluster.leader();
-    const lagging = followers(cluster)[0];
-    cluster.down.add(lagging);
-    for (let n = 0; n < 20; n += 1) {
-      cluster.request(leader, set(`k${n % 5}`, String(n)));
-      cluster.run(20);
-    }
+    const { cluster, leader, lagging } = compactedPastLaggingFollower();
     cluster.down.delete(lagging);
     cluster.run(1_500);
     expect(notes(cluster, leader)).toContainEqual(expect.objectContaining({ message: 'state transfer sent', meta: expect.objectContaining({ peer: lagging, index: expect.any(Number) }) }));
