@@ -977,14 +977,20 @@ class ReplicatedLogMachine implements ReplicatedLog {
    */
   private carryReadIndexes(peer: PeerId): Array<[number, number]> {
     if (this.majority !== 2) return [];
-    const waiter = this.roundWaiters[this.roundWaiters.length - 1];
-    if (waiter === undefined || waiter.round !== this.round) return [];
+    const waiter = this.waiterOfCurrentRound();
+    if (waiter === null) return [];
     const reads: Array<[number, number]> = [];
     for (const batch of waiter.remoteBatches) {
       if (batch.from !== peer) continue;
       reads.push([batch.batchId, waiter.readIndex]);
     }
     return reads;
+  }
+
+  /** The reads the round just started confirms, if any. */
+  private waiterOfCurrentRound(): RoundWaiter | null {
+    const waiter = this.roundWaiters[this.roundWaiters.length - 1];
+    return waiter !== undefined && waiter.round === this.round ? waiter : null;
   }
 
   private awaitApply(requestId: RequestId, readIndex: number): void {
@@ -1099,8 +1105,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
    */
   private roundConfirmers(): readonly PeerId[] {
     if (this.majority !== 2) return this.peers;
-    const waiter = this.roundWaiters[this.roundWaiters.length - 1];
-    const asking = waiter !== undefined && waiter.round === this.round ? waiter.remoteBatches.map((batch) => batch.from) : [];
+    const asking = this.waiterOfCurrentRound()?.remoteBatches.map((batch) => batch.from) ?? [];
     if (asking.length > 0) return [...new Set(asking)];
     let freshest: PeerId | null = null;
     let freshestMs = Number.NEGATIVE_INFINITY;
