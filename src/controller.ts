@@ -111,7 +111,7 @@ export class Controller {
       replay: logMode ? 'skip-applied' : 'plain',
       cacheBytesMax: config.cacheBytesMax,
     });
-    const walFile = path.join(config.dataDir, node.id, 'wal.jsonl');
+    const walFile = path.join(config.dataDir, node.id, 'wal.bin');
     // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
     // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
     this.epochFile = path.join(config.dataDir, node.id, 'backend-epoch');

@@ -1,46 +1,83 @@
 /**
  * The write-ahead file of one controller: the records a mode asks to make durable (term, vote,
- * log entries), one JSON line each, fsynced before the controller carries out anything after them.
+ * log entries), one binary record each, fsynced before the controller carries out anything after
+ * them.
  *
- * Invariant: a record that `append` returned for is on disk. A torn last line (the process died
- * mid-write) is dropped on read; a corrupt line anywhere else is an error, never silently skipped.
- * `compact` rewrites the file through a temporary file and a rename, so a crash leaves either the
- * old file or the new one.
+ * A record is a 12-byte header followed by the payload, the record in the binary encoding of
+ * peer/value-codec.ts (bigints and Buffers round-trip as themselves):
+ *
+ *   payload length (u32 LE) | crc32 of the payload (u32 LE) | crc32 of the 8 bytes before (u32 LE)
+ *
+ * Intuition: JSON lines spent their time in JSON.stringify and base64 of every memcached value;
+ * here a record is encoded in one walk, and written, as before, with one write of one Buffer. The
+ * header's own checksum lets the reader trust a length before the payload is there, so a record
+ * that runs past the end of the file is known to be the torn last write, not a corrupt length.
+ *
+ * Invariants:
+ * - A record that `append` returned for is on disk.
+ * - A torn last record (the process died mid-write: a short header, a payload cut short, a
+ *   checksum mismatch, or zeros the file system had not yet filled in) is dropped on read, but
+ *   only when no valid record follows it; a corrupt record anywhere else is a WalError naming the
+ *   file and the byte offset, never silently skipped.
+ * - A length is checked against the bytes left before it is used; reading allocates nothing that
+ *   a length claims, only the file itself and the records in it.
+ * - The constructor truncates a torn last record away before appending, so a record written
+ *   after a crash never lands behind garbage.
+ * - `compact` rewrites the file through a temporary file, an fsync and a rename, so a crash leaves
+ *   either the old file or the new one.
+ * - Upgrade: a file of the previous release (JSON lines, `<name>.jsonl` beside `<name>.bin`) is
+ *   read when the binary file does not exist yet, and the constructor converts it the same
+ *   crash-safe way, removing the old file only once the new one is in place.
  */
 
-import { closeSync, existsSync, fsync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fsync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  truncateSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import path from 'node:path';
-import { fromWire, toWire } from './peer/frame.ts';
+import { crc32 } from 'node:zlib';
+import { fromWire } from './peer/frame.ts';
+import { decodeValue, encodeValueAfter } from './peer/value-codec.ts';
 
+/** Payload length, payload crc32, header crc32 (over the two fields before it). */
+export const WAL_RECORD_HEADER_BYTES = 12;
+const HEADER_CHECKED_BYTES = 8;
+
+/** A write-ahead file that cannot be trusted: named with the file and the byte offset. */
 export class WalError extends Error {
   override readonly name = 'WalError';
   readonly code = 'WAL_CORRUPT';
 }
 
+/** One controller's write-ahead file, open for appending. */
 export class WriteAheadFile {
   private fd: number;
 
+  /**
+   * Opens `file` for appending: converts a previous release's JSON-lines file beside it first,
+   * and cuts off a torn last record, so what is appended next follows the last valid record.
+   */
   constructor(private readonly file: string) {
     mkdirSync(path.dirname(file), { recursive: true });
+    upgradeLegacy(file);
+    cutTornTail(file);
     this.fd = openSync(file, 'a');
   }
 
-  /** Every record in the file, oldest first. */
+  /** Every record in the file (or in the previous release's file, if only that exists), oldest first. */
   static read(file: string): unknown[] {
-    if (!existsSync(file)) return [];
-    const lines = readFileSync(file, 'utf8').split('\n');
-    const records: unknown[] = [];
-    lines.forEach((line, index) => {
-      if (line === '') return;
-      try {
-        records.push(fromWire(JSON.parse(line)));
-      } catch (error) {
-        const isLast = lines.slice(index + 1).every((rest) => rest === '');
-        if (isLast) return; // torn tail: the write never completed, so nothing depended on it
-        throw new WalError(`${file}: line ${index + 1} is corrupt: ${(error as Error).message}`);
-      }
-    });
-    return records;
+    if (existsSync(file)) return scanRecords(file, readFileSync(file), { decode: true }).records;
+    const legacy = legacyFileOf(file);
+    return legacy !== null && existsSync(legacy) ? readLegacyRecords(legacy) : [];
   }
 
   /** Writes a record and makes it durable. */
@@ -51,7 +88,7 @@ export class WriteAheadFile {
 
   /** Writes a record; it is durable only after the next `sync`. */
   write(record: unknown): void {
-    writeSync(this.fd, `${JSON.stringify(toWire(record))}\n`);
+    writeSync(this.fd, encodeRecord(record));
   }
 
   /** Makes every record written so far durable. */
@@ -66,17 +103,174 @@ export class WriteAheadFile {
 
   /** Replaces the whole file with one record. */
   compact(record: unknown): void {
-    const temporary = `${this.file}.tmp`;
-    const fd = openSync(temporary, 'w');
-    writeSync(fd, `${JSON.stringify(toWire(record))}\n`);
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(temporary, this.file);
+    replaceFile(this.file, [record]);
     closeSync(this.fd);
     this.fd = openSync(this.file, 'a');
   }
 
+  /** Closes the file; records written but not yet synced may or may not be durable. */
   close(): void {
     closeSync(this.fd);
   }
+}
+
+/** One record as it goes to disk: header and payload in one Buffer, from one encoding pass. */
+function encodeRecord(record: unknown): Buffer {
+  const bytes = encodeValueAfter(WAL_RECORD_HEADER_BYTES, record);
+  const payload = bytes.subarray(WAL_RECORD_HEADER_BYTES);
+  bytes.writeUInt32LE(payload.length, 0);
+  bytes.writeUInt32LE(crc32(payload), 4);
+  bytes.writeUInt32LE(crc32(bytes.subarray(0, HEADER_CHECKED_BYTES)), HEADER_CHECKED_BYTES);
+  return bytes;
+}
+
+/**
+ * Writes `records` to a temporary file, fsyncs it, renames it over `file` and fsyncs the
+ * directory, so the rename itself survives a crash.
+ */
+function replaceFile(file: string, records: unknown[]): void {
+  const temporary = `${file}.tmp`;
+  const fd = openSync(temporary, 'w');
+  try {
+    for (const record of records) writeSync(fd, encodeRecord(record));
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temporary, file);
+  const directory = openSync(path.dirname(file), 'r');
+  try {
+    fsyncSync(directory);
+  } finally {
+    closeSync(directory);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+/** What one record at one offset turned out to be. */
+type RecordRead =
+  | { kind: 'record'; value: unknown; end: number }
+  /** Cannot be a torn write (it checks out but does not decode): corrupt wherever it is. */
+  | { kind: 'corrupt'; detail: string }
+  /** Could be a torn last write; `resumeAt` is where a valid record after it could start. */
+  | { kind: 'damaged'; detail: string; resumeAt: number }
+  /** Its intact header claims more bytes than the file holds: the torn last write. */
+  | { kind: 'torn' };
+
+/** The records of a file's bytes (if `decode`), and how many bytes the valid ones take. */
+function scanRecords(file: string, bytes: Buffer, options: { decode: boolean }): { records: unknown[]; validBytes: number } {
+  const records: unknown[] = [];
+  let offset = 0;
+  while (offset < bytes.length) {
+    const read = readRecordAt(bytes, offset, options.decode);
+    switch (read.kind) {
+      case 'record':
+        if (options.decode) records.push(read.value);
+        offset = read.end;
+        continue;
+      case 'torn':
+        return { records, validBytes: offset };
+      case 'damaged':
+        // Torn tail: the write never completed, so nothing depended on it.
+        if (!hasValidRecordFrom(bytes, read.resumeAt)) return { records, validBytes: offset };
+        throw new WalError(`${file}: the record at byte ${offset} is corrupt (${read.detail}) and valid records follow it`);
+      case 'corrupt':
+        throw new WalError(`${file}: the record at byte ${offset} is corrupt: ${read.detail}`);
+      default: {
+        const unreachable: never = read;
+        return unreachable;
+      }
+    }
+  }
+  return { records, validBytes: offset };
+}
+
+/** Reads the record at `offset`; with `decode` false only its framing and checksums are checked. */
+function readRecordAt(bytes: Buffer, offset: number, decode: boolean): RecordRead {
+  const left = bytes.length - offset;
+  if (left < WAL_RECORD_HEADER_BYTES) {
+    return { kind: 'damaged', detail: `${left} bytes, short of a ${WAL_RECORD_HEADER_BYTES}-byte header`, resumeAt: bytes.length };
+  }
+  if (!headerChecksOut(bytes, offset)) return { kind: 'damaged', detail: 'header checksum mismatch', resumeAt: offset + 1 };
+  const payloadBytes = bytes.readUInt32LE(offset);
+  const start = offset + WAL_RECORD_HEADER_BYTES;
+  const end = start + payloadBytes;
+  if (end > bytes.length) return { kind: 'torn' };
+  const payload = bytes.subarray(start, end);
+  if (crc32(payload) !== bytes.readUInt32LE(offset + 4)) {
+    return { kind: 'damaged', detail: 'payload checksum mismatch', resumeAt: end };
+  }
+  if (!decode) return { kind: 'record', value: null, end };
+  // Copied out, so a restored log entry's value does not pin the whole file's bytes.
+  const decoded = decodeValue(payload, { copyBuffers: true });
+  if (!decoded.ok) return { kind: 'corrupt', detail: `payload does not decode: ${decoded.detail}` };
+  return { kind: 'record', value: decoded.value, end };
+}
+
+/** Truncates `file` to its valid records, if a torn last record follows them. */
+function cutTornTail(file: string): void {
+  if (!existsSync(file)) return;
+  const bytes = readFileSync(file);
+  const { validBytes } = scanRecords(file, bytes, { decode: false });
+  if (validBytes < bytes.length) truncateSync(file, validBytes);
+}
+
+function headerChecksOut(bytes: Buffer, offset: number): boolean {
+  const checked = bytes.subarray(offset, offset + HEADER_CHECKED_BYTES);
+  return crc32(checked) === bytes.readUInt32LE(offset + HEADER_CHECKED_BYTES);
+}
+
+/**
+ * True if a whole valid record (header and payload checksums both match) starts anywhere at or
+ * after `from`. Runs only once a record proved damaged, so scanning byte by byte is affordable.
+ */
+function hasValidRecordFrom(bytes: Buffer, from: number): boolean {
+  for (let offset = from; offset + WAL_RECORD_HEADER_BYTES <= bytes.length; offset++) {
+    const payloadBytes = bytes.readUInt32LE(offset);
+    if (payloadBytes > bytes.length - offset - WAL_RECORD_HEADER_BYTES) continue;
+    if (!headerChecksOut(bytes, offset)) continue;
+    const start = offset + WAL_RECORD_HEADER_BYTES;
+    if (crc32(bytes.subarray(start, start + payloadBytes)) === bytes.readUInt32LE(offset + 4)) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The previous release's format: one tagged-JSON line per record (see peer/frame.ts `toWire`).
+
+/** `<dir>/<name>.jsonl` for `<dir>/<name>.<ext>`; null when that is `file` itself. */
+function legacyFileOf(file: string): string | null {
+  const legacy = path.join(path.dirname(file), `${path.basename(file, path.extname(file))}.jsonl`);
+  return legacy === file ? null : legacy;
+}
+
+/** The records of a JSON-lines file, with the same torn-tail rule as ever. */
+function readLegacyRecords(file: string): unknown[] {
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const records: unknown[] = [];
+  lines.forEach((line, index) => {
+    if (line === '') return;
+    try {
+      records.push(fromWire(JSON.parse(line)));
+    } catch (error) {
+      const isLast = lines.slice(index + 1).every((rest) => rest === '');
+      if (isLast) return; // torn tail: the write never completed, so nothing depended on it
+      throw new WalError(`${file}: line ${index + 1} is corrupt: ${(error as Error).message}`);
+    }
+  });
+  return records;
+}
+
+/**
+ * If `file` does not exist but the previous release's file beside it does, writes its records
+ * into `file` (temporary file, fsync, rename) and then removes the old file. A crash before the
+ * rename leaves the old file to convert again; after it, the new file wins and the old is unused.
+ */
+function upgradeLegacy(file: string): void {
+  const legacy = legacyFileOf(file);
+  if (legacy === null || existsSync(file) || !existsSync(legacy)) return;
+  replaceFile(file, readLegacyRecords(legacy));
+  unlinkSync(legacy);
 }

@@ -1,15 +1,17 @@
 /**
  * config.ini validation (one line naming the problem), expiry conversion, and the write-ahead
- * file (records survive, a torn last line is dropped, corruption elsewhere is an error).
+ * file (records survive, a torn last record is dropped, corruption elsewhere is an error, a
+ * previous release's JSON-lines file is converted).
  */
 
-import { appendFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { absoluteExpiryMs, toOp } from '../src/commands.ts';
 import { ConfigError, findNode, parseConfig } from '../src/config.ts';
-import { WalError, WriteAheadFile } from '../src/wal.ts';
+import { toWire } from '../src/peer/frame.ts';
+import { WAL_RECORD_HEADER_BYTES, WalError, WriteAheadFile } from '../src/wal.ts';
 
 const node = (id: string, n: number): string =>
   `[node.${id}]\nclient = 127.0.0.1:${8000 + n}\npeer = 127.0.0.1:${9000 + n}\nmemcached = 127.0.0.1:${11201 + n}\n`;
@@ -65,48 +67,134 @@ describe('expiry', () => {
 
 describe('write-ahead file', () => {
   const dirs: string[] = [];
-  const file = (): string => {
+  const directory = (): string => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-wal-'));
     dirs.push(dir);
-    return path.join(dir, 'node', 'wal.jsonl');
+    return path.join(dir, 'node');
   };
+  const file = (): string => path.join(directory(), 'wal.bin');
   afterEach(() => {
     for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   });
+  const entry = (index: number): unknown => ({
+    kind: 'entries',
+    entries: [{ term: 3, index, op: { kind: 'set', key: `key:${index}`, value: Buffer.alloc(100, index), flags: 0, exptime: 0 } }],
+  });
+  /** A file holding `records`, written through the WAL; returns its path. */
+  const written = (records: unknown[]): string => {
+    const target = file();
+    const wal = new WriteAheadFile(target);
+    for (const record of records) wal.append(record);
+    wal.close();
+    return target;
+  };
 
   it('gives back what was appended, Buffers and bigints included', () => {
     const path0 = file();
     const wal = new WriteAheadFile(path0);
     wal.append({ term: 3n, value: Buffer.from([0, 255]) });
     wal.write({ entries: [1, 2] });
+    wal.write({ huge: -(2n ** 70n), nested: [{ bytes: Buffer.alloc(0) }, null, 'é'], negative: -1.5 });
+    wal.write(entry(17));
     wal.sync();
     wal.close();
-    expect(WriteAheadFile.read(path0)).toEqual([{ term: 3n, value: Buffer.from([0, 255]) }, { entries: [1, 2] }]);
+    expect(WriteAheadFile.read(path0)).toEqual([
+      { term: 3n, value: Buffer.from([0, 255]) },
+      { entries: [1, 2] },
+      { huge: -(2n ** 70n), nested: [{ bytes: Buffer.alloc(0) }, null, 'é'], negative: -1.5 },
+      entry(17),
+    ]);
   });
 
-  it('compacts to one record', () => {
+  it('compacts to one record and appends after it', () => {
     const target = file();
     const wal = new WriteAheadFile(target);
     for (let index = 0; index < 5; index++) wal.append({ index });
-    wal.compact({ snapshot: 4 });
+    wal.compact({ snapshot: 4, value: Buffer.from('v') });
     wal.append({ index: 5 });
     wal.close();
-    expect(WriteAheadFile.read(target)).toEqual([{ snapshot: 4 }, { index: 5 }]);
+    expect(WriteAheadFile.read(target)).toEqual([{ snapshot: 4, value: Buffer.from('v') }, { index: 5 }]);
+    expect(existsSync(`${target}.tmp`)).toBe(false);
   });
 
-  it('drops a torn last line but refuses corruption in the middle', () => {
-    const target = file();
+  it.each([1, 5, WAL_RECORD_HEADER_BYTES, WAL_RECORD_HEADER_BYTES + 50])('drops a last record cut short by %d bytes', (cutBytes) => {
+    const target = written([entry(1), entry(2), entry(3)]);
+    truncateSync(target, statSync(target).size - cutBytes);
+    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2)]);
+  });
+
+  it.each([
+    ['half a header', Buffer.from([7, 0, 0])],
+    ['a header and no payload', Buffer.from([200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])],
+    ['zeros the file system had not filled in', Buffer.alloc(300)],
+  ])('drops %s at the tail', (_, garbage) => {
+    const target = written([entry(1), entry(2)]);
+    appendFileSync(target, garbage);
+    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2)]);
     const wal = new WriteAheadFile(target);
-    wal.append({ a: 1 });
-    wal.append({ b: 2 });
+    wal.append(entry(3));
     wal.close();
-    appendFileSync(target, '{"c":');
-    expect(WriteAheadFile.read(target)).toEqual([{ a: 1 }, { b: 2 }]);
-    writeFileSync(target, readFileSync(target, 'utf8').replace('{"a":1}', '{"a":'));
+    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2), entry(3)]);
+  });
+
+  it('drops a last record whose payload checksum fails, and writes on after it is reopened', () => {
+    const target = written([entry(1), entry(2)]);
+    const bytes = readFileSync(target);
+    bytes[bytes.length - 3] ^= 0xff;
+    writeFileSync(target, bytes);
+    expect(WriteAheadFile.read(target)).toEqual([entry(1)]);
+    const wal = new WriteAheadFile(target);
+    wal.append(entry(3));
+    wal.close();
+    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(3)]);
+  });
+
+  it('refuses a corrupt payload byte in the first of three records, naming the file and offset', () => {
+    const target = written([entry(1), entry(2), entry(3)]);
+    const bytes = readFileSync(target);
+    bytes[WAL_RECORD_HEADER_BYTES + 20] ^= 0x01;
+    writeFileSync(target, bytes);
     expect(() => WriteAheadFile.read(target)).toThrow(WalError);
+    expect(() => WriteAheadFile.read(target)).toThrow(`${target}: the record at byte 0 is corrupt`);
+  });
+
+  it('refuses a corrupt length in the middle rather than dropping what follows it', () => {
+    const target = written([entry(1), entry(2), entry(3)]);
+    const bytes = readFileSync(target);
+    const second = bytes.readUInt32LE(0) + WAL_RECORD_HEADER_BYTES;
+    bytes.writeUInt32LE(0x7fffffff, second);
+    writeFileSync(target, bytes);
+    expect(() => WriteAheadFile.read(target)).toThrow(`the record at byte ${second} is corrupt`);
   });
 
   it('reads nothing from a file that does not exist', () => {
-    expect(WriteAheadFile.read(path.join(os.tmpdir(), 'mckv-no-such-wal', 'wal.jsonl'))).toEqual([]);
+    expect(WriteAheadFile.read(path.join(os.tmpdir(), 'mckv-no-such-wal', 'wal.bin'))).toEqual([]);
+  });
+
+  it('reads and converts a JSON-lines file of the previous release', () => {
+    const dir = directory();
+    mkdirSync(dir, { recursive: true });
+    const records = [{ term: 2n, votedFor: 'n1' }, entry(1), { snapshot: { value: Buffer.from([0, 1, 255]) } }];
+    const legacy = path.join(dir, 'wal.jsonl');
+    writeFileSync(legacy, `${records.map((record) => JSON.stringify(toWire(record))).join('\n')}\n{"torn":`);
+    const target = path.join(dir, 'wal.bin');
+    expect(WriteAheadFile.read(target)).toEqual(records);
+    const wal = new WriteAheadFile(target);
+    expect(existsSync(legacy)).toBe(false);
+    wal.append({ index: 2 });
+    wal.close();
+    expect(WriteAheadFile.read(target)).toEqual([...records, { index: 2 }]);
+  });
+
+  it('refuses a previous-release file corrupt in the middle, and leaves it in place', () => {
+    const dir = directory();
+    mkdirSync(dir, { recursive: true });
+    const legacy = path.join(dir, 'wal.jsonl');
+    writeFileSync(legacy, '{"a":\n{"b":2}\n');
+    const target = path.join(dir, 'wal.bin');
+    expect(() => WriteAheadFile.read(target)).toThrow(WalError);
+    expect(() => new WriteAheadFile(target)).toThrow(WalError);
+    expect(existsSync(legacy)).toBe(true);
+    expect(existsSync(target)).toBe(false);
   });
 });
