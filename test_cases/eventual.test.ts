@@ -157,12 +157,15 @@ describe('serving requests', () => {
   it('holds requests until the start-up fetch has returned, then outversions what the replica holds', () => {
     const m = machine();
     const future = packVersion({ physicalMs: T0 + 60_000, counter: 0 }, 2);
+    expect(m.readsLocally()).toBe(false);
     const first = m.step({ kind: 'request', nowMs: T0, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
     expect(ofKind(first, 'apply')).toEqual([]);
+    expect(m.readsLocally()).toBe(false); // a get now would be held too, not read
     const [rebuild] = ofKind(first, 'fetch');
     const released = m.step({ kind: 'fetched', nowMs: T0 + 1, token: rebuild.token, entries: [['a', entry('old', future)]] });
     const [apply] = ofKind(released, 'apply');
     expect(apply.cas).toBeGreaterThan(future);
+    expect(m.readsLocally()).toBe(true);
   });
 
   it('keeps one dirty fetch outstanding and batches the keys written meanwhile', () => {

@@ -286,10 +286,15 @@ describe('replication and commit', () => {
     ]);
     const leaderSends = (kind: LogMessage['kind']): number =>
       cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === kind).length;
-    const appendsBefore = leaderSends('append');
+    const appendsTo = (peer: PeerId): number =>
+      cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.to === peer && effect.message.kind === 'append').length;
+    const bystander = followers(cluster)[1];
+    const [toOriginBefore, toBystanderBefore] = [appendsTo(follower), appendsTo(bystander)];
     cluster.deliver();
-    // One append per follower with all 16 entries, one more per follower carrying the commit.
-    expect(leaderSends('append') - appendsBefore).toBe(4);
+    // One append per follower with all 16 entries; the commit then goes to the origin alone (its
+    // clients wait), while the bystander learns it from the next append or heartbeat.
+    expect(appendsTo(follower) - toOriginBefore).toBe(2);
+    expect(appendsTo(bystander) - toBystanderBefore).toBe(1);
     for (const requestId of requestIds) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'apply', requestId });
     const reads = cluster.requests(follower, writes.map((_, n) => get(`b${n}`)));
     expect(reads.effects.filter((effect) => effect.kind === 'send')).toHaveLength(1);
@@ -325,6 +330,7 @@ describe('reads', () => {
     const cluster = electedCluster();
     const leader = cluster.leader();
     const follower = followers(cluster)[0];
+    for (const id of IDS) expect(cluster.node(id).machine.readsLocally?.(cluster.nowMs)).toBe(false);
     const write = cluster.request(leader, set('r', 'v1'));
     cluster.deliver();
     expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
@@ -372,10 +378,13 @@ describe('reads', () => {
   it('sequential: reads are served locally at once while a leader is known, refused after', () => {
     const cluster = electedCluster('sequential');
     const follower = followers(cluster)[0];
+    // What the controller asks before serving a get without stepping it agrees with the step.
+    expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs)).toBe(true);
     const served = cluster.request(follower, get('x'));
     expect(served.effects).toEqual([expect.objectContaining({ kind: 'read', requestId: served.requestId })]);
     cluster.down.add(follower);
     cluster.nowMs += FAILURE_TIMEOUT_MS;
+    expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs)).toBe(false);
     const refused = cluster.request(follower, get('x'));
     expect(refused.effects.filter((effect) => effect.kind !== 'note')).toEqual([
       expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'server_error' }) }),
@@ -533,6 +542,8 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     const write = cluster.request(leader, incr('n'));
     cluster.deliver();
     expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply' });
+    // The followers did not originate it: they learn its commit from the next heartbeat.
+    cluster.run(HEARTBEAT_MS * 2);
     for (const id of IDS) expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('81');
   });
 

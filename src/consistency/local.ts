@@ -21,6 +21,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
         { kind: 'apply', op: event.op, cas: version, nowMs: event.nowMs, requestId: event.requestId, token: null },
       ];
     },
+    readsLocally: () => true,
     status(): MachineStatus {
       return {
         mode: options.mode,

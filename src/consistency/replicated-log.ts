@@ -422,6 +422,19 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
   }
 
+  /**
+   * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
+   * would refuse it (see `refusalFor`). Linearizable reads always need a round.
+   */
+  readsLocally(nowMs: number): boolean {
+    return (
+      this.mode === 'sequential' &&
+      this.pending.size < this.tuning.queueDepthMax &&
+      this.knowsLiveLeader(Math.max(this.nowMs, nowMs)) &&
+      this.caughtUp
+    );
+  }
+
   /** Why this node cannot take `op` now, or null if it can. */
   private refusalFor(op: Op): string | null {
     if (this.pending.size >= this.tuning.queueDepthMax) return 'busy: request queue full';
@@ -430,13 +443,13 @@ class ReplicatedLogMachine implements ReplicatedLog {
     return null;
   }
 
-  /** A leader with a recent quorum, or a follower that heard from its leader recently. */
-  private knowsLiveLeader(): boolean {
-    if (this.role === 'leader') return this.hasQuorum();
+  /** A leader with a recent quorum, or a follower that heard from its leader recently (as of `atMs`). */
+  private knowsLiveLeader(atMs = this.nowMs): boolean {
+    if (this.role === 'leader') return this.hasQuorum(atMs);
     return (
       this.role === 'follower' &&
       this.leader !== null &&
-      this.nowMs - this.lastLeaderContactMs < this.failureTimeoutMs
+      atMs - this.lastLeaderContactMs < this.failureTimeoutMs
     );
   }
 
@@ -543,10 +556,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /** Check-quorum: has a majority (this node included) acked within the failure timeout? */
-  private hasQuorum(): boolean {
+  private hasQuorum(atMs = this.nowMs): boolean {
     let count = 1;
     for (const progress of this.progress.values()) {
-      if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) count += 1;
+      if (atMs - progress.lastAckMs < this.failureTimeoutMs) count += 1;
     }
     return count >= this.majority;
   }
@@ -853,7 +866,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
     const count = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, this.tuning.appendEntriesMax, inflightRoom));
-    if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
+    if (count === 0 && !force && !this.awaitsCommitNotice(peer, progress)) return;
     const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
     progress.seq += 1;
     this.send(peer, {
@@ -870,6 +883,19 @@ class ReplicatedLogMachine implements ReplicatedLog {
     });
     progress.sentIndex += count;
     progress.commitSent = this.commitIndex;
+  }
+
+  /**
+   * Whether a follower needs a message now just to learn the commit index: only when it
+   * originated a newly committed write (its client waits for the reply). Everyone else learns
+   * it from the next append or heartbeat, so a write costs no third message to a bystander.
+   */
+  private awaitsCommitNotice(peer: PeerId, progress: Progress): boolean {
+    if (progress.commitSent >= this.commitIndex) return false;
+    for (let index = Math.max(progress.commitSent, this.log.snapshotIndex) + 1; index <= this.commitIndex; index += 1) {
+      if (this.log.entryAt(index).origin === peer) return true;
+    }
+    return false;
   }
 
   /** The follower needs compacted entries: keep it in touch and push it a state transfer. */

@@ -177,6 +177,11 @@ export class EventualMachine implements Machine<EventualMessage> {
     return out;
   }
 
+  /** A get is read locally unless requests are held (the replica is being rebuilt). */
+  readsLocally(): boolean {
+    return this.held === null;
+  }
+
   status(): MachineStatus {
     return {
       mode: 'eventual',
