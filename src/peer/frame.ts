@@ -8,8 +8,8 @@
  * The payload (since version 2) is the message in the compact binary encoding of value-codec.ts:
  * strings, numbers, booleans, null, bigints of any size, Buffers as raw bytes, arrays and plain
  * objects survive the round trip as themselves; undefined fields are left out as JSON would.
- * Version 1 carried tagged JSON; its `toWire`/`fromWire` stay here because the write-ahead file
- * and the simulator keep using that JSON form: a Buffer becomes `{"$b":"<base64>"}`, a bigint
+ * Version 1 carried tagged JSON; its `toWire`/`fromWire` stay here because the simulator uses
+ * that JSON form and the write-ahead file reads the previous release's JSON lines with it: a Buffer becomes `{"$b":"<base64>"}`, a bigint
  * `{"$n":"<decimal>"}`, and a plain object that would itself look like a tag (its only key is
  * `$b`, `$n` or `$o`) is wrapped as `{"$o":{...}}`, so any JSON-able value round-trips exactly.
  *
@@ -73,8 +73,8 @@ export function describeFrameError(error: FrameError): string {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tagged JSON (the payload of frame version 1): still the form of the write-ahead file's lines
-// and of the simulator's network. Buffers and bigints survive the round trip.
+// Tagged JSON (the payload of frame version 1): still the form of the simulator's network, and
+// of the previous release's write-ahead lines (read once, on upgrade). Buffers and bigints survive the round trip.
 
 const TAG_BUFFER = '$b';
 const TAG_BIGINT = '$n';
