@@ -1086,25 +1086,23 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private flushAsLeader(): void {
-    if (this.proposalsThisStep.length > 0) {
-      const entries = this.proposalsThisStep;
+    if (this.forwardsThisStep.length > 0 || this.readsThisStep.length > 0) {
+      // Became leader within this step: take them as our own.
+      for (const request of this.forwardsThisStep) {
+        this.proposalsThisStep.push(this.newEntry(request.op, this.self, this.incarnation, request.requestId));
+      }
+      for (const requestId of this.readsThisStep) this.awaitRound(this.readIndexNow(), { localRead: requestId });
+      this.forwardsThisStep = [];
+      this.readsThisStep = [];
+    }
+    const fresh = this.proposalsThisStep;
+    if (fresh.length > 0) {
       this.proposalsThisStep = [];
-      this.log.append(entries);
-      for (const entry of entries) {
+      this.log.append(fresh);
+      for (const entry of fresh) {
         this.rememberProposal(entry);
         if (entry.origin === this.self && entry.requestId !== null) this.noteWriteSent(entry.requestId);
       }
-      this.persist({ kind: 'entries', entries }, false);
-    }
-    if (this.forwardsThisStep.length > 0 || this.readsThisStep.length > 0) {
-      // Became leader within this step: take them as our own.
-      const forwards = this.forwardsThisStep;
-      const reads = this.readsThisStep;
-      this.forwardsThisStep = [];
-      this.readsThisStep = [];
-      for (const request of forwards) this.proposalsThisStep.push(this.newEntry(request.op, this.self, this.incarnation, request.requestId));
-      for (const requestId of reads) this.awaitRound(this.readIndexNow(), { localRead: requestId });
-      return this.flushAsLeader();
     }
     if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
     // One read-confirming round per turn that has reads. (Holding reads back while a round is in
@@ -1119,6 +1117,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
       const confirming = confirmers.includes(peer);
       this.sendAppend(peer, confirming, confirming ? this.carryReadIndexes(peer) : []);
     }
+    // The leader writes its own copy while the appends travel (Raft §10.2.1): they left above;
+    // everything after this record (commits, replies, later sends) waits for its fsync.
+    if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
     this.advanceCommit();
     this.confirmRounds();
   }
