@@ -11,7 +11,7 @@ import { MemcachedBackend } from '../src/store/memcached.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
 import { cachedEntryBytes, ValueCache } from '../src/store/value-cache.ts';
-import { StoreError, type Entry, type Op } from '../src/store/types.ts';
+import { StoreError, type Entry, type KeyedPair, type Op } from '../src/store/types.ts';
 import type { Reply } from '../src/protocol/types.ts';
 import { mulberry32 as seeded } from '../src/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
@@ -237,6 +237,30 @@ describe('Replica semantics', () => {
     expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'seven']]);
   });
 
+  it('merges distinct idle keys in one backend call; a repeated or busy key goes alone, in order', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: true });
+    await replica.loadIndex(); // the index is complete: no merge needs a read
+    await replica.put([['a', entry('a1', 1n)], ['b', entry('b1', 1n)], ['c', entry('c1', 1n)]], 'merge');
+    expect([backend.batches, backend.sets, backend.gets]).toEqual([1, 3, 0]);
+    backend.batches = 0;
+    backend.sets = 0;
+    // 'a' twice (alone, in order), 'b' older than what is held (not written), 'd' new (the batch).
+    await replica.put([['a', entry('a3', 3n)], ['a', entry('a2', 2n)], ['b', entry('b0', 0n)], ['d', entry('d1', 1n)]], 'merge');
+    expect([backend.batches, backend.sets]).toEqual([1, 2]);
+    // A merge issued while a write on its key runs waits for it, then loses to its greater cas.
+    const applying = replica.apply(setOp('e', 'e5'), { cas: 5n, nowMs: NOW });
+    await replica.put([['e', entry('e4', 4n)], ['f', entry('f1', 1n)]], 'merge');
+    await applying;
+    expect(values(await replica.read(getOp('a', 'b', 'c', 'd', 'e', 'f'), NOW))).toEqual([
+      ['a', 'a3'], ['b', 'b1'], ['c', 'c1'], ['d', 'd1'], ['e', 'e5'], ['f', 'f1'],
+    ]);
+    // A failing batch leaves the replica suspect, as a failing single write does.
+    backend.failNextSetBeforeStoring = true;
+    await expect(replica.put([['g', entry('g1', 1n)], ['h', entry('h1', 1n)]], 'merge')).rejects.toBeInstanceOf(StoreError);
+    expect(replica.suspect).not.toBeNull();
+  });
+
   it('flush_all with a delay caps every live expiry', async () => {
     const replica = new Replica(new MemoryBackend(), { tombstones: false });
     await replica.apply(setOp('never', 'v'), { cas: 1n, nowMs: NOW });
@@ -294,6 +318,12 @@ class CountingBackend extends MemoryBackend {
       throw new StoreError('BACKEND_TIMEOUT', 'injected: stored, reply lost');
     }
   }
+  /** One batch: counted (and failed on request) as its sets. */
+  override async setMany(entries: readonly KeyedPair[]): Promise<void> {
+    this.batches += 1;
+    for (const [key, stored] of entries) await this.set(key, stored);
+  }
+  batches = 0;
 }
 
 describe('ValueCache (CLOCK eviction)', () => {

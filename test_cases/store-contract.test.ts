@@ -142,6 +142,17 @@ describe.each([
     expect(read.map((entry) => entry?.value.toString())).toEqual(Array.from({ length: count }, (_unused, index) => `v${index}`));
   });
 
+  it('sets a batch in one call (setMany), each key as a set would', async () => {
+    const batch = Array.from({ length: 200 }, (_unused, index): [string, Entry] => [
+      `batch:${index}`, { value: Buffer.from(`b${index}`), flags: index, expiresAtMs: 0, cas: BigInt(index + 1) },
+    ]);
+    await backend.setMany(batch.slice(0, 1));
+    await backend.setMany(batch);
+    await backend.setMany([]);
+    const read = await Promise.all(batch.map(([key]) => backend.get(key)));
+    expect(read).toEqual(batch.map(([, entry]) => entry));
+  });
+
   it('reports health with an epoch that stays put', async () => {
     const first = await backend.health();
     const second = await backend.health();

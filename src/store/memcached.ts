@@ -36,7 +36,7 @@ import {
   memcachedExptimeSeconds,
   memcachedKey,
 } from './codec.ts';
-import { StoreError, type BackendHealth, type Entry, type KVBackend } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KVBackend } from './types.ts';
 
 /** Where memcached is and how long to wait for it. */
 export interface MemcachedBackendOptions {
@@ -92,6 +92,17 @@ export class MemcachedBackend implements KVBackend {
   async set(key: string, entry: Entry): Promise<void> {
     const target = memcachedKey(key);
     await this.#call('set', key, encodeSetRequest(target.key, entry, target.hashed ? key : null));
+  }
+
+  /** The sets leave in one socket write (pipelined), and one promise waits for all of them. */
+  setMany(entries: readonly KeyedPair[]): Promise<void> {
+    const frames = entries.map(([key, entry]) => {
+      const target = memcachedKey(key);
+      return encodeSetRequest(target.key, entry, target.hashed ? key : null);
+    });
+    const first = entries[0]?.[0] ?? null;
+    const what = entries.length === 1 ? first : `${first} and ${entries.length - 1} more`;
+    return this.#run('set', what, (connection) => connection.requestAll(frames));
   }
 
   async delete(key: string): Promise<void> {
@@ -355,6 +366,27 @@ class BinaryConnection {
   request(frame: Buffer): Promise<Buffer | null> {
     return new Promise<Buffer | null>((resolve, reject) => {
       this.#submit({ opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve, reject, stats: null, resolveStats: null });
+    });
+  }
+
+  /** Sends every frame; resolves once all are answered, rejecting with the first failure. */
+  requestAll(frames: readonly Buffer[]): Promise<void> {
+    if (frames.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => {
+      let unanswered = frames.length;
+      let settled = false;
+      const answered = (): void => {
+        unanswered -= 1;
+        if (unanswered === 0 && !settled) resolve();
+      };
+      const failed = (error: Error): void => {
+        if (settled) return;
+        settled = true;
+        reject(error);
+      };
+      for (const frame of frames) {
+        this.#submit({ opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve: answered, reject: failed, stats: null, resolveStats: null });
+      }
     });
   }
 

@@ -10,7 +10,7 @@
  * with the instance); every method resolves asynchronously, like a real backend.
  */
 
-import type { BackendHealth, Entry, KVBackend } from './types.ts';
+import type { BackendHealth, Entry, KeyedPair, KVBackend } from './types.ts';
 
 let instanceCounter = 0;
 
@@ -48,6 +48,10 @@ export class MemoryBackend implements KVBackend {
 
   async set(key: string, entry: Entry): Promise<void> {
     this.#entries.set(key, copyEntry(entry));
+  }
+
+  async setMany(entries: readonly KeyedPair[]): Promise<void> {
+    for (const [key, entry] of entries) this.#entries.set(key, copyEntry(entry));
   }
 
   async delete(key: string): Promise<void> {

@@ -86,7 +86,6 @@ function canListKeys(backend: KVBackend): backend is KVBackend & KeyLister {
 const EMPTY = Buffer.alloc(0);
 /** The reply to a replayed op that the replica already holds; nobody waits for it. */
 const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'already applied (log replay)' };
-const ignore = (): void => {};
 
 /** Starts `work` at once; a synchronous throw becomes a rejection, as inside a `then`. */
 function startNow<T>(work: () => Promise<T>): Promise<T> {
@@ -122,13 +121,30 @@ class KeyOrder {
       // A key's tail already waits for the barrier it was issued after (or is that barrier's successor).
       result = (tail === undefined ? this.#barrier : tail).then(work);
     }
-    const done = result.then(ignore, ignore);
-    this.#tails.set(key, done);
-    this.#sinceBarrier.add(done);
-    void done.then(() => {
+    // Forgotten as it settles, before the caller's own continuation runs: idle again at once.
+    const settled = (): void => {
       this.#sinceBarrier.delete(done);
       if (this.#tails.get(key) === done) this.#tails.delete(key);
-    });
+    };
+    const done: Promise<void> = result.then(settled, settled);
+    this.#tails.set(key, done);
+    this.#sinceBarrier.add(done);
+    return result;
+  }
+
+  /**
+   * Runs `work` now, as the one call on `keys` (distinct, every one idle: see `idle`); later
+   * calls on them wait for it, as after `keyed`. One registration for the whole batch.
+   */
+  runNow<T>(keys: readonly string[], work: () => Promise<T>): Promise<T> {
+    const result = startNow(work);
+    const settled = (): void => {
+      this.#sinceBarrier.delete(done);
+      for (const key of keys) if (this.#tails.get(key) === done) this.#tails.delete(key);
+    };
+    const done: Promise<void> = result.then(settled, settled);
+    for (const key of keys) this.#tails.set(key, done);
+    this.#sinceBarrier.add(done);
     return result;
   }
 
@@ -142,13 +158,13 @@ class KeyOrder {
       if (tail !== undefined) before.push(tail);
     }
     const result = Promise.all(before).then(work);
-    const done = result.then(ignore, ignore);
-    for (const key of distinct) this.#tails.set(key, done);
-    this.#sinceBarrier.add(done);
-    void done.then(() => {
+    const settled = (): void => {
       this.#sinceBarrier.delete(done);
       for (const key of distinct) if (this.#tails.get(key) === done) this.#tails.delete(key);
-    });
+    };
+    const done: Promise<void> = result.then(settled, settled);
+    for (const key of distinct) this.#tails.set(key, done);
+    this.#sinceBarrier.add(done);
     return result;
   }
 
@@ -156,10 +172,10 @@ class KeyOrder {
   barrier<T>(work: () => Promise<T>): Promise<T> {
     const result = Promise.all([this.#barrier, ...this.#sinceBarrier]).then(work);
     this.#barriersRunning += 1;
-    this.#barrier = result.then(ignore, ignore);
-    void this.#barrier.then(() => {
+    const settled = (): void => {
       this.#barriersRunning -= 1;
-    });
+    };
+    this.#barrier = result.then(settled, settled);
     this.#sinceBarrier.clear();
     this.#tails.clear();
     return result;
@@ -330,7 +346,10 @@ export class Replica {
     return valuesReply(op.keys, entries, nowMs);
   }
 
-  /** Writes entries; `merge` keeps, per key, whichever has the greater cas. */
+  /**
+   * Writes entries; `merge` keeps, per key, whichever has the greater cas. The common case goes
+   * in one batch (see `#putNow`); a key that is busy, repeated or of unknown cas goes alone.
+   */
   async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite'): Promise<void> {
     const byKey = new Map<string, Entry[]>();
     for (const [key, entry] of entries) {
@@ -339,8 +358,41 @@ export class Replica {
       else list.push(entry);
     }
     const calls: Array<Promise<void>> = [];
-    for (const [key, list] of byKey) calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how))));
+    const batch: KeyedEntry[] = [];
+    for (const [key, list] of byKey) {
+      if (list.length === 1 && this.#suspect === null && this.#order.idle([key]) && (how === 'overwrite' || this.#knownCas(key) !== undefined)) {
+        batch.push([key, list[0]]);
+      } else {
+        calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how))));
+      }
+    }
+    if (batch.length > 0) calls.push(this.#putNow(batch, how));
     await Promise.all(calls);
+  }
+
+  /**
+   * Puts a batch of distinct, idle keys whose cas is known: the winners are chosen now and
+   * written in one pipelined backend call, under one key-order registration.
+   */
+  #putNow(batch: readonly KeyedEntry[], how: 'merge' | 'overwrite'): Promise<void> {
+    const winners = how === 'overwrite' ? batch : batch.filter(([key, entry]) => {
+      const known = this.#knownCas(key);
+      return known === null || (known !== undefined && known < entry.cas);
+    });
+    if (winners.length === 0) return Promise.resolve();
+    return this.#order.runNow(winners.map(([key]) => key), this.#writing(() => this.#writeAll(winners)));
+  }
+
+  /** `#write` for a batch of distinct keys: one backend call. */
+  async #writeAll(entries: readonly KeyedEntry[]): Promise<void> {
+    const records = entries.map(([key, entry]) => {
+      this.#cache.delete(key);
+      return this.#remember(key, entry, false);
+    });
+    const generation = this.#cache.generation;
+    await this.#backend.setMany(entries);
+    for (const record of records) record.settled = true;
+    if (generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
   }
 
   /** Puts one key's entries, in order. */

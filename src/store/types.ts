@@ -80,6 +80,9 @@ export interface BackendHealth {
   epoch: string;
 }
 
+/** A key and its entry, as a batch of writes carries them. */
+export type KeyedPair = readonly [key: string, entry: Entry];
+
 /** Typed operating error from a backend (down, timed out). Becomes a SERVER_ERROR reply. */
 export class StoreError extends Error {
   override readonly name = 'StoreError';
@@ -100,6 +103,11 @@ export interface KVBackend {
   readonly kind: 'memcache' | 'memory';
   get(key: string): Promise<Entry | undefined>;
   set(key: string, entry: Entry): Promise<void>;
+  /**
+   * Sets every (key, entry) pair, the keys distinct; settles once all are set, rejecting with the
+   * first failure (the others may or may not have been set). One promise for the whole batch.
+   */
+  setMany(entries: readonly KeyedPair[]): Promise<void>;
   delete(key: string): Promise<void>;
   /** Remove everything. */
   flush(): Promise<void>;
