@@ -127,8 +127,9 @@ export class TextRequestDecoder {
       this.keep(chunk);
       return chunk.subarray(chunk.length);
     }
-    const line = this.take(chunk.subarray(0, newlineAt));
-    out.push(...this.decodeLine(line));
+    // A line is decoded at once and not kept: a view of the chunk serves when nothing was kept.
+    const line = this.parts.length === 0 ? chunk.subarray(0, newlineAt) : this.take(chunk.subarray(0, newlineAt));
+    this.decodeLine(line, out);
     return chunk.subarray(newlineAt + 1);
   }
 
@@ -175,8 +176,8 @@ export class TextRequestDecoder {
     return whole;
   }
 
-  /** Decodes one command line (without its newline). Storage commands switch to the data state. */
-  private decodeLine(lineWithCr: Buffer): TextDecoded[] {
+  /** Decodes one command line (without its newline) into `out`. Storage commands switch to the data state. */
+  private decodeLine(lineWithCr: Buffer, out: TextDecoded[]): void {
     const end = lineWithCr.length > 0 && lineWithCr[lineWithCr.length - 1] === CARRIAGE_RETURN
       ? lineWithCr.length - 1
       : lineWithCr.length;
@@ -184,13 +185,15 @@ export class TextRequestDecoder {
     const result = parseTokens(tokens, this.limits);
     switch (result.kind) {
       case 'decoded':
-        return [result.item];
+        out.push(result.item);
+        return;
       case 'data':
         this.state = { kind: 'data', command: result.command, bytesNeeded: result.valueBytes + 2 };
-        return [];
+        return;
       case 'too_large':
         this.state = { kind: 'swallow', bytesLeft: result.valueBytes + 2 };
-        return [silenceable(result.noreply, TEXT_ERRORS.objectTooLarge, 'server_error')];
+        out.push(silenceable(result.noreply, TEXT_ERRORS.objectTooLarge, 'server_error'));
+        return;
       default: {
         const unreachable: never = result;
         return unreachable;
@@ -387,7 +390,6 @@ export function parseUint64(token: string | undefined): bigint | null {
   return value <= UINT64_MAX ? value : null;
 }
 
-const CRLF = Buffer.from('\r\n');
 const END = Buffer.from('END\r\n');
 
 function line(text: string): Buffer {
@@ -405,13 +407,27 @@ function wantsCas(command: Command): boolean {
 }
 
 function encodeValues(items: Item[], withCas: boolean): Buffer {
-  const parts: Buffer[] = [];
+  // Headers first (keys are latin1: one byte per char), then one buffer written in place.
+  const headers: string[] = [];
+  let bytes = END.length;
   for (const item of items) {
-    const cas = withCas ? ` ${item.cas}` : '';
-    parts.push(line(`VALUE ${item.key} ${item.flags} ${item.value.length}${cas}`), item.value, CRLF);
+    const header = withCas
+      ? `VALUE ${item.key} ${item.flags} ${item.value.length} ${item.cas}\r\n`
+      : `VALUE ${item.key} ${item.flags} ${item.value.length}\r\n`;
+    headers.push(header);
+    bytes += header.length + item.value.length + 2;
   }
-  parts.push(END);
-  return Buffer.concat(parts);
+  const reply = Buffer.allocUnsafe(bytes);
+  let offset = 0;
+  for (let index = 0; index < items.length; index += 1) {
+    offset += reply.write(headers[index], offset, 'latin1');
+    offset += items[index].value.copy(reply, offset);
+    reply[offset] = CARRIAGE_RETURN;
+    reply[offset + 1] = NEWLINE;
+    offset += 2;
+  }
+  END.copy(reply, offset);
+  return reply;
 }
 
 /**
