@@ -106,6 +106,7 @@ class KeyOrder {
   /** True when no call on any of `keys` and no barrier is waiting or running. */
   idle(keys: readonly string[]): boolean {
     if (this.#barriersRunning > 0) return false;
+    if (this.#tails.size === 0) return true; // nothing running: no lookup needed
     for (const key of keys) if (this.#tails.has(key)) return false;
     return true;
   }
