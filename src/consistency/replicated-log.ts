@@ -866,7 +866,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
     const count = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, this.tuning.appendEntriesMax, inflightRoom));
-    if (count === 0 && !force && !this.awaitsCommitNotice(peer, progress)) return;
+    if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
     const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
     progress.seq += 1;
     this.send(peer, {
@@ -883,19 +883,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
     });
     progress.sentIndex += count;
     progress.commitSent = this.commitIndex;
-  }
-
-  /**
-   * Whether a follower needs a message now just to learn the commit index: only when it
-   * originated a newly committed write (its client waits for the reply). Everyone else learns
-   * it from the next append or heartbeat, so a write costs no third message to a bystander.
-   */
-  private awaitsCommitNotice(peer: PeerId, progress: Progress): boolean {
-    if (progress.commitSent >= this.commitIndex) return false;
-    for (let index = Math.max(progress.commitSent, this.log.snapshotIndex) + 1; index <= this.commitIndex; index += 1) {
-      if (this.log.entryAt(index).origin === peer) return true;
-    }
-    return false;
   }
 
   /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
