@@ -178,13 +178,16 @@ function loadOptions(settings: BenchSettings, target: RunningTarget, workload: W
 
 /** One load run with the target's CPU sampled at the start and end of the measured window. */
 async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: LoadOptions, identity: Pick<RunSample, 'round' | 'workload'>): Promise<RunSample> {
-  const window: { cpuStartMs: number | null; cpuEndMs: number | null; wallStartMs: number; wallEndMs: number } = { cpuStartMs: null, cpuEndMs: null, wallStartMs: 0, wallEndMs: 0 };
+  const window = { cpuStartMs: null as number | null, cpuEndMs: null as number | null, loadgenStartMs: null as number | null, loadgenEndMs: null as number | null, wallStartMs: 0, wallEndMs: 0 };
+  const loadgenPids = loadgen.pid === undefined ? [] : [loadgen.pid];
   const onPhase = (phase: 'measuring' | 'draining'): void => {
     if (phase === 'measuring') {
       window.cpuStartMs = cpuMsOf(target.pids());
+      window.loadgenStartMs = cpuMsOf(loadgenPids);
       window.wallStartMs = performance.now();
     } else {
       window.cpuEndMs = cpuMsOf(target.pids());
+      window.loadgenEndMs = cpuMsOf(loadgenPids);
       window.wallEndMs = performance.now();
     }
   };
@@ -194,9 +197,11 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
     // A window counts only if both edges were seen and every PID was readable at both (none died).
     const cpuKnown = window.cpuStartMs !== null && window.cpuEndMs !== null && window.cpuEndMs >= window.cpuStartMs && window.wallEndMs > window.wallStartMs;
     const targetCpuMs = cpuKnown ? (window.cpuEndMs as number) - (window.cpuStartMs as number) : 0;
-    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0 };
+    const loadgenKnown = cpuKnown && loadgenPids.length > 0 && window.loadgenStartMs !== null && window.loadgenEndMs !== null;
+    const loadgenCpuMs = loadgenKnown ? (window.loadgenEndMs as number) - (window.loadgenStartMs as number) : 0;
+    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs };
   } catch (error) {
-    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0 };
+    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0 };
   }
 }
 
@@ -205,10 +210,11 @@ function progressLine(sample: RunSample, rounds: number): string {
   if (sample.result === null) return `${head} FAILED: ${sample.failure}`;
   const { result } = sample;
   const cpu = sample.windowMs > 0 ? (sample.targetCpuMs / sample.windowMs).toFixed(2) : '?';
+  const loadgenCpu = sample.windowMs > 0 && sample.loadgenCpuMs > 0 ? (sample.loadgenCpuMs / sample.windowMs).toFixed(2) : '?';
   const errors = result.errors > 0 ? `, errors ${result.errors} (${result.errorSamples[0] ?? ''})` : '';
   const misses = result.misses > 0 ? `, misses ${result.misses}` : '';
   const preload = result.preloadMs > 0 ? `, preload ${(result.preloadMs / 1000).toFixed(1)} s${result.preloadErrors > 0 ? ` (${result.preloadErrors} failed)` : ''}` : '';
-  return `${head} ${Math.round(result.opsPerSecond)} ops/s, p50 ${result.latency.p50Us.toFixed(0)} µs, p99 ${result.latency.p99Us.toFixed(0)} µs, CPU ${cpu} cores${errors}${misses}${preload}`;
+  return `${head} ${Math.round(result.opsPerSecond)} ops/s, p50 ${result.latency.p50Us.toFixed(0)} µs, p99 ${result.latency.p99Us.toFixed(0)} µs, CPU ${cpu} cores (load generator ${loadgenCpu})${errors}${misses}${preload}`;
 }
 
 async function runRounds(settings: BenchSettings, loadgen: LoadgenProcess, running: RunningTarget[], interrupted: () => boolean): Promise<RunSample[]> {

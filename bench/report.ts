@@ -31,6 +31,8 @@ export interface RunSample {
   /** CPU the target's processes used during the measured window, and that window's length (0 when the CPU is unknown). */
   targetCpuMs: number;
   windowMs: number;
+  /** CPU the load generator used in the same window (it shares the machine): 0 when unknown. */
+  loadgenCpuMs: number;
 }
 
 /** Medians over rounds for one target × workload. */
@@ -49,6 +51,8 @@ export interface CellSummary {
   /** CPU of the target's processes in cores (CPU ms per wall ms). */
   cpuCores: number | null;
   cpuUsPerOp: number | null;
+  /** CPU of the load generator in cores, while it drove this target. */
+  loadgenCpuCores: number | null;
   errors: number;
   /** Gets that found no value (every key was preloaded, so a miss is a replica behind or a lost write). */
   misses: number;
@@ -127,6 +131,7 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     p99Ratio: median(pairedRatios(samples, cell, (result) => result.latency.p99Us)),
     cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
     cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.windowMs > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
+    loadgenCpuCores: median(cell.filter((sample) => sample.windowMs > 0 && sample.loadgenCpuMs > 0).map((sample) => sample.loadgenCpuMs / sample.windowMs)),
     errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
     misses: cell.reduce((sum, sample) => sum + sample.result.misses, 0),
     failures: all.length - cell.length,
@@ -238,7 +243,7 @@ function padTable(rows: string[][]): string {
 
 /** The medians table: one row per target × workload. */
 export function formatTable(summary: CellSummary[]): string {
-  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'errors', 'misses', 'rounds'];
+  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'loadgen cores', 'errors', 'misses', 'rounds'];
   const rows = summary.map((cell) => [
     cell.workload,
     targetLabel(cell.target),
@@ -250,6 +255,7 @@ export function formatTable(summary: CellSummary[]): string {
     formatNumber(cell.p99Ratio, 2),
     formatNumber(cell.cpuCores, 2),
     formatNumber(cell.cpuUsPerOp, 1),
+    formatNumber(cell.loadgenCpuCores, 2),
     String(cell.errors),
     String(cell.misses),
     cell.failures > 0 ? `${cell.rounds} (+${cell.failures} failed)` : String(cell.rounds),

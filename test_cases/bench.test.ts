@@ -154,6 +154,7 @@ describe('report', () => {
       failure: null,
       targetCpuMs: 500,
       windowMs: 1000,
+      loadgenCpuMs: 800,
     });
     // Direct memcached drifts (noise); eventual stays at 0.7× of each round's direct.
     const samples = [
@@ -170,6 +171,7 @@ describe('report', () => {
     expect(eventual?.p99Ratio).toBeCloseTo(1.5, 10);
     expect(eventual?.opsPerSecond).toBe(70);
     expect(eventual?.cpuCores).toBe(0.5);
+    expect(eventual?.loadgenCpuCores).toBe(0.8);
     const goals = judgeGoals(summary, ['memcached', 'eventual', 'sequential'], ['mix-16x1']);
     expect(goals.map((goal) => [goal.target, goal.status])).toEqual([
       ['eventual', 'met'],
