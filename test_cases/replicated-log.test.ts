@@ -47,6 +47,8 @@ class Cluster {
   readonly nodes = new Map<PeerId, Node>();
   readonly down = new Set<PeerId>();
   readonly trace: string[] = [];
+  /** Messages for which this says true are lost in transit (as on a connection that broke). */
+  lose: (message: LogMessage, to: PeerId) => boolean = () => false;
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
@@ -106,7 +108,7 @@ class Cluster {
       this.queue = [];
       for (const { from, to, message } of turn) {
         count += 1;
-        if (this.down.has(to) || this.down.has(from)) continue;
+        if (this.down.has(to) || this.down.has(from) || this.lose(message, to)) continue;
         this.trace.push(`${from}->${to} ${describeMessage(message)}`);
         this.step(to, { kind: 'message', nowMs: this.nowMs, from, message });
       }
@@ -294,8 +296,11 @@ describe('replication and commit', () => {
     for (const requestId of requestIds) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'apply', requestId });
     const reads = cluster.requests(follower, writes.map((_, n) => get(`b${n}`)));
     expect(reads.effects.filter((effect) => effect.kind === 'send')).toHaveLength(1);
+    const roundsBefore = leaderSends('append');
     const confirmsBefore = leaderSends('read_index_reply');
     cluster.deliver();
+    // One round (one append, to the asker, carrying the batch's read index) and one reply.
+    expect(leaderSends('append') - roundsBefore).toBe(1);
     expect(leaderSends('read_index_reply') - confirmsBefore).toBe(1);
     for (const requestId of reads.requestIds) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'read' });
   });
@@ -337,6 +342,26 @@ describe('reads', () => {
     expect(cluster.node(follower).replica.get('r')?.value.toString()).toBe('v1');
     const confirm = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'read_index_reply');
     expect(confirm).toEqual([expect.objectContaining({ message: expect.objectContaining({ readIndex: 2 }) })]);
+  });
+
+  it('linearizability: when the append carrying a follower\'s read indexes is lost, a read_index_reply answers them', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [asker] = followers(cluster);
+    const write = cluster.request(leader, set('r', 'v1'));
+    cluster.deliver();
+    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply' });
+    cluster.lose = (message, to) => to === asker && message.kind === 'append' && message.reads.length > 0;
+    const { requestId } = cluster.request(asker, get('r'));
+    cluster.deliver();
+    expect(cluster.outcome(asker, requestId)).toBeUndefined();
+    cluster.lose = () => false;
+    // The next heartbeat (same round, no reads) is acked: the round is confirmed, and the leader's
+    // read_index_reply answers the batch the lost append carried.
+    cluster.run(HEARTBEAT_MS * 2);
+    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'read', requestId });
+    const confirm = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'read_index_reply');
+    expect(confirm).toEqual([expect.objectContaining({ to: asker, message: expect.objectContaining({ readIndex: 2 }) })]);
   });
 
   it('linearizability: the confirming round goes to the asking follower only, which serves on accepting it', () => {
