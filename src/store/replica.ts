@@ -122,15 +122,7 @@ class KeyOrder {
       // A key's tail already waits for the barrier it was issued after (or is that barrier's successor).
       result = (tail === undefined ? this.#barrier : tail).then(work);
     }
-    // Forgotten as it settles, before the caller's own continuation runs: idle again at once.
-    const settled = (): void => {
-      this.#sinceBarrier.delete(done);
-      if (this.#tails.get(key) === done) this.#tails.delete(key);
-    };
-    const done: Promise<void> = result.then(settled, settled);
-    this.#tails.set(key, done);
-    this.#sinceBarrier.add(done);
-    return result;
+    return this.#track([key], result);
   }
 
   /**
@@ -138,15 +130,7 @@ class KeyOrder {
    * calls on them wait for it, as after `keyed`. One registration for the whole batch.
    */
   runNow<T>(keys: readonly string[], work: () => Promise<T>): Promise<T> {
-    const result = startNow(work);
-    const settled = (): void => {
-      this.#sinceBarrier.delete(done);
-      for (const key of keys) if (this.#tails.get(key) === done) this.#tails.delete(key);
-    };
-    const done: Promise<void> = result.then(settled, settled);
-    for (const key of keys) this.#tails.set(key, done);
-    this.#sinceBarrier.add(done);
-    return result;
+    return this.#track(keys, startNow(work));
   }
 
   /** Runs `work` after every earlier call on any of `keys` and the last barrier. */
@@ -158,13 +142,20 @@ class KeyOrder {
       const tail = this.#tails.get(key);
       if (tail !== undefined) before.push(tail);
     }
-    const result = Promise.all(before).then(work);
+    return this.#track(distinct, Promise.all(before).then(work));
+  }
+
+  /**
+   * Makes `result` the last call on `keys` until it settles; it is forgotten as it settles,
+   * before its caller's own continuation runs, so the keys are idle again at once.
+   */
+  #track<T>(keys: readonly string[], result: Promise<T>): Promise<T> {
     const settled = (): void => {
       this.#sinceBarrier.delete(done);
-      for (const key of distinct) if (this.#tails.get(key) === done) this.#tails.delete(key);
+      for (const key of keys) if (this.#tails.get(key) === done) this.#tails.delete(key);
     };
     const done: Promise<void> = result.then(settled, settled);
-    for (const key of distinct) this.#tails.set(key, done);
+    for (const key of keys) this.#tails.set(key, done);
     this.#sinceBarrier.add(done);
     return result;
   }
