@@ -427,19 +427,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
    * would refuse it (see `refusalFor`). Linearizable reads always need a round.
    */
   readsLocally(nowMs: number): boolean {
-    return (
-      this.mode === 'sequential' &&
-      this.pending.size < this.tuning.queueDepthMax &&
-      this.knowsLiveLeader(Math.max(this.nowMs, nowMs)) &&
-      this.caughtUp
-    );
+    return this.mode === 'sequential' && this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null;
   }
 
-  /** Why this node cannot take `op` now, or null if it can. */
-  private refusalFor(op: Op): string | null {
+  /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
+  private refusalFor(op: Op | null, atMs = this.nowMs): string | null {
     if (this.pending.size >= this.tuning.queueDepthMax) return 'busy: request queue full';
-    if (!this.knowsLiveLeader()) return 'no quorum: no leader reachable';
-    if (!this.caughtUp) return `not caught up: replica is rebuilding (${isWrite(op) ? 'write' : 'read'} refused)`;
+    if (!this.knowsLiveLeader(atMs)) return 'no quorum: no leader reachable';
+    if (!this.caughtUp) return `not caught up: replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`;
     return null;
   }
 
