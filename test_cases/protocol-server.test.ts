@@ -138,6 +138,36 @@ describe('ProtocolServer: text', () => {
     }
   });
 
+  it('keeps order when a lone request is answered late and the next ones arrive while it waits', async () => {
+    let active = 0;
+    let maxActive = 0;
+    const ordered = new ProtocolServer({
+      host: '127.0.0.1', port: 0, limits: LIMITS,
+      handler: (command) => {
+        if (command.kind !== 'get' || command.keys[0] !== 'slow') return { kind: 'stored' }; // answered at once
+        active++;
+        maxActive = Math.max(maxActive, active);
+        return new Promise((resolve) => setTimeout(() => { active--; resolve({ kind: 'values', items: [] }); }, 30));
+      },
+    });
+    const orderedPort = await ordered.listen();
+    try {
+      const socket = net.connect(orderedPort, '127.0.0.1');
+      const received = await new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk) => { text += chunk.toString(); if (text.split('\r\n').length > 4) resolve(text); });
+        socket.write('get slow\r\n'); // alone in its chunk, answered late
+        setTimeout(() => socket.write('set k 0 0 1\r\nx\r\n'), 5); // arrives while it waits
+        setTimeout(() => socket.write('get slow\r\nset k 0 0 1\r\nx\r\n'), 10);
+      });
+      socket.destroy();
+      expect(received).toBe('END\r\nSTORED\r\nEND\r\nSTORED\r\n');
+      expect(maxActive).toBe(1);
+    } finally {
+      await ordered.close();
+    }
+  });
+
   it('hands a pipelined run of reads over together, answers in order, and holds the next write until they settle', async () => {
     const events: string[] = [];
     let active = 0;

@@ -200,7 +200,12 @@ class Connection {
     if (this.decoder === null) {
       this.decoder = chunk[0] === REQUEST_MAGIC ? binaryWireDecoder(this.server.limits) : textWireDecoder(this.server.limits);
     }
-    for (const request of this.decoder.push(chunk)) {
+    const requests = this.decoder.push(chunk);
+    if (requests.length === 1 && !this.running && this.queue.length === 0 && requests[0].kind === 'command') {
+      this.startAlone(requests[0]);
+      return;
+    }
+    for (const request of requests) {
       this.queue.push(request);
       this.queuedBytes += request.kind === 'command' ? request.weightBytes : request.bytes.length;
     }
@@ -209,6 +214,24 @@ class Connection {
       this.socket.pause();
     }
     void this.run();
+  }
+
+  /**
+   * The common case of one request with nothing before it: answered here when the handler answers
+   * at once; else the connection runs it, and what arrives meanwhile queues behind it, as in `run`.
+   */
+  private startAlone(request: Extract<WireRequest, { kind: 'command' }>): void {
+    const reply = this.start(request.command);
+    if (!(reply instanceof Promise)) {
+      void this.finishRequest(request, reply);
+      return;
+    }
+    this.running = true;
+    void (this.finishRequest(request, reply) as Promise<void>).finally(() => {
+      this.running = false;
+      if (this.queue.length > 0 && !this.finished) void this.run();
+      else if (this.inputEnded) this.finish();
+    });
   }
 
   /** Executes queued requests in order, a pipelined run at a time; only one loop per connection. */
