@@ -59,6 +59,14 @@ describe('text decoder: retrieval', () => {
     expect(decode('get a b c d\r\n', SMALL)).toEqual([clientError('too many keys')]);
   });
 
+  it('decodes a one-key get (read without tokenising) exactly as the general path does', () => {
+    // A trailing space sends the same line through the tokenising path.
+    const keys = ['a', 'key:123', 'k'.repeat(250), 'k'.repeat(251), 'a\x01b', 'a\x7fb', 'é', '%', 'get'];
+    for (const key of keys) {
+      expect(decode(`get ${key}\r\n`), JSON.stringify(key)).toEqual(decode(`get ${key} \r\n`));
+    }
+  });
+
   it('keeps key bytes exactly (latin1, one char per byte)', () => {
     const items = decode(Buffer.concat([Buffer.from('get '), Buffer.from('ключ', 'utf8'), Buffer.from('\r\n')]));
     const key = (items[0] as { command: { keys: string[] } }).command.keys[0];

@@ -40,6 +40,10 @@ type DecoderState =
 
 const NEWLINE = 0x0a;
 const CARRIAGE_RETURN = 0x0d;
+const SPACE = 0x20;
+const GET_G = 0x67;
+const GET_E = 0x65;
+const GET_T = 0x74;
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
 const UINT32_MAX = 4294967295;
@@ -181,6 +185,11 @@ export class TextRequestDecoder {
     const end = lineWithCr.length > 0 && lineWithCr[lineWithCr.length - 1] === CARRIAGE_RETURN
       ? lineWithCr.length - 1
       : lineWithCr.length;
+    const key = singleGetKey(lineWithCr, end);
+    if (key !== null && !isBadKey(key, this.limits)) {
+      out.push({ kind: 'command', command: { kind: 'get', keys: [key], cas: false } });
+      return;
+    }
     const tokens = lineWithCr.toString('latin1', 0, end).split(' ').filter((token) => token.length > 0);
     const result = parseTokens(tokens, this.limits);
     switch (result.kind) {
@@ -200,6 +209,17 @@ export class TextRequestDecoder {
       }
     }
   }
+}
+
+/**
+ * The key of the commonest line, `get KEY` (one space, one key, nothing after), read without
+ * splitting the line into tokens; null for any other line, which then takes the general path.
+ */
+function singleGetKey(line: Buffer, end: number): string | null {
+  if (end < 5 || line[0] !== GET_G || line[1] !== GET_E || line[2] !== GET_T || line[3] !== SPACE) return null;
+  const space = line.indexOf(SPACE, 4);
+  if (space !== -1 && space < end) return null;
+  return line.toString('latin1', 4, end);
 }
 
 /** What one command line asks for. */
