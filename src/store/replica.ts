@@ -377,7 +377,10 @@ export class Replica {
 
   /** `#write` for a batch of distinct keys: one backend call. */
   async #writeAll(entries: readonly KeyedEntry[]): Promise<void> {
-    const records = entries.map(([key, entry]) => this.#remember(key, entry, false));
+    const records = entries.map(([key, entry]) => {
+      this.#cache.delete(key);
+      return this.#remember(key, entry, false);
+    });
     const generation = this.#cache.generation;
     await this.#backend.setMany(entries);
     for (const record of records) record.settled = true;
@@ -578,9 +581,8 @@ export class Replica {
   async #write(key: string, entry: Entry): Promise<void> {
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
     const record = this.#remember(key, entry, false);
-    // Cached once acknowledged (replacing the old entry in place). Meanwhile the old entry is read
-    // by nobody: a read of the key waits for this call, and a failed write makes the replica
-    // distrust (and clear) its cache before the key is free again.
+    // Cached only once acknowledged: until then the backend may hold either version.
+    this.#cache.delete(key);
     const generation = this.#cache.generation;
     await this.#backend.set(key, entry);
     record.settled = true;

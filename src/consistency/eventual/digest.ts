@@ -66,14 +66,9 @@ export function groupOfBucket(bucket: number): number {
 
 /** hash(key, version): the term a (key, version) pair contributes to its bucket's digest. */
 export function hashKeyVersion(key: string, version: bigint): number {
-  return termOf(fnvKey(key), version);
-}
-
-/** hashKeyVersion from the key's FNV hash, so one hash of the key serves several terms. */
-function termOf(keyHash: number, version: bigint): number {
-  const low = Number(BigInt.asUintN(32, version));
-  const high = Number(BigInt.asUintN(32, version >> 32n));
-  return mix32(fnvWord(fnvWord(keyHash, low), high));
+  const low = Number(version & 0xffffffffn);
+  const high = Number((version >> 32n) & 0xffffffffn);
+  return mix32(fnvWord(fnvWord(fnvKey(key), low), high));
 }
 
 /** What the index knows of one key. */
@@ -113,20 +108,12 @@ export class VersionIndex {
 
   /** Insert or replace the entry of `key`, updating the digests. */
   set(key: string, entry: IndexEntry): void {
-    const keyHash = fnvKey(key);
-    const bucket = mix32(keyHash) & (BUCKET_COUNT - 1);
+    const bucket = bucketOfKey(key);
     const previous = this.entries.get(key);
-    if (previous !== undefined && previous.version === entry.version) {
-      // Same version (a tombstone flag or expiry changed): the digest term stays.
-      this.entries.set(key, entry);
-      this.buckets[bucket].set(key, entry);
-      return;
-    }
-    let term = termOf(keyHash, entry.version);
-    if (previous !== undefined) term ^= termOf(keyHash, previous.version);
+    if (previous !== undefined) this.flip(bucket, hashKeyVersion(key, previous.version));
     this.entries.set(key, entry);
     this.buckets[bucket].set(key, entry);
-    this.flip(bucket, term >>> 0);
+    this.flip(bucket, hashKeyVersion(key, entry.version));
   }
 
   delete(key: string): boolean {
