@@ -228,9 +228,9 @@ class Connection {
     }
     this.running = true;
     void (this.finishRequest(request, reply) as Promise<void>).finally(() => {
+      // The loop takes over: what queued meanwhile, and closing once the client has finished.
       this.running = false;
-      if (this.queue.length > 0 && !this.finished) void this.run();
-      else if (this.inputEnded) this.finish();
+      void this.run();
     });
   }
 
