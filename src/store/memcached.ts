@@ -90,16 +90,12 @@ export class MemcachedBackend implements KVBackend {
   }
 
   async set(key: string, entry: Entry): Promise<void> {
-    const target = memcachedKey(key);
-    await this.#call('set', key, encodeSetRequest(target.key, entry, target.hashed ? key : null));
+    await this.#call('set', key, setFrame(key, entry));
   }
 
   /** The sets leave in one socket write (pipelined), and one promise waits for all of them. */
   setMany(entries: readonly KeyedPair[]): Promise<void> {
-    const frames = entries.map(([key, entry]) => {
-      const target = memcachedKey(key);
-      return encodeSetRequest(target.key, entry, target.hashed ? key : null);
-    });
+    const frames = entries.map(([key, entry]) => setFrame(key, entry));
     const first = entries[0]?.[0] ?? null;
     const what = entries.length === 1 ? first : `${first} and ${entries.length - 1} more`;
     return this.#run('set', what, (connection) => connection.requestAll(frames));
@@ -527,6 +523,12 @@ class BinaryConnection {
       this.fail(new ConnectionFailure('BACKEND_TIMEOUT', `no answer within ${this.#options.opTimeoutMs} ms`));
     }
   }
+}
+
+/** The binary set request of `key` (its memcached key, and our key kept in the value if hashed). */
+function setFrame(key: string, entry: Entry): Buffer {
+  const target = memcachedKey(key);
+  return encodeSetRequest(target.key, entry, target.hashed ? key : null);
 }
 
 const EMPTY = Buffer.alloc(0);
