@@ -255,6 +255,87 @@ describe('replication and commit', () => {
     }
   });
 
+  it('sequential, three nodes: the leader writes its copy before sending; a follower commits an entry of its term on accepting it', () => {
+    const cluster = electedCluster('sequential');
+    const leader = cluster.leader();
+    const [origin, other] = followers(cluster);
+    const { requestId, effects } = cluster.request(origin, set('a', 'x'));
+    const [forward] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const atLeader = [
+      ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
+      ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
+    ];
+    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const sends = atLeader.flatMap((effect, at) => (effect.kind === 'send' && effect.message.kind === 'append' ? [{ at, effect }] : []));
+    expect(sends.map(({ effect }) => effect.to).sort()).toEqual([origin, other].sort());
+    for (const { at, effect } of sends) {
+      expect(at).toBeGreaterThan(persisted);
+      expect(effect.message).toMatchObject({ entries: [expect.objectContaining({ index: 2 })], durableIndex: 2, commitIndex: 1 });
+    }
+    for (const id of [origin, other]) {
+      const append = sends.find(({ effect }) => effect.to === id)?.effect as Extract<Effect<LogMessage>, { kind: 'send' }>;
+      const accepted = cluster.step(id, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: append.message });
+      // Applied (and, at the origin, answered) behind its own persist, before the leader hears any ack.
+      const ownCopy = accepted.findIndex((effect) => effect.kind === 'persist');
+      const apply = accepted.findIndex((effect) => effect.kind === 'apply');
+      expect(ownCopy).toBeGreaterThanOrEqual(0);
+      expect(apply).toBeGreaterThan(ownCopy);
+      expect(accepted[apply]).toMatchObject({ kind: 'apply', cas: 2n, requestId: id === origin ? requestId : null });
+    }
+    expect(cluster.node(leader).machine.status().committed).toBe('1');
+    cluster.deliver();
+    expect(cluster.node(leader).machine.status().committed).toBe('2');
+    // Both acks said the followers had committed 2: no commit notice follows.
+    const notices = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append' && effect.message.quiet);
+    expect(notices).toEqual([]);
+  });
+
+  it('linearizability: the appends leave before the leader writes its copy, so followers commit on its notice', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [origin] = followers(cluster);
+    const { requestId, effects } = cluster.request(origin, set('a', 'x'));
+    const [forward] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const atLeader = [
+      ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
+      ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
+    ];
+    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const append = atLeader.find((effect) => effect.kind === 'send' && effect.to === origin) as Extract<Effect<LogMessage>, { kind: 'send' }>;
+    expect(atLeader.indexOf(append)).toBeLessThan(persisted);
+    expect(append.message).toMatchObject({ entries: [expect.objectContaining({ index: 2 })], durableIndex: 1 });
+    cluster.step(origin, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: append.message });
+    expect(cluster.outcome(origin, requestId)).toBeUndefined();
+    cluster.deliver();
+    expect(cluster.outcome(origin, requestId)).toMatchObject({ kind: 'apply', cas: 2n, requestId });
+  });
+
+  it('linearizability: a read at the leader sees a write a follower answered before the leader heard of its commit', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [origin, other] = followers(cluster);
+    // The other follower never gets the entry, and no ack of it reaches the leader.
+    cluster.lose = (message, to) =>
+      (message.kind === 'append' && to === other && message.entries.length > 0) ||
+      (message.kind === 'append_reply' && message.success && message.matchIndex >= 2);
+    const write = cluster.request(origin, set('r', 'v1'));
+    // The next heartbeat tells the origin that the leader's copy is durable: it commits and answers.
+    cluster.run(HEARTBEAT_MS * 2);
+    expect(cluster.outcome(origin, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n }); // answered: committed
+    expect(cluster.node(leader).machine.status().committed).toBe('1');
+    const read = cluster.request(leader, get('r'));
+    cluster.run(HEARTBEAT_MS * 3);
+    // Its round is confirmed (the other follower answers every heartbeat), yet it must wait for index 2.
+    expect(cluster.outcome(leader, read.requestId)).toBeUndefined();
+    cluster.lose = () => false;
+    cluster.run(HEARTBEAT_MS * 3);
+    const effects = cluster.node(leader).effects;
+    const served = effects.findIndex((effect) => effect.kind === 'read' && effect.requestId === read.requestId);
+    const applied = effects.findIndex((effect) => effect.kind === 'apply' && effect.cas === 2n);
+    expect(served).toBeGreaterThan(applied);
+    expect(applied).toBeGreaterThanOrEqual(0);
+  });
+
   it('pipelines: appends go out without waiting for acks, several entries per message when queued', () => {
     const cluster = electedCluster();
     const leader = cluster.leader();

@@ -99,6 +99,8 @@ interface Progress {
   matchIndex: number;
   /** Entries up to here were sent (maybe not acked yet). */
   sentIndex: number;
+  /** The highest index ever sent to it in this term (sentIndex moves back on a rejection). */
+  sentMax: number;
   commitSent: number;
   lastAckMs: number;
   ackedRound: number;
@@ -190,6 +192,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private roundRequested = false;
   private roundWaiters: RoundWaiter[] = [];
   private termStartIndex = 0;
+  /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
+  private notDurableCount = 0;
 
   // State transfer.
   private transferMinIndex: number | null = null;
@@ -605,6 +609,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.progress.set(peer, {
         matchIndex: 0,
         sentIndex: this.log.lastIndex(),
+        sentMax: 0,
         commitSent: 0,
         lastAckMs: this.nowMs,
         ackedRound: 0,
@@ -743,7 +748,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
     if (message.term < this.term) {
-      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq });
+      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.commitIndex });
       return;
     }
     assert(this.role !== 'leader', `two leaders in term ${this.term}`);
@@ -753,7 +758,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const reply = this.appendEntries(message);
     for (const [batchId, readIndex] of message.reads) this.answerReadBatch(batchId, readIndex);
     if (message.quiet && reply.success) return;
-    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, ...reply });
+    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, ...reply });
   }
 
   /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
@@ -778,6 +783,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     this.storeEntries(entries);
     this.learnCommit(Math.min(message.commitIndex, lastSent));
+    // With three nodes the leader and this follower are a majority. The leader's log was durable
+    // up to durableIndex when this left, and ours is before any later effect of this step is carried
+    // out; so an entry of the leader's term up to there is committed, with every entry before it
+    // (Raft §5.4). We apply it without waiting for the leader's commit notice.
+    const heldByBoth = Math.min(lastSent, message.durableIndex);
+    if (this.majority === 2 && heldByBoth > this.commitIndex && this.log.termAt(heldByBoth) === message.term) {
+      this.learnCommit(heldByBoth);
+    }
     if (this.catchUpIndex === null) this.catchUpIndex = message.commitIndex;
     return { success: true, matchIndex: lastSent, hintIndex: 0 };
   }
@@ -827,6 +840,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     progress.ackedRound = Math.max(progress.ackedRound, message.round);
     if (message.success) {
       progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
+      // What it committed on its own (see appendEntries) needs no commit notice.
+      progress.commitSent = Math.max(progress.commitSent, message.commitIndex);
       progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
       this.advanceCommit();
     } else if (message.seq >= progress.rewindSeq) {
@@ -871,12 +886,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
       prevTerm,
       entries,
       commitIndex: this.commitIndex,
+      durableIndex: this.log.lastIndex() - this.notDurableCount,
       round: this.round,
       seq: progress.seq,
       quiet: count === 0 && !force,
       reads,
     });
     progress.sentIndex += count;
+    progress.sentMax = Math.max(progress.sentMax, progress.sentIndex);
     progress.commitSent = this.commitIndex;
   }
 
@@ -890,6 +907,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       prevTerm: this.log.snapshotTerm,
       entries: [],
       commitIndex: this.commitIndex,
+      durableIndex: this.log.lastIndex(),
       round: this.round,
       seq: progress.seq,
       quiet: false,
@@ -936,9 +954,16 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- reads (read index)
 
-  /** What a read arriving now must see: everything committed, and this term's first entry. */
+  /**
+   * What a read arriving now must see: everything committed, this term's first entry, and every
+   * entry sent so far, since a follower may have committed (and answered) one of those before we
+   * heard its ack (see appendEntries). Those are this term's; they commit with the acks that
+   * confirm the read's round.
+   */
   private readIndexNow(): number {
-    return Math.max(this.commitIndex, this.termStartIndex);
+    let index = Math.max(this.commitIndex, this.termStartIndex);
+    for (const progress of this.progress.values()) index = Math.max(index, progress.sentMax);
+    return index;
   }
 
   /** Confirm leadership with a heartbeat round started after the read arrived. */
@@ -1094,14 +1119,22 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.round += 1;
       this.roundRequested = false;
     }
+    // Sequential: our own copy first. The appends below wait for its fsync, so they tell the
+    // followers that it is durable, and the follower that originated a write commits and answers
+    // it on receipt, one hop sooner. Linearizability: the appends leave first and we write our copy
+    // while they travel (Raft §10.2.1), since its reads wait for the leader's round, not the
+    // origin's commit (measured: persisting first cost it 5%). Either way, everything after the
+    // record (commits, replies, later sends) waits for its fsync.
+    const persistFirst = this.mode === 'sequential';
+    if (fresh.length > 0 && persistFirst) this.persist({ kind: 'entries', entries: fresh }, false);
+    else this.notDurableCount = fresh.length;
     const confirmers: readonly PeerId[] = heartbeat ? this.roundConfirmers() : [];
     for (const peer of this.peers) {
       const confirming = confirmers.includes(peer);
       this.sendAppend(peer, confirming, confirming ? this.carryReadIndexes(peer) : []);
     }
-    // The leader writes its own copy while the appends travel (Raft §10.2.1): they left above;
-    // everything after this record (commits, replies, later sends) waits for its fsync.
-    if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
+    if (fresh.length > 0 && !persistFirst) this.persist({ kind: 'entries', entries: fresh }, false);
+    this.notDurableCount = 0;
     this.advanceCommit();
     this.confirmRounds();
   }

@@ -50,6 +50,12 @@ export type LogMessage =
       prevTerm: number;
       entries: LogEntry[];
       commitIndex: number;
+      /**
+       * The leader's log up to here was durable when this left (every effect after a persist
+       * waits for its fsync): a follower holding an entry of this term up to here knows that a
+       * majority of three holds it.
+       */
+      durableIndex: number;
       round: number;
       seq: number;
       /**
@@ -73,6 +79,8 @@ export type LogMessage =
       hintIndex: number;
       round: number;
       seq: number;
+      /** The follower's commit index: what it knows is committed needs no commit notice. */
+      commitIndex: number;
     }
   /** Writes received by a follower, batched per step, for the leader to append. */
   | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
