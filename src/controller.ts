@@ -119,6 +119,11 @@ export class Controller {
     if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
     const persisted = WriteAheadFile.read(walFile);
     this.wal = new WriteAheadFile(walFile);
+    const { convertedFrom, tornBytesCut } = this.wal.opened;
+    if (convertedFrom !== null) {
+      this.log.info('write-ahead file converted from the previous release', { from: convertedFrom, to: walFile, records: persisted.length });
+    }
+    if (tornBytesCut > 0) this.log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
     this.machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
       self: node.id,
       peers: config.nodes.filter((peer) => peer.id !== node.id).map((peer) => peer.id),

@@ -61,6 +61,8 @@ export class WalError extends Error {
 /** One controller's write-ahead file, open for appending. */
 export class WriteAheadFile {
   private fd: number;
+  /** What opening the file repaired, for the controller's log. */
+  readonly opened: { convertedFrom: string | null; tornBytesCut: number };
 
   /**
    * Opens `file` for appending: converts a previous release's JSON-lines file beside it first,
@@ -68,8 +70,7 @@ export class WriteAheadFile {
    */
   constructor(private readonly file: string) {
     mkdirSync(path.dirname(file), { recursive: true });
-    upgradeLegacy(file);
-    cutTornTail(file);
+    this.opened = { convertedFrom: upgradeLegacy(file), tornBytesCut: cutTornTail(file) };
     this.fd = openSync(file, 'a');
   }
 
@@ -210,11 +211,13 @@ function readRecordAt(bytes: Buffer, offset: number, decode: boolean): RecordRea
 }
 
 /** Truncates `file` to its valid records, if a torn last record follows them. */
-function cutTornTail(file: string): void {
-  if (!existsSync(file)) return;
+/** Cuts a torn last record off `file`; returns how many bytes were cut. */
+function cutTornTail(file: string): number {
+  if (!existsSync(file)) return 0;
   const bytes = readFileSync(file);
   const { validBytes } = scanRecords(file, bytes, { decode: false });
   if (validBytes < bytes.length) truncateSync(file, validBytes);
+  return bytes.length - validBytes;
 }
 
 function headerChecksOut(bytes: Buffer, offset: number): boolean {
@@ -267,10 +270,12 @@ function readLegacyRecords(file: string): unknown[] {
  * If `file` does not exist but the previous release's file beside it does, writes its records
  * into `file` (temporary file, fsync, rename) and then removes the old file. A crash before the
  * rename leaves the old file to convert again; after it, the new file wins and the old is unused.
+ * Returns the converted file, or null when there was nothing to convert.
  */
-function upgradeLegacy(file: string): void {
+function upgradeLegacy(file: string): string | null {
   const legacy = legacyFileOf(file);
-  if (legacy === null || existsSync(file) || !existsSync(legacy)) return;
+  if (legacy === null || existsSync(file) || !existsSync(legacy)) return null;
   replaceFile(file, readLegacyRecords(legacy));
   unlinkSync(legacy);
+  return legacy;
 }

@@ -132,9 +132,13 @@ describe('write-ahead file', () => {
     appendFileSync(target, garbage);
     expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2)]);
     const wal = new WriteAheadFile(target);
+    expect(wal.opened).toEqual({ convertedFrom: null, tornBytesCut: garbage.length });
     wal.append(entry(3));
     wal.close();
     expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2), entry(3)]);
+    const reopened = new WriteAheadFile(target);
+    expect(reopened.opened).toEqual({ convertedFrom: null, tornBytesCut: 0 });
+    reopened.close();
   });
 
   it('drops a last record whose payload checksum fails, and writes on after it is reopened', () => {
@@ -181,6 +185,7 @@ describe('write-ahead file', () => {
     expect(WriteAheadFile.read(target)).toEqual(records);
     const wal = new WriteAheadFile(target);
     expect(existsSync(legacy)).toBe(false);
+    expect(wal.opened.convertedFrom).toBe(legacy);
     wal.append({ index: 2 });
     wal.close();
     expect(WriteAheadFile.read(target)).toEqual([...records, { index: 2 }]);
