@@ -39,13 +39,37 @@
  * - interchangeable ones (indeterminate deletes, writes of such anonymous values) are tried once.
  * A floating delete could still be spent where the answer was to swap two nearby operations,
  * leaving a dead branch 1,500 operations deep to climb back through (a 15 s run stayed
- * undecided). So a first pass, with a third of the budget, keeps each indeterminate operation
- * after every operation that returned before it was called (`RealTimeGate`): a restriction, so
- * only its "ok" counts; otherwise the unrestricted, exact search decides.
+ * undecided). So a pass keeps each indeterminate operation after every operation that returned
+ * before it was called (`RealTimeGate`).
+ *
+ * Determinate operations float too: a client that timed out goes on as a new process, whose
+ * first operation has nothing before it in process order. On 45 s fault runs the search spent
+ * such a process's delete, issued at 36 s, at 8 s (right after a floating write, which a delete
+ * that returned true "needs") or its append at 17 s, and found out 11,000 operations later;
+ * half the runs stayed undecided after 60 s. (A write whose client timed out and that took
+ * effect a second later was suspected; but the key of the one looked at was decided, and the
+ * dead branches started where those deletes and appends were spent.) So the first pass keeps every operation that may change the register, determinate or not, after
+ * every operation that returned before it was called; reads, and operations that returned false,
+ * stay free. That is how mckv's sequential mode (like most replicated stores) behaves: one
+ * sequencer orders the changes as they come, and only reads may be served stale by a replica
+ * that lags. It decides each key of those runs in about a second.
+ *
+ * Exactness. Every pass places an operation only after its process's previous one and only
+ * where the model explains its output, so an order a pass completes is a valid sequential order:
+ * any pass's "ok" is exact. The gated passes (and the linearizability pass) search only some of
+ * the orders, so their failure proves nothing and the next pass runs; only the last pass, which
+ * searches every order up to the rewritings argued above (lazy placement, free operations,
+ * interchangeable ones, dominance in the memo), may answer "violation". Within a gated pass the
+ * memo stays sound: what the gate allows depends only on which determinate operations are placed,
+ * which the memo key holds. A gate never deadlocks on its own: an operation waits only for ones
+ * that returned before it was called, and a process's previous operation returned no later than
+ * its next was called, so following waits and process order never goes forward in time, and a
+ * wait goes strictly back: there is no cycle.
  *
  * Proving a violation means exhausting the search, hopeless on thousands of operations. So
- * before any search, `checkSequential` runs the order-graph prover (order-graph.ts): polynomial,
- * sound, answers only "violation" (a cycle of forced precedences) or nothing.
+ * `checkSequential` runs the order-graph prover (order-graph.ts) on every key the quick first
+ * pass left undecided: polynomial, sound, answers only "violation" (a cycle of forced
+ * precedences) or nothing.
  */
 
 import { isIndeterminate, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
