@@ -48,11 +48,12 @@
  * that returned true "needs") or its append at 17 s, and found out 11,000 operations later;
  * half the runs stayed undecided after 60 s. (A write whose client timed out and that took
  * effect a second later was suspected; but the key of the one looked at was decided, and the
- * dead branches started where those deletes and appends were spent.) So the first pass keeps every operation that may change the register, determinate or not, after
- * every operation that returned before it was called; reads, and operations that returned false,
- * stay free. That is how mckv's sequential mode (like most replicated stores) behaves: one
- * sequencer orders the changes as they come, and only reads may be served stale by a replica
- * that lags. It decides each key of those runs in about a second.
+ * dead branches started where those deletes and appends were spent.) So the first pass keeps
+ * every operation that may change the register, determinate or not, after every operation that
+ * returned before it was called; reads, and operations that returned false, stay free. That is
+ * how mckv's sequential mode (like most replicated stores) behaves: one sequencer orders the
+ * changes as they come, and only reads may be served stale by a replica that lags. It decides
+ * each key of those runs in about a second.
  *
  * Exactness. Every pass places an operation only after its process's previous one and only
  * where the model explains its output, so an order a pass completes is a valid sequential order:
