@@ -1119,21 +1119,18 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.round += 1;
       this.roundRequested = false;
     }
-    // Sequential: our own copy first. The appends below wait for its fsync, so they tell the
-    // followers that it is durable, and the follower that originated a write commits and answers
-    // it on receipt, one hop sooner. Linearizability: the appends leave first and we write our copy
-    // while they travel (Raft §10.2.1), since its reads wait for the leader's round, not the
-    // origin's commit (measured: persisting first cost it 5%). Either way, everything after the
-    // record (commits, replies, later sends) waits for its fsync.
-    const persistFirst = this.mode === 'sequential';
-    if (fresh.length > 0 && persistFirst) this.persist({ kind: 'entries', entries: fresh }, false);
-    else this.notDurableCount = fresh.length;
+    // The appends leave first and we write our own copy while they travel (Raft §10.2.1); they
+    // say it is not durable yet (durableIndex), so a follower commits these entries on a later
+    // append (or our commit notice). Everything after the record (commits, replies, later sends)
+    // waits for its fsync. (Writing our copy before sending, so that the follower that originated
+    // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
+    this.notDurableCount = fresh.length;
     const confirmers: readonly PeerId[] = heartbeat ? this.roundConfirmers() : [];
     for (const peer of this.peers) {
       const confirming = confirmers.includes(peer);
       this.sendAppend(peer, confirming, confirming ? this.carryReadIndexes(peer) : []);
     }
-    if (fresh.length > 0 && !persistFirst) this.persist({ kind: 'entries', entries: fresh }, false);
+    if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
     this.notDurableCount = 0;
     this.advanceCommit();
     this.confirmRounds();
