@@ -99,8 +99,6 @@ interface Progress {
   matchIndex: number;
   /** Entries up to here were sent (maybe not acked yet). */
   sentIndex: number;
-  /** The highest index ever sent to it in this term (sentIndex moves back on a rejection). */
-  sentMax: number;
   commitSent: number;
   lastAckMs: number;
   ackedRound: number;
@@ -609,7 +607,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.progress.set(peer, {
         matchIndex: 0,
         sentIndex: this.log.lastIndex(),
-        sentMax: 0,
         commitSent: 0,
         lastAckMs: this.nowMs,
         ackedRound: 0,
@@ -783,12 +780,15 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     this.storeEntries(entries);
     this.learnCommit(Math.min(message.commitIndex, lastSent));
-    // With three nodes the leader and this follower are a majority. The leader's log was durable
-    // up to durableIndex when this left, and ours is before any later effect of this step is carried
-    // out; so an entry of the leader's term up to there is committed, with every entry before it
-    // (Raft §5.4). We apply it without waiting for the leader's commit notice.
+    // Sequential, three nodes: the leader and this follower are a majority. The leader's log was
+    // durable up to durableIndex when this left, and ours is before any later effect of this step
+    // is carried out; so an entry of the leader's term up to there is committed, with every entry
+    // before it (Raft §5.4), and we apply it without waiting for the commit notice. Not with
+    // linearizability: its read index is the leader's commit index, which must cover every write
+    // a follower has answered (a larger one, such as everything sent, may never be reached if the
+    // leader fails; and this saved nothing measurable there).
     const heldByBoth = Math.min(lastSent, message.durableIndex);
-    if (this.majority === 2 && heldByBoth > this.commitIndex && this.log.termAt(heldByBoth) === message.term) {
+    if (this.mode === 'sequential' && this.majority === 2 && heldByBoth > this.commitIndex && this.log.termAt(heldByBoth) === message.term) {
       this.learnCommit(heldByBoth);
     }
     if (this.catchUpIndex === null) this.catchUpIndex = message.commitIndex;
@@ -886,15 +886,19 @@ class ReplicatedLogMachine implements ReplicatedLog {
       prevTerm,
       entries,
       commitIndex: this.commitIndex,
-      durableIndex: this.log.lastIndex() - this.notDurableCount,
+      durableIndex: this.durableIndex(),
       round: this.round,
       seq: progress.seq,
       quiet: count === 0 && !force,
       reads,
     });
     progress.sentIndex += count;
-    progress.sentMax = Math.max(progress.sentMax, progress.sentIndex);
     progress.commitSent = this.commitIndex;
+  }
+
+  /** How far our log is durable by the time a message sent now leaves (see flushAsLeader). */
+  private durableIndex(): number {
+    return this.log.lastIndex() - this.notDurableCount;
   }
 
   /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
@@ -907,7 +911,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       prevTerm: this.log.snapshotTerm,
       entries: [],
       commitIndex: this.commitIndex,
-      durableIndex: this.log.lastIndex(),
+      durableIndex: this.durableIndex(),
       round: this.round,
       seq: progress.seq,
       quiet: false,
@@ -955,15 +959,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
   // ---------------------------------------------------------------- reads (read index)
 
   /**
-   * What a read arriving now must see: everything committed, this term's first entry, and every
-   * entry sent so far, since a follower may have committed (and answered) one of those before we
-   * heard its ack (see appendEntries). Those are this term's; they commit with the acks that
-   * confirm the read's round.
+   * What a read arriving now must see: everything committed, and this term's first entry. With
+   * linearizability a follower commits only what we told it is committed (see appendEntries), so
+   * no write was answered beyond our commit index.
    */
   private readIndexNow(): number {
-    let index = Math.max(this.commitIndex, this.termStartIndex);
-    for (const progress of this.progress.values()) index = Math.max(index, progress.sentMax);
-    return index;
+    return Math.max(this.commitIndex, this.termStartIndex);
   }
 
   /** Confirm leadership with a heartbeat round started after the read arrived. */

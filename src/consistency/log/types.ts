@@ -52,8 +52,8 @@ export type LogMessage =
       commitIndex: number;
       /**
        * The leader's log up to here was durable when this left (every effect after a persist
-       * waits for its fsync): a follower holding an entry of this term up to here knows that a
-       * majority of three holds it.
+       * waits for its fsync): in sequential mode a follower holding an entry of this term up to
+       * here knows that a majority of three holds it.
        */
       durableIndex: number;
       round: number;
