@@ -71,7 +71,15 @@ export interface SimResult {
 const HEARTBEAT_MS = 50;
 const FAILURE_TIMEOUT_MS = 300;
 const TICK_MS = 10;
-const REQUEST_BOUND_MS = 4 * FAILURE_TIMEOUT_MS + 2 * TICK_MS;
+/** A background fsync completes this long after it starts (1–3 ms, drawn per fsync). */
+const FSYNC_MIN_MS = 1;
+const FSYNC_MAX_MS = 3;
+/**
+ * The machine answers a request within its request timeout (4 failure timeouts), judged on a
+ * tick (2 ticks of slack); the answer may then wait for the fsync in flight and the one after it
+ * that covers the answer's record (2 fsyncs).
+ */
+const REQUEST_BOUND_MS = 4 * FAILURE_TIMEOUT_MS + 2 * TICK_MS + 2 * FSYNC_MAX_MS;
 const KEYS = ['k0', 'k1', 'k2'];
 
 interface Flight {
@@ -89,10 +97,32 @@ interface InFlightRequest {
   lowerBound: number;
 }
 
+/** An effect other than a persist: what the controller carries out beyond its write-ahead file. */
+type OutwardEffect = Exclude<Effect<LogMessage>, { kind: 'persist' }>;
+
+/** An effect waiting for an fsync: it needs the first `needs` records written durable. */
+interface HeldEffect {
+  effect: OutwardEffect;
+  needs: number;
+  /** For a `put`: the index of the transfer it installs, as known when it was issued. */
+  transferIndex: number;
+}
+
 interface SimNode {
   id: PeerId;
   machine: ReplicatedLog | null;
+  /** The write-ahead file: records written, durable or not (see `writtenRecords`). */
   records: unknown[];
+  /** Records written in this lifetime, counted from boot (the controller's walWritten). */
+  writtenRecords: number;
+  /** Of those, how many an fsync made durable (walSynced). */
+  syncedRecords: number;
+  /** How many written records precede records[0] (a compaction drops what came before). */
+  recordsBase: number;
+  /** The background fsync in flight: covers the first `target` records when it completes. */
+  fsync: { atMs: number; target: number } | null;
+  /** Effects issued after a record no fsync covers yet, in issue order. */
+  held: HeldEffect[];
   replica: Map<string, Entry>;
   /** Index of the state the replica holds (last apply or transfer), null if unknown. */
   replicaIndex: number | null;
@@ -245,6 +275,11 @@ export class LogSimulation {
       id,
       machine: null,
       records: [],
+      writtenRecords: 0,
+      syncedRecords: 0,
+      recordsBase: 0,
+      fsync: null,
+      held: [],
       replica: new Map(),
       replicaIndex: 0,
       nextTickMs: this.nowMs,
@@ -272,7 +307,12 @@ export class LogSimulation {
       transferChunkEntriesMax: 2,
       replicaSkipsApplied: this.options.replicaSkipsApplied,
     });
-    // A restarted controller numbers its requests from 1 again.
+    // A restarted controller numbers its requests from 1 again; what it read back is durable.
+    node.writtenRecords = node.records.length;
+    node.syncedRecords = node.records.length;
+    node.recordsBase = 0;
+    node.fsync = null;
+    node.held = [];
     node.nextRequestId = 1;
     node.checkedCommit = 0;
     node.nextTickMs = this.nowMs + Math.floor(this.random() * TICK_MS);
@@ -286,6 +326,10 @@ export class LogSimulation {
 
   private crash(node: SimNode, keepReplica = false): void {
     node.machine = null;
+    // What no fsync covered is lost, and so is every effect that waited for it.
+    node.records = node.records.slice(0, node.syncedRecords - node.recordsBase);
+    node.held = [];
+    node.fsync = null;
     this.result.crashes += 1;
     for (const request of node.requests.values()) this.clients[request.client].busy = false;
     for (const client of this.clients) {
@@ -318,6 +362,7 @@ export class LogSimulation {
     for (const flight of this.flights) next = Math.min(next, flight.atMs);
     for (const node of this.nodes) {
       next = Math.min(next, node.machine === null ? node.downUntilMs : node.nextTickMs);
+      if (node.fsync !== null) next = Math.min(next, node.fsync.atMs);
       for (const local of node.localEvents) next = Math.min(next, local.atMs);
     }
     if (!this.clientsPaused) for (const client of this.clients) if (!client.busy) next = Math.min(next, client.nextMs);
@@ -335,6 +380,7 @@ export class LogSimulation {
     this.submitRequests();
     // The end of the turn: as the controller does, let every node send what it batched.
     for (const node of this.nodes) this.stepNode(node, { kind: 'flush', nowMs: this.nowMs });
+    for (const node of this.nodes) this.settle(node);
     this.checkInvariants();
   }
 
@@ -342,6 +388,11 @@ export class LogSimulation {
     if (node.machine === null) {
       if (node.downUntilMs <= this.nowMs && (this.faultsOn || this.healed)) this.boot(node);
       return;
+    }
+    if (node.fsync !== null && node.fsync.atMs <= this.nowMs) {
+      node.syncedRecords = Math.max(node.syncedRecords, node.fsync.target);
+      node.fsync = null;
+      this.settle(node);
     }
     const due = node.localEvents.filter((local) => local.atMs <= this.nowMs);
     if (due.length > 0) node.localEvents = node.localEvents.filter((local) => local.atMs > this.nowMs);
@@ -376,7 +427,52 @@ export class LogSimulation {
 
   // ------------------------------------------------------------ effects
 
+  /**
+   * As the controller does: a record is written at once (a compacting one rewritten and fsynced
+   * at once); any other effect runs at once unless a record no fsync covers yet, or an effect
+   * already held, precedes it: then it waits, in order, for an fsync covering every record before it.
+   */
   private carryOut(node: SimNode, effect: Effect<LogMessage>): void {
+    if (effect.kind === 'persist') {
+      node.writtenRecords += 1;
+      if (effect.compact) {
+        node.records = [effect.record];
+        node.recordsBase = node.writtenRecords - 1;
+        node.syncedRecords = node.writtenRecords;
+      } else {
+        node.records.push(effect.record);
+      }
+      return;
+    }
+    const transferIndex = node.lastTransferIndex;
+    if (node.held.length > 0 || node.syncedRecords < node.writtenRecords) {
+      node.held.push({ effect, needs: node.writtenRecords, transferIndex });
+      return;
+    }
+    this.execute(node, effect, transferIndex);
+  }
+
+  /** Runs what is durable now; starts an fsync of everything written, unless one is in flight. */
+  private settle(node: SimNode): void {
+    while (node.held.length > 0 && node.held[0].needs <= node.syncedRecords && node.machine !== null) {
+      const { effect, transferIndex } = node.held[0];
+      node.held.shift();
+      this.execute(node, effect, transferIndex);
+    }
+    if (node.machine === null || node.fsync !== null || node.syncedRecords >= node.writtenRecords) return;
+    const durationMs = FSYNC_MIN_MS + Math.floor(this.random() * (FSYNC_MAX_MS - FSYNC_MIN_MS + 1));
+    node.fsync = { atMs: this.nowMs + durationMs, target: node.writtenRecords };
+  }
+
+  /** An fsync of everything written, at once (as the controller does before a backend reset). */
+  private syncNow(node: SimNode): void {
+    node.syncedRecords = node.writtenRecords;
+    this.settle(node);
+  }
+
+  /** Carries out an effect that left the process: the model replica and network see it now. */
+  private execute(node: SimNode, effect: OutwardEffect, transferIndex: number): void {
+    this.checkClaim(node, effect);
     switch (effect.kind) {
       case 'send':
         return this.transmit(node.id, effect.to, effect.message);
@@ -386,17 +482,13 @@ export class LogSimulation {
         return this.onApply(node, effect);
       case 'read':
         return this.onRead(node, effect.requestId, effect.op);
-      case 'persist':
-        if (effect.compact) node.records = [effect.record];
-        else node.records.push(effect.record);
-        return;
       case 'reset':
         node.replica.clear();
         node.replicaIndex = 0;
         return;
       case 'put':
         for (const [key, entry] of effect.entries) node.replica.set(key, entry);
-        node.replicaIndex = node.lastTransferIndex;
+        node.replicaIndex = transferIndex;
         this.result.transfers += 1;
         return;
       case 'fetch': {
@@ -600,6 +692,9 @@ export class LogSimulation {
     if (perStep(this.rates.backendResetPerSecond)) {
       const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
       if (this.mayLoseReplica()) {
+        // The controller fsyncs and releases what was held before telling the machine; here
+        // those effects reach the replica just before it is emptied.
+        if (node.machine !== null) this.syncNow(node);
         node.replica.clear();
         node.replicaIndex = 0;
         this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs });
@@ -642,6 +737,8 @@ export class LogSimulation {
   private converged(): boolean {
     const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
     if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
+    // Nothing may still wait for an fsync: the replicas must hold what the machines applied.
+    if (this.nodes.some((node) => node.held.length > 0 || node.syncedRecords < node.writtenRecords)) return false;
     const leaders = views.filter((view) => view?.role === 'leader');
     if (leaders.length !== 1) return false;
     // Followers must be in touch with the leader, or one may start an election right after.
@@ -685,24 +782,45 @@ export class LogSimulation {
         if (known !== undefined && known !== node.id) throw new Error(`two leaders in term ${view.term}: ${known}, ${node.id}`);
         this.leaderOfTerm.set(view.term, node.id);
       }
-      this.checkCommitted(node, view);
+      // With every record durable, all the machine believes rests on durable state.
+      if (node.syncedRecords === node.writtenRecords) this.checkCommitted(node, view, view.commitIndex);
       for (const [requestId, request] of node.requests) {
         if (this.nowMs - request.invokedMs > REQUEST_BOUND_MS) throw new Error(`${node.id} left request ${requestId} unanswered`);
       }
     }
   }
 
-  /** An index, once committed anywhere, keeps the same entry (term) everywhere. */
-  private checkCommitted(node: SimNode, view: ReturnType<ReplicatedLog['inspect']>): void {
+  /**
+   * What an effect leaving the process says is committed: an apply its index; an append, an
+   * append reply the sender's commit index; a transfer chunk its index.
+   */
+  private checkClaim(node: SimNode, effect: Effect<LogMessage>): void {
+    let claimed = 0;
+    if (effect.kind === 'apply') claimed = Number(effect.cas);
+    else if (effect.kind === 'send' && (effect.message.kind === 'append' || effect.message.kind === 'append_reply')) claimed = effect.message.commitIndex;
+    else if (effect.kind === 'send' && effect.message.kind === 'transfer_chunk') claimed = effect.message.index;
+    const view = node.machine?.inspect();
+    if (view === undefined || claimed <= node.checkedCommit) return;
+    if (claimed > view.commitIndex) throw new Error(`${node.id} claims ${claimed} committed, its commit index is ${view.commitIndex}`);
+    this.checkCommitted(node, view, claimed);
+  }
+
+  /**
+   * An index, once committed, keeps the same entry (term) everywhere. Judged on what is visible:
+   * up to what an effect that left the process claims, or what the node believes once all its
+   * records are durable (a leader's commit index counts its own copy before its fsync, but nothing
+   * resting on that leaves the process before the fsync, and a crash before it forgets it all).
+   */
+  private checkCommitted(node: SimNode, view: LogView, upTo: number): void {
     const from = Math.max(node.checkedCommit, view.snapshotIndex) + 1;
-    for (let index = from; index <= view.commitIndex; index += 1) {
+    for (let index = from; index <= upTo; index += 1) {
       const entry = view.entryAt(index);
       if (entry === null) continue;
       const term = this.committedTerm[index];
       if (term === undefined) this.committedTerm[index] = entry.term;
       else if (term !== entry.term) throw new Error(`${node.id} committed index ${index} with term ${entry.term}, was ${term}`);
     }
-    node.checkedCommit = Math.max(node.checkedCommit, view.commitIndex);
+    node.checkedCommit = Math.max(node.checkedCommit, upTo);
   }
 
   private node(id: PeerId): SimNode {
