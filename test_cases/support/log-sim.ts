@@ -1,19 +1,33 @@
 /**
  * A seeded simulator for the replicated log (in the spirit of TigerBeetle's VOPR): three machines
  * over a simulated network that drops, delays, duplicates and reorders messages, cuts links,
- * crashes and restarts nodes (from their persisted records) and empties their replicas, while
+ * crashes and restarts nodes (from their durable records) and empties their replicas, while
  * clients submit random ops. Every effect is carried out on a small model replica per node.
  *
- * Intuition: everything random comes from one PRNG seeded by `seed`, and time is simulated, so a
- * failing seed replays the run exactly.
+ * Persistence is modelled as the controller does it (src/controller.ts, `carryOut`/`settle`): a
+ * record is written at once; a background fsync per node (group commit, 1–3 ms) covers what was
+ * written when it started; every other effect issued after an uncovered record (or after a held
+ * effect) is held, in order, until an fsync covers it; a compacting record is fsynced at once,
+ * and so is everything before a backend reset is told to the machine. A crash loses the records
+ * no fsync covered and every held effect. Half the crashes pick a node with uncovered records
+ * (a leader first): that window is short, and it is where the ordering matters.
  *
- * Checked after every event: one leader per term; a committed index never changes its entry;
- * applied ≤ committed; every node applies the same sequence (the same op at each index, and
- * skips only no-ops); every reply agrees with a reference replica built from that sequence; a
- * read reflects a state at least as new as every op that completed before it started
- * (linearizability) or before it in its session (sequential); a request at a live node gets an
- * answer within the request bound. Liveness: after faults stop, nodes converge within a bound,
- * and every request then succeeds.
+ * Intuition: everything random comes from one PRNG seeded by `seed`, and time is simulated, so a
+ * failing seed replays the run exactly. A machine's internal state runs ahead of what is durable
+ * (a leader counts its own unsynced copy toward a commit), so the checks judge what is externally
+ * visible: effects carried out, and a node's beliefs once all its records are durable.
+ *
+ * Checked after every event: one leader per term; applied ≤ committed (both internal); a
+ * committed index never changes its entry, where committed means claimed by a carried-out effect
+ * (an apply's index, an append's or append reply's commit index, a transfer chunk's index) or
+ * believed by a node none of whose records awaits an fsync; every node applies the same sequence
+ * (the same op at each index, and skips only no-ops) — judged on carried-out applies and puts, a
+ * put at the transfer index known when it was issued; every reply agrees with a reference replica
+ * built from that sequence; a read reflects a state at least as new as every op that completed
+ * before it started (linearizability) or before it in its session (sequential); a request at a
+ * live node gets an answer within the request bound (the machine's timeout plus two fsyncs).
+ * Liveness: after faults stop, nodes converge (nothing held, replicas equal to the reference)
+ * within a bound, and every request then succeeds.
  */
 
 import type { Reply } from '../../src/protocol/types.ts';
@@ -686,7 +700,7 @@ export class LogSimulation {
     const perStep = (perSecond: number): boolean => this.random() < (perSecond * TICK_MS) / 1000 / 3;
     if (perStep(this.rates.partitionPerSecond)) this.togglePartition();
     if (perStep(this.rates.crashPerSecond)) {
-      const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+      const node = this.crashVictim();
       if (this.mayLoseReplica()) this.crash(node);
     }
     if (perStep(this.rates.backendResetPerSecond)) {
@@ -700,6 +714,18 @@ export class LogSimulation {
         this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs });
       }
     }
+  }
+
+  /**
+   * Any node, or half the time one with records no fsync covers yet (a leader first), if there
+   * is one: a crash at a random moment rarely hits that window of a millisecond or two, and that
+   * window is where the write-ahead ordering matters.
+   */
+  private crashVictim(): SimNode {
+    const any = this.nodes[Math.floor(this.random() * this.nodes.length)];
+    if (this.random() < 0.5) return any;
+    const exposed = this.nodes.filter((node) => node.machine !== null && node.syncedRecords < node.writtenRecords);
+    return exposed.find((node) => node.machine?.inspect().role === 'leader') ?? exposed[0] ?? any;
   }
 
   private togglePartition(): void {
