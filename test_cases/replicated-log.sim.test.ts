@@ -14,13 +14,15 @@ function runSeeds(
   mode: 'linearizability' | 'sequential',
   count: number,
   compactionThresholdEntries = 40,
-): { committed: number; refused: number; transfers: number } {
-  const totals = { committed: 0, refused: 0, transfers: 0 };
+): { committed: number; refused: number; transfers: number; recordsLost: number; heldEffectsLost: number } {
+  const totals = { committed: 0, refused: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0 };
   for (let seed = FIRST_SEED; seed < FIRST_SEED + count; seed += 1) {
     const result = simulate(seed, mode, { safetyMs: 4_000, compactionThresholdEntries });
     totals.committed += result.committed;
     totals.refused += result.repliesRefused;
     totals.transfers += result.transfers;
+    totals.recordsLost += result.recordsLost;
+    totals.heldEffectsLost += result.heldEffectsLost;
   }
   return totals;
 }
@@ -30,11 +32,16 @@ describe('replicated log under a simulated faulty network', () => {
     const totals = runSeeds('linearizability', SEEDS);
     expect(totals.committed).toBeGreaterThan(SEEDS * 50);
     expect(totals.transfers).toBeGreaterThan(0);
+    expect(totals.recordsLost).toBeGreaterThan(SEEDS / 4);
+    expect(totals.heldEffectsLost).toBeGreaterThan(SEEDS / 4);
   });
 
   it('sequential: safe under faults and converges after them, across seeds', () => {
     const totals = runSeeds('sequential', Math.ceil(SEEDS * 0.7));
     expect(totals.committed).toBeGreaterThan(SEEDS * 30);
+    // Crashes hit the window before an fsync: records and the effects waiting on them were lost.
+    expect(totals.recordsLost).toBeGreaterThan(SEEDS / 4);
+    expect(totals.heldEffectsLost).toBeGreaterThan(SEEDS / 4);
   });
 
   it('aggressive compaction: state transfers under faults stay safe and converge', () => {

@@ -9,8 +9,9 @@
  * written when it started; every other effect issued after an uncovered record (or after a held
  * effect) is held, in order, until an fsync covers it; a compacting record is fsynced at once,
  * and so is everything before a backend reset is told to the machine. A crash loses the records
- * no fsync covered and every held effect. Half the crashes pick a node with uncovered records
- * (a leader first): that window is short, and it is where the ordering matters.
+ * no fsync covered and every held effect. Half the crashes wait for the end of a turn in which
+ * a node wrote records no fsync covers yet (a leader first): that window is short, and it is
+ * where the ordering matters.
  *
  * Intuition: everything random comes from one PRNG seeded by `seed`, and time is simulated, so a
  * failing seed replays the run exactly. A machine's internal state runs ahead of what is durable
@@ -78,6 +79,9 @@ export interface SimResult {
   elections: number;
   crashes: number;
   transfers: number;
+  /** Records crashes lost (written, no fsync covered them), and effects lost waiting for one. */
+  recordsLost: number;
+  heldEffectsLost: number;
   /** Peer messages sent, by kind. */
   messages: Record<string, number>;
 }
@@ -204,6 +208,8 @@ export class LogSimulation {
   private strict = false;
   private clientsPaused = false;
   private crashAllAtMs: number | null;
+  /** A crash waits for a node with records no fsync covers yet. */
+  private crashArmed = false;
   /** Failover measurement: when the leader was killed, and the first write a survivor completed. */
   private killedAtMs: number | null = null;
   private firstWriteAfterKillMs: number | null = null;
@@ -225,7 +231,7 @@ export class LogSimulation {
     };
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, messages: {} };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {} };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -341,6 +347,8 @@ export class LogSimulation {
   private crash(node: SimNode, keepReplica = false): void {
     node.machine = null;
     // What no fsync covered is lost, and so is every effect that waited for it.
+    this.result.recordsLost += node.writtenRecords - node.syncedRecords;
+    this.result.heldEffectsLost += node.held.length;
     node.records = node.records.slice(0, node.syncedRecords - node.recordsBase);
     node.held = [];
     node.fsync = null;
@@ -395,6 +403,7 @@ export class LogSimulation {
     // The end of the turn: as the controller does, let every node send what it batched.
     for (const node of this.nodes) this.stepNode(node, { kind: 'flush', nowMs: this.nowMs });
     for (const node of this.nodes) this.settle(node);
+    this.crashExposed();
     this.checkInvariants();
   }
 
@@ -710,8 +719,9 @@ export class LogSimulation {
     const perStep = (perSecond: number): boolean => this.random() < (perSecond * TICK_MS) / 1000 / 3;
     if (perStep(this.rates.partitionPerSecond)) this.togglePartition();
     if (perStep(this.rates.crashPerSecond)) {
-      const node = this.crashVictim();
-      if (this.mayLoseReplica()) this.crash(node);
+      // Half the crashes wait for a node with records no fsync covers yet (see crashExposed).
+      if (this.random() < 0.5) this.crashArmed = true;
+      else if (this.mayLoseReplica()) this.crash(this.nodes[Math.floor(this.random() * this.nodes.length)]);
     }
     if (perStep(this.rates.backendResetPerSecond)) {
       const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
@@ -727,15 +737,17 @@ export class LogSimulation {
   }
 
   /**
-   * Any node, or half the time one with records no fsync covers yet (a leader first), if there
-   * is one: a crash at a random moment rarely hits that window of a millisecond or two, and that
-   * window is where the write-ahead ordering matters.
+   * An armed crash hits, at the end of a turn, a node that wrote records no fsync covers yet (a
+   * leader first): a crash at a random moment rarely hits that window of a millisecond or two,
+   * and that window is where the write-ahead ordering matters.
    */
-  private crashVictim(): SimNode {
-    const any = this.nodes[Math.floor(this.random() * this.nodes.length)];
-    if (this.random() < 0.5) return any;
+  private crashExposed(): void {
+    if (!this.crashArmed || !this.faultsOn) return;
     const exposed = this.nodes.filter((node) => node.machine !== null && node.syncedRecords < node.writtenRecords);
-    return exposed.find((node) => node.machine?.inspect().role === 'leader') ?? exposed[0] ?? any;
+    const victim = exposed.find((node) => node.machine?.inspect().role === 'leader') ?? exposed[0];
+    if (victim === undefined) return;
+    this.crashArmed = false;
+    if (this.mayLoseReplica()) this.crash(victim);
   }
 
   private togglePartition(): void {
