@@ -549,7 +549,7 @@ export class Controller {
         restarted,
       });
       this.resetQueued = true;
-      this.enqueue({ kind: 'backend_reset', nowMs: Date.now() });
+      this.enqueue({ kind: 'backend_reset', nowMs: Date.now(), emptied: restarted });
     }
     if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
   }

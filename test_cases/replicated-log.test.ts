@@ -665,6 +665,61 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     expect(node.records[node.records.length - 1]).toEqual({ kind: 'replica', trusted: true });
     expect(cluster.node(leader).machine.status().applied).toBe(node.machine.status().applied);
   });
+
+  it('when every backend restarted empty after compaction, the leader starts over from an empty replica and the others copy it', () => {
+    const { cluster } = compactedCluster();
+    for (const id of IDS) {
+      cluster.node(id).replica.clear();
+      cluster.step(id, { kind: 'backend_reset', nowMs: cluster.nowMs, emptied: true });
+      expect(cluster.node(id).machine.inspect()).toMatchObject({ replicaValid: false, snapshotIndex: expect.any(Number) });
+      expect(cluster.node(id).machine.inspect().snapshotIndex).toBeGreaterThan(0);
+    }
+    cluster.run(5_000);
+    const startedOver = IDS.flatMap((id) =>
+      cluster.node(id).effects.filter((effect) => effect.kind === 'note' && /every replica lost its data/.test(effect.message)),
+    );
+    expect(startedOver).toHaveLength(1);
+    for (const id of IDS) expect(cluster.node(id).machine.inspect()).toMatchObject({ replicaValid: true, caughtUp: true });
+    const leader = cluster.leader();
+    const contents = (id: PeerId): string => JSON.stringify([...cluster.node(id).replica.entries()].sort(), (_key, value: unknown) => (typeof value === 'bigint' ? `${value}` : value));
+    for (const id of IDS) expect(contents(id)).toBe(contents(leader));
+    // And it serves again: a write at a follower, read back at the other.
+    const [writer, reader] = followers(cluster);
+    const write = cluster.request(writer, set('after', 'yes'));
+    cluster.run(100);
+    expect(cluster.outcome(writer, write.requestId)).toMatchObject({ kind: 'apply' });
+    const read = cluster.request(reader, get('after'));
+    cluster.run(100);
+    expect(cluster.outcome(reader, read.requestId)).toMatchObject({ kind: 'read' });
+    expect(cluster.node(reader).replica.get('after')?.value.toString()).toBe('yes');
+  });
+
+  it('no start over while a peer may still hold the data, nor when the replicas are merely untrusted', () => {
+    const { cluster } = compactedCluster();
+    // All three untrusted after failed writes: their backends may still hold the data, so the
+    // cluster keeps refusing rather than drop it.
+    for (const id of IDS) cluster.step(id, { kind: 'backend_reset', nowMs: cluster.nowMs });
+    cluster.run(5_000);
+    for (const id of IDS) {
+      expect(cluster.node(id).effects.some((effect) => effect.kind === 'note' && /every replica lost its data/.test(effect.message))).toBe(false);
+      expect(cluster.node(id).machine.inspect().replicaValid).toBe(false);
+    }
+  });
+
+  it('a leader whose backend restarted empty does not start over while a peer still holds the data', () => {
+    const { cluster } = compactedCluster();
+    const lost = [cluster.leader(), followers(cluster)[0]];
+    for (const id of lost) {
+      cluster.node(id).replica.clear();
+      cluster.step(id, { kind: 'backend_reset', nowMs: cluster.nowMs, emptied: true });
+    }
+    cluster.run(5_000);
+    for (const id of IDS) {
+      expect(cluster.node(id).effects.some((effect) => effect.kind === 'note' && /every replica lost its data/.test(effect.message))).toBe(false);
+      expect(cluster.node(id).machine.inspect().replicaValid).toBe(true);
+      expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('80');
+    }
+  });
 });
 
 describe('Replica with replay: skip-applied', () => {

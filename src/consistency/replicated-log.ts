@@ -195,6 +195,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // State transfer.
   private transferMinIndex: number | null = null;
+  /** Our backend restarted empty since the replica was last valid (see rebuildReplica). */
+  private replicaEmptied = false;
+  /** When each peer whose backend restarted empty last asked us for a transfer we could not serve. */
+  private readonly transferAskedMs = new Map<PeerId, number>();
   private nextTransferRequestMs = 0;
   private transferTarget = 0;
   private fetchToken = 0;
@@ -303,8 +307,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.resetElectionTimer();
   }
 
-  /** Forget what the replica holds: replay the log from 1, or ask for a state transfer. */
-  private rebuildReplica(): void {
+  /**
+   * Forget what the replica holds: replay the log from 1, or ask for a state transfer. `emptied`:
+   * the backend restarted, so it holds nothing (rather than being merely untrusted).
+   */
+  private rebuildReplica(emptied = false): void {
+    this.replicaEmptied = emptied;
     this.compactionFetch = null;
     this.touchedKeys = new Set();
     this.transferPutsPending.clear();
@@ -348,7 +356,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.onApplied(event.token);
         break;
       case 'backend_reset':
-        this.rebuildReplica();
+        this.rebuildReplica(event.emptied === true);
         break;
       case 'flush':
         this.flushOutgoing();
@@ -1277,11 +1285,43 @@ class ReplicatedLogMachine implements ReplicatedLog {
       target = this.peers[this.transferTarget % this.peers.length];
       this.transferTarget += 1;
     }
-    if (target !== null) this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex });
+    if (target !== null) this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex, emptied: this.replicaEmptied });
   }
 
   private onTransferRequest(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_request' }>): void {
-    this.startTransfer(from, message.minIndex);
+    if (this.startTransfer(from, message.minIndex) || this.replicaValid || !message.emptied) return;
+    this.transferAskedMs.set(from, this.nowMs);
+    this.startOverIfEveryReplicaLost();
+  }
+
+  /**
+   * Every replica lost its contents (every memcached restarted empty, as after a reboot) and the
+   * log was compacted, so no node can rebuild from another: the data up to the snapshot is gone.
+   * The leader knows it when its own backend restarted empty and every peer has lately asked it
+   * for a transfer saying the same of its own. Rather than refuse forever, it starts over from an
+   * empty replica as of the snapshot and replays the log after it; the peers then get that by
+   * transfer, so every replica holds the same. (A replica that is merely untrusted, after a failed
+   * write, may still hold the data: then the cluster keeps refusing, as before.)
+   */
+  private startOverIfEveryReplicaLost(): void {
+    if (this.role !== 'leader' || this.replicaValid || !this.replicaEmptied || this.transferMinIndex === null) return;
+    const windowMs = 2 * this.failureTimeoutMs;
+    const everyPeerAsked = this.peers.every((peer) => this.nowMs - (this.transferAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= windowMs);
+    if (!everyPeerAsked) return;
+    this.note('warn', 'every replica lost its data and the log was compacted: starting over from an empty replica', {
+      snapshotIndex: this.log.snapshotIndex,
+      lastIndex: this.log.lastIndex(),
+    });
+    this.transferAskedMs.clear();
+    this.replicaEmptied = false;
+    this.out.push({ kind: 'reset' });
+    // As after a transfer: one put marks where the (empty) state ends; trusted once it completed.
+    this.storeToken += 1;
+    this.transferPutsPending.add(this.storeToken);
+    this.out.push({ kind: 'put', entries: [], how: 'overwrite', token: this.storeToken });
+    this.appliedIndex = this.log.snapshotIndex;
+    this.replicaValid = true;
+    this.transferMinIndex = null;
   }
 
   /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
@@ -1373,6 +1413,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.commitIndex = Math.max(this.commitIndex, index);
     this.appliedIndex = index;
     this.replicaValid = true;
+    this.replicaEmptied = false;
     this.transferMinIndex = null;
     if (this.catchUpIndex === null && this.role === 'follower' && this.leader === incoming.from) this.catchUpIndex = index;
     this.persistSnapshot();

@@ -42,8 +42,12 @@ export type Event<M> =
   | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[] }
   /** An `apply` or `put` effect with a token completed on the local replica. */
   | { kind: 'applied'; nowMs: number; token: number }
-  /** The local backend lost its contents (memcached restarted empty): rebuild from the peers. */
-  | { kind: 'backend_reset'; nowMs: number }
+  /**
+   * The local backend lost its contents or may have missed a write: rebuild from the peers.
+   * `emptied`: it restarted (memcached's pid or start time changed), so it certainly holds nothing;
+   * absent or false: a write to it failed, so it may still hold almost everything.
+   */
+  | { kind: 'backend_reset'; nowMs: number; emptied?: boolean }
   /**
    * The controller has run every event it had queued for now: a machine that buffers outgoing
    * messages (forwards, appends, pushes) sends them here, so one message carries everything that

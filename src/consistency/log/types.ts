@@ -90,7 +90,8 @@ export type LogMessage =
   /** `readIndex` null: refused (not the leader, or leadership lost before confirming). */
   | { kind: 'read_index_reply'; term: number; batchId: number; readIndex: number | null }
   /** Send me your replica, as of an applied index ≥ `minIndex`. */
-  | { kind: 'transfer_request'; term: number; minIndex: number }
+  /** `emptied`: the asker's backend restarted empty (not merely missed a write). */
+  | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean }
   /** One chunk of a replica as of `index` (whose entry has term `indexTerm`). */
   | {
       kind: 'transfer_chunk';
