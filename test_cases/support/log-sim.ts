@@ -24,8 +24,8 @@
  * believed by a node none of whose records awaits an fsync; every node applies the same sequence
  * (the same op at each index, and skips only no-ops) — judged on carried-out applies and puts, a
  * put at the transfer index known when it was issued; every reply agrees with a reference replica
- * built from that sequence; a read reflects a state at least as new as every op that completed
- * before it started (linearizability) or before it in its session (sequential); a request at a
+ * built from that sequence; a read reflects a state at least as new as (or differing only by
+ * no-ops from) every op that completed before it started (linearizability) or before it in its session (sequential); a request at a
  * live node gets an answer within the request bound (the machine's timeout plus two fsyncs).
  * Liveness: after faults stop, nodes converge (nothing held, replicas equal to the reference)
  * within a bound, and every request then succeeds.
@@ -340,7 +340,7 @@ export class LogSimulation {
     if (node.replicaLost) {
       // The controller notices an emptied backend (its epoch changed) and says so.
       node.replicaLost = false;
-      this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs });
+      this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
     }
   }
 
@@ -731,7 +731,7 @@ export class LogSimulation {
         if (node.machine !== null) this.syncNow(node);
         node.replica.clear();
         node.replicaIndex = 0;
-        this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs });
+        this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
       }
     }
   }
