@@ -25,8 +25,9 @@
  * (the same op at each index, and skips only no-ops) — judged on carried-out applies and puts, a
  * put at the transfer index known when it was issued; every reply agrees with a reference replica
  * built from that sequence; a read reflects a state at least as new as (or differing only by
- * no-ops from) every op that completed before it started (linearizability) or before it in its session (sequential); a request at a
- * live node gets an answer within the request bound (the machine's timeout plus two fsyncs).
+ * no-ops from) every op that completed before it started (linearizability) or before it in its
+ * session (sequential); a request at a live node gets an answer within the request bound (the
+ * machine's timeout plus two fsyncs).
  * Liveness: after faults stop, nodes converge (nothing held, replicas equal to the reference)
  * within a bound, and every request then succeeds.
  */
@@ -513,13 +514,11 @@ export class LogSimulation {
         for (const [key, entry] of effect.entries) node.replica.set(key, entry);
         node.replicaIndex = transferIndex;
         this.result.transfers += 1;
+        // As the controller does once the backend took it: tell the machine (it then trusts the replica).
+        if (effect.token !== null) this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
         return;
-      case 'fetch': {
-        const entries = [...node.replica.entries()];
-        const event: Event<LogMessage> = { kind: 'fetched', nowMs: 0, token: effect.token, entries };
-        node.localEvents.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * 5), event });
-        return;
-      }
+      case 'fetch':
+        return this.afterStore(node, { kind: 'fetched', nowMs: 0, token: effect.token, entries: [...node.replica.entries()] });
       case 'purge':
         throw new Error('the replicated log never purges');
       case 'wake':
@@ -531,6 +530,11 @@ export class LogSimulation {
         throw new Error(`unknown effect ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  /** A store operation's completion reaches the machine as an event 1–5 ms later. */
+  private afterStore(node: SimNode, event: Event<LogMessage>): void {
+    node.localEvents.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * 5), event });
   }
 
   private transmit(from: PeerId, to: PeerId, message: LogMessage): void {
