@@ -74,17 +74,23 @@ function randomHistory(seed: number): string {
 }
 
 
+/** Checks the histories of seeds 1..`seeds` against brute force; how many were ok and how many not. */
+function tallyAgainstBruteForce(history: (seed: number) => string, seeds: number): { ok: number; violation: number } {
+  const tally = { ok: 0, violation: 0 };
+  for (let seed = 1; seed <= seeds; seed++) {
+    const text = history(seed);
+    const parsed = parseHistory(text);
+    if (!parsed.ok) throw new Error(`seed ${seed}: ${parsed.error}`);
+    const expected = bruteForce(parsed.history.operations, processOrder) ? 'ok' : 'violation';
+    expect(checkSequential(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict, `seed ${seed}\n${text}`).toBe(expected);
+    tally[expected]++;
+  }
+  return tally;
+}
+
 describe('sequential search with floating indeterminate operations', () => {
   it('agrees with brute force, 3000 seeds', () => {
-    const tally = { ok: 0, violation: 0 };
-    for (let seed = 1; seed <= 3000; seed++) {
-      const text = randomHistory(seed);
-      const parsed = parseHistory(text);
-      if (!parsed.ok) throw new Error(`seed ${seed}: ${parsed.error}`);
-      const expected = bruteForce(parsed.history.operations, processOrder) ? 'ok' : 'violation';
-      expect(checkSequential(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict, `seed ${seed}\n${text}`).toBe(expected);
-      tally[expected]++;
-    }
+    const tally = tallyAgainstBruteForce(randomHistory, 3000);
     expect(tally.ok).toBeGreaterThan(300);
     expect(tally.violation).toBeGreaterThan(300);
   });
@@ -112,15 +118,7 @@ function interleavedHistory(seed: number): string {
 
 describe('sequential search on interleaved histories', () => {
   it('agrees with brute force, 2000 seeds', () => {
-    const tally = { ok: 0, violation: 0 };
-    for (let seed = 1; seed <= 2000; seed++) {
-      const text = interleavedHistory(seed);
-      const parsed = parseHistory(text);
-      if (!parsed.ok) throw new Error(`seed ${seed}: ${parsed.error}`);
-      const expected = bruteForce(parsed.history.operations, processOrder) ? 'ok' : 'violation';
-      expect(checkSequential(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict, `seed ${seed}\n${text}`).toBe(expected);
-      tally[expected]++;
-    }
+    const tally = tallyAgainstBruteForce(interleavedHistory, 2000);
     expect(tally.ok).toBeGreaterThan(200);
     expect(tally.violation).toBeGreaterThan(200);
   });
