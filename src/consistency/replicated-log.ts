@@ -1313,7 +1313,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
       lastIndex: this.log.lastIndex(),
     });
     this.transferAskedMs.clear();
-    this.replicaEmptied = false;
     this.out.push({ kind: 'reset' });
     // As after a transfer: one put marks where the (empty) state ends; trusted once it completed.
     this.storeToken += 1;
