@@ -1320,6 +1320,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.out.push({ kind: 'put', entries: [], how: 'overwrite', token: this.storeToken });
     this.appliedIndex = this.log.snapshotIndex;
     this.replicaValid = true;
+    this.replicaEmptied = false;
     this.transferMinIndex = null;
   }
 
