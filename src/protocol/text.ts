@@ -49,6 +49,8 @@ const INT32_MAX = 2147483647;
 const UINT32_MAX = 4294967295;
 const UINT64_MAX = 18446744073709551615n;
 const GET_LINE_PREFIXES = ['get ', 'gets ', 'gat ', 'gats '];
+/** An empty remainder of a chunk, shared (no view allocated per chunk). */
+const NOTHING = Buffer.alloc(0);
 /** Room for `gats <exptime> ` in front of the keys of a get line. */
 const GET_LINE_HEADROOM_BYTES = 32;
 
@@ -134,7 +136,8 @@ export class TextRequestDecoder {
     // A line is decoded at once and not kept: a view of the chunk serves when nothing was kept.
     const line = this.parts.length === 0 ? chunk.subarray(0, newlineAt) : this.take(chunk.subarray(0, newlineAt));
     this.decodeLine(line, out);
-    return chunk.subarray(newlineAt + 1);
+    // The commonest end of a chunk: nothing after its last line (no view to allocate).
+    return newlineAt + 1 === chunk.length ? NOTHING : chunk.subarray(newlineAt + 1);
   }
 
   private stepData(state: Extract<DecoderState, { kind: 'data' }>, chunk: Buffer, out: TextDecoded[]): Buffer {
