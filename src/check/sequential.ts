@@ -340,8 +340,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
 /** The passes of `checkKeySequential`; pass 1 is left out when it is known to fail. */
 function checkKeyPasses(ops: Operation[], deadlineMs: number, firstPass: boolean): KeyOutcome {
   const queues = byProcess(ops);
-  if (firstPass && searchChanges(queues, share(deadlineMs, 4)).verdict === 'ok') return { verdict: 'ok' };
-  if (searchFloating(queues, share(deadlineMs, 3)).verdict === 'ok') return { verdict: 'ok' };
+  if (searchGated(queues, deadlineMs, firstPass).verdict === 'ok') return { verdict: 'ok' };
   if (!hasProcessTie(queues) && checkKeyLinearizable(ops, share(deadlineMs, 10)).verdict === 'ok') return { verdict: 'ok' };
   return searchOrders(queues, deadlineMs, null);
 }
@@ -369,9 +368,9 @@ function searchFloating(queues: Operation[][], deadlineMs: number): KeyOutcome {
   return searchOrders(queues, deadlineMs, new RealTimeGate(queues, isIndeterminate));
 }
 
-/** Passes 1 and 2, restricted searches: only an "ok" means anything; else "unknown". */
-function searchGated(queues: Operation[][], deadlineMs: number): KeyOutcome {
-  if (searchChanges(queues, share(deadlineMs, 4)).verdict === 'ok') return { verdict: 'ok' };
+/** Passes 1 (unless known to fail) and 2, restricted searches: only an "ok" means anything; else "unknown". */
+function searchGated(queues: Operation[][], deadlineMs: number, firstPass = true): KeyOutcome {
+  if (firstPass && searchChanges(queues, share(deadlineMs, 4)).verdict === 'ok') return { verdict: 'ok' };
   return searchFloating(queues, share(deadlineMs, 3)).verdict === 'ok' ? { verdict: 'ok' } : { verdict: 'unknown' };
 }
 
