@@ -90,6 +90,17 @@ async function exchange(bytes: Buffer | string, done: (received: Buffer) => bool
   });
 }
 
+/** What `socket` receives until it holds `lines` complete lines (CRLF-terminated). */
+function receiveLines(socket: net.Socket, lines: number): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    socket.on('data', (chunk) => {
+      text += chunk.toString();
+      if (text.split('\r\n').length > lines) resolve(text);
+    });
+  });
+}
+
 const endsWith = (suffix: string) => (received: Buffer): boolean => received.toString('latin1').endsWith(suffix);
 
 async function textRoundTrip(bytes: string, suffix: string): Promise<string> {
@@ -124,11 +135,9 @@ describe('ProtocolServer: text', () => {
     const orderedPort = await ordered.listen();
     try {
       const socket = net.connect(orderedPort, '127.0.0.1');
-      const received = await new Promise<string>((resolve) => {
-        let text = '';
-        socket.on('data', (chunk) => { text += chunk.toString(); if (text.split('\r\n').length > 6) resolve(text); });
-        socket.write('get slow\r\nset k 0 0 1\r\nx\r\nget slow\r\nset k 0 0 1\r\nx\r\nget fast\r\nset k 0 0 1\r\nx\r\n');
-      });
+      const receiving = receiveLines(socket, 6);
+      socket.write('get slow\r\nset k 0 0 1\r\nx\r\nget slow\r\nset k 0 0 1\r\nx\r\nget fast\r\nset k 0 0 1\r\nx\r\n');
+      const received = await receiving;
       socket.destroy();
       expect(received).toBe('END\r\nSTORED\r\nEND\r\nSTORED\r\nEND\r\nSTORED\r\n');
       expect(maxActive).toBe(1);
@@ -153,13 +162,11 @@ describe('ProtocolServer: text', () => {
     const orderedPort = await ordered.listen();
     try {
       const socket = net.connect(orderedPort, '127.0.0.1');
-      const received = await new Promise<string>((resolve) => {
-        let text = '';
-        socket.on('data', (chunk) => { text += chunk.toString(); if (text.split('\r\n').length > 4) resolve(text); });
-        socket.write('get slow\r\n'); // alone in its chunk, answered late
-        setTimeout(() => socket.write('set k 0 0 1\r\nx\r\n'), 5); // arrives while it waits
-        setTimeout(() => socket.write('get slow\r\nset k 0 0 1\r\nx\r\n'), 10);
-      });
+      const receiving = receiveLines(socket, 4);
+      socket.write('get slow\r\n'); // alone in its chunk, answered late
+      setTimeout(() => socket.write('set k 0 0 1\r\nx\r\n'), 5); // arrives while it waits
+      setTimeout(() => socket.write('get slow\r\nset k 0 0 1\r\nx\r\n'), 10);
+      const received = await receiving;
       socket.destroy();
       expect(received).toBe('END\r\nSTORED\r\nEND\r\nSTORED\r\n');
       expect(maxActive).toBe(1);
