@@ -49,9 +49,10 @@ export function toOp(command: Command, nowMs: number): Op | null {
         delta: command.delta,
         initial: command.initial,
         expiresAtMs: absoluteExpiryMs(command.exptime, nowMs),
+        casUnique: command.casUnique,
       };
     case 'delete':
-      return { kind: 'delete', key: command.key };
+      return { kind: 'delete', key: command.key, casUnique: command.casUnique };
     case 'touch':
       return { kind: 'touch', key: command.key, expiresAtMs: absoluteExpiryMs(command.exptime, nowMs) };
     case 'flush_all':

@@ -105,8 +105,8 @@ describe('binary decoder', () => {
       request({ opcode: OPCODE.decrementq, key: 'n', extras: arithExtras(1n, 0n, 0xffffffff) }),
     ]);
     expect(commandsOf(decode(bytes))).toEqual([
-      { kind: 'arith', verb: 'incr', key: 'n', delta: 5n, initial: 10n, exptime: 0, noreply: false },
-      { kind: 'arith', verb: 'decr', key: 'n', delta: 1n, initial: null, exptime: 0, noreply: false },
+      { kind: 'arith', verb: 'incr', key: 'n', delta: 5n, initial: 10n, exptime: 0, noreply: false, casUnique: 0n },
+      { kind: 'arith', verb: 'decr', key: 'n', delta: 1n, initial: null, exptime: 0, noreply: false, casUnique: 0n },
     ]);
   });
 
@@ -119,7 +119,7 @@ describe('binary decoder', () => {
       request({ opcode: OPCODE.stat, key: 'items' }), request({ opcode: OPCODE.quitq }),
     ]);
     expect(commandsOf(decode(bytes))).toEqual([
-      { kind: 'delete', key: 'k', noreply: false }, { kind: 'touch', key: 'k', exptime: 30, noreply: false },
+      { kind: 'delete', key: 'k', noreply: false, casUnique: 0n }, { kind: 'touch', key: 'k', exptime: 30, noreply: false },
       { kind: 'gat', keys: ['k'], cas: true, exptime: 9 }, { kind: 'flush_all', delaySeconds: 0, noreply: false },
       { kind: 'flush_all', delaySeconds: 5, noreply: false }, { kind: 'noop' }, { kind: 'version' },
       { kind: 'verbosity', level: 2, noreply: false }, { kind: 'stats', group: '' }, { kind: 'stats', group: 'items' },

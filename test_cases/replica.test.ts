@@ -110,11 +110,11 @@ describe('Replica ordering', () => {
       return reply;
     });
     const queuedOnSlow = replica.read(getOp('slow'), NOW);
-    expect(await replica.apply(setOp('fast', 'f'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(await replica.apply(setOp('fast', 'f'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 2n });
     expect(values(await replica.read(getOp('fast'), NOW))).toEqual([['fast', 'f']]);
     expect(slowDone).toBe(false);
     release();
-    expect(await slow).toEqual({ kind: 'stored' });
+    expect(await slow).toEqual({ kind: 'stored', cas: 1n });
     expect(values(await queuedOnSlow)).toEqual([['slow', 's']]);
   });
 
@@ -154,7 +154,7 @@ describe('Replica ordering', () => {
     release();
     await first.catch(() => undefined);
     await expect(second).rejects.toMatchObject({ code: 'BACKEND_RESET' });
-    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
   });
 
   it('refuses everything after a failed write until the reset is acknowledged, then works again', async () => {
@@ -178,7 +178,7 @@ describe('Replica ordering', () => {
     expect(replica.suspect).toMatch(/injected/);
     replica.acknowledgeReset();
     expect(replica.suspect).toBeNull();
-    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
     expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'three']]);
   });
 });
@@ -199,7 +199,7 @@ describe('Replica semantics', () => {
     expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['b']);
     expect(await replica.apply({ kind: 'flush_all', delayMs: 0 }, { cas: 9n, nowMs: NOW })).toEqual({ kind: 'ok' });
     expect(await replica.fetch(null)).toEqual([['b', { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: 9n, tombstone: true }]]);
-    expect(await replica.apply({ kind: 'store', verb: 'add', key: 'b', flags: 0, expiresAtMs: 0, value: Buffer.from('x'), casUnique: 0n }, { cas: 10n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(await replica.apply({ kind: 'store', verb: 'add', key: 'b', flags: 0, expiresAtMs: 0, value: Buffer.from('x'), casUnique: 0n }, { cas: 10n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 10n });
   });
 
   it('merges by greatest cas, overwrites on request', async () => {
@@ -402,8 +402,8 @@ describe('Replica value cache', () => {
     const replica = new Replica(backend, { tombstones: false });
     await replica.apply(setOp('k', '1'), { cas: 1n, nowMs: NOW });
     for (let round = 0; round < 5; round += 1) expect(values(await replica.read(getOp('k', 'k'), NOW))).toEqual([['k', '1'], ['k', '1']]);
-    expect(await replica.apply(incrOp('k'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'number', value: 2n });
-    expect(await replica.apply(appendOp('k', 'x'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(await replica.apply(incrOp('k'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'number', value: 2n, cas: 2n });
+    expect(await replica.apply(appendOp('k', 'x'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
     expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', '2x']]);
     expect(backend.gets).toBe(0);
     expect(backend.sets).toBe(3);
@@ -541,7 +541,7 @@ describe('Replica on a real memcached', () => {
     expect(after.ok).toBe(true);
     expect(after.epoch).not.toBe(before.epoch);
     replica.acknowledgeReset();
-    expect(await replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored' });
+    expect(await replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 2n });
     expect(values(await replica.read(getOp('r', 's'), NOW))).toEqual([['s', 'after']]);
     expect((await replica.health()).epoch).toBe(after.epoch);
   });

@@ -283,7 +283,7 @@ describe('applyToEntry beyond the text protocol', () => {
   it('treats a tombstone as absent', () => {
     expect(applyToEntry(tombstone, { kind: 'delete', key: 'k' }, ctx)).toEqual({ write: undefined, reply: { kind: 'not_found' } });
     const add = applyToEntry(tombstone, { ...set('v'), verb: 'add' } as SingleKeyOp, ctx);
-    expect(add.reply).toEqual({ kind: 'stored' });
+    expect(add.reply).toEqual({ kind: 'stored', cas: ctx.cas });
     expect(add.write?.tombstone).toBeUndefined();
     expect(applyToEntry(tombstone, { kind: 'touch', key: 'k', expiresAtMs: 0 }, ctx).reply.kind).toBe('not_found');
   });
@@ -300,7 +300,7 @@ describe('applyToEntry beyond the text protocol', () => {
       { kind: 'arith', verb: 'incr', key: 'k', delta: 5n, initial: 42n, expiresAtMs: 123 },
       ctx,
     );
-    expect(result.reply).toEqual({ kind: 'number', value: 42n });
+    expect(result.reply).toEqual({ kind: 'number', value: 42n, cas: ctx.cas });
     expect(result.write).toEqual({ value: Buffer.from('42'), flags: 0, expiresAtMs: 123, cas: 77n });
   });
 

@@ -13,6 +13,9 @@
  *   as memcached's handle_binary_protocol_error), a wrong magic closes it silently.
  * - Quiet opcodes answer only what memcached answers: getq/getkq/gatq nothing on a miss, the other
  *   quiet opcodes nothing on success; errors are always sent.
+ * - cas as memcached 1.6 uses it: a request's header cas makes set/add/replace a cas, and makes
+ *   append/prepend, incr/decr and delete conditional (`casUnique`); a response carries the item's
+ *   cas after set/add/replace/cas/append/prepend, incr/decr and touch (and a hit's), else 0.
  */
 
 import { DEFAULT_LIMITS } from './types.ts';
@@ -281,16 +284,18 @@ function commandOf(packet: PacketParts): Command {
   switch (opcode) {
     case OPCODE.append: case OPCODE.appendq: case OPCODE.prepend: case OPCODE.prependq: {
       const verb = opcode === OPCODE.append || opcode === OPCODE.appendq ? 'append' : 'prepend';
-      return { kind: 'store', verb, key, flags: 0, exptime: 0, value, casUnique: 0n, noreply: false };
+      return { kind: 'store', verb, key, flags: 0, exptime: 0, value, casUnique: request.cas, noreply: false };
     }
     case OPCODE.delete: case OPCODE.deleteq:
-      return { kind: 'delete', key, noreply: false };
+      return { kind: 'delete', key, noreply: false, casUnique: request.cas };
     case OPCODE.increment: case OPCODE.incrementq: case OPCODE.decrement: case OPCODE.decrementq: {
       const verb = opcode === OPCODE.increment || opcode === OPCODE.incrementq ? 'incr' : 'decr';
       const expiration = extras.readUInt32BE(16);
       const initial = expiration === ARITH_NO_CREATE ? null : extras.readBigUInt64BE(8);
       const exptime = expiration === ARITH_NO_CREATE ? 0 : extras.readInt32BE(16);
-      return { kind: 'arith', verb, key, delta: extras.readBigUInt64BE(0), initial, exptime, noreply: false };
+      return {
+        kind: 'arith', verb, key, delta: extras.readBigUInt64BE(0), initial, exptime, noreply: false, casUnique: request.cas,
+      };
     }
     case OPCODE.touch:
       return { kind: 'touch', key, exptime: extras.readInt32BE(0), noreply: false };
@@ -404,26 +409,38 @@ function encodeStats(header: BinaryHeader, stats: Array<[string, string]>): Buff
   return Buffer.concat(packets);
 }
 
-function encodeNumber(header: BinaryHeader, value: bigint): Buffer {
+function encodeNumber(header: BinaryHeader, value: bigint, cas: bigint | undefined): Buffer {
   const body = Buffer.alloc(8);
   body.writeBigUInt64BE(BigInt.asUintN(64, value), 0);
-  return encodeSuccess(header, { status: BINARY_STATUS.ok, value: body });
+  return encodeSuccess(header, { status: BINARY_STATUS.ok, value: body, cas });
+}
+
+/** memcached answers a touch with the item's flags as extras (and no value). */
+function encodeTouched(header: BinaryHeader, cas: bigint | undefined, flags: number | undefined): Buffer {
+  const extras = Buffer.alloc(4);
+  extras.writeUInt32BE((flags ?? 0) >>> 0, 0);
+  return encodeSuccess(header, { status: BINARY_STATUS.ok, extras, cas });
 }
 
 /**
  * Encodes `reply` to the request described by `header` and `command`: memcached's status codes,
- * flags extras and cas for a hit, the key for getk, an 8-byte value for incr/decr, one packet per
- * stat plus an empty one, and the quiet rules. `none` is empty.
+ * flags extras and cas for a hit, the new cas after a store, incr/decr or touch, flags extras for
+ * a touch, the key for getk, an 8-byte value for incr/decr, one packet per stat plus an empty one,
+ * and the quiet rules. `none` is empty.
  */
 export function encodeBinaryReply(header: BinaryHeader, command: Command, reply: Reply): Buffer {
   switch (reply.kind) {
-    case 'stored': case 'deleted': case 'touched': case 'ok':
+    case 'stored':
+      return encodeSuccess(header, { status: BINARY_STATUS.ok, cas: reply.cas });
+    case 'touched':
+      return encodeTouched(header, reply.cas, reply.flags);
+    case 'deleted': case 'ok':
       return encodeSuccess(header);
     case 'not_stored': return encodeBinaryError(header, notStoredStatus(header));
     case 'exists': return encodeBinaryError(header, BINARY_STATUS.keyExists);
     case 'not_found': return encodeMiss(header, command);
     case 'values': return encodeValues(header, command, reply.items);
-    case 'number': return encodeNumber(header, reply.value);
+    case 'number': return encodeNumber(header, reply.value, reply.cas);
     case 'version': return encodeSuccess(header, { status: BINARY_STATUS.ok, value: Buffer.from(reply.version, 'latin1') });
     case 'stats': return encodeStats(header, reply.stats);
     case 'text': return encodeSuccess(header, { status: BINARY_STATUS.ok, value: Buffer.from(reply.lines.join('\n'), 'latin1') });

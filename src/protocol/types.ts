@@ -15,7 +15,10 @@ export type Command =
   | { kind: 'get'; keys: string[]; cas: boolean }
   /** gat / gats: get and touch. `exptime` is as the client sent it (relative, absolute or < 0). */
   | { kind: 'gat'; keys: string[]; cas: boolean; exptime: number }
-  /** set/add/replace/append/prepend/cas. `casUnique` is 0n unless verb is 'cas'. */
+  /**
+   * set/add/replace/append/prepend/cas. `casUnique` is 0n unless verb is 'cas', or the binary
+   * protocol's header cas on append/prepend (non-zero: the append happens only if it matches).
+   */
   | {
       kind: 'store';
       verb: StoreVerb;
@@ -28,7 +31,8 @@ export type Command =
     }
   /**
    * incr/decr. `initial` is null for the text protocol (a missing key is NOT_FOUND); the binary
-   * protocol may ask to create a missing key with `initial` and `exptime`.
+   * protocol may ask to create a missing key with `initial` and `exptime`, and may set `casUnique`
+   * (its header cas: a non-zero one must match an existing item's).
    */
   | {
       kind: 'arith';
@@ -38,8 +42,10 @@ export type Command =
       initial: bigint | null;
       exptime: number;
       noreply: boolean;
+      casUnique?: bigint;
     }
-  | { kind: 'delete'; key: string; noreply: boolean }
+  /** delete. `casUnique`: the binary protocol's header cas; a non-zero one must match the item's. */
+  | { kind: 'delete'; key: string; noreply: boolean; casUnique?: bigint }
   | { kind: 'touch'; key: string; exptime: number; noreply: boolean }
   | { kind: 'flush_all'; delaySeconds: number; noreply: boolean }
   | { kind: 'version' }
@@ -61,19 +67,23 @@ export interface Item {
   cas: bigint;
 }
 
-/** The outcome of a command, before encoding. */
+/**
+ * The outcome of a command, before encoding. `cas` on stored/touched/number is the item's new cas
+ * token, which the binary protocol returns in the response header (the text protocol has no place
+ * for it); `flags` on touched are the item's flags, the binary touch response's extras.
+ */
 export type Reply =
-  | { kind: 'stored' }
+  | { kind: 'stored'; cas?: bigint }
   | { kind: 'not_stored' }
   | { kind: 'exists' }
   | { kind: 'not_found' }
   | { kind: 'deleted' }
-  | { kind: 'touched' }
+  | { kind: 'touched'; cas?: bigint; flags?: number }
   | { kind: 'ok' }
   /** get/gets/gat/gats: the items found, in the order the keys were asked. */
   | { kind: 'values'; items: Item[] }
   /** incr/decr: the new value. */
-  | { kind: 'number'; value: bigint }
+  | { kind: 'number'; value: bigint; cas?: bigint }
   | { kind: 'version'; version: string }
   | { kind: 'stats'; stats: Array<[string, string]> }
   /** show: lines of text (no CRLF); encoded as the lines then END. */

@@ -9,7 +9,11 @@
  * Invariants:
  * - An entry that is a tombstone or has expired (`expiresAtMs !== 0 && expiresAtMs <= nowMs`)
  *   is treated exactly as a missing key.
- * - Every successful change carries `cas = ctx.cas`; a failed op never writes.
+ * - Every successful change carries `cas = ctx.cas`, and so does its reply (stored, number,
+ *   touched), for the binary protocol's response header; a failed op never writes.
+ * - A non-zero `casUnique` on append/prepend, incr/decr or delete (the binary protocol's header
+ *   cas) is checked as memcached does: a missing key answers as without it (NOT_STORED, NOT_FOUND,
+ *   or incr/decr's create), a live key with another cas answers EXISTS before anything else.
  * - incr/decr follow memcached byte for byte: the value is parsed like `safe_strtoull` (leading
  *   whitespace skipped, digits, then whitespace or end), incr wraps at 2^64, decr floors at 0,
  *   and a result no longer than the old value is written in place, padded with spaces (as
@@ -63,15 +67,15 @@ export function applyToEntry(
     case 'arith':
       return applyArith(live, op, ctx);
     case 'delete':
-      return live === undefined
-        ? { write: undefined, reply: { kind: 'not_found' } }
-        : { write: null, reply: { kind: 'deleted' } };
+      if (live === undefined) return NOT_FOUND;
+      if (casMismatch(live, op.casUnique)) return EXISTS;
+      return { write: null, reply: { kind: 'deleted' } };
     case 'touch':
       return live === undefined
-        ? { write: undefined, reply: { kind: 'not_found' } }
+        ? NOT_FOUND
         : {
             write: { ...live, expiresAtMs: op.expiresAtMs, cas: ctx.cas },
-            reply: { kind: 'touched' },
+            reply: { kind: 'touched', cas: ctx.cas, flags: live.flags },
           };
     default: {
       const unreachable: never = op;
@@ -84,6 +88,13 @@ type StoreOp = Extract<Op, { kind: 'store' }>;
 type ArithOp = Extract<Op, { kind: 'arith' }>;
 
 const NOT_STORED: ApplyResult = { write: undefined, reply: { kind: 'not_stored' } };
+const NOT_FOUND: ApplyResult = { write: undefined, reply: { kind: 'not_found' } };
+const EXISTS: ApplyResult = { write: undefined, reply: { kind: 'exists' } };
+
+/** A conditional op (non-zero `casUnique`) on a live entry holding another version. */
+function casMismatch(live: Entry, casUnique: bigint | undefined): boolean {
+  return casUnique !== undefined && casUnique !== 0n && live.cas !== casUnique;
+}
 
 function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): ApplyResult {
   const fresh: Entry = {
@@ -92,7 +103,7 @@ function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): Ap
     expiresAtMs: op.expiresAtMs,
     cas: ctx.cas,
   };
-  const stored: ApplyResult = { write: fresh, reply: { kind: 'stored' } };
+  const stored: ApplyResult = { write: fresh, reply: { kind: 'stored', cas: ctx.cas } };
   switch (op.verb) {
     case 'set':
       return stored;
@@ -103,15 +114,16 @@ function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): Ap
     case 'append':
     case 'prepend': {
       if (live === undefined) return NOT_STORED;
+      if (casMismatch(live, op.casUnique)) return EXISTS;
       const parts = op.verb === 'append' ? [live.value, op.value] : [op.value, live.value];
       return {
         write: { ...live, value: Buffer.concat(parts), cas: ctx.cas },
-        reply: { kind: 'stored' },
+        reply: { kind: 'stored', cas: ctx.cas },
       };
     }
     case 'cas':
-      if (live === undefined) return { write: undefined, reply: { kind: 'not_found' } };
-      if (live.cas !== op.casUnique) return { write: undefined, reply: { kind: 'exists' } };
+      if (live === undefined) return NOT_FOUND;
+      if (live.cas !== op.casUnique) return EXISTS;
       return stored;
     default: {
       const unreachable: never = op.verb;
@@ -122,14 +134,16 @@ function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): Ap
 
 function applyArith(live: Entry | undefined, op: ArithOp, ctx: ApplyContext): ApplyResult {
   if (live === undefined) {
-    if (op.initial === null) return { write: undefined, reply: { kind: 'not_found' } };
+    if (op.initial === null) return NOT_FOUND;
     // Binary protocol: a missing key is created holding `initial`; the delta is not applied.
     const value = Buffer.from(op.initial.toString(), 'latin1');
     return {
       write: { value, flags: 0, expiresAtMs: op.expiresAtMs, cas: ctx.cas },
-      reply: { kind: 'number', value: op.initial },
+      reply: { kind: 'number', value: op.initial, cas: ctx.cas },
     };
   }
+  // memcached compares the cas before it looks at the value.
+  if (casMismatch(live, op.casUnique)) return EXISTS;
   const current = parseUnsigned(live.value);
   if (current === null) {
     return { write: undefined, reply: { kind: 'client_error', message: NON_NUMERIC_MESSAGE } };
@@ -137,7 +151,7 @@ function applyArith(live: Entry | undefined, op: ArithOp, ctx: ApplyContext): Ap
   const next = op.verb === 'incr' ? (current + op.delta) % U64_MODULUS : floorSubtract(current, op.delta);
   return {
     write: { ...live, value: arithValue(next, live.value.length), cas: ctx.cas },
-    reply: { kind: 'number', value: next },
+    reply: { kind: 'number', value: next, cas: ctx.cas },
   };
 }
 

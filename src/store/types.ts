@@ -22,7 +22,11 @@ export interface Entry {
   tombstone?: boolean;
 }
 
-/** A replicated operation: a client command with its expiry made absolute. */
+/**
+ * A replicated operation: a client command with its expiry made absolute. A non-zero `casUnique`
+ * makes the op conditional on the item's cas (verb 'cas'; binary append/prepend, incr/decr and
+ * delete with a header cas); 0n or absent means unconditional.
+ */
 export type Op =
   | {
       kind: 'store';
@@ -40,8 +44,9 @@ export type Op =
       delta: bigint;
       initial: bigint | null;
       expiresAtMs: number;
+      casUnique?: bigint;
     }
-  | { kind: 'delete'; key: string }
+  | { kind: 'delete'; key: string; casUnique?: bigint }
   | { kind: 'touch'; key: string; expiresAtMs: number }
   /** Read and touch: a write, because it changes expiry. */
   | { kind: 'gat'; keys: string[]; expiresAtMs: number }
