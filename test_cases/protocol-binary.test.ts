@@ -110,6 +110,18 @@ describe('binary decoder', () => {
     ]);
   });
 
+  it('carries the header cas of append/prepend, incr/decr and delete (quiet forms too) as casUnique', () => {
+    const bytes = Buffer.concat([
+      request({ opcode: OPCODE.append, key: 'k', value: 'a', cas: 7n }), request({ opcode: OPCODE.prependq, key: 'k', value: 'p', cas: 8n }),
+      request({ opcode: OPCODE.delete, key: 'k', cas: 9n }), request({ opcode: OPCODE.deleteq, key: 'k', cas: 2n ** 64n - 1n }),
+      request({ opcode: OPCODE.incrementq, key: 'n', extras: arithExtras(1n, 0n, 0), cas: 10n }),
+    ]);
+    const commands = commandsOf(decode(bytes));
+    expect(commands.map((command) => ('casUnique' in command ? command.casUnique : null))).toEqual([7n, 8n, 9n, 2n ** 64n - 1n, 10n]);
+    // Unlike set/add/replace, a header cas leaves append and prepend what they are.
+    expect(commands.slice(0, 2).map((command) => command.kind === 'store' && command.verb)).toEqual(['append', 'prepend']);
+  });
+
   it('decodes delete, touch, gat, flush, noop, version, verbosity, stat, quit', () => {
     const bytes = Buffer.concat([
       request({ opcode: OPCODE.delete, key: 'k' }), request({ opcode: OPCODE.touch, key: 'k', extras: u32s(30) }),
@@ -221,10 +233,31 @@ describe('binary encoder', () => {
     expect(statusOf(header(OPCODE.set), { kind: 'error' })).toBe(0x81);
   });
 
+  it('puts the new cas in the header after a store, incr/decr and touch; 0 after a delete or an error', () => {
+    const casOf = (h: BinaryHeader, reply: Reply): bigint => parse(encodeBinaryReply(h, set, reply))[0].cas;
+    for (const opcode of [OPCODE.set, OPCODE.add, OPCODE.replace, OPCODE.append, OPCODE.prepend]) {
+      expect(casOf(header(opcode), { kind: 'stored', cas: 41n })).toBe(41n);
+    }
+    const [number] = parse(encodeBinaryReply(header(OPCODE.decrement), set, { kind: 'number', value: 3n, cas: 2n ** 63n }));
+    expect([number.cas, number.value.readBigUInt64BE(0), number.extras.length]).toEqual([2n ** 63n, 3n, 0]);
+    expect(casOf(header(OPCODE.delete), { kind: 'deleted' })).toBe(0n);
+    expect(casOf(header(OPCODE.append), { kind: 'exists' })).toBe(0n);
+    expect(casOf(header(OPCODE.set), { kind: 'stored' })).toBe(0n);
+  });
+
+  it('answers a touch with the item flags as extras and its cas, as memcached does', () => {
+    const touch: Command = { kind: 'touch', key: 'k', exptime: 10, noreply: false };
+    const [packet] = parse(encodeBinaryReply(header(OPCODE.touch, { opaque: 3 }), touch, { kind: 'touched', cas: 12n, flags: 9 }));
+    expect(packet).toEqual({ opcode: OPCODE.touch, status: 0, opaque: 3, cas: 12n, extras: Buffer.from([0, 0, 0, 9]), key: '', value: Buffer.alloc(0) });
+  });
+
   it('keeps quiet opcodes silent on success but not on error', () => {
     expect(encodeBinaryReply(header(OPCODE.setq, { quiet: true }), set, { kind: 'stored' })).toHaveLength(0);
     expect(encodeBinaryReply(header(OPCODE.deleteq, { quiet: true }), set, { kind: 'deleted' })).toHaveLength(0);
     expect(encodeBinaryReply(header(OPCODE.incrementq, { quiet: true }), set, { kind: 'number', value: 3n })).toHaveLength(0);
+    expect(encodeBinaryReply(header(OPCODE.appendq, { quiet: true }), set, { kind: 'stored', cas: 5n })).toHaveLength(0);
+    expect(statusOf(header(OPCODE.appendq, { quiet: true }), { kind: 'exists' })).toBe(2);
+    expect(statusOf(header(OPCODE.deleteq, { quiet: true }), { kind: 'exists' })).toBe(2);
     expect(statusOf(header(OPCODE.setq, { quiet: true }), { kind: 'exists' })).toBe(2);
     expect(statusOf(header(OPCODE.deleteq, { quiet: true }), { kind: 'not_found' })).toBe(1);
   });

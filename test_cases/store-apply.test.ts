@@ -322,4 +322,53 @@ describe('applyToEntry beyond the text protocol', () => {
     expect(applyToEntry(live, casOp(6n), ctx)).toEqual({ write: undefined, reply: { kind: 'exists' } });
     expect(applyToEntry(undefined, casOp(5n), ctx).reply.kind).toBe('not_found');
   });
+
+  it('puts the new cas in the reply of every change that has one (the binary response header)', () => {
+    expect(applyToEntry(live, set('x'), ctx).reply).toEqual({ kind: 'stored', cas: 77n });
+    expect(applyToEntry(live, { ...set('!'), verb: 'prepend' } as SingleKeyOp, ctx).reply).toEqual({ kind: 'stored', cas: 77n });
+    const incr = { kind: 'arith', verb: 'incr', key: 'k', delta: 1n, initial: null, expiresAtMs: 0 } as const;
+    expect(applyToEntry(live, incr, ctx).reply).toEqual({ kind: 'number', value: 11n, cas: 77n });
+    expect(applyToEntry(live, { kind: 'touch', key: 'k', expiresAtMs: 0 }, ctx).reply).toEqual({ kind: 'touched', cas: 77n, flags: 3 });
+    expect(applyToEntry(live, { kind: 'delete', key: 'k' }, ctx).reply).toEqual({ kind: 'deleted' });
+  });
+
+  describe('a non-zero casUnique (binary header cas) on append/prepend, incr/decr and delete', () => {
+    const append = (casUnique: bigint): SingleKeyOp => ({ ...set('!'), verb: 'append', casUnique }) as SingleKeyOp;
+    const prepend = (casUnique: bigint): SingleKeyOp => ({ ...set('!'), verb: 'prepend', casUnique }) as SingleKeyOp;
+    const del = (casUnique: bigint): SingleKeyOp => ({ kind: 'delete', key: 'k', casUnique });
+    const incr = (casUnique: bigint, initial: bigint | null = null): SingleKeyOp =>
+      ({ kind: 'arith', verb: 'incr', key: 'k', delta: 1n, initial, expiresAtMs: 0, casUnique });
+    const exists = { write: undefined, reply: { kind: 'exists' } };
+
+    it('applies when it matches the entry cas', () => {
+      expect(applyToEntry(live, append(5n), ctx)).toEqual({ write: { ...live, value: Buffer.from('10!'), cas: 77n }, reply: { kind: 'stored', cas: 77n } });
+      expect(applyToEntry(live, prepend(5n), ctx).write?.value).toEqual(Buffer.from('!10'));
+      expect(applyToEntry(live, del(5n), ctx)).toEqual({ write: null, reply: { kind: 'deleted' } });
+      expect(applyToEntry(live, incr(5n), ctx).reply).toEqual({ kind: 'number', value: 11n, cas: 77n });
+    });
+
+    it('answers exists and writes nothing when it does not', () => {
+      for (const op of [append(4n), prepend(6n), del(4n), incr(6n)]) expect(applyToEntry(live, op, ctx)).toEqual(exists);
+      // memcached compares the cas before it looks at the value.
+      const text: Entry = { ...live, value: Buffer.from('abc') };
+      expect(applyToEntry(text, incr(6n), ctx)).toEqual(exists);
+      expect(applyToEntry(text, incr(5n), ctx).reply.kind).toBe('client_error');
+    });
+
+    it('on a missing key (or a tombstone) answers as without it', () => {
+      for (const current of [undefined, tombstone]) {
+        expect(applyToEntry(current, append(5n), ctx).reply).toEqual({ kind: 'not_stored' });
+        expect(applyToEntry(current, prepend(5n), ctx).reply).toEqual({ kind: 'not_stored' });
+        expect(applyToEntry(current, del(5n), ctx).reply).toEqual({ kind: 'not_found' });
+        expect(applyToEntry(current, incr(5n), ctx).reply).toEqual({ kind: 'not_found' });
+        expect(applyToEntry(current, incr(5n, 7n), ctx).reply).toEqual({ kind: 'number', value: 7n, cas: 77n });
+      }
+    });
+
+    it('0n is unconditional, as before', () => {
+      expect(applyToEntry(live, append(0n), ctx).reply).toEqual({ kind: 'stored', cas: 77n });
+      expect(applyToEntry(live, del(0n), ctx).reply).toEqual({ kind: 'deleted' });
+      expect(applyToEntry(live, incr(0n), ctx).reply.kind).toBe('number');
+    });
+  });
 });
