@@ -202,6 +202,21 @@ describe('Replica semantics', () => {
     expect(await replica.apply({ kind: 'store', verb: 'add', key: 'b', flags: 0, expiresAtMs: 0, value: Buffer.from('x'), casUnique: 0n }, { cas: 10n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 10n });
   });
 
+  it('a conditional (header cas) append or delete changes nothing on a mismatch; the reply carries the new cas', async () => {
+    for (const replay of ['plain', 'skip-applied'] as const) {
+      const replica = new Replica(new MemoryBackend(), { tombstones: replay === 'plain', replay });
+      expect(await replica.apply(setOp('k', 'v'), { cas: 1n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 1n });
+      const append = (casUnique: bigint): Op => ({ ...setOp('k', '+'), verb: 'append', casUnique }) as Op;
+      expect(await replica.apply(append(7n), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'exists' });
+      expect(await replica.apply({ kind: 'delete', key: 'k', casUnique: 7n }, { cas: 3n, nowMs: NOW })).toEqual({ kind: 'exists' });
+      expect((await replica.fetch(['k']))[0][1]).toMatchObject({ value: Buffer.from('v'), cas: 1n });
+      expect(await replica.apply(append(1n), { cas: 4n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 4n });
+      expect((await replica.read(getOp('k'), NOW))).toEqual({ kind: 'values', items: [{ key: 'k', flags: 0, value: Buffer.from('v+'), cas: 4n }] });
+      expect(await replica.apply({ kind: 'delete', key: 'k', casUnique: 4n }, { cas: 5n, nowMs: NOW })).toEqual({ kind: 'deleted' });
+      expect(values(await replica.read(getOp('k'), NOW))).toEqual([]);
+    }
+  });
+
   it('merges by greatest cas, overwrites on request', async () => {
     const replica = new Replica(new MemoryBackend(), { tombstones: true });
     await replica.put([['k', entry('five', 5n)]], 'merge');
