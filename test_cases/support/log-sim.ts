@@ -30,6 +30,14 @@
  * machine's timeout plus two fsyncs).
  * Liveness: after faults stop, nodes converge (nothing held, replicas equal to the reference)
  * within a bound, and every request then succeeds.
+ *
+ * Every replica lost (option `emptyAll`): every node's backend restarts empty around one moment
+ * (maybe with a node crash nearby), so once the log was compacted nobody can rebuild from a peer
+ * and the leader starts over (the machine's `startOverIfEveryReplicaLost`). What was applied only
+ * up to that snapshot is gone by design: the simulator then rebases its reference to an empty
+ * state at the snapshot index (the start-over's put marks that position), so every check above
+ * judges the replicas against the ops after it. Also checked: every write acked after the
+ * start-over, or at an index after its snapshot, is in the applied sequence the replicas end with.
  */
 
 import type { Reply } from '../../src/protocol/types.ts';
@@ -60,6 +68,27 @@ export interface SimOptions {
   replicaSkipsApplied: boolean;
   /** If set, every node crashes at this offset into the faulty phase, keeping its replica. */
   crashAllAtMs: number | null;
+  /** If set, every node's replica is emptied around one moment (see `EmptyAllOptions`). */
+  emptyAll: EmptyAllOptions | null;
+}
+
+/**
+ * Every node's backend restarts empty (memcached lost everything), within a short window that
+ * starts 300 ms after the anchor: `atMs` into the faulty phase, or (`whenHealthy`) the first
+ * moment after it when every node is up, valid and caught up and no node's log ends before
+ * another's snapshot (nobody needs a state transfer yet).
+ */
+export interface EmptyAllOptions {
+  /** Offset into the faulty phase of the anchor. */
+  atMs: number;
+  /** Each node is emptied at a moment drawn in the window, this long. */
+  windowMs: number;
+  /**
+   * A random node also crashes 1–300 ms `before` its replica is emptied (so it may learn it at
+   * boot) or `after` it (its machine was told, then restarts from its records).
+   */
+  crash: 'none' | 'before' | 'after';
+  whenHealthy: boolean;
 }
 
 export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
@@ -70,6 +99,7 @@ export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
   clients: 4,
   replicaSkipsApplied: true,
   crashAllAtMs: null,
+  emptyAll: null,
 };
 
 export interface SimResult {
@@ -85,7 +115,27 @@ export interface SimResult {
   heldEffectsLost: number;
   /** Peer messages sent, by kind. */
   messages: Record<string, number>;
+  /** Times a leader started over because every replica was lost, and the last one's snapshot index. */
+  startOvers: number;
+  startOverIndex: number | null;
+  /** With `emptyAll`: every scheduled emptying and crash ran. */
+  emptyAllRan: boolean;
+  /**
+   * With `emptyAll`: from the moment every scheduled emptying and crash ran and every node was up,
+   * until the first write submitted after it was acknowledged (null if none was).
+   */
+  recoveryMs: number | null;
 }
+
+/** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
+interface Disruption {
+  atMs: number;
+  kind: 'empty' | 'crash';
+  node: number;
+}
+
+/** Slack before the emptying window, so a crash `before` it falls after the anchor. */
+const EMPTY_ALL_LEAD_MS = 300;
 
 const HEARTBEAT_MS = 50;
 const FAILURE_TIMEOUT_MS = 300;
@@ -154,6 +204,14 @@ interface SimNode {
   lastTransferIndex: number;
   /** The replica was emptied while the node was down: tell the machine once it boots. */
   replicaLost: boolean;
+  /** A start-over was carried out: its put (next) marks the snapshot index, not a transfer. */
+  startOverPutPending: boolean;
+  /**
+   * `emptyAll`: the records written up to telling the machine its backend was emptied. A crash
+   * before they are durable forgets that it was told, so the controller tells it again at boot
+   * (it keeps the backend's new epoch only as durably as the machine's answer to it).
+   */
+  emptiedRecords: number;
 }
 
 interface Client {
@@ -215,6 +273,17 @@ export class LogSimulation {
   private killedAtMs: number | null = null;
   private firstWriteAfterKillMs: number | null = null;
   private longestWaitAfterKillMs = 0;
+  /** `emptyAll`: what is still to happen, when it all happened (and all were up), acked writes. */
+  private disruptions: Disruption[] = [];
+  /** When the disruptions may be anchored (null once they are, or without `emptyAll`). */
+  private disruptionAnchorMs: number | null = null;
+  /** When the faulty phase ends. */
+  private readonly safetyEndMs: number;
+  private disruptionEndMs: number | null = null;
+  private readonly ackedWrites: Array<{ index: number; op: Op; atMs: number }> = [];
+  /** The snapshot index of the last start-over (the reference starts empty there), and when. */
+  private startOverBase = 0;
+  private startOverAtMs: number | null = null;
 
   constructor(options: SimOptions) {
     this.options = options;
@@ -230,9 +299,14 @@ export class LogSimulation {
       crashPerSecond: this.random() * 0.5,
       backendResetPerSecond: this.random() * 0.15,
     };
+    this.safetyEndMs = this.nowMs + options.safetyMs;
+    if (options.emptyAll !== null) {
+      this.disruptions = this.scheduleEmptyAll(options.emptyAll);
+      this.disruptionAnchorMs = this.nowMs + options.emptyAll.atMs;
+    }
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {} };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -248,6 +322,7 @@ export class LogSimulation {
       this.runUntil(this.nowMs + 3 * REQUEST_BOUND_MS);
       this.pauseClients(true);
       this.awaitConvergence();
+      this.checkAckedWritesKept();
       this.result.committed = this.referenceIndex;
       return this.result;
     } catch (error) {
@@ -311,6 +386,8 @@ export class LogSimulation {
       checkedCommit: 0,
       lastTransferIndex: 0,
       replicaLost: false,
+      startOverPutPending: false,
+      emptiedRecords: 0,
     };
   }
 
@@ -334,6 +411,7 @@ export class LogSimulation {
     node.recordsBase = 0;
     node.fsync = null;
     node.held = [];
+    node.emptiedRecords = 0;
     node.nextRequestId = 1;
     node.checkedCommit = 0;
     node.nextTickMs = this.nowMs + Math.floor(this.random() * TICK_MS);
@@ -350,6 +428,7 @@ export class LogSimulation {
     // What no fsync covered is lost, and so is every effect that waited for it.
     this.result.recordsLost += node.writtenRecords - node.syncedRecords;
     this.result.heldEffectsLost += node.held.length;
+    if (node.syncedRecords < node.emptiedRecords) node.replicaLost = true;
     node.records = node.records.slice(0, node.syncedRecords - node.recordsBase);
     node.held = [];
     node.fsync = null;
@@ -398,6 +477,7 @@ export class LogSimulation {
       this.crashAllAtMs = null;
       for (const node of this.nodes) if (node.machine !== null) this.crash(node, true);
     }
+    this.disrupt();
     this.deliverMessages();
     for (const node of this.nodes) this.runNode(node);
     this.submitRequests();
@@ -410,7 +490,9 @@ export class LogSimulation {
 
   private runNode(node: SimNode): void {
     if (node.machine === null) {
-      if (node.downUntilMs <= this.nowMs && (this.faultsOn || this.healed)) this.boot(node);
+      // With `emptyAll`, a node crashed around the emptying comes back even in a run without faults.
+      const mayBoot = this.faultsOn || this.healed || this.options.emptyAll !== null;
+      if (node.downUntilMs <= this.nowMs && mayBoot) this.boot(node);
       return;
     }
     if (node.fsync !== null && node.fsync.atMs <= this.nowMs) {
@@ -468,6 +550,9 @@ export class LogSimulation {
       }
       return;
     }
+    // A start-over's put (issued right after this note) installs the state at the snapshot index.
+    const startOverIndex = this.startOverIndexOf(effect);
+    if (startOverIndex !== null) node.lastTransferIndex = startOverIndex;
     const transferIndex = node.lastTransferIndex;
     if (node.held.length > 0 || node.syncedRecords < node.writtenRecords) {
       node.held.push({ effect, needs: node.writtenRecords, transferIndex });
@@ -513,7 +598,8 @@ export class LogSimulation {
       case 'put':
         for (const [key, entry] of effect.entries) node.replica.set(key, entry);
         node.replicaIndex = transferIndex;
-        this.result.transfers += 1;
+        if (node.startOverPutPending) node.startOverPutPending = false;
+        else this.result.transfers += 1;
         // As the controller does once the backend took it: tell the machine (it then trusts the replica).
         if (effect.token !== null) this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
         return;
@@ -524,7 +610,7 @@ export class LogSimulation {
       case 'wake':
         throw new Error('the replicated log never asks for a wake-up');
       case 'note':
-        return;
+        return this.onNote(node, effect);
       default: {
         const never: never = effect;
         throw new Error(`unknown effect ${JSON.stringify(never)}`);
@@ -713,8 +799,122 @@ export class LogSimulation {
       throw new Error(`${node.id} served ${opKey(request.op)} at ${position}, older than ${request.lowerBound} which completed before it started`);
     }
     this.result.repliesOk += 1;
+    if (request.op.kind !== 'get') this.onWriteAcked(request, position);
     this.completedPosition = Math.max(this.completedPosition, position);
     client.sessionPosition = Math.max(client.sessionPosition, position);
+  }
+
+  // ------------------------------------------------------------ every replica lost
+
+  /** Draws when (after the anchor) each node's backend restarts empty and which node crashes. */
+  private scheduleEmptyAll(emptyAll: EmptyAllOptions): Disruption[] {
+    const draw = (spanMs: number): number => Math.floor(this.random() * (spanMs + 1));
+    const schedule: Disruption[] = this.ids.map((_, node) => ({ atMs: EMPTY_ALL_LEAD_MS + draw(emptyAll.windowMs), kind: 'empty', node }));
+    if (emptyAll.crash !== 'none') {
+      const victim = schedule[Math.floor(this.random() * schedule.length)];
+      const offsetMs = 1 + draw(EMPTY_ALL_LEAD_MS - 1);
+      schedule.push({ atMs: victim.atMs + (emptyAll.crash === 'before' ? -offsetMs : offsetMs), kind: 'crash', node: victim.node });
+    }
+    return schedule.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  /** Whether no node needs anything but log entries: all up, valid, caught up, no log behind a snapshot. */
+  private healthy(): boolean {
+    const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
+    if (views.some((view) => view === null || !view.replicaValid || !view.caughtUp)) return false;
+    const present = views.filter((view): view is LogView => view !== null);
+    return Math.min(...present.map((view) => view.lastIndex)) >= Math.max(...present.map((view) => view.snapshotIndex));
+  }
+
+  /**
+   * Anchors the schedule once due (in the faulty phase, with room for all of it before the
+   * liveness phase; else never); runs the emptyings and crashes due; notes when all ran and all are up.
+   */
+  private disrupt(): void {
+    const anchorMs = this.disruptionAnchorMs;
+    if (anchorMs !== null) {
+      if (this.nowMs < anchorMs || (this.options.emptyAll?.whenHealthy === true && !this.healthy())) return;
+      const lastMs = Math.max(...this.disruptions.map((disruption) => disruption.atMs));
+      if (this.healed || this.nowMs + lastMs + EMPTY_ALL_LEAD_MS > this.safetyEndMs) return;
+      this.disruptionAnchorMs = null;
+      for (const disruption of this.disruptions) disruption.atMs += this.nowMs;
+    }
+    while (this.disruptions.length > 0 && this.disruptions[0].atMs <= this.nowMs) {
+      const next = this.disruptions.shift();
+      if (next === undefined) break;
+      const node = this.nodes[next.node];
+      if (next.kind === 'empty') this.emptyReplica(node);
+      else if (node.machine !== null) this.crash(node);
+    }
+    const allUp = this.nodes.every((node) => node.machine !== null);
+    if (this.options.emptyAll !== null && this.disruptions.length === 0 && this.disruptionEndMs === null && allUp) {
+      this.disruptionEndMs = this.nowMs;
+      this.result.emptyAllRan = true;
+    }
+  }
+
+  /** The node's memcached restarted empty: its controller tells the machine (at boot if down). */
+  private emptyReplica(node: SimNode): void {
+    if (node.machine !== null) this.syncNow(node);
+    node.replica.clear();
+    node.replicaIndex = 0;
+    if (node.machine === null) {
+      node.replicaLost = true;
+      return;
+    }
+    this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
+    node.emptiedRecords = node.writtenRecords;
+  }
+
+  /** The snapshot index a start-over note announces (null for any other effect). */
+  private startOverIndexOf(effect: Effect<LogMessage>): number | null {
+    if (effect.kind !== 'note' || !effect.message.includes('starting over')) return null;
+    const index = effect.meta.snapshotIndex;
+    if (typeof index !== 'number') throw new Error(`a start-over note without a snapshot index: ${JSON.stringify(effect.meta)}`);
+    return index;
+  }
+
+  /**
+   * A leader starts over: no replica may still hold a state (it would be thrown away), and from
+   * here the reference is an empty state at the snapshot index.
+   */
+  private onNote(node: SimNode, effect: Extract<Effect<LogMessage>, { kind: 'note' }>): void {
+    const index = this.startOverIndexOf(effect);
+    if (index === null) return;
+    const holder = this.nodes.find((other) => other.replicaIndex !== 0);
+    if (holder !== undefined) throw new Error(`${node.id} started over at ${index} while ${holder.id} holds the state at ${holder.replicaIndex}`);
+    this.result.startOvers += 1;
+    this.result.startOverIndex = index;
+    this.startOverBase = index;
+    this.startOverAtMs = this.nowMs;
+    node.startOverPutPending = true;
+    this.reference.clear();
+    this.referenceIndex = index;
+    this.referenceReplies.length = Math.min(this.referenceReplies.length, index + 1);
+    for (const [key, changes] of this.history) this.history.set(key, [...changes.filter((change) => change.index < index), { index, entry: undefined }]);
+  }
+
+  private onWriteAcked(request: InFlightRequest, index: number): void {
+    if (this.options.emptyAll === null) return;
+    this.ackedWrites.push({ index, op: request.op, atMs: this.nowMs });
+    if (this.disruptionEndMs !== null && this.result.recoveryMs === null && request.invokedMs >= this.disruptionEndMs) {
+      this.result.recoveryMs = this.nowMs - this.disruptionEndMs;
+    }
+  }
+
+  /**
+   * Every write acked at an index after the last start-over's snapshot (so every one acked after
+   * the start-over) is the op at that index of the sequence the converged replicas hold.
+   */
+  private checkAckedWritesKept(): void {
+    for (const acked of this.ackedWrites) {
+      if (acked.index <= this.startOverBase) {
+        if (this.startOverAtMs !== null && acked.atMs >= this.startOverAtMs) throw new Error(`write acked after the start-over at ${acked.index} ≤ its snapshot ${this.startOverBase}`);
+        continue;
+      }
+      const known = this.sequence[acked.index];
+      if (known === undefined || known.op === null || opKey(known.op) !== opKey(acked.op)) throw new Error(`acked write ${opKey(acked.op)} at ${acked.index} is not in the final sequence`);
+    }
   }
 
   // ------------------------------------------------------------ faults
