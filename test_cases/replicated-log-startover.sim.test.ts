@@ -43,11 +43,11 @@ interface Totals {
   recoveries: number[];
 }
 
-/** Runs `SEEDS` seeds per mode with compaction every 8 entries; throws a SimulationFailure naming a seed. */
-function runSeeds(emptyAll: EmptyAllOptions, faults: boolean): Totals {
+/** Runs `seeds` seeds per mode with compaction every 8 entries; throws a SimulationFailure naming a seed. */
+function runSeeds(emptyAll: EmptyAllOptions, faults: boolean, seeds = SEEDS): Totals {
   const totals: Totals = { runs: 0, emptied: 0, startOvers: 0, recoveries: [] };
   for (const mode of MODES) {
-    for (let seed = FIRST_SEED; seed < FIRST_SEED + SEEDS; seed += 1) {
+    for (let seed = FIRST_SEED; seed < FIRST_SEED + seeds; seed += 1) {
       const result: SimResult = simulate(seed, mode, { faults, safetyMs: 4_000, compactionThresholdEntries: 8, emptyAll });
       totals.runs += 1;
       if (result.emptyAllRan) totals.emptied += 1;
@@ -77,10 +77,47 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
     for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
   });
 
+  it('a node crashing just before or just after its own emptying, with and without network faults: safe, and converges', () => {
+    for (const crash of ['before', 'after'] as const) {
+      for (const faults of [false, true]) {
+        const totals = runSeeds({ atMs: 1_500, windowMs: 200, crash, whenHealthy: false }, faults, Math.ceil(SEEDS / 4));
+        expect(totals.emptied).toBeGreaterThan(0);
+      }
+    }
+  });
+
   it('under message loss, delay, duplication and partitions (emptied from a healthy cluster): safe, and converges after the heal', () => {
     const totals = runSeeds({ atMs: 1_500, windowMs: 200, crash: 'none', whenHealthy: true }, true);
     // The cluster was healthy (and room was left before the heal) in most runs.
     expect(totals.emptied).toBeGreaterThan(totals.runs * 0.7);
     expect(totals.startOvers).toBeGreaterThan(0);
   });
+});
+
+/**
+ * Seeds that found faults in the start-over path, kept as they were found. Before any fix: a
+ * lagging peer that never asked (A), a restart forgetting that its backend was emptied (B), a
+ * stale ask counted after the asker was rebuilt by another node (C), a compaction fetch and a
+ * transfer fetch sharing a token (D), the node that started over restarting before it trusted its
+ * replica and asking as if it held data. Against first versions of the fixes: a transfer still in
+ * flight when the leader's own replica was lost (E), a peer taken for lagging from a reply's hint
+ * (F), a restart after a start-over and a compaction.
+ */
+describe('replicated log start-over: seeds that found faults', () => {
+  const cases: Array<[name: string, seed: number, mode: (typeof MODES)[number], faults: boolean, crash: EmptyAllOptions['crash']]> = [
+    ['A', 18, 'linearizability', true, 'none'],
+    ['B', 3, 'linearizability', false, 'after'],
+    ['C', 2, 'linearizability', false, 'before'],
+    ['D', 114, 'linearizability', false, 'after'],
+    ['E', 102, 'sequential', true, 'after'],
+    ['F', 32, 'sequential', true, 'before'],
+    ['restart of the node that started over, before it trusted its replica', 129, 'linearizability', false, 'after'],
+    ['restart after a start-over and a compaction', 79, 'sequential', false, 'after'],
+  ];
+  for (const [name, seed, mode, faults, crash] of cases) {
+    it(`${name}: seed ${seed}, ${mode}, faults ${faults}, crash ${crash}`, () => {
+      const result = simulate(seed, mode, { faults, safetyMs: 4_000, compactionThresholdEntries: 8, emptyAll: { atMs: 1_500, windowMs: 200, crash, whenHealthy: false } });
+      expect(result.emptyAllRan).toBe(true);
+    });
+  }
 });

@@ -654,7 +654,7 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     const follower = followers(cluster)[0];
     cluster.node(follower).replica.clear();
     const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs });
-    expect(effects).toContainEqual(expect.objectContaining({ kind: 'persist', record: { kind: 'replica', trusted: false } }));
+    expect(effects).toContainEqual(expect.objectContaining({ kind: 'persist', record: { kind: 'replica', trusted: false, emptied: false } }));
     cluster.run(1_500);
     const node = cluster.node(follower);
     expect(node.effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
@@ -662,8 +662,22 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     expect(node.records.some((record) => (record as { kind: string }).kind === 'replica' && (record as { trusted: boolean }).trusted)).toBe(false);
     const puts = node.effects.filter((effect) => effect.kind === 'put');
     for (const put of puts) if (put.kind === 'put' && put.token !== null) cluster.step(follower, { kind: 'applied', nowMs: cluster.nowMs, token: put.token });
-    expect(node.records[node.records.length - 1]).toEqual({ kind: 'replica', trusted: true });
+    expect(node.records[node.records.length - 1]).toEqual({ kind: 'replica', trusted: true, emptied: false });
     expect(cluster.node(leader).machine.status().applied).toBe(node.machine.status().applied);
+  });
+
+  it('a node restarted after its backend was emptied still says so when it asks for a transfer', () => {
+    const { cluster } = compactedCluster();
+    const follower = followers(cluster)[0];
+    cluster.node(follower).replica.clear();
+    const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs, emptied: true });
+    expect(effects).toContainEqual(expect.objectContaining({ kind: 'persist', record: { kind: 'replica', trusted: false, emptied: true } }));
+    // Restarted before any transfer: the controller will not report the (already seen) restart again.
+    cluster.nodes.set(follower, cluster.boot(follower, cluster.node(follower).records, cluster.node(follower).replica));
+    cluster.run(1_500);
+    const asked = cluster.node(follower).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request');
+    expect(asked.length).toBeGreaterThan(0);
+    for (const effect of asked) expect(effect).toMatchObject({ message: { emptied: true } });
   });
 
   it('when every backend restarted empty after compaction, the leader starts over from an empty replica and the others copy it', () => {

@@ -106,6 +106,13 @@ interface Progress {
   /** Rejections of appends sent before this seq are stale. */
   rewindSeq: number;
   transferStartedMs: number;
+  /** The greatest replica epoch of ours the peer has acknowledged seeing. */
+  replicaEpochSeen: number;
+  /**
+   * The greatest last log index the peer has replied with in this term (−1 before its first
+   * reply): a peer whose log ends before our snapshot can only be rebuilt by a transfer.
+   */
+  lastIndex: number;
 }
 
 /** Reads (local request ids and remote batches) waiting for a majority to ack `round`. */
@@ -195,20 +202,30 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // State transfer.
   private transferMinIndex: number | null = null;
-  /** Our backend restarted empty since the replica was last valid (see rebuildReplica). */
+  /**
+   * The replica holds nothing the logs cannot give back: its backend restarted empty, or we reset
+   * it for a transfer or a start-over, and it has not been trusted since. (A replica that is
+   * merely untrusted, after a failed write, may still hold data no one else has.)
+   */
   private replicaEmptied = false;
+  /** `replicaEmptied` as last persisted (with `replicaTrusted`), so a restart remembers it. */
+  private replicaEmptiedPersisted = false;
   /** When each peer whose backend restarted empty last asked us for a transfer we could not serve. */
   private readonly transferAskedMs = new Map<PeerId, number>();
+  /** Grows each time our replica is lost; rides on appends and transfers (see transfer_chunk). */
+  private replicaEpoch = 0;
+  /** The greatest replica epoch seen from the current leader in this term. */
+  private leaderReplicaEpoch = 0;
   private nextTransferRequestMs = 0;
   private transferTarget = 0;
-  private fetchToken = 0;
-  private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number }>();
+  private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number; replicaEpoch: number }>();
   private incoming: IncomingTransfer | null = null;
 
   // Replica durability (with replicaSkipsApplied): may a restart replay onto the replica?
   private replicaTrusted = true;
   /** Tokens of a transfer's puts not yet completed; the replica is trusted once none is left. */
   private readonly transferPutsPending = new Set<number>();
+  /** Tokens of store effects (fetches and puts): one sequence, so no two are ever confused. */
   private storeToken = 0;
   /** Keys changed by applies issued since the last compaction fetch. */
   private touchedKeys = new Set<string>();
@@ -271,9 +288,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
           break;
         case 'replica':
           this.replicaTrusted = record.trusted;
+          this.replicaEmptiedPersisted = record.emptied === true;
           break;
         case 'snapshot':
           this.replicaTrusted = record.replicaTrusted === true;
+          this.replicaEmptiedPersisted = record.replicaEmptied === true;
           this.term = record.term;
           this.votedFor = record.votedFor;
           this.incarnation = record.incarnation;
@@ -302,7 +321,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.replayUntilIndex = this.log.lastIndex();
       this.note('info', 'replaying the log onto the kept replica', { fromIndex: this.log.snapshotIndex + 1, lastIndex: this.log.lastIndex() });
     } else {
-      this.rebuildReplica();
+      this.rebuildReplica(this.replicaEmptiedPersisted);
     }
     this.resetElectionTimer();
   }
@@ -312,7 +331,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
    * the backend restarted, so it holds nothing (rather than being merely untrusted).
    */
   private rebuildReplica(emptied = false): void {
-    this.replicaEmptied = emptied;
+    this.replicaEmptied ||= emptied;
     this.compactionFetch = null;
     this.touchedKeys = new Set();
     this.transferPutsPending.clear();
@@ -324,9 +343,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.out.push({ kind: 'reset' });
       this.appliedIndex = 0;
       this.replicaValid = true;
+      this.replicaEmptied = false;
     } else {
       // The reset waits for the transfer: if no peer can serve one, the replica is kept.
       this.replicaValid = false;
+      this.replicaEpoch += 1;
       this.transferMinIndex = this.log.snapshotIndex;
       this.nextTransferRequestMs = this.nowMs;
     }
@@ -558,6 +579,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.heartbeatDueMs = this.nowMs + this.heartbeatIntervalMs;
       for (const peer of this.peers) this.sendAppend(peer, true);
     }
+    this.startOverIfEveryReplicaLost();
   }
 
   /** Check-quorum: has a majority (this node included) acked within the failure timeout? */
@@ -611,6 +633,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.role = 'leader';
     this.leader = this.self;
     this.progress.clear();
+    this.transferAskedMs.clear();
     for (const peer of this.peers) {
       this.progress.set(peer, {
         matchIndex: 0,
@@ -621,6 +644,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
         seq: 0,
         rewindSeq: 0,
         transferStartedMs: Number.NEGATIVE_INFINITY,
+        replicaEpochSeen: 0,
+        lastIndex: -1,
       });
     }
     this.round = 0;
@@ -634,6 +659,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private becomeFollower(term: number, leader: PeerId | null): void {
     this.leaveLeadership('no quorum: leadership lost');
+    // Epochs are a leader's own, within its term (a restarted node leads only in a later term).
+    if (term > this.term || leader !== this.leader) this.leaderReplicaEpoch = 0;
     if (term > this.term) {
       this.term = term;
       this.votedFor = null;
@@ -753,17 +780,18 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
     if (message.term < this.term) {
-      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.commitIndex });
+      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: 0, lastIndex: this.log.lastIndex() });
       return;
     }
     assert(this.role !== 'leader', `two leaders in term ${this.term}`);
     if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
+    this.leaderReplicaEpoch = Math.max(this.leaderReplicaEpoch, message.replicaEpoch);
     this.lastLeaderContactMs = this.nowMs;
     this.resetElectionTimer();
     const reply = this.appendEntries(message);
     for (const [batchId, readIndex] of message.reads) this.answerReadBatch(batchId, readIndex);
     if (message.quiet && reply.success) return;
-    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, ...reply });
+    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: this.leaderReplicaEpoch, lastIndex: this.log.lastIndex(), ...reply });
   }
 
   /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
@@ -846,6 +874,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (progress === undefined) return;
     progress.lastAckMs = this.nowMs;
     progress.ackedRound = Math.max(progress.ackedRound, message.round);
+    progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch);
+    progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex);
     if (message.success) {
       progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
       // What it committed on its own (see appendEntries) needs no commit notice.
@@ -899,6 +929,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       seq: progress.seq,
       quiet: count === 0 && !force,
       reads,
+      replicaEpoch: this.replicaEpoch,
     });
     progress.sentIndex += count;
     progress.commitSent = this.commitIndex;
@@ -924,6 +955,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       seq: progress.seq,
       quiet: false,
       reads: [],
+      replicaEpoch: this.replicaEpoch,
     });
     progress.commitSent = this.commitIndex;
     if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
@@ -1243,9 +1275,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (!this.replicaSkipsApplied) return this.compactTo(this.appliedIndex);
     // The snapshot will be trusted on restart: first make sure every apply up to it completed.
     if (this.compactionFetch !== null || this.compactionTarget(this.appliedIndex) === null) return;
-    this.storeToken += 1;
-    this.compactionFetch = { token: this.storeToken, target: this.appliedIndex };
-    this.out.push({ kind: 'fetch', token: this.storeToken, keys: [...this.touchedKeys] });
+    const token = this.nextStoreToken();
+    this.compactionFetch = { token, target: this.appliedIndex };
+    this.out.push({ kind: 'fetch', token, keys: [...this.touchedKeys] });
     this.touchedKeys = new Set();
   }
 
@@ -1277,19 +1309,28 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- state transfer
 
+  /**
+   * A follower asks its leader for a replica; a leader asks its peers in turn; a node that knows
+   * no leader waits for one. (Only those transfers are installed: see onTransferChunk.)
+   */
   private requestTransferIfDue(): void {
     if (this.transferMinIndex === null || this.nowMs < this.nextTransferRequestMs) return;
-    this.nextTransferRequestMs = this.nowMs + this.failureTimeoutMs;
-    let target = this.leader !== null && this.leader !== this.self ? this.leader : null;
-    if (target === null && this.peers.length > 0) {
+    let target: PeerId | null = null;
+    if (this.role === 'leader' && this.peers.length > 0) {
       target = this.peers[this.transferTarget % this.peers.length];
       this.transferTarget += 1;
+    } else if (this.role === 'follower') {
+      target = this.leader;
     }
-    if (target !== null) this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex, emptied: this.replicaEmptied });
+    if (target === null) return;
+    this.nextTransferRequestMs = this.nowMs + this.failureTimeoutMs;
+    this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex, emptied: this.replicaEmptied, replicaEpoch: this.leaderReplicaEpoch });
   }
 
   private onTransferRequest(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_request' }>): void {
     if (this.startTransfer(from, message.minIndex) || this.replicaValid || !message.emptied) return;
+    // Only an ask that has seen our replica lost: no transfer of ours can rebuild it any more.
+    if (this.role !== 'leader' || message.term !== this.term || message.replicaEpoch !== this.replicaEpoch) return;
     this.transferAskedMs.set(from, this.nowMs);
     this.startOverIfEveryReplicaLost();
   }
@@ -1297,17 +1338,30 @@ class ReplicatedLogMachine implements ReplicatedLog {
   /**
    * Every replica lost its contents (every memcached restarted empty, as after a reboot) and the
    * log was compacted, so no node can rebuild from another: the data up to the snapshot is gone.
-   * The leader knows it when its own backend restarted empty and every peer has lately asked it
-   * for a transfer saying the same of its own. Rather than refuse forever, it starts over from an
-   * empty replica as of the snapshot and replays the log after it; the peers then get that by
-   * transfer, so every replica holds the same. (A replica that is merely untrusted, after a failed
-   * write, may still hold the data: then the cluster keeps refusing, as before.)
+   * The leader knows it when its own backend restarted empty and every peer, in this term, has
+   * lately asked it for a transfer saying the same of its own, or lags behind the snapshot (its
+   * log ends before it, so it can only be rebuilt by a transfer too). Such a peer stays without a
+   * replica until this leader serves one, since a follower installs transfers only from its
+   * leader; so when the leader decides, no replica holds anything. Rather than refuse forever, it
+   * starts over from an empty replica as of the snapshot and replays the log after it; the peers
+   * then get that by transfer, so every replica holds the same. (A replica that is merely
+   * untrusted, after a failed write, may still hold the data: then the cluster keeps refusing.)
    */
   private startOverIfEveryReplicaLost(): void {
     if (this.role !== 'leader' || this.replicaValid || !this.replicaEmptied || this.transferMinIndex === null) return;
     const windowMs = 2 * this.failureTimeoutMs;
-    const everyPeerAsked = this.peers.every((peer) => this.nowMs - (this.transferAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= windowMs);
-    if (!everyPeerAsked) return;
+    const lost = (peer: PeerId): boolean => {
+      if (this.nowMs - (this.transferAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= windowMs) return true;
+      const progress = this.progress.get(peer);
+      return (
+        progress !== undefined &&
+        progress.lastIndex >= 0 &&
+        progress.lastIndex < this.log.snapshotIndex &&
+        progress.replicaEpochSeen === this.replicaEpoch &&
+        this.nowMs - progress.lastAckMs < this.failureTimeoutMs
+      );
+    };
+    if (!this.peers.every(lost)) return;
     this.note('warn', 'every replica lost its data and the log was compacted: starting over from an empty replica', {
       snapshotIndex: this.log.snapshotIndex,
       lastIndex: this.log.lastIndex(),
@@ -1315,12 +1369,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.transferAskedMs.clear();
     this.out.push({ kind: 'reset' });
     // As after a transfer: one put marks where the (empty) state ends; trusted once it completed.
-    this.storeToken += 1;
-    this.transferPutsPending.add(this.storeToken);
-    this.out.push({ kind: 'put', entries: [], how: 'overwrite', token: this.storeToken });
+    const token = this.nextStoreToken();
+    this.transferPutsPending.add(token);
+    this.out.push({ kind: 'put', entries: [], how: 'overwrite', token });
     this.appliedIndex = this.log.snapshotIndex;
     this.replicaValid = true;
-    this.replicaEmptied = false;
     this.transferMinIndex = null;
   }
 
@@ -1330,9 +1383,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (this.appliedIndex < this.replayUntilIndex) return false;
     const indexTerm = this.log.termAt(this.appliedIndex);
     assert(indexTerm !== null);
-    this.fetchToken += 1;
-    this.outgoingTransfers.set(this.fetchToken, { to, index: this.appliedIndex, indexTerm });
-    this.out.push({ kind: 'fetch', token: this.fetchToken, keys: null });
+    const token = this.nextStoreToken();
+    this.outgoingTransfers.set(token, { to, index: this.appliedIndex, indexTerm, replicaEpoch: this.replicaEpoch });
+    this.out.push({ kind: 'fetch', token, keys: null });
     return true;
   }
 
@@ -1352,6 +1405,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.send(transfer.to, {
         kind: 'transfer_chunk',
         term: this.term,
+        replicaEpoch: transfer.replicaEpoch,
         transferId: token,
         index: transfer.index,
         indexTerm: transfer.indexTerm,
@@ -1362,7 +1416,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
   }
 
+  /**
+   * Installs only a transfer of this term from this term's leader, or, as the leader, from a peer:
+   * a follower that asked its leader for one (telling it its replica was lost) is rebuilt by that
+   * leader or not at all, which the leader's start-over relies on.
+   */
   private onTransferChunk(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_chunk' }>): void {
+    if (message.term !== this.term || (this.role !== 'leader' && from !== this.leader)) return;
+    if (this.role !== 'leader' && message.replicaEpoch < this.leaderReplicaEpoch) return;
     if (this.replicaValid && message.index <= this.appliedIndex) return;
     if (message.index < this.log.snapshotIndex) return;
     let incoming = this.incoming;
@@ -1397,9 +1458,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.replayUntilIndex = 0;
     this.replicaTrusted = false;
     for (const chunk of incoming.chunks) {
-      this.storeToken += 1;
-      this.transferPutsPending.add(this.storeToken);
-      this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token: this.storeToken });
+      const token = this.nextStoreToken();
+      this.transferPutsPending.add(token);
+      this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token });
     }
     if (this.log.termAt(index) === indexTerm) {
       for (const dropped of this.log.compactTo(index)) {
@@ -1413,7 +1474,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.commitIndex = Math.max(this.commitIndex, index);
     this.appliedIndex = index;
     this.replicaValid = true;
-    this.replicaEmptied = false;
+    // Reset above: until the puts complete (trusted), it holds nothing a peer does not.
+    this.replicaEmptied = true;
     this.transferMinIndex = null;
     if (this.catchUpIndex === null && this.role === 'follower' && this.leader === incoming.from) this.catchUpIndex = index;
     this.persistSnapshot();
@@ -1421,15 +1483,24 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- persistence and sending
 
+  private nextStoreToken(): number {
+    this.storeToken += 1;
+    return this.storeToken;
+  }
+
   private onApplied(token: number): void {
     if (!this.transferPutsPending.delete(token) || this.transferPutsPending.size > 0) return;
     this.setReplicaTrusted(true);
   }
 
+  /** Records whether the replica may be replayed onto, with whether its backend restarted empty. */
   private setReplicaTrusted(trusted: boolean): void {
-    if (this.replicaTrusted === trusted) return;
+    if (trusted) this.replicaEmptied = false;
+    const emptied = !trusted && this.replicaEmptied;
+    if (this.replicaTrusted === trusted && this.replicaEmptiedPersisted === emptied) return;
     this.replicaTrusted = trusted;
-    this.persist({ kind: 'replica', trusted }, false);
+    this.replicaEmptiedPersisted = emptied;
+    this.persist({ kind: 'replica', trusted, emptied }, false);
   }
 
   private persistHardState(): void {
@@ -1437,6 +1508,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private persistSnapshot(): void {
+    this.replicaEmptiedPersisted = !this.replicaTrusted && this.replicaEmptied;
     this.persist(
       {
         kind: 'snapshot',
@@ -1447,6 +1519,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         snapshotTerm: this.log.snapshotTerm,
         entries: this.log.entries.slice(),
         replicaTrusted: this.replicaTrusted,
+        replicaEmptied: this.replicaEmptiedPersisted,
       },
       true,
     );

@@ -866,6 +866,20 @@ export class LogSimulation {
     node.emptiedRecords = node.writtenRecords;
   }
 
+  /**
+   * Whether a node counts on its replica: a running node whose machine holds it valid, or a
+   * stopped one whose durable records leave it trusted (its next start replays onto it).
+   */
+  private reliesOnReplica(node: SimNode): boolean {
+    if (node.machine !== null) return node.machine.inspect().replicaValid;
+    for (let at = node.records.length - 1; at >= 0; at -= 1) {
+      const record = node.records[at] as { kind: string; trusted?: boolean; replicaTrusted?: boolean };
+      if (record.kind === 'replica') return record.trusted === true;
+      if (record.kind === 'snapshot') return record.replicaTrusted === true;
+    }
+    return true;
+  }
+
   /** The snapshot index a start-over note announces (null for any other effect). */
   private startOverIndexOf(effect: Effect<LogMessage>): number | null {
     if (effect.kind !== 'note' || !effect.message.includes('starting over')) return null;
@@ -875,13 +889,18 @@ export class LogSimulation {
   }
 
   /**
-   * A leader starts over: no replica may still hold a state (it would be thrown away), and from
-   * here the reference is an empty state at the snapshot index.
+   * A leader starts over: no replica its node relies on may hold a state it could have been
+   * rebuilt from (one as of the snapshot index or later: it would be thrown away), and from here
+   * the reference is an empty state at the snapshot index. Not counted: a replica behind the
+   * snapshot (the entries between it and the snapshot are compacted away everywhere, so it could
+   * not be brought up to it), and one its node does not trust (reset before it is rebuilt anyway).
    */
   private onNote(node: SimNode, effect: Extract<Effect<LogMessage>, { kind: 'note' }>): void {
     const index = this.startOverIndexOf(effect);
     if (index === null) return;
-    const holder = this.nodes.find((other) => other.replicaIndex !== 0);
+    const holder = this.nodes.find(
+      (other) => other.replicaIndex !== 0 && (other.replicaIndex === null || other.replicaIndex >= index) && this.reliesOnReplica(other),
+    );
     if (holder !== undefined) throw new Error(`${node.id} started over at ${index} while ${holder.id} holds the state at ${holder.replicaIndex}`);
     this.result.startOvers += 1;
     this.result.startOverIndex = index;

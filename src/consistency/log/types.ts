@@ -69,6 +69,8 @@ export type LogMessage =
        * the follower may serve them once it accepts it (see ReplicatedLog, "reads").
        */
       reads: Array<[batchId: number, readIndex: number]>;
+      /** The leader's replica epoch (see `transfer_chunk`). */
+      replicaEpoch: number;
     }
   /** `matchIndex` when success; else `hintIndex`, the first index the leader should send. */
   | {
@@ -81,6 +83,10 @@ export type LogMessage =
       seq: number;
       /** The follower's commit index: what it knows is committed needs no commit notice. */
       commitIndex: number;
+      /** The greatest replica epoch the follower has seen from this leader. */
+      replicaEpoch: number;
+      /** The follower's last log index (a follower whose log ends before the leader's snapshot needs a transfer). */
+      lastIndex: number;
     }
   /** Writes received by a follower, batched per step, for the leader to append. */
   | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
@@ -89,13 +95,23 @@ export type LogMessage =
   | { kind: 'read_index'; term: number; batchId: number }
   /** `readIndex` null: refused (not the leader, or leadership lost before confirming). */
   | { kind: 'read_index_reply'; term: number; batchId: number; readIndex: number | null }
-  /** Send me your replica, as of an applied index ≥ `minIndex`. */
-  /** `emptied`: the asker's backend restarted empty (not merely missed a write). */
-  | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean }
-  /** One chunk of a replica as of `index` (whose entry has term `indexTerm`). */
+  /**
+   * Send me your replica, as of an applied index ≥ `minIndex`. `emptied`: the asker's replica
+   * holds nothing the logs cannot give back (its backend restarted empty, not merely missed a
+   * write). `replicaEpoch`: the greatest replica epoch the asker has seen from its leader.
+   */
+  | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean; replicaEpoch: number }
+  /**
+   * One chunk of a replica as of `index` (whose entry has term `indexTerm`). `replicaEpoch`: the
+   * sender's replica epoch when it read it. A node's epoch grows each time its replica is lost,
+   * and its appends carry it; a follower drops a chunk of an epoch older than one it has seen, so
+   * a transfer still in flight when the sender's replica was lost is never installed after the
+   * follower told the leader it has no replica.
+   */
   | {
       kind: 'transfer_chunk';
       term: number;
+      replicaEpoch: number;
       transferId: number;
       index: number;
       indexTerm: number;
@@ -126,9 +142,15 @@ export type LogRecord =
        * restart can replay the log onto it. Absent in older files: not trusted.
        */
       replicaTrusted?: boolean;
+      /** The backend restarted empty since the replica was last valid (absent: no). */
+      replicaEmptied?: boolean;
     }
-  /** Whether the replica may be replayed onto after a restart (false while it is rebuilt). */
-  | { kind: 'replica'; trusted: boolean };
+  /**
+   * Whether the replica may be replayed onto after a restart (false while it is rebuilt), and
+   * whether its backend restarted empty meanwhile (absent in older files: no), which a restart
+   * must not forget: only replicas known to be empty let a leader start over.
+   */
+  | { kind: 'replica'; trusted: boolean; emptied?: boolean };
 
 /** Tunables of the replicated log, beyond `MachineOptions`. Defaults in `LOG_DEFAULTS`. */
 export interface LogTuning {
