@@ -96,8 +96,14 @@ export class Controller {
   private health: BackendHealth;
   private readonly epochFile: string;
   private backendFailed = false;
-  /** A backend_reset event is queued and not yet run through the mode. */
-  private resetQueued = false;
+  /** The backend_reset event queued and not yet run through the mode, if any. */
+  private queuedReset: Extract<Event<unknown>, { kind: 'backend_reset' }> | null = null;
+  /**
+   * A new backend epoch (memcached restarted), written to the epoch file only once the mode's
+   * reset is on disk: written earlier, a crash in between would restart onto the emptied replica
+   * believing it had seen that restart, and trust it.
+   */
+  private epochAfterReset: string | null = null;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
 
   private constructor(private readonly options: ControllerOptions) {
@@ -332,9 +338,10 @@ export class Controller {
         this.releaseDurable();
         this.replica.acknowledgeReset();
         this.backendFailed = false;
-        this.resetQueued = false;
+        this.queuedReset = null;
       }
       for (const effect of effects) this.carryOut(effect);
+      if (event.kind === 'backend_reset' && this.epochAfterReset !== null) this.recordEpochAfterReset(this.epochAfterReset);
     }
     this.settle();
     if (this.queueHead >= this.queue.length) {
@@ -544,14 +551,26 @@ export class Controller {
     }
     if (!health.ok || this.stopped) return;
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
-    if ((restarted || this.backendFailed || this.replica.suspect !== null) && !this.resetQueued) {
-      this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', {
-        restarted,
-      });
-      this.resetQueued = true;
-      this.enqueue({ kind: 'backend_reset', nowMs: Date.now(), emptied: restarted });
+    if (restarted) this.epochAfterReset = health.epoch;
+    else if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
+    if (!restarted && !this.backendFailed && this.replica.suspect === null) return;
+    if (this.queuedReset !== null) {
+      if (restarted) this.queuedReset.emptied = true;
+      return;
     }
-    if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
+    this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', { restarted });
+    this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied: restarted };
+    this.enqueue(this.queuedReset);
+  }
+
+  /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */
+  private recordEpochAfterReset(epoch: string): void {
+    if (this.walSynced < this.walWritten) {
+      this.wal.sync();
+      this.walSynced = this.walWritten;
+    }
+    writeFileSync(this.epochFile, epoch);
+    this.epochAfterReset = null;
   }
 
   private stats(group: string): Reply {
