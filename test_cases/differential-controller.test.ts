@@ -13,6 +13,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster, freePort, spawnMemcached } from '../src/jepsen/cluster.ts';
+import { arithExtras, binaryRequest } from './support/binary-request.ts';
 import { exchange } from './support/raw.ts';
 
 /** One step: the request (with `{cas}` standing for the last token this side saw) and the end of its reply. */
@@ -127,29 +128,7 @@ function storeExtras(flags: number): Buffer {
   return extras;
 }
 
-function arithExtras(delta: bigint, initial: bigint, expiration: number): Buffer {
-  const extras = Buffer.alloc(20);
-  extras.writeBigUInt64BE(delta, 0);
-  extras.writeBigUInt64BE(initial, 8);
-  extras.writeUInt32BE(expiration, 16);
-  return extras;
-}
-
 const TOUCH_EXTRAS = Buffer.from([0, 0, 0x0e, 0x10]); // 3600 s
-
-function binaryRequest(opcode: number, key: string, options: { extras?: Buffer; value?: string; cas?: bigint }): Buffer {
-  const extras = options.extras ?? Buffer.alloc(0);
-  const keyBytes = Buffer.from(key, 'latin1');
-  const value = Buffer.from(options.value ?? '', 'latin1');
-  const head = Buffer.alloc(24);
-  head.writeUInt8(0x80, 0);
-  head.writeUInt8(opcode, 1);
-  head.writeUInt16BE(keyBytes.length, 2);
-  head.writeUInt8(extras.length, 4);
-  head.writeUInt32BE(extras.length + keyBytes.length + value.length, 8);
-  head.writeBigUInt64BE(options.cas ?? 0n, 16);
-  return Buffer.concat([head, extras, keyBytes, value]);
-}
 
 interface Packet {
   opcode: number;
@@ -191,7 +170,7 @@ async function playBinary(port: number, steps: BinaryStep[]): Promise<BinaryPlay
   for (const step of steps) {
     const cas = step.casOf === undefined ? 0n : saved.get(step.casOf);
     if (cas === undefined) throw new Error(`no cas saved as ${step.casOf}`);
-    const bytes = Buffer.concat([binaryRequest(step.opcode, step.key, { ...step, cas }), binaryRequest(OP.noop, '', {})]);
+    const bytes = Buffer.concat([binaryRequest({ ...step, cas }), binaryRequest({ opcode: OP.noop })]);
     const received = await exchange(port, bytes, (sofar) => packetsOf(sofar).some((packet) => packet.opcode === OP.noop), 10_000);
     const packets = packetsOf(received).filter((packet) => packet.opcode !== OP.noop);
     if (step.save !== undefined) saved.set(step.save, packets[0]?.cas ?? 0n);

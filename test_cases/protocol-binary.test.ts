@@ -7,33 +7,8 @@ import { BinaryRequestDecoder, OPCODE, encodeBinaryReply } from '../src/protocol
 import type { BinaryDecoded, BinaryHeader } from '../src/protocol/binary.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { Command, ProtocolLimits, Reply } from '../src/protocol/types.ts';
+import { arithExtras, binaryRequest } from './support/binary-request.ts';
 import { decodeEveryWay } from './support/chunks.ts';
-
-interface RequestSpec {
-  opcode: number;
-  key?: string;
-  extras?: Buffer;
-  value?: Buffer | string;
-  opaque?: number;
-  cas?: bigint;
-  magic?: number;
-  keyBytes?: number;
-}
-
-function request(spec: RequestSpec): Buffer {
-  const key = Buffer.from(spec.key ?? '', 'latin1');
-  const extras = spec.extras ?? Buffer.alloc(0);
-  const value = typeof spec.value === 'string' ? Buffer.from(spec.value) : spec.value ?? Buffer.alloc(0);
-  const head = Buffer.alloc(24);
-  head.writeUInt8(spec.magic ?? 0x80, 0);
-  head.writeUInt8(spec.opcode, 1);
-  head.writeUInt16BE(spec.keyBytes ?? key.length, 2);
-  head.writeUInt8(extras.length, 4);
-  head.writeUInt32BE(extras.length + key.length + value.length, 8);
-  head.writeUInt32BE(spec.opaque ?? 0, 12);
-  head.writeBigUInt64BE(spec.cas ?? 0n, 16);
-  return Buffer.concat([head, extras, key, value]);
-}
 
 function u32s(...values: number[]): Buffer {
   const out = Buffer.alloc(values.length * 4);
@@ -41,13 +16,6 @@ function u32s(...values: number[]): Buffer {
   return out;
 }
 
-function arithExtras(delta: bigint, initial: bigint, expiration: number): Buffer {
-  const out = Buffer.alloc(20);
-  out.writeBigUInt64BE(delta, 0);
-  out.writeBigUInt64BE(initial, 8);
-  out.writeUInt32BE(expiration, 16);
-  return out;
-}
 
 const SMALL: ProtocolLimits = { ...DEFAULT_LIMITS, keyBytesMax: 10, valueBytesMax: 16 };
 
@@ -69,8 +37,8 @@ function commandsOf(items: BinaryDecoded[]): Command[] {
 describe('binary decoder', () => {
   it('decodes the get family with the header the response needs', () => {
     const bytes = Buffer.concat([
-      request({ opcode: OPCODE.get, key: 'a', opaque: 7 }), request({ opcode: OPCODE.getq, key: 'b' }),
-      request({ opcode: OPCODE.getk, key: 'c' }), request({ opcode: OPCODE.getkq, key: 'd' }),
+      binaryRequest({ opcode: OPCODE.get, key: 'a', opaque: 7 }), binaryRequest({ opcode: OPCODE.getq, key: 'b' }),
+      binaryRequest({ opcode: OPCODE.getk, key: 'c' }), binaryRequest({ opcode: OPCODE.getkq, key: 'd' }),
     ]);
     const items = decode(bytes);
     expect(items.map((item) => item.kind === 'command' && item.header)).toEqual([
@@ -82,11 +50,11 @@ describe('binary decoder', () => {
 
   it('decodes set/add/replace (cas in the header makes a cas), append/prepend and quiet forms', () => {
     const bytes = Buffer.concat([
-      request({ opcode: OPCODE.set, key: 'k', extras: u32s(5, 60), value: 'v1' }),
-      request({ opcode: OPCODE.setq, key: 'k', extras: u32s(0, 0), value: 'v2', cas: 42n }),
-      request({ opcode: OPCODE.add, key: 'k', extras: u32s(0, 0xffffffff), value: '' }),
-      request({ opcode: OPCODE.replaceq, key: 'k', extras: u32s(1, 2), value: 'r' }),
-      request({ opcode: OPCODE.append, key: 'k', value: 'a' }), request({ opcode: OPCODE.prependq, key: 'k', value: 'p' }),
+      binaryRequest({ opcode: OPCODE.set, key: 'k', extras: u32s(5, 60), value: 'v1' }),
+      binaryRequest({ opcode: OPCODE.setq, key: 'k', extras: u32s(0, 0), value: 'v2', cas: 42n }),
+      binaryRequest({ opcode: OPCODE.add, key: 'k', extras: u32s(0, 0xffffffff), value: '' }),
+      binaryRequest({ opcode: OPCODE.replaceq, key: 'k', extras: u32s(1, 2), value: 'r' }),
+      binaryRequest({ opcode: OPCODE.append, key: 'k', value: 'a' }), binaryRequest({ opcode: OPCODE.prependq, key: 'k', value: 'p' }),
     ]);
     const base = { kind: 'store', key: 'k', flags: 0, exptime: 0, casUnique: 0n, noreply: false } as const;
     expect(commandsOf(decode(bytes))).toEqual([
@@ -101,8 +69,8 @@ describe('binary decoder', () => {
 
   it('decodes incr/decr: expiration 0xffffffff means fail if missing (initial null)', () => {
     const bytes = Buffer.concat([
-      request({ opcode: OPCODE.increment, key: 'n', extras: arithExtras(5n, 10n, 0) }),
-      request({ opcode: OPCODE.decrementq, key: 'n', extras: arithExtras(1n, 0n, 0xffffffff) }),
+      binaryRequest({ opcode: OPCODE.increment, key: 'n', extras: arithExtras(5n, 10n, 0) }),
+      binaryRequest({ opcode: OPCODE.decrementq, key: 'n', extras: arithExtras(1n, 0n, 0xffffffff) }),
     ]);
     expect(commandsOf(decode(bytes))).toEqual([
       { kind: 'arith', verb: 'incr', key: 'n', delta: 5n, initial: 10n, exptime: 0, noreply: false, casUnique: 0n },
@@ -112,9 +80,9 @@ describe('binary decoder', () => {
 
   it('carries the header cas of append/prepend, incr/decr and delete (quiet forms too) as casUnique', () => {
     const bytes = Buffer.concat([
-      request({ opcode: OPCODE.append, key: 'k', value: 'a', cas: 7n }), request({ opcode: OPCODE.prependq, key: 'k', value: 'p', cas: 8n }),
-      request({ opcode: OPCODE.delete, key: 'k', cas: 9n }), request({ opcode: OPCODE.deleteq, key: 'k', cas: 2n ** 64n - 1n }),
-      request({ opcode: OPCODE.incrementq, key: 'n', extras: arithExtras(1n, 0n, 0), cas: 10n }),
+      binaryRequest({ opcode: OPCODE.append, key: 'k', value: 'a', cas: 7n }), binaryRequest({ opcode: OPCODE.prependq, key: 'k', value: 'p', cas: 8n }),
+      binaryRequest({ opcode: OPCODE.delete, key: 'k', cas: 9n }), binaryRequest({ opcode: OPCODE.deleteq, key: 'k', cas: 2n ** 64n - 1n }),
+      binaryRequest({ opcode: OPCODE.incrementq, key: 'n', extras: arithExtras(1n, 0n, 0), cas: 10n }),
     ]);
     const commands = commandsOf(decode(bytes));
     expect(commands.map((command) => ('casUnique' in command ? command.casUnique : null))).toEqual([7n, 8n, 9n, 2n ** 64n - 1n, 10n]);
@@ -124,11 +92,11 @@ describe('binary decoder', () => {
 
   it('decodes delete, touch, gat, flush, noop, version, verbosity, stat, quit', () => {
     const bytes = Buffer.concat([
-      request({ opcode: OPCODE.delete, key: 'k' }), request({ opcode: OPCODE.touch, key: 'k', extras: u32s(30) }),
-      request({ opcode: OPCODE.gatq, key: 'k', extras: u32s(9) }), request({ opcode: OPCODE.flush }),
-      request({ opcode: OPCODE.flushq, extras: u32s(5) }), request({ opcode: OPCODE.noop }), request({ opcode: OPCODE.version }),
-      request({ opcode: OPCODE.verbosity, extras: u32s(2) }), request({ opcode: OPCODE.stat }),
-      request({ opcode: OPCODE.stat, key: 'items' }), request({ opcode: OPCODE.quitq }),
+      binaryRequest({ opcode: OPCODE.delete, key: 'k' }), binaryRequest({ opcode: OPCODE.touch, key: 'k', extras: u32s(30) }),
+      binaryRequest({ opcode: OPCODE.gatq, key: 'k', extras: u32s(9) }), binaryRequest({ opcode: OPCODE.flush }),
+      binaryRequest({ opcode: OPCODE.flushq, extras: u32s(5) }), binaryRequest({ opcode: OPCODE.noop }), binaryRequest({ opcode: OPCODE.version }),
+      binaryRequest({ opcode: OPCODE.verbosity, extras: u32s(2) }), binaryRequest({ opcode: OPCODE.stat }),
+      binaryRequest({ opcode: OPCODE.stat, key: 'items' }), binaryRequest({ opcode: OPCODE.quitq }),
     ]);
     expect(commandsOf(decode(bytes))).toEqual([
       { kind: 'delete', key: 'k', noreply: false, casUnique: 0n }, { kind: 'touch', key: 'k', exptime: 30, noreply: false },
@@ -140,7 +108,7 @@ describe('binary decoder', () => {
   });
 
   it('answers an unknown opcode with 0x81, swallows its body and carries on', () => {
-    const items = decode(Buffer.concat([request({ opcode: 0xee, key: 'x', value: 'junk' }), request({ opcode: OPCODE.noop, opaque: 3 })]));
+    const items = decode(Buffer.concat([binaryRequest({ opcode: 0xee, key: 'x', value: 'junk' }), binaryRequest({ opcode: OPCODE.noop, opaque: 3 })]));
     expect(items).toEqual([
       { kind: 'invalid', header: header(0xee), status: 0x81, message: 'Unknown command', close: false },
       { kind: 'command', header: header(OPCODE.noop, { opaque: 3 }), command: { kind: 'noop' } },
@@ -148,34 +116,34 @@ describe('binary decoder', () => {
   });
 
   it('closes on impossible shapes (invalid arguments), long keys, and a bad magic', () => {
-    const bad = (bytes: Buffer): BinaryDecoded[] => decode(Buffer.concat([bytes, request({ opcode: OPCODE.noop })]), SMALL);
+    const bad = (bytes: Buffer): BinaryDecoded[] => decode(Buffer.concat([bytes, binaryRequest({ opcode: OPCODE.noop })]), SMALL);
     const invalidArgs = (opcode: number): BinaryDecoded => ({ kind: 'invalid', header: header(opcode), status: 4, message: 'Invalid arguments', close: true });
-    expect(bad(request({ opcode: OPCODE.get }))).toEqual([invalidArgs(OPCODE.get)]);
-    expect(bad(request({ opcode: OPCODE.set, key: 'k', value: 'v' }))).toEqual([invalidArgs(OPCODE.set)]);
-    expect(bad(request({ opcode: OPCODE.get, key: 'k', value: 'v' }))).toEqual([invalidArgs(OPCODE.get)]);
-    expect(bad(request({ opcode: OPCODE.get, key: 'k'.repeat(11) }))).toEqual([invalidArgs(OPCODE.get)]);
-    expect(bad(request({ opcode: OPCODE.noop, key: 'k' }))).toEqual([invalidArgs(OPCODE.noop)]);
-    expect(bad(request({ opcode: OPCODE.get, key: 'k', keyBytes: 200 }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(binaryRequest({ opcode: OPCODE.get }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(binaryRequest({ opcode: OPCODE.set, key: 'k', value: 'v' }))).toEqual([invalidArgs(OPCODE.set)]);
+    expect(bad(binaryRequest({ opcode: OPCODE.get, key: 'k', value: 'v' }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(binaryRequest({ opcode: OPCODE.get, key: 'k'.repeat(11) }))).toEqual([invalidArgs(OPCODE.get)]);
+    expect(bad(binaryRequest({ opcode: OPCODE.noop, key: 'k' }))).toEqual([invalidArgs(OPCODE.noop)]);
+    expect(bad(binaryRequest({ opcode: OPCODE.get, key: 'k', keyBytes: 200 }))).toEqual([invalidArgs(OPCODE.get)]);
     expect(bad(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))).toEqual([
       { kind: 'invalid', header: null, status: 4, message: '', close: true },
     ]);
   });
 
   it('refuses a control-character key without closing', () => {
-    const items = decode(Buffer.concat([request({ opcode: OPCODE.get, key: 'a\nb' }), request({ opcode: OPCODE.noop })]));
+    const items = decode(Buffer.concat([binaryRequest({ opcode: OPCODE.get, key: 'a\nb' }), binaryRequest({ opcode: OPCODE.noop })]));
     expect(items.map((item) => item.kind)).toEqual(['invalid', 'command']);
     expect(items[0]).toMatchObject({ status: 4, close: false });
   });
 
   it('swallows an oversized value without buffering it (status 3) and carries on', () => {
     const decoder = new BinaryRequestDecoder(SMALL);
-    const big = request({ opcode: OPCODE.set, key: 'k', extras: u32s(0, 0), value: Buffer.alloc(1000, 0x61) });
+    const big = binaryRequest({ opcode: OPCODE.set, key: 'k', extras: u32s(0, 0), value: Buffer.alloc(1000, 0x61) });
     expect(decoder.push(big.subarray(0, 24))).toEqual([{ kind: 'invalid', header: header(OPCODE.set), status: 3, message: 'Too large.', close: false }]);
     expect(decoder.push(big.subarray(24))).toEqual([]);
     expect(decoder.bufferedBytes).toBe(0);
-    expect(decoder.push(request({ opcode: OPCODE.noop }))).toHaveLength(1);
-    const small = request({ opcode: OPCODE.set, key: 'k', extras: u32s(0, 0), value: Buffer.alloc(17) });
-    expect(decode(Buffer.concat([small, request({ opcode: OPCODE.noop })]), SMALL).map((item) => item.kind)).toEqual(['invalid', 'command']);
+    expect(decoder.push(binaryRequest({ opcode: OPCODE.noop }))).toHaveLength(1);
+    const small = binaryRequest({ opcode: OPCODE.set, key: 'k', extras: u32s(0, 0), value: Buffer.alloc(17) });
+    expect(decode(Buffer.concat([small, binaryRequest({ opcode: OPCODE.noop })]), SMALL).map((item) => item.kind)).toEqual(['invalid', 'command']);
   });
 });
 
