@@ -38,6 +38,31 @@
  * state at the snapshot index (the start-over's put marks that position), so every check above
  * judges the replicas against the ops after it. Also checked: every write acked after the
  * start-over, or at an index after its snapshot, is in the applied sequence the replicas end with.
+ *
+ * Failed store writes (option `storeFailures`): an apply, put or fetch on a chosen node fails now
+ * and then during the faulty phase (memcached errored or timed out mid-write), as the controller
+ * sees it (src/controller.ts `backendError`, src/store/replica.ts): the failed apply or put took
+ * effect or not (a put entry by entry), a failed fetch answers nothing; from then on the node's
+ * replica is suspect and refuses every store effect (a refused apply or read answers its client
+ * SERVER_ERROR, a refused put or fetch completes never, a refused reset empties nothing) until,
+ * 1–50 ms later (the backend answers a health poll), the machine is told `backend_reset` with
+ * `emptied: false`; as the controller's `runQueued` does, what was issued before that is
+ * released first and refused, then the replica is trusted again and the machine's effects run.
+ * Checked besides the above: once told, the node runs no read, apply, put or fetch on that replica
+ * until a reset empties it (it is rebuilt, by replay from an emptied replica or a transfer); no
+ * start-over while some replica is merely untrusted and holds a state as of the snapshot or later.
+ * A rate-based failure strikes only while another node runs a valid, trusted replica applied as
+ * far as every snapshot (one a transfer can be served from), and no crash or emptying strikes
+ * while a replica is suspect or untrusted, so one replica always stays valid and the liveness
+ * phase applies. Option `everyNodeAtMs` instead makes every node's next store
+ * effect fail at once after compaction: no node can then be rebuilt and none may start over, so
+ * the cluster stays unavailable by design (`LogSimulation.stall` runs that without convergence).
+ * Simplified: the simulator runs store effects one at a time and at once, so a failure never
+ * overlaps other calls in flight (the real replica may have several, each of which may or may not
+ * have taken effect, and calls on other keys may complete after the failure); a controller crash
+ * forgets the failure (a new process trusts its backend), and the machine's replay or rebuild is
+ * judged by the usual checks (option `crashChance` crashes a failing node before its machine is
+ * told, or just after, before its answer is durable); reads, purges and resets never fail.
  */
 
 import type { Reply } from '../../src/protocol/types.ts';
@@ -70,6 +95,29 @@ export interface SimOptions {
   crashAllAtMs: number | null;
   /** If set, every node's replica is emptied around one moment (see `EmptyAllOptions`). */
   emptyAll: EmptyAllOptions | null;
+  /** If set, store effects fail on chosen nodes (see `StoreFailureOptions`). */
+  storeFailures: StoreFailureOptions | null;
+}
+
+/**
+ * Store effects (apply, put, fetch) that fail during the faulty phase, leaving the replica merely
+ * untrusted: it may or may not hold the failed write, and may still hold everything else.
+ */
+export interface StoreFailureOptions {
+  /** Nodes (0 = n1, 1 = n2, 2 = n3) whose store effects may fail at `rate`. */
+  nodes: readonly number[];
+  /** Chance that one apply, put or fetch on such a node fails. */
+  rate: number;
+  /**
+   * Chance that the failing node's controller then crashes: half of these before its machine is
+   * told, half at the end of the turn in which it was told (its answer not yet fsynced).
+   */
+  crashChance: number;
+  /**
+   * If set: from this offset into the faulty phase, the first moment every node compacted its log
+   * and the cluster is healthy, the next store effect on every node fails (every replica untrusted).
+   */
+  everyNodeAtMs: number | null;
 }
 
 /**
@@ -100,6 +148,7 @@ export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
   replicaSkipsApplied: true,
   crashAllAtMs: null,
   emptyAll: null,
+  storeFailures: null,
 };
 
 export interface SimResult {
@@ -125,6 +174,18 @@ export interface SimResult {
    * until the first write submitted after it was acknowledged (null if none was).
    */
   recoveryMs: number | null;
+  /** From the end of the faulty phase until the cluster converged (null: not run to convergence). */
+  convergedAfterHealMs: number | null;
+  /** With `storeFailures`: store effects that failed, and effects a suspect replica refused. */
+  storeFailures: number;
+  storeEffectsRefused: number;
+  /** Times a machine was told its backend missed a write (`backend_reset`, not emptied). */
+  untrustedResets: number;
+  /** Crashes of a node whose replica was suspect, or told so and not reset yet. */
+  crashesWhileUntrusted: number;
+  /** Every node's machine was told so and none held a valid replica, at once; replies served after. */
+  everyReplicaUntrusted: boolean;
+  repliesOkAfterEveryUntrusted: number;
 }
 
 /** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
@@ -212,7 +273,31 @@ interface SimNode {
    * (it keeps the backend's new epoch only as durably as the machine's answer to it).
    */
   emptiedRecords: number;
+  /** `storeFailures`: how far the replica is trusted since a store effect failed on it. */
+  trust: ReplicaTrust;
+  /** `suspect`: when the machine is told (the controller's health poll finds the backend answering). */
+  resetDueMs: number | null;
+  /** `everyNodeAtMs`: the next apply, put or fetch fails. */
+  failNext: boolean;
+  /** `crashChance`: crash at this moment (before the machine is told), or once told. */
+  crashAtMs: number | null;
+  crashWhenTold: boolean;
 }
+
+/**
+ * A replica after a failed store effect: `suspect` — the controller refuses every store effect and
+ * has not told the machine yet; `told` — the machine was told (`backend_reset`, not emptied) and
+ * must not use the replica until a reset empties it; `restarted` — the node crashed meanwhile and
+ * its new controller trusts the backend again (the machine replays or rebuilds, as it decides).
+ * Back to `trusted` once a reset effect or a backend restart empties it.
+ */
+type ReplicaTrust = 'trusted' | 'suspect' | 'told' | 'restarted';
+
+/** The store effects a backend carries out (the others are sends, replies, notes). */
+type StoreEffect = Extract<OutwardEffect, { kind: 'apply' | 'put' | 'fetch' | 'read' | 'purge' | 'reset' }>;
+
+/** The machine is told this long (1 ms up to this) after a store effect failed. */
+const UNTRUSTED_RESET_DELAY_MAX_MS = 50;
 
 interface Client {
   busy: boolean;
@@ -239,6 +324,12 @@ export class SimulationFailure extends Error {
 }
 
 type LogView = ReturnType<ReplicatedLog['inspect']>;
+
+const BACKEND_FAILED: Reply = { kind: 'server_error', message: 'backend: write failed or timed out' };
+const BACKEND_REFUSED: Reply = { kind: 'server_error', message: 'backend: replica may have missed writes; rebuilding it' };
+
+const isStoreEffect = (effect: OutwardEffect): effect is StoreEffect =>
+  effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'read' || effect.kind === 'purge' || effect.kind === 'reset';
 
 const opKey = (op: Op): string => JSON.stringify(op, (_key, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
 
@@ -284,6 +375,12 @@ export class LogSimulation {
   /** The snapshot index of the last start-over (the reference starts empty there), and when. */
   private startOverBase = 0;
   private startOverAtMs: number | null = null;
+  /** `storeFailures`: its own stream, so the rest of a run draws as it would without failures. */
+  private readonly failureRandom: () => number;
+  /** `everyNodeAtMs`: when every node's next store effect may be made to fail (null once armed). */
+  private everyNodeFailAnchorMs: number | null = null;
+  /** When every replica was first untrusted at once (null: never). */
+  private everyUntrustedAtMs: number | null = null;
 
   constructor(options: SimOptions) {
     this.options = options;
@@ -304,9 +401,12 @@ export class LogSimulation {
       this.disruptions = this.scheduleEmptyAll(options.emptyAll);
       this.disruptionAnchorMs = this.nowMs + options.emptyAll.atMs;
     }
+    this.failureRandom = mulberry32((options.seed ^ 0x5bd1e995) >>> 0);
+    const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
+    if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0 };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -315,14 +415,34 @@ export class LogSimulation {
     try {
       this.runUntil(this.nowMs + this.options.safetyMs);
       this.heal();
+      const healedAtMs = this.nowMs;
       this.pauseClients(true);
       this.awaitConvergence();
+      this.result.convergedAfterHealMs = this.nowMs - healedAtMs;
       this.strict = true;
       this.pauseClients(false);
       this.runUntil(this.nowMs + 3 * REQUEST_BOUND_MS);
       this.pauseClients(true);
       this.awaitConvergence();
       this.checkAckedWritesKept();
+      this.result.committed = this.referenceIndex;
+      return this.result;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      throw new SimulationFailure(`seed ${this.options.seed} (${this.options.mode}) at ${this.nowMs}ms: ${message}`, { cause: error });
+    }
+  }
+
+  /**
+   * For `storeFailures.everyNodeAtMs`: the faulty phase, then the heal and `livenessMs` more, with
+   * every check but convergence: once every replica is merely untrusted, none can be rebuilt and
+   * none may start over, so the cluster may stay unavailable (the machine's documented choice).
+   */
+  stall(): SimResult {
+    try {
+      this.runUntil(this.nowMs + this.options.safetyMs);
+      this.heal();
+      this.runUntil(this.nowMs + this.options.livenessMs);
       this.result.committed = this.referenceIndex;
       return this.result;
     } catch (error) {
@@ -361,7 +481,12 @@ export class LogSimulation {
    * crash or backend reset while some node is still rebuilding (or down).
    */
   private mayLoseReplica(): boolean {
-    return this.nodes.every((node) => node.machine !== null && node.machine.inspect().replicaValid);
+    return this.nodes.every((node) => node.machine !== null && node.machine.inspect().replicaValid && !this.distrusted(node));
+  }
+
+  /** Whether the node's replica is suspect, or its machine was told so and has not reset it yet. */
+  private distrusted(node: SimNode): boolean {
+    return node.trust === 'suspect' || node.trust === 'told';
   }
 
   // ------------------------------------------------------------ nodes
@@ -388,6 +513,11 @@ export class LogSimulation {
       replicaLost: false,
       startOverPutPending: false,
       emptiedRecords: 0,
+      trust: 'trusted',
+      resetDueMs: null,
+      failNext: false,
+      crashAtMs: null,
+      crashWhenTold: false,
     };
   }
 
@@ -443,11 +573,18 @@ export class LogSimulation {
     node.requests.clear();
     node.localEvents = [];
     node.downUntilMs = this.nowMs + 100 + Math.floor(this.random() * 1500);
+    if (this.distrusted(node)) this.result.crashesWhileUntrusted += 1;
     if (!keepReplica && this.random() < 0.4) {
       node.replica.clear();
       node.replicaIndex = 0;
       node.replicaLost = true;
+      node.trust = 'trusted';
     }
+    // The new controller process trusts its backend again: the failure is forgotten.
+    node.resetDueMs = null;
+    node.crashAtMs = null;
+    node.crashWhenTold = false;
+    if (this.distrusted(node)) node.trust = 'restarted';
   }
 
   // ------------------------------------------------------------ main loop
@@ -465,6 +602,8 @@ export class LogSimulation {
     for (const node of this.nodes) {
       next = Math.min(next, node.machine === null ? node.downUntilMs : node.nextTickMs);
       if (node.fsync !== null) next = Math.min(next, node.fsync.atMs);
+      if (node.resetDueMs !== null) next = Math.min(next, node.resetDueMs);
+      if (node.crashAtMs !== null) next = Math.min(next, node.crashAtMs);
       for (const local of node.localEvents) next = Math.min(next, local.atMs);
     }
     if (!this.clientsPaused) for (const client of this.clients) if (!client.busy) next = Math.min(next, client.nextMs);
@@ -478,6 +617,7 @@ export class LogSimulation {
       for (const node of this.nodes) if (node.machine !== null) this.crash(node, true);
     }
     this.disrupt();
+    this.armEveryNodeFailure();
     this.deliverMessages();
     for (const node of this.nodes) this.runNode(node);
     this.submitRequests();
@@ -485,13 +625,15 @@ export class LogSimulation {
     for (const node of this.nodes) this.stepNode(node, { kind: 'flush', nowMs: this.nowMs });
     for (const node of this.nodes) this.settle(node);
     this.crashExposed();
+    this.crashAfterFailure();
     this.checkInvariants();
+    this.noteEveryReplicaUntrusted();
   }
 
   private runNode(node: SimNode): void {
     if (node.machine === null) {
       // With `emptyAll`, a node crashed around the emptying comes back even in a run without faults.
-      const mayBoot = this.faultsOn || this.healed || this.options.emptyAll !== null;
+      const mayBoot = this.faultsOn || this.healed || this.options.emptyAll !== null || this.options.storeFailures !== null;
       if (node.downUntilMs <= this.nowMs && mayBoot) this.boot(node);
       return;
     }
@@ -500,6 +642,7 @@ export class LogSimulation {
       node.fsync = null;
       this.settle(node);
     }
+    if (node.resetDueMs !== null && node.resetDueMs <= this.nowMs) this.tellUntrusted(node);
     const due = node.localEvents.filter((local) => local.atMs <= this.nowMs);
     if (due.length > 0) node.localEvents = node.localEvents.filter((local) => local.atMs > this.nowMs);
     for (const local of due) this.stepNode(node, local.event);
@@ -582,6 +725,7 @@ export class LogSimulation {
   /** Carries out an effect that left the process: the model replica and network see it now. */
   private execute(node: SimNode, effect: OutwardEffect, transferIndex: number): void {
     this.checkClaim(node, effect);
+    if (isStoreEffect(effect) && !this.storeAccepts(node, effect)) return;
     switch (effect.kind) {
       case 'send':
         return this.transmit(node.id, effect.to, effect.message);
@@ -616,6 +760,176 @@ export class LogSimulation {
         throw new Error(`unknown effect ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  // ------------------------------------------------------------ failed store effects
+
+  /**
+   * What the controller's replica does with a store effect after a failure: a suspect replica
+   * refuses it; a told one must not be asked (that would serve from an untrusted replica); a reset
+   * trusts it again. Otherwise an apply, put or fetch may fail now. True: carry it out as usual.
+   */
+  private storeAccepts(node: SimNode, effect: StoreEffect): boolean {
+    if (node.trust === 'suspect') {
+      this.refuseStoreEffect(node, effect);
+      return false;
+    }
+    if (effect.kind === 'reset') {
+      node.trust = 'trusted';
+      return true;
+    }
+    if (node.trust === 'told') throw new Error(`${node.id} runs ${effect.kind} on its replica after being told it missed a write, before resetting it`);
+    if ((effect.kind !== 'apply' && effect.kind !== 'put' && effect.kind !== 'fetch') || !this.storeFails(node)) return true;
+    this.failStoreEffect(node, effect);
+    return false;
+  }
+
+  /**
+   * Whether this apply, put or fetch fails: the next one after `everyNodeAtMs` armed it, or, in the
+   * faulty phase on a chosen node, at the rate, while another node could rebuild it.
+   */
+  private storeFails(node: SimNode): boolean {
+    const failures = this.options.storeFailures;
+    if (failures === null) return false;
+    if (node.failNext) {
+      node.failNext = false;
+      return true;
+    }
+    if (this.healed || !failures.nodes.includes(this.nodes.indexOf(node))) return false;
+    if (this.failureRandom() >= failures.rate) return false;
+    return this.nodes.some((other) => other !== node && this.canRebuildOthers(other));
+  }
+
+  /**
+   * Whether a node could serve the others a transfer: it runs a valid replica that is not
+   * distrusted, applied as far as every running node's snapshot. (A valid replica that lags
+   * behind a snapshot holds nothing to rebuild from; if it were the only valid one, every replica
+   * holding data would be merely untrusted, and the cluster waits by design.)
+   */
+  private canRebuildOthers(node: SimNode): boolean {
+    const view = node.machine?.inspect();
+    if (view === undefined || !view.replicaValid || this.distrusted(node)) return false;
+    return this.nodes.every((other) => view.appliedIndex >= (other.machine?.inspect().snapshotIndex ?? 0));
+  }
+
+  /**
+   * The backend failed mid-write: the apply took effect or not, each of a put's entries was
+   * written or not (no known state then), a fetch answers nothing. The replica is suspect until
+   * the machine is told, 1–50 ms later; a client waiting on the apply gets SERVER_ERROR.
+   */
+  private failStoreEffect(node: SimNode, effect: Extract<StoreEffect, { kind: 'apply' | 'put' | 'fetch' }>): void {
+    this.result.storeFailures += 1;
+    node.trust = 'suspect';
+    node.resetDueMs = this.nowMs + 1 + Math.floor(this.failureRandom() * UNTRUSTED_RESET_DELAY_MAX_MS);
+    if (this.failureRandom() < (this.options.storeFailures?.crashChance ?? 0)) {
+      if (this.failureRandom() < 0.5) node.crashWhenTold = true;
+      else node.crashAtMs = this.nowMs + Math.floor(this.failureRandom() * (node.resetDueMs - this.nowMs));
+    }
+    switch (effect.kind) {
+      case 'apply':
+        if (this.failureRandom() < 0.5) this.onApply(node, { ...effect, requestId: null });
+        else this.learnUnapplied(node, effect);
+        if (effect.requestId !== null) this.complete(node, effect.requestId, BACKEND_FAILED, null);
+        return;
+      case 'put':
+        for (const [key, entry] of effect.entries) if (this.failureRandom() < 0.5) node.replica.set(key, entry);
+        // Some entries over a replica reset for them or not: no state the simulator can name.
+        node.replicaIndex = null;
+        node.startOverPutPending = false;
+        return;
+      case 'fetch':
+        return;
+      default: {
+        const never: never = effect;
+        throw new Error(`unknown store effect ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** A failed apply that did not take effect: the replica stays where it was; the op is still known. */
+  private learnUnapplied(node: SimNode, effect: Extract<StoreEffect, { kind: 'apply' }>): void {
+    const index = Number(effect.cas);
+    const previous = node.replicaIndex;
+    if (previous === null) throw new Error(`${node.id} applies ${index} onto an unknown replica`);
+    // As in onApply: applies run in index order, so what lies between is no-ops.
+    for (let gap = previous + 1; gap < index; gap += 1) this.learn(gap, null, 0, node.id);
+    this.learn(index, effect.op, effect.nowMs, node.id);
+  }
+
+  /** A suspect replica refuses every call (src/store/replica.ts): replies are SERVER_ERROR, completions never come. */
+  private refuseStoreEffect(node: SimNode, effect: StoreEffect): void {
+    this.result.storeEffectsRefused += 1;
+    switch (effect.kind) {
+      case 'apply':
+        // Committed all the same: what sits at its index is known.
+        this.learn(Number(effect.cas), effect.op, effect.nowMs, node.id);
+        if (effect.requestId !== null) this.complete(node, effect.requestId, BACKEND_REFUSED, null);
+        return;
+      case 'read':
+        return this.complete(node, effect.requestId, BACKEND_REFUSED, null);
+      case 'put':
+        node.startOverPutPending = false;
+        return;
+      case 'fetch':
+      case 'purge':
+      case 'reset':
+        return;
+      default: {
+        const never: never = effect;
+        throw new Error(`unknown store effect ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /**
+   * The controller's health poll finds the backend answering and tells the machine (as its
+   * `runQueued` does): step the reset, fsync and release what was held (refused: it was issued
+   * before the reset), trust the replica again, then carry out the machine's answer.
+   */
+  private tellUntrusted(node: SimNode): void {
+    node.resetDueMs = null;
+    const machine = node.machine;
+    if (machine === null) return;
+    this.result.untrustedResets += 1;
+    const effects = machine.step({ kind: 'backend_reset', nowMs: this.nowMs, emptied: false });
+    this.syncNow(node);
+    node.trust = 'told';
+    for (const effect of effects) this.carryOut(node, effect);
+  }
+
+  /** The backend restarted empty: the controller's reset says so (emptied), superseding a failure's. */
+  private forgetStoreFailure(node: SimNode): void {
+    node.trust = 'trusted';
+    node.resetDueMs = null;
+  }
+
+  /** `everyNodeAtMs`: once due, every node compacted and the cluster healthy, every node's next store effect fails. */
+  private armEveryNodeFailure(): void {
+    const anchorMs = this.everyNodeFailAnchorMs;
+    if (anchorMs === null || this.nowMs < anchorMs || this.healed || !this.healthy()) return;
+    if (this.nodes.some((node) => node.trust !== 'trusted' || (node.machine?.inspect().snapshotIndex ?? 0) === 0)) return;
+    this.everyNodeFailAnchorMs = null;
+    for (const node of this.nodes) node.failNext = true;
+  }
+
+  /**
+   * `crashChance`: the failing node's controller crashes while its replica is suspect, or at the
+   * end of the turn in which its machine was told (what it wrote in answer maybe not durable).
+   */
+  private crashAfterFailure(): void {
+    for (const node of this.nodes) {
+      const due = (node.crashAtMs !== null && node.crashAtMs <= this.nowMs) || (node.crashWhenTold && node.trust === 'told');
+      if (!due || node.machine === null) continue;
+      this.crash(node);
+    }
+  }
+
+  /** Notes the first moment every machine was told its replica missed a write and none is valid. */
+  private noteEveryReplicaUntrusted(): void {
+    if (this.everyUntrustedAtMs !== null || !this.nodes.every((node) => node.trust === 'told')) return;
+    if (this.nodes.some((node) => node.machine === null || node.machine.inspect().replicaValid)) return;
+    this.everyUntrustedAtMs = this.nowMs;
+    this.result.everyReplicaUntrusted = true;
   }
 
   /** A store operation's completion reaches the machine as an event 1–5 ms later. */
@@ -799,6 +1113,7 @@ export class LogSimulation {
       throw new Error(`${node.id} served ${opKey(request.op)} at ${position}, older than ${request.lowerBound} which completed before it started`);
     }
     this.result.repliesOk += 1;
+    if (this.everyUntrustedAtMs !== null) this.result.repliesOkAfterEveryUntrusted += 1;
     if (request.op.kind !== 'get') this.onWriteAcked(request, position);
     this.completedPosition = Math.max(this.completedPosition, position);
     client.sessionPosition = Math.max(client.sessionPosition, position);
@@ -858,6 +1173,7 @@ export class LogSimulation {
     if (node.machine !== null) this.syncNow(node);
     node.replica.clear();
     node.replicaIndex = 0;
+    this.forgetStoreFailure(node);
     if (node.machine === null) {
       node.replicaLost = true;
       return;
@@ -899,9 +1215,12 @@ export class LogSimulation {
     const index = this.startOverIndexOf(effect);
     if (index === null) return;
     const holder = this.nodes.find(
-      (other) => other.replicaIndex !== 0 && (other.replicaIndex === null || other.replicaIndex >= index) && this.reliesOnReplica(other),
+      (other) =>
+        other.replicaIndex !== 0 &&
+        (other.replicaIndex === null || other.replicaIndex >= index) &&
+        (this.reliesOnReplica(other) || other.trust !== 'trusted'),
     );
-    if (holder !== undefined) throw new Error(`${node.id} started over at ${index} while ${holder.id} holds the state at ${holder.replicaIndex}`);
+    if (holder !== undefined) throw new Error(`${node.id} started over at ${index} while ${holder.id} holds the state at ${holder.replicaIndex} (replica ${holder.trust})`);
     this.result.startOvers += 1;
     this.result.startOverIndex = index;
     this.startOverBase = index;
@@ -954,6 +1273,7 @@ export class LogSimulation {
         if (node.machine !== null) this.syncNow(node);
         node.replica.clear();
         node.replicaIndex = 0;
+        this.forgetStoreFailure(node);
         this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
       }
     }
@@ -1010,6 +1330,8 @@ export class LogSimulation {
     if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
     // Nothing may still wait for an fsync: the replicas must hold what the machines applied.
     if (this.nodes.some((node) => node.held.length > 0 || node.syncedRecords < node.writtenRecords)) return false;
+    // A suspect replica refuses writes until its machine is told: it is not rebuilt yet.
+    if (this.nodes.some((node) => this.distrusted(node))) return false;
     const leaders = views.filter((view) => view?.role === 'leader');
     if (leaders.length !== 1) return false;
     // Followers must be in touch with the leader, or one may start an election right after.
@@ -1111,4 +1433,9 @@ export const SIM_FAILURE_TIMEOUT_MS = FAILURE_TIMEOUT_MS;
 /** Runs one seed with defaults; convenient for replaying a failure. */
 export function simulate(seed: number, mode: LogMode, overrides: Partial<SimOptions> = {}): SimResult {
   return new LogSimulation({ ...SIM_DEFAULTS, seed, mode, ...overrides }).run();
+}
+
+/** Runs one seed through `LogSimulation.stall` (no convergence demanded), for `storeFailures.everyNodeAtMs`. */
+export function simulateStall(seed: number, mode: LogMode, overrides: Partial<SimOptions> = {}): SimResult {
+  return new LogSimulation({ ...SIM_DEFAULTS, seed, mode, ...overrides }).stall();
 }
