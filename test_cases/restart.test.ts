@@ -2,10 +2,12 @@
  * Controllers that go away and come back, as real processes over real memcached, with a log that
  * compacts every few entries: a restarted controller replays its log onto the replica it kept
  * without applying anything twice (incr and append would show it), the whole cluster restarts
- * after compaction and still serves, and a memcached emptied while its controller was down is
- * noticed at start and rebuilt from the peers.
+ * after compaction and still serves, every memcached emptied at once after compaction makes the
+ * leader start over from the log (the replicas then agree and take writes), and a memcached emptied
+ * while its controller was down is noticed at start and rebuilt from the peers.
  */
 
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
@@ -81,6 +83,20 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     expect(first).toEqual(['counter=23', `${before[0][1]}012`, 'plain=7']);
     for (const view of others) expect(view).toEqual(first);
   }, 90_000);
+
+  it('every memcached emptied after compaction: the cluster starts over from the log, agrees, and takes writes again', async () => {
+    await writeRound(8);
+    await Promise.all(cluster.nodes.map((node) => cluster.restartBackend(node.id)));
+    // Each controller notices its memcached restarted; nobody can rebuild from a peer, so the
+    // leader starts over from the log after its snapshot and the others copy it.
+    await command(cluster.nodes[2].clientPort, 'set fresh 0 0 3\r\nnew\r\n', 'set');
+    const views = await readAll(cluster, [...keys, 'fresh']);
+    expect(views[0]).toContain('fresh=new');
+    expect(views[1]).toEqual(views[0]);
+    expect(views[2]).toEqual(views[0]);
+    const logs = cluster.nodes.map((node) => readFileSync(cluster.logFile(node.id), 'utf8')).join('\n');
+    expect(logs).toMatch(/starting over from an empty replica/);
+  }, 60_000);
 
   it('a memcached emptied while its controller was down is rebuilt from the peers', async () => {
     const before = await readAll(cluster, keys);
