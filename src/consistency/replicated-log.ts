@@ -785,7 +785,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     assert(this.role !== 'leader', `two leaders in term ${this.term}`);
     if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
-    this.leaderReplicaEpoch = Math.max(this.leaderReplicaEpoch, message.replicaEpoch);
+    this.leaderReplicaEpoch = Math.max(this.leaderReplicaEpoch, message.replicaEpoch ?? 0);
     this.lastLeaderContactMs = this.nowMs;
     this.resetElectionTimer();
     const reply = this.appendEntries(message);
@@ -874,8 +874,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (progress === undefined) return;
     progress.lastAckMs = this.nowMs;
     progress.ackedRound = Math.max(progress.ackedRound, message.round);
-    progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch);
-    progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex);
+    progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch ?? 0);
+    progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex ?? -1);
     if (message.success) {
       progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
       // What it committed on its own (see appendEntries) needs no commit notice.
@@ -1330,7 +1330,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private onTransferRequest(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_request' }>): void {
     if (this.startTransfer(from, message.minIndex) || this.replicaValid || !message.emptied) return;
     // Only an ask that has seen our replica lost: no transfer of ours can rebuild it any more.
-    if (this.role !== 'leader' || message.term !== this.term || message.replicaEpoch !== this.replicaEpoch) return;
+    if (this.role !== 'leader' || message.term !== this.term || (message.replicaEpoch ?? 0) !== this.replicaEpoch) return;
     this.transferAskedMs.set(from, this.nowMs);
     this.startOverIfEveryReplicaLost();
   }
@@ -1423,7 +1423,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
    */
   private onTransferChunk(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_chunk' }>): void {
     if (message.term !== this.term || (this.role !== 'leader' && from !== this.leader)) return;
-    if (this.role !== 'leader' && message.replicaEpoch < this.leaderReplicaEpoch) return;
+    if (this.role !== 'leader' && (message.replicaEpoch ?? 0) < this.leaderReplicaEpoch) return;
     if (this.replicaValid && message.index <= this.appliedIndex) return;
     if (message.index < this.log.snapshotIndex) return;
     let incoming = this.incoming;

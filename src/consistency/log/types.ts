@@ -69,8 +69,8 @@ export type LogMessage =
        * the follower may serve them once it accepts it (see ReplicatedLog, "reads").
        */
       reads: Array<[batchId: number, readIndex: number]>;
-      /** The leader's replica epoch (see `transfer_chunk`). */
-      replicaEpoch: number;
+      /** The leader's replica epoch (see `transfer_chunk`); absent from older peers: 0. */
+      replicaEpoch?: number;
     }
   /** `matchIndex` when success; else `hintIndex`, the first index the leader should send. */
   | {
@@ -83,10 +83,13 @@ export type LogMessage =
       seq: number;
       /** The follower's commit index: what it knows is committed needs no commit notice. */
       commitIndex: number;
-      /** The greatest replica epoch the follower has seen from this leader. */
-      replicaEpoch: number;
-      /** The follower's last log index (a follower whose log ends before the leader's snapshot needs a transfer). */
-      lastIndex: number;
+      /** The greatest replica epoch the follower has seen from this leader (absent from older peers: 0). */
+      replicaEpoch?: number;
+      /**
+       * The follower's last log index: one whose log ends before the leader's snapshot needs a
+       * transfer (absent from older peers: unknown).
+       */
+      lastIndex?: number;
     }
   /** Writes received by a follower, batched per step, for the leader to append. */
   | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
@@ -100,18 +103,20 @@ export type LogMessage =
    * holds nothing the logs cannot give back (its backend restarted empty, not merely missed a
    * write). `replicaEpoch`: the greatest replica epoch the asker has seen from its leader.
    */
-  | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean; replicaEpoch: number }
+  | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean; replicaEpoch?: number }
   /**
    * One chunk of a replica as of `index` (whose entry has term `indexTerm`). `replicaEpoch`: the
    * sender's replica epoch when it read it. A node's epoch grows each time its replica is lost,
    * and its appends carry it; a follower drops a chunk of an epoch older than one it has seen, so
    * a transfer still in flight when the sender's replica was lost is never installed after the
-   * follower told the leader it has no replica.
+   * follower told the leader it has no replica. (The epoch fields are optional so that a node of
+   * an earlier release, which sends none, still works with this one: its asks never count toward a
+   * start-over.)
    */
   | {
       kind: 'transfer_chunk';
       term: number;
-      replicaEpoch: number;
+      replicaEpoch?: number;
       transferId: number;
       index: number;
       indexTerm: number;
