@@ -494,6 +494,26 @@ describe('bounds', () => {
     expect(queues.drain(N2, T0)[0].entries).toEqual([['k', entry('new', 9n)]]);
   });
 
+  it('drops a queued write superseded before its peer came back, and keeps the current ones', () => {
+    const m = machine(N1);
+    boot(m, [], [N3]);
+    const writeAt = (key: string, nowMs: number): bigint => {
+      const write = m.step({ kind: 'request', nowMs, requestId: asRequestId(nowMs), session: 1, op: setOp(key, 'old') });
+      const [fetch] = ofKind(write, 'fetch');
+      const cas = ofKind(write, 'apply')[0].cas;
+      m.step({ kind: 'fetched', nowMs: nowMs + 1, token: fetch.token, entries: [[key, entry('old', cas)]] });
+      return cas;
+    };
+    const superseded = writeAt('a', T0 + 20);
+    const kept = writeAt('b', T0 + 60);
+    // N3 writes `a` later; merged here, it supersedes what still waits for N2.
+    const merged = m.step(message(N3, { kind: 'push', batch: 5, entries: [['a', entry('newer', superseded + 16n)]] }, T0 + 100));
+    m.step({ kind: 'applied', nowMs: T0 + 101, token: ofKind(merged, 'put')[0].token ?? -1 });
+    const back = m.step({ kind: 'tick', nowMs: T0 + 200, peersUp: [N2, N3] });
+    const toN2 = sent(back, 'push').filter((push) => push.to === N2);
+    expect(toN2.flatMap((push) => push.message.entries.map(([key, queued]) => `${key}@${queued.cas}`))).toEqual([`b@${kept}`]);
+  });
+
   it('sends no pushes to a peer that is down, and reports them as queued', () => {
     const m = machine(N1);
     boot(m, [], [N3]);

@@ -449,10 +449,24 @@ export class EventualMachine implements Machine<EventualMessage> {
   private drainAll(out: Out): void {
     for (const peer of this.peers) {
       if (!this.peersUp.has(peer)) continue;
-      for (const { batch, entries } of this.pushes.drain(peer, this.nowMs)) {
+      for (const { batch, entries } of this.pushes.drain(peer, this.nowMs, (key, entry) => this.stillCurrent(key, entry.cas))) {
         out.push({ kind: 'send', to: peer, message: { kind: 'push', batch, entries } });
       }
     }
+  }
+
+  /**
+   * Whether a version queued for a peer is still worth sending: no later version of the key is
+   * indexed, and no later tombstone was purged. An entry that waited in a queue (its peer was down
+   * or its window full) past the key's next write, or past a delete that every replica has since
+   * collected, would only be overwritten there, or, once the purge is forgotten, bring the value
+   * back.
+   */
+  private stillCurrent(key: string, version: bigint): boolean {
+    const indexed = this.index.get(key);
+    if (indexed !== undefined) return indexed.version <= version;
+    const purged = this.purged.get(key);
+    return purged === undefined || version >= purged.version;
   }
 
   private onPush(from: PeerId, batch: number, entries: KeyedEntry[], out: Out): void {

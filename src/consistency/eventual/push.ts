@@ -73,16 +73,21 @@ export class PushQueues {
     return true;
   }
 
-  /** Take the batches the window allows for `peer`; each gets a batch id. */
-  drain(peer: PeerId, nowMs: number): Array<{ batch: number; entries: KeyedEntry[] }> {
+  /**
+   * Take the batches the window allows for `peer`; each gets a batch id. Entries `keep` turns down
+   * (superseded since they were queued) leave the queue unsent.
+   */
+  drain(peer: PeerId, nowMs: number, keep: (key: string, entry: Entry) => boolean = () => true): Array<{ batch: number; entries: KeyedEntry[] }> {
     const queue = this.queues.get(peer);
     const batches: Array<{ batch: number; entries: KeyedEntry[] }> = [];
     if (queue === undefined) return batches;
     while (queue.queued.size > 0 && queue.inFlight.size < this.limits.windowBatchesMax) {
+      const entries = this.takeBatch(queue, keep);
+      if (entries.length === 0) break;
       const batch = this.nextBatch;
       this.nextBatch += 1;
       queue.inFlight.set(batch, nowMs);
-      batches.push({ batch, entries: this.takeBatch(queue) });
+      batches.push({ batch, entries });
     }
     return batches;
   }
@@ -117,17 +122,18 @@ export class PushQueues {
     queue.inFlight.clear();
   }
 
-  private takeBatch(queue: PeerQueue): KeyedEntry[] {
+  private takeBatch(queue: PeerQueue, keep: (key: string, entry: Entry) => boolean): KeyedEntry[] {
     const entries: KeyedEntry[] = [];
     let bytes = 0;
     for (const [key, entry] of queue.queued) {
       const size = entryBytes(key, entry);
       const fits = entries.length < this.limits.batchEntriesMax && bytes + size <= this.limits.batchBytesMax;
       if (entries.length > 0 && !fits) break;
-      entries.push([key, entry]);
-      bytes += size;
       queue.queued.delete(key);
       queue.queuedBytes -= size;
+      if (!keep(key, entry)) continue;
+      entries.push([key, entry]);
+      bytes += size;
     }
     return entries;
   }
