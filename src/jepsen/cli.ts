@@ -29,6 +29,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('backend', { choices: ['memcache', 'memory'] as const, default: 'memcache' as const, describe: 'replica store' })
       .option('fault-ms', { type: 'number', default: 3000, describe: 'mean length of a fault window' })
       .option('heal-ms', { type: 'number', default: 2000, describe: 'mean length of a heal window' })
+      .option('compact-after', { type: 'number', default: 10_000, describe: 'compact each log once this many applied entries follow its snapshot (small: rebuilds need state transfers)' })
       .option('call-timeout-ms', { type: 'number', default: 1000, describe: 'a call with no reply after this long is indeterminate' })
       .option('check-timeout-ms', { type: 'number', default: 60_000, describe: 'checker budget; past it the verdict is unknown' })
       .option('unsafe-no-replication', { type: 'boolean', default: false, hidden: true, describe: 'run the deliberately broken cluster' })
@@ -40,7 +41,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
     const kinds = parseNemesisKinds(args.nemesis);
     if (!kinds.ok) return { ok: false, error: kinds.error };
     const positive = (name: string, value: number): string | null => (Number.isFinite(value) && value > 0 ? null : `--${name} must be a positive number`);
-    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys);
+    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys) ?? positive('compact-after', args['compact-after']);
     if (problem !== null) return { ok: false, error: problem };
     return {
       ok: true,
@@ -49,6 +50,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
         clients: Math.floor(args.clients), keys: Math.floor(args.keys), reportDir: args.report, seed: args.seed,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
+        compactAfterEntries: Math.floor(args['compact-after']),
       },
     };
   } catch (error) {

@@ -47,6 +47,8 @@ export interface JepsenOptions {
   replication?: boolean;
   heartbeatIntervalMs?: number;
   failureTimeoutMs?: number;
+  /** Compact each write-ahead log once this many applied entries follow its snapshot (default 10,000). */
+  compactAfterEntries?: number;
   /** A call with no reply after this long is indeterminate (default 1000). */
   callTimeoutMs?: number;
   /** Pause between a client's calls, drawn in [0, thinkMs] (default 10). */
@@ -106,6 +108,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
     cluster = await Cluster.start({
       mode: resolved.mode, backend: resolved.backend, proxies: true, replication: resolved.replication,
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
+      compactAfterEntries: resolved.compactAfterEntries,
     });
     clustersRunning.add(cluster);
     throwIfAborted(resolved.signal);
@@ -126,7 +129,7 @@ function resolveOptions(options: JepsenOptions): Resolved {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, seed: Date.now() % 2 ** 31,
-    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500,
+    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000,
     callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
     log: () => undefined,
