@@ -1,62 +1,17 @@
 /**
  * `npm run jepsen -- --cons MODE --nemesis kill,pause,partition,backend-restart --time S
- * --clients N [--keys K] [--report DIR] [--seed N]`: the fault runner from the command line.
+ * --clients N [--keys K] [--report DIR] [--seed N] [--compact-after N]`: the fault runner from the
+ * command line (flags: args.ts).
  *
  * Exit codes: 0 the mode's promise held, 1 a violation (the checker's explanation is printed),
  * 2 the checker gave up, 3 the run itself failed (bad flags, the cluster did not start), 130 on
  * Ctrl-C. A first Ctrl-C stops the run and cleans up; a second one kills what it started at once.
  */
 
-import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { parseMode } from '../config.ts';
-import { parseNemesisKinds } from './nemesis.ts';
+import { parseArguments } from './args.ts';
 import { formatVerdict } from './report.ts';
-import { killStartedProcesses, runJepsen, type JepsenOptions } from './runner.ts';
-
-/** Parses the flags into runner options, or a one-line error. */
-export async function parseArguments(argv: string[]): Promise<{ ok: true; options: JepsenOptions } | { ok: false; error: string }> {
-  try {
-    const args = await yargs(argv)
-      .scriptName('npm run jepsen --')
-      .option('cons', { type: 'string', demandOption: true, describe: 'linearizability | sequential | eventual' })
-      .option('nemesis', { type: 'string', default: 'none', describe: 'comma list of kill, pause, partition, backend-restart (or none)' })
-      .option('time', { type: 'number', default: 10, describe: 'seconds the clients run' })
-      .option('clients', { type: 'number', default: 6, describe: 'concurrent clients, spread over the three controllers' })
-      .option('keys', { type: 'number', default: 3, describe: 'keys the clients share' })
-      .option('report', { type: 'string', describe: 'report folder (default reports/<mode>-<timestamp>/)' })
-      .option('seed', { type: 'number', describe: 'seed of the workload and the fault schedule' })
-      .option('backend', { choices: ['memcache', 'memory'] as const, default: 'memcache' as const, describe: 'replica store' })
-      .option('fault-ms', { type: 'number', default: 3000, describe: 'mean length of a fault window' })
-      .option('heal-ms', { type: 'number', default: 2000, describe: 'mean length of a heal window' })
-      .option('compact-after', { type: 'number', default: 10_000, describe: 'compact each log once this many applied entries follow its snapshot (small: rebuilds need state transfers)' })
-      .option('call-timeout-ms', { type: 'number', default: 1000, describe: 'a call with no reply after this long is indeterminate' })
-      .option('check-timeout-ms', { type: 'number', default: 60_000, describe: 'checker budget; past it the verdict is unknown' })
-      .option('unsafe-no-replication', { type: 'boolean', default: false, hidden: true, describe: 'run the deliberately broken cluster' })
-      .strict()
-      .fail((message, error) => {
-        throw new Error(message ?? String(error));
-      })
-      .parseAsync();
-    const kinds = parseNemesisKinds(args.nemesis);
-    if (!kinds.ok) return { ok: false, error: kinds.error };
-    const positive = (name: string, value: number): string | null => (Number.isFinite(value) && value > 0 ? null : `--${name} must be a positive number`);
-    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys) ?? positive('compact-after', args['compact-after']);
-    if (problem !== null) return { ok: false, error: problem };
-    return {
-      ok: true,
-      options: {
-        mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
-        clients: Math.floor(args.clients), keys: Math.floor(args.keys), reportDir: args.report, seed: args.seed,
-        backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
-        replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
-        compactAfterEntries: Math.floor(args['compact-after']),
-      },
-    };
-  } catch (error) {
-    return { ok: false, error: error instanceof Error ? error.message.split('\n')[0] : String(error) };
-  }
-}
+import { killStartedProcesses, runJepsen } from './runner.ts';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = await parseArguments(argv);
