@@ -101,7 +101,8 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
  * transfer fetch sharing a token (D), the node that started over restarting before it trusted its
  * replica and asking as if it held data. Against first versions of the fixes: a transfer still in
  * flight when the leader's own replica was lost (E), a peer taken for lagging from a reply's hint
- * (F), a restart after a start-over and a compaction.
+ * (F), a restart after a start-over and a compaction. Found by review: an ask the leader counted
+ * before losing its replica a second time (seed 259, with store failures).
  */
 describe('replicated log start-over: seeds that found faults', () => {
   const cases: Array<[name: string, seed: number, mode: (typeof MODES)[number], faults: boolean, crash: EmptyAllOptions['crash']]> = [
@@ -114,6 +115,15 @@ describe('replicated log start-over: seeds that found faults', () => {
     ['restart of the node that started over, before it trusted its replica', 129, 'linearizability', false, 'after'],
     ['restart after a start-over and a compaction', 79, 'sequential', false, 'after'],
   ];
+  it('an ask counted before the leader lost its replica a second time: seed 259, sequential, with store failures', () => {
+    const result = simulate(259, 'sequential', {
+      faults: true, safetyMs: 4_000, compactionThresholdEntries: 8,
+      emptyAll: { atMs: 1_500, windowMs: 100, crash: 'none', whenHealthy: false },
+      storeFailures: { nodes: [0, 1, 2], rate: 0.1, crashChance: 0.2, everyNodeAtMs: null },
+    });
+    expect(result.emptyAllRan).toBe(true);
+  });
+
   for (const [name, seed, mode, faults, crash] of cases) {
     it(`${name}: seed ${seed}, ${mode}, faults ${faults}, crash ${crash}`, () => {
       const result = simulate(seed, mode, { faults, safetyMs: 4_000, compactionThresholdEntries: 8, emptyAll: { atMs: 1_500, windowMs: 200, crash, whenHealthy: false } });

@@ -276,6 +276,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
           this.term = record.term;
           this.votedFor = record.votedFor;
           this.incarnation = record.incarnation;
+          this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
           break;
         case 'entries':
           for (const entry of record.entries) {
@@ -296,6 +297,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
           this.term = record.term;
           this.votedFor = record.votedFor;
           this.incarnation = record.incarnation;
+          this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
           this.log.resetTo(record.snapshotIndex, record.snapshotTerm);
           this.log.append(record.entries);
           break;
@@ -348,6 +350,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
       // The reset waits for the transfer: if no peer can serve one, the replica is kept.
       this.replicaValid = false;
       this.replicaEpoch += 1;
+      // Asks counted before this loss were answered, or could have been, by the replica we had.
+      this.transferAskedMs.clear();
       this.transferMinIndex = this.log.snapshotIndex;
       this.nextTransferRequestMs = this.nowMs;
     }
@@ -659,8 +663,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private becomeFollower(term: number, leader: PeerId | null): void {
     this.leaveLeadership('no quorum: leadership lost');
-    // Epochs are a leader's own, within its term (a restarted node leads only in a later term).
-    if (term > this.term || leader !== this.leader) this.leaderReplicaEpoch = 0;
+    // Epochs are the term's leader's own (one leader per term; a restarted node leads only in a
+    // later term), so what was seen is forgotten only with the term, not when the leader is lost.
+    if (term > this.term) this.leaderReplicaEpoch = 0;
     if (term > this.term) {
       this.term = term;
       this.votedFor = null;
@@ -785,7 +790,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     assert(this.role !== 'leader', `two leaders in term ${this.term}`);
     if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
-    this.leaderReplicaEpoch = Math.max(this.leaderReplicaEpoch, message.replicaEpoch ?? 0);
+    if ((message.replicaEpoch ?? 0) > this.leaderReplicaEpoch) {
+      // Remembered across a restart: a chunk older than it must stay refused (see onTransferChunk).
+      this.leaderReplicaEpoch = message.replicaEpoch ?? 0;
+      this.persistHardState();
+    }
     this.lastLeaderContactMs = this.nowMs;
     this.resetElectionTimer();
     const reply = this.appendEntries(message);
@@ -1417,13 +1426,20 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /**
-   * Installs only a transfer of this term from this term's leader, or, as the leader, from a peer:
-   * a follower that asked its leader for one (telling it its replica was lost) is rebuilt by that
-   * leader or not at all, which the leader's start-over relies on.
+   * Installs only a transfer of this term: as a follower, from this term's leader and not older
+   * than the leader's replica epoch it has seen; as the leader, from any peer, but only while it
+   * waits for one. So a follower that asked its leader for one (telling it its replica was lost)
+   * is rebuilt by that leader or not at all, and a start-over is never overwritten by a late chunk:
+   * both of which the leader's start-over relies on.
    */
   private onTransferChunk(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_chunk' }>): void {
-    if (message.term !== this.term || (this.role !== 'leader' && from !== this.leader)) return;
-    if (this.role !== 'leader' && (message.replicaEpoch ?? 0) < this.leaderReplicaEpoch) return;
+    if (message.term !== this.term) return;
+    if (this.role === 'leader') {
+      // Only while it waits for one: a late chunk must not replace what a start-over began.
+      if (this.transferMinIndex === null) return;
+    } else if (from !== this.leader || (message.replicaEpoch ?? 0) < this.leaderReplicaEpoch) {
+      return;
+    }
     if (this.replicaValid && message.index <= this.appliedIndex) return;
     if (message.index < this.log.snapshotIndex) return;
     let incoming = this.incoming;
@@ -1474,7 +1490,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.commitIndex = Math.max(this.commitIndex, index);
     this.appliedIndex = index;
     this.replicaValid = true;
-    // Reset above: until the puts complete (trusted), it holds nothing a peer does not.
+    // Reset above: until the puts are confirmed (trusted), it counts as emptied still. If every
+    // replica is lost meanwhile, a start-over may discard it: what it holds up to the snapshot is
+    // what the README says such a loss costs, and after the snapshot is in the logs.
     this.replicaEmptied = true;
     this.transferMinIndex = null;
     if (this.catchUpIndex === null && this.role === 'follower' && this.leader === incoming.from) this.catchUpIndex = index;
@@ -1504,7 +1522,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private persistHardState(): void {
-    this.persist({ kind: 'hard', term: this.term, votedFor: this.votedFor, incarnation: this.incarnation }, false);
+    this.persist({ kind: 'hard', term: this.term, votedFor: this.votedFor, incarnation: this.incarnation, leaderReplicaEpoch: this.leaderReplicaEpoch }, false);
   }
 
   private persistSnapshot(): void {
@@ -1515,6 +1533,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         term: this.term,
         votedFor: this.votedFor,
         incarnation: this.incarnation,
+        leaderReplicaEpoch: this.leaderReplicaEpoch,
         snapshotIndex: this.log.snapshotIndex,
         snapshotTerm: this.log.snapshotTerm,
         entries: this.log.entries.slice(),

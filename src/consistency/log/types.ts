@@ -129,7 +129,8 @@ export type LogMessageKind = LogMessage['kind'];
 
 /** What a node writes to its write-ahead file; handed back in order on restart. */
 export type LogRecord =
-  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number }
+  /** `leaderReplicaEpoch`: the greatest replica epoch seen from this term's leader (absent: 0). */
+  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch?: number }
   | { kind: 'entries'; entries: LogEntry[] }
   /** Entries from `fromIndex` on were removed (a conflicting suffix). */
   | { kind: 'truncate'; fromIndex: number }
@@ -139,6 +140,7 @@ export type LogRecord =
       term: number;
       votedFor: PeerId | null;
       incarnation: number;
+      leaderReplicaEpoch?: number;
       snapshotIndex: number;
       snapshotTerm: number;
       entries: LogEntry[];
