@@ -52,6 +52,18 @@ export interface ControllerOptions {
 
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
+/**
+ * Most of its memory a backend may hold before a controller refuses writes that add data. memcached
+ * started with -M refuses a write it has no room for, and the replicas hold the same data, so that
+ * write would fail at every replica at once and leave none that a peer could rebuild from; a clear
+ * refusal up front keeps the cluster serving. The margin covers memcached's slab overhead (item
+ * sizes round up to the next of its size classes) and the writes of one poll interval.
+ */
+const backendMemoryUseMax = 0.7;
+/** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
+const itemOverheadBytes = 56;
+const outOfMemoryReply: Reply = { kind: 'server_error', message: 'out of memory storing object' };
+
 /** A request the mode never answered is failed after this long, so no client hangs forever. */
 const requestTimeoutMs = 15_000;
 const backendPollIntervalMs = 1000;
@@ -104,6 +116,8 @@ export class Controller {
    * believing it had seen that restart, and trust it.
    */
   private epochAfterReset: string | null = null;
+  /** Bytes the stores admitted since the last backend poll add, about (see wouldOverfillBackend). */
+  private admittedBytes = 0;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
 
   private constructor(private readonly options: ControllerOptions) {
@@ -232,6 +246,10 @@ export class Controller {
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
     if (this.stopped) return { kind: 'server_error', message: 'controller shutting down' };
+    if (this.wouldOverfillBackend(op)) {
+      this.counters.errors += 1;
+      return outOfMemoryReply;
+    }
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
@@ -256,6 +274,19 @@ export class Controller {
     return new Promise<Reply>((resolve) => {
       pending.resolve = resolve;
     });
+  }
+
+  /**
+   * Whether a store would take the backend's memory, as last polled plus what writes admitted since
+   * add, past backendMemoryUseMax of its limit (see there); if not, it is counted as admitted.
+   */
+  private wouldOverfillBackend(op: Op): boolean {
+    const memory = this.health.memory;
+    if (memory === undefined || op.kind !== 'store') return false;
+    const bytes = op.key.length + op.value.length + itemOverheadBytes;
+    if (memory.usedBytes + this.admittedBytes + bytes > memory.limitBytes * backendMemoryUseMax) return true;
+    this.admittedBytes += bytes;
+    return false;
   }
 
   /** Fails requests the mode never answered in time. Map order is issue order, so stop at the first one not due. */
@@ -545,6 +576,7 @@ export class Controller {
     }
     const previous = this.health;
     this.health = health;
+    this.admittedBytes = 0;
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';
       this.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });

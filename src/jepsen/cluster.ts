@@ -27,6 +27,8 @@ export interface ClusterOptions {
   failureTimeoutMs?: number;
   /** Log compaction threshold (config.ini compact_after_entries). */
   compactAfterEntries?: number;
+  /** Memory of each local memcached, in MB (its -m; default 256). */
+  memcachedMemoryMb?: number;
   /** false starts controllers that do not replicate at all: a deliberately broken cluster. */
   replication?: boolean;
   /** Keep the folder (config, logs, data) after stop. */
@@ -149,8 +151,8 @@ function answersVersion(port: number): Promise<boolean> {
 }
 
 /** Starts a memcached process on a free port; `-M` so it never evicts silently. */
-export async function spawnMemcached(port: number, logFile: string): Promise<ChildProcess> {
-  const child = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', '256', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], {
+export async function spawnMemcached(port: number, logFile: string, memoryMb = 256): Promise<ChildProcess> {
+  const child = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', String(memoryMb), ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = createWriteStream(logFile, { flags: 'a' });
@@ -184,6 +186,7 @@ export class Cluster {
       heartbeatIntervalMs: 50,
       failureTimeoutMs: 500,
       compactAfterEntries: 10_000,
+      memcachedMemoryMb: 256,
       controllerNodeArgs: [],
       replication: true,
       keepDir: false,
@@ -206,7 +209,7 @@ export class Cluster {
       await cluster.startLinks();
       cluster.writeConfig();
       if (full.backend === 'memcache') {
-        await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`)))));
+        await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`), cluster.options.memcachedMemoryMb))));
       }
       await Promise.all(nodes.map((node) => cluster.startController(node.id)));
       await Promise.all(nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
@@ -293,7 +296,7 @@ export class Cluster {
       child.kill('SIGKILL');
       await exited;
     }
-    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`));
+    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), this.options.memcachedMemoryMb);
   }
 
   /** Cuts both directions between a and b (or one direction with oneWay). */

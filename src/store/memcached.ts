@@ -136,7 +136,10 @@ export class MemcachedBackend implements KVBackend {
       const detail =
         `memcached ${stats.version ?? '?'} at ${this.address}, pid ${stats.pid}, ` +
         `${stats.curr_items ?? '?'} items, ${stats.bytes ?? '?'} bytes`;
-      return { ok: true, detail, epoch: this.#lastEpoch };
+      const usedBytes = Number(stats.bytes);
+      const limitBytes = Number(stats.limit_maxbytes);
+      const memory = Number.isFinite(usedBytes) && limitBytes > 0 ? { usedBytes, limitBytes } : undefined;
+      return { ok: true, detail, epoch: this.#lastEpoch, memory };
     } catch (error) {
       const resetEpoch = this.#resetEpoch;
       if (resetEpoch !== null) {

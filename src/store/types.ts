@@ -83,6 +83,8 @@ export interface BackendHealth {
    * rebuilds the replica from its peers.
    */
   epoch: string;
+  /** What the backend holds and may hold, in bytes, when it says (memcached's `bytes`, `limit_maxbytes`). */
+  memory?: { usedBytes: number; limitBytes: number };
 }
 
 /** A key and its entry, as a batch of writes carries them. */
