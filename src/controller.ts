@@ -362,10 +362,7 @@ export class Controller {
       if (event.kind === 'backend_reset') {
         // Everything issued before now goes to the replica first (so the reset refuses it, rather
         // than running it against the emptied replica); then the mode's next effects rebuild it.
-        if (this.walSynced < this.walWritten) {
-          this.wal.sync();
-          this.walSynced = this.walWritten;
-        }
+        this.syncNow();
         this.releaseDurable();
         this.replica.acknowledgeReset();
         this.backendFailed = false;
@@ -406,6 +403,13 @@ export class Controller {
     } else {
       this.execute(effect);
     }
+  }
+
+  /** Makes everything written so far durable at once, on the event loop (rare events only). */
+  private syncNow(): void {
+    if (this.walSynced >= this.walWritten) return;
+    this.wal.sync();
+    this.walSynced = this.walWritten;
   }
 
   /** Starts an fsync of what was written, unless one is running; releases what is already durable. */
@@ -597,10 +601,7 @@ export class Controller {
 
   /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */
   private recordEpochAfterReset(epoch: string): void {
-    if (this.walSynced < this.walWritten) {
-      this.wal.sync();
-      this.walSynced = this.walWritten;
-    }
+    this.syncNow();
     writeFileSync(this.epochFile, epoch);
     this.epochAfterReset = null;
   }
