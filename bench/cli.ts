@@ -172,6 +172,7 @@ function loadOptions(settings: BenchSettings, target: RunningTarget, workload: W
     durationMs: settings.durationMs,
     warmupMs: settings.warmupMs,
     preload: run.preload,
+    preloadEachPort: target.separateStores === true,
     seed: run.seed,
   };
 }

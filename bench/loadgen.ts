@@ -52,6 +52,8 @@ export interface LoadOptions {
   warmupMs: number;
   /** Set every key once before the run (not measured). */
   preload: boolean;
+  /** Preload through every port in turn: the ports front separate stores that do not replicate. */
+  preloadEachPort?: boolean;
   seed: number;
   keyPrefix?: string;
   connectTimeoutMs?: number;
@@ -458,7 +460,14 @@ export async function runLoad(options: LoadOptions, onPhase: (phase: LoadPhase) 
   if (invalid !== null) throw new Error(`invalid load options: ${invalid}`);
   const cpuBefore = process.cpuUsage();
   const requests = encodeRequests(options);
-  const preloaded = options.preload ? await preload(options, requests) : { preloadMs: 0, preloadErrors: 0 };
+  const preloaded = { preloadMs: 0, preloadErrors: 0 };
+  if (options.preload) {
+    for (const ports of options.preloadEachPort === true ? options.ports.map((port) => [port]) : [options.ports]) {
+      const one = await preload({ ...options, ports }, requests);
+      preloaded.preloadMs += one.preloadMs;
+      preloaded.preloadErrors += one.preloadErrors;
+    }
+  }
   const tally: Tally = { histogram: new Histogram(), ops: 0, gets: 0, sets: 0, hits: 0, misses: 0, errors: 0, errorSamples: [] };
   const sockets = await openConnections(options, options.connections);
   const startMs = performance.now() + options.warmupMs;

@@ -275,6 +275,7 @@ export function formatGoals(goals: GoalVerdict[]): string {
 const COLORS: Record<TargetName, string> = {
   memcached: '#7f7f7f',
   twemproxy: '#bcbd22',
+  'node-pipe': '#17becf',
   linearizability: '#d62728',
   sequential: '#1f77b4',
   eventual: '#2ca02c',

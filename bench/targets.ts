@@ -1,7 +1,9 @@
 /**
  * The systems the benchmark measures, each started once per run and stopped at its end:
  * one memcached (the baseline), twemproxy in front of one memcached (what a plain proxy costs),
- * and a fresh three-controller mckv cluster per consistency mode.
+ * three Node processes that only relay bytes, each to its own memcached (what any front of three
+ * Node processes costs here before it does any work), and a fresh three-controller mckv cluster
+ * per consistency mode.
  *
  * Intuition: every target is "some 127.0.0.1 ports that speak memcached, and the PIDs whose CPU
  * is its cost". The driver does not care what is behind the ports.
@@ -16,11 +18,11 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
-import { Cluster, freePort, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
+import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import type { WireProtocol } from './loadgen.ts';
 
 /** Every target, in the order a round visits them. */
-export const TARGET_NAMES = ['memcached', 'twemproxy', 'linearizability', 'sequential', 'eventual'] as const;
+export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 /** A started target: where to send load and whose CPU to count. */
@@ -30,6 +32,8 @@ export interface RunningTarget {
   ports: number[];
   /** PIDs whose CPU is this target's cost (memcached included). */
   pids(): number[];
+  /** The ports front separate stores that do not replicate (keys are preloaded through each). */
+  separateStores?: boolean;
   stop(): Promise<void>;
 }
 
@@ -58,6 +62,8 @@ export function targetLabel(name: TargetName): string {
       return 'memcached (direct)';
     case 'twemproxy':
       return 'twemproxy';
+    case 'node-pipe':
+      return 'Node byte pipe ×3';
     case 'linearizability':
     case 'sequential':
     case 'eventual':
@@ -180,6 +186,37 @@ async function startTwemproxy(options: TargetOptions, binary: string): Promise<R
   };
 }
 
+/** Three byte-relaying Node processes (./byte-pipe.ts), each in front of its own memcached. */
+async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
+  const children: ChildProcess[] = [];
+  const ports: number[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(children.map((child) => stopChild(child)));
+  };
+  try {
+    for (let i = 1; i <= 3; i++) {
+      const memcached = await startMemcachedProcess(path.join(options.dir, `memcached-pipe${i}.log`));
+      children.push(memcached.child);
+      const listenPort = await freePort();
+      const script = path.join(repoRoot, 'bench', 'byte-pipe.ts');
+      const pipe = spawnLogged(process.execPath, ['--import', 'tsx', script, String(listenPort), String(memcached.port)], path.join(options.dir, `pipe${i}.out`));
+      children.push(pipe);
+      await awaitReady(pipe, listenPort, 'the byte pipe');
+      ports.push(listenPort);
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+  return {
+    name: 'node-pipe',
+    ports,
+    separateStores: true,
+    pids: () => children.map((child) => child.pid).filter((pid): pid is number => pid !== undefined),
+    stop: stopAll,
+  };
+}
+
 async function startCluster(mode: Mode, options: TargetOptions): Promise<RunningTarget> {
   const cluster = await Cluster.start({
     mode,
@@ -212,6 +249,8 @@ export async function startTarget(name: TargetName, options: TargetOptions): Pro
         if (binary === null) return { kind: 'skipped', reason: 'nutcracker (twemproxy) is not installed: apt-get install nutcracker' };
         return { kind: 'started', target: await startTwemproxy(options, binary) };
       }
+      case 'node-pipe':
+        return { kind: 'started', target: await startNodePipes(options) };
       case 'linearizability':
       case 'sequential':
       case 'eventual':

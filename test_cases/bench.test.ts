@@ -295,3 +295,22 @@ describe('twemproxy target', () => {
     expect(target.pids().every((pid) => cpuMsOf([pid]) === null)).toBe(true);
   });
 });
+
+describe('Node byte pipe target', () => {
+  it('relays real memcached traffic through three processes, each to its own memcached, all preloaded', async () => {
+    const started = await startTarget('node-pipe', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
+    expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
+    const target = (started as { target: RunningTarget }).target;
+    try {
+      expect(target.ports).toHaveLength(3);
+      expect(target.pids()).toHaveLength(6);
+      expect(target.separateStores).toBe(true);
+      const options: LoadOptions = { ports: target.ports, protocol: 'binary', connections: 3, pipelineDepth: 2, getFraction: 1, keyCount: 300, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, preloadEachPort: true, seed: 5 };
+      // No get misses (checked there): every key was preloaded into each of the three stores.
+      expectRealMeasurement(await runLoad(options), options);
+    } finally {
+      await target.stop();
+    }
+    expect(target.pids().every((pid) => cpuMsOf([pid]) === null)).toBe(true);
+  });
+});
