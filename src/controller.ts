@@ -53,16 +53,19 @@ export interface ControllerOptions {
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
 /**
- * Most of its memory a backend may hold before a controller refuses writes that add data. memcached
- * started with -M refuses a write it has no room for, and the replicas hold the same data, so that
- * write would fail at every replica at once and leave none that a peer could rebuild from; a clear
- * refusal up front keeps the cluster serving. The margin covers memcached's slab overhead (item
- * sizes round up to the next of its size classes) and the writes of one poll interval.
+ * Most of its memory a backend may hold before writes that add data are refused. memcached started
+ * with -M refuses a write it has no room for, and the replicas hold the same data, so that write
+ * would fail at every replica at once and leave none that a peer could rebuild from; a clear
+ * refusal up front keeps the cluster serving. The mode asks (MachineOptions.admit) at the node that
+ * orders writes — in the ordered modes the leader, which sees every write of the cluster, so writes
+ * taken by several controllers at once cannot together overshoot what one of them checked. The
+ * margin covers memcached's slab overhead (item sizes round up to the next of its size classes)
+ * and what is admitted but not yet applied when a poll reads the backend. The replicas' memcached
+ * servers are taken to be of one size (startup.sh starts them alike).
  */
 const backendMemoryUseMax = 0.7;
 /** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
 const itemOverheadBytes = 56;
-const outOfMemoryReply: Reply = { kind: 'server_error', message: 'out of memory storing object' };
 
 /** A request the mode never answered is failed after this long, so no client hangs forever. */
 const requestTimeoutMs = 15_000;
@@ -152,6 +155,7 @@ export class Controller {
       failureTimeoutMs: config.failureTimeoutMs,
       persisted,
       nowMs: Date.now(),
+      admit: (op) => !this.wouldOverfillBackend(op),
     });
     this.network = new PeerNetwork({
       self: node.id,
@@ -246,10 +250,6 @@ export class Controller {
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
     if (this.stopped) return { kind: 'server_error', message: 'controller shutting down' };
-    if (this.wouldOverfillBackend(op)) {
-      this.counters.errors += 1;
-      return outOfMemoryReply;
-    }
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;

@@ -3,7 +3,9 @@
  * writes that add data are refused with memcached's own "SERVER_ERROR out of memory storing object"
  * before any replica runs out, and the cluster keeps serving reads and deletes. (Before this guard
  * a write failed at every replica at once, no replica could rebuild another, and every node
- * refused everything from then on.)
+ * refused everything from then on.) The leader decides for every write of the cluster, so clients
+ * writing through all three controllers at once cannot together overshoot it (when each controller
+ * checked only the writes it took itself, nine such clients did, with the same ending).
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,5 +67,51 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
       expect(await lastLine(node.clientPort, `set more 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')).toBe('SERVER_ERROR out of memory storing object');
     }
     expect(await lastLine(cluster.nodes[1].clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
+  }, 120_000);
+});
+
+describe('sequential: memcached filled through every controller at once', () => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode: 'sequential', memcachedMemoryMb: 16, compactAfterEntries: 20 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('refuses with out of memory, never with a backend error, and keeps serving', async () => {
+    const clientsPerNode = 3;
+    const writers = cluster.nodes.flatMap((node) => Array.from({ length: clientsPerNode }, () => node.clientPort));
+    const outcomes = await Promise.all(
+      writers.map(async (port, writer) => {
+        const client = await TextClient.connect('127.0.0.1', port);
+        const lines: string[] = [];
+        try {
+          for (let i = 0; i < WRITES_MAX && lines.filter((line) => line !== 'STORED').length < 3; i++) {
+            const reply = await client.request(`set w${writer}_${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
+            lines.push(reply.lines[reply.lines.length - 1]);
+          }
+        } finally {
+          client.close();
+        }
+        return lines;
+      }),
+    );
+    const all = outcomes.flat();
+    expect(all.filter((line) => line === 'STORED').length).toBeGreaterThan(10);
+    expect(new Set(all.filter((line) => line !== 'STORED'))).toEqual(new Set(['SERVER_ERROR out of memory storing object']));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    for (const node of cluster.nodes) {
+      const read = await TextClient.connect('127.0.0.1', node.clientPort);
+      try {
+        const got = await read.request('get w0_0\r\n', 'get');
+        expect(got.values.map((item) => item.value.length)).toEqual([VALUE.length]);
+      } finally {
+        read.close();
+      }
+    }
+    expect(await lastLine(cluster.nodes[2].clientPort, 'delete w0_1\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });

@@ -49,6 +49,8 @@ class Cluster {
   readonly trace: string[] = [];
   /** Messages for which this says true are lost in transit (as on a connection that broke). */
   lose: (message: LogMessage, to: PeerId) => boolean = () => false;
+  /** Each node's answer to "does the store have room for this write" (MachineOptions.admit). */
+  room: (id: PeerId, op: Op) => boolean = () => true;
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
@@ -61,7 +63,7 @@ class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
-      replicaSkipsApplied: this.skipApplied,
+      replicaSkipsApplied: this.skipApplied, admit: (op) => this.room(id, op),
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }
@@ -406,6 +408,50 @@ describe('replication and commit', () => {
     cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: forward.message });
     cluster.run(100);
     expect(cluster.node(leader).machine.status().committed).toBe('2');
+  });
+});
+
+describe('room in the store', () => {
+  const outOfMemory = { kind: 'reply', reply: { kind: 'server_error', message: 'out of memory storing object' } };
+
+  it('the leader asks for every write, its own clients\' and forwarded ones; a refused write is answered at its origin and logged nowhere', () => {
+    const cluster = electedCluster('sequential');
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    const asked: Array<[PeerId, string]> = [];
+    cluster.room = (id, op) => {
+      asked.push([id, op.kind === 'store' ? op.key : op.kind]);
+      return !(op.kind === 'store' && op.key.startsWith('big'));
+    };
+    const atFollower = cluster.request(follower, set('big1', 'x'));
+    const atLeader = cluster.request(leader, set('big2', 'x'));
+    const fits = cluster.request(follower, set('small', 'x'));
+    cluster.run(100);
+    expect(asked).toEqual([[leader, 'big2'], [leader, 'big1'], [leader, 'small']]);
+    expect(cluster.outcome(follower, atFollower.requestId)).toMatchObject(outOfMemory);
+    expect(cluster.outcome(leader, atLeader.requestId)).toMatchObject(outOfMemory);
+    expect(cluster.outcome(follower, fits.requestId)).toMatchObject({ kind: 'apply' });
+    for (const id of IDS) {
+      expect([...cluster.node(id).replica.keys()]).toEqual(['small']);
+      expect(cluster.node(id).machine.status().committed).toBe('2'); // the leader's no-op and "small"
+    }
+  });
+
+  it('a duplicate of a refused forward is refused too, even once there is room', () => {
+    const cluster = electedCluster('sequential');
+    const leader = cluster.leader();
+    const follower = followers(cluster)[0];
+    let room = false;
+    cluster.room = () => room;
+    const { requestId, effects } = cluster.request(follower, set('k', 'v'));
+    const forward = effects.find((effect) => effect.kind === 'send') as Extract<Effect<LogMessage>, { kind: 'send' }>;
+    cluster.run(50);
+    expect(cluster.outcome(follower, requestId)).toMatchObject(outOfMemory);
+    room = true;
+    cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: forward.message });
+    cluster.run(100);
+    expect(cluster.node(leader).machine.status().committed).toBe('1');
+    expect(cluster.node(leader).replica.has('k')).toBe(false);
   });
 });
 

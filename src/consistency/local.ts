@@ -4,7 +4,7 @@
  * baseline the benchmark compares the replicated modes with. Versions are a local counter.
  */
 
-import type { Effect, Machine, MachineOptions, MachineStatus, Mode } from './types.ts';
+import { OUT_OF_MEMORY, type Effect, type Machine, type MachineOptions, type MachineStatus, type Mode } from './types.ts';
 
 export type LocalMessage = never;
 
@@ -15,6 +15,9 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
       if (event.kind !== 'request') return [];
       if (event.op.kind === 'get') {
         return [{ kind: 'read', requestId: event.requestId, op: event.op, nowMs: event.nowMs }];
+      }
+      if (options.admit !== undefined && !options.admit(event.op)) {
+        return [{ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: OUT_OF_MEMORY } }];
       }
       version += 1n;
       return [

@@ -40,6 +40,7 @@ import type {
   PeerId,
   RequestId,
 } from './types.ts';
+import { OUT_OF_MEMORY } from './types.ts';
 import { EntryLog } from './log/entry-log.ts';
 import {
   LOG_DEFAULTS,
@@ -136,6 +137,8 @@ const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId):
   `${origin}/${incarnation}/${requestId}`;
 
 const serverError = (message: string): Reply => ({ kind: 'server_error', message });
+/** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
+const refusedForwardsMax = 4096;
 
 /** Creates the replicated log state machine for one node. */
 export function createReplicatedLog(options: ReplicatedLogOptions): ReplicatedLog {
@@ -173,6 +176,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private lastLeaderContactMs = Number.NEGATIVE_INFINITY;
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
+  private readonly admit: (op: Op) => boolean;
+  /** Forwards of this term refused for lack of room, so a duplicate is refused too (never logged). */
+  private readonly refusedForwards = new Set<string>();
 
   // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
   private readonly pending = new Map<RequestId, Pending>();
@@ -262,6 +268,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
     this.nowMs = options.nowMs;
     this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
+    this.admit = options.admit ?? (() => true);
     this.restore(options.persisted);
     this.start();
   }
@@ -445,6 +452,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
     if (isWrite(op)) {
+      if (this.role === 'leader' && !this.admit(op)) {
+        this.reply(requestId, serverError(OUT_OF_MEMORY));
+        return;
+      }
       this.pending.set(requestId, { op, deadlineMs });
       if (this.role === 'leader') this.proposalsThisStep.push(this.newEntry(op, this.self, this.incarnation, requestId));
       else this.forwardsThisStep.push({ requestId, op });
@@ -980,12 +991,24 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: 'no quorum: not the leader' });
       return;
     }
+    const refused: RequestId[] = [];
     for (const request of message.requests) {
-      // The network may duplicate a forward: an op must enter the log once.
-      if (this.proposals.has(proposalKey(from, message.incarnation, request.requestId))) continue;
+      // The network may duplicate a forward: an op must enter the log once, and never after its
+      // origin was told it was refused.
+      const key = proposalKey(from, message.incarnation, request.requestId);
+      if (this.proposals.has(key)) continue;
+      if (this.refusedForwards.has(key) || !this.admit(request.op)) {
+        if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
+        this.refusedForwards.add(key);
+        refused.push(request.requestId);
+        continue;
+      }
       const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
       this.proposalsThisStep.push(entry);
-      this.proposals.set(proposalKey(from, message.incarnation, request.requestId), entry.index);
+      this.proposals.set(key, entry.index);
+    }
+    if (refused.length > 0) {
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds: refused, message: OUT_OF_MEMORY });
     }
   }
 

@@ -139,4 +139,15 @@ export interface MachineOptions {
   /** Records this node persisted before a restart, oldest first (empty on a fresh start). */
   persisted: readonly unknown[];
   nowMs: number;
+  /**
+   * Whether the store has room for this write. Asked once per write by the node that puts writes
+   * in order (a replicated log's leader, for its own clients' writes and forwarded ones alike; in
+   * eventual mode the node that took it), right before the write takes its place; a write it
+   * refuses fails with `OUT_OF_MEMORY` and changes nothing. Asking at that one node means every
+   * write of the cluster is counted there. Default: always room.
+   */
+  admit?: (op: Op) => boolean;
 }
+
+/** The reply message of a write refused for lack of room (memcached's own). */
+export const OUT_OF_MEMORY = 'out of memory storing object';

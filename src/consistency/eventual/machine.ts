@@ -37,7 +37,8 @@ import type {
   PeerId,
   RequestId,
 } from '../types.ts';
-import type { Entry } from '../../store/types.ts';
+import { OUT_OF_MEMORY } from '../types.ts';
+import type { Entry, Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
 import { formatHlc, HLC_ZERO, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
 import {
@@ -86,6 +87,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly peerBits = new Map<PeerId, number>();
   private readonly allPeersMask: number;
   private readonly tuning: EventualTuning;
+  private readonly admit: (op: Op) => boolean;
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
@@ -132,6 +134,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     this.allPeersMask = mask;
     this.tuning = { ...defaultTuning(options), ...tuning };
+    this.admit = options.admit ?? (() => true);
     this.pushes = new PushQueues(this.peers, this.tuning);
     this.peersUp = new Set(this.peers);
     this.nowMs = options.nowMs;
@@ -232,6 +235,10 @@ export class EventualMachine implements Machine<EventualMessage> {
     const { op, requestId, nowMs } = event;
     if (op.kind === 'get') {
       out.push({ kind: 'read', requestId, op, nowMs });
+      return;
+    }
+    if (!this.admit(op)) {
+      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: OUT_OF_MEMORY } });
       return;
     }
     this.clock = tickHlc(this.clock, nowMs);
