@@ -121,6 +121,9 @@ export class Controller {
   private epochAfterReset: string | null = null;
   /** Bytes the stores admitted since the last backend poll add, about (see wouldOverfillBackend). */
   private admittedBytes = 0;
+  /** The backend's eviction counter at the last poll that read it, and the epoch it belongs to. */
+  private evictionsSeen: { epoch: string; count: number } | null = null;
+  private warnedEvictsWhenFull = false;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
 
   private constructor(private readonly options: ControllerOptions) {
@@ -589,14 +592,33 @@ export class Controller {
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
     if (restarted) this.epochAfterReset = health.epoch;
     else if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
-    if (!restarted && !this.backendFailed && this.replica.suspect === null) return;
+    const evicted = this.noteEvictions(health);
+    if (!restarted && !evicted && !this.backendFailed && this.replica.suspect === null) return;
     if (this.queuedReset !== null) {
       if (restarted) this.queuedReset.emptied = true;
       return;
     }
-    this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', { restarted });
+    this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', { restarted, evicted });
     this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied: restarted };
     this.enqueue(this.queuedReset);
+  }
+
+  /**
+   * Whether memcached evicted items since the last poll of the same epoch: it then threw away data
+   * this replica was trusted to hold, and the replica is rebuilt like one that missed writes. Warns
+   * once when memcached is set to evict at all (started without -M).
+   */
+  private noteEvictions(health: BackendHealth): boolean {
+    if (health.evictsWhenFull === true && !this.warnedEvictsWhenFull) {
+      this.warnedEvictsWhenFull = true;
+      this.log.warn('memcached evicts items when full (started without -M): an eviction loses data on this replica, which is then rebuilt from peers; start memcached with -M', { backend: health.detail });
+    }
+    if (health.evictions === undefined) return false;
+    const seen = this.evictionsSeen;
+    this.evictionsSeen = { epoch: health.epoch, count: health.evictions };
+    if (seen === null || seen.epoch !== health.epoch || health.evictions <= seen.count) return false;
+    this.log.error('memcached evicted items this replica held', { evictions: health.evictions - seen.count });
+    return true;
   }
 
   /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */

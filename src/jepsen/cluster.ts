@@ -29,6 +29,8 @@ export interface ClusterOptions {
   compactAfterEntries?: number;
   /** Memory of each local memcached, in MB (its -m; default 256). */
   memcachedMemoryMb?: number;
+  /** Start memcached without -M, so it evicts when full, as a memcached of the user's own may. */
+  memcachedEvicts?: boolean;
   /** false starts controllers that do not replicate at all: a deliberately broken cluster. */
   replication?: boolean;
   /** Keep the folder (config, logs, data) after stop. */
@@ -150,9 +152,10 @@ function answersVersion(port: number): Promise<boolean> {
   });
 }
 
-/** Starts a memcached process on a free port; `-M` so it never evicts silently. */
-export async function spawnMemcached(port: number, logFile: string, memoryMb = 256): Promise<ChildProcess> {
-  const child = spawn('memcached', ['-l', '127.0.0.1', '-p', String(port), '-U', '0', '-M', '-m', String(memoryMb), ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], {
+/** Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently. */
+export async function spawnMemcached(port: number, logFile: string, memoryMb = 256, evicts = false): Promise<ChildProcess> {
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M']), '-m', String(memoryMb)];
+  const child = spawn('memcached', [...args, ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = createWriteStream(logFile, { flags: 'a' });
@@ -187,6 +190,7 @@ export class Cluster {
       failureTimeoutMs: 500,
       compactAfterEntries: 10_000,
       memcachedMemoryMb: 256,
+      memcachedEvicts: false,
       controllerNodeArgs: [],
       replication: true,
       keepDir: false,
@@ -209,7 +213,7 @@ export class Cluster {
       await cluster.startLinks();
       cluster.writeConfig();
       if (full.backend === 'memcache') {
-        await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`), cluster.options.memcachedMemoryMb))));
+        await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`), cluster.options.memcachedMemoryMb, cluster.options.memcachedEvicts))));
       }
       await Promise.all(nodes.map((node) => cluster.startController(node.id)));
       await Promise.all(nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
@@ -296,7 +300,7 @@ export class Cluster {
       child.kill('SIGKILL');
       await exited;
     }
-    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), this.options.memcachedMemoryMb);
+    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), this.options.memcachedMemoryMb, this.options.memcachedEvicts);
   }
 
   /** Cuts both directions between a and b (or one direction with oneWay). */

@@ -64,6 +64,9 @@ export class MemcachedBackend implements KVBackend {
   #lastEpoch = '';
   /** Set when a new connection found a new epoch; cleared by acknowledgeReset. */
   #resetEpoch: string | null = null;
+  /** Whether memcached evicts when full (`stats settings`), read once per epoch. */
+  #evictsWhenFull: boolean | undefined = undefined;
+  #settingsEpoch = '';
   #closed = false;
 
   constructor(options: MemcachedBackendOptions) {
@@ -139,7 +142,20 @@ export class MemcachedBackend implements KVBackend {
       const usedBytes = Number(stats.bytes);
       const limitBytes = Number(stats.limit_maxbytes);
       const memory = Number.isFinite(usedBytes) && limitBytes > 0 ? { usedBytes, limitBytes } : undefined;
-      return { ok: true, detail, epoch: this.#lastEpoch, memory };
+      const evictions = Number(stats.evictions);
+      if (this.#settingsEpoch !== epoch) {
+        const settings = await this.#run('stats settings', null, (connection) => connection.stats('settings'));
+        this.#evictsWhenFull = settings.evictions === 'on';
+        this.#settingsEpoch = epoch;
+      }
+      return {
+        ok: true,
+        detail,
+        epoch: this.#lastEpoch,
+        memory,
+        evictions: Number.isFinite(evictions) ? evictions : undefined,
+        evictsWhenFull: this.#evictsWhenFull,
+      };
     } catch (error) {
       const resetEpoch = this.#resetEpoch;
       if (resetEpoch !== null) {
@@ -389,10 +405,10 @@ class BinaryConnection {
     });
   }
 
-  /** memcached's general stats. */
-  stats(): Promise<Record<string, string>> {
+  /** memcached's stats: the general ones, or a group's (`settings`, `slabs`, …). */
+  stats(group = ''): Promise<Record<string, string>> {
     return new Promise<Record<string, string>>((resolveStats, reject) => {
-      const frame = encodeRequest(OPCODE_STAT, '', null, null);
+      const frame = encodeRequest(OPCODE_STAT, group, null, null);
       const pending: Pending = { opaque: 0, opcode: OPCODE_STAT, frame, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats };
       this.#submit(pending);
     });

@@ -85,6 +85,13 @@ export interface BackendHealth {
   epoch: string;
   /** What the backend holds and may hold, in bytes, when it says (memcached's `bytes`, `limit_maxbytes`). */
   memory?: { usedBytes: number; limitBytes: number };
+  /**
+   * Items the backend threw away for room since it started (memcached's `evictions` counter). It
+   * growing within one epoch means the replica lost data: the controller rebuilds it.
+   */
+  evictions?: number;
+  /** The backend evicts when full (memcached started without -M) rather than refusing writes. */
+  evictsWhenFull?: boolean;
 }
 
 /** A key and its entry, as a batch of writes carries them. */

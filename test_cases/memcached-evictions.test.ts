@@ -1,0 +1,115 @@
+/**
+ * A memcached that evicts (started without -M, as a user's own may be) throws away items a replica
+ * was trusted to hold when something else fills it. Real processes: a cluster over
+ * three small memcached servers that evict (sequential: rebuilt by a state transfer; eventual: by
+ * anti-entropy after the index is reloaded); another client of one of them writes three times its
+ * memory, so it evicts our keys among others. That controller must notice (memcached's
+ * `evictions` counter grows), rebuild its replica from its peers, and hold and serve every key
+ * again. Without the rebuild the evicted keys stay gone from that replica.
+ */
+
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TextClient } from '../src/client/text-client.ts';
+import type { Mode } from '../src/consistency/types.ts';
+import { Cluster } from '../src/jepsen/cluster.ts';
+
+const KEYS = 300;
+const VALUE = 'v'.repeat(100);
+const FOREIGN_BATCHES = 250;
+const FOREIGN_BATCH = 1000;
+
+/** Sends raw text-protocol lines to memcached and returns the reply once it ends with `until`. */
+async function rawRequest(port: number, request: string, until: RegExp): Promise<string> {
+  const socket = net.connect(port, '127.0.0.1');
+  try {
+    return await new Promise<string>((resolve, reject) => {
+      let reply = '';
+      const timer = setTimeout(() => reject(new Error(`no reply to ${request.slice(0, 40)}`)), 10_000);
+      socket.on('error', reject);
+      socket.on('data', (chunk) => {
+        reply += chunk.toString('latin1');
+        if (until.test(reply)) {
+          clearTimeout(timer);
+          resolve(reply);
+        }
+      });
+      socket.write(request);
+    });
+  } finally {
+    socket.destroy();
+  }
+}
+
+async function memcachedStat(port: number, name: string): Promise<number> {
+  const reply = await rawRequest(port, 'stats\r\n', /END\r\n$/);
+  const line = reply.split('\r\n').find((candidate) => candidate.startsWith(`STAT ${name} `));
+  return Number(line?.split(' ')[2]);
+}
+
+/** How many of our keys memcached itself holds (plain keys are stored under their own names). */
+async function keysHeld(port: number): Promise<number> {
+  const names = Array.from({ length: KEYS }, (_, i) => `k${i}`);
+  let held = 0;
+  for (let start = 0; start < names.length; start += 100) {
+    const reply = await rawRequest(port, `get ${names.slice(start, start + 100).join(' ')}\r\n`, /END\r\n$/);
+    held += reply.split('\r\n').filter((line) => line.startsWith('VALUE ')).length;
+  }
+  return held;
+}
+
+describe.each<Mode>(['sequential', 'eventual'])('%s over memcached servers that evict', (mode) => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode, memcachedMemoryMb: 16, memcachedEvicts: true });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('a controller whose memcached evicted our items rebuilds its replica and serves every key', async () => {
+    const writer = await TextClient.connect('127.0.0.1', cluster.nodes[0].clientPort);
+    try {
+      for (let i = 0; i < KEYS; i++) {
+        const reply = await writer.request(`set k${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
+        expect(reply.lines[reply.lines.length - 1]).toBe('STORED');
+      }
+    } finally {
+      writer.close();
+    }
+    const victim = cluster.nodes[1];
+    // (Counted, not fetched: a get would mark our items active and shield them from eviction.)
+    await expect.poll(() => memcachedStat(victim.memcachedPort, 'curr_items'), { timeout: 10_000 }).toBe(KEYS);
+
+    // Another client of that memcached writes about three times its memory in items of about our
+    // size: memcached evicts the least recently used, ours among them.
+    for (let batch = 0; batch < FOREIGN_BATCHES; batch++) {
+      let request = '';
+      for (let i = 0; i < FOREIGN_BATCH; i++) {
+        const value = 'f'.repeat(90 + ((batch * FOREIGN_BATCH + i) % 60));
+        request += `set other:${batch}:${i} 0 0 ${value.length} noreply\r\n${value}\r\n`;
+      }
+      await rawRequest(victim.memcachedPort, `${request}mn\r\n`, /MN\r\n$/);
+    }
+    expect(await memcachedStat(victim.memcachedPort, 'evictions')).toBeGreaterThan(0);
+
+    // The controller polls memcached once a second, then rebuilds the replica by a state transfer.
+    await expect.poll(() => keysHeld(victim.memcachedPort), { timeout: 20_000, interval: 250 }).toBe(KEYS);
+    const reader = await TextClient.connect('127.0.0.1', victim.clientPort);
+    try {
+      await expect.poll(async () => (await reader.request('get k0\r\n', 'get')).values.length, { timeout: 10_000 }).toBe(1);
+      for (let i = 0; i < KEYS; i++) {
+        const reply = await reader.request(`get k${i}\r\n`, 'get');
+        expect(reply.values.map((item) => item.value.toString())).toEqual([VALUE]);
+      }
+    } finally {
+      reader.close();
+    }
+    const log = readFileSync(cluster.logFile(victim.id), 'utf8');
+    expect(log).toMatch(/memcached evicts items when full \(started without -M\)/);
+    expect(log).toMatch(/memcached evicted items this replica held/);
+  }, 120_000);
+});
