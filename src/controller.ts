@@ -32,6 +32,7 @@ import { PeerNetwork } from './peer/network.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
+import { itemRoom, storedItemBytes } from './store/slab-room.ts';
 import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { WriteAheadFile } from './wal.ts';
@@ -64,6 +65,15 @@ const eventsPerTurnMax = 1024;
  * servers are taken to be of one size (startup.sh starts them alike).
  */
 const backendMemoryUseMax = 0.7;
+/**
+ * What writes leave of the room memcached has for items of a size (free chunks of their class and
+ * free pages, ./store/slab-room.ts): this fraction of it, and one page's worth more. Pages stay
+ * with the class that first took them: after small items filled memory and were deleted, a larger
+ * item may find no room although few bytes are used, and fail at every replica at once, like a
+ * full memcached. The reserve is for the replicas' slabs differing a little and for writes still
+ * in flight when a poll reads the stats.
+ */
+const slabRoomReserve = 0.1;
 /** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
 const itemOverheadBytes = 56;
 
@@ -121,6 +131,8 @@ export class Controller {
   private epochAfterReset: string | null = null;
   /** Bytes the stores admitted since the last backend poll add, about (see wouldOverfillBackend). */
   private admittedBytes = 0;
+  /** Items admitted since the last backend poll, by the memcached size class they go to. */
+  private readonly admittedBySlab = new Map<string, number>();
   /** The backend's eviction counter at the last poll that read it, and the epoch it belongs to. */
   private evictionsSeen: { epoch: string; count: number } | null = null;
   private warnedEvictsWhenFull = false;
@@ -281,13 +293,21 @@ export class Controller {
 
   /**
    * Whether a store would take the backend's memory, as last polled plus what writes admitted since
-   * add, past backendMemoryUseMax of its limit (see there); if not, it is counted as admitted.
+   * add, past backendMemoryUseMax of its limit, or past slabRoomUseMax of the room left for items of
+   * its size (see both); if not, it is counted as admitted.
    */
   private wouldOverfillBackend(op: Op): boolean {
     const memory = this.health.memory;
     if (memory === undefined || op.kind !== 'store') return false;
     const bytes = op.key.length + op.value.length + itemOverheadBytes;
     if (memory.usedBytes + this.admittedBytes + bytes > memory.limitBytes * backendMemoryUseMax) return true;
+    // An append's item size depends on the value it extends: only its bytes are counted.
+    if (memory.slabs !== undefined && op.verb !== 'append' && op.verb !== 'prepend') {
+      const room = itemRoom(memory.slabs, storedItemBytes(op.key, op.value.length));
+      const admitted = this.admittedBySlab.get(room.label) ?? 0;
+      if (admitted + 1 > room.items * (1 - slabRoomReserve) - room.perPage) return true;
+      this.admittedBySlab.set(room.label, admitted + 1);
+    }
     this.admittedBytes += bytes;
     return false;
   }
@@ -584,6 +604,7 @@ export class Controller {
     const previous = this.health;
     this.health = health;
     this.admittedBytes = 0;
+    this.admittedBySlab.clear();
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';
       this.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });

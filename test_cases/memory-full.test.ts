@@ -5,9 +5,13 @@
  * a write failed at every replica at once, no replica could rebuild another, and every node
  * refused everything from then on.) The leader decides for every write of the cluster, so clients
  * writing through all three controllers at once cannot together overshoot it (when each controller
- * checked only the writes it took itself, nine such clients did, with the same ending).
+ * checked only the writes it took itself, nine such clients did, with the same ending). And the
+ * guard counts memcached's size classes: after small items filled memory and were deleted, their
+ * pages stay with their class, and larger items find no room although few bytes are used (before,
+ * such writes failed at every replica and the cluster stopped for good, as when full).
  */
 
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
@@ -113,5 +117,85 @@ describe('sequential: memcached filled through every controller at once', () => 
       }
     }
     expect(await lastLine(cluster.nodes[2].clientPort, 'delete w0_1\r\n', 'delete')).toBe('DELETED');
+  }, 120_000);
+});
+
+/** Sends `requests` over one connection, at most `depth` unanswered, and counts the reply lines. */
+async function pipelined(port: number, requests: string[], depth: number): Promise<Map<string, number>> {
+  const socket = net.connect(port, '127.0.0.1');
+  const replies = new Map<string, number>();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let pending = '';
+      let sent = 0;
+      let answered = 0;
+      const timer = setTimeout(() => reject(new Error(`${answered} of ${requests.length} answered in time`)), 60_000);
+      const fill = (): void => {
+        while (sent < requests.length && sent - answered < depth) socket.write(requests[sent++]);
+      };
+      socket.on('error', reject);
+      socket.on('connect', fill);
+      socket.on('data', (chunk) => {
+        pending += chunk.toString('latin1');
+        for (let end = pending.indexOf('\r\n'); end !== -1; end = pending.indexOf('\r\n')) {
+          const line = pending.slice(0, end);
+          pending = pending.slice(end + 2);
+          replies.set(line, (replies.get(line) ?? 0) + 1);
+          answered += 1;
+        }
+        if (answered < requests.length) fill();
+        else {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  } finally {
+    socket.destroy();
+  }
+  return replies;
+}
+
+describe('sequential: small items deleted, then larger ones (memcached\'s pages stay with their size class)', () => {
+  let cluster: Cluster;
+  const OUT_OF_MEMORY = 'SERVER_ERROR out of memory storing object';
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode: 'sequential', memcachedMemoryMb: 8 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('refuses the larger items memcached has no room for, and keeps serving', async () => {
+    const port = cluster.nodes[0].clientPort;
+    const big = 'z'.repeat(4000);
+    expect(await lastLine(port, `set first 0 0 ${big.length}\r\n${big}\r\n`, 'set')).toBe('STORED');
+    const small = 'y'.repeat(40);
+    const count = 60_000;
+    const filled = await pipelined(port, Array.from({ length: count }, (_, i) => `set s${i} 0 0 ${small.length}\r\n${small}\r\n`), 200);
+    expect([...filled.keys()].sort()).toEqual([OUT_OF_MEMORY, 'STORED']);
+    const deleted = await pipelined(port, Array.from({ length: count }, (_, i) => `delete s${i}\r\n`), 200);
+    expect(deleted.get('DELETED')).toBe(filled.get('STORED'));
+    // Every controller polls its memcached once a second: let them see the deletes.
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+
+    // Few bytes are used now, but the pages belong to the small items' class.
+    const written = await pipelined(port, Array.from({ length: 1500 }, (_, i) => `set b${i} 0 0 ${big.length}\r\n${big}\r\n`), 4);
+    expect(written.get(OUT_OF_MEMORY)).toBeGreaterThan(0);
+    expect([...written.keys()].filter((line) => line !== 'STORED' && line !== OUT_OF_MEMORY)).toEqual([]);
+    for (const [i, node] of cluster.nodes.entries()) {
+      const read = await TextClient.connect('127.0.0.1', node.clientPort);
+      try {
+        const got = await read.request('get first\r\n', 'get');
+        expect(got.values.map((item) => item.value.length)).toEqual([big.length]);
+      } finally {
+        read.close();
+      }
+      // Items of the small size have room, and are taken through every controller.
+      expect(await lastLine(node.clientPort, `set again${i} 0 0 ${small.length}\r\n${small}\r\n`, 'set')).toBe('STORED');
+    }
+    expect(await lastLine(cluster.nodes[1].clientPort, 'delete first\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });

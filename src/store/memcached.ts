@@ -36,6 +36,7 @@ import {
   memcachedExptimeSeconds,
   memcachedKey,
 } from './codec.ts';
+import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KVBackend } from './types.ts';
 
 /** Where memcached is and how long to wait for it. */
@@ -66,6 +67,7 @@ export class MemcachedBackend implements KVBackend {
   #resetEpoch: string | null = null;
   /** Whether memcached evicts when full (`stats settings`), read once per epoch. */
   #evictsWhenFull: boolean | undefined = undefined;
+  #slabSettings: SlabSettings | null = null;
   #settingsEpoch = '';
   #closed = false;
 
@@ -141,12 +143,21 @@ export class MemcachedBackend implements KVBackend {
         `${stats.curr_items ?? '?'} items, ${stats.bytes ?? '?'} bytes`;
       const usedBytes = Number(stats.bytes);
       const limitBytes = Number(stats.limit_maxbytes);
-      const memory = Number.isFinite(usedBytes) && limitBytes > 0 ? { usedBytes, limitBytes } : undefined;
+      const memory: BackendHealth['memory'] = Number.isFinite(usedBytes) && limitBytes > 0 ? { usedBytes, limitBytes } : undefined;
       const evictions = Number(stats.evictions);
       if (this.#settingsEpoch !== epoch) {
         const settings = await this.#run('stats settings', null, (connection) => connection.stats('settings'));
         this.#evictsWhenFull = settings.evictions === 'on';
+        this.#slabSettings = {
+          growthFactor: Number(settings.growth_factor),
+          chunkMaxBytes: Number(settings.slab_chunk_max),
+          minChunkBytes: Number(settings.chunk_size),
+        };
         this.#settingsEpoch = epoch;
+      }
+      if (memory !== undefined && this.#slabSettings !== null) {
+        const slabs = await this.#run('stats slabs', null, (connection) => connection.stats('slabs'));
+        memory.slabs = slabStateOf(stats, slabs, this.#slabSettings) ?? undefined;
       }
       return {
         ok: true,
@@ -283,6 +294,46 @@ export class MemcachedBackend implements KVBackend {
 }
 
 /** memcached's identity: its pid and start time. A restarted memcached has a new one. */
+/** Bytes of a memcached slab page (its default; -I above 1m does not change the page size). */
+const SLAB_PAGE_BYTES_DEFAULT = 1024 * 1024;
+
+/** What `stats settings` says of memcached's size classes (growth_factor, slab_chunk_max, chunk_size). */
+export interface SlabSettings {
+  growthFactor: number;
+  chunkMaxBytes: number;
+  minChunkBytes: number;
+}
+
+/**
+ * memcached's slab state from its general stats and `stats slabs` (per class "N:chunk_size",
+ * "N:free_chunks", "N:total_pages"; "total_malloced"); null when something needed is missing.
+ */
+export function slabStateOf(stats: Record<string, string>, slabs: Record<string, string>, settings: SlabSettings): SlabState | null {
+  const limitBytes = Number(stats.limit_maxbytes);
+  const globalPool = Number(stats.slab_global_page_pool ?? 0);
+  const mallocedBytes = Number(slabs.total_malloced);
+  const { growthFactor, chunkMaxBytes, minChunkBytes } = settings;
+  if (![limitBytes, globalPool, mallocedBytes, growthFactor, chunkMaxBytes, minChunkBytes].every(Number.isFinite) || !(growthFactor > 1)) return null;
+  const classes: SlabClass[] = [];
+  let pages = 0;
+  for (const [name, value] of Object.entries(slabs)) {
+    const match = /^(\d+):chunk_size$/.exec(name);
+    if (match === null) continue;
+    const id = Number(match[1]);
+    const freeChunks = Number(slabs[`${id}:free_chunks`]);
+    const chunkBytes = Number(value);
+    if (!Number.isFinite(freeChunks) || !(chunkBytes > 0)) return null;
+    classes.push({ id, chunkBytes, freeChunks });
+    pages += Number(slabs[`${id}:total_pages`] ?? 0);
+  }
+  // Pages are of one size; infer it from what was malloced for them (memcached does not list it).
+  const pageBytes = pages + globalPool > 0 && mallocedBytes > 0 ? Math.round(mallocedBytes / (pages + globalPool)) : SLAB_PAGE_BYTES_DEFAULT;
+  const freePages = Math.max(0, Math.floor((limitBytes - mallocedBytes) / pageBytes)) + globalPool;
+  const table = slabClassSizes(minChunkBytes, growthFactor, chunkMaxBytes);
+  const classSizes = classes.every((slab) => table[slab.id - 1] === slab.chunkBytes) ? table : null;
+  return { pageBytes, freePages, growthFactor, chunkMaxBytes, classes, classSizes };
+}
+
 function epochOf(stats: Record<string, string>): string {
   return `${stats.pid}@${Number(stats.time) - Number(stats.uptime)}`;
 }

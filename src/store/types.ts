@@ -9,6 +9,7 @@
  */
 
 import type { ArithVerb, StoreVerb } from '../protocol/types.ts';
+import type { SlabState } from './slab-room.ts';
 
 /** What a replica stores under one key. */
 export interface Entry {
@@ -83,8 +84,11 @@ export interface BackendHealth {
    * rebuilds the replica from its peers.
    */
   epoch: string;
-  /** What the backend holds and may hold, in bytes, when it says (memcached's `bytes`, `limit_maxbytes`). */
-  memory?: { usedBytes: number; limitBytes: number };
+  /**
+   * What the backend holds and may hold, in bytes, when it says (memcached's `bytes`,
+   * `limit_maxbytes`), and memcached's slab state, to tell whether an item of some size still fits.
+   */
+  memory?: { usedBytes: number; limitBytes: number; slabs?: SlabState };
   /**
    * Items the backend threw away for room since it started (memcached's `evictions` counter). It
    * growing within one epoch means the replica lost data: the controller rebuilds it.
