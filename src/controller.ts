@@ -120,6 +120,8 @@ export class Controller {
   private wakeTimer: NodeJS.Timeout | null = null;
   private health: BackendHealth;
   private readonly epochFile: string;
+  /** "epoch count": memcached's eviction counter when this controller last read it. */
+  private readonly evictionsFile: string;
   private backendFailed = false;
   /** The backend_reset event queued and not yet run through the mode, if any. */
   private queuedReset: Extract<Event<unknown>, { kind: 'backend_reset' }> | null = null;
@@ -154,6 +156,12 @@ export class Controller {
     // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
     this.epochFile = path.join(config.dataDir, node.id, 'backend-epoch');
     this.health = { ok: true, detail: 'starting', epoch: readTextIfExists(this.epochFile) };
+    // Evictions while this controller was down count too: the last count seen is kept on disk.
+    this.evictionsFile = path.join(config.dataDir, node.id, 'backend-evictions');
+    const [evictionsEpoch, evictionsCount] = readTextIfExists(this.evictionsFile).split(' ');
+    if (evictionsEpoch !== undefined && evictionsEpoch !== '' && Number.isSafeInteger(Number(evictionsCount))) {
+      this.evictionsSeen = { epoch: evictionsEpoch, count: Number(evictionsCount) };
+    }
     if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
     const persisted = WriteAheadFile.read(walFile);
     this.wal = new WriteAheadFile(walFile);
@@ -637,6 +645,9 @@ export class Controller {
     if (health.evictions === undefined) return false;
     const seen = this.evictionsSeen;
     this.evictionsSeen = { epoch: health.epoch, count: health.evictions };
+    if (seen === null || seen.epoch !== health.epoch || seen.count !== health.evictions) {
+      writeFileSync(this.evictionsFile, `${health.epoch} ${health.evictions}`);
+    }
     if (seen === null || seen.epoch !== health.epoch || health.evictions <= seen.count) return false;
     this.log.error('memcached evicted items this replica held', { evictions: health.evictions - seen.count });
     return true;
