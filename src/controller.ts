@@ -32,7 +32,7 @@ import { PeerNetwork } from './peer/network.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
-import { itemRoom, storedItemBytes } from './store/slab-room.ts';
+import { MemoryGuard } from './store/memory-guard.ts';
 import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { WriteAheadFile } from './wal.ts';
@@ -53,29 +53,6 @@ export interface ControllerOptions {
 
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
-/**
- * Most of its memory a backend may hold before writes that add data are refused. memcached started
- * with -M refuses a write it has no room for, and the replicas hold the same data, so that write
- * would fail at every replica at once and leave none that a peer could rebuild from; a clear
- * refusal up front keeps the cluster serving. The mode asks (MachineOptions.admit) at the node that
- * orders writes — in the ordered modes the leader, which sees every write of the cluster, so writes
- * taken by several controllers at once cannot together overshoot what one of them checked. The
- * margin covers memcached's slab overhead (item sizes round up to the next of its size classes)
- * and what is admitted but not yet applied when a poll reads the backend. The replicas' memcached
- * servers are taken to be of one size (startup.sh starts them alike).
- */
-const backendMemoryUseMax = 0.7;
-/**
- * What writes leave of the room memcached has for items of a size (free chunks of their class and
- * free pages, ./store/slab-room.ts): this fraction of it, and one page's worth more. Pages stay
- * with the class that first took them: after small items filled memory and were deleted, a larger
- * item may find no room although few bytes are used, and fail at every replica at once, like a
- * full memcached. The reserve is for the replicas' slabs differing a little and for writes still
- * in flight when a poll reads the stats.
- */
-const slabRoomReserve = 0.1;
-/** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
-const itemOverheadBytes = 56;
 
 /** A request the mode never answered is failed after this long, so no client hangs forever. */
 const requestTimeoutMs = 15_000;
@@ -131,10 +108,7 @@ export class Controller {
    * believing it had seen that restart, and trust it.
    */
   private epochAfterReset: string | null = null;
-  /** Bytes the stores admitted since the last backend poll add, about (see wouldOverfillBackend). */
-  private admittedBytes = 0;
-  /** Items admitted since the last backend poll, by the memcached size class they go to. */
-  private readonly admittedBySlab = new Map<string, number>();
+  private readonly memoryGuard = new MemoryGuard();
   /** The backend's eviction counter at the last poll that read it, and the epoch it belongs to. */
   private evictionsSeen: { epoch: string; count: number } | null = null;
   private warnedEvictsWhenFull = false;
@@ -178,7 +152,7 @@ export class Controller {
       failureTimeoutMs: config.failureTimeoutMs,
       persisted,
       nowMs: Date.now(),
-      admit: (op) => !this.wouldOverfillBackend(op),
+      admit: (op) => this.memoryGuard.admit(op),
     });
     this.network = new PeerNetwork({
       self: node.id,
@@ -297,27 +271,6 @@ export class Controller {
     return new Promise<Reply>((resolve) => {
       pending.resolve = resolve;
     });
-  }
-
-  /**
-   * Whether a store would take the backend's memory, as last polled plus what writes admitted since
-   * add, past backendMemoryUseMax of its limit, or past slabRoomUseMax of the room left for items of
-   * its size (see both); if not, it is counted as admitted.
-   */
-  private wouldOverfillBackend(op: Op): boolean {
-    const memory = this.health.memory;
-    if (memory === undefined || op.kind !== 'store') return false;
-    const bytes = op.key.length + op.value.length + itemOverheadBytes;
-    if (memory.usedBytes + this.admittedBytes + bytes > memory.limitBytes * backendMemoryUseMax) return true;
-    // An append's item size depends on the value it extends: only its bytes are counted.
-    if (memory.slabs !== undefined && op.verb !== 'append' && op.verb !== 'prepend') {
-      const room = itemRoom(memory.slabs, storedItemBytes(op.key, op.value.length));
-      const admitted = this.admittedBySlab.get(room.label) ?? 0;
-      if (admitted + 1 > room.items * (1 - slabRoomReserve) - room.perPage) return true;
-      this.admittedBySlab.set(room.label, admitted + 1);
-    }
-    this.admittedBytes += bytes;
-    return false;
   }
 
   /** Fails requests the mode never answered in time. Map order is issue order, so stop at the first one not due. */
@@ -611,8 +564,7 @@ export class Controller {
     }
     const previous = this.health;
     this.health = health;
-    this.admittedBytes = 0;
-    this.admittedBySlab.clear();
+    this.memoryGuard.polled(health.memory);
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';
       this.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });

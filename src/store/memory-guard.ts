@@ -1,0 +1,67 @@
+/**
+ * Whether memcached has room for a write, so that writes it has no room for are refused up front
+ * (memcached's own `SERVER_ERROR out of memory storing object`) instead of failing in memcached.
+ *
+ * Intuition: memcached started with -M refuses a write it has no room for, and the replicas hold
+ * the same data, so such a write would fail at every replica at once and leave none that a peer
+ * could rebuild from: every node would refuse everything from then on. The guard refuses first,
+ * by two counts, each what the last poll of memcached said plus what was admitted since:
+ * - bytes: at most `bytesUseMax` of memcached's memory (`-m`); the margin covers memcached's
+ *   slab rounding and writes still in flight when a poll reads the stats;
+ * - the item's size class (./slab-room.ts): memcached gives memory to a class a page at a time and
+ *   pages stay with the class that took them, so after small items filled memory and were
+ *   deleted, a larger item may find no room although few bytes are used. Writes leave
+ *   `slabRoomReserve` of the room for their class, and one page's worth more, for the replicas'
+ *   slabs differing a little and for writes in flight.
+ *
+ * The mode asks (MachineOptions.admit) at the node that orders writes: in the ordered modes the
+ * leader, which sees every write of the cluster, so writes taken by several controllers at once
+ * cannot together overshoot what one of them checked. The replicas' memcached servers are taken to
+ * be of one size (startup.sh starts them alike).
+ *
+ * Invariants: only stores are ever refused (deletes, reads and the rest free or keep memory); a
+ * backend that says nothing of its memory refuses nothing; what was admitted is forgotten only
+ * when a poll replaces it with what the backend holds.
+ */
+
+import { itemRoom, storedItemBytes } from './slab-room.ts';
+import type { BackendHealth, Op } from './types.ts';
+
+/** Most of memcached's memory the stored items may take. */
+export const BYTES_USE_MAX = 0.7;
+/** What writes leave of the room for their size class (and one page's worth more). */
+export const SLAB_ROOM_RESERVE = 0.1;
+/** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
+const ITEM_OVERHEAD_BYTES = 56;
+
+export class MemoryGuard {
+  #memory: BackendHealth['memory'] = undefined;
+  /** Bytes the stores admitted since the last poll add, about. */
+  #admittedBytes = 0;
+  /** Items admitted since the last poll, by the size class they go to. */
+  readonly #admittedBySlab = new Map<string, number>();
+
+  /** A poll read the backend (or failed: undefined): its memory replaces what was counted since. */
+  polled(memory: BackendHealth['memory']): void {
+    this.#memory = memory;
+    this.#admittedBytes = 0;
+    this.#admittedBySlab.clear();
+  }
+
+  /** Whether `op` fits; if it does, it is counted as admitted. */
+  admit(op: Op): boolean {
+    const memory = this.#memory;
+    if (memory === undefined || op.kind !== 'store') return true;
+    const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
+    if (memory.usedBytes + this.#admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return false;
+    // An append's item size depends on the value it extends: only its bytes are counted.
+    if (memory.slabs !== undefined && op.verb !== 'append' && op.verb !== 'prepend') {
+      const room = itemRoom(memory.slabs, storedItemBytes(op.key, op.value.length));
+      const admitted = this.#admittedBySlab.get(room.label) ?? 0;
+      if (admitted + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return false;
+      this.#admittedBySlab.set(room.label, admitted + 1);
+    }
+    this.#admittedBytes += bytes;
+    return true;
+  }
+}
