@@ -33,6 +33,7 @@ import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
 import { MemoryGuard } from './store/memory-guard.ts';
+import { storedItemBytes } from './store/slab-room.ts';
 import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { WriteAheadFile } from './wal.ts';
@@ -112,6 +113,8 @@ export class Controller {
   /** The backend's eviction counter at the last poll that read it, and the epoch it belongs to. */
   private evictionsSeen: { epoch: string; count: number } | null = null;
   private warnedEvictsWhenFull = false;
+  private warnedItemLimit = false;
+  private readonly valueBytesMax: number;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
 
   private constructor(private readonly options: ControllerOptions) {
@@ -124,7 +127,9 @@ export class Controller {
       tombstones: mode === 'eventual',
       replay: logMode ? 'skip-applied' : 'plain',
       cacheBytesMax: config.cacheBytesMax,
+      valueBytesMax: config.valueBytesMax,
     });
+    this.valueBytesMax = config.valueBytesMax;
     const walFile = path.join(config.dataDir, node.id, 'wal.bin');
     // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
     // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
@@ -152,7 +157,7 @@ export class Controller {
       failureTimeoutMs: config.failureTimeoutMs,
       persisted,
       nowMs: Date.now(),
-      admit: (op) => this.memoryGuard.admit(op),
+      refuseStore: (op) => this.memoryGuard.refusal(op),
     });
     this.network = new PeerNetwork({
       self: node.id,
@@ -574,6 +579,7 @@ export class Controller {
     if (restarted) this.epochAfterReset = health.epoch;
     else if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
     const evicted = this.noteEvictions(health);
+    this.noteItemLimit(health);
     if (!restarted && !evicted && !this.backendFailed && this.replica.suspect === null) return;
     if (this.queuedReset !== null) {
       if (restarted) this.queuedReset.emptied = true;
@@ -603,6 +609,19 @@ export class Controller {
     if (seen === null || seen.epoch !== health.epoch || health.evictions <= seen.count) return false;
     this.log.error('memcached evicted items this replica held', { evictions: health.evictions - seen.count });
     return true;
+  }
+
+  /** Warns once when memcached takes shorter items than value_bytes_max allows (its -I is too small). */
+  private noteItemLimit(health: BackendHealth): void {
+    const itemBytesMax = health.memory?.itemBytesMax;
+    if (this.warnedItemLimit || itemBytesMax === undefined) return;
+    if (storedItemBytes('k'.repeat(DEFAULT_LIMITS.keyBytesMax), this.valueBytesMax) + 4 <= itemBytesMax) return;
+    this.warnedItemLimit = true;
+    this.log.warn('memcached takes shorter items than value_bytes_max allows: longer values are refused (object too large for cache); start memcached with -I 2m, as startup.sh does, or lower value_bytes_max', {
+      backend: health.detail,
+      itemBytesMax,
+      valueBytesMax: this.valueBytesMax,
+    });
   }
 
   /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */

@@ -14,48 +14,58 @@ const set = (key: string, bytes: number, verb: 'set' | 'append' = 'set'): Op => 
   kind: 'store', verb, key, flags: 0, expiresAtMs: 0, value: Buffer.alloc(bytes), casUnique: 0n,
 });
 
+const fits = (guard: MemoryGuard, op: Op): boolean => guard.refusal(op) === null;
+
 function slabs(freePages: number, classes: SlabState['classes']): SlabState {
   return { pageBytes: MB, freePages, growthFactor: 1.25, chunkMaxBytes: 512 * 1024, classes, classSizes: slabClassSizes(48, 1.25, 512 * 1024) };
 }
 
 describe('MemoryGuard', () => {
   it('refuses nothing before a poll said how much memory there is', () => {
-    expect(new MemoryGuard().admit(set('k', 10 * MB))).toBe(true);
+    expect(fits(new MemoryGuard(), set('k', 10 * MB))).toBe(true);
   });
 
   it('counts what it admitted until the next poll, against 70% of the limit', () => {
     const guard = new MemoryGuard();
     guard.polled({ usedBytes: 0, limitBytes: 10 * MB });
-    const admitted = Array.from({ length: 10 }, (_, i) => guard.admit(set(`k${i}`, MB)));
+    const admitted = Array.from({ length: 10 }, (_, i) => fits(guard, set(`k${i}`, MB)));
     expect(admitted).toEqual([true, true, true, true, true, true, false, false, false, false]);
     guard.polled({ usedBytes: 2 * MB, limitBytes: 10 * MB }); // deletes freed memory meanwhile
-    expect(guard.admit(set('again', MB))).toBe(true);
+    expect(fits(guard, set('again', MB))).toBe(true);
   });
 
   it('never refuses what does not store (deletes, reads)', () => {
     const guard = new MemoryGuard();
     guard.polled({ usedBytes: 10 * MB, limitBytes: 10 * MB });
-    expect(guard.admit({ kind: 'delete', key: 'k' })).toBe(true);
-    expect(guard.admit({ kind: 'get', keys: ['k'] })).toBe(true);
-    expect(guard.admit(set('k', 1))).toBe(false);
+    expect(fits(guard, { kind: 'delete', key: 'k' })).toBe(true);
+    expect(fits(guard, { kind: 'get', keys: ['k'] })).toBe(true);
+    expect(fits(guard, set('k', 1))).toBe(false);
   });
 
   it('refuses items whose size class has no room although bytes are free, and keeps a reserve', () => {
     const guard = new MemoryGuard();
     // Few bytes used, every page held by the 152-byte class: no room for a 4 KB item.
     guard.polled({ usedBytes: MB, limitBytes: 64 * MB, slabs: slabs(0, [{ id: 3, chunkBytes: 152, freeChunks: 400_000 }]) });
-    expect(guard.admit(set('big', 4000))).toBe(false);
-    expect(guard.admit(set('small', 40))).toBe(true);
+    expect(fits(guard, set('big', 4000))).toBe(false);
+    expect(fits(guard, set('small', 40))).toBe(true);
     // Two free pages: 4544-byte chunks, 230 a page; 10% and one page are left: 460 × 0.9 − 230.
     guard.polled({ usedBytes: MB, limitBytes: 64 * MB, slabs: slabs(2, [{ id: 3, chunkBytes: 152, freeChunks: 400_000 }]) });
-    const stored = Array.from({ length: 300 }, (_, i) => guard.admit(set(`b${i}`, 4000))).filter(Boolean).length;
+    const stored = Array.from({ length: 300 }, (_, i) => fits(guard, set(`b${i}`, 4000))).filter(Boolean).length;
     expect(stored).toBe(Math.floor(460 * 0.9 - 230));
   });
 
   it('counts only bytes for an append, whose item size depends on the value it extends', () => {
     const guard = new MemoryGuard();
     guard.polled({ usedBytes: MB, limitBytes: 64 * MB, slabs: slabs(0, []) });
-    expect(guard.admit(set('k', 4000, 'append'))).toBe(true);
-    expect(guard.admit(set('k', 4000))).toBe(false);
+    expect(fits(guard, set('k', 4000, 'append'))).toBe(true);
+    expect(fits(guard, set('k', 4000))).toBe(false);
+  });
+
+  it('refuses, as memcached does, an item longer than memcached takes at all (its -I)', () => {
+    const guard = new MemoryGuard();
+    guard.polled({ usedBytes: 0, limitBytes: 64 * MB, itemBytesMax: MB });
+    expect(guard.refusal(set('k', MB))).toBe('object too large for cache');
+    expect(guard.refusal(set('k', MB - 200))).toBeNull();
+    expect(guard.refusal(set('k', 50 * MB, 'append'))).toBe('out of memory storing object'); // only its bytes count
   });
 });

@@ -49,7 +49,7 @@ class Cluster {
   readonly trace: string[] = [];
   /** Messages for which this says true are lost in transit (as on a connection that broke). */
   lose: (message: LogMessage, to: PeerId) => boolean = () => false;
-  /** Each node's answer to "does the store have room for this write" (MachineOptions.admit). */
+  /** Each node's answer to "does the store have room for this write" (MachineOptions.refuseStore). */
   room: (id: PeerId, op: Op) => boolean = () => true;
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
@@ -63,7 +63,7 @@ class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
-      replicaSkipsApplied: this.skipApplied, admit: (op) => this.room(id, op),
+      replicaSkipsApplied: this.skipApplied, refuseStore: (op) => (this.room(id, op) ? null : 'out of memory storing object'),
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }

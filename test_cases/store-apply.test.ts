@@ -280,6 +280,16 @@ describe('applyToEntry beyond the text protocol', () => {
     kind: 'store', verb: 'set', key: 'k', flags: 1, expiresAtMs: 0, value: Buffer.from(value), casUnique: 0n,
   });
 
+  it('refuses an append or prepend that would make the value longer than the limit, keeping the value, as memcached does', () => {
+    const grow = (verb: 'append' | 'prepend', bytes: number): SingleKeyOp => ({
+      kind: 'store', verb, key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('x'.repeat(bytes)), casUnique: 0n,
+    });
+    expect(applyToEntry(live, grow('append', 8), ctx, 10)).toEqual({ write: { ...live, value: Buffer.from('10xxxxxxxx'), cas: ctx.cas }, reply: { kind: 'stored', cas: ctx.cas } });
+    expect(applyToEntry(live, grow('append', 9), ctx, 10)).toEqual({ write: undefined, reply: { kind: 'not_stored' } });
+    expect(applyToEntry(live, grow('prepend', 9), ctx, 10)).toEqual({ write: undefined, reply: { kind: 'not_stored' } });
+    expect(applyToEntry(live, set('x'.repeat(20)), ctx, 10).reply.kind).toBe('stored'); // a set's value is the protocol's to limit
+  });
+
   it('treats a tombstone as absent', () => {
     expect(applyToEntry(tombstone, { kind: 'delete', key: 'k' }, ctx)).toEqual({ write: undefined, reply: { kind: 'not_found' } });
     const add = applyToEntry(tombstone, { ...set('v'), verb: 'add' } as SingleKeyOp, ctx);

@@ -4,7 +4,7 @@
  * baseline the benchmark compares the replicated modes with. Versions are a local counter.
  */
 
-import { OUT_OF_MEMORY, type Effect, type Machine, type MachineOptions, type MachineStatus, type Mode } from './types.ts';
+import type { Effect, Machine, MachineOptions, MachineStatus, Mode } from './types.ts';
 
 export type LocalMessage = never;
 
@@ -16,9 +16,8 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
       if (event.op.kind === 'get') {
         return [{ kind: 'read', requestId: event.requestId, op: event.op, nowMs: event.nowMs }];
       }
-      if (options.admit !== undefined && !options.admit(event.op)) {
-        return [{ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: OUT_OF_MEMORY } }];
-      }
+      const refused = options.refuseStore?.(event.op) ?? null;
+      if (refused !== null) return [{ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: refused } }];
       version += 1n;
       return [
         { kind: 'apply', op: event.op, cas: version, nowMs: event.nowMs, requestId: event.requestId, token: null },

@@ -40,7 +40,6 @@ import type {
   PeerId,
   RequestId,
 } from './types.ts';
-import { OUT_OF_MEMORY } from './types.ts';
 import { EntryLog } from './log/entry-log.ts';
 import {
   LOG_DEFAULTS,
@@ -176,9 +175,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private lastLeaderContactMs = Number.NEGATIVE_INFINITY;
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
-  private readonly admit: (op: Op) => boolean;
-  /** Forwards of this term refused for lack of room, so a duplicate is refused too (never logged). */
-  private readonly refusedForwards = new Set<string>();
+  private readonly refuseStore: (op: Op) => string | null;
+  /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
+  private readonly refusedForwards = new Map<string, string>();
 
   // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
   private readonly pending = new Map<RequestId, Pending>();
@@ -268,7 +267,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
     this.nowMs = options.nowMs;
     this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
-    this.admit = options.admit ?? (() => true);
+    this.refuseStore = options.refuseStore ?? (() => null);
     this.restore(options.persisted);
     this.start();
   }
@@ -452,8 +451,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
     if (isWrite(op)) {
-      if (this.role === 'leader' && !this.admit(op)) {
-        this.reply(requestId, serverError(OUT_OF_MEMORY));
+      const refused = this.role === 'leader' ? this.refuseStore(op) : null;
+      if (refused !== null) {
+        this.reply(requestId, serverError(refused));
         return;
       }
       this.pending.set(requestId, { op, deadlineMs });
@@ -991,24 +991,25 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: 'no quorum: not the leader' });
       return;
     }
-    const refused: RequestId[] = [];
+    const refusals = new Map<string, RequestId[]>();
     for (const request of message.requests) {
       // The network may duplicate a forward: an op must enter the log once, and never after its
       // origin was told it was refused.
       const key = proposalKey(from, message.incarnation, request.requestId);
       if (this.proposals.has(key)) continue;
-      if (this.refusedForwards.has(key) || !this.admit(request.op)) {
+      const refused = this.refusedForwards.get(key) ?? this.refuseStore(request.op);
+      if (refused !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
-        this.refusedForwards.add(key);
-        refused.push(request.requestId);
+        this.refusedForwards.set(key, refused);
+        refusals.set(refused, [...(refusals.get(refused) ?? []), request.requestId]);
         continue;
       }
       const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
       this.proposalsThisStep.push(entry);
       this.proposals.set(key, entry.index);
     }
-    if (refused.length > 0) {
-      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds: refused, message: OUT_OF_MEMORY });
+    for (const [refused, requestIds] of refusals) {
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: refused });
     }
   }
 

@@ -140,14 +140,12 @@ export interface MachineOptions {
   persisted: readonly unknown[];
   nowMs: number;
   /**
-   * Whether the store has room for this write. Asked once per write by the node that puts writes
-   * in order (a replicated log's leader, for its own clients' writes and forwarded ones alike; in
-   * eventual mode the node that took it), right before the write takes its place; a write it
-   * refuses fails with `OUT_OF_MEMORY` and changes nothing. Asking at that one node means every
-   * write of the cluster is counted there. Default: always room.
+   * Why the store cannot take this write — the SERVER_ERROR message, memcached's own ("out of
+   * memory storing object", "object too large for cache") — or null when it can. Asked once per
+   * write by the node that puts writes in order (a replicated log's leader, for its own clients'
+   * writes and forwarded ones alike; in eventual mode the node that took it), right before the
+   * write takes its place; a refused write is answered with the message and changes nothing.
+   * Asking at that one node means every write of the cluster is counted there. Default: null.
    */
-  admit?: (op: Op) => boolean;
+  refuseStore?: (op: Op) => string | null;
 }
-
-/** The reply message of a write refused for lack of room (memcached's own). */
-export const OUT_OF_MEMORY = 'out of memory storing object';

@@ -19,6 +19,10 @@
  *   and a result no longer than the old value is written in place, padded with spaces (as
  *   memcached does when no other connection holds the item, its usual case), else the value is
  *   just the digits.
+ * - An append or prepend that would make the value longer than `valueBytesMax` answers
+ *   NOT_STORED and changes nothing, as memcached does past its item size limit. Every replica
+ *   gets the same limit (config.ini's value_bytes_max), so all decide alike; without it, values
+ *   grew past what memcached takes and the write failed at every replica at once.
  * - Deviation, on purpose: touch gives the entry a new cas (memcached keeps it), so a touch is a
  *   versioned change that last-writer-wins replication can carry.
  */
@@ -59,11 +63,12 @@ export function applyToEntry(
   current: Entry | undefined,
   op: SingleKeyOp,
   ctx: ApplyContext,
+  valueBytesMax = Number.POSITIVE_INFINITY,
 ): ApplyResult {
   const live = isLive(current, ctx.nowMs) ? current : undefined;
   switch (op.kind) {
     case 'store':
-      return applyStore(live, op, ctx);
+      return applyStore(live, op, ctx, valueBytesMax);
     case 'arith':
       return applyArith(live, op, ctx);
     case 'delete':
@@ -96,7 +101,7 @@ function casMismatch(live: Entry, casUnique: bigint | undefined): boolean {
   return casUnique !== undefined && casUnique !== 0n && live.cas !== casUnique;
 }
 
-function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): ApplyResult {
+function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext, valueBytesMax: number): ApplyResult {
   const fresh: Entry = {
     value: op.value,
     flags: op.flags,
@@ -115,6 +120,8 @@ function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext): Ap
     case 'prepend': {
       if (live === undefined) return NOT_STORED;
       if (casMismatch(live, op.casUnique)) return EXISTS;
+      // memcached cannot allocate the longer item, keeps the old one and answers NOT_STORED.
+      if (live.value.length + op.value.length > valueBytesMax) return NOT_STORED;
       const parts = op.verb === 'append' ? [live.value, op.value] : [op.value, live.value];
       return {
         write: { ...live, value: Buffer.concat(parts), cas: ctx.cas },

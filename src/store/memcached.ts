@@ -68,6 +68,7 @@ export class MemcachedBackend implements KVBackend {
   /** Whether memcached evicts when full (`stats settings`), read once per epoch. */
   #evictsWhenFull: boolean | undefined = undefined;
   #slabSettings: SlabSettings | null = null;
+  #itemBytesMax: number | undefined = undefined;
   #settingsEpoch = '';
   #closed = false;
 
@@ -153,8 +154,11 @@ export class MemcachedBackend implements KVBackend {
           chunkMaxBytes: Number(settings.slab_chunk_max),
           minChunkBytes: Number(settings.chunk_size),
         };
+        const itemBytesMax = Number(settings.item_size_max);
+        this.#itemBytesMax = Number.isSafeInteger(itemBytesMax) && itemBytesMax > 0 ? itemBytesMax : undefined;
         this.#settingsEpoch = epoch;
       }
+      if (memory !== undefined) memory.itemBytesMax = this.#itemBytesMax;
       if (memory !== undefined && this.#slabSettings !== null) {
         const slabs = await this.#run('stats slabs', null, (connection) => connection.stats('slabs'));
         memory.slabs = slabStateOf(stats, slabs, this.#slabSettings) ?? undefined;

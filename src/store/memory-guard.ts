@@ -19,11 +19,15 @@
  * cannot together overshoot what one of them checked. The replicas' memcached servers are taken to
  * be of one size (startup.sh starts them alike).
  *
+ * A store whose item is longer than memcached takes at all (its -I) is refused as memcached refuses
+ * it, "object too large for cache", rather than failing at every replica.
+ *
  * Invariants: only stores are ever refused (deletes, reads and the rest free or keep memory); a
  * backend that says nothing of its memory refuses nothing; what was admitted is forgotten only
  * when a poll replaces it with what the backend holds.
  */
 
+import { TEXT_ERRORS } from '../protocol/errors.ts';
 import { itemRoom, storedItemBytes } from './slab-room.ts';
 import type { BackendHealth, Op } from './types.ts';
 
@@ -33,6 +37,11 @@ export const BYTES_USE_MAX = 0.7;
 export const SLAB_ROOM_RESERVE = 0.1;
 /** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
 const ITEM_OVERHEAD_BYTES = 56;
+/** What memcached's flags may add to an item. */
+const FLAGS_BYTES = 4;
+/** memcached's replies to a store it cannot take. */
+export const OUT_OF_MEMORY = 'out of memory storing object';
+export const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
 
 export class MemoryGuard {
   #memory: BackendHealth['memory'] = undefined;
@@ -48,20 +57,27 @@ export class MemoryGuard {
     this.#admittedBySlab.clear();
   }
 
-  /** Whether `op` fits; if it does, it is counted as admitted. */
-  admit(op: Op): boolean {
+  /**
+   * Why memcached cannot take `op` — its own message: "object too large for cache" for an item
+   * longer than memcached takes at all, "out of memory storing object" for one it has no room
+   * for — or null when it can, and then `op` is counted as admitted.
+   */
+  refusal(op: Op): string | null {
     const memory = this.#memory;
-    if (memory === undefined || op.kind !== 'store') return true;
-    const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
-    if (memory.usedBytes + this.#admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return false;
+    if (memory === undefined || op.kind !== 'store') return null;
     // An append's item size depends on the value it extends: only its bytes are counted.
-    if (memory.slabs !== undefined && op.verb !== 'append' && op.verb !== 'prepend') {
-      const room = itemRoom(memory.slabs, storedItemBytes(op.key, op.value.length));
+    const sized = op.verb !== 'append' && op.verb !== 'prepend';
+    const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
+    if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
+    const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
+    if (memory.usedBytes + this.#admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
+    if (memory.slabs !== undefined && sized) {
+      const room = itemRoom(memory.slabs, itemBytes);
       const admitted = this.#admittedBySlab.get(room.label) ?? 0;
-      if (admitted + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return false;
+      if (admitted + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return OUT_OF_MEMORY;
       this.#admittedBySlab.set(room.label, admitted + 1);
     }
     this.#admittedBytes += bytes;
-    return true;
+    return null;
   }
 }

@@ -63,6 +63,8 @@ export interface ReplicaOptions {
   replay?: 'plain' | 'skip-applied';
   /** Bound of the value cache in bytes; 0 disables it (default `CACHE_BYTES_MAX_DEFAULT`). */
   cacheBytesMax?: number;
+  /** The longest value an append or prepend may make (see applyToEntry); default unbounded. */
+  valueBytesMax?: number;
 }
 
 /** What the value cache holds, for `stats` and tests. */
@@ -224,12 +226,14 @@ export class Replica {
   #suspect: string | null = null;
   /** Counts acknowledged resets; a call runs only in the generation it was issued in. */
   #generation = 0;
+  readonly #valueBytesMax: number;
 
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
     this.#tombstones = options.tombstones;
     this.#skipApplied = options.replay === 'skip-applied';
     this.#barrierConcurrency = options.barrierConcurrency ?? 64;
+    this.#valueBytesMax = options.valueBytesMax ?? Number.POSITIVE_INFINITY;
     this.#cache = new ValueCache(options.cacheBytesMax ?? CACHE_BYTES_MAX_DEFAULT);
   }
 
@@ -466,7 +470,7 @@ export class Replica {
     // A plain set does not depend on what is stored: skip the read (one backend round trip).
     const current = op.kind === 'store' && op.verb === 'set' ? undefined : await this.#current(op.key);
     if (this.#isApplied(current, ctx)) return ALREADY_APPLIED;
-    const { write, reply } = applyToEntry(current, op, ctx);
+    const { write, reply } = applyToEntry(current, op, ctx, this.#valueBytesMax);
     if (write === null) await this.#remove(op.key, ctx.cas);
     else if (write !== undefined) await this.#write(op.key, write);
     return reply;

@@ -86,9 +86,10 @@ export interface BackendHealth {
   epoch: string;
   /**
    * What the backend holds and may hold, in bytes, when it says (memcached's `bytes`,
-   * `limit_maxbytes`), and memcached's slab state, to tell whether an item of some size still fits.
+   * `limit_maxbytes`), memcached's slab state, to tell whether an item of some size still fits, and
+   * the longest item it takes at all (`item_size_max`, its -I).
    */
-  memory?: { usedBytes: number; limitBytes: number; slabs?: SlabState };
+  memory?: { usedBytes: number; limitBytes: number; slabs?: SlabState; itemBytesMax?: number };
   /**
    * Items the backend threw away for room since it started (memcached's `evictions` counter). It
    * growing within one epoch means the replica lost data: the controller rebuilds it.

@@ -37,7 +37,6 @@ import type {
   PeerId,
   RequestId,
 } from '../types.ts';
-import { OUT_OF_MEMORY } from '../types.ts';
 import type { Entry, Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
 import { formatHlc, HLC_ZERO, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
@@ -87,7 +86,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly peerBits = new Map<PeerId, number>();
   private readonly allPeersMask: number;
   private readonly tuning: EventualTuning;
-  private readonly admit: (op: Op) => boolean;
+  private readonly refuseStore: (op: Op) => string | null;
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
@@ -134,7 +133,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     this.allPeersMask = mask;
     this.tuning = { ...defaultTuning(options), ...tuning };
-    this.admit = options.admit ?? (() => true);
+    this.refuseStore = options.refuseStore ?? (() => null);
     this.pushes = new PushQueues(this.peers, this.tuning);
     this.peersUp = new Set(this.peers);
     this.nowMs = options.nowMs;
@@ -237,8 +236,9 @@ export class EventualMachine implements Machine<EventualMessage> {
       out.push({ kind: 'read', requestId, op, nowMs });
       return;
     }
-    if (!this.admit(op)) {
-      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: OUT_OF_MEMORY } });
+    const refused = this.refuseStore(op);
+    if (refused !== null) {
+      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: refused } });
       return;
     }
     this.clock = tickHlc(this.clock, nowMs);
