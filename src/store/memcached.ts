@@ -297,8 +297,7 @@ export class MemcachedBackend implements KVBackend {
   }
 }
 
-/** memcached's identity: its pid and start time. A restarted memcached has a new one. */
-/** Bytes of a memcached slab page (its default; -I above 1m does not change the page size). */
+/** Bytes of a memcached slab page when nothing tells (memcached's default). */
 const SLAB_PAGE_BYTES_DEFAULT = 1024 * 1024;
 
 /** What `stats settings` says of memcached's size classes (growth_factor, slab_chunk_max, chunk_size). */
@@ -338,6 +337,7 @@ export function slabStateOf(stats: Record<string, string>, slabs: Record<string,
   return { pageBytes, freePages, growthFactor, chunkMaxBytes, classes, classSizes };
 }
 
+/** memcached's identity: its pid and start time. A restarted memcached has a new one. */
 function epochOf(stats: Record<string, string>): string {
   return `${stats.pid}@${Number(stats.time) - Number(stats.uptime)}`;
 }
