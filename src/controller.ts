@@ -101,6 +101,12 @@ export class Controller {
   /** "epoch count": memcached's eviction counter when this controller last read it. */
   private readonly evictionsFile: string;
   private backendFailed = false;
+  /**
+   * Every backend failure since the last reset left the replica as it was but for writes whose
+   * outcome is unknown (timeouts, broken connections): no refusal by memcached (a refused set
+   * drops the old value), no failed reset. The reset then says `kept`.
+   */
+  private failuresKept = true;
   /** The backend_reset event queued and not yet run through the mode, if any. */
   private queuedReset: Extract<Event<unknown>, { kind: 'backend_reset' }> | null = null;
   /**
@@ -355,6 +361,7 @@ export class Controller {
         this.releaseDurable();
         this.replica.acknowledgeReset();
         this.backendFailed = false;
+        this.failuresKept = true;
         this.queuedReset = null;
       }
       for (const effect of effects) this.carryOut(effect);
@@ -552,6 +559,12 @@ export class Controller {
     // A call refused because it was issued before the last acknowledged reset says nothing new
     // about the backend: the replica is trusted again (suspect is null) and being rebuilt.
     if (error instanceof StoreError && error.code === 'BACKEND_RESET' && this.replica.suspect === null) return;
+    // Calls the suspect replica refused (BACKEND_RESET) never reached memcached.
+    const kept = error instanceof StoreError && error.code !== 'BACKEND_FAILED' && what !== 'reset';
+    if (!kept) {
+      this.failuresKept = false;
+      if (this.queuedReset !== null) this.queuedReset.kept = false;
+    }
     if (!this.backendFailed) {
       this.log.error('backend operation failed', { what, error: String(error) });
       // The replica refuses everything until the mode is told; tell it as soon as the backend answers.
@@ -583,10 +596,12 @@ export class Controller {
     if (!restarted && !evicted && !this.backendFailed && this.replica.suspect === null) return;
     if (this.queuedReset !== null) {
       if (restarted) this.queuedReset.emptied = true;
+      if (restarted || evicted) this.queuedReset.kept = false;
       return;
     }
-    this.log.warn('backend lost its contents or missed writes; rebuilding the replica from peers', { restarted, evicted });
-    this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied: restarted };
+    const kept = !restarted && !evicted && this.failuresKept;
+    this.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, evicted, kept });
+    this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied: restarted, kept };
     this.enqueue(this.queuedReset);
   }
 

@@ -4,7 +4,8 @@
  * a fault (or the checker could not decide): the message carries the checker's explanation and
  * the report folder is kept.
  *
- * Intuition: one run per mode with all four faults (kill, pause, partition, backend-restart),
+ * Intuition: one run per mode with all five faults (kill, pause, partition, backend-restart,
+ * backend-pause),
  * with windows short enough that each kind is injected at least once (the nemesis plans kinds in
  * shuffled rounds), then one short single-fault run per mode × fault, so a failure names the fault.
  *
@@ -29,8 +30,8 @@ afterAll(() => {
 });
 
 const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
-/** A run's client time; four 1 s faults with 0.7 s heals between them fit in the combined runs. */
-const COMBINED_TIME_MS = 8500;
+/** A run's client time; five 1 s faults with 0.7 s heals between them fit in the combined runs. */
+const COMBINED_TIME_MS = 10_500;
 const SINGLE_TIME_MS = 2600;
 
 async function run(mode: Mode, nemesis: readonly NemesisKind[], timeMs: number, seed: number): Promise<RunResult> {
@@ -55,7 +56,7 @@ function explain(result: RunResult): string {
 
 describe('every mode keeps its promise under every fault', () => {
   MODES.forEach((mode, index) => {
-    it(`${mode} under kill, pause, partition and backend-restart together`, async () => {
+    it(`${mode} under kill, pause, partition, backend-restart and backend-pause together`, async () => {
       const result = await run(mode, NEMESIS_KINDS, COMBINED_TIME_MS, 100 + index);
       expect(result.exitCode, explain(result)).toBe(0);
       expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(NEMESIS_KINDS));

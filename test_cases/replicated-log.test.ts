@@ -51,6 +51,8 @@ class Cluster {
   lose: (message: LogMessage, to: PeerId) => boolean = () => false;
   /** Each node's answer to "does the store have room for this write" (MachineOptions.refuseStore). */
   room: (id: PeerId, op: Op) => boolean = () => true;
+  /** Applies at nodes for which this says true time out without taking effect. */
+  applyTimesOut: (id: PeerId) => boolean = () => false;
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
@@ -87,6 +89,7 @@ class Cluster {
       if (effect.compact) node.records = [effect.record];
       else node.records.push(effect.record);
     } else if (effect.kind === 'apply') {
+      if (this.applyTimesOut(id)) return;
       const op = effect.op as SingleKeyOp;
       const current = node.replica.get(op.key);
       if (this.skipApplied && current !== undefined && current.cas >= effect.cas) return;
@@ -710,6 +713,38 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     for (const put of puts) if (put.kind === 'put' && put.token !== null) cluster.step(follower, { kind: 'applied', nowMs: cluster.nowMs, token: put.token });
     expect(node.records[node.records.length - 1]).toEqual({ kind: 'replica', trusted: true, emptied: false });
     expect(cluster.node(leader).machine.status().applied).toBe(node.machine.status().applied);
+  });
+
+  it('a backend whose failed writes only timed out (kept) is repaired by replaying the log onto it, at every node at once, without a transfer', () => {
+    const { cluster, leader } = compactedCluster();
+    // A write commits, but its apply times out at every replica without taking effect.
+    cluster.applyTimesOut = () => true;
+    cluster.request(leader, set('n', '99'));
+    cluster.run(100);
+    cluster.applyTimesOut = () => false;
+    for (const id of IDS) expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('80');
+    for (const id of IDS) cluster.step(id, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true });
+    cluster.run(500);
+    for (const id of IDS) {
+      const node = cluster.node(id);
+      expect(node.effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(false);
+      expect(node.records.some((record) => (record as { kind: string }).kind === 'replica' && !(record as { trusted: boolean }).trusted)).toBe(false);
+      expect(node.replica.get('n')?.value.toString()).toBe('99');
+    }
+    const { requestId } = cluster.request(leader, incr('n'));
+    cluster.run(100);
+    expect(cluster.outcome(leader, requestId)).toMatchObject({ kind: 'apply' });
+    for (const id of IDS) expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('100');
+  });
+
+  it('a kept reset of a replica that is not trusted (being rebuilt) still asks for a transfer', () => {
+    const { cluster } = compactedCluster();
+    const follower = followers(cluster)[0];
+    cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs });
+    const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true });
+    expect(effects.some((effect) => effect.kind === 'apply')).toBe(false);
+    cluster.run(1_500);
+    expect(cluster.node(follower).effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
   });
 
   it('a node restarted after its backend was emptied still says so when it asks for a transfer', () => {

@@ -335,6 +335,32 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /**
+   * Whether the replica, after writes to it failed with an unknown outcome, can be repaired by
+   * replaying the log from the snapshot: replays are idempotent, and the replica held every change
+   * up to the snapshot (trusted, not being rebuilt) when they failed.
+   */
+  private canReplayOntoReplica(): boolean {
+    if (!this.replicaSkipsApplied || !this.replicaValid || this.replicaEmptied) return false;
+    return this.log.snapshotIndex === 0 || (this.replicaTrusted && this.transferPutsPending.size === 0);
+  }
+
+  /**
+   * Replays the log from the snapshot onto the kept replica, skipping what it holds, as a
+   * restarted node does: each failed write took effect whole or not at all, so this repairs it
+   * without a peer (no transfer: when every replica's writes timed out at once, as when every
+   * memcached stalled, there is none to ask). Not serving until the replay is done.
+   */
+  private replayOntoReplica(): void {
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+    this.appliedIndex = this.log.snapshotIndex;
+    this.replayUntilIndex = this.log.lastIndex();
+    this.caughtUp = false;
+    this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
+    this.note('warn', 'writes to the replica failed (outcome unknown): replaying the log onto it', { fromIndex: this.log.snapshotIndex + 1, commitIndex: this.commitIndex });
+  }
+
+  /**
    * Forget what the replica holds: replay the log from 1, or ask for a state transfer. `emptied`:
    * the backend restarted, so it holds nothing (rather than being merely untrusted).
    */
@@ -387,7 +413,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.onApplied(event.token);
         break;
       case 'backend_reset':
-        this.rebuildReplica(event.emptied === true);
+        if (event.kept === true && event.emptied !== true && this.canReplayOntoReplica()) this.replayOntoReplica();
+        else this.rebuildReplica(event.emptied === true);
         break;
       case 'flush':
         this.flushOutgoing();

@@ -45,9 +45,12 @@ export type Event<M> =
   /**
    * The local backend lost its contents or may have missed a write: rebuild from the peers.
    * `emptied`: it restarted (memcached's pid or start time changed), so it certainly holds nothing;
-   * absent or false: a write to it failed, so it may still hold almost everything.
+   * absent or false: a write to it failed, so it may still hold almost everything. `kept`: it lost
+   * nothing it acknowledged — the failed writes timed out or lost their connection, so each took
+   * effect whole or not at all (memcached refused none, evicted nothing) — as after a controller
+   * is killed mid-write; a mode that can replay its writes onto the replica may repair it so.
    */
-  | { kind: 'backend_reset'; nowMs: number; emptied?: boolean }
+  | { kind: 'backend_reset'; nowMs: number; emptied?: boolean; kept?: boolean }
   /**
    * The controller has run every event it had queued for now: a machine that buffers outgoing
    * messages (forwards, appends, pushes) sends them here, so one message carries everything that

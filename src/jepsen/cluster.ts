@@ -291,6 +291,15 @@ export class Cluster {
     this.signal(id, 'SIGCONT');
   }
 
+  /** Stops a node's memcached (SIGSTOP) until resumeBackend. */
+  pauseBackend(id: string): void {
+    this.node(id).memcached?.kill('SIGSTOP');
+  }
+
+  resumeBackend(id: string): void {
+    this.node(id).memcached?.kill('SIGCONT');
+  }
+
   /** Kills a node's memcached and starts it again, empty, on the same port. */
   async restartBackend(id: string): Promise<void> {
     const node = this.node(id);

@@ -17,9 +17,14 @@ import type { HistoryRecorder } from '../check/history.ts';
 import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
 
 /** The faults the runner can inject. */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart';
+/**
+ * `backend-restart` restarts one node's memcached (empty); `backend-pause` stops every node's
+ * memcached at once (SIGSTOP) for the window, as when the machine they share stalls: writes to
+ * every replica time out together.
+ */
+export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause'];
 
 /** One planned fault. `nodes[0]` is the target; a one-way cut has `nodes = [from, to]`. */
 export interface FaultPlan {
@@ -50,6 +55,8 @@ export interface FaultTarget {
   pause(id: string): void;
   resume(id: string): void;
   restartBackend(id: string): Promise<void>;
+  pauseBackend(id: string): void;
+  resumeBackend(id: string): void;
   cut(a: string, b: string, oneWay?: boolean): void;
   isolate(id: string): void;
   healAll(): void;
@@ -114,6 +121,7 @@ function jitter(random: Random, ms: number): number {
 
 function pickTargets(random: Random, kind: NemesisKind, nodes: readonly string[]): Pick<FaultPlan, 'variant' | 'nodes'> {
   const target = nodes[pickIndex(random, nodes.length)];
+  if (kind === 'backend-pause') return { variant: null, nodes: [...nodes] };
   if (kind !== 'partition') return { variant: null, nodes: [target] };
   if (random() < 2 / 3) return { variant: 'isolate', nodes: [target] };
   const others = nodes.filter((node) => node !== target);
@@ -126,6 +134,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
+    case 'backend-pause': return 'pause every memcached';
     case 'partition':
       return plan.variant === 'one-way' ? `cut ${plan.nodes[0]}→${plan.nodes[1]}` : `isolate ${plan.nodes[0]}`;
     default: {
@@ -176,6 +185,9 @@ async function applyFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
     case 'kill': return target.kill(node);
     case 'pause': return target.pause(node);
     case 'backend-restart': return target.restartBackend(node);
+    case 'backend-pause':
+      for (const each of plan.nodes) target.pauseBackend(each);
+      return;
     case 'partition':
       if (plan.variant === 'one-way') target.cut(node, other, true);
       else target.isolate(node);
@@ -192,6 +204,9 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
     case 'kill': return target.startController(plan.nodes[0]);
     case 'pause': return target.resume(plan.nodes[0]);
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds
+    case 'backend-pause':
+      for (const each of plan.nodes) target.resumeBackend(each);
+      return;
     case 'partition': return target.healAll();
     default: {
       const unreachable: never = plan.kind;

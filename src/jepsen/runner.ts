@@ -211,7 +211,7 @@ function startClients(options: Resolved, cluster: Cluster, shared: Shared): Prom
 /** The fault schedule; a restart of the embedded store means nothing, so it is left out there. */
 function planFor(options: Resolved, cluster: Cluster): FaultPlan[] {
   return planNemesis({
-    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => kind !== 'backend-restart') : options.nemesis,
+    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => kind !== 'backend-restart' && kind !== 'backend-pause') : options.nemesis,
     nodes: cluster.nodes.map((node) => node.id), timeMs: options.timeMs, seed: options.seed,
     faultMs: options.faultMs, healMs: options.healMs,
   });

@@ -1,0 +1,86 @@
+/**
+ * Every memcached stalls at once (SIGSTOP for longer than the controllers' 1 s operation timeout,
+ * as when the machine they share stalls), while a client writes: every replica's writes time out
+ * together, so none is left to rebuild another from. A write that timed out took effect whole or
+ * not at all, and memcached kept everything it acknowledged, so each controller replays its log
+ * onto its own replica (skipping what it holds), as after a restart. Before, each asked its peers
+ * for a state transfer that none could give, and the cluster refused everything for good.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TextClient } from '../src/client/text-client.ts';
+import type { Mode } from '../src/consistency/types.ts';
+import { Cluster } from '../src/jepsen/cluster.ts';
+
+const KEYS = 20;
+const STALL_MS = 2_500;
+
+async function lastLine(port: number, raw: string, verb: string): Promise<string> {
+  const client = await TextClient.connect('127.0.0.1', port);
+  try {
+    const reply = await client.request(raw, verb);
+    return reply.lines[reply.lines.length - 1];
+  } finally {
+    client.close();
+  }
+}
+
+describe.each<Mode>(['sequential', 'linearizability'])('%s: every memcached stalls at once', (mode) => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    // Compaction every 50 entries: the replicas are past their snapshots, so replaying the log
+    // from index 1 is no way out; a state transfer was the only one.
+    cluster = await Cluster.start({ mode, compactAfterEntries: 50 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('each controller replays its log onto its own replica; the cluster serves again and the replicas agree', async () => {
+    const client = await TextClient.connect('127.0.0.1', cluster.nodes[0].clientPort);
+    let stopped = false;
+    let storedAfterStall = 0;
+    let resumed = false;
+    const writing = (async () => {
+      for (let i = 0; !stopped && i < 1_000_000; i++) {
+        const value = `v${i}`;
+        const reply = await client.request(`set k${i % KEYS} 0 0 ${value.length}\r\n${value}\r\n`, 'set');
+        if (resumed && reply.lines[reply.lines.length - 1] === 'STORED') storedAfterStall += 1;
+      }
+    })();
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const pids = cluster.nodes.map((node) => node.memcached?.pid).filter((pid): pid is number => pid !== undefined);
+      expect(pids).toHaveLength(3);
+      for (const pid of pids) process.kill(pid, 'SIGSTOP');
+      await new Promise((resolve) => setTimeout(resolve, STALL_MS));
+      for (const pid of pids) process.kill(pid, 'SIGCONT');
+      resumed = true;
+      await expect.poll(() => storedAfterStall, { timeout: 15_000, interval: 200 }).toBeGreaterThan(100);
+    } finally {
+      stopped = true;
+      await writing;
+      client.close();
+    }
+    for (const node of cluster.nodes) {
+      await expect.poll(() => lastLine(node.clientPort, 'set probe 0 0 2\r\nok\r\n', 'set'), { timeout: 10_000 }).toBe('STORED');
+    }
+    const valuesAt = async (port: number): Promise<string[]> => {
+      const reader = await TextClient.connect('127.0.0.1', port);
+      try {
+        const keys = Array.from({ length: KEYS }, (_, i) => `k${i}`).join(' ');
+        const reply = await reader.request(`get ${keys}\r\n`, 'get');
+        return reply.values.map((item) => `${item.key}=${item.value.toString()}`);
+      } finally {
+        reader.close();
+      }
+    };
+    const atFirst = await valuesAt(cluster.nodes[0].clientPort);
+    expect(atFirst).toHaveLength(KEYS);
+    for (const node of cluster.nodes.slice(1)) {
+      await expect.poll(() => valuesAt(node.clientPort), { timeout: 5_000 }).toEqual(atFirst);
+    }
+  }, 90_000);
+});
