@@ -11,19 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { lastLine } from './support/text-request.ts';
 
 const KEYS = 20;
 const STALL_MS = 2_500;
-
-async function lastLine(port: number, raw: string, verb: string): Promise<string> {
-  const client = await TextClient.connect('127.0.0.1', port);
-  try {
-    const reply = await client.request(raw, verb);
-    return reply.lines[reply.lines.length - 1];
-  } finally {
-    client.close();
-  }
-}
 
 describe.each<Mode>(['sequential', 'linearizability'])('%s: every memcached stalls at once', (mode) => {
   let cluster: Cluster;

@@ -11,16 +11,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
-
-async function lastLine(port: number, raw: string, verb: string): Promise<string> {
-  const client = await TextClient.connect('127.0.0.1', port);
-  try {
-    const reply = await client.request(raw, verb);
-    return reply.lines[reply.lines.length - 1];
-  } finally {
-    client.close();
-  }
-}
+import { lastLine } from './support/text-request.ts';
 
 describe('sequential: items longer than memcached takes', () => {
   let cluster: Cluster;

@@ -9,11 +9,11 @@
  */
 
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { exchange } from './support/raw.ts';
 
 const KEYS = 300;
 const VALUE = 'v'.repeat(100);
@@ -22,24 +22,8 @@ const FOREIGN_BATCH = 1000;
 
 /** Sends raw text-protocol lines to memcached and returns the reply once it ends with `until`. */
 async function rawRequest(port: number, request: string, until: RegExp): Promise<string> {
-  const socket = net.connect(port, '127.0.0.1');
-  try {
-    return await new Promise<string>((resolve, reject) => {
-      let reply = '';
-      const timer = setTimeout(() => reject(new Error(`no reply to ${request.slice(0, 40)}`)), 10_000);
-      socket.on('error', reject);
-      socket.on('data', (chunk) => {
-        reply += chunk.toString('latin1');
-        if (until.test(reply)) {
-          clearTimeout(timer);
-          resolve(reply);
-        }
-      });
-      socket.write(request);
-    });
-  } finally {
-    socket.destroy();
-  }
+  const reply = await exchange(port, request, (received) => until.test(received.toString('latin1')), 10_000);
+  return reply.toString('latin1');
 }
 
 async function memcachedStat(port: number, name: string): Promise<number> {

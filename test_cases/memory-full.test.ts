@@ -16,19 +16,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { lastLine } from './support/text-request.ts';
 
 const VALUE = 'x'.repeat(200_000);
 const WRITES_MAX = 400;
-
-async function lastLine(port: number, raw: string, verb: string): Promise<string> {
-  const client = await TextClient.connect('127.0.0.1', port);
-  try {
-    const reply = await client.request(raw, verb);
-    return reply.lines[reply.lines.length - 1];
-  } finally {
-    client.close();
-  }
-}
 
 describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => {
   let cluster: Cluster;
