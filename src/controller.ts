@@ -107,6 +107,10 @@ export class Controller {
    * drops the old value), no failed reset. The reset then says `kept`.
    */
   private failuresKept = true;
+  /** Whether failed applies' replies wait for the reset (the log modes; see `awaitingApply`). */
+  private readonly holdsFailedApplies: boolean;
+  /** Requests whose apply failed since the last reset, answered by the mode at the next one. */
+  private awaitingApply: RequestId[] = [];
   /** The backend_reset event queued and not yet run through the mode, if any. */
   private queuedReset: Extract<Event<unknown>, { kind: 'backend_reset' }> | null = null;
   /**
@@ -136,6 +140,7 @@ export class Controller {
       valueBytesMax: config.valueBytesMax,
     });
     this.valueBytesMax = config.valueBytesMax;
+    this.holdsFailedApplies = logMode;
     const walFile = path.join(config.dataDir, node.id, 'wal.bin');
     // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
     // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
@@ -347,6 +352,10 @@ export class Controller {
       const event = this.queue[this.queueHead];
       this.queueHead += 1;
       let effects: Effect<unknown>[];
+      if (event.kind === 'backend_reset') {
+        event.awaiting = this.awaitingApply;
+        this.awaitingApply = [];
+      }
       try {
         effects = this.machine.step(event);
       } catch (error) {
@@ -456,7 +465,11 @@ export class Controller {
           },
           (error: unknown) => {
             this.backendError('apply', error);
-            if (requestId !== null) this.resolve(requestId, storeErrorReply(error));
+            if (requestId === null) return;
+            // A committed write of the log modes: the mode answers it at the reset, with its
+            // result if a replay applies it again (see the backend_reset event's `awaiting`).
+            if (this.holdsFailedApplies && this.backendFailed) this.awaitingApply.push(requestId);
+            else this.resolve(requestId, storeErrorReply(error));
           },
         );
         return;

@@ -719,12 +719,18 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     const { cluster, leader } = compactedCluster();
     // A write commits, but its apply times out at every replica without taking effect.
     cluster.applyTimesOut = () => true;
-    cluster.request(leader, set('n', '99'));
+    const timedOut = cluster.request(leader, set('n', '99')).requestId;
     cluster.run(100);
     cluster.applyTimesOut = () => false;
     for (const id of IDS) expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('80');
-    for (const id of IDS) cluster.step(id, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true });
+    // The controller held the client's reply (its apply failed): the replay answers it.
+    for (const id of IDS) {
+      const awaiting = id === leader ? [asRequestId(timedOut)] : [];
+      cluster.step(id, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true, awaiting });
+    }
     cluster.run(500);
+    const answers = cluster.node(leader).effects.filter((effect) => (effect.kind === 'apply' || effect.kind === 'reply') && effect.requestId === timedOut);
+    expect(answers.map((effect) => effect.kind)).toEqual(['apply', 'apply']);
     for (const id of IDS) {
       const node = cluster.node(id);
       expect(node.effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(false);
@@ -737,12 +743,14 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     for (const id of IDS) expect(cluster.node(id).replica.get('n')?.value.toString()).toBe('100');
   });
 
-  it('a kept reset of a replica that is not trusted (being rebuilt) still asks for a transfer', () => {
+  it('a kept reset of a replica that is not trusted (being rebuilt) still asks for a transfer, and answers the writes it held', () => {
     const { cluster } = compactedCluster();
     const follower = followers(cluster)[0];
     cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs });
-    const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true });
+    const held = asRequestId(9_999);
+    const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true, awaiting: [held] });
     expect(effects.some((effect) => effect.kind === 'apply')).toBe(false);
+    expect(effects).toContainEqual({ kind: 'reply', requestId: held, reply: { kind: 'server_error', message: expect.stringMatching(/^backend: write outcome unknown/) } });
     cluster.run(1_500);
     expect(cluster.node(follower).effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
   });

@@ -136,6 +136,8 @@ const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId):
   `${origin}/${incarnation}/${requestId}`;
 
 const serverError = (message: string): Reply => ({ kind: 'server_error', message });
+/** The answer to a write whose apply failed on this replica, when it is not applied again here. */
+const APPLY_FAILED = 'backend: write outcome unknown (the replica failed while applying it)';
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
 const refusedForwardsMax = 4096;
 
@@ -350,7 +352,15 @@ class ReplicatedLogMachine implements ReplicatedLog {
    * without a peer (no transfer: when every replica's writes timed out at once, as when every
    * memcached stalled, there is none to ask). Not serving until the replay is done.
    */
-  private replayOntoReplica(): void {
+  private replayOntoReplica(awaiting: readonly RequestId[]): void {
+    // Our writes whose apply failed are committed: the replay applies them again and answers.
+    const waiting = new Set(awaiting);
+    for (const entry of this.log.entries) {
+      if (entry.op === null || entry.requestId === null || entry.origin !== this.self || entry.incarnation !== this.incarnation) continue;
+      if (entry.index > this.commitIndex || !waiting.delete(entry.requestId)) continue;
+      this.pending.set(entry.requestId, { op: entry.op, deadlineMs: this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs });
+    }
+    for (const requestId of waiting) this.reply(requestId, serverError(APPLY_FAILED));
     this.compactionFetch = null;
     this.touchedKeys = new Set();
     this.appliedIndex = this.log.snapshotIndex;
@@ -413,8 +423,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.onApplied(event.token);
         break;
       case 'backend_reset':
-        if (event.kept === true && event.emptied !== true && this.canReplayOntoReplica()) this.replayOntoReplica();
-        else this.rebuildReplica(event.emptied === true);
+        if (event.kept === true && event.emptied !== true && this.canReplayOntoReplica()) {
+          this.replayOntoReplica(event.awaiting ?? []);
+        } else {
+          this.rebuildReplica(event.emptied === true);
+          for (const requestId of event.awaiting ?? []) this.reply(requestId, serverError(APPLY_FAILED));
+        }
         break;
       case 'flush':
         this.flushOutgoing();

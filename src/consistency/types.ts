@@ -49,8 +49,12 @@ export type Event<M> =
    * nothing it acknowledged — the failed writes timed out or lost their connection, so each took
    * effect whole or not at all (memcached refused none, evicted nothing) — as after a controller
    * is killed mid-write; a mode that can replay its writes onto the replica may repair it so.
+   * `awaiting`: requests whose apply failed on the replica and that got no reply yet; the mode
+   * answers each (with the write's result if it applies it again). Only the replicated log's
+   * modes get any: there a committed write is applied again by a replay, so the controller holds
+   * its reply; other modes' failed applies are answered at once.
    */
-  | { kind: 'backend_reset'; nowMs: number; emptied?: boolean; kept?: boolean }
+  | { kind: 'backend_reset'; nowMs: number; emptied?: boolean; kept?: boolean; awaiting?: RequestId[] }
   /**
    * The controller has run every event it had queued for now: a machine that buffers outgoing
    * messages (forwards, appends, pushes) sends them here, so one message carries everything that

@@ -86,8 +86,11 @@ function canListKeys(backend: KVBackend): backend is KVBackend & KeyLister {
 }
 
 const EMPTY = Buffer.alloc(0);
-/** The reply to a replayed op that the replica already holds; nobody waits for it. */
-const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'already applied (log replay)' };
+/**
+ * The reply to a replayed op that the replica already holds. Usually nobody waits for it; a client
+ * whose write's apply failed (it took effect after all) does, and learns just that.
+ */
+const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'backend: write applied before the replica failed; its result is lost' };
 
 /** Starts `work` at once; a synchronous throw becomes a rejection, as inside a `then`. */
 function startNow<T>(work: () => Promise<T>): Promise<T> {
