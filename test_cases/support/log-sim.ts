@@ -118,6 +118,13 @@ export interface StoreFailureOptions {
    * and the cluster is healthy, the next store effect on every node fails (every replica untrusted).
    */
   everyNodeAtMs: number | null;
+  /**
+   * The failures are timeouts or lost connections, never a refusal by memcached: the machine is told
+   * `kept: true` (as the controller does) whenever the replica's state is known, that is, no put
+   * failed since it was last trusted. A machine that then replays its log onto the replica
+   * instead of rebuilding it trusts it again at once.
+   */
+  kept?: boolean;
 }
 
 /**
@@ -181,6 +188,8 @@ export interface SimResult {
   storeEffectsRefused: number;
   /** Times a machine was told its backend missed a write (`backend_reset`, not emptied). */
   untrustedResets: number;
+  /** Of those, times it replayed its log onto the kept replica (`kept`, see StoreFailureOptions). */
+  keptReplays: number;
   /** Crashes of a node whose replica was suspect, or told so and not reset yet. */
   crashesWhileUntrusted: number;
   /** Every node's machine was told so and none held a valid replica, at once; replies served after. */
@@ -406,7 +415,7 @@ export class LogSimulation {
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0 };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0 };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -891,9 +900,13 @@ export class LogSimulation {
     const machine = node.machine;
     if (machine === null) return;
     this.result.untrustedResets += 1;
-    const effects = machine.step({ kind: 'backend_reset', nowMs: this.nowMs, emptied: false });
+    const kept = this.options.storeFailures?.kept === true && node.replicaIndex !== null;
+    const effects = machine.step({ kind: 'backend_reset', nowMs: this.nowMs, emptied: false, kept });
     this.syncNow(node);
-    node.trust = 'told';
+    // A replay onto the kept replica (still valid, nothing emptied): trusted again at once.
+    const replays = kept && machine.inspect().replicaValid && !effects.some((effect) => effect.kind === 'reset');
+    node.trust = replays ? 'trusted' : 'told';
+    if (replays) this.result.keptReplays += 1;
     for (const effect of effects) this.carryOut(node, effect);
   }
 
