@@ -55,6 +55,11 @@ export interface ControllerOptions {
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
 
+/**
+ * Most failed applies whose replies wait for the next backend reset (a memcached down for long
+ * would otherwise pile up the ids of requests long timed out); past it, they are answered at once.
+ */
+const awaitingApplyMax = 10_000;
 /** A request the mode never answered is failed after this long, so no client hangs forever. */
 const requestTimeoutMs = 15_000;
 const backendPollIntervalMs = 1000;
@@ -468,7 +473,7 @@ export class Controller {
             if (requestId === null) return;
             // A committed write of the log modes: the mode answers it at the reset, with its
             // result if a replay applies it again (see the backend_reset event's `awaiting`).
-            if (this.holdsFailedApplies && this.backendFailed) this.awaitingApply.push(requestId);
+            if (this.holdsFailedApplies && this.backendFailed && this.awaitingApply.length < awaitingApplyMax) this.awaitingApply.push(requestId);
             else this.resolve(requestId, storeErrorReply(error));
           },
         );
