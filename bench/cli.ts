@@ -42,7 +42,7 @@ export interface BenchSettings {
 const USAGE = `usage: npm run bench -- [options]
 
   --quick               a seconds-long smoke run: 1 round, 1 s, workload mix-16x1,
-                        targets memcached,twemproxy,eventual (other options still apply)
+                        targets memcached,twemproxy,node-pipe,eventual (other options still apply)
   --targets LIST        comma-separated, from: ${TARGET_NAMES.join(', ')} (default: all)
   --workloads LIST      comma-separated, from: ${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} (default: all)
   --rounds N            rounds; each runs every workload on every target in turn (default 3)
@@ -101,7 +101,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
   }
   if (values.help) return { kind: 'help' };
   const quick = values.quick === true;
-  const targets = parseList(values.targets ?? (quick ? 'memcached,twemproxy,eventual' : TARGET_NAMES.join(',')), parseTargetName, 'target');
+  const targets = parseList(values.targets ?? (quick ? 'memcached,twemproxy,node-pipe,eventual' : TARGET_NAMES.join(',')), parseTargetName, 'target');
   const workloadIds = parseList(values.workloads ?? (quick ? 'mix-16x1' : STANDARD_WORKLOADS.map((workload) => workload.id).join(',')), parseWorkloadId, 'workload');
   const rounds = parsePositive(values.rounds, quick ? 1 : 3, 'rounds', true);
   const durationS = parsePositive(values['duration-s'], quick ? 1 : 5, 'duration-s', false);

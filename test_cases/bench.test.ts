@@ -190,6 +190,7 @@ describe('report', () => {
       expect(quick.settings.rounds).toBe(1);
       expect(quick.settings.durationMs).toBe(1000);
       expect(quick.settings.workloads.map((workload) => workload.id)).toEqual(['mix-16x1']);
+      expect(quick.settings.targets).toEqual(['memcached', 'twemproxy', 'node-pipe', 'eventual']);
     }
     expect(parseBenchArgs(['--targets', 'memcached,redis'])).toMatchObject({ kind: 'invalid' });
     expect(parseBenchArgs(['--rounds', '0'])).toMatchObject({ kind: 'invalid' });
