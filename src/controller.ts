@@ -32,6 +32,7 @@ import { PeerNetwork } from './peer/network.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
+import { LossWatch } from './store/loss-watch.ts';
 import { MemoryGuard } from './store/memory-guard.ts';
 import { storedItemBytes } from './store/slab-room.ts';
 import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
@@ -103,8 +104,9 @@ export class Controller {
   private wakeTimer: NodeJS.Timeout | null = null;
   private health: BackendHealth;
   private readonly epochFile: string;
-  /** "epoch count": memcached's eviction counter when this controller last read it. */
-  private readonly evictionsFile: string;
+  /** What memcached's counters said at the last poll (LossWatch.state), kept across restarts. */
+  private readonly lossesFile: string;
+  private readonly losses: LossWatch;
   private backendFailed = false;
   /**
    * Every backend failure since the last reset left the replica as it was but for writes whose
@@ -125,8 +127,6 @@ export class Controller {
    */
   private epochAfterReset: string | null = null;
   private readonly memoryGuard = new MemoryGuard();
-  /** The backend's eviction counter at the last poll that read it, and the epoch it belongs to. */
-  private evictionsSeen: { epoch: string; count: number } | null = null;
   private warnedEvictsWhenFull = false;
   private warnedItemLimit = false;
   private readonly valueBytesMax: number;
@@ -151,12 +151,9 @@ export class Controller {
     // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
     this.epochFile = path.join(config.dataDir, node.id, 'backend-epoch');
     this.health = { ok: true, detail: 'starting', epoch: readTextIfExists(this.epochFile) };
-    // Evictions while this controller was down count too: the last count seen is kept on disk.
-    this.evictionsFile = path.join(config.dataDir, node.id, 'backend-evictions');
-    const [evictionsEpoch, evictionsCount] = readTextIfExists(this.evictionsFile).split(' ');
-    if (evictionsEpoch !== undefined && evictionsEpoch !== '' && Number.isSafeInteger(Number(evictionsCount))) {
-      this.evictionsSeen = { epoch: evictionsEpoch, count: Number(evictionsCount) };
-    }
+    // Evictions and flushes while this controller was down count too: what it last saw is on disk.
+    this.lossesFile = path.join(config.dataDir, node.id, 'backend-counters');
+    this.losses = new LossWatch(readTextIfExists(this.lossesFile));
     if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
     const persisted = WriteAheadFile.read(walFile);
     this.wal = new WriteAheadFile(walFile);
@@ -609,39 +606,37 @@ export class Controller {
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
     if (restarted) this.epochAfterReset = health.epoch;
     else if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
-    const evicted = this.noteEvictions(health);
+    const { evicted, flushed } = this.noteLosses(health);
     this.noteItemLimit(health);
-    if (!restarted && !evicted && !this.backendFailed && this.replica.suspect === null) return;
+    const emptied = restarted || flushed;
+    if (!emptied && !evicted && !this.backendFailed && this.replica.suspect === null) return;
     if (this.queuedReset !== null) {
-      if (restarted) this.queuedReset.emptied = true;
-      if (restarted || evicted) this.queuedReset.kept = false;
+      if (emptied) this.queuedReset.emptied = true;
+      if (emptied || evicted) this.queuedReset.kept = false;
       return;
     }
-    const kept = !restarted && !evicted && this.failuresKept;
-    this.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, evicted, kept });
-    this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied: restarted, kept };
+    const kept = !emptied && !evicted && this.failuresKept;
+    this.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, flushed, evicted, kept });
+    this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied, kept };
     this.enqueue(this.queuedReset);
   }
 
   /**
-   * Whether memcached evicted items since the last poll of the same epoch: it then threw away data
-   * this replica was trusted to hold, and the replica is rebuilt like one that missed writes. Warns
-   * once when memcached is set to evict at all (started without -M).
+   * What memcached threw away since the last poll of the same epoch (see LossWatch): evicted items
+   * (the replica is rebuilt like one that missed writes) or a flush_all another client sent (the
+   * replica counts as emptied). Warns once when memcached is set to evict at all (no -M).
    */
-  private noteEvictions(health: BackendHealth): boolean {
+  private noteLosses(health: BackendHealth): { evicted: boolean; flushed: boolean } {
     if (health.evictsWhenFull === true && !this.warnedEvictsWhenFull) {
       this.warnedEvictsWhenFull = true;
       this.log.warn('memcached evicts items when full (started without -M): an eviction loses data on this replica, which is then rebuilt from peers; start memcached with -M', { backend: health.detail });
     }
-    if (health.evictions === undefined) return false;
-    const seen = this.evictionsSeen;
-    this.evictionsSeen = { epoch: health.epoch, count: health.evictions };
-    if (seen === null || seen.epoch !== health.epoch || seen.count !== health.evictions) {
-      writeFileSync(this.evictionsFile, `${health.epoch} ${health.evictions}`);
-    }
-    if (seen === null || seen.epoch !== health.epoch || health.evictions <= seen.count) return false;
-    this.log.error('memcached evicted items this replica held', { evictions: health.evictions - seen.count });
-    return true;
+    const before = this.losses.state();
+    const { evicted, flushedByOthers } = this.losses.observe(health);
+    if (this.losses.state() !== before) writeFileSync(this.lossesFile, this.losses.state());
+    if (evicted > 0) this.log.error('memcached evicted items this replica held', { evictions: evicted });
+    if (flushedByOthers > 0) this.log.error('memcached was flushed by another client: this replica is empty', { flushes: flushedByOthers });
+    return { evicted: evicted > 0, flushed: flushedByOthers > 0 };
   }
 
   /** Warns once when memcached takes shorter items than value_bytes_max allows (its -I is too small). */

@@ -141,3 +141,29 @@ describe('sequential: memcached evicted our items while the controller was down'
     expect(readFileSync(cluster.logFile(victim.id), 'utf8')).toMatch(/memcached evicted items this replica held/);
   }, 120_000);
 });
+
+describe('sequential: another client flushes one replica\'s memcached', () => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode: 'sequential', compactAfterEntries: 20 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('the controller notices (memcached counts more flushes than it sent), counts the replica emptied and rebuilds it', async () => {
+    await writeKeys(cluster.nodes[0].clientPort);
+    const victim = cluster.nodes[1];
+    await expect.poll(() => memcachedStat(victim.memcachedPort, 'curr_items'), { timeout: 10_000 }).toBe(KEYS);
+    await rawRequest(victim.memcachedPort, 'flush_all\r\n', /OK\r\n$/);
+    await expect.poll(() => keysHeld(victim.memcachedPort), { timeout: 20_000, interval: 250 }).toBe(KEYS);
+    const log = readFileSync(cluster.logFile(victim.id), 'utf8');
+    expect(log).toMatch(/memcached was flushed by another client/);
+    // Its own flushes (the rebuild's reset) are not taken for another client's: one rebuild only.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    const rebuilds = readFileSync(cluster.logFile(victim.id), 'utf8').match(/backend lost its contents/g) ?? [];
+    expect(rebuilds).toHaveLength(1);
+  }, 60_000);
+});

@@ -70,6 +70,8 @@ export class MemcachedBackend implements KVBackend {
   #slabSettings: SlabSettings | null = null;
   #itemBytesMax: number | undefined = undefined;
   #settingsEpoch = '';
+  /** flush_all commands this object sent (see BackendHealth.flushes). */
+  #flushesSent = 0;
   #closed = false;
 
   constructor(options: MemcachedBackendOptions) {
@@ -113,6 +115,7 @@ export class MemcachedBackend implements KVBackend {
   }
 
   async flush(): Promise<void> {
+    this.#flushesSent += 1;
     await this.#run('flush_all', null, (connection) => connection.request(encodeRequest(OPCODE_FLUSH, '', null, null)));
   }
 
@@ -146,6 +149,7 @@ export class MemcachedBackend implements KVBackend {
       const limitBytes = Number(stats.limit_maxbytes);
       const memory: BackendHealth['memory'] = Number.isFinite(usedBytes) && limitBytes > 0 ? { usedBytes, limitBytes } : undefined;
       const evictions = Number(stats.evictions);
+      const flushes = Number(stats.cmd_flush);
       if (this.#settingsEpoch !== epoch) {
         const settings = await this.#run('stats settings', null, (connection) => connection.stats('settings'));
         this.#evictsWhenFull = settings.evictions === 'on';
@@ -170,6 +174,7 @@ export class MemcachedBackend implements KVBackend {
         memory,
         evictions: Number.isFinite(evictions) ? evictions : undefined,
         evictsWhenFull: this.#evictsWhenFull,
+        flushes: Number.isFinite(flushes) ? { total: flushes, ours: this.#flushesSent } : undefined,
       };
     } catch (error) {
       const resetEpoch = this.#resetEpoch;

@@ -97,6 +97,11 @@ export interface BackendHealth {
   evictions?: number;
   /** The backend evicts when full (memcached started without -M) rather than refusing writes. */
   evictsWhenFull?: boolean;
+  /**
+   * flush_all commands memcached ran since it started (`cmd_flush`), and those this backend object
+   * sent: more of the first than of the second means another client flushed the replica.
+   */
+  flushes?: { total: number; ours: number };
 }
 
 /** A key and its entry, as a batch of writes carries them. */
