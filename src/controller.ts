@@ -129,7 +129,8 @@ export class Controller {
   private readonly memoryGuard = new MemoryGuard();
   private warnedEvictsWhenFull = false;
   private warnedItemLimit = false;
-  private readonly valueBytesMax: number;
+  /** The longest item memcached must take: the longest key with a value of value_bytes_max (and flags). */
+  private readonly itemBytesNeeded: number;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
 
   private constructor(private readonly options: ControllerOptions) {
@@ -144,7 +145,7 @@ export class Controller {
       cacheBytesMax: config.cacheBytesMax,
       valueBytesMax: config.valueBytesMax,
     });
-    this.valueBytesMax = config.valueBytesMax;
+    this.itemBytesNeeded = storedItemBytes('k'.repeat(DEFAULT_LIMITS.keyBytesMax), config.valueBytesMax) + 4;
     this.holdsFailedApplies = logMode;
     const walFile = path.join(config.dataDir, node.id, 'wal.bin');
     // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
@@ -643,12 +644,12 @@ export class Controller {
   private noteItemLimit(health: BackendHealth): void {
     const itemBytesMax = health.memory?.itemBytesMax;
     if (this.warnedItemLimit || itemBytesMax === undefined) return;
-    if (storedItemBytes('k'.repeat(DEFAULT_LIMITS.keyBytesMax), this.valueBytesMax) + 4 <= itemBytesMax) return;
+    if (this.itemBytesNeeded <= itemBytesMax) return;
     this.warnedItemLimit = true;
     this.log.warn('memcached takes shorter items than value_bytes_max allows: longer values are refused (object too large for cache); start memcached with -I 2m, as startup.sh does, or lower value_bytes_max', {
       backend: health.detail,
       itemBytesMax,
-      valueBytesMax: this.valueBytesMax,
+      valueBytesMax: this.options.config.valueBytesMax,
     });
   }
 

@@ -17,7 +17,7 @@ const set = (key: string, bytes: number, verb: 'set' | 'append' = 'set'): Op => 
 const fits = (guard: MemoryGuard, op: Op): boolean => guard.refusal(op) === null;
 
 function slabs(freePages: number, classes: SlabState['classes']): SlabState {
-  return { pageBytes: MB, freePages, growthFactor: 1.25, chunkMaxBytes: 512 * 1024, classes, classSizes: slabClassSizes(48, 1.25, 512 * 1024) };
+  return { pageBytes: MB, freePages, chunkMaxBytes: 512 * 1024, classes, classSizes: slabClassSizes(48, 1.25, 512 * 1024) };
 }
 
 describe('MemoryGuard', () => {

@@ -17,7 +17,7 @@ const DEFAULT_CLASSES = [
 ];
 
 function state(freePages: number, classes: SlabState['classes'], classSizes: number[] | null = DEFAULT_CLASSES): SlabState {
-  return { pageBytes: MB, freePages, growthFactor: 1.25, chunkMaxBytes: 512 * 1024, classes, classSizes };
+  return { pageBytes: MB, freePages, chunkMaxBytes: 512 * 1024, classes, classSizes };
 }
 
 describe('slabClassSizes', () => {
@@ -86,7 +86,6 @@ describe('slabStateOf', () => {
     expect(slabStateOf(stats, slabs, { growthFactor: 1.25, chunkMaxBytes: 524_288, minChunkBytes: 48 })).toEqual({
       pageBytes: MB,
       freePages: 5 + 1,
-      growthFactor: 1.25,
       chunkMaxBytes: 524_288,
       classes: [{ id: 1, chunkBytes: 96, freeChunks: 10921 }, { id: 17, chunkBytes: 3632, freeChunks: 287 }],
       classSizes: DEFAULT_CLASSES,

@@ -65,11 +65,8 @@ export class MemcachedBackend implements KVBackend {
   #lastEpoch = '';
   /** Set when a new connection found a new epoch; cleared by acknowledgeReset. */
   #resetEpoch: string | null = null;
-  /** Whether memcached evicts when full (`stats settings`), read once per epoch. */
-  #evictsWhenFull: boolean | undefined = undefined;
-  #slabSettings: SlabSettings | null = null;
-  #itemBytesMax: number | undefined = undefined;
-  #settingsEpoch = '';
+  /** What `stats settings` says, read once per epoch. */
+  #settings: { epoch: string; evictsWhenFull: boolean; slab: SlabSettings; itemBytesMax: number | undefined } | null = null;
   /** flush_all commands this object sent (see BackendHealth.flushes). */
   #flushesSent = 0;
   #closed = false;
@@ -150,22 +147,21 @@ export class MemcachedBackend implements KVBackend {
       const memory: BackendHealth['memory'] = Number.isFinite(usedBytes) && limitBytes > 0 ? { usedBytes, limitBytes } : undefined;
       const evictions = Number(stats.evictions);
       const flushes = Number(stats.cmd_flush);
-      if (this.#settingsEpoch !== epoch) {
+      if (this.#settings?.epoch !== epoch) {
         const settings = await this.#run('stats settings', null, (connection) => connection.stats('settings'));
-        this.#evictsWhenFull = settings.evictions === 'on';
-        this.#slabSettings = {
-          growthFactor: Number(settings.growth_factor),
-          chunkMaxBytes: Number(settings.slab_chunk_max),
-          minChunkBytes: Number(settings.chunk_size),
-        };
         const itemBytesMax = Number(settings.item_size_max);
-        this.#itemBytesMax = Number.isSafeInteger(itemBytesMax) && itemBytesMax > 0 ? itemBytesMax : undefined;
-        this.#settingsEpoch = epoch;
+        this.#settings = {
+          epoch,
+          evictsWhenFull: settings.evictions === 'on',
+          slab: { growthFactor: Number(settings.growth_factor), chunkMaxBytes: Number(settings.slab_chunk_max), minChunkBytes: Number(settings.chunk_size) },
+          itemBytesMax: Number.isSafeInteger(itemBytesMax) && itemBytesMax > 0 ? itemBytesMax : undefined,
+        };
       }
-      if (memory !== undefined) memory.itemBytesMax = this.#itemBytesMax;
-      if (memory !== undefined && this.#slabSettings !== null) {
+      const { evictsWhenFull, slab, itemBytesMax } = this.#settings;
+      if (memory !== undefined) {
+        memory.itemBytesMax = itemBytesMax;
         const slabs = await this.#run('stats slabs', null, (connection) => connection.stats('slabs'));
-        memory.slabs = slabStateOf(stats, slabs, this.#slabSettings) ?? undefined;
+        memory.slabs = slabStateOf(stats, slabs, slab) ?? undefined;
       }
       return {
         ok: true,
@@ -173,7 +169,7 @@ export class MemcachedBackend implements KVBackend {
         epoch: this.#lastEpoch,
         memory,
         evictions: Number.isFinite(evictions) ? evictions : undefined,
-        evictsWhenFull: this.#evictsWhenFull,
+        evictsWhenFull,
         flushes: Number.isFinite(flushes) ? { total: flushes, ours: this.#flushesSent } : undefined,
       };
     } catch (error) {
@@ -339,7 +335,7 @@ export function slabStateOf(stats: Record<string, string>, slabs: Record<string,
   const freePages = Math.max(0, Math.floor((limitBytes - mallocedBytes) / pageBytes)) + globalPool;
   const table = slabClassSizes(minChunkBytes, growthFactor, chunkMaxBytes);
   const classSizes = classes.every((slab) => table[slab.id - 1] === slab.chunkBytes) ? table : null;
-  return { pageBytes, freePages, growthFactor, chunkMaxBytes, classes, classSizes };
+  return { pageBytes, freePages, chunkMaxBytes, classes, classSizes };
 }
 
 /** memcached's identity: its pid and start time. A restarted memcached has a new one. */

@@ -32,16 +32,16 @@ import { itemRoom, storedItemBytes } from './slab-room.ts';
 import type { BackendHealth, Op } from './types.ts';
 
 /** Most of memcached's memory the stored items may take. */
-export const BYTES_USE_MAX = 0.7;
+const BYTES_USE_MAX = 0.7;
 /** What writes leave of the room for their size class (and one page's worth more). */
-export const SLAB_ROOM_RESERVE = 0.1;
+const SLAB_ROOM_RESERVE = 0.1;
 /** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
 const ITEM_OVERHEAD_BYTES = 56;
 /** What memcached's flags may add to an item. */
 const FLAGS_BYTES = 4;
 /** memcached's replies to a store it cannot take. */
-export const OUT_OF_MEMORY = 'out of memory storing object';
-export const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
+const OUT_OF_MEMORY = 'out of memory storing object';
+const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
 
 export class MemoryGuard {
   #memory: BackendHealth['memory'] = undefined;

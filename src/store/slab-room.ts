@@ -30,8 +30,6 @@ export interface SlabState {
   pageBytes: number;
   /** Pages no class holds: never handed out (limit − total_malloced) plus the global page pool. */
   freePages: number;
-  /** Ratio between neighbouring class sizes (`growth_factor`, -f). */
-  growthFactor: number;
   /** Largest chunk (`slab_chunk_max`); bigger items are split into chunks of this size. */
   chunkMaxBytes: number;
   /** The classes that hold pages, by id. */
