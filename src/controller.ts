@@ -189,6 +189,8 @@ export class Controller {
       port: node.client.port,
       limits: { ...DEFAULT_LIMITS, valueBytesMax: config.valueBytesMax, connectionsMax: config.connectionsMax },
       handler: (command, connection) => this.handle(command, connection),
+      // Every mode carries out a connection's commands in the order handed over (see handle).
+      handlerKeepsOrder: true,
       log: this.log.child({ component: 'protocol' }),
     });
   }
@@ -269,7 +271,7 @@ export class Controller {
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
-    if (op.kind === 'get' && !this.draining && this.queueHead >= this.queue.length && this.machine.readsLocally?.(nowMs) === true) {
+    if (op.kind === 'get' && !this.draining && this.queueHead >= this.queue.length && this.machine.readsLocally?.(nowMs, connection.id) === true) {
       // The mode would only turn it into a read: serve it from the replica without a step.
       const served = this.replica.readNow(op, nowMs);
       if (served !== null) return this.countRead(op, served);

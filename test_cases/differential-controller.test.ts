@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster, freePort, spawnMemcached } from '../src/jepsen/cluster.ts';
 import { arithExtras, binaryRequest } from './support/binary-request.ts';
-import { exchange } from './support/raw.ts';
+import { endsAfter, exchange } from './support/raw.ts';
+import { mulberry32 } from '../src/random.ts';
 
 /** One step: the request (with `{cas}` standing for the last token this side saw) and the end of its reply. */
 type Step = [request: string, replyEnd: string];
@@ -82,6 +83,35 @@ const sessions: Record<string, Step[]> = {
     [`get ${'x'.repeat(251)}\r\n`, '\r\n'],
   ],
 };
+
+/**
+ * A long pipelined script over a few keys, sent in one write: reads and writes of one connection
+ * in flight together, so any read that overtakes an earlier write of the connection, or sees a
+ * later one, answers differently from memcached (which executes a connection's commands in order).
+ * It ends with a get of a key nothing else touches, whose reply ends the exchange.
+ */
+function pipelinedScript(prefix: string, seed: number, count: number): { script: string; end: string } {
+  const random = mulberry32(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+  const keys = ['a', 'b', 'c'].map((name) => `${prefix}${name}`);
+  const parts: string[] = [];
+  for (let n = 0; n < count; n += 1) {
+    const key = pick(keys);
+    const noreply = random() < 0.2 ? ' noreply' : '';
+    const digits = String(Math.floor(random() * 1000));
+    const roll = random();
+    if (roll < 0.35) parts.push(random() < 0.3 ? `get ${keys.join(' ')}\r\n` : `get ${key}\r\n`);
+    else if (roll < 0.6) parts.push(`set ${key} ${n % 7} 0 ${digits.length}${noreply}\r\n${digits}\r\n`);
+    else if (roll < 0.7) parts.push(`append ${key} 0 0 1${noreply}\r\n${n % 10}\r\n`);
+    else if (roll < 0.8) parts.push(`incr ${key} ${digits}${noreply}\r\n`);
+    else if (roll < 0.87) parts.push(`add ${key} 0 0 1${noreply}\r\n1\r\n`);
+    else if (roll < 0.94) parts.push(`delete ${key}${noreply}\r\n`);
+    else parts.push(`decr ${key} 1${noreply}\r\n`);
+  }
+  const last = `${prefix}last`;
+  parts.push(`set ${last} 0 0 4 noreply\r\ndone\r\nget ${last}\r\n`);
+  return { script: parts.join(''), end: `VALUE ${last} 0 4\r\ndone\r\nEND\r\n` };
+}
 
 async function play(port: number, steps: Step[]): Promise<string[]> {
   const replies: string[] = [];
@@ -280,6 +310,15 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
     const actual = await playBinary(cluster.nodes[1].clientPort, steps);
     expect(actual.outcomes).toEqual(expected.outcomes);
     expect(casRelations(actual, steps)).toEqual(casRelations(expected, steps));
+  });
+
+  it('a pipelined connection: every read sees exactly the writes sent before it (300 commands in one write, at each node)', async () => {
+    for (const [position, node] of cluster.nodes.entries()) {
+      const { script, end } = pipelinedScript(`pipe${position}-`, 17 + position, 300);
+      const expected = (await exchange(memcachedPort, script, endsAfter(end), 10_000)).toString('latin1');
+      const actual = (await exchange(node.clientPort, script, endsAfter(end), 10_000)).toString('latin1');
+      expect(actual).toBe(expected);
+    }
   });
 
   it('binary touch: the cas it answers is the one a following get returns', async () => {

@@ -211,6 +211,42 @@ describe('ProtocolServer: text', () => {
     }
   });
 
+  it('with a handler that keeps the connection order, hands reads and writes over in one run; replies stay in order', async () => {
+    const started: string[] = [];
+    const pipelined = new ProtocolServer({
+      host: '127.0.0.1', port: 0, limits: LIMITS, handlerKeepsOrder: true,
+      handler: async (command) => {
+        const name = command.kind === 'get' ? `get ${command.keys[0]}` : command.kind;
+        started.push(name);
+        // The write is the slowest: without one run, nothing after it would start before it ends.
+        await new Promise((resolve) => setTimeout(resolve, command.kind === 'get' ? 1 : 30));
+        started.push(`end ${name}`);
+        if (command.kind === 'flush_all') return { kind: 'ok' };
+        if (command.kind !== 'get') return { kind: 'stored' };
+        return { kind: 'values', items: [{ key: command.keys[0], flags: 0, value: Buffer.from('v'), cas: 1n }] };
+      },
+    });
+    const port = await pipelined.listen();
+    try {
+      const socket = net.connect(port, '127.0.0.1');
+      const received = await new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk) => { text += chunk.toString(); if (text.endsWith('OK\r\nSTORED\r\n')) resolve(text); });
+        socket.write('get a\r\nset k 0 0 1\r\nx\r\nget b\r\nflush_all\r\nset k 0 0 1\r\ny\r\n');
+      });
+      socket.destroy();
+      expect(received).toBe('VALUE a 0 1\r\nv\r\nEND\r\nSTORED\r\nVALUE b 0 1\r\nv\r\nEND\r\nOK\r\nSTORED\r\n');
+      // get, set and get went together; flush_all (a command of its own) waited for them, and the
+      // last set for it.
+      expect(started.filter((event) => !event.startsWith('end '))).toEqual(['get a', 'store', 'get b', 'flush_all', 'store']);
+      expect(started.indexOf('get b')).toBeLessThan(started.indexOf('end store'));
+      expect(started.indexOf('flush_all')).toBeGreaterThan(started.lastIndexOf('end get b'));
+      expect(started.lastIndexOf('store')).toBeGreaterThan(started.indexOf('end flush_all'));
+    } finally {
+      await pipelined.close();
+    }
+  });
+
   it('tells a connection over connectionsMax so and closes it, and takes new ones once others left', async () => {
     const small = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: { ...LIMITS, connectionsMax: 2 }, handler: fakeHandler() });
     const port = await small.listen();

@@ -140,14 +140,14 @@ class Cluster {
     return { requestId: requestIds[0], effects };
   }
 
-  /** Several requests in one turn of the event loop, then one flush. */
-  requests(id: PeerId, ops: Op[]): { requestIds: number[]; effects: Effect<LogMessage>[] } {
+  /** Several requests in one turn of the event loop (of one client connection), then one flush. */
+  requests(id: PeerId, ops: Op[], session = 1): { requestIds: number[]; effects: Effect<LogMessage>[] } {
     const requestIds: number[] = [];
     const effects: Effect<LogMessage>[] = [];
     for (const op of ops) {
       const requestId = ++this.requestId;
       requestIds.push(requestId);
-      effects.push(...this.step(id, { kind: 'request', nowMs: this.nowMs, requestId: asRequestId(requestId), session: 1, op }));
+      effects.push(...this.step(id, { kind: 'request', nowMs: this.nowMs, requestId: asRequestId(requestId), session, op }));
     }
     effects.push(...this.step(id, { kind: 'flush', nowMs: this.nowMs }));
     return { requestIds, effects };
@@ -458,12 +458,70 @@ describe('room in the store', () => {
   });
 });
 
+describe('a pipelining connection (one session, requests in flight together)', () => {
+  /** Where the apply or read of each request falls among a node's effects. */
+  const positions = (cluster: Cluster, id: PeerId, requestIds: number[]): number[] =>
+    requestIds.map((requestId) =>
+      cluster.node(id).effects.findIndex((effect) => (effect.kind === 'apply' || effect.kind === 'read') && effect.requestId === requestId));
+
+  it.each<LogMode>(['sequential', 'linearizability'])('%s: each read is carried out after the writes sent before it and before the ones sent after it', (mode) => {
+    const cluster = electedCluster(mode);
+    const follower = followers(cluster)[0];
+    const pipelined = cluster.requests(follower, [get('p'), set('p', '1'), get('p'), get('q'), set('p', '2'), get('p')], 7);
+    // A read behind a write of its own session waits for it; another session's read does not.
+    const [firstRead, write1, read1, read2, write2, read3] = pipelined.requestIds;
+    if (mode === 'sequential') expect(cluster.outcome(follower, firstRead)).toMatchObject({ kind: 'read' });
+    for (const held of [read1, read2, read3]) expect(cluster.outcome(follower, held)).toBeUndefined();
+    const other = cluster.requests(follower, [get('p')], 8);
+    if (mode === 'sequential') expect(cluster.outcome(follower, other.requestIds[0])).toMatchObject({ kind: 'read' });
+    cluster.deliver();
+    cluster.run(100);
+    const at = positions(cluster, follower, pipelined.requestIds);
+    for (const position of at) expect(position).toBeGreaterThanOrEqual(0);
+    const [atFirstRead, atWrite1, atRead1, atRead2, atWrite2, atRead3] = at;
+    expect(atFirstRead).toBeLessThan(atWrite1);
+    expect(atWrite1).toBeLessThan(atRead1);
+    expect(atWrite1).toBeLessThan(atRead2);
+    expect(Math.max(atRead1, atRead2)).toBeLessThan(atWrite2);
+    expect(atWrite2).toBeLessThan(atRead3);
+    expect(cluster.node(follower).machine.status().queueDepth).toBe(0);
+    void write1;
+    void write2;
+  });
+
+  it('linearizability: a read sent before a write is served before that write is applied, read index or not', () => {
+    const cluster = electedCluster('linearizability');
+    const follower = followers(cluster)[0];
+    // The read's read-index request to the leader is lost; the write still commits.
+    cluster.lose = (message) => message.kind === 'read_index' || message.kind === 'read_index_reply';
+    const { requestIds } = cluster.requests(follower, [get('r'), set('r', 'after')], 9);
+    cluster.deliver();
+    cluster.run(50);
+    const [atRead, atWrite] = positions(cluster, follower, requestIds);
+    expect(atRead).toBeGreaterThanOrEqual(0);
+    expect(atRead).toBeLessThan(atWrite);
+  });
+
+  it('a read held behind a write that is refused goes on at once (here: refused too), not when its own time runs out', () => {
+    const cluster = electedCluster('sequential');
+    const follower = followers(cluster)[0];
+    cluster.down.add(cluster.leader());
+    const { requestIds } = cluster.requests(follower, [set('s', '1'), get('s')], 10);
+    cluster.run(3_000);
+    const [write, read] = requestIds.map((requestId) => cluster.outcome(follower, requestId));
+    expect(write).toMatchObject({ kind: 'reply', reply: { message: expect.stringMatching(/^write outcome unknown/) } });
+    // Answered when the write was, not when its own time ran out.
+    expect(read).toMatchObject({ kind: 'reply', reply: { message: 'no quorum: no leader reachable' } });
+    expect(cluster.node(follower).machine.status().queueDepth).toBe(0);
+  });
+});
+
 describe('reads', () => {
   it('linearizability: a follower read waits for a majority-confirmed read index', () => {
     const cluster = electedCluster();
     const leader = cluster.leader();
     const follower = followers(cluster)[0];
-    for (const id of IDS) expect(cluster.node(id).machine.readsLocally?.(cluster.nowMs)).toBe(false);
+    for (const id of IDS) expect(cluster.node(id).machine.readsLocally?.(cluster.nowMs, 1)).toBe(false);
     const write = cluster.request(leader, set('r', 'v1'));
     cluster.deliver();
     expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
@@ -532,12 +590,12 @@ describe('reads', () => {
     const cluster = electedCluster('sequential');
     const follower = followers(cluster)[0];
     // What the controller asks before serving a get without stepping it agrees with the step.
-    expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs)).toBe(true);
+    expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs, 1)).toBe(true);
     const served = cluster.request(follower, get('x'));
     expect(served.effects).toEqual([expect.objectContaining({ kind: 'read', requestId: served.requestId })]);
     cluster.down.add(follower);
     cluster.nowMs += FAILURE_TIMEOUT_MS;
-    expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs)).toBe(false);
+    expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs, 1)).toBe(false);
     const refused = cluster.request(follower, get('x'));
     expect(refused.effects.filter((effect) => effect.kind !== 'note')).toEqual([
       expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'server_error' }) }),

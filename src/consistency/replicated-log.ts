@@ -41,6 +41,7 @@ import type {
   RequestId,
 } from './types.ts';
 import { EntryLog } from './log/entry-log.ts';
+import { SessionOrder } from './log/session-order.ts';
 import {
   LOG_DEFAULTS,
   type ForwardedRequest,
@@ -92,6 +93,8 @@ export interface ReplicatedLog extends Machine<LogMessage> {
 interface Pending {
   op: Op;
   deadlineMs: number;
+  /** A linearizable read's index, once known, while the read is held behind its session's write. */
+  readIndex?: number;
 }
 
 /** The leader's view of one follower. */
@@ -183,6 +186,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
   private readonly pending = new Map<RequestId, Pending>();
+  /**
+   * Each client connection's writes not yet applied here and its reads not yet served, in
+   * arrival order, so that a pipelining client's reads see exactly its earlier writes.
+   */
+  private readonly sessions = new SessionOrder();
   private proposalsThisStep: LogEntry[] = [];
   private forwardsThisStep: ForwardedRequest[] = [];
   private readsThisStep: RequestId[] = [];
@@ -406,7 +414,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.nowMs = Math.max(this.nowMs, event.nowMs);
     switch (event.kind) {
       case 'request':
-        this.onRequest(event.requestId, event.op);
+        this.onRequest(event.requestId, event.session, event.op);
         break;
       case 'message':
         this.onMessage(event.from, event.message);
@@ -483,7 +491,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- client requests
 
-  private onRequest(requestId: RequestId, op: Op): void {
+  private onRequest(requestId: RequestId, session: number, op: Op): void {
     const refusal = this.refusalFor(op);
     if (refusal !== null) {
       this.noteRefusal(refusal);
@@ -498,23 +506,71 @@ class ReplicatedLogMachine implements ReplicatedLog {
         return;
       }
       this.pending.set(requestId, { op, deadlineMs });
+      this.sessions.add(session, requestId, 'write');
       if (this.role === 'leader') this.proposalsThisStep.push(this.newEntry(op, this.self, this.incarnation, requestId));
       else this.forwardsThisStep.push({ requestId, op });
+    } else if (this.sessions.hasUnsettledWrite(session)) {
+      // It must see that write: it is served only once the write is applied here (see
+      // settleSession). A linearizable one asks for its read index meanwhile.
+      this.pending.set(requestId, { op, deadlineMs });
+      this.sessions.add(session, requestId, 'held');
+      if (this.mode === 'linearizability') this.startLinearizableRead(requestId);
     } else if (this.mode === 'sequential') {
       this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
     } else {
       this.pending.set(requestId, { op, deadlineMs });
-      if (this.role === 'leader') this.awaitRound(this.readIndexNow(), { localRead: requestId });
-      else this.readsThisStep.push(requestId);
+      this.sessions.add(session, requestId, 'read');
+      this.startLinearizableRead(requestId);
     }
+  }
+
+  /** A read index: the leader confirms its own with a round; a follower asks the leader's. */
+  private startLinearizableRead(requestId: RequestId): void {
+    if (this.role === 'leader') this.awaitRound(this.readIndexNow(), { localRead: requestId });
+    else this.readsThisStep.push(requestId);
+  }
+
+  /**
+   * A request of a session is settled; the reads it held go on: a sequential read is served at
+   * once (right after the write it waited for, in the effects' order), a linearizable one once
+   * its read index is applied too.
+   */
+  private settleSession(requestId: RequestId): void {
+    for (const read of this.sessions.settle(requestId)) {
+      if (this.mode === 'linearizability') {
+        const readIndex = this.pending.get(read)?.readIndex;
+        if (readIndex !== undefined) this.awaitApply(read, readIndex);
+        continue;
+      }
+      const refusal = this.refusalFor(null);
+      if (refusal !== null) {
+        this.refuseRequest(read, refusal);
+        continue;
+      }
+      this.serveNow(read);
+    }
+  }
+
+  /** Serves a pending read from the replica as it stands after the effects issued so far. */
+  private serveNow(requestId: RequestId): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined) return;
+    this.pending.delete(requestId);
+    this.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.nowMs });
+    this.settleSession(requestId);
   }
 
   /**
    * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
-   * would refuse it (see `refusalFor`). Linearizable reads always need a round.
+   * would refuse it (see `refusalFor`) and its connection has no write in flight here.
+   * Linearizable reads always need a round.
    */
-  readsLocally(nowMs: number): boolean {
-    return this.mode === 'sequential' && this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null;
+  readsLocally(nowMs: number, session: number): boolean {
+    return (
+      this.mode === 'sequential' &&
+      !this.sessions.hasUnsettledWrite(session) &&
+      this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null
+    );
   }
 
   /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
@@ -537,6 +593,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private reply(requestId: RequestId, reply: Reply): void {
     this.out.push({ kind: 'reply', requestId, reply });
+    this.settleSession(requestId);
   }
 
   private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
@@ -1176,12 +1233,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const queue = this.readsAwaitingApply;
     let served = 0;
     while (served < queue.length && queue[served].readIndex <= this.appliedIndex && this.replicaValid) {
-      const { requestId } = queue[served];
+      const { requestId, readIndex } = queue[served];
       const pending = this.pending.get(requestId);
-      if (pending !== undefined) {
-        this.pending.delete(requestId);
-        this.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.nowMs });
-      }
+      // Still behind its session's write: it goes on when that write is applied (settleSession).
+      if (pending !== undefined && this.sessions.isHeld(requestId)) pending.readIndex = readIndex;
+      else this.serveNow(requestId);
       served += 1;
     }
     if (served > 0) queue.splice(0, served);
@@ -1327,11 +1383,19 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (entry.op === null) continue;
       let requestId: RequestId | null = null;
       if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
-        if (this.pending.delete(entry.requestId)) requestId = entry.requestId;
+        if (this.pending.has(entry.requestId)) requestId = entry.requestId;
         this.writeTerms.delete(entry.requestId);
       }
+      // The reads its connection sent before it must not see it: served now, if not yet. (A
+      // linearizable one may not have its read index: every write that completed before it was
+      // sent is in the log before this one, sent after it.)
+      if (requestId !== null) for (const read of this.sessions.takeReadsBefore(requestId)) this.serveNow(read);
       if (this.replicaSkipsApplied) this.touch(entry.op);
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
+      if (requestId !== null) {
+        this.pending.delete(requestId);
+        this.settleSession(requestId);
+      }
     }
     if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) {
       this.caughtUp = true;

@@ -127,12 +127,13 @@ export interface Machine<M> {
   step(event: Event<M>): Effect<M>[];
   status(): MachineStatus;
   /**
-   * Whether a get arriving at `nowMs`, with no event queued before it, would be stepped into
-   * nothing but a `read` effect, leaving the machine's state as it was. A pure query: the
-   * controller then serves the get from the local replica without stepping it (no event, no
-   * effect list, no pending request), and steps it as usual when this is false or absent.
+   * Whether a get arriving at `nowMs` on client connection `session`, with no event queued
+   * before it, would be stepped into nothing but a `read` effect, leaving the machine's state as
+   * it was. A pure query: the controller then serves the get from the local replica without
+   * stepping it (no event, no effect list, no pending request), and steps it as usual when this
+   * is false or absent.
    */
-  readsLocally?(nowMs: number): boolean;
+  readsLocally?(nowMs: number, session: number): boolean;
 }
 
 /** What every mode's constructor gets. */

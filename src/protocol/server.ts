@@ -8,12 +8,14 @@
  * writes) is handed to the handler together, in order, without waiting for each reply: reads do
  * not affect each other, and every mode keeps the order in which writes were handed to it. A
  * command of another class waits until the run before it has settled, so a read never overtakes
- * the connection's earlier write and a write never lands before its earlier read was answered.
+ * the connection's earlier write and a write never lands before its earlier read was answered —
+ * unless the handler keeps each connection's order itself (`handlerKeepsOrder`: a read sees
+ * exactly the writes handed over before it), when reads and writes go in one run.
  *
  * Invariants:
  * - The handler sees a connection's commands in arrival order; a read is handed over only after
- *   every earlier write of the connection has settled, and a write only after every earlier read;
- *   replies leave in arrival order.
+ *   every earlier write of the connection has settled, and a write only after every earlier read
+ *   (without `handlerKeepsOrder`); replies leave in arrival order.
  * - Memory per connection is bounded: reading pauses while too many requests (or request bytes)
  *   wait, and a connection whose unread output passes outputBytesMax is destroyed.
  * - A handler failure becomes `SERVER_ERROR <message>` (never a stack trace); a socket error ends
@@ -45,6 +47,12 @@ export interface ProtocolServerOptions {
   port: number;
   limits: ProtocolLimits;
   handler: CommandHandler;
+  /**
+   * The handler carries out each connection's commands in the order they were handed to it: a
+   * read sees the connection's earlier writes and none of its later ones, even with all of them
+   * in flight. Then a pipelined run may mix reads and writes. Default false.
+   */
+  handlerKeepsOrder?: boolean;
   log?: ProtocolServerLog;
 }
 
@@ -128,10 +136,13 @@ function failureMessage(error: unknown): string {
   return message.slice(0, ERROR_MESSAGE_CHARS_MAX);
 }
 
-/** Which commands may be in flight together: a run of reads, or a run of writes. */
+/**
+ * Which commands may be in flight together: a run of reads, or a run of writes, or (when the
+ * handler keeps the connection's order) a run of both.
+ */
 type CommandClass = 'read' | 'write' | 'alone';
 
-function commandClass(command: Command): CommandClass {
+function commandClass(command: Command, handlerKeepsOrder: boolean): CommandClass {
   switch (command.kind) {
     case 'get':
       return 'read';
@@ -140,7 +151,7 @@ function commandClass(command: Command): CommandClass {
     case 'delete':
     case 'touch':
     case 'gat':
-      return 'write';
+      return handlerKeepsOrder ? 'read' : 'write';
     default:
       return 'alone';
   }
@@ -271,12 +282,13 @@ class Connection {
   private takeRun(): WireRequest[] {
     const first = this.dequeue();
     if (first.kind !== 'command') return [first];
-    const kind = commandClass(first.command);
+    const keepsOrder = this.server.handlerKeepsOrder;
+    const kind = commandClass(first.command, keepsOrder);
     const run: WireRequest[] = [first];
     if (kind === 'alone') return run;
     while (run.length < PIPELINED_RUN_MAX && this.queue.length > 0) {
       const next = this.queue[0];
-      if (next.kind !== 'command' || commandClass(next.command) !== kind) break;
+      if (next.kind !== 'command' || commandClass(next.command, keepsOrder) !== kind) break;
       run.push(this.dequeue());
     }
     return run;
@@ -358,6 +370,7 @@ class Connection {
 export class ProtocolServer {
   readonly limits: ProtocolLimits;
   readonly handler: CommandHandler;
+  readonly handlerKeepsOrder: boolean;
   private readonly options: ProtocolServerOptions;
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
@@ -371,6 +384,7 @@ export class ProtocolServer {
     this.options = options;
     this.limits = options.limits;
     this.handler = options.handler;
+    this.handlerKeepsOrder = options.handlerKeepsOrder ?? false;
     // Half-open: a client may send its requests and shut its side before reading the replies.
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
   }
