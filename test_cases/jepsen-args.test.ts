@@ -7,10 +7,10 @@ import { parseArguments } from '../src/jepsen/args.ts';
 
 describe('fault runner flags', () => {
   it('fills the runner options from the flags', async () => {
-    const parsed = await parseArguments(['--cons', 'sequential', '--nemesis', 'kill,backend-restart', '--time', '45', '--compact-after', '50']);
+    const parsed = await parseArguments(['--cons', 'sequential', '--nemesis', 'kill,backend-restart', '--time', '45', '--compact-after', '50', '--pipeline', '8']);
     expect(parsed).toMatchObject({
       ok: true,
-      options: { mode: 'sequential', nemesis: ['kill', 'backend-restart'], timeMs: 45_000, compactAfterEntries: 50, clients: 6, keys: 3 },
+      options: { mode: 'sequential', nemesis: ['kill', 'backend-restart'], timeMs: 45_000, compactAfterEntries: 50, clients: 6, keys: 3, pipeline: 8 },
     });
   });
 
@@ -22,6 +22,7 @@ describe('fault runner flags', () => {
   it('refuses a bad value with a one-line error naming the flag', async () => {
     expect(await parseArguments(['--cons', 'sequential', '--compact-after', '0'])).toEqual({ ok: false, error: '--compact-after must be a positive number' });
     expect(await parseArguments(['--cons', 'sequential', '--time', '-1'])).toEqual({ ok: false, error: '--time must be a positive number' });
+    expect(await parseArguments(['--cons', 'sequential', '--pipeline', '0'])).toEqual({ ok: false, error: '--pipeline must be a positive number' });
     const unknownNemesis = await parseArguments(['--cons', 'sequential', '--nemesis', 'meteor']);
     expect(unknownNemesis.ok).toBe(false);
     const unknownMode = await parseArguments(['--cons', 'causal-ish']);

@@ -127,7 +127,7 @@ describe('recording replies', () => {
 
   it('escapes labels in the SVG', () => {
     const summary = {
-      mode: 'linearizability', nemesis: [], seed: 1, clients: 1, keys: 1, durationMs: 1000, verdict: 'ok', exitCode: 0,
+      mode: 'linearizability', nemesis: [], seed: 1, clients: 1, pipeline: 1, keys: 1, durationMs: 1000, verdict: 'ok', exitCode: 0,
       checker: 'test', detail: null, counts: { ok: 0, fail: 0, info: 0, total: 0 },
       latency: { ok: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 }, all: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 } },
       faults: [{ kind: 'partition', label: 'cut <n1>&n2', nodes: ['n1'], startMs: 100, endMs: 500, healedMs: 600, firstOkAfterStartMs: null, firstOkAfterHealMs: null }],
@@ -136,5 +136,11 @@ describe('recording replies', () => {
     const svg = renderTimeline(summary, []);
     expect(svg).toContain('cut &lt;n1&gt;&amp;n2');
     expect(svg).not.toContain('<n1>');
+    // A long pipelined run records hundreds of thousands of calls: the chart still renders.
+    const many: CallRecord[] = Array.from({ length: 300_000 }, (_, index) => ({
+      client: index % 48, node: 'n1', f: 'read', startMs: index / 300, endMs: index / 300 + (index === 123_456 ? 950 : 2), outcome: 'ok',
+    }));
+    const long = renderTimeline({ ...summary, durationMs: 1000 }, many);
+    expect(long).toContain('</svg>');
   });
 });

@@ -7,6 +7,7 @@
 import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import memjs from 'memjs';
+import { TextClient } from '../src/client/text-client.ts';
 import { ProtocolServer } from '../src/protocol/server.ts';
 import type { CommandHandler } from '../src/protocol/server.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
@@ -298,6 +299,25 @@ describe('ProtocolServer: text', () => {
   it('turns a failing handler into SERVER_ERROR without a stack trace', async () => {
     const reply = await textRoundTrip('get boom\r\nget nothing\r\n', 'END\r\n');
     expect(reply).toBe('SERVER_ERROR backend exploded\r\nEND\r\n');
+  });
+});
+
+describe('TextClient (ours) pipelines', () => {
+  it('requests sent together each get their own reply, in order, the slow one included', async () => {
+    const client = await TextClient.connect('127.0.0.1', port);
+    try {
+      const replies = await Promise.all([
+        client.request('set slow:tc 0 0 1\r\na\r\n', 'set'),
+        client.request('get slow:tc\r\n', 'get'),
+        client.request('set tc2 0 0 2\r\nbb\r\n', 'set'),
+        client.request('get slow:tc tc2\r\n', 'get'),
+      ]);
+      expect(replies.map((reply) => reply.lines[reply.lines.length - 1])).toEqual(['STORED', 'END', 'STORED', 'END']);
+      expect(replies[1].values.map((value) => value.value.toString())).toEqual(['a']);
+      expect(replies[3].values.map((value) => value.value.toString())).toEqual(['a', 'bb']);
+    } finally {
+      client.close();
+    }
   });
 });
 

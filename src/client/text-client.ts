@@ -1,7 +1,9 @@
 /**
- * A small memcached text-protocol client over a raw socket: one request at a time, replies read
- * byte-exactly (VALUE data blocks by their length). Used by the interactive client and by tests
- * that need `show` or want to see the exact reply lines.
+ * A small memcached text-protocol client over a raw socket, replies read byte-exactly (VALUE data
+ * blocks by their length). Used by the interactive client, the fault runner's clients and tests
+ * that need `show` or want to see the exact reply lines. Requests may be pipelined: each is sent
+ * at once, and replies are read in the order the requests were sent. A request that fails (no
+ * complete reply in time) leaves the stream unreadable: close the client after any failure.
  */
 
 import net from 'node:net';
@@ -26,6 +28,8 @@ export class TextClient {
   private buffer: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
   private closedError: Error | null = null;
+  /** Settles once every earlier request has read its reply: replies come in request order. */
+  private readTurn: Promise<void> = Promise.resolve();
 
   private constructor(private readonly socket: net.Socket) {
     socket.on('data', (chunk: Buffer) => {
@@ -59,10 +63,17 @@ export class TextClient {
     });
   }
 
-  /** Sends raw bytes and reads one reply; `verb` says how the reply ends. */
-  async request(raw: string | Buffer, verb: string, timeoutMs = 20_000): Promise<TextReply> {
+  /** Sends raw bytes and reads one reply, after the replies of earlier requests; `verb` says how it ends. */
+  request(raw: string | Buffer, verb: string, timeoutMs = 20_000): Promise<TextReply> {
     this.socket.write(raw);
     const deadline = Date.now() + timeoutMs;
+    const reply = this.readTurn.then(() => this.readReply(verb, deadline));
+    const settled = (): void => undefined;
+    this.readTurn = reply.then(settled, settled);
+    return reply;
+  }
+
+  private async readReply(verb: string, deadline: number): Promise<TextReply> {
     const reply: TextReply = { lines: [], values: [] };
     const multiLine = multiLineCommands.has(verb);
     for (;;) {

@@ -18,6 +18,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('time', { type: 'number', default: 10, describe: 'seconds the clients run' })
       .option('clients', { type: 'number', default: 6, describe: 'concurrent clients, spread over the three controllers' })
       .option('keys', { type: 'number', default: 3, describe: 'keys the clients share' })
+      .option('pipeline', { type: 'number', default: 1, describe: 'calls each client keeps in flight on its connection' })
       .option('report', { type: 'string', describe: 'report folder (default reports/<mode>-<timestamp>/)' })
       .option('seed', { type: 'number', describe: 'seed of the workload and the fault schedule' })
       .option('backend', { choices: ['memcache', 'memory'] as const, default: 'memcache' as const, describe: 'replica store' })
@@ -35,13 +36,13 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
     const kinds = parseNemesisKinds(args.nemesis);
     if (!kinds.ok) return { ok: false, error: kinds.error };
     const positive = (name: string, value: number): string | null => (Number.isFinite(value) && value > 0 ? null : `--${name} must be a positive number`);
-    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys) ?? positive('compact-after', args['compact-after']);
+    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys) ?? positive('pipeline', args.pipeline) ?? positive('compact-after', args['compact-after']);
     if (problem !== null) return { ok: false, error: problem };
     return {
       ok: true,
       options: {
         mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
-        clients: Math.floor(args.clients), keys: Math.floor(args.keys), reportDir: args.report, seed: args.seed,
+        clients: Math.floor(args.clients), keys: Math.floor(args.keys), pipeline: Math.floor(args.pipeline), reportDir: args.report, seed: args.seed,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
         compactAfterEntries: Math.floor(args['compact-after']),

@@ -39,6 +39,8 @@ export interface RunSummary {
   nemesis: string[];
   seed: number;
   clients: number;
+  /** Calls each client kept in flight on its connection. */
+  pipeline: number;
   keys: number;
   durationMs: number;
   verdict: CheckResult['verdict'];
@@ -103,7 +105,7 @@ export function formatVerdict(summary: RunSummary): string {
   };
   const lines = [
     headline[summary.verdict],
-    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}`,
+    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}`,
     `calls: ${counts.total} (ok ${counts.ok}, fail ${counts.fail}, info ${counts.info})`,
     `latency of ok calls: p50 ${latency.ok.p50Ms} ms, p90 ${latency.ok.p90Ms} ms, p99 ${latency.ok.p99Ms} ms, max ${latency.ok.maxMs} ms`,
   ];
@@ -145,7 +147,7 @@ interface Scale {
 
 /** Renders the timeline: throughput (top) and latency (bottom) per 250 ms bucket. */
 export function renderTimeline(summary: RunSummary, calls: readonly CallRecord[]): string {
-  const endMs = Math.max(summary.durationMs, ...calls.map((call) => call.endMs), 1);
+  const endMs = Math.max(summary.durationMs, maxOf(calls, (call) => call.endMs), 1);
   const plotWidth = WIDTH - MARGIN.left - MARGIN.right;
   const scale: Scale = { x: (ms) => MARGIN.left + (ms / endMs) * plotWidth, endMs };
   const buckets = bucketCalls(calls, endMs);
@@ -217,7 +219,7 @@ function throughputPanel(buckets: readonly Bucket[], scale: Scale, top: number):
 }
 
 function latencyPanel(buckets: readonly Bucket[], calls: readonly CallRecord[], scale: Scale, top: number): string[] {
-  const maxLatency = niceCeiling(Math.max(1, ...calls.map((call) => call.endMs - call.startMs)));
+  const maxLatency = niceCeiling(Math.max(1, maxOf(calls, (call) => call.endMs - call.startMs)));
   const y = (ms: number): number => top + PANEL_HEIGHT - (ms / maxLatency) * PANEL_HEIGHT;
   const middle = (index: number): number => scale.x((index + 0.5) * BUCKET_MS);
   const line = (pick: (sorted: number[]) => number, color: string, name: string): string => {
@@ -293,4 +295,11 @@ function fmt(value: number): string {
 /** Escapes text for XML content and attributes. */
 export function escapeXml(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** The greatest `measure` of `items` (−Infinity for none), without spreading them into arguments (a long run has hundreds of thousands). */
+function maxOf<T>(items: readonly T[], measure: (item: T) => number): number {
+  let greatest = Number.NEGATIVE_INFINITY;
+  for (const item of items) greatest = Math.max(greatest, measure(item));
+  return greatest;
 }

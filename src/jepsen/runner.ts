@@ -16,6 +16,7 @@
  *   answered again, so nothing could be judged).
  */
 
+import { setMaxListeners } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { checkLinearizability } from '../check/linearizability.ts';
@@ -38,6 +39,8 @@ export interface JepsenOptions {
   clients?: number;
   /** Number of keys the clients share (default 3). */
   keys?: number;
+  /** Calls each client keeps in flight on its one connection (default 1: one at a time). */
+  pipeline?: number;
   /** Seeds the workload and the nemesis schedule (default: from the clock). */
   seed?: number;
   /** Report folder (default reports/<mode>-<timestamp>/ under the repository). */
@@ -128,7 +131,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
 function resolveOptions(options: JepsenOptions): Resolved {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return {
-    nemesis: [], timeMs: 10_000, clients: 6, keys: 3, seed: Date.now() % 2 ** 31,
+    nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
     backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000,
     callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
@@ -166,6 +169,8 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
   const startMs = performance.now();
   const clockMs = (): number => performance.now() - startMs;
   const stop = new AbortController();
+  // Every client slot waits on it between calls (see sleep).
+  setMaxListeners(options.clients * options.pipeline + 16, stop.signal);
   const onAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   // A client or the nemesis that throws stops the whole phase; the error is rethrown after cleanup.
@@ -203,7 +208,7 @@ function startClients(options: Resolved, cluster: Cluster, shared: Shared): Prom
     return runClient({
       ...shared, client, node: node.id, port: node.clientPort, keys: keyNames(options.keys),
       random: createRandom(options.seed * 31 + client), weights: options.opWeights,
-      callTimeoutMs: options.callTimeoutMs, thinkMs: options.thinkMs,
+      callTimeoutMs: options.callTimeoutMs, thinkMs: options.thinkMs, pipeline: options.pipeline,
     });
   });
 }
@@ -277,7 +282,7 @@ async function waitUntilServing(cluster: Cluster, timeoutMs: number, callTimeout
 /** Every controller reads every key once, recorded: a lost acknowledged write shows here. */
 async function finalReads(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<void> {
   await Promise.all(cluster.nodes.map(async (node, index) => {
-    const client = options.clients + index;
+    const client = options.clients * options.pipeline + index;
     for (const key of keyNames(options.keys)) {
       const handle = recorder.invoke(client, 'read', key, null);
       const answer = await readKey(node.clientPort, key, options.callTimeoutMs * 2);
@@ -331,7 +336,7 @@ function checkHistory(options: Resolved, recorder: HistoryRecorder): CheckResult
 function finish(options: Resolved, phase: PhaseResult, check: CheckResult, convergenceMs: number | null): RunResult {
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
-    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, keys: options.keys,
+    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys,
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: options.mode === 'eventual' ? 'convergence after heal' : `${options.mode === 'sequential' ? 'sequential' : 'linearizability'} checker`,
     detail: check.detail ?? null,

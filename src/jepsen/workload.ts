@@ -5,12 +5,15 @@
  * Intuition: each client is a loop — pick an operation and a key (seeded), record the invoke,
  * send it with a per-call timeout, record the completion. Values are unique per client and
  * counter, so any value read names the one write that produced it, which is what lets the
- * checkers catch stale or invented reads.
+ * checkers catch stale or invented reads. A pipelining client runs several such loops (slots)
+ * over its one connection, so their calls are in flight together; each slot is a process of its
+ * own in the history (a process has one call open at a time).
  *
  * Invariants:
  * - Every invoke gets exactly one completion: `ok`, `fail` (it certainly did not happen) or
  *   `info` (unknown). A timeout or a lost connection is always `info`, and the client then takes a
- *   fresh connection (the recorder gives it a fresh process id).
+ *   fresh connection (the recorder gives the slot a fresh process id); the calls in flight on the
+ *   one it dropped are lost with it, each `info` too.
  * - A write gets `fail` only on an explicit refusal (see `classifyServerError`); when unsure it
  *   is `info`, which is always safe for the checker.
  * - Every loop is bounded by the run's stop signal; nothing retries forever.
@@ -94,6 +97,11 @@ export interface ClientOptions {
   callTimeoutMs: number;
   /** Pause between calls, drawn in [0, thinkMs]. */
   thinkMs: number;
+  /**
+   * Calls this client keeps in flight on its connection (default 1). Slot s of client c records
+   * as client c × pipeline + s.
+   */
+  pipeline?: number;
   /** ms since the run started (the report's clock). */
   clockMs: () => number;
   calls: CallRecord[];
@@ -103,58 +111,76 @@ export interface ClientOptions {
 /** A completed reply, or why there is none. */
 type Exchange = { kind: 'reply'; reply: TextReply } | { kind: 'lost'; error: string };
 
-/** One client's connection, replaced after any indeterminate call. */
+/** One client's connection, shared by its slots, replaced after any indeterminate call. */
 class Connection {
   private client: TextClient | null = null;
+  private connecting: Promise<TextClient | null> | null = null;
 
   constructor(private readonly options: ClientOptions) {}
 
   /** Connects if needed; false when the node does not answer (the caller waits and retries). */
   async ready(): Promise<boolean> {
     if (this.client !== null) return true;
-    try {
-      this.client = await TextClient.connect('127.0.0.1', this.options.port, this.options.callTimeoutMs);
-      return true;
-    } catch {
-      return false;
-    }
+    this.connecting ??= TextClient.connect('127.0.0.1', this.options.port, this.options.callTimeoutMs).then(
+      (client) => client,
+      () => null,
+    );
+    const client = await this.connecting;
+    this.connecting = null;
+    if (client !== null && this.client === null) this.client = client;
+    else if (client !== null && this.client !== client) client.close();
+    return this.client !== null;
   }
 
-  async send(raw: string, verb: string): Promise<Exchange> {
+  /** Sends one call; `client` is the connection it went on, for `drop`. */
+  async send(raw: string, verb: string): Promise<Exchange & { client: TextClient | null }> {
     const client = this.client;
-    if (client === null) return { kind: 'lost', error: 'not connected' };
+    if (client === null) return { kind: 'lost', error: 'not connected', client };
     try {
-      return { kind: 'reply', reply: await client.request(raw, verb, this.options.callTimeoutMs) };
+      return { kind: 'reply', reply: await client.request(raw, verb, this.options.callTimeoutMs), client };
     } catch (error) {
-      this.drop();
-      return { kind: 'lost', error: error instanceof Error ? error.message : String(error) };
+      this.drop(client);
+      return { kind: 'lost', error: error instanceof Error ? error.message : String(error), client };
     }
   }
 
-  drop(): void {
-    this.client?.close();
-    this.client = null;
+  /** Closes `client` (the current connection when not given), unless it was replaced already. */
+  drop(client: TextClient | null = this.client): void {
+    client?.close();
+    if (client === this.client) this.client = null;
   }
 }
 
 /** Runs one client until `stop` aborts. Resolves once its last call has completed. */
 export async function runClient(options: ClientOptions): Promise<void> {
   const connection = new Connection(options);
-  let counter = 0;
+  const slots = Math.max(1, Math.floor(options.pipeline ?? 1));
   try {
-    while (!options.stop.aborted) {
-      if (!(await connection.ready())) {
-        await sleep(100, options.stop);
-        continue;
-      }
-      const op = pickOp(options.random, options.weights);
-      const key = options.keys[pickIndex(options.random, options.keys.length)];
-      counter += 1;
-      await runOp({ options, connection, op, key, value: `c${options.client}.${counter}` });
-      await sleep(options.random() * options.thinkMs, options.stop);
+    if (slots === 1) {
+      await runSlot(options, connection);
+      return;
     }
+    // Each slot draws from a generator of its own, so a seed replays whatever the interleaving.
+    const randoms = Array.from({ length: slots }, () => createRandom(Math.floor(options.random() * 2 ** 32)));
+    await Promise.all(randoms.map((random, slot) => runSlot({ ...options, client: options.client * slots + slot, random }, connection)));
   } finally {
     connection.drop();
+  }
+}
+
+/** One loop of calls, one at a time, over the client's connection. */
+async function runSlot(options: ClientOptions, connection: Connection): Promise<void> {
+  let counter = 0;
+  while (!options.stop.aborted) {
+    if (!(await connection.ready())) {
+      await sleep(100, options.stop);
+      continue;
+    }
+    const op = pickOp(options.random, options.weights);
+    const key = options.keys[pickIndex(options.random, options.keys.length)];
+    counter += 1;
+    await runOp({ options, connection, op, key, value: `c${options.client}.${counter}` });
+    await sleep(options.random() * options.thinkMs, options.stop);
   }
 }
 
@@ -209,7 +235,7 @@ async function recordCall(
     outcome = 'info';
   } else {
     outcome = interpret(result.reply, handle);
-    if (outcome === 'info') context.connection.drop();
+    if (outcome === 'info') context.connection.drop(result.client);
   }
   options.calls.push({ client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome });
   return result.kind === 'reply' && outcome === 'ok' ? result.reply : null;
