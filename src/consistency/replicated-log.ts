@@ -542,7 +542,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         if (readIndex !== undefined) this.awaitApply(read, readIndex);
         continue;
       }
-      const refusal = this.refusalFor(null);
+      const refusal = this.cannotServe(null);
       if (refusal !== null) {
         this.refuseRequest(read, refusal);
         continue;
@@ -576,6 +576,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
   /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
   private refusalFor(op: Op | null, atMs = this.nowMs): string | null {
     if (this.pending.size >= this.tuning.queueDepthMax) return 'busy: request queue full';
+    return this.cannotServe(op, atMs);
+  }
+
+  /** Why this node cannot serve `op` (null: a read) now, a request already taken included. */
+  private cannotServe(op: Op | null, atMs = this.nowMs): string | null {
     if (!this.knowsLiveLeader(atMs)) return 'no quorum: no leader reachable';
     if (!this.caughtUp) return `not caught up: replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`;
     return null;
