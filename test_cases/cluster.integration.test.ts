@@ -12,7 +12,7 @@ import path from 'node:path';
 import memjs from 'memjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
-import { Cluster, freePort, repoRoot } from '../src/jepsen/cluster.ts';
+import { Cluster, freePort, repoRoot, spawnMemcached } from '../src/jepsen/cluster.ts';
 import { endsAfter, exchange } from './support/raw.ts';
 
 async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs: number): Promise<T> {
@@ -85,6 +85,35 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
       expect((await text.request(`cas counter 0 0 1 ${token}\r\ny\r\n`, 'cas')).lines).toEqual(['EXISTS']);
     } finally {
       text.close();
+    }
+  });
+
+  it('memjs with many calls in flight on one connection (it pipelines them) reads exactly its own earlier writes, as memcached does', async () => {
+    const memcachedPort = await freePort();
+    const memcached = await spawnMemcached(memcachedPort, path.join(os.tmpdir(), `mckv-memjs-pipeline-${process.pid}.log`));
+    const reference = memjs.Client.create(`127.0.0.1:${memcachedPort}`, { retries: 0, timeout: 5, logger: { log: () => {} } });
+    try {
+      // Concurrent calls on one client leave on one connection, in call order, before any reply.
+      const script = (client: memjs.Client): Array<Promise<string>> => {
+        const calls: Array<Promise<string>> = [];
+        for (let round = 0; round < 40; round += 1) {
+          const key = `memjs-pipe-${round % 3}`;
+          calls.push(client.set(key, `v${round}`, { expires: 0 }).then((stored) => `set ${String(stored)}`));
+          calls.push(client.get(key).then(({ value }) => `get ${value?.toString() ?? 'miss'}`));
+          if (round % 4 === 0) calls.push(client.append(key, '+').then((done) => `append ${String(done)}`));
+          if (round % 5 === 0) calls.push(client.delete(`memjs-pipe-${(round + 1) % 3}`).then((done) => `delete ${String(done)}`));
+          calls.push(client.get(`memjs-pipe-${(round + 1) % 3}`).then(({ value }) => `get ${value?.toString() ?? 'miss'}`));
+        }
+        return calls;
+      };
+      const expected = await Promise.all(script(reference));
+      for (const client of clients) {
+        for (let key = 0; key < 3; key += 1) await client.delete(`memjs-pipe-${key}`);
+        expect(await Promise.all(script(client))).toEqual(expected);
+      }
+    } finally {
+      reference.close();
+      memcached.kill('SIGTERM');
     }
   });
 
