@@ -104,6 +104,26 @@ function receiveLines(socket: net.Socket, lines: number): Promise<string> {
 
 const endsWith = (suffix: string) => (received: Buffer): boolean => received.toString('latin1').endsWith(suffix);
 
+/** Starts `server`, sends `bytes` on one connection, returns what came back once it ends with `suffix`, closes it. */
+async function pipelineThrough(server: ProtocolServer, bytes: string, suffix: string): Promise<string> {
+  const port = await server.listen();
+  try {
+    const socket = net.connect(port, '127.0.0.1');
+    const received = await new Promise<string>((resolve) => {
+      let text = '';
+      socket.on('data', (chunk) => { text += chunk.toString(); if (text.endsWith(suffix)) resolve(text); });
+      socket.write(bytes);
+    });
+    socket.destroy();
+    return received;
+  } finally {
+    await server.close();
+  }
+}
+
+/** The reply to a get of `key` from the in-test handlers below: one value, `v`. */
+const oneValue = (key: string): Reply => ({ kind: 'values', items: [{ key, flags: 0, value: Buffer.from('v'), cas: 1n }] });
+
 async function textRoundTrip(bytes: string, suffix: string): Promise<string> {
   return (await exchange(bytes, endsWith(suffix))).received.toString('latin1');
 }
@@ -190,26 +210,14 @@ describe('ProtocolServer: text', () => {
         await new Promise((resolve) => setTimeout(resolve, command.kind === 'get' && command.keys[0] === 'slow' ? 30 : 1));
         active--;
         events.push(`end ${name}`);
-        if (command.kind !== 'get') return { kind: 'stored' };
-        return { kind: 'values', items: [{ key: command.keys[0], flags: 0, value: Buffer.from('v'), cas: 1n }] };
+        return command.kind === 'get' ? oneValue(command.keys[0]) : { kind: 'stored' };
       },
     });
-    const port = await pipelined.listen();
-    try {
-      const socket = net.connect(port, '127.0.0.1');
-      const received = await new Promise<string>((resolve) => {
-        let text = '';
-        socket.on('data', (chunk) => { text += chunk.toString(); if (text.endsWith('STORED\r\n')) resolve(text); });
-        socket.write('get slow\r\nget a\r\nget b\r\nset k 0 0 1\r\nx\r\n');
-      });
-      socket.destroy();
-      expect(received).toBe('VALUE slow 0 1\r\nv\r\nEND\r\nVALUE a 0 1\r\nv\r\nEND\r\nVALUE b 0 1\r\nv\r\nEND\r\nSTORED\r\n');
-      expect(maxActive).toBe(3);
-      expect(events.slice(0, 3)).toEqual(['start get slow', 'start get a', 'start get b']);
-      expect(events.indexOf('start store')).toBeGreaterThan(events.indexOf('end get slow'));
-    } finally {
-      await pipelined.close();
-    }
+    const received = await pipelineThrough(pipelined, 'get slow\r\nget a\r\nget b\r\nset k 0 0 1\r\nx\r\n', 'STORED\r\n');
+    expect(received).toBe('VALUE slow 0 1\r\nv\r\nEND\r\nVALUE a 0 1\r\nv\r\nEND\r\nVALUE b 0 1\r\nv\r\nEND\r\nSTORED\r\n');
+    expect(maxActive).toBe(3);
+    expect(events.slice(0, 3)).toEqual(['start get slow', 'start get a', 'start get b']);
+    expect(events.indexOf('start store')).toBeGreaterThan(events.indexOf('end get slow'));
   });
 
   it('with a handler that keeps the connection order, hands reads and writes over in one run; replies stay in order', async () => {
@@ -223,29 +231,17 @@ describe('ProtocolServer: text', () => {
         await new Promise((resolve) => setTimeout(resolve, command.kind === 'get' ? 1 : 30));
         started.push(`end ${name}`);
         if (command.kind === 'flush_all') return { kind: 'ok' };
-        if (command.kind !== 'get') return { kind: 'stored' };
-        return { kind: 'values', items: [{ key: command.keys[0], flags: 0, value: Buffer.from('v'), cas: 1n }] };
+        return command.kind === 'get' ? oneValue(command.keys[0]) : { kind: 'stored' };
       },
     });
-    const port = await pipelined.listen();
-    try {
-      const socket = net.connect(port, '127.0.0.1');
-      const received = await new Promise<string>((resolve) => {
-        let text = '';
-        socket.on('data', (chunk) => { text += chunk.toString(); if (text.endsWith('OK\r\nSTORED\r\n')) resolve(text); });
-        socket.write('get a\r\nset k 0 0 1\r\nx\r\nget b\r\nflush_all\r\nset k 0 0 1\r\ny\r\n');
-      });
-      socket.destroy();
-      expect(received).toBe('VALUE a 0 1\r\nv\r\nEND\r\nSTORED\r\nVALUE b 0 1\r\nv\r\nEND\r\nOK\r\nSTORED\r\n');
-      // get, set and get went together; flush_all (a command of its own) waited for them, and the
-      // last set for it.
-      expect(started.filter((event) => !event.startsWith('end '))).toEqual(['get a', 'store', 'get b', 'flush_all', 'store']);
-      expect(started.indexOf('get b')).toBeLessThan(started.indexOf('end store'));
-      expect(started.indexOf('flush_all')).toBeGreaterThan(started.lastIndexOf('end get b'));
-      expect(started.lastIndexOf('store')).toBeGreaterThan(started.indexOf('end flush_all'));
-    } finally {
-      await pipelined.close();
-    }
+    const received = await pipelineThrough(pipelined, 'get a\r\nset k 0 0 1\r\nx\r\nget b\r\nflush_all\r\nset k 0 0 1\r\ny\r\n', 'OK\r\nSTORED\r\n');
+    expect(received).toBe('VALUE a 0 1\r\nv\r\nEND\r\nSTORED\r\nVALUE b 0 1\r\nv\r\nEND\r\nOK\r\nSTORED\r\n');
+    // get, set and get went together; flush_all (a command of its own) waited for them, and the
+    // last set for it.
+    expect(started.filter((event) => !event.startsWith('end '))).toEqual(['get a', 'store', 'get b', 'flush_all', 'store']);
+    expect(started.indexOf('get b')).toBeLessThan(started.indexOf('end store'));
+    expect(started.indexOf('flush_all')).toBeGreaterThan(started.lastIndexOf('end get b'));
+    expect(started.lastIndexOf('store')).toBeGreaterThan(started.indexOf('end flush_all'));
   });
 
   it('tells a connection over connectionsMax so and closes it, and takes new ones once others left', async () => {
