@@ -9,7 +9,9 @@
  * node applies committed entries to its replica in index order with cas = index. The node that
  * received the write replies once its own replica applied it. Reads: linearizability asks the
  * leader for a read index confirmed by a majority heartbeat round; sequential reads the local
- * replica while this node knows a live leader.
+ * replica while this node knows a live leader. A client connection (*session*) may have reads and
+ * writes in flight together; each read is served after the session's earlier writes are applied
+ * here and before its later ones are (see ./log/session-order.ts).
  *
  * Batching: outgoing work of a turn (forwards, proposals, appends, read-index requests and the
  * heartbeat round confirming them) is buffered and sent on the controller's `flush` event, or at
@@ -24,6 +26,7 @@
  *
  * Glossary: *commit* — a majority has it; *apply* — the local replica has it; *reply* — the
  * client has it; *ack* — a peer has it; *round* — one heartbeat broadcast of the leader;
+ * *session* — one client connection, whose requests keep their order;
  * *transfer* — copying a whole replica when the needed log entries were compacted away.
  */
 
