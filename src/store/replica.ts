@@ -155,14 +155,20 @@ class KeyOrder {
    * before its caller's own continuation runs, so the keys are idle again at once.
    */
   #track<T>(keys: readonly string[], result: Promise<T>): Promise<T> {
-    const settled = (): void => {
-      this.#sinceBarrier.delete(done);
-      for (const key of keys) if (this.#tails.get(key) === done) this.#tails.delete(key);
-    };
-    const done: Promise<void> = result.then(settled, settled);
+    // Two inline callbacks rather than one named one: tsx names every named closure it creates
+    // (esbuild's keepNames), a property definition per call on this hot path.
+    const done: Promise<void> = result.then(
+      () => this.#forget(keys, done),
+      () => this.#forget(keys, done),
+    );
     for (const key of keys) this.#tails.set(key, done);
     this.#sinceBarrier.add(done);
     return result;
+  }
+
+  #forget(keys: readonly string[], done: Promise<void>): void {
+    this.#sinceBarrier.delete(done);
+    for (const key of keys) if (this.#tails.get(key) === done) this.#tails.delete(key);
   }
 
   /** Runs `work` after every earlier call; every later call waits for it. */
