@@ -392,9 +392,17 @@ function encodeClientError(header: BinaryHeader, message: string): Buffer {
   return encodeBinaryError(header, BINARY_STATUS.invalidArguments, message);
 }
 
+/**
+ * A SERVER_ERROR as a binary status: memcached's own for what memcached itself refuses (too
+ * large, out of memory), "busy" for a full request queue, and "temporary failure" for the rest —
+ * the cluster cannot serve it now (no quorum, a replica rebuilding, a timeout): a client may retry.
+ * The message goes along as the body.
+ */
 function encodeServerError(header: BinaryHeader, message: string): Buffer {
   if (message === TEXT_ERRORS.objectTooLarge) return encodeBinaryError(header, BINARY_STATUS.valueTooLarge);
-  return encodeBinaryError(header, BINARY_STATUS.outOfMemory, message);
+  if (message === TEXT_ERRORS.outOfMemory) return encodeBinaryError(header, BINARY_STATUS.outOfMemory, message);
+  if (message.startsWith('busy')) return encodeBinaryError(header, BINARY_STATUS.busy, message);
+  return encodeBinaryError(header, BINARY_STATUS.temporaryFailure, message);
 }
 
 function encodeValues(header: BinaryHeader, command: Command, items: Item[]): Buffer {

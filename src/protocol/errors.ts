@@ -16,6 +16,7 @@ export const TEXT_ERRORS = Object.freeze({
   badDataChunk: 'bad data chunk',
   nonNumeric: 'cannot increment or decrement non-numeric value',
   objectTooLarge: 'object too large for cache',
+  outOfMemory: 'out of memory storing object',
   /** mckv only: memcached closes such a connection without a word. */
   lineTooLong: 'line too long',
   /** mckv only: memcached has no limit on keys per get. */
@@ -35,6 +36,8 @@ export const BINARY_STATUS = Object.freeze({
   outOfMemory: 0x82,
   notSupported: 0x83,
   internalError: 0x84,
+  busy: 0x85,
+  temporaryFailure: 0x86,
 });
 
 export type BinaryStatus = (typeof BINARY_STATUS)[keyof typeof BINARY_STATUS];
@@ -51,6 +54,8 @@ export const BINARY_STATUS_MESSAGES: Readonly<Record<number, string>> = Object.f
   [BINARY_STATUS.outOfMemory]: 'Out of memory',
   [BINARY_STATUS.notSupported]: 'Not supported',
   [BINARY_STATUS.internalError]: 'Internal error',
+  [BINARY_STATUS.busy]: 'Busy',
+  [BINARY_STATUS.temporaryFailure]: 'Temporary failure',
 });
 
 /** True when a key byte is a control character or a space (memcached's protocol.txt forbids them). */

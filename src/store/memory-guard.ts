@@ -40,7 +40,7 @@ const ITEM_OVERHEAD_BYTES = 56;
 /** What memcached's flags may add to an item. */
 const FLAGS_BYTES = 4;
 /** memcached's replies to a store it cannot take. */
-const OUT_OF_MEMORY = 'out of memory storing object';
+const OUT_OF_MEMORY = TEXT_ERRORS.outOfMemory;
 const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
 
 export class MemoryGuard {
