@@ -315,6 +315,20 @@ describe('TextClient (ours) pipelines', () => {
       client.close();
     }
   });
+
+  it('a request that times out fails the ones behind it, which never take its late reply for theirs', async () => {
+    const client = await TextClient.connect('127.0.0.1', port);
+    try {
+      // The slow get answers after 30 ms; it gives up after 5.
+      const slow = client.request('get slow:late\r\n', 'get', 5);
+      const next = client.request('set late2 0 0 1\r\nz\r\n', 'set', 1000);
+      await expect(slow).rejects.toThrow(/timed out/);
+      await expect(next).rejects.toThrow(/abandoned after an earlier request failed/);
+      await expect(client.request('get late2\r\n', 'get', 1000)).rejects.toThrow(/abandoned/);
+    } finally {
+      client.close();
+    }
+  });
 });
 
 describe('ProtocolServer: binary via memjs', () => {

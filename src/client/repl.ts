@@ -63,7 +63,10 @@ async function repl(client: TextClient, options: ClientOptions): Promise<number>
         await runLine(client, trimmed, (text) => process.stdout.write(`${text}\n`));
       } catch (error) {
         process.stdout.write(`error: ${(error as Error).message}\n`);
-        if (/closed|ECONNRESET/.test((error as Error).message)) break;
+        if (!client.usable) {
+          process.stdout.write('the connection cannot be used any more; start the client again\n');
+          break;
+        }
       }
     }
     rl.prompt();

@@ -3,7 +3,8 @@
  * blocks by their length). Used by the interactive client, the fault runner's clients and tests
  * that need `show` or want to see the exact reply lines. Requests may be pipelined: each is sent
  * at once, and replies are read in the order the requests were sent. A request that fails (no
- * complete reply in time) leaves the stream unreadable: close the client after any failure.
+ * complete reply in time, the connection lost) fails every later one too: what is left of its
+ * reply would otherwise be read as theirs.
  */
 
 import net from 'node:net';
@@ -63,11 +64,22 @@ export class TextClient {
     });
   }
 
+  /** False once the connection is closed or abandoned after a failed request: every request would fail. */
+  get usable(): boolean {
+    return this.closedError === null;
+  }
+
   /** Sends raw bytes and reads one reply, after the replies of earlier requests; `verb` says how it ends. */
   request(raw: string | Buffer, verb: string, timeoutMs = 20_000): Promise<TextReply> {
     this.socket.write(raw);
     const deadline = Date.now() + timeoutMs;
-    const reply = this.readTurn.then(() => this.readReply(verb, deadline));
+    const reply = this.readTurn.then(() => this.readReply(verb, deadline)).catch((error: unknown) => {
+      // What is left of that reply would be read as the next one's: fail every later request.
+      this.closedError ??= new Error(`connection abandoned after an earlier request failed: ${error instanceof Error ? error.message : String(error)}`);
+      this.buffer = Buffer.alloc(0);
+      this.socket.destroy();
+      throw error;
+    });
     const settled = (): void => undefined;
     this.readTurn = reply.then(settled, settled);
     return reply;
