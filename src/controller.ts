@@ -189,7 +189,9 @@ export class Controller {
       port: node.client.port,
       limits: { ...DEFAULT_LIMITS, valueBytesMax: config.valueBytesMax, connectionsMax: config.connectionsMax },
       handler: (command, connection) => this.handle(command, connection),
-      // Every mode carries out a connection's commands in the order handed over (see handle).
+      // Every mode carries out a connection's commands in the order handed over: the replicated
+      // log through its session order (consistency/log/session-order.ts); eventual and local
+      // issue their effects in that order, and the Replica keeps it per key.
       handlerKeepsOrder: true,
       log: this.log.child({ component: 'protocol' }),
     });

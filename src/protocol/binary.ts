@@ -394,8 +394,10 @@ function encodeClientError(header: BinaryHeader, message: string): Buffer {
 
 /**
  * A SERVER_ERROR as a binary status: memcached's own for what memcached itself refuses (too
- * large, out of memory), "busy" for a full request queue, and "temporary failure" for the rest —
- * the cluster cannot serve it now (no quorum, a replica rebuilding, a timeout): a client may retry.
+ * large, out of memory), "busy" for a refusal that says so (a full request queue, an eventual
+ * replica still loading: the cluster's refusals start with their kind), and "temporary failure"
+ * for the rest — the cluster cannot serve it now (no quorum, a replica rebuilding, a timeout): a
+ * client may retry.
  * The message goes along as the body.
  */
 function encodeServerError(header: BinaryHeader, message: string): Buffer {
