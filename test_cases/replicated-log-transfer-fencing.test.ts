@@ -62,7 +62,7 @@ const snapshot = (term: number, votedFor: typeof N1 | null, entries: unknown[] =
 });
 
 const heartbeat = (seq: number, replicaEpoch: number): LogMessage => ({
-  kind: 'append', term: 2, prevIndex: 10, prevTerm: 1, entries: [], commitIndex: 10, durableIndex: 10, round: seq, seq, quiet: false, reads: [], replicaEpoch,
+  kind: 'append', term: 2, prevIndex: 10, prevTerm: 1, entries: [], commitIndex: 10, durableIndex: 10, round: seq, seq, quiet: false, replicaEpoch,
 });
 
 const value = (key: string, cas: bigint): KeyedEntry => [key, { value: Buffer.from(`real-${key}`), flags: 0, expiresAtMs: 0, cas }];

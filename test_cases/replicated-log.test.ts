@@ -387,8 +387,8 @@ describe('replication and commit', () => {
     const roundsBefore = leaderSends('append');
     const confirmsBefore = leaderSends('read_index_reply');
     cluster.deliver();
-    // One round (one append, to the asker, carrying the batch's read index) and one reply.
-    expect(leaderSends('append') - roundsBefore).toBe(1);
+    // One reply for the whole batch, and no heartbeat round (see the "reads" tests).
+    expect(leaderSends('append') - roundsBefore).toBe(0);
     expect(leaderSends('read_index_reply') - confirmsBefore).toBe(1);
     for (const requestId of reads.requestIds) expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'read' });
   });
@@ -534,46 +534,65 @@ describe('reads', () => {
     expect(confirm).toEqual([expect.objectContaining({ message: expect.objectContaining({ readIndex: 2 }) })]);
   });
 
-  it('linearizability: when the append carrying a follower\'s read indexes is lost, a read_index_reply answers them', () => {
+  it('linearizability: the leader answers a follower\'s read index at once, with no heartbeat round', () => {
     const cluster = electedCluster();
     const leader = cluster.leader();
     const [asker] = followers(cluster);
     const write = cluster.request(leader, set('r', 'v1'));
     cluster.deliver();
-    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply' });
-    cluster.lose = (message, to) => to === asker && message.kind === 'append' && message.reads.length > 0;
-    const { requestId } = cluster.request(asker, get('r'));
-    cluster.deliver();
-    expect(cluster.outcome(asker, requestId)).toBeUndefined();
-    cluster.lose = () => false;
-    // The next heartbeat (same round, no reads) is acked: the round is confirmed, and the leader's
-    // read_index_reply answers the batch the lost append carried.
-    cluster.run(HEARTBEAT_MS * 2);
-    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'read', requestId });
-    const confirm = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'read_index_reply');
-    expect(confirm).toEqual([expect.objectContaining({ to: asker, message: expect.objectContaining({ readIndex: 2 }) })]);
-  });
-
-  it('linearizability: the confirming round goes to the asking follower only, which serves on accepting it', () => {
-    const cluster = electedCluster();
-    const leader = cluster.leader();
-    const [asker, other] = followers(cluster);
-    const write = cluster.request(leader, set('r', 'v1'));
-    cluster.deliver();
+    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
     const { requestId, effects } = cluster.request(asker, get('r'));
     const [ask] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
-    const round = cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: asker, message: ask.message });
-    const flushed = [...round, ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs })];
-    const appends = flushed.filter((effect): effect is Extract<Effect<LogMessage>, { kind: 'send' }> => effect.kind === 'send' && effect.message.kind === 'append');
-    expect(appends.map((effect) => effect.to)).toEqual([asker]); // one follower makes a majority with the leader
-    const append = appends[0].message as Extract<LogMessage, { kind: 'append' }>;
-    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
-    expect(append.reads).toEqual([[expect.any(Number), 2]]); // the read index: the write at index 2
-    expect(cluster.outcome(asker, requestId)).toBeUndefined();
-    // Accepting the round's append is the follower's own confirmation: it serves before any read_index_reply.
-    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: append });
+    const answer = [
+      ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: asker, message: ask.message }),
+      ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
+    ].filter((effect): effect is Extract<Effect<LogMessage>, { kind: 'send' }> => effect.kind === 'send');
+    // With three nodes the asker and the leader are a majority: one answer, no append to anyone.
+    expect(answer).toEqual([
+      expect.objectContaining({ to: asker, message: expect.objectContaining({ kind: 'read_index_reply', readIndex: 2 }) }),
+    ]);
+    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: answer[0].message });
     expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'read', requestId });
-    expect(cluster.node(other).effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'append_reply' && effect.message.round === append.round)).toBe(false);
+    expect(cluster.node(asker).replica.get('r')?.value.toString()).toBe('v1');
+  });
+
+  it('linearizability: a read index answered in a term the asker has left is not used; its reads are refused', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [asker] = followers(cluster);
+    const { requestId, effects } = cluster.request(asker, get('r'));
+    const [ask] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const answer = cluster
+      .step(leader, { kind: 'message', nowMs: cluster.nowMs, from: asker, message: ask.message })
+      .find((effect): effect is Extract<Effect<LogMessage>, { kind: 'send' }> => effect.kind === 'send' && effect.message.kind === 'read_index_reply');
+    expect(answer?.message).toMatchObject({ readIndex: expect.any(Number) });
+    // Before the answer arrives the asker moves to a later term, with the same leader (re-elected):
+    // it may have voted in between, so the earlier term's answer proves nothing about a majority.
+    const last = [...cluster.node(leader).effects].reverse().find((effect) => effect.kind === 'send' && effect.to === asker && effect.message.kind === 'append');
+    const sent = (last as Extract<Effect<LogMessage>, { kind: 'send' }>).message as Extract<LogMessage, { kind: 'append' }>;
+    const lastIndex = sent.prevIndex + sent.entries.length;
+    const lastTerm = sent.entries.at(-1)?.term ?? sent.prevTerm;
+    const term = sent.term + 1;
+    cluster.step(asker, {
+      kind: 'message', nowMs: cluster.nowMs, from: leader,
+      message: { kind: 'append', term, prevIndex: lastIndex, prevTerm: lastTerm, entries: [], commitIndex: sent.commitIndex, durableIndex: lastIndex, round: 0, seq: 1, quiet: false },
+    });
+    expect(cluster.node(asker).machine.status()).toMatchObject({ term, role: 'follower' });
+    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: answer?.message as LogMessage });
+    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error', message: expect.stringMatching(/^no quorum/) } });
+  });
+
+  it('linearizability: an answer meant for the same batch id of an earlier run of the asker is ignored', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [asker] = followers(cluster);
+    const { requestId, effects } = cluster.request(asker, get('r'));
+    const ask = (effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>)[0].message as Extract<LogMessage, { kind: 'read_index' }>;
+    const stale = { kind: 'read_index_reply', term: ask.term, incarnation: ask.incarnation - 1, batchId: ask.batchId, readIndex: 0 } as const;
+    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: stale });
+    expect(cluster.outcome(asker, requestId)).toBeUndefined();
+    cluster.deliver();
+    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'read', requestId });
   });
 
   it('linearizability: a node cut off from the others refuses reads rather than serve stale data', () => {

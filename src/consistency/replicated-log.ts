@@ -7,14 +7,16 @@
  * Intuition: the leader stamps every write with (term, index) — its timestamp — appends it and
  * replicates it with pipelined, batched appends; once a majority has it, it is committed and every
  * node applies committed entries to its replica in index order with cas = index. The node that
- * received the write replies once its own replica applied it. Reads: linearizability asks the
- * leader for a read index confirmed by a majority heartbeat round; sequential reads the local
- * replica while this node knows a live leader. A client connection (*session*) may have reads and
+ * received the write replies once its own replica applied it. Reads: linearizability serves a
+ * read once this replica has applied the leader's commit index as of the read's arrival there (its
+ * *read index*), taken when a majority still followed that leader — the leader confirms its own
+ * with a heartbeat round, a follower's needs no round with three nodes (see onReadIndex);
+ * sequential reads the local replica while this node knows a live leader. A client connection (*session*) may have reads and
  * writes in flight together; each read is served after the session's earlier writes are applied
  * here and before its later ones are (see ./log/session-order.ts).
  *
  * Batching: outgoing work of a turn (forwards, proposals, appends, read-index requests and the
- * heartbeat round confirming them) is buffered and sent on the controller's `flush` event, or at
+ * heartbeat round confirming the leader's own reads) is buffered and sent on the controller's `flush` event, or at
  * the latest on the next tick, so a burst of requests costs one round trip, not one per request.
  *
  * Invariants (asserted after every step):
@@ -126,7 +128,14 @@ interface RoundWaiter {
   round: number;
   readIndex: number;
   localReads: RequestId[];
-  remoteBatches: Array<{ from: PeerId; batchId: number }>;
+  remoteBatches: RemoteReadBatch[];
+}
+
+/** A follower's read-index request, as the leader answers it. */
+interface RemoteReadBatch {
+  from: PeerId;
+  incarnation: number;
+  batchId: number;
 }
 
 interface IncomingTransfer {
@@ -198,7 +207,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private forwardsThisStep: ForwardedRequest[] = [];
   private readsThisStep: RequestId[] = [];
   private readBatchId = 0;
-  private readonly readBatches = new Map<number, RequestId[]>();
+  /** Our read-index requests awaiting the leader's answer: the term each was asked in, and its reads. */
+  private readonly readBatches = new Map<number, { term: number; requestIds: RequestId[] }>();
   /**
    * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
    * in send order (so terms never decrease along the map). Once an entry of a later term is
@@ -802,9 +812,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.note('warn', 'stepped down', { why: message, peers: this.peers, acked: this.ackedPeers() });
     for (const waiter of this.roundWaiters) {
       for (const requestId of waiter.localReads) this.refuseRequest(requestId, message);
-      for (const batch of waiter.remoteBatches) {
-        this.send(batch.from, { kind: 'read_index_reply', term: this.term, batchId: batch.batchId, readIndex: null });
-      }
+      for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, null);
     }
     this.roundWaiters = [];
     this.progress.clear();
@@ -833,7 +841,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
   private refuseForwardsAndReads(message: string): void {
-    for (const requestIds of this.readBatches.values()) {
+    for (const { requestIds } of this.readBatches.values()) {
       for (const requestId of requestIds) this.refuseRequest(requestId, message);
     }
     this.readBatches.clear();
@@ -915,7 +923,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.lastLeaderContactMs = this.nowMs;
     this.resetElectionTimer();
     const reply = this.appendEntries(message);
-    for (const [batchId, readIndex] of message.reads) this.answerReadBatch(batchId, readIndex);
     if (message.quiet && reply.success) return;
     this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: this.leaderReplicaEpoch, lastIndex: this.log.lastIndex(), ...reply });
   }
@@ -1030,7 +1037,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
    * Sends the follower everything not yet sent (up to the batch and in-flight bounds), pipelined:
    * no wait for the previous append's ack. `force` sends even with nothing new (a heartbeat).
    */
-  private sendAppend(peer: PeerId, force: boolean, reads: Array<[number, number]> = []): void {
+  private sendAppend(peer: PeerId, force: boolean): void {
     const progress = this.progress.get(peer);
     assert(progress !== undefined);
     const prevTerm = this.log.termAt(progress.sentIndex);
@@ -1054,7 +1061,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
       round: this.round,
       seq: progress.seq,
       quiet: count === 0 && !force,
-      reads,
       replicaEpoch: this.replicaEpoch,
     });
     progress.sentIndex += count;
@@ -1080,7 +1086,6 @@ class ReplicatedLogMachine implements ReplicatedLog {
       round: this.round,
       seq: progress.seq,
       quiet: false,
-      reads: [],
       replicaEpoch: this.replicaEpoch,
     });
     progress.commitSent = this.commitIndex;
@@ -1147,7 +1152,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /** Confirm leadership with a heartbeat round started after the read arrived. */
-  private awaitRound(readIndex: number, who: { localRead: RequestId } | { from: PeerId; batchId: number }): void {
+  private awaitRound(readIndex: number, who: { localRead: RequestId } | RemoteReadBatch): void {
     const round = this.round + 1;
     let waiter = this.roundWaiters[this.roundWaiters.length - 1];
     if (waiter === undefined || waiter.round !== round) {
@@ -1174,36 +1179,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     while (this.roundWaiters.length > 0 && this.roundWaiters[0].round <= confirmed) {
       const waiter = this.roundWaiters.shift() as RoundWaiter;
       for (const requestId of waiter.localReads) this.awaitApply(requestId, waiter.readIndex);
-      for (const batch of waiter.remoteBatches) {
-        this.send(batch.from, { kind: 'read_index_reply', term: this.term, batchId: batch.batchId, readIndex: waiter.readIndex });
-      }
+      for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, waiter.readIndex);
     }
-  }
-
-  /**
-   * With three nodes, the leader and any one follower are a majority: a follower that accepts
-   * this round's append (still in this term, with us as its leader) has itself confirmed that we
-   * were the only leader when we sent it, after its read-index request arrived. So the append
-   * carries that follower's read indexes, and it serves its reads on accepting it — one hop
-   * sooner than waiting for our read_index_reply (which still goes, in case this append is lost;
-   * the follower ignores the second answer).
-   */
-  private carryReadIndexes(peer: PeerId): Array<[number, number]> {
-    if (this.majority !== 2) return [];
-    const waiter = this.waiterOfCurrentRound();
-    if (waiter === null) return [];
-    const reads: Array<[number, number]> = [];
-    for (const batch of waiter.remoteBatches) {
-      if (batch.from !== peer) continue;
-      reads.push([batch.batchId, waiter.readIndex]);
-    }
-    return reads;
-  }
-
-  /** The reads the round just started confirms, if any. */
-  private waiterOfCurrentRound(): RoundWaiter | null {
-    const waiter = this.roundWaiters[this.roundWaiters.length - 1];
-    return waiter !== undefined && waiter.round === this.round ? waiter : null;
   }
 
   private awaitApply(requestId: RequestId, readIndex: number): void {
@@ -1214,26 +1191,39 @@ class ReplicatedLogMachine implements ReplicatedLog {
     queue.splice(at, 0, { requestId, readIndex });
   }
 
+  /**
+   * A follower asks for our read index. A read index must be taken while a majority still follows
+   * us, so that no other leader can have committed a write we do not have (Raft §6.4). With three
+   * nodes we answer at once: the asker's request, sent after its reads arrived, is its
+   * acknowledgement, and it takes our answer only if its term has not moved by the time the answer
+   * arrives (onReadIndexReply) — so it voted for no one else before we read our commit index, and
+   * with us it is a majority no other candidate could win. With more nodes, a heartbeat round.
+   */
   private onReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
-    if (this.role !== 'leader' || !this.hasQuorum()) {
-      this.send(from, { kind: 'read_index_reply', term: this.term, batchId: message.batchId, readIndex: null });
-      return;
-    }
-    this.awaitRound(this.readIndexNow(), { from, batchId: message.batchId });
+    const batch = { from, incarnation: message.incarnation, batchId: message.batchId };
+    if (this.role !== 'leader' || !this.hasQuorum()) this.answerReadIndex(batch, null);
+    else if (this.majority === 2) this.answerReadIndex(batch, this.readIndexNow());
+    else this.awaitRound(this.readIndexNow(), batch);
   }
 
+  private answerReadIndex(batch: RemoteReadBatch, readIndex: number | null): void {
+    this.send(batch.from, { kind: 'read_index_reply', term: this.term, incarnation: batch.incarnation, batchId: batch.batchId, readIndex });
+  }
+
+  /**
+   * Our read batch got its read index (null: refused). Only an answer to this run's request, from
+   * the leader of the term it was asked in, while we are still in that term (see onReadIndex);
+   * otherwise its reads are refused, as reads that changed nothing.
+   */
   private onReadIndexReply(message: Extract<LogMessage, { kind: 'read_index_reply' }>): void {
-    this.answerReadBatch(message.batchId, message.readIndex);
-  }
-
-  /** A read batch of ours got its read index (null: refused); a second answer finds nothing. */
-  private answerReadBatch(batchId: number, readIndex: number | null): void {
-    const requestIds = this.readBatches.get(batchId);
-    if (requestIds === undefined) return;
-    this.readBatches.delete(batchId);
-    for (const requestId of requestIds) {
-      if (readIndex === null) this.refuseRequest(requestId, 'no quorum: leader could not confirm the read');
-      else this.awaitApply(requestId, readIndex);
+    if (message.incarnation !== this.incarnation) return;
+    const batch = this.readBatches.get(message.batchId);
+    if (batch === undefined) return;
+    this.readBatches.delete(message.batchId);
+    const confirmed = message.readIndex !== null && message.term === batch.term && this.term === batch.term;
+    for (const requestId of batch.requestIds) {
+      if (confirmed) this.awaitApply(requestId, message.readIndex as number);
+      else this.refuseRequest(requestId, 'no quorum: leader could not confirm the read');
     }
   }
 
@@ -1305,10 +1295,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
     this.notDurableCount = fresh.length;
     const confirmers: readonly PeerId[] = heartbeat ? this.roundConfirmers() : [];
-    for (const peer of this.peers) {
-      const confirming = confirmers.includes(peer);
-      this.sendAppend(peer, confirming, confirming ? this.carryReadIndexes(peer) : []);
-    }
+    for (const peer of this.peers) this.sendAppend(peer, confirmers.includes(peer));
     if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
     this.notDurableCount = 0;
     this.advanceCommit();
@@ -1317,14 +1304,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   /**
    * The followers a read-confirming round goes to. Its acks must make a majority with us; with
-   * three nodes one follower does: a follower whose reads wait on this round (it can then serve
-   * them on receipt, see carryReadIndexes), else the one heard from last. With more nodes, all.
-   * (Should that one not answer, the next heartbeat goes to every follower and confirms it.)
+   * three nodes one follower does: the one heard from last. With more nodes, all. (Should that
+   * one not answer, the next heartbeat goes to every follower and confirms it.)
    */
   private roundConfirmers(): readonly PeerId[] {
     if (this.majority !== 2) return this.peers;
-    const asking = this.waiterOfCurrentRound()?.remoteBatches.map((batch) => batch.from) ?? [];
-    if (asking.length > 0) return [...new Set(asking)];
     let freshest: PeerId | null = null;
     let freshestMs = Number.NEGATIVE_INFINITY;
     for (const [peer, progress] of this.progress) {
@@ -1353,8 +1337,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, 'no quorum: no leader');
       else {
         this.readBatchId += 1;
-        this.readBatches.set(this.readBatchId, reads);
-        this.send(leader, { kind: 'read_index', term: this.term, batchId: this.readBatchId });
+        this.readBatches.set(this.readBatchId, { term: this.term, requestIds: reads });
+        this.send(leader, { kind: 'read_index', term: this.term, incarnation: this.incarnation, batchId: this.readBatchId });
       }
     }
   }

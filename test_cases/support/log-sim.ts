@@ -1326,7 +1326,11 @@ export class LogSimulation {
     this.cut.clear();
     this.rates.drop = 0;
     this.rates.duplicate = 0;
-    for (const node of this.nodes) node.downUntilMs = Math.min(node.downUntilMs, this.nowMs);
+    for (const node of this.nodes) {
+      node.downUntilMs = Math.min(node.downUntilMs, this.nowMs);
+      // Failures strike in the faulty phase only: an armed store failure not yet struck is off.
+      node.failNext = false;
+    }
   }
 
   private awaitConvergence(): void {

@@ -63,12 +63,6 @@ export type LogMessage =
        * telling followers of a commit costs one message each, not two.
        */
       quiet: boolean;
-      /**
-       * The follower's read-index requests this append's round confirms, with their read index:
-       * in a three-node cluster the leader and the follower taking this append are a majority, so
-       * the follower may serve them once it accepts it (see ReplicatedLog, "reads").
-       */
-      reads: Array<[batchId: number, readIndex: number]>;
       /** The leader's replica epoch (see `transfer_chunk`); absent from older peers: 0. */
       replicaEpoch?: number;
     }
@@ -94,10 +88,14 @@ export type LogMessage =
   /** Writes received by a follower, batched per step, for the leader to append. */
   | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
   | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; message: string }
-  /** Reads received by a follower (linearizability), batched per step: ask for a read index. */
-  | { kind: 'read_index'; term: number; batchId: number }
+  /**
+   * Reads received by a follower (linearizability), batched per step: ask for a read index.
+   * `incarnation`: the asker's, echoed in the reply, so a restarted node never takes an answer
+   * meant for the batch of the same id its previous run sent.
+   */
+  | { kind: 'read_index'; term: number; incarnation: number; batchId: number }
   /** `readIndex` null: refused (not the leader, or leadership lost before confirming). */
-  | { kind: 'read_index_reply'; term: number; batchId: number; readIndex: number | null }
+  | { kind: 'read_index_reply'; term: number; incarnation: number; batchId: number; readIndex: number | null }
   /**
    * Send me your replica, as of an applied index ≥ `minIndex`. `emptied`: the asker's replica
    * holds nothing the logs cannot give back (its backend restarted empty, not merely missed a
