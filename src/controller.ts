@@ -33,7 +33,7 @@ import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
 import { LossWatch } from './store/loss-watch.ts';
-import { MemoryGuard } from './store/memory-guard.ts';
+import { isBackendMemory, MemoryGuard, type BackendMemory } from './store/memory-guard.ts';
 import { storedItemBytes } from './store/slab-room.ts';
 import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
@@ -127,6 +127,8 @@ export class Controller {
    */
   private epochAfterReset: string | null = null;
   private readonly memoryGuard = new MemoryGuard();
+  /** Polls of the backend so far: a peer's guard tells a new report of our memory by it. */
+  private backendPolls = 0;
   private warnedEvictsWhenFull = false;
   private warnedItemLimit = false;
   /** The longest item memcached must take: the longest key with a value of value_bytes_max (and flags). */
@@ -568,7 +570,9 @@ export class Controller {
   }
 
   private tick(): void {
-    this.enqueue({ kind: 'tick', nowMs: Date.now(), peersUp: this.network.peerView().filter((v) => v.up).map((v) => v.peer) });
+    const peers = this.network.peerView();
+    for (const view of peers) this.memoryGuard.peerReported(view.peer, view.up ? memoryReportOf(view.info) : undefined);
+    this.enqueue({ kind: 'tick', nowMs: Date.now(), peersUp: peers.filter((v) => v.up).map((v) => v.peer) });
   }
 
   /**
@@ -602,6 +606,7 @@ export class Controller {
     }
     const previous = this.health;
     this.health = health;
+    this.backendPolls += 1;
     this.memoryGuard.polled(health.memory);
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';
@@ -711,6 +716,8 @@ export class Controller {
       backendOk: this.health.ok,
       backendDetail: this.health.detail,
       peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
+      backendMemory: this.health.memory,
+      backendPoll: this.backendPolls,
     };
   }
 }
@@ -762,4 +769,12 @@ function cacheStats(replica: Replica): Array<[string, string]> {
 function storeErrorReply(error: unknown): Reply {
   const message = error instanceof Error ? error.message : String(error);
   return { kind: 'server_error', message: `backend: ${message}` };
+}
+
+/** A peer's memcached memory from its heartbeat's summary, if it reports one. */
+function memoryReportOf(info: unknown): { memory: BackendMemory; poll: number } | undefined {
+  if (typeof info !== 'object' || info === null) return undefined;
+  const { backendMemory, backendPoll } = info as Partial<NodeSummary>;
+  if (!isBackendMemory(backendMemory) || typeof backendPoll !== 'number') return undefined;
+  return { memory: backendMemory, poll: backendPoll };
 }

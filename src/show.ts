@@ -5,6 +5,8 @@
  * can print every peer's last known state next to whether it still hears from that peer.
  */
 
+import type { BackendMemory } from './store/memory-guard.ts';
+
 export interface NodeSummary {
   node: string;
   mode: string;
@@ -20,6 +22,12 @@ export interface NodeSummary {
   backendDetail: string;
   /** This node's own view of its peers. */
   peersUp: Array<{ peer: string; up: boolean }>;
+  /**
+   * What its memcached said of its memory at its latest poll, and that poll's number: the
+   * ordering node's memory guard counts every replica (store/memory-guard.ts).
+   */
+  backendMemory?: BackendMemory;
+  backendPoll: number;
 }
 
 export interface PeerViewRow {

@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { eventually, findLeader } from './support/fault-kit.ts';
 import { lastLine } from './support/text-request.ts';
 
 const VALUE = 'x'.repeat(200_000);
@@ -62,6 +63,63 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
       expect(await lastLine(node.clientPort, `set more 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')).toBe('SERVER_ERROR out of memory storing object');
     }
     expect(await lastLine(cluster.nodes[1].clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
+  }, 120_000);
+});
+
+describe.each<Mode>(['sequential', 'eventual'])('%s: memcached servers of different sizes', (mode) => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode, memcachedMemoryMb: 64, compactAfterEntries: 20 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('refuses what the smallest has no room for, and every replica stays whole', async () => {
+    const ids = cluster.nodes.map((node) => node.id);
+    // Writes go through the node that decides them (the leader; in eventual, the node taking
+    // them), whose memcached is the big one; the two others get 16 MB ones, empty, before any data.
+    const entry = mode === 'eventual' ? ids[0] : await findLeader(cluster, ids, 10_000);
+    const small = ids.filter((id) => id !== entry);
+    for (const id of small) await cluster.restartBackend(id, 16);
+    // Each of them has rebuilt its (empty) replica and reported its memory in a heartbeat.
+    const ready = await eventually(
+      () => Promise.all(small.map((id) => lastLine(cluster.node(id).clientPort, 'set ready 0 0 1\r\n1\r\n', 'set'))),
+      (lines) => lines.every((line) => line === 'STORED'),
+      { timeoutMs: 15_000 },
+    );
+    expect(ready.value).toEqual(small.map(() => 'STORED'));
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const client = await TextClient.connect('127.0.0.1', cluster.node(entry).clientPort);
+    const outcomes: string[] = [];
+    try {
+      for (let i = 0; i < WRITES_MAX; i++) {
+        const reply = await client.request(`set big${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
+        outcomes.push(reply.lines[reply.lines.length - 1]);
+        if (outcomes[i] !== 'STORED') break;
+      }
+    } finally {
+      client.close();
+    }
+    const stored = outcomes.filter((line) => line === 'STORED').length;
+    // About what 70% of 16 MB holds (58 such values), not 70% of 64 MB (235).
+    expect(stored).toBeGreaterThan(10);
+    expect(stored).toBeLessThan(100);
+    expect(outcomes[outcomes.length - 1]).toBe('SERVER_ERROR out of memory storing object');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // No replica failed a write: every one serves what was stored (a replica rebuilding refuses).
+    for (const node of cluster.nodes) {
+      const read = await TextClient.connect('127.0.0.1', node.clientPort);
+      try {
+        const got = await read.request(`get big0 big${stored - 1}\r\n`, 'get');
+        expect(got.values.map((item) => item.value.length), node.id).toEqual([VALUE.length, VALUE.length]);
+      } finally {
+        read.close();
+      }
+    }
+    expect(await lastLine(cluster.node(small[0]).clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });
 

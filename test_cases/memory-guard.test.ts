@@ -4,7 +4,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { MemoryGuard } from '../src/store/memory-guard.ts';
+import { isBackendMemory, MemoryGuard } from '../src/store/memory-guard.ts';
 import type { SlabState } from '../src/store/slab-room.ts';
 import { slabClassSizes } from '../src/store/slab-room.ts';
 import type { Op } from '../src/store/types.ts';
@@ -67,5 +67,42 @@ describe('MemoryGuard', () => {
     expect(guard.refusal(set('k', MB))).toBe('object too large for cache');
     expect(guard.refusal(set('k', MB - 200))).toBeNull();
     expect(guard.refusal(set('k', 50 * MB, 'append'))).toBe('out of memory storing object'); // only its bytes count
+  });
+
+  it('counts every replica: a peer\'s smaller memcached refuses what ours has room for', () => {
+    const guard = new MemoryGuard();
+    guard.polled({ usedBytes: 0, limitBytes: 64 * MB });
+    guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 64 * MB }, poll: 1 });
+    guard.peerReported('n3', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1 });
+    const admitted = Array.from({ length: 8 }, (_, i) => fits(guard, set(`k${i}`, MB)));
+    expect(admitted).toEqual([true, true, true, true, true, true, false, false]); // 70% of n3's 10 MB
+    // A report of the same poll keeps what was admitted since; a later poll replaces it.
+    guard.peerReported('n3', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1 });
+    expect(fits(guard, set('same', MB))).toBe(false);
+    guard.peerReported('n3', { memory: { usedBytes: 2 * MB, limitBytes: 10 * MB }, poll: 2 });
+    expect(fits(guard, set('later', MB))).toBe(true);
+    // A peer that is gone counts no more; ours still does: 70% of 64 MB is 44 such items, 7 admitted.
+    guard.peerReported('n3', undefined);
+    expect(Array.from({ length: 40 }, (_, i) => fits(guard, set(`m${i}`, MB))).filter(Boolean)).toHaveLength(44 - 7);
+  });
+
+  it('counts a peer\'s size classes, and an item longer than a peer\'s memcached takes', () => {
+    const guard = new MemoryGuard();
+    guard.polled({ usedBytes: MB, limitBytes: 64 * MB, slabs: slabs(60, []) });
+    guard.peerReported('n2', { memory: { usedBytes: MB, limitBytes: 64 * MB, slabs: slabs(0, [{ id: 3, chunkBytes: 152, freeChunks: 400_000 }]) }, poll: 7 });
+    expect(fits(guard, set('big', 4000))).toBe(false);
+    expect(fits(guard, set('small', 40))).toBe(true);
+    guard.peerReported('n2', undefined);
+    guard.peerReported('n3', { memory: { usedBytes: 0, limitBytes: 64 * MB, itemBytesMax: 1000 }, poll: 1 });
+    expect(guard.refusal(set('small', 2000))).toBe('object too large for cache');
+  });
+
+  it('reads a peer\'s report only when it has the shape of one', () => {
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2 })).toBe(true);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: slabs(1, [{ id: 1, chunkBytes: 96, freeChunks: 3 }]) })).toBe(true);
+    expect(isBackendMemory(null)).toBe(false);
+    expect(isBackendMemory({ usedBytes: '1', limitBytes: 2 })).toBe(false);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: -2 })).toBe(false);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: { pageBytes: 1, freePages: 0, chunkMaxBytes: 1, classes: [{ id: 1 }], classSizes: null } })).toBe(false);
   });
 });

@@ -300,8 +300,8 @@ export class Cluster {
     this.node(id).memcached?.kill('SIGCONT');
   }
 
-  /** Kills a node's memcached and starts it again, empty, on the same port. */
-  async restartBackend(id: string): Promise<void> {
+  /** Kills a node's memcached and starts it again, empty, on the same port (with `memoryMb`: that -m). */
+  async restartBackend(id: string, memoryMb = this.options.memcachedMemoryMb): Promise<void> {
     const node = this.node(id);
     const child = node.memcached;
     if (child && child.exitCode === null) {
@@ -309,7 +309,7 @@ export class Cluster {
       child.kill('SIGKILL');
       await exited;
     }
-    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), this.options.memcachedMemoryMb, this.options.memcachedEvicts);
+    node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), memoryMb, this.options.memcachedEvicts);
   }
 
   /** Cuts both directions between a and b (or one direction with oneWay). */

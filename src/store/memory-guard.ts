@@ -14,21 +14,25 @@
  *   `slabRoomReserve` of the room for their class, and one page's worth more, for the replicas'
  *   slabs differing a little and for writes in flight.
  *
- * The mode asks (MachineOptions.admit) at the node that orders writes: in the ordered modes the
- * leader, which sees every write of the cluster, so writes taken by several controllers at once
- * cannot together overshoot what one of them checked. The replicas' memcached servers are taken to
- * be of one size (startup.sh starts them alike).
+ * The mode asks (MachineOptions.refuseStore) at the node that orders writes: in the ordered
+ * modes the leader, which sees every write of the cluster, so writes taken by several controllers
+ * at once cannot together overshoot what one of them checked. Each replica's memcached counts:
+ * the peers report theirs in their heartbeats (`peerReported`), so memcached servers of different
+ * sizes, or one that other clients also fill, make the cluster refuse what the fullest replica
+ * has no room for, instead of that replica failing the write and being rebuilt (or, were every
+ * replica to fail it, none being left to rebuild from).
  *
  * A store whose item is longer than memcached takes at all (its -I) is refused as memcached refuses
  * it, "object too large for cache", rather than failing at every replica.
  *
  * Invariants: only stores are ever refused (deletes, reads and the rest free or keep memory); a
  * backend that says nothing of its memory refuses nothing; what was admitted is forgotten only
- * when a poll replaces it with what the backend holds.
+ * when a poll replaces it with what the backend holds (a peer's: a report of a later poll); a
+ * peer that is down counts no more (it catches up, or is rebuilt, when it returns).
  */
 
 import { TEXT_ERRORS } from '../protocol/errors.ts';
-import { itemRoom, storedItemBytes } from './slab-room.ts';
+import { itemRoom, storedItemBytes, type ItemRoom } from './slab-room.ts';
 import type { BackendHealth, Op } from './types.ts';
 
 /** Most of memcached's memory the stored items may take. */
@@ -43,41 +47,95 @@ const FLAGS_BYTES = 4;
 const OUT_OF_MEMORY = TEXT_ERRORS.outOfMemory;
 const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
 
+/** What a backend said of its memory (BackendHealth.memory). */
+export type BackendMemory = NonNullable<BackendHealth['memory']>;
+
+/** One replica's memcached: what it said last, and what was admitted since (about). */
+interface View {
+  memory: BackendMemory;
+  admittedBytes: number;
+  /** Items admitted, by the size class they go to. */
+  admittedBySlab: Map<string, number>;
+}
+
 export class MemoryGuard {
-  #memory: BackendHealth['memory'] = undefined;
-  /** Bytes the stores admitted since the last poll add, about. */
-  #admittedBytes = 0;
-  /** Items admitted since the last poll, by the size class they go to. */
-  readonly #admittedBySlab = new Map<string, number>();
+  /** This node's memcached, as the last poll found it (null: it said nothing of its memory). */
+  #own: View | null = null;
+  /** The peers' memcached, as their latest reports said, by peer. */
+  readonly #peers = new Map<string, View & { poll: number }>();
 
   /** A poll read the backend (or failed: undefined): its memory replaces what was counted since. */
   polled(memory: BackendHealth['memory']): void {
-    this.#memory = memory;
-    this.#admittedBytes = 0;
-    this.#admittedBySlab.clear();
+    this.#own = memory === undefined ? null : freshView(memory);
   }
 
   /**
-   * Why memcached cannot take `op` — its own message: "object too large for cache" for an item
-   * longer than memcached takes at all, "out of memory storing object" for one it has no room
-   * for — or null when it can, and then `op` is counted as admitted.
+   * A peer reported its memcached as of its poll number `poll` (memory undefined: it said nothing,
+   * or it is gone); a new poll replaces what was counted since its last one.
+   */
+  peerReported(peer: string, report: { memory: BackendMemory; poll: number } | undefined): void {
+    if (report === undefined) {
+      this.#peers.delete(peer);
+      return;
+    }
+    if (this.#peers.get(peer)?.poll === report.poll) return;
+    this.#peers.set(peer, { ...freshView(report.memory), poll: report.poll });
+  }
+
+  /**
+   * Why some replica's memcached cannot take `op` — its own message: "object too large for cache"
+   * for an item longer than memcached takes at all, "out of memory storing object" for one it has
+   * no room for — or null when every replica can, and then `op` is counted as admitted by each.
    */
   refusal(op: Op): string | null {
-    const memory = this.#memory;
-    if (memory === undefined || op.kind !== 'store') return null;
+    if (op.kind !== 'store') return null;
     // An append's item size depends on the value it extends: only its bytes are counted.
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
-    if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
-    if (memory.usedBytes + this.#admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
-    if (memory.slabs !== undefined && sized) {
-      const room = itemRoom(memory.slabs, itemBytes);
-      const admitted = this.#admittedBySlab.get(room.label) ?? 0;
-      if (admitted + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return OUT_OF_MEMORY;
-      this.#admittedBySlab.set(room.label, admitted + 1);
+    const views = this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
+    const rooms: Array<ItemRoom | null> = [];
+    for (const view of views) {
+      const { memory } = view;
+      if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
+      if (memory.usedBytes + view.admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
+      const room = memory.slabs !== undefined && sized ? itemRoom(memory.slabs, itemBytes) : null;
+      if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return OUT_OF_MEMORY;
+      rooms.push(room);
     }
-    this.#admittedBytes += bytes;
+    views.forEach((view, i) => {
+      const room = rooms[i];
+      if (room !== null) view.admittedBySlab.set(room.label, (view.admittedBySlab.get(room.label) ?? 0) + 1);
+      view.admittedBytes += bytes;
+    });
     return null;
   }
+}
+
+function freshView(memory: BackendMemory): View {
+  return { memory, admittedBytes: 0, admittedBySlab: new Map() };
+}
+
+/** Whether a peer's report (decoded from its heartbeat) is a BackendMemory, as far as the guard reads it. */
+export function isBackendMemory(value: unknown): value is BackendMemory {
+  if (typeof value !== 'object' || value === null) return false;
+  const memory = value as Record<string, unknown>;
+  if (!isCount(memory.usedBytes) || !isCount(memory.limitBytes)) return false;
+  if (memory.itemBytesMax !== undefined && !isCount(memory.itemBytesMax)) return false;
+  return memory.slabs === undefined || isSlabState(memory.slabs);
+}
+
+function isSlabState(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const slabs = value as Record<string, unknown>;
+  if (!isCount(slabs.pageBytes) || !isCount(slabs.freePages) || !isCount(slabs.chunkMaxBytes)) return false;
+  if (!Array.isArray(slabs.classes)) return false;
+  const classesOk = slabs.classes.every(
+    (slab: unknown) => typeof slab === 'object' && slab !== null && ['id', 'chunkBytes', 'freeChunks'].every((field) => isCount((slab as Record<string, unknown>)[field])),
+  );
+  return classesOk && (slabs.classSizes === null || (Array.isArray(slabs.classSizes) && slabs.classSizes.every(isCount)));
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0;
 }
