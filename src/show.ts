@@ -37,6 +37,8 @@ export interface PeerViewRow {
   info?: unknown;
 }
 
+const MB = 1024 * 1024;
+
 const columns = ['node', 'state', 'heard', 'role', 'term', 'leader', 'committed', 'applied', 'queue', 'ops', 'backend', 'sees'];
 
 /** The lines of the `show` reply (the protocol adds END). */
@@ -62,7 +64,9 @@ export function renderShow(self: NodeSummary, peers: readonly PeerViewRow[]): st
 }
 
 function row(summary: NodeSummary, state: string, heard: string): string[] {
-  const backend = `${summary.backend} ${summary.backendOk ? 'ok' : `DOWN (${summary.backendDetail})`}`;
+  const memory = summary.backendMemory;
+  const used = memory === undefined || memory.limitBytes === 0 ? '' : `, ${Math.round((100 * memory.usedBytes) / memory.limitBytes)}% of ${Math.round(memory.limitBytes / MB)} MB`;
+  const backend = `${summary.backend} ${summary.backendOk ? `ok${used}` : `DOWN (${summary.backendDetail})`}`;
   const sees = summary.peersUp.map((view) => `${view.peer}:${view.up ? 'up' : 'down'}`).join(',');
   return [
     summary.node,

@@ -125,6 +125,8 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     );
     expect(lines.some((line) => /^n1\s+self\b/.test(line))).toBe(true);
     expect(lines.filter((line) => /^n[23]\s+up\b/.test(line))).toHaveLength(2);
+    // Each replica's memcached, with how full it is (what the memory guard counts).
+    expect(lines.filter((line) => /^n[123]\s.*\bok, \d+% of \d+ MB\b/.test(line))).toHaveLength(3);
   });
 
   it('keeps serving after bad input, and loses nothing stored', async () => {
