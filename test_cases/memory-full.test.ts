@@ -8,7 +8,10 @@
  * checked only the writes it took itself, nine such clients did, with the same ending). And the
  * guard counts memcached's size classes: after small items filled memory and were deleted, their
  * pages stay with their class, and larger items find no room although few bytes are used (before,
- * such writes failed at every replica and the cluster stopped for good, as when full).
+ * such writes failed at every replica and the cluster stopped for good, as when full). And every
+ * replica's memcached counts, as its controller reports it in its heartbeats: with memcached
+ * servers of different sizes, the cluster refuses what the smallest has no room for (before, the
+ * smaller replicas failed the writes the leader admitted and refused everything from then on).
  */
 
 import net from 'node:net';
