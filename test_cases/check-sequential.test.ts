@@ -185,6 +185,36 @@ describe('a write that took effect after its client gave up', () => {
   });
 });
 
+describe('processes that shared one client connection (a pipelining client)', () => {
+  const verdictOf = (lines: object[]): string => {
+    const parsed = parseHistory(lines.map((line) => JSON.stringify(line)).join('\n'));
+    if (!parsed.ok) throw new Error(parsed.error);
+    return checkSequential(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict;
+  };
+  // p0 sends a write and p1 a read right behind it, on one connection: the read must see it.
+  const pipelined = (readValue: string | null, writeEnds: 'ok' | 'info', connection: (process: number) => object): object[] => [
+    { process: 0, type: 'invoke', f: 'write', key: 'k', value: '1', time: 1, ...connection(0) },
+    { process: 1, type: 'invoke', f: 'read', key: 'k', value: null, time: 2, ...connection(1) },
+    { process: 0, type: writeEnds, f: 'write', key: 'k', value: '1', time: 3 },
+    { process: 1, type: 'ok', f: 'read', key: 'k', value: readValue, time: 4 },
+  ];
+  const shared = (): object => ({ connection: '7.1' });
+
+  it('keeps the connection\'s order: a read sent behind a write that misses it is a violation', () => {
+    expect(verdictOf(pipelined(null, 'ok', shared))).toBe('violation');
+    expect(verdictOf(pipelined('1', 'ok', shared))).toBe('ok');
+    // Without the connection, two processes: the read may go first.
+    expect(verdictOf(pipelined(null, 'ok', () => ({})))).toBe('ok');
+    // Two connections: the same.
+    expect(verdictOf(pipelined(null, 'ok', (process) => ({ connection: `7.${process}` })))).toBe('ok');
+  });
+
+  it('leaves a call that got no answer out of the connection\'s order: it may not have happened', () => {
+    expect(verdictOf(pipelined(null, 'info', shared))).toBe('ok');
+    expect(verdictOf(pipelined('1', 'info', shared))).toBe('ok');
+  });
+});
+
 describe('an order against real time between writes', () => {
   // p2 reads "2" then "1": the write of "1" must follow the write of "2", though it returned before
   // "2" was called. The first pass cannot find that order; the later passes must.

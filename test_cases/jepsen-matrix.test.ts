@@ -13,7 +13,7 @@
  * each run asserts which faults actually happened, so a silent no-op nemesis cannot pass.
  */
 
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -71,6 +71,14 @@ describe('every mode keeps its promise under every fault', () => {
       expect(result.exitCode, explain(result)).toBe(0);
       expect(result.summary.pipeline).toBe(4);
       expect(result.summary.counts.ok).toBeGreaterThan(100);
+      // Every call names its connection, which four processes share: the sequential checker keeps
+      // each connection's order (check/sequential.ts), not only each process's.
+      const invokes = readFileSync(path.join(result.reportDir, 'history.jsonl'), 'utf8').split('\n')
+        .filter((line) => line.includes('"type":"invoke"')).map((line) => JSON.parse(line) as { process: number; connection?: string });
+      expect(invokes.every((event) => typeof event.connection === 'string')).toBe(true);
+      const processesOf = new Map<string, Set<number>>();
+      for (const { process, connection } of invokes) processesOf.set(connection as string, (processesOf.get(connection as string) ?? new Set()).add(process));
+      expect(Math.max(...[...processesOf.values()].map((processes) => processes.size))).toBeGreaterThanOrEqual(4);
     }, 150_000);
   });
 

@@ -17,6 +17,9 @@
  * - Values are canonical strings (`17` and `"17"` are the same register value, as memcached
  *   stores bytes); `null` means absent.
  * - Operations that certainly did not happen (`fail` without `"result": false`) are dropped.
+ * - `connection` (an extra field of mckv's recorder, on invokes): operations that went over one
+ *   client connection, whose server keeps their order (memcached's, and mckv's, promise), even
+ *   when several processes shared it with their calls in flight together (a pipelining client).
  */
 
 import { createWriteStream, type WriteStream } from 'node:fs';
@@ -64,6 +67,11 @@ export interface Operation {
   /** 1-based line of the invoke event, and of the completion (`null` if none). */
   callLine: number;
   returnLine: number | null;
+  /**
+   * The client connection it was sent on, when the history says (`connection`): a connection's
+   * operations take effect in the order they were sent, which is the order of their invokes.
+   */
+  connection?: string;
 }
 
 export interface History {
@@ -113,6 +121,7 @@ interface RawEvent {
   value: unknown;
   result: unknown;
   time: number | undefined;
+  connection: string | undefined;
 }
 
 interface OpenOp { op: Operation }
@@ -167,7 +176,14 @@ function readEvent(source: string, line: number): RawEvent | null {
     value: object.value,
     result: object.result,
     time: readTime(object.time, line),
+    connection: readConnection(object.connection, line),
   };
+}
+
+function readConnection(connection: unknown, line: number): string | undefined {
+  if (connection === undefined || connection === null) return undefined;
+  if (typeof connection === 'string' || (typeof connection === 'number' && Number.isFinite(connection))) return String(connection);
+  throw new LineError(line, `"connection" must be a string or a number, got ${JSON.stringify(connection)}`);
 }
 
 function readProcess(process: unknown, line: number): number {
@@ -245,6 +261,7 @@ function invoke(
     input: readInput(event.f, event.value, line),
     output: { kind: 'indeterminate' }, call: time, return: Infinity, status: 'info',
     callLine: line, returnLine: null,
+    ...(event.connection === undefined ? {} : { connection: event.connection }),
   };
   open.set(process, { op });
   return op;
@@ -445,14 +462,17 @@ export class HistoryRecorder {
     this.nextFreshProcess = this.freshProcessBase;
   }
 
-  /** Record an invoke; `value` is the written value, `[old, new]` for a cas, `null` for a read. */
-  invoke(client: number, f: string, key: string, value: unknown = null): RecordHandle {
+  /**
+   * Record an invoke; `value` is the written value, `[old, new]` for a cas, `null` for a read.
+   * `connection` names the client connection it is sent on, when several processes share one.
+   */
+  invoke(client: number, f: string, key: string, value: unknown = null, connection?: string): RecordHandle {
     if (!Number.isSafeInteger(client) || client < 0 || client >= this.freshProcessBase) {
       throw new Error(`client ${client} must be an integer in [0, ${this.freshProcessBase})`);
     }
     const processId = this.processOfClient.get(client) ?? client;
     const handle: RecordHandle = { process: processId, client, f, key, completed: false };
-    this.write({ process: processId, type: 'invoke', f, key, value, client });
+    this.write({ process: processId, type: 'invoke', f, key, value, client, ...(connection === undefined ? {} : { connection }) });
     return handle;
   }
 

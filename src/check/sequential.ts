@@ -115,16 +115,37 @@ export function checkSequential(history: History, options: CheckOptions): CheckR
   return checkPerKey(history, options, checkKey, 'sequentially consistent');
 }
 
-/** Each process's operations on one key, in the process's order. */
+/**
+ * Each process's operations on one key, in the process's order. Processes that shared a client
+ * connection are one queue, in the order of their invokes: the connection's order is the order
+ * they take effect in (their calls overlap in time, so the linearizability pass is not tried on
+ * them: see hasProcessTie). An indeterminate operation ends its queue, as in a process (it may
+ * have taken effect or not, so the search may leave it out only when it is last): a later call on
+ * the same connection that did get its reply starts a new queue, unordered against it.
+ */
 function byProcess(ops: Operation[]): Operation[][] {
-  const queues = new Map<number, Operation[]>();
+  const orders = new Map<string, Operation[]>();
   for (const op of ops) {
     if (op.f === 'read' && isIndeterminate(op)) continue;
-    const queue = queues.get(op.process);
-    if (queue) queue.push(op);
-    else queues.set(op.process, [op]);
+    const order = op.connection === undefined ? `process ${op.process}` : `connection ${op.connection}`;
+    const list = orders.get(order);
+    if (list) list.push(op);
+    else orders.set(order, [op]);
   }
-  return [...queues.values()].map((queue) => queue.sort((a, b) => a.id - b.id));
+  const queues: Operation[][] = [];
+  for (const list of orders.values()) {
+    list.sort((a, b) => a.id - b.id);
+    let queue: Operation[] = [];
+    for (const op of list) {
+      queue.push(op);
+      if (isIndeterminate(op)) {
+        queues.push(queue);
+        queue = [];
+      }
+    }
+    if (queue.length > 0) queues.push(queue);
+  }
+  return queues;
 }
 
 /**

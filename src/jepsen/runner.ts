@@ -284,7 +284,7 @@ async function finalReads(options: Resolved, cluster: Cluster, recorder: History
   await Promise.all(cluster.nodes.map(async (node, index) => {
     const client = options.clients * options.pipeline + index;
     for (const key of keyNames(options.keys)) {
-      const handle = recorder.invoke(client, 'read', key, null);
+      const handle = recorder.invoke(client, 'read', key, null, `final.${node.id}.${key}`); // a connection of its own
       const answer = await readKey(node.clientPort, key, options.callTimeoutMs * 2);
       if (answer.ok) recorder.ok(handle, answer.value, { node: node.id, final: true });
       else recorder.info(handle, null, { node: node.id, final: true, error: answer.error });

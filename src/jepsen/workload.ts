@@ -115,8 +115,15 @@ type Exchange = { kind: 'reply'; reply: TextReply } | { kind: 'lost'; error: str
 class Connection {
   private client: TextClient | null = null;
   private connecting: Promise<TextClient | null> | null = null;
+  /** Connections this client has opened so far: the current one's number. */
+  private opened = 0;
 
   constructor(private readonly options: ClientOptions) {}
+
+  /** Names the current connection in the history (client and connection number), for its order. */
+  get id(): string {
+    return `${this.options.client}.${this.opened}`;
+  }
 
   /** Connects if needed; false when the node does not answer (the caller waits and retries). */
   async ready(): Promise<boolean> {
@@ -127,8 +134,10 @@ class Connection {
     );
     const client = await this.connecting;
     this.connecting = null;
-    if (client !== null && this.client === null) this.client = client;
-    else if (client !== null && this.client !== client) client.close();
+    if (client !== null && this.client === null) {
+      this.client = client;
+      this.opened += 1;
+    } else if (client !== null && this.client !== client) client.close();
     return this.client !== null;
   }
 
@@ -227,7 +236,8 @@ async function recordCall(
 ): Promise<TextReply | null> {
   const { options } = context;
   const startMs = options.clockMs();
-  const handle = options.recorder.invoke(options.client, call.f, context.key, call.value);
+  // Sent right after, on the connection named: the invokes of a connection are in its send order.
+  const handle = options.recorder.invoke(options.client, call.f, context.key, call.value, context.connection.id);
   const result = await context.connection.send(call.raw, call.verb);
   let outcome: CallOutcome;
   if (result.kind === 'lost') {
