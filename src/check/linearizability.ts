@@ -16,6 +16,10 @@
  * backtrack; the search succeeds as soon as every determinate operation is linearized (leaving
  * the rest out is the "never" case). Indeterminate reads constrain nothing and are dropped.
  *
+ * Calls sent on one client connection take effect in the order sent (a pipelining client has
+ * several in flight): when the history names connections, a call is a candidate only once the
+ * call sent before it on its connection is linearized (`connectionPredecessors`).
+ *
  * Invariants: entries are sorted by time with calls before returns at equal times (closed
  * intervals: equal times are concurrent); `lift` and `unlift` are exact inverses; the bitset, its
  * Zobrist hash and `remaining` always describe the operations on the `stack`.
@@ -224,6 +228,7 @@ export function zobristWords(count: number): Uint32Array {
 export function checkKeyLinearizable(allOps: Operation[], deadlineMs: number): KeyOutcome {
   const ops = allOps.filter((op) => !(op.f === 'read' && isIndeterminate(op)));
   const list = buildEntryList(ops);
+  const sentAfter = connectionPredecessors(ops);
   const zobrist = zobristWords(ops.length);
   const bits = new Uint32Array(Math.ceil(ops.length / 32));
   const cache = new SearchCache();
@@ -238,6 +243,11 @@ export function checkKeyLinearizable(allOps: Operation[], deadlineMs: number): K
     if (++iterations % DEADLINE_CHECK_INTERVAL === 0 && performance.now() > deadlineMs) return { verdict: 'unknown' };
     if (entry === -1) throw new Error('linearizability search ran off the entry list with operations remaining');
     const index = list.opOf[entry];
+    const before = sentAfter[index];
+    if (list.match[entry] !== -1 && before !== -1 && (bits[before >>> 5] & (1 << (before & 31))) === 0) {
+      entry = list.next[entry]; // its connection's earlier call is not linearized yet
+      continue;
+    }
     if (list.match[entry] !== -1) {
       const op = ops[index];
       const result = step(state, op.input, op.output);
@@ -268,6 +278,23 @@ export function checkKeyLinearizable(allOps: Operation[], deadlineMs: number): K
     entry = list.next[top.call];
   }
   return { verdict: 'ok' };
+}
+
+/**
+ * For each operation, the one sent before it on its client connection (its index), which it must
+ * follow, or -1: none named, or that one got no answer (it may not have happened, as in
+ * sequential.ts's queues). `ops` are in invoke order.
+ */
+function connectionPredecessors(ops: readonly Operation[]): Int32Array {
+  const before = new Int32Array(ops.length).fill(-1);
+  const last = new Map<string, number>();
+  ops.forEach((op, index) => {
+    if (op.connection === undefined) return;
+    const previous = last.get(op.connection);
+    if (previous !== undefined && !isIndeterminate(ops[previous])) before[index] = previous;
+    last.set(op.connection, index);
+  });
+  return before;
 }
 
 function stuckAt(
