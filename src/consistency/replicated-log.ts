@@ -11,13 +11,15 @@
  * read once this replica has applied the leader's commit index as of the read's arrival there (its
  * *read index*), taken when a majority still followed that leader — the leader confirms its own
  * with a heartbeat round, a follower's needs no round with three nodes (see onReadIndex);
- * sequential reads the local replica while this node knows a live leader. A client connection (*session*) may have reads and
- * writes in flight together; each read is served after the session's earlier writes are applied
- * here and before its later ones are (see ./log/session-order.ts).
+ * sequential reads the local replica while this node knows a live leader. A client connection
+ * (*session*) may have reads and writes in flight together; each read is served after the
+ * session's earlier writes are applied here and before its later ones are (see
+ * ./log/session-order.ts).
  *
  * Batching: outgoing work of a turn (forwards, proposals, appends, read-index requests and the
- * heartbeat round confirming the leader's own reads) is buffered and sent on the controller's `flush` event, or at
- * the latest on the next tick, so a burst of requests costs one round trip, not one per request.
+ * heartbeat round confirming the leader's own reads) is buffered and sent on the controller's
+ * `flush` event, or at the latest on the next tick, so a burst of requests costs one round trip,
+ * not one per request.
  *
  * Invariants (asserted after every step):
  * - one leader per term as seen by this node; a node votes at most once per term;
