@@ -209,6 +209,16 @@ describe('processes that shared one client connection (a pipelining client)', ()
     expect(verdictOf(pipelined(null, 'ok', (process) => ({ connection: `7.${process}` })))).toBe('ok');
   });
 
+  it('the order-graph prover keeps the connection\'s order too', () => {
+    const prove = (lines: object[]): string => {
+      const parsed = parseHistory(lines.map((line) => JSON.stringify(line)).join('\n'));
+      if (!parsed.ok) throw new Error(parsed.error);
+      return proveKeyViolation(parsed.history.operations, performance.now() + TIMEOUT_MS).verdict;
+    };
+    expect(prove(pipelined(null, 'ok', shared))).toBe('violation');
+    expect(prove(pipelined(null, 'ok', () => ({})))).not.toBe('violation');
+  });
+
   it('leaves a call that got no answer out of the connection\'s order: it may not have happened', () => {
     expect(verdictOf(pipelined(null, 'info', shared))).toBe('ok');
     expect(verdictOf(pipelined('1', 'info', shared))).toBe('ok');

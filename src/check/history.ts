@@ -375,6 +375,40 @@ export function isIndeterminate(op: Operation): boolean {
   return op.output.kind === 'indeterminate';
 }
 
+/**
+ * One key's operations as the queues whose order every valid order keeps: each process's in its
+ * order, or, for operations that name a client connection, each connection's in the order of their
+ * invokes (the order they were sent, which the server keeps, even when several processes shared
+ * the connection with calls in flight together). An indeterminate operation ends its queue, as in
+ * a process: it may have taken effect or not, so it may be left out only when it is last; a later
+ * call on the same connection that did get its reply starts a new queue, unordered against it.
+ * Indeterminate reads constrain nothing and are left out.
+ */
+export function orderQueues(ops: readonly Operation[]): Operation[][] {
+  const orders = new Map<string, Operation[]>();
+  for (const op of ops) {
+    if (op.f === 'read' && isIndeterminate(op)) continue;
+    const order = op.connection === undefined ? `process ${op.process}` : `connection ${op.connection}`;
+    const list = orders.get(order);
+    if (list) list.push(op);
+    else orders.set(order, [op]);
+  }
+  const queues: Operation[][] = [];
+  for (const list of orders.values()) {
+    list.sort((a, b) => a.id - b.id);
+    let queue: Operation[] = [];
+    for (const op of list) {
+      queue.push(op);
+      if (isIndeterminate(op)) {
+        queues.push(queue);
+        queue = [];
+      }
+    }
+    if (queue.length > 0) queues.push(queue);
+  }
+  return queues;
+}
+
 /** Group operations by key, each group in invocation order. */
 export function partitionByKey(operations: readonly Operation[]): Map<string, Operation[]> {
   const byKey = new Map<string, Operation[]>();

@@ -28,7 +28,8 @@
  * clobbers absent.
  *
  * Edges, each true in every valid order (so a cycle means there is none):
- * 1. process order between consecutive placed operations of a process (INIT before each first);
+ * 1. process order between consecutive placed operations of a process, or of a client connection
+ *    (orderQueues; INIT before each first);
  * 2. P(v) → O for each observer O of a unique v: the register holds v at O, and only P makes v;
  * 3. for a unique v, an observer O and a clobberer W ≠ P(v), O:
  *    a. if W reaches O in the graph, then W → P(v). Were P(v) before W, W would leave the
@@ -44,7 +45,7 @@
  * from the edge list whenever it is acyclic; every edge carries the reason it was added.
  */
 
-import { describeOperation, isIndeterminate, show, type Operation, type RegisterValue } from './history.ts';
+import { describeOperation, isIndeterminate, orderQueues, show, type Operation, type RegisterValue } from './history.ts';
 
 /** Why one operation must precede the next on a cycle. */
 export type EdgeReason =
@@ -173,7 +174,7 @@ function buildGraph(ops: Operation[]): Graph {
     values: [], from: [], to: [], reasons: [], edgeSet: new Set(),
   };
   const nodeOf = new Map<Operation, number>(placed.map((op, index) => [op, index + 1]));
-  addProcessEdges(graph, placed, nodeOf);
+  addProcessEdges(graph, ops, nodeOf);
   for (const [value, observers] of observed) {
     const producer = uniqueProducer(value);
     if (producer === undefined) continue;
@@ -241,14 +242,16 @@ function clobbers(leaves: Leaves, value: RegisterValue): boolean {
   }
 }
 
-function addProcessEdges(graph: Graph, placed: Operation[], nodeOf: Map<Operation, number>): void {
-  const last = new Map<number, Operation>();
-  for (const op of [...placed].sort((a, b) => a.id - b.id)) {
-    const previous = last.get(op.process);
-    const node = nodeOf.get(op) ?? INIT;
-    if (previous === undefined) addEdge(graph, INIT, node, { kind: 'initial' });
-    else addEdge(graph, nodeOf.get(previous) ?? INIT, node, { kind: 'process' });
-    last.set(op.process, op);
+/** Consecutive placed operations of a process (or client connection: see orderQueues), INIT first. */
+function addProcessEdges(graph: Graph, ops: readonly Operation[], nodeOf: Map<Operation, number>): void {
+  for (const queue of orderQueues(ops)) {
+    let previous = INIT;
+    for (const op of queue) {
+      const node = nodeOf.get(op);
+      if (node === undefined) continue; // not placed: may not have taken effect
+      addEdge(graph, previous, node, previous === INIT ? { kind: 'initial' } : { kind: 'process' });
+      previous = node;
+    }
   }
 }
 

@@ -73,7 +73,7 @@
  * precedences) or nothing.
  */
 
-import { isIndeterminate, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
+import { isIndeterminate, orderQueues, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
 import { checkKeyLinearizable, checkPerKey, type CheckOptions, type KeyOutcome, type StuckPoint } from './linearizability.ts';
 import { INITIAL_STATE, step } from './model.ts';
 import { formatCycle, proveKeyViolation } from './order-graph.ts';
@@ -99,7 +99,7 @@ export function checkSequential(history: History, options: CheckOptions): CheckR
   const keys = [...partitionByKey(history.operations)].sort((a, b) => a[1].length - b[1].length);
   const quick = new Map<string, KeyOutcome['verdict']>();
   keys.forEach(([key, ops], index) => {
-    quick.set(key, searchChanges(byProcess(ops), share(quickDeadlineMs, keys.length - index)).verdict);
+    quick.set(key, searchChanges(orderQueues(ops), share(quickDeadlineMs, keys.length - index)).verdict);
   });
   const proverDeadlineMs = performance.now() + options.timeoutMs / PROVER_BUDGET_DIVISOR;
   for (const [key, ops] of keys) {
@@ -115,38 +115,6 @@ export function checkSequential(history: History, options: CheckOptions): CheckR
   return checkPerKey(history, options, checkKey, 'sequentially consistent');
 }
 
-/**
- * Each process's operations on one key, in the process's order. Processes that shared a client
- * connection are one queue, in the order of their invokes: the connection's order is the order
- * they take effect in (their calls overlap in time, so the linearizability pass is not tried on
- * them: see hasProcessTie). An indeterminate operation ends its queue, as in a process (it may
- * have taken effect or not, so the search may leave it out only when it is last): a later call on
- * the same connection that did get its reply starts a new queue, unordered against it.
- */
-function byProcess(ops: Operation[]): Operation[][] {
-  const orders = new Map<string, Operation[]>();
-  for (const op of ops) {
-    if (op.f === 'read' && isIndeterminate(op)) continue;
-    const order = op.connection === undefined ? `process ${op.process}` : `connection ${op.connection}`;
-    const list = orders.get(order);
-    if (list) list.push(op);
-    else orders.set(order, [op]);
-  }
-  const queues: Operation[][] = [];
-  for (const list of orders.values()) {
-    list.sort((a, b) => a.id - b.id);
-    let queue: Operation[] = [];
-    for (const op of list) {
-      queue.push(op);
-      if (isIndeterminate(op)) {
-        queues.push(queue);
-        queue = [];
-      }
-    }
-    if (queue.length > 0) queues.push(queue);
-  }
-  return queues;
-}
 
 /**
  * Starvation pruning: a value that some unplaced operation needs to find in the register (a read
@@ -329,9 +297,10 @@ interface Position {
 type Frame = { process: number; rank: number; state: RegisterValue };
 
 /**
- * Whether some process invoked an operation at the very time its previous one returned. Real
- * time treats equal times as concurrent, process order does not, so then a linearization need
- * not respect process order.
+ * Whether some queue has an operation invoked at or before the return of the one before it: a
+ * process's at the very time (real time treats equal times as concurrent, process order does not),
+ * or a pipelining connection's (its calls overlap). Then a linearization need not respect the
+ * queues' order.
  */
 function hasProcessTie(queues: Operation[][]): boolean {
   return queues.some((queue) => queue.some((op, index) => index > 0 && queue[index - 1].return >= op.call));
@@ -360,7 +329,7 @@ export function checkKeySequential(ops: Operation[], deadlineMs: number): KeyOut
 
 /** The passes of `checkKeySequential`; pass 1 is left out when it is known to fail. */
 function checkKeyPasses(ops: Operation[], deadlineMs: number, firstPass: boolean): KeyOutcome {
-  const queues = byProcess(ops);
+  const queues = orderQueues(ops);
   if (searchGated(queues, deadlineMs, firstPass).verdict === 'ok') return { verdict: 'ok' };
   if (!hasProcessTie(queues) && checkKeyLinearizable(ops, share(deadlineMs, 10)).verdict === 'ok') return { verdict: 'ok' };
   return searchOrders(queues, deadlineMs, null);
@@ -371,7 +340,7 @@ function checkKeyPasses(ops: Operation[], deadlineMs: number, firstPass: boolean
  * operations. Exported so tests can reach it on histories the linearizability search decides.
  */
 export function checkKeyProcessOrder(ops: Operation[], deadlineMs: number): KeyOutcome {
-  const queues = byProcess(ops);
+  const queues = orderQueues(ops);
   const gated = searchGated(queues, deadlineMs);
   return gated.verdict === 'ok' ? gated : searchOrders(queues, deadlineMs, null);
 }
