@@ -4,7 +4,12 @@
  * without applying anything twice (incr and append would show it), the whole cluster restarts
  * after compaction and still serves, every memcached emptied at once after compaction makes the
  * leader start over from the log (the replicas then agree and take writes), and a memcached emptied
- * while its controller was down is noticed at start and rebuilt from the peers.
+ * while its controller was down is noticed at start and rebuilt from the peers. (In sequential
+ * mode the nodes' views are compared once they agree: a node may serve a read before it has
+ * applied a write that went through another, which sequential consistency allows. Read at once,
+ * this failed now and then under load (once in seven loops of the scenario beside two busy
+ * processes): a follower just rebuilt by a state transfer answered before applying the write that
+ * followed the transfer's index.)
  */
 
 import { readFileSync } from 'node:fs';
@@ -31,8 +36,23 @@ async function command(port: number, raw: string, verb: string): Promise<string[
   }
 }
 
-async function readAll(cluster: Cluster, keys: string[]): Promise<string[][]> {
-  return Promise.all(cluster.nodes.map((node) => command(node.clientPort, `get ${keys.join(' ')}\r\n`, 'get')));
+/**
+ * Every node's view of `keys`. Linearizable reads see every write that completed before them, so
+ * one read each. A sequential read is served from the node's own replica, which may not have
+ * applied the latest writes yet when the write went through another node (a read through a new
+ * connection is a new client, which sequential consistency lets see an older state): read until
+ * the three views agree, for at most 10 s, then return the last ones.
+ */
+async function readAll(cluster: Cluster, keys: string[], mode: Mode): Promise<string[][]> {
+  const read = (): Promise<string[][]> => Promise.all(cluster.nodes.map((node) => command(node.clientPort, `get ${keys.join(' ')}\r\n`, 'get')));
+  let views = await read();
+  const deadline = Date.now() + 10_000;
+  const agree = (): boolean => views.every((view) => JSON.stringify(view) === JSON.stringify(views[0]));
+  while (mode === 'sequential' && !agree() && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    views = await read();
+  }
+  return views;
 }
 
 describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) => {
@@ -64,7 +84,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     await writeRound(6);
     await cluster.startController('n2');
     await waitUntilServing(cluster.node('n2').clientPort, 30_000);
-    const views = await readAll(cluster, keys);
+    const views = await readAll(cluster, keys, mode);
     // Six rounds through all three, then one through n1 and n3 while n2 was down.
     expect(views[0]).toEqual(['counter=20', `log=-${'012'.repeat(6)}02`, 'plain=6']);
     expect(views[1]).toEqual(views[0]);
@@ -72,14 +92,14 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
   }, 60_000);
 
   it('the whole cluster restarts after compaction and serves the same data', async () => {
-    const before = await readAll(cluster, keys);
+    const before = await readAll(cluster, keys, mode);
     for (const node of cluster.nodes) await cluster.kill(node.id);
     await Promise.all(cluster.nodes.map((node) => cluster.startController(node.id)));
     await Promise.all(cluster.nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
-    const after = await readAll(cluster, keys);
+    const after = await readAll(cluster, keys, mode);
     expect(after).toEqual(before);
     await writeRound(7);
-    const [first, ...others] = await readAll(cluster, keys);
+    const [first, ...others] = await readAll(cluster, keys, mode);
     expect(first).toEqual(['counter=23', `${before[0][1]}012`, 'plain=7']);
     for (const view of others) expect(view).toEqual(first);
   }, 90_000);
@@ -91,7 +111,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     // that has not noticed yet serves the state from its value cache, or nobody can and the leader
     // starts over from the log after its snapshot: either way the replicas agree.
     await command(cluster.nodes[2].clientPort, 'set fresh 0 0 3\r\nnew\r\n', 'set');
-    const views = await readAll(cluster, [...keys, 'fresh']);
+    const views = await readAll(cluster, [...keys, 'fresh'], mode);
     expect(views[0]).toContain('fresh=new');
     expect(views[1]).toEqual(views[0]);
     expect(views[2]).toEqual(views[0]);
@@ -103,7 +123,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     await Promise.all(cluster.nodes.map((node) => cluster.startController(node.id)));
     await Promise.all(cluster.nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
     await command(cluster.nodes[1].clientPort, 'set later 0 0 3\r\nyes\r\n', 'set');
-    const views = await readAll(cluster, [...keys, 'later']);
+    const views = await readAll(cluster, [...keys, 'later'], mode);
     expect(views[0]).toContain('later=yes');
     expect(views[1]).toEqual(views[0]);
     expect(views[2]).toEqual(views[0]);
@@ -112,12 +132,12 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
   }, 90_000);
 
   it('a memcached emptied while its controller was down is rebuilt from the peers', async () => {
-    const before = await readAll(cluster, keys);
+    const before = await readAll(cluster, keys, mode);
     await cluster.kill('n3');
     await cluster.restartBackend('n3');
     await cluster.startController('n3');
     await waitUntilServing(cluster.node('n3').clientPort, 30_000);
-    const after = await readAll(cluster, keys);
+    const after = await readAll(cluster, keys, mode);
     expect(after[2]).toEqual(before[0]);
   }, 60_000);
 });
