@@ -72,6 +72,20 @@ describe('replicated log under a simulated faulty network', () => {
     for (let seed = 1; seed <= Math.ceil(SEEDS / 6); seed += 1) simulate(seed, 'linearizability', { safetyMs: 3_000, replicaSkipsApplied: false });
   });
 
+  it('five nodes (the general-majority paths: heartbeat rounds for every read index, no follower committing on its own): safe under faults and converges', () => {
+    for (const mode of ['linearizability', 'sequential'] as const) {
+      let committed = 0;
+      let readIndexes = 0;
+      for (let seed = FIRST_SEED; seed < FIRST_SEED + Math.ceil(SEEDS / 8); seed += 1) {
+        const result = simulate(seed, mode, { safetyMs: 3_000, nodeCount: 5 });
+        committed += result.committed;
+        readIndexes += result.messages.read_index_reply ?? 0;
+      }
+      expect(committed, mode).toBeGreaterThan(SEEDS * 10);
+      if (mode === 'linearizability') expect(readIndexes).toBeGreaterThan(SEEDS);
+    }
+  });
+
   it('a run without faults refuses nothing once a leader is elected and commits steadily', () => {
     const result = simulate(7, 'linearizability', { faults: false, safetyMs: 3_000 });
     expect(result.crashes).toBe(0);

@@ -97,6 +97,8 @@ export interface SimOptions {
   emptyAll: EmptyAllOptions | null;
   /** If set, store effects fail on chosen nodes (see `StoreFailureOptions`). */
   storeFailures: StoreFailureOptions | null;
+  /** Nodes in the cluster (mckv runs three; five exercises the general-majority paths). */
+  nodeCount: number;
 }
 
 /**
@@ -156,6 +158,7 @@ export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
   crashAllAtMs: null,
   emptyAll: null,
   storeFailures: null,
+  nodeCount: 3,
 };
 
 export interface SimResult {
@@ -396,7 +399,7 @@ export class LogSimulation {
     this.random = mulberry32(options.seed);
     this.faultsOn = options.faults;
     this.crashAllAtMs = options.crashAllAtMs === null ? null : this.nowMs + options.crashAllAtMs;
-    this.ids = ['n1', 'n2', 'n3'].map(asPeerId);
+    this.ids = Array.from({ length: options.nodeCount }, (_, index) => asPeerId(`n${index + 1}`));
     this.rates = {
       drop: this.random() * 0.1,
       duplicate: this.random() * 0.05,
