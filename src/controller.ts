@@ -485,6 +485,7 @@ export class Controller {
       }
       case 'put': {
         const { token } = effect;
+        this.memoryGuard.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length] as const));
         this.replica.put(effect.entries, effect.how).then(
           () => {
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });

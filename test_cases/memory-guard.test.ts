@@ -97,6 +97,18 @@ describe('MemoryGuard', () => {
     expect(guard.refusal(set('small', 2000))).toBe('object too large for cache');
   });
 
+  it('counts items another node admitted as they arrive, against every replica, never refusing them', () => {
+    const guard = new MemoryGuard();
+    guard.polled({ usedBytes: 0, limitBytes: 20 * MB });
+    guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1 });
+    // Six of the seven items of 1 MB that 70% of n2's 10 MB holds arrive from another node.
+    guard.arrived(Array.from({ length: 6 }, (_, i) => [`pushed${i}`, MB] as const));
+    expect(fits(guard, set('mine', MB))).toBe(false);
+    // n2's next poll sees what it holds (deletes freed some): what arrived before it is in there.
+    guard.peerReported('n2', { memory: { usedBytes: 3 * MB, limitBytes: 10 * MB }, poll: 2 });
+    expect(fits(guard, set('mine', MB))).toBe(true);
+  });
+
   it('reads a peer\'s report only when it has the shape of one', () => {
     expect(isBackendMemory({ usedBytes: 1, limitBytes: 2 })).toBe(true);
     expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: slabs(1, [{ id: 1, chunkBytes: 96, freeChunks: 3 }]) })).toBe(true);

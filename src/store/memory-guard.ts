@@ -16,11 +16,13 @@
  *
  * The mode asks (MachineOptions.refuseStore) at the node that orders writes: in the ordered
  * modes the leader, which sees every write of the cluster, so writes taken by several controllers
- * at once cannot together overshoot what one of them checked. Each replica's memcached counts:
- * the peers report theirs in their heartbeats (`peerReported`), so memcached servers of different
- * sizes, or one that other clients also fill, make the cluster refuse what the fullest replica
- * has no room for, instead of that replica failing the write and being rebuilt (or, were every
- * replica to fail it, none being left to rebuild from).
+ * at once cannot together overshoot what one of them checked. In eventual mode every node decides
+ * the writes it takes, and counts the others' as their pushes arrive (`arrived`): what they admit
+ * within one push interval is not seen, and the margin must cover it. Each replica's memcached
+ * counts: the peers report theirs in their heartbeats (`peerReported`), so memcached servers of
+ * different sizes, or one that other clients also fill, make the cluster refuse what the fullest
+ * replica has no room for, instead of that replica failing the write and being rebuilt (or, were
+ * every replica to fail it, none being left to rebuild from).
  *
  * A store whose item is longer than memcached takes at all (its -I) is refused as memcached refuses
  * it, "object too large for cache", rather than failing at every replica.
@@ -53,8 +55,9 @@ export type BackendMemory = NonNullable<BackendHealth['memory']>;
 /** One replica's memcached: what it said last, and what was admitted since (about). */
 interface View {
   memory: BackendMemory;
+  /** Bytes admitted here, or arrived from other nodes that admit writes, since. */
   admittedBytes: number;
-  /** Items admitted, by the size class they go to. */
+  /** Items so counted, by the size class they go to. */
   admittedBySlab: Map<string, number>;
 }
 
@@ -93,7 +96,7 @@ export class MemoryGuard {
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
-    const views = this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
+    const views = this.#views();
     const rooms: Array<ItemRoom | null> = [];
     for (const view of views) {
       const { memory } = view;
@@ -109,6 +112,29 @@ export class MemoryGuard {
       view.admittedBytes += bytes;
     });
     return null;
+  }
+
+  /** Every replica's view: ours (when our memcached says what it holds) and the peers'. */
+  #views(): View[] {
+    return this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
+  }
+
+  /**
+   * Counts items another node admitted, as they arrive here to be stored (an eventual peer's
+   * push, a state transfer): they take room in every replica, and the node deciding here would
+   * otherwise learn of them only at the next poll. Never refuses.
+   */
+  arrived(items: ReadonlyArray<readonly [key: string, valueBytes: number]>): void {
+    const views = this.#views();
+    for (const [key, valueBytes] of items) {
+      const itemBytes = storedItemBytes(key, valueBytes);
+      for (const view of views) {
+        view.admittedBytes += key.length + valueBytes + ITEM_OVERHEAD_BYTES;
+        if (view.memory.slabs === undefined) continue;
+        const { label } = itemRoom(view.memory.slabs, itemBytes);
+        view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
+      }
+    }
   }
 }
 
