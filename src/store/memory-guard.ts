@@ -66,10 +66,13 @@ export class MemoryGuard {
   #own: View | null = null;
   /** The peers' memcached, as their latest reports said, by peer. */
   readonly #peers = new Map<string, View & { poll: number }>();
+  /** Ours (when our memcached says what it holds) and the peers', rebuilt when one is replaced. */
+  #views: View[] = [];
 
   /** A poll read the backend (or failed: undefined): its memory replaces what was counted since. */
   polled(memory: BackendHealth['memory']): void {
     this.#own = memory === undefined ? null : freshView(memory);
+    this.#listViews();
   }
 
   /**
@@ -78,11 +81,12 @@ export class MemoryGuard {
    */
   peerReported(peer: string, report: { memory: BackendMemory; poll: number } | undefined): void {
     if (report === undefined) {
-      this.#peers.delete(peer);
+      if (this.#peers.delete(peer)) this.#listViews();
       return;
     }
     if (this.#peers.get(peer)?.poll === report.poll) return;
     this.#peers.set(peer, { ...freshView(report.memory), poll: report.poll });
+    this.#listViews();
   }
 
   /**
@@ -96,7 +100,7 @@ export class MemoryGuard {
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
-    const views = this.#views();
+    const views = this.#views;
     const rooms: Array<ItemRoom | null> = [];
     for (const view of views) {
       const { memory } = view;
@@ -114,9 +118,8 @@ export class MemoryGuard {
     return null;
   }
 
-  /** Every replica's view: ours (when our memcached says what it holds) and the peers'. */
-  #views(): View[] {
-    return this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
+  #listViews(): void {
+    this.#views = this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
   }
 
   /**
@@ -125,7 +128,7 @@ export class MemoryGuard {
    * otherwise learn of them only at the next poll. Never refuses.
    */
   arrived(items: ReadonlyArray<readonly [key: string, valueBytes: number]>): void {
-    const views = this.#views();
+    const views = this.#views;
     for (const [key, valueBytes] of items) {
       const itemBytes = storedItemBytes(key, valueBytes);
       for (const view of views) {
