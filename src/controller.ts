@@ -64,6 +64,10 @@ const awaitingApplyMax = 10_000;
 /** A request the mode never answered is failed after this long, so no client hangs forever. */
 const requestTimeoutMs = 15_000;
 const backendPollIntervalMs = 1000;
+/** A backend failure this soon after the last reset counts as the repair failing again. */
+const resetRetryWindowMs = 5000;
+/** The first wait before telling the mode again of such a failure; it doubles each time. */
+const resetRetryDelayMs = 50;
 
 /** How often overdue requests are swept (one timer for all, not one per request). */
 const requestSweepIntervalMs = 1000;
@@ -110,10 +114,14 @@ export class Controller {
   private backendFailed = false;
   /**
    * Every backend failure since the last reset left the replica as it was but for writes whose
-   * outcome is unknown (timeouts, broken connections): no refusal by memcached (a refused set
-   * drops the old value), no failed reset. The reset then says `kept`.
+   * outcome is unknown (timeouts, broken connections) or that memcached refused without touching
+   * the key (StoreError.untouched: an add or replace it had no memory for; a refused set drops
+   * the old value), and no reset failed. The reset then says `kept`.
    */
   private failuresKept = true;
+  /** When the last backend_reset was queued, and how many in a row a failure followed within the retry window. */
+  private lastResetQueuedMs = Number.NEGATIVE_INFINITY;
+  private resetRetries = 0;
   /** Whether failed applies' replies wait for the reset (the log modes; see `awaitingApply`). */
   private readonly holdsFailedApplies: boolean;
   /** Requests whose apply failed since the last reset, answered by the mode at the next one. */
@@ -585,15 +593,21 @@ export class Controller {
     // about the backend: the replica is trusted again (suspect is null) and being rebuilt.
     if (error instanceof StoreError && error.code === 'BACKEND_RESET' && this.replica.suspect === null) return;
     // Calls the suspect replica refused (BACKEND_RESET) never reached memcached.
-    const kept = error instanceof StoreError && error.code !== 'BACKEND_FAILED' && what !== 'reset';
+    const kept = error instanceof StoreError && (error.code !== 'BACKEND_FAILED' || error.untouched) && what !== 'reset';
     if (!kept) {
       this.failuresKept = false;
       if (this.queuedReset !== null) this.queuedReset.kept = false;
     }
     if (!this.backendFailed) {
-      this.log.error('backend operation failed', { what, error: String(error) });
+      // A failure soon after the last reset (the repair failing again, as while memcached stays
+      // full) waits longer each time before the mode is told again, up to a poll interval.
+      const nowMs = Date.now();
+      this.resetRetries = nowMs - this.lastResetQueuedMs < resetRetryWindowMs ? this.resetRetries + 1 : 0;
+      const delayMs = this.resetRetries === 0 ? 0 : Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1));
+      if (isPowerOfTwoOrZero(this.resetRetries)) this.log.error('backend operation failed', { what, error: String(error), retries: this.resetRetries });
       // The replica refuses everything until the mode is told; tell it as soon as the backend answers.
-      setImmediate(() => void this.pollBackend());
+      if (delayMs === 0) setImmediate(() => void this.pollBackend());
+      else setTimeout(() => void this.pollBackend(), delayMs).unref();
     }
     this.backendFailed = true;
   }
@@ -629,6 +643,7 @@ export class Controller {
     const kept = !emptied && !evicted && this.failuresKept;
     this.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, flushed, evicted, kept });
     this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied, kept };
+    this.lastResetQueuedMs = this.queuedReset.nowMs;
     this.enqueue(this.queuedReset);
   }
 
@@ -778,4 +793,8 @@ function memoryReportOf(info: unknown): { memory: BackendMemory; poll: number } 
   const { backendMemory, backendPoll } = info as Partial<NodeSummary>;
   if (!isBackendMemory(backendMemory) || typeof backendPoll !== 'number') return undefined;
   return { memory: backendMemory, poll: backendPoll };
+}
+
+function isPowerOfTwoOrZero(count: number): boolean {
+  return (count & (count - 1)) === 0;
 }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { decodeEntry, encodeEntry, keyFromMemcachedKey, memcachedExptimeSeconds, memcachedKey } from '../src/store/codec.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
-import type { Entry, KVBackend } from '../src/store/types.ts';
+import { StoreError, type Entry, type KVBackend } from '../src/store/types.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 
 type ListingBackend = KVBackend & { keys(): Promise<string[]> };
@@ -153,6 +153,18 @@ describe.each([
     expect(read).toEqual(batch.map(([, entry]) => entry));
   });
 
+  it('writes the entry whatever the presence hint says (a hint, not a condition)', async () => {
+    const entry = (text: string, cas: bigint): Entry => ({ value: Buffer.from(text), flags: 0, expiresAtMs: 0, cas });
+    await backend.set('held', entry('old', 1n));
+    await backend.set('held', entry('new', 2n), false);
+    await backend.set('absent', entry('first', 3n), true);
+    await backend.set('held', entry('newer', 4n), true);
+    await backend.setMany([['absent', entry('second', 5n)], ['fresh', entry('f', 6n)], ['held', entry('last', 7n)]], [false, true, undefined]);
+    expect((await backend.get('held'))?.value.toString()).toBe('last');
+    expect((await backend.get('absent'))?.value.toString()).toBe('second');
+    expect((await backend.get('fresh'))?.value.toString()).toBe('f');
+  });
+
   it('reports health with an epoch that stays put', async () => {
     const first = await backend.health();
     const second = await backend.health();
@@ -160,6 +172,46 @@ describe.each([
     expect(first.epoch).not.toBe('');
     expect(second.epoch).toBe(first.epoch);
     expect(first.detail.length).toBeGreaterThan(0);
+  });
+});
+
+describe('memcached refusing a write for want of memory (-M)', () => {
+  let server: MemcachedInstance;
+  let backend: MemcachedBackend;
+  const big = (cas: bigint): Entry => ({ value: Buffer.alloc(200_000, 0x62), flags: 0, expiresAtMs: 0, cas });
+  const small = (text: string, cas: bigint): Entry => ({ value: Buffer.from(text), flags: 0, expiresAtMs: 0, cas });
+
+  beforeAll(async () => {
+    server = await startMemcached({ memoryMb: 8 });
+    backend = new MemcachedBackend({ host: server.host, port: server.port, opTimeoutMs: 2000 });
+    await backend.set('kept', small('old', 1n));
+    await backend.set('unknown', small('old', 2n));
+    // Fill memcached with values of the size written below until it refuses one.
+    let refused: unknown = null;
+    for (let index = 0; index < 200 && refused === null; index++) {
+      refused = await backend.set(`fill${index}`, big(10n), false).then(() => null, (error: unknown) => error);
+    }
+    expect(refused).toBeInstanceOf(StoreError);
+  });
+
+  afterAll(async () => {
+    await backend?.close();
+    await server?.stop();
+  });
+
+  it('leaves the key as it was when the key was known to be held, and says so', async () => {
+    const error = await backend.set('kept', big(3n), true).then(() => null, (failure: unknown) => failure);
+    expect(error).toBeInstanceOf(StoreError);
+    expect((error as StoreError).code).toBe('BACKEND_FAILED');
+    expect((error as StoreError).untouched).toBe(true);
+    expect((await backend.get('kept'))?.value.toString()).toBe('old');
+  });
+
+  it('leaves the key as it was when nothing was known of it, too', async () => {
+    const error = await backend.set('unknown', big(4n)).then(() => null, (failure: unknown) => failure);
+    expect((error as StoreError).code).toBe('BACKEND_FAILED');
+    expect((error as StoreError).untouched).toBe(true);
+    expect((await backend.get('unknown'))?.value.toString()).toBe('old');
   });
 });
 

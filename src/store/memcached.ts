@@ -3,7 +3,8 @@
  * binary protocol on one pipelined connection, by a lean client of our own (below).
  *
  * Intuition: each Entry is a single memcached value (see codec.ts), so get/set/delete map one to
- * one onto memcached commands and memcached's own cas and flags are never used. Requests made in
+ * one onto memcached commands (a set as add or replace, so that a refused one leaves the key as it
+ * was: see storeOpcode) and memcached's own cas and flags are never used. Requests made in
  * one tick of the event loop leave in one socket write, and replies are matched in order (memcached
  * answers one connection's requests in order; the opaque field double-checks it). Nothing is ever
  * retried (a retried write could apply twice after a lost reply).
@@ -37,7 +38,7 @@ import {
   memcachedKey,
 } from './codec.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
-import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KVBackend } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KeyPresence, type KVBackend } from './types.ts';
 
 /** Where memcached is and how long to wait for it. */
 export interface MemcachedBackendOptions {
@@ -94,13 +95,18 @@ export class MemcachedBackend implements KVBackend {
     return decoded.entry;
   }
 
-  async set(key: string, entry: Entry): Promise<void> {
-    await this.#call('set', key, setFrame(key, entry));
+  /**
+   * Stores `entry` as memcached's add when the key is known not to be held, else as its replace,
+   * either sent again as the other when memcached held the key otherwise (see `storeOpcode`):
+   * refusing them for want of memory, memcached keeps what the key held.
+   */
+  async set(key: string, entry: Entry, present?: KeyPresence): Promise<void> {
+    await this.#call('set', key, setFrame(key, entry, present));
   }
 
   /** The sets leave in one socket write (pipelined), and one promise waits for all of them. */
-  setMany(entries: readonly KeyedPair[]): Promise<void> {
-    const frames = entries.map(([key, entry]) => setFrame(key, entry));
+  setMany(entries: readonly KeyedPair[], present?: readonly KeyPresence[]): Promise<void> {
+    const frames = entries.map(([key, entry], index) => setFrame(key, entry, present?.[index]));
     const first = entries[0]?.[0] ?? null;
     const what = entries.length === 1 ? first : `${first} and ${entries.length - 1} more`;
     return this.#run('set', what, (connection) => connection.requestAll(frames));
@@ -248,7 +254,7 @@ export class MemcachedBackend implements KVBackend {
     }
     switch (cause.code) {
       case 'BACKEND_FAILED':
-        return new StoreError('BACKEND_FAILED', `memcached ${this.address} refused ${what}: ${cause.message}`, { cause });
+        return new StoreError('BACKEND_FAILED', `memcached ${this.address} refused ${what}: ${cause.message}`, { cause, untouched: cause.untouched });
       case 'BACKEND_TIMEOUT':
         return new StoreError('BACKEND_TIMEOUT', `memcached ${this.address} did not answer ${what} within ${this.#opTimeoutMs} ms`, { cause });
       case 'BACKEND_DOWN':
@@ -351,12 +357,17 @@ const RESPONSE_MAGIC = 0x81;
 const HEADER_BYTES = 24;
 const OPCODE_GET = 0x00;
 const OPCODE_SET = 0x01;
+const OPCODE_ADD = 0x02;
+const OPCODE_REPLACE = 0x03;
 const OPCODE_DELETE = 0x04;
 const OPCODE_FLUSH = 0x08;
 const OPCODE_STAT = 0x10;
 const SET_EXTRAS_BYTES = 8;
 const STATUS_OK = 0x0000;
 const STATUS_KEY_NOT_FOUND = 0x0001;
+const STATUS_KEY_EXISTS = 0x0002;
+/** An add or replace that found the key otherwise than expected is sent again as the other, this often at most, then as a set. */
+const STORE_SWITCHES_MAX = 2;
 /** Largest reply body accepted (memcached's item size limit is far below). */
 const BODY_BYTES_MAX = 256 * 1024 * 1024;
 
@@ -366,6 +377,8 @@ class ConnectionFailure extends Error {
   constructor(
     readonly code: StoreError['code'],
     message: string,
+    /** See StoreError.untouched. */
+    readonly untouched = false,
   ) {
     super(message);
   }
@@ -383,6 +396,8 @@ interface Pending {
   /** For stats: the pairs gathered so far. */
   stats: Record<string, string> | null;
   resolveStats: ((stats: Record<string, string>) => void) | null;
+  /** How often an add or replace was sent again as the other (see STORE_SWITCHES_MAX). */
+  switches?: number;
 }
 
 interface BinaryConnectionOptions {
@@ -558,14 +573,24 @@ class BinaryConnection {
       return;
     }
     this.#retire();
-    if (status === STATUS_OK) {
+    const retryAs = status === STATUS_OK ? null : storeRetry(pending, status);
+    if (retryAs !== null) {
+      // memcached held the key otherwise than the replica thought (an item expired, another
+      // client wrote it): the same write, as the other command.
+      pending.frame[1] = retryAs;
+      pending.opcode = retryAs;
+      pending.switches = (pending.switches ?? 0) + 1;
+      this.#submit(pending);
+    } else if (status === STATUS_OK) {
       if (pending.resolveStats !== null && pending.stats !== null) pending.resolveStats(pending.stats);
       else pending.resolve(pending.opcode === OPCODE_GET ? buffer.subarray(valueStart, bodyEnd) : null);
     } else if (status === STATUS_KEY_NOT_FOUND && (pending.opcode === OPCODE_GET || pending.opcode === OPCODE_DELETE)) {
       pending.resolve(null);
     } else {
       const message = buffer.toString('latin1', valueStart, bodyEnd);
-      pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`));
+      // Refusing a set, memcached unlinks the key's old item; refusing anything else, it changes nothing.
+      const untouched = pending.opcode !== OPCODE_SET;
+      pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`, untouched));
     }
   }
 
@@ -600,10 +625,31 @@ class BinaryConnection {
   }
 }
 
-/** The binary set request of `key` (its memcached key, and our key kept in the value if hashed). */
-function setFrame(key: string, entry: Entry): Buffer {
+/** The binary store request of `key` (its memcached key, and our key kept in the value if hashed). */
+function setFrame(key: string, entry: Entry, present: KeyPresence): Buffer {
   const target = memcachedKey(key);
-  return encodeSetRequest(target.key, entry, target.hashed ? key : null);
+  return encodeSetRequest(storeOpcode(present), target.key, entry, target.hashed ? key : null);
+}
+
+/**
+ * The command that stores an entry: add for a key memcached does not hold, else replace (a wrong
+ * guess costs one more round trip: see storeRetry). Never a plain set, though all three write the
+ * same item: they differ in what a refusal leaves. memcached drops the key's old item when it
+ * cannot store a set ("to avoid stale data"), and leaves it when it refuses an add or a replace;
+ * so a replica whose write memcached refused for want of memory still holds what it held, and
+ * replaying its log onto it repairs it once memory is freed.
+ */
+function storeOpcode(present: KeyPresence): number {
+  return present === false ? OPCODE_ADD : OPCODE_REPLACE;
+}
+
+/** The command to send a store again as, when memcached answered `status` because the key was (not) there; else null. */
+function storeRetry(pending: Pending, status: number): number | null {
+  const mismatch =
+    (pending.opcode === OPCODE_REPLACE && status === STATUS_KEY_NOT_FOUND) || (pending.opcode === OPCODE_ADD && status === STATUS_KEY_EXISTS);
+  if (!mismatch) return null;
+  if ((pending.switches ?? 0) >= STORE_SWITCHES_MAX) return OPCODE_SET;
+  return pending.opcode === OPCODE_REPLACE ? OPCODE_ADD : OPCODE_REPLACE;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -623,8 +669,8 @@ function encodeRequest(opcode: number, key: string, extras: Buffer | null, value
 }
 
 /** A set of `entry` under `memcachedKeyText`, encoded straight into the frame (one copy of the value). */
-function encodeSetRequest(memcachedKeyText: string, entry: Entry, keptKey: string | null): Buffer {
-  const frame = requestHeader(OPCODE_SET, memcachedKeyText, SET_EXTRAS_BYTES, encodedEntryBytes(entry, keptKey));
+function encodeSetRequest(opcode: number, memcachedKeyText: string, entry: Entry, keptKey: string | null): Buffer {
+  const frame = requestHeader(opcode, memcachedKeyText, SET_EXTRAS_BYTES, encodedEntryBytes(entry, keptKey));
   frame.writeUInt32BE(0, HEADER_BYTES); // memcached flags: unused, ours are in the value
   frame.writeUInt32BE(memcachedExptimeSeconds(entry.expiresAtMs), HEADER_BYTES + 4);
   const keyAt = HEADER_BYTES + SET_EXTRAS_BYTES;

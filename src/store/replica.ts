@@ -33,7 +33,7 @@
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
 import { applyToEntry, isLive, type ApplyContext } from './apply.ts';
-import { StoreError, type BackendHealth, type Entry, type KVBackend, type Op } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KeyPresence, type KVBackend, type Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
 /** Default bound of a replica's value cache: 64 MiB. */
@@ -390,12 +390,13 @@ export class Replica {
 
   /** `#write` for a batch of distinct keys: one backend call. */
   async #writeAll(entries: readonly KeyedEntry[]): Promise<void> {
+    const present = entries.map(([key]) => this.#presence(key));
     const records = entries.map(([key, entry]) => {
       this.#cache.delete(key);
       return this.#remember(key, entry, false);
     });
     const generation = this.#cache.generation;
-    await this.#backend.setMany(entries);
+    await this.#backend.setMany(entries, present);
     for (const record of records) record.settled = true;
     if (generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
   }
@@ -592,12 +593,13 @@ export class Replica {
   }
 
   async #write(key: string, entry: Entry): Promise<void> {
+    const present = this.#presence(key);
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
     const record = this.#remember(key, entry, false);
     // Cached only once acknowledged: until then the backend may hold either version.
     this.#cache.delete(key);
     const generation = this.#cache.generation;
-    await this.#backend.set(key, entry);
+    await this.#backend.set(key, entry, present);
     record.settled = true;
     if (generation === this.#cache.generation) this.#cache.set(key, entry);
   }
@@ -621,6 +623,16 @@ export class Replica {
       return undefined;
     }
     return null;
+  }
+
+  /**
+   * Whether the backend holds an item for `key`, as far as the index tells (a hint for the write
+   * about to be issued; see KeyPresence): a record says probably (the index is a superset, and an
+   * item may have expired), no record in a complete index says no, else unknown.
+   */
+  #presence(key: string): KeyPresence {
+    if (this.#index.has(key)) return true;
+    return this.#indexComplete ? false : undefined;
   }
 
   /** Reads `key` from the backend and caches what it holds, unless the cache was cleared meanwhile. */

@@ -110,14 +110,28 @@ export type KeyedPair = readonly [key: string, entry: Entry];
 /** Typed operating error from a backend (down, timed out). Becomes a SERVER_ERROR reply. */
 export class StoreError extends Error {
   override readonly name = 'StoreError';
+  /**
+   * BACKEND_FAILED only: the backend refused the call and changed nothing (memcached refusing an
+   * add or a replace for want of memory keeps the key's old item; refusing a plain set, it drops
+   * it). Such a failure loses nothing the replica held.
+   */
+  readonly untouched: boolean;
   constructor(
     readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED' | 'BACKEND_RESET',
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; untouched?: boolean },
   ) {
     super(message, options);
+    this.untouched = options?.untouched ?? false;
   }
 }
+
+/**
+ * What a writer knows of a key in the backend before it writes it: held (true), not held (false),
+ * or not known (undefined). A hint: the backend writes the entry either way (memcached's: with
+ * fewer round trips when the hint is right).
+ */
+export type KeyPresence = boolean | undefined;
 
 /**
  * The storage of one replica: a plain key-value map of entries. Adapters: memcached (memjs) and
@@ -126,12 +140,13 @@ export class StoreError extends Error {
 export interface KVBackend {
   readonly kind: 'memcache' | 'memory';
   get(key: string): Promise<Entry | undefined>;
-  set(key: string, entry: Entry): Promise<void>;
+  set(key: string, entry: Entry, present?: KeyPresence): Promise<void>;
   /**
    * Sets every (key, entry) pair, the keys distinct; settles once all are set, rejecting with the
    * first failure (the others may or may not have been set). One promise for the whole batch.
+   * `present`, when given, holds each key's KeyPresence, in the same order.
    */
-  setMany(entries: readonly KeyedPair[]): Promise<void>;
+  setMany(entries: readonly KeyedPair[], present?: readonly KeyPresence[]): Promise<void>;
   delete(key: string): Promise<void>;
   /** Remove everything. */
   flush(): Promise<void>;
