@@ -4,10 +4,10 @@
  * a fault (or the checker could not decide): the message carries the checker's explanation and
  * the report folder is kept.
  *
- * Intuition: one run per mode with all five faults (kill, pause, partition, backend-restart,
- * backend-pause),
- * with windows short enough that each kind is injected at least once (the nemesis plans kinds in
- * shuffled rounds), then one short single-fault run per mode × fault, so a failure names the fault.
+ * Intuition: one run per mode with all six faults (kill, pause, partition, backend-restart,
+ * backend-pause, backend-fill), with windows short enough that each kind is injected at least once
+ * (the nemesis plans kinds in shuffled rounds), then one short single-fault run per mode × fault,
+ * so a failure names the fault.
  *
  * Invariants: runs go one after another (2 cores shared); every run cleans up its cluster;
  * each run asserts which faults actually happened, so a silent no-op nemesis cannot pass.
@@ -30,8 +30,8 @@ afterAll(() => {
 });
 
 const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
-/** A run's client time; five 1 s faults with 0.7 s heals between them fit in the combined runs. */
-const COMBINED_TIME_MS = 10_500;
+/** A run's client time; six 1 s faults with 0.7 s heals between them fit in the combined runs. */
+const COMBINED_TIME_MS = 12_500;
 const SINGLE_TIME_MS = 2600;
 
 async function run(mode: Mode, nemesis: readonly NemesisKind[], timeMs: number, seed: number, pipeline = 1, keys = 3): Promise<RunResult> {
@@ -56,7 +56,7 @@ function explain(result: RunResult): string {
 
 describe('every mode keeps its promise under every fault', () => {
   MODES.forEach((mode, index) => {
-    it(`${mode} under kill, pause, partition, backend-restart and backend-pause together`, async () => {
+    it(`${mode} under kill, pause, partition, backend-restart, backend-pause and backend-fill together`, async () => {
       const result = await run(mode, NEMESIS_KINDS, COMBINED_TIME_MS, 100 + index);
       expect(result.exitCode, explain(result)).toBe(0);
       expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(NEMESIS_KINDS));

@@ -10,13 +10,50 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseHistory } from '../src/check/history.ts';
+import { TextClient } from '../src/client/text-client.ts';
+import { BackendFiller } from '../src/jepsen/backend-fill.ts';
 import { parseNemesisKinds, planNemesis } from '../src/jepsen/nemesis.ts';
 import { renderTimeline, summarizeFaults, type RunSummary } from '../src/jepsen/report.ts';
 import { runJepsen } from '../src/jepsen/runner.ts';
 import { classifyServerError, createRandom, type CallRecord } from '../src/jepsen/workload.ts';
+import { startMemcached } from './support/memcached.ts';
+import { lastLine } from './support/text-request.ts';
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'mckv-jepsen-test-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+describe('the backend-fill fault', () => {
+  it('fills a memcached until it refuses writes of every small size, and deleting what it wrote gives the room back', async () => {
+    const server = await startMemcached({ memoryMb: 16 });
+    try {
+      // Items like mckv's own: their size classes now have a page, with free chunks left.
+      const sizes = [60, 5000, 100_000];
+      for (const bytes of sizes) expect(await lastLine(server.port, `set mine${bytes} 0 0 ${bytes}\r\n${'m'.repeat(bytes)}\r\n`, 'set')).toBe('STORED');
+      const filler = new BackendFiller({ port: server.port, tag: 'n1' });
+      const written = await filler.fill();
+      expect(written).toBeGreaterThan(0);
+      expect(filler.items).toBe(written);
+      // memcached has room for no more items of those sizes.
+      for (const bytes of sizes) {
+        expect(await lastLine(server.port, `set probe 0 0 ${bytes}\r\n${'p'.repeat(bytes)}\r\n`, 'set'), `${bytes} bytes`).toBe('SERVER_ERROR out of memory storing object');
+      }
+      await filler.empty();
+      expect(filler.items).toBe(0);
+      for (const bytes of sizes) {
+        expect(await lastLine(server.port, `set probe 0 0 ${bytes}\r\n${'p'.repeat(bytes)}\r\n`, 'set'), `${bytes} bytes`).toBe('STORED');
+      }
+      const client = await TextClient.connect('127.0.0.1', server.port);
+      try {
+        const stats = await client.request('stats\r\n', 'stats');
+        expect(stats.lines).toContain(`STAT curr_items ${sizes.length + 1}`); // ours and the probe: the filler's all gone
+      } finally {
+        client.close();
+      }
+    } finally {
+      await server.stop();
+    }
+  }, 60_000);
+});
 
 describe('runJepsen on real clusters', () => {
   it('finds the violation in a cluster that does not replicate', async () => {

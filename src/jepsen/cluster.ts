@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Mode } from '../consistency/types.ts';
+import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -173,6 +174,8 @@ export class Cluster {
   /** Proxies by "from->to". */
   readonly links = new Map<string, LinkProxy>();
   private stopped = false;
+  /** What `fillBackend` wrote, by node, until `emptyBackend` deletes it. */
+  private readonly fillers = new Map<string, BackendFiller>();
 
   private constructor(
     readonly options: Required<Omit<ClusterOptions, 'keepDir'>> & { keepDir: boolean },
@@ -310,6 +313,20 @@ export class Cluster {
       await exited;
     }
     node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), memoryMb, this.options.memcachedEvicts);
+  }
+
+  /** Another client fills the node's memcached until it refuses writes (see backend-fill.ts). */
+  async fillBackend(id: string): Promise<void> {
+    const filler = new BackendFiller({ port: this.node(id).memcachedPort, tag: id });
+    this.fillers.set(id, filler);
+    await filler.fill();
+  }
+
+  /** Deletes what `fillBackend` wrote into the node's memcached. */
+  async emptyBackend(id: string): Promise<void> {
+    const filler = this.fillers.get(id);
+    this.fillers.delete(id);
+    await filler?.empty();
   }
 
   /** Cuts both directions between a and b (or one direction with oneWay). */

@@ -16,15 +16,17 @@
 import type { HistoryRecorder } from '../check/history.ts';
 import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
 
-/** The faults the runner can inject. */
 /**
- * `backend-restart` restarts one node's memcached (empty); `backend-pause` stops every node's
- * memcached at once (SIGSTOP) for the window, as when the machine they share stalls: writes to
- * every replica time out together.
+ * The faults the runner can inject. `backend-restart` restarts one node's memcached (empty);
+ * `backend-pause` stops every node's memcached at once (SIGSTOP) for the window, as when the
+ * machine they share stalls: writes to every replica time out together. `backend-fill` has another
+ * client fill every memcached until it refuses writes (see backend-fill.ts), and delete what it
+ * wrote at the window's end: writes the controllers admit before they next poll memcached are
+ * refused by every replica at once.
  */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause';
+export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill'];
 
 /** One planned fault. `nodes[0]` is the target; a one-way cut has `nodes = [from, to]`. */
 export interface FaultPlan {
@@ -57,6 +59,8 @@ export interface FaultTarget {
   restartBackend(id: string): Promise<void>;
   pauseBackend(id: string): void;
   resumeBackend(id: string): void;
+  fillBackend(id: string): Promise<void>;
+  emptyBackend(id: string): Promise<void>;
   cut(a: string, b: string, oneWay?: boolean): void;
   isolate(id: string): void;
   healAll(): void;
@@ -121,7 +125,7 @@ function jitter(random: Random, ms: number): number {
 
 function pickTargets(random: Random, kind: NemesisKind, nodes: readonly string[]): Pick<FaultPlan, 'variant' | 'nodes'> {
   const target = nodes[pickIndex(random, nodes.length)];
-  if (kind === 'backend-pause') return { variant: null, nodes: [...nodes] };
+  if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
   if (kind !== 'partition') return { variant: null, nodes: [target] };
   if (random() < 2 / 3) return { variant: 'isolate', nodes: [target] };
   const others = nodes.filter((node) => node !== target);
@@ -135,6 +139,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-pause': return 'pause every memcached';
+    case 'backend-fill': return 'fill every memcached';
     case 'partition':
       return plan.variant === 'one-way' ? `cut ${plan.nodes[0]}→${plan.nodes[1]}` : `isolate ${plan.nodes[0]}`;
     default: {
@@ -188,6 +193,9 @@ async function applyFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
     case 'backend-pause':
       for (const each of plan.nodes) target.pauseBackend(each);
       return;
+    case 'backend-fill':
+      await Promise.all(plan.nodes.map((each) => target.fillBackend(each)));
+      return;
     case 'partition':
       if (plan.variant === 'one-way') target.cut(node, other, true);
       else target.isolate(node);
@@ -206,6 +214,9 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds
     case 'backend-pause':
       for (const each of plan.nodes) target.resumeBackend(each);
+      return;
+    case 'backend-fill':
+      await Promise.all(plan.nodes.map((each) => target.emptyBackend(each)));
       return;
     case 'partition': return target.healAll();
     default: {

@@ -213,10 +213,11 @@ function startClients(options: Resolved, cluster: Cluster, shared: Shared): Prom
   });
 }
 
-/** The fault schedule; a restart of the embedded store means nothing, so it is left out there. */
+/** The fault schedule; the embedded store cannot be restarted, paused or filled, so those are left out there. */
 function planFor(options: Resolved, cluster: Cluster): FaultPlan[] {
+  const memcachedOnly: readonly NemesisKind[] = ['backend-restart', 'backend-pause', 'backend-fill'];
   return planNemesis({
-    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => kind !== 'backend-restart' && kind !== 'backend-pause') : options.nemesis,
+    kinds: options.backend === 'memory' ? options.nemesis.filter((kind) => !memcachedOnly.includes(kind)) : options.nemesis,
     nodes: cluster.nodes.map((node) => node.id), timeMs: options.timeMs, seed: options.seed,
     faultMs: options.faultMs, healMs: options.healMs,
   });
