@@ -599,11 +599,15 @@ export class Controller {
       if (this.queuedReset !== null) this.queuedReset.kept = false;
     }
     if (!this.backendFailed) {
-      // A failure soon after the last reset (the repair failing again, as while memcached stays
-      // full) waits longer each time before the mode is told again, up to a poll interval.
+      // In the log modes a failure soon after the last reset (the replay failing again, as while
+      // memcached stays full) waits longer each time before the mode is told again, up to a poll
+      // interval: each reset replays at once, so the replica would fail in a tight loop. (Eventual
+      // mode's reset rebuilds the replica while holding requests, and fails again only when a new
+      // write comes: it is told at once, as a suspect replica refuses everything meanwhile.)
       const nowMs = Date.now();
       this.resetRetries = nowMs - this.lastResetQueuedMs < resetRetryWindowMs ? this.resetRetries + 1 : 0;
-      const delayMs = this.resetRetries === 0 ? 0 : Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1));
+      const backOff = this.holdsFailedApplies && this.resetRetries > 0;
+      const delayMs = backOff ? Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1)) : 0;
       if (isPowerOfTwoOrZero(this.resetRetries)) this.log.error('backend operation failed', { what, error: String(error), retries: this.resetRetries });
       // The replica refuses everything until the mode is told; tell it as soon as the backend answers.
       if (delayMs === 0) setImmediate(() => void this.pollBackend());
@@ -782,7 +786,9 @@ function cacheStats(replica: Replica): Array<[string, string]> {
   ];
 }
 
+/** A failed store call's reply: memcached's own words for a refusal that changed nothing, else what failed. */
 function storeErrorReply(error: unknown): Reply {
+  if (error instanceof StoreError && error.refusal !== undefined) return { kind: 'server_error', message: error.refusal };
   const message = error instanceof Error ? error.message : String(error);
   return { kind: 'server_error', message: `backend: ${message}` };
 }

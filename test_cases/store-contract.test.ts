@@ -204,6 +204,7 @@ describe('memcached refusing a write for want of memory (-M)', () => {
     expect(error).toBeInstanceOf(StoreError);
     expect((error as StoreError).code).toBe('BACKEND_FAILED');
     expect((error as StoreError).untouched).toBe(true);
+    expect((error as StoreError).refusal).toBe('out of memory storing object'); // memcached's text reply
     expect((await backend.get('kept'))?.value.toString()).toBe('old');
   });
 

@@ -37,6 +37,7 @@ import {
   memcachedExptimeSeconds,
   memcachedKey,
 } from './codec.ts';
+import { BINARY_STATUS, TEXT_ERRORS } from '../protocol/errors.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KeyPresence, type KVBackend } from './types.ts';
 
@@ -254,7 +255,11 @@ export class MemcachedBackend implements KVBackend {
     }
     switch (cause.code) {
       case 'BACKEND_FAILED':
-        return new StoreError('BACKEND_FAILED', `memcached ${this.address} refused ${what}: ${cause.message}`, { cause, untouched: cause.untouched });
+        return new StoreError('BACKEND_FAILED', `memcached ${this.address} refused ${what}: ${cause.message}`, {
+          cause,
+          untouched: cause.untouched,
+          refusal: cause.untouched ? refusalText(cause.status) : undefined,
+        });
       case 'BACKEND_TIMEOUT':
         return new StoreError('BACKEND_TIMEOUT', `memcached ${this.address} did not answer ${what} within ${this.#opTimeoutMs} ms`, { cause });
       case 'BACKEND_DOWN':
@@ -379,6 +384,8 @@ class ConnectionFailure extends Error {
     message: string,
     /** See StoreError.untouched. */
     readonly untouched = false,
+    /** memcached's status, for a refusal. */
+    readonly status: number | null = null,
   ) {
     super(message);
   }
@@ -590,7 +597,7 @@ class BinaryConnection {
       const message = buffer.toString('latin1', valueStart, bodyEnd);
       // Refusing a set, memcached unlinks the key's old item; refusing anything else, it changes nothing.
       const untouched = pending.opcode !== OPCODE_SET;
-      pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`, untouched));
+      pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`, untouched, status));
     }
   }
 
@@ -641,6 +648,13 @@ function setFrame(key: string, entry: Entry, present: KeyPresence): Buffer {
  */
 function storeOpcode(present: KeyPresence): number {
   return present === false ? OPCODE_ADD : OPCODE_REPLACE;
+}
+
+/** memcached's text-protocol words for a store it refused with binary `status`, if they say what happened. */
+function refusalText(status: number | null): string | undefined {
+  if (status === BINARY_STATUS.outOfMemory) return TEXT_ERRORS.outOfMemory;
+  if (status === BINARY_STATUS.valueTooLarge) return TEXT_ERRORS.objectTooLarge;
+  return undefined;
 }
 
 /** The command to send a store again as, when memcached answered `status` because the key was (not) there; else null. */

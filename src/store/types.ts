@@ -116,13 +116,19 @@ export class StoreError extends Error {
    * it). Such a failure loses nothing the replica held.
    */
   readonly untouched: boolean;
+  /**
+   * With `untouched`: memcached's own words for the refusal ("out of memory storing object",
+   * "object too large for cache"), what a client of memcached would have been told.
+   */
+  readonly refusal: string | undefined;
   constructor(
     readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED' | 'BACKEND_RESET',
     message: string,
-    options?: { cause?: unknown; untouched?: boolean },
+    options?: { cause?: unknown; untouched?: boolean; refusal?: string },
   ) {
     super(message, options);
     this.untouched = options?.untouched ?? false;
+    this.refusal = options?.refusal;
   }
 }
 
