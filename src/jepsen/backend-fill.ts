@@ -86,6 +86,8 @@ class LineConnection {
   readonly #socket: net.Socket;
   #pending = '';
   #waiting: { count: number; lines: string[]; resolve: (lines: string[]) => void; reject: (error: Error) => void } | null = null;
+  /** Why the connection ended, once it has: every later batch fails at once. */
+  #failure: Error | null = null;
 
   private constructor(socket: net.Socket) {
     this.#socket = socket;
@@ -107,6 +109,7 @@ class LineConnection {
 
   /** Sends the requests in one write and resolves with their reply lines, in order. */
   batch(requests: readonly Buffer[]): Promise<string[]> {
+    if (this.#failure !== null) return Promise.reject(this.#failure);
     return new Promise((resolve, reject) => {
       this.#waiting = { count: requests.length, lines: [], resolve, reject };
       this.#socket.write(Buffer.concat(requests));
@@ -134,6 +137,7 @@ class LineConnection {
   }
 
   #fail(error: Error): void {
+    this.#failure ??= error;
     const waiting = this.#waiting;
     this.#waiting = null;
     waiting?.reject(error);

@@ -6,8 +6,9 @@
  * one onto memcached commands (a set as add or replace, so that a refused one leaves the key as it
  * was: see storeOpcode) and memcached's own cas and flags are never used. Requests made in
  * one tick of the event loop leave in one socket write, and replies are matched in order (memcached
- * answers one connection's requests in order; the opaque field double-checks it). Nothing is ever
- * retried (a retried write could apply twice after a lost reply).
+ * answers one connection's requests in order; the opaque field double-checks it). Nothing that
+ * failed is ever retried (a retried write could apply twice after a lost reply); an add or replace
+ * that memcached answered "exists" or "not found" changed nothing, and is sent again as the other.
  *
  * Why not memjs (the client the tests and users speak to us with): memjs writes every request
  * with its own socket write — one syscall per op, a third of a controller's CPU under load — and
