@@ -683,7 +683,7 @@ function encodeRequest(opcode: number, key: string, extras: Buffer | null, value
   return frame;
 }
 
-/** A set of `entry` under `memcachedKeyText`, encoded straight into the frame (one copy of the value). */
+/** A store (set, add or replace: `opcode`) of `entry` under `memcachedKeyText`, encoded straight into the frame (one copy of the value). */
 function encodeSetRequest(opcode: number, memcachedKeyText: string, entry: Entry, keptKey: string | null): Buffer {
   const frame = requestHeader(opcode, memcachedKeyText, SET_EXTRAS_BYTES, encodedEntryBytes(entry, keptKey));
   frame.writeUInt32BE(0, HEADER_BYTES); // memcached flags: unused, ours are in the value
