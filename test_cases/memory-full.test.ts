@@ -302,26 +302,19 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
     }
   }
 
-  it('waits until memory is freed, then applies the write everywhere and loses nothing', async () => {
-    const entry = cluster.nodes[0].clientPort;
-    expect(await lastLine(entry, 'set base 0 0 4\r\nabcd\r\n', 'set')).toBe('STORED');
-    expect(await lastLine(entry, 'append base 0 0 4\r\nefgh\r\n', 'append')).toBe('STORED');
-    expect(await lastLine(entry, 'set target 0 0 5\r\nsmall\r\n', 'set')).toBe('STORED');
-    // Enough writes that the log is compacted past the ones above: only memcached holds them now.
-    for (let i = 0; i < 30; i++) expect(await lastLine(entry, `set k${i} 0 0 1\r\n${i % 10}\r\n`, 'set')).toBe('STORED');
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
-
-    // Other clients fill every memcached between two of the controllers' polls (once a second),
-    // and the write lands before the next: the leader admits it, every memcached refuses it. When
-    // a poll came first the guard refuses it instead (memcached's reply): free the memory, retry.
+  /**
+   * Other clients fill every memcached between two of the controllers' polls (once a second), and
+   * a write of `value` to `target` lands before the next: the leader admits it, every memcached
+   * refuses it. When a poll came first the guard refuses it instead (memcached's reply): free the
+   * memory, and try again. Resolves with the write's pending reply and the keys the fill wrote.
+   */
+  async function admitWhileFull(entry: number, value: string, tag: string): Promise<{ outcome: Promise<string>; foreign: Map<number, string[]> }> {
     const foreign = new Map<number, string[]>();
-    let outcome: Promise<string> | null = null;
-    for (let attempt = 0; attempt < 6 && outcome === null; attempt++) {
-      for (const node of cluster.nodes) foreign.set(node.memcachedPort, []);
-      const filled = await Promise.all(cluster.nodes.map((node) => fillStraight(node.memcachedPort, `${attempt}_${node.id}`)));
+    for (let attempt = 0; attempt < 6; attempt++) {
+      const filled = await Promise.all(cluster.nodes.map((node) => fillStraight(node.memcachedPort, `${tag}_${attempt}_${node.id}`)));
       cluster.nodes.forEach((node, index) => foreign.set(node.memcachedPort, filled[index]));
       const client = await TextClient.connect('127.0.0.1', entry);
-      const reply = client.request(`set target 0 0 ${BIG.length}\r\n${BIG}\r\n`, 'set').then((answer) => answer.lines[answer.lines.length - 1]);
+      const reply = client.request(`set target 0 0 ${value.length}\r\n${value}\r\n`, 'set').then((answer) => answer.lines[answer.lines.length - 1]);
       const early = await Promise.race([reply, new Promise<null>((resolve) => setTimeout(() => resolve(null), 500))]);
       if (early === 'SERVER_ERROR out of memory storing object') {
         client.close();
@@ -330,21 +323,20 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
         continue;
       }
       expect(early).toBeNull(); // committed, and waiting for the replicas
-      outcome = reply.finally(() => client.close());
+      return { outcome: reply.finally(() => client.close()), foreign };
     }
-    expect(outcome).not.toBeNull();
-    // The cluster waits (it cannot apply a committed write anywhere); then the other client
-    // frees memory, and every replica applies it by itself: no operator, no restart.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
-    await Promise.all([...foreign].map(([port, keys]) => deleteStraight(port, keys)));
-    expect(await outcome).toBe('STORED');
+    throw new Error('the leader refused the write in every attempt');
+  }
+
+  /** Polls each node until it serves the four keys, then compares (long values by length and first byte). */
+  async function expectEveryNodeServes(expected: readonly string[]): Promise<void> {
     for (const node of cluster.nodes) {
       const served = await eventually(
         async () => {
           const read = await TextClient.connect('127.0.0.1', node.clientPort);
           try {
             const got = await read.request('get base target k0 k29\r\n', 'get');
-            return got.values.map((item) => `${item.key}=${item.value.length <= 8 ? item.value.toString() : item.value.length}`);
+            return got.values.map((item) => `${item.key}=${item.value.length <= 8 ? item.value.toString() : `${item.value.length}×${item.value.toString('latin1', 0, 1)}`}`);
           } finally {
             read.close();
           }
@@ -352,11 +344,39 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
         (values) => values.length === 4,
         { timeoutMs: 15_000, intervalMs: 200 },
       );
-      expect(served.value, node.id).toEqual(['base=abcdefgh', `target=${BIG.length}`, 'k0=0', 'k29=9']);
+      expect(served.value, node.id).toEqual(expected);
     }
+  }
+
+  it('waits until the other client frees memory, then applies the write everywhere and loses nothing', async () => {
+    const entry = cluster.nodes[0].clientPort;
+    expect(await lastLine(entry, 'set base 0 0 4\r\nabcd\r\n', 'set')).toBe('STORED');
+    expect(await lastLine(entry, 'append base 0 0 4\r\nefgh\r\n', 'append')).toBe('STORED');
+    expect(await lastLine(entry, 'set target 0 0 5\r\nsmall\r\n', 'set')).toBe('STORED');
+    // Enough writes that the log is compacted past the ones above: only memcached holds them now.
+    for (let i = 0; i < 30; i++) expect(await lastLine(entry, `set k${i} 0 0 1\r\n${i % 10}\r\n`, 'set')).toBe('STORED');
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+
+    const { outcome, foreign } = await admitWhileFull(entry, BIG, 'delete');
+    // The cluster waits (it cannot apply a committed write anywhere); then the other client
+    // frees memory, and every replica applies it by itself: no operator, no restart.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    await Promise.all([...foreign].map(([port, keys]) => deleteStraight(port, keys)));
+    expect(await outcome).toBe('STORED');
+    await expectEveryNodeServes(['base=abcdefgh', `target=${BIG.length}×b`, 'k0=0', 'k29=9']);
     // New writes are taken again once every controller has polled its memcached since. (Of the
     // size just freed: memcached hands the pages of other sizes back only within a minute or so.)
     const after = await eventually(() => lastLine(entry, `set after 0 0 ${BIG.length}\r\n${BIG}\r\n`, 'set'), (line) => line === 'STORED', { timeoutMs: 10_000, intervalMs: 200 });
     expect(after.value).toBe('STORED');
+  }, 120_000);
+
+  it('waits, too, until an operator gives every memcached more memory at run time (cache_memlimit), with no restart', async () => {
+    const entry = cluster.nodes[1].clientPort;
+    const value = 'c'.repeat(BIG.length);
+    const { outcome } = await admitWhileFull(entry, value, 'limit');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    for (const node of cluster.nodes) expect(await lastLine(node.memcachedPort, 'cache_memlimit 32\r\n', 'cache_memlimit')).toBe('OK');
+    expect(await outcome).toBe('STORED');
+    await expectEveryNodeServes(['base=abcdefgh', `target=${value.length}×c`, 'k0=0', 'k29=9']);
   }, 120_000);
 });
