@@ -122,6 +122,8 @@ export class Controller {
   /** When the last backend_reset was queued, and how many in a row a failure followed within the retry window. */
   private lastResetQueuedMs = Number.NEGATIVE_INFINITY;
   private resetRetries = 0;
+  /** memcached's words for the last write it refused without storing it, and when (for `show`). */
+  private lastRefusal: { message: string; atMs: number } | null = null;
   /** Whether failed applies' replies wait for the reset (the log modes; see `awaitingApply`). */
   private readonly holdsFailedApplies: boolean;
   /** Requests whose apply failed since the last reset, answered by the mode at the next one. */
@@ -594,6 +596,7 @@ export class Controller {
     if (error instanceof StoreError && error.code === 'BACKEND_RESET' && this.replica.suspect === null) return;
     // Calls the suspect replica refused (BACKEND_RESET) never reached memcached.
     const kept = error instanceof StoreError && (error.code !== 'BACKEND_FAILED' || error.untouched) && what !== 'reset';
+    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: Date.now() };
     if (!kept) {
       this.failuresKept = false;
       if (this.queuedReset !== null) this.queuedReset.kept = false;
@@ -738,6 +741,8 @@ export class Controller {
       peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
       backendMemory: this.health.memory,
       backendPoll: this.backendPolls,
+      // A replica waiting for room fails again at least once a poll interval (see backendError).
+      backendRefusal: this.lastRefusal !== null && Date.now() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
     };
   }
 }

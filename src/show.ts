@@ -28,6 +28,11 @@ export interface NodeSummary {
    */
   backendMemory?: BackendMemory;
   backendPoll: number;
+  /**
+   * memcached's words for a write it refused lately without storing it (`out of memory storing
+   * object`): while the replica waits for room to apply it, `show` says so next to its memory.
+   */
+  backendRefusal?: string;
 }
 
 export interface PeerViewRow {
@@ -66,7 +71,8 @@ export function renderShow(self: NodeSummary, peers: readonly PeerViewRow[]): st
 function row(summary: NodeSummary, state: string, heard: string): string[] {
   const memory = summary.backendMemory;
   const used = memory === undefined || memory.limitBytes === 0 ? '' : `, ${Math.round((100 * memory.usedBytes) / memory.limitBytes)}% of ${Math.round(memory.limitBytes / MB)} MB`;
-  const backend = `${summary.backend} ${summary.backendOk ? `ok${used}` : `DOWN (${summary.backendDetail})`}`;
+  const refusing = typeof summary.backendRefusal === 'string' ? `, refusing writes (${summary.backendRefusal})` : '';
+  const backend = `${summary.backend} ${summary.backendOk ? `ok${used}${refusing}` : `DOWN (${summary.backendDetail})`}`;
   const sees = summary.peersUp.map((view) => `${view.peer}:${view.up ? 'up' : 'down'}`).join(',');
   return [
     summary.node,

@@ -358,8 +358,22 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
     await new Promise((resolve) => setTimeout(resolve, 1_200));
 
     const { outcome, foreign } = await admitWhileFull(entry, BIG, 'delete');
-    // The cluster waits (it cannot apply a committed write anywhere); then the other client
-    // frees memory, and every replica applies it by itself: no operator, no restart.
+    // The cluster waits (it cannot apply a committed write anywhere), and `show` says why.
+    const shown = await eventually(
+      async () => {
+        const client = await TextClient.connect('127.0.0.1', entry);
+        try {
+          return (await client.request('show\r\n', 'show')).lines.filter((line) => line.includes('refusing writes (out of memory storing object)')).length;
+        } finally {
+          client.close();
+        }
+      },
+      (lines) => lines === cluster.nodes.length,
+      { timeoutMs: 3_000, intervalMs: 100 },
+    );
+    expect(shown.value).toBe(cluster.nodes.length);
+    // Then the other client frees memory, and every replica applies it by itself: no operator,
+    // no restart.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     await Promise.all([...foreign].map(([port, keys]) => deleteStraight(port, keys)));
     expect(await outcome).toBe('STORED');
