@@ -81,14 +81,18 @@ describe('runJepsen on real clusters', () => {
     expect(result.summary.counts.ok).toBeGreaterThan(100);
   }, 60_000);
 
-  it('leaves history, verdicts and a timeline with the fault windows', () => {
+  it('leaves history, verdicts, a timeline with the fault windows and the processes\' logs', () => {
     for (const file of ['history.jsonl', 'verdict.txt', 'verdict.json', 'timeline.svg']) {
       expect(existsSync(path.join(killDir, file)), file).toBe(true);
     }
+
     const history = readFileSync(path.join(killDir, 'history.jsonl'), 'utf8');
     expect(history).toMatch(/"f":"nemesis"/);
     expect(parseHistory(history).ok).toBe(true);
     const verdict = JSON.parse(readFileSync(path.join(killDir, 'verdict.json'), 'utf8')) as RunSummary;
+    // The controllers' logs: each kill shows as one more "controller started" line (the restart).
+    const starts = ['n1', 'n2', 'n3'].map((node) => readFileSync(path.join(killDir, 'logs', `${node}.log`), 'utf8').split('\n').filter((line) => line.includes('"message":"controller started"')).length);
+    expect(starts.reduce((sum, count) => sum + count, 0)).toBe(3 + verdict.faults.length);
     expect(verdict.counts.total).toBe(verdict.counts.ok + verdict.counts.fail + verdict.counts.info);
     expect(verdict.latency.ok.p50Ms).toBeLessThanOrEqual(verdict.latency.ok.p99Ms);
     const svg = readFileSync(path.join(killDir, 'timeline.svg'), 'utf8');

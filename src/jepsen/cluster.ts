@@ -8,7 +8,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -344,7 +344,8 @@ export class Cluster {
     for (const proxy of this.links.values()) proxy.heal();
   }
 
-  async stop(): Promise<void> {
+  /** Stops every process it started, then removes its folder (copying the logs to `keepLogsIn` first, if given). */
+  async stop(options: { keepLogsIn?: string } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     for (const node of this.nodes) {
@@ -353,6 +354,7 @@ export class Cluster {
       await this.stopChild(node.memcached, 'SIGTERM', 2000);
     }
     await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
+    if (options.keepLogsIn !== undefined) cpSync(path.join(this.dir, 'logs'), options.keepLogsIn, { recursive: true });
     if (!this.options.keepDir) rmSync(this.dir, { recursive: true, force: true });
   }
 

@@ -119,11 +119,11 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
     throwIfAborted(resolved.signal);
     const judged = await judge(resolved, cluster, recorder, phase.healedAt);
     await recorder.close();
-    await stopCluster(cluster);
+    await stopCluster(cluster, resolved.reportDir);
     const check = judged.kind === 'history' ? checkHistory(resolved, recorder) : judged.check;
     return finish(resolved, phase, check, judged.convergenceMs);
   } finally {
-    if (cluster) await stopCluster(cluster);
+    if (cluster) await stopCluster(cluster, resolved.reportDir);
     await recorder.close().catch(() => undefined);
   }
 }
@@ -151,8 +151,9 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new Error('the run was aborted');
 }
 
-async function stopCluster(cluster: Cluster): Promise<void> {
-  await cluster.stop();
+/** Stops the cluster, keeping its processes' logs in the report folder (`logs/`), for reading a failure. */
+async function stopCluster(cluster: Cluster, reportDir: string): Promise<void> {
+  await cluster.stop({ keepLogsIn: path.join(reportDir, 'logs') });
   clustersRunning.delete(cluster);
 }
 
