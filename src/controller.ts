@@ -588,7 +588,8 @@ export class Controller {
 
   /**
    * A failed store operation means this replica may have missed an apply. Once the backend
-   * answers again, the mode is told the replica must be rebuilt.
+   * answers again, the mode is told the replica must be rebuilt, or, when every failure since
+   * the last reset left it as it was but for the failed writes (`kept`), repaired by a replay.
    */
   private backendError(what: string, error: unknown): void {
     // A call refused because it was issued before the last acknowledged reset says nothing new
@@ -602,21 +603,27 @@ export class Controller {
       if (this.queuedReset !== null) this.queuedReset.kept = false;
     }
     if (!this.backendFailed) {
-      // In the log modes a failure soon after the last reset (the replay failing again, as while
-      // memcached stays full) waits longer each time before the mode is told again, up to a poll
-      // interval: each reset replays at once, so the replica would fail in a tight loop. (Eventual
-      // mode's reset rebuilds the replica while holding requests, and fails again only when a new
-      // write comes: it is told at once, as a suspect replica refuses everything meanwhile.)
-      const nowMs = Date.now();
-      this.resetRetries = nowMs - this.lastResetQueuedMs < resetRetryWindowMs ? this.resetRetries + 1 : 0;
-      const backOff = this.holdsFailedApplies && this.resetRetries > 0;
-      const delayMs = backOff ? Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1)) : 0;
+      const delayMs = this.resetDelayMs(Date.now());
       if (isPowerOfTwoOrZero(this.resetRetries)) this.log.error('backend operation failed', { what, error: String(error), retries: this.resetRetries });
-      // The replica refuses everything until the mode is told; tell it as soon as the backend answers.
+      // The replica refuses everything until the mode is told; tell it as soon as the backend
+      // answers (after the delay, if any).
       if (delayMs === 0) setImmediate(() => void this.pollBackend());
       else setTimeout(() => void this.pollBackend(), delayMs).unref();
     }
     this.backendFailed = true;
+  }
+
+  /**
+   * How long to wait before telling the mode of a failure. In the log modes a failure soon after
+   * the last reset (the replay failing again, as while memcached stays full) waits longer each
+   * time, up to a poll interval: each reset replays at once, so the replica would fail in a tight
+   * loop. Eventual mode is told at once: its reset rebuilds the replica while holding requests and
+   * fails again only when a new write comes, while a suspect replica refuses everything.
+   */
+  private resetDelayMs(nowMs: number): number {
+    this.resetRetries = nowMs - this.lastResetQueuedMs < resetRetryWindowMs ? this.resetRetries + 1 : 0;
+    if (!this.holdsFailedApplies || this.resetRetries === 0) return 0;
+    return Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1));
   }
 
   private async pollBackend(): Promise<void> {
