@@ -277,7 +277,11 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
     await cluster?.stop();
   });
 
-  /** Another client fills a memcached with 200 KB values, straight, until it refuses one; returns their keys. */
+  /**
+   * Another client fills a memcached with 200 KB values, straight, until it refuses one; returns
+   * their keys. (Not the fault runner's BackendFiller: it fills every size class, which takes
+   * longer than the controllers' poll interval, so the guard would see it before the write.)
+   */
   async function fillStraight(memcachedPort: number, tag: string): Promise<string[]> {
     const client = await TextClient.connect('127.0.0.1', memcachedPort);
     const keys: string[] = [];
