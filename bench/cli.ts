@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../src/jepsen/cluster.ts';
 import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
-import { formatGoals, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
+import { formatGoals, formatLatencyByKind, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
 import { cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
 /** Everything a run is configured by. */
@@ -261,6 +261,10 @@ function reportText(report: BenchReport): string {
     'Quote the ratios, not the absolute numbers: the machine is shared and noisy.',
     '',
     formatTable(report.summary),
+    '',
+    'What a read and a write cost: the gets\' and the sets\' own latencies (medians over rounds; — where the workload has none).',
+    '',
+    formatLatencyByKind(report.summary),
     '',
     'Goals (informational; the benchmark never fails on speed):',
     formatGoals(report.goals),

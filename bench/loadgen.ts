@@ -84,6 +84,8 @@ export interface LoadResult {
   errors: number;
   errorSamples: string[];
   latency: LatencySummary;
+  /** The same, of the gets alone and of the sets alone (null when the run had none): what a read and a write cost. */
+  latencyByKind: { get: LatencySummary | null; set: LatencySummary | null };
   histogram: HistogramSnapshot;
   preloadMs: number;
   preloadErrors: number;
@@ -417,7 +419,10 @@ async function preload(options: LoadOptions, requests: EncodedRequests): Promise
 }
 
 /** What the sink counts while measuring: the counters of a LoadResult plus the histogram. */
-type Tally = Pick<LoadResult, 'ops' | 'gets' | 'sets' | 'hits' | 'misses' | 'errors' | 'errorSamples'> & { histogram: Histogram };
+type Tally = Pick<LoadResult, 'ops' | 'gets' | 'sets' | 'hits' | 'misses' | 'errors' | 'errorSamples'> & {
+  histogram: Histogram;
+  byKind: { get: Histogram; set: Histogram };
+};
 
 function measuringSink(tally: Tally, window: { startMs: number; endMs: number }): ReplySink {
   const inWindow = (sentAtMs: number): boolean => sentAtMs >= window.startMs && sentAtMs < window.endMs;
@@ -425,7 +430,9 @@ function measuringSink(tally: Tally, window: { startMs: number; endMs: number })
     reply(kind, outcome, sentAtMs, receivedAtMs) {
       if (!inWindow(sentAtMs)) return;
       tally.ops += 1;
-      tally.histogram.record((receivedAtMs - sentAtMs) * 1e6);
+      const latencyNs = (receivedAtMs - sentAtMs) * 1e6;
+      tally.histogram.record(latencyNs);
+      tally.byKind[kind].record(latencyNs);
       if (kind === 'get') tally.gets += 1;
       else tally.sets += 1;
       if (outcome === 'hit') tally.hits += 1;
@@ -468,7 +475,10 @@ export async function runLoad(options: LoadOptions, onPhase: (phase: LoadPhase) 
       preloaded.preloadErrors += one.preloadErrors;
     }
   }
-  const tally: Tally = { histogram: new Histogram(), ops: 0, gets: 0, sets: 0, hits: 0, misses: 0, errors: 0, errorSamples: [] };
+  const tally: Tally = {
+    histogram: new Histogram(), byKind: { get: new Histogram(), set: new Histogram() },
+    ops: 0, gets: 0, sets: 0, hits: 0, misses: 0, errors: 0, errorSamples: [],
+  };
   const sockets = await openConnections(options, options.connections);
   const startMs = performance.now() + options.warmupMs;
   const window = { startMs, endMs: startMs + options.durationMs };
@@ -503,6 +513,10 @@ export async function runLoad(options: LoadOptions, onPhase: (phase: LoadPhase) 
     errors: tally.errors + lostInDrain,
     errorSamples: lostInDrain > 0 ? [...tally.errorSamples, `${lostInDrain} requests unanswered after the drain timeout`] : tally.errorSamples,
     latency: summarize(tally.histogram),
+    latencyByKind: {
+      get: tally.byKind.get.count > 0 ? summarize(tally.byKind.get) : null,
+      set: tally.byKind.set.count > 0 ? summarize(tally.byKind.set) : null,
+    },
     histogram: tally.histogram.snapshot(),
     preloadMs: preloaded.preloadMs,
     preloadErrors: preloaded.preloadErrors,

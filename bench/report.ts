@@ -48,6 +48,8 @@ export interface CellSummary {
   p999Us: number | null;
   /** Median of p99 ÷ direct memcached's p99 in the same round. */
   p99Ratio: number | null;
+  /** Medians of the gets' and of the sets' own p50 and p99 (null when the workload has none). */
+  byKind: { get: { p50Us: number | null; p99Us: number | null }; set: { p50Us: number | null; p99Us: number | null } };
   /** CPU of the target's processes in cores (CPU ms per wall ms). */
   cpuCores: number | null;
   cpuUsPerOp: number | null;
@@ -116,6 +118,15 @@ function pairedRatios(samples: RunSample[], cell: Array<RunSample & { result: Lo
   return ratios;
 }
 
+/** Medians over rounds of one kind of request's p50 and p99. */
+function kindMedians(cell: Array<RunSample & { result: LoadResult }>, kind: 'get' | 'set'): { p50Us: number | null; p99Us: number | null } {
+  const latencies = cell.flatMap((sample) => {
+    const latency = sample.result.latencyByKind[kind];
+    return latency === null ? [] : [latency];
+  });
+  return { p50Us: median(latencies.map((latency) => latency.p50Us)), p99Us: median(latencies.map((latency) => latency.p99Us)) };
+}
+
 function summarizeCell(samples: RunSample[], target: TargetName, workload: WorkloadId): CellSummary {
   const cell = successful(samples, target, workload);
   const all = samples.filter((sample) => sample.target === target && sample.workload === workload);
@@ -129,6 +140,7 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     p99Us: median(cell.map((sample) => sample.result.latency.p99Us)),
     p999Us: median(cell.map((sample) => sample.result.latency.p999Us)),
     p99Ratio: median(pairedRatios(samples, cell, (result) => result.latency.p99Us)),
+    byKind: { get: kindMedians(cell, 'get'), set: kindMedians(cell, 'set') },
     cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
     cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.windowMs > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
     loadgenCpuCores: median(cell.filter((sample) => sample.windowMs > 0 && sample.loadgenCpuMs > 0).map((sample) => sample.loadgenCpuMs / sample.windowMs)),
@@ -259,6 +271,20 @@ export function formatTable(summary: CellSummary[]): string {
     String(cell.errors),
     String(cell.misses),
     cell.failures > 0 ? `${cell.rounds} (+${cell.failures} failed)` : String(cell.rounds),
+  ]);
+  return padTable([header, ...rows]);
+}
+
+/** What a read and a write cost in each target: the gets' and the sets' own latencies, one row per target × workload. */
+export function formatLatencyByKind(summary: CellSummary[]): string {
+  const header = ['workload', 'target', 'get p50 µs', 'get p99 µs', 'set p50 µs', 'set p99 µs'];
+  const rows = summary.map((cell) => [
+    cell.workload,
+    targetLabel(cell.target),
+    formatNumber(cell.byKind.get.p50Us, 0),
+    formatNumber(cell.byKind.get.p99Us, 0),
+    formatNumber(cell.byKind.set.p50Us, 0),
+    formatNumber(cell.byKind.set.p99Us, 0),
   ]);
   return padTable([header, ...rows]);
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
-import { judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
+import { formatLatencyByKind, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
 import { cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
@@ -134,6 +134,7 @@ function fakeResult(opsPerSecond: number, p99Us: number): LoadResult {
     errors: 0,
     errorSamples: [],
     latency: { p50Us: p99Us / 2, p99Us, p999Us: p99Us * 2, maxUs: p99Us * 3, meanUs: p99Us / 2 },
+    latencyByKind: { get: { p50Us: p99Us / 2, p99Us, p999Us: p99Us * 2, maxUs: p99Us * 3, meanUs: p99Us / 2 }, set: null },
     histogram: { buckets: [], valueMin: 0, valueMax: 0, sum: 0 },
     preloadMs: 0,
     preloadErrors: 0,
@@ -172,6 +173,12 @@ describe('report', () => {
     expect(eventual?.opsPerSecond).toBe(70);
     expect(eventual?.cpuCores).toBe(0.5);
     expect(eventual?.loadgenCpuCores).toBe(0.8);
+    // Each kind of request's own latency: medians over rounds; none where the run had none.
+    expect(eventual?.byKind.get.p99Us).toBe(150);
+    expect(eventual?.byKind.set.p99Us).toBeNull();
+    const byKind = formatLatencyByKind(summary).split('\n');
+    expect(byKind[0]).toMatch(/get p50 µs +get p99 µs +set p50 µs +set p99 µs/);
+    expect(byKind.find((line) => line.includes('eventual'))).toMatch(/75 +150 +— +—$/);
     const goals = judgeGoals(summary, ['memcached', 'eventual', 'sequential'], ['mix-16x1']);
     expect(goals.map((goal) => [goal.target, goal.status])).toEqual([
       ['eventual', 'met'],
@@ -212,6 +219,11 @@ function expectRealMeasurement(result: LoadResult, options: LoadOptions): void {
   expect(result.latency.p50Us).toBeLessThanOrEqual(result.latency.p99Us);
   expect(result.latency.p99Us).toBeLessThanOrEqual(result.latency.p999Us);
   expect(result.latency.p999Us).toBeLessThanOrEqual(result.latency.maxUs);
+  for (const [kind, count] of [['get', result.gets], ['set', result.sets]] as const) {
+    const latency = result.latencyByKind[kind];
+    if (count === 0) expect(latency, kind).toBeNull();
+    else expect(latency !== null && latency.p50Us > 0 && latency.p50Us <= latency.p99Us && latency.p99Us <= latency.maxUs, kind).toBe(true);
+  }
 }
 
 describe('load generator against a real memcached', () => {
