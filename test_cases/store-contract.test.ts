@@ -5,6 +5,7 @@
  * reports a stable epoch, and the backend can list its keys.
  */
 
+import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { decodeEntry, encodeEntry, keyFromMemcachedKey, memcachedExptimeSeconds, memcachedKey } from '../src/store/codec.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
@@ -213,6 +214,42 @@ describe('memcached refusing a write for want of memory (-M)', () => {
     expect((error as StoreError).code).toBe('BACKEND_FAILED');
     expect((error as StoreError).untouched).toBe(true);
     expect((await backend.get('unknown'))?.value.toString()).toBe('old');
+  });
+});
+
+describe('memcached finding the key otherwise than the replica thought', () => {
+  it('sends an add as a replace and back at most twice, then as a set: a client that keeps changing the key cannot loop it', async () => {
+    // A fake memcached whose key is always where the last command did not expect it.
+    const opcodes: number[] = [];
+    const server = net.createServer((socket) => {
+      let pending = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 24 && pending.length >= 24 + pending.readUInt32BE(8)) {
+          const opcode = pending[1];
+          const reply = Buffer.alloc(24);
+          reply[0] = 0x81;
+          reply[1] = opcode;
+          reply.writeUInt16BE(opcode === 0x02 ? 0x0002 : opcode === 0x03 ? 0x0001 : 0x0000, 6); // add: exists; replace: not found; set: ok
+          pending.copy(reply, 12, 12, 16); // opaque
+          opcodes.push(opcode);
+          socket.write(reply);
+          pending = pending.subarray(24 + pending.readUInt32BE(8));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const backend = new MemcachedBackend({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, opTimeoutMs: 2000 });
+    try {
+      await backend.set('k', { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas: 1n }, true);
+      expect(opcodes).toEqual([0x03, 0x02, 0x03, 0x01]); // replace, add, replace, set
+      opcodes.length = 0;
+      await backend.setMany([['a', { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas: 2n }]], [false]);
+      expect(opcodes).toEqual([0x02, 0x03, 0x02, 0x01]); // add, replace, add, set
+    } finally {
+      await backend.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 
