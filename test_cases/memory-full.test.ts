@@ -286,10 +286,14 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
     const client = await TextClient.connect('127.0.0.1', memcachedPort);
     const keys: string[] = [];
     try {
-      for (let i = 0; i < WRITES_MAX; i++) {
-        const reply = await client.request(`set foreign_${tag}_${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
-        if (reply.lines[reply.lines.length - 1] !== 'STORED') break;
-        keys.push(`foreign_${tag}_${i}`);
+      // Pipelined, eight at a time: the fill must fit between two of the controllers' polls.
+      for (let first = 0; first < WRITES_MAX; first += 8) {
+        const batch = Array.from({ length: 8 }, (_, index) => `foreign_${tag}_${first + index}`);
+        const replies = await Promise.all(batch.map((key) => client.request(`set ${key} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')));
+        batch.forEach((key, index) => {
+          if (replies[index].lines[replies[index].lines.length - 1] === 'STORED') keys.push(key);
+        });
+        if (keys.length < first + batch.length) break;
       }
     } finally {
       client.close();
@@ -314,7 +318,7 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
    */
   async function admitWhileFull(entry: number, value: string, tag: string): Promise<{ outcome: Promise<string>; foreign: Map<number, string[]> }> {
     const foreign = new Map<number, string[]>();
-    for (let attempt = 0; attempt < 6; attempt++) {
+    for (let attempt = 0; attempt < 10; attempt++) {
       const filled = await Promise.all(cluster.nodes.map((node) => fillStraight(node.memcachedPort, `${tag}_${attempt}_${node.id}`)));
       cluster.nodes.forEach((node, index) => foreign.set(node.memcachedPort, filled[index]));
       const client = await TextClient.connect('127.0.0.1', entry);
