@@ -68,6 +68,7 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
     const outcomes: string[] = [];
     try {
       for (let i = 0; i < WRITES_MAX; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10)); // paced: see the next describe block
         const reply = await client.request(`set big${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
         const line = reply.lines[reply.lines.length - 1];
         outcomes.push(line);
