@@ -31,6 +31,12 @@
  * backend that says nothing of its memory refuses nothing; what was admitted is forgotten only
  * when a poll replaces it with what the backend holds (a peer's: a report of a later poll); a
  * peer that is down counts no more (it catches up, or is rebuilt, when it returns).
+ *
+ * Known gap: a poll forgets every write admitted before it, also those still on their way to
+ * that memcached (not yet pushed, applied or stored when it polled). A writer at full speed on a
+ * loaded machine can so overshoot the margin (README, the failure table). Closing it needs each
+ * report to say which admitted writes its poll already counts (the replica's applied log index,
+ * or last push batch, at poll time).
  */
 
 import { TEXT_ERRORS } from '../protocol/errors.ts';
