@@ -13,6 +13,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { createEventual } from './consistency/eventual.ts';
+import { versionNode } from './consistency/hlc.ts';
 import { createLocal } from './consistency/local.ts';
 import { createReplicatedLog } from './consistency/replicated-log.ts';
 import {
@@ -33,7 +34,7 @@ import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
 import { LossWatch } from './store/loss-watch.ts';
-import { isBackendMemory, MemoryGuard, type BackendMemory } from './store/memory-guard.ts';
+import { isBackendMemory, MemoryGuard, type MemoryReport, type Stored, type WriterOf } from './store/memory-guard.ts';
 import { storedItemBytes } from './store/slab-room.ts';
 import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
@@ -136,7 +137,13 @@ export class Controller {
    * believing it had seen that restart, and trust it.
    */
   private epochAfterReset: string | null = null;
-  private readonly memoryGuard = new MemoryGuard();
+  private readonly memoryGuard: MemoryGuard;
+  /** Which writer a version is from: each node in eventual mode, else one (the log, or this node). */
+  private readonly writerOf: WriterOf;
+  /** Per writer, the greatest version this replica has stored: the memory guard's marks. */
+  private readonly stored = new Map<number, bigint>();
+  /** The marks when the last poll began, reported with what it read. */
+  private storedAtPoll: Stored = new Map();
   /** Polls of the backend so far: a peer's guard tells a new report of our memory by it. */
   private backendPolls = 0;
   private warnedEvictsWhenFull = false;
@@ -149,6 +156,8 @@ export class Controller {
     const { config, node, mode } = options;
     this.log = options.log.child({ node: node.id });
     const logMode = mode !== 'eventual' && (options.replication ?? true);
+    this.writerOf = mode === 'eventual' && (options.replication ?? true) ? versionNode : () => 0;
+    this.memoryGuard = new MemoryGuard(this.writerOf);
     // The log modes replay their log onto the replica after a restart; skipping ops the replica
     // already holds (its cas ≥ the entry's index) makes that replay idempotent.
     this.replica = new Replica(options.backend, {
@@ -183,7 +192,7 @@ export class Controller {
       failureTimeoutMs: config.failureTimeoutMs,
       persisted,
       nowMs: Date.now(),
-      refuseStore: (op) => this.memoryGuard.refusal(op),
+      refuseStore: (op, version) => this.memoryGuard.refusal(op, version),
     });
     this.network = new PeerNetwork({
       self: node.id,
@@ -479,6 +488,7 @@ export class Controller {
         const { requestId, token } = effect;
         this.replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs }).then(
           (reply) => {
+            this.noteStored(effect.cas);
             if (requestId !== null) this.resolve(requestId, reply);
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
           },
@@ -495,9 +505,10 @@ export class Controller {
       }
       case 'put': {
         const { token } = effect;
-        this.memoryGuard.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length] as const));
+        this.memoryGuard.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
         this.replica.put(effect.entries, effect.how).then(
           () => {
+            for (const [, entry] of effect.entries) this.noteStored(entry.cas);
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
           },
           (error: unknown) => this.backendError('put', error),
@@ -626,7 +637,16 @@ export class Controller {
     return Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1));
   }
 
+  /** A version is in memcached now: a poll from now on counts it. */
+  private noteStored(version: bigint): void {
+    const writer = this.writerOf(version);
+    const mark = this.stored.get(writer);
+    if (mark === undefined || version > mark) this.stored.set(writer, version);
+  }
+
   private async pollBackend(): Promise<void> {
+    // What memcached holds by the time it answers: at least what was stored before it was asked.
+    const stored: Stored = new Map(this.stored);
     let health: BackendHealth;
     try {
       health = await this.replica.health();
@@ -636,7 +656,8 @@ export class Controller {
     const previous = this.health;
     this.health = health;
     this.backendPolls += 1;
-    this.memoryGuard.polled(health.memory);
+    this.storedAtPoll = stored;
+    this.memoryGuard.polled(health.memory, stored);
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';
       this.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });
@@ -748,6 +769,7 @@ export class Controller {
       peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
       backendMemory: this.health.memory,
       backendPoll: this.backendPolls,
+      backendStored: [...this.storedAtPoll].map(([writer, version]) => [writer, String(version)]),
       // A replica waiting for room fails again at least once a poll interval (see backendError).
       backendRefusal: this.lastRefusal !== null && Date.now() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
     };
@@ -806,11 +828,22 @@ function storeErrorReply(error: unknown): Reply {
 }
 
 /** A peer's memcached memory from its heartbeat's summary, if it reports one. */
-function memoryReportOf(info: unknown): { memory: BackendMemory; poll: number } | undefined {
+function memoryReportOf(info: unknown): (MemoryReport & { poll: number }) | undefined {
   if (typeof info !== 'object' || info === null) return undefined;
-  const { backendMemory, backendPoll } = info as Partial<NodeSummary>;
+  const { backendMemory, backendPoll, backendStored } = info as Partial<NodeSummary>;
   if (!isBackendMemory(backendMemory) || typeof backendPoll !== 'number') return undefined;
-  return { memory: backendMemory, poll: backendPoll };
+  return { memory: backendMemory, poll: backendPoll, stored: storedOf(backendStored) };
+}
+
+/** A peer's marks, if they have the shape of marks (else none: its report covers everything). */
+function storedOf(value: unknown): Stored | undefined {
+  if (!Array.isArray(value)) return undefined;
+  const stored = new Map<number, bigint>();
+  for (const pair of value) {
+    if (!Array.isArray(pair) || !Number.isSafeInteger(pair[0]) || typeof pair[1] !== 'string' || !/^\d{1,40}$/.test(pair[1])) return undefined;
+    stored.set(pair[0] as number, BigInt(pair[1]));
+  }
+  return stored;
 }
 
 function isPowerOfTwoOrZero(count: number): boolean {

@@ -29,6 +29,11 @@ export interface NodeSummary {
   backendMemory?: BackendMemory;
   backendPoll: number;
   /**
+   * Per writer, the greatest version its memcached had stored when that poll began (decimal):
+   * the guard counts what it admitted above it as not yet in that memcached.
+   */
+  backendStored?: Array<[number, string]>;
+  /**
    * memcached's words for a write it refused lately without storing it (`out of memory storing
    * object`): while the replica waits for room to apply it, `show` says so next to its memory.
    */

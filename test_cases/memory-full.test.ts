@@ -68,7 +68,6 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
     const outcomes: string[] = [];
     try {
       for (let i = 0; i < WRITES_MAX; i++) {
-        await new Promise((resolve) => setTimeout(resolve, 10)); // paced: see the next describe block
         const reply = await client.request(`set big${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
         const line = reply.lines[reply.lines.length - 1];
         outcomes.push(line);
@@ -78,7 +77,8 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
       client.close();
     }
     const stored = outcomes.filter((line) => line === 'STORED').length;
-    expect(stored).toBeGreaterThan(10);
+    expect(stored).toBeGreaterThan(50);
+    expect(stored).toBeLessThanOrEqual(60); // 70% of 16 MB holds 58 such values
     expect(outcomes[outcomes.length - 1]).toBe('SERVER_ERROR out of memory storing object');
     // Every controller polls its memcached once a second and reports it in its heartbeats.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -120,10 +120,6 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached servers of differ
     const outcomes: string[] = [];
     try {
       for (let i = 0; i < WRITES_MAX; i++) {
-        // Paced: a new report from a replica makes the deciding node forget the writes still on
-        // their way to it, and a writer at full speed on a loaded machine overshot the mark by up
-        // to 17 such values (README, the failure table). That gap is not what this test is about.
-        await new Promise((resolve) => setTimeout(resolve, 10));
         const reply = await client.request(`set big${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
         outcomes.push(reply.lines[reply.lines.length - 1]);
         if (outcomes[i] !== 'STORED') break;
@@ -132,9 +128,11 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached servers of differ
       client.close();
     }
     const stored = outcomes.filter((line) => line === 'STORED').length;
-    // About what 70% of 16 MB holds (58 such values), not 70% of 64 MB (235).
-    expect(stored).toBeGreaterThan(10);
-    expect(stored).toBeLessThan(100);
+    // What 70% of 16 MB holds (58 such values), not 70% of 64 MB (235). Each replica's report
+    // covers only what it had stored when it polled, so the writes still on their way to it count
+    // on (before, a writer at full speed on a loaded machine got 62 to 77 stored; 75 fill them).
+    expect(stored).toBeGreaterThan(50);
+    expect(stored).toBeLessThanOrEqual(60);
     expect(outcomes[outcomes.length - 1]).toBe('SERVER_ERROR out of memory storing object');
     // No replica failed a write: every one serves what was stored (a replica rebuilding refuses).
     for (const node of cluster.nodes) {

@@ -14,7 +14,9 @@ const set = (key: string, bytes: number, verb: 'set' | 'append' = 'set'): Op => 
   kind: 'store', verb, key, flags: 0, expiresAtMs: 0, value: Buffer.alloc(bytes), casUnique: 0n,
 });
 
-const fits = (guard: MemoryGuard, op: Op): boolean => guard.refusal(op) === null;
+/** Versions for admissions that no report names: every report covers them. */
+let lastVersion = 0n;
+const fits = (guard: MemoryGuard, op: Op): boolean => guard.refusal(op, ++lastVersion) === null;
 
 function slabs(freePages: number, classes: SlabState['classes']): SlabState {
   return { pageBytes: MB, freePages, chunkMaxBytes: 512 * 1024, classes, classSizes: slabClassSizes(48, 1.25, 512 * 1024) };
@@ -64,9 +66,9 @@ describe('MemoryGuard', () => {
   it('refuses, as memcached does, an item longer than memcached takes at all (its -I)', () => {
     const guard = new MemoryGuard();
     guard.polled({ usedBytes: 0, limitBytes: 64 * MB, itemBytesMax: MB });
-    expect(guard.refusal(set('k', MB))).toBe('object too large for cache');
-    expect(guard.refusal(set('k', MB - 200))).toBeNull();
-    expect(guard.refusal(set('k', 50 * MB, 'append'))).toBe('out of memory storing object'); // only its bytes count
+    expect(guard.refusal(set('k', MB), ++lastVersion)).toBe('object too large for cache');
+    expect(guard.refusal(set('k', MB - 200), ++lastVersion)).toBeNull();
+    expect(guard.refusal(set('k', 50 * MB, 'append'), ++lastVersion)).toBe('out of memory storing object'); // only its bytes count
   });
 
   it('counts every replica: a peer\'s smaller memcached refuses what ours has room for', () => {
@@ -94,7 +96,7 @@ describe('MemoryGuard', () => {
     expect(fits(guard, set('small', 40))).toBe(true);
     guard.peerReported('n2', undefined);
     guard.peerReported('n3', { memory: { usedBytes: 0, limitBytes: 64 * MB, itemBytesMax: 1000 }, poll: 1 });
-    expect(guard.refusal(set('small', 2000))).toBe('object too large for cache');
+    expect(guard.refusal(set('small', 2000), ++lastVersion)).toBe('object too large for cache');
   });
 
   it('counts items another node admitted as they arrive, against every replica, never refusing them', () => {
@@ -102,11 +104,55 @@ describe('MemoryGuard', () => {
     guard.polled({ usedBytes: 0, limitBytes: 20 * MB });
     guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1 });
     // Six of the seven items of 1 MB that 70% of n2's 10 MB holds arrive from another node.
-    guard.arrived(Array.from({ length: 6 }, (_, i) => [`pushed${i}`, MB] as const));
+    guard.arrived(Array.from({ length: 6 }, (_, i) => [`pushed${i}`, MB, BigInt(i + 1)] as const));
     expect(fits(guard, set('mine', MB))).toBe(false);
     // n2's next poll sees what it holds (deletes freed some): what arrived before it is in there.
     guard.peerReported('n2', { memory: { usedBytes: 3 * MB, limitBytes: 10 * MB }, poll: 2 });
     expect(fits(guard, set('mine', MB))).toBe(true);
+  });
+
+  it('keeps counting what a replica had not stored when it polled, until a report covers it', () => {
+    const guard = new MemoryGuard();
+    const stored = (index: bigint) => new Map([[0, index]]);
+    guard.polled({ usedBytes: 0, limitBytes: 10 * MB }, stored(0n));
+    guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1, stored: stored(0n) });
+    // Log entries 1-6 admitted: 70% of 10 MB holds six values of 1 MB.
+    expect([1n, 2n, 3n, 4n, 5n, 6n, 7n].map((index) => guard.refusal(set(`k${index}`, MB), index))).toEqual([null, null, null, null, null, null, 'out of memory storing object']);
+    // Our replica polled once it had applied 3 of them, n2 once it had applied 5: the rest is
+    // still on its way there and still counts.
+    guard.polled({ usedBytes: 3 * MB, limitBytes: 10 * MB }, stored(3n));
+    guard.peerReported('n2', { memory: { usedBytes: 5 * MB, limitBytes: 10 * MB }, poll: 2, stored: stored(5n) });
+    expect(guard.refusal(set('k7', MB), 7n)).toBe('out of memory storing object');
+    // Polls that cover all six, after deletes left 2 MB in each: room for four more.
+    guard.polled({ usedBytes: 2 * MB, limitBytes: 10 * MB }, stored(6n));
+    expect(guard.refusal(set('k7', MB), 7n)).toBe('out of memory storing object'); // n2 still counts 6
+    guard.peerReported('n2', { memory: { usedBytes: 2 * MB, limitBytes: 10 * MB }, poll: 3, stored: stored(6n) });
+    expect([7n, 8n, 9n, 10n, 11n].map((index) => guard.refusal(set(`k${index}`, MB), index))).toEqual([null, null, null, null, 'out of memory storing object']);
+  });
+
+  it('reads marks per writer: eventual mode\'s own writes and those arriving from each peer', () => {
+    const writerOf = (version: bigint) => Number(version % 16n);
+    const version = (time: number, node: number) => BigInt(time * 16 + node);
+    const guard = new MemoryGuard(writerOf);
+    guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1 });
+    // Ours (node 0) at times 1-3; node 2's at times 1-3 arrive here, to be stored everywhere.
+    for (const time of [1, 2, 3]) expect(guard.refusal(set(`mine${time}`, MB), version(time, 0))).toBeNull();
+    guard.arrived([1, 2, 3].map((time) => [`theirs${time}`, MB, version(time, 2)] as const));
+    expect(guard.refusal(set('one-more', MB), version(4, 0))).toBe('out of memory storing object');
+    // n2 had stored ours up to time 2, and node 2's (its own writes) up to time 3, when it polled;
+    // a writer it does not name (node 1) would count whole.
+    guard.peerReported('n2', { memory: { usedBytes: 4.5 * MB, limitBytes: 10 * MB }, poll: 2, stored: new Map([[0, version(2, 0)], [2, version(3, 2)]]) });
+    expect(guard.refusal(set('one-more', MB), version(4, 0))).toBeNull(); // 4.5 + mine3 + this: under 7 MB
+    expect(guard.refusal(set('two-more', MB), version(5, 0))).toBe('out of memory storing object');
+  });
+
+  it('counts an arrival that came out of order until the mark passes it', () => {
+    const guard = new MemoryGuard();
+    guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1 });
+    guard.arrived([['late', MB, 9n], ['early', MB, 4n]]);
+    guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 2, stored: new Map([[0, 5n]]) });
+    // Both count still: 5 MB more fit, not 6.
+    expect(Array.from({ length: 8 }, (_, i) => guard.refusal(set(`k${i}`, MB), BigInt(10 + i)) === null).filter(Boolean)).toHaveLength(4);
   });
 
   it('reads a peer\'s report only when it has the shape of one', () => {

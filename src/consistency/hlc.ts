@@ -28,6 +28,7 @@ export const HLC_COUNTER_BITS = 16n;
 export const NODE_INDEX_BITS = 4n;
 export const HLC_COUNTER_MAX = (1 << Number(HLC_COUNTER_BITS)) - 1;
 export const NODE_INDEX_MAX = (1 << Number(NODE_INDEX_BITS)) - 1;
+const NODE_INDEX_MASK = BigInt(NODE_INDEX_MAX);
 
 export const HLC_ZERO: Hlc = Object.freeze({ physicalMs: 0, counter: 0 });
 
@@ -74,6 +75,11 @@ export function unpackVersion(version: bigint): { clock: Hlc; nodeIndex: number 
   const counter = Number(time & BigInt(HLC_COUNTER_MAX));
   const physicalMs = Number(time >> HLC_COUNTER_BITS);
   return { clock: { physicalMs, counter }, nodeIndex };
+}
+
+/** The index of the node that wrote a version. */
+export function versionNode(version: bigint): number {
+  return version < 0n ? 0 : Number(version & NODE_INDEX_MASK);
 }
 
 /** The clock part of a version, for merging a version seen from elsewhere. */

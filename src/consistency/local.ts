@@ -16,7 +16,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
       if (event.op.kind === 'get') {
         return [{ kind: 'read', requestId: event.requestId, op: event.op, nowMs: event.nowMs }];
       }
-      const refused = options.refuseStore?.(event.op) ?? null;
+      const refused = options.refuseStore?.(event.op, version + 1n) ?? null;
       if (refused !== null) return [{ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: refused } }];
       version += 1n;
       return [

@@ -194,7 +194,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private lastLeaderContactMs = Number.NEGATIVE_INFINITY;
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
-  private readonly refuseStore: (op: Op) => string | null;
+  private readonly refuseStore: (op: Op, version: bigint) => string | null;
   /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
   private readonly refusedForwards = new Map<string, string>();
 
@@ -515,7 +515,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
     if (isWrite(op)) {
-      const refused = this.role === 'leader' ? this.refuseStore(op) : null;
+      const refused = this.role === 'leader' ? this.refuseStore(op, BigInt(this.nextEntryIndex())) : null;
       if (refused !== null) {
         this.reply(requestId, serverError(refused));
         return;
@@ -617,8 +617,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
-    const index = this.log.lastIndex() + 1 + this.proposalsThisStep.length;
-    return { term: this.term, index, nowMs: this.nowMs, op, origin, incarnation, requestId };
+    return { term: this.term, index: this.nextEntryIndex(), nowMs: this.nowMs, op, origin, incarnation, requestId };
+  }
+
+  /** The index the next proposal of this step takes (and the version its write is stored under). */
+  private nextEntryIndex(): number {
+    return this.log.lastIndex() + 1 + this.proposalsThisStep.length;
   }
 
   private expirePending(): void {
@@ -1110,7 +1114,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       // origin was told it was refused.
       const key = proposalKey(from, message.incarnation, request.requestId);
       if (this.proposals.has(key)) continue;
-      const refused = this.refusedForwards.get(key) ?? this.refuseStore(request.op);
+      const refused = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
       if (refused !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
         this.refusedForwards.set(key, refused);

@@ -153,7 +153,9 @@ export interface MachineOptions {
    * write by the node that puts writes in order (a replicated log's leader, for its own clients'
    * writes and forwarded ones alike; in eventual mode the node that took it), right before the
    * write takes its place; a refused write is answered with the message and changes nothing.
-   * Asking at that one node means every write of the cluster is counted there. Default: null.
+   * Asking at that one node means every write of the cluster is counted there. `version` is the
+   * version it will be stored under (its log index; in eventual mode its HLC version): reports of
+   * what each replica has stored tell by it when the write is in that replica. Default: null.
    */
-  refuseStore?: (op: Op) => string | null;
+  refuseStore?: (op: Op, version: bigint) => string | null;
 }

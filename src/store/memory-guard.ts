@@ -5,9 +5,9 @@
  * Intuition: memcached started with -M refuses a write it has no room for, and the replicas hold
  * the same data, so such a write would fail at every replica at once and leave none that a peer
  * could rebuild from: every node would refuse everything from then on. The guard refuses first,
- * by two counts, each what the last poll of memcached said plus what was admitted since:
+ * by two counts, each what the last report of memcached said plus what was admitted and not in it:
  * - bytes: at most `bytesUseMax` of memcached's memory (`-m`); the margin covers memcached's
- *   slab rounding and writes still in flight when a poll reads the stats;
+ *   slab rounding and what the reports' marks miss (below);
  * - the item's size class (./slab-room.ts): memcached gives memory to a class a page at a time and
  *   pages stay with the class that took them, so after small items filled memory and were
  *   deleted, a larger item may find no room although few bytes are used. Writes leave
@@ -27,16 +27,25 @@
  * A store whose item is longer than memcached takes at all (its -I) is refused as memcached refuses
  * it, "object too large for cache", rather than failing at every replica.
  *
- * Invariants: only stores are ever refused (deletes, reads and the rest free or keep memory); a
- * backend that says nothing of its memory refuses nothing; what was admitted is forgotten only
- * when a poll replaces it with what the backend holds (a peer's: a report of a later poll); a
- * peer that is down counts no more (it catches up, or is rebuilt, when it returns).
+ * What a report counts: each says, per writer, the greatest version its replica had stored when
+ * the poll began (`Stored`: the log's index in the ordered modes, one writer; each node's HLC
+ * versions in eventual mode). Admissions are kept with their version, and a report drops only
+ * those at or below its mark: a write still on its way to that memcached (not yet applied, pushed
+ * or stored when it polled), or admitted after the poll began, stays counted until a later report
+ * covers it.
  *
- * Known gap: a poll forgets every write admitted before it, also those still on their way to
- * that memcached (not yet pushed, applied or stored when it polled). A writer at full speed on a
- * loaded machine can so overshoot the margin (README, the failure table). Closing it needs each
- * report to say which admitted writes its poll already counts (the replica's applied log index,
- * or last push batch, at poll time).
+ * Invariants: only stores are ever refused (deletes, reads and the rest free or keep memory); a
+ * backend that says nothing of its memory refuses nothing; an admission is forgotten for a replica
+ * only when a report of it covers its version (a report without marks, from a controller that
+ * keeps none, covers everything before it); a peer that is down counts no more (it catches up, or
+ * is rebuilt, when it returns). Per writer at most ADMITTED_KEPT_MAX admissions are kept; beyond,
+ * the oldest are forgotten.
+ *
+ * Approximations: a mark is the greatest version stored, not a prefix, so a write another of the
+ * same writer overtook (an anti-entropy ship, a push whose queue dropped it, a write memcached
+ * refused) counts as stored; one that arrives out of order stays counted until those before it
+ * are covered; and a write superseded at its key before it was pushed stays counted until the
+ * push of the later one is.
  */
 
 import { TEXT_ERRORS } from '../protocol/errors.ts';
@@ -51,6 +60,8 @@ const SLAB_ROOM_RESERVE = 0.1;
 const ITEM_OVERHEAD_BYTES = 56;
 /** What memcached's flags may add to an item. */
 const FLAGS_BYTES = 4;
+/** Admissions kept per writer until reports cover them; beyond, the oldest half is forgotten. */
+const ADMITTED_KEPT_MAX = 1 << 18;
 /** memcached's replies to a store it cannot take. */
 const OUT_OF_MEMORY = TEXT_ERRORS.outOfMemory;
 const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
@@ -58,12 +69,37 @@ const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
 /** What a backend said of its memory (BackendHealth.memory). */
 export type BackendMemory = NonNullable<BackendHealth['memory']>;
 
-/** One replica's memcached: what it said last, and what was admitted since (about). */
+/** Per writer, the greatest version a replica had stored when its poll began. */
+export type Stored = ReadonlyMap<number, bigint>;
+
+/** Which writer a version is from: each writer's versions grow in the order it writes them. */
+export type WriterOf = (version: bigint) => number;
+
+/** A report of a replica's memcached: its memory, and what it had stored when the poll began. */
+export interface MemoryReport {
+  memory: BackendMemory;
+  /** None: the reporter keeps no marks; the report covers everything admitted before it. */
+  stored?: Stored;
+}
+
+/** One writer's admissions (and arrivals) not yet covered by every report, oldest first. */
+interface Admitted {
+  /** The absolute position of the first one kept (positions count every admission). */
+  base: number;
+  versions: bigint[];
+  /** What each adds to memcached's bytes. */
+  bytes: number[];
+  /** Each one's item size, for its size class (0: unknown, an append's). */
+  itemBytes: number[];
+}
+
+/** One replica's memcached: what it said last, and the admissions its report does not cover. */
 interface View {
   memory: BackendMemory;
-  /** Bytes admitted here, or arrived from other nodes that admit writes, since. */
+  /** Per writer, the absolute position of the first admission not covered. */
+  from: Map<number, number>;
   admittedBytes: number;
-  /** Items so counted, by the size class they go to. */
+  /** Those admissions by the size class they go to. */
   admittedBySlab: Map<string, number>;
 }
 
@@ -74,39 +110,49 @@ export class MemoryGuard {
   readonly #peers = new Map<string, View & { poll: number }>();
   /** Ours (when our memcached says what it holds) and the peers', rebuilt when one is replaced. */
   #views: View[] = [];
+  /** By writer. */
+  readonly #admitted = new Map<number, Admitted>();
+  readonly #writerOf: WriterOf;
 
-  /** A poll read the backend (or failed: undefined): its memory replaces what was counted since. */
-  polled(memory: BackendHealth['memory']): void {
-    this.#own = memory === undefined ? null : freshView(memory);
+  /** `writerOf`: which writer a version is from (default: a single writer, a log). */
+  constructor(writerOf: WriterOf = () => 0) {
+    this.#writerOf = writerOf;
+  }
+
+  /** A poll read our backend (or failed: memory undefined); `stored` as of the poll's start. */
+  polled(memory: BackendHealth['memory'], stored?: Stored): void {
+    this.#own = memory === undefined ? null : this.#viewOf({ memory, stored });
     this.#listViews();
   }
 
   /**
-   * A peer reported its memcached as of its poll number `poll` (memory undefined: it said nothing,
-   * or it is gone); a new poll replaces what was counted since its last one.
+   * A peer reported its memcached as of its poll number `poll` (undefined: it said nothing, or it
+   * is gone); a new poll replaces the peer's view.
    */
-  peerReported(peer: string, report: { memory: BackendMemory; poll: number } | undefined): void {
+  peerReported(peer: string, report: (MemoryReport & { poll: number }) | undefined): void {
     if (report === undefined) {
       if (this.#peers.delete(peer)) this.#listViews();
       return;
     }
     if (this.#peers.get(peer)?.poll === report.poll) return;
-    this.#peers.set(peer, { ...freshView(report.memory), poll: report.poll });
+    this.#peers.set(peer, { ...this.#viewOf(report), poll: report.poll });
     this.#listViews();
   }
 
   /**
-   * Why some replica's memcached cannot take `op` — its own message: "object too large for cache"
-   * for an item longer than memcached takes at all, "out of memory storing object" for one it has
-   * no room for — or null when every replica can, and then `op` is counted as admitted by each.
+   * Why some replica's memcached cannot take `op`, to be stored as `version` — its own message:
+   * "object too large for cache" for an item longer than memcached takes at all, "out of memory
+   * storing object" for one it has no room for — or null when every replica can, and then `op`
+   * is counted in each until a report of it covers `version`.
    */
-  refusal(op: Op): string | null {
+  refusal(op: Op, version: bigint): string | null {
     if (op.kind !== 'store') return null;
+    const views = this.#views;
+    if (views.length === 0) return null;
     // An append's item size depends on the value it extends: only its bytes are counted.
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
-    const views = this.#views;
     const rooms: Array<ItemRoom | null> = [];
     for (const view of views) {
       const { memory } = view;
@@ -116,6 +162,7 @@ export class MemoryGuard {
       if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return OUT_OF_MEMORY;
       rooms.push(room);
     }
+    this.#remember(version, bytes, itemBytes);
     views.forEach((view, i) => {
       const room = rooms[i];
       if (room !== null) view.admittedBySlab.set(room.label, (view.admittedBySlab.get(room.label) ?? 0) + 1);
@@ -124,31 +171,75 @@ export class MemoryGuard {
     return null;
   }
 
-  #listViews(): void {
-    this.#views = this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
-  }
-
   /**
    * Counts items another node admitted, as they arrive here to be stored (an eventual peer's
    * push, a state transfer): they take room in every replica, and the node deciding here would
-   * otherwise learn of them only at the next poll. Never refuses.
+   * otherwise learn of them only from the reports that cover them. Never refuses.
    */
-  arrived(items: ReadonlyArray<readonly [key: string, valueBytes: number]>): void {
+  arrived(items: ReadonlyArray<readonly [key: string, valueBytes: number, version: bigint]>): void {
     const views = this.#views;
-    for (const [key, valueBytes] of items) {
+    if (views.length === 0) return;
+    for (const [key, valueBytes, version] of items) {
       const itemBytes = storedItemBytes(key, valueBytes);
-      for (const view of views) {
-        view.admittedBytes += key.length + valueBytes + ITEM_OVERHEAD_BYTES;
-        if (view.memory.slabs === undefined) continue;
-        const { label } = itemRoom(view.memory.slabs, itemBytes);
-        view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
-      }
+      const bytes = key.length + valueBytes + ITEM_OVERHEAD_BYTES;
+      this.#remember(version, bytes, itemBytes);
+      for (const view of views) countIn(view, bytes, itemBytes);
+    }
+  }
+
+  #remember(version: bigint, bytes: number, itemBytes: number): void {
+    const writer = this.#writerOf(version);
+    let admitted = this.#admitted.get(writer);
+    if (admitted === undefined) {
+      admitted = { base: 0, versions: [], bytes: [], itemBytes: [] };
+      this.#admitted.set(writer, admitted);
+    }
+    admitted.versions.push(version);
+    admitted.bytes.push(bytes);
+    admitted.itemBytes.push(itemBytes);
+    if (admitted.versions.length > ADMITTED_KEPT_MAX) dropOldest(admitted, ADMITTED_KEPT_MAX / 2);
+  }
+
+  /** A report's view: the admissions it does not cover are counted in it. */
+  #viewOf(report: MemoryReport): View {
+    const view: View = { memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map() };
+    for (const [writer, admitted] of this.#admitted) {
+      const { versions } = admitted;
+      let first = report.stored === undefined ? versions.length : 0;
+      const mark = report.stored?.get(writer);
+      if (mark !== undefined) while (first < versions.length && versions[first] <= mark) first += 1;
+      view.from.set(writer, admitted.base + first);
+      for (let i = first; i < versions.length; i++) countIn(view, admitted.bytes[i], admitted.itemBytes[i]);
+    }
+    return view;
+  }
+
+  #listViews(): void {
+    this.#views = this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
+    // What every view covers is needed no more.
+    for (const [writer, admitted] of this.#admitted) {
+      let needed = admitted.base + admitted.versions.length;
+      // A view made before the writer's first admission counts all of them.
+      for (const view of this.#views) needed = Math.min(needed, view.from.get(writer) ?? admitted.base);
+      dropOldest(admitted, needed - admitted.base);
     }
   }
 }
 
-function freshView(memory: BackendMemory): View {
-  return { memory, admittedBytes: 0, admittedBySlab: new Map() };
+/** Counts an admission in a view that did not count it yet. */
+function countIn(view: View, bytes: number, itemBytes: number): void {
+  view.admittedBytes += bytes;
+  if (view.memory.slabs === undefined || itemBytes === 0) return;
+  const { label } = itemRoom(view.memory.slabs, itemBytes);
+  view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
+}
+
+function dropOldest(admitted: Admitted, count: number): void {
+  if (count <= 0) return;
+  admitted.versions.splice(0, count);
+  admitted.bytes.splice(0, count);
+  admitted.itemBytes.splice(0, count);
+  admitted.base += count;
 }
 
 /** Whether a peer's report (decoded from its heartbeat) is a BackendMemory, as far as the guard reads it. */

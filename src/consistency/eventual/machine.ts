@@ -86,7 +86,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly peerBits = new Map<PeerId, number>();
   private readonly allPeersMask: number;
   private readonly tuning: EventualTuning;
-  private readonly refuseStore: (op: Op) => string | null;
+  private readonly refuseStore: (op: Op, version: bigint) => string | null;
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
@@ -236,13 +236,14 @@ export class EventualMachine implements Machine<EventualMessage> {
       out.push({ kind: 'read', requestId, op, nowMs });
       return;
     }
-    const refused = this.refuseStore(op);
+    // A refused write leaves the clock ticked: harmless, it only ever has to move forward.
+    this.clock = tickHlc(this.clock, nowMs);
+    const cas = packVersion(this.clock, this.nodeIndex);
+    const refused = this.refuseStore(op, cas);
     if (refused !== null) {
       out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: refused } });
       return;
     }
-    this.clock = tickHlc(this.clock, nowMs);
-    const cas = packVersion(this.clock, this.nodeIndex);
     const seq = this.nextSeq();
     // No token: nothing here waits for the apply (the client gets its result; the dirty fetch
     // that reads it back runs after it by the replica's per-key order).
