@@ -721,6 +721,37 @@ describe('compaction and state transfer', () => {
     );
   });
 
+  for (const mode of ['linearizability', 'sequential'] as const) {
+    it(`${mode}: a read sent before a write of its connection is refused, never served after it, when a state transfer jumps past that write`, () => {
+      const cluster = electedCluster(mode, 6);
+      const leader = cluster.leader();
+      const lagging = followers(cluster)[0];
+      // The lagging follower gets no appends for a while (its forwards and read-index requests go
+      // through): the leader commits entries it does not have.
+      cluster.lose = (message, to) => to === lagging && message.kind === 'append';
+      for (let n = 0; n < 4; n += 1) cluster.request(leader, set(`k${n}`, String(n)));
+      cluster.deliver();
+      // In sequential mode the read is held behind an earlier write of its connection.
+      const ops = mode === 'sequential' ? [set('x', 'first'), get('x'), set('x', 'mine')] : [get('x'), set('x', 'mine')];
+      const { requestIds } = cluster.requests(lagging, ops, 7);
+      const read = requestIds[requestIds.length - 2];
+      cluster.deliver();
+      // Then it is cut off while the leader compacts past it (it no longer counts as live).
+      cluster.down.add(lagging);
+      for (let n = 0; n < 10; n += 1) {
+        cluster.request(leader, set(`k${n % 5}`, `again${n}`));
+        cluster.run(40);
+      }
+      cluster.down.delete(lagging);
+      expect(cluster.node(leader).records[0]).toMatchObject({ kind: 'snapshot' }); // compacted past the follower
+      cluster.lose = () => false;
+      cluster.run(200);
+      expect(cluster.node(lagging).effects.some((effect) => effect.kind === 'put')).toBe(true); // a transfer came
+      // The transferred state holds the connection's later write: the read must not see it.
+      expect(cluster.outcome(lagging, read)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error', message: expect.stringMatching(/^not caught up/) } });
+    });
+  }
+
   it('a restarted node whose log was compacted asks for a transfer, then serves', () => {
     const cluster = electedCluster('sequential', 4);
     const leader = cluster.leader();

@@ -52,4 +52,21 @@ describe('SessionOrder', () => {
     expect(order.takeReadsBefore(asRequestId(99))).toEqual([]);
     expect(order.isHeld(asRequestId(99))).toBe(false);
   });
+  it('hands over, for a jump past unsettled writes, every read sent before one, in every session', () => {
+    const order = new SessionOrder();
+    const [r0, w1, r1, w2, r2, r3, w4, q1] = ids(20, 21, 22, 23, 24, 25, 26, 27);
+    order.add(1, r0, 'read');
+    order.add(1, w1, 'write');
+    order.add(1, r1, 'held');
+    order.add(1, w2, 'write');
+    order.add(1, r2, 'held'); // after the last write: it must see them, and may
+    order.add(2, r3, 'read');
+    order.add(2, w4, 'write');
+    order.add(3, q1, 'read'); // no write after it
+    expect(order.takeReadsBeforeUnsettledWrites()).toEqual([r0, r1, r3]);
+    expect(order.size).toBe(5);
+    expect(order.settle(w1)).toEqual([]);
+    expect(order.settle(w2)).toEqual([r2]);
+    expect(order.isHeld(q1)).toBe(false);
+  });
 });

@@ -155,6 +155,8 @@ const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId):
 const serverError = (message: string): Reply => ({ kind: 'server_error', message });
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
 const APPLY_FAILED = 'backend: write outcome unknown (the replica failed while applying it)';
+/** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
+const TRANSFERRED_PAST_READ = 'not caught up: replica replaced by a state transfer; retry';
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
 const refusedForwardsMax = 4096;
 
@@ -452,6 +454,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
           this.rebuildReplica(event.emptied === true);
           for (const requestId of event.awaiting ?? []) this.reply(requestId, serverError(APPLY_FAILED));
         }
+        break;
+      case 'refused':
+        // Never sent here: a refused write makes this replica suspect, and the reset replays.
+        assert.fail('a replicated log is told of refused writes by a backend_reset');
         break;
       case 'flush':
         this.flushOutgoing();
@@ -1592,6 +1598,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.incoming = null;
     const { index, indexTerm } = incoming;
     this.note('info', 'state transfer received', { peer: incoming.from, index, chunks: incoming.chunks.length });
+    // The transferred state may hold writes of this node's clients that were never applied here
+    // (committed while it lagged, some before their entries reached it): a read a connection sent
+    // before such a write must not see it, and it can no longer be served without it.
+    for (const read of this.sessions.takeReadsBeforeUnsettledWrites()) this.refuseRequest(read, TRANSFERRED_PAST_READ);
     this.out.push({ kind: 'reset' });
     // At least one put, even for an empty replica: it marks where the transferred state ends.
     // Until every put completed, a restart must not trust the replica.

@@ -81,6 +81,28 @@ export class SessionOrder {
   }
 
   /**
+   * Every read (held or started) that arrived before an unsettled write of its session, in
+   * order, no longer tracked: the replica is about to jump past writes it did not apply one by
+   * one (a state transfer), and such a read could no longer be served without seeing them.
+   */
+  takeReadsBeforeUnsettledWrites(): RequestId[] {
+    const reads: RequestId[] = [];
+    for (const [session, queue] of this.#queues) {
+      let lastWrite = queue.length - 1;
+      while (lastWrite >= 0 && queue[lastWrite].kind !== 'write') lastWrite -= 1;
+      if (lastWrite < 0) continue;
+      const kept = queue.filter((item, at) => item.kind === 'write' || at > lastWrite);
+      for (const item of queue.slice(0, lastWrite)) {
+        if (item.kind === 'write') continue;
+        reads.push(item.requestId);
+        this.#sessionOf.delete(item.requestId);
+      }
+      this.#queues.set(session, kept);
+    }
+    return reads;
+  }
+
+  /**
    * `requestId` is settled (applied, served or answered): it stops being tracked. Returns the
    * held reads that may start now — those before the session's first unsettled write — which
    * are tracked from now on as started reads.
