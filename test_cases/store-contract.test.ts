@@ -253,6 +253,44 @@ describe('memcached finding the key otherwise than the replica thought', () => {
   });
 });
 
+describe('memcached refusing part of a batch', () => {
+  it('says the batch left its keys untouched only when every refusal in it did', async () => {
+    // A fake memcached with no memory: 'a' is refused as a replace (kept as it was); 'b' is found
+    // otherwise at each try until it goes as a set, whose refusal drops the key's old item.
+    const server = net.createServer((socket) => {
+      let pending = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        while (pending.length >= 24 && pending.length >= 24 + pending.readUInt32BE(8)) {
+          const opcode = pending[1];
+          const key = pending.toString('latin1', 24 + pending[4], 24 + pending[4] + pending.readUInt16BE(2));
+          const reply = Buffer.alloc(24);
+          reply[0] = 0x81;
+          reply[1] = opcode;
+          const status = key === 'b' && opcode === 0x02 ? 0x0002 : key === 'b' && opcode === 0x03 ? 0x0001 : 0x0082; // exists, not found, out of memory
+          reply.writeUInt16BE(status, 6);
+          pending.copy(reply, 12, 12, 16); // opaque
+          socket.write(reply);
+          pending = pending.subarray(24 + pending.readUInt32BE(8));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const backend = new MemcachedBackend({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, opTimeoutMs: 2000 });
+    const value = (cas: bigint): Entry => ({ value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas });
+    try {
+      // 'a' is answered first, untouched; 'b' three round trips later, as a refused set.
+      const mixed = await backend.setMany([['a', value(1n)], ['b', value(2n)]], [true, false]).then(() => null, (error: unknown) => error);
+      expect(mixed).toMatchObject({ code: 'BACKEND_FAILED', untouched: false });
+      const untouched = await backend.setMany([['a', value(3n)], ['c', value(4n)]], [true, true]).then(() => null, (error: unknown) => error);
+      expect(untouched).toMatchObject({ code: 'BACKEND_FAILED', untouched: true, refusal: 'out of memory storing object' });
+    } finally {
+      await backend.close();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});
+
 describe('codec', () => {
   it('round-trips an entry with a kept key', () => {
     const entry: Entry = { value: Buffer.from('value'), flags: 9, expiresAtMs: 1234.5, cas: 77n, tombstone: true };

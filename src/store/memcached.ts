@@ -377,6 +377,10 @@ const STORE_SWITCHES_MAX = 2;
 /** Largest reply body accepted (memcached's item size limit is far below). */
 const BODY_BYTES_MAX = 256 * 1024 * 1024;
 
+function isUntouched(error: Error): boolean {
+  return error instanceof ConnectionFailure && error.untouched;
+}
+
 /** A connection-level failure; the backend rewords it with what was asked. */
 class ConnectionFailure extends Error {
   override readonly name = 'ConnectionFailure';
@@ -468,15 +472,18 @@ class BinaryConnection {
     if (frames.length === 0) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
       let unanswered = frames.length;
-      let settled = false;
+      // Settled once every frame is answered: the batch left every key untouched only if each
+      // refusal in it did, so the failure kept is the first that did not, else the first.
+      let failure: Error | null = null;
       const answered = (): void => {
         unanswered -= 1;
-        if (unanswered === 0 && !settled) resolve();
+        if (unanswered > 0) return;
+        if (failure === null) resolve();
+        else reject(failure);
       };
       const failed = (error: Error): void => {
-        if (settled) return;
-        settled = true;
-        reject(error);
+        if (failure === null || (isUntouched(failure) && !isUntouched(error))) failure = error;
+        answered();
       };
       for (const frame of frames) {
         this.#submit({ opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve: answered, reject: failed, stats: null, resolveStats: null });
