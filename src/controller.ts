@@ -36,7 +36,7 @@ import { Replica } from './store/replica.ts';
 import { LossWatch } from './store/loss-watch.ts';
 import { isBackendMemory, MemoryGuard, type MemoryReport, type Stored, type WriterOf } from './store/memory-guard.ts';
 import { storedItemBytes } from './store/slab-room.ts';
-import { StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
+import { opKeys, StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { WriteAheadFile } from './wal.ts';
 
@@ -144,6 +144,10 @@ export class Controller {
   private readonly stored = new Map<number, bigint>();
   /** The marks when the last poll began, reported with what it read. */
   private storedAtPoll: Stored = new Map();
+  /** Eventual mode: a write memcached refused for want of memory leaves the replica trusted. */
+  private readonly refusalsKeepTrust: boolean;
+  /** Such refusals so far (logged at powers of two). */
+  private refusalsKept = 0;
   /** Polls of the backend so far: a peer's guard tells a new report of our memory by it. */
   private backendPolls = 0;
   private warnedEvictsWhenFull = false;
@@ -157,6 +161,7 @@ export class Controller {
     this.log = options.log.child({ node: node.id });
     const logMode = mode !== 'eventual' && (options.replication ?? true);
     this.writerOf = mode === 'eventual' && (options.replication ?? true) ? versionNode : () => 0;
+    this.refusalsKeepTrust = mode === 'eventual' && (options.replication ?? true);
     this.memoryGuard = new MemoryGuard(this.writerOf);
     // The log modes replay their log onto the replica after a restart; skipping ops the replica
     // already holds (its cas ≥ the entry's index) makes that replay idempotent.
@@ -165,6 +170,7 @@ export class Controller {
       replay: logMode ? 'skip-applied' : 'plain',
       cacheBytesMax: config.cacheBytesMax,
       valueBytesMax: config.valueBytesMax,
+      refusalsKeepTrust: this.refusalsKeepTrust,
     });
     this.itemBytesNeeded = storedItemBytes('k'.repeat(DEFAULT_LIMITS.keyBytesMax), config.valueBytesMax) + 4;
     this.holdsFailedApplies = logMode;
@@ -493,7 +499,7 @@ export class Controller {
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
           },
           (error: unknown) => {
-            this.backendError('apply', error);
+            if (!this.refusedKeepingTrust(opKeys(effect.op), error)) this.backendError('apply', error);
             if (requestId === null) return;
             // A committed write of the log modes: the mode answers it at the reset, with its
             // result if a replay applies it again (see the backend_reset event's `awaiting`).
@@ -511,7 +517,9 @@ export class Controller {
             for (const [, entry] of effect.entries) this.noteStored(entry.cas);
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
           },
-          (error: unknown) => this.backendError('put', error),
+          (error: unknown) => {
+            if (!this.refusedKeepingTrust(effect.entries.map(([key]) => key), error)) this.backendError('put', error);
+          },
         );
         return;
       }
@@ -595,6 +603,19 @@ export class Controller {
     const peers = this.network.peerView();
     for (const view of peers) this.memoryGuard.peerReported(view.peer, view.up ? memoryReportOf(view.info) : undefined);
     this.enqueue({ kind: 'tick', nowMs: Date.now(), peersUp: peers.filter((v) => v.up).map((v) => v.peer) });
+  }
+
+  /**
+   * Whether memcached refused a write for want of memory, leaving `keys` as they were, and the
+   * replica stays trusted (ReplicaOptions.refusalsKeepTrust): the mode is told to re-read them.
+   */
+  private refusedKeepingTrust(keys: readonly string[] | null, error: unknown): boolean {
+    if (!this.refusalsKeepTrust || keys === null || !(error instanceof StoreError) || !error.untouched || this.replica.suspect !== null) return false;
+    if (error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: Date.now() };
+    this.refusalsKept += 1;
+    if (isPowerOfTwoOrZero(this.refusalsKept)) this.log.warn('memcached refused a write and kept the keys as they were; re-reading them', { keys: keys.slice(0, 3), error: error.message, refusals: this.refusalsKept });
+    this.enqueue({ kind: 'refused', nowMs: Date.now(), keys });
+    return true;
   }
 
   /**

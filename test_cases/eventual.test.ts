@@ -403,6 +403,22 @@ describe('anti-entropy', () => {
     expect(reply.message).toMatchObject({ groups: [], buckets: [] });
   });
 
+  it('re-reads only the keys whose merge memcached refused, serving meanwhile, and gets the write again by anti-entropy', () => {
+    // n1 holds a newer key7 and pushes it; n2's memcached has no room for it (its put is not run).
+    const n1 = many(300).map(([key, stored]): KeyedEntry => [key, key === 'key7' ? entry('newer', 90_000n) : stored]);
+    const cluster = new Cluster(new Map([[N1, n1], [N2, many(300)]]));
+    const n2 = cluster.machines.get(N2) as EventualMachine;
+    const merging = n2.step(message(N1, { kind: 'push', batch: 1, entries: [['key7', entry('newer', 90_000n)]] }, cluster.nowMs));
+    expect(ofKind(merging, 'put')).toHaveLength(1);
+    const refused = n2.step({ kind: 'refused', nowMs: cluster.nowMs, keys: ['key7', 'key7'] });
+    expect(ofKind(refused, 'fetch').map((effect) => effect.keys)).toEqual([['key7']]);
+    expect(n2.readsLocally()).toBe(true); // nothing held: no rebuild
+    cluster.run(N2, refused);
+    cluster.round(N2);
+    expect(cluster.replicas.get(N2)?.get('key7')?.value.toString()).toBe('newer');
+    expect(n2.status().applied).toBe('300');
+  });
+
   it('repairs an emptied replica, in rounds bounded by aeKeysMax', () => {
     const cluster = new Cluster(new Map([[N1, many(3000)], [N2, many(3000)]]));
     const n2 = cluster.machines.get(N2) as EventualMachine;

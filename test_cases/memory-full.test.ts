@@ -18,6 +18,7 @@
  * none could be repaired, and the cluster refused everything until restarted).
  */
 
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
@@ -49,6 +50,39 @@ async function servedLengths(port: number, keys: readonly string[]): Promise<num
     { timeoutMs: 10_000, intervalMs: 200 },
   );
   return served.value;
+}
+
+/**
+ * Another client fills a memcached with 200 KB values, straight, until it refuses one; returns
+ * their keys. (Not the fault runner's BackendFiller: it fills every size class, which takes
+ * longer than the controllers' poll interval, so the guard would see it before the write.)
+ */
+async function fillStraight(memcachedPort: number, tag: string): Promise<string[]> {
+  const client = await TextClient.connect('127.0.0.1', memcachedPort);
+  const keys: string[] = [];
+  try {
+    // Pipelined, eight at a time: the fill must fit between two of the controllers' polls.
+    for (let first = 0; first < WRITES_MAX; first += 8) {
+      const batch = Array.from({ length: 8 }, (_, index) => `foreign_${tag}_${first + index}`);
+      const replies = await Promise.all(batch.map((key) => client.request(`set ${key} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')));
+      batch.forEach((key, index) => {
+        if (replies[index].lines[replies[index].lines.length - 1] === 'STORED') keys.push(key);
+      });
+      if (keys.length < first + batch.length) break;
+    }
+  } finally {
+    client.close();
+  }
+  return keys;
+}
+
+async function deleteStraight(memcachedPort: number, keys: readonly string[]): Promise<void> {
+  const client = await TextClient.connect('127.0.0.1', memcachedPort);
+  try {
+    for (const key of keys) await client.request(`delete ${key}\r\n`, 'delete');
+  } finally {
+    client.close();
+  }
 }
 
 describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => {
@@ -281,39 +315,6 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
   });
 
   /**
-   * Another client fills a memcached with 200 KB values, straight, until it refuses one; returns
-   * their keys. (Not the fault runner's BackendFiller: it fills every size class, which takes
-   * longer than the controllers' poll interval, so the guard would see it before the write.)
-   */
-  async function fillStraight(memcachedPort: number, tag: string): Promise<string[]> {
-    const client = await TextClient.connect('127.0.0.1', memcachedPort);
-    const keys: string[] = [];
-    try {
-      // Pipelined, eight at a time: the fill must fit between two of the controllers' polls.
-      for (let first = 0; first < WRITES_MAX; first += 8) {
-        const batch = Array.from({ length: 8 }, (_, index) => `foreign_${tag}_${first + index}`);
-        const replies = await Promise.all(batch.map((key) => client.request(`set ${key} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')));
-        batch.forEach((key, index) => {
-          if (replies[index].lines[replies[index].lines.length - 1] === 'STORED') keys.push(key);
-        });
-        if (keys.length < first + batch.length) break;
-      }
-    } finally {
-      client.close();
-    }
-    return keys;
-  }
-
-  async function deleteStraight(memcachedPort: number, keys: readonly string[]): Promise<void> {
-    const client = await TextClient.connect('127.0.0.1', memcachedPort);
-    try {
-      for (const key of keys) await client.request(`delete ${key}\r\n`, 'delete');
-    } finally {
-      client.close();
-    }
-  }
-
-  /**
    * Other clients fill every memcached between two of the controllers' polls (once a second), and
    * a write of `value` to `target` lands before the next: the leader admits it, every memcached
    * refuses it. When a poll came first the guard refuses it instead (memcached's reply): free the
@@ -403,5 +404,57 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
     for (const node of cluster.nodes) expect(await lastLine(node.memcachedPort, 'cache_memlimit 32\r\n', 'cache_memlimit')).toBe('OK');
     expect(await outcome).toBe('STORED');
     await expectEveryNodeServes(['base=abcdefgh', `target=${value.length}×c`, 'k0=0', 'k29=9']);
+  }, 120_000);
+});
+
+describe('eventual: a peer\'s memcached refuses a push (another client filled it)', () => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode: 'eventual', memcachedMemoryMb: 16 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('keeps serving at that peer, re-reading only the refused key, which arrives once there is room', async () => {
+    const [n1, n2] = cluster.nodes;
+    expect(await lastLine(n2.clientPort, 'set probe 0 0 5\r\nhello\r\n', 'set')).toBe('STORED');
+    // Fill n2's memcached between two polls, then write through n1 before n2's next report: n1
+    // admits the write, and n2's memcached refuses the push. When the report came first, n1
+    // refuses the write itself: free the memory, and try again.
+    let foreign: string[] = [];
+    let admitted = false;
+    for (let attempt = 0; attempt < 10 && !admitted; attempt++) {
+      foreign = await fillStraight(n2.memcachedPort, `push_${attempt}`);
+      const outcome = await lastLine(n1.clientPort, `set target 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
+      admitted = outcome === 'STORED';
+      if (!admitted) {
+        expect(outcome).toBe('SERVER_ERROR out of memory storing object');
+        await deleteStraight(n2.memcachedPort, foreign);
+        await new Promise((resolve) => setTimeout(resolve, 1_200));
+      }
+    }
+    expect(admitted).toBe(true);
+    const refusedAt = await eventually(
+      async () => readFileSync(cluster.logFile(n2.id), 'utf8'),
+      (log) => log.includes('memcached refused a write and kept the keys as they were'),
+      { timeoutMs: 5_000 },
+    );
+    expect(refusedAt.ok).toBe(true);
+    // n2 still serves what it holds, and rebuilt nothing (before: it refused everything while it
+    // re-read its whole replica).
+    expect((await TextClient.connect('127.0.0.1', n2.clientPort).then(async (client) => {
+      try {
+        return (await client.request('get probe target\r\n', 'get')).values.map((item) => item.key);
+      } finally {
+        client.close();
+      }
+    }))).toEqual(['probe']);
+    // Memory freed: anti-entropy brings the write.
+    await deleteStraight(n2.memcachedPort, foreign);
+    expect(await servedLengths(n2.clientPort, ['target'])).toEqual([VALUE.length]);
+    expect(readFileSync(cluster.logFile(n2.id), 'utf8')).not.toMatch(/rebuilding the replica/);
   }, 120_000);
 });

@@ -183,6 +183,48 @@ describe('Replica ordering', () => {
   });
 });
 
+describe('Replica refused writes (memcached out of memory)', () => {
+  /** memcached with no room for 'full': it refuses its writes and keeps what it held. */
+  class FullBackend extends MemoryBackend {
+    #refusal(): StoreError {
+      return new StoreError('BACKEND_FAILED', 'injected: no memory', { untouched: true, refusal: 'out of memory storing object' });
+    }
+    override async set(key: string, stored: Entry): Promise<void> {
+      if (key === 'full' && stored.value.toString() !== 'old') throw this.#refusal();
+      return super.set(key, stored);
+    }
+    override async setMany(entries: readonly KeyedPair[]): Promise<void> {
+      if (entries.some(([key]) => key === 'full')) {
+        await super.setMany(entries.filter(([key]) => key !== 'full'));
+        throw this.#refusal();
+      }
+      return super.setMany(entries);
+    }
+  }
+
+  for (const keepsTrust of [true, false]) {
+    it(`${keepsTrust ? 'keeps' : 'loses'} trust when memcached refused a write and left the key as it was${keepsTrust ? ', which reads as before' : ''}`, async () => {
+      const replica = new Replica(new FullBackend(), { tombstones: true, refusalsKeepTrust: keepsTrust });
+      await replica.loadIndex();
+      await replica.apply(setOp('full', 'old'), { cas: 1n, nowMs: NOW });
+      expect(values(await replica.read(getOp('full'), NOW))).toEqual([['full', 'old']]); // cached
+      await expect(replica.apply(setOp('full', 'new'), { cas: 2n, nowMs: NOW })).rejects.toMatchObject({ untouched: true });
+      if (!keepsTrust) {
+        expect(replica.suspect).toMatch(/no memory/);
+        return;
+      }
+      await expect(replica.put([['other', entry('o1', 3n)], ['full', entry('pushed', 4n)]], 'merge')).rejects.toMatchObject({ untouched: true });
+      expect(replica.suspect).toBeNull();
+      // Neither the refused value nor the stale cached one: what memcached holds, and the rest.
+      expect(values(await replica.read(getOp('full', 'other'), NOW))).toEqual([['full', 'old'], ['other', 'o1']]);
+      expect((await replica.fetch(['full'])).map(([key, stored]) => [key, stored.cas])).toEqual([['full', 1n]]);
+      // A later merge of the key is decided by what memcached holds, not by the refused version.
+      await replica.put([['full', entry('old', 5n)]], 'merge');
+      expect((await replica.fetch(['full']))[0][1].cas).toBe(5n);
+    });
+  }
+});
+
 describe('Replica semantics', () => {
   it('keeps deletes as tombstones and purges only unchanged ones', async () => {
     const replica = new Replica(new MemoryBackend(), { tombstones: true });

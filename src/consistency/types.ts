@@ -56,6 +56,12 @@ export type Event<M> =
    */
   | { kind: 'backend_reset'; nowMs: number; emptied?: boolean; kept?: boolean; awaiting?: RequestId[] }
   /**
+   * The local memcached refused an `apply` or `put` for want of memory and left these keys as
+   * they were; the replica is still trusted (ReplicaOptions.refusalsKeepTrust: eventual mode
+   * only), and the mode re-reads what the keys hold.
+   */
+  | { kind: 'refused'; nowMs: number; keys: readonly string[] }
+  /**
    * The controller has run every event it had queued for now: a machine that buffers outgoing
    * messages (forwards, appends, pushes) sends them here, so one message carries everything that
    * arrived in the same turn of the event loop (etcd-io/raft's Ready batching).

@@ -65,6 +65,13 @@ export interface ReplicaOptions {
   cacheBytesMax?: number;
   /** The longest value an append or prepend may make (see applyToEntry); default unbounded. */
   valueBytesMax?: number;
+  /**
+   * Whether a write memcached refused without touching its keys (StoreError.untouched: no memory
+   * for it) leaves the replica trusted: the keys hold what they held, and the mode re-reads them
+   * (eventual mode). Default false: the replica is suspect until the mode is told (the log modes
+   * replay their log onto it, in order).
+   */
+  refusalsKeepTrust?: boolean;
 }
 
 /** What the value cache holds, for `stats` and tests. */
@@ -236,6 +243,7 @@ export class Replica {
   /** Counts acknowledged resets; a call runs only in the generation it was issued in. */
   #generation = 0;
   readonly #valueBytesMax: number;
+  readonly #refusalsKeepTrust: boolean;
 
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
@@ -243,6 +251,7 @@ export class Replica {
     this.#skipApplied = options.replay === 'skip-applied';
     this.#barrierConcurrency = options.barrierConcurrency ?? 64;
     this.#valueBytesMax = options.valueBytesMax ?? Number.POSITIVE_INFINITY;
+    this.#refusalsKeepTrust = options.refusalsKeepTrust ?? false;
     this.#cache = new ValueCache(options.cacheBytesMax ?? CACHE_BYTES_MAX_DEFAULT);
   }
 
@@ -286,13 +295,18 @@ export class Replica {
     };
   }
 
-  /** Runs a call that writes: refused while suspect; its failure makes the replica suspect. */
+  /**
+   * Runs a call that writes: refused while suspect; its failure makes the replica suspect, but
+   * for a refusal that left the keys as they were, when refusals keep trust. The write already
+   * left those keys uncached and their index records unsettled (see #write), so they are read
+   * from the backend again.
+   */
   #writing<T>(call: () => Promise<T>): () => Promise<T> {
     const issuedIn = this.#generation;
     return () => {
       if (this.#suspect !== null || issuedIn !== this.#generation) return Promise.reject(this.#suspectError());
       return call().catch((error: unknown) => {
-        this.#distrust(error);
+        if (!(this.#refusalsKeepTrust && error instanceof StoreError && error.untouched)) this.#distrust(error);
         throw error;
       });
     };

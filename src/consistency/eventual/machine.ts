@@ -60,7 +60,9 @@ type RequestEvent = Extract<Event<EventualMessage>, { kind: 'request' }>;
 type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty' }
-  | { kind: 'ship'; to: PeerId };
+  | { kind: 'ship'; to: PeerId }
+  /** Keys whose write the replica refused: the index learns what they hold instead. */
+  | { kind: 'refresh' };
 
 interface PendingFetch {
   purpose: FetchPurpose;
@@ -168,6 +170,11 @@ export class EventualMachine implements Machine<EventualMessage> {
         break;
       case 'backend_reset':
         this.onBackendReset(out);
+        break;
+      case 'refused':
+        // The index claims the refused versions: it learns what the keys hold, and anti-entropy
+        // brings the writes again once there is room (a peer's digest differs from ours).
+        this.issueFetch(out, [...new Set(event.keys)], { kind: 'refresh' });
         break;
       case 'flush':
         break;
@@ -316,6 +323,8 @@ export class EventualMachine implements Machine<EventualMessage> {
         break;
       case 'ship':
         this.enqueueAll(pending.purpose.to, valid);
+        break;
+      case 'refresh':
         break;
       default:
         assertNever(pending.purpose);
