@@ -15,7 +15,9 @@
  * And should other clients fill every memcached between two polls, so that a write the leader
  * admitted is refused by every memcached, the cluster waits until memory is freed and then applies
  * it everywhere, losing nothing (before, memcached's refused set dropped the key at every replica,
- * none could be repaired, and the cluster refused everything until restarted).
+ * none could be repaired, and the cluster refused everything until restarted). In eventual mode,
+ * a peer whose memcached refuses a push keeps serving and re-reads only that key, which arrives by
+ * anti-entropy once there is room (before, it re-read its whole replica, refusing everything).
  */
 
 import { readFileSync } from 'node:fs';
