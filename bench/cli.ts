@@ -20,6 +20,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../src/jepsen/cluster.ts';
+import { WAL_SYNCS, type WalSync } from '../src/config.ts';
 import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
 import { cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
@@ -37,6 +38,8 @@ export interface BenchSettings {
   outDir: string | null;
   heartbeatIntervalMs: number;
   failureTimeoutMs: number;
+  /** The mckv clusters' config.ini wal_sync. */
+  walSync: WalSync;
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -51,6 +54,7 @@ const USAGE = `usage: npm run bench -- [options]
   --protocol P          text or binary (default text; twemproxy is skipped for binary)
   --keys N              key count, preloaded into each target before its first run (default 10000)
   --value-bytes N       value size (default 100)
+  --wal-sync S          the mckv clusters' wal_sync: fsync or write (default fsync; see the README)
   --out DIR             report folder (default reports/bench-<timestamp>)
   --help                this text
 
@@ -94,6 +98,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
         keys: { type: 'string' },
         'value-bytes': { type: 'string' },
         out: { type: 'string' },
+        'wal-sync': { type: 'string' },
       },
     }).values;
   } catch (error) {
@@ -113,6 +118,8 @@ export function parseBenchArgs(argv: string[]): Parsed {
     if (typeof problem === 'string') return { kind: 'invalid', message: problem };
   }
   if (protocol !== 'text' && protocol !== 'binary') return { kind: 'invalid', message: `--protocol must be text or binary, not "${protocol}"` };
+  const walSync = values['wal-sync'] ?? 'fsync';
+  if (!(WAL_SYNCS as readonly string[]).includes(walSync)) return { kind: 'invalid', message: `--wal-sync must be ${WAL_SYNCS.join(' or ')}, not "${walSync}"` };
   return {
     kind: 'run',
     settings: {
@@ -127,6 +134,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
       outDir: values.out ?? null,
       heartbeatIntervalMs: 100,
       failureTimeoutMs: 1000,
+      walSync: walSync as WalSync,
     },
   };
 }
@@ -143,7 +151,7 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
   const started: Started = { running: [], unavailable: [] };
   for (const name of settings.targets) {
     process.stdout.write(`starting ${targetLabel(name)} … `);
-    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs });
+    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync });
     if (outcome.kind === 'started') {
       started.running.push(outcome.target);
       console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.pids().join(', ')}`);

@@ -18,6 +18,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
+import type { WalSync } from '../src/config.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import type { WireProtocol } from './loadgen.ts';
 
@@ -50,6 +51,8 @@ export interface TargetOptions {
   protocol: WireProtocol;
   heartbeatIntervalMs: number;
   failureTimeoutMs: number;
+  /** config.ini wal_sync of the mckv clusters (default fsync). */
+  walSync?: WalSync;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -224,6 +227,7 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     proxies: false,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     failureTimeoutMs: options.failureTimeoutMs,
+    walSync: options.walSync ?? 'fsync',
   });
   return {
     name: mode,

@@ -42,8 +42,17 @@ export interface ClusterConfig {
   compactAfterEntries: number;
   /** Bytes of each controller's value cache (entries its memcached holds); 0 turns it off. */
   cacheBytesMax: number;
+  /**
+   * How far a write-ahead record must go before anything that depends on it leaves the controller:
+   * `fsync`, to the disk; `write`, to the operating system (it survives the controller's death,
+   * not the machine's).
+   */
+  walSync: WalSync;
   nodes: readonly NodeConfig[];
 }
+
+export const WAL_SYNCS = ['fsync', 'write'] as const;
+export type WalSync = (typeof WAL_SYNCS)[number];
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -92,6 +101,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     connectionsMax: integer(cluster, 'connections_max', 1024, { min: 1, max: 1_000_000 }),
     compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
     cacheBytesMax: integer(cluster, 'cache_bytes_max', 64 * 1024 * 1024, { min: 0, max: 64 * 1024 * 1024 * 1024 }),
+    walSync: parseWalSync(string(cluster, 'wal_sync', 'fsync'), '[cluster] wal_sync'),
     nodes: Object.freeze(nodes),
   });
 }
@@ -100,6 +110,12 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
 export function parseMode(value: string, where: string): Mode {
   if ((MODES as readonly string[]).includes(value)) return value as Mode;
   throw new ConfigError(`${where}: unknown consistency mode '${value}' (expected ${MODES.join(', ')})`);
+}
+
+/** Parses a wal_sync value, naming where it came from on error. */
+export function parseWalSync(value: string, where: string): WalSync {
+  if ((WAL_SYNCS as readonly string[]).includes(value)) return value as WalSync;
+  throw new ConfigError(`${where}: unknown value '${value}' (expected ${WAL_SYNCS.join(' or ')})`);
 }
 
 /** Parses "host:port". */

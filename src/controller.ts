@@ -424,7 +424,8 @@ export class Controller {
    * Persist records are written at once and fsynced in the background, one fsync for everything
    * written since the last one began (group commit). Every effect that came after a persist waits,
    * in order, until an fsync covers that record, so nothing that depends on a record leaves this
-   * process before the record is durable; meanwhile the event loop keeps taking input.
+   * process before the record is durable; meanwhile the event loop keeps taking input. With
+   * `wal_sync = write` a record counts as durable once written: it survives this process.
    */
   private carryOut(effect: Effect<unknown>): void {
     if (effect.kind === 'persist') {
@@ -434,6 +435,7 @@ export class Controller {
         this.walSynced = this.walWritten;
       } else {
         this.wal.write(effect.record);
+        if (this.options.config.walSync === 'write') this.walSynced = this.walWritten;
       }
       return;
     }

@@ -23,6 +23,8 @@ describe('config.ini', () => {
     expect(config.consistency).toBe('sequential');
     expect(config.heartbeatIntervalMs).toBe(50);
     expect(config.valueBytesMax).toBe(1024 * 1024);
+    expect(config.walSync).toBe('fsync');
+    expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\nwal_sync = write\n'), 'cluster.ini').walSync).toBe('write');
     expect(findNode(config, 8001).id).toBe('n2');
     expect(Object.isFrozen(config)).toBe(true);
   });
@@ -35,6 +37,7 @@ describe('config.ini', () => {
     ['a bad number', valid.replace('= 50', '= fast'), /heartbeat_interval_ms = 'fast' is not a whole number/],
     ['a failure timeout too short', valid.replace('= 400', '= 60'), /must be at least twice heartbeat_interval_ms/],
     ['no nodes', '[cluster]\nconsistency = eventual\n', /no \[node.<id>\] sections/],
+    ['an unknown wal_sync', valid.replace('[cluster]\n', '[cluster]\nwal_sync = never\n'), /wal_sync: unknown value 'never' \(expected fsync or write\)/],
   ])('rejects %s with one line naming it', (_, text, message) => {
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(ConfigError);
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(message);

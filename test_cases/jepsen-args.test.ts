@@ -14,9 +14,11 @@ describe('fault runner flags', () => {
     });
   });
 
-  it('compacts every 10,000 entries unless told otherwise', async () => {
+  it('compacts every 10,000 entries and fsyncs unless told otherwise', async () => {
     const parsed = await parseArguments(['--cons', 'linearizability']);
-    expect(parsed).toMatchObject({ ok: true, options: { compactAfterEntries: 10_000, nemesis: [] } });
+    expect(parsed).toMatchObject({ ok: true, options: { compactAfterEntries: 10_000, nemesis: [], walSync: 'fsync' } });
+    expect(await parseArguments(['--cons', 'linearizability', '--wal-sync', 'write'])).toMatchObject({ ok: true, options: { walSync: 'write' } });
+    expect(await parseArguments(['--cons', 'linearizability', '--wal-sync', 'never'])).toMatchObject({ ok: false, error: expect.stringMatching(/wal-sync/) });
   });
 
   it('refuses a bad value with a one-line error naming the flag', async () => {

@@ -4,7 +4,7 @@
  */
 
 import yargs from 'yargs';
-import { parseMode } from '../config.ts';
+import { parseMode, parseWalSync, WAL_SYNCS } from '../config.ts';
 import { parseNemesisKinds } from './nemesis.ts';
 import type { JepsenOptions } from './runner.ts';
 
@@ -25,6 +25,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('fault-ms', { type: 'number', default: 3000, describe: 'mean length of a fault window' })
       .option('heal-ms', { type: 'number', default: 2000, describe: 'mean length of a heal window' })
       .option('compact-after', { type: 'number', default: 10_000, describe: 'compact each log once this many applied entries follow its snapshot (small: rebuilds need state transfers)' })
+      .option('wal-sync', { choices: WAL_SYNCS, default: 'fsync' as const, describe: 'how far a write-ahead record goes before what depends on it leaves a controller (config.ini wal_sync)' })
       .option('call-timeout-ms', { type: 'number', default: 1000, describe: 'a call with no reply after this long is indeterminate' })
       .option('check-timeout-ms', { type: 'number', default: 60_000, describe: 'checker budget; past it the verdict is unknown' })
       .option('unsafe-no-replication', { type: 'boolean', default: false, hidden: true, describe: 'run the deliberately broken cluster' })
@@ -45,10 +46,12 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
         clients: Math.floor(args.clients), keys: Math.floor(args.keys), pipeline: Math.floor(args.pipeline), reportDir: args.report, seed: args.seed,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
-        compactAfterEntries: Math.floor(args['compact-after']),
+        compactAfterEntries: Math.floor(args['compact-after']), walSync: parseWalSync(args['wal-sync'], '--wal-sync'),
       },
     };
   } catch (error) {
-    return { ok: false, error: error instanceof Error ? error.message.split('\n')[0] : String(error) };
+    // One line: yargs puts what it refused on the lines after its first ("Invalid values:").
+    const message = error instanceof Error ? error.message : String(error);
+    return { ok: false, error: message.split('\n').map((line) => line.trim()).filter((line) => line !== '').join(' ') };
   }
 }

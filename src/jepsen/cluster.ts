@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Mode } from '../consistency/types.ts';
+import type { WalSync } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 
@@ -28,6 +29,8 @@ export interface ClusterOptions {
   failureTimeoutMs?: number;
   /** Log compaction threshold (config.ini compact_after_entries). */
   compactAfterEntries?: number;
+  /** config.ini wal_sync (default fsync). */
+  walSync?: WalSync;
   /** Memory of each local memcached, in MB (its -m; default 256). */
   memcachedMemoryMb?: number;
   /** Start memcached without -M, so it evicts when full, as a memcached of the user's own may. */
@@ -192,6 +195,7 @@ export class Cluster {
       heartbeatIntervalMs: 50,
       failureTimeoutMs: 500,
       compactAfterEntries: 10_000,
+      walSync: 'fsync' as WalSync,
       memcachedMemoryMb: 256,
       memcachedEvicts: false,
       controllerNodeArgs: [],
@@ -392,6 +396,7 @@ export class Cluster {
       `heartbeat_interval_ms = ${this.options.heartbeatIntervalMs}`,
       `failure_timeout_ms = ${this.options.failureTimeoutMs}`,
       `compact_after_entries = ${this.options.compactAfterEntries}`,
+      `wal_sync = ${this.options.walSync}`,
       'data_dir = data',
       'log_dir = logs',
       '',

@@ -41,6 +41,8 @@ export interface RunSummary {
   clients: number;
   /** Calls each client kept in flight on its connection. */
   pipeline: number;
+  /** config.ini wal_sync of the cluster (absent: fsync, the default). */
+  walSync?: 'fsync' | 'write';
   keys: number;
   durationMs: number;
   verdict: CheckResult['verdict'];
@@ -105,7 +107,7 @@ export function formatVerdict(summary: RunSummary): string {
   };
   const lines = [
     headline[summary.verdict],
-    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}`,
+    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}${summary.walSync === 'write' ? ', wal_sync write' : ''}`,
     `calls: ${counts.total} (ok ${counts.ok}, fail ${counts.fail}, info ${counts.info})`,
     `latency of ok calls: p50 ${latency.ok.p50Ms} ms, p90 ${latency.ok.p90Ms} ms, p99 ${latency.ok.p99Ms} ms, max ${latency.ok.maxMs} ms`,
   ];

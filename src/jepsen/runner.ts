@@ -24,6 +24,7 @@ import { checkSequential } from '../check/sequential.ts';
 import { HistoryRecorder, parseHistory, type CheckResult } from '../check/history.ts';
 import { TextClient } from '../client/text-client.ts';
 import type { Mode } from '../consistency/types.ts';
+import type { WalSync } from '../config.ts';
 import { Cluster, repoRoot } from './cluster.ts';
 import { planNemesis, runNemesis, type FaultPlan, type FaultWindow, type NemesisKind } from './nemesis.ts';
 import { countOutcomes, summarizeFaults, summarizeLatency, writeReport, type RunSummary } from './report.ts';
@@ -52,6 +53,8 @@ export interface JepsenOptions {
   failureTimeoutMs?: number;
   /** Compact each write-ahead log once this many applied entries follow its snapshot (default 10,000). */
   compactAfterEntries?: number;
+  /** config.ini wal_sync (default fsync). */
+  walSync?: WalSync;
   /** A call with no reply after this long is indeterminate (default 1000). */
   callTimeoutMs?: number;
   /** Pause between a client's calls, drawn in [0, thinkMs] (default 10). */
@@ -111,7 +114,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
     cluster = await Cluster.start({
       mode: resolved.mode, backend: resolved.backend, proxies: true, replication: resolved.replication,
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
-      compactAfterEntries: resolved.compactAfterEntries,
+      compactAfterEntries: resolved.compactAfterEntries, walSync: resolved.walSync,
     });
     clustersRunning.add(cluster);
     throwIfAborted(resolved.signal);
@@ -132,7 +135,7 @@ function resolveOptions(options: JepsenOptions): Resolved {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   return {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
-    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000,
+    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'fsync',
     callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
     log: () => undefined,
@@ -338,7 +341,7 @@ function checkHistory(options: Resolved, recorder: HistoryRecorder): CheckResult
 function finish(options: Resolved, phase: PhaseResult, check: CheckResult, convergenceMs: number | null): RunResult {
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
-    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys,
+    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys, walSync: options.walSync,
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: options.mode === 'eventual' ? 'convergence after heal' : `${options.mode === 'sequential' ? 'sequential' : 'linearizability'} checker`,
     detail: check.detail ?? null,
