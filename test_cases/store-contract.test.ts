@@ -217,76 +217,79 @@ describe('memcached refusing a write for want of memory (-M)', () => {
   });
 });
 
-describe('memcached finding the key otherwise than the replica thought', () => {
-  it('sends an add as a replace and back at most twice, then as a set: a client that keeps changing the key cannot loop it', async () => {
-    // A fake memcached whose key is always where the last command did not expect it.
-    const opcodes: number[] = [];
-    const server = net.createServer((socket) => {
-      let pending = Buffer.alloc(0);
-      socket.on('data', (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.length >= 24 && pending.length >= 24 + pending.readUInt32BE(8)) {
-          const opcode = pending[1];
-          const reply = Buffer.alloc(24);
-          reply[0] = 0x81;
-          reply[1] = opcode;
-          reply.writeUInt16BE(opcode === 0x02 ? 0x0002 : opcode === 0x03 ? 0x0001 : 0x0000, 6); // add: exists; replace: not found; set: ok
-          pending.copy(reply, 12, 12, 16); // opaque
-          opcodes.push(opcode);
-          socket.write(reply);
-          pending = pending.subarray(24 + pending.readUInt32BE(8));
-        }
-      });
+/**
+ * A fake memcached speaking the binary protocol's framing: each request is answered with only a
+ * header, whose status `statusOf` picks from the request's opcode and key.
+ */
+async function fakeMemcached(statusOf: (opcode: number, key: string) => number): Promise<{ backend: MemcachedBackend; opcodes: number[]; close(): Promise<void> }> {
+  const opcodes: number[] = [];
+  const server = net.createServer((socket) => {
+    let pending = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 24 && pending.length >= 24 + pending.readUInt32BE(8)) {
+        const opcode = pending[1];
+        const key = pending.toString('latin1', 24 + pending[4], 24 + pending[4] + pending.readUInt16BE(2));
+        const reply = Buffer.alloc(24);
+        reply[0] = 0x81;
+        reply[1] = opcode;
+        reply.writeUInt16BE(statusOf(opcode, key), 6);
+        pending.copy(reply, 12, 12, 16); // opaque
+        opcodes.push(opcode);
+        socket.write(reply);
+        pending = pending.subarray(24 + pending.readUInt32BE(8));
+      }
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const backend = new MemcachedBackend({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, opTimeoutMs: 2000 });
-    try {
-      await backend.set('k', { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas: 1n }, true);
-      expect(opcodes).toEqual([0x03, 0x02, 0x03, 0x01]); // replace, add, replace, set
-      opcodes.length = 0;
-      await backend.setMany([['a', { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas: 2n }]], [false]);
-      expect(opcodes).toEqual([0x02, 0x03, 0x02, 0x01]); // add, replace, add, set
-    } finally {
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const backend = new MemcachedBackend({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, opTimeoutMs: 2000 });
+  return {
+    backend,
+    opcodes,
+    close: async () => {
       await backend.close();
       await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+const ADD = 0x02;
+const REPLACE = 0x03;
+const SET = 0x01;
+const EXISTS = 0x0002;
+const NOT_FOUND = 0x0001;
+const OUT_OF_MEMORY = 0x0082;
+const value = (cas: bigint): Entry => ({ value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas });
+
+describe('memcached finding the key otherwise than the replica thought', () => {
+  it('sends an add as a replace and back at most twice, then as a set: a client that keeps changing the key cannot loop it', async () => {
+    // The key is always where the last command did not expect it.
+    const fake = await fakeMemcached((opcode) => (opcode === ADD ? EXISTS : opcode === REPLACE ? NOT_FOUND : 0));
+    try {
+      await fake.backend.set('k', value(1n), true);
+      expect(fake.opcodes).toEqual([REPLACE, ADD, REPLACE, SET]);
+      fake.opcodes.length = 0;
+      await fake.backend.setMany([['a', value(2n)]], [false]);
+      expect(fake.opcodes).toEqual([ADD, REPLACE, ADD, SET]);
+    } finally {
+      await fake.close();
     }
   });
 });
 
 describe('memcached refusing part of a batch', () => {
   it('says the batch left its keys untouched only when every refusal in it did', async () => {
-    // A fake memcached with no memory: 'a' is refused as a replace (kept as it was); 'b' is found
-    // otherwise at each try until it goes as a set, whose refusal drops the key's old item.
-    const server = net.createServer((socket) => {
-      let pending = Buffer.alloc(0);
-      socket.on('data', (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        while (pending.length >= 24 && pending.length >= 24 + pending.readUInt32BE(8)) {
-          const opcode = pending[1];
-          const key = pending.toString('latin1', 24 + pending[4], 24 + pending[4] + pending.readUInt16BE(2));
-          const reply = Buffer.alloc(24);
-          reply[0] = 0x81;
-          reply[1] = opcode;
-          const status = key === 'b' && opcode === 0x02 ? 0x0002 : key === 'b' && opcode === 0x03 ? 0x0001 : 0x0082; // exists, not found, out of memory
-          reply.writeUInt16BE(status, 6);
-          pending.copy(reply, 12, 12, 16); // opaque
-          socket.write(reply);
-          pending = pending.subarray(24 + pending.readUInt32BE(8));
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const backend = new MemcachedBackend({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port, opTimeoutMs: 2000 });
-    const value = (cas: bigint): Entry => ({ value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas });
+    // No memory: 'a' is refused as a replace (kept as it was); 'b' is found otherwise at each try
+    // until it goes as a set, whose refusal drops the key's old item.
+    const fake = await fakeMemcached((opcode, key) => (key === 'b' && opcode === ADD ? EXISTS : key === 'b' && opcode === REPLACE ? NOT_FOUND : OUT_OF_MEMORY));
     try {
       // 'a' is answered first, untouched; 'b' three round trips later, as a refused set.
-      const mixed = await backend.setMany([['a', value(1n)], ['b', value(2n)]], [true, false]).then(() => null, (error: unknown) => error);
+      const mixed = await fake.backend.setMany([['a', value(1n)], ['b', value(2n)]], [true, false]).then(() => null, (error: unknown) => error);
       expect(mixed).toMatchObject({ code: 'BACKEND_FAILED', untouched: false });
-      const untouched = await backend.setMany([['a', value(3n)], ['c', value(4n)]], [true, true]).then(() => null, (error: unknown) => error);
+      const untouched = await fake.backend.setMany([['a', value(3n)], ['c', value(4n)]], [true, true]).then(() => null, (error: unknown) => error);
       expect(untouched).toMatchObject({ code: 'BACKEND_FAILED', untouched: true, refusal: 'out of memory storing object' });
     } finally {
-      await backend.close();
-      await new Promise((resolve) => server.close(resolve));
+      await fake.close();
     }
   });
 });
