@@ -116,8 +116,14 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
     expect(stored).toBeGreaterThan(50);
     expect(stored).toBeLessThanOrEqual(60); // 70% of 16 MB holds 58 such values
     expect(outcomes[outcomes.length - 1]).toBe('SERVER_ERROR out of memory storing object');
-    // Every controller polls its memcached once a second and reports it in its heartbeats.
+    // Every controller polls its memcached once a second and reports it in its heartbeats. A
+    // write still in flight when a replica polled may have been counted twice (stored, and not yet
+    // marked so): once every report covers everything, there may be room for one value more.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
+    let topUp = 0;
+    while (topUp < 3 && (await lastLine(port, `set extra${topUp} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')) === 'STORED') topUp += 1;
+    expect(topUp).toBeLessThanOrEqual(1);
+    expect(stored + topUp).toBeLessThanOrEqual(60);
     for (const node of cluster.nodes) {
       expect(await servedLengths(node.clientPort, ['big0', 'big1']), node.id).toEqual([VALUE.length, VALUE.length]);
       expect(await lastLine(node.clientPort, `set more 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')).toBe('SERVER_ERROR out of memory storing object');

@@ -44,8 +44,10 @@
  * Approximations: a mark is the greatest version stored, not a prefix, so a write another of the
  * same writer overtook (an anti-entropy ship, a push whose queue dropped it, a write memcached
  * refused) counts as stored; one that arrives out of order stays counted until those before it
- * are covered; and a write superseded at its key before it was pushed stays counted until the
- * push of the later one is.
+ * are covered; a write superseded at its key before it was pushed stays counted until the push
+ * of the later one is; and a write memcached had stored but not yet acknowledged when the poll
+ * was asked counts twice (in memcached's bytes, and above the mark) until the next report, so a
+ * writer at full speed may be refused a little early.
  */
 
 import { TEXT_ERRORS } from '../protocol/errors.ts';
