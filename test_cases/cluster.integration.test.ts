@@ -90,7 +90,8 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
 
   it('memjs with many calls in flight on one connection (it pipelines them) reads exactly its own earlier writes, as memcached does', async () => {
     const memcachedPort = await freePort();
-    const memcached = await spawnMemcached(memcachedPort, path.join(os.tmpdir(), `mckv-memjs-pipeline-${process.pid}.log`));
+    const memcachedLog = path.join(os.tmpdir(), `mckv-memjs-pipeline-${process.pid}.log`);
+    const memcached = await spawnMemcached(memcachedPort, memcachedLog);
     const reference = memjs.Client.create(`127.0.0.1:${memcachedPort}`, { retries: 0, timeout: 5, logger: { log: () => {} } });
     try {
       // Concurrent calls on one client leave on one connection, in call order, before any reply.
@@ -114,6 +115,7 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     } finally {
       reference.close();
       memcached.kill('SIGTERM');
+      rmSync(memcachedLog, { force: true });
     }
   });
 

@@ -8,6 +8,7 @@
  */
 
 import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -285,15 +286,17 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
   let cluster: Cluster;
   let memcached: ChildProcess;
   let memcachedPort: number;
+  const memcachedLog = path.join(os.tmpdir(), `mckv-differential-${process.pid}-${mode}.log`);
 
   beforeAll(async () => {
     memcachedPort = await freePort();
-    memcached = await spawnMemcached(memcachedPort, path.join(os.tmpdir(), `mckv-differential-${process.pid}.log`));
+    memcached = await spawnMemcached(memcachedPort, memcachedLog);
     cluster = await Cluster.start({ mode, backend: 'memcache' });
   }, 60_000);
 
   afterAll(async () => {
     memcached?.kill('SIGTERM');
+    rmSync(memcachedLog, { force: true });
     await cluster?.stop();
   });
 
