@@ -160,8 +160,9 @@ export class Controller {
     const { config, node, mode } = options;
     this.log = options.log.child({ node: node.id });
     const logMode = mode !== 'eventual' && (options.replication ?? true);
-    this.writerOf = mode === 'eventual' && (options.replication ?? true) ? versionNode : () => 0;
-    this.refusalsKeepTrust = mode === 'eventual' && (options.replication ?? true);
+    const eventual = mode === 'eventual' && (options.replication ?? true);
+    this.writerOf = eventual ? versionNode : () => 0;
+    this.refusalsKeepTrust = eventual;
     this.memoryGuard = new MemoryGuard(this.writerOf);
     // The log modes replay their log onto the replica after a restart; skipping ops the replica
     // already holds (its cas ≥ the entry's index) makes that replay idempotent.
