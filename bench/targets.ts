@@ -227,7 +227,7 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     proxies: false,
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     failureTimeoutMs: options.failureTimeoutMs,
-    walSync: options.walSync ?? 'fsync',
+    walSync: options.walSync,
   });
   return {
     name: mode,

@@ -142,8 +142,8 @@ export class Controller {
   private readonly writerOf: WriterOf;
   /** Per writer, the greatest version this replica has stored: the memory guard's marks. */
   private readonly stored = new Map<number, bigint>();
-  /** The marks when the last poll began, reported with what it read. */
-  private storedAtPoll: Stored = new Map();
+  /** The marks when the last poll began, as every heartbeat reports them with what it read. */
+  private storedAtPoll: NonNullable<NodeSummary['backendStored']> = [];
   /** Eventual mode: a write memcached refused for want of memory leaves the replica trusted. */
   private readonly refusalsKeepTrust: boolean;
   /** Such refusals so far (logged at powers of two). */
@@ -614,7 +614,7 @@ export class Controller {
    */
   private refusedKeepingTrust(keys: readonly string[] | null, error: unknown): boolean {
     if (!this.refusalsKeepTrust || keys === null || !(error instanceof StoreError) || !error.untouched || this.replica.suspect !== null) return false;
-    if (error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: Date.now() };
+    this.rememberRefusal(error);
     this.refusalsKept += 1;
     if (isPowerOfTwoOrZero(this.refusalsKept)) this.log.warn('memcached refused a write and kept the keys as they were; re-reading them', { keys: keys.slice(0, 3), error: error.message, refusals: this.refusalsKept });
     this.enqueue({ kind: 'refused', nowMs: Date.now(), keys });
@@ -632,7 +632,7 @@ export class Controller {
     if (error instanceof StoreError && error.code === 'BACKEND_RESET' && this.replica.suspect === null) return;
     // Calls the suspect replica refused (BACKEND_RESET) never reached memcached.
     const kept = error instanceof StoreError && (error.code !== 'BACKEND_FAILED' || error.untouched) && what !== 'reset';
-    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: Date.now() };
+    this.rememberRefusal(error);
     if (!kept) {
       this.failuresKept = false;
       if (this.queuedReset !== null) this.queuedReset.kept = false;
@@ -661,6 +661,11 @@ export class Controller {
     return Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1));
   }
 
+  /** memcached's words for a write it refused without storing it, for `show` (backendRefusal). */
+  private rememberRefusal(error: unknown): void {
+    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: Date.now() };
+  }
+
   /** A version is in memcached now: a poll from now on counts it. */
   private noteStored(version: bigint): void {
     const writer = this.writerOf(version);
@@ -680,7 +685,7 @@ export class Controller {
     const previous = this.health;
     this.health = health;
     this.backendPolls += 1;
-    this.storedAtPoll = stored;
+    this.storedAtPoll = [...stored].map(([writer, version]) => [writer, String(version)]);
     this.memoryGuard.polled(health.memory, stored);
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';
@@ -793,7 +798,7 @@ export class Controller {
       peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
       backendMemory: this.health.memory,
       backendPoll: this.backendPolls,
-      backendStored: [...this.storedAtPoll].map(([writer, version]) => [writer, String(version)]),
+      backendStored: this.storedAtPoll,
       // A replica waiting for room fails again at least once a poll interval (see backendError).
       backendRefusal: this.lastRefusal !== null && Date.now() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
     };

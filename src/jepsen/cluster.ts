@@ -43,6 +43,11 @@ export interface ClusterOptions {
   controllerNodeArgs?: string[];
 }
 
+/** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
+export function definedOnly<T extends object>(options: T): T {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as T;
+}
+
 export interface ClusterNode {
   id: string;
   clientPort: number;
@@ -201,7 +206,7 @@ export class Cluster {
       controllerNodeArgs: [],
       replication: true,
       keepDir: false,
-      ...options,
+      ...definedOnly(options),
     };
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-cluster-'));
     const nodes: ClusterNode[] = [];

@@ -25,7 +25,7 @@ import { HistoryRecorder, parseHistory, type CheckResult } from '../check/histor
 import { TextClient } from '../client/text-client.ts';
 import type { Mode } from '../consistency/types.ts';
 import type { WalSync } from '../config.ts';
-import { Cluster, repoRoot } from './cluster.ts';
+import { Cluster, definedOnly, repoRoot } from './cluster.ts';
 import { planNemesis, runNemesis, type FaultPlan, type FaultWindow, type NemesisKind } from './nemesis.ts';
 import { countOutcomes, summarizeFaults, summarizeLatency, writeReport, type RunSummary } from './report.ts';
 import { createRandom, DEFAULT_OP_WEIGHTS, runClient, sleep, type CallRecord, type ClientOptions, type WorkloadOp } from './workload.ts';
@@ -146,10 +146,6 @@ function resolveOptions(options: JepsenOptions): Resolved {
 }
 
 /** The options that were given a value (an explicit `undefined` keeps the default). */
-function definedOnly(options: JepsenOptions): JepsenOptions {
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as unknown as JepsenOptions;
-}
-
 function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new Error('the run was aborted');
 }

@@ -148,8 +148,9 @@ export interface KVBackend {
   get(key: string): Promise<Entry | undefined>;
   set(key: string, entry: Entry, present?: KeyPresence): Promise<void>;
   /**
-   * Sets every (key, entry) pair, the keys distinct; settles once all are set, rejecting with the
-   * first failure (the others may or may not have been set). One promise for the whole batch.
+   * Sets every (key, entry) pair, the keys distinct; settles once every pair is answered, rejecting
+   * if any failed (the others may or may not have been set), with a failure that says `untouched`
+   * only if every failure in the batch did. One promise for the whole batch.
    * `present`, when given, holds each key's KeyPresence, in the same order.
    */
   setMany(entries: readonly KeyedPair[], present?: readonly KeyPresence[]): Promise<void>;
