@@ -752,6 +752,38 @@ describe('compaction and state transfer', () => {
     });
   }
 
+  for (const mode of ['linearizability', 'sequential'] as const) {
+    it(`${mode}: the writes a state transfer holds are answered at once, a set as stored, any other write as committed with its result unknown`, () => {
+      const cluster = electedCluster(mode, 6);
+      const leader = cluster.leader();
+      const lagging = followers(cluster)[0];
+      // Its forwards go through, the appends that would bring them back do not.
+      cluster.lose = (message, to) => to === lagging && message.kind === 'append';
+      const { requestIds } = cluster.requests(lagging, [set('a', 'mine'), incr('n'), set('b', 'mine too')], 7);
+      const [setA, incrN, setB] = requestIds;
+      cluster.deliver();
+      cluster.down.add(lagging);
+      for (let n = 0; n < 10; n += 1) {
+        cluster.request(leader, set(`k${n % 5}`, `again${n}`));
+        cluster.run(40);
+      }
+      expect(cluster.node(leader).records[0]).toMatchObject({ kind: 'snapshot' }); // compacted past the three writes
+      for (const requestId of requestIds) expect(cluster.outcome(lagging, requestId)).toBeUndefined();
+      cluster.down.delete(lagging);
+      cluster.lose = () => false;
+      cluster.run(200); // well within the request timeout
+      expect(cluster.node(lagging).effects.some((effect) => effect.kind === 'put')).toBe(true); // a transfer came
+      expect(cluster.node(lagging).replica.get('a')?.value.toString()).toBe('mine');
+      const stored = cluster.outcome(lagging, setA);
+      expect(stored).toMatchObject({ kind: 'reply', reply: { kind: 'stored', cas: cluster.node(lagging).replica.get('a')?.cas } });
+      expect(cluster.outcome(lagging, setB)).toMatchObject({ kind: 'reply', reply: { kind: 'stored' } });
+      expect(cluster.outcome(lagging, incrN)).toMatchObject({
+        kind: 'reply',
+        reply: { kind: 'server_error', message: expect.stringMatching(/^write committed, but its result is unknown/) },
+      });
+    });
+  }
+
   it('a restarted node whose log was compacted asks for a transfer, then serves', () => {
     const cluster = electedCluster('sequential', 4);
     const leader = cluster.leader();

@@ -47,10 +47,12 @@ import type {
   PeerId,
   RequestId,
 } from './types.ts';
+import { CompactedForwards } from './log/compacted-forwards.ts';
 import { EntryLog } from './log/entry-log.ts';
 import { SessionOrder } from './log/session-order.ts';
 import {
   LOG_DEFAULTS,
+  type CommittedForward,
   type ForwardedRequest,
   type LogEntry,
   type LogMessage,
@@ -147,6 +149,8 @@ interface IncomingTransfer {
   indexTerm: number;
   chunks: Array<KeyedEntry[] | undefined>;
   received: number;
+  /** From the first chunk: the writes of ours the transferred state holds. */
+  committedForwards: readonly CommittedForward[];
 }
 
 const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
@@ -157,6 +161,7 @@ const serverError = (message: string): Reply => ({ kind: 'server_error', message
 const APPLY_FAILED = 'backend: write outcome unknown (the replica failed while applying it)';
 /** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
 const TRANSFERRED_PAST_READ = 'not caught up: replica replaced by a state transfer; retry';
+const TRANSFERRED_PAST_WRITE = 'write committed, but its result is unknown here: replica replaced by a state transfer';
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
 const refusedForwardsMax = 4096;
 
@@ -196,6 +201,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private lastLeaderContactMs = Number.NEGATIVE_INFINITY;
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
+  /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
+  private readonly compactedForwards: CompactedForwards;
   private readonly refuseStore: (op: Op, version: bigint) => string | null;
   /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
   private readonly refusedForwards = new Map<string, string>();
@@ -295,6 +302,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.nowMs = options.nowMs;
     this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
     this.refuseStore = options.refuseStore ?? (() => null);
+    this.compactedForwards = new CompactedForwards(
+      this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs,
+      this.tuning.queueDepthMax * this.peers.length,
+    );
     this.restore(options.persisted);
     this.start();
   }
@@ -859,11 +870,21 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.readBatches.clear();
   }
 
-  /** A write of ours whose apply was skipped: its result is unknown, so say so now. */
-  private abandonWrite(entry: LogEntry, message: string): void {
-    if (entry.origin !== this.self || entry.incarnation !== this.incarnation || entry.requestId === null) return;
-    if (entry.index <= this.appliedIndex && this.replicaValid) return;
-    this.refuseRequest(entry.requestId, message);
+  /**
+   * A write of ours that a state transfer holds (committed at `index`) but that was never applied
+   * here: its client is answered now. Only a plain set's and a flush's replies do not depend on
+   * the state before them; any other write's result is unknown here, and the reply says so.
+   */
+  private answerTransferredWrite(requestId: RequestId, index: number): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined || !isWrite(pending.op)) return;
+    this.writeTerms.delete(requestId);
+    this.pending.delete(requestId);
+    const { op } = pending;
+    if (op.kind === 'store' && op.verb === 'set') return this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
+    if (op.kind === 'flush_all') return this.reply(requestId, { kind: 'ok' });
+    this.noteRefusal(TRANSFERRED_PAST_WRITE);
+    this.reply(requestId, serverError(TRANSFERRED_PAST_WRITE));
   }
 
   private refuseRequest(requestId: RequestId, message: string): void {
@@ -1445,7 +1466,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private compactTo(applied: number): void {
     const target = this.compactionTarget(applied);
     if (target === null) return;
-    for (const dropped of this.log.compactTo(target)) this.forgetProposal(dropped);
+    const dropped = this.log.compactTo(target);
+    for (const entry of dropped) this.forgetProposal(entry);
+    this.compactedForwards.note(dropped, this.self, this.nowMs);
     this.persistSnapshot();
   }
 
@@ -1543,6 +1566,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const size = this.tuning.transferChunkEntriesMax;
     const chunkCount = Math.max(1, Math.ceil(entries.length / size));
     this.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
+    const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer.index);
     for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
       this.send(transfer.to, {
         kind: 'transfer_chunk',
@@ -1554,8 +1578,23 @@ class ReplicatedLogMachine implements ReplicatedLog {
         chunkNumber,
         chunkCount,
         entries: entries.slice(chunkNumber * size, (chunkNumber + 1) * size),
+        ...(chunkNumber === 0 ? { committedForwards } : {}),
       });
     }
+  }
+
+  /**
+   * The writes `peer` forwarded that are committed at or before `index` (this node applied
+   * `index`): in the log, then compacted lately. At most what a node may have pending.
+   */
+  private forwardsCommittedThrough(peer: PeerId, index: number): CommittedForward[] {
+    const limit = this.tuning.queueDepthMax;
+    const found: CommittedForward[] = [];
+    for (let at = index; at > this.log.snapshotIndex && found.length < limit; at -= 1) {
+      const { origin, incarnation, requestId } = this.log.entryAt(at);
+      if (origin === peer && requestId !== null) found.push({ incarnation, requestId, index: at });
+    }
+    return found.concat(this.compactedForwards.committedThrough(peer, index, this.nowMs, limit - found.length));
   }
 
   /**
@@ -1584,11 +1623,13 @@ class ReplicatedLogMachine implements ReplicatedLog {
         indexTerm: message.indexTerm,
         chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
         received: 0,
+        committedForwards: [],
       };
       this.incoming = incoming;
     }
     if (incoming.chunks[message.chunkNumber] !== undefined) return;
     incoming.chunks[message.chunkNumber] = message.entries;
+    if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
     incoming.received += 1;
     if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
   }
@@ -1616,13 +1657,21 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token });
     }
     if (this.log.termAt(index) === indexTerm) {
-      for (const dropped of this.log.compactTo(index)) {
-        this.forgetProposal(dropped);
-        this.abandonWrite(dropped, 'write outcome unknown: replica replaced by a state transfer');
+      // Our log matches the transfer's up to its index: what it drops is committed.
+      const dropped = this.log.compactTo(index);
+      for (const entry of dropped) {
+        this.forgetProposal(entry);
+        if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
+          this.answerTransferredWrite(entry.requestId, entry.index);
+        }
       }
+      this.compactedForwards.note(dropped, this.self, this.nowMs);
     } else {
       assert(index > this.commitIndex, 'a transfer disagrees with a committed entry');
       for (const dropped of this.log.resetTo(index, indexTerm)) this.forgetProposal(dropped);
+    }
+    for (const { incarnation, requestId, index: entryIndex } of incoming.committedForwards) {
+      if (incarnation === this.incarnation) this.answerTransferredWrite(requestId, entryIndex);
     }
     this.commitIndex = Math.max(this.commitIndex, index);
     this.appliedIndex = index;

@@ -742,7 +742,7 @@ export class LogSimulation {
       case 'send':
         return this.transmit(node.id, effect.to, effect.message);
       case 'reply':
-        return this.complete(node, effect.requestId, effect.reply, null);
+        return this.complete(node, effect.requestId, effect.reply, this.storedAt(node, effect.requestId, effect.reply));
       case 'apply':
         return this.onApply(node, effect);
       case 'read':
@@ -1001,6 +1001,24 @@ export class LogSimulation {
     const outcome = applyToEntry(current, op, { cas: effect.cas, nowMs: effect.nowMs });
     if (outcome.write === null) node.replica.delete(op.key);
     else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
+  }
+
+  /**
+   * Where a write answered without an apply here took effect: a node answers `stored` so only for
+   * a write a state transfer holds, naming its entry's index as the cas. That entry must be this
+   * very write. Null for any other reply (a refusal).
+   */
+  private storedAt(node: SimNode, requestId: RequestId, reply: Reply): number | null {
+    if (reply.kind !== 'stored') return null;
+    const request = node.requests.get(requestId);
+    const index = Number(reply.cas ?? 0n);
+    const known = this.sequence[index];
+    if (request === undefined || known === undefined || known.op === null || opKey(known.op) !== opKey(request.op)) {
+      throw new Error(`${node.id} answered stored at ${index} for a request whose write is not there`);
+    }
+    this.advanceReference(index);
+    if (this.referenceReplies[index]?.kind !== 'stored') throw new Error(`${node.id} answered stored at ${index}, where the write did not store`);
+    return index;
   }
 
   /** Records what sits at `index` of the applied sequence; every node must agree. */

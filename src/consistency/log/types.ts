@@ -13,6 +13,13 @@
 import type { KeyedEntry, PeerId, RequestId } from '../types.ts';
 import type { Op } from '../../store/types.ts';
 
+/** A write forwarded by a node, committed at `index`: named as its origin knows it. */
+export interface CommittedForward {
+  incarnation: number;
+  requestId: RequestId;
+  index: number;
+}
+
 /**
  * One slot of the replicated log. `op` is null for the no-op a new leader appends. `incarnation`
  * names the origin's process lifetime, so a restarted origin never mistakes an old entry's
@@ -109,7 +116,9 @@ export type LogMessage =
    * a transfer still in flight when the sender's replica was lost is never installed after the
    * follower told the leader it has no replica. (The epoch fields are optional so that a node of
    * an earlier release, which sends none, still works with this one: its asks never count toward a
-   * start-over.)
+   * start-over.) `committedForwards`, on the first chunk only: the writes the recipient forwarded
+   * that are committed at or before `index`, so it can answer their clients at once (absent from
+   * older peers: those clients wait for their request timeout, as before).
    */
   | {
       kind: 'transfer_chunk';
@@ -121,6 +130,7 @@ export type LogMessage =
       chunkNumber: number;
       chunkCount: number;
       entries: KeyedEntry[];
+      committedForwards?: CommittedForward[];
     };
 
 export type LogMessageKind = LogMessage['kind'];

@@ -1,0 +1,79 @@
+/**
+ * The forwarded writes a node compacted out of its log lately: what lets a state transfer tell a
+ * lagging node which of its own writes the transferred state already holds.
+ *
+ * Intuition: a node forwards a client's write to the leader and then falls behind (paused, cut
+ * off). The leader commits the write and compacts past it; the node comes back to a state
+ * transfer that holds the write, while its entry never reached the node. Without word from the
+ * leader, the node's client would wait for its request timeout. So the leader lists, with the
+ * transfer, the node's writes at or before the transfer's index: those still in its log, and
+ * those it compacted lately, kept here.
+ *
+ * Invariants:
+ * - A record is kept for `keepMs` after its compaction: the request timeout, past which its origin
+ *   has answered its client anyway. Never more than `max` records: the oldest go first.
+ * - Records are in compaction order, so in index order: `committedThrough` reads them newest first.
+ */
+
+import type { PeerId } from '../types.ts';
+import type { CommittedForward, LogEntry } from './types.ts';
+
+interface Compacted extends CommittedForward {
+  origin: PeerId;
+  compactedAtMs: number;
+}
+
+export class CompactedForwards {
+  #records: Compacted[] = [];
+  #head = 0;
+
+  constructor(
+    private readonly keepMs: number,
+    private readonly max: number,
+  ) {}
+
+  /** Keeps the forwarded writes among `dropped` (entries just compacted away, oldest first). */
+  note(dropped: readonly LogEntry[], self: PeerId, nowMs: number): void {
+    this.prune(nowMs);
+    for (const entry of dropped) {
+      if (entry.requestId === null || entry.origin === self) continue;
+      const { origin, incarnation, requestId, index } = entry;
+      this.#records.push({ origin, incarnation, requestId, index, compactedAtMs: nowMs });
+    }
+    const over = this.#records.length - this.#head - this.max;
+    if (over > 0) this.#head += over;
+    this.compactArray();
+  }
+
+  /** `origin`'s writes compacted at or before `index`, newest first, at most `limit`. */
+  committedThrough(origin: PeerId, index: number, nowMs: number, limit: number): CommittedForward[] {
+    this.prune(nowMs);
+    const found: CommittedForward[] = [];
+    for (let at = this.#records.length - 1; at >= this.#head && found.length < limit; at -= 1) {
+      const record = this.#records[at];
+      if (record.origin !== origin || record.index > index) continue;
+      found.push({ incarnation: record.incarnation, requestId: record.requestId, index: record.index });
+    }
+    return found;
+  }
+
+  /** Records kept now (for tests and inspection). */
+  get size(): number {
+    return this.#records.length - this.#head;
+  }
+
+  private prune(nowMs: number): void {
+    while (this.#head < this.#records.length && this.#records[this.#head].compactedAtMs + this.keepMs < nowMs) this.#head += 1;
+    this.compactArray();
+  }
+
+  private compactArray(): void {
+    if (this.#head === this.#records.length) {
+      this.#records = [];
+      this.#head = 0;
+    } else if (this.#head > 4096 && this.#head * 2 > this.#records.length) {
+      this.#records = this.#records.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+}
