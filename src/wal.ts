@@ -210,7 +210,6 @@ function readRecordAt(bytes: Buffer, offset: number, decode: boolean): RecordRea
   return { kind: 'record', value: decoded.value, end };
 }
 
-/** Truncates `file` to its valid records, if a torn last record follows them. */
 /** Cuts a torn last record off `file`; returns how many bytes were cut. */
 function cutTornTail(file: string): number {
   if (!existsSync(file)) return 0;

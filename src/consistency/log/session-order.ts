@@ -7,9 +7,10 @@
  * takes them until they are settled: a write until it is applied to this node's replica (or
  * answered without being applied), a read until it is served. A read that arrives behind an
  * unsettled write of its session is *held*: it must see that write, so it is served only once
- * the write is settled (a linearizable one may get its read index meanwhile). A read that has started (a linearizable read waiting for its read index) must
- * not see the session's later writes, so the machine serves it, at the latest, right before the
- * first of them is applied here (`takeReadsBefore`).
+ * the write is settled (a linearizable one may get its read index meanwhile). A read that has
+ * started (a linearizable read waiting for its read index) must not see the session's later
+ * writes, so the machine serves it, at the latest, right before the first of them is applied here
+ * (`takeReadsBefore`).
  *
  * Invariants:
  * - A held read always has an unsettled write of its session before it.
