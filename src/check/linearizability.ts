@@ -42,9 +42,15 @@ export type KeyOutcome =
   | { verdict: 'unknown' }
   | { verdict: 'violation'; stuck: StuckPoint };
 
-/** The deepest point the search reached: a valid prefix and the operations that could not follow. */
+/**
+ * The deepest point the search reached: a valid prefix and the operations that could not follow.
+ * Only the prefix's length and last operations are kept: copying all of it at every new depth
+ * made a long history's search quadratic.
+ */
 export interface StuckPoint {
-  prefix: Operation[];
+  prefixLength: number;
+  /** The prefix's last operations (at most PREFIX_SHOWN_MAX), in order. */
+  prefixEnd: Operation[];
   state: RegisterValue;
   /** Operations that were candidates to go next and all failed (or led to explored dead ends). */
   candidates: Operation[];
@@ -55,7 +61,7 @@ export interface StuckPoint {
 /** How often the search looks at the clock, in iterations. */
 const DEADLINE_CHECK_INTERVAL = 1024;
 /** How many operations of the valid prefix a report shows. */
-const PREFIX_SHOWN_MAX = 10;
+export const PREFIX_SHOWN_MAX = 10;
 
 /** Check that a history is linearizable, key by key (smallest keys first). */
 export function checkLinearizability(history: History, options: CheckOptions): CheckResult {
@@ -95,10 +101,10 @@ export function checkPerKey(
 /** Readable account of where the search got stuck. */
 export function formatStuck(key: string, property: string, stuck: StuckPoint, opsTotal: number): string {
   const lines = [`key ${JSON.stringify(key)} is not ${property} (${opsTotal} operations on this key).`];
-  lines.push(`Longest valid prefix found: ${stuck.prefix.length} operation(s); the register then holds ${show(stuck.state)}.`);
-  const hidden = stuck.prefix.length - PREFIX_SHOWN_MAX;
+  lines.push(`Longest valid prefix found: ${stuck.prefixLength} operation(s); the register then holds ${show(stuck.state)}.`);
+  const hidden = stuck.prefixLength - stuck.prefixEnd.length;
   if (hidden > 0) lines.push(`  … ${hidden} earlier operation(s)`);
-  for (const op of stuck.prefix.slice(Math.max(0, hidden))) lines.push(`  ${describeOperation(op)}`);
+  for (const op of stuck.prefixEnd) lines.push(`  ${describeOperation(op)}`);
   lines.push('No operation can go next. Candidates, each contradicted by the register or leading to explored dead ends:');
   for (const op of stuck.candidates) {
     const fits = step(stuck.state, op.input, op.output).ok;
@@ -171,25 +177,96 @@ function unlift(list: EntryList, call: number): void {
 }
 
 /**
- * Memo of (linearized set, state) pairs already explored. The set is a bitset with an
- * incrementally maintained Zobrist hash (xor of a fixed random word per operation).
+ * The operations linearized so far: a bitset with an incrementally maintained Zobrist hash (xor of
+ * a fixed random word per operation).
+ *
+ * Intuition: a memo entry that copied the whole bitset would cost as much as the history is long,
+ * at every step of the search. But the determinate operations are numbered in the order they
+ * returned, and each must be linearized before it returned: behind the point the search has got
+ * to, every bit is set, and ahead of it, none. So an entry keeps only the words between (the
+ * operations in flight there: from `fullWords` to `frontier()`), and the indeterminate
+ * operations' bits, kept in words of their own after the determinate ones.
  */
+export class LinearizedSet {
+  readonly bits: Uint32Array;
+  hash = 0;
+  /** Leading words with every bit set (maximal: the next word has a bit clear, or is not a determinate one). */
+  fullWords = 0;
+  /** Where the indeterminate operations' words start. */
+  readonly determinateWords: number;
+  /** The last determinate word with a bit set, or -1. */
+  private lastSetWord = -1;
+  private readonly zobrist: Uint32Array;
+
+  /** Operations 0 … determinate − 1 are the determinate ones; those after them are not. */
+  constructor(
+    private readonly determinate: number,
+    indeterminate: number,
+  ) {
+    this.determinateWords = Math.ceil(determinate / 32);
+    this.bits = new Uint32Array(this.determinateWords + Math.ceil(indeterminate / 32));
+    this.zobrist = zobristWords(determinate + indeterminate);
+  }
+
+  /** Where the memo's window of determinate words ends (exclusive). */
+  frontier(): number {
+    return Math.max(this.fullWords, this.lastSetWord + 1);
+  }
+
+  has(index: number): boolean {
+    const bit = this.bitOf(index);
+    return (this.bits[bit >>> 5] & (1 << (bit & 31))) !== 0;
+  }
+
+  add(index: number): void {
+    const bit = this.bitOf(index);
+    const word = bit >>> 5;
+    this.bits[word] |= 1 << (bit & 31);
+    this.hash = (this.hash ^ this.zobrist[index]) >>> 0;
+    if (word >= this.determinateWords) return;
+    this.lastSetWord = Math.max(this.lastSetWord, word);
+    while (this.fullWords < this.determinateWords && this.bits[this.fullWords] === 0xffffffff) this.fullWords += 1;
+  }
+
+  remove(index: number): void {
+    const bit = this.bitOf(index);
+    const word = bit >>> 5;
+    this.bits[word] &= ~(1 << (bit & 31));
+    this.hash = (this.hash ^ this.zobrist[index]) >>> 0;
+    if (word >= this.determinateWords) return;
+    this.fullWords = Math.min(this.fullWords, word);
+    while (this.lastSetWord >= 0 && this.bits[this.lastSetWord] === 0) this.lastSetWord -= 1;
+  }
+
+  private bitOf(index: number): number {
+    return index < this.determinate ? index : this.determinateWords * 32 + (index - this.determinate);
+  }
+}
+
+/** Memo of (linearized set, state) pairs already explored. */
 export class SearchCache {
-  private readonly buckets = new Map<number, { bits: Uint32Array; state: RegisterValue }[]>();
+  private readonly buckets = new Map<number, { fullWords: number; window: Uint32Array; state: RegisterValue }[]>();
   private readonly stateHashes = new Map<string, number>();
 
   /** Add the pair; false if it was already there. */
-  add(bitsHash: number, bits: Uint32Array, state: RegisterValue): boolean {
-    const key = (bitsHash ^ this.hashState(state)) >>> 0;
+  add(set: LinearizedSet, state: RegisterValue): boolean {
+    const key = (set.hash ^ this.hashState(state)) >>> 0;
+    const { fullWords, bits, determinateWords } = set;
+    const frontier = set.frontier();
+    const windowWords = frontier - fullWords + (bits.length - determinateWords);
     const bucket = this.buckets.get(key);
-    if (bucket === undefined) {
-      this.buckets.set(key, [{ bits: bits.slice(), state }]);
-      return true;
+    if (bucket !== undefined) {
+      for (const entry of bucket) {
+        const same = entry.state === state && entry.fullWords === fullWords && entry.window.length === windowWords;
+        if (same && sameWindow(entry.window, set, frontier)) return false;
+      }
     }
-    for (const entry of bucket) {
-      if (entry.state === state && sameBits(entry.bits, bits)) return false;
-    }
-    bucket.push({ bits: bits.slice(), state });
+    const window = new Uint32Array(windowWords);
+    window.set(bits.subarray(fullWords, frontier));
+    window.set(bits.subarray(determinateWords), frontier - fullWords);
+    const added = { fullWords, window, state };
+    if (bucket === undefined) this.buckets.set(key, [added]);
+    else bucket.push(added);
     return true;
   }
 
@@ -208,8 +285,12 @@ export class SearchCache {
   }
 }
 
-function sameBits(a: Uint32Array, b: Uint32Array): boolean {
-  for (let index = 0; index < a.length; index++) if (a[index] !== b[index]) return false;
+/** Whether a memo window holds `set`'s words from its full words to `frontier`, then its indeterminate words. */
+function sameWindow(window: Uint32Array, set: LinearizedSet, frontier: number): boolean {
+  const { bits, fullWords, determinateWords } = set;
+  let at = 0;
+  for (let word = fullWords; word < frontier; word++) if (window[at++] !== bits[word]) return false;
+  for (let word = determinateWords; word < bits.length; word++) if (window[at++] !== bits[word]) return false;
   return true;
 }
 
@@ -269,16 +350,18 @@ export function unobservedIndeterminate(ops: readonly Operation[]): Set<Operatio
 }
 
 /** The Wing & Gong / Lowe search for one key's operations (indeterminate reads already left out). */
-export function searchKey(ops: Operation[], deadlineMs: number): KeyOutcome {
+export function searchKey(keyOps: Operation[], deadlineMs: number): KeyOutcome {
+  // Determinate operations first, by return (see LinearizedSet); the indeterminate ones after them.
+  const byReturn = (a: Operation, b: Operation): number => a.return - b.return || a.id - b.id;
+  const ops = [...keyOps.filter((op) => !isIndeterminate(op)).sort(byReturn), ...keyOps.filter(isIndeterminate)];
   const list = buildEntryList(ops);
   const sentAfter = connectionPredecessors(ops);
-  const zobrist = zobristWords(ops.length);
-  const bits = new Uint32Array(Math.ceil(ops.length / 32));
+  const determinate = keyOps.filter((op) => !isIndeterminate(op)).length;
+  const linearized = new LinearizedSet(determinate, ops.length - determinate);
   const cache = new SearchCache();
-  const stack: { call: number; state: RegisterValue; hash: number }[] = [];
+  const stack: { call: number; state: RegisterValue }[] = [];
   let remaining = ops.filter((op) => !isIndeterminate(op)).length;
   let state = INITIAL_STATE;
-  let hash = 0;
   let entry = list.next[list.head];
   let deepest: StuckPoint | null = null;
   let iterations = 0;
@@ -287,35 +370,32 @@ export function searchKey(ops: Operation[], deadlineMs: number): KeyOutcome {
     if (entry === -1) throw new Error('linearizability search ran off the entry list with operations remaining');
     const index = list.opOf[entry];
     const before = sentAfter[index];
-    if (list.match[entry] !== -1 && before !== -1 && (bits[before >>> 5] & (1 << (before & 31))) === 0) {
+    if (list.match[entry] !== -1 && before !== -1 && !linearized.has(before)) {
       entry = list.next[entry]; // its connection's earlier call is not linearized yet
       continue;
     }
     if (list.match[entry] !== -1) {
       const op = ops[index];
       const result = step(state, op.input, op.output);
-      const nextHash = (hash ^ zobrist[index]) >>> 0;
-      bits[index >>> 5] |= 1 << (index & 31);
-      if (result.ok && cache.add(nextHash, bits, result.state)) {
-        stack.push({ call: entry, state, hash });
+      linearized.add(index);
+      if (result.ok && cache.add(linearized, result.state)) {
+        stack.push({ call: entry, state });
         state = result.state;
-        hash = nextHash;
         if (!isIndeterminate(op)) remaining--;
         lift(list, entry);
         entry = list.next[list.head];
       } else {
-        bits[index >>> 5] &= ~(1 << (index & 31));
+        linearized.remove(index);
         entry = list.next[entry];
       }
       continue;
     }
-    if (deepest === null || stack.length > deepest.prefix.length) deepest = stuckAt(list, ops, stack, state, entry);
+    if (deepest === null || stack.length > deepest.prefixLength) deepest = stuckAt(list, ops, stack, state, entry);
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
     const topIndex = list.opOf[top.call];
-    bits[topIndex >>> 5] &= ~(1 << (topIndex & 31));
+    linearized.remove(topIndex);
     state = top.state;
-    hash = top.hash;
     if (!isIndeterminate(ops[topIndex])) remaining++;
     unlift(list, top.call);
     entry = list.next[top.call];
@@ -326,17 +406,19 @@ export function searchKey(ops: Operation[], deadlineMs: number): KeyOutcome {
 /**
  * For each operation, the one sent before it on its client connection (its index), which it must
  * follow, or -1: none named, or that one got no answer (it may not have happened, as in
- * sequential.ts's queues). `ops` are in invoke order.
+ * sequential.ts's queues). `ops` may be in any order: each one's `id` is its place in invoke order.
  */
 function connectionPredecessors(ops: readonly Operation[]): Int32Array {
   const before = new Int32Array(ops.length).fill(-1);
   const last = new Map<string, number>();
-  ops.forEach((op, index) => {
-    if (op.connection === undefined) return;
+  const inInvokeOrder = ops.map((_, index) => index).sort((a, b) => ops[a].id - ops[b].id);
+  for (const index of inInvokeOrder) {
+    const op = ops[index];
+    if (op.connection === undefined) continue;
     const previous = last.get(op.connection);
     if (previous !== undefined && !isIndeterminate(ops[previous])) before[index] = previous;
     last.set(op.connection, index);
-  });
+  }
   return before;
 }
 
@@ -348,7 +430,8 @@ function stuckAt(
     if (list.match[node] !== -1) candidates.push(ops[list.opOf[node]]);
   }
   return {
-    prefix: stack.map((frame) => ops[list.opOf[frame.call]]),
+    prefixLength: stack.length,
+    prefixEnd: stack.slice(-PREFIX_SHOWN_MAX).map((frame) => ops[list.opOf[frame.call]]),
     state,
     candidates,
     blocking: ops[list.opOf[returnEntry]],

@@ -74,7 +74,7 @@
  */
 
 import { isIndeterminate, orderQueues, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
-import { checkKeyLinearizable, checkPerKey, type CheckOptions, type KeyOutcome, type StuckPoint } from './linearizability.ts';
+import { checkKeyLinearizable, checkPerKey, PREFIX_SHOWN_MAX, type CheckOptions, type KeyOutcome, type StuckPoint } from './linearizability.ts';
 import { INITIAL_STATE, step } from './model.ts';
 import { formatCycle, proveKeyViolation } from './order-graph.ts';
 
@@ -399,7 +399,7 @@ function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeG
       tryFrom = 0;
       continue;
     }
-    if (deepest === null || stack.length > deepest.prefix.length) deepest = stuckAt(search, stack);
+    if (deepest === null || stack.length > deepest.prefixLength) deepest = stuckAt(search, stack);
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
     const undone = queues[top.process][--search.positions[top.process]];
@@ -665,8 +665,9 @@ function lastInfo(search: Position, stack: Frame[]): Position['afterInfo'] {
 
 function stuckAt(search: Position, stack: { process: number }[]): StuckPoint {
   const { queues, positions, state } = search;
-  const seen = new Int32Array(queues.length);
-  const prefix = stack.map((frame) => queues[frame.process][seen[frame.process]++]);
+  // Each process's placed operations are the first of its queue: walk back from where each got to.
+  const reached = Array.from(positions);
+  const prefixEnd = stack.slice(-PREFIX_SHOWN_MAX).reverse().map((frame) => queues[frame.process][--reached[frame.process]]).reverse();
   const candidates = queues.map((queue, process) => queue[positions[process]]).filter((op) => op !== undefined);
-  return { prefix, state, candidates, blocking: null };
+  return { prefixLength: stack.length, prefixEnd, state, candidates, blocking: null };
 }
