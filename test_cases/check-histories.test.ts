@@ -286,6 +286,25 @@ describe('searches agree with brute force on random small histories', () => {
     for (const count of Object.values(tally)) expect(count).toBeGreaterThan(30);
   });
 
+  it('gives up, rather than run out of heap, once its memo of explored states outgrows its bound', () => {
+    // Four processes, 400 concurrent-ish writes and reads each: thousands of memo entries.
+    const events: string[] = [];
+    for (let round = 0; round < 400; round++) {
+      for (let process = 0; process < 4; process++) {
+        const value = `${process}.${round}`;
+        events.push(JSON.stringify({ process, type: 'invoke', f: 'write', key: 'k', value, time: round * 10 + process }));
+      }
+      for (let process = 0; process < 4; process++) {
+        events.push(JSON.stringify({ process, type: 'ok', f: 'write', key: 'k', value: `${process}.${round}`, time: round * 10 + 5 + process }));
+      }
+    }
+    const parsed = parseHistory(events.join('\n'));
+    if (!parsed.ok) throw new Error(parsed.error);
+    const ops = parsed.history.operations;
+    expect(searchKey(ops, Number.POSITIVE_INFINITY).verdict).toBe('ok');
+    expect(searchKey(ops, Number.POSITIVE_INFINITY, 10_000)).toEqual({ verdict: 'unknown', memo: true });
+  });
+
   it('an order found without the unanswered writes nothing observed is an order of the whole history', () => {
     const tally = { foundWithout: 0, neededThem: 0 };
     for (let seed = 1; seed <= 1000; seed++) {

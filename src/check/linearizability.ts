@@ -39,7 +39,8 @@ export interface CheckOptions {
 /** What a per-key search found; shared by the linearizability and sequential checkers. */
 export type KeyOutcome =
   | { verdict: 'ok' }
-  | { verdict: 'unknown' }
+  /** Out of time, or (`memo`) the memo of explored states grew past MEMO_BYTES_MAX. */
+  | { verdict: 'unknown'; memo?: true }
   | { verdict: 'violation'; stuck: StuckPoint };
 
 /**
@@ -58,7 +59,12 @@ export interface StuckPoint {
   blocking: Operation | null;
 }
 
-/** How often the search looks at the clock, in iterations. */
+/**
+ * What the memo of explored states may take, roughly: past it, the search gives up (unknown)
+ * rather than let the process run out of heap (V8's default limit here is about 4 GB).
+ */
+const MEMO_BYTES_MAX = 1 << 30;
+/** How often the search looks at the clock and the memo's size, in iterations. */
 const DEADLINE_CHECK_INTERVAL = 1024;
 /** How many operations of the valid prefix a report shows. */
 export const PREFIX_SHOWN_MAX = 10;
@@ -81,18 +87,19 @@ export function checkPerKey(
 ): CheckResult {
   const deadlineMs = performance.now() + options.timeoutMs;
   const keys = [...partitionByKey(history.operations)].sort((a, b) => a[1].length - b[1].length);
-  let unknownKey: string | null = null;
+  let unknown: { key: string; memo: boolean } | null = null;
   for (const [key, ops] of keys) {
     const outcome = checkKey(ops, deadlineMs);
     if (outcome.verdict === 'violation') {
       return { verdict: 'violation', key, detail: formatStuck(key, property, outcome.stuck, ops.length) };
     }
-    if (outcome.verdict === 'unknown' && unknownKey === null) unknownKey = key;
+    if (outcome.verdict === 'unknown' && unknown === null) unknown = { key, memo: outcome.memo === true };
   }
-  if (unknownKey !== null) {
+  if (unknown !== null) {
+    const why = unknown.memo ? `explored more states than it keeps (${MEMO_BYTES_MAX >> 20} MB)` : `ran out of time (${options.timeoutMs} ms)`;
     return {
-      verdict: 'unknown', key: unknownKey,
-      detail: `the search for key ${JSON.stringify(unknownKey)} ran out of time (${options.timeoutMs} ms); no violation found on the keys checked`,
+      verdict: 'unknown', key: unknown.key,
+      detail: `the search for key ${JSON.stringify(unknown.key)} ${why}; no violation found on the keys checked`,
     };
   }
   return { verdict: 'ok', detail: `${keys.length} key(s), ${history.operations.length} operation(s): ${property}` };
@@ -247,6 +254,8 @@ export class LinearizedSet {
 export class SearchCache {
   private readonly buckets = new Map<number, { fullWords: number; window: Uint32Array; state: RegisterValue }[]>();
   private readonly stateHashes = new Map<string, number>();
+  /** What the entries take, roughly: their words, and about 100 bytes of objects each. */
+  bytes = 0;
 
   /** Add the pair; false if it was already there. */
   add(set: LinearizedSet, state: RegisterValue): boolean {
@@ -265,6 +274,7 @@ export class SearchCache {
     window.set(bits.subarray(fullWords, frontier));
     window.set(bits.subarray(determinateWords), frontier - fullWords);
     const added = { fullWords, window, state };
+    this.bytes += 100 + 4 * windowWords;
     if (bucket === undefined) this.buckets.set(key, [added]);
     else bucket.push(added);
     return true;
@@ -324,7 +334,8 @@ export function checkKeyLinearizable(allOps: Operation[], deadlineMs: number): K
   const whole = searchKey(ops, performance.now() + (deadlineMs - performance.now()) / 2);
   if (whole.verdict !== 'unknown') return whole;
   const withoutUnseen = searchKey(ops.filter((op) => !unseen.has(op)), deadlineMs);
-  return withoutUnseen.verdict === 'ok' ? withoutUnseen : { verdict: 'unknown' };
+  if (withoutUnseen.verdict === 'ok') return withoutUnseen;
+  return whole;
 }
 
 /**
@@ -350,7 +361,7 @@ export function unobservedIndeterminate(ops: readonly Operation[]): Set<Operatio
 }
 
 /** The Wing & Gong / Lowe search for one key's operations (indeterminate reads already left out). */
-export function searchKey(keyOps: Operation[], deadlineMs: number): KeyOutcome {
+export function searchKey(keyOps: Operation[], deadlineMs: number, memoBytesMax = MEMO_BYTES_MAX): KeyOutcome {
   // Determinate operations first, by return (see LinearizedSet); the indeterminate ones after them.
   const byReturn = (a: Operation, b: Operation): number => a.return - b.return || a.id - b.id;
   const ops = [...keyOps.filter((op) => !isIndeterminate(op)).sort(byReturn), ...keyOps.filter(isIndeterminate)];
@@ -366,7 +377,10 @@ export function searchKey(keyOps: Operation[], deadlineMs: number): KeyOutcome {
   let deepest: StuckPoint | null = null;
   let iterations = 0;
   while (remaining > 0) {
-    if (++iterations % DEADLINE_CHECK_INTERVAL === 0 && performance.now() > deadlineMs) return { verdict: 'unknown' };
+    if (++iterations % DEADLINE_CHECK_INTERVAL === 0) {
+      if (performance.now() > deadlineMs) return { verdict: 'unknown' };
+      if (cache.bytes > memoBytesMax) return { verdict: 'unknown', memo: true };
+    }
     if (entry === -1) throw new Error('linearizability search ran off the entry list with operations remaining');
     const index = list.opOf[entry];
     const before = sentAfter[index];
