@@ -13,7 +13,7 @@ import { parseHistory } from '../src/check/history.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { BackendFiller } from '../src/jepsen/backend-fill.ts';
 import { parseNemesisKinds, planNemesis } from '../src/jepsen/nemesis.ts';
-import { renderTimeline, summarizeFaults, type RunSummary } from '../src/jepsen/report.ts';
+import { formatVerdict, renderTimeline, summarizeFaults, summarizeRefusals, type RunSummary } from '../src/jepsen/report.ts';
 import { runJepsen } from '../src/jepsen/runner.ts';
 import { classifyServerError, createRandom, type CallRecord } from '../src/jepsen/workload.ts';
 import { startMemcached } from './support/memcached.ts';
@@ -166,12 +166,32 @@ describe('recording replies', () => {
     expect(fault.firstOkAfterHealMs).toBe(150);
   });
 
+  it('counts refused calls by error, and those that came while no fault was on or healing', () => {
+    const oom = 'SERVER_ERROR out of memory storing object';
+    const noQuorum = 'SERVER_ERROR no quorum: no leader reachable';
+    const refused = (startMs: number, error: string): CallRecord => ({ client: 0, node: 'n1', f: 'write', startMs, endMs: startMs + 1, outcome: 'fail', error });
+    const window = { kind: 'backend-fill' as const, label: 'fill every memcached', nodes: ['n1', 'n2', 'n3'], startMs: 1000, endMs: 3000, healedMs: 3100 };
+    const calls = [refused(500, oom), refused(1500, oom), refused(4000, noQuorum), refused(5200, oom), refused(9000, oom)];
+    calls.push({ client: 1, node: 'n2', f: 'read', startMs: 9000, endMs: 9001, outcome: 'ok' });
+    const refusals = summarizeRefusals([window], calls);
+    // 1500 is in the window, 4000 within the grace after its heal; 500, 5200 and 9000 are quiet.
+    expect(refusals).toEqual([{ error: oom, count: 4, quiet: 3 }, { error: noQuorum, count: 1, quiet: 0 }]);
+    const summary = {
+      mode: 'linearizability', nemesis: ['backend-fill'], seed: 1, clients: 2, pipeline: 1, keys: 1, durationMs: 10_000, verdict: 'ok', exitCode: 0,
+      checker: 'test', detail: null, counts: { ok: 1, fail: 5, info: 0, total: 6 },
+      latency: { ok: { count: 1, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1 }, all: { count: 6, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1 } },
+      faults: summarizeFaults([window], calls), refusals, convergenceMs: null,
+    } satisfies RunSummary;
+    expect(formatVerdict(summary)).toContain(`  4 (3) ${oom}\n`);
+  });
+
   it('escapes labels in the SVG', () => {
     const summary = {
       mode: 'linearizability', nemesis: [], seed: 1, clients: 1, pipeline: 1, keys: 1, durationMs: 1000, verdict: 'ok', exitCode: 0,
       checker: 'test', detail: null, counts: { ok: 0, fail: 0, info: 0, total: 0 },
       latency: { ok: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 }, all: { count: 0, p50Ms: 0, p90Ms: 0, p99Ms: 0, maxMs: 0 } },
       faults: [{ kind: 'partition', label: 'cut <n1>&n2', nodes: ['n1'], startMs: 100, endMs: 500, healedMs: 600, firstOkAfterStartMs: null, firstOkAfterHealMs: null }],
+      refusals: [],
       convergenceMs: null,
     } satisfies RunSummary;
     const svg = renderTimeline(summary, []);

@@ -33,6 +33,20 @@ export interface FaultSummary extends FaultWindow {
   firstOkAfterHealMs: number | null;
 }
 
+/** Failed calls with one error, and how many of them came while no fault was on or healing. */
+export interface RefusalSummary {
+  error: string;
+  count: number;
+  /** Started outside every fault window and its first RECOVERY_GRACE_MS after the heal. */
+  quiet: number;
+}
+
+/**
+ * After a heal, how long refusals still count as the fault's: a returning controller catches up,
+ * a new leader is elected. A refusal later than this, with no fault on, is worth a look.
+ */
+export const RECOVERY_GRACE_MS = 2000;
+
 /** Everything verdict.json holds. */
 export interface RunSummary {
   mode: string;
@@ -52,6 +66,8 @@ export interface RunSummary {
   counts: Record<CallOutcome, number> & { total: number };
   latency: { ok: LatencySummary; all: LatencySummary };
   faults: FaultSummary[];
+  /** Failed calls by error, most frequent first. */
+  refusals: RefusalSummary[];
   /** Eventual mode: how long after the heal every replica answered the same (null: never, or not eventual). */
   convergenceMs: number | null;
 }
@@ -86,6 +102,25 @@ export function summarizeFaults(windows: readonly FaultWindow[], calls: readonly
   }));
 }
 
+/** Counts failed calls by error, and those of them that came while no fault was on or healing. */
+export function summarizeRefusals(windows: readonly FaultWindow[], calls: readonly CallRecord[]): RefusalSummary[] {
+  const byError = new Map<string, RefusalSummary>();
+  const quiet = (call: CallRecord): boolean =>
+    windows.every((window) => call.startMs < window.startMs || call.startMs > window.healedMs + RECOVERY_GRACE_MS);
+  for (const call of calls) {
+    if (call.outcome !== 'fail') continue;
+    const error = call.error ?? 'no error recorded';
+    let summary = byError.get(error);
+    if (summary === undefined) {
+      summary = { error, count: 0, quiet: 0 };
+      byError.set(error, summary);
+    }
+    summary.count += 1;
+    if (quiet(call)) summary.quiet += 1;
+  }
+  return [...byError.values()].sort((a, b) => b.count - a.count);
+}
+
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
@@ -111,6 +146,8 @@ export function formatVerdict(summary: RunSummary): string {
     `calls: ${counts.total} (ok ${counts.ok}, fail ${counts.fail}, info ${counts.info})`,
     `latency of ok calls: p50 ${latency.ok.p50Ms} ms, p90 ${latency.ok.p90Ms} ms, p99 ${latency.ok.p99Ms} ms, max ${latency.ok.maxMs} ms`,
   ];
+  if (summary.refusals.length > 0) lines.push(`refused calls by error (in brackets: while no fault was on, nor healed less than ${RECOVERY_GRACE_MS / 1000} s before):`);
+  for (const refusal of summary.refusals.slice(0, REFUSALS_SHOWN_MAX)) lines.push(`  ${refusal.count} (${refusal.quiet}) ${refusal.error}`);
   if (summary.convergenceMs !== null) lines.push(`converged ${summary.convergenceMs} ms after the heal`);
   if (summary.faults.length > 0) lines.push('faults:');
   for (const fault of summary.faults) {
@@ -121,6 +158,9 @@ export function formatVerdict(summary: RunSummary): string {
   if (summary.detail) lines.push('', summary.detail);
   return `${lines.join('\n')}\n`;
 }
+
+/** How many kinds of refusal the readable verdict lists (verdict.json has them all). */
+const REFUSALS_SHOWN_MAX = 6;
 
 function seconds(ms: number): string {
   return `${(ms / 1000).toFixed(1)}s`;

@@ -27,7 +27,7 @@ import type { Mode } from '../consistency/types.ts';
 import type { WalSync } from '../config.ts';
 import { Cluster, definedOnly, repoRoot } from './cluster.ts';
 import { planNemesis, runNemesis, type FaultPlan, type FaultWindow, type NemesisKind } from './nemesis.ts';
-import { countOutcomes, summarizeFaults, summarizeLatency, writeReport, type RunSummary } from './report.ts';
+import { countOutcomes, summarizeFaults, summarizeLatency, summarizeRefusals, writeReport, type RunSummary } from './report.ts';
 import { createRandom, DEFAULT_OP_WEIGHTS, runClient, sleep, type CallRecord, type ClientOptions, type WorkloadOp } from './workload.ts';
 
 /** Options of one run; only `mode` is required. */
@@ -344,6 +344,7 @@ function finish(options: Resolved, phase: PhaseResult, check: CheckResult, conve
     counts: countOutcomes(phase.calls),
     latency: { ok: summarizeLatency(phase.calls.filter((call) => call.outcome === 'ok')), all: summarizeLatency(phase.calls) },
     faults: summarizeFaults(phase.windows, phase.calls),
+    refusals: summarizeRefusals(phase.windows, phase.calls),
     convergenceMs,
   };
   writeReport(options.reportDir, summary, phase.calls);

@@ -48,6 +48,8 @@ export interface CallRecord {
   startMs: number;
   endMs: number;
   outcome: CallOutcome;
+  /** A failed or indeterminate call's error: the server's error line, or why no reply came. */
+  error?: string;
 }
 
 export type { Random };
@@ -240,14 +242,19 @@ async function recordCall(
   const handle = options.recorder.invoke(options.client, call.f, context.key, call.value, context.connection.id);
   const result = await context.connection.send(call.raw, call.verb);
   let outcome: CallOutcome;
+  let error: string | undefined;
   if (result.kind === 'lost') {
     options.recorder.info(handle, null, { node: options.node, error: result.error });
     outcome = 'info';
+    error = result.error;
   } else {
     outcome = interpret(result.reply, handle);
     if (outcome === 'info') context.connection.drop(result.client);
+    if (outcome !== 'ok') error = result.reply.lines.find((line) => errorReply.test(line)) ?? `unexpected reply ${result.reply.lines[0] ?? ''}`;
   }
-  options.calls.push({ client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome });
+  const record: CallRecord = { client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome };
+  if (error !== undefined) record.error = error;
+  options.calls.push(record);
   return result.kind === 'reply' && outcome === 'ok' ? result.reply : null;
 }
 
