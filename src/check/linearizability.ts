@@ -364,14 +364,14 @@ export function unobservedIndeterminate(ops: readonly Operation[]): Set<Operatio
 export function searchKey(keyOps: Operation[], deadlineMs: number, memoBytesMax = MEMO_BYTES_MAX): KeyOutcome {
   // Determinate operations first, by return (see LinearizedSet); the indeterminate ones after them.
   const byReturn = (a: Operation, b: Operation): number => a.return - b.return || a.id - b.id;
-  const ops = [...keyOps.filter((op) => !isIndeterminate(op)).sort(byReturn), ...keyOps.filter(isIndeterminate)];
+  const determinate = keyOps.filter((op) => !isIndeterminate(op)).sort(byReturn);
+  const ops = [...determinate, ...keyOps.filter(isIndeterminate)];
   const list = buildEntryList(ops);
   const sentAfter = connectionPredecessors(ops);
-  const determinate = keyOps.filter((op) => !isIndeterminate(op)).length;
-  const linearized = new LinearizedSet(determinate, ops.length - determinate);
+  const linearized = new LinearizedSet(determinate.length, ops.length - determinate.length);
   const cache = new SearchCache();
   const stack: { call: number; state: RegisterValue }[] = [];
-  let remaining = ops.filter((op) => !isIndeterminate(op)).length;
+  let remaining = determinate.length;
   let state = INITIAL_STATE;
   let entry = list.next[list.head];
   let deepest: StuckPoint | null = null;

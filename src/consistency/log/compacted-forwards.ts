@@ -24,8 +24,8 @@ interface Compacted extends CommittedForward {
 }
 
 export class CompactedForwards {
+  /** Oldest first. Trimmed only when a compaction or a transfer reads it: rare enough to splice. */
   #records: Compacted[] = [];
-  #head = 0;
 
   constructor(
     private readonly keepMs: number,
@@ -34,22 +34,19 @@ export class CompactedForwards {
 
   /** Keeps the forwarded writes among `dropped` (entries just compacted away, oldest first). */
   note(dropped: readonly LogEntry[], self: PeerId, nowMs: number): void {
-    this.prune(nowMs);
     for (const entry of dropped) {
       if (entry.requestId === null || entry.origin === self) continue;
       const { origin, incarnation, requestId, index } = entry;
       this.#records.push({ origin, incarnation, requestId, index, compactedAtMs: nowMs });
     }
-    const over = this.#records.length - this.#head - this.max;
-    if (over > 0) this.#head += over;
-    this.compactArray();
+    this.prune(nowMs);
   }
 
   /** `origin`'s writes compacted at or before `index`, newest first, at most `limit`. */
   committedThrough(origin: PeerId, index: number, nowMs: number, limit: number): CommittedForward[] {
     this.prune(nowMs);
     const found: CommittedForward[] = [];
-    for (let at = this.#records.length - 1; at >= this.#head && found.length < limit; at -= 1) {
+    for (let at = this.#records.length - 1; at >= 0 && found.length < limit; at -= 1) {
       const record = this.#records[at];
       if (record.origin !== origin || record.index > index) continue;
       found.push({ incarnation: record.incarnation, requestId: record.requestId, index: record.index });
@@ -59,21 +56,13 @@ export class CompactedForwards {
 
   /** Records kept now (for tests and inspection). */
   get size(): number {
-    return this.#records.length - this.#head;
+    return this.#records.length;
   }
 
+  /** Drops the records past `keepMs`, then the oldest beyond `max`. */
   private prune(nowMs: number): void {
-    while (this.#head < this.#records.length && this.#records[this.#head].compactedAtMs + this.keepMs < nowMs) this.#head += 1;
-    this.compactArray();
-  }
-
-  private compactArray(): void {
-    if (this.#head === this.#records.length) {
-      this.#records = [];
-      this.#head = 0;
-    } else if (this.#head > 4096 && this.#head * 2 > this.#records.length) {
-      this.#records = this.#records.slice(this.#head);
-      this.#head = 0;
-    }
+    const fresh = this.#records.findIndex((record) => record.compactedAtMs + this.keepMs >= nowMs);
+    const stale = fresh === -1 ? this.#records.length : fresh;
+    this.#records.splice(0, Math.max(stale, this.#records.length - this.max));
   }
 }
