@@ -502,7 +502,7 @@ export class Controller {
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
           },
           (error: unknown) => {
-            if (!this.refusedKeepingTrust(opKeys(effect.op), error)) this.backendError('apply', error);
+            if (!this.refusedKeepingTrust(opKeys(effect.op), token, error)) this.backendError('apply', error);
             if (requestId === null) return;
             // A committed write of the log modes: the mode answers it at the reset, with its
             // result if a replay applies it again (see the backend_reset event's `awaiting`).
@@ -521,7 +521,7 @@ export class Controller {
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
           },
           (error: unknown) => {
-            if (!this.refusedKeepingTrust(effect.entries.map(([key]) => key), error)) this.backendError('put', error);
+            if (!this.refusedKeepingTrust(effect.entries.map(([key]) => key), token, error)) this.backendError('put', error);
           },
         );
         return;
@@ -612,12 +612,12 @@ export class Controller {
    * Whether memcached refused a write for want of memory, leaving `keys` as they were, and the
    * replica stays trusted (ReplicaOptions.refusalsKeepTrust): the mode is told to re-read them.
    */
-  private refusedKeepingTrust(keys: readonly string[] | null, error: unknown): boolean {
+  private refusedKeepingTrust(keys: readonly string[] | null, token: number | null, error: unknown): boolean {
     if (!this.refusalsKeepTrust || keys === null || !(error instanceof StoreError) || !error.untouched || this.replica.suspect !== null) return false;
     this.rememberRefusal(error);
     this.refusalsKept += 1;
     if (isPowerOfTwoOrZero(this.refusalsKept)) this.log.warn('memcached refused a write and kept the keys as they were; re-reading them', { keys: keys.slice(0, 3), error: error.message, refusals: this.refusalsKept });
-    this.enqueue({ kind: 'refused', nowMs: Date.now(), keys });
+    this.enqueue({ kind: 'refused', nowMs: Date.now(), keys, token });
     return true;
   }
 

@@ -353,7 +353,7 @@ class Cluster {
         const entries = keys.flatMap((key): KeyedEntry[] => (replica.has(key) ? [[key, replica.get(key) as Entry]] : []));
         queue.push([id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries }]);
       } else if (effect.kind === 'purge') {
-        for (const [key, cas] of effect.tombstones) if (replica.get(key)?.cas === cas) replica.delete(key);
+        for (const [key, cas] of effect.tombstones) if ((replica.get(key)?.cas ?? cas + 1n) <= cas) replica.delete(key);
       }
     }
     for (const [to, event] of queue) this.run(to, this.machines.get(to)?.step(event) ?? []);
@@ -409,14 +409,31 @@ describe('anti-entropy', () => {
     const cluster = new Cluster(new Map([[N1, n1], [N2, many(300)]]));
     const n2 = cluster.machines.get(N2) as EventualMachine;
     const merging = n2.step(message(N1, { kind: 'push', batch: 1, entries: [['key7', entry('newer', 90_000n)]] }, cluster.nowMs));
-    expect(ofKind(merging, 'put')).toHaveLength(1);
-    const refused = n2.step({ kind: 'refused', nowMs: cluster.nowMs, keys: ['key7', 'key7'] });
+    const [put] = ofKind(merging, 'put');
+    expect(n2.counters().acksAwaitingApply).toBe(1);
+    const refused = n2.step({ kind: 'refused', nowMs: cluster.nowMs, keys: ['key7', 'key7'], token: put.token });
     expect(ofKind(refused, 'fetch').map((effect) => effect.keys)).toEqual([['key7']]);
+    expect(n2.counters().acksAwaitingApply).toBe(0); // never acknowledged, and not kept for ever
     expect(n2.readsLocally()).toBe(true); // nothing held: no rebuild
     cluster.run(N2, refused);
     cluster.round(N2);
     expect(cluster.replicas.get(N2)?.get('key7')?.value.toString()).toBe('newer');
     expect(n2.status().applied).toBe('300');
+  });
+
+  it('forgets a version whose merge memcached refused, even when a flush_all came before the re-read returned', () => {
+    // n2's memcached refuses the push of k; n2 re-reads k, a client's flush_all comes, and the
+    // re-read finds k absent. The index must not go on claiming the refused version: its digests
+    // would then match the peers' and anti-entropy would never bring k.
+    const n2 = machine(N2);
+    boot(n2, [], [N1, N3]);
+    expect(ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put')).toHaveLength(1);
+    expect(n2.indexEntry('k')?.version).toBe(90_000n);
+    const [reread] = ofKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'] }), 'fetch');
+    const flush = n2.step({ kind: 'request', nowMs: T0 + 12, requestId: asRequestId(1), session: 1, op: { kind: 'flush_all', delayMs: 0 } });
+    expect(ofKind(flush, 'apply')).toHaveLength(1);
+    n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [] });
+    expect(n2.indexEntry('k')).toBeUndefined();
   });
 
   it('repairs an emptied replica, in rounds bounded by aeKeysMax', () => {

@@ -58,9 +58,10 @@ export type Event<M> =
   /**
    * The local memcached refused an `apply` or `put` for want of memory and left these keys as
    * they were; the replica is still trusted (ReplicaOptions.refusalsKeepTrust: eventual mode
-   * only), and the mode re-reads what the keys hold.
+   * only), and the mode re-reads what the keys hold. `token`: the refused effect's, if it had
+   * one (its `applied` never comes).
    */
-  | { kind: 'refused'; nowMs: number; keys: readonly string[] }
+  | { kind: 'refused'; nowMs: number; keys: readonly string[]; token?: number | null }
   /**
    * The controller has run every event it had queued for now: a machine that buffers outgoing
    * messages (forwards, appends, pushes) sends them here, so one message carries everything that
@@ -93,7 +94,10 @@ export type Effect<M> =
   | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number }
   /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
   | { kind: 'fetch'; token: number; keys: string[] | null }
-  /** Remove these tombstones from the local replica, each only if its cas is still the one given. */
+  /**
+   * Remove these tombstones from the local replica, each only if its cas is still the one given;
+   * a key that holds an older version instead (a refused write kept it) is removed too.
+   */
   | { kind: 'purge'; tombstones: Array<[key: string, cas: bigint]> }
   /** Empty the local replica. */
   | { kind: 'reset' }

@@ -20,7 +20,8 @@
  *   reset or flushed) a key without a record is absent. A merge that the index can decide needs
  *   no read; an unsettled record (a write in flight or failed) always reads.
  * - With `tombstones`, a delete (and flush_all) leaves a tombstone (empty value, cas = the op's
- *   cas) that reads as absent; `purge` removes one only if its cas is unchanged.
+ *   cas) that reads as absent; `purge` removes one only if its cas is unchanged, and removes any
+ *   older version too (the purged tombstone supersedes it: a write memcached refused left it).
  * - Value cache (write-through, bounded, LRU): a cached entry is exactly what the backend holds
  *   after every call ordered before the current one. It is filled only from an acknowledged
  *   write or a completed read, dropped before a write on its key is issued, and cleared on
@@ -427,7 +428,12 @@ export class Replica {
     return this.#order.keyed(distinct, this.#reading(() => this.#fetchKeys(distinct)));
   }
 
-  /** Removes each tombstone whose cas is still the one given. */
+  /**
+   * Removes each tombstone whose cas is still the one given, and whatever older version a key
+   * holds instead: the tombstone superseded it, and every replica held the tombstone. (One that
+   * memcached refused to store, keeping the older value, may have been counted as held while the
+   * write was in flight.)
+   */
   async purge(tombstones: ReadonlyArray<readonly [string, bigint]>): Promise<void> {
     const calls = tombstones.map(([key, cas]) => this.#order.keyed([key], this.#writing(() => this.#purgeOne(key, cas))));
     await Promise.all(calls);
@@ -588,7 +594,8 @@ export class Replica {
       this.#index.delete(key);
       return;
     }
-    if (entry.tombstone !== true || entry.cas !== cas) return;
+    const superseded = entry.cas < cas || (entry.cas === cas && entry.tombstone === true);
+    if (!superseded) return;
     this.#cache.delete(key);
     await this.#backend.delete(key);
     this.#index.delete(key);

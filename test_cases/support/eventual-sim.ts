@@ -1,7 +1,8 @@
 /**
  * A seeded simulator for eventual mode (in the spirit of TigerBeetle's VOPR): three machines
  * over a simulated network that drops, delays, duplicates and reorders messages, cuts links and
- * crashes and restarts controllers (and, optionally, empties a replica), each machine's effects
+ * crashes and restarts controllers (and, optionally, empties a replica or fills its memcached, which
+ * then refuses writes for a while), each machine's effects
  * carried out on a model replica (a Map of Entry with the real Replica's semantics), with random
  * client operations on every node.
  *
@@ -29,7 +30,7 @@ import {
 } from '../../src/consistency/types.ts';
 import { fromWire, toWire } from '../../src/peer/frame.ts';
 import { applyToEntry, isLive } from '../../src/store/apply.ts';
-import type { Entry, Op } from '../../src/store/types.ts';
+import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/random.ts';
 
 export { mulberry32 };
@@ -46,6 +47,8 @@ export interface SimConfig {
   partitions: boolean;
   crashes: boolean;
   backendResets: boolean;
+  /** Some faults fill a replica's memcached for a while: it refuses writes, keeping what it held. */
+  refusals: boolean;
 }
 
 /** The outcome of a run. */
@@ -54,7 +57,7 @@ export interface SimReport {
   /** null when every check passed. */
   problem: string | null;
   convergedAfterMs: number | null;
-  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number };
+  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number };
 }
 
 const START_MS = 1_700_000_000_000;
@@ -70,6 +73,7 @@ const defaults = (seed: number): SimConfig => ({
   partitions: true,
   crashes: true,
   backendResets: false,
+  refusals: false,
 });
 
 interface Task {
@@ -137,6 +141,8 @@ interface SimNode {
   replica: Map<string, Entry>;
   skewMs: number;
   lastHlc: Hlc;
+  /** Until then the node's memcached is full and refuses writes (see SimConfig.refusals). */
+  fullUntilMs: number;
 }
 
 const TOMBSTONE_VALUE = Buffer.alloc(0);
@@ -162,7 +168,7 @@ class Simulation {
   private readonly accepted = new Map<string, Map<bigint, Entry>>();
   private faultsOver = false;
   problem: string | null = null;
-  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0 };
+  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0 };
 
   constructor(config: SimConfig) {
     this.config = config;
@@ -177,6 +183,7 @@ class Simulation {
       replica: new Map(),
       skewMs: Math.floor(this.random() * 80) - 40,
       lastHlc: HLC_ZERO,
+      fullUntilMs: 0,
     }));
     for (const node of this.nodes) this.start(node);
   }
@@ -270,11 +277,15 @@ class Simulation {
       case 'read':
       case 'persist':
         break;
-      case 'apply':
+      case 'apply': {
+        const keys = opKeys(effect.op);
+        if (keys !== null && effect.op.kind !== 'get' && this.refuses(node, keys, effect.token)) break;
         this.apply(node, effect.op, effect.cas, effect.nowMs);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
+      }
       case 'put':
+        if (this.refuses(node, effect.entries.map(([key]) => key), effect.token)) break;
         for (const [key, entry] of effect.entries) this.merge(node, key, entry);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
@@ -307,6 +318,20 @@ class Simulation {
     });
   }
 
+  /**
+   * Whether the node's memcached, full, refuses a write of `keys`: it keeps what it held, and the
+   * controller tells the machine (`refused`) once memcached has answered, a while later.
+   */
+  private refuses(node: SimNode, keys: readonly string[], token: number | null): boolean {
+    if (node.fullUntilMs <= this.nowMs || this.random() < 0.2) return false;
+    this.stats.refused += 1;
+    const incarnation = node.incarnation;
+    this.at(this.nowMs + this.between(1, 40), () => {
+      if (node.incarnation === incarnation) this.step(node, { kind: 'refused', nowMs: this.nodeNow(node), keys, token });
+    });
+    return true;
+  }
+
   private completeApplied(node: SimNode, token: number): void {
     this.local(node, () => ({ kind: 'applied', nowMs: this.nodeNow(node), token }));
   }
@@ -329,7 +354,7 @@ class Simulation {
   private purge(node: SimNode, tombstones: Array<[string, bigint]>): void {
     for (const [key, cas] of tombstones) {
       const entry = node.replica.get(key);
-      if (entry?.tombstone === true && entry.cas === cas) {
+      if (entry !== undefined && (entry.cas < cas || (entry.tombstone === true && entry.cas === cas))) {
         node.replica.delete(key);
         this.stats.purged += 1;
       }
@@ -488,6 +513,7 @@ class Simulation {
     if (roll < 0.4 && this.config.partitions) this.cutLinks(node);
     else if (roll < 0.7 && this.config.crashes && node.machine !== null) this.crash(node);
     else if (roll < 0.8 && this.config.backendResets && node.machine !== null) this.emptyBackend(node);
+    else if (roll < 0.95 && this.config.refusals) node.fullUntilMs = this.nowMs + this.between(100, 800);
   }
 
   private cutLinks(node: SimNode): void {
@@ -522,7 +548,10 @@ class Simulation {
     this.cuts.clear();
     this.dropRate = 0;
     this.duplicateRate = 0;
-    for (const node of this.nodes) if (node.machine === null) this.start(node);
+    for (const node of this.nodes) {
+      node.fullUntilMs = 0;
+      if (node.machine === null) this.start(node);
+    }
   }
 
   // ---- checks -----------------------------------------------------------------------------

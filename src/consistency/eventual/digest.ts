@@ -133,6 +133,11 @@ export class VersionIndex {
     this.groupDigests.fill(0);
   }
 
+  /** Every key; deleting the current one while iterating is safe (a Map's iterator). */
+  keys(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
   bucketEntries(bucket: number): ReadonlyMap<string, IndexEntry> {
     return this.buckets[bucket];
   }

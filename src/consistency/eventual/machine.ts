@@ -173,7 +173,9 @@ export class EventualMachine implements Machine<EventualMessage> {
         break;
       case 'refused':
         // The index claims the refused versions: it learns what the keys hold, and anti-entropy
-        // brings the writes again once there is room (a peer's digest differs from ours).
+        // brings the writes again once there is room (a peer's digest differs from ours). A
+        // refused merge is never acknowledged: its sender learns nothing held from us.
+        if (event.token !== undefined && event.token !== null) this.pendingAcks.delete(event.token);
         this.issueFetch(out, [...new Set(event.keys)], { kind: 'refresh' });
         break;
       case 'flush':
@@ -214,12 +216,13 @@ export class EventualMachine implements Machine<EventualMessage> {
   }
 
   /** For tests and the simulator: counters. */
-  counters(): { indexSize: number; graveyard: number; purgedRemembered: number; pushesDropped: number } {
+  counters(): { indexSize: number; graveyard: number; purgedRemembered: number; pushesDropped: number; acksAwaitingApply: number } {
     return {
       indexSize: this.index.size,
       graveyard: this.graveyard.size,
       purgedRemembered: this.purged.size,
       pushesDropped: this.pushes.dropped,
+      acksAwaitingApply: this.pendingAcks.size,
     };
   }
 
@@ -337,16 +340,19 @@ export class EventualMachine implements Machine<EventualMessage> {
     const flushedSince = this.flushSeq > pending.issuedSeq;
     const returned = new Set<string>();
     for (const [key, entry] of entries) {
-      returned.add(key);
       this.clock = mergeHlc(this.clock, versionClock(entry.cas));
+      // A purged version reads as absent: its purge, ordered after this fetch, removes it.
       if (this.purgedCovers(key, entry.cas)) continue;
+      returned.add(key);
       const current = this.index.get(key);
       const stale = flushedSince || (current !== undefined && current.touchedSeq > pending.issuedSeq);
       if (current !== undefined && (current.version === entry.cas || (stale && current.version > entry.cas))) continue;
       this.setIndex(key, entry, 0, current?.touchedSeq ?? 0);
     }
-    if (pending.keys === null || flushedSince) return;
-    for (const key of pending.keys) {
+    // A key the replica did not return is absent there (a write it refused never landed), unless
+    // written since the fetch was issued. A flush since then changes nothing here: it removes keys,
+    // and creates none.
+    for (const key of pending.keys ?? this.index.keys()) {
       const current = this.index.get(key);
       if (returned.has(key) || current === undefined || current.touchedSeq > pending.issuedSeq) continue;
       this.index.delete(key);
