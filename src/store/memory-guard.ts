@@ -11,8 +11,12 @@
  * - the item's size class (./slab-room.ts): memcached gives memory to a class a page at a time and
  *   pages stay with the class that took them, so after small items filled memory and were
  *   deleted, a larger item may find no room although few bytes are used. Writes leave
- *   `slabRoomReserve` of the room for their class, and one page's worth more, for the replicas'
- *   slabs differing a little and for writes in flight.
+ *   `slabRoomReserve` of the room for their class, and one page's worth more (but never more
+ *   than that fraction again), for the replicas' slabs differing a little and for writes in
+ *   flight. The bound matters when a class holds a single page and no free page is left, as
+ *   after another client filled memcached and deleted what it wrote: a whole page's worth would
+ *   leave nothing, and every write of the class would be refused until memcached's slab mover
+ *   hands pages back, 30–45 s later, although memcached has the chunks.
  *
  * The mode asks (MachineOptions.refuseStore) at the node that orders writes: in the ordered
  * modes the leader, which sees every write of the cluster, so writes taken by several controllers
@@ -56,7 +60,7 @@ import type { BackendHealth, Op } from './types.ts';
 
 /** Most of memcached's memory the stored items may take. */
 const BYTES_USE_MAX = 0.7;
-/** What writes leave of the room for their size class (and one page's worth more). */
+/** What writes leave of the room for their size class; one page's worth more, up to as much again. */
 const SLAB_ROOM_RESERVE = 0.1;
 /** memcached's per-item overhead, roughly (header, cas, suffix), for estimating what a write adds. */
 const ITEM_OVERHEAD_BYTES = 56;
@@ -161,7 +165,7 @@ export class MemoryGuard {
       if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
       if (memory.usedBytes + view.admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
       const room = memory.slabs !== undefined && sized ? itemRoom(memory.slabs, itemBytes) : null;
-      if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items * (1 - SLAB_ROOM_RESERVE) - room.perPage) return OUT_OF_MEMORY;
+      if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items - slabReserve(room)) return OUT_OF_MEMORY;
       rooms.push(room);
     }
     this.#remember(version, bytes, itemBytes);
@@ -226,6 +230,12 @@ export class MemoryGuard {
       dropOldest(admitted, needed - admitted.base);
     }
   }
+}
+
+/** What writes leave free of an item's size class: see the file header. */
+function slabReserve(room: ItemRoom): number {
+  const fraction = room.items * SLAB_ROOM_RESERVE;
+  return fraction + Math.min(room.perPage, fraction);
 }
 
 /** Counts an admission in a view that did not count it yet. */
