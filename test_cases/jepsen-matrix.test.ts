@@ -20,6 +20,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { WalSync } from '../src/config.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { NEMESIS_KINDS, type NemesisKind } from '../src/jepsen/nemesis.ts';
+import { RECOVERY_GRACE_MS } from '../src/jepsen/report.ts';
 import { runJepsen, type RunResult } from '../src/jepsen/runner.ts';
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'mckv-jepsen-matrix-'));
@@ -35,7 +36,12 @@ const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
 const COMBINED_TIME_MS = 12_500;
 const SINGLE_TIME_MS = 2600;
 
-async function run(mode: Mode, nemesis: readonly NemesisKind[], timeMs: number, seed: number, pipeline = 1, keys = 3, walSync: WalSync = 'fsync'): Promise<RunResult> {
+/** Fault and heal windows' mean lengths: short, so that every kind fits in a short run. */
+const SHORT_WINDOWS = { faultMs: 1000, healMs: 700 };
+
+async function run(
+  mode: Mode, nemesis: readonly NemesisKind[], timeMs: number, seed: number, pipeline = 1, keys = 3, walSync: WalSync = 'fsync', windows = SHORT_WINDOWS,
+): Promise<RunResult> {
   const reportDir = path.join(scratch, `${mode}-${nemesis.join('+')}-${seed}${pipeline > 1 ? `-pipeline${pipeline}` : ''}-${walSync}`);
   mkdirSync(reportDir, { recursive: true });
   const startMs = performance.now();
@@ -43,7 +49,7 @@ async function run(mode: Mode, nemesis: readonly NemesisKind[], timeMs: number, 
   unfinished++;
   const result = await runJepsen({
     mode, nemesis, timeMs, seed, clients: 6, keys, pipeline, backend: 'memcache', reportDir, log, walSync,
-    faultMs: 1000, healMs: 700, checkTimeoutMs: 20_000, settleTimeoutMs: 15_000, convergenceTimeoutMs: 10_000,
+    ...windows, checkTimeoutMs: 20_000, settleTimeoutMs: 15_000, convergenceTimeoutMs: 10_000,
   });
   log(`done: exit ${result.exitCode}`);
   if (result.exitCode === 0) unfinished--;
@@ -91,6 +97,21 @@ describe('every mode keeps its promise under every fault', () => {
       expect(result.summary.walSync).toBe('write');
       expect(result.summary.faults.map((fault) => fault.kind)).toContain('kill');
       expect(result.summary.counts.ok).toBeGreaterThan(100);
+    }, 120_000);
+  });
+
+  MODES.forEach((mode, index) => {
+    it(`${mode}: once a fill of every memcached is healed, writes are taken again (none refused while no fault is on)`, async () => {
+      // One fill (the plan: heal 3-5 s, fill 1.1-1.9 s, then nothing more fits in 10 s), then at
+      // least a second with no fault on, past the grace after the heal.
+      const result = await run(mode, ['backend-fill'], 10_000, 500 + index, 1, 3, 'fsync', { faultMs: 1500, healMs: 4000 });
+      expect(result.exitCode, explain(result)).toBe(0);
+      const [fill] = result.summary.faults;
+      expect(result.summary.faults).toHaveLength(1);
+      expect(result.summary.durationMs - (fill.healedMs + RECOVERY_GRACE_MS)).toBeGreaterThan(500);
+      // Refused during the fill, as they must be; none after it.
+      expect(result.summary.refusals.find((refusal) => refusal.error.includes('out of memory'))?.count ?? 0).toBeGreaterThan(0);
+      expect(result.summary.refusals.filter((refusal) => refusal.quiet > 0), explain(result)).toEqual([]);
     }, 120_000);
   });
 
