@@ -290,7 +290,7 @@ describe('digest index', () => {
         truth.delete(key);
       } else {
         const version = BigInt(Math.floor(random() * 1e9));
-        index.set(key, { version, tombstone: false, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0 });
+        index.set(key, { version, tombstone: false, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0, claimedSeq: 0 });
         truth.set(key, version);
       }
     }
@@ -436,6 +436,23 @@ describe('anti-entropy', () => {
     expect(n2.indexEntry('k')).toBeUndefined();
   });
 
+  it('forgets a version whose merge memcached refused, even when an older version merged before the re-read returned', () => {
+    // n2's memcached refuses W; before the re-read returns, n3 pushes X (older than W), which n2's
+    // memcached takes. The re-read (ordered before X) finds what k held before both. The index
+    // must let W go, and learn X by reading k again.
+    const n2 = machine(N2);
+    boot(n2, [['k', entry('old', 100n)]], [N1, N3]);
+    const [refusedPut] = ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put');
+    const [reread] = ofKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'], token: refusedPut.token }), 'fetch');
+    expect(ofKind(n2.step(message(N3, { kind: 'push', batch: 1, entries: [['k', entry('x', 50_000n)]] }, T0 + 12)), 'put')).toHaveLength(1);
+    expect(n2.indexEntry('k')?.version).toBe(90_000n);
+    const [again] = ofKind(n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [['k', entry('old', 100n)]] }), 'fetch');
+    expect(n2.indexEntry('k')?.version).toBe(100n);
+    expect(again.keys).toEqual(['k']);
+    n2.step({ kind: 'fetched', nowMs: T0 + 14, token: again.token, entries: [['k', entry('x', 50_000n)]] });
+    expect(n2.indexEntry('k')?.version).toBe(50_000n);
+  });
+
   it('repairs an emptied replica, in rounds bounded by aeKeysMax', () => {
     const cluster = new Cluster(new Map([[N1, many(3000)], [N2, many(3000)]]));
     const n2 = cluster.machines.get(N2) as EventualMachine;
@@ -492,7 +509,7 @@ describe('tombstones', () => {
     const ackN2 = sent(out, 'push').find((p) => p.to === N2);
     m.step(message(N2, { kind: 'push_ack', batch: ackN2?.message.batch ?? -1, versions: [['k', version]] }));
     const twin = new VersionIndex();
-    twin.set('k', { version, tombstone: true, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0 });
+    twin.set('k', { version, tombstone: true, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0, claimedSeq: 0 });
     const different = m.step(message(N3, { kind: 'ae_groups', round: 1, groups: new Array(GROUP_COUNT).fill(0) }));
     expect(ofKind(different, 'purge')).toEqual([]);
     const matching = m.step(message(N3, { kind: 'ae_groups', round: 2, groups: twin.groupDigestList() }));

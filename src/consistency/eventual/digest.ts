@@ -84,6 +84,12 @@ export interface IndexEntry {
    * issued before it may return an older state.
    */
   touchedSeq: number;
+  /**
+   * Sequence number of what makes the replica hold `version`: the merge that wrote it, or the
+   * fetch that found it there. A fetch issued after it that finds an older version shows the
+   * write never landed (memcached refused it).
+   */
+  claimedSeq: number;
 }
 
 /** The index with its bucket and group digests. */

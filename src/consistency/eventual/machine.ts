@@ -14,9 +14,10 @@
  *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges pushes (`put` how 'merge': greater cas wins) and acks them.
  * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
  *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
- * - The index (key → version) is refreshed by every fetch result: exactly, unless a later
- *   effect touched the key (then it only moves forward), so it never claims a version the
- *   replica lost.
+ * - The index (key → version) is refreshed by every fetch result: exactly, unless the merge of
+ *   the version it claims was issued after the fetch (the claim stands: that write may still
+ *   land), so it never goes on claiming a version the replica lost or never took. When the
+ *   result so lowers a claim and a later effect touched the key, the key is fetched again.
  *
  * Invariants:
  * - The HLC never goes back; it is >= every version seen (merged, fetched), so a local write's
@@ -315,7 +316,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     if (pending === undefined) return;
     this.fetches.delete(token);
     const valid = entries.filter(([key, entry]) => typeof key === 'string' && entry.cas >= 0n);
-    this.refreshIndex(pending, valid);
+    this.refreshIndex(pending, valid, out);
     switch (pending.purpose.kind) {
       case 'rebuild':
         this.releaseHeld(out);
@@ -336,28 +337,38 @@ export class EventualMachine implements Machine<EventualMessage> {
   }
 
   /** Bring the index in line with what the replica returned (see the header). */
-  private refreshIndex(pending: PendingFetch, entries: KeyedEntry[]): void {
-    const flushedSince = this.flushSeq > pending.issuedSeq;
+  private refreshIndex(pending: PendingFetch, entries: KeyedEntry[], out: Out): void {
+    const { issuedSeq } = pending;
+    const flushedSince = this.flushSeq > issuedSeq;
     const returned = new Set<string>();
+    /**
+     * Keys whose claimed write never landed, and that a later effect touched (a merge of an older
+     * version, which the index does not show): what the replica holds now is fetched again.
+     */
+    const again: string[] = [];
     for (const [key, entry] of entries) {
       this.clock = mergeHlc(this.clock, versionClock(entry.cas));
       // A purged version reads as absent: its purge, ordered after this fetch, removes it.
       if (this.purgedCovers(key, entry.cas)) continue;
       returned.add(key);
       const current = this.index.get(key);
-      const stale = flushedSince || (current !== undefined && current.touchedSeq > pending.issuedSeq);
-      if (current !== undefined && (current.version === entry.cas || (stale && current.version > entry.cas))) continue;
-      this.setIndex(key, entry, 0, current?.touchedSeq ?? 0);
+      if (current !== undefined && current.version === entry.cas) continue;
+      const claimStands = flushedSince || (current !== undefined && current.claimedSeq > issuedSeq);
+      if (current !== undefined && current.version > entry.cas && claimStands) continue;
+      this.setIndex(key, entry, 0, current?.touchedSeq ?? 0, issuedSeq);
+      if (current !== undefined && current.version > entry.cas && current.touchedSeq > issuedSeq) again.push(key);
     }
     // A key the replica did not return is absent there (a write it refused never landed), unless
-    // written since the fetch was issued. A flush since then changes nothing here: it removes keys,
+    // merged since the fetch was issued. A flush since then changes nothing here: it removes keys,
     // and creates none.
     for (const key of pending.keys ?? this.index.keys()) {
       const current = this.index.get(key);
-      if (returned.has(key) || current === undefined || current.touchedSeq > pending.issuedSeq) continue;
+      if (returned.has(key) || current === undefined || current.claimedSeq > issuedSeq) continue;
       this.index.delete(key);
       this.graveyard.delete(key);
+      if (current.touchedSeq > issuedSeq) again.push(key);
     }
+    if (again.length > 0) this.issueFetch(out, again.slice(0, this.tuning.fetchKeysMax), { kind: 'refresh' });
   }
 
   private releaseHeld(out: Out): void {
@@ -368,13 +379,14 @@ export class EventualMachine implements Machine<EventualMessage> {
 
   // ---- index, graveyard, collection ----------------------------------------------------
 
-  private setIndex(key: string, entry: Entry, heldByMask: number, touchedSeq: number): void {
+  private setIndex(key: string, entry: Entry, heldByMask: number, touchedSeq: number, claimedSeq: number): void {
     const indexed: IndexEntry = {
       version: entry.cas,
       tombstone: entry.tombstone === true,
       expiresAtMs: entry.expiresAtMs,
       heldByMask,
       touchedSeq,
+      claimedSeq,
     };
     this.index.set(key, indexed);
     if (this.isDead(indexed)) this.graveyard.add(key);
@@ -520,7 +532,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     const current = this.index.get(key);
     const bit = this.peerBits.get(from) ?? 0;
     if (current === undefined || entry.cas > current.version) {
-      this.setIndex(key, entry, bit, seq);
+      this.setIndex(key, entry, bit, seq, seq);
       return;
     }
     current.touchedSeq = seq;
