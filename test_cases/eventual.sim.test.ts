@@ -44,7 +44,7 @@ describe('eventual mode under a simulated, faulty network', () => {
   });
 
   it('converges when memcached refuses writes for a while (full), keeping what it held', () => {
-    // Before purges removed what a refused tombstone left, 8 of these 200 seeds never converged:
+    // Before purges removed what a refused tombstone left, 5 of these 200 seeds never converged:
     // a tombstone counted as held while its merge was in flight was collected, and the value it
     // deleted stayed in the replica that refused it.
     const reports = runSeeds(200, 20_000, { backendResets: false, refusals: true });

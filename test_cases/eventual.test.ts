@@ -436,6 +436,17 @@ describe('anti-entropy', () => {
     expect(n2.indexEntry('k')).toBeUndefined();
   });
 
+  it('removes what a refused tombstone or expiring entry supersedes: a peer may have counted it as held', () => {
+    const n2 = machine(N2);
+    boot(n2, [['gone', entry('old', 100n)], ['short', entry('old', 101n)], ['kept', entry('old', 102n)]], [N1, N3]);
+    const pushed: KeyedEntry[] = [['gone', tombstone(90_000n)], ['short', entry('s', 90_001n, { expiresAtMs: T0 + 60_000 })], ['kept', entry('k', 90_002n)]];
+    const [put] = ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: pushed })), 'put');
+    const refused = n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['gone', 'short', 'kept'], token: put.token });
+    // The purge goes first, so the re-read sees what is left; a live entry's older value stays.
+    expect(refused.map((effect) => effect.kind)).toEqual(['purge', 'fetch']);
+    expect(ofKind(refused, 'purge')[0].tombstones).toEqual([['gone', 90_000n], ['short', 90_001n]]);
+  });
+
   it('forgets a version whose merge memcached refused, even when an older version merged before the re-read returned', () => {
     // n2's memcached refuses W; before the re-read returns, n3 pushes X (older than W), which n2's
     // memcached takes. The re-read (ordered before X) finds what k held before both. The index

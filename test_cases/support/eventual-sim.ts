@@ -285,7 +285,11 @@ class Simulation {
         break;
       }
       case 'put':
-        if (this.refuses(node, effect.entries.map(([key]) => key), effect.token)) break;
+        if (this.refuses(node, effect.entries.map(([key]) => key), effect.token)) {
+          // A batch goes to memcached pipelined: it may have taken some entries before refusing.
+          if (effect.entries.length > 1) for (const [key, entry] of effect.entries) if (this.random() < 0.5) this.merge(node, key, entry);
+          break;
+        }
         for (const [key, entry] of effect.entries) this.merge(node, key, entry);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;

@@ -173,11 +173,7 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.onBackendReset(out);
         break;
       case 'refused':
-        // The index claims the refused versions: it learns what the keys hold, and anti-entropy
-        // brings the writes again once there is room (a peer's digest differs from ours). A
-        // refused merge is never acknowledged: its sender learns nothing held from us.
-        if (event.token !== undefined && event.token !== null) this.pendingAcks.delete(event.token);
-        this.issueFetch(out, [...new Set(event.keys)], { kind: 'refresh' });
+        this.onRefused(event.keys, event.token ?? null, out);
         break;
       case 'flush':
         break;
@@ -544,6 +540,28 @@ export class EventualMachine implements Machine<EventualMessage> {
     if (ack === undefined) return;
     this.pendingAcks.delete(token);
     out.push({ kind: 'send', to: ack.to, message: { kind: 'push_ack', batch: ack.batch, versions: ack.versions } });
+  }
+
+  /**
+   * memcached refused an apply or a merge and kept what `keys` held. The index claims the refused
+   * versions: it learns what the keys hold instead, and anti-entropy brings the writes again once
+   * there is room (a peer's digest then differs from ours).
+   *
+   * A refused merge is never acknowledged. Its tombstones and expiring entries (the versions its
+   * push_ack would have carried) may still be collected: while the merge was in flight, our
+   * digests claimed them, and a peer may have counted them as held here. What they supersede is
+   * removed now, as their purge would have, so no older value outlives them here once every
+   * peer has forgotten them (a purge is remembered only for purgedMemoryMs, and not across a
+   * restart).
+   */
+  private onRefused(keys: readonly string[], token: number | null, out: Out): void {
+    const ack = token === null ? undefined : this.pendingAcks.get(token);
+    if (token !== null) this.pendingAcks.delete(token);
+    if (ack !== undefined && ack.versions.length > 0) {
+      this.nextSeq();
+      out.push({ kind: 'purge', tombstones: ack.versions });
+    }
+    this.issueFetch(out, [...new Set(keys)], { kind: 'refresh' });
   }
 
   private onPushAck(from: PeerId, batch: number, versions: KeyVersion[], out: Out): void {
