@@ -1,7 +1,7 @@
 /**
  * Seeded simulation of eventual mode (see ./support/eventual-sim.ts): hundreds of seeds, each
  * with drops, delays, duplicates, reordering, partitions and crashes; some also empty replicas,
- * or fill their memcached for a while (it refuses writes).
+ * or fill their memcached for a while (it refuses writes), or slow it down.
  * After the faults stop, every replica must read alike and hold, per key, the accepted write
  * with the greatest version, and every tombstone must be collected. A failure names its seed:
  * replay it with EVENTUAL_SEED=<seed>.
@@ -19,7 +19,7 @@ function failures(reports: SimReport[]): string[] {
     .map((report) => `seed ${report.seed}: ${report.problem} (replay: EVENTUAL_SEED=${report.seed})`);
 }
 
-function runSeeds(count: number, offset: number, faults: { backendResets: boolean; refusals?: boolean }): SimReport[] {
+function runSeeds(count: number, offset: number, faults: { backendResets: boolean; refusals?: boolean; slowBackends?: boolean }): SimReport[] {
   if (replaySeed !== null) return [runEventualSim({ seed: replaySeed, ...faults })];
   return Array.from({ length: count }, (_, i) => runEventualSim({ seed: FIRST_SEED + offset + i, ...faults }));
 }
@@ -50,6 +50,12 @@ describe('eventual mode under a simulated, faulty network', () => {
     const reports = runSeeds(200, 20_000, { backendResets: false, refusals: true });
     expect(failures(reports)).toEqual([]);
     if (replaySeed === null) expect(reports.filter((report) => report.stats.refused > 0).length).toBeGreaterThan(150);
+  });
+
+  it('converges when memcached is also slow for a while (effects in flight longer), refusing and emptied', () => {
+    const reports = runSeeds(150, 30_000, { backendResets: true, refusals: true, slowBackends: true });
+    expect(failures(reports)).toEqual([]);
+    if (replaySeed === null) expect(reports.filter((report) => report.stats.slowed > 0).length).toBeGreaterThan(40);
   });
 
   it('replays a seed exactly', () => {

@@ -49,6 +49,12 @@ export interface SimConfig {
   backendResets: boolean;
   /** Some faults fill a replica's memcached for a while: it refuses writes, keeping what it held. */
   refusals: boolean;
+  /**
+   * Some faults slow a replica's memcached for a while: each store effect then takes 1-30 ms, in
+   * the order issued, so the machine's effects stay in flight for longer (a merge not yet applied,
+   * a fetch that reads what later effects will change).
+   */
+  slowBackends: boolean;
 }
 
 /** The outcome of a run. */
@@ -57,7 +63,7 @@ export interface SimReport {
   /** null when every check passed. */
   problem: string | null;
   convergedAfterMs: number | null;
-  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number };
+  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number };
 }
 
 const START_MS = 1_700_000_000_000;
@@ -74,6 +80,7 @@ const defaults = (seed: number): SimConfig => ({
   crashes: true,
   backendResets: false,
   refusals: false,
+  slowBackends: false,
 });
 
 interface Task {
@@ -143,6 +150,10 @@ interface SimNode {
   lastHlc: Hlc;
   /** Until then the node's memcached is full and refuses writes (see SimConfig.refusals). */
   fullUntilMs: number;
+  /** Until then the node's memcached is slow (see SimConfig.slowBackends). */
+  slowUntilMs: number;
+  /** Store effects waiting for the slow memcached, in the order issued. */
+  backlog: Array<() => void>;
 }
 
 const TOMBSTONE_VALUE = Buffer.alloc(0);
@@ -168,7 +179,7 @@ class Simulation {
   private readonly accepted = new Map<string, Map<bigint, Entry>>();
   private faultsOver = false;
   problem: string | null = null;
-  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0 };
+  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0 };
 
   constructor(config: SimConfig) {
     this.config = config;
@@ -184,6 +195,8 @@ class Simulation {
       skewMs: Math.floor(this.random() * 80) - 40,
       lastHlc: HLC_ZERO,
       fullUntilMs: 0,
+      slowUntilMs: 0,
+      backlog: [],
     }));
     for (const node of this.nodes) this.start(node);
   }
@@ -269,6 +282,23 @@ class Simulation {
   // ---- effects ----------------------------------------------------------------------------
 
   private carryOut(node: SimNode, effect: Effect<EventualMessage>): void {
+    const touchesStore = effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'purge' || effect.kind === 'reset';
+    if (touchesStore && (node.backlog.length > 0 || node.slowUntilMs > this.nowMs)) {
+      // Slow memcached: in order, each after the one before (it keeps running through a crash).
+      node.backlog.push(() => this.carryOutNow(node, effect));
+      this.stats.slowed += 1;
+      if (node.backlog.length === 1) this.at(this.nowMs + this.between(1, 30), () => this.drainBacklog(node));
+      return;
+    }
+    this.carryOutNow(node, effect);
+  }
+
+  private drainBacklog(node: SimNode): void {
+    node.backlog.shift()?.();
+    if (node.backlog.length > 0) this.at(this.nowMs + (node.slowUntilMs > this.nowMs ? this.between(1, 30) : 0), () => this.drainBacklog(node));
+  }
+
+  private carryOutNow(node: SimNode, effect: Effect<EventualMessage>): void {
     switch (effect.kind) {
       case 'send':
         this.send(node, effect.to, effect.message);
@@ -518,6 +548,7 @@ class Simulation {
     else if (roll < 0.7 && this.config.crashes && node.machine !== null) this.crash(node);
     else if (roll < 0.8 && this.config.backendResets && node.machine !== null) this.emptyBackend(node);
     else if (roll < 0.95 && this.config.refusals) node.fullUntilMs = this.nowMs + this.between(100, 800);
+    else if (this.config.slowBackends) node.slowUntilMs = this.nowMs + this.between(100, 800);
   }
 
   private cutLinks(node: SimNode): void {
@@ -554,6 +585,7 @@ class Simulation {
     this.duplicateRate = 0;
     for (const node of this.nodes) {
       node.fullUntilMs = 0;
+      node.slowUntilMs = 0;
       if (node.machine === null) this.start(node);
     }
   }
