@@ -183,6 +183,12 @@ describe('recording replies', () => {
       faults: summarizeFaults([window], calls), refusals, convergenceMs: null,
     } satisfies RunSummary;
     expect(formatVerdict(summary)).toContain(`  4 (3) ${oom}\n`);
+    expect(formatVerdict(summary).split('\n').slice(0, 2)).toEqual([
+      'PASS: the linearizability promise held (test)',
+      'note: 3 calls refused while no fault was on, nor healed less than 2 s before (by error below)',
+    ]);
+    const healthy = { ...summary, refusals: [{ error: noQuorum, count: 1, quiet: 0 }] };
+    expect(formatVerdict(healthy)).not.toContain('note:');
   });
 
   it('escapes labels in the SVG', () => {
