@@ -172,14 +172,16 @@ describe('recording replies', () => {
     const refused = (startMs: number, error: string): CallRecord => ({ client: 0, node: 'n1', f: 'write', startMs, endMs: startMs + 1, outcome: 'fail', error });
     const window = { kind: 'backend-fill' as const, label: 'fill every memcached', nodes: ['n1', 'n2', 'n3'], startMs: 1000, endMs: 3000, healedMs: 3100 };
     const calls = [refused(500, oom), refused(1500, oom), refused(4000, noQuorum), refused(5200, oom), refused(9000, oom)];
+    // Started before the fault, still waiting when it began: not counted as refused while quiet.
+    calls.push({ client: 2, node: 'n3', f: 'read', startMs: 990, endMs: 1800, outcome: 'fail', error: noQuorum });
     calls.push({ client: 1, node: 'n2', f: 'read', startMs: 9000, endMs: 9001, outcome: 'ok' });
     const refusals = summarizeRefusals([window], calls);
     // 1500 is in the window, 4000 within the grace after its heal; 500, 5200 and 9000 are quiet.
-    expect(refusals).toEqual([{ error: oom, count: 4, quiet: 3 }, { error: noQuorum, count: 1, quiet: 0 }]);
+    expect(refusals).toEqual([{ error: oom, count: 4, quiet: 3 }, { error: noQuorum, count: 2, quiet: 0 }]);
     const summary = {
       mode: 'linearizability', nemesis: ['backend-fill'], seed: 1, clients: 2, pipeline: 1, keys: 1, durationMs: 10_000, verdict: 'ok', exitCode: 0,
-      checker: 'test', detail: null, counts: { ok: 1, fail: 5, info: 0, total: 6 },
-      latency: { ok: { count: 1, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1 }, all: { count: 6, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1 } },
+      checker: 'test', detail: null, counts: { ok: 1, fail: 6, info: 0, total: 7 },
+      latency: { ok: { count: 1, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1 }, all: { count: 7, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1 } },
       faults: summarizeFaults([window], calls), refusals, convergenceMs: null,
     } satisfies RunSummary;
     expect(formatVerdict(summary)).toContain(`  4 (3) ${oom}\n`);
@@ -187,7 +189,7 @@ describe('recording replies', () => {
       'PASS: the linearizability promise held (test)',
       'note: 3 calls refused while no fault was on, nor healed less than 2 s before (by error below)',
     ]);
-    const healthy = { ...summary, refusals: [{ error: noQuorum, count: 1, quiet: 0 }] };
+    const healthy = { ...summary, refusals: [{ error: noQuorum, count: 2, quiet: 0 }] };
     expect(formatVerdict(healthy)).not.toContain('note:');
   });
 

@@ -37,7 +37,10 @@ export interface FaultSummary extends FaultWindow {
 export interface RefusalSummary {
   error: string;
   count: number;
-  /** Started outside every fault window and its first RECOVERY_GRACE_MS after the heal. */
+  /**
+   * Of them, those that overlapped no fault window nor its first RECOVERY_GRACE_MS after the heal
+   * (started after that, or ended before the fault began).
+   */
   quiet: number;
 }
 
@@ -105,8 +108,9 @@ export function summarizeFaults(windows: readonly FaultWindow[], calls: readonly
 /** Counts failed calls by error, and those of them that came while no fault was on or healing. */
 export function summarizeRefusals(windows: readonly FaultWindow[], calls: readonly CallRecord[]): RefusalSummary[] {
   const byError = new Map<string, RefusalSummary>();
+  // A call that was still waiting when a fault began may have failed because of it.
   const quiet = (call: CallRecord): boolean =>
-    windows.every((window) => call.startMs < window.startMs || call.startMs > window.healedMs + RECOVERY_GRACE_MS);
+    windows.every((window) => call.endMs < window.startMs || call.startMs > window.healedMs + RECOVERY_GRACE_MS);
   for (const call of calls) {
     if (call.outcome !== 'fail') continue;
     const error = call.error ?? 'no error recorded';
