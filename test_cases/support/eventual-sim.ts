@@ -50,9 +50,12 @@ export interface SimConfig {
   /** Some faults fill a replica's memcached for a while: it refuses writes, keeping what it held. */
   refusals: boolean;
   /**
-   * Some faults slow a replica's memcached for a while: each store effect then takes 1-30 ms, in
-   * the order issued, so the machine's effects stay in flight for longer (a merge not yet applied,
-   * a fetch that reads what later effects will change).
+   * Some faults slow a replica's memcached for a while: each store effect then takes 1-30 ms, so
+   * the machine's effects stay in flight for longer (a merge not yet applied, a fetch that reads
+   * what later effects will change). As the real replica runs them: in the order issued on each
+   * key, effects on other keys overlapping and completing in any order, and effects on every key
+   * (a fetch of all keys, flush_all, reset) after everything issued before them and before
+   * everything issued after.
    */
   slowBackends: boolean;
 }
@@ -152,8 +155,11 @@ interface SimNode {
   fullUntilMs: number;
   /** Until then the node's memcached is slow (see SimConfig.slowBackends). */
   slowUntilMs: number;
-  /** Store effects waiting for the slow memcached, in the order issued. */
-  backlog: Array<() => void>;
+  /** When the last store effect issued on each key takes effect (see SimConfig.slowBackends). */
+  keyDueMs: Map<string, number>;
+  /** When the last effect on every key takes effect, and when the latest effect of any. */
+  barrierDueMs: number;
+  lastDueMs: number;
 }
 
 const TOMBSTONE_VALUE = Buffer.alloc(0);
@@ -196,7 +202,9 @@ class Simulation {
       lastHlc: HLC_ZERO,
       fullUntilMs: 0,
       slowUntilMs: 0,
-      backlog: [],
+      keyDueMs: new Map(),
+      barrierDueMs: 0,
+      lastDueMs: 0,
     }));
     for (const node of this.nodes) this.start(node);
   }
@@ -282,20 +290,28 @@ class Simulation {
   // ---- effects ----------------------------------------------------------------------------
 
   private carryOut(node: SimNode, effect: Effect<EventualMessage>): void {
-    const touchesStore = effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'purge' || effect.kind === 'reset';
-    if (touchesStore && (node.backlog.length > 0 || node.slowUntilMs > this.nowMs)) {
-      // Slow memcached: in order, each after the one before (it keeps running through a crash).
-      node.backlog.push(() => this.carryOutNow(node, effect));
-      this.stats.slowed += 1;
-      if (node.backlog.length === 1) this.at(this.nowMs + this.between(1, 30), () => this.drainBacklog(node));
+    const keys = storeKeys(effect);
+    if (keys === undefined) {
+      this.carryOutNow(node, effect);
       return;
     }
-    this.carryOutNow(node, effect);
-  }
-
-  private drainBacklog(node: SimNode): void {
-    node.backlog.shift()?.();
-    if (node.backlog.length > 0) this.at(this.nowMs + (node.slowUntilMs > this.nowMs ? this.between(1, 30) : 0), () => this.drainBacklog(node));
+    // When what was issued before it on its keys (on every key) takes effect: it comes after that.
+    let pendingMs = node.barrierDueMs;
+    if (keys === null) pendingMs = Math.max(pendingMs, node.lastDueMs);
+    else for (const key of keys) pendingMs = Math.max(pendingMs, node.keyDueMs.get(key) ?? 0);
+    const slow = node.slowUntilMs > this.nowMs;
+    if (!slow && pendingMs < this.nowMs) {
+      this.carryOutNow(node, effect);
+      return;
+    }
+    // Slow memcached, or an earlier effect on these keys still waits for it (it keeps running
+    // through a crash: those calls were sent). At the same time, the earlier one runs first.
+    const dueMs = Math.max(this.nowMs, pendingMs) + (slow ? this.between(1, 30) : 0);
+    if (keys === null) node.barrierDueMs = dueMs;
+    else for (const key of keys) node.keyDueMs.set(key, dueMs);
+    node.lastDueMs = Math.max(node.lastDueMs, dueMs);
+    this.stats.slowed += 1;
+    this.at(dueMs, () => this.carryOutNow(node, effect));
   }
 
   private carryOutNow(node: SimNode, effect: Effect<EventualMessage>): void {
@@ -665,6 +681,24 @@ function compareViews(left: Map<string, string>, right: Map<string, string>): { 
     if (left.get(key) !== right.get(key)) return { key, text: `${key}: ${left.get(key)} vs ${right.get(key)}` };
   }
   return null;
+}
+
+/** The keys a store effect touches (null: every key); undefined for effects that touch none. */
+function storeKeys(effect: Effect<EventualMessage>): readonly string[] | null | undefined {
+  switch (effect.kind) {
+    case 'apply':
+      return opKeys(effect.op);
+    case 'put':
+      return effect.entries.map(([key]) => key);
+    case 'fetch':
+      return effect.keys;
+    case 'purge':
+      return effect.tombstones.map(([key]) => key);
+    case 'reset':
+      return null;
+    default:
+      return undefined;
+  }
 }
 
 /** Run one seeded simulation and report; `problem` names the first failed check. */
