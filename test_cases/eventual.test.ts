@@ -35,6 +35,7 @@ import {
   type PeerId,
 } from '../src/consistency/types.ts';
 import type { EventualTuning } from '../src/consistency/eventual/tuning.ts';
+import { purgeRemoves } from '../src/store/apply.ts';
 import type { Entry, Op } from '../src/store/types.ts';
 import { mulberry32 } from './support/eventual-sim.ts';
 
@@ -353,7 +354,10 @@ class Cluster {
         const entries = keys.flatMap((key): KeyedEntry[] => (replica.has(key) ? [[key, replica.get(key) as Entry]] : []));
         queue.push([id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries }]);
       } else if (effect.kind === 'purge') {
-        for (const [key, cas] of effect.tombstones) if ((replica.get(key)?.cas ?? cas + 1n) <= cas) replica.delete(key);
+        for (const [key, cas] of effect.tombstones) {
+          const stored = replica.get(key);
+          if (stored !== undefined && purgeRemoves(stored, cas)) replica.delete(key);
+        }
       }
     }
     for (const [to, event] of queue) this.run(to, this.machines.get(to)?.step(event) ?? []);

@@ -58,6 +58,14 @@ export function isLive(entry: Entry | undefined, nowMs: number): entry is Entry 
   return entry.expiresAtMs === 0 || entry.expiresAtMs > nowMs;
 }
 
+/**
+ * Whether a purge of the tombstone at `cas` removes `entry`: that tombstone itself, or any older
+ * version (the tombstone superseded it; a write memcached refused may have left it in its place).
+ */
+export function purgeRemoves(entry: Entry, cas: bigint): boolean {
+  return entry.cas < cas || (entry.cas === cas && entry.tombstone === true);
+}
+
 /** Applies one single-key op to the entry stored under its key. Pure. */
 export function applyToEntry(
   current: Entry | undefined,

@@ -33,7 +33,7 @@
 
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
-import { applyToEntry, isLive, type ApplyContext } from './apply.ts';
+import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyPresence, type KVBackend, type Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
@@ -594,8 +594,7 @@ export class Replica {
       this.#index.delete(key);
       return;
     }
-    const superseded = entry.cas < cas || (entry.cas === cas && entry.tombstone === true);
-    if (!superseded) return;
+    if (!purgeRemoves(entry, cas)) return;
     this.#cache.delete(key);
     await this.#backend.delete(key);
     this.#index.delete(key);

@@ -29,7 +29,7 @@ import {
   type PeerId,
 } from '../../src/consistency/types.ts';
 import { fromWire, toWire } from '../../src/peer/frame.ts';
-import { applyToEntry, isLive } from '../../src/store/apply.ts';
+import { applyToEntry, isLive, purgeRemoves } from '../../src/store/apply.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/random.ts';
 
@@ -404,7 +404,7 @@ class Simulation {
   private purge(node: SimNode, tombstones: Array<[string, bigint]>): void {
     for (const [key, cas] of tombstones) {
       const entry = node.replica.get(key);
-      if (entry !== undefined && (entry.cas < cas || (entry.tombstone === true && entry.cas === cas))) {
+      if (entry !== undefined && purgeRemoves(entry, cas)) {
         node.replica.delete(key);
         this.stats.purged += 1;
       }

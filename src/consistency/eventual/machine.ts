@@ -349,10 +349,12 @@ export class EventualMachine implements Machine<EventualMessage> {
       returned.add(key);
       const current = this.index.get(key);
       if (current !== undefined && current.version === entry.cas) continue;
-      const claimStands = flushedSince || (current !== undefined && current.claimedSeq > issuedSeq);
-      if (current !== undefined && current.version > entry.cas && claimStands) continue;
+      if (current !== undefined && current.version > entry.cas) {
+        // The claimed write was issued after this fetch (or a flush came since): it may still land.
+        if (flushedSince || current.claimedSeq > issuedSeq) continue;
+        if (current.touchedSeq > issuedSeq) again.push(key);
+      }
       this.setIndex(key, entry, 0, current?.touchedSeq ?? 0, issuedSeq);
-      if (current !== undefined && current.version > entry.cas && current.touchedSeq > issuedSeq) again.push(key);
     }
     // A key the replica did not return is absent there (a write it refused never landed), unless
     // merged since the fetch was issued. A flush since then changes nothing here: it removes keys,
