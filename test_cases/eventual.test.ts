@@ -298,6 +298,11 @@ describe('digest index', () => {
     const buckets = new Array<number>(BUCKET_COUNT).fill(0);
     for (const [key, version] of truth) buckets[bucketOfKey(key)] = (buckets[bucketOfKey(key)] ^ hashKeyVersion(key, version)) >>> 0;
     expect(index.size).toBe(truth.size);
+    for (const [key, version] of truth) {
+      // Updated in place: the bucket lists the very entry the key maps to, at its latest version.
+      expect(index.get(key)?.version).toBe(version);
+      expect(index.bucketEntries(bucketOfKey(key)).get(key)).toBe(index.get(key));
+    }
     for (let b = 0; b < BUCKET_COUNT; b += 1) expect(index.bucketDigest(b)).toBe(buckets[b]);
     for (let g = 0; g < GROUP_COUNT; g += 1) {
       let digest = 0;

@@ -437,18 +437,50 @@ describe('ValueCache (CLOCK eviction)', () => {
     expect(cache.size).toBe(0);
   });
 
-  it('holds its bound over a long seeded run of sets, gets and deletes', () => {
+  it('misses a withheld key until its next set, charging only its slot meanwhile', () => {
+    const cache = new ValueCache(1 << 20);
+    cache.set('k', sized('a value', 1n));
+    cache.withhold('k');
+    expect(cache.get('k')).toBeUndefined();
+    expect(cache.bytes).toBe(cachedEntryBytes('k', sized('')));
+    cache.withhold('k'); // twice changes nothing
+    expect(cache.bytes).toBe(cachedEntryBytes('k', sized('')));
+    cache.set('k', sized('another value', 2n));
+    expect(cache.get('k')?.cas).toBe(2n);
+    expect(cache.bytes).toBe(cachedEntryBytes('k', sized('another value')));
+    cache.withhold('k');
+    cache.delete('k');
+    expect([cache.bytes, cache.size]).toEqual([0, 0]);
+    cache.withhold('absent');
+    expect(cache.size).toBe(0);
+  });
+
+  it('holds its bound over a long seeded run of sets, gets, withholds and deletes', () => {
     const random = seeded(11);
     const cache = new ValueCache(4096);
+    const withheld = new Set<string>();
     for (let step = 0; step < 20_000; step += 1) {
       const key = `k${Math.floor(random() * 200)}`;
       const roll = random();
-      if (roll < 0.5) cache.set(key, sized('v'.repeat(Math.floor(random() * 100))));
-      else if (roll < 0.9) cache.get(key);
-      else cache.delete(key);
+      if (roll < 0.45) {
+        cache.set(key, sized('v'.repeat(Math.floor(random() * 100))));
+        withheld.delete(key);
+      } else if (roll < 0.55) {
+        cache.withhold(key);
+        withheld.add(key);
+      } else if (roll < 0.9) {
+        const found = cache.get(key);
+        if (withheld.has(key) && found !== undefined) throw new Error(`withheld ${key} answered at step ${step}`);
+      } else {
+        cache.delete(key);
+        withheld.delete(key);
+      }
       if (cache.bytes > cache.bytesMax) throw new Error(`bound broken at step ${step}`);
     }
     expect(cache.size).toBeGreaterThan(0);
+    // The byte count stayed exact: forgetting every key brings it back to zero.
+    for (let i = 0; i < 200; i += 1) cache.delete(`k${i}`);
+    expect([cache.bytes, cache.size]).toEqual([0, 0]);
   });
 });
 

@@ -124,6 +124,12 @@ class KeyOrder {
     return true;
   }
 
+  /** `idle([key])`, without the array. */
+  idleKey(key: string): boolean {
+    if (this.#barriersRunning > 0) return false;
+    return this.#tails.size === 0 || !this.#tails.has(key); // nothing running: no lookup needed
+  }
+
   /** Runs `work` after every earlier call on `key` and the last barrier (the common, one-key case). */
   single<T>(key: string, work: () => Promise<T>): Promise<T> {
     const tail = this.#tails.get(key);
@@ -367,8 +373,10 @@ export class Replica {
   }
 
   /**
-   * Writes entries; `merge` keeps, per key, whichever has the greater cas. The common case goes
-   * in one batch (see `#putNow`); a key that is busy, repeated or of unknown cas goes alone.
+   * Writes entries; `merge` keeps, per key, whichever has the greater cas. The common case (keys
+   * distinct, idle, of known cas) goes in one batch: the winners are chosen now and written in one
+   * pipelined backend call, under one key-order registration. A key that is busy, repeated or of
+   * unknown cas goes alone.
    */
   async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite'): Promise<void> {
     const byKey = new Map<string, Entry[]>();
@@ -380,34 +388,25 @@ export class Replica {
     const calls: Array<Promise<void>> = [];
     const batch: KeyedEntry[] = [];
     for (const [key, list] of byKey) {
-      if (list.length === 1 && this.#suspect === null && this.#order.idle([key]) && (how === 'overwrite' || this.#knownCas(key) !== undefined)) {
-        batch.push([key, list[0]]);
-      } else {
-        calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how))));
+      if (list.length === 1 && this.#suspect === null && this.#order.idleKey(key)) {
+        const known = how === 'overwrite' ? null : this.#knownCas(key);
+        if (known !== undefined) {
+          // A merge loses to what the replica holds already: nothing to write.
+          if (known === null || known < list[0].cas) batch.push([key, list[0]]);
+          continue;
+        }
       }
+      calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how))));
     }
-    if (batch.length > 0) calls.push(this.#putNow(batch, how));
+    if (batch.length > 0) calls.push(this.#order.runNow(batch.map(([key]) => key), this.#writing(() => this.#writeAll(batch))));
     await Promise.all(calls);
-  }
-
-  /**
-   * Puts a batch of distinct, idle keys whose cas is known: the winners are chosen now and
-   * written in one pipelined backend call, under one key-order registration.
-   */
-  #putNow(batch: readonly KeyedEntry[], how: 'merge' | 'overwrite'): Promise<void> {
-    const winners = how === 'overwrite' ? batch : batch.filter(([key, entry]) => {
-      const known = this.#knownCas(key);
-      return known === null || (known !== undefined && known < entry.cas);
-    });
-    if (winners.length === 0) return Promise.resolve();
-    return this.#order.runNow(winners.map(([key]) => key), this.#writing(() => this.#writeAll(winners)));
   }
 
   /** `#write` for a batch of distinct keys: one backend call. */
   async #writeAll(entries: readonly KeyedEntry[]): Promise<void> {
     const present = entries.map(([key]) => this.#presence(key));
     const records = entries.map(([key, entry]) => {
-      this.#cache.delete(key);
+      this.#cache.withhold(key);
       return this.#remember(key, entry, false);
     });
     const generation = this.#cache.generation;
@@ -617,7 +616,7 @@ export class Replica {
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
     const record = this.#remember(key, entry, false);
     // Cached only once acknowledged: until then the backend may hold either version.
-    this.#cache.delete(key);
+    this.#cache.withhold(key);
     const generation = this.#cache.generation;
     await this.#backend.set(key, entry, present);
     record.settled = true;

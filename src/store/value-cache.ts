@@ -11,8 +11,13 @@
  * end (and unmarking them) and dropping the first unmarked one. A hit thus costs one lookup, not
  * the delete and re-insert a strict LRU order over a Map would.
  *
+ * While a write to the backend is on its way the Replica withholds the key's entry (`withhold`):
+ * the slot stays, empty, so the `set` that follows the acknowledgement fills it in place: one
+ * lookup each, rather than a delete, and a fresh insert into the Map.
+ *
  * Invariants:
  * - `bytes` ≤ `bytesMax` after every call; an entry costing more than `bytesMax` is not kept.
+ * - `bytes` = the sum of `slotBytes` over the slots held; an empty slot is never a hit.
  * - `generation` changes on every `clear`, so a caller that started a backend call before a clear
  *   can tell that its result must not be cached.
  */
@@ -27,10 +32,15 @@ export function cachedEntryBytes(key: string, entry: Entry): number {
   return key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
 }
 
-/** A cached entry and its CLOCK mark (used since it was inserted or last passed by eviction). */
+/** A cached entry (null while withheld) and its CLOCK mark (used since it was inserted or last passed by eviction). */
 interface Slot {
-  entry: Entry;
+  entry: Entry | null;
   used: boolean;
+}
+
+/** The bytes a slot is charged: an empty one, its key and bookkeeping only. */
+function slotBytes(key: string, slot: Slot): number {
+  return slot.entry === null ? key.length + ENTRY_OVERHEAD_BYTES : cachedEntryBytes(key, slot.entry);
 }
 
 /** A byte-bounded map from key to entry, evicting about the least recently used. */
@@ -57,7 +67,7 @@ export class ValueCache {
     return this.#bytesMax;
   }
 
-  /** Entries held. */
+  /** Slots held (withheld ones included). */
   get size(): number {
     return this.#entries.size;
   }
@@ -75,7 +85,7 @@ export class ValueCache {
   /** The entry of `key` (marking it recently used), or undefined. */
   get(key: string): Entry | undefined {
     const slot = this.#entries.get(key);
-    if (slot === undefined) {
+    if (slot === undefined || slot.entry === null) {
       this.#misses += 1;
       return undefined;
     }
@@ -84,18 +94,28 @@ export class ValueCache {
     return slot.entry;
   }
 
+  /** Stops answering for `key` until the next `set` (a write of it is on its way), keeping its slot. */
+  withhold(key: string): void {
+    const slot = this.#entries.get(key);
+    if (slot === undefined || slot.entry === null) return;
+    this.#bytes -= cachedEntryBytes(key, slot.entry) - key.length - ENTRY_OVERHEAD_BYTES;
+    slot.entry = null;
+  }
+
   /** Keeps `entry` as the backend's version of `key`, evicting the least recently used to fit. */
   set(key: string, entry: Entry): void {
     const cost = cachedEntryBytes(key, entry);
     const slot = this.#entries.get(key);
-    if (slot !== undefined && cost <= this.#bytesMax) {
+    if (cost > this.#bytesMax) {
+      if (slot !== undefined) this.#drop(key, slot);
+      return;
+    }
+    if (slot !== undefined) {
       // Replaced in place: it keeps its position, and counts as used.
-      this.#bytes += cost - cachedEntryBytes(key, slot.entry);
+      this.#bytes += cost - slotBytes(key, slot);
       slot.entry = entry;
       slot.used = true;
     } else {
-      this.delete(key);
-      if (cost > this.#bytesMax) return;
       this.#entries.set(key, { entry, used: false });
       this.#bytes += cost;
     }
@@ -105,9 +125,12 @@ export class ValueCache {
   /** Forgets `key`. */
   delete(key: string): void {
     const slot = this.#entries.get(key);
-    if (slot === undefined) return;
+    if (slot !== undefined) this.#drop(key, slot);
+  }
+
+  #drop(key: string, slot: Slot): void {
     this.#entries.delete(key);
-    this.#bytes -= cachedEntryBytes(key, slot.entry);
+    this.#bytes -= slotBytes(key, slot);
   }
 
   /** Forgets everything. */
@@ -128,7 +151,7 @@ export class ValueCache {
         slot.used = false;
         this.#entries.set(key, slot);
       } else {
-        this.#bytes -= cachedEntryBytes(key, slot.entry);
+        this.#bytes -= slotBytes(key, slot);
       }
     }
   }

@@ -56,7 +56,11 @@ function fnvWord(hash: number, word: number): number {
 
 /** The bucket a key belongs to, 0..BUCKET_COUNT-1. */
 export function bucketOfKey(key: string): number {
-  return mix32(fnvKey(key)) & (BUCKET_COUNT - 1);
+  return bucketOfHash(fnvKey(key));
+}
+
+function bucketOfHash(keyHash: number): number {
+  return mix32(keyHash) & (BUCKET_COUNT - 1);
 }
 
 /** The group a bucket belongs to, 0..GROUP_COUNT-1. */
@@ -66,12 +70,17 @@ export function groupOfBucket(bucket: number): number {
 
 /** hash(key, version): the term a (key, version) pair contributes to its bucket's digest. */
 export function hashKeyVersion(key: string, version: bigint): number {
-  const low = Number(version & 0xffffffffn);
-  const high = Number((version >> 32n) & 0xffffffffn);
-  return mix32(fnvWord(fnvWord(fnvKey(key), low), high));
+  return versionTerm(fnvKey(key), version);
 }
 
-/** What the index knows of one key. */
+/** `hashKeyVersion` from the key's FNV hash, so an update hashes the key once. */
+function versionTerm(keyHash: number, version: bigint): number {
+  const low = Number(version & 0xffffffffn);
+  const high = Number((version >> 32n) & 0xffffffffn);
+  return mix32(fnvWord(fnvWord(keyHash, low), high));
+}
+
+/** What the index knows of one key. (`VersionIndex.set` copies every field: keep it in step.) */
 export interface IndexEntry {
   version: bigint;
   tombstone: boolean;
@@ -112,23 +121,38 @@ export class VersionIndex {
     return this.entries.get(key);
   }
 
-  /** Insert or replace the entry of `key`, updating the digests. */
-  set(key: string, entry: IndexEntry): void {
-    const bucket = bucketOfKey(key);
-    const previous = this.entries.get(key);
-    if (previous !== undefined) this.flip(bucket, hashKeyVersion(key, previous.version));
-    this.entries.set(key, entry);
-    this.buckets[bucket].set(key, entry);
-    this.flip(bucket, hashKeyVersion(key, entry.version));
+  /**
+   * Insert the entry of `key`, or update the one held in place (so no map changes), updating the
+   * digests. Returns the entry now indexed.
+   */
+  set(key: string, entry: IndexEntry): IndexEntry {
+    const keyHash = fnvKey(key);
+    const bucket = bucketOfHash(keyHash);
+    const indexed = this.entries.get(key);
+    if (indexed === undefined) {
+      this.entries.set(key, entry);
+      this.buckets[bucket].set(key, entry);
+      this.flip(bucket, versionTerm(keyHash, entry.version));
+      return entry;
+    }
+    if (indexed.version !== entry.version) this.flip(bucket, versionTerm(keyHash, indexed.version) ^ versionTerm(keyHash, entry.version));
+    indexed.version = entry.version;
+    indexed.tombstone = entry.tombstone;
+    indexed.expiresAtMs = entry.expiresAtMs;
+    indexed.heldByMask = entry.heldByMask;
+    indexed.touchedSeq = entry.touchedSeq;
+    indexed.claimedSeq = entry.claimedSeq;
+    return indexed;
   }
 
   delete(key: string): boolean {
     const previous = this.entries.get(key);
     if (previous === undefined) return false;
-    const bucket = bucketOfKey(key);
+    const keyHash = fnvKey(key);
+    const bucket = bucketOfHash(keyHash);
     this.entries.delete(key);
     this.buckets[bucket].delete(key);
-    this.flip(bucket, hashKeyVersion(key, previous.version));
+    this.flip(bucket, versionTerm(keyHash, previous.version));
     return true;
   }
 

@@ -342,8 +342,8 @@ export class EventualMachine implements Machine<EventualMessage> {
      * version, which the index does not show): what the replica holds now is fetched again.
      */
     const again: string[] = [];
+    this.clock = mergeHlc(this.clock, versionClock(newestVersion(entries)));
     for (const [key, entry] of entries) {
-      this.clock = mergeHlc(this.clock, versionClock(entry.cas));
       // A purged version reads as absent: its purge, ordered after this fetch, removes it.
       if (this.purgedCovers(key, entry.cas)) continue;
       returned.add(key);
@@ -505,10 +505,10 @@ export class EventualMachine implements Machine<EventualMessage> {
   private onPush(from: PeerId, batch: number, entries: KeyedEntry[], out: Out): void {
     const versions: KeyVersion[] = [];
     const merge: KeyedEntry[] = [];
+    this.clock = mergeHlc(this.clock, versionClock(newestVersion(entries)));
     for (const [key, entry] of entries) {
       // Only what is or may become dead is ever collected, so only that needs "held" news.
       if (mayDie(entry)) versions.push([key, entry.cas]);
-      this.clock = mergeHlc(this.clock, versionClock(entry.cas));
       if (!this.purgedCovers(key, entry.cas)) merge.push([key, entry]);
       else this.answerSuperseded(from, key, entry.cas);
     }
@@ -756,6 +756,16 @@ export class EventualMachine implements Machine<EventualMessage> {
 /** A tombstone, or an entry that expires: the kinds collection waits on every peer to hold. */
 function mayDie(entry: Entry): boolean {
   return entry.tombstone === true || entry.expiresAtMs !== 0;
+}
+
+/**
+ * The greatest version among `entries` (0 when none): the clock merges it once, which is the
+ * same as merging each in turn (merging keeps the later clock), without unpacking every one.
+ */
+function newestVersion(entries: readonly KeyedEntry[]): bigint {
+  let newest = 0n;
+  for (const [, entry] of entries) if (entry.cas > newest) newest = entry.cas;
+  return newest;
 }
 
 function tombstoneEntry(cas: bigint): Entry {
