@@ -15,6 +15,7 @@ import { runClient } from './src/client/repl.ts';
 import { ConfigError, findNode, loadConfig, parseMode } from './src/config.ts';
 import { Controller } from './src/controller.ts';
 import { createLogger } from './src/log.ts';
+import { scheduleAsBatch } from './src/scheduling.ts';
 import { MemcachedBackend } from './src/store/memcached.ts';
 import { MemoryBackend } from './src/store/memory.ts';
 
@@ -54,6 +55,10 @@ async function main(argv: string[]): Promise<number> {
   const node = findNode(config, args.p);
   const mode = args.cons === undefined ? config.consistency : parseMode(args.cons, '-cons');
   const log = createLogger({ logDir: config.logDir, fileName: `${node.id}.log`, meta: { node: node.id } });
+  if (config.cpuScheduling === 'batch') {
+    const refused = scheduleAsBatch();
+    if (refused !== null) log.warn('cpu_scheduling = batch not applied; running with the default policy', { reason: refused });
+  }
   const backendAddress =
     args.kvtype === 'memory' ? 'embedded' : `${args.kvh ?? node.memcached.host}:${args.kvp ?? node.memcached.port}`;
   const backend =

@@ -20,7 +20,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../src/jepsen/cluster.ts';
-import { WAL_SYNCS, type WalSync } from '../src/config.ts';
+import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
 import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
 import { cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
@@ -40,6 +40,8 @@ export interface BenchSettings {
   failureTimeoutMs: number;
   /** The mckv clusters' config.ini wal_sync. */
   walSync: WalSync;
+  /** The mckv clusters' config.ini cpu_scheduling. */
+  cpuScheduling: CpuScheduling;
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -55,6 +57,8 @@ const USAGE = `usage: npm run bench -- [options]
   --keys N              key count, preloaded into each target before its first run (default 10000)
   --value-bytes N       value size (default 100)
   --wal-sync S          the mckv clusters' wal_sync: fsync or write (default fsync; see the README)
+  --cpu-scheduling S    the mckv controllers' cpu_scheduling: batch or normal (default batch; the
+                        other targets always run with the system's default; see the README)
   --out DIR             report folder (default reports/bench-<timestamp>)
   --help                this text
 
@@ -99,6 +103,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
         'value-bytes': { type: 'string' },
         out: { type: 'string' },
         'wal-sync': { type: 'string' },
+        'cpu-scheduling': { type: 'string' },
       },
     }).values;
   } catch (error) {
@@ -120,6 +125,8 @@ export function parseBenchArgs(argv: string[]): Parsed {
   if (protocol !== 'text' && protocol !== 'binary') return { kind: 'invalid', message: `--protocol must be text or binary, not "${protocol}"` };
   const walSync = values['wal-sync'] ?? 'fsync';
   if (!(WAL_SYNCS as readonly string[]).includes(walSync)) return { kind: 'invalid', message: `--wal-sync must be ${WAL_SYNCS.join(' or ')}, not "${walSync}"` };
+  const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
+  if (!(CPU_SCHEDULINGS as readonly string[]).includes(cpuScheduling)) return { kind: 'invalid', message: `--cpu-scheduling must be ${CPU_SCHEDULINGS.join(' or ')}, not "${cpuScheduling}"` };
   return {
     kind: 'run',
     settings: {
@@ -135,6 +142,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
       heartbeatIntervalMs: 100,
       failureTimeoutMs: 1000,
       walSync: walSync as WalSync,
+      cpuScheduling: cpuScheduling as CpuScheduling,
     },
   };
 }
@@ -151,7 +159,7 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
   const started: Started = { running: [], unavailable: [] };
   for (const name of settings.targets) {
     process.stdout.write(`starting ${targetLabel(name)} … `);
-    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync });
+    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync, cpuScheduling: settings.cpuScheduling });
     if (outcome.kind === 'started') {
       started.running.push(outcome.target);
       console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.pids().join(', ')}`);

@@ -18,7 +18,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
-import type { WalSync } from '../src/config.ts';
+import type { CpuScheduling, WalSync } from '../src/config.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import type { WireProtocol } from './loadgen.ts';
 
@@ -53,6 +53,8 @@ export interface TargetOptions {
   failureTimeoutMs: number;
   /** config.ini wal_sync of the mckv clusters (default fsync). */
   walSync?: WalSync;
+  /** config.ini cpu_scheduling of the mckv clusters (default batch). */
+  cpuScheduling?: CpuScheduling;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -228,6 +230,7 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     heartbeatIntervalMs: options.heartbeatIntervalMs,
     failureTimeoutMs: options.failureTimeoutMs,
     walSync: options.walSync,
+    cpuScheduling: options.cpuScheduling,
   });
   return {
     name: mode,

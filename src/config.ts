@@ -48,11 +48,19 @@ export interface ClusterConfig {
    * not the machine's).
    */
   walSync: WalSync;
+  /**
+   * How Linux schedules the controller: `batch` (SCHED_BATCH: a controller woken by a reply does
+   * not preempt the process running on that core, so it finds more work per wake-up) or `normal`
+   * (the system's default). See `src/scheduling.ts`.
+   */
+  cpuScheduling: CpuScheduling;
   nodes: readonly NodeConfig[];
 }
 
 export const WAL_SYNCS = ['fsync', 'write'] as const;
 export type WalSync = (typeof WAL_SYNCS)[number];
+export const CPU_SCHEDULINGS = ['batch', 'normal'] as const;
+export type CpuScheduling = (typeof CPU_SCHEDULINGS)[number];
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -102,6 +110,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
     cacheBytesMax: integer(cluster, 'cache_bytes_max', 64 * 1024 * 1024, { min: 0, max: 64 * 1024 * 1024 * 1024 }),
     walSync: parseWalSync(string(cluster, 'wal_sync', 'fsync'), '[cluster] wal_sync'),
+    cpuScheduling: parseCpuScheduling(string(cluster, 'cpu_scheduling', 'batch'), '[cluster] cpu_scheduling'),
     nodes: Object.freeze(nodes),
   });
 }
@@ -114,8 +123,17 @@ export function parseMode(value: string, where: string): Mode {
 
 /** Parses a wal_sync value, naming where it came from on error. */
 export function parseWalSync(value: string, where: string): WalSync {
-  if ((WAL_SYNCS as readonly string[]).includes(value)) return value as WalSync;
-  throw new ConfigError(`${where}: unknown value '${value}' (expected ${WAL_SYNCS.join(' or ')})`);
+  return oneOf(value, WAL_SYNCS, where);
+}
+
+/** Parses a cpu_scheduling value, naming where it came from on error. */
+export function parseCpuScheduling(value: string, where: string): CpuScheduling {
+  return oneOf(value, CPU_SCHEDULINGS, where);
+}
+
+function oneOf<T extends string>(value: string, choices: readonly T[], where: string): T {
+  if ((choices as readonly string[]).includes(value)) return value as T;
+  throw new ConfigError(`${where}: unknown value '${value}' (expected ${choices.join(' or ')})`);
 }
 
 /** Parses "host:port". */

@@ -5,7 +5,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -116,6 +116,22 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
       reference.close();
       memcached.kill('SIGTERM');
       rmSync(memcachedLog, { force: true });
+    }
+  });
+
+  it('runs every controller thread as SCHED_BATCH (cpu_scheduling = batch, the default)', () => {
+    const SCHED_BATCH = 3;
+    for (const node of cluster.nodes) {
+      const pid = node.controller?.pid;
+      expect(pid).toBeDefined();
+      const threads = readdirSync(`/proc/${pid}/task`);
+      expect(threads.length).toBeGreaterThan(1);
+      for (const thread of threads) {
+        // Fields after the command name (which may hold spaces), from field 3 (state) on; policy is field 41.
+        const stat = readFileSync(`/proc/${pid}/task/${thread}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        expect(Number(fields[41 - 3]), `${node.id} thread ${thread}`).toBe(SCHED_BATCH);
+      }
     }
   });
 

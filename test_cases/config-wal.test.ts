@@ -25,6 +25,8 @@ describe('config.ini', () => {
     expect(config.valueBytesMax).toBe(1024 * 1024);
     expect(config.walSync).toBe('fsync');
     expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\nwal_sync = write\n'), 'cluster.ini').walSync).toBe('write');
+    expect(config.cpuScheduling).toBe('batch');
+    expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\ncpu_scheduling = normal\n'), 'cluster.ini').cpuScheduling).toBe('normal');
     expect(findNode(config, 8001).id).toBe('n2');
     expect(Object.isFrozen(config)).toBe(true);
   });
@@ -38,6 +40,7 @@ describe('config.ini', () => {
     ['a failure timeout too short', valid.replace('= 400', '= 60'), /must be at least twice heartbeat_interval_ms/],
     ['no nodes', '[cluster]\nconsistency = eventual\n', /no \[node.<id>\] sections/],
     ['an unknown wal_sync', valid.replace('[cluster]\n', '[cluster]\nwal_sync = never\n'), /wal_sync: unknown value 'never' \(expected fsync or write\)/],
+    ['an unknown cpu_scheduling', valid.replace('[cluster]\n', '[cluster]\ncpu_scheduling = realtime\n'), /cpu_scheduling: unknown value 'realtime' \(expected batch or normal\)/],
   ])('rejects %s with one line naming it', (_, text, message) => {
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(ConfigError);
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(message);

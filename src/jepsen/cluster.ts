@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Mode } from '../consistency/types.ts';
-import type { WalSync } from '../config.ts';
+import type { CpuScheduling, WalSync } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 
@@ -31,6 +31,8 @@ export interface ClusterOptions {
   compactAfterEntries?: number;
   /** config.ini wal_sync (default fsync). */
   walSync?: WalSync;
+  /** config.ini cpu_scheduling (default batch). */
+  cpuScheduling?: CpuScheduling;
   /** Memory of each local memcached, in MB (its -m; default 256). */
   memcachedMemoryMb?: number;
   /** Start memcached without -M, so it evicts when full, as a memcached of the user's own may. */
@@ -201,6 +203,7 @@ export class Cluster {
       failureTimeoutMs: 500,
       compactAfterEntries: 10_000,
       walSync: 'fsync' as WalSync,
+      cpuScheduling: 'batch' as CpuScheduling,
       memcachedMemoryMb: 256,
       memcachedEvicts: false,
       controllerNodeArgs: [],
@@ -402,6 +405,7 @@ export class Cluster {
       `failure_timeout_ms = ${this.options.failureTimeoutMs}`,
       `compact_after_entries = ${this.options.compactAfterEntries}`,
       `wal_sync = ${this.options.walSync}`,
+      `cpu_scheduling = ${this.options.cpuScheduling}`,
       'data_dir = data',
       'log_dir = logs',
       '',
