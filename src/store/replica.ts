@@ -577,11 +577,18 @@ export class Replica {
 
   async #fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
     const found: KeyedEntry[] = [];
-    await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
-      const entry = await this.#current(key);
+    const collect = (key: string, entry: Entry | undefined): void => {
       if (entry === undefined) this.#index.delete(key);
       else found.push([key, entry]);
-    });
+    };
+    // What the cache or the index knows needs no backend call (nor a promise per key).
+    const unknown: string[] = [];
+    for (const key of keys) {
+      const known = this.#known(key);
+      if (known === null) unknown.push(key);
+      else collect(key, known);
+    }
+    await forEachBounded(unknown, this.#barrierConcurrency, async (key) => collect(key, await this.#readBackend(key)));
     // Deterministic order for callers that compare replicas.
     found.sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0));
     return found;
