@@ -77,6 +77,11 @@ function parseList<T>(text: string, parse: (item: string) => T | null, what: str
   return items.length === 0 ? `no ${what} given` : items;
 }
 
+/** Why `value` is not one of `choices`, or null when it is. */
+function choiceProblem(value: string, choices: readonly string[], name: string): string | null {
+  return choices.includes(value) ? null : `--${name} must be ${choices.join(' or ')}, not "${value}"`;
+}
+
 function parsePositive(text: string | undefined, fallback: number, name: string, integer: boolean): number | string {
   if (text === undefined) return fallback;
   const value = Number(text);
@@ -119,14 +124,12 @@ export function parseBenchArgs(argv: string[]): Parsed {
   const keyCount = parsePositive(values.keys, 10_000, 'keys', true);
   const valueBytes = parsePositive(values['value-bytes'], 100, 'value-bytes', true);
   const protocol = values.protocol ?? 'text';
-  for (const problem of [targets, workloadIds, rounds, durationS, warmupS, keyCount, valueBytes]) {
+  const walSync = values['wal-sync'] ?? 'fsync';
+  const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
+  const choices = [choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling')];
+  for (const problem of [targets, workloadIds, rounds, durationS, warmupS, keyCount, valueBytes, ...choices]) {
     if (typeof problem === 'string') return { kind: 'invalid', message: problem };
   }
-  if (protocol !== 'text' && protocol !== 'binary') return { kind: 'invalid', message: `--protocol must be text or binary, not "${protocol}"` };
-  const walSync = values['wal-sync'] ?? 'fsync';
-  if (!(WAL_SYNCS as readonly string[]).includes(walSync)) return { kind: 'invalid', message: `--wal-sync must be ${WAL_SYNCS.join(' or ')}, not "${walSync}"` };
-  const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
-  if (!(CPU_SCHEDULINGS as readonly string[]).includes(cpuScheduling)) return { kind: 'invalid', message: `--cpu-scheduling must be ${CPU_SCHEDULINGS.join(' or ')}, not "${cpuScheduling}"` };
   return {
     kind: 'run',
     settings: {
@@ -135,7 +138,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
       rounds: rounds as number,
       durationMs: Math.round((durationS as number) * 1000),
       warmupMs: Math.round((warmupS as number) * 1000),
-      protocol,
+      protocol: protocol as WireProtocol,
       keyCount: keyCount as number,
       valueBytes: valueBytes as number,
       outDir: values.out ?? null,

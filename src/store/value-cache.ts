@@ -98,8 +98,9 @@ export class ValueCache {
   withhold(key: string): void {
     const slot = this.#entries.get(key);
     if (slot === undefined || slot.entry === null) return;
-    this.#bytes -= cachedEntryBytes(key, slot.entry) - key.length - ENTRY_OVERHEAD_BYTES;
+    const before = slotBytes(key, slot);
     slot.entry = null;
+    this.#bytes -= before - slotBytes(key, slot);
   }
 
   /** Keeps `entry` as the backend's version of `key`, evicting the least recently used to fit. */

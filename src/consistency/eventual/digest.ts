@@ -121,11 +121,8 @@ export class VersionIndex {
     return this.entries.get(key);
   }
 
-  /**
-   * Insert the entry of `key`, or update the one held in place (so no map changes), updating the
-   * digests. Returns the entry now indexed.
-   */
-  set(key: string, entry: IndexEntry): IndexEntry {
+  /** Insert the entry of `key`, or update the one held in place (no map changes), updating the digests. */
+  set(key: string, entry: IndexEntry): void {
     const keyHash = fnvKey(key);
     const bucket = bucketOfHash(keyHash);
     const indexed = this.entries.get(key);
@@ -133,7 +130,7 @@ export class VersionIndex {
       this.entries.set(key, entry);
       this.buckets[bucket].set(key, entry);
       this.flip(bucket, versionTerm(keyHash, entry.version));
-      return entry;
+      return;
     }
     if (indexed.version !== entry.version) this.flip(bucket, versionTerm(keyHash, indexed.version) ^ versionTerm(keyHash, entry.version));
     indexed.version = entry.version;
@@ -142,7 +139,6 @@ export class VersionIndex {
     indexed.heldByMask = entry.heldByMask;
     indexed.touchedSeq = entry.touchedSeq;
     indexed.claimedSeq = entry.claimedSeq;
-    return indexed;
   }
 
   delete(key: string): boolean {
