@@ -23,7 +23,7 @@ import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
 import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
-import { cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
+import { contextSwitchesOf, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
 /** Everything a run is configured by. */
 export interface BenchSettings {
@@ -198,15 +198,20 @@ function loadOptions(settings: BenchSettings, target: RunningTarget, workload: W
 
 /** One load run with the target's CPU sampled at the start and end of the measured window. */
 async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: LoadOptions, identity: Pick<RunSample, 'round' | 'workload'>): Promise<RunSample> {
-  const window = { cpuStartMs: null as number | null, cpuEndMs: null as number | null, loadgenStartMs: null as number | null, loadgenEndMs: null as number | null, wallStartMs: 0, wallEndMs: 0 };
+  const window = {
+    cpuStartMs: null as number | null, cpuEndMs: null as number | null, loadgenStartMs: null as number | null, loadgenEndMs: null as number | null,
+    switchesStart: null as number | null, switchesEnd: null as number | null, wallStartMs: 0, wallEndMs: 0,
+  };
   const loadgenPids = loadgen.pid === undefined ? [] : [loadgen.pid];
   const onPhase = (phase: 'measuring' | 'draining'): void => {
     if (phase === 'measuring') {
       window.cpuStartMs = cpuMsOf(target.pids());
+      window.switchesStart = contextSwitchesOf(target.pids());
       window.loadgenStartMs = cpuMsOf(loadgenPids);
       window.wallStartMs = performance.now();
     } else {
       window.cpuEndMs = cpuMsOf(target.pids());
+      window.switchesEnd = contextSwitchesOf(target.pids());
       window.loadgenEndMs = cpuMsOf(loadgenPids);
       window.wallEndMs = performance.now();
     }
@@ -219,9 +224,11 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
     const targetCpuMs = cpuKnown ? (window.cpuEndMs as number) - (window.cpuStartMs as number) : 0;
     const loadgenKnown = cpuKnown && loadgenPids.length > 0 && window.loadgenStartMs !== null && window.loadgenEndMs !== null;
     const loadgenCpuMs = loadgenKnown ? (window.loadgenEndMs as number) - (window.loadgenStartMs as number) : 0;
-    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs };
+    const switchesKnown = cpuKnown && window.switchesStart !== null && window.switchesEnd !== null;
+    const targetSwitches = switchesKnown ? (window.switchesEnd as number) - (window.switchesStart as number) : null;
+    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs, targetSwitches };
   } catch (error) {
-    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0 };
+    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null };
   }
 }
 

@@ -33,6 +33,8 @@ export interface RunSample {
   windowMs: number;
   /** CPU the load generator used in the same window (it shares the machine): 0 when unknown. */
   loadgenCpuMs: number;
+  /** Context switches of every thread of the target's processes in the window; null when unknown. */
+  targetSwitches: number | null;
 }
 
 /** Medians over rounds for one target × workload. */
@@ -53,6 +55,8 @@ export interface CellSummary {
   /** CPU of the target's processes in cores (CPU ms per wall ms). */
   cpuCores: number | null;
   cpuUsPerOp: number | null;
+  /** Context switches of the target's threads per operation (wake-ups and preemptions). */
+  switchesPerOp: number | null;
   /** CPU of the load generator in cores, while it drove this target. */
   loadgenCpuCores: number | null;
   errors: number;
@@ -143,6 +147,7 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     byKind: { get: kindMedians(cell, 'get'), set: kindMedians(cell, 'set') },
     cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
     cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.windowMs > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
+    switchesPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.targetSwitches !== null).map((sample) => (sample.targetSwitches as number) / sample.result.ops)),
     loadgenCpuCores: median(cell.filter((sample) => sample.windowMs > 0 && sample.loadgenCpuMs > 0).map((sample) => sample.loadgenCpuMs / sample.windowMs)),
     errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
     misses: cell.reduce((sum, sample) => sum + sample.result.misses, 0),
@@ -255,7 +260,7 @@ function padTable(rows: string[][]): string {
 
 /** The medians table: one row per target × workload. */
 export function formatTable(summary: CellSummary[]): string {
-  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'loadgen cores', 'errors', 'misses', 'rounds'];
+  const header = ['workload', 'target', 'ops/s', '×direct', 'p50 µs', 'p99 µs', 'p999 µs', 'p99×direct', 'CPU cores', 'CPU µs/op', 'switches/op', 'loadgen cores', 'errors', 'misses', 'rounds'];
   const rows = summary.map((cell) => [
     cell.workload,
     targetLabel(cell.target),
@@ -267,6 +272,7 @@ export function formatTable(summary: CellSummary[]): string {
     formatNumber(cell.p99Ratio, 2),
     formatNumber(cell.cpuCores, 2),
     formatNumber(cell.cpuUsPerOp, 1),
+    formatNumber(cell.switchesPerOp, 2),
     formatNumber(cell.loadgenCpuCores, 2),
     String(cell.errors),
     String(cell.misses),

@@ -15,7 +15,7 @@
  */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
@@ -300,6 +300,34 @@ export function parseStatTicks(statLine: string): number | null {
   const systemTicks = Number(fields[12]);
   if (!Number.isFinite(userTicks) || !Number.isFinite(systemTicks)) return null;
   return userTicks + systemTicks;
+}
+
+/**
+ * Context switches so far (voluntary and not) of every thread of `pids` together; null if any
+ * process is gone or this is not Linux. Each one is a wake-up or a preemption: what the
+ * controllers' scheduling policy changes (README, `cpu_scheduling`).
+ */
+export function contextSwitchesOf(pids: number[]): number | null {
+  let switches = 0;
+  for (const pid of pids) {
+    let threads: string[];
+    try {
+      threads = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      return null;
+    }
+    for (const thread of threads) {
+      let status: string;
+      try {
+        status = readFileSync(`/proc/${pid}/task/${thread}/status`, 'latin1');
+      } catch {
+        continue; // the thread ended meanwhile: its switches left with it
+      }
+      switches += Number(/^voluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+      switches += Number(/^nonvoluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+    }
+  }
+  return switches;
 }
 
 /** CPU used so far by `pids` together, in milliseconds; null if any of them is gone or unreadable. */

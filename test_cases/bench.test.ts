@@ -13,8 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
-import { formatLatencyByKind, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
-import { cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
+import { formatLatencyByKind, formatTable, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
+import { contextSwitchesOf, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -120,6 +120,14 @@ describe('CPU accounting', () => {
     expect(cpuMsOf([process.pid])).toBeGreaterThan(0);
     expect(cpuMsOf([process.pid, 2 ** 30])).toBeNull();
   });
+
+  it('counts the context switches of every thread of a process', async () => {
+    const before = contextSwitchesOf([process.pid]);
+    expect(before).not.toBeNull();
+    for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setTimeout(resolve, 2)); // each sleep is a switch
+    expect(contextSwitchesOf([process.pid]) as number).toBeGreaterThanOrEqual((before as number) + 5);
+    expect(contextSwitchesOf([process.pid, 2 ** 30])).toBeNull();
+  });
 });
 
 function fakeResult(opsPerSecond: number, p99Us: number): LoadResult {
@@ -156,6 +164,7 @@ describe('report', () => {
       targetCpuMs: 500,
       windowMs: 1000,
       loadgenCpuMs: 800,
+      targetSwitches: ops / 4,
     });
     // Direct memcached drifts (noise); eventual stays at 0.7× of each round's direct.
     const samples = [
@@ -173,6 +182,10 @@ describe('report', () => {
     expect(eventual?.opsPerSecond).toBe(70);
     expect(eventual?.cpuCores).toBe(0.5);
     expect(eventual?.loadgenCpuCores).toBe(0.8);
+    expect(eventual?.switchesPerOp).toBe(0.25);
+    const table = formatTable(summary).split('\n');
+    expect(table[0]).toMatch(/CPU µs\/op +switches\/op +loadgen cores/);
+    expect(table.find((line) => line.includes('eventual'))).toMatch(/0\.25 +0\.80 +0 +0 +3$/);
     // Each kind of request's own latency: medians over rounds; none where the run had none.
     expect(eventual?.byKind.get.p99Us).toBe(150);
     expect(eventual?.byKind.set.p99Us).toBeNull();
