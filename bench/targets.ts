@@ -287,17 +287,21 @@ function ticksPerSecond(): number {
 }
 
 /**
- * utime + stime of a process from /proc/<pid>/stat, in clock ticks; null if it is gone or the
- * line is malformed. The command name (field 2) may hold spaces and parentheses, so fields are
- * counted after the last ')'.
+ * The fields of a /proc/<pid>/stat line from field 3 (state) on, so that field N is at N - 3; null
+ * if malformed. The command name (field 2) may hold spaces and parentheses, so fields are counted
+ * after the last ')'.
  */
-export function parseStatTicks(statLine: string): number | null {
+export function statFields(statLine: string): string[] | null {
   const close = statLine.lastIndexOf(')');
-  if (close === -1) return null;
-  const fields = statLine.slice(close + 2).split(' ');
-  // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
-  const userTicks = Number(fields[11]);
-  const systemTicks = Number(fields[12]);
+  return close === -1 ? null : statLine.slice(close + 2).split(' ');
+}
+
+/** utime + stime (fields 14 and 15) of a /proc/<pid>/stat line, in clock ticks; null if malformed. */
+export function parseStatTicks(statLine: string): number | null {
+  const fields = statFields(statLine);
+  if (fields === null) return null;
+  const userTicks = Number(fields[14 - 3]);
+  const systemTicks = Number(fields[15 - 3]);
   if (!Number.isFinite(userTicks) || !Number.isFinite(systemTicks)) return null;
   return userTicks + systemTicks;
 }

@@ -5,7 +5,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,6 +13,7 @@ import memjs from 'memjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached } from '../src/jepsen/cluster.ts';
+import { SCHED_BATCH, threadPolicies } from './support/proc.ts';
 import { endsAfter, exchange } from './support/raw.ts';
 
 async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs: number): Promise<T> {
@@ -120,18 +121,12 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
   });
 
   it('runs every controller thread as SCHED_BATCH (cpu_scheduling = batch, the default)', () => {
-    const SCHED_BATCH = 3;
     for (const node of cluster.nodes) {
       const pid = node.controller?.pid;
       expect(pid).toBeDefined();
-      const threads = readdirSync(`/proc/${pid}/task`);
-      expect(threads.length).toBeGreaterThan(1);
-      for (const thread of threads) {
-        // Fields after the command name (which may hold spaces), from field 3 (state) on; policy is field 41.
-        const stat = readFileSync(`/proc/${pid}/task/${thread}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        expect(Number(fields[41 - 3]), `${node.id} thread ${thread}`).toBe(SCHED_BATCH);
-      }
+      const policies = threadPolicies(pid as number);
+      expect(policies.length).toBeGreaterThan(1);
+      expect(new Set(policies), node.id).toEqual(new Set([SCHED_BATCH]));
     }
   });
 

@@ -6,20 +6,15 @@
 import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../src/jepsen/cluster.ts';
-
-const SCHED_BATCH = 3;
-const SCHED_OTHER = 0;
+import { SCHED_BATCH, SCHED_OTHER } from './support/proc.ts';
 
 /** Runs scheduleAsBatch in a fresh Node process; returns its answer and its threads' policies after. */
 function runInChild(env: NodeJS.ProcessEnv): { answer: string | null; policies: number[] } {
   const script = `
-    import { readdirSync, readFileSync } from 'node:fs';
     const { scheduleAsBatch } = await import('./src/scheduling.ts');
+    const { threadPolicies } = await import('./test_cases/support/proc.ts');
     const answer = scheduleAsBatch();
-    const policies = readdirSync('/proc/self/task').map((thread) => {
-      const stat = readFileSync('/proc/self/task/' + thread + '/stat', 'utf8');
-      return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[41 - 3]);
-    });
+    const policies = threadPolicies('self');
     process.stdout.write(JSON.stringify({ answer, policies }));
   `;
   const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: repoRoot, env, encoding: 'utf8', timeout: 30_000 });
