@@ -5,6 +5,8 @@
  * `gets` replies are compared with the token masked, and each side's `cas` uses its own token.
  * Binary sessions compare every response packet with the cas reduced to zero or not, plus which
  * responses carry the same cas as which others (a store's cas is the one the next get returns).
+ * Random pipelines, text and binary (quiet requests included), check that a connection's
+ * requests take effect in order and answer as memcached's do.
  */
 
 import type { ChildProcess } from 'node:child_process';
@@ -164,6 +166,7 @@ const TOUCH_EXTRAS = Buffer.from([0, 0, 0x0e, 0x10]); // 3600 s
 interface Packet {
   opcode: number;
   status: number;
+  opaque: number;
   cas: bigint;
   extras: Buffer;
   key: string;
@@ -179,7 +182,7 @@ function packetsOf(bytes: Buffer): Packet[] {
     const extrasBytes = bytes.readUInt8(offset + 4);
     const body = bytes.subarray(offset + 24, offset + 24 + bytes.readUInt32BE(offset + 8));
     packets.push({
-      opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), cas: bytes.readBigUInt64BE(offset + 16),
+      opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12), cas: bytes.readBigUInt64BE(offset + 16),
       extras: body.subarray(0, extrasBytes), key: body.toString('latin1', extrasBytes, extrasBytes + keyBytes),
       value: body.subarray(extrasBytes + keyBytes),
     });
@@ -230,6 +233,60 @@ function casRelations(play: BinaryPlay, steps: BinaryStep[]): string[] {
     }
   }
   return relations;
+}
+
+/** Binary opcodes a random pipeline draws from: every keyed command, quiet variants included. */
+const RANDOM_BINARY_OPCODES = [
+  0x00, 0x09, 0x0c, 0x0d, // get, getq, getk, getkq
+  0x01, 0x11, 0x02, 0x12, 0x03, 0x13, // set, add, replace and their quiet variants
+  0x04, 0x14, 0x05, 0x15, 0x06, 0x16, // delete, incr, decr (and quiet)
+  0x0e, 0x19, 0x0f, 0x1a, // append, prepend (and quiet)
+  0x1c, 0x1d, 0x1e, 0x0a, // touch, gat, gatq, noop
+] as const;
+const RANDOM_BINARY_END = 0xffff_fff0;
+
+/**
+ * A random pipeline of binary requests over a few keys, each with its own opaque, sent in one
+ * write and ended by a noop: what each request answers (or, quiet, does not), in order, must be
+ * what memcached answers. Values are drawn without spaces: memcached writes a shorter incr/decr
+ * result in place padded with spaces, except when a response not yet sent still holds the item
+ * (a get earlier in the same pipeline does), so the spaces alone may differ (see apply.ts).
+ */
+function randomBinaryPipeline(prefix: string, seed: number, count: number): Buffer {
+  const random = mulberry32(seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+  const keys = ['a', 'b', 'n'].map((name) => `${prefix}${name}`);
+  const requests: Buffer[] = [];
+  for (let n = 1; n <= count; n += 1) {
+    const opcode = pick(RANDOM_BINARY_OPCODES);
+    const key = opcode === OP.noop ? undefined : pick(keys);
+    const value = pick(['', '1', '42', '007', 'x', 'abc', '18446744073709551615']);
+    const request = { opcode, key, opaque: n };
+    if ([0x01, 0x11, 0x02, 0x12, 0x03, 0x13].includes(opcode)) {
+      const extras = storeExtras(pick([0, 1, 0xdeadbeef]));
+      extras.writeUInt32BE(pick([0, 0, 3600]), 4);
+      requests.push(binaryRequest({ ...request, extras, value }));
+    } else if ([0x05, 0x15, 0x06, 0x16].includes(opcode)) {
+      const extras = arithExtras(BigInt(pick([0, 1, 5, 1000])), BigInt(pick([0, 7, 100])), pick([0, 0xffffffff]));
+      requests.push(binaryRequest({ ...request, extras }));
+    } else if ([0x0e, 0x19, 0x0f, 0x1a].includes(opcode)) {
+      requests.push(binaryRequest({ ...request, value }));
+    } else if ([0x1c, 0x1d, 0x1e].includes(opcode)) {
+      requests.push(binaryRequest({ ...request, extras: pick([Buffer.alloc(4), TOUCH_EXTRAS]) }));
+    } else {
+      requests.push(binaryRequest(request));
+    }
+  }
+  requests.push(binaryRequest({ opcode: OP.noop, opaque: RANDOM_BINARY_END }));
+  return Buffer.concat(requests);
+}
+
+/** The responses to a random binary pipeline, up to its closing noop; cas as zero or not, values without padding. */
+async function playBinaryPipeline(port: number, bytes: Buffer): Promise<string[]> {
+  const ended = (received: Buffer): boolean => packetsOf(received).some((packet) => packet.opcode === OP.noop && packet.opaque === RANDOM_BINARY_END);
+  return packetsOf(await exchange(port, bytes, ended, 10_000)).map((packet) =>
+    [packet.opaque, packet.opcode, packet.status, packet.cas !== 0n, packet.extras.toString('hex'), packet.key, packet.value.toString('latin1').replaceAll(' ', '')].join(' '),
+  );
 }
 
 const binarySessions: Record<string, BinaryStep[]> = {
@@ -321,6 +378,16 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
       const expected = (await exchange(memcachedPort, script, endsAfter(end), 10_000)).toString('latin1');
       const actual = (await exchange(node.clientPort, script, endsAfter(end), 10_000)).toString('latin1');
       expect(actual).toBe(expected);
+    }
+  });
+
+  it('random binary pipelines, quiet requests included: the same responses as memcached (24 pipelines of 40, at each node)', async () => {
+    for (let round = 0; round < 24; round += 1) {
+      const node = cluster.nodes[round % cluster.nodes.length];
+      const bytes = randomBinaryPipeline(`bin${round}-`, 101 + round, 40);
+      const expected = await playBinaryPipeline(memcachedPort, bytes);
+      const actual = await playBinaryPipeline(node.clientPort, bytes);
+      expect(actual, `pipeline ${round} at ${node.id}`).toEqual(expected);
     }
   });
 

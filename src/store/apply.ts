@@ -17,8 +17,8 @@
  * - incr/decr follow memcached byte for byte: the value is parsed like `safe_strtoull` (leading
  *   whitespace skipped, digits, then whitespace or end), incr wraps at 2^64, decr floors at 0,
  *   and a result no longer than the old value is written in place, padded with spaces (as
- *   memcached does when no other connection holds the item, its usual case), else the value is
- *   just the digits.
+ *   memcached does unless a response not yet sent holds the item: another connection's, or a get
+ *   earlier in the same pipeline; the usual case), else the value is just the digits.
  * - An append or prepend that would make the value longer than `valueBytesMax` answers
  *   NOT_STORED and changes nothing, as memcached does past its item size limit. Every replica
  *   gets the same limit (config.ini's value_bytes_max), so all decide alike; without it, values
