@@ -91,7 +91,7 @@ const sessions: Record<string, Step[]> = {
  * A long pipelined script over a few keys, sent in one write: reads and writes of one connection
  * in flight together, so any read that overtakes an earlier write of the connection, or sees a
  * later one, answers differently from memcached (which executes a connection's commands in order).
- * It ends with a get of a key nothing else touches, whose reply ends the exchange.
+ * It ends as `withEnd` ends it.
  */
 function pipelinedScript(prefix: string, seed: number, count: number): { script: string; end: string } {
   const random = mulberry32(seed);
@@ -111,15 +111,19 @@ function pipelinedScript(prefix: string, seed: number, count: number): { script:
     else if (roll < 0.94) parts.push(`delete ${key}${noreply}\r\n`);
     else parts.push(`decr ${key} 1${noreply}\r\n`);
   }
+  return withEnd(prefix, parts);
+}
+
+/** A script of `parts`, then a set of a key nothing else touches and its get, whose reply ends the exchange. */
+function withEnd(prefix: string, parts: string[]): { script: string; end: string } {
   const last = `${prefix}last`;
-  parts.push(`set ${last} 0 0 4 noreply\r\ndone\r\nget ${last}\r\n`);
-  return { script: parts.join(''), end: `VALUE ${last} 0 4\r\ndone\r\nEND\r\n` };
+  return { script: `${parts.join('')}set ${last} 0 0 4 noreply\r\ndone\r\nget ${last}\r\n`, end: `VALUE ${last} 0 4\r\ndone\r\nEND\r\n` };
 }
 
 /**
  * A random pipeline of every text command over a few keys, malformed lines included (a bad
  * number, a missing key, a data block longer than announced, a misspelt noreply, an empty line),
- * sent in one write. It ends like `pipelinedScript`, after an empty line.
+ * sent in one write; then an empty line and `withEnd`.
  */
 function randomTextPipeline(prefix: string, seed: number, count: number): { script: string; end: string } {
   const random = mulberry32(seed);
@@ -163,9 +167,8 @@ function randomTextPipeline(prefix: string, seed: number, count: number): { scri
     );
   }
   // An empty line first: a data block longer than announced, last, would swallow the end's first byte.
-  const last = `${prefix}last`;
-  parts.push(`\r\nset ${last} 0 0 4 noreply\r\ndone\r\nget ${last}\r\n`);
-  return { script: parts.join(''), end: `VALUE ${last} 0 4\r\ndone\r\nEND\r\n` };
+  parts.push('\r\n');
+  return withEnd(prefix, parts);
 }
 
 async function play(port: number, steps: Step[]): Promise<string[]> {
@@ -287,14 +290,16 @@ function casRelations(play: BinaryPlay, steps: BinaryStep[]): string[] {
   return relations;
 }
 
-/** Binary opcodes a random pipeline draws from: every keyed command, quiet variants included. */
-const RANDOM_BINARY_OPCODES = [
-  0x00, 0x09, 0x0c, 0x0d, // get, getq, getk, getkq
-  0x01, 0x11, 0x02, 0x12, 0x03, 0x13, // set, add, replace and their quiet variants
-  0x04, 0x14, 0x05, 0x15, 0x06, 0x16, // delete, incr, decr (and quiet)
-  0x0e, 0x19, 0x0f, 0x1a, // append, prepend (and quiet)
-  0x1c, 0x1d, 0x1e, 0x0a, // touch, gat, gatq, noop
-] as const;
+/** The binary opcodes a random pipeline draws from, by the body they take: every keyed command, quiet variants included. */
+const RANDOM_BINARY: Record<'get' | 'store' | 'delete' | 'arith' | 'concat' | 'touch', readonly number[]> = {
+  get: [0x00, 0x09, 0x0c, 0x0d], // get, getq, getk, getkq: a key
+  store: [0x01, 0x11, 0x02, 0x12, 0x03, 0x13], // set, add, replace (and quiet): flags and exptime, key, value
+  delete: [0x04, 0x14], // a key
+  arith: [0x05, 0x15, 0x06, 0x16], // incr, decr (and quiet): delta, initial and exptime, key
+  concat: [0x0e, 0x19, 0x0f, 0x1a], // append, prepend (and quiet): key, value
+  touch: [0x1c, 0x1d, 0x1e], // touch, gat, gatq: exptime, key
+};
+const RANDOM_BINARY_OPCODES = [...Object.values(RANDOM_BINARY).flat(), OP.noop];
 const RANDOM_BINARY_END = 0xffff_fff0;
 
 /**
@@ -314,16 +319,16 @@ function randomBinaryPipeline(prefix: string, seed: number, count: number): Buff
     const key = opcode === OP.noop ? undefined : pick(keys);
     const value = pick(['', '1', '42', '007', 'x', 'abc', '18446744073709551615']);
     const request = { opcode, key, opaque: n };
-    if ([0x01, 0x11, 0x02, 0x12, 0x03, 0x13].includes(opcode)) {
+    if (RANDOM_BINARY.store.includes(opcode)) {
       const extras = storeExtras(pick([0, 1, 0xdeadbeef]));
       extras.writeUInt32BE(pick([0, 0, 3600]), 4);
       requests.push(binaryRequest({ ...request, extras, value }));
-    } else if ([0x05, 0x15, 0x06, 0x16].includes(opcode)) {
+    } else if (RANDOM_BINARY.arith.includes(opcode)) {
       const extras = arithExtras(BigInt(pick([0, 1, 5, 1000])), BigInt(pick([0, 7, 100])), pick([0, 0xffffffff]));
       requests.push(binaryRequest({ ...request, extras }));
-    } else if ([0x0e, 0x19, 0x0f, 0x1a].includes(opcode)) {
+    } else if (RANDOM_BINARY.concat.includes(opcode)) {
       requests.push(binaryRequest({ ...request, value }));
-    } else if ([0x1c, 0x1d, 0x1e].includes(opcode)) {
+    } else if (RANDOM_BINARY.touch.includes(opcode)) {
       requests.push(binaryRequest({ ...request, extras: pick([Buffer.alloc(4), TOUCH_EXTRAS]) }));
     } else {
       requests.push(binaryRequest(request));
