@@ -192,12 +192,21 @@ function describeGoal(goal: Goal): string {
   return `ops/s ≥ ${goal.ratioMin}× direct${p99} (${goal.workload})`;
 }
 
+/**
+ * `value` with three decimals, rounded toward `direction`: a ratio just short of a goal (0.2988
+ * against 0.3) then reads 0.298, never the goal itself.
+ */
+function towards(value: number, direction: 'down' | 'up'): string {
+  const scaled = value * 1000;
+  return ((direction === 'down' ? Math.floor(scaled) : Math.ceil(scaled)) / 1000).toFixed(3);
+}
+
 function judge(goal: Goal, cell: CellSummary | undefined): Pick<GoalVerdict, 'status' | 'detail'> {
   if (!cell || cell.ratio === null) return { status: 'not measured', detail: 'no paired sample with direct memcached' };
-  const parts = [`ratio ${cell.ratio.toFixed(2)}`];
+  const parts = [`ratio ${towards(cell.ratio, 'down')}`];
   let met = cell.ratio >= goal.ratioMin;
   if (goal.p99RatioMax !== null) {
-    parts.push(`p99 ${cell.p99Ratio === null ? '?' : cell.p99Ratio.toFixed(2)}× direct's`);
+    parts.push(`p99 ${cell.p99Ratio === null ? '?' : towards(cell.p99Ratio, 'up')}× direct's`);
     met = met && cell.p99Ratio !== null && cell.p99Ratio <= goal.p99RatioMax;
   }
   if (cell.errors > 0) {

@@ -197,6 +197,12 @@ describe('report', () => {
       ['eventual', 'met'],
       ['sequential', 'not measured'],
     ]);
+    expect(goals[0].detail).toBe("ratio 0.700, p99 1.500× direct's");
+    // Just short of a goal reads short of it, not as the goal rounded: 0.5996 is not 0.600.
+    const short = summarize([sample(1, 'memcached', 10_000, 100), sample(1, 'eventual', 5_996, 200.1)]);
+    const [shortGoal] = judgeGoals(short, ['memcached', 'eventual'], ['mix-16x1']);
+    expect(shortGoal.status).toBe('not met');
+    expect(shortGoal.detail).toBe("ratio 0.599, p99 2.001× direct's");
     const svg = renderChartSvg(summary, ['a <note> & more']);
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('0.70');
