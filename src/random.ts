@@ -17,3 +17,8 @@ export function mulberry32(seed: number): Random {
     return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/** Picks one of `items` with `random`, each equally likely (items must not be empty). */
+export function picker(random: Random): <T>(items: readonly T[]) => T {
+  return (items) => items[Math.floor(random() * items.length)];
+}

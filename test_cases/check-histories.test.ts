@@ -14,7 +14,7 @@ import { step } from '../src/check/model.ts';
 import { checkSequential } from '../src/check/sequential.ts';
 import { checkSession } from '../src/check/session.ts';
 import { bruteForce, processOrder, realTime } from './support/brute-force.ts';
-import { mulberry32 as random } from '../src/random.ts';
+import { mulberry32 as random, picker } from '../src/random.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -230,7 +230,7 @@ describe('HistoryRecorder', () => {
  */
 function randomHistory(seed: number): string {
   const next = random(seed);
-  const pick = <T>(items: T[]): T => items[Math.floor(next() * items.length)];
+  const pick = picker(next);
   const values = ['1', '2', '3'];
   const readable = [null, '1', '2', '3', '1a', '1a', '2b', '1ab'];
   const events: { time: number; line: string }[] = [];

@@ -31,7 +31,7 @@ import { parseHistory, type Operation } from '../src/check/history.ts';
 import { proveKeyViolation } from '../src/check/order-graph.ts';
 import { checkKeyProcessOrder, checkSequential } from '../src/check/sequential.ts';
 import { bruteForce, processOrder } from './support/brute-force.ts';
-import { mulberry32 as random } from '../src/random.ts';
+import { mulberry32 as random, picker } from '../src/random.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -42,7 +42,7 @@ const READABLE = [null, '1', '2', '3', '1a', '2a', '1ab', '3b', 'a'];
 
 /** One process's operations as JSON-lines events; `floating` makes a single indeterminate op. */
 function processEvents(process: number, floating: boolean, next: () => number): string[] {
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)];
+  const pick = picker(next);
   const count = floating ? 1 : 1 + Math.floor(next() * 3);
   const lines: string[] = [];
   for (let index = 0; index < count; index++) {
@@ -281,7 +281,7 @@ describe('real fault runs of the sequential mode', () => {
  */
 function uniqueValueHistory(seed: number): string {
   const next = random(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)];
+  const pick = picker(next);
   const processes = 2 + Math.floor(next() * 3);
   const plans: { process: number; f: string; value: string }[][] = [];
   const written: string[] = [];

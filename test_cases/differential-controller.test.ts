@@ -18,7 +18,7 @@ import type { Mode } from '../src/consistency/types.ts';
 import { Cluster, freePort, spawnMemcached } from '../src/jepsen/cluster.ts';
 import { arithExtras, binaryRequest } from './support/binary-request.ts';
 import { endsAfter, exchange } from './support/raw.ts';
-import { mulberry32 } from '../src/random.ts';
+import { mulberry32, picker } from '../src/random.ts';
 
 /** One step: the request (with `{cas}` standing for the last token this side saw) and the end of its reply. */
 type Step = [request: string, replyEnd: string];
@@ -95,7 +95,7 @@ const sessions: Record<string, Step[]> = {
  */
 function pipelinedScript(prefix: string, seed: number, count: number): { script: string; end: string } {
   const random = mulberry32(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+  const pick = picker(random);
   const keys = ['a', 'b', 'c'].map((name) => `${prefix}${name}`);
   const parts: string[] = [];
   for (let n = 0; n < count; n += 1) {
@@ -127,7 +127,7 @@ function withEnd(prefix: string, parts: string[]): { script: string; end: string
  */
 function randomTextPipeline(prefix: string, seed: number, count: number): { script: string; end: string } {
   const random = mulberry32(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+  const pick = picker(random);
   const keys = ['a', 'b', 'n'].map((name) => `${prefix}${name}`);
   const parts: string[] = [];
   for (let n = 0; n < count; n += 1) {
@@ -311,7 +311,7 @@ const RANDOM_BINARY_END = 0xffff_fff0;
  */
 function randomBinaryPipeline(prefix: string, seed: number, count: number): Buffer {
   const random = mulberry32(seed);
-  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)];
+  const pick = picker(random);
   const keys = ['a', 'b', 'n'].map((name) => `${prefix}${name}`);
   const requests: Buffer[] = [];
   for (let n = 1; n <= count; n += 1) {
