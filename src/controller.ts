@@ -38,6 +38,7 @@ import { isBackendMemory, MemoryGuard, type MemoryReport, type Stored, type Writ
 import { storedItemBytes } from './store/slab-room.ts';
 import { opKeys, StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
+import { statsGroup } from './stats-group.ts';
 import { WriteAheadFile } from './wal.ts';
 
 export const MCKV_VERSION = '0.1.0';
@@ -155,6 +156,8 @@ export class Controller {
   /** The longest item memcached must take: the longest key with a value of value_bytes_max (and flags). */
   private readonly itemBytesNeeded: number;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
+  /** The server's connection count at the last `stats reset`: total_connections counts from there. */
+  private connectionsTotalAtReset = 0;
 
   private constructor(private readonly options: ControllerOptions) {
     const { config, node, mode } = options;
@@ -749,8 +752,15 @@ export class Controller {
     this.epochAfterReset = null;
   }
 
+  /** `stats [group]` (see stats-group.ts). */
   private stats(group: string): Reply {
-    if (group !== '') return { kind: 'stats', stats: [] };
+    const answer = statsGroup(group);
+    if (answer.kind === 'reply') return answer.reply;
+    if (answer.kind === 'reset') {
+      this.counters.gets = this.counters.sets = this.counters.getHits = this.counters.getMisses = 0;
+      this.connectionsTotalAtReset = this.server.stats().connectionsTotal;
+      return { kind: 'reset' };
+    }
     const serverStats = this.server.stats();
     const status = this.machine.status();
     const stats: Array<[string, string]> = [
@@ -759,7 +769,7 @@ export class Controller {
       ['time', String(Math.floor(Date.now() / 1000))],
       ['version', `1.6.18 mckv-${MCKV_VERSION}`],
       ['curr_connections', String(serverStats.connectionsCurrent)],
-      ['total_connections', String(serverStats.connectionsTotal)],
+      ['total_connections', String(serverStats.connectionsTotal - this.connectionsTotalAtReset)],
       ['cmd_get', String(this.counters.gets)],
       ['cmd_set', String(this.counters.sets)],
       ['get_hits', String(this.counters.getHits)],

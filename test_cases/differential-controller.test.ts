@@ -9,7 +9,7 @@
  * requests take effect in order and answer as memcached's do.
  */
 
-import type { ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -84,6 +84,21 @@ const sessions: Record<string, Step[]> = {
     ['incr k abc\r\n', '\r\n'],
     ['delete k 5\r\n', '\r\n'],
     [`get ${'x'.repeat(251)}\r\n`, '\r\n'],
+  ],
+  // A controller's own counters (plain `stats`) are its own; the groups answer as memcached's do.
+  // (Not items, slabs or cachedump: this memcached lists what the other sessions stored.)
+  'stats groups': [
+    ['stats noreply\r\n', '\r\n'],
+    ['stats nonsense\r\n', '\r\n'],
+    ['stats reset\r\n', '\r\n'],
+    ['stats sizes\r\n', 'END\r\n'],
+    ['stats extstore\r\n', 'END\r\n'],
+    ['stats detail\r\n', '\r\n'],
+    ['stats detail dump\r\n', 'END\r\n'],
+    ['stats detail on\r\n', '\r\n'],
+    ['stats detail off\r\n', '\r\n'],
+    ['stats cachedump\r\n', '\r\n'],
+    ['stats cachedump x y\r\n', '\r\n'],
   ],
 };
 
@@ -206,7 +221,7 @@ interface BinaryOutcome {
 }
 
 const OP = {
-  get: 0x00, set: 0x01, delete: 0x04, increment: 0x05, decrement: 0x06, noop: 0x0a, append: 0x0e, prepend: 0x0f,
+  get: 0x00, set: 0x01, delete: 0x04, increment: 0x05, decrement: 0x06, noop: 0x0a, append: 0x0e, prepend: 0x0f, stat: 0x10,
   deleteq: 0x14, decrementq: 0x16, appendq: 0x19, prependq: 0x1a, touch: 0x1c,
 } as const;
 
@@ -394,6 +409,14 @@ const binarySessions: Record<string, BinaryStep[]> = {
     { opcode: OP.touch, key: 'bin-n', extras: TOUCH_EXTRAS, casOf: 'n1' },
     { opcode: OP.touch, key: 'bin-none', extras: TOUCH_EXTRAS },
   ],
+  'binary stats groups': [
+    { opcode: OP.stat, key: 'noreply' },
+    { opcode: OP.stat, key: 'nonsense' },
+    { opcode: OP.stat, key: 'reset' },
+    { opcode: OP.stat, key: 'sizes' },
+    { opcode: OP.stat, key: 'detail on' },
+    { opcode: OP.stat, key: 'detail off' },
+  ],
 };
 
 describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s controller answers like memcached', (mode) => {
@@ -459,6 +482,23 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
     }
   });
 
+  it("libmemcached's memccapable: its 54 text and binary protocol checks all pass (it flushes the cluster)", async () => {
+    const { output, exitCode } = await memccapable(cluster.nodes[2].clientPort);
+    expect(output).toContain('All tests passed');
+    expect(output).not.toContain('[FAIL]');
+    expect(output.match(/\[pass\]/g)).toHaveLength(54);
+    expect(exitCode).toBe(0);
+  }, 60_000);
+
+  it("stats reset zeroes the controller's counters; items and slabs answer empty, as a memcached that holds nothing", async () => {
+    const port = cluster.nodes[0].clientPort;
+    const ends = (count: number) => (received: Buffer): boolean => (received.toString('latin1').match(/^END\r\n/gm) ?? []).length >= count;
+    const text = async (script: string, endCount: number): Promise<string> => (await exchange(port, script, ends(endCount), 10_000)).toString('latin1');
+    expect(await text('get stats-miss\r\nstats\r\n', 2)).toMatch(/STAT cmd_get [1-9]/);
+    expect(await text('stats reset\r\nstats\r\n', 1)).toMatch(/^RESET\r\n[^]*STAT cmd_get 0\r\nSTAT cmd_set 0\r\nSTAT get_hits 0\r\nSTAT get_misses 0\r\n/);
+    expect(await text('stats items\r\nstats slabs\r\nstats settings\r\n', 3)).toBe('END\r\nEND\r\nEND\r\n');
+  });
+
   it('binary touch: the cas it answers is the one a following get returns', async () => {
     const port = cluster.nodes[1].clientPort;
     const steps: BinaryStep[] = [
@@ -472,3 +512,19 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
     expect(touch).not.toBe(set); // mckv's deviation: a touch is a versioned change
   });
 });
+
+/**
+ * Runs libmemcached's conformance checker (Debian's libmemcached-tools, which `npm test` installs
+ * with memcached) against `port`: a client written by others, with its own idea of memcached.
+ */
+function memccapable(port: number): Promise<{ output: string; exitCode: number }> {
+  return new Promise((resolve, reject) => {
+    execFile('memccapable', ['-h', '127.0.0.1', '-p', String(port), '-t', '10'], { timeout: 50_000 }, (error, stdout, stderr) => {
+      if (error !== null && (error as NodeJS.ErrnoException).code === 'ENOENT') {
+        reject(new Error('memccapable is not installed: apt-get install libmemcached-tools'));
+        return;
+      }
+      resolve({ output: stdout + stderr, exitCode: error === null ? 0 : Number(error.code ?? 1) });
+    });
+  });
+}

@@ -255,7 +255,8 @@ export class BinaryRequestDecoder {
     const header = responseHeaderOf(request);
     const extras = body.subarray(0, request.extrasBytes);
     const key = body.toString('latin1', request.extrasBytes, request.extrasBytes + request.keyBytes);
-    if (keyHasForbiddenByte(key)) return invalidOf(header, BINARY_STATUS.invalidArguments, false);
+    // A stat's key names a group ("detail on"), not an item: no rule on its bytes.
+    if (request.opcode !== OPCODE.stat && keyHasForbiddenByte(key)) return invalidOf(header, BINARY_STATUS.invalidArguments, false);
     const value = body.subarray(request.extrasBytes + request.keyBytes);
     const command = commandOf({ request, extras, key, value });
     return { kind: 'command', header, command };
@@ -453,8 +454,10 @@ export function encodeBinaryReply(header: BinaryHeader, command: Command, reply:
     case 'number': return encodeNumber(header, reply.value, reply.cas);
     case 'version': return encodeSuccess(header, { status: BINARY_STATUS.ok, value: Buffer.from(reply.version, 'latin1') });
     case 'stats': return encodeStats(header, reply.stats);
+    case 'reset': return encodeStats(header, []);
     case 'text': return encodeSuccess(header, { status: BINARY_STATUS.ok, value: Buffer.from(reply.lines.join('\n'), 'latin1') });
-    case 'error': return encodeBinaryError(header, BINARY_STATUS.unknownCommand);
+    // memcached answers a stats group it does not know with "Not found".
+    case 'error': return encodeBinaryError(header, command.kind === 'stats' ? BINARY_STATUS.keyNotFound : BINARY_STATUS.unknownCommand);
     case 'client_error': return encodeClientError(header, reply.message);
     case 'server_error': return encodeServerError(header, reply.message);
     case 'none': return Buffer.alloc(0);

@@ -471,6 +471,7 @@ export function encodeTextReply(command: Command, reply: Reply): Buffer {
     case 'number': return line(reply.value.toString());
     case 'version': return line(`VERSION ${reply.version}`);
     case 'stats': return Buffer.concat([...reply.stats.map(([name, value]) => line(`STAT ${name} ${value}`)), END]);
+    case 'reset': return line('RESET');
     case 'text': return Buffer.concat([...reply.lines.map(line), END]);
     case 'error': return line('ERROR');
     case 'client_error': return line(`CLIENT_ERROR ${reply.message}`);

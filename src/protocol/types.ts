@@ -86,9 +86,11 @@ export type Reply =
   | { kind: 'number'; value: bigint; cas?: bigint }
   | { kind: 'version'; version: string }
   | { kind: 'stats'; stats: Array<[string, string]> }
+  /** `stats reset`: memcached's `RESET`, in the binary protocol an empty stats answer. */
+  | { kind: 'reset' }
   /** show: lines of text (no CRLF); encoded as the lines then END. */
   | { kind: 'text'; lines: string[] }
-  /** Unknown command: memcached's bare `ERROR`. */
+  /** Unknown command, or stats group: memcached's bare `ERROR` (binary: unknown command; for a stats group, not found). */
   | { kind: 'error' }
   | { kind: 'client_error'; message: string }
   | { kind: 'server_error'; message: string }
