@@ -8,6 +8,7 @@
  * A bad flag or config is one line on stderr naming the problem and exit code 1.
  */
 
+import './scripts/require-node.mjs'; // first: an older Node.js stops here, with one clear line
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { runCheck } from './src/check/cli.ts';

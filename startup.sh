@@ -49,6 +49,7 @@ fi
 if ! command -v node >/dev/null; then
   echo "startup.sh: Node.js is not installed (apt-get install -y nodejs npm)" >&2; exit 1
 fi
+node scripts/require-node.mjs || exit 1
 if [ ! -x node_modules/.bin/tsx ]; then
   echo "installing dependencies (npm install)..."
   npm install --no-audit --no-fund --loglevel=error >/dev/null

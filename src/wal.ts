@@ -44,9 +44,13 @@ import {
   writeSync,
 } from 'node:fs';
 import path from 'node:path';
-import { crc32 } from 'node:zlib';
+import zlib from 'node:zlib';
 import { fromWire } from './peer/frame.ts';
 import { decodeValue, encodeValueAfter } from './peer/value-codec.ts';
+
+// Not a named import: on a Node.js without zlib.crc32 (before 20.15) that would fail while
+// linking, before main.ts's version check could say so.
+const { crc32 } = zlib;
 
 /** Payload length, payload crc32, header crc32 (over the two fields before it). */
 export const WAL_RECORD_HEADER_BYTES = 12;

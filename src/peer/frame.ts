@@ -27,8 +27,12 @@
  *   decoder assembled by copying, or else copies of their own.
  */
 
-import { crc32 } from 'node:zlib';
+import zlib from 'node:zlib';
 import { decodeValue, encodeValueAfter } from './value-codec.ts';
+
+// Not a named import: on a Node.js without zlib.crc32 (before 20.15) that would fail while
+// linking, before main.ts's version check could say so.
+const { crc32 } = zlib;
 
 /** "MCKV" as a big-endian u32. */
 export const FRAME_MAGIC = 0x4d434b56;
