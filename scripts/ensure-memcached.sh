@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run by `npm test` first: the integration tests need a real memcached, and one of them runs
-# libmemcached's memccapable (Debian's libmemcached-tools) against a controller. Installs the
+# Run by `npm test` first: the integration tests need a real memcached, one of them runs
+# libmemcached's memccapable (Debian's libmemcached-tools) against a controller, and the wall-clock
+# tests step controllers' clocks with libfaketime (Debian's libfaketime). Installs the
 # Debian packages that are missing when this user may install packages; otherwise says how, and
 # the tests that need them fail with the same message (or use testcontainers for memcached where
 # a Docker engine answers).
@@ -8,6 +9,7 @@ set -euo pipefail
 missing=()
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v memccapable >/dev/null 2>&1 || missing+=(libmemcached-tools)
+compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || compgen -G '/usr/lib/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(libfaketime)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-memcached: ${missing[*]} not installed and there is no apt-get; install them to run the integration tests" >&2

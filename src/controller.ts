@@ -12,6 +12,7 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { clockMs } from './clock.ts';
 import { createEventual } from './consistency/eventual.ts';
 import { versionNode } from './consistency/hlc.ts';
 import { createLocal } from './consistency/local.ts';
@@ -91,7 +92,7 @@ export class Controller {
   private queueHead = 0;
   private readonly pending = new Map<RequestId, PendingRequest>();
   private readonly log: Logger;
-  private readonly startedAtMs = Date.now();
+  private readonly startedAtMs = clockMs();
   private nextRequestId = 1;
   private drainScheduled = false;
   private draining = false;
@@ -201,7 +202,7 @@ export class Controller {
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       failureTimeoutMs: config.failureTimeoutMs,
       persisted,
-      nowMs: Date.now(),
+      nowMs: clockMs(),
       refuseStore: (op, version) => this.memoryGuard.refusal(op, version),
     });
     this.network = new PeerNetwork({
@@ -237,7 +238,7 @@ export class Controller {
 
   private async open(): Promise<void> {
     this.network.on('message', (from: PeerId, message: unknown) => {
-      this.enqueue({ kind: 'message', nowMs: Date.now(), from, message });
+      this.enqueue({ kind: 'message', nowMs: clockMs(), from, message });
     });
     const indexed = await this.replica.loadIndex().catch((error: unknown) => {
       this.log.warn('could not list the keys the backend already holds', { error: String(error) });
@@ -282,7 +283,7 @@ export class Controller {
   }
 
   private handle(command: Command, connection: ConnectionInfo): Promise<Reply> | Reply {
-    const nowMs = Date.now();
+    const nowMs = clockMs();
     switch (command.kind) {
       case 'show':
         return { kind: 'text', lines: renderShow(this.summary(), this.network.peerView()) };
@@ -329,7 +330,7 @@ export class Controller {
 
   /** Fails requests the mode never answered in time. Map order is issue order, so stop at the first one not due. */
   private sweepOverdue(): void {
-    const nowMs = Date.now();
+    const nowMs = clockMs();
     for (const [requestId, pending] of this.pending) {
       if (pending.deadlineMs > nowMs) break;
       this.resolve(requestId, { kind: 'server_error', message: 'timed out waiting for the cluster' });
@@ -380,7 +381,7 @@ export class Controller {
 
   /** Everything queued for now has run: let the mode send what it batched. */
   private flush(): void {
-    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: Date.now() })) this.carryOut(effect);
+    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: clockMs() })) this.carryOut(effect);
     this.settle();
   }
 
@@ -502,7 +503,7 @@ export class Controller {
           (reply) => {
             this.noteStored(effect.cas);
             if (requestId !== null) this.resolve(requestId, reply);
-            if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
+            if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });
           },
           (error: unknown) => {
             if (!this.refusedKeepingTrust(opKeys(effect.op), token, error)) this.backendError('apply', error);
@@ -521,7 +522,7 @@ export class Controller {
         this.replica.put(effect.entries, effect.how).then(
           () => {
             for (const [, entry] of effect.entries) this.noteStored(entry.cas);
-            if (token !== null) this.enqueue({ kind: 'applied', nowMs: Date.now(), token });
+            if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });
           },
           (error: unknown) => {
             if (!this.refusedKeepingTrust(effect.entries.map(([key]) => key), token, error)) this.backendError('put', error);
@@ -545,7 +546,7 @@ export class Controller {
       case 'fetch': {
         const { token } = effect;
         this.replica.fetch(effect.keys).then(
-          (entries) => this.enqueue({ kind: 'fetched', nowMs: Date.now(), token, entries }),
+          (entries) => this.enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries }),
           (error: unknown) => this.backendError('fetch', error),
         );
         return;
@@ -573,14 +574,14 @@ export class Controller {
 
   /** Delivers a `flush` event after `afterMs`, unless a wake-up already pending comes sooner. */
   private wakeAfter(afterMs: number): void {
-    const atMs = Date.now() + afterMs;
+    const atMs = clockMs() + afterMs;
     if (this.wakeTimer !== null && this.wakeAtMs <= atMs) return;
     if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
     this.wakeAtMs = atMs;
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = null;
       this.wakeAtMs = Infinity;
-      this.enqueue({ kind: 'flush', nowMs: Date.now() });
+      this.enqueue({ kind: 'flush', nowMs: clockMs() });
     }, afterMs);
   }
 
@@ -608,7 +609,7 @@ export class Controller {
   private tick(): void {
     const peers = this.network.peerView();
     for (const view of peers) this.memoryGuard.peerReported(view.peer, view.up ? memoryReportOf(view.info) : undefined);
-    this.enqueue({ kind: 'tick', nowMs: Date.now(), peersUp: peers.filter((v) => v.up).map((v) => v.peer) });
+    this.enqueue({ kind: 'tick', nowMs: clockMs(), peersUp: peers.filter((v) => v.up).map((v) => v.peer) });
   }
 
   /**
@@ -620,7 +621,7 @@ export class Controller {
     this.rememberRefusal(error);
     this.refusalsKept += 1;
     if (isPowerOfTwoOrZero(this.refusalsKept)) this.log.warn('memcached refused a write and kept the keys as they were; re-reading them', { keys: keys.slice(0, 3), error: error.message, refusals: this.refusalsKept });
-    this.enqueue({ kind: 'refused', nowMs: Date.now(), keys, token });
+    this.enqueue({ kind: 'refused', nowMs: clockMs(), keys, token });
     return true;
   }
 
@@ -641,7 +642,7 @@ export class Controller {
       if (this.queuedReset !== null) this.queuedReset.kept = false;
     }
     if (!this.backendFailed) {
-      const delayMs = this.resetDelayMs(Date.now());
+      const delayMs = this.resetDelayMs(clockMs());
       if (isPowerOfTwoOrZero(this.resetRetries)) this.log.error('backend operation failed', { what, error: String(error), retries: this.resetRetries });
       // The replica refuses everything until the mode is told; tell it as soon as the backend
       // answers (after the delay, if any).
@@ -666,7 +667,7 @@ export class Controller {
 
   /** memcached's words for a write it refused without storing it, for `show` (backendRefusal). */
   private rememberRefusal(error: unknown): void {
-    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: Date.now() };
+    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: clockMs() };
   }
 
   /** A version is in memcached now: a poll from now on counts it. */
@@ -709,7 +710,7 @@ export class Controller {
     }
     const kept = !emptied && !evicted && this.failuresKept;
     this.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, flushed, evicted, kept });
-    this.queuedReset = { kind: 'backend_reset', nowMs: Date.now(), emptied, kept };
+    this.queuedReset = { kind: 'backend_reset', nowMs: clockMs(), emptied, kept };
     this.lastResetQueuedMs = this.queuedReset.nowMs;
     this.enqueue(this.queuedReset);
   }
@@ -765,8 +766,8 @@ export class Controller {
     const status = this.machine.status();
     const stats: Array<[string, string]> = [
       ['pid', String(process.pid)],
-      ['uptime', String(Math.floor((Date.now() - this.startedAtMs) / 1000))],
-      ['time', String(Math.floor(Date.now() / 1000))],
+      ['uptime', String(Math.floor((clockMs() - this.startedAtMs) / 1000))],
+      ['time', String(Math.floor(clockMs() / 1000))],
       ['version', `1.6.18 mckv-${MCKV_VERSION}`],
       ['curr_connections', String(serverStats.connectionsCurrent)],
       ['total_connections', String(serverStats.connectionsTotal - this.connectionsTotalAtReset)],
@@ -810,7 +811,7 @@ export class Controller {
       backendPoll: this.backendPolls,
       backendStored: this.storedAtPoll,
       // A replica waiting for room fails again at least once a poll interval (see backendError).
-      backendRefusal: this.lastRefusal !== null && Date.now() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
+      backendRefusal: this.lastRefusal !== null && clockMs() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
     };
   }
 }

@@ -17,6 +17,7 @@ import type { Mode } from '../consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
+import { setWallClockOffset, wallClockEnv } from './wall-clock.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -43,6 +44,8 @@ export interface ClusterOptions {
   keepDir?: boolean;
   /** Extra Node.js flags for the controller processes, e.g. ['--cpu-prof'] to profile them. */
   controllerNodeArgs?: string[];
+  /** Run the controllers with libfaketime, so that `stepWallClock` can move their wall clocks. */
+  wallClockSteps?: boolean;
 }
 
 /** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
@@ -207,6 +210,7 @@ export class Cluster {
       memcachedMemoryMb: 256,
       memcachedEvicts: false,
       controllerNodeArgs: [],
+      wallClockSteps: false,
       replication: true,
       keepDir: false,
       ...definedOnly(options),
@@ -274,12 +278,27 @@ export class Cluster {
       this.options.mode,
     ];
     if (!this.options.replication) args.push('--unsafe-no-replication');
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const env = this.options.wallClockSteps ? { ...process.env, ...wallClockEnv(this.wallClockFile(id)) } : process.env;
+    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env });
     const log = createWriteStream(this.logFile(id), { flags: 'a' });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
     node.controller = child;
     await waitForMemcachedProtocol(node.clientPort, 30_000, () => child.exitCode === null && child.signalCode === null);
+  }
+
+  private wallClockFile(id: string): string {
+    return path.join(this.dir, `wall-clock-${id}`);
+  }
+
+  /**
+   * Steps a controller's wall clock to `offsetSeconds` from the system's (0: back in step), as an
+   * operator or NTP stepping its machine's clock would; it takes effect within
+   * WALL_CLOCK_REREAD_SECONDS. Needs a cluster started with `wallClockSteps`.
+   */
+  stepWallClock(id: string, offsetSeconds: number): void {
+    if (!this.options.wallClockSteps) throw new Error('stepWallClock needs a cluster started with wallClockSteps');
+    setWallClockOffset(this.wallClockFile(this.node(id).id), offsetSeconds);
   }
 
   /** Sends a signal to a controller process this harness started. */

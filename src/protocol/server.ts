@@ -23,6 +23,7 @@
  */
 
 import * as net from 'node:net';
+import { clockMs } from '../clock.ts';
 import type { Command, ProtocolLimits, Reply } from './types.ts';
 import { TextRequestDecoder, encodeTextInvalid, encodeTextReply } from './text.ts';
 import { BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryReply, type BinaryHeader } from './binary.ts';
@@ -447,8 +448,8 @@ export class ProtocolServer {
       socket.end('ERROR Too many open connections\r\n');
       setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
       this.refusedConnections++;
-      if (Date.now() - this.refusalLoggedAtMs >= 1000) {
-        this.refusalLoggedAtMs = Date.now();
+      if (clockMs() - this.refusalLoggedAtMs >= 1000) {
+        this.refusalLoggedAtMs = clockMs();
         this.logWarn('refusing connections: too many open', {
           connectionsMax: this.limits.connectionsMax,
           refusedTotal: this.refusedConnections,

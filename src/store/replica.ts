@@ -33,6 +33,7 @@
 
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
+import { clockMs } from '../clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyPresence, type KVBackend, type Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
@@ -644,7 +645,7 @@ export class Replica {
     const cached = this.#cache.get(key);
     if (cached !== undefined) {
       // Expired by the wall clock: ask the backend, exactly as without the cache.
-      if (cached.expiresAtMs === 0 || cached.expiresAtMs > Date.now()) return cached;
+      if (cached.expiresAtMs === 0 || cached.expiresAtMs > clockMs()) return cached;
     } else if (this.#indexComplete && !this.#index.has(key)) {
       return undefined;
     }

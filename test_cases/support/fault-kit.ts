@@ -239,13 +239,13 @@ export async function show(port: number, timeoutMs = 1000): Promise<string[] | n
   }
 }
 
-/** The self row of `show`: this controller's role and the leader it follows ('-' becomes null). */
-export async function selfStatus(port: number): Promise<{ role: string; leader: string | null } | null> {
+/** The self row of `show`: this controller's role, term and the leader it follows ('-' becomes null). */
+export async function selfStatus(port: number): Promise<{ role: string; term: number; leader: string | null } | null> {
   const lines = await show(port);
   const row = lines?.map((line) => line.split(/\s+/)).find((cells) => cells[1] === 'self');
   if (!row) return null;
   // Columns: node state heard role term leader ...
-  return { role: row[3], leader: row[5] === '-' ? null : row[5] };
+  return { role: row[3], term: Number(row[4]), leader: row[5] === '-' ? null : row[5] };
 }
 
 /**

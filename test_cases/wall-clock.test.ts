@@ -1,0 +1,92 @@
+/**
+ * A step of the system clock (an operator, NTP) must not touch the ordered modes' failover: real
+ * controller processes, each run with libfaketime (see src/jepsen/wall-clock.ts) so that one
+ * controller's wall clock can jump while the monotonic clock runs on, as in a real step.
+ *
+ * - A leader whose wall clock jumps an hour ahead goes on leading: no election, no refused write.
+ *   (Timed by the wall clock, it found its followers' last acks an hour old and stepped down.)
+ * - Followers whose wall clocks jump an hour back still replace a killed leader within a few
+ *   failure timeouts. (Timed by the wall clock, their election timers ran an hour longer.)
+ */
+
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Mode } from '../src/consistency/types.ts';
+import { Cluster } from '../src/jepsen/cluster.ts';
+import { WALL_CLOCK_REREAD_SECONDS } from '../src/jepsen/wall-clock.ts';
+import { findLeader, nowMs, selfStatus, sleep } from './support/fault-kit.ts';
+import { lastLine } from './support/text-request.ts';
+
+const HEARTBEAT_INTERVAL_MS = 50;
+const FAILURE_TIMEOUT_MS = 500;
+/** How long a step takes to reach a controller, with slack. */
+const STEP_SETTLE_MS = WALL_CLOCK_REREAD_SECONDS * 1000 + 500;
+const HOUR_SECONDS = 3600;
+/** The bound a new leader is held to (generous: the machine is shared). */
+const SERVE_BOUND_MS = 6 * FAILURE_TIMEOUT_MS;
+
+let cluster: Cluster | null = null;
+
+afterEach(async () => {
+  await cluster?.stop();
+  cluster = null;
+});
+
+async function startCluster(mode: Mode): Promise<Cluster> {
+  cluster = await Cluster.start({ mode, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, wallClockSteps: true });
+  return cluster;
+}
+
+/** Sets `key` through `port` every 50 ms for `durationMs`; the last line of each reply. */
+async function writeFor(port: number, key: string, durationMs: number): Promise<string[]> {
+  const replies: string[] = [];
+  const endMs = nowMs() + durationMs;
+  for (let i = 0; i < 1000 && nowMs() < endMs; i++) {
+    replies.push(await lastLine(port, `set ${key} 0 0 ${String(i).length}\r\n${i}\r\n`, 'set'));
+    await sleep(50);
+  }
+  return replies;
+}
+
+describe.each<Mode>(['linearizability', 'sequential'])('%s: the wall clock steps', (mode) => {
+  it('a leader whose wall clock jumps an hour ahead goes on leading, refusing nothing', async () => {
+    const running = await startCluster(mode);
+    const ids = running.nodes.map((node) => node.id);
+    const leader = await findLeader(running, ids, 10_000);
+    const follower = ids.find((id) => id !== leader) as string;
+    const before = await selfStatus(running.node(leader).clientPort);
+    expect(before?.role).toBe('leader');
+
+    running.stepWallClock(leader, HOUR_SECONDS);
+    const replies = await writeFor(running.node(follower).clientPort, 'clock-ahead', STEP_SETTLE_MS + 1000);
+
+    expect(replies.length).toBeGreaterThan(10);
+    expect(replies.filter((line) => line !== 'STORED')).toEqual([]);
+    const after = await selfStatus(running.node(leader).clientPort);
+    expect(after).toEqual({ role: 'leader', term: before?.term, leader });
+  }, 60_000);
+
+  it('followers whose wall clocks jump an hour back still replace a killed leader within seconds', async () => {
+    const running = await startCluster(mode);
+    const ids = running.nodes.map((node) => node.id);
+    const leader = await findLeader(running, ids, 10_000);
+    const followers = ids.filter((id) => id !== leader);
+    for (const id of followers) running.stepWallClock(id, -HOUR_SECONDS);
+    await sleep(STEP_SETTLE_MS);
+
+    const killedAtMs = nowMs();
+    await running.kill(leader);
+    const port = running.node(followers[0]).clientPort;
+    let servedAfterMs: number | null = null;
+    for (let attempt = 0; attempt < 1000 && nowMs() - killedAtMs < 4 * SERVE_BOUND_MS; attempt++) {
+      if ((await lastLine(port, 'set clock-back 0 0 1\r\n1\r\n', 'set')) === 'STORED') {
+        servedAfterMs = nowMs() - killedAtMs;
+        break;
+      }
+      await sleep(20);
+    }
+
+    expect(servedAfterMs, 'no write stored after the leader was killed').not.toBeNull();
+    expect(servedAfterMs).toBeLessThan(SERVE_BOUND_MS);
+    expect(followers).toContain(await findLeader(running, followers, 5_000));
+  }, 60_000);
+});
