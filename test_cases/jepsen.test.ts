@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { parseHistory } from '../src/check/history.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { BackendFiller } from '../src/jepsen/backend-fill.ts';
-import { parseNemesisKinds, planNemesis } from '../src/jepsen/nemesis.ts';
+import { describeFault, parseNemesisKinds, planNemesis } from '../src/jepsen/nemesis.ts';
 import { formatVerdict, renderTimeline, summarizeFaults, summarizeRefusals, type RunSummary } from '../src/jepsen/report.ts';
 import { runJepsen } from '../src/jepsen/runner.ts';
 import { classifyServerError, createRandom, type CallRecord } from '../src/jepsen/workload.ts';
@@ -130,6 +130,21 @@ describe('the nemesis schedule', () => {
     }
   });
 
+  it('steps every clock by 1 s to 68 min, each node both ways within two windows, and says so', () => {
+    const nodes = ['n1', 'n2', 'n3'];
+    const plans = planNemesis({ kinds: ['clock', 'kill'], nodes, timeMs: 200_000, faultMs: 1000, healMs: 700, seed: 9 }).filter((plan) => plan.kind === 'clock');
+    expect(plans.length).toBeGreaterThan(30);
+    for (const plan of plans) expect(plan.nodes).toEqual(nodes);
+    const steps = plans.flatMap((plan) => plan.stepsSeconds ?? []);
+    expect(steps).toHaveLength(plans.length * nodes.length);
+    expect(steps.every((step) => Math.abs(step) >= 1 && Math.abs(step) <= 4096)).toBe(true);
+    expect(steps.some((step) => Math.abs(step) > 600) && steps.some((step) => Math.abs(step) < 10)).toBe(true);
+    for (let index = 1; index < plans.length; index++) {
+      nodes.forEach((node, at) => expect(Math.sign(plans[index].stepsSeconds?.[at] ?? 0), node).toBe(-Math.sign(plans[index - 1].stepsSeconds?.[at] ?? 0)));
+    }
+    expect(describeFault({ kind: 'clock', variant: null, nodes: ['n1', 'n2'], stepsSeconds: [8, -120] })).toBe('clock n1 +8 s, n2 -120 s');
+  });
+
   it('plans nothing for no kinds and rejects unknown ones', () => {
     expect(planNemesis({ ...options, kinds: [] })).toEqual([]);
     expect(parseNemesisKinds('none')).toEqual({ ok: true, kinds: [] });
@@ -178,6 +193,9 @@ describe('recording replies', () => {
     const refusals = summarizeRefusals([window], calls);
     // 1500 is in the window, 4000 within the grace after its heal; 500, 5200 and 9000 are quiet.
     expect(refusals).toEqual([{ error: oom, count: 4, quiet: 3 }, { error: noQuorum, count: 2, quiet: 0 }]);
+    // A clock step excuses nothing: a controller must not notice one.
+    const step = { ...window, kind: 'clock' as const, label: 'clock n1 +60 s, n2 -4 s, n3 +900 s' };
+    expect(summarizeRefusals([step], calls)).toEqual([{ error: oom, count: 4, quiet: 4 }, { error: noQuorum, count: 2, quiet: 2 }]);
     const summary = {
       mode: 'linearizability', nemesis: ['backend-fill'], seed: 1, clients: 2, pipeline: 1, keys: 1, durationMs: 10_000, verdict: 'ok', exitCode: 0,
       checker: 'test', detail: null, counts: { ok: 1, fail: 6, info: 0, total: 7 },

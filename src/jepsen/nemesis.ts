@@ -14,6 +14,7 @@
  */
 
 import type { HistoryRecorder } from '../check/history.ts';
+import { WALL_CLOCK_REREAD_SECONDS } from './wall-clock.ts';
 import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
 
 /**
@@ -22,17 +23,26 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * machine they share stalls: writes to every replica time out together. `backend-fill` has another
  * client fill every memcached until it refuses writes (see backend-fill.ts), and delete what it
  * wrote at the window's end: writes the controllers admit before they next poll memcached are
- * refused by every replica at once.
+ * refused by every replica at once. `clock` steps every controller's wall clock by 1 s to about an
+ * hour each (Jepsen's clock bump; libfaketime, see wall-clock.ts), forward and back alternately
+ * around the nodes, and the other way round at the next clock window, so that within two windows
+ * every controller, the leader included, has been stepped both ways; all go back in step at the
+ * window's end. A controller keeps time on its monotonic clock: nothing may be refused.
  */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill';
+export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock'];
+
+/** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
+export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock'];
 
 /** One planned fault. `nodes[0]` is the target; a one-way cut has `nodes = [from, to]`. */
 export interface FaultPlan {
   kind: NemesisKind;
   /** For partitions: `isolate` cuts a node off both ways, `one-way` cuts a single link. */
   variant: 'isolate' | 'one-way' | null;
+  /** For `clock`: the step of each of `nodes`' wall clocks, in seconds (negative: back). */
+  stepsSeconds?: number[];
   nodes: string[];
   startMs: number;
   endMs: number;
@@ -59,6 +69,8 @@ export interface FaultTarget {
   restartBackend(id: string): Promise<void>;
   pauseBackend(id: string): void;
   resumeBackend(id: string): void;
+  /** Sets a controller's wall clock `offsetSeconds` from the system's (0: back in step). */
+  stepWallClock(id: string, offsetSeconds: number): void;
   fillBackend(id: string): Promise<void>;
   emptyBackend(id: string): Promise<void>;
   cut(a: string, b: string, oneWay?: boolean): void;
@@ -103,7 +115,8 @@ export function planNemesis(options: PlanOptions): FaultPlan[] {
     if (atMs + lengthMs + healMs / 2 > timeMs) break;
     if (plans.length % kinds.length === 0) round = shuffled(random, kinds);
     const kind = round[plans.length % kinds.length];
-    plans.push({ kind, ...pickTargets(random, kind, nodes), startMs: atMs, endMs: atMs + lengthMs });
+    const clockWindows = plans.filter((plan) => plan.kind === 'clock').length;
+    plans.push({ kind, ...pickTargets(random, kind, nodes, clockWindows), startMs: atMs, endMs: atMs + lengthMs });
     atMs += lengthMs + jitter(random, healMs);
   }
   return plans;
@@ -119,27 +132,48 @@ function shuffled(random: Random, kinds: readonly NemesisKind[]): NemesisKind[] 
   return round;
 }
 
+/** The largest clock step is 2 to this power seconds. */
+const CLOCK_STEP_DOUBLINGS_MAX = 12;
+
 function jitter(random: Random, ms: number): number {
   return Math.round(ms * (0.75 + random() * 0.5));
 }
 
-function pickTargets(random: Random, kind: NemesisKind, nodes: readonly string[]): Pick<FaultPlan, 'variant' | 'nodes'> {
+/** `clockWindows`: how many clock faults were planned before this one. */
+function pickTargets(
+  random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number,
+): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds'> {
   const target = nodes[pickIndex(random, nodes.length)];
   if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
+  if (kind === 'clock') {
+    // 1 s to 68 min, as likely within each power of two; the sign alternates by node and window.
+    const stepsSeconds = nodes.map((_, index) => {
+      const magnitude = Math.round(2 ** (random() * CLOCK_STEP_DOUBLINGS_MAX));
+      return (index + clockWindows) % 2 === 0 ? magnitude : -magnitude;
+    });
+    return { variant: null, nodes: [...nodes], stepsSeconds };
+  }
   if (kind !== 'partition') return { variant: null, nodes: [target] };
   if (random() < 2 / 3) return { variant: 'isolate', nodes: [target] };
   const others = nodes.filter((node) => node !== target);
   return { variant: 'one-way', nodes: [target, others[pickIndex(random, others.length)]] };
 }
 
-/** A short human label: `kill n2`, `partition n1 isolated`, `cut n1→n3`. */
-export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'>): string {
+/** A short human label: `kill n2`, `partition n1 isolated`, `cut n1→n3`, `clock n1 +8 s, n2 -120 s`. */
+export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds'>): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
+    case 'clock': {
+      const steps = plan.nodes.map((node, index) => {
+        const step = plan.stepsSeconds?.[index] ?? 0;
+        return `${node} ${step >= 0 ? '+' : ''}${step} s`;
+      });
+      return `clock ${steps.join(', ')}`;
+    }
     case 'partition':
       return plan.variant === 'one-way' ? `cut ${plan.nodes[0]}→${plan.nodes[1]}` : `isolate ${plan.nodes[0]}`;
     default: {
@@ -170,7 +204,7 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
     const startMs = run.clockMs();
     run.onEvent?.(`nemesis: ${label}`);
     try {
-      await applyFault(run.target, plan);
+      await applyFault(run.target, plan, run.stop);
       await sleep(plan.endMs - run.clockMs(), run.stop);
     } finally {
       const endMs = run.clockMs();
@@ -184,9 +218,14 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
   return windows;
 }
 
-async function applyFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
+async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSignal): Promise<void> {
   const [node, other] = plan.nodes;
   switch (plan.kind) {
+    case 'clock':
+      plan.nodes.forEach((each, index) => target.stepWallClock(each, plan.stepsSeconds?.[index] ?? 0));
+      // The steps reach the controllers within this: the window holds them at least that long.
+      await sleep(WALL_CLOCK_REREAD_SECONDS * 1000, stop);
+      return;
     case 'kill': return target.kill(node);
     case 'pause': return target.pause(node);
     case 'backend-restart': return target.restartBackend(node);
@@ -219,6 +258,9 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
       await Promise.all(plan.nodes.map((each) => target.emptyBackend(each)));
       return;
     case 'partition': return target.healAll();
+    case 'clock':
+      for (const each of plan.nodes) target.stepWallClock(each, 0);
+      return;
     default: {
       const unreachable: never = plan.kind;
       throw new Error(`unknown fault ${String(unreachable)}`);

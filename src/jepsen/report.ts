@@ -13,7 +13,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { CheckResult } from '../check/history.ts';
-import type { FaultWindow } from './nemesis.ts';
+import { UNNOTICED_KINDS, type FaultWindow } from './nemesis.ts';
 import type { CallOutcome, CallRecord } from './workload.ts';
 
 /** Latency percentiles of completed calls, in ms. */
@@ -108,9 +108,11 @@ export function summarizeFaults(windows: readonly FaultWindow[], calls: readonly
 /** Counts failed calls by error, and those of them that came while no fault was on or healing. */
 export function summarizeRefusals(windows: readonly FaultWindow[], calls: readonly CallRecord[]): RefusalSummary[] {
   const byError = new Map<string, RefusalSummary>();
-  // A call that was still waiting when a fault began may have failed because of it.
+  // A call that was still waiting when a fault began may have failed because of it; faults the
+  // cluster must not notice (a clock step) excuse nothing.
+  const excusing = windows.filter((window) => !UNNOTICED_KINDS.includes(window.kind));
   const quiet = (call: CallRecord): boolean =>
-    windows.every((window) => call.endMs < window.startMs || call.startMs > window.healedMs + RECOVERY_GRACE_MS);
+    excusing.every((window) => call.endMs < window.startMs || call.startMs > window.healedMs + RECOVERY_GRACE_MS);
   for (const call of calls) {
     if (call.outcome !== 'fail') continue;
     const error = call.error ?? 'no error recorded';

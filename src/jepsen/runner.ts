@@ -115,6 +115,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
       mode: resolved.mode, backend: resolved.backend, proxies: true, replication: resolved.replication,
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
       compactAfterEntries: resolved.compactAfterEntries, walSync: resolved.walSync,
+      wallClockSteps: resolved.nemesis.includes('clock'),
     });
     clustersRunning.add(cluster);
     throwIfAborted(resolved.signal);
