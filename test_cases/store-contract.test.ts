@@ -5,9 +5,14 @@
  * reports a stable epoch, and the backend can list its keys.
  */
 
+import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { decodeEntry, encodeEntry, keyFromMemcachedKey, memcachedExptimeSeconds, memcachedKey } from '../src/store/codec.ts';
+import { clockMs } from '../src/clock.ts';
+import { setWallClockOffset, wallClockEnv } from '../src/jepsen/wall-clock.ts';
+import { decodeEntry, encodeEntry, EXPIRY_SLACK_SECONDS, keyFromMemcachedKey, memcachedExptimeSeconds, memcachedKey } from '../src/store/codec.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { StoreError, type Entry, type KVBackend } from '../src/store/types.ts';
@@ -277,6 +282,27 @@ describe('memcached finding the key otherwise than the replica thought', () => {
   });
 });
 
+describe('memcached whose wall clock is an hour ahead of the controller', () => {
+  it('keeps a value that expires in ten minutes (its expiry is sent relative, counted on its own clock)', async () => {
+    // libfaketime sets memcached's wall clock at its start, as a step of the system clock between
+    // memcached's start and the controller's would. An absolute exptime was an hour in its past.
+    const offsetFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'mckv-clock-')), 'offset');
+    const env = wallClockEnv(offsetFile);
+    setWallClockOffset(offsetFile, 3600);
+    const server = await startMemcached({ env });
+    const backend = new MemcachedBackend({ host: server.host, port: server.port, opTimeoutMs: 2000 });
+    try {
+      const entry: Entry = { value: Buffer.from('ten minutes'), flags: 0, expiresAtMs: clockMs() + 600_000, cas: 1n };
+      await backend.set('ttl', entry, false);
+      expect(await backend.get('ttl')).toEqual(entry);
+    } finally {
+      await backend.close();
+      await server.stop();
+      rmSync(path.dirname(offsetFile), { recursive: true, force: true });
+    }
+  });
+});
+
 describe('memcached refusing part of a batch', () => {
   it('says the batch left its keys untouched only when every refusal in it did', async () => {
     // No memory: 'a' is refused as a replace (kept as it was); 'b' is found otherwise at each try
@@ -322,11 +348,14 @@ describe('codec', () => {
     expect(memcachedKey('plain').key).toBe('plain');
   });
 
-  it('sets memcached expiry as absolute seconds with slack, or never', () => {
-    const atMs = Date.UTC(2030, 0, 1);
-    expect(memcachedExptimeSeconds(0)).toBe(0);
-    expect(memcachedExptimeSeconds(atMs)).toBeGreaterThan(atMs / 1000);
-    expect(memcachedExptimeSeconds(atMs)).toBeLessThan(atMs / 1000 + 600);
-    expect(memcachedExptimeSeconds(5000)).toBe(0); // too small to be absolute: memcached keeps it
+  it('sets memcached expiry in seconds from now with slack, absolute beyond 30 days, or never', () => {
+    const nowMs = Date.UTC(2030, 0, 1);
+    const day = 86_400_000;
+    expect(memcachedExptimeSeconds(0, nowMs)).toBe(0);
+    expect(memcachedExptimeSeconds(nowMs + 10_000, nowMs)).toBe(10 + EXPIRY_SLACK_SECONDS);
+    expect(memcachedExptimeSeconds(nowMs + 29 * day, nowMs)).toBe(29 * 86_400 + EXPIRY_SLACK_SECONDS);
+    expect(memcachedExptimeSeconds(nowMs - day, nowMs)).toBe(1); // long expired: memcached drops it at once
+    expect(memcachedExptimeSeconds(nowMs + 31 * day, nowMs)).toBe((nowMs + 31 * day) / 1000 + EXPIRY_SLACK_SECONDS);
+    expect(memcachedExptimeSeconds(nowMs + 1e13, nowMs)).toBe(0); // beyond 32 bits: never
   });
 });

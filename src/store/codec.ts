@@ -149,13 +149,18 @@ export function decodeEntry(raw: Buffer): { entry: Entry; keptKey: string | null
 }
 
 /**
- * memcached's exptime for an entry: absolute Unix seconds with some slack, so memory is reclaimed
- * but replicas still judge expiry themselves; 0 (never) when the expiry is 0, too small to be read
- * as absolute, or beyond what the 32-bit field holds.
+ * memcached's exptime for an entry, `nowMs` being now by this controller's clock: with some slack,
+ * so that memory is reclaimed but replicas still judge expiry themselves. In seconds from now up to
+ * 30 days ahead, which memcached counts on its own clock: an absolute time is read against the wall
+ * clock as memcached read it at its start, which a step of the system clock since then has moved
+ * away from ours (an hour ahead, and memcached dropped at once what should live ten minutes).
+ * Beyond 30 days, absolute Unix seconds (all memcached takes there); 0 (never) when the expiry is
+ * 0 or beyond what the 32-bit field holds.
  */
-export function memcachedExptimeSeconds(expiresAtMs: number): number {
+export function memcachedExptimeSeconds(expiresAtMs: number, nowMs: number): number {
   if (expiresAtMs === 0) return 0;
-  const seconds = Math.ceil(expiresAtMs / 1000) + EXPIRY_SLACK_SECONDS;
-  if (seconds <= RELATIVE_EXPTIME_SECONDS_MAX || seconds > U32_MAX) return 0;
-  return seconds;
+  const fromNowSeconds = Math.ceil((expiresAtMs - nowMs) / 1000) + EXPIRY_SLACK_SECONDS;
+  if (fromNowSeconds <= RELATIVE_EXPTIME_SECONDS_MAX) return Math.max(1, fromNowSeconds);
+  const absoluteSeconds = Math.ceil(expiresAtMs / 1000) + EXPIRY_SLACK_SECONDS;
+  return absoluteSeconds > U32_MAX ? 0 : absoluteSeconds;
 }

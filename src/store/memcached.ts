@@ -38,6 +38,7 @@ import {
   memcachedExptimeSeconds,
   memcachedKey,
 } from './codec.ts';
+import { clockMs } from '../clock.ts';
 import { BINARY_STATUS, TEXT_ERRORS } from '../protocol/errors.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KeyPresence, type KVBackend } from './types.ts';
@@ -694,7 +695,7 @@ function encodeRequest(opcode: number, key: string, extras: Buffer | null, value
 function encodeSetRequest(opcode: number, memcachedKeyText: string, entry: Entry, keptKey: string | null): Buffer {
   const frame = requestHeader(opcode, memcachedKeyText, SET_EXTRAS_BYTES, encodedEntryBytes(entry, keptKey));
   frame.writeUInt32BE(0, HEADER_BYTES); // memcached flags: unused, ours are in the value
-  frame.writeUInt32BE(memcachedExptimeSeconds(entry.expiresAtMs), HEADER_BYTES + 4);
+  frame.writeUInt32BE(memcachedExptimeSeconds(entry.expiresAtMs, clockMs()), HEADER_BYTES + 4);
   const keyAt = HEADER_BYTES + SET_EXTRAS_BYTES;
   frame.write(memcachedKeyText, keyAt, 'latin1');
   encodeEntryInto(frame, keyAt + memcachedKeyText.length, entry, keptKey);

@@ -33,6 +33,8 @@ export interface StartMemcachedOptions {
   memoryMb?: number;
   /** Extra command-line arguments. */
   extraArgs?: string[];
+  /** Extra environment of the local memcached process (e.g. libfaketime's, to offset its clock). */
+  env?: Record<string, string>;
 }
 
 const MEMCACHED_BINARY = '/usr/bin/memcached';
@@ -73,7 +75,8 @@ function installExitHook(): void {
 /** Spawns memcached on `port`; resolves when it accepts connections, rejects if it exits first. */
 async function spawnReady(port: number, options: StartMemcachedOptions): Promise<ChildProcess> {
   installExitHook();
-  const child = spawn(MEMCACHED_BINARY, memcachedArgs(port, options), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const env = options.env === undefined ? process.env : { ...process.env, ...options.env };
+  const child = spawn(MEMCACHED_BINARY, memcachedArgs(port, options), { stdio: ['ignore', 'ignore', 'pipe'], env });
   liveChildren.add(child);
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
