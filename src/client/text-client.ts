@@ -8,6 +8,7 @@
  */
 
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 
 export interface TextValue {
   key: string;
@@ -72,7 +73,7 @@ export class TextClient {
   /** Sends raw bytes and reads one reply, after the replies of earlier requests; `verb` says how it ends. */
   request(raw: string | Buffer, verb: string, timeoutMs = 20_000): Promise<TextReply> {
     this.socket.write(raw);
-    const deadline = Date.now() + timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     const reply = this.readTurn.then(() => this.readReply(verb, deadline)).catch((error: unknown) => {
       // What is left of that reply would be read as the next one's: fail every later request.
       this.closedError ??= new Error(`connection abandoned after an earlier request failed: ${error instanceof Error ? error.message : String(error)}`);
@@ -134,7 +135,7 @@ export class TextClient {
 
   private wait(deadline: number): Promise<void> {
     if (this.closedError) return Promise.reject(this.closedError);
-    const remainingMs = deadline - Date.now();
+    const remainingMs = deadline - performance.now();
     if (remainingMs <= 0) return Promise.reject(new Error('timed out waiting for a reply'));
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
