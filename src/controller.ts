@@ -435,12 +435,16 @@ export class Controller {
   private carryOut(effect: Effect<unknown>): void {
     if (effect.kind === 'persist') {
       this.walWritten += 1;
-      if (effect.compact) {
-        this.wal.compact(effect.record); // rewritten and fsynced, superseding what came before
-        this.walSynced = this.walWritten;
-      } else {
-        this.wal.write(effect.record);
-        if (this.options.config.walSync === 'write') this.walSynced = this.walWritten;
+      try {
+        if (effect.compact) {
+          this.wal.compact(effect.record); // rewritten and fsynced, superseding what came before
+          this.walSynced = this.walWritten;
+        } else {
+          this.wal.write(effect.record);
+          if (this.options.config.walSync === 'write') this.walSynced = this.walWritten;
+        }
+      } catch (error) {
+        this.stopForDurability('write', error as Error);
       }
       return;
     }
@@ -451,10 +455,24 @@ export class Controller {
     }
   }
 
+  /**
+   * The disk refused a write-ahead record (full, failing) or its fsync: durability is lost, and it
+   * is better to stop than to act on a vote or entry that may vanish. The record is not in the
+   * file (WriteAheadFile cuts off what a refused write left); the peers go on without this node.
+   */
+  private stopForDurability(what: 'write' | 'fsync', error: Error): never {
+    this.log.error(`write-ahead ${what} failed; stopping`, { error: error.message });
+    process.exit(1);
+  }
+
   /** Makes everything written so far durable at once, on the event loop (rare events only). */
   private syncNow(): void {
     if (this.walSynced >= this.walWritten) return;
-    this.wal.sync();
+    try {
+      this.wal.sync();
+    } catch (error) {
+      this.stopForDurability('fsync', error as Error);
+    }
     this.walSynced = this.walWritten;
   }
 
@@ -467,11 +485,7 @@ export class Controller {
     this.wal.syncInBackground((error) => {
       this.walSyncInFlight = false;
       if (this.stopped) return;
-      if (error && this.walSynced < target) {
-        // Durability is lost: better to stop than to act on a vote or entry that may vanish.
-        this.log.error('write-ahead fsync failed; stopping', { error: error.message });
-        process.exit(1);
-      }
+      if (error && this.walSynced < target) this.stopForDurability('fsync', error);
       this.walSynced = Math.max(this.walSynced, target);
       this.settle();
     });

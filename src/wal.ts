@@ -25,6 +25,10 @@
  *   after a crash never lands behind garbage.
  * - `compact` rewrites the file through a temporary file, an fsync and a rename, so a crash leaves
  *   either the old file or the new one.
+ * - A record is written whole or not at all: a write the disk cut short (full, or past the
+ *   process's file size limit) is finished or, when the rest fails, cut off again, and the error
+ *   thrown. (Node's writeSync returns a short count without throwing: the rest was silently
+ *   missing, and the fsync after it made a torn record look durable.)
  * - Upgrade: a file of the previous release (JSON lines, `<name>.jsonl` beside `<name>.bin`) is
  *   read when the binary file does not exist yet, and the constructor converts it the same
  *   crash-safe way, removing the old file only once the new one is in place.
@@ -33,8 +37,10 @@
 import {
   closeSync,
   existsSync,
+  fstatSync,
   fsync,
   fsyncSync,
+  ftruncateSync,
   mkdirSync,
   openSync,
   readFileSync,
@@ -65,6 +71,8 @@ export class WalError extends Error {
 /** One controller's write-ahead file, open for appending. */
 export class WriteAheadFile {
   private fd: number;
+  /** The file's length: where the next record starts. */
+  private bytes: number;
   /** What opening the file repaired, for the controller's log. */
   readonly opened: { convertedFrom: string | null; tornBytesCut: number };
 
@@ -76,6 +84,7 @@ export class WriteAheadFile {
     mkdirSync(path.dirname(file), { recursive: true });
     this.opened = { convertedFrom: upgradeLegacy(file), tornBytesCut: cutTornTail(file) };
     this.fd = openSync(file, 'a');
+    this.bytes = fstatSync(this.fd).size;
   }
 
   /** Every record in the file (or in the previous release's file, if only that exists), oldest first. */
@@ -91,9 +100,16 @@ export class WriteAheadFile {
     this.sync();
   }
 
-  /** Writes a record; it is durable only after the next `sync`. */
+  /** Writes a record; it is durable only after the next `sync`. Throws, leaving none of it, when the disk refuses it. */
   write(record: unknown): void {
-    writeSync(this.fd, encodeRecord(record));
+    const bytes = encodeRecord(record);
+    try {
+      writeWhole(this.fd, bytes);
+    } catch (error) {
+      ftruncateSync(this.fd, this.bytes);
+      throw error;
+    }
+    this.bytes += bytes.length;
   }
 
   /** Makes every record written so far durable. */
@@ -111,6 +127,7 @@ export class WriteAheadFile {
     replaceFile(this.file, [record]);
     closeSync(this.fd);
     this.fd = openSync(this.file, 'a');
+    this.bytes = fstatSync(this.fd).size;
   }
 
   /** Closes the file; records written but not yet synced may or may not be durable. */
@@ -133,15 +150,24 @@ function encodeRecord(record: unknown): Buffer {
  * Writes `records` to a temporary file, fsyncs it, renames it over `file` and fsyncs the
  * directory, so the rename itself survives a crash.
  */
+/** Writes all of `bytes` at the file's end, going on after short writes; throws what the disk says. */
+function writeWhole(fd: number, bytes: Buffer): void {
+  for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written, bytes.length - written);
+}
+
+/** Replaces `file` with `records`, crash-safely; when a write fails, `file` is left as it was. */
 function replaceFile(file: string, records: unknown[]): void {
   const temporary = `${file}.tmp`;
   const fd = openSync(temporary, 'w');
   try {
-    for (const record of records) writeSync(fd, encodeRecord(record));
+    for (const record of records) writeWhole(fd, encodeRecord(record));
     fsyncSync(fd);
-  } finally {
+  } catch (error) {
     closeSync(fd);
+    unlinkSync(temporary);
+    throw error;
   }
+  closeSync(fd);
   renameSync(temporary, file);
   const directory = openSync(path.dirname(file), 'r');
   try {

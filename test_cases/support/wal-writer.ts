@@ -1,0 +1,34 @@
+/**
+ * A child process for wal-disk-full.test.ts: appends records to a write-ahead file until the disk
+ * refuses one (the test runs it under a file size limit), printing `ok N` once record N is
+ * written and synced, then `refused CODE`; with `compact`, writes three records and then tries to
+ * compact to one larger than the limit.
+ *
+ *   node --import tsx test_cases/support/wal-writer.ts FILE append|compact
+ */
+
+import { WriteAheadFile } from '../../src/wal.ts';
+
+// Past the file size limit the kernel sends SIGXFSZ, which would kill the process; ignored, the
+// write fails with EFBIG instead, as one fails with ENOSPC on a full disk.
+process.on('SIGXFSZ', () => {});
+
+const [file, mode] = process.argv.slice(2);
+const wal = new WriteAheadFile(file);
+const record = (index: number, bytes: number): unknown => ({ index, pad: Buffer.alloc(bytes, 0x61) });
+try {
+  if (mode === 'compact') {
+    for (let index = 0; index < 3; index++) wal.append(record(index, 100));
+    console.log('ok 2');
+    wal.compact(record(99, 1 << 20));
+    console.log('ok compacted');
+  } else {
+    for (let index = 0; index < 10_000; index++) {
+      wal.append(record(index, 1000));
+      console.log(`ok ${index}`);
+    }
+  }
+} catch (error) {
+  console.log(`refused ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+}
+wal.close();
