@@ -10,7 +10,7 @@
  * per-key order); replies resolve the client's pending promise.
  */
 
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { clockMs } from './clock.ts';
 import { createEventual } from './consistency/eventual.ts';
@@ -712,7 +712,7 @@ export class Controller {
     if (!health.ok || this.stopped) return;
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
     if (restarted) this.epochAfterReset = health.epoch;
-    else if (health.epoch !== previous.epoch) writeFileSync(this.epochFile, health.epoch);
+    else if (health.epoch !== previous.epoch) replaceTextFile(this.epochFile, health.epoch);
     const { evicted, flushed } = this.noteLosses(health);
     this.noteItemLimit(health);
     const emptied = restarted || flushed;
@@ -741,7 +741,7 @@ export class Controller {
     }
     const before = this.losses.state();
     const { evicted, flushedByOthers } = this.losses.observe(health);
-    if (this.losses.state() !== before) writeFileSync(this.lossesFile, this.losses.state());
+    if (this.losses.state() !== before) replaceTextFile(this.lossesFile, this.losses.state());
     if (evicted > 0) this.log.error('memcached evicted items this replica held', { evictions: evicted });
     if (flushedByOthers > 0) this.log.error('memcached was flushed by another client: this replica is empty', { flushes: flushedByOthers });
     return { evicted: evicted > 0, flushed: flushedByOthers > 0 };
@@ -763,7 +763,7 @@ export class Controller {
   /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */
   private recordEpochAfterReset(epoch: string): void {
     this.syncNow();
-    writeFileSync(this.epochFile, epoch);
+    replaceTextFile(this.epochFile, epoch);
     this.epochAfterReset = null;
   }
 
@@ -853,6 +853,16 @@ function createMachine(
       throw new Error(`unknown mode ${String(unreachable)}`);
     }
   }
+}
+
+/**
+ * Replaces `file` with `text` through a rename, so a controller killed meanwhile leaves the old
+ * text or the new one, never an empty file (an empty epoch file would hide a memcached restart).
+ */
+function replaceTextFile(file: string, text: string): void {
+  const temporary = `${file}.tmp`;
+  writeFileSync(temporary, text);
+  renameSync(temporary, file);
 }
 
 function readTextIfExists(file: string): string {
