@@ -130,6 +130,15 @@ describe('the nemesis schedule', () => {
     }
   });
 
+  it('cuts a node off, one link one way, or two nodes apart with the third reaching both', () => {
+    const plans = planNemesis({ kinds: ['partition'], nodes: ['n1', 'n2', 'n3'], timeMs: 100_000, faultMs: 1000, healMs: 700, seed: 3 });
+    const variants = new Set(plans.map((plan) => plan.variant));
+    expect(variants).toEqual(new Set(['isolate', 'one-way', 'bridge']));
+    for (const plan of plans) expect(plan.nodes).toHaveLength(plan.variant === 'isolate' ? 1 : 2);
+    expect(describeFault({ kind: 'partition', variant: 'bridge', nodes: ['n1', 'n3'] })).toBe('cut n1↔n3');
+    expect(describeFault({ kind: 'partition', variant: 'one-way', nodes: ['n1', 'n3'] })).toBe('cut n1→n3');
+  });
+
   it('steps every clock by 1 s to 68 min, each node both ways within two windows, and says so', () => {
     const nodes = ['n1', 'n2', 'n3'];
     const plans = planNemesis({ kinds: ['clock', 'kill'], nodes, timeMs: 200_000, faultMs: 1000, healMs: 700, seed: 9 }).filter((plan) => plan.kind === 'clock');

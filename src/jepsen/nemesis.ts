@@ -39,8 +39,11 @@ export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock'];
 /** One planned fault. `nodes[0]` is the target; a one-way cut has `nodes = [from, to]`. */
 export interface FaultPlan {
   kind: NemesisKind;
-  /** For partitions: `isolate` cuts a node off both ways, `one-way` cuts a single link. */
-  variant: 'isolate' | 'one-way' | null;
+  /**
+   * For partitions: `isolate` cuts a node off both ways, `one-way` cuts a single link, `bridge`
+   * cuts the link between two nodes both ways while the third still reaches both (Jepsen's bridge).
+   */
+  variant: 'isolate' | 'one-way' | 'bridge' | null;
   /** For `clock`: the step of each of `nodes`' wall clocks, in seconds (negative: back). */
   stepsSeconds?: number[];
   nodes: string[];
@@ -154,12 +157,13 @@ function pickTargets(
     return { variant: null, nodes: [...nodes], stepsSeconds };
   }
   if (kind !== 'partition') return { variant: null, nodes: [target] };
-  if (random() < 2 / 3) return { variant: 'isolate', nodes: [target] };
+  const shape = random();
+  if (shape < 1 / 2) return { variant: 'isolate', nodes: [target] };
   const others = nodes.filter((node) => node !== target);
-  return { variant: 'one-way', nodes: [target, others[pickIndex(random, others.length)]] };
+  return { variant: shape < 3 / 4 ? 'one-way' : 'bridge', nodes: [target, others[pickIndex(random, others.length)]] };
 }
 
-/** A short human label: `kill n2`, `partition n1 isolated`, `cut n1→n3`, `clock n1 +8 s, n2 -120 s`. */
+/** A short human label: `kill n2`, `isolate n1`, `cut n1→n3` (one way), `cut n1↔n3`, `clock n1 +8 s, n2 -120 s`. */
 export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds'>): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
@@ -175,7 +179,9 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
       return `clock ${steps.join(', ')}`;
     }
     case 'partition':
-      return plan.variant === 'one-way' ? `cut ${plan.nodes[0]}→${plan.nodes[1]}` : `isolate ${plan.nodes[0]}`;
+      if (plan.variant === 'one-way') return `cut ${plan.nodes[0]}→${plan.nodes[1]}`;
+      if (plan.variant === 'bridge') return `cut ${plan.nodes[0]}↔${plan.nodes[1]}`;
+      return `isolate ${plan.nodes[0]}`;
     default: {
       const unreachable: never = plan.kind;
       return String(unreachable);
@@ -236,8 +242,8 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       await Promise.all(plan.nodes.map((each) => target.fillBackend(each)));
       return;
     case 'partition':
-      if (plan.variant === 'one-way') target.cut(node, other, true);
-      else target.isolate(node);
+      if (plan.variant === 'isolate') target.isolate(node);
+      else target.cut(node, other, plan.variant === 'one-way');
       return;
     default: {
       const unreachable: never = plan.kind;
