@@ -139,6 +139,15 @@ describe('the nemesis schedule', () => {
     expect(describeFault({ kind: 'partition', variant: 'one-way', nodes: ['n1', 'n3'] })).toBe('cut n1→n3');
   });
 
+  it('slows one node by 10 ms to 1.3 s, and says so', () => {
+    const plans = planNemesis({ kinds: ['slow'], nodes: ['n1', 'n2', 'n3'], timeMs: 100_000, faultMs: 1000, healMs: 700, seed: 5 });
+    const delays = plans.map((plan) => plan.delayMs ?? 0);
+    expect(delays.every((delay) => delay >= 10 && delay <= 1280)).toBe(true);
+    expect(delays.some((delay) => delay < 40) && delays.some((delay) => delay > 500)).toBe(true);
+    for (const plan of plans) expect(plan.nodes).toHaveLength(1);
+    expect(describeFault({ kind: 'slow', variant: null, nodes: ['n2'], delayMs: 160 })).toBe('slow n2 by 160 ms');
+  });
+
   it('steps every clock by 1 s to 68 min, each node both ways within two windows, and says so', () => {
     const nodes = ['n1', 'n2', 'n3'];
     const plans = planNemesis({ kinds: ['clock', 'kill'], nodes, timeMs: 200_000, faultMs: 1000, healMs: 700, seed: 9 }).filter((plan) => plan.kind === 'clock');

@@ -371,6 +371,16 @@ export class Cluster {
     for (const other of this.nodes) if (other.id !== id) this.cut(id, other.id);
   }
 
+  /** Delays every byte to and from a node by `delayMs` (a slow network); healAll ends it. */
+  slow(id: string, delayMs: number): void {
+    for (const other of this.nodes) {
+      if (other.id === id) continue;
+      this.link(id, other.id).slow(delayMs);
+      this.link(other.id, id).slow(delayMs);
+    }
+  }
+
+  /** Ends every cut and every delay. */
   healAll(): void {
     for (const proxy of this.links.values()) proxy.heal();
   }

@@ -27,11 +27,13 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * hour each (Jepsen's clock bump; libfaketime, see wall-clock.ts), forward and back alternately
  * around the nodes, and the other way round at the next clock window, so that within two windows
  * every controller, the leader included, has been stepped both ways; all go back in step at the
- * window's end. A controller keeps time on its monotonic clock: nothing may be refused.
+ * window's end. A controller keeps time on its monotonic clock: nothing may be refused. `slow`
+ * delays every byte to and from one controller by 10 ms to 1.3 s (Jepsen's slow network; the
+ * bytes arrive, late and in order), beyond the failure timeout at the long end.
  */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock';
+export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow'];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
 export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock'];
@@ -46,6 +48,8 @@ export interface FaultPlan {
   variant: 'isolate' | 'one-way' | 'bridge' | null;
   /** For `clock`: the step of each of `nodes`' wall clocks, in seconds (negative: back). */
   stepsSeconds?: number[];
+  /** For `slow`: how long the target's links hold each byte, in ms. */
+  delayMs?: number;
   nodes: string[];
   startMs: number;
   endMs: number;
@@ -78,6 +82,8 @@ export interface FaultTarget {
   emptyBackend(id: string): Promise<void>;
   cut(a: string, b: string, oneWay?: boolean): void;
   isolate(id: string): void;
+  /** Delays every byte to and from a node by `delayMs`; healAll ends it. */
+  slow(id: string, delayMs: number): void;
   healAll(): void;
 }
 
@@ -137,6 +143,8 @@ function shuffled(random: Random, kinds: readonly NemesisKind[]): NemesisKind[] 
 
 /** The largest clock step is 2 to this power seconds. */
 const CLOCK_STEP_DOUBLINGS_MAX = 12;
+/** The longest delay of a slow network is 10 ms times 2 to this power. */
+const SLOW_DOUBLINGS_MAX = 7;
 
 function jitter(random: Random, ms: number): number {
   return Math.round(ms * (0.75 + random() * 0.5));
@@ -145,7 +153,7 @@ function jitter(random: Random, ms: number): number {
 /** `clockWindows`: how many clock faults were planned before this one. */
 function pickTargets(
   random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number,
-): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds'> {
+): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs'> {
   const target = nodes[pickIndex(random, nodes.length)];
   if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
   if (kind === 'clock') {
@@ -156,6 +164,8 @@ function pickTargets(
     });
     return { variant: null, nodes: [...nodes], stepsSeconds };
   }
+  // 10 ms to 1.3 s, as likely within each power of two.
+  if (kind === 'slow') return { variant: null, nodes: [target], delayMs: Math.round(10 * 2 ** (random() * SLOW_DOUBLINGS_MAX)) };
   if (kind !== 'partition') return { variant: null, nodes: [target] };
   const shape = random();
   if (shape < 1 / 2) return { variant: 'isolate', nodes: [target] };
@@ -163,14 +173,15 @@ function pickTargets(
   return { variant: shape < 3 / 4 ? 'one-way' : 'bridge', nodes: [target, others[pickIndex(random, others.length)]] };
 }
 
-/** A short human label: `kill n2`, `isolate n1`, `cut n1→n3` (one way), `cut n1↔n3`, `clock n1 +8 s, n2 -120 s`. */
-export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds'>): string {
+/** A short human label: `kill n2`, `isolate n1`, `cut n1→n3` (one way), `cut n1↔n3`, `clock n1 +8 s, n2 -120 s`, `slow n2 by 160 ms`. */
+export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs'>): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
+    case 'slow': return `slow ${plan.nodes[0]} by ${plan.delayMs ?? 0} ms`;
     case 'clock': {
       const steps = plan.nodes.map((node, index) => {
         const step = plan.stepsSeconds?.[index] ?? 0;
@@ -227,6 +238,9 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
 async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSignal): Promise<void> {
   const [node, other] = plan.nodes;
   switch (plan.kind) {
+    case 'slow':
+      target.slow(node, plan.delayMs ?? 0);
+      return;
     case 'clock':
       plan.nodes.forEach((each, index) => target.stepWallClock(each, plan.stepsSeconds?.[index] ?? 0));
       // The steps reach the controllers within this: the window holds them at least that long.
@@ -263,7 +277,9 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
     case 'backend-fill':
       await Promise.all(plan.nodes.map((each) => target.emptyBackend(each)));
       return;
-    case 'partition': return target.healAll();
+    case 'partition':
+    case 'slow':
+      return target.healAll();
     case 'clock':
       for (const each of plan.nodes) target.stepWallClock(each, 0);
       return;

@@ -6,14 +6,24 @@
  * Cutting destroys the link's connections and refuses new ones until healed, which the peers see
  * as a dead link (their failure detectors time out; reconnects fail). Since each controller
  * sends only on the connections it dialled, cutting one proxy cuts one direction of traffic.
+ * Slowing holds every chunk for a delay before passing it on, in order (a slow network: the
+ * bytes arrive, late); healing ends cuts and delays.
  */
 
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+
+/** Chunks held back on one direction of one connection, oldest first, with when each may go. */
+interface Held {
+  chunks: Array<{ chunk: Buffer; atMs: number }>;
+  timer: NodeJS.Timeout | null;
+}
 
 export class LinkProxy {
   private readonly server: net.Server;
   private readonly sockets = new Set<net.Socket>();
   private cut = false;
+  private delayMs = 0;
   port = 0;
 
   constructor(
@@ -43,8 +53,14 @@ export class LinkProxy {
     this.sockets.clear();
   }
 
+  /** Holds every chunk `delayMs` before passing it on (0: at once again), keeping their order. */
+  slow(delayMs: number): void {
+    this.delayMs = delayMs;
+  }
+
   heal(): void {
     this.cut = false;
+    this.delayMs = 0;
   }
 
   async close(): Promise<void> {
@@ -68,7 +84,38 @@ export class LinkProxy {
     };
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    this.forward(client, upstream);
+    this.forward(upstream, client);
+  }
+
+  /** Passes `from`'s bytes to `to`, each chunk after the delay in force when it came, in order. */
+  private forward(from: net.Socket, to: net.Socket): void {
+    const held: Held = { chunks: [], timer: null };
+    const send = (chunk: Buffer): void => {
+      if (to.destroyed) return;
+      if (!to.write(chunk)) {
+        from.pause();
+        to.once('drain', () => from.resume());
+      }
+    };
+    const release = (): void => {
+      held.timer = null;
+      const nowMs = performance.now();
+      while (held.chunks.length > 0 && held.chunks[0].atMs <= nowMs) send((held.chunks.shift() as { chunk: Buffer }).chunk);
+      if (held.chunks.length > 0) held.timer = setTimeout(release, held.chunks[0].atMs - nowMs);
+    };
+    from.on('data', (chunk: Buffer) => {
+      if (this.delayMs === 0 && held.chunks.length === 0) {
+        send(chunk);
+        return;
+      }
+      // Never before a chunk that came earlier, even when the delay has since been shortened.
+      const lastAtMs = held.chunks.length > 0 ? held.chunks[held.chunks.length - 1].atMs : 0;
+      held.chunks.push({ chunk, atMs: Math.max(performance.now() + this.delayMs, lastAtMs) });
+      held.timer ??= setTimeout(release, held.chunks[0].atMs - performance.now());
+    });
+    from.on('close', () => {
+      if (held.timer !== null) clearTimeout(held.timer);
+    });
   }
 }
