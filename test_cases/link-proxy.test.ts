@@ -28,7 +28,9 @@ async function setUp(): Promise<{ proxy: LinkProxy; client: net.Socket; received
   const port = await proxy.listen();
   const client = net.connect(port, '127.0.0.1');
   await new Promise<void>((resolve) => client.once('connect', () => resolve()));
-  cleanup.push(() => new Promise<void>((resolve) => server.close(() => resolve())), () => proxy.close(), () => client.destroy());
+  cleanup.push(() => new Promise<void>((resolve) => server.close(() => resolve())), () => proxy.close(), () => {
+    client.destroy();
+  });
   return { proxy, client, received: () => text, receivedAt };
 }
 
