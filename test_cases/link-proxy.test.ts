@@ -8,6 +8,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LinkProxy } from '../src/jepsen/proxy.ts';
+import { sleep } from './support/fault-kit.ts';
 
 let cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -33,8 +34,6 @@ async function setUp(): Promise<{ proxy: LinkProxy; client: net.Socket; received
   });
   return { proxy, client, received: () => text, receivedAt };
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('the peer-link proxy', () => {
   it('passes bytes at once when healthy, and late but in order when slow, also as the delay shrinks', async () => {
