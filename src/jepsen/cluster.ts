@@ -298,7 +298,8 @@ export class Cluster {
    */
   stepWallClock(id: string, offsetSeconds: number): void {
     if (!this.options.wallClockSteps) throw new Error('stepWallClock needs a cluster started with wallClockSteps');
-    setWallClockOffset(this.wallClockFile(this.node(id).id), offsetSeconds);
+    this.node(id); // throws for a node this cluster does not have
+    setWallClockOffset(this.wallClockFile(id), offsetSeconds);
   }
 
   /** Sends a signal to a controller process this harness started. */
