@@ -22,8 +22,8 @@ import { parseArgs } from 'node:util';
 import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
 import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
-import { formatGoals, formatLatencyByKind, formatMachine, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
-import { contextSwitchesOf, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
+import { formatGoals, formatLatencyByKind, formatMachine, formatProcessCpu, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
+import { contextSwitchesOf, cpuMsEach, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
 /** Everything a run is configured by. */
 export interface BenchSettings {
@@ -165,7 +165,7 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
     const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync, cpuScheduling: settings.cpuScheduling });
     if (outcome.kind === 'started') {
       started.running.push(outcome.target);
-      console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.pids().join(', ')}`);
+      console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.processes().map(({ label, pid }) => `${pid} (${label})`).join(', ')}`);
     } else {
       started.unavailable.push({ target: name, reason: `${outcome.kind}: ${outcome.reason}` });
       console.log(`${outcome.kind === 'skipped' ? 'SKIPPED' : 'FAILED'}: ${outcome.reason}`);
@@ -198,20 +198,22 @@ function loadOptions(settings: BenchSettings, target: RunningTarget, workload: W
 
 /** One load run with the target's CPU sampled at the start and end of the measured window. */
 async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: LoadOptions, identity: Pick<RunSample, 'round' | 'workload'>): Promise<RunSample> {
+  const processes = target.processes();
+  const pids = processes.map(({ pid }) => pid);
   const window = {
-    cpuStartMs: null as number | null, cpuEndMs: null as number | null, loadgenStartMs: null as number | null, loadgenEndMs: null as number | null,
+    cpuStartMs: null as number[] | null, cpuEndMs: null as number[] | null, loadgenStartMs: null as number | null, loadgenEndMs: null as number | null,
     switchesStart: null as number | null, switchesEnd: null as number | null, wallStartMs: 0, wallEndMs: 0,
   };
   const loadgenPids = loadgen.pid === undefined ? [] : [loadgen.pid];
   const onPhase = (phase: 'measuring' | 'draining'): void => {
     if (phase === 'measuring') {
-      window.cpuStartMs = cpuMsOf(target.pids());
-      window.switchesStart = contextSwitchesOf(target.pids());
+      window.cpuStartMs = cpuMsEach(pids);
+      window.switchesStart = contextSwitchesOf(pids);
       window.loadgenStartMs = cpuMsOf(loadgenPids);
       window.wallStartMs = performance.now();
     } else {
-      window.cpuEndMs = cpuMsOf(target.pids());
-      window.switchesEnd = contextSwitchesOf(target.pids());
+      window.cpuEndMs = cpuMsEach(pids);
+      window.switchesEnd = contextSwitchesOf(pids);
       window.loadgenEndMs = cpuMsOf(loadgenPids);
       window.wallEndMs = performance.now();
     }
@@ -219,16 +221,22 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
   const base = { ...identity, target: target.name };
   try {
     const result = await loadgen.run(options, onPhase);
+    const roles = (await target.roles?.()) ?? new Map<string, string>();
     // A window counts only if both edges were seen and every PID was readable at both (none died).
-    const cpuKnown = window.cpuStartMs !== null && window.cpuEndMs !== null && window.cpuEndMs >= window.cpuStartMs && window.wallEndMs > window.wallStartMs;
-    const targetCpuMs = cpuKnown ? (window.cpuEndMs as number) - (window.cpuStartMs as number) : 0;
+    const { cpuStartMs, cpuEndMs } = window;
+    const processCpu =
+      cpuStartMs !== null && cpuEndMs !== null && window.wallEndMs > window.wallStartMs
+        ? processes.map(({ label }, index) => ({ label, cpuMs: cpuEndMs[index] - cpuStartMs[index], role: roles.get(label) ?? null }))
+        : null;
+    const cpuKnown = processCpu !== null && processCpu.every(({ cpuMs }) => cpuMs >= 0);
+    const targetCpuMs = cpuKnown ? processCpu.reduce((sum, { cpuMs }) => sum + cpuMs, 0) : 0;
     const loadgenKnown = cpuKnown && loadgenPids.length > 0 && window.loadgenStartMs !== null && window.loadgenEndMs !== null;
     const loadgenCpuMs = loadgenKnown ? (window.loadgenEndMs as number) - (window.loadgenStartMs as number) : 0;
     const switchesKnown = cpuKnown && window.switchesStart !== null && window.switchesEnd !== null;
     const targetSwitches = switchesKnown ? (window.switchesEnd as number) - (window.switchesStart as number) : null;
-    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs, targetSwitches };
+    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs, targetSwitches, processCpu: cpuKnown ? processCpu : null };
   } catch (error) {
-    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null };
+    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null, processCpu: null };
   }
 }
 
@@ -291,6 +299,10 @@ function reportText(report: BenchReport): string {
     'What a read and a write cost: the gets\' and the sets\' own latencies (medians over rounds; — where the workload has none).',
     '',
     formatLatencyByKind(report.summary),
+    '',
+    'Where the CPU goes: each process\'s CPU µs per operation (medians over rounds; its role in brackets where the target reports one).',
+    '',
+    formatProcessCpu(report.summary),
     '',
     'Goals (informational; the benchmark never fails on speed):',
     formatGoals(report.goals),

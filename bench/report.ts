@@ -35,6 +35,15 @@ export interface RunSample {
   loadgenCpuMs: number;
   /** Context switches of every thread of the target's processes in the window; null when unknown. */
   targetSwitches: number | null;
+  /** Each of the target's processes' CPU in the window (their sum is `targetCpuMs`); null when unknown. */
+  processCpu: ProcessCpu[] | null;
+}
+
+/** One process's CPU in a measured window, and its role then where the target reports one (a leader). */
+export interface ProcessCpu {
+  label: string;
+  cpuMs: number;
+  role: string | null;
 }
 
 /** Medians over rounds for one target × workload. */
@@ -59,6 +68,8 @@ export interface CellSummary {
   switchesPerOp: number | null;
   /** CPU of the load generator in cores, while it drove this target. */
   loadgenCpuCores: number | null;
+  /** Each process's median CPU µs per operation over rounds, in the target's order, with every role it had. */
+  processes: Array<{ label: string; roles: string[]; cpuUsPerOp: number | null }>;
   errors: number;
   /** Gets that found no value (every key was preloaded, so a miss is a replica behind or a lost write). */
   misses: number;
@@ -149,10 +160,26 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.windowMs > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
     switchesPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.targetSwitches !== null).map((sample) => (sample.targetSwitches as number) / sample.result.ops)),
     loadgenCpuCores: median(cell.filter((sample) => sample.windowMs > 0 && sample.loadgenCpuMs > 0).map((sample) => sample.loadgenCpuMs / sample.windowMs)),
+    processes: processMedians(cell),
     errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
     misses: cell.reduce((sum, sample) => sum + sample.result.misses, 0),
     failures: all.length - cell.length,
   };
+}
+
+/** Each process's median CPU per operation over the rounds that measured it; roles in the order first seen. */
+function processMedians(cell: Array<RunSample & { result: LoadResult }>): CellSummary['processes'] {
+  const byLabel = new Map<string, { roles: string[]; cpuUsPerOp: number[] }>();
+  for (const sample of cell) {
+    if (sample.processCpu === null || sample.result.ops === 0) continue;
+    for (const { label, cpuMs, role } of sample.processCpu) {
+      const entry = byLabel.get(label) ?? { roles: [], cpuUsPerOp: [] };
+      byLabel.set(label, entry);
+      entry.cpuUsPerOp.push((cpuMs * 1000) / sample.result.ops);
+      if (role !== null && !entry.roles.includes(role)) entry.roles.push(role);
+    }
+  }
+  return [...byLabel].map(([label, { roles, cpuUsPerOp }]) => ({ label, roles, cpuUsPerOp: median(cpuUsPerOp) }));
 }
 
 /** Medians for every target × workload that has at least one sample, in run order. */
@@ -262,9 +289,10 @@ function formatNumber(value: number | null, digits: number): string {
   return value === null ? '—' : value.toFixed(digits);
 }
 
-function padTable(rows: string[][]): string {
+/** Columns padded to their widest cell: the first `textColumns` aligned left (labels), the rest right (numbers). */
+function padTable(rows: string[][], textColumns = 2): string {
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  return rows.map((row) => row.map((cell, column) => (column < 2 ? cell.padEnd(widths[column]) : cell.padStart(widths[column]))).join('  ')).join('\n');
+  return rows.map((row) => row.map((cell, column) => (column < textColumns ? cell.padEnd(widths[column]) : cell.padStart(widths[column]))).join('  ').trimEnd()).join('\n');
 }
 
 /** The medians table: one row per target × workload. */
@@ -302,6 +330,23 @@ export function formatLatencyByKind(summary: CellSummary[]): string {
     formatNumber(cell.byKind.set.p99Us, 0),
   ]);
   return padTable([header, ...rows]);
+}
+
+/**
+ * Where each target's CPU goes: one row per target × workload, each process's median CPU µs per
+ * operation, with the role it had in brackets where the target reports one (which node led).
+ */
+export function formatProcessCpu(summary: CellSummary[]): string {
+  const rows = summary
+    .filter((cell) => cell.processes.length > 0)
+    .map((cell) => [
+      cell.workload,
+      targetLabel(cell.target),
+      cell.processes
+        .map(({ label, roles, cpuUsPerOp }) => `${label}${roles.length > 0 ? ` (${roles.join('/')})` : ''} ${formatNumber(cpuUsPerOp, 1)}`)
+        .join(' · '),
+    ]);
+  return rows.length === 0 ? '(no process CPU was measured)' : padTable([['workload', 'target', 'CPU µs/op of each process'], ...rows], 3);
 }
 
 /** One line per goal: met / not met / not measured. */

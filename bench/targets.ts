@@ -19,6 +19,7 @@ import { accessSync, constants, createWriteStream, readdirSync, readFileSync, wr
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
+import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import type { WireProtocol } from './loadgen.ts';
 
@@ -26,13 +27,25 @@ import type { WireProtocol } from './loadgen.ts';
 export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
+/** One process of a target, named by what it is there, so its CPU can be reported on its own. */
+export interface TargetProcess {
+  /** "memcached", "nutcracker", "pipe 2", "memcached 2", "n1", "memcached n1". */
+  label: string;
+  pid: number;
+}
+
 /** A started target: where to send load and whose CPU to count. */
 export interface RunningTarget {
   name: TargetName;
   /** Client ports on 127.0.0.1 (three for a cluster: load is spread over them). */
   ports: number[];
-  /** PIDs whose CPU is this target's cost (memcached included). */
-  pids(): number[];
+  /** The processes whose CPU is this target's cost (memcached included). */
+  processes(): TargetProcess[];
+  /**
+   * Each controller's role now, by process label (an ordered-mode cluster: which one leads); best
+   * effort and bounded in time, an empty map when none answers.
+   */
+  roles?(): Promise<Map<string, string>>;
   /** The ports front separate stores that do not replicate (keys are preloaded through each). */
   separateStores?: boolean;
   stop(): Promise<void>;
@@ -161,7 +174,7 @@ async function startDirect(options: TargetOptions): Promise<RunningTarget> {
   return {
     name: 'memcached',
     ports: [memcached.port],
-    pids: () => (memcached.child.pid === undefined ? [] : [memcached.child.pid]),
+    processes: () => labelled([['memcached', memcached.child]]),
     stop: () => stopChild(memcached.child),
   };
 }
@@ -183,7 +196,7 @@ async function startTwemproxy(options: TargetOptions, binary: string): Promise<R
   return {
     name: 'twemproxy',
     ports: [listenPort],
-    pids: () => [proxy.pid, memcached.child.pid].filter((pid): pid is number => pid !== undefined),
+    processes: () => labelled([['nutcracker', proxy], ['memcached', memcached.child]]),
     stop: async () => {
       await stopChild(proxy);
       await stopChild(memcached.child);
@@ -193,19 +206,19 @@ async function startTwemproxy(options: TargetOptions, binary: string): Promise<R
 
 /** Three byte-relaying Node processes (./byte-pipe.ts), each in front of its own memcached. */
 async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
-  const children: ChildProcess[] = [];
+  const children: Array<[string, ChildProcess]> = [];
   const ports: number[] = [];
   const stopAll = async (): Promise<void> => {
-    await Promise.all(children.map((child) => stopChild(child)));
+    await Promise.all(children.map(([, child]) => stopChild(child)));
   };
   try {
     for (let i = 1; i <= 3; i++) {
       const memcached = await startMemcachedProcess(path.join(options.dir, `memcached-pipe${i}.log`));
-      children.push(memcached.child);
+      children.push([`memcached ${i}`, memcached.child]);
       const listenPort = await freePort();
       const script = path.join(repoRoot, 'bench', 'byte-pipe.ts');
       const pipe = spawnLogged(process.execPath, ['--import', 'tsx', script, String(listenPort), String(memcached.port)], path.join(options.dir, `pipe${i}.out`));
-      children.push(pipe);
+      children.push([`pipe ${i}`, pipe]);
       await awaitReady(pipe, listenPort, 'the byte pipe');
       ports.push(listenPort);
     }
@@ -217,7 +230,7 @@ async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
     name: 'node-pipe',
     ports,
     separateStores: true,
-    pids: () => children.map((child) => child.pid).filter((pid): pid is number => pid !== undefined),
+    processes: () => labelled(children),
     stop: stopAll,
   };
 }
@@ -235,9 +248,36 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
   return {
     name: mode,
     ports: cluster.nodes.map((node) => node.clientPort),
-    pids: () => cluster.nodes.flatMap((node) => [node.controller?.pid, node.memcached?.pid]).filter((pid): pid is number => pid !== undefined),
+    processes: () => labelled(cluster.nodes.flatMap((node) => [[node.id, node.controller], [`memcached ${node.id}`, node.memcached]] as const)),
+    // Eventual nodes are all peers; in the ordered modes the leader does more than the followers.
+    roles: mode === 'eventual' ? undefined : () => controllerRoles(cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }))),
     stop: () => cluster.stop(),
   };
+}
+
+/** The processes that are running, with their labels (a process not started has no PID). */
+function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null | undefined]>): TargetProcess[] {
+  return entries.flatMap(([label, child]) => (child?.pid === undefined ? [] : [{ label, pid: child.pid }]));
+}
+
+/** Each controller's `mckv_role` from its `stats`, asked of all at once; one that does not answer is left out. */
+async function controllerRoles(controllers: Array<{ label: string; port: number }>, timeoutMs = 1000): Promise<Map<string, string>> {
+  const answers = await Promise.all(
+    controllers.map(async ({ label, port }) => {
+      let client: TextClient | null = null;
+      try {
+        client = await TextClient.connect('127.0.0.1', port, timeoutMs);
+        const reply = await client.request('stats\r\n', 'stats', timeoutMs);
+        const role = reply.lines.map((line) => /^STAT mckv_role (\S+)$/.exec(line)?.[1]).find((found) => found !== undefined);
+        return role === undefined ? [] : [[label, role] as const];
+      } catch {
+        return [];
+      } finally {
+        client?.close();
+      }
+    }),
+  );
+  return new Map(answers.flat());
 }
 
 function describeError(error: unknown): string {
@@ -334,9 +374,9 @@ export function contextSwitchesOf(pids: number[]): number | null {
   return switches;
 }
 
-/** CPU used so far by `pids` together, in milliseconds; null if any of them is gone or unreadable. */
-export function cpuMsOf(pids: number[]): number | null {
-  let ticks = 0;
+/** CPU used so far by each of `pids`, in milliseconds, in their order; null if any of them is gone or unreadable. */
+export function cpuMsEach(pids: number[]): number[] | null {
+  const each: number[] = [];
   for (const pid of pids) {
     let line: string;
     try {
@@ -346,7 +386,12 @@ export function cpuMsOf(pids: number[]): number | null {
     }
     const pidTicks = parseStatTicks(line);
     if (pidTicks === null) return null;
-    ticks += pidTicks;
+    each.push((pidTicks * 1000) / ticksPerSecond());
   }
-  return (ticks * 1000) / ticksPerSecond();
+  return each;
+}
+
+/** CPU used so far by `pids` together, in milliseconds; null if any of them is gone or unreadable. */
+export function cpuMsOf(pids: number[]): number | null {
+  return cpuMsEach(pids)?.reduce((sum, cpuMs) => sum + cpuMs, 0) ?? null;
 }

@@ -13,8 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
-import { formatLatencyByKind, formatTable, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
-import { contextSwitchesOf, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
+import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
+import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -165,6 +165,11 @@ describe('report', () => {
       windowMs: 1000,
       loadgenCpuMs: 800,
       targetSwitches: ops / 4,
+      // n1 led in rounds 1 and 3 and followed in round 2; its memcached reports no role.
+      processCpu: [
+        { label: 'n1', cpuMs: 400, role: round === 2 ? 'follower' : 'leader' },
+        { label: 'memcached n1', cpuMs: round === 2 ? 10 : 100, role: null },
+      ],
     });
     // Direct memcached drifts (noise); eventual stays at 0.7× of each round's direct.
     const samples = [
@@ -192,6 +197,16 @@ describe('report', () => {
     const byKind = formatLatencyByKind(summary).split('\n');
     expect(byKind[0]).toMatch(/get p50 µs +get p99 µs +set p50 µs +set p99 µs/);
     expect(byKind.find((line) => line.includes('eventual'))).toMatch(/75 +150 +— +—$/);
+    // Each process's CPU per operation: 400 ms over 70, 35 and 140 ops (5714, 11429, 2857 µs), median 5714.3;
+    // memcached 100, 10 and 100 ms (1428.6, 285.7, 714.3 µs), median 714.3. Roles in the order first seen.
+    expect(eventual?.processes).toEqual([
+      { label: 'n1', roles: ['leader', 'follower'], cpuUsPerOp: expect.closeTo(400_000 / 70, 6) },
+      { label: 'memcached n1', roles: [], cpuUsPerOp: expect.closeTo(100_000 / 140, 6) },
+    ]);
+    const perProcess = formatProcessCpu(summary).split('\n');
+    expect(perProcess[0]).toMatch(/workload +target +CPU µs\/op of each process/);
+    expect(perProcess.find((line) => line.includes('eventual'))).toMatch(/n1 \(leader\/follower\) 5714\.3 · memcached n1 714\.3$/);
+    expect(formatProcessCpu(summarize([{ ...sample(1, 'memcached', 100, 100), processCpu: null }]))).toBe('(no process CPU was measured)');
     const goals = judgeGoals(summary, ['memcached', 'eventual', 'sequential'], ['mix-16x1']);
     expect(goals.map((goal) => [goal.target, goal.status])).toEqual([
       ['eventual', 'met'],
@@ -321,13 +336,13 @@ describe('twemproxy target', () => {
     expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
     const target = (started as { target: RunningTarget }).target;
     try {
-      expect(target.pids()).toHaveLength(2);
+      expect(target.processes().map(({ label }) => label)).toEqual(['nutcracker', 'memcached']);
       const options: LoadOptions = { ports: target.ports, protocol: 'text', connections: 2, pipelineDepth: 2, getFraction: 0.9, keyCount: 500, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, seed: 3 };
       expectRealMeasurement(await runLoad(options), options);
     } finally {
       await target.stop();
     }
-    expect(target.pids().every((pid) => cpuMsOf([pid]) === null)).toBe(true);
+    expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
   });
 });
 
@@ -338,7 +353,7 @@ describe('Node byte pipe target', () => {
     const target = (started as { target: RunningTarget }).target;
     try {
       expect(target.ports).toHaveLength(3);
-      expect(target.pids()).toHaveLength(6);
+      expect(target.processes().map(({ label }) => label)).toEqual(['memcached 1', 'pipe 1', 'memcached 2', 'pipe 2', 'memcached 3', 'pipe 3']);
       expect(target.separateStores).toBe(true);
       const options: LoadOptions = { ports: target.ports, protocol: 'binary', connections: 3, pipelineDepth: 2, getFraction: 1, keyCount: 300, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, preloadEachPort: true, seed: 5 };
       // No get misses (checked there): every key was preloaded into each of the three stores.
@@ -346,6 +361,33 @@ describe('Node byte pipe target', () => {
     } finally {
       await target.stop();
     }
-    expect(target.pids().every((pid) => cpuMsOf([pid]) === null)).toBe(true);
+    expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
+  });
+});
+
+describe('mckv cluster target', () => {
+  it('names each controller and memcached, and reports which controller leads', async () => {
+    const started = await startTarget('sequential', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 50, failureTimeoutMs: 500 });
+    expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
+    const target = (started as { target: RunningTarget }).target;
+    try {
+      const processes = target.processes();
+      expect(processes.map(({ label }) => label)).toEqual(['n1', 'memcached n1', 'n2', 'memcached n2', 'n3', 'memcached n3']);
+      // Per process, then summed: the same CPU either way (each read of /proc is in whole ticks).
+      const each = cpuMsEach(processes.map(({ pid }) => pid));
+      expect(each).toHaveLength(6);
+      expect(each?.every((cpuMs) => cpuMs >= 0)).toBe(true);
+      // The cluster answers once it has elected a leader; roles are read through each controller's stats.
+      let roles = new Map<string, string>();
+      for (let attempt = 0; attempt < 50 && ![...roles.values()].includes('leader'); attempt++) {
+        roles = (await target.roles?.()) ?? roles;
+        if (![...roles.values()].includes('leader')) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect([...roles.keys()].sort()).toEqual(['n1', 'n2', 'n3']);
+      expect([...roles.values()].sort()).toEqual(['follower', 'follower', 'leader']);
+    } finally {
+      await target.stop();
+    }
+    expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
   });
 });
