@@ -14,7 +14,7 @@ import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
 import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
-import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget } from '../bench/targets.ts';
+import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -325,6 +325,18 @@ describe('load generator against a real memcached', () => {
   });
 });
 
+/** Runs `check` on a target that must have started, then stops it: every process it started must be gone. */
+async function whileStarted(started: TargetStart, check: (target: RunningTarget) => Promise<void>): Promise<void> {
+  expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
+  const target = (started as { target: RunningTarget }).target;
+  try {
+    await check(target);
+  } finally {
+    await target.stop();
+  }
+  expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
+}
+
 describe('twemproxy target', () => {
   it('runs load through nutcracker, or says how to install it', async () => {
     const started = await startTarget('twemproxy', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
@@ -333,44 +345,32 @@ describe('twemproxy target', () => {
       expect(started.kind === 'skipped' && started.reason).toContain('apt-get install nutcracker');
       return;
     }
-    expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
-    const target = (started as { target: RunningTarget }).target;
-    try {
+    await whileStarted(started, async (target) => {
       expect(target.processes().map(({ label }) => label)).toEqual(['nutcracker', 'memcached']);
       const options: LoadOptions = { ports: target.ports, protocol: 'text', connections: 2, pipelineDepth: 2, getFraction: 0.9, keyCount: 500, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, seed: 3 };
       expectRealMeasurement(await runLoad(options), options);
-    } finally {
-      await target.stop();
-    }
-    expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
+    });
   });
 });
 
 describe('Node byte pipe target', () => {
   it('relays real memcached traffic through three processes, each to its own memcached, all preloaded', async () => {
     const started = await startTarget('node-pipe', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
-    expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
-    const target = (started as { target: RunningTarget }).target;
-    try {
+    await whileStarted(started, async (target) => {
       expect(target.ports).toHaveLength(3);
       expect(target.processes().map(({ label }) => label)).toEqual(['memcached 1', 'pipe 1', 'memcached 2', 'pipe 2', 'memcached 3', 'pipe 3']);
       expect(target.separateStores).toBe(true);
       const options: LoadOptions = { ports: target.ports, protocol: 'binary', connections: 3, pipelineDepth: 2, getFraction: 1, keyCount: 300, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, preloadEachPort: true, seed: 5 };
       // No get misses (checked there): every key was preloaded into each of the three stores.
       expectRealMeasurement(await runLoad(options), options);
-    } finally {
-      await target.stop();
-    }
-    expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
+    });
   });
 });
 
 describe('mckv cluster target', () => {
   it('names each controller and memcached, and reports which controller leads', async () => {
     const started = await startTarget('sequential', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 50, failureTimeoutMs: 500 });
-    expect(started.kind, started.kind === 'started' ? '' : started.reason).toBe('started');
-    const target = (started as { target: RunningTarget }).target;
-    try {
+    await whileStarted(started, async (target) => {
       const processes = target.processes();
       expect(processes.map(({ label }) => label)).toEqual(['n1', 'memcached n1', 'n2', 'memcached n2', 'n3', 'memcached n3']);
       // Per process, then summed: the same CPU either way (each read of /proc is in whole ticks).
@@ -385,9 +385,6 @@ describe('mckv cluster target', () => {
       }
       expect([...roles.keys()].sort()).toEqual(['n1', 'n2', 'n3']);
       expect([...roles.values()].sort()).toEqual(['follower', 'follower', 'leader']);
-    } finally {
-      await target.stop();
-    }
-    expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
+    });
   });
 });
