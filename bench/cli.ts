@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
-import { LoadgenProcess, parseWorkloadId, STANDARD_WORKLOADS, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
+import { LoadgenProcess, parseWorkload, STANDARD_WORKLOADS, WORKLOAD_LIMITS, WORKLOAD_SPEC, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatProcessCpu, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
@@ -49,7 +49,8 @@ const USAGE = `usage: npm run bench -- [options]
   --quick               a seconds-long smoke run: 1 round, 1 s, workload mix-16x1,
                         targets memcached,twemproxy,node-pipe,eventual (other options still apply)
   --targets LIST        comma-separated, from: ${TARGET_NAMES.join(', ')} (default: all)
-  --workloads LIST      comma-separated, from: ${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} (default: all)
+  --workloads LIST      comma-separated: ${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} (default: all four),
+                        or your own as ${WORKLOAD_SPEC}
   --rounds N            rounds; each runs every workload on every target in turn (default 3)
   --duration-s S        measured seconds per run (default 5)
   --warmup-s S          unmeasured warm-up seconds per run (default 1)
@@ -67,12 +68,14 @@ twemproxy needs nutcracker (apt-get install nutcracker); without it that target 
 
 type Parsed = { kind: 'run'; settings: BenchSettings } | { kind: 'help' } | { kind: 'invalid'; message: string };
 
-function parseList<T>(text: string, parse: (item: string) => T | null, what: string): T[] | string {
+/** A comma-separated list, each item parsed and kept once (by `identity`), or what is wrong with it. */
+function parseList<T>(text: string, parse: (item: string) => T | null, what: string, options: { identity?: (item: T) => unknown; expected?: string } = {}): T[] | string {
+  const identity = options.identity ?? ((item: T) => item);
   const items: T[] = [];
   for (const raw of text.split(',').map((item) => item.trim()).filter((item) => item !== '')) {
     const parsed = parse(raw);
-    if (parsed === null) return `unknown ${what} "${raw}"`;
-    if (!items.includes(parsed)) items.push(parsed);
+    if (parsed === null) return `unknown ${what} "${raw}"${options.expected === undefined ? '' : ` (expected ${options.expected})`}`;
+    if (!items.some((item) => identity(item) === identity(parsed))) items.push(parsed);
   }
   return items.length === 0 ? `no ${what} given` : items;
 }
@@ -117,7 +120,10 @@ export function parseBenchArgs(argv: string[]): Parsed {
   if (values.help) return { kind: 'help' };
   const quick = values.quick === true;
   const targets = parseList(values.targets ?? (quick ? 'memcached,twemproxy,node-pipe,eventual' : TARGET_NAMES.join(',')), parseTargetName, 'target');
-  const workloadIds = parseList(values.workloads ?? (quick ? 'mix-16x1' : STANDARD_WORKLOADS.map((workload) => workload.id).join(',')), parseWorkloadId, 'workload');
+  const workloads = parseList(values.workloads ?? (quick ? 'mix-16x1' : STANDARD_WORKLOADS.map((workload) => workload.id).join(',')), parseWorkload, 'workload', {
+    identity: (workload) => workload.id,
+    expected: `${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} or ${WORKLOAD_SPEC}, at most ${WORKLOAD_LIMITS.connectionsMax} connections × pipeline ${WORKLOAD_LIMITS.pipelineDepthMax}`,
+  });
   const rounds = parsePositive(values.rounds, quick ? 1 : 3, 'rounds', true);
   const durationS = parsePositive(values['duration-s'], quick ? 1 : 5, 'duration-s', false);
   const warmupS = values['warmup-s'] === '0' ? 0 : parsePositive(values['warmup-s'], quick ? 0.3 : 1, 'warmup-s', false);
@@ -127,14 +133,14 @@ export function parseBenchArgs(argv: string[]): Parsed {
   const walSync = values['wal-sync'] ?? 'fsync';
   const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
   const choices = [choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling')];
-  for (const problem of [targets, workloadIds, rounds, durationS, warmupS, keyCount, valueBytes, ...choices]) {
+  for (const problem of [targets, workloads, rounds, durationS, warmupS, keyCount, valueBytes, ...choices]) {
     if (typeof problem === 'string') return { kind: 'invalid', message: problem };
   }
   return {
     kind: 'run',
     settings: {
       targets: targets as TargetName[],
-      workloads: STANDARD_WORKLOADS.filter((workload) => (workloadIds as string[]).includes(workload.id)),
+      workloads: workloads as Workload[],
       rounds: rounds as number,
       durationMs: Math.round((durationS as number) * 1000),
       warmupMs: Math.round((warmupS as number) * 1000),

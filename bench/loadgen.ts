@@ -96,19 +96,51 @@ export interface LoadResult {
 /** Marks the start and end of the measured window, for CPU sampling by the caller. */
 export type LoadPhase = 'measuring' | 'draining';
 
+/** What a run sends: how many connections, how many requests each keeps in flight, and the share of gets. */
+export interface Workload {
+  /** A standard name (`mix-16x1`) or the spec it was given as (`1:1-32x4`). */
+  id: string;
+  label: string;
+  connections: number;
+  pipelineDepth: number;
+  /** Fraction of operations that are gets (0.9 for 9:1, 0 for sets only). */
+  getFraction: number;
+}
+export type WorkloadId = Workload['id'];
+
 /** The standard workloads: what a run measures unless told otherwise. */
-export const STANDARD_WORKLOADS = [
+export const STANDARD_WORKLOADS: readonly Workload[] = [
   { id: 'mix-4x1', label: '9:1 get:set, 4 conns × pipeline 1', connections: 4, pipelineDepth: 1, getFraction: 0.9 },
   { id: 'mix-16x1', label: '9:1 get:set, 16 conns × pipeline 1', connections: 16, pipelineDepth: 1, getFraction: 0.9 },
   { id: 'mix-4x32', label: '9:1 get:set, 4 conns × pipeline 32', connections: 4, pipelineDepth: 32, getFraction: 0.9 },
   { id: 'set-16x1', label: 'sets only, 16 conns × pipeline 1', connections: 16, pipelineDepth: 1, getFraction: 0 },
-] as const;
-export type WorkloadId = (typeof STANDARD_WORKLOADS)[number]['id'];
-export type Workload = (typeof STANDARD_WORKLOADS)[number];
+];
 
-/** Parses a workload id; null when it is not one. */
-export function parseWorkloadId(text: string): WorkloadId | null {
-  return STANDARD_WORKLOADS.some((workload) => workload.id === text) ? (text as WorkloadId) : null;
+/** Limits of a workload given as a spec: connections, requests in flight on each, and the ratio's terms. */
+export const WORKLOAD_LIMITS = { connectionsMax: 1024, pipelineDepthMax: 1024, ratioTermMax: 1000 } as const;
+
+/** The grammar of a workload spec, for help texts and error messages. */
+export const WORKLOAD_SPEC = 'GETS:SETS-CONNECTIONSxPIPELINE, e.g. 1:1-32x4 (0:1 is sets only, 1:0 gets only)';
+
+/**
+ * A standard workload by name, or one given as `GETS:SETS-CONNECTIONSxPIPELINE` (`9:1-16x1`); null when
+ * it is neither or out of WORKLOAD_LIMITS. A spec that matches a standard workload is that workload,
+ * so the goals judged on the standard ones apply to it too.
+ */
+export function parseWorkload(text: string): Workload | null {
+  const standard = STANDARD_WORKLOADS.find((workload) => workload.id === text);
+  if (standard !== undefined) return standard;
+  const match = /^(\d{1,4}):(\d{1,4})-(\d{1,4})x(\d{1,4})$/.exec(text);
+  if (match === null) return null;
+  const [gets, sets, connections, pipelineDepth] = match.slice(1).map(Number);
+  const { connectionsMax, pipelineDepthMax, ratioTermMax } = WORKLOAD_LIMITS;
+  if (gets + sets === 0 || gets > ratioTermMax || sets > ratioTermMax) return null;
+  if (connections < 1 || connections > connectionsMax || pipelineDepth < 1 || pipelineDepth > pipelineDepthMax) return null;
+  const getFraction = gets / (gets + sets);
+  const same = STANDARD_WORKLOADS.find((workload) => workload.connections === connections && workload.pipelineDepth === pipelineDepth && workload.getFraction === getFraction);
+  if (same !== undefined) return same;
+  const mix = sets === 0 ? 'gets only' : gets === 0 ? 'sets only' : `${gets}:${sets} get:set`;
+  return { id: `${gets}:${sets}-${connections}x${pipelineDepth}`, label: `${mix}, ${connections} conns × pipeline ${pipelineDepth}`, connections, pipelineDepth, getFraction };
 }
 
 // ---------------------------------------------------------------------------------------------

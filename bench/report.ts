@@ -17,7 +17,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadResult, WorkloadId } from './loadgen.ts';
-import { STANDARD_WORKLOADS } from './loadgen.ts';
+import { parseWorkload } from './loadgen.ts';
 import { targetLabel, TARGET_NAMES, type TargetName } from './targets.ts';
 
 /** One load run of one target in one round. */
@@ -185,9 +185,9 @@ function processMedians(cell: Array<RunSample & { result: LoadResult }>): CellSu
 /** Medians for every target × workload that has at least one sample, in run order. */
 export function summarize(samples: RunSample[]): CellSummary[] {
   const cells: CellSummary[] = [];
-  for (const workload of STANDARD_WORKLOADS) {
+  for (const workload of new Set(samples.map((sample) => sample.workload))) {
     for (const target of TARGET_NAMES) {
-      if (samples.some((sample) => sample.target === target && sample.workload === workload.id)) cells.push(summarizeCell(samples, target, workload.id));
+      if (samples.some((sample) => sample.target === target && sample.workload === workload)) cells.push(summarizeCell(samples, target, workload));
     }
   }
   return cells;
@@ -411,7 +411,7 @@ function barsSvg(summary: CellSummary[], workloads: WorkloadId[], targets: Targe
         `<text x="${(x + barWidth / 2 - 1).toFixed(1)}" y="${(y - 4).toFixed(1)}" text-anchor="middle" font-size="10">${ratio.toFixed(2)}</text>`,
       );
     });
-    const label = STANDARD_WORKLOADS.find((candidate) => candidate.id === workload)?.label ?? workload;
+    const label = parseWorkload(workload)?.label ?? workload;
     parts.push(`<text x="${(layout.left + (group + 0.5) * groupWidth).toFixed(1)}" y="${layout.top + layout.plotHeight + 18}" text-anchor="middle" font-size="12">${escapeXml(label)}</text>`);
   });
   return parts;
@@ -433,7 +433,7 @@ function legendSvg(targets: TargetName[], layout: ChartLayout, y: number): strin
 
 /** A self-contained SVG bar chart: ops/s ratio against direct memcached per target per workload. */
 export function renderChartSvg(summary: CellSummary[], notes: string[]): string {
-  const workloads = STANDARD_WORKLOADS.map((workload) => workload.id).filter((id) => summary.some((cell) => cell.workload === id));
+  const workloads = [...new Set(summary.map((cell) => cell.workload))];
   const targets = TARGET_NAMES.filter((target) => summary.some((cell) => cell.target === target));
   const ratios = summary.map((cell) => cell.ratio ?? 0);
   const layout: ChartLayout = {

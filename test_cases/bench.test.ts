@@ -12,7 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
-import { LoadgenProcess, parseBinaryReply, parseTextReply, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
+import { LoadgenProcess, parseBinaryReply, parseTextReply, parseWorkload, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
 import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 
@@ -240,6 +240,29 @@ describe('report', () => {
     expect(parseBenchArgs(['--cpu-scheduling', 'fifo'])).toMatchObject({ kind: 'invalid', message: '--cpu-scheduling must be batch or normal, not "fifo"' });
     expect(parseBenchArgs(['--cpu-scheduling', 'normal'])).toMatchObject({ kind: 'run', settings: { cpuScheduling: 'normal', walSync: 'fsync', protocol: 'text' } });
     expect(parseBenchArgs(['--bogus'])).toMatchObject({ kind: 'invalid' });
+  });
+
+  it('takes workloads by name or as GETS:SETS-CONNECTIONSxPIPELINE, within limits', () => {
+    const parsed = parseBenchArgs(['--workloads', '1:1-32x4,0:1-2x8,1:0-1x1,set-16x1,9:1-16x1,1:1-32x4']);
+    expect(parsed.kind).toBe('run');
+    const workloads = parsed.kind === 'run' ? parsed.settings.workloads : [];
+    // In the order given, each once; a spec equal to a standard workload is that workload (its goals apply).
+    expect(workloads.map((workload) => workload.id)).toEqual(['1:1-32x4', '0:1-2x8', '1:0-1x1', 'set-16x1', 'mix-16x1']);
+    expect(workloads[0]).toEqual({ id: '1:1-32x4', label: '1:1 get:set, 32 conns × pipeline 4', connections: 32, pipelineDepth: 4, getFraction: 0.5 });
+    expect(workloads[1]).toMatchObject({ label: 'sets only, 2 conns × pipeline 8', getFraction: 0 });
+    expect(workloads[2]).toMatchObject({ label: 'gets only, 1 conns × pipeline 1', getFraction: 1 });
+    expect(parseWorkload('3:1-8x2')?.getFraction).toBe(0.75);
+    for (const bad of ['0:0-4x1', '1:1-0x1', '1:1-4x0', '1:1-1025x1', '1:1-4x1025', '1001:1-4x1', '1:1-4', 'mix-8x1', '-1:1-4x1', '1.5:1-4x1']) {
+      expect(parseWorkload(bad), bad).toBeNull();
+    }
+    const refused = parseBenchArgs(['--workloads', 'mix-16x1,1:1-2000x1']);
+    expect(refused.kind).toBe('invalid');
+    expect(refused.kind === 'invalid' && refused.message).toMatch(/^unknown workload "1:1-2000x1" \(expected mix-4x1, .* GETS:SETS-CONNECTIONSxPIPELINE.*at most 1024 connections/);
+    // A report of custom workloads keeps their order and labels them in the chart.
+    const sample = (workload: string, target: RunSample['target'], ops: number): RunSample => ({ round: 1, target, workload, result: fakeResult(ops, 100), failure: null, targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null, processCpu: null });
+    const summary = summarize([sample('1:1-32x4', 'memcached', 100), sample('1:1-32x4', 'eventual', 50), sample('0:1-2x8', 'memcached', 10)]);
+    expect(summary.map((cell) => [cell.workload, cell.target, cell.ratio])).toEqual([['1:1-32x4', 'memcached', 1], ['1:1-32x4', 'eventual', 0.5], ['0:1-2x8', 'memcached', 1]]);
+    expect(renderChartSvg(summary, [])).toContain('1:1 get:set, 32 conns × pipeline 4');
   });
 });
 
