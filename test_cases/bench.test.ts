@@ -5,7 +5,8 @@
  * error-free operations with ordered percentiles. Behaviour only — never speed.
  */
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, parseWorkload, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
-import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type RunSample } from '../bench/report.ts';
+import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type BenchReport, type RunSample } from '../bench/report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
@@ -410,4 +411,43 @@ describe('mckv cluster target', () => {
       expect([...roles.values()].sort()).toEqual(['follower', 'follower', 'leader']);
     });
   });
+});
+
+describe('npm run bench, end to end', () => {
+  it('measures direct memcached and a sequential cluster from the command line, and writes its report', async () => {
+    const out = path.join(logDir, 'smoke-report');
+    const args = ['--import', 'tsx', path.join('bench', 'cli.ts'), '--rounds', '1', '--duration-s', '0.5', '--warmup-s', '0', '--keys', '200', '--targets', 'memcached,sequential', '--workloads', '1:1-2x1', '--out', out];
+    const child = spawn(process.execPath, args, { cwd: path.join(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 90_000);
+      child.once('exit', (exitCode) => {
+        clearTimeout(timer);
+        resolve(exitCode);
+      });
+    });
+    expect(code, output).toBe(0);
+    const report = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as BenchReport;
+    expect(report.samples.map((sample) => [sample.target, sample.workload])).toEqual([['memcached', '1:1-2x1'], ['sequential', '1:1-2x1']]);
+    for (const sample of report.samples) {
+      expect(sample.failure).toBeNull();
+      expect(sample.result?.ops).toBeGreaterThan(0);
+      expect(sample.result?.errors).toBe(0);
+      expect(sample.result?.sets).toBeGreaterThan(0);
+    }
+    // Each process's CPU, the controllers with the role each had: one led.
+    const cluster = report.samples[1].processCpu ?? [];
+    expect(cluster.map(({ label }) => label)).toEqual(['n1', 'memcached n1', 'n2', 'memcached n2', 'n3', 'memcached n3']);
+    expect(cluster.filter(({ role }) => role === 'leader')).toHaveLength(1);
+    expect(report.summary.find((cell) => cell.target === 'sequential')?.ratio).toBeGreaterThan(0);
+    expect(readFileSync(path.join(out, 'chart.svg'), 'utf8')).toMatch(/^<svg[\s\S]*1:1 get:set, 2 conns × pipeline 1[\s\S]*<\/svg>\n?$/);
+    expect(readFileSync(path.join(out, 'summary.txt'), 'utf8')).toContain('CPU µs/op of each process');
+    // Everything it started is stopped: no process of the run's report folder is left.
+    expect(output).toMatch(/pids (\d+ \(memcached\))/);
+    const pids = [...output.matchAll(/(\d+) \((?:memcached|n\d|memcached n\d)\)/g)].map((match) => Number(match[1]));
+    expect(pids.length).toBe(7);
+    expect(pids.every((pid) => cpuMsOf([pid]) === null)).toBe(true);
+  }, 120_000);
 });
