@@ -264,17 +264,12 @@ function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null |
 async function controllerRoles(controllers: Array<{ label: string; port: number }>, timeoutMs = 1000): Promise<Map<string, string>> {
   const answers = await Promise.all(
     controllers.map(async ({ label, port }) => {
-      let client: TextClient | null = null;
-      try {
-        client = await TextClient.connect('127.0.0.1', port, timeoutMs);
-        const reply = await client.request('stats\r\n', 'stats', timeoutMs);
-        const role = reply.lines.map((line) => /^STAT mckv_role (\S+)$/.exec(line)?.[1]).find((found) => found !== undefined);
-        return role === undefined ? [] : [[label, role] as const];
-      } catch {
-        return [];
-      } finally {
-        client?.close();
-      }
+      const lines = await TextClient.requestOnce('127.0.0.1', port, 'stats\r\n', 'stats', timeoutMs).then(
+        (reply) => reply.lines,
+        () => [],
+      );
+      const role = lines.map((line) => /^STAT mckv_role (\S+)$/.exec(line)?.[1]).find((found) => found !== undefined);
+      return role === undefined ? [] : [[label, role] as const];
     }),
   );
   return new Map(answers.flat());

@@ -16,6 +16,7 @@ import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, parseWorkload, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
 import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type BenchReport, type RunSample } from '../bench/report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
+import { eventually } from './support/fault-kit.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -402,11 +403,11 @@ describe('mckv cluster target', () => {
       expect(each).toHaveLength(6);
       expect(each?.every((cpuMs) => cpuMs >= 0)).toBe(true);
       // The cluster answers once it has elected a leader; roles are read through each controller's stats.
-      let roles = new Map<string, string>();
-      for (let attempt = 0; attempt < 50 && ![...roles.values()].includes('leader'); attempt++) {
-        roles = (await target.roles?.()) ?? roles;
-        if (![...roles.values()].includes('leader')) await new Promise((resolve) => setTimeout(resolve, 100));
-      }
+      const { value: roles } = await eventually(
+        async () => (await target.roles?.()) ?? new Map<string, string>(),
+        (seen) => [...seen.values()].includes('leader'),
+        { timeoutMs: 5000, intervalMs: 100 },
+      );
       expect([...roles.keys()].sort()).toEqual(['n1', 'n2', 'n3']);
       expect([...roles.values()].sort()).toEqual(['follower', 'follower', 'leader']);
     });

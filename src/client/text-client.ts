@@ -65,6 +65,16 @@ export class TextClient {
     });
   }
 
+  /** Connects, sends one request, reads its reply and closes the connection whatever happened (a failure is thrown). */
+  static async requestOnce(host: string, port: number, raw: string | Buffer, verb: string, timeoutMs: number): Promise<TextReply> {
+    const client = await TextClient.connect(host, port, timeoutMs);
+    try {
+      return await client.request(raw, verb, timeoutMs);
+    } finally {
+      client.close();
+    }
+  }
+
   /** False once the connection is closed or abandoned after a failed request: every request would fail. */
   get usable(): boolean {
     return this.closedError === null;

@@ -254,18 +254,14 @@ async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecor
 
 /** One `get` through a fresh connection; the value, `null` for absent, or an error reply. */
 async function readKey(port: number, key: string, timeoutMs: number): Promise<{ ok: true; value: string | null } | { ok: false; error: string }> {
-  let client: TextClient | null = null;
   try {
-    client = await TextClient.connect('127.0.0.1', port, timeoutMs);
-    const reply = await client.request(`get ${key}\r\n`, 'get', timeoutMs);
+    const reply = await TextClient.requestOnce('127.0.0.1', port, `get ${key}\r\n`, 'get', timeoutMs);
     const last = reply.lines[reply.lines.length - 1] ?? '';
     if (last !== 'END') return { ok: false, error: last };
     const found = reply.values.find((value) => value.key === key);
     return { ok: true, value: found ? found.value.toString('latin1') : null };
   } catch (error) {
     return { ok: false, error: error instanceof Error ? error.message : String(error) };
-  } finally {
-    client?.close();
   }
 }
 

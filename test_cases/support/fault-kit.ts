@@ -228,15 +228,10 @@ async function runWorkloadClient(recording: RecordingClient, client: number, opt
 
 /** The `show` reply's lines from one controller, or null when it does not answer. */
 export async function show(port: number, timeoutMs = 1000): Promise<string[] | null> {
-  let client: TextClient | null = null;
-  try {
-    client = await TextClient.connect('127.0.0.1', port, timeoutMs);
-    return (await client.request('show\r\n', 'show', timeoutMs)).lines;
-  } catch {
-    return null;
-  } finally {
-    client?.close();
-  }
+  return TextClient.requestOnce('127.0.0.1', port, 'show\r\n', 'show', timeoutMs).then(
+    (reply) => reply.lines,
+    () => null,
+  );
 }
 
 /** The self row of `show`: this controller's role, term and the leader it follows ('-' becomes null). */
