@@ -25,6 +25,8 @@ export interface NodeConfig {
    * the fault runner routes each peer link through a proxy it controls.
    */
   dial: Readonly<Record<string, Address>>;
+  /** With peer TLS: this node's certificate (its common name is the node id) and key (PEM files). */
+  tls: { certFile: string; keyFile: string } | null;
 }
 
 export interface ClusterConfig {
@@ -54,13 +56,52 @@ export interface ClusterConfig {
    * (the system's default). See `src/scheduling.ts`.
    */
   cpuScheduling: CpuScheduling;
+  /** Names this cluster; a peer of another cluster is refused at the handshake. */
+  clusterId: string;
+  /**
+   * The shared cluster secret peers prove they hold before any other frame is read (HMAC
+   * challenge–response). A file of at least 16 bytes, readable by its owner only.
+   */
+  secretFile: string;
+  /** Mutual TLS on the peer port: the CA that signed every node's certificate; null = plain TCP. */
+  peerTlsCaFile: string | null;
+  /** Largest peer frame sent or accepted, header included (bytes). Default sized from valueBytesMax. */
+  peerFrameBytesMax: number;
+  /** Client limits and access, as memcached's own options set them. */
+  clients: ClientAccess;
   nodes: readonly NodeConfig[];
+}
+
+/** What a client connection may do and hold. */
+export interface ClientAccess {
+  /** A connection idle this long is closed (memcached's idle_timeout); 0 = never. */
+  idleTimeoutMs: number;
+  /** A connection whose unsent replies pass this many bytes is not read until they drain. */
+  outputBytesMax: number;
+  /** Requests one connection may have in flight; past it the connection is not read. */
+  requestsInFlightMax: number;
+  /** Whether flush_all is served (memcached's -F turns it off). */
+  flushAllEnabled: boolean;
+  /** Client logins, `user:password` per line (memcached's -Y auth file); null = no login. */
+  authFile: string | null;
 }
 
 export const WAL_SYNCS = ['fsync', 'write'] as const;
 export type WalSync = (typeof WAL_SYNCS)[number];
 export const CPU_SCHEDULINGS = ['batch', 'normal'] as const;
 export type CpuScheduling = (typeof CPU_SCHEDULINGS)[number];
+
+const ON_OFF = ['on', 'off'] as const;
+
+/** Room in a peer frame beyond one value: header, key, message fields. */
+export const PEER_FRAME_OVERHEAD_BYTES = 64 * 1024;
+/** Bytes of entries a peer message batches before starting another (one larger entry goes alone). */
+export const PEER_BATCH_BYTES_MAX = 4 * 1024 * 1024;
+
+/** A frame holds one batch plus one value that did not fit in it, with room to spare. */
+export function defaultPeerFrameBytesMax(valueBytesMax: number): number {
+  return PEER_BATCH_BYTES_MAX + 2 * valueBytesMax + PEER_FRAME_OVERHEAD_BYTES;
+}
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -88,7 +129,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     throw new ConfigError(`${file}: no [node.<id>] sections`);
   }
   const nodes = Object.entries(nodesRaw as Record<string, unknown>).map(([id, value]) =>
-    parseNode(id, value, file),
+    parseNode(id, value, file, base),
   );
   checkDistinctAddresses(nodes, file);
   const heartbeatIntervalMs = integer(cluster, 'heartbeat_interval_ms', 100, { min: 5, max: 60_000 });
@@ -98,6 +139,19 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
       `[cluster] failure_timeout_ms (${failureTimeoutMs}) must be at least twice heartbeat_interval_ms (${heartbeatIntervalMs})`,
     );
   }
+  const valueBytesMax = integer(cluster, 'value_bytes_max', 1024 * 1024, { min: 1, max: 128 * 1024 * 1024 });
+  const peerTlsCa = optionalString(cluster, 'peer_tls_ca');
+  const peerTlsCaFile = peerTlsCa === null ? null : path.resolve(base, peerTlsCa);
+  if (peerTlsCaFile !== null) {
+    const missing = nodes.find((node) => node.tls === null);
+    if (missing) throw new ConfigError(`${file}: peer_tls_ca is set but [node.${missing.id}] has no tls_cert and tls_key`);
+  }
+  const frameFloor = valueBytesMax + PEER_FRAME_OVERHEAD_BYTES;
+  const peerFrameBytesMax = integer(cluster, 'peer_frame_bytes_max', defaultPeerFrameBytesMax(valueBytesMax), {
+    min: frameFloor,
+    max: 1024 * 1024 * 1024,
+  });
+  const authFile = optionalString(cluster, 'auth_file');
   return Object.freeze({
     file: path.resolve(file),
     consistency: parseMode(string(cluster, 'consistency', 'linearizability'), '[cluster] consistency'),
@@ -105,12 +159,26 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     failureTimeoutMs,
     dataDir: path.resolve(base, string(cluster, 'data_dir', 'data')),
     logDir: path.resolve(base, string(cluster, 'log_dir', 'logs')),
-    valueBytesMax: integer(cluster, 'value_bytes_max', 1024 * 1024, { min: 1, max: 128 * 1024 * 1024 }),
+    valueBytesMax,
     connectionsMax: integer(cluster, 'connections_max', 1024, { min: 1, max: 1_000_000 }),
     compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
     cacheBytesMax: integer(cluster, 'cache_bytes_max', 64 * 1024 * 1024, { min: 0, max: 64 * 1024 * 1024 * 1024 }),
     walSync: parseWalSync(string(cluster, 'wal_sync', 'fsync'), '[cluster] wal_sync'),
     cpuScheduling: parseCpuScheduling(string(cluster, 'cpu_scheduling', 'batch'), '[cluster] cpu_scheduling'),
+    clusterId: parseClusterId(string(cluster, 'cluster_id', 'mckv')),
+    secretFile: path.resolve(base, string(cluster, 'secret_file', 'cluster.secret')),
+    peerTlsCaFile,
+    peerFrameBytesMax,
+    clients: Object.freeze({
+      idleTimeoutMs: integer(cluster, 'idle_timeout_s', 0, { min: 0, max: 30 * 24 * 3600 }) * 1000,
+      outputBytesMax: integer(cluster, 'client_output_bytes_max', 4 * 1024 * 1024, {
+        min: 64 * 1024,
+        max: 1024 * 1024 * 1024,
+      }),
+      requestsInFlightMax: integer(cluster, 'connection_requests_max', 1024, { min: 1, max: 1_000_000 }),
+      flushAllEnabled: oneOf(string(cluster, 'flush_all', 'on'), ON_OFF, '[cluster] flush_all') === 'on',
+      authFile: authFile === null ? null : path.resolve(base, authFile),
+    }),
     nodes: Object.freeze(nodes),
   });
 }
@@ -156,7 +224,12 @@ export function findNode(config: ClusterConfig, port: number): NodeConfig {
   return node;
 }
 
-function parseNode(id: string, value: unknown, file: string): NodeConfig {
+function parseClusterId(value: string): string {
+  if (/^[A-Za-z0-9_.-]{1,64}$/.test(value)) return value;
+  throw new ConfigError(`[cluster] cluster_id '${value}' is not 1 to 64 letters, digits, '.', '_' or '-'`);
+}
+
+function parseNode(id: string, value: unknown, file: string, base: string): NodeConfig {
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError(`${file}: bad node id '${id}'`);
   if (typeof value !== 'object' || value === null) throw new ConfigError(`${file}: [node.${id}] is empty`);
   const fields = value as Record<string, unknown>;
@@ -171,12 +244,22 @@ function parseNode(id: string, value: unknown, file: string): NodeConfig {
     if (typeof text !== 'string') throw new ConfigError(`${file}: [node.${id}] ${key} is empty`);
     dial[key.slice('dial.'.length)] = parseAddress(text, `${file}: [node.${id}] ${key}`);
   }
+  const certFile = fields.tls_cert;
+  const keyFile = fields.tls_key;
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError(`${file}: [node.${id}] needs both tls_cert and tls_key, or neither`);
+  }
+  const tls =
+    typeof certFile === 'string' && typeof keyFile === 'string'
+      ? { certFile: path.resolve(base, certFile.trim()), keyFile: path.resolve(base, keyFile.trim()) }
+      : null;
   return {
     id: asPeerId(id),
     client: address('client'),
     peer: address('peer'),
     memcached: address('memcached'),
     dial: Object.freeze(dial),
+    tls,
   };
 }
 
@@ -204,6 +287,10 @@ function string(fields: Record<string, unknown>, key: string, fallback: string):
   if (value === undefined) return fallback;
   if (typeof value !== 'string' || value.trim() === '') throw new ConfigError(`[cluster] ${key} is empty`);
   return value.trim();
+}
+
+function optionalString(fields: Record<string, unknown>, key: string): string | null {
+  return fields[key] === undefined ? null : string(fields, key, '');
 }
 
 function integer(

@@ -8,6 +8,7 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -438,6 +439,7 @@ export class Cluster {
       `cpu_scheduling = ${this.options.cpuScheduling}`,
       'data_dir = data',
       'log_dir = logs',
+      'secret_file = cluster.secret',
       '',
     ];
     for (const node of this.nodes) {
@@ -454,6 +456,7 @@ export class Cluster {
       lines.push('');
     }
     writeFileSync(this.configFile, lines.join('\n'));
+    writeFileSync(path.join(this.dir, 'cluster.secret'), randomBytes(32).toString('base64'), { mode: 0o600 });
     mkdirSync(path.join(this.dir, 'logs'), { recursive: true });
   }
 }
