@@ -10,7 +10,10 @@
  * - A peer never heard from is down.
  * - `isUp(peer, nowMs)` is true iff `nowMs - lastHeardMs < failureTimeoutMs`: a peer is reported
  *   down exactly one failure timeout after its last frame.
- * - `lastHeardMs` never goes back, even if a caller's clock does.
+ * - `lastHeardMs` never goes back, even if a caller's clock does, and never passes the latest
+ *   `nowMs` the detector was given.
+ * - Time this node itself was not running (`excusePause`) is not counted as peers' silence: a
+ *   stall of the whole machine makes no peer look down.
  * - `transitions(nowMs)` returns each change of a peer's up/down state once, relative to the
  *   previous call (the first call compares with "everyone down").
  */
@@ -62,6 +65,18 @@ export class FailureDetector {
     assert(this.reportedUp.has(peer), `heard from unknown peer ${peer}`);
     const previousMs = this.lastHeardMs.get(peer);
     if (previousMs === undefined || nowMs > previousMs) this.lastHeardMs.set(peer, nowMs);
+  }
+
+  /**
+   * This node was not running for `pausedMs` until `nowMs` (its own timers came late): peers are
+   * not blamed for that silence, so each last-heard time moves forward by the pause, never past
+   * `nowMs`. Peers never heard from stay down.
+   */
+  excusePause(pausedMs: number, nowMs: number): void {
+    if (!(pausedMs > 0)) return;
+    for (const [peer, lastMs] of this.lastHeardMs) {
+      this.lastHeardMs.set(peer, Math.max(lastMs, Math.min(nowMs, lastMs + pausedMs)));
+    }
   }
 
   /** Whether `peer` was heard from within the last failure timeout. */
