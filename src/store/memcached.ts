@@ -40,6 +40,7 @@ import {
 } from './codec.ts';
 import { clockMs } from '../clock.ts';
 import { BINARY_STATUS, TEXT_ERRORS } from '../protocol/errors.ts';
+import { PauseWatch } from '../pause-watch.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KeyPresence, type KVBackend } from './types.ts';
 
@@ -439,6 +440,11 @@ class BinaryConnection {
   #nextOpaque = 1;
   #connected = false;
   readonly #sweepTimer: NodeJS.Timeout;
+  /** When memcached last answered anything, or the oldest request left, whichever is later. */
+  #progressAtMs = performance.now();
+  /** Tells when the sweep timer ran late because this process was not running. */
+  readonly #pauses: PauseWatch;
+  #verdictPending = false;
 
   constructor(options: BinaryConnectionOptions) {
     this.#options = options;
@@ -457,6 +463,7 @@ class BinaryConnection {
     socket.on('error', (error) => this.fail(new ConnectionFailure('BACKEND_DOWN', errorMessage(error))));
     socket.on('close', () => this.fail(new ConnectionFailure('BACKEND_DOWN', 'connection closed')));
     const sweepMs = Math.max(5, Math.floor(options.opTimeoutMs / 4));
+    this.#pauses = new PauseWatch({ intervalMs: sweepMs, nowMs: performance.now() });
     this.#sweepTimer = setInterval(() => this.#sweep(), sweepMs);
     this.#sweepTimer.unref();
   }
@@ -571,6 +578,7 @@ class BinaryConnection {
 
   /** Settles the oldest request with the reply at `offset` (a complete one). */
   #onReply(buffer: Buffer, offset: number): void {
+    this.#progressAtMs = performance.now();
     const pending = this.#inFlight[this.#head];
     const opaque = buffer.readUInt32BE(offset + 12);
     if (pending === undefined || pending.opaque !== opaque) {
@@ -631,13 +639,29 @@ class BinaryConnection {
     }
   }
 
-  /** The oldest request decides: memcached answers in order, so if it is overdue the connection is stuck. */
+  /**
+   * The connection is stuck when memcached has answered nothing for `opTimeoutMs` since the oldest
+   * request left: it answers in order, so a deep pipeline whose replies keep coming is slow, not
+   * stuck. Time this process itself was not running does not count, and the verdict waits until
+   * the replies already in the socket have been read (the check phase runs after the poll phase).
+   */
   #sweep(): void {
+    const nowMs = performance.now();
+    this.#progressAtMs += this.#pauses.observe(nowMs);
+    if (this.#verdictPending || !this.#overdue(nowMs)) return;
+    this.#verdictPending = true;
+    setImmediate(() => {
+      this.#verdictPending = false;
+      if (!this.failed && this.#overdue(performance.now())) {
+        this.fail(new ConnectionFailure('BACKEND_TIMEOUT', `no answer within ${this.#options.opTimeoutMs} ms`));
+      }
+    });
+  }
+
+  #overdue(nowMs: number): boolean {
     const oldest = this.#inFlight[this.#head];
-    if (oldest === undefined) return;
-    if (performance.now() - oldest.writtenAtMs > this.#options.opTimeoutMs) {
-      this.fail(new ConnectionFailure('BACKEND_TIMEOUT', `no answer within ${this.#options.opTimeoutMs} ms`));
-    }
+    if (oldest === undefined) return false;
+    return nowMs - Math.max(oldest.writtenAtMs, this.#progressAtMs) > this.#options.opTimeoutMs;
   }
 }
 
