@@ -188,12 +188,10 @@ export class Controller {
     this.lossesFile = path.join(config.dataDir, node.id, 'backend-counters');
     this.losses = new LossWatch(readTextIfExists(this.lossesFile));
     if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
-    const persisted = WriteAheadFile.read(walFile);
-    this.wal = new WriteAheadFile(walFile);
-    const { convertedFrom, tornBytesCut } = this.wal.opened;
-    if (convertedFrom !== null) {
-      this.log.info('write-ahead file converted from the previous release', { from: convertedFrom, to: walFile, records: persisted.length });
-    }
+    const walOwner = { clusterId: config.clusterId, nodeId: node.id };
+    const persisted = WriteAheadFile.read(walFile, walOwner);
+    this.wal = new WriteAheadFile(walFile, walOwner);
+    const { tornBytesCut } = this.wal.opened;
     if (tornBytesCut > 0) this.log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
     this.machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
       self: node.id,
