@@ -105,7 +105,9 @@ else
     backend_note="the memcached servers of $config"
   elif command -v memcached >/dev/null; then
     run_as=()
-    [ "$(id -u)" = 0 ] && run_as=(-u root) # memcached refuses to run as root without -u
+    if [ "$(id -u)" = 0 ]; then # memcached refuses root without -u; it is given no root either
+      if id -u memcache >/dev/null 2>&1; then run_as=(-u memcache); else run_as=(-u nobody); fi
+    fi
     while read -r id client mc; do
       if ! answers "${mc%:*}" "${mc##*:}"; then
         out="$log_dir/memcached-$id.out"
