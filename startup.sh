@@ -6,7 +6,7 @@
 # Each controller fronts the memcached of its [node.*] section. Where those do not answer, it starts
 # local memcached processes if the `memcached` binary is installed, else docker-compose.yml's
 # containers if a Docker engine answers, else uses the embedded in-memory store, and says which. It waits until every controller answers, records the PIDs it started in
-# .run/pids for ./stop.sh, and prints where the logs are.
+# .run/pids for ./stop.sh, with each one's start time (scripts/pid-record.sh), and prints where the logs are.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -30,14 +30,14 @@ esac
 
 run_dir=".run"
 pid_file="$run_dir/pids"
-mkdir -p "$run_dir"
-
-alive() { kill -0 "$1" 2>/dev/null; }
+mkdir -p -m 700 "$run_dir"
+# shellcheck source=scripts/pid-record.sh
+source scripts/pid-record.sh
 
 if [ -f "$pid_file" ]; then
   running=""
-  while read -r kind pid _; do
-    if alive "$pid"; then running="$running $kind:$pid"; fi
+  while read -r kind pid start _; do
+    if ours "$pid" "$start"; then running="$running $kind:$pid"; fi
   done < "$pid_file"
   if [ -n "$running" ]; then
     echo "mckv is already running (pids$running); ./stop.sh stops it"
@@ -89,7 +89,7 @@ serving() { # host port: does a controller answer a read (a leader is elected, t
 
 log_dir=$(awk -F= '/^[ \t]*log_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
 log_dir="${log_dir:-logs}"
-mkdir -p "$log_dir"
+mkdir -p -m 700 "$log_dir"
 
 kvtype=memcache
 backend_note=""
@@ -105,18 +105,21 @@ else
     backend_note="the memcached servers of $config"
   elif command -v memcached >/dev/null; then
     run_as=()
-    [ "$(id -u)" = 0 ] && run_as=(-u root) # memcached refuses to run as root without -u
+    if [ "$(id -u)" = 0 ]; then # memcached refuses root without -u; it is given no root either
+      if id -u memcache >/dev/null 2>&1; then run_as=(-u memcache); else run_as=(-u nobody); fi
+    fi
     while read -r id client mc; do
       if ! answers "${mc%:*}" "${mc##*:}"; then
-        nohup memcached -l "${mc%:*}" -p "${mc##*:}" -U 0 -M -m 1024 -I 2m "${run_as[@]}" >"$log_dir/memcached-$id.out" 2>&1 &
-        echo "memcached $! $id" >> "$pid_file"
+        out="$log_dir/memcached-$id.out"
+        (umask 077 && rm -f "$out" && exec nohup memcached -l "${mc%:*}" -p "${mc##*:}" -U 0 -M -m 1024 -I 2m "${run_as[@]}" >"$out" 2>&1) &
+        record_pid memcached $! "$id"
       fi
     done <<< "$nodes"
     backend_note="local memcached processes started for$missing"
     wait_for_memcached 50
   elif [ "$config" = config.ini ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then
     docker compose up -d >"$log_dir/docker-compose.out" 2>&1
-    echo "compose - docker-compose.yml" >> "$pid_file"
+    echo "compose - - docker-compose.yml" >> "$pid_file"
     backend_note="memcached containers of docker-compose.yml (docker compose up -d)"
     wait_for_memcached 100
   else
@@ -128,16 +131,18 @@ fi
 mode_flag=()
 [ -n "$mode" ] && mode_flag=(-cons "$mode")
 while read -r id client mc; do
-  nohup node --import tsx main.ts -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
-    >"$log_dir/$id.out" 2>&1 &
-  echo "controller $! $id" >> "$pid_file"
+  out="$log_dir/$id.out"
+  (umask 077 && rm -f "$out" && exec nohup node --import tsx main.ts -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
+    >"$out" 2>&1) &
+  record_pid controller $! "$id"
 done <<< "$nodes"
 
 deadline=$((SECONDS + 60))
 while read -r id client mc; do
-  pid=$(awk -v id="$id" '$1 == "controller" && $3 == id { print $2 }' "$pid_file")
+  pid="" start=""
+  read -r pid start < <(awk -v id="$id" '$1 == "controller" && $4 == id { print $2, $3 }' "$pid_file") || true
   until serving "${client%:*}" "${client##*:}"; do
-    if ! alive "$pid" || [ $SECONDS -ge $deadline ]; then
+    if ! ours "$pid" "$start" || [ $SECONDS -ge $deadline ]; then
       echo "startup.sh: controller $id did not start; its output ($log_dir/$id.out):" >&2
       tail -n 20 "$log_dir/$id.out" >&2 || true
       ./stop.sh >/dev/null 2>&1 || true

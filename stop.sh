@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Stops what ./startup.sh started, by the PIDs it recorded in .run/pids, and only those:
 # controllers first (SIGTERM, then SIGKILL after 10 s), then the memcached processes it started.
+# A PID is signalled only while it is still the process that was started (same start time, see
+# scripts/pid-record.sh): PIDs get reused.
 set -euo pipefail
 cd "$(dirname "$0")"
 pid_file=".run/pids"
@@ -8,32 +10,28 @@ if [ ! -f "$pid_file" ]; then
   echo "mckv is not running (no $pid_file)"
   exit 0
 fi
-
-# Only signal a PID that still runs the program we started (PIDs get reused).
-ours() { # kind pid
-  local cmdline
-  cmdline=$( { tr '\0' ' ' < "/proc/$2/cmdline"; } 2>/dev/null) || return 1
-  case "$1" in
-    controller) [[ "$cmdline" == *main.ts* ]] ;;
-    memcached) [[ "$cmdline" == *memcached* ]] ;;
-    *) return 1 ;;
-  esac
-}
+# shellcheck source=scripts/pid-record.sh
+source scripts/pid-record.sh
 
 stop_kind() {
-  local kind=$1 pids=()
-  while read -r k pid id; do
-    if [ "$k" = "$kind" ] && ours "$k" "$pid"; then
-      kill -TERM "$pid" 2>/dev/null && pids+=("$pid") && echo "stopping $kind $id (pid $pid)"
+  local kind=$1 pids=() starts=() index
+  while read -r k pid start id; do
+    [ "$k" = "$kind" ] || continue
+    if ours "$pid" "$start"; then
+      kill -TERM "$pid" 2>/dev/null && pids+=("$pid") && starts+=("$start") && echo "stopping $kind $id (pid $pid)"
+    elif [[ "$pid" =~ ^[1-9][0-9]*$ ]] && [ -e "/proc/$pid" ]; then
+      echo "left pid $pid alone: it is no longer the $kind $id that startup.sh started (another start time)"
     fi
   done < "$pid_file"
   for _ in $(seq 100); do
     local left=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && left=1; done
+    for index in "${!pids[@]}"; do ours "${pids[$index]}" "${starts[$index]}" && left=1; done
     [ "$left" = 0 ] && return 0
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null && echo "pid $pid did not stop in 10 s; killed"; done
+  for index in "${!pids[@]}"; do
+    ours "${pids[$index]}" "${starts[$index]}" && kill -KILL "${pids[$index]}" 2>/dev/null && echo "pid ${pids[$index]} did not stop in 10 s; killed"
+  done
   return 0
 }
 

@@ -10,7 +10,7 @@
  * per-key order); replies resolve the client's pending promise.
  */
 
-import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { clockMs } from './clock.ts';
 import { createEventual } from './consistency/eventual.ts';
@@ -31,6 +31,7 @@ import { toOp } from './commands.ts';
 import type { ClusterConfig, NodeConfig } from './config.ts';
 import type { Logger } from './log.ts';
 import { PeerNetwork } from './peer/network.ts';
+import { replacePrivateTextFile } from './private-files.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
@@ -188,12 +189,10 @@ export class Controller {
     this.lossesFile = path.join(config.dataDir, node.id, 'backend-counters');
     this.losses = new LossWatch(readTextIfExists(this.lossesFile));
     if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
-    const persisted = WriteAheadFile.read(walFile);
-    this.wal = new WriteAheadFile(walFile);
-    const { convertedFrom, tornBytesCut } = this.wal.opened;
-    if (convertedFrom !== null) {
-      this.log.info('write-ahead file converted from the previous release', { from: convertedFrom, to: walFile, records: persisted.length });
-    }
+    const walOwner = { clusterId: config.clusterId, nodeId: node.id };
+    const persisted = WriteAheadFile.read(walFile, walOwner);
+    this.wal = new WriteAheadFile(walFile, walOwner);
+    const { tornBytesCut } = this.wal.opened;
     if (tornBytesCut > 0) this.log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
     this.machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
       self: node.id,
@@ -712,7 +711,7 @@ export class Controller {
     if (!health.ok || this.stopped) return;
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
     if (restarted) this.epochAfterReset = health.epoch;
-    else if (health.epoch !== previous.epoch) replaceTextFile(this.epochFile, health.epoch);
+    else if (health.epoch !== previous.epoch) replacePrivateTextFile(this.epochFile, health.epoch);
     const { evicted, flushed } = this.noteLosses(health);
     this.noteItemLimit(health);
     const emptied = restarted || flushed;
@@ -741,7 +740,7 @@ export class Controller {
     }
     const before = this.losses.state();
     const { evicted, flushedByOthers } = this.losses.observe(health);
-    if (this.losses.state() !== before) replaceTextFile(this.lossesFile, this.losses.state());
+    if (this.losses.state() !== before) replacePrivateTextFile(this.lossesFile, this.losses.state());
     if (evicted > 0) this.log.error('memcached evicted items this replica held', { evictions: evicted });
     if (flushedByOthers > 0) this.log.error('memcached was flushed by another client: this replica is empty', { flushes: flushedByOthers });
     return { evicted: evicted > 0, flushed: flushedByOthers > 0 };
@@ -763,7 +762,7 @@ export class Controller {
   /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */
   private recordEpochAfterReset(epoch: string): void {
     this.syncNow();
-    replaceTextFile(this.epochFile, epoch);
+    replacePrivateTextFile(this.epochFile, epoch);
     this.epochAfterReset = null;
   }
 
@@ -859,12 +858,6 @@ function createMachine(
  * Replaces `file` with `text` through a rename, so a controller killed meanwhile leaves the old
  * text or the new one, never an empty file (an empty epoch file would hide a memcached restart).
  */
-function replaceTextFile(file: string, text: string): void {
-  const temporary = `${file}.tmp`;
-  writeFileSync(temporary, text);
-  renameSync(temporary, file);
-}
-
 function readTextIfExists(file: string): string {
   try {
     return readFileSync(file, 'utf8').trim();

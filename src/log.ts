@@ -3,12 +3,14 @@
  * with child loggers that carry the node id, the component and the peer.
  *
  * A controller logs JSON lines to `<log_dir>/<node>.log` and readable lines to the console.
- * Long string values are truncated so a huge key or value never floods a log.
+ * Long string values are truncated so a huge key or value never floods a log. The log file is
+ * the owner's alone (0600): it names keys.
  */
 
-import { mkdirSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import path from 'node:path';
 import winston from 'winston';
+import { makePrivateDirectory, openPrivateFile, PRIVATE_FILE_MODE } from './private-files.ts';
 
 export type LogMeta = Record<string, unknown>;
 
@@ -45,10 +47,14 @@ const truncateLongValues = winston.format((info) => {
 export function createLogger(options: LoggerOptions): Logger {
   const transports: winston.transport[] = [];
   if (options.logDir && options.fileName) {
-    mkdirSync(options.logDir, { recursive: true });
+    // The folder may be shared (log_dir = /var/log): created 0700, but never tightened.
+    makePrivateDirectory(options.logDir, { tighten: false });
+    const file = path.join(options.logDir, options.fileName);
+    closeSync(openPrivateFile(file, 'a')); // 0600 even if it was there with a wider mode
     transports.push(
       new winston.transports.File({
-        filename: path.join(options.logDir, options.fileName),
+        filename: file,
+        options: { flags: 'a', mode: PRIVATE_FILE_MODE },
         format: winston.format.combine(truncateLongValues(), winston.format.timestamp(), winston.format.json()),
       }),
     );

@@ -1,58 +1,24 @@
 /**
  * The write-ahead file of one controller: the records a mode asks to make durable (term, vote,
- * log entries), one binary record each, fsynced before the controller carries out anything after
- * them.
+ * log entries), fsynced before the controller carries out anything after them.
  *
- * A record is a 12-byte header followed by the payload, the record in the binary encoding of
- * peer/value-codec.ts (bigints and Buffers round-trip as themselves):
- *
- *   payload length (u32 LE) | crc32 of the payload (u32 LE) | crc32 of the 8 bytes before (u32 LE)
- *
- * Intuition: JSON lines spent their time in JSON.stringify and base64 of every memcached value;
- * here a record is encoded in one walk, and written, as before, with one write of one Buffer. The
- * header's own checksum lets the reader trust a length before the payload is there, so a record
- * that runs past the end of the file is known to be the torn last write, not a corrupt length.
+ * A record is `payload length (u32 LE) | crc32 of payload | crc32 of the 8 bytes before`, then
+ * the payload in peer/value-codec.ts's encoding. The first record names the format version, the
+ * cluster and the node, so a file copied from another node or cluster is refused, not replayed.
  *
  * Invariants:
- * - A record that `append` returned for is on disk.
- * - A torn last record (the process died mid-write: a short header, a payload cut short, a
- *   checksum mismatch, or zeros the file system had not yet filled in) is dropped on read, but
- *   only when no valid record follows it; a corrupt record anywhere else is a WalError naming the
- *   file and the byte offset, never silently skipped.
- * - A length is checked against the bytes left before it is used; reading allocates nothing that
- *   a length claims, only the file itself and the records in it.
- * - The constructor truncates a torn last record away before appending, so a record written
- *   after a crash never lands behind garbage.
- * - `compact` rewrites the file through a temporary file, an fsync and a rename, so a crash leaves
- *   either the old file or the new one.
- * - A record is written whole or not at all: a write the disk cut short (full, or past the
- *   process's file size limit) is finished or, when the rest fails, cut off again, and the error
- *   thrown. (Node's writeSync returns a short count without throwing: the rest was silently
- *   missing, and the fsync after it made a torn record look durable.)
- * - Upgrade: a file of the previous release (JSON lines, `<name>.jsonl` beside `<name>.bin`) is
- *   read when the binary file does not exist yet, and the constructor converts it the same
- *   crash-safe way, removing the old file only once the new one is in place.
+ * - A record that `append` returned for is on disk, whole; a refused write leaves none of it.
+ * - Only a torn last write is cut off (see `scanRecords`); any other damage is a WalError naming
+ *   the file and the byte offset. Lengths are checked against the bytes left before use.
+ * - The file is replaced (created, compacted) only through a temporary file, an fsync and a
+ *   rename, so it always starts with its header; it and its folder are the owner's alone.
  */
 
-import {
-  closeSync,
-  existsSync,
-  fstatSync,
-  fsync,
-  fsyncSync,
-  ftruncateSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  truncateSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, openSync, readFileSync, renameSync, truncateSync, unlinkSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { fromWire } from './peer/frame.ts';
 import { decodeValue, encodeValueAfter } from './peer/value-codec.ts';
+import { makePrivateDirectory, openPrivateFile } from './private-files.ts';
 
 // Not a named import: on a Node.js without zlib.crc32 (before 20.15) that would fail while
 // linking, before main.ts's version check could say so.
@@ -61,11 +27,38 @@ const { crc32 } = zlib;
 /** Payload length, payload crc32, header crc32 (over the two fields before it). */
 export const WAL_RECORD_HEADER_BYTES = 12;
 const HEADER_CHECKED_BYTES = 8;
+/** The format this build writes and reads, named in the file's first record. */
+export const WAL_FORMAT_VERSION = 1;
+/** The file system's unit of a torn write: a power loss leaves whole sectors of zeros. */
+const SECTOR_BYTES = 512;
 
-/** A write-ahead file that cannot be trusted: named with the file and the byte offset. */
+/** Whose file this is: its first record must name the same. */
+export interface WalOwner {
+  clusterId: string;
+  nodeId: string;
+}
+
+/** Why a write-ahead file is refused. */
+export type WalErrorCode =
+  /** A record is damaged and not a torn last write. */
+  | 'WAL_CORRUPT'
+  /** Not empty, but its first record is not a write-ahead header. */
+  | 'WAL_NO_HEADER'
+  /** A header of a format version this build does not read. */
+  | 'WAL_UNKNOWN_VERSION'
+  /** The header names another cluster or node. */
+  | 'WAL_OTHER_OWNER';
+
+/** A write-ahead file that cannot be used: one line naming the file and what is wrong. */
 export class WalError extends Error {
   override readonly name = 'WalError';
-  readonly code = 'WAL_CORRUPT';
+  constructor(
+    readonly code: WalErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
 }
 
 /** One controller's write-ahead file, open for appending. */
@@ -74,24 +67,43 @@ export class WriteAheadFile {
   /** The file's length: where the next record starts. */
   private bytes: number;
   /** What opening the file repaired, for the controller's log. */
-  readonly opened: { convertedFrom: string | null; tornBytesCut: number };
+  readonly opened: { tornBytesCut: number };
 
   /**
-   * Opens `file` for appending: converts a previous release's JSON-lines file beside it first,
-   * and cuts off a torn last record, so what is appended next follows the last valid record.
+   * Opens `file` for appending after checking its header names `owner`; a missing or empty file
+   * gets a new header. Cuts off a torn last record, so what is appended next follows the last
+   * valid one. Throws a WalError for a file of another owner or a corrupt one.
    */
-  constructor(private readonly file: string) {
-    mkdirSync(path.dirname(file), { recursive: true });
-    this.opened = { convertedFrom: upgradeLegacy(file), tornBytesCut: cutTornTail(file) };
-    this.fd = openSync(file, 'a');
+  constructor(
+    private readonly file: string,
+    private readonly owner: WalOwner,
+  ) {
+    makePrivateDirectory(path.dirname(file), { tighten: true });
+    const bytes = existsSync(file) ? readFileSync(file) : Buffer.alloc(0);
+    if (bytes.length === 0) {
+      replaceFile(file, [headerRecord(owner)]);
+      this.opened = { tornBytesCut: 0 };
+    } else {
+      const { records, validBytes } = scanRecords(file, bytes, { decode: 'header' });
+      checkHeader(file, records[0], owner);
+      if (validBytes < bytes.length) truncateSync(file, validBytes);
+      this.opened = { tornBytesCut: bytes.length - validBytes };
+    }
+    this.fd = openPrivateFile(file, 'a');
     this.bytes = fstatSync(this.fd).size;
   }
 
-  /** Every record in the file (or in the previous release's file, if only that exists), oldest first. */
-  static read(file: string): unknown[] {
-    if (existsSync(file)) return scanRecords(file, readFileSync(file), { decode: true }).records;
-    const legacy = legacyFileOf(file);
-    return legacy !== null && existsSync(legacy) ? readLegacyRecords(legacy) : [];
+  /**
+   * The records in `file` after its header, oldest first; none when it does not exist or is
+   * empty. Throws a WalError as the constructor does.
+   */
+  static read(file: string, owner: WalOwner): unknown[] {
+    if (!existsSync(file)) return [];
+    const bytes = readFileSync(file);
+    if (bytes.length === 0) return [];
+    const { records } = scanRecords(file, bytes, { decode: 'all' });
+    checkHeader(file, records[0], owner);
+    return records.slice(1);
   }
 
   /** Writes a record and makes it durable. */
@@ -122,11 +134,11 @@ export class WriteAheadFile {
     fsync(this.fd, done);
   }
 
-  /** Replaces the whole file with one record. */
+  /** Replaces the whole file with its header and one record. */
   compact(record: unknown): void {
-    replaceFile(this.file, [record]);
+    replaceFile(this.file, [headerRecord(this.owner), record]);
     closeSync(this.fd);
-    this.fd = openSync(this.file, 'a');
+    this.fd = openPrivateFile(this.file, 'a');
     this.bytes = fstatSync(this.fd).size;
   }
 
@@ -135,6 +147,48 @@ export class WriteAheadFile {
     closeSync(this.fd);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The header record
+
+interface HeaderRecord {
+  walFormat: number;
+  clusterId: string;
+  nodeId: string;
+}
+
+function headerRecord(owner: WalOwner): HeaderRecord {
+  return { walFormat: WAL_FORMAT_VERSION, clusterId: owner.clusterId, nodeId: owner.nodeId };
+}
+
+/** Throws unless `first` (the file's first record, from disk: untrusted) is a header naming `owner`. */
+function checkHeader(file: string, first: unknown, owner: WalOwner): void {
+  const header = first as Partial<Record<keyof HeaderRecord, unknown>> | null | undefined;
+  const isHeader =
+    typeof header === 'object' &&
+    header !== null &&
+    typeof header.walFormat === 'number' &&
+    typeof header.clusterId === 'string' &&
+    typeof header.nodeId === 'string';
+  if (!isHeader) {
+    throw new WalError(
+      'WAL_NO_HEADER',
+      `${file}: no write-ahead header naming its cluster and node (not an mckv write-ahead file, or one from a build before headers); move it away to start node '${owner.nodeId}' with an empty log`,
+    );
+  }
+  if (header.walFormat !== WAL_FORMAT_VERSION) {
+    throw new WalError('WAL_UNKNOWN_VERSION', `${file}: write-ahead format version ${header.walFormat}; this build reads version ${WAL_FORMAT_VERSION}`);
+  }
+  if (header.clusterId !== owner.clusterId || header.nodeId !== owner.nodeId) {
+    throw new WalError(
+      'WAL_OTHER_OWNER',
+      `${file}: write-ahead file of cluster '${header.clusterId}' node '${header.nodeId}', but this is cluster '${owner.clusterId}' node '${owner.nodeId}'; refusing to replay it`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
 
 /** One record as it goes to disk: header and payload in one Buffer, from one encoding pass. */
 function encodeRecord(record: unknown): Buffer {
@@ -147,18 +201,21 @@ function encodeRecord(record: unknown): Buffer {
 }
 
 /**
- * Writes `records` to a temporary file, fsyncs it, renames it over `file` and fsyncs the
- * directory, so the rename itself survives a crash.
+ * Writes all of `bytes` at the file's end, going on after short writes; throws what the disk says.
+ * (Node's writeSync returns a short count without throwing when the disk is full or the file
+ * size limit is reached.)
  */
-/** Writes all of `bytes` at the file's end, going on after short writes; throws what the disk says. */
 function writeWhole(fd: number, bytes: Buffer): void {
   for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written, bytes.length - written);
 }
 
-/** Replaces `file` with `records`, crash-safely; when a write fails, `file` is left as it was. */
+/**
+ * Replaces `file` with `records`: a 0600 temporary file, an fsync, a rename and an fsync of the
+ * folder, so a crash leaves the old file or the new one. When a write fails, `file` is left as it was.
+ */
 function replaceFile(file: string, records: unknown[]): void {
   const temporary = `${file}.tmp`;
-  const fd = openSync(temporary, 'w');
+  const fd = openPrivateFile(temporary, 'w');
   try {
     for (const record of records) writeWhole(fd, encodeRecord(record));
     fsyncSync(fd);
@@ -185,30 +242,48 @@ type RecordRead =
   | { kind: 'record'; value: unknown; end: number }
   /** Cannot be a torn write (it checks out but does not decode): corrupt wherever it is. */
   | { kind: 'corrupt'; detail: string }
-  /** Could be a torn last write; `resumeAt` is where a valid record after it could start. */
-  | { kind: 'damaged'; detail: string; resumeAt: number }
-  /** Its intact header claims more bytes than the file holds: the torn last write. */
+  /**
+   * A checksum fails over bytes that are all there: torn only if it is the last record and some
+   * sector of it is zeros. `end` is where its bytes end as far as known; `resumeAt` is where a
+   * valid record after it could start.
+   */
+  | { kind: 'damaged'; detail: string; end: number; resumeAt: number }
+  /** Cut short: a part header, or an intact header claiming more bytes than the file holds. */
   | { kind: 'torn' };
 
-/** The records of a file's bytes (if `decode`), and how many bytes the valid ones take. */
-function scanRecords(file: string, bytes: Buffer, options: { decode: boolean }): { records: unknown[]; validBytes: number } {
+/**
+ * The records of a file's bytes, decoded (all, or only the first: the header), and how many
+ * bytes the valid ones take. Only the torn last write ends the scan early:
+ * - a record cut short: the process died mid-write;
+ * - a last record whose checksum fails and that holds a sector-aligned stretch of zeros: the
+ *   machine lost power before the file system wrote that sector (etcd's WAL reads it the same way).
+ * Neither was fsynced, so nothing depended on it. A complete record whose checksum fails with no
+ * such zeros was on disk whole: its bytes changed since, and cutting it could drop an fsynced
+ * entry or vote, so it is corrupt, as is any damage with a valid record after it.
+ */
+function scanRecords(file: string, bytes: Buffer, options: { decode: 'all' | 'header' }): { records: unknown[]; validBytes: number } {
   const records: unknown[] = [];
   let offset = 0;
   while (offset < bytes.length) {
-    const read = readRecordAt(bytes, offset, options.decode);
+    const read = readRecordAt(bytes, offset, options.decode === 'all' || offset === 0);
     switch (read.kind) {
       case 'record':
-        if (options.decode) records.push(read.value);
+        records.push(read.value);
         offset = read.end;
         continue;
       case 'torn':
         return { records, validBytes: offset };
       case 'damaged':
-        // Torn tail: the write never completed, so nothing depended on it.
-        if (!hasValidRecordFrom(bytes, read.resumeAt)) return { records, validBytes: offset };
-        throw new WalError(`${file}: the record at byte ${offset} is corrupt (${read.detail}) and valid records follow it`);
+        if (hasValidRecordFrom(bytes, read.resumeAt)) {
+          throw new WalError('WAL_CORRUPT', `${file}: the record at byte ${offset} is corrupt (${read.detail}) and valid records follow it`);
+        }
+        if (hasZeroSector(bytes, offset, read.end)) return { records, validBytes: offset };
+        throw new WalError(
+          'WAL_CORRUPT',
+          `${file}: the last record, at byte ${offset}, is corrupt (${read.detail}): it is complete, so not a torn write`,
+        );
       case 'corrupt':
-        throw new WalError(`${file}: the record at byte ${offset} is corrupt: ${read.detail}`);
+        throw new WalError('WAL_CORRUPT', `${file}: the record at byte ${offset} is corrupt: ${read.detail}`);
       default: {
         const unreachable: never = read;
         return unreachable;
@@ -220,18 +295,18 @@ function scanRecords(file: string, bytes: Buffer, options: { decode: boolean }):
 
 /** Reads the record at `offset`; with `decode` false only its framing and checksums are checked. */
 function readRecordAt(bytes: Buffer, offset: number, decode: boolean): RecordRead {
-  const left = bytes.length - offset;
-  if (left < WAL_RECORD_HEADER_BYTES) {
-    return { kind: 'damaged', detail: `${left} bytes, short of a ${WAL_RECORD_HEADER_BYTES}-byte header`, resumeAt: bytes.length };
+  if (bytes.length - offset < WAL_RECORD_HEADER_BYTES) return { kind: 'torn' };
+  if (!headerChecksOut(bytes, offset)) {
+    // The length cannot be trusted: the record may run to the end of the file.
+    return { kind: 'damaged', detail: 'header checksum mismatch', end: bytes.length, resumeAt: offset + 1 };
   }
-  if (!headerChecksOut(bytes, offset)) return { kind: 'damaged', detail: 'header checksum mismatch', resumeAt: offset + 1 };
   const payloadBytes = bytes.readUInt32LE(offset);
   const start = offset + WAL_RECORD_HEADER_BYTES;
   const end = start + payloadBytes;
   if (end > bytes.length) return { kind: 'torn' };
   const payload = bytes.subarray(start, end);
   if (crc32(payload) !== bytes.readUInt32LE(offset + 4)) {
-    return { kind: 'damaged', detail: 'payload checksum mismatch', resumeAt: end };
+    return { kind: 'damaged', detail: 'payload checksum mismatch', end, resumeAt: end };
   }
   if (!decode) return { kind: 'record', value: null, end };
   // Copied out, so a restored log entry's value does not pin the whole file's bytes.
@@ -240,18 +315,22 @@ function readRecordAt(bytes: Buffer, offset: number, decode: boolean): RecordRea
   return { kind: 'record', value: decoded.value, end };
 }
 
-/** Cuts a torn last record off `file`; returns how many bytes were cut. */
-function cutTornTail(file: string): number {
-  if (!existsSync(file)) return 0;
-  const bytes = readFileSync(file);
-  const { validBytes } = scanRecords(file, bytes, { decode: false });
-  if (validBytes < bytes.length) truncateSync(file, validBytes);
-  return bytes.length - validBytes;
-}
-
 function headerChecksOut(bytes: Buffer, offset: number): boolean {
   const checked = bytes.subarray(offset, offset + HEADER_CHECKED_BYTES);
   return crc32(checked) === bytes.readUInt32LE(offset + HEADER_CHECKED_BYTES);
+}
+
+/**
+ * True if some piece of `bytes[from, to)` between sector boundaries of the file (the first and
+ * last pieces may be partial sectors) is all zeros.
+ */
+function hasZeroSector(bytes: Buffer, from: number, to: number): boolean {
+  for (let start = from; start < to; ) {
+    const end = Math.min(to, (Math.floor(start / SECTOR_BYTES) + 1) * SECTOR_BYTES);
+    if (bytes.subarray(start, end).every((byte) => byte === 0)) return true;
+    start = end;
+  }
+  return false;
 }
 
 /**
@@ -267,44 +346,4 @@ function hasValidRecordFrom(bytes: Buffer, from: number): boolean {
     if (crc32(bytes.subarray(start, start + payloadBytes)) === bytes.readUInt32LE(offset + 4)) return true;
   }
   return false;
-}
-
-// ---------------------------------------------------------------------------------------------
-// The previous release's format: one tagged-JSON line per record (see peer/frame.ts `toWire`).
-
-/** `<dir>/<name>.jsonl` for `<dir>/<name>.<ext>`; null when that is `file` itself. */
-function legacyFileOf(file: string): string | null {
-  const legacy = path.join(path.dirname(file), `${path.basename(file, path.extname(file))}.jsonl`);
-  return legacy === file ? null : legacy;
-}
-
-/** The records of a JSON-lines file, with the same torn-tail rule as ever. */
-function readLegacyRecords(file: string): unknown[] {
-  const lines = readFileSync(file, 'utf8').split('\n');
-  const records: unknown[] = [];
-  lines.forEach((line, index) => {
-    if (line === '') return;
-    try {
-      records.push(fromWire(JSON.parse(line)));
-    } catch (error) {
-      const isLast = lines.slice(index + 1).every((rest) => rest === '');
-      if (isLast) return; // torn tail: the write never completed, so nothing depended on it
-      throw new WalError(`${file}: line ${index + 1} is corrupt: ${(error as Error).message}`);
-    }
-  });
-  return records;
-}
-
-/**
- * If `file` does not exist but the previous release's file beside it does, writes its records
- * into `file` (temporary file, fsync, rename) and then removes the old file. A crash before the
- * rename leaves the old file to convert again; after it, the new file wins and the old is unused.
- * Returns the converted file, or null when there was nothing to convert.
- */
-function upgradeLegacy(file: string): string | null {
-  const legacy = legacyFileOf(file);
-  if (legacy === null || existsSync(file) || !existsSync(legacy)) return null;
-  replaceFile(file, readLegacyRecords(legacy));
-  unlinkSync(legacy);
-  return legacy;
 }

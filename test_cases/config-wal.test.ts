@@ -1,16 +1,18 @@
 /**
  * config.ini validation (one line naming the problem), expiry conversion, and the write-ahead
- * file (records survive, a torn last record is dropped, corruption elsewhere is an error, a
- * previous release's JSON-lines file is converted).
+ * file (records survive, only a torn last record is dropped, a complete record that fails its
+ * checksum is refused wherever it is, a file of another node or cluster is refused, the file and
+ * its folder are the owner's alone).
  */
 
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { appendFileSync, chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { crc32 } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { absoluteExpiryMs, toOp } from '../src/commands.ts';
 import { ConfigError, findNode, parseConfig } from '../src/config.ts';
-import { toWire } from '../src/peer/frame.ts';
 import { WAL_RECORD_HEADER_BYTES, WalError, WriteAheadFile } from '../src/wal.ts';
 
 const node = (id: string, n: number): string =>
@@ -72,6 +74,7 @@ describe('expiry', () => {
 });
 
 describe('write-ahead file', () => {
+  const owner = { clusterId: 'mckv', nodeId: 'n1' };
   const dirs: string[] = [];
   const directory = (): string => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-wal-'));
@@ -82,29 +85,36 @@ describe('write-ahead file', () => {
   afterEach(() => {
     for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
   });
-  const entry = (index: number): unknown => ({
+  const entry = (index: number, valueBytes = 100): unknown => ({
     kind: 'entries',
-    entries: [{ term: 3, index, op: { kind: 'set', key: `key:${index}`, value: Buffer.alloc(100, index), flags: 0, exptime: 0 } }],
+    entries: [{ term: 3, index, op: { kind: 'set', key: `key:${index}`, value: Buffer.alloc(valueBytes, index), flags: 0, exptime: 0 } }],
   });
   /** A file holding `records`, written through the WAL; returns its path. */
-  const written = (records: unknown[]): string => {
-    const target = file();
-    const wal = new WriteAheadFile(target);
+  const written = (records: unknown[], target = file()): string => {
+    const wal = new WriteAheadFile(target, owner);
     for (const record of records) wal.append(record);
     wal.close();
     return target;
   };
+  const modeOf = (target: string): number => statSync(target).mode & 0o777;
+  /** Where the last record of `target` starts: after the header record and all but one of `records`. */
+  const lastRecordOffset = (target: string, count: number): number => {
+    const bytes = readFileSync(target);
+    let offset = 0;
+    for (let index = 0; index < count; index++) offset += WAL_RECORD_HEADER_BYTES + bytes.readUInt32LE(offset);
+    return offset;
+  };
 
   it('gives back what was appended, Buffers and bigints included', () => {
     const path0 = file();
-    const wal = new WriteAheadFile(path0);
+    const wal = new WriteAheadFile(path0, owner);
     wal.append({ term: 3n, value: Buffer.from([0, 255]) });
     wal.write({ entries: [1, 2] });
     wal.write({ huge: -(2n ** 70n), nested: [{ bytes: Buffer.alloc(0) }, null, 'é'], negative: -1.5 });
     wal.write(entry(17));
     wal.sync();
     wal.close();
-    expect(WriteAheadFile.read(path0)).toEqual([
+    expect(WriteAheadFile.read(path0, owner)).toEqual([
       { term: 3n, value: Buffer.from([0, 255]) },
       { entries: [1, 2] },
       { huge: -(2n ** 70n), nested: [{ bytes: Buffer.alloc(0) }, null, 'é'], negative: -1.5 },
@@ -114,98 +124,202 @@ describe('write-ahead file', () => {
 
   it('compacts to one record and appends after it', () => {
     const target = file();
-    const wal = new WriteAheadFile(target);
+    const wal = new WriteAheadFile(target, owner);
     for (let index = 0; index < 5; index++) wal.append({ index });
     wal.compact({ snapshot: 4, value: Buffer.from('v') });
     wal.append({ index: 5 });
     wal.close();
-    expect(WriteAheadFile.read(target)).toEqual([{ snapshot: 4, value: Buffer.from('v') }, { index: 5 }]);
+    expect(WriteAheadFile.read(target, owner)).toEqual([{ snapshot: 4, value: Buffer.from('v') }, { index: 5 }]);
     expect(existsSync(`${target}.tmp`)).toBe(false);
+    expect(() => WriteAheadFile.read(target, { ...owner, nodeId: 'n2' })).toThrow(/node 'n1', but this is cluster 'mckv' node 'n2'/);
+  });
+
+  it.each([
+    ['another node', { clusterId: 'mckv', nodeId: 'n2' }, "cluster 'mckv' node 'n2', but this is cluster 'mckv' node 'n1'"],
+    ['another cluster', { clusterId: 'other', nodeId: 'n1' }, "cluster 'other' node 'n1', but this is cluster 'mckv' node 'n1'"],
+  ])("refuses %s's file in one line naming the file and both ids", (_, other, ids) => {
+    const target = file();
+    const wal = new WriteAheadFile(target, other);
+    wal.append({ term: 3n, votedFor: other.nodeId });
+    wal.close();
+    for (const open of [() => WriteAheadFile.read(target, owner), () => new WriteAheadFile(target, owner)]) {
+      let caught: unknown = null;
+      try {
+        open();
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(WalError);
+      expect(caught).toMatchObject({ name: 'WalError', code: 'WAL_OTHER_OWNER' });
+      expect((caught as Error).message).toBe(`${target}: write-ahead file of ${ids}; refusing to replay it`);
+    }
+  });
+
+  it("a file written for another node stays that node's: the refusal leaves it as it was", () => {
+    const dir = directory();
+    const target = written([{ term: 2n }], path.join(dir, 'wal.bin'));
+    const before = readFileSync(target);
+    expect(() => new WriteAheadFile(target, { ...owner, nodeId: 'n3' })).toThrow(WalError);
+    expect(readFileSync(target)).toEqual(before);
+  });
+
+  it('refuses a file without a header, and starts a new one where the file is empty', () => {
+    const target = written([{ term: 2n }, entry(1)]);
+    const bytes = readFileSync(target);
+    writeFileSync(target, bytes.subarray(lastRecordOffset(target, 1)));
+    expect(() => WriteAheadFile.read(target, owner)).toThrow(expect.objectContaining({ code: 'WAL_NO_HEADER' }));
+    expect(() => new WriteAheadFile(target, owner)).toThrow(`${target}: no write-ahead header naming its cluster and node`);
+    writeFileSync(target, '');
+    expect(WriteAheadFile.read(target, owner)).toEqual([]);
+    written([{ term: 4n }], target);
+    expect(WriteAheadFile.read(target, owner)).toEqual([{ term: 4n }]);
+  });
+
+  it('keeps the file, the temporary file of a compaction and its folder to the owner alone', () => {
+    const target = file();
+    mkdirSync(path.dirname(target), { recursive: true, mode: 0o755 });
+    chmodSync(path.dirname(target), 0o755);
+    writeFileSync(`${target}.tmp`, 'left over', { mode: 0o644 });
+    const wal = new WriteAheadFile(target, owner);
+    wal.append({ term: 1n });
+    expect(modeOf(path.dirname(target))).toBe(0o700);
+    expect(modeOf(target)).toBe(0o600);
+    chmodSync(target, 0o644);
+    writeFileSync(`${target}.tmp`, 'left over', { mode: 0o644 });
+    wal.compact({ term: 2n });
+    wal.close();
+    expect(modeOf(target)).toBe(0o600);
+    chmodSync(target, 0o644);
+    new WriteAheadFile(target, owner).close();
+    expect(modeOf(target)).toBe(0o600);
+  });
+
+  it('creates a missing data folder and the node folder in it as 0700', () => {
+    const base = path.dirname(directory());
+    const target = path.join(base, 'data', 'n1', 'wal.bin');
+    new WriteAheadFile(target, owner).close();
+    expect(modeOf(path.join(base, 'data'))).toBe(0o700);
+    expect(modeOf(path.join(base, 'data', 'n1'))).toBe(0o700);
   });
 
   it.each([1, 5, WAL_RECORD_HEADER_BYTES, WAL_RECORD_HEADER_BYTES + 50])('drops a last record cut short by %d bytes', (cutBytes) => {
     const target = written([entry(1), entry(2), entry(3)]);
     truncateSync(target, statSync(target).size - cutBytes);
-    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2)]);
+    expect(WriteAheadFile.read(target, owner)).toEqual([entry(1), entry(2)]);
   });
+
+  /** A record header (length, checksums) claiming 200 payload bytes. */
+  const headerOnly = (): Buffer => {
+    const header = Buffer.alloc(WAL_RECORD_HEADER_BYTES);
+    header.writeUInt32LE(200, 0);
+    header.writeUInt32LE(crc32(header.subarray(0, 8)), 8);
+    return header;
+  };
 
   it.each([
     ['half a header', Buffer.from([7, 0, 0])],
-    ['a header and no payload', Buffer.from([200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])],
+    ['a header and no payload', headerOnly()],
     ['zeros the file system had not filled in', Buffer.alloc(300)],
   ])('drops %s at the tail', (_, garbage) => {
     const target = written([entry(1), entry(2)]);
     appendFileSync(target, garbage);
-    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2)]);
-    const wal = new WriteAheadFile(target);
-    expect(wal.opened).toEqual({ convertedFrom: null, tornBytesCut: garbage.length });
+    expect(WriteAheadFile.read(target, owner)).toEqual([entry(1), entry(2)]);
+    const wal = new WriteAheadFile(target, owner);
+    expect(wal.opened).toEqual({ tornBytesCut: garbage.length });
     wal.append(entry(3));
     wal.close();
-    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(2), entry(3)]);
-    const reopened = new WriteAheadFile(target);
-    expect(reopened.opened).toEqual({ convertedFrom: null, tornBytesCut: 0 });
+    expect(WriteAheadFile.read(target, owner)).toEqual([entry(1), entry(2), entry(3)]);
+    const reopened = new WriteAheadFile(target, owner);
+    expect(reopened.opened).toEqual({ tornBytesCut: 0 });
     reopened.close();
   });
 
-  it('drops a last record whose payload checksum fails, and writes on after it is reopened', () => {
-    const target = written([entry(1), entry(2)]);
+  it('drops a last record with a sector of zeros the file system had not filled in', () => {
+    const target = written([entry(1), entry(2, 2000)]);
+    const start = lastRecordOffset(target, 2);
     const bytes = readFileSync(target);
-    bytes[bytes.length - 3] ^= 0xff;
+    const sector = (Math.floor(start / 512) + 2) * 512;
+    bytes.fill(0, sector, sector + 512);
     writeFileSync(target, bytes);
-    expect(WriteAheadFile.read(target)).toEqual([entry(1)]);
-    const wal = new WriteAheadFile(target);
-    wal.append(entry(3));
+    expect(WriteAheadFile.read(target, owner)).toEqual([entry(1)]);
+    const wal = new WriteAheadFile(target, owner);
+    expect(wal.opened).toEqual({ tornBytesCut: bytes.length - start });
     wal.close();
-    expect(WriteAheadFile.read(target)).toEqual([entry(1), entry(3)]);
+  });
+
+  it.each([
+    ['its payload', -3],
+    ['its length', 0],
+    ['its payload checksum', 4],
+  ])('refuses a complete last record with a flipped bit in %s, naming the file and offset, and leaves it', (_, at) => {
+    const target = written([entry(1), entry(2)]);
+    const start = lastRecordOffset(target, 2);
+    const bytes = readFileSync(target);
+    bytes[at < 0 ? bytes.length + at : start + at] ^= 0x01;
+    writeFileSync(target, bytes);
+    for (const open of [() => WriteAheadFile.read(target, owner), () => new WriteAheadFile(target, owner)]) {
+      expect(open).toThrow(expect.objectContaining({ name: 'WalError', code: 'WAL_CORRUPT' }));
+      expect(open).toThrow(`${target}: the last record, at byte ${start}, is corrupt`);
+    }
+    expect(readFileSync(target)).toEqual(bytes);
+  });
+
+  it('refuses a header with a bad checksum at the tail when it is not zeros', () => {
+    const target = written([entry(1)]);
+    const size = statSync(target).size;
+    appendFileSync(target, Buffer.from([200, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+    expect(() => new WriteAheadFile(target, owner)).toThrow(`${target}: the last record, at byte ${size}, is corrupt (header checksum mismatch)`);
   });
 
   it('refuses a corrupt payload byte in the first of three records, naming the file and offset', () => {
     const target = written([entry(1), entry(2), entry(3)]);
+    const start = lastRecordOffset(target, 1);
     const bytes = readFileSync(target);
-    bytes[WAL_RECORD_HEADER_BYTES + 20] ^= 0x01;
+    bytes[start + WAL_RECORD_HEADER_BYTES + 20] ^= 0x01;
     writeFileSync(target, bytes);
-    expect(() => WriteAheadFile.read(target)).toThrow(WalError);
-    expect(() => WriteAheadFile.read(target)).toThrow(`${target}: the record at byte 0 is corrupt`);
+    expect(() => WriteAheadFile.read(target, owner)).toThrow(WalError);
+    expect(() => WriteAheadFile.read(target, owner)).toThrow(`${target}: the record at byte ${start} is corrupt`);
   });
 
   it('refuses a corrupt length in the middle rather than dropping what follows it', () => {
     const target = written([entry(1), entry(2), entry(3)]);
+    const second = lastRecordOffset(target, 2);
     const bytes = readFileSync(target);
-    const second = bytes.readUInt32LE(0) + WAL_RECORD_HEADER_BYTES;
     bytes.writeUInt32LE(0x7fffffff, second);
     writeFileSync(target, bytes);
-    expect(() => WriteAheadFile.read(target)).toThrow(`the record at byte ${second} is corrupt`);
+    expect(() => WriteAheadFile.read(target, owner)).toThrow(`the record at byte ${second} is corrupt`);
   });
 
   it('reads nothing from a file that does not exist', () => {
-    expect(WriteAheadFile.read(path.join(os.tmpdir(), 'mckv-no-such-wal', 'wal.bin'))).toEqual([]);
+    expect(WriteAheadFile.read(path.join(os.tmpdir(), 'mckv-no-such-wal', 'wal.bin'), owner)).toEqual([]);
+  });
+});
+
+describe('a controller given a write-ahead file of another node', () => {
+  let dir: string | null = null;
+  afterEach(() => {
+    if (dir !== null) rmSync(dir, { recursive: true, force: true });
+    dir = null;
   });
 
-  it('reads and converts a JSON-lines file of the previous release', () => {
-    const dir = directory();
-    mkdirSync(dir, { recursive: true });
-    const records = [{ term: 2n, votedFor: 'n1' }, entry(1), { snapshot: { value: Buffer.from([0, 1, 255]) } }];
-    const legacy = path.join(dir, 'wal.jsonl');
-    writeFileSync(legacy, `${records.map((record) => JSON.stringify(toWire(record))).join('\n')}\n{"torn":`);
-    const target = path.join(dir, 'wal.bin');
-    expect(WriteAheadFile.read(target)).toEqual(records);
-    const wal = new WriteAheadFile(target);
-    expect(existsSync(legacy)).toBe(false);
-    expect(wal.opened.convertedFrom).toBe(legacy);
-    wal.append({ index: 2 });
-    wal.close();
-    expect(WriteAheadFile.read(target)).toEqual([...records, { index: 2 }]);
-  });
-
-  it('refuses a previous-release file corrupt in the middle, and leaves it in place', () => {
-    const dir = directory();
-    mkdirSync(dir, { recursive: true });
-    const legacy = path.join(dir, 'wal.jsonl');
-    writeFileSync(legacy, '{"a":\n{"b":2}\n');
-    const target = path.join(dir, 'wal.bin');
-    expect(() => WriteAheadFile.read(target)).toThrow(WalError);
-    expect(() => new WriteAheadFile(target)).toThrow(WalError);
-    expect(existsSync(legacy)).toBe(true);
-    expect(existsSync(target)).toBe(false);
-  });
+  it('exits 1 with one line naming the file and both ids, before it listens', async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-wal-owner-'));
+    // Never bound: the controller refuses before it listens.
+    const ports = (n: number): string =>
+      `[node.n${n}]\nclient = 127.0.0.1:${47100 + n}\npeer = 127.0.0.1:${47200 + n}\nmemcached = 127.0.0.1:${47300 + n}\n`;
+    const config = path.join(dir, 'cluster.ini');
+    writeFileSync(config, `[cluster]\ncluster_id = blue\ncpu_scheduling = normal\n${ports(1)}${ports(2)}${ports(3)}`);
+    const walFile = path.join(dir, 'data', 'n1', 'wal.bin');
+    const copied = new WriteAheadFile(walFile, { clusterId: 'blue', nodeId: 'n2' });
+    copied.append({ term: 5n, votedFor: 'n3' });
+    copied.close();
+    const main = path.join(import.meta.dirname, '..', 'main.ts');
+    const result = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, ['--import', 'tsx', main, '-c', config, '-p', '47101', '--kvtype', 'memory'], { timeout: 30_000 }, (error, _, stderr) =>
+        resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? null), stderr }),
+      );
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`mckv: ${walFile}: write-ahead file of cluster 'blue' node 'n2', but this is cluster 'blue' node 'n1'; refusing to replay it\n`);
+  }, 40_000);
 });

@@ -16,6 +16,9 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WriteAheadFile } from '../src/wal.ts';
 
+/** Whose file wal-writer.ts writes. */
+const owner = { clusterId: 'mckv', nodeId: 'n1' };
+
 /** The file size limit, in KiB (bash's `ulimit -f` unit). */
 const LIMIT_KIB = 16;
 
@@ -47,9 +50,9 @@ describe('the write-ahead file on a disk that refuses more bytes', () => {
     const written = lines.filter((line) => line.startsWith('ok ')).map((line) => Number(line.slice(3)));
     expect(lines[lines.length - 1]).toBe('refused EFBIG');
     expect(written.length).toBeGreaterThan(5);
-    expect((WriteAheadFile.read(file) as Padded[]).map((record) => record.index)).toEqual(written);
+    expect((WriteAheadFile.read(file, owner) as Padded[]).map((record) => record.index)).toEqual(written);
     // Nothing of the refused record is left for the next start to cut off.
-    const reopened = new WriteAheadFile(file);
+    const reopened = new WriteAheadFile(file, owner);
     reopened.close();
     expect(reopened.opened.tornBytesCut).toBe(0);
   }, 40_000);
@@ -57,7 +60,7 @@ describe('the write-ahead file on a disk that refuses more bytes', () => {
   it('keeps the file as it was when a compaction runs out of room', async () => {
     const { lines, file } = await runWriter('compact');
     expect(lines).toEqual(['ok 2', 'refused EFBIG']);
-    expect((WriteAheadFile.read(file) as Padded[]).map((record) => record.index)).toEqual([0, 1, 2]);
+    expect((WriteAheadFile.read(file, owner) as Padded[]).map((record) => record.index)).toEqual([0, 1, 2]);
     expect(existsSync(`${file}.tmp`)).toBe(false);
   }, 40_000);
 });

@@ -7,7 +7,7 @@
  * temporary folder, and processes are stopped only by the PIDs this harness started.
  */
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -167,10 +167,20 @@ function answersVersion(port: number): Promise<boolean> {
   });
 }
 
+/**
+ * `-u USER` when running as root (memcached refuses root without it): Debian's memcached package's
+ * unprivileged `memcache` user if there is one, else `nobody`, never root itself.
+ */
+function memcachedUserArgs(): string[] {
+  if (process.getuid?.() !== 0) return [];
+  const hasMemcacheUser = spawnSync('id', ['-u', 'memcache'], { stdio: 'ignore' }).status === 0;
+  return ['-u', hasMemcacheUser ? 'memcache' : 'nobody'];
+}
+
 /** Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently. */
 export async function spawnMemcached(port: number, logFile: string, memoryMb = 256, evicts = false): Promise<ChildProcess> {
   const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M']), '-m', String(memoryMb)];
-  const child = spawn('memcached', [...args, ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], {
+  const child = spawn('memcached', [...args, ...memcachedUserArgs()], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = createWriteStream(logFile, { flags: 'a' });

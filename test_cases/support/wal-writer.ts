@@ -14,7 +14,7 @@ import { WriteAheadFile } from '../../src/wal.ts';
 process.on('SIGXFSZ', () => {});
 
 const [file, mode] = process.argv.slice(2);
-const wal = new WriteAheadFile(file);
+const wal = new WriteAheadFile(file, { clusterId: 'mckv', nodeId: 'n1' });
 const record = (index: number, bytes: number): unknown => ({ index, pad: Buffer.alloc(bytes, 0x61) });
 try {
   if (mode === 'compact') {

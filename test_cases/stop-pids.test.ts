@@ -1,0 +1,132 @@
+/**
+ * stop.sh and startup.sh trust a PID recorded in .run/pids only while /proc/PID/stat still shows
+ * the start time recorded with it. A process whose command line names main.ts (or memcached) but
+ * whose start time differs, as a process that took over a reused PID would, is left alone; the
+ * process that was recorded is stopped. Run on a temporary copy of the scripts, with harmless
+ * `sleep` processes that each test ends by its own PID.
+ */
+
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const repo = path.join(import.meta.dirname, '..');
+let dir: string | null = null;
+const sleepers: ChildProcess[] = [];
+
+afterEach(() => {
+  for (const child of sleepers.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  if (dir !== null) rmSync(dir, { recursive: true, force: true });
+  dir = null;
+});
+
+/** A copy of the scripts in a fresh folder, with an empty .run folder. */
+function scriptsCopy(): string {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-pids-'));
+  mkdirSync(path.join(dir, 'scripts'));
+  mkdirSync(path.join(dir, '.run'));
+  for (const file of ['startup.sh', 'stop.sh', 'scripts/pid-record.sh', 'scripts/require-node.mjs']) {
+    copyFileSync(path.join(repo, file), path.join(dir, file));
+  }
+  symlinkSync(path.join(repo, 'node_modules'), path.join(dir, 'node_modules'));
+  return dir;
+}
+
+/** A `sleep` whose command line reads like `argv0` (e.g. a controller's), and its start time. */
+async function sleeper(argv0: string): Promise<{ child: ChildProcess; pid: number; start: number }> {
+  const child = spawn('sleep', ['120'], { argv0, stdio: 'ignore' });
+  sleepers.push(child);
+  await new Promise<void>((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
+  const pid = child.pid!;
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const start = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8')).toContain(argv0);
+  return { child, pid, start };
+}
+
+function run(folder: string, script: string, args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+  const env = { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}` };
+  return new Promise((resolve) => {
+    execFile('bash', [path.join(folder, script), ...args], { cwd: folder, env, timeout: 30_000 }, (error, stdout, stderr) =>
+      resolve({ code: error === null ? 0 : Number((error as { code?: number }).code ?? -1), stdout, stderr }),
+    );
+  });
+}
+
+/** Resolves once `child` has exited; fails the test after `timeoutMs`. */
+function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`pid ${child.pid} still running after ${timeoutMs} ms`)), timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+const isRunning = (child: ChildProcess): boolean => child.exitCode === null && child.signalCode === null;
+
+describe('stop.sh and the recorded PIDs', () => {
+  it('leaves alone a process named like a controller or memcached whose start time is not the recorded one', async () => {
+    const folder = scriptsCopy();
+    const controller = await sleeper('node --import tsx main.ts -c config.ini -p 47101');
+    const memcached = await sleeper('memcached -l 127.0.0.1 -p 11211');
+    writeFileSync(
+      path.join(folder, '.run', 'pids'),
+      `controller ${controller.pid} ${controller.start + 1} n1\nmemcached ${memcached.pid} ${memcached.start - 1} n1\n` +
+        `controller ${controller.pid} n1\ncontroller abc 1 n2\n`,
+    );
+    const result = await run(folder, 'stop.sh');
+    expect(result.code).toBe(0);
+    expect(result.stdout).not.toMatch(/stopping/);
+    expect(result.stdout).toContain(`left pid ${controller.pid} alone`);
+    expect(result.stdout).toContain(`left pid ${memcached.pid} alone`);
+    expect(isRunning(controller.child)).toBe(true);
+    expect(isRunning(memcached.child)).toBe(true);
+    expect(existsSync(path.join(folder, '.run', 'pids'))).toBe(false);
+  }, 40_000);
+
+  it('stops the process whose recorded start time still matches', async () => {
+    const folder = scriptsCopy();
+    const controller = await sleeper('node --import tsx main.ts');
+    const bystander = await sleeper('node --import tsx main.ts');
+    writeFileSync(
+      path.join(folder, '.run', 'pids'),
+      `controller ${controller.pid} ${controller.start} n1\ncontroller ${bystander.pid} ${bystander.start + 7} n2\n`,
+    );
+    const result = await run(folder, 'stop.sh');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`stopping controller n1 (pid ${controller.pid})`);
+    await exited(controller.child, 10_000);
+    expect(controller.child.signalCode).toBe('SIGTERM');
+    expect(isRunning(bystander.child)).toBe(true);
+  }, 40_000);
+});
+
+describe("startup.sh's already-running check", () => {
+  it('counts a recorded process as running only with its start time', async () => {
+    const folder = scriptsCopy();
+    writeFileSync(path.join(folder, 'config.ini'), '[cluster]\nconsistency = sequential\n'); // no nodes: stops right after the check
+    const controller = await sleeper('node --import tsx main.ts');
+    const pids = path.join(folder, '.run', 'pids');
+
+    writeFileSync(pids, `controller ${controller.pid} ${controller.start} n1\n`);
+    const running = await run(folder, 'startup.sh');
+    expect(running.code).toBe(0);
+    expect(running.stdout).toContain(`mckv is already running (pids controller:${controller.pid})`);
+
+    writeFileSync(pids, `controller ${controller.pid} ${controller.start + 1} n1\n`);
+    const stale = await run(folder, 'startup.sh');
+    expect(stale.stdout).not.toContain('already running');
+    expect(stale.stderr).toContain('no [node.*] sections');
+    expect(stale.code).toBe(1);
+    expect(existsSync(pids)).toBe(false);
+    expect(isRunning(controller.child)).toBe(true);
+  }, 40_000);
+});
