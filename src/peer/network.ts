@@ -3,24 +3,18 @@
  * authenticating handshake, reconnects, heartbeats and the failure detector. It carries messages;
  * it makes no consistency decision.
  *
- * Connection model: every node DIALS every peer and SENDS only on that outbound connection; it
- * RECEIVES only on the connections its peers dialled into it. Before anything else both ends run
- * the handshake of handshake.ts (challenge, hello, welcome): each proves it holds the cluster
- * secret, and the dialer sends no message until the listener has proved it too. Until then frames
- * are capped at HANDSHAKE_FRAME_BYTES_MAX, and at most `unauthenticatedInboundMax` inbound
- * connections may be pending. With TLS each certificate must name the node id its end claims.
+ * Every node DIALS every peer and SENDS only on that outbound connection; it RECEIVES only on the
+ * connections its peers dialled into it. First both ends run handshake.ts (challenge, hello,
+ * welcome): each proves it holds the cluster secret, and the dialer sends no message before the
+ * listener has. Until then frames are capped at 1 KiB and at most `unauthenticatedInboundMax`
+ * inbound connections may wait. With TLS, each certificate must name the node id its end claims.
+ * Sends are fire-and-forget (false when not connected or over `sendQueueBytesMax`); liveness is
+ * judged only from what arrives.
  *
- * Intuition: sends are fire-and-forget. `send` returns false when there is no authenticated
- * connection or its buffer is over `sendQueueBytesMax`; the message is dropped and the consistency
- * protocols retry. Liveness is judged only from what arrives: every frame feeds the
- * FailureDetector; a timer sends heartbeats and turns its transitions into 'peer-up' / 'peer-down'.
- *
- * Invariants:
- * - At most one outbound socket per peer, and one authenticated inbound one: a newly
- *   authenticated connection from a peer replaces its older one (a restarted peer's wins).
- * - Nothing a peer sends throws out of a socket handler: a refused handshake or a corrupt frame
- *   drops that connection alone, with one log line and a counter.
- * - Heartbeats are never emitted as 'message'. After `stop()` no timer, socket or listener remains.
+ * Invariants: one outbound socket per peer, and one authenticated inbound one (a newer one
+ * replaces the older). Nothing a peer sends throws out of a socket handler: a refused handshake or
+ * a corrupt frame drops that connection alone, with a log line and a counter. Heartbeats are never
+ * emitted as 'message'. After `stop()` no timer, socket or listener remains.
  */
 
 import { randomBytes } from 'node:crypto';
