@@ -15,6 +15,7 @@ import { runCheck } from './src/check/cli.ts';
 import { runClient } from './src/client/repl.ts';
 import { ConfigError, findNode, loadConfig, parseMode } from './src/config.ts';
 import { Controller } from './src/controller.ts';
+import { PeerCredentialsError } from './src/peer/credentials.ts';
 import { createLogger } from './src/log.ts';
 import { scheduleAsBatch } from './src/scheduling.ts';
 import { MemcachedBackend } from './src/store/memcached.ts';
@@ -120,7 +121,7 @@ main(hideBin(process.argv)).then(
 );
 
 function describeStartupError(error: unknown): string {
-  if (error instanceof ConfigError) return error.message;
+  if (error instanceof ConfigError || error instanceof PeerCredentialsError) return error.message;
   const nodeError = error as NodeJS.ErrnoException & { address?: string; port?: number };
   if (nodeError.code === 'EADDRINUSE') {
     return `port ${nodeError.port ?? ''} on ${nodeError.address ?? ''} is already in use`;

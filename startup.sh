@@ -91,6 +91,15 @@ log_dir=$(awk -F= '/^[ \t]*log_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/
 log_dir="${log_dir:-logs}"
 mkdir -p -m 700 "$log_dir"
 
+# The cluster secret peers prove they hold (config.ini's secret_file, relative to the config's folder).
+secret_file=$(awk -F= '/^[ \t]*secret_file[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
+secret_file="${secret_file:-cluster.secret}"
+case "$secret_file" in /*) ;; *) secret_file="$(dirname "$config")/$secret_file" ;; esac
+if [ ! -e "$secret_file" ]; then
+  (umask 077 && head -c 32 /dev/urandom | base64 > "$secret_file")
+  echo "created the cluster secret $secret_file (random, readable by you only); every controller of this config reads it"
+fi
+
 kvtype=memcache
 backend_note=""
 if [ "$force_memory" = 1 ]; then

@@ -30,6 +30,7 @@ import {
 import { toOp } from './commands.ts';
 import type { ClusterConfig, NodeConfig } from './config.ts';
 import type { Logger } from './log.ts';
+import { readClusterSecret, readPeerTls } from './peer/credentials.ts';
 import { PeerNetwork } from './peer/network.ts';
 import { replacePrivateTextFile } from './private-files.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
@@ -210,6 +211,13 @@ export class Controller {
       peers: config.nodes
         .filter((peer) => peer.id !== node.id)
         .map((peer) => ({ id: peer.id, ...(node.dial[peer.id] ?? peer.peer) })),
+      secret: readClusterSecret(config.secretFile),
+      clusterId: config.clusterId,
+      tls:
+        config.peerTlsCaFile === null || node.tls === null
+          ? null
+          : readPeerTls({ caFile: config.peerTlsCaFile, certFile: node.tls.certFile, keyFile: node.tls.keyFile }),
+      frameBytesMax: config.peerFrameBytesMax,
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       failureTimeoutMs: config.failureTimeoutMs,
       heartbeatInfo: () => this.summary(),

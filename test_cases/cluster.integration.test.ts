@@ -5,6 +5,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -239,6 +240,7 @@ describe('bad configuration', () => {
       `[node.n1]\nclient = 127.0.0.1:${taken}\npeer = 127.0.0.1:${peer1}\nmemcached = 127.0.0.1:1\n` +
         `[node.n2]\nclient = 127.0.0.1:${await freePort()}\npeer = 127.0.0.1:${peer2}\nmemcached = 127.0.0.1:1\n`,
     );
+    writeFileSync(path.join(dir, 'cluster.secret'), randomBytes(32).toString('base64'), { mode: 0o600 });
     try {
       const result = run('-c', config, '-p', String(taken), '--kvtype', 'memory');
       expect(result.status).toBe(1);

@@ -4,10 +4,12 @@
  * taken port clearly, and shrug off garbage connections. Small timings: heartbeat 20 ms, failure 150 ms.
  */
 
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asPeerId, type PeerId } from '../src/consistency/types.ts';
-import { FRAME_HEADER_BYTES, FRAME_VERSION, encodeFrame } from '../src/peer/frame.ts';
+import { FRAME_HEADER_BYTES, FRAME_VERSION, FrameDecoder, encodeFrame } from '../src/peer/frame.ts';
+import { challengeMessage, checkHello } from '../src/peer/handshake.ts';
 import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 
@@ -17,6 +19,7 @@ const failureTimeoutMs = 150;
 const slackMs = 150;
 const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
 const [n1, n2, n3] = ids;
+const secret = randomBytes(32);
 
 interface LogLine {
   level: 'info' | 'warn';
@@ -65,6 +68,7 @@ function nextMessage(network: PeerNetwork): Promise<{ from: PeerId; message: unk
 function rawConnectionClosed(port: number, bytes: Buffer): Promise<void> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: '127.0.0.1', port }, () => socket.write(bytes));
+    socket.resume(); // the listener's challenge is read and ignored
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error('garbage connection was not dropped'));
@@ -89,6 +93,8 @@ describe('PeerNetwork with three nodes', () => {
       self,
       listen: { host: '127.0.0.1', port: ports[ids.indexOf(self)] },
       peers: ids.filter((id) => id !== self).map((id) => ({ id, host: '127.0.0.1', port: ports[ids.indexOf(id)] })),
+      secret,
+      clusterId: 'test',
       heartbeatIntervalMs,
       failureTimeoutMs,
       heartbeatInfo: options.info,
@@ -163,14 +169,14 @@ describe('PeerNetwork with three nodes', () => {
     await rawConnectionClosed(ports[0], unknownHello);
     const oversized = encodeFrame('x').subarray(0, FRAME_HEADER_BYTES);
     oversized.writeUInt32BE(0xffffffff, 5);
-    await rawConnectionClosed(ports[0], Buffer.concat([encodeFrame({ kind: 'hello', from: 'n2', to: 'n1', version: FRAME_VERSION }), oversized]));
+    await rawConnectionClosed(ports[0], oversized);
 
-    const warnings = (logs.get(n1) ?? []).filter((line) => line.level === 'warn');
-    expect(warnings.some((line) => /corrupt peer frame/.test(line.message) && /bad magic/.test(String(line.meta?.reason)))).toBe(true);
-    expect(warnings.some((line) => /unknown peer id "n9"/.test(line.message))).toBe(true);
-    expect(warnings.some((line) => line.meta?.peer === n2 && /frameBytesMax/.test(String(line.meta?.reason)))).toBe(true);
+    const warnings = (logs.get(n1) ?? []).filter((line) => line.level === 'warn').map((line) => line.message);
+    expect(warnings.some((line) => /handshake refused: bad frame before authentication \(bad magic/.test(line))).toBe(true);
+    expect(warnings.some((line) => /handshake refused: handshake version 2, expected 3/.test(line))).toBe(true);
+    expect(warnings.some((line) => /handshake refused: .*exceeds frameBytesMax 1024/.test(line))).toBe(true);
 
-    // The impostor claiming to be n2 cut nothing: the real peers' connections still carry traffic.
+    // None of that cut anything: the real peers' connections still carry traffic.
     for (const from of [n2, n3]) {
       const atN1 = nextMessage(network(n1));
       expect(network(from).send(n1, { kind: 'still-here' })).toBe(true);
@@ -184,6 +190,8 @@ describe('PeerNetwork with three nodes', () => {
       self: n1,
       listen: { host: '127.0.0.1', port: ports[0] },
       peers: [],
+      secret,
+      clusterId: 'test',
       heartbeatIntervalMs,
       failureTimeoutMs,
       log: recordingLog([]),
@@ -233,6 +241,8 @@ describe('PeerNetwork sending', () => {
       self: asPeerId('a'),
       listen: { host: '127.0.0.1', port: selfPort },
       peers: [{ id: asPeerId('b'), host: '127.0.0.1', port: deadPort }],
+      secret,
+      clusterId: 'test',
       heartbeatIntervalMs,
       failureTimeoutMs,
       log: recordingLog([]),
@@ -252,7 +262,18 @@ describe('PeerNetwork sending', () => {
     const stalled = new Set<net.Socket>();
     const sink = net.createServer((socket) => {
       stalled.add(socket);
-      socket.pause(); // never reads: the sender's buffers fill up
+      // Completes the listener's side of the handshake as node b, then never reads again: the
+      // sender's buffers fill up.
+      const nonce = randomBytes(32);
+      const decoder = new FrameDecoder({ frameBytesMax: 1024 });
+      socket.write(encodeFrame(challengeMessage({ self: 'b', clusterId: 'test', nonce })));
+      socket.on('data', (chunk: Buffer) => {
+        const [hello] = decoder.push(chunk).messages;
+        if (hello === undefined) return;
+        const outcome = checkHello(hello, { self: 'b', clusterId: 'test', secret, peers: new Set(['a']), nonce, certificateNames: null });
+        if (outcome.kind === 'accepted') socket.write(encodeFrame(outcome.welcome));
+        socket.pause();
+      });
     });
     await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
     const [selfPort] = await freePorts(1);
@@ -260,6 +281,8 @@ describe('PeerNetwork sending', () => {
       self: asPeerId('a'),
       listen: { host: '127.0.0.1', port: selfPort },
       peers: [{ id: asPeerId('b'), host: '127.0.0.1', port: (sink.address() as net.AddressInfo).port }],
+      secret,
+      clusterId: 'test',
       heartbeatIntervalMs,
       failureTimeoutMs,
       sendQueueBytesMax: 256 * 1024,
@@ -298,6 +321,8 @@ describe('PeerNetwork reconnecting', () => {
       self: asPeerId('a'),
       listen: { host: '127.0.0.1', port: selfPort },
       peers: [{ id: asPeerId('b'), host: '127.0.0.1', port: (slammer.address() as net.AddressInfo).port }],
+      secret,
+      clusterId: 'test',
       heartbeatIntervalMs,
       failureTimeoutMs,
       log: recordingLog([]),

@@ -201,7 +201,7 @@ export interface FrameDecoderOptions {
  * so a stream delivered byte by byte still decodes in linear time.
  */
 export class FrameDecoder {
-  readonly frameBytesMax: number;
+  private frameBytesMaxNow: number;
   private chunks: Buffer[] = [];
   /** Offset of the first unread byte in chunks[0]. */
   private chunkOffset = 0;
@@ -212,7 +212,20 @@ export class FrameDecoder {
   private failure: FrameError | null = null;
 
   constructor(options: FrameDecoderOptions = {}) {
-    this.frameBytesMax = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
+    this.frameBytesMaxNow = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
+  }
+
+  /** Largest frame accepted now, header included. */
+  get frameBytesMax(): number {
+    return this.frameBytesMaxNow;
+  }
+
+  /**
+   * Changes the cap from the next header on (a peer's frames may be larger once it has
+   * authenticated); bytes already buffered are kept.
+   */
+  setFrameBytesMax(frameBytesMax: number): void {
+    this.frameBytesMaxNow = frameBytesMax;
   }
 
   /** Bytes held, waiting for the rest of a frame. */

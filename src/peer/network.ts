@@ -1,34 +1,45 @@
 /**
- * The peer network: framed messages between controllers over plain TCP, with reconnects,
- * heartbeats and the failure detector. It carries messages; it makes no consistency decision.
+ * The peer network: framed messages between controllers over TCP (or mutual TLS), with an
+ * authenticating handshake, reconnects, heartbeats and the failure detector. It carries messages;
+ * it makes no consistency decision.
  *
- * Connection model: every node DIALS every peer and SENDS only on that outbound connection; it
- * RECEIVES only on the connections its peers dialled into it. The first frame on a connection is
- * a hello naming the sender (and the node it meant to reach); a hello from an unknown id, or
- * meant for another node, is refused. So each direction of each pair has its own TCP connection,
- * and a TCP proxy placed on one direction (partition tests) cuts exactly that direction.
+ * Every node DIALS every peer and SENDS only on that outbound connection; it RECEIVES only on the
+ * connections its peers dialled into it. First both ends run handshake.ts (challenge, hello,
+ * welcome): each proves it holds the cluster secret, and the dialer sends no message before the
+ * listener has. Until then frames are capped at 1 KiB and at most `unauthenticatedInboundMax`
+ * inbound connections may wait. With TLS, each certificate must name the node id its end claims.
+ * Sends are fire-and-forget (false when not connected or over `sendQueueBytesMax`); liveness is
+ * judged only from what arrives.
  *
- * Intuition: sends are fire-and-forget. `send` returns false when there is no connection or its
- * buffer is over `sendQueueBytesMax`; the message is dropped, never queued without bound, and the
- * consistency protocols retry. Liveness is judged only from what arrives: every frame, heartbeat
- * or not, feeds the FailureDetector; a timer every heartbeat interval sends heartbeats and turns
- * the detector's transitions into 'peer-up' / 'peer-down' events.
- *
- * Invariants:
- * - At most one outbound socket per peer. Inbound sockets are independent: a bad one is dropped
- *   alone, and a second hello naming a peer never cuts off its existing connection.
- * - A connection that sends a corrupt, oversized or unexpected frame is destroyed; no other
- *   connection is affected and nothing is thrown out of a socket handler.
- * - Heartbeats are never emitted as 'message'; reserved frame kinds are 'hello' and 'heartbeat'.
- * - After `stop()` no timer, socket or listener of this network remains.
+ * Invariants: one outbound socket per peer, and one authenticated inbound one (a newer one
+ * replaces the older). Nothing a peer sends throws out of a socket handler: a refused handshake or
+ * a corrupt frame drops that connection alone, with a log line and a counter. Heartbeats are never
+ * emitted as 'message'. After `stop()` no timer, socket or listener remains.
  */
 
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
 import type { PeerId } from '../consistency/types.ts';
+import type { PeerTls } from './credentials.ts';
 import { FailureDetector } from './failure-detector.ts';
-import { FRAME_BYTES_MAX_DEFAULT, FRAME_VERSION, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';
+import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';
+import {
+  CLUSTER_SECRET_BYTES_MIN,
+  HANDSHAKE_FRAME_BYTES_MAX,
+  HANDSHAKE_NONCE_BYTES,
+  HANDSHAKE_REFUSAL_KINDS,
+  answerChallenge,
+  certificateNames,
+  challengeMessage,
+  checkHello,
+  checkWelcome,
+  describeHandshakeRefusal,
+  type HandshakeRefusal,
+  type HandshakeRefusalKind,
+} from './handshake.ts';
 
 /** Where a peer listens for its peers. */
 export interface PeerAddress {
@@ -50,12 +61,20 @@ export interface PeerNetworkOptions {
   listen: { host: string; port: number };
   /** The other nodes (not this one). */
   peers: PeerAddress[];
+  /** The shared cluster secret (at least 16 bytes) every peer proves it holds. */
+  secret: Buffer;
+  /** Names the cluster; a peer naming another cluster is refused at the handshake. */
+  clusterId: string;
+  /** Mutual TLS on the peer port (PEM contents); null or absent: plain TCP. */
+  tls?: PeerTls | null;
   heartbeatIntervalMs: number;
   failureTimeoutMs: number;
-  /** Largest frame sent or accepted, header included. Default 64 MiB. */
+  /** Largest frame sent or accepted once authenticated, header included. Default 64 MiB. */
   frameBytesMax?: number;
   /** Bytes buffered on one outbound connection beyond which `send` drops. Default 16 MiB. */
   sendQueueBytesMax?: number;
+  /** Inbound connections not yet authenticated beyond which a new one is closed at once. Default 16. */
+  unauthenticatedInboundMax?: number;
   /** Extra status carried by every heartbeat (shown by `show` on the other nodes). */
   heartbeatInfo?: () => unknown;
   log: PeerLog;
@@ -76,6 +95,18 @@ export interface PeerView {
   info: unknown;
 }
 
+/** What the network refused or replaced since it was made, for `stats`. */
+export interface PeerNetworkCounters {
+  /** Handshakes completed, inbound and outbound. */
+  handshakesAccepted: number;
+  /** Handshakes refused (either direction), by reason. */
+  handshakesRefused: Record<HandshakeRefusalKind, number>;
+  /** Corrupt or oversized frames from authenticated peers (each dropped its connection). */
+  framesRefused: number;
+  /** Authenticated inbound connections closed because the same peer authenticated a newer one. */
+  inboundReplaced: number;
+}
+
 /** An operating error of the network (e.g. the peer port is taken). */
 export class PeerNetworkError extends Error {
   override readonly name = 'PeerNetworkError';
@@ -87,21 +118,23 @@ export class PeerNetworkError extends Error {
   }
 }
 
-/** The first frame on every connection. */
-interface Hello {
-  kind: 'hello';
-  from: string;
-  to: string;
-  version: number;
-}
+/** An outbound connection's progress; only `authenticated` may carry messages. */
+type OutboundStage = 'idle' | 'connecting' | 'securing' | 'handshaking' | 'authenticated';
 
 interface Outbound {
   address: PeerAddress;
   socket: net.Socket | null;
-  connected: boolean;
+  stage: OutboundStage;
+  /** Handshake frames from the listener (null once authenticated: it sends nothing more). */
+  decoder: FrameDecoder | null;
+  nonce: Buffer;
+  /** Set once the challenge is answered: the proof the listener's welcome must carry. */
+  expectedWelcomeProof: Buffer | null;
+  /** Bounds connect plus handshake. */
+  handshakeTimer: NodeJS.Timeout | null;
   /** Dials since the last connection that lasted, for the back-off. */
   attempt: number;
-  /** When the current connection was established (monotonic), or null. */
+  /** When the current connection was authenticated (monotonic), or null. */
   connectedAtMs: number | null;
   retryTimer: NodeJS.Timeout | null;
   /** The socket is corked until the end of this tick (write coalescing). */
@@ -111,15 +144,20 @@ interface Outbound {
 interface Inbound {
   socket: net.Socket;
   decoder: FrameDecoder;
-  /** Null until a valid hello arrives. */
+  /** Null until the peer's hello proves who it is. */
   peer: PeerId | null;
-  helloTimer: NodeJS.Timeout | null;
+  /** The nonce of this connection's challenge. */
+  nonce: Buffer;
+  /** With TLS, the names on the peer's verified certificate. */
+  certificateNames: string[] | null;
+  handshakeTimer: NodeJS.Timeout | null;
 }
 
 const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+const UNAUTHENTICATED_INBOUND_MAX_DEFAULT = 16;
 const RECONNECT_DELAY_MIN_MS = 50;
 const RECONNECT_DELAY_MAX_MS = 1000;
-/** Connects and hellos get at least this long, even with a tiny failure timeout. */
+/** Connects and handshakes get at least this long, even with a tiny failure timeout. */
 const HANDSHAKE_TIMEOUT_MIN_MS = 1000;
 
 /** A monotonic clock: wall-clock steps must not make peers look up or down. */
@@ -129,14 +167,22 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private readonly options: PeerNetworkOptions;
   private readonly frameBytesMax: number;
   private readonly sendQueueBytesMax: number;
+  private readonly unauthenticatedInboundMax: number;
   private readonly handshakeTimeoutMs: number;
   private readonly peerIds: ReadonlySet<PeerId>;
   private readonly outbound = new Map<PeerId, Outbound>();
   private readonly inbound = new Set<Inbound>();
+  /** The one authenticated inbound connection of each peer. */
+  private readonly inboundOf = new Map<PeerId, Inbound>();
+  /** Every accepted TCP socket still open (under TLS, the raw socket beneath). */
+  private readonly accepted = new Set<net.Socket>();
   private readonly heartbeatInfo = new Map<PeerId, unknown>();
   private readonly reportedUp = new Set<PeerId>();
+  private readonly tallies: PeerNetworkCounters;
   private detector: FailureDetector;
   private server: net.Server | null = null;
+  /** With TLS: runs the TLS handshake on sockets `server` accepted (it never listens itself). */
+  private tlsServer: tls.Server | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private running = false;
 
@@ -144,12 +190,23 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     super();
     const ids = options.peers.map((peer) => peer.id);
     if (ids.includes(options.self)) throw new Error(`PeerNetwork: peers must not include self (${options.self})`);
+    if (options.secret.length < CLUSTER_SECRET_BYTES_MIN) {
+      throw new Error(`PeerNetwork: the cluster secret must be at least ${CLUSTER_SECRET_BYTES_MIN} bytes`);
+    }
     this.options = options;
     this.frameBytesMax = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
     this.sendQueueBytesMax = options.sendQueueBytesMax ?? SEND_QUEUE_BYTES_MAX_DEFAULT;
+    this.unauthenticatedInboundMax = options.unauthenticatedInboundMax ?? UNAUTHENTICATED_INBOUND_MAX_DEFAULT;
     this.handshakeTimeoutMs = Math.max(options.failureTimeoutMs, HANDSHAKE_TIMEOUT_MIN_MS);
     this.peerIds = new Set(ids);
     this.detector = this.newDetector();
+    const refused = Object.fromEntries(HANDSHAKE_REFUSAL_KINDS.map((kind) => [kind, 0]));
+    this.tallies = {
+      handshakesAccepted: 0,
+      handshakesRefused: refused as Record<HandshakeRefusalKind, number>,
+      framesRefused: 0,
+      inboundReplaced: 0,
+    };
   }
 
   /** Listens for peers, then dials every peer and starts heartbeats. Rejects if the port is taken. */
@@ -158,13 +215,18 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.detector = this.newDetector();
     this.reportedUp.clear();
     this.heartbeatInfo.clear();
+    this.tlsServer = this.options.tls ? this.newTlsServer(this.options.tls) : null;
     this.server = await this.listen();
     this.running = true;
     for (const address of this.options.peers) {
       const outbound: Outbound = {
         address,
         socket: null,
-        connected: false,
+        stage: 'idle',
+        decoder: null,
+        nonce: Buffer.alloc(0),
+        expectedWelcomeProof: null,
+        handshakeTimer: null,
         attempt: 0,
         connectedAtMs: null,
         retryTimer: null,
@@ -184,10 +246,14 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.heartbeatTimer = null;
     for (const outbound of this.outbound.values()) {
       if (outbound.retryTimer !== null) clearTimeout(outbound.retryTimer);
+      if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
       outbound.socket?.destroy();
     }
     this.outbound.clear();
     for (const connection of this.inbound) this.dropInbound(connection);
+    for (const socket of this.accepted) socket.destroy();
+    this.accepted.clear();
+    this.tlsServer = null;
     const server = this.server;
     this.server = null;
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -204,8 +270,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
 
   /**
    * Sends `message` to `to` on the outbound connection. Returns false — the message is dropped —
-   * when not connected, when the connection's buffer is over sendQueueBytesMax, or when the frame
-   * is over frameBytesMax. Messages sent in one tick go out in one socket write.
+   * when not connected and authenticated, when the connection's buffer is over sendQueueBytesMax,
+   * or when the frame is over frameBytesMax. Messages sent in one tick go out in one socket write.
    */
   send(to: PeerId, message: unknown): boolean {
     const outbound = this.outbound.get(to);
@@ -213,7 +279,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       if (!this.peerIds.has(to)) throw new Error(`PeerNetwork: send to unknown peer ${to}`);
       return false; // not started
     }
-    if (!outbound.connected) return false;
+    if (outbound.stage !== 'authenticated') return false;
     const frame = encodeFrame(message);
     if (frame.length > this.frameBytesMax) {
       this.options.log.warn('peer message over frameBytesMax dropped', {
@@ -226,9 +292,9 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return this.writeFrame(outbound, frame);
   }
 
-  /** Whether an outbound connection to `peer` is established (sends can succeed). */
+  /** Whether an authenticated outbound connection to `peer` is established (sends can succeed). */
   isConnected(peer: PeerId): boolean {
-    return this.outbound.get(peer)?.connected ?? false;
+    return this.outbound.get(peer)?.stage === 'authenticated';
   }
 
   /** The peers the failure detector considers up now. */
@@ -244,6 +310,11 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     }));
   }
 
+  /** Handshakes accepted and refused (by reason), frames refused, inbound connections replaced. */
+  counters(): PeerNetworkCounters {
+    return { ...this.tallies, handshakesRefused: { ...this.tallies.handshakesRefused } };
+  }
+
   // ------------------------------------------------------------------------------------------
   // Listening and inbound connections
 
@@ -255,9 +326,28 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     });
   }
 
+  private newTlsServer(credentials: PeerTls): tls.Server {
+    const server = tls.createServer({
+      ca: credentials.ca,
+      cert: credentials.cert,
+      key: credentials.key,
+      requestCert: true,
+      rejectUnauthorized: true,
+      handshakeTimeout: this.handshakeTimeoutMs,
+    });
+    server.on('secureConnection', (socket: tls.TLSSocket) => {
+      this.onInbound(socket, certificateNames(socket.getPeerCertificate()));
+    });
+    server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
+      this.refuse({ kind: 'tls_failed', detail: error.code ?? error.message }, { remote: remoteOf(socket) });
+      socket.destroy();
+    });
+    return server;
+  }
+
   private listen(): Promise<net.Server> {
     const { host, port } = this.options.listen;
-    const server = net.createServer((socket) => this.onInbound(socket));
+    const server = net.createServer((socket) => this.onAccept(socket));
     return new Promise((resolve, reject) => {
       const onError = (error: NodeJS.ErrnoException): void => {
         server.close();
@@ -279,26 +369,50 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     });
   }
 
-  private onInbound(socket: net.Socket): void {
+  /** A TCP connection arrived: bounded before anything is read from it. */
+  private onAccept(socket: net.Socket): void {
     if (!this.running) {
       socket.destroy();
       return;
     }
+    const unauthenticated = this.accepted.size - this.inboundOf.size;
+    if (unauthenticated >= this.unauthenticatedInboundMax) {
+      this.refuse({ kind: 'too_many_pending', pendingMax: this.unauthenticatedInboundMax }, { remote: remoteOf(socket) });
+      socket.destroy();
+      return;
+    }
+    this.accepted.add(socket);
+    socket.once('close', () => this.accepted.delete(socket));
+    socket.on('error', (error) => this.options.log.debug?.('peer inbound error', { remote: remoteOf(socket), error: error.message }));
     socket.setNoDelay(true);
+    if (this.tlsServer !== null) this.tlsServer.emit('connection', socket);
+    else this.onInbound(socket, null);
+  }
+
+  /** The connection is ready (TLS verified, if any): challenge the peer. */
+  private onInbound(socket: net.Socket, names: string[] | null): void {
+    if (!this.running) {
+      socket.destroy();
+      return;
+    }
     const connection: Inbound = {
       socket,
-      decoder: new FrameDecoder({ frameBytesMax: this.frameBytesMax }),
+      decoder: new FrameDecoder({ frameBytesMax: HANDSHAKE_FRAME_BYTES_MAX }),
       peer: null,
-      helloTimer: null,
+      nonce: randomBytes(HANDSHAKE_NONCE_BYTES),
+      certificateNames: names,
+      handshakeTimer: null,
     };
-    connection.helloTimer = setTimeout(() => {
-      this.options.log.warn('peer connection sent no hello in time; dropped', { remote: remoteOf(socket) });
+    connection.handshakeTimer = setTimeout(() => {
+      this.refuse({ kind: 'timeout' }, { remote: remoteOf(socket) });
       this.dropInbound(connection);
     }, this.handshakeTimeoutMs);
     this.inbound.add(connection);
     socket.on('data', (chunk: Buffer) => this.onInboundData(connection, chunk));
     socket.on('error', (error) => this.options.log.debug?.('peer inbound error', { ...this.nameOf(connection), error: error.message }));
     socket.on('close', () => this.forgetInbound(connection));
+    const { self, clusterId } = this.options;
+    socket.write(encodeFrame(challengeMessage({ self, clusterId, nonce: connection.nonce })));
   }
 
   private onInboundData(connection: Inbound, chunk: Buffer): void {
@@ -308,36 +422,47 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       if (connection.peer === null) this.onHello(connection, message);
       else this.onFrame(connection.peer, message);
     }
-    if (error !== null && !connection.socket.destroyed) {
-      this.options.log.warn('corrupt peer frame; connection dropped', { ...this.nameOf(connection), reason: describeFrameError(error) });
-      this.dropInbound(connection);
+    if (error === null || connection.socket.destroyed) return;
+    if (connection.peer === null) {
+      this.refuse({ kind: 'frame_error', detail: describeFrameError(error) }, this.nameOf(connection));
+    } else {
+      this.tallies.framesRefused += 1;
+      this.options.log.warn('corrupt peer frame; connection dropped', { peer: connection.peer, reason: describeFrameError(error) });
     }
+    this.dropInbound(connection);
   }
 
   private onHello(connection: Inbound, message: unknown): void {
-    const refusal = this.helloRefusal(message);
-    if (refusal !== null) {
-      this.options.log.warn(`peer hello refused: ${refusal}; connection dropped`, { remote: remoteOf(connection.socket) });
+    const outcome = checkHello(message, {
+      self: this.options.self,
+      clusterId: this.options.clusterId,
+      secret: this.options.secret,
+      peers: this.peerIds,
+      nonce: connection.nonce,
+      certificateNames: connection.certificateNames,
+    });
+    if (outcome.kind === 'refused') {
+      this.refuse(outcome.refusal, this.nameOf(connection));
       this.dropInbound(connection);
       return;
     }
-    const peer = (message as Hello).from as PeerId;
-    if (connection.helloTimer !== null) clearTimeout(connection.helloTimer);
-    connection.helloTimer = null;
-    // An older connection from the same peer is left alone: it closes when its process is gone,
-    // and replacing it would let anyone who sends a hello cut a real peer off.
+    const peer = outcome.peer as PeerId;
+    if (connection.handshakeTimer !== null) clearTimeout(connection.handshakeTimer);
+    connection.handshakeTimer = null;
     connection.peer = peer;
+    connection.decoder.setFrameBytesMax(this.frameBytesMax);
+    const older = this.inboundOf.get(peer);
+    this.inboundOf.set(peer, connection);
+    if (older !== undefined) {
+      // Safe now that the peer proved who it is: a restarted peer's new connection wins.
+      this.tallies.inboundReplaced += 1;
+      this.options.log.info('peer connected in again; its older connection closed', { peer, remote: remoteOf(connection.socket) });
+      this.dropInbound(older);
+    }
+    this.tallies.handshakesAccepted += 1;
+    connection.socket.write(encodeFrame(outcome.welcome));
     this.options.log.debug?.('peer connected in', { peer, remote: remoteOf(connection.socket) });
     this.onHeard(peer);
-  }
-
-  /** Why a first frame is not an acceptable hello, or null if it is. */
-  private helloRefusal(message: unknown): string | null {
-    if (!isHello(message)) return 'first frame is not a hello';
-    if (message.version !== FRAME_VERSION) return `version ${message.version}, expected ${FRAME_VERSION}`;
-    if (!this.peerIds.has(message.from as PeerId)) return `unknown peer id ${JSON.stringify(message.from)}`;
-    if (message.to !== this.options.self) return `meant for ${message.to}, this is ${this.options.self}`;
-    return null;
   }
 
   private onFrame(peer: PeerId, message: unknown): void {
@@ -346,7 +471,6 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       this.heartbeatInfo.set(peer, message.info ?? null);
       return;
     }
-    if (isHello(message)) return; // harmless repeat
     this.emit('message', peer, message);
   }
 
@@ -361,13 +485,24 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   }
 
   private forgetInbound(connection: Inbound): void {
-    if (connection.helloTimer !== null) clearTimeout(connection.helloTimer);
-    connection.helloTimer = null;
+    if (connection.handshakeTimer !== null) clearTimeout(connection.handshakeTimer);
+    connection.handshakeTimer = null;
     this.inbound.delete(connection);
+    if (connection.peer !== null && this.inboundOf.get(connection.peer) === connection) this.inboundOf.delete(connection.peer);
   }
 
   private nameOf(connection: Inbound): Record<string, unknown> {
     return connection.peer === null ? { remote: remoteOf(connection.socket) } : { peer: connection.peer };
+  }
+
+  /** Counts a refused handshake; logs it once per power of two of its kind (a flood is one line, then few). */
+  private refuse(refusal: HandshakeRefusal, where: Record<string, unknown>): void {
+    const count = (this.tallies.handshakesRefused[refusal.kind] += 1);
+    if ((count & (count - 1)) !== 0) return;
+    this.options.log.warn(`peer handshake refused: ${describeHandshakeRefusal(refusal)}; connection dropped`, {
+      ...where,
+      refusedSoFar: count,
+    });
   }
 
   // ------------------------------------------------------------------------------------------
@@ -377,23 +512,103 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     outbound.retryTimer = null;
     if (!this.running) return;
     const { id, host, port } = outbound.address;
-    const socket = net.connect({ host, port });
+    const credentials = this.options.tls ?? null;
+    const socket =
+      credentials === null
+        ? net.connect({ host, port })
+        : tls.connect({
+            host,
+            port,
+            ca: credentials.ca,
+            cert: credentials.cert,
+            key: credentials.key,
+            checkServerIdentity: (_host, certificate) => this.checkListenerCertificate(id, certificate),
+          });
     outbound.socket = socket;
+    outbound.stage = 'connecting';
     socket.setNoDelay(true);
-    socket.setTimeout(this.handshakeTimeoutMs, () => socket.destroy(new Error('connect timed out')));
+    outbound.handshakeTimer = setTimeout(() => {
+      outbound.handshakeTimer = null;
+      if (outbound.socket !== socket) return;
+      if (outbound.stage === 'handshaking') this.refuse({ kind: 'timeout' }, { peer: id });
+      socket.destroy();
+    }, this.handshakeTimeoutMs);
     socket.on('connect', () => {
-      socket.setTimeout(0);
+      if (outbound.socket === socket) outbound.stage = credentials === null ? 'handshaking' : 'securing';
       socket.setKeepAlive(true, this.handshakeTimeoutMs);
-      outbound.connected = true;
-      outbound.connectedAtMs = monotonicNowMs();
-      const hello: Hello = { kind: 'hello', from: this.options.self, to: id, version: FRAME_VERSION };
-      socket.write(encodeFrame(hello));
-      this.writeFrame(outbound, this.heartbeatFrame()); // the peer learns our info at once
-      this.options.log.debug?.('peer connected out', { peer: id });
     });
-    socket.on('data', () => undefined); // peers never send on this connection; discard
-    socket.on('error', (error) => this.options.log.debug?.('peer outbound error', { peer: id, error: error.message }));
+    socket.on('secureConnect', () => {
+      if (outbound.socket === socket) outbound.stage = 'handshaking';
+    });
+    outbound.decoder = new FrameDecoder({ frameBytesMax: HANDSHAKE_FRAME_BYTES_MAX });
+    outbound.nonce = randomBytes(HANDSHAKE_NONCE_BYTES);
+    outbound.expectedWelcomeProof = null;
+    socket.on('data', (chunk: Buffer) => this.onOutboundData(outbound, socket, chunk));
+    socket.on('error', (error: NodeJS.ErrnoException) => {
+      if (outbound.socket === socket && outbound.stage === 'securing' && !isIdentityError(error)) {
+        this.refuse({ kind: 'tls_failed', detail: error.code ?? error.message }, { peer: id });
+      }
+      this.options.log.debug?.('peer outbound error', { peer: id, error: error.message });
+    });
     socket.on('close', () => this.onOutboundClosed(outbound, socket));
+  }
+
+  /** With TLS: the listener's certificate must name the peer this node meant to reach. */
+  private checkListenerCertificate(peer: PeerId, certificate: tls.PeerCertificate): Error | undefined {
+    const names = certificateNames(certificate);
+    if (names.includes(peer)) return undefined;
+    this.refuse({ kind: 'certificate_mismatch', peer, names }, { peer });
+    return Object.assign(new Error(`peer certificate does not name ${peer}`), { code: IDENTITY_ERROR_CODE });
+  }
+
+  /** The listener's handshake frames; once authenticated it sends nothing, and anything is ignored. */
+  private onOutboundData(outbound: Outbound, socket: net.Socket, chunk: Buffer): void {
+    if (outbound.socket !== socket || outbound.stage !== 'handshaking' || outbound.decoder === null) return;
+    const { messages, error } = outbound.decoder.push(chunk);
+    for (const message of messages) {
+      if (socket.destroyed || outbound.stage !== 'handshaking') return;
+      if (outbound.expectedWelcomeProof === null) this.onChallenge(outbound, socket, message);
+      else this.onWelcome(outbound, socket, message, outbound.expectedWelcomeProof);
+    }
+    if (error !== null && !socket.destroyed && outbound.stage === 'handshaking') {
+      this.refuse({ kind: 'frame_error', detail: describeFrameError(error) }, { peer: outbound.address.id });
+      socket.destroy();
+    }
+  }
+
+  private onChallenge(outbound: Outbound, socket: net.Socket, message: unknown): void {
+    const outcome = answerChallenge(message, {
+      self: this.options.self,
+      peer: outbound.address.id,
+      clusterId: this.options.clusterId,
+      secret: this.options.secret,
+      nonce: outbound.nonce,
+    });
+    if (outcome.kind === 'refused') {
+      this.refuse(outcome.refusal, { peer: outbound.address.id });
+      socket.destroy();
+      return;
+    }
+    outbound.expectedWelcomeProof = outcome.expectedWelcomeProof;
+    socket.write(encodeFrame(outcome.hello));
+  }
+
+  private onWelcome(outbound: Outbound, socket: net.Socket, message: unknown, expectedProof: Buffer): void {
+    const peer = outbound.address.id;
+    const outcome = checkWelcome(message, { self: this.options.self, peer, expectedProof });
+    if (outcome.kind === 'refused') {
+      this.refuse(outcome.refusal, { peer });
+      socket.destroy();
+      return;
+    }
+    if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
+    outbound.handshakeTimer = null;
+    outbound.stage = 'authenticated';
+    outbound.decoder = null;
+    outbound.connectedAtMs = monotonicNowMs();
+    this.tallies.handshakesAccepted += 1;
+    this.writeFrame(outbound, this.heartbeatFrame()); // the peer learns our info at once
+    this.options.log.debug?.('peer connected out', { peer });
   }
 
   private onOutboundClosed(outbound: Outbound, socket: net.Socket): void {
@@ -402,8 +617,12 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     // once (its upstream is down) must not make us redial in a tight loop.
     const livedMs = outbound.connectedAtMs === null ? 0 : monotonicNowMs() - outbound.connectedAtMs;
     if (livedMs >= RECONNECT_DELAY_MAX_MS) outbound.attempt = 0;
+    if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
+    outbound.handshakeTimer = null;
     outbound.socket = null;
-    outbound.connected = false;
+    outbound.stage = 'idle';
+    outbound.decoder = null;
+    outbound.expectedWelcomeProof = null;
     outbound.connectedAtMs = null;
     outbound.corked = false;
     if (!this.running) return;
@@ -441,7 +660,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private onHeartbeatTimer(): void {
     const frame = this.heartbeatFrame();
     for (const outbound of this.outbound.values()) {
-      if (outbound.connected) this.writeFrame(outbound, frame);
+      if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame);
     }
     this.reportTransitions();
   }
@@ -471,15 +690,11 @@ function reconnectDelayMs(attempt: number): number {
   return ceilingMs / 2 + Math.random() * (ceilingMs / 2);
 }
 
-function isHello(message: unknown): message is Hello {
-  if (typeof message !== 'object' || message === null) return false;
-  const candidate = message as Partial<Hello>;
-  return (
-    candidate.kind === 'hello' &&
-    typeof candidate.from === 'string' &&
-    typeof candidate.to === 'string' &&
-    typeof candidate.version === 'number'
-  );
+/** Marks the error our own certificate check returned (already counted as certificate_mismatch). */
+const IDENTITY_ERROR_CODE = 'ERR_MCKV_PEER_IDENTITY';
+
+function isIdentityError(error: NodeJS.ErrnoException): boolean {
+  return error.code === IDENTITY_ERROR_CODE;
 }
 
 function isHeartbeat(message: unknown): message is { kind: 'heartbeat'; info?: unknown } {
