@@ -56,6 +56,9 @@ import { logMessageProblem, type LogMessageLimits } from './log/validate.ts';
 import { restoredRecord } from './log/restore.ts';
 import {
   LOG_DEFAULTS,
+  batchCount,
+  keyedEntryBytes,
+  opBytes,
   type CommittedForward,
   type ForwardedRequest,
   type LogEntry,
@@ -308,6 +311,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       requestTimeoutFailureTimeouts:
         options.requestTimeoutFailureTimeouts ?? LOG_DEFAULTS.requestTimeoutFailureTimeouts,
       transferChunkEntriesMax: options.transferChunkEntriesMax ?? LOG_DEFAULTS.transferChunkEntriesMax,
+      batchBytesMax: options.batchBytesMax ?? LOG_DEFAULTS.batchBytesMax,
     };
     // A bound tuned below the default still takes what a peer running the defaults sends.
     this.messageLimits = {
@@ -1174,7 +1178,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
       return;
     }
     const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
-    const count = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, this.tuning.appendEntriesMax, inflightRoom));
+    const available = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, inflightRoom));
+    const count = batchCount((at) => opBytes(this.log.entryAt(progress.sentIndex + 1 + at).op), available, {
+      countMax: this.tuning.appendEntriesMax,
+      bytesMax: this.tuning.batchBytesMax,
+    });
     if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
     const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
     progress.seq += 1;
@@ -1456,7 +1464,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, 'no quorum: no leader');
       else {
         for (const request of requests) this.noteWriteSent(request.requestId);
-        this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
+        this.sendForwards(leader, requests);
       }
     }
     if (this.readsThisStep.length > 0) {
@@ -1468,6 +1476,17 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.readBatches.set(this.readBatchId, { term: this.term, requestIds: reads });
         this.send(leader, { kind: 'read_index', term: this.term, incarnation: this.incarnation, batchId: this.readBatchId });
       }
+    }
+  }
+
+  /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
+  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[]): void {
+    const limits = { countMax: this.tuning.queueDepthMax, bytesMax: this.tuning.batchBytesMax };
+    let start = 0;
+    while (start < requests.length) {
+      const count = batchCount((at) => opBytes(requests[start + at].op), requests.length - start, limits);
+      this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests: requests.slice(start, start + count) });
+      start += count;
     }
   }
 
@@ -1658,8 +1677,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const transfer = this.outgoingTransfers.get(token);
     if (transfer === undefined) return;
     this.outgoingTransfers.delete(token);
-    const size = this.tuning.transferChunkEntriesMax;
-    const chunkCount = Math.max(1, Math.ceil(entries.length / size));
+    const chunks = this.transferChunks(entries);
+    const chunkCount = chunks.length;
     this.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
     const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer.index);
     for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
@@ -1672,10 +1691,23 @@ class ReplicatedLogMachine implements ReplicatedLog {
         indexTerm: transfer.indexTerm,
         chunkNumber,
         chunkCount,
-        entries: entries.slice(chunkNumber * size, (chunkNumber + 1) * size),
+        entries: chunks[chunkNumber],
         ...(chunkNumber === 0 ? { committedForwards } : {}),
       });
     }
+  }
+
+  /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
+  private transferChunks(entries: readonly KeyedEntry[]): KeyedEntry[][] {
+    const chunks: KeyedEntry[][] = [];
+    const limits = { countMax: this.tuning.transferChunkEntriesMax, bytesMax: this.tuning.batchBytesMax };
+    let start = 0;
+    while (start < entries.length) {
+      const count = batchCount((at) => keyedEntryBytes(entries[start + at]), entries.length - start, limits);
+      chunks.push(entries.slice(start, start + count));
+      start += count;
+    }
+    return chunks.length === 0 ? [[]] : chunks;
   }
 
   /**
