@@ -155,7 +155,7 @@ function transferChunkProblem(message: Fields, limits: LogMessageLimits): string
 /** Why `value` is not a LogMessage within `limits`, or null when it is one. */
 export function logMessageProblem(value: unknown, limits: LogMessageLimits): string | null {
   if (!isObject(value)) return 'not an object';
-  if (!isTerm(value.term)) return `${String(value.kind).slice(0, 32)}: bad term`;
+  if (!isTerm(value.term)) return `${typeof value.kind === 'string' ? value.kind.slice(0, 32) : 'message'}: bad term`;
   switch (value.kind) {
     case 'pre_vote':
     case 'vote':
