@@ -273,9 +273,12 @@ describe('last writer wins', () => {
       null, 'push', { kind: 'push', batch: 1, entries: 'x' }, { kind: 'push', batch: 1, entries: [['k', { value: 'not a buffer', cas: 1n }]] },
       { kind: 'ae_groups', round: 1, groups: [1, 2] }, { kind: 'nope' }, { kind: 'ae_keys', round: 1, buckets: [BUCKET_COUNT], versions: [] },
     ];
-    for (const body of garbage) expect(m.step(message(N2, body as EventualMessage))).toEqual([]);
+    // Dropped and counted; one note per peer (rate-limited), nothing else.
+    const effects = garbage.flatMap((body) => m.step(message(N2, body as EventualMessage)));
+    expect(effects).toEqual([expect.objectContaining({ kind: 'note', level: 'warn', meta: expect.objectContaining({ peer: N2 }) })]);
     const stranger = m.step(message(asPeerId('n9'), { kind: 'push', batch: 1, entries: [['k', entry('v', 5n)]] }));
-    expect(stranger).toEqual([]);
+    expect(stranger.map((effect) => effect.kind)).toEqual(['note']);
+    expect(m.status().invalidPeerMessages).toBe(garbage.length + 1);
   });
 });
 

@@ -32,6 +32,19 @@ const NODE_INDEX_MASK = BigInt(NODE_INDEX_MAX);
 
 export const HLC_ZERO: Hlc = Object.freeze({ physicalMs: 0, counter: 0 });
 
+/** The latest physical time a version can hold: a version is a u64 (the store writes 64 bits). */
+export const HLC_PHYSICAL_MS_MAX = 2 ** (64 - Number(HLC_COUNTER_BITS + NODE_INDEX_BITS)) - 1;
+
+/**
+ * The greatest version whose clock is at most `aheadMaxMs` ahead of `nowMs` (and within what a
+ * version can hold): a clock that merged only versions up to here stays encodable, and ahead of
+ * wall time by at most that much.
+ */
+export function latestVersionAllowed(nowMs: number, aheadMaxMs: number): bigint {
+  const physicalMs = Math.min(HLC_PHYSICAL_MS_MAX, Math.floor(nowMs) + Math.max(0, Math.floor(aheadMaxMs)));
+  return ((BigInt(Math.max(0, physicalMs)) + 1n) << (HLC_COUNTER_BITS + NODE_INDEX_BITS)) - 1n;
+}
+
 /** Negative, zero or positive as a is before, equal to or after b. */
 export function compareHlc(a: Hlc, b: Hlc): number {
   if (a.physicalMs !== b.physicalMs) return a.physicalMs < b.physicalMs ? -1 : 1;

@@ -4,14 +4,21 @@
  * baseline the benchmark compares the replicated modes with. Versions are a local counter.
  */
 
+import { DroppedPeerMessages } from './peer-input.ts';
 import type { Effect, Machine, MachineOptions, MachineStatus, Mode } from './types.ts';
 
 export type LocalMessage = never;
 
 export function createLocal(options: MachineOptions & { mode: Mode }): Machine<LocalMessage> {
   let version = 0n;
+  const dropped = new DroppedPeerMessages();
   return {
     step(event): Effect<LocalMessage>[] {
+      if (event.kind === 'message') {
+        // No protocol here: whatever a peer sends is dropped.
+        const note = dropped.drop<LocalMessage>(event.from, 'local mode takes no peer messages', event.nowMs);
+        return note === null ? [] : [note];
+      }
       if (event.kind !== 'request') return [];
       if (event.op.kind === 'get') {
         return [{ kind: 'read', requestId: event.requestId, op: event.op, nowMs: event.nowMs }];
@@ -33,6 +40,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
         committed: String(version),
         applied: String(version),
         queueDepth: 0,
+        invalidPeerMessages: dropped.count,
       };
     },
   };

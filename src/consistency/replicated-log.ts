@@ -47,11 +47,18 @@ import type {
   PeerId,
   RequestId,
 } from './types.ts';
+import { OP_LIMITS_DEFAULT } from '../store/op-rules.ts';
+import { DroppedPeerMessages } from './peer-input.ts';
 import { CompactedForwards } from './log/compacted-forwards.ts';
 import { EntryLog } from './log/entry-log.ts';
 import { SessionOrder } from './log/session-order.ts';
+import { logMessageProblem, type LogMessageLimits } from './log/validate.ts';
+import { restoredRecord } from './log/restore.ts';
 import {
   LOG_DEFAULTS,
+  batchCount,
+  keyedEntryBytes,
+  opBytes,
   type CommittedForward,
   type ForwardedRequest,
   type LogEntry,
@@ -164,6 +171,13 @@ const TRANSFERRED_PAST_READ = 'not caught up: replica replaced by a state transf
 const TRANSFERRED_PAST_WRITE = 'write committed, but its result is unknown here: replica replaced by a state transfer';
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
 const refusedForwardsMax = 4096;
+/**
+ * A message may move this node's term at most this far at once: terms grow by one per election,
+ * so a larger jump comes from a broken or hostile peer, never from a real cluster's history.
+ */
+const TERM_JUMP_MAX = 1_000_000;
+/** Most chunks of one transfer: 2^24 chunks of at least one key each. */
+const TRANSFER_CHUNKS_MAX = 2 ** 24;
 
 /** Creates the replicated log state machine for one node. */
 export function createReplicatedLog(options: ReplicatedLogOptions): ReplicatedLog {
@@ -281,6 +295,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
   /** When each refusal reason was last noted, so refusals are noted at most once a second. */
   private readonly refusalNotedMs = new Map<string, number>();
   private readonly leaderOfTerm = new Map<number, PeerId>();
+  /** What a peer message must be to be acted on (see ./log/validate.ts). */
+  private readonly messageLimits: LogMessageLimits;
+  private readonly dropped = new DroppedPeerMessages();
 
   constructor(options: ReplicatedLogOptions) {
     this.self = options.self;
@@ -294,6 +311,16 @@ class ReplicatedLogMachine implements ReplicatedLog {
       requestTimeoutFailureTimeouts:
         options.requestTimeoutFailureTimeouts ?? LOG_DEFAULTS.requestTimeoutFailureTimeouts,
       transferChunkEntriesMax: options.transferChunkEntriesMax ?? LOG_DEFAULTS.transferChunkEntriesMax,
+      batchBytesMax: options.batchBytesMax ?? LOG_DEFAULTS.batchBytesMax,
+    };
+    // A bound tuned below the default still takes what a peer running the defaults sends.
+    this.messageLimits = {
+      nodes: new Set([this.self, ...this.peers]),
+      op: { ...OP_LIMITS_DEFAULT, valueBytesMax: options.valueBytesMax ?? OP_LIMITS_DEFAULT.valueBytesMax },
+      appendEntriesMax: Math.max(this.tuning.appendEntriesMax, LOG_DEFAULTS.appendEntriesMax),
+      requestsMax: Math.max(this.tuning.queueDepthMax, LOG_DEFAULTS.queueDepthMax),
+      chunkEntriesMax: Math.max(this.tuning.transferChunkEntriesMax, LOG_DEFAULTS.transferChunkEntriesMax),
+      chunkCountMax: TRANSFER_CHUNKS_MAX,
     };
     this.random = options.random;
     this.heartbeatIntervalMs = options.heartbeatIntervalMs;
@@ -312,9 +339,24 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- restart
 
+  /**
+   * Rebuilds the durable state from the records, skipping what it cannot use (see
+   * ./log/restore.ts): a record that fails its schema, entries that do not continue the log.
+   */
   private restore(records: readonly unknown[]): void {
+    const limits = { nodes: this.messageLimits.nodes, op: this.messageLimits.op };
+    let skipped = 0;
+    let opsDropped = 0;
+    let firstProblem: string | null = null;
     for (const raw of records) {
-      const record = raw as LogRecord;
+      const restored = restoredRecord(raw, limits);
+      if ('problem' in restored) {
+        skipped += 1;
+        firstProblem ??= restored.problem;
+        continue;
+      }
+      opsDropped += restored.opsDropped;
+      const record = restored.record;
       switch (record.kind) {
         case 'hard':
           this.term = record.term;
@@ -324,12 +366,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
           break;
         case 'entries':
           for (const entry of record.entries) {
-            if (entry.index <= this.log.lastIndex()) this.log.truncateFrom(entry.index);
-            this.log.append([entry]);
+            if (!this.restoreEntry(entry)) skipped += 1;
           }
           break;
         case 'truncate':
-          if (record.fromIndex <= this.log.lastIndex()) this.log.truncateFrom(record.fromIndex);
+          if (record.fromIndex <= this.log.snapshotIndex) skipped += 1;
+          else if (record.fromIndex <= this.log.lastIndex()) this.log.truncateFrom(record.fromIndex);
           break;
         case 'replica':
           this.replicaTrusted = record.trusted;
@@ -343,15 +385,33 @@ class ReplicatedLogMachine implements ReplicatedLog {
           this.incarnation = record.incarnation;
           this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
           this.log.resetTo(record.snapshotIndex, record.snapshotTerm);
-          this.log.append(record.entries);
+          for (const entry of record.entries) {
+            if (!this.restoreEntry(entry)) skipped += 1;
+          }
           break;
-        default:
-          assert.fail(`unknown persisted record ${JSON.stringify(raw)}`);
+        default: {
+          const never: never = record;
+          assert.fail(`unknown persisted record ${JSON.stringify(never)}`);
+        }
       }
+    }
+    if (skipped > 0 || opsDropped > 0) {
+      this.note('warn', 'persisted records held what this node cannot use', { skipped, firstProblem, opsMadeNoOps: opsDropped });
     }
     for (const entry of this.log.entries) this.rememberProposal(entry);
     this.commitIndex = this.log.snapshotIndex;
     this.appliedIndex = this.log.snapshotIndex;
+  }
+
+  /** Puts a persisted entry in the log where it continues it (maybe cutting a suffix); false: skipped. */
+  private restoreEntry(entry: LogEntry): boolean {
+    const log = this.log;
+    if (entry.index <= log.snapshotIndex || entry.index > log.lastIndex() + 1) return false;
+    const termBefore = log.termAt(entry.index - 1);
+    if (termBefore === null || entry.term < termBefore) return false;
+    if (entry.index <= log.lastIndex()) log.truncateFrom(entry.index);
+    log.append([entry]);
+    return true;
   }
 
   /**
@@ -494,6 +554,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       committed: String(this.commitIndex),
       applied: String(this.appliedIndex),
       queueDepth: this.pending.size,
+      invalidPeerMessages: this.dropped.count,
     };
   }
 
@@ -656,8 +717,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   // ---------------------------------------------------------------- messages
 
-  private onMessage(from: PeerId, message: LogMessage): void {
-    if (!this.peers.includes(from)) return;
+  private onMessage(from: PeerId, raw: unknown): void {
+    if (!this.peers.includes(from)) return this.dropMessage(from, 'not from a peer of this cluster');
+    const problem = logMessageProblem(raw, this.messageLimits);
+    if (problem !== null) return this.dropMessage(from, problem);
+    const message = raw as LogMessage;
+    if (message.kind !== 'pre_vote' && message.term > this.term + TERM_JUMP_MAX) {
+      return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
+    }
     if (!this.acceptTerm(from, message)) return;
     switch (message.kind) {
       case 'pre_vote':
@@ -689,6 +756,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
         assert.fail(`unknown message ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  /** A peer message this node cannot use: dropped, counted, noted (rate-limited). */
+  private dropMessage(from: PeerId, reason: string): void {
+    const note = this.dropped.drop<LogMessage>(from, reason, this.nowMs);
+    if (note !== null) this.out.push({ ...note, meta: { node: this.self, term: this.term, ...note.meta } });
   }
 
   /**
@@ -946,7 +1019,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: 0, lastIndex: this.log.lastIndex() });
       return;
     }
-    assert(this.role !== 'leader', `two leaders in term ${this.term}`);
+    const problem = this.appendProblem(from, message);
+    if (problem !== null) return this.dropMessage(from, problem);
     if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
     if ((message.replicaEpoch ?? 0) > this.leaderReplicaEpoch) {
       // Remembered across a restart: a chunk older than it must stay refused (see onTransferChunk).
@@ -958,6 +1032,27 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const reply = this.appendEntries(message);
     if (message.quiet && reply.success) return;
     this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: this.leaderReplicaEpoch, lastIndex: this.log.lastIndex(), ...reply });
+  }
+
+  /**
+   * Why an append of this term (well formed) cannot come from a correct leader, or null: another
+   * node leads this term (this one, maybe), or it would change an entry this node knows is
+   * committed, or put an entry of an older term right after the snapshot.
+   */
+  private appendProblem(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): string | null {
+    const leader = this.role === 'leader' ? this.self : this.leaderOfTerm.get(message.term);
+    if (leader !== undefined && leader !== from) return `two leaders in term ${message.term}: ${leader} and ${from}`;
+    const log = this.log;
+    for (const entry of message.entries) {
+      if (entry.index <= log.snapshotIndex) continue;
+      if (entry.index > this.commitIndex || entry.index > log.lastIndex()) break;
+      if (log.termAt(entry.index) !== entry.term) return `append would change committed entry ${entry.index}`;
+    }
+    const first = message.entries.find((entry) => entry.index > log.snapshotIndex);
+    if (message.prevIndex < log.snapshotIndex && first !== undefined && first.term < log.snapshotTerm) {
+      return 'append puts an older term after the snapshot';
+    }
+    return null;
   }
 
   /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
@@ -1012,6 +1107,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     while (first < entries.length && entries[first].index <= this.log.lastIndex()) {
       const entry = entries[first];
       if (this.log.termAt(entry.index) !== entry.term) {
+        // Checked on receipt (appendProblem): a peer cannot get here with a committed entry.
         assert(entry.index > this.commitIndex, `committed entry ${entry.index} would change`);
         for (const dropped of this.log.truncateFrom(entry.index)) this.forgetProposal(dropped);
         // Only uncommitted entries are cut, and the replica never held those.
@@ -1038,6 +1134,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (this.role !== 'leader' || message.term !== this.term) return;
     const progress = this.progress.get(from);
     if (progress === undefined) return;
+    if (message.success && message.matchIndex > this.log.lastIndex()) {
+      return this.dropMessage(from, `acks index ${message.matchIndex}, beyond the log's end ${this.log.lastIndex()}`);
+    }
     progress.lastAckMs = this.nowMs;
     progress.ackedRound = Math.max(progress.ackedRound, message.round);
     progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch ?? 0);
@@ -1079,7 +1178,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
       return;
     }
     const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
-    const count = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, this.tuning.appendEntriesMax, inflightRoom));
+    const available = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, inflightRoom));
+    const count = batchCount((at) => opBytes(this.log.entryAt(progress.sentIndex + 1 + at).op), available, {
+      countMax: this.tuning.appendEntriesMax,
+      bytesMax: this.tuning.batchBytesMax,
+    });
     if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
     const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
     progress.seq += 1;
@@ -1361,7 +1464,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, 'no quorum: no leader');
       else {
         for (const request of requests) this.noteWriteSent(request.requestId);
-        this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests });
+        this.sendForwards(leader, requests);
       }
     }
     if (this.readsThisStep.length > 0) {
@@ -1373,6 +1476,17 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.readBatches.set(this.readBatchId, { term: this.term, requestIds: reads });
         this.send(leader, { kind: 'read_index', term: this.term, incarnation: this.incarnation, batchId: this.readBatchId });
       }
+    }
+  }
+
+  /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
+  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[]): void {
+    const limits = { countMax: this.tuning.queueDepthMax, bytesMax: this.tuning.batchBytesMax };
+    let start = 0;
+    while (start < requests.length) {
+      const count = batchCount((at) => opBytes(requests[start + at].op), requests.length - start, limits);
+      this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests: requests.slice(start, start + count) });
+      start += count;
     }
   }
 
@@ -1563,8 +1677,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const transfer = this.outgoingTransfers.get(token);
     if (transfer === undefined) return;
     this.outgoingTransfers.delete(token);
-    const size = this.tuning.transferChunkEntriesMax;
-    const chunkCount = Math.max(1, Math.ceil(entries.length / size));
+    const chunks = this.transferChunks(entries);
+    const chunkCount = chunks.length;
     this.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
     const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer.index);
     for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
@@ -1577,10 +1691,23 @@ class ReplicatedLogMachine implements ReplicatedLog {
         indexTerm: transfer.indexTerm,
         chunkNumber,
         chunkCount,
-        entries: entries.slice(chunkNumber * size, (chunkNumber + 1) * size),
+        entries: chunks[chunkNumber],
         ...(chunkNumber === 0 ? { committedForwards } : {}),
       });
     }
+  }
+
+  /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
+  private transferChunks(entries: readonly KeyedEntry[]): KeyedEntry[][] {
+    const chunks: KeyedEntry[][] = [];
+    const limits = { countMax: this.tuning.transferChunkEntriesMax, bytesMax: this.tuning.batchBytesMax };
+    let start = 0;
+    while (start < entries.length) {
+      const count = batchCount((at) => keyedEntryBytes(entries[start + at]), entries.length - start, limits);
+      chunks.push(entries.slice(start, start + count));
+      start += count;
+    }
+    return chunks.length === 0 ? [[]] : chunks;
   }
 
   /**
@@ -1614,8 +1741,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     if (this.replicaValid && message.index <= this.appliedIndex) return;
     if (message.index < this.log.snapshotIndex) return;
+    if (this.contradictsCommitted(message.index, message.indexTerm)) {
+      return this.dropMessage(from, `transfer at ${message.index} disagrees with a committed entry`);
+    }
     let incoming = this.incoming;
-    if (incoming === null || incoming.from !== from || incoming.transferId !== message.transferId) {
+    if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
+      const same = incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
+      if (!same) return this.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
+    } else {
       incoming = {
         from,
         transferId: message.transferId,
@@ -1632,6 +1765,13 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
     incoming.received += 1;
     if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
+  }
+
+  /** Whether an entry of `term` at `index` would contradict one this node knows is committed. */
+  private contradictsCommitted(index: number, term: number): boolean {
+    if (index > this.commitIndex) return false;
+    const termHere = this.log.termAt(index);
+    return termHere !== null && termHere !== term;
   }
 
   /** Replace the replica with the transferred one and continue the log after its index. */
@@ -1667,6 +1807,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
       }
       this.compactedForwards.note(dropped, this.self, this.nowMs);
     } else {
+      // Checked on receipt of every chunk (contradictsCommitted), and the commit index only grows
+      // by log entries that agree with the leader's, whose transfer this is.
       assert(index > this.commitIndex, 'a transfer disagrees with a committed entry');
       for (const dropped of this.log.resetTo(index, indexTerm)) this.forgetProposal(dropped);
     }

@@ -131,6 +131,8 @@ export interface MachineStatus {
   applied: string;
   /** Requests waiting in this controller's queue. */
   queueDepth: number;
+  /** Peer messages dropped since start: malformed, or impossible from a correct peer. */
+  invalidPeerMessages: number;
 }
 
 export interface Machine<M> {
@@ -168,4 +170,9 @@ export interface MachineOptions {
    * what each replica has stored tell by it when the write is in that replica. Default: null.
    */
   refuseStore?: (op: Op, version: bigint) => string | null;
+  /**
+   * The largest value a client may store (config.ini's value_bytes_max): a peer's op or entry
+   * with a larger one is malformed and dropped. Default 1 MiB.
+   */
+  valueBytesMax?: number;
 }

@@ -23,6 +23,8 @@
  *   NOT_STORED and changes nothing, as memcached does past its item size limit. Every replica
  *   gets the same limit (config.ini's value_bytes_max), so all decide alike; without it, values
  *   grew past what memcached takes and the write failed at every replica at once.
+ * - An op of a kind or verb no client can send (from a damaged log or a broken peer) changes
+ *   nothing and is answered SERVER_ERROR: a typed refusal, never an exception.
  * - Deviation, on purpose: touch gives the entry a new cas (memcached keeps it), so a touch is a
  *   versioned change that last-writer-wins replication can carry.
  */
@@ -91,14 +93,22 @@ export function applyToEntry(
             reply: { kind: 'touched', cas: ctx.cas, flags: live.flags },
           };
     default: {
-      const unreachable: never = op;
-      throw new Error(`applyToEntry: unexpected op ${JSON.stringify(unreachable)}`);
+      // Ops come from logs and peers, outside this process: an unknown one is refused, not a crash.
+      const unknown: never = op;
+      return unknownOp(unknown);
     }
   }
 }
 
 type StoreOp = Extract<Op, { kind: 'store' }>;
 type ArithOp = Extract<Op, { kind: 'arith' }>;
+
+/** The reply to an op this replica cannot read (never made by a client: see ./op-rules.ts). */
+export const UNKNOWN_OP_MESSAGE = 'unknown operation: not applied';
+
+function unknownOp(_op: unknown): ApplyResult {
+  return { write: undefined, reply: { kind: 'server_error', message: UNKNOWN_OP_MESSAGE } };
+}
 
 const NOT_STORED: ApplyResult = { write: undefined, reply: { kind: 'not_stored' } };
 const NOT_FOUND: ApplyResult = { write: undefined, reply: { kind: 'not_found' } };
@@ -141,8 +151,8 @@ function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext, val
       if (live.cas !== op.casUnique) return EXISTS;
       return stored;
     default: {
-      const unreachable: never = op.verb;
-      throw new Error(`applyStore: unexpected verb ${String(unreachable)}`);
+      const unknown: never = op.verb;
+      return unknownOp(unknown);
     }
   }
 }

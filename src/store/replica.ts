@@ -345,8 +345,9 @@ export class Replica {
       case 'flush_all':
         return this.#order.barrier(this.#writing(() => this.#flushAll(op.delayMs, ctx)));
       default: {
-        const unreachable: never = op;
-        throw new Error(`Replica.apply: unexpected op ${JSON.stringify(unreachable)}`);
+        // Ops come from logs and peers: an unknown one is refused, never thrown (see applyToEntry).
+        const unknown: never = op;
+        return Promise.resolve(applyToEntry(undefined, unknown, ctx).reply);
       }
     }
   }

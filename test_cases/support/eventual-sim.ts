@@ -32,6 +32,7 @@ import { fromWire, toWire } from '../../src/peer/frame.ts';
 import { applyToEntry, isLive, purgeRemoves } from '../../src/store/apply.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/random.ts';
+import { certainlyInvalid } from './junk.ts';
 
 export { mulberry32 };
 
@@ -58,6 +59,11 @@ export interface SimConfig {
    * everything issued after.
    */
   slowBackends: boolean;
+  /**
+   * Chance that a message sent is followed by a malformed copy of it (see ./junk.ts): the receiver
+   * must drop and count it, its clock unmoved (checked).
+   */
+  junkRate?: number;
 }
 
 /** The outcome of a run. */
@@ -66,7 +72,7 @@ export interface SimReport {
   /** null when every check passed. */
   problem: string | null;
   convergedAfterMs: number | null;
-  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number };
+  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number; junk: number };
 }
 
 const START_MS = 1_700_000_000_000;
@@ -185,11 +191,14 @@ class Simulation {
   private readonly accepted = new Map<string, Map<bigint, Entry>>();
   private faultsOver = false;
   problem: string | null = null;
-  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0 };
+  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0, junk: 0 };
+  /** `junkRate`: its own stream, so a run draws everything else as it would without junk. */
+  private readonly junkRandom: () => number;
 
   constructor(config: SimConfig) {
     this.config = config;
     this.random = mulberry32(config.seed);
+    this.junkRandom = mulberry32((config.seed ^ 0x6a09e667) >>> 0);
     this.dropRate = this.random() * 0.25;
     this.duplicateRate = this.random() * 0.1;
     this.delayMsMax = 2 + Math.floor(this.random() * 60);
@@ -490,6 +499,7 @@ class Simulation {
         this.stats.dropped += 1;
         continue;
       }
+      if (this.junkRandom() < (this.config.junkRate ?? 0)) this.sendJunk(from, target, message);
       const wire = codecRoundTrip(message);
       this.at(this.nowMs + this.between(1, this.delayMsMax), () => {
         if (!this.reachable(from, target)) {
@@ -499,6 +509,22 @@ class Simulation {
         this.step(target, { kind: 'message', nowMs: this.nodeNow(target), from: from.id, message: wire });
       });
     }
+  }
+
+  /** A malformed copy of `message`, delivered a little later: dropped and counted, the clock unmoved. */
+  private sendJunk(from: SimNode, target: SimNode, message: EventualMessage): void {
+    const junk = certainlyInvalid(message as unknown as Record<string, unknown>, this.junkRandom, ['batch', 'round']);
+    this.at(this.nowMs + this.between(1, this.delayMsMax), () => {
+      const machine = target.machine;
+      if (machine === null) return;
+      const before = machine.status().invalidPeerMessages;
+      const clock = machine.hlc();
+      // Through the usual step: the machine's per-step chores (a due fetch, a wake) still run.
+      this.step(target, { kind: 'message', nowMs: this.nodeNow(target), from: from.id, message: junk as EventualMessage });
+      if (machine.status().invalidPeerMessages !== before + 1) this.fail(`${target.id} did not count a malformed message`);
+      if (compareHlc(machine.hlc(), clock) !== 0) this.fail(`${target.id} moved its clock on a malformed message`);
+      this.stats.junk += 1;
+    });
   }
 
   // ---- clients and faults -----------------------------------------------------------------

@@ -76,6 +76,7 @@ import {
   type ReplicatedLog,
 } from '../../src/consistency/replicated-log.ts';
 import { mulberry32 } from '../../src/random.ts';
+import { certainlyInvalid } from './junk.ts';
 
 export { mulberry32 };
 
@@ -99,6 +100,11 @@ export interface SimOptions {
   storeFailures: StoreFailureOptions | null;
   /** Nodes in the cluster (mckv runs three; five exercises the general-majority paths). */
   nodeCount: number;
+  /**
+   * Chance that a message sent is followed by a malformed copy of it (see ./junk.ts), from its
+   * sender: the receiver must drop and count it (checked) and the run must stay safe and live.
+   */
+  junkRate?: number;
 }
 
 /**
@@ -198,6 +204,8 @@ export interface SimResult {
   /** Every node's machine was told so and none held a valid replica, at once; replies served after. */
   everyReplicaUntrusted: boolean;
   repliesOkAfterEveryUntrusted: number;
+  /** With `junkRate`: malformed messages delivered (each dropped and counted by its receiver). */
+  junkDelivered: number;
 }
 
 /** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
@@ -229,6 +237,8 @@ interface Flight {
   from: PeerId;
   to: PeerId;
   message: LogMessage;
+  /** A malformed message (`junkRate`): the receiver must drop it. */
+  junk?: boolean;
 }
 
 interface InFlightRequest {
@@ -389,6 +399,8 @@ export class LogSimulation {
   private startOverAtMs: number | null = null;
   /** `storeFailures`: its own stream, so the rest of a run draws as it would without failures. */
   private readonly failureRandom: () => number;
+  /** `junkRate`: its own stream too. */
+  private readonly junkRandom: () => number;
   /** `everyNodeAtMs`: when every node's next store effect may be made to fail (null once armed). */
   private everyNodeFailAnchorMs: number | null = null;
   /** When every replica was first untrusted at once (null: never). */
@@ -414,11 +426,12 @@ export class LogSimulation {
       this.disruptionAnchorMs = this.nowMs + options.emptyAll.atMs;
     }
     this.failureRandom = mulberry32((options.seed ^ 0x5bd1e995) >>> 0);
+    this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
     const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0 };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0 };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -672,9 +685,25 @@ export class LogSimulation {
     for (const flight of due) {
       const node = this.node(flight.to);
       if (node.machine === null || this.cut.has(`${flight.from}>${flight.to}`)) continue;
+      if (flight.junk === true) {
+        this.deliverJunk(node, flight);
+        continue;
+      }
       if (flight.message.kind === 'transfer_chunk') node.lastTransferIndex = flight.message.index;
       this.stepNode(node, { kind: 'message', nowMs: this.nowMs, from: flight.from, message: flight.message });
     }
+  }
+
+  /** A malformed message: dropped, counted, nothing else but a note. */
+  private deliverJunk(node: SimNode, flight: Flight): void {
+    const machine = node.machine;
+    if (machine === null) return;
+    const before = machine.status().invalidPeerMessages;
+    const effects = machine.step({ kind: 'message', nowMs: this.nowMs, from: flight.from, message: flight.message });
+    if (machine.status().invalidPeerMessages !== before + 1) throw new Error(`${node.id} did not count a malformed message`);
+    const others = effects.filter((effect) => effect.kind !== 'note');
+    if (others.length > 0) throw new Error(`${node.id} acted on a malformed message: ${others.map((effect) => effect.kind).join(', ')}`);
+    this.result.junkDelivered += 1;
   }
 
   private stepNode(node: SimNode, event: Event<LogMessage>): void {
@@ -959,6 +988,10 @@ export class LogSimulation {
     for (let copy = 0; copy < copies; copy += 1) {
       const slow = this.random() < 0.05 ? 4 : 1;
       this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * this.rates.delayMaxMs * slow), from, to, message });
+    }
+    if (this.junkRandom() < (this.options.junkRate ?? 0)) {
+      const junk = certainlyInvalid(message as unknown as Record<string, unknown>, this.junkRandom, ['term']) as LogMessage;
+      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.junkRandom() * this.rates.delayMaxMs), from, to, message: junk, junk: true });
     }
   }
 

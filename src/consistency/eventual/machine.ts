@@ -22,7 +22,9 @@
  * Invariants:
  * - The HLC never goes back; it is >= every version seen (merged, fetched), so a local write's
  *   version exceeds the version the replica holds — once the start-up fetch has returned
- *   (requests wait for it).
+ *   (requests wait for it). Versions more than clockAheadMaxMs ahead of local time are the
+ *   exception: a peer's are dropped, and a fetched one is kept but not followed, so the clock
+ *   stays within that distance of wall time and always fits in a version.
  * - At most one dirty fetch is outstanding.
  * - An entry is purged only when dead and held (at that version or later) by every peer; a
  *   purged (key, version) is remembered for purgedMemoryMs so late copies are not resurrected.
@@ -40,7 +42,9 @@ import type {
 } from '../types.ts';
 import type { Entry, Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
-import { formatHlc, HLC_ZERO, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
+import { formatHlc, HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
+import { DroppedPeerMessages } from '../peer-input.ts';
+import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import {
   BUCKET_COUNT,
   bucketOfKey,
@@ -50,7 +54,7 @@ import {
   VersionIndex,
   type IndexEntry,
 } from './digest.ts';
-import { validateMessage, type EventualMessage, type KeyVersion } from './messages.ts';
+import { eventualMessageProblem, type EventualMessage, type EventualMessageLimits, type KeyVersion } from './messages.ts';
 import { PushQueues } from './push.ts';
 import { defaultTuning, type EventualTuning } from './tuning.ts';
 
@@ -122,6 +126,8 @@ export class EventualMachine implements Machine<EventualMessage> {
   private nextRoundAtMs: number;
   private roundRobin = 0;
   private sweepBucket = 0;
+  private readonly messageLimits: EventualMessageLimits;
+  private readonly dropped = new DroppedPeerMessages();
 
   constructor(options: MachineOptions, tuning: Partial<EventualTuning> = {}) {
     this.self = options.self;
@@ -138,6 +144,14 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.tuning = { ...defaultTuning(options), ...tuning };
     this.refuseStore = options.refuseStore ?? (() => null);
     this.pushes = new PushQueues(this.peers, this.tuning);
+    // A bound tuned below the default still takes what a peer running the defaults sends.
+    const defaults = defaultTuning(options);
+    this.messageLimits = {
+      keyBytesMax: OP_LIMITS_DEFAULT.keyBytesMax,
+      valueBytesMax: options.valueBytesMax ?? OP_LIMITS_DEFAULT.valueBytesMax,
+      pushEntriesMax: Math.max(this.tuning.batchEntriesMax, defaults.batchEntriesMax),
+      keysMax: Math.max(this.tuning.aeKeysMax, defaults.aeKeysMax),
+    };
     this.peersUp = new Set(this.peers);
     this.nowMs = options.nowMs;
     this.clock = tickHlc(HLC_ZERO, options.nowMs);
@@ -199,6 +213,7 @@ export class EventualMachine implements Machine<EventualMessage> {
       committed: formatHlc(this.clock),
       applied: String(this.index.size),
       queueDepth: this.pushes.depth(),
+      invalidPeerMessages: this.dropped.count,
     };
   }
 
@@ -342,7 +357,7 @@ export class EventualMachine implements Machine<EventualMessage> {
      * version, which the index does not show): what the replica holds now is fetched again.
      */
     const again: string[] = [];
-    this.clock = mergeHlc(this.clock, versionClock(newestVersion(entries)));
+    this.observe(entries);
     for (const [key, entry] of entries) {
       // A purged version reads as absent: its purge, ordered after this fetch, removes it.
       if (this.purgedCovers(key, entry.cas)) continue;
@@ -502,10 +517,13 @@ export class EventualMachine implements Machine<EventualMessage> {
     return purged === undefined || version >= purged.version;
   }
 
-  private onPush(from: PeerId, batch: number, entries: KeyedEntry[], out: Out): void {
+  private onPush(from: PeerId, batch: number, pushed: KeyedEntry[], out: Out): void {
     const versions: KeyVersion[] = [];
     const merge: KeyedEntry[] = [];
-    this.clock = mergeHlc(this.clock, versionClock(newestVersion(entries)));
+    const latest = this.latestVersionAllowed();
+    const entries = pushed.filter(([, entry]) => entry.cas <= latest);
+    if (entries.length < pushed.length) this.dropMessage(from, 'push: entries with clocks too far ahead of local time dropped', out);
+    this.observe(entries);
     for (const [key, entry] of entries) {
       // Only what is or may become dead is ever collected, so only that needs "held" news.
       if (mayDie(entry)) versions.push([key, entry.cas]);
@@ -614,6 +632,11 @@ export class EventualMachine implements Machine<EventualMessage> {
     if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, differingBuckets, out);
   }
 
+  /**
+   * Whole buckets while they fit in aeKeysMax pairs. A first bucket larger than that is listed in
+   * part, so the message stays bounded (the peer checks the bound): the responder then ships some
+   * keys we hold already, which costs bytes, not correctness.
+   */
   private sendKeyLists(to: PeerId, round: number, differing: number[], out: Out): void {
     const buckets: number[] = [];
     const versions: KeyVersion[] = [];
@@ -621,7 +644,10 @@ export class EventualMachine implements Machine<EventualMessage> {
       const entries = this.index.bucketEntries(bucket);
       if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) break;
       buckets.push(bucket);
-      for (const [key, entry] of entries) versions.push([key, entry.version]);
+      for (const [key, entry] of entries) {
+        if (versions.length >= this.tuning.aeKeysMax) break;
+        versions.push([key, entry.version]);
+      }
     }
     out.push({ kind: 'send', to, message: { kind: 'ae_keys', round, buckets, versions } });
   }
@@ -630,9 +656,14 @@ export class EventualMachine implements Machine<EventualMessage> {
   private onAeKeys(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_keys' }>, out: Out): void {
     const buckets = new Set(message.buckets);
     const theirs = new Map<string, bigint>();
+    const latest = this.latestVersionAllowed();
+    let tooFarAhead = false;
     for (const [key, version] of message.versions) {
-      if (buckets.has(bucketOfKey(key))) theirs.set(key, version);
+      // A version we would drop when pushed is not asked for either.
+      if (version > latest) tooFarAhead = true;
+      else if (buckets.has(bucketOfKey(key))) theirs.set(key, version);
     }
+    if (tooFarAhead) this.dropMessage(from, 'ae_keys: versions with clocks too far ahead of local time dropped', out);
     const ship: string[] = [];
     const want: string[] = [];
     for (const bucket of buckets) this.compareBucket(from, bucket, theirs, { ship, want });
@@ -681,9 +712,10 @@ export class EventualMachine implements Machine<EventualMessage> {
   // ---- messages, ticks, resets ----------------------------------------------------------
 
   private onMessage(from: PeerId, raw: unknown, out: Out): void {
-    if (!this.peerBits.has(from)) return;
-    const message = validateMessage(raw);
-    if (message === null) return;
+    if (!this.peerBits.has(from)) return this.dropMessage(from, 'not from a peer of this cluster', out);
+    const problem = eventualMessageProblem(raw, this.messageLimits);
+    if (problem !== null) return this.dropMessage(from, problem, out);
+    const message = raw as EventualMessage;
     switch (message.kind) {
       case 'push':
         this.onPush(from, message.batch, message.entries, out);
@@ -733,6 +765,22 @@ export class EventualMachine implements Machine<EventualMessage> {
 
   // ---- helpers --------------------------------------------------------------------------
 
+  /** A peer message (or part of one) this node cannot use: counted, noted (rate-limited). */
+  private dropMessage(from: PeerId, reason: string, out: Out): void {
+    const note = this.dropped.drop<EventualMessage>(from, reason, this.nowMs);
+    if (note !== null) out.push({ ...note, meta: { node: this.self, ...note.meta } });
+  }
+
+  /** The greatest version the clock may follow now (see the header's invariants). */
+  private latestVersionAllowed(): bigint {
+    return latestVersionAllowed(this.nowMs, this.tuning.clockAheadMaxMs);
+  }
+
+  /** The clock follows the newest of `entries` it may (see the header's invariants). */
+  private observe(entries: readonly KeyedEntry[]): void {
+    this.clock = mergeHlc(this.clock, versionClock(newestVersion(entries, this.latestVersionAllowed())));
+  }
+
   private issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
     const token = this.takeToken();
     const issuedSeq = this.nextSeq();
@@ -759,12 +807,13 @@ function mayDie(entry: Entry): boolean {
 }
 
 /**
- * The greatest version among `entries` (0 when none): the clock merges it once, which is the
- * same as merging each in turn (merging keeps the later clock), without unpacking every one.
+ * The greatest version among `entries` up to `latest` (0 when none): the clock merges it once,
+ * which is the same as merging each in turn (merging keeps the later clock), without unpacking
+ * every one.
  */
-function newestVersion(entries: readonly KeyedEntry[]): bigint {
+function newestVersion(entries: readonly KeyedEntry[], latest: bigint): bigint {
   let newest = 0n;
-  for (const [, entry] of entries) if (entry.cas > newest) newest = entry.cas;
+  for (const [, entry] of entries) if (entry.cas > newest && entry.cas <= latest) newest = entry.cas;
   return newest;
 }
 

@@ -8,11 +8,15 @@
  * buckets, after which each side ships the entries the other lacks (`ae_want` asks for them).
  *
  * Everything here is JSON-serializable given the peer codec's Buffer and bigint support.
- * Malformed messages are a value (`null` from `validateMessage`), never an exception.
+ * A malformed message is a value (the reason from `eventualMessageProblem`), never an exception:
+ * every field typed, lists bounded, keys and entries as a client could have written them, versions
+ * below 2^64. (How far ahead of local time a version may be is judged by the machine: it needs
+ * the time.)
  */
 
 import type { KeyedEntry } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
+import { isCount, isU32, isU64, isValidKey } from '../../store/op-rules.ts';
 import { BUCKET_COUNT, GROUP_COUNT } from './digest.ts';
 
 /** A (key, version) pair. */
@@ -38,84 +42,72 @@ export type EventualMessage =
 
 export type EventualMessageKind = EventualMessage['kind'];
 
+/** Bounds of a valid message. */
+export interface EventualMessageLimits {
+  keyBytesMax: number;
+  valueBytesMax: number;
+  /** Most entries in a push, and versions in its ack. */
+  pushEntriesMax: number;
+  /** Most key → version pairs in an ae_keys, and keys in an ae_want. */
+  keysMax: number;
+}
+
 const isObject = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null;
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
-const isCount = (value: unknown): value is number =>
-  typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
-
-const isDigest = (value: unknown): value is number =>
-  isCount(value) && value <= 0xffffffff;
+const isDigest = (value: unknown): value is number => isU32(value);
 
 const isBucket = (value: unknown): value is number => isCount(value) && value < BUCKET_COUNT;
 
-/** True when `value` is an Entry as the peer codec delivers it. */
-export function isEntry(value: unknown): value is Entry {
+const isGroup = (value: unknown): value is number => isCount(value) && value < GROUP_COUNT;
+
+/** True when `value` is an Entry within `limits`, as the peer codec delivers it. */
+export function isEntry(value: unknown, limits: Pick<EventualMessageLimits, 'valueBytesMax'>): value is Entry {
   if (!isObject(value)) return false;
   return (
     Buffer.isBuffer(value.value) &&
-    typeof value.cas === 'bigint' &&
-    value.cas >= 0n &&
-    typeof value.flags === 'number' &&
-    typeof value.expiresAtMs === 'number' &&
+    value.value.length <= limits.valueBytesMax &&
+    isU64(value.cas) &&
+    isU32(value.flags) &&
+    isCount(value.expiresAtMs) &&
     (value.tombstone === undefined || typeof value.tombstone === 'boolean')
   );
 }
 
-function isKeyedEntry(value: unknown): value is KeyedEntry {
-  return Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && isEntry(value[1]);
+function everyItem<T>(value: unknown, max: number, check: (item: unknown) => item is T): value is T[] {
+  return Array.isArray(value) && value.length <= max && value.every((item) => check(item));
 }
 
-function isKeyVersion(value: unknown): value is KeyVersion {
-  return (
-    Array.isArray(value) &&
-    value.length === 2 &&
-    typeof value[0] === 'string' &&
-    typeof value[1] === 'bigint' &&
-    value[1] >= 0n
-  );
-}
-
-function isBucketDigest(value: unknown): value is [number, number] {
-  return Array.isArray(value) && value.length === 2 && isBucket(value[0]) && isDigest(value[1]);
-}
-
-function everyItem<T>(value: unknown, check: (item: unknown) => item is T): value is T[] {
-  return Array.isArray(value) && value.every((item) => check(item));
-}
-
-const isString = (value: unknown): value is string => typeof value === 'string';
-
-/** The message if it is well formed, else null (the caller drops it). */
-export function validateMessage(value: unknown): EventualMessage | null {
-  if (!isObject(value)) return null;
-  const message = value as EventualMessage;
-  switch (message.kind) {
+/** Why `value` is not an EventualMessage within `limits`, or null when it is one. */
+export function eventualMessageProblem(value: unknown, limits: EventualMessageLimits): string | null {
+  if (!isObject(value)) return 'not an object';
+  const isKey = (item: unknown): item is string => isValidKey(item, limits.keyBytesMax);
+  const isKeyVersion = (item: unknown): item is KeyVersion =>
+    Array.isArray(item) && item.length === 2 && isKey(item[0]) && isU64(item[1]);
+  const isKeyedEntry = (item: unknown): item is KeyedEntry =>
+    Array.isArray(item) && item.length === 2 && isKey(item[0]) && isEntry(item[1], limits);
+  const isBucketDigest = (item: unknown): item is [number, number] =>
+    Array.isArray(item) && item.length === 2 && isBucket(item[0]) && isDigest(item[1]);
+  switch (value.kind) {
     case 'push':
-      return isCount(message.batch) && everyItem(message.entries, isKeyedEntry) ? message : null;
+      return isCount(value.batch) && everyItem(value.entries, limits.pushEntriesMax, isKeyedEntry) ? null : 'push: bad fields';
     case 'push_ack':
-      return isCount(message.batch) && everyItem(message.versions, isKeyVersion) ? message : null;
+      return isCount(value.batch) && everyItem(value.versions, limits.pushEntriesMax, isKeyVersion) ? null : 'push_ack: bad fields';
     case 'ae_groups':
-      return isCount(message.round) &&
-        everyItem(message.groups, isDigest) &&
-        message.groups.length === GROUP_COUNT
-        ? message
-        : null;
+      return isCount(value.round) && everyItem(value.groups, GROUP_COUNT, isDigest) && value.groups.length === GROUP_COUNT
+        ? null
+        : 'ae_groups: bad fields';
     case 'ae_buckets':
-      return isCount(message.round) &&
-        everyItem(message.groups, isCount) &&
-        everyItem(message.buckets, isBucketDigest)
-        ? message
-        : null;
+      return isCount(value.round) && everyItem(value.groups, GROUP_COUNT, isGroup) && everyItem(value.buckets, BUCKET_COUNT, isBucketDigest)
+        ? null
+        : 'ae_buckets: bad fields';
     case 'ae_keys':
-      return isCount(message.round) &&
-        everyItem(message.buckets, isBucket) &&
-        everyItem(message.versions, isKeyVersion)
-        ? message
-        : null;
+      return isCount(value.round) && everyItem(value.buckets, BUCKET_COUNT, isBucket) && everyItem(value.versions, limits.keysMax, isKeyVersion)
+        ? null
+        : 'ae_keys: bad fields';
     case 'ae_want':
-      return isCount(message.round) && everyItem(message.keys, isString) ? message : null;
+      return isCount(value.round) && everyItem(value.keys, limits.keysMax, isKey) ? null : 'ae_want: bad fields';
     default:
-      return null;
+      return 'unknown message kind';
   }
 }

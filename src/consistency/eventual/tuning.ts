@@ -43,6 +43,12 @@ export interface EventualTuning {
   sweepBucketsPerTick: number;
   /** Most requests held while the start-up fetch runs; more get SERVER_ERROR. */
   heldRequestsMax: number;
+  /**
+   * A peer's version whose clock is further ahead of local time than this is dropped, never
+   * merged into the clock: a peer with a clock gone wild (or a hostile one) cannot drag every
+   * later write's version with it, nor past what a version can hold.
+   */
+  clockAheadMaxMs: number;
 }
 
 /** Defaults for a cluster with the given heartbeat interval and failure timeout. */
@@ -64,5 +70,6 @@ export function defaultTuning(options: Pick<MachineOptions, 'heartbeatIntervalMs
     purgedMemoryEntriesMax: 100_000,
     sweepBucketsPerTick: 32,
     heldRequestsMax: 100_000,
+    clockAheadMaxMs: 5 * 60 * 1000,
   };
 }

@@ -181,6 +181,12 @@ export interface LogTuning {
   requestTimeoutFailureTimeouts: number;
   /** Most replica entries in one transfer chunk. */
   transferChunkEntriesMax: number;
+  /**
+   * Most bytes of entries (values, keys and a per-entry allowance, see `opBytes`) in one append,
+   * forward or transfer chunk; a single larger entry goes alone. Keeps every message under the
+   * peer frame cap, which is sized for this much plus one more value.
+   */
+  batchBytesMax: number;
 }
 
 export const LOG_DEFAULTS: Readonly<LogTuning> = Object.freeze({
@@ -190,4 +196,46 @@ export const LOG_DEFAULTS: Readonly<LogTuning> = Object.freeze({
   queueDepthMax: 10_000,
   requestTimeoutFailureTimeouts: 4,
   transferChunkEntriesMax: 256,
+  batchBytesMax: 4 * 1024 * 1024,
 });
+
+/** What an entry costs in a message besides its key and value bytes (its fields, the framing). */
+export const ENTRY_OVERHEAD_BYTES = 128;
+
+/** About how many bytes an op takes in a message: its keys and value, and the overhead. */
+export function opBytes(op: Op | null): number {
+  if (op === null) return ENTRY_OVERHEAD_BYTES;
+  switch (op.kind) {
+    case 'store':
+      return ENTRY_OVERHEAD_BYTES + op.key.length + op.value.length;
+    case 'get':
+    case 'gat':
+      return ENTRY_OVERHEAD_BYTES + op.keys.reduce((sum, key) => sum + key.length + 4, 0);
+    case 'flush_all':
+      return ENTRY_OVERHEAD_BYTES;
+    default:
+      return ENTRY_OVERHEAD_BYTES + op.key.length;
+  }
+}
+
+/** About how many bytes a replica entry takes in a transfer chunk. */
+export function keyedEntryBytes([key, entry]: KeyedEntry): number {
+  return ENTRY_OVERHEAD_BYTES + key.length + entry.value.length;
+}
+
+/**
+ * How many of `sizes` (from the start) one message takes: at most `countMax`, and at most
+ * `bytesMax` bytes of them, but always at least one (a single larger item goes alone).
+ */
+export function batchCount(sizes: (index: number) => number, available: number, limits: { countMax: number; bytesMax: number }): number {
+  const limit = Math.min(available, limits.countMax);
+  let bytes = 0;
+  let count = 0;
+  while (count < limit) {
+    const size = sizes(count);
+    if (count > 0 && bytes + size > limits.bytesMax) break;
+    bytes += size;
+    count += 1;
+  }
+  return count;
+}
