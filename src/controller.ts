@@ -204,6 +204,7 @@ export class Controller {
       persisted,
       nowMs: clockMs(),
       refuseStore: (op, version) => this.memoryGuard.refusal(op, version),
+      valueBytesMax: config.valueBytesMax,
     });
     this.network = new PeerNetwork({
       self: node.id,
@@ -309,6 +310,7 @@ export class Controller {
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
     if (this.stopped) return { kind: 'server_error', message: 'controller shutting down' };
+    this.noticePause();
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
@@ -627,10 +629,29 @@ export class Controller {
     else pending.resolve(reply);
   }
 
+  /**
+   * A tick that comes late (this node was not running: the machine stalled, a long GC pause)
+   * excuses the pause in the failure detector and tells the mode, so neither counts that silence
+   * against the peers.
+   */
   private tick(): void {
+    this.tickNow(this.network.excuseOwnPause());
+  }
+
+  /**
+   * A request can be the first thing this node runs after a stall (the poll phase comes before the
+   * timers): the mode is told of the pause before it judges the request by its peers' silence.
+   */
+  private noticePause(): void {
+    const pausedMs = this.network.excuseOwnPause();
+    if (pausedMs > 0) this.tickNow(pausedMs);
+  }
+
+  private tickNow(pausedMs: number): void {
     const peers = this.network.peerView();
     for (const view of peers) this.memoryGuard.peerReported(view.peer, view.up ? memoryReportOf(view.info) : undefined);
-    this.enqueue({ kind: 'tick', nowMs: clockMs(), peersUp: peers.filter((v) => v.up).map((v) => v.peer) });
+    const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
+    this.enqueue({ kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) });
   }
 
   /**
@@ -806,9 +827,25 @@ export class Controller {
       ['mckv_queue_depth', String(status.queueDepth)],
       ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
       ['mckv_backend_ok', this.health.ok ? '1' : '0'],
+      ...this.peerStats(status.invalidPeerMessages),
       ...cacheStats(this.replica),
     ];
     return { kind: 'stats', stats };
+  }
+
+  /** What peers sent that was refused, and this node's own pauses (a stalled machine, a GC). */
+  private peerStats(invalidPeerMessages: number): Array<[string, string]> {
+    const peer = this.network.counters();
+    const refused = Object.values(peer.handshakesRefused).reduce((sum, count) => sum + count, 0);
+    const pauses = this.network.pauseStats();
+    return [
+      ['mckv_peer_handshakes_accepted', String(peer.handshakesAccepted)],
+      ['mckv_peer_handshakes_refused', String(refused)],
+      ['mckv_peer_frames_refused', String(peer.framesRefused)],
+      ['mckv_peer_messages_invalid', String(invalidPeerMessages)],
+      ['mckv_pauses', String(pauses.pauses)],
+      ['mckv_pause_longest_ms', String(pauses.longestPauseMs)],
+    ];
   }
 
   /** This controller's own line in `show`, also sent to peers in every heartbeat. */

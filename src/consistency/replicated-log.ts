@@ -508,6 +508,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         this.onMessage(event.from, event.message);
         break;
       case 'tick':
+        if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
         this.onTick();
         // Fallback: a controller that never flushes still sends within a tick.
         this.flushOutgoing();
@@ -701,6 +702,23 @@ class ReplicatedLogMachine implements ReplicatedLog {
   /** The index the next proposal of this step takes (and the version its write is stored under). */
   private nextEntryIndex(): number {
     return this.log.lastIndex() + 1 + this.proposalsThisStep.length;
+  }
+
+  /**
+   * This node was not running for `pausedMs` (its tick came late): nobody's silence over that time
+   * counts — not the leader's, not a follower's acks, not a request's wait — so a stall of the whole
+   * machine starts no election and times out no request. Safe: reads never lean on a time lease
+   * (a read index is confirmed by a round of acks sent after it), so only liveness timers move.
+   */
+  private excusePause(pausedMs: number): void {
+    const forward = (atMs: number): number => Math.max(atMs, Math.min(this.nowMs, atMs + pausedMs));
+    this.electionDeadlineMs += pausedMs;
+    this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
+    for (const progress of this.progress.values()) {
+      progress.lastAckMs = forward(progress.lastAckMs);
+      progress.transferStartedMs += pausedMs;
+    }
+    for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
   }
 
   private expirePending(): void {

@@ -36,8 +36,12 @@ export type Event<M> =
   /** A client's op arrived at this controller. `session` is the client connection's id. */
   | { kind: 'request'; nowMs: number; requestId: RequestId; session: number; op: Op }
   | { kind: 'message'; nowMs: number; from: PeerId; message: M }
-  /** Periodic timer; `peersUp` is the failure detector's current view of the other peers. */
-  | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[] }
+  /**
+   * Periodic timer; `peersUp` is the failure detector's current view of the other peers.
+   * `pausedMs`: how long this node was not running since the previous tick (its timers came late:
+   * a stall of the machine, a long GC pause); silence of peers over that time is not theirs.
+   */
+  | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[]; pausedMs?: number }
   /** Answer to a `fetch` effect. */
   | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[] }
   /** An `apply` or `put` effect with a token completed on the local replica. */

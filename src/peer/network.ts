@@ -24,6 +24,7 @@ import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import type { PeerId } from '../consistency/types.ts';
 import type { PeerTls } from './credentials.ts';
+import { PauseWatch } from '../pause-watch.ts';
 import { FailureDetector } from './failure-detector.ts';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';
 import {
@@ -180,6 +181,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private readonly reportedUp = new Set<PeerId>();
   private readonly tallies: PeerNetworkCounters;
   private detector: FailureDetector;
+  private pauses: PauseWatch;
   private server: net.Server | null = null;
   /** With TLS: runs the TLS handshake on sockets `server` accepted (it never listens itself). */
   private tlsServer: tls.Server | null = null;
@@ -200,6 +202,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.handshakeTimeoutMs = Math.max(options.failureTimeoutMs, HANDSHAKE_TIMEOUT_MIN_MS);
     this.peerIds = new Set(ids);
     this.detector = this.newDetector();
+    this.pauses = new PauseWatch({ intervalMs: options.heartbeatIntervalMs, nowMs: monotonicNowMs() });
     const refused = Object.fromEntries(HANDSHAKE_REFUSAL_KINDS.map((kind) => [kind, 0]));
     this.tallies = {
       handshakesAccepted: 0,
@@ -235,6 +238,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       this.outbound.set(address.id, outbound);
       this.dial(outbound);
     }
+    this.pauses = new PauseWatch({ intervalMs: this.options.heartbeatIntervalMs, nowMs: monotonicNowMs() });
     this.heartbeatTimer = setInterval(() => this.onHeartbeatTimer(), this.options.heartbeatIntervalMs);
   }
 
@@ -658,11 +662,35 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   // Heartbeats and failure detection
 
   private onHeartbeatTimer(): void {
+    const pausedMs = this.excuseOwnPause();
     const frame = this.heartbeatFrame();
     for (const outbound of this.outbound.values()) {
       if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame);
     }
-    this.reportTransitions();
+    // After a pause, frames that arrived meanwhile are read (poll phase) before anyone is judged.
+    if (pausedMs > 0) setImmediate(() => this.running && this.reportTransitions());
+    else this.reportTransitions();
+  }
+
+  /**
+   * How long this process was not running since the network's timers last ran (0 if it ran on
+   * time); that silence is excused, not counted against the peers. The controller calls this at
+   * each tick too, so the first timer to run after a stall excuses it, once.
+   */
+  excuseOwnPause(): number {
+    const nowMs = monotonicNowMs();
+    const pausedMs = this.pauses.observe(nowMs);
+    if (pausedMs > 0) {
+      this.detector.excusePause(pausedMs, nowMs);
+      this.options.log.info('this node was not running; its peers are not blamed for the silence', { pausedMs: Math.round(pausedMs) });
+    }
+    return pausedMs;
+  }
+
+  /** Pauses of this process seen so far: how many, the longest and their sum (ms). */
+  pauseStats(): { pauses: number; longestPauseMs: number; totalPausedMs: number } {
+    const { pauses, longestPauseMs, totalPausedMs } = this.pauses;
+    return { pauses, longestPauseMs: Math.round(longestPauseMs), totalPausedMs: Math.round(totalPausedMs) };
   }
 
   private heartbeatFrame(): Buffer {
