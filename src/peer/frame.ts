@@ -28,7 +28,7 @@
  */
 
 import zlib from 'node:zlib';
-import { decodeValue, encodeValueAfter } from './value-codec.ts';
+import { decodeValue, encodeValueAfter, type ValueDecodeReason } from './value-codec.ts';
 
 // Not a named import: on a Node.js without zlib.crc32 (before 20.15) that would fail while
 // linking, before main.ts's version check could say so.
@@ -48,7 +48,7 @@ export type FrameError =
   | { kind: 'bad_version'; version: number }
   | { kind: 'oversized'; frameBytes: number; frameBytesMax: number }
   | { kind: 'checksum_mismatch'; expected: number; actual: number }
-  | { kind: 'bad_payload'; detail: string };
+  | { kind: 'bad_payload'; reason: ValueDecodeReason; detail: string };
 
 /** What one `push` yields: the messages completed by this chunk, and an error if the stream broke. */
 export interface FrameDecodeResult {
@@ -174,8 +174,8 @@ function fieldsFromWire(value: { [key: string]: Json }): unknown {
 
 /**
  * Encodes one message value as a complete frame, in a new Buffer the caller may keep (it is
- * never reused). Throws a RangeError only for a value nested deeper than VALUE_DEPTH_MAX, a
- * programmer's error (as JSON.stringify throws on a cycle).
+ * never reused). Throws a RangeError only for a value nested deeper than VALUE_DEPTH_MAX or a
+ * bigint over BIGINT_BITS_MAX bits, a programmer's error (as JSON.stringify throws on a cycle).
  */
 export function encodeFrame(message: unknown): Buffer {
   const frame = encodeValueAfter(FRAME_HEADER_BYTES, message);
@@ -270,7 +270,7 @@ export class FrameDecoder {
       return this.fail({ kind: 'checksum_mismatch', expected: this.pendingChecksum, actual });
     }
     const decoded = decodeValue(payload, { copyBuffers: sharesChunk });
-    if (!decoded.ok) return this.fail({ kind: 'bad_payload', detail: decoded.detail });
+    if (!decoded.ok) return this.fail({ kind: 'bad_payload', reason: decoded.reason, detail: decoded.detail });
     return { message: decoded.value };
   }
 
