@@ -1,20 +1,18 @@
 /**
- * The first of the value decoder's two passes: it walks a payload without building anything and
- * refuses it unless it is one value, written exactly as ValueEncoder writes it, within limits.
+ * The first of the value decoder's two passes: it walks a payload building nothing and refuses
+ * it unless it is one value, written exactly as ValueEncoder writes it, within DecodeLimits.
  *
- * Intuition: a payload's bytes say how much the decoded value will cost before any of it exists.
- * An empty object is one byte on the wire and ~64 bytes of heap, so a peer that may send 6 MiB
- * could otherwise make a controller build ~400 MiB. This pass adds up an estimate of the heap the
- * value will take (`HEAP_BYTES`) and refuses it past a budget proportional to the payload, as well
- * as past a depth, a per-collection count, a total count and a bigint size.
+ * Intuition: a payload's bytes say what the decoded value will cost before any of it exists. An
+ * empty object is one byte on the wire and ~64 bytes of heap, so a 6 MiB frame could otherwise
+ * build ~400 MiB. This pass adds up an estimate of that heap (HEAP_BYTES) and refuses it past a
+ * budget proportional to the payload, as well as past a depth, counts and a bigint size.
  *
  * Invariants:
- * - Builds nothing: refusing a payload costs time, not memory.
- * - Every length is checked against the bytes left, and every limit, before it is stepped over.
- * - What passes is canonical, so a value re-encodes to the very bytes it came from: the shorter
- *   form wherever two could hold it, integers never as floats, valid UTF-8 only, object keys in
- *   the order JavaScript enumerates them (array-index keys first, ascending). Duplicate keys are
- *   left to the second pass, which sees the strings.
+ * - Builds nothing: refusing a payload costs time, not memory. Every length is checked against
+ *   the bytes left, and every limit, before it is stepped over.
+ * - What passes is canonical, so it re-encodes to the very bytes it came from: the short form
+ *   wherever it fits, integers never as floats, valid UTF-8, array-index keys first and ascending
+ *   (as JavaScript enumerates them). Duplicate keys are left to the builder, which has the strings.
  */
 
 import { isUtf8 } from 'node:buffer';
@@ -57,7 +55,8 @@ export const HEAP_BYTES = Object.freeze({
   arraySlot: 8,
   array: 32,
   arrayElements: 16,
-  object: 56,
+  /** 56 of its own and a share of a hidden class, which each object of a new key set costs. */
+  object: 120,
   /** A field's share of the object's properties and hidden class, beyond its key's bytes. */
   field: 48,
   string: 16,

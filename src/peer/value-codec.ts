@@ -1,23 +1,19 @@
 /**
  * A compact, self-describing binary encoding for the values peers send each other: the payload
- * of a peer frame (version 2, see frame.ts) and of a write-ahead record (wal.ts).
+ * of a peer frame (frame.ts) and of a write-ahead record (wal.ts).
  *
- * Intuition: every value is one tag byte followed by its body (value-tags.ts has the layout),
- * written in one walk into a reused scratch buffer. Small integers, short strings and small
- * containers carry their size in the tag byte (as MessagePack does). Decoding takes two walks:
- * value-check.ts proves the payload canonical and within DecodeLimits without building anything,
- * then the value is built with no checks left to fail but duplicate keys.
+ * Intuition: each value is one tag byte and its body (layout in value-tags.ts), written in one
+ * walk into a reused scratch buffer; small integers, strings and containers carry their size in
+ * the tag (as MessagePack). Decoding walks twice: value-check.ts proves the payload canonical and
+ * within DecodeLimits building nothing, then the value is built with only duplicate keys to find.
  *
- * What round-trips, as JSON would but more: null, booleans, strings, every float64 (-0, NaN and
- * ±Infinity too), bigints up to BIGINT_BITS_MAX bits, Buffers and other Uint8Arrays (decoded as
- * Buffers), arrays and plain objects. As JSON.stringify: undefined, function and symbol fields
- * are left out and such elements become null; `toJSON` is used; other objects are encoded as
- * their own enumerable fields; strings are UTF-8, so a lone surrogate becomes U+FFFD.
+ * Round-trips as JSON would, and also -0, NaN, ±Infinity, bigints up to BIGINT_BITS_MAX bits and
+ * Buffers (any Uint8Array decodes as a Buffer). As JSON.stringify: undefined, function and symbol
+ * fields are left out (such elements become null), `toJSON` is used, lone surrogates become U+FFFD.
  *
- * Invariants: `decodeValue` never throws and refuses, as a value, anything `encode` would not
- * have written; what it accepts re-encodes to the same bytes. A field named `__proto__` or
- * `constructor` is an own data field, never the prototype. Decoded Buffers view the payload
- * unless `copyBuffers` is set.
+ * Invariants: `decodeValue` never throws; it refuses, as a value, what `encode` would not write,
+ * and what it accepts re-encodes to the same bytes. `__proto__` or `constructor` is an own data
+ * field, never the prototype. Decoded Buffers view the payload unless `copyBuffers` is set.
  */
 
 import * as tags from './value-tags.ts';
