@@ -194,7 +194,7 @@ describe('FrameDecoder errors', () => {
     const text = describeFrameError({ kind: 'oversized', frameBytes: 10, frameBytesMax: 5 });
     expect(text).toContain('frameBytesMax 5');
     expect(describeFrameError({ kind: 'bad_version', version: 9 })).toContain('9');
-    expect(describeFrameError({ kind: 'bad_payload', detail: 'unknown tag 0xd0 at byte 3' })).toContain('unknown tag 0xd0');
+    expect(describeFrameError({ kind: 'bad_payload', reason: 'unknown_tag', detail: 'unknown tag 0xd0 at byte 3' })).toContain('unknown tag 0xd0');
   });
 });
 
@@ -246,9 +246,9 @@ describe('value codec round trips', () => {
     expect(roundTrip(-Infinity)).toBe(-Infinity);
   });
 
-  it('round-trips bigints of every size and sign as bigints', () => {
+  it('round-trips bigints of every size and sign up to BIGINT_BITS_MAX bits as bigints', () => {
     const bigints = [0n, 1n, -1n, 2n ** 32n, 2n ** 63n, 2n ** 64n - 1n, 2n ** 64n, -(2n ** 64n) + 1n, -(2n ** 64n)];
-    bigints.push(2n ** 521n - 1n, -(3n ** 400n), (1_722_000_000_000n << 16n) + 7n, 255n, 256n, -(2n ** 72n));
+    bigints.push(2n ** 128n - 1n, -(3n ** 80n), (1_722_000_000_000n << 16n) + 7n, 255n, 256n, -(2n ** 72n));
     for (const value of bigints) expect(roundTrip(value)).toBe(value);
   });
 
@@ -374,7 +374,7 @@ describe('value codec on malformed payloads', () => {
 
   it('refuses absurd lengths and counts before allocating anything', () => {
     for (const tag of [0xc5, 0xc6, 0xc7, 0xc8]) {
-      for (const size of [0xffffffff, 0x7fffffff, 5]) {
+      for (const size of [0xffffffff, 0x7fffffff, 40]) {
         const payload = Buffer.from([tag, 0, 0, 0, 0, 0, 0, 0]);
         payload.writeUInt32LE(size, 1);
         expectMalformed(payload, 'exceeds');
@@ -436,7 +436,7 @@ function randomString(random: Random): string {
 
 function randomBigint(random: Random): bigint {
   let magnitude = 0n;
-  const words = pick(random, [0, 1, 2, 3, 5]);
+  const words = pick(random, [0, 1, 2, 3, 4]);
   for (let word = 0; word < words; word++) magnitude = (magnitude << 32n) | BigInt(Math.floor(random() * 2 ** 32));
   return random() < 0.3 ? -magnitude : magnitude;
 }

@@ -14,13 +14,15 @@
  * `$b`, `$n` or `$o`) is wrapped as `{"$o":{...}}`, so any JSON-able value round-trips exactly.
  *
  * Intuition: the header lets the decoder refuse garbage (bad magic), a peer from another release
- * (bad version) or an absurd length *before* buffering the body, and the checksum catches
- * corruption that TCP's weak checksum or a buggy proxy let through.
+ * (bad version) or a length over the cap *before* buffering the body, and the checksum catches
+ * corruption that TCP's weak checksum or a buggy proxy let through. The cap can change on a live
+ * decoder: small until the peer has said who it is, the configured one after.
  *
  * Invariants:
  * - `FrameDecoder.push` never throws on malformed input; it returns a typed `FrameError`. Once it
  *   has returned an error it stays failed: the caller drops the connection.
- * - The decoder never holds more than one header plus `frameBytesMax` bytes of a frame.
+ * - The decoder never waits for more than one header plus `frameBytesMax` bytes of a frame, and
+ *   a payload is decoded within the value codec's DecodeLimits (heap proportional to its size).
  * - Decoding is independent of how the byte stream is split into chunks.
  * - A decoded message's Buffers never share memory with a socket chunk (so a 100-byte value kept
  *   by the store does not pin the 64 KiB chunk it arrived in): they are views into a payload the
@@ -28,7 +30,7 @@
  */
 
 import zlib from 'node:zlib';
-import { decodeValue, encodeValueAfter } from './value-codec.ts';
+import { DECODE_LIMITS_DEFAULT, decodeValue, encodeValueAfter, type DecodeLimits, type ValueDecodeReason } from './value-codec.ts';
 
 // Not a named import: on a Node.js without zlib.crc32 (before 20.15) that would fail while
 // linking, before main.ts's version check could say so.
@@ -39,8 +41,14 @@ export const FRAME_MAGIC = 0x4d434b56;
 /** 2: binary value-codec payload (1 was tagged JSON). */
 export const FRAME_VERSION = 2;
 export const FRAME_HEADER_BYTES = 13;
-/** Default upper bound on one frame, header included. */
-export const FRAME_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+/**
+ * Upper bound on one frame, header included, when none is given: what config.ts's
+ * defaultPeerFrameBytesMax gives for the default value_bytes_max of 1 MiB (a 4 MiB batch, two
+ * values and 64 KiB). The controller passes the configured `peerFrameBytesMax` instead.
+ */
+export const FRAME_BYTES_MAX_DEFAULT = 4 * 1024 * 1024 + 2 * 1024 * 1024 + 64 * 1024;
+/** A cap for a connection whose peer has not yet said who it is: a hello fits with room. */
+export const FRAME_BYTES_MAX_UNAUTHENTICATED = 1024;
 
 /** Why a byte stream is not a valid sequence of frames. The connection must be dropped. */
 export type FrameError =
@@ -48,7 +56,7 @@ export type FrameError =
   | { kind: 'bad_version'; version: number }
   | { kind: 'oversized'; frameBytes: number; frameBytesMax: number }
   | { kind: 'checksum_mismatch'; expected: number; actual: number }
-  | { kind: 'bad_payload'; detail: string };
+  | { kind: 'bad_payload'; reason: ValueDecodeReason; detail: string };
 
 /** What one `push` yields: the messages completed by this chunk, and an error if the stream broke. */
 export interface FrameDecodeResult {
@@ -174,8 +182,8 @@ function fieldsFromWire(value: { [key: string]: Json }): unknown {
 
 /**
  * Encodes one message value as a complete frame, in a new Buffer the caller may keep (it is
- * never reused). Throws a RangeError only for a value nested deeper than VALUE_DEPTH_MAX, a
- * programmer's error (as JSON.stringify throws on a cycle).
+ * never reused). Throws a RangeError only for a value nested deeper than VALUE_DEPTH_MAX or a
+ * bigint over BIGINT_BITS_MAX bits, a programmer's error (as JSON.stringify throws on a cycle).
  */
 export function encodeFrame(message: unknown): Buffer {
   const frame = encodeValueAfter(FRAME_HEADER_BYTES, message);
@@ -192,8 +200,19 @@ export function encodeFrame(message: unknown): Buffer {
 // Streaming decoder
 
 export interface FrameDecoderOptions {
-  /** Largest frame accepted, header included. Default 64 MiB. */
+  /** Largest frame accepted, header included. Default FRAME_BYTES_MAX_DEFAULT. */
   frameBytesMax?: number;
+  /** Limits on each payload, over DECODE_LIMITS_DEFAULT. */
+  decodeLimits?: Partial<DecodeLimits>;
+}
+
+export interface FramePushOptions {
+  /**
+   * Decode at most this many messages; the bytes after them stay buffered, unread, until the
+   * next push (an empty chunk will do). Lets a caller judge a hello, and raise the cap, before
+   * the frames behind it are held to the cap. Default: no limit.
+   */
+  messagesMax?: number;
 }
 
 /**
@@ -202,6 +221,7 @@ export interface FrameDecoderOptions {
  */
 export class FrameDecoder {
   private frameBytesMaxNow: number;
+  private readonly decodeLimits: Readonly<DecodeLimits>;
   private chunks: Buffer[] = [];
   /** Offset of the first unread byte in chunks[0]. */
   private chunkOffset = 0;
@@ -212,19 +232,26 @@ export class FrameDecoder {
   private failure: FrameError | null = null;
 
   constructor(options: FrameDecoderOptions = {}) {
-    this.frameBytesMaxNow = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
+    this.frameBytesMaxNow = FRAME_BYTES_MAX_DEFAULT;
+    this.setFrameBytesMax(options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT);
+    this.decodeLimits = options.decodeLimits === undefined ? DECODE_LIMITS_DEFAULT : { ...DECODE_LIMITS_DEFAULT, ...options.decodeLimits };
   }
 
-  /** Largest frame accepted now, header included. */
+  /** Largest frame accepted, header included. */
   get frameBytesMax(): number {
     return this.frameBytesMaxNow;
   }
 
   /**
-   * Changes the cap from the next header on (a peer's frames may be larger once it has
-   * authenticated); bytes already buffered are kept.
+   * Changes the cap for every frame whose header has not been read yet, and for one whose body
+   * is still awaited: if that frame is now over the cap, the next push fails with `oversized`.
+   * Throws a RangeError for a cap that is not an integer of at least a header (a programmer's
+   * error).
    */
   setFrameBytesMax(frameBytesMax: number): void {
+    if (!Number.isSafeInteger(frameBytesMax) || frameBytesMax < FRAME_HEADER_BYTES) {
+      throw new RangeError(`frameBytesMax ${frameBytesMax} is not an integer >= ${FRAME_HEADER_BYTES}`);
+    }
     this.frameBytesMaxNow = frameBytesMax;
   }
 
@@ -234,14 +261,16 @@ export class FrameDecoder {
   }
 
   /** Feeds a chunk; returns the messages it completed and, if the stream is broken, why. */
-  push(chunk: Buffer): FrameDecodeResult {
+  push(chunk: Buffer, options: FramePushOptions = {}): FrameDecodeResult {
     const messages: unknown[] = [];
     if (this.failure !== null) return { messages, error: this.failure };
     if (chunk.length > 0) {
       this.chunks.push(chunk);
       this.bufferedBytes += chunk.length;
     }
-    while (this.failure === null) {
+    if (this.pendingPayloadBytes !== null) this.checkFrameBytes(this.pendingPayloadBytes);
+    const messagesMax = options.messagesMax ?? Infinity;
+    while (this.failure === null && messages.length < messagesMax) {
       const step = this.pendingPayloadBytes === null ? this.readHeader() : this.readPayload();
       if (step === 'wait') break;
       if (step !== 'header') messages.push(step.message);
@@ -263,13 +292,18 @@ export class FrameDecoder {
     const version = header.readUInt8(4);
     if (version !== FRAME_VERSION) return this.fail({ kind: 'bad_version', version });
     const payloadBytes = header.readUInt32BE(5);
-    const frameBytes = FRAME_HEADER_BYTES + payloadBytes;
-    if (frameBytes > this.frameBytesMax) {
-      return this.fail({ kind: 'oversized', frameBytes, frameBytesMax: this.frameBytesMax });
-    }
+    if (!this.checkFrameBytes(payloadBytes)) return 'wait';
     this.pendingPayloadBytes = payloadBytes;
     this.pendingChecksum = header.readUInt32BE(9);
     return 'header';
+  }
+
+  /** False, and failed, if a frame of this payload is over the cap. */
+  private checkFrameBytes(payloadBytes: number): boolean {
+    const frameBytes = FRAME_HEADER_BYTES + payloadBytes;
+    if (frameBytes <= this.frameBytesMaxNow) return true;
+    this.fail({ kind: 'oversized', frameBytes, frameBytesMax: this.frameBytesMaxNow });
+    return false;
   }
 
   private readPayload(): 'wait' | { message: unknown } {
@@ -282,8 +316,8 @@ export class FrameDecoder {
     if (actual !== this.pendingChecksum) {
       return this.fail({ kind: 'checksum_mismatch', expected: this.pendingChecksum, actual });
     }
-    const decoded = decodeValue(payload, { copyBuffers: sharesChunk });
-    if (!decoded.ok) return this.fail({ kind: 'bad_payload', detail: decoded.detail });
+    const decoded = decodeValue(payload, { copyBuffers: sharesChunk, limits: this.decodeLimits });
+    if (!decoded.ok) return this.fail({ kind: 'bad_payload', reason: decoded.reason, detail: decoded.detail });
     return { message: decoded.value };
   }
 

@@ -1,70 +1,32 @@
 /**
  * A compact, self-describing binary encoding for the values peers send each other: the payload
- * of a peer frame (version 2, see frame.ts).
+ * of a peer frame (frame.ts) and of a write-ahead record (wal.ts).
  *
- * Intuition: the tagged-JSON payload of version 1 spent its time walking the value twice,
- * base64-encoding every memcached value and parsing text back. Here every value is one tag byte
- * followed by its body, written in one walk into a reused, growable scratch buffer and read back
- * in one walk; Buffers travel as raw bytes. Small integers, short strings and small containers
- * carry their size in the tag byte itself (as MessagePack does), so a heartbeat stays small.
+ * Intuition: each value is one tag byte and its body (layout in value-tags.ts), written in one
+ * walk into a reused scratch buffer; small integers, strings and containers carry their size in
+ * the tag (as MessagePack). Decoding walks twice: value-check.ts proves the payload canonical and
+ * within DecodeLimits building nothing, then the value is built with only duplicate keys to find.
  *
- * Layout (multi-byte numbers little-endian, lengths u32):
+ * Round-trips as JSON would, and also -0, NaN, ±Infinity, bigints up to BIGINT_BITS_MAX bits and
+ * Buffers (any Uint8Array decodes as a Buffer). As JSON.stringify: undefined, function and symbol
+ * fields are left out (such elements become null), `toJSON` is used, lone surrogates become U+FFFD.
  *
- *   0x00-0x7f  integer 0..127                  0xc0  null
- *   0x80-0x9f  string of 0..31 utf8 bytes      0xc1  false          0xc2  true
- *   0xa0-0xaf  array of 0..15 values           0xc3  int32          0xc4  float64
- *   0xb0-0xbf  object of 0..15 fields          0xc5  string: u32 byte length, utf8 bytes
- *   0xe0-0xff  integer -32..-1                 0xc6  bytes: u32 length, raw bytes (a Buffer)
- *                                              0xc7  array: u32 count, values
- *                                              0xc8  object: u32 count, (string key, value)*
- *                                              0xc9  bigint 0..2^64-1: u64
- *                                              0xca  bigint -(2^64-1)..-1: u64 magnitude
- *                                              0xcb  any bigint: sign byte (0 or 1), u32 length,
- *                                                    magnitude big-endian (length >= 1)
- *
- * What round-trips, and how it differs from JSON:
- * - null, booleans, strings, numbers (every float64 exactly, including -0, NaN and ±Infinity,
- *   which JSON would turn into 0 or null), bigints of any size and sign, Buffers and other
- *   Uint8Arrays (decoded as Buffers), arrays and plain objects.
- * - As JSON.stringify does: object fields whose value is undefined, a function or a symbol are
- *   left out; such array elements become null; an object with a `toJSON` method (a Date) is
- *   encoded as what `toJSON()` returns; other objects (Map, class instances) as their own
- *   enumerable fields. A top-level undefined encodes as null.
- * - Strings are written as UTF-8, so a lone surrogate becomes U+FFFD (JSON would keep it).
- *
- * Invariants:
- * - `decodeValue` never throws: malformed input is `{ ok: false, detail }`.
- * - Every length and count is checked against the bytes left before anything is allocated, and
- *   nesting deeper than `VALUE_DEPTH_MAX` is refused, so a malformed payload can neither make
- *   the decoder allocate much more than the payload's own size nor recurse without bound.
- * - A payload decodes only if exactly one value fills it (no trailing bytes).
- * - Decoded Buffers are views into the payload (no copy) unless `copyBuffers` is set: the
- *   caller must not reuse the payload's memory while the value lives.
+ * Invariants: `decodeValue` never throws; it refuses, as a value, what `encode` would not write,
+ * and what it accepts re-encodes to the same bytes. `__proto__` or `constructor` is an own data
+ * field, never the prototype. Decoded Buffers view the payload unless `copyBuffers` is set.
  */
 
-/** Deepest nesting accepted: a top-level scalar is depth 0, the fields of a top-level object 1. */
-export const VALUE_DEPTH_MAX = 64;
+import * as tags from './value-tags.ts';
+import { DECODE_LIMITS_DEFAULT, checkPayload, type DecodeLimits, type ValueDecodeFailure } from './value-check.ts';
 
-const FIXINT_MAX = 0x7f;
-const FIXSTR = 0x80;
-const FIXSTR_BYTES_MAX = 31;
-const FIXARRAY = 0xa0;
-const FIXOBJECT = 0xb0;
-const FIXCOUNT_MAX = 15;
-const TAG_NULL = 0xc0;
-const TAG_FALSE = 0xc1;
-const TAG_TRUE = 0xc2;
-const TAG_INT32 = 0xc3;
-const TAG_FLOAT64 = 0xc4;
-const TAG_STRING = 0xc5;
-const TAG_BYTES = 0xc6;
-const TAG_ARRAY = 0xc7;
-const TAG_OBJECT = 0xc8;
-const TAG_BIGINT_U64 = 0xc9;
-const TAG_BIGINT_NEGATIVE_U64 = 0xca;
-const TAG_BIGINT_ANY = 0xcb;
-const NEGATIVE_FIXINT = 0xe0;
-const NEGATIVE_FIXINT_MIN = -32;
+export { BIGINT_BITS_MAX, VALUE_DEPTH_MAX } from './value-tags.ts';
+export { DECODE_LIMITS_DEFAULT, type DecodeLimits, type ValueDecodeFailure, type ValueDecodeReason } from './value-check.ts';
+
+const {
+  FIXINT_MAX, FIXSTR, FIXSTR_BYTES_MAX, FIXARRAY, FIXOBJECT, FIXCOUNT_MAX, TAG_NULL, TAG_FALSE, TAG_TRUE, TAG_INT32,
+  TAG_FLOAT64, TAG_STRING, TAG_BYTES, TAG_ARRAY, TAG_OBJECT, TAG_BIGINT_U64, TAG_BIGINT_NEGATIVE_U64, TAG_BIGINT_ANY,
+  NEGATIVE_FIXINT, NEGATIVE_FIXINT_MIN, VALUE_DEPTH_MAX, BIGINT_BITS_MAX,
+} = tags;
 
 const U64_MAX = (1n << 64n) - 1n;
 const U32_MASK = 0xffffffffn;
@@ -88,8 +50,8 @@ export class ValueEncoder {
   /**
    * Encodes `value` and returns a new Buffer: `reserveBytes` bytes left for the caller (a frame
    * header, say; their content is unspecified) followed by the encoding. Throws a RangeError,
-   * as JSON.stringify does on a cycle, if `value` nests deeper than VALUE_DEPTH_MAX: that is a
-   * programmer's error, not input.
+   * as JSON.stringify does on a cycle, if `value` nests deeper than VALUE_DEPTH_MAX or holds a
+   * bigint over BIGINT_BITS_MAX bits: a programmer's error, which no decoder would accept.
    */
   encode(value: unknown, reserveBytes = 0): Buffer {
     // A toJSON that itself encodes would clobber the scratch: give it an encoder of its own.
@@ -207,6 +169,7 @@ export class ValueEncoder {
     if (value < 0n && -value <= U64_MAX) return this.writeU64(TAG_BIGINT_NEGATIVE_U64, -value);
     const negative = value < 0n;
     let hex = (negative ? -value : value).toString(16);
+    if (hex.length > BIGINT_BITS_MAX / 4) throw new RangeError(`bigint over ${BIGINT_BITS_MAX} bits`);
     if (hex.length % 2 === 1) hex = `0${hex}`;
     const byteCount = hex.length / 2;
     this.ensure(6 + byteCount);
@@ -299,11 +262,12 @@ export function encodeValueAfter(reserveBytes: number, value: unknown): Buffer {
   return sharedEncoder.encode(value, reserveBytes);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Decoder
 
-/** The outcome of decoding: the value, or why the payload is not one valid encoded value. */
-export type ValueDecodeResult = { ok: true; value: unknown } | { ok: false; detail: string };
+// ---------------------------------------------------------------------------------------------
+// Decoder: builds what value-check.ts has proven canonical and within limits.
+
+/** The outcome of decoding: the value, or why the payload was refused. */
+export type ValueDecodeResult = { ok: true; value: unknown } | ValueDecodeFailure;
 
 export interface ValueDecodeOptions {
   /**
@@ -312,30 +276,22 @@ export interface ValueDecodeOptions {
    * not pin. Default false.
    */
   copyBuffers?: boolean;
+  /** Default DECODE_LIMITS_DEFAULT. */
+  limits?: Readonly<DecodeLimits>;
 }
 
-/** Returned by the readers below in place of a value once the payload proved malformed. */
-const MALFORMED: unique symbol = Symbol('malformed');
+/** Returned by the readers below in place of a value once a duplicate key turned up. */
+const DUPLICATE: unique symbol = Symbol('duplicate key');
 type Read = unknown;
 
-/** One pass over one payload. `detail` says why, once a reader has returned MALFORMED. */
+/** One pass over one checked payload. */
 class Reader {
   position = 0;
-  detail = '';
 
   constructor(
     readonly payload: Buffer,
     readonly copyBuffers: boolean,
   ) {}
-
-  fail(detail: string): typeof MALFORMED {
-    this.detail = `${detail} at byte ${this.position}`;
-    return MALFORMED;
-  }
-
-  get remaining(): number {
-    return this.payload.length - this.position;
-  }
 }
 
 /**
@@ -343,25 +299,29 @@ class Reader {
  * are views into `payload` unless `options.copyBuffers` is set (see ValueDecodeOptions).
  */
 export function decodeValue(payload: Buffer, options: ValueDecodeOptions = {}): ValueDecodeResult {
+  const refused = checkPayload(payload, options.limits ?? DECODE_LIMITS_DEFAULT);
+  if (refused !== null) return refused;
   const reader = new Reader(payload, options.copyBuffers ?? false);
-  const value = readValue(reader, 0);
-  if (value === MALFORMED) return { ok: false, detail: reader.detail };
-  if (reader.remaining !== 0) return { ok: false, detail: `${reader.remaining} trailing bytes after the value` };
+  const value = readValue(reader);
+  if (value === DUPLICATE) {
+    const at = reader.position;
+    return { ok: false, reason: 'duplicate_key', at, detail: `duplicate object key before byte ${at}` };
+  }
   return { ok: true, value };
 }
 
-function readValue(reader: Reader, depth: number): Read {
-  if (reader.remaining < 1) return reader.fail('value expected but the payload ended');
+function readValue(reader: Reader): Read {
   const tag = reader.payload[reader.position++];
   if (tag <= FIXINT_MAX) return tag;
   if (tag >= NEGATIVE_FIXINT) return tag - 0x100;
   if (tag < FIXARRAY) return readUtf8(reader, tag & 0x1f);
-  if (tag < FIXOBJECT) return readArray(reader, tag & 0x0f, depth);
-  if (tag < TAG_NULL) return readFields(reader, tag & 0x0f, depth);
-  return readTagged(reader, tag, depth);
+  if (tag < FIXOBJECT) return readArray(reader, tag & 0x0f);
+  if (tag < TAG_NULL) return readFields(reader, tag & 0x0f);
+  return readTagged(reader, tag);
 }
 
-function readTagged(reader: Reader, tag: number, depth: number): Read {
+function readTagged(reader: Reader, tag: number): Read {
+  const { payload } = reader;
   switch (tag) {
     case TAG_NULL:
       return null;
@@ -370,51 +330,31 @@ function readTagged(reader: Reader, tag: number, depth: number): Read {
     case TAG_TRUE:
       return true;
     case TAG_INT32:
-      return readFixed(reader, 4) === MALFORMED ? MALFORMED : reader.payload.readInt32LE(reader.position - 4);
+      return payload.readInt32LE((reader.position += 4) - 4);
     case TAG_FLOAT64:
-      return readFixed(reader, 8) === MALFORMED ? MALFORMED : reader.payload.readDoubleLE(reader.position - 8);
+      return payload.readDoubleLE((reader.position += 8) - 8);
     case TAG_STRING:
-      return readSized(reader, 1, (length) => readUtf8(reader, length));
+      return readUtf8(reader, readU32(reader));
     case TAG_BYTES:
-      return readSized(reader, 1, (length) => readBytes(reader, length));
+      return readBytes(reader, readU32(reader));
     case TAG_ARRAY:
-      return readSized(reader, 1, (count) => readArray(reader, count, depth));
+      return readArray(reader, readU32(reader));
     case TAG_OBJECT:
-      return readSized(reader, 2, (count) => readFields(reader, count, depth));
+      return readFields(reader, readU32(reader));
     case TAG_BIGINT_U64:
-      return readU64(reader, false);
+      return readU64(reader);
     case TAG_BIGINT_NEGATIVE_U64:
-      return readU64(reader, true);
-    case TAG_BIGINT_ANY:
-      return readBigint(reader);
+      return -readU64(reader);
     default:
-      reader.position--;
-      return reader.fail(`unknown tag 0x${tag.toString(16)}`);
+      return readBigint(reader);
   }
 }
 
-/** Checks that `byteCount` bytes remain and steps over them. */
-function readFixed(reader: Reader, byteCount: number): typeof MALFORMED | number {
-  if (reader.remaining < byteCount) return reader.fail(`${byteCount} bytes expected but the payload ended`);
-  reader.position += byteCount;
-  return byteCount;
+function readU32(reader: Reader): number {
+  return reader.payload.readUInt32LE((reader.position += 4) - 4);
 }
 
-/**
- * Reads a u32 length or count and hands it on, after checking that the rest of the payload can
- * hold that many items of at least `itemBytesMin` bytes each.
- */
-function readSized(reader: Reader, itemBytesMin: number, then: (size: number) => Read): Read {
-  if (readFixed(reader, 4) === MALFORMED) return MALFORMED;
-  const size = reader.payload.readUInt32LE(reader.position - 4);
-  if (size * itemBytesMin > reader.remaining) {
-    return reader.fail(`length ${size} exceeds the ${reader.remaining} bytes left`);
-  }
-  return then(size);
-}
-
-function readUtf8(reader: Reader, byteCount: number): Read {
-  if (reader.remaining < byteCount) return reader.fail(`string of ${byteCount} bytes exceeds the payload`);
+function readUtf8(reader: Reader, byteCount: number): string {
   const { payload } = reader;
   const start = reader.position;
   reader.position += byteCount;
@@ -460,33 +400,31 @@ function asciiUpTo8(bytes: Buffer, at: number, byteCount: number): string {
   }
 }
 
-function readBytes(reader: Reader, byteCount: number): Read {
+function readBytes(reader: Reader, byteCount: number): Buffer {
   const start = reader.position;
   reader.position += byteCount;
   const view = reader.payload.subarray(start, start + byteCount);
   return reader.copyBuffers ? Buffer.from(view) : view;
 }
 
-function readArray(reader: Reader, count: number, depth: number): Read {
-  if (depth >= VALUE_DEPTH_MAX) return reader.fail(`nesting deeper than ${VALUE_DEPTH_MAX}`);
-  if (count > reader.remaining) return reader.fail(`array of ${count} exceeds the ${reader.remaining} bytes left`);
+function readArray(reader: Reader, count: number): Read {
   const out: unknown[] = new Array(count);
   for (let index = 0; index < count; index++) {
-    const element = readValue(reader, depth + 1);
-    if (element === MALFORMED) return MALFORMED;
+    const element = readValue(reader);
+    if (element === DUPLICATE) return DUPLICATE;
     out[index] = element;
   }
   return out;
 }
 
-function readFields(reader: Reader, count: number, depth: number): Read {
-  if (depth >= VALUE_DEPTH_MAX) return reader.fail(`nesting deeper than ${VALUE_DEPTH_MAX}`);
+const hasOwn = Object.prototype.hasOwnProperty;
+
+function readFields(reader: Reader, count: number): Read {
   const out: Record<string, unknown> = {};
   for (let index = 0; index < count; index++) {
-    const key = readKey(reader, depth + 1);
-    if (key === MALFORMED) return MALFORMED;
-    const field = readValue(reader, depth + 1);
-    if (field === MALFORMED) return MALFORMED;
+    const key = readKey(reader);
+    const field = readValue(reader);
+    if (field === DUPLICATE || hasOwn.call(out, key)) return DUPLICATE;
     // A field named __proto__ must stay a field (as JSON.parse makes it), not set the prototype.
     if (key === '__proto__') Object.defineProperty(out, key, { value: field, enumerable: true, writable: true, configurable: true });
     else out[key] = field;
@@ -509,15 +447,11 @@ const keyCacheBytes = Buffer.alloc(KEY_CACHE_SLOTS * KEY_CACHED_BYTES_MAX);
 const keyCacheLengths = new Uint8Array(KEY_CACHE_SLOTS).fill(0xff);
 const keyCacheStrings: string[] = new Array<string>(KEY_CACHE_SLOTS).fill('');
 
-function readKey(reader: Reader, depth: number): string | typeof MALFORMED {
+/** Reads a key value-check.ts proved to be a string. */
+function readKey(reader: Reader): string {
   const { payload, position } = reader;
-  const tag = position < payload.length ? payload[position] : TAG_NULL;
-  const byteCount = tag - FIXSTR;
-  if (byteCount < 0 || byteCount > KEY_CACHED_BYTES_MAX || reader.remaining < 1 + byteCount) {
-    const key = readValue(reader, depth);
-    if (key === MALFORMED || typeof key === 'string') return key;
-    return reader.fail('object key is not a string');
-  }
+  const byteCount = payload[position] - FIXSTR;
+  if (byteCount < 0 || byteCount > KEY_CACHED_BYTES_MAX) return readValue(reader) as string;
   const start = position + 1;
   reader.position = start + byteCount;
   let hash = byteCount;
@@ -539,23 +473,17 @@ function cachedBytesEqual(slot: number, payload: Buffer, start: number, byteCoun
   return true;
 }
 
-function readU64(reader: Reader, negative: boolean): Read {
-  if (readFixed(reader, 8) === MALFORMED) return MALFORMED;
-  const low = reader.payload.readUInt32LE(reader.position - 8);
-  const high = reader.payload.readUInt32LE(reader.position - 4);
-  const magnitude = high === 0 ? BigInt(low) : (BigInt(high) << 32n) | BigInt(low);
-  return negative ? -magnitude : magnitude;
+function readU64(reader: Reader): bigint {
+  const low = readU32(reader);
+  const high = readU32(reader);
+  return high === 0 ? BigInt(low) : (BigInt(high) << 32n) | BigInt(low);
 }
 
-function readBigint(reader: Reader): Read {
-  if (readFixed(reader, 1) === MALFORMED) return MALFORMED;
-  const sign = reader.payload[reader.position - 1];
-  if (sign > 1) return reader.fail(`bigint sign byte ${sign}`);
-  return readSized(reader, 1, (byteCount) => {
-    if (byteCount === 0) return reader.fail('bigint of 0 bytes');
-    const start = reader.position;
-    reader.position += byteCount;
-    const magnitude = BigInt(`0x${reader.payload.toString('hex', start, start + byteCount)}`);
-    return sign === 1 ? -magnitude : magnitude;
-  });
+function readBigint(reader: Reader): bigint {
+  const sign = reader.payload[reader.position++];
+  const byteCount = readU32(reader);
+  const start = reader.position;
+  reader.position += byteCount;
+  const magnitude = BigInt(`0x${reader.payload.toString('hex', start, start + byteCount)}`);
+  return sign === 1 ? -magnitude : magnitude;
 }
