@@ -101,6 +101,8 @@ const QUEUED_BYTES_MAX = 16 * 1024 * 1024;
 const PIPELINED_RUN_MAX = 64;
 /** A connection asked to close is destroyed after this long if the peer does not close it first. */
 const CLOSE_GRACE_MS = 2000;
+/** Connections waiting to be accepted (memcached's -b default), so a burst of clients is not dropped. */
+const LISTEN_BACKLOG = 1024;
 /** Longest handler error message passed on to a client. */
 const ERROR_MESSAGE_CHARS_MAX = 200;
 
@@ -325,6 +327,9 @@ class Connection {
     this.running = true;
     try {
       while (this.queue.length > 0 && !this.finished) {
+        // Nothing more is handed to the handler while the client has not taken what it was sent.
+        if (this.socket.writableLength > this.outputBytesMax) await this.drained();
+        if (this.finished) break;
         const batch = this.takeRun();
         // Handed over in order now; answered in order below. A reply the handler gave at once is
         // written at once, without a turn of the event loop.
@@ -555,7 +560,7 @@ export class ProtocolServer {
     return new Promise((resolve, reject) => {
       const onError = (error: Error): void => reject(error);
       this.server.once('error', onError);
-      this.server.listen(this.options.port, this.options.host, () => {
+      this.server.listen({ port: this.options.port, host: this.options.host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
         // Listen errors reject above (the caller reports them once); later ones are only logged.
         this.server.on('error', (error) => this.logWarn('protocol server error', { error: error.message }));
