@@ -62,7 +62,8 @@ export interface ProtocolServerOptions {
   flushAllEnabled?: boolean;
   /**
    * Checks client logins (see auth.ts `loadAuthFile`): text clients log in with memcached -Y's
-   * `set`, binary ones with SASL PLAIN. null (default) = no login.
+   * `set`, binary ones with SASL PLAIN as memcached -S does (memcached serves only one protocol
+   * with either option; mckv serves both). null (default) = no login.
    */
   login?: Login | null;
 }

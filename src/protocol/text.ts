@@ -20,7 +20,8 @@
  * flags above 2^32-1, exptime outside int32, data lengths outside int32 and keys holding control
  * characters are refused with `CLIENT_ERROR`; a get with more than keysPerGetMax keys is refused;
  * a too-long line gets `CLIENT_ERROR line too long` before the close (memcached just closes); a
- * login's data block over lineBytesMax is swallowed and refused as an authentication failure.
+ * login's data block over lineBytesMax is swallowed and refused as an authentication failure;
+ * every pipelined line before login is answered (memcached 1.6.18 answers only one per read).
  */
 
 import { DEFAULT_LIMITS } from './types.ts';
