@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run by `npm test` first: the integration tests need a real memcached, one of them runs
-# libmemcached's memccapable (Debian's libmemcached-tools) against a controller, and the wall-clock
-# tests step controllers' clocks with libfaketime (Debian's libfaketime). Installs the
+# libmemcached's memccapable (Debian's libmemcached-tools) against a controller, the wall-clock
+# tests step controllers' clocks with libfaketime (Debian's libfaketime), and the login test runs
+# a pymemcache client (Debian's python3-pymemcache, under the system python). Installs the
 # Debian packages that are missing when this user may install packages; otherwise says how, and
 # the tests that need them fail with the same message (or use testcontainers for memcached where
 # a Docker engine answers).
@@ -10,6 +11,7 @@ missing=()
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v memccapable >/dev/null 2>&1 || missing+=(libmemcached-tools)
 compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || compgen -G '/usr/lib/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(libfaketime)
+/usr/bin/python3 -c 'import pymemcache' >/dev/null 2>&1 || missing+=(python3-pymemcache)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-memcached: ${missing[*]} not installed and there is no apt-get; install them to run the integration tests" >&2

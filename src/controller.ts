@@ -34,6 +34,7 @@ import { readClusterSecret, readPeerTls } from './peer/credentials.ts';
 import { PeerNetwork } from './peer/network.ts';
 import { replacePrivateTextFile } from './private-files.ts';
 import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
+import { loadAuthFile } from './protocol/auth.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
 import { LossWatch } from './store/loss-watch.ts';
@@ -227,7 +228,17 @@ export class Controller {
     this.server = new ProtocolServer({
       host: node.client.host,
       port: node.client.port,
-      limits: { ...DEFAULT_LIMITS, valueBytesMax: config.valueBytesMax, connectionsMax: config.connectionsMax },
+      limits: {
+        ...DEFAULT_LIMITS,
+        valueBytesMax: config.valueBytesMax,
+        connectionsMax: config.connectionsMax,
+        outputBytesMax: config.clients.outputBytesMax,
+        requestsInFlightMax: config.clients.requestsInFlightMax,
+      },
+      idleTimeoutMs: config.clients.idleTimeoutMs,
+      flushAllEnabled: config.clients.flushAllEnabled,
+      // Read once, here: an unreadable or malformed auth file stops the start with one line.
+      login: config.clients.authFile === null ? null : loadAuthFile(config.clients.authFile),
       handler: (command, connection) => this.handle(command, connection),
       // Every mode carries out a connection's commands in the order handed over: the replicated
       // log through its session order (consistency/log/session-order.ts); eventual and local

@@ -3,7 +3,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { BinaryRequestDecoder, OPCODE, encodeBinaryReply } from '../src/protocol/binary.ts';
+import { BinaryRequestDecoder, OPCODE, encodeBinaryReply, encodeBinaryReplyParts } from '../src/protocol/binary.ts';
 import type { BinaryDecoded, BinaryHeader } from '../src/protocol/binary.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { Command, ProtocolLimits, Reply } from '../src/protocol/types.ts';
@@ -240,5 +240,79 @@ describe('binary encoder', () => {
     expect(parse(encodeBinaryReply(header(OPCODE.version), { kind: 'version' }, { kind: 'version', version: '1.6.18' }))[0].value.toString()).toBe('1.6.18');
     const stats = parse(encodeBinaryReply(header(OPCODE.stat, { opaque: 4 }), { kind: 'stats', group: '' }, { kind: 'stats', stats: [['pid', '12'], ['uptime', '3']] }));
     expect(stats.map((packet) => [packet.key, packet.value.toString(), packet.opaque])).toEqual([['pid', '12', 4], ['uptime', '3', 4], ['', '', 4]]);
+  });
+});
+
+describe('binary decoder: SASL PLAIN (memcached -S) and flush off (memcached -F)', () => {
+  const login = { verify: (user: string, password: string): boolean => user === 'alice' && password === 'secret' };
+  const decodeLoggingIn = (bytes: Buffer): BinaryDecoded[] => decodeEveryWay(() => new BinaryRequestDecoder(SMALL, { login }), bytes);
+  const answered = (opcode: number, status: number, body: string): BinaryDecoded => ({ kind: 'answered', header: header(opcode), status: status as never, body });
+
+  it('serves mechanisms and version before SASL; a command before it is refused and closes', () => {
+    const items = decodeLoggingIn(Buffer.concat([
+      binaryRequest({ opcode: OPCODE.saslListMechs }),
+      binaryRequest({ opcode: OPCODE.version }),
+      binaryRequest({ opcode: OPCODE.getq, key: 'k' }),
+      binaryRequest({ opcode: OPCODE.noop }),
+    ]));
+    expect(items).toEqual([
+      answered(OPCODE.saslListMechs, 0, 'PLAIN'),
+      { kind: 'command', header: header(OPCODE.version), command: { kind: 'version' } },
+      { kind: 'invalid', header: header(OPCODE.getq, { quiet: true }), status: 0x20, message: 'Auth failure.', close: true },
+    ]);
+  });
+
+  it('PLAIN in one step or two; a failure keeps the connection logged out', () => {
+    const items = decodeLoggingIn(Buffer.concat([
+      binaryRequest({ opcode: OPCODE.saslAuth, key: 'PLAIN', value: '\0alice\0wrong' }),
+      binaryRequest({ opcode: OPCODE.saslStep, key: 'PLAIN', value: '\0alice\0secret' }),
+      binaryRequest({ opcode: OPCODE.saslAuth, key: 'PLAIN' }),
+      binaryRequest({ opcode: OPCODE.saslStep, key: 'PLAIN', value: '\0alice\0secret' }),
+      binaryRequest({ opcode: OPCODE.noop }),
+    ]));
+    expect(items).toEqual([
+      answered(OPCODE.saslAuth, 0x20, 'Auth failure.'),
+      answered(OPCODE.saslStep, 0x20, 'Auth failure.'),
+      answered(OPCODE.saslAuth, 0x21, ''),
+      answered(OPCODE.saslStep, 0, 'Authenticated'),
+      { kind: 'command', header: header(OPCODE.noop), command: { kind: 'noop' } },
+    ]);
+  });
+
+  it('refuses a SASL request of another shape, before buffering its body', () => {
+    const tooLong = binaryRequest({ opcode: OPCODE.saslAuth, key: 'PLAIN', value: Buffer.alloc(2000) }).subarray(0, 24);
+    expect(decodeLoggingIn(tooLong)).toEqual([
+      { kind: 'invalid', header: header(OPCODE.saslAuth), status: 0x04, message: 'Invalid arguments', close: true },
+    ]);
+  });
+
+  it('without a login, SASL opcodes are unknown commands', () => {
+    expect(decode(binaryRequest({ opcode: OPCODE.saslListMechs }))).toEqual([
+      { kind: 'invalid', header: header(OPCODE.saslListMechs), status: 0x81, message: 'Unknown command', close: false },
+    ]);
+  });
+
+  it('flush off: flush and flushq answered "Auth failure.", the connection kept', () => {
+    const items = decodeEveryWay(() => new BinaryRequestDecoder(SMALL, { flushAllEnabled: false }), Buffer.concat([
+      binaryRequest({ opcode: OPCODE.flush }),
+      binaryRequest({ opcode: OPCODE.flushq, extras: u32s(5) }),
+    ]));
+    expect(items).toEqual([
+      { kind: 'invalid', header: header(OPCODE.flush), status: 0x20, message: 'Auth failure.', close: false },
+      { kind: 'invalid', header: header(OPCODE.flushq, { quiet: true }), status: 0x20, message: 'Auth failure.', close: false },
+    ]);
+  });
+});
+
+describe('binary encoder: parts', () => {
+  it('writes a large hit as its packet head and the value itself', () => {
+    const value = Buffer.alloc(100_000, 0x62);
+    const item = { key: 'k', flags: 1, value, cas: 4n };
+    const get: Command = { kind: 'get', keys: ['k'], cas: true };
+    const parts = encodeBinaryReplyParts(header(OPCODE.getkq, { quiet: true, withKey: true }), get, { kind: 'values', items: [item] });
+    expect(parts).toHaveLength(2);
+    expect(parts[1]).toBe(value);
+    expect(Buffer.concat(parts).equals(encodeBinaryReply(header(OPCODE.getkq, { quiet: true, withKey: true }), get, { kind: 'values', items: [item] }))).toBe(true);
+    expect(encodeBinaryReplyParts(header(OPCODE.getq, { quiet: true }), get, { kind: 'values', items: [] })).toEqual([]);
   });
 });

@@ -3,7 +3,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { TextRequestDecoder, encodeTextReply, parseInt32, parseUint32, parseUint64 } from '../src/protocol/text.ts';
+import { FLAT_REPLY_BYTES_MAX, TextRequestDecoder, encodeTextReply, encodeTextReplyParts, parseInt32, parseUint32, parseUint64 } from '../src/protocol/text.ts';
 import type { TextDecoded } from '../src/protocol/text.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { Command, ProtocolLimits, Reply } from '../src/protocol/types.ts';
@@ -281,5 +281,59 @@ describe('text decoder: cost', () => {
     for (let index = 0; index < bytes.length; index++) items.push(...decoder.push(bytes.subarray(index, index + 1)));
     expect(items).toEqual([command({ kind: 'get', keys, cas: false })]);
     expect(Date.now() - startedMs).toBeLessThan(5000);
+  });
+});
+
+describe('text decoder: login (memcached -Y) and flush_all off (memcached -F)', () => {
+  const login = { verify: (user: string, password: string): boolean => user === 'alice' && password === 'secret' };
+  const decodeLoggingIn = (input: string): TextDecoded[] => decodeEveryWay(() => new TextRequestDecoder(SMALL, { login }), input);
+  const answered = (reply: Reply): TextDecoded => ({ kind: 'answered', reply });
+  const refusal = (message: string): TextDecoded => answered({ kind: 'client_error', message });
+
+  it('refuses everything but the login set, then decodes commands as usual', () => {
+    expect(decodeLoggingIn('get k\r\nflush_all noreply\r\nset a 0 0 12\r\nalice secret\r\nget k\r\n')).toEqual([
+      refusal('unauthenticated'),
+      refusal('unauthenticated'),
+      answered({ kind: 'stored' }),
+      command({ kind: 'get', keys: ['k'], cas: false }),
+    ]);
+  });
+
+  it('answers a bad login as memcached does and stays logged out', () => {
+    expect(decodeLoggingIn('set a 0 0 11\r\nalice wrong\r\nset a 0 0 5\r\nalice\r\nset a 0 0 12\r\nalice secretXXget k\r\n')).toEqual([
+      refusal('authentication failure'),
+      refusal('bad authentication token format'),
+      refusal('bad command line termination'),
+      refusal('unauthenticated'),
+    ]);
+  });
+
+  it('refuses a login data block over lineBytesMax without buffering it', () => {
+    const block = 'x'.repeat(SMALL.lineBytesMax + 1);
+    expect(decodeLoggingIn(`set a 0 0 ${block.length}\r\n${block}\r\nget k\r\n`)).toEqual([
+      refusal('authentication failure'),
+      refusal('unauthenticated'),
+    ]);
+  });
+
+  it('flush_all off: refused before its delay is read; noreply silences it', () => {
+    const items = decodeEveryWay(() => new TextRequestDecoder(SMALL, { flushAllEnabled: false }), 'flush_all\r\nflush_all bogus\r\nflush_all 0 noreply\r\nflush_all 1 2 3\r\n');
+    expect(items).toEqual([clientError('flush_all not allowed'), clientError('flush_all not allowed'), SILENT, ERROR]);
+  });
+});
+
+describe('text encoder: parts', () => {
+  it('writes a large values reply value by value, the values themselves, never copied', () => {
+    const value = Buffer.alloc(FLAT_REPLY_BYTES_MAX, 0x61);
+    const item = { key: 'k', flags: 3, value, cas: 9n };
+    const get: Command = { kind: 'get', keys: ['k', 'k'], cas: true };
+    const parts = encodeTextReplyParts(get, { kind: 'values', items: [item, item] });
+    expect(parts).toHaveLength(7);
+    expect(parts[1]).toBe(value);
+    expect(parts[4]).toBe(value);
+    expect(Buffer.concat(parts).equals(encodeTextReply(get, { kind: 'values', items: [item, item] }))).toBe(true);
+    const small = encodeTextReplyParts(get, { kind: 'values', items: [{ ...item, value: Buffer.from('v') }] });
+    expect(small.map((part) => part.toString())).toEqual(['VALUE k 3 1 9\r\nv\r\nEND\r\n']);
+    expect(encodeTextReplyParts({ kind: 'delete', key: 'k', noreply: true }, { kind: 'deleted' })).toEqual([]);
   });
 });

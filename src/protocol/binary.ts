@@ -13,15 +13,20 @@
  *   as memcached's handle_binary_protocol_error), a wrong magic closes it silently.
  * - Quiet opcodes answer only what memcached answers: getq/getkq/gatq nothing on a miss, the other
  *   quiet opcodes nothing on success; errors are always sent.
+ * - With a login required, nothing but SASL (list mechanisms, PLAIN auth and step) and version is
+ *   served until SASL succeeds; any other opcode is answered "Auth failure." and the connection
+ *   closed before its body is read, as memcached -S does. flush, when turned off, is answered
+ *   "Auth failure." as memcached -F does.
  * - cas as memcached 1.6 uses it: a request's header cas makes set/add/replace a cas, and makes
  *   append/prepend, incr/decr and delete conditional (`casUnique`); a response carries the item's
  *   cas after set/add/replace/cas/append/prepend, incr/decr and touch (and a hit's), else 0.
  */
 
 import { DEFAULT_LIMITS } from './types.ts';
-import type { Command, Item, ProtocolLimits, Reply } from './types.ts';
-import { BINARY_STATUS, BINARY_STATUS_MESSAGES, TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
+import type { Command, DecoderOptions, Item, ProtocolLimits, Reply } from './types.ts';
+import { BINARY_SASL, BINARY_STATUS, BINARY_STATUS_MESSAGES, TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
 import type { BinaryStatus } from './errors.ts';
+import { parsePlain, type Login } from './auth.ts';
 
 export const REQUEST_MAGIC = 0x80;
 export const RESPONSE_MAGIC = 0x81;
@@ -34,6 +39,7 @@ export const OPCODE = Object.freeze({
   append: 0x0e, prepend: 0x0f, stat: 0x10, setq: 0x11, addq: 0x12, replaceq: 0x13, deleteq: 0x14,
   incrementq: 0x15, decrementq: 0x16, quitq: 0x17, flushq: 0x18, appendq: 0x19, prependq: 0x1a,
   verbosity: 0x1b, touch: 0x1c, gat: 0x1d, gatq: 0x1e, gatk: 0x23, gatkq: 0x24,
+  saslListMechs: 0x20, saslAuth: 0x21, saslStep: 0x22,
 });
 
 /** What the response to a request needs from its header. */
@@ -50,7 +56,9 @@ export interface BinaryHeader {
 export type BinaryDecoded =
   | { kind: 'command'; header: BinaryHeader; command: Command }
   /** Malformed input: answer with `status` and `message`, then close if `close`. `header` is null on a bad magic. */
-  | { kind: 'invalid'; header: BinaryHeader | null; status: BinaryStatus; message: string; close: boolean };
+  | { kind: 'invalid'; header: BinaryHeader | null; status: BinaryStatus; message: string; close: boolean }
+  /** A SASL request the decoder settled itself: answer with `status` and `body`. */
+  | { kind: 'answered'; header: BinaryHeader; status: BinaryStatus; body: string };
 
 /** The raw request header fields. */
 interface RequestHeader {
@@ -100,6 +108,11 @@ const GET_FAMILY: ReadonlySet<number> = new Set([
 const STORE_WITH_EXTRAS: ReadonlySet<number> = new Set([
   OPCODE.set, OPCODE.setq, OPCODE.add, OPCODE.addq, OPCODE.replace, OPCODE.replaceq,
 ]);
+const SASL_OPCODES: ReadonlySet<number> = new Set([OPCODE.saslListMechs, OPCODE.saslAuth, OPCODE.saslStep]);
+/** Longest SASL mechanism name (memcached's MAX_SASL_MECH_LEN). */
+const SASL_MECHANISM_BYTES_MAX = 32;
+/** Longest SASL auth or step data: a PLAIN message of a user and a password. */
+const SASL_DATA_BYTES_MAX = 1024;
 /** Expiration extras value that makes incr/decr fail on a missing key instead of creating it. */
 const ARITH_NO_CREATE = 0xffffffff;
 
@@ -133,12 +146,21 @@ function invalidOf(header: BinaryHeader | null, status: BinaryStatus, close: boo
  */
 export class BinaryRequestDecoder {
   private readonly limits: ProtocolLimits;
+  private readonly flushAllEnabled: boolean;
+  private readonly login: Login | null;
+  /** False until SASL succeeds, when a login is required. */
+  private loggedIn: boolean;
+  /** A PLAIN auth came without its message: the next step carries it. */
+  private saslStarted = false;
   private state: DecoderState = { kind: 'header' };
   private parts: Buffer[] = [];
   private partsBytes = 0;
 
-  constructor(limits: ProtocolLimits = DEFAULT_LIMITS) {
+  constructor(limits: ProtocolLimits = DEFAULT_LIMITS, options: DecoderOptions = {}) {
     this.limits = limits;
+    this.flushAllEnabled = options.flushAllEnabled ?? true;
+    this.login = options.login ?? null;
+    this.loggedIn = this.login === null;
   }
 
   /** Bytes held between chunks. */
@@ -221,6 +243,17 @@ export class BinaryRequestDecoder {
     }
     const request = readRequestHeader(bytes);
     const header = responseHeaderOf(request);
+    if (this.login !== null) {
+      if (!this.loggedIn && !SASL_OPCODES.has(request.opcode) && request.opcode !== OPCODE.version) {
+        this.state = { kind: 'closed' };
+        out.push(invalidOf(header, BINARY_STATUS.authError, true));
+        return;
+      }
+      if (SASL_OPCODES.has(request.opcode)) {
+        this.onSaslHeader(request, header, out);
+        return;
+      }
+    }
     const shape = SHAPES.get(request.opcode);
     if (shape === undefined) {
       // memcached swallows the body of an unknown command and carries on.
@@ -240,6 +273,41 @@ export class BinaryRequestDecoder {
     }
   }
 
+  /** SASL's shapes: list takes nothing; auth and step a mechanism name as key and a short value. */
+  private onSaslHeader(request: RequestHeader, header: BinaryHeader, out: BinaryDecoded[]): void {
+    const { keyBytes, extrasBytes, bodyBytes } = request;
+    const valid = request.opcode === OPCODE.saslListMechs
+      ? bodyBytes === 0
+      : extrasBytes === 0 && keyBytes > 0 && keyBytes <= SASL_MECHANISM_BYTES_MAX && bodyBytes >= keyBytes
+        && bodyBytes - keyBytes <= SASL_DATA_BYTES_MAX;
+    if (!valid) {
+      this.state = { kind: 'closed' };
+      out.push(invalidOf(header, BINARY_STATUS.invalidArguments, true));
+      return;
+    }
+    this.state = { kind: 'body', request };
+  }
+
+  /** memcached's answer to a SASL request with PLAIN as the one mechanism; a success logs in. */
+  private saslAnswer(request: RequestHeader, header: BinaryHeader, body: Buffer): BinaryDecoded {
+    const answer = (status: BinaryStatus, text: string): BinaryDecoded => ({ kind: 'answered', header, status, body: text });
+    const failure = answer(BINARY_STATUS.authError, BINARY_STATUS_MESSAGES[BINARY_STATUS.authError]);
+    if (request.opcode === OPCODE.saslListMechs) return answer(BINARY_STATUS.ok, BINARY_SASL.mechanisms);
+    const mechanism = body.toString('latin1', 0, request.keyBytes);
+    const message = body.subarray(request.keyBytes);
+    const started = this.saslStarted;
+    this.saslStarted = false;
+    if (mechanism !== BINARY_SASL.mechanisms || (request.opcode === OPCODE.saslStep && !started)) return failure;
+    if (request.opcode === OPCODE.saslAuth && message.length === 0) {
+      this.saslStarted = true;
+      return answer(BINARY_STATUS.authContinue, '');
+    }
+    const plain = parsePlain(message);
+    if (plain === null || this.login === null || !this.login.verify(plain.user, plain.password)) return failure;
+    this.loggedIn = true;
+    return answer(BINARY_STATUS.ok, BINARY_SASL.authenticated);
+  }
+
   private checkShape(request: RequestHeader, shape: OpcodeShape): 'ok' | 'bad' | 'too_large' {
     const { keyBytes, extrasBytes, bodyBytes } = request;
     const keyOk = shape.key === 'required' ? keyBytes > 0 : shape.key === 'none' ? keyBytes === 0 : true;
@@ -253,6 +321,9 @@ export class BinaryRequestDecoder {
 
   private decodeBody(request: RequestHeader, body: Buffer): BinaryDecoded {
     const header = responseHeaderOf(request);
+    if (SASL_OPCODES.has(request.opcode)) return this.saslAnswer(request, header, body);
+    const isFlush = request.opcode === OPCODE.flush || request.opcode === OPCODE.flushq;
+    if (isFlush && !this.flushAllEnabled) return invalidOf(header, BINARY_STATUS.authError, false);
     const extras = body.subarray(0, request.extrasBytes);
     const key = body.toString('latin1', request.extrasBytes, request.extrasBytes + request.keyBytes);
     // A stat's key names a group ("detail on"), not an item: no rule on its bytes.
@@ -336,21 +407,26 @@ interface ResponseParts {
   cas?: bigint;
 }
 
-/** One response packet. */
-export function encodeBinaryPacket(header: BinaryHeader, parts: ResponseParts): Buffer {
+/** A response packet's header, extras and key: everything before a value of `valueBytes`. */
+function encodePacketHead(header: BinaryHeader, parts: ResponseParts, valueBytes: number): Buffer {
   const extras = parts.extras ?? Buffer.alloc(0);
   const key = Buffer.from(parts.key ?? '', 'latin1');
-  const value = parts.value ?? Buffer.alloc(0);
   const head = Buffer.alloc(HEADER_BYTES);
   head.writeUInt8(RESPONSE_MAGIC, 0);
   head.writeUInt8(header.opcode, 1);
   head.writeUInt16BE(key.length, 2);
   head.writeUInt8(extras.length, 4);
   head.writeUInt16BE(parts.status, 6);
-  head.writeUInt32BE(extras.length + key.length + value.length, 8);
+  head.writeUInt32BE(extras.length + key.length + valueBytes, 8);
   head.writeUInt32BE(header.opaque, 12);
   head.writeBigUInt64BE(parts.cas ?? 0n, 16);
-  return Buffer.concat([head, extras, key, value]);
+  return Buffer.concat([head, extras, key]);
+}
+
+/** One response packet. */
+export function encodeBinaryPacket(header: BinaryHeader, parts: ResponseParts): Buffer {
+  const value = parts.value ?? Buffer.alloc(0);
+  return Buffer.concat([encodePacketHead(header, parts, value.length), value]);
 }
 
 /** An error response: the status and memcached's message as the body (the key too for getk). */
@@ -359,11 +435,15 @@ export function encodeBinaryError(header: BinaryHeader, status: number, message?
   return encodeBinaryPacket(header, { status, value: Buffer.from(text, 'latin1') });
 }
 
-function encodeItem(header: BinaryHeader, item: Item): Buffer {
+function itemParts(header: BinaryHeader, item: Item): ResponseParts {
   const flags = Buffer.alloc(4);
   flags.writeUInt32BE(item.flags >>> 0, 0);
   const key = header.withKey ? item.key : undefined;
-  return encodeBinaryPacket(header, { status: BINARY_STATUS.ok, extras: flags, key, value: item.value, cas: item.cas });
+  return { status: BINARY_STATUS.ok, extras: flags, key, value: item.value, cas: item.cas };
+}
+
+function encodeItem(header: BinaryHeader, item: Item): Buffer {
+  return encodeBinaryPacket(header, itemParts(header, item));
 }
 
 function encodeMiss(header: BinaryHeader, command: Command): Buffer {
@@ -466,4 +546,22 @@ export function encodeBinaryReply(header: BinaryHeader, command: Command, reply:
       return unreachable;
     }
   }
+}
+
+/** Values up to this many bytes go out in one Buffer with their packet's head; larger ones apart. */
+const FLAT_VALUE_BYTES_MAX = 64 * 1024;
+
+/**
+ * `encodeBinaryReply` as parts to write in order: a hit's large value is its own part, the
+ * item's Buffer itself (never copied), so a run of getq/getkq replies goes out value by value.
+ */
+export function encodeBinaryReplyParts(header: BinaryHeader, command: Command, reply: Reply): Buffer[] {
+  if (reply.kind === 'values' && reply.items.some((item) => item.value.length > FLAT_VALUE_BYTES_MAX)) {
+    return reply.items.flatMap((item) => {
+      const parts = itemParts(header, item);
+      return [encodePacketHead(header, parts, item.value.length), item.value];
+    });
+  }
+  const bytes = encodeBinaryReply(header, command, reply);
+  return bytes.length === 0 ? [] : [bytes];
 }

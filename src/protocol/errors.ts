@@ -21,6 +21,16 @@ export const TEXT_ERRORS = Object.freeze({
   lineTooLong: 'line too long',
   /** mckv only: memcached has no limit on keys per get. */
   tooManyKeys: 'too many keys',
+  /** flush_all while it is turned off (memcached's -F). */
+  flushAllNotAllowed: 'flush_all not allowed',
+  /** Anything but a login on a connection that has not logged in (memcached's -Y). */
+  unauthenticated: 'unauthenticated',
+  /** A login's data block does not end in CRLF. */
+  badCommandLineTermination: 'bad command line termination',
+  /** A login's data block is not `user password`. */
+  badAuthenticationTokenFormat: 'bad authentication token format',
+  /** A login whose user and password match no line of the auth file. */
+  authenticationFailure: 'authentication failure',
 });
 
 /** Binary protocol response status codes (memcached protocol_binary.h). */
@@ -32,6 +42,10 @@ export const BINARY_STATUS = Object.freeze({
   invalidArguments: 0x04,
   notStored: 0x05,
   nonNumeric: 0x06,
+  /** SASL failed, or a command came before SASL succeeded; also memcached -F's answer to flush. */
+  authError: 0x20,
+  /** SASL wants another step (PLAIN sent without its initial response). */
+  authContinue: 0x21,
   unknownCommand: 0x81,
   outOfMemory: 0x82,
   notSupported: 0x83,
@@ -39,6 +53,9 @@ export const BINARY_STATUS = Object.freeze({
   busy: 0x85,
   temporaryFailure: 0x86,
 });
+
+/** The body of a successful SASL authentication, and the one mechanism offered. */
+export const BINARY_SASL = Object.freeze({ authenticated: 'Authenticated', mechanisms: 'PLAIN' });
 
 export type BinaryStatus = (typeof BINARY_STATUS)[keyof typeof BINARY_STATUS];
 
@@ -50,6 +67,8 @@ export const BINARY_STATUS_MESSAGES: Readonly<Record<number, string>> = Object.f
   [BINARY_STATUS.invalidArguments]: 'Invalid arguments',
   [BINARY_STATUS.notStored]: 'Not stored.',
   [BINARY_STATUS.nonNumeric]: 'Non-numeric server-side value for incr or decr',
+  [BINARY_STATUS.authError]: 'Auth failure.',
+  [BINARY_STATUS.authContinue]: '',
   [BINARY_STATUS.unknownCommand]: 'Unknown command',
   [BINARY_STATUS.outOfMemory]: 'Out of memory',
   [BINARY_STATUS.notSupported]: 'Not supported',

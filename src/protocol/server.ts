@@ -5,28 +5,26 @@
  * Intuition: each connection sniffs its first byte (0x80 → binary, else text), feeds bytes to the
  * matching decoder, and queues the decoded requests. One loop per connection executes them in
  * order and writes replies in that same order, as memcached does. A pipelined run of reads (or of
- * writes) is handed to the handler together, in order, without waiting for each reply: reads do
- * not affect each other, and every mode keeps the order in which writes were handed to it. A
- * command of another class waits until the run before it has settled, so a read never overtakes
- * the connection's earlier write and a write never lands before its earlier read was answered —
- * unless the handler keeps each connection's order itself (`handlerKeepsOrder`: a read sees
- * exactly the writes handed over before it), when reads and writes go in one run.
+ * writes) is handed to the handler together; a command of another class waits until the run
+ * before it has settled, unless the handler keeps each connection's order itself
+ * (`handlerKeepsOrder`), when reads and writes go in one run.
  *
  * Invariants:
- * - The handler sees a connection's commands in arrival order; a read is handed over only after
- *   every earlier write of the connection has settled, and a write only after every earlier read
- *   (without `handlerKeepsOrder`); replies leave in arrival order.
- * - Memory per connection is bounded: reading pauses while too many requests (or request bytes)
- *   wait, and a connection whose unread output passes outputBytesMax is destroyed.
- * - A handler failure becomes `SERVER_ERROR <message>` (never a stack trace); a socket error ends
- *   only its own connection, never the process.
+ * - The handler sees a connection's commands in arrival order; replies leave in arrival order.
+ * - Nothing is refused for being too much: a connection with requestsInFlightMax requests
+ *   unanswered, or outputBytesMax reply bytes unsent, is simply not read until they go out, as
+ *   memcached does; a reply of many values is written value by value, waiting for the client.
+ * - A handler failure becomes `SERVER_ERROR <message>`; a socket error ends only its connection.
  */
 
 import * as net from 'node:net';
 import { clockMs } from '../clock.ts';
-import type { Command, ProtocolLimits, Reply } from './types.ts';
-import { TextRequestDecoder, encodeTextInvalid, encodeTextReply } from './text.ts';
-import { BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryReply, type BinaryHeader } from './binary.ts';
+import type { Command, DecoderOptions, ProtocolLimits, Reply } from './types.ts';
+import type { Login } from './auth.ts';
+import { TextRequestDecoder, encodeTextInvalid, encodeTextReplyParts } from './text.ts';
+import {
+  BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryPacket, encodeBinaryReplyParts, type BinaryHeader,
+} from './binary.ts';
 
 /** Who sent a command. */
 export interface ConnectionInfo {
@@ -55,6 +53,19 @@ export interface ProtocolServerOptions {
    */
   handlerKeepsOrder?: boolean;
   log?: ProtocolServerLog;
+  /**
+   * A connection with nothing read, nothing in flight and nothing unsent this long is closed
+   * (memcached's idle_timeout), in milliseconds; 0 (default) = never.
+   */
+  idleTimeoutMs?: number;
+  /** flush_all is served; false refuses it as memcached -F does. Default true. */
+  flushAllEnabled?: boolean;
+  /**
+   * Checks client logins (see auth.ts `loadAuthFile`): text clients log in with memcached -Y's
+   * `set`, binary ones with SASL PLAIN as memcached -S does (memcached serves only one protocol
+   * with either option; mckv serves both). null (default) = no login.
+   */
+  login?: Login | null;
 }
 
 /** Counters for `stats` and `show`. */
@@ -62,19 +73,37 @@ export interface ProtocolServerStats {
   connectionsCurrent: number;
   connectionsTotal: number;
   commandsTotal: number;
+  /** Connections turned away past connectionsMax. */
+  connectionsRefused: number;
+  /** Connections closed by the idle timeout. */
+  connectionsClosedIdle: number;
+  /** Connections not read now because their unsent replies pass outputBytesMax. */
+  connectionsPausedByOutput: number;
+  /** Connections not read now because requestsInFlightMax of their requests are unanswered. */
+  connectionsPausedByInFlight: number;
+  /** Times a connection stopped being read for its unsent output, since start. */
+  pausesByOutputTotal: number;
+  /** Times a connection stopped being read for its requests in flight, since start. */
+  pausesByInFlightTotal: number;
+  /** Requests decoded and waiting for their turn, over all connections. */
+  requestsHeldBack: number;
+  /** Requests decoded and not yet answered, over all connections. */
+  requestsInFlight: number;
+  /** Reply bytes handed to sockets and not yet sent, over all connections. */
+  outputBytesUnsent: number;
 }
 
 /** What the server itself answers to `version`. */
 export const PROTOCOL_SERVER_VERSION = '1.6.18-mckv';
 
-/** Reading pauses above this many queued requests and resumes below half of it. */
-const QUEUED_REQUESTS_MAX = 1024;
 /** Reading pauses above this many queued request bytes and resumes below half of it. */
 const QUEUED_BYTES_MAX = 16 * 1024 * 1024;
 /** Most pipelined commands of one class handed to the handler before the first of them settles. */
 const PIPELINED_RUN_MAX = 64;
 /** A connection asked to close is destroyed after this long if the peer does not close it first. */
 const CLOSE_GRACE_MS = 2000;
+/** Connections waiting to be accepted (memcached's -b default), so a burst of clients is not dropped. */
+const LISTEN_BACKLOG = 1024;
 /** Longest handler error message passed on to a client. */
 const ERROR_MESSAGE_CHARS_MAX = 200;
 
@@ -82,7 +111,10 @@ const ERROR_MESSAGE_CHARS_MAX = 200;
 type WireRequest =
   /** `header`: the binary request's header (its reply echoes it); null for a text request. */
   | { kind: 'command'; command: Command; header: BinaryHeader | null; weightBytes: number }
-  | { kind: 'invalid'; bytes: Buffer; close: boolean };
+  /** The decoder answered it (malformed input, a login): its reply's bytes; close after them if `close`. */
+  | { kind: 'answer'; bytes: Buffer; close: boolean };
+
+type CommandRequest = Extract<WireRequest, { kind: 'command' }>;
 
 interface WireDecoder {
   push(chunk: Buffer): WireRequest[];
@@ -92,31 +124,26 @@ function commandWeightBytes(command: Command): number {
   return command.kind === 'store' ? command.value.length + command.key.length : 64;
 }
 
-function textWireDecoder(limits: ProtocolLimits): WireDecoder {
-  const decoder = new TextRequestDecoder(limits);
+function textWireDecoder(limits: ProtocolLimits, options: DecoderOptions): WireDecoder {
+  const decoder = new TextRequestDecoder(limits, options);
   return {
     push(chunk) {
       const requests: WireRequest[] = [];
       for (const item of decoder.push(chunk)) {
-        if (item.kind === 'invalid') requests.push({ kind: 'invalid', bytes: encodeTextInvalid(item.reply), close: item.close });
-        else requests.push({ kind: 'command', command: item.command, header: null, weightBytes: commandWeightBytes(item.command) });
-      }
-      return requests;
-    },
-  };
-}
-
-function binaryWireDecoder(limits: ProtocolLimits): WireDecoder {
-  const decoder = new BinaryRequestDecoder(limits);
-  return {
-    push(chunk) {
-      const requests: WireRequest[] = [];
-      for (const item of decoder.push(chunk)) {
-        if (item.kind === 'invalid') {
-          const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
-          requests.push({ kind: 'invalid', bytes, close: item.close });
-        } else {
-          requests.push({ kind: 'command', command: item.command, header: item.header, weightBytes: commandWeightBytes(item.command) });
+        switch (item.kind) {
+          case 'command':
+            requests.push({ kind: 'command', command: item.command, header: null, weightBytes: commandWeightBytes(item.command) });
+            break;
+          case 'invalid':
+            requests.push({ kind: 'answer', bytes: encodeTextInvalid(item.reply), close: item.close });
+            break;
+          case 'answered':
+            requests.push({ kind: 'answer', bytes: encodeTextInvalid(item.reply), close: false });
+            break;
+          default: {
+            const unreachable: never = item;
+            return unreachable;
+          }
         }
       }
       return requests;
@@ -124,9 +151,42 @@ function binaryWireDecoder(limits: ProtocolLimits): WireDecoder {
   };
 }
 
-/** The reply's bytes in the request's protocol. */
-function encodeReply(request: Extract<WireRequest, { kind: 'command' }>, reply: Reply): Buffer {
-  return request.header === null ? encodeTextReply(request.command, reply) : encodeBinaryReply(request.header, request.command, reply);
+function binaryWireDecoder(limits: ProtocolLimits, options: DecoderOptions): WireDecoder {
+  const decoder = new BinaryRequestDecoder(limits, options);
+  return {
+    push(chunk) {
+      const requests: WireRequest[] = [];
+      for (const item of decoder.push(chunk)) {
+        switch (item.kind) {
+          case 'command':
+            requests.push({ kind: 'command', command: item.command, header: item.header, weightBytes: commandWeightBytes(item.command) });
+            break;
+          case 'invalid': {
+            const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
+            requests.push({ kind: 'answer', bytes, close: item.close });
+            break;
+          }
+          case 'answered': {
+            const bytes = encodeBinaryPacket(item.header, { status: item.status, value: Buffer.from(item.body, 'latin1') });
+            requests.push({ kind: 'answer', bytes, close: false });
+            break;
+          }
+          default: {
+            const unreachable: never = item;
+            return unreachable;
+          }
+        }
+      }
+      return requests;
+    },
+  };
+}
+
+/** The reply's bytes in the request's protocol, as parts to write in order. */
+function encodeReplyParts(request: CommandRequest, reply: Reply): Buffer[] {
+  return request.header === null
+    ? encodeTextReplyParts(request.command, reply)
+    : encodeBinaryReplyParts(request.header, request.command, reply);
 }
 
 /** The message of a handler failure, one line, bounded, without a stack. */
@@ -173,14 +233,22 @@ function ownReply(command: Command): Reply | null {
 /** One client connection: its decoder, its queue of requests and its in-order execution loop. */
 class Connection {
   readonly info: ConnectionInfo;
+  /** Requests decoded and not yet answered: queued, with the handler, or being written. */
+  inFlight = 0;
+  pausedByOutput = false;
+  pausedByInFlight = false;
+  private pausedByBytes = false;
+  private reading = true;
   private decoder: WireDecoder | null = null;
   private readonly queue: WireRequest[] = [];
   private queuedBytes = 0;
   private running = false;
   private finished = false;
-  private paused = false;
+  private corked = false;
   /** The client has sent its last byte; close once every queued request is answered. */
   private inputEnded = false;
+  /** Unsent reply bytes past which the connection is not read (at least the socket's own mark, so 'drain' comes). */
+  private readonly outputBytesMax: number;
 
   constructor(
     private readonly socket: net.Socket,
@@ -188,8 +256,10 @@ class Connection {
     private readonly server: ProtocolServer,
   ) {
     this.info = info;
+    this.outputBytesMax = Math.max(server.limits.outputBytesMax, socket.writableHighWaterMark);
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.updateReading());
     socket.on('error', (error) => this.server.logWarn('client socket error', { connection: info.id, error: error.message }));
     socket.on('end', () => {
       this.inputEnded = true;
@@ -200,6 +270,16 @@ class Connection {
       this.queue.length = 0;
       this.server.onConnectionClosed(this);
     });
+    if (server.idleTimeoutMs > 0) socket.setTimeout(server.idleTimeoutMs, () => this.onIdle());
+  }
+
+  /** Requests decoded and waiting for their turn. */
+  get heldBack(): number {
+    return this.queue.length;
+  }
+
+  get outputBytesUnsent(): number {
+    return this.socket.writableLength;
   }
 
   destroy(): void {
@@ -210,36 +290,32 @@ class Connection {
   private onData(chunk: Buffer): void {
     if (this.finished) return;
     if (this.decoder === null) {
-      this.decoder = chunk[0] === REQUEST_MAGIC ? binaryWireDecoder(this.server.limits) : textWireDecoder(this.server.limits);
+      const binary = chunk[0] === REQUEST_MAGIC;
+      this.decoder = binary ? binaryWireDecoder(this.server.limits, this.server.decoderOptions) : textWireDecoder(this.server.limits, this.server.decoderOptions);
     }
     const requests = this.decoder.push(chunk);
+    this.inFlight += requests.length;
     if (requests.length === 1 && !this.running && this.queue.length === 0 && requests[0].kind === 'command') {
       this.startAlone(requests[0]);
-      return;
+    } else {
+      for (const request of requests) {
+        this.queue.push(request);
+        this.queuedBytes += request.kind === 'command' ? request.weightBytes : request.bytes.length;
+      }
+      void this.run();
     }
-    for (const request of requests) {
-      this.queue.push(request);
-      this.queuedBytes += request.kind === 'command' ? request.weightBytes : request.bytes.length;
-    }
-    if (!this.paused && (this.queue.length > QUEUED_REQUESTS_MAX || this.queuedBytes > QUEUED_BYTES_MAX)) {
-      this.paused = true;
-      this.socket.pause();
-    }
-    void this.run();
+    this.updateReading();
   }
 
   /**
    * The common case of one request with nothing before it: answered here when the handler answers
    * at once; else the connection runs it, and what arrives meanwhile queues behind it, as in `run`.
    */
-  private startAlone(request: Extract<WireRequest, { kind: 'command' }>): void {
-    const reply = this.start(request.command);
-    if (!(reply instanceof Promise)) {
-      void this.finishRequest(request, reply);
-      return;
-    }
+  private startAlone(request: CommandRequest): void {
+    const pending = this.finishRequest(request, this.start(request));
+    if (pending === undefined) return;
     this.running = true;
-    void (this.finishRequest(request, reply) as Promise<void>).finally(() => {
+    void pending.finally(() => {
       // The loop takes over: what queued meanwhile, and closing once the client has finished.
       this.running = false;
       void this.run();
@@ -252,26 +328,22 @@ class Connection {
     this.running = true;
     try {
       while (this.queue.length > 0 && !this.finished) {
+        // Nothing more is handed to the handler while the client has not taken what it was sent.
+        if (this.socket.writableLength > this.outputBytesMax) await this.drained();
+        if (this.finished) break;
         const batch = this.takeRun();
         // Handed over in order now; answered in order below. A reply the handler gave at once is
         // written at once, without a turn of the event loop.
-        const replies: Array<Promise<Reply> | Reply | null> = [];
-        for (const request of batch) replies.push(request.kind === 'command' ? this.start(request.command) : null);
+        const replies = batch.map((request) => (request.kind === 'command' ? this.start(request) : null));
         // Replies given at once leave in one socket write (corked until the run waits or ends).
-        let corked = batch.length > 1;
-        if (corked) this.socket.cork();
+        if (batch.length > 1) this.cork();
         for (let index = 0; index < batch.length && !this.finished; index += 1) {
           const reply = replies[index];
-          if (reply instanceof Promise) {
-            if (corked) this.socket.uncork();
-            corked = false;
-            await this.finishRequest(batch[index], reply);
-          } else {
-            void this.finishRequest(batch[index], reply);
-          }
+          if (reply instanceof Promise) this.uncork();
+          const pending = this.finishRequest(batch[index], reply);
+          if (pending !== undefined) await pending;
         }
-        if (corked) this.socket.uncork();
-        this.resumeIfDrained();
+        this.uncork();
       }
     } finally {
       this.running = false;
@@ -301,30 +373,19 @@ class Connection {
     return request;
   }
 
-  private start(command: Command): Promise<Reply> | Reply {
+  private start(request: CommandRequest): Promise<Reply> | Reply {
     this.server.countCommand();
-    return this.replyTo(command);
-  }
-
-  /** Writes a request's reply: at once when it is there, else once it settles. */
-  private finishRequest(request: WireRequest, reply: Promise<Reply> | Reply | null): Promise<void> | undefined {
-    if (request.kind === 'invalid' || reply === null) {
-      if (request.kind === 'invalid') {
-        this.write(request.bytes);
-        if (request.close) this.finish();
-      }
-      return undefined;
-    }
-    if (reply instanceof Promise) return reply.then((settled) => this.finishRequest(request, settled));
-    if (this.finished) return undefined;
-    this.write(encodeReply(request, reply));
-    if (request.command.kind === 'quit') this.finish();
-    return undefined;
-  }
-
-  private replyTo(command: Command): Promise<Reply> | Reply {
+    const command = request.command;
     const own = ownReply(command);
     if (own !== null) return own;
+    // A key asked for twice is fetched once; its item is then written twice, one Buffer shared.
+    const unique = withUniqueKeys(command);
+    if (unique === null) return this.ask(command);
+    const reply = this.ask(unique);
+    return reply instanceof Promise ? reply.then((settled) => expandItems(command, settled)) : expandItems(command, reply);
+  }
+
+  private ask(command: Command): Promise<Reply> | Reply {
     try {
       const reply = this.server.handler(command, this.info);
       return reply instanceof Promise ? reply.catch((error: unknown) => this.failed(command, error)) : reply;
@@ -338,23 +399,97 @@ class Connection {
     return { kind: 'server_error', message: failureMessage(error) };
   }
 
-  private write(bytes: Buffer): void {
-    if (bytes.length === 0 || this.finished) return;
-    this.socket.write(bytes);
-    if (this.socket.writableLength > this.server.limits.outputBytesMax) {
-      this.server.logWarn('client does not read its replies; closing', {
-        connection: this.info.id, outputBytes: this.socket.writableLength,
+  /** Writes a request's reply: at once when it is there, else once it settles; pending while output waits. */
+  private finishRequest(request: WireRequest, reply: Promise<Reply> | Reply | null): Promise<void> | undefined {
+    if (request.kind === 'answer') {
+      return afterWrite(this.writeReply(request.bytes.length === 0 ? [] : [request.bytes]), () => {
+        if (request.close) this.finish();
       });
-      this.destroy();
     }
+    if (reply instanceof Promise) return reply.then((settled) => this.finishRequest(request, settled));
+    if (reply === null || this.finished) return undefined;
+    return afterWrite(this.writeReply(encodeReplyParts(request, reply)), () => {
+      if (request.command.kind === 'quit') this.finish();
+    });
   }
 
-  private resumeIfDrained(): void {
-    if (!this.paused || this.finished) return;
-    if (this.queue.length <= QUEUED_REQUESTS_MAX / 2 && this.queuedBytes <= QUEUED_BYTES_MAX / 2) {
-      this.paused = false;
-      this.socket.resume();
+  /** Writes one reply's parts in order; its request stops being in flight once all are handed over. */
+  private writeReply(parts: Buffer[]): Promise<void> | undefined {
+    return afterWrite(this.writeParts(parts, 0), () => {
+      this.inFlight -= 1;
+      this.updateReading();
+    });
+  }
+
+  /** Hands parts to the socket; while the unsent output is over its limit, waits for it to drain. */
+  private writeParts(parts: Buffer[], from: number): Promise<void> | undefined {
+    for (let index = from; index < parts.length; index += 1) {
+      if (this.finished) return undefined;
+      if (this.socket.writableLength > this.outputBytesMax) return this.writeAfterDrain(parts, index);
+      this.socket.write(parts[index]);
     }
+    return undefined;
+  }
+
+  private async writeAfterDrain(parts: Buffer[], from: number): Promise<void> {
+    this.uncork();
+    this.updateReading();
+    await this.drained();
+    await this.writeParts(parts, from);
+  }
+
+  /** Resolves once the socket's output drains, or it closes. */
+  private drained(): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.socket.off('drain', done);
+        this.socket.off('close', done);
+        resolve();
+      };
+      this.socket.on('drain', done);
+      this.socket.on('close', done);
+    });
+  }
+
+  private cork(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.socket.uncork();
+  }
+
+  /**
+   * Reads the socket only while it has room: unsent output within outputBytesMax, fewer than
+   * requestsInFlightMax requests unanswered (resuming at half), queued request bytes bounded.
+   */
+  private updateReading(): void {
+    if (this.finished) return;
+    const inFlightMax = this.server.limits.requestsInFlightMax;
+    const overOutput = this.socket.writableLength > this.outputBytesMax;
+    const overInFlight = this.pausedByInFlight ? this.inFlight > Math.floor(inFlightMax / 2) : this.inFlight >= inFlightMax;
+    const overBytes = this.pausedByBytes ? this.queuedBytes > QUEUED_BYTES_MAX / 2 : this.queuedBytes > QUEUED_BYTES_MAX;
+    if (overOutput && !this.pausedByOutput) this.server.countPause('output');
+    if (overInFlight && !this.pausedByInFlight) this.server.countPause('in_flight');
+    this.pausedByOutput = overOutput;
+    this.pausedByInFlight = overInFlight;
+    this.pausedByBytes = overBytes;
+    const reading = !overOutput && !overInFlight && !overBytes;
+    if (reading === this.reading) return;
+    this.reading = reading;
+    if (reading) this.socket.resume();
+    else this.socket.pause();
+  }
+
+  /** memcached's idle_timeout: closed when nothing was read, nothing is in flight and nothing unsent. */
+  private onIdle(): void {
+    if (this.finished || this.inFlight > 0 || this.socket.writableLength > 0) return;
+    this.server.countIdleClose();
+    this.destroy();
   }
 
   /** Stops executing, flushes what was written, and closes (forcibly if the peer lingers). */
@@ -362,9 +497,33 @@ class Connection {
     if (this.finished) return;
     this.finished = true;
     this.queue.length = 0;
+    this.uncork();
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
   }
+}
+
+/** Runs `then` after a write: at once when it was not held back, else once it is done. */
+function afterWrite(pending: Promise<void> | undefined, then: () => void): Promise<void> | undefined {
+  if (pending === undefined) {
+    then();
+    return undefined;
+  }
+  return pending.then(then);
+}
+
+/** A get or gat naming a key more than once, with each key once; null when no key repeats. */
+function withUniqueKeys(command: Command): Command | null {
+  if ((command.kind !== 'get' && command.kind !== 'gat') || command.keys.length < 2) return null;
+  const keys = [...new Set(command.keys)];
+  return keys.length === command.keys.length ? null : { ...command, keys };
+}
+
+/** The reply to the unique keys, as the reply to every key asked: an item once per time asked. */
+function expandItems(command: Command, reply: Reply): Reply {
+  if (reply.kind !== 'values' || (command.kind !== 'get' && command.kind !== 'gat')) return reply;
+  const byKey = new Map(reply.items.map((item) => [item.key, item]));
+  return { kind: 'values', items: command.keys.flatMap((key) => byKey.get(key) ?? []) };
 }
 
 /** The memcached-protocol front end: listens, decodes, executes in order, encodes. */
@@ -372,6 +531,8 @@ export class ProtocolServer {
   readonly limits: ProtocolLimits;
   readonly handler: CommandHandler;
   readonly handlerKeepsOrder: boolean;
+  readonly idleTimeoutMs: number;
+  readonly decoderOptions: Readonly<DecoderOptions>;
   private readonly options: ProtocolServerOptions;
   private readonly server: net.Server;
   private readonly connections = new Set<Connection>();
@@ -380,12 +541,17 @@ export class ProtocolServer {
   private refusedConnections = 0;
   private refusalLoggedAtMs = 0;
   private commandsTotal = 0;
+  private connectionsClosedIdle = 0;
+  private pausesByOutputTotal = 0;
+  private pausesByInFlightTotal = 0;
 
   constructor(options: ProtocolServerOptions) {
     this.options = options;
     this.limits = options.limits;
     this.handler = options.handler;
     this.handlerKeepsOrder = options.handlerKeepsOrder ?? false;
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 0;
+    this.decoderOptions = Object.freeze({ flushAllEnabled: options.flushAllEnabled ?? true, login: options.login ?? null });
     // Half-open: a client may send its requests and shut its side before reading the replies.
     this.server = net.createServer({ allowHalfOpen: true }, (socket) => this.onConnection(socket));
   }
@@ -395,7 +561,7 @@ export class ProtocolServer {
     return new Promise((resolve, reject) => {
       const onError = (error: Error): void => reject(error);
       this.server.once('error', onError);
-      this.server.listen(this.options.port, this.options.host, () => {
+      this.server.listen({ port: this.options.port, host: this.options.host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError);
         // Listen errors reject above (the caller reports them once); later ones are only logged.
         this.server.on('error', (error) => this.logWarn('protocol server error', { error: error.message }));
@@ -419,16 +585,67 @@ export class ProtocolServer {
   }
 
   stats(): ProtocolServerStats {
+    let pausedByOutput = 0;
+    let pausedByInFlight = 0;
+    let heldBack = 0;
+    let inFlight = 0;
+    let outputBytes = 0;
+    for (const connection of this.connections) {
+      outputBytes += connection.outputBytesUnsent;
+      if (connection.pausedByOutput) pausedByOutput += 1;
+      if (connection.pausedByInFlight) pausedByInFlight += 1;
+      heldBack += connection.heldBack;
+      inFlight += connection.inFlight;
+    }
     return {
       connectionsCurrent: this.connections.size,
       connectionsTotal: this.connectionsTotal,
       commandsTotal: this.commandsTotal,
+      connectionsRefused: this.refusedConnections,
+      connectionsClosedIdle: this.connectionsClosedIdle,
+      connectionsPausedByOutput: pausedByOutput,
+      connectionsPausedByInFlight: pausedByInFlight,
+      pausesByOutputTotal: this.pausesByOutputTotal,
+      pausesByInFlightTotal: this.pausesByInFlightTotal,
+      requestsHeldBack: heldBack,
+      requestsInFlight: inFlight,
+      outputBytesUnsent: outputBytes,
     };
+  }
+
+  /**
+   * The same counters as `stats`/`show` lines: memcached's names where memcached has the counter
+   * (rejected_connections, idle_kicks), mckv_-prefixed ones for the rest.
+   */
+  statsLines(): Array<[string, string]> {
+    const stats = this.stats();
+    return [
+      ['rejected_connections', String(stats.connectionsRefused)],
+      ['idle_kicks', String(stats.connectionsClosedIdle)],
+      ['mckv_conns_paused_output', String(stats.connectionsPausedByOutput)],
+      ['mckv_conns_paused_in_flight', String(stats.connectionsPausedByInFlight)],
+      ['mckv_pauses_output_total', String(stats.pausesByOutputTotal)],
+      ['mckv_pauses_in_flight_total', String(stats.pausesByInFlightTotal)],
+      ['mckv_requests_held_back', String(stats.requestsHeldBack)],
+      ['mckv_requests_in_flight', String(stats.requestsInFlight)],
+      ['mckv_output_bytes_unsent', String(stats.outputBytesUnsent)],
+    ];
   }
 
   /** @internal */
   countCommand(): void {
     this.commandsTotal++;
+  }
+
+  /** @internal */
+  countPause(reason: 'output' | 'in_flight'): void {
+    if (reason === 'output') this.pausesByOutputTotal++;
+    else this.pausesByInFlightTotal++;
+  }
+
+  /** @internal */
+  countIdleClose(): void {
+    this.connectionsClosedIdle++;
   }
 
   /** @internal */

@@ -13,28 +13,37 @@
  *   and a refused data block is counted down, never stored.
  * - As in memcached, a trailing `noreply` silences every reply of its command, errors included, and
  *   a malformed storage line does not swallow its data block (the block is read as a command line).
+ * - With a login required, nothing but memcached -Y's login `set <key> <flags> <exptime> <bytes>`
+ *   with `user password` as data is served until one succeeds; its replies ignore `noreply`.
  *
  * Deliberate differences from memcached 1.6.18 (memcached silently wraps or accepts these):
  * flags above 2^32-1, exptime outside int32, data lengths outside int32 and keys holding control
  * characters are refused with `CLIENT_ERROR`; a get with more than keysPerGetMax keys is refused;
- * a too-long line gets `CLIENT_ERROR line too long` before the close (memcached just closes).
+ * a too-long line gets `CLIENT_ERROR line too long` before the close (memcached just closes); a
+ * login's data block over lineBytesMax is swallowed and refused as an authentication failure;
+ * every pipelined line before login is answered (memcached 1.6.18 answers only one per read).
  */
 
 import { DEFAULT_LIMITS } from './types.ts';
-import type { ArithVerb, Command, Item, ProtocolLimits, Reply, StoreVerb } from './types.ts';
+import type { ArithVerb, Command, DecoderOptions, Item, ProtocolLimits, Reply, StoreVerb } from './types.ts';
 import { TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
+import type { Login } from './auth.ts';
 
 /** One decoded request: a command to execute, or malformed input with the reply it gets. */
 export type TextDecoded =
   | { kind: 'command'; command: Command }
   /** `close`: the connection cannot be resynchronised; write the reply, then close. */
-  | { kind: 'invalid'; reply: Reply; close: boolean };
+  | { kind: 'invalid'; reply: Reply; close: boolean }
+  /** A login the decoder settled itself (memcached -Y): its reply. */
+  | { kind: 'answered'; reply: Reply };
 
 type StoreCommand = Extract<Command, { kind: 'store' }>;
 
 type DecoderState =
   | { kind: 'line' }
   | { kind: 'data'; command: StoreCommand; bytesNeeded: number }
+  /** The data block of a login `set`: `user password` and CRLF. */
+  | { kind: 'login_data'; bytesNeeded: number }
   | { kind: 'swallow'; bytesLeft: number }
   | { kind: 'closed' };
 
@@ -61,6 +70,10 @@ const GET_LINE_HEADROOM_BYTES = 32;
 export class TextRequestDecoder {
   private readonly limits: ProtocolLimits;
   private readonly getLineBytesMax: number;
+  private readonly flushAllEnabled: boolean;
+  private readonly login: Login | null;
+  /** False until a login succeeds, when a login is required. */
+  private loggedIn: boolean;
   private state: DecoderState = { kind: 'line' };
   /** Bytes of the current line (or data block) received so far, in arrival order. */
   private parts: Buffer[] = [];
@@ -68,8 +81,11 @@ export class TextRequestDecoder {
   /** The first bytes of the kept part (enough to tell a get line), so long lines are never re-joined. */
   private partsHead = '';
 
-  constructor(limits: ProtocolLimits = DEFAULT_LIMITS) {
+  constructor(limits: ProtocolLimits = DEFAULT_LIMITS, options: DecoderOptions = {}) {
     this.limits = limits;
+    this.flushAllEnabled = options.flushAllEnabled ?? true;
+    this.login = options.login ?? null;
+    this.loggedIn = this.login === null;
     // memcached lets multigets exceed its line limit; bound them by what a legal get can hold.
     this.getLineBytesMax = Math.max(
       limits.lineBytesMax,
@@ -105,6 +121,8 @@ export class TextRequestDecoder {
         return this.stepLine(chunk, out);
       case 'data':
         return this.stepData(state, chunk, out);
+      case 'login_data':
+        return this.stepLoginData(state, chunk, out);
       case 'swallow': {
         const taken = Math.min(state.bytesLeft, chunk.length);
         state.bytesLeft -= taken;
@@ -135,7 +153,8 @@ export class TextRequestDecoder {
     }
     // A line is decoded at once and not kept: a view of the chunk serves when nothing was kept.
     const line = this.parts.length === 0 ? chunk.subarray(0, newlineAt) : this.take(chunk.subarray(0, newlineAt));
-    this.decodeLine(line, out);
+    if (this.loggedIn) this.decodeLine(line, out);
+    else this.decodeLoginLine(line, out);
     // The commonest end of a chunk: nothing after its last line (no view to allocate).
     return newlineAt + 1 === chunk.length ? NOTHING : chunk.subarray(newlineAt + 1);
   }
@@ -156,6 +175,52 @@ export class TextRequestDecoder {
       out.push({ kind: 'command', command: { ...state.command, value: block.subarray(0, valueBytes) } });
     }
     return chunk.subarray(taken);
+  }
+
+  /**
+   * A line before login: only `set <key> <flags> <exptime> <bytes> ...` is read (memcached -Y
+   * checks nothing but the verb and the length); anything else is refused, noreply or not.
+   */
+  private decodeLoginLine(lineWithCr: Buffer, out: TextDecoded[]): void {
+    const end = lineWithCr.length > 0 && lineWithCr[lineWithCr.length - 1] === CARRIAGE_RETURN ? lineWithCr.length - 1 : lineWithCr.length;
+    const tokens = lineWithCr.toString('latin1', 0, end).split(' ').filter((token) => token.length > 0);
+    const dataBytes = tokens.length >= 5 && tokens[0] === 'set' ? parseUint32(tokens[4]) : null;
+    if (dataBytes === null) {
+      out.push(answered({ kind: 'client_error', message: TEXT_ERRORS.unauthenticated }));
+    } else if (dataBytes > this.limits.lineBytesMax) {
+      this.state = { kind: 'swallow', bytesLeft: dataBytes + 2 };
+      out.push(answered({ kind: 'client_error', message: TEXT_ERRORS.authenticationFailure }));
+    } else {
+      this.state = { kind: 'login_data', bytesNeeded: dataBytes + 2 };
+    }
+  }
+
+  private stepLoginData(state: Extract<DecoderState, { kind: 'login_data' }>, chunk: Buffer, out: TextDecoded[]): Buffer {
+    const taken = Math.min(state.bytesNeeded - this.partsBytes, chunk.length);
+    const piece = chunk.subarray(0, taken);
+    if (this.partsBytes + taken < state.bytesNeeded) {
+      this.keep(piece);
+      return chunk.subarray(taken);
+    }
+    const block = this.take(piece);
+    this.state = { kind: 'line' };
+    out.push(answered(this.loginReply(block)));
+    return chunk.subarray(taken);
+  }
+
+  /** memcached's reply to a login's data block; a success logs the connection in. */
+  private loginReply(block: Buffer): Reply {
+    const dataBytes = block.length - 2;
+    if (block[dataBytes] !== CARRIAGE_RETURN || block[dataBytes + 1] !== NEWLINE) {
+      return { kind: 'client_error', message: TEXT_ERRORS.badCommandLineTermination };
+    }
+    const tokens = block.toString('latin1', 0, dataBytes).split(' ').filter((token) => token.length > 0);
+    if (tokens.length < 2) return { kind: 'client_error', message: TEXT_ERRORS.badAuthenticationTokenFormat };
+    if (this.login === null || !this.login.verify(tokens[0], tokens[1])) {
+      return { kind: 'client_error', message: TEXT_ERRORS.authenticationFailure };
+    }
+    this.loggedIn = true;
+    return { kind: 'stored' };
   }
 
   /** The longest line allowed, judged on the line's first bytes (a get line may be longer). */
@@ -194,7 +259,7 @@ export class TextRequestDecoder {
       return;
     }
     const tokens = lineWithCr.toString('latin1', 0, end).split(' ').filter((token) => token.length > 0);
-    const result = parseTokens(tokens, this.limits);
+    const result = parseTokens(tokens, this.limits, this.flushAllEnabled);
     switch (result.kind) {
       case 'decoded':
         out.push(result.item);
@@ -245,6 +310,10 @@ function invalid(reply: Reply, close = false): TextDecoded {
   return { kind: 'invalid', reply, close };
 }
 
+function answered(reply: Reply): TextDecoded {
+  return { kind: 'answered', reply };
+}
+
 const UNKNOWN: TextDecoded = invalid({ kind: 'error' });
 
 /** An error reply that a `noreply` on its line silences, as memcached does. */
@@ -262,7 +331,7 @@ function isBadKey(key: string, limits: ProtocolLimits): boolean {
 }
 
 /** Maps tokens to a command, following memcached 1.6.18's process_command_ascii. */
-function parseTokens(tokens: string[], limits: ProtocolLimits): LineResult {
+function parseTokens(tokens: string[], limits: ProtocolLimits, flushAllEnabled: boolean): LineResult {
   const name = tokens[0];
   if (name === undefined || name.length < 2) return refused(UNKNOWN);
   switch (name) {
@@ -286,7 +355,7 @@ function parseTokens(tokens: string[], limits: ProtocolLimits): LineResult {
     case 'touch':
       return parseTouch(tokens, limits);
     case 'flush_all':
-      return parseFlushAll(tokens);
+      return parseFlushAll(tokens, flushAllEnabled);
     case 'verbosity':
       return parseVerbosity(tokens);
     case 'version':
@@ -371,10 +440,14 @@ function parseTouch(tokens: string[], limits: ProtocolLimits): LineResult {
   return decoded({ kind: 'touch', key, exptime, noreply });
 }
 
-/** `flush_all [delay] [noreply]`; like memcached, a third token that is not noreply is ignored. */
-function parseFlushAll(tokens: string[]): LineResult {
+/**
+ * `flush_all [delay] [noreply]`; like memcached, a third token that is not noreply is ignored, and
+ * when flush_all is off (memcached -F) it is refused before its delay is read.
+ */
+function parseFlushAll(tokens: string[], flushAllEnabled: boolean): LineResult {
   if (tokens.length > 3) return refused(UNKNOWN);
   const noreply = endsWithNoreply(tokens);
+  if (!flushAllEnabled) return refused(silenceable(noreply, TEXT_ERRORS.flushAllNotAllowed));
   if (tokens.length === (noreply ? 2 : 1)) return decoded({ kind: 'flush_all', delaySeconds: 0, noreply });
   const delaySeconds = parseInt32(tokens[1]);
   if (delaySeconds === null) return refused(silenceable(noreply, TEXT_ERRORS.invalidExptime));
@@ -429,8 +502,12 @@ function wantsCas(command: Command): boolean {
   return (command.kind === 'get' || command.kind === 'gat') && command.cas;
 }
 
-function encodeValues(items: Item[], withCas: boolean): Buffer {
-  // Headers first (keys are latin1: one byte per char), then one buffer written in place.
+/** Value replies up to this many bytes are encoded as one Buffer; larger ones part by part. */
+export const FLAT_REPLY_BYTES_MAX = 64 * 1024;
+const CRLF = Buffer.from('\r\n');
+
+/** The `VALUE` header line of each item (keys are latin1: one byte per char) and the reply's size. */
+function valueHeaders(items: Item[], withCas: boolean): { headers: string[]; bytes: number } {
   const headers: string[] = [];
   let bytes = END.length;
   for (const item of items) {
@@ -440,6 +517,10 @@ function encodeValues(items: Item[], withCas: boolean): Buffer {
     headers.push(header);
     bytes += header.length + item.value.length + 2;
   }
+  return { headers, bytes };
+}
+
+function encodeValues(items: Item[], headers: string[], bytes: number): Buffer {
   const reply = Buffer.allocUnsafe(bytes);
   let offset = 0;
   for (let index = 0; index < items.length; index += 1) {
@@ -451,6 +532,31 @@ function encodeValues(items: Item[], withCas: boolean): Buffer {
   }
   END.copy(reply, offset);
   return reply;
+}
+
+/**
+ * A values reply as parts to write in order: one Buffer when small, else each item's header line,
+ * its value Buffer itself (never copied) and CRLF, then END.
+ */
+function valuesParts(items: Item[], withCas: boolean): Buffer[] {
+  const { headers, bytes } = valueHeaders(items, withCas);
+  if (bytes <= FLAT_REPLY_BYTES_MAX) return [encodeValues(items, headers, bytes)];
+  const parts: Buffer[] = [];
+  for (let index = 0; index < items.length; index += 1) {
+    parts.push(Buffer.from(headers[index], 'latin1'), items[index].value, CRLF);
+  }
+  parts.push(END);
+  return parts;
+}
+
+/**
+ * `encodeTextReply` as parts to write in order, so that a reply of many large values is never
+ * copied into one Buffer: the server writes it value by value, minding the client's reading pace.
+ */
+export function encodeTextReplyParts(command: Command, reply: Reply): Buffer[] {
+  if (reply.kind === 'values' && !isSilenced(command)) return valuesParts(reply.items, wantsCas(command));
+  const bytes = encodeTextReply(command, reply);
+  return bytes.length === 0 ? [] : [bytes];
 }
 
 /**
@@ -467,7 +573,10 @@ export function encodeTextReply(command: Command, reply: Reply): Buffer {
     case 'deleted': return line('DELETED');
     case 'touched': return line('TOUCHED');
     case 'ok': return line('OK');
-    case 'values': return encodeValues(reply.items, wantsCas(command));
+    case 'values': {
+      const { headers, bytes } = valueHeaders(reply.items, wantsCas(command));
+      return encodeValues(reply.items, headers, bytes);
+    }
     case 'number': return line(reply.value.toString());
     case 'version': return line(`VERSION ${reply.version}`);
     case 'stats': return Buffer.concat([...reply.stats.map(([name, value]) => line(`STAT ${name} ${value}`)), END]);

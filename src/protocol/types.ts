@@ -6,6 +6,8 @@
  * so `Buffer.from(key, 'latin1')` gives the exact bytes back and `key.length` is the byte length.
  */
 
+import type { Login } from './auth.ts';
+
 export type StoreVerb = 'set' | 'add' | 'replace' | 'append' | 'prepend' | 'cas';
 export type ArithVerb = 'incr' | 'decr';
 
@@ -109,8 +111,10 @@ export interface ProtocolLimits {
   lineBytesMax: number;
   /** Most keys in one get. */
   keysPerGetMax: number;
-  /** Bytes of replies queued for a client that does not read before the connection is closed. */
+  /** Unsent reply bytes of a connection past which it is not read until they drain (as memcached). */
   outputBytesMax: number;
+  /** Requests of a connection decoded and not yet answered past which it is not read. */
+  requestsInFlightMax: number;
   /** Open client connections; one more is told so and closed (memcached's -c, default 1024). */
   connectionsMax: number;
 }
@@ -120,6 +124,15 @@ export const DEFAULT_LIMITS: Readonly<ProtocolLimits> = Object.freeze({
   valueBytesMax: 1024 * 1024,
   lineBytesMax: 8192,
   keysPerGetMax: 1024,
-  outputBytesMax: 64 * 1024 * 1024,
+  outputBytesMax: 4 * 1024 * 1024,
+  requestsInFlightMax: 1024,
   connectionsMax: 1024,
 });
+
+/** What a connection may do, beyond the limits; read by both decoders. */
+export interface DecoderOptions {
+  /** flush_all is served; when false it is refused as memcached -F refuses it. Default true. */
+  flushAllEnabled?: boolean;
+  /** Checks logins; null (default) serves every connection without one. */
+  login?: Login | null;
+}
