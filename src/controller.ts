@@ -839,6 +839,7 @@ export class Controller {
       ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
       ['mckv_backend_ok', this.health.ok ? '1' : '0'],
       ...this.peerStats(status.invalidPeerMessages),
+      ...this.server.statsLines(),
       ...cacheStats(this.replica),
     ];
     return { kind: 'stats', stats };

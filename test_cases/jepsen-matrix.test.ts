@@ -32,8 +32,8 @@ afterAll(() => {
 });
 
 const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
-/** A run's client time; eight 1 s faults with 0.7 s heals between them fit in the combined runs. */
-const COMBINED_TIME_MS = 15_500;
+/** A run's client time; nine 1 s faults with 0.7 s heals between them fit in the combined runs. */
+const COMBINED_TIME_MS = 17_500;
 const SINGLE_TIME_MS = 2600;
 
 /** Fault and heal windows' mean lengths: short, so that every kind fits in a short run. */
@@ -125,7 +125,8 @@ describe('every mode keeps its promise under every fault', () => {
         const kinds = result.summary.faults.map((fault) => fault.kind);
         expect(kinds.length).toBeGreaterThanOrEqual(windows);
         expect(new Set(kinds)).toEqual(new Set([kind]));
-        if (kind === 'clock') expect(result.summary.refusals, explain(result)).toEqual([]);
+        // A clock step and a stall of the whole machine must go unnoticed: nothing refused.
+        if (kind === 'clock' || kind === 'stall') expect(result.summary.refusals, explain(result)).toEqual([]);
       }, 120_000);
     });
   }

@@ -148,6 +148,24 @@ describe('the nemesis schedule', () => {
     expect(describeFault({ kind: 'slow', variant: null, nodes: ['n2'], delayMs: 160 })).toBe('slow n2 by 160 ms');
   });
 
+  it('stalls the whole machine again and again, 0.2–1 s each, filling the window', () => {
+    const plans = planNemesis({ kinds: ['stall'], nodes: ['n1', 'n2', 'n3'], timeMs: 60_000, faultMs: 3000, healMs: 700, seed: 9 });
+    expect(plans.length).toBeGreaterThan(5);
+    for (const plan of plans) {
+      expect(plan.nodes).toEqual(['n1', 'n2', 'n3']);
+      const stalls = plan.stalls ?? [];
+      expect(stalls.length).toBeGreaterThanOrEqual(1);
+      for (const stall of stalls) {
+        expect(stall.stopMs).toBeGreaterThanOrEqual(200);
+        expect(stall.stopMs).toBeLessThanOrEqual(1000);
+        expect(stall.runMs).toBeGreaterThanOrEqual(300);
+      }
+      expect(stalls.reduce((sum, stall) => sum + stall.stopMs + stall.runMs, 0)).toBeLessThanOrEqual(plan.endMs - plan.startMs + 2000);
+    }
+    expect(plans.some((plan) => (plan.stalls ?? []).length > 1)).toBe(true);
+    expect(describeFault({ kind: 'stall', variant: null, nodes: ['n1'], stalls: [{ stopMs: 300, runMs: 500 }, { stopMs: 700, runMs: 400 }] })).toBe('stall the machine 2× (300, 700 ms)');
+  });
+
   it('steps every clock by 1 s to 68 min, each node both ways within two windows, and says so', () => {
     const nodes = ['n1', 'n2', 'n3'];
     const plans = planNemesis({ kinds: ['clock', 'kill'], nodes, timeMs: 200_000, faultMs: 1000, healMs: 700, seed: 9 }).filter((plan) => plan.kind === 'clock');

@@ -29,14 +29,17 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * every controller, the leader included, has been stepped both ways; all go back in step at the
  * window's end. A controller keeps time on its monotonic clock: nothing may be refused. `slow`
  * delays every byte to and from one controller by 10 ms to 1.3 s (Jepsen's slow network; the
- * bytes arrive, late and in order), beyond the failure timeout at the long end.
+ * bytes arrive, late and in order), beyond the failure timeout at the long end. `stall` stops the
+ * whole machine again and again: every controller and every memcached together (SIGSTOP) for
+ * 0.2–1 s, then runs it 0.3–1 s, as a hypervisor, a throttled container or a long GC pause does.
+ * No node sees another go silent while it runs itself: nothing may be refused.
  */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow';
+export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall'];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
-export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock'];
+export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock', 'stall'];
 
 /** One planned fault. `nodes[0]` is the target; a one-way cut has `nodes = [from, to]`. */
 export interface FaultPlan {
@@ -50,6 +53,8 @@ export interface FaultPlan {
   stepsSeconds?: number[];
   /** For `slow`: how long the target's links hold each byte, in ms. */
   delayMs?: number;
+  /** For `stall`: each stop of the whole machine and the run after it, in ms. */
+  stalls?: Array<{ stopMs: number; runMs: number }>;
   nodes: string[];
   startMs: number;
   endMs: number;
@@ -125,7 +130,7 @@ export function planNemesis(options: PlanOptions): FaultPlan[] {
     if (plans.length % kinds.length === 0) round = shuffled(random, kinds);
     const kind = round[plans.length % kinds.length];
     const clockWindows = plans.filter((plan) => plan.kind === 'clock').length;
-    plans.push({ kind, ...pickTargets(random, kind, nodes, clockWindows), startMs: atMs, endMs: atMs + lengthMs });
+    plans.push({ kind, ...pickTargets(random, kind, nodes, clockWindows, lengthMs), startMs: atMs, endMs: atMs + lengthMs });
     atMs += lengthMs + jitter(random, healMs);
   }
   return plans;
@@ -146,16 +151,34 @@ const CLOCK_STEP_DOUBLINGS_MAX = 12;
 /** The longest delay of a slow network is 10 ms times 2 to this power. */
 const SLOW_DOUBLINGS_MAX = 7;
 
+/** Stops and runs that fill a window of `lengthMs` (at least one stop). */
+function planStalls(random: Random, lengthMs: number): Array<{ stopMs: number; runMs: number }> {
+  const between = (range: { min: number; max: number }): number => Math.round(range.min + random() * (range.max - range.min));
+  const stalls: Array<{ stopMs: number; runMs: number }> = [];
+  let usedMs = 0;
+  do {
+    const stall = { stopMs: between(STALL_STOP_MS), runMs: between(STALL_RUN_MS) };
+    stalls.push(stall);
+    usedMs += stall.stopMs + stall.runMs;
+  } while (usedMs + STALL_STOP_MS.max + STALL_RUN_MS.max <= lengthMs);
+  return stalls;
+}
+
 function jitter(random: Random, ms: number): number {
   return Math.round(ms * (0.75 + random() * 0.5));
 }
 
+/** The shortest and longest whole-machine stop of a `stall`, and of the run between two, in ms. */
+const STALL_STOP_MS = { min: 200, max: 1000 } as const;
+const STALL_RUN_MS = { min: 300, max: 1000 } as const;
+
 /** `clockWindows`: how many clock faults were planned before this one. */
 function pickTargets(
-  random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number,
-): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs'> {
+  random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number, lengthMs: number,
+): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls'> {
   const target = nodes[pickIndex(random, nodes.length)];
   if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
+  if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
   if (kind === 'clock') {
     // 1 s to 68 min, as likely within each power of two; the sign alternates by node and window.
     const stepsSeconds = nodes.map((_, index) => {
@@ -174,7 +197,7 @@ function pickTargets(
 }
 
 /** A short human label: `kill n2`, `isolate n1`, `cut n1→n3` (one way), `cut n1↔n3`, `clock n1 +8 s, n2 -120 s`, `slow n2 by 160 ms`. */
-export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs'>): string {
+export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls'>): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'pause': return `pause ${plan.nodes[0]}`;
@@ -182,6 +205,10 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
     case 'slow': return `slow ${plan.nodes[0]} by ${plan.delayMs ?? 0} ms`;
+    case 'stall': {
+      const stops = (plan.stalls ?? []).map((stall) => stall.stopMs);
+      return `stall the machine ${stops.length}× (${stops.join(', ')} ms)`;
+    }
     case 'clock': {
       const steps = plan.nodes.map((node, index) => {
         const step = plan.stepsSeconds?.[index] ?? 0;
@@ -246,6 +273,18 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       // The steps reach the controllers within this: the window holds them at least that long.
       await sleep(WALL_CLOCK_REREAD_SECONDS * 1000, stop);
       return;
+    case 'stall':
+      for (const stall of plan.stalls ?? []) {
+        if (stop.aborted) return;
+        stallMachine(target, plan.nodes, 'stop');
+        try {
+          await sleep(stall.stopMs, stop);
+        } finally {
+          stallMachine(target, plan.nodes, 'run');
+        }
+        await sleep(stall.runMs, stop);
+      }
+      return;
     case 'kill': return target.kill(node);
     case 'pause': return target.pause(node);
     case 'backend-restart': return target.restartBackend(node);
@@ -266,10 +305,24 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
   }
 }
 
+/** Stops (or runs again) every controller and memcached of `nodes`, back to back. */
+function stallMachine(target: FaultTarget, nodes: readonly string[], action: 'stop' | 'run'): void {
+  for (const node of nodes) {
+    if (action === 'stop') {
+      target.pause(node);
+      target.pauseBackend(node);
+    } else {
+      target.resumeBackend(node);
+      target.resume(node);
+    }
+  }
+}
+
 async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
   switch (plan.kind) {
     case 'kill': return target.startController(plan.nodes[0]);
     case 'pause': return target.resume(plan.nodes[0]);
+    case 'stall': return stallMachine(target, plan.nodes, 'run');
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds
     case 'backend-pause':
       for (const each of plan.nodes) target.resumeBackend(each);

@@ -182,6 +182,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private readonly tallies: PeerNetworkCounters;
   private detector: FailureDetector;
   private pauses: PauseWatch;
+  /** Pauses the heartbeat timer noticed that `excuseOwnPause` has not handed out yet. */
+  private pauseUnclaimedMs = 0;
   private server: net.Server | null = null;
   /** With TLS: runs the TLS handshake on sockets `server` accepted (it never listens itself). */
   private tlsServer: tls.Server | null = null;
@@ -662,7 +664,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   // Heartbeats and failure detection
 
   private onHeartbeatTimer(): void {
-    const pausedMs = this.excuseOwnPause();
+    const pausedMs = this.observePause();
+    this.pauseUnclaimedMs += pausedMs;
     const frame = this.heartbeatFrame();
     for (const outbound of this.outbound.values()) {
       if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame);
@@ -675,9 +678,16 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   /**
    * How long this process was not running since the network's timers last ran (0 if it ran on
    * time); that silence is excused, not counted against the peers. The controller calls this at
-   * each tick too, so the first timer to run after a stall excuses it, once.
+   * each tick and request, and gets the pauses the network's own timer noticed since, once.
    */
   excuseOwnPause(): number {
+    const pausedMs = this.observePause() + this.pauseUnclaimedMs;
+    this.pauseUnclaimedMs = 0;
+    return pausedMs;
+  }
+
+  /** Observes the time since the timers last ran; a pause is excused in the detector. */
+  private observePause(): number {
     const nowMs = monotonicNowMs();
     const pausedMs = this.pauses.observe(nowMs);
     if (pausedMs > 0) {

@@ -53,7 +53,9 @@ export function isValidKey(value: unknown, keyBytesMax: number = OP_LIMITS_DEFAU
 }
 
 function keysProblem(value: unknown, limits: OpLimits): string | null {
-  if (!Array.isArray(value) || value.length === 0 || value.length > limits.keysPerOpMax) return 'bad key list';
+  // Empty is allowed: the text decoder takes `gat <exptime>` with no key, and a peer must accept
+  // every op a client can make, or one such op would stall replication.
+  if (!Array.isArray(value) || value.length > limits.keysPerOpMax) return 'bad key list';
   return value.every((key) => isValidKey(key, limits.keyBytesMax)) ? null : 'bad key';
 }
 
