@@ -855,8 +855,8 @@ export class Controller {
       ['mckv_peer_handshakes_refused', String(refused)],
       ['mckv_peer_frames_refused', String(peer.framesRefused)],
       ['mckv_peer_messages_invalid', String(invalidPeerMessages)],
-      ['mckv_pauses', String(pauses.pauses)],
-      ['mckv_pause_longest_ms', String(pauses.longestPauseMs)],
+      ['mckv_stalls', String(pauses.pauses)],
+      ['mckv_stall_longest_ms', String(pauses.longestPauseMs)],
     ];
   }
 
