@@ -80,6 +80,8 @@ export interface ClientAccess {
   outputBytesMax: number;
   /** Requests one connection may have in flight; past it the connection is not read. */
   requestsInFlightMax: number;
+  /** Requests all connections may have in flight; past it no connection is read until half are answered. */
+  controllerRequestsInFlightMax: number;
   /** Whether flush_all is served (memcached's -F turns it off). */
   flushAllEnabled: boolean;
   /** Client logins, `user:password` per line (memcached's -Y auth file); null = no login. */
@@ -176,6 +178,8 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
         max: 1024 * 1024 * 1024,
       }),
       requestsInFlightMax: integer(cluster, 'connection_requests_max', 1024, { min: 1, max: 1_000_000 }),
+      // Below the replicated log's queue (10,000 requests, past which it refuses "busy").
+      controllerRequestsInFlightMax: integer(cluster, 'controller_requests_max', 8192, { min: 2, max: 9000 }),
       flushAllEnabled: oneOf(string(cluster, 'flush_all', 'on'), ON_OFF, '[cluster] flush_all') === 'on',
       authFile: authFile === null ? null : path.resolve(base, authFile),
     }),

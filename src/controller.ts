@@ -234,6 +234,7 @@ export class Controller {
         connectionsMax: config.connectionsMax,
         outputBytesMax: config.clients.outputBytesMax,
         requestsInFlightMax: config.clients.requestsInFlightMax,
+        serverRequestsInFlightMax: config.clients.controllerRequestsInFlightMax,
       },
       idleTimeoutMs: config.clients.idleTimeoutMs,
       flushAllEnabled: config.clients.flushAllEnabled,

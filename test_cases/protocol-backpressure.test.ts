@@ -212,3 +212,42 @@ describe('a bulk loader pipelining 20,000 sets on one connection', () => {
     expect(stats.requestsInFlight).toBe(0);
   }, 90_000);
 });
+
+describe('eight bulk loaders at once, each pipelining 2,000 sets', () => {
+  it('the handler never holds more than serverRequestsInFlightMax of them: every set is answered STORED, none refused', async () => {
+    const serverRequestsInFlightMax = 64;
+    const loaders = 8;
+    let atHandler = 0;
+    let peakAtHandler = 0;
+    let server: ProtocolServer | null = null;
+    const started = await startServer({
+      limits: { ...DEFAULT_LIMITS, serverRequestsInFlightMax },
+      handlerKeepsOrder: true,
+      handler: async (command: Command): Promise<Reply> => {
+        atHandler += 1;
+        peakAtHandler = Math.max(peakAtHandler, atHandler);
+        try {
+          if (command.kind !== 'store') return { kind: 'error' };
+          await sleep(1);
+          return { kind: 'stored' };
+        } finally {
+          atHandler -= 1;
+        }
+      },
+    });
+    server = started.server;
+    const count = 2000;
+    const replies = await Promise.all(
+      Array.from({ length: loaders }, (_, loader) => {
+        const load = Buffer.from(Array.from({ length: count }, (_, index) => `set l${loader}:${index} 0 0 5\r\nvalue\r\n`).join(''));
+        const expected = 'STORED\r\n'.repeat(count);
+        return exchange(started.port, load, (received) => received.length >= expected.length, 60_000).then((reply) => reply.toString('latin1') === expected);
+      }),
+    );
+    expect(replies).toEqual(Array.from({ length: loaders }, () => true));
+    // The bound, plus at most one lone request per connection (answered without the run loop).
+    expect(peakAtHandler).toBeLessThanOrEqual(serverRequestsInFlightMax + loaders);
+    expect(peakAtHandler).toBeGreaterThan(serverRequestsInFlightMax / 2);
+    expect(server.stats().requestsInFlight).toBe(0);
+  }, 90_000);
+});

@@ -91,6 +91,9 @@ export interface ProtocolServerStats {
   requestsInFlight: number;
   /** Reply bytes handed to sockets and not yet sent, over all connections. */
   outputBytesUnsent: number;
+  /** Every connection unread for serverRequestsInFlightMax unanswered requests (now; times since start). */
+  overloaded: boolean;
+  overloadsTotal: number;
 }
 
 /** What the server itself answers to `version`. */
@@ -268,6 +271,8 @@ class Connection {
     socket.on('close', () => {
       this.finished = true;
       this.queue.length = 0;
+      this.server.addInFlight(-this.inFlight);
+      this.inFlight = 0;
       this.server.onConnectionClosed(this);
     });
     if (server.idleTimeoutMs > 0) socket.setTimeout(server.idleTimeoutMs, () => this.onIdle());
@@ -295,6 +300,7 @@ class Connection {
     }
     const requests = this.decoder.push(chunk);
     this.inFlight += requests.length;
+    this.server.addInFlight(requests.length);
     if (requests.length === 1 && !this.running && this.queue.length === 0 && requests[0].kind === 'command') {
       this.startAlone(requests[0]);
     } else {
@@ -331,7 +337,11 @@ class Connection {
         // Nothing more is handed to the handler while the client has not taken what it was sent.
         if (this.socket.writableLength > this.outputBytesMax) await this.drained();
         if (this.finished) break;
-        const batch = this.takeRun();
+        // The handler holds at most serverRequestsInFlightMax requests of all connections.
+        const room = this.server.handlerRoom();
+        if (room === 0) await this.server.handlerFreed();
+        if (this.finished) break;
+        const batch = this.takeRun(Math.max(1, this.server.handlerRoom()));
         // Handed over in order now; answered in order below. A reply the handler gave at once is
         // written at once, without a turn of the event loop.
         const replies = batch.map((request) => (request.kind === 'command' ? this.start(request) : null));
@@ -352,14 +362,14 @@ class Connection {
   }
 
   /** The next request, and the requests of the same class (read or write) queued right after it. */
-  private takeRun(): WireRequest[] {
+  private takeRun(roomMax: number): WireRequest[] {
     const first = this.dequeue();
     if (first.kind !== 'command') return [first];
     const keepsOrder = this.server.handlerKeepsOrder;
     const kind = commandClass(first.command, keepsOrder);
     const run: WireRequest[] = [first];
     if (kind === 'alone') return run;
-    while (run.length < PIPELINED_RUN_MAX && this.queue.length > 0) {
+    while (run.length < Math.min(PIPELINED_RUN_MAX, roomMax) && this.queue.length > 0) {
       const next = this.queue[0];
       if (next.kind !== 'command' || commandClass(next.command, keepsOrder) !== kind) break;
       run.push(this.dequeue());
@@ -388,7 +398,9 @@ class Connection {
   private ask(command: Command): Promise<Reply> | Reply {
     try {
       const reply = this.server.handler(command, this.info);
-      return reply instanceof Promise ? reply.catch((error: unknown) => this.failed(command, error)) : reply;
+      if (!(reply instanceof Promise)) return reply;
+      this.server.handlerTook(1);
+      return reply.catch((error: unknown) => this.failed(command, error)).finally(() => this.server.handlerTook(-1));
     } catch (error) {
       return this.failed(command, error);
     }
@@ -416,7 +428,11 @@ class Connection {
   /** Writes one reply's parts in order; its request stops being in flight once all are handed over. */
   private writeReply(parts: Buffer[]): Promise<void> | undefined {
     return afterWrite(this.writeParts(parts, 0), () => {
-      this.inFlight -= 1;
+      // A closed connection gave its count back at once (see 'close').
+      if (this.inFlight > 0) {
+        this.inFlight -= 1;
+        this.server.addInFlight(-1);
+      }
       this.updateReading();
     });
   }
@@ -465,9 +481,10 @@ class Connection {
 
   /**
    * Reads the socket only while it has room: unsent output within outputBytesMax, fewer than
-   * requestsInFlightMax requests unanswered (resuming at half), queued request bytes bounded.
+   * requestsInFlightMax requests unanswered (resuming at half), queued request bytes bounded, and
+   * the whole server under serverRequestsInFlightMax.
    */
-  private updateReading(): void {
+  updateReading(): void {
     if (this.finished) return;
     const inFlightMax = this.server.limits.requestsInFlightMax;
     const overOutput = this.socket.writableLength > this.outputBytesMax;
@@ -478,7 +495,7 @@ class Connection {
     this.pausedByOutput = overOutput;
     this.pausedByInFlight = overInFlight;
     this.pausedByBytes = overBytes;
-    const reading = !overOutput && !overInFlight && !overBytes;
+    const reading = !overOutput && !overInFlight && !overBytes && !this.server.overloaded;
     if (reading === this.reading) return;
     this.reading = reading;
     if (reading) this.socket.resume();
@@ -544,6 +561,14 @@ export class ProtocolServer {
   private connectionsClosedIdle = 0;
   private pausesByOutputTotal = 0;
   private pausesByInFlightTotal = 0;
+  /** Requests of every connection decoded and not yet answered. */
+  private inFlightTotal = 0;
+  /** Requests the handler was given and has not answered (promises pending). */
+  private atHandler = 0;
+  private handlerWaiters: Array<() => void> = [];
+  /** Over serverRequestsInFlightMax: no connection is read until half of those are answered. */
+  overloaded = false;
+  private overloadsTotal = 0;
 
   constructor(options: ProtocolServerOptions) {
     this.options = options;
@@ -584,6 +609,36 @@ export class ProtocolServer {
     });
   }
 
+  /** Requests the handler may still take now under serverRequestsInFlightMax (0: none). */
+  handlerRoom(): number {
+    return Math.max(0, this.limits.serverRequestsInFlightMax - this.atHandler);
+  }
+
+  /** Resolves once the handler has answered something (room may have come free). */
+  handlerFreed(): Promise<void> {
+    return new Promise((resolve) => this.handlerWaiters.push(resolve));
+  }
+
+  /** Counts requests the handler holds unanswered; an answer wakes the connections waiting for room. */
+  handlerTook(delta: number): void {
+    this.atHandler += delta;
+    if (delta >= 0 || this.handlerWaiters.length === 0) return;
+    const waiters = this.handlerWaiters;
+    this.handlerWaiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  /** Counts requests in and out of flight; crossing the server's bound pauses or resumes reading. */
+  addInFlight(delta: number): void {
+    this.inFlightTotal += delta;
+    const max = this.limits.serverRequestsInFlightMax;
+    const overloaded = this.overloaded ? this.inFlightTotal > Math.floor(max / 2) : this.inFlightTotal >= max;
+    if (overloaded === this.overloaded) return;
+    this.overloaded = overloaded;
+    if (overloaded) this.overloadsTotal += 1;
+    for (const connection of this.connections) connection.updateReading();
+  }
+
   stats(): ProtocolServerStats {
     let pausedByOutput = 0;
     let pausedByInFlight = 0;
@@ -610,6 +665,8 @@ export class ProtocolServer {
       requestsHeldBack: heldBack,
       requestsInFlight: inFlight,
       outputBytesUnsent: outputBytes,
+      overloaded: this.overloaded,
+      overloadsTotal: this.overloadsTotal,
     };
   }
 
@@ -629,6 +686,8 @@ export class ProtocolServer {
       ['mckv_requests_held_back', String(stats.requestsHeldBack)],
       ['mckv_requests_in_flight', String(stats.requestsInFlight)],
       ['mckv_output_bytes_unsent', String(stats.outputBytesUnsent)],
+      ['mckv_server_overloaded', stats.overloaded ? '1' : '0'],
+      ['mckv_server_overloads_total', String(stats.overloadsTotal)],
     ];
   }
 

@@ -115,6 +115,12 @@ export interface ProtocolLimits {
   outputBytesMax: number;
   /** Requests of a connection decoded and not yet answered past which it is not read. */
   requestsInFlightMax: number;
+  /**
+   * Requests of all connections decoded and not yet answered past which no connection is read
+   * (until half of them are answered): the controller's own bound, below its mode's queue, so a
+   * flood of clients waits instead of being refused.
+   */
+  serverRequestsInFlightMax: number;
   /** Open client connections; one more is told so and closed (memcached's -c, default 1024). */
   connectionsMax: number;
 }
@@ -126,6 +132,7 @@ export const DEFAULT_LIMITS: Readonly<ProtocolLimits> = Object.freeze({
   keysPerGetMax: 1024,
   outputBytesMax: 4 * 1024 * 1024,
   requestsInFlightMax: 1024,
+  serverRequestsInFlightMax: 8192,
   connectionsMax: 1024,
 });
 
