@@ -1,6 +1,6 @@
 /**
  * The linearizability checker against Porcupine's 102 Jepsen etcd histories, whose verdicts are
- * known (shared/histories/etcd-jepsen/expected.tsv), and the etcd log converter.
+ * known (../shared/histories/etcd-jepsen/expected.tsv, outside the repository), and the etcd log converter.
  */
 
 import { readFileSync } from 'node:fs';

@@ -5,7 +5,7 @@
  * Each test runs concurrent recorded clients on all three controllers (unique values, a few
  * keys), injects one fault — the sequencer killed and restarted, a follower killed and restarted,
  * the sequencer paused and resumed, the sequencer isolated and healed, the sequencer's memcached
- * restarted empty — and then asserts what DESIGN.md §4 promises:
+ * restarted empty — and then asserts what the failure table of docs/design.md promises:
  *   (a) the majority serves a write again within a few failure timeouts (measured, printed);
  *   (b) a cut-off minority refuses with SERVER_ERROR, acknowledges no write, and never answers a
  *       read with a value that a majority write acknowledged after the cut has overwritten;

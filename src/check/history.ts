@@ -1,5 +1,5 @@
 /**
- * Histories: reading and writing the JSON-lines format of shared/HISTORY_FORMAT.md.
+ * Histories: reading and writing the JSON-lines format of docs/history-format.md.
  *
  * A history is a list of events, one JSON object a line: an `invoke` and then at most one
  * completion (`ok`, `fail`, `info`) per operation and process. `parseHistory` pairs them into

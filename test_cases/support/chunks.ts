@@ -3,7 +3,7 @@
  * boundary — and checks that every way decodes to the same items.
  *
  * Intuition: TCP delivers bytes in arbitrary pieces, so a decoder's output must depend only on the
- * bytes, never on where the chunks fall (STYLE.md: "every decoder test runs each case as one chunk,
+ * bytes, never on where the chunks fall (docs/design.md: "every decoder test runs each case as one chunk,
  * byte by byte, and split at every boundary").
  */
 
