@@ -59,6 +59,8 @@ export interface ClusterNode {
   clientPort: number;
   peerPort: number;
   memcachedPort: number;
+  /** Where the controller serves /metrics and its status page. */
+  httpPort: number;
   controller: ChildProcess | null;
   memcached: ChildProcess | null;
 }
@@ -234,6 +236,7 @@ export class Cluster {
         clientPort: await freePort(),
         peerPort: await freePort(),
         memcachedPort: await freePort(),
+        httpPort: await freePort(),
         controller: null,
         memcached: null,
       });
@@ -458,6 +461,7 @@ export class Cluster {
         `client = 127.0.0.1:${node.clientPort}`,
         `peer = 127.0.0.1:${node.peerPort}`,
         `memcached = 127.0.0.1:${node.memcachedPort}`,
+        `http = 127.0.0.1:${node.httpPort}`,
       );
       for (const [name, proxy] of this.links) {
         const [from, to] = name.split('->');
