@@ -17,6 +17,7 @@ import type { ProtocolServerStats } from '../src/protocol/server.ts';
 import type { Command, Reply } from '../src/protocol/types.ts';
 import type { NodeSummary } from '../src/show.ts';
 import type { IndexRecord } from '../src/store/replica.ts';
+import { sample } from './support/prometheus.ts';
 
 const hostileKey = '<script>alert("x")</script>&\'"\u00ff\u0001';
 
@@ -210,17 +211,6 @@ describe('config.ini http', () => {
     expect(() => parseConfig(nodes('http = 127.0.0.1:11201'), 'test.ini')).toThrow(/already used by n1 memcached/);
   });
 });
-
-/** The value of one sample of `name` whose labels include `labels`; undefined if there is none. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (match === null || match[1] !== name) continue;
-    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((pair) => [pair[1], pair[2]]));
-    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3]);
-  }
-  return undefined;
-}
 
 function rowsOf(html: string): string[] {
   const body = /<tbody id="entries">([\s\S]*?)<\/tbody>/.exec(html)?.[1] ?? '';

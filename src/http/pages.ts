@@ -20,7 +20,8 @@ th, td { padding: .35em .8em; border-bottom: 1px solid #e4e7ea; text-align: left
 th { background: #eef1f4; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .up { color: #137333; font-weight: 600; } .self { color: #1a57b5; font-weight: 600; }
-.down { color: #b3261e; font-weight: 700; } tr.down { background: #fdecea; }
+.down { color: #b3261e; font-weight: 700; } tr.down { background: #fdecea; } tr.down td { color: #8c6f6d; }
+tr.down td.down { color: #b3261e; }
 .bad { color: #b3261e; } #banner { color: #b3261e; font-weight: 600; min-height: 1.4em; }
 code { font-family: ui-monospace, monospace; }
 nav a { margin-right: 1.2em; }
@@ -112,6 +113,7 @@ export function statusPage(node: string): string {
 <p id="banner"></p>
 <table><thead><tr><th>node</th><th>state</th><th>last heard</th><th>role</th><th>term</th><th>leader</th><th>committed</th><th>applied</th><th>queue</th><th>ops</th><th>backend</th><th>sees</th></tr></thead>
 <tbody id="nodes"></tbody></table>
+<p class="sub">A node that is down shows what it said last. Refreshes every second.</p>
 <script>${script}</script>
 </body></html>
 `;
