@@ -47,6 +47,8 @@ export interface ClusterOptions {
   controllerNodeArgs?: string[];
   /** Run the controllers with libfaketime, so that `stepWallClock` can move their wall clocks. */
   wallClockSteps?: boolean;
+  /** Give each controller an HTTP port (/metrics, the status page) at `httpPort` (default true). */
+  http?: boolean;
 }
 
 /** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
@@ -224,6 +226,7 @@ export class Cluster {
       memcachedEvicts: false,
       controllerNodeArgs: [],
       wallClockSteps: false,
+      http: true,
       replication: true,
       keepDir: false,
       ...definedOnly(options),
@@ -461,8 +464,8 @@ export class Cluster {
         `client = 127.0.0.1:${node.clientPort}`,
         `peer = 127.0.0.1:${node.peerPort}`,
         `memcached = 127.0.0.1:${node.memcachedPort}`,
-        `http = 127.0.0.1:${node.httpPort}`,
       );
+      if (this.options.http) lines.push(`http = 127.0.0.1:${node.httpPort}`);
       for (const [name, proxy] of this.links) {
         const [from, to] = name.split('->');
         if (from === node.id) lines.push(`dial.${to} = 127.0.0.1:${proxy.port}`);
