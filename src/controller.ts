@@ -874,6 +874,7 @@ export class Controller {
   private createStatusHttp(listen: Address): StatusHttp {
     return new StatusHttp({
       node: this.options.node.id,
+      mode: this.options.mode,
       listen,
       log: this.log.child({ component: 'http' }),
       source: {

@@ -10,6 +10,7 @@ import { parseConfig } from '../src/config.ts';
 import type { KeyedEntry } from '../src/consistency/types.ts';
 import { displayKey, keysAfter } from '../src/http/entries.ts';
 import { escapeHtml } from '../src/http/pages.ts';
+import { ControllerMetrics } from '../src/http/metrics.ts';
 import { StatusHttp } from '../src/http/server.ts';
 import type { StatusSource } from '../src/http/source.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
@@ -82,7 +83,7 @@ describe('the HTTP status server', () => {
 
   beforeAll(async () => {
     port = await freePort();
-    http = new StatusHttp({ node: 'n1', listen: { host: '127.0.0.1', port }, source, log: { info: () => {}, warn: () => {} } });
+    http = new StatusHttp({ node: 'n1', mode: 'linearizability', listen: { host: '127.0.0.1', port }, source, log: { info: () => {}, warn: () => {} } });
     await http.listen();
     base = `http://127.0.0.1:${port}`;
   });
@@ -173,6 +174,26 @@ describe('the HTTP status server', () => {
     expect(await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello')).toMatch(/^HTTP\/1\.1 413/);
     expect(await rawRequest(port, 'BLAH\r\n\r\n')).toMatch(/^HTTP\/1\.1 400/);
     expect((await fetch(`${base}/status.json`)).status).toBe(200);
+  });
+});
+
+describe('metrics in eventual mode', () => {
+  it('have no log positions; the replication lag is the writes not yet pushed to every peer', async () => {
+    const eventual: NodeSummary = { ...summary('n1', 'peer'), mode: 'eventual', term: 0, leader: null, committed: '1700000000000.3', applied: '12', queueDepth: 4 };
+    const metrics = new ControllerMetrics({
+      summary: () => eventual,
+      peerView: () => [],
+      clientStats: () => clientStats,
+      keyCount: () => 12,
+      indexEntries: () => [],
+      fetch: async () => [],
+    }, { node: 'n1', mode: 'eventual' });
+    const text = await metrics.render();
+    expect(sample(text, 'mckv_role', { role: 'peer', mode: 'eventual' })).toBe(1);
+    expect(sample(text, 'mckv_commit_index')).toBeUndefined();
+    expect(sample(text, 'mckv_applied_index')).toBeUndefined();
+    expect(sample(text, 'mckv_replication_lag_entries')).toBe(4);
+    expect(sample(text, 'mckv_keys')).toBe(12);
   });
 });
 

@@ -9,6 +9,7 @@
  */
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Mode } from '../consistency/types.ts';
 import type { Command, Reply } from '../protocol/types.ts';
 import type { ProtocolServerStats } from '../protocol/server.ts';
 import type { NodeSummary, PeerViewRow } from '../show.ts';
@@ -40,7 +41,8 @@ export class ControllerMetrics {
   private readonly walFsyncSeconds: Histogram;
   private snapshotTaken: Snapshot | null = null;
 
-  constructor(private readonly source: StatusSource, options: { node: string }) {
+  /** `mode`: eventual mode has no log, so no commit or applied index. */
+  constructor(private readonly source: StatusSource, options: { node: string; mode: Mode }) {
     this.registry.setDefaultLabels({ node: options.node });
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
@@ -58,7 +60,7 @@ export class ControllerMetrics {
       registers,
     });
     this.defineRequestCounters();
-    this.defineConsensusGauges();
+    this.defineConsensusGauges(options.mode);
     this.defineBackendGauges();
     this.defineClientGauges();
   }
@@ -131,7 +133,7 @@ export class ControllerMetrics {
     });
   }
 
-  private defineConsensusGauges(): void {
+  private defineConsensusGauges(mode: Mode): void {
     const registers = [this.registry];
     const snapshot = (): Snapshot => this.snapshot();
     new Gauge({
@@ -146,8 +148,10 @@ export class ControllerMetrics {
       },
     });
     gauge('mckv_term', 'The election term this controller is in (0 in eventual mode).', registers, () => snapshot().summary.term);
-    gauge('mckv_commit_index', 'Index of the last log entry a majority holds (ordered modes; absent in eventual mode, which has no log).', registers, () => logPosition(snapshot().summary, 'committed'));
-    gauge('mckv_applied_index', 'Index of the last log entry applied to the local replica (ordered modes; absent in eventual mode).', registers, () => logPosition(snapshot().summary, 'applied'));
+    if (mode !== 'eventual') {
+      gauge('mckv_commit_index', 'Index of the last log entry a majority holds.', registers, () => logPosition(snapshot().summary, 'committed'));
+      gauge('mckv_applied_index', 'Index of the last log entry applied to the local replica.', registers, () => logPosition(snapshot().summary, 'applied'));
+    }
     gauge('mckv_replication_lag_entries', 'Ordered modes: committed entries not yet applied here (commit index minus applied index). Eventual mode: writes this node has not yet pushed to every peer.', registers, () => replicationLag(snapshot().summary));
     gauge('mckv_queue_depth', 'Requests waiting in this controller for the cluster (the `queue` column of show).', registers, () => snapshot().summary.queueDepth);
     gauge('mckv_peers_up', 'Peers this controller hears from.', registers, () => snapshot().peers.filter((view) => view.up).length);

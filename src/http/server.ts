@@ -11,6 +11,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { clockMs } from '../clock.ts';
 import type { Address } from '../config.ts';
+import type { Mode } from '../consistency/types.ts';
 import type { CommandHandler } from '../protocol/server.ts';
 import { clusterStatus } from '../show-json.ts';
 import { entriesPage, ENTRIES_PER_PAGE_MAX } from './entries.ts';
@@ -26,6 +27,7 @@ export interface StatusHttpLog {
 
 export interface StatusHttpOptions {
   node: string;
+  mode: Mode;
   listen: Address;
   source: StatusSource;
   log: StatusHttpLog;
@@ -45,7 +47,7 @@ export class StatusHttp {
   private readonly server: http.Server;
 
   constructor(private readonly options: StatusHttpOptions) {
-    this.metrics = new ControllerMetrics(options.source, { node: options.node });
+    this.metrics = new ControllerMetrics(options.source, { node: options.node, mode: options.mode });
     this.server = http.createServer({ maxHeaderSize: HEADER_BYTES_MAX, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS / 2 }, (request, response) => {
       void this.serve(request, response);
     });
