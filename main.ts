@@ -4,6 +4,7 @@
  *   tsx main.ts -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
  *   tsx main.ts -cli -i 127.0.0.1 -p 8000 [-e "get k"]
  *   tsx main.ts check HISTORY --model linearizability|sequential|session
+ *   tsx main.ts status -c config.ini [--json]   every controller's status, one table
  *
  * A bad flag or config is one line on stderr naming the problem and exit code 1.
  */
@@ -13,6 +14,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { runCheck } from './src/check/cli.ts';
 import { runClient } from './src/client/repl.ts';
+import { runStatus } from './src/client/status.ts';
 import { ConfigError, findNode, loadConfig, parseMode } from './src/config.ts';
 import { Controller } from './src/controller.ts';
 import { PeerCredentialsError } from './src/peer/credentials.ts';
@@ -23,10 +25,11 @@ import { MemoryBackend } from './src/store/memory.ts';
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'check') return checkCommand(argv.slice(1));
+  if (argv[0] === 'status') return statusCommand(argv.slice(1));
   const args = await yargs(argv)
     .scriptName('mckv')
     .parserConfiguration({ 'short-option-groups': false })
-    .usage('$0 -c config.ini -p PORT [options]   run a controller\n$0 -cli -i HOST -p PORT   interactive client\n$0 check HISTORY --model MODEL   check a history')
+    .usage('$0 -c config.ini -p PORT [options]   run a controller\n$0 -cli -i HOST -p PORT   interactive client\n$0 check HISTORY --model MODEL   check a history\n$0 status -c config.ini   every controller\'s status')
     .option('c', { alias: 'config', type: 'string', default: 'config.ini', describe: 'cluster config file' })
     .option('p', { alias: 'port', type: 'number', describe: 'client port: selects this controller in config.ini (client mode: port to connect to)' })
     .option('kvh', { type: 'string', describe: 'memcached host (default: from config.ini)' })
@@ -108,6 +111,28 @@ async function checkCommand(argv: string[]): Promise<number> {
     model: args.model,
     timeoutMs: args.timeout * 1000,
     failedCasIsFalse: args['failed-cas-is-false'],
+    out: (line) => process.stdout.write(`${line}\n`),
+  });
+}
+
+async function statusCommand(argv: string[]): Promise<number> {
+  const args = await yargs(argv)
+    .scriptName('mckv status')
+    .usage('$0 -c config.ini [--json]   ask every controller in the config for its status; exit 1 if any does not answer')
+    .option('c', { alias: 'config', type: 'string', default: 'config.ini', describe: 'cluster config file' })
+    .option('timeout', { type: 'number', default: 2, describe: 'seconds to wait for each controller' })
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
+    .strict()
+    .help()
+    .fail((message, error) => {
+      throw new ConfigError(message ?? String(error));
+    })
+    .parseAsync();
+  if (!(args.timeout > 0 && args.timeout <= 600)) throw new ConfigError('--timeout must be more than 0 and at most 600 seconds');
+  return runStatus({
+    config: loadConfig(args.c),
+    timeoutMs: args.timeout * 1000,
+    json: args.json,
     out: (line) => process.stdout.write(`${line}\n`),
   });
 }

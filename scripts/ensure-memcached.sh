@@ -2,7 +2,8 @@
 # Run by `npm test` first: the integration tests need a real memcached, one of them runs
 # libmemcached's memccapable (Debian's libmemcached-tools) against a controller, the wall-clock
 # tests step controllers' clocks with libfaketime (Debian's libfaketime), and the login test runs
-# a pymemcache client (Debian's python3-pymemcache, under the system python). Installs the
+# a pymemcache client (Debian's python3-pymemcache, under the system python), and the status page
+# test drives a headless Chromium (Debian's chromium, through playwright-core). Installs the
 # Debian packages that are missing when this user may install packages; otherwise says how, and
 # the tests that need them fail with the same message (or use testcontainers for memcached where
 # a Docker engine answers).
@@ -12,6 +13,7 @@ command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v memccapable >/dev/null 2>&1 || missing+=(libmemcached-tools)
 compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || compgen -G '/usr/lib/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(libfaketime)
 /usr/bin/python3 -c 'import pymemcache' >/dev/null 2>&1 || missing+=(python3-pymemcache)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "ensure-memcached: ${missing[*]} not installed and there is no apt-get; install them to run the integration tests" >&2

@@ -27,6 +27,8 @@ export interface NodeConfig {
   dial: Readonly<Record<string, Address>>;
   /** With peer TLS: this node's certificate (its common name is the node id) and key (PEM files). */
   tls: { certFile: string; keyFile: string } | null;
+  /** Where this node serves `/metrics` and its status page (src/http/); null = no HTTP server. */
+  http: Address | null;
 }
 
 export interface ClusterConfig {
@@ -264,18 +266,27 @@ function parseNode(id: string, value: unknown, file: string, base: string): Node
     memcached: address('memcached'),
     dial: Object.freeze(dial),
     tls,
+    http: fields.http === undefined ? null : address('http'),
   };
 }
 
 function checkDistinctAddresses(nodes: readonly NodeConfig[], file: string): void {
   const seen = new Map<string, string>();
   for (const node of nodes) {
-    for (const [kind, address] of [['client', node.client], ['peer', node.peer]] as const) {
+    const addresses = [['client', node.client], ['peer', node.peer], ['http', node.http]] as const;
+    for (const [kind, address] of addresses) {
+      if (address === null) continue;
       const key = `${address.host}:${address.port}`;
       const previous = seen.get(key);
       if (previous) throw new ConfigError(`${file}: ${node.id} ${kind} ${key} is already used by ${previous}`);
       seen.set(key, `${node.id} ${kind}`);
     }
+  }
+  // An HTTP port on a memcached's address would fail at start; say so here, with the rest.
+  for (const node of nodes) {
+    if (node.http === null) continue;
+    const clash = nodes.find((other) => other.memcached.host === node.http?.host && other.memcached.port === node.http.port);
+    if (clash) throw new ConfigError(`${file}: ${node.id} http ${node.http.host}:${node.http.port} is already used by ${clash.id} memcached`);
   }
 }
 

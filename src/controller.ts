@@ -28,12 +28,12 @@ import {
   type RequestId,
 } from './consistency/types.ts';
 import { toOp } from './commands.ts';
-import type { ClusterConfig, NodeConfig } from './config.ts';
+import type { Address, ClusterConfig, NodeConfig } from './config.ts';
 import type { Logger } from './log.ts';
 import { readClusterSecret, readPeerTls } from './peer/credentials.ts';
 import { PeerNetwork } from './peer/network.ts';
 import { replacePrivateTextFile } from './private-files.ts';
-import { ProtocolServer, type ConnectionInfo } from './protocol/server.ts';
+import { ProtocolServer, type CommandHandler, type ConnectionInfo } from './protocol/server.ts';
 import { loadAuthFile } from './protocol/auth.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { Replica } from './store/replica.ts';
@@ -42,6 +42,8 @@ import { isBackendMemory, MemoryGuard, type MemoryReport, type Stored, type Writ
 import { storedItemBytes } from './store/slab-room.ts';
 import { opKeys, StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
+import { clusterStatus, renderShowJson } from './show-json.ts';
+import { StatusHttp } from './http/server.ts';
 import { statsGroup } from './stats-group.ts';
 import { WriteAheadFile } from './wal.ts';
 
@@ -90,6 +92,8 @@ export class Controller {
   private readonly network: PeerNetwork;
   private readonly server: ProtocolServer;
   private readonly wal: WriteAheadFile;
+  /** `/metrics` and the status page, when config.ini gives this node an `http` address. */
+  private readonly http: StatusHttp | null;
   /** Events waiting to run; `queueHead` is the first unrun one (no O(n) shift per event). */
   private queue: Event<unknown>[] = [];
   private queueHead = 0;
@@ -225,6 +229,8 @@ export class Controller {
       heartbeatInfo: () => this.summary(),
       log: this.log.child({ component: 'peer' }),
     });
+    this.http = node.http === null ? null : this.createStatusHttp(node.http);
+    const handler: CommandHandler = (command, connection) => this.handle(command, connection);
     this.server = new ProtocolServer({
       host: node.client.host,
       port: node.client.port,
@@ -240,7 +246,7 @@ export class Controller {
       flushAllEnabled: config.clients.flushAllEnabled,
       // Read once, here: an unreadable or malformed auth file stops the start with one line.
       login: config.clients.authFile === null ? null : loadAuthFile(config.clients.authFile),
-      handler: (command, connection) => this.handle(command, connection),
+      handler: this.http === null ? handler : this.http.timed(handler),
       // Every mode carries out a connection's commands in the order handed over: the replicated
       // log through its session order (consistency/log/session-order.ts); eventual and local
       // issue their effects in that order, and the Replica keeps it per key.
@@ -270,7 +276,9 @@ export class Controller {
     await this.network.start();
     try {
       await this.server.listen();
+      await this.http?.listen();
     } catch (error) {
+      await this.server.close();
       await this.network.stop();
       throw error;
     }
@@ -296,6 +304,7 @@ export class Controller {
       this.resolve(requestId, { kind: 'server_error', message: 'controller shutting down' });
     }
     await this.server.close();
+    await this.http?.close();
     await this.network.stop();
     await this.options.backend.close();
     this.wal.close();
@@ -306,6 +315,7 @@ export class Controller {
     const nowMs = clockMs();
     switch (command.kind) {
       case 'show':
+        if (command.json) return { kind: 'text', lines: renderShowJson(clusterStatus(this.summary(), this.network.peerView())) };
         return { kind: 'text', lines: renderShow(this.summary(), this.network.peerView()) };
       case 'stats':
         return this.stats(command.group);
@@ -859,6 +869,24 @@ export class Controller {
       ['mckv_stalls', String(pauses.pauses)],
       ['mckv_stall_longest_ms', String(pauses.longestPauseMs)],
     ];
+  }
+
+  /** The HTTP status server (src/http/), reading this controller's parts when asked. */
+  private createStatusHttp(listen: Address): StatusHttp {
+    return new StatusHttp({
+      node: this.options.node.id,
+      mode: this.options.mode,
+      listen,
+      log: this.log.child({ component: 'http' }),
+      source: {
+        summary: () => this.summary(),
+        peerView: () => this.network.peerView(),
+        clientStats: () => this.server.stats(),
+        keyCount: () => this.replica.keyCount(),
+        indexEntries: () => this.replica.indexEntries(),
+        fetch: (keys) => this.replica.fetch(keys),
+      },
+    });
   }
 
   /** This controller's own line in `show`, also sent to peers in every heartbeat. */

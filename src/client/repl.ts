@@ -23,7 +23,7 @@ const HELP = `commands (values with spaces go in double quotes; ttl in seconds, 
   append KEY VALUE            prepend KEY VALUE          cas KEY VALUE TOKEN [TTL]
   incr KEY N                  decr KEY N                 delete KEY
   touch KEY TTL               flush_all                  stats    version
-  show                        the cluster as this controller sees it
+  show [--json]               the cluster as this controller sees it (--json: one line of JSON)
   help                        quit`;
 
 /** Runs the client; resolves to the process exit code. */
@@ -117,10 +117,12 @@ export function parseLine(line: string): Parsed {
       return need(1, 'delete KEY') ?? { raw: `delete ${args[0]}\r\n`, verb: lower };
     case 'touch':
       return need(2, 'touch KEY TTL') ?? { raw: `touch ${args[0]} ${args[1]}\r\n`, verb: lower };
+    case 'show':
+      if (args.length > 1 || (args.length === 1 && args[0] !== '--json' && args[0] !== 'json')) return { usage: 'usage: show [--json]' };
+      return { raw: args.length === 1 ? 'show json\r\n' : 'show\r\n', verb: lower };
     case 'flush_all':
     case 'stats':
     case 'version':
-    case 'show':
       return { raw: `${[lower, ...args].join(' ')}\r\n`, verb: lower };
     default:
       return { usage: `unknown command '${verb}'; type help for the list` };

@@ -47,6 +47,8 @@ export interface ClusterOptions {
   controllerNodeArgs?: string[];
   /** Run the controllers with libfaketime, so that `stepWallClock` can move their wall clocks. */
   wallClockSteps?: boolean;
+  /** Give each controller an HTTP port (/metrics, the status page) at `httpPort` (default true). */
+  http?: boolean;
 }
 
 /** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
@@ -59,6 +61,8 @@ export interface ClusterNode {
   clientPort: number;
   peerPort: number;
   memcachedPort: number;
+  /** Where the controller serves /metrics and its status page. */
+  httpPort: number;
   controller: ChildProcess | null;
   memcached: ChildProcess | null;
 }
@@ -222,6 +226,7 @@ export class Cluster {
       memcachedEvicts: false,
       controllerNodeArgs: [],
       wallClockSteps: false,
+      http: true,
       replication: true,
       keepDir: false,
       ...definedOnly(options),
@@ -234,6 +239,7 @@ export class Cluster {
         clientPort: await freePort(),
         peerPort: await freePort(),
         memcachedPort: await freePort(),
+        httpPort: await freePort(),
         controller: null,
         memcached: null,
       });
@@ -459,6 +465,7 @@ export class Cluster {
         `peer = 127.0.0.1:${node.peerPort}`,
         `memcached = 127.0.0.1:${node.memcachedPort}`,
       );
+      if (this.options.http) lines.push(`http = 127.0.0.1:${node.httpPort}`);
       for (const [name, proxy] of this.links) {
         const [from, to] = name.split('->');
         if (from === node.id) lines.push(`dial.${to} = 127.0.0.1:${proxy.port}`);

@@ -365,7 +365,7 @@ function parseTokens(tokens: string[], limits: ProtocolLimits, flushAllEnabled: 
     case 'stats':
       return decoded({ kind: 'stats', group: tokens.slice(1).join(' ') });
     case 'show':
-      return decoded({ kind: 'show' });
+      return decoded(tokens[1] === 'json' ? { kind: 'show', json: true } : { kind: 'show' });
     default:
       return refused(UNKNOWN);
   }

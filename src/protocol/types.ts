@@ -56,8 +56,8 @@ export type Command =
   | { kind: 'stats'; group: string }
   | { kind: 'quit' }
   | { kind: 'noop' }
-  /** mckv's extension: the cluster status as this controller sees it. */
-  | { kind: 'show' };
+  /** mckv's extension: the cluster status as this controller sees it; `show json` as one line of JSON. */
+  | { kind: 'show'; json?: true };
 
 export type CommandKind = Command['kind'];
 

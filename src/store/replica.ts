@@ -480,6 +480,11 @@ export class Replica {
     return this.#index.size;
   }
 
+  /** Every index record, in no particular order: the status page lists stored keys from it. */
+  indexEntries(): IterableIterator<[string, Readonly<IndexRecord>]> {
+    return this.#index.entries();
+  }
+
   /** What the index knows of `key`, if anything. */
   indexRecord(key: string): IndexRecord | undefined {
     return this.#index.get(key);

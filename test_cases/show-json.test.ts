@@ -1,0 +1,78 @@
+/**
+ * `show json` and `mckv status` without a cluster: the text protocol's `show json`, the client's
+ * `show --json`, the status JSON's round trip and validation, and the status table.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { parseLine } from '../src/client/repl.ts';
+import { renderStatusTable, type EndpointStatus } from '../src/client/status.ts';
+import { TextRequestDecoder } from '../src/protocol/text.ts';
+import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
+import type { NodeSummary } from '../src/show.ts';
+import { clusterStatus, parseClusterStatus, renderShowJson } from '../src/show-json.ts';
+import { decodeEveryWay } from './support/chunks.ts';
+
+function summary(node: string, role: string, backendOk = true): NodeSummary {
+  return {
+    node, mode: 'linearizability', role, term: 3, leader: 'n1', committed: '12', applied: '11', queueDepth: 0, opsServed: 4,
+    backend: 'memcache 127.0.0.1:11201', backendOk, backendDetail: backendOk ? 'memcached 1.6.18' : 'connection refused — ü',
+    peersUp: [{ peer: 'n2', up: true }], backendPoll: 2, backendStored: [[0, '11']],
+  };
+}
+
+describe('show json', () => {
+  it('is decoded from the text protocol; plain show stays as it was', () => {
+    const decode = (input: string): unknown[] => decodeEveryWay(() => new TextRequestDecoder(DEFAULT_LIMITS), input);
+    expect(decode('show json\r\nshow\r\n')).toEqual([
+      { kind: 'command', command: { kind: 'show', json: true } },
+      { kind: 'command', command: { kind: 'show' } },
+    ]);
+  });
+
+  it('is what the client sends for show --json, and the client refuses other arguments', () => {
+    expect(parseLine('show --json')).toEqual({ raw: 'show json\r\n', verb: 'show' });
+    expect(parseLine('show json')).toEqual({ raw: 'show json\r\n', verb: 'show' });
+    expect(parseLine('show')).toEqual({ raw: 'show\r\n', verb: 'show' });
+    expect(parseLine('show --yaml')).toEqual({ usage: 'usage: show [--json]' });
+  });
+
+  it('is one ASCII line that reads back as the same status; a peer never heard from has no summary', () => {
+    const status = clusterStatus(summary('n1', 'leader', false), [
+      { peer: 'n2', up: true, lastHeardAgoMs: 12.4, info: summary('n2', 'follower') },
+      { peer: 'n3', up: false, lastHeardAgoMs: null, info: undefined },
+      { peer: 'n4', up: false, lastHeardAgoMs: 900, info: { node: 'n4', peersUp: [] } },
+    ]);
+    const lines = renderShowJson(status);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^[\x20-\x7e]+$/);
+    expect(parseClusterStatus(lines[0])).toEqual(status);
+    expect(status.nodes.map((node) => [node.node, node.state, node.lastHeardAgoMs, node.summary?.role ?? null])).toEqual([
+      ['n1', 'self', 0, 'leader'], ['n2', 'up', 12, 'follower'], ['n3', 'down', null, null], ['n4', 'down', 900, null],
+    ]);
+    expect(status.nodes[0].summary).not.toHaveProperty('backendStored');
+  });
+
+  it('refuses JSON without the shape of a status', () => {
+    for (const text of ['', 'null', '[]', '{"from":"n1","mode":"x","nodes":[{"node":"n1","state":"boss","lastHeardAgoMs":0,"summary":null}]}', '{"from":"n1","mode":"x","nodes":[{"node":"n1","state":"up","lastHeardAgoMs":0,"summary":{"node":"n1"}}]}']) {
+      expect(parseClusterStatus(text)).toBeNull();
+    }
+  });
+});
+
+describe('mckv status table', () => {
+  it('has one bordered row per controller and says why one is down', () => {
+    const statuses: EndpointStatus[] = [
+      { node: 'n1', address: '127.0.0.1:8000', state: 'up', summary: summary('n1', 'leader'), error: null },
+      { node: 'n2', address: '127.0.0.1:8001', state: 'down', summary: null, error: 'cannot connect to 127.0.0.1:8001: connect ECONNREFUSED' },
+    ];
+    expect(renderStatusTable(statuses)).toEqual([
+      '+------+----------------+--------+------+--------+-----------+---------+-------+-----------------------------+',
+      '| NODE | ADDRESS        | ROLE   | TERM | LEADER | COMMITTED | APPLIED | STATE | BACKEND                     |',
+      '+------+----------------+--------+------+--------+-----------+---------+-------+-----------------------------+',
+      '| n1   | 127.0.0.1:8000 | leader | 3    | n1     | 12        | 11      | up    | memcache 127.0.0.1:11201 ok |',
+      '| n2   | 127.0.0.1:8001 | -      | -    | -      | -         | -       | down  | -                           |',
+      '+------+----------------+--------+------+--------+-----------+---------+-------+-----------------------------+',
+      'n2: cannot connect to 127.0.0.1:8001: connect ECONNREFUSED',
+    ]);
+  });
+});
