@@ -55,6 +55,8 @@ const clientStats: ProtocolServerStats = {
   requestsHeldBack: 17,
   requestsInFlight: 20,
   outputBytesUnsent: 0,
+  overloaded: false,
+  overloadsTotal: 0,
 };
 
 function record(overrides: Partial<IndexRecord> = {}): IndexRecord {
