@@ -26,8 +26,8 @@ declare const requestIdBrand: unique symbol;
 export type RequestId = number & { readonly [requestIdBrand]: true };
 export const asRequestId = (id: number): RequestId => id as RequestId;
 
-export type Mode = 'linearizability' | 'sequential' | 'eventual';
-export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
+export type Mode = 'linearizability' | 'sequential' | 'causal' | 'eventual';
+export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'causal', 'eventual'];
 
 /** A (key, entry) pair moved between replicas; tombstones included. */
 export type KeyedEntry = [key: string, entry: Entry];
