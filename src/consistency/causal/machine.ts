@@ -442,6 +442,16 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
   }
 
+  /**
+   * A peer's visible vector. Holding less of our chain than it acknowledged, it lost part of its
+   * replica (memcached emptied): it gets a snapshot, which also brings back what others wrote.
+   */
+  private onVisible(from: PeerId, visible: VersionVector): void {
+    this.peerVisible.set(from, visible);
+    const box = this.outbox(from);
+    if (box.ackedTo !== null && visible[this.selfIndex] < box.ackedTo) this.forgetChain(box);
+  }
+
   // ---- receiving ------------------------------------------------------------------------
 
   private onBatchPart(from: PeerId, message: BatchMessage, out: Out): void {
@@ -553,7 +563,7 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.onBatchAck(from, message);
         break;
       case 'visible':
-        this.peerVisible.set(from, message.visible);
+        this.onVisible(from, message.visible);
         break;
       default:
         assertNever(message);
@@ -615,7 +625,9 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   private onBackendReset(out: Out): void {
-    this.visible = this.nodes.map(() => 0n);
+    // Our own component stays: it names our latest write, the next batch's `to` (writes the
+    // replica lost are lost; claiming them holds nothing back).
+    this.visible = this.visible.map((version, index) => (index === this.selfIndex ? version : 0n));
     this.graveyard.clear();
     this.fetches.clear();
     this.pendingAcks.clear();
