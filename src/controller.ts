@@ -15,6 +15,7 @@ import path from 'node:path';
 import { clockMs } from './clock.ts';
 import { createEventual } from './consistency/eventual.ts';
 import { createCausal } from './consistency/causal.ts';
+import { causalCommand } from './causal-commands.ts';
 import { versionNode } from './consistency/hlc.ts';
 import { createLocal } from './consistency/local.ts';
 import { createReplicatedLog } from './consistency/replicated-log.ts';
@@ -319,6 +320,9 @@ export class Controller {
       case 'quit':
       case 'noop':
         return { kind: 'none' };
+      case 'causal_token':
+      case 'causal_wait':
+        return causalCommand(this.machine, command);
       default:
         break;
     }

@@ -150,6 +150,10 @@ export interface Machine<M> {
    * is false or absent.
    */
   readsLocally?(nowMs: number, session: number): boolean;
+  /** Causal mode: a short token naming the causal context of everything visible here. */
+  contextToken?(): string;
+  /** Causal mode: whether everything `token` names is visible here; null when it is no token of this cluster. */
+  coversToken?(token: string): boolean | null;
 }
 
 /** What every mode's constructor gets. */
