@@ -35,7 +35,7 @@ async function main(argv: string[]): Promise<number> {
     .option('kvh', { type: 'string', describe: 'memcached host (default: from config.ini)' })
     .option('kvp', { type: 'number', describe: 'memcached port (default: from config.ini)' })
     .option('kvtype', { choices: ['memcache', 'memory'] as const, default: 'memcache' as const, describe: 'replica store' })
-    .option('cons', { type: 'string', describe: 'consistency: linearizability | sequential | eventual (default: config.ini)' })
+    .option('cons', { type: 'string', describe: 'consistency: linearizability | sequential | causal | eventual (default: config.ini)' })
     .option('unsafe-no-replication', {
       type: 'boolean',
       default: false,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts the three mckv controllers of config.ini in the background.
 #
-#   ./startup.sh [-cons linearizability|sequential|eventual] [-c config.ini] [--memory]
+#   ./startup.sh [-cons linearizability|sequential|causal|eventual] [-c config.ini] [--memory]
 #
 # Each controller fronts the memcached of its [node.*] section. Where those do not answer, it starts
 # local memcached processes if the `memcached` binary is installed, else docker-compose.yml's
@@ -23,8 +23,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$mode" in
-  ""|linearizability|sequential|eventual) ;;
-  *) echo "startup.sh: unknown consistency mode '$mode' (expected linearizability, sequential, eventual)" >&2; exit 1 ;;
+  ""|linearizability|sequential|causal|eventual) ;;
+  *) echo "startup.sh: unknown consistency mode '$mode' (expected linearizability, sequential, causal, eventual)" >&2; exit 1 ;;
 esac
 [ -f "$config" ] || { echo "startup.sh: no config file $config" >&2; exit 1; }
 

@@ -364,6 +364,7 @@ const COLORS: Record<TargetName, string> = {
   'node-pipe': '#17becf',
   linearizability: '#d62728',
   sequential: '#1f77b4',
+  causal: '#9467bd',
   eventual: '#2ca02c',
 };
 

@@ -24,7 +24,7 @@ import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol }
 import type { WireProtocol } from './loadgen.ts';
 
 /** Every target, in the order a round visits them. */
-export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'eventual'] as const;
+export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 /** One process of a target, named by what it is there, so its CPU can be reported on its own. */
@@ -84,6 +84,7 @@ export function targetLabel(name: TargetName): string {
       return 'Node byte pipe ×3';
     case 'linearizability':
     case 'sequential':
+    case 'causal':
     case 'eventual':
       return `mckv ${name}`;
     default: {
@@ -249,8 +250,8 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     name: mode,
     ports: cluster.nodes.map((node) => node.clientPort),
     processes: () => labelled(cluster.nodes.flatMap((node) => [[node.id, node.controller], [`memcached ${node.id}`, node.memcached]] as const)),
-    // Eventual nodes are all peers; in the ordered modes the leader does more than the followers.
-    roles: mode === 'eventual' ? undefined : () => controllerRoles(cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }))),
+    // Eventual and causal nodes are all peers; in the ordered modes the leader does more than the followers.
+    roles: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerRoles(cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }))),
     stop: () => cluster.stop(),
   };
 }
@@ -295,6 +296,7 @@ export async function startTarget(name: TargetName, options: TargetOptions): Pro
         return { kind: 'started', target: await startNodePipes(options) };
       case 'linearizability':
       case 'sequential':
+      case 'causal':
       case 'eventual':
         return { kind: 'started', target: await startCluster(name, options) };
       default: {

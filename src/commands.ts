@@ -63,6 +63,8 @@ export function toOp(command: Command, nowMs: number): Op | null {
     case 'quit':
     case 'noop':
     case 'show':
+    case 'causal_token':
+    case 'causal_wait':
       return null;
     default: {
       const unreachable: never = command;

@@ -14,6 +14,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { clockMs } from './clock.ts';
 import { createEventual } from './consistency/eventual.ts';
+import { createCausal } from './consistency/causal.ts';
+import { causalCommand } from './causal-commands.ts';
 import { versionNode } from './consistency/hlc.ts';
 import { createLocal } from './consistency/local.ts';
 import { createReplicatedLog } from './consistency/replicated-log.ts';
@@ -170,15 +172,18 @@ export class Controller {
   private constructor(private readonly options: ControllerOptions) {
     const { config, node, mode } = options;
     this.log = options.log.child({ node: node.id });
-    const logMode = mode !== 'eventual' && (options.replication ?? true);
-    const eventual = mode === 'eventual' && (options.replication ?? true);
+    // Causal mode keeps eventual's replica: versions per writer, tombstones.
+    const peerVersions = mode === 'eventual' || mode === 'causal';
+    const logMode = !peerVersions && (options.replication ?? true);
+    const eventual = peerVersions && (options.replication ?? true);
     this.writerOf = eventual ? versionNode : () => 0;
-    this.refusalsKeepTrust = eventual;
+    // A causal replica that missed a batch is rebuilt instead: its visible vector would claim it.
+    this.refusalsKeepTrust = eventual && mode === 'eventual';
     this.memoryGuard = new MemoryGuard(this.writerOf);
     // The log modes replay their log onto the replica after a restart; skipping ops the replica
     // already holds (its cas ≥ the entry's index) makes that replay idempotent.
     this.replica = new Replica(options.backend, {
-      tombstones: mode === 'eventual',
+      tombstones: peerVersions,
       replay: logMode ? 'skip-applied' : 'plain',
       cacheBytesMax: config.cacheBytesMax,
       valueBytesMax: config.valueBytesMax,
@@ -326,6 +331,9 @@ export class Controller {
       case 'quit':
       case 'noop':
         return { kind: 'none' };
+      case 'causal_token':
+      case 'causal_wait':
+        return causalCommand(this.machine, command);
       default:
         break;
     }
@@ -933,6 +941,8 @@ function createMachine(
       }) as Machine<unknown>;
     case 'eventual':
       return createEventual(options) as Machine<unknown>;
+    case 'causal':
+      return createCausal(options) as Machine<unknown>;
     default: {
       const unreachable: never = mode;
       throw new Error(`unknown mode ${String(unreachable)}`);

@@ -24,6 +24,9 @@ const HELP = `commands (values with spaces go in double quotes; ttl in seconds, 
   incr KEY N                  decr KEY N                 delete KEY
   touch KEY TTL               flush_all                  stats    version
   show [--json]               the cluster as this controller sees it (--json: one line of JSON)
+  causal_token                (causal mode) a token naming this connection's causal context
+  causal_wait TOKEN [MS]      (causal mode) wait, at most MS ms (default 5000), until this
+                              controller has caught up with TOKEN from another one
   help                        quit`;
 
 /** Runs the client; resolves to the process exit code. */
@@ -123,7 +126,10 @@ export function parseLine(line: string): Parsed {
     case 'flush_all':
     case 'stats':
     case 'version':
+    case 'causal_token':
       return { raw: `${[lower, ...args].join(' ')}\r\n`, verb: lower };
+    case 'causal_wait':
+      return need(1, 'causal_wait TOKEN [MS]') ?? { raw: `${[lower, ...args].join(' ')}\r\n`, verb: lower };
     default:
       return { usage: `unknown command '${verb}'; type help for the list` };
   }
@@ -163,6 +169,6 @@ function formatReply(verb: string, reply: TextReply): string[] {
       return `${item.key} = ${item.value.toString('utf8')}${flags}${cas}`;
     });
   }
-  if (verb === 'show' || verb === 'stats') return reply.lines.filter((line) => line !== 'END');
+  if (verb === 'show' || verb === 'stats' || verb === 'causal_token') return reply.lines.filter((line) => line !== 'END');
   return reply.lines;
 }

@@ -23,7 +23,7 @@ export interface TextReply {
   values: TextValue[];
 }
 
-const multiLineCommands = new Set(['get', 'gets', 'gat', 'gats', 'stats', 'show']);
+const multiLineCommands = new Set(['get', 'gets', 'gat', 'gats', 'stats', 'show', 'causal_token']);
 const errorLine = /^(ERROR|CLIENT_ERROR|SERVER_ERROR)/;
 
 export class TextClient {

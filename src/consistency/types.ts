@@ -26,8 +26,8 @@ declare const requestIdBrand: unique symbol;
 export type RequestId = number & { readonly [requestIdBrand]: true };
 export const asRequestId = (id: number): RequestId => id as RequestId;
 
-export type Mode = 'linearizability' | 'sequential' | 'eventual';
-export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
+export type Mode = 'linearizability' | 'sequential' | 'causal' | 'eventual';
+export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'causal', 'eventual'];
 
 /** A (key, entry) pair moved between replicas; tombstones included. */
 export type KeyedEntry = [key: string, entry: Entry];
@@ -150,6 +150,10 @@ export interface Machine<M> {
    * is false or absent.
    */
   readsLocally?(nowMs: number, session: number): boolean;
+  /** Causal mode: a short token naming the causal context of everything visible here. */
+  contextToken?(): string;
+  /** Causal mode: whether everything `token` names is visible here; null when it is no token of this cluster. */
+  coversToken?(token: string): boolean | null;
 }
 
 /** What every mode's constructor gets. */

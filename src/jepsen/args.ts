@@ -13,7 +13,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
   try {
     const args = await yargs(argv)
       .scriptName('npm run jepsen --')
-      .option('cons', { type: 'string', demandOption: true, describe: 'linearizability | sequential | eventual' })
+      .option('cons', { type: 'string', demandOption: true, describe: 'linearizability | sequential | causal | eventual' })
       .option('nemesis', { type: 'string', default: 'none', describe: 'comma list of kill, pause, partition, backend-restart, backend-pause, backend-fill, clock, slow, stall (or none)' })
       .option('time', { type: 'number', default: 10, describe: 'seconds the clients run' })
       .option('clients', { type: 'number', default: 6, describe: 'concurrent clients, spread over the three controllers' })

@@ -366,9 +366,30 @@ function parseTokens(tokens: string[], limits: ProtocolLimits, flushAllEnabled: 
       return decoded({ kind: 'stats', group: tokens.slice(1).join(' ') });
     case 'show':
       return decoded(tokens[1] === 'json' ? { kind: 'show', json: true } : { kind: 'show' });
+    case 'causal_token':
+      return tokens.length === 1 ? decoded({ kind: 'causal_token' }) : refused(UNKNOWN);
+    case 'causal_wait':
+      return parseCausalWait(tokens);
     default:
       return refused(UNKNOWN);
   }
+}
+
+/** Most characters of a causal token, and the longest wait a client may ask for. */
+const CAUSAL_TOKEN_CHARS_MAX = 256;
+const CAUSAL_WAIT_MS_MAX = 60_000;
+const CAUSAL_WAIT_MS_DEFAULT = 5_000;
+
+/** `causal_wait TOKEN [TIMEOUT_MS]`: the token is judged by the mode; here only its size. */
+function parseCausalWait(tokens: string[]): LineResult {
+  if (tokens.length < 2 || tokens.length > 3) return refused(UNKNOWN);
+  const token = tokens[1];
+  if (token.length > CAUSAL_TOKEN_CHARS_MAX) return refused(invalid({ kind: 'client_error', message: 'bad causal token' }));
+  const timeoutMs = tokens.length === 3 ? Number(tokens[2]) : CAUSAL_WAIT_MS_DEFAULT;
+  if (!/^\d{1,6}$/.test(tokens[2] ?? '0') || timeoutMs > CAUSAL_WAIT_MS_MAX) {
+    return refused(invalid({ kind: 'client_error', message: `bad timeout (ms, at most ${CAUSAL_WAIT_MS_MAX})` }));
+  }
+  return decoded({ kind: 'causal_wait', token, timeoutMs });
 }
 
 function parseGet(tokens: string[], limits: ProtocolLimits): LineResult {

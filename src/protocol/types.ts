@@ -57,7 +57,11 @@ export type Command =
   | { kind: 'quit' }
   | { kind: 'noop' }
   /** mckv's extension: the cluster status as this controller sees it; `show json` as one line of JSON. */
-  | { kind: 'show'; json?: true };
+  | { kind: 'show'; json?: true }
+  /** mckv's extension (causal mode): a token naming this connection's causal context. */
+  | { kind: 'causal_token' }
+  /** mckv's extension (causal mode): wait until this controller has caught up with `token`. */
+  | { kind: 'causal_wait'; token: string; timeoutMs: number };
 
 export type CommandKind = Command['kind'];
 

@@ -19,6 +19,7 @@
  */
 
 import { createEventual, type EventualMessage, type EventualMachine } from '../../src/consistency/eventual.ts';
+import { createCausal, type CausalMachine } from '../../src/consistency/causal.ts';
 import { compareHlc, HLC_ZERO, type Hlc } from '../../src/consistency/hlc.ts';
 import {
   asPeerId,
@@ -64,7 +65,14 @@ export interface SimConfig {
    * must drop and count it, its clock unmoved (checked).
    */
   junkRate?: number;
+  /** The mode the machines run: eventual (default) or causal, which replicates alike. */
+  mode?: 'eventual' | 'causal';
 }
+
+/** What the simulator needs of a machine beyond stepping it. */
+type SimMachine = (EventualMachine | CausalMachine) & {
+  step(event: Event<EventualMessage>): Effect<EventualMessage>[];
+};
 
 /** The outcome of a run. */
 export interface SimReport {
@@ -152,7 +160,7 @@ export function codecRoundTrip<T>(value: T): T {
 
 interface SimNode {
   id: PeerId;
-  machine: EventualMachine | null;
+  machine: SimMachine | null;
   incarnation: number;
   replica: Map<string, Entry>;
   skewMs: number;
@@ -253,7 +261,8 @@ class Simulation {
     node.incarnation += 1;
     node.lastHlc = HLC_ZERO;
     const seed = Math.floor(this.random() * 2 ** 32);
-    node.machine = createEventual({
+    const create = this.config.mode === 'causal' ? createCausal : createEventual;
+    node.machine = create({
       self: node.id,
       peers: this.nodes.map((other) => other.id).filter((id) => id !== node.id),
       random: mulberry32(seed),
@@ -261,7 +270,7 @@ class Simulation {
       failureTimeoutMs: 4 * this.config.heartbeatIntervalMs,
       persisted: [],
       nowMs: this.nodeNow(node),
-    }) as EventualMachine;
+    }) as SimMachine;
     this.scheduleTick(node, node.incarnation, this.between(1, this.config.heartbeatIntervalMs));
   }
 

@@ -1,0 +1,714 @@
+/**
+ * The causal-mode state machine: serve locally at once, replicate in the background, and make a
+ * peer's writes visible only together with everything they depend on. (User-facing semantics:
+ * ../causal.ts.)
+ *
+ * Glossary: *visible vector* — per node, the greatest of its versions such that every write of
+ * that node up to it is in the local replica (or overwritten there by a later write of its key);
+ * *chain* — the batches one node sends another, each covering its writes in (prev, to];
+ * *snapshot* — a batch of the whole replica, sent when the sender does not know what the
+ * receiver holds; *stable* — covered by the visible vector of every node.
+ *
+ * Intuition: a local write depends on everything visible here when it is made (that covers the
+ * connection's earlier writes and everything it read). The results of local writes are fetched
+ * back in batches, as in eventual mode, and each batch carries the visible vector at its fetch:
+ * every write it shows, its own node's and others', is covered by that vector. A receiver merges
+ * a chain batch in one `put` once its own vector covers the batch's, and its `prev` follows
+ * on from what it holds of the sender. A replica that is a union of such cuts is causally closed,
+ * so a snapshot needs no waiting. One batch per peer is in flight; what is written meanwhile is
+ * coalesced (latest entry per key) into the next one.
+ *
+ * Invariants: the visible vector never goes back except at a backend reset; a chain batch is
+ * merged only when prev <= visible[sender] and deps <= visible elsewhere; the HLC is >= every
+ * version merged or fetched, so a local write's version beats what the replica holds.
+ */
+
+import type { Effect, Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId, RequestId } from '../types.ts';
+import type { Op } from '../../store/types.ts';
+import { opKeys } from '../../store/types.ts';
+import { HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, versionNode, type Hlc } from '../hlc.ts';
+import { DroppedPeerMessages } from '../peer-input.ts';
+import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
+import { defaultTuning as eventualDefaults } from '../eventual/tuning.ts';
+import { entryBytes } from '../eventual/push.ts';
+import { causalMessageProblem, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
+import { formatToken, parseToken } from './token.ts';
+
+type Out = Effect<CausalMessage>[];
+type RequestEvent = Extract<Event<CausalMessage>, { kind: 'request' }>;
+type BatchMessage = Extract<CausalMessage, { kind: 'batch' }>;
+
+/** Causal mode's knobs. Units are in the names. */
+export interface CausalTuning {
+  /** Most entries, and about most bytes, in one batch message (a larger batch goes in parts). */
+  batchEntriesMax: number;
+  batchBytesMax: number;
+  /** Most parts of one batch a receiver assembles. */
+  partsMax: number;
+  /** Most batches in flight to one peer. */
+  windowBatchesMax: number;
+  /** Most batches a receiver parks per sender (out of order, or waiting for dependencies). */
+  parkedBatchesMax: number;
+  /** Local writes are fetched for shipping at most this often. */
+  pushIntervalMs: number;
+  /** A batch not acknowledged after this is sent again. */
+  ackTimeoutMs: number;
+  /** Bytes coalesced for one peer beyond which the sender gives up the chain and sends a snapshot. */
+  pendingBytesMax: number;
+  /** A batch whose dependencies are still not visible after this asks its sender for a snapshot. */
+  resyncAfterMs: number;
+  /** Most requests held while the start-up fetch runs; more get SERVER_ERROR. */
+  heldRequestsMax: number;
+  /** A peer's version further ahead of local time than this is not taken (see eventual mode). */
+  clockAheadMaxMs: number;
+  /** Most tombstones purged per tick. */
+  purgesPerTickMax: number;
+  /** How long, and how many, purged (key, version) pairs are remembered, so late copies stay dead. */
+  purgedMemoryMs: number;
+  purgedMemoryEntriesMax: number;
+}
+
+export function defaultCausalTuning(options: Pick<MachineOptions, 'heartbeatIntervalMs' | 'failureTimeoutMs'>): CausalTuning {
+  const eventual = eventualDefaults(options);
+  return {
+    batchEntriesMax: eventual.batchEntriesMax,
+    batchBytesMax: eventual.batchBytesMax,
+    partsMax: 1_000_000,
+    windowBatchesMax: eventual.windowBatchesMax,
+    parkedBatchesMax: 2 * eventual.windowBatchesMax,
+    pushIntervalMs: eventual.pushIntervalMs,
+    ackTimeoutMs: eventual.ackTimeoutMs,
+    pendingBytesMax: eventual.queueBytesMax,
+    resyncAfterMs: Math.max(2000, 4 * options.failureTimeoutMs),
+    heldRequestsMax: eventual.heldRequestsMax,
+    clockAheadMaxMs: eventual.clockAheadMaxMs,
+    purgesPerTickMax: 1024,
+    purgedMemoryMs: eventual.purgedMemoryMs,
+    purgedMemoryEntriesMax: eventual.purgedMemoryEntriesMax,
+  };
+}
+
+/** A batch as the sender keeps it until it is acknowledged. */
+interface Batch {
+  snapshot: boolean;
+  prev: bigint;
+  to: bigint;
+  deps: VersionVector;
+  entries: KeyedEntry[];
+}
+
+interface Outbox {
+  /** What the peer acknowledged of our chain; null: unknown, a snapshot goes first. */
+  ackedTo: bigint | null;
+  /** Unacknowledged batches in chain order (a snapshot first, if any); sentAtMs null: not sent yet. */
+  queue: Array<Batch & { sentAtMs: number | null }>;
+  queueBytes: number;
+  /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
+  coveredTo: bigint;
+  snapshotFetch: number | null;
+}
+
+interface Inbox {
+  assembling: { id: string; header: Omit<BatchMessage, 'entries' | 'part'>; parts: Array<KeyedEntry[] | undefined>; received: number } | null;
+  /** Complete chain batches that do not follow on yet, or whose dependencies are not all visible; by `prev`. */
+  parked: Map<bigint, { batch: Batch; sinceMs: number }>;
+}
+
+type FetchPurpose =
+  | { kind: 'rebuild' }
+  | { kind: 'dirty'; to: bigint; deps: VersionVector }
+  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector };
+
+/** Every so many ticks the visible vector goes to the peers even if it did not change (one may have missed it). */
+const VISIBLE_EVERY_TICKS = 10;
+
+function assertNever(value: never): never {
+  throw new Error(`unexpected ${JSON.stringify(value)}`);
+}
+
+export class CausalMachine implements Machine<CausalMessage> {
+  private readonly self: PeerId;
+  private readonly peers: PeerId[];
+  /** Every node, sorted: the index of a vector's components and of a version's node bits. */
+  private readonly nodes: PeerId[];
+  private readonly selfIndex: number;
+  private readonly tuning: CausalTuning;
+  private readonly refuseStore: (op: Op, version: bigint) => string | null;
+  private readonly limits: CausalMessageLimits;
+  private readonly dropped = new DroppedPeerMessages();
+  private clock: Hlc = HLC_ZERO;
+  private visible: VersionVector;
+  private readonly peerVisible = new Map<PeerId, VersionVector>();
+  private readonly outboxes = new Map<PeerId, Outbox>();
+  private readonly inboxes = new Map<PeerId, Inbox>();
+  private readonly fetches = new Map<number, FetchPurpose>();
+  /** put token → the ack to send once the replica has merged the batch. */
+  private readonly pendingAcks = new Map<number, { to: PeerId; batchTo: bigint }>();
+  /** Tombstones in the replica: key → version, purged once stable. */
+  private readonly graveyard = new Map<string, bigint>();
+  /** Purged tombstones, oldest first: key → version, purged at. */
+  private readonly purged = new Map<string, { version: bigint; atMs: number }>();
+  private readonly dirty = new Set<string>();
+  private dirtyAll = false;
+  private dirtyFetchToken: number | null = null;
+  private nextDirtyFetchAtMs = 0;
+  private wakeAtMs: number | null = null;
+  private peersUp: Set<PeerId>;
+  private held: RequestEvent[] | null = [];
+  private started = false;
+  private nowMs: number;
+  private nextToken = 1;
+  private ticks = 0;
+  /** The visible vector last sent to the peers (joined), to send it again only when it changed. */
+  private visibleTold = '';
+
+  constructor(options: MachineOptions, tuning: Partial<CausalTuning> = {}) {
+    this.self = options.self;
+    this.peers = [...new Set(options.peers)].filter((peer) => peer !== options.self).sort();
+    this.nodes = [...this.peers, this.self].sort();
+    this.selfIndex = this.nodes.indexOf(this.self);
+    this.tuning = { ...defaultCausalTuning(options), ...tuning };
+    this.refuseStore = options.refuseStore ?? (() => null);
+    const defaults = defaultCausalTuning(options);
+    this.limits = {
+      keyBytesMax: OP_LIMITS_DEFAULT.keyBytesMax,
+      valueBytesMax: options.valueBytesMax ?? OP_LIMITS_DEFAULT.valueBytesMax,
+      nodeCount: this.nodes.length,
+      entriesMax: Math.max(this.tuning.batchEntriesMax, defaults.batchEntriesMax),
+      partsMax: this.tuning.partsMax,
+    };
+    this.visible = this.nodes.map(() => 0n);
+    for (const peer of this.peers) {
+      this.outboxes.set(peer, emptyOutbox());
+      this.inboxes.set(peer, { assembling: null, parked: new Map() });
+    }
+    this.peersUp = new Set(this.peers);
+    this.nowMs = options.nowMs;
+    this.clock = tickHlc(HLC_ZERO, options.nowMs);
+    packVersion(this.clock, this.selfIndex); // asserts the node index fits
+  }
+
+  step(event: Event<CausalMessage>): Out {
+    const out: Out = [];
+    this.nowMs = event.nowMs;
+    if (this.wakeAtMs !== null && this.nowMs >= this.wakeAtMs) this.wakeAtMs = null;
+    if (!this.started) {
+      this.started = true;
+      this.issueFetch(out, null, { kind: 'rebuild' });
+    }
+    switch (event.kind) {
+      case 'request':
+        this.onRequest(event, out);
+        break;
+      case 'message':
+        this.onMessage(event.from, event.message, out);
+        break;
+      case 'tick':
+        this.onTick(event.peersUp, out);
+        break;
+      case 'fetched':
+        this.onFetched(event.token, event.entries, out);
+        break;
+      case 'applied':
+        this.onApplied(event.token, out);
+        break;
+      case 'backend_reset':
+      case 'refused':
+        this.onBackendReset(out);
+        break;
+      case 'flush':
+        break;
+      default:
+        assertNever(event);
+    }
+    this.scheduleDirtyFetch(out);
+    for (const peer of this.peers) this.sendNext(peer, out);
+    return out;
+  }
+
+  readsLocally(): boolean {
+    return this.held === null;
+  }
+
+  status(): MachineStatus {
+    return {
+      mode: 'causal',
+      role: 'peer',
+      term: 0,
+      leader: null,
+      committed: this.visible.map(String).join(','),
+      applied: String(this.visible[this.selfIndex]),
+      queueDepth: [...this.outboxes.values()].reduce((sum, box) => sum + box.queue.length, 0),
+      invalidPeerMessages: this.dropped.count,
+    };
+  }
+
+  /** The causal context of everything visible here, as a short token (see ./token.ts). */
+  contextToken(): string {
+    return formatToken(this.visible);
+  }
+
+  /** Whether everything `token` names is visible here; null when it is not a token of this cluster. */
+  coversToken(token: string): boolean | null {
+    const wanted = parseToken(token, this.nodes.length);
+    if (wanted === null) return null;
+    return wanted.every((version, index) => index === this.selfIndex || version <= this.visible[index]);
+  }
+
+  /** For tests and the simulator: the current clock. */
+  hlc(): Hlc {
+    return this.clock;
+  }
+
+  /** For the simulator, which asks every mode: causal mode keeps no index of keys. */
+  indexEntry(_key: string): undefined {
+    return undefined;
+  }
+
+  /** For tests: the visible vector. */
+  visibleVector(): readonly bigint[] {
+    return [...this.visible];
+  }
+
+  /** For tests: batches parked here, and tombstones not yet purged. */
+  counters(): { parked: number; graveyard: number } {
+    const parked = [...this.inboxes.values()].reduce((sum, box) => sum + box.parked.size, 0);
+    return { parked, graveyard: this.graveyard.size };
+  }
+
+  // ---- requests -------------------------------------------------------------------------
+
+  private onRequest(event: RequestEvent, out: Out): void {
+    if (this.held === null) return this.serve(event, out);
+    if (this.held.length >= this.tuning.heldRequestsMax) {
+      out.push({ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: 'busy: replica still loading' } });
+      return;
+    }
+    this.held.push(event);
+  }
+
+  private serve(event: RequestEvent, out: Out): void {
+    const { op, requestId, nowMs } = event;
+    if (op.kind === 'get') {
+      out.push({ kind: 'read', requestId, op, nowMs });
+      return;
+    }
+    this.clock = tickHlc(this.clock, nowMs);
+    const cas = packVersion(this.clock, this.selfIndex);
+    const refused = this.refuseStore(op, cas);
+    if (refused !== null) {
+      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: refused } });
+      return;
+    }
+    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null });
+    this.visible[this.selfIndex] = cas;
+    const keys = opKeys(op);
+    if (keys === null) this.dirtyAll = true;
+    else for (const key of keys) this.dirty.add(key);
+  }
+
+  private scheduleDirtyFetch(out: Out): void {
+    if (this.dirtyFetchToken !== null || this.held !== null) return;
+    if (this.dirty.size === 0 && !this.dirtyAll) return;
+    if (this.nowMs >= this.nextDirtyFetchAtMs) {
+      this.nextDirtyFetchAtMs = this.nowMs + this.tuning.pushIntervalMs;
+      const keys = this.dirtyAll ? null : [...this.dirty];
+      this.dirty.clear();
+      this.dirtyAll = false;
+      const purpose: FetchPurpose = { kind: 'dirty', to: this.visible[this.selfIndex], deps: [...this.visible] };
+      this.dirtyFetchToken = this.issueFetch(out, keys, purpose);
+      return;
+    }
+    if (this.wakeAtMs !== null && this.wakeAtMs <= this.nextDirtyFetchAtMs) return;
+    this.wakeAtMs = this.nextDirtyFetchAtMs;
+    out.push({ kind: 'wake', afterMs: this.nextDirtyFetchAtMs - this.nowMs });
+  }
+
+  // ---- fetch results --------------------------------------------------------------------
+
+  private onFetched(token: number, entries: KeyedEntry[], out: Out): void {
+    const purpose = this.fetches.get(token);
+    if (purpose === undefined) return;
+    this.fetches.delete(token);
+    this.observe(entries);
+    this.noteGraves(entries);
+    switch (purpose.kind) {
+      case 'rebuild':
+        this.onRebuilt(entries, out);
+        break;
+      case 'dirty':
+        this.dirtyFetchToken = null;
+        for (const peer of this.peers) this.addPending(peer, entries, purpose.to, purpose.deps);
+        break;
+      case 'snapshot': {
+        const box = this.outbox(purpose.peer);
+        if (box.snapshotFetch !== token) break;
+        box.snapshotFetch = null;
+        box.queue.unshift({ snapshot: true, prev: 0n, to: purpose.to, deps: purpose.deps, entries, sentAtMs: null });
+        box.queueBytes += entriesBytes(entries);
+        break;
+      }
+      default:
+        assertNever(purpose);
+    }
+  }
+
+  /**
+   * The replica as found at start or after a reset: a causally closed cut (every batch and snapshot
+   * merged whole), so each node's greatest version in it bounds a prefix of that node's writes.
+   */
+  private onRebuilt(entries: KeyedEntry[], out: Out): void {
+    for (const [, entry] of entries) {
+      const node = versionNode(entry.cas);
+      if (node < this.visible.length && entry.cas > this.visible[node]) this.visible[node] = entry.cas;
+    }
+    const held = this.held;
+    this.held = null;
+    for (const event of held ?? []) this.serve(event, out);
+  }
+
+  /** Queues a dirty fetch's results as the next batch of `peer`'s chain. */
+  private addPending(peer: PeerId, entries: KeyedEntry[], to: bigint, deps: VersionVector): void {
+    const box = this.outbox(peer);
+    if (to <= box.coveredTo) return;
+    box.queue.push({ snapshot: false, prev: box.coveredTo, to, deps, entries, sentAtMs: null });
+    box.coveredTo = to;
+    box.queueBytes += entriesBytes(entries);
+    if (box.queueBytes > this.tuning.pendingBytesMax) this.forgetChain(box);
+  }
+
+  // ---- sending --------------------------------------------------------------------------
+
+  /**
+   * Sends what the window allows to `peer`: first a snapshot when the peer's state is unknown,
+   * then queued batches in chain order. Chain batches wait while the snapshot is fetched.
+   */
+  private sendNext(peer: PeerId, out: Out): void {
+    const box = this.outbox(peer);
+    if (!this.peersUp.has(peer) || this.held !== null || box.snapshotFetch !== null) return;
+    if (box.ackedTo === null && box.queue[0]?.snapshot !== true) {
+      box.queue = [];
+      box.queueBytes = 0;
+      const to = this.visible[this.selfIndex];
+      box.coveredTo = to;
+      box.snapshotFetch = this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: [...this.visible] });
+      return;
+    }
+    const window = box.queue.slice(0, this.tuning.windowBatchesMax);
+    for (const batch of window) {
+      if (batch.sentAtMs !== null && this.nowMs - batch.sentAtMs < this.tuning.ackTimeoutMs) continue;
+      batch.sentAtMs = this.nowMs;
+      this.sendBatch(peer, box.ackedTo ?? 0n, batch, out);
+    }
+  }
+
+  private sendBatch(peer: PeerId, base: bigint, batch: Batch, out: Out): void {
+    const parts = splitEntries(batch.entries, this.tuning.batchEntriesMax, this.tuning.batchBytesMax);
+    parts.forEach((entries, part) => {
+      const { snapshot, prev, to, deps } = batch;
+      const message: CausalMessage = { kind: 'batch', snapshot, base, prev, to, deps, part, parts: parts.length, entries };
+      out.push({ kind: 'send', to: peer, message });
+    });
+  }
+
+  /** Gives up the chain to a peer: the next thing it gets is a snapshot. */
+  private forgetChain(box: Outbox): void {
+    box.ackedTo = null;
+    // A snapshot being fetched would be followed by batches this drops: fetch a new one.
+    box.snapshotFetch = null;
+    box.queue = [];
+    box.queueBytes = 0;
+  }
+
+  private onBatchAck(from: PeerId, message: Extract<CausalMessage, { kind: 'batch_ack' }>): void {
+    this.peerVisible.set(from, message.visible);
+    const box = this.outbox(from);
+    if (message.resync) {
+      this.forgetChain(box);
+      return;
+    }
+    const head = box.queue[0];
+    if (head?.snapshot === true && head.to === message.to) {
+      box.ackedTo = head.to;
+      box.queue.shift();
+      box.queueBytes -= entriesBytes(head.entries);
+    }
+    if (box.ackedTo === null) return;
+    const held = message.visible[this.selfIndex];
+    if (held > box.ackedTo) box.ackedTo = held;
+    while (box.queue.length > 0 && !box.queue[0].snapshot && box.queue[0].to <= held) {
+      const done = box.queue.shift();
+      if (done !== undefined) box.queueBytes -= entriesBytes(done.entries);
+    }
+  }
+
+  /**
+   * A peer's visible vector. Holding less of our chain than it acknowledged, it lost part of its
+   * replica (memcached emptied): it gets a snapshot, which also brings back what others wrote.
+   */
+  private onVisible(from: PeerId, visible: VersionVector): void {
+    this.peerVisible.set(from, visible);
+    const box = this.outbox(from);
+    if (box.ackedTo !== null && visible[this.selfIndex] < box.ackedTo) this.forgetChain(box);
+  }
+
+  // ---- receiving ------------------------------------------------------------------------
+
+  private onBatchPart(from: PeerId, message: BatchMessage, out: Out): void {
+    const latest = latestVersionAllowed(this.nowMs, this.tuning.clockAheadMaxMs);
+    if (message.to > latest || message.entries.some(([, entry]) => entry.cas > latest)) {
+      return this.dropMessage(from, 'batch: versions too far ahead of local time', out);
+    }
+    const sender = this.nodes.indexOf(from);
+    if (!message.snapshot && message.base > this.visible[sender]) {
+      // The sender believes we hold more of its chain than we do (our replica was reset).
+      return this.ack(from, message.to, true, out);
+    }
+    const inbox = this.inbox(from);
+    const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}`;
+    if (inbox.assembling?.id !== id) {
+      const { entries: _entries, part: _part, ...header } = message;
+      inbox.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0 };
+    }
+    const assembling = inbox.assembling;
+    if (assembling.parts[message.part] !== undefined) return;
+    assembling.parts[message.part] = message.entries;
+    assembling.received += 1;
+    if (assembling.received < assembling.parts.length) return;
+    inbox.assembling = null;
+    const { snapshot, prev, to, deps } = assembling.header;
+    const batch: Batch = { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
+    this.onBatch(from, batch, out);
+  }
+
+  private onBatch(from: PeerId, batch: Batch, out: Out): void {
+    const sender = this.nodes.indexOf(from);
+    if (batch.snapshot) {
+      this.merge(from, batch, out);
+      this.mergeParked(out);
+      return;
+    }
+    if (batch.to <= this.visible[sender]) return this.ack(from, batch.to, false, out);
+    const parked = this.inbox(from).parked;
+    if (!parked.has(batch.prev) && parked.size < this.tuning.parkedBatchesMax) parked.set(batch.prev, { batch, sinceMs: this.nowMs });
+    this.mergeParked(out);
+  }
+
+  /** Merges every parked batch that follows on and whose dependencies are visible, until none does. */
+  private mergeParked(out: Out): void {
+    for (let progress = true; progress; ) {
+      progress = false;
+      for (const peer of this.peers) {
+        const sender = this.nodes.indexOf(peer);
+        const parked = this.inbox(peer).parked;
+        for (const [prev, { batch }] of parked) {
+          if (batch.to <= this.visible[sender]) parked.delete(prev);
+          else if (prev <= this.visible[sender] && this.depsVisible(batch.deps, sender)) {
+            parked.delete(prev);
+            this.merge(peer, batch, out);
+            progress = true;
+          }
+        }
+      }
+    }
+  }
+
+  private depsVisible(deps: VersionVector, sender: number): boolean {
+    return deps.every((version, index) => index === sender || index === this.selfIndex || version <= this.visible[index]);
+  }
+
+  /** Makes a batch visible: one put, and the vector raised. */
+  private merge(from: PeerId, batch: Batch, out: Out): void {
+    const sender = this.nodes.indexOf(from);
+    // A version older than a tombstone purged here was deleted: merging it would bring it back.
+    const entries = batch.entries.filter(([key, entry]) => entry.cas > (this.purged.get(key)?.version ?? -1n));
+    this.observe(entries);
+    this.noteGraves(entries);
+    batch.deps.forEach((version, index) => {
+      if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
+    });
+    if (batch.to > this.visible[sender]) this.visible[sender] = batch.to;
+    if (entries.length === 0) {
+      this.ack(from, batch.to, false, out);
+      return;
+    }
+    const token = this.takeToken();
+    out.push({ kind: 'put', entries, how: 'merge', token });
+    this.pendingAcks.set(token, { to: from, batchTo: batch.to });
+  }
+
+  private onApplied(token: number, out: Out): void {
+    const ack = this.pendingAcks.get(token);
+    if (ack === undefined) return;
+    this.pendingAcks.delete(token);
+    this.ack(ack.to, ack.batchTo, false, out);
+  }
+
+  private ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
+    out.push({ kind: 'send', to, message: { kind: 'batch_ack', to: batchTo, visible: [...this.visible], resync } });
+  }
+
+  // ---- messages, ticks, resets ----------------------------------------------------------
+
+  private onMessage(from: PeerId, raw: unknown, out: Out): void {
+    if (!this.outboxes.has(from)) return this.dropMessage(from, 'not from a peer of this cluster', out);
+    const problem = causalMessageProblem(raw, this.limits);
+    if (problem !== null) return this.dropMessage(from, problem, out);
+    const message = raw as CausalMessage;
+    switch (message.kind) {
+      case 'batch':
+        this.onBatchPart(from, message, out);
+        break;
+      case 'batch_ack':
+        this.onBatchAck(from, message);
+        break;
+      case 'visible':
+        this.onVisible(from, message.visible);
+        break;
+      default:
+        assertNever(message);
+    }
+  }
+
+  private onTick(peersUp: readonly PeerId[], out: Out): void {
+    this.peersUp = new Set(peersUp.filter((peer) => this.outboxes.has(peer)));
+    for (const peer of this.peers) {
+      const parked = this.inbox(peer).parked;
+      const stuck = [...parked.values()].some(({ sinceMs }) => this.nowMs - sinceMs >= this.tuning.resyncAfterMs);
+      if (!stuck) continue;
+      // Waiting longer would wait on a node cut off from us: take the sender's whole replica instead.
+      parked.clear();
+      this.ack(peer, 0n, true, out);
+    }
+    this.ticks += 1;
+    const told = this.visible.join(',');
+    if (told !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0) {
+      this.visibleTold = told;
+      for (const peer of this.peersUp) out.push({ kind: 'send', to: peer, message: { kind: 'visible', visible: [...this.visible] } });
+    }
+    this.purgeStable(out);
+    this.forgetOldPurges();
+  }
+
+  /** Purges tombstones every node's visible vector covers: no replica can still hold what they deleted. */
+  private purgeStable(out: Out): void {
+    if (this.graveyard.size === 0 || this.peerVisible.size < this.peers.length) return;
+    const stable = this.visible.map((version, index) =>
+      [...this.peerVisible.values()].reduce((least, vector) => (vector[index] < least ? vector[index] : least), version),
+    );
+    const purges: Array<[string, bigint]> = [];
+    for (const [key, cas] of this.graveyard) {
+      if (purges.length >= this.tuning.purgesPerTickMax) break;
+      const node = versionNode(cas);
+      if (node < stable.length && cas <= stable[node]) purges.push([key, cas]);
+    }
+    if (purges.length === 0) return;
+    for (const [key, cas] of purges) {
+      this.graveyard.delete(key);
+      this.purged.delete(key);
+      this.purged.set(key, { version: cas, atMs: this.nowMs });
+    }
+    out.push({ kind: 'purge', tombstones: purges });
+    // What a queued or parked batch still holds of those keys, older, would bring them back.
+    const dead = new Map(purges);
+    const alive = ([key, entry]: KeyedEntry): boolean => !(entry.cas <= (dead.get(key) ?? -1n));
+    for (const box of this.outboxes.values()) for (const batch of box.queue) batch.entries = batch.entries.filter(alive);
+    for (const inbox of this.inboxes.values()) for (const { batch } of inbox.parked.values()) batch.entries = batch.entries.filter(alive);
+  }
+
+  private forgetOldPurges(): void {
+    for (const [key, purged] of this.purged) {
+      const old = this.nowMs - purged.atMs > this.tuning.purgedMemoryMs;
+      if (!old && this.purged.size <= this.tuning.purgedMemoryEntriesMax) break;
+      this.purged.delete(key);
+    }
+  }
+
+  private onBackendReset(out: Out): void {
+    // Our own component stays: it names our latest write, the next batch's `to` (writes the
+    // replica lost are lost; claiming them holds nothing back).
+    this.visible = this.visible.map((version, index) => (index === this.selfIndex ? version : 0n));
+    this.graveyard.clear();
+    this.fetches.clear();
+    this.pendingAcks.clear();
+    this.dirtyFetchToken = null;
+    for (const inbox of this.inboxes.values()) {
+      inbox.assembling = null;
+      inbox.parked.clear();
+    }
+    for (const box of this.outboxes.values()) box.snapshotFetch = null;
+    this.issueFetch(out, null, { kind: 'rebuild' });
+  }
+
+  // ---- helpers --------------------------------------------------------------------------
+
+  private noteGraves(entries: readonly KeyedEntry[]): void {
+    for (const [key, entry] of entries) {
+      if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
+      else this.graveyard.delete(key);
+    }
+  }
+
+  private observe(entries: readonly KeyedEntry[]): void {
+    const latest = latestVersionAllowed(this.nowMs, this.tuning.clockAheadMaxMs);
+    let newest = 0n;
+    for (const [, entry] of entries) if (entry.cas > newest && entry.cas <= latest) newest = entry.cas;
+    this.clock = mergeHlc(this.clock, versionClock(newest));
+  }
+
+  private dropMessage(from: PeerId, reason: string, out: Out): void {
+    const note = this.dropped.drop<CausalMessage>(from, reason, this.nowMs);
+    if (note !== null) out.push({ ...note, meta: { node: this.self, ...note.meta } });
+  }
+
+  private issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
+    const token = this.takeToken();
+    this.fetches.set(token, purpose);
+    out.push({ kind: 'fetch', token, keys });
+    return token;
+  }
+
+  private takeToken(): number {
+    const token = this.nextToken;
+    this.nextToken += 1;
+    return token;
+  }
+
+  private outbox(peer: PeerId): Outbox {
+    const box = this.outboxes.get(peer);
+    if (box === undefined) throw new Error(`no outbox for ${peer}`);
+    return box;
+  }
+
+  private inbox(peer: PeerId): Inbox {
+    const box = this.inboxes.get(peer);
+    if (box === undefined) throw new Error(`no inbox for ${peer}`);
+    return box;
+  }
+}
+
+function emptyOutbox(): Outbox {
+  return { ackedTo: null, queue: [], queueBytes: 0, coveredTo: 0n, snapshotFetch: null };
+}
+
+function entriesBytes(entries: readonly KeyedEntry[]): number {
+  return entries.reduce((sum, [key, entry]) => sum + entryBytes(key, entry), 0);
+}
+
+/** Entries in parts of at most `entriesMax` entries and about `bytesMax` bytes; always one part at least. */
+function splitEntries(entries: readonly KeyedEntry[], entriesMax: number, bytesMax: number): KeyedEntry[][] {
+  const parts: KeyedEntry[][] = [[]];
+  let bytes = 0;
+  for (const pair of entries) {
+    const size = entryBytes(pair[0], pair[1]);
+    const current = parts[parts.length - 1];
+    if (current.length > 0 && (current.length >= entriesMax || bytes + size > bytesMax)) {
+      parts.push([pair]);
+      bytes = size;
+    } else {
+      current.push(pair);
+      bytes += size;
+    }
+  }
+  return parts;
+}

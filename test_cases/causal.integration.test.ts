@@ -1,0 +1,90 @@
+/**
+ * Causal mode on real processes (controllers and memcached, every peer link through a proxy).
+ *
+ * The anomaly: a question written on n1 is read on n2, whose answer is written there; the link
+ * n1 → n3 is slow. Eventual mode lets n3 show the answer while the question is still missing;
+ * causal mode holds the answer back until the question is visible. And causal tokens: a
+ * connection that presents on n2 a token taken on n1 waits until n2 has what the token names,
+ * or gets SERVER_ERROR at the bound.
+ */
+
+import { afterEach, describe, expect, it } from 'vitest';
+import { TextClient } from '../src/client/text-client.ts';
+import { Cluster } from '../src/jepsen/cluster.ts';
+import type { Mode } from '../src/consistency/types.ts';
+
+let cluster: Cluster | null = null;
+const clients: TextClient[] = [];
+
+afterEach(async () => {
+  for (const client of clients.splice(0)) client.close();
+  await cluster?.stop();
+  cluster = null;
+});
+
+async function connect(id: string): Promise<TextClient> {
+  if (cluster === null) throw new Error('no cluster');
+  const client = await TextClient.connect('127.0.0.1', cluster.node(id).clientPort);
+  clients.push(client);
+  return client;
+}
+
+async function get(client: TextClient, key: string): Promise<string | null> {
+  const reply = await client.request(`get ${key}\r\n`, 'get');
+  return reply.values[0]?.value.toString() ?? null;
+}
+
+/** Polls until `key` reads as something, for at most `boundMs`. */
+async function awaitValue(client: TextClient, key: string, boundMs: number): Promise<string | null> {
+  const deadline = Date.now() + boundMs;
+  for (;;) {
+    const value = await get(client, key);
+    if (value !== null || Date.now() > deadline) return value;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** Rounds in which n3 showed an answer before its question. */
+async function answersBeforeQuestions(mode: Mode, rounds: number): Promise<number> {
+  cluster = await Cluster.start({ mode, proxies: true });
+  const [asker, answerer, reader] = [await connect('n1'), await connect('n2'), await connect('n3')];
+  const slowLink = cluster.links.get('n1->n3');
+  if (slowLink === undefined) throw new Error('no proxy n1->n3');
+  slowLink.slow(400);
+  let anomalies = 0;
+  for (let round = 0; round < rounds; round += 1) {
+    expect((await asker.request(`set q${round} 0 0 8\r\nquestion\r\n`, 'set')).lines[0]).toBe('STORED');
+    expect(await awaitValue(answerer, `q${round}`, 5000)).toBe('question');
+    expect((await answerer.request(`set a${round} 0 0 6\r\nanswer\r\n`, 'set')).lines[0]).toBe('STORED');
+    expect(await awaitValue(reader, `a${round}`, 10_000)).toBe('answer');
+    if ((await get(reader, `q${round}`)) === null) anomalies += 1;
+  }
+  return anomalies;
+}
+
+describe('causal mode on real processes', () => {
+  it('eventual mode shows an answer before its question through a slow link', async () => {
+    expect(await answersBeforeQuestions('eventual', 3)).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('causal mode never does', async () => {
+    expect(await answersBeforeQuestions('causal', 3)).toBe(0);
+  }, 60_000);
+
+  it('a token taken on one controller makes another wait until it has caught up, bounded', async () => {
+    cluster = await Cluster.start({ mode: 'causal', proxies: true });
+    const [writer, mover] = [await connect('n1'), await connect('n2')];
+    // Under the failure timeout (500 ms): a slower link would be taken for a dead one.
+    cluster.links.get('n1->n2')?.slow(300);
+    expect((await writer.request('set moved 0 0 5\r\nhello\r\n', 'set')).lines[0]).toBe('STORED');
+    const token = (await writer.request('causal_token\r\n', 'causal_token')).lines[0];
+    expect(token).toMatch(/^TOKEN c1\.[0-9a-z.]+$/);
+    const tokenText = token.slice('TOKEN '.length);
+    const tooShort = await mover.request(`causal_wait ${tokenText} 20\r\n`, 'causal_wait');
+    expect(tooShort.lines[0]).toMatch(/^SERVER_ERROR causal wait timed out after 20 ms/);
+    const waited = await mover.request(`causal_wait ${tokenText} 10000\r\n`, 'causal_wait');
+    expect(waited.lines[0]).toBe('OK');
+    expect(await get(mover, 'moved')).toBe('hello');
+    expect((await mover.request('causal_wait c1.zz 100\r\n', 'causal_wait')).lines[0]).toBe('CLIENT_ERROR bad causal token');
+  }, 60_000);
+});

@@ -1,0 +1,36 @@
+/**
+ * Seeded simulation of causal mode on eventual mode's simulator (./support/eventual-sim.ts):
+ * drops, delays, duplicates, reordering, partitions, crashes, and in some runs emptied, full or
+ * slow replicas. After the faults stop every replica must read alike, on the accepted write with
+ * the greatest version per key, and every tombstone must be purged. Replay: CAUSAL_SEED=<seed>.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { runEventualSim, type SimConfig, type SimReport } from './support/eventual-sim.ts';
+
+const replaySeed = process.env.CAUSAL_SEED === undefined ? null : Number(process.env.CAUSAL_SEED);
+
+function runSeeds(count: number, offset: number, faults: Partial<SimConfig>): SimReport[] {
+  const run = (seed: number): SimReport => runEventualSim({ seed, ...faults, mode: 'causal' });
+  if (replaySeed !== null) return [run(replaySeed)];
+  return Array.from({ length: count }, (_, i) => run(1 + offset + i));
+}
+
+function failures(reports: SimReport[]): string[] {
+  return reports
+    .filter((report) => report.problem !== null)
+    .map((report) => `seed ${report.seed}: ${report.problem} (replay: CAUSAL_SEED=${report.seed})`);
+}
+
+describe('causal mode under a simulated, faulty network', () => {
+  it('converges to the greatest accepted write and purges tombstones (drops, delays, partitions, crashes)', () => {
+    const reports = runSeeds(150, 0, { backendResets: false });
+    expect(failures(reports)).toEqual([]);
+    if (replaySeed === null) expect(reports.filter((report) => report.stats.purged > 0).length).toBeGreaterThan(45);
+  });
+
+  it('converges when replicas are also emptied, full or slow', () => {
+    const reports = runSeeds(40, 10_000, { backendResets: true, refusals: true, slowBackends: true });
+    expect(failures(reports)).toEqual([]);
+  });
+});
