@@ -47,6 +47,8 @@ export interface ClusterOptions {
   controllerNodeArgs?: string[];
   /** Run the controllers with libfaketime, so that `stepWallClock` can move their wall clocks. */
   wallClockSteps?: boolean;
+  /** More `name = value` lines for config.ini's [cluster] section, e.g. ['idle_timeout_s = 1']. */
+  extraConfig?: string[];
 }
 
 /** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
@@ -222,6 +224,7 @@ export class Cluster {
       memcachedEvicts: false,
       controllerNodeArgs: [],
       wallClockSteps: false,
+      extraConfig: [],
       replication: true,
       keepDir: false,
       ...definedOnly(options),
@@ -450,6 +453,7 @@ export class Cluster {
       'data_dir = data',
       'log_dir = logs',
       'secret_file = cluster.secret',
+      ...this.options.extraConfig,
       '',
     ];
     for (const node of this.nodes) {
