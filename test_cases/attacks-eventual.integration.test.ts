@@ -8,12 +8,13 @@
  * 1 MiB value, the same get read whole by another, and 1024 idle connections.
  *
  * After each: every controller alive, a write and a read through each work, every key written
- * before is still there (with its value); memory stays bounded and other clients are served.
+ * before is still there (with its value); memory stays bounded and other clients are served; the
+ * attacked controllers serve again after a restart.
  */
 
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Cluster } from '../src/jepsen/cluster.ts';
+import { Cluster, waitUntilServing } from '../src/jepsen/cluster.ts';
 import { encodeFrame, FRAME_HEADER_BYTES } from '../src/peer/frame.ts';
 import { HostilePeer, Survivors, clusterCredentials, controllerPid, frameOf, pollUntil, read, request, rssBytes, sleep, stat } from './support/attack-kit.ts';
 
@@ -87,7 +88,14 @@ describe('eventual: a hostile local process against the peer and client ports', 
     expect(await stat(port('n3'), 'mckv_peer_frames_refused')).toBe(framesRefusedBefore + 1);
     expect(await read(port('n3'), 'planted')).toEqual({ value: null });
     await survivors.expectIntact('after a version of 2^1100');
-  }, 60_000);
+    // The attacked controllers restart and serve.
+    for (const id of ['n1', 'n3']) {
+      await cluster.kill(id);
+      await cluster.startController(id);
+      await waitUntilServing(port(id), 30_000);
+    }
+    await survivors.expectIntact('after restarting the attacked controllers');
+  }, 90_000);
 
   describe('clients', () => {
     /** A value just under memcached's 1 MiB item limit, of varied bytes so a misplaced piece shows. */

@@ -86,6 +86,7 @@ describe('linearizability: a hostile local process against the peer port and the
     const leaderPid = controllerPid(cluster, leader);
     const rssBefore = rssBytes(leaderPid);
     const invalidBefore = await stat(port(leader), 'mckv_peer_messages_invalid');
+    const acceptedBefore = await stat(port(leader), 'mckv_peer_handshakes_accepted');
     const badOp = (entryTerm: number): unknown => ({
       kind: 'append', term: entryTerm, prevIndex: 0, prevTerm: 0, commitIndex: 0, durableIndex: 0, round: 1, seq: 1, quiet: false,
       entries: [{ term: entryTerm, index: 1, nowMs: Date.now(), op: { kind: 'explode', key: 'kept-1-n1-0' }, origin: leader, incarnation: 1, requestId: null }],
@@ -133,7 +134,11 @@ describe('linearizability: a hostile local process against the peer port and the
     expect(invalidAtFollower).toBeGreaterThanOrEqual(invalidAtFollowerBefore + followerJunk.length);
     atFollower.close();
 
-    // The real peers dial in again and the cluster still elects and serves; no term went wild.
+    // The real peers dial in again (two impersonations at the leader, each replacing a real
+    // peer's connection, then each real peer's own), and the cluster still elects and serves; no
+    // term went wild.
+    const accepted = await pollUntil(() => stat(port(leader), 'mckv_peer_handshakes_accepted'), (count) => count >= acceptedBefore + 4, 5000);
+    expect(accepted).toBeGreaterThanOrEqual(acceptedBefore + 4);
     await leaderOf(cluster);
     for (const node of cluster.nodes) {
       const nodeTerm = await stat(node.clientPort, 'mckv_term');
