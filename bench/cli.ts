@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
-import { LoadgenProcess, parseWorkload, STANDARD_WORKLOADS, WORKLOAD_LIMITS, WORKLOAD_SPEC, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
+import { BULK_WORKLOAD, LoadgenProcess, NAMED_WORKLOADS, parseWorkload, STANDARD_WORKLOADS, WORKLOAD_LIMITS, WORKLOAD_SPEC, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatProcessCpu, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
@@ -50,7 +50,9 @@ const USAGE = `usage: npm run bench -- [options]
                         targets memcached,twemproxy,node-pipe,eventual (other options still apply)
   --targets LIST        comma-separated, from: ${TARGET_NAMES.join(', ')} (default: all)
   --workloads LIST      comma-separated: ${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} (default: all four),
-                        or your own as ${WORKLOAD_SPEC}
+                        ${BULK_WORKLOAD.id} (only when named), or your own as ${WORKLOAD_SPEC};
+                        a bulk load of another shape is 0:1-CONNECTIONSxPIPELINE (connection i goes to
+                        controller i mod 3)
   --rounds N            rounds; each runs every workload on every target in turn (default 3)
   --duration-s S        measured seconds per run (default 5)
   --warmup-s S          unmeasured warm-up seconds per run (default 1)
@@ -63,7 +65,7 @@ const USAGE = `usage: npm run bench -- [options]
   --out DIR             report folder (default reports/bench-<timestamp>)
   --help                this text
 
-Workloads: ${STANDARD_WORKLOADS.map((workload) => `${workload.id} = ${workload.label}`).join('; ')}.
+Workloads: ${NAMED_WORKLOADS.map((workload) => `${workload.id} = ${workload.label}`).join('; ')}.
 twemproxy needs nutcracker (apt-get install nutcracker); without it that target is skipped.`;
 
 type Parsed = { kind: 'run'; settings: BenchSettings } | { kind: 'help' } | { kind: 'invalid'; message: string };
@@ -122,7 +124,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
   const targets = parseList(values.targets ?? (quick ? 'memcached,twemproxy,node-pipe,eventual' : TARGET_NAMES.join(',')), parseTargetName, 'target');
   const workloads = parseList(values.workloads ?? (quick ? 'mix-16x1' : STANDARD_WORKLOADS.map((workload) => workload.id).join(',')), parseWorkload, 'workload', {
     identity: (workload) => workload.id,
-    expected: `${STANDARD_WORKLOADS.map((workload) => workload.id).join(', ')} or ${WORKLOAD_SPEC}, at most ${WORKLOAD_LIMITS.connectionsMax} connections × pipeline ${WORKLOAD_LIMITS.pipelineDepthMax}`,
+    expected: `${NAMED_WORKLOADS.map((workload) => workload.id).join(', ')} or ${WORKLOAD_SPEC}, at most ${WORKLOAD_LIMITS.connectionsMax} connections × pipeline ${WORKLOAD_LIMITS.pipelineDepthMax}`,
   });
   const rounds = parsePositive(values.rounds, quick ? 1 : 3, 'rounds', true);
   const durationS = parsePositive(values['duration-s'], quick ? 1 : 5, 'duration-s', false);
@@ -226,7 +228,9 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
   };
   const base = { ...identity, target: target.name };
   try {
+    const termsBefore = await target.terms?.();
     const result = await loadgen.run(options, onPhase);
+    const termsAfter = await target.terms?.();
     const roles = (await target.roles?.()) ?? new Map<string, string>();
     // A window counts only if both edges were seen and every PID was readable at both (none died).
     const { cpuStartMs, cpuEndMs } = window;
@@ -240,10 +244,19 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
     const loadgenCpuMs = loadgenKnown ? (window.loadgenEndMs as number) - (window.loadgenStartMs as number) : 0;
     const switchesKnown = cpuKnown && window.switchesStart !== null && window.switchesEnd !== null;
     const targetSwitches = switchesKnown ? (window.switchesEnd as number) - (window.switchesStart as number) : null;
-    return { ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs, targetSwitches, processCpu: cpuKnown ? processCpu : null };
+    return {
+      ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs, targetSwitches, processCpu: cpuKnown ? processCpu : null,
+      ...(termsBefore === undefined || termsAfter === undefined ? {} : { termChanges: termChanges(termsBefore, termsAfter) }),
+    };
   } catch (error) {
     return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null, processCpu: null };
   }
+}
+
+/** "n1 1→2" for each controller whose term differs (or that answered only once) between two readings. */
+function termChanges(before: Map<string, string>, after: Map<string, string>): string[] {
+  const labels = [...new Set([...before.keys(), ...after.keys()])];
+  return labels.filter((label) => before.get(label) !== after.get(label)).map((label) => `${label} ${before.get(label) ?? '?'}→${after.get(label) ?? '?'}`);
 }
 
 function progressLine(sample: RunSample, rounds: number): string {
@@ -254,8 +267,9 @@ function progressLine(sample: RunSample, rounds: number): string {
   const loadgenCpu = sample.windowMs > 0 && sample.loadgenCpuMs > 0 ? (sample.loadgenCpuMs / sample.windowMs).toFixed(2) : '?';
   const errors = result.errors > 0 ? `, errors ${result.errors} (${result.errorSamples[0] ?? ''})` : '';
   const misses = result.misses > 0 ? `, misses ${result.misses}` : '';
+  const terms = (sample.termChanges ?? []).length > 0 ? `, TERM CHANGED (${(sample.termChanges ?? []).join(', ')})` : '';
   const preload = result.preloadMs > 0 ? `, preload ${(result.preloadMs / 1000).toFixed(1)} s${result.preloadErrors > 0 ? ` (${result.preloadErrors} failed)` : ''}` : '';
-  return `${head} ${Math.round(result.opsPerSecond)} ops/s, p50 ${result.latency.p50Us.toFixed(0)} µs, p99 ${result.latency.p99Us.toFixed(0)} µs, CPU ${cpu} cores (load generator ${loadgenCpu})${errors}${misses}${preload}`;
+  return `${head} ${Math.round(result.opsPerSecond)} ops/s, p50 ${result.latency.p50Us.toFixed(0)} µs, p99 ${result.latency.p99Us.toFixed(0)} µs, CPU ${cpu} cores (load generator ${loadgenCpu})${errors}${misses}${terms}${preload}`;
 }
 
 async function runRounds(settings: BenchSettings, loadgen: LoadgenProcess, running: RunningTarget[], interrupted: () => boolean): Promise<RunSample[]> {

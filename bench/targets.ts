@@ -46,6 +46,8 @@ export interface RunningTarget {
    * effort and bounded in time, an empty map when none answers.
    */
   roles?(): Promise<Map<string, string>>;
+  /** Each controller's term (`mckv_term`), for targets that elect a leader: a bulk run must start none. */
+  terms?(): Promise<Map<string, string>>;
   /** The ports front separate stores that do not replicate (keys are preloaded through each). */
   separateStores?: boolean;
   stop(): Promise<void>;
@@ -246,12 +248,14 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     walSync: options.walSync,
     cpuScheduling: options.cpuScheduling,
   });
+  const controllers = cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }));
   return {
     name: mode,
     ports: cluster.nodes.map((node) => node.clientPort),
     processes: () => labelled(cluster.nodes.flatMap((node) => [[node.id, node.controller], [`memcached ${node.id}`, node.memcached]] as const)),
     // Eventual and causal nodes are all peers; in the ordered modes the leader does more than the followers.
-    roles: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerRoles(cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }))),
+    roles: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerStat(controllers, 'mckv_role'),
+    terms: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerStat(controllers, 'mckv_term'),
     stop: () => cluster.stop(),
   };
 }
@@ -261,16 +265,16 @@ function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null |
   return entries.flatMap(([label, child]) => (child?.pid === undefined ? [] : [{ label, pid: child.pid }]));
 }
 
-/** Each controller's `mckv_role` from its `stats`, asked of all at once; one that does not answer is left out. */
-async function controllerRoles(controllers: Array<{ label: string; port: number }>, timeoutMs = 1000): Promise<Map<string, string>> {
+/** One stat (`mckv_role`, `mckv_term`) of each controller, asked of all at once; one that does not answer is left out. */
+async function controllerStat(controllers: Array<{ label: string; port: number }>, name: string, timeoutMs = 1000): Promise<Map<string, string>> {
   const answers = await Promise.all(
     controllers.map(async ({ label, port }) => {
       const lines = await TextClient.requestOnce('127.0.0.1', port, 'stats\r\n', 'stats', timeoutMs).then(
         (reply) => reply.lines,
         () => [],
       );
-      const role = lines.map((line) => /^STAT mckv_role (\S+)$/.exec(line)?.[1]).find((found) => found !== undefined);
-      return role === undefined ? [] : [[label, role] as const];
+      const value = lines.map((line) => (line.startsWith(`STAT ${name} `) ? line.slice(name.length + 6) : undefined)).find((found) => found !== undefined);
+      return value === undefined ? [] : [[label, value] as const];
     }),
   );
   return new Map(answers.flat());

@@ -7,6 +7,7 @@ import yargs from 'yargs';
 import { parseMode, parseWalSync, WAL_SYNCS } from '../config.ts';
 import { parseNemesisKinds } from './nemesis.ts';
 import type { JepsenOptions } from './runner.ts';
+import { BULK_DEPTH_MAX, JEPSEN_WORKLOADS } from './workload.ts';
 
 /** Parses the flags into runner options, or a one-line error. */
 export async function parseArguments(argv: string[]): Promise<{ ok: true; options: JepsenOptions } | { ok: false; error: string }> {
@@ -19,6 +20,9 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('clients', { type: 'number', default: 6, describe: 'concurrent clients, spread over the three controllers' })
       .option('keys', { type: 'number', default: 3, describe: 'keys the clients share' })
       .option('pipeline', { type: 'number', default: 1, describe: 'calls each client keeps in flight on its connection' })
+      .option('workload', { choices: JEPSEN_WORKLOADS, default: 'mixed' as const, describe: 'mixed, or bulk: some clients pipeline bursts of sets instead (see --bulk-clients, --bulk-depth)' })
+      .option('bulk-clients', { type: 'number', describe: 'with --workload bulk: how many of the clients are bulk loaders (default half, rounded up)' })
+      .option('bulk-depth', { type: 'number', default: 256, describe: `with --workload bulk: sets each bulk loader keeps in flight, 1 to ${BULK_DEPTH_MAX}` })
       .option('report', { type: 'string', describe: 'report folder (default reports/<mode>-<timestamp>/)' })
       .option('seed', { type: 'number', describe: 'seed of the workload and the fault schedule' })
       .option('backend', { choices: ['memcache', 'memory'] as const, default: 'memcache' as const, describe: 'replica store' })
@@ -39,11 +43,20 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
     const positive = (name: string, value: number): string | null => (Number.isFinite(value) && value > 0 ? null : `--${name} must be a positive number`);
     const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys) ?? positive('pipeline', args.pipeline) ?? positive('compact-after', args['compact-after']);
     if (problem !== null) return { ok: false, error: problem };
+    const bulkClients = args['bulk-clients'];
+    if (bulkClients !== undefined && !(Number.isInteger(bulkClients) && bulkClients >= 1 && bulkClients <= args.clients)) {
+      return { ok: false, error: '--bulk-clients must be an integer from 1 to --clients' };
+    }
+    const bulkDepth = args['bulk-depth'];
+    if (!(Number.isInteger(bulkDepth) && bulkDepth >= 1 && bulkDepth <= BULK_DEPTH_MAX)) {
+      return { ok: false, error: `--bulk-depth must be an integer from 1 to ${BULK_DEPTH_MAX}` };
+    }
     return {
       ok: true,
       options: {
         mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
         clients: Math.floor(args.clients), keys: Math.floor(args.keys), pipeline: Math.floor(args.pipeline), reportDir: args.report, seed: args.seed,
+        workload: args.workload, bulkClients, bulkDepth,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
         compactAfterEntries: Math.floor(args['compact-after']), walSync: parseWalSync(args['wal-sync'], '--wal-sync'),

@@ -1,6 +1,7 @@
 /**
  * `npm run jepsen -- --cons MODE --nemesis kill,pause,partition,backend-restart --time S
- * --clients N [--keys K] [--report DIR] [--seed N] [--compact-after N]`: the fault runner from the
+ * --clients N [--keys K] [--workload bulk [--bulk-clients N] [--bulk-depth D]] [--report DIR] [--seed N]
+ * [--compact-after N]`: the fault runner from the
  * command line (flags: args.ts).
  *
  * Exit codes: 0 the mode's promise held, 1 a violation (the checker's explanation is printed),

@@ -49,6 +49,8 @@ export interface ClusterOptions {
   wallClockSteps?: boolean;
   /** Give each controller an HTTP port (/metrics, the status page) at `httpPort` (default true). */
   http?: boolean;
+  /** More `name = value` lines for config.ini's [cluster] section, e.g. ['idle_timeout_s = 1']. */
+  extraConfig?: string[];
 }
 
 /** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
@@ -227,6 +229,7 @@ export class Cluster {
       controllerNodeArgs: [],
       wallClockSteps: false,
       http: true,
+      extraConfig: [],
       replication: true,
       keepDir: false,
       ...definedOnly(options),
@@ -456,6 +459,7 @@ export class Cluster {
       'data_dir = data',
       'log_dir = logs',
       'secret_file = cluster.secret',
+      ...this.options.extraConfig,
       '',
     ];
     for (const node of this.nodes) {

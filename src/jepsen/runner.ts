@@ -28,7 +28,7 @@ import type { WalSync } from '../config.ts';
 import { Cluster, definedOnly, repoRoot } from './cluster.ts';
 import { planNemesis, runNemesis, type FaultPlan, type FaultWindow, type NemesisKind } from './nemesis.ts';
 import { countOutcomes, summarizeFaults, summarizeLatency, summarizeRefusals, writeReport, type RunSummary } from './report.ts';
-import { createRandom, DEFAULT_OP_WEIGHTS, runClient, sleep, type CallRecord, type ClientOptions, type WorkloadOp } from './workload.ts';
+import { BULK_DEPTH_MAX, bulkKeyName, createRandom, DEFAULT_OP_WEIGHTS, runBulkClient, runClient, sleep, type CallRecord, type ClientOptions, type JepsenWorkload, type WorkloadOp } from './workload.ts';
 
 /** Options of one run; only `mode` is required. */
 export interface JepsenOptions {
@@ -42,6 +42,15 @@ export interface JepsenOptions {
   keys?: number;
   /** Calls each client keeps in flight on its one connection (default 1: one at a time). */
   pipeline?: number;
+  /**
+   * 'mixed' (default): every client runs the mixed workload. 'bulk': the last `bulkClients` of
+   * them are bulk loaders instead, each pipelining bursts of `bulkDepth` sets (see workload.ts).
+   */
+  workload?: JepsenWorkload;
+  /** Bulk loaders in a bulk run (default: half the clients, rounded up). */
+  bulkClients?: number;
+  /** Sets in flight at once on each bulk loader's connection (default 256). */
+  bulkDepth?: number;
   /** Seeds the workload and the nemesis schedule (default: from the clock). */
   seed?: number;
   /** Report folder (default reports/<mode>-<timestamp>/ under the repository). */
@@ -87,6 +96,8 @@ type Resolved = Required<Omit<JepsenOptions, 'signal' | 'reportDir'>> & { report
 
 /** Process ids after an `info` start here, above every client number the run uses. */
 const FRESH_PROCESS_BASE = 1_000_000;
+/** Bulk loader c's slot s records as process BULK_PROCESS_BASE + c × bulkDepth + s. */
+const BULK_PROCESS_BASE = 500_000;
 const clustersRunning = new Set<Cluster>();
 
 /**
@@ -134,8 +145,9 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
 
 function resolveOptions(options: JepsenOptions): Resolved {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  return {
+  const resolved: Resolved = {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
+    workload: 'mixed', bulkClients: Math.ceil((options.clients ?? 6) / 2), bulkDepth: 256,
     backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'fsync',
     callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
@@ -144,6 +156,16 @@ function resolveOptions(options: JepsenOptions): Resolved {
     reportDir: options.reportDir ?? path.join(repoRoot, 'reports', `${options.mode}-${stamp}`),
     signal: options.signal,
   };
+  if (resolved.workload === 'mixed') resolved.bulkClients = 0;
+  resolved.bulkClients = Math.min(resolved.clients, Math.max(0, Math.floor(resolved.bulkClients)));
+  resolved.bulkDepth = Math.floor(resolved.bulkDepth);
+  if (!(resolved.bulkDepth >= 1 && resolved.bulkDepth <= BULK_DEPTH_MAX)) throw new Error(`bulkDepth must be 1 to ${BULK_DEPTH_MAX}`);
+  // Process ids: the mixed clients' slots, then one final reader per controller, below the bulk loaders'.
+  const mixedProcesses = resolved.clients * resolved.pipeline + 3;
+  if (mixedProcesses > BULK_PROCESS_BASE || BULK_PROCESS_BASE + resolved.clients * resolved.bulkDepth > FRESH_PROCESS_BASE) {
+    throw new Error(`${resolved.clients} clients × pipeline ${resolved.pipeline} or bulk depth ${resolved.bulkDepth}: too many processes to number`);
+  }
+  return resolved;
 }
 
 /** The options that were given a value (an explicit `undefined` keeps the default). */
@@ -171,7 +193,7 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
   const clockMs = (): number => performance.now() - startMs;
   const stop = new AbortController();
   // Every client slot waits on it between calls (see sleep).
-  setMaxListeners(options.clients * options.pipeline + 16, stop.signal);
+  setMaxListeners(options.clients * options.pipeline + options.bulkClients + 16, stop.signal);
   const onAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
   // A client or the nemesis that throws stops the whole phase; the error is rethrown after cleanup.
@@ -202,10 +224,20 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
 
 type Shared = Pick<ClientOptions, 'recorder' | 'clockMs' | 'calls' | 'stop'>;
 
-/** Client i talks to controller i mod 3; its operations are drawn from its own seeded stream. */
+/**
+ * Client i talks to controller i mod 3; its operations are drawn from its own seeded stream. The
+ * last `bulkClients` clients are bulk loaders (so with 6 clients and 3 loaders, one per controller).
+ */
 function startClients(options: Resolved, cluster: Cluster, shared: Shared): Promise<void>[] {
   return Array.from({ length: options.clients }, (_, client) => {
     const node = cluster.nodes[client % cluster.nodes.length];
+    if (isBulkLoader(options, client)) {
+      return runBulkClient({
+        ...shared, client, node: node.id, port: node.clientPort, random: createRandom(options.seed * 31 + client),
+        callTimeoutMs: options.callTimeoutMs, thinkMs: options.thinkMs, depth: options.bulkDepth,
+        processBase: BULK_PROCESS_BASE + client * options.bulkDepth,
+      });
+    }
     return runClient({
       ...shared, client, node: node.id, port: node.clientPort, keys: keyNames(options.keys),
       random: createRandom(options.seed * 31 + client), weights: options.opWeights,
@@ -222,6 +254,24 @@ function planFor(options: Resolved, cluster: Cluster): FaultPlan[] {
     nodes: cluster.nodes.map((node) => node.id), timeMs: options.timeMs, seed: options.seed,
     faultMs: options.faultMs, healMs: options.healMs,
   });
+}
+
+function isBulkLoader(options: Resolved, client: number): boolean {
+  return client >= options.clients - options.bulkClients;
+}
+
+/** Every key the bulk loaders write (none in a mixed run). */
+function bulkKeys(options: Resolved): string[] {
+  const keys: string[] = [];
+  for (let client = options.clients - options.bulkClients; client < options.clients; client++) {
+    for (let slot = 0; slot < options.bulkDepth; slot++) keys.push(bulkKeyName(client, slot));
+  }
+  return keys;
+}
+
+/** Every key the final reads and the convergence check look at: the shared ones, then the bulk loaders'. */
+function judgedKeys(options: Resolved): string[] {
+  return [...keyNames(options.keys), ...bulkKeys(options)];
 }
 
 /** Key names shared by the clients. */
@@ -282,7 +332,7 @@ async function waitUntilServing(cluster: Cluster, timeoutMs: number, callTimeout
 async function finalReads(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<void> {
   await Promise.all(cluster.nodes.map(async (node, index) => {
     const client = options.clients * options.pipeline + index;
-    for (const key of keyNames(options.keys)) {
+    for (const key of judgedKeys(options)) {
       const handle = recorder.invoke(client, 'read', key, null, `final.${node.id}.${key}`); // a connection of its own
       const answer = await readKey(node.clientPort, key, options.callTimeoutMs * 2);
       if (answer.ok) recorder.ok(handle, answer.value, { node: node.id, final: true });
@@ -310,17 +360,38 @@ async function checkConvergence(options: Resolved, cluster: Cluster, healedAt: n
   return { kind: 'done', check: { verdict: unreadable ? 'unknown' : 'violation', detail }, convergenceMs: null };
 }
 
+/** Keys one convergence read asks for at once (a bulk run has hundreds). */
+const COMPARE_KEYS_PER_GET = 100;
+
 /** One line per key on which the controllers disagree (or cannot be read). */
 async function compareReplicas(options: Resolved, cluster: Cluster): Promise<string[]> {
   const differences: string[] = [];
-  for (const key of keyNames(options.keys)) {
-    const answers = await Promise.all(cluster.nodes.map((node) => readKey(node.clientPort, key, options.callTimeoutMs)));
-    const shown = answers.map((answer, index) =>
-      `${cluster.nodes[index].id}=${answer.ok ? (answer.value === null ? 'absent' : JSON.stringify(answer.value)) : `unreadable (${answer.error})`}`);
-    const values = new Set(answers.map((answer) => (answer.ok ? `v:${answer.value}` : 'error')));
-    if (values.size !== 1 || values.has('error')) differences.push(`${key}: ${shown.join(', ')}`);
+  const keys = judgedKeys(options);
+  for (let start = 0; start < keys.length; start += COMPARE_KEYS_PER_GET) {
+    const batch = keys.slice(start, start + COMPARE_KEYS_PER_GET);
+    const answers = await Promise.all(cluster.nodes.map((node) => readKeys(node.clientPort, batch, options.callTimeoutMs)));
+    for (const key of batch) {
+      const shown = answers.map((answer, index) => {
+        const value = answer.ok ? answer.values.get(key) ?? null : null;
+        return `${cluster.nodes[index].id}=${answer.ok ? (value === null ? 'absent' : JSON.stringify(value)) : `unreadable (${answer.error})`}`;
+      });
+      const values = new Set(answers.map((answer) => (answer.ok ? `v:${answer.values.get(key) ?? null}` : 'error')));
+      if (values.size !== 1 || values.has('error')) differences.push(`${key}: ${shown.join(', ')}`);
+    }
   }
   return differences;
+}
+
+/** One multi-key `get` through a fresh connection: the values found, or an error reply. */
+async function readKeys(port: number, keys: readonly string[], timeoutMs: number): Promise<{ ok: true; values: Map<string, string> } | { ok: false; error: string }> {
+  try {
+    const reply = await TextClient.requestOnce('127.0.0.1', port, `get ${keys.join(' ')}\r\n`, 'get', timeoutMs);
+    const last = reply.lines[reply.lines.length - 1] ?? '';
+    if (last !== 'END') return { ok: false, error: last };
+    return { ok: true, values: new Map(reply.values.map((value) => [value.key, value.value.toString('latin1')])) };
+  } catch (error) {
+    return { ok: false, error: error instanceof Error ? error.message : String(error) };
+  }
 }
 
 /** Runs the mode's checker on the recorded history. */
@@ -336,6 +407,7 @@ function finish(options: Resolved, phase: PhaseResult, check: CheckResult, conve
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
     mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys, walSync: options.walSync,
+    ...(options.bulkClients > 0 ? { bulk: { clients: options.bulkClients, depth: options.bulkDepth } } : {}),
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: options.mode === 'eventual' || options.mode === 'causal' ? 'convergence after heal' : `${options.mode === 'sequential' ? 'sequential' : 'linearizability'} checker`,
     detail: check.detail ?? null,

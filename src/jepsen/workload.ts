@@ -9,6 +9,11 @@
  * over its one connection, so their calls are in flight together; each slot is a process of its
  * own in the history (a process has one call open at a time).
  *
+ * A bulk loader (the `bulk` workload) is another kind of client: it sends bursts of `depth` sets
+ * at once on its one connection, each to a key of its own (slot s always writes the same key), and
+ * sends the next burst only once every call of the last one has completed. So no two writes to a
+ * key ever overlap, and the checkers judge hundreds of calls in flight at a cost linear in them.
+ *
  * Invariants:
  * - Every invoke gets exactly one completion: `ok`, `fail` (it certainly did not happen) or
  *   `info` (unknown). A timeout or a lost connection is always `info`, and the client then takes a
@@ -332,6 +337,51 @@ async function casCall(context: OpContext): Promise<void> {
   await recordCall(context, { f: 'cas', value: [old, value], raw, verb: found ? 'cas' : 'add' }, (reply, handle) =>
     completeStore(context, handle, reply.lines[0] ?? '', null),
   );
+}
+
+/** What a run's clients do: all the mixed workload, or some of them bulk loads. */
+export const JEPSEN_WORKLOADS = ['mixed', 'bulk'] as const;
+export type JepsenWorkload = (typeof JEPSEN_WORKLOADS)[number];
+/** Most sets a bulk loader keeps in flight (the runner numbers each one's processes in a range of its own). */
+export const BULK_DEPTH_MAX = 1024;
+
+/** What the runner gives a bulk loader: a client's options without the mixed workload's choices. */
+export interface BulkClientOptions extends Omit<ClientOptions, 'keys' | 'weights' | 'pipeline'> {
+  /** Sets in flight at once: one burst. */
+  depth: number;
+  /** Slot s of the loader records as process `processBase + s` (a process has one call open at a time). */
+  processBase: number;
+}
+
+/** The key slot `slot` of bulk loader `client` writes, burst after burst. */
+export function bulkKeyName(client: number, slot: number): string {
+  return `jepsen-bulk-c${client}-${slot}`;
+}
+
+/**
+ * Runs one bulk loader until `stop` aborts: bursts of `depth` pipelined sets, each to its slot's
+ * key with a value unique to the burst. Resolves once the last burst has completed.
+ */
+export async function runBulkClient(options: BulkClientOptions): Promise<void> {
+  const connection = new Connection({ ...options, keys: [], weights: DEFAULT_OP_WEIGHTS });
+  const slots = Array.from({ length: Math.max(1, Math.floor(options.depth)) }, (_, slot) => slot);
+  try {
+    for (let burst = 1; !options.stop.aborted; burst += 1) {
+      if (!(await connection.ready())) {
+        await sleep(100, options.stop);
+        continue;
+      }
+      await Promise.all(slots.map((slot) => {
+        const slotOptions: ClientOptions = { ...options, client: options.processBase + slot, keys: [], weights: DEFAULT_OP_WEIGHTS };
+        const key = bulkKeyName(options.client, slot);
+        const value = `b${options.client}.${burst}.${slot}`;
+        return storeCall({ options: slotOptions, connection, op: 'write', key, value }, 'write', `set ${key} 0 0 ${value.length}\r\n${value}\r\n`, value);
+      }));
+      await sleep(options.random() * options.thinkMs, options.stop);
+    }
+  } finally {
+    connection.drop();
+  }
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
