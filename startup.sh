@@ -165,6 +165,8 @@ echo "mckv is running, mode ${mode:-from $config}, on $backend_note."
 while read -r id client mc; do
   echo "  $id: clients at $client, replica $([ "$kvtype" = memory ] && echo "in memory" || echo "memcached $mc")"
 done <<< "$nodes"
+http=$(awk '/^\[node\./ { node = 1 } /^\[cluster/ { node = 0 } node && /^[ \t]*http[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); printf "%shttp://%s/", sep, v; sep = " " }' "$config")
+[ -n "$http" ] && echo "status pages and /metrics: $http"
 echo "logs: $log_dir/<node>.log (JSON lines) and $log_dir/<node>.out (console)"
 first_client=$(head -n 1 <<< "$nodes" | awk '{ print $2 }')
 echo "try:  node --import tsx main.ts -cli -i ${first_client%:*} -p ${first_client##*:}    stop: ./stop.sh"
