@@ -8,7 +8,7 @@
 // Without --tsx it runs the compiled dist/main.js (npm run build first); with --tsx it runs
 // main.ts through tsx, as the tests do. Three controllers on free loopback ports, embedded store.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -73,7 +73,18 @@ async function untilAccepts(port, child, deadlineMs) {
   }
 }
 
-/** Starts three controllers; resolves with the seconds each took to listen, and a stop function. */
+/** CPU seconds (user + system) process pid has used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Starts three controllers; resolves with the seconds each took to listen (wall, CPU), and a stop function. */
 async function startCluster(dir) {
   const ports = [];
   for (let i = 0; i < 6; i += 1) ports.push(await freePort());
@@ -90,11 +101,13 @@ async function startCluster(dir) {
   const stop = () => Promise.all(children.map(({ child }) => new Promise((resolve) => (child.exitCode !== null ? resolve() : (child.once('exit', resolve), child.kill('SIGTERM'))))));
   try {
     const listenSeconds = [];
+    const listenCpuSeconds = [];
     for (const { node, child, start } of children) {
       await untilAccepts(node.client, child, start + 60_000);
       listenSeconds.push((performance.now() - start) / 1000);
+      listenCpuSeconds.push(cpuSeconds(child.pid));
     }
-    return { listenSeconds, clientPort: nodes[0].client, stop };
+    return { listenSeconds, listenCpuSeconds, clientPort: nodes[0].client, stop };
   } catch (error) {
     await stop();
     throw error;
@@ -103,6 +116,7 @@ async function startCluster(dir) {
 
 const checkSeconds = [];
 const listenSeconds = [];
+const listenCpuSeconds = [];
 const clientSeconds = [];
 for (let run = 0; run < runs; run += 1) {
   checkSeconds.push((await timeRun(['check', history, '--model', model])).seconds);
@@ -110,6 +124,7 @@ for (let run = 0; run < runs; run += 1) {
   const cluster = await startCluster(dir);
   try {
     listenSeconds.push(...cluster.listenSeconds);
+    listenCpuSeconds.push(...cluster.listenCpuSeconds);
     // Wait until the cluster serves (a leader is elected), then time the one-shot client.
     for (let tries = 0; ; tries += 1) {
       const { stdout, code } = await timeRun(['-cli', '-i', '127.0.0.1', '-p', String(cluster.clientPort), '-e', 'get timing-probe']);
@@ -129,4 +144,5 @@ const show = (values) => `median ${median(values).toFixed(2)} s (${values.map((v
 console.log(`runner: ${useTsx ? 'node --import tsx main.ts' : 'node dist/main.js'}; ${runs} runs; load ${os.loadavg()[0].toFixed(2)}`);
 console.log(`check ${path.relative(repoRoot, history)} --model ${model}: ${show(checkSeconds)}`);
 console.log(`controller listens after:  ${show(listenSeconds)}`);
+console.log(`  CPU it used by then:     ${show(listenCpuSeconds)}`);
 console.log(`client -e "get k":         ${show(clientSeconds)}`);
