@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'logs/**', 'data/**', 'reports/**', '.run/**'] },
+  { ignores: ['node_modules/**', 'dist/**', 'logs/**', 'data/**', 'reports/**', '.run/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -1,27 +1,21 @@
+#!/usr/bin/env node
 /**
- * mckv's one entry point.
+ * mckv's one entry point (the `mckv` bin once built: `npm run build`, then dist/main.js).
  *
- *   tsx main.ts -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
- *   tsx main.ts -cli -i 127.0.0.1 -p 8000 [-e "get k"]
- *   tsx main.ts check HISTORY --model linearizability|sequential|session
- *   tsx main.ts status -c config.ini [--json]   every controller's status, one table
+ *   mckv -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
+ *   mckv -cli -i 127.0.0.1 -p 8000 [-e "get k"]
+ *   mckv check HISTORY --model linearizability|sequential|session
+ *   mckv status -c config.ini [--json]   every controller's status, one table
  *
- * A bad flag or config is one line on stderr naming the problem and exit code 1.
+ * Each command imports what it runs only once chosen, so the checker and the client start without
+ * loading the controller, winston or the store drivers. A bad flag or config is one line on
+ * stderr naming the problem and exit code 1.
  */
 
 import './scripts/require-node.mjs'; // first: an older Node.js stops here, with one clear line
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { runCheck } from './src/check/cli.ts';
-import { runClient } from './src/client/repl.ts';
-import { runStatus } from './src/client/status.ts';
-import { ConfigError, findNode, loadConfig, parseMode } from './src/config.ts';
-import { Controller } from './src/controller.ts';
-import { PeerCredentialsError } from './src/peer/credentials.ts';
-import { createLogger } from './src/log.ts';
-import { scheduleAsBatch } from './src/scheduling.ts';
-import { MemcachedBackend } from './src/store/memcached.ts';
-import { MemoryBackend } from './src/store/memory.ts';
+import { ConfigError } from './src/config.ts';
 
 async function main(argv: string[]): Promise<number> {
   if (argv[0] === 'check') return checkCommand(argv.slice(1));
@@ -53,35 +47,20 @@ async function main(argv: string[]): Promise<number> {
     .parseAsync();
 
   if (args.cli) {
+    const { runClient } = await import('./src/client/repl.ts');
     return runClient({ host: args.i, port: args.p ?? 8000, commands: args.e });
   }
   if (args.p === undefined) throw new ConfigError('missing -p PORT: the client port of the controller to run (see config.ini)');
-  const config = loadConfig(args.c);
-  const node = findNode(config, args.p);
-  const mode = args.cons === undefined ? config.consistency : parseMode(args.cons, '-cons');
-  const log = createLogger({ logDir: config.logDir, fileName: `${node.id}.log`, meta: { node: node.id } });
-  if (config.cpuScheduling === 'batch') {
-    const refused = scheduleAsBatch();
-    if (refused !== null) log.warn('cpu_scheduling = batch not applied; running with the default policy', { reason: refused });
-  }
-  const backendAddress =
-    args.kvtype === 'memory' ? 'embedded' : `${args.kvh ?? node.memcached.host}:${args.kvp ?? node.memcached.port}`;
-  const backend =
-    args.kvtype === 'memory'
-      ? new MemoryBackend()
-      : new MemcachedBackend({ host: args.kvh ?? node.memcached.host, port: args.kvp ?? node.memcached.port });
-  const replication = !args['unsafe-no-replication'];
-  if (!replication) log.warn('replication is OFF (--unsafe-no-replication): this controller keeps no promise');
-  const controller = await Controller.start({ config, node, mode, backend, backendAddress, log, replication });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string): void => {
-      log.info('stopping', { signal });
-      controller.stop().then(resolve, resolve);
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  const { runController } = await import('./src/controller-main.ts');
+  return runController({
+    configFile: args.c,
+    clientPort: args.p,
+    memcachedHost: args.kvh,
+    memcachedPort: args.kvp,
+    store: args.kvtype,
+    mode: args.cons,
+    replication: !args['unsafe-no-replication'],
   });
-  return 0;
 }
 
 async function checkCommand(argv: string[]): Promise<number> {
@@ -106,6 +85,7 @@ async function checkCommand(argv: string[]): Promise<number> {
       throw new ConfigError(message ?? String(error));
     })
     .parseAsync();
+  const { runCheck } = await import('./src/check/cli.ts');
   return runCheck({
     file: String(args.history),
     model: args.model,
@@ -129,6 +109,7 @@ async function statusCommand(argv: string[]): Promise<number> {
     })
     .parseAsync();
   if (!(args.timeout > 0 && args.timeout <= 600)) throw new ConfigError('--timeout must be more than 0 and at most 600 seconds');
+  const [{ runStatus }, { loadConfig }] = await Promise.all([import('./src/client/status.ts'), import('./src/config.ts')]);
   return runStatus({
     config: loadConfig(args.c),
     timeoutMs: args.timeout * 1000,
@@ -145,8 +126,8 @@ main(hideBin(process.argv)).then(
   },
 );
 
+/** A startup failure as one line: a typed error (a bad config or secret file) by its message. */
 function describeStartupError(error: unknown): string {
-  if (error instanceof ConfigError || error instanceof PeerCredentialsError) return error.message;
   const nodeError = error as NodeJS.ErrnoException & { address?: string; port?: number };
   if (nodeError.code === 'EADDRINUSE') {
     return `port ${nodeError.port ?? ''} on ${nodeError.address ?? ''} is already in use`;

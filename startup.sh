@@ -7,6 +7,8 @@
 # local memcached processes if the `memcached` binary is installed, else docker-compose.yml's
 # containers if a Docker engine answers, else uses the embedded in-memory store, and says which. It waits until every controller answers, records the PIDs it started in
 # .run/pids for ./stop.sh, with each one's start time (scripts/pid-record.sh), and prints where the logs are.
+# The controllers run compiled (node dist/main.js): it installs the locked dependencies (npm ci) if
+# they are missing, and builds (npm run build) when dist/ is missing or older than the sources.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -50,9 +52,9 @@ if ! command -v node >/dev/null; then
   echo "startup.sh: Node.js is not installed (apt-get install -y nodejs npm)" >&2; exit 1
 fi
 node scripts/require-node.mjs || exit 1
-if [ ! -x node_modules/.bin/tsx ]; then
-  echo "installing dependencies (npm install)..."
-  npm install --no-audit --no-fund --loglevel=error >/dev/null
+if [ ! -x node_modules/.bin/tsc ]; then
+  echo "installing dependencies (npm ci)..."
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
 # node id, client host:port, memcached host:port — one line per [node.*] section.
@@ -64,6 +66,14 @@ nodes=$(awk '
   END { if (id != "") print id, client, mc }
 ' "$config")
 [ -n "$nodes" ] || { echo "startup.sh: no [node.*] sections in $config" >&2; exit 1; }
+
+# Build when dist/ is missing or anything it is compiled from is newer. tsc rewrites only the files
+# that changed, so dist/main.js is touched to mark the build.
+if [ ! -f dist/main.js ] || [ -n "$(find main.ts src scripts/require-node.mjs tsconfig.json tsconfig.build.json package-lock.json -newer dist/main.js -print -quit)" ]; then
+  echo "building (npm run build)..."
+  npm run build --silent || { echo "startup.sh: the build failed (npm run build)" >&2; exit 1; }
+  touch dist/main.js
+fi
 
 answers() { # host port: does something speaking memcached answer there?
   local reply
@@ -141,7 +151,7 @@ mode_flag=()
 [ -n "$mode" ] && mode_flag=(-cons "$mode")
 while read -r id client mc; do
   out="$log_dir/$id.out"
-  (umask 077 && rm -f "$out" && exec nohup node --import tsx main.ts -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
+  (umask 077 && rm -f "$out" && exec nohup node dist/main.js -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
     >"$out" 2>&1) &
   record_pid controller $! "$id"
 done <<< "$nodes"
@@ -169,4 +179,4 @@ http=$(awk '/^\[node\./ { node = 1 } /^\[cluster/ { node = 0 } node && /^[ \t]*h
 [ -n "$http" ] && echo "status pages and /metrics: $http"
 echo "logs: $log_dir/<node>.log (JSON lines) and $log_dir/<node>.out (console)"
 first_client=$(head -n 1 <<< "$nodes" | awk '{ print $2 }')
-echo "try:  node --import tsx main.ts -cli -i ${first_client%:*} -p ${first_client##*:}    stop: ./stop.sh"
+echo "try:  npx mckv -cli -i ${first_client%:*} -p ${first_client##*:}    stop: ./stop.sh"

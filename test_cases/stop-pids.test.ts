@@ -1,6 +1,6 @@
 /**
  * stop.sh and startup.sh trust a PID recorded in .run/pids only while /proc/PID/stat still shows
- * the start time recorded with it. A process whose command line names main.ts (or memcached) but
+ * the start time recorded with it. A process whose command line names dist/main.js (or memcached) but
  * whose start time differs, as a process that took over a reused PID would, is left alone; the
  * process that was recorded is stopped. Run on a temporary copy of the scripts, with harmless
  * `sleep` processes that each test ends by its own PID.
@@ -75,7 +75,7 @@ const isRunning = (child: ChildProcess): boolean => child.exitCode === null && c
 describe('stop.sh and the recorded PIDs', () => {
   it('leaves alone a process named like a controller or memcached whose start time is not the recorded one', async () => {
     const folder = scriptsCopy();
-    const controller = await sleeper('node --import tsx main.ts -c config.ini -p 47101');
+    const controller = await sleeper('node dist/main.js -c config.ini -p 47101');
     const memcached = await sleeper('memcached -l 127.0.0.1 -p 11211');
     writeFileSync(
       path.join(folder, '.run', 'pids'),
@@ -94,8 +94,8 @@ describe('stop.sh and the recorded PIDs', () => {
 
   it('stops the process whose recorded start time still matches', async () => {
     const folder = scriptsCopy();
-    const controller = await sleeper('node --import tsx main.ts');
-    const bystander = await sleeper('node --import tsx main.ts');
+    const controller = await sleeper('node dist/main.js');
+    const bystander = await sleeper('node dist/main.js');
     writeFileSync(
       path.join(folder, '.run', 'pids'),
       `controller ${controller.pid} ${controller.start} n1\ncontroller ${bystander.pid} ${bystander.start + 7} n2\n`,
@@ -113,7 +113,7 @@ describe("startup.sh's already-running check", () => {
   it('counts a recorded process as running only with its start time', async () => {
     const folder = scriptsCopy();
     writeFileSync(path.join(folder, 'config.ini'), '[cluster]\nconsistency = sequential\n'); // no nodes: stops right after the check
-    const controller = await sleeper('node --import tsx main.ts');
+    const controller = await sleeper('node dist/main.js');
     const pids = path.join(folder, '.run', 'pids');
 
     writeFileSync(pids, `controller ${controller.pid} ${controller.start} n1\n`);

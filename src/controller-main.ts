@@ -1,0 +1,56 @@
+/**
+ * The controller command (`mckv -c config.ini -p PORT`): reads and validates the config, makes
+ * the logger and the replica store, starts a Controller and runs it until SIGTERM or SIGINT.
+ *
+ * main.ts imports this file only for that command, so the checker and the client never load the
+ * controller, winston or the store drivers.
+ */
+
+import { findNode, loadConfig, parseMode } from './config.ts';
+import { Controller } from './controller.ts';
+import { createLogger } from './log.ts';
+import { scheduleAsBatch } from './scheduling.ts';
+import { MemcachedBackend } from './store/memcached.ts';
+import { MemoryBackend } from './store/memory.ts';
+
+/** What the command line says about the controller to run. */
+export interface ControllerCommand {
+  configFile: string;
+  /** The client port: selects this controller's [node.*] section. */
+  clientPort: number;
+  /** memcached host and port; each defaults to the node's `memcached` in config.ini. */
+  memcachedHost?: string;
+  memcachedPort?: number;
+  store: 'memcache' | 'memory';
+  /** `-cons`: overrides config.ini's consistency. */
+  mode?: string;
+  /** false only for --unsafe-no-replication (tests). */
+  replication: boolean;
+}
+
+/** Starts the controller; resolves with the exit code once a signal has stopped it. */
+export async function runController(command: ControllerCommand): Promise<number> {
+  const config = loadConfig(command.configFile);
+  const node = findNode(config, command.clientPort);
+  const mode = command.mode === undefined ? config.consistency : parseMode(command.mode, '-cons');
+  const log = createLogger({ logDir: config.logDir, fileName: `${node.id}.log`, meta: { node: node.id } });
+  if (config.cpuScheduling === 'batch') {
+    const refused = scheduleAsBatch();
+    if (refused !== null) log.warn('cpu_scheduling = batch not applied; running with the default policy', { reason: refused });
+  }
+  const host = command.memcachedHost ?? node.memcached.host;
+  const port = command.memcachedPort ?? node.memcached.port;
+  const backendAddress = command.store === 'memory' ? 'embedded' : `${host}:${port}`;
+  const backend = command.store === 'memory' ? new MemoryBackend() : new MemcachedBackend({ host, port });
+  if (!command.replication) log.warn('replication is OFF (--unsafe-no-replication): this controller keeps no promise');
+  const controller = await Controller.start({ config, node, mode, backend, backendAddress, log, replication: command.replication });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      log.info('stopping', { signal });
+      controller.stop().then(resolve, resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
