@@ -3,7 +3,7 @@
  *
  *   tsx main.ts -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
  *   tsx main.ts -cli -i 127.0.0.1 -p 8000 [-e "get k"]
- *   tsx main.ts check HISTORY --model linearizability|sequential|session
+ *   tsx main.ts check HISTORY --model linearizability|sequential|session|causal
  *   tsx main.ts status -c config.ini [--json]   every controller's status, one table
  *
  * A bad flag or config is one line on stderr naming the problem and exit code 1.
@@ -12,7 +12,7 @@
 import './scripts/require-node.mjs'; // first: an older Node.js stops here, with one clear line
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { runCheck } from './src/check/cli.ts';
+import { CHECK_MODELS, runCheck } from './src/check/cli.ts';
 import { runClient } from './src/client/repl.ts';
 import { runStatus } from './src/client/status.ts';
 import { ConfigError, findNode, loadConfig, parseMode } from './src/config.ts';
@@ -87,11 +87,11 @@ async function main(argv: string[]): Promise<number> {
 async function checkCommand(argv: string[]): Promise<number> {
   const args = await yargs(argv)
     .scriptName('mckv check')
-    .usage('$0 HISTORY --model linearizability|sequential|session')
+    .usage('$0 HISTORY --model linearizability|sequential|session|causal')
     .command('$0 <history>', 'check a recorded history')
     .positional('history', { type: 'string', demandOption: true })
     .option('model', {
-      choices: ['linearizability', 'sequential', 'session'] as const,
+      choices: CHECK_MODELS,
       default: 'linearizability' as const,
     })
     .option('timeout', { type: 'number', default: 60, describe: 'search budget, seconds' })
