@@ -16,7 +16,9 @@
  * nothing after them. Sessions are processes, and connections when the history names them.
  * Values written more than once, or reads of "absent" where a delete could explain them, give
  * no RF edge, and a pattern is reported only if every possible writer shows it: never a false
- * alarm. Keys with appends are skipped (an appended value has no single writer).
+ * alarm. An append that succeeded wrote `prefix + suffix`: when a value read (or a prefix so
+ * found) ends with the suffix of exactly one append of its key, that append wrote it and read
+ * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique).
  */
 
 import {
@@ -45,17 +47,15 @@ type Pattern = { name: string; ops: Operation[]; key: string; why: string };
 
 /** Judge a history for causal convergence (see the file header). */
 export function checkCausal(history: History, options: CausalCheckOptions = {}): CheckResult {
-  const appendKeys = new Set(history.operations.filter((op) => op.f === 'append').map((op) => op.key));
-  const nodes = history.operations.filter((op) => !appendKeys.has(op.key)).map(toNode).filter((node) => node !== null);
+  const nodes = history.operations.map(toNode).filter((node) => node !== null);
+  inferAppends(nodes);
   if (nodes.length > (options.operationsMax ?? OPERATIONS_MAX)) {
     return { verdict: 'unknown', detail: `${nodes.length} operations: more than the causal checker takes (${options.operationsMax ?? OPERATIONS_MAX})` };
   }
   const graph = new CausalGraph(nodes);
   const found = graph.thinAirRead() ?? graph.cyclicCo() ?? graph.readPatterns() ?? graph.cyclicCf();
-  const skipped = appendKeys.size === 0 ? '' : `keys with appends skipped: ${[...appendKeys].slice(0, 5).map((key) => JSON.stringify(key)).join(', ')}`;
-  if (found === null) return { verdict: 'ok', ...(skipped === '' ? {} : { detail: skipped }) };
+  if (found === null) return { verdict: 'ok' };
   const detail = [`${found.name}: ${found.why}`, ...found.ops.map((op) => `  ${describeOperation(op)}`)];
-  if (skipped !== '') detail.push(skipped);
   return { verdict: 'violation', key: found.key, detail: detail.join('\n') };
 }
 
@@ -72,11 +72,36 @@ function toNode(op: Operation): Node | null {
       if (done === false) return null;
       return isIndeterminate(op) ? { op, writes: op.input.value } : { op, reads: op.input.expected, writes: op.input.value };
     case 'append':
-      return null;
+      return done === false ? null : { op };
     default: {
       const unreachable: never = op.input;
       throw new Error(`unknown operation ${JSON.stringify(unreachable)}`);
     }
+  }
+}
+
+/**
+ * Gives appends the values they wrote and read, from the values read (see the file header): a
+ * value no write or cas wrote, ending with the suffix of exactly one append of its key.
+ */
+function inferAppends(nodes: Node[]): void {
+  const appends = new Map<string, Node[]>();
+  const written = new Set<string>();
+  for (const node of nodes) {
+    if (node.op.input.f === 'append') appends.set(node.op.key, [...(appends.get(node.op.key) ?? []), node]);
+    else if (node.writes !== undefined) written.add(`${node.op.key}\0${node.writes}`);
+  }
+  const pending = nodes.flatMap((node) => (typeof node.reads === 'string' ? [{ key: node.op.key, value: node.reads }] : []));
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { key, value } = next;
+    if (written.has(`${key}\0${value}`)) continue;
+    const matches = (appends.get(key) ?? []).filter(({ op }) => op.input.f === 'append' && value.length > op.input.value.length && value.endsWith(op.input.value));
+    if (matches.length !== 1 || matches[0].writes !== undefined || matches[0].op.input.f !== 'append') continue;
+    const prefix = value.slice(0, value.length - matches[0].op.input.value.length);
+    matches[0].writes = value;
+    matches[0].reads = prefix;
+    written.add(`${key}\0${value}`);
+    pending.push({ key, value: prefix });
   }
 }
 
@@ -85,6 +110,8 @@ class CausalGraph {
   private readonly nodes: Node[];
   /** key → value → indexes of the nodes that wrote it (INIT for the initial absent). */
   private readonly writers = new Map<string, Map<RegisterValue, number[]>>();
+  /** key → every node that wrote it (built on first use, once `writers` is complete). */
+  private readonly keyWriters = new Map<string, number[]>();
   private readonly predecessors: number[][];
   private readonly words: number;
   private ancestors: Uint32Array[] = [];
@@ -186,7 +213,9 @@ class CausalGraph {
   }
 
   private writersOfKey(key: string): number[] {
-    return [...(this.writers.get(key)?.values() ?? [])].flat();
+    let list = this.keyWriters.get(key);
+    if (list === undefined) this.keyWriters.set(key, (list = [...(this.writers.get(key)?.values() ?? [])].flat()));
+    return list;
   }
 
   /** Session order: each process's operations in order, and each connection's answered ones. */
