@@ -4,7 +4,7 @@
  *
  *   mckv -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
  *   mckv -cli -i 127.0.0.1 -p 8000 [-e "get k"]
- *   mckv check HISTORY --model linearizability|sequential|session
+ *   mckv check HISTORY --model linearizability|sequential|session|causal
  *   mckv status -c config.ini [--json]   every controller's status, one table
  *
  * Each command imports what it runs only once chosen, so the checker and the client start without
@@ -66,11 +66,11 @@ async function main(argv: string[]): Promise<number> {
 async function checkCommand(argv: string[]): Promise<number> {
   const args = await yargs(argv)
     .scriptName('mckv check')
-    .usage('$0 HISTORY --model linearizability|sequential|session')
+    .usage('$0 HISTORY --model linearizability|sequential|session|causal')
     .command('$0 <history>', 'check a recorded history')
     .positional('history', { type: 'string', demandOption: true })
     .option('model', {
-      choices: ['linearizability', 'sequential', 'session'] as const,
+      choices: ['linearizability', 'sequential', 'session', 'causal'] as const,
       default: 'linearizability' as const,
     })
     .option('timeout', { type: 'number', default: 60, describe: 'search budget, seconds' })

@@ -30,7 +30,7 @@ describe('causal mode under a simulated, faulty network', () => {
   });
 
   it('converges when replicas are also emptied, full or slow', () => {
-    const reports = runSeeds(40, 10_000, { backendResets: true, refusals: true, slowBackends: true });
+    const reports = runSeeds(150, 10_000, { backendResets: true, refusals: true, slowBackends: true });
     expect(failures(reports)).toEqual([]);
   });
 });

@@ -104,7 +104,7 @@ describe('detectFormat and parseCheckArgs', () => {
     expect(parseCheckArgs(['--format', 'jepsen-etcd', 'e.log', '--failed-cas-is-false'])).toMatchObject({
       ok: true, options: { file: 'e.log', format: 'jepsen-etcd', failedCasIsFalse: true, model: 'linearizability' },
     });
-    expect(parseCheckArgs(['h.jsonl', '--model', 'causal'])).toMatchObject({ ok: false });
+    expect(parseCheckArgs(['h.jsonl', '--model', 'serializable'])).toMatchObject({ ok: false });
     expect(parseCheckArgs(['h.jsonl', '--timeout-ms', 'soon'])).toMatchObject({ ok: false });
     expect(parseCheckArgs([])).toEqual({ ok: false, error: 'missing HISTORY file' });
     expect(parseCheckArgs(['a', 'b'])).toEqual({ ok: false, error: 'unexpected argument b' });

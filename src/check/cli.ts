@@ -14,9 +14,10 @@ import { convertJepsenEtcd, isJepsenEtcdLine } from './jepsen-etcd.ts';
 import { checkLinearizability } from './linearizability.ts';
 import { checkSequential } from './sequential.ts';
 import { checkSession } from './session.ts';
+import { checkCausal } from './causal.ts';
 
-export type CheckModel = 'linearizability' | 'sequential' | 'session';
-export const CHECK_MODELS: readonly CheckModel[] = ['linearizability', 'sequential', 'session'];
+export type CheckModel = 'linearizability' | 'sequential' | 'session' | 'causal';
+export const CHECK_MODELS: readonly CheckModel[] = ['linearizability', 'sequential', 'session', 'causal'];
 export type HistoryFormat = 'jsonl' | 'jepsen-etcd';
 
 export interface RunCheckOptions {
@@ -60,6 +61,7 @@ export function checkHistory(history: History, model: CheckModel, timeoutMs: num
     case 'linearizability': return checkLinearizability(history, { timeoutMs });
     case 'sequential': return checkSequential(history, { timeoutMs });
     case 'session': return checkSession(history);
+    case 'causal': return checkCausal(history);
     default: {
       const unreachable: never = model;
       throw new Error(`unknown model ${String(unreachable)}`);

@@ -21,6 +21,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { checkLinearizability } from '../check/linearizability.ts';
 import { checkSequential } from '../check/sequential.ts';
+import { checkCausal } from '../check/causal.ts';
 import { HistoryRecorder, parseHistory, type CheckResult } from '../check/history.ts';
 import { TextClient } from '../client/text-client.ts';
 import type { Mode } from '../consistency/types.ts';
@@ -135,7 +136,9 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
     const judged = await judge(resolved, cluster, recorder, phase.healedAt);
     await recorder.close();
     await stopCluster(cluster, resolved.reportDir);
-    const check = judged.kind === 'history' ? checkHistory(resolved, recorder) : judged.check;
+    // Causal mode is judged twice: the replicas converged, and the history is causally consistent.
+    const historyToo = judged.kind === 'history' || (resolved.mode === 'causal' && judged.check.verdict === 'ok');
+    const check = historyToo ? checkHistory(resolved, recorder) : judged.check;
     return finish(resolved, phase, check, judged.convergenceMs);
   } finally {
     if (cluster) await stopCluster(cluster, resolved.reportDir);
@@ -297,7 +300,7 @@ type Judged =
 async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecorder, healedAt: number): Promise<Judged> {
   const settled = await waitUntilServing(cluster, options.settleTimeoutMs, options.callTimeoutMs);
   options.log(settled.length === 0 ? 'every controller serves again' : `not serving after the heal: ${settled.join(', ')}`);
-  // Causal mode is judged as eventual mode is, by convergence (no causal history checker yet).
+  // Eventual and causal modes: convergence (causal mode's history is checked afterwards too).
   if (options.mode === 'eventual' || options.mode === 'causal') return checkConvergence(options, cluster, healedAt);
   await finalReads(options, cluster, recorder);
   return { kind: 'history', convergenceMs: null };
@@ -400,7 +403,14 @@ function checkHistory(options: Resolved, recorder: HistoryRecorder): CheckResult
   if (!parsed.ok) return { verdict: 'unknown', detail: `the recorded history does not parse (line ${parsed.line}): ${parsed.error}` };
   options.log(`checking ${parsed.history.operations.length} operations for ${options.mode}`);
   const checkOptions = { timeoutMs: options.checkTimeoutMs };
+  if (options.mode === 'causal') return checkCausal(parsed.history);
   return options.mode === 'sequential' ? checkSequential(parsed.history, checkOptions) : checkLinearizability(parsed.history, checkOptions);
+}
+
+function checkerName(mode: Resolved['mode']): string {
+  if (mode === 'eventual') return 'convergence after heal';
+  if (mode === 'causal') return 'convergence after heal, then causal checker';
+  return `${mode === 'sequential' ? 'sequential' : 'linearizability'} checker`;
 }
 
 function finish(options: Resolved, phase: PhaseResult, check: CheckResult, convergenceMs: number | null): RunResult {
@@ -409,7 +419,7 @@ function finish(options: Resolved, phase: PhaseResult, check: CheckResult, conve
     mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys, walSync: options.walSync,
     ...(options.bulkClients > 0 ? { bulk: { clients: options.bulkClients, depth: options.bulkDepth } } : {}),
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
-    checker: options.mode === 'eventual' || options.mode === 'causal' ? 'convergence after heal' : `${options.mode === 'sequential' ? 'sequential' : 'linearizability'} checker`,
+    checker: checkerName(options.mode),
     detail: check.detail ?? null,
     counts: countOutcomes(phase.calls),
     latency: { ok: summarizeLatency(phase.calls.filter((call) => call.outcome === 'ok')), all: summarizeLatency(phase.calls) },

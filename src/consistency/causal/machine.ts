@@ -18,9 +18,13 @@
  * so a snapshot needs no waiting. One batch per peer is in flight; what is written meanwhile is
  * coalesced (latest entry per key) into the next one.
  *
- * Invariants: the visible vector never goes back except at a backend reset; a chain batch is
- * merged only when prev <= visible[sender] and deps <= visible elsewhere; the HLC is >= every
- * version merged or fetched, so a local write's version beats what the replica holds.
+ * Peers are told the vector as it was before the first merge memcached has not taken yet, and
+ * merges are acknowledged in issue order, so no peer counts on a write a refusal then loses.
+ *
+ * Invariants: the visible vector goes back only at a backend reset or a refused merge (to what
+ * peers were told); a chain batch is merged only when prev <= visible[sender] and deps <= visible
+ * elsewhere; the HLC is >= every version merged or fetched, so a local write's version beats
+ * what the replica holds.
  */
 
 import type { Effect, Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId, RequestId } from '../types.ts';
@@ -116,7 +120,7 @@ interface Inbox {
 
 type FetchPurpose =
   | { kind: 'rebuild' }
-  | { kind: 'dirty'; to: bigint; deps: VersionVector }
+  | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
   | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector };
 
 /** Every so many ticks the visible vector goes to the peers even if it did not change (one may have missed it). */
@@ -142,8 +146,22 @@ export class CausalMachine implements Machine<CausalMessage> {
   private readonly outboxes = new Map<PeerId, Outbox>();
   private readonly inboxes = new Map<PeerId, Inbox>();
   private readonly fetches = new Map<number, FetchPurpose>();
-  /** put token → the ack to send once the replica has merged the batch. */
-  private readonly pendingAcks = new Map<number, { to: PeerId; batchTo: bigint }>();
+  /**
+   * Merges issued and not yet acknowledged, in issue order (token → the ack to send, and the
+   * visible vector before the merge). `visible` counts them at once, so the next batch's
+   * dependencies can be met in the same step; what peers are told (`told()`) stops before the
+   * first one memcached has not yet taken, and a refused merge rolls `visible` back to it.
+   */
+  private readonly merges = new Map<number, { to: PeerId; batchTo: bigint; before: VersionVector; done: boolean }>();
+  /**
+   * After a reset: our own component then, and the peers that have not yet sent a snapshot
+   * covering it. Our own writes up to it that such a snapshot brings back are shipped again
+   * (the replica lost them; the other peer may not have them).
+   */
+  private lostOwnTo = 0n;
+  /** Peer → when it was last asked for that snapshot. */
+  private readonly owedSnapshots = new Map<PeerId, number>();
+  private rebuilds = 0;
   /** Tombstones in the replica: key → version, purged once stable. */
   private readonly graveyard = new Map<string, bigint>();
   /** Purged tombstones, oldest first: key → version, purged at. */
@@ -213,8 +231,10 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.onApplied(event.token, out);
         break;
       case 'backend_reset':
-      case 'refused':
         this.onBackendReset(out);
+        break;
+      case 'refused':
+        this.onRefused(event.token ?? null);
         break;
       case 'flush':
         break;
@@ -302,7 +322,11 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
     out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null });
     this.visible[this.selfIndex] = cas;
-    const keys = opKeys(op);
+    this.markDirty(opKeys(op));
+  }
+
+  /** Keys whose local writes the next dirty fetch ships (null: every key). */
+  private markDirty(keys: readonly string[] | null): void {
     if (keys === null) this.dirtyAll = true;
     else for (const key of keys) this.dirty.add(key);
   }
@@ -315,7 +339,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       const keys = this.dirtyAll ? null : [...this.dirty];
       this.dirty.clear();
       this.dirtyAll = false;
-      const purpose: FetchPurpose = { kind: 'dirty', to: this.visible[this.selfIndex], deps: [...this.visible] };
+      const purpose: FetchPurpose = { kind: 'dirty', keys, to: this.visible[this.selfIndex], deps: [...this.visible] };
       this.dirtyFetchToken = this.issueFetch(out, keys, purpose);
       return;
     }
@@ -358,13 +382,20 @@ export class CausalMachine implements Machine<CausalMessage> {
    * merged whole), so each node's greatest version in it bounds a prefix of that node's writes.
    */
   private onRebuilt(entries: KeyedEntry[], out: Out): void {
+    this.rebuilds += 1;
+    // After a reset the replica is whatever memcached kept, maybe with a later merge but not an
+    // earlier one: no cut. The zeros make every peer send a snapshot (onVisible).
+    if (this.rebuilds === 1) this.raiseToHeld(entries);
+    const held = this.held;
+    this.held = null;
+    for (const event of held ?? []) this.serve(event, out);
+  }
+
+  private raiseToHeld(entries: readonly KeyedEntry[]): void {
     for (const [, entry] of entries) {
       const node = versionNode(entry.cas);
       if (node < this.visible.length && entry.cas > this.visible[node]) this.visible[node] = entry.cas;
     }
-    const held = this.held;
-    this.held = null;
-    for (const event of held ?? []) this.serve(event, out);
   }
 
   /** Queues a dirty fetch's results as the next batch of `peer`'s chain. */
@@ -420,9 +451,10 @@ export class CausalMachine implements Machine<CausalMessage> {
     box.queueBytes = 0;
   }
 
-  private onBatchAck(from: PeerId, message: Extract<CausalMessage, { kind: 'batch_ack' }>): void {
+  private onBatchAck(from: PeerId, message: Extract<CausalMessage, { kind: 'batch_ack' }>, out: Out): void {
     this.peerVisible.set(from, message.visible);
     const box = this.outbox(from);
+    this.askForLostWrites(from, message.visible, out);
     if (message.resync) {
       this.forgetChain(box);
       return;
@@ -446,10 +478,24 @@ export class CausalMachine implements Machine<CausalMessage> {
    * A peer's visible vector. Holding less of our chain than it acknowledged, it lost part of its
    * replica (memcached emptied): it gets a snapshot, which also brings back what others wrote.
    */
-  private onVisible(from: PeerId, visible: VersionVector): void {
+  private onVisible(from: PeerId, visible: VersionVector, out: Out): void {
     this.peerVisible.set(from, visible);
     const box = this.outbox(from);
     if (box.ackedTo !== null && visible[this.selfIndex] < box.ackedTo) this.forgetChain(box);
+    this.askForLostWrites(from, visible, out);
+  }
+
+  /**
+   * After a reset, a peer that holds every write we made before it, and has not sent a snapshot
+   * saying so, is asked for one: it brings back those of our writes our replica lost (the last
+   * batches of our chain may have reached it after it sent the snapshot our reset prompted).
+   */
+  private askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
+    const askedAtMs = this.owedSnapshots.get(from);
+    if (askedAtMs === undefined || visible[this.selfIndex] < this.lostOwnTo) return;
+    if (this.nowMs - askedAtMs < this.tuning.ackTimeoutMs) return;
+    this.owedSnapshots.set(from, this.nowMs);
+    this.ack(from, 0n, true, out);
   }
 
   // ---- receiving ------------------------------------------------------------------------
@@ -520,6 +566,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   /** Makes a batch visible: one put, and the vector raised. */
   private merge(from: PeerId, batch: Batch, out: Out): void {
     const sender = this.nodes.indexOf(from);
+    const before = [...this.visible];
     // A version older than a tombstone purged here was deleted: merging it would bring it back.
     const entries = batch.entries.filter(([key, entry]) => entry.cas > (this.purged.get(key)?.version ?? -1n));
     this.observe(entries);
@@ -528,24 +575,67 @@ export class CausalMachine implements Machine<CausalMessage> {
       if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
     });
     if (batch.to > this.visible[sender]) this.visible[sender] = batch.to;
-    if (entries.length === 0) {
-      this.ack(from, batch.to, false, out);
-      return;
-    }
+    if (this.lostOwnTo > 0n) this.shipOwnWritesAgain(from, batch, entries);
     const token = this.takeToken();
-    out.push({ kind: 'put', entries, how: 'merge', token });
-    this.pendingAcks.set(token, { to: from, batchTo: batch.to });
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: entries.length === 0 });
+    if (entries.length === 0) this.ackMerged(out);
+    else out.push({ kind: 'put', entries, how: 'merge', token });
+  }
+
+  /** Our own writes the replica lost at the last reset, back from a peer: the chain ships them again. */
+  private shipOwnWritesAgain(from: PeerId, batch: Batch, entries: readonly KeyedEntry[]): void {
+    const back = entries.filter(([, entry]) => versionNode(entry.cas) === this.selfIndex && entry.cas <= this.lostOwnTo);
+    if (back.length > 0) {
+      this.markDirty(back.map(([key]) => key));
+      // A batch covers (prev, to]: a version of its own moves `to` on, so the chain carries them.
+      this.clock = tickHlc(this.clock, this.nowMs);
+      this.visible[this.selfIndex] = packVersion(this.clock, this.selfIndex);
+    }
+    if (batch.snapshot && batch.deps[this.selfIndex] >= this.lostOwnTo) this.owedSnapshots.delete(from);
+    if (this.owedSnapshots.size === 0) this.lostOwnTo = 0n;
   }
 
   private onApplied(token: number, out: Out): void {
-    const ack = this.pendingAcks.get(token);
-    if (ack === undefined) return;
-    this.pendingAcks.delete(token);
-    this.ack(ack.to, ack.batchTo, false, out);
+    const merge = this.merges.get(token);
+    if (merge === undefined) return;
+    merge.done = true;
+    this.ackMerged(out);
+  }
+
+  /** Acknowledges merges memcached has taken, in the order they were issued. */
+  private ackMerged(out: Out): void {
+    for (const [token, merge] of this.merges) {
+      if (!merge.done) return;
+      this.merges.delete(token);
+      this.ack(merge.to, merge.batchTo, false, out);
+    }
+  }
+
+  /**
+   * memcached refused a write for want of memory and kept what it held. A refused merge: the
+   * vector goes back to before it and later merges are forgotten; their senders, never
+   * acknowledged, send those batches again. A refused local write is simply lost.
+   */
+  private onRefused(token: number | null): void {
+    const merge = token === null ? undefined : this.merges.get(token);
+    if (merge === undefined) return;
+    let later = false;
+    for (const key of [...this.merges.keys()]) {
+      if (key === token) later = true;
+      if (later) this.merges.delete(key);
+    }
+    this.visible = merge.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
+  }
+
+  /** The vector peers are told: `visible` before the first merge memcached has not taken yet. */
+  private told(): VersionVector {
+    const first = this.merges.values().next();
+    if (first.done === true) return [...this.visible];
+    return first.value.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
   }
 
   private ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
-    out.push({ kind: 'send', to, message: { kind: 'batch_ack', to: batchTo, visible: [...this.visible], resync } });
+    out.push({ kind: 'send', to, message: { kind: 'batch_ack', to: batchTo, visible: this.told(), resync } });
   }
 
   // ---- messages, ticks, resets ----------------------------------------------------------
@@ -560,10 +650,10 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.onBatchPart(from, message, out);
         break;
       case 'batch_ack':
-        this.onBatchAck(from, message);
+        this.onBatchAck(from, message, out);
         break;
       case 'visible':
-        this.onVisible(from, message.visible);
+        this.onVisible(from, message.visible, out);
         break;
       default:
         assertNever(message);
@@ -581,10 +671,10 @@ export class CausalMachine implements Machine<CausalMessage> {
       this.ack(peer, 0n, true, out);
     }
     this.ticks += 1;
-    const told = this.visible.join(',');
-    if (told !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0) {
-      this.visibleTold = told;
-      for (const peer of this.peersUp) out.push({ kind: 'send', to: peer, message: { kind: 'visible', visible: [...this.visible] } });
+    const told = this.told();
+    if (told.join(',') !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0) {
+      this.visibleTold = told.join(',');
+      for (const peer of this.peersUp) out.push({ kind: 'send', to: peer, message: { kind: 'visible', visible: [...told] } });
     }
     this.purgeStable(out);
     this.forgetOldPurges();
@@ -625,12 +715,18 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   private onBackendReset(out: Out): void {
-    // Our own component stays: it names our latest write, the next batch's `to` (writes the
-    // replica lost are lost; claiming them holds nothing back).
+    this.lostOwnTo = this.visible[this.selfIndex];
+    for (const peer of this.peers) this.owedSnapshots.set(peer, -Infinity);
+    // Our own component stays: it names our latest write, the next batch's `to`. Lost own writes
+    // that a peer holds come back with its snapshot (askForLostWrites, shipOwnWritesAgain).
     this.visible = this.visible.map((version, index) => (index === this.selfIndex ? version : 0n));
     this.graveyard.clear();
+    // The dirty fetch in flight is dropped with the others, but its keys still hold local writes
+    // the chain claims up to `visible[self]`: the next dirty fetch must ship them.
+    const dirtyFetch = this.dirtyFetchToken === null ? undefined : this.fetches.get(this.dirtyFetchToken);
+    if (dirtyFetch?.kind === 'dirty') this.markDirty(dirtyFetch.keys);
     this.fetches.clear();
-    this.pendingAcks.clear();
+    this.merges.clear();
     this.dirtyFetchToken = null;
     for (const inbox of this.inboxes.values()) {
       inbox.assembling = null;

@@ -1,0 +1,318 @@
+/**
+ * Causal-consistency checker for register histories: causal convergence (CCv, ≈ causal+), by the
+ * bad patterns of Bouajjani, Enea, Guerraoui and Hamza, "On verifying causal consistency" (POPL
+ * 2017). Whole history at once: causality crosses keys.
+ *
+ * Intuition: with unique written values a read names the write it read from (RF). The causal
+ * order CO is (session order ∪ RF)+. A history is CCv exactly when none of these occurs:
+ * CyclicCO; ThinAirRead (a value nobody wrote); WriteCOInitRead (a read of the initial "absent"
+ * after, in CO, a write of its key); WriteCORead (w1 →CO w2 →CO r, r reading w1, w2 writing its
+ * key); CyclicCF (CO ∪ CF cyclic, w1 →CF w2 when w1 →CO a read of w2 on its key: one total
+ * arbitration order must explain every read, as mckv's last-writer-wins promises).
+ *
+ * Mapping: a write, a delete (writes "absent"), a cas that returned true (reads `expected`,
+ * writes the new value, atomically) are operations; a cas that returned false reads nothing we
+ * can name. Indeterminate writes may have happened: they can be read from and, unread, order
+ * nothing after them. Sessions are processes, and connections when the history names them.
+ * Values written more than once, or reads of "absent" where a delete could explain them, give
+ * no RF edge, and a pattern is reported only if every possible writer shows it: never a false
+ * alarm. An append that succeeded wrote `prefix + suffix`: when a value read (or a prefix so
+ * found) ends with the suffix of exactly one append of its key, that append wrote it and read
+ * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique).
+ */
+
+import {
+  describeOperation, isIndeterminate, show,
+  type CheckResult, type History, type Operation, type RegisterValue,
+} from './history.ts';
+
+export interface CausalCheckOptions {
+  /** Most operations checked; a larger history is `unknown` (CO is n² bits). */
+  operationsMax?: number;
+}
+
+const OPERATIONS_MAX = 20_000;
+/** The initial state of every key: a writer of "absent" before everything. */
+const INIT = -1;
+
+interface Node {
+  op: Operation;
+  /** The value this operation wrote (`undefined`: none; `null`: absent). */
+  writes?: RegisterValue;
+  /** The value it read (`undefined`: nothing it can be held to). */
+  reads?: RegisterValue;
+}
+
+type Pattern = { name: string; ops: Operation[]; key: string; why: string };
+
+/** Judge a history for causal convergence (see the file header). */
+export function checkCausal(history: History, options: CausalCheckOptions = {}): CheckResult {
+  const nodes = history.operations.map(toNode).filter((node) => node !== null);
+  inferAppends(nodes);
+  if (nodes.length > (options.operationsMax ?? OPERATIONS_MAX)) {
+    return { verdict: 'unknown', detail: `${nodes.length} operations: more than the causal checker takes (${options.operationsMax ?? OPERATIONS_MAX})` };
+  }
+  const graph = new CausalGraph(nodes);
+  const found = graph.thinAirRead() ?? graph.cyclicCo() ?? graph.readPatterns() ?? graph.cyclicCf();
+  if (found === null) return { verdict: 'ok' };
+  const detail = [`${found.name}: ${found.why}`, ...found.ops.map((op) => `  ${describeOperation(op)}`)];
+  return { verdict: 'violation', key: found.key, detail: detail.join('\n') };
+}
+
+function toNode(op: Operation): Node | null {
+  const done = op.output.kind === 'done' ? op.output.result : undefined;
+  switch (op.input.f) {
+    case 'read':
+      return op.output.kind === 'read' ? { op, reads: op.output.value } : null;
+    case 'write':
+      return { op, writes: op.input.value };
+    case 'delete':
+      return { op, writes: null };
+    case 'cas':
+      if (done === false) return null;
+      return isIndeterminate(op) ? { op, writes: op.input.value } : { op, reads: op.input.expected, writes: op.input.value };
+    case 'append':
+      return done === false ? null : { op };
+    default: {
+      const unreachable: never = op.input;
+      throw new Error(`unknown operation ${JSON.stringify(unreachable)}`);
+    }
+  }
+}
+
+/**
+ * Gives appends the values they wrote and read, from the values read (see the file header): a
+ * value no write or cas wrote, ending with the suffix of exactly one append of its key.
+ */
+function inferAppends(nodes: Node[]): void {
+  const appends = new Map<string, Node[]>();
+  const written = new Set<string>();
+  for (const node of nodes) {
+    if (node.op.input.f === 'append') appends.set(node.op.key, [...(appends.get(node.op.key) ?? []), node]);
+    else if (node.writes !== undefined) written.add(`${node.op.key}\0${node.writes}`);
+  }
+  const pending = nodes.flatMap((node) => (typeof node.reads === 'string' ? [{ key: node.op.key, value: node.reads }] : []));
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    const { key, value } = next;
+    if (written.has(`${key}\0${value}`)) continue;
+    const matches = (appends.get(key) ?? []).filter(({ op }) => op.input.f === 'append' && value.length > op.input.value.length && value.endsWith(op.input.value));
+    if (matches.length !== 1 || matches[0].writes !== undefined || matches[0].op.input.f !== 'append') continue;
+    const prefix = value.slice(0, value.length - matches[0].op.input.value.length);
+    matches[0].writes = value;
+    matches[0].reads = prefix;
+    written.add(`${key}\0${value}`);
+    pending.push({ key, value: prefix });
+  }
+}
+
+/** Nodes, their session and RF edges, and CO as one ancestor bitset per node. */
+class CausalGraph {
+  private readonly nodes: Node[];
+  /** key → value → indexes of the nodes that wrote it (INIT for the initial absent). */
+  private readonly writers = new Map<string, Map<RegisterValue, number[]>>();
+  /** key → every node that wrote it (built on first use, once `writers` is complete). */
+  private readonly keyWriters = new Map<string, number[]>();
+  private readonly predecessors: number[][];
+  private readonly words: number;
+  private ancestors: Uint32Array[] = [];
+  private order: number[] | null = null;
+
+  constructor(nodes: Node[]) {
+    this.nodes = nodes;
+    this.words = Math.ceil(nodes.length / 32);
+    this.predecessors = nodes.map(() => []);
+    nodes.forEach((node, index) => {
+      if (node.writes !== undefined) this.writersOf(node.op.key, node.writes).push(index);
+    });
+    this.addSessionEdges();
+    nodes.forEach((_node, index) => {
+      const from = this.readFrom(index);
+      if (from !== null && from !== INIT && from !== index) this.predecessors[index].push(from);
+    });
+    this.order = this.topologicalOrder();
+    if (this.order !== null) this.computeAncestors(this.order);
+  }
+
+  thinAirRead(): Pattern | null {
+    for (const [index, node] of this.nodes.entries()) {
+      if (node.reads === undefined || node.reads === null) continue;
+      if (this.candidates(index).length === 0) {
+        return { name: 'ThinAirRead', ops: [node.op], key: node.op.key, why: `${show(node.reads)} was never written to this key` };
+      }
+    }
+    return null;
+  }
+
+  cyclicCo(): Pattern | null {
+    if (this.order !== null) return null;
+    const cycle = findCycle(this.predecessors);
+    return { name: 'CyclicCO', ops: cycle.map((index) => this.nodes[index].op), key: this.nodes[cycle[0]].op.key, why: 'session order and read-from make a cycle' };
+  }
+
+  /** WriteCOInitRead and WriteCORead: a read whose every possible writer was overwritten before it in CO. */
+  readPatterns(): Pattern | null {
+    for (const [index, node] of this.nodes.entries()) {
+      if (node.reads === undefined) continue;
+      const candidates = this.candidates(index).filter((writer) => writer === INIT || !this.before(index, writer));
+      const blames = candidates.map((writer) => this.overwrittenBefore(writer, index));
+      if (candidates.length === 0 || blames.some((blame) => blame === null)) continue;
+      const [writer, overwriter] = [candidates[0], blames[0] as number];
+      const ops = [...(writer === INIT ? [] : [this.nodes[writer].op]), this.nodes[overwriter].op, node.op];
+      const name = writer === INIT ? 'WriteCOInitRead' : 'WriteCORead';
+      return { name, ops, key: node.op.key, why: `the read returns ${show(node.reads)}, overwritten before it in causal order` };
+    }
+    return null;
+  }
+
+  /** CyclicCF: no arbitration order of each key's writes agrees with CO and every read. */
+  cyclicCf(): Pattern | null {
+    const edges = this.predecessors.map((list) => [...list]);
+    for (const [index, node] of this.nodes.entries()) {
+      if (node.reads === undefined) continue;
+      const from = this.readFrom(index);
+      if (from === null || from === INIT) continue;
+      for (const other of this.writersOfKey(node.op.key)) {
+        if (other !== from && other !== index && this.before(other, index)) edges[from].push(other);
+      }
+    }
+    if (topologicalOrderOf(edges) !== null) return null;
+    const cycle = findCycle(edges);
+    return { name: 'CyclicCF', ops: cycle.map((index) => this.nodes[index].op), key: this.nodes[cycle[0]].op.key, why: 'no single order of the writes explains every read causally after them' };
+  }
+
+  /** A write of the read's key that `writer` precedes and that precedes the read (CO), or null. */
+  private overwrittenBefore(writer: number, read: number): number | null {
+    for (const other of this.writersOfKey(this.nodes[read].op.key)) {
+      if (other === writer || other === read) continue;
+      if (!this.before(other, read)) continue;
+      if (writer === INIT || this.before(writer, other)) return other;
+    }
+    return null;
+  }
+
+  /** The writers a read may have read from: of its value on its key, and INIT for absent. */
+  private candidates(index: number): number[] {
+    const node = this.nodes[index];
+    if (node.reads === undefined) return [];
+    const list = (this.writers.get(node.op.key)?.get(node.reads) ?? []).filter((writer) => writer !== index);
+    return node.reads === null ? [INIT, ...list] : list;
+  }
+
+  /** The one writer a read names, or null when none or several could be it. */
+  private readFrom(index: number): number | null {
+    const candidates = this.candidates(index);
+    return candidates.length === 1 ? candidates[0] : null;
+  }
+
+  private writersOf(key: string, value: RegisterValue): number[] {
+    let byValue = this.writers.get(key);
+    if (byValue === undefined) this.writers.set(key, (byValue = new Map()));
+    let list = byValue.get(value);
+    if (list === undefined) byValue.set(value, (list = []));
+    return list;
+  }
+
+  private writersOfKey(key: string): number[] {
+    let list = this.keyWriters.get(key);
+    if (list === undefined) this.keyWriters.set(key, (list = [...(this.writers.get(key)?.values() ?? [])].flat()));
+    return list;
+  }
+
+  /** Session order: each process's operations in order, and each connection's answered ones. */
+  private addSessionEdges(): void {
+    const sessions = new Map<string, number[]>();
+    this.nodes.forEach((node, index) => {
+      const names = [`p${node.op.process}`, ...(node.op.connection === undefined ? [] : [`c${node.op.connection}`])];
+      for (const name of names) {
+        const list = sessions.get(name);
+        if (list === undefined) sessions.set(name, [index]);
+        else list.push(index);
+      }
+    });
+    for (const list of sessions.values()) {
+      list.sort((a, b) => this.nodes[a].op.id - this.nodes[b].op.id);
+      for (let at = 1; at < list.length; at++) {
+        const previous = this.nodes[list[at - 1]].op;
+        // A call that got no answer may not have happened: it orders nothing after it.
+        if (!isIndeterminate(previous)) this.predecessors[list[at]].push(list[at - 1]);
+      }
+    }
+  }
+
+  private topologicalOrder(): number[] | null {
+    return topologicalOrderOf(this.predecessors);
+  }
+
+  private computeAncestors(order: number[]): void {
+    this.ancestors = this.nodes.map(() => new Uint32Array(this.words));
+    for (const index of order) {
+      const mine = this.ancestors[index];
+      for (const predecessor of this.predecessors[index]) {
+        const theirs = this.ancestors[predecessor];
+        for (let word = 0; word < this.words; word++) mine[word] |= theirs[word];
+        mine[predecessor >>> 5] |= 1 << (predecessor & 31);
+      }
+    }
+  }
+
+  /** a →CO b (INIT precedes everything). */
+  private before(a: number, b: number): boolean {
+    if (a === INIT) return true;
+    return (this.ancestors[b][a >>> 5] & (1 << (a & 31))) !== 0;
+  }
+}
+
+/** Kahn's algorithm over predecessor lists; null when there is a cycle. */
+function topologicalOrderOf(predecessors: number[][]): number[] | null {
+  const successors: number[][] = predecessors.map(() => []);
+  const waiting = predecessors.map((list) => list.length);
+  predecessors.forEach((list, index) => {
+    for (const predecessor of list) successors[predecessor].push(index);
+  });
+  const ready = waiting.flatMap((count, index) => (count === 0 ? [index] : []));
+  const order: number[] = [];
+  while (ready.length > 0) {
+    const index = ready.pop() as number;
+    order.push(index);
+    for (const next of successors[index]) {
+      waiting[next] -= 1;
+      if (waiting[next] === 0) ready.push(next);
+    }
+  }
+  return order.length === predecessors.length ? order : null;
+}
+
+/** One cycle of a graph known to have one, in edge order. */
+function findCycle(predecessors: number[][]): number[] {
+  const state = predecessors.map(() => 0); // 0 unseen, 1 on the path, 2 done
+  const path: number[] = [];
+  const visit = (start: number): number[] | null => {
+    const stack: Array<{ node: number; next: number }> = [{ node: start, next: 0 }];
+    state[start] = 1;
+    path.push(start);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      const list = predecessors[top.node];
+      if (top.next >= list.length) {
+        state[top.node] = 2;
+        path.pop();
+        stack.pop();
+        continue;
+      }
+      const next = list[top.next++];
+      if (state[next] === 1) return path.slice(path.indexOf(next)).reverse();
+      if (state[next] === 0) {
+        state[next] = 1;
+        path.push(next);
+        stack.push({ node: next, next: 0 });
+      }
+    }
+    return null;
+  };
+  for (let index = 0; index < predecessors.length; index++) {
+    if (state[index] !== 0) continue;
+    const cycle = visit(index);
+    if (cycle !== null) return cycle;
+  }
+  throw new Error('findCycle: the graph has no cycle');
+}

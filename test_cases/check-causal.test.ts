@@ -1,0 +1,119 @@
+/**
+ * The causal checker (src/check/causal.ts) on small hand-made histories: ones causal convergence
+ * allows, and one that fails for each bad pattern, each named in the verdict.
+ *
+ * Histories are written as steps `[process, f, key, value, result?]` in line order (the checker
+ * ignores real time); `info` as the result makes the call indeterminate.
+ */
+
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { checkCausal } from '../src/check/causal.ts';
+import { parseHistory } from '../src/check/history.ts';
+import { parseCheckArgs, runCheck } from '../src/check/cli.ts';
+
+type Step = [process: number, f: 'read' | 'write' | 'delete' | 'cas' | 'append', key: string, value: unknown, result?: boolean | 'info'];
+
+function lines(steps: Step[]): string {
+  return steps
+    .flatMap(([process, f, key, value, result]) => {
+      const invoke = { process, type: 'invoke', f, key, value: f === 'read' ? null : value };
+      if (result === 'info') return [invoke, { process, type: 'info', f, key }];
+      const done = { process, type: 'ok', f, key, value, ...(result === undefined ? {} : { result }) };
+      return [invoke, done];
+    })
+    .map((event) => JSON.stringify(event))
+    .join('\n');
+}
+
+function check(steps: Step[]): { verdict: string; detail: string } {
+  const parsed = parseHistory(lines(steps));
+  if (!parsed.ok) throw new Error(parsed.error);
+  const result = checkCausal(parsed.history);
+  return { verdict: result.verdict, detail: result.detail ?? '' };
+}
+
+describe('causal checker: histories causal convergence allows', () => {
+  it.each<[string, Step[]]>([
+    ['a chain of causes, read in order', [
+      [1, 'write', 'x', '1'], [2, 'read', 'x', '1'], [2, 'write', 'y', '2'], [3, 'read', 'y', '2'], [3, 'read', 'x', '1'],
+    ]],
+    ['a stale read of a concurrent write', [[1, 'write', 'x', '1'], [2, 'read', 'x', null]]],
+    ['concurrent writes seen in one order by everyone', [
+      [1, 'write', 'x', '1'], [2, 'write', 'x', '2'], [3, 'read', 'x', '1'], [3, 'read', 'x', '2'], [4, 'read', 'x', '1'], [4, 'read', 'x', '2'],
+    ]],
+    ['a read of a timed-out write (it happened)', [[1, 'write', 'x', '1', 'info'], [2, 'read', 'x', '1']]],
+    ['a timed-out write nobody read (it may not have happened)', [[1, 'write', 'x', '1'], [2, 'write', 'x', '2', 'info'], [3, 'read', 'x', '1']]],
+    ['absent after a delete', [[1, 'write', 'x', '1'], [1, 'delete', 'x', null], [1, 'read', 'x', null], [2, 'read', 'x', '1']]],
+    ['a cas reads and writes at once', [[1, 'write', 'x', '1'], [2, 'cas', 'x', ['1', '2']], [2, 'read', 'x', '2'], [3, 'read', 'x', '2'], [3, 'read', 'y', null]]],
+    ['an append read before the value it extends, elsewhere', [[1, 'write', 'x', 'a'], [1, 'append', 'x', '+b', true], [2, 'read', 'x', 'a+b'], [3, 'read', 'x', 'a']]],
+    ['a cas that failed says nothing', [[1, 'write', 'x', '1'], [2, 'cas', 'x', ['5', '6'], false], [2, 'read', 'x', '1']]],
+  ])('%s', (_name, steps) => {
+    expect(check(steps)).toMatchObject({ verdict: 'ok' });
+  });
+
+  it('names the appends a value read was built by', () => {
+    const steps: Step[] = [[1, 'write', 'x', 'a'], [1, 'append', 'x', '+b', true], [2, 'append', 'x', '+c', true], [3, 'read', 'x', 'a+b+c'], [3, 'read', 'x', 'a+b+c']];
+    expect(check(steps).verdict).toBe('ok');
+    // The read of "a+b" after one of "a+b+c" went back past the append of "+c".
+    expect(check([...steps, [3, 'read', 'x', 'a+b']]).detail.startsWith('WriteCORead:')).toBe(true);
+  });
+});
+
+describe('causal checker: one history per bad pattern', () => {
+  it.each<[string, Step[]]>([
+    ['ThinAirRead', [[1, 'write', 'x', '1'], [2, 'read', 'x', '5']]],
+    ['CyclicCO', [
+      [1, 'read', 'x', '2'], [1, 'write', 'y', '1'], [2, 'read', 'y', '1'], [2, 'write', 'x', '2'],
+    ]],
+    ['WriteCOInitRead', [
+      [1, 'write', 'x', '1'], [1, 'write', 'y', '1'], [2, 'read', 'y', '1'], [2, 'read', 'x', null],
+    ]],
+    ['WriteCORead', [
+      [1, 'write', 'x', '1'], [2, 'read', 'x', '1'], [2, 'write', 'x', '2'], [3, 'read', 'x', '2'], [3, 'read', 'x', '1'],
+    ]],
+    ['CyclicCF', [
+      [1, 'write', 'x', '1'], [2, 'write', 'x', '2'], [3, 'read', 'x', '1'], [3, 'read', 'x', '2'], [4, 'read', 'x', '2'], [4, 'read', 'x', '1'],
+    ]],
+  ])('%s', (pattern, steps) => {
+    const result = check(steps);
+    expect(result.verdict).toBe('violation');
+    expect(result.detail.startsWith(`${pattern}:`)).toBe(true);
+  });
+
+  it('an answer read before its question (another key) is WriteCOInitRead', () => {
+    const result = check([[1, 'write', 'q', 'question'], [2, 'read', 'q', 'question'], [2, 'write', 'a', 'answer'], [3, 'read', 'a', 'answer'], [3, 'read', 'q', null]]);
+    expect(result.detail.startsWith('WriteCOInitRead:')).toBe(true);
+  });
+
+  it('a read after a cas of its value, in the cas\'s session, is WriteCORead', () => {
+    const result = check([[1, 'write', 'x', '1'], [2, 'cas', 'x', ['1', '2']], [2, 'read', 'x', '1']]);
+    expect(result.detail.startsWith('WriteCORead:')).toBe(true);
+  });
+
+  it('a value written twice blames only when every writer is overwritten', () => {
+    const ok = check([[1, 'write', 'x', '1'], [1, 'write', 'x', '2'], [2, 'write', 'x', '1'], [1, 'read', 'x', '1']]);
+    expect(ok.verdict).toBe('ok');
+    const bad = check([[1, 'write', 'x', '1'], [2, 'write', 'x', '1'], [2, 'write', 'y', 'y1'], [1, 'read', 'y', 'y1'], [1, 'write', 'x', '2'], [1, 'read', 'x', '1']]);
+    expect(bad.detail.startsWith('WriteCORead:')).toBe(true);
+  });
+});
+
+describe('mckv check --model causal', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mckv-check-causal-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('takes the model and exits 1 on a violation, 0 on a causal history', async () => {
+    expect(parseCheckArgs(['h.jsonl', '--model', 'causal'])).toMatchObject({ ok: true, options: { model: 'causal' } });
+    const bad = path.join(dir, 'bad.jsonl');
+    writeFileSync(bad, lines([[1, 'write', 'x', '1'], [1, 'read', 'x', null]]));
+    const out: string[] = [];
+    expect(await runCheck({ file: bad, model: 'causal', timeoutMs: 1000, out: (line) => out.push(line) })).toBe(1);
+    expect(out[0]).toBe('VIOLATION: causal (key "x")');
+    const good = path.join(dir, 'good.jsonl');
+    writeFileSync(good, lines([[1, 'write', 'x', '1'], [1, 'read', 'x', '1']]));
+    expect(await runCheck({ file: good, model: 'causal', timeoutMs: 1000, out: () => {} })).toBe(0);
+  });
+});
