@@ -177,8 +177,9 @@ export class Controller {
     const logMode = !peerVersions && (options.replication ?? true);
     const eventual = peerVersions && (options.replication ?? true);
     this.writerOf = eventual ? versionNode : () => 0;
-    // A causal replica that missed a batch is rebuilt instead: its visible vector would claim it.
-    this.refusalsKeepTrust = eventual && mode === 'eventual';
+    // memcached refusing a merge for want of memory leaves the keys as they were: eventual re-reads
+    // them; causal rolls its visible vector back to before the refused merge and is sent it again.
+    this.refusalsKeepTrust = eventual;
     this.memoryGuard = new MemoryGuard(this.writerOf);
     // The log modes replay their log onto the replica after a restart; skipping ops the replica
     // already holds (its cas ≥ the entry's index) makes that replay idempotent.
