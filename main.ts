@@ -15,6 +15,7 @@ import { runCheck } from './src/check/cli.ts';
 import { runClient } from './src/client/repl.ts';
 import { ConfigError, findNode, loadConfig, parseMode } from './src/config.ts';
 import { Controller } from './src/controller.ts';
+import { FSYNC_DELAY_FILE_ENV } from './src/controller/wal-background.ts';
 import { PeerCredentialsError } from './src/peer/credentials.ts';
 import { createLogger } from './src/log.ts';
 import { scheduleAsBatch } from './src/scheduling.ts';
@@ -69,7 +70,10 @@ async function main(argv: string[]): Promise<number> {
       : new MemcachedBackend({ host: args.kvh ?? node.memcached.host, port: args.kvp ?? node.memcached.port });
   const replication = !args['unsafe-no-replication'];
   if (!replication) log.warn('replication is OFF (--unsafe-no-replication): this controller keeps no promise');
-  const controller = await Controller.start({ config, node, mode, backend, backendAddress, log, replication });
+  // Set only by the test harness (the disk-stall fault): fsyncs then wait as long as the file says.
+  const fsyncDelayFile = process.env[FSYNC_DELAY_FILE_ENV] ?? null;
+  if (fsyncDelayFile !== null) log.warn('write-ahead fsyncs are delayed by a test file', { file: fsyncDelayFile });
+  const controller = await Controller.start({ config, node, mode, backend, backendAddress, log, replication, fsyncDelayFile });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info('stopping', { signal });
