@@ -332,7 +332,7 @@ export class Controller {
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
-    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.durability.holding();
+    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && this.durability.waitingCount() === 0;
     if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id) === true) {
       // The mode would only turn it into a read: serve it from the replica without a step. Not
       // while effects wait for the disk: an apply of this session's write may be among them.

@@ -107,9 +107,14 @@ export class DurabilityGate<T> {
     return this.appended as Ticket;
   }
 
-  /** Whether work waits for a record: effects the mode issued that have not run yet. */
-  holding(): boolean {
-    return this.waitingHead < this.waiting.length;
+  /** How much work waits for a record: effects the mode issued that have not run yet. */
+  waitingCount(): number {
+    return this.waiting.length - this.waitingHead;
+  }
+
+  /** Records appended so far, and how many of them are durable. */
+  position(): { appended: number; durable: number } {
+    return { appended: this.appended, durable: this.durable };
   }
 
   /**
