@@ -458,14 +458,16 @@ export class Controller {
    * A persist goes to the durability gate; every other effect runs once every record before it is
    * durable and every effect before it has run (at once when nothing waits), so nothing that
    * depends on a record leaves this process before the record is on disk, while the event loop
-   * keeps taking input. With `wal_sync = write` a record counts as durable once written.
+   * keeps taking input. A send the mode marks `beforeDurable` rests on no record and leaves at
+   * once. With `wal_sync = write` a record counts as durable once written.
    */
   private carryOut(effect: Effect<unknown>): void {
     if (effect.kind === 'persist') {
       this.durability.append([{ record: effect.record, compact: effect.compact }]);
       return;
     }
-    this.durability.whenDurable(this.durability.latest(), effect);
+    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    else this.durability.whenDurable(this.durability.latest(), effect);
   }
 
   /**

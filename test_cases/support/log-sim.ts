@@ -8,7 +8,7 @@
  * in-memory write-ahead file: records appended in a turn go out as one batch at its end, one batch
  * per node in flight (group commit; each, a compaction included, durable 1–3 ms later); every other
  * effect issued after a record not yet durable (or after a held effect) is held, in order, until it
- * is. A backend reset is acknowledged, and an emptied backend noticed, only once what was issued
+ * is (but a send marked `beforeDurable`: a leader's ping, its pong). A backend reset is acknowledged, and an emptied backend noticed, only once what was issued
  * before it ran, as the controller does. A crash loses the records not yet durable and every held
  * effect. Half the crashes wait for the end of a turn in which a node wrote records not yet
  * durable (a leader first): that window is short, and it is where the ordering matters.
@@ -433,6 +433,8 @@ export class LogSimulation {
   private readonly failureRandom: () => number;
   /** `junkRate`: its own stream too. */
   private readonly junkRandom: () => number;
+  /** Pings and pongs meet their network's drops and delays from their own stream too. */
+  private readonly pingRandom: () => number;
   /** `everyNodeAtMs`: when every node's next store effect may be made to fail (null once armed). */
   private everyNodeFailAnchorMs: number | null = null;
   /** When every replica was first untrusted at once (null: never). */
@@ -459,6 +461,7 @@ export class LogSimulation {
     }
     this.failureRandom = mulberry32((options.seed ^ 0x5bd1e995) >>> 0);
     this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
+    this.pingRandom = mulberry32((options.seed ^ 0x3c6ef372) >>> 0);
     const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
@@ -756,7 +759,8 @@ export class LogSimulation {
     // A start-over's put (issued right after this note) installs the state at the snapshot index.
     const startOverIndex = this.startOverIndexOf(effect);
     if (startOverIndex !== null) node.lastTransferIndex = startOverIndex;
-    node.gate.whenDurable(node.gate.latest(), { effect, transferIndex: node.lastTransferIndex });
+    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(node, effect, node.lastTransferIndex);
+    else node.gate.whenDurable(node.gate.latest(), { effect, transferIndex: node.lastTransferIndex });
   }
 
   /** The end of a turn: what a node wrote goes out as one batch (unless one is on its way). */
@@ -1013,10 +1017,11 @@ export class LogSimulation {
 
   private transmit(from: PeerId, to: PeerId, message: LogMessage): void {
     this.result.messages[message.kind] = (this.result.messages[message.kind] ?? 0) + 1;
-    const copies = this.random() < this.rates.drop ? 0 : this.random() < this.rates.duplicate ? 2 : 1;
+    const random = message.kind === 'ping' || message.kind === 'pong' ? this.pingRandom : this.random;
+    const copies = random() < this.rates.drop ? 0 : random() < this.rates.duplicate ? 2 : 1;
     for (let copy = 0; copy < copies; copy += 1) {
-      const slow = this.random() < 0.05 ? 4 : 1;
-      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * this.rates.delayMaxMs * slow), from, to, message });
+      const slow = random() < 0.05 ? 4 : 1;
+      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(random() * this.rates.delayMaxMs * slow), from, to, message });
     }
     if (this.junkRandom() < (this.options.junkRate ?? 0)) {
       const junk = certainlyInvalid(message as unknown as Record<string, unknown>, this.junkRandom, ['term']) as LogMessage;
