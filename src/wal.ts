@@ -1,6 +1,8 @@
 /**
  * The write-ahead file of one controller: the records a mode asks to make durable (term, vote,
- * log entries), fsynced before the controller carries out anything after them.
+ * log entries), fsynced before the controller carries out anything after them. This is its format
+ * and its synchronous reader and writer, used at start-up and by tests; a running controller
+ * writes it off the event loop (controller/wal-background.ts).
  *
  * A record is `payload length (u32 LE) | crc32 of payload | crc32 of the 8 bytes before`, then
  * the payload in peer/value-codec.ts's encoding. The first record names the format version, the
