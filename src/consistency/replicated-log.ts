@@ -25,7 +25,8 @@
  * - one leader per term as seen by this node; a node votes at most once per term;
  * - the commit index never goes back; applied ≤ committed ≤ last log index;
  * - only entries of the current term are committed by counting replicas;
- * - `persist` effects precede the effects that depend on them (vote replies, append acks);
+ * - `persist` effects precede the effects that depend on them (vote replies, append acks); only
+ *   a ping and its pong, which name no log position, are sent `beforeDurable`;
  * - an apply effect carries a requestId at most once, only at the request's origin.
  *
  * Glossary: *commit* — a majority has it; *apply* — the local replica has it; *reply* — the
