@@ -8,6 +8,7 @@
 
 import { findNode, loadConfig, parseMode } from './config.ts';
 import { Controller } from './controller.ts';
+import { FSYNC_DELAY_FILE_ENV } from './controller/wal-background.ts';
 import { createLogger } from './log.ts';
 import { scheduleAsBatch } from './scheduling.ts';
 import { MemcachedBackend } from './store/memcached.ts';
@@ -43,7 +44,12 @@ export async function runController(command: ControllerCommand): Promise<number>
   const backendAddress = command.store === 'memory' ? 'embedded' : `${host}:${port}`;
   const backend = command.store === 'memory' ? new MemoryBackend() : new MemcachedBackend({ host, port });
   if (!command.replication) log.warn('replication is OFF (--unsafe-no-replication): this controller keeps no promise');
-  const controller = await Controller.start({ config, node, mode, backend, backendAddress, log, replication: command.replication });
+  // Set only by the test harness (the disk-stall fault): fsyncs then wait as long as the file says.
+  const fsyncDelayFile = process.env[FSYNC_DELAY_FILE_ENV] ?? null;
+  if (fsyncDelayFile !== null) log.warn('write-ahead fsyncs are delayed by a test file', { file: fsyncDelayFile });
+  const controller = await Controller.start({
+    config, node, mode, backend, backendAddress, log, replication: command.replication, fsyncDelayFile,
+  });
   await new Promise<void>((resolve) => {
     const stop = (signal: string): void => {
       log.info('stopping', { signal });

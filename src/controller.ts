@@ -4,10 +4,11 @@
  *
  * Every input — a client command, a peer message, a timer tick, a store completion — becomes an
  * event in one queue. The loop runs a bounded number of events per turn through the mode's
- * `step` and carries out the effects in the order returned: `persist` records are written at
- * once and fsynced once per turn, and every effect after a persist waits for that fsync (group
- * commit); `apply`, `read`, `put`, `fetch` reach the replica in issue order (the Replica keeps
- * per-key order); replies resolve the client's pending promise.
+ * `step` and carries out the effects in the order returned: `persist` records go to the
+ * durability gate (controller/durability.ts), which writes them off the event loop, a batch per
+ * turn, and holds every effect after a persist until the record is durable; `apply`, `read`,
+ * `put`, `fetch` reach the replica in issue order (the Replica keeps per-key order); replies
+ * resolve the client's pending promise.
  */
 
 import { readFileSync } from 'node:fs';
@@ -48,6 +49,8 @@ import { clusterStatus, renderShowJson } from './show-json.ts';
 import { StatusHttp } from './http/server.ts';
 import { statsGroup } from './stats-group.ts';
 import { WriteAheadFile } from './wal.ts';
+import { DurabilityGate, type DurabilityError } from './controller/durability.ts';
+import { BackgroundWriteAhead } from './controller/wal-background.ts';
 
 export const MCKV_VERSION = '0.1.0';
 
@@ -61,7 +64,12 @@ export interface ControllerOptions {
   log: Logger;
   /** Testing: run the mode without replication. */
   replication?: boolean;
+  /** Testing: a file whose number of ms delays every write-ahead fsync (see FSYNC_DELAY_FILE_ENV). */
+  fsyncDelayFile?: string | null;
 }
+
+/** What the durability gate holds back: an effect, or a step of the controller's own. */
+type Deferred = Effect<unknown> | (() => void);
 
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
@@ -93,7 +101,7 @@ export class Controller {
   private readonly replica: Replica;
   private readonly network: PeerNetwork;
   private readonly server: ProtocolServer;
-  private readonly wal: WriteAheadFile;
+  private readonly durability: DurabilityGate<Deferred>;
   /** `/metrics` and the status page, when config.ini gives this node an `http` address. */
   private readonly http: StatusHttp | null;
   /** Events waiting to run; `queueHead` is the first unrun one (no O(n) shift per event). */
@@ -106,13 +114,6 @@ export class Controller {
   private drainScheduled = false;
   private draining = false;
   private flushScheduled = false;
-  /** Records written to the write-ahead file, and how many of them an fsync has made durable. */
-  private walWritten = 0;
-  private walSynced = 0;
-  private walSyncInFlight = false;
-  /** Effects waiting for an fsync, in order; each needs the first `needs` records durable. */
-  private heldForSync: Array<{ effect: Effect<unknown>; needs: number }> = [];
-  private heldHead = 0;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
   /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
@@ -203,8 +204,15 @@ export class Controller {
     if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
     const walOwner = { clusterId: config.clusterId, nodeId: node.id };
     const persisted = WriteAheadFile.read(walFile, walOwner);
-    this.wal = new WriteAheadFile(walFile, walOwner);
-    const { tornBytesCut } = this.wal.opened;
+    const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
+    this.durability = new DurabilityGate<Deferred>({
+      writeAhead,
+      sync: config.walSync,
+      release: (work) => (typeof work === 'function' ? work() : this.execute(work)),
+      failed: (error) => this.stopForDurability(error),
+      fsynced: (ms) => this.http?.metrics.observeWalFsync(ms / 1000),
+    });
+    const { tornBytesCut } = writeAhead.opened;
     if (tornBytesCut > 0) this.log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
     this.machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
       self: node.id,
@@ -313,7 +321,7 @@ export class Controller {
     await this.http?.close();
     await this.network.stop();
     await this.options.backend.close();
-    this.wal.close();
+    this.durability.close();
     this.log.info('controller stopped');
   }
 
@@ -345,8 +353,10 @@ export class Controller {
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
-    if (op.kind === 'get' && !this.draining && this.queueHead >= this.queue.length && this.machine.readsLocally?.(nowMs, connection.id) === true) {
-      // The mode would only turn it into a read: serve it from the replica without a step.
+    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && this.durability.waitingCount() === 0;
+    if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id) === true) {
+      // The mode would only turn it into a read: serve it from the replica without a step. Not
+      // while effects wait for the disk: an apply of this session's write may be among them.
       const served = this.replica.readNow(op, nowMs);
       if (served !== null) return this.countRead(op, served);
     }
@@ -445,12 +455,12 @@ export class Controller {
       if (event.kind === 'backend_reset') {
         // Everything issued before now goes to the replica first (so the reset refuses it, rather
         // than running it against the emptied replica); then the mode's next effects rebuild it.
-        this.syncNow();
-        this.releaseDurable();
-        this.replica.acknowledgeReset();
-        this.backendFailed = false;
-        this.failuresKept = true;
         this.queuedReset = null;
+        this.durability.whenDurable(this.durability.latest(), () => {
+          this.replica.acknowledgeReset();
+          this.backendFailed = false;
+          this.failuresKept = true;
+        });
       }
       for (const effect of effects) this.carryOut(effect);
       if (event.kind === 'backend_reset' && this.epochAfterReset !== null) this.recordEpochAfterReset(this.epochAfterReset);
@@ -466,81 +476,34 @@ export class Controller {
   }
 
   /**
-   * Persist records are written at once and fsynced in the background, one fsync for everything
-   * written since the last one began (group commit). Every effect that came after a persist waits,
-   * in order, until an fsync covers that record, so nothing that depends on a record leaves this
-   * process before the record is durable; meanwhile the event loop keeps taking input. With
-   * `wal_sync = write` a record counts as durable once written: it survives this process.
+   * A persist goes to the durability gate; every other effect runs once every record before it is
+   * durable and every effect before it has run (at once when nothing waits), so nothing that
+   * depends on a record leaves this process before the record is on disk, while the event loop
+   * keeps taking input. A send the mode marks `beforeDurable` rests on no record and leaves at
+   * once. With `wal_sync = write` a record counts as durable once written.
    */
   private carryOut(effect: Effect<unknown>): void {
     if (effect.kind === 'persist') {
-      this.walWritten += 1;
-      try {
-        if (effect.compact) {
-          this.wal.compact(effect.record); // rewritten and fsynced, superseding what came before
-          this.walSynced = this.walWritten;
-        } else {
-          this.wal.write(effect.record);
-          if (this.options.config.walSync === 'write') this.walSynced = this.walWritten;
-        }
-      } catch (error) {
-        this.stopForDurability('write', error as Error);
-      }
+      this.durability.append([{ record: effect.record, compact: effect.compact }]);
       return;
     }
-    if (this.heldHead < this.heldForSync.length || this.walSynced < this.walWritten) {
-      this.heldForSync.push({ effect, needs: this.walWritten });
-    } else {
-      this.execute(effect);
-    }
+    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    else this.durability.whenDurable(this.durability.latest(), effect);
   }
 
   /**
    * The disk refused a write-ahead record (full, failing) or its fsync: durability is lost, and it
-   * is better to stop than to act on a vote or entry that may vanish. The record is not in the
-   * file (WriteAheadFile cuts off what a refused write left); the peers go on without this node.
+   * is better to stop than to act on a vote or entry that may vanish. The file holds nothing of the
+   * refused batch (the writer cuts it back); the peers go on without this node.
    */
-  private stopForDurability(what: 'write' | 'fsync', error: Error): never {
-    this.log.error(`write-ahead ${what} failed; stopping`, { error: error.message });
+  private stopForDurability(error: DurabilityError): never {
+    this.log.error('write-ahead file refused a write; stopping', { code: error.code, error: error.message });
     process.exit(1);
   }
 
-  /** Makes everything written so far durable at once, on the event loop (rare events only). */
-  private syncNow(): void {
-    if (this.walSynced >= this.walWritten) return;
-    try {
-      this.wal.sync();
-    } catch (error) {
-      this.stopForDurability('fsync', error as Error);
-    }
-    this.walSynced = this.walWritten;
-  }
-
-  /** Starts an fsync of what was written, unless one is running; releases what is already durable. */
+  /** The end of a turn: what the mode wrote this turn goes to the disk as one batch. */
   private settle(): void {
-    this.releaseDurable();
-    if (this.walSyncInFlight || this.walSynced >= this.walWritten || this.stopped) return;
-    const target = this.walWritten;
-    this.walSyncInFlight = true;
-    this.wal.syncInBackground((error) => {
-      this.walSyncInFlight = false;
-      if (this.stopped) return;
-      if (error && this.walSynced < target) this.stopForDurability('fsync', error);
-      this.walSynced = Math.max(this.walSynced, target);
-      this.settle();
-    });
-  }
-
-  private releaseDurable(): void {
-    while (this.heldHead < this.heldForSync.length && this.heldForSync[this.heldHead].needs <= this.walSynced) {
-      const { effect } = this.heldForSync[this.heldHead];
-      this.heldHead += 1;
-      this.execute(effect);
-    }
-    if (this.heldHead === this.heldForSync.length) {
-      this.heldForSync = [];
-      this.heldHead = 0;
-    }
+    if (!this.stopped) this.durability.writeAppended();
   }
 
   private execute(effect: Effect<unknown>): void {
@@ -612,7 +575,7 @@ export class Controller {
         this.replica.reset().catch((error: unknown) => this.backendError('reset', error));
         return;
       case 'persist':
-        throw new Error('persist effects are carried out by carryOut');
+        throw new Error('persist effects go to the durability gate (carryOut)');
       case 'note':
         this.log[effect.level](effect.message, effect.meta);
         return;
@@ -821,9 +784,8 @@ export class Controller {
 
   /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */
   private recordEpochAfterReset(epoch: string): void {
-    this.syncNow();
-    replacePrivateTextFile(this.epochFile, epoch);
     this.epochAfterReset = null;
+    this.durability.whenDurable(this.durability.latest(), () => replacePrivateTextFile(this.epochFile, epoch));
   }
 
   /** `stats [group]` (see stats-group.ts). */
@@ -859,6 +821,7 @@ export class Controller {
       ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
       ['mckv_backend_ok', this.health.ok ? '1' : '0'],
       ...this.peerStats(status.invalidPeerMessages),
+      ...this.walStats(),
       ...this.server.statsLines(),
       ...cacheStats(this.replica),
     ];
@@ -898,6 +861,17 @@ export class Controller {
     });
   }
 
+  /** How the write-ahead file's fsyncs go, and how much waits for one (wal_sync = write: no fsyncs). */
+  private walStats(): Array<[string, string]> {
+    const wal = this.durability.stats(clockMs());
+    return [
+      ['mckv_wal_fsyncs', String(wal.fsyncs)],
+      ['mckv_wal_fsync_last_ms', formatMs(wal.fsyncLastMs)],
+      ['mckv_wal_fsync_slowest_recent_ms', formatMs(wal.fsyncSlowestRecentMs)],
+      ['mckv_wal_records_waiting', String(wal.recordsWaiting)],
+    ];
+  }
+
   /** This controller's own line in `show`, also sent to peers in every heartbeat. */
   private summary(): NodeSummary {
     const status = this.machine.status();
@@ -920,6 +894,7 @@ export class Controller {
       backendStored: this.storedAtPoll,
       // A replica waiting for room fails again at least once a poll interval (see backendError).
       backendRefusal: this.lastRefusal !== null && clockMs() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
+      walFsyncSlowestRecentMs: Math.round(this.durability.stats(clockMs()).fsyncSlowestRecentMs),
     };
   }
 }
@@ -998,6 +973,11 @@ function storedOf(value: unknown): Stored | undefined {
     stored.set(pair[0] as number, BigInt(pair[1]));
   }
   return stored;
+}
+
+/** A duration in ms to two decimals: fsyncs take from a tenth of a ms to seconds. */
+function formatMs(ms: number): string {
+  return String(Math.round(ms * 100) / 100);
 }
 
 function isPowerOfTwoOrZero(count: number): boolean {

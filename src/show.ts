@@ -38,6 +38,11 @@ export interface NodeSummary {
    * object`): while the replica waits for room to apply it, `show` says so next to its memory.
    */
   backendRefusal?: string;
+  /**
+   * The slowest fsync of its write-ahead file in the last minute, in whole ms (absent from older
+   * peers, and 0 where nothing is fsynced: eventual mode, wal_sync = write).
+   */
+  walFsyncSlowestRecentMs?: number;
 }
 
 export interface PeerViewRow {
@@ -49,7 +54,8 @@ export interface PeerViewRow {
 
 const MB = 1024 * 1024;
 
-const columns = ['node', 'state', 'heard', 'role', 'term', 'leader', 'committed', 'applied', 'queue', 'ops', 'backend', 'sees'];
+/** `fsync`: the slowest write-ahead fsync of the last minute (see NodeSummary). */
+const columns = ['node', 'state', 'heard', 'role', 'term', 'leader', 'committed', 'applied', 'queue', 'ops', 'fsync', 'backend', 'sees'];
 
 /** The lines of the `show` reply (the protocol adds END). */
 export function renderShow(self: NodeSummary, peers: readonly PeerViewRow[]): string[] {
@@ -58,7 +64,7 @@ export function renderShow(self: NodeSummary, peers: readonly PeerViewRow[]): st
     const summary = isNodeSummary(view.info) ? view.info : null;
     const heard = view.lastHeardAgoMs === null ? 'never' : formatAge(view.lastHeardAgoMs);
     const state = view.up ? 'up' : 'down';
-    rows.push(summary ? row(summary, state, heard) : [view.peer, state, heard, '?', '?', '?', '?', '?', '?', '?', '?', '?']);
+    rows.push(summary ? row(summary, state, heard) : [view.peer, state, heard, ...columns.slice(3).map(() => '?')]);
   }
   const widths = columns.map((title, index) => Math.max(title.length, ...rows.map((cells) => cells[index].length)));
   const format = (cells: string[]): string =>
@@ -79,6 +85,7 @@ function row(summary: NodeSummary, state: string, heard: string): string[] {
   const refusing = typeof summary.backendRefusal === 'string' ? `, refusing writes (${summary.backendRefusal})` : '';
   const backend = `${summary.backend} ${summary.backendOk ? `ok${used}${refusing}` : `DOWN (${summary.backendDetail})`}`;
   const sees = summary.peersUp.map((view) => `${view.peer}:${view.up ? 'up' : 'down'}`).join(',');
+  const fsync = typeof summary.walFsyncSlowestRecentMs === 'number' ? `${summary.walFsyncSlowestRecentMs}ms` : '-';
   return [
     summary.node,
     state,
@@ -90,6 +97,7 @@ function row(summary: NodeSummary, state: string, heard: string): string[] {
     summary.applied,
     String(summary.queueDepth),
     String(summary.opsServed),
+    fsync,
     backend,
     sees,
   ];

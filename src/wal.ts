@@ -1,6 +1,8 @@
 /**
  * The write-ahead file of one controller: the records a mode asks to make durable (term, vote,
- * log entries), fsynced before the controller carries out anything after them.
+ * log entries), fsynced before the controller carries out anything after them. This is its format
+ * and its synchronous reader and writer, used at start-up and by tests; a running controller
+ * writes it off the event loop (controller/wal-background.ts).
  *
  * A record is `payload length (u32 LE) | crc32 of payload | crc32 of the 8 bytes before`, then
  * the payload in peer/value-codec.ts's encoding. The first record names the format version, the
@@ -78,19 +80,27 @@ export class WriteAheadFile {
     private readonly file: string,
     private readonly owner: WalOwner,
   ) {
+    this.opened = WriteAheadFile.prepare(file, owner);
+    this.fd = openPrivateFile(file, 'a');
+    this.bytes = fstatSync(this.fd).size;
+  }
+
+  /**
+   * Makes `file` ready for appending, as the constructor does, without keeping it open: checks its
+   * header names `owner` (a missing or empty file gets a new header) and cuts off a torn last
+   * record. Throws a WalError for a file of another owner or a corrupt one.
+   */
+  static prepare(file: string, owner: WalOwner): { tornBytesCut: number } {
     makePrivateDirectory(path.dirname(file), { tighten: true });
     const bytes = existsSync(file) ? readFileSync(file) : Buffer.alloc(0);
     if (bytes.length === 0) {
-      replaceFile(file, [headerRecord(owner)]);
-      this.opened = { tornBytesCut: 0 };
-    } else {
-      const { records, validBytes } = scanRecords(file, bytes, { decode: 'header' });
-      checkHeader(file, records[0], owner);
-      if (validBytes < bytes.length) truncateSync(file, validBytes);
-      this.opened = { tornBytesCut: bytes.length - validBytes };
+      replaceFile(file, [walHeaderRecord(owner)]);
+      return { tornBytesCut: 0 };
     }
-    this.fd = openPrivateFile(file, 'a');
-    this.bytes = fstatSync(this.fd).size;
+    const { records, validBytes } = scanRecords(file, bytes, { decode: 'header' });
+    checkHeader(file, records[0], owner);
+    if (validBytes < bytes.length) truncateSync(file, validBytes);
+    return { tornBytesCut: bytes.length - validBytes };
   }
 
   /**
@@ -114,7 +124,7 @@ export class WriteAheadFile {
 
   /** Writes a record; it is durable only after the next `sync`. Throws, leaving none of it, when the disk refuses it. */
   write(record: unknown): void {
-    const bytes = encodeRecord(record);
+    const bytes = encodeWalRecord(record);
     try {
       writeWhole(this.fd, bytes);
     } catch (error) {
@@ -136,7 +146,7 @@ export class WriteAheadFile {
 
   /** Replaces the whole file with its header and one record. */
   compact(record: unknown): void {
-    replaceFile(this.file, [headerRecord(this.owner), record]);
+    replaceFile(this.file, [walHeaderRecord(this.owner), record]);
     closeSync(this.fd);
     this.fd = openPrivateFile(this.file, 'a');
     this.bytes = fstatSync(this.fd).size;
@@ -151,13 +161,14 @@ export class WriteAheadFile {
 // ---------------------------------------------------------------------------------------------
 // The header record
 
-interface HeaderRecord {
+export interface HeaderRecord {
   walFormat: number;
   clusterId: string;
   nodeId: string;
 }
 
-function headerRecord(owner: WalOwner): HeaderRecord {
+/** The record every write-ahead file starts with, naming its format and owner. */
+export function walHeaderRecord(owner: WalOwner): HeaderRecord {
   return { walFormat: WAL_FORMAT_VERSION, clusterId: owner.clusterId, nodeId: owner.nodeId };
 }
 
@@ -191,7 +202,7 @@ function checkHeader(file: string, first: unknown, owner: WalOwner): void {
 // Writing
 
 /** One record as it goes to disk: header and payload in one Buffer, from one encoding pass. */
-function encodeRecord(record: unknown): Buffer {
+export function encodeWalRecord(record: unknown): Buffer {
   const bytes = encodeValueAfter(WAL_RECORD_HEADER_BYTES, record);
   const payload = bytes.subarray(WAL_RECORD_HEADER_BYTES);
   bytes.writeUInt32LE(payload.length, 0);
@@ -217,7 +228,7 @@ function replaceFile(file: string, records: unknown[]): void {
   const temporary = `${file}.tmp`;
   const fd = openPrivateFile(temporary, 'w');
   try {
-    for (const record of records) writeWhole(fd, encodeRecord(record));
+    for (const record of records) writeWhole(fd, encodeWalRecord(record));
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);

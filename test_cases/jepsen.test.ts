@@ -166,6 +166,17 @@ describe('the nemesis schedule', () => {
     expect(describeFault({ kind: 'stall', variant: null, nodes: ['n1'], stalls: [{ stopMs: 300, runMs: 500 }, { stopMs: 700, runMs: 400 }] })).toBe('stall the machine 2× (300, 700 ms)');
   });
 
+  it('stalls the disk of one controller, or of every one: each fsync waits 0.5–2 s, and says so', () => {
+    const nodes = ['n1', 'n2', 'n3'];
+    const plans = planNemesis({ kinds: ['disk-stall'], nodes, timeMs: 100_000, faultMs: 1000, healMs: 700, seed: 11 });
+    expect(plans.length).toBeGreaterThan(30);
+    const delays = plans.map((plan) => plan.delayMs ?? 0);
+    expect(delays.every((delay) => delay >= 500 && delay <= 2000)).toBe(true);
+    expect(delays.some((delay) => delay < 800) && delays.some((delay) => delay > 1700)).toBe(true);
+    expect(new Set(plans.map((plan) => plan.nodes.length))).toEqual(new Set([1, 3]));
+    expect(describeFault({ kind: 'disk-stall', variant: null, nodes: ['n2'], delayMs: 1200 })).toBe('stall the disk of n2: each fsync waits 1200 ms');
+  });
+
   it('steps every clock by 1 s to 68 min, each node both ways within two windows, and says so', () => {
     const nodes = ['n1', 'n2', 'n3'];
     const plans = planNemesis({ kinds: ['clock', 'kill'], nodes, timeMs: 200_000, faultMs: 1000, healMs: 700, seed: 9 }).filter((plan) => plan.kind === 'clock');

@@ -188,6 +188,61 @@ function compactedPastLaggingFollower(): { cluster: Cluster; leader: PeerId; lag
   return { cluster, leader, lagging };
 }
 
+describe('a leader whose disk stalls', () => {
+  /** Everything the leader sends but its pings waits for its disk: here, lost until `heal`. */
+  function stallLeaderDisk(cluster: Cluster, leader: PeerId, pings: boolean): () => void {
+    const fromLeader = new Set(['append', 'ping', 'read_index_reply', 'forward_refused', 'transfer_chunk']);
+    cluster.lose = (message, to) => to !== leader && fromLeader.has(message.kind) && !(pings && message.kind === 'ping');
+    return () => {
+      cluster.lose = () => false;
+    };
+  }
+
+  it('keeps its followers with pings, which leave without waiting for its disk: no election, and its check-quorum holds on their pongs', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const { term } = cluster.node(leader).machine.status();
+    const heal = stallLeaderDisk(cluster, leader, true);
+    const write = cluster.request(leader, set('d', 'v'));
+    // Three failure timeouts: past any election timeout, within the write's request timeout.
+    cluster.run(3 * FAILURE_TIMEOUT_MS);
+    for (const id of IDS) expect(cluster.node(id).machine.status(), id).toMatchObject({ term, leader, role: id === leader ? 'leader' : 'follower' });
+    const sends = IDS.flatMap((id) => cluster.node(id).effects).filter((effect) => effect.kind === 'send');
+    const early = sends.filter((effect) => effect.beforeDurable === true).map((effect) => effect.message.kind);
+    expect(new Set(early)).toEqual(new Set(['ping', 'pong']));
+    expect(sends.filter((effect) => effect.message.kind === 'ping' || effect.message.kind === 'pong').every((effect) => effect.beforeDurable === true)).toBe(true);
+    heal();
+    cluster.run(1_000);
+    expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
+    expect(cluster.node(leader).machine.status().term).toBe(term);
+  });
+
+  it('without pings, the same stall makes the followers elect another leader', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const { term } = cluster.node(leader).machine.status();
+    const others = followers(cluster);
+    stallLeaderDisk(cluster, leader, false);
+    cluster.run(3 * FAILURE_TIMEOUT_MS);
+    expect(others.some((id) => cluster.node(id).machine.status().term > term)).toBe(true);
+  });
+
+  it('a ping names no log position: it moves no commit and confirms no read', () => {
+    const cluster = electedCluster();
+    const leader = cluster.leader();
+    const [follower] = followers(cluster);
+    const { committed } = cluster.node(follower).machine.status();
+    const { term } = cluster.node(leader).machine.status();
+    const effects = cluster.step(follower, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: { kind: 'ping', term } });
+    expect(effects).toEqual([{ kind: 'send', to: leader, message: { kind: 'pong', term }, beforeDurable: true }]);
+    expect(cluster.node(follower).machine.status().committed).toBe(committed);
+    // A ping from a node that is not this term's leader is dropped, not answered.
+    const [other] = followers(cluster).filter((id) => id !== follower);
+    const dropped = cluster.step(follower, { kind: 'message', nowMs: cluster.nowMs, from: other, message: { kind: 'ping', term } });
+    expect(dropped.filter((effect) => effect.kind === 'send')).toEqual([]);
+  });
+});
+
 describe('election', () => {
   it('elects exactly one leader, by pre-vote then vote, which appends and commits a no-op', () => {
     const cluster = new Cluster();

@@ -29,7 +29,7 @@ afterEach(() => {
 });
 
 /** Runs wal-writer.ts on a fresh file under the size limit; its output lines and the file. */
-function runWriter(mode: 'append' | 'compact'): Promise<{ lines: string[]; file: string }> {
+function runWriter(mode: 'append' | 'compact' | 'background'): Promise<{ lines: string[]; file: string }> {
   dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-wal-full-'));
   const file = path.join(dir, 'wal.bin');
   const script = path.join(import.meta.dirname, 'support', 'wal-writer.ts');
@@ -52,6 +52,17 @@ describe('the write-ahead file on a disk that refuses more bytes', () => {
     expect(written.length).toBeGreaterThan(5);
     expect((WriteAheadFile.read(file, owner) as Padded[]).map((record) => record.index)).toEqual(written);
     // Nothing of the refused record is left for the next start to cut off.
+    const reopened = new WriteAheadFile(file, owner);
+    reopened.close();
+    expect(reopened.opened.tornBytesCut).toBe(0);
+  }, 40_000);
+
+  it('through the background writer: holds every batch it acknowledged, whole, and nothing of the refused one', async () => {
+    const { lines, file } = await runWriter('background');
+    const written = lines.filter((line) => line.startsWith('ok ')).map((line) => Number(line.slice(3)));
+    expect(lines[lines.length - 1]).toBe('refused WAL_WRITE_FAILED');
+    expect(written.length).toBeGreaterThan(5);
+    expect((WriteAheadFile.read(file, owner) as Padded[]).map((record) => record.index)).toEqual(written);
     const reopened = new WriteAheadFile(file, owner);
     reopened.close();
     expect(reopened.opened.tornBytesCut).toBe(0);

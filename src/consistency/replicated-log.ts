@@ -25,7 +25,8 @@
  * - one leader per term as seen by this node; a node votes at most once per term;
  * - the commit index never goes back; applied ≤ committed ≤ last log index;
  * - only entries of the current term are committed by counting replicas;
- * - `persist` effects precede the effects that depend on them (vote replies, append acks);
+ * - `persist` effects precede the effects that depend on them (vote replies, append acks); only
+ *   a ping and its pong, which name no log position, are sent `beforeDurable`;
  * - an apply effect carries a requestId at most once, only at the request's origin.
  *
  * Glossary: *commit* — a majority has it; *apply* — the local replica has it; *reply* — the
@@ -120,6 +121,8 @@ interface Progress {
   sentIndex: number;
   commitSent: number;
   lastAckMs: number;
+  /** Its last pong: alive, its acks maybe held by its disk (check-quorum counts it, rounds do not). */
+  lastPongMs: number;
   ackedRound: number;
   seq: number;
   /** Rejections of appends sent before this seq are stale. */
@@ -212,6 +215,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private catchUpIndex: number | null = null;
   private nowMs: number;
   private electionDeadlineMs = 0;
+  /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
+  private electionJitterMs = 0;
   private lastLeaderContactMs = Number.NEGATIVE_INFINITY;
   private votes = new Set<PeerId>();
   private readonly proposals = new Map<string, number>();
@@ -716,6 +721,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
     for (const progress of this.progress.values()) {
       progress.lastAckMs = forward(progress.lastAckMs);
+      progress.lastPongMs = forward(progress.lastPongMs);
       progress.transferStartedMs += pausedMs;
     }
     for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
@@ -757,6 +763,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
         return this.onAppend(from, message);
       case 'append_reply':
         return this.onAppendReply(from, message);
+      case 'ping':
+        return this.onPing(from, message);
+      case 'pong':
+        return this.onPong(from, message);
       case 'forward':
         return this.onForward(from, message);
       case 'forward_refused':
@@ -791,7 +801,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (message.kind === 'pre_vote' || message.kind === 'pre_vote_reply') return true;
     if (message.term <= this.term) return true;
     if (message.kind === 'vote' && this.inLease()) return false;
-    const leader = message.kind === 'append' ? from : null;
+    const leader = message.kind === 'append' || message.kind === 'ping' ? from : null;
     this.becomeFollower(message.term, leader);
     return true;
   }
@@ -804,7 +814,13 @@ class ReplicatedLogMachine implements ReplicatedLog {
   // ---------------------------------------------------------------- elections
 
   private resetElectionTimer(): void {
-    this.electionDeadlineMs = this.nowMs + this.failureTimeoutMs + Math.floor(this.random() * this.failureTimeoutMs);
+    this.electionJitterMs = Math.floor(this.random() * this.failureTimeoutMs);
+    this.electionDeadlineMs = this.nowMs + this.failureTimeoutMs + this.electionJitterMs;
+  }
+
+  /** Pushes the election back as a reset would, with the last draw: a ping draws no randomness. */
+  private extendElectionTimer(): void {
+    this.electionDeadlineMs = Math.max(this.electionDeadlineMs, this.nowMs + this.failureTimeoutMs + this.electionJitterMs);
   }
 
   private onTick(): void {
@@ -822,7 +838,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     if (this.nowMs >= this.heartbeatDueMs) {
       this.heartbeatDueMs = this.nowMs + this.heartbeatIntervalMs;
-      for (const peer of this.peers) this.sendAppend(peer, true);
+      for (const peer of this.peers) {
+        this.sendAppend(peer, true);
+        this.sendBeforeDurable(peer, { kind: 'ping', term: this.term });
+      }
     }
     this.startOverIfEveryReplicaLost();
   }
@@ -831,7 +850,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private hasQuorum(atMs = this.nowMs): boolean {
     let count = 1;
     for (const progress of this.progress.values()) {
-      if (atMs - progress.lastAckMs < this.failureTimeoutMs) count += 1;
+      if (atMs - Math.max(progress.lastAckMs, progress.lastPongMs) < this.failureTimeoutMs) count += 1;
     }
     return count >= this.majority;
   }
@@ -885,6 +904,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
         sentIndex: this.log.lastIndex(),
         commitSent: 0,
         lastAckMs: this.nowMs,
+        lastPongMs: Number.NEGATIVE_INFINITY,
         ackedRound: 0,
         seq: 0,
         rewindSeq: 0,
@@ -1053,6 +1073,20 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /**
+   * The leader's ping: it may overtake the leader's earlier appends, held by its disk, so it moves
+   * no log state: it only tells this node its leader lives (no election) and is answered at once.
+   */
+  private onPing(from: PeerId, message: Extract<LogMessage, { kind: 'ping' }>): void {
+    if (message.term < this.term) return this.sendBeforeDurable(from, { kind: 'pong', term: this.term });
+    const leader = this.role === 'leader' ? this.self : this.leaderOfTerm.get(message.term);
+    if (leader !== undefined && leader !== from) return this.dropMessage(from, `two leaders in term ${message.term}: ${leader} and ${from}`);
+    if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
+    this.lastLeaderContactMs = this.nowMs;
+    this.extendElectionTimer();
+    this.sendBeforeDurable(from, { kind: 'pong', term: this.term });
+  }
+
+  /**
    * Why an append of this term (well formed) cannot come from a correct leader, or null: another
    * node leads this term (this one, maybe), or it would change an entry this node knows is
    * committed, or put an entry of an older term right after the snapshot.
@@ -1172,6 +1206,12 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (progress.sentIndex >= this.log.snapshotIndex) this.sendAppend(from, false);
     }
     this.confirmRounds();
+  }
+
+  private onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
+    if (this.role !== 'leader' || message.term !== this.term) return;
+    const progress = this.progress.get(from);
+    if (progress !== undefined) progress.lastPongMs = this.nowMs;
   }
 
   /** Commit the highest index a majority has, if its entry is of the current term. */
@@ -1915,5 +1955,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
 
   private send(to: PeerId, message: LogMessage): void {
     this.out.push({ kind: 'send', to, message });
+  }
+
+  /** A message that rests on no record: it leaves ahead of effects waiting for the disk. */
+  private sendBeforeDurable(to: PeerId, message: Extract<LogMessage, { kind: 'ping' | 'pong' }>): void {
+    this.out.push({ kind: 'send', to, message, beforeDurable: true });
   }
 }

@@ -6,8 +6,9 @@
  * completion — and returns the effects to carry out, in order. It never awaits, never reads the
  * clock (`nowMs` rides on every event) and never calls Math.random (a seeded `random` is passed
  * in). The controller carries out effects strictly in the order returned: a `persist` completes
- * (fsync) before any later effect of the same step, and `apply`/`read`/`fetch` effects reach the
- * local replica in the order they were issued.
+ * (fsync) before any later effect (of this step or a later one) but a `send` marked
+ * `beforeDurable`, and `apply`/`read`/`fetch` effects reach the local replica in the order they
+ * were issued.
  *
  * Glossary, one meaning each everywhere: *commit* — a majority has it; *apply* — the local store
  * has it; *reply* — the client has it; *ack* — a peer has it.
@@ -74,7 +75,11 @@ export type Event<M> =
   | { kind: 'flush'; nowMs: number };
 
 export type Effect<M> =
-  | { kind: 'send'; to: PeerId; message: M }
+  /**
+   * `beforeDurable`: the message rests on no record (a liveness ping, its answer), so it leaves at
+   * once, ahead of effects still waiting for earlier records to be durable.
+   */
+  | { kind: 'send'; to: PeerId; message: M; beforeDurable?: true }
   | { kind: 'reply'; requestId: RequestId; reply: Reply }
   /**
    * Apply `op` to the local replica with version `cas`, as of time `nowMs` (expiry is judged at

@@ -9,7 +9,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +19,7 @@ import type { CpuScheduling, WalSync } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 import { setWallClockOffset, wallClockEnv } from './wall-clock.ts';
+import { FSYNC_DELAY_FILE_ENV } from '../controller/wal-background.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -51,6 +52,8 @@ export interface ClusterOptions {
   http?: boolean;
   /** More `name = value` lines for config.ini's [cluster] section, e.g. ['idle_timeout_s = 1']. */
   extraConfig?: string[];
+  /** Let `stallDisk` delay the controllers' write-ahead fsyncs (FSYNC_DELAY_FILE_ENV). */
+  diskStalls?: boolean;
 }
 
 /** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
@@ -230,6 +233,7 @@ export class Cluster {
       wallClockSteps: false,
       http: true,
       extraConfig: [],
+      diskStalls: false,
       replication: true,
       keepDir: false,
       ...definedOnly(options),
@@ -298,7 +302,13 @@ export class Cluster {
       this.options.mode,
     ];
     if (!this.options.replication) args.push('--unsafe-no-replication');
-    const env = this.options.wallClockSteps ? { ...process.env, ...wallClockEnv(this.wallClockFile(id)) } : process.env;
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    if (this.options.wallClockSteps) Object.assign(env, wallClockEnv(this.wallClockFile(id)));
+    if (this.options.diskStalls) {
+      // A restarted controller keeps the stall its file says, as a slow disk stays slow.
+      if (!existsSync(this.diskStallFile(id))) this.stallDisk(id, 0);
+      env[FSYNC_DELAY_FILE_ENV] = this.diskStallFile(id);
+    }
     const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env });
     const log = createWriteStream(this.logFile(id), { flags: 'a' });
     child.stdout?.pipe(log);
@@ -320,6 +330,22 @@ export class Cluster {
     if (!this.options.wallClockSteps) throw new Error('stepWallClock needs a cluster started with wallClockSteps');
     this.node(id); // throws for a node this cluster does not have
     setWallClockOffset(this.wallClockFile(id), offsetSeconds);
+  }
+
+  private diskStallFile(id: string): string {
+    return path.join(this.dir, `fsync-delay-${id}`);
+  }
+
+  /**
+   * Delays every write-ahead fsync of a controller by `delayMs` before it runs (0: no more), as a
+   * disk that stalls would; an fsync already waiting keeps its delay. Needs a cluster started
+   * with `diskStalls`.
+   */
+  stallDisk(id: string, delayMs: number): void {
+    if (!this.options.diskStalls) throw new Error('stallDisk needs a cluster started with diskStalls');
+    if (!Number.isSafeInteger(delayMs) || delayMs < 0) throw new Error(`fsync delay must be whole ms, got ${delayMs}`);
+    this.node(id); // throws for a node this cluster does not have
+    writeFileSync(this.diskStallFile(id), `${delayMs}\n`);
   }
 
   /** Sends a signal to a controller process this harness started. */

@@ -32,11 +32,13 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * bytes arrive, late and in order), beyond the failure timeout at the long end. `stall` stops the
  * whole machine again and again: every controller and every memcached together (SIGSTOP) for
  * 0.2–1 s, then runs it 0.3–1 s, as a hypervisor, a throttled container or a long GC pause does.
- * No node sees another go silent while it runs itself: nothing may be refused.
+ * No node sees another go silent while it runs itself: nothing may be refused. `disk-stall` makes
+ * every write-ahead fsync of one controller, or of every one, wait 0.5–2 s first, as a disk with a
+ * slow tail does: what waits for durability (acks, votes, replies) is late; nothing else is.
  */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall';
+export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall'];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
 export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock', 'stall'];
@@ -51,7 +53,7 @@ export interface FaultPlan {
   variant: 'isolate' | 'one-way' | 'bridge' | null;
   /** For `clock`: the step of each of `nodes`' wall clocks, in seconds (negative: back). */
   stepsSeconds?: number[];
-  /** For `slow`: how long the target's links hold each byte, in ms. */
+  /** For `slow`: how long the target's links hold each byte; for `disk-stall`: each fsync's wait; in ms. */
   delayMs?: number;
   /** For `stall`: each stop of the whole machine and the run after it, in ms. */
   stalls?: Array<{ stopMs: number; runMs: number }>;
@@ -89,6 +91,8 @@ export interface FaultTarget {
   isolate(id: string): void;
   /** Delays every byte to and from a node by `delayMs`; healAll ends it. */
   slow(id: string, delayMs: number): void;
+  /** Delays every write-ahead fsync of a controller by `delayMs` (0: no more). */
+  stallDisk(id: string, delayMs: number): void;
   healAll(): void;
 }
 
@@ -168,6 +172,9 @@ function jitter(random: Random, ms: number): number {
   return Math.round(ms * (0.75 + random() * 0.5));
 }
 
+/** The shortest and longest wait before each fsync of a `disk-stall`, in ms. */
+const DISK_STALL_MS = { min: 500, max: 2000 } as const;
+
 /** The shortest and longest whole-machine stop of a `stall`, and of the run between two, in ms. */
 const STALL_STOP_MS = { min: 200, max: 1000 } as const;
 const STALL_RUN_MS = { min: 300, max: 1000 } as const;
@@ -179,6 +186,11 @@ function pickTargets(
   const target = nodes[pickIndex(random, nodes.length)];
   if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
+  if (kind === 'disk-stall') {
+    const delayMs = Math.round(DISK_STALL_MS.min + random() * (DISK_STALL_MS.max - DISK_STALL_MS.min));
+    // One disk in two windows of three, every disk in the third.
+    return { variant: null, nodes: random() < 2 / 3 ? [target] : [...nodes], delayMs };
+  }
   if (kind === 'clock') {
     // 1 s to 68 min, as likely within each power of two; the sign alternates by node and window.
     const stepsSeconds = nodes.map((_, index) => {
@@ -205,6 +217,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
     case 'slow': return `slow ${plan.nodes[0]} by ${plan.delayMs ?? 0} ms`;
+    case 'disk-stall': return `stall the disk of ${plan.nodes.join(', ')}: each fsync waits ${plan.delayMs ?? 0} ms`;
     case 'stall': {
       const stops = (plan.stalls ?? []).map((stall) => stall.stopMs);
       return `stall the machine ${stops.length}× (${stops.join(', ')} ms)`;
@@ -267,6 +280,9 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
   switch (plan.kind) {
     case 'slow':
       target.slow(node, plan.delayMs ?? 0);
+      return;
+    case 'disk-stall':
+      for (const each of plan.nodes) target.stallDisk(each, plan.delayMs ?? 0);
       return;
     case 'clock':
       plan.nodes.forEach((each, index) => target.stepWallClock(each, plan.stepsSeconds?.[index] ?? 0));
@@ -335,6 +351,9 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
       return target.healAll();
     case 'clock':
       for (const each of plan.nodes) target.stepWallClock(each, 0);
+      return;
+    case 'disk-stall':
+      for (const each of plan.nodes) target.stallDisk(each, 0);
       return;
     default: {
       const unreachable: never = plan.kind;

@@ -128,6 +128,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
       compactAfterEntries: resolved.compactAfterEntries, walSync: resolved.walSync,
       wallClockSteps: resolved.nemesis.includes('clock'),
+      diskStalls: resolved.nemesis.includes('disk-stall'),
     });
     clustersRunning.add(cluster);
     throwIfAborted(resolved.signal);

@@ -4,18 +4,18 @@
  * crashes and restarts nodes (from their durable records) and empties their replicas, while
  * clients submit random ops. Every effect is carried out on a small model replica per node.
  *
- * Persistence is modelled as the controller does it (src/controller.ts, `carryOut`/`settle`): a
- * record is written at once; a background fsync per node (group commit, 1–3 ms) covers what was
- * written when it started; every other effect issued after an uncovered record (or after a held
- * effect) is held, in order, until an fsync covers it; a compacting record is fsynced at once,
- * and so is everything before a backend reset is told to the machine. A crash loses the records
- * no fsync covered and every held effect. Half the crashes wait for the end of a turn in which
- * a node wrote records no fsync covers yet (a leader first): that window is short, and it is
- * where the ordering matters.
+ * Persistence runs the controller's own durability gate (src/controller/durability.ts) over an
+ * in-memory write-ahead file: records appended in a turn go out as one batch at its end, one batch
+ * per node in flight (group commit; each, a compaction included, durable 1–3 ms later); every other
+ * effect issued after a record not yet durable (or after a held effect) is held, in order, until it
+ * is (but a send marked `beforeDurable`: a leader's ping, its pong). A backend reset is acknowledged, and an emptied backend noticed, only once what was issued
+ * before it ran, as the controller does. A crash loses the records not yet durable and every held
+ * effect. Half the crashes wait for the end of a turn in which a node wrote records not yet
+ * durable (a leader first): that window is short, and it is where the ordering matters.
  *
  * Intuition: everything random comes from one PRNG seeded by `seed`, and time is simulated, so a
  * failing seed replays the run exactly. A machine's internal state runs ahead of what is durable
- * (a leader counts its own unsynced copy toward a commit), so the checks judge what is externally
+ * (a leader counts its own copy not yet durable toward a commit), so the checks judge what is externally
  * visible: effects carried out, and a node's beliefs once all its records are durable.
  *
  * Checked after every event: one leader per term; applied ≤ committed (both internal); a
@@ -69,6 +69,7 @@ import type { Reply } from '../../src/protocol/types.ts';
 import { applyToEntry, isLive, type SingleKeyOp } from '../../src/store/apply.ts';
 import type { Entry, Op } from '../../src/store/types.ts';
 import { asPeerId, asRequestId, type Effect, type Event, type PeerId, type RequestId } from '../../src/consistency/types.ts';
+import { DurabilityGate, type WalBatch, type WalWriteResult, type WriteAhead } from '../../src/controller/durability.ts';
 import {
   createReplicatedLog,
   type LogMessage,
@@ -252,29 +253,58 @@ interface InFlightRequest {
 /** An effect other than a persist: what the controller carries out beyond its write-ahead file. */
 type OutwardEffect = Exclude<Effect<LogMessage>, { kind: 'persist' }>;
 
-/** An effect waiting for an fsync: it needs the first `needs` records written durable. */
-interface HeldEffect {
-  effect: OutwardEffect;
-  needs: number;
-  /** For a `put`: the index of the transfer it installs, as known when it was issued. */
-  transferIndex: number;
+/** What the durability gate holds: an effect, or a step of the simulated controller's own. */
+type HeldWork = { effect: OutwardEffect; /** For a `put`: the index of the transfer it installs, as known when it was issued. */ transferIndex: number } | (() => void);
+
+/**
+ * A node's write-ahead file in memory: what is durable, and the batch on its way, which becomes
+ * durable at `atMs` (when the simulation says it is due).
+ */
+class SimWriteAhead implements WriteAhead {
+  private inFlight: { batch: WalBatch; done: (result: WalWriteResult) => void; atMs: number; startedMs: number } | null = null;
+
+  constructor(
+    /** The file's records as a restart reads them. */
+    public durable: unknown[],
+    private readonly clock: () => number,
+    private readonly fsyncMs: () => number,
+  ) {}
+
+  write(batch: WalBatch, done: (result: WalWriteResult) => void): void {
+    if (this.inFlight !== null) throw new Error('the gate handed over a batch while one was on its way');
+    const startedMs = this.clock();
+    this.inFlight = { batch, done, atMs: startedMs + this.fsyncMs(), startedMs };
+  }
+
+  close(): void {
+    this.inFlight = null;
+  }
+
+  /** When the batch on its way becomes durable, if one is. */
+  dueMs(): number | null {
+    return this.inFlight?.atMs ?? null;
+  }
+
+  /** Makes the batch on its way durable if it is due, and tells the gate. */
+  completeDue(nowMs: number): void {
+    const flight = this.inFlight;
+    if (flight === null || flight.atMs > nowMs) return;
+    this.inFlight = null;
+    for (const { record, compact } of flight.batch.records) {
+      if (compact) this.durable = [];
+      this.durable.push(record);
+    }
+    flight.done({ ok: true, fsync: { endedAtMs: nowMs, ms: nowMs - flight.startedMs } });
+  }
 }
 
 interface SimNode {
   id: PeerId;
   machine: ReplicatedLog | null;
-  /** The write-ahead file: records written, durable or not (see `writtenRecords`). */
-  records: unknown[];
-  /** Records written in this lifetime, counted from boot (the controller's walWritten). */
-  writtenRecords: number;
-  /** Of those, how many an fsync made durable (walSynced). */
-  syncedRecords: number;
-  /** How many written records precede records[0] (a compaction drops what came before). */
-  recordsBase: number;
-  /** The background fsync in flight: covers the first `target` records when it completes. */
-  fsync: { atMs: number; target: number } | null;
-  /** Effects issued after a record no fsync covers yet, in issue order. */
-  held: HeldEffect[];
+  /** The write-ahead file: what is durable, and the batch on its way. */
+  disk: SimWriteAhead;
+  /** The controller's durability gate over `disk` (a new one each boot). */
+  gate: DurabilityGate<HeldWork>;
   replica: Map<string, Entry>;
   /** Index of the state the replica holds (last apply or transfer), null if unknown. */
   replicaIndex: number | null;
@@ -290,9 +320,9 @@ interface SimNode {
   /** A start-over was carried out: its put (next) marks the snapshot index, not a transfer. */
   startOverPutPending: boolean;
   /**
-   * `emptyAll`: the records written up to telling the machine its backend was emptied. A crash
-   * before they are durable forgets that it was told, so the controller tells it again at boot
-   * (it keeps the backend's new epoch only as durably as the machine's answer to it).
+   * `emptyAll`: the records appended (this boot) up to telling the machine its backend was emptied.
+   * A crash before they are durable forgets that it was told, so the controller tells it again at
+   * boot (it keeps the backend's new epoch only as durably as the machine's answer to it).
    */
   emptiedRecords: number;
   /** `storeFailures`: how far the replica is trusted since a store effect failed on it. */
@@ -304,6 +334,8 @@ interface SimNode {
   /** `crashChance`: crash at this moment (before the machine is told), or once told. */
   crashAtMs: number | null;
   crashWhenTold: boolean;
+  /** Its memcached restarts empty once what its controller issued before reached it (see emptyOnceIssued). */
+  emptyPending: boolean;
 }
 
 /**
@@ -401,6 +433,8 @@ export class LogSimulation {
   private readonly failureRandom: () => number;
   /** `junkRate`: its own stream too. */
   private readonly junkRandom: () => number;
+  /** Pings and pongs meet their network's drops and delays from their own stream too. */
+  private readonly pingRandom: () => number;
   /** `everyNodeAtMs`: when every node's next store effect may be made to fail (null once armed). */
   private everyNodeFailAnchorMs: number | null = null;
   /** When every replica was first untrusted at once (null: never). */
@@ -427,6 +461,7 @@ export class LogSimulation {
     }
     this.failureRandom = mulberry32((options.seed ^ 0x5bd1e995) >>> 0);
     this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
+    this.pingRandom = mulberry32((options.seed ^ 0x3c6ef372) >>> 0);
     const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
@@ -517,15 +552,12 @@ export class LogSimulation {
   // ------------------------------------------------------------ nodes
 
   private newNode(id: PeerId): SimNode {
+    const disk = new SimWriteAhead([], () => this.nowMs, () => this.fsyncMs());
     return {
       id,
       machine: null,
-      records: [],
-      writtenRecords: 0,
-      syncedRecords: 0,
-      recordsBase: 0,
-      fsync: null,
-      held: [],
+      disk,
+      gate: this.newGate(disk, () => undefined),
       replica: new Map(),
       replicaIndex: 0,
       nextTickMs: this.nowMs,
@@ -543,6 +575,7 @@ export class LogSimulation {
       failNext: false,
       crashAtMs: null,
       crashWhenTold: false,
+      emptyPending: false,
     };
   }
 
@@ -553,7 +586,7 @@ export class LogSimulation {
       random: mulberry32(Math.floor(this.random() * 2 ** 32)),
       heartbeatIntervalMs: HEARTBEAT_MS,
       failureTimeoutMs: FAILURE_TIMEOUT_MS,
-      persisted: node.records.slice(),
+      persisted: node.disk.durable.slice(),
       nowMs: this.nowMs,
       mode: this.options.mode,
       compactionThresholdEntries: this.options.compactionThresholdEntries,
@@ -561,11 +594,8 @@ export class LogSimulation {
       replicaSkipsApplied: this.options.replicaSkipsApplied,
     });
     // A restarted controller numbers its requests from 1 again; what it read back is durable.
-    node.writtenRecords = node.records.length;
-    node.syncedRecords = node.records.length;
-    node.recordsBase = 0;
-    node.fsync = null;
-    node.held = [];
+    node.disk = new SimWriteAhead(node.disk.durable, () => this.nowMs, () => this.fsyncMs());
+    node.gate = this.newGate(node.disk, (work) => this.release(node, work));
     node.emptiedRecords = 0;
     node.nextRequestId = 1;
     node.checkedCommit = 0;
@@ -580,13 +610,16 @@ export class LogSimulation {
 
   private crash(node: SimNode, keepReplica = false): void {
     node.machine = null;
-    // What no fsync covered is lost, and so is every effect that waited for it.
-    this.result.recordsLost += node.writtenRecords - node.syncedRecords;
-    this.result.heldEffectsLost += node.held.length;
-    if (node.syncedRecords < node.emptiedRecords) node.replicaLost = true;
-    node.records = node.records.slice(0, node.syncedRecords - node.recordsBase);
-    node.held = [];
-    node.fsync = null;
+    // What was not durable is lost, and so is every effect that waited for it.
+    this.result.recordsLost += node.gate.stats(this.nowMs).recordsWaiting;
+    this.result.heldEffectsLost += node.gate.waitingCount();
+    if (node.gate.position().durable < node.emptiedRecords) node.replicaLost = true;
+    node.gate.close();
+    if (node.emptyPending) {
+      node.emptyPending = false;
+      this.emptyNow(node);
+      node.replicaLost = true;
+    }
     this.result.crashes += 1;
     for (const request of node.requests.values()) this.clients[request.client].busy = false;
     for (const client of this.clients) {
@@ -626,7 +659,8 @@ export class LogSimulation {
     for (const flight of this.flights) next = Math.min(next, flight.atMs);
     for (const node of this.nodes) {
       next = Math.min(next, node.machine === null ? node.downUntilMs : node.nextTickMs);
-      if (node.fsync !== null) next = Math.min(next, node.fsync.atMs);
+      const diskDueMs = node.disk.dueMs();
+      if (diskDueMs !== null) next = Math.min(next, diskDueMs);
       if (node.resetDueMs !== null) next = Math.min(next, node.resetDueMs);
       if (node.crashAtMs !== null) next = Math.min(next, node.crashAtMs);
       for (const local of node.localEvents) next = Math.min(next, local.atMs);
@@ -662,11 +696,7 @@ export class LogSimulation {
       if (node.downUntilMs <= this.nowMs && mayBoot) this.boot(node);
       return;
     }
-    if (node.fsync !== null && node.fsync.atMs <= this.nowMs) {
-      node.syncedRecords = Math.max(node.syncedRecords, node.fsync.target);
-      node.fsync = null;
-      this.settle(node);
-    }
+    node.disk.completeDue(this.nowMs);
     if (node.resetDueMs !== null && node.resetDueMs <= this.nowMs) this.tellUntrusted(node);
     const due = node.localEvents.filter((local) => local.atMs <= this.nowMs);
     if (due.length > 0) node.localEvents = node.localEvents.filter((local) => local.atMs > this.nowMs);
@@ -718,49 +748,51 @@ export class LogSimulation {
   // ------------------------------------------------------------ effects
 
   /**
-   * As the controller does: a record is written at once (a compacting one rewritten and fsynced
-   * at once); any other effect runs at once unless a record no fsync covers yet, or an effect
-   * already held, precedes it: then it waits, in order, for an fsync covering every record before it.
+   * As the controller does: a record goes to the gate; any other effect runs at once unless a
+   * record not yet durable, or an effect already held, precedes it: then it waits, in order.
    */
   private carryOut(node: SimNode, effect: Effect<LogMessage>): void {
     if (effect.kind === 'persist') {
-      node.writtenRecords += 1;
-      if (effect.compact) {
-        node.records = [effect.record];
-        node.recordsBase = node.writtenRecords - 1;
-        node.syncedRecords = node.writtenRecords;
-      } else {
-        node.records.push(effect.record);
-      }
+      node.gate.append([{ record: effect.record, compact: effect.compact }]);
       return;
     }
     // A start-over's put (issued right after this note) installs the state at the snapshot index.
     const startOverIndex = this.startOverIndexOf(effect);
     if (startOverIndex !== null) node.lastTransferIndex = startOverIndex;
-    const transferIndex = node.lastTransferIndex;
-    if (node.held.length > 0 || node.syncedRecords < node.writtenRecords) {
-      node.held.push({ effect, needs: node.writtenRecords, transferIndex });
-      return;
-    }
-    this.execute(node, effect, transferIndex);
+    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(node, effect, node.lastTransferIndex);
+    else node.gate.whenDurable(node.gate.latest(), { effect, transferIndex: node.lastTransferIndex });
   }
 
-  /** Runs what is durable now; starts an fsync of everything written, unless one is in flight. */
+  /** The end of a turn: what a node wrote goes out as one batch (unless one is on its way). */
   private settle(node: SimNode): void {
-    while (node.held.length > 0 && node.held[0].needs <= node.syncedRecords && node.machine !== null) {
-      const { effect, transferIndex } = node.held[0];
-      node.held.shift();
-      this.execute(node, effect, transferIndex);
-    }
-    if (node.machine === null || node.fsync !== null || node.syncedRecords >= node.writtenRecords) return;
-    const durationMs = FSYNC_MIN_MS + Math.floor(this.random() * (FSYNC_MAX_MS - FSYNC_MIN_MS + 1));
-    node.fsync = { atMs: this.nowMs + durationMs, target: node.writtenRecords };
+    if (node.machine !== null) node.gate.writeAppended();
   }
 
-  /** An fsync of everything written, at once (as the controller does before a backend reset). */
-  private syncNow(node: SimNode): void {
-    node.syncedRecords = node.writtenRecords;
-    this.settle(node);
+  /** Runs `step` once everything the node issued so far ran (at once when nothing waits). */
+  private afterIssued(node: SimNode, step: () => void): void {
+    node.gate.whenDurable(node.gate.latest(), step);
+  }
+
+  private newGate(disk: SimWriteAhead, release: (work: HeldWork) => void): DurabilityGate<HeldWork> {
+    return new DurabilityGate<HeldWork>({
+      writeAhead: disk,
+      sync: 'fsync',
+      release,
+      failed: (error) => {
+        throw error;
+      },
+    });
+  }
+
+  private release(node: SimNode, work: HeldWork): void {
+    if (node.machine === null) return;
+    if (typeof work === 'function') work();
+    else this.execute(node, work.effect, work.transferIndex);
+  }
+
+  /** How long the next batch takes to become durable (1–3 ms). */
+  private fsyncMs(): number {
+    return FSYNC_MIN_MS + Math.floor(this.random() * (FSYNC_MAX_MS - FSYNC_MIN_MS + 1));
   }
 
   /** Carries out an effect that left the process: the model replica and network see it now. */
@@ -924,8 +956,8 @@ export class LogSimulation {
 
   /**
    * The controller's health poll finds the backend answering and tells the machine (as its
-   * `runQueued` does): step the reset, fsync and release what was held (refused: it was issued
-   * before the reset), trust the replica again, then carry out the machine's answer.
+   * `runQueued` does): step the reset; once what was issued before it ran (refused: the replica
+   * is suspect), trust the replica again; then the machine's answer.
    */
   private tellUntrusted(node: SimNode): void {
     node.resetDueMs = null;
@@ -934,10 +966,11 @@ export class LogSimulation {
     this.result.untrustedResets += 1;
     const kept = this.options.storeFailures?.kept === true && node.replicaIndex !== null;
     const effects = machine.step({ kind: 'backend_reset', nowMs: this.nowMs, emptied: false, kept });
-    this.syncNow(node);
     // A replay onto the kept replica (still valid, nothing emptied): trusted again at once.
     const replays = kept && machine.inspect().replicaValid && !effects.some((effect) => effect.kind === 'reset');
-    node.trust = replays ? 'trusted' : 'told';
+    this.afterIssued(node, () => {
+      node.trust = replays ? 'trusted' : 'told';
+    });
     if (replays) this.result.keptReplays += 1;
     for (const effect of effects) this.carryOut(node, effect);
   }
@@ -984,10 +1017,11 @@ export class LogSimulation {
 
   private transmit(from: PeerId, to: PeerId, message: LogMessage): void {
     this.result.messages[message.kind] = (this.result.messages[message.kind] ?? 0) + 1;
-    const copies = this.random() < this.rates.drop ? 0 : this.random() < this.rates.duplicate ? 2 : 1;
+    const random = message.kind === 'ping' || message.kind === 'pong' ? this.pingRandom : this.random;
+    const copies = random() < this.rates.drop ? 0 : random() < this.rates.duplicate ? 2 : 1;
     for (let copy = 0; copy < copies; copy += 1) {
-      const slow = this.random() < 0.05 ? 4 : 1;
-      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.random() * this.rates.delayMaxMs * slow), from, to, message });
+      const slow = random() < 0.05 ? 4 : 1;
+      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(random() * this.rates.delayMaxMs * slow), from, to, message });
     }
     if (this.junkRandom() < (this.options.junkRate ?? 0)) {
       const junk = certainlyInvalid(message as unknown as Record<string, unknown>, this.junkRandom, ['term']) as LogMessage;
@@ -1237,16 +1271,36 @@ export class LogSimulation {
 
   /** The node's memcached restarted empty: its controller tells the machine (at boot if down). */
   private emptyReplica(node: SimNode): void {
-    if (node.machine !== null) this.syncNow(node);
-    node.replica.clear();
-    node.replicaIndex = 0;
-    this.forgetStoreFailure(node);
     if (node.machine === null) {
+      this.emptyNow(node);
       node.replicaLost = true;
       return;
     }
-    this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
-    node.emptiedRecords = node.writtenRecords;
+    this.emptyOnceIssued(node, () => {
+      this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
+      node.emptiedRecords = node.gate.position().appended;
+    });
+  }
+
+  /**
+   * The node's memcached restarts empty and `tell` tells the machine at once; the replica is
+   * emptied once everything issued before that has reached it, before anything the machine issues
+   * from then on (in mckv, the epoch fence refuses calls between the restart and the reset). A
+   * crash meanwhile leaves the replica emptied, told at boot.
+   */
+  private emptyOnceIssued(node: SimNode, tell: () => void): void {
+    node.emptyPending = true;
+    this.afterIssued(node, () => {
+      node.emptyPending = false;
+      this.emptyNow(node);
+    });
+    tell();
+  }
+
+  private emptyNow(node: SimNode): void {
+    node.replica.clear();
+    node.replicaIndex = 0;
+    this.forgetStoreFailure(node);
   }
 
   /**
@@ -1255,8 +1309,9 @@ export class LogSimulation {
    */
   private reliesOnReplica(node: SimNode): boolean {
     if (node.machine !== null) return node.machine.inspect().replicaValid;
-    for (let at = node.records.length - 1; at >= 0; at -= 1) {
-      const record = node.records[at] as { kind: string; trusted?: boolean; replicaTrusted?: boolean };
+    const records = node.disk.durable;
+    for (let at = records.length - 1; at >= 0; at -= 1) {
+      const record = records[at] as { kind: string; trusted?: boolean; replicaTrusted?: boolean };
       if (record.kind === 'replica') return record.trusted === true;
       if (record.kind === 'snapshot') return record.replicaTrusted === true;
     }
@@ -1335,13 +1390,8 @@ export class LogSimulation {
     if (perStep(this.rates.backendResetPerSecond)) {
       const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
       if (this.mayLoseReplica()) {
-        // The controller fsyncs and releases what was held before telling the machine; here
-        // those effects reach the replica just before it is emptied.
-        if (node.machine !== null) this.syncNow(node);
-        node.replica.clear();
-        node.replicaIndex = 0;
-        this.forgetStoreFailure(node);
-        this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true });
+        if (node.machine === null) this.emptyNow(node);
+        else this.emptyOnceIssued(node, () => this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true }));
       }
     }
   }
@@ -1353,7 +1403,7 @@ export class LogSimulation {
    */
   private crashExposed(): void {
     if (!this.crashArmed || !this.faultsOn) return;
-    const exposed = this.nodes.filter((node) => node.machine !== null && node.syncedRecords < node.writtenRecords);
+    const exposed = this.nodes.filter((node) => node.machine !== null && node.gate.stats(this.nowMs).recordsWaiting > 0);
     const victim = exposed.find((node) => node.machine?.inspect().role === 'leader') ?? exposed[0];
     if (victim === undefined) return;
     this.crashArmed = false;
@@ -1400,7 +1450,7 @@ export class LogSimulation {
     const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
     if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
     // Nothing may still wait for an fsync: the replicas must hold what the machines applied.
-    if (this.nodes.some((node) => node.held.length > 0 || node.syncedRecords < node.writtenRecords)) return false;
+    if (this.nodes.some((node) => node.gate.waitingCount() > 0 || node.gate.stats(this.nowMs).recordsWaiting > 0 || node.emptyPending)) return false;
     // A suspect replica refuses writes until its machine is told: it is not rebuilt yet.
     if (this.nodes.some((node) => this.distrusted(node))) return false;
     const leaders = views.filter((view) => view?.role === 'leader');
@@ -1447,7 +1497,7 @@ export class LogSimulation {
         this.leaderOfTerm.set(view.term, node.id);
       }
       // With every record durable, all the machine believes rests on durable state.
-      if (node.syncedRecords === node.writtenRecords) this.checkCommitted(node, view, view.commitIndex);
+      if (node.gate.stats(this.nowMs).recordsWaiting === 0) this.checkCommitted(node, view, view.commitIndex);
       for (const [requestId, request] of node.requests) {
         if (this.nowMs - request.invokedMs > REQUEST_BOUND_MS) throw new Error(`${node.id} left request ${requestId} unanswered`);
       }

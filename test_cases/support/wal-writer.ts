@@ -2,11 +2,15 @@
  * A child process for wal-disk-full.test.ts: appends records to a write-ahead file until the disk
  * refuses one (the test runs it under a file size limit), printing `ok N` once record N is
  * written and synced, then `refused CODE`; with `compact`, writes three records and then tries to
- * compact to one larger than the limit.
+ * compact to one larger than the limit; with `background`, appends through the controller's
+ * background writer, two records a batch, printing `ok N` for each record of a batch once it is
+ * done.
  *
- *   node --import tsx test_cases/support/wal-writer.ts FILE append|compact
+ *   node --import tsx test_cases/support/wal-writer.ts FILE append|compact|background
  */
 
+import { BackgroundWriteAhead } from '../../src/controller/wal-background.ts';
+import type { WalWriteResult } from '../../src/controller/durability.ts';
 import { WriteAheadFile } from '../../src/wal.ts';
 
 // Past the file size limit the kernel sends SIGXFSZ, which would kill the process; ignored, the
@@ -14,8 +18,23 @@ import { WriteAheadFile } from '../../src/wal.ts';
 process.on('SIGXFSZ', () => {});
 
 const [file, mode] = process.argv.slice(2);
-const wal = new WriteAheadFile(file, { clusterId: 'mckv', nodeId: 'n1' });
 const record = (index: number, bytes: number): unknown => ({ index, pad: Buffer.alloc(bytes, 0x61) });
+if (mode === 'background') {
+  const writeAhead = new BackgroundWriteAhead({ file, owner: { clusterId: 'mckv', nodeId: 'n1' }, fsyncDelayFile: null });
+  for (let index = 0; index < 10_000; index += 2) {
+    const records = [index, index + 1].map((each) => ({ record: record(each, 1000), compact: false }));
+    const result = await new Promise<WalWriteResult>((resolve) => writeAhead.write({ records, sync: true }, resolve));
+    if (!result.ok) {
+      console.log(`refused ${result.error.code}`);
+      break;
+    }
+    console.log(`ok ${index}\nok ${index + 1}`);
+  }
+  writeAhead.close();
+  await writeAhead.whenClosed();
+  process.exit(0);
+}
+const wal = new WriteAheadFile(file, { clusterId: 'mckv', nodeId: 'n1' });
 try {
   if (mode === 'compact') {
     for (let index = 0; index < 3; index++) wal.append(record(index, 100));

@@ -92,6 +92,14 @@ export type LogMessage =
        */
       lastIndex?: number;
     }
+  /**
+   * The leader of `term` is alive: sent each heartbeat interval without waiting for the leader's
+   * disk (a `beforeDurable` send), so a slow fsync there starts no election. It names no log
+   * position and no commit, so it claims nothing a record must back, whatever it overtakes.
+   */
+  | { kind: 'ping'; term: number }
+  /** A follower hears `term`'s leader (its answer to a ping), for the leader's check-quorum. */
+  | { kind: 'pong'; term: number }
   /** Writes received by a follower, batched per step, for the leader to append. */
   | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
   | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; message: string }

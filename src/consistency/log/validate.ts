@@ -167,6 +167,9 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
       return appendProblem(value, limits);
     case 'append_reply':
       return appendReplyProblem(value);
+    case 'ping':
+    case 'pong':
+      return null;
     case 'forward':
       return forwardProblem(value, limits);
     case 'forward_refused':

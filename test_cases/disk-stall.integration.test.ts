@@ -1,0 +1,83 @@
+/**
+ * A real three-controller cluster (linearizability, memcached) whose leader's disk stalls: every
+ * write-ahead fsync there waits 1.5 s (the disk-stall fault's delay file), three times the failure
+ * timeout. Nothing waits for that disk on the event loop, and the leader's pings leave without it,
+ * so: no election (every term stays), every peer stays up in `show`, a write through a follower
+ * completes once the fsync does, and `stats` and `show` report the slow fsync.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TextClient } from '../src/client/text-client.ts';
+import { Cluster } from '../src/jepsen/cluster.ts';
+
+const STALL_MS = 1500;
+
+async function ask(port: number, command: string, verb: string): Promise<string[]> {
+  return (await TextClient.requestOnce('127.0.0.1', port, `${command}\r\n`, verb, 10_000)).lines;
+}
+
+async function stats(port: number): Promise<Map<string, string>> {
+  const lines = await ask(port, 'stats', 'stats');
+  return new Map(lines.filter((line) => line.startsWith('STAT ')).map((line) => {
+    const [, name, ...value] = line.split(' ');
+    return [name, value.join(' ')] as [string, string];
+  }));
+}
+
+describe('a leader whose disk stalls for 1.5 s at every fsync', () => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode: 'linearizability', backend: 'memcache', diskStalls: true });
+  }, 90_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it('keeps its leadership and its peers, and completes a write once the fsync does', async () => {
+    // A write first, so that every node knows the leader and has fsynced once.
+    const [first] = cluster.nodes;
+    expect(await ask(first.clientPort, 'set warm 0 0 1\r\nw', 'set')).toEqual(['STORED']);
+    const roles = await Promise.all(cluster.nodes.map(async (node) => ({ node, stats: await stats(node.clientPort) })));
+    const leader = roles.find((each) => each.stats.get('mckv_role') === 'leader');
+    expect(leader).toBeDefined();
+    const terms = roles.map((each) => each.stats.get('mckv_term'));
+    const follower = cluster.nodes.find((node) => node !== leader?.node) ?? first;
+
+    cluster.stallDisk(leader?.node.id ?? '', STALL_MS);
+    try {
+      const startedMs = performance.now();
+      const write = ask(follower.clientPort, 'set stalled 0 0 1\r\nv', 'set');
+      // While the leader's fsync waits, everyone still sees everyone: heartbeats flow.
+      await new Promise((resolve) => setTimeout(resolve, STALL_MS / 2));
+      for (const node of cluster.nodes) {
+        const lines = await ask(node.clientPort, 'show', 'show');
+        const peerRows = lines.filter((line) => /^n\d\s+(up|down)\b/.test(line));
+        expect(peerRows, `${node.id}: ${lines.join('\n')}`).toHaveLength(2);
+        expect(peerRows.every((line) => /^n\d\s+up\b/.test(line)), `${node.id}: ${lines.join('\n')}`).toBe(true);
+      }
+      expect(Number((await stats(leader?.node.clientPort ?? 0)).get('mckv_wal_records_waiting'))).toBeGreaterThan(0);
+      expect(await write).toEqual(['STORED']);
+      // It waited for the leader's durable copy: the fsync's delay, give or take a few ms.
+      expect(performance.now() - startedMs).toBeGreaterThan(STALL_MS - 300);
+    } finally {
+      cluster.stallDisk(leader?.node.id ?? '', 0);
+    }
+
+    // No election: every node is in the term it was in, under the same leader.
+    const after = await Promise.all(cluster.nodes.map((node) => stats(node.clientPort)));
+    expect(after.map((each) => each.get('mckv_term'))).toEqual(terms);
+    expect(after.map((each) => each.get('mckv_role'))).toEqual(roles.map((each) => each.stats.get('mckv_role')));
+    const leaderStats = after[cluster.nodes.indexOf(leader?.node ?? first)];
+    expect(Number(leaderStats.get('mckv_wal_fsync_slowest_recent_ms'))).toBeGreaterThanOrEqual(STALL_MS);
+    expect(Number(leaderStats.get('mckv_wal_fsyncs'))).toBeGreaterThan(0);
+    for (const node of cluster.nodes) {
+      const { values } = await TextClient.requestOnce('127.0.0.1', node.clientPort, 'get stalled\r\n', 'get', 10_000);
+      expect(values.map((value) => value.value.toString()), node.id).toEqual(['v']);
+    }
+    // `show` names the slow fsync next to the leader (its own row, and as its peers heard it).
+    const show = await ask(leader?.node.clientPort ?? 0, 'show', 'show');
+    expect(show.find((line) => /\bself\b/.test(line))).toMatch(/\s1[5-9]\d\dms\s/);
+  }, 60_000);
+});
