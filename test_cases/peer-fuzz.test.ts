@@ -19,7 +19,7 @@ import { EventualMachine, type EventualMessage } from '../src/consistency/eventu
 import { eventualMessageProblem } from '../src/consistency/eventual/messages.ts';
 import { HLC_PHYSICAL_MS_MAX, packVersion, unpackVersion } from '../src/consistency/hlc.ts';
 import { createLocal } from '../src/consistency/local.ts';
-import { applyToEntry, UNKNOWN_OP_MESSAGE, type SingleKeyOp } from '../src/store/apply.ts';
+import { applyToEntry, UNKNOWN_OP_REFUSAL, type SingleKeyOp } from '../src/store/apply.ts';
 import { isValidOp, OP_LIMITS_DEFAULT, opProblem } from '../src/store/op-rules.ts';
 import type { Entry, Op } from '../src/store/types.ts';
 import { mulberry32, simulate } from './support/log-sim.ts';
@@ -398,7 +398,7 @@ describe('replicated log: each measured attack is dropped, counted and noted, st
     const unknownKind = { kind: 'explode', key: 'k' } as unknown as SingleKeyOp;
     const unknownVerb = { ...set('k', 'v'), verb: 'upsert' } as unknown as SingleKeyOp;
     for (const op of [unknownKind, unknownVerb]) {
-      expect(applyToEntry(undefined, op, { cas: 1n, nowMs: T0 })).toEqual({ write: undefined, reply: { kind: 'server_error', message: UNKNOWN_OP_MESSAGE } });
+      expect(applyToEntry(undefined, op, { cas: 1n, nowMs: T0 })).toEqual({ write: undefined, reply: UNKNOWN_OP_REFUSAL });
     }
   });
 

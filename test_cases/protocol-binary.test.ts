@@ -196,12 +196,12 @@ describe('binary encoder', () => {
     expect(statusOf(header(OPCODE.append), { kind: 'not_stored' })).toBe(5);
     expect(statusOf(header(OPCODE.increment), { kind: 'client_error', message: 'cannot increment or decrement non-numeric value' })).toBe(6);
     expect(statusOf(header(OPCODE.set), { kind: 'client_error', message: 'whatever' })).toBe(4);
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'object too large for cache' })).toBe(3);
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'out of memory storing object' })).toBe(0x82);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'too_large' })).toBe(3);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'out_of_memory' })).toBe(0x82);
     // The cluster's own refusals: "busy", else "temporary failure" (memjs: "Temporary failure", not "Out of memory").
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'busy: request queue full' })).toBe(0x85);
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'no quorum: no leader reachable' })).toBe(0x86);
-    expect(statusOf(header(OPCODE.get), { kind: 'server_error', message: 'not caught up: replica is rebuilding (read refused)' })).toBe(0x86);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'busy', detail: 'request queue full' })).toBe(0x85);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'no_quorum', detail: 'no leader reachable' })).toBe(0x86);
+    expect(statusOf(header(OPCODE.get), { kind: 'refused', reason: 'not_caught_up', detail: 'replica is rebuilding (read refused)' })).toBe(0x86);
     expect(statusOf(header(OPCODE.set), { kind: 'error' })).toBe(0x81);
   });
 

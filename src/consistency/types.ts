@@ -14,6 +14,7 @@
  */
 
 import type { Reply } from '../protocol/types.ts';
+import type { Refusal } from '../protocol/refusals.ts';
 import type { Entry, Op } from '../store/types.ts';
 
 declare const peerIdBrand: unique symbol;
@@ -164,16 +165,16 @@ export interface MachineOptions {
   persisted: readonly unknown[];
   nowMs: number;
   /**
-   * Why the store cannot take this write — the SERVER_ERROR message, memcached's own ("out of
-   * memory storing object", "object too large for cache") — or null when it can. Asked once per
+   * Why the store cannot take this write — memcached's own refusal (out of memory, too large) —
+   * or null when it can. Asked once per
    * write by the node that puts writes in order (a replicated log's leader, for its own clients'
    * writes and forwarded ones alike; in eventual mode the node that took it), right before the
-   * write takes its place; a refused write is answered with the message and changes nothing.
+   * write takes its place; a refused write is answered with the refusal and changes nothing.
    * Asking at that one node means every write of the cluster is counted there. `version` is the
    * version it will be stored under (its log index; in eventual mode its HLC version): reports of
    * what each replica has stored tell by it when the write is in that replica. Default: null.
    */
-  refuseStore?: (op: Op, version: bigint) => string | null;
+  refuseStore?: (op: Op, version: bigint) => Refusal | null;
   /**
    * The largest value a client may store (config.ini's value_bytes_max): a peer's op or entry
    * with a larger one is malformed and dropped. Default 1 MiB.

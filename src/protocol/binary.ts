@@ -27,6 +27,7 @@ import type { Command, DecoderOptions, Item, ProtocolLimits, Reply } from './typ
 import { BINARY_SASL, BINARY_STATUS, BINARY_STATUS_MESSAGES, TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
 import type { BinaryStatus } from './errors.ts';
 import { parsePlain, type Login } from './auth.ts';
+import { refusalBinary, type Refusal } from './refusals.ts';
 
 export const REQUEST_MAGIC = 0x80;
 export const RESPONSE_MAGIC = 0x81;
@@ -473,19 +474,10 @@ function encodeClientError(header: BinaryHeader, message: string): Buffer {
   return encodeBinaryError(header, BINARY_STATUS.invalidArguments, message);
 }
 
-/**
- * A SERVER_ERROR as a binary status: memcached's own for what memcached itself refuses (too
- * large, out of memory), "busy" for a refusal that says so (a full request queue, an eventual
- * replica still loading: the cluster's refusals start with their kind), and "temporary failure"
- * for the rest — the cluster cannot serve it now (no quorum, a replica rebuilding, a timeout): a
- * client may retry.
- * The message goes along as the body.
- */
-function encodeServerError(header: BinaryHeader, message: string): Buffer {
-  if (message === TEXT_ERRORS.objectTooLarge) return encodeBinaryError(header, BINARY_STATUS.valueTooLarge);
-  if (message === TEXT_ERRORS.outOfMemory) return encodeBinaryError(header, BINARY_STATUS.outOfMemory, message);
-  if (message.startsWith('busy')) return encodeBinaryError(header, BINARY_STATUS.busy, message);
-  return encodeBinaryError(header, BINARY_STATUS.temporaryFailure, message);
+/** A refusal as a binary status and body, from the one table (refusals.ts). */
+function encodeRefusal(header: BinaryHeader, refusal: Refusal): Buffer {
+  const { status, body } = refusalBinary(refusal);
+  return encodeBinaryError(header, status, body);
 }
 
 function encodeValues(header: BinaryHeader, command: Command, items: Item[]): Buffer {
@@ -539,7 +531,7 @@ export function encodeBinaryReply(header: BinaryHeader, command: Command, reply:
     // memcached answers a stats group it does not know with "Not found".
     case 'error': return encodeBinaryError(header, command.kind === 'stats' ? BINARY_STATUS.keyNotFound : BINARY_STATUS.unknownCommand);
     case 'client_error': return encodeClientError(header, reply.message);
-    case 'server_error': return encodeServerError(header, reply.message);
+    case 'refused': return encodeRefusal(header, reply);
     case 'none': return Buffer.alloc(0);
     default: {
       const unreachable: never = reply;

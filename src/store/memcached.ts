@@ -39,7 +39,8 @@ import {
   memcachedKey,
 } from './codec.ts';
 import { clockMs } from '../clock.ts';
-import { BINARY_STATUS, TEXT_ERRORS } from '../protocol/errors.ts';
+import { BINARY_STATUS } from '../protocol/errors.ts';
+import { refused, type Refusal } from '../protocol/refusals.ts';
 import { PauseWatch } from '../pause-watch.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KeyPresence, type KVBackend } from './types.ts';
@@ -261,7 +262,7 @@ export class MemcachedBackend implements KVBackend {
         return new StoreError('BACKEND_FAILED', `memcached ${this.address} refused ${what}: ${cause.message}`, {
           cause,
           untouched: cause.untouched,
-          refusal: cause.untouched ? refusalText(cause.status) : undefined,
+          refusal: cause.untouched ? refusalOf(cause.status) : undefined,
         });
       case 'BACKEND_TIMEOUT':
         return new StoreError('BACKEND_TIMEOUT', `memcached ${this.address} did not answer ${what} within ${this.#opTimeoutMs} ms`, { cause });
@@ -683,10 +684,10 @@ function storeOpcode(present: KeyPresence): number {
   return present === false ? OPCODE_ADD : OPCODE_REPLACE;
 }
 
-/** memcached's text-protocol words for a store it refused with binary `status`, if they say what happened. */
-function refusalText(status: number | null): string | undefined {
-  if (status === BINARY_STATUS.outOfMemory) return TEXT_ERRORS.outOfMemory;
-  if (status === BINARY_STATUS.valueTooLarge) return TEXT_ERRORS.objectTooLarge;
+/** The refusal memcached's binary `status` for a store says, if it says what happened. */
+function refusalOf(status: number | null): Refusal | undefined {
+  if (status === BINARY_STATUS.outOfMemory) return refused('out_of_memory');
+  if (status === BINARY_STATUS.valueTooLarge) return refused('too_large');
   return undefined;
 }
 

@@ -33,6 +33,7 @@
 
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
+import { refused } from '../protocol/refusals.ts';
 import { clockMs } from '../clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyPresence, type KVBackend, type Op } from './types.ts';
@@ -99,7 +100,7 @@ const EMPTY = Buffer.alloc(0);
  * The reply to a replayed op that the replica already holds. Usually nobody waits for it; a client
  * whose write's apply failed (it took effect after all) does, and learns just that.
  */
-const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'backend: write applied before the replica failed; its result is lost' };
+const ALREADY_APPLIED: Reply = refused('backend', 'write applied before the replica failed; its result is lost');
 
 /** Starts `work` at once; a synchronous throw becomes a rejection, as inside a `then`. */
 function startNow<T>(work: () => Promise<T>): Promise<T> {

@@ -9,6 +9,7 @@
  */
 
 import type { ArithVerb, StoreVerb } from '../protocol/types.ts';
+import type { Refusal } from '../protocol/refusals.ts';
 import type { SlabState } from './slab-room.ts';
 
 /** What a replica stores under one key. */
@@ -117,14 +118,14 @@ export class StoreError extends Error {
    */
   readonly untouched: boolean;
   /**
-   * With `untouched`: memcached's own words for the refusal ("out of memory storing object",
-   * "object too large for cache"), what a client of memcached would have been told.
+   * With `untouched`: memcached's own refusal (out of memory, too large), what a client of
+   * memcached would have been told.
    */
-  readonly refusal: string | undefined;
+  readonly refusal: Refusal | undefined;
   constructor(
     readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED' | 'BACKEND_RESET',
     message: string,
-    options?: { cause?: unknown; untouched?: boolean; refusal?: string },
+    options?: { cause?: unknown; untouched?: boolean; refusal?: Refusal },
   ) {
     super(message, options);
     this.untouched = options?.untouched ?? false;

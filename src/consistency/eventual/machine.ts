@@ -42,6 +42,7 @@ import type {
 } from '../types.ts';
 import type { Entry, Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
+import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { formatHlc, HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
@@ -93,7 +94,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly peerBits = new Map<PeerId, number>();
   private readonly allPeersMask: number;
   private readonly tuning: EventualTuning;
-  private readonly refuseStore: (op: Op, version: bigint) => string | null;
+  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
@@ -261,9 +262,9 @@ export class EventualMachine implements Machine<EventualMessage> {
     // A refused write leaves the clock ticked: harmless, it only ever has to move forward.
     this.clock = tickHlc(this.clock, nowMs);
     const cas = packVersion(this.clock, this.nodeIndex);
-    const refused = this.refuseStore(op, cas);
-    if (refused !== null) {
-      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: refused } });
+    const refusal = this.refuseStore(op, cas);
+    if (refusal !== null) {
+      out.push({ kind: 'reply', requestId, reply: refusal });
       return;
     }
     const seq = this.nextSeq();
@@ -821,6 +822,6 @@ function tombstoneEntry(cas: bigint): Entry {
   return { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true };
 }
 
-function busyReply(): { kind: 'server_error'; message: string } {
-  return { kind: 'server_error', message: 'busy: replica still loading' };
+function busyReply(): Refusal {
+  return refused('busy', 'replica still loading');
 }
