@@ -39,7 +39,9 @@ import {
   memcachedKey,
 } from './codec.ts';
 import { clockMs } from '../clock.ts';
-import { BINARY_STATUS } from '../protocol/errors.ts';
+import {
+  BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC, bodyBytesAt, readHeader, setOpaque, setOpcode, writeHeader,
+} from '../protocol/binary-header.ts';
 import { refused, type Refusal } from '../protocol/refusals.ts';
 import { PauseWatch } from '../pause-watch.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
@@ -92,7 +94,7 @@ export class MemcachedBackend implements KVBackend {
 
   async get(key: string): Promise<Entry | undefined> {
     const target = memcachedKey(key);
-    const raw = await this.#call('get', key, encodeRequest(OPCODE_GET, target.key, null, null));
+    const raw = await this.#call('get', key, encodeRequest(OPCODE.get, target.key, null, null));
     if (raw === null) return undefined;
     const decoded = decodeEntry(raw);
     if (decoded === null) return undefined; // not written by mckv: reads as absent
@@ -119,12 +121,12 @@ export class MemcachedBackend implements KVBackend {
 
   async delete(key: string): Promise<void> {
     const target = memcachedKey(key);
-    await this.#call('delete', key, encodeRequest(OPCODE_DELETE, target.key, null, null));
+    await this.#call('delete', key, encodeRequest(OPCODE.delete, target.key, null, null));
   }
 
   async flush(): Promise<void> {
     this.#flushesSent += 1;
-    await this.#run('flush_all', null, (connection) => connection.request(encodeRequest(OPCODE_FLUSH, '', null, null)));
+    await this.#run('flush_all', null, (connection) => connection.request(encodeRequest(OPCODE.flush, '', null, null)));
   }
 
   /** Expects `epoch` (e.g. remembered from before a restart of the controller): a different one is a reset. */
@@ -211,7 +213,7 @@ export class MemcachedBackend implements KVBackend {
         keys.push(key);
         continue;
       }
-      const raw = await this.#run('get (metadump)', null, (connection) => connection.request(encodeRequest(OPCODE_GET, listed, null, null)));
+      const raw = await this.#run('get (metadump)', null, (connection) => connection.request(encodeRequest(OPCODE.get, listed, null, null)));
       const decoded = raw === null ? null : decodeEntry(raw);
       if (decoded !== null && decoded.keptKey !== null) keys.push(decoded.keptKey);
     }
@@ -361,20 +363,7 @@ function epochOf(stats: Record<string, string>): string {
 // ---------------------------------------------------------------------------------------------
 // A lean binary-protocol client: one socket, requests written in batches, replies in order.
 
-const REQUEST_MAGIC = 0x80;
-const RESPONSE_MAGIC = 0x81;
-const HEADER_BYTES = 24;
-const OPCODE_GET = 0x00;
-const OPCODE_SET = 0x01;
-const OPCODE_ADD = 0x02;
-const OPCODE_REPLACE = 0x03;
-const OPCODE_DELETE = 0x04;
-const OPCODE_FLUSH = 0x08;
-const OPCODE_STAT = 0x10;
 const SET_EXTRAS_BYTES = 8;
-const STATUS_OK = 0x0000;
-const STATUS_KEY_NOT_FOUND = 0x0001;
-const STATUS_KEY_EXISTS = 0x0002;
 /** An add or replace that found the key otherwise than expected is sent again as the other, this often at most, then as a set. */
 const STORE_SWITCHES_MAX = 2;
 /** Largest reply body accepted (memcached's item size limit is far below). */
@@ -503,8 +492,8 @@ class BinaryConnection {
   /** memcached's stats: the general ones, or a group's (`settings`, `slabs`, …). */
   stats(group = ''): Promise<Record<string, string>> {
     return new Promise<Record<string, string>>((resolveStats, reject) => {
-      const frame = encodeRequest(OPCODE_STAT, group, null, null);
-      const pending: Pending = { opaque: 0, opcode: OPCODE_STAT, frame, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats };
+      const frame = encodeRequest(OPCODE.stat, group, null, null);
+      const pending: Pending = { opaque: 0, opcode: OPCODE.stat, frame, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats };
       this.#submit(pending);
     });
   }
@@ -531,7 +520,7 @@ class BinaryConnection {
     }
     pending.opaque = this.#nextOpaque;
     this.#nextOpaque = (this.#nextOpaque + 1) >>> 0;
-    pending.frame.writeUInt32BE(pending.opaque, 12);
+    setOpaque(pending.frame, pending.opaque);
     if (this.#inFlight.length - this.#head >= this.#options.inFlightMax) this.#backlog.push(pending);
     else this.#write(pending);
   }
@@ -563,7 +552,7 @@ class BinaryConnection {
         this.fail(new ConnectionFailure('BACKEND_DOWN', 'garbled reply (bad magic)'));
         return;
       }
-      const bodyBytes = buffer.readUInt32BE(offset + 8);
+      const bodyBytes = bodyBytesAt(buffer, offset);
       if (bodyBytes > BODY_BYTES_MAX) {
         this.fail(new ConnectionFailure('BACKEND_DOWN', `garbled reply (body of ${bodyBytes} bytes)`));
         return;
@@ -581,40 +570,37 @@ class BinaryConnection {
   #onReply(buffer: Buffer, offset: number): void {
     this.#progressAtMs = performance.now();
     const pending = this.#inFlight[this.#head];
-    const opaque = buffer.readUInt32BE(offset + 12);
+    const { opaque, keyBytes, extrasBytes, status, bodyBytes } = readHeader(buffer, offset);
     if (pending === undefined || pending.opaque !== opaque) {
       this.fail(new ConnectionFailure('BACKEND_DOWN', 'reply out of order'));
       return;
     }
-    const keyBytes = buffer.readUInt16BE(offset + 2);
-    const extrasBytes = buffer[offset + 4];
-    const status = buffer.readUInt16BE(offset + 6);
     const bodyStart = offset + HEADER_BYTES;
-    const bodyEnd = bodyStart + buffer.readUInt32BE(offset + 8);
+    const bodyEnd = bodyStart + bodyBytes;
     const valueStart = bodyStart + extrasBytes + keyBytes;
-    if (pending.stats !== null && status === STATUS_OK && keyBytes > 0) {
+    if (pending.stats !== null && status === BINARY_STATUS.ok && keyBytes > 0) {
       // One stat per packet; the list ends with an empty key.
       pending.stats[buffer.toString('latin1', bodyStart + extrasBytes, valueStart)] = buffer.toString('latin1', valueStart, bodyEnd);
       return;
     }
     this.#retire();
-    const retryAs = status === STATUS_OK ? null : storeRetry(pending, status);
+    const retryAs = status === BINARY_STATUS.ok ? null : storeRetry(pending, status);
     if (retryAs !== null) {
       // memcached held the key otherwise than the replica thought (an item expired, another
       // client wrote it): the same write, as the other command.
-      pending.frame[1] = retryAs;
+      setOpcode(pending.frame, retryAs);
       pending.opcode = retryAs;
       pending.switches = (pending.switches ?? 0) + 1;
       this.#submit(pending);
-    } else if (status === STATUS_OK) {
+    } else if (status === BINARY_STATUS.ok) {
       if (pending.resolveStats !== null && pending.stats !== null) pending.resolveStats(pending.stats);
-      else pending.resolve(pending.opcode === OPCODE_GET ? buffer.subarray(valueStart, bodyEnd) : null);
-    } else if (status === STATUS_KEY_NOT_FOUND && (pending.opcode === OPCODE_GET || pending.opcode === OPCODE_DELETE)) {
+      else pending.resolve(pending.opcode === OPCODE.get ? buffer.subarray(valueStart, bodyEnd) : null);
+    } else if (status === BINARY_STATUS.keyNotFound && (pending.opcode === OPCODE.get || pending.opcode === OPCODE.delete)) {
       pending.resolve(null);
     } else {
       const message = buffer.toString('latin1', valueStart, bodyEnd);
       // Refusing a set, memcached unlinks the key's old item; refusing anything else, it changes nothing.
-      const untouched = pending.opcode !== OPCODE_SET;
+      const untouched = pending.opcode !== OPCODE.set;
       pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`, untouched, status));
     }
   }
@@ -681,7 +667,7 @@ function setFrame(key: string, entry: Entry, present: KeyPresence): Buffer {
  * replaying its log onto it repairs it once memory is freed.
  */
 function storeOpcode(present: KeyPresence): number {
-  return present === false ? OPCODE_ADD : OPCODE_REPLACE;
+  return present === false ? OPCODE.add : OPCODE.replace;
 }
 
 /** The refusal memcached's binary `status` for a store says, if it says what happened. */
@@ -694,10 +680,10 @@ function refusalOf(status: number | null): Refusal | undefined {
 /** The command to send a store again as, when memcached answered `status` because the key was (not) there; else null. */
 function storeRetry(pending: Pending, status: number): number | null {
   const mismatch =
-    (pending.opcode === OPCODE_REPLACE && status === STATUS_KEY_NOT_FOUND) || (pending.opcode === OPCODE_ADD && status === STATUS_KEY_EXISTS);
+    (pending.opcode === OPCODE.replace && status === BINARY_STATUS.keyNotFound) || (pending.opcode === OPCODE.add && status === BINARY_STATUS.keyExists);
   if (!mismatch) return null;
-  if ((pending.switches ?? 0) >= STORE_SWITCHES_MAX) return OPCODE_SET;
-  return pending.opcode === OPCODE_REPLACE ? OPCODE_ADD : OPCODE_REPLACE;
+  if ((pending.switches ?? 0) >= STORE_SWITCHES_MAX) return OPCODE.set;
+  return pending.opcode === OPCODE.replace ? OPCODE.add : OPCODE.replace;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -731,15 +717,8 @@ function encodeSetRequest(opcode: number, memcachedKeyText: string, entry: Entry
 function requestHeader(opcode: number, key: string, extrasBytes: number, valueBytes: number): Buffer {
   const bodyBytes = extrasBytes + key.length + valueBytes;
   const frame = Buffer.allocUnsafe(HEADER_BYTES + bodyBytes);
-  frame[0] = REQUEST_MAGIC;
-  frame[1] = opcode;
-  frame.writeUInt16BE(key.length, 2);
-  frame[4] = extrasBytes;
-  frame[5] = 0; // data type
-  frame.writeUInt16BE(0, 6); // vbucket
-  frame.writeUInt32BE(bodyBytes, 8);
-  frame.writeUInt32BE(0, 12); // opaque: set when sent
-  frame.fill(0, 16, 24); // cas: unused
+  // vbucket 0, cas unused; the opaque is set when the frame is sent.
+  writeHeader(frame, { magic: REQUEST_MAGIC, opcode, keyBytes: key.length, extrasBytes, bodyBytes });
   return frame;
 }
 
