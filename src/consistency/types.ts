@@ -15,7 +15,7 @@
 
 import type { Reply } from '../protocol/types.ts';
 import type { Refusal } from '../protocol/refusals.ts';
-import type { Entry, Op } from '../store/types.ts';
+import type { KeyedEntry, Op } from '../store/types.ts';
 
 declare const peerIdBrand: unique symbol;
 /** A controller's id from config.ini, e.g. "n1". */
@@ -30,8 +30,8 @@ export const asRequestId = (id: number): RequestId => id as RequestId;
 export type Mode = 'linearizability' | 'sequential' | 'eventual';
 export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
 
-/** A (key, entry) pair moved between replicas; tombstones included. */
-export type KeyedEntry = [key: string, entry: Entry];
+/** A (key, entry) pair moved between replicas (it lives with the store, which holds it). */
+export type { KeyedEntry } from '../store/types.ts';
 
 export type Event<M> =
   /** A client's op arrived at this controller. `session` is the client connection's id. */

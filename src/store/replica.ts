@@ -31,12 +31,11 @@
  *   record is known absent and needs no read either.
  */
 
-import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
 import { refused } from '../protocol/refusals.ts';
 import { clockMs } from '../clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
-import { StoreError, type BackendHealth, type Entry, type KeyPresence, type KVBackend, type Op } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KeyedEntry, type KeyPresence, type KVBackend, type Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
 /** Default bound of a replica's value cache: 64 MiB. */
