@@ -122,7 +122,8 @@ function spawnLogged(command: string, args: string[], logFile: string): ChildPro
 async function awaitReady(child: ChildProcess, port: number, what: string): Promise<void> {
   const spawnError = new Promise<never>((_, reject) => child.once('error', (error) => reject(new Error(`cannot start ${what}: ${error.message}`))));
   try {
-    await Promise.race([waitForMemcachedProtocol(port, READY_TIMEOUT_MS, () => child.exitCode === null && child.signalCode === null), spawnError]);
+    const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+    await Promise.race([waitForMemcachedProtocol(port, READY_TIMEOUT_MS, alive), spawnError]);
   } catch (error) {
     await stopChild(child);
     throw error;

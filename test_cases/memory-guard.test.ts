@@ -63,7 +63,8 @@ describe('MemoryGuard', () => {
     // class keeps its one page, every chunk free. Leaving a whole page would leave nothing.
     const guard = new MemoryGuard();
     const perPage = Math.floor(MB / 96);
-    guard.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, [{ id: 1, chunkBytes: 96, freeChunks: perPage }, { id: 39, chunkBytes: 512 * 1024, freeChunks: 120 }]) });
+    const classes = [{ id: 1, chunkBytes: 96, freeChunks: perPage }, { id: 39, chunkBytes: 512 * 1024, freeChunks: 120 }];
+    guard.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, classes) });
     const stored = Array.from({ length: perPage }, (_, i) => fits(guard, set(`s${String(i).padStart(5, '0')}`, 1))).filter(Boolean).length;
     expect(stored).toBe(Math.floor(perPage * 0.8));
   });
@@ -173,6 +174,7 @@ describe('MemoryGuard', () => {
     expect(isBackendMemory(null)).toBe(false);
     expect(isBackendMemory({ usedBytes: '1', limitBytes: 2 })).toBe(false);
     expect(isBackendMemory({ usedBytes: 1, limitBytes: -2 })).toBe(false);
-    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: { pageBytes: 1, freePages: 0, chunkMaxBytes: 1, classes: [{ id: 1 }], classSizes: null } })).toBe(false);
+    const badClasses = { pageBytes: 1, freePages: 0, chunkMaxBytes: 1, classes: [{ id: 1 }], classSizes: null };
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: badClasses })).toBe(false);
   });
 });

@@ -281,7 +281,8 @@ describe('value codec round trips', () => {
 
   it('decodes thousands of distinct field names right, however they share key-cache slots', () => {
     const many = Object.fromEntries(Array.from({ length: 6000 }, (_, index) => [`k${index}`, index]));
-    const ascii = Object.fromEntries(Array.from({ length: 300 }, (_, index) => [String.fromCharCode(32 + (index % 95)).repeat(1 + (index % 24)) + index, index]));
+    const asciiKey = (index: number): string => String.fromCharCode(32 + (index % 95)).repeat(1 + (index % 24)) + index;
+    const ascii = Object.fromEntries(Array.from({ length: 300 }, (_, index) => [asciiKey(index), index]));
     for (let pass = 0; pass < 2; pass++) {
       expect(roundTrip(many)).toEqual(many);
       expect(roundTrip(ascii)).toEqual(ascii);

@@ -94,7 +94,8 @@ describe('binary decoder', () => {
     const bytes = Buffer.concat([
       binaryRequest({ opcode: OPCODE.delete, key: 'k' }), binaryRequest({ opcode: OPCODE.touch, key: 'k', extras: u32s(30) }),
       binaryRequest({ opcode: OPCODE.gatq, key: 'k', extras: u32s(9) }), binaryRequest({ opcode: OPCODE.flush }),
-      binaryRequest({ opcode: OPCODE.flushq, extras: u32s(5) }), binaryRequest({ opcode: OPCODE.noop }), binaryRequest({ opcode: OPCODE.version }),
+      binaryRequest({ opcode: OPCODE.flushq, extras: u32s(5) }), binaryRequest({ opcode: OPCODE.noop }),
+      binaryRequest({ opcode: OPCODE.version }),
       binaryRequest({ opcode: OPCODE.verbosity, extras: u32s(2) }), binaryRequest({ opcode: OPCODE.stat }),
       binaryRequest({ opcode: OPCODE.stat, key: 'items' }), binaryRequest({ opcode: OPCODE.quitq }),
     ]);
@@ -151,7 +152,8 @@ describe('binary encoder', () => {
   const get: Command = { kind: 'get', keys: ['k'], cas: true };
   const item = { key: 'k', flags: 9, value: Buffer.from('val'), cas: 77n };
 
-  function parse(bytes: Buffer): Array<{ opcode: number; status: number; opaque: number; cas: bigint; extras: Buffer; key: string; value: Buffer }> {
+  type Packet = { opcode: number; status: number; opaque: number; cas: bigint; extras: Buffer; key: string; value: Buffer };
+  function parse(bytes: Buffer): Packet[] {
     const packets = [];
     let offset = 0;
     while (offset < bytes.length) {

@@ -227,7 +227,9 @@ describe('memcached refusing a write for want of memory (-M)', () => {
  * A fake memcached speaking the binary protocol's framing: each request is answered with only a
  * header, whose status `statusOf` picks from the request's opcode and key.
  */
-async function fakeMemcached(statusOf: (opcode: number, key: string) => number): Promise<{ backend: MemcachedBackend; opcodes: number[]; close(): Promise<void> }> {
+async function fakeMemcached(
+  statusOf: (opcode: number, key: string) => number,
+): Promise<{ backend: MemcachedBackend; opcodes: number[]; close(): Promise<void> }> {
   const opcodes: number[] = [];
   const server = net.createServer((socket) => {
     let pending = Buffer.alloc(0);

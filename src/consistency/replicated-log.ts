@@ -456,7 +456,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     for (const entry of this.log.entries) {
       if (entry.op === null || entry.requestId === null || entry.origin !== this.self || entry.incarnation !== this.incarnation) continue;
       if (entry.index > this.commitIndex || !waiting.delete(entry.requestId)) continue;
-      this.pending.set(entry.requestId, { op: entry.op, deadlineMs: this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs });
+      const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
+      this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
     }
     for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
     this.compactionFetch = null;
@@ -1771,7 +1772,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     let incoming = this.incoming;
     if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
-      const same = incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
+      const same =
+        incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
       if (!same) return this.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
     } else {
       incoming = {

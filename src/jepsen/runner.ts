@@ -253,7 +253,11 @@ async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecor
 }
 
 /** One `get` through a fresh connection; the value, `null` for absent, or an error reply. */
-async function readKey(port: number, key: string, timeoutMs: number): Promise<{ ok: true; value: string | null } | { ok: false; error: string }> {
+async function readKey(
+  port: number,
+  key: string,
+  timeoutMs: number,
+): Promise<{ ok: true; value: string | null } | { ok: false; error: string }> {
   try {
     const reply = await TextClient.requestOnce('127.0.0.1', port, `get ${key}\r\n`, 'get', timeoutMs);
     const last = reply.lines[reply.lines.length - 1] ?? '';
@@ -334,7 +338,8 @@ function checkHistory(options: Resolved, recorder: HistoryRecorder): CheckResult
 function finish(options: Resolved, phase: PhaseResult, check: CheckResult, convergenceMs: number | null): RunResult {
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
-    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys, walSync: options.walSync,
+    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline,
+    keys: options.keys, walSync: options.walSync,
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: options.mode === 'eventual' ? 'convergence after heal' : `${options.mode === 'sequential' ? 'sequential' : 'linearizability'} checker`,
     detail: check.detail ?? null,

@@ -76,10 +76,10 @@ const CAS_AT = 16;
 /** The header at `offset`, but its cas (HEADER_BYTES of it must be there). */
 export function readHeader(bytes: Buffer, offset = 0): PacketHeader {
   return {
-    magic: bytes[offset],
-    opcode: bytes[offset + OPCODE_AT],
+    magic: bytes.readUInt8(offset),
+    opcode: bytes.readUInt8(offset + OPCODE_AT),
     keyBytes: bytes.readUInt16BE(offset + KEY_BYTES_AT),
-    extrasBytes: bytes[offset + EXTRAS_BYTES_AT],
+    extrasBytes: bytes.readUInt8(offset + EXTRAS_BYTES_AT),
     status: bytes.readUInt16BE(offset + STATUS_AT),
     bodyBytes: bytes.readUInt32BE(offset + BODY_BYTES_AT),
     opaque: bytes.readUInt32BE(offset + OPAQUE_AT),

@@ -292,7 +292,8 @@ class Connection {
     if (this.finished) return;
     if (this.decoder === null) {
       const binary = chunk[0] === REQUEST_MAGIC;
-      this.decoder = binary ? binaryWireDecoder(this.server.limits, this.server.decoderOptions) : textWireDecoder(this.server.limits, this.server.decoderOptions);
+      const { limits, decoderOptions } = this.server;
+      this.decoder = binary ? binaryWireDecoder(limits, decoderOptions) : textWireDecoder(limits, decoderOptions);
     }
     const requests = this.decoder.push(chunk);
     this.inFlight += requests.length;

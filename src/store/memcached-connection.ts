@@ -138,7 +138,9 @@ export class BinaryConnection {
         answered();
       };
       for (const frame of frames) {
-        this.#submit({ opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve: answered, reject: failed, stats: null, resolveStats: null });
+        this.#submit({
+          opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve: answered, reject: failed, stats: null, resolveStats: null,
+        });
       }
     });
   }
@@ -147,7 +149,9 @@ export class BinaryConnection {
   stats(group = ''): Promise<Record<string, string>> {
     return new Promise<Record<string, string>>((resolveStats, reject) => {
       const frame = encodeRequest(OPCODE.stat, group, null, null);
-      const pending: Pending = { opaque: 0, opcode: OPCODE.stat, frame, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats };
+      const pending: Pending = {
+        opaque: 0, opcode: OPCODE.stat, frame, writtenAtMs: 0, resolve: ignoreValue, reject, stats: {}, resolveStats,
+      };
       this.#submit(pending);
     });
   }

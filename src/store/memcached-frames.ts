@@ -45,7 +45,8 @@ export function refusalOf(status: number | null): Refusal | undefined {
 /** The command to send a store again as, when memcached answered `status` because the key was (not) there; else null. */
 export function storeRetry(sent: { opcode: number; switches?: number }, status: number): number | null {
   const mismatch =
-    (sent.opcode === OPCODE.replace && status === BINARY_STATUS.keyNotFound) || (sent.opcode === OPCODE.add && status === BINARY_STATUS.keyExists);
+    (sent.opcode === OPCODE.replace && status === BINARY_STATUS.keyNotFound) ||
+    (sent.opcode === OPCODE.add && status === BINARY_STATUS.keyExists);
   if (!mismatch) return null;
   if ((sent.switches ?? 0) >= STORE_SWITCHES_MAX) return OPCODE.set;
   return sent.opcode === OPCODE.replace ? OPCODE.add : OPCODE.replace;

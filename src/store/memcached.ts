@@ -155,7 +155,11 @@ export class MemcachedBackend implements KVBackend {
         this.#settings = {
           epoch,
           evictsWhenFull: settings.evictions === 'on',
-          slab: { growthFactor: Number(settings.growth_factor), chunkMaxBytes: Number(settings.slab_chunk_max), minChunkBytes: Number(settings.chunk_size) },
+          slab: {
+            growthFactor: Number(settings.growth_factor),
+            chunkMaxBytes: Number(settings.slab_chunk_max),
+            minChunkBytes: Number(settings.chunk_size),
+          },
           itemBytesMax: Number.isSafeInteger(itemBytesMax) && itemBytesMax > 0 ? itemBytesMax : undefined,
         };
       }
@@ -323,7 +327,8 @@ export function slabStateOf(stats: Record<string, string>, slabs: Record<string,
   const globalPool = Number(stats.slab_global_page_pool ?? 0);
   const mallocedBytes = Number(slabs.total_malloced);
   const { growthFactor, chunkMaxBytes, minChunkBytes } = settings;
-  if (![limitBytes, globalPool, mallocedBytes, growthFactor, chunkMaxBytes, minChunkBytes].every(Number.isFinite) || !(growthFactor > 1)) return null;
+  const numbers = [limitBytes, globalPool, mallocedBytes, growthFactor, chunkMaxBytes, minChunkBytes];
+  if (!numbers.every(Number.isFinite) || !(growthFactor > 1)) return null;
   const classes: SlabClass[] = [];
   let pages = 0;
   for (const [name, value] of Object.entries(slabs)) {
@@ -337,7 +342,8 @@ export function slabStateOf(stats: Record<string, string>, slabs: Record<string,
     pages += Number(slabs[`${id}:total_pages`] ?? 0);
   }
   // Pages are of one size; infer it from what was malloced for them (memcached does not list it).
-  const pageBytes = pages + globalPool > 0 && mallocedBytes > 0 ? Math.round(mallocedBytes / (pages + globalPool)) : SLAB_PAGE_BYTES_DEFAULT;
+  const pageBytes =
+    pages + globalPool > 0 && mallocedBytes > 0 ? Math.round(mallocedBytes / (pages + globalPool)) : SLAB_PAGE_BYTES_DEFAULT;
   const freePages = Math.max(0, Math.floor((limitBytes - mallocedBytes) / pageBytes)) + globalPool;
   const table = slabClassSizes(minChunkBytes, growthFactor, chunkMaxBytes);
   const classSizes = classes.every((slab) => table[slab.id - 1] === slab.chunkBytes) ? table : null;

@@ -572,7 +572,8 @@ export class Replica {
     if (how === 'overwrite') return this.#write(key, entry);
     const known = this.#knownCas(key);
     if (known === undefined) {
-      return this.#backend.get(key).then((current) => (current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry)));
+      return this.#backend.get(key).then((current) =>
+        current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry));
     }
     return known !== null && known >= entry.cas ? Promise.resolve() : this.#write(key, entry);
   }

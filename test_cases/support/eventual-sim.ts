@@ -72,7 +72,10 @@ export interface SimReport {
   /** null when every check passed. */
   problem: string | null;
   convergedAfterMs: number | null;
-  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number; junk: number };
+  stats: {
+    ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number;
+    junk: number;
+  };
 }
 
 const START_MS = 1_700_000_000_000;

@@ -11,7 +11,8 @@
  * - A request becomes an `apply` (writes, stamped with a fresh HLC version) or a `read`, at once.
  *   After applies, one `fetch` of the dirty keys reads the results back — at most once per
  *   pushIntervalMs, so one push carries every write of the interval (a `wake` effect brings the
- *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges pushes (`put` how 'merge': greater cas wins) and acks them.
+ *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges
+ *   pushes (`put` how 'merge': greater cas wins) and acks them.
  * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
  *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
  * - The index (key → version) is refreshed by every fetch result: exactly, unless the merge of
