@@ -25,6 +25,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Histogram, type HistogramSnapshot } from './histogram.ts';
 import { mulberry32 } from '../src/random.ts';
+import { BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC, readHeader, writeHeader } from '../src/protocol/binary-header.ts';
 
 /** Which memcached wire protocol the generator speaks. */
 export type WireProtocol = 'text' | 'binary';
@@ -36,7 +37,6 @@ const REPLY_LINE_BYTES_MAX = 4096;
 const ERROR_SAMPLES_MAX = 5;
 const PRELOAD_DEPTH = 64;
 const PRELOAD_CONNECTIONS_MAX = 4;
-const BINARY_HEADER_BYTES = 24;
 
 /** One load run. Connection i goes to `ports[i % ports.length]`. */
 export interface LoadOptions {
@@ -171,20 +171,16 @@ function encodeText(key: string, value: Buffer): { get: Buffer; set: Buffer } {
 }
 
 function binaryHeader(options: { opcode: number; keyBytes: number; extrasBytes: number; bodyBytes: number }): Buffer {
-  const header = Buffer.alloc(BINARY_HEADER_BYTES);
-  header[0] = 0x80;
-  header[1] = options.opcode;
-  header.writeUInt16BE(options.keyBytes, 2);
-  header[4] = options.extrasBytes;
-  header.writeUInt32BE(options.bodyBytes, 8);
+  const header = Buffer.alloc(HEADER_BYTES);
+  writeHeader(header, { magic: REQUEST_MAGIC, ...options });
   return header;
 }
 
 function encodeBinary(key: string, value: Buffer): { get: Buffer; set: Buffer } {
   const keyBytes = Buffer.from(key, 'latin1');
-  const get = Buffer.concat([binaryHeader({ opcode: 0x00, keyBytes: keyBytes.length, extrasBytes: 0, bodyBytes: keyBytes.length }), keyBytes]);
+  const get = Buffer.concat([binaryHeader({ opcode: OPCODE.get, keyBytes: keyBytes.length, extrasBytes: 0, bodyBytes: keyBytes.length }), keyBytes]);
   const extras = Buffer.alloc(8); // flags 0, expiry 0
-  const setHeader = binaryHeader({ opcode: 0x01, keyBytes: keyBytes.length, extrasBytes: 8, bodyBytes: 8 + keyBytes.length + value.length });
+  const setHeader = binaryHeader({ opcode: OPCODE.set, keyBytes: keyBytes.length, extrasBytes: 8, bodyBytes: 8 + keyBytes.length + value.length });
   return { get, set: Buffer.concat([setHeader, extras, keyBytes, value]) };
 }
 
@@ -239,20 +235,16 @@ export function parseTextReply(buffer: Buffer, offset: number): ParsedReply | nu
 
 /** Parses one binary-protocol response to GET (0x00) or SET (0x01) starting at `offset`. */
 export function parseBinaryReply(buffer: Buffer, offset: number): ParsedReply | null {
-  if (buffer.length - offset < BINARY_HEADER_BYTES) return null;
-  if (buffer[offset] !== 0x81) return { kind: 'fatal', message: `bad response magic 0x${buffer[offset].toString(16)}` };
-  const opcode = buffer[offset + 1];
-  const keyBytes = buffer.readUInt16BE(offset + 2);
-  const extrasBytes = buffer[offset + 4];
-  const status = buffer.readUInt16BE(offset + 6);
-  const bodyBytes = buffer.readUInt32BE(offset + 8);
-  const next = offset + BINARY_HEADER_BYTES + bodyBytes;
+  if (buffer.length - offset < HEADER_BYTES) return null;
+  if (buffer[offset] !== RESPONSE_MAGIC) return { kind: 'fatal', message: `bad response magic 0x${buffer[offset].toString(16)}` };
+  const { opcode, keyBytes, extrasBytes, status, bodyBytes } = readHeader(buffer, offset);
+  const next = offset + HEADER_BYTES + bodyBytes;
   if (buffer.length < next) return null;
   const valueBytes = bodyBytes - keyBytes - extrasBytes;
-  if (status === 0 && opcode === 0x00) return { kind: 'reply', outcome: 'hit', valueBytes, message: '', next };
-  if (status === 0 && opcode === 0x01) return { kind: 'reply', outcome: 'stored', valueBytes: 0, message: '', next };
-  if (status === 0x0001 && opcode === 0x00) return { kind: 'reply', outcome: 'miss', valueBytes: 0, message: '', next };
-  const text = buffer.toString('latin1', offset + BINARY_HEADER_BYTES + extrasBytes + keyBytes, Math.min(next, offset + 200));
+  if (status === BINARY_STATUS.ok && opcode === OPCODE.get) return { kind: 'reply', outcome: 'hit', valueBytes, message: '', next };
+  if (status === BINARY_STATUS.ok && opcode === OPCODE.set) return { kind: 'reply', outcome: 'stored', valueBytes: 0, message: '', next };
+  if (status === BINARY_STATUS.keyNotFound && opcode === OPCODE.get) return { kind: 'reply', outcome: 'miss', valueBytes: 0, message: '', next };
+  const text = buffer.toString('latin1', offset + HEADER_BYTES + extrasBytes + keyBytes, Math.min(next, offset + 200));
   return { kind: 'reply', outcome: 'error', valueBytes: 0, message: `status 0x${status.toString(16)} opcode 0x${opcode.toString(16)} ${text}`, next };
 }
 

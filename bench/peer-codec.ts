@@ -1,22 +1,19 @@
 /**
- * Peer codec micro-benchmark: encode + decode of representative peer messages with the old
- * tagged-JSON payload (frame version 1: toWire, JSON.stringify, base64 / JSON.parse, fromWire)
- * and the binary value codec of frame version 2. Run with `npx tsx bench/peer-codec.ts`.
+ * Peer codec micro-benchmark: encode + decode of representative peer messages with the binary
+ * value codec a peer frame carries (value-codec.ts). Run with `npx tsx bench/peer-codec.ts`.
  *
- * Two rows per message: "codec" times payload encode + decode alone; "frame" adds what a real
- * send and receive adds on top (header, crc32, FrameDecoder), both versions framed alike. Each
- * case runs for a fixed time after a warm-up, and the best of a few rounds is kept, which is
- * the least disturbed by other work on a shared machine. Not a test: it prints a table.
+ * Two numbers per message: "codec" times payload encode + decode alone; "frame" adds what a real
+ * send and receive adds on top (header, crc32, FrameDecoder). Each case runs for a fixed time
+ * after a warm-up, and the best of a few rounds is kept, which is the least disturbed by other
+ * work on a shared machine. Not a test: it prints a table.
  */
 
-import { crc32 } from 'node:zlib';
-import { FRAME_HEADER_BYTES, FRAME_MAGIC, FrameDecoder, encodeFrame, fromWire, toWire } from '../src/peer/frame.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { FrameDecoder, encodeFrame } from '../src/peer/frame.ts';
 import { decodeValue, encodeValue } from '../src/peer/value-codec.ts';
 
 const ROUND_MS = 300;
 const ROUNDS = 5;
-
-type Json = Parameters<typeof fromWire>[0];
 
 function value100(seed: number): Buffer {
   const bytes = Buffer.alloc(100);
@@ -64,27 +61,6 @@ function ackMessage(): unknown {
   return { kind: 'push_ack', batch: 12, versions };
 }
 
-/** An old-style (version 1) frame: tagged JSON behind the same header. */
-function encodeJsonFrame(message: unknown): Buffer {
-  const json = JSON.stringify(toWire(message) ?? null);
-  const payloadBytes = Buffer.byteLength(json);
-  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + payloadBytes);
-  frame.write(json, FRAME_HEADER_BYTES, 'utf8');
-  frame.writeUInt32BE(FRAME_MAGIC, 0);
-  frame.writeUInt8(1, 4);
-  frame.writeUInt32BE(payloadBytes, 5);
-  frame.writeUInt32BE(crc32(frame.subarray(FRAME_HEADER_BYTES)), 9);
-  return frame;
-}
-
-/** The version 1 receive path for one whole frame: header checks, crc32, parse. */
-function decodeJsonFrame(frame: Buffer): unknown {
-  if (frame.readUInt32BE(0) !== FRAME_MAGIC) throw new Error('bad magic');
-  const payload = frame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + frame.readUInt32BE(5));
-  if (crc32(payload) !== frame.readUInt32BE(9)) throw new Error('bad checksum');
-  return fromWire(JSON.parse(payload.toString('utf8')) as Json);
-}
-
 /** Best ops/s over ROUNDS rounds of ROUND_MS each. `sink` keeps the work from being optimised away. */
 function measure(operation: () => unknown): number {
   let sink = 0;
@@ -106,24 +82,19 @@ function measure(operation: () => unknown): number {
   return best;
 }
 
-function checkSame(name: string, message: unknown): void {
+function checkRoundTrip(name: string, message: unknown): void {
   const decoded = decodeValue(encodeValue(message));
-  const viaJson = fromWire(JSON.parse(JSON.stringify(toWire(message))) as Json);
-  if (!decoded.ok || JSON.stringify(toWire(decoded.value)) !== JSON.stringify(toWire(viaJson))) {
-    throw new Error(`${name}: the two codecs disagree`);
-  }
+  if (!decoded.ok || !isDeepStrictEqual(decoded.value, message)) throw new Error(`${name}: the codec does not round-trip it`);
 }
 
-const newDecoder = new FrameDecoder();
+const decoder = new FrameDecoder();
 
-function row(name: string, path: string, oldOps: number, newOps: number, oldBytes: number, newBytes: number): void {
+function row(name: string, codecOps: number, frameOps: number, payloadBytes: number): void {
   const cells = [
     name.padEnd(13),
-    path.padEnd(6),
-    Math.round(oldOps).toLocaleString('en-US').padStart(11),
-    Math.round(newOps).toLocaleString('en-US').padStart(11),
-    `${(newOps / oldOps).toFixed(2)}x`.padStart(7),
-    `${oldBytes} → ${newBytes}`.padStart(13),
+    Math.round(codecOps).toLocaleString('en-US').padStart(11),
+    Math.round(frameOps).toLocaleString('en-US').padStart(11),
+    String(payloadBytes).padStart(13),
   ];
   console.log(cells.join('  '));
 }
@@ -144,15 +115,10 @@ const cases: Array<[string, unknown]> = [
   ['(e) digest', digestMessage()],
 ];
 
-console.log(`${'message'.padEnd(13)}  ${'path'.padEnd(6)}  ${'old ops/s'.padStart(11)}  ${'new ops/s'.padStart(11)}  ${'speedup'.padStart(7)}  ${'payload bytes'.padStart(13)}`);
+console.log(`${'message'.padEnd(13)}  ${'codec ops/s'.padStart(11)}  ${'frame ops/s'.padStart(11)}  ${'payload bytes'.padStart(13)}`);
 for (const [name, message] of cases) {
-  checkSame(name, message);
-  const oldBytes = Buffer.byteLength(JSON.stringify(toWire(message)));
-  const newBytes = encodeValue(message).length;
-  const codecOld = measure(() => fromWire(JSON.parse(JSON.stringify(toWire(message))) as Json));
-  const codecNew = measure(() => decodeValue(encodeValue(message)));
-  row(name, 'codec', codecOld, codecNew, oldBytes, newBytes);
-  const frameOld = measure(() => decodeJsonFrame(encodeJsonFrame(message)));
-  const frameNew = measure(() => newDecoder.push(encodeFrame(message)).messages[0]);
-  row(name, 'frame', frameOld, frameNew, oldBytes, newBytes);
+  checkRoundTrip(name, message);
+  const codecOps = measure(() => decodeValue(encodeValue(message)));
+  const frameOps = measure(() => decoder.push(encodeFrame(message)).messages[0]);
+  row(name, codecOps, frameOps, encodeValue(message).length);
 }

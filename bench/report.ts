@@ -124,10 +124,15 @@ export function median(values: number[]): number | null {
 }
 
 function successful(samples: RunSample[], target: TargetName, workload: WorkloadId): Array<RunSample & { result: LoadResult }> {
-  return samples.filter((sample): sample is RunSample & { result: LoadResult } => sample.target === target && sample.workload === workload && sample.result !== null);
+  return samples.filter((sample): sample is RunSample & { result: LoadResult } =>
+    sample.target === target && sample.workload === workload && sample.result !== null);
 }
 
-function pairedRatios(samples: RunSample[], cell: Array<RunSample & { result: LoadResult }>, pick: (result: LoadResult) => number): number[] {
+function pairedRatios(
+  samples: RunSample[],
+  cell: Array<RunSample & { result: LoadResult }>,
+  pick: (result: LoadResult) => number,
+): number[] {
   const ratios: number[] = [];
   for (const sample of cell) {
     const direct = samples.find((other) => other.target === 'memcached' && other.workload === sample.workload && other.round === sample.round && other.result !== null);
@@ -161,12 +166,20 @@ function summarizeCell(samples: RunSample[], target: TargetName, workload: Workl
     p99Ratio: median(pairedRatios(samples, cell, (result) => result.latency.p99Us)),
     byKind: { get: kindMedians(cell, 'get'), set: kindMedians(cell, 'set') },
     cpuCores: median(cell.filter((sample) => sample.windowMs > 0).map((sample) => sample.targetCpuMs / sample.windowMs)),
-    cpuUsPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.windowMs > 0).map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
-    switchesPerOp: median(cell.filter((sample) => sample.result.ops > 0 && sample.targetSwitches !== null).map((sample) => (sample.targetSwitches as number) / sample.result.ops)),
-    loadgenCpuCores: median(cell.filter((sample) => sample.windowMs > 0 && sample.loadgenCpuMs > 0).map((sample) => sample.loadgenCpuMs / sample.windowMs)),
+    cpuUsPerOp: median(cell
+      .filter((sample) => sample.result.ops > 0 && sample.windowMs > 0)
+      .map((sample) => (sample.targetCpuMs * 1000) / sample.result.ops)),
+    switchesPerOp: median(cell
+      .filter((sample) => sample.result.ops > 0 && sample.targetSwitches !== null)
+      .map((sample) => (sample.targetSwitches as number) / sample.result.ops)),
+    loadgenCpuCores: median(cell
+      .filter((sample) => sample.windowMs > 0 && sample.loadgenCpuMs > 0)
+      .map((sample) => sample.loadgenCpuMs / sample.windowMs)),
     processes: processMedians(cell),
     errors: cell.reduce((sum, sample) => sum + sample.result.errors, 0),
-    ...(cell.some((sample) => sample.termChanges !== undefined) ? { termChanges: cell.filter((sample) => (sample.termChanges ?? []).length > 0).length } : {}),
+    ...(cell.some((sample) => sample.termChanges !== undefined)
+      ? { termChanges: cell.filter((sample) => (sample.termChanges ?? []).length > 0).length }
+      : {}),
     misses: cell.reduce((sum, sample) => sum + sample.result.misses, 0),
     failures: all.length - cell.length,
   };
@@ -192,7 +205,8 @@ export function summarize(samples: RunSample[]): CellSummary[] {
   const cells: CellSummary[] = [];
   for (const workload of new Set(samples.map((sample) => sample.workload))) {
     for (const target of TARGET_NAMES) {
-      if (samples.some((sample) => sample.target === target && sample.workload === workload)) cells.push(summarizeCell(samples, target, workload));
+      if (!samples.some((sample) => sample.target === target && sample.workload === workload)) continue;
+      cells.push(summarizeCell(samples, target, workload));
     }
   }
   return cells;

@@ -125,7 +125,8 @@ function spawnLogged(command: string, args: string[], logFile: string): ChildPro
 async function awaitReady(child: ChildProcess, port: number, what: string): Promise<void> {
   const spawnError = new Promise<never>((_, reject) => child.once('error', (error) => reject(new Error(`cannot start ${what}: ${error.message}`))));
   try {
-    await Promise.race([waitForMemcachedProtocol(port, READY_TIMEOUT_MS, () => child.exitCode === null && child.signalCode === null), spawnError]);
+    const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+    await Promise.race([waitForMemcachedProtocol(port, READY_TIMEOUT_MS, alive), spawnError]);
   } catch (error) {
     await stopChild(child);
     throw error;
@@ -266,7 +267,9 @@ function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null |
 }
 
 /** One stat (`mckv_role`, `mckv_term`) of each controller, asked of all at once; one that does not answer is left out. */
-async function controllerStat(controllers: Array<{ label: string; port: number }>, name: string, timeoutMs = 1000): Promise<Map<string, string>> {
+async function controllerStat(
+  controllers: Array<{ label: string; port: number }>, name: string, timeoutMs = 1000,
+): Promise<Map<string, string>> {
   const answers = await Promise.all(
     controllers.map(async ({ label, port }) => {
       const lines = await TextClient.requestOnce('127.0.0.1', port, 'stats\r\n', 'stats', timeoutMs).then(

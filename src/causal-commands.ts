@@ -10,6 +10,7 @@
  * business: a pure machine never waits.
  */
 
+import { refused } from './protocol/refusals.ts';
 import type { Machine } from './consistency/types.ts';
 import type { Command, Reply } from './protocol/types.ts';
 
@@ -21,7 +22,7 @@ type CausalCommand = Extract<Command, { kind: 'causal_token' | 'causal_wait' }>;
 /** The reply to a causal token command, at once or when the wait ends. */
 export function causalCommand(machine: Machine<unknown>, command: CausalCommand): Reply | Promise<Reply> {
   if (machine.contextToken === undefined || machine.coversToken === undefined) {
-    return { kind: 'server_error', message: 'causal tokens need causal mode (-cons causal)' };
+    return { kind: 'client_error', message: 'causal tokens need causal mode (-cons causal)' };
   }
   if (command.kind === 'causal_token') return { kind: 'text', lines: [`TOKEN ${machine.contextToken()}`] };
   const covers = (): boolean | null => machine.coversToken?.(command.token) ?? null;
@@ -36,7 +37,7 @@ export function causalCommand(machine: Machine<unknown>, command: CausalCommand)
         resolve({ kind: 'ok' });
       } else if (Date.now() - startedMs >= command.timeoutMs) {
         clearInterval(timer);
-        resolve({ kind: 'server_error', message: `causal wait timed out after ${command.timeoutMs} ms: this controller has not caught up with the token` });
+        resolve(refused('timeout', `causal wait of ${command.timeoutMs} ms: this controller has not caught up with the token`));
       }
     }, POLL_INTERVAL_MS);
   });

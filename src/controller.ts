@@ -39,6 +39,7 @@ import { replacePrivateTextFile } from './private-files.ts';
 import { ProtocolServer, type CommandHandler, type ConnectionInfo } from './protocol/server.ts';
 import { loadAuthFile } from './protocol/auth.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
+import { refusalText, refused } from './protocol/refusals.ts';
 import { Replica } from './store/replica.ts';
 import { LossWatch } from './store/loss-watch.ts';
 import { isBackendMemory, MemoryGuard, type MemoryReport, type Stored, type WriterOf } from './store/memory-guard.ts';
@@ -315,7 +316,7 @@ export class Controller {
     for (const timer of this.timers) clearInterval(timer);
     if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
     for (const [requestId] of this.pending) {
-      this.resolve(requestId, { kind: 'server_error', message: 'controller shutting down' });
+      this.resolve(requestId, refused('shutting_down'));
     }
     await this.server.close();
     await this.http?.close();
@@ -348,7 +349,7 @@ export class Controller {
     }
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
-    if (this.stopped) return { kind: 'server_error', message: 'controller shutting down' };
+    if (this.stopped) return refused('shutting_down');
     this.noticePause();
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
@@ -383,7 +384,7 @@ export class Controller {
     const nowMs = clockMs();
     for (const [requestId, pending] of this.pending) {
       if (pending.deadlineMs > nowMs) break;
-      this.resolve(requestId, { kind: 'server_error', message: 'timed out waiting for the cluster' });
+      this.resolve(requestId, refused('controller_timeout'));
     }
   }
 
@@ -618,7 +619,7 @@ export class Controller {
     const pending = this.pending.get(requestId);
     if (!pending) return;
     this.pending.delete(requestId);
-    if (reply.kind === 'server_error' || reply.kind === 'client_error') this.counters.errors += 1;
+    if (reply.kind === 'refused' || reply.kind === 'client_error') this.counters.errors += 1;
     if (pending.resolve === null) pending.reply = reply;
     else pending.resolve(reply);
   }
@@ -703,7 +704,7 @@ export class Controller {
 
   /** memcached's words for a write it refused without storing it, for `show` (backendRefusal). */
   private rememberRefusal(error: unknown): void {
-    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: error.refusal, atMs: clockMs() };
+    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: refusalText(error.refusal), atMs: clockMs() };
   }
 
   /** A version is in memcached now: a poll from now on counts it. */
@@ -951,9 +952,8 @@ function cacheStats(replica: Replica): Array<[string, string]> {
 
 /** A failed store call's reply: memcached's own words for a refusal that changed nothing, else what failed. */
 function storeErrorReply(error: unknown): Reply {
-  if (error instanceof StoreError && error.refusal !== undefined) return { kind: 'server_error', message: error.refusal };
-  const message = error instanceof Error ? error.message : String(error);
-  return { kind: 'server_error', message: `backend: ${message}` };
+  if (error instanceof StoreError && error.refusal !== undefined) return error.refusal;
+  return refused('backend', error instanceof Error ? error.message : String(error));
 }
 
 /** A peer's memcached memory from its heartbeat's summary, if it reports one. */

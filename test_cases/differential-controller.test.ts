@@ -252,7 +252,8 @@ function packetsOf(bytes: Buffer): Packet[] {
     const extrasBytes = bytes.readUInt8(offset + 4);
     const body = bytes.subarray(offset + 24, offset + 24 + bytes.readUInt32BE(offset + 8));
     packets.push({
-      opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12), cas: bytes.readBigUInt64BE(offset + 16),
+      opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12),
+      cas: bytes.readBigUInt64BE(offset + 16),
       extras: body.subarray(0, extrasBytes), key: body.toString('latin1', extrasBytes, extrasBytes + keyBytes),
       value: body.subarray(extrasBytes + keyBytes),
     });
@@ -355,7 +356,8 @@ function randomBinaryPipeline(prefix: string, seed: number, count: number): Buff
 
 /** The responses to a random binary pipeline, up to its closing noop; cas as zero or not, values without padding. */
 async function playBinaryPipeline(port: number, bytes: Buffer): Promise<string[]> {
-  const ended = (received: Buffer): boolean => packetsOf(received).some((packet) => packet.opcode === OP.noop && packet.opaque === RANDOM_BINARY_END);
+  const ended = (received: Buffer): boolean =>
+    packetsOf(received).some((packet) => packet.opcode === OP.noop && packet.opaque === RANDOM_BINARY_END);
   return packetsOf(await exchange(port, bytes, ended, 10_000)).map((packet) =>
     [packet.opaque, packet.opcode, packet.status, packet.cas !== 0n, packet.extras.toString('hex'), packet.key, packet.value.toString('latin1').replaceAll(' ', '')].join(' '),
   );

@@ -170,7 +170,8 @@ describe('the background write-ahead file', () => {
     dirs.push(dir);
     return dir;
   };
-  const write = (writeAhead: WriteAhead, batch: WalBatch): Promise<WalWriteResult> => new Promise((resolve) => writeAhead.write(batch, resolve));
+  const write = (writeAhead: WriteAhead, batch: WalBatch): Promise<WalWriteResult> =>
+    new Promise((resolve) => writeAhead.write(batch, resolve));
 
   it('appends batches, compacts through a temporary file, and reads back as wal.ts wrote it (0600)', async () => {
     const file = path.join(tempDir(), 'node', 'wal.bin');

@@ -19,7 +19,11 @@ function failures(reports: SimReport[]): string[] {
     .map((report) => `seed ${report.seed}: ${report.problem} (replay: EVENTUAL_SEED=${report.seed})`);
 }
 
-function runSeeds(count: number, offset: number, faults: { backendResets: boolean; refusals?: boolean; slowBackends?: boolean }): SimReport[] {
+function runSeeds(
+  count: number,
+  offset: number,
+  faults: { backendResets: boolean; refusals?: boolean; slowBackends?: boolean },
+): SimReport[] {
   if (replaySeed !== null) return [runEventualSim({ seed: replaySeed, ...faults })];
   return Array.from({ length: count }, (_, i) => runEventualSim({ seed: FIRST_SEED + offset + i, ...faults }));
 }

@@ -211,7 +211,9 @@ describe('serving requests', () => {
   it('reports status as a peer with the HLC and index size', () => {
     const m = machine();
     boot(m, [['a', entry('1', 5n)], ['b', entry('2', 6n)]]);
-    const status = createEventual({ self: N1, peers: [N2, N3], random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 400, persisted: [], nowMs: T0 }).status();
+    const status = createEventual({
+      self: N1, peers: [N2, N3], random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 400, persisted: [], nowMs: T0,
+    }).status();
     expect(status).toMatchObject({ mode: 'eventual', role: 'peer', term: 0, leader: null, applied: '0', queueDepth: 0 });
     expect(m.status()).toMatchObject({ role: 'peer', applied: '2', committed: `${T0}.0` });
   });
@@ -225,7 +227,9 @@ describe('last writer wins', () => {
     tombstone(packVersion({ physicalMs: T0 + 2, counter: 9 }, 0)),
   ];
   const permutations = <T>(items: T[]): T[][] =>
-    items.length <= 1 ? [items] : items.flatMap((item, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]));
+    items.length <= 1
+      ? [items]
+      : items.flatMap((item, i) => permutations([...items.slice(0, i), ...items.slice(i + 1)]).map((rest) => [item, ...rest]));
 
   it('ends with the greatest version in every arrival order', () => {
     const results = new Set<string>();

@@ -4,6 +4,7 @@
  * against hostile keys, bad requests answered without harm, and the `http` option of config.ini.
  */
 
+import { refused } from '../src/protocol/refusals.ts';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.ts';
@@ -77,7 +78,11 @@ describe('the HTTP status server', () => {
     clientStats: () => clientStats,
     keyCount: () => index.size,
     indexEntries: () => index.entries(),
-    fetch: async (keys) => keys.map((key): KeyedEntry => [key, { value: Buffer.alloc(key.length * 2), flags: 5, expiresAtMs: index.get(key)?.expiresAtMs ?? 0, cas: 1n }]),
+    fetch: async (keys) =>
+      keys.map((key): KeyedEntry => {
+        const expiresAtMs = index.get(key)?.expiresAtMs ?? 0;
+        return [key, { value: Buffer.alloc(key.length * 2), flags: 5, expiresAtMs, cas: 1n }];
+      }),
   };
   let http: StatusHttp;
   let base: string;
@@ -119,7 +124,7 @@ describe('the HTTP status server', () => {
   it('counts and times requests through the handler hook, by command and outcome', async () => {
     const handler = http.timed((command: Command): Reply | Promise<Reply> => {
       if (command.kind === 'get') return { kind: 'values', items: [] };
-      return Promise.resolve({ kind: 'server_error', message: 'no quorum' });
+      return Promise.resolve(refused('no_quorum', 'no leader reachable'));
     });
     const connection = { id: 1, remoteAddress: 'test' };
     for (let count = 0; count < 3; count += 1) handler({ kind: 'get', keys: ['a'], cas: false }, connection);
@@ -127,8 +132,8 @@ describe('the HTTP status server', () => {
     const text = await (await fetch(`${base}/metrics`)).text();
     expect(sample(text, 'mckv_requests_total', { command: 'get', outcome: 'values' })).toBe(3);
     expect(sample(text, 'mckv_request_duration_seconds_count', { command: 'get', outcome: 'values' })).toBe(3);
-    expect(sample(text, 'mckv_requests_total', { command: 'delete', outcome: 'server_error' })).toBe(1);
-    expect(sample(text, 'mckv_refusals_total', { command: 'delete', reason: 'server_error' })).toBe(1);
+    expect(sample(text, 'mckv_requests_total', { command: 'delete', outcome: 'refused' })).toBe(1);
+    expect(sample(text, 'mckv_refusals_total', { command: 'delete', reason: 'no_quorum' })).toBe(1);
     expect(sample(text, 'mckv_refusals_total', { command: 'get' })).toBeUndefined();
   });
 

@@ -84,7 +84,9 @@ describe('every mode keeps its promise under every fault', () => {
         .filter((line) => line.includes('"type":"invoke"')).map((line) => JSON.parse(line) as { process: number; connection?: string });
       expect(invokes.every((event) => typeof event.connection === 'string')).toBe(true);
       const processesOf = new Map<string, Set<number>>();
-      for (const { process, connection } of invokes) processesOf.set(connection as string, (processesOf.get(connection as string) ?? new Set()).add(process));
+      for (const { process, connection } of invokes) {
+        processesOf.set(connection as string, (processesOf.get(connection as string) ?? new Set()).add(process));
+      }
       expect(Math.max(...[...processesOf.values()].map((processes) => processes.size))).toBeGreaterThanOrEqual(4);
     }, 150_000);
   });

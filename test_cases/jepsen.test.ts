@@ -187,7 +187,8 @@ describe('the nemesis schedule', () => {
     expect(steps.every((step) => Math.abs(step) >= 1 && Math.abs(step) <= 4096)).toBe(true);
     expect(steps.some((step) => Math.abs(step) > 600) && steps.some((step) => Math.abs(step) < 10)).toBe(true);
     for (let index = 1; index < plans.length; index++) {
-      nodes.forEach((node, at) => expect(Math.sign(plans[index].stepsSeconds?.[at] ?? 0), node).toBe(-Math.sign(plans[index - 1].stepsSeconds?.[at] ?? 0)));
+      nodes.forEach((node, at) =>
+        expect(Math.sign(plans[index].stepsSeconds?.[at] ?? 0), node).toBe(-Math.sign(plans[index - 1].stepsSeconds?.[at] ?? 0)));
     }
     expect(describeFault({ kind: 'clock', variant: null, nodes: ['n1', 'n2'], stepsSeconds: [8, -120] })).toBe('clock n1 +8 s, n2 -120 s');
   });

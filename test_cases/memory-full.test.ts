@@ -330,7 +330,11 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
    * refuses it. When a poll came first the guard refuses it instead (memcached's reply): free the
    * memory, and try again. Resolves with the write's pending reply and the keys the fill wrote.
    */
-  async function admitWhileFull(entry: number, value: string, tag: string): Promise<{ outcome: Promise<string>; foreign: Map<number, string[]> }> {
+  async function admitWhileFull(
+    entry: number,
+    value: string,
+    tag: string,
+  ): Promise<{ outcome: Promise<string>; foreign: Map<number, string[]> }> {
     const foreign = new Map<number, string[]>();
     for (let attempt = 0; attempt < 10; attempt++) {
       const filled = await Promise.all(cluster.nodes.map((node) => fillStraight(node.memcachedPort, `${tag}_${attempt}_${node.id}`)));

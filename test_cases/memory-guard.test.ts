@@ -8,6 +8,7 @@ import { isBackendMemory, MemoryGuard } from '../src/store/memory-guard.ts';
 import type { SlabState } from '../src/store/slab-room.ts';
 import { slabClassSizes } from '../src/store/slab-room.ts';
 import type { Op } from '../src/store/types.ts';
+import { refused } from '../src/protocol/refusals.ts';
 
 const MB = 1024 * 1024;
 const set = (key: string, bytes: number, verb: 'set' | 'append' = 'set'): Op => ({
@@ -62,7 +63,8 @@ describe('MemoryGuard', () => {
     // class keeps its one page, every chunk free. Leaving a whole page would leave nothing.
     const guard = new MemoryGuard();
     const perPage = Math.floor(MB / 96);
-    guard.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, [{ id: 1, chunkBytes: 96, freeChunks: perPage }, { id: 39, chunkBytes: 512 * 1024, freeChunks: 120 }]) });
+    const classes = [{ id: 1, chunkBytes: 96, freeChunks: perPage }, { id: 39, chunkBytes: 512 * 1024, freeChunks: 120 }];
+    guard.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, classes) });
     const stored = Array.from({ length: perPage }, (_, i) => fits(guard, set(`s${String(i).padStart(5, '0')}`, 1))).filter(Boolean).length;
     expect(stored).toBe(Math.floor(perPage * 0.8));
   });
@@ -77,9 +79,9 @@ describe('MemoryGuard', () => {
   it('refuses, as memcached does, an item longer than memcached takes at all (its -I)', () => {
     const guard = new MemoryGuard();
     guard.polled({ usedBytes: 0, limitBytes: 64 * MB, itemBytesMax: MB });
-    expect(guard.refusal(set('k', MB), ++lastVersion)).toBe('object too large for cache');
+    expect(guard.refusal(set('k', MB), ++lastVersion)).toEqual(refused('too_large'));
     expect(guard.refusal(set('k', MB - 200), ++lastVersion)).toBeNull();
-    expect(guard.refusal(set('k', 50 * MB, 'append'), ++lastVersion)).toBe('out of memory storing object'); // only its bytes count
+    expect(guard.refusal(set('k', 50 * MB, 'append'), ++lastVersion)).toEqual(refused('out_of_memory')); // only its bytes count
   });
 
   it('counts every replica: a peer\'s smaller memcached refuses what ours has room for', () => {
@@ -107,7 +109,7 @@ describe('MemoryGuard', () => {
     expect(fits(guard, set('small', 40))).toBe(true);
     guard.peerReported('n2', undefined);
     guard.peerReported('n3', { memory: { usedBytes: 0, limitBytes: 64 * MB, itemBytesMax: 1000 }, poll: 1 });
-    expect(guard.refusal(set('small', 2000), ++lastVersion)).toBe('object too large for cache');
+    expect(guard.refusal(set('small', 2000), ++lastVersion)).toEqual(refused('too_large'));
   });
 
   it('counts items another node admitted as they arrive, against every replica, never refusing them', () => {
@@ -128,17 +130,17 @@ describe('MemoryGuard', () => {
     guard.polled({ usedBytes: 0, limitBytes: 10 * MB }, stored(0n));
     guard.peerReported('n2', { memory: { usedBytes: 0, limitBytes: 10 * MB }, poll: 1, stored: stored(0n) });
     // Log entries 1-6 admitted: 70% of 10 MB holds six values of 1 MB.
-    expect([1n, 2n, 3n, 4n, 5n, 6n, 7n].map((index) => guard.refusal(set(`k${index}`, MB), index))).toEqual([null, null, null, null, null, null, 'out of memory storing object']);
+    expect([1n, 2n, 3n, 4n, 5n, 6n, 7n].map((index) => guard.refusal(set(`k${index}`, MB), index))).toEqual([null, null, null, null, null, null, refused('out_of_memory')]);
     // Our replica polled once it had applied 3 of them, n2 once it had applied 5: the rest is
     // still on its way there and still counts.
     guard.polled({ usedBytes: 3 * MB, limitBytes: 10 * MB }, stored(3n));
     guard.peerReported('n2', { memory: { usedBytes: 5 * MB, limitBytes: 10 * MB }, poll: 2, stored: stored(5n) });
-    expect(guard.refusal(set('k7', MB), 7n)).toBe('out of memory storing object');
+    expect(guard.refusal(set('k7', MB), 7n)).toEqual(refused('out_of_memory'));
     // Polls that cover all six, after deletes left 2 MB in each: room for four more.
     guard.polled({ usedBytes: 2 * MB, limitBytes: 10 * MB }, stored(6n));
-    expect(guard.refusal(set('k7', MB), 7n)).toBe('out of memory storing object'); // n2 still counts 6
+    expect(guard.refusal(set('k7', MB), 7n)).toEqual(refused('out_of_memory')); // n2 still counts 6
     guard.peerReported('n2', { memory: { usedBytes: 2 * MB, limitBytes: 10 * MB }, poll: 3, stored: stored(6n) });
-    expect([7n, 8n, 9n, 10n, 11n].map((index) => guard.refusal(set(`k${index}`, MB), index))).toEqual([null, null, null, null, 'out of memory storing object']);
+    expect([7n, 8n, 9n, 10n, 11n].map((index) => guard.refusal(set(`k${index}`, MB), index))).toEqual([null, null, null, null, refused('out_of_memory')]);
   });
 
   it('reads marks per writer: eventual mode\'s own writes and those arriving from each peer', () => {
@@ -149,12 +151,12 @@ describe('MemoryGuard', () => {
     // Ours (node 0) at times 1-3; node 2's at times 1-3 arrive here, to be stored everywhere.
     for (const time of [1, 2, 3]) expect(guard.refusal(set(`mine${time}`, MB), version(time, 0))).toBeNull();
     guard.arrived([1, 2, 3].map((time) => [`theirs${time}`, MB, version(time, 2)] as const));
-    expect(guard.refusal(set('one-more', MB), version(4, 0))).toBe('out of memory storing object');
+    expect(guard.refusal(set('one-more', MB), version(4, 0))).toEqual(refused('out_of_memory'));
     // n2 had stored ours up to time 2, and node 2's (its own writes) up to time 3, when it polled;
     // a writer it does not name (node 1) would count whole.
     guard.peerReported('n2', { memory: { usedBytes: 4.5 * MB, limitBytes: 10 * MB }, poll: 2, stored: new Map([[0, version(2, 0)], [2, version(3, 2)]]) });
     expect(guard.refusal(set('one-more', MB), version(4, 0))).toBeNull(); // 4.5 + mine3 + this: under 7 MB
-    expect(guard.refusal(set('two-more', MB), version(5, 0))).toBe('out of memory storing object');
+    expect(guard.refusal(set('two-more', MB), version(5, 0))).toEqual(refused('out_of_memory'));
   });
 
   it('counts an arrival that came out of order until the mark passes it', () => {
@@ -172,6 +174,7 @@ describe('MemoryGuard', () => {
     expect(isBackendMemory(null)).toBe(false);
     expect(isBackendMemory({ usedBytes: '1', limitBytes: 2 })).toBe(false);
     expect(isBackendMemory({ usedBytes: 1, limitBytes: -2 })).toBe(false);
-    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: { pageBytes: 1, freePages: 0, chunkMaxBytes: 1, classes: [{ id: 1 }], classSizes: null } })).toBe(false);
+    const badClasses = { pageBytes: 1, freePages: 0, chunkMaxBytes: 1, classes: [{ id: 1 }], classSizes: null };
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: badClasses })).toBe(false);
   });
 });

@@ -143,7 +143,8 @@ describe('value codec bombs', () => {
       { kind: 'push', batch: 1, entries: Array.from({ length: 20_000 }, (_, index) => [`k${index}`, { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: BigInt(index) }]) },
     ];
     // Two thirds of the default budget per byte, and no allowance: every shape fits.
-    const tighter = { ...DECODE_LIMITS_DEFAULT, heapBytesPerPayloadByteMax: (DECODE_LIMITS_DEFAULT.heapBytesPerPayloadByteMax * 2) / 3, heapBytesAllowance: 0 };
+    const heapBytesPerPayloadByteMax = (DECODE_LIMITS_DEFAULT.heapBytesPerPayloadByteMax * 2) / 3;
+    const tighter = { ...DECODE_LIMITS_DEFAULT, heapBytesPerPayloadByteMax, heapBytesAllowance: 0 };
     for (const message of messages) {
       const decoded = decodeValue(encodeValue(message), { limits: tighter });
       expect(decoded, message.kind).toEqual({ ok: true, value: message });
@@ -168,7 +169,9 @@ describe('value codec limits', () => {
 
   it('refuses bigints over BIGINT_BITS_MAX bits, and will not encode them', () => {
     expect(BIGINT_BITS_MAX).toBe(128);
-    for (const value of [2n ** 64n, 2n ** 128n - 1n, -(2n ** 128n - 1n)]) expect(decodeValue(encodeValue(value))).toEqual({ ok: true, value });
+    for (const value of [2n ** 64n, 2n ** 128n - 1n, -(2n ** 128n - 1n)]) {
+      expect(decodeValue(encodeValue(value))).toEqual({ ok: true, value });
+    }
     for (const value of [2n ** 128n, -(2n ** 521n)]) expect(() => encodeValue(value)).toThrow(RangeError);
     const huge = Buffer.alloc(6 + 66, 0xff); // 2^528 - 1, as the encoder of an earlier release wrote it
     huge.set([0xcb, 0x00], 0);
@@ -356,7 +359,8 @@ function randomValue(random: Random, depth: number, budget = { nodes: 60 }): unk
   const out: Record<string, unknown> = {};
   for (let index = 0; index < size; index++) {
     const key = keys[index % keys.length] + (index >= keys.length ? index : '');
-    Object.defineProperty(out, key, { value: randomValue(random, depth + 1, budget), enumerable: true, writable: true, configurable: true });
+    const value = randomValue(random, depth + 1, budget);
+    Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }
@@ -368,7 +372,9 @@ function mutate(random: Random, payload: Buffer): Buffer {
   const flips = 1 + Math.floor(random() * 3);
   for (let flip = 0; flip < flips && out.length > 0; flip++) {
     const at = Math.floor(random() * out.length);
-    out[at] = kind === 0 ? out[at] ^ (1 << Math.floor(random() * 8)) : kind === 1 ? Math.floor(random() * 256) : [0x00, 0x7f, 0x80, 0xff, 0xc7, 0xcb][Math.floor(random() * 6)];
+    out[at] = kind === 0
+      ? out[at] ^ (1 << Math.floor(random() * 8))
+      : kind === 1 ? Math.floor(random() * 256) : [0x00, 0x7f, 0x80, 0xff, 0xc7, 0xcb][Math.floor(random() * 6)];
   }
   return out;
 }
@@ -391,10 +397,14 @@ describe('FrameDecoder fuzz (seeded)', () => {
     for (let trial = 0; trial < 4000; trial++) {
       const valid = encodeValue(randomValue(random, 0));
       const roll = random();
-      const payload = roll < 0.15 ? Buffer.from(Array.from({ length: Math.floor(random() * 30) }, () => Math.floor(random() * 256))) : roll < 0.3 ? valid : mutate(random, valid);
+      const payload = roll < 0.15
+        ? Buffer.from(Array.from({ length: Math.floor(random() * 30) }, () => Math.floor(random() * 256)))
+        : roll < 0.3 ? valid : mutate(random, valid);
       const frame = frameAround(payload);
       const cuts = Array.from({ length: Math.floor(random() * 4) }, () => Math.floor(random() * frame.length)).sort((a, b) => a - b);
-      const chunks = trial % 50 === 0 ? chunkings(frame)[1].chunks : [0, ...cuts].map((cut, index, all) => frame.subarray(cut, all[index + 1] ?? frame.length));
+      const chunks = trial % 50 === 0
+        ? chunkings(frame)[1].chunks
+        : [0, ...cuts].map((cut, index, all) => frame.subarray(cut, all[index + 1] ?? frame.length));
       const result = feed(chunks);
       const decoded = decodeValue(payload);
       if (decoded.ok) {

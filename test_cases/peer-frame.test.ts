@@ -13,8 +13,6 @@ import {
   FrameDecoder,
   describeFrameError,
   encodeFrame,
-  fromWire,
-  toWire,
   type FrameDecodeResult,
 } from '../src/peer/frame.ts';
 import { VALUE_DEPTH_MAX, ValueEncoder, decodeValue, encodeValue } from '../src/peer/value-codec.ts';
@@ -283,7 +281,8 @@ describe('value codec round trips', () => {
 
   it('decodes thousands of distinct field names right, however they share key-cache slots', () => {
     const many = Object.fromEntries(Array.from({ length: 6000 }, (_, index) => [`k${index}`, index]));
-    const ascii = Object.fromEntries(Array.from({ length: 300 }, (_, index) => [String.fromCharCode(32 + (index % 95)).repeat(1 + (index % 24)) + index, index]));
+    const asciiKey = (index: number): string => String.fromCharCode(32 + (index % 95)).repeat(1 + (index % 24)) + index;
+    const ascii = Object.fromEntries(Array.from({ length: 300 }, (_, index) => [asciiKey(index), index]));
     for (let pass = 0; pass < 2; pass++) {
       expect(roundTrip(many)).toEqual(many);
       expect(roundTrip(ascii)).toEqual(ascii);
@@ -336,9 +335,8 @@ describe('value codec round trips', () => {
     expect(roundTrip({ after: 'a refused encode leaves the encoder usable' })).toEqual({ after: 'a refused encode leaves the encoder usable' });
   });
 
-  it('decodes what the tagged-JSON toWire/fromWire pair (still used by the WAL) agrees with', () => {
+  it('round-trips bigints past 64 bits, Buffers and a field named as a tag of the old JSON form', () => {
     const value = { cas: 2n ** 70n, value: Buffer.from([1, 2]), $b: 'x' };
-    expect(fromWire(JSON.parse(JSON.stringify(toWire(value))))).toEqual(value);
     expect(roundTrip(value)).toEqual(value);
   });
 

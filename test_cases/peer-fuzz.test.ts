@@ -19,7 +19,7 @@ import { EventualMachine, type EventualMessage } from '../src/consistency/eventu
 import { eventualMessageProblem } from '../src/consistency/eventual/messages.ts';
 import { HLC_PHYSICAL_MS_MAX, packVersion, unpackVersion } from '../src/consistency/hlc.ts';
 import { createLocal } from '../src/consistency/local.ts';
-import { applyToEntry, UNKNOWN_OP_MESSAGE, type SingleKeyOp } from '../src/store/apply.ts';
+import { applyToEntry, UNKNOWN_OP_REFUSAL, type SingleKeyOp } from '../src/store/apply.ts';
 import { isValidOp, OP_LIMITS_DEFAULT, opProblem } from '../src/store/op-rules.ts';
 import type { Entry, Op } from '../src/store/types.ts';
 import { mulberry32, simulate } from './support/log-sim.ts';
@@ -93,7 +93,10 @@ class LogCluster {
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
-  constructor(readonly mode: LogMode, readonly tuning: { batchBytesMax?: number; transferChunkEntriesMax?: number; compactionThresholdEntries?: number } = {}) {
+  constructor(
+    readonly mode: LogMode,
+    readonly tuning: { batchBytesMax?: number; transferChunkEntriesMax?: number; compactionThresholdEntries?: number } = {},
+  ) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
 
@@ -290,7 +293,8 @@ describe('replicated log: each measured attack is dropped, counted and noted, st
     const effects = step();
     expectDropped(effects, machine, peer, countBefore);
     const after = machine.inspect();
-    expect([after.term, after.role, after.leader, after.lastIndex, after.commitIndex]).toEqual([before.term, before.role, before.leader, before.lastIndex, before.commitIndex]);
+    expect([after.term, after.role, after.leader, after.lastIndex, after.commitIndex])
+      .toEqual([before.term, before.role, before.leader, before.lastIndex, before.commitIndex]);
     expect(Array.from({ length: after.lastIndex }, (_, at) => after.entryAt(at + 1))).toEqual(entriesBefore);
     return effects;
   }
@@ -398,7 +402,7 @@ describe('replicated log: each measured attack is dropped, counted and noted, st
     const unknownKind = { kind: 'explode', key: 'k' } as unknown as SingleKeyOp;
     const unknownVerb = { ...set('k', 'v'), verb: 'upsert' } as unknown as SingleKeyOp;
     for (const op of [unknownKind, unknownVerb]) {
-      expect(applyToEntry(undefined, op, { cas: 1n, nowMs: T0 })).toEqual({ write: undefined, reply: { kind: 'server_error', message: UNKNOWN_OP_MESSAGE } });
+      expect(applyToEntry(undefined, op, { cas: 1n, nowMs: T0 })).toEqual({ write: undefined, reply: UNKNOWN_OP_REFUSAL });
     }
   });
 
@@ -490,7 +494,9 @@ function eventualCorpus(): EventualMessage[] {
       } else if (effect.kind === 'apply') {
         const op = effect.op as SingleKeyOp;
         const outcome = applyToEntry(replica.get(op.key), op, { cas: effect.cas, nowMs: effect.nowMs });
-        if (outcome.write === null) replica.set(op.key, { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: effect.cas, tombstone: true });
+        if (outcome.write === null) {
+          replica.set(op.key, { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: effect.cas, tombstone: true });
+        }
         else if (outcome.write !== undefined) replica.set(op.key, outcome.write);
       } else if (effect.kind === 'put') {
         for (const [key, entry] of effect.entries) if ((replica.get(key)?.cas ?? -1n) < entry.cas) replica.set(key, entry);

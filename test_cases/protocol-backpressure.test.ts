@@ -22,7 +22,9 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
-async function startServer(options: Partial<ProtocolServerOptions> & { handler: CommandHandler }): Promise<{ server: ProtocolServer; port: number }> {
+async function startServer(
+  options: Partial<ProtocolServerOptions> & { handler: CommandHandler },
+): Promise<{ server: ProtocolServer; port: number }> {
   const server = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: DEFAULT_LIMITS, ...options });
   servers.push(server);
   return { server, port: await server.listen() };

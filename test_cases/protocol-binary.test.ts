@@ -94,7 +94,8 @@ describe('binary decoder', () => {
     const bytes = Buffer.concat([
       binaryRequest({ opcode: OPCODE.delete, key: 'k' }), binaryRequest({ opcode: OPCODE.touch, key: 'k', extras: u32s(30) }),
       binaryRequest({ opcode: OPCODE.gatq, key: 'k', extras: u32s(9) }), binaryRequest({ opcode: OPCODE.flush }),
-      binaryRequest({ opcode: OPCODE.flushq, extras: u32s(5) }), binaryRequest({ opcode: OPCODE.noop }), binaryRequest({ opcode: OPCODE.version }),
+      binaryRequest({ opcode: OPCODE.flushq, extras: u32s(5) }), binaryRequest({ opcode: OPCODE.noop }),
+      binaryRequest({ opcode: OPCODE.version }),
       binaryRequest({ opcode: OPCODE.verbosity, extras: u32s(2) }), binaryRequest({ opcode: OPCODE.stat }),
       binaryRequest({ opcode: OPCODE.stat, key: 'items' }), binaryRequest({ opcode: OPCODE.quitq }),
     ]);
@@ -151,7 +152,8 @@ describe('binary encoder', () => {
   const get: Command = { kind: 'get', keys: ['k'], cas: true };
   const item = { key: 'k', flags: 9, value: Buffer.from('val'), cas: 77n };
 
-  function parse(bytes: Buffer): Array<{ opcode: number; status: number; opaque: number; cas: bigint; extras: Buffer; key: string; value: Buffer }> {
+  type Packet = { opcode: number; status: number; opaque: number; cas: bigint; extras: Buffer; key: string; value: Buffer };
+  function parse(bytes: Buffer): Packet[] {
     const packets = [];
     let offset = 0;
     while (offset < bytes.length) {
@@ -196,12 +198,12 @@ describe('binary encoder', () => {
     expect(statusOf(header(OPCODE.append), { kind: 'not_stored' })).toBe(5);
     expect(statusOf(header(OPCODE.increment), { kind: 'client_error', message: 'cannot increment or decrement non-numeric value' })).toBe(6);
     expect(statusOf(header(OPCODE.set), { kind: 'client_error', message: 'whatever' })).toBe(4);
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'object too large for cache' })).toBe(3);
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'out of memory storing object' })).toBe(0x82);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'too_large' })).toBe(3);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'out_of_memory' })).toBe(0x82);
     // The cluster's own refusals: "busy", else "temporary failure" (memjs: "Temporary failure", not "Out of memory").
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'busy: request queue full' })).toBe(0x85);
-    expect(statusOf(header(OPCODE.set), { kind: 'server_error', message: 'no quorum: no leader reachable' })).toBe(0x86);
-    expect(statusOf(header(OPCODE.get), { kind: 'server_error', message: 'not caught up: replica is rebuilding (read refused)' })).toBe(0x86);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'busy', detail: 'request queue full' })).toBe(0x85);
+    expect(statusOf(header(OPCODE.set), { kind: 'refused', reason: 'no_quorum', detail: 'no leader reachable' })).toBe(0x86);
+    expect(statusOf(header(OPCODE.get), { kind: 'refused', reason: 'not_caught_up', detail: 'replica is rebuilding (read refused)' })).toBe(0x86);
     expect(statusOf(header(OPCODE.set), { kind: 'error' })).toBe(0x81);
   });
 

@@ -71,7 +71,11 @@ afterAll(async () => {
 });
 
 /** A raw client: send bytes, collect what comes back until `done` says so, the socket closes, or a timeout. */
-async function exchange(bytes: Buffer | string, done: (received: Buffer) => boolean, timeoutMs = 3000): Promise<{ received: Buffer; closed: boolean }> {
+async function exchange(
+  bytes: Buffer | string,
+  done: (received: Buffer) => boolean,
+  timeoutMs = 3000,
+): Promise<{ received: Buffer; closed: boolean }> {
   const socket = net.connect(port, '127.0.0.1');
   const chunks: Buffer[] = [];
   return new Promise((resolve, reject) => {

@@ -130,13 +130,13 @@ describe('text decoder: storage', () => {
   it('refuses a value over the limit and swallows its block without buffering it', () => {
     const decoder = new TextRequestDecoder(SMALL);
     expect(decoder.push(Buffer.from('set k 0 0 1000\r\n'))).toEqual([
-      { kind: 'invalid', reply: { kind: 'server_error', message: 'object too large for cache' }, close: false },
+      { kind: 'invalid', reply: { kind: 'refused', reason: 'too_large' }, close: false },
     ]);
     expect(decoder.push(Buffer.alloc(1000, 0x61))).toEqual([]);
     expect(decoder.bufferedBytes).toBe(0);
     expect(decoder.push(Buffer.from('\r\nget k\r\n'))).toEqual([command({ kind: 'get', keys: ['k'], cas: false })]);
     expect(decode(`set k 0 0 17\r\n${'v'.repeat(17)}\r\nget k\r\n`, SMALL)).toEqual([
-      { kind: 'invalid', reply: { kind: 'server_error', message: 'object too large for cache' }, close: false },
+      { kind: 'invalid', reply: { kind: 'refused', reason: 'too_large' }, close: false },
       command({ kind: 'get', keys: ['k'], cas: false }),
     ]);
     expect(decode(`set k 0 0 17 noreply\r\n${'v'.repeat(17)}\r\n`, SMALL)).toEqual([SILENT]);
@@ -259,14 +259,14 @@ describe('text encoder', () => {
       [{ kind: 'stats', stats: [['pid', '1'], ['uptime', '2']] }, 'STAT pid 1\r\nSTAT uptime 2\r\nEND\r\n'],
       [{ kind: 'text', lines: ['peer 1 up', 'peer 2 down'] }, 'peer 1 up\r\npeer 2 down\r\nEND\r\n'],
       [{ kind: 'error' }, 'ERROR\r\n'], [{ kind: 'client_error', message: 'bad data chunk' }, 'CLIENT_ERROR bad data chunk\r\n'],
-      [{ kind: 'server_error', message: 'no quorum' }, 'SERVER_ERROR no quorum\r\n'], [{ kind: 'none' }, ''],
+      [{ kind: 'refused', reason: 'no_quorum' }, 'SERVER_ERROR no quorum\r\n'], [{ kind: 'none' }, ''],
     ];
     for (const [reply, text] of cases) expect(enc(set, reply), reply.kind).toBe(text);
   });
 
   it('writes nothing for noreply commands (errors included) and for quit', () => {
     expect(enc({ ...set, noreply: true } as Command, { kind: 'stored' })).toBe('');
-    expect(enc({ kind: 'delete', key: 'k', noreply: true }, { kind: 'server_error', message: 'x' })).toBe('');
+    expect(enc({ kind: 'delete', key: 'k', noreply: true }, { kind: 'refused', reason: 'internal', detail: 'x' })).toBe('');
     expect(enc({ kind: 'quit' }, { kind: 'ok' })).toBe('');
   });
 });

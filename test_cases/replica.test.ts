@@ -17,6 +17,7 @@ import { mulberry32 as seeded } from '../src/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 import { readFileSync } from 'node:fs';
+import { refused } from '../src/protocol/refusals.ts';
 
 
 /** Resolves once the process is really stopped (state T): kill() returns before every thread has stopped. */
@@ -187,7 +188,7 @@ describe('Replica refused writes (memcached out of memory)', () => {
   /** memcached with no room for 'full': it refuses its writes and keeps what it held. */
   class FullBackend extends MemoryBackend {
     #refusal(): StoreError {
-      return new StoreError('BACKEND_FAILED', 'injected: no memory', { untouched: true, refusal: 'out of memory storing object' });
+      return new StoreError('BACKEND_FAILED', 'injected: no memory', { untouched: true, refusal: refused('out_of_memory') });
     }
     override async set(key: string, stored: Entry): Promise<void> {
       if (key === 'full' && stored.value.toString() !== 'old') throw this.#refusal();

@@ -60,9 +60,19 @@ interface Totals {
   convergedAfterHealMs: number[];
 }
 
-function runRandomFailures(mode: Mode, compactionThresholdEntries: number, faults: boolean, storeFailures = RANDOM_FAILURES, seeds = SEEDS): Totals {
-  const totals: Totals = { failures: 0, refused: 0, resets: 0, keptReplays: 0, transfers: 0, crashesWhileUntrusted: 0, convergedAfterHealMs: [] };
-  const options: Partial<SimOptions> = { faults, safetyMs: 3_000, livenessMs: LIVENESS_BOUND_MS, compactionThresholdEntries, storeFailures };
+function runRandomFailures(
+  mode: Mode,
+  compactionThresholdEntries: number,
+  faults: boolean,
+  storeFailures = RANDOM_FAILURES,
+  seeds = SEEDS,
+): Totals {
+  const totals: Totals = {
+    failures: 0, refused: 0, resets: 0, keptReplays: 0, transfers: 0, crashesWhileUntrusted: 0, convergedAfterHealMs: [],
+  };
+  const options: Partial<SimOptions> = {
+    faults, safetyMs: 3_000, livenessMs: LIVENESS_BOUND_MS, compactionThresholdEntries, storeFailures,
+  };
   for (let seed = FIRST_SEED; seed < FIRST_SEED + seeds; seed += 1) {
     const result = simulate(seed, mode, options);
     totals.failures += result.storeFailures;

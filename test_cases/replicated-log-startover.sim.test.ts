@@ -126,7 +126,8 @@ describe('replicated log start-over: seeds that found faults', () => {
 
   for (const [name, seed, mode, faults, crash] of cases) {
     it(`${name}: seed ${seed}, ${mode}, faults ${faults}, crash ${crash}`, () => {
-      const result = simulate(seed, mode, { faults, safetyMs: 4_000, compactionThresholdEntries: 8, emptyAll: { atMs: 1_500, windowMs: 200, crash, whenHealthy: false } });
+      const emptyAll = { atMs: 1_500, windowMs: 200, crash, whenHealthy: false };
+      const result = simulate(seed, mode, { faults, safetyMs: 4_000, compactionThresholdEntries: 8, emptyAll });
       expect(result.emptyAllRan).toBe(true);
     });
   }

@@ -94,7 +94,9 @@ describe('late state transfers', () => {
   });
 
   it('a leader that started over refuses a chunk a peer read before it lost its replica', () => {
-    const entries = Array.from({ length: 10 }, (_, i) => ({ term: 1, index: 11 + i, nowMs: 0, op: null, origin: N1, incarnation: 1, requestId: null }));
+    const entries = Array.from({ length: 10 }, (_, i) => (
+      { term: 1, index: 11 + i, nowMs: 0, op: null, origin: N1, incarnation: 1, requestId: null }
+    ));
     const leader = new Node(N1, [snapshot(1, null, entries)]);
     leader.step(2 * FAILURE_TIMEOUT_MS + 1, { kind: 'tick', peersUp: [N2, N3] });
     leader.receive(0, N2, { kind: 'pre_vote_reply', term: 2, granted: true });

@@ -12,6 +12,7 @@ import { createReplicatedLog, type LogMessage, type LogMode, type ReplicatedLog 
 import { mulberry32 } from './support/log-sim.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
+import { refused } from '../src/protocol/refusals.ts';
 
 const IDS = ['n1', 'n2', 'n3'].map(asPeerId);
 const HEARTBEAT_MS = 50;
@@ -65,7 +66,7 @@ class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
-      replicaSkipsApplied: this.skipApplied, refuseStore: (op) => (this.room(id, op) ? null : 'out of memory storing object'),
+      replicaSkipsApplied: this.skipApplied, refuseStore: (op) => (this.room(id, op) ? null : refused('out_of_memory')),
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }
@@ -470,7 +471,7 @@ describe('replication and commit', () => {
 });
 
 describe('room in the store', () => {
-  const outOfMemory = { kind: 'reply', reply: { kind: 'server_error', message: 'out of memory storing object' } };
+  const outOfMemory = { kind: 'reply', reply: { kind: 'refused', reason: 'out_of_memory' } };
 
   it('the leader asks for every write, its own clients\' and forwarded ones; a refused write is answered at its origin and logged nowhere', () => {
     const cluster = electedCluster('sequential');
@@ -564,9 +565,9 @@ describe('a pipelining connection (one session, requests in flight together)', (
     const { requestIds } = cluster.requests(follower, [set('s', '1'), get('s')], 10);
     cluster.run(3_000);
     const [write, read] = requestIds.map((requestId) => cluster.outcome(follower, requestId));
-    expect(write).toMatchObject({ kind: 'reply', reply: { message: expect.stringMatching(/^write outcome unknown/) } });
+    expect(write).toMatchObject({ kind: 'reply', reply: { kind: 'refused', reason: 'outcome_unknown' } });
     // Answered when the write was, not when its own time ran out.
-    expect(read).toMatchObject({ kind: 'reply', reply: { message: 'no quorum: no leader reachable' } });
+    expect(read).toMatchObject({ kind: 'reply', reply: refused('no_quorum', 'no leader reachable') });
     expect(cluster.node(follower).machine.status().queueDepth).toBe(0);
   });
 });
@@ -634,7 +635,7 @@ describe('reads', () => {
     });
     expect(cluster.node(asker).machine.status()).toMatchObject({ term, role: 'follower' });
     cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: answer?.message as LogMessage });
-    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error', message: expect.stringMatching(/^no quorum/) } });
+    expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'refused', reason: 'no_quorum' } });
   });
 
   it('linearizability: an answer meant for the same batch id of an earlier run of the asker is ignored', () => {
@@ -657,7 +658,7 @@ describe('reads', () => {
     for (let ms = 10; ms <= 400; ms += 10) cluster.step(follower, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
     cluster.nowMs += 400;
     const { requestId } = cluster.request(follower, get('r'));
-    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error', message: expect.stringMatching(/^no quorum/) } });
+    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'refused', reason: 'no_quorum' } });
   });
 
   it('sequential: reads are served locally at once while a leader is known, refused after', () => {
@@ -672,19 +673,19 @@ describe('reads', () => {
     expect(cluster.node(follower).machine.readsLocally?.(cluster.nowMs, 1)).toBe(false);
     const refused = cluster.request(follower, get('x'));
     expect(refused.effects.filter((effect) => effect.kind !== 'note')).toEqual([
-      expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'server_error' }) }),
+      expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ kind: 'refused' }) }),
     ]);
   });
 });
 
 describe('refusals', () => {
-  it('a write pending beyond the bound gets a server_error', () => {
+  it('a write pending beyond the bound gets a refusal', () => {
     const cluster = electedCluster();
     const follower = followers(cluster)[0];
     cluster.down.add(cluster.leader());
     const { requestId } = cluster.request(follower, set('a', '1'));
     cluster.run(4 * FAILURE_TIMEOUT_MS + 20);
-    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error' } });
+    expect(cluster.outcome(follower, requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'refused' } });
     expect(cluster.node(follower).machine.status().queueDepth).toBe(0);
   });
 
@@ -697,7 +698,7 @@ describe('refusals', () => {
     cluster.run(2 * FAILURE_TIMEOUT_MS + 100);
     expect(cluster.outcome(follower, requestId)).toMatchObject({
       kind: 'reply',
-      reply: { kind: 'server_error', message: expect.stringMatching(/^write outcome unknown/) },
+      reply: { kind: 'refused', reason: 'outcome_unknown' },
     });
     // The survivors elected a new leader that takes writes.
     const fresh = cluster.leader();
@@ -720,7 +721,7 @@ describe('refusals', () => {
   it('a node that never heard of a leader refuses at once', () => {
     const cluster = new Cluster();
     const { requestId } = cluster.request(IDS[0], set('a', '1'));
-    expect(cluster.outcome(IDS[0], requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error' } });
+    expect(cluster.outcome(IDS[0], requestId)).toMatchObject({ kind: 'reply', reply: { kind: 'refused' } });
   });
 });
 
@@ -741,7 +742,7 @@ describe('persistence and restart', () => {
     expect(status).toMatchObject({ term: 1, committed: '0', applied: '0' });
     const refused = cluster.request(follower, get('n'));
     expect(refused.effects).toContainEqual(expect.objectContaining({ kind: 'reset' }));
-    expect(cluster.outcome(follower, refused.requestId)).toMatchObject({ reply: { kind: 'server_error' } });
+    expect(cluster.outcome(follower, refused.requestId)).toMatchObject({ reply: { kind: 'refused' } });
     cluster.run(200);
     // Replayed from index 1 onto an emptied replica: incr is not applied twice.
     expect(cluster.node(follower).replica.get('n')?.value.toString()).toBe('11');
@@ -803,7 +804,7 @@ describe('compaction and state transfer', () => {
       cluster.run(200);
       expect(cluster.node(lagging).effects.some((effect) => effect.kind === 'put')).toBe(true); // a transfer came
       // The transferred state holds the connection's later write: the read must not see it.
-      expect(cluster.outcome(lagging, read)).toMatchObject({ kind: 'reply', reply: { kind: 'server_error', message: expect.stringMatching(/^not caught up/) } });
+      expect(cluster.outcome(lagging, read)).toMatchObject({ kind: 'reply', reply: { kind: 'refused', reason: 'not_caught_up' } });
     });
   }
 
@@ -834,7 +835,7 @@ describe('compaction and state transfer', () => {
       expect(cluster.outcome(lagging, setB)).toMatchObject({ kind: 'reply', reply: { kind: 'stored' } });
       expect(cluster.outcome(lagging, incrN)).toMatchObject({
         kind: 'reply',
-        reply: { kind: 'server_error', message: expect.stringMatching(/^write committed, but its result is unknown/) },
+        reply: { kind: 'refused', reason: 'result_unknown' },
       });
     });
   }
@@ -945,7 +946,7 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     const held = asRequestId(9_999);
     const effects = cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs, kept: true, awaiting: [held] });
     expect(effects.some((effect) => effect.kind === 'apply')).toBe(false);
-    expect(effects).toContainEqual({ kind: 'reply', requestId: held, reply: { kind: 'server_error', message: expect.stringMatching(/^backend: write outcome unknown/) } });
+    expect(effects).toContainEqual({ kind: 'reply', requestId: held, reply: { kind: 'refused', reason: 'backend', detail: expect.stringMatching(/^write outcome unknown/) } });
     cluster.run(1_500);
     expect(cluster.node(follower).effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
   });

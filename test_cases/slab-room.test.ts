@@ -49,7 +49,12 @@ describe('itemRoom', () => {
   });
 
   it('without memcached\'s table, counts a listed class only when the class below it is listed too', () => {
-    const slabs = state(0, [{ id: 9, chunkBytes: 600, freeChunks: 5 }, { id: 10, chunkBytes: 752, freeChunks: 1000 }, { id: 14, chunkBytes: 1856, freeChunks: 70 }], null);
+    const classes = [
+      { id: 9, chunkBytes: 600, freeChunks: 5 },
+      { id: 10, chunkBytes: 752, freeChunks: 1000 },
+      { id: 14, chunkBytes: 1856, freeChunks: 70 },
+    ];
+    const slabs = state(0, classes, null);
     expect(itemRoom(slabs, 700)).toMatchObject({ label: 'class:10', items: 1000 });
     expect(itemRoom(slabs, 1700).items).toBe(0); // class 14's lower neighbour is unknown
   });

@@ -17,6 +17,7 @@ import { MemcachedBackend } from '../src/store/memcached.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { StoreError, type Entry, type KVBackend } from '../src/store/types.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+import { refused } from '../src/protocol/refusals.ts';
 
 type ListingBackend = KVBackend & { keys(): Promise<string[]> };
 
@@ -210,7 +211,7 @@ describe('memcached refusing a write for want of memory (-M)', () => {
     expect(error).toBeInstanceOf(StoreError);
     expect((error as StoreError).code).toBe('BACKEND_FAILED');
     expect((error as StoreError).untouched).toBe(true);
-    expect((error as StoreError).refusal).toBe('out of memory storing object'); // memcached's text reply
+    expect((error as StoreError).refusal).toEqual(refused('out_of_memory')); // memcached's out of memory
     expect((await backend.get('kept'))?.value.toString()).toBe('old');
   });
 
@@ -226,7 +227,9 @@ describe('memcached refusing a write for want of memory (-M)', () => {
  * A fake memcached speaking the binary protocol's framing: each request is answered with only a
  * header, whose status `statusOf` picks from the request's opcode and key.
  */
-async function fakeMemcached(statusOf: (opcode: number, key: string) => number): Promise<{ backend: MemcachedBackend; opcodes: number[]; close(): Promise<void> }> {
+async function fakeMemcached(
+  statusOf: (opcode: number, key: string) => number,
+): Promise<{ backend: MemcachedBackend; opcodes: number[]; close(): Promise<void> }> {
   const opcodes: number[] = [];
   const server = net.createServer((socket) => {
     let pending = Buffer.alloc(0);
@@ -313,7 +316,7 @@ describe('memcached refusing part of a batch', () => {
       const mixed = await fake.backend.setMany([['a', value(1n)], ['b', value(2n)]], [true, false]).then(() => null, (error: unknown) => error);
       expect(mixed).toMatchObject({ code: 'BACKEND_FAILED', untouched: false });
       const untouched = await fake.backend.setMany([['a', value(3n)], ['c', value(4n)]], [true, true]).then(() => null, (error: unknown) => error);
-      expect(untouched).toMatchObject({ code: 'BACKEND_FAILED', untouched: true, refusal: 'out of memory storing object' });
+      expect(untouched).toMatchObject({ code: 'BACKEND_FAILED', untouched: true, refusal: refused('out_of_memory') });
     } finally {
       await fake.close();
     }

@@ -32,7 +32,9 @@ afterEach(async () => {
 });
 
 async function startCluster(mode: Mode): Promise<Cluster> {
-  cluster = await Cluster.start({ mode, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, wallClockSteps: true });
+  cluster = await Cluster.start({
+    mode, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, wallClockSteps: true,
+  });
   return cluster;
 }
 

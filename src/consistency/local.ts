@@ -24,7 +24,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
         return [{ kind: 'read', requestId: event.requestId, op: event.op, nowMs: event.nowMs }];
       }
       const refused = options.refuseStore?.(event.op, version + 1n) ?? null;
-      if (refused !== null) return [{ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: refused } }];
+      if (refused !== null) return [{ kind: 'reply', requestId: event.requestId, reply: refused }];
       version += 1n;
       return [
         { kind: 'apply', op: event.op, cas: version, nowMs: event.nowMs, requestId: event.requestId, token: null },

@@ -37,6 +37,7 @@
 
 import assert from 'node:assert';
 import type { Reply } from '../protocol/types.ts';
+import { refusalText, refused, type Refusal } from '../protocol/refusals.ts';
 import { isWrite, opKeys, type Op } from '../store/types.ts';
 import type {
   Effect,
@@ -166,12 +167,13 @@ interface IncomingTransfer {
 const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
   `${origin}/${incarnation}/${requestId}`;
 
-const serverError = (message: string): Reply => ({ kind: 'server_error', message });
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
-const APPLY_FAILED = 'backend: write outcome unknown (the replica failed while applying it)';
+const APPLY_FAILED = refused('backend', 'write outcome unknown (the replica failed while applying it)');
 /** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
-const TRANSFERRED_PAST_READ = 'not caught up: replica replaced by a state transfer; retry';
-const TRANSFERRED_PAST_WRITE = 'write committed, but its result is unknown here: replica replaced by a state transfer';
+const TRANSFERRED_PAST_READ = refused('not_caught_up', 'replica replaced by a state transfer; retry');
+const TRANSFERRED_PAST_WRITE = refused('result_unknown', 'replica replaced by a state transfer');
+/** What a forward to a node that does not lead (or lacks a quorum) is told. */
+const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
 const refusedForwardsMax = 4096;
 /**
@@ -222,9 +224,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
   private readonly proposals = new Map<string, number>();
   /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
   private readonly compactedForwards: CompactedForwards;
-  private readonly refuseStore: (op: Op, version: bigint) => string | null;
+  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
   /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
-  private readonly refusedForwards = new Map<string, string>();
+  private readonly refusedForwards = new Map<string, Refusal>();
 
   // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
   private readonly pending = new Map<RequestId, Pending>();
@@ -459,9 +461,10 @@ class ReplicatedLogMachine implements ReplicatedLog {
     for (const entry of this.log.entries) {
       if (entry.op === null || entry.requestId === null || entry.origin !== this.self || entry.incarnation !== this.incarnation) continue;
       if (entry.index > this.commitIndex || !waiting.delete(entry.requestId)) continue;
-      this.pending.set(entry.requestId, { op: entry.op, deadlineMs: this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs });
+      const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
+      this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
     }
-    for (const requestId of waiting) this.reply(requestId, serverError(APPLY_FAILED));
+    for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
     this.compactionFetch = null;
     this.touchedKeys = new Set();
     this.appliedIndex = this.log.snapshotIndex;
@@ -529,7 +532,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
           this.replayOntoReplica(event.awaiting ?? []);
         } else {
           this.rebuildReplica(event.emptied === true);
-          for (const requestId of event.awaiting ?? []) this.reply(requestId, serverError(APPLY_FAILED));
+          for (const requestId of event.awaiting ?? []) this.reply(requestId, APPLY_FAILED);
         }
         break;
       case 'refused':
@@ -594,14 +597,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const refusal = this.refusalFor(op);
     if (refusal !== null) {
       this.noteRefusal(refusal);
-      this.reply(requestId, serverError(refusal));
+      this.reply(requestId, refusal);
       return;
     }
     const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
     if (isWrite(op)) {
-      const refused = this.role === 'leader' ? this.refuseStore(op, BigInt(this.nextEntryIndex())) : null;
-      if (refused !== null) {
-        this.reply(requestId, serverError(refused));
+      const refusal = this.role === 'leader' ? this.refuseStore(op, BigInt(this.nextEntryIndex())) : null;
+      if (refusal !== null) {
+        this.reply(requestId, refusal);
         return;
       }
       this.pending.set(requestId, { op, deadlineMs });
@@ -673,15 +676,15 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
-  private refusalFor(op: Op | null, atMs = this.nowMs): string | null {
-    if (this.pending.size >= this.tuning.queueDepthMax) return 'busy: request queue full';
+  private refusalFor(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (this.pending.size >= this.tuning.queueDepthMax) return refused('busy', 'request queue full');
     return this.cannotServe(op, atMs);
   }
 
   /** Why this node cannot serve `op` (null: a read) now, a request already taken included. */
-  private cannotServe(op: Op | null, atMs = this.nowMs): string | null {
-    if (!this.knowsLiveLeader(atMs)) return 'no quorum: no leader reachable';
-    if (!this.caughtUp) return `not caught up: replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`;
+  private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (!this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
+    if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
     return null;
   }
 
@@ -733,9 +736,9 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.pending.delete(requestId);
       this.writeTerms.delete(requestId);
       const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
-      const message = `timeout: ${what}, no quorum answered in time`;
-      this.noteRefusal(message);
-      this.reply(requestId, serverError(message));
+      const refusal = refused('timeout', `${what}, no quorum answered in time`);
+      this.noteRefusal(refusal);
+      this.reply(requestId, refusal);
     }
   }
 
@@ -856,7 +859,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   private becomePreCandidate(): void {
-    this.leaveLeadership('no quorum: leader lost');
+    this.leaveLeadership(refused('no_quorum', 'leader lost'));
     this.abandonInFlight();
     this.note('info', 'election started: no leader heard from', { term: this.term + 1, peers: this.peers });
     this.role = 'pre_candidate';
@@ -919,11 +922,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
     this.proposalsThisStep.push(this.newEntry(null, this.self, this.incarnation, null));
     this.termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
     if (this.catchUpIndex === null) this.catchUpIndex = this.termStartIndex;
-    this.refuseForwardsAndReads('no quorum: leader changed');
+    this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
   }
 
   private becomeFollower(term: number, leader: PeerId | null): void {
-    this.leaveLeadership('no quorum: leadership lost');
+    this.leaveLeadership(refused('no_quorum', 'leadership lost'));
     // Epochs are the term's leader's own (one leader per term; a restarted node leads only in a
     // later term), so what was seen is forgotten only with the term, not when the leader is lost.
     if (term > this.term) this.leaderReplicaEpoch = 0;
@@ -933,7 +936,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       this.persistHardState();
     }
     this.role = 'follower';
-    if (leader !== this.leader) this.refuseForwardsAndReads('no quorum: leader changed');
+    if (leader !== this.leader) this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
     const changed = leader !== null && leader !== this.leader;
     this.leader = leader;
     if (leader !== null) this.noteLeader(term, leader);
@@ -941,11 +944,11 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
-  private leaveLeadership(message: string): void {
+  private leaveLeadership(refusal: Refusal): void {
     if (this.role !== 'leader') return;
-    this.note('warn', 'stepped down', { why: message, peers: this.peers, acked: this.ackedPeers() });
+    this.note('warn', 'stepped down', { why: refusalText(refusal), peers: this.peers, acked: this.ackedPeers() });
     for (const waiter of this.roundWaiters) {
-      for (const requestId of waiter.localReads) this.refuseRequest(requestId, message);
+      for (const requestId of waiter.localReads) this.refuseRequest(requestId, refusal);
       for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, null);
     }
     this.roundWaiters = [];
@@ -967,16 +970,16 @@ class ReplicatedLogMachine implements ReplicatedLog {
    * commit), so clients retry now rather than after the request timeout.
    */
   private abandonInFlight(): void {
-    this.refuseForwardsAndReads('no quorum: leader lost');
+    this.refuseForwardsAndReads(refused('no_quorum', 'leader lost'));
     for (const requestId of [...this.writeTerms.keys()]) {
-      this.refuseRequest(requestId, 'write outcome unknown: leader lost before it committed; retry');
+      this.refuseRequest(requestId, refused('outcome_unknown', 'leader lost before it committed; retry'));
     }
   }
 
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
-  private refuseForwardsAndReads(message: string): void {
+  private refuseForwardsAndReads(refusal: Refusal): void {
     for (const { requestIds } of this.readBatches.values()) {
-      for (const requestId of requestIds) this.refuseRequest(requestId, message);
+      for (const requestId of requestIds) this.refuseRequest(requestId, refusal);
     }
     this.readBatches.clear();
   }
@@ -995,14 +998,14 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (op.kind === 'store' && op.verb === 'set') return this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
     if (op.kind === 'flush_all') return this.reply(requestId, { kind: 'ok' });
     this.noteRefusal(TRANSFERRED_PAST_WRITE);
-    this.reply(requestId, serverError(TRANSFERRED_PAST_WRITE));
+    this.reply(requestId, TRANSFERRED_PAST_WRITE);
   }
 
-  private refuseRequest(requestId: RequestId, message: string): void {
+  private refuseRequest(requestId: RequestId, refusal: Refusal): void {
     this.writeTerms.delete(requestId);
     if (!this.pending.delete(requestId)) return;
-    this.noteRefusal(message);
-    this.reply(requestId, serverError(message));
+    this.noteRefusal(refusal);
+    this.reply(requestId, refusal);
   }
 
   private noteLeader(term: number, leader: PeerId): void {
@@ -1293,28 +1296,33 @@ class ReplicatedLogMachine implements ReplicatedLog {
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
     if (this.role !== 'leader' || !this.hasQuorum() || message.term !== this.term) {
       const requestIds = message.requests.map((request) => request.requestId);
-      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: 'no quorum: not the leader' });
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
       return;
     }
-    const refusals = new Map<string, RequestId[]>();
+    const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
     for (const request of message.requests) {
       // The network may duplicate a forward: an op must enter the log once, and never after its
       // origin was told it was refused.
       const key = proposalKey(from, message.incarnation, request.requestId);
       if (this.proposals.has(key)) continue;
-      const refused = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
-      if (refused !== null) {
+      const refusal = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
+      if (refusal !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
-        this.refusedForwards.set(key, refused);
-        refusals.set(refused, [...(refusals.get(refused) ?? []), request.requestId]);
+        this.refusedForwards.set(key, refusal);
+        const text = refusalText(refusal);
+        const group = refusals.get(text) ?? { refusal, requestIds: [] };
+        group.requestIds.push(request.requestId);
+        refusals.set(text, group);
         continue;
       }
       const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
       this.proposalsThisStep.push(entry);
       this.proposals.set(key, entry.index);
     }
-    for (const [refused, requestIds] of refusals) {
-      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, message: refused });
+    for (const { refusal, requestIds } of refusals.values()) {
+      const { reason, detail } = refusal;
+      const said = detail === undefined ? { reason } : { reason, detail };
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...said });
     }
   }
 
@@ -1322,7 +1330,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (message.incarnation !== this.incarnation) return;
     for (const requestId of message.requestIds) {
       this.writeTerms.delete(requestId);
-      if (this.pending.delete(requestId)) this.reply(requestId, serverError(message.message));
+      if (this.pending.delete(requestId)) this.reply(requestId, refused(message.reason, message.detail));
     }
   }
 
@@ -1417,7 +1425,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     const confirmed = message.readIndex !== null && message.term === batch.term && this.term === batch.term;
     for (const requestId of batch.requestIds) {
       if (confirmed) this.awaitApply(requestId, message.readIndex as number);
-      else this.refuseRequest(requestId, 'no quorum: leader could not confirm the read');
+      else this.refuseRequest(requestId, refused('no_quorum', 'leader could not confirm the read'));
     }
   }
 
@@ -1519,7 +1527,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (this.forwardsThisStep.length > 0) {
       const requests = this.forwardsThisStep;
       this.forwardsThisStep = [];
-      if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, 'no quorum: no leader');
+      if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, refused('no_quorum', 'no leader'));
       else {
         for (const request of requests) this.noteWriteSent(request.requestId);
         this.sendForwards(leader, requests);
@@ -1528,7 +1536,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
     if (this.readsThisStep.length > 0) {
       const reads = this.readsThisStep;
       this.readsThisStep = [];
-      if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, 'no quorum: no leader');
+      if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, refused('no_quorum', 'no leader'));
       else {
         this.readBatchId += 1;
         this.readBatches.set(this.readBatchId, { term: this.term, requestIds: reads });
@@ -1568,7 +1576,7 @@ class ReplicatedLogMachine implements ReplicatedLog {
       if (!this.pending.has(requestId)) continue;
       const index = this.proposals.get(proposalKey(this.self, this.incarnation, requestId));
       if (index !== undefined && index <= this.commitIndex) continue;
-      this.refuseRequest(requestId, 'write outcome unknown: the leader changed before it committed; retry');
+      this.refuseRequest(requestId, refused('outcome_unknown', 'the leader changed before it committed; retry'));
     }
   }
 
@@ -1804,7 +1812,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
     }
     let incoming = this.incoming;
     if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
-      const same = incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
+      const same =
+        incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
       if (!same) return this.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
     } else {
       incoming = {
@@ -1935,7 +1944,8 @@ class ReplicatedLogMachine implements ReplicatedLog {
   }
 
   /** Refusals come in floods: note each reason at most once a second. */
-  private noteRefusal(reason: string): void {
+  private noteRefusal(refusal: Refusal): void {
+    const reason = refusalText(refusal);
     const lastMs = this.refusalNotedMs.get(reason);
     if (lastMs !== undefined && this.nowMs - lastMs < 1000) return;
     this.refusalNotedMs.set(reason, this.nowMs);

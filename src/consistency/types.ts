@@ -15,7 +15,8 @@
  */
 
 import type { Reply } from '../protocol/types.ts';
-import type { Entry, Op } from '../store/types.ts';
+import type { Refusal } from '../protocol/refusals.ts';
+import type { KeyedEntry, Op } from '../store/types.ts';
 
 declare const peerIdBrand: unique symbol;
 /** A controller's id from config.ini, e.g. "n1". */
@@ -30,8 +31,8 @@ export const asRequestId = (id: number): RequestId => id as RequestId;
 export type Mode = 'linearizability' | 'sequential' | 'causal' | 'eventual';
 export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'causal', 'eventual'];
 
-/** A (key, entry) pair moved between replicas; tombstones included. */
-export type KeyedEntry = [key: string, entry: Entry];
+/** A (key, entry) pair moved between replicas (it lives with the store, which holds it). */
+export type { KeyedEntry } from '../store/types.ts';
 
 export type Event<M> =
   /** A client's op arrived at this controller. `session` is the client connection's id. */
@@ -173,16 +174,16 @@ export interface MachineOptions {
   persisted: readonly unknown[];
   nowMs: number;
   /**
-   * Why the store cannot take this write — the SERVER_ERROR message, memcached's own ("out of
-   * memory storing object", "object too large for cache") — or null when it can. Asked once per
+   * Why the store cannot take this write — memcached's own refusal (out of memory, too large) —
+   * or null when it can. Asked once per
    * write by the node that puts writes in order (a replicated log's leader, for its own clients'
    * writes and forwarded ones alike; in eventual mode the node that took it), right before the
-   * write takes its place; a refused write is answered with the message and changes nothing.
+   * write takes its place; a refused write is answered with the refusal and changes nothing.
    * Asking at that one node means every write of the cluster is counted there. `version` is the
    * version it will be stored under (its log index; in eventual mode its HLC version): reports of
    * what each replica has stored tell by it when the write is in that replica. Default: null.
    */
-  refuseStore?: (op: Op, version: bigint) => string | null;
+  refuseStore?: (op: Op, version: bigint) => Refusal | null;
   /**
    * The largest value a client may store (config.ini's value_bytes_max): a peer's op or entry
    * with a larger one is malformed and dropped. Default 1 MiB.

@@ -69,7 +69,9 @@ function insertionPoint(sorted: readonly string[], key: string): number {
 }
 
 /** One page of entries after `after`. */
-export async function entriesPage(source: StatusSource, options: { after: string | null; limit: number; nowMs: number }): Promise<EntriesPage> {
+export async function entriesPage(
+  source: StatusSource, options: { after: string | null; limit: number; nowMs: number },
+): Promise<EntriesPage> {
   const { keys, more } = keysAfter(source.indexEntries(), options);
   let readError: string | null = null;
   const byKey = new Map<string, { sizeBytes: number; flags: number; expiresAtMs: number }>();

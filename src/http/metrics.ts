@@ -73,11 +73,13 @@ export class ControllerMetrics {
       byOutcome = new Map();
       this.requestSlots.set(name, byOutcome);
     }
-    let slot = byOutcome.get(reply.kind);
+    // A refusal's slot also names its reason (a bounded set: protocol/refusals.ts).
+    const key = reply.kind === 'refused' ? `refused:${reply.reason}` : reply.kind;
+    let slot = byOutcome.get(key);
     if (slot === undefined) {
       const child = this.requestSeconds.labels(name, reply.kind);
       slot = { count: 0, observe: (value) => child.observe(value) };
-      byOutcome.set(reply.kind, slot);
+      byOutcome.set(key, slot);
     }
     slot.count += 1;
     slot.observe(seconds);
@@ -111,23 +113,28 @@ export class ControllerMetrics {
     const slots = this.requestSlots;
     new Counter({
       name: 'mckv_requests_total',
-      help: 'Client requests answered, by command and outcome (the reply kind: stored, values, not_found, server_error, ...).',
+      help: 'Client requests answered, by command and outcome (the reply kind: stored, values, not_found, refused, ...).',
       labelNames: ['command', 'outcome'],
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [command, byOutcome] of slots) for (const [outcome, slot] of byOutcome) this.inc({ command, outcome }, slot.count);
+        for (const [command, byOutcome] of slots) {
+          for (const [key, slot] of byOutcome) this.inc({ command, outcome: outcomeOf(key) }, slot.count);
+        }
       },
     });
     new Counter({
       name: 'mckv_refusals_total',
-      help: 'Client requests answered with an error rather than done, by reason (server_error: the cluster could not do it now; client_error: a bad request; error: an unknown command).',
+      help: 'Client requests answered with an error rather than done, by reason (the cluster\'s: no_quorum, busy, timeout, ...; client_error: a bad request; error: an unknown command).',
       labelNames: ['command', 'reason'],
       registers: [this.registry],
       collect() {
         this.reset();
         for (const [command, byOutcome] of slots) {
-          for (const [outcome, slot] of byOutcome) if (isRefusal(outcome)) this.inc({ command, reason: outcome }, slot.count);
+          for (const [key, slot] of byOutcome) {
+            const reason = refusalReasonOf(key);
+            if (reason !== null) this.inc({ command, reason }, slot.count);
+          }
         }
       },
     });
@@ -256,8 +263,15 @@ export function commandLabel(command: Command): string {
   }
 }
 
-function isRefusal(outcome: string): boolean {
-  return outcome === 'server_error' || outcome === 'client_error' || outcome === 'error';
+/** The reply kind of a slot key (`refused:no_quorum` → `refused`). */
+function outcomeOf(key: string): string {
+  return key.startsWith('refused:') ? 'refused' : key;
+}
+
+/** Why a slot's requests were not done, or null when they were. */
+function refusalReasonOf(key: string): string | null {
+  if (key.startsWith('refused:')) return key.slice('refused:'.length);
+  return key === 'client_error' || key === 'error' ? key : null;
 }
 
 /** A log position as a number; null in eventual mode (its `committed` is a clock) or if unreadable. */

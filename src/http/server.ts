@@ -48,7 +48,8 @@ export class StatusHttp {
 
   constructor(private readonly options: StatusHttpOptions) {
     this.metrics = new ControllerMetrics(options.source, { node: options.node, mode: options.mode });
-    this.server = http.createServer({ maxHeaderSize: HEADER_BYTES_MAX, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS / 2 }, (request, response) => {
+    const limits = { maxHeaderSize: HEADER_BYTES_MAX, requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: REQUEST_TIMEOUT_MS / 2 };
+    this.server = http.createServer(limits, (request, response) => {
       void this.serve(request, response);
     });
     this.server.maxConnections = CONNECTIONS_MAX;

@@ -55,8 +55,8 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       ok: true,
       options: {
         mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
-        clients: Math.floor(args.clients), keys: Math.floor(args.keys), pipeline: Math.floor(args.pipeline), reportDir: args.report, seed: args.seed,
-        workload: args.workload, bulkClients, bulkDepth,
+        clients: Math.floor(args.clients), keys: Math.floor(args.keys), pipeline: Math.floor(args.pipeline),
+        reportDir: args.report, seed: args.seed, workload: args.workload, bulkClients, bulkDepth,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
         compactAfterEntries: Math.floor(args['compact-after']), walSync: parseWalSync(args['wal-sync'], '--wal-sync'),

@@ -20,7 +20,10 @@ const KEY_PREFIX = 'mckv-fill';
 /** Large items first: they take every free page. */
 const LARGE_VALUE_BYTES = 256 * 1024;
 /** Then items of the smaller size classes' sizes (values of these lengths), for their free chunks. */
-const SMALL_VALUE_BYTES = [1, 40, 70, 110, 160, 230, 330, 470, 700, 1000, 1500, 2300, 3500, 5000, 8000, 12_000, 18_000, 27_000, 40_000, 60_000, 90_000, 130_000, 190_000];
+const SMALL_VALUE_BYTES = [
+  1, 40, 70, 110, 160, 230, 330, 470, 700, 1000, 1500, 2300, 3500, 5000, 8000, 12_000, 18_000, 27_000, 40_000, 60_000, 90_000, 130_000,
+  190_000,
+];
 /** Requests per pipelined batch: up to this many, and about this many bytes. */
 const BATCH_REQUESTS_MAX = 256;
 const BATCH_BYTES = 1024 * 1024;

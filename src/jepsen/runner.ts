@@ -308,7 +308,11 @@ async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecor
 }
 
 /** One `get` through a fresh connection; the value, `null` for absent, or an error reply. */
-async function readKey(port: number, key: string, timeoutMs: number): Promise<{ ok: true; value: string | null } | { ok: false; error: string }> {
+async function readKey(
+  port: number,
+  key: string,
+  timeoutMs: number,
+): Promise<{ ok: true; value: string | null } | { ok: false; error: string }> {
   try {
     const reply = await TextClient.requestOnce('127.0.0.1', port, `get ${key}\r\n`, 'get', timeoutMs);
     const last = reply.lines[reply.lines.length - 1] ?? '';
@@ -387,7 +391,9 @@ async function compareReplicas(options: Resolved, cluster: Cluster): Promise<str
 }
 
 /** One multi-key `get` through a fresh connection: the values found, or an error reply. */
-async function readKeys(port: number, keys: readonly string[], timeoutMs: number): Promise<{ ok: true; values: Map<string, string> } | { ok: false; error: string }> {
+async function readKeys(
+  port: number, keys: readonly string[], timeoutMs: number,
+): Promise<{ ok: true; values: Map<string, string> } | { ok: false; error: string }> {
   try {
     const reply = await TextClient.requestOnce('127.0.0.1', port, `get ${keys.join(' ')}\r\n`, 'get', timeoutMs);
     const last = reply.lines[reply.lines.length - 1] ?? '';
@@ -417,7 +423,8 @@ function checkerName(mode: Resolved['mode']): string {
 function finish(options: Resolved, phase: PhaseResult, check: CheckResult, convergenceMs: number | null): RunResult {
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
-    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline, keys: options.keys, walSync: options.walSync,
+    mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline,
+    keys: options.keys, walSync: options.walSync,
     ...(options.bulkClients > 0 ? { bulk: { clients: options.bulkClients, depth: options.bulkDepth } } : {}),
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: checkerName(options.mode),

@@ -27,6 +27,7 @@
 import { TextClient, type TextReply } from '../client/text-client.ts';
 import type { HistoryRecorder, RecordHandle } from '../check/history.ts';
 import { mulberry32, type Random } from '../random.ts';
+import { parseRefusalText, refusalChangedNothing } from '../protocol/refusals.ts';
 
 /** The operations a client issues. `cas` is a `gets` (recorded as a read) then `cas`/`add`. */
 export type WorkloadOp = 'read' | 'write' | 'cas' | 'delete' | 'append';
@@ -78,17 +79,16 @@ export function pickOp(random: Random, weights: Readonly<Record<WorkloadOp, numb
   return 'read';
 }
 
-/** SERVER_ERROR messages that say the controller refused before doing anything. */
-const DEFINITE_REFUSALS = [/^no quorum/i, /^not leader/i, /not the leader/i, /^not caught up/i, /^busy/i, /^object too large/i, /^out of memory/i];
-
 /**
  * How to record a `SERVER_ERROR` reply. A read has no effect, so a refused read is `fail`. A
- * write is `fail` only for an explicit refusal ("no quorum…", "not leader", "not caught up…",
- * "busy…"); anything else, timeouts above all, may have taken effect and is `info`.
+ * write is `fail` only for a refusal that certainly changed nothing (no quorum, not caught up,
+ * busy, memcached's out of memory or too large: the table of protocol/refusals.ts says which);
+ * anything else, timeouts above all, may have taken effect and is `info`.
  */
 export function classifyServerError(message: string, isRead: boolean): 'fail' | 'info' {
   if (isRead) return 'fail';
-  return DEFINITE_REFUSALS.some((pattern) => pattern.test(message.trim())) ? 'fail' : 'info';
+  const refusal = parseRefusalText(message.trim());
+  return refusal !== null && refusalChangedNothing(refusal) ? 'fail' : 'info';
 }
 
 /** What the runner gives each client. */

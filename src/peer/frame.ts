@@ -8,10 +8,7 @@
  * The payload (since version 2) is the message in the compact binary encoding of value-codec.ts:
  * strings, numbers, booleans, null, bigints of any size, Buffers as raw bytes, arrays and plain
  * objects survive the round trip as themselves; undefined fields are left out as JSON would.
- * Version 1 carried tagged JSON; its `toWire`/`fromWire` stay here because the simulator uses
- * that JSON form and the write-ahead file reads the previous release's JSON lines with it: a Buffer becomes `{"$b":"<base64>"}`, a bigint
- * `{"$n":"<decimal>"}`, and a plain object that would itself look like a tag (its only key is
- * `$b`, `$n` or `$o`) is wrapped as `{"$o":{...}}`, so any JSON-able value round-trips exactly.
+ * (Version 1, tagged JSON, never shipped; a peer that sends it is refused as of another release.)
  *
  * Intuition: the header lets the decoder refuse garbage (bad magic), a peer from another release
  * (bad version) or a length over the cap *before* buffering the body, and the checksum catches
@@ -82,99 +79,6 @@ export function describeFrameError(error: FrameError): string {
       return unreachable;
     }
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Tagged JSON (the payload of frame version 1): still the form of the simulator's network, and
-// of the previous release's write-ahead lines (read once, on upgrade). Buffers and bigints survive the round trip.
-
-const TAG_BUFFER = '$b';
-const TAG_BIGINT = '$n';
-const TAG_OBJECT = '$o';
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** True when `object` has exactly one own key and it is one of our tags (so it needs escaping). */
-function looksLikeTag(object: object): boolean {
-  if (!(TAG_BUFFER in object) && !(TAG_BIGINT in object) && !(TAG_OBJECT in object)) return false;
-  return Object.keys(object).length === 1;
-}
-
-/** Converts a message value into plain JSON, tagging Buffers and bigints. */
-export function toWire(value: unknown): Json | undefined {
-  const type = typeof value;
-  switch (type) {
-    case 'string':
-    case 'number':
-    case 'boolean':
-      return value as string | number | boolean;
-    case 'bigint':
-      return { [TAG_BIGINT]: (value as bigint).toString() };
-    case 'undefined':
-    case 'function':
-    case 'symbol':
-      return undefined;
-    case 'object':
-      return objectToWire(value as object | null);
-    default: {
-      const unreachable: never = type;
-      return unreachable;
-    }
-  }
-}
-
-function objectToWire(value: object | null): Json {
-  if (value === null) return null;
-  if (value instanceof Uint8Array) {
-    const bytes = Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-    return { [TAG_BUFFER]: bytes.toString('base64') };
-  }
-  if (Array.isArray(value)) {
-    // JSON turns undefined array elements into null; keep positions stable the same way.
-    return value.map((element: unknown) => toWire(element) ?? null);
-  }
-  if (typeof (value as { toJSON?: unknown }).toJSON === 'function') {
-    // Dates and other values that define their own JSON form (as JSON.stringify would).
-    return toWire((value as { toJSON: () => unknown }).toJSON()) ?? null;
-  }
-  const out: { [key: string]: Json } = {};
-  for (const key in value) {
-    if (!Object.prototype.hasOwnProperty.call(value, key)) continue;
-    const converted = toWire((value as Record<string, unknown>)[key]);
-    if (converted !== undefined) out[key] = converted;
-  }
-  return looksLikeTag(out) ? { [TAG_OBJECT]: out } : out;
-}
-
-/** Inverse of `toWire`. Mutates `value` (a fresh JSON.parse result) in place where it can. */
-export function fromWire(value: Json): unknown {
-  if (typeof value !== 'object' || value === null) return value;
-  if (Array.isArray(value)) {
-    for (let index = 0; index < value.length; index++) value[index] = fromWire(value[index]) as Json;
-    return value;
-  }
-  if (looksLikeTag(value)) {
-    const tagged = unTag(value);
-    if (tagged !== NOT_A_TAG) return tagged;
-  }
-  return fieldsFromWire(value);
-}
-
-const NOT_A_TAG = Symbol('not a tag');
-
-function unTag(value: { [key: string]: Json }): unknown {
-  const buffer = value[TAG_BUFFER];
-  if (typeof buffer === 'string') return Buffer.from(buffer, 'base64');
-  const bigint = value[TAG_BIGINT];
-  if (typeof bigint === 'string' && /^-?\d+$/.test(bigint)) return BigInt(bigint);
-  const object = value[TAG_OBJECT];
-  if (typeof object === 'object' && object !== null && !Array.isArray(object)) return fieldsFromWire(object);
-  return NOT_A_TAG;
-}
-
-function fieldsFromWire(value: { [key: string]: Json }): unknown {
-  for (const key in value) value[key] = fromWire(value[key]) as Json;
-  return value;
 }
 
 // ---------------------------------------------------------------------------------------------

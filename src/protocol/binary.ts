@@ -24,23 +24,14 @@
 
 import { DEFAULT_LIMITS } from './types.ts';
 import type { Command, DecoderOptions, Item, ProtocolLimits, Reply } from './types.ts';
-import { BINARY_SASL, BINARY_STATUS, BINARY_STATUS_MESSAGES, TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
-import type { BinaryStatus } from './errors.ts';
+import { BINARY_SASL, BINARY_STATUS_MESSAGES, TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
+import {
+  BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC, casAt, readHeader, writeHeader, type BinaryStatus, type PacketHeader,
+} from './binary-header.ts';
 import { parsePlain, type Login } from './auth.ts';
+import { refusalBinary, type Refusal } from './refusals.ts';
 
-export const REQUEST_MAGIC = 0x80;
-export const RESPONSE_MAGIC = 0x81;
-export const HEADER_BYTES = 24;
-
-/** Opcodes (memcached protocol_binary.h). */
-export const OPCODE = Object.freeze({
-  get: 0x00, set: 0x01, add: 0x02, replace: 0x03, delete: 0x04, increment: 0x05, decrement: 0x06,
-  quit: 0x07, flush: 0x08, getq: 0x09, noop: 0x0a, version: 0x0b, getk: 0x0c, getkq: 0x0d,
-  append: 0x0e, prepend: 0x0f, stat: 0x10, setq: 0x11, addq: 0x12, replaceq: 0x13, deleteq: 0x14,
-  incrementq: 0x15, decrementq: 0x16, quitq: 0x17, flushq: 0x18, appendq: 0x19, prependq: 0x1a,
-  verbosity: 0x1b, touch: 0x1c, gat: 0x1d, gatq: 0x1e, gatk: 0x23, gatkq: 0x24,
-  saslListMechs: 0x20, saslAuth: 0x21, saslStep: 0x22,
-});
+export { HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC } from './binary-header.ts';
 
 /** What the response to a request needs from its header. */
 export interface BinaryHeader {
@@ -61,14 +52,8 @@ export type BinaryDecoded =
   | { kind: 'answered'; header: BinaryHeader; status: BinaryStatus; body: string };
 
 /** The raw request header fields. */
-interface RequestHeader {
-  opcode: number;
-  keyBytes: number;
-  extrasBytes: number;
-  bodyBytes: number;
-  opaque: number;
-  cas: bigint;
-}
+/** A request's header (its `status` is the vbucket, unused). */
+type RequestHeader = PacketHeader & { cas: bigint };
 
 type DecoderState =
   | { kind: 'header' }
@@ -122,17 +107,6 @@ function responseHeaderOf(request: RequestHeader): BinaryHeader {
     opaque: request.opaque,
     quiet: QUIET_OPCODES.has(request.opcode),
     withKey: WITH_KEY_OPCODES.has(request.opcode),
-  };
-}
-
-function readRequestHeader(bytes: Buffer): RequestHeader {
-  return {
-    opcode: bytes.readUInt8(1),
-    keyBytes: bytes.readUInt16BE(2),
-    extrasBytes: bytes.readUInt8(4),
-    bodyBytes: bytes.readUInt32BE(8),
-    opaque: bytes.readUInt32BE(12),
-    cas: bytes.readBigUInt64BE(16),
   };
 }
 
@@ -241,7 +215,7 @@ export class BinaryRequestDecoder {
       out.push({ kind: 'invalid', header: null, status: BINARY_STATUS.invalidArguments, message: '', close: true });
       return;
     }
-    const request = readRequestHeader(bytes);
+    const request: RequestHeader = { ...readHeader(bytes), cas: casAt(bytes, 0) };
     const header = responseHeaderOf(request);
     if (this.login !== null) {
       if (!this.loggedIn && !SASL_OPCODES.has(request.opcode) && request.opcode !== OPCODE.version) {
@@ -411,15 +385,11 @@ interface ResponseParts {
 function encodePacketHead(header: BinaryHeader, parts: ResponseParts, valueBytes: number): Buffer {
   const extras = parts.extras ?? Buffer.alloc(0);
   const key = Buffer.from(parts.key ?? '', 'latin1');
-  const head = Buffer.alloc(HEADER_BYTES);
-  head.writeUInt8(RESPONSE_MAGIC, 0);
-  head.writeUInt8(header.opcode, 1);
-  head.writeUInt16BE(key.length, 2);
-  head.writeUInt8(extras.length, 4);
-  head.writeUInt16BE(parts.status, 6);
-  head.writeUInt32BE(extras.length + key.length + valueBytes, 8);
-  head.writeUInt32BE(header.opaque, 12);
-  head.writeBigUInt64BE(parts.cas ?? 0n, 16);
+  const head = Buffer.allocUnsafe(HEADER_BYTES);
+  writeHeader(head, {
+    magic: RESPONSE_MAGIC, opcode: header.opcode, keyBytes: key.length, extrasBytes: extras.length, status: parts.status,
+    bodyBytes: extras.length + key.length + valueBytes, opaque: header.opaque, cas: parts.cas ?? 0n,
+  });
   return Buffer.concat([head, extras, key]);
 }
 
@@ -473,19 +443,10 @@ function encodeClientError(header: BinaryHeader, message: string): Buffer {
   return encodeBinaryError(header, BINARY_STATUS.invalidArguments, message);
 }
 
-/**
- * A SERVER_ERROR as a binary status: memcached's own for what memcached itself refuses (too
- * large, out of memory), "busy" for a refusal that says so (a full request queue, an eventual
- * replica still loading: the cluster's refusals start with their kind), and "temporary failure"
- * for the rest — the cluster cannot serve it now (no quorum, a replica rebuilding, a timeout): a
- * client may retry.
- * The message goes along as the body.
- */
-function encodeServerError(header: BinaryHeader, message: string): Buffer {
-  if (message === TEXT_ERRORS.objectTooLarge) return encodeBinaryError(header, BINARY_STATUS.valueTooLarge);
-  if (message === TEXT_ERRORS.outOfMemory) return encodeBinaryError(header, BINARY_STATUS.outOfMemory, message);
-  if (message.startsWith('busy')) return encodeBinaryError(header, BINARY_STATUS.busy, message);
-  return encodeBinaryError(header, BINARY_STATUS.temporaryFailure, message);
+/** A refusal as a binary status and body, from the one table (refusals.ts). */
+function encodeRefusal(header: BinaryHeader, refusal: Refusal): Buffer {
+  const { status, body } = refusalBinary(refusal);
+  return encodeBinaryError(header, status, body);
 }
 
 function encodeValues(header: BinaryHeader, command: Command, items: Item[]): Buffer {
@@ -539,7 +500,7 @@ export function encodeBinaryReply(header: BinaryHeader, command: Command, reply:
     // memcached answers a stats group it does not know with "Not found".
     case 'error': return encodeBinaryError(header, command.kind === 'stats' ? BINARY_STATUS.keyNotFound : BINARY_STATUS.unknownCommand);
     case 'client_error': return encodeClientError(header, reply.message);
-    case 'server_error': return encodeServerError(header, reply.message);
+    case 'refused': return encodeRefusal(header, reply);
     case 'none': return Buffer.alloc(0);
     default: {
       const unreachable: never = reply;

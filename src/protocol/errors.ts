@@ -1,11 +1,14 @@
 /**
- * The one table of client-visible error strings and binary status codes.
+ * The one table of client-visible error strings, and memcached's message for each binary status.
  *
  * Intuition: memcached clients match on exact reply strings, so every message a decoder or the
  * server writes comes from here, spelled as memcached 1.6.18 spells it (checked by
  * test_cases/protocol-differential.test.ts against a real memcached).
  * Invariant: text messages carry no CRLF; the encoders add the `CLIENT_ERROR `/`SERVER_ERROR ` prefix.
+ * The cluster's own refusals are rendered by ./refusals.ts; the status codes are in ./binary-header.ts.
  */
+
+import { BINARY_STATUS } from './binary-header.ts';
 
 /** Messages after `CLIENT_ERROR ` / `SERVER_ERROR ` in the text protocol. */
 export const TEXT_ERRORS = Object.freeze({
@@ -33,31 +36,11 @@ export const TEXT_ERRORS = Object.freeze({
   authenticationFailure: 'authentication failure',
 });
 
-/** Binary protocol response status codes (memcached protocol_binary.h). */
-export const BINARY_STATUS = Object.freeze({
-  ok: 0x00,
-  keyNotFound: 0x01,
-  keyExists: 0x02,
-  valueTooLarge: 0x03,
-  invalidArguments: 0x04,
-  notStored: 0x05,
-  nonNumeric: 0x06,
-  /** SASL failed, or a command came before SASL succeeded; also memcached -F's answer to flush. */
-  authError: 0x20,
-  /** SASL wants another step (PLAIN sent without its initial response). */
-  authContinue: 0x21,
-  unknownCommand: 0x81,
-  outOfMemory: 0x82,
-  notSupported: 0x83,
-  internalError: 0x84,
-  busy: 0x85,
-  temporaryFailure: 0x86,
-});
+/** The status codes live with the header layout; re-exported for the encoders that map errors to them. */
+export { BINARY_STATUS, type BinaryStatus } from './binary-header.ts';
 
 /** The body of a successful SASL authentication, and the one mechanism offered. */
 export const BINARY_SASL = Object.freeze({ authenticated: 'Authenticated', mechanisms: 'PLAIN' });
-
-export type BinaryStatus = (typeof BINARY_STATUS)[keyof typeof BINARY_STATUS];
 
 /** The body memcached 1.6 sends with each binary error status. */
 export const BINARY_STATUS_MESSAGES: Readonly<Record<number, string>> = Object.freeze({

@@ -21,6 +21,7 @@ import * as net from 'node:net';
 import { clockMs } from '../clock.ts';
 import type { Command, DecoderOptions, ProtocolLimits, Reply } from './types.ts';
 import type { Login } from './auth.ts';
+import { refused } from './refusals.ts';
 import { TextRequestDecoder, encodeTextInvalid, encodeTextReplyParts } from './text.ts';
 import {
   BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryPacket, encodeBinaryReplyParts, type BinaryHeader,
@@ -296,7 +297,8 @@ class Connection {
     if (this.finished) return;
     if (this.decoder === null) {
       const binary = chunk[0] === REQUEST_MAGIC;
-      this.decoder = binary ? binaryWireDecoder(this.server.limits, this.server.decoderOptions) : textWireDecoder(this.server.limits, this.server.decoderOptions);
+      const { limits, decoderOptions } = this.server;
+      this.decoder = binary ? binaryWireDecoder(limits, decoderOptions) : textWireDecoder(limits, decoderOptions);
     }
     const requests = this.decoder.push(chunk);
     this.inFlight += requests.length;
@@ -408,7 +410,7 @@ class Connection {
 
   private failed(command: Command, error: unknown): Reply {
     this.server.logWarn('command failed', { connection: this.info.id, command: command.kind, error: failureMessage(error) });
-    return { kind: 'server_error', message: failureMessage(error) };
+    return refused('internal', failureMessage(error));
   }
 
   /** Writes a request's reply: at once when it is there, else once it settles; pending while output waits. */

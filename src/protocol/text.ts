@@ -28,6 +28,7 @@ import { DEFAULT_LIMITS } from './types.ts';
 import type { ArithVerb, Command, DecoderOptions, Item, ProtocolLimits, Reply, StoreVerb } from './types.ts';
 import { TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
 import type { Login } from './auth.ts';
+import { refusalText } from './refusals.ts';
 
 /** One decoded request: a command to execute, or malformed input with the reply it gets. */
 export type TextDecoded =
@@ -269,7 +270,7 @@ export class TextRequestDecoder {
         return;
       case 'too_large':
         this.state = { kind: 'swallow', bytesLeft: result.valueBytes + 2 };
-        out.push(silenceable(result.noreply, TEXT_ERRORS.objectTooLarge, 'server_error'));
+        out.push(invalid(result.noreply ? { kind: 'none' } : { kind: 'refused', reason: 'too_large' }));
         return;
       default: {
         const unreachable: never = result;
@@ -317,8 +318,8 @@ function answered(reply: Reply): TextDecoded {
 const UNKNOWN: TextDecoded = invalid({ kind: 'error' });
 
 /** An error reply that a `noreply` on its line silences, as memcached does. */
-function silenceable(noreply: boolean, message: string, kind: 'client_error' | 'server_error' = 'client_error'): TextDecoded {
-  return invalid(noreply ? { kind: 'none' } : { kind, message });
+function silenceable(noreply: boolean, message: string): TextDecoded {
+  return invalid(noreply ? { kind: 'none' } : { kind: 'client_error', message });
 }
 
 /** memcached's set_noreply_maybe: the last token is exactly `noreply`. */
@@ -605,7 +606,7 @@ export function encodeTextReply(command: Command, reply: Reply): Buffer {
     case 'text': return Buffer.concat([...reply.lines.map(line), END]);
     case 'error': return line('ERROR');
     case 'client_error': return line(`CLIENT_ERROR ${reply.message}`);
-    case 'server_error': return line(`SERVER_ERROR ${reply.message}`);
+    case 'refused': return line(`SERVER_ERROR ${refusalText(reply)}`);
     case 'none': return Buffer.alloc(0);
     default: {
       const unreachable: never = reply;

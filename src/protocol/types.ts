@@ -7,6 +7,7 @@
  */
 
 import type { Login } from './auth.ts';
+import type { Refusal } from './refusals.ts';
 
 export type StoreVerb = 'set' | 'add' | 'replace' | 'append' | 'prepend' | 'cas';
 export type ArithVerb = 'incr' | 'decr';
@@ -99,7 +100,8 @@ export type Reply =
   /** Unknown command, or stats group: memcached's bare `ERROR` (binary: unknown command; for a stats group, not found). */
   | { kind: 'error' }
   | { kind: 'client_error'; message: string }
-  | { kind: 'server_error'; message: string }
+  /** Not served: `SERVER_ERROR …` (binary: a status), rendered by the table of refusals.ts. */
+  | Refusal
   /** Nothing is written back (noreply, quit). */
   | { kind: 'none' };
 

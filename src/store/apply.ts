@@ -30,6 +30,7 @@
  */
 
 import type { Reply } from '../protocol/types.ts';
+import { refused, type Refusal } from '../protocol/refusals.ts';
 import type { Entry, Op } from './types.ts';
 
 /** The version and time an op is applied with. */
@@ -104,10 +105,10 @@ type StoreOp = Extract<Op, { kind: 'store' }>;
 type ArithOp = Extract<Op, { kind: 'arith' }>;
 
 /** The reply to an op this replica cannot read (never made by a client: see ./op-rules.ts). */
-export const UNKNOWN_OP_MESSAGE = 'unknown operation: not applied';
+export const UNKNOWN_OP_REFUSAL: Refusal = refused('unknown_op', 'not applied');
 
 function unknownOp(_op: unknown): ApplyResult {
-  return { write: undefined, reply: { kind: 'server_error', message: UNKNOWN_OP_MESSAGE } };
+  return { write: undefined, reply: UNKNOWN_OP_REFUSAL };
 }
 
 const NOT_STORED: ApplyResult = { write: undefined, reply: { kind: 'not_stored' } };

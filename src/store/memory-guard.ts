@@ -54,7 +54,7 @@
  * writer at full speed may be refused a little early.
  */
 
-import { TEXT_ERRORS } from '../protocol/errors.ts';
+import { refused, type Refusal } from '../protocol/refusals.ts';
 import { itemRoom, storedItemBytes, type ItemRoom } from './slab-room.ts';
 import type { BackendHealth, Op } from './types.ts';
 
@@ -69,8 +69,8 @@ const FLAGS_BYTES = 4;
 /** Admissions kept per writer until reports cover them; beyond, the oldest half is forgotten. */
 const ADMITTED_KEPT_MAX = 1 << 18;
 /** memcached's replies to a store it cannot take. */
-const OUT_OF_MEMORY = TEXT_ERRORS.outOfMemory;
-const TOO_LARGE = TEXT_ERRORS.objectTooLarge;
+const OUT_OF_MEMORY = refused('out_of_memory');
+const TOO_LARGE = refused('too_large');
 
 /** What a backend said of its memory (BackendHealth.memory). */
 export type BackendMemory = NonNullable<BackendHealth['memory']>;
@@ -151,7 +151,7 @@ export class MemoryGuard {
    * storing object" for one it has no room for — or null when every replica can, and then `op`
    * is counted in each until a report of it covers `version`.
    */
-  refusal(op: Op, version: bigint): string | null {
+  refusal(op: Op, version: bigint): Refusal | null {
     if (op.kind !== 'store') return null;
     const views = this.#views;
     if (views.length === 0) return null;

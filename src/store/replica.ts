@@ -31,11 +31,11 @@
  *   record is known absent and needs no read either.
  */
 
-import type { KeyedEntry } from '../consistency/types.ts';
 import type { Item, Reply } from '../protocol/types.ts';
+import { refused } from '../protocol/refusals.ts';
 import { clockMs } from '../clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
-import { StoreError, type BackendHealth, type Entry, type KeyPresence, type KVBackend, type Op } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KeyedEntry, type KeyPresence, type KVBackend, type Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
 /** Default bound of a replica's value cache: 64 MiB. */
@@ -99,7 +99,7 @@ const EMPTY = Buffer.alloc(0);
  * The reply to a replayed op that the replica already holds. Usually nobody waits for it; a client
  * whose write's apply failed (it took effect after all) does, and learns just that.
  */
-const ALREADY_APPLIED: Reply = { kind: 'server_error', message: 'backend: write applied before the replica failed; its result is lost' };
+const ALREADY_APPLIED: Reply = refused('backend', 'write applied before the replica failed; its result is lost');
 
 /** Starts `work` at once; a synchronous throw becomes a rejection, as inside a `then`. */
 function startNow<T>(work: () => Promise<T>): Promise<T> {
@@ -577,7 +577,8 @@ export class Replica {
     if (how === 'overwrite') return this.#write(key, entry);
     const known = this.#knownCas(key);
     if (known === undefined) {
-      return this.#backend.get(key).then((current) => (current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry)));
+      return this.#backend.get(key).then((current) =>
+        current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry));
     }
     return known !== null && known >= entry.cas ? Promise.resolve() : this.#write(key, entry);
   }

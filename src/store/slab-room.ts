@@ -16,30 +16,10 @@
  */
 
 import { HEADER_BYTES, memcachedKey } from './codec.ts';
+import type { SlabClass, SlabState } from './types.ts';
 
-/** One size class that holds pages, as `stats slabs` lists it. */
-export interface SlabClass {
-  id: number;
-  chunkBytes: number;
-  freeChunks: number;
-}
-
-/** memcached's slab state, from `stats`, `stats slabs` and `stats settings`. */
-export interface SlabState {
-  /** Bytes of one slab page. */
-  pageBytes: number;
-  /** Pages no class holds: never handed out (limit − total_malloced) plus the global page pool. */
-  freePages: number;
-  /** Largest chunk (`slab_chunk_max`); bigger items are split into chunks of this size. */
-  chunkMaxBytes: number;
-  /** The classes that hold pages, by id. */
-  classes: SlabClass[];
-  /**
-   * memcached's chunk size of every class, class 1 first (see slabClassSizes), or null when the
-   * listed classes do not match that table.
-   */
-  classSizes: number[] | null;
-}
+/** The slab state's shapes live with the backend's health (./types.ts); re-exported here, where they are read. */
+export type { SlabClass, SlabState } from './types.ts';
 
 /** Where an item of some size goes, and how many more of them fit now. */
 export interface ItemRoom {

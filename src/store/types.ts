@@ -9,7 +9,7 @@
  */
 
 import type { ArithVerb, StoreVerb } from '../protocol/types.ts';
-import type { SlabState } from './slab-room.ts';
+import type { Refusal } from '../protocol/refusals.ts';
 
 /** What a replica stores under one key. */
 export interface Entry {
@@ -107,6 +107,33 @@ export interface BackendHealth {
 /** A key and its entry, as a batch of writes carries them. */
 export type KeyedPair = readonly [key: string, entry: Entry];
 
+/** A (key, entry) pair moved between replicas; tombstones included. */
+export type KeyedEntry = [key: string, entry: Entry];
+
+/** One size class that holds pages, as `stats slabs` lists it. */
+export interface SlabClass {
+  id: number;
+  chunkBytes: number;
+  freeChunks: number;
+}
+
+/** memcached's slab state, from `stats`, `stats slabs` and `stats settings`. */
+export interface SlabState {
+  /** Bytes of one slab page. */
+  pageBytes: number;
+  /** Pages no class holds: never handed out (limit − total_malloced) plus the global page pool. */
+  freePages: number;
+  /** Largest chunk (`slab_chunk_max`); bigger items are split into chunks of this size. */
+  chunkMaxBytes: number;
+  /** The classes that hold pages, by id. */
+  classes: SlabClass[];
+  /**
+   * memcached's chunk size of every class, class 1 first (see slabClassSizes), or null when the
+   * listed classes do not match that table.
+   */
+  classSizes: number[] | null;
+}
+
 /** Typed operating error from a backend (down, timed out). Becomes a SERVER_ERROR reply. */
 export class StoreError extends Error {
   override readonly name = 'StoreError';
@@ -117,14 +144,14 @@ export class StoreError extends Error {
    */
   readonly untouched: boolean;
   /**
-   * With `untouched`: memcached's own words for the refusal ("out of memory storing object",
-   * "object too large for cache"), what a client of memcached would have been told.
+   * With `untouched`: memcached's own refusal (out of memory, too large), what a client of
+   * memcached would have been told.
    */
-  readonly refusal: string | undefined;
+  readonly refusal: Refusal | undefined;
   constructor(
     readonly code: 'BACKEND_DOWN' | 'BACKEND_TIMEOUT' | 'BACKEND_FAILED' | 'BACKEND_RESET',
     message: string,
-    options?: { cause?: unknown; untouched?: boolean; refusal?: string },
+    options?: { cause?: unknown; untouched?: boolean; refusal?: Refusal },
   ) {
     super(message, options);
     this.untouched = options?.untouched ?? false;

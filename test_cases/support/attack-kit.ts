@@ -127,10 +127,14 @@ export class HostilePeer {
    */
   static async impersonate(options: { port: number; self: string; to: string; clusterId: string; secret: Buffer }): Promise<HostilePeer> {
     const peer = new HostilePeer(options.port);
-    const outcome = answerChallenge(await peer.frame(0), { self: options.self, peer: options.to, clusterId: options.clusterId, secret: options.secret, nonce: randomBytes(32) });
+    const challenge = await peer.frame(0);
+    const outcome = answerChallenge(challenge, {
+      self: options.self, peer: options.to, clusterId: options.clusterId, secret: options.secret, nonce: randomBytes(32),
+    });
     if (outcome.kind !== 'answered') throw new Error(`challenge refused: ${outcome.refusal.kind}`);
     peer.socket.write(encodeFrame(outcome.hello));
-    const welcome = checkWelcome(await peer.frame(1), { self: options.self, peer: options.to, expectedProof: outcome.expectedWelcomeProof });
+    const welcomeFrame = await peer.frame(1);
+    const welcome = checkWelcome(welcomeFrame, { self: options.self, peer: options.to, expectedProof: outcome.expectedWelcomeProof });
     if (welcome.kind !== 'accepted') throw new Error(`welcome refused: ${welcome.refusal.kind}`);
     return peer;
   }

@@ -29,7 +29,7 @@ import {
   type KeyedEntry,
   type PeerId,
 } from '../../src/consistency/types.ts';
-import { fromWire, toWire } from '../../src/peer/frame.ts';
+import { decodeValue, encodeValue } from '../../src/peer/value-codec.ts';
 import { applyToEntry, isLive, purgeRemoves } from '../../src/store/apply.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/random.ts';
@@ -80,7 +80,10 @@ export interface SimReport {
   /** null when every check passed. */
   problem: string | null;
   convergedAfterMs: number | null;
-  stats: { ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number; junk: number };
+  stats: {
+    ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number;
+    junk: number;
+  };
 }
 
 const START_MS = 1_700_000_000_000;
@@ -153,9 +156,11 @@ class TaskQueue {
 
 const before = (a: Task, b: Task): boolean => a.atMs < b.atMs || (a.atMs === b.atMs && a.seq < b.seq);
 
-/** The peer codec's round trip (tagged JSON, as on the wire): nothing is shared with the sender. */
+/** The peer codec's round trip (the value codec a peer frame carries): nothing is shared with the sender. */
 export function codecRoundTrip<T>(value: T): T {
-  return fromWire(JSON.parse(JSON.stringify(toWire(value) ?? null)) as Parameters<typeof fromWire>[0]) as T;
+  const decoded = decodeValue(encodeValue(value), { copyBuffers: true });
+  if (!decoded.ok) throw new Error(`the peer codec refused a message the simulator sent: ${decoded.detail}`);
+  return decoded.value as T;
 }
 
 interface SimNode {

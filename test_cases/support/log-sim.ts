@@ -77,6 +77,7 @@ import {
   type ReplicatedLog,
 } from '../../src/consistency/replicated-log.ts';
 import { mulberry32 } from '../../src/random.ts';
+import { refusalText, refused } from '../../src/protocol/refusals.ts';
 import { certainlyInvalid } from './junk.ts';
 
 export { mulberry32 };
@@ -379,8 +380,8 @@ export class SimulationFailure extends Error {
 
 type LogView = ReturnType<ReplicatedLog['inspect']>;
 
-const BACKEND_FAILED: Reply = { kind: 'server_error', message: 'backend: write failed or timed out' };
-const BACKEND_REFUSED: Reply = { kind: 'server_error', message: 'backend: replica may have missed writes; rebuilding it' };
+const BACKEND_FAILED: Reply = refused('backend', 'write failed or timed out');
+const BACKEND_REFUSED: Reply = refused('backend', 'replica may have missed writes; rebuilding it');
 
 const isStoreEffect = (effect: OutwardEffect): effect is StoreEffect =>
   effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'read' || effect.kind === 'purge' || effect.kind === 'reset';
@@ -1203,9 +1204,9 @@ export class LogSimulation {
     const client = this.clients[request.client];
     client.busy = false;
     client.nextMs = this.nowMs + Math.floor(this.random() * 30);
-    if (reply.kind === 'server_error') {
-      if (position !== null) throw new Error(`an applied op answered server_error: ${reply.message}`);
-      if (this.strict) throw new Error(`${node.id} refused after the cluster converged: ${reply.message} ${this.describe()}`);
+    if (reply.kind === 'refused') {
+      if (position !== null) throw new Error(`an applied op was refused: ${refusalText(reply)}`);
+      if (this.strict) throw new Error(`${node.id} refused after the cluster converged: ${refusalText(reply)} ${this.describe()}`);
       this.result.repliesRefused += 1;
       return;
     }

@@ -27,6 +27,7 @@
  * what the replica holds.
  */
 
+import { refused, type Refusal } from '../../protocol/refusals.ts';
 import type { Effect, Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId, RequestId } from '../types.ts';
 import type { Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
@@ -137,7 +138,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   private readonly nodes: PeerId[];
   private readonly selfIndex: number;
   private readonly tuning: CausalTuning;
-  private readonly refuseStore: (op: Op, version: bigint) => string | null;
+  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
   private readonly limits: CausalMessageLimits;
   private readonly dropped = new DroppedPeerMessages();
   private clock: Hlc = HLC_ZERO;
@@ -301,7 +302,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   private onRequest(event: RequestEvent, out: Out): void {
     if (this.held === null) return this.serve(event, out);
     if (this.held.length >= this.tuning.heldRequestsMax) {
-      out.push({ kind: 'reply', requestId: event.requestId, reply: { kind: 'server_error', message: 'busy: replica still loading' } });
+      out.push({ kind: 'reply', requestId: event.requestId, reply: refused('busy', 'replica still loading') });
       return;
     }
     this.held.push(event);
@@ -315,9 +316,9 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
     this.clock = tickHlc(this.clock, nowMs);
     const cas = packVersion(this.clock, this.selfIndex);
-    const refused = this.refuseStore(op, cas);
-    if (refused !== null) {
-      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: refused } });
+    const refusal = this.refuseStore(op, cas);
+    if (refusal !== null) {
+      out.push({ kind: 'reply', requestId, reply: refusal });
       return;
     }
     out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null });

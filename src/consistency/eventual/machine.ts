@@ -11,7 +11,8 @@
  * - A request becomes an `apply` (writes, stamped with a fresh HLC version) or a `read`, at once.
  *   After applies, one `fetch` of the dirty keys reads the results back — at most once per
  *   pushIntervalMs, so one push carries every write of the interval (a `wake` effect brings the
- *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges pushes (`put` how 'merge': greater cas wins) and acks them.
+ *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges
+ *   pushes (`put` how 'merge': greater cas wins) and acks them.
  * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
  *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
  * - The index (key → version) is refreshed by every fetch result: exactly, unless the merge of
@@ -42,6 +43,7 @@ import type {
 } from '../types.ts';
 import type { Entry, Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
+import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { formatHlc, HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
@@ -93,7 +95,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly peerBits = new Map<PeerId, number>();
   private readonly allPeersMask: number;
   private readonly tuning: EventualTuning;
-  private readonly refuseStore: (op: Op, version: bigint) => string | null;
+  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
@@ -261,9 +263,9 @@ export class EventualMachine implements Machine<EventualMessage> {
     // A refused write leaves the clock ticked: harmless, it only ever has to move forward.
     this.clock = tickHlc(this.clock, nowMs);
     const cas = packVersion(this.clock, this.nodeIndex);
-    const refused = this.refuseStore(op, cas);
-    if (refused !== null) {
-      out.push({ kind: 'reply', requestId, reply: { kind: 'server_error', message: refused } });
+    const refusal = this.refuseStore(op, cas);
+    if (refusal !== null) {
+      out.push({ kind: 'reply', requestId, reply: refusal });
       return;
     }
     const seq = this.nextSeq();
@@ -821,6 +823,6 @@ function tombstoneEntry(cas: bigint): Entry {
   return { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true };
 }
 
-function busyReply(): { kind: 'server_error'; message: string } {
-  return { kind: 'server_error', message: 'busy: replica still loading' };
+function busyReply(): Refusal {
+  return refused('busy', 'replica still loading');
 }

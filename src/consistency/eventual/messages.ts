@@ -102,7 +102,8 @@ export function eventualMessageProblem(value: unknown, limits: EventualMessageLi
         ? null
         : 'ae_buckets: bad fields';
     case 'ae_keys':
-      return isCount(value.round) && everyItem(value.buckets, BUCKET_COUNT, isBucket) && everyItem(value.versions, limits.keysMax, isKeyVersion)
+      return isCount(value.round) && everyItem(value.buckets, BUCKET_COUNT, isBucket)
+        && everyItem(value.versions, limits.keysMax, isKeyVersion)
         ? null
         : 'ae_keys: bad fields';
     case 'ae_want':

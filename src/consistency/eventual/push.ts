@@ -77,7 +77,11 @@ export class PushQueues {
    * Take the batches the window allows for `peer`; each gets a batch id. Entries `keep` turns down
    * (superseded since they were queued) leave the queue unsent.
    */
-  drain(peer: PeerId, nowMs: number, keep: (key: string, entry: Entry) => boolean = () => true): Array<{ batch: number; entries: KeyedEntry[] }> {
+  drain(
+    peer: PeerId,
+    nowMs: number,
+    keep: (key: string, entry: Entry) => boolean = () => true,
+  ): Array<{ batch: number; entries: KeyedEntry[] }> {
     const queue = this.queues.get(peer);
     const batches: Array<{ batch: number; entries: KeyedEntry[] }> = [];
     if (queue === undefined) return batches;

@@ -91,8 +91,10 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
         ? { record: raw as unknown as LogRecord, opsDropped: 0 }
         : { problem: 'replica: bad fields' };
     case 'snapshot': {
-      const hardValid = isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch);
-      const snapshotValid = isCount(raw.snapshotIndex) && isTerm(raw.snapshotTerm) && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied);
+      const hardValid =
+        isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch);
+      const snapshotValid = isCount(raw.snapshotIndex) && isTerm(raw.snapshotTerm)
+        && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied);
       if (!hardValid || !snapshotValid) return { problem: 'snapshot: bad fields' };
       const restored = restoredEntries(raw.entries, limits);
       if (restored === null) return { problem: 'snapshot: bad entry' };

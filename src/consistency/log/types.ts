@@ -12,6 +12,7 @@
 
 import type { KeyedEntry, PeerId, RequestId } from '../types.ts';
 import type { Op } from '../../store/types.ts';
+import type { RefusalReason } from '../../protocol/refusals.ts';
 
 /** A write forwarded by a node, committed at `index`: named as its origin knows it. */
 export interface CommittedForward {
@@ -102,7 +103,8 @@ export type LogMessage =
   | { kind: 'pong'; term: number }
   /** Writes received by a follower, batched per step, for the leader to append. */
   | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
-  | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; message: string }
+  /** The leader refused these forwarded writes (the client is told `reason`, with `detail`). */
+  | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; reason: RefusalReason; detail?: string }
   /**
    * Reads received by a follower (linearizability), batched per step: ask for a read index.
    * `incarnation`: the asker's, echoed in the reply, so a restarted node never takes an answer

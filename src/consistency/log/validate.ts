@@ -13,11 +13,12 @@
 
 import { isCount, isValidKey, isValidOp, isU64, type OpLimits } from '../../store/op-rules.ts';
 import type { Entry } from '../../store/types.ts';
+import { isRefusalReason } from '../../protocol/refusals.ts';
 import type { LogEntry, LogMessage } from './types.ts';
 
 /** The largest term taken: far beyond any real count of elections, and + 1 is still exact. */
 export const TERM_MAX = 2 ** 48;
-/** Longest refusal text a forward_refused may carry (it reaches a client as SERVER_ERROR). */
+/** Longest refusal detail a forward_refused may carry (it reaches a client as SERVER_ERROR). */
 const REFUSAL_CHARS_MAX = 512;
 
 /** Bounds of a valid message. */
@@ -46,8 +47,9 @@ function isBoundedArray(value: unknown, max: number): value is unknown[] {
   return Array.isArray(value) && value.length <= max;
 }
 
-/** A printable one-line text (no control characters: it ends up in a client's reply line). */
-function isRefusalText(value: unknown): value is string {
+/** Absent, or a printable one-line text (no control characters: it ends up in a client's reply line). */
+function isRefusalDetail(value: unknown): value is string | undefined {
+  if (value === undefined) return true;
   if (typeof value !== 'string' || value.length > REFUSAL_CHARS_MAX) return false;
   for (let index = 0; index < value.length; index += 1) {
     const code = value.charCodeAt(index);
@@ -173,7 +175,7 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
     case 'forward':
       return forwardProblem(value, limits);
     case 'forward_refused':
-      if (!isCount(value.incarnation) || !isRefusalText(value.message)) return 'forward_refused: bad fields';
+      if (!isCount(value.incarnation) || !isRefusalReason(value.reason) || !isRefusalDetail(value.detail)) return 'forward_refused: bad fields';
       return isBoundedArray(value.requestIds, limits.requestsMax) && value.requestIds.every(isCount)
         ? null
         : 'forward_refused: bad request ids';
