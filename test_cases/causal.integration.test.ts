@@ -81,7 +81,7 @@ describe('causal mode on real processes', () => {
     expect(token).toMatch(/^TOKEN c1\.[0-9a-z.]+$/);
     const tokenText = token.slice('TOKEN '.length);
     const tooShort = await mover.request(`causal_wait ${tokenText} 20\r\n`, 'causal_wait');
-    expect(tooShort.lines[0]).toMatch(/^SERVER_ERROR causal wait timed out after 20 ms/);
+    expect(tooShort.lines[0]).toMatch(/^SERVER_ERROR timeout: causal wait of 20 ms: this controller has not caught up/);
     const waited = await mover.request(`causal_wait ${tokenText} 10000\r\n`, 'causal_wait');
     expect(waited.lines[0]).toBe('OK');
     expect(await get(mover, 'moved')).toBe('hello');
