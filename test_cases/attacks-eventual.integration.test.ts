@@ -12,6 +12,7 @@
  * attacked controllers serve again after a restart.
  */
 
+import { checkStreamedReply } from './support/streamed-reply.ts';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, waitUntilServing } from '../src/jepsen/cluster.ts';
@@ -178,31 +179,3 @@ describe('eventual: a hostile local process against the peer and client ports', 
   });
 });
 
-/** Checks a reply of `copies` times `record`, then END, as it streams in; resolves with the bytes received. */
-function checkStreamedReply(socket: net.Socket, record: Buffer, copies: number, timeoutMs: number): Promise<number> {
-  const recordsBytes = record.length * copies;
-  const end = Buffer.from('END\r\n');
-  const totalBytes = recordsBytes + end.length;
-  let position = 0;
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`reply incomplete after ${timeoutMs} ms: ${position} of ${totalBytes} bytes`)), timeoutMs);
-    socket.on('data', (chunk: Buffer) => {
-      let offset = 0;
-      while (offset < chunk.length) {
-        const expected = position < recordsBytes ? record.subarray(position % record.length) : end.subarray(position - recordsBytes);
-        const length = Math.min(expected.length, chunk.length - offset);
-        if (length === 0 || !chunk.subarray(offset, offset + length).equals(expected.subarray(0, length))) {
-          clearTimeout(timer);
-          reject(new Error(`reply differs at byte ${position}`));
-          return;
-        }
-        offset += length;
-        position += length;
-      }
-      if (position === totalBytes) {
-        clearTimeout(timer);
-        resolve(position);
-      }
-    });
-  });
-}

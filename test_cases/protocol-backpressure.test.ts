@@ -7,6 +7,7 @@
  * connection against a slow handler with a small in-flight bound (all STORED, in order).
  */
 
+import { checkStreamedReply } from './support/streamed-reply.ts';
 import * as net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ProtocolServer, type CommandHandler, type ProtocolServerOptions } from '../src/protocol/server.ts';
@@ -69,37 +70,6 @@ function bigValueHandler(asked: string[][]): CommandHandler {
   };
 }
 
-/**
- * Checks a reply of `copies` times `record`, then END, as it streams in, without keeping it:
- * resolves with the bytes received once they are all there and all correct.
- */
-function checkStreamedReply(socket: net.Socket, record: Buffer, copies: number, timeoutMs: number): Promise<number> {
-  const recordsBytes = record.length * copies;
-  const end = Buffer.from('END\r\n');
-  const totalBytes = recordsBytes + end.length;
-  let position = 0;
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`reply incomplete after ${timeoutMs} ms: ${position} of ${totalBytes} bytes`)), timeoutMs);
-    socket.on('data', (chunk: Buffer) => {
-      let offset = 0;
-      while (offset < chunk.length) {
-        const expected = position < recordsBytes ? record.subarray(position % record.length) : end.subarray(position - recordsBytes);
-        const length = Math.min(expected.length, chunk.length - offset);
-        if (length === 0 || !chunk.subarray(offset, offset + length).equals(expected.subarray(0, length))) {
-          clearTimeout(timer);
-          reject(new Error(`reply differs at byte ${position}`));
-          return;
-        }
-        offset += length;
-        position += length;
-      }
-      if (position === totalBytes) {
-        clearTimeout(timer);
-        resolve(position);
-      }
-    });
-  });
-}
 
 describe('a get naming one 1 MiB key 1024 times', () => {
   it('arrives complete and correct, streamed: unsent output and memory stay near outputBytesMax', async () => {
