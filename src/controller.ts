@@ -95,7 +95,7 @@ const requestSweepIntervalMs = 1000;
  * A request the mode has not answered yet. `resolve` is null while `handle` still runs: a reply
  * given meanwhile (a read the replica served at once) is kept in `reply` and returned directly.
  */
-type PendingRequest = { resolve: ((reply: Reply) => void) | null; reply: Reply | null; deadlineMs: number };
+type PendingRequest = { resolve: ((reply: Reply) => void) | null; reply: Reply | null; deadlineMs: number; session: number };
 
 export class Controller {
   private readonly machine: Machine<unknown>;
@@ -109,6 +109,8 @@ export class Controller {
   private queue: Event<unknown>[] = [];
   private queueHead = 0;
   private readonly pending = new Map<RequestId, PendingRequest>();
+  /** Client connections with a write's apply waiting for the disk, and how many each has. */
+  private readonly heldApplies = new Map<number, number>();
   private readonly log: Logger;
   private readonly startedAtMs = clockMs();
   private nextRequestId = 1;
@@ -354,15 +356,16 @@ export class Controller {
     this.counters.opsServed += 1;
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
-    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && this.durability.waitingCount() === 0;
+    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.heldApplies.has(connection.id);
     if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id) === true) {
       // The mode would only turn it into a read: serve it from the replica without a step. Not
-      // while effects wait for the disk: an apply of this session's write may be among them.
+      // while an apply of this connection's own write waits for the disk (others' writes that
+      // wait are not answered yet: reading before them is allowed to a sequential read).
       const served = this.replica.readNow(op, nowMs);
       if (served !== null) return this.countRead(op, served);
     }
     const requestId = asRequestId(this.nextRequestId++);
-    const pending: PendingRequest = { resolve: null, reply: null, deadlineMs: nowMs + requestTimeoutMs };
+    const pending: PendingRequest = { resolve: null, reply: null, deadlineMs: nowMs + requestTimeoutMs, session: connection.id };
     this.pending.set(requestId, pending);
     const event: Event<unknown> = { kind: 'request', nowMs, requestId, session: connection.id, op };
     if (this.draining || this.queueHead < this.queue.length) {
@@ -489,7 +492,24 @@ export class Controller {
       return;
     }
     if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    else if (effect.kind === 'apply' && effect.requestId !== null) this.holdApply(effect, effect.requestId);
     else this.durability.whenDurable(this.durability.latest(), effect);
+  }
+
+  /** An apply answering a client waits for the disk; its connection reads no further locally until it runs. */
+  private holdApply(effect: Effect<unknown>, requestId: RequestId): void {
+    const session = this.pending.get(requestId)?.session;
+    if (session === undefined) {
+      this.durability.whenDurable(this.durability.latest(), effect);
+      return;
+    }
+    this.heldApplies.set(session, (this.heldApplies.get(session) ?? 0) + 1);
+    this.durability.whenDurable(this.durability.latest(), () => {
+      const left = (this.heldApplies.get(session) ?? 1) - 1;
+      if (left > 0) this.heldApplies.set(session, left);
+      else this.heldApplies.delete(session);
+      this.execute(effect);
+    });
   }
 
   /**
