@@ -81,3 +81,62 @@ describe('a leader whose disk stalls for 1.5 s at every fsync', () => {
     expect(show.find((line) => /\bself\b/.test(line))).toMatch(/\s1[5-9]\d\dms\s/);
   }, 60_000);
 });
+
+describe('sequential: a follower whose disk stalls for 1.5 s at every fsync', () => {
+  let cluster: Cluster;
+
+  beforeAll(async () => {
+    cluster = await Cluster.start({ mode: 'sequential', backend: 'memcache', diskStalls: true });
+  }, 90_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  it("a connection reads its own write after it; another connection's read does not wait for that disk", async () => {
+    const [first] = cluster.nodes;
+    expect(await ask(first.clientPort, 'set seen 0 0 3\r\nold', 'set')).toEqual(['STORED']);
+    const roles = await Promise.all(cluster.nodes.map(async (node) => ({ node, role: (await stats(node.clientPort)).get('mckv_role') })));
+    const follower = roles.find((each) => each.role === 'follower')?.node ?? first;
+    // Every node holds `seen` before the stall (a sequential read may lag; wait until it does not).
+    await expectEventually(async () => (await valueOf(follower.clientPort, 'seen')) === 'old');
+
+    cluster.stallDisk(follower.id, STALL_MS);
+    try {
+      const writer = await TextClient.connect('127.0.0.1', follower.clientPort);
+      try {
+        // One write of both: the get must see the set before it, held as its apply is.
+        const pipelined = writer.request('set mine 0 0 3\r\nnew\r\nget mine\r\n', 'get');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        let otherAnsweredFirst = false;
+        const other = valueOf(follower.clientPort, 'seen').then((value) => {
+          otherAnsweredFirst = true;
+          return value;
+        });
+        const reply = await pipelined;
+        expect(reply.lines).toContain('STORED');
+        expect(reply.values.map((item) => `${item.key}=${item.value.toString()}`)).toEqual(['mine=new']);
+        expect(await other).toBe('old');
+        // The other connection was answered from the replica while the writer's apply waited.
+        expect(otherAnsweredFirst).toBe(true);
+      } finally {
+        writer.close();
+      }
+    } finally {
+      cluster.stallDisk(follower.id, 0);
+    }
+  }, 60_000);
+});
+
+async function valueOf(port: number, key: string): Promise<string | null> {
+  const reply = await TextClient.requestOnce('127.0.0.1', port, `get ${key}\r\n`, 'get', 10_000);
+  return reply.values[0]?.value.toString() ?? null;
+}
+
+async function expectEventually(condition: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await condition())) {
+    if (performance.now() > deadline) throw new Error(`not true within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
