@@ -31,6 +31,7 @@ import {
 } from '../../src/consistency/types.ts';
 import { decodeValue, encodeValue } from '../../src/peer/value-codec.ts';
 import { applyToEntry, isLive, purgeRemoves } from '../../src/store/apply.ts';
+import { mergeEntries, plainEntry } from '../../src/store/counter.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/random.ts';
 import { certainlyInvalid } from './junk.ts';
@@ -349,17 +350,19 @@ class Simulation {
       case 'apply': {
         const keys = opKeys(effect.op);
         if (keys !== null && effect.op.kind !== 'get' && this.refuses(node, keys, effect.token)) break;
-        this.apply(node, effect.op, effect.cas, effect.nowMs);
+        this.apply(node, effect.op, effect.cas, effect.nowMs, effect.counterNode);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
       }
       case 'put':
         if (this.refuses(node, effect.entries.map(([key]) => key), effect.token)) {
           // A batch goes to memcached pipelined: it may have taken some entries before refusing.
-          if (effect.entries.length > 1) for (const [key, entry] of effect.entries) if (this.random() < 0.5) this.merge(node, key, entry);
+          if (effect.entries.length > 1) {
+            for (const [key, entry] of effect.entries) if (this.random() < 0.5) this.merge(node, key, entry, effect.joinCas);
+          }
           break;
         }
-        for (const [key, entry] of effect.entries) this.merge(node, key, entry);
+        for (const [key, entry] of effect.entries) this.merge(node, key, entry, effect.joinCas);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
       case 'fetch':
@@ -419,8 +422,13 @@ class Simulation {
     this.local(node, () => ({ kind: 'fetched', nowMs: this.nodeNow(node), token, entries }));
   }
 
-  private merge(node: SimNode, key: string, entry: Entry): void {
+  private merge(node: SimNode, key: string, entry: Entry, joinCas: bigint | undefined): void {
     const current = node.replica.get(key);
+    if (current !== undefined && joinCas !== undefined) {
+      const merged = mergeEntries(current, entry, joinCas);
+      if (merged !== current) node.replica.set(key, copyEntry(merged));
+      return;
+    }
     if (current === undefined || current.cas < entry.cas) node.replica.set(key, copyEntry(entry));
   }
 
@@ -435,21 +443,21 @@ class Simulation {
   }
 
   /** The model replica's apply (the real Replica's semantics with tombstones on). */
-  private apply(node: SimNode, op: Op, cas: bigint, nowMs: number): void {
+  private apply(node: SimNode, op: Op, cas: bigint, nowMs: number, counterNode: number | undefined): void {
     switch (op.kind) {
       case 'store':
       case 'arith':
       case 'delete':
       case 'touch': {
         const current = this.checkVersion(node, op.key, cas);
-        const { write } = applyToEntry(current, op, { cas, nowMs });
+        const { write } = applyToEntry(current, op, { cas, nowMs, counterNode });
         if (write !== undefined) this.write(node, op.key, write ?? tombstone(cas));
         break;
       }
       case 'gat':
         for (const key of new Set(op.keys)) {
           const current = this.checkVersion(node, key, cas);
-          if (isLive(current, nowMs)) this.write(node, key, { ...current, expiresAtMs: op.expiresAtMs, cas });
+          if (isLive(current, nowMs)) this.write(node, key, { ...plainEntry(current), expiresAtMs: op.expiresAtMs, cas });
         }
         break;
       case 'flush_all':
@@ -474,7 +482,7 @@ class Simulation {
       }
       const deadlineMs = nowMs + delayMs;
       const expiresLater = entry.expiresAtMs === 0 || entry.expiresAtMs > deadlineMs;
-      if (isLive(entry, nowMs) && expiresLater) this.write(node, key, { ...entry, expiresAtMs: deadlineMs, cas });
+      if (isLive(entry, nowMs) && expiresLater) this.write(node, key, { ...plainEntry(entry), expiresAtMs: deadlineMs, cas });
     }
   }
 
@@ -664,10 +672,14 @@ class Simulation {
 
   private greatestWrite(view: Map<string, string>): string | null {
     for (const [key, versions] of this.accepted) {
+      // The merge of every accepted write: the greatest one, but for counters (src/store/counter.ts).
       let greatest: Entry | undefined;
-      for (const entry of versions.values()) if (greatest === undefined || entry.cas > greatest.cas) greatest = entry;
-      const expected = greatest !== undefined && isLive(greatest, this.nowMs) ? describe(greatest) : undefined;
-      if (view.get(key) !== expected) return `${key} reads ${view.get(key)}, the greatest write is ${expected}`;
+      const ordered = [...versions.values()].sort((left, right) => (left.cas < right.cas ? -1 : 1));
+      for (const entry of ordered) greatest = greatest === undefined ? entry : mergeEntries(greatest, entry, JOIN_CAS_CHECK);
+      const expected = greatest !== undefined && isLive(greatest, this.nowMs) ? describeContent(greatest) : undefined;
+      const read = view.get(key);
+      const readContent = read?.slice(0, read.lastIndexOf('@'));
+      if (readContent !== expected) return `${key} reads ${read}, the merge of every accepted write is ${expected}`;
     }
     return null;
   }
@@ -675,7 +687,10 @@ class Simulation {
   private someAcceptedWrite(view: Map<string, string>): string | null {
     for (const [key, read] of view) {
       const versions = this.accepted.get(key);
-      const matches = [...(versions?.values() ?? [])].some((entry) => describe(entry) === read);
+      const written = [...(versions?.values() ?? [])];
+      // An incr/decr result merges with others into a state no single write produced.
+      if (written.some((entry) => entry.counter !== undefined)) continue;
+      const matches = written.some((entry) => describe(entry) === read);
       if (!matches) return `${key} reads ${read}, which no accepted write produced`;
     }
     return null;
@@ -713,8 +728,15 @@ class Simulation {
 }
 
 function describe(entry: Entry): string {
-  return `${entry.value.toString('latin1')}/${entry.flags}/${entry.expiresAtMs}@${entry.cas}`;
+  return `${describeContent(entry)}@${entry.cas}`;
 }
+
+function describeContent(entry: Entry): string {
+  return `${entry.value.toString('latin1')}/${entry.flags}/${entry.expiresAtMs}`;
+}
+
+/** A version above every one a run makes: the checks merge for content only. */
+const JOIN_CAS_CHECK = (1n << 64n) - 1n;
 
 function compareViews(left: Map<string, string>, right: Map<string, string>): { key: string; text: string } | null {
   for (const key of new Set([...left.keys(), ...right.keys()])) {
