@@ -68,7 +68,15 @@ export interface SimConfig {
   junkRate?: number;
   /** The mode the machines run: eventual (default) or causal, which replicates alike. */
   mode?: 'eventual' | 'causal';
+  /**
+   * Clients only increment one key, COUNTER_KEY, set to 0 on the first node at the start: the
+   * report then gives the increments answered and what each replica reads.
+   */
+  countersOnly?: boolean;
 }
+
+/** The key of the countersOnly workload. */
+export const COUNTER_KEY = 'ctr';
 
 /** What the simulator needs of a machine beyond stepping it. */
 type SimMachine = (EventualMachine | CausalMachine) & {
@@ -84,7 +92,11 @@ export interface SimReport {
   stats: {
     ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number;
     junk: number;
+    /** Increments answered with a number (countersOnly). */
+    incremented: number;
   };
+  /** countersOnly: what each replica reads under COUNTER_KEY at the end. */
+  counterReads?: Array<string | undefined>;
 }
 
 const START_MS = 1_700_000_000_000;
@@ -205,7 +217,7 @@ class Simulation {
   private readonly accepted = new Map<string, Map<bigint, Entry>>();
   private faultsOver = false;
   problem: string | null = null;
-  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0, junk: 0 };
+  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0, junk: 0, incremented: 0 };
   /** `junkRate`: its own stream, so a run draws everything else as it would without junk. */
   private readonly junkRandom: () => number;
 
@@ -450,7 +462,8 @@ class Simulation {
       case 'delete':
       case 'touch': {
         const current = this.checkVersion(node, op.key, cas);
-        const { write } = applyToEntry(current, op, { cas, nowMs, counterNode });
+        const { write, reply } = applyToEntry(current, op, { cas, nowMs, counterNode });
+        if (op.kind === 'arith' && reply.kind === 'number') this.stats.incremented += 1;
         if (write !== undefined) this.write(node, op.key, write ?? tombstone(cas));
         break;
       }
@@ -571,6 +584,10 @@ class Simulation {
   }
 
   private randomOp(node: SimNode): Op {
+    if (this.config.countersOnly === true) {
+      if (this.stats.ops === 0) return { kind: 'store', verb: 'set', key: COUNTER_KEY, flags: 0, expiresAtMs: 0, value: Buffer.from('0'), casUnique: 0n };
+      return { kind: 'arith', verb: 'incr', key: COUNTER_KEY, delta: 1n, initial: null, expiresAtMs: 0 };
+    }
     const key = `k${Math.floor(this.random() * this.config.keyCount)}`;
     const roll = this.random();
     const expiresAtMs = this.random() < 0.15 ? this.nodeNow(node) + this.between(50, 2500) : 0;
@@ -785,7 +802,8 @@ export function runEventualSim(overrides: Partial<SimConfig> & { seed: number })
     sim.fail(`no convergence within ${config.settleMsMax} ms: ${sim.divergence()}`);
   }
   collectPhase(sim, healAtMs + config.collectMsMax);
-  return { seed: config.seed, problem: sim.problem, convergedAfterMs, stats: sim.stats };
+  const counterReads = config.countersOnly === true ? sim.nodes.map((node) => node.replica.get(COUNTER_KEY)?.value.toString('latin1').trim()) : undefined;
+  return { seed: config.seed, problem: sim.problem, convergedAfterMs, stats: sim.stats, counterReads };
 }
 
 /**
