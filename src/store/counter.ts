@@ -1,21 +1,18 @@
 /**
  * Counters that never lose an increment (eventual and causal modes): an observed-reset PN-counter
- * kept in an entry's metadata, and the merge of two versions of one entry.
+ * in an entry's metadata, and the merge of two versions of one entry.
  *
- * Intuition: a store (set, append, touch, delete…) is a *reset* at its version, the entry's
- * `resetCas` (its cas when absent). incr/decr on a numeric value keep the reset and add to the
- * acting node's own totals (`counter.incs`, `counter.decs`), so increments made at once on two
- * nodes are both kept. The value read is v = base + Σincs − Σdecs in unbounded integers: v mod
- * 2^64 when v ≥ 0, else 0. A node's decr records only what it could take off the value it saw
- * (memcached's floor at 0), so one node alone reads exactly what memcached would (incr wraps, decr
- * stops at 0). Decrements made at once on several nodes may together overdraw: v < 0 reads 0 on
- * every replica alike, and the next incr on a node that sees it also pays back the overdraft.
- *
- * Merge (a join): the greater reset wins; on the same reset, each node's totals are the maximum
- * of both. The result keeps an input's cas when it is that input (and its cas is the greater);
- * otherwise it takes `joinCas`, a fresh version above both, so every new state has a new version
- * and version-keyed digests see it. Invariant: merge is commutative, associative and idempotent
- * on (reset, base, totals); a node's totals only grow within one reset.
+ * A store (set, append, touch, delete…) is a *reset* at its version (`resetCas`, else `cas`).
+ * incr/decr keep the reset and grow the acting node's own totals, so concurrent increments on two
+ * nodes both count. Read: v = base + Σincs − Σdecs, unbounded; v mod 2^64 when v ≥ 0, else 0. A
+ * decr records only what it took off the value its node saw, so one node alone reads exactly
+ * what memcached would (incr wraps, decr stops at 0); concurrent decrements that overdraw read 0
+ * everywhere, and the next incr on a node that sees it pays the overdraft back.
+ * Merge: the greater reset wins; on one reset, each node's totals are the maximum of both. The
+ * result keeps an input's cas when it is that input with the greater cas, else takes `joinCas`,
+ * fresh and above both: every new state has a new version, so version digests see it.
+ * Invariants: merge is commutative, associative, idempotent on (reset, base, totals); a node's
+ * totals only grow within one reset.
  */
 
 import type { Entry } from './types.ts';

@@ -12,7 +12,9 @@
  *   After applies, one `fetch` of the dirty keys reads the results back — at most once per
  *   pushIntervalMs, so one push carries every write of the interval (a `wake` effect brings the
  *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges
- *   pushes (`put` how 'merge': greater cas wins) and acks them.
+ *   pushes (`put` how 'merge': greater cas wins, but counters join, ../../store/counter.ts) and
+ *   acks them. A merge that may have made a state neither side had (a counter join, at a fresh
+ *   version of this node) marks the key dirty, so the result is read back and pushed on.
  * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
  *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
  * - The index (key → version) is refreshed by every fetch result: exactly, unless the merge of
