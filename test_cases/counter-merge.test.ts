@@ -4,6 +4,8 @@ import { counterValue, mergeEntries, resetOf } from '../src/store/counter.ts';
 import { decodeEntry, encodeEntry } from '../src/store/codec.ts';
 import type { Entry } from '../src/store/types.ts';
 import { mulberry32 } from '../src/random.ts';
+import { MemoryBackend } from '../src/store/memory.ts';
+import { Replica } from '../src/store/replica.ts';
 
 const NOW = 1_000;
 const U64 = 1n << 64n;
@@ -118,5 +120,21 @@ describe('counter merge', () => {
     const decoded = decodeEntry(encodeEntry(entry, null));
     expect(decoded?.entry).toEqual(entry);
     expect(decodeEntry(encodeEntry(entry, 'kept'))?.keptKey).toBe('kept');
+  });
+
+  it('joins in a Replica: a merge with joinCas counts both nodes, even under a greater cas held', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: true });
+    const incr = { kind: 'arith', verb: 'incr', key: 'k', delta: 1n, initial: null, expiresAtMs: 0 } as const;
+    await replica.apply({ kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('10'), casUnique: 0n }, { cas: 16n, nowMs: NOW });
+    const before = (await replica.fetch(['k']))[0][1];
+    await replica.apply(incr, { cas: 48n, nowMs: NOW, counterNode: 0 });
+    const fromPeer = arith(before, 'incr', 5n, 1, 32n);
+    await replica.put([['k', fromPeer]], 'merge', 64n);
+    const [[, merged]] = await replica.fetch(['k']);
+    expect(merged.value.toString()).toBe('16');
+    expect(merged.cas).toBe(64n);
+    // Without joinCas (the log modes), greater cas wins as before.
+    await replica.put([['k', arith(before, 'incr', 7n, 2, 33n)]], 'merge');
+    expect((await replica.fetch(['k']))[0][1].cas).toBe(64n);
   });
 });
