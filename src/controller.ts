@@ -537,7 +537,7 @@ export class Controller {
         return;
       case 'apply': {
         const { requestId, token } = effect;
-        this.replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs }).then(
+        this.replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode }).then(
           (reply) => {
             this.noteStored(effect.cas);
             if (requestId !== null) this.resolve(requestId, reply);
@@ -557,7 +557,7 @@ export class Controller {
       case 'put': {
         const { token } = effect;
         this.memoryGuard.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
-        this.replica.put(effect.entries, effect.how).then(
+        this.replica.put(effect.entries, effect.how, effect.joinCas).then(
           () => {
             for (const [, entry] of effect.entries) this.noteStored(entry.cas);
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });

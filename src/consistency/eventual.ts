@@ -25,9 +25,11 @@
  * - **Read-modify-write commands** (incr, decr, append, prepend, add, replace, cas, touch, gat)
  *   act on the local replica and replicate their *result* as a new version. Under concurrent
  *   updates on different controllers:
- *   - two concurrent `incr k 1` on two controllers both reply with value+1; the key ends at
- *     value+1, not value+2: one increment is lost (last writer wins). Counters need a single
- *     controller (or linearizability mode) to be exact;
+ *   - incr and decr are the exception: they replicate as per-node deltas since the key's last
+ *     store (../store/counter.ts), so two concurrent `incr k 1` on two controllers both reply
+ *     value+1 and the key ends at value+2. A store (set, append, touch, delete, flush) resets
+ *     the counter: increments concurrent with it on the older value are lost. Concurrent
+ *     decrements that together pass 0 read as 0 on every replica;
  *   - two concurrent `append`s: one suffix is lost, the same way;
  *   - `add` may succeed on two controllers at once (each saw no key); the later version wins;
  *   - `cas` tokens are versions. A `cas` succeeds if the token matches the version *this*
@@ -44,7 +46,8 @@
  * ## How (see ./eventual/machine.ts for the invariants)
  * Writes become `apply` effects stamped with the version; the results are fetched back from
  * the replica (one outstanding fetch, dirty keys batched) and pushed to every peer in bounded
- * batches; a peer merges them (`put` how 'merge': greater cas wins) and acks. Anti-entropy
+ * batches; a peer merges them (`put` how 'merge': greater cas wins; counters join, at a fresh
+ * version, read back and pushed on) and acks. Anti-entropy
  * compares XOR digests of 1024 key-hash buckets in 32 groups, then key → version lists of the
  * differing buckets, and ships only what is missing or older. A replica that was emptied
  * (`backend_reset`) or a controller that restarts rebuilds its index from its replica and is

@@ -94,12 +94,15 @@ export type Effect<M> =
       nowMs: number;
       requestId: RequestId | null;
       token: number | null;
+      /** Eventual and causal modes: this node's index, for incr/decr's per-node totals. */
+      counterNode?: number;
     }
   /**
    * Write entries to the local replica. `merge`: keep whichever has the greater cas (last writer
-   * wins). `overwrite`: replace. If `token` is set, an `applied` event follows.
+   * wins), or with `joinCas` merge counters (store/counter.ts; a fresh version above every one the
+   * node has seen). `overwrite`: replace. If `token` is set, an `applied` event follows.
    */
-  | { kind: 'put'; entries: KeyedEntry[]; how: 'merge' | 'overwrite'; token: number | null }
+  | { kind: 'put'; entries: KeyedEntry[]; how: 'merge' | 'overwrite'; token: number | null; joinCas?: bigint }
   /** Serve a read (`op` is a get) from the local replica, after every earlier apply. */
   | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number }
   /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */

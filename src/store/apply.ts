@@ -32,11 +32,17 @@
 import type { Reply } from '../protocol/types.ts';
 import { refused, type Refusal } from '../protocol/refusals.ts';
 import type { Entry, Op } from './types.ts';
+import { counterStep, plainEntry } from './counter.ts';
 
 /** The version and time an op is applied with. */
 export interface ApplyContext {
   cas: bigint;
   nowMs: number;
+  /**
+   * Eventual and causal modes: the applying node's index. incr/decr then keep per-node totals
+   * (./counter.ts) so that a merge counts increments made at once on several nodes.
+   */
+  counterNode?: number;
 }
 
 /** What applying an op decided: `write` a new entry, `null` to remove, `undefined` to leave it. */
@@ -90,7 +96,8 @@ export function applyToEntry(
       return live === undefined
         ? NOT_FOUND
         : {
-            write: { ...live, expiresAtMs: op.expiresAtMs, cas: ctx.cas },
+            // A touch is a reset: the counter folds into a plain value at the touch's version.
+            write: { ...plainEntry(live), expiresAtMs: op.expiresAtMs, cas: ctx.cas },
             reply: { kind: 'touched', cas: ctx.cas, flags: live.flags },
           };
     default: {
@@ -143,7 +150,7 @@ function applyStore(live: Entry | undefined, op: StoreOp, ctx: ApplyContext, val
       if (live.value.length + op.value.length > valueBytesMax) return NOT_STORED;
       const parts = op.verb === 'append' ? [live.value, op.value] : [op.value, live.value];
       return {
-        write: { ...live, value: Buffer.concat(parts), cas: ctx.cas },
+        write: { ...plainEntry(live), value: Buffer.concat(parts), cas: ctx.cas },
         reply: { kind: 'stored', cas: ctx.cas },
       };
     }
@@ -174,9 +181,18 @@ function applyArith(live: Entry | undefined, op: ArithOp, ctx: ApplyContext): Ap
   if (current === null) {
     return { write: undefined, reply: { kind: 'client_error', message: NON_NUMERIC_MESSAGE } };
   }
+  const counted =
+    ctx.counterNode === undefined
+      ? null
+      : counterStep({ counter: live.counter, current, node: ctx.counterNode, verb: op.verb, delta: op.delta });
+  if (counted !== null) {
+    const value = arithValue(counted.value, live.value.length);
+    const write: Entry = { ...live, value, cas: ctx.cas, resetCas: live.resetCas ?? live.cas, counter: counted.counter };
+    return { write, reply: { kind: 'number', value: counted.value, cas: ctx.cas } };
+  }
   const next = op.verb === 'incr' ? (current + op.delta) % U64_MODULUS : floorSubtract(current, op.delta);
   return {
-    write: { ...live, value: arithValue(next, live.value.length), cas: ctx.cas },
+    write: { ...plainEntry(live), value: arithValue(next, live.value.length), cas: ctx.cas },
     reply: { kind: 'number', value: next, cas: ctx.cas },
   };
 }

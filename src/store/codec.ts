@@ -9,9 +9,11 @@
  * header.
  *
  * Header, big-endian, version 1:
- *   0  u8[2] magic "mK"       2  u8 format version      3  u8 bits (1 = tombstone, 2 = key kept)
- *   4  u32 flags              8  f64 expiresAtMs        16 u64 cas
- *   24 (if key kept) u8 key length, then the key bytes;  then the value bytes.
+ *   0  u8[2] magic "mK"       2  u8 format version      3  u8 bits (1 = tombstone, 2 = key kept,
+ *   4  u32 flags              8  f64 expiresAtMs           4 = resetCas, 8 = counter)
+ *   16 u64 cas                24 (if key kept) u8 key length, then the key bytes;
+ *   then (if resetCas) u64 resetCas; (if counter) u64 base, and for incs then decs a u8 count of
+ *   (u8 node, u128 total) pairs (./counter.ts); then the value bytes.
  *
  * Invariants: `decodeEntry(encodeEntry(e, k))` gives back `e` (and `k` when kept); a value without
  * the magic or with an unknown version decodes to null, never throws; `memcachedKey` is injective
@@ -20,12 +22,17 @@
 
 import { createHash } from 'node:crypto';
 import type { Entry } from './types.ts';
+import { COUNTER_NODES_MAX, type CounterState, type NodeTotals } from './counter.ts';
 
 const MAGIC_0 = 0x6d; // 'm'
 const MAGIC_1 = 0x4b; // 'K'
 const FORMAT_VERSION = 1;
 const BIT_TOMBSTONE = 1;
 const BIT_KEY_KEPT = 2;
+const BIT_RESET_CAS = 4;
+const BIT_COUNTER = 8;
+/** Bytes of one (node, total) pair of a counter. */
+const TOTAL_BYTES = 17;
 /** Bytes of the fixed header before the optional key and the value. */
 export const HEADER_BYTES = 24;
 
@@ -96,7 +103,40 @@ export function keyFromMemcachedKey(memcached: string): string | null {
 
 /** Bytes of the memcached value holding `entry` (and `keptKey`). */
 export function encodedEntryBytes(entry: Entry, keptKey: string | null): number {
-  return HEADER_BYTES + (keptKey === null ? 0 : 1 + keptKey.length) + entry.value.length;
+  return HEADER_BYTES + (keptKey === null ? 0 : 1 + keptKey.length) + counterBytes(entry) + entry.value.length;
+}
+
+function counterBytes(entry: Entry): number {
+  const reset = entry.resetCas === undefined ? 0 : 8;
+  const counter = entry.counter;
+  return counter === undefined ? reset : reset + 10 + TOTAL_BYTES * (counter.incs.length + counter.decs.length);
+}
+
+function writeTotals(out: Buffer, at: number, totals: NodeTotals): number {
+  out[at] = totals.length;
+  let offset = at + 1;
+  for (const [node, total] of totals) {
+    out[offset] = node;
+    out.writeBigUInt64BE(total >> 64n, offset + 1);
+    out.writeBigUInt64BE(total & 0xffffffffffffffffn, offset + 9);
+    offset += TOTAL_BYTES;
+  }
+  return offset;
+}
+
+/** The totals at `at`, and the offset after them; null if they do not fit or are not ascending. */
+function readTotals(raw: Buffer, at: number): { totals: Array<[number, bigint]>; end: number } | null {
+  const count = raw[at];
+  if (count === undefined || count > COUNTER_NODES_MAX || at + 1 + count * TOTAL_BYTES > raw.length) return null;
+  const totals: Array<[number, bigint]> = [];
+  let offset = at + 1;
+  for (let index = 0; index < count; index += 1) {
+    const node = raw[offset];
+    if (totals.length > 0 && node <= totals[totals.length - 1][0]) return null;
+    totals.push([node, (raw.readBigUInt64BE(offset + 1) << 64n) | raw.readBigUInt64BE(offset + 9)]);
+    offset += TOTAL_BYTES;
+  }
+  return { totals, end: offset };
 }
 
 /** Writes the memcached value holding `entry` into `out` at `offset`; returns the offset after it. */
@@ -104,7 +144,11 @@ export function encodeEntryInto(out: Buffer, offset: number, entry: Entry, keptK
   out[offset] = MAGIC_0;
   out[offset + 1] = MAGIC_1;
   out[offset + 2] = FORMAT_VERSION;
-  out[offset + 3] = (entry.tombstone === true ? BIT_TOMBSTONE : 0) | (keptKey === null ? 0 : BIT_KEY_KEPT);
+  out[offset + 3] =
+    (entry.tombstone === true ? BIT_TOMBSTONE : 0) |
+    (keptKey === null ? 0 : BIT_KEY_KEPT) |
+    (entry.resetCas === undefined ? 0 : BIT_RESET_CAS) |
+    (entry.counter === undefined ? 0 : BIT_COUNTER);
   out.writeUInt32BE(entry.flags >>> 0, offset + 4);
   out.writeDoubleBE(entry.expiresAtMs, offset + 8);
   out.writeBigUInt64BE(entry.cas, offset + 16);
@@ -113,6 +157,14 @@ export function encodeEntryInto(out: Buffer, offset: number, entry: Entry, keptK
     out[at] = keptKey.length;
     out.write(keptKey, at + 1, 'latin1');
     at += 1 + keptKey.length;
+  }
+  if (entry.resetCas !== undefined) {
+    out.writeBigUInt64BE(entry.resetCas, at);
+    at += 8;
+  }
+  if (entry.counter !== undefined) {
+    out.writeBigUInt64BE(entry.counter.base, at);
+    at = writeTotals(out, writeTotals(out, at + 8, entry.counter.incs), entry.counter.decs);
   }
   return at + entry.value.copy(out, at);
 }
@@ -137,6 +189,22 @@ export function decodeEntry(raw: Buffer): { entry: Entry; keptKey: string | null
     keptKey = raw.toString('latin1', offset + 1, offset + 1 + length);
     offset += 1 + length;
   }
+  let resetCas: bigint | undefined;
+  if ((bits & BIT_RESET_CAS) !== 0) {
+    if (offset + 8 > raw.length) return null;
+    resetCas = raw.readBigUInt64BE(offset);
+    offset += 8;
+  }
+  let counter: CounterState | undefined;
+  if ((bits & BIT_COUNTER) !== 0) {
+    if (offset + 8 > raw.length) return null;
+    const base = raw.readBigUInt64BE(offset);
+    const incs = readTotals(raw, offset + 8);
+    const decs = incs === null ? null : readTotals(raw, incs.end);
+    if (incs === null || decs === null) return null;
+    counter = { base, incs: incs.totals, decs: decs.totals };
+    offset = decs.end;
+  }
   const entry: Entry = {
     // Copy: memjs hands out slices of its receive buffer.
     value: Buffer.from(raw.subarray(offset)),
@@ -145,6 +213,8 @@ export function decodeEntry(raw: Buffer): { entry: Entry; keptKey: string | null
     cas: raw.readBigUInt64BE(16),
   };
   if ((bits & BIT_TOMBSTONE) !== 0) entry.tombstone = true;
+  if (resetCas !== undefined) entry.resetCas = resetCas;
+  if (counter !== undefined) entry.counter = counter;
   return { entry, keptKey };
 }
 

@@ -35,6 +35,7 @@ import type { Item, Reply } from '../protocol/types.ts';
 import { refused } from '../protocol/refusals.ts';
 import { clockMs } from '../clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
+import { mergeEntries, plainEntry } from './counter.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedEntry, type KeyPresence, type KVBackend, type Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
@@ -48,6 +49,8 @@ export interface IndexRecord {
   tombstone: boolean;
   /** The backend is known to hold exactly this version (the write that set it succeeded). */
   settled: boolean;
+  /** The entry carries counter metadata (./counter.ts): a merge must read it. */
+  counted?: boolean;
 }
 
 /** Options of a Replica. */
@@ -375,12 +378,13 @@ export class Replica {
   }
 
   /**
-   * Writes entries; `merge` keeps, per key, whichever has the greater cas. The common case (keys
+   * Writes entries; `merge` keeps, per key, whichever has the greater cas, or, given `joinCas`
+   * (eventual and causal modes), their merge by ./counter.ts's `mergeEntries`. The common case (keys
    * distinct, idle, of known cas) goes in one batch: the winners are chosen now and written in one
    * pipelined backend call, under one key-order registration. A key that is busy, repeated or of
    * unknown cas goes alone.
    */
-  async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite'): Promise<void> {
+  async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite', joinCas?: bigint): Promise<void> {
     const byKey = new Map<string, Entry[]>();
     for (const [key, entry] of entries) {
       const list = byKey.get(key);
@@ -391,14 +395,14 @@ export class Replica {
     const batch: KeyedEntry[] = [];
     for (const [key, list] of byKey) {
       if (list.length === 1 && this.#suspect === null && this.#order.idleKey(key)) {
-        const known = how === 'overwrite' ? null : this.#knownCas(key);
+        const known = how === 'overwrite' ? null : this.#knownCas(key, joinCas === undefined ? undefined : list[0]);
         if (known !== undefined) {
           // A merge loses to what the replica holds already: nothing to write.
           if (known === null || known < list[0].cas) batch.push([key, list[0]]);
           continue;
         }
       }
-      calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how))));
+      calls.push(this.#order.single(key, this.#writing(() => this.#putAll(key, list, how, joinCas))));
     }
     if (batch.length > 0) calls.push(this.#order.runNow(batch.map(([key]) => key), this.#writing(() => this.#writeAll(batch))));
     await Promise.all(calls);
@@ -418,8 +422,8 @@ export class Replica {
   }
 
   /** Puts one key's entries, in order. */
-  async #putAll(key: string, list: readonly Entry[], how: 'merge' | 'overwrite'): Promise<void> {
-    for (const entry of list) await this.#putOne(key, entry, how);
+  async #putAll(key: string, list: readonly Entry[], how: 'merge' | 'overwrite', joinCas: bigint | undefined): Promise<void> {
+    for (const entry of list) await this.#putOne(key, entry, how, joinCas);
   }
 
   /** Entries (tombstones and expired ones included) of `keys`, or of every key when null. */
@@ -530,7 +534,7 @@ export class Replica {
       [...new Set(op.keys)].map(async (key) => {
         const entry = await this.#current(key);
         if (!isLive(entry, ctx.nowMs) || this.#isApplied(entry, ctx)) return;
-        const next: Entry = { ...entry, expiresAtMs: op.expiresAtMs, cas: ctx.cas };
+        const next: Entry = { ...plainEntry(entry), expiresAtMs: op.expiresAtMs, cas: ctx.cas };
         await this.#write(key, next);
         touched.set(key, next);
       }),
@@ -566,15 +570,21 @@ export class Replica {
       }
       const expiresLater = entry.expiresAtMs === 0 || entry.expiresAtMs > deadlineMs;
       if (isLive(entry, ctx.nowMs) && expiresLater) {
-        await this.#write(key, { ...entry, expiresAtMs: deadlineMs, cas: ctx.cas });
+        await this.#write(key, { ...plainEntry(entry), expiresAtMs: deadlineMs, cas: ctx.cas });
       }
     });
     return { kind: 'ok' };
   }
 
-  /** Writes `entry` unless (merge) the backend already holds an equal or greater cas. */
-  #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite'): Promise<void> {
+  /** Writes `entry` unless (merge) the backend already holds an equal or greater cas (see `put`). */
+  #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite', joinCas: bigint | undefined): Promise<void> {
     if (how === 'overwrite') return this.#write(key, entry);
+    if (joinCas !== undefined) {
+      return Promise.resolve(this.#current(key)).then((current) => {
+        const merged = current === undefined ? entry : mergeEntries(current, entry, joinCas);
+        return merged === current ? undefined : this.#write(key, merged);
+      });
+    }
     const known = this.#knownCas(key);
     if (known === undefined) {
       return this.#backend.get(key).then((current) =>
@@ -683,15 +693,30 @@ export class Replica {
   }
 
   #remember(key: string, entry: Entry, settled: boolean): IndexRecord {
-    const record: IndexRecord = { cas: entry.cas, expiresAtMs: entry.expiresAtMs, tombstone: entry.tombstone === true, settled };
+    const record: IndexRecord = {
+      cas: entry.cas,
+      expiresAtMs: entry.expiresAtMs,
+      tombstone: entry.tombstone === true,
+      settled,
+      counted: isCounted(entry),
+    };
     this.#index.set(key, record);
     return record;
   }
 
-  /** The backend's version of `key` as the index knows it: null if absent, undefined if unknown. */
-  #knownCas(key: string): bigint | null | undefined {
+  /**
+   * The backend's version of `key` as the index knows it: null if absent, undefined if unknown or,
+   * for a merge, if greater-cas-wins cannot decide it (counter metadata on either side).
+   */
+  #knownCas(key: string, merging?: Entry): bigint | null | undefined {
     const record = this.#index.get(key);
     if (record === undefined) return this.#indexComplete ? null : undefined;
+    if (merging !== undefined && (record.counted === true || isCounted(merging))) return undefined;
     return record.settled ? record.cas : undefined;
   }
+}
+
+/** An entry merges by ./counter.ts rather than by greater cas. */
+function isCounted(entry: Entry): boolean {
+  return entry.counter !== undefined || entry.resetCas !== undefined;
 }

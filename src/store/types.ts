@@ -10,6 +10,7 @@
 
 import type { ArithVerb, StoreVerb } from '../protocol/types.ts';
 import type { Refusal } from '../protocol/refusals.ts';
+import type { CounterState } from './counter.ts';
 
 /** What a replica stores under one key. */
 export interface Entry {
@@ -21,6 +22,10 @@ export interface Entry {
   cas: bigint;
   /** Eventual mode keeps deletes as tombstones; a tombstone reads as absent. */
   tombstone?: boolean;
+  /** Eventual and causal modes: the version of the store this value counts from, when not `cas`. */
+  resetCas?: bigint;
+  /** Eventual and causal modes: incr/decr since that store, per node (see ./counter.ts). */
+  counter?: CounterState;
 }
 
 /**

@@ -31,6 +31,7 @@ import {
 } from '../../src/consistency/types.ts';
 import { decodeValue, encodeValue } from '../../src/peer/value-codec.ts';
 import { applyToEntry, isLive, purgeRemoves } from '../../src/store/apply.ts';
+import { mergeEntries, plainEntry } from '../../src/store/counter.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/random.ts';
 import { certainlyInvalid } from './junk.ts';
@@ -67,7 +68,15 @@ export interface SimConfig {
   junkRate?: number;
   /** The mode the machines run: eventual (default) or causal, which replicates alike. */
   mode?: 'eventual' | 'causal';
+  /**
+   * Clients only increment one key, COUNTER_KEY, set to 0 on the first node at the start: the
+   * report then gives the increments answered and what each replica reads.
+   */
+  countersOnly?: boolean;
 }
+
+/** The key of the countersOnly workload. */
+export const COUNTER_KEY = 'ctr';
 
 /** What the simulator needs of a machine beyond stepping it. */
 type SimMachine = (EventualMachine | CausalMachine) & {
@@ -83,7 +92,11 @@ export interface SimReport {
   stats: {
     ops: number; messages: number; dropped: number; crashes: number; resets: number; purged: number; refused: number; slowed: number;
     junk: number;
+    /** Increments answered with a number (countersOnly). */
+    incremented: number;
   };
+  /** countersOnly: what each replica reads under COUNTER_KEY at the end. */
+  counterReads?: Array<string | undefined>;
 }
 
 const START_MS = 1_700_000_000_000;
@@ -204,7 +217,7 @@ class Simulation {
   private readonly accepted = new Map<string, Map<bigint, Entry>>();
   private faultsOver = false;
   problem: string | null = null;
-  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0, junk: 0 };
+  readonly stats = { ops: 0, messages: 0, dropped: 0, crashes: 0, resets: 0, purged: 0, refused: 0, slowed: 0, junk: 0, incremented: 0 };
   /** `junkRate`: its own stream, so a run draws everything else as it would without junk. */
   private readonly junkRandom: () => number;
 
@@ -349,17 +362,19 @@ class Simulation {
       case 'apply': {
         const keys = opKeys(effect.op);
         if (keys !== null && effect.op.kind !== 'get' && this.refuses(node, keys, effect.token)) break;
-        this.apply(node, effect.op, effect.cas, effect.nowMs);
+        this.apply(node, effect.op, effect.cas, effect.nowMs, effect.counterNode);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
       }
       case 'put':
         if (this.refuses(node, effect.entries.map(([key]) => key), effect.token)) {
           // A batch goes to memcached pipelined: it may have taken some entries before refusing.
-          if (effect.entries.length > 1) for (const [key, entry] of effect.entries) if (this.random() < 0.5) this.merge(node, key, entry);
+          if (effect.entries.length > 1) {
+            for (const [key, entry] of effect.entries) if (this.random() < 0.5) this.merge(node, key, entry, effect.joinCas);
+          }
           break;
         }
-        for (const [key, entry] of effect.entries) this.merge(node, key, entry);
+        for (const [key, entry] of effect.entries) this.merge(node, key, entry, effect.joinCas);
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
       case 'fetch':
@@ -419,8 +434,13 @@ class Simulation {
     this.local(node, () => ({ kind: 'fetched', nowMs: this.nodeNow(node), token, entries }));
   }
 
-  private merge(node: SimNode, key: string, entry: Entry): void {
+  private merge(node: SimNode, key: string, entry: Entry, joinCas: bigint | undefined): void {
     const current = node.replica.get(key);
+    if (current !== undefined && joinCas !== undefined) {
+      const merged = mergeEntries(current, entry, joinCas);
+      if (merged !== current) node.replica.set(key, copyEntry(merged));
+      return;
+    }
     if (current === undefined || current.cas < entry.cas) node.replica.set(key, copyEntry(entry));
   }
 
@@ -435,21 +455,22 @@ class Simulation {
   }
 
   /** The model replica's apply (the real Replica's semantics with tombstones on). */
-  private apply(node: SimNode, op: Op, cas: bigint, nowMs: number): void {
+  private apply(node: SimNode, op: Op, cas: bigint, nowMs: number, counterNode: number | undefined): void {
     switch (op.kind) {
       case 'store':
       case 'arith':
       case 'delete':
       case 'touch': {
         const current = this.checkVersion(node, op.key, cas);
-        const { write } = applyToEntry(current, op, { cas, nowMs });
+        const { write, reply } = applyToEntry(current, op, { cas, nowMs, counterNode });
+        if (op.kind === 'arith' && reply.kind === 'number') this.stats.incremented += 1;
         if (write !== undefined) this.write(node, op.key, write ?? tombstone(cas));
         break;
       }
       case 'gat':
         for (const key of new Set(op.keys)) {
           const current = this.checkVersion(node, key, cas);
-          if (isLive(current, nowMs)) this.write(node, key, { ...current, expiresAtMs: op.expiresAtMs, cas });
+          if (isLive(current, nowMs)) this.write(node, key, { ...plainEntry(current), expiresAtMs: op.expiresAtMs, cas });
         }
         break;
       case 'flush_all':
@@ -474,7 +495,7 @@ class Simulation {
       }
       const deadlineMs = nowMs + delayMs;
       const expiresLater = entry.expiresAtMs === 0 || entry.expiresAtMs > deadlineMs;
-      if (isLive(entry, nowMs) && expiresLater) this.write(node, key, { ...entry, expiresAtMs: deadlineMs, cas });
+      if (isLive(entry, nowMs) && expiresLater) this.write(node, key, { ...plainEntry(entry), expiresAtMs: deadlineMs, cas });
     }
   }
 
@@ -563,6 +584,10 @@ class Simulation {
   }
 
   private randomOp(node: SimNode): Op {
+    if (this.config.countersOnly === true) {
+      if (this.stats.ops === 0) return { kind: 'store', verb: 'set', key: COUNTER_KEY, flags: 0, expiresAtMs: 0, value: Buffer.from('0'), casUnique: 0n };
+      return { kind: 'arith', verb: 'incr', key: COUNTER_KEY, delta: 1n, initial: null, expiresAtMs: 0 };
+    }
     const key = `k${Math.floor(this.random() * this.config.keyCount)}`;
     const roll = this.random();
     const expiresAtMs = this.random() < 0.15 ? this.nodeNow(node) + this.between(50, 2500) : 0;
@@ -664,10 +689,14 @@ class Simulation {
 
   private greatestWrite(view: Map<string, string>): string | null {
     for (const [key, versions] of this.accepted) {
+      // The merge of every accepted write: the greatest one, but for counters (src/store/counter.ts).
       let greatest: Entry | undefined;
-      for (const entry of versions.values()) if (greatest === undefined || entry.cas > greatest.cas) greatest = entry;
-      const expected = greatest !== undefined && isLive(greatest, this.nowMs) ? describe(greatest) : undefined;
-      if (view.get(key) !== expected) return `${key} reads ${view.get(key)}, the greatest write is ${expected}`;
+      const ordered = [...versions.values()].sort((left, right) => (left.cas < right.cas ? -1 : 1));
+      for (const entry of ordered) greatest = greatest === undefined ? entry : mergeEntries(greatest, entry, JOIN_CAS_CHECK);
+      const expected = greatest !== undefined && isLive(greatest, this.nowMs) ? describeContent(greatest) : undefined;
+      const read = view.get(key);
+      const readContent = read?.slice(0, read.lastIndexOf('@'));
+      if (readContent !== expected) return `${key} reads ${read}, the merge of every accepted write is ${expected}`;
     }
     return null;
   }
@@ -675,7 +704,10 @@ class Simulation {
   private someAcceptedWrite(view: Map<string, string>): string | null {
     for (const [key, read] of view) {
       const versions = this.accepted.get(key);
-      const matches = [...(versions?.values() ?? [])].some((entry) => describe(entry) === read);
+      const written = [...(versions?.values() ?? [])];
+      // An incr/decr result merges with others into a state no single write produced.
+      if (written.some((entry) => entry.counter !== undefined)) continue;
+      const matches = written.some((entry) => describe(entry) === read);
       if (!matches) return `${key} reads ${read}, which no accepted write produced`;
     }
     return null;
@@ -713,8 +745,15 @@ class Simulation {
 }
 
 function describe(entry: Entry): string {
-  return `${entry.value.toString('latin1')}/${entry.flags}/${entry.expiresAtMs}@${entry.cas}`;
+  return `${describeContent(entry)}@${entry.cas}`;
 }
+
+function describeContent(entry: Entry): string {
+  return `${entry.value.toString('latin1')}/${entry.flags}/${entry.expiresAtMs}`;
+}
+
+/** A version above every one a run makes: the checks merge for content only. */
+const JOIN_CAS_CHECK = (1n << 64n) - 1n;
 
 function compareViews(left: Map<string, string>, right: Map<string, string>): { key: string; text: string } | null {
   for (const key of new Set([...left.keys(), ...right.keys()])) {
@@ -763,7 +802,8 @@ export function runEventualSim(overrides: Partial<SimConfig> & { seed: number })
     sim.fail(`no convergence within ${config.settleMsMax} ms: ${sim.divergence()}`);
   }
   collectPhase(sim, healAtMs + config.collectMsMax);
-  return { seed: config.seed, problem: sim.problem, convergedAfterMs, stats: sim.stats };
+  const counterReads = config.countersOnly === true ? sim.nodes.map((node) => node.replica.get(COUNTER_KEY)?.value.toString('latin1').trim()) : undefined;
+  return { seed: config.seed, problem: sim.problem, convergedAfterMs, stats: sim.stats, counterReads };
 }
 
 /**

@@ -29,7 +29,7 @@
 
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import type { Effect, Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId, RequestId } from '../types.ts';
-import type { Op } from '../../store/types.ts';
+import type { Entry, Op } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
 import { HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, versionNode, type Hlc } from '../hlc.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
@@ -168,6 +168,13 @@ export class CausalMachine implements Machine<CausalMessage> {
   /** Purged tombstones, oldest first: key → version, purged at. */
   private readonly purged = new Map<string, { version: bigint; atMs: number }>();
   private readonly dirty = new Set<string>();
+  /**
+   * Keys holding counter metadata (store/counter.ts) → the version the replica was last seen to
+   * hold: a merged version other than that may have made a new state, which is shipped as ours.
+   */
+  private readonly counted = new Map<string, bigint>();
+  /** A merge made states of ours (counter joins) that the next dirty fetch ships at a version of its own. */
+  private rejoinPending = false;
   private dirtyAll = false;
   private dirtyFetchToken: number | null = null;
   private nextDirtyFetchAtMs = 0;
@@ -321,9 +328,10 @@ export class CausalMachine implements Machine<CausalMessage> {
       out.push({ kind: 'reply', requestId, reply: refusal });
       return;
     }
-    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null });
+    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null, counterNode: this.selfIndex });
     this.visible[this.selfIndex] = cas;
     this.markDirty(opKeys(op));
+    if (op.kind === 'arith') this.counted.set(op.key, cas);
   }
 
   /** Keys whose local writes the next dirty fetch ships (null: every key). */
@@ -337,6 +345,12 @@ export class CausalMachine implements Machine<CausalMessage> {
     if (this.dirty.size === 0 && !this.dirtyAll) return;
     if (this.nowMs >= this.nextDirtyFetchAtMs) {
       this.nextDirtyFetchAtMs = this.nowMs + this.tuning.pushIntervalMs;
+      if (this.rejoinPending) {
+        // The batch covers the joins: a version of ours moves its `to` on (as shipOwnWritesAgain).
+        this.rejoinPending = false;
+        this.clock = tickHlc(this.clock, this.nowMs);
+        this.visible[this.selfIndex] = packVersion(this.clock, this.selfIndex);
+      }
       const keys = this.dirtyAll ? null : [...this.dirty];
       this.dirty.clear();
       this.dirtyAll = false;
@@ -357,6 +371,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.fetches.delete(token);
     this.observe(entries);
     this.noteGraves(entries);
+    this.noteCounted(entries);
     switch (purpose.kind) {
       case 'rebuild':
         this.onRebuilt(entries, out);
@@ -579,8 +594,30 @@ export class CausalMachine implements Machine<CausalMessage> {
     if (this.lostOwnTo > 0n) this.shipOwnWritesAgain(from, batch, entries);
     const token = this.takeToken();
     this.merges.set(token, { to: from, batchTo: batch.to, before, done: entries.length === 0 });
-    if (entries.length === 0) this.ackMerged(out);
-    else out.push({ kind: 'put', entries, how: 'merge', token });
+    if (entries.length === 0) return this.ackMerged(out);
+    // A counter merge may make a state neither side had: a write of ours at this fresh version.
+    this.clock = tickHlc(this.clock, this.nowMs);
+    const joinCas = packVersion(this.clock, this.selfIndex);
+    out.push({ kind: 'put', entries, how: 'merge', token, joinCas });
+    const rejoined = entries.filter(([key, entry]) => this.mayRejoin(key, entry)).map(([key]) => key);
+    if (rejoined.length > 0) {
+      this.markDirty(rejoined);
+      this.rejoinPending = true;
+    }
+  }
+
+  /** Whether merging `entry` may leave a state other than either (counter metadata on either side). */
+  private mayRejoin(key: string, entry: Entry): boolean {
+    const held = this.counted.get(key);
+    if (held !== undefined) return held !== entry.cas;
+    return entry.counter !== undefined || entry.resetCas !== undefined || this.dirty.has(key);
+  }
+
+  private noteCounted(entries: readonly KeyedEntry[]): void {
+    for (const [key, entry] of entries) {
+      if (entry.counter !== undefined || entry.resetCas !== undefined) this.counted.set(key, entry.cas);
+      else this.counted.delete(key);
+    }
   }
 
   /** Our own writes the replica lost at the last reset, back from a peer: the chain ships them again. */
@@ -722,6 +759,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // that a peer holds come back with its snapshot (askForLostWrites, shipOwnWritesAgain).
     this.visible = this.visible.map((version, index) => (index === this.selfIndex ? version : 0n));
     this.graveyard.clear();
+    this.counted.clear();
     // The dirty fetch in flight is dropped with the others, but its keys still hold local writes
     // the chain claims up to `visible[self]`: the next dirty fetch must ship them.
     const dirtyFetch = this.dirtyFetchToken === null ? undefined : this.fetches.get(this.dirtyFetchToken);

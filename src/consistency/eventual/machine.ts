@@ -12,7 +12,9 @@
  *   After applies, one `fetch` of the dirty keys reads the results back — at most once per
  *   pushIntervalMs, so one push carries every write of the interval (a `wake` effect brings the
  *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges
- *   pushes (`put` how 'merge': greater cas wins) and acks them.
+ *   pushes (`put` how 'merge': greater cas wins, but counters join, ../../store/counter.ts) and
+ *   acks them. A merge that may have made a state neither side had (a counter join, at a fresh
+ *   version of this node) marks the key dirty, so the result is read back and pushed on.
  * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
  *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
  * - The index (key → version) is refreshed by every fetch result: exactly, unless the merge of
@@ -271,7 +273,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     const seq = this.nextSeq();
     // No token: nothing here waits for the apply (the client gets its result; the dirty fetch
     // that reads it back runs after it by the replica's per-key order).
-    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null });
+    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null, counterNode: this.nodeIndex });
     this.markDirty(opKeys(op), seq);
   }
 
@@ -539,9 +541,16 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     const token = this.takeToken();
     const seq = this.nextSeq();
-    out.push({ kind: 'put', entries: merge, how: 'merge', token });
+    // A counter merge may make a state neither side had: it takes this fresh version.
+    this.clock = tickHlc(this.clock, this.nowMs);
+    const joinCas = packVersion(this.clock, this.nodeIndex);
+    out.push({ kind: 'put', entries: merge, how: 'merge', token, joinCas });
     this.pendingAcks.set(token, { to: from, batch, versions });
-    for (const [key, entry] of merge) this.noteMerged(key, entry, from, seq);
+    for (const [key, entry] of merge) {
+      // What the merge made (a join, or an older reset winning) is read back and pushed on.
+      if (mayRejoin(entry, this.index.get(key)?.version)) this.dirty.add(key);
+      this.noteMerged(key, entry, from, seq);
+    }
     this.drainAll(out);
   }
 
@@ -801,6 +810,16 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.replicaSeq += 1;
     return this.replicaSeq;
   }
+}
+
+/**
+ * Whether merging `entry` over the indexed version may leave a state other than either: counter
+ * metadata on a version the index does not hold, or an older version (over a counter here).
+ */
+function mayRejoin(entry: Entry, indexed: bigint | undefined): boolean {
+  const counted = entry.counter !== undefined || entry.resetCas !== undefined;
+  if (indexed === undefined) return counted;
+  return entry.cas < indexed || (entry.cas !== indexed && counted);
 }
 
 /** A tombstone, or an entry that expires: the kinds collection waits on every peer to hold. */

@@ -18,6 +18,7 @@ import type { KeyedEntry } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
 import { isCount, isU32, isU64, isValidKey } from '../../store/op-rules.ts';
 import { BUCKET_COUNT, GROUP_COUNT } from './digest.ts';
+import { counterFieldsProblem } from '../../store/counter.ts';
 
 /** A (key, version) pair. */
 export type KeyVersion = [key: string, version: bigint];
@@ -70,7 +71,8 @@ export function isEntry(value: unknown, limits: Pick<EventualMessageLimits, 'val
     isU64(value.cas) &&
     isU32(value.flags) &&
     isCount(value.expiresAtMs) &&
-    (value.tombstone === undefined || typeof value.tombstone === 'boolean')
+    (value.tombstone === undefined || typeof value.tombstone === 'boolean') &&
+    counterFieldsProblem(value) === null
   );
 }
 
