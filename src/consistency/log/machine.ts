@@ -1,0 +1,1729 @@
+/**
+ * The replicated log's state machine (see ../replicated-log.ts for the protocol): step, the
+ * role's handling of each event, and the invariants checked after every step.
+ */
+
+import assert from 'node:assert';
+import type { Reply } from '../../protocol/types.ts';
+import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
+import { isWrite, opKeys, type Op } from '../../store/types.ts';
+import type { Effect, Event, KeyedEntry, MachineStatus, PeerId, RequestId } from '../types.ts';
+import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
+import { CompactedForwards } from './compacted-forwards.ts';
+import { LogCore } from './core.ts';
+import { SessionOrder } from './session-order.ts';
+import { logMessageProblem } from './validate.ts';
+import { restoredRecord } from './restore.ts';
+import {
+  batchCount,
+  keyedEntryBytes,
+  opBytes,
+  type CommittedForward,
+  type ForwardedRequest,
+  type LogEntry,
+  type LogMessage,
+} from './types.ts';
+
+interface Pending {
+  op: Op;
+  deadlineMs: number;
+  /** A linearizable read's index, once known, while the read is held behind its session's write. */
+  readIndex?: number;
+}
+
+/** The leader's view of one follower. */
+interface Progress {
+  matchIndex: number;
+  /** Entries up to here were sent (maybe not acked yet). */
+  sentIndex: number;
+  commitSent: number;
+  lastAckMs: number;
+  /** Its last pong: alive, its acks maybe held by its disk (check-quorum counts it, rounds do not). */
+  lastPongMs: number;
+  ackedRound: number;
+  seq: number;
+  /** Rejections of appends sent before this seq are stale. */
+  rewindSeq: number;
+  transferStartedMs: number;
+  /** The greatest replica epoch of ours the peer has acknowledged seeing. */
+  replicaEpochSeen: number;
+  /**
+   * The greatest last log index the peer has replied with in this term (−1 before its first
+   * reply): a peer whose log ends before our snapshot can only be rebuilt by a transfer.
+   */
+  lastIndex: number;
+}
+
+/** Reads (local request ids and remote batches) waiting for a majority to ack `round`. */
+interface RoundWaiter {
+  round: number;
+  readIndex: number;
+  localReads: RequestId[];
+  remoteBatches: RemoteReadBatch[];
+}
+
+/** A follower's read-index request, as the leader answers it. */
+interface RemoteReadBatch {
+  from: PeerId;
+  incarnation: number;
+  batchId: number;
+}
+
+interface IncomingTransfer {
+  from: PeerId;
+  transferId: number;
+  index: number;
+  indexTerm: number;
+  chunks: Array<KeyedEntry[] | undefined>;
+  received: number;
+  /** From the first chunk: the writes of ours the transferred state holds. */
+  committedForwards: readonly CommittedForward[];
+}
+
+const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
+  `${origin}/${incarnation}/${requestId}`;
+
+/** The answer to a write whose apply failed on this replica, when it is not applied again here. */
+const APPLY_FAILED = refused('backend', 'write outcome unknown (the replica failed while applying it)');
+/** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
+const TRANSFERRED_PAST_READ = refused('not_caught_up', 'replica replaced by a state transfer; retry');
+const TRANSFERRED_PAST_WRITE = refused('result_unknown', 'replica replaced by a state transfer');
+/** What a forward to a node that does not lead (or lacks a quorum) is told. */
+const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
+/** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
+const refusedForwardsMax = 4096;
+/**
+ * A message may move this node's term at most this far at once: terms grow by one per election,
+ * so a larger jump comes from a broken or hostile peer, never from a real cluster's history.
+ */
+const TERM_JUMP_MAX = 1_000_000;
+
+export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
+  // Elections and the requests' bookkeeping.
+  private electionDeadlineMs = 0;
+  /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
+  private electionJitterMs = 0;
+  private votes = new Set<PeerId>();
+  private readonly proposals = new Map<string, number>();
+  /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
+  private readonly compactedForwards: CompactedForwards;
+  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
+  /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
+  private readonly refusedForwards = new Map<string, Refusal>();
+
+  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
+  private readonly pending = new Map<RequestId, Pending>();
+  /**
+   * Each client connection's writes not yet applied here and its reads not yet served, in
+   * arrival order, so that a pipelining client's reads see exactly its earlier writes.
+   */
+  private readonly sessions = new SessionOrder();
+  private proposalsThisStep: LogEntry[] = [];
+  private forwardsThisStep: ForwardedRequest[] = [];
+  private readsThisStep: RequestId[] = [];
+  private readBatchId = 0;
+  /** Our read-index requests awaiting the leader's answer: the term each was asked in, and its reads. */
+  private readonly readBatches = new Map<number, { term: number; requestIds: RequestId[] }>();
+  /**
+   * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
+   * in send order (so terms never decrease along the map). Once an entry of a later term is
+   * committed, a write of an earlier term that is not in the log by then never will be.
+   */
+  private readonly writeTerms = new Map<RequestId, number>();
+  /** Reads with a read index, waiting for applied ≥ readIndex; sorted by readIndex. */
+  private readsAwaitingApply: Array<{ requestId: RequestId; readIndex: number }> = [];
+
+  // Leader state.
+  private readonly progress = new Map<PeerId, Progress>();
+  private heartbeatDueMs = 0;
+  private round = 0;
+  private roundRequested = false;
+  private roundWaiters: RoundWaiter[] = [];
+  private termStartIndex = 0;
+  /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
+  private notDurableCount = 0;
+
+  // State transfer.
+  /** When each peer whose backend restarted empty last asked us for a transfer we could not serve. */
+  private readonly transferAskedMs = new Map<PeerId, number>();
+  private nextTransferRequestMs = 0;
+  private transferTarget = 0;
+  private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number; replicaEpoch: number }>();
+  private incoming: IncomingTransfer | null = null;
+
+  // Replica repair and compaction.
+  /** Tokens of a transfer's puts not yet completed; the replica is trusted once none is left. */
+  private readonly transferPutsPending = new Set<number>();
+  /** Keys changed by applies issued since the last compaction fetch. */
+  private touchedKeys = new Set<string>();
+  /** A fetch of the touched keys: once it returns, every apply up to `target` has completed. */
+  private compactionFetch: { token: number; target: number } | null = null;
+
+  private readonly leaderOfTerm = new Map<number, PeerId>();
+
+  constructor(options: ReplicatedLogOptions) {
+    super(options);
+    this.refuseStore = options.refuseStore ?? (() => null);
+    this.compactedForwards = new CompactedForwards(
+      this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs,
+      this.tuning.queueDepthMax * this.peers.length,
+    );
+    this.restore(options.persisted);
+    this.start();
+  }
+
+  // ---------------------------------------------------------------- restart
+
+  /**
+   * Rebuilds the durable state from the records, skipping what it cannot use (see
+   * ./log/restore.ts): a record that fails its schema, entries that do not continue the log.
+   */
+  private restore(records: readonly unknown[]): void {
+    const limits = { nodes: this.messageLimits.nodes, op: this.messageLimits.op };
+    let skipped = 0;
+    let opsDropped = 0;
+    let firstProblem: string | null = null;
+    for (const raw of records) {
+      const restored = restoredRecord(raw, limits);
+      if ('problem' in restored) {
+        skipped += 1;
+        firstProblem ??= restored.problem;
+        continue;
+      }
+      opsDropped += restored.opsDropped;
+      const record = restored.record;
+      switch (record.kind) {
+        case 'hard':
+          this.term = record.term;
+          this.votedFor = record.votedFor;
+          this.incarnation = record.incarnation;
+          this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
+          break;
+        case 'entries':
+          for (const entry of record.entries) {
+            if (!this.restoreEntry(entry)) skipped += 1;
+          }
+          break;
+        case 'truncate':
+          if (record.fromIndex <= this.log.snapshotIndex) skipped += 1;
+          else if (record.fromIndex <= this.log.lastIndex()) this.log.truncateFrom(record.fromIndex);
+          break;
+        case 'replica':
+          this.replicaTrusted = record.trusted;
+          this.replicaEmptiedPersisted = record.emptied === true;
+          break;
+        case 'snapshot':
+          this.replicaTrusted = record.replicaTrusted === true;
+          this.replicaEmptiedPersisted = record.replicaEmptied === true;
+          this.term = record.term;
+          this.votedFor = record.votedFor;
+          this.incarnation = record.incarnation;
+          this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
+          this.log.resetTo(record.snapshotIndex, record.snapshotTerm);
+          for (const entry of record.entries) {
+            if (!this.restoreEntry(entry)) skipped += 1;
+          }
+          break;
+        default: {
+          const never: never = record;
+          assert.fail(`unknown persisted record ${JSON.stringify(never)}`);
+        }
+      }
+    }
+    if (skipped > 0 || opsDropped > 0) {
+      this.note('warn', 'persisted records held what this node cannot use', { skipped, firstProblem, opsMadeNoOps: opsDropped });
+    }
+    for (const entry of this.log.entries) this.rememberProposal(entry);
+    this.commitIndex = this.log.snapshotIndex;
+    this.appliedIndex = this.log.snapshotIndex;
+  }
+
+  /** Puts a persisted entry in the log where it continues it (maybe cutting a suffix); false: skipped. */
+  private restoreEntry(entry: LogEntry): boolean {
+    const log = this.log;
+    if (entry.index <= log.snapshotIndex || entry.index > log.lastIndex() + 1) return false;
+    const termBefore = log.termAt(entry.index - 1);
+    if (termBefore === null || entry.term < termBefore) return false;
+    if (entry.index <= log.lastIndex()) log.truncateFrom(entry.index);
+    log.append([entry]);
+    return true;
+  }
+
+  /**
+   * A new incarnation. Its replica may hold applies its log would repeat: if replays are
+   * idempotent and the replica is trusted, replay from the snapshot onto it; else rebuild it.
+   */
+  private start(): void {
+    this.incarnation += 1;
+    this.persistHardState();
+    if (this.replicaSkipsApplied && (this.replicaTrusted || this.log.snapshotIndex === 0)) {
+      this.caughtUp = false;
+      this.catchUpIndex = null;
+      this.replayUntilIndex = this.log.lastIndex();
+      this.note('info', 'replaying the log onto the kept replica', { fromIndex: this.log.snapshotIndex + 1, lastIndex: this.log.lastIndex() });
+    } else {
+      this.rebuildReplica(this.replicaEmptiedPersisted);
+    }
+    this.resetElectionTimer();
+  }
+
+  /**
+   * Whether the replica, after writes to it failed with an unknown outcome, can be repaired by
+   * replaying the log from the snapshot: replays are idempotent, and the replica held every change
+   * up to the snapshot (trusted, not being rebuilt) when they failed.
+   */
+  private canReplayOntoReplica(): boolean {
+    if (!this.replicaSkipsApplied || !this.replicaValid || this.replicaEmptied) return false;
+    return this.log.snapshotIndex === 0 || (this.replicaTrusted && this.transferPutsPending.size === 0);
+  }
+
+  /**
+   * Replays the log from the snapshot onto the kept replica, skipping what it holds, as a
+   * restarted node does: each failed write took effect whole or not at all, so this repairs it
+   * without a peer (no transfer: when every replica's writes timed out at once, as when every
+   * memcached stalled, there is none to ask). Not serving until the replay is done.
+   */
+  private replayOntoReplica(awaiting: readonly RequestId[]): void {
+    // Our writes whose apply failed are committed: the replay applies them again and answers.
+    const waiting = new Set(awaiting);
+    for (const entry of this.log.entries) {
+      if (entry.op === null || entry.requestId === null || entry.origin !== this.self || entry.incarnation !== this.incarnation) continue;
+      if (entry.index > this.commitIndex || !waiting.delete(entry.requestId)) continue;
+      const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
+      this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
+    }
+    for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+    this.appliedIndex = this.log.snapshotIndex;
+    this.replayUntilIndex = this.log.lastIndex();
+    this.caughtUp = false;
+    this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
+    this.note('warn', 'writes to the replica failed (outcome unknown): replaying the log onto it', { fromIndex: this.log.snapshotIndex + 1, commitIndex: this.commitIndex });
+  }
+
+  /**
+   * Forget what the replica holds: replay the log from 1, or ask for a state transfer. `emptied`:
+   * the backend restarted, so it holds nothing (rather than being merely untrusted).
+   */
+  private rebuildReplica(emptied = false): void {
+    this.replicaEmptied ||= emptied;
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+    this.transferPutsPending.clear();
+    this.replayUntilIndex = 0;
+    if (this.log.snapshotIndex > 0) this.setReplicaTrusted(false);
+    this.caughtUp = false;
+    this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
+    if (this.log.snapshotIndex === 0) {
+      this.out.push({ kind: 'reset' });
+      this.appliedIndex = 0;
+      this.replicaValid = true;
+      this.replicaEmptied = false;
+    } else {
+      // The reset waits for the transfer: if no peer can serve one, the replica is kept.
+      this.replicaValid = false;
+      this.replicaEpoch += 1;
+      // Asks counted before this loss were answered, or could have been, by the replica we had.
+      this.transferAskedMs.clear();
+      this.transferMinIndex = this.log.snapshotIndex;
+      this.nextTransferRequestMs = this.nowMs;
+    }
+  }
+
+  // ---------------------------------------------------------------- step
+
+  step(event: Event<LogMessage>): Effect<LogMessage>[] {
+    assert(event.nowMs >= this.nowMs - 1e9, 'time went far back');
+    this.nowMs = Math.max(this.nowMs, event.nowMs);
+    switch (event.kind) {
+      case 'request':
+        this.onRequest(event.requestId, event.session, event.op);
+        break;
+      case 'message':
+        this.onMessage(event.from, event.message);
+        break;
+      case 'tick':
+        if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
+        this.onTick();
+        // Fallback: a controller that never flushes still sends within a tick.
+        this.flushOutgoing();
+        break;
+      case 'fetched':
+        this.onFetched(event.token, event.entries);
+        break;
+      case 'applied':
+        this.onApplied(event.token);
+        break;
+      case 'backend_reset':
+        if (event.kept === true && event.emptied !== true && this.canReplayOntoReplica()) {
+          this.replayOntoReplica(event.awaiting ?? []);
+        } else {
+          this.rebuildReplica(event.emptied === true);
+          for (const requestId of event.awaiting ?? []) this.reply(requestId, APPLY_FAILED);
+        }
+        break;
+      case 'refused':
+        // Never sent here: a refused write makes this replica suspect, and the reset replays.
+        assert.fail('a replicated log is told of refused writes by a backend_reset');
+        break;
+      case 'flush':
+        this.flushOutgoing();
+        break;
+      default: {
+        const never: never = event;
+        assert.fail(`unknown event ${JSON.stringify(never)}`);
+      }
+    }
+    this.afterStep();
+    this.checkInvariants();
+    return this.takeEffects();
+  }
+
+  status(): MachineStatus {
+    return {
+      mode: this.mode,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      committed: String(this.commitIndex),
+      applied: String(this.appliedIndex),
+      queueDepth: this.pending.size,
+      invalidPeerMessages: this.droppedCount,
+    };
+  }
+
+  inspect(): LogInspection {
+    const log = this.log;
+    return {
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      commitIndex: this.commitIndex,
+      appliedIndex: this.appliedIndex,
+      snapshotIndex: log.snapshotIndex,
+      lastIndex: log.lastIndex(),
+      replicaValid: this.replicaValid,
+      caughtUp: this.caughtUp,
+      lastLeaderContactMs: this.lastLeaderContactMs,
+      entryAt: (index) => (index > log.snapshotIndex && index <= log.lastIndex() ? log.entryAt(index) : null),
+    };
+  }
+
+  private checkInvariants(): void {
+    assert(this.appliedIndex <= this.commitIndex, 'applied ≤ committed');
+    assert(this.commitIndex <= this.log.lastIndex(), 'committed ≤ last index');
+    assert(this.appliedIndex >= this.log.snapshotIndex, 'applied ≥ snapshot index');
+    assert(this.role !== 'leader' || this.leader === this.self, 'a leader knows it leads');
+  }
+
+  // ---------------------------------------------------------------- client requests
+
+  private onRequest(requestId: RequestId, session: number, op: Op): void {
+    const refusal = this.refusalFor(op);
+    if (refusal !== null) {
+      this.noteRefusal(refusal);
+      this.reply(requestId, refusal);
+      return;
+    }
+    const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
+    if (isWrite(op)) {
+      const refusal = this.role === 'leader' ? this.refuseStore(op, BigInt(this.nextEntryIndex())) : null;
+      if (refusal !== null) {
+        this.reply(requestId, refusal);
+        return;
+      }
+      this.pending.set(requestId, { op, deadlineMs });
+      this.sessions.add(session, requestId, 'write');
+      if (this.role === 'leader') this.proposalsThisStep.push(this.newEntry(op, this.self, this.incarnation, requestId));
+      else this.forwardsThisStep.push({ requestId, op });
+    } else if (this.sessions.hasUnsettledWrite(session)) {
+      // It must see that write: it is served only once the write is applied here (see
+      // settleSession). A linearizable one asks for its read index meanwhile.
+      this.pending.set(requestId, { op, deadlineMs });
+      this.sessions.add(session, requestId, 'held');
+      if (this.mode === 'linearizability') this.startLinearizableRead(requestId);
+    } else if (this.mode === 'sequential') {
+      this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
+    } else {
+      this.pending.set(requestId, { op, deadlineMs });
+      this.sessions.add(session, requestId, 'read');
+      this.startLinearizableRead(requestId);
+    }
+  }
+
+  /** A read index: the leader confirms its own with a round; a follower asks the leader's. */
+  private startLinearizableRead(requestId: RequestId): void {
+    if (this.role === 'leader') this.awaitRound(this.readIndexNow(), { localRead: requestId });
+    else this.readsThisStep.push(requestId);
+  }
+
+  /**
+   * A request of a session is settled; the reads it held go on: a sequential read is served at
+   * once (right after the write it waited for, in the effects' order), a linearizable one once
+   * its read index is applied too.
+   */
+  private settleSession(requestId: RequestId): void {
+    for (const read of this.sessions.settle(requestId)) {
+      if (this.mode === 'linearizability') {
+        const readIndex = this.pending.get(read)?.readIndex;
+        if (readIndex !== undefined) this.awaitApply(read, readIndex);
+        continue;
+      }
+      const refusal = this.cannotServe(null);
+      if (refusal !== null) {
+        this.refuseRequest(read, refusal);
+        continue;
+      }
+      this.serveNow(read);
+    }
+  }
+
+  /** Serves a pending read from the replica as it stands after the effects issued so far. */
+  private serveNow(requestId: RequestId): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined) return;
+    this.pending.delete(requestId);
+    this.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.nowMs });
+    this.settleSession(requestId);
+  }
+
+  /**
+   * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
+   * would refuse it (see `refusalFor`) and its connection has no write in flight here.
+   * Linearizable reads always need a round.
+   */
+  readsLocally(nowMs: number, session: number): boolean {
+    return (
+      this.mode === 'sequential' &&
+      !this.sessions.hasUnsettledWrite(session) &&
+      this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null
+    );
+  }
+
+  /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
+  private refusalFor(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (this.pending.size >= this.tuning.queueDepthMax) return refused('busy', 'request queue full');
+    return this.cannotServe(op, atMs);
+  }
+
+  /** Why this node cannot serve `op` (null: a read) now, a request already taken included. */
+  private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (!this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
+    if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
+    return null;
+  }
+
+  /** A leader with a recent quorum, or a follower that heard from its leader recently (as of `atMs`). */
+  private knowsLiveLeader(atMs = this.nowMs): boolean {
+    if (this.role === 'leader') return this.hasQuorum(atMs);
+    return (
+      this.role === 'follower' &&
+      this.leader !== null &&
+      atMs - this.lastLeaderContactMs < this.failureTimeoutMs
+    );
+  }
+
+  private reply(requestId: RequestId, reply: Reply): void {
+    this.out.push({ kind: 'reply', requestId, reply });
+    this.settleSession(requestId);
+  }
+
+  private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
+    return { term: this.term, index: this.nextEntryIndex(), nowMs: this.nowMs, op, origin, incarnation, requestId };
+  }
+
+  /** The index the next proposal of this step takes (and the version its write is stored under). */
+  private nextEntryIndex(): number {
+    return this.log.lastIndex() + 1 + this.proposalsThisStep.length;
+  }
+
+  /**
+   * This node was not running for `pausedMs` (its tick came late): nobody's silence over that time
+   * counts — not the leader's, not a follower's acks, not a request's wait — so a stall of the whole
+   * machine starts no election and times out no request. Safe: reads never lean on a time lease
+   * (a read index is confirmed by a round of acks sent after it), so only liveness timers move.
+   */
+  private excusePause(pausedMs: number): void {
+    const forward = (atMs: number): number => Math.max(atMs, Math.min(this.nowMs, atMs + pausedMs));
+    this.electionDeadlineMs += pausedMs;
+    this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
+    for (const progress of this.progress.values()) {
+      progress.lastAckMs = forward(progress.lastAckMs);
+      progress.lastPongMs = forward(progress.lastPongMs);
+      progress.transferStartedMs += pausedMs;
+    }
+    for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
+  }
+
+  private expirePending(): void {
+    for (const [requestId, pending] of this.pending) {
+      if (pending.deadlineMs > this.nowMs) break;
+      this.pending.delete(requestId);
+      this.writeTerms.delete(requestId);
+      const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
+      const refusal = refused('timeout', `${what}, no quorum answered in time`);
+      this.noteRefusal(refusal);
+      this.reply(requestId, refusal);
+    }
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private onMessage(from: PeerId, raw: unknown): void {
+    if (!this.peers.includes(from)) return this.dropMessage(from, 'not from a peer of this cluster');
+    const problem = logMessageProblem(raw, this.messageLimits);
+    if (problem !== null) return this.dropMessage(from, problem);
+    const message = raw as LogMessage;
+    if (message.kind !== 'pre_vote' && message.term > this.term + TERM_JUMP_MAX) {
+      return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
+    }
+    if (!this.acceptTerm(from, message)) return;
+    switch (message.kind) {
+      case 'pre_vote':
+        return this.onPreVote(from, message);
+      case 'pre_vote_reply':
+        return this.onPreVoteReply(from, message);
+      case 'vote':
+        return this.onVote(from, message);
+      case 'vote_reply':
+        return this.onVoteReply(from, message);
+      case 'append':
+        return this.onAppend(from, message);
+      case 'append_reply':
+        return this.onAppendReply(from, message);
+      case 'ping':
+        return this.onPing(from, message);
+      case 'pong':
+        return this.onPong(from, message);
+      case 'forward':
+        return this.onForward(from, message);
+      case 'forward_refused':
+        return this.onForwardRefused(message);
+      case 'read_index':
+        return this.onReadIndex(from, message);
+      case 'read_index_reply':
+        return this.onReadIndexReply(message);
+      case 'transfer_request':
+        return this.onTransferRequest(from, message);
+      case 'transfer_chunk':
+        return this.onTransferChunk(from, message);
+      default: {
+        const never: never = message;
+        assert.fail(`unknown message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /**
+   * Raft's term rule: a higher term makes this node a follower of that term; pre-votes change no
+   * term; a vote request is ignored while this node knows a live leader (check-quorum's lease),
+   * so a node returning from a partition cannot disrupt a working cluster. Returns false to drop.
+   */
+  private acceptTerm(from: PeerId, message: LogMessage): boolean {
+    if (message.kind === 'pre_vote' || message.kind === 'pre_vote_reply') return true;
+    if (message.term <= this.term) return true;
+    if (message.kind === 'vote' && this.inLease()) return false;
+    const leader = message.kind === 'append' || message.kind === 'ping' ? from : null;
+    this.becomeFollower(message.term, leader);
+    return true;
+  }
+
+  private inLease(): boolean {
+    if (this.role === 'leader') return true;
+    return this.leader !== null && this.nowMs - this.lastLeaderContactMs < this.failureTimeoutMs;
+  }
+
+  // ---------------------------------------------------------------- elections
+
+  private resetElectionTimer(): void {
+    this.electionJitterMs = Math.floor(this.random() * this.failureTimeoutMs);
+    this.electionDeadlineMs = this.nowMs + this.failureTimeoutMs + this.electionJitterMs;
+  }
+
+  /** Pushes the election back as a reset would, with the last draw: a ping draws no randomness. */
+  private extendElectionTimer(): void {
+    this.electionDeadlineMs = Math.max(this.electionDeadlineMs, this.nowMs + this.failureTimeoutMs + this.electionJitterMs);
+  }
+
+  private onTick(): void {
+    this.expirePending();
+    this.requestTransferIfDue();
+    if (this.role === 'leader') return this.tickAsLeader();
+    if (this.nowMs >= this.electionDeadlineMs) this.becomePreCandidate();
+  }
+
+  private tickAsLeader(): void {
+    if (!this.hasQuorum()) {
+      this.becomeFollower(this.term, null);
+      this.resetElectionTimer();
+      return;
+    }
+    if (this.nowMs >= this.heartbeatDueMs) {
+      this.heartbeatDueMs = this.nowMs + this.heartbeatIntervalMs;
+      for (const peer of this.peers) {
+        this.sendAppend(peer, true);
+        this.sendBeforeDurable(peer, { kind: 'ping', term: this.term });
+      }
+    }
+    this.startOverIfEveryReplicaLost();
+  }
+
+  /** Check-quorum: has a majority (this node included) acked within the failure timeout? */
+  private hasQuorum(atMs = this.nowMs): boolean {
+    let count = 1;
+    for (const progress of this.progress.values()) {
+      if (atMs - Math.max(progress.lastAckMs, progress.lastPongMs) < this.failureTimeoutMs) count += 1;
+    }
+    return count >= this.majority;
+  }
+
+  private becomePreCandidate(): void {
+    this.leaveLeadership(refused('no_quorum', 'leader lost'));
+    this.abandonInFlight();
+    this.note('info', 'election started: no leader heard from', { term: this.term + 1, peers: this.peers });
+    this.role = 'pre_candidate';
+    this.leader = null;
+    this.votes = new Set([this.self]);
+    this.resetElectionTimer();
+    const message: LogMessage = {
+      kind: 'pre_vote',
+      term: this.term + 1,
+      lastIndex: this.log.lastIndex(),
+      lastTerm: this.log.lastTerm(),
+    };
+    for (const peer of this.peers) this.send(peer, message);
+    if (this.votes.size >= this.majority) this.becomeCandidate();
+  }
+
+  private becomeCandidate(): void {
+    this.role = 'candidate';
+    this.term += 1;
+    this.votedFor = this.self;
+    this.leader = null;
+    this.votes = new Set([this.self]);
+    this.persistHardState();
+    this.resetElectionTimer();
+    const message: LogMessage = {
+      kind: 'vote',
+      term: this.term,
+      lastIndex: this.log.lastIndex(),
+      lastTerm: this.log.lastTerm(),
+    };
+    for (const peer of this.peers) this.send(peer, message);
+    if (this.votes.size >= this.majority) this.becomeLeader();
+  }
+
+  private becomeLeader(): void {
+    this.noteLeader(this.term, this.self);
+    this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: [...this.votes] });
+    this.role = 'leader';
+    this.leader = this.self;
+    this.progress.clear();
+    this.transferAskedMs.clear();
+    for (const peer of this.peers) {
+      this.progress.set(peer, {
+        matchIndex: 0,
+        sentIndex: this.log.lastIndex(),
+        commitSent: 0,
+        lastAckMs: this.nowMs,
+        lastPongMs: Number.NEGATIVE_INFINITY,
+        ackedRound: 0,
+        seq: 0,
+        rewindSeq: 0,
+        transferStartedMs: Number.NEGATIVE_INFINITY,
+        replicaEpochSeen: 0,
+        lastIndex: -1,
+      });
+    }
+    this.round = 0;
+    this.roundWaiters = [];
+    this.heartbeatDueMs = this.nowMs;
+    this.proposalsThisStep.push(this.newEntry(null, this.self, this.incarnation, null));
+    this.termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
+    if (this.catchUpIndex === null) this.catchUpIndex = this.termStartIndex;
+    this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
+  }
+
+  private becomeFollower(term: number, leader: PeerId | null): void {
+    this.leaveLeadership(refused('no_quorum', 'leadership lost'));
+    // Epochs are the term's leader's own (one leader per term; a restarted node leads only in a
+    // later term), so what was seen is forgotten only with the term, not when the leader is lost.
+    if (term > this.term) this.leaderReplicaEpoch = 0;
+    if (term > this.term) {
+      this.term = term;
+      this.votedFor = null;
+      this.persistHardState();
+    }
+    this.role = 'follower';
+    if (leader !== this.leader) this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
+    const changed = leader !== null && leader !== this.leader;
+    this.leader = leader;
+    if (leader !== null) this.noteLeader(term, leader);
+    if (changed) this.note('info', 'became follower', { leader, peers: this.peers });
+  }
+
+  /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
+  private leaveLeadership(refusal: Refusal): void {
+    if (this.role !== 'leader') return;
+    this.note('warn', 'stepped down', { why: refusalText(refusal), peers: this.peers, acked: this.ackedPeers() });
+    for (const waiter of this.roundWaiters) {
+      for (const requestId of waiter.localReads) this.refuseRequest(requestId, refusal);
+      for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, null);
+    }
+    this.roundWaiters = [];
+    this.progress.clear();
+    this.leader = null;
+    // Proposals not yet in the log never will be: ours go to the next leader, others' are dropped.
+    for (const entry of this.proposalsThisStep) {
+      this.forgetProposal(entry);
+      if (entry.op !== null && entry.origin === this.self && entry.requestId !== null) {
+        this.forwardsThisStep.push({ requestId: entry.requestId, op: entry.op });
+      }
+    }
+    this.proposalsThisStep = [];
+  }
+
+  /**
+   * The leader went silent for a whole election timeout: nothing sent to it will be answered
+   * soon. Reads are refused (they changed nothing); writes get "outcome unknown" (they may still
+   * commit), so clients retry now rather than after the request timeout.
+   */
+  private abandonInFlight(): void {
+    this.refuseForwardsAndReads(refused('no_quorum', 'leader lost'));
+    for (const requestId of [...this.writeTerms.keys()]) {
+      this.refuseRequest(requestId, refused('outcome_unknown', 'leader lost before it committed; retry'));
+    }
+  }
+
+  /** Reads asked of a leader that is gone will never be answered: refuse them now. */
+  private refuseForwardsAndReads(refusal: Refusal): void {
+    for (const { requestIds } of this.readBatches.values()) {
+      for (const requestId of requestIds) this.refuseRequest(requestId, refusal);
+    }
+    this.readBatches.clear();
+  }
+
+  /**
+   * A write of ours that a state transfer holds (committed at `index`) but that was never applied
+   * here: its client is answered now. Only a plain set's and a flush's replies do not depend on
+   * the state before them; any other write's result is unknown here, and the reply says so.
+   */
+  private answerTransferredWrite(requestId: RequestId, index: number): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined || !isWrite(pending.op)) return;
+    this.writeTerms.delete(requestId);
+    this.pending.delete(requestId);
+    const { op } = pending;
+    if (op.kind === 'store' && op.verb === 'set') return this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
+    if (op.kind === 'flush_all') return this.reply(requestId, { kind: 'ok' });
+    this.noteRefusal(TRANSFERRED_PAST_WRITE);
+    this.reply(requestId, TRANSFERRED_PAST_WRITE);
+  }
+
+  private refuseRequest(requestId: RequestId, refusal: Refusal): void {
+    this.writeTerms.delete(requestId);
+    if (!this.pending.delete(requestId)) return;
+    this.noteRefusal(refusal);
+    this.reply(requestId, refusal);
+  }
+
+  private noteLeader(term: number, leader: PeerId): void {
+    const known = this.leaderOfTerm.get(term);
+    assert(known === undefined || known === leader, `two leaders in term ${term}: ${known} and ${leader}`);
+    if (known === undefined) {
+      this.leaderOfTerm.set(term, leader);
+      if (this.leaderOfTerm.size > 64) this.leaderOfTerm.delete(this.leaderOfTerm.keys().next().value as number);
+    }
+  }
+
+  private onPreVote(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote' }>): void {
+    const granted =
+      message.term > this.term && !this.inLease() && this.log.isUpToDate(message.lastIndex, message.lastTerm);
+    this.send(from, { kind: 'pre_vote_reply', term: granted ? message.term : this.term, granted });
+  }
+
+  private onPreVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote_reply' }>): void {
+    if (!message.granted && message.term > this.term) {
+      this.becomeFollower(message.term, null);
+      return;
+    }
+    if (this.role !== 'pre_candidate' || !message.granted || message.term !== this.term + 1) return;
+    this.votes.add(from);
+    if (this.votes.size >= this.majority) this.becomeCandidate();
+  }
+
+  private onVote(from: PeerId, message: Extract<LogMessage, { kind: 'vote' }>): void {
+    const granted =
+      message.term === this.term &&
+      (this.votedFor === null || this.votedFor === from) &&
+      this.log.isUpToDate(message.lastIndex, message.lastTerm);
+    if (granted) {
+      this.votedFor = from;
+      this.persistHardState();
+      this.resetElectionTimer();
+      this.note('info', 'vote granted', { to: from, peers: this.peers });
+    }
+    this.send(from, { kind: 'vote_reply', term: this.term, granted });
+  }
+
+  private onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
+    if (this.role !== 'candidate' || message.term !== this.term || !message.granted) return;
+    this.votes.add(from);
+    if (this.votes.size >= this.majority) this.becomeLeader();
+  }
+
+  // ---------------------------------------------------------------- replication: follower side
+
+  private onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
+    if (message.term < this.term) {
+      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: 0, lastIndex: this.log.lastIndex() });
+      return;
+    }
+    const problem = this.appendProblem(from, message);
+    if (problem !== null) return this.dropMessage(from, problem);
+    if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
+    if ((message.replicaEpoch ?? 0) > this.leaderReplicaEpoch) {
+      // Remembered across a restart: a chunk older than it must stay refused (see onTransferChunk).
+      this.leaderReplicaEpoch = message.replicaEpoch ?? 0;
+      this.persistHardState();
+    }
+    this.lastLeaderContactMs = this.nowMs;
+    this.resetElectionTimer();
+    const reply = this.appendEntries(message);
+    if (message.quiet && reply.success) return;
+    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: this.leaderReplicaEpoch, lastIndex: this.log.lastIndex(), ...reply });
+  }
+
+  /**
+   * The leader's ping: it may overtake the leader's earlier appends, held by its disk, so it moves
+   * no log state: it only tells this node its leader lives (no election) and is answered at once.
+   */
+  private onPing(from: PeerId, message: Extract<LogMessage, { kind: 'ping' }>): void {
+    if (message.term < this.term) return this.sendBeforeDurable(from, { kind: 'pong', term: this.term });
+    const leader = this.role === 'leader' ? this.self : this.leaderOfTerm.get(message.term);
+    if (leader !== undefined && leader !== from) return this.dropMessage(from, `two leaders in term ${message.term}: ${leader} and ${from}`);
+    if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
+    this.lastLeaderContactMs = this.nowMs;
+    this.extendElectionTimer();
+    this.sendBeforeDurable(from, { kind: 'pong', term: this.term });
+  }
+
+  /**
+   * Why an append of this term (well formed) cannot come from a correct leader, or null: another
+   * node leads this term (this one, maybe), or it would change an entry this node knows is
+   * committed, or put an entry of an older term right after the snapshot.
+   */
+  private appendProblem(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): string | null {
+    const leader = this.role === 'leader' ? this.self : this.leaderOfTerm.get(message.term);
+    if (leader !== undefined && leader !== from) return `two leaders in term ${message.term}: ${leader} and ${from}`;
+    const log = this.log;
+    for (const entry of message.entries) {
+      if (entry.index <= log.snapshotIndex) continue;
+      if (entry.index > this.commitIndex || entry.index > log.lastIndex()) break;
+      if (log.termAt(entry.index) !== entry.term) return `append would change committed entry ${entry.index}`;
+    }
+    const first = message.entries.find((entry) => entry.index > log.snapshotIndex);
+    if (message.prevIndex < log.snapshotIndex && first !== undefined && first.term < log.snapshotTerm) {
+      return 'append puts an older term after the snapshot';
+    }
+    return null;
+  }
+
+  /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
+  private appendEntries(
+    message: Extract<LogMessage, { kind: 'append' }>,
+  ): { success: boolean; matchIndex: number; hintIndex: number } {
+    const log = this.log;
+    const lastSent = message.prevIndex + message.entries.length;
+    let prevIndex = message.prevIndex;
+    let entries = message.entries;
+    if (prevIndex < log.snapshotIndex) {
+      // Entries up to the snapshot are committed here, hence identical: skip them.
+      entries = entries.filter((entry) => entry.index > log.snapshotIndex);
+      prevIndex = log.snapshotIndex;
+      if (entries.length === 0 && lastSent <= log.snapshotIndex) {
+        return { success: true, matchIndex: lastSent, hintIndex: 0 };
+      }
+    } else {
+      if (prevIndex > log.lastIndex()) return { success: false, matchIndex: 0, hintIndex: log.lastIndex() + 1 };
+      const termHere = log.termAt(prevIndex);
+      if (termHere !== message.prevTerm) return { success: false, matchIndex: 0, hintIndex: this.conflictHint(prevIndex) };
+    }
+    this.storeEntries(entries);
+    this.learnCommit(Math.min(message.commitIndex, lastSent));
+    // Sequential, three nodes: the leader and this follower are a majority. The leader's log was
+    // durable up to durableIndex when this left, and ours is before any later effect of this step
+    // is carried out; so an entry of the leader's term up to there is committed, with every entry
+    // before it (Raft §5.4), and we apply it without waiting for the commit notice. Not with
+    // linearizability: its read index is the leader's commit index, which must cover every write
+    // a follower has answered (a larger one, such as everything sent, may never be reached if the
+    // leader fails; and this saved nothing measurable there).
+    const heldByBoth = Math.min(lastSent, message.durableIndex);
+    if (this.mode === 'sequential' && this.majority === 2 && heldByBoth > this.commitIndex && this.log.termAt(heldByBoth) === message.term) {
+      this.learnCommit(heldByBoth);
+    }
+    if (this.catchUpIndex === null) this.catchUpIndex = message.commitIndex;
+    return { success: true, matchIndex: lastSent, hintIndex: 0 };
+  }
+
+  /** The first index of the conflicting term at `index`, never at or below the commit index. */
+  private conflictHint(index: number): number {
+    const conflictTerm = this.log.termAt(index);
+    let hint = index;
+    while (hint - 1 > this.commitIndex && hint - 1 > this.log.snapshotIndex && this.log.termAt(hint - 1) === conflictTerm) {
+      hint -= 1;
+    }
+    return hint;
+  }
+
+  private storeEntries(entries: readonly LogEntry[]): void {
+    let first = 0;
+    while (first < entries.length && entries[first].index <= this.log.lastIndex()) {
+      const entry = entries[first];
+      if (this.log.termAt(entry.index) !== entry.term) {
+        // Checked on receipt (appendProblem): a peer cannot get here with a committed entry.
+        assert(entry.index > this.commitIndex, `committed entry ${entry.index} would change`);
+        for (const dropped of this.log.truncateFrom(entry.index)) this.forgetProposal(dropped);
+        // Only uncommitted entries are cut, and the replica never held those.
+        this.replayUntilIndex = Math.min(this.replayUntilIndex, entry.index - 1);
+        this.persist({ kind: 'truncate', fromIndex: entry.index }, false);
+        break;
+      }
+      first += 1;
+    }
+    const fresh = first === 0 ? entries : entries.slice(first);
+    if (fresh.length === 0) return;
+    this.log.append(fresh);
+    for (const entry of fresh) this.rememberProposal(entry);
+    this.persist({ kind: 'entries', entries: fresh.slice() }, false);
+  }
+
+  private learnCommit(index: number): void {
+    if (index > this.commitIndex) this.commitIndex = Math.min(index, this.log.lastIndex());
+  }
+
+  // ---------------------------------------------------------------- replication: leader side
+
+  private onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
+    if (this.role !== 'leader' || message.term !== this.term) return;
+    const progress = this.progress.get(from);
+    if (progress === undefined) return;
+    if (message.success && message.matchIndex > this.log.lastIndex()) {
+      return this.dropMessage(from, `acks index ${message.matchIndex}, beyond the log's end ${this.log.lastIndex()}`);
+    }
+    progress.lastAckMs = this.nowMs;
+    progress.ackedRound = Math.max(progress.ackedRound, message.round);
+    progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch ?? 0);
+    progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex ?? -1);
+    if (message.success) {
+      progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
+      // What it committed on its own (see appendEntries) needs no commit notice.
+      progress.commitSent = Math.max(progress.commitSent, message.commitIndex);
+      progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
+      this.advanceCommit();
+    } else if (message.seq >= progress.rewindSeq) {
+      progress.sentIndex = Math.max(progress.matchIndex, Math.min(message.hintIndex - 1, this.log.lastIndex()));
+      progress.rewindSeq = progress.seq + 1;
+      // Below the snapshot only a transfer helps; the heartbeat starts it, not a reply storm.
+      if (progress.sentIndex >= this.log.snapshotIndex) this.sendAppend(from, false);
+    }
+    this.confirmRounds();
+  }
+
+  private onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
+    if (this.role !== 'leader' || message.term !== this.term) return;
+    const progress = this.progress.get(from);
+    if (progress !== undefined) progress.lastPongMs = this.nowMs;
+  }
+
+  /** Commit the highest index a majority has, if its entry is of the current term. */
+  private advanceCommit(): void {
+    const matches = [this.log.lastIndex()];
+    for (const progress of this.progress.values()) matches.push(progress.matchIndex);
+    matches.sort((a, b) => b - a);
+    const candidate = matches[this.majority - 1];
+    if (candidate > this.commitIndex && this.log.termAt(candidate) === this.term) this.commitIndex = candidate;
+  }
+
+  /**
+   * Sends the follower everything not yet sent (up to the batch and in-flight bounds), pipelined:
+   * no wait for the previous append's ack. `force` sends even with nothing new (a heartbeat).
+   */
+  private sendAppend(peer: PeerId, force: boolean): void {
+    const progress = this.progress.get(peer);
+    assert(progress !== undefined);
+    const prevTerm = this.log.termAt(progress.sentIndex);
+    if (prevTerm === null) {
+      this.sendHeartbeatForTransfer(peer, progress);
+      return;
+    }
+    const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
+    const available = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, inflightRoom));
+    const count = batchCount((at) => opBytes(this.log.entryAt(progress.sentIndex + 1 + at).op), available, {
+      countMax: this.tuning.appendEntriesMax,
+      bytesMax: this.tuning.batchBytesMax,
+    });
+    if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
+    const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
+    progress.seq += 1;
+    this.send(peer, {
+      kind: 'append',
+      term: this.term,
+      prevIndex: progress.sentIndex,
+      prevTerm,
+      entries,
+      commitIndex: this.commitIndex,
+      durableIndex: this.durableIndex(),
+      round: this.round,
+      seq: progress.seq,
+      quiet: count === 0 && !force,
+      replicaEpoch: this.replicaEpoch,
+    });
+    progress.sentIndex += count;
+    progress.commitSent = this.commitIndex;
+  }
+
+  /** How far our log is durable by the time a message sent now leaves (see flushAsLeader). */
+  private durableIndex(): number {
+    return this.log.lastIndex() - this.notDurableCount;
+  }
+
+  /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
+  private sendHeartbeatForTransfer(peer: PeerId, progress: Progress): void {
+    progress.seq += 1;
+    this.send(peer, {
+      kind: 'append',
+      term: this.term,
+      prevIndex: this.log.snapshotIndex,
+      prevTerm: this.log.snapshotTerm,
+      entries: [],
+      commitIndex: this.commitIndex,
+      durableIndex: this.durableIndex(),
+      round: this.round,
+      seq: progress.seq,
+      quiet: false,
+      replicaEpoch: this.replicaEpoch,
+    });
+    progress.commitSent = this.commitIndex;
+    if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
+      if (this.startTransfer(peer, 0)) progress.transferStartedMs = this.nowMs;
+    }
+  }
+
+  private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
+    // Only a forward of this term may enter the log: the origin's fast answer on a leader change
+    // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
+    if (this.role !== 'leader' || !this.hasQuorum() || message.term !== this.term) {
+      const requestIds = message.requests.map((request) => request.requestId);
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
+      return;
+    }
+    const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
+    for (const request of message.requests) {
+      // The network may duplicate a forward: an op must enter the log once, and never after its
+      // origin was told it was refused.
+      const key = proposalKey(from, message.incarnation, request.requestId);
+      if (this.proposals.has(key)) continue;
+      const refusal = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
+      if (refusal !== null) {
+        if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
+        this.refusedForwards.set(key, refusal);
+        const text = refusalText(refusal);
+        const group = refusals.get(text) ?? { refusal, requestIds: [] };
+        group.requestIds.push(request.requestId);
+        refusals.set(text, group);
+        continue;
+      }
+      const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
+      this.proposalsThisStep.push(entry);
+      this.proposals.set(key, entry.index);
+    }
+    for (const { refusal, requestIds } of refusals.values()) {
+      const { reason, detail } = refusal;
+      const said = detail === undefined ? { reason } : { reason, detail };
+      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...said });
+    }
+  }
+
+  private onForwardRefused(message: Extract<LogMessage, { kind: 'forward_refused' }>): void {
+    if (message.incarnation !== this.incarnation) return;
+    for (const requestId of message.requestIds) {
+      this.writeTerms.delete(requestId);
+      if (this.pending.delete(requestId)) this.reply(requestId, refused(message.reason, message.detail));
+    }
+  }
+
+  private rememberProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.set(proposalKey(entry.origin, entry.incarnation, entry.requestId), entry.index);
+  }
+
+  private forgetProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.delete(proposalKey(entry.origin, entry.incarnation, entry.requestId));
+  }
+
+  // ---------------------------------------------------------------- reads (read index)
+
+  /**
+   * What a read arriving now must see: everything committed, and this term's first entry. With
+   * linearizability a follower commits only what we told it is committed (see appendEntries), so
+   * no write was answered beyond our commit index.
+   */
+  private readIndexNow(): number {
+    return Math.max(this.commitIndex, this.termStartIndex);
+  }
+
+  /** Confirm leadership with a heartbeat round started after the read arrived. */
+  private awaitRound(readIndex: number, who: { localRead: RequestId } | RemoteReadBatch): void {
+    const round = this.round + 1;
+    let waiter = this.roundWaiters[this.roundWaiters.length - 1];
+    if (waiter === undefined || waiter.round !== round) {
+      waiter = { round, readIndex, localReads: [], remoteBatches: [] };
+      this.roundWaiters.push(waiter);
+    }
+    waiter.readIndex = Math.max(waiter.readIndex, readIndex);
+    if ('localRead' in who) waiter.localReads.push(who.localRead);
+    else waiter.remoteBatches.push(who);
+    this.roundRequested = true;
+  }
+
+  /** The highest round a majority (this node included) has acked. */
+  private confirmedRound(): number {
+    const rounds = [this.round];
+    for (const progress of this.progress.values()) rounds.push(progress.ackedRound);
+    rounds.sort((a, b) => b - a);
+    return rounds[this.majority - 1];
+  }
+
+  private confirmRounds(): void {
+    if (this.roundWaiters.length === 0) return;
+    const confirmed = this.confirmedRound();
+    while (this.roundWaiters.length > 0 && this.roundWaiters[0].round <= confirmed) {
+      const waiter = this.roundWaiters.shift() as RoundWaiter;
+      for (const requestId of waiter.localReads) this.awaitApply(requestId, waiter.readIndex);
+      for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, waiter.readIndex);
+    }
+  }
+
+  private awaitApply(requestId: RequestId, readIndex: number): void {
+    if (!this.pending.has(requestId)) return;
+    const queue = this.readsAwaitingApply;
+    let at = queue.length;
+    while (at > 0 && queue[at - 1].readIndex > readIndex) at -= 1;
+    queue.splice(at, 0, { requestId, readIndex });
+  }
+
+  /**
+   * A follower asks for our read index. A read index must be taken while a majority still follows
+   * us, so that no other leader can have committed a write we do not have (Raft §6.4). With three
+   * nodes we answer at once: the asker's request, sent after its reads arrived, is its
+   * acknowledgement, and it takes our answer only if its term has not moved by the time the answer
+   * arrives (onReadIndexReply) — so it voted for no one else before we read our commit index, and
+   * with us it is a majority no other candidate could win. With more nodes, a heartbeat round.
+   */
+  private onReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
+    const batch = { from, incarnation: message.incarnation, batchId: message.batchId };
+    if (this.role !== 'leader' || !this.hasQuorum()) this.answerReadIndex(batch, null);
+    else if (this.majority === 2) this.answerReadIndex(batch, this.readIndexNow());
+    else this.awaitRound(this.readIndexNow(), batch);
+  }
+
+  private answerReadIndex(batch: RemoteReadBatch, readIndex: number | null): void {
+    this.send(batch.from, { kind: 'read_index_reply', term: this.term, incarnation: batch.incarnation, batchId: batch.batchId, readIndex });
+  }
+
+  /**
+   * Our read batch got its read index (null: refused). Only an answer to this run's request, from
+   * the leader of the term it was asked in, while we are still in that term (see onReadIndex);
+   * otherwise its reads are refused, as reads that changed nothing.
+   */
+  private onReadIndexReply(message: Extract<LogMessage, { kind: 'read_index_reply' }>): void {
+    if (message.incarnation !== this.incarnation) return;
+    const batch = this.readBatches.get(message.batchId);
+    if (batch === undefined) return;
+    this.readBatches.delete(message.batchId);
+    const confirmed = message.readIndex !== null && message.term === batch.term && this.term === batch.term;
+    for (const requestId of batch.requestIds) {
+      if (confirmed) this.awaitApply(requestId, message.readIndex as number);
+      else this.refuseRequest(requestId, refused('no_quorum', 'leader could not confirm the read'));
+    }
+  }
+
+  private serveReads(): void {
+    const queue = this.readsAwaitingApply;
+    let served = 0;
+    while (served < queue.length && queue[served].readIndex <= this.appliedIndex && this.replicaValid) {
+      const { requestId, readIndex } = queue[served];
+      const pending = this.pending.get(requestId);
+      // Still behind its session's write: it goes on when that write is applied (settleSession).
+      if (pending !== undefined && this.sessions.isHeld(requestId)) pending.readIndex = readIndex;
+      else this.serveNow(requestId);
+      served += 1;
+    }
+    if (served > 0) queue.splice(0, served);
+  }
+
+  // ---------------------------------------------------------------- end of step
+
+  /** After every event: apply what is committed, serve reads that may go, compact. */
+  private afterStep(): void {
+    this.applyCommitted();
+    this.answerLostWrites();
+    this.serveReads();
+    this.compactIfDue();
+  }
+
+  /**
+   * On `flush` (the end of a turn) or a tick: append what the turn proposed and send it, one
+   * message per peer: one append per follower, one forward and one read-index request to the
+   * leader, one heartbeat round confirming every read of the turn.
+   */
+  private flushOutgoing(): void {
+    if (this.role === 'leader') this.flushAsLeader();
+    else this.flushAsFollower();
+  }
+
+  private flushAsLeader(): void {
+    if (this.forwardsThisStep.length > 0 || this.readsThisStep.length > 0) {
+      // Became leader within this step: take them as our own.
+      for (const request of this.forwardsThisStep) {
+        this.proposalsThisStep.push(this.newEntry(request.op, this.self, this.incarnation, request.requestId));
+      }
+      for (const requestId of this.readsThisStep) this.awaitRound(this.readIndexNow(), { localRead: requestId });
+      this.forwardsThisStep = [];
+      this.readsThisStep = [];
+    }
+    const fresh = this.proposalsThisStep;
+    if (fresh.length > 0) {
+      this.proposalsThisStep = [];
+      this.log.append(fresh);
+      for (const entry of fresh) {
+        this.rememberProposal(entry);
+        if (entry.origin === this.self && entry.requestId !== null) this.noteWriteSent(entry.requestId);
+      }
+    }
+    if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
+    // One read-confirming round per turn that has reads. (Holding reads back while a round is in
+    // flight, to confirm more per round, cost more in waiting than it saved in messages: measured.)
+    const heartbeat = this.roundRequested;
+    if (heartbeat) {
+      this.round += 1;
+      this.roundRequested = false;
+    }
+    // The appends leave first and we write our own copy while they travel (Raft §10.2.1); they
+    // say it is not durable yet (durableIndex), so a follower commits these entries on a later
+    // append (or our commit notice). Everything after the record (commits, replies, later sends)
+    // waits for its fsync. (Writing our copy before sending, so that the follower that originated
+    // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
+    this.notDurableCount = fresh.length;
+    const confirmers: readonly PeerId[] = heartbeat ? this.roundConfirmers() : [];
+    for (const peer of this.peers) this.sendAppend(peer, confirmers.includes(peer));
+    if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
+    this.notDurableCount = 0;
+    this.advanceCommit();
+    this.confirmRounds();
+  }
+
+  /**
+   * The followers a read-confirming round goes to. Its acks must make a majority with us; with
+   * three nodes one follower does: the one heard from last. With more nodes, all. (Should that
+   * one not answer, the next heartbeat goes to every follower and confirms it.)
+   */
+  private roundConfirmers(): readonly PeerId[] {
+    if (this.majority !== 2) return this.peers;
+    let freshest: PeerId | null = null;
+    let freshestMs = Number.NEGATIVE_INFINITY;
+    for (const [peer, progress] of this.progress) {
+      if (progress.lastAckMs > freshestMs) {
+        freshest = peer;
+        freshestMs = progress.lastAckMs;
+      }
+    }
+    return freshest === null ? this.peers : [freshest];
+  }
+
+  private flushAsFollower(): void {
+    const leader = this.leader;
+    if (this.forwardsThisStep.length > 0) {
+      const requests = this.forwardsThisStep;
+      this.forwardsThisStep = [];
+      if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, refused('no_quorum', 'no leader'));
+      else {
+        for (const request of requests) this.noteWriteSent(request.requestId);
+        this.sendForwards(leader, requests);
+      }
+    }
+    if (this.readsThisStep.length > 0) {
+      const reads = this.readsThisStep;
+      this.readsThisStep = [];
+      if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, refused('no_quorum', 'no leader'));
+      else {
+        this.readBatchId += 1;
+        this.readBatches.set(this.readBatchId, { term: this.term, requestIds: reads });
+        this.send(leader, { kind: 'read_index', term: this.term, incarnation: this.incarnation, batchId: this.readBatchId });
+      }
+    }
+  }
+
+  /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
+  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[]): void {
+    const limits = { countMax: this.tuning.queueDepthMax, bytesMax: this.tuning.batchBytesMax };
+    let start = 0;
+    while (start < requests.length) {
+      const count = batchCount((at) => opBytes(requests[start + at].op), requests.length - start, limits);
+      this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests: requests.slice(start, start + count) });
+      start += count;
+    }
+  }
+
+  private noteWriteSent(requestId: RequestId): void {
+    this.writeTerms.delete(requestId);
+    this.writeTerms.set(requestId, this.term);
+  }
+
+  /**
+   * A committed entry of term T fixes the log up to it, and an entry of an earlier term can only
+   * sit before it (terms never decrease along the log). So our writes sent in a term < T that are
+   * not in the log up to the commit index will never be applied: answer them now, so the client
+   * retries at once instead of waiting for the request timeout.
+   */
+  private answerLostWrites(): void {
+    if (this.writeTerms.size === 0) return;
+    const commitTerm = this.log.termAt(this.commitIndex) ?? 0;
+    for (const [requestId, term] of this.writeTerms) {
+      if (term >= commitTerm) break;
+      this.writeTerms.delete(requestId);
+      if (!this.pending.has(requestId)) continue;
+      const index = this.proposals.get(proposalKey(this.self, this.incarnation, requestId));
+      if (index !== undefined && index <= this.commitIndex) continue;
+      this.refuseRequest(requestId, refused('outcome_unknown', 'the leader changed before it committed; retry'));
+    }
+  }
+
+  private applyCommitted(): void {
+    if (!this.replicaValid) return;
+    while (this.appliedIndex < this.commitIndex) {
+      this.appliedIndex += 1;
+      const entry = this.log.entryAt(this.appliedIndex);
+      if (entry.op === null) continue;
+      let requestId: RequestId | null = null;
+      if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
+        if (this.pending.has(entry.requestId)) requestId = entry.requestId;
+        this.writeTerms.delete(entry.requestId);
+      }
+      // The reads its connection sent before it must not see it: served now, if not yet. (A
+      // linearizable one may not have its read index: every write that completed before it was
+      // sent is in the log before this one, sent after it.)
+      if (requestId !== null) for (const read of this.sessions.takeReadsBefore(requestId)) this.serveNow(read);
+      if (this.replicaSkipsApplied) this.touch(entry.op);
+      this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
+      if (requestId !== null) {
+        this.pending.delete(requestId);
+        this.settleSession(requestId);
+      }
+    }
+    if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) {
+      this.caughtUp = true;
+      this.note('info', 'replay done: caught up, serving', { appliedIndex: this.appliedIndex, leader: this.leader, peers: this.peers });
+    }
+  }
+
+  /**
+   * Drops applied entries from the log once there are more than the threshold. A leader keeps
+   * what its live followers still lack, so a slow (not dead) follower needs no state transfer.
+   */
+  private compactIfDue(): void {
+    const threshold = this.tuning.compactionThresholdEntries;
+    if (this.appliedIndex - this.log.snapshotIndex <= threshold || !this.replicaValid) return;
+    if (!this.replicaSkipsApplied) return this.compactTo(this.appliedIndex);
+    // The snapshot will be trusted on restart: first make sure every apply up to it completed.
+    if (this.compactionFetch !== null || this.compactionTarget(this.appliedIndex) === null) return;
+    const token = this.nextStoreToken();
+    this.compactionFetch = { token, target: this.appliedIndex };
+    this.out.push({ kind: 'fetch', token, keys: [...this.touchedKeys] });
+    this.touchedKeys = new Set();
+  }
+
+  private touch(op: Op): void {
+    const keys = opKeys(op);
+    if (keys !== null) for (const key of keys) this.touchedKeys.add(key);
+  }
+
+  /** Where to compact to, given applies completed up to `applied`; null: not worth it now. */
+  private compactionTarget(applied: number): number | null {
+    let target = Math.min(applied, this.appliedIndex);
+    if (target <= this.log.snapshotIndex || !this.replicaValid) return null;
+    if (this.role === 'leader') {
+      for (const progress of this.progress.values()) {
+        if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) target = Math.min(target, progress.matchIndex);
+      }
+      if (target - this.log.snapshotIndex <= this.tuning.compactionThresholdEntries / 2) return null;
+    }
+    return target;
+  }
+
+  /** Compacts to `applied` (or, at a leader, what its live followers still need). */
+  private compactTo(applied: number): void {
+    const target = this.compactionTarget(applied);
+    if (target === null) return;
+    const dropped = this.log.compactTo(target);
+    for (const entry of dropped) this.forgetProposal(entry);
+    this.compactedForwards.note(dropped, this.self, this.nowMs);
+    this.persistSnapshot();
+  }
+
+  // ---------------------------------------------------------------- state transfer
+
+  /**
+   * A follower asks its leader for a replica; a leader asks its peers in turn; a node that knows
+   * no leader waits for one. (Only those transfers are installed: see onTransferChunk.)
+   */
+  private requestTransferIfDue(): void {
+    if (this.transferMinIndex === null || this.nowMs < this.nextTransferRequestMs) return;
+    let target: PeerId | null = null;
+    if (this.role === 'leader' && this.peers.length > 0) {
+      target = this.peers[this.transferTarget % this.peers.length];
+      this.transferTarget += 1;
+    } else if (this.role === 'follower') {
+      target = this.leader;
+    }
+    if (target === null) return;
+    this.nextTransferRequestMs = this.nowMs + this.failureTimeoutMs;
+    this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex, emptied: this.replicaEmptied, replicaEpoch: this.leaderReplicaEpoch });
+  }
+
+  private onTransferRequest(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_request' }>): void {
+    if (this.startTransfer(from, message.minIndex) || this.replicaValid || !message.emptied) return;
+    // Only an ask that has seen our replica lost: no transfer of ours can rebuild it any more.
+    if (this.role !== 'leader' || message.term !== this.term || (message.replicaEpoch ?? 0) !== this.replicaEpoch) return;
+    this.transferAskedMs.set(from, this.nowMs);
+    this.startOverIfEveryReplicaLost();
+  }
+
+  /**
+   * Every replica lost its contents (every memcached restarted empty, as after a reboot) and the
+   * log was compacted, so no node can rebuild from another: the data up to the snapshot is gone.
+   * The leader knows it when its own backend restarted empty and every peer, in this term, has
+   * lately asked it for a transfer saying the same of its own, or lags behind the snapshot (its
+   * log ends before it, so it can only be rebuilt by a transfer too). Such a peer stays without a
+   * replica until this leader serves one, since a follower installs transfers only from its
+   * leader; so when the leader decides, no replica holds anything. Rather than refuse forever, it
+   * starts over from an empty replica as of the snapshot and replays the log after it; the peers
+   * then get that by transfer, so every replica holds the same. (A replica that is merely
+   * untrusted, after a failed write, may still hold the data: then the cluster keeps refusing.)
+   */
+  private startOverIfEveryReplicaLost(): void {
+    if (this.role !== 'leader' || this.replicaValid || !this.replicaEmptied || this.transferMinIndex === null) return;
+    const windowMs = 2 * this.failureTimeoutMs;
+    const lost = (peer: PeerId): boolean => {
+      if (this.nowMs - (this.transferAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= windowMs) return true;
+      const progress = this.progress.get(peer);
+      return (
+        progress !== undefined &&
+        progress.lastIndex >= 0 &&
+        progress.lastIndex < this.log.snapshotIndex &&
+        progress.replicaEpochSeen === this.replicaEpoch &&
+        this.nowMs - progress.lastAckMs < this.failureTimeoutMs
+      );
+    };
+    if (!this.peers.every(lost)) return;
+    this.note('warn', 'every replica lost its data and the log was compacted: starting over from an empty replica', {
+      snapshotIndex: this.log.snapshotIndex,
+      lastIndex: this.log.lastIndex(),
+    });
+    this.transferAskedMs.clear();
+    this.out.push({ kind: 'reset' });
+    // As after a transfer: one put marks where the (empty) state ends; trusted once it completed.
+    const token = this.nextStoreToken();
+    this.transferPutsPending.add(token);
+    this.out.push({ kind: 'put', entries: [], how: 'overwrite', token });
+    this.appliedIndex = this.log.snapshotIndex;
+    this.replicaValid = true;
+    this.transferMinIndex = null;
+  }
+
+  /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
+  private startTransfer(to: PeerId, minIndex: number): boolean {
+    if (!this.replicaValid || this.appliedIndex < minIndex || this.appliedIndex === 0) return false;
+    if (this.appliedIndex < this.replayUntilIndex) return false;
+    const indexTerm = this.log.termAt(this.appliedIndex);
+    assert(indexTerm !== null);
+    const token = this.nextStoreToken();
+    this.outgoingTransfers.set(token, { to, index: this.appliedIndex, indexTerm, replicaEpoch: this.replicaEpoch });
+    this.out.push({ kind: 'fetch', token, keys: null });
+    return true;
+  }
+
+  private onFetched(token: number, entries: KeyedEntry[]): void {
+    if (this.compactionFetch !== null && this.compactionFetch.token === token) {
+      const { target } = this.compactionFetch;
+      this.compactionFetch = null;
+      return this.compactTo(target);
+    }
+    const transfer = this.outgoingTransfers.get(token);
+    if (transfer === undefined) return;
+    this.outgoingTransfers.delete(token);
+    const chunks = this.transferChunks(entries);
+    const chunkCount = chunks.length;
+    this.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
+    const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer.index);
+    for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
+      this.send(transfer.to, {
+        kind: 'transfer_chunk',
+        term: this.term,
+        replicaEpoch: transfer.replicaEpoch,
+        transferId: token,
+        index: transfer.index,
+        indexTerm: transfer.indexTerm,
+        chunkNumber,
+        chunkCount,
+        entries: chunks[chunkNumber],
+        ...(chunkNumber === 0 ? { committedForwards } : {}),
+      });
+    }
+  }
+
+  /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
+  private transferChunks(entries: readonly KeyedEntry[]): KeyedEntry[][] {
+    const chunks: KeyedEntry[][] = [];
+    const limits = { countMax: this.tuning.transferChunkEntriesMax, bytesMax: this.tuning.batchBytesMax };
+    let start = 0;
+    while (start < entries.length) {
+      const count = batchCount((at) => keyedEntryBytes(entries[start + at]), entries.length - start, limits);
+      chunks.push(entries.slice(start, start + count));
+      start += count;
+    }
+    return chunks.length === 0 ? [[]] : chunks;
+  }
+
+  /**
+   * The writes `peer` forwarded that are committed at or before `index` (this node applied
+   * `index`): in the log, then compacted lately. At most what a node may have pending.
+   */
+  private forwardsCommittedThrough(peer: PeerId, index: number): CommittedForward[] {
+    const limit = this.tuning.queueDepthMax;
+    const found: CommittedForward[] = [];
+    for (let at = index; at > this.log.snapshotIndex && found.length < limit; at -= 1) {
+      const { origin, incarnation, requestId } = this.log.entryAt(at);
+      if (origin === peer && requestId !== null) found.push({ incarnation, requestId, index: at });
+    }
+    return found.concat(this.compactedForwards.committedThrough(peer, index, this.nowMs, limit - found.length));
+  }
+
+  /**
+   * Installs only a transfer of this term: as a follower, from this term's leader and not older
+   * than the leader's replica epoch it has seen; as the leader, from any peer, but only while it
+   * waits for one. So a follower that asked its leader for one (telling it its replica was lost)
+   * is rebuilt by that leader or not at all, and a start-over is never overwritten by a late chunk:
+   * both of which the leader's start-over relies on.
+   */
+  private onTransferChunk(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_chunk' }>): void {
+    if (message.term !== this.term) return;
+    if (this.role === 'leader') {
+      // Only while it waits for one: a late chunk must not replace what a start-over began.
+      if (this.transferMinIndex === null) return;
+    } else if (from !== this.leader || (message.replicaEpoch ?? 0) < this.leaderReplicaEpoch) {
+      return;
+    }
+    if (this.replicaValid && message.index <= this.appliedIndex) return;
+    if (message.index < this.log.snapshotIndex) return;
+    if (this.contradictsCommitted(message.index, message.indexTerm)) {
+      return this.dropMessage(from, `transfer at ${message.index} disagrees with a committed entry`);
+    }
+    let incoming = this.incoming;
+    if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
+      const same =
+        incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
+      if (!same) return this.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
+    } else {
+      incoming = {
+        from,
+        transferId: message.transferId,
+        index: message.index,
+        indexTerm: message.indexTerm,
+        chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
+        received: 0,
+        committedForwards: [],
+      };
+      this.incoming = incoming;
+    }
+    if (incoming.chunks[message.chunkNumber] !== undefined) return;
+    incoming.chunks[message.chunkNumber] = message.entries;
+    if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
+    incoming.received += 1;
+    if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
+  }
+
+  /** Whether an entry of `term` at `index` would contradict one this node knows is committed. */
+  private contradictsCommitted(index: number, term: number): boolean {
+    if (index > this.commitIndex) return false;
+    const termHere = this.log.termAt(index);
+    return termHere !== null && termHere !== term;
+  }
+
+  /** Replace the replica with the transferred one and continue the log after its index. */
+  private installTransfer(incoming: IncomingTransfer): void {
+    this.incoming = null;
+    const { index, indexTerm } = incoming;
+    this.note('info', 'state transfer received', { peer: incoming.from, index, chunks: incoming.chunks.length });
+    // The transferred state may hold writes of this node's clients that were never applied here
+    // (committed while it lagged, some before their entries reached it): a read a connection sent
+    // before such a write must not see it, and it can no longer be served without it.
+    for (const read of this.sessions.takeReadsBeforeUnsettledWrites()) this.refuseRequest(read, TRANSFERRED_PAST_READ);
+    this.out.push({ kind: 'reset' });
+    // At least one put, even for an empty replica: it marks where the transferred state ends.
+    // Until every put completed, a restart must not trust the replica.
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+    this.transferPutsPending.clear();
+    this.replayUntilIndex = 0;
+    this.replicaTrusted = false;
+    for (const chunk of incoming.chunks) {
+      const token = this.nextStoreToken();
+      this.transferPutsPending.add(token);
+      this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token });
+    }
+    if (this.log.termAt(index) === indexTerm) {
+      // Our log matches the transfer's up to its index: what it drops is committed.
+      const dropped = this.log.compactTo(index);
+      for (const entry of dropped) {
+        this.forgetProposal(entry);
+        if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
+          this.answerTransferredWrite(entry.requestId, entry.index);
+        }
+      }
+      this.compactedForwards.note(dropped, this.self, this.nowMs);
+    } else {
+      // Checked on receipt of every chunk (contradictsCommitted), and the commit index only grows
+      // by log entries that agree with the leader's, whose transfer this is.
+      assert(index > this.commitIndex, 'a transfer disagrees with a committed entry');
+      for (const dropped of this.log.resetTo(index, indexTerm)) this.forgetProposal(dropped);
+    }
+    for (const { incarnation, requestId, index: entryIndex } of incoming.committedForwards) {
+      if (incarnation === this.incarnation) this.answerTransferredWrite(requestId, entryIndex);
+    }
+    this.commitIndex = Math.max(this.commitIndex, index);
+    this.appliedIndex = index;
+    this.replicaValid = true;
+    // Reset above: until the puts are confirmed (trusted), it counts as emptied still. If every
+    // replica is lost meanwhile, a start-over may discard it: what it holds up to the snapshot is
+    // what the README says such a loss costs, and after the snapshot is in the logs.
+    this.replicaEmptied = true;
+    this.transferMinIndex = null;
+    if (this.catchUpIndex === null && this.role === 'follower' && this.leader === incoming.from) this.catchUpIndex = index;
+    this.persistSnapshot();
+  }
+
+  // ---------------------------------------------------------------- persistence and sending
+
+  private onApplied(token: number): void {
+    if (!this.transferPutsPending.delete(token) || this.transferPutsPending.size > 0) return;
+    this.setReplicaTrusted(true);
+  }
+
+  private ackedPeers(): PeerId[] {
+    const acked: PeerId[] = [];
+    for (const [peer, progress] of this.progress) if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) acked.push(peer);
+    return acked;
+  }
+}
