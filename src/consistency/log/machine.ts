@@ -11,6 +11,8 @@ import type { Effect, Event, KeyedEntry, MachineStatus, PeerId, RequestId } from
 import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
 import { CompactedForwards } from './compacted-forwards.ts';
 import { LogCore } from './core.ts';
+import { ProgressTracker, type Progress } from './progress.ts';
+import { ReadIndex } from './read-index.ts';
 import { SessionOrder } from './session-order.ts';
 import { logMessageProblem } from './validate.ts';
 import { restoredRecord } from './restore.ts';
@@ -29,44 +31,6 @@ interface Pending {
   deadlineMs: number;
   /** A linearizable read's index, once known, while the read is held behind its session's write. */
   readIndex?: number;
-}
-
-/** The leader's view of one follower. */
-interface Progress {
-  matchIndex: number;
-  /** Entries up to here were sent (maybe not acked yet). */
-  sentIndex: number;
-  commitSent: number;
-  lastAckMs: number;
-  /** Its last pong: alive, its acks maybe held by its disk (check-quorum counts it, rounds do not). */
-  lastPongMs: number;
-  ackedRound: number;
-  seq: number;
-  /** Rejections of appends sent before this seq are stale. */
-  rewindSeq: number;
-  transferStartedMs: number;
-  /** The greatest replica epoch of ours the peer has acknowledged seeing. */
-  replicaEpochSeen: number;
-  /**
-   * The greatest last log index the peer has replied with in this term (−1 before its first
-   * reply): a peer whose log ends before our snapshot can only be rebuilt by a transfer.
-   */
-  lastIndex: number;
-}
-
-/** Reads (local request ids and remote batches) waiting for a majority to ack `round`. */
-interface RoundWaiter {
-  round: number;
-  readIndex: number;
-  localReads: RequestId[];
-  remoteBatches: RemoteReadBatch[];
-}
-
-/** A follower's read-index request, as the leader answers it. */
-interface RemoteReadBatch {
-  from: PeerId;
-  incarnation: number;
-  batchId: number;
 }
 
 interface IncomingTransfer {
@@ -121,25 +85,17 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private proposalsThisStep: LogEntry[] = [];
   private forwardsThisStep: ForwardedRequest[] = [];
   private readsThisStep: RequestId[] = [];
-  private readBatchId = 0;
-  /** Our read-index requests awaiting the leader's answer: the term each was asked in, and its reads. */
-  private readonly readBatches = new Map<number, { term: number; requestIds: RequestId[] }>();
   /**
    * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
    * in send order (so terms never decrease along the map). Once an entry of a later term is
    * committed, a write of an earlier term that is not in the log by then never will be.
    */
   private readonly writeTerms = new Map<RequestId, number>();
-  /** Reads with a read index, waiting for applied ≥ readIndex; sorted by readIndex. */
-  private readsAwaitingApply: Array<{ requestId: RequestId; readIndex: number }> = [];
 
   // Leader state.
-  private readonly progress = new Map<PeerId, Progress>();
+  private readonly progress: ProgressTracker;
+  private readonly reads: ReadIndex;
   private heartbeatDueMs = 0;
-  private round = 0;
-  private roundRequested = false;
-  private roundWaiters: RoundWaiter[] = [];
-  private termStartIndex = 0;
   /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
   private notDurableCount = 0;
 
@@ -164,6 +120,18 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   constructor(options: ReplicatedLogOptions) {
     super(options);
     this.refuseStore = options.refuseStore ?? (() => null);
+    this.progress = new ProgressTracker({ majority: this.majority, failureTimeoutMs: this.failureTimeoutMs });
+    this.reads = new ReadIndex(this, this.progress, {
+      isPending: (requestId) => this.pending.has(requestId),
+      refuse: (requestId, refusal) => this.refuseRequest(requestId, refusal),
+      serve: (requestId) => this.serveNow(requestId),
+      holdBehindWrite: (requestId, readIndex) => {
+        const pending = this.pending.get(requestId);
+        if (pending === undefined || !this.sessions.isHeld(requestId)) return false;
+        pending.readIndex = readIndex;
+        return true;
+      },
+    });
     this.compactedForwards = new CompactedForwards(
       this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs,
       this.tuning.queueDepthMax * this.peers.length,
@@ -454,7 +422,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** A read index: the leader confirms its own with a round; a follower asks the leader's. */
   private startLinearizableRead(requestId: RequestId): void {
-    if (this.role === 'leader') this.awaitRound(this.readIndexNow(), { localRead: requestId });
+    if (this.role === 'leader') this.reads.awaitRoundForLocal(requestId);
     else this.readsThisStep.push(requestId);
   }
 
@@ -467,7 +435,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     for (const read of this.sessions.settle(requestId)) {
       if (this.mode === 'linearizability') {
         const readIndex = this.pending.get(read)?.readIndex;
-        if (readIndex !== undefined) this.awaitApply(read, readIndex);
+        if (readIndex !== undefined) this.reads.awaitApply(read, readIndex);
         continue;
       }
       const refusal = this.cannotServe(null);
@@ -516,7 +484,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** A leader with a recent quorum, or a follower that heard from its leader recently (as of `atMs`). */
   private knowsLiveLeader(atMs = this.nowMs): boolean {
-    if (this.role === 'leader') return this.hasQuorum(atMs);
+    if (this.role === 'leader') return this.progress.hasQuorum(atMs);
     return (
       this.role === 'follower' &&
       this.leader !== null &&
@@ -548,11 +516,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     const forward = (atMs: number): number => Math.max(atMs, Math.min(this.nowMs, atMs + pausedMs));
     this.electionDeadlineMs += pausedMs;
     this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
-    for (const progress of this.progress.values()) {
-      progress.lastAckMs = forward(progress.lastAckMs);
-      progress.lastPongMs = forward(progress.lastPongMs);
-      progress.transferStartedMs += pausedMs;
-    }
+    this.progress.excusePause(forward, pausedMs);
     for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
   }
 
@@ -601,9 +565,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'forward_refused':
         return this.onForwardRefused(message);
       case 'read_index':
-        return this.onReadIndex(from, message);
+        return this.reads.onReadIndex(from, message);
       case 'read_index_reply':
-        return this.onReadIndexReply(message);
+        return this.reads.onReadIndexReply(message);
       case 'transfer_request':
         return this.onTransferRequest(from, message);
       case 'transfer_chunk':
@@ -654,7 +618,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   }
 
   private tickAsLeader(): void {
-    if (!this.hasQuorum()) {
+    if (!this.progress.hasQuorum(this.nowMs)) {
       this.becomeFollower(this.term, null);
       this.resetElectionTimer();
       return;
@@ -667,15 +631,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       }
     }
     this.startOverIfEveryReplicaLost();
-  }
-
-  /** Check-quorum: has a majority (this node included) acked within the failure timeout? */
-  private hasQuorum(atMs = this.nowMs): boolean {
-    let count = 1;
-    for (const progress of this.progress.values()) {
-      if (atMs - Math.max(progress.lastAckMs, progress.lastPongMs) < this.failureTimeoutMs) count += 1;
-    }
-    return count >= this.majority;
   }
 
   private becomePreCandidate(): void {
@@ -719,29 +674,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: [...this.votes] });
     this.role = 'leader';
     this.leader = this.self;
-    this.progress.clear();
+    this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
     this.transferAskedMs.clear();
-    for (const peer of this.peers) {
-      this.progress.set(peer, {
-        matchIndex: 0,
-        sentIndex: this.log.lastIndex(),
-        commitSent: 0,
-        lastAckMs: this.nowMs,
-        lastPongMs: Number.NEGATIVE_INFINITY,
-        ackedRound: 0,
-        seq: 0,
-        rewindSeq: 0,
-        transferStartedMs: Number.NEGATIVE_INFINITY,
-        replicaEpochSeen: 0,
-        lastIndex: -1,
-      });
-    }
-    this.round = 0;
-    this.roundWaiters = [];
     this.heartbeatDueMs = this.nowMs;
     this.proposalsThisStep.push(this.newEntry(null, this.self, this.incarnation, null));
-    this.termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
-    if (this.catchUpIndex === null) this.catchUpIndex = this.termStartIndex;
+    const termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
+    this.reads.startTerm(termStartIndex);
+    if (this.catchUpIndex === null) this.catchUpIndex = termStartIndex;
     this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
   }
 
@@ -766,12 +705,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
   private leaveLeadership(refusal: Refusal): void {
     if (this.role !== 'leader') return;
-    this.note('warn', 'stepped down', { why: refusalText(refusal), peers: this.peers, acked: this.ackedPeers() });
-    for (const waiter of this.roundWaiters) {
-      for (const requestId of waiter.localReads) this.refuseRequest(requestId, refusal);
-      for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, null);
-    }
-    this.roundWaiters = [];
+    this.note('warn', 'stepped down', { why: refusalText(refusal), peers: this.peers, acked: this.progress.ackedPeers(this.nowMs) });
+    this.reads.stepDown(refusal);
     this.progress.clear();
     this.leader = null;
     // Proposals not yet in the log never will be: ours go to the next leader, others' are dropped.
@@ -798,10 +733,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
   private refuseForwardsAndReads(refusal: Refusal): void {
-    for (const { requestIds } of this.readBatches.values()) {
-      for (const requestId of requestIds) this.refuseRequest(requestId, refusal);
-    }
-    this.readBatches.clear();
+    this.reads.refuseAsked(refusal);
   }
 
   /**
@@ -1028,7 +960,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       // Below the snapshot only a transfer helps; the heartbeat starts it, not a reply storm.
       if (progress.sentIndex >= this.log.snapshotIndex) this.sendAppend(from, false);
     }
-    this.confirmRounds();
+    this.reads.confirmRounds();
   }
 
   private onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
@@ -1039,10 +971,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** Commit the highest index a majority has, if its entry is of the current term. */
   private advanceCommit(): void {
-    const matches = [this.log.lastIndex()];
-    for (const progress of this.progress.values()) matches.push(progress.matchIndex);
-    matches.sort((a, b) => b - a);
-    const candidate = matches[this.majority - 1];
+    const candidate = this.progress.majorityMatch(this.log.lastIndex());
     if (candidate > this.commitIndex && this.log.termAt(candidate) === this.term) this.commitIndex = candidate;
   }
 
@@ -1075,7 +1004,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       entries,
       commitIndex: this.commitIndex,
       durableIndex: this.durableIndex(),
-      round: this.round,
+      round: this.reads.round,
       seq: progress.seq,
       quiet: count === 0 && !force,
       replicaEpoch: this.replicaEpoch,
@@ -1100,7 +1029,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       entries: [],
       commitIndex: this.commitIndex,
       durableIndex: this.durableIndex(),
-      round: this.round,
+      round: this.reads.round,
       seq: progress.seq,
       quiet: false,
       replicaEpoch: this.replicaEpoch,
@@ -1114,7 +1043,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
     // Only a forward of this term may enter the log: the origin's fast answer on a leader change
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
-    if (this.role !== 'leader' || !this.hasQuorum() || message.term !== this.term) {
+    if (this.role !== 'leader' || !this.progress.hasQuorum(this.nowMs) || message.term !== this.term) {
       const requestIds = message.requests.map((request) => request.requestId);
       this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
       return;
@@ -1164,112 +1093,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   // ---------------------------------------------------------------- reads (read index)
 
-  /**
-   * What a read arriving now must see: everything committed, and this term's first entry. With
-   * linearizability a follower commits only what we told it is committed (see appendEntries), so
-   * no write was answered beyond our commit index.
-   */
-  private readIndexNow(): number {
-    return Math.max(this.commitIndex, this.termStartIndex);
-  }
-
-  /** Confirm leadership with a heartbeat round started after the read arrived. */
-  private awaitRound(readIndex: number, who: { localRead: RequestId } | RemoteReadBatch): void {
-    const round = this.round + 1;
-    let waiter = this.roundWaiters[this.roundWaiters.length - 1];
-    if (waiter === undefined || waiter.round !== round) {
-      waiter = { round, readIndex, localReads: [], remoteBatches: [] };
-      this.roundWaiters.push(waiter);
-    }
-    waiter.readIndex = Math.max(waiter.readIndex, readIndex);
-    if ('localRead' in who) waiter.localReads.push(who.localRead);
-    else waiter.remoteBatches.push(who);
-    this.roundRequested = true;
-  }
-
-  /** The highest round a majority (this node included) has acked. */
-  private confirmedRound(): number {
-    const rounds = [this.round];
-    for (const progress of this.progress.values()) rounds.push(progress.ackedRound);
-    rounds.sort((a, b) => b - a);
-    return rounds[this.majority - 1];
-  }
-
-  private confirmRounds(): void {
-    if (this.roundWaiters.length === 0) return;
-    const confirmed = this.confirmedRound();
-    while (this.roundWaiters.length > 0 && this.roundWaiters[0].round <= confirmed) {
-      const waiter = this.roundWaiters.shift() as RoundWaiter;
-      for (const requestId of waiter.localReads) this.awaitApply(requestId, waiter.readIndex);
-      for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, waiter.readIndex);
-    }
-  }
-
-  private awaitApply(requestId: RequestId, readIndex: number): void {
-    if (!this.pending.has(requestId)) return;
-    const queue = this.readsAwaitingApply;
-    let at = queue.length;
-    while (at > 0 && queue[at - 1].readIndex > readIndex) at -= 1;
-    queue.splice(at, 0, { requestId, readIndex });
-  }
-
-  /**
-   * A follower asks for our read index. A read index must be taken while a majority still follows
-   * us, so that no other leader can have committed a write we do not have (Raft §6.4). With three
-   * nodes we answer at once: the asker's request, sent after its reads arrived, is its
-   * acknowledgement, and it takes our answer only if its term has not moved by the time the answer
-   * arrives (onReadIndexReply) — so it voted for no one else before we read our commit index, and
-   * with us it is a majority no other candidate could win. With more nodes, a heartbeat round.
-   */
-  private onReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
-    const batch = { from, incarnation: message.incarnation, batchId: message.batchId };
-    if (this.role !== 'leader' || !this.hasQuorum()) this.answerReadIndex(batch, null);
-    else if (this.majority === 2) this.answerReadIndex(batch, this.readIndexNow());
-    else this.awaitRound(this.readIndexNow(), batch);
-  }
-
-  private answerReadIndex(batch: RemoteReadBatch, readIndex: number | null): void {
-    this.send(batch.from, { kind: 'read_index_reply', term: this.term, incarnation: batch.incarnation, batchId: batch.batchId, readIndex });
-  }
-
-  /**
-   * Our read batch got its read index (null: refused). Only an answer to this run's request, from
-   * the leader of the term it was asked in, while we are still in that term (see onReadIndex);
-   * otherwise its reads are refused, as reads that changed nothing.
-   */
-  private onReadIndexReply(message: Extract<LogMessage, { kind: 'read_index_reply' }>): void {
-    if (message.incarnation !== this.incarnation) return;
-    const batch = this.readBatches.get(message.batchId);
-    if (batch === undefined) return;
-    this.readBatches.delete(message.batchId);
-    const confirmed = message.readIndex !== null && message.term === batch.term && this.term === batch.term;
-    for (const requestId of batch.requestIds) {
-      if (confirmed) this.awaitApply(requestId, message.readIndex as number);
-      else this.refuseRequest(requestId, refused('no_quorum', 'leader could not confirm the read'));
-    }
-  }
-
-  private serveReads(): void {
-    const queue = this.readsAwaitingApply;
-    let served = 0;
-    while (served < queue.length && queue[served].readIndex <= this.appliedIndex && this.replicaValid) {
-      const { requestId, readIndex } = queue[served];
-      const pending = this.pending.get(requestId);
-      // Still behind its session's write: it goes on when that write is applied (settleSession).
-      if (pending !== undefined && this.sessions.isHeld(requestId)) pending.readIndex = readIndex;
-      else this.serveNow(requestId);
-      served += 1;
-    }
-    if (served > 0) queue.splice(0, served);
-  }
-
   // ---------------------------------------------------------------- end of step
 
   /** After every event: apply what is committed, serve reads that may go, compact. */
   private afterStep(): void {
     this.applyCommitted();
     this.answerLostWrites();
-    this.serveReads();
+    this.reads.serveReads();
     this.compactIfDue();
   }
 
@@ -1289,7 +1119,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       for (const request of this.forwardsThisStep) {
         this.proposalsThisStep.push(this.newEntry(request.op, this.self, this.incarnation, request.requestId));
       }
-      for (const requestId of this.readsThisStep) this.awaitRound(this.readIndexNow(), { localRead: requestId });
+      for (const requestId of this.readsThisStep) this.reads.awaitRoundForLocal(requestId);
       this.forwardsThisStep = [];
       this.readsThisStep = [];
     }
@@ -1305,11 +1135,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
     // One read-confirming round per turn that has reads. (Holding reads back while a round is in
     // flight, to confirm more per round, cost more in waiting than it saved in messages: measured.)
-    const heartbeat = this.roundRequested;
-    if (heartbeat) {
-      this.round += 1;
-      this.roundRequested = false;
-    }
+    const heartbeat = this.reads.startRoundIfRequested();
     // The appends leave first and we write our own copy while they travel (Raft §10.2.1); they
     // say it is not durable yet (durableIndex), so a follower commits these entries on a later
     // append (or our commit notice). Everything after the record (commits, replies, later sends)
@@ -1321,7 +1147,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
     this.notDurableCount = 0;
     this.advanceCommit();
-    this.confirmRounds();
+    this.reads.confirmRounds();
   }
 
   /**
@@ -1331,14 +1157,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    */
   private roundConfirmers(): readonly PeerId[] {
     if (this.majority !== 2) return this.peers;
-    let freshest: PeerId | null = null;
-    let freshestMs = Number.NEGATIVE_INFINITY;
-    for (const [peer, progress] of this.progress) {
-      if (progress.lastAckMs > freshestMs) {
-        freshest = peer;
-        freshestMs = progress.lastAckMs;
-      }
-    }
+    const freshest = this.progress.freshest();
     return freshest === null ? this.peers : [freshest];
   }
 
@@ -1358,9 +1177,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.readsThisStep = [];
       if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, refused('no_quorum', 'no leader'));
       else {
-        this.readBatchId += 1;
-        this.readBatches.set(this.readBatchId, { term: this.term, requestIds: reads });
-        this.send(leader, { kind: 'read_index', term: this.term, incarnation: this.incarnation, batchId: this.readBatchId });
+        this.reads.ask(leader, reads);
       }
     }
   }
@@ -1454,9 +1271,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     let target = Math.min(applied, this.appliedIndex);
     if (target <= this.log.snapshotIndex || !this.replicaValid) return null;
     if (this.role === 'leader') {
-      for (const progress of this.progress.values()) {
-        if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) target = Math.min(target, progress.matchIndex);
-      }
+      target = this.progress.liveMatchFloor(target, this.nowMs);
       if (target - this.log.snapshotIndex <= this.tuning.compactionThresholdEntries / 2) return null;
     }
     return target;
@@ -1721,9 +1536,4 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.setReplicaTrusted(true);
   }
 
-  private ackedPeers(): PeerId[] {
-    const acked: PeerId[] = [];
-    for (const [peer, progress] of this.progress) if (this.nowMs - progress.lastAckMs < this.failureTimeoutMs) acked.push(peer);
-    return acked;
-  }
 }
