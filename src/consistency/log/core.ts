@@ -11,16 +11,20 @@
 
 import type { Refusal } from '../../protocol/refusals.ts';
 import { refusalText } from '../../protocol/refusals.ts';
-import type { Effect, PeerId } from '../types.ts';
+import type { Effect, PeerId, RequestId } from '../types.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { EntryLog } from './entry-log.ts';
 import type { LogMessageLimits } from './validate.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
-import { LOG_DEFAULTS, type LogMessage, type LogMode, type LogRecord, type LogRole, type LogTuning } from './types.ts';
+import { LOG_DEFAULTS, type LogEntry, type LogMessage, type LogMode, type LogRecord, type LogRole, type LogTuning } from './types.ts';
 import type { MachineOptions } from '../types.ts';
 
 /** Most chunks of one transfer: 2^24 chunks of at least one key each. */
 const TRANSFER_CHUNKS_MAX = 2 ** 24;
+
+/** The key of a request in `proposals`. */
+export const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
+  `${origin}/${incarnation}/${requestId}`;
 
 /** The options the core reads (a subset of ReplicatedLogOptions). */
 export type LogCoreOptions = MachineOptions & { mode: LogMode; replicaSkipsApplied?: boolean } & Partial<LogTuning>;
@@ -82,6 +86,9 @@ export class LogCore {
   /** Tokens of store effects (fetches and puts): one sequence, so no two are ever confused. */
   private storeToken = 0;
 
+  /** Every request id in the log (origin/incarnation/requestId → index), so none enters twice. */
+  readonly proposals = new Map<string, number>();
+
   out: Effect<LogMessage>[] = [];
   /** When each refusal reason was last noted, so refusals are noted at most once a second. */
   private readonly refusalNotedMs = new Map<string, number>();
@@ -133,6 +140,14 @@ export class LogCore {
   nextStoreToken(): number {
     this.storeToken += 1;
     return this.storeToken;
+  }
+
+  rememberProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.set(proposalKey(entry.origin, entry.incarnation, entry.requestId), entry.index);
+  }
+
+  forgetProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.delete(proposalKey(entry.origin, entry.incarnation, entry.requestId));
   }
 
   /** A peer message this node cannot use: dropped, counted, noted (rate-limited). */

@@ -6,21 +6,20 @@
 import assert from 'node:assert';
 import type { Reply } from '../../protocol/types.ts';
 import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
-import { isWrite, opKeys, type Op } from '../../store/types.ts';
-import type { Effect, Event, KeyedEntry, MachineStatus, PeerId, RequestId } from '../types.ts';
+import { isWrite, type Op } from '../../store/types.ts';
+import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.ts';
 import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
-import { CompactedForwards } from './compacted-forwards.ts';
-import { LogCore } from './core.ts';
+import { Compaction } from './compaction.ts';
+import { LogCore, proposalKey } from './core.ts';
 import { ProgressTracker, type Progress } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
 import { SessionOrder } from './session-order.ts';
+import { StateTransfer } from './transfer.ts';
 import { logMessageProblem } from './validate.ts';
 import { restoredRecord } from './restore.ts';
 import {
   batchCount,
-  keyedEntryBytes,
   opBytes,
-  type CommittedForward,
   type ForwardedRequest,
   type LogEntry,
   type LogMessage,
@@ -32,20 +31,6 @@ interface Pending {
   /** A linearizable read's index, once known, while the read is held behind its session's write. */
   readIndex?: number;
 }
-
-interface IncomingTransfer {
-  from: PeerId;
-  transferId: number;
-  index: number;
-  indexTerm: number;
-  chunks: Array<KeyedEntry[] | undefined>;
-  received: number;
-  /** From the first chunk: the writes of ours the transferred state holds. */
-  committedForwards: readonly CommittedForward[];
-}
-
-const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
-  `${origin}/${incarnation}/${requestId}`;
 
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
 const APPLY_FAILED = refused('backend', 'write outcome unknown (the replica failed while applying it)');
@@ -68,9 +53,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
   private electionJitterMs = 0;
   private votes = new Set<PeerId>();
-  private readonly proposals = new Map<string, number>();
-  /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
-  private readonly compactedForwards: CompactedForwards;
   private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
   /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
   private readonly refusedForwards = new Map<string, Refusal>();
@@ -100,20 +82,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private notDurableCount = 0;
 
   // State transfer.
-  /** When each peer whose backend restarted empty last asked us for a transfer we could not serve. */
-  private readonly transferAskedMs = new Map<PeerId, number>();
-  private nextTransferRequestMs = 0;
-  private transferTarget = 0;
-  private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number; replicaEpoch: number }>();
-  private incoming: IncomingTransfer | null = null;
+  private readonly compaction: Compaction;
+  private readonly transfer: StateTransfer;
 
   // Replica repair and compaction.
-  /** Tokens of a transfer's puts not yet completed; the replica is trusted once none is left. */
-  private readonly transferPutsPending = new Set<number>();
-  /** Keys changed by applies issued since the last compaction fetch. */
-  private touchedKeys = new Set<string>();
-  /** A fetch of the touched keys: once it returns, every apply up to `target` has completed. */
-  private compactionFetch: { token: number; target: number } | null = null;
 
   private readonly leaderOfTerm = new Map<number, PeerId>();
 
@@ -132,10 +104,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         return true;
       },
     });
-    this.compactedForwards = new CompactedForwards(
-      this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs,
-      this.tuning.queueDepthMax * this.peers.length,
-    );
+    this.compaction = new Compaction(this, this.progress);
+    this.transfer = new StateTransfer(this, this.progress, this.compaction, {
+      refuseReadsBeforeUnsettledWrites: () => {
+        for (const read of this.sessions.takeReadsBeforeUnsettledWrites()) this.refuseRequest(read, TRANSFERRED_PAST_READ);
+      },
+      answerTransferredWrite: (requestId, index) => this.answerTransferredWrite(requestId, index),
+    });
     this.restore(options.persisted);
     this.start();
   }
@@ -242,7 +217,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    */
   private canReplayOntoReplica(): boolean {
     if (!this.replicaSkipsApplied || !this.replicaValid || this.replicaEmptied) return false;
-    return this.log.snapshotIndex === 0 || (this.replicaTrusted && this.transferPutsPending.size === 0);
+    return this.log.snapshotIndex === 0 || (this.replicaTrusted && this.transfer.putsPending.size === 0);
   }
 
   /**
@@ -261,8 +236,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
     }
     for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
-    this.compactionFetch = null;
-    this.touchedKeys = new Set();
+    this.compaction.forget();
     this.appliedIndex = this.log.snapshotIndex;
     this.replayUntilIndex = this.log.lastIndex();
     this.caughtUp = false;
@@ -276,9 +250,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    */
   private rebuildReplica(emptied = false): void {
     this.replicaEmptied ||= emptied;
-    this.compactionFetch = null;
-    this.touchedKeys = new Set();
-    this.transferPutsPending.clear();
+    this.compaction.forget();
+    this.transfer.putsPending.clear();
     this.replayUntilIndex = 0;
     if (this.log.snapshotIndex > 0) this.setReplicaTrusted(false);
     this.caughtUp = false;
@@ -292,10 +265,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       // The reset waits for the transfer: if no peer can serve one, the replica is kept.
       this.replicaValid = false;
       this.replicaEpoch += 1;
-      // Asks counted before this loss were answered, or could have been, by the replica we had.
-      this.transferAskedMs.clear();
-      this.transferMinIndex = this.log.snapshotIndex;
-      this.nextTransferRequestMs = this.nowMs;
+      this.transfer.want(this.log.snapshotIndex);
     }
   }
 
@@ -318,10 +288,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         this.flushOutgoing();
         break;
       case 'fetched':
-        this.onFetched(event.token, event.entries);
+        if (!this.compaction.onFetched(event.token)) this.transfer.onFetched(event.token, event.entries);
         break;
       case 'applied':
-        this.onApplied(event.token);
+        this.transfer.onApplied(event.token);
         break;
       case 'backend_reset':
         if (event.kept === true && event.emptied !== true && this.canReplayOntoReplica()) {
@@ -569,9 +539,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'read_index_reply':
         return this.reads.onReadIndexReply(message);
       case 'transfer_request':
-        return this.onTransferRequest(from, message);
+        return this.transfer.onTransferRequest(from, message);
       case 'transfer_chunk':
-        return this.onTransferChunk(from, message);
+        return this.transfer.onTransferChunk(from, message);
       default: {
         const never: never = message;
         assert.fail(`unknown message ${JSON.stringify(never)}`);
@@ -612,7 +582,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   private onTick(): void {
     this.expirePending();
-    this.requestTransferIfDue();
+    this.transfer.requestIfDue();
     if (this.role === 'leader') return this.tickAsLeader();
     if (this.nowMs >= this.electionDeadlineMs) this.becomePreCandidate();
   }
@@ -630,7 +600,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         this.sendBeforeDurable(peer, { kind: 'ping', term: this.term });
       }
     }
-    this.startOverIfEveryReplicaLost();
+    this.transfer.startOverIfEveryReplicaLost();
   }
 
   private becomePreCandidate(): void {
@@ -675,7 +645,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.role = 'leader';
     this.leader = this.self;
     this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
-    this.transferAskedMs.clear();
+    this.transfer.askedMs.clear();
     this.heartbeatDueMs = this.nowMs;
     this.proposalsThisStep.push(this.newEntry(null, this.self, this.incarnation, null));
     const termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
@@ -1036,7 +1006,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     });
     progress.commitSent = this.commitIndex;
     if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
-      if (this.startTransfer(peer, 0)) progress.transferStartedMs = this.nowMs;
+      if (this.transfer.start(peer, 0)) progress.transferStartedMs = this.nowMs;
     }
   }
 
@@ -1083,14 +1053,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  private rememberProposal(entry: LogEntry): void {
-    if (entry.requestId !== null) this.proposals.set(proposalKey(entry.origin, entry.incarnation, entry.requestId), entry.index);
-  }
-
-  private forgetProposal(entry: LogEntry): void {
-    if (entry.requestId !== null) this.proposals.delete(proposalKey(entry.origin, entry.incarnation, entry.requestId));
-  }
-
   // ---------------------------------------------------------------- reads (read index)
 
   // ---------------------------------------------------------------- end of step
@@ -1100,7 +1062,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.applyCommitted();
     this.answerLostWrites();
     this.reads.serveReads();
-    this.compactIfDue();
+    this.compaction.compactIfDue();
   }
 
   /**
@@ -1232,7 +1194,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       // linearizable one may not have its read index: every write that completed before it was
       // sent is in the log before this one, sent after it.)
       if (requestId !== null) for (const read of this.sessions.takeReadsBefore(requestId)) this.serveNow(read);
-      if (this.replicaSkipsApplied) this.touch(entry.op);
+      if (this.replicaSkipsApplied) this.compaction.touch(entry.op);
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
       if (requestId !== null) {
         this.pending.delete(requestId);
@@ -1245,295 +1207,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  /**
-   * Drops applied entries from the log once there are more than the threshold. A leader keeps
-   * what its live followers still lack, so a slow (not dead) follower needs no state transfer.
-   */
-  private compactIfDue(): void {
-    const threshold = this.tuning.compactionThresholdEntries;
-    if (this.appliedIndex - this.log.snapshotIndex <= threshold || !this.replicaValid) return;
-    if (!this.replicaSkipsApplied) return this.compactTo(this.appliedIndex);
-    // The snapshot will be trusted on restart: first make sure every apply up to it completed.
-    if (this.compactionFetch !== null || this.compactionTarget(this.appliedIndex) === null) return;
-    const token = this.nextStoreToken();
-    this.compactionFetch = { token, target: this.appliedIndex };
-    this.out.push({ kind: 'fetch', token, keys: [...this.touchedKeys] });
-    this.touchedKeys = new Set();
-  }
-
-  private touch(op: Op): void {
-    const keys = opKeys(op);
-    if (keys !== null) for (const key of keys) this.touchedKeys.add(key);
-  }
-
-  /** Where to compact to, given applies completed up to `applied`; null: not worth it now. */
-  private compactionTarget(applied: number): number | null {
-    let target = Math.min(applied, this.appliedIndex);
-    if (target <= this.log.snapshotIndex || !this.replicaValid) return null;
-    if (this.role === 'leader') {
-      target = this.progress.liveMatchFloor(target, this.nowMs);
-      if (target - this.log.snapshotIndex <= this.tuning.compactionThresholdEntries / 2) return null;
-    }
-    return target;
-  }
-
-  /** Compacts to `applied` (or, at a leader, what its live followers still need). */
-  private compactTo(applied: number): void {
-    const target = this.compactionTarget(applied);
-    if (target === null) return;
-    const dropped = this.log.compactTo(target);
-    for (const entry of dropped) this.forgetProposal(entry);
-    this.compactedForwards.note(dropped, this.self, this.nowMs);
-    this.persistSnapshot();
-  }
-
   // ---------------------------------------------------------------- state transfer
 
-  /**
-   * A follower asks its leader for a replica; a leader asks its peers in turn; a node that knows
-   * no leader waits for one. (Only those transfers are installed: see onTransferChunk.)
-   */
-  private requestTransferIfDue(): void {
-    if (this.transferMinIndex === null || this.nowMs < this.nextTransferRequestMs) return;
-    let target: PeerId | null = null;
-    if (this.role === 'leader' && this.peers.length > 0) {
-      target = this.peers[this.transferTarget % this.peers.length];
-      this.transferTarget += 1;
-    } else if (this.role === 'follower') {
-      target = this.leader;
-    }
-    if (target === null) return;
-    this.nextTransferRequestMs = this.nowMs + this.failureTimeoutMs;
-    this.send(target, { kind: 'transfer_request', term: this.term, minIndex: this.transferMinIndex, emptied: this.replicaEmptied, replicaEpoch: this.leaderReplicaEpoch });
-  }
-
-  private onTransferRequest(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_request' }>): void {
-    if (this.startTransfer(from, message.minIndex) || this.replicaValid || !message.emptied) return;
-    // Only an ask that has seen our replica lost: no transfer of ours can rebuild it any more.
-    if (this.role !== 'leader' || message.term !== this.term || (message.replicaEpoch ?? 0) !== this.replicaEpoch) return;
-    this.transferAskedMs.set(from, this.nowMs);
-    this.startOverIfEveryReplicaLost();
-  }
-
-  /**
-   * Every replica lost its contents (every memcached restarted empty, as after a reboot) and the
-   * log was compacted, so no node can rebuild from another: the data up to the snapshot is gone.
-   * The leader knows it when its own backend restarted empty and every peer, in this term, has
-   * lately asked it for a transfer saying the same of its own, or lags behind the snapshot (its
-   * log ends before it, so it can only be rebuilt by a transfer too). Such a peer stays without a
-   * replica until this leader serves one, since a follower installs transfers only from its
-   * leader; so when the leader decides, no replica holds anything. Rather than refuse forever, it
-   * starts over from an empty replica as of the snapshot and replays the log after it; the peers
-   * then get that by transfer, so every replica holds the same. (A replica that is merely
-   * untrusted, after a failed write, may still hold the data: then the cluster keeps refusing.)
-   */
-  private startOverIfEveryReplicaLost(): void {
-    if (this.role !== 'leader' || this.replicaValid || !this.replicaEmptied || this.transferMinIndex === null) return;
-    const windowMs = 2 * this.failureTimeoutMs;
-    const lost = (peer: PeerId): boolean => {
-      if (this.nowMs - (this.transferAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= windowMs) return true;
-      const progress = this.progress.get(peer);
-      return (
-        progress !== undefined &&
-        progress.lastIndex >= 0 &&
-        progress.lastIndex < this.log.snapshotIndex &&
-        progress.replicaEpochSeen === this.replicaEpoch &&
-        this.nowMs - progress.lastAckMs < this.failureTimeoutMs
-      );
-    };
-    if (!this.peers.every(lost)) return;
-    this.note('warn', 'every replica lost its data and the log was compacted: starting over from an empty replica', {
-      snapshotIndex: this.log.snapshotIndex,
-      lastIndex: this.log.lastIndex(),
-    });
-    this.transferAskedMs.clear();
-    this.out.push({ kind: 'reset' });
-    // As after a transfer: one put marks where the (empty) state ends; trusted once it completed.
-    const token = this.nextStoreToken();
-    this.transferPutsPending.add(token);
-    this.out.push({ kind: 'put', entries: [], how: 'overwrite', token });
-    this.appliedIndex = this.log.snapshotIndex;
-    this.replicaValid = true;
-    this.transferMinIndex = null;
-  }
-
-  /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
-  private startTransfer(to: PeerId, minIndex: number): boolean {
-    if (!this.replicaValid || this.appliedIndex < minIndex || this.appliedIndex === 0) return false;
-    if (this.appliedIndex < this.replayUntilIndex) return false;
-    const indexTerm = this.log.termAt(this.appliedIndex);
-    assert(indexTerm !== null);
-    const token = this.nextStoreToken();
-    this.outgoingTransfers.set(token, { to, index: this.appliedIndex, indexTerm, replicaEpoch: this.replicaEpoch });
-    this.out.push({ kind: 'fetch', token, keys: null });
-    return true;
-  }
-
-  private onFetched(token: number, entries: KeyedEntry[]): void {
-    if (this.compactionFetch !== null && this.compactionFetch.token === token) {
-      const { target } = this.compactionFetch;
-      this.compactionFetch = null;
-      return this.compactTo(target);
-    }
-    const transfer = this.outgoingTransfers.get(token);
-    if (transfer === undefined) return;
-    this.outgoingTransfers.delete(token);
-    const chunks = this.transferChunks(entries);
-    const chunkCount = chunks.length;
-    this.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
-    const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer.index);
-    for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
-      this.send(transfer.to, {
-        kind: 'transfer_chunk',
-        term: this.term,
-        replicaEpoch: transfer.replicaEpoch,
-        transferId: token,
-        index: transfer.index,
-        indexTerm: transfer.indexTerm,
-        chunkNumber,
-        chunkCount,
-        entries: chunks[chunkNumber],
-        ...(chunkNumber === 0 ? { committedForwards } : {}),
-      });
-    }
-  }
-
-  /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
-  private transferChunks(entries: readonly KeyedEntry[]): KeyedEntry[][] {
-    const chunks: KeyedEntry[][] = [];
-    const limits = { countMax: this.tuning.transferChunkEntriesMax, bytesMax: this.tuning.batchBytesMax };
-    let start = 0;
-    while (start < entries.length) {
-      const count = batchCount((at) => keyedEntryBytes(entries[start + at]), entries.length - start, limits);
-      chunks.push(entries.slice(start, start + count));
-      start += count;
-    }
-    return chunks.length === 0 ? [[]] : chunks;
-  }
-
-  /**
-   * The writes `peer` forwarded that are committed at or before `index` (this node applied
-   * `index`): in the log, then compacted lately. At most what a node may have pending.
-   */
-  private forwardsCommittedThrough(peer: PeerId, index: number): CommittedForward[] {
-    const limit = this.tuning.queueDepthMax;
-    const found: CommittedForward[] = [];
-    for (let at = index; at > this.log.snapshotIndex && found.length < limit; at -= 1) {
-      const { origin, incarnation, requestId } = this.log.entryAt(at);
-      if (origin === peer && requestId !== null) found.push({ incarnation, requestId, index: at });
-    }
-    return found.concat(this.compactedForwards.committedThrough(peer, index, this.nowMs, limit - found.length));
-  }
-
-  /**
-   * Installs only a transfer of this term: as a follower, from this term's leader and not older
-   * than the leader's replica epoch it has seen; as the leader, from any peer, but only while it
-   * waits for one. So a follower that asked its leader for one (telling it its replica was lost)
-   * is rebuilt by that leader or not at all, and a start-over is never overwritten by a late chunk:
-   * both of which the leader's start-over relies on.
-   */
-  private onTransferChunk(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_chunk' }>): void {
-    if (message.term !== this.term) return;
-    if (this.role === 'leader') {
-      // Only while it waits for one: a late chunk must not replace what a start-over began.
-      if (this.transferMinIndex === null) return;
-    } else if (from !== this.leader || (message.replicaEpoch ?? 0) < this.leaderReplicaEpoch) {
-      return;
-    }
-    if (this.replicaValid && message.index <= this.appliedIndex) return;
-    if (message.index < this.log.snapshotIndex) return;
-    if (this.contradictsCommitted(message.index, message.indexTerm)) {
-      return this.dropMessage(from, `transfer at ${message.index} disagrees with a committed entry`);
-    }
-    let incoming = this.incoming;
-    if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
-      const same =
-        incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
-      if (!same) return this.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
-    } else {
-      incoming = {
-        from,
-        transferId: message.transferId,
-        index: message.index,
-        indexTerm: message.indexTerm,
-        chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
-        received: 0,
-        committedForwards: [],
-      };
-      this.incoming = incoming;
-    }
-    if (incoming.chunks[message.chunkNumber] !== undefined) return;
-    incoming.chunks[message.chunkNumber] = message.entries;
-    if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
-    incoming.received += 1;
-    if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
-  }
-
-  /** Whether an entry of `term` at `index` would contradict one this node knows is committed. */
-  private contradictsCommitted(index: number, term: number): boolean {
-    if (index > this.commitIndex) return false;
-    const termHere = this.log.termAt(index);
-    return termHere !== null && termHere !== term;
-  }
-
-  /** Replace the replica with the transferred one and continue the log after its index. */
-  private installTransfer(incoming: IncomingTransfer): void {
-    this.incoming = null;
-    const { index, indexTerm } = incoming;
-    this.note('info', 'state transfer received', { peer: incoming.from, index, chunks: incoming.chunks.length });
-    // The transferred state may hold writes of this node's clients that were never applied here
-    // (committed while it lagged, some before their entries reached it): a read a connection sent
-    // before such a write must not see it, and it can no longer be served without it.
-    for (const read of this.sessions.takeReadsBeforeUnsettledWrites()) this.refuseRequest(read, TRANSFERRED_PAST_READ);
-    this.out.push({ kind: 'reset' });
-    // At least one put, even for an empty replica: it marks where the transferred state ends.
-    // Until every put completed, a restart must not trust the replica.
-    this.compactionFetch = null;
-    this.touchedKeys = new Set();
-    this.transferPutsPending.clear();
-    this.replayUntilIndex = 0;
-    this.replicaTrusted = false;
-    for (const chunk of incoming.chunks) {
-      const token = this.nextStoreToken();
-      this.transferPutsPending.add(token);
-      this.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token });
-    }
-    if (this.log.termAt(index) === indexTerm) {
-      // Our log matches the transfer's up to its index: what it drops is committed.
-      const dropped = this.log.compactTo(index);
-      for (const entry of dropped) {
-        this.forgetProposal(entry);
-        if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
-          this.answerTransferredWrite(entry.requestId, entry.index);
-        }
-      }
-      this.compactedForwards.note(dropped, this.self, this.nowMs);
-    } else {
-      // Checked on receipt of every chunk (contradictsCommitted), and the commit index only grows
-      // by log entries that agree with the leader's, whose transfer this is.
-      assert(index > this.commitIndex, 'a transfer disagrees with a committed entry');
-      for (const dropped of this.log.resetTo(index, indexTerm)) this.forgetProposal(dropped);
-    }
-    for (const { incarnation, requestId, index: entryIndex } of incoming.committedForwards) {
-      if (incarnation === this.incarnation) this.answerTransferredWrite(requestId, entryIndex);
-    }
-    this.commitIndex = Math.max(this.commitIndex, index);
-    this.appliedIndex = index;
-    this.replicaValid = true;
-    // Reset above: until the puts are confirmed (trusted), it counts as emptied still. If every
-    // replica is lost meanwhile, a start-over may discard it: what it holds up to the snapshot is
-    // what the README says such a loss costs, and after the snapshot is in the logs.
-    this.replicaEmptied = true;
-    this.transferMinIndex = null;
-    if (this.catchUpIndex === null && this.role === 'follower' && this.leader === incoming.from) this.catchUpIndex = index;
-    this.persistSnapshot();
-  }
-
   // ---------------------------------------------------------------- persistence and sending
-
-  private onApplied(token: number): void {
-    if (!this.transferPutsPending.delete(token) || this.transferPutsPending.size > 0) return;
-    this.setReplicaTrusted(true);
-  }
 
 }
