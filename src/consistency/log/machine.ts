@@ -11,8 +11,9 @@ import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.t
 import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
 import { Compaction } from './compaction.ts';
 import { LogCore, proposalKey } from './core.ts';
-import { ProgressTracker, type Progress } from './progress.ts';
+import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
+import { Replication } from './replication.ts';
 import { SessionOrder } from './session-order.ts';
 import { StateTransfer } from './transfer.ts';
 import { logMessageProblem } from './validate.ts';
@@ -78,8 +79,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly progress: ProgressTracker;
   private readonly reads: ReadIndex;
   private heartbeatDueMs = 0;
-  /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
-  private notDurableCount = 0;
+  private readonly replication: Replication;
 
   // State transfer.
   private readonly compaction: Compaction;
@@ -111,6 +111,20 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       },
       answerTransferredWrite: (requestId, index) => this.answerTransferredWrite(requestId, index),
     });
+    this.replication = new Replication(
+      this,
+      this.progress,
+      this.reads,
+      {
+        leaderOf: (term) => (this.role === 'leader' ? this.self : this.leaderOfTerm.get(term)),
+        follow: (term, leader) => {
+          if (this.role !== 'follower' || this.leader !== leader) this.becomeFollower(term, leader);
+        },
+        resetElectionTimer: () => this.resetElectionTimer(),
+        extendElectionTimer: () => this.extendElectionTimer(),
+      },
+      (to, minIndex) => this.transfer.start(to, minIndex),
+    );
     this.restore(options.persisted);
     this.start();
   }
@@ -523,13 +537,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'vote_reply':
         return this.onVoteReply(from, message);
       case 'append':
-        return this.onAppend(from, message);
+        return this.replication.onAppend(from, message);
       case 'append_reply':
-        return this.onAppendReply(from, message);
+        return this.replication.onAppendReply(from, message);
       case 'ping':
-        return this.onPing(from, message);
+        return this.replication.onPing(from, message);
       case 'pong':
-        return this.onPong(from, message);
+        return this.replication.onPong(from, message);
       case 'forward':
         return this.onForward(from, message);
       case 'forward_refused':
@@ -595,10 +609,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
     if (this.nowMs >= this.heartbeatDueMs) {
       this.heartbeatDueMs = this.nowMs + this.heartbeatIntervalMs;
-      for (const peer of this.peers) {
-        this.sendAppend(peer, true);
-        this.sendBeforeDurable(peer, { kind: 'ping', term: this.term });
-      }
+      this.replication.heartbeat();
     }
     this.transfer.startOverIfEveryReplicaLost();
   }
@@ -775,241 +786,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (this.votes.size >= this.majority) this.becomeLeader();
   }
 
-  // ---------------------------------------------------------------- replication: follower side
-
-  private onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
-    if (message.term < this.term) {
-      this.send(from, { kind: 'append_reply', term: this.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: 0, lastIndex: this.log.lastIndex() });
-      return;
-    }
-    const problem = this.appendProblem(from, message);
-    if (problem !== null) return this.dropMessage(from, problem);
-    if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
-    if ((message.replicaEpoch ?? 0) > this.leaderReplicaEpoch) {
-      // Remembered across a restart: a chunk older than it must stay refused (see onTransferChunk).
-      this.leaderReplicaEpoch = message.replicaEpoch ?? 0;
-      this.persistHardState();
-    }
-    this.lastLeaderContactMs = this.nowMs;
-    this.resetElectionTimer();
-    const reply = this.appendEntries(message);
-    if (message.quiet && reply.success) return;
-    this.send(from, { kind: 'append_reply', term: this.term, round: message.round, seq: message.seq, commitIndex: this.commitIndex, replicaEpoch: this.leaderReplicaEpoch, lastIndex: this.log.lastIndex(), ...reply });
-  }
-
-  /**
-   * The leader's ping: it may overtake the leader's earlier appends, held by its disk, so it moves
-   * no log state: it only tells this node its leader lives (no election) and is answered at once.
-   */
-  private onPing(from: PeerId, message: Extract<LogMessage, { kind: 'ping' }>): void {
-    if (message.term < this.term) return this.sendBeforeDurable(from, { kind: 'pong', term: this.term });
-    const leader = this.role === 'leader' ? this.self : this.leaderOfTerm.get(message.term);
-    if (leader !== undefined && leader !== from) return this.dropMessage(from, `two leaders in term ${message.term}: ${leader} and ${from}`);
-    if (this.role !== 'follower' || this.leader !== from) this.becomeFollower(message.term, from);
-    this.lastLeaderContactMs = this.nowMs;
-    this.extendElectionTimer();
-    this.sendBeforeDurable(from, { kind: 'pong', term: this.term });
-  }
-
-  /**
-   * Why an append of this term (well formed) cannot come from a correct leader, or null: another
-   * node leads this term (this one, maybe), or it would change an entry this node knows is
-   * committed, or put an entry of an older term right after the snapshot.
-   */
-  private appendProblem(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): string | null {
-    const leader = this.role === 'leader' ? this.self : this.leaderOfTerm.get(message.term);
-    if (leader !== undefined && leader !== from) return `two leaders in term ${message.term}: ${leader} and ${from}`;
-    const log = this.log;
-    for (const entry of message.entries) {
-      if (entry.index <= log.snapshotIndex) continue;
-      if (entry.index > this.commitIndex || entry.index > log.lastIndex()) break;
-      if (log.termAt(entry.index) !== entry.term) return `append would change committed entry ${entry.index}`;
-    }
-    const first = message.entries.find((entry) => entry.index > log.snapshotIndex);
-    if (message.prevIndex < log.snapshotIndex && first !== undefined && first.term < log.snapshotTerm) {
-      return 'append puts an older term after the snapshot';
-    }
-    return null;
-  }
-
-  /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
-  private appendEntries(
-    message: Extract<LogMessage, { kind: 'append' }>,
-  ): { success: boolean; matchIndex: number; hintIndex: number } {
-    const log = this.log;
-    const lastSent = message.prevIndex + message.entries.length;
-    let prevIndex = message.prevIndex;
-    let entries = message.entries;
-    if (prevIndex < log.snapshotIndex) {
-      // Entries up to the snapshot are committed here, hence identical: skip them.
-      entries = entries.filter((entry) => entry.index > log.snapshotIndex);
-      prevIndex = log.snapshotIndex;
-      if (entries.length === 0 && lastSent <= log.snapshotIndex) {
-        return { success: true, matchIndex: lastSent, hintIndex: 0 };
-      }
-    } else {
-      if (prevIndex > log.lastIndex()) return { success: false, matchIndex: 0, hintIndex: log.lastIndex() + 1 };
-      const termHere = log.termAt(prevIndex);
-      if (termHere !== message.prevTerm) return { success: false, matchIndex: 0, hintIndex: this.conflictHint(prevIndex) };
-    }
-    this.storeEntries(entries);
-    this.learnCommit(Math.min(message.commitIndex, lastSent));
-    // Sequential, three nodes: the leader and this follower are a majority. The leader's log was
-    // durable up to durableIndex when this left, and ours is before any later effect of this step
-    // is carried out; so an entry of the leader's term up to there is committed, with every entry
-    // before it (Raft §5.4), and we apply it without waiting for the commit notice. Not with
-    // linearizability: its read index is the leader's commit index, which must cover every write
-    // a follower has answered (a larger one, such as everything sent, may never be reached if the
-    // leader fails; and this saved nothing measurable there).
-    const heldByBoth = Math.min(lastSent, message.durableIndex);
-    if (this.mode === 'sequential' && this.majority === 2 && heldByBoth > this.commitIndex && this.log.termAt(heldByBoth) === message.term) {
-      this.learnCommit(heldByBoth);
-    }
-    if (this.catchUpIndex === null) this.catchUpIndex = message.commitIndex;
-    return { success: true, matchIndex: lastSent, hintIndex: 0 };
-  }
-
-  /** The first index of the conflicting term at `index`, never at or below the commit index. */
-  private conflictHint(index: number): number {
-    const conflictTerm = this.log.termAt(index);
-    let hint = index;
-    while (hint - 1 > this.commitIndex && hint - 1 > this.log.snapshotIndex && this.log.termAt(hint - 1) === conflictTerm) {
-      hint -= 1;
-    }
-    return hint;
-  }
-
-  private storeEntries(entries: readonly LogEntry[]): void {
-    let first = 0;
-    while (first < entries.length && entries[first].index <= this.log.lastIndex()) {
-      const entry = entries[first];
-      if (this.log.termAt(entry.index) !== entry.term) {
-        // Checked on receipt (appendProblem): a peer cannot get here with a committed entry.
-        assert(entry.index > this.commitIndex, `committed entry ${entry.index} would change`);
-        for (const dropped of this.log.truncateFrom(entry.index)) this.forgetProposal(dropped);
-        // Only uncommitted entries are cut, and the replica never held those.
-        this.replayUntilIndex = Math.min(this.replayUntilIndex, entry.index - 1);
-        this.persist({ kind: 'truncate', fromIndex: entry.index }, false);
-        break;
-      }
-      first += 1;
-    }
-    const fresh = first === 0 ? entries : entries.slice(first);
-    if (fresh.length === 0) return;
-    this.log.append(fresh);
-    for (const entry of fresh) this.rememberProposal(entry);
-    this.persist({ kind: 'entries', entries: fresh.slice() }, false);
-  }
-
-  private learnCommit(index: number): void {
-    if (index > this.commitIndex) this.commitIndex = Math.min(index, this.log.lastIndex());
-  }
-
-  // ---------------------------------------------------------------- replication: leader side
-
-  private onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
-    if (this.role !== 'leader' || message.term !== this.term) return;
-    const progress = this.progress.get(from);
-    if (progress === undefined) return;
-    if (message.success && message.matchIndex > this.log.lastIndex()) {
-      return this.dropMessage(from, `acks index ${message.matchIndex}, beyond the log's end ${this.log.lastIndex()}`);
-    }
-    progress.lastAckMs = this.nowMs;
-    progress.ackedRound = Math.max(progress.ackedRound, message.round);
-    progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch ?? 0);
-    progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex ?? -1);
-    if (message.success) {
-      progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
-      // What it committed on its own (see appendEntries) needs no commit notice.
-      progress.commitSent = Math.max(progress.commitSent, message.commitIndex);
-      progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
-      this.advanceCommit();
-    } else if (message.seq >= progress.rewindSeq) {
-      progress.sentIndex = Math.max(progress.matchIndex, Math.min(message.hintIndex - 1, this.log.lastIndex()));
-      progress.rewindSeq = progress.seq + 1;
-      // Below the snapshot only a transfer helps; the heartbeat starts it, not a reply storm.
-      if (progress.sentIndex >= this.log.snapshotIndex) this.sendAppend(from, false);
-    }
-    this.reads.confirmRounds();
-  }
-
-  private onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
-    if (this.role !== 'leader' || message.term !== this.term) return;
-    const progress = this.progress.get(from);
-    if (progress !== undefined) progress.lastPongMs = this.nowMs;
-  }
-
-  /** Commit the highest index a majority has, if its entry is of the current term. */
-  private advanceCommit(): void {
-    const candidate = this.progress.majorityMatch(this.log.lastIndex());
-    if (candidate > this.commitIndex && this.log.termAt(candidate) === this.term) this.commitIndex = candidate;
-  }
-
-  /**
-   * Sends the follower everything not yet sent (up to the batch and in-flight bounds), pipelined:
-   * no wait for the previous append's ack. `force` sends even with nothing new (a heartbeat).
-   */
-  private sendAppend(peer: PeerId, force: boolean): void {
-    const progress = this.progress.get(peer);
-    assert(progress !== undefined);
-    const prevTerm = this.log.termAt(progress.sentIndex);
-    if (prevTerm === null) {
-      this.sendHeartbeatForTransfer(peer, progress);
-      return;
-    }
-    const inflightRoom = this.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
-    const available = Math.max(0, Math.min(this.log.lastIndex() - progress.sentIndex, inflightRoom));
-    const count = batchCount((at) => opBytes(this.log.entryAt(progress.sentIndex + 1 + at).op), available, {
-      countMax: this.tuning.appendEntriesMax,
-      bytesMax: this.tuning.batchBytesMax,
-    });
-    if (count === 0 && !force && progress.commitSent >= this.commitIndex) return;
-    const entries = count === 0 ? [] : this.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
-    progress.seq += 1;
-    this.send(peer, {
-      kind: 'append',
-      term: this.term,
-      prevIndex: progress.sentIndex,
-      prevTerm,
-      entries,
-      commitIndex: this.commitIndex,
-      durableIndex: this.durableIndex(),
-      round: this.reads.round,
-      seq: progress.seq,
-      quiet: count === 0 && !force,
-      replicaEpoch: this.replicaEpoch,
-    });
-    progress.sentIndex += count;
-    progress.commitSent = this.commitIndex;
-  }
-
-  /** How far our log is durable by the time a message sent now leaves (see flushAsLeader). */
-  private durableIndex(): number {
-    return this.log.lastIndex() - this.notDurableCount;
-  }
-
-  /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
-  private sendHeartbeatForTransfer(peer: PeerId, progress: Progress): void {
-    progress.seq += 1;
-    this.send(peer, {
-      kind: 'append',
-      term: this.term,
-      prevIndex: this.log.snapshotIndex,
-      prevTerm: this.log.snapshotTerm,
-      entries: [],
-      commitIndex: this.commitIndex,
-      durableIndex: this.durableIndex(),
-      round: this.reads.round,
-      seq: progress.seq,
-      quiet: false,
-      replicaEpoch: this.replicaEpoch,
-    });
-    progress.commitSent = this.commitIndex;
-    if (this.nowMs - progress.transferStartedMs >= this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs) {
-      if (this.transfer.start(peer, 0)) progress.transferStartedMs = this.nowMs;
-    }
-  }
-
   private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
     // Only a forward of this term may enter the log: the origin's fast answer on a leader change
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
@@ -1103,24 +879,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     // append (or our commit notice). Everything after the record (commits, replies, later sends)
     // waits for its fsync. (Writing our copy before sending, so that the follower that originated
     // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
-    this.notDurableCount = fresh.length;
-    const confirmers: readonly PeerId[] = heartbeat ? this.roundConfirmers() : [];
-    for (const peer of this.peers) this.sendAppend(peer, confirmers.includes(peer));
+    this.replication.sendAppends(fresh.length, heartbeat);
     if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
-    this.notDurableCount = 0;
-    this.advanceCommit();
+    this.replication.advanceCommit();
     this.reads.confirmRounds();
-  }
-
-  /**
-   * The followers a read-confirming round goes to. Its acks must make a majority with us; with
-   * three nodes one follower does: the one heard from last. With more nodes, all. (Should that
-   * one not answer, the next heartbeat goes to every follower and confirms it.)
-   */
-  private roundConfirmers(): readonly PeerId[] {
-    if (this.majority !== 2) return this.peers;
-    const freshest = this.progress.freshest();
-    return freshest === null ? this.peers : [freshest];
   }
 
   private flushAsFollower(): void {
