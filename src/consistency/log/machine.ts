@@ -4,7 +4,6 @@
  */
 
 import assert from 'node:assert';
-import type { Reply } from '../../protocol/types.ts';
 import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
 import { isWrite, type Op } from '../../store/types.ts';
 import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.ts';
@@ -14,7 +13,7 @@ import { LogCore, proposalKey } from './core.ts';
 import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
 import { Replication } from './replication.ts';
-import { SessionOrder } from './session-order.ts';
+import { APPLY_FAILED, Requests } from './requests.ts';
 import { StateTransfer } from './transfer.ts';
 import { logMessageProblem } from './validate.ts';
 import { restoredRecord } from './restore.ts';
@@ -26,18 +25,6 @@ import {
   type LogMessage,
 } from './types.ts';
 
-interface Pending {
-  op: Op;
-  deadlineMs: number;
-  /** A linearizable read's index, once known, while the read is held behind its session's write. */
-  readIndex?: number;
-}
-
-/** The answer to a write whose apply failed on this replica, when it is not applied again here. */
-const APPLY_FAILED = refused('backend', 'write outcome unknown (the replica failed while applying it)');
-/** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
-const TRANSFERRED_PAST_READ = refused('not_caught_up', 'replica replaced by a state transfer; retry');
-const TRANSFERRED_PAST_WRITE = refused('result_unknown', 'replica replaced by a state transfer');
 /** What a forward to a node that does not lead (or lacks a quorum) is told. */
 const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
@@ -59,21 +46,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly refusedForwards = new Map<string, Refusal>();
 
   // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
-  private readonly pending = new Map<RequestId, Pending>();
-  /**
-   * Each client connection's writes not yet applied here and its reads not yet served, in
-   * arrival order, so that a pipelining client's reads see exactly its earlier writes.
-   */
-  private readonly sessions = new SessionOrder();
+  private readonly requests: Requests;
   private proposalsThisStep: LogEntry[] = [];
   private forwardsThisStep: ForwardedRequest[] = [];
   private readsThisStep: RequestId[] = [];
-  /**
-   * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
-   * in send order (so terms never decrease along the map). Once an entry of a later term is
-   * committed, a write of an earlier term that is not in the log by then never will be.
-   */
-  private readonly writeTerms = new Map<RequestId, number>();
 
   // Leader state.
   private readonly progress: ProgressTracker;
@@ -93,24 +69,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     super(options);
     this.refuseStore = options.refuseStore ?? (() => null);
     this.progress = new ProgressTracker({ majority: this.majority, failureTimeoutMs: this.failureTimeoutMs });
-    this.reads = new ReadIndex(this, this.progress, {
-      isPending: (requestId) => this.pending.has(requestId),
-      refuse: (requestId, refusal) => this.refuseRequest(requestId, refusal),
-      serve: (requestId) => this.serveNow(requestId),
-      holdBehindWrite: (requestId, readIndex) => {
-        const pending = this.pending.get(requestId);
-        if (pending === undefined || !this.sessions.isHeld(requestId)) return false;
-        pending.readIndex = readIndex;
-        return true;
-      },
+    this.requests = new Requests(this, {
+      cannotServeRead: () => this.cannotServe(null),
+      awaitApply: (requestId, readIndex) => this.reads.awaitApply(requestId, readIndex),
     });
+    this.reads = new ReadIndex(this, this.progress, this.requests);
     this.compaction = new Compaction(this, this.progress);
-    this.transfer = new StateTransfer(this, this.progress, this.compaction, {
-      refuseReadsBeforeUnsettledWrites: () => {
-        for (const read of this.sessions.takeReadsBeforeUnsettledWrites()) this.refuseRequest(read, TRANSFERRED_PAST_READ);
-      },
-      answerTransferredWrite: (requestId, index) => this.answerTransferredWrite(requestId, index),
-    });
+    this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests);
     this.replication = new Replication(
       this,
       this.progress,
@@ -242,14 +207,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    */
   private replayOntoReplica(awaiting: readonly RequestId[]): void {
     // Our writes whose apply failed are committed: the replay applies them again and answers.
-    const waiting = new Set(awaiting);
-    for (const entry of this.log.entries) {
-      if (entry.op === null || entry.requestId === null || entry.origin !== this.self || entry.incarnation !== this.incarnation) continue;
-      if (entry.index > this.commitIndex || !waiting.delete(entry.requestId)) continue;
-      const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
-      this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
-    }
-    for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
+    this.requests.awaitReplay(awaiting);
     this.compaction.forget();
     this.appliedIndex = this.log.snapshotIndex;
     this.replayUntilIndex = this.log.lastIndex();
@@ -312,7 +270,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
           this.replayOntoReplica(event.awaiting ?? []);
         } else {
           this.rebuildReplica(event.emptied === true);
-          for (const requestId of event.awaiting ?? []) this.reply(requestId, APPLY_FAILED);
+          for (const requestId of event.awaiting ?? []) this.requests.reply(requestId, APPLY_FAILED);
         }
         break;
       case 'refused':
@@ -340,7 +298,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       leader: this.leader,
       committed: String(this.commitIndex),
       applied: String(this.appliedIndex),
-      queueDepth: this.pending.size,
+      queueDepth: this.requests.size,
       invalidPeerMessages: this.droppedCount,
     };
   }
@@ -375,31 +333,27 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     const refusal = this.refusalFor(op);
     if (refusal !== null) {
       this.noteRefusal(refusal);
-      this.reply(requestId, refusal);
+      this.requests.reply(requestId, refusal);
       return;
     }
-    const deadlineMs = this.nowMs + this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
     if (isWrite(op)) {
       const refusal = this.role === 'leader' ? this.refuseStore(op, BigInt(this.nextEntryIndex())) : null;
       if (refusal !== null) {
-        this.reply(requestId, refusal);
+        this.requests.reply(requestId, refusal);
         return;
       }
-      this.pending.set(requestId, { op, deadlineMs });
-      this.sessions.add(session, requestId, 'write');
+      this.requests.add(requestId, session, op, 'write');
       if (this.role === 'leader') this.proposalsThisStep.push(this.newEntry(op, this.self, this.incarnation, requestId));
       else this.forwardsThisStep.push({ requestId, op });
-    } else if (this.sessions.hasUnsettledWrite(session)) {
+    } else if (this.requests.hasUnsettledWrite(session)) {
       // It must see that write: it is served only once the write is applied here (see
-      // settleSession). A linearizable one asks for its read index meanwhile.
-      this.pending.set(requestId, { op, deadlineMs });
-      this.sessions.add(session, requestId, 'held');
+      // Requests.settle). A linearizable one asks for its read index meanwhile.
+      this.requests.add(requestId, session, op, 'held');
       if (this.mode === 'linearizability') this.startLinearizableRead(requestId);
     } else if (this.mode === 'sequential') {
       this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
     } else {
-      this.pending.set(requestId, { op, deadlineMs });
-      this.sessions.add(session, requestId, 'read');
+      this.requests.add(requestId, session, op, 'read');
       this.startLinearizableRead(requestId);
     }
   }
@@ -411,36 +365,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   }
 
   /**
-   * A request of a session is settled; the reads it held go on: a sequential read is served at
-   * once (right after the write it waited for, in the effects' order), a linearizable one once
-   * its read index is applied too.
-   */
-  private settleSession(requestId: RequestId): void {
-    for (const read of this.sessions.settle(requestId)) {
-      if (this.mode === 'linearizability') {
-        const readIndex = this.pending.get(read)?.readIndex;
-        if (readIndex !== undefined) this.reads.awaitApply(read, readIndex);
-        continue;
-      }
-      const refusal = this.cannotServe(null);
-      if (refusal !== null) {
-        this.refuseRequest(read, refusal);
-        continue;
-      }
-      this.serveNow(read);
-    }
-  }
-
-  /** Serves a pending read from the replica as it stands after the effects issued so far. */
-  private serveNow(requestId: RequestId): void {
-    const pending = this.pending.get(requestId);
-    if (pending === undefined) return;
-    this.pending.delete(requestId);
-    this.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.nowMs });
-    this.settleSession(requestId);
-  }
-
-  /**
    * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
    * would refuse it (see `refusalFor`) and its connection has no write in flight here.
    * Linearizable reads always need a round.
@@ -448,14 +372,14 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   readsLocally(nowMs: number, session: number): boolean {
     return (
       this.mode === 'sequential' &&
-      !this.sessions.hasUnsettledWrite(session) &&
+      !this.requests.hasUnsettledWrite(session) &&
       this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null
     );
   }
 
   /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
   private refusalFor(op: Op | null, atMs = this.nowMs): Refusal | null {
-    if (this.pending.size >= this.tuning.queueDepthMax) return refused('busy', 'request queue full');
+    if (this.requests.size >= this.tuning.queueDepthMax) return refused('busy', 'request queue full');
     return this.cannotServe(op, atMs);
   }
 
@@ -474,11 +398,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.leader !== null &&
       atMs - this.lastLeaderContactMs < this.failureTimeoutMs
     );
-  }
-
-  private reply(requestId: RequestId, reply: Reply): void {
-    this.out.push({ kind: 'reply', requestId, reply });
-    this.settleSession(requestId);
   }
 
   private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
@@ -501,19 +420,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.electionDeadlineMs += pausedMs;
     this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
     this.progress.excusePause(forward, pausedMs);
-    for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
-  }
-
-  private expirePending(): void {
-    for (const [requestId, pending] of this.pending) {
-      if (pending.deadlineMs > this.nowMs) break;
-      this.pending.delete(requestId);
-      this.writeTerms.delete(requestId);
-      const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
-      const refusal = refused('timeout', `${what}, no quorum answered in time`);
-      this.noteRefusal(refusal);
-      this.reply(requestId, refusal);
-    }
+    this.requests.excusePause(pausedMs);
   }
 
   // ---------------------------------------------------------------- messages
@@ -547,7 +454,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'forward':
         return this.onForward(from, message);
       case 'forward_refused':
-        return this.onForwardRefused(message);
+        return this.requests.onForwardRefused(message);
       case 'read_index':
         return this.reads.onReadIndex(from, message);
       case 'read_index_reply':
@@ -595,7 +502,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   }
 
   private onTick(): void {
-    this.expirePending();
+    this.requests.expire();
     this.transfer.requestIfDue();
     if (this.role === 'leader') return this.tickAsLeader();
     if (this.nowMs >= this.electionDeadlineMs) this.becomePreCandidate();
@@ -707,38 +614,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    */
   private abandonInFlight(): void {
     this.refuseForwardsAndReads(refused('no_quorum', 'leader lost'));
-    for (const requestId of [...this.writeTerms.keys()]) {
-      this.refuseRequest(requestId, refused('outcome_unknown', 'leader lost before it committed; retry'));
-    }
+    this.requests.abandonWrites();
   }
 
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
   private refuseForwardsAndReads(refusal: Refusal): void {
     this.reads.refuseAsked(refusal);
-  }
-
-  /**
-   * A write of ours that a state transfer holds (committed at `index`) but that was never applied
-   * here: its client is answered now. Only a plain set's and a flush's replies do not depend on
-   * the state before them; any other write's result is unknown here, and the reply says so.
-   */
-  private answerTransferredWrite(requestId: RequestId, index: number): void {
-    const pending = this.pending.get(requestId);
-    if (pending === undefined || !isWrite(pending.op)) return;
-    this.writeTerms.delete(requestId);
-    this.pending.delete(requestId);
-    const { op } = pending;
-    if (op.kind === 'store' && op.verb === 'set') return this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
-    if (op.kind === 'flush_all') return this.reply(requestId, { kind: 'ok' });
-    this.noteRefusal(TRANSFERRED_PAST_WRITE);
-    this.reply(requestId, TRANSFERRED_PAST_WRITE);
-  }
-
-  private refuseRequest(requestId: RequestId, refusal: Refusal): void {
-    this.writeTerms.delete(requestId);
-    if (!this.pending.delete(requestId)) return;
-    this.noteRefusal(refusal);
-    this.reply(requestId, refusal);
   }
 
   private noteLeader(term: number, leader: PeerId): void {
@@ -821,14 +702,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  private onForwardRefused(message: Extract<LogMessage, { kind: 'forward_refused' }>): void {
-    if (message.incarnation !== this.incarnation) return;
-    for (const requestId of message.requestIds) {
-      this.writeTerms.delete(requestId);
-      if (this.pending.delete(requestId)) this.reply(requestId, refused(message.reason, message.detail));
-    }
-  }
-
   // ---------------------------------------------------------------- reads (read index)
 
   // ---------------------------------------------------------------- end of step
@@ -836,7 +709,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /** After every event: apply what is committed, serve reads that may go, compact. */
   private afterStep(): void {
     this.applyCommitted();
-    this.answerLostWrites();
+    this.requests.answerLostWrites();
     this.reads.serveReads();
     this.compaction.compactIfDue();
   }
@@ -867,7 +740,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.log.append(fresh);
       for (const entry of fresh) {
         this.rememberProposal(entry);
-        if (entry.origin === this.self && entry.requestId !== null) this.noteWriteSent(entry.requestId);
+        if (entry.origin === this.self && entry.requestId !== null) this.requests.noteWriteSent(entry.requestId);
       }
     }
     if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
@@ -890,16 +763,16 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (this.forwardsThisStep.length > 0) {
       const requests = this.forwardsThisStep;
       this.forwardsThisStep = [];
-      if (leader === null) for (const request of requests) this.refuseRequest(request.requestId, refused('no_quorum', 'no leader'));
+      if (leader === null) for (const request of requests) this.requests.refuse(request.requestId, refused('no_quorum', 'no leader'));
       else {
-        for (const request of requests) this.noteWriteSent(request.requestId);
+        for (const request of requests) this.requests.noteWriteSent(request.requestId);
         this.sendForwards(leader, requests);
       }
     }
     if (this.readsThisStep.length > 0) {
       const reads = this.readsThisStep;
       this.readsThisStep = [];
-      if (leader === null) for (const requestId of reads) this.refuseRequest(requestId, refused('no_quorum', 'no leader'));
+      if (leader === null) for (const requestId of reads) this.requests.refuse(requestId, refused('no_quorum', 'no leader'));
       else {
         this.reads.ask(leader, reads);
       }
@@ -917,51 +790,16 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  private noteWriteSent(requestId: RequestId): void {
-    this.writeTerms.delete(requestId);
-    this.writeTerms.set(requestId, this.term);
-  }
-
-  /**
-   * A committed entry of term T fixes the log up to it, and an entry of an earlier term can only
-   * sit before it (terms never decrease along the log). So our writes sent in a term < T that are
-   * not in the log up to the commit index will never be applied: answer them now, so the client
-   * retries at once instead of waiting for the request timeout.
-   */
-  private answerLostWrites(): void {
-    if (this.writeTerms.size === 0) return;
-    const commitTerm = this.log.termAt(this.commitIndex) ?? 0;
-    for (const [requestId, term] of this.writeTerms) {
-      if (term >= commitTerm) break;
-      this.writeTerms.delete(requestId);
-      if (!this.pending.has(requestId)) continue;
-      const index = this.proposals.get(proposalKey(this.self, this.incarnation, requestId));
-      if (index !== undefined && index <= this.commitIndex) continue;
-      this.refuseRequest(requestId, refused('outcome_unknown', 'the leader changed before it committed; retry'));
-    }
-  }
-
   private applyCommitted(): void {
     if (!this.replicaValid) return;
     while (this.appliedIndex < this.commitIndex) {
       this.appliedIndex += 1;
       const entry = this.log.entryAt(this.appliedIndex);
       if (entry.op === null) continue;
-      let requestId: RequestId | null = null;
-      if (entry.origin === this.self && entry.incarnation === this.incarnation && entry.requestId !== null) {
-        if (this.pending.has(entry.requestId)) requestId = entry.requestId;
-        this.writeTerms.delete(entry.requestId);
-      }
-      // The reads its connection sent before it must not see it: served now, if not yet. (A
-      // linearizable one may not have its read index: every write that completed before it was
-      // sent is in the log before this one, sent after it.)
-      if (requestId !== null) for (const read of this.sessions.takeReadsBefore(requestId)) this.serveNow(read);
+      const requestId = this.requests.takeApplied(entry);
       if (this.replicaSkipsApplied) this.compaction.touch(entry.op);
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
-      if (requestId !== null) {
-        this.pending.delete(requestId);
-        this.settleSession(requestId);
-      }
+      if (requestId !== null) this.requests.applied(requestId);
     }
     if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) {
       this.caughtUp = true;
