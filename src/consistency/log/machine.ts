@@ -10,6 +10,7 @@ import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.t
 import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
 import { Compaction } from './compaction.ts';
 import { LogCore, proposalKey } from './core.ts';
+import { Election } from './election.ts';
 import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
 import { Replication } from './replication.ts';
@@ -36,38 +37,32 @@ const refusedForwardsMax = 4096;
 const TERM_JUMP_MAX = 1_000_000;
 
 export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
-  // Elections and the requests' bookkeeping.
-  private electionDeadlineMs = 0;
-  /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
-  private electionJitterMs = 0;
-  private votes = new Set<PeerId>();
-  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
-  /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
-  private readonly refusedForwards = new Map<string, Refusal>();
-
-  // Requests. The three buffers fill during a turn and are sent (or appended) on `flush`.
+  // The concerns, each owning its state (see their headers).
+  private readonly election: Election;
   private readonly requests: Requests;
-  private proposalsThisStep: LogEntry[] = [];
-  private forwardsThisStep: ForwardedRequest[] = [];
-  private readsThisStep: RequestId[] = [];
-
-  // Leader state.
   private readonly progress: ProgressTracker;
   private readonly reads: ReadIndex;
-  private heartbeatDueMs = 0;
   private readonly replication: Replication;
-
-  // State transfer.
   private readonly compaction: Compaction;
   private readonly transfer: StateTransfer;
 
-  // Replica repair and compaction.
-
-  private readonly leaderOfTerm = new Map<number, PeerId>();
+  // Forwards and the turn's buffers, filled during a turn and sent (or appended) on `flush`.
+  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
+  /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
+  private readonly refusedForwards = new Map<string, Refusal>();
+  private proposalsThisStep: LogEntry[] = [];
+  private forwardsThisStep: ForwardedRequest[] = [];
+  private readsThisStep: RequestId[] = [];
+  private heartbeatDueMs = 0;
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
     this.refuseStore = options.refuseStore ?? (() => null);
+    this.election = new Election(this, {
+      becomeFollower: (term, leader) => this.becomeFollower(term, leader),
+      becomeCandidate: () => this.becomeCandidate(),
+      becomeLeader: () => this.becomeLeader(),
+    });
     this.progress = new ProgressTracker({ majority: this.majority, failureTimeoutMs: this.failureTimeoutMs });
     this.requests = new Requests(this, {
       cannotServeRead: () => this.cannotServe(null),
@@ -81,12 +76,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.progress,
       this.reads,
       {
-        leaderOf: (term) => (this.role === 'leader' ? this.self : this.leaderOfTerm.get(term)),
+        leaderOf: (term) => this.election.leaderOf(term),
         follow: (term, leader) => {
           if (this.role !== 'follower' || this.leader !== leader) this.becomeFollower(term, leader);
         },
-        resetElectionTimer: () => this.resetElectionTimer(),
-        extendElectionTimer: () => this.extendElectionTimer(),
+        resetElectionTimer: () => this.election.resetTimer(),
+        extendElectionTimer: () => this.election.extendTimer(),
       },
       (to, minIndex) => this.transfer.start(to, minIndex),
     );
@@ -186,7 +181,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     } else {
       this.rebuildReplica(this.replicaEmptiedPersisted);
     }
-    this.resetElectionTimer();
+    this.election.resetTimer();
   }
 
   /**
@@ -417,7 +412,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    */
   private excusePause(pausedMs: number): void {
     const forward = (atMs: number): number => Math.max(atMs, Math.min(this.nowMs, atMs + pausedMs));
-    this.electionDeadlineMs += pausedMs;
+    this.election.excusePause(pausedMs);
     this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
     this.progress.excusePause(forward, pausedMs);
     this.requests.excusePause(pausedMs);
@@ -436,13 +431,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (!this.acceptTerm(from, message)) return;
     switch (message.kind) {
       case 'pre_vote':
-        return this.onPreVote(from, message);
+        return this.election.onPreVote(from, message);
       case 'pre_vote_reply':
-        return this.onPreVoteReply(from, message);
+        return this.election.onPreVoteReply(from, message);
       case 'vote':
-        return this.onVote(from, message);
+        return this.election.onVote(from, message);
       case 'vote_reply':
-        return this.onVoteReply(from, message);
+        return this.election.onVoteReply(from, message);
       case 'append':
         return this.replication.onAppend(from, message);
       case 'append_reply':
@@ -478,40 +473,25 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private acceptTerm(from: PeerId, message: LogMessage): boolean {
     if (message.kind === 'pre_vote' || message.kind === 'pre_vote_reply') return true;
     if (message.term <= this.term) return true;
-    if (message.kind === 'vote' && this.inLease()) return false;
+    if (message.kind === 'vote' && this.election.inLease()) return false;
     const leader = message.kind === 'append' || message.kind === 'ping' ? from : null;
     this.becomeFollower(message.term, leader);
     return true;
   }
 
-  private inLease(): boolean {
-    if (this.role === 'leader') return true;
-    return this.leader !== null && this.nowMs - this.lastLeaderContactMs < this.failureTimeoutMs;
-  }
-
   // ---------------------------------------------------------------- elections
-
-  private resetElectionTimer(): void {
-    this.electionJitterMs = Math.floor(this.random() * this.failureTimeoutMs);
-    this.electionDeadlineMs = this.nowMs + this.failureTimeoutMs + this.electionJitterMs;
-  }
-
-  /** Pushes the election back as a reset would, with the last draw: a ping draws no randomness. */
-  private extendElectionTimer(): void {
-    this.electionDeadlineMs = Math.max(this.electionDeadlineMs, this.nowMs + this.failureTimeoutMs + this.electionJitterMs);
-  }
 
   private onTick(): void {
     this.requests.expire();
     this.transfer.requestIfDue();
     if (this.role === 'leader') return this.tickAsLeader();
-    if (this.nowMs >= this.electionDeadlineMs) this.becomePreCandidate();
+    if (this.election.isDue()) this.becomePreCandidate();
   }
 
   private tickAsLeader(): void {
     if (!this.progress.hasQuorum(this.nowMs)) {
       this.becomeFollower(this.term, null);
-      this.resetElectionTimer();
+      this.election.resetTimer();
       return;
     }
     if (this.nowMs >= this.heartbeatDueMs) {
@@ -527,16 +507,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.note('info', 'election started: no leader heard from', { term: this.term + 1, peers: this.peers });
     this.role = 'pre_candidate';
     this.leader = null;
-    this.votes = new Set([this.self]);
-    this.resetElectionTimer();
-    const message: LogMessage = {
-      kind: 'pre_vote',
-      term: this.term + 1,
-      lastIndex: this.log.lastIndex(),
-      lastTerm: this.log.lastTerm(),
-    };
-    for (const peer of this.peers) this.send(peer, message);
-    if (this.votes.size >= this.majority) this.becomeCandidate();
+    if (this.election.canvass('pre_vote', this.term + 1)) this.becomeCandidate();
   }
 
   private becomeCandidate(): void {
@@ -544,22 +515,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.term += 1;
     this.votedFor = this.self;
     this.leader = null;
-    this.votes = new Set([this.self]);
-    this.persistHardState();
-    this.resetElectionTimer();
-    const message: LogMessage = {
-      kind: 'vote',
-      term: this.term,
-      lastIndex: this.log.lastIndex(),
-      lastTerm: this.log.lastTerm(),
-    };
-    for (const peer of this.peers) this.send(peer, message);
-    if (this.votes.size >= this.majority) this.becomeLeader();
+    if (this.election.canvass('vote', this.term)) this.becomeLeader();
   }
 
   private becomeLeader(): void {
-    this.noteLeader(this.term, this.self);
-    this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: [...this.votes] });
+    this.election.noteLeader(this.term, this.self);
+    this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: this.election.voters() });
     this.role = 'leader';
     this.leader = this.self;
     this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
@@ -586,7 +547,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (leader !== this.leader) this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
     const changed = leader !== null && leader !== this.leader;
     this.leader = leader;
-    if (leader !== null) this.noteLeader(term, leader);
+    if (leader !== null) this.election.noteLeader(term, leader);
     if (changed) this.note('info', 'became follower', { leader, peers: this.peers });
   }
 
@@ -620,51 +581,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
   private refuseForwardsAndReads(refusal: Refusal): void {
     this.reads.refuseAsked(refusal);
-  }
-
-  private noteLeader(term: number, leader: PeerId): void {
-    const known = this.leaderOfTerm.get(term);
-    assert(known === undefined || known === leader, `two leaders in term ${term}: ${known} and ${leader}`);
-    if (known === undefined) {
-      this.leaderOfTerm.set(term, leader);
-      if (this.leaderOfTerm.size > 64) this.leaderOfTerm.delete(this.leaderOfTerm.keys().next().value as number);
-    }
-  }
-
-  private onPreVote(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote' }>): void {
-    const granted =
-      message.term > this.term && !this.inLease() && this.log.isUpToDate(message.lastIndex, message.lastTerm);
-    this.send(from, { kind: 'pre_vote_reply', term: granted ? message.term : this.term, granted });
-  }
-
-  private onPreVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote_reply' }>): void {
-    if (!message.granted && message.term > this.term) {
-      this.becomeFollower(message.term, null);
-      return;
-    }
-    if (this.role !== 'pre_candidate' || !message.granted || message.term !== this.term + 1) return;
-    this.votes.add(from);
-    if (this.votes.size >= this.majority) this.becomeCandidate();
-  }
-
-  private onVote(from: PeerId, message: Extract<LogMessage, { kind: 'vote' }>): void {
-    const granted =
-      message.term === this.term &&
-      (this.votedFor === null || this.votedFor === from) &&
-      this.log.isUpToDate(message.lastIndex, message.lastTerm);
-    if (granted) {
-      this.votedFor = from;
-      this.persistHardState();
-      this.resetElectionTimer();
-      this.note('info', 'vote granted', { to: from, peers: this.peers });
-    }
-    this.send(from, { kind: 'vote_reply', term: this.term, granted });
-  }
-
-  private onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
-    if (this.role !== 'candidate' || message.term !== this.term || !message.granted) return;
-    this.votes.add(from);
-    if (this.votes.size >= this.majority) this.becomeLeader();
   }
 
   private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
