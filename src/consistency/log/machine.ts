@@ -429,6 +429,73 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
     }
     if (!this.acceptTerm(from, message)) return;
+    this.stepRole(from, message);
+  }
+
+  /** Role dispatch (etcd-io/raft's stepLeader, stepFollower, stepCandidate), after the term rule. */
+  private stepRole(from: PeerId, message: LogMessage): void {
+    switch (this.role) {
+      case 'leader':
+        return this.stepLeader(from, message);
+      case 'follower':
+        return this.stepFollower(from, message);
+      case 'pre_candidate':
+      case 'candidate':
+        return this.stepCandidate(from, message);
+      default: {
+        const never: never = this.role;
+        assert.fail(`unknown role ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** A leader takes its followers' acks and pongs and puts forwarded writes in its log. */
+  private stepLeader(from: PeerId, message: LogMessage): void {
+    switch (message.kind) {
+      case 'append_reply':
+        return this.replication.onAppendReply(from, message);
+      case 'pong':
+        return this.replication.onPong(from, message);
+      case 'forward':
+        return this.onForward(from, message);
+      case 'vote_reply':
+        return;
+      default:
+        return this.stepAnyRole(from, message);
+    }
+  }
+
+  /** A follower refuses forwards (it leads nothing) and ignores what only a leader or candidate uses. */
+  private stepFollower(from: PeerId, message: LogMessage): void {
+    switch (message.kind) {
+      case 'forward':
+        return this.refuseForward(from, message);
+      case 'append_reply':
+      case 'pong':
+      case 'vote_reply':
+        return;
+      default:
+        return this.stepAnyRole(from, message);
+    }
+  }
+
+  /** A (pre-)candidate counts votes (a pre-candidate its pre-votes, see Election) and refuses forwards. */
+  private stepCandidate(from: PeerId, message: LogMessage): void {
+    switch (message.kind) {
+      case 'vote_reply':
+        return this.election.onVoteReply(from, message);
+      case 'forward':
+        return this.refuseForward(from, message);
+      case 'append_reply':
+      case 'pong':
+        return;
+      default:
+        return this.stepAnyRole(from, message);
+    }
+  }
+
+  /** What every role answers the same way (each handler minds the role where it matters). */
+  private stepAnyRole(from: PeerId, message: Exclude<LogMessage, { kind: 'append_reply' | 'pong' | 'forward' | 'vote_reply' }>): void {
     switch (message.kind) {
       case 'pre_vote':
         return this.election.onPreVote(from, message);
@@ -436,18 +503,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         return this.election.onPreVoteReply(from, message);
       case 'vote':
         return this.election.onVote(from, message);
-      case 'vote_reply':
-        return this.election.onVoteReply(from, message);
       case 'append':
         return this.replication.onAppend(from, message);
-      case 'append_reply':
-        return this.replication.onAppendReply(from, message);
       case 'ping':
         return this.replication.onPing(from, message);
-      case 'pong':
-        return this.replication.onPong(from, message);
-      case 'forward':
-        return this.onForward(from, message);
       case 'forward_refused':
         return this.requests.onForwardRefused(message);
       case 'read_index':
@@ -484,7 +543,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private onTick(): void {
     this.requests.expire();
     this.transfer.requestIfDue();
-    if (this.role === 'leader') return this.tickAsLeader();
+    if (this.role === 'leader') this.tickAsLeader();
+    else this.tickElection();
+  }
+
+  /** A follower or (pre-)candidate that heard from no leader for an election timeout starts one. */
+  private tickElection(): void {
     if (this.election.isDue()) this.becomePreCandidate();
   }
 
@@ -583,14 +647,17 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.reads.refuseAsked(refusal);
   }
 
+  /** A forward reaching a node that does not lead (or lacks a quorum, or in another term). */
+  private refuseForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
+    const requestIds = message.requests.map((request) => request.requestId);
+    this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
+  }
+
+  /** The leader puts forwarded writes in its log, once each, unless the store refuses them. */
   private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
     // Only a forward of this term may enter the log: the origin's fast answer on a leader change
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
-    if (this.role !== 'leader' || !this.progress.hasQuorum(this.nowMs) || message.term !== this.term) {
-      const requestIds = message.requests.map((request) => request.requestId);
-      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
-      return;
-    }
+    if (!this.progress.hasQuorum(this.nowMs) || message.term !== this.term) return this.refuseForward(from, message);
     const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
     for (const request of message.requests) {
       // The network may duplicate a forward: an op must enter the log once, and never after its

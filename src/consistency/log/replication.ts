@@ -189,8 +189,9 @@ export class Replication {
     if (index > this.core.commitIndex) this.core.commitIndex = Math.min(index, this.core.log.lastIndex());
   }
 
+  /** Stepped by the leader only (the machine's stepLeader). */
   onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
-    if (this.core.role !== 'leader' || message.term !== this.core.term) return;
+    if (message.term !== this.core.term) return;
     const progress = this.progress.get(from);
     if (progress === undefined) return;
     if (message.success && message.matchIndex > this.core.log.lastIndex()) {
@@ -215,8 +216,9 @@ export class Replication {
     this.reads.confirmRounds();
   }
 
+  /** Stepped by the leader only (the machine's stepLeader). */
   onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
-    if (this.core.role !== 'leader' || message.term !== this.core.term) return;
+    if (message.term !== this.core.term) return;
     const progress = this.progress.get(from);
     if (progress !== undefined) progress.lastPongMs = this.core.nowMs;
   }
