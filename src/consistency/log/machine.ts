@@ -14,10 +14,11 @@ import { Election } from './election.ts';
 import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
 import { Replication } from './replication.ts';
-import { APPLY_FAILED, Requests } from './requests.ts';
+import { ReplicaRepair } from './replica.ts';
+import { Requests } from './requests.ts';
+import { restoreDurableState } from './restart.ts';
 import { StateTransfer } from './transfer.ts';
 import { logMessageProblem } from './validate.ts';
-import { restoredRecord } from './restore.ts';
 import {
   batchCount,
   opBytes,
@@ -45,6 +46,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly replication: Replication;
   private readonly compaction: Compaction;
   private readonly transfer: StateTransfer;
+  private readonly repair: ReplicaRepair;
 
   // Forwards and the turn's buffers, filled during a turn and sent (or appended) on `flush`.
   private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
@@ -85,155 +87,19 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       },
       (to, minIndex) => this.transfer.start(to, minIndex),
     );
-    this.restore(options.persisted);
+    this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
+    restoreDurableState(this, options.persisted);
     this.start();
   }
 
   // ---------------------------------------------------------------- restart
 
-  /**
-   * Rebuilds the durable state from the records, skipping what it cannot use (see
-   * ./log/restore.ts): a record that fails its schema, entries that do not continue the log.
-   */
-  private restore(records: readonly unknown[]): void {
-    const limits = { nodes: this.messageLimits.nodes, op: this.messageLimits.op };
-    let skipped = 0;
-    let opsDropped = 0;
-    let firstProblem: string | null = null;
-    for (const raw of records) {
-      const restored = restoredRecord(raw, limits);
-      if ('problem' in restored) {
-        skipped += 1;
-        firstProblem ??= restored.problem;
-        continue;
-      }
-      opsDropped += restored.opsDropped;
-      const record = restored.record;
-      switch (record.kind) {
-        case 'hard':
-          this.term = record.term;
-          this.votedFor = record.votedFor;
-          this.incarnation = record.incarnation;
-          this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
-          break;
-        case 'entries':
-          for (const entry of record.entries) {
-            if (!this.restoreEntry(entry)) skipped += 1;
-          }
-          break;
-        case 'truncate':
-          if (record.fromIndex <= this.log.snapshotIndex) skipped += 1;
-          else if (record.fromIndex <= this.log.lastIndex()) this.log.truncateFrom(record.fromIndex);
-          break;
-        case 'replica':
-          this.replicaTrusted = record.trusted;
-          this.replicaEmptiedPersisted = record.emptied === true;
-          break;
-        case 'snapshot':
-          this.replicaTrusted = record.replicaTrusted === true;
-          this.replicaEmptiedPersisted = record.replicaEmptied === true;
-          this.term = record.term;
-          this.votedFor = record.votedFor;
-          this.incarnation = record.incarnation;
-          this.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
-          this.log.resetTo(record.snapshotIndex, record.snapshotTerm);
-          for (const entry of record.entries) {
-            if (!this.restoreEntry(entry)) skipped += 1;
-          }
-          break;
-        default: {
-          const never: never = record;
-          assert.fail(`unknown persisted record ${JSON.stringify(never)}`);
-        }
-      }
-    }
-    if (skipped > 0 || opsDropped > 0) {
-      this.note('warn', 'persisted records held what this node cannot use', { skipped, firstProblem, opsMadeNoOps: opsDropped });
-    }
-    for (const entry of this.log.entries) this.rememberProposal(entry);
-    this.commitIndex = this.log.snapshotIndex;
-    this.appliedIndex = this.log.snapshotIndex;
-  }
-
-  /** Puts a persisted entry in the log where it continues it (maybe cutting a suffix); false: skipped. */
-  private restoreEntry(entry: LogEntry): boolean {
-    const log = this.log;
-    if (entry.index <= log.snapshotIndex || entry.index > log.lastIndex() + 1) return false;
-    const termBefore = log.termAt(entry.index - 1);
-    if (termBefore === null || entry.term < termBefore) return false;
-    if (entry.index <= log.lastIndex()) log.truncateFrom(entry.index);
-    log.append([entry]);
-    return true;
-  }
-
-  /**
-   * A new incarnation. Its replica may hold applies its log would repeat: if replays are
-   * idempotent and the replica is trusted, replay from the snapshot onto it; else rebuild it.
-   */
+  /** A new incarnation: its replica is kept, replayed onto or rebuilt (see ./replica.ts). */
   private start(): void {
     this.incarnation += 1;
     this.persistHardState();
-    if (this.replicaSkipsApplied && (this.replicaTrusted || this.log.snapshotIndex === 0)) {
-      this.caughtUp = false;
-      this.catchUpIndex = null;
-      this.replayUntilIndex = this.log.lastIndex();
-      this.note('info', 'replaying the log onto the kept replica', { fromIndex: this.log.snapshotIndex + 1, lastIndex: this.log.lastIndex() });
-    } else {
-      this.rebuildReplica(this.replicaEmptiedPersisted);
-    }
+    this.repair.restart();
     this.election.resetTimer();
-  }
-
-  /**
-   * Whether the replica, after writes to it failed with an unknown outcome, can be repaired by
-   * replaying the log from the snapshot: replays are idempotent, and the replica held every change
-   * up to the snapshot (trusted, not being rebuilt) when they failed.
-   */
-  private canReplayOntoReplica(): boolean {
-    if (!this.replicaSkipsApplied || !this.replicaValid || this.replicaEmptied) return false;
-    return this.log.snapshotIndex === 0 || (this.replicaTrusted && this.transfer.putsPending.size === 0);
-  }
-
-  /**
-   * Replays the log from the snapshot onto the kept replica, skipping what it holds, as a
-   * restarted node does: each failed write took effect whole or not at all, so this repairs it
-   * without a peer (no transfer: when every replica's writes timed out at once, as when every
-   * memcached stalled, there is none to ask). Not serving until the replay is done.
-   */
-  private replayOntoReplica(awaiting: readonly RequestId[]): void {
-    // Our writes whose apply failed are committed: the replay applies them again and answers.
-    this.requests.awaitReplay(awaiting);
-    this.compaction.forget();
-    this.appliedIndex = this.log.snapshotIndex;
-    this.replayUntilIndex = this.log.lastIndex();
-    this.caughtUp = false;
-    this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
-    this.note('warn', 'writes to the replica failed (outcome unknown): replaying the log onto it', { fromIndex: this.log.snapshotIndex + 1, commitIndex: this.commitIndex });
-  }
-
-  /**
-   * Forget what the replica holds: replay the log from 1, or ask for a state transfer. `emptied`:
-   * the backend restarted, so it holds nothing (rather than being merely untrusted).
-   */
-  private rebuildReplica(emptied = false): void {
-    this.replicaEmptied ||= emptied;
-    this.compaction.forget();
-    this.transfer.putsPending.clear();
-    this.replayUntilIndex = 0;
-    if (this.log.snapshotIndex > 0) this.setReplicaTrusted(false);
-    this.caughtUp = false;
-    this.catchUpIndex = this.role === 'leader' ? this.commitIndex : null;
-    if (this.log.snapshotIndex === 0) {
-      this.out.push({ kind: 'reset' });
-      this.appliedIndex = 0;
-      this.replicaValid = true;
-      this.replicaEmptied = false;
-    } else {
-      // The reset waits for the transfer: if no peer can serve one, the replica is kept.
-      this.replicaValid = false;
-      this.replicaEpoch += 1;
-      this.transfer.want(this.log.snapshotIndex);
-    }
   }
 
   // ---------------------------------------------------------------- step
@@ -261,12 +127,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         this.transfer.onApplied(event.token);
         break;
       case 'backend_reset':
-        if (event.kept === true && event.emptied !== true && this.canReplayOntoReplica()) {
-          this.replayOntoReplica(event.awaiting ?? []);
-        } else {
-          this.rebuildReplica(event.emptied === true);
-          for (const requestId of event.awaiting ?? []) this.requests.reply(requestId, APPLY_FAILED);
-        }
+        this.repair.onBackendReset(event);
         break;
       case 'refused':
         // Never sent here: a refused write makes this replica suspect, and the reset replays.
