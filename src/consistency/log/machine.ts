@@ -9,7 +9,7 @@ import { isWrite, type Op } from '../../store/types.ts';
 import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.ts';
 import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
 import { Compaction } from './compaction.ts';
-import { LogCore, proposalKey } from './core.ts';
+import { LogCore } from './core.ts';
 import { Election } from './election.ts';
 import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
@@ -18,19 +18,10 @@ import { ReplicaRepair } from './replica.ts';
 import { Requests } from './requests.ts';
 import { restoreDurableState } from './restart.ts';
 import { StateTransfer } from './transfer.ts';
+import { Turn } from './turn.ts';
 import { logMessageProblem } from './validate.ts';
-import {
-  batchCount,
-  opBytes,
-  type ForwardedRequest,
-  type LogEntry,
-  type LogMessage,
-} from './types.ts';
+import type { LogMessage } from './types.ts';
 
-/** What a forward to a node that does not lead (or lacks a quorum) is told. */
-const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
-/** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
-const refusedForwardsMax = 4096;
 /**
  * A message may move this node's term at most this far at once: terms grow by one per election,
  * so a larger jump comes from a broken or hostile peer, never from a real cluster's history.
@@ -48,18 +39,11 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly transfer: StateTransfer;
   private readonly repair: ReplicaRepair;
 
-  // Forwards and the turn's buffers, filled during a turn and sent (or appended) on `flush`.
-  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
-  /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
-  private readonly refusedForwards = new Map<string, Refusal>();
-  private proposalsThisStep: LogEntry[] = [];
-  private forwardsThisStep: ForwardedRequest[] = [];
-  private readsThisStep: RequestId[] = [];
+  private readonly turn: Turn;
   private heartbeatDueMs = 0;
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
-    this.refuseStore = options.refuseStore ?? (() => null);
     this.election = new Election(this, {
       becomeFollower: (term, leader) => this.becomeFollower(term, leader),
       becomeCandidate: () => this.becomeCandidate(),
@@ -87,6 +71,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       },
       (to, minIndex) => this.transfer.start(to, minIndex),
     );
+    const parts = { progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication };
+    this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
     this.start();
@@ -193,14 +179,14 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       return;
     }
     if (isWrite(op)) {
-      const refusal = this.role === 'leader' ? this.refuseStore(op, BigInt(this.nextEntryIndex())) : null;
+      const refusal = this.role === 'leader' ? this.turn.storeRefusal(op) : null;
       if (refusal !== null) {
         this.requests.reply(requestId, refusal);
         return;
       }
       this.requests.add(requestId, session, op, 'write');
-      if (this.role === 'leader') this.proposalsThisStep.push(this.newEntry(op, this.self, this.incarnation, requestId));
-      else this.forwardsThisStep.push({ requestId, op });
+      if (this.role === 'leader') this.turn.propose(requestId, op);
+      else this.turn.forward(requestId, op);
     } else if (this.requests.hasUnsettledWrite(session)) {
       // It must see that write: it is served only once the write is applied here (see
       // Requests.settle). A linearizable one asks for its read index meanwhile.
@@ -217,7 +203,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /** A read index: the leader confirms its own with a round; a follower asks the leader's. */
   private startLinearizableRead(requestId: RequestId): void {
     if (this.role === 'leader') this.reads.awaitRoundForLocal(requestId);
-    else this.readsThisStep.push(requestId);
+    else this.turn.askReadIndex(requestId);
   }
 
   /**
@@ -254,15 +240,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.leader !== null &&
       atMs - this.lastLeaderContactMs < this.failureTimeoutMs
     );
-  }
-
-  private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
-    return { term: this.term, index: this.nextEntryIndex(), nowMs: this.nowMs, op, origin, incarnation, requestId };
-  }
-
-  /** The index the next proposal of this step takes (and the version its write is stored under). */
-  private nextEntryIndex(): number {
-    return this.log.lastIndex() + 1 + this.proposalsThisStep.length;
   }
 
   /**
@@ -318,7 +295,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'pong':
         return this.replication.onPong(from, message);
       case 'forward':
-        return this.onForward(from, message);
+        return this.turn.onForward(from, message);
       case 'vote_reply':
         return;
       default:
@@ -330,7 +307,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private stepFollower(from: PeerId, message: LogMessage): void {
     switch (message.kind) {
       case 'forward':
-        return this.refuseForward(from, message);
+        return this.turn.refuseForward(from, message);
       case 'append_reply':
       case 'pong':
       case 'vote_reply':
@@ -346,7 +323,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'vote_reply':
         return this.election.onVoteReply(from, message);
       case 'forward':
-        return this.refuseForward(from, message);
+        return this.turn.refuseForward(from, message);
       case 'append_reply':
       case 'pong':
         return;
@@ -451,8 +428,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
     this.transfer.askedMs.clear();
     this.heartbeatDueMs = this.nowMs;
-    this.proposalsThisStep.push(this.newEntry(null, this.self, this.incarnation, null));
-    const termStartIndex = this.proposalsThisStep[this.proposalsThisStep.length - 1].index;
+    const termStartIndex = this.turn.proposeNoOp();
     this.reads.startTerm(termStartIndex);
     if (this.catchUpIndex === null) this.catchUpIndex = termStartIndex;
     this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
@@ -483,14 +459,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.reads.stepDown(refusal);
     this.progress.clear();
     this.leader = null;
-    // Proposals not yet in the log never will be: ours go to the next leader, others' are dropped.
-    for (const entry of this.proposalsThisStep) {
-      this.forgetProposal(entry);
-      if (entry.op !== null && entry.origin === this.self && entry.requestId !== null) {
-        this.forwardsThisStep.push({ requestId: entry.requestId, op: entry.op });
-      }
-    }
-    this.proposalsThisStep = [];
+    this.turn.leadershipLost();
   }
 
   /**
@@ -508,46 +477,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.reads.refuseAsked(refusal);
   }
 
-  /** A forward reaching a node that does not lead (or lacks a quorum, or in another term). */
-  private refuseForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
-    const requestIds = message.requests.map((request) => request.requestId);
-    this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
-  }
-
-  /** The leader puts forwarded writes in its log, once each, unless the store refuses them. */
-  private onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
-    // Only a forward of this term may enter the log: the origin's fast answer on a leader change
-    // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
-    if (!this.progress.hasQuorum(this.nowMs) || message.term !== this.term) return this.refuseForward(from, message);
-    const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
-    for (const request of message.requests) {
-      // The network may duplicate a forward: an op must enter the log once, and never after its
-      // origin was told it was refused.
-      const key = proposalKey(from, message.incarnation, request.requestId);
-      if (this.proposals.has(key)) continue;
-      const refusal = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
-      if (refusal !== null) {
-        if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
-        this.refusedForwards.set(key, refusal);
-        const text = refusalText(refusal);
-        const group = refusals.get(text) ?? { refusal, requestIds: [] };
-        group.requestIds.push(request.requestId);
-        refusals.set(text, group);
-        continue;
-      }
-      const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
-      this.proposalsThisStep.push(entry);
-      this.proposals.set(key, entry.index);
-    }
-    for (const { refusal, requestIds } of refusals.values()) {
-      const { reason, detail } = refusal;
-      const said = detail === undefined ? { reason } : { reason, detail };
-      this.send(from, { kind: 'forward_refused', term: this.term, incarnation: message.incarnation, requestIds, ...said });
-    }
-  }
-
-  // ---------------------------------------------------------------- reads (read index)
-
   // ---------------------------------------------------------------- end of step
 
   /** After every event: apply what is committed, serve reads that may go, compact. */
@@ -564,74 +493,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    * leader, one heartbeat round confirming every read of the turn.
    */
   private flushOutgoing(): void {
-    if (this.role === 'leader') this.flushAsLeader();
-    else this.flushAsFollower();
-  }
-
-  private flushAsLeader(): void {
-    if (this.forwardsThisStep.length > 0 || this.readsThisStep.length > 0) {
-      // Became leader within this step: take them as our own.
-      for (const request of this.forwardsThisStep) {
-        this.proposalsThisStep.push(this.newEntry(request.op, this.self, this.incarnation, request.requestId));
-      }
-      for (const requestId of this.readsThisStep) this.reads.awaitRoundForLocal(requestId);
-      this.forwardsThisStep = [];
-      this.readsThisStep = [];
-    }
-    const fresh = this.proposalsThisStep;
-    if (fresh.length > 0) {
-      this.proposalsThisStep = [];
-      this.log.append(fresh);
-      for (const entry of fresh) {
-        this.rememberProposal(entry);
-        if (entry.origin === this.self && entry.requestId !== null) this.requests.noteWriteSent(entry.requestId);
-      }
-    }
-    if (this.peers.length === 0) this.commitIndex = this.log.lastIndex();
-    // One read-confirming round per turn that has reads. (Holding reads back while a round is in
-    // flight, to confirm more per round, cost more in waiting than it saved in messages: measured.)
-    const heartbeat = this.reads.startRoundIfRequested();
-    // The appends leave first and we write our own copy while they travel (Raft §10.2.1); they
-    // say it is not durable yet (durableIndex), so a follower commits these entries on a later
-    // append (or our commit notice). Everything after the record (commits, replies, later sends)
-    // waits for its fsync. (Writing our copy before sending, so that the follower that originated
-    // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
-    this.replication.sendAppends(fresh.length, heartbeat);
-    if (fresh.length > 0) this.persist({ kind: 'entries', entries: fresh }, false);
-    this.replication.advanceCommit();
-    this.reads.confirmRounds();
-  }
-
-  private flushAsFollower(): void {
-    const leader = this.leader;
-    if (this.forwardsThisStep.length > 0) {
-      const requests = this.forwardsThisStep;
-      this.forwardsThisStep = [];
-      if (leader === null) for (const request of requests) this.requests.refuse(request.requestId, refused('no_quorum', 'no leader'));
-      else {
-        for (const request of requests) this.requests.noteWriteSent(request.requestId);
-        this.sendForwards(leader, requests);
-      }
-    }
-    if (this.readsThisStep.length > 0) {
-      const reads = this.readsThisStep;
-      this.readsThisStep = [];
-      if (leader === null) for (const requestId of reads) this.requests.refuse(requestId, refused('no_quorum', 'no leader'));
-      else {
-        this.reads.ask(leader, reads);
-      }
-    }
-  }
-
-  /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
-  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[]): void {
-    const limits = { countMax: this.tuning.queueDepthMax, bytesMax: this.tuning.batchBytesMax };
-    let start = 0;
-    while (start < requests.length) {
-      const count = batchCount((at) => opBytes(requests[start + at].op), requests.length - start, limits);
-      this.send(leader, { kind: 'forward', term: this.term, incarnation: this.incarnation, requests: requests.slice(start, start + count) });
-      start += count;
-    }
+    if (this.role === 'leader') this.turn.flushAsLeader();
+    else this.turn.flushAsFollower();
   }
 
   private applyCommitted(): void {
@@ -650,9 +513,5 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.note('info', 'replay done: caught up, serving', { appliedIndex: this.appliedIndex, leader: this.leader, peers: this.peers });
     }
   }
-
-  // ---------------------------------------------------------------- state transfer
-
-  // ---------------------------------------------------------------- persistence and sending
 
 }
