@@ -1,6 +1,15 @@
 /**
- * The replicated log's state machine (see ../replicated-log.ts for the protocol): step, the
- * role's handling of each event, and the invariants checked after every step.
+ * The replicated log's state machine (the protocol: ../replicated-log.ts): `step` takes an event,
+ * applies Raft's term rule, dispatches by role (stepLeader, stepFollower, stepCandidate, as
+ * etcd-io/raft does), changes role (becomeLeader, becomeFollower, …), then applies what is
+ * committed and checks the invariants. Each concern lives in its own part, which owns its state:
+ * ./election.ts, ./replication.ts with ./progress.ts, ./read-index.ts, ./requests.ts, ./turn.ts
+ * (the turn's buffers and forwards), ./transfer.ts, ./compaction.ts, ./replica.ts, ./restart.ts;
+ * the state they share is ./core.ts's, which this class extends.
+ *
+ * Invariants (asserted after every step): applied ≤ committed ≤ last index; applied ≥ the
+ * snapshot index; a leader knows it leads; one leader per term (./election.ts). By construction the
+ * commit index never goes back (it only grows: learnCommit, advanceCommit, installTransfer).
  */
 
 import assert from 'node:assert';
@@ -37,9 +46,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly replication: Replication;
   private readonly compaction: Compaction;
   private readonly transfer: StateTransfer;
-  private readonly repair: ReplicaRepair;
-
   private readonly turn: Turn;
+  private readonly repair: ReplicaRepair;
+  /** When the leader's next heartbeat is due. */
   private heartbeatDueMs = 0;
 
   constructor(options: ReplicatedLogOptions) {
@@ -376,7 +385,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     return true;
   }
 
-  // ---------------------------------------------------------------- elections
+  // ---------------------------------------------------------------- ticks and role changes
 
   private onTick(): void {
     this.requests.expire();

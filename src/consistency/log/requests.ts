@@ -7,8 +7,8 @@
  * later ones are.
  *
  * Owns: the pending requests, the sessions, the writes' send terms.
- * Invariants: a reply settles its request in its session; `writeTerms` is in send order, so its
- * terms never decrease.
+ * Invariants: a reply settles its request in its session; an apply effect carries a requestId at
+ * most once, only at the request's origin; `writeTerms` is in send order, so its terms never decrease.
  */
 
 import type { Reply } from '../../protocol/types.ts';
