@@ -37,6 +37,19 @@ import type { LogMessage } from './types.ts';
  */
 const TERM_JUMP_MAX = 1_000_000;
 
+/** What a role does with each input; a (pre-)candidate takes requests as a follower does. */
+interface RoleHandlers {
+  /** A peer message, after the term rule (stepLeader, stepFollower, stepCandidate). */
+  step(from: PeerId, message: LogMessage): void;
+  tick(): void;
+  /** Appends and sends (leader), or forwards and asks (others), the turn's work. */
+  flush(): void;
+  /** A client's write: a leader proposes it (unless the store refuses it); any other role forwards it. */
+  takeWrite(requestId: RequestId, session: number, op: Op): void;
+  /** A read index: the leader confirms its own with a round; any other role asks the leader's. */
+  startLinearizableRead(requestId: RequestId): void;
+}
+
 export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   // The concerns, each owning its state (see their headers).
   private readonly election: Election;
@@ -50,6 +63,31 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly repair: ReplicaRepair;
   /** When the leader's next heartbeat is due. */
   private heartbeatDueMs = 0;
+
+  /** What each role does with each input (etcd-io/raft's r.step and r.tick, switched with the role). */
+  private readonly asLeader: RoleHandlers = {
+    step: (from, message) => this.stepLeader(from, message),
+    tick: () => this.tickAsLeader(),
+    flush: () => this.turn.flushAsLeader(),
+    takeWrite: (requestId, session, op) => {
+      const refusal = this.turn.storeRefusal(op);
+      if (refusal !== null) return this.requests.reply(requestId, refusal);
+      this.requests.add(requestId, session, op, 'write');
+      this.turn.propose(requestId, op);
+    },
+    startLinearizableRead: (requestId) => this.reads.awaitRoundForLocal(requestId),
+  };
+  private readonly asFollower: RoleHandlers = {
+    step: (from, message) => this.stepFollower(from, message),
+    tick: () => this.tickElection(),
+    flush: () => this.turn.flushAsFollower(),
+    takeWrite: (requestId, session, op) => {
+      this.requests.add(requestId, session, op, 'write');
+      this.turn.forward(requestId, op);
+    },
+    startLinearizableRead: (requestId) => this.turn.askReadIndex(requestId),
+  };
+  private readonly asCandidate: RoleHandlers = { ...this.asFollower, step: (from, message) => this.stepCandidate(from, message) };
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
@@ -188,32 +226,20 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       return;
     }
     if (isWrite(op)) {
-      const refusal = this.role === 'leader' ? this.turn.storeRefusal(op) : null;
-      if (refusal !== null) {
-        this.requests.reply(requestId, refusal);
-        return;
-      }
-      this.requests.add(requestId, session, op, 'write');
-      if (this.role === 'leader') this.turn.propose(requestId, op);
-      else this.turn.forward(requestId, op);
+      this.roleHandlers().takeWrite(requestId, session, op);
     } else if (this.requests.hasUnsettledWrite(session)) {
       // It must see that write: it is served only once the write is applied here (see
       // Requests.settle). A linearizable one asks for its read index meanwhile.
       this.requests.add(requestId, session, op, 'held');
-      if (this.mode === 'linearizability') this.startLinearizableRead(requestId);
+      if (this.mode === 'linearizability') this.roleHandlers().startLinearizableRead(requestId);
     } else if (this.mode === 'sequential') {
       this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
     } else {
       this.requests.add(requestId, session, op, 'read');
-      this.startLinearizableRead(requestId);
+      this.roleHandlers().startLinearizableRead(requestId);
     }
   }
 
-  /** A read index: the leader confirms its own with a round; a follower asks the leader's. */
-  private startLinearizableRead(requestId: RequestId): void {
-    if (this.role === 'leader') this.reads.awaitRoundForLocal(requestId);
-    else this.turn.askReadIndex(requestId);
-  }
 
   /**
    * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
@@ -276,19 +302,19 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
     }
     if (!this.acceptTerm(from, message)) return;
-    this.stepRole(from, message);
+    this.roleHandlers().step(from, message);
   }
 
-  /** Role dispatch (etcd-io/raft's stepLeader, stepFollower, stepCandidate), after the term rule. */
-  private stepRole(from: PeerId, message: LogMessage): void {
+  /** The current role's handlers: the one place that dispatches by role. */
+  private roleHandlers(): RoleHandlers {
     switch (this.role) {
       case 'leader':
-        return this.stepLeader(from, message);
+        return this.asLeader;
       case 'follower':
-        return this.stepFollower(from, message);
+        return this.asFollower;
       case 'pre_candidate':
       case 'candidate':
-        return this.stepCandidate(from, message);
+        return this.asCandidate;
       default: {
         const never: never = this.role;
         assert.fail(`unknown role ${JSON.stringify(never)}`);
@@ -296,7 +322,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  /** A leader takes its followers' acks and pongs and puts forwarded writes in its log. */
+  /** A leader takes its followers' acks and pongs, puts forwarded writes in its log and answers read-index requests. */
   private stepLeader(from: PeerId, message: LogMessage): void {
     switch (message.kind) {
       case 'append_reply':
@@ -305,6 +331,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         return this.replication.onPong(from, message);
       case 'forward':
         return this.turn.onForward(from, message);
+      case 'read_index':
+        return this.reads.onReadIndex(from, message);
       case 'vote_reply':
         return;
       default:
@@ -312,11 +340,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  /** A follower refuses forwards (it leads nothing) and ignores what only a leader or candidate uses. */
+  /** A follower refuses forwards and read-index requests (it leads nothing) and ignores what only a leader or candidate uses. */
   private stepFollower(from: PeerId, message: LogMessage): void {
     switch (message.kind) {
       case 'forward':
         return this.turn.refuseForward(from, message);
+      case 'read_index':
+        return this.reads.refuseReadIndex(from, message);
       case 'append_reply':
       case 'pong':
       case 'vote_reply':
@@ -326,13 +356,15 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-  /** A (pre-)candidate counts votes (a pre-candidate its pre-votes, see Election) and refuses forwards. */
+  /** A (pre-)candidate counts votes (a pre-candidate its pre-votes, see Election) and refuses forwards and read-index requests. */
   private stepCandidate(from: PeerId, message: LogMessage): void {
     switch (message.kind) {
       case 'vote_reply':
         return this.election.onVoteReply(from, message);
       case 'forward':
         return this.turn.refuseForward(from, message);
+      case 'read_index':
+        return this.reads.refuseReadIndex(from, message);
       case 'append_reply':
       case 'pong':
         return;
@@ -342,7 +374,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   }
 
   /** What every role answers the same way (each handler minds the role where it matters). */
-  private stepAnyRole(from: PeerId, message: Exclude<LogMessage, { kind: 'append_reply' | 'pong' | 'forward' | 'vote_reply' }>): void {
+  private stepAnyRole(from: PeerId, message: Exclude<LogMessage, { kind: 'append_reply' | 'pong' | 'forward' | 'read_index' | 'vote_reply' }>): void {
     switch (message.kind) {
       case 'pre_vote':
         return this.election.onPreVote(from, message);
@@ -356,8 +388,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         return this.replication.onPing(from, message);
       case 'forward_refused':
         return this.requests.onForwardRefused(message);
-      case 'read_index':
-        return this.reads.onReadIndex(from, message);
       case 'read_index_reply':
         return this.reads.onReadIndexReply(message);
       case 'transfer_request':
@@ -390,8 +420,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private onTick(): void {
     this.requests.expire();
     this.transfer.requestIfDue();
-    if (this.role === 'leader') this.tickAsLeader();
-    else this.tickElection();
+    this.roleHandlers().tick();
   }
 
   /** A follower or (pre-)candidate that heard from no leader for an election timeout starts one. */
@@ -502,8 +531,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    * leader, one heartbeat round confirming every read of the turn.
    */
   private flushOutgoing(): void {
-    if (this.role === 'leader') this.turn.flushAsLeader();
-    else this.turn.flushAsFollower();
+    this.roleHandlers().flush();
   }
 
   private applyCommitted(): void {

@@ -155,12 +155,18 @@ export class ReadIndex {
    * acknowledgement, and it takes our answer only if its term has not moved by the time the answer
    * arrives (onReadIndexReply) — so it voted for no one else before we read our commit index, and
    * with us it is a majority no other candidate could win. With more nodes, a heartbeat round.
+   * Stepped by the leader only (the machine's stepLeader).
    */
   onReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
     const batch = { from, incarnation: message.incarnation, batchId: message.batchId };
-    if (this.core.role !== 'leader' || !this.progress.hasQuorum(this.core.nowMs)) this.answerReadIndex(batch, null);
+    if (!this.progress.hasQuorum(this.core.nowMs)) this.answerReadIndex(batch, null);
     else if (this.core.majority === 2) this.answerReadIndex(batch, this.readIndexNow());
     else this.awaitRound(this.readIndexNow(), batch);
+  }
+
+  /** A node that does not lead refuses a read-index request (its reads are refused there). */
+  refuseReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
+    this.answerReadIndex({ from, incarnation: message.incarnation, batchId: message.batchId }, null);
   }
 
   private answerReadIndex(batch: RemoteReadBatch, readIndex: number | null): void {
