@@ -240,7 +240,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
   }
 
-
   /**
    * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
    * would refuse it (see `refusalFor`) and its connection has no write in flight here.
