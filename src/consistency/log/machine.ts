@@ -463,7 +463,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.role = 'leader';
     this.leader = this.self;
     this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
-    this.transfer.askedMs.clear();
+    this.transfer.leaderElected();
     this.heartbeatDueMs = this.nowMs;
     const termStartIndex = this.turn.proposeNoOp();
     this.reads.startTerm(termStartIndex);

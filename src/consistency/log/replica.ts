@@ -60,7 +60,7 @@ export class ReplicaRepair {
    */
   private canReplay(): boolean {
     if (!this.core.replicaSkipsApplied || !this.core.replicaValid || this.core.replicaEmptied) return false;
-    return this.core.log.snapshotIndex === 0 || (this.core.replicaTrusted && this.transfer.putsPending.size === 0);
+    return this.core.log.snapshotIndex === 0 || (this.core.replicaTrusted && this.transfer.putsDone());
   }
 
   /**
@@ -87,7 +87,7 @@ export class ReplicaRepair {
   rebuild(emptied = false): void {
     this.core.replicaEmptied ||= emptied;
     this.compaction.forget();
-    this.transfer.putsPending.clear();
+    this.transfer.forgetPuts();
     this.core.replayUntilIndex = 0;
     if (this.core.log.snapshotIndex > 0) this.core.setReplicaTrusted(false);
     this.core.caughtUp = false;

@@ -41,9 +41,9 @@ export interface TransferRequests {
 
 export class StateTransfer {
   /** Tokens of a transfer's puts not yet completed; the replica is trusted once none is left. */
-  readonly putsPending = new Set<number>();
+  private readonly putsPending = new Set<number>();
   /** When each peer whose backend restarted empty last asked us for a transfer we could not serve. */
-  readonly askedMs = new Map<PeerId, number>();
+  private readonly askedMs = new Map<PeerId, number>();
   private nextTransferRequestMs = 0;
   private transferTarget = 0;
   private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number; replicaEpoch: number }>();
@@ -55,6 +55,21 @@ export class StateTransfer {
     private readonly compaction: Compaction,
     private readonly requests: TransferRequests,
   ) {}
+
+  /** Have the puts of the last transfer (or start-over) all completed? */
+  putsDone(): boolean {
+    return this.putsPending.size === 0;
+  }
+
+  /** The replica is reset or replayed: the puts in flight no longer decide whether it is trusted. */
+  forgetPuts(): void {
+    this.putsPending.clear();
+  }
+
+  /** A new leader (this node): asks counted in an earlier term do not count in this one. */
+  leaderElected(): void {
+    this.askedMs.clear();
+  }
 
   /** Our replica is lost: ask for a transfer now. */
   want(minIndex: number): void {
