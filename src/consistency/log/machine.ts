@@ -61,8 +61,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly transfer: StateTransfer;
   private readonly turn: Turn;
   private readonly repair: ReplicaRepair;
-  /** When the leader's next heartbeat is due. */
-  private heartbeatDueMs = 0;
 
   /** What each role does with each input (etcd-io/raft's r.step and r.tick, switched with the role). */
   private readonly asLeader: RoleHandlers = {
@@ -433,10 +431,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.election.resetTimer();
       return;
     }
-    if (this.nowMs >= this.heartbeatDueMs) {
-      this.heartbeatDueMs = this.nowMs + this.heartbeatIntervalMs;
-      this.replication.heartbeat();
-    }
+    this.replication.heartbeatIfDue();
     this.transfer.startOverIfEveryReplicaLost();
   }
 
@@ -464,7 +459,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.leader = this.self;
     this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
     this.transfer.leaderElected();
-    this.heartbeatDueMs = this.nowMs;
+    this.replication.leaderElected();
     const termStartIndex = this.turn.proposeNoOp();
     this.reads.startTerm(termStartIndex);
     if (this.catchUpIndex === null) this.catchUpIndex = termStartIndex;

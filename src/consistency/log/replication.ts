@@ -5,8 +5,8 @@
  * matches logs, cuts a conflicting suffix and learns the commit index. Pings and pongs ride
  * ahead of the disk: they move no log state, only tell a follower its leader lives.
  *
- * Owns: how many of the log's last entries are not durable yet while a flush sends before
- * writing. The per-follower state is ./progress.ts's.
+ * Owns: the heartbeat's schedule, and how many of the log's last entries are not durable yet
+ * while a flush sends before writing. The per-follower state is ./progress.ts's.
  * Invariants: only entries of the current term are committed by counting replicas; a committed
  * entry is never changed (an append that would is dropped, see appendProblem).
  */
@@ -32,6 +32,8 @@ export interface ReplicationElection {
 export class Replication {
   /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
   private notDurableCount = 0;
+  /** When the leader's next heartbeat is due. */
+  private heartbeatDueMs = 0;
 
   constructor(
     private readonly core: LogCore,
@@ -42,8 +44,15 @@ export class Replication {
     private readonly startTransfer: (to: PeerId, minIndex: number) => boolean,
   ) {}
 
-  /** The leader's heartbeat: an append (maybe empty) and a ping to every follower. */
-  heartbeat(): void {
+  /** A new leader (this node) sends its first heartbeat at its next tick. */
+  leaderElected(): void {
+    this.heartbeatDueMs = this.core.nowMs;
+  }
+
+  /** The leader's heartbeat, once an interval: an append (maybe empty) and a ping to every follower. */
+  heartbeatIfDue(): void {
+    if (this.core.nowMs < this.heartbeatDueMs) return;
+    this.heartbeatDueMs = this.core.nowMs + this.core.heartbeatIntervalMs;
     for (const peer of this.core.peers) {
       this.sendAppend(peer, true);
       this.core.sendBeforeDurable(peer, { kind: 'ping', term: this.core.term });
