@@ -249,3 +249,6 @@ export function batchCount(sizes: (index: number) => number, available: number, 
   }
   return count;
 }
+
+export type LogMode = 'linearizability' | 'sequential';
+export type LogRole = 'follower' | 'pre_candidate' | 'candidate' | 'leader';

@@ -1,0 +1,94 @@
+/**
+ * Log compaction: once more than the threshold of entries are applied, drop them from the log
+ * and persist a snapshot record (the replica is the snapshot's state). A leader keeps what its
+ * live followers still lack, so a slow (not dead) follower needs no state transfer. With
+ * idempotent replays (`replicaSkipsApplied`) a restart trusts the replica up to the snapshot, so
+ * first a fetch of the keys touched since the last compaction makes sure every apply up to it
+ * completed (effects are carried out in order).
+ *
+ * Owns: the touched keys, the compaction fetch in flight, and the forwarded writes compacted
+ * lately (for the transfers that pass them, see ./compacted-forwards.ts).
+ */
+
+import { opKeys, type Op } from '../../store/types.ts';
+import { CompactedForwards } from './compacted-forwards.ts';
+import type { LogCore } from './core.ts';
+import type { ProgressTracker } from './progress.ts';
+import type { LogEntry } from './types.ts';
+
+export class Compaction {
+  /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
+  readonly compactedForwards: CompactedForwards;
+  /** Keys changed by applies issued since the last compaction fetch. */
+  private touchedKeys = new Set<string>();
+  /** A fetch of the touched keys: once it returns, every apply up to `target` has completed. */
+  private compactionFetch: { token: number; target: number } | null = null;
+
+  constructor(
+    private readonly core: LogCore,
+    private readonly progress: ProgressTracker,
+  ) {
+    this.compactedForwards = new CompactedForwards(core.requestTimeoutMs(), core.tuning.queueDepthMax * core.peers.length);
+  }
+
+  /** The replica's applies start over (a replay, a reset): what was touched or fetched no longer counts. */
+  forget(): void {
+    this.compactionFetch = null;
+    this.touchedKeys = new Set();
+  }
+
+  /** Entries left the log (compacted, or passed by a transfer): remember our peers' forwards among them. */
+  noteDropped(dropped: readonly LogEntry[]): void {
+    this.compactedForwards.note(dropped, this.core.self, this.core.nowMs);
+  }
+
+  /** An apply of `op` is issued. */
+  touch(op: Op): void {
+    const keys = opKeys(op);
+    if (keys !== null) for (const key of keys) this.touchedKeys.add(key);
+  }
+
+  compactIfDue(): void {
+    const core = this.core;
+    const threshold = core.tuning.compactionThresholdEntries;
+    if (core.appliedIndex - core.log.snapshotIndex <= threshold || !core.replicaValid) return;
+    if (!core.replicaSkipsApplied) return this.compactTo(core.appliedIndex);
+    // The snapshot will be trusted on restart: first make sure every apply up to it completed.
+    if (this.compactionFetch !== null || this.compactionTarget(core.appliedIndex) === null) return;
+    const token = core.nextStoreToken();
+    this.compactionFetch = { token, target: core.appliedIndex };
+    core.out.push({ kind: 'fetch', token, keys: [...this.touchedKeys] });
+    this.touchedKeys = new Set();
+  }
+
+  /** A fetch completed: if it is ours, compact (true); else it is not ours (false). */
+  onFetched(token: number): boolean {
+    if (this.compactionFetch === null || this.compactionFetch.token !== token) return false;
+    const { target } = this.compactionFetch;
+    this.compactionFetch = null;
+    this.compactTo(target);
+    return true;
+  }
+
+  /** Where to compact to, given applies completed up to `applied`; null: not worth it now. */
+  private compactionTarget(applied: number): number | null {
+    const core = this.core;
+    let target = Math.min(applied, core.appliedIndex);
+    if (target <= core.log.snapshotIndex || !core.replicaValid) return null;
+    if (core.role === 'leader') {
+      target = this.progress.liveMatchFloor(target, core.nowMs);
+      if (target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2) return null;
+    }
+    return target;
+  }
+
+  /** Compacts to `applied` (or, at a leader, what its live followers still need). */
+  private compactTo(applied: number): void {
+    const target = this.compactionTarget(applied);
+    if (target === null) return;
+    const dropped = this.core.log.compactTo(target);
+    for (const entry of dropped) this.core.forgetProposal(entry);
+    this.noteDropped(dropped);
+    this.core.persistSnapshot();
+  }
+}

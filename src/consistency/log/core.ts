@@ -1,0 +1,222 @@
+/**
+ * What every part of the replicated log shares: the node's configuration, the durable state (term,
+ * vote, incarnation, the entry log), the volatile state every concern reads (role, leader, commit
+ * and applied indexes, whether the replica is valid and trusted), and the effect buffer with the
+ * helpers that fill it. The concerns (./progress.ts, ./read-index.ts, ./transfer.ts, …) each own
+ * their own state and reach this one through it; the machine (./machine.ts) is this plus step.
+ *
+ * Invariant: effects leave in the order they were pushed here — a `persist` before the sends that
+ * depend on it; only a ping and its pong are sent `beforeDurable`.
+ */
+
+import type { Refusal } from '../../protocol/refusals.ts';
+import { refusalText } from '../../protocol/refusals.ts';
+import type { Effect, PeerId, RequestId } from '../types.ts';
+import { DroppedPeerMessages } from '../peer-input.ts';
+import { EntryLog } from './entry-log.ts';
+import type { LogMessageLimits } from './validate.ts';
+import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
+import { LOG_DEFAULTS, type LogEntry, type LogMessage, type LogMode, type LogRecord, type LogRole, type LogTuning } from './types.ts';
+import type { MachineOptions } from '../types.ts';
+
+/** Most chunks of one transfer: 2^24 chunks of at least one key each. */
+const TRANSFER_CHUNKS_MAX = 2 ** 24;
+
+/** The key of a request in `proposals`. */
+export const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
+  `${origin}/${incarnation}/${requestId}`;
+
+/** The options the core reads (a subset of ReplicatedLogOptions). */
+export type LogCoreOptions = MachineOptions & { mode: LogMode; replicaSkipsApplied?: boolean } & Partial<LogTuning>;
+
+export class LogCore {
+  readonly self: PeerId;
+  readonly peers: readonly PeerId[];
+  readonly mode: LogMode;
+  readonly tuning: LogTuning;
+  readonly random: () => number;
+  readonly heartbeatIntervalMs: number;
+  readonly failureTimeoutMs: number;
+  readonly majority: number;
+  readonly replicaSkipsApplied: boolean;
+  /** What a peer message must be to be acted on (see ./validate.ts). */
+  readonly messageLimits: LogMessageLimits;
+
+  // Durable state.
+  term = 0;
+  votedFor: PeerId | null = null;
+  incarnation = 0;
+  readonly log = new EntryLog();
+
+  // Volatile state.
+  role: LogRole = 'follower';
+  leader: PeerId | null = null;
+  commitIndex = 0;
+  appliedIndex = 0;
+  replicaValid = true;
+  caughtUp = false;
+  /** The leader's commit index this node must apply before serving; null until known. */
+  catchUpIndex: number | null = null;
+  nowMs: number;
+  lastLeaderContactMs = Number.NEGATIVE_INFINITY;
+
+  // The replica (see ./replica.ts and ./transfer.ts).
+  /** The snapshot index a state transfer must reach; null while none is wanted. */
+  transferMinIndex: number | null = null;
+  /**
+   * The replica holds nothing the logs cannot give back: its backend restarted empty, or we reset
+   * it for a transfer or a start-over, and it has not been trusted since. (A replica that is
+   * merely untrusted, after a failed write, may still hold data no one else has.)
+   */
+  replicaEmptied = false;
+  /** `replicaEmptied` as last persisted (with `replicaTrusted`), so a restart remembers it. */
+  replicaEmptiedPersisted = false;
+  /** Grows each time our replica is lost; rides on appends and transfers (see transfer_chunk). */
+  replicaEpoch = 0;
+  /** The greatest replica epoch seen from the current leader in this term. */
+  leaderReplicaEpoch = 0;
+  /** Replica durability (with replicaSkipsApplied): may a restart replay onto the replica? */
+  replicaTrusted = true;
+  /**
+   * After a restart that replays onto the kept replica, the replica may already hold changes up
+   * to here (the last index logged before the restart): until applied reaches it, the replica is
+   * ahead of `appliedIndex`, so it serves no state transfer (it would be mislabelled).
+   */
+  replayUntilIndex = 0;
+  /** Tokens of store effects (fetches and puts): one sequence, so no two are ever confused. */
+  private storeToken = 0;
+
+  /** Every request id in the log (origin/incarnation/requestId → index), so none enters twice. */
+  readonly proposals = new Map<string, number>();
+
+  out: Effect<LogMessage>[] = [];
+  /** When each refusal reason was last noted, so refusals are noted at most once a second. */
+  private readonly refusalNotedMs = new Map<string, number>();
+  private readonly dropped = new DroppedPeerMessages();
+
+  constructor(options: LogCoreOptions) {
+    this.self = options.self;
+    this.peers = options.peers.filter((peer) => peer !== options.self);
+    this.mode = options.mode;
+    this.tuning = {
+      compactionThresholdEntries: options.compactionThresholdEntries ?? LOG_DEFAULTS.compactionThresholdEntries,
+      appendEntriesMax: options.appendEntriesMax ?? LOG_DEFAULTS.appendEntriesMax,
+      inflightEntriesMax: options.inflightEntriesMax ?? LOG_DEFAULTS.inflightEntriesMax,
+      queueDepthMax: options.queueDepthMax ?? LOG_DEFAULTS.queueDepthMax,
+      requestTimeoutFailureTimeouts:
+        options.requestTimeoutFailureTimeouts ?? LOG_DEFAULTS.requestTimeoutFailureTimeouts,
+      transferChunkEntriesMax: options.transferChunkEntriesMax ?? LOG_DEFAULTS.transferChunkEntriesMax,
+      batchBytesMax: options.batchBytesMax ?? LOG_DEFAULTS.batchBytesMax,
+    };
+    // A bound tuned below the default still takes what a peer running the defaults sends.
+    this.messageLimits = {
+      nodes: new Set([this.self, ...this.peers]),
+      op: { ...OP_LIMITS_DEFAULT, valueBytesMax: options.valueBytesMax ?? OP_LIMITS_DEFAULT.valueBytesMax },
+      appendEntriesMax: Math.max(this.tuning.appendEntriesMax, LOG_DEFAULTS.appendEntriesMax),
+      requestsMax: Math.max(this.tuning.queueDepthMax, LOG_DEFAULTS.queueDepthMax),
+      chunkEntriesMax: Math.max(this.tuning.transferChunkEntriesMax, LOG_DEFAULTS.transferChunkEntriesMax),
+      chunkCountMax: TRANSFER_CHUNKS_MAX,
+    };
+    this.random = options.random;
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs;
+    this.failureTimeoutMs = options.failureTimeoutMs;
+    this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
+    this.nowMs = options.nowMs;
+    this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
+  }
+
+  /** How long a request may wait for its answer. */
+  requestTimeoutMs(): number {
+    return this.tuning.requestTimeoutFailureTimeouts * this.failureTimeoutMs;
+  }
+
+  /** The effects pushed since the last call, in order. */
+  takeEffects(): Effect<LogMessage>[] {
+    const effects = this.out;
+    this.out = [];
+    return effects;
+  }
+
+  nextStoreToken(): number {
+    this.storeToken += 1;
+    return this.storeToken;
+  }
+
+  rememberProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.set(proposalKey(entry.origin, entry.incarnation, entry.requestId), entry.index);
+  }
+
+  forgetProposal(entry: LogEntry): void {
+    if (entry.requestId !== null) this.proposals.delete(proposalKey(entry.origin, entry.incarnation, entry.requestId));
+  }
+
+  /** A peer message this node cannot use: dropped, counted, noted (rate-limited). */
+  dropMessage(from: PeerId, reason: string): void {
+    const note = this.dropped.drop<LogMessage>(from, reason, this.nowMs);
+    if (note !== null) this.out.push({ ...note, meta: { node: this.self, term: this.term, ...note.meta } });
+  }
+
+  get droppedCount(): number {
+    return this.dropped.count;
+  }
+
+  /** Records whether the replica may be replayed onto, with whether its backend restarted empty. */
+  setReplicaTrusted(trusted: boolean): void {
+    if (trusted) this.replicaEmptied = false;
+    const emptied = !trusted && this.replicaEmptied;
+    if (this.replicaTrusted === trusted && this.replicaEmptiedPersisted === emptied) return;
+    this.replicaTrusted = trusted;
+    this.replicaEmptiedPersisted = emptied;
+    this.persist({ kind: 'replica', trusted, emptied }, false);
+  }
+
+  persistHardState(): void {
+    this.persist({ kind: 'hard', term: this.term, votedFor: this.votedFor, incarnation: this.incarnation, leaderReplicaEpoch: this.leaderReplicaEpoch }, false);
+  }
+
+  persistSnapshot(): void {
+    this.replicaEmptiedPersisted = !this.replicaTrusted && this.replicaEmptied;
+    this.persist(
+      {
+        kind: 'snapshot',
+        term: this.term,
+        votedFor: this.votedFor,
+        incarnation: this.incarnation,
+        leaderReplicaEpoch: this.leaderReplicaEpoch,
+        snapshotIndex: this.log.snapshotIndex,
+        snapshotTerm: this.log.snapshotTerm,
+        entries: this.log.entries.slice(),
+        replicaTrusted: this.replicaTrusted,
+        replicaEmptied: this.replicaEmptiedPersisted,
+      },
+      true,
+    );
+  }
+
+  persist(record: LogRecord, compact: boolean): void {
+    this.out.push({ kind: 'persist', record, compact });
+  }
+
+  /** Refusals come in floods: note each reason at most once a second. */
+  noteRefusal(refusal: Refusal): void {
+    const reason = refusalText(refusal);
+    const lastMs = this.refusalNotedMs.get(reason);
+    if (lastMs !== undefined && this.nowMs - lastMs < 1000) return;
+    this.refusalNotedMs.set(reason, this.nowMs);
+    if (this.refusalNotedMs.size > 64) this.refusalNotedMs.delete(this.refusalNotedMs.keys().next().value as string);
+    this.note('warn', 'request refused', { reason, leader: this.leader, peers: this.peers });
+  }
+
+  note(level: 'info' | 'warn', message: string, meta: Record<string, unknown>): void {
+    this.out.push({ kind: 'note', level, message, meta: { node: this.self, term: this.term, ...meta } });
+  }
+
+  send(to: PeerId, message: LogMessage): void {
+    this.out.push({ kind: 'send', to, message });
+  }
+
+  /** A message that rests on no record: it leaves ahead of effects waiting for the disk. */
+  sendBeforeDurable(to: PeerId, message: Extract<LogMessage, { kind: 'ping' | 'pong' }>): void {
+    this.out.push({ kind: 'send', to, message, beforeDurable: true });
+  }
+}

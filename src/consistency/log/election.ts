@@ -1,0 +1,136 @@
+/**
+ * Elections (Raft §5.2 with pre-vote and check-quorum's lease, as etcd-io/raft): the randomized
+ * election timer, the votes a (pre-)candidate collects, the answers to pre-vote and vote requests,
+ * and which node led each recent term. A pre-vote changes no term, so a node returning from a
+ * partition cannot disrupt a working cluster; a vote is refused while this node knows a live
+ * leader. The role changes themselves (becomeLeader, becomeFollower, …) are the machine's.
+ *
+ * Owns: the timer (deadline and its last random draw), the votes, the leaders of recent terms.
+ * Invariants: one leader per term as seen by this node (asserted); a vote at most once per term
+ * (votedFor is persisted before the reply leaves). The timer is the only user of `random()`.
+ */
+
+import assert from 'node:assert';
+import type { PeerId } from '../types.ts';
+import type { LogCore } from './core.ts';
+import type { LogMessage } from './types.ts';
+
+/** The role changes an election's answers lead to. */
+export interface ElectionRoles {
+  becomeFollower(term: number, leader: PeerId | null): void;
+  becomeCandidate(): void;
+  becomeLeader(): void;
+}
+
+export class Election {
+  private deadlineMs = 0;
+  /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
+  private jitterMs = 0;
+  private votes = new Set<PeerId>();
+  private readonly leaderOfTerm = new Map<number, PeerId>();
+
+  constructor(
+    private readonly core: LogCore,
+    private readonly roles: ElectionRoles,
+  ) {}
+
+  resetTimer(): void {
+    const core = this.core;
+    this.jitterMs = Math.floor(core.random() * core.failureTimeoutMs);
+    this.deadlineMs = core.nowMs + core.failureTimeoutMs + this.jitterMs;
+  }
+
+  /** Pushes the election back as a reset would, with the last draw: a ping draws no randomness. */
+  extendTimer(): void {
+    this.deadlineMs = Math.max(this.deadlineMs, this.core.nowMs + this.core.failureTimeoutMs + this.jitterMs);
+  }
+
+  isDue(): boolean {
+    return this.core.nowMs >= this.deadlineMs;
+  }
+
+  /** This node did not run for `pausedMs`: the leader's silence over it does not count. */
+  excusePause(pausedMs: number): void {
+    this.deadlineMs += pausedMs;
+  }
+
+  /** Does this node lead, or know a leader it heard from within the failure timeout? */
+  inLease(): boolean {
+    const core = this.core;
+    if (core.role === 'leader') return true;
+    return core.leader !== null && core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
+  }
+
+  /** The leader of `term` as this node knows it (itself while it leads), if known. */
+  leaderOf(term: number): PeerId | undefined {
+    return this.core.role === 'leader' ? this.core.self : this.leaderOfTerm.get(term);
+  }
+
+  noteLeader(term: number, leader: PeerId): void {
+    const known = this.leaderOfTerm.get(term);
+    assert(known === undefined || known === leader, `two leaders in term ${term}: ${known} and ${leader}`);
+    if (known === undefined) {
+      this.leaderOfTerm.set(term, leader);
+      if (this.leaderOfTerm.size > 64) this.leaderOfTerm.delete(this.leaderOfTerm.keys().next().value as number);
+    }
+  }
+
+  /** The votes the last (pre-)election collected. */
+  voters(): PeerId[] {
+    return [...this.votes];
+  }
+
+  /**
+   * Asks every peer for its vote (`kind` 'vote') or pre-vote in `term`, with this node's own;
+   * true if that alone is a majority (a single node).
+   */
+  canvass(kind: 'pre_vote' | 'vote', term: number): boolean {
+    const core = this.core;
+    this.votes = new Set([core.self]);
+    if (kind === 'vote') core.persistHardState();
+    this.resetTimer();
+    const message: LogMessage = { kind, term, lastIndex: core.log.lastIndex(), lastTerm: core.log.lastTerm() };
+    for (const peer of core.peers) core.send(peer, message);
+    return this.votes.size >= core.majority;
+  }
+
+  onPreVote(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote' }>): void {
+    const core = this.core;
+    const granted =
+      message.term > core.term && !this.inLease() && core.log.isUpToDate(message.lastIndex, message.lastTerm);
+    core.send(from, { kind: 'pre_vote_reply', term: granted ? message.term : core.term, granted });
+  }
+
+  onPreVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote_reply' }>): void {
+    const core = this.core;
+    if (!message.granted && message.term > core.term) {
+      this.roles.becomeFollower(message.term, null);
+      return;
+    }
+    if (core.role !== 'pre_candidate' || !message.granted || message.term !== core.term + 1) return;
+    this.votes.add(from);
+    if (this.votes.size >= core.majority) this.roles.becomeCandidate();
+  }
+
+  onVote(from: PeerId, message: Extract<LogMessage, { kind: 'vote' }>): void {
+    const core = this.core;
+    const granted =
+      message.term === core.term &&
+      (core.votedFor === null || core.votedFor === from) &&
+      core.log.isUpToDate(message.lastIndex, message.lastTerm);
+    if (granted) {
+      core.votedFor = from;
+      core.persistHardState();
+      this.resetTimer();
+      core.note('info', 'vote granted', { to: from, peers: core.peers });
+    }
+    core.send(from, { kind: 'vote_reply', term: core.term, granted });
+  }
+
+  onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
+    const core = this.core;
+    if (core.role !== 'candidate' || message.term !== core.term || !message.granted) return;
+    this.votes.add(from);
+    if (this.votes.size >= core.majority) this.roles.becomeLeader();
+  }
+}

@@ -1,0 +1,548 @@
+/**
+ * The replicated log's state machine (the protocol: ../replicated-log.ts): `step` takes an event,
+ * applies Raft's term rule, dispatches by role (stepLeader, stepFollower, stepCandidate, as
+ * etcd-io/raft does), changes role (becomeLeader, becomeFollower, …), then applies what is
+ * committed and checks the invariants. Each concern lives in its own part, which owns its state:
+ * ./election.ts, ./replication.ts with ./progress.ts, ./read-index.ts, ./requests.ts, ./turn.ts
+ * (the turn's buffers and forwards), ./transfer.ts, ./compaction.ts, ./replica.ts, ./restart.ts;
+ * the state they share is ./core.ts's, which this class extends.
+ *
+ * Invariants (asserted after every step): applied ≤ committed ≤ last index; applied ≥ the
+ * snapshot index; a leader knows it leads; one leader per term (./election.ts). By construction the
+ * commit index never goes back (it only grows: learnCommit, advanceCommit, installTransfer).
+ */
+
+import assert from 'node:assert';
+import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
+import { isWrite, type Op } from '../../store/types.ts';
+import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.ts';
+import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
+import { Compaction } from './compaction.ts';
+import { LogCore } from './core.ts';
+import { Election } from './election.ts';
+import { ProgressTracker } from './progress.ts';
+import { ReadIndex } from './read-index.ts';
+import { Replication } from './replication.ts';
+import { ReplicaRepair } from './replica.ts';
+import { Requests } from './requests.ts';
+import { restoreDurableState } from './restart.ts';
+import { StateTransfer } from './transfer.ts';
+import { Turn } from './turn.ts';
+import { logMessageProblem } from './validate.ts';
+import type { LogMessage } from './types.ts';
+
+/**
+ * A message may move this node's term at most this far at once: terms grow by one per election,
+ * so a larger jump comes from a broken or hostile peer, never from a real cluster's history.
+ */
+const TERM_JUMP_MAX = 1_000_000;
+
+/** What a role does with each input; a (pre-)candidate takes requests as a follower does. */
+interface RoleHandlers {
+  /** A peer message, after the term rule (stepLeader, stepFollower, stepCandidate). */
+  step(from: PeerId, message: LogMessage): void;
+  tick(): void;
+  /** Appends and sends (leader), or forwards and asks (others), the turn's work. */
+  flush(): void;
+  /** A client's write: a leader proposes it (unless the store refuses it); any other role forwards it. */
+  takeWrite(requestId: RequestId, session: number, op: Op): void;
+  /** A read index: the leader confirms its own with a round; any other role asks the leader's. */
+  startLinearizableRead(requestId: RequestId): void;
+}
+
+export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
+  // The concerns, each owning its state (see their headers).
+  private readonly election: Election;
+  private readonly requests: Requests;
+  private readonly progress: ProgressTracker;
+  private readonly reads: ReadIndex;
+  private readonly replication: Replication;
+  private readonly compaction: Compaction;
+  private readonly transfer: StateTransfer;
+  private readonly turn: Turn;
+  private readonly repair: ReplicaRepair;
+
+  /** What each role does with each input (etcd-io/raft's r.step and r.tick, switched with the role). */
+  private readonly asLeader: RoleHandlers = {
+    step: (from, message) => this.stepLeader(from, message),
+    tick: () => this.tickAsLeader(),
+    flush: () => this.turn.flushAsLeader(),
+    takeWrite: (requestId, session, op) => {
+      const refusal = this.turn.storeRefusal(op);
+      if (refusal !== null) return this.requests.reply(requestId, refusal);
+      this.requests.add(requestId, session, op, 'write');
+      this.turn.propose(requestId, op);
+    },
+    startLinearizableRead: (requestId) => this.reads.awaitRoundForLocal(requestId),
+  };
+  private readonly asFollower: RoleHandlers = {
+    step: (from, message) => this.stepFollower(from, message),
+    tick: () => this.tickElection(),
+    flush: () => this.turn.flushAsFollower(),
+    takeWrite: (requestId, session, op) => {
+      this.requests.add(requestId, session, op, 'write');
+      this.turn.forward(requestId, op);
+    },
+    startLinearizableRead: (requestId) => this.turn.askReadIndex(requestId),
+  };
+  private readonly asCandidate: RoleHandlers = { ...this.asFollower, step: (from, message) => this.stepCandidate(from, message) };
+
+  constructor(options: ReplicatedLogOptions) {
+    super(options);
+    this.election = new Election(this, {
+      becomeFollower: (term, leader) => this.becomeFollower(term, leader),
+      becomeCandidate: () => this.becomeCandidate(),
+      becomeLeader: () => this.becomeLeader(),
+    });
+    this.progress = new ProgressTracker({ majority: this.majority, failureTimeoutMs: this.failureTimeoutMs });
+    this.requests = new Requests(this, {
+      cannotServeRead: () => this.cannotServe(null),
+      awaitApply: (requestId, readIndex) => this.reads.awaitApply(requestId, readIndex),
+    });
+    this.reads = new ReadIndex(this, this.progress, this.requests);
+    this.compaction = new Compaction(this, this.progress);
+    this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests);
+    this.replication = new Replication(
+      this,
+      this.progress,
+      this.reads,
+      {
+        leaderOf: (term) => this.election.leaderOf(term),
+        follow: (term, leader) => {
+          if (this.role !== 'follower' || this.leader !== leader) this.becomeFollower(term, leader);
+        },
+        resetElectionTimer: () => this.election.resetTimer(),
+        extendElectionTimer: () => this.election.extendTimer(),
+      },
+      (to, minIndex) => this.transfer.start(to, minIndex),
+    );
+    const parts = { progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication };
+    this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
+    this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
+    restoreDurableState(this, options.persisted);
+    this.start();
+  }
+
+  // ---------------------------------------------------------------- restart
+
+  /** A new incarnation: its replica is kept, replayed onto or rebuilt (see ./replica.ts). */
+  private start(): void {
+    this.incarnation += 1;
+    this.persistHardState();
+    this.repair.restart();
+    this.election.resetTimer();
+  }
+
+  // ---------------------------------------------------------------- step
+
+  step(event: Event<LogMessage>): Effect<LogMessage>[] {
+    assert(event.nowMs >= this.nowMs - 1e9, 'time went far back');
+    this.nowMs = Math.max(this.nowMs, event.nowMs);
+    switch (event.kind) {
+      case 'request':
+        this.onRequest(event.requestId, event.session, event.op);
+        break;
+      case 'message':
+        this.onMessage(event.from, event.message);
+        break;
+      case 'tick':
+        if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
+        this.onTick();
+        // Fallback: a controller that never flushes still sends within a tick.
+        this.flushOutgoing();
+        break;
+      case 'fetched':
+        if (!this.compaction.onFetched(event.token)) this.transfer.onFetched(event.token, event.entries);
+        break;
+      case 'applied':
+        this.transfer.onApplied(event.token);
+        break;
+      case 'backend_reset':
+        this.repair.onBackendReset(event);
+        break;
+      case 'refused':
+        // Never sent here: a refused write makes this replica suspect, and the reset replays.
+        assert.fail('a replicated log is told of refused writes by a backend_reset');
+        break;
+      case 'flush':
+        this.flushOutgoing();
+        break;
+      default: {
+        const never: never = event;
+        assert.fail(`unknown event ${JSON.stringify(never)}`);
+      }
+    }
+    this.afterStep();
+    this.checkInvariants();
+    return this.takeEffects();
+  }
+
+  status(): MachineStatus {
+    return {
+      mode: this.mode,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      committed: String(this.commitIndex),
+      applied: String(this.appliedIndex),
+      queueDepth: this.requests.size,
+      invalidPeerMessages: this.droppedCount,
+    };
+  }
+
+  inspect(): LogInspection {
+    const log = this.log;
+    return {
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      commitIndex: this.commitIndex,
+      appliedIndex: this.appliedIndex,
+      snapshotIndex: log.snapshotIndex,
+      lastIndex: log.lastIndex(),
+      replicaValid: this.replicaValid,
+      caughtUp: this.caughtUp,
+      lastLeaderContactMs: this.lastLeaderContactMs,
+      entryAt: (index) => (index > log.snapshotIndex && index <= log.lastIndex() ? log.entryAt(index) : null),
+    };
+  }
+
+  private checkInvariants(): void {
+    assert(this.appliedIndex <= this.commitIndex, 'applied ≤ committed');
+    assert(this.commitIndex <= this.log.lastIndex(), 'committed ≤ last index');
+    assert(this.appliedIndex >= this.log.snapshotIndex, 'applied ≥ snapshot index');
+    assert(this.role !== 'leader' || this.leader === this.self, 'a leader knows it leads');
+  }
+
+  // ---------------------------------------------------------------- client requests
+
+  private onRequest(requestId: RequestId, session: number, op: Op): void {
+    const refusal = this.refusalFor(op);
+    if (refusal !== null) {
+      this.noteRefusal(refusal);
+      this.requests.reply(requestId, refusal);
+      return;
+    }
+    if (isWrite(op)) {
+      this.roleHandlers().takeWrite(requestId, session, op);
+    } else if (this.requests.hasUnsettledWrite(session)) {
+      // It must see that write: it is served only once the write is applied here (see
+      // Requests.settle). A linearizable one asks for its read index meanwhile.
+      this.requests.add(requestId, session, op, 'held');
+      if (this.mode === 'linearizability') this.roleHandlers().startLinearizableRead(requestId);
+    } else if (this.mode === 'sequential') {
+      this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
+    } else {
+      this.requests.add(requestId, session, op, 'read');
+      this.roleHandlers().startLinearizableRead(requestId);
+    }
+  }
+
+  /**
+   * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
+   * would refuse it (see `refusalFor`) and its connection has no write in flight here.
+   * Linearizable reads always need a round.
+   */
+  readsLocally(nowMs: number, session: number): boolean {
+    return (
+      this.mode === 'sequential' &&
+      !this.requests.hasUnsettledWrite(session) &&
+      this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null
+    );
+  }
+
+  /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
+  private refusalFor(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (this.requests.size >= this.tuning.queueDepthMax) return refused('busy', 'request queue full');
+    return this.cannotServe(op, atMs);
+  }
+
+  /** Why this node cannot serve `op` (null: a read) now, a request already taken included. */
+  private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (!this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
+    if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
+    return null;
+  }
+
+  /** A leader with a recent quorum, or a follower that heard from its leader recently (as of `atMs`). */
+  private knowsLiveLeader(atMs = this.nowMs): boolean {
+    if (this.role === 'leader') return this.progress.hasQuorum(atMs);
+    return (
+      this.role === 'follower' &&
+      this.leader !== null &&
+      atMs - this.lastLeaderContactMs < this.failureTimeoutMs
+    );
+  }
+
+  /**
+   * This node was not running for `pausedMs` (its tick came late): nobody's silence over that time
+   * counts — not the leader's, not a follower's acks, not a request's wait — so a stall of the whole
+   * machine starts no election and times out no request. Safe: reads never lean on a time lease
+   * (a read index is confirmed by a round of acks sent after it), so only liveness timers move.
+   */
+  private excusePause(pausedMs: number): void {
+    const forward = (atMs: number): number => Math.max(atMs, Math.min(this.nowMs, atMs + pausedMs));
+    this.election.excusePause(pausedMs);
+    this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
+    this.progress.excusePause(forward, pausedMs);
+    this.requests.excusePause(pausedMs);
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private onMessage(from: PeerId, raw: unknown): void {
+    if (!this.peers.includes(from)) return this.dropMessage(from, 'not from a peer of this cluster');
+    const problem = logMessageProblem(raw, this.messageLimits);
+    if (problem !== null) return this.dropMessage(from, problem);
+    const message = raw as LogMessage;
+    if (message.kind !== 'pre_vote' && message.term > this.term + TERM_JUMP_MAX) {
+      return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
+    }
+    if (!this.acceptTerm(from, message)) return;
+    this.roleHandlers().step(from, message);
+  }
+
+  /** The current role's handlers: the one place that dispatches by role. */
+  private roleHandlers(): RoleHandlers {
+    switch (this.role) {
+      case 'leader':
+        return this.asLeader;
+      case 'follower':
+        return this.asFollower;
+      case 'pre_candidate':
+      case 'candidate':
+        return this.asCandidate;
+      default: {
+        const never: never = this.role;
+        assert.fail(`unknown role ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /** A leader takes its followers' acks and pongs, puts forwarded writes in its log and answers read-index requests. */
+  private stepLeader(from: PeerId, message: LogMessage): void {
+    switch (message.kind) {
+      case 'append_reply':
+        return this.replication.onAppendReply(from, message);
+      case 'pong':
+        return this.replication.onPong(from, message);
+      case 'forward':
+        return this.turn.onForward(from, message);
+      case 'read_index':
+        return this.reads.onReadIndex(from, message);
+      case 'vote_reply':
+        return;
+      default:
+        return this.stepAnyRole(from, message);
+    }
+  }
+
+  /** A follower refuses forwards and read-index requests (it leads nothing) and ignores what only a leader or candidate uses. */
+  private stepFollower(from: PeerId, message: LogMessage): void {
+    switch (message.kind) {
+      case 'forward':
+        return this.turn.refuseForward(from, message);
+      case 'read_index':
+        return this.reads.refuseReadIndex(from, message);
+      case 'append_reply':
+      case 'pong':
+      case 'vote_reply':
+        return;
+      default:
+        return this.stepAnyRole(from, message);
+    }
+  }
+
+  /** A (pre-)candidate counts votes (a pre-candidate its pre-votes, see Election) and refuses forwards and read-index requests. */
+  private stepCandidate(from: PeerId, message: LogMessage): void {
+    switch (message.kind) {
+      case 'vote_reply':
+        return this.election.onVoteReply(from, message);
+      case 'forward':
+        return this.turn.refuseForward(from, message);
+      case 'read_index':
+        return this.reads.refuseReadIndex(from, message);
+      case 'append_reply':
+      case 'pong':
+        return;
+      default:
+        return this.stepAnyRole(from, message);
+    }
+  }
+
+  /** What every role answers the same way (each handler minds the role where it matters). */
+  private stepAnyRole(from: PeerId, message: Exclude<LogMessage, { kind: 'append_reply' | 'pong' | 'forward' | 'read_index' | 'vote_reply' }>): void {
+    switch (message.kind) {
+      case 'pre_vote':
+        return this.election.onPreVote(from, message);
+      case 'pre_vote_reply':
+        return this.election.onPreVoteReply(from, message);
+      case 'vote':
+        return this.election.onVote(from, message);
+      case 'append':
+        return this.replication.onAppend(from, message);
+      case 'ping':
+        return this.replication.onPing(from, message);
+      case 'forward_refused':
+        return this.requests.onForwardRefused(message);
+      case 'read_index_reply':
+        return this.reads.onReadIndexReply(message);
+      case 'transfer_request':
+        return this.transfer.onTransferRequest(from, message);
+      case 'transfer_chunk':
+        return this.transfer.onTransferChunk(from, message);
+      default: {
+        const never: never = message;
+        assert.fail(`unknown message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  /**
+   * Raft's term rule: a higher term makes this node a follower of that term; pre-votes change no
+   * term; a vote request is ignored while this node knows a live leader (check-quorum's lease),
+   * so a node returning from a partition cannot disrupt a working cluster. Returns false to drop.
+   */
+  private acceptTerm(from: PeerId, message: LogMessage): boolean {
+    if (message.kind === 'pre_vote' || message.kind === 'pre_vote_reply') return true;
+    if (message.term <= this.term) return true;
+    if (message.kind === 'vote' && this.election.inLease()) return false;
+    const leader = message.kind === 'append' || message.kind === 'ping' ? from : null;
+    this.becomeFollower(message.term, leader);
+    return true;
+  }
+
+  // ---------------------------------------------------------------- ticks and role changes
+
+  private onTick(): void {
+    this.requests.expire();
+    this.transfer.requestIfDue();
+    this.roleHandlers().tick();
+  }
+
+  /** A follower or (pre-)candidate that heard from no leader for an election timeout starts one. */
+  private tickElection(): void {
+    if (this.election.isDue()) this.becomePreCandidate();
+  }
+
+  private tickAsLeader(): void {
+    if (!this.progress.hasQuorum(this.nowMs)) {
+      this.becomeFollower(this.term, null);
+      this.election.resetTimer();
+      return;
+    }
+    this.replication.heartbeatIfDue();
+    this.transfer.startOverIfEveryReplicaLost();
+  }
+
+  private becomePreCandidate(): void {
+    this.leaveLeadership(refused('no_quorum', 'leader lost'));
+    this.abandonInFlight();
+    this.note('info', 'election started: no leader heard from', { term: this.term + 1, peers: this.peers });
+    this.role = 'pre_candidate';
+    this.leader = null;
+    if (this.election.canvass('pre_vote', this.term + 1)) this.becomeCandidate();
+  }
+
+  private becomeCandidate(): void {
+    this.role = 'candidate';
+    this.term += 1;
+    this.votedFor = this.self;
+    this.leader = null;
+    if (this.election.canvass('vote', this.term)) this.becomeLeader();
+  }
+
+  private becomeLeader(): void {
+    this.election.noteLeader(this.term, this.self);
+    this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: this.election.voters() });
+    this.role = 'leader';
+    this.leader = this.self;
+    this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
+    this.transfer.leaderElected();
+    this.replication.leaderElected();
+    const termStartIndex = this.turn.proposeNoOp();
+    this.reads.startTerm(termStartIndex);
+    if (this.catchUpIndex === null) this.catchUpIndex = termStartIndex;
+    this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
+  }
+
+  private becomeFollower(term: number, leader: PeerId | null): void {
+    this.leaveLeadership(refused('no_quorum', 'leadership lost'));
+    // Epochs are the term's leader's own (one leader per term; a restarted node leads only in a
+    // later term), so what was seen is forgotten only with the term, not when the leader is lost.
+    if (term > this.term) this.leaderReplicaEpoch = 0;
+    if (term > this.term) {
+      this.term = term;
+      this.votedFor = null;
+      this.persistHardState();
+    }
+    this.role = 'follower';
+    if (leader !== this.leader) this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
+    const changed = leader !== null && leader !== this.leader;
+    this.leader = leader;
+    if (leader !== null) this.election.noteLeader(term, leader);
+    if (changed) this.note('info', 'became follower', { leader, peers: this.peers });
+  }
+
+  /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
+  private leaveLeadership(refusal: Refusal): void {
+    if (this.role !== 'leader') return;
+    this.note('warn', 'stepped down', { why: refusalText(refusal), peers: this.peers, acked: this.progress.ackedPeers(this.nowMs) });
+    this.reads.stepDown(refusal);
+    this.progress.clear();
+    this.leader = null;
+    this.turn.leadershipLost();
+  }
+
+  /**
+   * The leader went silent for a whole election timeout: nothing sent to it will be answered
+   * soon. Reads are refused (they changed nothing); writes get "outcome unknown" (they may still
+   * commit), so clients retry now rather than after the request timeout.
+   */
+  private abandonInFlight(): void {
+    this.refuseForwardsAndReads(refused('no_quorum', 'leader lost'));
+    this.requests.abandonWrites();
+  }
+
+  /** Reads asked of a leader that is gone will never be answered: refuse them now. */
+  private refuseForwardsAndReads(refusal: Refusal): void {
+    this.reads.refuseAsked(refusal);
+  }
+
+  // ---------------------------------------------------------------- end of step
+
+  /** After every event: apply what is committed, serve reads that may go, compact. */
+  private afterStep(): void {
+    this.applyCommitted();
+    this.requests.answerLostWrites();
+    this.reads.serveReads();
+    this.compaction.compactIfDue();
+  }
+
+  /**
+   * On `flush` (the end of a turn) or a tick: append what the turn proposed and send it, one
+   * message per peer: one append per follower, one forward and one read-index request to the
+   * leader, one heartbeat round confirming every read of the turn.
+   */
+  private flushOutgoing(): void {
+    this.roleHandlers().flush();
+  }
+
+  private applyCommitted(): void {
+    if (!this.replicaValid) return;
+    while (this.appliedIndex < this.commitIndex) {
+      this.appliedIndex += 1;
+      const entry = this.log.entryAt(this.appliedIndex);
+      if (entry.op === null) continue;
+      const requestId = this.requests.takeApplied(entry);
+      if (this.replicaSkipsApplied) this.compaction.touch(entry.op);
+      this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
+      if (requestId !== null) this.requests.applied(requestId);
+    }
+    if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) {
+      this.caughtUp = true;
+      this.note('info', 'replay done: caught up, serving', { appliedIndex: this.appliedIndex, leader: this.leader, peers: this.peers });
+    }
+  }
+
+}

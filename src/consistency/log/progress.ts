@@ -1,0 +1,131 @@
+/**
+ * The leader's view of each follower (etcd-io/raft's tracker/progress.go): how far its log
+ * matches ours, what was sent to it and not yet acked (the in-flight window), when it last acked
+ * or answered a ping, and which read-confirming round it acked. The counts a leader decides by —
+ * check-quorum, the commit index, the confirmed round — are majorities over these.
+ *
+ * Invariants: matchIndex ≤ sentIndex; only the leader of the current term holds any (cleared when
+ * leadership is lost); peers are iterated in the order they were listed.
+ */
+
+import type { PeerId } from '../types.ts';
+
+/** The leader's view of one follower. */
+export interface Progress {
+  matchIndex: number;
+  /** Entries up to here were sent (maybe not acked yet). */
+  sentIndex: number;
+  commitSent: number;
+  lastAckMs: number;
+  /** Its last pong: alive, its acks maybe held by its disk (check-quorum counts it, rounds do not). */
+  lastPongMs: number;
+  ackedRound: number;
+  seq: number;
+  /** Rejections of appends sent before this seq are stale. */
+  rewindSeq: number;
+  transferStartedMs: number;
+  /** The greatest replica epoch of ours the peer has acknowledged seeing. */
+  replicaEpochSeen: number;
+  /**
+   * The greatest last log index the peer has replied with in this term (−1 before its first
+   * reply): a peer whose log ends before our snapshot can only be rebuilt by a transfer.
+   */
+  lastIndex: number;
+}
+
+export class ProgressTracker {
+  readonly #byPeer = new Map<PeerId, Progress>();
+
+  constructor(private readonly options: { majority: number; failureTimeoutMs: number }) {}
+
+  /** A new leader's view: every follower presumed alive now, sent up to our last index. */
+  reset(peers: readonly PeerId[], lastIndex: number, nowMs: number): void {
+    this.#byPeer.clear();
+    for (const peer of peers) {
+      this.#byPeer.set(peer, {
+        matchIndex: 0,
+        sentIndex: lastIndex,
+        commitSent: 0,
+        lastAckMs: nowMs,
+        lastPongMs: Number.NEGATIVE_INFINITY,
+        ackedRound: 0,
+        seq: 0,
+        rewindSeq: 0,
+        transferStartedMs: Number.NEGATIVE_INFINITY,
+        replicaEpochSeen: 0,
+        lastIndex: -1,
+      });
+    }
+  }
+
+  clear(): void {
+    this.#byPeer.clear();
+  }
+
+  get(peer: PeerId): Progress | undefined {
+    return this.#byPeer.get(peer);
+  }
+
+  /** Check-quorum: has a majority (this node included) acked or ponged within the failure timeout? */
+  hasQuorum(atMs: number): boolean {
+    let count = 1;
+    for (const progress of this.#byPeer.values()) {
+      if (atMs - Math.max(progress.lastAckMs, progress.lastPongMs) < this.options.failureTimeoutMs) count += 1;
+    }
+    return count >= this.options.majority;
+  }
+
+  /** The peers that acked within the failure timeout. */
+  ackedPeers(nowMs: number): PeerId[] {
+    const acked: PeerId[] = [];
+    for (const [peer, progress] of this.#byPeer) if (nowMs - progress.lastAckMs < this.options.failureTimeoutMs) acked.push(peer);
+    return acked;
+  }
+
+  /** The highest index a majority (this node, holding `lastIndex`, included) has. */
+  majorityMatch(lastIndex: number): number {
+    const matches = [lastIndex];
+    for (const progress of this.#byPeer.values()) matches.push(progress.matchIndex);
+    matches.sort((a, b) => b - a);
+    return matches[this.options.majority - 1];
+  }
+
+  /** The highest round a majority (this node, at `round`, included) has acked. */
+  confirmedRound(round: number): number {
+    const rounds = [round];
+    for (const progress of this.#byPeer.values()) rounds.push(progress.ackedRound);
+    rounds.sort((a, b) => b - a);
+    return rounds[this.options.majority - 1];
+  }
+
+  /** The follower heard from last (first listed on a tie), or null with none. */
+  freshest(): PeerId | null {
+    let freshest: PeerId | null = null;
+    let freshestMs = Number.NEGATIVE_INFINITY;
+    for (const [peer, progress] of this.#byPeer) {
+      if (progress.lastAckMs > freshestMs) {
+        freshest = peer;
+        freshestMs = progress.lastAckMs;
+      }
+    }
+    return freshest;
+  }
+
+  /** `index`, lowered to what every follower that acked lately still lacks. */
+  liveMatchFloor(index: number, nowMs: number): number {
+    let floor = index;
+    for (const progress of this.#byPeer.values()) {
+      if (nowMs - progress.lastAckMs < this.options.failureTimeoutMs) floor = Math.min(floor, progress.matchIndex);
+    }
+    return floor;
+  }
+
+  /** This node did not run for `pausedMs`: the followers' silence over it does not count. */
+  excusePause(forward: (atMs: number) => number, pausedMs: number): void {
+    for (const progress of this.#byPeer.values()) {
+      progress.lastAckMs = forward(progress.lastAckMs);
+      progress.lastPongMs = forward(progress.lastPongMs);
+      progress.transferStartedMs += pausedMs;
+    }
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * Log replication (Raft §5.3): the leader's side sends each follower what it lacks, pipelined and
+ * batched within the in-flight and byte bounds, rewinds on a rejection, and commits what a
+ * majority holds; the follower's side checks an append against what it knows is committed,
+ * matches logs, cuts a conflicting suffix and learns the commit index. Pings and pongs ride
+ * ahead of the disk: they move no log state, only tell a follower its leader lives.
+ *
+ * Owns: the heartbeat's schedule, and how many of the log's last entries are not durable yet
+ * while a flush sends before writing. The per-follower state is ./progress.ts's.
+ * Invariants: only entries of the current term are committed by counting replicas; a committed
+ * entry is never changed (an append that would is dropped, see appendProblem).
+ */
+
+import assert from 'node:assert';
+import type { PeerId } from '../types.ts';
+import type { LogCore } from './core.ts';
+import type { Progress, ProgressTracker } from './progress.ts';
+import type { ReadIndex } from './read-index.ts';
+import { batchCount, opBytes, type LogEntry, type LogMessage } from './types.ts';
+
+/** What replication asks of elections. */
+export interface ReplicationElection {
+  /** The leader of `term` as this node knows it (itself while it leads), if known. */
+  leaderOf(term: number): PeerId | undefined;
+  /** An append or ping of `term` from `leader`: follow it, if not already. */
+  follow(term: number, leader: PeerId): void;
+  resetElectionTimer(): void;
+  /** Pushes the election back as a reset would, with the last draw: a ping draws no randomness. */
+  extendElectionTimer(): void;
+}
+
+export class Replication {
+  /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
+  private notDurableCount = 0;
+  /** When the leader's next heartbeat is due. */
+  private heartbeatDueMs = 0;
+
+  constructor(
+    private readonly core: LogCore,
+    private readonly progress: ProgressTracker,
+    private readonly reads: ReadIndex,
+    private readonly election: ReplicationElection,
+    /** Starts a state transfer to a follower that needs compacted entries (see ./transfer.ts). */
+    private readonly startTransfer: (to: PeerId, minIndex: number) => boolean,
+  ) {}
+
+  /** A new leader (this node) sends its first heartbeat at its next tick. */
+  leaderElected(): void {
+    this.heartbeatDueMs = this.core.nowMs;
+  }
+
+  /** The leader's heartbeat, once an interval: an append (maybe empty) and a ping to every follower. */
+  heartbeatIfDue(): void {
+    if (this.core.nowMs < this.heartbeatDueMs) return;
+    this.heartbeatDueMs = this.core.nowMs + this.core.heartbeatIntervalMs;
+    for (const peer of this.core.peers) {
+      this.sendAppend(peer, true);
+      this.core.sendBeforeDurable(peer, { kind: 'ping', term: this.core.term });
+    }
+  }
+
+  /**
+   * A leader's flush: the appends leave before our own copy of the last `notDurable` entries is
+   * written (the caller persists them next); a read-confirming round goes with them if `round`.
+   */
+  sendAppends(notDurable: number, round: boolean): void {
+    this.notDurableCount = notDurable;
+    const confirmers: readonly PeerId[] = round ? this.roundConfirmers() : [];
+    for (const peer of this.core.peers) this.sendAppend(peer, confirmers.includes(peer));
+    this.notDurableCount = 0;
+  }
+
+  onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
+    if (message.term < this.core.term) {
+      this.core.send(from, { kind: 'append_reply', term: this.core.term, success: false, matchIndex: 0, hintIndex: 0, round: message.round, seq: message.seq, commitIndex: this.core.commitIndex, replicaEpoch: 0, lastIndex: this.core.log.lastIndex() });
+      return;
+    }
+    const problem = this.appendProblem(from, message);
+    if (problem !== null) return this.core.dropMessage(from, problem);
+    this.election.follow(message.term, from);
+    if ((message.replicaEpoch ?? 0) > this.core.leaderReplicaEpoch) {
+      // Remembered across a restart: a chunk older than it must stay refused (see onTransferChunk).
+      this.core.leaderReplicaEpoch = message.replicaEpoch ?? 0;
+      this.core.persistHardState();
+    }
+    this.core.lastLeaderContactMs = this.core.nowMs;
+    this.election.resetElectionTimer();
+    const reply = this.appendEntries(message);
+    if (message.quiet && reply.success) return;
+    this.core.send(from, { kind: 'append_reply', term: this.core.term, round: message.round, seq: message.seq, commitIndex: this.core.commitIndex, replicaEpoch: this.core.leaderReplicaEpoch, lastIndex: this.core.log.lastIndex(), ...reply });
+  }
+
+  /**
+   * The leader's ping: it may overtake the leader's earlier appends, held by its disk, so it moves
+   * no log state: it only tells this node its leader lives (no election) and is answered at once.
+   */
+  onPing(from: PeerId, message: Extract<LogMessage, { kind: 'ping' }>): void {
+    if (message.term < this.core.term) return this.core.sendBeforeDurable(from, { kind: 'pong', term: this.core.term });
+    const leader = this.election.leaderOf(message.term);
+    if (leader !== undefined && leader !== from) return this.core.dropMessage(from, `two leaders in term ${message.term}: ${leader} and ${from}`);
+    this.election.follow(message.term, from);
+    this.core.lastLeaderContactMs = this.core.nowMs;
+    this.election.extendElectionTimer();
+    this.core.sendBeforeDurable(from, { kind: 'pong', term: this.core.term });
+  }
+
+  /**
+   * Why an append of this term (well formed) cannot come from a correct leader, or null: another
+   * node leads this term (this one, maybe), or it would change an entry this node knows is
+   * committed, or put an entry of an older term right after the snapshot.
+   */
+  private appendProblem(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): string | null {
+    const leader = this.election.leaderOf(message.term);
+    if (leader !== undefined && leader !== from) return `two leaders in term ${message.term}: ${leader} and ${from}`;
+    const log = this.core.log;
+    for (const entry of message.entries) {
+      if (entry.index <= log.snapshotIndex) continue;
+      if (entry.index > this.core.commitIndex || entry.index > log.lastIndex()) break;
+      if (log.termAt(entry.index) !== entry.term) return `append would change committed entry ${entry.index}`;
+    }
+    const first = message.entries.find((entry) => entry.index > log.snapshotIndex);
+    if (message.prevIndex < log.snapshotIndex && first !== undefined && first.term < log.snapshotTerm) {
+      return 'append puts an older term after the snapshot';
+    }
+    return null;
+  }
+
+  /** Log matching: accept entries after a matching prevIndex; cut a conflicting suffix. */
+  private appendEntries(
+    message: Extract<LogMessage, { kind: 'append' }>,
+  ): { success: boolean; matchIndex: number; hintIndex: number } {
+    const log = this.core.log;
+    const lastSent = message.prevIndex + message.entries.length;
+    let prevIndex = message.prevIndex;
+    let entries = message.entries;
+    if (prevIndex < log.snapshotIndex) {
+      // Entries up to the snapshot are committed here, hence identical: skip them.
+      entries = entries.filter((entry) => entry.index > log.snapshotIndex);
+      prevIndex = log.snapshotIndex;
+      if (entries.length === 0 && lastSent <= log.snapshotIndex) {
+        return { success: true, matchIndex: lastSent, hintIndex: 0 };
+      }
+    } else {
+      if (prevIndex > log.lastIndex()) return { success: false, matchIndex: 0, hintIndex: log.lastIndex() + 1 };
+      const termHere = log.termAt(prevIndex);
+      if (termHere !== message.prevTerm) return { success: false, matchIndex: 0, hintIndex: this.conflictHint(prevIndex) };
+    }
+    this.storeEntries(entries);
+    this.learnCommit(Math.min(message.commitIndex, lastSent));
+    // Sequential, three nodes: the leader and this follower are a majority. The leader's log was
+    // durable up to durableIndex when this left, and ours is before any later effect of this step
+    // is carried out; so an entry of the leader's term up to there is committed, with every entry
+    // before it (Raft §5.4), and we apply it without waiting for the commit notice. Not with
+    // linearizability: its read index is the leader's commit index, which must cover every write
+    // a follower has answered (a larger one, such as everything sent, may never be reached if the
+    // leader fails; and this saved nothing measurable there).
+    const heldByBoth = Math.min(lastSent, message.durableIndex);
+    if (this.core.mode === 'sequential' && this.core.majority === 2 && heldByBoth > this.core.commitIndex && this.core.log.termAt(heldByBoth) === message.term) {
+      this.learnCommit(heldByBoth);
+    }
+    if (this.core.catchUpIndex === null) this.core.catchUpIndex = message.commitIndex;
+    return { success: true, matchIndex: lastSent, hintIndex: 0 };
+  }
+
+  /** The first index of the conflicting term at `index`, never at or below the commit index. */
+  private conflictHint(index: number): number {
+    const conflictTerm = this.core.log.termAt(index);
+    let hint = index;
+    while (hint - 1 > this.core.commitIndex && hint - 1 > this.core.log.snapshotIndex && this.core.log.termAt(hint - 1) === conflictTerm) {
+      hint -= 1;
+    }
+    return hint;
+  }
+
+  private storeEntries(entries: readonly LogEntry[]): void {
+    let first = 0;
+    while (first < entries.length && entries[first].index <= this.core.log.lastIndex()) {
+      const entry = entries[first];
+      if (this.core.log.termAt(entry.index) !== entry.term) {
+        // Checked on receipt (appendProblem): a peer cannot get here with a committed entry.
+        assert(entry.index > this.core.commitIndex, `committed entry ${entry.index} would change`);
+        for (const dropped of this.core.log.truncateFrom(entry.index)) this.core.forgetProposal(dropped);
+        // Only uncommitted entries are cut, and the replica never held those.
+        this.core.replayUntilIndex = Math.min(this.core.replayUntilIndex, entry.index - 1);
+        this.core.persist({ kind: 'truncate', fromIndex: entry.index }, false);
+        break;
+      }
+      first += 1;
+    }
+    const fresh = first === 0 ? entries : entries.slice(first);
+    if (fresh.length === 0) return;
+    this.core.log.append(fresh);
+    for (const entry of fresh) this.core.rememberProposal(entry);
+    this.core.persist({ kind: 'entries', entries: fresh.slice() }, false);
+  }
+
+  private learnCommit(index: number): void {
+    if (index > this.core.commitIndex) this.core.commitIndex = Math.min(index, this.core.log.lastIndex());
+  }
+
+  /** Stepped by the leader only (the machine's stepLeader). */
+  onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
+    if (message.term !== this.core.term) return;
+    const progress = this.progress.get(from);
+    if (progress === undefined) return;
+    if (message.success && message.matchIndex > this.core.log.lastIndex()) {
+      return this.core.dropMessage(from, `acks index ${message.matchIndex}, beyond the log's end ${this.core.log.lastIndex()}`);
+    }
+    progress.lastAckMs = this.core.nowMs;
+    progress.ackedRound = Math.max(progress.ackedRound, message.round);
+    progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch ?? 0);
+    progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex ?? -1);
+    if (message.success) {
+      progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
+      // What it committed on its own (see appendEntries) needs no commit notice.
+      progress.commitSent = Math.max(progress.commitSent, message.commitIndex);
+      progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
+      this.advanceCommit();
+    } else if (message.seq >= progress.rewindSeq) {
+      progress.sentIndex = Math.max(progress.matchIndex, Math.min(message.hintIndex - 1, this.core.log.lastIndex()));
+      progress.rewindSeq = progress.seq + 1;
+      // Below the snapshot only a transfer helps; the heartbeat starts it, not a reply storm.
+      if (progress.sentIndex >= this.core.log.snapshotIndex) this.sendAppend(from, false);
+    }
+    this.reads.confirmRounds();
+  }
+
+  /** Stepped by the leader only (the machine's stepLeader). */
+  onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
+    if (message.term !== this.core.term) return;
+    const progress = this.progress.get(from);
+    if (progress !== undefined) progress.lastPongMs = this.core.nowMs;
+  }
+
+  /** Commit the highest index a majority has, if its entry is of the current term. */
+  advanceCommit(): void {
+    const candidate = this.progress.majorityMatch(this.core.log.lastIndex());
+    if (candidate > this.core.commitIndex && this.core.log.termAt(candidate) === this.core.term) this.core.commitIndex = candidate;
+  }
+
+  /**
+   * Sends the follower everything not yet sent (up to the batch and in-flight bounds), pipelined:
+   * no wait for the previous append's ack. `force` sends even with nothing new (a heartbeat).
+   */
+  private sendAppend(peer: PeerId, force: boolean): void {
+    const progress = this.progress.get(peer);
+    assert(progress !== undefined);
+    const prevTerm = this.core.log.termAt(progress.sentIndex);
+    if (prevTerm === null) {
+      this.sendHeartbeatForTransfer(peer, progress);
+      return;
+    }
+    const inflightRoom = this.core.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
+    const available = Math.max(0, Math.min(this.core.log.lastIndex() - progress.sentIndex, inflightRoom));
+    const count = batchCount((at) => opBytes(this.core.log.entryAt(progress.sentIndex + 1 + at).op), available, {
+      countMax: this.core.tuning.appendEntriesMax,
+      bytesMax: this.core.tuning.batchBytesMax,
+    });
+    if (count === 0 && !force && progress.commitSent >= this.core.commitIndex) return;
+    const entries = count === 0 ? [] : this.core.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
+    progress.seq += 1;
+    this.core.send(peer, {
+      kind: 'append',
+      term: this.core.term,
+      prevIndex: progress.sentIndex,
+      prevTerm,
+      entries,
+      commitIndex: this.core.commitIndex,
+      durableIndex: this.durableIndex(),
+      round: this.reads.round,
+      seq: progress.seq,
+      quiet: count === 0 && !force,
+      replicaEpoch: this.core.replicaEpoch,
+    });
+    progress.sentIndex += count;
+    progress.commitSent = this.core.commitIndex;
+  }
+
+  /** How far our log is durable by the time a message sent now leaves (see flushAsLeader). */
+  private durableIndex(): number {
+    return this.core.log.lastIndex() - this.notDurableCount;
+  }
+
+  /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
+  private sendHeartbeatForTransfer(peer: PeerId, progress: Progress): void {
+    progress.seq += 1;
+    this.core.send(peer, {
+      kind: 'append',
+      term: this.core.term,
+      prevIndex: this.core.log.snapshotIndex,
+      prevTerm: this.core.log.snapshotTerm,
+      entries: [],
+      commitIndex: this.core.commitIndex,
+      durableIndex: this.durableIndex(),
+      round: this.reads.round,
+      seq: progress.seq,
+      quiet: false,
+      replicaEpoch: this.core.replicaEpoch,
+    });
+    progress.commitSent = this.core.commitIndex;
+    if (this.core.nowMs - progress.transferStartedMs >= this.core.tuning.requestTimeoutFailureTimeouts * this.core.failureTimeoutMs) {
+      if (this.startTransfer(peer, 0)) progress.transferStartedMs = this.core.nowMs;
+    }
+  }
+
+  /**
+   * The followers a read-confirming round goes to. Its acks must make a majority with us; with
+   * three nodes one follower does: the one heard from last. With more nodes, all. (Should that
+   * one not answer, the next heartbeat goes to every follower and confirms it.)
+   */
+  private roundConfirmers(): readonly PeerId[] {
+    if (this.core.majority !== 2) return this.core.peers;
+    const freshest = this.progress.freshest();
+    return freshest === null ? this.core.peers : [freshest];
+  }
+}

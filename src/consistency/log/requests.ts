@@ -1,0 +1,243 @@
+/**
+ * The client requests this node has taken and not answered: each one's op and deadline, the
+ * order of each client connection's (*session's*) requests (./session-order.ts), and the term in
+ * which each of our writes was sent toward a log. It answers a request exactly once — applied,
+ * served, refused, timed out, lost with a leader — and keeps a session's reads in order with its
+ * writes: a read is served after the session's earlier writes are applied here and before its
+ * later ones are.
+ *
+ * Owns: the pending requests, the sessions, the writes' send terms.
+ * Invariants: a reply settles its request in its session; an apply effect carries a requestId at
+ * most once, only at the request's origin; `writeTerms` is in send order, so its terms never decrease.
+ */
+
+import type { Reply } from '../../protocol/types.ts';
+import { refused, type Refusal } from '../../protocol/refusals.ts';
+import { isWrite, type Op } from '../../store/types.ts';
+import type { RequestId } from '../types.ts';
+import { proposalKey, type LogCore } from './core.ts';
+import { SessionOrder } from './session-order.ts';
+import type { LogEntry, LogMessage } from './types.ts';
+
+interface Pending {
+  op: Op;
+  deadlineMs: number;
+  /** A linearizable read's index, once known, while the read is held behind its session's write. */
+  readIndex?: number;
+}
+
+/** The answer to a write whose apply failed on this replica, when it is not applied again here. */
+export const APPLY_FAILED = refused('backend', 'write outcome unknown (the replica failed while applying it)');
+/** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
+const TRANSFERRED_PAST_READ = refused('not_caught_up', 'replica replaced by a state transfer; retry');
+const TRANSFERRED_PAST_WRITE = refused('result_unknown', 'replica replaced by a state transfer');
+
+/** What the requests ask of the rest of the machine. */
+export interface RequestsHooks {
+  /** Why a read cannot be served now (no live leader, replica not caught up), or null. */
+  cannotServeRead(): Refusal | null;
+  /** A linearizable read with its read index now waits for the replica to apply it. */
+  awaitApply(requestId: RequestId, readIndex: number): void;
+}
+
+export class Requests {
+  private readonly pending = new Map<RequestId, Pending>();
+  /**
+   * Each client connection's writes not yet applied here and its reads not yet served, in
+   * arrival order, so that a pipelining client's reads see exactly its earlier writes.
+   */
+  private readonly sessions = new SessionOrder();
+  /**
+   * Our writes sent toward a log (forwarded, or proposed as leader) → the term they were sent in,
+   * in send order (so terms never decrease along the map). Once an entry of a later term is
+   * committed, a write of an earlier term that is not in the log by then never will be.
+   */
+  private readonly writeTerms = new Map<RequestId, number>();
+
+  constructor(
+    private readonly core: LogCore,
+    private readonly hooks: RequestsHooks,
+  ) {}
+
+  get size(): number {
+    return this.pending.size;
+  }
+
+  isPending(requestId: RequestId): boolean {
+    return this.pending.has(requestId);
+  }
+
+  hasUnsettledWrite(session: number): boolean {
+    return this.sessions.hasUnsettledWrite(session);
+  }
+
+  /** Takes a request: a write, a read held behind its session's write, or a read. */
+  add(requestId: RequestId, session: number, op: Op, kind: 'write' | 'held' | 'read'): void {
+    const deadlineMs = this.core.nowMs + this.core.requestTimeoutMs();
+    this.pending.set(requestId, { op, deadlineMs });
+    this.sessions.add(session, requestId, kind);
+  }
+
+  /** Still behind its session's write: keeps its read index for when that write is applied (true). */
+  holdBehindWrite(requestId: RequestId, readIndex: number): boolean {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined || !this.sessions.isHeld(requestId)) return false;
+    pending.readIndex = readIndex;
+    return true;
+  }
+
+  reply(requestId: RequestId, reply: Reply): void {
+    this.core.out.push({ kind: 'reply', requestId, reply });
+    this.settle(requestId);
+  }
+
+  refuse(requestId: RequestId, refusal: Refusal): void {
+    this.writeTerms.delete(requestId);
+    if (!this.pending.delete(requestId)) return;
+    this.core.noteRefusal(refusal);
+    this.reply(requestId, refusal);
+  }
+
+  /** Serves a pending read from the replica as it stands after the effects issued so far. */
+  serve(requestId: RequestId): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined) return;
+    this.pending.delete(requestId);
+    this.core.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.core.nowMs });
+    this.settle(requestId);
+  }
+
+  /**
+   * A request of a session is settled; the reads it held go on: a sequential read is served at
+   * once (right after the write it waited for, in the effects' order), a linearizable one once
+   * its read index is applied too.
+   */
+  private settle(requestId: RequestId): void {
+    for (const read of this.sessions.settle(requestId)) {
+      if (this.core.mode === 'linearizability') {
+        const readIndex = this.pending.get(read)?.readIndex;
+        if (readIndex !== undefined) this.hooks.awaitApply(read, readIndex);
+        continue;
+      }
+      const refusal = this.hooks.cannotServeRead();
+      if (refusal !== null) {
+        this.refuse(read, refusal);
+        continue;
+      }
+      this.serve(read);
+    }
+  }
+
+  /** The committed entry about to be applied: its request, if it is ours and pending here. */
+  takeApplied(entry: LogEntry): RequestId | null {
+    const core = this.core;
+    let requestId: RequestId | null = null;
+    if (entry.origin === core.self && entry.incarnation === core.incarnation && entry.requestId !== null) {
+      if (this.pending.has(entry.requestId)) requestId = entry.requestId;
+      this.writeTerms.delete(entry.requestId);
+    }
+    // The reads its connection sent before it must not see it: served now, if not yet. (A
+    // linearizable one may not have its read index: every write that completed before it was
+    // sent is in the log before this one, sent after it.)
+    if (requestId !== null) for (const read of this.sessions.takeReadsBefore(requestId)) this.serve(read);
+    return requestId;
+  }
+
+  /** Its apply effect was issued (with its requestId): the client is answered by the store. */
+  applied(requestId: RequestId): void {
+    this.pending.delete(requestId);
+    this.settle(requestId);
+  }
+
+  /** Our writes whose apply failed: those committed wait for the replay to apply them again; the rest are answered. */
+  awaitReplay(awaiting: readonly RequestId[]): void {
+    const core = this.core;
+    const waiting = new Set(awaiting);
+    for (const entry of core.log.entries) {
+      if (entry.op === null || entry.requestId === null || entry.origin !== core.self || entry.incarnation !== core.incarnation) continue;
+      if (entry.index > core.commitIndex || !waiting.delete(entry.requestId)) continue;
+      const deadlineMs = core.nowMs + core.requestTimeoutMs();
+      this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
+    }
+    for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
+  }
+
+  /** This node did not run for `pausedMs`: no request's wait over it counts. */
+  excusePause(pausedMs: number): void {
+    for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
+  }
+
+  expire(): void {
+    for (const [requestId, pending] of this.pending) {
+      if (pending.deadlineMs > this.core.nowMs) break;
+      this.pending.delete(requestId);
+      this.writeTerms.delete(requestId);
+      const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
+      const refusal = refused('timeout', `${what}, no quorum answered in time`);
+      this.core.noteRefusal(refusal);
+      this.reply(requestId, refusal);
+    }
+  }
+
+  /** The leader is gone: our writes sent toward its log get "outcome unknown" (they may still commit). */
+  abandonWrites(): void {
+    for (const requestId of [...this.writeTerms.keys()]) {
+      this.refuse(requestId, refused('outcome_unknown', 'leader lost before it committed; retry'));
+    }
+  }
+
+  noteWriteSent(requestId: RequestId): void {
+    this.writeTerms.delete(requestId);
+    this.writeTerms.set(requestId, this.core.term);
+  }
+
+  onForwardRefused(message: Extract<LogMessage, { kind: 'forward_refused' }>): void {
+    if (message.incarnation !== this.core.incarnation) return;
+    for (const requestId of message.requestIds) {
+      this.writeTerms.delete(requestId);
+      if (this.pending.delete(requestId)) this.reply(requestId, refused(message.reason, message.detail));
+    }
+  }
+
+  /**
+   * A committed entry of term T fixes the log up to it, and an entry of an earlier term can only
+   * sit before it (terms never decrease along the log). So our writes sent in a term < T that are
+   * not in the log up to the commit index will never be applied: answer them now, so the client
+   * retries at once instead of waiting for the request timeout.
+   */
+  answerLostWrites(): void {
+    if (this.writeTerms.size === 0) return;
+    const core = this.core;
+    const commitTerm = core.log.termAt(core.commitIndex) ?? 0;
+    for (const [requestId, term] of this.writeTerms) {
+      if (term >= commitTerm) break;
+      this.writeTerms.delete(requestId);
+      if (!this.pending.has(requestId)) continue;
+      const index = core.proposals.get(proposalKey(core.self, core.incarnation, requestId));
+      if (index !== undefined && index <= core.commitIndex) continue;
+      this.refuse(requestId, refused('outcome_unknown', 'the leader changed before it committed; retry'));
+    }
+  }
+
+  /** A state transfer passed our sessions' unapplied writes: the reads sent before them are refused. */
+  refuseReadsBeforeUnsettledWrites(): void {
+    for (const read of this.sessions.takeReadsBeforeUnsettledWrites()) this.refuse(read, TRANSFERRED_PAST_READ);
+  }
+
+  /**
+   * A write of ours that a state transfer holds (committed at `index`) but that was never applied
+   * here: its client is answered now. Only a plain set's and a flush's replies do not depend on
+   * the state before them; any other write's result is unknown here, and the reply says so.
+   */
+  answerTransferredWrite(requestId: RequestId, index: number): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined || !isWrite(pending.op)) return;
+    this.writeTerms.delete(requestId);
+    this.pending.delete(requestId);
+    const { op } = pending;
+    if (op.kind === 'store' && op.verb === 'set') return this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
+    if (op.kind === 'flush_all') return this.reply(requestId, { kind: 'ok' });
+    this.core.noteRefusal(TRANSFERRED_PAST_WRITE);
+    this.reply(requestId, TRANSFERRED_PAST_WRITE);
+  }
+}

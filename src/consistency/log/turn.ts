@@ -1,0 +1,214 @@
+/**
+ * A turn's outgoing work and the leader's intake of forwarded writes. During a turn, a leader's
+ * writes (its clients' and those forwarded to it) become proposals, and a follower's writes and
+ * linearizable reads are buffered; the controller's `flush` (or, at the latest, the next tick)
+ * appends and sends them, one message per peer: one append per follower, one forward and one
+ * read-index request to the leader, one heartbeat round confirming every read of the turn. So a
+ * burst of requests costs one round trip, not one per request.
+ *
+ * Owns: the three buffers, the memory of forwards the store refused.
+ * Invariants: a forwarded request enters the log at most once, and never after its origin was told
+ * it was refused; only a forward of the leader's current term enters its log.
+ */
+
+import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
+import type { Op } from '../../store/types.ts';
+import type { PeerId, RequestId } from '../types.ts';
+import { proposalKey, type LogCore } from './core.ts';
+import type { ProgressTracker } from './progress.ts';
+import type { ReadIndex } from './read-index.ts';
+import type { Replication } from './replication.ts';
+import type { Requests } from './requests.ts';
+import { batchCount, opBytes, type ForwardedRequest, type LogEntry, type LogMessage } from './types.ts';
+
+/** What a forward to a node that does not lead (or lacks a quorum) is told. */
+const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
+/** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
+const refusedForwardsMax = 4096;
+
+/** The parts a turn's flush hands its work to. */
+export interface TurnParts {
+  progress: ProgressTracker;
+  requests: Requests;
+  reads: ReadIndex;
+  replication: Replication;
+}
+
+export class Turn {
+  /** The leader's proposals of this turn, not in the log yet. */
+  private proposed: LogEntry[] = [];
+  /** Our writes to forward to the leader at the flush. */
+  private forwarded: ForwardedRequest[] = [];
+  /** Our linearizable reads to ask the leader's read index for at the flush. */
+  private readAsks: RequestId[] = [];
+  /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
+  private readonly refusedForwards = new Map<string, Refusal>();
+
+  private readonly progress: ProgressTracker;
+  private readonly requests: Requests;
+  private readonly reads: ReadIndex;
+  private readonly replication: Replication;
+
+  constructor(
+    private readonly core: LogCore,
+    parts: TurnParts,
+    /** The store's admission (a memory guard): why it refuses a write stored under `version`, or null. */
+    private readonly refuseStore: (op: Op, version: bigint) => Refusal | null,
+  ) {
+    ({ progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication } = parts);
+  }
+
+  /** Why the store refuses a write of ours proposed now (the leader's), or null. */
+  storeRefusal(op: Op): Refusal | null {
+    return this.refuseStore(op, BigInt(this.nextEntryIndex()));
+  }
+
+  /** The leader proposes its client's write. */
+  propose(requestId: RequestId, op: Op): void {
+    const core = this.core;
+    this.proposed.push(this.newEntry(op, core.self, core.incarnation, requestId));
+  }
+
+  /** A new leader's no-op, the first entry of its term; returns its index. */
+  proposeNoOp(): number {
+    const core = this.core;
+    const entry = this.newEntry(null, core.self, core.incarnation, null);
+    this.proposed.push(entry);
+    return entry.index;
+  }
+
+  /** A follower's write, forwarded to the leader at the flush. */
+  forward(requestId: RequestId, op: Op): void {
+    this.forwarded.push({ requestId, op });
+  }
+
+  /** A follower's linearizable read: the leader is asked for its read index at the flush. */
+  askReadIndex(requestId: RequestId): void {
+    this.readAsks.push(requestId);
+  }
+
+  /** Proposals not yet in the log never will be: ours go to the next leader, others' are dropped. */
+  leadershipLost(): void {
+    const core = this.core;
+    for (const entry of this.proposed) {
+      core.forgetProposal(entry);
+      if (entry.op !== null && entry.origin === core.self && entry.requestId !== null) {
+        this.forwarded.push({ requestId: entry.requestId, op: entry.op });
+      }
+    }
+    this.proposed = [];
+  }
+
+  private newEntry(op: Op | null, origin: PeerId, incarnation: number, requestId: RequestId | null): LogEntry {
+    return { term: this.core.term, index: this.nextEntryIndex(), nowMs: this.core.nowMs, op, origin, incarnation, requestId };
+  }
+
+  /** The index the next proposal of this step takes (and the version its write is stored under). */
+  nextEntryIndex(): number {
+    return this.core.log.lastIndex() + 1 + this.proposed.length;
+  }
+
+  /** A forward reaching a node that does not lead (or lacks a quorum, or in another term). */
+  refuseForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
+    const requestIds = message.requests.map((request) => request.requestId);
+    this.core.send(from, { kind: 'forward_refused', term: this.core.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
+  }
+
+  /** The leader puts forwarded writes in its log, once each, unless the store refuses them. */
+  onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
+    // Only a forward of this term may enter the log: the origin's fast answer on a leader change
+    // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
+    if (!this.progress.hasQuorum(this.core.nowMs) || message.term !== this.core.term) return this.refuseForward(from, message);
+    const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
+    for (const request of message.requests) {
+      // The network may duplicate a forward: an op must enter the log once, and never after its
+      // origin was told it was refused.
+      const key = proposalKey(from, message.incarnation, request.requestId);
+      if (this.core.proposals.has(key)) continue;
+      const refusal = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
+      if (refusal !== null) {
+        if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
+        this.refusedForwards.set(key, refusal);
+        const text = refusalText(refusal);
+        const group = refusals.get(text) ?? { refusal, requestIds: [] };
+        group.requestIds.push(request.requestId);
+        refusals.set(text, group);
+        continue;
+      }
+      const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
+      this.proposed.push(entry);
+      this.core.proposals.set(key, entry.index);
+    }
+    for (const { refusal, requestIds } of refusals.values()) {
+      const { reason, detail } = refusal;
+      const said = detail === undefined ? { reason } : { reason, detail };
+      this.core.send(from, { kind: 'forward_refused', term: this.core.term, incarnation: message.incarnation, requestIds, ...said });
+    }
+  }
+
+  flushAsLeader(): void {
+    if (this.forwarded.length > 0 || this.readAsks.length > 0) {
+      // Became leader within this step: take them as our own.
+      for (const request of this.forwarded) {
+        this.proposed.push(this.newEntry(request.op, this.core.self, this.core.incarnation, request.requestId));
+      }
+      for (const requestId of this.readAsks) this.reads.awaitRoundForLocal(requestId);
+      this.forwarded = [];
+      this.readAsks = [];
+    }
+    const fresh = this.proposed;
+    if (fresh.length > 0) {
+      this.proposed = [];
+      this.core.log.append(fresh);
+      for (const entry of fresh) {
+        this.core.rememberProposal(entry);
+        if (entry.origin === this.core.self && entry.requestId !== null) this.requests.noteWriteSent(entry.requestId);
+      }
+    }
+    if (this.core.peers.length === 0) this.core.commitIndex = this.core.log.lastIndex();
+    // One read-confirming round per turn that has reads. (Holding reads back while a round is in
+    // flight, to confirm more per round, cost more in waiting than it saved in messages: measured.)
+    const heartbeat = this.reads.startRoundIfRequested();
+    // The appends leave first and we write our own copy while they travel (Raft §10.2.1); they
+    // say it is not durable yet (durableIndex), so a follower commits these entries on a later
+    // append (or our commit notice). Everything after the record (commits, replies, later sends)
+    // waits for its fsync. (Writing our copy before sending, so that the follower that originated
+    // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
+    this.replication.sendAppends(fresh.length, heartbeat);
+    if (fresh.length > 0) this.core.persist({ kind: 'entries', entries: fresh }, false);
+    this.replication.advanceCommit();
+    this.reads.confirmRounds();
+  }
+
+  flushAsFollower(): void {
+    const leader = this.core.leader;
+    if (this.forwarded.length > 0) {
+      const requests = this.forwarded;
+      this.forwarded = [];
+      if (leader === null) for (const request of requests) this.requests.refuse(request.requestId, refused('no_quorum', 'no leader'));
+      else {
+        for (const request of requests) this.requests.noteWriteSent(request.requestId);
+        this.sendForwards(leader, requests);
+      }
+    }
+    if (this.readAsks.length > 0) {
+      const reads = this.readAsks;
+      this.readAsks = [];
+      if (leader === null) for (const requestId of reads) this.requests.refuse(requestId, refused('no_quorum', 'no leader'));
+      else {
+        this.reads.ask(leader, reads);
+      }
+    }
+  }
+
+  /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
+  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[]): void {
+    const limits = { countMax: this.core.tuning.queueDepthMax, bytesMax: this.core.tuning.batchBytesMax };
+    let start = 0;
+    while (start < requests.length) {
+      const count = batchCount((at) => opBytes(requests[start + at].op), requests.length - start, limits);
+      this.core.send(leader, { kind: 'forward', term: this.core.term, incarnation: this.core.incarnation, requests: requests.slice(start, start + count) });
+      start += count;
+    }
+  }
+}
