@@ -39,6 +39,28 @@ export async function pollUntil<T>(probe: () => Promise<T>, accept: (value: T) =
   return value;
 }
 
+/**
+ * Sends `messages` as an authenticated impostor of `self` and waits until `countPort`'s
+ * mckv_peer_messages_invalid has grown by their number. The real peer redials and replaces the
+ * impostor's connection (by design: the newest authenticated one wins), so on a busy machine it
+ * may win before the messages are read: then the impostor tries again, at most four times.
+ */
+export async function sendAsImpostor(
+  options: { port: number; self: string; to: string; clusterId: string; secret: Buffer },
+  messages: unknown[],
+  countPort: number,
+): Promise<{ before: number; after: number }> {
+  const before = await stat(countPort, 'mckv_peer_messages_invalid');
+  let after = before;
+  for (let attempt = 0; attempt < 4 && after < before + messages.length; attempt += 1) {
+    const impostor = await HostilePeer.impersonate(options);
+    impostor.send(messages);
+    after = await pollUntil(() => stat(countPort, 'mckv_peer_messages_invalid'), (count) => count >= before + messages.length, 3000);
+    impostor.close();
+  }
+  return { before, after };
+}
+
 /** One request on a connection of its own; a lost connection or timeout becomes an `ERROR lost` line. */
 export async function request(port: number, raw: string | Buffer, verb: string, timeoutMs = 5000): Promise<TextReply> {
   try {
