@@ -14,18 +14,13 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { clockMs } from './clock.ts';
-import { createEventual } from './consistency/eventual.ts';
-import { createCausal } from './consistency/causal.ts';
 import { causalCommand } from './causal-commands.ts';
 import { versionNode } from './consistency/hlc.ts';
-import { createLocal } from './consistency/local.ts';
-import { createReplicatedLog } from './consistency/replicated-log.ts';
 import {
   asRequestId,
   type Effect,
   type Event,
   type Machine,
-  type MachineOptions,
   type Mode,
   type PeerId,
   type RequestId,
@@ -42,7 +37,7 @@ import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
 import { refusalText, refused } from './protocol/refusals.ts';
 import { Replica } from './store/replica.ts';
 import { LossWatch } from './store/loss-watch.ts';
-import { isBackendMemory, MemoryGuard, type MemoryReport, type Stored, type WriterOf } from './store/memory-guard.ts';
+import { MemoryGuard, type Stored, type WriterOf } from './store/memory-guard.ts';
 import { storedItemBytes } from './store/slab-room.ts';
 import { opKeys, StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
@@ -50,6 +45,8 @@ import { clusterStatus, renderShowJson } from './show-json.ts';
 import { StatusHttp } from './http/server.ts';
 import { statsGroup } from './stats-group.ts';
 import { WriteAheadFile } from './wal.ts';
+import { createMachine } from './controller/create-machine.ts';
+import { cacheStatsLines, memoryReportOf, peerStatsLines, storeErrorReply, walStatsLines } from './controller/stats.ts';
 import { DurabilityGate, type DurabilityError } from './controller/durability.ts';
 import { BackgroundWriteAhead } from './controller/wal-background.ts';
 
@@ -841,27 +838,12 @@ export class Controller {
       ['mckv_queue_depth', String(status.queueDepth)],
       ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
       ['mckv_backend_ok', this.health.ok ? '1' : '0'],
-      ...this.peerStats(status.invalidPeerMessages),
-      ...this.walStats(),
+      ...peerStatsLines(this.network, status.invalidPeerMessages),
+      ...walStatsLines(this.durability.stats(clockMs())),
       ...this.server.statsLines(),
-      ...cacheStats(this.replica),
+      ...cacheStatsLines(this.replica),
     ];
     return { kind: 'stats', stats };
-  }
-
-  /** What peers sent that was refused, and this node's own pauses (a stalled machine, a GC). */
-  private peerStats(invalidPeerMessages: number): Array<[string, string]> {
-    const peer = this.network.counters();
-    const refused = Object.values(peer.handshakesRefused).reduce((sum, count) => sum + count, 0);
-    const pauses = this.network.pauseStats();
-    return [
-      ['mckv_peer_handshakes_accepted', String(peer.handshakesAccepted)],
-      ['mckv_peer_handshakes_refused', String(refused)],
-      ['mckv_peer_frames_refused', String(peer.framesRefused)],
-      ['mckv_peer_messages_invalid', String(invalidPeerMessages)],
-      ['mckv_stalls', String(pauses.pauses)],
-      ['mckv_stall_longest_ms', String(pauses.longestPauseMs)],
-    ];
   }
 
   /** The HTTP status server (src/http/), reading this controller's parts when asked. */
@@ -880,17 +862,6 @@ export class Controller {
         fetch: (keys) => this.replica.fetch(keys),
       },
     });
-  }
-
-  /** How the write-ahead file's fsyncs go, and how much waits for one (wal_sync = write: no fsyncs). */
-  private walStats(): Array<[string, string]> {
-    const wal = this.durability.stats(clockMs());
-    return [
-      ['mckv_wal_fsyncs', String(wal.fsyncs)],
-      ['mckv_wal_fsync_last_ms', formatMs(wal.fsyncLastMs)],
-      ['mckv_wal_fsync_slowest_recent_ms', formatMs(wal.fsyncSlowestRecentMs)],
-      ['mckv_wal_records_waiting', String(wal.recordsWaiting)],
-    ];
   }
 
   /** This controller's own line in `show`, also sent to peers in every heartbeat. */
@@ -920,84 +891,13 @@ export class Controller {
   }
 }
 
-function createMachine(
-  mode: Mode,
-  replication: boolean,
-  compactAfterEntries: number,
-  options: MachineOptions,
-): Machine<unknown> {
-  if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
-  switch (mode) {
-    case 'linearizability':
-    case 'sequential':
-      return createReplicatedLog({
-        ...options,
-        mode,
-        replicaSkipsApplied: true,
-        compactionThresholdEntries: compactAfterEntries,
-      }) as Machine<unknown>;
-    case 'eventual':
-      return createEventual(options) as Machine<unknown>;
-    case 'causal':
-      return createCausal(options) as Machine<unknown>;
-    default: {
-      const unreachable: never = mode;
-      throw new Error(`unknown mode ${String(unreachable)}`);
-    }
-  }
-}
-
-/**
- * Replaces `file` with `text` through a rename, so a controller killed meanwhile leaves the old
- * text or the new one, never an empty file (an empty epoch file would hide a memcached restart).
- */
+/** A small state file's trimmed text, or '' when there is none. */
 function readTextIfExists(file: string): string {
   try {
     return readFileSync(file, 'utf8').trim();
   } catch {
     return '';
   }
-}
-
-function cacheStats(replica: Replica): Array<[string, string]> {
-  const usage = replica.cacheUsage();
-  return [
-    ['mckv_cache_entries', String(usage.entries)],
-    ['mckv_cache_bytes', String(usage.bytes)],
-    ['mckv_cache_bytes_max', String(usage.bytesMax)],
-    ['mckv_cache_hits', String(usage.hits)],
-    ['mckv_cache_misses', String(usage.misses)],
-  ];
-}
-
-/** A failed store call's reply: memcached's own words for a refusal that changed nothing, else what failed. */
-function storeErrorReply(error: unknown): Reply {
-  if (error instanceof StoreError && error.refusal !== undefined) return error.refusal;
-  return refused('backend', error instanceof Error ? error.message : String(error));
-}
-
-/** A peer's memcached memory from its heartbeat's summary, if it reports one. */
-function memoryReportOf(info: unknown): (MemoryReport & { poll: number }) | undefined {
-  if (typeof info !== 'object' || info === null) return undefined;
-  const { backendMemory, backendPoll, backendStored } = info as Partial<NodeSummary>;
-  if (!isBackendMemory(backendMemory) || typeof backendPoll !== 'number') return undefined;
-  return { memory: backendMemory, poll: backendPoll, stored: storedOf(backendStored) };
-}
-
-/** A peer's marks, if they have the shape of marks (else none: its report covers everything). */
-function storedOf(value: unknown): Stored | undefined {
-  if (!Array.isArray(value)) return undefined;
-  const stored = new Map<number, bigint>();
-  for (const pair of value) {
-    if (!Array.isArray(pair) || !Number.isSafeInteger(pair[0]) || typeof pair[1] !== 'string' || !/^\d{1,40}$/.test(pair[1])) return undefined;
-    stored.set(pair[0] as number, BigInt(pair[1]));
-  }
-  return stored;
-}
-
-/** A duration in ms to two decimals: fsyncs take from a tenth of a ms to seconds. */
-function formatMs(ms: number): string {
-  return String(Math.round(ms * 100) / 100);
 }
 
 function isPowerOfTwoOrZero(count: number): boolean {

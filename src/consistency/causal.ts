@@ -20,11 +20,13 @@
  */
 
 import type { Machine, MachineOptions } from './types.ts';
-import { CausalMachine, type CausalTuning } from './causal/machine.ts';
+import { CausalMachine } from './causal/machine.ts';
+import type { CausalTuning } from './causal/tuning.ts';
 import type { CausalMessage } from './causal/messages.ts';
 
 export type { CausalMessage } from './causal/messages.ts';
-export { CausalMachine, defaultCausalTuning, type CausalTuning } from './causal/machine.ts';
+export { CausalMachine } from './causal/machine.ts';
+export { defaultCausalTuning, type CausalTuning } from './causal/tuning.ts';
 
 /** The causal-mode state machine. `tuning` overrides defaults derived from `options`. */
 export function createCausal(options: MachineOptions, tuning: Partial<CausalTuning> = {}): Machine<CausalMessage> {

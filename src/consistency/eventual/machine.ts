@@ -1,38 +1,19 @@
 /**
  * The eventual-mode state machine: serve locally, replicate results, repair by anti-entropy.
- * (The user-facing semantics are documented in ../eventual.ts.)
+ * (The user-facing semantics are in ../eventual.ts; the design in docs/design.md, "Eventual mode".)
  *
- * Glossary: *apply* — the local replica has it; *ack* — a peer's replica has it (a push_ack,
- * a matching digest, or the peer sent it); *dirty* — a key written locally whose result is not
- * yet fetched for pushing; *dead* — a tombstone, or an entry expired longer than
- * expiredGraceMs ago; *collect* — purge a dead entry every peer holds.
+ * A request becomes an `apply` (a write, at a fresh HLC version) or a `read`, at once. The
+ * results of a push interval's writes are fetched back once and pushed to every peer, which
+ * merges them (greater version wins; counters join: ../../store/counter.ts) and acks. Every
+ * anti-entropy interval a round with the next peer up ships only what differs (./digest.ts).
  *
- * Intuition:
- * - A request becomes an `apply` (writes, stamped with a fresh HLC version) or a `read`, at once.
- *   After applies, one `fetch` of the dirty keys reads the results back — at most once per
- *   pushIntervalMs, so one push carries every write of the interval (a `wake` effect brings the
- *   machine back when the interval is up); `fetched` queues them for every peer. A peer merges
- *   pushes (`put` how 'merge': greater cas wins, but counters join, ../../store/counter.ts) and
- *   acks them. A merge that may have made a state neither side had (a counter join, at a fresh
- *   version of this node) marks the key dirty, so the result is read back and pushed on.
- * - Every `tick`, after antiEntropyIntervalMs, a round with the next peer that is up compares
- *   digests and ships only what differs (see ./digest.ts, ./messages.ts).
- * - The index (key → version) is refreshed by every fetch result: exactly, unless the merge of
- *   the version it claims was issued after the fetch (the claim stands: that write may still
- *   land), so it never goes on claiming a version the replica lost or never took. When the
- *   result so lowers a claim and a later effect touched the key, the key is fetched again.
- *
- * Invariants:
- * - The HLC never goes back; it is >= every version seen (merged, fetched), so a local write's
- *   version exceeds the version the replica holds — once the start-up fetch has returned
- *   (requests wait for it). Versions more than clockAheadMaxMs ahead of local time are the
- *   exception: a peer's are dropped, and a fetched one is kept but not followed, so the clock
- *   stays within that distance of wall time and always fits in a version.
- * - At most one dirty fetch is outstanding.
- * - An entry is purged only when dead and held (at that version or later) by every peer; a
- *   purged (key, version) is remembered for purgedMemoryMs so late copies are not resurrected.
+ * Invariants: the HLC never goes back and is >= every version seen (a peer's version more than
+ * clockAheadMaxMs ahead is dropped, so the clock always fits in a version); at most one dirty
+ * fetch is outstanding; an entry is purged only when dead and held by every peer, and a purged
+ * (key, version) is remembered for purgedMemoryMs so late copies are not resurrected.
  */
 
+import { mayDie, mayRejoin, newestVersion, tombstoneEntry } from './entries.ts';
 import type {
   Effect,
   Event,
@@ -810,36 +791,6 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.replicaSeq += 1;
     return this.replicaSeq;
   }
-}
-
-/**
- * Whether merging `entry` over the indexed version may leave a state other than either: counter
- * metadata on a version the index does not hold, or an older version (over a counter here).
- */
-function mayRejoin(entry: Entry, indexed: bigint | undefined): boolean {
-  const counted = entry.counter !== undefined || entry.resetCas !== undefined;
-  if (indexed === undefined) return counted;
-  return entry.cas < indexed || (entry.cas !== indexed && counted);
-}
-
-/** A tombstone, or an entry that expires: the kinds collection waits on every peer to hold. */
-function mayDie(entry: Entry): boolean {
-  return entry.tombstone === true || entry.expiresAtMs !== 0;
-}
-
-/**
- * The greatest version among `entries` up to `latest` (0 when none): the clock merges it once,
- * which is the same as merging each in turn (merging keeps the later clock), without unpacking
- * every one.
- */
-function newestVersion(entries: readonly KeyedEntry[], latest: bigint): bigint {
-  let newest = 0n;
-  for (const [, entry] of entries) if (entry.cas > newest && entry.cas <= latest) newest = entry.cas;
-  return newest;
-}
-
-function tombstoneEntry(cas: bigint): Entry {
-  return { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true };
 }
 
 function busyReply(): Refusal {
