@@ -8,26 +8,13 @@
  * or gets SERVER_ERROR at the bound.
  */
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
-import { Cluster } from '../src/jepsen/cluster.ts';
+import { clusterClients } from './support/cluster-clients.ts';
 import type { Mode } from '../src/consistency/types.ts';
 
-let cluster: Cluster | null = null;
-const clients: TextClient[] = [];
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.close();
-  await cluster?.stop();
-  cluster = null;
-});
-
-async function connect(id: string): Promise<TextClient> {
-  if (cluster === null) throw new Error('no cluster');
-  const client = await TextClient.connect('127.0.0.1', cluster.node(id).clientPort);
-  clients.push(client);
-  return client;
-}
+const harness = clusterClients();
+const connect = (id: string): Promise<TextClient> => harness.connect(id);
 
 async function get(client: TextClient, key: string): Promise<string | null> {
   const reply = await client.request(`get ${key}\r\n`, 'get');
@@ -46,7 +33,7 @@ async function awaitValue(client: TextClient, key: string, boundMs: number): Pro
 
 /** Rounds in which n3 showed an answer before its question. */
 async function answersBeforeQuestions(mode: Mode, rounds: number): Promise<number> {
-  cluster = await Cluster.start({ mode, proxies: true });
+  const cluster = await harness.start({ mode, proxies: true });
   const [asker, answerer, reader] = [await connect('n1'), await connect('n2'), await connect('n3')];
   const slowLink = cluster.links.get('n1->n3');
   if (slowLink === undefined) throw new Error('no proxy n1->n3');
@@ -72,7 +59,7 @@ describe('causal mode on real processes', () => {
   }, 60_000);
 
   it('a token taken on one controller makes another wait until it has caught up, bounded', async () => {
-    cluster = await Cluster.start({ mode: 'causal', proxies: true });
+    const cluster = await harness.start({ mode: 'causal', proxies: true });
     const [writer, mover] = [await connect('n1'), await connect('n2')];
     // Under the failure timeout (500 ms): a slower link would be taken for a dead one.
     cluster.links.get('n1->n2')?.slow(300);

@@ -4,28 +4,15 @@
  * in causal mode (incr replicates as per-node deltas, see src/store/counter.ts).
  */
 
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
-import { Cluster } from '../src/jepsen/cluster.ts';
+import { clusterClients } from './support/cluster-clients.ts';
 import type { Mode } from '../src/consistency/types.ts';
 
 const INCREMENTS = 300;
 
-let cluster: Cluster | null = null;
-const clients: TextClient[] = [];
-
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.close();
-  await cluster?.stop();
-  cluster = null;
-});
-
-async function connect(id: string): Promise<TextClient> {
-  if (cluster === null) throw new Error('no cluster');
-  const client = await TextClient.connect('127.0.0.1', cluster.node(id).clientPort);
-  clients.push(client);
-  return client;
-}
+const harness = clusterClients();
+const connect = (id: string): Promise<TextClient> => harness.connect(id);
 
 async function get(client: TextClient, key: string): Promise<string | null> {
   const reply = await client.request(`get ${key}\r\n`, 'get');
@@ -50,7 +37,7 @@ async function settledReads(readers: TextClient[], key: string, expected: string
 }
 
 async function concurrentIncrements(mode: Mode): Promise<Array<string | null>> {
-  cluster = await Cluster.start({ mode });
+  await harness.start({ mode });
   const [first, second, third] = [await connect('n1'), await connect('n2'), await connect('n3')];
   expect((await first.request('set hits 0 0 1\r\n0\r\n', 'set')).lines[0]).toBe('STORED');
   expect(await settledReads([first, second, third], 'hits', '0', 5000)).toEqual(['0', '0', '0']);
