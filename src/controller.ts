@@ -45,7 +45,7 @@ import { clusterStatus, renderShowJson } from './show-json.ts';
 import { StatusHttp } from './http/server.ts';
 import { statsGroup } from './stats-group.ts';
 import { WriteAheadFile } from './wal.ts';
-import { createMachine } from './controller/create-machine.ts';
+import { createMachine, priorityKinds } from './controller/create-machine.ts';
 import { cacheStatsLines, memoryReportOf, peerStatsLines, storeErrorReply, walStatsLines } from './controller/stats.ts';
 import { DurabilityGate, type DurabilityError } from './controller/durability.ts';
 import { BackgroundWriteAhead } from './controller/wal-background.ts';
@@ -238,6 +238,7 @@ export class Controller {
           ? null
           : readPeerTls({ caFile: config.peerTlsCaFile, certFile: node.tls.certFile, keyFile: node.tls.keyFile }),
       frameBytesMax: config.peerFrameBytesMax,
+      priorityKinds: priorityKinds(mode),
       heartbeatIntervalMs: config.heartbeatIntervalMs,
       failureTimeoutMs: config.failureTimeoutMs,
       heartbeatInfo: () => this.summary(),

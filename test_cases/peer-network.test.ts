@@ -98,6 +98,7 @@ describe('PeerNetwork with three nodes', () => {
       heartbeatIntervalMs,
       failureTimeoutMs,
       heartbeatInfo: options.info,
+      priorityKinds: new Set(['urgent']),
       log: recordingLog(lines),
     });
   }
@@ -161,6 +162,26 @@ describe('PeerNetwork with three nodes', () => {
     await waitFor(() => received.length === 200, 3000, 'the burst');
     network(n1).off('message', listener);
     expect(received).toEqual(Array.from({ length: 200 }, (_, index) => ({ index })));
+  });
+
+  it('sends priority kinds ahead of bulk frames still waiting to enter the socket, each lane in order', async () => {
+    const received: Array<{ kind: string; index: number }> = [];
+    const listener = (from: PeerId, message: unknown): void => {
+      if (from === n3) received.push(message as { kind: string; index: number });
+    };
+    network(n2).on('message', listener);
+    // 8 MiB of bulk in one tick: far more than a socket buffer takes before the rest waits in the bulk lane.
+    const filler = Buffer.alloc(128 * 1024, 7);
+    for (let index = 0; index < 64; index++) expect(network(n3).send(n2, { kind: 'bulk', index, filler })).toBe(true);
+    for (let index = 0; index < 3; index++) expect(network(n3).send(n2, { kind: 'urgent', index })).toBe(true);
+    await waitFor(() => received.length === 67, 10_000, 'the bulk frames and the urgent ones');
+    network(n2).off('message', listener);
+    const order = received.map(({ kind, index }) => `${kind}${index}`);
+    const bulkOrder = order.filter((name) => name.startsWith('bulk'));
+    expect(bulkOrder).toEqual(Array.from({ length: 64 }, (_, index) => `bulk${index}`));
+    expect(order.filter((name) => name.startsWith('urgent'))).toEqual(['urgent0', 'urgent1', 'urgent2']);
+    // The urgent frames waited behind at most the socket's share of the bulk, not all 8 MiB of it.
+    expect(order.indexOf('urgent2')).toBeLessThan(16);
   });
 
   it('drops a garbage connection with a warning and keeps serving the peers', async () => {

@@ -1,13 +1,41 @@
 /**
  * The consistency machine a controller runs: the mode's, or without replication (tests of the
- * fault runner's deliberately broken cluster) the local one.
+ * fault runner's deliberately broken cluster) the local one; and which of its messages the peer
+ * network sends in the priority lane (votes, pings and acknowledgements: small, and late ones
+ * start elections or hold commits). Every mode tolerates reordered messages, as its simulator checks.
  */
 
 import { createCausal } from '../consistency/causal.ts';
 import { createEventual } from '../consistency/eventual.ts';
 import { createLocal } from '../consistency/local.ts';
 import { createReplicatedLog } from '../consistency/replicated-log.ts';
+import type { CausalMessage } from '../consistency/causal/messages.ts';
+import type { EventualMessage } from '../consistency/eventual/messages.ts';
+import type { LogMessage } from '../consistency/log/types.ts';
 import type { Machine, MachineOptions, Mode } from '../consistency/types.ts';
+
+const LOG_PRIORITY_KINDS: ReadonlySet<LogMessage['kind']> = new Set([
+  'pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append_reply', 'ping', 'pong', 'read_index', 'read_index_reply',
+] as const);
+const EVENTUAL_PRIORITY_KINDS: ReadonlySet<EventualMessage['kind']> = new Set(['push_ack'] as const);
+const CAUSAL_PRIORITY_KINDS: ReadonlySet<CausalMessage['kind']> = new Set(['batch_ack', 'visible'] as const);
+
+/** The message kinds of `mode` that go in the peer network's priority lane. */
+export function priorityKinds(mode: Mode): ReadonlySet<string> {
+  switch (mode) {
+    case 'linearizability':
+    case 'sequential':
+      return LOG_PRIORITY_KINDS;
+    case 'eventual':
+      return EVENTUAL_PRIORITY_KINDS;
+    case 'causal':
+      return CAUSAL_PRIORITY_KINDS;
+    default: {
+      const unreachable: never = mode;
+      throw new Error(`unknown mode ${String(unreachable)}`);
+    }
+  }
+}
 
 export function createMachine(
   mode: Mode,

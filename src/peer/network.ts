@@ -8,8 +8,9 @@
  * welcome): each proves it holds the cluster secret, and the dialer sends no message before the
  * listener has. Until then frames are capped at 1 KiB and at most `unauthenticatedInboundMax`
  * inbound connections may wait. With TLS, each certificate must name the node id its end claims.
- * Sends are fire-and-forget (false when not connected or over `sendQueueBytesMax`); liveness is
- * judged only from what arrives.
+ * Sends are fire-and-forget (false when not connected or over `sendQueueBytesMax`); heartbeats and
+ * the kinds named `priorityKinds` overtake bulk frames waiting to enter the socket (send-lanes.ts).
+ * Liveness is judged only from what arrives.
  *
  * Invariants: one outbound socket per peer, and one authenticated inbound one (a newer one
  * replaces the older). Nothing a peer sends throws out of a socket handler: a refused handshake or
@@ -26,6 +27,7 @@ import type { PeerId } from '../consistency/types.ts';
 import type { PeerTls } from './credentials.ts';
 import { PauseWatch } from '../pause-watch.ts';
 import { FailureDetector } from './failure-detector.ts';
+import { BULK_SOCKET_BYTES_MAX_DEFAULT, SendLanes, type SendLane } from './send-lanes.ts';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';
 import {
   CLUSTER_SECRET_BYTES_MIN,
@@ -74,6 +76,11 @@ export interface PeerNetworkOptions {
   frameBytesMax?: number;
   /** Bytes buffered on one outbound connection beyond which `send` drops. Default 16 MiB. */
   sendQueueBytesMax?: number;
+  /**
+   * Message kinds (their `kind` field) sent in the priority lane, ahead of bulk frames waiting to
+   * enter the socket: heartbeats always; the modes name their votes and acknowledgements.
+   */
+  priorityKinds?: ReadonlySet<string>;
   /** Inbound connections not yet authenticated beyond which a new one is closed at once. Default 16. */
   unauthenticatedInboundMax?: number;
   /** Extra status carried by every heartbeat (shown by `show` on the other nodes). */
@@ -138,8 +145,8 @@ interface Outbound {
   /** When the current connection was authenticated (monotonic), or null. */
   connectedAtMs: number | null;
   retryTimer: NodeJS.Timeout | null;
-  /** The socket is corked until the end of this tick (write coalescing). */
-  corked: boolean;
+  /** Once authenticated: the priority and bulk lanes of this connection. */
+  lanes: SendLanes | null;
 }
 
 interface Inbound {
@@ -168,6 +175,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private readonly options: PeerNetworkOptions;
   private readonly frameBytesMax: number;
   private readonly sendQueueBytesMax: number;
+  private readonly priorityKinds: ReadonlySet<string>;
   private readonly unauthenticatedInboundMax: number;
   private readonly handshakeTimeoutMs: number;
   private readonly peerIds: ReadonlySet<PeerId>;
@@ -200,6 +208,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.options = options;
     this.frameBytesMax = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
     this.sendQueueBytesMax = options.sendQueueBytesMax ?? SEND_QUEUE_BYTES_MAX_DEFAULT;
+    this.priorityKinds = options.priorityKinds ?? new Set();
     this.unauthenticatedInboundMax = options.unauthenticatedInboundMax ?? UNAUTHENTICATED_INBOUND_MAX_DEFAULT;
     this.handshakeTimeoutMs = Math.max(options.failureTimeoutMs, HANDSHAKE_TIMEOUT_MIN_MS);
     this.peerIds = new Set(ids);
@@ -235,7 +244,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
         attempt: 0,
         connectedAtMs: null,
         retryTimer: null,
-        corked: false,
+        lanes: null,
       };
       this.outbound.set(address.id, outbound);
       this.dial(outbound);
@@ -295,7 +304,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       });
       return false;
     }
-    return this.writeFrame(outbound, frame);
+    return this.writeFrame(outbound, frame, this.priorityKinds.has(kindOf(message)) ? 'priority' : 'bulk');
   }
 
   /** Whether an authenticated outbound connection to `peer` is established (sends can succeed). */
@@ -612,8 +621,9 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     outbound.stage = 'authenticated';
     outbound.decoder = null;
     outbound.connectedAtMs = monotonicNowMs();
+    outbound.lanes = new SendLanes(socket, { socketBytesMax: BULK_SOCKET_BYTES_MAX_DEFAULT, queueBytesMax: this.sendQueueBytesMax });
     this.tallies.handshakesAccepted += 1;
-    this.writeFrame(outbound, this.heartbeatFrame()); // the peer learns our info at once
+    this.writeFrame(outbound, this.heartbeatFrame(), 'priority'); // the peer learns our info at once
     this.options.log.debug?.('peer connected out', { peer });
   }
 
@@ -630,34 +640,20 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     outbound.decoder = null;
     outbound.expectedWelcomeProof = null;
     outbound.connectedAtMs = null;
-    outbound.corked = false;
+    outbound.lanes?.close();
+    outbound.lanes = null;
     if (!this.running) return;
     const delayMs = reconnectDelayMs(outbound.attempt);
     outbound.attempt += 1;
     outbound.retryTimer = setTimeout(() => this.dial(outbound), delayMs);
   }
 
-  /** Writes one frame, coalescing the writes of one tick (cork now, uncork on the next tick). */
-  private writeFrame(outbound: Outbound, frame: Buffer): boolean {
-    const socket = outbound.socket;
-    if (socket === null || socket.destroyed) return false;
-    const queuedBytes = socket.writableLength;
-    if (queuedBytes > 0 && queuedBytes + frame.length > this.sendQueueBytesMax) {
-      this.options.log.debug?.('peer send queue full; message dropped', { peer: outbound.address.id, queuedBytes });
-      return false;
-    }
-    if (!outbound.corked) {
-      outbound.corked = true;
-      socket.cork();
-      process.nextTick(() => {
-        if (outbound.socket === socket && outbound.corked) {
-          outbound.corked = false;
-          socket.uncork();
-        }
-      });
-    }
-    socket.write(frame);
-    return true;
+  /** Writes one frame in a lane (see send-lanes.ts); false when dropped. */
+  private writeFrame(outbound: Outbound, frame: Buffer, lane: SendLane): boolean {
+    if (outbound.lanes === null) return false;
+    const written = outbound.lanes.write(frame, lane);
+    if (!written) this.options.log.debug?.('peer send queue full; message dropped', { peer: outbound.address.id, frameBytes: frame.length });
+    return written;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -668,7 +664,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.pauseUnclaimedMs += pausedMs;
     const frame = this.heartbeatFrame();
     for (const outbound of this.outbound.values()) {
-      if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame);
+      if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame, 'priority');
     }
     // After a pause, frames that arrived meanwhile are read (poll phase) before anyone is judged.
     if (pausedMs > 0) setImmediate(() => this.running && this.reportTransitions());
@@ -733,6 +729,12 @@ const IDENTITY_ERROR_CODE = 'ERR_MCKV_PEER_IDENTITY';
 
 function isIdentityError(error: NodeJS.ErrnoException): boolean {
   return error.code === IDENTITY_ERROR_CODE;
+}
+
+/** A message's `kind` field, or '' when it has none. */
+function kindOf(message: unknown): string {
+  const kind = typeof message === 'object' && message !== null ? (message as { kind?: unknown }).kind : undefined;
+  return typeof kind === 'string' ? kind : '';
 }
 
 function isHeartbeat(message: unknown): message is { kind: 'heartbeat'; info?: unknown } {
