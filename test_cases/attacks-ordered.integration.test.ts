@@ -110,10 +110,18 @@ describe('linearizability: a hostile local process against the peer port and the
     expect(atLeader.after).toBeGreaterThanOrEqual(atLeader.before + junk.length);
 
     // A 4 MiB frame of empty objects, within the authenticated frame cap: refused by the codec's heap estimate.
+    // The real `other` is paused meanwhile: its redial would replace the impostor's connection
+    // (a newer one from the same peer wins) before a loaded machine has read the 4 MiB.
     const framesRefusedBefore = await stat(port(leader), 'mckv_peer_frames_refused');
-    const bomb = await HostilePeer.impersonate({ port: peerPort(leader), self: other, to: leader, ...credentials });
-    bomb.socket.write(frameOf(emptyObjectsPayload(4 * MIB)));
-    expect(await bomb.closedWithin(5000)).toBe(true);
+    const otherPid = controllerPid(cluster, other);
+    process.kill(otherPid, 'SIGSTOP');
+    try {
+      const bomb = await HostilePeer.impersonate({ port: peerPort(leader), self: other, to: leader, ...credentials });
+      bomb.socket.write(frameOf(emptyObjectsPayload(4 * MIB)));
+      expect(await bomb.closedWithin(5000)).toBe(true);
+    } finally {
+      process.kill(otherPid, 'SIGCONT');
+    }
     expect(await stat(port(leader), 'mckv_peer_frames_refused')).toBeGreaterThan(framesRefusedBefore);
     expect(rssBytes(leaderPid) - rssBefore).toBeLessThan(64 * MIB);
 
