@@ -102,7 +102,9 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
  * replica and asking as if it held data. Against first versions of the fixes: a transfer still in
  * flight when the leader's own replica was lost (E), a peer taken for lagging from a reply's hint
  * (F), a restart after a start-over and a compaction. Found by review: an ask the leader counted
- * before losing its replica a second time (seed 259, with store failures).
+ * before losing its replica a second time (seed 259, with store failures). Found by a wider sweep:
+ * a transfer from the node that started over telling a peer its writes committed up to the
+ * start-over's index were stored, although every replica had lost them (G).
  */
 describe('replicated log start-over: seeds that found faults', () => {
   const cases: Array<[name: string, seed: number, mode: (typeof MODES)[number], faults: boolean, crash: EmptyAllOptions['crash']]> = [
@@ -114,6 +116,10 @@ describe('replicated log start-over: seeds that found faults', () => {
     ['F', 32, 'sequential', true, 'before'],
     ['restart of the node that started over, before it trusted its replica', 129, 'linearizability', false, 'after'],
     ['restart after a start-over and a compaction', 79, 'sequential', false, 'after'],
+    ['G', 42, 'linearizability', false, 'none'],
+    ['G', 56, 'linearizability', false, 'none'],
+    ['G', 275, 'linearizability', false, 'none'],
+    ['G', 84, 'sequential', false, 'none'],
   ];
   it('an ask counted before the leader lost its replica a second time: seed 259, sequential, with store failures', () => {
     const result = simulate(259, 'sequential', {
