@@ -3,13 +3,16 @@
  * review, driven here by hand through one machine):
  * - a follower that told its leader it has no replica, after seeing the leader's replica epoch
  *   grow, refuses a chunk read before that, even after a restart in the same term;
- * - a leader that started over refuses a peer's chunk read before that peer lost its replica.
+ * - a leader that started over refuses a peer's chunk read before that peer lost its replica;
+ * - a transfer descending from a start-over never answers stored a write committed at or before
+ *   the start-over's index (every replica lost it), and the index survives a restart.
  */
 
 import { describe, expect, it } from 'vitest';
 import { createReplicatedLog, type ReplicatedLog } from '../src/consistency/replicated-log.ts';
 import type { LogMessage } from '../src/consistency/log/types.ts';
-import { asPeerId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
+import type { Op } from '../src/store/types.ts';
+import { asPeerId, asRequestId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
 
 const N1 = asPeerId('n1');
 const N2 = asPeerId('n2');
@@ -73,6 +76,26 @@ const chunk = (index: number, replicaEpoch: number): LogMessage => ({
 
 const installed = (effects: Effect<LogMessage>[]): boolean => effects.some((effect) => effect.kind === 'put');
 
+const chunksSent = (effects: Effect<LogMessage>[]): Array<Extract<LogMessage, { kind: 'transfer_chunk' }>> =>
+  effects.flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'transfer_chunk' ? [effect.message] : []));
+
+const set: Op = { kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique: 0n };
+
+/** A leader of term 2 at snapshot 10 that started over there: both peers asked it for a transfer. */
+function startedOverLeader(): Node {
+  const entries = Array.from({ length: 10 }, (_, i) => (
+    { term: 1, index: 11 + i, nowMs: 0, op: null, origin: N1, incarnation: 1, requestId: null }
+  ));
+  const leader = new Node(N1, [snapshot(1, null, entries)]);
+  leader.step(2 * FAILURE_TIMEOUT_MS + 1, { kind: 'tick', peersUp: [N2, N3] });
+  leader.receive(0, N2, { kind: 'pre_vote_reply', term: 2, granted: true });
+  leader.receive(0, N2, { kind: 'vote_reply', term: 2, granted: true });
+  leader.step(5, { kind: 'tick', peersUp: [N2, N3] });
+  leader.receive(20, N2, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 });
+  leader.receive(5, N3, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 });
+  return leader;
+}
+
 describe('late state transfers', () => {
   it('a follower refuses a chunk older than the leader epoch it reported, also after a restart in the same term', () => {
     for (const restart of [false, true]) {
@@ -109,5 +132,63 @@ describe('late state transfers', () => {
     expect(startedOver).toContainEqual(expect.objectContaining({ kind: 'note', message: expect.stringMatching(/starting over/) }));
     expect(installed(leader.receive(5, N3, chunk(20, 0)))).toBe(false);
     expect(leader.machine.inspect()).toMatchObject({ appliedIndex: 10, snapshotIndex: 10 });
+  });
+
+  it('a leader that started over says so in the transfers it serves, also after a restart', () => {
+    const leader = startedOverLeader();
+    leader.step(0, { kind: 'applied', token: 1 });
+    for (const restart of [false, true]) {
+      if (restart) {
+        leader.restart();
+        leader.step(2 * FAILURE_TIMEOUT_MS + 1, { kind: 'tick', peersUp: [N2, N3] });
+        leader.receive(0, N2, { kind: 'pre_vote_reply', term: 3, granted: true });
+        leader.receive(0, N2, { kind: 'vote_reply', term: 3, granted: true });
+        // It replays its log onto the kept replica first: serves no transfer until the new term's no-op is applied.
+        leader.step(0, { kind: 'flush' });
+        const lastIndex = leader.machine.inspect().lastIndex;
+        leader.receive(1, N2, {
+          kind: 'append_reply', term: 3, success: true, matchIndex: lastIndex, hintIndex: 0, round: 0, seq: 0, commitIndex: 10,
+        });
+        expect(leader.machine.inspect().appliedIndex).toBe(lastIndex);
+      }
+      const ask: LogMessage = { kind: 'transfer_request', term: restart ? 3 : 2, minIndex: 10, emptied: true, replicaEpoch: 1 };
+      const asked = leader.receive(5, N2, ask);
+      const fetch = asked.find((effect) => effect.kind === 'fetch');
+      expect(fetch).toBeDefined();
+      const sent = chunksSent(leader.step(1, { kind: 'fetched', token: (fetch as { token: number }).token, entries: [] }));
+      expect(sent.length).toBeGreaterThan(0);
+      for (const chunk of sent) expect(chunk.startOverIndex).toBe(10);
+    }
+  });
+
+  it('a follower installing a transfer refuses its own write committed at or before the start-over, and answers one after it', () => {
+    for (const startOverIndex of [11, 10]) {
+      const follower = new Node(N2, [{ ...(snapshot(2, N1) as object), replicaTrusted: true, replicaEmptied: false }]);
+      follower.receive(0, N1, heartbeat(1, 0));
+      expect(follower.machine.inspect().caughtUp).toBe(true);
+      const requestId = asRequestId(1);
+      follower.step(1, { kind: 'request', requestId, session: 1, op: set });
+      follower.step(0, { kind: 'flush' });
+      // The leader appends it at 11; the follower's memcached restarts empty before it is committed.
+      const entry = { term: 2, index: 11, nowMs: follower.nowMs, op: set, origin: N2, incarnation: 2, requestId };
+      follower.receive(1, N1, { ...(heartbeat(2, 0) as Extract<LogMessage, { kind: 'append' }>), entries: [entry] });
+      follower.step(1, { kind: 'backend_reset', emptied: true });
+      const chunk: LogMessage = { kind: 'transfer_chunk', term: 2, replicaEpoch: 1, startOverIndex, transferId: 9, index: 11, indexTerm: 2,
+        chunkNumber: 0, chunkCount: 1, entries: [] };
+      const effects = follower.receive(5, N1, chunk);
+      expect(installed(effects)).toBe(true);
+      const reply = effects.find((effect) => effect.kind === 'reply' && effect.requestId === requestId);
+      if (startOverIndex === 11) expect(reply).toMatchObject({ reply: { kind: 'refused', reason: 'result_unknown' } });
+      else expect(reply).toMatchObject({ reply: { kind: 'stored', cas: 11n } });
+    }
+  });
+
+  it('a chunk naming a start-over after its own index is dropped at the edge; one naming none (an older peer) is installed', () => {
+    const follower = new Node(N2, [snapshot(2, N1)]);
+    follower.receive(0, N1, heartbeat(1, 0));
+    const before = follower.machine.status().invalidPeerMessages;
+    expect(installed(follower.receive(5, N1, { ...(chunk(10, 0) as object), startOverIndex: 11 } as LogMessage))).toBe(false);
+    expect(follower.machine.status().invalidPeerMessages).toBe(before + 1);
+    expect(installed(follower.receive(5, N1, chunk(10, 0)))).toBe(true);
   });
 });

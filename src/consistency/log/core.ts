@@ -73,6 +73,12 @@ export class LogCore {
   replicaEmptiedPersisted = false;
   /** Grows each time our replica is lost; rides on appends and transfers (see transfer_chunk). */
   replicaEpoch = 0;
+  /**
+   * The replica descends from a start-over at this index (0: none known): every replica lost the
+   * writes committed at or before it, so a transfer of this replica must not answer them stored.
+   * Never above the snapshot index; persisted with the snapshot.
+   */
+  replicaStartOverIndex = 0;
   /** The greatest replica epoch seen from the current leader in this term. */
   leaderReplicaEpoch = 0;
   /** Replica durability (with replicaSkipsApplied): may a restart replay onto the replica? */
@@ -188,6 +194,7 @@ export class LogCore {
         entries: this.log.entries.slice(),
         replicaTrusted: this.replicaTrusted,
         replicaEmptied: this.replicaEmptiedPersisted,
+        replicaStartOverIndex: this.replicaStartOverIndex,
       },
       true,
     );

@@ -31,6 +31,8 @@ export const APPLY_FAILED = refused('backend', 'write outcome unknown (the repli
 /** The answer to a read that a state transfer passed a later write of its connection (see installTransfer). */
 const TRANSFERRED_PAST_READ = refused('not_caught_up', 'replica replaced by a state transfer; retry');
 const TRANSFERRED_PAST_WRITE = refused('result_unknown', 'replica replaced by a state transfer');
+/** The answer to a write committed at or before a start-over: every replica lost it since (see refuseErasedWrite). */
+const ERASED_WRITE = refused('result_unknown', 'every replica lost its data after the write committed');
 
 /** What the requests ask of the rest of the machine. */
 export interface RequestsHooks {
@@ -239,5 +241,16 @@ export class Requests {
     if (op.kind === 'flush_all') return this.reply(requestId, { kind: 'ok' });
     this.core.noteRefusal(TRANSFERRED_PAST_WRITE);
     this.reply(requestId, TRANSFERRED_PAST_WRITE);
+  }
+
+  /**
+   * A write of ours committed at or before the start-over a transferred state descends from, never
+   * applied here: it took effect on some replica, but every replica lost it before the start-over,
+   * so its client must not hear that it is stored.
+   */
+  refuseErasedWrite(requestId: RequestId): void {
+    const pending = this.pending.get(requestId);
+    if (pending === undefined || !isWrite(pending.op)) return;
+    this.refuse(requestId, ERASED_WRITE);
   }
 }

@@ -53,6 +53,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
       case 'snapshot':
         core.replicaTrusted = record.replicaTrusted === true;
         core.replicaEmptiedPersisted = record.replicaEmptied === true;
+        core.replicaStartOverIndex = Math.min(record.replicaStartOverIndex ?? 0, record.snapshotIndex);
         core.term = record.term;
         core.votedFor = record.votedFor;
         core.incarnation = record.incarnation;

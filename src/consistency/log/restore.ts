@@ -94,7 +94,7 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
       const hardValid =
         isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch);
       const snapshotValid = isCount(raw.snapshotIndex) && isTerm(raw.snapshotTerm)
-        && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied);
+        && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied) && isOptionalCount(raw.replicaStartOverIndex);
       if (!hardValid || !snapshotValid) return { problem: 'snapshot: bad fields' };
       const restored = restoredEntries(raw.entries, limits);
       if (restored === null) return { problem: 'snapshot: bad entry' };

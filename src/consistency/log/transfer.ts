@@ -10,7 +10,8 @@
  * could not serve, the schedule of our own asks, and the transfer's puts not yet completed.
  * Invariants: a follower installs transfers only from its leader, of this term, not older than
  * the leader's replica epoch it has seen; a leader only while it waits for one (see
- * onTransferChunk); a transfer never contradicts a committed entry.
+ * onTransferChunk); a transfer never contradicts a committed entry, and names the start-over its
+ * replica descends from, so no write every replica lost is answered stored.
  */
 
 import assert from 'node:assert';
@@ -25,6 +26,8 @@ interface IncomingTransfer {
   transferId: number;
   index: number;
   indexTerm: number;
+  /** The start-over the transferred replica descends from (0: none): writes up to it are not in it. */
+  startOverIndex: number;
   chunks: Array<KeyedEntry[] | undefined>;
   received: number;
   /** From the first chunk: the writes of ours the transferred state holds. */
@@ -37,6 +40,8 @@ export interface TransferRequests {
   refuseReadsBeforeUnsettledWrites(): void;
   /** A write of ours the transferred state holds, committed at `index`, is answered. */
   answerTransferredWrite(requestId: RequestId, index: number): void;
+  /** A write of ours committed at or before the transferred state's start-over is refused: it was lost. */
+  refuseErasedWrite(requestId: RequestId): void;
 }
 
 export class StateTransfer {
@@ -46,7 +51,10 @@ export class StateTransfer {
   private readonly askedMs = new Map<PeerId, number>();
   private nextTransferRequestMs = 0;
   private transferTarget = 0;
-  private readonly outgoingTransfers = new Map<number, { to: PeerId; index: number; indexTerm: number; replicaEpoch: number }>();
+  private readonly outgoingTransfers = new Map<
+    number,
+    { to: PeerId; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number }
+  >();
   private incoming: IncomingTransfer | null = null;
 
   constructor(
@@ -145,6 +153,10 @@ export class StateTransfer {
     this.core.appliedIndex = this.core.log.snapshotIndex;
     this.core.replicaValid = true;
     this.core.transferMinIndex = null;
+    // The writes committed up to here are gone from every replica: the transfers served from this
+    // one (and from its copies) must say so, also after a restart, rather than answer them stored.
+    this.core.replicaStartOverIndex = this.core.log.snapshotIndex;
+    this.core.persistSnapshot();
   }
 
   /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
@@ -154,7 +166,8 @@ export class StateTransfer {
     const indexTerm = this.core.log.termAt(this.core.appliedIndex);
     assert(indexTerm !== null);
     const token = this.core.nextStoreToken();
-    this.outgoingTransfers.set(token, { to, index: this.core.appliedIndex, indexTerm, replicaEpoch: this.core.replicaEpoch });
+    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex } = this.core;
+    this.outgoingTransfers.set(token, { to, index, indexTerm, replicaEpoch, startOverIndex });
     this.core.out.push({ kind: 'fetch', token, keys: null });
     return true;
   }
@@ -166,12 +179,13 @@ export class StateTransfer {
     const chunks = this.transferChunks(entries);
     const chunkCount = chunks.length;
     this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
-    const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer.index);
+    const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer);
     for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
       this.core.send(transfer.to, {
         kind: 'transfer_chunk',
         term: this.core.term,
         replicaEpoch: transfer.replicaEpoch,
+        startOverIndex: transfer.startOverIndex,
         transferId: token,
         index: transfer.index,
         indexTerm: transfer.indexTerm,
@@ -198,16 +212,19 @@ export class StateTransfer {
 
   /**
    * The writes `peer` forwarded that are committed at or before `index` (this node applied
-   * `index`): in the log, then compacted lately. At most what a node may have pending.
+   * `index`) and after `startOverIndex`: in the log, then compacted lately. At most what a node may
+   * have pending. Those up to the start-over are left out, not sent for the recipient to refuse:
+   * a peer of an earlier release, which knows no start-over index, would answer them stored.
    */
-  private forwardsCommittedThrough(peer: PeerId, index: number): CommittedForward[] {
+  private forwardsCommittedThrough(peer: PeerId, { index, startOverIndex }: { index: number; startOverIndex: number }): CommittedForward[] {
     const limit = this.core.tuning.queueDepthMax;
     const found: CommittedForward[] = [];
     for (let at = index; at > this.core.log.snapshotIndex && found.length < limit; at -= 1) {
       const { origin, incarnation, requestId } = this.core.log.entryAt(at);
       if (origin === peer && requestId !== null) found.push({ incarnation, requestId, index: at });
     }
-    return found.concat(this.compaction.compactedForwards.committedThrough(peer, index, this.core.nowMs, limit - found.length));
+    const compacted = this.compaction.compactedForwards.committedThrough(peer, index, this.core.nowMs, limit - found.length);
+    return found.concat(compacted).filter((forward) => forward.index > startOverIndex);
   }
 
   /**
@@ -233,7 +250,10 @@ export class StateTransfer {
     let incoming = this.incoming;
     if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
       const same =
-        incoming.index === message.index && incoming.indexTerm === message.indexTerm && incoming.chunks.length === message.chunkCount;
+        incoming.index === message.index &&
+        incoming.indexTerm === message.indexTerm &&
+        incoming.startOverIndex === (message.startOverIndex ?? 0) &&
+        incoming.chunks.length === message.chunkCount;
       if (!same) return this.core.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
     } else {
       incoming = {
@@ -241,6 +261,7 @@ export class StateTransfer {
         transferId: message.transferId,
         index: message.index,
         indexTerm: message.indexTerm,
+        startOverIndex: message.startOverIndex ?? 0,
         chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
         received: 0,
         committedForwards: [],
@@ -288,7 +309,7 @@ export class StateTransfer {
       for (const entry of dropped) {
         this.core.forgetProposal(entry);
         if (entry.origin === this.core.self && entry.incarnation === this.core.incarnation && entry.requestId !== null) {
-          this.requests.answerTransferredWrite(entry.requestId, entry.index);
+          this.answerOurWrite(incoming, entry.requestId, entry.index);
         }
       }
       this.compaction.noteDropped(dropped);
@@ -299,8 +320,9 @@ export class StateTransfer {
       for (const dropped of this.core.log.resetTo(index, indexTerm)) this.core.forgetProposal(dropped);
     }
     for (const { incarnation, requestId, index: entryIndex } of incoming.committedForwards) {
-      if (incarnation === this.core.incarnation) this.requests.answerTransferredWrite(requestId, entryIndex);
+      if (incarnation === this.core.incarnation) this.answerOurWrite(incoming, requestId, entryIndex);
     }
+    this.core.replicaStartOverIndex = incoming.startOverIndex;
     this.core.commitIndex = Math.max(this.core.commitIndex, index);
     this.core.appliedIndex = index;
     this.core.replicaValid = true;
@@ -311,6 +333,15 @@ export class StateTransfer {
     this.core.transferMinIndex = null;
     if (this.core.catchUpIndex === null && this.core.role === 'follower' && this.core.leader === incoming.from) this.core.catchUpIndex = index;
     this.core.persistSnapshot();
+  }
+
+  /**
+   * A write of ours committed at `index` that this node never applied: the transferred state holds
+   * it, unless it was committed at or before the start-over that state descends from (lost then).
+   */
+  private answerOurWrite(incoming: IncomingTransfer, requestId: RequestId, index: number): void {
+    if (index <= incoming.startOverIndex) this.requests.refuseErasedWrite(requestId);
+    else this.requests.answerTransferredWrite(requestId, index);
   }
 
   onApplied(token: number): void {

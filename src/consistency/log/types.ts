@@ -126,14 +126,17 @@ export type LogMessage =
    * a transfer still in flight when the sender's replica was lost is never installed after the
    * follower told the leader it has no replica. (The epoch fields are optional so that a node of
    * an earlier release, which sends none, still works with this one: its asks never count toward a
-   * start-over.) `committedForwards`, on the first chunk only: the writes the recipient forwarded
-   * that are committed at or before `index`, so it can answer their clients at once (absent from
+   * start-over.) `startOverIndex`: the replica descends from a start-over at that index, so it holds
+   * no write committed at or before it (absent from older peers: 0, none known). `committedForwards`,
+   * on the first chunk only: the writes the recipient forwarded that are committed after
+   * `startOverIndex` and at or before `index`, so it can answer their clients at once (absent from
    * older peers: those clients wait for their request timeout, as before).
    */
   | {
       kind: 'transfer_chunk';
       term: number;
       replicaEpoch?: number;
+      startOverIndex?: number;
       transferId: number;
       index: number;
       indexTerm: number;
@@ -169,6 +172,8 @@ export type LogRecord =
       replicaTrusted?: boolean;
       /** The backend restarted empty since the replica was last valid (absent: no). */
       replicaEmptied?: boolean;
+      /** The replica descends from a start-over at this index (absent: 0, none). */
+      replicaStartOverIndex?: number;
     }
   /**
    * Whether the replica may be replayed onto after a restart (false while it is rebuilt), and

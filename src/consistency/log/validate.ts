@@ -144,6 +144,10 @@ function transferChunkProblem(message: Fields, limits: LogMessageLimits): string
   if (chunkCount < 1 || chunkCount > limits.chunkCountMax || (message.chunkNumber as number) >= chunkCount) {
     return 'transfer_chunk: bad chunk numbering';
   }
+  // A start-over's state is copied from its index on: a replica as of an earlier index cannot descend from it.
+  if (!isOptionalCount(message.startOverIndex) || ((message.startOverIndex as number | undefined) ?? 0) > (message.index as number)) {
+    return 'transfer_chunk: bad start-over index';
+  }
   if (!isBoundedArray(message.entries, limits.chunkEntriesMax)) return 'transfer_chunk: entries not a bounded list';
   if (!message.entries.every((entry) => isReplicaEntry(entry, limits))) return 'transfer_chunk: bad replica entry';
   const forwards = message.committedForwards;
