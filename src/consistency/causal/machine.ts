@@ -18,8 +18,9 @@
  * so a snapshot needs no waiting. One batch per peer is in flight; what is written meanwhile is
  * coalesced (latest entry per key) into the next one.
  *
- * Peers are told the vector as it was before the first merge memcached has not taken yet, and
- * merges are acknowledged in issue order, so no peer counts on a write a refusal then loses.
+ * Peers are told the vector (in acks, and as a snapshot's deps) as it was before the first merge
+ * memcached has not taken yet, and merges are acknowledged in issue order, so no peer counts on a
+ * write a refusal then loses.
  *
  * Invariants: the visible vector goes back only at a backend reset or a refused merge (to what
  * peers were told); a chain batch is merged only when prev <= visible[sender] and deps <= visible
@@ -388,7 +389,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       box.queueBytes = 0;
       const to = this.visible[this.selfIndex];
       box.coveredTo = to;
-      box.snapshotFetch = this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: [...this.visible] });
+      // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken count.
+      box.snapshotFetch = this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: this.told() });
       return;
     }
     const window = box.queue.slice(0, this.tuning.windowBatchesMax);
