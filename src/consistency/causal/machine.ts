@@ -70,6 +70,16 @@ interface Inbox {
   parked: Map<bigint, { batch: Batch; sinceMs: number }>;
 }
 
+/** A merge issued and not yet acknowledged (see `merges`). */
+interface PendingMerge {
+  to: PeerId;
+  batchTo: bigint;
+  before: VersionVector;
+  done: boolean;
+  /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
+  recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
+}
+
 type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
@@ -104,7 +114,7 @@ export class CausalMachine implements Machine<CausalMessage> {
    * dependencies can be met in the same step; what peers are told (`told()`) stops before the
    * first one memcached has not yet taken, and a refused merge rolls `visible` back to it.
    */
-  private readonly merges = new Map<number, { to: PeerId; batchTo: bigint; before: VersionVector; done: boolean }>();
+  private readonly merges = new Map<number, PendingMerge>();
   /**
    * After a reset: our own component then, and the peers that have not yet sent a snapshot
    * covering it. Our own writes up to it that such a snapshot brings back are shipped again
@@ -543,10 +553,10 @@ export class CausalMachine implements Machine<CausalMessage> {
       if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
     });
     if (batch.to > this.visible[sender]) this.visible[sender] = batch.to;
-    if (this.lostOwnTo > 0n) this.shipOwnWritesAgain(from, batch, entries);
     const token = this.takeToken();
-    this.merges.set(token, { to: from, batchTo: batch.to, before, done: entries.length === 0 });
-    if (entries.length === 0) return this.ackMerged(out);
+    const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, recovered });
+    if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     this.clock = tickHlc(this.clock, this.nowMs);
     const joinCas = packVersion(this.clock, this.selfIndex);
@@ -572,16 +582,25 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
   }
 
-  /** Our own writes the replica lost at the last reset, back from a peer: the chain ships them again. */
-  private shipOwnWritesAgain(from: PeerId, batch: Batch, entries: readonly KeyedEntry[]): void {
+  /** Our own writes the replica lost at the last reset that a merge brings back, and whether it settles a snapshot owed. */
+  private lostWritesIn(batch: Batch, entries: readonly KeyedEntry[]): PendingMerge['recovered'] {
     const back = entries.filter(([, entry]) => versionNode(entry.cas) === this.selfIndex && entry.cas <= this.lostOwnTo);
-    if (back.length > 0) {
-      this.markDirty(back.map(([key]) => key));
+    return { snapshot: batch.snapshot, deps: batch.deps, back: back.map(([key]) => key) };
+  }
+
+  /**
+   * Our own writes the replica lost at the last reset, back from a peer and taken by memcached: the
+   * chain ships them again. (A refused merge brought nothing back: the snapshot stays owed.)
+   */
+  private shipOwnWritesAgain(from: PeerId, recovered: NonNullable<PendingMerge['recovered']>): void {
+    if (this.lostOwnTo === 0n) return;
+    if (recovered.back.length > 0) {
+      this.markDirty(recovered.back);
       // A batch covers (prev, to]: a version of its own moves `to` on, so the chain carries them.
       this.clock = tickHlc(this.clock, this.nowMs);
       this.visible[this.selfIndex] = packVersion(this.clock, this.selfIndex);
     }
-    if (batch.snapshot && batch.deps[this.selfIndex] >= this.lostOwnTo) this.owedSnapshots.delete(from);
+    if (recovered.snapshot && recovered.deps[this.selfIndex] >= this.lostOwnTo) this.owedSnapshots.delete(from);
     if (this.owedSnapshots.size === 0) this.lostOwnTo = 0n;
   }
 
@@ -589,6 +608,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     const merge = this.merges.get(token);
     if (merge === undefined) return;
     merge.done = true;
+    if (merge.recovered !== null) this.shipOwnWritesAgain(merge.to, merge.recovered);
     this.ackMerged(out);
   }
 
@@ -617,11 +637,16 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.visible = merge.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
   }
 
-  /** The vector peers are told: `visible` before the first merge memcached has not taken yet. */
+  /**
+   * The vector peers are told: `visible` before the first merge memcached has not taken yet. After
+   * a reset, until the snapshots owed bring our lost writes back, none of ours: a peer holding one
+   * of them (a tombstone) must not count it as held everywhere.
+   */
   private told(): VersionVector {
     const first = this.merges.values().next();
-    if (first.done === true) return [...this.visible];
-    return first.value.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
+    const told = first.done === true ? [...this.visible] : [...first.value.before];
+    told[this.selfIndex] = this.lostOwnTo > 0n ? 0n : this.visible[this.selfIndex];
+    return told;
   }
 
   private ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
