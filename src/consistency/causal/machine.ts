@@ -355,23 +355,24 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   /**
-   * The replica as found at start or after a reset: a causally closed cut (every batch and snapshot
-   * merged whole), so each node's greatest version in it bounds a prefix of that node's writes.
+   * The replica as found at start or after a reset. It holds our own writes in order, so our
+   * greatest version in it bounds a prefix of them; but it need not be a causally closed cut of
+   * the others' writes: a merge memcached refused, or one cut short by a crash or a reset, may
+   * have left a later entry without an earlier one. So their components stay zero, and every peer
+   * sends a snapshot (onVisible, onBatchPart).
    */
   private onRebuilt(entries: KeyedEntry[], out: Out): void {
     this.rebuilds += 1;
-    // After a reset the replica is whatever memcached kept, maybe with a later merge but not an
-    // earlier one: no cut. The zeros make every peer send a snapshot (onVisible).
-    if (this.rebuilds === 1) this.raiseToHeld(entries);
+    // After a reset our own component stays (onBackendReset): it names our latest write.
+    if (this.rebuilds === 1) this.raiseOwnToHeld(entries);
     const held = this.held;
     this.held = null;
     for (const event of held ?? []) this.serve(event, out);
   }
 
-  private raiseToHeld(entries: readonly KeyedEntry[]): void {
+  private raiseOwnToHeld(entries: readonly KeyedEntry[]): void {
     for (const [, entry] of entries) {
-      const node = versionNode(entry.cas);
-      if (node < this.visible.length && entry.cas > this.visible[node]) this.visible[node] = entry.cas;
+      if (versionNode(entry.cas) === this.selfIndex && entry.cas > this.visible[this.selfIndex]) this.visible[this.selfIndex] = entry.cas;
     }
   }
 
