@@ -549,7 +549,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // A version older than a tombstone purged here was deleted: merging it would bring it back.
     const entries = batch.entries.filter(([key, entry]) => entry.cas > (this.purged.get(key)?.version ?? -1n));
     this.observe(entries);
-    this.noteGraves(entries);
+    this.noteMergedGraves(entries);
     batch.deps.forEach((version, index) => {
       if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
     });
@@ -755,8 +755,22 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   // ---- helpers --------------------------------------------------------------------------
 
+  /** Tombstones in what the replica returned. */
   private noteGraves(entries: readonly KeyedEntry[]): void {
     for (const [key, entry] of entries) {
+      if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
+      else this.graveyard.delete(key);
+    }
+  }
+
+  /**
+   * Tombstones after a merge, which keeps the greater version: an older entry leaves the tombstone
+   * in place (forgotten, it would never be purged, and a queued batch could bring back what it deleted).
+   */
+  private noteMergedGraves(entries: readonly KeyedEntry[]): void {
+    for (const [key, entry] of entries) {
+      const grave = this.graveyard.get(key);
+      if (grave !== undefined && entry.cas <= grave) continue;
       if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
       else this.graveyard.delete(key);
     }
