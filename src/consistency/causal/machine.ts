@@ -18,8 +18,9 @@
  * so a snapshot needs no waiting. One batch per peer is in flight; what is written meanwhile is
  * coalesced (latest entry per key) into the next one.
  *
- * Peers are told the vector as it was before the first merge memcached has not taken yet, and
- * merges are acknowledged in issue order, so no peer counts on a write a refusal then loses.
+ * Peers are told the vector (in acks, and as a snapshot's deps) as it was before the first merge
+ * memcached has not taken yet, and merges are acknowledged in issue order, so no peer counts on a
+ * write a refusal then loses.
  *
  * Invariants: the visible vector goes back only at a backend reset or a refused merge (to what
  * peers were told); a chain batch is merged only when prev <= visible[sender] and deps <= visible
@@ -69,6 +70,16 @@ interface Inbox {
   parked: Map<bigint, { batch: Batch; sinceMs: number }>;
 }
 
+/** A merge issued and not yet acknowledged (see `merges`). */
+interface PendingMerge {
+  to: PeerId;
+  batchTo: bigint;
+  before: VersionVector;
+  done: boolean;
+  /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
+  recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
+}
+
 type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
@@ -103,7 +114,7 @@ export class CausalMachine implements Machine<CausalMessage> {
    * dependencies can be met in the same step; what peers are told (`told()`) stops before the
    * first one memcached has not yet taken, and a refused merge rolls `visible` back to it.
    */
-  private readonly merges = new Map<number, { to: PeerId; batchTo: bigint; before: VersionVector; done: boolean }>();
+  private readonly merges = new Map<number, PendingMerge>();
   /**
    * After a reset: our own component then, and the peers that have not yet sent a snapshot
    * covering it. Our own writes up to it that such a snapshot brings back are shipped again
@@ -344,23 +355,24 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   /**
-   * The replica as found at start or after a reset: a causally closed cut (every batch and snapshot
-   * merged whole), so each node's greatest version in it bounds a prefix of that node's writes.
+   * The replica as found at start or after a reset. It holds our own writes in order, so our
+   * greatest version in it bounds a prefix of them; but it need not be a causally closed cut of
+   * the others' writes: a merge memcached refused, or one cut short by a crash or a reset, may
+   * have left a later entry without an earlier one. So their components stay zero, and every peer
+   * sends a snapshot (onVisible, onBatchPart).
    */
   private onRebuilt(entries: KeyedEntry[], out: Out): void {
     this.rebuilds += 1;
-    // After a reset the replica is whatever memcached kept, maybe with a later merge but not an
-    // earlier one: no cut. The zeros make every peer send a snapshot (onVisible).
-    if (this.rebuilds === 1) this.raiseToHeld(entries);
+    // After a reset our own component stays (onBackendReset): it names our latest write.
+    if (this.rebuilds === 1) this.raiseOwnToHeld(entries);
     const held = this.held;
     this.held = null;
     for (const event of held ?? []) this.serve(event, out);
   }
 
-  private raiseToHeld(entries: readonly KeyedEntry[]): void {
+  private raiseOwnToHeld(entries: readonly KeyedEntry[]): void {
     for (const [, entry] of entries) {
-      const node = versionNode(entry.cas);
-      if (node < this.visible.length && entry.cas > this.visible[node]) this.visible[node] = entry.cas;
+      if (versionNode(entry.cas) === this.selfIndex && entry.cas > this.visible[this.selfIndex]) this.visible[this.selfIndex] = entry.cas;
     }
   }
 
@@ -388,7 +400,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       box.queueBytes = 0;
       const to = this.visible[this.selfIndex];
       box.coveredTo = to;
-      box.snapshotFetch = this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: [...this.visible] });
+      // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken count.
+      box.snapshotFetch = this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: this.told() });
       return;
     }
     const window = box.queue.slice(0, this.tuning.windowBatchesMax);
@@ -536,15 +549,15 @@ export class CausalMachine implements Machine<CausalMessage> {
     // A version older than a tombstone purged here was deleted: merging it would bring it back.
     const entries = batch.entries.filter(([key, entry]) => entry.cas > (this.purged.get(key)?.version ?? -1n));
     this.observe(entries);
-    this.noteGraves(entries);
+    this.noteMergedGraves(entries);
     batch.deps.forEach((version, index) => {
       if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
     });
     if (batch.to > this.visible[sender]) this.visible[sender] = batch.to;
-    if (this.lostOwnTo > 0n) this.shipOwnWritesAgain(from, batch, entries);
     const token = this.takeToken();
-    this.merges.set(token, { to: from, batchTo: batch.to, before, done: entries.length === 0 });
-    if (entries.length === 0) return this.ackMerged(out);
+    const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, recovered });
+    if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     this.clock = tickHlc(this.clock, this.nowMs);
     const joinCas = packVersion(this.clock, this.selfIndex);
@@ -570,16 +583,25 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
   }
 
-  /** Our own writes the replica lost at the last reset, back from a peer: the chain ships them again. */
-  private shipOwnWritesAgain(from: PeerId, batch: Batch, entries: readonly KeyedEntry[]): void {
+  /** Our own writes the replica lost at the last reset that a merge brings back, and whether it settles a snapshot owed. */
+  private lostWritesIn(batch: Batch, entries: readonly KeyedEntry[]): PendingMerge['recovered'] {
     const back = entries.filter(([, entry]) => versionNode(entry.cas) === this.selfIndex && entry.cas <= this.lostOwnTo);
-    if (back.length > 0) {
-      this.markDirty(back.map(([key]) => key));
+    return { snapshot: batch.snapshot, deps: batch.deps, back: back.map(([key]) => key) };
+  }
+
+  /**
+   * Our own writes the replica lost at the last reset, back from a peer and taken by memcached: the
+   * chain ships them again. (A refused merge brought nothing back: the snapshot stays owed.)
+   */
+  private shipOwnWritesAgain(from: PeerId, recovered: NonNullable<PendingMerge['recovered']>): void {
+    if (this.lostOwnTo === 0n) return;
+    if (recovered.back.length > 0) {
+      this.markDirty(recovered.back);
       // A batch covers (prev, to]: a version of its own moves `to` on, so the chain carries them.
       this.clock = tickHlc(this.clock, this.nowMs);
       this.visible[this.selfIndex] = packVersion(this.clock, this.selfIndex);
     }
-    if (batch.snapshot && batch.deps[this.selfIndex] >= this.lostOwnTo) this.owedSnapshots.delete(from);
+    if (recovered.snapshot && recovered.deps[this.selfIndex] >= this.lostOwnTo) this.owedSnapshots.delete(from);
     if (this.owedSnapshots.size === 0) this.lostOwnTo = 0n;
   }
 
@@ -587,6 +609,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     const merge = this.merges.get(token);
     if (merge === undefined) return;
     merge.done = true;
+    if (merge.recovered !== null) this.shipOwnWritesAgain(merge.to, merge.recovered);
     this.ackMerged(out);
   }
 
@@ -615,11 +638,16 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.visible = merge.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
   }
 
-  /** The vector peers are told: `visible` before the first merge memcached has not taken yet. */
+  /**
+   * The vector peers are told: `visible` before the first merge memcached has not taken yet. After
+   * a reset, until the snapshots owed bring our lost writes back, none of ours: a peer holding one
+   * of them (a tombstone) must not count it as held everywhere.
+   */
   private told(): VersionVector {
     const first = this.merges.values().next();
-    if (first.done === true) return [...this.visible];
-    return first.value.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
+    const told = first.done === true ? [...this.visible] : [...first.value.before];
+    told[this.selfIndex] = this.lostOwnTo > 0n ? 0n : this.visible[this.selfIndex];
+    return told;
   }
 
   private ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
@@ -727,8 +755,22 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   // ---- helpers --------------------------------------------------------------------------
 
+  /** Tombstones in what the replica returned. */
   private noteGraves(entries: readonly KeyedEntry[]): void {
     for (const [key, entry] of entries) {
+      if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
+      else this.graveyard.delete(key);
+    }
+  }
+
+  /**
+   * Tombstones after a merge, which keeps the greater version: an older entry leaves the tombstone
+   * in place (forgotten, it would never be purged, and a queued batch could bring back what it deleted).
+   */
+  private noteMergedGraves(entries: readonly KeyedEntry[]): void {
+    for (const [key, entry] of entries) {
+      const grave = this.graveyard.get(key);
+      if (grave !== undefined && entry.cas <= grave) continue;
       if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
       else this.graveyard.delete(key);
     }

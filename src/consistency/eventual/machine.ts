@@ -527,12 +527,22 @@ export class EventualMachine implements Machine<EventualMessage> {
     const joinCas = packVersion(this.clock, this.nodeIndex);
     out.push({ kind: 'put', entries: merge, how: 'merge', token, joinCas });
     this.pendingAcks.set(token, { to: from, batch, versions });
+    const unread = this.keysBeingRead();
     for (const [key, entry] of merge) {
-      // What the merge made (a join, or an older reset winning) is read back and pushed on.
-      if (mayRejoin(entry, this.index.get(key)?.version)) this.dirty.add(key);
+      // What the merge made (a join, or an older reset winning) is read back and pushed on. A
+      // local write the index has not read back yet may be a counter the merge joins: read again.
+      const readPending = unread === null || unread.has(key);
+      if (readPending || mayRejoin(entry, this.index.get(key)?.version)) this.dirty.add(key);
       this.noteMerged(key, entry, from, seq);
     }
     this.drainAll(out);
+  }
+
+  /** Keys of the dirty fetch in flight (null: every key): their local writes are not in the index yet. */
+  private keysBeingRead(): ReadonlySet<string> | null {
+    const pending = this.dirtyFetchToken === null ? undefined : this.fetches.get(this.dirtyFetchToken);
+    if (pending === undefined) return new Set();
+    return pending.keys === null ? null : new Set(pending.keys);
   }
 
   /** The index after merging `entry` from `from` (the sender holds it). */
