@@ -14,25 +14,21 @@
  * exception that aborts the whole benchmark.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import type { WireProtocol } from './loadgen.ts';
+import { findBinary, labelled, spawnLogged, stopChild, type TargetProcess } from './processes.ts';
+
+export type { TargetProcess } from './processes.ts';
 
 /** Every target, in the order a round visits them. */
 export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
-
-/** One process of a target, named by what it is there, so its CPU can be reported on its own. */
-export interface TargetProcess {
-  /** "memcached", "nutcracker", "pipe 2", "memcached 2", "n1", "memcached n1". */
-  label: string;
-  pid: number;
-}
 
 /** A started target: where to send load and whose CPU to count. */
 export interface RunningTarget {
@@ -73,7 +69,6 @@ export interface TargetOptions {
 }
 
 const READY_TIMEOUT_MS = 10_000;
-const STOP_GRACE_MS = 3000;
 
 /** A human label for tables and charts. */
 export function targetLabel(name: TargetName): string {
@@ -104,23 +99,6 @@ export function parseTargetName(text: string): TargetName | null {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
-}
-
-function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  return child;
-}
-
 /** Waits until `port` answers `version`, failing early if the process dies or cannot spawn. */
 async function awaitReady(child: ChildProcess, port: number, what: string): Promise<void> {
   const spawnError = new Promise<never>((_, reject) => child.once('error', (error) => reject(new Error(`cannot start ${what}: ${error.message}`))));
@@ -141,18 +119,7 @@ export async function startMemcachedProcess(logFile: string): Promise<{ child: C
 
 /** The nutcracker (twemproxy) binary on PATH or in the sbin folders, or null if it is not installed. */
 export function findNutcracker(): string | null {
-  const folders = [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin', '/sbin'];
-  for (const folder of folders) {
-    if (folder === '') continue;
-    const candidate = path.join(folder, 'nutcracker');
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
+  return findBinary('nutcracker');
 }
 
 function nutcrackerConfig(listenPort: number, memcachedPort: number): string {
@@ -259,11 +226,6 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     terms: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerStat(controllers, 'mckv_term'),
     stop: () => cluster.stop(),
   };
-}
-
-/** The processes that are running, with their labels (a process not started has no PID). */
-function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null | undefined]>): TargetProcess[] {
-  return entries.flatMap(([label, child]) => (child?.pid === undefined ? [] : [{ label, pid: child.pid }]));
 }
 
 /** One stat (`mckv_role`, `mckv_term`) of each controller, asked of all at once; one that does not answer is left out. */
