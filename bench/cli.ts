@@ -1,6 +1,7 @@
 /**
- * `npm run bench`: measures direct memcached, twemproxy and mckv in each consistency mode in one
- * run, interleaved round by round, and reports ratios against direct memcached.
+ * `npm run bench`: measures direct memcached, twemproxy, Node byte pipes, etcd and mckv in each
+ * consistency mode in one run, interleaved round by round, and reports ratios against direct
+ * memcached (and mckv linearizability's against etcd where both ran).
  *
  * Intuition: on a shared, noisy machine only comparisons made close together in time mean
  * anything, so every round runs each workload against every target back to back (A B C … then
@@ -66,7 +67,8 @@ const USAGE = `usage: npm run bench -- [options]
   --help                this text
 
 Workloads: ${NAMED_WORKLOADS.map((workload) => `${workload.id} = ${workload.label}`).join('; ')}.
-twemproxy needs nutcracker (apt-get install nutcracker); without it that target is skipped.`;
+twemproxy needs nutcracker (apt-get install nutcracker) and etcd needs etcd (apt-get install etcd-server);
+without them those targets are skipped. etcd is driven through the etcd3 client whatever --protocol says.`;
 
 type Parsed = { kind: 'run'; settings: BenchSettings } | { kind: 'help' } | { kind: 'invalid'; message: string };
 
@@ -190,6 +192,7 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
 function loadOptions(settings: BenchSettings, target: RunningTarget, workload: Workload, run: { seed: number; preload: boolean }): LoadOptions {
   return {
     ports: target.ports,
+    api: target.api ?? 'memcached',
     protocol: settings.protocol,
     connections: workload.connections,
     pipelineDepth: workload.pipelineDepth,

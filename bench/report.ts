@@ -389,6 +389,7 @@ const COLORS: Record<TargetName, string> = {
   memcached: '#7f7f7f',
   twemproxy: '#bcbd22',
   'node-pipe': '#17becf',
+  etcd: '#ff7f0e',
   linearizability: '#d62728',
   sequential: '#1f77b4',
   causal: '#9467bd',

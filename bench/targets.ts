@@ -2,15 +2,16 @@
  * The systems the benchmark measures, each started once per run and stopped at its end:
  * one memcached (the baseline), twemproxy in front of one memcached (what a plain proxy costs),
  * three Node processes that only relay bytes, each to its own memcached (what any front of three
- * Node processes costs here before it does any work), and a fresh three-controller mckv cluster
- * per consistency mode.
+ * Node processes costs here before it does any work), a three-member etcd cluster (what a
+ * consistent store of another design costs: ./etcd-target.ts), and a fresh three-controller mckv
+ * cluster per consistency mode.
  *
- * Intuition: every target is "some 127.0.0.1 ports that speak memcached, and the PIDs whose CPU
- * is its cost". The driver does not care what is behind the ports.
+ * Intuition: every target is "some 127.0.0.1 ports that speak memcached (or etcd's API, as
+ * `api` says), and the PIDs whose CPU is its cost". The driver does not care what is behind them.
  *
  * Invariants: every port is picked free; processes are stopped only by the PIDs this module
  * started (SIGTERM, then SIGKILL after a grace period); every wait is bounded; a target that
- * cannot run here (no nutcracker, a cluster that does not start) is a value saying why, never an
+ * cannot run here (no nutcracker or etcd, a cluster that does not start) is a value saying why, never an
  * exception that aborts the whole benchmark.
  */
 
@@ -21,13 +22,14 @@ import type { Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
-import type { WireProtocol } from './loadgen.ts';
+import { ETCD_INSTALL_HINT, findEtcd, startEtcd } from './etcd-target.ts';
+import type { LoadApi, WireProtocol } from './loadgen.ts';
 import { findBinary, labelled, spawnLogged, stopChild, type TargetProcess } from './processes.ts';
 
 export type { TargetProcess } from './processes.ts';
 
 /** Every target, in the order a round visits them. */
-export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
+export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'etcd', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 /** A started target: where to send load and whose CPU to count. */
@@ -35,6 +37,10 @@ export interface RunningTarget {
   name: TargetName;
   /** Client ports on 127.0.0.1 (three for a cluster: load is spread over them). */
   ports: number[];
+  /** What the ports speak: memcached unless said (etcd speaks its own gRPC API). */
+  api?: LoadApi;
+  /** A temporary folder holding the target's data, removed by `stop()`. */
+  dataDir?: string;
   /** The processes whose CPU is this target's cost (memcached included). */
   processes(): TargetProcess[];
   /**
@@ -79,6 +85,8 @@ export function targetLabel(name: TargetName): string {
       return 'twemproxy';
     case 'node-pipe':
       return 'Node byte pipe ×3';
+    case 'etcd':
+      return 'etcd ×3';
     case 'linearizability':
     case 'sequential':
     case 'causal':
@@ -263,6 +271,11 @@ export async function startTarget(name: TargetName, options: TargetOptions): Pro
       }
       case 'node-pipe':
         return { kind: 'started', target: await startNodePipes(options) };
+      case 'etcd': {
+        const binary = findEtcd();
+        if (binary === null) return { kind: 'skipped', reason: ETCD_INSTALL_HINT };
+        return { kind: 'started', target: await startEtcd(options, binary) };
+      }
       case 'linearizability':
       case 'sequential':
       case 'causal':
