@@ -24,6 +24,7 @@ import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
 import { BULK_WORKLOAD, LoadgenProcess, NAMED_WORKLOADS, parseWorkload, STANDARD_WORKLOADS, WORKLOAD_LIMITS, WORKLOAD_SPEC, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatProcessCpu, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
+import { compareWithEtcd, ETCD_RATIO_MIN, formatEtcdComparison } from './versus-etcd.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
 /** Everything a run is configured by. */
@@ -329,6 +330,9 @@ function reportText(report: BenchReport): string {
     '',
     'Goals (informational; the benchmark never fails on speed):',
     formatGoals(report.goals),
+    ...([...report.samples, ...report.unavailable].some(({ target }) => target === 'etcd')
+      ? ['', `mckv linearizability against etcd (goal: ≥ ${ETCD_RATIO_MIN}× etcd's ops/s, no more refused calls than etcd; informational):`, formatEtcdComparison(report.versusEtcd)]
+      : []),
   ];
   return lines.join('\n');
 }
@@ -375,6 +379,7 @@ export async function runBench(settings: BenchSettings): Promise<number> {
     samples,
     summary,
     goals: judgeGoals(summary, settings.targets, settings.workloads.map((workload) => workload.id)),
+    versusEtcd: compareWithEtcd(samples),
   };
   const text = reportText(report);
   console.log(`\n${text}\n`);
