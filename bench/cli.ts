@@ -1,6 +1,7 @@
 /**
- * `npm run bench`: measures direct memcached, twemproxy and mckv in each consistency mode in one
- * run, interleaved round by round, and reports ratios against direct memcached.
+ * `npm run bench`: measures direct memcached, twemproxy, Node byte pipes, etcd and mckv in each
+ * consistency mode in one run, interleaved round by round, and reports ratios against direct
+ * memcached (and mckv linearizability's against etcd where both ran).
  *
  * Intuition: on a shared, noisy machine only comparisons made close together in time mean
  * anything, so every round runs each workload against every target back to back (A B C … then
@@ -23,6 +24,7 @@ import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
 import { BULK_WORKLOAD, LoadgenProcess, NAMED_WORKLOADS, parseWorkload, STANDARD_WORKLOADS, WORKLOAD_LIMITS, WORKLOAD_SPEC, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatProcessCpu, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
+import { compareWithEtcd, ETCD_RATIO_MIN, formatEtcdComparison } from './versus-etcd.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
 /** Everything a run is configured by. */
@@ -66,7 +68,8 @@ const USAGE = `usage: npm run bench -- [options]
   --help                this text
 
 Workloads: ${NAMED_WORKLOADS.map((workload) => `${workload.id} = ${workload.label}`).join('; ')}.
-twemproxy needs nutcracker (apt-get install nutcracker); without it that target is skipped.`;
+twemproxy needs nutcracker (apt-get install nutcracker) and etcd needs etcd (apt-get install etcd-server);
+without them those targets are skipped. etcd is driven through the etcd3 client whatever --protocol says.`;
 
 type Parsed = { kind: 'run'; settings: BenchSettings } | { kind: 'help' } | { kind: 'invalid'; message: string };
 
@@ -190,6 +193,7 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
 function loadOptions(settings: BenchSettings, target: RunningTarget, workload: Workload, run: { seed: number; preload: boolean }): LoadOptions {
   return {
     ports: target.ports,
+    api: target.api ?? 'memcached',
     protocol: settings.protocol,
     connections: workload.connections,
     pipelineDepth: workload.pipelineDepth,
@@ -326,6 +330,9 @@ function reportText(report: BenchReport): string {
     '',
     'Goals (informational; the benchmark never fails on speed):',
     formatGoals(report.goals),
+    ...([...report.samples, ...report.unavailable].some(({ target }) => target === 'etcd')
+      ? ['', `mckv linearizability against etcd (goal: ≥ ${ETCD_RATIO_MIN}× etcd's ops/s, no more refused calls than etcd; informational):`, formatEtcdComparison(report.versusEtcd)]
+      : []),
   ];
   return lines.join('\n');
 }
@@ -372,6 +379,7 @@ export async function runBench(settings: BenchSettings): Promise<number> {
     samples,
     summary,
     goals: judgeGoals(summary, settings.targets, settings.workloads.map((workload) => workload.id)),
+    versusEtcd: compareWithEtcd(samples),
   };
   const text = reportText(report);
   console.log(`\n${text}\n`);

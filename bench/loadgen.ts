@@ -1,5 +1,6 @@
 /**
- * The benchmark's load generator: a closed-loop memcached client over raw `net` sockets.
+ * The benchmark's load generator: a closed-loop memcached client over raw `net` sockets (and,
+ * for the etcd target, the etcd3 client of ./etcd-load.ts behind the same `LoadChannel` shape).
  *
  * Intuition: each connection keeps exactly `pipelineDepth` requests in flight; every reply
  * frees a slot that is refilled at once with a new get or set on a random key, so the offered
@@ -29,8 +30,10 @@ import { BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC, rea
 
 /** Which memcached wire protocol the generator speaks. */
 export type WireProtocol = 'text' | 'binary';
-type RequestKind = 'get' | 'set';
-type ReplyOutcome = 'hit' | 'miss' | 'stored' | 'error';
+/** Which API the target speaks: memcached's (over `protocol`) or etcd's (gRPC, through the etcd3 client). */
+export type LoadApi = 'memcached' | 'etcd';
+export type RequestKind = 'get' | 'set';
+export type ReplyOutcome = 'hit' | 'miss' | 'stored' | 'error';
 
 const HOST = '127.0.0.1';
 const REPLY_LINE_BYTES_MAX = 4096;
@@ -41,6 +44,8 @@ const PRELOAD_CONNECTIONS_MAX = 4;
 /** One load run. Connection i goes to `ports[i % ports.length]`. */
 export interface LoadOptions {
   ports: number[];
+  /** What the ports speak (default memcached); `protocol` applies to memcached only. */
+  api?: LoadApi;
   protocol: WireProtocol;
   connections: number;
   pipelineDepth: number;
@@ -160,7 +165,8 @@ interface EncodedRequests {
   sets: Buffer[];
 }
 
-function keyName(prefix: string, index: number): string {
+/** The name of key number `index`: the same keys for every target. */
+export function keyName(prefix: string, index: number): string {
   return `${prefix}${index}`;
 }
 
@@ -184,9 +190,17 @@ function encodeBinary(key: string, value: Buffer): { get: Buffer; set: Buffer } 
   return { get, set: Buffer.concat([setHeader, extras, keyBytes, value]) };
 }
 
+/** The prefix of every key's name unless a run names another. */
+export const KEY_PREFIX_DEFAULT = 'bench:';
+
+/** The value every set writes: `valueBytes` bytes of 'x', the same for every target. */
+export function benchValue(valueBytes: number): Buffer {
+  return Buffer.alloc(valueBytes, 'x');
+}
+
 function encodeRequests(options: LoadOptions): EncodedRequests {
-  const value = Buffer.alloc(options.valueBytes, 'x');
-  const prefix = options.keyPrefix ?? 'bench:';
+  const value = benchValue(options.valueBytes);
+  const prefix = options.keyPrefix ?? KEY_PREFIX_DEFAULT;
   const encoded: EncodedRequests = { gets: [], sets: [] };
   for (let index = 0; index < options.keyCount; index += 1) {
     const pair = options.protocol === 'text' ? encodeText(keyName(prefix, index), value) : encodeBinary(keyName(prefix, index), value);
@@ -251,19 +265,49 @@ export function parseBinaryReply(buffer: Buffer, offset: number): ParsedReply | 
 // ---------------------------------------------------------------------------------------------
 // Connections
 
-interface Request {
+/** A request to send: a get or a set of key number `key` (0 ≤ key < keyCount). */
+export interface Request {
   kind: RequestKind;
-  buffer: Buffer;
+  key: number;
 }
 
-interface ReplySink {
+/** Where a channel reports each reply and each failed request. */
+export interface ReplySink {
   /** A reply to a request of `kind` sent at `sentAtMs`, received at `receivedAtMs`. */
   reply(kind: RequestKind, outcome: ReplyOutcome, sentAtMs: number, receivedAtMs: number): void;
   error(message: string, sentAtMs: number): void;
 }
 
+/**
+ * One closed-loop stream of requests to the target (a memcached connection, an etcd client): it
+ * keeps at most its depth of requests in flight, refilled from `next()` until that returns null.
+ */
+export interface LoadChannel {
+  /** Requests sent and not yet answered. */
+  readonly outstanding: number;
+  /** Fills the pipeline. */
+  start(): void;
+  /** Resolves when nothing is in flight (or the channel is gone). */
+  idle(): Promise<void>;
+  /** Ends the channel: what is still in flight is no longer counted. */
+  close(): void;
+}
+
+/** What opening channels takes: how many, how deep each, where requests come from and replies go. */
+export interface ChannelSpec {
+  /** Channel i goes to `ports[i % ports.length]`. */
+  ports: number[];
+  count: number;
+  depth: number;
+  next: () => Request | null;
+  sink: ReplySink;
+}
+
+/** Opens the channels of a run; rejects (having closed any it opened) if one cannot be opened. */
+export type OpenChannels = (spec: ChannelSpec) => Promise<LoadChannel[]>;
+
 /** One socket with at most `depth` requests in flight, refilled from `next()` until it returns null. */
-class LoadConnection {
+class LoadConnection implements LoadChannel {
   private readonly sentAtMs: Float64Array;
   private readonly kinds: RequestKind[];
   private head = 0;
@@ -275,6 +319,7 @@ class LoadConnection {
   constructor(
     private readonly socket: net.Socket,
     private readonly options: { protocol: WireProtocol; depth: number; valueBytes: number },
+    private readonly requests: EncodedRequests,
     private readonly next: () => Request | null,
     private readonly sink: ReplySink,
   ) {
@@ -289,12 +334,10 @@ class LoadConnection {
     return this.inFlight;
   }
 
-  /** Fills the pipeline. */
   start(): void {
     this.refill(performance.now());
   }
 
-  /** Resolves when nothing is in flight (or the connection is gone). */
   idle(): Promise<void> {
     if (this.inFlight === 0 || this.closed) return Promise.resolve();
     return new Promise((resolve) => this.idleWaiters.push(resolve));
@@ -315,7 +358,7 @@ class LoadConnection {
       this.sentAtMs[slot] = nowMs;
       this.kinds[slot] = request.kind;
       this.inFlight += 1;
-      buffers.push(request.buffer);
+      buffers.push(request.kind === 'get' ? this.requests.gets[request.key] : this.requests.sets[request.key]);
     }
     if (buffers.length === 1) this.socket.write(buffers[0]);
     else if (buffers.length > 1) this.socket.write(Buffer.concat(buffers));
@@ -418,10 +461,10 @@ function validateOptions(options: LoadOptions): string | null {
   return null;
 }
 
-async function openConnections(options: LoadOptions, count: number): Promise<net.Socket[]> {
+async function openConnections(options: LoadOptions, ports: number[], count: number): Promise<net.Socket[]> {
   const timeoutMs = options.connectTimeoutMs ?? 5000;
   const opened = await Promise.allSettled(
-    Array.from({ length: count }, (_, index) => connect(options.ports[index % options.ports.length], timeoutMs)),
+    Array.from({ length: count }, (_, index) => connect(ports[index % ports.length], timeoutMs)),
   );
   const sockets = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   const failure = opened.find((result): result is PromiseRejectedResult => result.status === 'rejected');
@@ -432,18 +475,42 @@ async function openConnections(options: LoadOptions, count: number): Promise<net
   return sockets;
 }
 
-async function preload(options: LoadOptions, requests: EncodedRequests): Promise<{ preloadMs: number; preloadErrors: number }> {
+/** Channels that speak memcached's text or binary protocol over one socket each, requests pre-encoded. */
+function memcachedChannels(options: LoadOptions): OpenChannels {
+  const requests = encodeRequests(options);
+  return async ({ ports, count, depth, next, sink }) => {
+    const sockets = await openConnections(options, ports, count);
+    const settings = { protocol: options.protocol, depth, valueBytes: options.valueBytes };
+    return sockets.map((socket) => new LoadConnection(socket, settings, requests, next, sink));
+  };
+}
+
+/** The channel opener for the run's API; the etcd client is loaded only for a run that needs it. */
+async function channelsFor(options: LoadOptions): Promise<OpenChannels> {
+  const api = options.api ?? 'memcached';
+  switch (api) {
+    case 'memcached':
+      return memcachedChannels(options);
+    case 'etcd':
+      return (await import('./etcd-load.ts')).etcdChannels(options);
+    default: {
+      const unreachable: never = api;
+      return unreachable;
+    }
+  }
+}
+
+async function preload(options: LoadOptions, ports: number[], open: OpenChannels): Promise<{ preloadMs: number; preloadErrors: number }> {
   const startedMs = performance.now();
   let nextKey = 0;
   let stored = 0;
   let preloadErrors = 0;
-  const next = (): Request | null => (nextKey < options.keyCount ? { kind: 'set', buffer: requests.sets[nextKey++] } : null);
+  const next = (): Request | null => (nextKey < options.keyCount ? { kind: 'set', key: nextKey++ } : null);
   const sink: ReplySink = {
     reply: (_kind, outcome) => (outcome === 'stored' ? (stored += 1) : (preloadErrors += 1)),
     error: () => (preloadErrors += 1),
   };
-  const sockets = await openConnections(options, Math.min(PRELOAD_CONNECTIONS_MAX, options.connections));
-  const connections = sockets.map((socket) => new LoadConnection(socket, { protocol: options.protocol, depth: PRELOAD_DEPTH, valueBytes: options.valueBytes }, next, sink));
+  const connections = await open({ ports, count: Math.min(PRELOAD_CONNECTIONS_MAX, options.connections), depth: PRELOAD_DEPTH, next, sink });
   for (const connection of connections) connection.start();
   await within(Promise.all(connections.map((connection) => connection.idle())), options.preloadTimeoutMs ?? 60_000);
   for (const connection of connections) connection.close();
@@ -499,11 +566,11 @@ export async function runLoad(options: LoadOptions, onPhase: (phase: LoadPhase) 
   const invalid = validateOptions(options);
   if (invalid !== null) throw new Error(`invalid load options: ${invalid}`);
   const cpuBefore = process.cpuUsage();
-  const requests = encodeRequests(options);
+  const open = await channelsFor(options);
   const preloaded = { preloadMs: 0, preloadErrors: 0 };
   if (options.preload) {
     for (const ports of options.preloadEachPort === true ? options.ports.map((port) => [port]) : [options.ports]) {
-      const one = await preload({ ...options, ports }, requests);
+      const one = await preload(options, ports, open);
       preloaded.preloadMs += one.preloadMs;
       preloaded.preloadErrors += one.preloadErrors;
     }
@@ -512,18 +579,19 @@ export async function runLoad(options: LoadOptions, onPhase: (phase: LoadPhase) 
     histogram: new Histogram(), byKind: { get: new Histogram(), set: new Histogram() },
     ops: 0, gets: 0, sets: 0, hits: 0, misses: 0, errors: 0, errorSamples: [],
   };
-  const sockets = await openConnections(options, options.connections);
-  const startMs = performance.now() + options.warmupMs;
-  const window = { startMs, endMs: startMs + options.durationMs };
+  // Set once the channels are open, before any request is sent: opening them is not measured.
+  const window = { startMs: Number.POSITIVE_INFINITY, endMs: Number.POSITIVE_INFINITY };
   const random = mulberry32(options.seed);
   let stopping = false;
   const next = (): Request | null => {
     if (stopping) return null;
     const key = Math.floor(random() * options.keyCount);
-    return random() < options.getFraction ? { kind: 'get', buffer: requests.gets[key] } : { kind: 'set', buffer: requests.sets[key] };
+    return { kind: random() < options.getFraction ? 'get' : 'set', key };
   };
   const sink = measuringSink(tally, window);
-  const connections = sockets.map((socket) => new LoadConnection(socket, { protocol: options.protocol, depth: options.pipelineDepth, valueBytes: options.valueBytes }, next, sink));
+  const connections = await open({ ports: options.ports, count: options.connections, depth: options.pipelineDepth, next, sink });
+  window.startMs = performance.now() + options.warmupMs;
+  window.endMs = window.startMs + options.durationMs;
   for (const connection of connections) connection.start();
   await sleep(options.warmupMs);
   onPhase('measuring');

@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { LoadResult, WorkloadId } from './loadgen.ts';
 import { parseWorkload } from './loadgen.ts';
 import { targetLabel, TARGET_NAMES, type TargetName } from './targets.ts';
+import type { EtcdComparison } from './versus-etcd.ts';
 
 /** One load run of one target in one round. */
 export interface RunSample {
@@ -110,6 +111,8 @@ export interface BenchReport {
   samples: RunSample[];
   summary: CellSummary[];
   goals: GoalVerdict[];
+  /** mckv linearizability against etcd, per workload where the run measured both. */
+  versusEtcd: EtcdComparison[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -389,6 +392,7 @@ const COLORS: Record<TargetName, string> = {
   memcached: '#7f7f7f',
   twemproxy: '#bcbd22',
   'node-pipe': '#17becf',
+  etcd: '#ff7f0e',
   linearizability: '#d62728',
   sequential: '#1f77b4',
   causal: '#9467bd',

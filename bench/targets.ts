@@ -2,43 +2,45 @@
  * The systems the benchmark measures, each started once per run and stopped at its end:
  * one memcached (the baseline), twemproxy in front of one memcached (what a plain proxy costs),
  * three Node processes that only relay bytes, each to its own memcached (what any front of three
- * Node processes costs here before it does any work), and a fresh three-controller mckv cluster
- * per consistency mode.
+ * Node processes costs here before it does any work), a three-member etcd cluster (what a
+ * consistent store of another design costs: ./etcd-target.ts), and a fresh three-controller mckv
+ * cluster per consistency mode.
  *
- * Intuition: every target is "some 127.0.0.1 ports that speak memcached, and the PIDs whose CPU
- * is its cost". The driver does not care what is behind the ports.
+ * Intuition: every target is "some 127.0.0.1 ports that speak memcached (or etcd's API, as
+ * `api` says), and the PIDs whose CPU is its cost". The driver does not care what is behind them.
  *
  * Invariants: every port is picked free; processes are stopped only by the PIDs this module
  * started (SIGTERM, then SIGKILL after a grace period); every wait is bounded; a target that
- * cannot run here (no nutcracker, a cluster that does not start) is a value saying why, never an
+ * cannot run here (no nutcracker or etcd, a cluster that does not start) is a value saying why, never an
  * exception that aborts the whole benchmark.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
-import type { WireProtocol } from './loadgen.ts';
+import { ETCD_INSTALL_HINT, findEtcd, startEtcd } from './etcd-target.ts';
+import type { LoadApi, WireProtocol } from './loadgen.ts';
+import { findBinary, labelled, spawnLogged, stopChild, type TargetProcess } from './processes.ts';
+
+export type { TargetProcess } from './processes.ts';
 
 /** Every target, in the order a round visits them. */
-export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
+export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'etcd', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
-
-/** One process of a target, named by what it is there, so its CPU can be reported on its own. */
-export interface TargetProcess {
-  /** "memcached", "nutcracker", "pipe 2", "memcached 2", "n1", "memcached n1". */
-  label: string;
-  pid: number;
-}
 
 /** A started target: where to send load and whose CPU to count. */
 export interface RunningTarget {
   name: TargetName;
   /** Client ports on 127.0.0.1 (three for a cluster: load is spread over them). */
   ports: number[];
+  /** What the ports speak: memcached unless said (etcd speaks its own gRPC API). */
+  api?: LoadApi;
+  /** A temporary folder holding the target's data, removed by `stop()`. */
+  dataDir?: string;
   /** The processes whose CPU is this target's cost (memcached included). */
   processes(): TargetProcess[];
   /**
@@ -73,7 +75,6 @@ export interface TargetOptions {
 }
 
 const READY_TIMEOUT_MS = 10_000;
-const STOP_GRACE_MS = 3000;
 
 /** A human label for tables and charts. */
 export function targetLabel(name: TargetName): string {
@@ -84,6 +85,8 @@ export function targetLabel(name: TargetName): string {
       return 'twemproxy';
     case 'node-pipe':
       return 'Node byte pipe ×3';
+    case 'etcd':
+      return 'etcd ×3';
     case 'linearizability':
     case 'sequential':
     case 'causal':
@@ -103,23 +106,6 @@ export function parseTargetName(text: string): TargetName | null {
 
 // ---------------------------------------------------------------------------------------------
 // Processes
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
-}
-
-function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  return child;
-}
 
 /** Waits until `port` answers `version`, failing early if the process dies or cannot spawn. */
 async function awaitReady(child: ChildProcess, port: number, what: string): Promise<void> {
@@ -141,18 +127,7 @@ export async function startMemcachedProcess(logFile: string): Promise<{ child: C
 
 /** The nutcracker (twemproxy) binary on PATH or in the sbin folders, or null if it is not installed. */
 export function findNutcracker(): string | null {
-  const folders = [...(process.env.PATH ?? '').split(path.delimiter), '/usr/sbin', '/usr/local/sbin', '/sbin'];
-  for (const folder of folders) {
-    if (folder === '') continue;
-    const candidate = path.join(folder, 'nutcracker');
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return null;
+  return findBinary('nutcracker');
 }
 
 function nutcrackerConfig(listenPort: number, memcachedPort: number): string {
@@ -261,11 +236,6 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
   };
 }
 
-/** The processes that are running, with their labels (a process not started has no PID). */
-function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null | undefined]>): TargetProcess[] {
-  return entries.flatMap(([label, child]) => (child?.pid === undefined ? [] : [{ label, pid: child.pid }]));
-}
-
 /** One stat (`mckv_role`, `mckv_term`) of each controller, asked of all at once; one that does not answer is left out. */
 async function controllerStat(
   controllers: Array<{ label: string; port: number }>, name: string, timeoutMs = 1000,
@@ -301,6 +271,11 @@ export async function startTarget(name: TargetName, options: TargetOptions): Pro
       }
       case 'node-pipe':
         return { kind: 'started', target: await startNodePipes(options) };
+      case 'etcd': {
+        const binary = findEtcd();
+        if (binary === null) return { kind: 'skipped', reason: ETCD_INSTALL_HINT };
+        return { kind: 'started', target: await startEtcd(options, binary) };
+      }
       case 'linearizability':
       case 'sequential':
       case 'causal':
