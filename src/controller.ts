@@ -11,7 +11,6 @@
  * resolve the client's pending promise.
  */
 
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { clockMs } from './clock.ts';
 import { causalCommand } from './causal-commands.ts';
@@ -30,25 +29,23 @@ import type { Address, ClusterConfig, NodeConfig } from './config.ts';
 import type { Logger } from './log.ts';
 import { readClusterSecret, readPeerTls } from './peer/credentials.ts';
 import { PeerNetwork } from './peer/network.ts';
-import { replacePrivateTextFile } from './private-files.ts';
 import { ProtocolServer, type CommandHandler, type ConnectionInfo } from './protocol/server.ts';
 import { loadAuthFile } from './protocol/auth.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
-import { refusalText, refused } from './protocol/refusals.ts';
+import { refused } from './protocol/refusals.ts';
 import { Replica } from './store/replica.ts';
-import { LossWatch } from './store/loss-watch.ts';
-import { MemoryGuard, type Stored, type WriterOf } from './store/memory-guard.ts';
-import { storedItemBytes } from './store/slab-room.ts';
-import { opKeys, StoreError, type BackendHealth, type KVBackend, type Op } from './store/types.ts';
+import { opKeys, type KVBackend, type Op } from './store/types.ts';
 import { renderShow, type NodeSummary } from './show.ts';
 import { clusterStatus, renderShowJson } from './show-json.ts';
 import { StatusHttp } from './http/server.ts';
 import { statsGroup } from './stats-group.ts';
 import { WriteAheadFile } from './wal.ts';
 import { createMachine, priorityKinds } from './controller/create-machine.ts';
-import { cacheStatsLines, memoryReportOf, peerStatsLines, storeErrorReply, walStatsLines } from './controller/stats.ts';
+import { cacheStatsLines, peerStatsLines, storeErrorReply, walStatsLines } from './controller/stats.ts';
 import { DurabilityGate, type DurabilityError } from './controller/durability.ts';
 import { BackgroundWriteAhead } from './controller/wal-background.ts';
+import { BackendWatch } from './controller/backend-watch.ts';
+import { MemoryAdmission } from './controller/memory-admission.ts';
 
 export const MCKV_VERSION = '0.1.0';
 
@@ -72,18 +69,8 @@ type Deferred = Effect<unknown> | (() => void);
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
 
-/**
- * Most failed applies whose replies wait for the next backend reset (a memcached down for long
- * would otherwise pile up the ids of requests long timed out); past it, they are answered at once.
- */
-const awaitingApplyMax = 10_000;
 /** A request the mode never answered is failed after this long, so no client hangs forever. */
 const requestTimeoutMs = 15_000;
-const backendPollIntervalMs = 1000;
-/** A backend failure this soon after the last reset counts as the repair failing again. */
-const resetRetryWindowMs = 5000;
-/** The first wait before telling the mode again of such a failure; it doubles each time. */
-const resetRetryDelayMs = 50;
 
 /** How often overdue requests are swept (one timer for all, not one per request). */
 const requestSweepIntervalMs = 1000;
@@ -119,53 +106,8 @@ export class Controller {
   /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
   private wakeAtMs = Infinity;
   private wakeTimer: NodeJS.Timeout | null = null;
-  private health: BackendHealth;
-  private readonly epochFile: string;
-  /** What memcached's counters said at the last poll (LossWatch.state), kept across restarts. */
-  private readonly lossesFile: string;
-  private readonly losses: LossWatch;
-  private backendFailed = false;
-  /**
-   * Every backend failure since the last reset left the replica as it was but for writes whose
-   * outcome is unknown (timeouts, broken connections) or that memcached refused without touching
-   * the key (StoreError.untouched: an add or replace it had no memory for; a refused set drops
-   * the old value), and no reset failed. The reset then says `kept`.
-   */
-  private failuresKept = true;
-  /** When the last backend_reset was queued, and how many in a row a failure followed within the retry window. */
-  private lastResetQueuedMs = Number.NEGATIVE_INFINITY;
-  private resetRetries = 0;
-  /** memcached's words for the last write it refused without storing it, and when (for `show`). */
-  private lastRefusal: { message: string; atMs: number } | null = null;
-  /** Whether failed applies' replies wait for the reset (the log modes; see `awaitingApply`). */
-  private readonly holdsFailedApplies: boolean;
-  /** Requests whose apply failed since the last reset, answered by the mode at the next one. */
-  private awaitingApply: RequestId[] = [];
-  /** The backend_reset event queued and not yet run through the mode, if any. */
-  private queuedReset: Extract<Event<unknown>, { kind: 'backend_reset' }> | null = null;
-  /**
-   * A new backend epoch (memcached restarted), written to the epoch file only once the mode's
-   * reset is on disk: written earlier, a crash in between would restart onto the emptied replica
-   * believing it had seen that restart, and trust it.
-   */
-  private epochAfterReset: string | null = null;
-  private readonly memoryGuard: MemoryGuard;
-  /** Which writer a version is from: each node in eventual mode, else one (the log, or this node). */
-  private readonly writerOf: WriterOf;
-  /** Per writer, the greatest version this replica has stored: the memory guard's marks. */
-  private readonly stored = new Map<number, bigint>();
-  /** The marks when the last poll began, as every heartbeat reports them with what it read. */
-  private storedAtPoll: NonNullable<NodeSummary['backendStored']> = [];
-  /** Eventual mode: a write memcached refused for want of memory leaves the replica trusted. */
-  private readonly refusalsKeepTrust: boolean;
-  /** Such refusals so far (logged at powers of two). */
-  private refusalsKept = 0;
-  /** Polls of the backend so far: a peer's guard tells a new report of our memory by it. */
-  private backendPolls = 0;
-  private warnedEvictsWhenFull = false;
-  private warnedItemLimit = false;
-  /** The longest item memcached must take: the longest key with a value of value_bytes_max (and flags). */
-  private readonly itemBytesNeeded: number;
+  private readonly watch: BackendWatch;
+  private readonly memory: MemoryAdmission;
   private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
   /** The server's connection count at the last `stats reset`: total_connections counts from there. */
   private connectionsTotalAtReset = 0;
@@ -177,11 +119,10 @@ export class Controller {
     const peerVersions = mode === 'eventual' || mode === 'causal';
     const logMode = !peerVersions && (options.replication ?? true);
     const eventual = peerVersions && (options.replication ?? true);
-    this.writerOf = eventual ? versionNode : () => 0;
+    this.memory = new MemoryAdmission(eventual ? versionNode : () => 0);
     // memcached refusing a merge for want of memory leaves the keys as they were: eventual re-reads
     // them; causal rolls its visible vector back to before the refused merge and is sent it again.
-    this.refusalsKeepTrust = eventual;
-    this.memoryGuard = new MemoryGuard(this.writerOf);
+    const refusalsKeepTrust = eventual;
     // The log modes replay their log onto the replica after a restart; skipping ops the replica
     // already holds (its cas ≥ the entry's index) makes that replay idempotent.
     this.replica = new Replica(options.backend, {
@@ -189,19 +130,21 @@ export class Controller {
       replay: logMode ? 'skip-applied' : 'plain',
       cacheBytesMax: config.cacheBytesMax,
       valueBytesMax: config.valueBytesMax,
-      refusalsKeepTrust: this.refusalsKeepTrust,
+      refusalsKeepTrust,
     });
-    this.itemBytesNeeded = storedItemBytes('k'.repeat(DEFAULT_LIMITS.keyBytesMax), config.valueBytesMax) + 4;
-    this.holdsFailedApplies = logMode;
     const walFile = path.join(config.dataDir, node.id, 'wal.bin');
-    // The backend's epoch when this controller last saw it: if memcached restarted (emptied) while
-    // the controller was down, the first health poll sees a new epoch and the replica is rebuilt.
-    this.epochFile = path.join(config.dataDir, node.id, 'backend-epoch');
-    this.health = { ok: true, detail: 'starting', epoch: readTextIfExists(this.epochFile) };
-    // Evictions and flushes while this controller was down count too: what it last saw is on disk.
-    this.lossesFile = path.join(config.dataDir, node.id, 'backend-counters');
-    this.losses = new LossWatch(readTextIfExists(this.lossesFile));
-    if (this.health.epoch !== '') options.backend.expectEpoch?.(this.health.epoch);
+    this.watch = new BackendWatch({
+      replica: this.replica,
+      backend: options.backend,
+      stateDir: path.join(config.dataDir, node.id),
+      memory: this.memory,
+      holdsFailedApplies: logMode,
+      refusalsKeepTrust,
+      valueBytesMax: config.valueBytesMax,
+      log: this.log,
+      enqueue: (event) => this.enqueue(event),
+      whenDurable: (work) => this.durability.whenDurable(this.durability.latest(), work),
+    });
     const walOwner = { clusterId: config.clusterId, nodeId: node.id };
     const persisted = WriteAheadFile.read(walFile, walOwner);
     const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
@@ -222,7 +165,7 @@ export class Controller {
       failureTimeoutMs: config.failureTimeoutMs,
       persisted,
       nowMs: clockMs(),
-      refuseStore: (op, version) => this.memoryGuard.refusal(op, version),
+      refuseStore: (op, version) => this.memory.refusal(op, version),
       valueBytesMax: config.valueBytesMax,
     });
     this.network = new PeerNetwork({
@@ -287,7 +230,7 @@ export class Controller {
     });
     if (indexed > 0) this.log.info('backend already holds keys', { keys: indexed });
     // Before anything is served: a backend that restarted while this controller was down is reset.
-    await this.pollBackend();
+    await this.watch.poll();
     await this.network.start();
     try {
       await this.server.listen();
@@ -299,7 +242,7 @@ export class Controller {
     }
     const tickIntervalMs = Math.max(5, Math.floor(this.options.config.heartbeatIntervalMs / 2));
     this.timers.push(setInterval(() => this.tick(), tickIntervalMs));
-    this.timers.push(setInterval(() => void this.pollBackend(), backendPollIntervalMs));
+    this.watch.start();
     this.timers.push(setInterval(() => this.sweepOverdue(), requestSweepIntervalMs));
     this.log.info('controller started', {
       mode: this.options.mode,
@@ -314,6 +257,7 @@ export class Controller {
     if (this.stopped) return;
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
+    this.watch.stop();
     if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
     for (const [requestId] of this.pending) {
       this.resolve(requestId, refused('shutting_down'));
@@ -440,13 +384,11 @@ export class Controller {
   private runQueued(): void {
     let budget = eventsPerTurnMax;
     while (this.queueHead < this.queue.length && budget-- > 0 && !this.stopped) {
-      const event = this.queue[this.queueHead];
+      const queued = this.queue[this.queueHead];
       this.queueHead += 1;
+      // A reset is queued bare; the watch says what it carries as it is taken.
+      const event = queued.kind === 'backend_reset' ? this.watch.takeReset(queued) : queued;
       let effects: Effect<unknown>[];
-      if (event.kind === 'backend_reset') {
-        event.awaiting = this.awaitingApply;
-        this.awaitingApply = [];
-      }
       try {
         effects = this.machine.step(event);
       } catch (error) {
@@ -454,18 +396,9 @@ export class Controller {
         this.log.error('consistency state machine failed', { error: String((error as Error).stack ?? error) });
         throw error;
       }
-      if (event.kind === 'backend_reset') {
-        // Everything issued before now goes to the replica first (so the reset refuses it, rather
-        // than running it against the emptied replica); then the mode's next effects rebuild it.
-        this.queuedReset = null;
-        this.durability.whenDurable(this.durability.latest(), () => {
-          this.replica.acknowledgeReset();
-          this.backendFailed = false;
-          this.failuresKept = true;
-        });
-      }
+      if (event.kind === 'backend_reset') this.watch.resetStepped();
       for (const effect of effects) this.carryOut(effect);
-      if (event.kind === 'backend_reset' && this.epochAfterReset !== null) this.recordEpochAfterReset(this.epochAfterReset);
+      if (event.kind === 'backend_reset') this.watch.resetCarriedOut();
     }
     this.settle();
     if (this.queueHead >= this.queue.length) {
@@ -537,32 +470,27 @@ export class Controller {
         const { requestId, token } = effect;
         this.replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode }).then(
           (reply) => {
-            this.noteStored(effect.cas);
+            this.memory.noteStored(effect.cas);
             if (requestId !== null) this.resolve(requestId, reply);
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });
           },
           (error: unknown) => {
-            if (!this.refusedKeepingTrust(opKeys(effect.op), token, error)) this.backendError('apply', error);
-            if (requestId === null) return;
-            // A committed write of the log modes: the mode answers it at the reset, with its
-            // result if a replay applies it again (see the backend_reset event's `awaiting`).
-            if (this.holdsFailedApplies && this.backendFailed && this.awaitingApply.length < awaitingApplyMax) this.awaitingApply.push(requestId);
-            else this.resolve(requestId, storeErrorReply(error));
+            this.watch.storeFailed('apply', opKeys(effect.op), token, error);
+            // A committed write of the log modes: the mode answers it at the reset.
+            if (requestId !== null && !this.watch.awaitReset(requestId)) this.resolve(requestId, storeErrorReply(error));
           },
         );
         return;
       }
       case 'put': {
         const { token } = effect;
-        this.memoryGuard.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
+        this.memory.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
         this.replica.put(effect.entries, effect.how, effect.joinCas).then(
           () => {
-            for (const [, entry] of effect.entries) this.noteStored(entry.cas);
+            for (const [, entry] of effect.entries) this.memory.noteStored(entry.cas);
             if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });
           },
-          (error: unknown) => {
-            if (!this.refusedKeepingTrust(effect.entries.map(([key]) => key), token, error)) this.backendError('put', error);
-          },
+          (error: unknown) => this.watch.storeFailed('put', effect.entries.map(([key]) => key), token, error),
         );
         return;
       }
@@ -583,15 +511,15 @@ export class Controller {
         const { token } = effect;
         this.replica.fetch(effect.keys).then(
           (entries) => this.enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries }),
-          (error: unknown) => this.backendError('fetch', error),
+          (error: unknown) => this.watch.failed('fetch', error),
         );
         return;
       }
       case 'purge':
-        this.replica.purge(effect.tombstones).catch((error: unknown) => this.backendError('purge', error));
+        this.replica.purge(effect.tombstones).catch((error: unknown) => this.watch.failed('purge', error));
         return;
       case 'reset':
-        this.replica.reset().catch((error: unknown) => this.backendError('reset', error));
+        this.replica.reset().catch((error: unknown) => this.watch.failed('reset', error));
         return;
       case 'persist':
         throw new Error('persist effects go to the durability gate (carryOut)');
@@ -662,149 +590,9 @@ export class Controller {
 
   private tickNow(pausedMs: number): void {
     const peers = this.network.peerView();
-    for (const view of peers) this.memoryGuard.peerReported(view.peer, view.up ? memoryReportOf(view.info) : undefined);
+    this.memory.peersViewed(peers);
     const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
     this.enqueue({ kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) });
-  }
-
-  /**
-   * Whether memcached refused a write for want of memory, leaving `keys` as they were, and the
-   * replica stays trusted (ReplicaOptions.refusalsKeepTrust): the mode is told to re-read them.
-   */
-  private refusedKeepingTrust(keys: readonly string[] | null, token: number | null, error: unknown): boolean {
-    if (!this.refusalsKeepTrust || keys === null || !(error instanceof StoreError) || !error.untouched || this.replica.suspect !== null) return false;
-    this.rememberRefusal(error);
-    this.refusalsKept += 1;
-    if (isPowerOfTwoOrZero(this.refusalsKept)) this.log.warn('memcached refused a write and kept the keys as they were; re-reading them', { keys: keys.slice(0, 3), error: error.message, refusals: this.refusalsKept });
-    this.enqueue({ kind: 'refused', nowMs: clockMs(), keys, token });
-    return true;
-  }
-
-  /**
-   * A failed store operation means this replica may have missed an apply. Once the backend
-   * answers again, the mode is told the replica must be rebuilt, or, when every failure since
-   * the last reset left it as it was but for the failed writes (`kept`), repaired by a replay.
-   */
-  private backendError(what: string, error: unknown): void {
-    // A call refused because it was issued before the last acknowledged reset says nothing new
-    // about the backend: the replica is trusted again (suspect is null) and being rebuilt.
-    if (error instanceof StoreError && error.code === 'BACKEND_RESET' && this.replica.suspect === null) return;
-    // Calls the suspect replica refused (BACKEND_RESET) never reached memcached.
-    const kept = error instanceof StoreError && (error.code !== 'BACKEND_FAILED' || error.untouched) && what !== 'reset';
-    this.rememberRefusal(error);
-    if (!kept) {
-      this.failuresKept = false;
-      if (this.queuedReset !== null) this.queuedReset.kept = false;
-    }
-    if (!this.backendFailed) {
-      const delayMs = this.resetDelayMs(clockMs());
-      if (isPowerOfTwoOrZero(this.resetRetries)) this.log.error('backend operation failed', { what, error: String(error), retries: this.resetRetries });
-      // The replica refuses everything until the mode is told; tell it as soon as the backend
-      // answers (after the delay, if any).
-      if (delayMs === 0) setImmediate(() => void this.pollBackend());
-      else setTimeout(() => void this.pollBackend(), delayMs).unref();
-    }
-    this.backendFailed = true;
-  }
-
-  /**
-   * How long to wait before telling the mode of a failure. In the log modes a failure soon after
-   * the last reset (the replay failing again, as while memcached stays full) waits longer each
-   * time, up to a poll interval: each reset replays at once, so the replica would fail in a tight
-   * loop. Eventual mode is told at once: its reset rebuilds the replica while holding requests and
-   * fails again only when a new write comes, while a suspect replica refuses everything.
-   */
-  private resetDelayMs(nowMs: number): number {
-    this.resetRetries = nowMs - this.lastResetQueuedMs < resetRetryWindowMs ? this.resetRetries + 1 : 0;
-    if (!this.holdsFailedApplies || this.resetRetries === 0) return 0;
-    return Math.min(backendPollIntervalMs, resetRetryDelayMs * 2 ** (this.resetRetries - 1));
-  }
-
-  /** memcached's words for a write it refused without storing it, for `show` (backendRefusal). */
-  private rememberRefusal(error: unknown): void {
-    if (error instanceof StoreError && error.refusal !== undefined) this.lastRefusal = { message: refusalText(error.refusal), atMs: clockMs() };
-  }
-
-  /** A version is in memcached now: a poll from now on counts it. */
-  private noteStored(version: bigint): void {
-    const writer = this.writerOf(version);
-    const mark = this.stored.get(writer);
-    if (mark === undefined || version > mark) this.stored.set(writer, version);
-  }
-
-  private async pollBackend(): Promise<void> {
-    // What memcached holds by the time it answers: at least what was stored before it was asked.
-    const stored: Stored = new Map(this.stored);
-    let health: BackendHealth;
-    try {
-      health = await this.replica.health();
-    } catch (error) {
-      health = { ok: false, detail: String((error as Error).message ?? error), epoch: this.health.epoch };
-    }
-    const previous = this.health;
-    this.health = health;
-    this.backendPolls += 1;
-    this.storedAtPoll = [...stored].map(([writer, version]) => [writer, String(version)]);
-    this.memoryGuard.polled(health.memory, stored);
-    if (previous.ok !== health.ok) {
-      const level = health.ok ? 'info' : 'error';
-      this.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });
-    }
-    if (!health.ok || this.stopped) return;
-    const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
-    if (restarted) this.epochAfterReset = health.epoch;
-    else if (health.epoch !== previous.epoch) replacePrivateTextFile(this.epochFile, health.epoch);
-    const { evicted, flushed } = this.noteLosses(health);
-    this.noteItemLimit(health);
-    const emptied = restarted || flushed;
-    if (!emptied && !evicted && !this.backendFailed && this.replica.suspect === null) return;
-    if (this.queuedReset !== null) {
-      if (emptied) this.queuedReset.emptied = true;
-      if (emptied || evicted) this.queuedReset.kept = false;
-      return;
-    }
-    const kept = !emptied && !evicted && this.failuresKept;
-    this.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, flushed, evicted, kept });
-    this.queuedReset = { kind: 'backend_reset', nowMs: clockMs(), emptied, kept };
-    this.lastResetQueuedMs = this.queuedReset.nowMs;
-    this.enqueue(this.queuedReset);
-  }
-
-  /**
-   * What memcached threw away since the last poll of the same epoch (see LossWatch): evicted items
-   * (the replica is rebuilt like one that missed writes) or a flush_all another client sent (the
-   * replica counts as emptied). Warns once when memcached is set to evict at all (no -M).
-   */
-  private noteLosses(health: BackendHealth): { evicted: boolean; flushed: boolean } {
-    if (health.evictsWhenFull === true && !this.warnedEvictsWhenFull) {
-      this.warnedEvictsWhenFull = true;
-      this.log.warn('memcached evicts items when full (started without -M): an eviction loses data on this replica, which is then rebuilt from peers; start memcached with -M', { backend: health.detail });
-    }
-    const before = this.losses.state();
-    const { evicted, flushedByOthers } = this.losses.observe(health);
-    if (this.losses.state() !== before) replacePrivateTextFile(this.lossesFile, this.losses.state());
-    if (evicted > 0) this.log.error('memcached evicted items this replica held', { evictions: evicted });
-    if (flushedByOthers > 0) this.log.error('memcached was flushed by another client: this replica is empty', { flushes: flushedByOthers });
-    return { evicted: evicted > 0, flushed: flushedByOthers > 0 };
-  }
-
-  /** Warns once when memcached takes shorter items than value_bytes_max allows (its -I is too small). */
-  private noteItemLimit(health: BackendHealth): void {
-    const itemBytesMax = health.memory?.itemBytesMax;
-    if (this.warnedItemLimit || itemBytesMax === undefined) return;
-    if (this.itemBytesNeeded <= itemBytesMax) return;
-    this.warnedItemLimit = true;
-    this.log.warn('memcached takes shorter items than value_bytes_max allows: longer values are refused (object too large for cache); start memcached with -I 2m, as startup.sh does, or lower value_bytes_max', {
-      backend: health.detail,
-      itemBytesMax,
-      valueBytesMax: this.options.config.valueBytesMax,
-    });
-  }
-
-  /** The mode has stepped the reset; once what it wrote is durable, the epoch counts as seen. */
-  private recordEpochAfterReset(epoch: string): void {
-    this.epochAfterReset = null;
-    this.durability.whenDurable(this.durability.latest(), () => replacePrivateTextFile(this.epochFile, epoch));
   }
 
   /** `stats [group]` (see stats-group.ts). */
@@ -838,7 +626,7 @@ export class Controller {
       ['mckv_applied', status.applied],
       ['mckv_queue_depth', String(status.queueDepth)],
       ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
-      ['mckv_backend_ok', this.health.ok ? '1' : '0'],
+      ['mckv_backend_ok', this.watch.current().ok ? '1' : '0'],
       ...peerStatsLines(this.network, status.invalidPeerMessages),
       ...walStatsLines(this.durability.stats(clockMs())),
       ...this.server.statsLines(),
@@ -868,6 +656,7 @@ export class Controller {
   /** This controller's own line in `show`, also sent to peers in every heartbeat. */
   private summary(): NodeSummary {
     const status = this.machine.status();
+    const health = this.watch.current();
     return {
       node: this.options.node.id,
       mode: this.options.mode,
@@ -879,28 +668,12 @@ export class Controller {
       queueDepth: status.queueDepth + this.queue.length - this.queueHead,
       opsServed: this.counters.opsServed,
       backend: `${this.options.backend.kind} ${this.options.backendAddress}`,
-      backendOk: this.health.ok,
-      backendDetail: this.health.detail,
+      backendOk: health.ok,
+      backendDetail: health.detail,
       peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
-      backendMemory: this.health.memory,
-      backendPoll: this.backendPolls,
-      backendStored: this.storedAtPoll,
-      // A replica waiting for room fails again at least once a poll interval (see backendError).
-      backendRefusal: this.lastRefusal !== null && clockMs() - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined,
+      ...this.memory.report(),
+      backendRefusal: this.watch.recentRefusal(clockMs()),
       walFsyncSlowestRecentMs: Math.round(this.durability.stats(clockMs()).fsyncSlowestRecentMs),
     };
   }
-}
-
-/** A small state file's trimmed text, or '' when there is none. */
-function readTextIfExists(file: string): string {
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-function isPowerOfTwoOrZero(count: number): boolean {
-  return (count & (count - 1)) === 0;
 }
