@@ -61,6 +61,11 @@ export interface ControllerOptions {
   replication?: boolean;
   /** Testing: a file whose number of ms delays every write-ahead fsync (see FSYNC_DELAY_FILE_ENV). */
   fsyncDelayFile?: string | null;
+  /**
+   * Told once when this controller cannot go on (the write-ahead file refused a write): it has
+   * stopped stepping the mode, and the caller ends the process at once, without a graceful stop.
+   */
+  fatal: (error: Error) => void;
 }
 
 /** What the durability gate holds back: an effect, or a step of the controller's own. */
@@ -448,9 +453,11 @@ export class Controller {
    * is better to stop than to act on a vote or entry that may vanish. The file holds nothing of the
    * refused batch (the writer cuts it back); the peers go on without this node.
    */
-  private stopForDurability(error: DurabilityError): never {
+  private stopForDurability(error: DurabilityError): void {
     this.log.error('write-ahead file refused a write; stopping', { code: error.code, error: error.message });
-    process.exit(1);
+    // Nothing more is queued, stepped or written before the caller exits.
+    this.stopped = true;
+    this.options.fatal(error);
   }
 
   /** The end of a turn: what the mode wrote this turn goes to the disk as one batch. */
