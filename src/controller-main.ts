@@ -7,7 +7,8 @@
  */
 
 import { findNode, loadConfig, parseMode } from './config.ts';
-import { Controller } from './controller.ts';
+import { Controller, type ControllerOptions } from './controller.ts';
+import { createParts } from './controller/parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './controller/wal-background.ts';
 import { createLogger } from './log.ts';
 import { scheduleAsBatch } from './scheduling.ts';
@@ -53,12 +54,10 @@ export async function runController(command: ControllerCommand): Promise<number>
   const fatal = new Promise<number>((resolve) => {
     reportFatal = () => resolve(1);
   });
-  const controller = await Promise.race([
-    Controller.start({
-      config, node, mode, backend, backendAddress, log, replication: command.replication, fsyncDelayFile, fatal: reportFatal,
-    }),
-    fatal,
-  ]);
+  const options: ControllerOptions = {
+    config, node, mode, backend, backendAddress, log, replication: command.replication, fsyncDelayFile, fatal: reportFatal,
+  };
+  const controller = await Promise.race([Controller.start(options, (hooks) => createParts(options, hooks)), fatal]);
   if (typeof controller === 'number') return controller;
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string): void => {

@@ -4,50 +4,32 @@
  *
  * Every input — a client command, a peer message, a timer tick, a store completion — becomes an
  * event in one queue. The loop runs a bounded number of events per turn through the mode's
- * `step` and carries out the effects in the order returned: `persist` records go to the
- * durability gate (controller/durability.ts), which writes them off the event loop, a batch per
- * turn, and holds every effect after a persist until the record is durable; `apply`, `read`,
- * `put`, `fetch` reach the replica in issue order (the Replica keeps per-key order); replies
- * resolve the client's pending promise.
+ * `step` and hands the effects, in the order returned, to the effect runner (controller/effects.ts),
+ * which holds what depends on a write-ahead record until the record is durable. The parts are
+ * made elsewhere (controller/parts.ts) and handed in; the backend watch (controller/backend-watch.ts)
+ * says when the replica must be rebuilt.
  */
 
-import path from 'node:path';
 import { clockMs } from './clock.ts';
 import { causalCommand } from './causal-commands.ts';
-import { versionNode } from './consistency/hlc.ts';
-import {
-  asRequestId,
-  type Effect,
-  type Event,
-  type Machine,
-  type Mode,
-  type PeerId,
-  type RequestId,
-} from './consistency/types.ts';
+import type { Effect, Event, Machine, Mode, PeerId } from './consistency/types.ts';
 import { toOp } from './commands.ts';
-import type { Address, ClusterConfig, NodeConfig } from './config.ts';
+import type { ClusterConfig, NodeConfig } from './config.ts';
 import type { Logger } from './log.ts';
-import { readClusterSecret, readPeerTls } from './peer/credentials.ts';
-import { PeerNetwork } from './peer/network.ts';
-import { ProtocolServer, type CommandHandler, type ConnectionInfo } from './protocol/server.ts';
-import { loadAuthFile } from './protocol/auth.ts';
-import { DEFAULT_LIMITS, type Command, type Reply } from './protocol/types.ts';
+import type { PeerNetwork } from './peer/network.ts';
+import type { ConnectionInfo, ProtocolServer } from './protocol/server.ts';
+import type { Command, Reply } from './protocol/types.ts';
 import { refused } from './protocol/refusals.ts';
-import { Replica } from './store/replica.ts';
-import { opKeys, type KVBackend, type Op } from './store/types.ts';
-import { renderShow, type NodeSummary } from './show.ts';
-import { clusterStatus, renderShowJson } from './show-json.ts';
-import { StatusHttp } from './http/server.ts';
-import { statsGroup } from './stats-group.ts';
-import { WriteAheadFile } from './wal.ts';
-import { createMachine, priorityKinds } from './controller/create-machine.ts';
-import { cacheStatsLines, peerStatsLines, storeErrorReply, walStatsLines } from './controller/stats.ts';
-import { DurabilityGate, type DurabilityError } from './controller/durability.ts';
-import { BackgroundWriteAhead } from './controller/wal-background.ts';
-import { BackendWatch } from './controller/backend-watch.ts';
-import { MemoryAdmission } from './controller/memory-admission.ts';
-
-export const MCKV_VERSION = '0.1.0';
+import type { Replica } from './store/replica.ts';
+import type { KVBackend } from './store/types.ts';
+import type { StatusHttp } from './http/server.ts';
+import type { BackendWatch } from './controller/backend-watch.ts';
+import type { DurabilityError } from './controller/durability.ts';
+import type { MemoryAdmission } from './controller/memory-admission.ts';
+import { EffectRunner } from './controller/effects.ts';
+import type { ControllerHooks, ControllerParts } from './controller/parts.ts';
+import { PendingRequests } from './controller/requests.ts';
+import { ControllerStatus, VERSION_TEXT } from './controller/status.ts';
 
 export interface ControllerOptions {
   config: ClusterConfig;
@@ -68,159 +50,71 @@ export interface ControllerOptions {
   fatal: (error: Error) => void;
 }
 
-/** What the durability gate holds back: an effect, or a step of the controller's own. */
-type Deferred = Effect<unknown> | (() => void);
-
 /** Events run per turn of the Node event loop before yielding to I/O. */
 const eventsPerTurnMax = 1024;
 
-/** A request the mode never answered is failed after this long, so no client hangs forever. */
-const requestTimeoutMs = 15_000;
-
 /** How often overdue requests are swept (one timer for all, not one per request). */
 const requestSweepIntervalMs = 1000;
-
-/**
- * A request the mode has not answered yet. `resolve` is null while `handle` still runs: a reply
- * given meanwhile (a read the replica served at once) is kept in `reply` and returned directly.
- */
-type PendingRequest = { resolve: ((reply: Reply) => void) | null; reply: Reply | null; deadlineMs: number; session: number };
 
 export class Controller {
   private readonly machine: Machine<unknown>;
   private readonly replica: Replica;
   private readonly network: PeerNetwork;
   private readonly server: ProtocolServer;
-  private readonly durability: DurabilityGate<Deferred>;
-  /** `/metrics` and the status page, when config.ini gives this node an `http` address. */
   private readonly http: StatusHttp | null;
+  private readonly watch: BackendWatch;
+  private readonly memory: MemoryAdmission;
+  private readonly effects: EffectRunner;
+  private readonly requests: PendingRequests;
+  private readonly status: ControllerStatus;
+  private readonly log: Logger;
   /** Events waiting to run; `queueHead` is the first unrun one (no O(n) shift per event). */
   private queue: Event<unknown>[] = [];
   private queueHead = 0;
-  private readonly pending = new Map<RequestId, PendingRequest>();
-  /** Client connections with a write's apply waiting for the disk, and how many each has. */
-  private readonly heldApplies = new Map<number, number>();
-  private readonly log: Logger;
-  private readonly startedAtMs = clockMs();
-  private nextRequestId = 1;
   private drainScheduled = false;
   private draining = false;
   private flushScheduled = false;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
-  /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
-  private wakeAtMs = Infinity;
-  private wakeTimer: NodeJS.Timeout | null = null;
-  private readonly watch: BackendWatch;
-  private readonly memory: MemoryAdmission;
-  private counters = { opsServed: 0, gets: 0, sets: 0, getHits: 0, getMisses: 0, errors: 0 };
-  /** The server's connection count at the last `stats reset`: total_connections counts from there. */
-  private connectionsTotalAtReset = 0;
 
-  private constructor(private readonly options: ControllerOptions) {
-    const { config, node, mode } = options;
-    this.log = options.log.child({ node: node.id });
-    // Causal mode keeps eventual's replica: versions per writer, tombstones.
-    const peerVersions = mode === 'eventual' || mode === 'causal';
-    const logMode = !peerVersions && (options.replication ?? true);
-    const eventual = peerVersions && (options.replication ?? true);
-    this.memory = new MemoryAdmission(eventual ? versionNode : () => 0);
-    // memcached refusing a merge for want of memory leaves the keys as they were: eventual re-reads
-    // them; causal rolls its visible vector back to before the refused merge and is sent it again.
-    const refusalsKeepTrust = eventual;
-    // The log modes replay their log onto the replica after a restart; skipping ops the replica
-    // already holds (its cas ≥ the entry's index) makes that replay idempotent.
-    this.replica = new Replica(options.backend, {
-      tombstones: peerVersions,
-      replay: logMode ? 'skip-applied' : 'plain',
-      cacheBytesMax: config.cacheBytesMax,
-      valueBytesMax: config.valueBytesMax,
-      refusalsKeepTrust,
-    });
-    const walFile = path.join(config.dataDir, node.id, 'wal.bin');
-    this.watch = new BackendWatch({
-      replica: this.replica,
-      backend: options.backend,
-      stateDir: path.join(config.dataDir, node.id),
-      memory: this.memory,
-      holdsFailedApplies: logMode,
-      refusalsKeepTrust,
-      valueBytesMax: config.valueBytesMax,
-      log: this.log,
+  private constructor(
+    private readonly options: ControllerOptions,
+    makeParts: (hooks: ControllerHooks) => ControllerParts,
+  ) {
+    const parts = makeParts({
       enqueue: (event) => this.enqueue(event),
-      whenDurable: (work) => this.durability.whenDurable(this.durability.latest(), work),
+      whenDurable: (work) => this.effects.whenDurable(work),
+      handle: (command, connection) => this.handle(command, connection),
+      summary: () => this.status.summary(),
     });
-    const walOwner = { clusterId: config.clusterId, nodeId: node.id };
-    const persisted = WriteAheadFile.read(walFile, walOwner);
-    const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
-    this.durability = new DurabilityGate<Deferred>({
-      writeAhead,
-      sync: config.walSync,
-      release: (work) => (typeof work === 'function' ? work() : this.execute(work)),
+    ({ log: this.log, machine: this.machine, replica: this.replica, watch: this.watch, memory: this.memory } = parts);
+    ({ network: this.network, server: this.server, http: this.http } = parts);
+    this.status = new ControllerStatus({
+      ...parts,
+      node: options.node.id,
+      mode: options.mode,
+      backend: `${options.backend.kind} ${options.backendAddress}`,
+      durability: { stats: (nowMs) => this.effects.durability.stats(nowMs) },
+      eventsQueued: () => this.queue.length - this.queueHead,
+    });
+    this.requests = new PendingRequests((reply) => this.status.countReply(reply));
+    this.effects = new EffectRunner({
+      ...parts,
+      sync: options.config.walSync,
       failed: (error) => this.stopForDurability(error),
       fsynced: (ms) => this.http?.metrics.observeWalFsync(ms / 1000),
-    });
-    const { tornBytesCut } = writeAhead.opened;
-    if (tornBytesCut > 0) this.log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
-    this.machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
-      self: node.id,
-      peers: config.nodes.filter((peer) => peer.id !== node.id).map((peer) => peer.id),
-      random: Math.random,
-      heartbeatIntervalMs: config.heartbeatIntervalMs,
-      failureTimeoutMs: config.failureTimeoutMs,
-      persisted,
-      nowMs: clockMs(),
-      refuseStore: (op, version) => this.memory.refusal(op, version),
-      valueBytesMax: config.valueBytesMax,
-    });
-    this.network = new PeerNetwork({
-      self: node.id,
-      listen: node.peer,
-      peers: config.nodes
-        .filter((peer) => peer.id !== node.id)
-        .map((peer) => ({ id: peer.id, ...(node.dial[peer.id] ?? peer.peer) })),
-      secret: readClusterSecret(config.secretFile),
-      clusterId: config.clusterId,
-      tls:
-        config.peerTlsCaFile === null || node.tls === null
-          ? null
-          : readPeerTls({ caFile: config.peerTlsCaFile, certFile: node.tls.certFile, keyFile: node.tls.keyFile }),
-      frameBytesMax: config.peerFrameBytesMax,
-      priorityKinds: priorityKinds(mode),
-      heartbeatIntervalMs: config.heartbeatIntervalMs,
-      failureTimeoutMs: config.failureTimeoutMs,
-      heartbeatInfo: () => this.summary(),
-      log: this.log.child({ component: 'peer' }),
-    });
-    this.http = node.http === null ? null : this.createStatusHttp(node.http);
-    const handler: CommandHandler = (command, connection) => this.handle(command, connection);
-    this.server = new ProtocolServer({
-      host: node.client.host,
-      port: node.client.port,
-      limits: {
-        ...DEFAULT_LIMITS,
-        valueBytesMax: config.valueBytesMax,
-        connectionsMax: config.connectionsMax,
-        outputBytesMax: config.clients.outputBytesMax,
-        requestsInFlightMax: config.clients.requestsInFlightMax,
-        serverRequestsInFlightMax: config.clients.controllerRequestsInFlightMax,
-      },
-      idleTimeoutMs: config.clients.idleTimeoutMs,
-      flushAllEnabled: config.clients.flushAllEnabled,
-      // Read once, here: an unreadable or malformed auth file stops the start with one line.
-      login: config.clients.authFile === null ? null : loadAuthFile(config.clients.authFile),
-      handler: this.http === null ? handler : this.http.timed(handler),
-      // Every mode carries out a connection's commands in the order handed over: the replicated
-      // log through its session order (consistency/log/session-order.ts); eventual and local
-      // issue their effects in that order, and the Replica keeps it per key.
-      handlerKeepsOrder: true,
-      log: this.log.child({ component: 'protocol' }),
+      requests: this.requests,
+      status: this.status,
+      enqueue: (event) => this.enqueue(event),
     });
   }
 
-  /** Starts a controller: peers listening, client port open, timers running. */
-  static async start(options: ControllerOptions): Promise<Controller> {
-    const controller = new Controller(options);
+  /**
+   * Starts a controller on the parts `makeParts` makes (see controller/parts.ts): peers
+   * listening, client port open, timers running.
+   */
+  static async start(options: ControllerOptions, makeParts: (hooks: ControllerHooks) => ControllerParts): Promise<Controller> {
+    const controller = new Controller(options, makeParts);
     await controller.open();
     return controller;
   }
@@ -248,7 +142,8 @@ export class Controller {
     const tickIntervalMs = Math.max(5, Math.floor(this.options.config.heartbeatIntervalMs / 2));
     this.timers.push(setInterval(() => this.tick(), tickIntervalMs));
     this.watch.start();
-    this.timers.push(setInterval(() => this.sweepOverdue(), requestSweepIntervalMs));
+    const sweepOverdue = (): void => this.requests.answerOverdue(clockMs(), () => refused('controller_timeout'));
+    this.timers.push(setInterval(sweepOverdue, requestSweepIntervalMs));
     this.log.info('controller started', {
       mode: this.options.mode,
       client: `${this.options.node.client.host}:${this.options.node.client.port}`,
@@ -263,15 +158,13 @@ export class Controller {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     this.watch.stop();
-    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
-    for (const [requestId] of this.pending) {
-      this.resolve(requestId, refused('shutting_down'));
-    }
+    this.effects.stop();
+    this.requests.answerAll(() => refused('shutting_down'));
     await this.server.close();
     await this.http?.close();
     await this.network.stop();
     await this.options.backend.close();
-    this.durability.close();
+    this.effects.durability.close();
     this.log.info('controller stopped');
   }
 
@@ -279,12 +172,11 @@ export class Controller {
     const nowMs = clockMs();
     switch (command.kind) {
       case 'show':
-        if (command.json) return { kind: 'text', lines: renderShowJson(clusterStatus(this.summary(), this.network.peerView())) };
-        return { kind: 'text', lines: renderShow(this.summary(), this.network.peerView()) };
+        return this.status.show(command.json === true);
       case 'stats':
-        return this.stats(command.group);
+        return this.status.stats(command.group);
       case 'version':
-        return { kind: 'version', version: `1.6.18 mckv-${MCKV_VERSION}` };
+        return { kind: 'version', version: VERSION_TEXT };
       case 'verbosity':
         return { kind: 'ok' };
       case 'quit':
@@ -300,21 +192,17 @@ export class Controller {
     if (op === null) return { kind: 'error' };
     if (this.stopped) return refused('shutting_down');
     this.noticePause();
-    this.counters.opsServed += 1;
-    if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
-    else this.counters.sets += 1;
-    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.heldApplies.has(connection.id);
+    this.status.countOp(op);
+    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.effects.holdsApplyOf(connection.id);
     if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id) === true) {
       // The mode would only turn it into a read: serve it from the replica without a step. Not
       // while an apply of this connection's own write waits for the disk (others' writes that
       // wait are not answered yet: reading before them is allowed to a sequential read).
       const served = this.replica.readNow(op, nowMs);
-      if (served !== null) return this.countRead(op, served);
+      if (served !== null) return this.status.countRead(op, served);
     }
-    const requestId = asRequestId(this.nextRequestId++);
-    const pending: PendingRequest = { resolve: null, reply: null, deadlineMs: nowMs + requestTimeoutMs, session: connection.id };
-    this.pending.set(requestId, pending);
-    const event: Event<unknown> = { kind: 'request', nowMs, requestId, session: connection.id, op };
+    const request = this.requests.open(connection.id, nowMs);
+    const event: Event<unknown> = { kind: 'request', nowMs, requestId: request.requestId, session: connection.id, op };
     if (this.draining || this.queueHead < this.queue.length) {
       this.enqueue(event);
     } else {
@@ -323,19 +211,7 @@ export class Controller {
       this.queue.push(event);
       this.drain(false);
     }
-    if (pending.reply !== null) return pending.reply;
-    return new Promise<Reply>((resolve) => {
-      pending.resolve = resolve;
-    });
-  }
-
-  /** Fails requests the mode never answered in time. Map order is issue order, so stop at the first one not due. */
-  private sweepOverdue(): void {
-    const nowMs = clockMs();
-    for (const [requestId, pending] of this.pending) {
-      if (pending.deadlineMs > nowMs) break;
-      this.resolve(requestId, refused('controller_timeout'));
-    }
+    return request.reply();
   }
 
   private enqueue(event: Event<unknown>): void {
@@ -382,7 +258,7 @@ export class Controller {
 
   /** Everything queued for now has run: let the mode send what it batched. */
   private flush(): void {
-    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: clockMs() })) this.carryOut(effect);
+    if (!this.stopped) for (const effect of this.machine.step({ kind: 'flush', nowMs: clockMs() })) this.effects.carryOut(effect);
     this.settle();
   }
 
@@ -402,7 +278,7 @@ export class Controller {
         throw error;
       }
       if (event.kind === 'backend_reset') this.watch.resetStepped();
-      for (const effect of effects) this.carryOut(effect);
+      for (const effect of effects) this.effects.carryOut(effect);
       if (event.kind === 'backend_reset') this.watch.resetCarriedOut();
     }
     this.settle();
@@ -413,39 +289,6 @@ export class Controller {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
-  }
-
-  /**
-   * A persist goes to the durability gate; every other effect runs once every record before it is
-   * durable and every effect before it has run (at once when nothing waits), so nothing that
-   * depends on a record leaves this process before the record is on disk, while the event loop
-   * keeps taking input. A send the mode marks `beforeDurable` rests on no record and leaves at
-   * once. With `wal_sync = write` a record counts as durable once written.
-   */
-  private carryOut(effect: Effect<unknown>): void {
-    if (effect.kind === 'persist') {
-      this.durability.append([{ record: effect.record, compact: effect.compact }]);
-      return;
-    }
-    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
-    else if (effect.kind === 'apply' && effect.requestId !== null) this.holdApply(effect, effect.requestId);
-    else this.durability.whenDurable(this.durability.latest(), effect);
-  }
-
-  /** An apply answering a client waits for the disk; its connection reads no further locally until it runs. */
-  private holdApply(effect: Effect<unknown>, requestId: RequestId): void {
-    const session = this.pending.get(requestId)?.session;
-    if (session === undefined) {
-      this.durability.whenDurable(this.durability.latest(), effect);
-      return;
-    }
-    this.heldApplies.set(session, (this.heldApplies.get(session) ?? 0) + 1);
-    this.durability.whenDurable(this.durability.latest(), () => {
-      const left = (this.heldApplies.get(session) ?? 1) - 1;
-      if (left > 0) this.heldApplies.set(session, left);
-      else this.heldApplies.delete(session);
-      this.execute(effect);
-    });
   }
 
   /**
@@ -462,119 +305,7 @@ export class Controller {
 
   /** The end of a turn: what the mode wrote this turn goes to the disk as one batch. */
   private settle(): void {
-    if (!this.stopped) this.durability.writeAppended();
-  }
-
-  private execute(effect: Effect<unknown>): void {
-    switch (effect.kind) {
-      case 'send':
-        this.network.send(effect.to, effect.message);
-        return;
-      case 'reply':
-        this.resolve(effect.requestId, effect.reply);
-        return;
-      case 'apply': {
-        const { requestId, token } = effect;
-        this.replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode }).then(
-          (reply) => {
-            this.memory.noteStored(effect.cas);
-            if (requestId !== null) this.resolve(requestId, reply);
-            if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });
-          },
-          (error: unknown) => {
-            this.watch.storeFailed('apply', opKeys(effect.op), token, error);
-            // A committed write of the log modes: the mode answers it at the reset.
-            if (requestId !== null && !this.watch.awaitReset(requestId)) this.resolve(requestId, storeErrorReply(error));
-          },
-        );
-        return;
-      }
-      case 'put': {
-        const { token } = effect;
-        this.memory.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
-        this.replica.put(effect.entries, effect.how, effect.joinCas).then(
-          () => {
-            for (const [, entry] of effect.entries) this.memory.noteStored(entry.cas);
-            if (token !== null) this.enqueue({ kind: 'applied', nowMs: clockMs(), token });
-          },
-          (error: unknown) => this.watch.storeFailed('put', effect.entries.map(([key]) => key), token, error),
-        );
-        return;
-      }
-      case 'read': {
-        const { requestId, op } = effect;
-        const served = this.replica.readNow(op, effect.nowMs);
-        if (served !== null) {
-          this.answerRead(requestId, op, served);
-          return;
-        }
-        this.replica.read(op, effect.nowMs).then(
-          (reply) => this.answerRead(requestId, op, reply),
-          (error: unknown) => this.resolve(requestId, storeErrorReply(error)),
-        );
-        return;
-      }
-      case 'fetch': {
-        const { token } = effect;
-        this.replica.fetch(effect.keys).then(
-          (entries) => this.enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries }),
-          (error: unknown) => this.watch.failed('fetch', error),
-        );
-        return;
-      }
-      case 'purge':
-        this.replica.purge(effect.tombstones).catch((error: unknown) => this.watch.failed('purge', error));
-        return;
-      case 'reset':
-        this.replica.reset().catch((error: unknown) => this.watch.failed('reset', error));
-        return;
-      case 'persist':
-        throw new Error('persist effects go to the durability gate (carryOut)');
-      case 'note':
-        this.log[effect.level](effect.message, effect.meta);
-        return;
-      case 'wake':
-        this.wakeAfter(effect.afterMs);
-        return;
-      default: {
-        const unreachable: never = effect;
-        throw new Error(`unknown effect ${JSON.stringify(unreachable)}`);
-      }
-    }
-  }
-
-  /** Delivers a `flush` event after `afterMs`, unless a wake-up already pending comes sooner. */
-  private wakeAfter(afterMs: number): void {
-    const atMs = clockMs() + afterMs;
-    if (this.wakeTimer !== null && this.wakeAtMs <= atMs) return;
-    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
-    this.wakeAtMs = atMs;
-    this.wakeTimer = setTimeout(() => {
-      this.wakeTimer = null;
-      this.wakeAtMs = Infinity;
-      this.enqueue({ kind: 'flush', nowMs: clockMs() });
-    }, afterMs);
-  }
-
-  private answerRead(requestId: RequestId, op: Op, reply: Reply): void {
-    this.resolve(requestId, this.countRead(op, reply));
-  }
-
-  private countRead(op: Op, reply: Reply): Reply {
-    if (reply.kind === 'values') {
-      this.counters.getHits += reply.items.length;
-      if (op.kind === 'get') this.counters.getMisses += op.keys.length - reply.items.length;
-    }
-    return reply;
-  }
-
-  private resolve(requestId: RequestId, reply: Reply): void {
-    const pending = this.pending.get(requestId);
-    if (!pending) return;
-    this.pending.delete(requestId);
-    if (reply.kind === 'refused' || reply.kind === 'client_error') this.counters.errors += 1;
-    if (pending.resolve === null) pending.reply = reply;
-    else pending.resolve(reply);
+    if (!this.stopped) this.effects.durability.writeAppended();
   }
 
   /**
@@ -600,87 +331,5 @@ export class Controller {
     this.memory.peersViewed(peers);
     const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
     this.enqueue({ kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) });
-  }
-
-  /** `stats [group]` (see stats-group.ts). */
-  private stats(group: string): Reply {
-    const answer = statsGroup(group);
-    if (answer.kind === 'reply') return answer.reply;
-    if (answer.kind === 'reset') {
-      this.counters.gets = this.counters.sets = this.counters.getHits = this.counters.getMisses = 0;
-      this.connectionsTotalAtReset = this.server.stats().connectionsTotal;
-      return { kind: 'reset' };
-    }
-    const serverStats = this.server.stats();
-    const status = this.machine.status();
-    const stats: Array<[string, string]> = [
-      ['pid', String(process.pid)],
-      ['uptime', String(Math.floor((clockMs() - this.startedAtMs) / 1000))],
-      ['time', String(Math.floor(clockMs() / 1000))],
-      ['version', `1.6.18 mckv-${MCKV_VERSION}`],
-      ['curr_connections', String(serverStats.connectionsCurrent)],
-      ['total_connections', String(serverStats.connectionsTotal - this.connectionsTotalAtReset)],
-      ['cmd_get', String(this.counters.gets)],
-      ['cmd_set', String(this.counters.sets)],
-      ['get_hits', String(this.counters.getHits)],
-      ['get_misses', String(this.counters.getMisses)],
-      ['curr_items', String(this.replica.keyCount())],
-      ['mckv_node', this.options.node.id],
-      ['mckv_mode', this.options.mode],
-      ['mckv_role', status.role],
-      ['mckv_term', String(status.term)],
-      ['mckv_committed', status.committed],
-      ['mckv_applied', status.applied],
-      ['mckv_queue_depth', String(status.queueDepth)],
-      ['mckv_backend', `${this.options.backend.kind} ${this.options.backendAddress}`],
-      ['mckv_backend_ok', this.watch.current().ok ? '1' : '0'],
-      ...peerStatsLines(this.network, status.invalidPeerMessages),
-      ...walStatsLines(this.durability.stats(clockMs())),
-      ...this.server.statsLines(),
-      ...cacheStatsLines(this.replica),
-    ];
-    return { kind: 'stats', stats };
-  }
-
-  /** The HTTP status server (src/http/), reading this controller's parts when asked. */
-  private createStatusHttp(listen: Address): StatusHttp {
-    return new StatusHttp({
-      node: this.options.node.id,
-      mode: this.options.mode,
-      listen,
-      log: this.log.child({ component: 'http' }),
-      source: {
-        summary: () => this.summary(),
-        peerView: () => this.network.peerView(),
-        clientStats: () => this.server.stats(),
-        keyCount: () => this.replica.keyCount(),
-        indexEntries: () => this.replica.indexEntries(),
-        fetch: (keys) => this.replica.fetch(keys),
-      },
-    });
-  }
-
-  /** This controller's own line in `show`, also sent to peers in every heartbeat. */
-  private summary(): NodeSummary {
-    const status = this.machine.status();
-    const health = this.watch.current();
-    return {
-      node: this.options.node.id,
-      mode: this.options.mode,
-      role: status.role,
-      term: status.term,
-      leader: status.leader,
-      committed: status.committed,
-      applied: status.applied,
-      queueDepth: status.queueDepth + this.queue.length - this.queueHead,
-      opsServed: this.counters.opsServed,
-      backend: `${this.options.backend.kind} ${this.options.backendAddress}`,
-      backendOk: health.ok,
-      backendDetail: health.detail,
-      peersUp: this.network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
-      ...this.memory.report(),
-      backendRefusal: this.watch.recentRefusal(clockMs()),
-      walFsyncSlowestRecentMs: Math.round(this.durability.stats(clockMs()).fsyncSlowestRecentMs),
-    };
   }
 }
