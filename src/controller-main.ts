@@ -7,7 +7,8 @@
  */
 
 import { findNode, loadConfig, parseMode } from './config.ts';
-import { Controller } from './controller.ts';
+import { Controller, type ControllerOptions } from './controller.ts';
+import { createParts } from './controller/parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './controller/wal-background.ts';
 import { createLogger } from './log.ts';
 import { scheduleAsBatch } from './scheduling.ts';
@@ -29,7 +30,7 @@ export interface ControllerCommand {
   replication: boolean;
 }
 
-/** Starts the controller; resolves with the exit code once a signal has stopped it. */
+/** Starts the controller; resolves with the exit code: 0 once a signal has stopped it, 1 at once if it cannot go on. */
 export async function runController(command: ControllerCommand): Promise<number> {
   const config = loadConfig(command.configFile);
   const node = findNode(config, command.clientPort);
@@ -47,16 +48,24 @@ export async function runController(command: ControllerCommand): Promise<number>
   // Set only by the test harness (the disk-stall fault): fsyncs then wait as long as the file says.
   const fsyncDelayFile = process.env[FSYNC_DELAY_FILE_ENV] ?? null;
   if (fsyncDelayFile !== null) log.warn('write-ahead fsyncs are delayed by a test file', { file: fsyncDelayFile });
-  const controller = await Controller.start({
-    config, node, mode, backend, backendAddress, log, replication: command.replication, fsyncDelayFile,
+  // A controller that cannot go on (its write-ahead file refused a write) ends the process with 1,
+  // at once: main.ts exits as soon as this resolves.
+  let reportFatal: () => void = () => undefined;
+  const fatal = new Promise<number>((resolve) => {
+    reportFatal = () => resolve(1);
   });
-  await new Promise<void>((resolve) => {
+  const options: ControllerOptions = {
+    config, node, mode, backend, backendAddress, log, replication: command.replication, fsyncDelayFile, fatal: reportFatal,
+  };
+  const controller = await Promise.race([Controller.start(options, (hooks) => createParts(options, hooks)), fatal]);
+  if (typeof controller === 'number') return controller;
+  const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info('stopping', { signal });
-      controller.stop().then(resolve, resolve);
+      controller.stop().then(() => resolve(0), () => resolve(0));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  return 0;
+  return Promise.race([stopped, fatal]);
 }

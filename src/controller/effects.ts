@@ -1,0 +1,202 @@
+/**
+ * Carries out a mode's effects, in the order the mode gave them, behind the durability gate.
+ *
+ * A persist goes to the gate (./durability.ts); every other effect runs once every record before
+ * it is durable and every effect before it has run (at once when nothing waits), so nothing that
+ * depends on a record leaves this process before the record is on disk, while the event loop keeps
+ * taking input. A send the mode marks `beforeDurable` rests on no record and leaves at once.
+ * `apply`, `read`, `put`, `fetch` reach the replica in issue order (the Replica keeps per-key
+ * order); what the store says back becomes an event, a reply, or a failure for the backend watch.
+ */
+
+import { clockMs } from '../clock.ts';
+import type { Effect, Event, RequestId } from '../consistency/types.ts';
+import type { Logger } from '../log.ts';
+import type { PeerNetwork } from '../peer/network.ts';
+import type { Reply } from '../protocol/types.ts';
+import type { Replica } from '../store/replica.ts';
+import { opKeys, type Op } from '../store/types.ts';
+import type { BackendWatch } from './backend-watch.ts';
+import { DurabilityGate, type DurabilityError, type WriteAhead } from './durability.ts';
+import type { MemoryAdmission } from './memory-admission.ts';
+import type { PendingRequests } from './requests.ts';
+import { storeErrorReply } from './stats.ts';
+import type { ControllerStatus } from './status.ts';
+
+/** What the durability gate holds back: an effect, or a step of the controller's own. */
+type Deferred = Effect<unknown> | (() => void);
+
+export interface EffectRunnerOptions {
+  writeAhead: WriteAhead;
+  /** config.ini's wal_sync. */
+  sync: 'fsync' | 'write';
+  /** The write-ahead file refused a write: durability is lost. */
+  failed: (error: DurabilityError) => void;
+  /** Each fsync's duration, in ms. */
+  fsynced: (ms: number) => void;
+  replica: Replica;
+  network: Pick<PeerNetwork, 'send'>;
+  watch: BackendWatch;
+  memory: MemoryAdmission;
+  requests: PendingRequests;
+  status: ControllerStatus;
+  enqueue: (event: Event<unknown>) => void;
+  log: Logger;
+}
+
+export class EffectRunner {
+  readonly durability: DurabilityGate<Deferred>;
+  /** Client connections with a write's apply waiting for the disk, and how many each has. */
+  private readonly heldApplies = new Map<number, number>();
+  /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
+  private wakeAtMs = Infinity;
+  private wakeTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: EffectRunnerOptions) {
+    this.durability = new DurabilityGate<Deferred>({
+      writeAhead: options.writeAhead,
+      sync: options.sync,
+      release: (work) => (typeof work === 'function' ? work() : this.execute(work)),
+      failed: options.failed,
+      fsynced: options.fsynced,
+    });
+  }
+
+  /** Whether an apply of this client connection's own write waits for the disk. */
+  holdsApplyOf(session: number): boolean {
+    return this.heldApplies.has(session);
+  }
+
+  /** Runs `work` once everything persisted so far is durable, after every effect before it. */
+  whenDurable(work: () => void): void {
+    this.durability.whenDurable(this.durability.latest(), work);
+  }
+
+  /** A persist goes to the gate; any other effect runs once what it depends on is durable. */
+  carryOut(effect: Effect<unknown>): void {
+    if (effect.kind === 'persist') {
+      this.durability.append([{ record: effect.record, compact: effect.compact }]);
+      return;
+    }
+    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    else if (effect.kind === 'apply' && effect.requestId !== null) this.holdApply(effect, effect.requestId);
+    else this.durability.whenDurable(this.durability.latest(), effect);
+  }
+
+  /** No wake-up is due any more. */
+  stop(): void {
+    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
+  }
+
+  /** An apply answering a client waits for the disk; its connection reads no further locally until it runs. */
+  private holdApply(effect: Effect<unknown>, requestId: RequestId): void {
+    const session = this.options.requests.sessionOf(requestId);
+    if (session === undefined) {
+      this.durability.whenDurable(this.durability.latest(), effect);
+      return;
+    }
+    this.heldApplies.set(session, (this.heldApplies.get(session) ?? 0) + 1);
+    this.durability.whenDurable(this.durability.latest(), () => {
+      const left = (this.heldApplies.get(session) ?? 1) - 1;
+      if (left > 0) this.heldApplies.set(session, left);
+      else this.heldApplies.delete(session);
+      this.execute(effect);
+    });
+  }
+
+  private execute(effect: Effect<unknown>): void {
+    const { replica, requests, watch, memory, enqueue } = this.options;
+    switch (effect.kind) {
+      case 'send':
+        this.options.network.send(effect.to, effect.message);
+        return;
+      case 'reply':
+        requests.resolve(effect.requestId, effect.reply);
+        return;
+      case 'apply': {
+        const { requestId, token } = effect;
+        replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode }).then(
+          (reply) => {
+            memory.noteStored(effect.cas);
+            if (requestId !== null) requests.resolve(requestId, reply);
+            if (token !== null) enqueue({ kind: 'applied', nowMs: clockMs(), token });
+          },
+          (error: unknown) => {
+            watch.storeFailed('apply', opKeys(effect.op), token, error);
+            // A committed write of the log modes: the mode answers it at the reset.
+            if (requestId !== null && !watch.awaitReset(requestId)) requests.resolve(requestId, storeErrorReply(error));
+          },
+        );
+        return;
+      }
+      case 'put': {
+        const { token } = effect;
+        memory.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
+        replica.put(effect.entries, effect.how, effect.joinCas).then(
+          () => {
+            for (const [, entry] of effect.entries) memory.noteStored(entry.cas);
+            if (token !== null) enqueue({ kind: 'applied', nowMs: clockMs(), token });
+          },
+          (error: unknown) => watch.storeFailed('put', effect.entries.map(([key]) => key), token, error),
+        );
+        return;
+      }
+      case 'read': {
+        const { requestId, op } = effect;
+        const served = replica.readNow(op, effect.nowMs);
+        if (served !== null) {
+          this.answerRead(requestId, op, served);
+          return;
+        }
+        replica.read(op, effect.nowMs).then(
+          (reply) => this.answerRead(requestId, op, reply),
+          (error: unknown) => requests.resolve(requestId, storeErrorReply(error)),
+        );
+        return;
+      }
+      case 'fetch': {
+        const { token } = effect;
+        replica.fetch(effect.keys).then(
+          (entries) => enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries }),
+          (error: unknown) => watch.failed('fetch', error),
+        );
+        return;
+      }
+      case 'purge':
+        replica.purge(effect.tombstones).catch((error: unknown) => watch.failed('purge', error));
+        return;
+      case 'reset':
+        replica.reset().catch((error: unknown) => watch.failed('reset', error));
+        return;
+      case 'persist':
+        throw new Error('persist effects go to the durability gate (carryOut)');
+      case 'note':
+        this.options.log[effect.level](effect.message, effect.meta);
+        return;
+      case 'wake':
+        this.wakeAfter(effect.afterMs);
+        return;
+      default: {
+        const unreachable: never = effect;
+        throw new Error(`unknown effect ${JSON.stringify(unreachable)}`);
+      }
+    }
+  }
+
+  /** Delivers a `flush` event after `afterMs`, unless a wake-up already pending comes sooner. */
+  private wakeAfter(afterMs: number): void {
+    const atMs = clockMs() + afterMs;
+    if (this.wakeTimer !== null && this.wakeAtMs <= atMs) return;
+    if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
+    this.wakeAtMs = atMs;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = null;
+      this.wakeAtMs = Infinity;
+      this.options.enqueue({ kind: 'flush', nowMs: clockMs() });
+    }, afterMs);
+  }
+
+  private answerRead(requestId: RequestId, op: Op, reply: Reply): void {
+    this.options.requests.resolve(requestId, this.options.status.countRead(op, reply));
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * The parts one controller runs with, made from config.ini: the replica, the backend watch, the
+ * write-ahead file, the mode's machine, the peer network, the client server and the HTTP status
+ * server. The controller is handed them (Controller.start), so it only wires and runs the loop.
+ *
+ * The parts call back into the controller only through `ControllerHooks`, and only once running.
+ * They are made in this order, which is also the order a bad file is reported in: the backend's
+ * state files, the write-ahead file, the cluster secret and TLS files, the clients' auth file.
+ */
+
+import path from 'node:path';
+import { clockMs } from '../clock.ts';
+import { versionNode } from '../consistency/hlc.ts';
+import type { Event, Machine } from '../consistency/types.ts';
+import type { Address } from '../config.ts';
+import type { ControllerOptions } from '../controller.ts';
+import { StatusHttp } from '../http/server.ts';
+import type { Logger } from '../log.ts';
+import { readClusterSecret, readPeerTls } from '../peer/credentials.ts';
+import { PeerNetwork } from '../peer/network.ts';
+import { loadAuthFile } from '../protocol/auth.ts';
+import { ProtocolServer, type CommandHandler } from '../protocol/server.ts';
+import { DEFAULT_LIMITS } from '../protocol/types.ts';
+import type { NodeSummary } from '../show.ts';
+import { Replica } from '../store/replica.ts';
+import { WriteAheadFile } from '../wal.ts';
+import { BackendWatch } from './backend-watch.ts';
+import { createMachine, priorityKinds } from './create-machine.ts';
+import type { WriteAhead } from './durability.ts';
+import { MemoryAdmission } from './memory-admission.ts';
+import { BackgroundWriteAhead } from './wal-background.ts';
+
+/** What the parts call in the controller once it runs. */
+export interface ControllerHooks {
+  enqueue: (event: Event<unknown>) => void;
+  /** Runs `work` once everything the mode has written so far is durable. */
+  whenDurable: (work: () => void) => void;
+  handle: CommandHandler;
+  summary: () => NodeSummary;
+}
+
+export interface ControllerParts {
+  /** The controller's logger (carries the node id). */
+  log: Logger;
+  memory: MemoryAdmission;
+  replica: Replica;
+  watch: BackendWatch;
+  /** Where the durability gate writes: the node's write-ahead file, off the event loop. */
+  writeAhead: WriteAhead;
+  machine: Machine<unknown>;
+  network: PeerNetwork;
+  /** `/metrics` and the status page, when config.ini gives this node an `http` address. */
+  http: StatusHttp | null;
+  server: ProtocolServer;
+}
+
+/** Makes the parts of the controller `options` describe (reading its files, opening none of its ports). */
+export function createParts(options: ControllerOptions, hooks: ControllerHooks): ControllerParts {
+  const { config, node, mode } = options;
+  const log = options.log.child({ node: node.id });
+  // Causal mode keeps eventual's replica: versions per writer, tombstones.
+  const peerVersions = mode === 'eventual' || mode === 'causal';
+  const logMode = !peerVersions && (options.replication ?? true);
+  const eventual = peerVersions && (options.replication ?? true);
+  const memory = new MemoryAdmission(eventual ? versionNode : () => 0);
+  // memcached refusing a merge for want of memory leaves the keys as they were: eventual re-reads
+  // them; causal rolls its visible vector back to before the refused merge and is sent it again.
+  const refusalsKeepTrust = eventual;
+  // The log modes replay their log onto the replica after a restart; skipping ops the replica
+  // already holds (its cas ≥ the entry's index) makes that replay idempotent.
+  const replica = new Replica(options.backend, {
+    tombstones: peerVersions,
+    replay: logMode ? 'skip-applied' : 'plain',
+    cacheBytesMax: config.cacheBytesMax,
+    valueBytesMax: config.valueBytesMax,
+    refusalsKeepTrust,
+  });
+  const walFile = path.join(config.dataDir, node.id, 'wal.bin');
+  const watch = new BackendWatch({
+    replica,
+    backend: options.backend,
+    stateDir: path.join(config.dataDir, node.id),
+    memory,
+    holdsFailedApplies: logMode,
+    refusalsKeepTrust,
+    valueBytesMax: config.valueBytesMax,
+    log,
+    enqueue: hooks.enqueue,
+    whenDurable: hooks.whenDurable,
+  });
+  const walOwner = { clusterId: config.clusterId, nodeId: node.id };
+  const persisted = WriteAheadFile.read(walFile, walOwner);
+  const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
+  const { tornBytesCut } = writeAhead.opened;
+  if (tornBytesCut > 0) log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
+  const peers = config.nodes.filter((peer) => peer.id !== node.id);
+  const machine = createMachine(mode, options.replication ?? true, config.compactAfterEntries, {
+    self: node.id,
+    peers: peers.map((peer) => peer.id),
+    random: Math.random,
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    failureTimeoutMs: config.failureTimeoutMs,
+    persisted,
+    nowMs: clockMs(),
+    refuseStore: (op, version) => memory.refusal(op, version),
+    valueBytesMax: config.valueBytesMax,
+  });
+  const secret = readClusterSecret(config.secretFile);
+  const tls = config.peerTlsCaFile === null || node.tls === null
+    ? null
+    : readPeerTls({ caFile: config.peerTlsCaFile, certFile: node.tls.certFile, keyFile: node.tls.keyFile });
+  const network = new PeerNetwork({
+    self: node.id,
+    listen: node.peer,
+    peers: peers.map((peer) => ({ id: peer.id, ...(node.dial[peer.id] ?? peer.peer) })),
+    secret,
+    clusterId: config.clusterId,
+    tls,
+    frameBytesMax: config.peerFrameBytesMax,
+    priorityKinds: priorityKinds(mode),
+    heartbeatIntervalMs: config.heartbeatIntervalMs,
+    failureTimeoutMs: config.failureTimeoutMs,
+    heartbeatInfo: hooks.summary,
+    log: log.child({ component: 'peer' }),
+  });
+  const http: StatusHttp | null = node.http === null
+    ? null
+    : createStatusHttp(options, node.http, { log, hooks, network, replica, server: (): ProtocolServer => server });
+  const server = new ProtocolServer({
+    host: node.client.host,
+    port: node.client.port,
+    limits: {
+      ...DEFAULT_LIMITS,
+      valueBytesMax: config.valueBytesMax,
+      connectionsMax: config.connectionsMax,
+      outputBytesMax: config.clients.outputBytesMax,
+      requestsInFlightMax: config.clients.requestsInFlightMax,
+      serverRequestsInFlightMax: config.clients.controllerRequestsInFlightMax,
+    },
+    idleTimeoutMs: config.clients.idleTimeoutMs,
+    flushAllEnabled: config.clients.flushAllEnabled,
+    // Read once, here: an unreadable or malformed auth file stops the start with one line.
+    login: config.clients.authFile === null ? null : loadAuthFile(config.clients.authFile),
+    handler: http === null ? hooks.handle : http.timed(hooks.handle),
+    // Every mode carries out a connection's commands in the order handed over: the replicated
+    // log through its session order (consistency/log/session-order.ts); eventual and local
+    // issue their effects in that order, and the Replica keeps it per key.
+    handlerKeepsOrder: true,
+    log: log.child({ component: 'protocol' }),
+  });
+  return { log, memory, replica, watch, writeAhead, machine, network, http, server };
+}
+
+/** The HTTP status server (src/http/), reading the controller's parts when asked. */
+function createStatusHttp(
+  options: ControllerOptions,
+  listen: Address,
+  parts: { log: Logger; hooks: ControllerHooks; network: PeerNetwork; replica: Replica; server: () => ProtocolServer },
+): StatusHttp {
+  const { network, replica } = parts;
+  return new StatusHttp({
+    node: options.node.id,
+    mode: options.mode,
+    listen,
+    log: parts.log.child({ component: 'http' }),
+    source: {
+      summary: parts.hooks.summary,
+      peerView: () => network.peerView(),
+      clientStats: () => parts.server().stats(),
+      keyCount: () => replica.keyCount(),
+      indexEntries: () => replica.indexEntries(),
+      fetch: (keys) => replica.fetch(keys),
+    },
+  });
+}
