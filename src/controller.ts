@@ -48,6 +48,7 @@ import { WriteAheadFile } from './wal.ts';
 import { createMachine, priorityKinds } from './controller/create-machine.ts';
 import { cacheStatsLines, memoryReportOf, peerStatsLines, storeErrorReply, walStatsLines } from './controller/stats.ts';
 import { DurabilityGate, type DurabilityError } from './controller/durability.ts';
+import { changedKeys, HeldKeys } from './controller/held-keys.ts';
 import { BackgroundWriteAhead } from './controller/wal-background.ts';
 
 export const MCKV_VERSION = '0.1.0';
@@ -108,6 +109,8 @@ export class Controller {
   private readonly pending = new Map<RequestId, PendingRequest>();
   /** Client connections with a write's apply waiting for the disk, and how many each has. */
   private readonly heldApplies = new Map<number, number>();
+  /** The keys store effects waiting for the disk change: a read of others may run ahead (`keysOnly`). */
+  private readonly heldKeys = new HeldKeys();
   private readonly log: Logger;
   private readonly startedAtMs = clockMs();
   private nextRequestId = 1;
@@ -224,7 +227,7 @@ export class Controller {
       nowMs: clockMs(),
       refuseStore: (op, version) => this.memoryGuard.refusal(op, version),
       valueBytesMax: config.valueBytesMax,
-    });
+    }, config.readLeases);
     this.network = new PeerNetwork({
       self: node.id,
       listen: node.peer,
@@ -355,10 +358,12 @@ export class Controller {
     if (op.kind === 'get' || op.kind === 'gat') this.counters.gets += 1;
     else this.counters.sets += 1;
     const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.heldApplies.has(connection.id);
-    if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id) === true) {
+    const localRead = op.kind === 'get' ? { keys: op.keys, appliesDone: !this.heldKeys.touches(op.keys) } : undefined;
+    if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id, localRead) === true) {
       // The mode would only turn it into a read: serve it from the replica without a step. Not
       // while an apply of this connection's own write waits for the disk (others' writes that
-      // wait are not answered yet: reading before them is allowed to a sequential read).
+      // wait are not answered yet: reading before them is allowed to a sequential read, not to a
+      // linearizable one, hence `appliesDone`).
       const served = this.replica.readNow(op, nowMs);
       if (served !== null) return this.countRead(op, served);
     }
@@ -490,19 +495,34 @@ export class Controller {
       return;
     }
     if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    else if (effect.kind === 'read' && effect.keysOnly === true && !this.heldKeys.touches(opKeys(effect.op) ?? [])) this.execute(effect);
     else if (effect.kind === 'apply' && effect.requestId !== null) this.holdApply(effect, effect.requestId);
-    else this.durability.whenDurable(this.durability.latest(), effect);
+    else this.holdForDisk(effect);
+  }
+
+  /** Hands an effect to the gate, noting the keys it changes while it waits (see HeldKeys). */
+  private holdForDisk(effect: Effect<unknown>, run: () => void = () => this.execute(effect)): void {
+    const keys = changedKeys(effect);
+    if (keys === undefined) {
+      this.durability.whenDurable(this.durability.latest(), effect);
+      return;
+    }
+    this.heldKeys.hold(keys);
+    this.durability.whenDurable(this.durability.latest(), () => {
+      this.heldKeys.release(keys);
+      run();
+    });
   }
 
   /** An apply answering a client waits for the disk; its connection reads no further locally until it runs. */
   private holdApply(effect: Effect<unknown>, requestId: RequestId): void {
     const session = this.pending.get(requestId)?.session;
     if (session === undefined) {
-      this.durability.whenDurable(this.durability.latest(), effect);
+      this.holdForDisk(effect);
       return;
     }
     this.heldApplies.set(session, (this.heldApplies.get(session) ?? 0) + 1);
-    this.durability.whenDurable(this.durability.latest(), () => {
+    this.holdForDisk(effect, () => {
       const left = (this.heldApplies.get(session) ?? 1) - 1;
       if (left > 0) this.heldApplies.set(session, left);
       else this.heldApplies.delete(session);
