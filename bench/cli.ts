@@ -44,6 +44,8 @@ export interface BenchSettings {
   walSync: WalSync;
   /** The mckv clusters' config.ini cpu_scheduling. */
   cpuScheduling: CpuScheduling;
+  /** The mckv clusters' config.ini read_leases (on: linearizable reads under read leases). */
+  readLeases: boolean;
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -64,6 +66,7 @@ const USAGE = `usage: npm run bench -- [options]
   --wal-sync S          the mckv clusters' wal_sync: fsync or write (default fsync; see the README)
   --cpu-scheduling S    the mckv controllers' cpu_scheduling: batch or normal (default batch; the
                         other targets always run with the system's default; see the README)
+  --read-leases         the mckv clusters run with read_leases = on (default off; see the README)
   --out DIR             report folder (default reports/bench-<timestamp>)
   --help                this text
 
@@ -117,6 +120,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
         out: { type: 'string' },
         'wal-sync': { type: 'string' },
         'cpu-scheduling': { type: 'string' },
+        'read-leases': { type: 'boolean' },
       },
     }).values;
   } catch (error) {
@@ -157,6 +161,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
       failureTimeoutMs: 1000,
       walSync: walSync as WalSync,
       cpuScheduling: cpuScheduling as CpuScheduling,
+      readLeases: values['read-leases'] === true,
     },
   };
 }
@@ -173,7 +178,7 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
   const started: Started = { running: [], unavailable: [] };
   for (const name of settings.targets) {
     process.stdout.write(`starting ${targetLabel(name)} … `);
-    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync, cpuScheduling: settings.cpuScheduling });
+    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync, cpuScheduling: settings.cpuScheduling, readLeases: settings.readLeases });
     if (outcome.kind === 'started') {
       started.running.push(outcome.target);
       console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.processes().map(({ label, pid }) => `${pid} (${label})`).join(', ')}`);

@@ -72,6 +72,8 @@ export interface TargetOptions {
   walSync?: WalSync;
   /** config.ini cpu_scheduling of the mckv clusters (default batch). */
   cpuScheduling?: CpuScheduling;
+  /** config.ini read_leases of the mckv clusters (default off). */
+  readLeases?: boolean;
 }
 
 const READY_TIMEOUT_MS = 10_000;
@@ -223,6 +225,7 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     failureTimeoutMs: options.failureTimeoutMs,
     walSync: options.walSync,
     cpuScheduling: options.cpuScheduling,
+    extraConfig: options.readLeases === true ? ['read_leases = on'] : [],
   });
   const controllers = cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }));
   return {

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import ini from 'ini';
 import { asPeerId, MODES, type Mode, type PeerId } from './consistency/types.ts';
+import type { ReadLeaseOptions } from './consistency/replicated-log.ts';
 
 export interface Address {
   host: string;
@@ -44,6 +45,11 @@ export interface ClusterConfig {
   connectionsMax: number;
   /** Linearizable/sequential: compact the log once this many applied entries follow the snapshot. */
   compactAfterEntries: number;
+  /**
+   * Linearizability: reads answered from the local replica under read leases (`read_leases = on`),
+   * with the one timing assumption they rest on; null: off, every read gets a read index (default).
+   */
+  readLeases: ReadLeaseOptions | null;
   /** Bytes of each controller's value cache (entries its memcached holds); 0 turns it off. */
   cacheBytesMax: number;
   /**
@@ -156,6 +162,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     max: 1024 * 1024 * 1024,
   });
   const authFile = optionalString(cluster, 'auth_file');
+  const readLeases = parseReadLeases(cluster, heartbeatIntervalMs);
   return Object.freeze({
     file: path.resolve(file),
     consistency: parseMode(string(cluster, 'consistency', 'linearizability'), '[cluster] consistency'),
@@ -166,6 +173,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     valueBytesMax,
     connectionsMax: integer(cluster, 'connections_max', 1024, { min: 1, max: 1_000_000 }),
     compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
+    readLeases,
     cacheBytesMax: integer(cluster, 'cache_bytes_max', 64 * 1024 * 1024, { min: 0, max: 64 * 1024 * 1024 * 1024 }),
     walSync: parseWalSync(string(cluster, 'wal_sync', 'fsync'), '[cluster] wal_sync'),
     cpuScheduling: parseCpuScheduling(string(cluster, 'cpu_scheduling', 'batch'), '[cluster] cpu_scheduling'),
@@ -187,6 +195,22 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     }),
     nodes: Object.freeze(nodes),
   });
+}
+
+/**
+ * `read_leases` (on | off, default off) and its timing: `read_lease_ms` (default 500), renewed every
+ * heartbeat, so at least two of them; `clock_drift_ppm_max` (default 10000, 1%); `read_lease_margin_ms`
+ * (default 10).
+ */
+function parseReadLeases(cluster: Record<string, unknown>, heartbeatIntervalMs: number): ReadLeaseOptions | null {
+  const leaseMs = integer(cluster, 'read_lease_ms', 500, { min: 10, max: 60_000 });
+  const clockDriftPpmMax = integer(cluster, 'clock_drift_ppm_max', 10_000, { min: 0, max: 100_000 });
+  const marginMs = integer(cluster, 'read_lease_margin_ms', 10, { min: 0, max: 60_000 });
+  if (oneOf(string(cluster, 'read_leases', 'off'), ON_OFF, '[cluster] read_leases') === 'off') return null;
+  if (leaseMs < 2 * heartbeatIntervalMs) {
+    throw new ConfigError(`[cluster] read_lease_ms (${leaseMs}) must be at least twice heartbeat_interval_ms (${heartbeatIntervalMs})`);
+  }
+  return Object.freeze({ leaseMs, clockDriftPpmMax, marginMs });
 }
 
 /** Parses a consistency mode name, naming where it came from on error. */

@@ -194,10 +194,12 @@ export class Controller {
     this.noticePause();
     this.status.countOp(op);
     const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.effects.holdsApplyOf(connection.id);
-    if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id) === true) {
+    const localRead = op.kind === 'get' ? { keys: op.keys, appliesDone: !this.effects.holdsKeys(op.keys) } : undefined;
+    if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id, localRead) === true) {
       // The mode would only turn it into a read: serve it from the replica without a step. Not
       // while an apply of this connection's own write waits for the disk (others' writes that
-      // wait are not answered yet: reading before them is allowed to a sequential read).
+      // wait are not answered yet: reading before them is allowed to a sequential read, not to a
+      // linearizable one, hence `appliesDone`).
       const served = this.replica.readNow(op, nowMs);
       if (served !== null) return this.status.countRead(op, served);
     }

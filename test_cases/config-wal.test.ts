@@ -33,6 +33,14 @@ describe('config.ini', () => {
     expect(Object.isFrozen(config)).toBe(true);
   });
 
+  it('read leases: off by default; on with their timing (lease 500 ms, drift 1%, margin 10 ms unless set)', () => {
+    expect(parseConfig(valid, 'cluster.ini').readLeases).toBeNull();
+    const on = parseConfig(valid.replace('[cluster]\n', '[cluster]\nread_leases = on\n'), 'cluster.ini');
+    expect(on.readLeases).toEqual({ leaseMs: 500, clockDriftPpmMax: 10_000, marginMs: 10 });
+    const tuned = '[cluster]\nread_leases = on\nread_lease_ms = 300\nclock_drift_ppm_max = 500\nread_lease_margin_ms = 2\n';
+    expect(parseConfig(valid.replace('[cluster]\n', tuned), 'cluster.ini').readLeases).toEqual({ leaseMs: 300, clockDriftPpmMax: 500, marginMs: 2 });
+  });
+
   it.each([
     ['an unknown mode', valid.replace('sequential', 'strong'), /unknown consistency mode 'strong'/],
     ['a missing address', valid.replace('peer = 127.0.0.1:9001\n', ''), /\[node.n2\] is missing 'peer'/],
@@ -42,6 +50,9 @@ describe('config.ini', () => {
     ['a failure timeout too short', valid.replace('= 400', '= 60'), /must be at least twice heartbeat_interval_ms/],
     ['no nodes', '[cluster]\nconsistency = eventual\n', /no \[node.<id>\] sections/],
     ['an unknown wal_sync', valid.replace('[cluster]\n', '[cluster]\nwal_sync = never\n'), /wal_sync: unknown value 'never' \(expected fsync or write\)/],
+    ['an unknown read_leases', valid.replace('[cluster]\n', '[cluster]\nread_leases = yes\n'), /read_leases: unknown value 'yes' \(expected on or off\)/],
+    ['a read lease shorter than two heartbeats', valid.replace('[cluster]\n', '[cluster]\nread_leases = on\nread_lease_ms = 60\n'), /read_lease_ms \(60\) must be at least twice heartbeat_interval_ms \(50\)/],
+    ['a drift bound of 10% or more', valid.replace('[cluster]\n', '[cluster]\nclock_drift_ppm_max = 200000\n'), /clock_drift_ppm_max = '200000' is not a whole number from 0 to 100000/],
     ['an unknown cpu_scheduling', valid.replace('[cluster]\n', '[cluster]\ncpu_scheduling = realtime\n'), /cpu_scheduling: unknown value 'realtime' \(expected batch or normal\)/],
   ])('rejects %s with one line naming it', (_, text, message) => {
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(ConfigError);

@@ -17,9 +17,11 @@
 import type { Machine, MachineOptions, PeerId } from './types.ts';
 import { ReplicatedLogMachine } from './log/machine.ts';
 import type { LogEntry, LogMessage, LogMode, LogRole, LogTuning } from './log/types.ts';
+import type { ReadLeaseOptions } from './log/lease.ts';
 
 export type { LogEntry, LogMessage, LogMode, LogRecord, LogRole, LogTuning } from './log/types.ts';
 export { LOG_DEFAULTS } from './log/types.ts';
+export type { ReadLeaseOptions } from './log/lease.ts';
 
 /** Options of `createReplicatedLog`. */
 export type ReplicatedLogOptions = MachineOptions & {
@@ -30,6 +32,11 @@ export type ReplicatedLogOptions = MachineOptions & {
    * its log onto the replica it kept instead of needing a state transfer. Default false.
    */
   replicaSkipsApplied?: boolean;
+  /**
+   * Linearizable reads served locally under read leases (./log/lease.ts), with their timing
+   * assumption; null or absent: off. Ignored in sequential mode and with more than three nodes.
+   */
+  readLeases?: ReadLeaseOptions | null;
 } & Partial<LogTuning>;
 
 /** A read-only view of the machine's state, for tests and the simulator. */
@@ -45,6 +52,8 @@ export interface LogInspection {
   caughtUp: boolean;
   /** When a follower last heard from its leader (−Infinity if never). */
   lastLeaderContactMs: number;
+  /** Linearizable reads this process started under a read lease. */
+  leaseReads: number;
   /** The entry at `index`, or null if compacted away or beyond the end. */
   entryAt(index: number): LogEntry | null;
 }

@@ -103,8 +103,12 @@ export type Effect<M> =
    * node has seen). `overwrite`: replace. If `token` is set, an `applied` event follows.
    */
   | { kind: 'put'; entries: KeyedEntry[]; how: 'merge' | 'overwrite'; token: number | null; joinCas?: bigint }
-  /** Serve a read (`op` is a get) from the local replica, after every earlier apply. */
-  | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number }
+  /**
+   * Serve a read (`op` is a get) from the local replica, after every earlier apply. `keysOnly`:
+   * after every earlier store effect on its keys only; it may run ahead of other effects waiting
+   * for the disk (a linearizable read of the replicated log with read leases).
+   */
+  | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number; keysOnly?: true }
   /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
   | { kind: 'fetch'; token: number; keys: string[] | null }
   /**
@@ -156,13 +160,22 @@ export interface Machine<M> {
    * before it, would be stepped into nothing but a `read` effect, leaving the machine's state as
    * it was. A pure query: the controller then serves the get from the local replica without
    * stepping it (no event, no effect list, no pending request), and steps it as usual when this
-   * is false or absent.
+   * is false or absent. `read`: what a linearizable read under a lease needs (absent: not one).
    */
-  readsLocally?(nowMs: number, session: number): boolean;
+  readsLocally?(nowMs: number, session: number, read?: LocalRead): boolean;
   /** Causal mode: a short token naming the causal context of everything visible here. */
   contextToken?(): string;
   /** Causal mode: whether everything `token` names is visible here; null when it is no token of this cluster. */
   coversToken?(token: string): boolean | null;
+}
+
+/**
+ * What a linearizable read served without a step needs told: its keys, and whether every store
+ * effect the mode issued on them has reached the replica (none of them waits for the disk).
+ */
+export interface LocalRead {
+  keys: readonly string[];
+  appliesDone: boolean;
 }
 
 /** What every mode's constructor gets. */

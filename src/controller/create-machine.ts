@@ -8,7 +8,7 @@
 import { createCausal } from '../consistency/causal.ts';
 import { createEventual } from '../consistency/eventual.ts';
 import { createLocal } from '../consistency/local.ts';
-import { createReplicatedLog } from '../consistency/replicated-log.ts';
+import { createReplicatedLog, type ReadLeaseOptions } from '../consistency/replicated-log.ts';
 import type { CausalMessage } from '../consistency/causal/messages.ts';
 import type { EventualMessage } from '../consistency/eventual/messages.ts';
 import type { LogMessage } from '../consistency/log/types.ts';
@@ -42,6 +42,8 @@ export function createMachine(
   replication: boolean,
   compactAfterEntries: number,
   options: MachineOptions,
+  /** config.ini's read leases (the replicated log's linearizability only); null: off. */
+  readLeases: ReadLeaseOptions | null = null,
 ): Machine<unknown> {
   if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
   switch (mode) {
@@ -52,6 +54,7 @@ export function createMachine(
         mode,
         replicaSkipsApplied: true,
         compactionThresholdEntries: compactAfterEntries,
+        readLeases,
       }) as Machine<unknown>;
     case 'eventual':
       return createEventual(options) as Machine<unknown>;

@@ -17,6 +17,7 @@ import type { Reply } from '../protocol/types.ts';
 import type { Replica } from '../store/replica.ts';
 import { opKeys, type Op } from '../store/types.ts';
 import type { BackendWatch } from './backend-watch.ts';
+import { changedKeys, HeldKeys } from './held-keys.ts';
 import { DurabilityGate, type DurabilityError, type WriteAhead } from './durability.ts';
 import type { MemoryAdmission } from './memory-admission.ts';
 import type { PendingRequests } from './requests.ts';
@@ -48,6 +49,8 @@ export class EffectRunner {
   readonly durability: DurabilityGate<Deferred>;
   /** Client connections with a write's apply waiting for the disk, and how many each has. */
   private readonly heldApplies = new Map<number, number>();
+  /** The keys store effects waiting for the disk change: a read of others may run ahead (`keysOnly`). */
+  private readonly heldKeys = new HeldKeys();
   /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
   private wakeAtMs = Infinity;
   private wakeTimer: NodeJS.Timeout | null = null;
@@ -67,6 +70,11 @@ export class EffectRunner {
     return this.heldApplies.has(session);
   }
 
+  /** Whether a store effect waiting for the disk changes one of `keys`. */
+  holdsKeys(keys: readonly string[]): boolean {
+    return this.heldKeys.touches(keys);
+  }
+
   /** Runs `work` once everything persisted so far is durable, after every effect before it. */
   whenDurable(work: () => void): void {
     this.durability.whenDurable(this.durability.latest(), work);
@@ -79,8 +87,23 @@ export class EffectRunner {
       return;
     }
     if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    else if (effect.kind === 'read' && effect.keysOnly === true && !this.heldKeys.touches(opKeys(effect.op) ?? [])) this.execute(effect);
     else if (effect.kind === 'apply' && effect.requestId !== null) this.holdApply(effect, effect.requestId);
-    else this.durability.whenDurable(this.durability.latest(), effect);
+    else this.holdForDisk(effect);
+  }
+
+  /** Hands an effect to the gate, noting the keys it changes while it waits (see HeldKeys). */
+  private holdForDisk(effect: Effect<unknown>, run: () => void = () => this.execute(effect)): void {
+    const keys = changedKeys(effect);
+    if (keys === undefined) {
+      this.durability.whenDurable(this.durability.latest(), effect);
+      return;
+    }
+    this.heldKeys.hold(keys);
+    this.durability.whenDurable(this.durability.latest(), () => {
+      this.heldKeys.release(keys);
+      run();
+    });
   }
 
   /** No wake-up is due any more. */
@@ -92,11 +115,11 @@ export class EffectRunner {
   private holdApply(effect: Effect<unknown>, requestId: RequestId): void {
     const session = this.options.requests.sessionOf(requestId);
     if (session === undefined) {
-      this.durability.whenDurable(this.durability.latest(), effect);
+      this.holdForDisk(effect);
       return;
     }
     this.heldApplies.set(session, (this.heldApplies.get(session) ?? 0) + 1);
-    this.durability.whenDurable(this.durability.latest(), () => {
+    this.holdForDisk(effect, () => {
       const left = (this.heldApplies.get(session) ?? 1) - 1;
       if (left > 0) this.heldApplies.set(session, left);
       else this.heldApplies.delete(session);

@@ -104,7 +104,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     nowMs: clockMs(),
     refuseStore: (op, version) => memory.refusal(op, version),
     valueBytesMax: config.valueBytesMax,
-  });
+  }, config.readLeases);
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
     ? null

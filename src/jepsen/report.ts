@@ -60,6 +60,8 @@ export interface RunSummary {
   pipeline: number;
   /** config.ini wal_sync of the cluster (absent: fsync, the default). */
   walSync?: 'fsync' | 'write';
+  /** config.ini read_leases = on (absent: off). */
+  readLeases?: true;
   keys: number;
   /** A bulk run: how many of the clients were bulk loaders, and the sets each kept in flight. */
   bulk?: { clients: number; depth: number };
@@ -154,7 +156,7 @@ export function formatVerdict(summary: RunSummary): string {
     // The checkers judge what was answered; a call refused while every node should serve is an
     // outage they pass (as the memory guard's after a fill was, until the twelfth session).
     ...(quiet > 0 ? [`note: ${quiet} call${quiet === 1 ? '' : 's'} refused while no fault was on, nor healed less than ${RECOVERY_GRACE_MS / 1000} s before (by error below)`] : []),
-    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}${summary.bulk ? ` (${summary.bulk.clients} of them bulk loaders × ${summary.bulk.depth} sets in flight)` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}${summary.walSync === 'write' ? ', wal_sync write' : ''}`,
+    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}${summary.bulk ? ` (${summary.bulk.clients} of them bulk loaders × ${summary.bulk.depth} sets in flight)` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}${summary.walSync === 'write' ? ', wal_sync write' : ''}${summary.readLeases ? ', read leases' : ''}`,
     `calls: ${counts.total} (ok ${counts.ok}, fail ${counts.fail}, info ${counts.info})`,
     `latency of ok calls: p50 ${latency.ok.p50Ms} ms, p90 ${latency.ok.p90Ms} ms, p99 ${latency.ok.p99Ms} ms, max ${latency.ok.maxMs} ms`,
   ];

@@ -65,6 +65,8 @@ export interface JepsenOptions {
   compactAfterEntries?: number;
   /** config.ini wal_sync (default fsync). */
   walSync?: WalSync;
+  /** config.ini read_leases = on (default off). */
+  readLeases?: boolean;
   /** A call with no reply after this long is indeterminate (default 1000). */
   callTimeoutMs?: number;
   /** Pause between a client's calls, drawn in [0, thinkMs] (default 10). */
@@ -127,6 +129,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
       mode: resolved.mode, backend: resolved.backend, proxies: true, replication: resolved.replication,
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
       compactAfterEntries: resolved.compactAfterEntries, walSync: resolved.walSync,
+      extraConfig: resolved.readLeases ? ['read_leases = on'] : [],
       wallClockSteps: resolved.nemesis.includes('clock'),
       diskStalls: resolved.nemesis.includes('disk-stall'),
     });
@@ -153,7 +156,7 @@ function resolveOptions(options: JepsenOptions): Resolved {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
     workload: 'mixed', bulkClients: Math.ceil((options.clients ?? 6) / 2), bulkDepth: 256,
     backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'fsync',
-    callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
+    readLeases: false, callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
     log: () => undefined,
     ...definedOnly(options),
@@ -424,7 +427,7 @@ function finish(options: Resolved, phase: PhaseResult, check: CheckResult, conve
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
     mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline,
-    keys: options.keys, walSync: options.walSync,
+    keys: options.keys, walSync: options.walSync, ...(options.readLeases ? { readLeases: true as const } : {}),
     ...(options.bulkClients > 0 ? { bulk: { clients: options.bulkClients, depth: options.bulkDepth } } : {}),
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: checkerName(options.mode),

@@ -31,6 +31,11 @@
  * Liveness: after faults stop, nodes converge (nothing held, replicas equal to the reference)
  * within a bound, and every request then succeeds.
  *
+ * Read leases (option `readLeases`): each node's clock runs at its own rate within the drift drawn
+ * and from its own origin per boot; a `keysOnly` read runs ahead of held effects that change none
+ * of its keys, as in the controller; a get is judged per key (its key unchanged between where it
+ * was served and every op completed before it started: linearizability, which is local).
+ *
  * Every replica lost (option `emptyAll`): every node's backend restarts empty around one moment
  * (maybe with a node crash nearby), so once the log was compacted nobody can rebuild from a peer
  * and the leader starts over (the machine's `startOverIfEveryReplicaLost`). What was applied only
@@ -67,13 +72,15 @@
 
 import type { Reply } from '../../src/protocol/types.ts';
 import { applyToEntry, isLive, type SingleKeyOp } from '../../src/store/apply.ts';
-import type { Entry, Op } from '../../src/store/types.ts';
+import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { asPeerId, asRequestId, type Effect, type Event, type PeerId, type RequestId } from '../../src/consistency/types.ts';
 import { DurabilityGate, type WalBatch, type WalWriteResult, type WriteAhead } from '../../src/controller/durability.ts';
+import { changedKeys, HeldKeys } from '../../src/controller/held-keys.ts';
 import {
   createReplicatedLog,
   type LogMessage,
   type LogMode,
+  type ReadLeaseOptions,
   type ReplicatedLog,
 } from '../../src/consistency/replicated-log.ts';
 import { mulberry32 } from '../../src/random.ts';
@@ -107,6 +114,14 @@ export interface SimOptions {
    * sender: the receiver must drop and count it (checked) and the run must stay safe and live.
    */
   junkRate?: number;
+  /**
+   * Read leases on (linearizability): reads check per key (see `complete`), and each node's clock
+   * runs at its own rate, drawn per boot within `clockDriftPpm`, from its own origin per boot (a
+   * monotonic clock starts afresh with its process).
+   */
+  readLeases?: ReadLeaseOptions | null;
+  /** How far each node's clock rate is drawn from real time, in ppm (default: the leases' bound). */
+  clockDriftPpm?: number;
 }
 
 /**
@@ -208,6 +223,8 @@ export interface SimResult {
   repliesOkAfterEveryUntrusted: number;
   /** With `junkRate`: malformed messages delivered (each dropped and counted by its receiver). */
   junkDelivered: number;
+  /** With `readLeases`: linearizable reads started under a lease, all nodes. */
+  leaseReads: number;
 }
 
 /** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
@@ -254,8 +271,12 @@ interface InFlightRequest {
 /** An effect other than a persist: what the controller carries out beyond its write-ahead file. */
 type OutwardEffect = Exclude<Effect<LogMessage>, { kind: 'persist' }>;
 
-/** What the durability gate holds: an effect, or a step of the simulated controller's own. */
-type HeldWork = { effect: OutwardEffect; /** For a `put`: the index of the transfer it installs, as known when it was issued. */ transferIndex: number } | (() => void);
+/**
+ * What the durability gate holds: an effect (for a `put`, with the index of the transfer it
+ * installs, as known when it was issued; with the keys it changes, counted in the node's
+ * HeldKeys while it waits), or a step of the simulated controller's own.
+ */
+type HeldWork = { effect: OutwardEffect; transferIndex: number; keys: readonly string[] | null | undefined } | (() => void);
 
 /**
  * A node's write-ahead file in memory: what is durable, and the batch on its way, which becomes
@@ -337,6 +358,12 @@ interface SimNode {
   crashWhenTold: boolean;
   /** Its memcached restarts empty once what its controller issued before reached it (see emptyOnceIssued). */
   emptyPending: boolean;
+  /** The keys store effects held for the disk change (a `keysOnly` read of others runs at once). */
+  heldKeys: HeldKeys;
+  /** Its clock this boot: local = originMs + (sim time − bootMs) × rate, rounded down. */
+  clock: { originMs: number; bootMs: number; rate: number };
+  /** Lease reads its machines started before this boot's. */
+  leaseReadsBefore: number;
 }
 
 /**
@@ -385,6 +412,8 @@ const BACKEND_REFUSED: Reply = refused('backend', 'replica may have missed write
 
 const isStoreEffect = (effect: OutwardEffect): effect is StoreEffect =>
   effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'read' || effect.kind === 'purge' || effect.kind === 'reset';
+
+const readKeys = (op: Op): readonly string[] => opKeys(op) ?? [];
 
 const opKey = (op: Op): string => JSON.stringify(op, (_key, value: unknown) => (typeof value === 'bigint' ? `${value}n` : value));
 
@@ -436,6 +465,10 @@ export class LogSimulation {
   private readonly junkRandom: () => number;
   /** Pings and pongs meet their network's drops and delays from their own stream too. */
   private readonly pingRandom: () => number;
+  /** REQUEST_BOUND_MS as a node's clock slow by the drift drawn counts it. */
+  private readonly requestBoundMs: number;
+  /** `readLeases`: clock origins and rates come from their own stream. */
+  private readonly clockRandom: () => number;
   /** `everyNodeAtMs`: when every node's next store effect may be made to fail (null once armed). */
   private everyNodeFailAnchorMs: number | null = null;
   /** When every replica was first untrusted at once (null: never). */
@@ -463,11 +496,14 @@ export class LogSimulation {
     this.failureRandom = mulberry32((options.seed ^ 0x5bd1e995) >>> 0);
     this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
     this.pingRandom = mulberry32((options.seed ^ 0x3c6ef372) >>> 0);
+    this.clockRandom = mulberry32((options.seed ^ 0x510e527f) >>> 0);
+    const driftPpm = options.readLeases === undefined || options.readLeases === null ? 0 : (options.clockDriftPpm ?? options.readLeases.clockDriftPpmMax);
+    this.requestBoundMs = Math.ceil(REQUEST_BOUND_MS / (1 - driftPpm / 1_000_000));
     const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0 };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0 };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -487,6 +523,7 @@ export class LogSimulation {
       this.awaitConvergence();
       this.checkAckedWritesKept();
       this.result.committed = this.referenceIndex;
+      this.result.leaseReads = this.nodes.reduce((sum, node) => sum + node.leaseReadsBefore + (node.machine?.inspect().leaseReads ?? 0), 0);
       return this.result;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
@@ -577,10 +614,32 @@ export class LogSimulation {
       crashAtMs: null,
       crashWhenTold: false,
       emptyPending: false,
+      heldKeys: new HeldKeys(),
+      clock: { originMs: this.nowMs, bootMs: this.nowMs, rate: 1 },
+      leaseReadsBefore: 0,
     };
   }
 
+  /** A new process's clock: with read leases, its own origin and its own rate within the drift drawn. */
+  private newClock(): SimNode['clock'] {
+    const leases = this.options.readLeases ?? null;
+    if (leases === null) return { originMs: this.nowMs, bootMs: this.nowMs, rate: 1 };
+    const ppm = this.options.clockDriftPpm ?? leases.clockDriftPpmMax;
+    const rate = 1 + ((2 * this.clockRandom() - 1) * ppm) / 1_000_000;
+    // Below 1e8: a store completion's nowMs of 0 must stay within the machine's bound on time going back.
+    return { originMs: 1_000_000 + Math.floor(this.clockRandom() * 100_000_000), bootMs: this.nowMs, rate };
+  }
+
+  /** What the node's clock reads at simulated time `atMs` (0 stays 0: a store completion's). */
+  private localMs(node: SimNode, atMs: number): number {
+    if (atMs === 0) return 0;
+    const { originMs, bootMs, rate } = node.clock;
+    return originMs + Math.floor((atMs - bootMs) * rate);
+  }
+
   private boot(node: SimNode): void {
+    node.clock = this.newClock();
+    node.heldKeys = new HeldKeys();
     node.machine = createReplicatedLog({
       self: node.id,
       peers: this.ids,
@@ -588,8 +647,9 @@ export class LogSimulation {
       heartbeatIntervalMs: HEARTBEAT_MS,
       failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: node.disk.durable.slice(),
-      nowMs: this.nowMs,
+      nowMs: this.localMs(node, this.nowMs),
       mode: this.options.mode,
+      readLeases: this.options.readLeases ?? null,
       compactionThresholdEntries: this.options.compactionThresholdEntries,
       transferChunkEntriesMax: 2,
       replicaSkipsApplied: this.options.replicaSkipsApplied,
@@ -610,6 +670,7 @@ export class LogSimulation {
   }
 
   private crash(node: SimNode, keepReplica = false): void {
+    node.leaseReadsBefore += node.machine?.inspect().leaseReads ?? 0;
     node.machine = null;
     // What was not durable is lost, and so is every effect that waited for it.
     this.result.recordsLost += node.gate.stats(this.nowMs).recordsWaiting;
@@ -730,7 +791,7 @@ export class LogSimulation {
     const machine = node.machine;
     if (machine === null) return;
     const before = machine.status().invalidPeerMessages;
-    const effects = machine.step({ kind: 'message', nowMs: this.nowMs, from: flight.from, message: flight.message });
+    const effects = machine.step({ kind: 'message', nowMs: this.localMs(node, this.nowMs), from: flight.from, message: flight.message });
     if (machine.status().invalidPeerMessages !== before + 1) throw new Error(`${node.id} did not count a malformed message`);
     const others = effects.filter((effect) => effect.kind !== 'note');
     if (others.length > 0) throw new Error(`${node.id} acted on a malformed message: ${others.map((effect) => effect.kind).join(', ')}`);
@@ -741,7 +802,7 @@ export class LogSimulation {
     const machine = node.machine;
     if (machine === null) return;
     const wasLeader = machine.inspect().role === 'leader';
-    const effects = machine.step(event);
+    const effects = machine.step({ ...event, nowMs: this.localMs(node, event.nowMs) });
     if (!wasLeader && machine.inspect().role === 'leader') this.result.elections += 1;
     for (const effect of effects) this.carryOut(node, effect);
   }
@@ -760,8 +821,14 @@ export class LogSimulation {
     // A start-over's put (issued right after this note) installs the state at the snapshot index.
     const startOverIndex = this.startOverIndexOf(effect);
     if (startOverIndex !== null) node.lastTransferIndex = startOverIndex;
-    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(node, effect, node.lastTransferIndex);
-    else node.gate.whenDurable(node.gate.latest(), { effect, transferIndex: node.lastTransferIndex });
+    if (effect.kind === 'send' && effect.beforeDurable === true) return this.execute(node, effect, node.lastTransferIndex);
+    // As the controller does: a read that needs only its keys' applies runs at once if none is held.
+    if (effect.kind === 'read' && effect.keysOnly === true && !node.heldKeys.touches(readKeys(effect.op))) {
+      return this.execute(node, effect, node.lastTransferIndex);
+    }
+    const keys = changedKeys(effect);
+    if (keys !== undefined) node.heldKeys.hold(keys);
+    node.gate.whenDurable(node.gate.latest(), { effect, transferIndex: node.lastTransferIndex, keys });
   }
 
   /** The end of a turn: what a node wrote goes out as one batch (unless one is on its way). */
@@ -787,8 +854,9 @@ export class LogSimulation {
 
   private release(node: SimNode, work: HeldWork): void {
     if (node.machine === null) return;
-    if (typeof work === 'function') work();
-    else this.execute(node, work.effect, work.transferIndex);
+    if (typeof work === 'function') return work();
+    if (work.keys !== undefined) node.heldKeys.release(work.keys);
+    this.execute(node, work.effect, work.transferIndex);
   }
 
   /** How long the next batch takes to become durable (1–3 ms). */
@@ -966,7 +1034,7 @@ export class LogSimulation {
     if (machine === null) return;
     this.result.untrustedResets += 1;
     const kept = this.options.storeFailures?.kept === true && node.replicaIndex !== null;
-    const effects = machine.step({ kind: 'backend_reset', nowMs: this.nowMs, emptied: false, kept });
+    const effects = machine.step({ kind: 'backend_reset', nowMs: this.localMs(node, this.nowMs), emptied: false, kept });
     // A replay onto the kept replica (still valid, nothing emptied): trusted again at once.
     const replays = kept && machine.inspect().replicaValid && !effects.some((effect) => effect.kind === 'reset');
     this.afterIssued(node, () => {
@@ -1132,6 +1200,25 @@ export class LogSimulation {
     return true;
   }
 
+  /**
+   * Whether an op served at `from` reflects the state at `to` as well. With read leases a
+   * linearizable read waits only for its own key's entries, and per key is exactly
+   * linearizability (it is local: Herlihy and Wing), so a get needs only its key unchanged;
+   * otherwise the whole state must be (the read index serves a state at least as new as every
+   * completed op).
+   */
+  private unchangedAfter(op: Op, from: number, to: number): boolean {
+    if ((this.options.readLeases ?? null) === null || op.kind !== 'get') return this.onlyNoOpsAfter(from, to);
+    this.advanceReference(to);
+    for (let index = from + 1; index <= to; index += 1) {
+      const other = this.sequence[index]?.op ?? null;
+      if (other === null) continue;
+      const keys = opKeys(other);
+      if (keys === null || keys.some((key) => op.keys.includes(key))) return false;
+    }
+    return true;
+  }
+
   private valueAt(key: string, index: number): string | null {
     const changes = this.history.get(key) ?? [];
     for (let at = changes.length - 1; at >= 0; at -= 1) {
@@ -1211,7 +1298,7 @@ export class LogSimulation {
       return;
     }
     if (position === null) throw new Error(`${node.id} answered ${reply.kind} without applying or reading`);
-    if (position < request.lowerBound && !this.onlyNoOpsAfter(position, request.lowerBound)) {
+    if (position < request.lowerBound && !this.unchangedAfter(request.op, position, request.lowerBound)) {
       throw new Error(`${node.id} served ${opKey(request.op)} at ${position}, older than ${request.lowerBound} which completed before it started`);
     }
     this.result.repliesOk += 1;
@@ -1500,7 +1587,7 @@ export class LogSimulation {
       // With every record durable, all the machine believes rests on durable state.
       if (node.gate.stats(this.nowMs).recordsWaiting === 0) this.checkCommitted(node, view, view.commitIndex);
       for (const [requestId, request] of node.requests) {
-        if (this.nowMs - request.invokedMs > REQUEST_BOUND_MS) throw new Error(`${node.id} left request ${requestId} unanswered`);
+        if (this.nowMs - request.invokedMs > this.requestBoundMs) throw new Error(`${node.id} left request ${requestId} unanswered`);
       }
     }
   }

@@ -14,6 +14,7 @@ import { refusalText } from '../../protocol/refusals.ts';
 import type { Effect, PeerId, RequestId } from '../types.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { EntryLog } from './entry-log.ts';
+import type { ReadLeaseOptions } from './lease.ts';
 import type { LogMessageLimits } from './validate.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { LOG_DEFAULTS, type LogEntry, type LogMessage, type LogMode, type LogRecord, type LogRole, type LogTuning } from './types.ts';
@@ -27,7 +28,11 @@ export const proposalKey = (origin: PeerId, incarnation: number, requestId: Requ
   `${origin}/${incarnation}/${requestId}`;
 
 /** The options the core reads (a subset of ReplicatedLogOptions). */
-export type LogCoreOptions = MachineOptions & { mode: LogMode; replicaSkipsApplied?: boolean } & Partial<LogTuning>;
+export type LogCoreOptions = MachineOptions & {
+  mode: LogMode;
+  replicaSkipsApplied?: boolean;
+  readLeases?: ReadLeaseOptions | null;
+} & Partial<LogTuning>;
 
 export class LogCore {
   readonly self: PeerId;
@@ -41,12 +46,17 @@ export class LogCore {
   readonly replicaSkipsApplied: boolean;
   /** What a peer message must be to be acted on (see ./validate.ts). */
   readonly messageLimits: LogMessageLimits;
+  /**
+   * Read leases (./lease.ts), or null: only for linearizable reads (sequential ones are local
+   * anyway), and only with three nodes or fewer, where a lease's ask and the leader are a majority.
+   */
+  readonly readLeases: ReadLeaseOptions | null;
 
   // Durable state.
   term = 0;
   votedFor: PeerId | null = null;
   incarnation = 0;
-  readonly log = new EntryLog();
+  readonly log: EntryLog;
 
   // Volatile state.
   role: LogRole = 'follower';
@@ -129,6 +139,9 @@ export class LogCore {
     this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
     this.nowMs = options.nowMs;
     this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
+    const leases = options.readLeases ?? null;
+    this.readLeases = leases !== null && this.mode === 'linearizability' && this.peers.length <= 2 ? leases : null;
+    this.log = new EntryLog(this.readLeases !== null);
   }
 
   /** How long a request may wait for its answer. */

@@ -2,11 +2,16 @@
  * The in-memory log: an array of entries after a snapshot point, indexed with an offset so that
  * compaction drops a prefix without renumbering.
  *
+ * With `tracksKeys` (read leases) it also knows the last entry touching each key, so a lease
+ * read waits only for the entries of its own keys.
+ *
  * Invariants: `entries[i].index === snapshotIndex + 1 + i`; terms never decrease along the log;
- * every lookup is O(1).
+ * every lookup is O(1); with `tracksKeys`, no entry after the snapshot touches a key at an index
+ * above `lastIndexTouching` of it.
  */
 
 import assert from 'node:assert';
+import { opKeys } from '../../store/types.ts';
 import type { LogEntry } from './types.ts';
 
 /** Log entries after `snapshotIndex`, whose entry had term `snapshotTerm`. */
@@ -14,6 +19,38 @@ export class EntryLog {
   snapshotIndex = 0;
   snapshotTerm = 0;
   entries: LogEntry[] = [];
+  /** With tracksKeys: the last index of an entry touching each key (maybe a compacted one). */
+  readonly #lastTouch = new Map<string, number>();
+  /** With tracksKeys: the last index of a flush_all (it touches every key). */
+  #lastFlushIndex = 0;
+
+  constructor(private readonly tracksKeys = false) {}
+
+  /**
+   * The last index of an entry touching any of `keys` (with tracksKeys), or a lower one if every
+   * such entry is at or before the snapshot: everything after it leaves those keys as they are.
+   */
+  lastIndexTouching(keys: readonly string[]): number {
+    assert(this.tracksKeys, 'the log does not track keys');
+    let index = this.#lastFlushIndex;
+    for (const key of keys) index = Math.max(index, this.#lastTouch.get(key) ?? 0);
+    return index;
+  }
+
+  #touch(entry: LogEntry): void {
+    if (entry.op === null) return;
+    const keys = opKeys(entry.op);
+    if (keys === null) this.#lastFlushIndex = entry.index;
+    else for (const key of keys) this.#lastTouch.set(key, entry.index);
+  }
+
+  /** After a truncation: only what is left counts (what was compacted is applied everywhere it matters). */
+  #retrack(): void {
+    if (!this.tracksKeys) return;
+    this.#lastTouch.clear();
+    this.#lastFlushIndex = 0;
+    for (const entry of this.entries) this.#touch(entry);
+  }
 
   lastIndex(): number {
     return this.snapshotIndex + this.entries.length;
@@ -47,13 +84,16 @@ export class EntryLog {
       assert.equal(entry.index, this.lastIndex() + 1, 'appended entries must be contiguous');
       assert(entry.term >= this.lastTerm(), 'terms never decrease along the log');
       this.entries.push(entry);
+      if (this.tracksKeys) this.#touch(entry);
     }
   }
 
   /** Removes entries from `fromIndex` on and returns them. */
   truncateFrom(fromIndex: number): LogEntry[] {
     assert(fromIndex > this.snapshotIndex, 'cannot truncate into the snapshot');
-    return this.entries.splice(fromIndex - this.snapshotIndex - 1);
+    const removed = this.entries.splice(fromIndex - this.snapshotIndex - 1);
+    if (removed.length > 0) this.#retrack();
+    return removed;
   }
 
   /** Drops entries up to `index` included (they are in the replica) and returns them. */
@@ -66,6 +106,7 @@ export class EntryLog {
     this.entries = this.entries.slice(index - this.snapshotIndex);
     this.snapshotIndex = index;
     this.snapshotTerm = term;
+    for (const [key, touched] of this.#lastTouch) if (touched <= index) this.#lastTouch.delete(key);
     return dropped;
   }
 
@@ -75,6 +116,7 @@ export class EntryLog {
     this.entries = [];
     this.snapshotIndex = index;
     this.snapshotTerm = term;
+    this.#retrack();
     return dropped;
   }
 

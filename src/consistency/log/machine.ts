@@ -3,8 +3,8 @@
  * applies Raft's term rule, dispatches by role (stepLeader, stepFollower, stepCandidate, as
  * etcd-io/raft does), changes role (becomeLeader, becomeFollower, …), then applies what is
  * committed and checks the invariants. Each concern lives in its own part, which owns its state:
- * ./election.ts, ./replication.ts with ./progress.ts, ./read-index.ts, ./requests.ts, ./turn.ts
- * (the turn's buffers and forwards), ./transfer.ts, ./compaction.ts, ./replica.ts, ./restart.ts;
+ * ./election.ts, ./replication.ts with ./progress.ts, ./read-index.ts, ./lease.ts, ./requests.ts,
+ * ./turn.ts (the turn's buffers and forwards), ./transfer.ts, ./compaction.ts, ./replica.ts, ./restart.ts;
  * the state they share is ./core.ts's, which this class extends.
  *
  * Invariants (asserted after every step): applied ≤ committed ≤ last index; applied ≥ the
@@ -14,12 +14,13 @@
 
 import assert from 'node:assert';
 import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
-import { isWrite, type Op } from '../../store/types.ts';
-import type { Effect, Event, MachineStatus, PeerId, RequestId } from '../types.ts';
+import { isWrite, opKeys, type Op } from '../../store/types.ts';
+import type { Effect, Event, LocalRead, MachineStatus, PeerId, RequestId } from '../types.ts';
 import type { LogInspection, ReplicatedLog, ReplicatedLogOptions } from '../replicated-log.ts';
 import { Compaction } from './compaction.ts';
 import { LogCore } from './core.ts';
 import { Election } from './election.ts';
+import { ReadLeases } from './lease.ts';
 import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
 import { Replication } from './replication.ts';
@@ -61,6 +62,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly transfer: StateTransfer;
   private readonly turn: Turn;
   private readonly repair: ReplicaRepair;
+  /** Read leases (./lease.ts), or null when off. */
+  private readonly leases: ReadLeases | null;
+  /** Linearizable reads this process started under a lease (for tests and the simulator). */
+  private leaseReads = 0;
 
   /** What each role does with each input (etcd-io/raft's r.step and r.tick, switched with the role). */
   private readonly asLeader: RoleHandlers = {
@@ -89,6 +94,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
+    this.leases = this.readLeases === null ? null : new ReadLeases(this, this.readLeases);
     this.election = new Election(this, {
       becomeFollower: (term, leader) => this.becomeFollower(term, leader),
       becomeCandidate: () => this.becomeCandidate(),
@@ -115,6 +121,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         extendElectionTimer: () => this.election.extendTimer(),
       },
       (to, minIndex) => this.transfer.start(to, minIndex),
+      this.leases,
     );
     const parts = { progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication };
     this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
@@ -203,6 +210,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       replicaValid: this.replicaValid,
       caughtUp: this.caughtUp,
       lastLeaderContactMs: this.lastLeaderContactMs,
+      leaseReads: this.leaseReads,
       entryAt: (index) => (index > log.snapshotIndex && index <= log.lastIndex() ? log.entryAt(index) : null),
     };
   }
@@ -229,26 +237,51 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       // It must see that write: it is served only once the write is applied here (see
       // Requests.settle). A linearizable one asks for its read index meanwhile.
       this.requests.add(requestId, session, op, 'held');
-      if (this.mode === 'linearizability') this.roleHandlers().startLinearizableRead(requestId);
+      if (this.mode === 'linearizability') this.startLinearizableRead(requestId, op);
     } else if (this.mode === 'sequential') {
       this.out.push({ kind: 'read', requestId, op, nowMs: this.nowMs });
     } else {
       this.requests.add(requestId, session, op, 'read');
-      this.roleHandlers().startLinearizableRead(requestId);
+      this.startLinearizableRead(requestId, op);
     }
   }
 
   /**
-   * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
-   * would refuse it (see `refusalFor`) and its connection has no write in flight here.
-   * Linearizable reads always need a round.
+   * A linearizable read: under a lease, it waits only for the entries this node holds for its
+   * keys (every write completed before it arrived is among them, see ./lease.ts); otherwise the
+   * role gets it a read index.
    */
-  readsLocally(nowMs: number, session: number): boolean {
-    return (
-      this.mode === 'sequential' &&
-      !this.requests.hasUnsettledWrite(session) &&
-      this.refusalFor(null, Math.max(this.nowMs, nowMs)) === null
-    );
+  private startLinearizableRead(requestId: RequestId, op: Op): void {
+    const keys = opKeys(op);
+    if (keys !== null && this.leaseCovers(this.nowMs)) {
+      this.leaseReads += 1;
+      this.reads.awaitApply(requestId, this.log.lastIndexTouching(keys));
+    } else {
+      this.roleHandlers().startLinearizableRead(requestId);
+    }
+  }
+
+  /** Whether this node holds a read lease (as the leader, or granted by it) covering `atMs`. */
+  private leaseCovers(atMs: number): boolean {
+    const leases = this.leases;
+    if (leases === null) return false;
+    if (this.role !== 'leader') return leases.holdsAsFollower(atMs);
+    return leases.holdsAsLeader(atMs, this.progress.confirmedSentMs(), this.reads.readIndexNow() <= this.commitIndex);
+  }
+
+  /**
+   * Sequential reads are local: a get is stepped into a `read` effect alone whenever nothing
+   * would refuse it (see `refusalFor`) and its connection has no write in flight here. So is a
+   * linearizable one under a read lease, when every apply this node issued reached the replica
+   * and none of its keys has an entry here not applied yet; otherwise it needs a step.
+   */
+  readsLocally(nowMs: number, session: number, read?: LocalRead): boolean {
+    if (this.mode === 'linearizability' && this.leases === null) return false;
+    const atMs = Math.max(this.nowMs, nowMs);
+    if (this.requests.hasUnsettledWrite(session) || this.refusalFor(null, atMs) !== null) return false;
+    if (this.mode === 'sequential') return true;
+    if (read === undefined || !read.appliesDone || !this.replicaValid || !this.leaseCovers(atMs)) return false;
+    return this.log.lastIndexTouching(read.keys) <= this.appliedIndex;
   }
 
   /** Why this node cannot take `op` (null: a read) at `atMs`, or null if it can. */
@@ -277,8 +310,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /**
    * This node was not running for `pausedMs` (its tick came late): nobody's silence over that time
    * counts — not the leader's, not a follower's acks, not a request's wait — so a stall of the whole
-   * machine starts no election and times out no request. Safe: reads never lean on a time lease
-   * (a read index is confirmed by a round of acks sent after it), so only liveness timers move.
+   * machine starts no election and times out no request. Safe: a read index is confirmed by a round
+   * of acks sent after it, and read leases (./lease.ts) are not excused: they ran out meanwhile.
    */
   private excusePause(pausedMs: number): void {
     const forward = (atMs: number): number => Math.max(atMs, Math.min(this.nowMs, atMs + pausedMs));
@@ -432,6 +465,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       return;
     }
     this.replication.heartbeatIfDue();
+    // A peer's honoured lease may have run out: what waited only for its ack commits now.
+    if (this.leases !== null) this.replication.advanceCommit();
     this.transfer.startOverIfEveryReplicaLost();
   }
 
@@ -457,7 +492,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.note('info', 'became leader', { leader: this.self, peers: this.peers, votes: this.election.voters() });
     this.role = 'leader';
     this.leader = this.self;
-    this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs);
+    // Read leases: any peer may hold one an earlier leader granted; honour each for a full guard.
+    const honorUntilMs = this.leases === null ? Number.NEGATIVE_INFINITY : this.nowMs + this.leases.guardMs;
+    this.progress.reset(this.peers, this.log.lastIndex(), this.nowMs, honorUntilMs);
     this.transfer.leaderElected();
     this.replication.leaderElected();
     const termStartIndex = this.turn.proposeNoOp();

@@ -1,14 +1,17 @@
 /**
  * The leader's view of each follower (etcd-io/raft's tracker/progress.go): how far its log
  * matches ours, what was sent to it and not yet acked (the in-flight window), when it last acked
- * or answered a ping, and which read-confirming round it acked. The counts a leader decides by —
- * check-quorum, the commit index, the confirmed round — are majorities over these.
+ * or answered a ping, and which read-confirming round it acked; with read leases (./lease.ts), until
+ * when its lease is honoured and which of our sends it acked last. The counts a leader decides by —
+ * check-quorum, the commit index, the confirmed round — are majorities over these; the commit index
+ * is also held to what every honoured peer acked.
  *
  * Invariants: matchIndex ≤ sentIndex; only the leader of the current term holds any (cleared when
  * leadership is lost); peers are iterated in the order they were listed.
  */
 
 import type { PeerId } from '../types.ts';
+import type { LeaseAsk } from './types.ts';
 
 /** The leader's view of one follower. */
 export interface Progress {
@@ -31,6 +34,12 @@ export interface Progress {
    * reply): a peer whose log ends before our snapshot can only be rebuilt by a transfer.
    */
   lastIndex: number;
+  /** Read leases: until then (our clock) nothing is committed that this peer has not acked. */
+  honorUntilMs: number;
+  /** Read leases: its last ask, granted on our next append to it (null: none to grant). */
+  leaseAsk: LeaseAsk | null;
+  /** Read leases: the latest `sentMs` of ours it echoed in this term (dates our own lease). */
+  ackedSentMs: number;
 }
 
 export class ProgressTracker {
@@ -38,8 +47,11 @@ export class ProgressTracker {
 
   constructor(private readonly options: { majority: number; failureTimeoutMs: number }) {}
 
-  /** A new leader's view: every follower presumed alive now, sent up to our last index. */
-  reset(peers: readonly PeerId[], lastIndex: number, nowMs: number): void {
+  /**
+   * A new leader's view: every follower presumed alive now, sent up to our last index, and (read
+   * leases) honoured until `honorUntilMs`, for any lease an earlier leader may have granted.
+   */
+  reset(peers: readonly PeerId[], lastIndex: number, nowMs: number, honorUntilMs = Number.NEGATIVE_INFINITY): void {
     this.#byPeer.clear();
     for (const peer of peers) {
       this.#byPeer.set(peer, {
@@ -54,6 +66,9 @@ export class ProgressTracker {
         transferStartedMs: Number.NEGATIVE_INFINITY,
         replicaEpochSeen: 0,
         lastIndex: -1,
+        honorUntilMs,
+        leaseAsk: null,
+        ackedSentMs: Number.NEGATIVE_INFINITY,
       });
     }
   }
@@ -88,6 +103,21 @@ export class ProgressTracker {
     for (const progress of this.#byPeer.values()) matches.push(progress.matchIndex);
     matches.sort((a, b) => b - a);
     return matches[this.options.majority - 1];
+  }
+
+  /** `index`, lowered to what every peer whose lease is honoured at `nowMs` has acked. */
+  honoredMatchFloor(index: number, nowMs: number): number {
+    let floor = index;
+    for (const progress of this.#byPeer.values()) if (nowMs < progress.honorUntilMs) floor = Math.min(floor, progress.matchIndex);
+    return floor;
+  }
+
+  /** The latest send of ours a majority (this node, at once, included) acked in this term. */
+  confirmedSentMs(): number {
+    const sent = [Number.POSITIVE_INFINITY];
+    for (const progress of this.#byPeer.values()) sent.push(progress.ackedSentMs);
+    sent.sort((a, b) => b - a);
+    return sent[this.options.majority - 1];
   }
 
   /** The highest round a majority (this node, at `round`, included) has acked. */

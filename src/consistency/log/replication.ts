@@ -5,10 +5,14 @@
  * matches logs, cuts a conflicting suffix and learns the commit index. Pings and pongs ride
  * ahead of the disk: they move no log state, only tell a follower its leader lives.
  *
+ * With read leases (./lease.ts) appends carry the leader's clock and grants, replies echo the one
+ * and ask for the other, and the commit waits for every peer whose lease is honoured.
+ *
  * Owns: the heartbeat's schedule, and how many of the log's last entries are not durable yet
  * while a flush sends before writing. The per-follower state is ./progress.ts's.
  * Invariants: only entries of the current term are committed by counting replicas; a committed
- * entry is never changed (an append that would is dropped, see appendProblem).
+ * entry is never changed (an append that would is dropped, see appendProblem); with read leases,
+ * no entry is committed that a peer honoured now has not acked.
  */
 
 import assert from 'node:assert';
@@ -16,7 +20,8 @@ import type { PeerId } from '../types.ts';
 import type { LogCore } from './core.ts';
 import type { Progress, ProgressTracker } from './progress.ts';
 import type { ReadIndex } from './read-index.ts';
-import { batchCount, opBytes, type LogEntry, type LogMessage } from './types.ts';
+import type { ReadLeases } from './lease.ts';
+import { batchCount, opBytes, type LeaseGrant, type LogEntry, type LogMessage } from './types.ts';
 
 /** What replication asks of elections. */
 export interface ReplicationElection {
@@ -42,6 +47,8 @@ export class Replication {
     private readonly election: ReplicationElection,
     /** Starts a state transfer to a follower that needs compacted entries (see ./transfer.ts). */
     private readonly startTransfer: (to: PeerId, minIndex: number) => boolean,
+    /** Read leases, or null when off. */
+    private readonly leases: ReadLeases | null = null,
   ) {}
 
   /** A new leader (this node) sends its first heartbeat at its next tick. */
@@ -86,8 +93,12 @@ export class Replication {
     this.core.lastLeaderContactMs = this.core.nowMs;
     this.election.resetElectionTimer();
     const reply = this.appendEntries(message);
+    // After the entries: a grant is used only once its index is known committed here.
+    if (this.leases !== null && message.lease !== undefined) this.leases.onGrant(message.lease);
     if (message.quiet && reply.success) return;
-    this.core.send(from, { kind: 'append_reply', term: this.core.term, round: message.round, seq: message.seq, commitIndex: this.core.commitIndex, replicaEpoch: this.core.leaderReplicaEpoch, lastIndex: this.core.log.lastIndex(), ...reply });
+    const echo = message.sentMs === undefined ? {} : { sentMs: message.sentMs };
+    const lease = this.leases === null ? {} : { ...echo, leaseAsk: this.leases.ask() };
+    this.core.send(from, { kind: 'append_reply', term: this.core.term, round: message.round, seq: message.seq, commitIndex: this.core.commitIndex, replicaEpoch: this.core.leaderReplicaEpoch, lastIndex: this.core.log.lastIndex(), ...reply, ...lease });
   }
 
   /**
@@ -210,11 +221,13 @@ export class Replication {
     progress.ackedRound = Math.max(progress.ackedRound, message.round);
     progress.replicaEpochSeen = Math.max(progress.replicaEpochSeen, message.replicaEpoch ?? 0);
     progress.lastIndex = Math.max(progress.lastIndex, message.lastIndex ?? -1);
+    if (this.leases !== null && message.sentMs !== undefined) progress.ackedSentMs = Math.max(progress.ackedSentMs, message.sentMs);
     if (message.success) {
       progress.matchIndex = Math.max(progress.matchIndex, message.matchIndex);
       // What it committed on its own (see appendEntries) needs no commit notice.
       progress.commitSent = Math.max(progress.commitSent, message.commitIndex);
       progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
+      if (message.leaseAsk !== undefined) this.onLeaseAsk(progress, message.leaseAsk);
       this.advanceCommit();
     } else if (message.seq >= progress.rewindSeq) {
       progress.sentIndex = Math.max(progress.matchIndex, Math.min(message.hintIndex - 1, this.core.log.lastIndex()));
@@ -232,9 +245,37 @@ export class Replication {
     if (progress !== undefined) progress.lastPongMs = this.core.nowMs;
   }
 
-  /** Commit the highest index a majority has, if its entry is of the current term. */
+  /**
+   * A follower asks for a read lease: granted on our next append to it, and honoured from now
+   * on, if it holds about all we have (within one append): granting one that lags far, as while it
+   * catches up or awaits a transfer, would hold every commit back until it caught up.
+   */
+  private onLeaseAsk(progress: Progress, ask: { incarnation: number; askedMs: number }): void {
+    if (this.leases === null || this.core.log.lastIndex() - progress.matchIndex > this.core.tuning.appendEntriesMax) return;
+    const previous = progress.leaseAsk;
+    const later = previous !== null && ask.incarnation === previous.incarnation && ask.askedMs > previous.askedMs;
+    const newer = previous === null || ask.incarnation > previous.incarnation || later;
+    if (newer) progress.leaseAsk = { incarnation: ask.incarnation, askedMs: ask.askedMs };
+    progress.honorUntilMs = Math.max(progress.honorUntilMs, this.core.nowMs + this.leases.guardMs);
+  }
+
+  /** The grant riding on an append to `progress`'s follower, if it asked (read leases). */
+  private leaseFields(progress: Progress): { sentMs?: number; lease?: LeaseGrant } {
+    if (this.leases === null) return {};
+    const ask = progress.leaseAsk;
+    if (ask === null) return { sentMs: this.core.nowMs };
+    progress.leaseAsk = null;
+    // Everything committed when the ask arrived is at or before this index (this term's first entry included).
+    return { sentMs: this.core.nowMs, lease: { ...ask, index: this.reads.readIndexNow() } };
+  }
+
+  /**
+   * Commit the highest index a majority has, if its entry is of the current term; with read
+   * leases, only as far as every peer honoured now has it.
+   */
   advanceCommit(): void {
-    const candidate = this.progress.majorityMatch(this.core.log.lastIndex());
+    let candidate = this.progress.majorityMatch(this.core.log.lastIndex());
+    if (this.leases !== null) candidate = this.progress.honoredMatchFloor(candidate, this.core.nowMs);
     if (candidate > this.core.commitIndex && this.core.log.termAt(candidate) === this.core.term) this.core.commitIndex = candidate;
   }
 
@@ -271,6 +312,7 @@ export class Replication {
       seq: progress.seq,
       quiet: count === 0 && !force,
       replicaEpoch: this.core.replicaEpoch,
+      ...this.leaseFields(progress),
     });
     progress.sentIndex += count;
     progress.commitSent = this.core.commitIndex;
@@ -296,6 +338,7 @@ export class Replication {
       seq: progress.seq,
       quiet: false,
       replicaEpoch: this.core.replicaEpoch,
+      ...(this.leases === null ? {} : { sentMs: this.core.nowMs }),
     });
     progress.commitSent = this.core.commitIndex;
     if (this.core.nowMs - progress.transferStartedMs >= this.core.tuning.requestTimeoutFailureTimeouts * this.core.failureTimeoutMs) {

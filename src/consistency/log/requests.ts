@@ -105,7 +105,9 @@ export class Requests {
     const pending = this.pending.get(requestId);
     if (pending === undefined) return;
     this.pending.delete(requestId);
-    this.core.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.core.nowMs });
+    // With read leases a linearizable read needs only its keys' applies (the lease rule is per key).
+    if (this.core.readLeases !== null) this.core.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.core.nowMs, keysOnly: true });
+    else this.core.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.core.nowMs });
     this.settle(requestId);
   }
 

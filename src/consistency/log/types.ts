@@ -43,6 +43,17 @@ export interface ForwardedRequest {
   op: Op;
 }
 
+/** A follower's ask for a read lease (see ./lease.ts): its process lifetime and its clock when it asked. */
+export interface LeaseAsk {
+  incarnation: number;
+  askedMs: number;
+}
+
+/** The leader's grant of a read lease, echoing the ask; usable once the holder knows `index` committed. */
+export interface LeaseGrant extends LeaseAsk {
+  index: number;
+}
+
 export type LogMessage =
   /** Pre-vote: would you vote for me in `term` (= my term + 1)? Changes nobody's term. */
   | { kind: 'pre_vote'; term: number; lastIndex: number; lastTerm: number }
@@ -73,6 +84,10 @@ export type LogMessage =
       quiet: boolean;
       /** The leader's replica epoch (see `transfer_chunk`); absent from older peers: 0. */
       replicaEpoch?: number;
+      /** Read leases: the leader's clock when this left, echoed in the reply (dates the leader's lease). */
+      sentMs?: number;
+      /** Read leases: the grant of the follower's last ask. */
+      lease?: LeaseGrant;
     }
   /** `matchIndex` when success; else `hintIndex`, the first index the leader should send. */
   | {
@@ -92,6 +107,10 @@ export type LogMessage =
        * transfer (absent from older peers: unknown).
        */
       lastIndex?: number;
+      /** Read leases: the append's `sentMs`, echoed. */
+      sentMs?: number;
+      /** Read leases: the follower asks for a lease, dated now. */
+      leaseAsk?: LeaseAsk;
     }
   /**
    * The leader of `term` is alive: sent each heartbeat interval without waiting for the leader's

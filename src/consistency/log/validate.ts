@@ -105,6 +105,13 @@ function appendEntriesProblem(message: Fields, limits: LogMessageLimits): string
   return null;
 }
 
+/** Absent, or a read-lease ask (`index` too: a grant) of counts. */
+function isOptionalLease(value: unknown, kind: 'ask' | 'grant'): boolean {
+  if (value === undefined) return true;
+  if (!isObject(value) || !isCount(value.incarnation) || !isCount(value.askedMs)) return false;
+  return kind === 'ask' || isCount(value.index);
+}
+
 function appendProblem(message: Fields, limits: LogMessageLimits): string | null {
   if (!isCount(message.prevIndex) || !isTerm(message.prevTerm) || (message.prevTerm as number) > (message.term as number)) {
     return 'append: bad prev';
@@ -113,6 +120,7 @@ function appendProblem(message: Fields, limits: LogMessageLimits): string | null
     return 'append: bad counters';
   }
   if (!isBoolean(message.quiet) || !isOptionalCount(message.replicaEpoch)) return 'append: bad fields';
+  if (!isOptionalCount(message.sentMs) || !isOptionalLease(message.lease, 'grant')) return 'append: bad lease fields';
   if ((message.prevIndex as number) + (message.entries as unknown[] | undefined ?? []).length > Number.MAX_SAFE_INTEGER) {
     return 'append: index out of range';
   }
@@ -123,6 +131,7 @@ function appendReplyProblem(message: Fields): string | null {
   const counts = [message.matchIndex, message.hintIndex, message.round, message.seq, message.commitIndex];
   if (!isBoolean(message.success) || !counts.every(isCount)) return 'append_reply: bad fields';
   if (!isOptionalCount(message.replicaEpoch) || !isOptionalCount(message.lastIndex)) return 'append_reply: bad fields';
+  if (!isOptionalCount(message.sentMs) || !isOptionalLease(message.leaseAsk, 'ask')) return 'append_reply: bad lease fields';
   return null;
 }
 

@@ -1,0 +1,201 @@
+/**
+ * Unit tests of the read-lease rules (src/consistency/log/lease.ts and their use in the replicated
+ * log): the guard's arithmetic, a holder's lease (its own ask, its term, its process lifetime, the
+ * grant's index), the log's per-key index, and, on three machines over a hand-driven network, the
+ * leader's commit rule: every honoured holder's ack, and a new leader's full guard.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { asPeerId, asRequestId, type Effect, type PeerId } from '../src/consistency/types.ts';
+import { createReplicatedLog, type LogMessage, type ReplicatedLog } from '../src/consistency/replicated-log.ts';
+import { leaseGuardMs, ReadLeases } from '../src/consistency/log/lease.ts';
+import { EntryLog } from '../src/consistency/log/entry-log.ts';
+import type { LogCore } from '../src/consistency/log/core.ts';
+import type { LogEntry } from '../src/consistency/log/types.ts';
+import type { Op } from '../src/store/types.ts';
+import { mulberry32 } from './support/log-sim.ts';
+
+const LEASES = { leaseMs: 200, clockDriftPpmMax: 10_000, marginMs: 5 };
+const IDS = ['n1', 'n2', 'n3'].map(asPeerId);
+const set = (key: string, value: string): Op => ({ kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from(value), casUnique: 0n });
+const get = (key: string): Op => ({ kind: 'get', keys: [key] });
+
+describe('the lease guard', () => {
+  it('stretches the lease by the drift bound both ways, plus the margin', () => {
+    expect(leaseGuardMs({ leaseMs: 1000, clockDriftPpmMax: 0, marginMs: 0 })).toBe(1000);
+    // 1000 × 1.01 / 0.99 = 1020.2…, rounded up, plus 10.
+    expect(leaseGuardMs({ leaseMs: 1000, clockDriftPpmMax: 10_000, marginMs: 10 })).toBe(1031);
+  });
+});
+
+describe("a holder's lease", () => {
+  const core = (): LogCore =>
+    ({ incarnation: 2, nowMs: 1_000, term: 5, role: 'follower', leader: asPeerId('n1'), commitIndex: 10 }) as unknown as LogCore;
+
+  it('runs from its own ask, not from the grant, and needs the grant index committed here', () => {
+    const state = core();
+    const leases = new ReadLeases(state, LEASES);
+    const ask = leases.ask();
+    state.nowMs = 1_150;
+    leases.onGrant({ ...ask, index: 10 });
+    expect(leases.holdsAsFollower(1_150)).toBe(true);
+    expect(leases.holdsAsFollower(1_199)).toBe(true);
+    expect(leases.holdsAsFollower(1_200)).toBe(false);
+    leases.onGrant({ incarnation: 2, askedMs: 1_100, index: 12 });
+    expect(leases.holdsAsFollower(1_150)).toBe(false);
+    state.commitIndex = 12;
+    expect(leases.holdsAsFollower(1_250)).toBe(true);
+  });
+
+  it('is refused when asked by another process lifetime, and lost with the term or the role', () => {
+    const state = core();
+    const leases = new ReadLeases(state, LEASES);
+    leases.onGrant({ incarnation: 1, askedMs: 990, index: 0 });
+    expect(leases.holdsAsFollower(1_000)).toBe(false);
+    leases.onGrant({ incarnation: 2, askedMs: 990, index: 0 });
+    expect(leases.holdsAsFollower(1_000)).toBe(true);
+    state.role = 'candidate';
+    expect(leases.holdsAsFollower(1_000)).toBe(false);
+    state.role = 'follower';
+    state.term = 6;
+    expect(leases.holdsAsFollower(1_000)).toBe(false);
+  });
+
+  it("the leader's own: from a send a follower acked, once its term's first entry is committed", () => {
+    const state = core();
+    state.role = 'leader';
+    const leases = new ReadLeases(state, LEASES);
+    expect(leases.holdsAsLeader(1_100, 950, true)).toBe(true);
+    expect(leases.holdsAsLeader(1_150, 950, true)).toBe(false);
+    expect(leases.holdsAsLeader(1_100, 950, false)).toBe(false);
+  });
+});
+
+describe("the log's per-key index", () => {
+  const entry = (index: number, op: Op | null, term = 1): LogEntry => ({ term, index, nowMs: 0, op, origin: asPeerId('n1'), incarnation: 1, requestId: null });
+
+  it('names the last entry touching a key, a flush touching all; truncation and compaction forget', () => {
+    const log = new EntryLog(true);
+    log.append([entry(1, set('a', '1')), entry(2, set('b', '1')), entry(3, null), entry(4, set('a', '2'))]);
+    expect(log.lastIndexTouching(['a'])).toBe(4);
+    expect(log.lastIndexTouching(['b'])).toBe(2);
+    expect(log.lastIndexTouching(['c'])).toBe(0);
+    expect(log.lastIndexTouching(['b', 'a'])).toBe(4);
+    log.truncateFrom(4);
+    expect(log.lastIndexTouching(['a'])).toBe(1);
+    log.append([entry(4, { kind: 'flush_all', delayMs: 0 }, 2)]);
+    expect(log.lastIndexTouching(['c'])).toBe(4);
+    log.compactTo(2);
+    expect(log.lastIndexTouching(['b'])).toBe(4);
+  });
+});
+
+/** Three machines with read leases over a network the test drives by hand (FIFO, no faults unless cut). */
+class Trio {
+  nowMs = 1_000;
+  readonly machines = new Map<PeerId, ReplicatedLog>();
+  readonly cut = new Set<PeerId>();
+  readonly replies = new Map<number, Effect<LogMessage>>();
+  private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
+  private nextRequest = 1;
+
+  constructor() {
+    for (const [at, id] of IDS.entries()) {
+      this.machines.set(id, createReplicatedLog({
+        self: id, peers: IDS, random: mulberry32(at + 1), heartbeatIntervalMs: 50, failureTimeoutMs: 300, persisted: [],
+        nowMs: this.nowMs, mode: 'linearizability', readLeases: LEASES,
+      }));
+    }
+  }
+
+  machine(id: PeerId): ReplicatedLog {
+    return this.machines.get(id) as ReplicatedLog;
+  }
+
+  private carryOut(from: PeerId, effects: Effect<LogMessage>[]): void {
+    for (const effect of effects) {
+      if (effect.kind === 'send') this.queue.push({ from, to: effect.to, message: effect.message });
+      if ((effect.kind === 'reply' || effect.kind === 'read' || effect.kind === 'apply') && 'requestId' in effect && effect.requestId !== null) {
+        this.replies.set(effect.requestId, effect);
+      }
+    }
+  }
+
+  /** Ticks every 10 ms for `ms`, delivering everything (but to or from a cut node) after each. */
+  run(ms: number): void {
+    const endMs = this.nowMs + ms;
+    while (this.nowMs < endMs) {
+      this.nowMs += 10;
+      for (const id of IDS) if (!this.cut.has(id)) this.carryOut(id, this.machine(id).step({ kind: 'tick', nowMs: this.nowMs, peersUp: IDS }));
+      for (let turns = 0; turns < 20 && this.queue.length > 0; turns += 1) {
+        const turn = this.queue;
+        this.queue = [];
+        for (const { from, to, message } of turn) {
+          if (this.cut.has(from) || this.cut.has(to)) continue;
+          this.carryOut(to, this.machine(to).step({ kind: 'message', nowMs: this.nowMs, from, message }));
+        }
+        for (const id of IDS) if (!this.cut.has(id)) this.carryOut(id, this.machine(id).step({ kind: 'flush', nowMs: this.nowMs }));
+      }
+    }
+  }
+
+  request(id: PeerId, op: Op): number {
+    const requestId = this.nextRequest++;
+    this.carryOut(id, this.machine(id).step({ kind: 'request', nowMs: this.nowMs, requestId: asRequestId(requestId), session: requestId, op }));
+    this.carryOut(id, this.machine(id).step({ kind: 'flush', nowMs: this.nowMs }));
+    return requestId;
+  }
+
+  leader(): PeerId {
+    const leader = IDS.find((id) => !this.cut.has(id) && this.machine(id).inspect().role === 'leader');
+    if (leader === undefined) throw new Error('no leader');
+    return leader;
+  }
+}
+
+describe('read leases on three machines', () => {
+  it('every node reads under its lease at once, without a read-index message', () => {
+    const trio = new Trio();
+    trio.run(1_000);
+    const leader = trio.leader();
+    trio.request(leader, set('k', 'v'));
+    trio.run(100);
+    for (const id of IDS) {
+      const requestId = trio.request(id, get('k'));
+      expect(trio.replies.get(requestId)?.kind, id).toBe('read');
+      expect(trio.machine(id).readsLocally?.(trio.nowMs, 999, { keys: ['k'], appliesDone: true }), id).toBe(true);
+      expect(trio.machine(id).readsLocally?.(trio.nowMs, 999, { keys: ['k'], appliesDone: false }), id).toBe(false);
+    }
+  });
+
+  it('a write waits for a cut-off holder until its lease is out, at most a guard after its last ask', () => {
+    const trio = new Trio();
+    trio.run(1_000);
+    const leader = trio.leader();
+    const holder = IDS.find((id) => id !== leader) as PeerId;
+    trio.cut.add(holder);
+    const requestId = trio.request(leader, set('k', 'v'));
+    trio.run(100);
+    expect(trio.replies.has(requestId)).toBe(false);
+    trio.run(leaseGuardMs(LEASES) + 50);
+    expect(trio.replies.get(requestId)?.kind).toBe('apply');
+  });
+
+  it('a new leader commits nothing without the old leader until a full guard after its election', () => {
+    const trio = new Trio();
+    trio.run(1_000);
+    const old = trio.leader();
+    trio.cut.add(old);
+    let electedMs = 0;
+    while (electedMs === 0) {
+      trio.run(10);
+      if (IDS.some((id) => id !== old && trio.machine(id).inspect().role === 'leader')) electedMs = trio.nowMs;
+    }
+    const leader = trio.leader();
+    const committedAtElection = trio.machine(leader).inspect().commitIndex;
+    trio.run(leaseGuardMs(LEASES) - 30);
+    expect(trio.machine(leader).inspect().commitIndex).toBe(committedAtElection);
+    trio.run(60);
+    expect(trio.machine(leader).inspect().commitIndex).toBeGreaterThan(committedAtElection);
+  });
+});
