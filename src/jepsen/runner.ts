@@ -67,6 +67,8 @@ export interface JepsenOptions {
   walSync?: WalSync;
   /** config.ini read_leases = on (default off). */
   readLeases?: boolean;
+  /** Memory of each memcached, MB (its -m; default 256): the `backend-fill` fault fills all of it. */
+  memcachedMemoryMb?: number;
   /** A call with no reply after this long is indeterminate (default 1000). */
   callTimeoutMs?: number;
   /** Pause between a client's calls, drawn in [0, thinkMs] (default 10). */
@@ -130,6 +132,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
       compactAfterEntries: resolved.compactAfterEntries, walSync: resolved.walSync,
       extraConfig: resolved.readLeases ? ['read_leases = on'] : [],
+      memcachedMemoryMb: resolved.memcachedMemoryMb,
       wallClockSteps: resolved.nemesis.includes('clock'),
       diskStalls: resolved.nemesis.includes('disk-stall'),
     });
@@ -156,7 +159,7 @@ function resolveOptions(options: JepsenOptions): Resolved {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
     workload: 'mixed', bulkClients: Math.ceil((options.clients ?? 6) / 2), bulkDepth: 256,
     backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'fsync',
-    readLeases: false, callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
+    readLeases: false, memcachedMemoryMb: 256, callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
     log: () => undefined,
     ...definedOnly(options),
