@@ -154,7 +154,7 @@ export function formatVerdict(summary: RunSummary): string {
   const lines = [
     headline[summary.verdict],
     // The checkers judge what was answered; a call refused while every node should serve is an
-    // outage they pass (as the memory guard's after a fill was, until the twelfth session).
+    // outage they pass, so it is named here.
     ...(quiet > 0 ? [`note: ${quiet} call${quiet === 1 ? '' : 's'} refused while no fault was on, nor healed less than ${RECOVERY_GRACE_MS / 1000} s before (by error below)`] : []),
     `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}${summary.bulk ? ` (${summary.bulk.clients} of them bulk loaders × ${summary.bulk.depth} sets in flight)` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}${summary.walSync === 'write' ? ', wal_sync write' : ''}${summary.readLeases ? ', read leases' : ''}`,
     `calls: ${counts.total} (ok ${counts.ok}, fail ${counts.fail}, info ${counts.info})`,

@@ -197,15 +197,26 @@ interface PhaseResult {
   healedAt: number;
 }
 
-/** Clients and nemesis run for `timeMs` (or until aborted); then everything is healed. */
+/** The longest the clients run past `timeMs` while a fault that overran its window is undone. */
+const OVERRUN_WAIT_MAX_MS = 30_000;
+
+/**
+ * Clients and nemesis run for `timeMs` (or until aborted); then everything is healed. A fault that
+ * overran its window (a fill or a restart slowed by a busy machine) is cut short at `timeMs`, and
+ * the clients run on until half a heal window after it is undone: every run ends, as planNemesis
+ * plans it, with time with no fault on, which is where refusals are judged.
+ */
 async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRecorder): Promise<PhaseResult> {
   const startMs = performance.now();
   const clockMs = (): number => performance.now() - startMs;
   const stop = new AbortController();
+  /** No new fault after this; aborted at `timeMs`, or with `stop`. */
+  const faults = new AbortController();
   // Every client slot waits on it between calls (see sleep).
   setMaxListeners(options.clients * options.pipeline + options.bulkClients + 16, stop.signal);
   const onAbort = (): void => stop.abort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  stop.signal.addEventListener('abort', () => faults.abort(), { once: true });
   // A client or the nemesis that throws stops the whole phase; the error is rethrown after cleanup.
   let failure: { error: unknown } | null = null;
   const guard = (promise: Promise<unknown>): Promise<void> => promise.then(() => undefined, (error: unknown) => {
@@ -216,10 +227,16 @@ async function runPhase(options: Resolved, cluster: Cluster, recorder: HistoryRe
   const clients = startClients(options, cluster, { recorder, clockMs, calls, stop: stop.signal }).map(guard);
   let windows: FaultWindow[] = [];
   const nemesis = guard(runNemesis({
-    plans: planFor(options, cluster), target: cluster, recorder, clockMs, stop: stop.signal, onEvent: options.log,
+    plans: planFor(options, cluster), target: cluster, recorder, clockMs, stop: faults.signal, onEvent: options.log,
   }).then((done) => { windows = done; }));
   try {
     await sleep(options.timeMs, stop.signal);
+    faults.abort();
+    await nemesis;
+    const lastHealedMs = Math.max(0, ...windows.map((window) => window.healedMs));
+    const tailEndMs = Math.min(lastHealedMs + options.healMs / 2, options.timeMs + OVERRUN_WAIT_MAX_MS);
+    if (tailEndMs > clockMs()) options.log(`a fault overran its window: clients run on until ${(tailEndMs / 1000).toFixed(1)} s`);
+    await sleep(tailEndMs - clockMs(), stop.signal);
   } finally {
     stop.abort();
     options.signal?.removeEventListener('abort', onAbort);
