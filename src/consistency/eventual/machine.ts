@@ -5,7 +5,7 @@
  * A request becomes an `apply` (a write, at a fresh HLC version) or a `read`, at once. The
  * results of a push interval's writes are fetched back once and pushed to every peer, which
  * merges them (greater version wins; counters join: ../../store/counter.ts) and acks. Every
- * anti-entropy interval a round with the next peer up ships only what differs (./digest.ts).
+ * anti-entropy interval a round with the next peer up ships only what differs (./anti-entropy.ts).
  *
  * Invariants: the HLC never goes back and is >= every version seen (a peer's version more than
  * clockAheadMaxMs ahead is dropped, so the clock always fits in a version); at most one dirty
@@ -29,16 +29,10 @@ import { opKeys } from '../../store/types.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { formatHlc, HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
+import { PurgedVersions } from '../purged.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
-import {
-  BUCKET_COUNT,
-  bucketOfKey,
-  bucketsOfGroup,
-  differingGroups,
-  groupOfBucket,
-  VersionIndex,
-  type IndexEntry,
-} from './digest.ts';
+import { AntiEntropy } from './anti-entropy.ts';
+import { BUCKET_COUNT, VersionIndex, type IndexEntry } from './digest.ts';
 import { eventualMessageProblem, type EventualMessage, type EventualMessageLimits, type KeyVersion } from './messages.ts';
 import { PushQueues } from './push.ts';
 import { defaultTuning, type EventualTuning } from './tuning.ts';
@@ -60,13 +54,6 @@ interface PendingFetch {
   issuedSeq: number;
 }
 
-interface Round {
-  id: number;
-  peer: PeerId;
-  /** The group digests sent, to tell later whether a group still matches. */
-  groups: number[];
-}
-
 function assertNever(value: never): never {
   throw new Error(`unexpected ${JSON.stringify(value)}`);
 }
@@ -82,8 +69,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
-  /** Purged (key → version, purged at), oldest first. */
-  private readonly purged = new Map<string, { version: bigint; atMs: number }>();
+  private readonly purged: PurgedVersions;
   private readonly fetches = new Map<number, PendingFetch>();
   private readonly dirty = new Set<string>();
   /** put token → the push_ack to send once it is applied. */
@@ -106,10 +92,7 @@ export class EventualMachine implements Machine<EventualMessage> {
   /** Requests wait here until the start-up fetch has rebuilt the index and clock. */
   private held: RequestEvent[] | null = [];
   private pendingPurges: Array<[string, bigint]> = [];
-  private round: Round | null = null;
-  private nextRoundId = 1;
-  private nextRoundAtMs: number;
-  private roundRobin = 0;
+  private readonly antiEntropy: AntiEntropy;
   private sweepBucket = 0;
   private readonly messageLimits: EventualMessageLimits;
   private readonly dropped = new DroppedPeerMessages();
@@ -129,6 +112,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.tuning = { ...defaultTuning(options), ...tuning };
     this.refuseStore = options.refuseStore ?? (() => null);
     this.pushes = new PushQueues(this.peers, this.tuning);
+    this.purged = new PurgedVersions(this.tuning);
     // A bound tuned below the default still takes what a peer running the defaults sends.
     const defaults = defaultTuning(options);
     this.messageLimits = {
@@ -140,7 +124,18 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.peersUp = new Set(this.peers);
     this.nowMs = options.nowMs;
     this.clock = tickHlc(HLC_ZERO, options.nowMs);
-    this.nextRoundAtMs = options.nowMs + this.tuning.antiEntropyIntervalMs * options.random();
+    const firstRoundAtMs = options.nowMs + this.tuning.antiEntropyIntervalMs * options.random();
+    this.antiEntropy = new AntiEntropy(this.peers, this.index, this.tuning, firstRoundAtMs, {
+      learnHeld: (key, version, peer) => this.learnHeld(key, version, peer),
+      graveyard: () => this.graveyard,
+      heldDeadBy: (entry, peer) => this.isDead(entry) && (entry.heldByMask & (this.peerBits.get(peer) ?? 0)) !== 0,
+      latestVersionAllowed: () => this.latestVersionAllowed(),
+      purgedCovers: (key, version) => this.purged.covers(key, version),
+      answerSuperseded: (peer, key, version) => this.answerSuperseded(peer, key, version),
+      ship: (keys, to, out) => this.issueFetch(out, keys, { kind: 'ship', to }),
+      drainAll: (out) => this.drainAll(out),
+      dropMessage: (from, reason, out) => this.dropMessage(from, reason, out),
+    });
     packVersion(this.clock, this.nodeIndex); // asserts the node index fits
   }
 
@@ -345,7 +340,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.observe(entries);
     for (const [key, entry] of entries) {
       // A purged version reads as absent: its purge, ordered after this fetch, removes it.
-      if (this.purgedCovers(key, entry.cas)) continue;
+      if (this.purged.covers(key, entry.cas)) continue;
       returned.add(key);
       const current = this.index.get(key);
       if (current !== undefined && current.version === entry.cas) continue;
@@ -406,15 +401,6 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.collectIfDone(key);
   }
 
-  /** `peer` holds the same versions as we do in the buckets `matches` accepts. */
-  private learnMatchingBuckets(peer: PeerId, matches: (bucket: number) => boolean): void {
-    const keys = [...this.graveyard].filter((key) => matches(bucketOfKey(key)));
-    for (const key of keys) {
-      const entry = this.index.get(key);
-      if (entry !== undefined) this.learnHeld(key, entry.version, peer);
-    }
-  }
-
   private collectIfDone(key: string): void {
     const entry = this.index.get(key);
     if (entry === undefined || !this.isDead(entry)) return;
@@ -422,13 +408,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.pendingPurges.push([key, entry.version]);
     this.index.delete(key);
     this.graveyard.delete(key);
-    this.purged.delete(key);
-    this.purged.set(key, { version: entry.version, atMs: this.nowMs });
-  }
-
-  private purgedCovers(key: string, version: bigint): boolean {
-    const purged = this.purged.get(key);
-    return purged !== undefined && version <= purged.version;
+    this.purged.remember(key, entry.version, this.nowMs);
   }
 
   /**
@@ -438,9 +418,9 @@ export class EventualMachine implements Machine<EventualMessage> {
    * there too and is collected again.
    */
   private answerSuperseded(peer: PeerId, key: string, version: bigint): void {
-    const purged = this.purged.get(key);
-    if (purged === undefined || version >= purged.version) return;
-    this.pushes.enqueue(peer, key, tombstoneEntry(purged.version));
+    const purged = this.purged.version(key);
+    if (purged === undefined || version >= purged) return;
+    this.pushes.enqueue(peer, key, tombstoneEntry(purged));
   }
 
   private emitPurges(out: Out): void {
@@ -462,14 +442,6 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.graveyard.add(key);
         this.collectIfDone(key);
       }
-    }
-  }
-
-  private forgetOldPurges(): void {
-    for (const [key, purged] of this.purged) {
-      const old = this.nowMs - purged.atMs > this.tuning.purgedMemoryMs;
-      if (!old && this.purged.size <= this.tuning.purgedMemoryEntriesMax) break;
-      this.purged.delete(key);
     }
   }
 
@@ -498,8 +470,8 @@ export class EventualMachine implements Machine<EventualMessage> {
   private stillCurrent(key: string, version: bigint): boolean {
     const indexed = this.index.get(key);
     if (indexed !== undefined) return indexed.version <= version;
-    const purged = this.purged.get(key);
-    return purged === undefined || version >= purged.version;
+    const purged = this.purged.version(key);
+    return purged === undefined || version >= purged;
   }
 
   private onPush(from: PeerId, batch: number, pushed: KeyedEntry[], out: Out): void {
@@ -512,7 +484,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     for (const [key, entry] of entries) {
       // Only what is or may become dead is ever collected, so only that needs "held" news.
       if (mayDie(entry)) versions.push([key, entry.cas]);
-      if (!this.purgedCovers(key, entry.cas)) merge.push([key, entry]);
+      if (!this.purged.covers(key, entry.cas)) merge.push([key, entry]);
       else this.answerSuperseded(from, key, entry.cas);
     }
     if (merge.length === 0) {
@@ -592,125 +564,6 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.drainAll(out);
   }
 
-  // ---- anti-entropy ---------------------------------------------------------------------
-
-  private startRound(out: Out): void {
-    const candidates = this.peers.filter((peer) => this.peersUp.has(peer));
-    if (candidates.length === 0) return;
-    const peer = candidates[this.roundRobin % candidates.length];
-    this.roundRobin += 1;
-    const groups = this.index.groupDigestList();
-    this.round = { id: this.nextRoundId, peer, groups };
-    this.nextRoundId += 1;
-    out.push({ kind: 'send', to: peer, message: { kind: 'ae_groups', round: this.round.id, groups } });
-  }
-
-  /** Responder, step 1: which groups differ, and their bucket digests. */
-  private onAeGroups(from: PeerId, round: number, groups: number[], out: Out): void {
-    const differing = differingGroups(this.index.groupDigestList(), groups);
-    const differs = new Set(differing);
-    this.learnMatchingBuckets(from, (bucket) => !differs.has(groupOfBucket(bucket)));
-    const buckets: Array<[number, number]> = differing
-      .flatMap(bucketsOfGroup)
-      .map((bucket) => [bucket, this.index.bucketDigest(bucket)]);
-    out.push({ kind: 'send', to: from, message: { kind: 'ae_buckets', round, groups: differing, buckets } });
-  }
-
-  /** Initiator, step 2: send the key → version lists of the differing buckets. */
-  private onAeBuckets(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_buckets' }>, out: Out): void {
-    const round = this.round;
-    if (round === null || round.id !== message.round || round.peer !== from) return;
-    this.round = null;
-    const differs = new Set(message.groups);
-    const matchingGroup = (group: number): boolean =>
-      !differs.has(group) && this.index.groupDigest(group) === round.groups[group];
-    const differingBuckets: number[] = [];
-    const matchingBuckets = new Set<number>();
-    for (const [bucket, digest] of message.buckets) {
-      if (this.index.bucketDigest(bucket) === digest) matchingBuckets.add(bucket);
-      else differingBuckets.push(bucket);
-    }
-    this.learnMatchingBuckets(from, (b) => matchingBuckets.has(b) || matchingGroup(groupOfBucket(b)));
-    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, differingBuckets, out);
-  }
-
-  /**
-   * Whole buckets while they fit in aeKeysMax pairs. A first bucket larger than that is listed in
-   * part, so the message stays bounded (the peer checks the bound): the responder then ships some
-   * keys we hold already, which costs bytes, not correctness.
-   */
-  private sendKeyLists(to: PeerId, round: number, differing: number[], out: Out): void {
-    const buckets: number[] = [];
-    const versions: KeyVersion[] = [];
-    for (const bucket of differing) {
-      const entries = this.index.bucketEntries(bucket);
-      if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) break;
-      buckets.push(bucket);
-      for (const [key, entry] of entries) {
-        if (versions.length >= this.tuning.aeKeysMax) break;
-        versions.push([key, entry.version]);
-      }
-    }
-    out.push({ kind: 'send', to, message: { kind: 'ae_keys', round, buckets, versions } });
-  }
-
-  /** Responder, step 3: ship what the initiator lacks, ask for what we lack. */
-  private onAeKeys(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_keys' }>, out: Out): void {
-    const buckets = new Set(message.buckets);
-    const theirs = new Map<string, bigint>();
-    const latest = this.latestVersionAllowed();
-    let tooFarAhead = false;
-    for (const [key, version] of message.versions) {
-      // A version we would drop when pushed is not asked for either.
-      if (version > latest) tooFarAhead = true;
-      else if (buckets.has(bucketOfKey(key))) theirs.set(key, version);
-    }
-    if (tooFarAhead) this.dropMessage(from, 'ae_keys: versions with clocks too far ahead of local time dropped', out);
-    const ship: string[] = [];
-    const want: string[] = [];
-    for (const bucket of buckets) this.compareBucket(from, bucket, theirs, { ship, want });
-    for (const [key, version] of theirs) {
-      if (this.index.get(key) !== undefined) continue;
-      if (this.purgedCovers(key, version)) this.answerSuperseded(from, key, version);
-      else want.push(key);
-    }
-    const shipKeys = ship.slice(0, this.tuning.aeKeysMax);
-    if (shipKeys.length > 0) this.issueFetch(out, shipKeys, { kind: 'ship', to: from });
-    const wantKeys = want.slice(0, this.tuning.aeKeysMax);
-    if (wantKeys.length > 0) {
-      out.push({ kind: 'send', to: from, message: { kind: 'ae_want', round: message.round, keys: wantKeys } });
-    }
-    this.drainAll(out);
-  }
-
-  private compareBucket(
-    from: PeerId,
-    bucket: number,
-    theirs: ReadonlyMap<string, bigint>,
-    lists: { ship: string[]; want: string[] },
-  ): void {
-    const bit = this.peerBits.get(from) ?? 0;
-    const held: KeyVersion[] = [];
-    for (const [key, entry] of this.index.bucketEntries(bucket)) {
-      const version = theirs.get(key);
-      if (version === undefined) {
-        const knownHeld = this.isDead(entry) && (entry.heldByMask & bit) !== 0;
-        if (!knownHeld) lists.ship.push(key);
-      } else if (version < entry.version) {
-        lists.ship.push(key);
-      } else {
-        held.push([key, version]);
-        if (version > entry.version) lists.want.push(key);
-      }
-    }
-    for (const [key, version] of held) this.learnHeld(key, version, from);
-  }
-
-  private onAeWant(from: PeerId, keys: string[], out: Out): void {
-    const wanted = keys.slice(0, this.tuning.aeKeysMax);
-    if (wanted.length > 0) this.issueFetch(out, wanted, { kind: 'ship', to: from });
-  }
-
   // ---- messages, ticks, resets ----------------------------------------------------------
 
   private onMessage(from: PeerId, raw: unknown, out: Out): void {
@@ -726,16 +579,16 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.onPushAck(from, message.batch, message.versions, out);
         break;
       case 'ae_groups':
-        this.onAeGroups(from, message.round, message.groups, out);
+        this.antiEntropy.onAeGroups(from, message.round, message.groups, out);
         break;
       case 'ae_buckets':
-        this.onAeBuckets(from, message, out);
+        this.antiEntropy.onAeBuckets(from, message, out);
         break;
       case 'ae_keys':
-        this.onAeKeys(from, message, out);
+        this.antiEntropy.onAeKeys(from, message, out);
         break;
       case 'ae_want':
-        this.onAeWant(from, message.keys, out);
+        this.antiEntropy.onAeWant(from, message.keys, out);
         break;
       default:
         assertNever(message);
@@ -745,12 +598,9 @@ export class EventualMachine implements Machine<EventualMessage> {
   private onTick(peersUp: readonly PeerId[], out: Out): void {
     this.peersUp = new Set(peersUp.filter((peer) => this.peerBits.has(peer)));
     this.pushes.expire(this.nowMs);
-    if (this.nowMs >= this.nextRoundAtMs) {
-      this.nextRoundAtMs = this.nowMs + this.tuning.antiEntropyIntervalMs;
-      this.startRound(out);
-    }
+    this.antiEntropy.onTick(this.nowMs, this.peersUp, out);
     this.sweep();
-    this.forgetOldPurges();
+    this.purged.forgetOld(this.nowMs);
     this.drainAll(out);
   }
 
@@ -760,8 +610,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.fetches.clear();
     this.pendingAcks.clear();
     this.dirtyFetchToken = null;
-    this.round = null;
-    this.nextRoundAtMs = this.nowMs;
+    this.antiEntropy.onBackendReset(this.nowMs);
     this.issueFetch(out, null, { kind: 'rebuild' });
   }
 

@@ -1,0 +1,205 @@
+/**
+ * Anti-entropy rounds of eventual mode: every antiEntropyIntervalMs this node starts a round with
+ * the next peer up (round-robin), and the two ship each other only what differs, narrowing down
+ * by digests of the version index (./digest.ts): group digests, then the differing groups' bucket
+ * digests, then the differing buckets' key → version lists, then the entries.
+ *
+ * Owns: the round this node started (one at a time), when the next is due, and whose turn it is.
+ * The index, what peers hold, and the fetches that ship entries belong to the machine (`host`).
+ *
+ * Invariants: at most one round of our own is in progress, and its bucket digests are taken only
+ * from the peer it was started with; key lists sent, and keys shipped or asked for, number at most
+ * aeKeysMax.
+ */
+
+import type { Effect, PeerId } from '../types.ts';
+import { bucketOfKey, bucketsOfGroup, differingGroups, groupOfBucket, type IndexEntry, type VersionIndex } from './digest.ts';
+import type { EventualMessage, KeyVersion } from './messages.ts';
+import type { EventualTuning } from './tuning.ts';
+
+type Out = Effect<EventualMessage>[];
+
+/** What a round needs of the machine that runs it. */
+export interface AntiEntropyHost {
+  /** `peer` holds `key` at `version` or later. */
+  learnHeld(key: string, version: bigint, peer: PeerId): void;
+  /** Dead entries in the index (they wait on every peer to hold them). */
+  graveyard(): ReadonlySet<string>;
+  /** Whether `entry` is dead and `peer` is known to hold it. */
+  heldDeadBy(entry: IndexEntry, peer: PeerId): boolean;
+  /** The greatest version the clock may follow now. */
+  latestVersionAllowed(): bigint;
+  /** Whether `key` at `version` was purged here. */
+  purgedCovers(key: string, version: bigint): boolean;
+  /** `peer` holds `key` at `version`, older than an entry purged here: send it the tombstone. */
+  answerSuperseded(peer: PeerId, key: string, version: bigint): void;
+  /** Fetches `keys` from the replica and pushes them to `to`. */
+  ship(keys: string[], to: PeerId, out: Out): void;
+  /** Sends what the push queues allow. */
+  drainAll(out: Out): void;
+  /** Drops (part of) a message this node cannot use. */
+  dropMessage(from: PeerId, reason: string, out: Out): void;
+}
+
+interface Round {
+  id: number;
+  peer: PeerId;
+  /** The group digests sent, to tell later whether a group still matches. */
+  groups: number[];
+}
+
+/** The anti-entropy rounds of one node, as initiator and as responder. */
+export class AntiEntropy {
+  private round: Round | null = null;
+  private nextRoundId = 1;
+  private nextRoundAtMs: number;
+  private roundRobin = 0;
+
+  constructor(
+    private readonly peers: readonly PeerId[],
+    private readonly index: VersionIndex,
+    private readonly tuning: Pick<EventualTuning, 'antiEntropyIntervalMs' | 'aeKeysMax'>,
+    firstRoundAtMs: number,
+    private readonly host: AntiEntropyHost,
+  ) {
+    this.nextRoundAtMs = firstRoundAtMs;
+  }
+
+  /** A tick: starts a round with the next peer up, when one is due. */
+  onTick(nowMs: number, peersUp: ReadonlySet<PeerId>, out: Out): void {
+    if (nowMs < this.nextRoundAtMs) return;
+    this.nextRoundAtMs = nowMs + this.tuning.antiEntropyIntervalMs;
+    this.startRound(peersUp, out);
+  }
+
+  /** The replica was emptied: the round in progress is dropped, and the next one is due now. */
+  onBackendReset(nowMs: number): void {
+    this.round = null;
+    this.nextRoundAtMs = nowMs;
+  }
+
+  private startRound(peersUp: ReadonlySet<PeerId>, out: Out): void {
+    const candidates = this.peers.filter((peer) => peersUp.has(peer));
+    if (candidates.length === 0) return;
+    const peer = candidates[this.roundRobin % candidates.length];
+    this.roundRobin += 1;
+    const groups = this.index.groupDigestList();
+    this.round = { id: this.nextRoundId, peer, groups };
+    this.nextRoundId += 1;
+    out.push({ kind: 'send', to: peer, message: { kind: 'ae_groups', round: this.round.id, groups } });
+  }
+
+  /** Responder, step 1: which groups differ, and their bucket digests. */
+  onAeGroups(from: PeerId, round: number, groups: number[], out: Out): void {
+    const differing = differingGroups(this.index.groupDigestList(), groups);
+    const differs = new Set(differing);
+    this.learnMatchingBuckets(from, (bucket) => !differs.has(groupOfBucket(bucket)));
+    const buckets: Array<[number, number]> = differing
+      .flatMap(bucketsOfGroup)
+      .map((bucket) => [bucket, this.index.bucketDigest(bucket)]);
+    out.push({ kind: 'send', to: from, message: { kind: 'ae_buckets', round, groups: differing, buckets } });
+  }
+
+  /** Initiator, step 2: send the key → version lists of the differing buckets. */
+  onAeBuckets(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_buckets' }>, out: Out): void {
+    const round = this.round;
+    if (round === null || round.id !== message.round || round.peer !== from) return;
+    this.round = null;
+    const differs = new Set(message.groups);
+    const matchingGroup = (group: number): boolean =>
+      !differs.has(group) && this.index.groupDigest(group) === round.groups[group];
+    const differingBuckets: number[] = [];
+    const matchingBuckets = new Set<number>();
+    for (const [bucket, digest] of message.buckets) {
+      if (this.index.bucketDigest(bucket) === digest) matchingBuckets.add(bucket);
+      else differingBuckets.push(bucket);
+    }
+    this.learnMatchingBuckets(from, (b) => matchingBuckets.has(b) || matchingGroup(groupOfBucket(b)));
+    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, differingBuckets, out);
+  }
+
+  /**
+   * Whole buckets while they fit in aeKeysMax pairs. A first bucket larger than that is listed in
+   * part, so the message stays bounded (the peer checks the bound): the responder then ships some
+   * keys we hold already, which costs bytes, not correctness.
+   */
+  private sendKeyLists(to: PeerId, round: number, differing: number[], out: Out): void {
+    const buckets: number[] = [];
+    const versions: KeyVersion[] = [];
+    for (const bucket of differing) {
+      const entries = this.index.bucketEntries(bucket);
+      if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) break;
+      buckets.push(bucket);
+      for (const [key, entry] of entries) {
+        if (versions.length >= this.tuning.aeKeysMax) break;
+        versions.push([key, entry.version]);
+      }
+    }
+    out.push({ kind: 'send', to, message: { kind: 'ae_keys', round, buckets, versions } });
+  }
+
+  /** Responder, step 3: ship what the initiator lacks, ask for what we lack. */
+  onAeKeys(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_keys' }>, out: Out): void {
+    const buckets = new Set(message.buckets);
+    const theirs = new Map<string, bigint>();
+    const latest = this.host.latestVersionAllowed();
+    let tooFarAhead = false;
+    for (const [key, version] of message.versions) {
+      // A version we would drop when pushed is not asked for either.
+      if (version > latest) tooFarAhead = true;
+      else if (buckets.has(bucketOfKey(key))) theirs.set(key, version);
+    }
+    if (tooFarAhead) this.host.dropMessage(from, 'ae_keys: versions with clocks too far ahead of local time dropped', out);
+    const ship: string[] = [];
+    const want: string[] = [];
+    for (const bucket of buckets) this.compareBucket(from, bucket, theirs, { ship, want });
+    for (const [key, version] of theirs) {
+      if (this.index.get(key) !== undefined) continue;
+      if (this.host.purgedCovers(key, version)) this.host.answerSuperseded(from, key, version);
+      else want.push(key);
+    }
+    const shipKeys = ship.slice(0, this.tuning.aeKeysMax);
+    if (shipKeys.length > 0) this.host.ship(shipKeys, from, out);
+    const wantKeys = want.slice(0, this.tuning.aeKeysMax);
+    if (wantKeys.length > 0) {
+      out.push({ kind: 'send', to: from, message: { kind: 'ae_want', round: message.round, keys: wantKeys } });
+    }
+    this.host.drainAll(out);
+  }
+
+  private compareBucket(
+    from: PeerId,
+    bucket: number,
+    theirs: ReadonlyMap<string, bigint>,
+    lists: { ship: string[]; want: string[] },
+  ): void {
+    const held: KeyVersion[] = [];
+    for (const [key, entry] of this.index.bucketEntries(bucket)) {
+      const version = theirs.get(key);
+      if (version === undefined) {
+        if (!this.host.heldDeadBy(entry, from)) lists.ship.push(key);
+      } else if (version < entry.version) {
+        lists.ship.push(key);
+      } else {
+        held.push([key, version]);
+        if (version > entry.version) lists.want.push(key);
+      }
+    }
+    for (const [key, version] of held) this.host.learnHeld(key, version, from);
+  }
+
+  /** Initiator, step 4: ship what the responder asked for. */
+  onAeWant(from: PeerId, keys: string[], out: Out): void {
+    const wanted = keys.slice(0, this.tuning.aeKeysMax);
+    if (wanted.length > 0) this.host.ship(wanted, from, out);
+  }
+
+  /** `peer` holds the same versions as we do in the buckets `matches` accepts. */
+  private learnMatchingBuckets(peer: PeerId, matches: (bucket: number) => boolean): void {
+    const keys = [...this.host.graveyard()].filter((key) => matches(bucketOfKey(key)));
+    for (const key of keys) {
+      const entry = this.index.get(key);
+      if (entry !== undefined) this.host.learnHeld(key, entry.version, peer);
+    }
+  }
+}
