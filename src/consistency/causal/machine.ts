@@ -16,7 +16,8 @@
  * a chain batch in one `put` once its own vector covers the batch's, and its `prev` follows
  * on from what it holds of the sender. A replica that is a union of such cuts is causally closed,
  * so a snapshot needs no waiting. One batch per peer is in flight; what is written meanwhile is
- * coalesced (latest entry per key) into the next one.
+ * coalesced (latest entry per key) into the next one. Our chain to each peer is ./outbox.ts; each
+ * peer's chain to us, parked until it may be merged, ./inbox.ts; tombstones, ./tombstones.ts.
  *
  * Peers are told the vector (in acks, and as a snapshot's deps) as it was before the first merge
  * memcached has not taken yet, and merges are acknowledged in issue order, so no peer counts on a
@@ -36,39 +37,15 @@ import { HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, version
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
-import { entryBytes } from '../eventual/push.ts';
-import { causalMessageProblem, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
+import { Inbox } from './inbox.ts';
+import { causalMessageProblem, type Batch, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
+import { Outbox } from './outbox.ts';
+import { Tombstones } from './tombstones.ts';
 import { formatToken, parseToken } from './token.ts';
 
 type Out = Effect<CausalMessage>[];
 type RequestEvent = Extract<Event<CausalMessage>, { kind: 'request' }>;
 type BatchMessage = Extract<CausalMessage, { kind: 'batch' }>;
-
-/** A batch as the sender keeps it until it is acknowledged. */
-interface Batch {
-  snapshot: boolean;
-  prev: bigint;
-  to: bigint;
-  deps: VersionVector;
-  entries: KeyedEntry[];
-}
-
-interface Outbox {
-  /** What the peer acknowledged of our chain; null: unknown, a snapshot goes first. */
-  ackedTo: bigint | null;
-  /** Unacknowledged batches in chain order (a snapshot first, if any); sentAtMs null: not sent yet. */
-  queue: Array<Batch & { sentAtMs: number | null }>;
-  queueBytes: number;
-  /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
-  coveredTo: bigint;
-  snapshotFetch: number | null;
-}
-
-interface Inbox {
-  assembling: { id: string; header: Omit<BatchMessage, 'entries' | 'part'>; parts: Array<KeyedEntry[] | undefined>; received: number } | null;
-  /** Complete chain batches that do not follow on yet, or whose dependencies are not all visible; by `prev`. */
-  parked: Map<bigint, { batch: Batch; sinceMs: number }>;
-}
 
 /** A merge issued and not yet acknowledged (see `merges`). */
 interface PendingMerge {
@@ -124,10 +101,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   /** Peer → when it was last asked for that snapshot. */
   private readonly owedSnapshots = new Map<PeerId, number>();
   private rebuilds = 0;
-  /** Tombstones in the replica: key → version, purged once stable. */
-  private readonly graveyard = new Map<string, bigint>();
-  /** Purged tombstones, oldest first: key → version, purged at. */
-  private readonly purged = new Map<string, { version: bigint; atMs: number }>();
+  private readonly tombstones: Tombstones;
   private readonly dirty = new Set<string>();
   /**
    * Keys holding counter metadata (store/counter.ts) → the version the replica was last seen to
@@ -164,10 +138,11 @@ export class CausalMachine implements Machine<CausalMessage> {
       entriesMax: Math.max(this.tuning.batchEntriesMax, defaults.batchEntriesMax),
       partsMax: this.tuning.partsMax,
     };
+    this.tombstones = new Tombstones(this.tuning);
     this.visible = this.nodes.map(() => 0n);
     for (const peer of this.peers) {
-      this.outboxes.set(peer, emptyOutbox());
-      this.inboxes.set(peer, { assembling: null, parked: new Map() });
+      this.outboxes.set(peer, new Outbox(this.tuning));
+      this.inboxes.set(peer, new Inbox(this.nodes.indexOf(peer), this.selfIndex));
     }
     this.peersUp = new Set(this.peers);
     this.nowMs = options.nowMs;
@@ -227,7 +202,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       leader: null,
       committed: this.visible.map(String).join(','),
       applied: String(this.visible[this.selfIndex]),
-      queueDepth: [...this.outboxes.values()].reduce((sum, box) => sum + box.queue.length, 0),
+      queueDepth: [...this.outboxes.values()].reduce((sum, box) => sum + box.depth, 0),
       invalidPeerMessages: this.dropped.count,
     };
   }
@@ -261,8 +236,8 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   /** For tests: batches parked here, and tombstones not yet purged. */
   counters(): { parked: number; graveyard: number } {
-    const parked = [...this.inboxes.values()].reduce((sum, box) => sum + box.parked.size, 0);
-    return { parked, graveyard: this.graveyard.size };
+    const parked = [...this.inboxes.values()].reduce((sum, box) => sum + box.parkedCount, 0);
+    return { parked, graveyard: this.tombstones.size };
   }
 
   // ---- requests -------------------------------------------------------------------------
@@ -331,7 +306,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     if (purpose === undefined) return;
     this.fetches.delete(token);
     this.observe(entries);
-    this.noteGraves(entries);
+    this.tombstones.noteFetched(entries);
     this.noteCounted(entries);
     switch (purpose.kind) {
       case 'rebuild':
@@ -339,16 +314,11 @@ export class CausalMachine implements Machine<CausalMessage> {
         break;
       case 'dirty':
         this.dirtyFetchToken = null;
-        for (const peer of this.peers) this.addPending(peer, entries, purpose.to, purpose.deps);
+        for (const peer of this.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps);
         break;
-      case 'snapshot': {
-        const box = this.outbox(purpose.peer);
-        if (box.snapshotFetch !== token) break;
-        box.snapshotFetch = null;
-        box.queue.unshift({ snapshot: true, prev: 0n, to: purpose.to, deps: purpose.deps, entries, sentAtMs: null });
-        box.queueBytes += entriesBytes(entries);
+      case 'snapshot':
+        this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries });
         break;
-      }
       default:
         assertNever(purpose);
     }
@@ -376,16 +346,6 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
   }
 
-  /** Queues a dirty fetch's results as the next batch of `peer`'s chain. */
-  private addPending(peer: PeerId, entries: KeyedEntry[], to: bigint, deps: VersionVector): void {
-    const box = this.outbox(peer);
-    if (to <= box.coveredTo) return;
-    box.queue.push({ snapshot: false, prev: box.coveredTo, to, deps, entries, sentAtMs: null });
-    box.coveredTo = to;
-    box.queueBytes += entriesBytes(entries);
-    if (box.queueBytes > this.tuning.pendingBytesMax) this.forgetChain(box);
-  }
-
   // ---- sending --------------------------------------------------------------------------
 
   /**
@@ -394,63 +354,22 @@ export class CausalMachine implements Machine<CausalMessage> {
    */
   private sendNext(peer: PeerId, out: Out): void {
     const box = this.outbox(peer);
-    if (!this.peersUp.has(peer) || this.held !== null || box.snapshotFetch !== null) return;
-    if (box.ackedTo === null && box.queue[0]?.snapshot !== true) {
-      box.queue = [];
-      box.queueBytes = 0;
+    if (!this.peersUp.has(peer) || this.held !== null || box.fetchingSnapshot) return;
+    if (box.needsSnapshot()) {
       const to = this.visible[this.selfIndex];
-      box.coveredTo = to;
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken count.
-      box.snapshotFetch = this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: this.told() });
+      box.startSnapshot(to, this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: this.told() }));
       return;
     }
-    const window = box.queue.slice(0, this.tuning.windowBatchesMax);
-    for (const batch of window) {
-      if (batch.sentAtMs !== null && this.nowMs - batch.sentAtMs < this.tuning.ackTimeoutMs) continue;
-      batch.sentAtMs = this.nowMs;
-      this.sendBatch(peer, box.ackedTo ?? 0n, batch, out);
-    }
-  }
-
-  private sendBatch(peer: PeerId, base: bigint, batch: Batch, out: Out): void {
-    const parts = splitEntries(batch.entries, this.tuning.batchEntriesMax, this.tuning.batchBytesMax);
-    parts.forEach((entries, part) => {
-      const { snapshot, prev, to, deps } = batch;
-      const message: CausalMessage = { kind: 'batch', snapshot, base, prev, to, deps, part, parts: parts.length, entries };
-      out.push({ kind: 'send', to: peer, message });
-    });
-  }
-
-  /** Gives up the chain to a peer: the next thing it gets is a snapshot. */
-  private forgetChain(box: Outbox): void {
-    box.ackedTo = null;
-    // A snapshot being fetched would be followed by batches this drops: fetch a new one.
-    box.snapshotFetch = null;
-    box.queue = [];
-    box.queueBytes = 0;
+    for (const message of box.takeDue(this.nowMs)) out.push({ kind: 'send', to: peer, message });
   }
 
   private onBatchAck(from: PeerId, message: Extract<CausalMessage, { kind: 'batch_ack' }>, out: Out): void {
     this.peerVisible.set(from, message.visible);
     const box = this.outbox(from);
     this.askForLostWrites(from, message.visible, out);
-    if (message.resync) {
-      this.forgetChain(box);
-      return;
-    }
-    const head = box.queue[0];
-    if (head?.snapshot === true && head.to === message.to) {
-      box.ackedTo = head.to;
-      box.queue.shift();
-      box.queueBytes -= entriesBytes(head.entries);
-    }
-    if (box.ackedTo === null) return;
-    const held = message.visible[this.selfIndex];
-    if (held > box.ackedTo) box.ackedTo = held;
-    while (box.queue.length > 0 && !box.queue[0].snapshot && box.queue[0].to <= held) {
-      const done = box.queue.shift();
-      if (done !== undefined) box.queueBytes -= entriesBytes(done.entries);
-    }
+    if (message.resync) box.forget();
+    else box.onAck(message.to, message.visible[this.selfIndex]);
   }
 
   /**
@@ -459,8 +378,7 @@ export class CausalMachine implements Machine<CausalMessage> {
    */
   private onVisible(from: PeerId, visible: VersionVector, out: Out): void {
     this.peerVisible.set(from, visible);
-    const box = this.outbox(from);
-    if (box.ackedTo !== null && visible[this.selfIndex] < box.ackedTo) this.forgetChain(box);
+    this.outbox(from).onPeerHolds(visible[this.selfIndex]);
     this.askForLostWrites(from, visible, out);
   }
 
@@ -489,21 +407,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       // The sender believes we hold more of its chain than we do (our replica was reset).
       return this.ack(from, message.to, true, out);
     }
-    const inbox = this.inbox(from);
-    const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}`;
-    if (inbox.assembling?.id !== id) {
-      const { entries: _entries, part: _part, ...header } = message;
-      inbox.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0 };
-    }
-    const assembling = inbox.assembling;
-    if (assembling.parts[message.part] !== undefined) return;
-    assembling.parts[message.part] = message.entries;
-    assembling.received += 1;
-    if (assembling.received < assembling.parts.length) return;
-    inbox.assembling = null;
-    const { snapshot, prev, to, deps } = assembling.header;
-    const batch: Batch = { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
-    this.onBatch(from, batch, out);
+    const batch = this.inbox(from).assemble(message);
+    if (batch !== null) this.onBatch(from, batch, out);
   }
 
   private onBatch(from: PeerId, batch: Batch, out: Out): void {
@@ -514,8 +419,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       return;
     }
     if (batch.to <= this.visible[sender]) return this.ack(from, batch.to, false, out);
-    const parked = this.inbox(from).parked;
-    if (!parked.has(batch.prev) && parked.size < this.tuning.parkedBatchesMax) parked.set(batch.prev, { batch, sinceMs: this.nowMs });
+    this.inbox(from).park(batch, this.nowMs, this.tuning.parkedBatchesMax);
     this.mergeParked(out);
   }
 
@@ -524,32 +428,18 @@ export class CausalMachine implements Machine<CausalMessage> {
     for (let progress = true; progress; ) {
       progress = false;
       for (const peer of this.peers) {
-        const sender = this.nodes.indexOf(peer);
-        const parked = this.inbox(peer).parked;
-        for (const [prev, { batch }] of parked) {
-          if (batch.to <= this.visible[sender]) parked.delete(prev);
-          else if (prev <= this.visible[sender] && this.depsVisible(batch.deps, sender)) {
-            parked.delete(prev);
-            this.merge(peer, batch, out);
-            progress = true;
-          }
-        }
+        if (this.inbox(peer).mergeReady(() => this.visible, (batch) => this.merge(peer, batch, out))) progress = true;
       }
     }
-  }
-
-  private depsVisible(deps: VersionVector, sender: number): boolean {
-    return deps.every((version, index) => index === sender || index === this.selfIndex || version <= this.visible[index]);
   }
 
   /** Makes a batch visible: one put, and the vector raised. */
   private merge(from: PeerId, batch: Batch, out: Out): void {
     const sender = this.nodes.indexOf(from);
     const before = [...this.visible];
-    // A version older than a tombstone purged here was deleted: merging it would bring it back.
-    const entries = batch.entries.filter(([key, entry]) => entry.cas > (this.purged.get(key)?.version ?? -1n));
+    const entries = this.tombstones.notPurged(batch.entries);
     this.observe(entries);
-    this.noteMergedGraves(entries);
+    this.tombstones.noteMerged(entries);
     batch.deps.forEach((version, index) => {
       if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
     });
@@ -679,11 +569,10 @@ export class CausalMachine implements Machine<CausalMessage> {
   private onTick(peersUp: readonly PeerId[], out: Out): void {
     this.peersUp = new Set(peersUp.filter((peer) => this.outboxes.has(peer)));
     for (const peer of this.peers) {
-      const parked = this.inbox(peer).parked;
-      const stuck = [...parked.values()].some(({ sinceMs }) => this.nowMs - sinceMs >= this.tuning.resyncAfterMs);
-      if (!stuck) continue;
+      const inbox = this.inbox(peer);
+      if (!inbox.stuck(this.nowMs, this.tuning.resyncAfterMs)) continue;
       // Waiting longer would wait on a node cut off from us: take the sender's whole replica instead.
-      parked.clear();
+      inbox.unpark();
       this.ack(peer, 0n, true, out);
     }
     this.ticks += 1;
@@ -693,41 +582,23 @@ export class CausalMachine implements Machine<CausalMessage> {
       for (const peer of this.peersUp) out.push({ kind: 'send', to: peer, message: { kind: 'visible', visible: [...told] } });
     }
     this.purgeStable(out);
-    this.forgetOldPurges();
+    this.tombstones.forgetOld(this.nowMs);
   }
 
   /** Purges tombstones every node's visible vector covers: no replica can still hold what they deleted. */
   private purgeStable(out: Out): void {
-    if (this.graveyard.size === 0 || this.peerVisible.size < this.peers.length) return;
+    if (this.tombstones.size === 0 || this.peerVisible.size < this.peers.length) return;
     const stable = this.visible.map((version, index) =>
       [...this.peerVisible.values()].reduce((least, vector) => (vector[index] < least ? vector[index] : least), version),
     );
-    const purges: Array<[string, bigint]> = [];
-    for (const [key, cas] of this.graveyard) {
-      if (purges.length >= this.tuning.purgesPerTickMax) break;
-      const node = versionNode(cas);
-      if (node < stable.length && cas <= stable[node]) purges.push([key, cas]);
-    }
+    const purges = this.tombstones.takeStable(stable, this.nowMs);
     if (purges.length === 0) return;
-    for (const [key, cas] of purges) {
-      this.graveyard.delete(key);
-      this.purged.delete(key);
-      this.purged.set(key, { version: cas, atMs: this.nowMs });
-    }
     out.push({ kind: 'purge', tombstones: purges });
     // What a queued or parked batch still holds of those keys, older, would bring them back.
     const dead = new Map(purges);
     const alive = ([key, entry]: KeyedEntry): boolean => !(entry.cas <= (dead.get(key) ?? -1n));
-    for (const box of this.outboxes.values()) for (const batch of box.queue) batch.entries = batch.entries.filter(alive);
-    for (const inbox of this.inboxes.values()) for (const { batch } of inbox.parked.values()) batch.entries = batch.entries.filter(alive);
-  }
-
-  private forgetOldPurges(): void {
-    for (const [key, purged] of this.purged) {
-      const old = this.nowMs - purged.atMs > this.tuning.purgedMemoryMs;
-      if (!old && this.purged.size <= this.tuning.purgedMemoryEntriesMax) break;
-      this.purged.delete(key);
-    }
+    for (const box of this.outboxes.values()) box.filterEntries(alive);
+    for (const inbox of this.inboxes.values()) inbox.filterEntries(alive);
   }
 
   private onBackendReset(out: Out): void {
@@ -736,7 +607,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // Our own component stays: it names our latest write, the next batch's `to`. Lost own writes
     // that a peer holds come back with its snapshot (askForLostWrites, shipOwnWritesAgain).
     this.visible = this.visible.map((version, index) => (index === this.selfIndex ? version : 0n));
-    this.graveyard.clear();
+    this.tombstones.onBackendReset();
     this.counted.clear();
     // The dirty fetch in flight is dropped with the others, but its keys still hold local writes
     // the chain claims up to `visible[self]`: the next dirty fetch must ship them.
@@ -745,36 +616,12 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.fetches.clear();
     this.merges.clear();
     this.dirtyFetchToken = null;
-    for (const inbox of this.inboxes.values()) {
-      inbox.assembling = null;
-      inbox.parked.clear();
-    }
-    for (const box of this.outboxes.values()) box.snapshotFetch = null;
+    for (const inbox of this.inboxes.values()) inbox.onBackendReset();
+    for (const box of this.outboxes.values()) box.onBackendReset();
     this.issueFetch(out, null, { kind: 'rebuild' });
   }
 
   // ---- helpers --------------------------------------------------------------------------
-
-  /** Tombstones in what the replica returned. */
-  private noteGraves(entries: readonly KeyedEntry[]): void {
-    for (const [key, entry] of entries) {
-      if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
-      else this.graveyard.delete(key);
-    }
-  }
-
-  /**
-   * Tombstones after a merge, which keeps the greater version: an older entry leaves the tombstone
-   * in place (forgotten, it would never be purged, and a queued batch could bring back what it deleted).
-   */
-  private noteMergedGraves(entries: readonly KeyedEntry[]): void {
-    for (const [key, entry] of entries) {
-      const grave = this.graveyard.get(key);
-      if (grave !== undefined && entry.cas <= grave) continue;
-      if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
-      else this.graveyard.delete(key);
-    }
-  }
 
   private observe(entries: readonly KeyedEntry[]): void {
     const latest = latestVersionAllowed(this.nowMs, this.tuning.clockAheadMaxMs);
@@ -812,30 +659,4 @@ export class CausalMachine implements Machine<CausalMessage> {
     if (box === undefined) throw new Error(`no inbox for ${peer}`);
     return box;
   }
-}
-
-function emptyOutbox(): Outbox {
-  return { ackedTo: null, queue: [], queueBytes: 0, coveredTo: 0n, snapshotFetch: null };
-}
-
-function entriesBytes(entries: readonly KeyedEntry[]): number {
-  return entries.reduce((sum, [key, entry]) => sum + entryBytes(key, entry), 0);
-}
-
-/** Entries in parts of at most `entriesMax` entries and about `bytesMax` bytes; always one part at least. */
-function splitEntries(entries: readonly KeyedEntry[], entriesMax: number, bytesMax: number): KeyedEntry[][] {
-  const parts: KeyedEntry[][] = [[]];
-  let bytes = 0;
-  for (const pair of entries) {
-    const size = entryBytes(pair[0], pair[1]);
-    const current = parts[parts.length - 1];
-    if (current.length > 0 && (current.length >= entriesMax || bytes + size > bytesMax)) {
-      parts.push([pair]);
-      bytes = size;
-    } else {
-      current.push(pair);
-      bytes += size;
-    }
-  }
-  return parts;
 }

@@ -48,6 +48,15 @@ export type CausalMessage =
   /** The sender's visible vector, now and then: how every node learns what is stable. */
   | { kind: 'visible'; visible: VersionVector };
 
+/** A batch whole: as its sender keeps it until it is acknowledged, and as its receiver assembles it. */
+export interface Batch {
+  snapshot: boolean;
+  prev: bigint;
+  to: bigint;
+  deps: VersionVector;
+  entries: KeyedEntry[];
+}
+
 /** Bounds of a valid message. */
 export interface CausalMessageLimits {
   keyBytesMax: number;

@@ -1,0 +1,107 @@
+/**
+ * One peer's chain to us in causal mode, the receiver's half of ./messages.ts: a batch's parts
+ * assembled, and chain batches parked until they may be merged, which tracks their dependencies.
+ *
+ * Owns: the batch being assembled and the parked batches (by prev). The visible vector, and the
+ * merge that raises it, belong to the machine.
+ *
+ * Invariants: at most one parked batch per prev, and no more than the machine's bound; a parked
+ * batch goes to merge only when it follows on (prev <= visible[sender] < to) and its deps are
+ * visible at every other node's component but ours; one already covered is forgotten.
+ */
+
+import type { KeyedEntry } from '../types.ts';
+import type { Batch, CausalMessage, VersionVector } from './messages.ts';
+
+type BatchMessage = Extract<CausalMessage, { kind: 'batch' }>;
+
+interface Assembling {
+  id: string;
+  header: Omit<BatchMessage, 'entries' | 'part'>;
+  parts: Array<KeyedEntry[] | undefined>;
+  received: number;
+}
+
+/** One peer's chain to us. */
+export class Inbox {
+  private assembling: Assembling | null = null;
+  /** Complete chain batches that do not follow on yet, or whose dependencies are not all visible; by `prev`. */
+  private readonly parked = new Map<bigint, { batch: Batch; sinceMs: number }>();
+
+  /** `sender` and `self`: the sender's and our component in a vector. */
+  constructor(
+    private readonly sender: number,
+    private readonly self: number,
+  ) {}
+
+  /** Batches parked. */
+  get parkedCount(): number {
+    return this.parked.size;
+  }
+
+  /** Takes one part of a batch: the whole batch once its last part is in, else null. */
+  assemble(message: BatchMessage): Batch | null {
+    const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}`;
+    if (this.assembling?.id !== id) {
+      const { entries: _entries, part: _part, ...header } = message;
+      this.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0 };
+    }
+    const assembling = this.assembling;
+    if (assembling.parts[message.part] !== undefined) return null;
+    assembling.parts[message.part] = message.entries;
+    assembling.received += 1;
+    if (assembling.received < assembling.parts.length) return null;
+    this.assembling = null;
+    const { snapshot, prev, to, deps } = assembling.header;
+    return { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
+  }
+
+  /** Parks a chain batch until it may be merged; dropped when one with its prev is parked or `parkedMax` are. */
+  park(batch: Batch, nowMs: number, parkedMax: number): void {
+    if (!this.parked.has(batch.prev) && this.parked.size < parkedMax) this.parked.set(batch.prev, { batch, sinceMs: nowMs });
+  }
+
+  /**
+   * Hands `merge`, in the order parked, every batch that follows on and whose dependencies are
+   * visible, and forgets those already covered. `visible()` is read for each batch: a merge raises
+   * it. True when any batch was merged.
+   */
+  mergeReady(visible: () => readonly bigint[], merge: (batch: Batch) => void): boolean {
+    let merged = false;
+    for (const [prev, { batch }] of this.parked) {
+      const vector = visible();
+      if (batch.to <= vector[this.sender]) this.parked.delete(prev);
+      else if (prev <= vector[this.sender] && this.depsVisible(batch.deps, vector)) {
+        this.parked.delete(prev);
+        merge(batch);
+        merged = true;
+      }
+    }
+    return merged;
+  }
+
+  /** Whether a parked batch has waited `waitMsMax` or longer. */
+  stuck(nowMs: number, waitMsMax: number): boolean {
+    return [...this.parked.values()].some(({ sinceMs }) => nowMs - sinceMs >= waitMsMax);
+  }
+
+  /** Forgets the parked batches (their sender sends a snapshot instead). */
+  unpark(): void {
+    this.parked.clear();
+  }
+
+  /** Drops the parked entries `keep` turns down. */
+  filterEntries(keep: (pair: KeyedEntry) => boolean): void {
+    for (const { batch } of this.parked.values()) batch.entries = batch.entries.filter(keep);
+  }
+
+  /** The replica was emptied: what was assembled or parked is dropped. */
+  onBackendReset(): void {
+    this.assembling = null;
+    this.parked.clear();
+  }
+
+  private depsVisible(deps: VersionVector, visible: readonly bigint[]): boolean {
+    return deps.every((version, index) => index === this.sender || index === this.self || version <= visible[index]);
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Our chain to one peer in causal mode, the sender's half of ./messages.ts: the batches queued
+ * for the peer until it acknowledges them, sent a window at a time and again after ackTimeoutMs.
+ *
+ * Owns: the queue, its bytes, what the peer acknowledged, how far the chain is covered, and the
+ * snapshot being fetched. The machine decides when a snapshot is fetched, and with what deps.
+ *
+ * Invariants: the queue is in chain order (each batch's prev is the previous one's to), a queued
+ * snapshot first; past pendingBytesMax queued the chain is given up, and a snapshot goes next. The
+ * machine sends nothing to the peer while a snapshot must be fetched or is being fetched.
+ */
+
+import type { KeyedEntry } from '../types.ts';
+import { entryBytes } from '../eventual/push.ts';
+import type { Batch, CausalMessage, VersionVector } from './messages.ts';
+import type { CausalTuning } from './tuning.ts';
+
+/** Bounds on one chain: the sending fields of the mode's tuning (documented there). */
+export type OutboxLimits = Pick<
+  CausalTuning,
+  'windowBatchesMax' | 'ackTimeoutMs' | 'batchEntriesMax' | 'batchBytesMax' | 'pendingBytesMax'
+>;
+
+/** Our chain to one peer. */
+export class Outbox {
+  /** What the peer acknowledged of our chain; null: unknown, a snapshot goes first. */
+  private ackedTo: bigint | null = null;
+  /** Unacknowledged batches in chain order (a snapshot first, if any); sentAtMs null: not sent yet. */
+  private queue: Array<Batch & { sentAtMs: number | null }> = [];
+  /** Bytes of the entries as queued (filterEntries does not lower it). */
+  private queueBytes = 0;
+  /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
+  private coveredTo = 0n;
+  /** The token of the snapshot fetch in flight, if any. */
+  private snapshotFetch: number | null = null;
+
+  constructor(private readonly limits: OutboxLimits) {}
+
+  /** Batches queued, sent or not. */
+  get depth(): number {
+    return this.queue.length;
+  }
+
+  /** Whether a snapshot is being fetched: chain batches wait for it. */
+  get fetchingSnapshot(): boolean {
+    return this.snapshotFetch !== null;
+  }
+
+  /** Whether the peer's state is unknown and no snapshot is queued: one must be fetched first. */
+  needsSnapshot(): boolean {
+    return this.ackedTo === null && this.queue[0]?.snapshot !== true;
+  }
+
+  /** The chain starts over from a snapshot of our writes up to `to`, read by fetch `token`. */
+  startSnapshot(to: bigint, token: number): void {
+    this.queue = [];
+    this.queueBytes = 0;
+    this.coveredTo = to;
+    this.snapshotFetch = token;
+  }
+
+  /** Fetch `token` returned `entries`: queued first, if it is the snapshot fetch this waits for. */
+  onSnapshotFetched(token: number, snapshot: Omit<Batch, 'snapshot' | 'prev'>): void {
+    if (this.snapshotFetch !== token) return;
+    this.snapshotFetch = null;
+    const { to, deps, entries } = snapshot;
+    this.queue.unshift({ snapshot: true, prev: 0n, to, deps, entries, sentAtMs: null });
+    this.queueBytes += entriesBytes(entries);
+  }
+
+  /** Queues a dirty fetch's results as the next batch of the chain. */
+  append(entries: KeyedEntry[], to: bigint, deps: VersionVector): void {
+    if (to <= this.coveredTo) return;
+    this.queue.push({ snapshot: false, prev: this.coveredTo, to, deps, entries, sentAtMs: null });
+    this.coveredTo = to;
+    this.queueBytes += entriesBytes(entries);
+    if (this.queueBytes > this.limits.pendingBytesMax) this.forget();
+  }
+
+  /**
+   * The messages the window allows now: each batch in it not sent yet, or not acknowledged within
+   * ackTimeoutMs, in parts. Those batches count as sent now.
+   */
+  takeDue(nowMs: number): CausalMessage[] {
+    const messages: CausalMessage[] = [];
+    for (const batch of this.queue.slice(0, this.limits.windowBatchesMax)) {
+      if (batch.sentAtMs !== null && nowMs - batch.sentAtMs < this.limits.ackTimeoutMs) continue;
+      batch.sentAtMs = nowMs;
+      const base = this.ackedTo ?? 0n;
+      const parts = splitEntries(batch.entries, this.limits.batchEntriesMax, this.limits.batchBytesMax);
+      parts.forEach((entries, part) => {
+        const { snapshot, prev, to, deps } = batch;
+        messages.push({ kind: 'batch', snapshot, base, prev, to, deps, part, parts: parts.length, entries });
+      });
+    }
+    return messages;
+  }
+
+  /** Gives up the chain: the next thing the peer gets is a snapshot. */
+  forget(): void {
+    this.ackedTo = null;
+    // A snapshot being fetched would be followed by batches this drops: fetch a new one.
+    this.snapshotFetch = null;
+    this.queue = [];
+    this.queueBytes = 0;
+  }
+
+  /** The peer acknowledged the batch ending at `to`, and holds our chain up to `held`. */
+  onAck(to: bigint, held: bigint): void {
+    const head = this.queue[0];
+    if (head?.snapshot === true && head.to === to) {
+      this.ackedTo = head.to;
+      this.queue.shift();
+      this.queueBytes -= entriesBytes(head.entries);
+    }
+    if (this.ackedTo === null) return;
+    if (held > this.ackedTo) this.ackedTo = held;
+    while (this.queue.length > 0 && !this.queue[0].snapshot && this.queue[0].to <= held) {
+      const done = this.queue.shift();
+      if (done !== undefined) this.queueBytes -= entriesBytes(done.entries);
+    }
+  }
+
+  /** The peer holds our chain up to `held`: less than it acknowledged, it lost part of its replica. */
+  onPeerHolds(held: bigint): void {
+    if (this.ackedTo !== null && held < this.ackedTo) this.forget();
+  }
+
+  /** Drops the queued entries `keep` turns down. */
+  filterEntries(keep: (pair: KeyedEntry) => boolean): void {
+    for (const batch of this.queue) batch.entries = batch.entries.filter(keep);
+  }
+
+  /** The replica was emptied: the snapshot being fetched is lost with it. */
+  onBackendReset(): void {
+    this.snapshotFetch = null;
+  }
+}
+
+function entriesBytes(entries: readonly KeyedEntry[]): number {
+  return entries.reduce((sum, [key, entry]) => sum + entryBytes(key, entry), 0);
+}
+
+/** Entries in parts of at most `entriesMax` entries and about `bytesMax` bytes; always one part at least. */
+function splitEntries(entries: readonly KeyedEntry[], entriesMax: number, bytesMax: number): KeyedEntry[][] {
+  const parts: KeyedEntry[][] = [[]];
+  let bytes = 0;
+  for (const pair of entries) {
+    const size = entryBytes(pair[0], pair[1]);
+    const current = parts[parts.length - 1];
+    if (current.length > 0 && (current.length >= entriesMax || bytes + size > bytesMax)) {
+      parts.push([pair]);
+      bytes = size;
+    } else {
+      current.push(pair);
+      bytes += size;
+    }
+  }
+  return parts;
+}
