@@ -15,7 +15,7 @@
  * every write it shows, its own node's and others', is covered by that vector. A receiver merges
  * a chain batch in one `put` once its own vector covers the batch's, and its `prev` follows
  * on from what it holds of the sender. A replica that is a union of such cuts is causally closed,
- * so a snapshot needs no waiting. One batch per peer is in flight; what is written meanwhile is
+ * so a snapshot needs no waiting. A window of batches per peer is in flight; what is written meanwhile is
  * coalesced (latest entry per key) into the next one. Our chain to each peer is ./outbox.ts; each
  * peer's chain to us, parked until it may be merged, ./inbox.ts; tombstones, ./tombstones.ts.
  *

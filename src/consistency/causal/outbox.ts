@@ -27,7 +27,7 @@ export class Outbox {
   private ackedTo: bigint | null = null;
   /** Unacknowledged batches in chain order (a snapshot first, if any); sentAtMs null: not sent yet. */
   private queue: Array<Batch & { sentAtMs: number | null }> = [];
-  /** Bytes of the entries as queued (filterEntries does not lower it). */
+  /** Bytes of the queued entries. */
   private queueBytes = 0;
   /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
   private coveredTo = 0n;
@@ -128,7 +128,12 @@ export class Outbox {
 
   /** Drops the queued entries `keep` turns down. */
   filterEntries(keep: (pair: KeyedEntry) => boolean): void {
-    for (const batch of this.queue) batch.entries = batch.entries.filter(keep);
+    for (const batch of this.queue) {
+      const kept = batch.entries.filter(keep);
+      if (kept.length === batch.entries.length) continue;
+      this.queueBytes -= entriesBytes(batch.entries) - entriesBytes(kept);
+      batch.entries = kept;
+    }
   }
 
   /** The replica was emptied: the snapshot being fetched is lost with it. */

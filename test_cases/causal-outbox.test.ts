@@ -1,0 +1,52 @@
+/**
+ * The causal sender's chain to one peer (src/consistency/causal/outbox.ts): its byte bound counts
+ * what is queued now, so entries a purge drops stop counting, and only a chain that really holds
+ * more than pendingBytesMax is given up for a snapshot.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { Outbox } from '../src/consistency/causal/outbox.ts';
+import type { KeyedEntry } from '../src/store/types.ts';
+
+const LIMITS = { windowBatchesMax: 8, ackTimeoutMs: 1000, batchEntriesMax: 100, batchBytesMax: 1 << 20, pendingBytesMax: 1500 };
+
+function entries(prefix: string, count: number, cas: bigint): KeyedEntry[] {
+  return Array.from({ length: count }, (_, index): KeyedEntry => [
+    `${prefix}${index}`, { value: Buffer.alloc(100, 1), flags: 0, expiresAtMs: 0, cas },
+  ]);
+}
+
+/** An outbox whose peer acknowledged a snapshot up to 1: chain batches follow on from it. */
+function synced(): Outbox {
+  const outbox = new Outbox(LIMITS);
+  outbox.startSnapshot(1n, 7);
+  outbox.onSnapshotFetched(7, { to: 1n, deps: [1n, 0n, 0n], entries: [] });
+  outbox.takeDue(0);
+  outbox.onAck(1n, 1n);
+  return outbox;
+}
+
+describe('the causal outbox', () => {
+  it('forgets the chain once more than pendingBytesMax is queued', () => {
+    const outbox = synced();
+    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n]);
+    expect(outbox.depth).toBe(1);
+    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n]);
+    expect(outbox.depth).toBe(0);
+    expect(outbox.needsSnapshot()).toBe(true);
+  });
+
+  it('stops counting entries a purge dropped, so the chain is kept', () => {
+    const outbox = synced();
+    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n]);
+    outbox.filterEntries(([key]) => !key.startsWith('a'));
+    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n]);
+    expect(outbox.depth).toBe(2);
+    expect(outbox.needsSnapshot()).toBe(false);
+    // Acknowledging both takes the count back to nothing: a full load fits again.
+    outbox.onAck(3n, 3n);
+    expect(outbox.depth).toBe(0);
+    outbox.append(entries('c', 9, 4n), 4n, [4n, 0n, 0n]);
+    expect(outbox.depth).toBe(1);
+  });
+});
