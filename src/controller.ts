@@ -121,6 +121,7 @@ export class Controller {
 
   private async open(): Promise<void> {
     this.network.on('message', (from: PeerId, message: unknown) => {
+      this.noticePause();
       this.enqueue({ kind: 'message', nowMs: clockMs(), from, message });
     });
     const indexed = await this.replica.loadIndex().catch((error: unknown) => {
@@ -320,8 +321,9 @@ export class Controller {
   }
 
   /**
-   * A request can be the first thing this node runs after a stall (the poll phase comes before the
-   * timers): the mode is told of the pause before it judges the request by its peers' silence.
+   * A request or a peer's message can be the first thing this node runs after a stall (the poll
+   * phase can come before the tick's timer): the mode is told of the pause before it judges either
+   * by its peers' silence.
    */
   private noticePause(): void {
     const pausedMs = this.network.excuseOwnPause();
