@@ -2,44 +2,11 @@
  * A quick, sound prover of sequential-consistency violations for one key: it can only answer
  * "violation" (with a cycle of operations that must each precede the next), never "ok".
  *
- * Intuition: in any sequential order that explains a register history, some pairs of operations
- * are forced in one direction. When values are written once, the forced pairs chain together
- * (an old value read after a newer one puts the newer write before the older one, which other
- * reads put after it) and a violation shows as a cycle. Finding forced pairs is polynomial, so
- * this decides in well under a second what the exhaustive search can only decide by exhausting
- * every order of two thousand operations.
- *
- * The graph's nodes are the operations that every valid order contains ("placed"): every
- * determinate operation except indeterminate reads, and an indeterminate write or cas that is
- * the only operation able to produce a value some determinate operation observed (that value
- * must come from somewhere). A virtual node INIT stands for the initial absent register and
- * precedes everything. Other indeterminate operations (which an order may leave out) are not
- * nodes; they only count as possible producers of values.
- *
- * A value v is "unique" when exactly one operation can produce it, call it P(v): v is a string
- * written by one write or cas (any outcome but "returned false") and no append can build it
- * (v does not end with any appended suffix). Absent (`null`) is unique, with P = INIT, when the
- * key has no delete at all. An operation O "observes" v when it needs the register to hold v just
- * before it: a read returning v, a cas that succeeded expecting v, a delete or append that
- * returned false (absent). An operation W "clobbers" v when, wherever it validly stands, the
- * register does not hold v right after it: a write or successful (or forced) cas of u ≠ v, any
- * determinate delete, append that returned false, or append of unknown outcome (absent after it,
- * or a value built by an append, which v is not) when v is present; a successful append also
- * clobbers absent.
- *
- * Edges, each true in every valid order (so a cycle means there is none):
- * 1. process order between consecutive placed operations of a process, or of a client connection
- *    (orderQueues; INIT before each first);
- * 2. P(v) → O for each observer O of a unique v: the register holds v at O, and only P makes v;
- * 3. for a unique v, an observer O and a clobberer W ≠ P(v), O:
- *    a. if W reaches O in the graph, then W → P(v). Were P(v) before W, W would leave the
- *       register without v between P(v) and O, and only P(v) (placed once, already spent) could
- *       bring v back: O could not observe v;
- *    b. if P(v) reaches W, then O → W, by the same argument with O after W.
- * Rules 3a/3b are applied to a fixpoint, recomputing reachability each round; a round that adds
- * no edge ends the attempt ("no violation proven"). The rules are incomplete (sequential
- * consistency of a register history is NP-complete in general), never unsound: the brute-force
- * cross-check in test_cases/check-sequential.test.ts holds them to that.
+ * In any sequential order that explains a register history some pairs of operations are forced
+ * one way (process order; a unique value's producer before its observers; a clobberer before the
+ * producer or after the observer); a cycle of forced pairs is a violation. Polynomial, so it
+ * decides in well under a second what the exhaustive search could only decide by exhausting every
+ * order. The rules and why each is sound: docs/checking.md, "The order-graph prover".
  *
  * Invariants: nodes are indexed 0 (INIT) to n-1; `reach` rows are bitsets of n bits, recomputed
  * from the edge list whenever it is acyclic; every edge carries the reason it was added.

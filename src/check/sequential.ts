@@ -1,76 +1,15 @@
 /**
- * Sequential-consistency checker for register histories, per key.
+ * Sequential-consistency checker for register histories, per key: is there one total order of the
+ * operations that keeps each process's (and connection's) own order and in which the register
+ * model explains every output? Real time is ignored: a read may be stale.
  *
- * Intuition: a history is sequentially consistent if there is one total order of its operations
- * that keeps each process's own order and in which the register model explains every output.
- * Real time is ignored: a read may return a stale value as long as everyone sees the writes in
- * one order. The search is the linearizability search with "process order" in place of real-time
- * precedence: the candidates to go next are the next unplaced operation of each process. A
- * placed prefix is described exactly by how far each process has got, so the memo is a set of
- * (per-process positions, register state) pairs: reaching one twice means its future was already
- * explored.
- *
- * What is checked is per-key sequential consistency. Unlike linearizability, sequential
- * consistency is not compositional: every key can be sequentially consistent on its own while no
- * single order explains all keys together (e.g. p1 writes x then reads y absent, p2 writes y then
- * reads x absent). A whole-store check would search over all keys at once, which is far more
- * costly; per-key checking finds every per-key violation and is what mckv's tests ask for.
- *
- * Pruning, all exact: a value still needed but no longer producible ends a branch (ValueSupply;
- * a value "p+s" counts as producible by an unplaced append of "s" only if "p" is in the register
- * or itself producible, so a read of "a+b" starves once "a" is gone for good); an operation that
- * can never change the register is placed greedily with no branching (placeFree); candidates are
- * tried in call-time order, so nearly linearizable histories are decided at once. Without the
- * starvation check at every place where a value can disappear, one process stuck early (a stale
- * read whose value was just overwritten) let the search run every other process to the end
- * before backtracking. On Porcupine's etcd histories this decides 101 of 102 in about 2 s of
- * budget each (the 23 linearizable ones and 78 stale-read ones are sequentially consistent).
- *
- * Indeterminate operations are last in their process (the parser enforces it) and may be left
- * out: the search succeeds once every determinate operation is placed. Indeterminate reads are
- * dropped, as they constrain nothing. One whose process has nothing before it left floats: it
- * may go anywhere. Tried at every point, a few dozen of them made dead branches exponential (an
- * 8.5 s fault run with 24 on one key stayed undecided after 120 s). So, all exact:
- * - lazily: one is placed only directly before an operation that needs it (`mayFollowInfo`), a
- *   form every valid order can be rewritten into, and never where it changes nothing;
- * - the memo key counts them as unplaced, with dominance: having placed fewer is never worse
- *   (`Memo`); a present value that no operation reads or compares with (even after appends) is
- *   just "present" in the key, as no operation can tell it apart;
- * - interchangeable ones (indeterminate deletes, writes of such anonymous values) are tried once.
- * A floating delete could still be spent where the answer was to swap two nearby operations,
- * leaving a dead branch 1,500 operations deep to climb back through (a 15 s run stayed
- * undecided). So a pass keeps each indeterminate operation after every operation that returned
- * before it was called (`RealTimeGate`).
- *
- * Determinate operations float too: a client that timed out goes on as a new process, whose
- * first operation has nothing before it in process order. On 45 s fault runs the search spent
- * such a process's delete, issued at 36 s, at 8 s (right after a floating write, which a delete
- * that returned true "needs") or its append at 17 s, and found out 11,000 operations later;
- * half the runs stayed undecided after 60 s. (A write whose client timed out and that took
- * effect a second later was suspected; but the key of the one looked at was decided, and the
- * dead branches started where those deletes and appends were spent.) So the first pass keeps
- * every operation that may change the register, determinate or not, after every operation that
- * returned before it was called; reads, and operations that returned false, stay free. That is
- * how mckv's sequential mode (like most replicated stores) behaves: one sequencer orders the
- * changes as they come, and only reads may be served stale by a replica that lags. It decides
- * each key of those runs in about a second.
- *
- * Exactness. Every pass places an operation only after its process's previous one and only
- * where the model explains its output, so an order a pass completes is a valid sequential order:
- * any pass's "ok" is exact. The gated passes (and the linearizability pass) search only some of
- * the orders, so their failure proves nothing and the next pass runs; only the last pass, which
- * searches every order up to the rewritings argued above (lazy placement, free operations,
- * interchangeable ones, dominance in the memo), may answer "violation". Within a gated pass the
- * memo stays sound: what the gate allows depends only on which determinate operations are placed,
- * which the memo key holds. A gate never deadlocks on its own: an operation waits only for ones
- * that returned before it was called, and a process's previous operation returned no later than
- * its next was called, so following waits and process order never goes forward in time, and a
- * wait goes strictly back: there is no cycle.
- *
- * Proving a violation means exhausting the search, hopeless on thousands of operations. So
- * `checkSequential` runs the order-graph prover (order-graph.ts) on every key the quick first
- * pass left undecided: polynomial, sound, answers only "violation" (a cycle of forced
- * precedences) or nothing.
+ * The search is the linearizability search with process order in place of real-time precedence;
+ * the memo holds (per-process positions, register state). Gated passes first (an operation that
+ * may change the register goes after whatever returned before it was called), then the exact
+ * unrestricted pass, the only one that may answer "violation"; the order-graph prover
+ * (order-graph.ts) proves violations the search cannot exhaust. Every pass's "ok" is exact.
+ * Why each pruning is sound, and what it cost to leave one out: docs/checking.md, "How the
+ * sequential search stays exact and fast".
  */
 
 import { isIndeterminate, orderQueues, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';

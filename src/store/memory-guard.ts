@@ -1,57 +1,17 @@
 /**
- * Whether memcached has room for a write, so that writes it has no room for are refused up front
- * (memcached's own `SERVER_ERROR out of memory storing object`) instead of failing in memcached.
+ * Whether memcached has room for a write, so that a write it has no room for is refused up front
+ * (memcached's own `SERVER_ERROR out of memory storing object`) instead of failing at every
+ * replica at once and leaving none to rebuild from.
  *
- * Intuition: memcached started with -M refuses a write it has no room for, and the replicas hold
- * the same data, so such a write would fail at every replica at once and leave none that a peer
- * could rebuild from: every node would refuse everything from then on. The guard refuses first,
- * by two counts, each what the last report of memcached said plus what was admitted and not in it:
- * - bytes: at most `bytesUseMax` of memcached's memory (`-m`); the margin covers memcached's
- *   slab rounding and what the reports' marks miss (below);
- * - the item's size class (./slab-room.ts): memcached gives memory to a class a page at a time and
- *   pages stay with the class that took them, so after small items filled memory and were
- *   deleted, a larger item may find no room although few bytes are used. Writes leave
- *   `slabRoomReserve` of the room for their class, and one page's worth more (but never more
- *   than that fraction again), for the replicas' slabs differing a little and for writes in
- *   flight. The bound matters when a class holds a single page and no free page is left, as
- *   after another client filled memcached and deleted what it wrote: a whole page's worth would
- *   leave nothing, and every write of the class would be refused until memcached's slab mover
- *   hands pages back, 30–45 s later, although memcached has the chunks.
+ * Two counts, each what memcached's last report said plus what was admitted since and is not in
+ * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
+ * The node that orders writes asks (MachineOptions.refuseStore); peers' reports of their own
+ * memcached count too, so the fullest replica decides.
  *
- * The mode asks (MachineOptions.refuseStore) at the node that orders writes: in the ordered
- * modes the leader, which sees every write of the cluster, so writes taken by several controllers
- * at once cannot together overshoot what one of them checked. In eventual mode every node decides
- * the writes it takes, and counts the others' as their pushes arrive (`arrived`): what they admit
- * within one push interval is not seen, and the margin must cover it. Each replica's memcached
- * counts: the peers report theirs in their heartbeats (`peerReported`), so memcached servers of
- * different sizes, or one that other clients also fill, make the cluster refuse what the fullest
- * replica has no room for, instead of that replica failing the write and being rebuilt (or, were
- * every replica to fail it, none being left to rebuild from).
- *
- * A store whose item is longer than memcached takes at all (its -I) is refused as memcached refuses
- * it, "object too large for cache", rather than failing at every replica.
- *
- * What a report counts: each says, per writer, the greatest version its replica had stored when
- * the poll began (`Stored`: the log's index in the ordered modes, one writer; each node's HLC
- * versions in eventual mode). Admissions are kept with their version, and a report drops only
- * those at or below its mark: a write still on its way to that memcached (not yet applied, pushed
- * or stored when it polled), or admitted after the poll began, stays counted until a later report
- * covers it.
- *
- * Invariants: only stores are ever refused (deletes, reads and the rest free or keep memory); a
- * backend that says nothing of its memory refuses nothing; an admission is forgotten for a replica
- * only when a report of it covers its version (a report without marks, from a controller that
- * keeps none, covers everything before it); a peer that is down counts no more (it catches up, or
- * is rebuilt, when it returns). Per writer at most ADMITTED_KEPT_MAX admissions are kept; beyond,
- * the oldest are forgotten.
- *
- * Approximations: a mark is the greatest version stored, not a prefix, so a write another of the
- * same writer overtook (an anti-entropy ship, a push whose queue dropped it, a write memcached
- * refused) counts as stored; one that arrives out of order stays counted until those before it
- * are covered; a write superseded at its key before it was pushed stays counted until the push
- * of the later one is; and a write memcached had stored but not yet acknowledged when the poll
- * was asked counts twice (in memcached's bytes, and above the mark) until the next report, so a
- * writer at full speed may be refused a little early.
+ * Invariants: only stores are refused; a backend that says nothing of its memory refuses nothing;
+ * an admission is forgotten for a replica only once a report of it covers its version; at most
+ * ADMITTED_KEPT_MAX admissions per writer. Why each rule, and where the counts are approximate:
+ * docs/memory-full.md, "How the memory guard counts".
  */
 
 import { refused, type Refusal } from '../protocol/refusals.ts';
