@@ -121,7 +121,6 @@ export class Controller {
 
   private async open(): Promise<void> {
     this.network.on('message', (from: PeerId, message: unknown) => {
-      this.noticePause();
       this.enqueue({ kind: 'message', nowMs: clockMs(), from, message });
     });
     const indexed = await this.replica.loadIndex().catch((error: unknown) => {
@@ -233,6 +232,9 @@ export class Controller {
    */
   private drain(flushNow = true): void {
     this.drainScheduled = false;
+    // Whatever was queued (a peer's message, a backend's answer, a wake-up) may be the first thing
+    // run after a stall: the mode hears of the pause before it judges anything by peers' silence.
+    this.noticePause();
     this.draining = true;
     try {
       this.runQueued();
@@ -321,19 +323,23 @@ export class Controller {
   }
 
   /**
-   * A request or a peer's message can be the first thing this node runs after a stall (the poll
-   * phase can come before the tick's timer): the mode is told of the pause before it judges either
-   * by its peers' silence.
+   * A request, a peer's message or any queued event can be the first thing this node runs after
+   * a stall (the poll phase can come before the tick's timer): a tick that tells the mode of the
+   * pause goes ahead of everything queued, before anything is judged by its peers' silence.
    */
   private noticePause(): void {
     const pausedMs = this.network.excuseOwnPause();
-    if (pausedMs > 0) this.tickNow(pausedMs);
+    if (pausedMs > 0 && !this.stopped) this.queue.splice(this.queueHead, 0, this.tickEvent(pausedMs));
   }
 
   private tickNow(pausedMs: number): void {
+    this.enqueue(this.tickEvent(pausedMs));
+  }
+
+  private tickEvent(pausedMs: number): Event<unknown> {
     const peers = this.network.peerView();
     this.memory.peersViewed(peers);
     const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
-    this.enqueue({ kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) });
+    return { kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) };
   }
 }
