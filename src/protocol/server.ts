@@ -50,8 +50,9 @@ export interface ProtocolServerOptions {
   handler: CommandHandler;
   /**
    * The handler carries out each connection's commands in the order they were handed to it: a
-   * read sees the connection's earlier writes and none of its later ones, even with all of them
-   * in flight. Then a pipelined run may mix reads and writes. Default false.
+   * read sees the connection's earlier writes and none of its later ones, and nothing older than
+   * its earlier reads saw, even with all of them in flight. Then a pipelined run may mix reads and
+   * writes, and runs are handed over without waiting for earlier replies. Default false.
    */
   handlerKeepsOrder?: boolean;
   log?: ProtocolServerLog;
