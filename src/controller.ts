@@ -193,13 +193,17 @@ export class Controller {
     if (this.stopped) return refused('shutting_down');
     this.noticePause();
     this.status.countOp(op);
-    const nothingBefore = !this.draining && this.queueHead >= this.queue.length && !this.effects.holdsApplyOf(connection.id);
+    // Nothing of the controller's nor of this connection's comes before it: the server hands a
+    // connection's commands over without waiting for earlier replies, and an earlier request of
+    // the connection may still wait (in the mode, or behind the disk: an apply of its write, a
+    // read queued after others' applies), which a read served now would overtake.
+    const nothingBefore = !this.draining && this.queueHead >= this.queue.length
+      && !this.requests.holdsAnyOf(connection.id) && !this.effects.holdsApplyOf(connection.id);
     const localRead = op.kind === 'get' ? { keys: op.keys, appliesDone: !this.effects.holdsKeys(op.keys) } : undefined;
     if (op.kind === 'get' && nothingBefore && this.machine.readsLocally?.(nowMs, connection.id, localRead) === true) {
-      // The mode would only turn it into a read: serve it from the replica without a step. Not
-      // while an apply of this connection's own write waits for the disk (others' writes that
-      // wait are not answered yet: reading before them is allowed to a sequential read, not to a
-      // linearizable one, hence `appliesDone`).
+      // The mode would only turn it into a read: serve it from the replica without a step.
+      // Others' writes that wait for the disk are not answered yet: reading before them is
+      // allowed to a sequential read, not to a linearizable one, hence `appliesDone`.
       const served = this.replica.readNow(op, nowMs);
       if (served !== null) return this.status.countRead(op, served);
     }

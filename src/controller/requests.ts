@@ -21,6 +21,8 @@ type PendingRequest = { resolve: ((reply: Reply) => void) | null; reply: Reply |
 
 export class PendingRequests {
   private readonly pending = new Map<RequestId, PendingRequest>();
+  /** Per client connection, how many of its requests are unanswered (absent: none). */
+  private readonly unansweredBySession = new Map<number, number>();
   private nextRequestId = 1;
 
   /** `answered`: told of every reply given, to count it. */
@@ -31,6 +33,7 @@ export class PendingRequests {
     const requestId = asRequestId(this.nextRequestId++);
     const pending: PendingRequest = { resolve: null, reply: null, deadlineMs: nowMs + requestTimeoutMs, session };
     this.pending.set(requestId, pending);
+    this.unansweredBySession.set(session, (this.unansweredBySession.get(session) ?? 0) + 1);
     const reply = (): Reply | Promise<Reply> => {
       if (pending.reply !== null) return pending.reply;
       return new Promise<Reply>((resolve) => {
@@ -45,11 +48,19 @@ export class PendingRequests {
     return this.pending.get(requestId)?.session;
   }
 
+  /** Whether a request of client connection `session` is unanswered. */
+  holdsAnyOf(session: number): boolean {
+    return this.unansweredBySession.has(session);
+  }
+
   /** Answers a request; a request already answered (or never made) is ignored. */
   resolve(requestId: RequestId, reply: Reply): void {
     const pending = this.pending.get(requestId);
     if (!pending) return;
     this.pending.delete(requestId);
+    const left = (this.unansweredBySession.get(pending.session) ?? 1) - 1;
+    if (left > 0) this.unansweredBySession.set(pending.session, left);
+    else this.unansweredBySession.delete(pending.session);
     this.answered(reply);
     if (pending.resolve === null) pending.reply = reply;
     else pending.resolve(reply);

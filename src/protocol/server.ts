@@ -6,8 +6,9 @@
  * matching decoder, and queues the decoded requests. One loop per connection executes them in
  * order and writes replies in that same order, as memcached does. A pipelined run of reads (or of
  * writes) is handed to the handler together; a command of another class waits until the run
- * before it has settled, unless the handler keeps each connection's order itself
- * (`handlerKeepsOrder`), when reads and writes go in one run.
+ * before it has settled. A handler that keeps each connection's order itself (`handlerKeepsOrder`)
+ * gets every data command as it comes, without waiting for earlier replies (so a bulk load keeps
+ * the cluster busy), and the replies leave in order as they settle.
  *
  * Invariants:
  * - The handler sees a connection's commands in arrival order; replies leave in arrival order.
@@ -49,8 +50,9 @@ export interface ProtocolServerOptions {
   handler: CommandHandler;
   /**
    * The handler carries out each connection's commands in the order they were handed to it: a
-   * read sees the connection's earlier writes and none of its later ones, even with all of them
-   * in flight. Then a pipelined run may mix reads and writes. Default false.
+   * read sees the connection's earlier writes and none of its later ones, and nothing older than
+   * its earlier reads saw, even with all of them in flight. Then a pipelined run may mix reads and
+   * writes, and runs are handed over without waiting for earlier replies. Default false.
    */
   handlerKeepsOrder?: boolean;
   log?: ProtocolServerLog;
@@ -102,7 +104,7 @@ export const PROTOCOL_SERVER_VERSION = '1.6.18-mckv';
 
 /** Reading pauses above this many queued request bytes and resumes below half of it. */
 const QUEUED_BYTES_MAX = 16 * 1024 * 1024;
-/** Most pipelined commands of one class handed to the handler before the first of them settles. */
+/** Most pipelined commands of one class handed to the handler in one run. */
 const PIPELINED_RUN_MAX = 64;
 /** A connection asked to close is destroyed after this long if the peer does not close it first. */
 const CLOSE_GRACE_MS = 2000;
@@ -247,6 +249,15 @@ class Connection {
   private readonly queue: WireRequest[] = [];
   private queuedBytes = 0;
   private running = false;
+  /**
+   * With a handler that keeps the connection's order, runs handed over and not yet answered, in
+   * request order: the next run is handed over without waiting for them, and replies leave in
+   * this order as they settle (see `writeSettled`).
+   */
+  private readonly unwritten: Array<{ request: CommandRequest; reply: Promise<Reply> | Reply }> = [];
+  private writingSettled = false;
+  /** Resolved once `unwritten` is empty (or the connection is gone). */
+  private whenWritten: Array<() => void> = [];
   private finished = false;
   private corked = false;
   /** The client has sent its last byte; close once every queued request is answered. */
@@ -267,11 +278,13 @@ class Connection {
     socket.on('error', (error) => this.server.logWarn('client socket error', { connection: info.id, error: error.message }));
     socket.on('end', () => {
       this.inputEnded = true;
-      if (!this.running) this.finish();
+      if (this.idle()) this.finish();
     });
     socket.on('close', () => {
       this.finished = true;
       this.queue.length = 0;
+      this.unwritten.length = 0;
+      this.allWritten();
       this.server.addInFlight(-this.inFlight);
       this.inFlight = 0;
       this.server.onConnectionClosed(this);
@@ -303,7 +316,7 @@ class Connection {
     const requests = this.decoder.push(chunk);
     this.inFlight += requests.length;
     this.server.addInFlight(requests.length);
-    if (requests.length === 1 && !this.running && this.queue.length === 0 && requests[0].kind === 'command') {
+    if (requests.length === 1 && this.idle() && this.queue.length === 0 && requests[0].kind === 'command') {
       this.startAlone(requests[0]);
     } else {
       for (const request of requests) {
@@ -340,10 +353,16 @@ class Connection {
         if (this.socket.writableLength > this.outputBytesMax) await this.drained();
         if (this.finished) break;
         // The handler holds at most serverRequestsInFlightMax requests of all connections.
-        const room = this.server.handlerRoom();
-        if (room === 0) await this.server.handlerFreed();
+        while (this.server.handlerRoom() === 0 && !this.finished) await this.server.handlerFreed();
         if (this.finished) break;
-        const batch = this.takeRun(Math.max(1, this.server.handlerRoom()));
+        const batch = this.takeRun(this.server.handlerRoom());
+        if (this.overlaps(batch)) {
+          this.handOver(batch as CommandRequest[]);
+          continue;
+        }
+        // Anything else goes alone, once every reply before it has left (as without overlap).
+        if (this.unwritten.length > 0) await this.written();
+        if (this.finished) break;
         // Handed over in order now; answered in order below. A reply the handler gave at once is
         // written at once, without a turn of the event loop.
         const replies = batch.map((request) => (request.kind === 'command' ? this.start(request) : null));
@@ -360,7 +379,72 @@ class Connection {
     } finally {
       this.running = false;
     }
-    if (this.inputEnded) this.finish();
+    if (this.inputEnded && this.idle()) this.finish();
+  }
+
+  /** Nothing is being run or waits to be written. */
+  private idle(): boolean {
+    return !this.running && this.unwritten.length === 0;
+  }
+
+  /** A run of data commands for a handler that keeps the connection's order: no need to wait for earlier runs. */
+  private overlaps(batch: WireRequest[]): boolean {
+    const first = batch[0];
+    return this.server.handlerKeepsOrder && first.kind === 'command' && commandClass(first.command, true) === 'read';
+  }
+
+  /** Hands a run to the handler now; its replies are written in order as they settle. */
+  private handOver(batch: CommandRequest[]): void {
+    for (const request of batch) {
+      const entry: { request: CommandRequest; reply: Promise<Reply> | Reply } = { request, reply: this.start(request) };
+      this.unwritten.push(entry);
+      if (entry.reply instanceof Promise) {
+        void entry.reply.then((settled) => {
+          entry.reply = settled;
+          this.writeSettled();
+        });
+      }
+    }
+    this.writeSettled();
+  }
+
+  /**
+   * Writes the replies at the head of `unwritten` that have settled, in order, coalescing those of
+   * one tick into one socket write; stops at the first still pending (its settling resumes it) or
+   * while the client has not taken its output.
+   */
+  private writeSettled(): void {
+    if (this.writingSettled) return;
+    this.writingSettled = true;
+    while (this.unwritten.length > 0 && !this.finished) {
+      const head = this.unwritten[0];
+      if (head.reply instanceof Promise) break;
+      this.unwritten.shift();
+      this.corkForTick();
+      const pending = this.finishRequest(head.request, head.reply);
+      if (pending !== undefined) {
+        void pending.then(() => {
+          this.writingSettled = false;
+          this.writeSettled();
+        });
+        return;
+      }
+    }
+    this.writingSettled = false;
+    if (this.unwritten.length > 0) return;
+    this.allWritten();
+    if (this.inputEnded && this.idle()) this.finish();
+  }
+
+  /** Resolves once every reply handed over has been written. */
+  private written(): Promise<void> {
+    return new Promise((resolve) => this.whenWritten.push(resolve));
+  }
+
+  private allWritten(): void {
+    const waiting = this.whenWritten;
+    this.whenWritten = [];
+    for (const resolve of waiting) resolve();
   }
 
   /** The next request, and the requests of the same class (read or write) queued right after it. */
@@ -469,6 +553,13 @@ class Connection {
     });
   }
 
+  /** Corks until the end of this tick, so the replies written meanwhile leave together. */
+  private corkForTick(): void {
+    if (this.corked) return;
+    this.cork();
+    process.nextTick(() => this.uncork());
+  }
+
   private cork(): void {
     if (this.corked) return;
     this.corked = true;
@@ -516,6 +607,8 @@ class Connection {
     if (this.finished) return;
     this.finished = true;
     this.queue.length = 0;
+    this.unwritten.length = 0;
+    this.allWritten();
     this.uncork();
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
