@@ -314,10 +314,10 @@ export class CausalMachine implements Machine<CausalMessage> {
         break;
       case 'dirty':
         this.dirtyFetchToken = null;
-        for (const peer of this.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps);
+        for (const peer of this.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps, this.nowMs);
         break;
       case 'snapshot':
-        this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries });
+        this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries }, this.nowMs);
         break;
       default:
         assertNever(purpose);
