@@ -1,7 +1,8 @@
 /**
  * The causal sender's chain to one peer (src/consistency/causal/outbox.ts): its byte bound counts
  * what is queued now, so entries a purge drops stop counting, and only a chain that really holds
- * more than pendingBytesMax is given up for a snapshot.
+ * more than pendingBytesMax is given up for a snapshot; and it tells when a snapshot not yet
+ * acknowledged would be sent again holding stale entries.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -20,7 +21,7 @@ function entries(prefix: string, count: number, cas: bigint): KeyedEntry[] {
 function synced(): Outbox {
   const outbox = new Outbox(LIMITS);
   outbox.startSnapshot(1n, 7);
-  outbox.onSnapshotFetched(7, { to: 1n, deps: [1n, 0n, 0n], entries: [] });
+  outbox.onSnapshotFetched(7, { to: 1n, deps: [1n, 0n, 0n], entries: [] }, 0);
   outbox.takeDue(0);
   outbox.onAck(1n, 1n);
   return outbox;
@@ -29,24 +30,51 @@ function synced(): Outbox {
 describe('the causal outbox', () => {
   it('forgets the chain once more than pendingBytesMax is queued', () => {
     const outbox = synced();
-    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n]);
+    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n], 0);
     expect(outbox.depth).toBe(1);
-    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n]);
+    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n], 0);
     expect(outbox.depth).toBe(0);
     expect(outbox.needsSnapshot()).toBe(true);
   });
 
   it('stops counting entries a purge dropped, so the chain is kept', () => {
     const outbox = synced();
-    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n]);
+    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n], 0);
     outbox.filterEntries(([key]) => !key.startsWith('a'));
-    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n]);
+    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n], 0);
     expect(outbox.depth).toBe(2);
     expect(outbox.needsSnapshot()).toBe(false);
     // Acknowledging both takes the count back to nothing: a full load fits again.
     outbox.onAck(3n, 3n);
     expect(outbox.depth).toBe(0);
-    outbox.append(entries('c', 9, 4n), 4n, [4n, 0n, 0n]);
+    outbox.append(entries('c', 9, 4n), 4n, [4n, 0n, 0n], 0);
     expect(outbox.depth).toBe(1);
+  });
+
+  it('tells when a chain waiting on an unacknowledged snapshot holds a stale entry', () => {
+    // A window of one batch: the chain batch behind the snapshot waits for its acknowledgement.
+    const outbox = new Outbox({ ...LIMITS, windowBatchesMax: 1 });
+    outbox.startSnapshot(5n, 7);
+    outbox.onSnapshotFetched(7, { to: 5n, deps: [5n, 0n, 0n], entries: entries('a', 2, 3n) }, 0);
+    outbox.append(entries('c', 1, 6n), 6n, [6n, 0n, 0n], 0);
+    const stale = ([key]: KeyedEntry): boolean => key === 'c0';
+    // Just fetched, or sent within the ack timeout: it goes out as it is.
+    expect(outbox.sendsStale(0, stale)).toBe(false);
+    expect(outbox.takeDue(0)).toHaveLength(1);
+    expect(outbox.sendsStale(999, stale)).toBe(false);
+    // Due to be sent again: the whole queue counts, beyond the window too.
+    expect(outbox.sendsStale(1000, stale)).toBe(true);
+    expect(outbox.sendsStale(1000, ([key]) => key === 'z')).toBe(false);
+    // Once the peer acknowledged the snapshot, its state is known: the chain is kept.
+    outbox.onAck(5n, 5n);
+    expect(outbox.sendsStale(5000, stale)).toBe(false);
+  });
+
+  it('tells when a snapshot queued long ago, never sent (its peer was down), holds a stale entry', () => {
+    const outbox = new Outbox(LIMITS);
+    outbox.startSnapshot(5n, 7);
+    outbox.onSnapshotFetched(7, { to: 5n, deps: [5n, 0n, 0n], entries: entries('a', 2, 3n) }, 0);
+    expect(outbox.sendsStale(999, ([key]) => key === 'a1')).toBe(false);
+    expect(outbox.sendsStale(1000, ([key]) => key === 'a1')).toBe(true);
   });
 });

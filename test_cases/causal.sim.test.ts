@@ -36,6 +36,14 @@ describe('causal mode under a simulated, faulty network', () => {
     expect(failures(reports)).toEqual([]);
   });
 
+  it('converges on seeds of a wider sweep that once did not (drops, delays, partitions, crashes)', () => {
+    // A snapshot sent again unacknowledged held an entry a tombstone had since superseded, which a
+    // peer that had purged the tombstone, then restarted, took back.
+    const seeds = [896];
+    const reports = replaySeed === null ? seeds.map((seed) => runEventualSim({ seed, backendResets: false, mode: 'causal' })) : [];
+    expect(failures(reports)).toEqual([]);
+  });
+
   it('converges on seeds of a wider sweep that once did not (emptied, full or slow replicas)', () => {
     // A vector claimed writes the replica lacked: a snapshot's deps counted a merge memcached then
     // refused; after a reset, our own lost writes; after a restart, a cut a refusal had left

@@ -314,10 +314,10 @@ export class CausalMachine implements Machine<CausalMessage> {
         break;
       case 'dirty':
         this.dirtyFetchToken = null;
-        for (const peer of this.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps);
+        for (const peer of this.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps, this.nowMs);
         break;
       case 'snapshot':
-        this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries });
+        this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries }, this.nowMs);
         break;
       default:
         assertNever(purpose);
@@ -355,6 +355,10 @@ export class CausalMachine implements Machine<CausalMessage> {
   private sendNext(peer: PeerId, out: Out): void {
     const box = this.outbox(peer);
     if (!this.peersUp.has(peer) || this.held !== null || box.fetchingSnapshot) return;
+    // A peer that has not acknowledged our snapshot may have restarted since, forgetting the
+    // tombstones it purged: an entry a tombstone here has superseded would come back to life there.
+    // A chain that has waited and holds one is given up for a fresh snapshot.
+    if (box.sendsStale(this.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
     if (box.needsSnapshot()) {
       const to = this.visible[this.selfIndex];
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken count.

@@ -26,7 +26,7 @@ export class Outbox {
   /** What the peer acknowledged of our chain; null: unknown, a snapshot goes first. */
   private ackedTo: bigint | null = null;
   /** Unacknowledged batches in chain order (a snapshot first, if any); sentAtMs null: not sent yet. */
-  private queue: Array<Batch & { sentAtMs: number | null }> = [];
+  private queue: Array<Batch & { queuedAtMs: number; sentAtMs: number | null }> = [];
   /** Bytes of the queued entries. */
   private queueBytes = 0;
   /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
@@ -59,19 +59,19 @@ export class Outbox {
     this.snapshotFetch = token;
   }
 
-  /** Fetch `token` returned `entries`: queued first, if it is the snapshot fetch this waits for. */
-  onSnapshotFetched(token: number, snapshot: Omit<Batch, 'snapshot' | 'prev'>): void {
+  /** Fetch `token` returned `entries`, at `nowMs`: queued first, if it is the snapshot fetch this waits for. */
+  onSnapshotFetched(token: number, snapshot: Omit<Batch, 'snapshot' | 'prev'>, nowMs: number): void {
     if (this.snapshotFetch !== token) return;
     this.snapshotFetch = null;
     const { to, deps, entries } = snapshot;
-    this.queue.unshift({ snapshot: true, prev: 0n, to, deps, entries, sentAtMs: null });
+    this.queue.unshift({ snapshot: true, prev: 0n, to, deps, entries, queuedAtMs: nowMs, sentAtMs: null });
     this.queueBytes += entriesBytes(entries);
   }
 
-  /** Queues a dirty fetch's results as the next batch of the chain. */
-  append(entries: KeyedEntry[], to: bigint, deps: VersionVector): void {
+  /** Queues a dirty fetch's results, returned at `nowMs`, as the next batch of the chain. */
+  append(entries: KeyedEntry[], to: bigint, deps: VersionVector, nowMs: number): void {
     if (to <= this.coveredTo) return;
-    this.queue.push({ snapshot: false, prev: this.coveredTo, to, deps, entries, sentAtMs: null });
+    this.queue.push({ snapshot: false, prev: this.coveredTo, to, deps, entries, queuedAtMs: nowMs, sentAtMs: null });
     this.coveredTo = to;
     this.queueBytes += entriesBytes(entries);
     if (this.queueBytes > this.limits.pendingBytesMax) this.forget();
@@ -94,6 +94,18 @@ export class Outbox {
       });
     }
     return messages;
+  }
+
+  /**
+   * Whether, while no snapshot of ours is acknowledged (the peer's state unknown), the window is
+   * due to send a batch that has waited ackTimeoutMs or more since it was queued or last sent, and
+   * the queue holds an entry `stale` turns down. (Only then: a batch just fetched goes out as it is.)
+   */
+  sendsStale(nowMs: number, stale: (pair: KeyedEntry) => boolean): boolean {
+    if (this.ackedTo !== null) return false;
+    const waitedMs = (batch: (typeof this.queue)[number]): number => nowMs - (batch.sentAtMs ?? batch.queuedAtMs);
+    if (!this.queue.slice(0, this.limits.windowBatchesMax).some((batch) => waitedMs(batch) >= this.limits.ackTimeoutMs)) return false;
+    return this.queue.some((batch) => batch.entries.some(stale));
   }
 
   /** Gives up the chain: the next thing the peer gets is a snapshot. */

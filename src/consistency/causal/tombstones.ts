@@ -4,7 +4,8 @@
  * A tombstone is purged once it is stable (every node's visible vector covers it): then no replica
  * can still hold what it deleted, and none needs it to win over an older copy. A purged (key,
  * version) is remembered for a while (../purged.ts) so that a late copy of what it deleted is not
- * merged back.
+ * merged back. A restart forgets it: so a sender whose chain to a peer waited unacknowledged does
+ * not send it again while it holds a copy a tombstone here supersedes (the machine's sendNext).
  *
  * Owns: the graveyard (key → version of the tombstone the replica holds) and the purge memory.
  * Invariants: a merge of an older entry leaves a grave in place; a purge takes only tombstones the
@@ -46,6 +47,12 @@ export class Tombstones {
   /** What of `entries` may be merged: a version older than a tombstone purged here was deleted, and would come back. */
   notPurged(entries: readonly KeyedEntry[]): KeyedEntry[] {
     return entries.filter(([key, entry]) => !this.purged.covers(key, entry.cas));
+  }
+
+  /** Whether a tombstone the replica holds, or one purged here, is newer than `key` at `version`. */
+  supersedes(key: string, version: bigint): boolean {
+    const grave = this.graveyard.get(key);
+    return (grave !== undefined && version < grave) || this.purged.covers(key, version);
   }
 
   /**
