@@ -98,7 +98,7 @@ export class CausalMachine implements Machine<CausalMessage> {
    * (the replica lost them; the other peer may not have them).
    */
   private lostOwnTo = 0n;
-  /** Peer → when it was last asked for that snapshot. */
+  /** Peer → when it was last asked for that snapshot, or last sent part of one. */
   private readonly owedSnapshots = new Map<PeerId, number>();
   private rebuilds = 0;
   private readonly tombstones: Tombstones;
@@ -394,7 +394,10 @@ export class CausalMachine implements Machine<CausalMessage> {
   private askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
     const askedAtMs = this.owedSnapshots.get(from);
     if (askedAtMs === undefined || visible[this.selfIndex] < this.lostOwnTo) return;
-    if (this.nowMs - askedAtMs < this.tuning.ackTimeoutMs) return;
+    // Asked again only when nothing of a snapshot came for a while: each ask makes the peer start
+    // its snapshot over (a barrier on its replica), so asking while one is on its way, as under a
+    // bulk load it can be for seconds, would start it over for ever.
+    if (this.nowMs - askedAtMs < this.tuning.resyncAfterMs) return;
     this.owedSnapshots.set(from, this.nowMs);
     this.ack(from, 0n, true, out);
   }
@@ -411,6 +414,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       // The sender believes we hold more of its chain than we do (our replica was reset).
       return this.ack(from, message.to, true, out);
     }
+    // A snapshot on its way is what an ask for lost writes waits for (askForLostWrites).
+    if (message.snapshot && this.owedSnapshots.has(from)) this.owedSnapshots.set(from, this.nowMs);
     const batch = this.inbox(from).assemble(message);
     if (batch !== null) this.onBatch(from, batch, out);
   }
@@ -607,7 +612,9 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   private onBackendReset(out: Out): void {
     this.lostOwnTo = this.visible[this.selfIndex];
-    for (const peer of this.peers) this.owedSnapshots.set(peer, -Infinity);
+    // None of our writes was ever seen (a first start on an empty memcached): none can be lost, and
+    // no peer owes a snapshot for them (one owed could never be paid: asked for again and again).
+    if (this.lostOwnTo > 0n) for (const peer of this.peers) this.owedSnapshots.set(peer, -Infinity);
     // Our own component stays: it names our latest write, the next batch's `to`. Lost own writes
     // that a peer holds come back with its snapshot (askForLostWrites, shipOwnWritesAgain).
     this.visible = this.visible.map((version, index) => (index === this.selfIndex ? version : 0n));
