@@ -406,9 +406,9 @@ function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeG
     if (deepest === null || stack.length > deepest.prefixLength) deepest = stuckAt(search, stack);
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
-    const position = itemAt(search.positions, top.process) - 1;
+    const position = positionOf(search, top.process) - 1;
     search.positions[top.process] = position;
-    const undone = itemAt(itemAt(queues, top.process), position);
+    const undone = opAt(search, top.process, position);
     search.infoPlaced &= ~(search.infoBits.get(undone.id) ?? 0n);
     gate?.unplace(undone);
     search.supply.count(undone, 1);
@@ -425,17 +425,31 @@ function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeG
  * real-time order first finds an order quickly when the history is nearly linearizable.
  */
 function candidateOrder(search: Position): number[] {
-  const { queues, positions } = search;
+  const { queues } = search;
   const order: number[] = [];
   for (let process = 0; process < queues.length; process++) {
-    if (itemAt(positions, process) < itemAt(queues, process).length) order.push(process);
+    if (positionOf(search, process) < (queues[process]?.length ?? 0)) order.push(process);
   }
   return order.sort((a, b) => nextOf(search, a).call - nextOf(search, b).call);
 }
 
+/** How many operations of its queue `process` has placed. */
+function positionOf(search: Position, process: number): number {
+  const position = search.positions[process];
+  if (position === undefined) throw new RangeError(`sequential search: no process ${process}`);
+  return position;
+}
+
+/** The operation at `position` of `process`'s queue, which the caller knows is there. */
+function opAt(search: Position, process: number, position: number): Operation {
+  const op = search.queues[process]?.[position];
+  if (op === undefined) throw new RangeError(`sequential search: process ${process} has no operation ${position}`);
+  return op;
+}
+
 /** The operation `process` places next, which the caller knows it has. */
 function nextOf(search: Position, process: number): Operation {
-  return itemAt(itemAt(search.queues, process), itemAt(search.positions, process));
+  return opAt(search, process, positionOf(search, process));
 }
 
 /**
@@ -512,8 +526,8 @@ type PlaceResult = { process: number; rank: number; op: Operation; before: Regis
 /** Place `process`'s next operation if it fits, starves nothing and reaches an unexplored position. */
 function tryPlace(search: Position, process: number, before: RegisterValue): Omit<PlaceResult, 'rank'> | null {
   const { positions, supply, visited, visitedAfterInfo } = search;
-  const position = itemAt(positions, process);
-  const op = itemAt(itemAt(search.queues, process), position);
+  const position = positionOf(search, process);
+  const op = opAt(search, process, position);
   const result = step(before, op.input, op.output);
   if (!result.ok || !mayFollowInfo(search, op) || (search.gate !== null && !search.gate.allows(op))) return null;
   // An indeterminate op that changes nothing here is better left out.
@@ -628,11 +642,11 @@ function stateKey(supply: ValueSupply, state: RegisterValue): string {
 
 /** Where each process stands, an indeterminate operation counted as not placed. */
 function determinateKey(search: Position, placedInfo: bigint): string {
-  const { queues, positions, infoBits } = search;
+  const { queues, infoBits } = search;
   let key = '';
   for (let process = 0; process < queues.length; process++) {
-    let position = itemAt(positions, process);
-    const last = itemAt(queues, process)[position - 1];
+    let position = positionOf(search, process);
+    const last = queues[process]?.[position - 1];
     if (last !== undefined && ((infoBits.get(last.id) ?? 0n) & placedInfo) !== 0n) position--;
     key += `${position},`;
   }
@@ -670,7 +684,7 @@ function equivalent(supply: ValueSupply, a: RegisterValue, b: RegisterValue): bo
 function lastInfo(search: Position, stack: Frame[]): Position['afterInfo'] {
   const top = stack.at(-1);
   if (top === undefined) return null;
-  const op = itemAt(itemAt(search.queues, top.process), itemAt(search.positions, top.process) - 1); // the top's, placed
+  const op = opAt(search, top.process, positionOf(search, top.process) - 1); // the top's, placed
   return isIndeterminate(op) ? { op, before: top.state } : null;
 }
 
