@@ -225,10 +225,10 @@ function toItem(key: string, entry: Entry): Item {
 /** The reply to a get: the live entries, in key order. */
 function valuesReply(keys: readonly string[], entries: ReadonlyArray<Entry | undefined>, nowMs: number): Reply {
   const items: Item[] = [];
-  let position = 0;
-  for (const key of keys) {
-    const entry = entries[position++];
-    if (isLive(entry, nowMs)) items.push(toItem(key, entry));
+  for (let position = 0; position < keys.length; position += 1) {
+    const key = keys[position];
+    const entry = entries[position];
+    if (key !== undefined && isLive(entry, nowMs)) items.push(toItem(key, entry));
   }
   return { kind: 'values', items };
 }
