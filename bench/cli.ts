@@ -245,7 +245,7 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
     const { cpuStartMs, cpuEndMs } = window;
     const processCpu =
       cpuStartMs !== null && cpuEndMs !== null && window.wallEndMs > window.wallStartMs
-        ? processes.map(({ label }, index) => ({ label, cpuMs: cpuEndMs[index] - cpuStartMs[index], role: roles.get(label) ?? null }))
+        ? processes.map(({ label }, index) => ({ label, cpuMs: cpuSpentMs(cpuStartMs[index], cpuEndMs[index]), role: roles.get(label) ?? null }))
         : null;
     const cpuKnown = processCpu !== null && processCpu.every(({ cpuMs }) => cpuMs >= 0);
     const targetCpuMs = cpuKnown ? processCpu.reduce((sum, { cpuMs }) => sum + cpuMs, 0) : 0;
@@ -391,6 +391,11 @@ export async function runBench(settings: BenchSettings): Promise<number> {
   const files = writeReport(dir, report, text);
   console.log(`results: ${files.json}\nchart:   ${files.svg}\nsummary: ${files.text}`);
   return samples.some((sample) => sample.result !== null) ? 0 : 1;
+}
+
+/** CPU time between two readings of one process; NaN (not known: its window does not count) when one is missing. */
+function cpuSpentMs(startMs: number | undefined, endMs: number | undefined): number {
+  return startMs === undefined || endMs === undefined ? Number.NaN : endMs - startMs;
 }
 
 async function main(): Promise<void> {

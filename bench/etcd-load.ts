@@ -15,6 +15,7 @@
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { performance } from 'node:perf_hooks';
+import { itemAt } from '../src/item-at.ts';
 import { benchValue, KEY_PREFIX_DEFAULT, keyName, type ChannelSpec, type LoadChannel, type LoadOptions, type OpenChannels, type ReplyOutcome, type ReplySink, type Request } from './loadgen.ts';
 
 const HOST = '127.0.0.1';
@@ -74,6 +75,7 @@ class EtcdChannel implements LoadChannel {
   private send(request: Request): void {
     const sentAtMs = performance.now();
     const key = this.run.keys[request.key];
+    if (key === undefined) throw new RangeError(`no key ${request.key} of ${this.run.keys.length}`);
     const options = { deadline: Date.now() + CALL_DEADLINE_MS };
     const call: Promise<ReplyOutcome | string> =
       request.kind === 'get'
@@ -136,9 +138,9 @@ export function etcdChannels(options: LoadOptions): OpenChannels {
     connectTimeoutMs: options.connectTimeoutMs ?? 5000,
   };
   return async ({ ports, count, depth, next, sink }: ChannelSpec) => {
-    const clients = Array.from({ length: count }, (_, index) => memberClient(ports[index % ports.length], run.connectTimeoutMs));
+    const clients = Array.from({ length: count }, (_, index) => memberClient(itemAt(ports, index % ports.length), run.connectTimeoutMs));
     const deadline = Date.now() + run.connectTimeoutMs;
-    const opened = await Promise.allSettled(clients.map((client) => client.get(run.keys[0]).options({ deadline }).buffer()));
+    const opened = await Promise.allSettled(clients.map((client) => client.get(itemAt(run.keys, 0)).options({ deadline }).buffer()));
     const failure = opened.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failure !== undefined) {
       for (const client of clients) client.close();

@@ -65,7 +65,7 @@ export class Histogram {
   /** Counts one value; negatives count as 0, values past the range as the range's top. */
   record(value: number): void {
     const clamped = Math.min(VALUE_MAX, Math.max(0, Math.round(value)));
-    this.counts[bucketIndex(clamped)] += 1;
+    this.add(bucketIndex(clamped), 1);
     this.total += 1;
     this.sum += clamped;
     if (clamped < this.valueMin) this.valueMin = clamped;
@@ -98,11 +98,18 @@ export class Histogram {
     const exactRank = (Math.min(100, Math.max(0, percentile)) / 100) * this.total;
     const rank = Math.max(1, Math.ceil(exactRank - 1e-9 * Math.max(1, exactRank)));
     let seen = 0;
-    for (let index = 0; index < BUCKET_COUNT; index += 1) {
-      seen += this.counts[index];
+    for (const [index, count] of this.counts.entries()) {
+      seen += count;
       if (seen >= rank) return Math.min(this.valueMax, Math.max(this.valueMin, bucketRange(index).high));
     }
     return this.valueMax;
+  }
+
+  /** Adds `count` to bucket `index` (below BUCKET_COUNT: bucketIndex's, or a snapshot's checked). */
+  private add(index: number, count: number): void {
+    const counted = this.counts[index];
+    if (counted === undefined) throw new RangeError(`no histogram bucket ${index}`);
+    this.counts[index] = counted + count;
   }
 
   /** Adds every count of `other` into this histogram. */
@@ -113,8 +120,8 @@ export class Histogram {
   /** The non-zero buckets and summary fields, small enough to send over IPC. */
   snapshot(): HistogramSnapshot {
     const buckets: Array<[number, number]> = [];
-    for (let index = 0; index < BUCKET_COUNT; index += 1) {
-      if (this.counts[index] > 0) buckets.push([index, this.counts[index]]);
+    for (const [index, count] of this.counts.entries()) {
+      if (count > 0) buckets.push([index, count]);
     }
     return { buckets, valueMin: this.min, valueMax: this.valueMax, sum: this.sum };
   }
@@ -124,7 +131,7 @@ export class Histogram {
     let added = 0;
     for (const [index, count] of snapshot.buckets) {
       if (!Number.isInteger(index) || index < 0 || index >= BUCKET_COUNT || !(count > 0)) continue;
-      this.counts[index] += count;
+      this.add(index, count);
       added += count;
     }
     if (added === 0) return;

@@ -25,6 +25,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Histogram, type HistogramSnapshot } from './histogram.ts';
+import { itemAt } from '../src/item-at.ts';
 import { mulberry32 } from '../src/random.ts';
 import { BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC, readHeader, writeHeader } from '../src/protocol/binary-header.ts';
 
@@ -146,7 +147,7 @@ export function parseWorkload(text: string): Workload | null {
   if (standard !== undefined) return standard;
   const match = /^(\d{1,4}):(\d{1,4})-(\d{1,4})x(\d{1,4})$/.exec(text);
   if (match === null) return null;
-  const [gets, sets, connections, pipelineDepth] = match.slice(1).map(Number);
+  const [gets = 0, sets = 0, connections = 0, pipelineDepth = 0] = match.slice(1).map(Number);
   const { connectionsMax, pipelineDepthMax, ratioTermMax } = WORKLOAD_LIMITS;
   if (gets + sets === 0 || gets > ratioTermMax || sets > ratioTermMax) return null;
   if (connections < 1 || connections > connectionsMax || pipelineDepth < 1 || pipelineDepth > pipelineDepthMax) return null;
@@ -250,7 +251,8 @@ export function parseTextReply(buffer: Buffer, offset: number): ParsedReply | nu
 /** Parses one binary-protocol response to GET (0x00) or SET (0x01) starting at `offset`. */
 export function parseBinaryReply(buffer: Buffer, offset: number): ParsedReply | null {
   if (buffer.length - offset < HEADER_BYTES) return null;
-  if (buffer[offset] !== RESPONSE_MAGIC) return { kind: 'fatal', message: `bad response magic 0x${buffer[offset].toString(16)}` };
+  const magic = buffer.readUInt8(offset);
+  if (magic !== RESPONSE_MAGIC) return { kind: 'fatal', message: `bad response magic 0x${magic.toString(16)}` };
   const { opcode, keyBytes, extrasBytes, status, bodyBytes } = readHeader(buffer, offset);
   const next = offset + HEADER_BYTES + bodyBytes;
   if (buffer.length < next) return null;
@@ -354,13 +356,16 @@ class LoadConnection implements LoadChannel {
     while (this.inFlight < this.options.depth && !this.closed) {
       const request = this.next();
       if (request === null) break;
+      const encoded = request.kind === 'get' ? this.requests.gets[request.key] : this.requests.sets[request.key];
+      if (encoded === undefined) return this.fail(`no encoded ${request.kind} for key ${request.key}`);
       const slot = (this.head + this.inFlight) % this.options.depth;
       this.sentAtMs[slot] = nowMs;
       this.kinds[slot] = request.kind;
       this.inFlight += 1;
-      buffers.push(request.kind === 'get' ? this.requests.gets[request.key] : this.requests.sets[request.key]);
+      buffers.push(encoded);
     }
-    if (buffers.length === 1) this.socket.write(buffers[0]);
+    const first = buffers[0];
+    if (buffers.length === 1 && first !== undefined) this.socket.write(first);
     else if (buffers.length > 1) this.socket.write(Buffer.concat(buffers));
   }
 
@@ -384,6 +389,7 @@ class LoadConnection implements LoadChannel {
   private complete(parsed: Extract<ParsedReply, { kind: 'reply' }>, receivedAtMs: number): void {
     const kind = this.kinds[this.head];
     const sentAtMs = this.sentAtMs[this.head];
+    if (kind === undefined || sentAtMs === undefined) return this.fail(`no request in slot ${this.head} of ${this.options.depth}`);
     this.head = (this.head + 1) % this.options.depth;
     this.inFlight -= 1;
     if (parsed.outcome === 'error') return this.sink.error(`${kind}: ${parsed.message.slice(0, 120)}`, sentAtMs);
@@ -399,7 +405,7 @@ class LoadConnection implements LoadChannel {
     if (this.closed) return;
     this.closed = true;
     for (let index = 0; index < this.inFlight; index += 1) {
-      this.sink.error(message, this.sentAtMs[(this.head + index) % this.options.depth]);
+      this.sink.error(message, itemAt(this.sentAtMs, (this.head + index) % this.options.depth));
     }
     this.inFlight = 0;
     this.socket.destroy();
@@ -464,7 +470,7 @@ function validateOptions(options: LoadOptions): string | null {
 async function openConnections(options: LoadOptions, ports: number[], count: number): Promise<net.Socket[]> {
   const timeoutMs = options.connectTimeoutMs ?? 5000;
   const opened = await Promise.allSettled(
-    Array.from({ length: count }, (_, index) => connect(ports[index % ports.length], timeoutMs)),
+    Array.from({ length: count }, (_, index) => connect(itemAt(ports, index % ports.length), timeoutMs)),
   );
   const sockets = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
   const failure = opened.find((result): result is PromiseRejectedResult => result.status === 'rejected');

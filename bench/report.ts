@@ -16,6 +16,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { itemAt } from '../src/item-at.ts';
 import type { LoadResult, WorkloadId } from './loadgen.ts';
 import { parseWorkload } from './loadgen.ts';
 import { targetLabel, TARGET_NAMES, type TargetName } from './targets.ts';
@@ -123,7 +124,7 @@ export function median(values: number[]): number | null {
   const finite = values.filter((value) => Number.isFinite(value)).sort((left, right) => left - right);
   if (finite.length === 0) return null;
   const middle = Math.floor(finite.length / 2);
-  return finite.length % 2 === 1 ? finite[middle] : (finite[middle - 1] + finite[middle]) / 2;
+  return finite.length % 2 === 1 ? itemAt(finite, middle) : (itemAt(finite, middle - 1) + itemAt(finite, middle)) / 2;
 }
 
 function successful(samples: RunSample[], target: TargetName, workload: WorkloadId): Array<RunSample & { result: LoadResult }> {
@@ -321,8 +322,10 @@ function formatNumber(value: number | null, digits: number): string {
 
 /** Columns padded to their widest cell: the first `textColumns` aligned left (labels), the rest right (numbers). */
 function padTable(rows: string[][], textColumns = 2): string {
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  return rows.map((row) => row.map((cell, column) => (column < textColumns ? cell.padEnd(widths[column]) : cell.padStart(widths[column]))).join('  ').trimEnd()).join('\n');
+  const widths = itemAt(rows, 0).map((_, column) => Math.max(...rows.map((row) => itemAt(row, column).length)));
+  const pad = (cell: string, column: number): string =>
+    (column < textColumns ? cell.padEnd(itemAt(widths, column)) : cell.padStart(itemAt(widths, column)));
+  return rows.map((row) => row.map(pad).join('  ').trimEnd()).join('\n');
 }
 
 /** The medians table: one row per target × workload. */

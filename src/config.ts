@@ -236,12 +236,12 @@ function oneOf<T extends string>(value: string, choices: readonly T[], where: st
 
 /** Parses "host:port". */
 export function parseAddress(value: string, where: string): Address {
-  const match = /^(.+):(\d{1,5})$/.exec(value.trim());
-  const port = match ? Number(match[2]) : NaN;
-  if (!match || port < 1 || port > 65535) {
+  const [, host, portText] = /^(.+):(\d{1,5})$/.exec(value.trim()) ?? [];
+  const port = Number(portText);
+  if (host === undefined || port < 1 || port > 65535) {
     throw new ConfigError(`${where}: '${value}' is not host:port`);
   }
-  return { host: match[1], port };
+  return { host, port };
 }
 
 /** The node whose client port is `port` (and, when given, whose client host is `host`). */

@@ -273,8 +273,8 @@ export class Controller {
 
   private runQueued(): void {
     let budget = eventsPerTurnMax;
-    while (this.queueHead < this.queue.length && budget-- > 0 && !this.stopped) {
-      const queued = this.queue[this.queueHead];
+    for (let queued = this.queue[this.queueHead]; queued !== undefined && budget-- > 0; queued = this.queue[this.queueHead]) {
+      if (this.stopped) break;
       this.queueHead += 1;
       // A reset is queued bare; the watch says what it carries as it is taken.
       const event = queued.kind === 'backend_reset' ? this.watch.takeReset(queued) : queued;

@@ -4,6 +4,8 @@
  * Nothing in mckv uses a global random source where a seed matters.
  */
 
+import { itemAt } from './item-at.ts';
+
 export type Random = () => number;
 
 /** A generator seeded with `seed` (any number; its low 32 bits are used). */
@@ -20,5 +22,5 @@ export function mulberry32(seed: number): Random {
 
 /** Picks one of `items` with `random`, each equally likely (items must not be empty). */
 export function picker(random: Random): <T>(items: readonly T[]) => T {
-  return (items) => items[Math.floor(random() * items.length)];
+  return (items) => itemAt(items, Math.floor(random() * items.length));
 }

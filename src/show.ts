@@ -5,6 +5,7 @@
  * can print every peer's last known state next to whether it still hears from that peer.
  */
 
+import { itemAt } from './item-at.ts';
 import type { BackendMemory } from './store/memory-guard.ts';
 
 export interface NodeSummary {
@@ -66,10 +67,10 @@ export function renderShow(self: NodeSummary, peers: readonly PeerViewRow[]): st
     const state = view.up ? 'up' : 'down';
     rows.push(summary ? row(summary, state, heard) : [view.peer, state, heard, ...columns.slice(3).map(() => '?')]);
   }
-  const widths = columns.map((title, index) => Math.max(title.length, ...rows.map((cells) => cells[index].length)));
+  const widths = columns.map((title, index) => Math.max(title.length, ...rows.map((cells) => itemAt(cells, index).length)));
   const format = (cells: string[]): string =>
     cells
-      .map((cell, index) => (index === cells.length - 1 ? cell : cell.padEnd(widths[index])))
+      .map((cell, index) => (index === cells.length - 1 ? cell : cell.padEnd(itemAt(widths, index))))
       .join('  ')
       .trimEnd();
   return [

@@ -21,6 +21,7 @@
  * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique).
  */
 
+import { itemAt, wordAt } from '../item-at.ts';
 import {
   describeOperation, isIndeterminate, show,
   type CheckResult, type History, type Operation, type RegisterValue,
@@ -96,10 +97,11 @@ function inferAppends(nodes: Node[]): void {
     const { key, value } = next;
     if (written.has(`${key}\0${value}`)) continue;
     const matches = (appends.get(key) ?? []).filter(({ op }) => op.input.f === 'append' && value.length > op.input.value.length && value.endsWith(op.input.value));
-    if (matches.length !== 1 || matches[0].writes !== undefined || matches[0].op.input.f !== 'append') continue;
-    const prefix = value.slice(0, value.length - matches[0].op.input.value.length);
-    matches[0].writes = value;
-    matches[0].reads = prefix;
+    const match = matches.length === 1 ? matches[0] : undefined;
+    if (match === undefined || match.writes !== undefined || match.op.input.f !== 'append') continue;
+    const prefix = value.slice(0, value.length - match.op.input.value.length);
+    match.writes = value;
+    match.reads = prefix;
     written.add(`${key}\0${value}`);
     pending.push({ key, value: prefix });
   }
@@ -114,7 +116,8 @@ class CausalGraph {
   private readonly keyWriters = new Map<string, number[]>();
   private readonly predecessors: number[][];
   private readonly words: number;
-  private ancestors: Uint32Array[] = [];
+  /** CO as a bit matrix: row `b` (`words` words from `b * words`) has bit `a` set when a →CO b. */
+  private ancestors = new Uint32Array(0);
   private order: number[] | null = null;
 
   constructor(nodes: Node[]) {
@@ -127,7 +130,7 @@ class CausalGraph {
     this.addSessionEdges();
     nodes.forEach((_node, index) => {
       const from = this.readFrom(index);
-      if (from !== null && from !== INIT && from !== index) this.predecessors[index].push(from);
+      if (from !== null && from !== INIT && from !== index) itemAt(this.predecessors, index).push(from);
     });
     this.order = this.topologicalOrder();
     if (this.order !== null) this.computeAncestors(this.order);
@@ -145,8 +148,7 @@ class CausalGraph {
 
   cyclicCo(): Pattern | null {
     if (this.order !== null) return null;
-    const cycle = findCycle(this.predecessors);
-    return { name: 'CyclicCO', ops: cycle.map((index) => this.nodes[index].op), key: this.nodes[cycle[0]].op.key, why: 'session order and read-from make a cycle' };
+    return this.cyclePattern('CyclicCO', findCycle(this.predecessors), 'session order and read-from make a cycle');
   }
 
   /** WriteCOInitRead and WriteCORead: a read whose every possible writer was overwritten before it in CO. */
@@ -155,9 +157,10 @@ class CausalGraph {
       if (node.reads === undefined) continue;
       const candidates = this.candidates(index).filter((writer) => writer === INIT || !this.before(index, writer));
       const blames = candidates.map((writer) => this.overwrittenBefore(writer, index));
-      if (candidates.length === 0 || blames.some((blame) => blame === null)) continue;
-      const [writer, overwriter] = [candidates[0], blames[0] as number];
-      const ops = [...(writer === INIT ? [] : [this.nodes[writer].op]), this.nodes[overwriter].op, node.op];
+      const [writer] = candidates;
+      const [overwriter] = blames;
+      if (writer === undefined || overwriter === undefined || overwriter === null || blames.some((blame) => blame === null)) continue;
+      const ops = [...(writer === INIT ? [] : [this.node(writer).op]), this.node(overwriter).op, node.op];
       const name = writer === INIT ? 'WriteCOInitRead' : 'WriteCORead';
       return { name, ops, key: node.op.key, why: `the read returns ${show(node.reads)}, overwritten before it in causal order` };
     }
@@ -172,17 +175,26 @@ class CausalGraph {
       const from = this.readFrom(index);
       if (from === null || from === INIT) continue;
       for (const other of this.writersOfKey(node.op.key)) {
-        if (other !== from && other !== index && this.before(other, index)) edges[from].push(other);
+        if (other !== from && other !== index && this.before(other, index)) itemAt(edges, from).push(other);
       }
     }
     if (topologicalOrderOf(edges) !== null) return null;
-    const cycle = findCycle(edges);
-    return { name: 'CyclicCF', ops: cycle.map((index) => this.nodes[index].op), key: this.nodes[cycle[0]].op.key, why: 'no single order of the writes explains every read causally after them' };
+    return this.cyclePattern('CyclicCF', findCycle(edges), 'no single order of the writes explains every read causally after them');
+  }
+
+  /** A pattern made of a cycle's operations (a cycle has at least one node), named by its first one's key. */
+  private cyclePattern(name: string, cycle: number[], why: string): Pattern {
+    const ops = cycle.map((index) => this.node(index).op);
+    return { name, ops, key: itemAt(ops, 0).key, why };
+  }
+
+  private node(index: number): Node {
+    return itemAt(this.nodes, index);
   }
 
   /** A write of the read's key that `writer` precedes and that precedes the read (CO), or null. */
   private overwrittenBefore(writer: number, read: number): number | null {
-    for (const other of this.writersOfKey(this.nodes[read].op.key)) {
+    for (const other of this.writersOfKey(this.node(read).op.key)) {
       if (other === writer || other === read) continue;
       if (!this.before(other, read)) continue;
       if (writer === INIT || this.before(writer, other)) return other;
@@ -192,7 +204,7 @@ class CausalGraph {
 
   /** The writers a read may have read from: of its value on its key, and INIT for absent. */
   private candidates(index: number): number[] {
-    const node = this.nodes[index];
+    const node = this.node(index);
     if (node.reads === undefined) return [];
     const list = (this.writers.get(node.op.key)?.get(node.reads) ?? []).filter((writer) => writer !== index);
     return node.reads === null ? [INIT, ...list] : list;
@@ -201,7 +213,7 @@ class CausalGraph {
   /** The one writer a read names, or null when none or several could be it. */
   private readFrom(index: number): number | null {
     const candidates = this.candidates(index);
-    return candidates.length === 1 ? candidates[0] : null;
+    return candidates.length === 1 ? itemAt(candidates, 0) : null;
   }
 
   private writersOf(key: string, value: RegisterValue): number[] {
@@ -230,11 +242,12 @@ class CausalGraph {
       }
     });
     for (const list of sessions.values()) {
-      list.sort((a, b) => this.nodes[a].op.id - this.nodes[b].op.id);
-      for (let at = 1; at < list.length; at++) {
-        const previous = this.nodes[list[at - 1]].op;
+      list.sort((a, b) => this.node(a).op.id - this.node(b).op.id);
+      let previous: number | null = null;
+      for (const index of list) {
         // A call that got no answer may not have happened: it orders nothing after it.
-        if (!isIndeterminate(previous)) this.predecessors[list[at]].push(list[at - 1]);
+        if (previous !== null && !isIndeterminate(this.node(previous).op)) itemAt(this.predecessors, index).push(previous);
+        previous = index;
       }
     }
   }
@@ -244,21 +257,24 @@ class CausalGraph {
   }
 
   private computeAncestors(order: number[]): void {
-    this.ancestors = this.nodes.map(() => new Uint32Array(this.words));
+    const { words } = this;
+    const ancestors = new Uint32Array(this.nodes.length * words);
     for (const index of order) {
-      const mine = this.ancestors[index];
-      for (const predecessor of this.predecessors[index]) {
-        const theirs = this.ancestors[predecessor];
-        for (let word = 0; word < this.words; word++) mine[word] |= theirs[word];
-        mine[predecessor >>> 5] |= 1 << (predecessor & 31);
+      const mine = index * words;
+      for (const predecessor of itemAt(this.predecessors, index)) {
+        const theirs = predecessor * words;
+        for (let word = 0; word < words; word++) ancestors[mine + word] = wordAt(ancestors, mine + word) | wordAt(ancestors, theirs + word);
+        const own = mine + (predecessor >>> 5);
+        ancestors[own] = wordAt(ancestors, own) | (1 << (predecessor & 31));
       }
     }
+    this.ancestors = ancestors;
   }
 
   /** a →CO b (INIT precedes everything). */
   private before(a: number, b: number): boolean {
     if (a === INIT) return true;
-    return (this.ancestors[b][a >>> 5] & (1 << (a & 31))) !== 0;
+    return (wordAt(this.ancestors, b * this.words + (a >>> 5)) & (1 << (a & 31))) !== 0;
   }
 }
 
@@ -267,16 +283,16 @@ function topologicalOrderOf(predecessors: number[][]): number[] | null {
   const successors: number[][] = predecessors.map(() => []);
   const waiting = predecessors.map((list) => list.length);
   predecessors.forEach((list, index) => {
-    for (const predecessor of list) successors[predecessor].push(index);
+    for (const predecessor of list) itemAt(successors, predecessor).push(index);
   });
   const ready = waiting.flatMap((count, index) => (count === 0 ? [index] : []));
   const order: number[] = [];
-  while (ready.length > 0) {
-    const index = ready.pop() as number;
+  for (let index = ready.pop(); index !== undefined; index = ready.pop()) {
     order.push(index);
-    for (const next of successors[index]) {
-      waiting[next] -= 1;
-      if (waiting[next] === 0) ready.push(next);
+    for (const next of itemAt(successors, index)) {
+      const left = itemAt(waiting, next) - 1;
+      waiting[next] = left;
+      if (left === 0) ready.push(next);
     }
   }
   return order.length === predecessors.length ? order : null;
@@ -291,15 +307,15 @@ function findCycle(predecessors: number[][]): number[] {
     state[start] = 1;
     path.push(start);
     while (stack.length > 0) {
-      const top = stack[stack.length - 1];
-      const list = predecessors[top.node];
-      if (top.next >= list.length) {
+      const top = itemAt(stack, stack.length - 1);
+      const list = itemAt(predecessors, top.node);
+      const next = list[top.next++];
+      if (next === undefined) {
         state[top.node] = 2;
         path.pop();
         stack.pop();
         continue;
       }
-      const next = list[top.next++];
       if (state[next] === 1) return path.slice(path.indexOf(next)).reverse();
       if (state[next] === 0) {
         state[next] = 1;

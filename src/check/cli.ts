@@ -9,6 +9,7 @@
  */
 
 import { readFile } from 'node:fs/promises';
+import { itemAt } from '../item-at.ts';
 import { parseHistory, type CheckResult, type History } from './history.ts';
 import { convertJepsenEtcd, isJepsenEtcdLine } from './jepsen-etcd.ts';
 import { checkLinearizability } from './linearizability.ts';
@@ -117,7 +118,7 @@ export function parseCheckArgs(argv: readonly string[]): ParsedCheckArgs {
   let format: HistoryFormat | undefined;
   let failedCasIsFalse = false;
   for (let index = 0; index < argv.length; index++) {
-    const arg = argv[index];
+    const arg = itemAt(argv, index);
     const value = argv[index + 1];
     if (arg === '--failed-cas-is-false') failedCasIsFalse = true;
     else if (arg === '--model') {

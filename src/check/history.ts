@@ -140,8 +140,8 @@ export function parseHistory(text: string, options: ParseOptions = {}): ParseRes
 function readEvents(text: string): RawEvent[] {
   const events: RawEvent[] = [];
   const lines = text.split('\n');
-  for (let index = 0; index < lines.length; index++) {
-    const source = lines[index].trim();
+  for (const [index, line] of lines.entries()) {
+    const source = line.trim();
     if (source === '') continue;
     const event = readEvent(source, index + 1);
     if (event !== null) events.push(event);

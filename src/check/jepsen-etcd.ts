@@ -28,8 +28,8 @@ export function isJepsenEtcdLine(line: string): boolean {
 export function convertJepsenEtcd(text: string): ConvertResult {
   const lines: string[] = [];
   const sourceLines = text.split('\n');
-  for (let index = 0; index < sourceLines.length; index++) {
-    const source = sourceLines[index].trim();
+  for (const [index, line] of sourceLines.entries()) {
+    const source = line.trim();
     if (source === '') continue;
     const converted = convertLine(source);
     if ('error' in converted) return { ok: false, error: converted.error, line: index + 1 };
@@ -40,9 +40,8 @@ export function convertJepsenEtcd(text: string): ConvertResult {
 
 /** One log line to one JSON event, or what is wrong with it. */
 function convertLine(source: string): { json: string } | { error: string } {
-  const match = LINE_PATTERN.exec(source);
-  if (match === null) return { error: `not a jepsen.util operation line: ${source.slice(0, 80)}` };
-  const [, process, type, f, rawValue] = match;
+  const [, process, type, f, rawValue] = LINE_PATTERN.exec(source) ?? [];
+  if (rawValue === undefined) return { error: `not a jepsen.util operation line: ${source.slice(0, 80)}` };
   if (type !== 'invoke' && type !== 'ok' && type !== 'fail' && type !== 'info') return { error: `unknown type :${type}` };
   if (f !== 'read' && f !== 'write' && f !== 'cas') return { error: `unknown operation :${f}` };
   const value = parseValue(rawValue);
@@ -58,9 +57,9 @@ type EdnValue = number | string | null;
 /** `nil`, an integer, `[A B]`, or `:timed-out`; `undefined` if none of those. */
 function parseValue(raw: string): EdnValue | EdnValue[] | 'timed-out' | undefined {
   if (raw === ':timed-out') return 'timed-out';
-  const vector = /^\[(.*)\]$/.exec(raw);
-  if (vector !== null) {
-    const items = vector[1].trim().split(/\s+/).filter((item) => item !== '').map(parseScalar);
+  const [, vector] = /^\[(.*)\]$/.exec(raw) ?? [];
+  if (vector !== undefined) {
+    const items = vector.trim().split(/\s+/).filter((item) => item !== '').map(parseScalar);
     return items.every((item) => item !== undefined) ? (items as EdnValue[]) : undefined;
   }
   return parseScalar(raw);

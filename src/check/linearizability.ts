@@ -25,6 +25,7 @@
  * Zobrist hash and `remaining` always describe the operations on the `stack`.
  */
 
+import { itemAt, wordAt } from '../item-at.ts';
 import {
   describeOperation, isIndeterminate, partitionByKey, show,
   type CheckResult, type History, type Operation, type RegisterValue,
@@ -152,7 +153,7 @@ function buildEntryList(ops: Operation[]): EntryList {
     if (!entry.isCall) returnNode[entry.op] = node;
   });
   entries.forEach((entry, node) => {
-    list.match[node] = entry.isCall ? returnNode[entry.op] : -1;
+    list.match[node] = entry.isCall ? slot(returnNode, entry.op) : -1;
     list.next[node] = node + 1 < entries.length ? node + 1 : -1;
     list.prev[node] = node === 0 ? head : node - 1;
   });
@@ -163,24 +164,36 @@ function buildEntryList(ops: Operation[]): EntryList {
   return list;
 }
 
-/** Remove a call node and its return node from the list. */
+/** `array[index]` for a node of the list or an operation of the key, which the list itself holds. */
+function slot(array: Int32Array, index: number): number {
+  const value = array[index];
+  if (value === undefined) throw new RangeError(`linearizability search: index ${index} outside its ${array.length} slots`);
+  return value;
+}
+
+/** Remove a call node and its return node from the list (a call node has a node on each side). */
 function lift(list: EntryList, call: number): void {
   const { next, prev } = list;
-  next[prev[call]] = next[call];
-  prev[next[call]] = prev[call];
-  const ret = list.match[call];
-  next[prev[ret]] = next[ret];
-  if (next[ret] !== -1) prev[next[ret]] = prev[ret];
+  const callPrev = slot(prev, call);
+  const callNext = slot(next, call);
+  next[callPrev] = callNext;
+  prev[callNext] = callPrev;
+  const ret = slot(list.match, call);
+  const retPrev = slot(prev, ret);
+  const retNext = slot(next, ret);
+  next[retPrev] = retNext;
+  if (retNext !== -1) prev[retNext] = retPrev;
 }
 
 /** Put back what `lift` removed, in reverse order. */
 function unlift(list: EntryList, call: number): void {
   const { next, prev } = list;
-  const ret = list.match[call];
-  next[prev[ret]] = ret;
-  if (next[ret] !== -1) prev[next[ret]] = ret;
-  next[prev[call]] = call;
-  prev[next[call]] = call;
+  const ret = slot(list.match, call);
+  const retNext = slot(next, ret);
+  next[slot(prev, ret)] = ret;
+  if (retNext !== -1) prev[retNext] = ret;
+  next[slot(prev, call)] = call;
+  prev[slot(next, call)] = call;
 }
 
 /**
@@ -222,14 +235,14 @@ export class LinearizedSet {
 
   has(index: number): boolean {
     const bit = this.bitOf(index);
-    return (this.bits[bit >>> 5] & (1 << (bit & 31))) !== 0;
+    return (wordAt(this.bits, bit >>> 5) & (1 << (bit & 31))) !== 0;
   }
 
   add(index: number): void {
     const bit = this.bitOf(index);
     const word = bit >>> 5;
-    this.bits[word] |= 1 << (bit & 31);
-    this.hash = (this.hash ^ this.zobrist[index]) >>> 0;
+    this.bits[word] = wordAt(this.bits, word) | (1 << (bit & 31));
+    this.hash = (this.hash ^ wordAt(this.zobrist, index)) >>> 0;
     if (word >= this.determinateWords) return;
     this.lastSetWord = Math.max(this.lastSetWord, word);
     while (this.fullWords < this.determinateWords && this.bits[this.fullWords] === 0xffffffff) this.fullWords += 1;
@@ -238,8 +251,8 @@ export class LinearizedSet {
   remove(index: number): void {
     const bit = this.bitOf(index);
     const word = bit >>> 5;
-    this.bits[word] &= ~(1 << (bit & 31));
-    this.hash = (this.hash ^ this.zobrist[index]) >>> 0;
+    this.bits[word] = wordAt(this.bits, word) & ~(1 << (bit & 31));
+    this.hash = (this.hash ^ wordAt(this.zobrist, index)) >>> 0;
     if (word >= this.determinateWords) return;
     this.fullWords = Math.min(this.fullWords, word);
     while (this.lastSetWord >= 0 && this.bits[this.lastSetWord] === 0) this.lastSetWord -= 1;
@@ -373,7 +386,7 @@ export function searchKey(keyOps: Operation[], deadlineMs: number, memoBytesMax 
   const stack: { call: number; state: RegisterValue }[] = [];
   let remaining = determinate.length;
   let state = INITIAL_STATE;
-  let entry = list.next[list.head];
+  let entry = slot(list.next, list.head);
   let deepest: StuckPoint | null = null;
   let iterations = 0;
   while (remaining > 0) {
@@ -382,14 +395,14 @@ export function searchKey(keyOps: Operation[], deadlineMs: number, memoBytesMax 
       if (cache.bytes > memoBytesMax) return { verdict: 'unknown', memo: true };
     }
     if (entry === -1) throw new Error('linearizability search ran off the entry list with operations remaining');
-    const index = list.opOf[entry];
-    const before = sentAfter[index];
+    const index = slot(list.opOf, entry);
+    const before = slot(sentAfter, index);
     if (list.match[entry] !== -1 && before !== -1 && !linearized.has(before)) {
-      entry = list.next[entry]; // its connection's earlier call is not linearized yet
+      entry = slot(list.next, entry); // its connection's earlier call is not linearized yet
       continue;
     }
     if (list.match[entry] !== -1) {
-      const op = ops[index];
+      const op = itemAt(ops, index);
       const result = step(state, op.input, op.output);
       linearized.add(index);
       if (result.ok && cache.add(linearized, result.state)) {
@@ -397,22 +410,22 @@ export function searchKey(keyOps: Operation[], deadlineMs: number, memoBytesMax 
         state = result.state;
         if (!isIndeterminate(op)) remaining--;
         lift(list, entry);
-        entry = list.next[list.head];
+        entry = slot(list.next, list.head);
       } else {
         linearized.remove(index);
-        entry = list.next[entry];
+        entry = slot(list.next, entry);
       }
       continue;
     }
     if (deepest === null || stack.length > deepest.prefixLength) deepest = stuckAt(list, ops, stack, state, entry);
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
-    const topIndex = list.opOf[top.call];
+    const topIndex = slot(list.opOf, top.call);
     linearized.remove(topIndex);
     state = top.state;
-    if (!isIndeterminate(ops[topIndex])) remaining++;
+    if (!isIndeterminate(itemAt(ops, topIndex))) remaining++;
     unlift(list, top.call);
-    entry = list.next[top.call];
+    entry = slot(list.next, top.call);
   }
   return { verdict: 'ok' };
 }
@@ -424,14 +437,13 @@ export function searchKey(keyOps: Operation[], deadlineMs: number, memoBytesMax 
  */
 function connectionPredecessors(ops: readonly Operation[]): Int32Array {
   const before = new Int32Array(ops.length).fill(-1);
-  const last = new Map<string, number>();
-  const inInvokeOrder = ops.map((_, index) => index).sort((a, b) => ops[a].id - ops[b].id);
-  for (const index of inInvokeOrder) {
-    const op = ops[index];
-    if (op.connection === undefined) continue;
-    const previous = last.get(op.connection);
-    if (previous !== undefined && !isIndeterminate(ops[previous])) before[index] = previous;
-    last.set(op.connection, index);
+  const inInvokeOrder = ops.map((op, index) => ({ op, index })).sort((a, b) => a.op.id - b.op.id);
+  const lastOnConnection = new Map<string, { op: Operation; index: number }>();
+  for (const entry of inInvokeOrder) {
+    if (entry.op.connection === undefined) continue;
+    const previous = lastOnConnection.get(entry.op.connection);
+    if (previous !== undefined && !isIndeterminate(previous.op)) before[entry.index] = previous.index;
+    lastOnConnection.set(entry.op.connection, entry);
   }
   return before;
 }
@@ -440,14 +452,15 @@ function stuckAt(
   list: EntryList, ops: Operation[], stack: { call: number }[], state: RegisterValue, returnEntry: number,
 ): StuckPoint {
   const candidates: Operation[] = [];
-  for (let node = list.next[list.head]; node !== returnEntry && node !== -1; node = list.next[node]) {
-    if (list.match[node] !== -1) candidates.push(ops[list.opOf[node]]);
+  const opAt = (node: number): Operation => itemAt(ops, slot(list.opOf, node));
+  for (let node = slot(list.next, list.head); node !== returnEntry && node !== -1; node = slot(list.next, node)) {
+    if (list.match[node] !== -1) candidates.push(opAt(node));
   }
   return {
     prefixLength: stack.length,
-    prefixEnd: stack.slice(-PREFIX_SHOWN_MAX).map((frame) => ops[list.opOf[frame.call]]),
+    prefixEnd: stack.slice(-PREFIX_SHOWN_MAX).map((frame) => opAt(frame.call)),
     state,
     candidates,
-    blocking: ops[list.opOf[returnEntry]],
+    blocking: opAt(returnEntry),
   };
 }

@@ -12,6 +12,7 @@
  * from the edge list whenever it is acyclic; every edge carries the reason it was added.
  */
 
+import { itemAt, wordAt } from '../item-at.ts';
 import { describeOperation, isIndeterminate, orderQueues, show, type Operation, type RegisterValue } from './history.ts';
 
 /** Why one operation must precede the next on a cycle. */
@@ -89,7 +90,7 @@ export function formatCycle(key: string, cycle: CycleStep[], opsTotal: number): 
     lines.push(`      before the next, as ${describeReason(step.reason)}`);
   }
   if (cycle.length > shown.length) lines.push(`  … ${cycle.length - shown.length} more step(s)`);
-  const first = cycle[0].op;
+  const first = itemAt(cycle, 0).op;
   lines.push(`  (back to ${first === null ? 'the initial register' : `#${first.id}`})`);
   return lines.join('\n');
 }
@@ -233,7 +234,7 @@ function addEdge(graph: Graph, from: number, to: number, reason: EdgeReason): bo
 }
 
 function has(reach: Uint32Array, words: number, row: number, node: number): boolean {
-  return (reach[row * words + (node >>> 5)] & (1 << (node & 31))) !== 0;
+  return (wordAt(reach, row * words + (node >>> 5)) & (1 << (node & 31))) !== 0;
 }
 
 /** Rules 3a and 3b over every unique value and clobberer; returns how many edges were added. */
@@ -242,18 +243,18 @@ function addDerivedEdges(graph: Graph, reach: Uint32Array, words: number): numbe
   const { nodes, leaves } = graph;
   for (const { value, producer, observers } of graph.values) {
     for (let node = 1; node < nodes.length; node++) {
-      if (node === producer || !clobbers(leaves[node], value)) continue;
+      if (node === producer || !clobbers(itemAt(leaves, node), value)) continue;
       if (!has(reach, words, node, producer)) {
         const observer = observers.find((other) => other !== node && has(reach, words, node, other));
         if (observer !== undefined) {
-          const reason: EdgeReason = { kind: 'clobbers-before', value, observer: nodes[observer] as Operation };
+          const reason: EdgeReason = { kind: 'clobbers-before', value, observer: itemAt(nodes, observer) as Operation };
           if (addEdge(graph, node, producer, reason)) added++;
         }
       }
       if (!has(reach, words, producer, node)) continue;
       for (const observer of observers) {
         if (observer === node || has(reach, words, observer, node)) continue;
-        if (addEdge(graph, observer, node, { kind: 'clobbers-after', value, producer: nodes[producer] })) added++;
+        if (addEdge(graph, observer, node, { kind: 'clobbers-after', value, producer: itemAt(nodes, producer) })) added++;
       }
     }
   }
@@ -268,12 +269,12 @@ function computeReach(graph: Graph, words: number): Uint32Array | null {
   const successors = adjacency(graph, count, graph.from, graph.to);
   const reach = new Uint32Array(count * words);
   for (let index = order.length - 1; index >= 0; index--) {
-    const node = order[index];
+    const node = itemAt(order, index);
     const row = node * words;
-    for (const next of successors[node]) {
+    for (const next of itemAt(successors, node)) {
       const nextRow = next * words;
-      for (let word = 0; word < words; word++) reach[row + word] |= reach[nextRow + word];
-      reach[row + (next >>> 5)] |= 1 << (next & 31);
+      for (let word = 0; word < words; word++) reach[row + word] = wordAt(reach, row + word) | wordAt(reach, nextRow + word);
+      reach[row + (next >>> 5)] = wordAt(reach, row + (next >>> 5)) | (1 << (next & 31));
     }
   }
   return reach;
@@ -281,7 +282,7 @@ function computeReach(graph: Graph, words: number): Uint32Array | null {
 
 function adjacency(graph: Graph, count: number, from: number[], to: number[]): number[][] {
   const lists: number[][] = Array.from({ length: count }, () => []);
-  for (let edge = 0; edge < from.length; edge++) lists[from[edge]].push(to[edge]);
+  for (const [edge, node] of from.entries()) itemAt(lists, node).push(itemAt(to, edge));
   return lists;
 }
 
@@ -290,13 +291,21 @@ function topologicalOrder(graph: Graph): number[] | null {
   const count = graph.nodes.length;
   const successors = adjacency(graph, count, graph.from, graph.to);
   const indegree = new Int32Array(count);
-  for (const to of graph.to) indegree[to]++;
+  for (const to of graph.to) indegree[to] = itemAt(indegree, to) + 1;
   const order: number[] = [];
   for (let node = 0; node < count; node++) if (indegree[node] === 0) order.push(node);
-  for (let index = 0; index < order.length; index++) {
-    for (const next of successors[order[index]]) if (--indegree[next] === 0) order.push(next);
+  // `order` grows as it is walked: an array's iterator reads its length at every step.
+  for (const node of order) {
+    for (const next of itemAt(successors, node)) if (decrement(indegree, next) === 0) order.push(next);
   }
   return order.length === count ? order : null;
+}
+
+/** `--counts[index]`, for a node's count of edges still to remove. */
+function decrement(counts: Int32Array, index: number): number {
+  const count = itemAt(counts, index) - 1;
+  counts[index] = count;
+  return count;
 }
 
 /** A shortest cycle through a node that lies on a cycle, as steps with their reasons. */
@@ -306,16 +315,17 @@ function findCycle(graph: Graph): CycleStep[] {
   const outgoing: number[][] = Array.from({ length: count }, () => []);
   const incoming: number[][] = Array.from({ length: count }, () => []);
   graph.from.forEach((from, edge) => {
-    if (left[from] === 0 || left[graph.to[edge]] === 0) return;
-    outgoing[from].push(edge);
-    incoming[graph.to[edge]].push(edge);
+    const to = itemAt(graph.to, edge);
+    if (left[from] === 0 || left[to] === 0) return;
+    itemAt(outgoing, from).push(edge);
+    itemAt(incoming, to).push(edge);
   });
   const start = nodeOnCycle(graph, left, incoming);
   const via = new Int32Array(count).fill(-1);
   const queue = [start];
-  for (let index = 0; index < queue.length; index++) {
-    for (const edge of outgoing[queue[index]]) {
-      const next = graph.to[edge];
+  for (const node of queue) {
+    for (const edge of itemAt(outgoing, node)) {
+      const next = itemAt(graph.to, edge);
       if (via[next] !== -1) continue;
       via[next] = edge;
       if (next === start) return stepsBack(graph, via, start);
@@ -334,7 +344,7 @@ function nodeOnCycle(graph: Graph, left: Uint8Array, incoming: number[][]): numb
   let node = left.indexOf(1);
   while (seen[node] === 0) {
     seen[node] = 1;
-    node = graph.from[incoming[node][0]];
+    node = itemAt(graph.from, itemAt(itemAt(incoming, node), 0));
   }
   return node;
 }
@@ -343,15 +353,16 @@ function leftByKahn(count: number, from: number[], to: number[]): Uint8Array {
   const successors: number[][] = Array.from({ length: count }, () => []);
   const indegree = new Int32Array(count);
   from.forEach((node, edge) => {
-    successors[node].push(to[edge]);
-    indegree[to[edge]]++;
+    const next = itemAt(to, edge);
+    itemAt(successors, node).push(next);
+    indegree[next] = itemAt(indegree, next) + 1;
   });
   const left = new Uint8Array(count).fill(1);
   const queue: number[] = [];
   for (let node = 0; node < count; node++) if (indegree[node] === 0) queue.push(node);
-  for (let index = 0; index < queue.length; index++) {
-    left[queue[index]] = 0;
-    for (const next of successors[queue[index]]) if (--indegree[next] === 0) queue.push(next);
+  for (const node of queue) {
+    left[node] = 0;
+    for (const next of itemAt(successors, node)) if (decrement(indegree, next) === 0) queue.push(next);
   }
   return left;
 }
@@ -361,9 +372,9 @@ function stepsBack(graph: Graph, via: Int32Array, start: number): CycleStep[] {
   const steps: CycleStep[] = [];
   let node = start;
   do {
-    const edge = via[node];
-    const from = graph.from[edge];
-    steps.push({ op: graph.nodes[from], reason: graph.reasons[edge] });
+    const edge = itemAt(via, node);
+    const from = itemAt(graph.from, edge);
+    steps.push({ op: itemAt(graph.nodes, from), reason: itemAt(graph.reasons, edge) });
     node = from;
   } while (node !== start);
   return steps.reverse();

@@ -12,6 +12,7 @@
  * sequential search stays exact and fast".
  */
 
+import { itemAt } from '../item-at.ts';
 import { isIndeterminate, orderQueues, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
 import { checkKeyLinearizable, checkPerKey, PREFIX_SHOWN_MAX, type CheckOptions, type KeyOutcome, type StuckPoint } from './linearizability.ts';
 import { INITIAL_STATE, step } from './model.ts';
@@ -47,7 +48,7 @@ export function checkSequential(history: History, options: CheckOptions): CheckR
     if (proof.verdict === 'violation') return { verdict: 'violation', key, detail: formatCycle(key, proof.cycle, ops.length) };
   }
   const checkKey = (ops: Operation[], deadlineMs: number): KeyOutcome => {
-    const verdict = quick.get(ops[0].key);
+    const verdict = quick.get(itemAt(ops, 0).key); // a key's operations: never none
     if (verdict === 'ok') return { verdict: 'ok' };
     return checkKeyPasses(ops, deadlineMs, verdict !== 'violation');
   };
@@ -242,7 +243,10 @@ type Frame = { process: number; rank: number; state: RegisterValue };
  * queues' order.
  */
 function hasProcessTie(queues: Operation[][]): boolean {
-  return queues.some((queue) => queue.some((op, index) => index > 0 && queue[index - 1].return >= op.call));
+  return queues.some((queue) => queue.some((op, index) => {
+    const previous = queue[index - 1];
+    return previous !== undefined && previous.return >= op.call;
+  }));
 }
 
 /**
@@ -341,7 +345,9 @@ function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeG
     if (deepest === null || stack.length > deepest.prefixLength) deepest = stuckAt(search, stack);
     const top = stack.pop();
     if (top === undefined) return { verdict: 'violation', stuck: deepest };
-    const undone = queues[top.process][--search.positions[top.process]];
+    const position = positionOf(search, top.process) - 1;
+    search.positions[top.process] = position;
+    const undone = opAt(search, top.process, position);
     search.infoPlaced &= ~(search.infoBits.get(undone.id) ?? 0n);
     gate?.unplace(undone);
     search.supply.count(undone, 1);
@@ -358,12 +364,31 @@ function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeG
  * real-time order first finds an order quickly when the history is nearly linearizable.
  */
 function candidateOrder(search: Position): number[] {
-  const { queues, positions } = search;
+  const { queues } = search;
   const order: number[] = [];
   for (let process = 0; process < queues.length; process++) {
-    if (positions[process] < queues[process].length) order.push(process);
+    if (positionOf(search, process) < (queues[process]?.length ?? 0)) order.push(process);
   }
-  return order.sort((a, b) => queues[a][positions[a]].call - queues[b][positions[b]].call);
+  return order.sort((a, b) => nextOf(search, a).call - nextOf(search, b).call);
+}
+
+/** How many operations of its queue `process` has placed. */
+function positionOf(search: Position, process: number): number {
+  const position = search.positions[process];
+  if (position === undefined) throw new RangeError(`sequential search: no process ${process}`);
+  return position;
+}
+
+/** The operation at `position` of `process`'s queue, which the caller knows is there. */
+function opAt(search: Position, process: number, position: number): Operation {
+  const op = search.queues[process]?.[position];
+  if (op === undefined) throw new RangeError(`sequential search: process ${process} has no operation ${position}`);
+  return op;
+}
+
+/** The operation `process` places next, which the caller knows it has. */
+function nextOf(search: Position, process: number): Operation {
+  return opAt(search, process, positionOf(search, process));
 }
 
 /**
@@ -379,7 +404,7 @@ function placeNext(search: Position, tryFrom: number): PlaceResult | null {
   }
   for (let rank = tryFrom; rank < order.length; rank++) {
     if (interchangeableEarlier(search, order, rank)) continue;
-    const placed = tryPlace(search, order[rank], before);
+    const placed = tryPlace(search, itemAt(order, rank), before);
     if (placed !== null) return { ...placed, rank };
   }
   return null;
@@ -392,16 +417,16 @@ function placeNext(search: Position, tryFrom: number): PlaceResult | null {
  * ranked first instead, and the other later. So only the first of each kind is tried.
  */
 function interchangeableEarlier(search: Position, order: number[], rank: number): boolean {
-  const kind = interchangeableKind(search, order[rank]);
+  const kind = interchangeableKind(search, itemAt(order, rank));
   if (kind === null) return false;
   for (let earlier = 0; earlier < rank; earlier++) {
-    if (interchangeableKind(search, order[earlier]) === kind) return true;
+    if (interchangeableKind(search, itemAt(order, earlier)) === kind) return true;
   }
   return false;
 }
 
 function interchangeableKind(search: Position, process: number): 'delete' | 'write' | null {
-  const op = search.queues[process][search.positions[process]];
+  const op = nextOf(search, process);
   if (!isIndeterminate(op)) return null;
   if (op.input.f === 'delete') return 'delete';
   if (op.input.f === 'write' && !search.supply.distinguishable(op.input.value)) return 'write';
@@ -417,10 +442,9 @@ function interchangeableKind(search: Position, process: number): 'delete' | 'wri
  * one but its position was already explored.
  */
 function placeFree(search: Position, order: number[]): PlaceResult | null | undefined {
-  const { queues, positions } = search;
   const before = search.state;
   for (const process of order) {
-    const op = queues[process][positions[process]];
+    const op = nextOf(search, process);
     if (!neverChangesState(op) || !step(before, op.input, op.output).ok || !mayFollowInfo(search, op)) continue;
     const placed = tryPlace(search, process, before);
     return placed === null ? null : { ...placed, rank: order.length };
@@ -440,13 +464,14 @@ type PlaceResult = { process: number; rank: number; op: Operation; before: Regis
 
 /** Place `process`'s next operation if it fits, starves nothing and reaches an unexplored position. */
 function tryPlace(search: Position, process: number, before: RegisterValue): Omit<PlaceResult, 'rank'> | null {
-  const { queues, positions, supply, visited, visitedAfterInfo } = search;
-  const op = queues[process][positions[process]];
+  const { positions, supply, visited, visitedAfterInfo } = search;
+  const position = positionOf(search, process);
+  const op = opAt(search, process, position);
   const result = step(before, op.input, op.output);
   if (!result.ok || !mayFollowInfo(search, op) || (search.gate !== null && !search.gate.allows(op))) return null;
   // An indeterminate op that changes nothing here is better left out.
   if (isIndeterminate(op) && equivalent(supply, result.state, before)) return null;
-  positions[process]++;
+  positions[process] = position + 1;
   supply.count(op, -1);
   const bit = search.infoBits.get(op.id) ?? 0n;
   const placedInfo = search.infoPlaced | bit;
@@ -464,7 +489,7 @@ function tryPlace(search: Position, process: number, before: RegisterValue): Omi
     return { process, op, before };
   }
   supply.count(op, 1);
-  positions[process]--;
+  positions[process] = position;
   return null;
 }
 
@@ -491,7 +516,7 @@ class RealTimeGate {
       let high = determinate.length;
       while (low < high) {
         const middle = (low + high) >> 1;
-        if (determinate[middle].return < op.call) low = middle + 1;
+        if (itemAt(determinate, middle).return < op.call) low = middle + 1;
         else high = middle;
       }
       this.needed.set(op.id, low);
@@ -556,11 +581,11 @@ function stateKey(supply: ValueSupply, state: RegisterValue): string {
 
 /** Where each process stands, an indeterminate operation counted as not placed. */
 function determinateKey(search: Position, placedInfo: bigint): string {
-  const { queues, positions, infoBits } = search;
+  const { queues, infoBits } = search;
   let key = '';
   for (let process = 0; process < queues.length; process++) {
-    let position = positions[process];
-    const last = queues[process][position - 1];
+    let position = positionOf(search, process);
+    const last = queues[process]?.[position - 1];
     if (last !== undefined && ((infoBits.get(last.id) ?? 0n) & placedInfo) !== 0n) position--;
     key += `${position},`;
   }
@@ -598,7 +623,7 @@ function equivalent(supply: ValueSupply, a: RegisterValue, b: RegisterValue): bo
 function lastInfo(search: Position, stack: Frame[]): Position['afterInfo'] {
   const top = stack.at(-1);
   if (top === undefined) return null;
-  const op = search.queues[top.process][search.positions[top.process] - 1];
+  const op = opAt(search, top.process, positionOf(search, top.process) - 1); // the top's, placed
   return isIndeterminate(op) ? { op, before: top.state } : null;
 }
 
@@ -606,7 +631,11 @@ function stuckAt(search: Position, stack: { process: number }[]): StuckPoint {
   const { queues, positions, state } = search;
   // Each process's placed operations are the first of its queue: walk back from where each got to.
   const reached = Array.from(positions);
-  const prefixEnd = stack.slice(-PREFIX_SHOWN_MAX).reverse().map((frame) => queues[frame.process][--reached[frame.process]]).reverse();
-  const candidates = queues.map((queue, process) => queue[positions[process]]).filter((op) => op !== undefined);
+  const prefixEnd = stack.slice(-PREFIX_SHOWN_MAX).reverse().map((frame) => {
+    const position = itemAt(reached, frame.process) - 1;
+    reached[frame.process] = position;
+    return itemAt(itemAt(queues, frame.process), position);
+  }).reverse();
+  const candidates = queues.map((queue, process) => queue[itemAt(positions, process)]).filter((op) => op !== undefined);
   return { prefixLength: stack.length, prefixEnd, state, candidates, blocking: null };
 }

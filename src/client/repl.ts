@@ -109,10 +109,16 @@ export function parseLine(line: string): Parsed {
     case 'add':
     case 'replace':
     case 'append':
-    case 'prepend':
-      return need(2, `${lower} KEY VALUE [TTL]`) ?? storage(lower, args[0], args[1], args[2] ?? '0', null);
-    case 'cas':
-      return need(3, 'cas KEY VALUE TOKEN [TTL]') ?? storage('cas', args[0], args[1], args[3] ?? '0', args[2]);
+    case 'prepend': {
+      const [key, value, ttl = '0'] = args;
+      if (key === undefined || value === undefined) return { usage: `usage: ${lower} KEY VALUE [TTL]` };
+      return storage(lower, key, value, ttl, null);
+    }
+    case 'cas': {
+      const [key, value, token, ttl = '0'] = args;
+      if (key === undefined || value === undefined || token === undefined) return { usage: 'usage: cas KEY VALUE TOKEN [TTL]' };
+      return storage('cas', key, value, ttl, token);
+    }
     case 'incr':
     case 'decr':
       return need(2, `${lower} KEY N`) ?? { raw: `${lower} ${args[0]} ${args[1]}\r\n`, verb: lower };
@@ -149,7 +155,9 @@ function tokenize(line: string): string[] | { usage: string } {
   let match: RegExpExecArray | null;
   let consumed = 0;
   while ((match = pattern.exec(line)) !== null) {
-    words.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : match[2]);
+    const [, quoted, bare] = match;
+    if (quoted !== undefined) words.push(quoted.replace(/\\(.)/g, '$1'));
+    else if (bare !== undefined) words.push(bare);
     consumed = pattern.lastIndex;
   }
   if (line.slice(consumed).includes('"') || (line.match(/(?<!\\)"/g)?.length ?? 0) % 2 === 1) {
@@ -160,8 +168,8 @@ function tokenize(line: string): string[] | { usage: string } {
 
 function formatReply(verb: string, reply: TextReply): string[] {
   if (verb === 'get' || verb === 'gets') {
-    const last = reply.lines[reply.lines.length - 1];
-    if (last !== 'END') return [last];
+    const last = reply.lines.at(-1);
+    if (last !== 'END') return last === undefined ? [] : [last];
     if (reply.values.length === 0) return ['(not found)'];
     return reply.values.map((item) => {
       const cas = item.cas === null ? '' : ` cas=${item.cas}`;

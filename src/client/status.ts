@@ -5,6 +5,7 @@
  * marked down; the exit status is 1 when any is.
  */
 
+import { itemAt } from '../item-at.ts';
 import type { ClusterConfig } from '../config.ts';
 import { parseClusterStatus, type StatusSummary } from '../show-json.ts';
 import { TextClient } from './text-client.ts';
@@ -30,7 +31,8 @@ export function endpointStatuses(config: Pick<ClusterConfig, 'nodes'>, timeoutMs
       const address = `${node.client.host}:${node.client.port}`;
       try {
         const reply = await TextClient.requestOnce(node.client.host, node.client.port, 'show json\r\n', 'show', timeoutMs);
-        const status = reply.lines.length === 2 && reply.lines[1] === 'END' ? parseClusterStatus(reply.lines[0]) : null;
+        const [json, end] = reply.lines;
+        const status = reply.lines.length === 2 && json !== undefined && end === 'END' ? parseClusterStatus(json) : null;
         const self = status?.nodes.find((entry) => entry.state === 'self')?.summary ?? null;
         if (self === null) return { node: node.id, address, state: 'down', summary: null, error: `unexpected answer to show json: ${(reply.lines[0] ?? '').slice(0, 80)}` };
         return { node: node.id, address, state: 'up', summary: self, error: null };
@@ -44,9 +46,9 @@ export function endpointStatuses(config: Pick<ClusterConfig, 'nodes'>, timeoutMs
 /** The table's lines: a bordered grid, then one line per controller that did not answer. */
 export function renderStatusTable(statuses: readonly EndpointStatus[]): string[] {
   const rows = statuses.map(cells);
-  const widths = columns.map((title, index) => Math.max(title.length, ...rows.map((row) => row[index].length)));
+  const widths = columns.map((title, index) => Math.max(title.length, ...rows.map((row) => itemAt(row, index).length)));
   const border = `+${widths.map((width) => '-'.repeat(width + 2)).join('+')}+`;
-  const line = (row: readonly string[]): string => `| ${row.map((cell, index) => cell.padEnd(widths[index])).join(' | ')} |`;
+  const line = (row: readonly string[]): string => `| ${row.map((cell, index) => cell.padEnd(itemAt(widths, index))).join(' | ')} |`;
   const errors = statuses.filter((status) => status.error !== null).map((status) => `${status.node}: ${status.error}`);
   return [border, line(columns.map((title) => title.toUpperCase())), border, ...rows.map(line), border, ...errors];
 }

@@ -105,14 +105,14 @@ export class TextClient {
         reply.lines.push(line);
         return reply;
       }
-      const match = /^VALUE (\S+) (\d+) (\d+)(?: (\d+))?$/.exec(line);
-      if (match) {
-        const value = await this.readBytes(Number(match[3]) + 2, deadline);
+      const [, key, flags, valueBytes, cas] = /^VALUE (\S+) (\d+) (\d+)(?: (\d+))?$/.exec(line) ?? [];
+      if (key !== undefined) {
+        const value = await this.readBytes(Number(valueBytes) + 2, deadline);
         reply.values.push({
-          key: match[1],
-          flags: Number(match[2]),
+          key,
+          flags: Number(flags),
           value: value.subarray(0, value.length - 2),
-          cas: match[4] === undefined ? null : BigInt(match[4]),
+          cas: cas === undefined ? null : BigInt(cas),
         });
       }
       reply.lines.push(line);

@@ -188,10 +188,11 @@ export class DurabilityGate<T> {
     if (this.releasing) return;
     this.releasing = true;
     try {
-      while (this.waitingHead < this.waiting.length && this.waiting[this.waitingHead].ticket <= this.durable && this.failure === null) {
-        const { work } = this.waiting[this.waitingHead];
+      for (;;) {
+        const next = this.waiting[this.waitingHead];
+        if (next === undefined || next.ticket > this.durable || this.failure !== null) break;
         this.waitingHead += 1;
-        this.options.release(work);
+        this.options.release(next.work);
       }
     } finally {
       this.releasing = false;
@@ -211,14 +212,15 @@ export class SlowestRecent {
   constructor(private readonly windowMs: number) {}
 
   note(atMs: number, value: number): void {
-    while (this.candidates.length > 0 && this.candidates[this.candidates.length - 1].value <= value) this.candidates.pop();
+    for (let last = this.candidates.at(-1); last !== undefined && last.value <= value; last = this.candidates.at(-1)) this.candidates.pop();
     this.candidates.push({ atMs, value });
   }
 
   /** The largest value noted after `nowMs - windowMs`, or 0. */
   slowest(nowMs: number): number {
+    const cutoffMs = nowMs - this.windowMs;
     let expired = 0;
-    while (expired < this.candidates.length && this.candidates[expired].atMs <= nowMs - this.windowMs) expired += 1;
+    for (let next = this.candidates[0]; next !== undefined && next.atMs <= cutoffMs; next = this.candidates[expired]) expired += 1;
     if (expired > 0) this.candidates.splice(0, expired);
     return this.candidates[0]?.value ?? 0;
   }

@@ -8,6 +8,7 @@
  * them printable, and the HTML around them escapes them.
  */
 
+import { itemAt } from '../item-at.ts';
 import type { IndexRecord } from '../store/replica.ts';
 import type { StatusSource } from './source.ts';
 
@@ -49,7 +50,8 @@ export function keysAfter(
   for (const [key, record] of index) {
     if (after !== null && key <= after) continue;
     if (record.tombstone || (record.expiresAtMs !== 0 && record.expiresAtMs <= nowMs)) continue;
-    if (smallest.length > limit && key >= smallest[smallest.length - 1]) continue;
+    const largest = smallest.at(-1);
+    if (smallest.length > limit && largest !== undefined && key >= largest) continue;
     smallest.splice(insertionPoint(smallest, key), 0, key);
     if (smallest.length > limit + 1) smallest.pop();
   }
@@ -62,7 +64,7 @@ function insertionPoint(sorted: readonly string[], key: string): number {
   let high = sorted.length;
   while (low < high) {
     const middle = (low + high) >>> 1;
-    if (sorted[middle] < key) low = middle + 1;
+    if (itemAt(sorted, middle) < key) low = middle + 1;
     else high = middle;
   }
   return low;
@@ -88,7 +90,7 @@ export async function entriesPage(
     const stored = byKey.get(key);
     return { key, sizeBytes: stored?.sizeBytes ?? null, flags: stored?.flags ?? null, expiresAtMs: stored?.expiresAtMs ?? 0 };
   });
-  return { rows, keyCount: source.keyCount(), next: more ? keys[keys.length - 1] : null, readError };
+  return { rows, keyCount: source.keyCount(), next: more ? (keys.at(-1) ?? null) : null, readError };
 }
 
 /**

@@ -13,6 +13,7 @@
  * - Faults touch only processes and proxies the cluster harness started.
  */
 
+import { itemAt } from '../item-at.ts';
 import type { HistoryRecorder } from '../check/history.ts';
 import { WALL_CLOCK_REREAD_SECONDS } from './wall-clock.ts';
 import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
@@ -132,7 +133,7 @@ export function planNemesis(options: PlanOptions): FaultPlan[] {
     const lengthMs = jitter(random, faultMs);
     if (atMs + lengthMs + healMs / 2 > timeMs) break;
     if (plans.length % kinds.length === 0) round = shuffled(random, kinds);
-    const kind = round[plans.length % kinds.length];
+    const kind = itemAt(round, plans.length % kinds.length);
     const clockWindows = plans.filter((plan) => plan.kind === 'clock').length;
     plans.push({ kind, ...pickTargets(random, kind, nodes, clockWindows, lengthMs), startMs: atMs, endMs: atMs + lengthMs });
     atMs += lengthMs + jitter(random, healMs);
@@ -145,7 +146,9 @@ function shuffled(random: Random, kinds: readonly NemesisKind[]): NemesisKind[] 
   const round = [...kinds];
   for (let last = round.length - 1; last > 0; last--) {
     const other = pickIndex(random, last + 1);
-    [round[last], round[other]] = [round[other], round[last]];
+    const lastKind = itemAt(round, last);
+    round[last] = itemAt(round, other);
+    round[other] = lastKind;
   }
   return round;
 }
@@ -183,7 +186,7 @@ const STALL_RUN_MS = { min: 300, max: 1000 } as const;
 function pickTargets(
   random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number, lengthMs: number,
 ): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls'> {
-  const target = nodes[pickIndex(random, nodes.length)];
+  const target = itemAt(nodes, pickIndex(random, nodes.length));
   if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
   if (kind === 'disk-stall') {
@@ -205,7 +208,7 @@ function pickTargets(
   const shape = random();
   if (shape < 1 / 2) return { variant: 'isolate', nodes: [target] };
   const others = nodes.filter((node) => node !== target);
-  return { variant: shape < 3 / 4 ? 'one-way' : 'bridge', nodes: [target, others[pickIndex(random, others.length)]] };
+  return { variant: shape < 3 / 4 ? 'one-way' : 'bridge', nodes: [target, itemAt(others, pickIndex(random, others.length))] };
 }
 
 /** A short human label: `kill n2`, `isolate n1`, `cut n1→n3` (one way), `cut n1↔n3`, `clock n1 +8 s, n2 -120 s`, `slow n2 by 160 ms`. */
@@ -276,10 +279,11 @@ export async function runNemesis(run: NemesisRun): Promise<FaultWindow[]> {
 }
 
 async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSignal): Promise<void> {
-  const [node, other] = plan.nodes;
+  // A plan names its target first, and a partition's other side second (pickTargets).
+  const node = (): string => itemAt(plan.nodes, 0);
   switch (plan.kind) {
     case 'slow':
-      target.slow(node, plan.delayMs ?? 0);
+      target.slow(node(), plan.delayMs ?? 0);
       return;
     case 'disk-stall':
       for (const each of plan.nodes) target.stallDisk(each, plan.delayMs ?? 0);
@@ -301,9 +305,9 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
         await sleep(stall.runMs, stop);
       }
       return;
-    case 'kill': return target.kill(node);
-    case 'pause': return target.pause(node);
-    case 'backend-restart': return target.restartBackend(node);
+    case 'kill': return target.kill(node());
+    case 'pause': return target.pause(node());
+    case 'backend-restart': return target.restartBackend(node());
     case 'backend-pause':
       for (const each of plan.nodes) target.pauseBackend(each);
       return;
@@ -311,8 +315,8 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       await Promise.all(plan.nodes.map((each) => target.fillBackend(each)));
       return;
     case 'partition':
-      if (plan.variant === 'isolate') target.isolate(node);
-      else target.cut(node, other, plan.variant === 'one-way');
+      if (plan.variant === 'isolate') target.isolate(node());
+      else target.cut(node(), itemAt(plan.nodes, 1), plan.variant === 'one-way');
       return;
     default: {
       const unreachable: never = plan.kind;
@@ -336,8 +340,8 @@ function stallMachine(target: FaultTarget, nodes: readonly string[], action: 'st
 
 async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
   switch (plan.kind) {
-    case 'kill': return target.startController(plan.nodes[0]);
-    case 'pause': return target.resume(plan.nodes[0]);
+    case 'kill': return target.startController(itemAt(plan.nodes, 0));
+    case 'pause': return target.resume(itemAt(plan.nodes, 0));
     case 'stall': return stallMachine(target, plan.nodes, 'run');
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds
     case 'backend-pause':

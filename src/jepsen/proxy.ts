@@ -12,6 +12,7 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { itemAt } from '../item-at.ts';
 
 /** Chunks held back on one direction of one connection, oldest first, with when each may go. */
 interface Held {
@@ -101,8 +102,12 @@ export class LinkProxy {
     const release = (): void => {
       held.timer = null;
       const nowMs = performance.now();
-      while (held.chunks.length > 0 && held.chunks[0].atMs <= nowMs) send((held.chunks.shift() as { chunk: Buffer }).chunk);
-      if (held.chunks.length > 0) held.timer = setTimeout(release, held.chunks[0].atMs - nowMs);
+      for (let next = held.chunks[0]; next !== undefined && next.atMs <= nowMs; next = held.chunks[0]) {
+        held.chunks.shift();
+        send(next.chunk);
+      }
+      const first = held.chunks[0];
+      if (first !== undefined) held.timer = setTimeout(release, first.atMs - nowMs);
     };
     from.on('data', (chunk: Buffer) => {
       if (this.delayMs === 0 && held.chunks.length === 0) {
@@ -110,9 +115,9 @@ export class LinkProxy {
         return;
       }
       // Never before a chunk that came earlier, even when the delay has since been shortened.
-      const lastAtMs = held.chunks.length > 0 ? held.chunks[held.chunks.length - 1].atMs : 0;
+      const lastAtMs = held.chunks.at(-1)?.atMs ?? 0;
       held.chunks.push({ chunk, atMs: Math.max(performance.now() + this.delayMs, lastAtMs) });
-      held.timer ??= setTimeout(release, held.chunks[0].atMs - performance.now());
+      held.timer ??= setTimeout(release, itemAt(held.chunks, 0).atMs - performance.now());
     });
     from.on('close', () => {
       if (held.timer !== null) clearTimeout(held.timer);

@@ -12,6 +12,7 @@
 
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { itemAt } from '../item-at.ts';
 import type { CheckResult } from '../check/history.ts';
 import { UNNOTICED_KINDS, type FaultWindow } from './nemesis.ts';
 import type { CallOutcome, CallRecord } from './workload.ts';
@@ -90,7 +91,7 @@ export function countOutcomes(calls: readonly CallRecord[]): RunSummary['counts'
 export function summarizeLatency(calls: readonly CallRecord[]): LatencySummary {
   const sorted = calls.map((call) => call.endMs - call.startMs).sort((a, b) => a - b);
   const at = (fraction: number): number =>
-    sorted.length === 0 ? 0 : round(sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)]);
+    sorted.length === 0 ? 0 : round(itemAt(sorted, Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)));
   return { count: sorted.length, p50Ms: at(0.5), p90Ms: at(0.9), p99Ms: at(0.99), maxMs: at(1) };
 }
 
@@ -233,7 +234,7 @@ function title(summary: RunSummary): string {
 function bucketCalls(calls: readonly CallRecord[], endMs: number): Bucket[] {
   const buckets: Bucket[] = Array.from({ length: Math.ceil(endMs / BUCKET_MS) }, () => ({ ok: 0, fail: 0, info: 0, latenciesMs: [] }));
   for (const call of calls) {
-    const bucket = buckets[Math.min(buckets.length - 1, Math.floor(call.endMs / BUCKET_MS))];
+    const bucket = itemAt(buckets, Math.min(buckets.length - 1, Math.floor(call.endMs / BUCKET_MS)));
     bucket[call.outcome] += 1;
     if (call.outcome === 'ok') bucket.latenciesMs.push(call.endMs - call.startMs);
   }
@@ -296,8 +297,8 @@ function latencyPanel(buckets: readonly Bucket[], calls: readonly CallRecord[], 
     });
   return [
     ...panelFrame(top, 'latency (ms)', maxLatency, (value) => String(value)),
-    line((sorted) => sorted[sorted.length - 1], COLORS.max, 'max'),
-    line((sorted) => sorted[Math.floor((sorted.length - 1) / 2)], COLORS.p50, 'p50'),
+    line((sorted) => itemAt(sorted, sorted.length - 1), COLORS.max, 'max'),
+    line((sorted) => itemAt(sorted, Math.floor((sorted.length - 1) / 2)), COLORS.p50, 'p50'),
     ...marks,
   ];
 }

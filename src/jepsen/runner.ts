@@ -23,6 +23,7 @@ import { checkLinearizability } from '../check/linearizability.ts';
 import { checkSequential } from '../check/sequential.ts';
 import { checkCausal } from '../check/causal.ts';
 import { HistoryRecorder, parseHistory, type CheckResult } from '../check/history.ts';
+import { itemAt } from '../item-at.ts';
 import { TextClient } from '../client/text-client.ts';
 import type { Mode } from '../consistency/types.ts';
 import type { WalSync } from '../config.ts';
@@ -257,7 +258,7 @@ type Shared = Pick<ClientOptions, 'recorder' | 'clockMs' | 'calls' | 'stop'>;
  */
 function startClients(options: Resolved, cluster: Cluster, shared: Shared): Promise<void>[] {
   return Array.from({ length: options.clients }, (_, client) => {
-    const node = cluster.nodes[client % cluster.nodes.length];
+    const node = itemAt(cluster.nodes, client % cluster.nodes.length);
     if (isBulkLoader(options, client)) {
       return runBulkClient({
         ...shared, client, node: node.id, port: node.clientPort, random: createRandom(options.seed * 31 + client),
@@ -353,7 +354,7 @@ async function waitUntilServing(cluster: Cluster, timeoutMs: number, callTimeout
   let waiting = cluster.nodes.map((node) => node.id);
   while (waiting.length > 0 && Date.now() < deadline) {
     const answers = await Promise.all(waiting.map((id) => readKey(cluster.node(id).clientPort, 'jepsen-probe', callTimeoutMs)));
-    waiting = waiting.filter((_, index) => !answers[index].ok);
+    waiting = waiting.filter((_, index) => !itemAt(answers, index).ok);
     if (waiting.length > 0) await sleep(100);
   }
   return waiting;
@@ -404,7 +405,7 @@ async function compareReplicas(options: Resolved, cluster: Cluster): Promise<str
     for (const key of batch) {
       const shown = answers.map((answer, index) => {
         const value = answer.ok ? answer.values.get(key) ?? null : null;
-        return `${cluster.nodes[index].id}=${answer.ok ? (value === null ? 'absent' : JSON.stringify(value)) : `unreadable (${answer.error})`}`;
+        return `${itemAt(cluster.nodes, index).id}=${answer.ok ? (value === null ? 'absent' : JSON.stringify(value)) : `unreadable (${answer.error})`}`;
       });
       const values = new Set(answers.map((answer) => (answer.ok ? `v:${answer.values.get(key) ?? null}` : 'error')));
       if (values.size !== 1 || values.has('error')) differences.push(`${key}: ${shown.join(', ')}`);

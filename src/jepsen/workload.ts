@@ -26,6 +26,7 @@
 
 import { TextClient, type TextReply } from '../client/text-client.ts';
 import type { HistoryRecorder, RecordHandle } from '../check/history.ts';
+import { itemAt } from '../item-at.ts';
 import { mulberry32, type Random } from '../random.ts';
 import { parseRefusalText, refusalChangedNothing } from '../protocol/refusals.ts';
 
@@ -193,7 +194,7 @@ async function runSlot(options: ClientOptions, connection: Connection): Promise<
       continue;
     }
     const op = pickOp(options.random, options.weights);
-    const key = options.keys[pickIndex(options.random, options.keys.length)];
+    const key = itemAt(options.keys, pickIndex(options.random, options.keys.length));
     counter += 1;
     await runOp({ options, connection, op, key, value: `c${options.client}.${counter}` });
     await sleep(options.random() * options.thinkMs, options.stop);
@@ -266,9 +267,9 @@ async function recordCall(
 /** Completes a call whose reply was an error line; returns the outcome recorded. */
 function recordError(context: OpContext, handle: RecordHandle, line: string, isRead: boolean): CallOutcome {
   const { recorder, node } = context.options;
-  const serverError = /^SERVER_ERROR ?(.*)$/.exec(line);
+  const serverError = /^SERVER_ERROR ?(.*)$/.exec(line)?.[1];
   // CLIENT_ERROR and ERROR: the request was rejected as malformed, so it did not happen.
-  const outcome = serverError ? classifyServerError(serverError[1], isRead) : 'fail';
+  const outcome = serverError !== undefined ? classifyServerError(serverError, isRead) : 'fail';
   if (outcome === 'fail') recorder.fail(handle, null, { node, error: line });
   else recorder.info(handle, null, { node, error: line });
   return outcome;

@@ -74,7 +74,7 @@ export function readPeerTls(files: { caFile: string; certFile: string; keyFile: 
 }
 
 function trimAsciiWhitespace(bytes: Buffer): Buffer {
-  const isSpace = (byte: number): boolean => byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
+  const isSpace = (byte: number | undefined): boolean => byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d;
   let start = 0;
   let end = bytes.length;
   while (start < end && isSpace(bytes[start])) start++;

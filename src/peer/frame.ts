@@ -213,7 +213,8 @@ export class FrameDecoder {
   private readPayload(): 'wait' | { message: unknown } {
     const payloadBytes = this.pendingPayloadBytes ?? 0;
     if (this.bufferedBytes < payloadBytes) return 'wait';
-    const sharesChunk = this.chunks.length > 0 && this.chunks[0].length - this.chunkOffset >= payloadBytes;
+    const first = this.chunks[0];
+    const sharesChunk = first !== undefined && first.length - this.chunkOffset >= payloadBytes;
     const payload = this.take(payloadBytes);
     this.pendingPayloadBytes = null;
     const actual = crc32(payload);
@@ -239,7 +240,8 @@ export class FrameDecoder {
   private peekByte(index: number): number {
     let position = this.chunkOffset + index;
     for (const chunk of this.chunks) {
-      if (position < chunk.length) return chunk[position];
+      const byte = chunk[position];
+      if (byte !== undefined) return byte;
       position -= chunk.length;
     }
     throw new Error(`peekByte(${index}) beyond ${this.bufferedBytes} buffered bytes`);
@@ -257,6 +259,7 @@ export class FrameDecoder {
     let written = 0;
     while (written < byteCount) {
       const chunk = this.chunks[0];
+      if (chunk === undefined) throw new Error(`take(${byteCount}) beyond ${this.bufferedBytes + written} buffered bytes`);
       const available = chunk.length - this.chunkOffset;
       const copied = Math.min(available, byteCount - written);
       chunk.copy(out, written, this.chunkOffset, this.chunkOffset + copied);
@@ -269,9 +272,11 @@ export class FrameDecoder {
   private advance(byteCount: number): void {
     this.bufferedBytes -= byteCount;
     this.chunkOffset += byteCount;
-    while (this.chunks.length > 0 && this.chunkOffset >= this.chunks[0].length) {
-      this.chunkOffset -= this.chunks[0].length;
+    let first = this.chunks[0];
+    while (first !== undefined && this.chunkOffset >= first.length) {
+      this.chunkOffset -= first.length;
       this.chunks.shift();
+      first = this.chunks[0];
     }
   }
 }

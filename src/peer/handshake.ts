@@ -289,8 +289,8 @@ export function certificateNames(certificate: CertificateSubject): string[] {
   if (typeof commonName === 'string') names.push(commonName);
   else if (Array.isArray(commonName)) names.push(...commonName.filter((name) => typeof name === 'string'));
   for (const entry of (certificate.subjectaltname ?? '').split(',')) {
-    const match = /^\s*DNS:(.+?)\s*$/.exec(entry);
-    if (match !== null) names.push(match[1]);
+    const name = /^\s*DNS:(.+?)\s*$/.exec(entry)?.[1];
+    if (name !== undefined) names.push(name);
   }
   return names;
 }

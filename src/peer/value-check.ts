@@ -119,6 +119,17 @@ class Check {
     return this.remaining >= byteCount || this.fail('truncated', `${byteCount} bytes expected but the payload ended`);
   }
 
+  /** The next byte, moved past; null, failed as truncated, at the end of the payload. */
+  byte(): number | null {
+    const byte = this.payload[this.position];
+    if (byte === undefined) {
+      this.need(1); // at the end: fails as truncated
+      return null;
+    }
+    this.position++;
+    return byte;
+  }
+
   charge(heapBytes: number): boolean {
     this.heapBytes += heapBytes;
     if (this.heapBytes <= this.heapBytesMax) return true;
@@ -141,8 +152,8 @@ export function checkPayload(payload: Buffer, limits: DecodeLimits): ValueDecode
 }
 
 function checkValue(check: Check, depth: number): boolean {
-  if (!check.need(1)) return false;
-  const tag = check.payload[check.position++];
+  const tag = check.byte();
+  if (tag === null) return false;
   if (tag <= tags.FIXINT_MAX || tag >= tags.NEGATIVE_FIXINT) return true;
   if (tag < tags.FIXARRAY) return checkString(check, tag & 0x1f);
   if (tag < tags.FIXOBJECT) return checkArray(check, tag & 0x0f, depth);
@@ -217,7 +228,7 @@ function checkString(check: Check, byteCount: number, role: 'value' | 'key' = 'v
   const end = start + byteCount;
   check.position = end;
   let index = start;
-  while (index < end && payload[index] <= 0x7f) index++;
+  while (index < end && (payload[index] ?? 0x80) <= 0x7f) index++; // what is not ASCII gets the full UTF-8 check
   if (index < end && !isUtf8(payload.subarray(index, end))) return check.fail('bad_utf8', 'string is not valid UTF-8', start);
   return byteCount <= 1 || check.charge((role === 'key' ? 0 : HEAP_BYTES.string) + byteCount);
 }
@@ -280,9 +291,9 @@ const KEY_NAMED = -1;
 
 /** Checks a key; returns the array index it spells, KEY_NAMED for any other string, or KEY_REFUSED. */
 function checkKey(check: Check): number {
-  if (!check.need(1)) return KEY_REFUSED;
   const at = check.position;
-  const tag = check.payload[check.position++];
+  const tag = check.byte();
+  if (tag === null) return KEY_REFUSED;
   let byteCount: number | null = tag - tags.FIXSTR;
   if (tag === tags.TAG_STRING) {
     byteCount = check.u32();
@@ -305,9 +316,9 @@ function arrayIndexOf(payload: Buffer, start: number, byteCount: number): number
   if (byteCount === 0 || byteCount > 10 || (byteCount > 1 && payload[start] === 0x30)) return null;
   let index = 0;
   for (let offset = start; offset < start + byteCount; offset++) {
-    const digit = payload[offset] - 0x30;
-    if (digit < 0 || digit > 9) return null;
-    index = index * 10 + digit;
+    const byte = payload[offset];
+    if (byte === undefined || byte < 0x30 || byte > 0x39) return null;
+    index = index * 10 + (byte - 0x30);
   }
   return index <= 0xfffffffe ? index : null;
 }
@@ -325,8 +336,8 @@ function checkU64(check: Check, negative: boolean): boolean {
 
 function checkBigint(check: Check): boolean {
   const at = check.position - 1;
-  if (!check.need(1)) return false;
-  const sign = check.payload[check.position++];
+  const sign = check.byte();
+  if (sign === null) return false;
   if (sign > 1) return check.fail('bad_bigint', `bigint sign byte ${sign}`, check.position - 1);
   const byteCount = check.u32();
   if (byteCount === null) return false;
@@ -335,7 +346,7 @@ function checkBigint(check: Check): boolean {
     return check.fail('length_exceeds_payload', `bigint of ${byteCount} bytes exceeds the ${check.remaining} bytes left`);
   }
   const first = check.payload[check.position];
-  if (first === 0 || byteCount <= 8) return check.fail('not_canonical', 'bigint that fits 64 bits or has a leading zero byte', at);
+  if (first === undefined || first === 0 || byteCount <= 8) return check.fail('not_canonical', 'bigint that fits 64 bits or has a leading zero byte', at);
   const bits = 8 * (byteCount - 1) + 32 - Math.clz32(first);
   if (bits > check.limits.bigintBitsMax) return check.fail('bigint_too_large', `bigint of ${bits} bits, over ${check.limits.bigintBitsMax}`, at);
   check.position += byteCount;

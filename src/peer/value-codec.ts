@@ -310,8 +310,18 @@ export function decodeValue(payload: Buffer, options: ValueDecodeOptions = {}): 
   return { ok: true, value };
 }
 
+/**
+ * The byte at `position`, which value-check.ts proved is there; past the payload (a disagreement
+ * between the check and this decoder) it throws, as Buffer's own readers do.
+ */
+function byteAt(payload: Buffer, position: number): number {
+  const byte = payload[position];
+  if (byte === undefined) throw new RangeError(`value decoder read byte ${position} of a ${payload.length}-byte payload`);
+  return byte;
+}
+
 function readValue(reader: Reader): Read {
-  const tag = reader.payload[reader.position++];
+  const tag = byteAt(reader.payload, reader.position++);
   if (tag <= FIXINT_MAX) return tag;
   if (tag >= NEGATIVE_FIXINT) return tag - 0x100;
   if (tag < FIXARRAY) return readUtf8(reader, tag & 0x1f);
@@ -368,7 +378,7 @@ function readUtf8(reader: Reader, byteCount: number): string {
 function shortUtf8(payload: Buffer, start: number, byteCount: number): string {
   const end = start + byteCount;
   for (let index = start; index < end; index++) {
-    if (payload[index] > 0x7f) return payload.toString('utf8', start, end);
+    if (byteAt(payload, index) > 0x7f) return payload.toString('utf8', start, end);
   }
   if (byteCount <= 8) return asciiUpTo8(payload, start, byteCount);
   let out = asciiUpTo8(payload, start, 8);
@@ -382,21 +392,24 @@ function asciiUpTo8(bytes: Buffer, at: number, byteCount: number): string {
     case 0:
       return '';
     case 1:
-      return char(bytes[at]);
+      return char(byteAt(bytes, at));
     case 2:
-      return char(bytes[at], bytes[at + 1]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1));
     case 3:
-      return char(bytes[at], bytes[at + 1], bytes[at + 2]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1), byteAt(bytes, at + 2));
     case 4:
-      return char(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1), byteAt(bytes, at + 2), byteAt(bytes, at + 3));
     case 5:
-      return char(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1), byteAt(bytes, at + 2), byteAt(bytes, at + 3), byteAt(bytes, at + 4));
     case 6:
-      return char(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4], bytes[at + 5]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1), byteAt(bytes, at + 2),
+        byteAt(bytes, at + 3), byteAt(bytes, at + 4), byteAt(bytes, at + 5));
     case 7:
-      return char(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4], bytes[at + 5], bytes[at + 6]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1), byteAt(bytes, at + 2), byteAt(bytes, at + 3),
+        byteAt(bytes, at + 4), byteAt(bytes, at + 5), byteAt(bytes, at + 6));
     default:
-      return char(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3], bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]);
+      return char(byteAt(bytes, at), byteAt(bytes, at + 1), byteAt(bytes, at + 2), byteAt(bytes, at + 3),
+        byteAt(bytes, at + 4), byteAt(bytes, at + 5), byteAt(bytes, at + 6), byteAt(bytes, at + 7));
   }
 }
 
@@ -450,14 +463,15 @@ const keyCacheStrings: string[] = new Array<string>(KEY_CACHE_SLOTS).fill('');
 /** Reads a key value-check.ts proved to be a string. */
 function readKey(reader: Reader): string {
   const { payload, position } = reader;
-  const byteCount = payload[position] - FIXSTR;
+  const byteCount = byteAt(payload, position) - FIXSTR;
   if (byteCount < 0 || byteCount > KEY_CACHED_BYTES_MAX) return readValue(reader) as string;
   const start = position + 1;
   reader.position = start + byteCount;
   let hash = byteCount;
-  for (let index = start; index < start + byteCount; index++) hash = (Math.imul(hash, 31) + payload[index]) | 0;
+  for (let index = start; index < start + byteCount; index++) hash = (Math.imul(hash, 31) + byteAt(payload, index)) | 0;
   const slot = (hash ^ (hash >>> 12)) & (KEY_CACHE_SLOTS - 1);
-  if (keyCacheLengths[slot] === byteCount && cachedBytesEqual(slot, payload, start, byteCount)) return keyCacheStrings[slot];
+  const cached = keyCacheStrings[slot];
+  if (cached !== undefined && keyCacheLengths[slot] === byteCount && cachedBytesEqual(slot, payload, start, byteCount)) return cached;
   const key = shortUtf8(payload, start, byteCount);
   payload.copy(keyCacheBytes, slot * KEY_CACHED_BYTES_MAX, start, start + byteCount);
   keyCacheLengths[slot] = byteCount;
@@ -480,7 +494,7 @@ function readU64(reader: Reader): bigint {
 }
 
 function readBigint(reader: Reader): bigint {
-  const sign = reader.payload[reader.position++];
+  const sign = byteAt(reader.payload, reader.position++);
   const byteCount = readU32(reader);
   const start = reader.position;
   reader.position += byteCount;

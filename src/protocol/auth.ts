@@ -62,8 +62,8 @@ export class Credentials implements Login {
 export function parseAuthFile(text: string, file: string): Credentials {
   const entries: Array<{ user: string; password: string }> = [];
   const lines = text.split('\n');
-  for (let index = 0; index < lines.length; index += 1) {
-    const line = lines[index].endsWith('\r') ? lines[index].slice(0, -1) : lines[index];
+  for (const [index, raw] of lines.entries()) {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
     if (line.length === 0) continue;
     const colon = line.indexOf(':');
     if (colon <= 0 || /[\s]/.test(line)) {

@@ -265,7 +265,7 @@ export class BinaryRequestDecoder {
   /** memcached's answer to a SASL request with PLAIN as the one mechanism; a success logs in. */
   private saslAnswer(request: RequestHeader, header: BinaryHeader, body: Buffer): BinaryDecoded {
     const answer = (status: BinaryStatus, text: string): BinaryDecoded => ({ kind: 'answered', header, status, body: text });
-    const failure = answer(BINARY_STATUS.authError, BINARY_STATUS_MESSAGES[BINARY_STATUS.authError]);
+    const failure = answer(BINARY_STATUS.authError, BINARY_STATUS_MESSAGES[BINARY_STATUS.authError] ?? '');
     if (request.opcode === OPCODE.saslListMechs) return answer(BINARY_STATUS.ok, BINARY_SASL.mechanisms);
     const mechanism = body.toString('latin1', 0, request.keyBytes);
     const message = body.subarray(request.keyBytes);

@@ -316,8 +316,9 @@ class Connection {
     const requests = this.decoder.push(chunk);
     this.inFlight += requests.length;
     this.server.addInFlight(requests.length);
-    if (requests.length === 1 && this.idle() && this.queue.length === 0 && requests[0].kind === 'command') {
-      this.startAlone(requests[0]);
+    const first = requests[0];
+    if (requests.length === 1 && this.idle() && this.queue.length === 0 && first?.kind === 'command') {
+      this.startAlone(first);
     } else {
       for (const request of requests) {
         this.queue.push(request);
@@ -369,9 +370,11 @@ class Connection {
         // Replies given at once leave in one socket write (corked until the run waits or ends).
         if (batch.length > 1) this.cork();
         for (let index = 0; index < batch.length && !this.finished; index += 1) {
+          const request = batch[index];
           const reply = replies[index];
+          if (request === undefined || reply === undefined) break; // replies maps batch: neither is shorter
           if (reply instanceof Promise) this.uncork();
-          const pending = this.finishRequest(batch[index], reply);
+          const pending = this.finishRequest(request, reply);
           if (pending !== undefined) await pending;
         }
         this.uncork();
@@ -390,7 +393,7 @@ class Connection {
   /** A run of data commands for a handler that keeps the connection's order: no need to wait for earlier runs. */
   private overlaps(batch: WireRequest[]): boolean {
     const first = batch[0];
-    return this.server.handlerKeepsOrder && first.kind === 'command' && commandClass(first.command, true) === 'read';
+    return this.server.handlerKeepsOrder && first?.kind === 'command' && commandClass(first.command, true) === 'read';
   }
 
   /** Hands a run to the handler now; its replies are written in order as they settle. */
@@ -416,8 +419,7 @@ class Connection {
   private writeSettled(): void {
     if (this.writingSettled) return;
     this.writingSettled = true;
-    while (this.unwritten.length > 0 && !this.finished) {
-      const head = this.unwritten[0];
+    for (let head = this.unwritten[0]; head !== undefined && !this.finished; head = this.unwritten[0]) {
       if (head.reply instanceof Promise) break;
       this.unwritten.shift();
       this.corkForTick();
@@ -455,9 +457,9 @@ class Connection {
     const kind = commandClass(first.command, keepsOrder);
     const run: WireRequest[] = [first];
     if (kind === 'alone') return run;
-    while (run.length < Math.min(PIPELINED_RUN_MAX, roomMax) && this.queue.length > 0) {
+    while (run.length < Math.min(PIPELINED_RUN_MAX, roomMax)) {
       const next = this.queue[0];
-      if (next.kind !== 'command' || commandClass(next.command, keepsOrder) !== kind) break;
+      if (next === undefined || next.kind !== 'command' || commandClass(next.command, keepsOrder) !== kind) break;
       run.push(this.dequeue());
     }
     return run;
@@ -526,9 +528,10 @@ class Connection {
   /** Hands parts to the socket; while the unsent output is over its limit, waits for it to drain. */
   private writeParts(parts: Buffer[], from: number): Promise<void> | undefined {
     for (let index = from; index < parts.length; index += 1) {
-      if (this.finished) return undefined;
+      const part = parts[index];
+      if (this.finished || part === undefined) return undefined;
       if (this.socket.writableLength > this.outputBytesMax) return this.writeAfterDrain(parts, index);
-      this.socket.write(parts[index]);
+      this.socket.write(part);
     }
     return undefined;
   }

@@ -216,8 +216,10 @@ export class TextRequestDecoder {
       return { kind: 'client_error', message: TEXT_ERRORS.badCommandLineTermination };
     }
     const tokens = block.toString('latin1', 0, dataBytes).split(' ').filter((token) => token.length > 0);
-    if (tokens.length < 2) return { kind: 'client_error', message: TEXT_ERRORS.badAuthenticationTokenFormat };
-    if (this.login === null || !this.login.verify(tokens[0], tokens[1])) {
+    const user = tokens[0];
+    const password = tokens[1];
+    if (user === undefined || password === undefined) return { kind: 'client_error', message: TEXT_ERRORS.badAuthenticationTokenFormat };
+    if (this.login === null || !this.login.verify(user, password)) {
       return { kind: 'client_error', message: TEXT_ERRORS.authenticationFailure };
     }
     this.loggedIn = true;
@@ -383,8 +385,8 @@ const CAUSAL_WAIT_MS_DEFAULT = 5_000;
 
 /** `causal_wait TOKEN [TIMEOUT_MS]`: the token is judged by the mode; here only its size. */
 function parseCausalWait(tokens: string[]): LineResult {
-  if (tokens.length < 2 || tokens.length > 3) return refused(UNKNOWN);
   const token = tokens[1];
+  if (token === undefined || tokens.length > 3) return refused(UNKNOWN);
   if (token.length > CAUSAL_TOKEN_CHARS_MAX) return refused(invalid({ kind: 'client_error', message: 'bad causal token' }));
   const timeoutMs = tokens.length === 3 ? Number(tokens[2]) : CAUSAL_WAIT_MS_DEFAULT;
   if (!/^\d{1,6}$/.test(tokens[2] ?? '0') || timeoutMs > CAUSAL_WAIT_MS_MAX) {
@@ -416,7 +418,7 @@ function parseStore(verb: StoreVerb, tokens: string[], limits: ProtocolLimits): 
   const noreply = endsWithNoreply(tokens);
   const bad = refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
   const key = tokens[1];
-  if (isBadKey(key, limits)) return bad;
+  if (key === undefined || isBadKey(key, limits)) return bad;
   const flags = parseUint32(tokens[2]);
   const exptime = parseInt32(tokens[3]);
   const valueBytes = parseInt32(tokens[4]);
@@ -432,7 +434,7 @@ function parseArith(verb: ArithVerb, tokens: string[], limits: ProtocolLimits): 
   if (tokens.length !== 3 && tokens.length !== 4) return refused(UNKNOWN);
   const noreply = endsWithNoreply(tokens);
   const key = tokens[1];
-  if (isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
+  if (key === undefined || isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
   const delta = parseUint64(tokens[2]);
   if (delta === null) return refused(silenceable(noreply, TEXT_ERRORS.invalidDelta));
   return decoded({ kind: 'arith', verb, key, delta, initial: null, exptime: 0, noreply });
@@ -448,7 +450,7 @@ function parseDelete(tokens: string[], limits: ProtocolLimits): LineResult {
     if (!valid) return refused(silenceable(noreply, TEXT_ERRORS.badDeleteFormat));
   }
   const key = tokens[1];
-  if (isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
+  if (key === undefined || isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
   return decoded({ kind: 'delete', key, noreply });
 }
 
@@ -456,7 +458,7 @@ function parseTouch(tokens: string[], limits: ProtocolLimits): LineResult {
   if (tokens.length !== 3 && tokens.length !== 4) return refused(UNKNOWN);
   const noreply = endsWithNoreply(tokens);
   const key = tokens[1];
-  if (isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
+  if (key === undefined || isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
   const exptime = parseInt32(tokens[2]);
   if (exptime === null) return refused(silenceable(noreply, TEXT_ERRORS.invalidExptime));
   return decoded({ kind: 'touch', key, exptime, noreply });
@@ -546,8 +548,11 @@ function encodeValues(items: Item[], headers: string[], bytes: number): Buffer {
   const reply = Buffer.allocUnsafe(bytes);
   let offset = 0;
   for (let index = 0; index < items.length; index += 1) {
-    offset += reply.write(headers[index], offset, 'latin1');
-    offset += items[index].value.copy(reply, offset);
+    const item = items[index];
+    const header = headers[index];
+    if (item === undefined || header === undefined) throw new Error(`values reply: no item or header ${index}`);
+    offset += reply.write(header, offset, 'latin1');
+    offset += item.value.copy(reply, offset);
     reply[offset] = CARRIAGE_RETURN;
     reply[offset + 1] = NEWLINE;
     offset += 2;
@@ -565,7 +570,10 @@ function valuesParts(items: Item[], withCas: boolean): Buffer[] {
   if (bytes <= FLAT_REPLY_BYTES_MAX) return [encodeValues(items, headers, bytes)];
   const parts: Buffer[] = [];
   for (let index = 0; index < items.length; index += 1) {
-    parts.push(Buffer.from(headers[index], 'latin1'), items[index].value, CRLF);
+    const item = items[index];
+    const header = headers[index];
+    if (item === undefined || header === undefined) throw new Error(`values reply: no item or header ${index}`);
+    parts.push(Buffer.from(header, 'latin1'), item.value, CRLF);
   }
   parts.push(END);
   return parts;

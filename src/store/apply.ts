@@ -209,8 +209,8 @@ function arithValue(value: bigint, oldLengthBytes: number): Buffer {
 }
 
 /** C's isspace in the "C" locale. */
-function isSpace(byte: number): boolean {
-  return byte === 0x20 || (byte >= 0x09 && byte <= 0x0d);
+function isSpace(byte: number | undefined): boolean {
+  return byte !== undefined && (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d));
 }
 
 function isDigit(byte: number): boolean {
@@ -235,13 +235,13 @@ export function parseUnsigned(value: Buffer): bigint | null {
   }
   const digitsStart = index;
   let magnitude = 0n;
-  while (index < value.length && isDigit(value[index])) {
-    magnitude = magnitude * 10n + BigInt(value[index] - 0x30);
+  for (let byte = value[index]; byte !== undefined && isDigit(byte); byte = value[index]) {
+    magnitude = magnitude * 10n + BigInt(byte - 0x30);
     index += 1;
   }
   if (index === digitsStart) return null;
   if (magnitude > U64_MAX) return null; // ERANGE
-  const end = index === value.length ? 0x0d : value[index];
+  const end = value[index] ?? 0x0d; // past the data: its "\r\n"
   if (!isSpace(end) && end !== 0x00) return null;
   const result = negative ? (U64_MODULUS - magnitude) % U64_MODULUS : magnitude;
   if (negative && result >= I64_SIGN) return null;

@@ -130,9 +130,11 @@ function readTotals(raw: Buffer, at: number): { totals: Array<[number, bigint]>;
   if (count === undefined || count > COUNTER_NODES_MAX || at + 1 + count * TOTAL_BYTES > raw.length) return null;
   const totals: Array<[number, bigint]> = [];
   let offset = at + 1;
+  let previousNode = -1;
   for (let index = 0; index < count; index += 1) {
     const node = raw[offset];
-    if (totals.length > 0 && node <= totals[totals.length - 1][0]) return null;
+    if (node === undefined || node <= previousNode) return null;
+    previousNode = node;
     totals.push([node, (raw.readBigUInt64BE(offset + 1) << 64n) | raw.readBigUInt64BE(offset + 9)]);
     offset += TOTAL_BYTES;
   }
@@ -178,9 +180,9 @@ export function encodeEntry(entry: Entry, keptKey: string | null): Buffer {
 
 /** The entry in a memcached value, and the key kept in it if any; null if it is not ours. */
 export function decodeEntry(raw: Buffer): { entry: Entry; keptKey: string | null } | null {
-  if (raw.length < HEADER_BYTES) return null;
-  if (raw[0] !== MAGIC_0 || raw[1] !== MAGIC_1 || raw[2] !== FORMAT_VERSION) return null;
   const bits = raw[3];
+  if (raw.length < HEADER_BYTES || bits === undefined) return null;
+  if (raw[0] !== MAGIC_0 || raw[1] !== MAGIC_1 || raw[2] !== FORMAT_VERSION) return null;
   let offset = HEADER_BYTES;
   let keptKey: string | null = null;
   if ((bits & BIT_KEY_KEPT) !== 0) {

@@ -105,7 +105,7 @@ function sameTotals(left: NodeTotals, right: NodeTotals): boolean {
   const nonZero = (totals: NodeTotals): NodeTotals => totals.filter(([, total]) => total !== 0n);
   const a = nonZero(left);
   const b = nonZero(right);
-  return a.length === b.length && a.every(([node, total], index) => b[index][0] === node && b[index][1] === total);
+  return a.length === b.length && a.every(([node, total], index) => b[index]?.[0] === node && b[index]?.[1] === total);
 }
 
 const EMPTY: CounterState = { base: 0n, incs: [], decs: [] };

@@ -115,7 +115,7 @@ export class BinaryConnection {
   /** Sends one request (a frame from encodeRequest); resolves with the reply's value (null for key not found). */
   request(frame: Buffer): Promise<Buffer | null> {
     return new Promise<Buffer | null>((resolve, reject) => {
-      this.#submit({ opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve, reject, stats: null, resolveStats: null });
+      this.#submit({ opaque: 0, opcode: frame.readUInt8(1), frame, writtenAtMs: 0, resolve, reject, stats: null, resolveStats: null });
     });
   }
 
@@ -139,7 +139,7 @@ export class BinaryConnection {
       };
       for (const frame of frames) {
         this.#submit({
-          opaque: 0, opcode: frame[1], frame, writtenAtMs: 0, resolve: answered, reject: failed, stats: null, resolveStats: null,
+          opaque: 0, opcode: frame.readUInt8(1), frame, writtenAtMs: 0, resolve: answered, reject: failed, stats: null, resolveStats: null,
         });
       }
     });
@@ -199,7 +199,8 @@ export class BinaryConnection {
     if (this.failed || this.#outgoing.length === 0) return;
     const frames = this.#outgoing;
     this.#outgoing = [];
-    this.#socket.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
+    const first = frames[0];
+    this.#socket.write(frames.length === 1 && first !== undefined ? first : Buffer.concat(frames));
   }
 
   #onData(chunk: Buffer): void {
@@ -273,8 +274,8 @@ export class BinaryConnection {
       this.#inFlight = this.#inFlight.slice(this.#head);
       this.#head = 0;
     }
-    if (this.#backlogHead < this.#backlog.length) {
-      const next = this.#backlog[this.#backlogHead];
+    const next = this.#backlog[this.#backlogHead];
+    if (next !== undefined) {
       this.#backlogHead += 1;
       if (this.#backlogHead === this.#backlog.length) {
         this.#backlog = [];
@@ -369,10 +370,10 @@ function parseMetadump(text: string): string[] {
   const keys: string[] = [];
   // Lines end in "\n"; only the closing END has "\r\n".
   for (const line of text.split(/\r?\n/)) {
-    const match = /^key=(\S+)/.exec(line);
-    if (match === null) continue;
+    const key = /^key=(\S+)/.exec(line)?.[1];
+    if (key === undefined) continue;
     // metadump URI-encodes keys; our keys are ASCII, so decodeURIComponent is exact.
-    keys.push(decodeURIComponent(match[1]));
+    keys.push(decodeURIComponent(key));
   }
   return keys;
 }

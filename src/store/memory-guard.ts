@@ -14,6 +14,7 @@
  * docs/memory-full.md, "How the memory guard counts".
  */
 
+import { itemAt } from '../item-at.ts';
 import { refused, type Refusal } from '../protocol/refusals.ts';
 import { itemRoom, storedItemBytes, type ItemRoom } from './slab-room.ts';
 import type { BackendHealth, Op } from './types.ts';
@@ -130,7 +131,7 @@ export class MemoryGuard {
     }
     this.#remember(version, bytes, itemBytes);
     views.forEach((view, i) => {
-      const room = rooms[i];
+      const room = itemAt(rooms, i); // one per view, from the loop above
       if (room !== null) view.admittedBySlab.set(room.label, (view.admittedBySlab.get(room.label) ?? 0) + 1);
       view.admittedBytes += bytes;
     });
@@ -173,9 +174,12 @@ export class MemoryGuard {
       const { versions } = admitted;
       let first = report.stored === undefined ? versions.length : 0;
       const mark = report.stored?.get(writer);
-      if (mark !== undefined) while (first < versions.length && versions[first] <= mark) first += 1;
+      if (mark !== undefined) {
+        const after = versions.findIndex((version) => version > mark);
+        first = after === -1 ? versions.length : after;
+      }
       view.from.set(writer, admitted.base + first);
-      for (let i = first; i < versions.length; i++) countIn(view, admitted.bytes[i], admitted.itemBytes[i]);
+      for (let i = first; i < versions.length; i++) countIn(view, itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
     }
     return view;
   }

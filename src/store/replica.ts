@@ -158,7 +158,8 @@ class KeyOrder {
 
   /** Runs `work` after every earlier call on any of `keys` and the last barrier. */
   keyed<T>(keys: readonly string[], work: () => Promise<T>): Promise<T> {
-    if (keys.length === 1) return this.single(keys[0], work);
+    const first = keys[0];
+    if (keys.length === 1 && first !== undefined) return this.single(first, work);
     const distinct = [...new Set(keys)];
     const before: Promise<void>[] = [this.#barrier];
     for (const key of distinct) {
@@ -205,13 +206,10 @@ class KeyOrder {
 
 /** Calls `work` on every item, at most `limit` at a time; rejects with the first failure. */
 async function forEachBounded<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
+  // The workers share one iterator: each takes the next item not yet taken.
+  const queue = items.values();
   const worker = async (): Promise<void> => {
-    while (next < items.length) {
-      const item = items[next];
-      next += 1;
-      await work(item);
-    }
+    for (const item of queue) await work(item);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
@@ -228,8 +226,9 @@ function toItem(key: string, entry: Entry): Item {
 function valuesReply(keys: readonly string[], entries: ReadonlyArray<Entry | undefined>, nowMs: number): Reply {
   const items: Item[] = [];
   for (let position = 0; position < keys.length; position += 1) {
+    const key = keys[position];
     const entry = entries[position];
-    if (isLive(entry, nowMs)) items.push(toItem(keys[position], entry));
+    if (key !== undefined && isLive(entry, nowMs)) items.push(toItem(key, entry));
   }
   return { kind: 'values', items };
 }
@@ -394,11 +393,12 @@ export class Replica {
     const calls: Array<Promise<void>> = [];
     const batch: KeyedEntry[] = [];
     for (const [key, list] of byKey) {
-      if (list.length === 1 && this.#suspect === null && this.#order.idleKey(key)) {
-        const known = how === 'overwrite' ? null : this.#knownCas(key, joinCas === undefined ? undefined : list[0]);
+      const only = list.length === 1 ? list[0] : undefined;
+      if (only !== undefined && this.#suspect === null && this.#order.idleKey(key)) {
+        const known = how === 'overwrite' ? null : this.#knownCas(key, joinCas === undefined ? undefined : only);
         if (known !== undefined) {
           // A merge loses to what the replica holds already: nothing to write.
-          if (known === null || known < list[0].cas) batch.push([key, list[0]]);
+          if (known === null || known < only.cas) batch.push([key, only]);
           continue;
         }
       }

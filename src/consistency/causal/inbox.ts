@@ -11,7 +11,7 @@
  */
 
 import type { KeyedEntry } from '../types.ts';
-import type { Batch, CausalMessage, VersionVector } from './messages.ts';
+import { componentOf, type Batch, type CausalMessage, type VersionVector } from './messages.ts';
 
 type BatchMessage = Extract<CausalMessage, { kind: 'batch' }>;
 
@@ -70,8 +70,9 @@ export class Inbox {
     let merged = false;
     for (const [prev, { batch }] of this.parked) {
       const vector = visible();
-      if (batch.to <= vector[this.sender]) this.parked.delete(prev);
-      else if (prev <= vector[this.sender] && this.depsVisible(batch.deps, vector)) {
+      const held = componentOf(vector, this.sender);
+      if (batch.to <= held) this.parked.delete(prev);
+      else if (prev <= held && this.depsVisible(batch.deps, vector)) {
         this.parked.delete(prev);
         merge(batch);
         merged = true;
@@ -102,6 +103,6 @@ export class Inbox {
   }
 
   private depsVisible(deps: VersionVector, visible: readonly bigint[]): boolean {
-    return deps.every((version, index) => index === this.sender || index === this.self || version <= visible[index]);
+    return deps.every((version, index) => index === this.sender || index === this.self || version <= componentOf(visible, index));
   }
 }

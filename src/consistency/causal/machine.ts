@@ -38,7 +38,7 @@ import { DroppedPeerMessages } from '../peer-input.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
 import { Inbox } from './inbox.ts';
-import { causalMessageProblem, type Batch, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
+import { causalMessageProblem, componentOf, type Batch, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
 import { Outbox } from './outbox.ts';
 import { Tombstones } from './tombstones.ts';
 import { formatToken, parseToken } from './token.ts';
@@ -216,7 +216,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   coversToken(token: string): boolean | null {
     const wanted = parseToken(token, this.nodes.length);
     if (wanted === null) return null;
-    return wanted.every((version, index) => index === this.selfIndex || version <= this.visible[index]);
+    return wanted.every((version, index) => index === this.selfIndex || version <= componentOf(this.visible, index));
   }
 
   /** For tests and the simulator: the current clock. */
@@ -290,7 +290,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       const keys = this.dirtyAll ? null : [...this.dirty];
       this.dirty.clear();
       this.dirtyAll = false;
-      const purpose: FetchPurpose = { kind: 'dirty', keys, to: this.visible[this.selfIndex], deps: [...this.visible] };
+      const purpose: FetchPurpose = { kind: 'dirty', keys, to: this.own(this.visible), deps: [...this.visible] };
       this.dirtyFetchToken = this.issueFetch(out, keys, purpose);
       return;
     }
@@ -342,7 +342,7 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   private raiseOwnToHeld(entries: readonly KeyedEntry[]): void {
     for (const [, entry] of entries) {
-      if (versionNode(entry.cas) === this.selfIndex && entry.cas > this.visible[this.selfIndex]) this.visible[this.selfIndex] = entry.cas;
+      if (versionNode(entry.cas) === this.selfIndex && entry.cas > this.own(this.visible)) this.visible[this.selfIndex] = entry.cas;
     }
   }
 
@@ -360,7 +360,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // A chain that has waited and holds one is given up for a fresh snapshot.
     if (box.sendsStale(this.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
     if (box.needsSnapshot()) {
-      const to = this.visible[this.selfIndex];
+      const to = this.own(this.visible);
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken count.
       box.startSnapshot(to, this.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: this.told() }));
       return;
@@ -373,7 +373,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     const box = this.outbox(from);
     this.askForLostWrites(from, message.visible, out);
     if (message.resync) box.forget();
-    else box.onAck(message.to, message.visible[this.selfIndex]);
+    else box.onAck(message.to, this.own(message.visible));
   }
 
   /**
@@ -382,7 +382,7 @@ export class CausalMachine implements Machine<CausalMessage> {
    */
   private onVisible(from: PeerId, visible: VersionVector, out: Out): void {
     this.peerVisible.set(from, visible);
-    this.outbox(from).onPeerHolds(visible[this.selfIndex]);
+    this.outbox(from).onPeerHolds(this.own(visible));
     this.askForLostWrites(from, visible, out);
   }
 
@@ -393,7 +393,7 @@ export class CausalMachine implements Machine<CausalMessage> {
    */
   private askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
     const askedAtMs = this.owedSnapshots.get(from);
-    if (askedAtMs === undefined || visible[this.selfIndex] < this.lostOwnTo) return;
+    if (askedAtMs === undefined || this.own(visible) < this.lostOwnTo) return;
     // Asked again only when nothing of a snapshot came for a while: each ask makes the peer start
     // its snapshot over (a barrier on its replica), so asking while one is on its way, as under a
     // bulk load it can be for seconds, would start it over for ever.
@@ -410,7 +410,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       return this.dropMessage(from, 'batch: versions too far ahead of local time', out);
     }
     const sender = this.nodes.indexOf(from);
-    if (!message.snapshot && message.base > this.visible[sender]) {
+    if (!message.snapshot && message.base > componentOf(this.visible, sender)) {
       // The sender believes we hold more of its chain than we do (our replica was reset).
       return this.ack(from, message.to, true, out);
     }
@@ -427,7 +427,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       this.mergeParked(out);
       return;
     }
-    if (batch.to <= this.visible[sender]) return this.ack(from, batch.to, false, out);
+    if (batch.to <= componentOf(this.visible, sender)) return this.ack(from, batch.to, false, out);
     this.inbox(from).park(batch, this.nowMs, this.tuning.parkedBatchesMax);
     this.mergeParked(out);
   }
@@ -450,9 +450,9 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.observe(entries);
     this.tombstones.noteMerged(entries);
     batch.deps.forEach((version, index) => {
-      if (index !== this.selfIndex && version > this.visible[index]) this.visible[index] = version;
+      if (index !== this.selfIndex && version > componentOf(this.visible, index)) this.visible[index] = version;
     });
-    if (batch.to > this.visible[sender]) this.visible[sender] = batch.to;
+    if (batch.to > componentOf(this.visible, sender)) this.visible[sender] = batch.to;
     const token = this.takeToken();
     const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
     this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, recovered });
@@ -500,7 +500,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       this.clock = tickHlc(this.clock, this.nowMs);
       this.visible[this.selfIndex] = packVersion(this.clock, this.selfIndex);
     }
-    if (recovered.snapshot && recovered.deps[this.selfIndex] >= this.lostOwnTo) this.owedSnapshots.delete(from);
+    if (recovered.snapshot && this.own(recovered.deps) >= this.lostOwnTo) this.owedSnapshots.delete(from);
     if (this.owedSnapshots.size === 0) this.lostOwnTo = 0n;
   }
 
@@ -534,7 +534,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       if (key === token) later = true;
       if (later) this.merges.delete(key);
     }
-    this.visible = merge.before.map((version, index) => (index === this.selfIndex ? this.visible[index] : version));
+    const own = this.own(this.visible);
+    this.visible = merge.before.map((version, index) => (index === this.selfIndex ? own : version));
   }
 
   /**
@@ -545,7 +546,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   private told(): VersionVector {
     const first = this.merges.values().next();
     const told = first.done === true ? [...this.visible] : [...first.value.before];
-    told[this.selfIndex] = this.lostOwnTo > 0n ? 0n : this.visible[this.selfIndex];
+    told[this.selfIndex] = this.lostOwnTo > 0n ? 0n : this.own(this.visible);
     return told;
   }
 
@@ -598,7 +599,10 @@ export class CausalMachine implements Machine<CausalMessage> {
   private purgeStable(out: Out): void {
     if (this.tombstones.size === 0 || this.peerVisible.size < this.peers.length) return;
     const stable = this.visible.map((version, index) =>
-      [...this.peerVisible.values()].reduce((least, vector) => (vector[index] < least ? vector[index] : least), version),
+      [...this.peerVisible.values()].reduce((least, vector) => {
+        const theirs = componentOf(vector, index);
+        return theirs < least ? theirs : least;
+      }, version),
     );
     const purges = this.tombstones.takeStable(stable, this.nowMs);
     if (purges.length === 0) return;
@@ -611,7 +615,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   private onBackendReset(out: Out): void {
-    this.lostOwnTo = this.visible[this.selfIndex];
+    this.lostOwnTo = this.own(this.visible);
     // None of our writes was ever seen (a first start on an empty memcached): none can be lost, and
     // no peer owes a snapshot for them (one owed could never be paid: asked for again and again).
     if (this.lostOwnTo > 0n) for (const peer of this.peers) this.owedSnapshots.set(peer, -Infinity);
@@ -633,6 +637,11 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   // ---- helpers --------------------------------------------------------------------------
+
+  /** This node's component of a vector. */
+  private own(vector: readonly bigint[]): bigint {
+    return componentOf(vector, this.selfIndex);
+  }
 
   private observe(entries: readonly KeyedEntry[]): void {
     const latest = latestVersionAllowed(this.nowMs, this.tuning.clockAheadMaxMs);

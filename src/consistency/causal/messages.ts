@@ -72,6 +72,16 @@ export interface CausalMessageLimits {
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
+/**
+ * Component `index` of a vector (a place in the sorted node list). Every vector has one per node:
+ * the machine makes its own so and `isVector` holds a peer's to it, so a miss is a bug here.
+ */
+export function componentOf(vector: readonly bigint[], index: number): bigint {
+  const version = vector[index];
+  if (version === undefined) throw new RangeError(`no component ${index} in a vector of ${vector.length}`);
+  return version;
+}
+
 /** True when `value` is a vector with one u64 per node. */
 export function isVector(value: unknown, nodeCount: number): value is VersionVector {
   return Array.isArray(value) && value.length === nodeCount && value.every((item) => isU64(item));

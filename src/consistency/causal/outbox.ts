@@ -127,9 +127,9 @@ export class Outbox {
     }
     if (this.ackedTo === null) return;
     if (held > this.ackedTo) this.ackedTo = held;
-    while (this.queue.length > 0 && !this.queue[0].snapshot && this.queue[0].to <= held) {
-      const done = this.queue.shift();
-      if (done !== undefined) this.queueBytes -= entriesBytes(done.entries);
+    for (let done = this.queue[0]; done !== undefined && !done.snapshot && done.to <= held; done = this.queue[0]) {
+      this.queue.shift();
+      this.queueBytes -= entriesBytes(done.entries);
     }
   }
 
@@ -160,13 +160,14 @@ function entriesBytes(entries: readonly KeyedEntry[]): number {
 
 /** Entries in parts of at most `entriesMax` entries and about `bytesMax` bytes; always one part at least. */
 function splitEntries(entries: readonly KeyedEntry[], entriesMax: number, bytesMax: number): KeyedEntry[][] {
-  const parts: KeyedEntry[][] = [[]];
+  let current: KeyedEntry[] = [];
+  const parts = [current];
   let bytes = 0;
   for (const pair of entries) {
     const size = entryBytes(pair[0], pair[1]);
-    const current = parts[parts.length - 1];
     if (current.length > 0 && (current.length >= entriesMax || bytes + size > bytesMax)) {
-      parts.push([pair]);
+      current = [pair];
+      parts.push(current);
       bytes = size;
     } else {
       current.push(pair);

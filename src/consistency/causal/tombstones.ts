@@ -74,7 +74,8 @@ export class Tombstones {
     for (const [key, cas] of this.graveyard) {
       if (purges.length >= this.limits.purgesPerTickMax) break;
       const node = versionNode(cas);
-      if (node < stable.length && cas <= stable[node]) purges.push([key, cas]);
+      const held = stable[node];
+      if (held !== undefined && cas <= held) purges.push([key, cas]);
     }
     for (const [key, cas] of purges) {
       this.graveyard.delete(key);

@@ -12,6 +12,7 @@
  * aeKeysMax.
  */
 
+import { itemAt } from '../../item-at.ts';
 import type { Effect, PeerId } from '../types.ts';
 import { bucketOfKey, bucketsOfGroup, differingGroups, groupOfBucket, type IndexEntry, type VersionIndex } from './digest.ts';
 import type { EventualMessage, KeyVersion } from './messages.ts';
@@ -81,7 +82,7 @@ export class AntiEntropy {
   private startRound(peersUp: ReadonlySet<PeerId>, out: Out): void {
     const candidates = this.peers.filter((peer) => peersUp.has(peer));
     if (candidates.length === 0) return;
-    const peer = candidates[this.roundRobin % candidates.length];
+    const peer = itemAt(candidates, this.roundRobin % candidates.length);
     this.roundRobin += 1;
     const groups = this.index.groupDigestList();
     this.round = { id: this.nextRoundId, peer, groups };

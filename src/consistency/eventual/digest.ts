@@ -15,6 +15,8 @@
  * - size = the number of keys held. Digests are unsigned 32-bit integers.
  */
 
+import { itemAt } from '../../item-at.ts';
+
 /** Buckets keys hash into. A power of two. */
 export const BUCKET_COUNT = 1024;
 /** Buckets per group; GROUP_COUNT groups make the top level of the comparison. */
@@ -128,7 +130,7 @@ export class VersionIndex {
     const indexed = this.entries.get(key);
     if (indexed === undefined) {
       this.entries.set(key, entry);
-      this.buckets[bucket].set(key, entry);
+      this.bucket(bucket).set(key, entry);
       this.flip(bucket, versionTerm(keyHash, entry.version));
       return;
     }
@@ -147,7 +149,7 @@ export class VersionIndex {
     const keyHash = fnvKey(key);
     const bucket = bucketOfHash(keyHash);
     this.entries.delete(key);
-    this.buckets[bucket].delete(key);
+    this.bucket(bucket).delete(key);
     this.flip(bucket, versionTerm(keyHash, previous.version));
     return true;
   }
@@ -164,16 +166,17 @@ export class VersionIndex {
     return this.entries.keys();
   }
 
+  /** Bucket and group numbers here are below BUCKET_COUNT and GROUP_COUNT (a peer's are checked on arrival). */
   bucketEntries(bucket: number): ReadonlyMap<string, IndexEntry> {
-    return this.buckets[bucket];
+    return this.bucket(bucket);
   }
 
   bucketDigest(bucket: number): number {
-    return this.bucketDigests[bucket];
+    return itemAt(this.bucketDigests, bucket);
   }
 
   groupDigest(group: number): number {
-    return this.groupDigests[group];
+    return itemAt(this.groupDigests, group);
   }
 
   /** A copy of the GROUP_COUNT group digests. */
@@ -181,10 +184,14 @@ export class VersionIndex {
     return [...this.groupDigests];
   }
 
+  private bucket(bucket: number): Map<string, IndexEntry> {
+    return itemAt(this.buckets, bucket);
+  }
+
   private flip(bucket: number, term: number): void {
-    this.bucketDigests[bucket] = (this.bucketDigests[bucket] ^ term) >>> 0;
+    this.bucketDigests[bucket] = (itemAt(this.bucketDigests, bucket) ^ term) >>> 0;
     const group = groupOfBucket(bucket);
-    this.groupDigests[group] = (this.groupDigests[group] ^ term) >>> 0;
+    this.groupDigests[group] = (itemAt(this.groupDigests, group) ^ term) >>> 0;
   }
 }
 

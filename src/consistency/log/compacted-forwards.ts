@@ -15,6 +15,7 @@
  * - Records are in compaction order, so in index order: `committedThrough` reads them newest first.
  */
 
+import { itemAt } from '../../item-at.ts';
 import type { PeerId } from '../types.ts';
 import type { CommittedForward, LogEntry } from './types.ts';
 
@@ -47,7 +48,7 @@ export class CompactedForwards {
     this.prune(nowMs);
     const found: CommittedForward[] = [];
     for (let at = this.#records.length - 1; at >= 0 && found.length < limit; at -= 1) {
-      const record = this.#records[at];
+      const record = itemAt(this.#records, at);
       if (record.origin !== origin || record.index > index) continue;
       found.push({ incarnation: record.incarnation, requestId: record.requestId, index: record.index });
     }

@@ -11,6 +11,7 @@
  */
 
 import assert from 'node:assert';
+import { itemAt } from '../../item-at.ts';
 import { opKeys } from '../../store/types.ts';
 import type { LogEntry } from './types.ts';
 
@@ -65,12 +66,12 @@ export class EntryLog {
   termAt(index: number): number | null {
     if (index === this.snapshotIndex) return this.snapshotTerm;
     if (index < this.snapshotIndex || index > this.lastIndex()) return null;
-    return this.entries[index - this.snapshotIndex - 1].term;
+    return itemAt(this.entries, index - this.snapshotIndex - 1).term;
   }
 
   entryAt(index: number): LogEntry {
     assert(index > this.snapshotIndex && index <= this.lastIndex(), `no entry at ${index}`);
-    return this.entries[index - this.snapshotIndex - 1];
+    return itemAt(this.entries, index - this.snapshotIndex - 1);
   }
 
   /** Entries `fromIndex..toIndex`, both included (empty if from > to). */

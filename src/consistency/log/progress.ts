@@ -10,6 +10,7 @@
  * leadership is lost); peers are iterated in the order they were listed.
  */
 
+import { itemAt } from '../../item-at.ts';
 import type { PeerId } from '../types.ts';
 import type { LeaseAsk } from './types.ts';
 
@@ -102,7 +103,7 @@ export class ProgressTracker {
     const matches = [lastIndex];
     for (const progress of this.#byPeer.values()) matches.push(progress.matchIndex);
     matches.sort((a, b) => b - a);
-    return matches[this.options.majority - 1];
+    return itemAt(matches, this.options.majority - 1); // a majority is at most every node: self and each peer
   }
 
   /** `index`, lowered to what every peer whose lease is honoured at `nowMs` has acked. */
@@ -117,7 +118,7 @@ export class ProgressTracker {
     const sent = [Number.POSITIVE_INFINITY];
     for (const progress of this.#byPeer.values()) sent.push(progress.ackedSentMs);
     sent.sort((a, b) => b - a);
-    return sent[this.options.majority - 1];
+    return itemAt(sent, this.options.majority - 1);
   }
 
   /** The highest round a majority (this node, at `round`, included) has acked. */
@@ -125,7 +126,7 @@ export class ProgressTracker {
     const rounds = [round];
     for (const progress of this.#byPeer.values()) rounds.push(progress.ackedRound);
     rounds.sort((a, b) => b - a);
-    return rounds[this.options.majority - 1];
+    return itemAt(rounds, this.options.majority - 1);
   }
 
   /** The follower heard from last (first listed on a tie), or null with none. */

@@ -11,6 +11,7 @@
  * majority (this node included) to that round or a later one.
  */
 
+import { itemAt } from '../../item-at.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import type { PeerId, RequestId } from '../types.ts';
 import type { LogCore } from './core.ts';
@@ -108,8 +109,8 @@ export class ReadIndex {
   confirmRounds(): void {
     if (this.roundWaiters.length === 0) return;
     const confirmed = this.progress.confirmedRound(this.round);
-    while (this.roundWaiters.length > 0 && this.roundWaiters[0].round <= confirmed) {
-      const waiter = this.roundWaiters.shift() as RoundWaiter;
+    for (let waiter = this.roundWaiters[0]; waiter !== undefined && waiter.round <= confirmed; waiter = this.roundWaiters[0]) {
+      this.roundWaiters.shift();
       for (const requestId of waiter.localReads) this.awaitApply(requestId, waiter.readIndex);
       for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, waiter.readIndex);
     }
@@ -119,7 +120,7 @@ export class ReadIndex {
     if (!this.requests.isPending(requestId)) return;
     const queue = this.awaitingApply;
     let at = queue.length;
-    while (at > 0 && queue[at - 1].readIndex > readIndex) at -= 1;
+    while (at > 0 && itemAt(queue, at - 1).readIndex > readIndex) at -= 1;
     queue.splice(at, 0, { requestId, readIndex });
   }
 
@@ -194,8 +195,9 @@ export class ReadIndex {
   serveReads(): void {
     const queue = this.awaitingApply;
     let served = 0;
-    while (served < queue.length && queue[served].readIndex <= this.core.appliedIndex && this.core.replicaValid) {
-      const { requestId, readIndex } = queue[served];
+    for (let next = queue[served]; next !== undefined && next.readIndex <= this.core.appliedIndex; next = queue[served]) {
+      if (!this.core.replicaValid) break;
+      const { requestId, readIndex } = next;
       // Still behind its session's write: it goes on when that write is applied (settleSession).
       if (!this.requests.holdBehindWrite(requestId, readIndex)) this.requests.serve(requestId);
       served += 1;

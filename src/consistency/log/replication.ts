@@ -185,8 +185,7 @@ export class Replication {
 
   private storeEntries(entries: readonly LogEntry[]): void {
     let first = 0;
-    while (first < entries.length && entries[first].index <= this.core.log.lastIndex()) {
-      const entry = entries[first];
+    for (let entry = entries[first]; entry !== undefined && entry.index <= this.core.log.lastIndex(); entry = entries[first]) {
       if (this.core.log.termAt(entry.index) !== entry.term) {
         // Checked on receipt (appendProblem): a peer cannot get here with a committed entry.
         assert(entry.index > this.core.commitIndex, `committed entry ${entry.index} would change`);

@@ -90,7 +90,7 @@ export class SessionOrder {
     const reads: RequestId[] = [];
     for (const [session, queue] of this.#queues) {
       let lastWrite = queue.length - 1;
-      while (lastWrite >= 0 && queue[lastWrite].kind !== 'write') lastWrite -= 1;
+      while (lastWrite >= 0 && queue[lastWrite]?.kind !== 'write') lastWrite -= 1;
       if (lastWrite < 0) continue;
       const kept = queue.filter((item, at) => item.kind === 'write' || at > lastWrite);
       for (const item of queue.slice(0, lastWrite)) {

@@ -15,6 +15,7 @@
  */
 
 import assert from 'node:assert';
+import { itemAt } from '../../item-at.ts';
 import type { KeyedEntry, PeerId, RequestId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
@@ -95,7 +96,7 @@ export class StateTransfer {
     if (this.core.transferMinIndex === null || this.core.nowMs < this.nextTransferRequestMs) return;
     let target: PeerId | null = null;
     if (this.core.role === 'leader' && this.core.peers.length > 0) {
-      target = this.core.peers[this.transferTarget % this.core.peers.length];
+      target = itemAt(this.core.peers, this.transferTarget % this.core.peers.length);
       this.transferTarget += 1;
     } else if (this.core.role === 'follower') {
       target = this.core.leader;
@@ -180,7 +181,7 @@ export class StateTransfer {
     const chunkCount = chunks.length;
     this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
     const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer);
-    for (let chunkNumber = 0; chunkNumber < chunkCount; chunkNumber += 1) {
+    for (const [chunkNumber, chunk] of chunks.entries()) {
       this.core.send(transfer.to, {
         kind: 'transfer_chunk',
         term: this.core.term,
@@ -191,7 +192,7 @@ export class StateTransfer {
         indexTerm: transfer.indexTerm,
         chunkNumber,
         chunkCount,
-        entries: chunks[chunkNumber],
+        entries: chunk,
         ...(chunkNumber === 0 ? { committedForwards } : {}),
       });
     }
@@ -203,7 +204,7 @@ export class StateTransfer {
     const limits = { countMax: this.core.tuning.transferChunkEntriesMax, bytesMax: this.core.tuning.batchBytesMax };
     let start = 0;
     while (start < entries.length) {
-      const count = batchCount((at) => keyedEntryBytes(entries[start + at]), entries.length - start, limits);
+      const count = batchCount((at) => keyedEntryBytes(itemAt(entries, start + at)), entries.length - start, limits);
       chunks.push(entries.slice(start, start + count));
       start += count;
     }

@@ -11,6 +11,7 @@
  * it was refused; only a forward of the leader's current term enters its log.
  */
 
+import { itemAt } from '../../item-at.ts';
 import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
 import type { Op } from '../../store/types.ts';
 import type { PeerId, RequestId } from '../types.ts';
@@ -206,7 +207,7 @@ export class Turn {
     const limits = { countMax: this.core.tuning.queueDepthMax, bytesMax: this.core.tuning.batchBytesMax };
     let start = 0;
     while (start < requests.length) {
-      const count = batchCount((at) => opBytes(requests[start + at].op), requests.length - start, limits);
+      const count = batchCount((at) => opBytes(itemAt(requests, start + at).op), requests.length - start, limits);
       this.core.send(leader, { kind: 'forward', term: this.core.term, incarnation: this.core.incarnation, requests: requests.slice(start, start + count) });
       start += count;
     }
