@@ -48,6 +48,13 @@ describe('itemRoom', () => {
     expect(itemRoom(slabs, 601)).toMatchObject({ label: 'class:10', items: 1000 });
   });
 
+  it('a table that stops short of the item (only a peer could report one) is not trusted: counts stay numbers', () => {
+    const slabs = state(0, [{ id: 9, chunkBytes: 600, freeChunks: 5 }], [96, 120, 152]);
+    const room = itemRoom(slabs, 550);
+    expect(Number.isFinite(room.items)).toBe(true);
+    expect(room.items).toBe(0); // class 9's lower neighbour is unknown: no room counted
+  });
+
   it('without memcached\'s table, counts a listed class only when the class below it is listed too', () => {
     const classes = [
       { id: 9, chunkBytes: 600, freeChunks: 5 },

@@ -95,9 +95,11 @@ function homeClass(state: SlabState, itemBytes: number): { id: number; chunkByte
   const sizes = state.classSizes;
   if (sizes !== null) {
     const index = sizes.findIndex((size) => size >= itemBytes);
+    const chunkBytes = sizes[index];
     // memcached's table ends with the largest chunk, which holds every item that comes here; a
-    // table that stops short (only a peer's report could send one) gives NaN counts, which refuse nothing.
-    return { id: index + 1, chunkBytes: sizes[index] ?? Number.NaN };
+    // table that stops short (only a peer's report could send one) is not trusted: the classes
+    // memcached listed decide, as when no table is known.
+    if (chunkBytes !== undefined) return { id: index + 1, chunkBytes };
   }
   let home: SlabClass | null = null;
   for (const slab of state.classes) {
