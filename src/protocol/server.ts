@@ -23,10 +23,13 @@ import { clockMs } from '../clock.ts';
 import type { Command, DecoderOptions, ProtocolLimits, Reply } from './types.ts';
 import type { Login } from './auth.ts';
 import { refused } from './refusals.ts';
-import { TextRequestDecoder, encodeTextInvalid, encodeTextReplyParts } from './text.ts';
+import { REQUEST_MAGIC } from './binary.ts';
 import {
-  BinaryRequestDecoder, REQUEST_MAGIC, encodeBinaryError, encodeBinaryPacket, encodeBinaryReplyParts, type BinaryHeader,
-} from './binary.ts';
+  afterWrite, binaryWireDecoder, commandClass, encodeReplyParts, expandItems, failureMessage, ownReply, textWireDecoder,
+  withUniqueKeys, type CommandRequest, type WireDecoder, type WireRequest,
+} from './wire.ts';
+
+export { PROTOCOL_SERVER_VERSION } from './wire.ts';
 
 /** Who sent a command. */
 export interface ConnectionInfo {
@@ -99,9 +102,6 @@ export interface ProtocolServerStats {
   overloadsTotal: number;
 }
 
-/** What the server itself answers to `version`. */
-export const PROTOCOL_SERVER_VERSION = '1.6.18-mckv';
-
 /** Reading pauses above this many queued request bytes and resumes below half of it. */
 const QUEUED_BYTES_MAX = 16 * 1024 * 1024;
 /** Most pipelined commands of one class handed to the handler in one run. */
@@ -110,132 +110,6 @@ const PIPELINED_RUN_MAX = 64;
 const CLOSE_GRACE_MS = 2000;
 /** Connections waiting to be accepted (memcached's -b default), so a burst of clients is not dropped. */
 const LISTEN_BACKLOG = 1024;
-/** Longest handler error message passed on to a client. */
-const ERROR_MESSAGE_CHARS_MAX = 200;
-
-/** A decoded request as the connection loop sees it, whatever the protocol. */
-type WireRequest =
-  /** `header`: the binary request's header (its reply echoes it); null for a text request. */
-  | { kind: 'command'; command: Command; header: BinaryHeader | null; weightBytes: number }
-  /** The decoder answered it (malformed input, a login): its reply's bytes; close after them if `close`. */
-  | { kind: 'answer'; bytes: Buffer; close: boolean };
-
-type CommandRequest = Extract<WireRequest, { kind: 'command' }>;
-
-interface WireDecoder {
-  push(chunk: Buffer): WireRequest[];
-}
-
-function commandWeightBytes(command: Command): number {
-  return command.kind === 'store' ? command.value.length + command.key.length : 64;
-}
-
-function textWireDecoder(limits: ProtocolLimits, options: DecoderOptions): WireDecoder {
-  const decoder = new TextRequestDecoder(limits, options);
-  return {
-    push(chunk) {
-      const requests: WireRequest[] = [];
-      for (const item of decoder.push(chunk)) {
-        switch (item.kind) {
-          case 'command':
-            requests.push({ kind: 'command', command: item.command, header: null, weightBytes: commandWeightBytes(item.command) });
-            break;
-          case 'invalid':
-            requests.push({ kind: 'answer', bytes: encodeTextInvalid(item.reply), close: item.close });
-            break;
-          case 'answered':
-            requests.push({ kind: 'answer', bytes: encodeTextInvalid(item.reply), close: false });
-            break;
-          default: {
-            const unreachable: never = item;
-            return unreachable;
-          }
-        }
-      }
-      return requests;
-    },
-  };
-}
-
-function binaryWireDecoder(limits: ProtocolLimits, options: DecoderOptions): WireDecoder {
-  const decoder = new BinaryRequestDecoder(limits, options);
-  return {
-    push(chunk) {
-      const requests: WireRequest[] = [];
-      for (const item of decoder.push(chunk)) {
-        switch (item.kind) {
-          case 'command':
-            requests.push({ kind: 'command', command: item.command, header: item.header, weightBytes: commandWeightBytes(item.command) });
-            break;
-          case 'invalid': {
-            const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
-            requests.push({ kind: 'answer', bytes, close: item.close });
-            break;
-          }
-          case 'answered': {
-            const bytes = encodeBinaryPacket(item.header, { status: item.status, value: Buffer.from(item.body, 'latin1') });
-            requests.push({ kind: 'answer', bytes, close: false });
-            break;
-          }
-          default: {
-            const unreachable: never = item;
-            return unreachable;
-          }
-        }
-      }
-      return requests;
-    },
-  };
-}
-
-/** The reply's bytes in the request's protocol, as parts to write in order. */
-function encodeReplyParts(request: CommandRequest, reply: Reply): Buffer[] {
-  return request.header === null
-    ? encodeTextReplyParts(request.command, reply)
-    : encodeBinaryReplyParts(request.header, request.command, reply);
-}
-
-/** The message of a handler failure, one line, bounded, without a stack. */
-function failureMessage(error: unknown): string {
-  const raw = error instanceof Error ? error.message : String(error);
-  const firstLine = raw.split(/\r?\n/, 1)[0] ?? '';
-  const message = firstLine.length > 0 ? firstLine : 'internal error';
-  return message.slice(0, ERROR_MESSAGE_CHARS_MAX);
-}
-
-/**
- * Which commands may be in flight together: a run of reads, or a run of writes, or (when the
- * handler keeps the connection's order) a run of both.
- */
-type CommandClass = 'read' | 'write' | 'alone';
-
-function commandClass(command: Command, handlerKeepsOrder: boolean): CommandClass {
-  switch (command.kind) {
-    case 'get':
-      return 'read';
-    case 'store':
-    case 'arith':
-    case 'delete':
-    case 'touch':
-    case 'gat':
-      return handlerKeepsOrder ? 'read' : 'write';
-    default:
-      return 'alone';
-  }
-}
-
-/** Replies the server gives itself; null means "ask the handler". */
-function ownReply(command: Command): Reply | null {
-  switch (command.kind) {
-    case 'version': return { kind: 'version', version: PROTOCOL_SERVER_VERSION };
-    case 'verbosity': return { kind: 'ok' };
-    case 'noop': return { kind: 'ok' };
-    // The text encoder writes nothing for quit; the binary one answers a (non-quiet) quit.
-    case 'quit': return { kind: 'ok' };
-    default: return null;
-  }
-}
-
 /** One client connection: its decoder, its queue of requests and its in-order execution loop. */
 class Connection {
   readonly info: ConnectionInfo;
@@ -616,29 +490,6 @@ class Connection {
     this.socket.end();
     setTimeout(() => this.socket.destroy(), CLOSE_GRACE_MS).unref();
   }
-}
-
-/** Runs `then` after a write: at once when it was not held back, else once it is done. */
-function afterWrite(pending: Promise<void> | undefined, then: () => void): Promise<void> | undefined {
-  if (pending === undefined) {
-    then();
-    return undefined;
-  }
-  return pending.then(then);
-}
-
-/** A get or gat naming a key more than once, with each key once; null when no key repeats. */
-function withUniqueKeys(command: Command): Command | null {
-  if ((command.kind !== 'get' && command.kind !== 'gat') || command.keys.length < 2) return null;
-  const keys = [...new Set(command.keys)];
-  return keys.length === command.keys.length ? null : { ...command, keys };
-}
-
-/** The reply to the unique keys, as the reply to every key asked: an item once per time asked. */
-function expandItems(command: Command, reply: Reply): Reply {
-  if (reply.kind !== 'values' || (command.kind !== 'get' && command.kind !== 'gat')) return reply;
-  const byKey = new Map(reply.items.map((item) => [item.key, item]));
-  return { kind: 'values', items: command.keys.flatMap((key) => byKey.get(key) ?? []) };
 }
 
 /** The memcached-protocol front end: listens, decodes, executes in order, encodes. */
