@@ -51,7 +51,7 @@ async function main(argv: string[]): Promise<number> {
     return runClient({ host: args.i, port: args.p ?? 8000, commands: args.e });
   }
   if (args.p === undefined) throw new ConfigError('missing -p PORT: the client port of the controller to run (see config.ini)');
-  const { runController } = await import('./src/controller-main.ts');
+  const { runController } = await import('./src/controller/main.ts');
   return runController({
     configFile: args.c,
     clientPort: args.p,

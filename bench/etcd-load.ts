@@ -15,7 +15,7 @@
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { performance } from 'node:perf_hooks';
-import { itemAt } from '../src/item-at.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 import { benchValue, KEY_PREFIX_DEFAULT, keyName, type ChannelSpec, type LoadChannel, type LoadOptions, type OpenChannels, type ReplyOutcome, type ReplySink, type Request } from './loadgen.ts';
 
 const HOST = '127.0.0.1';

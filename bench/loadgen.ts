@@ -25,8 +25,8 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Histogram, type HistogramSnapshot } from './histogram.ts';
-import { itemAt } from '../src/item-at.ts';
-import { mulberry32 } from '../src/random.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { mulberry32 } from '../src/runtime/random.ts';
 import { BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, RESPONSE_MAGIC, readHeader, writeHeader } from '../src/protocol/binary-header.ts';
 
 /** Which memcached wire protocol the generator speaks. */

@@ -13,7 +13,7 @@ import { createReplicatedLog, type LogMessage, type ReplicatedLog } from '../src
 import { asPeerId, asRequestId, type Effect, type PeerId } from '../src/consistency/types.ts';
 import { encodeFrame, FrameDecoder } from '../src/peer/frame.ts';
 import { encodeValueAfter } from '../src/peer/value-codec.ts';
-import { mulberry32 } from '../src/random.ts';
+import { mulberry32 } from '../src/runtime/random.ts';
 import type { Op } from '../src/store/types.ts';
 
 const IDS = ['n1', 'n2', 'n3'].map(asPeerId);

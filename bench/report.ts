@@ -16,7 +16,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { itemAt } from '../src/item-at.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 import type { LoadResult, WorkloadId } from './loadgen.ts';
 import { parseWorkload } from './loadgen.ts';
 import { targetLabel, TARGET_NAMES, type TargetName } from './targets.ts';

@@ -20,7 +20,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
-import { itemAt } from '../src/item-at.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import { ETCD_INSTALL_HINT, findEtcd, startEtcd } from './etcd-target.ts';

@@ -61,7 +61,7 @@ export interface ClusterConfig {
   /**
    * How Linux schedules the controller: `batch` (SCHED_BATCH: a controller woken by a reply does
    * not preempt the process running on that core, so it finds more work per wake-up) or `normal`
-   * (the system's default). See `src/scheduling.ts`.
+   * (the system's default). See `src/runtime/scheduling.ts`.
    */
   cpuScheduling: CpuScheduling;
   /** Names this cluster; a peer of another cluster is refused at the handshake. */

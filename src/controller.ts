@@ -10,12 +10,12 @@
  * says when the replica must be rebuilt.
  */
 
-import { clockMs } from './clock.ts';
-import { causalCommand } from './causal-commands.ts';
+import { clockMs } from './runtime/clock.ts';
+import { causalCommand } from './controller/causal-commands.ts';
 import type { Effect, Event, Machine, Mode, PeerId } from './consistency/types.ts';
-import { toOp } from './commands.ts';
+import { toOp } from './controller/commands.ts';
 import type { ClusterConfig, NodeConfig } from './config.ts';
-import type { Logger } from './log.ts';
+import type { Logger } from './runtime/log.ts';
 import type { PeerNetwork } from './peer/network.ts';
 import type { ConnectionInfo, ProtocolServer } from './protocol/server.ts';
 import type { Command, Reply } from './protocol/types.ts';

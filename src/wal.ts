@@ -20,7 +20,7 @@ import { closeSync, existsSync, fstatSync, fsync, fsyncSync, ftruncateSync, open
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { decodeValue, encodeValueAfter } from './peer/value-codec.ts';
-import { makePrivateDirectory, openPrivateFile } from './private-files.ts';
+import { makePrivateDirectory, openPrivateFile } from './runtime/private-files.ts';
 
 // Not a named import: on a Node.js without zlib.crc32 (before 20.15) that would fail while
 // linking, before main.ts's version check could say so.

@@ -20,7 +20,7 @@ const traceHook = path.join(repoRoot, 'test_cases', 'support', 'trace-imports.mj
 const okHistory = path.join(repoRoot, 'test_cases', 'histories', 'concurrent-overlap.jsonl');
 
 /** Modules that only the controller command may load. */
-const CONTROLLER_ONLY = [/\/src\/controller\.js$/, /\/src\/controller-main\.js$/, /\/src\/log\.js$/, /\/node_modules\/winston\//, /\/node_modules\/memjs\//, /\/src\/store\/memcached\.js$/];
+const CONTROLLER_ONLY = [/\/src\/controller\.js$/, /\/src\/controller\/main\.js$/, /\/src\/runtime\/log\.js$/, /\/node_modules\/winston\//, /\/node_modules\/memjs\//, /\/src\/store\/memcached\.js$/];
 
 beforeAll(() => {
   const tsc = path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc');

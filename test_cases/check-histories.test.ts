@@ -14,7 +14,7 @@ import { step } from '../src/check/model.ts';
 import { checkSequential } from '../src/check/sequential.ts';
 import { checkSession } from '../src/check/session.ts';
 import { bruteForce, processOrder, realTime } from './support/brute-force.ts';
-import { mulberry32 as random, picker } from '../src/random.ts';
+import { mulberry32 as random, picker } from '../src/runtime/random.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;

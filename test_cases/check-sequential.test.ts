@@ -31,7 +31,7 @@ import { parseHistory, type Operation } from '../src/check/history.ts';
 import { proveKeyViolation } from '../src/check/order-graph.ts';
 import { checkKeyProcessOrder, checkSequential } from '../src/check/sequential.ts';
 import { bruteForce, processOrder } from './support/brute-force.ts';
-import { mulberry32 as random, picker } from '../src/random.ts';
+import { mulberry32 as random, picker } from '../src/runtime/random.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;

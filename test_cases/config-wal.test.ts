@@ -11,7 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { absoluteExpiryMs, toOp } from '../src/commands.ts';
+import { absoluteExpiryMs, toOp } from '../src/controller/commands.ts';
 import { ConfigError, findNode, parseConfig } from '../src/config.ts';
 import { WAL_RECORD_HEADER_BYTES, WalError, WriteAheadFile } from '../src/wal.ts';
 

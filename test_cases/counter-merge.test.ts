@@ -3,7 +3,7 @@ import { applyToEntry } from '../src/store/apply.ts';
 import { counterValue, mergeEntries, resetOf } from '../src/store/counter.ts';
 import { decodeEntry, encodeEntry } from '../src/store/codec.ts';
 import type { Entry } from '../src/store/types.ts';
-import { mulberry32 } from '../src/random.ts';
+import { mulberry32 } from '../src/runtime/random.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
 

@@ -18,7 +18,7 @@ import type { Mode } from '../src/consistency/types.ts';
 import { Cluster, freePort, spawnMemcached } from '../src/jepsen/cluster.ts';
 import { arithExtras, binaryRequest } from './support/binary-request.ts';
 import { endsAfter, exchange } from './support/raw.ts';
-import { mulberry32, picker } from '../src/random.ts';
+import { mulberry32, picker } from '../src/runtime/random.ts';
 
 /** One step: the request (with `{cas}` standing for the last token this side saw) and the end of its reply. */
 type Step = [request: string, replyEnd: string];

@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import { asPeerId } from '../src/consistency/types.ts';
 import { FailureDetector } from '../src/peer/failure-detector.ts';
-import { PauseWatch } from '../src/pause-watch.ts';
+import { PauseWatch } from '../src/runtime/pause-watch.ts';
 
 const n2 = asPeerId('n2');
 const n3 = asPeerId('n3');

@@ -17,7 +17,7 @@ import type { StatusSource } from '../src/http/source.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 import type { ProtocolServerStats } from '../src/protocol/server.ts';
 import type { Command, Reply } from '../src/protocol/types.ts';
-import type { NodeSummary } from '../src/show.ts';
+import type { NodeSummary } from '../src/status/show.ts';
 import type { IndexRecord } from '../src/store/replica.ts';
 import { sample } from './support/prometheus.ts';
 

@@ -4,7 +4,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { toOp } from '../src/commands.ts';
+import { toOp } from '../src/controller/commands.ts';
 import { TextRequestDecoder } from '../src/protocol/text.ts';
 import { DEFAULT_LIMITS, type Command } from '../src/protocol/types.ts';
 import { opProblem } from '../src/store/op-rules.ts';

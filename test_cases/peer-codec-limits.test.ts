@@ -28,7 +28,7 @@ import {
   encodeValue,
   type ValueDecodeReason,
 } from '../src/peer/value-codec.ts';
-import { mulberry32, type Random } from '../src/random.ts';
+import { mulberry32, type Random } from '../src/runtime/random.ts';
 import { chunkings } from './support/chunks.ts';
 
 /** A valid header (right version, length and checksum) around an arbitrary payload. */

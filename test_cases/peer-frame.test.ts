@@ -16,7 +16,7 @@ import {
   type FrameDecodeResult,
 } from '../src/peer/frame.ts';
 import { VALUE_DEPTH_MAX, ValueEncoder, decodeValue, encodeValue } from '../src/peer/value-codec.ts';
-import { mulberry32, type Random } from '../src/random.ts';
+import { mulberry32, type Random } from '../src/runtime/random.ts';
 
 /** Feeds `chunks` in order and gathers every message and the first error. */
 function decodeChunks(chunks: Buffer[], frameBytesMax?: number): FrameDecodeResult {

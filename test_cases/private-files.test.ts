@@ -8,8 +8,8 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writ
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLogger } from '../src/log.ts';
-import { makePrivateDirectory, replacePrivateTextFile } from '../src/private-files.ts';
+import { createLogger } from '../src/runtime/log.ts';
+import { makePrivateDirectory, replacePrivateTextFile } from '../src/runtime/private-files.ts';
 
 let dir: string | null = null;
 const tempDir = (): string => (dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-private-')));

@@ -13,7 +13,7 @@ import { Replica } from '../src/store/replica.ts';
 import { cachedEntryBytes, ValueCache } from '../src/store/value-cache.ts';
 import { StoreError, type Entry, type KeyedPair, type Op } from '../src/store/types.ts';
 import type { Reply } from '../src/protocol/types.ts';
-import { mulberry32 as seeded } from '../src/random.ts';
+import { mulberry32 as seeded } from '../src/runtime/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 import { readFileSync } from 'node:fs';

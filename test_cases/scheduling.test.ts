@@ -11,7 +11,7 @@ import { SCHED_BATCH, SCHED_OTHER } from './support/proc.ts';
 /** Runs scheduleAsBatch in a fresh Node process; returns its answer and its threads' policies after. */
 function runInChild(env: NodeJS.ProcessEnv): { answer: string | null; policies: number[] } {
   const script = `
-    const { scheduleAsBatch } = await import('./src/scheduling.ts');
+    const { scheduleAsBatch } = await import('./src/runtime/scheduling.ts');
     const { threadPolicies } = await import('./test_cases/support/proc.ts');
     const answer = scheduleAsBatch();
     const policies = threadPolicies('self');

@@ -8,8 +8,8 @@ import { parseLine } from '../src/client/repl.ts';
 import { renderStatusTable, type EndpointStatus } from '../src/client/status.ts';
 import { TextRequestDecoder } from '../src/protocol/text.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
-import type { NodeSummary } from '../src/show.ts';
-import { clusterStatus, parseClusterStatus, renderShowJson } from '../src/show-json.ts';
+import type { NodeSummary } from '../src/status/show.ts';
+import { clusterStatus, parseClusterStatus, renderShowJson } from '../src/status/show-json.ts';
 import { decodeEveryWay } from './support/chunks.ts';
 
 function summary(node: string, role: string, backendOk = true): NodeSummary {

@@ -15,7 +15,7 @@ import { endpointStatuses, renderStatusTable } from '../src/client/status.ts';
 import { TextClient } from '../src/client/text-client.ts';
 import { loadConfig } from '../src/config.ts';
 import { Cluster, repoRoot } from '../src/jepsen/cluster.ts';
-import { parseClusterStatus } from '../src/show-json.ts';
+import { parseClusterStatus } from '../src/status/show-json.ts';
 import { sample } from './support/prometheus.ts';
 
 const chromiumPath = '/usr/bin/chromium';

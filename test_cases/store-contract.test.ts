@@ -10,7 +10,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { clockMs } from '../src/clock.ts';
+import { clockMs } from '../src/runtime/clock.ts';
 import { setWallClockOffset, wallClockEnv } from '../src/jepsen/wall-clock.ts';
 import { decodeEntry, encodeEntry, EXPIRY_SLACK_SECONDS, keyFromMemcachedKey, memcachedExptimeSeconds, memcachedKey } from '../src/store/codec.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';

@@ -21,7 +21,7 @@
  * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique).
  */
 
-import { itemAt, wordAt } from '../item-at.ts';
+import { itemAt, wordAt } from '../runtime/item-at.ts';
 import {
   describeOperation, isIndeterminate, show,
   type CheckResult, type History, type Operation, type RegisterValue,

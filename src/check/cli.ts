@@ -9,7 +9,7 @@
  */
 
 import { readFile } from 'node:fs/promises';
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import { parseHistory, type CheckResult, type History } from './history.ts';
 import { convertJepsenEtcd, isJepsenEtcdLine } from './jepsen-etcd.ts';
 import { checkLinearizability } from './linearizability.ts';

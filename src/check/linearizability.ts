@@ -25,7 +25,7 @@
  * Zobrist hash and `remaining` always describe the operations on the `stack`.
  */
 
-import { itemAt, wordAt } from '../item-at.ts';
+import { itemAt, wordAt } from '../runtime/item-at.ts';
 import {
   describeOperation, isIndeterminate, partitionByKey, show,
   type CheckResult, type History, type Operation, type RegisterValue,

@@ -12,7 +12,7 @@
  * from the edge list whenever it is acyclic; every edge carries the reason it was added.
  */
 
-import { itemAt, wordAt } from '../item-at.ts';
+import { itemAt, wordAt } from '../runtime/item-at.ts';
 import { describeOperation, isIndeterminate, orderQueues, show, type Operation, type RegisterValue } from './history.ts';
 
 /** Why one operation must precede the next on a cycle. */

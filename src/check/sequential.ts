@@ -12,7 +12,7 @@
  * sequential search stays exact and fast".
  */
 
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import { isIndeterminate, orderQueues, partitionByKey, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
 import { checkKeyLinearizable, checkPerKey, PREFIX_SHOWN_MAX, type CheckOptions, type KeyOutcome, type StuckPoint } from './linearizability.ts';
 import { INITIAL_STATE, step } from './model.ts';

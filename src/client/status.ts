@@ -5,9 +5,9 @@
  * marked down; the exit status is 1 when any is.
  */
 
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import type { ClusterConfig } from '../config.ts';
-import { parseClusterStatus, type StatusSummary } from '../show-json.ts';
+import { parseClusterStatus, type StatusSummary } from '../status/show-json.ts';
 import { TextClient } from './text-client.ts';
 
 /** One controller as it answered for itself (or did not). */

@@ -15,10 +15,10 @@
 import assert from 'node:assert';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import type { Event, RequestId } from '../consistency/types.ts';
-import type { Logger } from '../log.ts';
-import { replacePrivateTextFile } from '../private-files.ts';
+import type { Logger } from '../runtime/log.ts';
+import { replacePrivateTextFile } from '../runtime/private-files.ts';
 import { refusalText } from '../protocol/refusals.ts';
 import { DEFAULT_LIMITS } from '../protocol/types.ts';
 import { LossWatch } from '../store/loss-watch.ts';

@@ -9,9 +9,9 @@
  * order); what the store says back becomes an event, a reply, or a failure for the backend watch.
  */
 
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import type { Effect, Event, RequestId } from '../consistency/types.ts';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../runtime/log.ts';
 import type { PeerNetwork } from '../peer/network.ts';
 import type { Reply } from '../protocol/types.ts';
 import type { Replica } from '../store/replica.ts';

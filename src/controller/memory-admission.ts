@@ -12,7 +12,7 @@ import type { Op } from '../store/types.ts';
 import { MemoryGuard, type Stored, type WriterOf } from '../store/memory-guard.ts';
 import type { Refusal } from '../protocol/refusals.ts';
 import type { PeerView } from '../peer/network.ts';
-import type { NodeSummary } from '../show.ts';
+import type { NodeSummary } from '../status/show.ts';
 import { memoryReportOf } from './stats.ts';
 
 /** What every heartbeat says of this node's memcached (the `backend*` memory fields of NodeSummary). */

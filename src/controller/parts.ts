@@ -9,19 +9,19 @@
  */
 
 import path from 'node:path';
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import { versionNode } from '../consistency/hlc.ts';
 import type { Event, Machine } from '../consistency/types.ts';
 import type { Address } from '../config.ts';
 import type { ControllerOptions } from '../controller.ts';
 import { StatusHttp } from '../http/server.ts';
-import type { Logger } from '../log.ts';
+import type { Logger } from '../runtime/log.ts';
 import { readClusterSecret, readPeerTls } from '../peer/credentials.ts';
 import { PeerNetwork } from '../peer/network.ts';
 import { loadAuthFile } from '../protocol/auth.ts';
 import { ProtocolServer, type CommandHandler } from '../protocol/server.ts';
 import { DEFAULT_LIMITS } from '../protocol/types.ts';
-import type { NodeSummary } from '../show.ts';
+import type { NodeSummary } from '../status/show.ts';
 import { Replica } from '../store/replica.ts';
 import { WriteAheadFile } from '../wal.ts';
 import { BackendWatch } from './backend-watch.ts';

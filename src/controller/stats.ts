@@ -11,7 +11,7 @@ import type { PeerNetwork } from '../peer/network.ts';
 import type { Replica } from '../store/replica.ts';
 import { isBackendMemory, type MemoryReport, type Stored } from '../store/memory-guard.ts';
 import { StoreError } from '../store/types.ts';
-import type { NodeSummary } from '../show.ts';
+import type { NodeSummary } from '../status/show.ts';
 import type { DurabilityStats } from './durability.ts';
 
 /** What peers sent that was refused, and this node's own pauses (a stalled machine, a GC). */

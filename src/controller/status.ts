@@ -6,14 +6,14 @@
  * it keeps. The `mckv_*` lines themselves are made in ./stats.ts.
  */
 
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import type { Machine, Mode } from '../consistency/types.ts';
 import type { PeerNetwork } from '../peer/network.ts';
 import type { ProtocolServer } from '../protocol/server.ts';
 import type { Reply } from '../protocol/types.ts';
-import { renderShow, type NodeSummary } from '../show.ts';
-import { clusterStatus, renderShowJson } from '../show-json.ts';
-import { statsGroup } from '../stats-group.ts';
+import { renderShow, type NodeSummary } from '../status/show.ts';
+import { clusterStatus, renderShowJson } from '../status/show-json.ts';
+import { statsGroup } from './stats-group.ts';
 import type { Replica } from '../store/replica.ts';
 import type { Op } from '../store/types.ts';
 import type { BackendWatch } from './backend-watch.ts';

@@ -16,8 +16,8 @@
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { clockMs } from '../clock.ts';
-import { PRIVATE_FILE_MODE } from '../private-files.ts';
+import { clockMs } from '../runtime/clock.ts';
+import { PRIVATE_FILE_MODE } from '../runtime/private-files.ts';
 import { encodeWalRecord, walHeaderRecord, WriteAheadFile, type WalOwner } from '../wal.ts';
 import { DurabilityError, type WalBatch, type WalWriteResult, type WriteAhead } from './durability.ts';
 

@@ -8,7 +8,7 @@
  * them printable, and the HTML around them escapes them.
  */
 
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import type { IndexRecord } from '../store/replica.ts';
 import type { StatusSource } from './source.ts';
 

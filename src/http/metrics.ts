@@ -12,7 +12,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Mode } from '../consistency/types.ts';
 import type { Command, Reply } from '../protocol/types.ts';
 import type { ProtocolServerStats } from '../protocol/server.ts';
-import type { NodeSummary, PeerViewRow } from '../show.ts';
+import type { NodeSummary, PeerViewRow } from '../status/show.ts';
 import type { StatusSource } from './source.ts';
 
 /** Request latency buckets, seconds: 50 µs (a read from the value cache) to 15 s (the request timeout). */

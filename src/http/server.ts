@@ -9,11 +9,11 @@
 
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import type { Address } from '../config.ts';
 import type { Mode } from '../consistency/types.ts';
 import type { CommandHandler } from '../protocol/server.ts';
-import { clusterStatus } from '../show-json.ts';
+import { clusterStatus } from '../status/show-json.ts';
 import { entriesPage, ENTRIES_PER_PAGE_MAX } from './entries.ts';
 import { ControllerMetrics } from './metrics.ts';
 import { entriesPageHtml, ENTRIES_PAGE_POLICY, STATUS_PAGE_POLICY, statusPage } from './pages.ts';

@@ -6,7 +6,7 @@
 
 import type { KeyedEntry } from '../consistency/types.ts';
 import type { ProtocolServerStats } from '../protocol/server.ts';
-import type { NodeSummary, PeerViewRow } from '../show.ts';
+import type { NodeSummary, PeerViewRow } from '../status/show.ts';
 import type { IndexRecord } from '../store/replica.ts';
 
 export interface StatusSource {

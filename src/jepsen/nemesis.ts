@@ -13,7 +13,7 @@
  * - Faults touch only processes and proxies the cluster harness started.
  */
 
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import type { HistoryRecorder } from '../check/history.ts';
 import { WALL_CLOCK_REREAD_SECONDS } from './wall-clock.ts';
 import { createRandom, pickIndex, sleep, type Random } from './workload.ts';

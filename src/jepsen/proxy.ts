@@ -12,7 +12,7 @@
 
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 
 /** Chunks held back on one direction of one connection, oldest first, with when each may go. */
 interface Held {

@@ -12,7 +12,7 @@
 
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import type { CheckResult } from '../check/history.ts';
 import { UNNOTICED_KINDS, type FaultWindow } from './nemesis.ts';
 import type { CallOutcome, CallRecord } from './workload.ts';

@@ -23,7 +23,7 @@ import { checkLinearizability } from '../check/linearizability.ts';
 import { checkSequential } from '../check/sequential.ts';
 import { checkCausal } from '../check/causal.ts';
 import { HistoryRecorder, parseHistory, type CheckResult } from '../check/history.ts';
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import { TextClient } from '../client/text-client.ts';
 import type { Mode } from '../consistency/types.ts';
 import type { WalSync } from '../config.ts';

@@ -26,8 +26,8 @@
 
 import { TextClient, type TextReply } from '../client/text-client.ts';
 import type { HistoryRecorder, RecordHandle } from '../check/history.ts';
-import { itemAt } from '../item-at.ts';
-import { mulberry32, type Random } from '../random.ts';
+import { itemAt } from '../runtime/item-at.ts';
+import { mulberry32, type Random } from '../runtime/random.ts';
 import { parseRefusalText, refusalChangedNothing } from '../protocol/refusals.ts';
 
 /** The operations a client issues. `cas` is a `gets` (recorded as a read) then `cas`/`add`. */

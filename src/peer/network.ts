@@ -25,7 +25,7 @@ import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
 import type { PeerId } from '../consistency/types.ts';
 import type { PeerTls } from './credentials.ts';
-import { PauseWatch } from '../pause-watch.ts';
+import { PauseWatch } from '../runtime/pause-watch.ts';
 import { FailureDetector } from './failure-detector.ts';
 import { BULK_SOCKET_BYTES_MAX_DEFAULT, SendLanes, type SendLane } from './send-lanes.ts';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';

@@ -19,7 +19,7 @@
  */
 
 import * as net from 'node:net';
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import type { Command, DecoderOptions, ProtocolLimits, Reply } from './types.ts';
 import type { Login } from './auth.ts';
 import { refused } from './refusals.ts';

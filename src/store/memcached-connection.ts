@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import {
   BINARY_STATUS, HEADER_BYTES, OPCODE, RESPONSE_MAGIC, bodyBytesAt, readHeader, setOpaque, setOpcode,
 } from '../protocol/binary-header.ts';
-import { PauseWatch } from '../pause-watch.ts';
+import { PauseWatch } from '../runtime/pause-watch.ts';
 import { encodeRequest, storeRetry } from './memcached-frames.ts';
 import { StoreError } from './types.ts';
 

@@ -6,7 +6,7 @@
  * Pure functions over Buffers; the header layout is ../protocol/binary-header.ts.
  */
 
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import { BINARY_STATUS, HEADER_BYTES, OPCODE, REQUEST_MAGIC, writeHeader } from '../protocol/binary-header.ts';
 import { refused, type Refusal } from '../protocol/refusals.ts';
 import { encodedEntryBytes, encodeEntryInto, memcachedExptimeSeconds, memcachedKey } from './codec.ts';

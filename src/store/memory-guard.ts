@@ -14,7 +14,7 @@
  * docs/memory-full.md, "How the memory guard counts".
  */
 
-import { itemAt } from '../item-at.ts';
+import { itemAt } from '../runtime/item-at.ts';
 import { refused, type Refusal } from '../protocol/refusals.ts';
 import { itemRoom, storedItemBytes, type ItemRoom } from './slab-room.ts';
 import type { BackendHealth, Op } from './types.ts';

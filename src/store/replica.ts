@@ -33,7 +33,7 @@
 
 import type { Item, Reply } from '../protocol/types.ts';
 import { refused } from '../protocol/refusals.ts';
-import { clockMs } from '../clock.ts';
+import { clockMs } from '../runtime/clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedEntry, type KeyPresence, type KVBackend, type Op } from './types.ts';

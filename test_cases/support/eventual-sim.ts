@@ -33,7 +33,7 @@ import { decodeValue, encodeValue } from '../../src/peer/value-codec.ts';
 import { applyToEntry, isLive, purgeRemoves } from '../../src/store/apply.ts';
 import { mergeEntries, plainEntry } from '../../src/store/counter.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
-import { mulberry32 } from '../../src/random.ts';
+import { mulberry32 } from '../../src/runtime/random.ts';
 import { certainlyInvalid } from './junk.ts';
 
 export { mulberry32 };

@@ -83,7 +83,7 @@ import {
   type ReadLeaseOptions,
   type ReplicatedLog,
 } from '../../src/consistency/replicated-log.ts';
-import { mulberry32 } from '../../src/random.ts';
+import { mulberry32 } from '../../src/runtime/random.ts';
 import { refusalText, refused } from '../../src/protocol/refusals.ts';
 import { certainlyInvalid } from './junk.ts';
 

@@ -12,7 +12,7 @@
  * aeKeysMax.
  */
 
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import type { Effect, PeerId } from '../types.ts';
 import { bucketOfKey, bucketsOfGroup, differingGroups, groupOfBucket, type IndexEntry, type VersionIndex } from './digest.ts';
 import type { EventualMessage, KeyVersion } from './messages.ts';

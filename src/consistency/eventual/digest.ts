@@ -15,7 +15,7 @@
  * - size = the number of keys held. Digests are unsigned 32-bit integers.
  */
 
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 
 /** Buckets keys hash into. A power of two. */
 export const BUCKET_COUNT = 1024;

@@ -15,7 +15,7 @@
  * - Records are in compaction order, so in index order: `committedThrough` reads them newest first.
  */
 
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import type { PeerId } from '../types.ts';
 import type { CommittedForward, LogEntry } from './types.ts';
 

@@ -11,7 +11,7 @@
  */
 
 import assert from 'node:assert';
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import { opKeys } from '../../store/types.ts';
 import type { LogEntry } from './types.ts';
 

@@ -10,7 +10,7 @@
  * leadership is lost); peers are iterated in the order they were listed.
  */
 
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import type { PeerId } from '../types.ts';
 import type { LeaseAsk } from './types.ts';
 

@@ -11,7 +11,7 @@
  * majority (this node included) to that round or a later one.
  */
 
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import type { PeerId, RequestId } from '../types.ts';
 import type { LogCore } from './core.ts';

@@ -15,7 +15,7 @@
  */
 
 import assert from 'node:assert';
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import type { KeyedEntry, PeerId, RequestId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';

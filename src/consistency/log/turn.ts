@@ -11,7 +11,7 @@
  * it was refused; only a forward of the leader's current term enters its log.
  */
 
-import { itemAt } from '../../item-at.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
 import type { Op } from '../../store/types.ts';
 import type { PeerId, RequestId } from '../types.ts';

@@ -6,8 +6,8 @@
  * controller that took the command, so every replica expires the item at the same moment.
  */
 
-import type { Command } from './protocol/types.ts';
-import type { Op } from './store/types.ts';
+import type { Command } from '../protocol/types.ts';
+import type { Op } from '../store/types.ts';
 
 /** memcached treats an exptime up to this many seconds as relative to now. */
 const relativeExptimeSecondsMax = 60 * 60 * 24 * 30;

@@ -5,8 +5,8 @@
  * can print every peer's last known state next to whether it still hears from that peer.
  */
 
-import { itemAt } from './item-at.ts';
-import type { BackendMemory } from './store/memory-guard.ts';
+import { itemAt } from '../runtime/item-at.ts';
+import type { BackendMemory } from '../store/memory-guard.ts';
 
 export interface NodeSummary {
   node: string;

@@ -11,7 +11,7 @@
  * noreply.
  */
 
-import type { Reply } from './protocol/types.ts';
+import type { Reply } from '../protocol/types.ts';
 
 /** The controller's own counters, zeroing them, or a reply that needs nothing of the controller. */
 export type StatsGroup = { kind: 'counters' } | { kind: 'reset' } | { kind: 'reply'; reply: Reply };

@@ -6,14 +6,14 @@
  * controller, winston or the store drivers.
  */
 
-import { findNode, loadConfig, parseMode } from './config.ts';
-import { Controller, type ControllerOptions } from './controller.ts';
-import { createParts } from './controller/parts.ts';
-import { FSYNC_DELAY_FILE_ENV } from './controller/wal-background.ts';
-import { createLogger } from './log.ts';
-import { scheduleAsBatch } from './scheduling.ts';
-import { MemcachedBackend } from './store/memcached.ts';
-import { MemoryBackend } from './store/memory.ts';
+import { findNode, loadConfig, parseMode } from '../config.ts';
+import { Controller, type ControllerOptions } from '../controller.ts';
+import { createParts } from './parts.ts';
+import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
+import { createLogger } from '../runtime/log.ts';
+import { scheduleAsBatch } from '../runtime/scheduling.ts';
+import { MemcachedBackend } from '../store/memcached.ts';
+import { MemoryBackend } from '../store/memory.ts';
 
 /** What the command line says about the controller to run. */
 export interface ControllerCommand {

@@ -10,9 +10,9 @@
  * business: a pure machine never waits.
  */
 
-import { refused } from './protocol/refusals.ts';
-import type { Machine } from './consistency/types.ts';
-import type { Command, Reply } from './protocol/types.ts';
+import { refused } from '../protocol/refusals.ts';
+import type { Machine } from '../consistency/types.ts';
+import type { Command, Reply } from '../protocol/types.ts';
 
 /** How often a waiting connection asks the mode again. */
 const POLL_INTERVAL_MS = 10;
