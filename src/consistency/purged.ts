@@ -16,9 +16,9 @@ export interface PurgedMemoryLimits {
   purgedMemoryEntriesMax: number;
 }
 
-/** Purged (key → version, purged at), oldest first. */
+/** Purged (key → version, reset version, purged at), oldest first. */
 export class PurgedVersions {
-  private readonly purged = new Map<string, { version: bigint; atMs: number }>();
+  private readonly purged = new Map<string, { version: bigint; resetVersion: bigint; atMs: number }>();
 
   constructor(private readonly limits: PurgedMemoryLimits) {}
 
@@ -32,16 +32,24 @@ export class PurgedVersions {
     return this.purged.get(key)?.version;
   }
 
+  /**
+   * The reset (../store/counter.ts) the entry purged last under `key` counted from, while that is
+   * remembered: its own version, unless a merge joined it over a greater one.
+   */
+  resetVersion(key: string): bigint | undefined {
+    return this.purged.get(key)?.resetVersion;
+  }
+
   /** Whether `key` at `version` was purged (or is older than what was). */
   covers(key: string, version: bigint): boolean {
     const purged = this.purged.get(key);
     return purged !== undefined && version <= purged.version;
   }
 
-  /** `key` was purged at `version`, now. */
-  remember(key: string, version: bigint, nowMs: number): void {
+  /** `key` was purged at `version` (counting from `resetVersion`, by default itself), now. */
+  remember(key: string, version: bigint, nowMs: number, resetVersion = version): void {
     this.purged.delete(key);
-    this.purged.set(key, { version, atMs: nowMs });
+    this.purged.set(key, { version, resetVersion, atMs: nowMs });
   }
 
   /** Forgets purges older than purgedMemoryMs, and the oldest beyond purgedMemoryEntriesMax. */

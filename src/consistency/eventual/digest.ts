@@ -101,6 +101,11 @@ export interface IndexEntry {
    * write never landed (memcached refused it).
    */
   claimedSeq: number;
+  /**
+   * The version of the reset the entry counts from (../../store/counter.ts), when not `version`:
+   * a merge joined it over a greater version. A tombstone that stands in for it must carry it.
+   */
+  resetVersion?: bigint;
 }
 
 /** The index with its bucket and group digests. */
@@ -141,6 +146,7 @@ export class VersionIndex {
     indexed.heldByMask = entry.heldByMask;
     indexed.touchedSeq = entry.touchedSeq;
     indexed.claimedSeq = entry.claimedSeq;
+    indexed.resetVersion = entry.resetVersion;
   }
 
   delete(key: string): boolean {

@@ -29,7 +29,9 @@ export function newestVersion(entries: readonly KeyedEntry[], latest: bigint): b
   return newest;
 }
 
-export function tombstoneEntry(cas: bigint): Entry {
-  return { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true };
+/** A tombstone at `cas`, counting from the reset at `resetCas` when that is older. */
+export function tombstoneEntry(cas: bigint, resetCas = cas): Entry {
+  const entry: Entry = { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas, tombstone: true };
+  return resetCas === cas ? entry : { ...entry, resetCas };
 }
 

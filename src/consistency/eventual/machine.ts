@@ -380,6 +380,7 @@ export class EventualMachine implements Machine<EventualMessage> {
       heldByMask,
       touchedSeq,
       claimedSeq,
+      resetVersion: entry.resetCas === entry.cas ? undefined : entry.resetCas,
     };
     this.index.set(key, indexed);
     if (this.isDead(indexed)) this.graveyard.add(key);
@@ -408,19 +409,22 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.pendingPurges.push([key, entry.version]);
     this.index.delete(key);
     this.graveyard.delete(key);
-    this.purged.remember(key, entry.version, this.nowMs);
+    this.purged.remember(key, entry.version, this.nowMs, entry.resetVersion);
   }
 
   /**
    * `peer` holds `key` at `version`, older than an entry we purged: it missed that deletion
    * (its replica was emptied, or it took a concurrent write with an older clock). Nobody holds
    * the purged entry any more, so send it back a tombstone at the purged version; it then wins
-   * there too and is collected again.
+   * there too and is collected again. The tombstone keeps the reset the purged entry counted from:
+   * a merge may have joined that delete over a greater version, and a write the peer took after
+   * the delete but below that version must still win over it there (then, rejoined at a fresh
+   * version, it comes back here).
    */
   private answerSuperseded(peer: PeerId, key: string, version: bigint): void {
     const purged = this.purged.version(key);
     if (purged === undefined || version >= purged) return;
-    this.pushes.enqueue(peer, key, tombstoneEntry(purged));
+    this.pushes.enqueue(peer, key, tombstoneEntry(purged, this.purged.resetVersion(key)));
   }
 
   private emitPurges(out: Out): void {
