@@ -38,8 +38,9 @@ describe('causal mode under a simulated, faulty network', () => {
 
   it('converges on seeds of a wider sweep that once did not (drops, delays, partitions, crashes)', () => {
     // A snapshot sent again unacknowledged held an entry a tombstone had since superseded, which a
-    // peer that had purged the tombstone, then restarted, took back.
-    const seeds = [896];
+    // peer that had purged the tombstone, then restarted, took back. And a tombstone merged over a
+    // newer live entry was counted as held though the replica kept the entry: never stable once its writer restarted.
+    const seeds = [297, 896, 4474];
     const reports = replaySeed === null ? seeds.map((seed) => runEventualSim({ seed, backendResets: false, mode: 'causal' })) : [];
     expect(failures(reports)).toEqual([]);
   });

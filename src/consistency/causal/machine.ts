@@ -60,7 +60,8 @@ interface PendingMerge {
 type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
-  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector };
+  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector }
+  | { kind: 'graves' };
 
 /** Every so many ticks the visible vector goes to the peers even if it did not change (one may have missed it). */
 const VISIBLE_EVERY_TICKS = 10;
@@ -319,6 +320,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       case 'snapshot':
         this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries }, this.nowMs);
         break;
+      case 'graves':
+        break;
       default:
         assertNever(purpose);
     }
@@ -448,7 +451,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     const before = [...this.visible];
     const entries = this.tombstones.notPurged(batch.entries);
     this.observe(entries);
-    this.tombstones.noteMerged(entries);
+    const unsureGraves = this.tombstones.noteMerged(entries);
     batch.deps.forEach((version, index) => {
       if (index !== this.selfIndex && version > componentOf(this.visible, index)) this.visible[index] = version;
     });
@@ -461,6 +464,8 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.clock = tickHlc(this.clock, this.nowMs);
     const joinCas = packVersion(this.clock, this.selfIndex);
     out.push({ kind: 'put', entries, how: 'merge', token, joinCas });
+    // Which of those tombstones the replica kept (noteFetched, for every fetch).
+    if (unsureGraves.length > 0) this.issueFetch(out, unsureGraves, { kind: 'graves' });
     const rejoined = entries.filter(([key, entry]) => this.mayRejoin(key, entry)).map(([key]) => key);
     if (rejoined.length > 0) {
       this.markDirty(rejoined);

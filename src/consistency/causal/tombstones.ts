@@ -8,8 +8,9 @@
  * not send it again while it holds a copy a tombstone here supersedes (the machine's sendNext).
  *
  * Owns: the graveyard (key → version of the tombstone the replica holds) and the purge memory.
- * Invariants: a merge of an older entry leaves a grave in place; a purge takes only tombstones the
- * stable vector covers, and at most purgesPerTickMax of them.
+ * Invariants: a merge of an older entry leaves a grave in place; a tombstone merged where the
+ * replica may hold a newer entry is checked by a fetch; a purge takes only tombstones the stable
+ * vector covers, and at most purgesPerTickMax of them.
  */
 
 import type { KeyedEntry } from '../types.ts';
@@ -36,9 +37,14 @@ export class Tombstones {
     return this.graveyard.size;
   }
 
-  /** Tombstones in what the replica returned. */
+  /**
+   * Tombstones in what the replica returned. A grave newer than the entry fetched came with a merge
+   * issued after the fetch: it stays.
+   */
   noteFetched(entries: readonly KeyedEntry[]): void {
     for (const [key, entry] of entries) {
+      const grave = this.graveyard.get(key);
+      if (grave !== undefined && entry.cas < grave) continue;
       if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
       else this.graveyard.delete(key);
     }
@@ -58,14 +64,22 @@ export class Tombstones {
   /**
    * Tombstones after a merge, which keeps the greater version: an older entry leaves the tombstone
    * in place (forgotten, it would never be purged, and a queued batch could bring back what it deleted).
+   * Returns the keys of tombstones recorded where no grave was: the replica may hold a newer live
+   * entry there, unknown here, so the caller fetches them back (noteFetched forgets those it lost to
+   * one). Left in the graveyard, such a tombstone may never be stable: its writer, restarted, rebuilds
+   * its own component from a replica where the delete was overwritten.
    */
-  noteMerged(entries: readonly KeyedEntry[]): void {
+  noteMerged(entries: readonly KeyedEntry[]): string[] {
+    const unsure: string[] = [];
     for (const [key, entry] of entries) {
       const grave = this.graveyard.get(key);
       if (grave !== undefined && entry.cas <= grave) continue;
-      if (entry.tombstone === true) this.graveyard.set(key, entry.cas);
-      else this.graveyard.delete(key);
+      if (entry.tombstone === true) {
+        if (grave === undefined) unsure.push(key);
+        this.graveyard.set(key, entry.cas);
+      } else this.graveyard.delete(key);
     }
+    return unsure;
   }
 
   /** Takes the tombstones `stable` covers (at most purgesPerTickMax), remembered as purged from `nowMs`. */
