@@ -146,7 +146,10 @@ describe('sequential: another client flushes one replica\'s memcached', () => {
   let cluster: Cluster;
 
   beforeAll(async () => {
-    cluster = await Cluster.start({ mode: 'sequential', compactAfterEntries: 20 });
+    // The product's own timings (heartbeat 100 ms, failure timeout 1 s: a write waits up to 4 s),
+    // not the fault tests' short ones: on a machine busy with the whole suite, a compaction's fsync
+    // can hold a write past 2 s, and this test is about flushes, not timeouts.
+    cluster = await Cluster.start({ mode: 'sequential', compactAfterEntries: 20, heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
   }, 60_000);
 
   afterAll(async () => {
