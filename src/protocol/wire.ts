@@ -33,62 +33,50 @@ function commandWeightBytes(command: Command): number {
   return command.kind === 'store' ? command.value.length + command.key.length : 64;
 }
 
+/** A protocol's request decoder, its items mapped to WireRequests one for one. */
+function wireDecoder<Item>(decoder: { push(chunk: Buffer): Item[] }, toRequest: (item: Item) => WireRequest): WireDecoder {
+  return { push: (chunk) => decoder.push(chunk).map(toRequest) };
+}
+
+type TextItem = ReturnType<TextRequestDecoder['push']>[number];
+type BinaryItem = ReturnType<BinaryRequestDecoder['push']>[number];
+
 export function textWireDecoder(limits: ProtocolLimits, options: DecoderOptions): WireDecoder {
-  const decoder = new TextRequestDecoder(limits, options);
-  return {
-    push(chunk) {
-      const requests: WireRequest[] = [];
-      for (const item of decoder.push(chunk)) {
-        switch (item.kind) {
-          case 'command':
-            requests.push({ kind: 'command', command: item.command, header: null, weightBytes: commandWeightBytes(item.command) });
-            break;
-          case 'invalid':
-            requests.push({ kind: 'answer', bytes: encodeTextInvalid(item.reply), close: item.close });
-            break;
-          case 'answered':
-            requests.push({ kind: 'answer', bytes: encodeTextInvalid(item.reply), close: false });
-            break;
-          default: {
-            const unreachable: never = item;
-            return unreachable;
-          }
-        }
+  return wireDecoder(new TextRequestDecoder(limits, options), (item: TextItem): WireRequest => {
+    switch (item.kind) {
+      case 'command':
+        return { kind: 'command', command: item.command, header: null, weightBytes: commandWeightBytes(item.command) };
+      case 'invalid':
+        return { kind: 'answer', bytes: encodeTextInvalid(item.reply), close: item.close };
+      case 'answered':
+        return { kind: 'answer', bytes: encodeTextInvalid(item.reply), close: false };
+      default: {
+        const unreachable: never = item;
+        return unreachable;
       }
-      return requests;
-    },
-  };
+    }
+  });
 }
 
 export function binaryWireDecoder(limits: ProtocolLimits, options: DecoderOptions): WireDecoder {
-  const decoder = new BinaryRequestDecoder(limits, options);
-  return {
-    push(chunk) {
-      const requests: WireRequest[] = [];
-      for (const item of decoder.push(chunk)) {
-        switch (item.kind) {
-          case 'command':
-            requests.push({ kind: 'command', command: item.command, header: item.header, weightBytes: commandWeightBytes(item.command) });
-            break;
-          case 'invalid': {
-            const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
-            requests.push({ kind: 'answer', bytes, close: item.close });
-            break;
-          }
-          case 'answered': {
-            const bytes = encodeBinaryPacket(item.header, { status: item.status, value: Buffer.from(item.body, 'latin1') });
-            requests.push({ kind: 'answer', bytes, close: false });
-            break;
-          }
-          default: {
-            const unreachable: never = item;
-            return unreachable;
-          }
-        }
+  return wireDecoder(new BinaryRequestDecoder(limits, options), (item: BinaryItem): WireRequest => {
+    switch (item.kind) {
+      case 'command':
+        return { kind: 'command', command: item.command, header: item.header, weightBytes: commandWeightBytes(item.command) };
+      case 'invalid': {
+        const bytes = item.header === null ? Buffer.alloc(0) : encodeBinaryError(item.header, item.status, item.message);
+        return { kind: 'answer', bytes, close: item.close };
       }
-      return requests;
-    },
-  };
+      case 'answered': {
+        const bytes = encodeBinaryPacket(item.header, { status: item.status, value: Buffer.from(item.body, 'latin1') });
+        return { kind: 'answer', bytes, close: false };
+      }
+      default: {
+        const unreachable: never = item;
+        return unreachable;
+      }
+    }
+  });
 }
 
 /** The reply's bytes in the request's protocol, as parts to write in order. */
