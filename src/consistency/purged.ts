@@ -33,11 +33,11 @@ export class PurgedVersions {
   }
 
   /**
-   * The reset (../store/counter.ts) the entry purged last under `key` counted from, while that is
-   * remembered: its own version, unless a merge joined it over a greater one.
+   * The last purge of `key`, while remembered: its version, and the reset (../store/counter.ts) the
+   * purged entry counted from (its own version, unless a merge joined it over a greater one).
    */
-  resetVersion(key: string): bigint | undefined {
-    return this.purged.get(key)?.resetVersion;
+  last(key: string): { version: bigint; resetVersion: bigint } | undefined {
+    return this.purged.get(key);
   }
 
   /** Whether `key` at `version` was purged (or is older than what was). */

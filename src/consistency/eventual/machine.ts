@@ -422,9 +422,9 @@ export class EventualMachine implements Machine<EventualMessage> {
    * version, it comes back here).
    */
   private answerSuperseded(peer: PeerId, key: string, version: bigint): void {
-    const purged = this.purged.version(key);
-    if (purged === undefined || version >= purged) return;
-    this.pushes.enqueue(peer, key, tombstoneEntry(purged, this.purged.resetVersion(key)));
+    const purged = this.purged.last(key);
+    if (purged === undefined || version >= purged.version) return;
+    this.pushes.enqueue(peer, key, tombstoneEntry(purged.version, purged.resetVersion));
   }
 
   private emitPurges(out: Out): void {
