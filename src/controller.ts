@@ -191,7 +191,8 @@ export class Controller {
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
     if (this.stopped) return refused('shutting_down');
-    this.noticePause();
+    // A get may be answered here, before any drain: the mode hears of a stall first (drain checks the rest).
+    if (op.kind === 'get') this.noticePause();
     this.status.countOp(op);
     // Nothing of the controller's nor of this connection's comes before it: the server hands a
     // connection's commands over without waiting for earlier replies, and an earlier request of
