@@ -16,6 +16,7 @@
 import type { KeyedEntry } from '../types.ts';
 import { isCount, isU64, isValidKey } from '../../store/op-rules.ts';
 import { isEntry } from '../eventual/messages.ts';
+import { itemAt } from '../../runtime/item-at.ts';
 
 /** One version per node (sorted node order): the greatest write of that node covered. */
 export type VersionVector = bigint[];
@@ -77,9 +78,7 @@ const isObject = (value: unknown): value is Record<string, unknown> =>
  * the machine makes its own so and `isVector` holds a peer's to it, so a miss is a bug here.
  */
 export function componentOf(vector: readonly bigint[], index: number): bigint {
-  const version = vector[index];
-  if (version === undefined) throw new RangeError(`no component ${index} in a vector of ${vector.length}`);
-  return version;
+  return itemAt(vector, index);
 }
 
 /** True when `value` is a vector with one u64 per node. */
