@@ -116,6 +116,26 @@ export class WriteAheadFile {
     return records.slice(1);
   }
 
+  /**
+   * Where each whole record of `file` ends, the header's first, with the decoded records after
+   * the header: what a power loss may cut between (the fault runner's `power`). Throws a WalError
+   * as `read` does.
+   */
+  static recordEnds(file: string, owner: WalOwner): { ends: number[]; records: unknown[] } {
+    const bytes = readFileSync(file);
+    const ends: number[] = [];
+    const records: unknown[] = [];
+    for (let offset = 0; offset < bytes.length; ) {
+      const read = readRecordAt(bytes, offset, true);
+      if (read.kind !== 'record') break;
+      ends.push(read.end);
+      records.push(read.value);
+      offset = read.end;
+    }
+    checkHeader(file, records[0], owner);
+    return { ends, records: records.slice(1) };
+  }
+
   /** Writes a record and makes it durable. */
   append(record: unknown): void {
     this.write(record);

@@ -68,6 +68,32 @@ describe('replicated log under a simulated faulty network', () => {
     ).toThrow(/no convergence/);
   });
 
+  it('wal_sync = write: power losses, one machine at a time, lose unsynced records, yet every run stays safe and converges', () => {
+    let powerLosses = 0;
+    let recordsLost = 0;
+    for (let seed = FIRST_SEED; seed < FIRST_SEED + Math.ceil(SEEDS / 3); seed += 1) {
+      for (const mode of ['linearizability', 'sequential'] as const) {
+        const result = simulate(seed, mode, { safetyMs: 4_000, powerLoss: true });
+        powerLosses += result.powerLosses;
+        recordsLost += result.recordsLost;
+      }
+    }
+    expect(powerLosses).toBeGreaterThan(SEEDS / 4);
+    expect(recordsLost).toBeGreaterThan(SEEDS);
+  });
+
+  it('without recovery, the same power losses change committed entries (what recovery prevents)', () => {
+    const failures: string[] = [];
+    for (let seed = 140; seed <= 150 && failures.length === 0; seed += 1) {
+      try {
+        simulate(seed, 'sequential', { safetyMs: 4_000, powerLoss: true, trustAfterPowerLoss: true });
+      } catch (error) {
+        failures.push(String(error));
+      }
+    }
+    expect(failures.join('\n')).toMatch(/committed index \d+ with term \d+, was \d+/);
+  });
+
   it('replicas without skip-applied (reset and transfer on restart) stay safe under faults', () => {
     for (let seed = 1; seed <= Math.ceil(SEEDS / 6); seed += 1) simulate(seed, 'linearizability', { safetyMs: 3_000, replicaSkipsApplied: false });
   });

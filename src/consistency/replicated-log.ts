@@ -37,6 +37,14 @@ export type ReplicatedLogOptions = MachineOptions & {
    * assumption; null or absent: off. Ignored in sequential mode and with more than three nodes.
    */
   readLeases?: ReadLeaseOptions | null;
+  /**
+   * This machine's boot, with `wal_sync = write`: records are known complete only in the boot that
+   * wrote them; after another, the node recovers from its peers first (./log/recovery.ts). Null or
+   * absent: records are fsynced, always complete.
+   */
+  bootId?: string | null;
+  /** Its write-ahead file did not exist before this start: a new node, it never acknowledged anything. */
+  newNode?: boolean;
 } & Partial<LogTuning>;
 
 /** A read-only view of the machine's state, for tests and the simulator. */
@@ -54,6 +62,8 @@ export interface LogInspection {
   lastLeaderContactMs: number;
   /** Linearizable reads this process started under a read lease. */
   leaseReads: number;
+  /** Recovering records that may be incomplete (./log/recovery.ts). */
+  recovering: boolean;
   /** The entry at `index`, or null if compacted away or beyond the end. */
   entryAt(index: number): LogEntry | null;
 }

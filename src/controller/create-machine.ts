@@ -37,13 +37,22 @@ export function priorityKinds(mode: Mode): ReadonlySet<string> {
   }
 }
 
+/** What only the replicated log takes (see ReplicatedLogOptions). */
+export interface LogExtras {
+  /** config.ini's read leases (linearizability only); null: off. */
+  readLeases: ReadLeaseOptions | null;
+  /** This machine's boot with `wal_sync = write`; null with fsync. */
+  bootId: string | null;
+  /** The write-ahead file did not exist before this start. */
+  newNode: boolean;
+}
+
 export function createMachine(
   mode: Mode,
   replication: boolean,
   compactAfterEntries: number,
   options: MachineOptions,
-  /** config.ini's read leases (the replicated log's linearizability only); null: off. */
-  readLeases: ReadLeaseOptions | null = null,
+  log: LogExtras = { readLeases: null, bootId: null, newNode: false },
 ): Machine<unknown> {
   if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
   switch (mode) {
@@ -54,7 +63,7 @@ export function createMachine(
         mode,
         replicaSkipsApplied: true,
         compactionThresholdEntries: compactAfterEntries,
-        readLeases,
+        ...log,
       }) as Machine<unknown>;
     case 'eventual':
       return createEventual(options) as Machine<unknown>;

@@ -8,7 +8,9 @@
  * state files, the write-ahead file, the cluster secret and TLS files, the clients' auth file.
  */
 
+import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { machineBootId } from '../runtime/boot-id.ts';
 import { clockMs } from '../runtime/clock.ts';
 import { versionNode } from '../consistency/hlc.ts';
 import type { Event, Machine } from '../consistency/types.ts';
@@ -89,6 +91,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     whenDurable: hooks.whenDurable,
   });
   const walOwner = { clusterId: config.clusterId, nodeId: node.id };
+  const newNode = !existsSync(walFile);
   const persisted = WriteAheadFile.read(walFile, walOwner);
   const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
   const { tornBytesCut } = writeAhead.opened;
@@ -104,7 +107,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     nowMs: clockMs(),
     refuseStore: (op, version) => memory.refusal(op, version),
     valueBytesMax: config.valueBytesMax,
-  }, config.readLeases);
+  }, { readLeases: config.readLeases, bootId: config.walSync === 'write' ? machineBootId() : null, newNode });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
     ? null

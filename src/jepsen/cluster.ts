@@ -9,7 +9,7 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -20,6 +20,7 @@ import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 import { setWallClockOffset, wallClockEnv } from './wall-clock.ts';
 import { FSYNC_DELAY_FILE_ENV } from '../controller/wal-background.ts';
+import { loseUnsyncedRecords } from './power-loss.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -209,6 +210,8 @@ export class Cluster {
   private stopped = false;
   /** What `fillBackend` wrote, by node, until `emptyBackend` deletes it. */
   private readonly fillers = new Map<string, BackendFiller>();
+  /** Each node's boot number (see losePower). */
+  private readonly boots = new Map<string, number>();
 
   private constructor(
     readonly options: Required<Omit<ClusterOptions, 'keepDir'>> & { keepDir: boolean },
@@ -302,7 +305,7 @@ export class Cluster {
       this.options.mode,
     ];
     if (!this.options.replication) args.push('--unsafe-no-replication');
-    const env: NodeJS.ProcessEnv = { ...process.env };
+    const env: NodeJS.ProcessEnv = { ...process.env, MCKV_BOOT_ID: `${path.basename(this.dir)}-${id}-boot${this.bootOf(id)}` };
     if (this.options.wallClockSteps) Object.assign(env, wallClockEnv(this.wallClockFile(id)));
     if (this.options.diskStalls) {
       // A restarted controller keeps the stall its file says, as a slow disk stays slow.
@@ -352,6 +355,45 @@ export class Cluster {
   signal(id: string, signal: NodeJS.Signals): void {
     const child = this.node(id).controller;
     if (child?.pid !== undefined && child.exitCode === null) process.kill(child.pid, signal);
+  }
+
+  /**
+   * The node's machine loses power: its controller is killed, the write-ahead records the
+   * operating system had not written yet are gone (with `wal_sync = write`: all but `keptFraction`
+   * of those after the last fsync, see power-loss.ts), its memcached restarts empty, and the
+   * controller's next start is in a new boot (MCKV_BOOT_ID). `startController` brings it back.
+   */
+  async losePower(id: string, keptFraction: number): Promise<void> {
+    await this.kill(id);
+    if (this.options.walSync === 'write') {
+      const file = path.join(this.dir, 'data', id, 'wal.bin');
+      if (existsSync(file)) loseUnsyncedRecords(file, { clusterId: 'mckv', nodeId: id }, keptFraction);
+    }
+    await this.restartBackend(id);
+    this.boots.set(id, this.bootOf(id) + 1);
+  }
+
+  /**
+   * Starts a controller after `losePower` and, with `wal_sync = write`, waits (up to 30 s) until its
+   * log says it recovered, so that the next power loss strikes only once this one is over, as the
+   * product assumes (one machine at a time).
+   */
+  async powerOn(id: string): Promise<void> {
+    const logFile = this.logFile(id);
+    const from = existsSync(logFile) ? statSync(logFile).size : 0;
+    await this.startController(id);
+    if (this.options.walSync !== 'write') return;
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      if (readFileSync(logFile).subarray(from).includes('recovered: ')) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    throw new Error(`${id} did not recover within 30 s of its power coming back (see ${logFile})`);
+  }
+
+  /** Which boot of its (simulated) machine a node's controller runs in. */
+  private bootOf(id: string): number {
+    return this.boots.get(id) ?? 1;
   }
 
   /** SIGKILL a controller and wait for it to be gone. */

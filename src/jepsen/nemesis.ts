@@ -36,10 +36,17 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * No node sees another go silent while it runs itself: nothing may be refused. `disk-stall` makes
  * every write-ahead fsync of one controller, or of every one, wait 0.5–2 s first, as a disk with a
  * slow tail does: what waits for durability (acks, votes, replies) is late; nothing else is.
+ * `power` cuts one node's power: its controller dies, its memcached restarts empty, and with
+ * `wal_sync = write` its write-ahead file loses a random share of the records written since its
+ * last fsync; it comes back in a new boot and recovers from its peers before it takes part again.
  */
-export type NemesisKind = 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall';
+export type NemesisKind =
+  | 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall'
+  | 'power';
 
-export const NEMESIS_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall'];
+export const NEMESIS_KINDS: readonly NemesisKind[] = [
+  'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall', 'power',
+];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
 export const UNNOTICED_KINDS: readonly NemesisKind[] = ['clock', 'stall'];
@@ -58,6 +65,8 @@ export interface FaultPlan {
   delayMs?: number;
   /** For `stall`: each stop of the whole machine and the run after it, in ms. */
   stalls?: Array<{ stopMs: number; runMs: number }>;
+  /** For `power`: the share of the write-ahead records written since the last fsync that survive. */
+  keptFraction?: number;
   nodes: string[];
   startMs: number;
   endMs: number;
@@ -94,6 +103,10 @@ export interface FaultTarget {
   slow(id: string, delayMs: number): void;
   /** Delays every write-ahead fsync of a controller by `delayMs` (0: no more). */
   stallDisk(id: string, delayMs: number): void;
+  /** Cuts a node's power (see `power`), keeping `keptFraction` of its unsynced records. */
+  losePower(id: string, keptFraction: number): Promise<void>;
+  /** Starts a controller after a power loss and waits until it has recovered from its peers. */
+  powerOn(id: string): Promise<void>;
   healAll(): void;
 }
 
@@ -185,8 +198,9 @@ const STALL_RUN_MS = { min: 300, max: 1000 } as const;
 /** `clockWindows`: how many clock faults were planned before this one. */
 function pickTargets(
   random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number, lengthMs: number,
-): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls'> {
+): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls' | 'keptFraction'> {
   const target = itemAt(nodes, pickIndex(random, nodes.length));
+  if (kind === 'power') return { variant: null, nodes: [target], keptFraction: random() };
   if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
   if (kind === 'disk-stall') {
@@ -215,6 +229,7 @@ function pickTargets(
 export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls'>): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
+    case 'power': return `power loss ${plan.nodes[0]}`;
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-pause': return 'pause every memcached';
@@ -306,6 +321,7 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       }
       return;
     case 'kill': return target.kill(node());
+    case 'power': return target.losePower(node(), plan.keptFraction ?? 0);
     case 'pause': return target.pause(node());
     case 'backend-restart': return target.restartBackend(node());
     case 'backend-pause':
@@ -341,6 +357,7 @@ function stallMachine(target: FaultTarget, nodes: readonly string[], action: 'st
 async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
   switch (plan.kind) {
     case 'kill': return target.startController(itemAt(plan.nodes, 0));
+    case 'power': return target.powerOn(itemAt(plan.nodes, 0));
     case 'pause': return target.resume(itemAt(plan.nodes, 0));
     case 'stall': return stallMachine(target, plan.nodes, 'run');
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds

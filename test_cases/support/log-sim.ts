@@ -122,6 +122,15 @@ export interface SimOptions {
   readLeases?: ReadLeaseOptions | null;
   /** How far each node's clock rate is drawn from real time, in ppm (default: the leases' bound). */
   clockDriftPpm?: number;
+  /**
+   * Records are written without fsync (`wal_sync = write`): half the crashes are power losses,
+   * after which the node has lost a random suffix of its records since its last compaction (that
+   * one is fsynced) and its replica (memcached lost power too), and boots in a new boot. As the
+   * product assumes, a power loss strikes only while no other node is still recovering from one.
+   */
+  powerLoss?: boolean;
+  /** With `powerLoss`: nodes trust their records after one anyway (no recovery), to show what it prevents. */
+  trustAfterPowerLoss?: boolean;
 }
 
 /**
@@ -225,6 +234,8 @@ export interface SimResult {
   junkDelivered: number;
   /** With `readLeases`: linearizable reads started under a lease, all nodes. */
   leaseReads: number;
+  /** Crashes that were power losses (`powerLoss`). */
+  powerLosses: number;
 }
 
 /** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
@@ -364,6 +375,12 @@ interface SimNode {
   clock: { originMs: number; bootMs: number; rate: number };
   /** Lease reads its machines started before this boot's. */
   leaseReadsBefore: number;
+  /** Its machine's boot (`powerLoss`): a power loss starts a new one. */
+  boot: number;
+  /** It lost power and has not recovered since (`powerLoss`). */
+  lostPower: boolean;
+  /** It booted before: its write-ahead file exists. */
+  booted: boolean;
 }
 
 /**
@@ -503,7 +520,7 @@ export class LogSimulation {
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
     this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0 };
+    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0, powerLosses: 0 };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -617,6 +634,9 @@ export class LogSimulation {
       heldKeys: new HeldKeys(),
       clock: { originMs: this.nowMs, bootMs: this.nowMs, rate: 1 },
       leaseReadsBefore: 0,
+      boot: 1,
+      lostPower: false,
+      booted: false,
     };
   }
 
@@ -653,8 +673,12 @@ export class LogSimulation {
       compactionThresholdEntries: this.options.compactionThresholdEntries,
       transferChunkEntriesMax: 2,
       replicaSkipsApplied: this.options.replicaSkipsApplied,
+      // Without recovery (`trustAfterPowerLoss`) every boot looks the same: records are trusted.
+      bootId: this.options.powerLoss === true && this.options.trustAfterPowerLoss !== true ? `boot-${node.boot}` : null,
+      newNode: !node.booted,
     });
     // A restarted controller numbers its requests from 1 again; what it read back is durable.
+    node.booted = true;
     node.disk = new SimWriteAhead(node.disk.durable, () => this.nowMs, () => this.fsyncMs());
     node.gate = this.newGate(node.disk, (work) => this.release(node, work));
     node.emptiedRecords = 0;
@@ -694,7 +718,9 @@ export class LogSimulation {
     node.localEvents = [];
     node.downUntilMs = this.nowMs + 100 + Math.floor(this.random() * 1500);
     if (this.distrusted(node)) this.result.crashesWhileUntrusted += 1;
-    if (!keepReplica && this.random() < 0.4) {
+    if (this.options.powerLoss === true && !keepReplica && this.random() < 0.5 && this.nodes.every((other) => !other.lostPower)) {
+      this.losePower(node);
+    } else if (!keepReplica && this.random() < 0.4) {
       node.replica.clear();
       node.replicaIndex = 0;
       node.replicaLost = true;
@@ -705,6 +731,25 @@ export class LogSimulation {
     node.crashAtMs = null;
     node.crashWhenTold = false;
     if (this.distrusted(node)) node.trust = 'restarted';
+  }
+
+  /**
+   * The machine lost power (`powerLoss`): the records written since the last compaction are cut at
+   * a random point, the replica is empty, and the node boots in a new boot.
+   */
+  private losePower(node: SimNode): void {
+    const durable = node.disk.durable;
+    const synced = durable.length > 0 && (durable[0] as { kind?: unknown }).kind === 'snapshot' ? 1 : 0;
+    const kept = synced + Math.floor(this.random() * (durable.length - synced + 1));
+    this.result.recordsLost += durable.length - kept;
+    node.disk.durable = durable.slice(0, kept);
+    node.boot += 1;
+    node.lostPower = true;
+    node.replica.clear();
+    node.replicaIndex = 0;
+    node.replicaLost = true;
+    node.trust = 'trusted';
+    this.result.powerLosses += 1;
   }
 
   // ------------------------------------------------------------ main loop
@@ -805,6 +850,8 @@ export class LogSimulation {
     const effects = machine.step({ ...event, nowMs: this.localMs(node, event.nowMs) });
     if (!wasLeader && machine.inspect().role === 'leader') this.result.elections += 1;
     for (const effect of effects) this.carryOut(node, effect);
+    // Recovered once its machine says so and what it recovered is written.
+    if (node.lostPower && !machine.inspect().recovering && node.gate.stats(this.nowMs).recordsWaiting === 0) node.lostPower = false;
   }
 
   // ------------------------------------------------------------ effects
@@ -1422,6 +1469,7 @@ export class LogSimulation {
    * not be brought up to it), and one its node does not trust (reset before it is rebuilt anyway).
    */
   private onNote(node: SimNode, effect: Extract<Effect<LogMessage>, { kind: 'note' }>): void {
+    if (process.env.SIM_TRACE && /recover|records may/.test(effect.message)) console.log(this.nowMs, node.id, effect.message, JSON.stringify(effect.meta));
     const index = this.startOverIndexOf(effect);
     if (index === null) return;
     const holder = this.nodes.find(
@@ -1536,7 +1584,7 @@ export class LogSimulation {
 
   private converged(): boolean {
     const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
-    if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
+    if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid || view.recovering)) return false;
     // Nothing may still wait for an fsync: the replicas must hold what the machines applied.
     if (this.nodes.some((node) => node.gate.waitingCount() > 0 || node.gate.stats(this.nowMs).recordsWaiting > 0 || node.emptyPending)) return false;
     // A suspect replica refuses writes until its machine is told: it is not rebuilt yet.

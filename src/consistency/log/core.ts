@@ -32,6 +32,8 @@ export type LogCoreOptions = MachineOptions & {
   mode: LogMode;
   replicaSkipsApplied?: boolean;
   readLeases?: ReadLeaseOptions | null;
+  bootId?: string | null;
+  newNode?: boolean;
 } & Partial<LogTuning>;
 
 export class LogCore {
@@ -51,12 +53,21 @@ export class LogCore {
    * anyway), and only with three nodes or fewer, where a lease's ask and the leader are a majority.
    */
   readonly readLeases: ReadLeaseOptions | null;
+  /**
+   * The machine's boot (`wal_sync = write`): records written in this boot are all in the file,
+   * those of an earlier one may not be (see ./recovery.ts). Null: every record is fsynced.
+   */
+  readonly bootId: string | null;
 
   // Durable state.
   term = 0;
   votedFor: PeerId | null = null;
   incarnation = 0;
   readonly log: EntryLog;
+  /** The boot in which the persisted records were last known complete (see `bootId`). */
+  recordedBootId: string | null = null;
+  /** Our records hold everything we ever acknowledged: persisted as `bootId` with the hard state. */
+  recordsComplete = false;
 
   // Volatile state.
   role: LogRole = 'follower';
@@ -139,6 +150,7 @@ export class LogCore {
     this.majority = Math.floor((this.peers.length + 1) / 2) + 1;
     this.nowMs = options.nowMs;
     this.replicaSkipsApplied = options.replicaSkipsApplied ?? false;
+    this.bootId = options.bootId ?? null;
     const leases = options.readLeases ?? null;
     this.readLeases = leases !== null && this.mode === 'linearizability' && this.peers.length <= 2 ? leases : null;
     this.log = new EntryLog(this.readLeases !== null);
@@ -190,7 +202,13 @@ export class LogCore {
   }
 
   persistHardState(): void {
-    this.persist({ kind: 'hard', term: this.term, votedFor: this.votedFor, incarnation: this.incarnation, leaderReplicaEpoch: this.leaderReplicaEpoch }, false);
+    this.persist({ kind: 'hard', ...this.hardState() }, false);
+  }
+
+  /** The hard state as persisted, naming this boot once our records are known complete. */
+  private hardState(): { term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch: number; bootId?: string } {
+    const hard = { term: this.term, votedFor: this.votedFor, incarnation: this.incarnation, leaderReplicaEpoch: this.leaderReplicaEpoch };
+    return this.bootId !== null && this.recordsComplete ? { ...hard, bootId: this.bootId } : hard;
   }
 
   persistSnapshot(): void {
@@ -198,10 +216,7 @@ export class LogCore {
     this.persist(
       {
         kind: 'snapshot',
-        term: this.term,
-        votedFor: this.votedFor,
-        incarnation: this.incarnation,
-        leaderReplicaEpoch: this.leaderReplicaEpoch,
+        ...this.hardState(),
         snapshotIndex: this.log.snapshotIndex,
         snapshotTerm: this.log.snapshotTerm,
         entries: this.log.entries.slice(),

@@ -4,7 +4,8 @@
  * etcd-io/raft does), changes role (becomeLeader, becomeFollower, …), then applies what is
  * committed and checks the invariants. Each concern lives in its own part, which owns its state:
  * ./election.ts, ./replication.ts with ./progress.ts, ./read-index.ts, ./lease.ts, ./requests.ts,
- * ./turn.ts (the turn's buffers and forwards), ./transfer.ts, ./compaction.ts, ./replica.ts, ./restart.ts;
+ * ./turn.ts (the turn's buffers and forwards), ./transfer.ts, ./compaction.ts, ./replica.ts, ./restart.ts,
+ * ./recovery.ts;
  * the state they share is ./core.ts's, which this class extends.
  *
  * Invariants (asserted after every step): applied ≤ committed ≤ last index; applied ≥ the
@@ -25,6 +26,7 @@ import { ProgressTracker } from './progress.ts';
 import { ReadIndex } from './read-index.ts';
 import { Replication } from './replication.ts';
 import { ReplicaRepair } from './replica.ts';
+import { Recovery } from './recovery.ts';
 import { Requests } from './requests.ts';
 import { restoreDurableState } from './restart.ts';
 import { StateTransfer } from './transfer.ts';
@@ -62,6 +64,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly transfer: StateTransfer;
   private readonly turn: Turn;
   private readonly repair: ReplicaRepair;
+  private readonly recovery: Recovery;
   /** Read leases (./lease.ts), or null when off. */
   private readonly leases: ReadLeases | null;
   /** Linearizable reads this process started under a lease (for tests and the simulator). */
@@ -119,6 +122,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         },
         resetElectionTimer: () => this.election.resetTimer(),
         extendElectionTimer: () => this.election.extendTimer(),
+        accepted: (term, matchIndex) => this.recovery.noteMatched(term, matchIndex),
       },
       (to, minIndex) => this.transfer.start(to, minIndex),
       this.leases,
@@ -127,6 +131,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
+    // With fsync every record is on disk; without, only if written in this boot (or there are none yet).
+    this.recordsComplete = this.bootId === null || this.recordedBootId === this.bootId || options.newNode === true;
+    this.recovery = new Recovery(this, this.recordsComplete, { follow: (term, leader) => this.becomeFollower(term, leader) });
     this.start();
   }
 
@@ -138,6 +145,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.persistHardState();
     this.repair.restart();
     this.election.resetTimer();
+    this.recovery.start();
   }
 
   // ---------------------------------------------------------------- step
@@ -211,6 +219,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       caughtUp: this.caughtUp,
       lastLeaderContactMs: this.lastLeaderContactMs,
       leaseReads: this.leaseReads,
+      recovering: this.recovery.active,
       entryAt: (index) => (index > log.snapshotIndex && index <= log.lastIndex() ? log.entryAt(index) : null),
     };
   }
@@ -292,6 +301,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** Why this node cannot serve `op` (null: a read) now, a request already taken included. */
   private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
+    if (this.recovery.active) return refused('not_caught_up', 'recovering its log from the peers');
     if (!this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
     if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
     return null;
@@ -331,6 +341,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (message.kind !== 'pre_vote' && message.term > this.term + TERM_JUMP_MAX) {
       return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
     }
+    if (!this.recovery.admits(message)) return;
     if (!this.acceptTerm(from, message)) return;
     this.roleHandlers().step(from, message);
   }
@@ -424,6 +435,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         return this.transfer.onTransferRequest(from, message);
       case 'transfer_chunk':
         return this.transfer.onTransferChunk(from, message);
+      case 'recover':
+        return this.recovery.onRecover(from, message, () => this.progress.peerRestarted(from));
+      case 'recover_reply':
+        return this.recovery.onRecoverReply(from, message);
       default: {
         const never: never = message;
         assert.fail(`unknown message ${JSON.stringify(never)}`);
@@ -455,7 +470,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** A follower or (pre-)candidate that heard from no leader for an election timeout starts one. */
   private tickElection(): void {
-    if (this.election.isDue()) this.becomePreCandidate();
+    if (this.election.isDue() && !this.recovery.active) this.becomePreCandidate();
   }
 
   private tickAsLeader(): void {
@@ -550,6 +565,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** After every event: apply what is committed, serve reads that may go, compact. */
   private afterStep(): void {
+    this.recovery.afterStep();
     this.applyCommitted();
     this.requests.answerLostWrites();
     this.reads.serveReads();

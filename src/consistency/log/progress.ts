@@ -78,6 +78,17 @@ export class ProgressTracker {
     this.#byPeer.clear();
   }
 
+  /**
+   * The peer restarted without its unsynced records (see ./recovery.ts): what it acked may be
+   * gone, so nothing it acked before counts toward a commit again until it acks anew.
+   */
+  peerRestarted(peer: PeerId): void {
+    const progress = this.#byPeer.get(peer);
+    if (progress === undefined) return;
+    progress.matchIndex = 0;
+    progress.lastIndex = -1;
+  }
+
   get(peer: PeerId): Progress | undefined {
     return this.#byPeer.get(peer);
   }

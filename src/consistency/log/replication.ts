@@ -32,6 +32,8 @@ export interface ReplicationElection {
   resetElectionTimer(): void;
   /** Pushes the election back as a reset would, with the last draw: a ping draws no randomness. */
   extendElectionTimer(): void;
+  /** An append of `term` was accepted: our log matches its leader's up to `matchIndex` (see ./recovery.ts). */
+  accepted(term: number, matchIndex: number): void;
 }
 
 export class Replication {
@@ -93,6 +95,7 @@ export class Replication {
     this.core.lastLeaderContactMs = this.core.nowMs;
     this.election.resetElectionTimer();
     const reply = this.appendEntries(message);
+    if (reply.success) this.election.accepted(message.term, reply.matchIndex);
     // After the entries: a grant is used only once its index is known committed here.
     if (this.leases !== null && message.lease !== undefined) this.leases.onGrant(message.lease);
     if (message.quiet && reply.success) return;

@@ -36,6 +36,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
         core.votedFor = record.votedFor;
         core.incarnation = record.incarnation;
         core.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
+        core.recordedBootId = record.bootId ?? null;
         break;
       case 'entries':
         for (const entry of record.entries) {
@@ -58,6 +59,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
         core.votedFor = record.votedFor;
         core.incarnation = record.incarnation;
         core.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
+        core.recordedBootId = record.bootId ?? null;
         core.log.resetTo(record.snapshotIndex, record.snapshotTerm);
         for (const entry of record.entries) {
           if (!restoreEntry(core.log, entry)) skipped += 1;

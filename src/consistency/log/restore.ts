@@ -22,6 +22,8 @@ const isObject = (value: unknown): value is Fields => typeof value === 'object' 
 const isTerm = (value: unknown): value is number => isCount(value) && value <= TERM_MAX;
 const isOptionalCount = (value: unknown): boolean => value === undefined || isCount(value);
 const isOptionalBoolean = (value: unknown): boolean => value === undefined || typeof value === 'boolean';
+/** A boot id as Linux names one (a UUID), or any short printable name a test gives. */
+const isOptionalBootId = (value: unknown): boolean => value === undefined || (typeof value === 'string' && /^[\x21-\x7e]{1,64}$/.test(value));
 
 /** What a persisted record is judged against. */
 export interface RecordLimits {
@@ -73,7 +75,8 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
   if (!isObject(raw)) return { problem: 'record not an object' };
   switch (raw.kind) {
     case 'hard':
-      if (!isTerm(raw.term) || !isVotedFor(raw.votedFor, limits) || !isCount(raw.incarnation) || !isOptionalCount(raw.leaderReplicaEpoch)) {
+      if (!isTerm(raw.term) || !isVotedFor(raw.votedFor, limits) || !isCount(raw.incarnation) || !isOptionalCount(raw.leaderReplicaEpoch)
+        || !isOptionalBootId(raw.bootId)) {
         return { problem: 'hard: bad fields' };
       }
       return { record: raw as unknown as LogRecord, opsDropped: 0 };
@@ -92,7 +95,8 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
         : { problem: 'replica: bad fields' };
     case 'snapshot': {
       const hardValid =
-        isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch);
+        isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch)
+        && isOptionalBootId(raw.bootId);
       const snapshotValid = isCount(raw.snapshotIndex) && isTerm(raw.snapshotTerm)
         && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied) && isOptionalCount(raw.replicaStartOverIndex);
       if (!hardValid || !snapshotValid) return { problem: 'snapshot: bad fields' };

@@ -138,6 +138,10 @@ export type LogMessage =
    * write). `replicaEpoch`: the greatest replica epoch the asker has seen from its leader.
    */
   | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean; replicaEpoch?: number }
+  /** A node whose records may be incomplete asks each peer where the cluster stands (./recovery.ts). */
+  | { kind: 'recover'; term: number; nonce: number }
+  /** `leads`: the replier leads `term`; `lastIndex`: its log's last index; `recovering`: it is recovering too. */
+  | { kind: 'recover_reply'; term: number; nonce: number; recovering: boolean; leads: boolean; lastIndex: number }
   /**
    * One chunk of a replica as of `index` (whose entry has term `indexTerm`). `replicaEpoch`: the
    * sender's replica epoch when it read it. A node's epoch grows each time its replica is lost,
@@ -170,7 +174,8 @@ export type LogMessageKind = LogMessage['kind'];
 /** What a node writes to its write-ahead file; handed back in order on restart. */
 export type LogRecord =
   /** `leaderReplicaEpoch`: the greatest replica epoch seen from this term's leader (absent: 0). */
-  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch?: number }
+  /** `bootId`: the boot in which the file held every record this node wrote (absent: not known; see ./recovery.ts). */
+  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch?: number; bootId?: string }
   | { kind: 'entries'; entries: LogEntry[] }
   /** Entries from `fromIndex` on were removed (a conflicting suffix). */
   | { kind: 'truncate'; fromIndex: number }
@@ -181,6 +186,7 @@ export type LogRecord =
       votedFor: PeerId | null;
       incarnation: number;
       leaderReplicaEpoch?: number;
+      bootId?: string;
       snapshotIndex: number;
       snapshotTerm: number;
       entries: LogEntry[];

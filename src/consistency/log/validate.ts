@@ -204,6 +204,12 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
         : 'transfer_request: bad fields';
     case 'transfer_chunk':
       return transferChunkProblem(value, limits);
+    case 'recover':
+      return isCount(value.nonce) ? null : 'recover: bad fields';
+    case 'recover_reply':
+      return isCount(value.nonce) && isBoolean(value.recovering) && isBoolean(value.leads) && isCount(value.lastIndex)
+        ? null
+        : 'recover_reply: bad fields';
     default:
       return 'unknown message kind';
   }

@@ -1,0 +1,159 @@
+/**
+ * Recovery of a node whose records may be incomplete (`wal_sync = write` after the machine lost
+ * power, or a lost disk), as in Viewstamped Replication Revisited §4.3: until it has learnt from a
+ * majority of its peers the current term and its leader, and holds that leader's log up to where
+ * it stood then, it neither votes nor campaigns nor acknowledges, so a vote or an entry it forgot
+ * can never count twice. Safe while one machine at a time loses its unsynced records; see
+ * docs/failures.md#the-write-ahead-file. Records are known complete in the boot that wrote them
+ * (`bootId`, persisted with the hard state once recovered).
+ *
+ * Owns: the round (nonce, replies), the target (leader, term, index). The machine gates messages
+ * through `admits` and asks `active` before serving, voting or campaigning.
+ */
+
+import type { PeerId } from '../types.ts';
+import type { LogCore } from './core.ts';
+import type { LogMessage } from './types.ts';
+
+type RecoverReply = Extract<LogMessage, { kind: 'recover_reply' }>;
+
+/** The leader whose log a recovering node copies, and how far. */
+interface Target {
+  leader: PeerId;
+  term: number;
+  index: number;
+}
+
+export class Recovery {
+  /** Recovering: the node's records may miss what it once acknowledged. */
+  active: boolean;
+  private nonce = 0;
+  private readonly replies = new Map<PeerId, RecoverReply>();
+  private target: Target | null = null;
+  private nextAskMs = Number.NEGATIVE_INFINITY;
+  /** The greatest index this node acknowledged to the target's leader in its term. */
+  private matched = 0;
+  /**
+   * It gave up recovering because every peer was recovering too: until it knows a leader, it
+   * answers as if still recovering, so the others give up as well rather than wait on it.
+   */
+  private unsettled = false;
+
+  constructor(
+    private readonly core: LogCore,
+    trusted: boolean,
+    private readonly roles: { follow(term: number, leader: PeerId | null): void },
+  ) {
+    this.active = !trusted;
+  }
+
+  /** Starts recovery at boot when the records are not known complete. */
+  start(): void {
+    if (!this.active) return;
+    this.core.note('warn', 'records may be incomplete (written without fsync before this boot): recovering from the peers', {
+      term: this.core.term, lastIndex: this.core.log.lastIndex(),
+    });
+    if (this.core.peers.length === 0) this.finish('a single node: nothing to recover from');
+    else this.ask();
+  }
+
+  /**
+   * Whether a peer message may be acted on while recovering: before a target is known, only the
+   * recovery exchange (a stale term could make it acknowledge a deposed leader); then everything
+   * but votes (its log may lack entries it once acknowledged).
+   */
+  admits(message: LogMessage): boolean {
+    if (!this.active || message.kind === 'recover' || message.kind === 'recover_reply') return true;
+    if (this.target === null) return false;
+    return message.kind !== 'vote' && message.kind !== 'pre_vote';
+  }
+
+  /** A peer asks (any state): tell it our term, whether we lead, how far our log goes. */
+  onRecover(from: PeerId, message: Extract<LogMessage, { kind: 'recover' }>, onPeerRestarted: () => void): void {
+    const core = this.core;
+    if (!this.active && core.role === 'leader') onPeerRestarted();
+    const recovering = this.active || this.unsettled;
+    core.send(from, {
+      kind: 'recover_reply', term: core.term, nonce: message.nonce, recovering,
+      leads: !recovering && core.role === 'leader', lastIndex: core.log.lastIndex(),
+    });
+  }
+
+  onRecoverReply(from: PeerId, message: RecoverReply): void {
+    if (!this.active || message.nonce !== this.nonce) return;
+    this.replies.set(from, message);
+    if (this.target === null) this.decide();
+  }
+
+  /** An append of `term` was accepted up to `matchIndex`. */
+  noteMatched(term: number, matchIndex: number): void {
+    if (this.active && this.target !== null && term === this.target.term) this.matched = Math.max(this.matched, matchIndex);
+  }
+
+  /** After each step: done once the log holds the target leader's up to its index; else re-ask when due. */
+  afterStep(): void {
+    if (this.unsettled && this.core.leader !== null) this.unsettled = false;
+    if (!this.active) return;
+    const core = this.core;
+    const target = this.target;
+    if (target !== null && core.term === target.term && core.leader === target.leader) {
+      if (this.matched >= target.index) this.finish('holds the leader\'s log');
+      return;
+    }
+    if (target !== null) this.target = null; // the term moved on: ask again
+    if (core.nowMs >= this.nextAskMs) this.ask();
+  }
+
+  private ask(): void {
+    this.nonce += 1;
+    this.replies.clear();
+    this.target = null;
+    this.matched = 0;
+    this.nextAskMs = this.core.nowMs + this.core.heartbeatIntervalMs * 2;
+    for (const peer of this.core.peers) this.core.send(peer, { kind: 'recover', term: this.core.term, nonce: this.nonce });
+  }
+
+  /**
+   * A majority of peers that are not recovering, and among them the leader of the greatest term:
+   * follow it until our log holds its log as it stood. Every peer recovering: more than one
+   * machine lost its records, and nobody can do better than what the nodes hold; continue with
+   * that, and say so.
+   */
+  private decide(): void {
+    const core = this.core;
+    const replies = [...this.replies.values()];
+    const sound = replies.filter((reply) => !reply.recovering);
+    if (sound.length >= core.majority) {
+      const term = Math.max(core.term, ...sound.map((reply) => reply.term));
+      const leaderEntry = [...this.replies].find(([, reply]) => !reply.recovering && reply.leads && reply.term === term);
+      if (leaderEntry !== undefined) return this.copyFrom(leaderEntry[0], term, leaderEntry[1].lastIndex);
+    }
+    if (replies.length === core.peers.length && sound.length === 0) {
+      const term = Math.max(core.term, ...replies.map((reply) => reply.term));
+      if (term > core.term) this.roles.follow(term, null);
+      this.unsettled = true;
+      this.finish('every peer is recovering too: continuing with what the nodes hold');
+    }
+  }
+
+  private copyFrom(leader: PeerId, term: number, index: number): void {
+    const core = this.core;
+    this.roles.follow(term, leader);
+    if (core.votedFor === null) {
+      // We may have voted in this term before we lost the record of it: vote for no one else.
+      core.votedFor = leader;
+      core.persistHardState();
+    }
+    this.target = { leader, term, index };
+    core.note('info', 'recovering: copying the leader\'s log', { leader, term, index });
+  }
+
+  private finish(why: string): void {
+    this.active = false;
+    this.target = null;
+    this.replies.clear();
+    this.core.recordsComplete = true;
+    this.core.persistHardState();
+    this.core.note(why.startsWith('every') ? 'warn' : 'info', `recovered: ${why}`, { term: this.core.term, lastIndex: this.core.log.lastIndex() });
+  }
+}
