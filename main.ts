@@ -36,6 +36,11 @@ async function main(argv: string[]): Promise<number> {
       hidden: true,
       describe: 'testing only: serve every op locally without replicating (a deliberately broken cluster)',
     })
+    .option('rejoin', {
+      type: 'boolean',
+      default: false,
+      describe: 'ordered modes: this node lost its data_dir; recover its log from the peers before taking part (a node without files otherwise starts as new)',
+    })
     .option('cli', { type: 'boolean', default: false, describe: 'run the interactive client' })
     .option('i', { alias: 'host', type: 'string', default: '127.0.0.1', describe: 'client mode: controller host' })
     .option('e', { alias: 'execute', type: 'string', array: true, describe: 'client mode: run these commands and exit' })
@@ -60,6 +65,7 @@ async function main(argv: string[]): Promise<number> {
     store: args.kvtype,
     mode: args.cons,
     replication: !args['unsafe-no-replication'],
+    rejoin: args.rejoin,
   });
 }
 

@@ -41,6 +41,8 @@ export interface ControllerOptions {
   log: Logger;
   /** Testing: run the mode without replication. */
   replication?: boolean;
+  /** The node lost its data_dir (--rejoin): the replicated log recovers from its peers first. */
+  rejoin?: boolean;
   /** Testing: a file whose number of ms delays every write-ahead fsync (see FSYNC_DELAY_FILE_ENV). */
   fsyncDelayFile?: string | null;
   /**

@@ -45,6 +45,8 @@ export type ReplicatedLogOptions = MachineOptions & {
   bootId?: string | null;
   /** Its write-ahead file did not exist before this start: a new node, it never acknowledged anything. */
   newNode?: boolean;
+  /** It lost its write-ahead file (`--rejoin`): whatever it holds, it recovers from its peers first. */
+  rejoin?: boolean;
 } & Partial<LogTuning>;
 
 /** A read-only view of the machine's state, for tests and the simulator. */

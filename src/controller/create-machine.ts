@@ -45,6 +45,8 @@ export interface LogExtras {
   bootId: string | null;
   /** The write-ahead file did not exist before this start. */
   newNode: boolean;
+  /** The node lost its data_dir (--rejoin). */
+  rejoin: boolean;
 }
 
 export function createMachine(
@@ -52,7 +54,7 @@ export function createMachine(
   replication: boolean,
   compactAfterEntries: number,
   options: MachineOptions,
-  log: LogExtras = { readLeases: null, bootId: null, newNode: false },
+  log: LogExtras = { readLeases: null, bootId: null, newNode: false, rejoin: false },
 ): Machine<unknown> {
   if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
   switch (mode) {

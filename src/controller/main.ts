@@ -28,6 +28,8 @@ export interface ControllerCommand {
   mode?: string;
   /** false only for --unsafe-no-replication (tests). */
   replication: boolean;
+  /** --rejoin: the node lost its data_dir and must recover its log from its peers. */
+  rejoin?: boolean;
 }
 
 /** Starts the controller; resolves with the exit code: 0 once a signal has stopped it, 1 at once if it cannot go on. */
@@ -56,6 +58,7 @@ export async function runController(command: ControllerCommand): Promise<number>
   });
   const options: ControllerOptions = {
     config, node, mode, backend, backendAddress, log, replication: command.replication, fsyncDelayFile, fatal: reportFatal,
+    rejoin: command.rejoin ?? false,
   };
   const controller = await Promise.race([Controller.start(options, (hooks) => createParts(options, hooks)), fatal]);
   if (typeof controller === 'number') return controller;

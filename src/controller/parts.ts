@@ -91,7 +91,10 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     whenDurable: hooks.whenDurable,
   });
   const walOwner = { clusterId: config.clusterId, nodeId: node.id };
-  const newNode = !existsSync(walFile);
+  // A node with no file is new, unless it lost its files (--rejoin).
+  const rejoin = options.rejoin === true;
+  const newNode = !existsSync(walFile) && !rejoin;
+  const bootId = config.walSync === 'write' ? machineBootId() : null;
   const persisted = WriteAheadFile.read(walFile, walOwner);
   const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
   const { tornBytesCut } = writeAhead.opened;
@@ -107,7 +110,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     nowMs: clockMs(),
     refuseStore: (op, version) => memory.refusal(op, version),
     valueBytesMax: config.valueBytesMax,
-  }, { readLeases: config.readLeases, bootId: config.walSync === 'write' ? machineBootId() : null, newNode });
+  }, { readLeases: config.readLeases, bootId, newNode, rejoin });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
     ? null

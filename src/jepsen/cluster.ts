@@ -287,8 +287,8 @@ export class Cluster {
     return path.join(this.dir, 'logs', `${name}.out`);
   }
 
-  /** Starts (or restarts) one controller process and waits until it answers. */
-  async startController(id: string): Promise<void> {
+  /** Starts (or restarts) one controller process, with `extraArgs` on its command line, and waits until it answers. */
+  async startController(id: string, extraArgs: readonly string[] = []): Promise<void> {
     const node = this.node(id);
     const args = [
       ...this.options.controllerNodeArgs,
@@ -303,6 +303,7 @@ export class Cluster {
       this.options.backend,
       '-cons',
       this.options.mode,
+      ...extraArgs,
     ];
     if (!this.options.replication) args.push('--unsafe-no-replication');
     const env: NodeJS.ProcessEnv = { ...process.env, MCKV_BOOT_ID: `${path.basename(this.dir)}-${id}-boot${this.bootOf(id)}` };

@@ -34,6 +34,7 @@ export type LogCoreOptions = MachineOptions & {
   readLeases?: ReadLeaseOptions | null;
   bootId?: string | null;
   newNode?: boolean;
+  rejoin?: boolean;
 } & Partial<LogTuning>;
 
 export class LogCore {

@@ -131,8 +131,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
-    // With fsync every record is on disk; without, only if written in this boot (or there are none yet).
-    this.recordsComplete = this.bootId === null || this.recordedBootId === this.bootId || options.newNode === true;
+    // With fsync every record is on disk; without, only if written in this boot (or there are none
+    // yet); never after the node lost its files.
+    const complete = this.bootId === null || this.recordedBootId === this.bootId || options.newNode === true;
+    this.recordsComplete = complete && options.rejoin !== true;
     this.recovery = new Recovery(this, this.recordsComplete, { follow: (term, leader) => this.becomeFollower(term, leader) });
     this.start();
   }
