@@ -145,7 +145,7 @@ export class ControllerMetrics {
     const snapshot = (): Snapshot => this.snapshot();
     new Gauge({
       name: 'mckv_role',
-      help: 'This controller\'s role (1 for the current one): leader, follower, candidate (ordered modes), peer (eventual).',
+      help: 'This controller\'s role (1 for the current one): leader, follower, pre_candidate, candidate, recovering (ordered modes), peer (eventual, causal).',
       labelNames: ['role', 'mode'],
       registers,
       collect() {

@@ -197,7 +197,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   status(): MachineStatus {
     return {
       mode: this.mode,
-      role: this.role,
+      // Shown as its own role: a recovering node takes no part yet (./recovery.ts).
+      role: this.recovery.active ? 'recovering' : this.role,
       term: this.term,
       leader: this.leader,
       committed: String(this.commitIndex),
