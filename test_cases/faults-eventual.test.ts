@@ -22,6 +22,7 @@ import {
   acceptableFinalValues, describeRecords, eventually, nowMs, readKeys, RecordingClient, sleep,
   startWorkload, waitForAgreement, type OpRecord,
 } from './support/fault-kit.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const HEARTBEAT_INTERVAL_MS = 50;
 const FAILURE_TIMEOUT_MS = 500;
@@ -104,7 +105,7 @@ function writtenValues(records: readonly OpRecord[], key: string): Set<string | 
 function startOwnKeyWriters(cluster: Cluster, recorder: HistoryRecorder, records: OpRecord[], clients: RecordingClient[]): { stop(): Promise<void> } {
   const stop = new AbortController();
   const runs = OWN_KEYS.map(async (key, index) => {
-    const node = cluster.nodes[index % cluster.nodes.length];
+    const node = itemAt(cluster.nodes, index % cluster.nodes.length);
     const writer = new RecordingClient({ recorder, records, client: 50 + index, node: node.id, port: node.clientPort, callTimeoutMs: CALL_TIMEOUT_MS });
     clients.push(writer);
     for (let counter = 1; counter <= 5000 && !stop.signal.aborted; counter++) {

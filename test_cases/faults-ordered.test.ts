@@ -28,6 +28,7 @@ import {
   staleMinorityReads, startWorkload, timeToServeWriteMs, waitForAgreement, writesAcknowledgedWithin,
   type Eventually, type OpRecord, type Workload,
 } from './support/fault-kit.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 type OrderedMode = 'linearizability' | 'sequential';
 type Fault = 'leader-kill' | 'follower-kill' | 'leader-pause' | 'leader-isolate' | 'memcached-restart';
@@ -107,7 +108,7 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   // The reader of the seeded keys on the target sees them all before the restart, so any absent
   // answer after it is its own session going back in time (a violation in both modes).
   const rebuildReader = fault === 'memcached-restart' ? client(PROBE_CLIENT_BASE + 20, target) : null;
-  if (rebuildReader) await seed(client(PROBE_CLIENT_BASE + 50, majority[0]), rebuildReader);
+  if (rebuildReader) await seed(client(PROBE_CLIENT_BASE + 50, itemAt(majority, 0)), rebuildReader);
 
   running.workload = startWorkload({
     cluster, recorder, records, keys: KEYS, clientsPerNode: 2, writeShare: 0.5,
@@ -128,7 +129,7 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   const healMs = nowMs();
   await heal(cluster, fault, target);
   const returning = client(PROBE_CLIENT_BASE + 30, target);
-  const targetServing = await eventually(async () => (await returning.read(KEYS[0])).outcome, (outcome) => outcome === 'ok', { timeoutMs: 2 * SERVE_BOUND_MS });
+  const targetServing = await eventually(async () => (await returning.read(itemAt(KEYS, 0))).outcome, (outcome) => outcome === 'ok', { timeoutMs: 2 * SERVE_BOUND_MS });
   await sleep(300);
   await running.workload.stop();
   running.workload = null;
@@ -162,8 +163,8 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   if (fault === 'memcached-restart') {
     const lostSeeds = records.filter((record) => record.client === PROBE_CLIENT_BASE + 20 && record.startMs >= faultMs
       && record.outcome === 'ok' && record.value !== `seed-${record.key}`);
-    const firstLostMs = lostSeeds.length > 0 ? Math.round(lostSeeds[0].startMs - faultMs) : null;
-    const lastLostMs = lostSeeds.length > 0 ? Math.round(lostSeeds[lostSeeds.length - 1].endMs - faultMs) : null;
+    const firstLostMs = lostSeeds.length > 0 ? Math.round(itemAt(lostSeeds, 0).startMs - faultMs) : null;
+    const lastLostMs = lostSeeds.length > 0 ? Math.round(itemAt(lostSeeds, lostSeeds.length - 1).endMs - faultMs) : null;
     expect.soft(lostSeeds, `${mode} ${fault}: ${target} answered ${lostSeeds.length} reads of seeded keys with a value they never had (absent) ` +
       `to the client that had read them all there before the restart, instead of refusing while its emptied memcached was rebuilt; the first was invoked ${firstLostMs} ms and the last answered ${lastLostMs} ms after the restart began:\n${describeRecords(lostSeeds, 4)}`).toEqual([]);
     expect.soft(rebuild?.ok, `${mode} ${fault}: ${target}'s replica was not rebuilt from its peers within ${4 * SERVE_BOUND_MS} ms; last reads:\n${rebuild?.value ?? ''}`).toBe(true);
@@ -250,8 +251,8 @@ async function waitForRebuild(reader: RecordingClient, faultMs: number): Promise
  */
 async function checkMinorityRefuses(mode: OrderedMode, minority: RecordingClient, cutMs: number): Promise<OpRecord[]> {
   await sleep(Math.max(0, cutMs + 2 * FAILURE_TIMEOUT_MS - nowMs()));
-  const read = await minority.read(KEYS[0]);
-  const write = await minority.write(KEYS[1], `minority-${mode}`);
+  const read = await minority.read(itemAt(KEYS, 0));
+  const write = await minority.write(itemAt(KEYS, 1), `minority-${mode}`);
   return [read, write];
 }
 
