@@ -10,3 +10,13 @@ export function must<T>(value: T | undefined, what: string): T {
   if (value === undefined) throw new Error(`expected ${what}, found nothing`);
   return value;
 }
+
+/** A tuple of `Count` items of type `Item`. */
+export type Tuple<Item, Count extends number, Built extends Item[] = []> =
+  Built['length'] extends Count ? Built : Tuple<Item, Count, [...Built, Item]>;
+
+/** `items`, which the test knows holds exactly `count` of them, as a tuple it can destructure. */
+export function exactly<Item, Count extends number>(items: readonly Item[], count: Count): Tuple<Item, Count> {
+  if (items.length !== count) throw new Error(`expected ${count} items, found ${items.length}`);
+  return [...items] as Tuple<Item, Count>;
+}
