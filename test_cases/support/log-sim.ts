@@ -86,6 +86,7 @@ import {
 import { mulberry32 } from '../../src/runtime/random.ts';
 import { refusalText, refused } from '../../src/protocol/refusals.ts';
 import { certainlyInvalid } from './junk.ts';
+import { itemAt } from '../../src/runtime/item-at.ts';
 
 export { mulberry32 };
 
@@ -683,7 +684,7 @@ export class LogSimulation {
       node.replicaLost = true;
     }
     this.result.crashes += 1;
-    for (const request of node.requests.values()) this.clients[request.client].busy = false;
+    for (const request of node.requests.values()) itemAt(this.clients, request.client).busy = false;
     for (const client of this.clients) {
       if (client.node !== node.id) continue;
       // The connection broke: a new session starts elsewhere.
@@ -1222,8 +1223,9 @@ export class LogSimulation {
   private valueAt(key: string, index: number): string | null {
     const changes = this.history.get(key) ?? [];
     for (let at = changes.length - 1; at >= 0; at -= 1) {
-      if (changes[at].index <= index) {
-        const entry = changes[at].entry;
+      const change = itemAt(changes, at);
+      if (change.index <= index) {
+        const entry = change.entry;
         return isLive(entry, 0) ? entry.value.toString() : null;
       }
     }
@@ -1235,7 +1237,7 @@ export class LogSimulation {
     const position = node.replicaIndex;
     if (position === null) throw new Error(`${node.id} reads from an unknown replica`);
     this.advanceReference(position);
-    const key = op.keys[0];
+    const key = itemAt(op.keys, 0);
     const entry = node.replica.get(key);
     const value = isLive(entry, 0) ? entry.value.toString() : null;
     if (value !== this.valueAt(key, position)) throw new Error(`${node.id} read ${key}=${value} at ${position}, reference differs`);
@@ -1252,7 +1254,7 @@ export class LogSimulation {
       const live = this.nodes.filter((node) => node.machine !== null);
       if (live.length === 0) continue;
       const sticky = this.options.mode === 'sequential' ? live.find((node) => node.id === client.node) : undefined;
-      const node = sticky ?? live[Math.floor(this.random() * live.length)];
+      const node = sticky ?? itemAt(live, Math.floor(this.random() * live.length));
       if (this.options.mode === 'sequential') client.node = node.id;
       const op = this.randomOp();
       const requestId = asRequestId(node.nextRequestId++);
@@ -1264,7 +1266,7 @@ export class LogSimulation {
   }
 
   private randomOp(): Op {
-    const key = KEYS[Math.floor(this.random() * KEYS.length)];
+    const key = itemAt(KEYS, Math.floor(this.random() * KEYS.length));
     const roll = this.random();
     if (roll < 0.4) return { kind: 'get', keys: [key] };
     if (roll < 0.6) {
@@ -1288,7 +1290,7 @@ export class LogSimulation {
     if (this.killedAtMs !== null && this.firstWriteAfterKillMs === null && position !== null && request.op.kind !== 'get') {
       this.firstWriteAfterKillMs = this.nowMs;
     }
-    const client = this.clients[request.client];
+    const client = itemAt(this.clients, request.client);
     client.busy = false;
     client.nextMs = this.nowMs + Math.floor(this.random() * 30);
     if (reply.kind === 'refused') {
@@ -1315,7 +1317,7 @@ export class LogSimulation {
     const draw = (spanMs: number): number => Math.floor(this.random() * (spanMs + 1));
     const schedule: Disruption[] = this.ids.map((_, node) => ({ atMs: EMPTY_ALL_LEAD_MS + draw(emptyAll.windowMs), kind: 'empty', node }));
     if (emptyAll.crash !== 'none') {
-      const victim = schedule[Math.floor(this.random() * schedule.length)];
+      const victim = itemAt(schedule, Math.floor(this.random() * schedule.length));
       const offsetMs = 1 + draw(EMPTY_ALL_LEAD_MS - 1);
       schedule.push({ atMs: victim.atMs + (emptyAll.crash === 'before' ? -offsetMs : offsetMs), kind: 'crash', node: victim.node });
     }
@@ -1343,10 +1345,10 @@ export class LogSimulation {
       this.disruptionAnchorMs = null;
       for (const disruption of this.disruptions) disruption.atMs += this.nowMs;
     }
-    while (this.disruptions.length > 0 && this.disruptions[0].atMs <= this.nowMs) {
+    while (this.disruptions.length > 0 && itemAt(this.disruptions, 0).atMs <= this.nowMs) {
       const next = this.disruptions.shift();
       if (next === undefined) break;
-      const node = this.nodes[next.node];
+      const node = itemAt(this.nodes, next.node);
       if (next.kind === 'empty') this.emptyReplica(node);
       else if (node.machine !== null) this.crash(node);
     }
@@ -1473,10 +1475,10 @@ export class LogSimulation {
     if (perStep(this.rates.crashPerSecond)) {
       // Half the crashes wait for a node with records no fsync covers yet (see crashExposed).
       if (this.random() < 0.5) this.crashArmed = true;
-      else if (this.mayLoseReplica()) this.crash(this.nodes[Math.floor(this.random() * this.nodes.length)]);
+      else if (this.mayLoseReplica()) this.crash(itemAt(this.nodes, Math.floor(this.random() * this.nodes.length)));
     }
     if (perStep(this.rates.backendResetPerSecond)) {
-      const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+      const node = itemAt(this.nodes, Math.floor(this.random() * this.nodes.length));
       if (this.mayLoseReplica()) {
         if (node.machine === null) this.emptyNow(node);
         else this.emptyOnceIssued(node, () => this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true }));
@@ -1503,7 +1505,7 @@ export class LogSimulation {
       this.cut.clear();
       return;
     }
-    const isolated = this.ids[Math.floor(this.random() * this.ids.length)];
+    const isolated = itemAt(this.ids, Math.floor(this.random() * this.ids.length));
     const oneWay = this.random() < 0.3;
     for (const other of this.ids) {
       if (other === isolated) continue;
