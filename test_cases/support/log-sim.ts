@@ -8,7 +8,8 @@
  * in-memory write-ahead file: records appended in a turn go out as one batch at its end, one batch
  * per node in flight (group commit; each, a compaction included, durable 1–3 ms later); every other
  * effect issued after a record not yet durable (or after a held effect) is held, in order, until it
- * is (but a send marked `beforeDurable`: a leader's ping, its pong). A backend reset is acknowledged, and an emptied backend noticed, only once what was issued
+ * is (but a send marked `beforeDurable`: a leader's ping, its pong). A backend reset is acknowledged,
+ * and an emptied backend noticed, only once what was issued
  * before it ran, as the controller does. A crash loses the records not yet durable and every held
  * effect. Half the crashes wait for the end of a turn in which a node wrote records not yet
  * durable (a leader first): that window is short, and it is where the ordering matters.
@@ -498,13 +499,21 @@ export class LogSimulation {
     this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
     this.pingRandom = mulberry32((options.seed ^ 0x3c6ef372) >>> 0);
     this.clockRandom = mulberry32((options.seed ^ 0x510e527f) >>> 0);
-    const driftPpm = options.readLeases === undefined || options.readLeases === null ? 0 : (options.clockDriftPpm ?? options.readLeases.clockDriftPpmMax);
+    const driftPpm =
+      options.readLeases === undefined || options.readLeases === null ? 0 : (options.clockDriftPpm ?? options.readLeases.clockDriftPpmMax);
     this.requestBoundMs = Math.ceil(REQUEST_BOUND_MS / (1 - driftPpm / 1_000_000));
     const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
-    this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0 };
+    this.clients = Array.from({ length: options.clients }, (_, session) => ({
+      busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0,
+    }));
+    this.result = {
+      seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0,
+      heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null,
+      convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0,
+      crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0,
+    };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -1095,7 +1104,8 @@ export class LogSimulation {
     }
     if (this.junkRandom() < (this.options.junkRate ?? 0)) {
       const junk = certainlyInvalid(message as unknown as Record<string, unknown>, this.junkRandom, ['term']) as LogMessage;
-      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.junkRandom() * this.rates.delayMaxMs), from, to, message: junk, junk: true });
+      const atMs = this.nowMs + 1 + Math.floor(this.junkRandom() * this.rates.delayMaxMs);
+      this.flights.push({ atMs, from, to, message: junk, junk: true });
     }
   }
 
@@ -1441,7 +1451,9 @@ export class LogSimulation {
     this.reference.clear();
     this.referenceIndex = index;
     this.referenceReplies.length = Math.min(this.referenceReplies.length, index + 1);
-    for (const [key, changes] of this.history) this.history.set(key, [...changes.filter((change) => change.index < index), { index, entry: undefined }]);
+    for (const [key, changes] of this.history) {
+      this.history.set(key, [...changes.filter((change) => change.index < index), { index, entry: undefined }]);
+    }
   }
 
   private onWriteAcked(request: InFlightRequest, index: number): void {
@@ -1540,7 +1552,9 @@ export class LogSimulation {
     const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
     if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid)) return false;
     // Nothing may still wait for an fsync: the replicas must hold what the machines applied.
-    if (this.nodes.some((node) => node.gate.waitingCount() > 0 || node.gate.stats(this.nowMs).recordsWaiting > 0 || node.emptyPending)) return false;
+    if (this.nodes.some((node) => node.gate.waitingCount() > 0 || node.gate.stats(this.nowMs).recordsWaiting > 0 || node.emptyPending)) {
+      return false;
+    }
     // A suspect replica refuses writes until its machine is told: it is not rebuilt yet.
     if (this.nodes.some((node) => this.distrusted(node))) return false;
     const leaders = views.filter((view) => view?.role === 'leader');
