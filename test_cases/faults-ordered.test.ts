@@ -92,12 +92,16 @@ describe.each(MODES)('%s under real faults', (mode) => {
 });
 
 async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
-  const cluster = await Cluster.start({ mode, proxies: true, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, keepDir: true });
+  const cluster = await Cluster.start({
+    mode, proxies: true, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, keepDir: true,
+  });
   running.cluster = cluster;
   const recorder = new HistoryRecorder();
   const records: OpRecord[] = [];
   const client = (number: number, node: string): RecordingClient => {
-    const recording = new RecordingClient({ recorder, records, client: number, node, port: cluster.node(node).clientPort, callTimeoutMs: CALL_TIMEOUT_MS });
+    const recording = new RecordingClient({
+      recorder, records, client: number, node, port: cluster.node(node).clientPort, callTimeoutMs: CALL_TIMEOUT_MS,
+    });
     running.clients.push(recording);
     return recording;
   };
@@ -137,7 +141,9 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   const acceptable = (key: string): Set<string | null> => acceptableFinalValues(records, key);
   // Probe writes were acknowledged during the fault; seeds must survive the memcached restart.
   const judgedKeys = [...KEYS, ...majority.map((_, index) => `fk-probe-${index}`), ...(rebuildReader ? SEED_KEYS : [])];
-  const agreement = await waitForAgreement(cluster, judgedKeys, { timeoutMs: 2 * SERVE_BOUND_MS, callTimeoutMs: CALL_TIMEOUT_MS, acceptable });
+  const agreement = await waitForAgreement(cluster, judgedKeys, {
+    timeoutMs: 2 * SERVE_BOUND_MS, callTimeoutMs: CALL_TIMEOUT_MS, acceptable,
+  });
   const finals = await finalReads(cluster, client, judgedKeys);
   const check = checkRecorded(mode, recorder, 20_000);
 
@@ -277,7 +283,11 @@ function assertMinority(
 }
 
 /** Every controller reads every key once, recorded, for the checker; returns the failures. */
-async function finalReads(cluster: Cluster, client: (number: number, node: string) => RecordingClient, keys: readonly string[]): Promise<string[]> {
+async function finalReads(
+  cluster: Cluster,
+  client: (number: number, node: string) => RecordingClient,
+  keys: readonly string[],
+): Promise<string[]> {
   const failures: string[] = [];
   await Promise.all(cluster.nodes.map(async (node, index) => {
     const reader = client(FINAL_CLIENT_BASE + index, node.id);

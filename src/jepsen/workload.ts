@@ -258,7 +258,9 @@ async function recordCall(
     if (outcome === 'info') context.connection.drop(result.client);
     if (outcome !== 'ok') error = result.reply.lines.find((line) => errorReply.test(line)) ?? `unexpected reply ${result.reply.lines[0] ?? ''}`;
   }
-  const record: CallRecord = { client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome };
+  const record: CallRecord = {
+    client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome,
+  };
   if (error !== undefined) record.error = error;
   options.calls.push(record);
   return result.kind === 'reply' && outcome === 'ok' ? result.reply : null;

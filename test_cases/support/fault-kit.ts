@@ -341,7 +341,11 @@ export function describeRecords(records: readonly OpRecord[], limit = 8): string
 }
 
 /** One `get` of every key on one controller; a value, null for absent, or the error. */
-export async function readKeys(port: number, keys: readonly string[], timeoutMs: number): Promise<Array<{ ok: true; value: string | null } | { ok: false; error: string }>> {
+export async function readKeys(
+  port: number,
+  keys: readonly string[],
+  timeoutMs: number,
+): Promise<Array<{ ok: true; value: string | null } | { ok: false; error: string }>> {
   let client: TextClient | null = null;
   try {
     client = await TextClient.connect('127.0.0.1', port, timeoutMs);
