@@ -23,15 +23,6 @@ export default tseslint.config(
       'max-len': ['error', { code: 140, ignoreStrings: true, ignoreTemplateLiterals: true, ignoreRegExpLiterals: true, ignoreUrls: true }],
     },
   },
-  // Files under rework elsewhere (the controller's durability gate, the bulk workload and load
-  // generator options, the fault runner's attack tests, the log simulator): wrapped once it lands.
-  {
-    files: [
-      'src/jepsen/workload.ts', 'bench/loadgen.ts', 'bench/cli.ts', 'test_cases/faults-*.test.ts',
-      'test_cases/support/fault-kit.ts', 'test_cases/support/log-sim.ts',
-    ],
-    rules: { 'max-len': 'off' },
-  },
   // Layers: the store and the wire protocol know nothing of the consistency modes above them.
   {
     files: ['src/store/**/*.ts', 'src/protocol/**/*.ts'],

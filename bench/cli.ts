@@ -77,7 +77,12 @@ without them those targets are skipped. etcd is driven through the etcd3 client 
 type Parsed = { kind: 'run'; settings: BenchSettings } | { kind: 'help' } | { kind: 'invalid'; message: string };
 
 /** A comma-separated list, each item parsed and kept once (by `identity`), or what is wrong with it. */
-function parseList<T>(text: string, parse: (item: string) => T | null, what: string, options: { identity?: (item: T) => unknown; expected?: string } = {}): T[] | string {
+function parseList<T>(
+  text: string,
+  parse: (item: string) => T | null,
+  what: string,
+  options: { identity?: (item: T) => unknown; expected?: string } = {},
+): T[] | string {
   const identity = options.identity ?? ((item: T) => item);
   const items: T[] = [];
   for (const raw of text.split(',').map((item) => item.trim()).filter((item) => item !== '')) {
@@ -178,7 +183,10 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
   const started: Started = { running: [], unavailable: [] };
   for (const name of settings.targets) {
     process.stdout.write(`starting ${targetLabel(name)} … `);
-    const outcome = await startTarget(name, { dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs, walSync: settings.walSync, cpuScheduling: settings.cpuScheduling, readLeases: settings.readLeases });
+    const outcome = await startTarget(name, {
+      dir, protocol: settings.protocol, heartbeatIntervalMs: settings.heartbeatIntervalMs, failureTimeoutMs: settings.failureTimeoutMs,
+      walSync: settings.walSync, cpuScheduling: settings.cpuScheduling, readLeases: settings.readLeases,
+    });
     if (outcome.kind === 'started') {
       started.running.push(outcome.target);
       console.log(`ports ${outcome.target.ports.join(', ')}, pids ${outcome.target.processes().map(({ label, pid }) => `${pid} (${label})`).join(', ')}`);
@@ -195,7 +203,12 @@ async function startTargets(settings: BenchSettings, dir: string): Promise<Start
  * (memcached runs with -M), so later runs find them still there, and on a slow mode a 10,000-key
  * preload per run would cost more time than the measurement itself.
  */
-function loadOptions(settings: BenchSettings, target: RunningTarget, workload: Workload, run: { seed: number; preload: boolean }): LoadOptions {
+function loadOptions(
+  settings: BenchSettings,
+  target: RunningTarget,
+  workload: Workload,
+  run: { seed: number; preload: boolean },
+): LoadOptions {
   return {
     ports: target.ports,
     api: target.api ?? 'memcached',
@@ -218,7 +231,8 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
   const processes = target.processes();
   const pids = processes.map(({ pid }) => pid);
   const window = {
-    cpuStartMs: null as number[] | null, cpuEndMs: null as number[] | null, loadgenStartMs: null as number | null, loadgenEndMs: null as number | null,
+    cpuStartMs: null as number[] | null, cpuEndMs: null as number[] | null,
+    loadgenStartMs: null as number | null, loadgenEndMs: null as number | null,
     switchesStart: null as number | null, switchesEnd: null as number | null, wallStartMs: 0, wallEndMs: 0,
   };
   const loadgenPids = loadgen.pid === undefined ? [] : [loadgen.pid];
@@ -245,7 +259,9 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
     const { cpuStartMs, cpuEndMs } = window;
     const processCpu =
       cpuStartMs !== null && cpuEndMs !== null && window.wallEndMs > window.wallStartMs
-        ? processes.map(({ label }, index) => ({ label, cpuMs: cpuSpentMs(cpuStartMs[index], cpuEndMs[index]), role: roles.get(label) ?? null }))
+        ? processes.map(({ label }, index) => ({
+          label, cpuMs: cpuSpentMs(cpuStartMs[index], cpuEndMs[index]), role: roles.get(label) ?? null,
+        }))
         : null;
     const cpuKnown = processCpu !== null && processCpu.every(({ cpuMs }) => cpuMs >= 0);
     const targetCpuMs = cpuKnown ? processCpu.reduce((sum, { cpuMs }) => sum + cpuMs, 0) : 0;
@@ -254,11 +270,15 @@ async function measure(loadgen: LoadgenProcess, target: RunningTarget, options: 
     const switchesKnown = cpuKnown && window.switchesStart !== null && window.switchesEnd !== null;
     const targetSwitches = switchesKnown ? (window.switchesEnd as number) - (window.switchesStart as number) : null;
     return {
-      ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0, loadgenCpuMs, targetSwitches, processCpu: cpuKnown ? processCpu : null,
+      ...base, result, failure: null, targetCpuMs, windowMs: cpuKnown ? window.wallEndMs - window.wallStartMs : 0,
+      loadgenCpuMs, targetSwitches, processCpu: cpuKnown ? processCpu : null,
       ...(termsBefore === undefined || termsAfter === undefined ? {} : { termChanges: termChanges(termsBefore, termsAfter) }),
     };
   } catch (error) {
-    return { ...base, result: null, failure: error instanceof Error ? error.message : String(error), targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null, processCpu: null };
+    return {
+      ...base, result: null, failure: error instanceof Error ? error.message : String(error),
+      targetCpuMs: 0, windowMs: 0, loadgenCpuMs: 0, targetSwitches: null, processCpu: null,
+    };
   }
 }
 
@@ -281,7 +301,12 @@ function progressLine(sample: RunSample, rounds: number): string {
   return `${head} ${Math.round(result.opsPerSecond)} ops/s, p50 ${result.latency.p50Us.toFixed(0)} µs, p99 ${result.latency.p99Us.toFixed(0)} µs, CPU ${cpu} cores (load generator ${loadgenCpu})${errors}${misses}${terms}${preload}`;
 }
 
-async function runRounds(settings: BenchSettings, loadgen: LoadgenProcess, running: RunningTarget[], interrupted: () => boolean): Promise<RunSample[]> {
+async function runRounds(
+  settings: BenchSettings,
+  loadgen: LoadgenProcess,
+  running: RunningTarget[],
+  interrupted: () => boolean,
+): Promise<RunSample[]> {
   const samples: RunSample[] = [];
   const preloaded = new Set<TargetName>();
   for (let round = 1; round <= settings.rounds; round += 1) {

@@ -152,7 +152,9 @@ export function parseWorkload(text: string): Workload | null {
   if (gets + sets === 0 || gets > ratioTermMax || sets > ratioTermMax) return null;
   if (connections < 1 || connections > connectionsMax || pipelineDepth < 1 || pipelineDepth > pipelineDepthMax) return null;
   const getFraction = gets / (gets + sets);
-  const same = NAMED_WORKLOADS.find((workload) => workload.connections === connections && workload.pipelineDepth === pipelineDepth && workload.getFraction === getFraction);
+  const same = NAMED_WORKLOADS.find(
+    (workload) => workload.connections === connections && workload.pipelineDepth === pipelineDepth && workload.getFraction === getFraction,
+  );
   if (same !== undefined) return same;
   const mix = sets === 0 ? 'gets only' : gets === 0 ? 'sets only' : `${gets}:${sets} get:set`;
   return { id: `${gets}:${sets}-${connections}x${pipelineDepth}`, label: `${mix}, ${connections} conns × pipeline ${pipelineDepth}`, connections, pipelineDepth, getFraction };
@@ -185,9 +187,14 @@ function binaryHeader(options: { opcode: number; keyBytes: number; extrasBytes: 
 
 function encodeBinary(key: string, value: Buffer): { get: Buffer; set: Buffer } {
   const keyBytes = Buffer.from(key, 'latin1');
-  const get = Buffer.concat([binaryHeader({ opcode: OPCODE.get, keyBytes: keyBytes.length, extrasBytes: 0, bodyBytes: keyBytes.length }), keyBytes]);
+  const get = Buffer.concat([
+    binaryHeader({ opcode: OPCODE.get, keyBytes: keyBytes.length, extrasBytes: 0, bodyBytes: keyBytes.length }),
+    keyBytes,
+  ]);
   const extras = Buffer.alloc(8); // flags 0, expiry 0
-  const setHeader = binaryHeader({ opcode: OPCODE.set, keyBytes: keyBytes.length, extrasBytes: 8, bodyBytes: 8 + keyBytes.length + value.length });
+  const setHeader = binaryHeader({
+    opcode: OPCODE.set, keyBytes: keyBytes.length, extrasBytes: 8, bodyBytes: 8 + keyBytes.length + value.length,
+  });
   return { get, set: Buffer.concat([setHeader, extras, keyBytes, value]) };
 }
 
@@ -516,7 +523,9 @@ async function preload(options: LoadOptions, ports: number[], open: OpenChannels
     reply: (_kind, outcome) => (outcome === 'stored' ? (stored += 1) : (preloadErrors += 1)),
     error: () => (preloadErrors += 1),
   };
-  const connections = await open({ ports, count: Math.min(PRELOAD_CONNECTIONS_MAX, options.connections), depth: PRELOAD_DEPTH, next, sink });
+  const connections = await open({
+    ports, count: Math.min(PRELOAD_CONNECTIONS_MAX, options.connections), depth: PRELOAD_DEPTH, next, sink,
+  });
   for (const connection of connections) connection.start();
   await within(Promise.all(connections.map((connection) => connection.idle())), options.preloadTimeoutMs ?? 60_000);
   for (const connection of connections) connection.close();
@@ -707,7 +716,8 @@ export class LoadgenProcess {
   /** Runs one load in the child; `onPhase` fires when the measured window starts and ends. */
   run(options: LoadOptions, onPhase: (phase: LoadPhase) => void = () => {}): Promise<LoadResult> {
     const id = this.nextId++;
-    const boundMs = options.warmupMs + options.durationMs + (options.preloadTimeoutMs ?? 60_000) + (options.drainTimeoutMs ?? 5000) + 30_000;
+    const boundMs =
+      options.warmupMs + options.durationMs + (options.preloadTimeoutMs ?? 60_000) + (options.drainTimeoutMs ?? 5000) + 30_000;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => finish(new Error(`load run ${id} did not finish within ${boundMs} ms`)), boundMs);
       const onExit = (): void => finish(new Error('load generator exited during a run'));

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, waitUntilServing } from '../src/jepsen/cluster.ts';
 import { encodeFrame, FRAME_HEADER_BYTES } from '../src/peer/frame.ts';
 import { HostilePeer, Survivors, clusterCredentials, controllerPid, frameOf, pollUntil, read, request, rssBytes, sendAsImpostor, sleep, stat } from './support/attack-kit.ts';
+import { must } from './support/must.ts';
 
 const MIB = 1024 * 1024;
 const IDLE_TIMEOUT_S = 3;
@@ -42,7 +43,7 @@ describe('eventual: a hostile local process against the peer and client ports', 
   const peerPort = (id: string): number => cluster.node(id).peerPort;
 
   it('with the secret: drops and counts junk and a push of version 2^64 − 1; the clock does not follow it', async () => {
-    const [victim] = [...survivors.written.keys()];
+    const victim = must([...survivors.written.keys()][0], 'a key the survivors wrote');
     const kept = survivors.written.get(victim);
     const entry = (cas: bigint): unknown => ({ value: Buffer.from('hijacked'), flags: 0, expiresAtMs: 0, cas });
     const junk: unknown[] = [

@@ -83,6 +83,7 @@ describe('linearizability: a hostile local process against the peer port and the
   it('with the secret: drops and counts what no correct peer sends, at the leader and at a follower; terms stay sane', async () => {
     const leader = await leaderOf(cluster);
     const [follower, other] = cluster.nodes.map((node) => node.id).filter((id) => id !== leader);
+    if (follower === undefined || other === undefined) throw new Error(`expected two nodes besides the leader ${leader}`);
     const term = await stat(port(leader), 'mckv_term');
     const leaderPid = controllerPid(cluster, leader);
     const rssBefore = rssBytes(leaderPid);
@@ -191,7 +192,7 @@ describe('linearizability: a hostile local process against the peer port and the
       const damaged = Buffer.from(own);
       const payloadStart = lastRecord + WAL_RECORD_HEADER_BYTES;
       const flipAt = payloadStart + Math.floor((damaged.length - payloadStart) / 2);
-      damaged[flipAt] ^= 0x20;
+      damaged.writeUInt8(damaged.readUInt8(flipAt) ^ 0x20, flipAt);
       writeFileSync(walOf('n1'), damaged);
       const refused = await startRefused('n1');
       writeFileSync(walOf('n1'), own);

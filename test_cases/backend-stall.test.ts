@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
-import { lastLine } from './support/text-request.ts';
+import { lastLine, lastLineOf } from './support/text-request.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const KEYS = 20;
 const STALL_MS = 2_500;
@@ -31,7 +32,7 @@ describe.each<Mode>(['sequential', 'linearizability'])('%s: every memcached stal
   });
 
   it('each controller replays its log onto its own replica; the cluster serves again and the replicas agree', async () => {
-    const client = await TextClient.connect('127.0.0.1', cluster.nodes[0].clientPort);
+    const client = await TextClient.connect('127.0.0.1', itemAt(cluster.nodes, 0).clientPort);
     let stopped = false;
     const errors: string[] = [];
     let storedAfterStall = 0;
@@ -40,7 +41,7 @@ describe.each<Mode>(['sequential', 'linearizability'])('%s: every memcached stal
       for (let i = 0; !stopped && i < 1_000_000; i++) {
         const value = `v${i}`;
         const reply = await client.request(`set k${i % KEYS} 0 0 ${value.length}\r\n${value}\r\n`, 'set');
-        const line = reply.lines[reply.lines.length - 1];
+        const line = lastLineOf(reply);
         if (line !== 'STORED') errors.push(line);
         if (resumed && line === 'STORED') storedAfterStall += 1;
       }
@@ -75,7 +76,7 @@ describe.each<Mode>(['sequential', 'linearizability'])('%s: every memcached stal
         reader.close();
       }
     };
-    const atFirst = await valuesAt(cluster.nodes[0].clientPort);
+    const atFirst = await valuesAt(itemAt(cluster.nodes, 0).clientPort);
     expect(atFirst).toHaveLength(KEYS);
     for (const node of cluster.nodes.slice(1)) {
       await expect.poll(() => valuesAt(node.clientPort), { timeout: 5_000 }).toEqual(atFirst);

@@ -13,6 +13,7 @@ import { parseBenchArgs } from '../bench/cli.ts';
 import { BULK_WORKLOAD, parseWorkload, runLoad, type LoadResult } from '../bench/loadgen.ts';
 import { judgeGoals, summarize, type RunSample } from '../bench/report.ts';
 import { startTarget } from '../bench/targets.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-bulk-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -52,8 +53,8 @@ describe('the bulk workload', () => {
       ['sequential', 'not met'],
       ['linearizability', 'met'],
     ]);
-    expect(goals[0].detail).toContain('3 errors');
-    expect(goals[1].detail).toContain('a term changed in 1 round');
+    expect(itemAt(goals, 0).detail).toContain('3 errors');
+    expect(itemAt(goals, 1).detail).toContain('a term changed in 1 round');
   });
 
   it('through a sequential cluster, one connection per controller: every set STORED, no term changed', async () => {

@@ -17,6 +17,7 @@ import { LoadgenProcess, parseBinaryReply, parseTextReply, parseWorkload, runLoa
 import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type BenchReport, type RunSample } from '../bench/report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 import { eventually } from './support/fault-kit.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -214,10 +215,10 @@ describe('report', () => {
       ['eventual', 'met'],
       ['sequential', 'not measured'],
     ]);
-    expect(goals[0].detail).toBe("ratio 0.700, p99 1.500× direct's");
+    expect(itemAt(goals, 0).detail).toBe("ratio 0.700, p99 1.500× direct's");
     // Just short of a goal reads short of it, not as the goal rounded: 0.5996 is not 0.600.
     const short = summarize([sample(1, 'memcached', 10_000, 100), sample(1, 'eventual', 5_996, 200.1)]);
-    const [shortGoal] = judgeGoals(short, ['memcached', 'eventual'], ['mix-16x1']);
+    const shortGoal = itemAt(judgeGoals(short, ['memcached', 'eventual'], ['mix-16x1']), 0);
     expect(shortGoal.status).toBe('not met');
     expect(shortGoal.detail).toBe("ratio 0.599, p99 2.001× direct's");
     const svg = renderChartSvg(summary, ['a <note> & more']);
@@ -439,7 +440,7 @@ describe('npm run bench, end to end', () => {
       expect(sample.result?.sets).toBeGreaterThan(0);
     }
     // Each process's CPU, the controllers with the role each had: one led.
-    const cluster = report.samples[1].processCpu ?? [];
+    const cluster = itemAt(report.samples, 1).processCpu ?? [];
     expect(cluster.map(({ label }) => label)).toEqual(['n1', 'memcached n1', 'n2', 'memcached n2', 'n3', 'memcached n3']);
     expect(cluster.filter(({ role }) => role === 'leader')).toHaveLength(1);
     expect(report.summary.find((cell) => cell.target === 'sequential')?.ratio).toBeGreaterThan(0);

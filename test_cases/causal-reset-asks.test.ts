@@ -10,7 +10,7 @@ import { createCausal } from '../src/consistency/causal.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
 import { asPeerId, type Effect, type Event } from '../src/consistency/types.ts';
 
-const [N1, N2, N3] = ['n1', 'n2', 'n3'].map(asPeerId);
+const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const PEERS = [N2, N3];
 
 /** Steps one node for `spanMs` of ticks, answering its fetches with an empty replica; counts asks. */

@@ -12,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { clusterClients } from './support/cluster-clients.ts';
 import type { Mode } from '../src/consistency/types.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const harness = clusterClients();
 const connect = (id: string): Promise<TextClient> => harness.connect(id);
@@ -64,7 +65,7 @@ describe('causal mode on real processes', () => {
     // Under the failure timeout (500 ms): a slower link would be taken for a dead one.
     cluster.links.get('n1->n2')?.slow(300);
     expect((await writer.request('set moved 0 0 5\r\nhello\r\n', 'set')).lines[0]).toBe('STORED');
-    const token = (await writer.request('causal_token\r\n', 'causal_token')).lines[0];
+    const token = itemAt((await writer.request('causal_token\r\n', 'causal_token')).lines, 0);
     expect(token).toMatch(/^TOKEN c1\.[0-9a-z.]+$/);
     const tokenText = token.slice('TOKEN '.length);
     const tooShort = await mover.request(`causal_wait ${tokenText} 20\r\n`, 'causal_wait');

@@ -15,6 +15,7 @@ import { checkSequential } from '../src/check/sequential.ts';
 import { checkSession } from '../src/check/session.ts';
 import { bruteForce, processOrder, realTime } from './support/brute-force.ts';
 import { mulberry32 as random, picker } from '../src/runtime/random.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -83,15 +84,15 @@ describe('hand-written histories', () => {
       'write', 'write', 'read', 'append', 'append', 'read', 'delete', 'delete', 'cas', 'read',
     ]);
     expect(operations[7]).toMatchObject({ status: 'fail-false', output: { kind: 'done', result: false }, call: 2500, return: 2600 });
-    expect(operations[8].input).toEqual({ f: 'cas', expected: null, value: 'again' });
-    expect(operations[2].output).toEqual({ kind: 'read', value: '5' });
+    expect(itemAt(operations, 8).input).toEqual({ f: 'cas', expected: null, value: 'again' });
+    expect(itemAt(operations, 2).output).toEqual({ kind: 'read', value: '5' });
   });
 
   it('drops failed operations and makes open or info ones indeterminate', () => {
     const { operations, timeUnit } = load('indeterminate-never.jsonl');
     expect(timeUnit).toBe('line');
     expect(operations.map((op) => `${op.f}:${op.status}`)).toEqual(['write:info', 'read:ok', 'read:ok', 'cas:fail-false', 'read:info']);
-    expect(operations[0].return).toBe(Infinity);
+    expect(itemAt(operations, 0).return).toBe(Infinity);
     expect(operations.map((op) => op.id)).toEqual([0, 1, 2, 3, 4]);
   });
 });
@@ -155,7 +156,7 @@ describe('parser errors name the line', () => {
     const plain = parseHistory(text);
     const etcd = parseHistory(text, { failedCasIsFalse: true });
     expect(plain.ok && plain.history.operations.length).toBe(0);
-    expect(etcd.ok && etcd.history.operations[0].output).toEqual({ kind: 'done', result: false });
+    expect(etcd.ok && itemAt(etcd.history.operations, 0).output).toEqual({ kind: 'done', result: false });
   });
 });
 
@@ -204,7 +205,7 @@ describe('HistoryRecorder', () => {
       '7:write:ok', '8:read:ok', '7:cas:fail-false', '8:write:info', '1000:read:ok',
     ]);
     expect(() => recorder.invoke(1000, 'get', 'k')).toThrow(/must be an integer/);
-    expect(ops[0].call).toBeLessThanOrEqual(ops[0].return);
+    expect(itemAt(ops, 0).call).toBeLessThanOrEqual(itemAt(ops, 0).return);
     expect(recorder.lines()).toHaveLength(10);
     expect(checkLinearizability(parsed.history, { timeoutMs: TIMEOUT_MS }).verdict).toBe('ok');
   });
@@ -215,7 +216,7 @@ describe('HistoryRecorder', () => {
     recorder.note({ fault: 'kill', nodes: ['n1'], action: 'start' });
     recorder.ok(write, 'v1');
     recorder.note({ fault: 'kill', nodes: ['n1'], action: 'stop' });
-    const noted = JSON.parse(recorder.lines()[1]) as Record<string, unknown>;
+    const noted = JSON.parse(itemAt(recorder.lines(), 1)) as Record<string, unknown>;
     expect(noted).toMatchObject({ process: 'nemesis', type: 'info', f: 'nemesis', value: { fault: 'kill', action: 'start' } });
     expect(typeof noted.time).toBe('number');
     const parsed = parseHistory(recorder.lines().join('\n'));

@@ -32,6 +32,7 @@ import { proveKeyViolation } from '../src/check/order-graph.ts';
 import { checkKeyProcessOrder, checkSequential } from '../src/check/sequential.ts';
 import { bruteForce, processOrder } from './support/brute-force.ts';
 import { mulberry32 as random, picker } from '../src/runtime/random.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
 const TIMEOUT_MS = 5_000;
@@ -111,7 +112,7 @@ function interleavedHistory(seed: number): string {
   const lines: string[] = [];
   while (queues.some((queue) => queue.length > 0)) {
     const ready = queues.filter((queue) => queue.length > 0);
-    lines.push(ready[Math.floor(next() * ready.length)].shift() ?? '');
+    lines.push(itemAt(ready, Math.floor(next() * ready.length)).shift() ?? '');
   }
   return lines.join('\n');
 }
@@ -373,8 +374,8 @@ describe('order-graph violation prover', () => {
 /** Swap the values returned by two reads of one process, given the lines of their completions. */
 function swapReadValues(text: string, firstLine: number, secondLine: number): string {
   const lines = text.split('\n');
-  const first = JSON.parse(lines[firstLine - 1]) as Record<string, unknown>;
-  const second = JSON.parse(lines[secondLine - 1]) as Record<string, unknown>;
+  const first = JSON.parse(itemAt(lines, firstLine - 1)) as Record<string, unknown>;
+  const second = JSON.parse(itemAt(lines, secondLine - 1)) as Record<string, unknown>;
   expect([first.type, first.f, second.type, second.f]).toEqual(['ok', 'read', 'ok', 'read']);
   expect(first.process).toBe(second.process);
   expect([first.value, second.value]).toEqual(['c2.326', 'c0.340']);

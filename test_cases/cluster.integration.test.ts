@@ -16,6 +16,7 @@ import { TextClient } from '../src/client/text-client.ts';
 import { Cluster, freePort, repoRoot, spawnMemcached } from '../src/jepsen/cluster.ts';
 import { SCHED_BATCH, threadPolicies } from './support/proc.ts';
 import { endsAfter, exchange } from './support/raw.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -54,34 +55,34 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
   });
 
   it('serves the nc example from the README byte for byte', async () => {
-    const port = cluster.nodes[0].clientPort;
+    const port = itemAt(cluster.nodes, 0).clientPort;
     const reply = await exchange(port, 'set nc-key 0 0 1\r\nv\r\nget nc-key\r\n', endsAfter('END\r\n'), 10_000);
     expect(reply.toString('latin1')).toBe('STORED\r\nVALUE nc-key 0 1\r\nv\r\nEND\r\n');
   });
 
   it('reads through every controller what memjs wrote through one', async () => {
-    await clients[0].set('shared', 'from-n1', { expires: 0 });
+    await itemAt(clients, 0).set('shared', 'from-n1', { expires: 0 });
     for (const client of clients) {
       const { value } = await client.get('shared');
       expect(value?.toString()).toBe('from-n1');
     }
-    await clients[1].delete('shared');
+    await itemAt(clients, 1).delete('shared');
     for (const client of clients) {
       expect((await client.get('shared')).value).toBeNull();
     }
   });
 
   it('runs incr, append and cas identically on every replica', async () => {
-    await clients[2].set('counter', '41', { expires: 0 });
-    const incremented = await clients[0].increment('counter', 1);
+    await itemAt(clients, 2).set('counter', '41', { expires: 0 });
+    const incremented = await itemAt(clients, 0).increment('counter', 1);
     expect(incremented).toEqual({ success: true, value: 42 });
-    await clients[1].append('counter', '0');
+    await itemAt(clients, 1).append('counter', '0');
     for (const client of clients) expect((await client.get('counter')).value?.toString()).toBe('420');
 
-    const text = await TextClient.connect('127.0.0.1', cluster.nodes[1].clientPort);
+    const text = await TextClient.connect('127.0.0.1', itemAt(cluster.nodes, 1).clientPort);
     try {
       const gets = await text.request('gets counter\r\n', 'gets');
-      const token = gets.values[0].cas;
+      const token = itemAt(gets.values, 0).cas;
       expect(token).not.toBeNull();
       expect((await text.request(`cas counter 0 0 1 ${token}\r\nx\r\n`, 'cas')).lines).toEqual(['STORED']);
       expect((await text.request(`cas counter 0 0 1 ${token}\r\ny\r\n`, 'cas')).lines).toEqual(['EXISTS']);
@@ -133,7 +134,7 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
 
   it('show lists every peer up', async () => {
     const lines = await eventually(
-      () => show(cluster.nodes[0].clientPort),
+      () => show(itemAt(cluster.nodes, 0).clientPort),
       (rows) => rows.filter((line) => /^n[23]\s+up\b/.test(line)).length === 2,
       5000,
     );
@@ -144,8 +145,8 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
   });
 
   it('keeps serving after bad input, and loses nothing stored', async () => {
-    const port = cluster.nodes[0].clientPort;
-    await clients[0].set('precious', 'kept', { expires: 0 });
+    const port = itemAt(cluster.nodes, 0).clientPort;
+    await itemAt(clients, 0).set('precious', 'kept', { expires: 0 });
     const bad: Array<[string, string | Buffer, RegExp]> = [
       ['long key', `get ${'k'.repeat(251)}\r\n`, /^CLIENT_ERROR/],
       ['control char in key', 'set a\x01b 0 0 1\r\nx\r\n', /^(CLIENT_ERROR|ERROR)/],
@@ -162,13 +163,13 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     // A line over the limit with no newline: the connection is answered or closed, never buffered forever.
     const flood = await exchange(port, Buffer.alloc(64 * 1024, 'a'), () => false, 5000).catch(() => Buffer.alloc(0));
     expect(flood.length).toBeLessThan(1024);
-    const { value } = await clients[1].get('precious');
+    const { value } = await itemAt(clients, 1).get('precious');
     expect(value?.toString()).toBe('kept');
   });
 
   it('disconnects a client that never reads its replies, and nobody else notices', async () => {
-    const port = cluster.nodes[2].clientPort;
-    await clients[2].set('big-value', Buffer.alloc(512 * 1024, 'v'), { expires: 0 });
+    const port = itemAt(cluster.nodes, 2).clientPort;
+    await itemAt(clients, 2).set('big-value', Buffer.alloc(512 * 1024, 'v'), { expires: 0 });
     const socket = net.connect({ host: '127.0.0.1', port });
     socket.pause(); // never read
     await new Promise((resolve) => socket.once('connect', resolve));
@@ -178,7 +179,7 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
       setTimeout(() => resolve(false), 20_000);
     });
     for (let round = 0; round < 20 && !socket.destroyed; round++) socket.write(request);
-    const { value } = await clients[0].get('big-value');
+    const { value } = await itemAt(clients, 0).get('big-value');
     expect(value?.length).toBe(512 * 1024);
     socket.destroy();
     expect(await closed).toBe(true);
@@ -188,7 +189,7 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     await cluster.kill('n3');
     const started = Date.now();
     const lines = await eventually(
-      () => show(cluster.nodes[0].clientPort),
+      () => show(itemAt(cluster.nodes, 0).clientPort),
       (rows) => rows.some((line) => /^n3\s+down\b/.test(line)),
       cluster.options.failureTimeoutMs * 4,
     );
@@ -196,12 +197,12 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     expect(Date.now() - started).toBeLessThan(cluster.options.failureTimeoutMs * 4);
     // The two others go on (n3 may have been the sequencer: writes are refused until one is elected).
     const stored = await eventually(
-      () => clients[0].set('after-kill', 'yes', { expires: 0 }).then(() => true, () => false),
+      () => itemAt(clients, 0).set('after-kill', 'yes', { expires: 0 }).then(() => true, () => false),
       (ok) => ok,
       cluster.options.failureTimeoutMs * 6,
     );
     expect(stored).toBe(true);
-    expect((await clients[1].get('after-kill')).value?.toString()).toBe('yes');
+    expect((await itemAt(clients, 1).get('after-kill')).value?.toString()).toBe('yes');
   });
 });
 

@@ -4,7 +4,7 @@ import { CompactedForwards } from '../src/consistency/log/compacted-forwards.ts'
 import type { LogEntry } from '../src/consistency/log/types.ts';
 import { asPeerId, asRequestId, type PeerId } from '../src/consistency/types.ts';
 
-const [n1, n2, n3] = ['n1', 'n2', 'n3'].map(asPeerId);
+const [n1, n2, n3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 
 const entry = (index: number, origin: PeerId, requestId: number | null): LogEntry => ({
   term: 1, index, nowMs: 0, op: null, origin, incarnation: 4, requestId: requestId === null ? null : asRequestId(requestId),

@@ -266,7 +266,8 @@ describe('write-ahead file', () => {
     const target = written([entry(1), entry(2)]);
     const start = lastRecordOffset(target, 2);
     const bytes = readFileSync(target);
-    bytes[at < 0 ? bytes.length + at : start + at] ^= 0x01;
+    const flipAt = at < 0 ? bytes.length + at : start + at;
+    bytes.writeUInt8(bytes.readUInt8(flipAt) ^ 0x01, flipAt);
     writeFileSync(target, bytes);
     for (const open of [() => WriteAheadFile.read(target, owner), () => new WriteAheadFile(target, owner)]) {
       expect(open).toThrow(expect.objectContaining({ name: 'WalError', code: 'WAL_CORRUPT' }));
@@ -286,7 +287,8 @@ describe('write-ahead file', () => {
     const target = written([entry(1), entry(2), entry(3)]);
     const start = lastRecordOffset(target, 1);
     const bytes = readFileSync(target);
-    bytes[start + WAL_RECORD_HEADER_BYTES + 20] ^= 0x01;
+    const flipAt = start + WAL_RECORD_HEADER_BYTES + 20;
+    bytes.writeUInt8(bytes.readUInt8(flipAt) ^ 0x01, flipAt);
     writeFileSync(target, bytes);
     expect(() => WriteAheadFile.read(target, owner)).toThrow(WalError);
     expect(() => WriteAheadFile.read(target, owner)).toThrow(`${target}: the record at byte ${start} is corrupt`);

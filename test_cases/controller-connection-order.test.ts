@@ -28,6 +28,7 @@ import type { ConnectionInfo } from '../src/protocol/server.ts';
 import type { Command, Reply } from '../src/protocol/types.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import type { Op } from '../src/store/types.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 /** A write-ahead whose batches complete when the test says. */
 class ManualWriteAhead implements WriteAhead {
@@ -157,7 +158,7 @@ const setOp = (key: string, value: string): Op => ({
 
 function valueOf(reply: Reply): string | null {
   if (reply.kind !== 'values') throw new Error(`not a values reply: ${JSON.stringify(reply)}`);
-  return reply.items.length === 0 ? null : reply.items[0].value.toString();
+  return reply.items.length === 0 ? null : itemAt(reply.items, 0).value.toString();
 }
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

@@ -6,6 +6,7 @@ import type { Entry } from '../src/store/types.ts';
 import { mulberry32 } from '../src/runtime/random.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const NOW = 1_000;
 const U64 = 1n << 64n;
@@ -53,14 +54,17 @@ describe('counter merge', () => {
       const states: Entry[] = [set('5', cas)];
       for (let step = 0; step < 12; step += 1) {
         cas += 16n;
-        const from = states[Math.floor(random() * states.length)];
+        const from = itemAt(states, Math.floor(random() * states.length));
         const node = Math.floor(random() * 3);
         const choice = random();
         if (choice < 0.1) states.push(set(String(Math.floor(random() * 9)), cas + BigInt(node)));
         else states.push(arith(from, choice < 0.6 ? 'incr' : 'decr', BigInt(Math.floor(random() * 4)), node, cas + BigInt(node)));
       }
       joinCas = cas + 1_000n;
-      const [a, b, c] = [0, 1, 2].map(() => states[Math.floor(random() * states.length)]);
+      const anyState = (): Entry => itemAt(states, Math.floor(random() * states.length));
+      const a = anyState();
+      const b = anyState();
+      const c = anyState();
       expect(content(merge(a, b))).toBe(content(merge(b, a)));
       expect(content(merge(merge(a, b), c))).toBe(content(merge(a, merge(b, c))));
       expect(merge(a, a)).toBe(a);
@@ -126,15 +130,15 @@ describe('counter merge', () => {
     const replica = new Replica(new MemoryBackend(), { tombstones: true });
     const incr = { kind: 'arith', verb: 'incr', key: 'k', delta: 1n, initial: null, expiresAtMs: 0 } as const;
     await replica.apply({ kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('10'), casUnique: 0n }, { cas: 16n, nowMs: NOW });
-    const before = (await replica.fetch(['k']))[0][1];
+    const [, before] = itemAt(await replica.fetch(['k']), 0);
     await replica.apply(incr, { cas: 48n, nowMs: NOW, counterNode: 0 });
     const fromPeer = arith(before, 'incr', 5n, 1, 32n);
     await replica.put([['k', fromPeer]], 'merge', 64n);
-    const [[, merged]] = await replica.fetch(['k']);
+    const [, merged] = itemAt(await replica.fetch(['k']), 0);
     expect(merged.value.toString()).toBe('16');
     expect(merged.cas).toBe(64n);
     // Without joinCas (the log modes), greater cas wins as before.
     await replica.put([['k', arith(before, 'incr', 7n, 2, 33n)]], 'merge');
-    expect((await replica.fetch(['k']))[0][1].cas).toBe(64n);
+    expect(itemAt(await replica.fetch(['k']), 0)[1].cas).toBe(64n);
   });
 });

@@ -19,6 +19,7 @@ import { Cluster, freePort, spawnMemcached } from '../src/jepsen/cluster.ts';
 import { arithExtras, binaryRequest } from './support/binary-request.ts';
 import { endsAfter, exchange } from './support/raw.ts';
 import { mulberry32, picker } from '../src/runtime/random.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 /** One step: the request (with `{cas}` standing for the last token this side saw) and the end of its reply. */
 type Step = [request: string, replyEnd: string];
@@ -192,8 +193,8 @@ async function play(port: number, steps: Step[]): Promise<string[]> {
   for (const [template, end] of steps) {
     const request = template.replaceAll('{cas}', cas);
     const reply = (await exchange(port, request, (received) => received.toString('latin1').endsWith(end), 10_000)).toString('latin1');
-    const token = /^VALUE \S+ \d+ \d+ (\d+)\r\n/m.exec(reply);
-    if (token) cas = token[1];
+    const token = /^VALUE \S+ \d+ \d+ (\d+)\r\n/m.exec(reply)?.[1];
+    if (token !== undefined) cas = token;
     replies.push(reply.replace(/^(VALUE \S+ \d+ \d+) \d+\r\n/gm, '$1 <cas>\r\n'));
   }
   return replies;
@@ -252,7 +253,7 @@ function packetsOf(bytes: Buffer): Packet[] {
     const extrasBytes = bytes.readUInt8(offset + 4);
     const body = bytes.subarray(offset + 24, offset + 24 + bytes.readUInt32BE(offset + 8));
     packets.push({
-      opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12),
+      opcode: bytes.readUInt8(offset + 1), status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12),
       cas: bytes.readBigUInt64BE(offset + 16),
       extras: body.subarray(0, extrasBytes), key: body.toString('latin1', extrasBytes, extrasBytes + keyBytes),
       value: body.subarray(extrasBytes + keyBytes),
@@ -292,15 +293,15 @@ async function playBinary(port: number, steps: BinaryStep[]): Promise<BinaryPlay
 function casRelations(play: BinaryPlay, steps: BinaryStep[]): string[] {
   const tokens: Array<[string, bigint]> = [];
   play.cases.forEach((values, index) => {
-    if (steps[index].opcode === OP.touch) return; // memcached keeps the cas on touch, mckv gives a new one (README)
+    if (itemAt(steps, index).opcode === OP.touch) return; // memcached keeps the cas on touch, mckv gives a new one (README)
     values.forEach((cas, position) => {
       if (cas !== 0n) tokens.push([`${index}.${position}`, cas]);
     });
   });
   const relations: string[] = [];
-  for (let left = 0; left < tokens.length; left += 1) {
-    for (let right = left + 1; right < tokens.length; right += 1) {
-      relations.push(`${tokens[left][0]} ${tokens[left][1] === tokens[right][1] ? '==' : '!='} ${tokens[right][0]}`);
+  for (const [left, [leftName, leftCas]] of tokens.entries()) {
+    for (const [rightName, rightCas] of tokens.slice(left + 1)) {
+      relations.push(`${leftName} ${leftCas === rightCas ? '==' : '!='} ${rightName}`);
     }
   }
   return relations;
@@ -439,17 +440,15 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
     await cluster?.stop();
   });
 
-  it.each(Object.keys(sessions))('%s', async (name) => {
-    const steps = sessions[name];
+  it.each(Object.entries(sessions))('%s', async (_name, steps) => {
     const expected = await play(memcachedPort, steps);
-    const actual = await play(cluster.nodes[1].clientPort, steps);
+    const actual = await play(itemAt(cluster.nodes, 1).clientPort, steps);
     expect(actual).toEqual(expected);
   });
 
-  it.each(Object.keys(binarySessions))('%s', async (name) => {
-    const steps = binarySessions[name];
+  it.each(Object.entries(binarySessions))('%s', async (_name, steps) => {
     const expected = await playBinary(memcachedPort, steps);
-    const actual = await playBinary(cluster.nodes[1].clientPort, steps);
+    const actual = await playBinary(itemAt(cluster.nodes, 1).clientPort, steps);
     expect(actual.outcomes).toEqual(expected.outcomes);
     expect(casRelations(actual, steps)).toEqual(casRelations(expected, steps));
   });
@@ -466,7 +465,7 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
   it('random text pipelines of every command, malformed lines included: byte for byte as memcached (24 pipelines of 40, at each node)', async () => {
     const masked = (reply: Buffer): string => reply.toString('latin1').replace(/^(VALUE \S+ \d+ \d+) \d+\r\n/gm, '$1 <cas>\r\n');
     for (let round = 0; round < 24; round += 1) {
-      const node = cluster.nodes[round % cluster.nodes.length];
+      const node = itemAt(cluster.nodes, round % cluster.nodes.length);
       const { script, end } = randomTextPipeline(`txt${round}-`, 211 + round, 40);
       const expected = masked(await exchange(memcachedPort, script, endsAfter(end), 10_000));
       const actual = masked(await exchange(node.clientPort, script, endsAfter(end), 10_000));
@@ -476,7 +475,7 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
 
   it('random binary pipelines, quiet requests included: the same responses as memcached (24 pipelines of 40, at each node)', async () => {
     for (let round = 0; round < 24; round += 1) {
-      const node = cluster.nodes[round % cluster.nodes.length];
+      const node = itemAt(cluster.nodes, round % cluster.nodes.length);
       const bytes = randomBinaryPipeline(`bin${round}-`, 101 + round, 40);
       const expected = await playBinaryPipeline(memcachedPort, bytes);
       const actual = await playBinaryPipeline(node.clientPort, bytes);
@@ -485,7 +484,7 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
   });
 
   it("libmemcached's memccapable: its 54 text and binary protocol checks all pass (it flushes the cluster)", async () => {
-    const { output, exitCode } = await memccapable(cluster.nodes[2].clientPort);
+    const { output, exitCode } = await memccapable(itemAt(cluster.nodes, 2).clientPort);
     expect(output).toContain('All tests passed');
     expect(output).not.toContain('[FAIL]');
     expect(output.match(/\[pass\]/g)).toHaveLength(54);
@@ -493,7 +492,7 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
   }, 60_000);
 
   it("stats reset zeroes the controller's counters; items and slabs answer empty, as a memcached that holds nothing", async () => {
-    const port = cluster.nodes[0].clientPort;
+    const port = itemAt(cluster.nodes, 0).clientPort;
     const ends = (count: number) => (received: Buffer): boolean => (received.toString('latin1').match(/^END\r\n/gm) ?? []).length >= count;
     const text = async (script: string, endCount: number): Promise<string> => (await exchange(port, script, ends(endCount), 10_000)).toString('latin1');
     expect(await text('get stats-miss\r\nstats\r\n', 2)).toMatch(/STAT cmd_get [1-9]/);
@@ -502,7 +501,7 @@ describe.each<Mode>(['linearizability', 'sequential', 'eventual'])('a %s control
   });
 
   it('binary touch: the cas it answers is the one a following get returns', async () => {
-    const port = cluster.nodes[1].clientPort;
+    const port = itemAt(cluster.nodes, 1).clientPort;
     const steps: BinaryStep[] = [
       { opcode: OP.set, key: 'bin-t', extras: storeExtras(0), value: 't' },
       { opcode: OP.touch, key: 'bin-t', extras: TOUCH_EXTRAS },

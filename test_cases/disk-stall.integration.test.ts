@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const STALL_MS = 1500;
 
@@ -37,7 +38,7 @@ describe('a leader whose disk stalls for 1.5 s at every fsync', () => {
 
   it('keeps its leadership and its peers, and completes a write once the fsync does', async () => {
     // A write first, so that every node knows the leader and has fsynced once.
-    const [first] = cluster.nodes;
+    const first = itemAt(cluster.nodes, 0);
     expect(await ask(first.clientPort, 'set warm 0 0 1\r\nw', 'set')).toEqual(['STORED']);
     const roles = await Promise.all(cluster.nodes.map(async (node) => ({ node, stats: await stats(node.clientPort) })));
     const leader = roles.find((each) => each.stats.get('mckv_role') === 'leader');
@@ -69,7 +70,7 @@ describe('a leader whose disk stalls for 1.5 s at every fsync', () => {
     const after = await Promise.all(cluster.nodes.map((node) => stats(node.clientPort)));
     expect(after.map((each) => each.get('mckv_term'))).toEqual(terms);
     expect(after.map((each) => each.get('mckv_role'))).toEqual(roles.map((each) => each.stats.get('mckv_role')));
-    const leaderStats = after[cluster.nodes.indexOf(leader?.node ?? first)];
+    const leaderStats = itemAt(after, cluster.nodes.indexOf(leader?.node ?? first));
     expect(Number(leaderStats.get('mckv_wal_fsync_slowest_recent_ms'))).toBeGreaterThanOrEqual(STALL_MS);
     expect(Number(leaderStats.get('mckv_wal_fsyncs'))).toBeGreaterThan(0);
     for (const node of cluster.nodes) {
@@ -94,7 +95,7 @@ describe('sequential: a follower whose disk stalls for 1.5 s at every fsync', ()
   });
 
   it("a connection reads its own write after it; another connection's read does not wait for that disk", async () => {
-    const [first] = cluster.nodes;
+    const first = itemAt(cluster.nodes, 0);
     expect(await ask(first.clientPort, 'set seen 0 0 3\r\nold', 'set')).toEqual(['STORED']);
     const roles = await Promise.all(cluster.nodes.map(async (node) => ({ node, role: (await stats(node.clientPort)).get('mckv_role') })));
     const follower = roles.find((each) => each.role === 'follower')?.node ?? first;

@@ -20,6 +20,7 @@ import {
 } from '../src/controller/durability.ts';
 import { BackgroundWriteAhead } from '../src/controller/wal-background.ts';
 import { WriteAheadFile } from '../src/wal.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 /** A write-ahead that keeps what it was given and completes a batch when the test says. */
 class ManualWriteAhead implements WriteAhead {
@@ -99,7 +100,7 @@ describe('the durability gate', () => {
     writeAhead.complete();
     expect(ran).toEqual(['after-a']);
     expect(writeAhead.batches).toHaveLength(2);
-    expect(writeAhead.batches[1].records.map((each) => (each.record as { name: string }).name)).toEqual(['b1', 'b2', 'c1', 'c2', 'd1', 'd2']);
+    expect(itemAt(writeAhead.batches, 1).records.map((each) => (each.record as { name: string }).name)).toEqual(['b1', 'b2', 'c1', 'c2', 'd1', 'd2']);
     expect(writeAhead.batches.every((batch) => batch.sync)).toBe(true);
     writeAhead.complete();
     expect(ran).toEqual(['after-a', 'after-b', 'after-c', 'after-d']);

@@ -38,6 +38,8 @@ import type { EventualTuning } from '../src/consistency/eventual/tuning.ts';
 import { purgeRemoves } from '../src/store/apply.ts';
 import type { Entry, Op } from '../src/store/types.ts';
 import { mulberry32 } from './support/eventual-sim.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { must } from './support/must.ts';
 
 const T0 = 1_700_000_000_000;
 const N1 = asPeerId('n1');
@@ -80,6 +82,11 @@ function ofKind<K extends Effect<EventualMessage>['kind']>(out: Out, kind: K): A
   return out.filter((effect): effect is Extract<Effect<EventualMessage>, { kind: K }> => effect.kind === kind);
 }
 
+/** The first effect of `kind` in `out`, which the test expects to be there. */
+function firstOfKind<K extends Effect<EventualMessage>['kind']>(out: Out, kind: K): Extract<Effect<EventualMessage>, { kind: K }> {
+  return must(ofKind(out, kind)[0], `a ${kind} effect`);
+}
+
 function sent<K extends EventualMessage['kind']>(out: Out, kind: K): Array<{ to: PeerId; message: Extract<EventualMessage, { kind: K }> }> {
   return ofKind(out, 'send')
     .filter((effect) => effect.message.kind === kind)
@@ -89,7 +96,7 @@ function sent<K extends EventualMessage['kind']>(out: Out, kind: K): Array<{ to:
 /** First step (rebuild fetch) answered with `stored`; returns the effects of the answer. */
 function boot(m: EventualMachine, stored: KeyedEntry[] = [], peersUp: PeerId[] = [N2, N3]): Out {
   const first = m.step({ kind: 'tick', nowMs: T0 + 1, peersUp });
-  const [rebuild] = ofKind(first, 'fetch');
+  const rebuild = firstOfKind(first, 'fetch');
   expect(rebuild.keys).toBeNull();
   return m.step({ kind: 'fetched', nowMs: T0 + 2, token: rebuild.token, entries: stored });
 }
@@ -145,7 +152,7 @@ describe('serving requests', () => {
     const m = machine(N2);
     boot(m);
     const write = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
-    const [apply] = ofKind(write, 'apply');
+    const apply = firstOfKind(write, 'apply');
     expect(apply.requestId).toBe(1);
     expect(apply.token).toBeNull();
     expect(apply.nowMs).toBe(T0 + 20);
@@ -162,9 +169,9 @@ describe('serving requests', () => {
     const first = m.step({ kind: 'request', nowMs: T0, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
     expect(ofKind(first, 'apply')).toEqual([]);
     expect(m.readsLocally()).toBe(false); // a get now would be held too, not read
-    const [rebuild] = ofKind(first, 'fetch');
+    const rebuild = firstOfKind(first, 'fetch');
     const released = m.step({ kind: 'fetched', nowMs: T0 + 1, token: rebuild.token, entries: [['a', entry('old', future)]] });
-    const [apply] = ofKind(released, 'apply');
+    const apply = firstOfKind(released, 'apply');
     expect(apply.cas).toBeGreaterThan(future);
     expect(m.readsLocally()).toBe(true);
   });
@@ -175,27 +182,27 @@ describe('serving requests', () => {
     const out1 = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: setOp('a', '1') });
     const out2 = m.step({ kind: 'request', nowMs: T0 + 6, requestId: asRequestId(2), session: 1, op: setOp('b', '2') });
     const out3 = m.step({ kind: 'request', nowMs: T0 + 7, requestId: asRequestId(3), session: 1, op: setOp('c', '3') });
-    const [fetch1] = ofKind(out1, 'fetch');
+    const fetch1 = firstOfKind(out1, 'fetch');
     expect(ofKind(out2, 'fetch')).toEqual([]);
     expect(ofKind(out3, 'fetch')).toEqual([]);
-    const casA = ofKind(out1, 'apply')[0].cas;
+    const casA = firstOfKind(out1, 'apply').cas;
     const after = m.step({ kind: 'fetched', nowMs: T0 + 8, token: fetch1.token, entries: [['a', entry('1', casA)]] });
     expect(ofKind(after, 'fetch').map((f) => f.keys)).toEqual([['b', 'c']]);
     const pushes = sent(after, 'push');
     expect(pushes.map((p) => p.to).sort()).toEqual([N2, N3]);
-    expect(pushes[0].message.entries).toEqual([['a', entry('1', casA)]]);
+    expect(itemAt(pushes, 0).message.entries).toEqual([['a', entry('1', casA)]]);
   });
 
   it('paces pushes: writes within pushIntervalMs of the last fetch wait for one wake-up and go together', () => {
     const m = machine(N1, { pushIntervalMs: 2 });
     boot(m);
     const out1 = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: setOp('a', '1') });
-    const [fetch1] = ofKind(out1, 'fetch');
+    const fetch1 = firstOfKind(out1, 'fetch');
     expect(fetch1.keys).toEqual(['a']); // the first write after a quiet interval goes at once
     const out2 = m.step({ kind: 'request', nowMs: T0 + 5.5, requestId: asRequestId(2), session: 1, op: setOp('b', '2') });
     expect(ofKind(out2, 'fetch')).toEqual([]);
     expect(ofKind(out2, 'wake')).toEqual([]); // the first fetch is still out
-    const casA = ofKind(out1, 'apply')[0].cas;
+    const casA = firstOfKind(out1, 'apply').cas;
     const fetched = m.step({ kind: 'fetched', nowMs: T0 + 6, token: fetch1.token, entries: [['a', entry('1', casA)]] });
     expect(sent(fetched, 'push')).toHaveLength(2);
     expect(ofKind(fetched, 'fetch')).toEqual([]);
@@ -247,10 +254,10 @@ describe('last writer wins', () => {
           }
         }
       });
-      expect(m.indexEntry('k')?.version).toBe(versions[2].cas);
+      expect(m.indexEntry('k')?.version).toBe(itemAt(versions, 2).cas);
       results.add(`${replica.get('k')?.value.toString()}@${replica.get('k')?.cas}`);
     }
-    expect([...results]).toEqual([`third@${versions[2].cas}`]);
+    expect([...results]).toEqual([`third@${itemAt(versions, 2).cas}`]);
   });
 
   it('acks a push once its put is applied, and moves the clock past the versions received', () => {
@@ -260,14 +267,14 @@ describe('last writer wins', () => {
     const expiring = entry('e', remote - 1n, { expiresAtMs: T0 + 60_000 });
     const entries: KeyedEntry[] = [['k', entry('v', remote)], ['gone', tombstone(remote - 2n)], ['ttl', expiring]];
     const out = m.step(message(N2, { kind: 'push', batch: 17, entries }));
-    const [put] = ofKind(out, 'put');
+    const put = firstOfKind(out, 'put');
     expect(sent(out, 'push_ack')).toEqual([]);
     const acked = m.step({ kind: 'applied', nowMs: T0 + 11, token: put.token ?? -1 });
     // Only what may be collected one day (a tombstone, an expiring entry) is listed.
     const versions = [['gone', remote - 2n], ['ttl', remote - 1n]];
     expect(sent(acked, 'push_ack')).toEqual([{ to: N2, message: { kind: 'push_ack', batch: 17, versions } }]);
     const write = m.step({ kind: 'request', nowMs: T0 + 12, requestId: asRequestId(1), session: 1, op: setOp('k', 'mine') });
-    expect(ofKind(write, 'apply')[0].cas).toBeGreaterThan(remote);
+    expect(firstOfKind(write, 'apply').cas).toBeGreaterThan(remote);
   });
 
   it('drops malformed messages and messages from strangers', () => {
@@ -303,7 +310,10 @@ describe('digest index', () => {
       }
     }
     const buckets = new Array<number>(BUCKET_COUNT).fill(0);
-    for (const [key, version] of truth) buckets[bucketOfKey(key)] = (buckets[bucketOfKey(key)] ^ hashKeyVersion(key, version)) >>> 0;
+    for (const [key, version] of truth) {
+      const bucket = bucketOfKey(key);
+      buckets[bucket] = (itemAt(buckets, bucket) ^ hashKeyVersion(key, version)) >>> 0;
+    }
     expect(index.size).toBe(truth.size);
     for (const [key, version] of truth) {
       // Updated in place: the bucket lists the very entry the key maps to, at its latest version.
@@ -313,7 +323,7 @@ describe('digest index', () => {
     for (let b = 0; b < BUCKET_COUNT; b += 1) expect(index.bucketDigest(b)).toBe(buckets[b]);
     for (let g = 0; g < GROUP_COUNT; g += 1) {
       let digest = 0;
-      for (let b = g * BUCKETS_PER_GROUP; b < (g + 1) * BUCKETS_PER_GROUP; b += 1) digest = (digest ^ buckets[b]) >>> 0;
+      for (let b = g * BUCKETS_PER_GROUP; b < (g + 1) * BUCKETS_PER_GROUP; b += 1) digest = (digest ^ itemAt(buckets, b)) >>> 0;
       expect(index.groupDigest(g)).toBe(digest);
       expect(groupOfBucket(g * BUCKETS_PER_GROUP)).toBe(g);
     }
@@ -323,7 +333,10 @@ describe('digest index', () => {
 
   it('spreads keys over the buckets and tells versions apart', () => {
     const counts = new Array<number>(BUCKET_COUNT).fill(0);
-    for (let i = 0; i < 100_000; i += 1) counts[bucketOfKey(`user:${i}`)] += 1;
+    for (let i = 0; i < 100_000; i += 1) {
+      const bucket = bucketOfKey(`user:${i}`);
+      counts[bucket] = itemAt(counts, bucket) + 1;
+    }
     expect(Math.min(...counts)).toBeGreaterThan(40);
     expect(Math.max(...counts)).toBeLessThan(200);
     expect(hashKeyVersion('k', 1n)).not.toBe(hashKeyVersion('k', 2n));
@@ -343,7 +356,7 @@ class Cluster {
       const m = machine(id);
       this.machines.set(id, m);
       this.replicas.set(id, new Map(entries));
-      const [rebuild] = ofKind(m.step({ kind: 'tick', nowMs: T0 + 1, peersUp: ALL.filter((p) => p !== id) }), 'fetch');
+      const rebuild = firstOfKind(m.step({ kind: 'tick', nowMs: T0 + 1, peersUp: ALL.filter((p) => p !== id) }), 'fetch');
       this.run(id, m.step({ kind: 'fetched', nowMs: T0 + 2, token: rebuild.token, entries }));
     }
   }
@@ -399,7 +412,10 @@ describe('anti-entropy', () => {
     const n2 = [...shared, ['gone-from-n1', entry('x', 90_002n)] as KeyedEntry];
     const cluster = new Cluster(new Map([[N1, n1], [N2, n2]]));
     cluster.round(N1);
-    const [keys] = cluster.log.filter((item) => item.message.kind === 'ae_keys').map((item) => item.message as Extract<EventualMessage, { kind: 'ae_keys' }>);
+    const keys = must(
+      cluster.log.filter((item) => item.message.kind === 'ae_keys').map((item) => item.message as Extract<EventualMessage, { kind: 'ae_keys' }>)[0],
+      'an ae_keys message',
+    );
     expect(keys.buckets.length).toBeLessThanOrEqual(3);
     expect(keys.versions.length).toBeLessThan(5000 / BUCKET_COUNT * 3 * 4);
     const pushed = cluster.log
@@ -415,7 +431,7 @@ describe('anti-entropy', () => {
     const cluster = new Cluster(new Map([[N1, many(300)], [N2, many(300)]]));
     cluster.round(N1);
     expect(cluster.log.map((item) => item.message.kind)).toEqual(['ae_groups', 'ae_buckets']);
-    const [reply] = cluster.log.filter((item) => item.message.kind === 'ae_buckets');
+    const reply = must(cluster.log.find((item) => item.message.kind === 'ae_buckets'), 'an ae_buckets message');
     expect(reply.message).toMatchObject({ groups: [], buckets: [] });
   });
 
@@ -425,7 +441,7 @@ describe('anti-entropy', () => {
     const cluster = new Cluster(new Map([[N1, n1], [N2, many(300)]]));
     const n2 = cluster.machines.get(N2) as EventualMachine;
     const merging = n2.step(message(N1, { kind: 'push', batch: 1, entries: [['key7', entry('newer', 90_000n)]] }, cluster.nowMs));
-    const [put] = ofKind(merging, 'put');
+    const put = firstOfKind(merging, 'put');
     expect(n2.counters().acksAwaitingApply).toBe(1);
     const refused = n2.step({ kind: 'refused', nowMs: cluster.nowMs, keys: ['key7', 'key7'], token: put.token });
     expect(ofKind(refused, 'fetch').map((effect) => effect.keys)).toEqual([['key7']]);
@@ -445,7 +461,7 @@ describe('anti-entropy', () => {
     boot(n2, [], [N1, N3]);
     expect(ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put')).toHaveLength(1);
     expect(n2.indexEntry('k')?.version).toBe(90_000n);
-    const [reread] = ofKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'] }), 'fetch');
+    const reread = firstOfKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'] }), 'fetch');
     const flush = n2.step({ kind: 'request', nowMs: T0 + 12, requestId: asRequestId(1), session: 1, op: { kind: 'flush_all', delayMs: 0 } });
     expect(ofKind(flush, 'apply')).toHaveLength(1);
     n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [] });
@@ -456,11 +472,11 @@ describe('anti-entropy', () => {
     const n2 = machine(N2);
     boot(n2, [['gone', entry('old', 100n)], ['short', entry('old', 101n)], ['kept', entry('old', 102n)]], [N1, N3]);
     const pushed: KeyedEntry[] = [['gone', tombstone(90_000n)], ['short', entry('s', 90_001n, { expiresAtMs: T0 + 60_000 })], ['kept', entry('k', 90_002n)]];
-    const [put] = ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: pushed })), 'put');
+    const put = firstOfKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: pushed })), 'put');
     const refused = n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['gone', 'short', 'kept'], token: put.token });
     // The purge goes first, so the re-read sees what is left; a live entry's older value stays.
     expect(refused.map((effect) => effect.kind)).toEqual(['purge', 'fetch']);
-    expect(ofKind(refused, 'purge')[0].tombstones).toEqual([['gone', 90_000n], ['short', 90_001n]]);
+    expect(firstOfKind(refused, 'purge').tombstones).toEqual([['gone', 90_000n], ['short', 90_001n]]);
   });
 
   it('forgets a version whose merge memcached refused, even when an older version merged before the re-read returned', () => {
@@ -469,11 +485,11 @@ describe('anti-entropy', () => {
     // must let W go, and learn X by reading k again.
     const n2 = machine(N2);
     boot(n2, [['k', entry('old', 100n)]], [N1, N3]);
-    const [refusedPut] = ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put');
-    const [reread] = ofKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'], token: refusedPut.token }), 'fetch');
+    const refusedPut = firstOfKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put');
+    const reread = firstOfKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'], token: refusedPut.token }), 'fetch');
     expect(ofKind(n2.step(message(N3, { kind: 'push', batch: 1, entries: [['k', entry('x', 50_000n)]] }, T0 + 12)), 'put')).toHaveLength(1);
     expect(n2.indexEntry('k')?.version).toBe(90_000n);
-    const [again] = ofKind(n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [['k', entry('old', 100n)]] }), 'fetch');
+    const again = firstOfKind(n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [['k', entry('old', 100n)]] }), 'fetch');
     expect(n2.indexEntry('k')?.version).toBe(100n);
     expect(again.keys).toEqual(['k']);
     n2.step({ kind: 'fetched', nowMs: T0 + 14, token: again.token, entries: [['k', entry('x', 50_000n)]] });
@@ -497,8 +513,8 @@ describe('tombstones', () => {
     const m = machine();
     boot(m, [['k', entry('v', 5n)]]);
     const del = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: { kind: 'delete', key: 'k' } });
-    const version = ofKind(del, 'apply')[0].cas;
-    const [fetch] = ofKind(del, 'fetch');
+    const version = firstOfKind(del, 'apply').cas;
+    const fetch = firstOfKind(del, 'fetch');
     const out = m.step({ kind: 'fetched', nowMs: T0 + 21, token: fetch.token, entries: [['k', tombstone(version)]] });
     return { m, version, out };
   }
@@ -541,7 +557,7 @@ describe('tombstones', () => {
     expect(ofKind(different, 'purge')).toEqual([]);
     const matching = m.step(message(N3, { kind: 'ae_groups', round: 2, groups: twin.groupDigestList() }));
     expect(ofKind(matching, 'purge')).toEqual([{ kind: 'purge', tombstones: [['k', version]] }]);
-    expect(sent(matching, 'ae_buckets')[0].message).toMatchObject({ groups: [], buckets: [] });
+    expect(itemAt(sent(matching, 'ae_buckets'), 0).message).toMatchObject({ groups: [], buckets: [] });
   });
 });
 
@@ -556,7 +572,7 @@ describe('bounds', () => {
     const batches = queues.drain(N2, T0);
     expect(batches.map((b) => b.entries.length)).toEqual([3, 1]);
     expect(queues.drain(N2, T0)).toEqual([]);
-    queues.onAck(N2, batches[0].batch);
+    queues.onAck(N2, itemAt(batches, 0).batch);
     expect(queues.drain(N2, T0).map((b) => b.entries.length)).toEqual([10]);
     queues.expire(T0 + 500);
     expect(queues.drain(N2, T0 + 500).length).toBe(2);
@@ -568,7 +584,7 @@ describe('bounds', () => {
     });
     queues.enqueue(N2, 'k', entry('new', 9n));
     queues.enqueue(N2, 'k', entry('old', 3n));
-    expect(queues.drain(N2, T0)[0].entries).toEqual([['k', entry('new', 9n)]]);
+    expect(itemAt(queues.drain(N2, T0), 0).entries).toEqual([['k', entry('new', 9n)]]);
   });
 
   it('drops a queued write superseded before its peer came back, and keeps the current ones', () => {
@@ -576,8 +592,8 @@ describe('bounds', () => {
     boot(m, [], [N3]);
     const writeAt = (key: string, nowMs: number): bigint => {
       const write = m.step({ kind: 'request', nowMs, requestId: asRequestId(nowMs), session: 1, op: setOp(key, 'old') });
-      const [fetch] = ofKind(write, 'fetch');
-      const cas = ofKind(write, 'apply')[0].cas;
+      const fetch = firstOfKind(write, 'fetch');
+      const cas = firstOfKind(write, 'apply').cas;
       m.step({ kind: 'fetched', nowMs: nowMs + 1, token: fetch.token, entries: [[key, entry('old', cas)]] });
       return cas;
     };
@@ -585,7 +601,7 @@ describe('bounds', () => {
     const kept = writeAt('b', T0 + 60);
     // N3 writes `a` later; merged here, it supersedes what still waits for N2.
     const merged = m.step(message(N3, { kind: 'push', batch: 5, entries: [['a', entry('newer', superseded + 16n)]] }, T0 + 100));
-    m.step({ kind: 'applied', nowMs: T0 + 101, token: ofKind(merged, 'put')[0].token ?? -1 });
+    m.step({ kind: 'applied', nowMs: T0 + 101, token: firstOfKind(merged, 'put').token ?? -1 });
     const back = m.step({ kind: 'tick', nowMs: T0 + 200, peersUp: [N2, N3] });
     const toN2 = sent(back, 'push').filter((push) => push.to === N2);
     expect(toN2.flatMap((push) => push.message.entries.map(([key, queued]) => `${key}@${queued.cas}`))).toEqual([`b@${kept}`]);
@@ -595,8 +611,8 @@ describe('bounds', () => {
     const m = machine(N1);
     boot(m, [], [N3]);
     const write = m.step({ kind: 'request', nowMs: T0 + 20, requestId: asRequestId(1), session: 1, op: setOp('a', 'x') });
-    const [fetch] = ofKind(write, 'fetch');
-    const cas = ofKind(write, 'apply')[0].cas;
+    const fetch = firstOfKind(write, 'fetch');
+    const cas = firstOfKind(write, 'apply').cas;
     const out = m.step({ kind: 'fetched', nowMs: T0 + 21, token: fetch.token, entries: [['a', entry('x', cas)]] });
     expect(sent(out, 'push').map((p) => p.to)).toEqual([N3]);
     expect(m.status().queueDepth).toBe(1);

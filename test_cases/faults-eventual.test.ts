@@ -22,6 +22,7 @@ import {
   acceptableFinalValues, describeRecords, eventually, nowMs, readKeys, RecordingClient, sleep,
   startWorkload, waitForAgreement, type OpRecord,
 } from './support/fault-kit.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const HEARTBEAT_INTERVAL_MS = 50;
 const FAILURE_TIMEOUT_MS = 500;
@@ -80,7 +81,9 @@ describe('eventual: one controller paused and another cut off', () => {
     const keys = [...SHARED_KEYS, ...OWN_KEYS];
     const acceptable = (key: string): Set<string | null> =>
       key.startsWith('ev-own-') ? acceptableFinalValues(records, key) : writtenValues(records, key);
-    const agreement = await waitForAgreement(live, keys, { timeoutMs: 2 * CONVERGENCE_BOUND_MS, callTimeoutMs: CALL_TIMEOUT_MS, acceptable });
+    const agreement = await waitForAgreement(live, keys, {
+      timeoutMs: 2 * CONVERGENCE_BOUND_MS, callTimeoutMs: CALL_TIMEOUT_MS, acceptable,
+    });
     const duringFault = (node: string): OpRecord[] => records.filter((record) => record.node === node && record.f === 'write'
       && record.outcome === 'ok' && record.startMs >= faultMs && record.endMs < healMs);
     console.log(`FAULT eventual pause+cut: replicas converged ${ms(agreement.elapsedMs)} after the workload stopped ` +
@@ -101,11 +104,18 @@ function writtenValues(records: readonly OpRecord[], key: string): Set<string | 
 }
 
 /** One writer per own key (client numbers 50+), writing it in a loop on its own controller. */
-function startOwnKeyWriters(cluster: Cluster, recorder: HistoryRecorder, records: OpRecord[], clients: RecordingClient[]): { stop(): Promise<void> } {
+function startOwnKeyWriters(
+  cluster: Cluster,
+  recorder: HistoryRecorder,
+  records: OpRecord[],
+  clients: RecordingClient[],
+): { stop(): Promise<void> } {
   const stop = new AbortController();
   const runs = OWN_KEYS.map(async (key, index) => {
-    const node = cluster.nodes[index % cluster.nodes.length];
-    const writer = new RecordingClient({ recorder, records, client: 50 + index, node: node.id, port: node.clientPort, callTimeoutMs: CALL_TIMEOUT_MS });
+    const node = itemAt(cluster.nodes, index % cluster.nodes.length);
+    const writer = new RecordingClient({
+      recorder, records, client: 50 + index, node: node.id, port: node.clientPort, callTimeoutMs: CALL_TIMEOUT_MS,
+    });
     clients.push(writer);
     for (let counter = 1; counter <= 5000 && !stop.signal.aborted; counter++) {
       const record = await writer.write(key, `own${index}.${counter}`);
@@ -127,7 +137,9 @@ describe('eventual: memcached restart and two controllers down', () => {
   const clients: RecordingClient[] = [];
   const client = (number: number, node: string): RecordingClient => {
     const live = cluster as Cluster;
-    const recording = new RecordingClient({ recorder, records, client: number, node, port: live.node(node).clientPort, callTimeoutMs: CALL_TIMEOUT_MS });
+    const recording = new RecordingClient({
+      recorder, records, client: number, node, port: live.node(node).clientPort, callTimeoutMs: CALL_TIMEOUT_MS,
+    });
     clients.push(recording);
     return recording;
   };

@@ -28,6 +28,7 @@ import {
   staleMinorityReads, startWorkload, timeToServeWriteMs, waitForAgreement, writesAcknowledgedWithin,
   type Eventually, type OpRecord, type Workload,
 } from './support/fault-kit.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 type OrderedMode = 'linearizability' | 'sequential';
 type Fault = 'leader-kill' | 'follower-kill' | 'leader-pause' | 'leader-isolate' | 'memcached-restart';
@@ -91,12 +92,16 @@ describe.each(MODES)('%s under real faults', (mode) => {
 });
 
 async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
-  const cluster = await Cluster.start({ mode, proxies: true, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, keepDir: true });
+  const cluster = await Cluster.start({
+    mode, proxies: true, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, keepDir: true,
+  });
   running.cluster = cluster;
   const recorder = new HistoryRecorder();
   const records: OpRecord[] = [];
   const client = (number: number, node: string): RecordingClient => {
-    const recording = new RecordingClient({ recorder, records, client: number, node, port: cluster.node(node).clientPort, callTimeoutMs: CALL_TIMEOUT_MS });
+    const recording = new RecordingClient({
+      recorder, records, client: number, node, port: cluster.node(node).clientPort, callTimeoutMs: CALL_TIMEOUT_MS,
+    });
     running.clients.push(recording);
     return recording;
   };
@@ -107,7 +112,7 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   // The reader of the seeded keys on the target sees them all before the restart, so any absent
   // answer after it is its own session going back in time (a violation in both modes).
   const rebuildReader = fault === 'memcached-restart' ? client(PROBE_CLIENT_BASE + 20, target) : null;
-  if (rebuildReader) await seed(client(PROBE_CLIENT_BASE + 50, majority[0]), rebuildReader);
+  if (rebuildReader) await seed(client(PROBE_CLIENT_BASE + 50, itemAt(majority, 0)), rebuildReader);
 
   running.workload = startWorkload({
     cluster, recorder, records, keys: KEYS, clientsPerNode: 2, writeShare: 0.5,
@@ -128,7 +133,7 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   const healMs = nowMs();
   await heal(cluster, fault, target);
   const returning = client(PROBE_CLIENT_BASE + 30, target);
-  const targetServing = await eventually(async () => (await returning.read(KEYS[0])).outcome, (outcome) => outcome === 'ok', { timeoutMs: 2 * SERVE_BOUND_MS });
+  const targetServing = await eventually(async () => (await returning.read(itemAt(KEYS, 0))).outcome, (outcome) => outcome === 'ok', { timeoutMs: 2 * SERVE_BOUND_MS });
   await sleep(300);
   await running.workload.stop();
   running.workload = null;
@@ -136,7 +141,9 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   const acceptable = (key: string): Set<string | null> => acceptableFinalValues(records, key);
   // Probe writes were acknowledged during the fault; seeds must survive the memcached restart.
   const judgedKeys = [...KEYS, ...majority.map((_, index) => `fk-probe-${index}`), ...(rebuildReader ? SEED_KEYS : [])];
-  const agreement = await waitForAgreement(cluster, judgedKeys, { timeoutMs: 2 * SERVE_BOUND_MS, callTimeoutMs: CALL_TIMEOUT_MS, acceptable });
+  const agreement = await waitForAgreement(cluster, judgedKeys, {
+    timeoutMs: 2 * SERVE_BOUND_MS, callTimeoutMs: CALL_TIMEOUT_MS, acceptable,
+  });
   const finals = await finalReads(cluster, client, judgedKeys);
   const check = checkRecorded(mode, recorder, 20_000);
 
@@ -162,8 +169,8 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   if (fault === 'memcached-restart') {
     const lostSeeds = records.filter((record) => record.client === PROBE_CLIENT_BASE + 20 && record.startMs >= faultMs
       && record.outcome === 'ok' && record.value !== `seed-${record.key}`);
-    const firstLostMs = lostSeeds.length > 0 ? Math.round(lostSeeds[0].startMs - faultMs) : null;
-    const lastLostMs = lostSeeds.length > 0 ? Math.round(lostSeeds[lostSeeds.length - 1].endMs - faultMs) : null;
+    const firstLostMs = lostSeeds.length > 0 ? Math.round(itemAt(lostSeeds, 0).startMs - faultMs) : null;
+    const lastLostMs = lostSeeds.length > 0 ? Math.round(itemAt(lostSeeds, lostSeeds.length - 1).endMs - faultMs) : null;
     expect.soft(lostSeeds, `${mode} ${fault}: ${target} answered ${lostSeeds.length} reads of seeded keys with a value they never had (absent) ` +
       `to the client that had read them all there before the restart, instead of refusing while its emptied memcached was rebuilt; the first was invoked ${firstLostMs} ms and the last answered ${lastLostMs} ms after the restart began:\n${describeRecords(lostSeeds, 4)}`).toEqual([]);
     expect.soft(rebuild?.ok, `${mode} ${fault}: ${target}'s replica was not rebuilt from its peers within ${4 * SERVE_BOUND_MS} ms; last reads:\n${rebuild?.value ?? ''}`).toBe(true);
@@ -250,8 +257,8 @@ async function waitForRebuild(reader: RecordingClient, faultMs: number): Promise
  */
 async function checkMinorityRefuses(mode: OrderedMode, minority: RecordingClient, cutMs: number): Promise<OpRecord[]> {
   await sleep(Math.max(0, cutMs + 2 * FAILURE_TIMEOUT_MS - nowMs()));
-  const read = await minority.read(KEYS[0]);
-  const write = await minority.write(KEYS[1], `minority-${mode}`);
+  const read = await minority.read(itemAt(KEYS, 0));
+  const write = await minority.write(itemAt(KEYS, 1), `minority-${mode}`);
   return [read, write];
 }
 
@@ -276,7 +283,11 @@ function assertMinority(
 }
 
 /** Every controller reads every key once, recorded, for the checker; returns the failures. */
-async function finalReads(cluster: Cluster, client: (number: number, node: string) => RecordingClient, keys: readonly string[]): Promise<string[]> {
+async function finalReads(
+  cluster: Cluster,
+  client: (number: number, node: string) => RecordingClient,
+  keys: readonly string[],
+): Promise<string[]> {
   const failures: string[] = [];
   await Promise.all(cluster.nodes.map(async (node, index) => {
     const reader = client(FINAL_CLIENT_BASE + index, node.id);

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { lastLine } from './support/text-request.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 describe('sequential: items longer than memcached takes', () => {
   let cluster: Cluster;
@@ -28,17 +29,17 @@ describe('sequential: items longer than memcached takes', () => {
 
   it('refuses a value memcached cannot hold with memcached\'s own error, and keeps serving', async () => {
     const value = 'v'.repeat(1024 * 1024);
-    expect(await lastLine(cluster.nodes[1].clientPort, `set whole 0 0 ${value.length}\r\n${value}\r\n`, 'set')).toBe('SERVER_ERROR object too large for cache');
+    expect(await lastLine(itemAt(cluster.nodes, 1).clientPort, `set whole 0 0 ${value.length}\r\n${value}\r\n`, 'set')).toBe('SERVER_ERROR object too large for cache');
     for (const node of cluster.nodes) {
       expect(await lastLine(node.clientPort, 'set after 0 0 2\r\nok\r\n', 'set')).toBe('STORED');
       expect(await lastLine(node.clientPort, 'get whole\r\n', 'get')).toBe('END');
     }
-    const log = readFileSync(cluster.logFile(cluster.nodes[1].id), 'utf8');
+    const log = readFileSync(cluster.logFile(itemAt(cluster.nodes, 1).id), 'utf8');
     expect(log).toMatch(/memcached takes shorter items than value_bytes_max allows/);
   }, 60_000);
 
   it('answers NOT_STORED to an append past value_bytes_max and keeps the value', async () => {
-    const port = cluster.nodes[0].clientPort;
+    const port = itemAt(cluster.nodes, 0).clientPort;
     const piece = 'p'.repeat(100_000);
     expect(await lastLine(port, 'set grown 0 0 1\r\na\r\n', 'set')).toBe('STORED');
     const replies: string[] = [];

@@ -115,8 +115,8 @@ describe('every mode keeps its promise under every fault', () => {
       // half a heal window past it, even when the fill overran its window.
       const result = await run(mode, ['backend-fill'], 12_000, 500 + index, 1, 3, 'fsync', { faultMs: 1500, healMs: 6000 });
       expect(result.exitCode, explain(result)).toBe(0);
-      const [fill] = result.summary.faults;
       expect(result.summary.faults).toHaveLength(1);
+      const fill = result.summary.faults[0]!;
       expect(result.summary.durationMs - (fill.healedMs + RECOVERY_GRACE_MS)).toBeGreaterThan(500);
       // Refused during the fill, as they must be; none after it.
       expect(result.summary.refusals.find((refusal) => refusal.error.includes('out of memory'))?.count ?? 0).toBeGreaterThan(0);

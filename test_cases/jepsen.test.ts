@@ -18,6 +18,7 @@ import { runJepsen } from '../src/jepsen/runner.ts';
 import { classifyServerError, createRandom, type CallRecord } from '../src/jepsen/workload.ts';
 import { startMemcached } from './support/memcached.ts';
 import { lastLine } from './support/text-request.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'mckv-jepsen-test-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -115,9 +116,9 @@ describe('the nemesis schedule', () => {
   it('starts healed, never overlaps faults and ends before the run does', () => {
     const plans = planNemesis(options);
     expect(plans.length).toBeGreaterThanOrEqual(3);
-    expect(plans[0].startMs).toBeGreaterThan(0);
-    for (let index = 1; index < plans.length; index++) expect(plans[index].startMs).toBeGreaterThan(plans[index - 1].endMs);
-    expect(plans[plans.length - 1].endMs).toBeLessThan(options.timeMs);
+    expect(itemAt(plans, 0).startMs).toBeGreaterThan(0);
+    for (let index = 1; index < plans.length; index++) expect(itemAt(plans, index).startMs).toBeGreaterThan(itemAt(plans, index - 1).endMs);
+    expect(itemAt(plans, plans.length - 1).endMs).toBeLessThan(options.timeMs);
     for (const plan of plans) expect(options.kinds).toContain(plan.kind);
   });
 
@@ -187,8 +188,9 @@ describe('the nemesis schedule', () => {
     expect(steps.every((step) => Math.abs(step) >= 1 && Math.abs(step) <= 4096)).toBe(true);
     expect(steps.some((step) => Math.abs(step) > 600) && steps.some((step) => Math.abs(step) < 10)).toBe(true);
     for (let index = 1; index < plans.length; index++) {
-      nodes.forEach((node, at) =>
-        expect(Math.sign(plans[index].stepsSeconds?.[at] ?? 0), node).toBe(-Math.sign(plans[index - 1].stepsSeconds?.[at] ?? 0)));
+      const previous = itemAt(plans, index - 1).stepsSeconds;
+      const current = itemAt(plans, index).stepsSeconds;
+      nodes.forEach((node, at) => expect(Math.sign(current?.[at] ?? 0), node).toBe(-Math.sign(previous?.[at] ?? 0)));
     }
     expect(describeFault({ kind: 'clock', variant: null, nodes: ['n1', 'n2'], stepsSeconds: [8, -120] })).toBe('clock n1 +8 s, n2 -120 s');
   });
@@ -224,7 +226,7 @@ describe('recording replies', () => {
       { client: 1, node: 'n2', f: 'read', startMs: 1200, endMs: 1300, outcome: 'ok' },
       { client: 1, node: 'n2', f: 'read', startMs: 3100, endMs: 3150, outcome: 'ok' },
     ];
-    const [fault] = summarizeFaults([{ kind: 'pause', label: 'pause n1', nodes: ['n1'], startMs: 1000, endMs: 3000, healedMs: 3000 }], calls);
+    const fault = itemAt(summarizeFaults([{ kind: 'pause', label: 'pause n1', nodes: ['n1'], startMs: 1000, endMs: 3000, healedMs: 3000 }], calls), 0);
     expect(fault.firstOkAfterStartMs).toBe(300);
     expect(fault.firstOkAfterHealMs).toBe(150);
   });

@@ -9,6 +9,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LinkProxy } from '../src/jepsen/proxy.ts';
 import { sleep } from './support/fault-kit.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 let cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -52,7 +53,7 @@ describe('the peer-link proxy', () => {
     expect(received()).toBe('a');
     await sleep(400);
     expect(received()).toBe('abc');
-    expect(receivedAt[1] - slowSentAt).toBeGreaterThanOrEqual(290);
+    expect(itemAt(receivedAt, 1) - slowSentAt).toBeGreaterThanOrEqual(290);
 
     client.write('d');
     await sleep(50);

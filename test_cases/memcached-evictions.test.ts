@@ -14,6 +14,7 @@ import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { exchange } from './support/raw.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const KEYS = 300;
 const VALUE = 'v'.repeat(100);
@@ -79,8 +80,8 @@ describe.each<Mode>(['sequential', 'eventual'])('%s over memcached servers that 
   });
 
   it('a controller whose memcached evicted our items rebuilds its replica and serves every key', async () => {
-    await writeKeys(cluster.nodes[0].clientPort);
-    const victim = cluster.nodes[1];
+    await writeKeys(itemAt(cluster.nodes, 0).clientPort);
+    const victim = itemAt(cluster.nodes, 1);
     // (Counted, not fetched: a get would mark our items active and shield them from eviction.)
     await expect.poll(() => memcachedStat(victim.memcachedPort, 'curr_items'), { timeout: 10_000 }).toBe(KEYS);
 
@@ -120,17 +121,17 @@ describe('sequential: memcached evicted our items while the controller was down'
   });
 
   it('the restarted controller compares with the eviction count it saved, and rebuilds', async () => {
-    await writeKeys(cluster.nodes[0].clientPort);
+    await writeKeys(itemAt(cluster.nodes, 0).clientPort);
     // Larger items last: the log's tail, replayed at restart, writes to another size class than
     // the one evicted, so nothing but the saved count can tell the controller what happened.
     const large = 'L'.repeat(2000);
-    const writer = await TextClient.connect('127.0.0.1', cluster.nodes[0].clientPort);
+    const writer = await TextClient.connect('127.0.0.1', itemAt(cluster.nodes, 0).clientPort);
     try {
       for (let i = 0; i < 40; i++) expect((await writer.request(`set large${i} 0 0 ${large.length}\r\n${large}\r\n`, 'set')).lines.at(-1)).toBe('STORED');
     } finally {
       writer.close();
     }
-    const victim = cluster.nodes[2];
+    const victim = itemAt(cluster.nodes, 2);
     await expect.poll(() => memcachedStat(victim.memcachedPort, 'curr_items'), { timeout: 10_000 }).toBe(KEYS + 40);
     await new Promise((resolve) => setTimeout(resolve, 1_500)); // a poll reads (and saves) the count
     await cluster.kill(victim.id);
@@ -157,8 +158,8 @@ describe('sequential: another client flushes one replica\'s memcached', () => {
   });
 
   it('the controller notices (memcached counts more flushes than it sent), counts the replica emptied and rebuilds it', async () => {
-    await writeKeys(cluster.nodes[0].clientPort);
-    const victim = cluster.nodes[1];
+    await writeKeys(itemAt(cluster.nodes, 0).clientPort);
+    const victim = itemAt(cluster.nodes, 1);
     await expect.poll(() => memcachedStat(victim.memcachedPort, 'curr_items'), { timeout: 10_000 }).toBe(KEYS);
     await rawRequest(victim.memcachedPort, 'flush_all\r\n', /OK\r\n$/);
     await expect.poll(() => keysHeld(victim.memcachedPort), { timeout: 20_000, interval: 250 }).toBe(KEYS);

@@ -24,7 +24,7 @@ describe('spawnMemcached', () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-memcached-user-'));
     memcached = await spawnMemcached(await freePort(), path.join(dir, 'memcached.log'), 16);
     const status = readFileSync(`/proc/${memcached.pid}/status`, 'utf8');
-    const uids = /^Uid:\s+(.*)$/m.exec(status)?.[1].split(/\s+/).map(Number) ?? [];
+    const uids = /^Uid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/).map(Number) ?? [];
     expect(uids).toHaveLength(4);
     for (const uid of uids) expect(uid).not.toBe(0);
   }, 20_000);

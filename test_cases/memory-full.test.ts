@@ -27,7 +27,8 @@ import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { eventually, findLeader } from './support/fault-kit.ts';
-import { lastLine } from './support/text-request.ts';
+import { lastLine, lastLineOf } from './support/text-request.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const VALUE = 'x'.repeat(200_000);
 const WRITES_MAX = 400;
@@ -68,7 +69,7 @@ async function fillStraight(memcachedPort: number, tag: string): Promise<string[
       const batch = Array.from({ length: 8 }, (_, index) => `foreign_${tag}_${first + index}`);
       const replies = await Promise.all(batch.map((key) => client.request(`set ${key} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')));
       batch.forEach((key, index) => {
-        if (replies[index].lines[replies[index].lines.length - 1] === 'STORED') keys.push(key);
+        if (lastLineOf(itemAt(replies, index)) === 'STORED') keys.push(key);
       });
       if (keys.length < first + batch.length) break;
     }
@@ -99,13 +100,13 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
   });
 
   it('refuses writes that add data before a replica runs out, and keeps serving reads and deletes', async () => {
-    const port = cluster.nodes[0].clientPort;
+    const port = itemAt(cluster.nodes, 0).clientPort;
     const client = await TextClient.connect('127.0.0.1', port);
     const outcomes: string[] = [];
     try {
       for (let i = 0; i < WRITES_MAX; i++) {
         const reply = await client.request(`set big${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
-        const line = reply.lines[reply.lines.length - 1];
+        const line = lastLineOf(reply);
         outcomes.push(line);
         if (line !== 'STORED') break;
       }
@@ -130,7 +131,7 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
       expect(await servedLengths(node.clientPort, ['big0', 'big1']), node.id).toEqual([VALUE.length, VALUE.length]);
       expect(await lastLine(node.clientPort, `set more 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')).toBe('SERVER_ERROR out of memory storing object');
     }
-    expect(await lastLine(cluster.nodes[1].clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
+    expect(await lastLine(itemAt(cluster.nodes, 1).clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });
 
@@ -149,7 +150,7 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached servers of differ
     const ids = cluster.nodes.map((node) => node.id);
     // Writes go through the node that decides them (the leader; in eventual, the node taking
     // them), whose memcached is the big one; the two others get 16 MB ones, empty, before any data.
-    const entry = mode === 'eventual' ? ids[0] : await findLeader(cluster, ids, 10_000);
+    const entry = mode === 'eventual' ? itemAt(ids, 0) : await findLeader(cluster, ids, 10_000);
     const small = ids.filter((id) => id !== entry);
     for (const id of small) await cluster.restartBackend(id, 16);
     // Each of them has rebuilt its (empty) replica and reported its memory in a heartbeat.
@@ -165,7 +166,7 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached servers of differ
     try {
       for (let i = 0; i < WRITES_MAX; i++) {
         const reply = await client.request(`set big${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
-        outcomes.push(reply.lines[reply.lines.length - 1]);
+        outcomes.push(lastLineOf(reply));
         if (outcomes[i] !== 'STORED') break;
       }
     } finally {
@@ -184,7 +185,7 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached servers of differ
     for (const node of cluster.nodes) {
       expect(await servedLengths(node.clientPort, ['big0', 'big1', `big${stored - 1}`]), node.id).toEqual([VALUE.length, VALUE.length, VALUE.length]);
     }
-    expect(await lastLine(cluster.node(small[0]).clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
+    expect(await lastLine(cluster.node(itemAt(small, 0)).clientPort, 'delete big1\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });
 
@@ -209,7 +210,7 @@ describe('sequential: memcached filled through every controller at once', () => 
         try {
           for (let i = 0; i < WRITES_MAX && lines.filter((line) => line !== 'STORED').length < 3; i++) {
             const reply = await client.request(`set w${writer}_${i} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set');
-            lines.push(reply.lines[reply.lines.length - 1]);
+            lines.push(lastLineOf(reply));
           }
         } finally {
           client.close();
@@ -230,7 +231,7 @@ describe('sequential: memcached filled through every controller at once', () => 
         read.close();
       }
     }
-    expect(await lastLine(cluster.nodes[2].clientPort, 'delete w0_1\r\n', 'delete')).toBe('DELETED');
+    expect(await lastLine(itemAt(cluster.nodes, 2).clientPort, 'delete w0_1\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });
 
@@ -245,7 +246,7 @@ async function pipelined(port: number, requests: string[], depth: number): Promi
       let answered = 0;
       const timer = setTimeout(() => reject(new Error(`${answered} of ${requests.length} answered in time`)), 60_000);
       const fill = (): void => {
-        while (sent < requests.length && sent - answered < depth) socket.write(requests[sent++]);
+        while (sent < requests.length && sent - answered < depth) socket.write(itemAt(requests, sent++));
       };
       socket.on('error', reject);
       socket.on('connect', fill);
@@ -283,7 +284,7 @@ describe('sequential: small items deleted, then larger ones (memcached\'s pages 
   });
 
   it('refuses the larger items memcached has no room for, and keeps serving', async () => {
-    const port = cluster.nodes[0].clientPort;
+    const port = itemAt(cluster.nodes, 0).clientPort;
     const big = 'z'.repeat(4000);
     expect(await lastLine(port, `set first 0 0 ${big.length}\r\n${big}\r\n`, 'set')).toBe('STORED');
     const small = 'y'.repeat(40);
@@ -310,7 +311,7 @@ describe('sequential: small items deleted, then larger ones (memcached\'s pages 
       // Items of the small size have room, and are taken through every controller.
       expect(await lastLine(node.clientPort, `set again${i} 0 0 ${small.length}\r\n${small}\r\n`, 'set')).toBe('STORED');
     }
-    expect(await lastLine(cluster.nodes[1].clientPort, 'delete first\r\n', 'delete')).toBe('DELETED');
+    expect(await lastLine(itemAt(cluster.nodes, 1).clientPort, 'delete first\r\n', 'delete')).toBe('DELETED');
   }, 120_000);
 });
 
@@ -340,9 +341,9 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
     const foreign = new Map<number, string[]>();
     for (let attempt = 0; attempt < 10; attempt++) {
       const filled = await Promise.all(cluster.nodes.map((node) => fillStraight(node.memcachedPort, `${tag}_${attempt}_${node.id}`)));
-      cluster.nodes.forEach((node, index) => foreign.set(node.memcachedPort, filled[index]));
+      cluster.nodes.forEach((node, index) => foreign.set(node.memcachedPort, itemAt(filled, index)));
       const client = await TextClient.connect('127.0.0.1', entry);
-      const reply = client.request(`set target 0 0 ${value.length}\r\n${value}\r\n`, 'set').then((answer) => answer.lines[answer.lines.length - 1]);
+      const reply = client.request(`set target 0 0 ${value.length}\r\n${value}\r\n`, 'set').then(lastLineOf);
       const early = await Promise.race([reply, new Promise<null>((resolve) => setTimeout(() => resolve(null), 500))]);
       if (early === 'SERVER_ERROR out of memory storing object') {
         client.close();
@@ -377,7 +378,7 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
   }
 
   it('waits until the other client frees memory, then applies the write everywhere and loses nothing', async () => {
-    const entry = cluster.nodes[0].clientPort;
+    const entry = itemAt(cluster.nodes, 0).clientPort;
     expect(await lastLine(entry, 'set base 0 0 4\r\nabcd\r\n', 'set')).toBe('STORED');
     expect(await lastLine(entry, 'append base 0 0 4\r\nefgh\r\n', 'append')).toBe('STORED');
     expect(await lastLine(entry, 'set target 0 0 5\r\nsmall\r\n', 'set')).toBe('STORED');
@@ -413,7 +414,7 @@ describe('sequential: every memcached refuses a write the guard admitted (anothe
   }, 120_000);
 
   it('waits, too, until an operator gives every memcached more memory at run time (cache_memlimit), with no restart', async () => {
-    const entry = cluster.nodes[1].clientPort;
+    const entry = itemAt(cluster.nodes, 1).clientPort;
     const value = 'c'.repeat(BIG.length);
     const { outcome } = await admitWhileFull(entry, value, 'limit');
     await new Promise((resolve) => setTimeout(resolve, 1_500));
@@ -435,7 +436,8 @@ describe('eventual: a peer\'s memcached refuses a push (another client filled it
   });
 
   it('keeps serving at that peer, re-reading only the refused key, which arrives once there is room', async () => {
-    const [n1, n2] = cluster.nodes;
+    const n1 = itemAt(cluster.nodes, 0);
+    const n2 = itemAt(cluster.nodes, 1);
     expect(await lastLine(n2.clientPort, 'set probe 0 0 5\r\nhello\r\n', 'set')).toBe('STORED');
     // Fill n2's memcached between two polls, then write through n1 before n2's next report: n1
     // admits the write, and n2's memcached refuses the push. When the report came first, n1

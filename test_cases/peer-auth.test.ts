@@ -23,7 +23,7 @@ import { freePort } from '../src/jepsen/cluster.ts';
 
 const heartbeatIntervalMs = 20;
 const failureTimeoutMs = 300;
-const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
+const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const [n1, n2, n3] = ids;
 const secret = randomBytes(32);
 const clusterId = 'alpha';

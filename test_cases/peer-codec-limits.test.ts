@@ -30,6 +30,7 @@ import {
 } from '../src/peer/value-codec.ts';
 import { mulberry32, type Random } from '../src/runtime/random.ts';
 import { chunkings } from './support/chunks.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 /** A valid header (right version, length and checksum) around an arbitrary payload. */
 function frameAround(payload: Buffer): Buffer {
@@ -353,12 +354,12 @@ function randomValue(random: Random, depth: number, budget = { nodes: 60 }): unk
     const scalars = [null, true, false, 0, 127, -32, -33, 128, 70_000, -(2 ** 31), 2 ** 31, 1.5, -0, Number.NaN, Infinity, '', 'ab', 'é', 'x'.repeat(40), 5n, 2n ** 64n, -(2n ** 100n), Buffer.from([1, 2])];
     return scalars[Math.floor(random() * scalars.length)];
   }
-  const size = [0, 1, 2, 15, 16, 17][Math.floor(random() * 6)];
+  const size = itemAt([0, 1, 2, 15, 16, 17], Math.floor(random() * 6));
   if (roll < 0.75) return Array.from({ length: size }, () => randomValue(random, depth + 1, budget));
   const keys = ['kind', '0', '3', '__proto__', 'constructor', 'k'.repeat(33), 'ключ'];
   const out: Record<string, unknown> = {};
   for (let index = 0; index < size; index++) {
-    const key = keys[index % keys.length] + (index >= keys.length ? index : '');
+    const key = itemAt(keys, index % keys.length) + (index >= keys.length ? index : '');
     const value = randomValue(random, depth + 1, budget);
     Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
   }
@@ -373,8 +374,8 @@ function mutate(random: Random, payload: Buffer): Buffer {
   for (let flip = 0; flip < flips && out.length > 0; flip++) {
     const at = Math.floor(random() * out.length);
     out[at] = kind === 0
-      ? out[at] ^ (1 << Math.floor(random() * 8))
-      : kind === 1 ? Math.floor(random() * 256) : [0x00, 0x7f, 0x80, 0xff, 0xc7, 0xcb][Math.floor(random() * 6)];
+      ? out.readUInt8(at) ^ (1 << Math.floor(random() * 8))
+      : kind === 1 ? Math.floor(random() * 256) : itemAt([0x00, 0x7f, 0x80, 0xff, 0xc7, 0xcb], Math.floor(random() * 6));
   }
   return out;
 }
@@ -403,7 +404,7 @@ describe('FrameDecoder fuzz (seeded)', () => {
       const frame = frameAround(payload);
       const cuts = Array.from({ length: Math.floor(random() * 4) }, () => Math.floor(random() * frame.length)).sort((a, b) => a - b);
       const chunks = trial % 50 === 0
-        ? chunkings(frame)[1].chunks
+        ? itemAt(chunkings(frame), 1).chunks
         : [0, ...cuts].map((cut, index, all) => frame.subarray(cut, all[index + 1] ?? frame.length));
       const result = feed(chunks);
       const decoded = decodeValue(payload);

@@ -11,6 +11,8 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, repoRoot } from '../src/jepsen/cluster.ts';
 import { PeerCredentialsError, readClusterSecret, readPeerTls } from '../src/peer/credentials.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { must } from './support/must.ts';
 
 const directory = mkdtempSync(path.join(os.tmpdir(), 'mckv-secret-'));
 
@@ -62,7 +64,7 @@ describe('cluster secret file', () => {
     }
     writeFileSync(config, lines.join('\n'));
     const secret = secretFile('cluster.secret', '0123456789abcdef0123456789', 0o640);
-    const clientPort = lines[4].split(':')[1];
+    const clientPort = must(itemAt(lines, 4).split(':')[1], 'the client port of n1');
     const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'main.ts'), '-c', config, '-p', clientPort, '--kvtype', 'memory'], {
       cwd: repoRoot,
       encoding: 'utf8',

@@ -17,6 +17,7 @@ import {
 } from '../src/peer/frame.ts';
 import { VALUE_DEPTH_MAX, ValueEncoder, decodeValue, encodeValue } from '../src/peer/value-codec.ts';
 import { mulberry32, type Random } from '../src/runtime/random.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 /** Feeds `chunks` in order and gathers every message and the first error. */
 function decodeChunks(chunks: Buffer[], frameBytesMax?: number): FrameDecodeResult {
@@ -120,7 +121,7 @@ describe('encodeFrame / FrameDecoder round trip', () => {
 describe('FrameDecoder errors', () => {
   it('rejects a corrupt checksum', () => {
     const frame = encodeFrame({ kind: 'heartbeat' });
-    frame[frame.length - 2] ^= 0x01;
+    frame.writeUInt8(frame.readUInt8(frame.length - 2) ^ 0x01, frame.length - 2);
     for (const chunks of [[frame], byteByByte(frame)]) {
       const result = decodeChunks(chunks);
       expect(result.messages).toEqual([]);
@@ -343,7 +344,7 @@ describe('value codec round trips', () => {
   it('gives frame-decoded Buffers memory of their own, not a view into the socket chunk', () => {
     const frame = encodeFrame({ value: Buffer.from('held by the store') });
     const decoder = new FrameDecoder();
-    const [message] = decoder.push(frame).messages as Array<{ value: Buffer }>;
+    const message = itemAt(decoder.push(frame).messages as Array<{ value: Buffer }>, 0);
     expect(message.value.toString()).toBe('held by the store');
     frame.fill(0);
     expect(message.value.toString()).toBe('held by the store');
@@ -421,7 +422,7 @@ function corrupt(random: Random, payload: Buffer): Buffer {
 // Seeded property test: generated values survive codec and frames, however the stream is cut.
 
 function pick<T>(random: Random, choices: readonly T[]): T {
-  return choices[Math.floor(random() * choices.length)];
+  return itemAt(choices, Math.floor(random() * choices.length));
 }
 
 function randomString(random: Random): string {

@@ -25,8 +25,9 @@ import type { Entry, Op } from '../src/store/types.ts';
 import { mulberry32, simulate } from './support/log-sim.ts';
 import { runEventualSim } from './support/eventual-sim.ts';
 import { certainlyInvalid, deepCopy, mutate, randomJunk } from './support/junk.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
-const IDS = ['n1', 'n2', 'n3'].map(asPeerId);
+const IDS = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const [N1, N2, N3] = IDS;
 const HEARTBEAT_MS = 50;
 const FAILURE_TIMEOUT_MS = 300;
@@ -169,8 +170,8 @@ class LogCluster {
   }
 
   leader(): PeerId | null {
-    const leaders = IDS.filter((id) => this.node(id).machine.inspect().role === 'leader');
-    return leaders.length === 1 ? leaders[0] : null;
+    const [leader, ...others] = IDS.filter((id) => this.node(id).machine.inspect().role === 'leader');
+    return leader !== undefined && others.length === 0 ? leader : null;
   }
 }
 
@@ -227,7 +228,7 @@ function fuzzLog(mode: LogMode, seed: number, count: number): { steps: number; d
     for (let round = 0; round < 3; round += 1) {
       const { cluster, id } = machineInRole(mode, role);
       const node = cluster.node(id);
-      const sender = IDS.filter((peer) => peer !== id)[Math.floor(random() * 2)];
+      const sender = itemAt(IDS.filter((peer) => peer !== id), Math.floor(random() * 2));
       const before = node.machine.status().invalidPeerMessages;
       for (let n = 0; n < count / 9 && Date.now() - startedMs < FUZZ_BUDGET_MS; n += 1) {
         const real = corpus[Math.floor(random() * corpus.length)];
@@ -258,8 +259,8 @@ describe('replicated log: peer messages are validated before the machine acts', 
     const corpus = logCorpus('linearizability');
     const random = mulberry32(5);
     for (let n = 0; n < 3_000; n += 1) {
-      const to = IDS[n % 3];
-      const from = IDS[(n + 1 + Math.floor(random() * 2)) % 3];
+      const to = itemAt(IDS, n % 3);
+      const from = itemAt(IDS, (n + 1 + Math.floor(random() * 2)) % 3);
       const real = corpus[Math.floor(random() * corpus.length)] as unknown as Record<string, unknown>;
       const junk = n % 2 === 0 ? certainlyInvalid(real, random, LOG_COUNT_FIELDS) : randomJunk(random);
       cluster.step(to, { kind: 'message', nowMs: cluster.nowMs, from, message: junk as LogMessage });
@@ -332,7 +333,7 @@ describe('replicated log: each measured attack is dropped, counted and noted, st
       durableIndex: 0, round: 0, seq: 1, quiet: false,
     };
     const effects = expectUnchanged(machine, () => machine.step({ kind: 'message', nowMs: cluster.nowMs, from, message: append }), from);
-    expect(notes(effects)[0].meta).toMatchObject({ peer: from, reason: expect.stringContaining('two leaders') });
+    expect(itemAt(notes(effects), 0).meta).toMatchObject({ peer: from, reason: expect.stringContaining('two leaders') });
   });
 
   it('an append that would change a committed entry is dropped, not asserted', () => {
@@ -369,7 +370,7 @@ describe('replicated log: each measured attack is dropped, counted and noted, st
     };
     const records = cluster.node(id).records.length;
     const effects = expectUnchanged(machine, () => machine.step({ kind: 'message', nowMs: cluster.nowMs, from, message: append as unknown as LogMessage }), from);
-    expect(notes(effects)[0].meta).toMatchObject({ peer: from, reason: 'append: bad entry' });
+    expect(itemAt(notes(effects), 0).meta).toMatchObject({ peer: from, reason: 'append: bad entry' });
     expect(cluster.node(id).records.length).toBe(records);
   });
 
@@ -574,7 +575,7 @@ describe('eventual: peer messages are validated before the machine acts', () => 
       const push = { kind: 'push', batch: 1, entries: [['k', { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas }]] };
       const effects = machine.step({ kind: 'message', nowMs: T0 + 1, from: N2, message: push as EventualMessage });
       expectDropped(effects.filter((effect) => !(effect.kind === 'send' && effect.message.kind === 'push_ack')), machine, N2, 0);
-      expect(notes(effects)[0].meta).toMatchObject({ peer: N2 });
+      expect(itemAt(notes(effects), 0).meta).toMatchObject({ peer: N2 });
       expect(effects.some((effect) => effect.kind === 'put')).toBe(false);
       expect(machine.hlc()).toEqual(clock);
       const write = machine.step({ kind: 'request', nowMs: T0 + 2, requestId: asRequestId(1), session: 1, op: set('k', 'mine') });
@@ -595,7 +596,7 @@ describe('eventual: peer messages are validated before the machine acts', () => 
     // The clock follows `near`, then ticks once for the merge's own version (a counter join's).
     expect(machine.hlc()).toEqual({ physicalMs: T0 + 60_000, counter: 4 });
     expect(machine.status().invalidPeerMessages).toBe(1);
-    expect(notes(effects)[0].meta).toMatchObject({ peer: N3 });
+    expect(itemAt(notes(effects), 0).meta).toMatchObject({ peer: N3 });
   });
 
   it('a fetched replica entry with a huge version does not drag the clock (a replica poisoned before the check)', () => {
@@ -611,7 +612,7 @@ describe('eventual: peer messages are validated before the machine acts', () => 
   it('local mode drops and counts peer messages', () => {
     const local = createLocal({ self: N1, peers: IDS, random: mulberry32(1), heartbeatIntervalMs: 100, failureTimeoutMs: 400, persisted: [], nowMs: T0, mode: 'linearizability' });
     const effects = local.step({ kind: 'message', nowMs: T0, from: N2, message: { kind: 'append' } as never });
-    expect(notes(effects)[0].meta).toMatchObject({ peer: N2 });
+    expect(itemAt(notes(effects), 0).meta).toMatchObject({ peer: N2 });
     expect(local.status().invalidPeerMessages).toBe(1);
   });
 });

@@ -12,12 +12,13 @@ import { FRAME_HEADER_BYTES, FRAME_VERSION, FrameDecoder, encodeFrame } from '..
 import { challengeMessage, checkHello } from '../src/peer/handshake.ts';
 import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const heartbeatIntervalMs = 20;
 const failureTimeoutMs = 150;
 /** Scheduling slack on a loaded two-core machine. */
 const slackMs = 150;
-const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
+const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const [n1, n2, n3] = ids;
 const secret = randomBytes(32);
 
@@ -91,8 +92,8 @@ describe('PeerNetwork with three nodes', () => {
     logs.set(self, lines);
     return new PeerNetwork({
       self,
-      listen: { host: '127.0.0.1', port: ports[ids.indexOf(self)] },
-      peers: ids.filter((id) => id !== self).map((id) => ({ id, host: '127.0.0.1', port: ports[ids.indexOf(id)] })),
+      listen: { host: '127.0.0.1', port: itemAt(ports, ids.indexOf(self)) },
+      peers: ids.filter((id) => id !== self).map((id) => ({ id, host: '127.0.0.1', port: itemAt(ports, ids.indexOf(id)) })),
       secret,
       clusterId: 'test',
       heartbeatIntervalMs,
@@ -129,8 +130,8 @@ describe('PeerNetwork with three nodes', () => {
       [n2, true],
       [n3, true],
     ]);
-    expect(view[0].info).toEqual({ role: 'role-of-n2' });
-    expect(view[1].lastHeardAgoMs).toBeLessThan(failureTimeoutMs);
+    expect(itemAt(view, 0).info).toEqual({ role: 'role-of-n2' });
+    expect(itemAt(view, 1).lastHeardAgoMs).toBeLessThan(failureTimeoutMs);
     expect(logs.get(n1)?.filter((line) => line.message === 'peer up').map((line) => line.meta?.peer).sort()).toEqual([n2, n3]);
   });
 
@@ -185,12 +186,12 @@ describe('PeerNetwork with three nodes', () => {
   });
 
   it('drops a garbage connection with a warning and keeps serving the peers', async () => {
-    await rawConnectionClosed(ports[0], Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+    await rawConnectionClosed(itemAt(ports, 0), Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
     const unknownHello = encodeFrame({ kind: 'hello', from: 'n9', to: 'n1', version: FRAME_VERSION });
-    await rawConnectionClosed(ports[0], unknownHello);
+    await rawConnectionClosed(itemAt(ports, 0), unknownHello);
     const oversized = encodeFrame('x').subarray(0, FRAME_HEADER_BYTES);
     oversized.writeUInt32BE(0xffffffff, 5);
-    await rawConnectionClosed(ports[0], oversized);
+    await rawConnectionClosed(itemAt(ports, 0), oversized);
 
     const warnings = (logs.get(n1) ?? []).filter((line) => line.level === 'warn').map((line) => line.message);
     expect(warnings.some((line) => /handshake refused: bad frame before authentication \(bad magic/.test(line))).toBe(true);
@@ -209,7 +210,7 @@ describe('PeerNetwork with three nodes', () => {
   it('refuses a taken port with a clear error', async () => {
     const intruder = new PeerNetwork({
       self: n1,
-      listen: { host: '127.0.0.1', port: ports[0] },
+      listen: { host: '127.0.0.1', port: itemAt(ports, 0) },
       peers: [],
       secret,
       clusterId: 'test',
@@ -257,7 +258,8 @@ describe('PeerNetwork with three nodes', () => {
 
 describe('PeerNetwork sending', () => {
   it('returns false for a peer it is not connected to', async () => {
-    const [selfPort, deadPort] = await freePorts(2);
+    const selfPort = await freePort();
+    const deadPort = await freePort();
     const lonely = new PeerNetwork({
       self: asPeerId('a'),
       listen: { host: '127.0.0.1', port: selfPort },
@@ -297,7 +299,7 @@ describe('PeerNetwork sending', () => {
       });
     });
     await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
-    const [selfPort] = await freePorts(1);
+    const selfPort = await freePort();
     const sender = new PeerNetwork({
       self: asPeerId('a'),
       listen: { host: '127.0.0.1', port: selfPort },
@@ -337,7 +339,7 @@ describe('PeerNetwork reconnecting', () => {
       socket.destroy();
     });
     await new Promise<void>((resolve) => slammer.listen(0, '127.0.0.1', resolve));
-    const [selfPort] = await freePorts(1);
+    const selfPort = await freePort();
     const dialer = new PeerNetwork({
       self: asPeerId('a'),
       listen: { host: '127.0.0.1', port: selfPort },

@@ -17,6 +17,7 @@ import { AuthFileError, loadAuthFile, parseAuthFile, parsePlain } from '../src/p
 import { ProtocolServer, type CommandHandler } from '../src/protocol/server.ts';
 import { DEFAULT_LIMITS, type Command, type Item, type Reply } from '../src/protocol/types.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const AUTH_FILE_TEXT = 'alice:secret\nbob:pw2\n';
 /** How long a reply may stay quiet before it counts as complete. */
@@ -233,11 +234,14 @@ describe('binary logins, as memcached -S with PLAIN', () => {
 
   it('a right password: Authenticated, then commands are served (PLAIN in one step or two)', async () => {
     const setExtras = Buffer.alloc(8);
-    const [auth, set, get] = await converse(mckvPort, [
+    const replies = await converse(mckvPort, [
       packet(OP.auth, { key: 'PLAIN', value: plain('alice', 'secret'), opaque: 9 }),
       packet(OP.set, { key: 'b', extras: setExtras, value: 'v' }),
       packet(OP.get, { key: 'b' }),
     ]);
+    const auth = itemAt(replies, 0);
+    const set = itemAt(replies, 1);
+    const get = itemAt(replies, 2);
     expect(auth.charCodeAt(0)).toBe(0x81);
     expect(auth.charCodeAt(1)).toBe(OP.auth);
     expect(auth.slice(6, 8)).toBe('\0\0');
@@ -245,11 +249,14 @@ describe('binary logins, as memcached -S with PLAIN', () => {
     expect(set.slice(6, 8)).toBe('\0\0');
     expect(get.slice(6, 8)).toBe('\0\0');
     expect(get.endsWith('v')).toBe(true);
-    const [started, stepped, noop] = await converse(mckvPort, [
+    const stepwise = await converse(mckvPort, [
       packet(OP.auth, { key: 'PLAIN' }),
       packet(OP.step, { key: 'PLAIN', value: plain('bob', 'pw2') }),
       packet(OP.noop),
     ]);
+    const started = itemAt(stepwise, 0);
+    const stepped = itemAt(stepwise, 1);
+    const noop = itemAt(stepwise, 2);
     expect(started.slice(6, 8)).toBe('\0\x21');
     expect(stepped.slice(24)).toBe('Authenticated');
     expect(noop.slice(6, 8)).toBe('\0\0');

@@ -9,6 +9,7 @@ import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { Command, ProtocolLimits, Reply } from '../src/protocol/types.ts';
 import { arithExtras, binaryRequest } from './support/binary-request.ts';
 import { decodeEveryWay } from './support/chunks.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 function u32s(...values: number[]): Buffer {
   const out = Buffer.alloc(values.length * 4);
@@ -163,7 +164,7 @@ describe('binary encoder', () => {
       const bodyBytes = bytes.readUInt32BE(offset + 8);
       const body = bytes.subarray(offset + 24, offset + 24 + bodyBytes);
       packets.push({
-        opcode: bytes[offset + 1], status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12),
+        opcode: bytes.readUInt8(offset + 1), status: bytes.readUInt16BE(offset + 6), opaque: bytes.readUInt32BE(offset + 12),
         cas: bytes.readBigUInt64BE(offset + 16), extras: body.subarray(0, extrasBytes),
         key: body.toString('latin1', extrasBytes, extrasBytes + keyBytes), value: body.subarray(extrasBytes + keyBytes),
       });
@@ -175,7 +176,7 @@ describe('binary encoder', () => {
   it('encodes a get hit with flags extras, cas and opaque; getk adds the key', () => {
     const [hit] = parse(encodeBinaryReply(header(OPCODE.get, { opaque: 5 }), get, { kind: 'values', items: [item] }));
     expect(hit).toEqual({ opcode: 0, status: 0, opaque: 5, cas: 77n, extras: Buffer.from([0, 0, 0, 9]), key: '', value: Buffer.from('val') });
-    const [withKey] = parse(encodeBinaryReply(header(OPCODE.getk, { withKey: true }), get, { kind: 'values', items: [item] }));
+    const withKey = itemAt(parse(encodeBinaryReply(header(OPCODE.getk, { withKey: true }), get, { kind: 'values', items: [item] })), 0);
     expect(withKey.key).toBe('k');
   });
 
@@ -187,7 +188,8 @@ describe('binary encoder', () => {
   });
 
   const set: Command = { kind: 'store', verb: 'set', key: 'k', flags: 0, exptime: 0, value: Buffer.alloc(0), casUnique: 0n, noreply: false };
-  const statusOf = (h: BinaryHeader, reply: Reply, command: Command = set): number => parse(encodeBinaryReply(h, command, reply))[0].status;
+  const statusOf = (h: BinaryHeader, reply: Reply, command: Command = set): number =>
+    itemAt(parse(encodeBinaryReply(h, command, reply)), 0).status;
 
   it('maps replies to memcached status codes', () => {
     expect(statusOf(header(OPCODE.set), { kind: 'stored' })).toBe(0);
@@ -208,11 +210,11 @@ describe('binary encoder', () => {
   });
 
   it('puts the new cas in the header after a store, incr/decr and touch; 0 after a delete or an error', () => {
-    const casOf = (h: BinaryHeader, reply: Reply): bigint => parse(encodeBinaryReply(h, set, reply))[0].cas;
+    const casOf = (h: BinaryHeader, reply: Reply): bigint => itemAt(parse(encodeBinaryReply(h, set, reply)), 0).cas;
     for (const opcode of [OPCODE.set, OPCODE.add, OPCODE.replace, OPCODE.append, OPCODE.prepend]) {
       expect(casOf(header(opcode), { kind: 'stored', cas: 41n })).toBe(41n);
     }
-    const [number] = parse(encodeBinaryReply(header(OPCODE.decrement), set, { kind: 'number', value: 3n, cas: 2n ** 63n }));
+    const number = itemAt(parse(encodeBinaryReply(header(OPCODE.decrement), set, { kind: 'number', value: 3n, cas: 2n ** 63n })), 0);
     expect([number.cas, number.value.readBigUInt64BE(0), number.extras.length]).toEqual([2n ** 63n, 3n, 0]);
     expect(casOf(header(OPCODE.delete), { kind: 'deleted' })).toBe(0n);
     expect(casOf(header(OPCODE.append), { kind: 'exists' })).toBe(0n);
@@ -237,9 +239,9 @@ describe('binary encoder', () => {
   });
 
   it('encodes incr as an 8-byte value, version as text, stats as packets plus an empty one', () => {
-    const [number] = parse(encodeBinaryReply(header(OPCODE.increment), set, { kind: 'number', value: 18446744073709551615n }));
+    const number = itemAt(parse(encodeBinaryReply(header(OPCODE.increment), set, { kind: 'number', value: 18446744073709551615n })), 0);
     expect(number.value.readBigUInt64BE(0)).toBe(18446744073709551615n);
-    expect(parse(encodeBinaryReply(header(OPCODE.version), { kind: 'version' }, { kind: 'version', version: '1.6.18' }))[0].value.toString()).toBe('1.6.18');
+    expect(itemAt(parse(encodeBinaryReply(header(OPCODE.version), { kind: 'version' }, { kind: 'version', version: '1.6.18' })), 0).value.toString()).toBe('1.6.18');
     const stats = parse(encodeBinaryReply(header(OPCODE.stat, { opaque: 4 }), { kind: 'stats', group: '' }, { kind: 'stats', stats: [['pid', '12'], ['uptime', '3']] }));
     expect(stats.map((packet) => [packet.key, packet.value.toString(), packet.opaque])).toEqual([['pid', '12', 4], ['uptime', '3', 4], ['', '', 4]]);
   });

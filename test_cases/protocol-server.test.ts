@@ -12,6 +12,7 @@ import { ProtocolServer } from '../src/protocol/server.ts';
 import type { CommandHandler } from '../src/protocol/server.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { Command, Item, Reply } from '../src/protocol/types.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const LIMITS = { ...DEFAULT_LIMITS, valueBytesMax: 64 * 1024, lineBytesMax: 2048, outputBytesMax: 1024 * 1024 };
 
@@ -214,7 +215,7 @@ describe('ProtocolServer: text', () => {
         await new Promise((resolve) => setTimeout(resolve, command.kind === 'get' && command.keys[0] === 'slow' ? 30 : 1));
         active--;
         events.push(`end ${name}`);
-        return command.kind === 'get' ? oneValue(command.keys[0]) : { kind: 'stored' };
+        return command.kind === 'get' ? oneValue(itemAt(command.keys, 0)) : { kind: 'stored' };
       },
     });
     const received = await pipelineThrough(pipelined, 'get slow\r\nget a\r\nget b\r\nset k 0 0 1\r\nx\r\n', 'STORED\r\n');
@@ -235,7 +236,7 @@ describe('ProtocolServer: text', () => {
         await new Promise((resolve) => setTimeout(resolve, command.kind === 'get' ? 1 : 30));
         started.push(`end ${name}`);
         if (command.kind === 'flush_all') return { kind: 'ok' };
-        return command.kind === 'get' ? oneValue(command.keys[0]) : { kind: 'stored' };
+        return command.kind === 'get' ? oneValue(itemAt(command.keys, 0)) : { kind: 'stored' };
       },
     });
     const received = await pipelineThrough(pipelined, 'get a\r\nset k 0 0 1\r\nx\r\nget b\r\nflush_all\r\nset k 0 0 1\r\ny\r\n', 'OK\r\nSTORED\r\n');

@@ -8,6 +8,7 @@ import type { TextDecoded } from '../src/protocol/text.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { Command, ProtocolLimits, Reply } from '../src/protocol/types.ts';
 import { decodeEveryWay } from './support/chunks.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const SMALL: ProtocolLimits = { ...DEFAULT_LIMITS, keyBytesMax: 10, valueBytesMax: 16, lineBytesMax: 64, keysPerGetMax: 3 };
 
@@ -69,7 +70,7 @@ describe('text decoder: retrieval', () => {
 
   it('keeps key bytes exactly (latin1, one char per byte)', () => {
     const items = decode(Buffer.concat([Buffer.from('get '), Buffer.from('ключ', 'utf8'), Buffer.from('\r\n')]));
-    const key = (items[0] as { command: { keys: string[] } }).command.keys[0];
+    const key = itemAt((itemAt(items, 0) as { command: { keys: string[] } }).command.keys, 0);
     expect(Buffer.from(key, 'latin1').toString('utf8')).toBe('ключ');
   });
 });

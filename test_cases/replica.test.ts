@@ -18,6 +18,7 @@ import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 import { readFileSync } from 'node:fs';
 import { refused } from '../src/protocol/refusals.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 
 /** Resolves once the process is really stopped (state T): kill() returns before every thread has stopped. */
@@ -74,7 +75,7 @@ describe('Replica ordering', () => {
     const keys = ['a', 'b', 'c', 'd'];
     const ops: Op[] = [];
     for (let index = 0; index < 300; index += 1) {
-      const key = keys[Math.floor(random() * keys.length)];
+      const key = itemAt(keys, Math.floor(random() * keys.length));
       const choice = random();
       ops.push(choice < 0.3 ? setOp(key, String(index)) : choice < 0.6 ? appendOp(key, `,${index}`) : choice < 0.9 ? incrOp(key) : { kind: 'delete', key });
     }
@@ -221,7 +222,7 @@ describe('Replica refused writes (memcached out of memory)', () => {
       expect((await replica.fetch(['full'])).map(([key, stored]) => [key, stored.cas])).toEqual([['full', 1n]]);
       // A later merge of the key is decided by what memcached holds, not by the refused version.
       await replica.put([['full', entry('old', 5n)]], 'merge');
-      expect((await replica.fetch(['full']))[0][1].cas).toBe(5n);
+      expect(itemAt(await replica.fetch(['full']), 0)[1].cas).toBe(5n);
     });
   }
 
@@ -267,7 +268,7 @@ describe('Replica semantics', () => {
       const append = (casUnique: bigint): Op => ({ ...setOp('k', '+'), verb: 'append', casUnique }) as Op;
       expect(await replica.apply(append(7n), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'exists' });
       expect(await replica.apply({ kind: 'delete', key: 'k', casUnique: 7n }, { cas: 3n, nowMs: NOW })).toEqual({ kind: 'exists' });
-      expect((await replica.fetch(['k']))[0][1]).toMatchObject({ value: Buffer.from('v'), cas: 1n });
+      expect(itemAt(await replica.fetch(['k']), 0)[1]).toMatchObject({ value: Buffer.from('v'), cas: 1n });
       expect(await replica.apply(append(1n), { cas: 4n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 4n });
       expect((await replica.read(getOp('k'), NOW))).toEqual({ kind: 'values', items: [{ key: 'k', flags: 0, value: Buffer.from('v+'), cas: 4n }] });
       expect(await replica.apply({ kind: 'delete', key: 'k', casUnique: 4n }, { cas: 5n, nowMs: NOW })).toEqual({ kind: 'deleted' });
@@ -556,7 +557,7 @@ describe('Replica value cache', () => {
     expect(replica.cacheUsage().bytes).toBeLessThanOrEqual(cacheBytesMax);
     // An entry larger than the bound is never cached, and is still stored.
     await replica.apply(setOp('big', 'b'.repeat(cacheBytesMax)), { cas: 200n, nowMs: NOW });
-    expect(values(await replica.read(getOp('big'), NOW))[0][1]).toHaveLength(cacheBytesMax);
+    expect(itemAt(values(await replica.read(getOp('big'), NOW)), 0)[1]).toHaveLength(cacheBytesMax);
     expect(backend.gets).toBe(2);
   });
 

@@ -8,6 +8,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { simulate, type SimOptions } from './support/log-sim.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const SEEDS = Number(process.env.MCKV_SIM_SEEDS ?? 120);
 const FIRST_SEED = Number(process.env.MCKV_SIM_FIRST_SEED ?? 1);
@@ -17,7 +18,7 @@ const LEASE_MS = [100, 150, 250, 700];
 function runSeeds(count: number, overrides: Partial<SimOptions> = {}): { committed: number; leaseReads: number; repliesOk: number } {
   const totals = { committed: 0, leaseReads: 0, repliesOk: 0 };
   for (let seed = FIRST_SEED; seed < FIRST_SEED + count; seed += 1) {
-    const readLeases = { leaseMs: LEASE_MS[seed % LEASE_MS.length], clockDriftPpmMax: 10_000, marginMs: 5 };
+    const readLeases = { leaseMs: itemAt(LEASE_MS, seed % LEASE_MS.length), clockDriftPpmMax: 10_000, marginMs: 5 };
     const result = simulate(seed, 'linearizability', { safetyMs: 4_000, readLeases, ...overrides });
     totals.committed += result.committed;
     totals.leaseReads += result.leaseReads;

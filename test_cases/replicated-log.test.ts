@@ -13,8 +13,10 @@ import { mulberry32 } from './support/log-sim.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
 import { refused } from '../src/protocol/refusals.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { exactly } from './support/must.ts';
 
-const IDS = ['n1', 'n2', 'n3'].map(asPeerId);
+const IDS = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const HEARTBEAT_MS = 50;
 const FAILURE_TIMEOUT_MS = 300;
 
@@ -138,7 +140,7 @@ class Cluster {
   /** One request in a turn of its own: the request, then a flush. */
   request(id: PeerId, op: Op): { requestId: number; effects: Effect<LogMessage>[] } {
     const { requestIds, effects } = this.requests(id, [op]);
-    return { requestId: requestIds[0], effects };
+    return { requestId: itemAt(requestIds, 0), effects };
   }
 
   /** Several requests in one turn of the event loop (of one client connection), then one flush. */
@@ -157,7 +159,7 @@ class Cluster {
   leader(): PeerId {
     const leaders = IDS.filter((id) => !this.down.has(id) && this.node(id).machine.status().role === 'leader');
     expect(leaders).toHaveLength(1);
-    return leaders[0];
+    return leaders[0]!;
   }
 
   /** The outcome for one request at a node: the apply, read or reply effect naming it. */
@@ -174,7 +176,12 @@ function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000, s
   return cluster;
 }
 
-const followers = (cluster: Cluster): PeerId[] => IDS.filter((id) => id !== cluster.leader());
+/** The two nodes that are not the leader. */
+function followers(cluster: Cluster): [PeerId, PeerId] {
+  const [first, second, ...others] = IDS.filter((id) => id !== cluster.leader());
+  if (first === undefined || second === undefined || others.length > 0) throw new Error('expected two followers');
+  return [first, second];
+}
 
 /** Compaction threshold 6, a follower down while 20 writes commit: the leader compacted past it. */
 function compactedPastLaggingFollower(): { cluster: Cluster; leader: PeerId; lagging: PeerId } {
@@ -238,7 +245,7 @@ describe('a leader whose disk stalls', () => {
     expect(effects).toEqual([{ kind: 'send', to: leader, message: { kind: 'pong', term }, beforeDurable: true }]);
     expect(cluster.node(follower).machine.status().committed).toBe(committed);
     // A ping from a node that is not this term's leader is dropped, not answered.
-    const [other] = followers(cluster).filter((id) => id !== follower);
+    const other = itemAt(followers(cluster).filter((id) => id !== follower), 0);
     const dropped = cluster.step(follower, { kind: 'message', nowMs: cluster.nowMs, from: other, message: { kind: 'ping', term } });
     expect(dropped.filter((effect) => effect.kind === 'send')).toEqual([]);
   });
@@ -323,7 +330,7 @@ describe('replication and commit', () => {
     /** A write at the origin, forwarded and flushed at the leader: the leader's effects. */
     const proposeAtLeader = (op: Op): { requestId: number; atLeader: Effect<LogMessage>[] } => {
       const { requestId, effects } = cluster.request(origin, op);
-      const [forward] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+      const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
       const atLeader = [
         ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
         ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
@@ -360,7 +367,7 @@ describe('replication and commit', () => {
     const leader = cluster.leader();
     const [origin] = followers(cluster);
     const { requestId, effects } = cluster.request(origin, set('a', 'x'));
-    const [forward] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
     const atLeader = [
       ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
       ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
@@ -525,16 +532,16 @@ describe('a pipelining connection (one session, requests in flight together)', (
     const follower = followers(cluster)[0];
     const pipelined = cluster.requests(follower, [get('p'), set('p', '1'), get('p'), get('q'), set('p', '2'), get('p')], 7);
     // A read behind a write of its own session waits for it; another session's read does not.
-    const [firstRead, write1, read1, read2, write2, read3] = pipelined.requestIds;
+    const [firstRead, write1, read1, read2, write2, read3] = exactly(pipelined.requestIds, 6);
     if (mode === 'sequential') expect(cluster.outcome(follower, firstRead)).toMatchObject({ kind: 'read' });
     for (const held of [read1, read2, read3]) expect(cluster.outcome(follower, held)).toBeUndefined();
     const other = cluster.requests(follower, [get('p')], 8);
-    if (mode === 'sequential') expect(cluster.outcome(follower, other.requestIds[0])).toMatchObject({ kind: 'read' });
+    if (mode === 'sequential') expect(cluster.outcome(follower, itemAt(other.requestIds, 0))).toMatchObject({ kind: 'read' });
     cluster.deliver();
     cluster.run(100);
     const at = positions(cluster, follower, pipelined.requestIds);
     for (const position of at) expect(position).toBeGreaterThanOrEqual(0);
-    const [atFirstRead, atWrite1, atRead1, atRead2, atWrite2, atRead3] = at;
+    const [atFirstRead, atWrite1, atRead1, atRead2, atWrite2, atRead3] = exactly(at, 6);
     expect(atFirstRead).toBeLessThan(atWrite1);
     expect(atWrite1).toBeLessThan(atRead1);
     expect(atWrite1).toBeLessThan(atRead2);
@@ -553,7 +560,7 @@ describe('a pipelining connection (one session, requests in flight together)', (
     const { requestIds } = cluster.requests(follower, [get('r'), set('r', 'after')], 9);
     cluster.deliver();
     cluster.run(50);
-    const [atRead, atWrite] = positions(cluster, follower, requestIds);
+    const [atRead, atWrite] = exactly(positions(cluster, follower, requestIds), 2);
     expect(atRead).toBeGreaterThanOrEqual(0);
     expect(atRead).toBeLessThan(atWrite);
   });
@@ -598,7 +605,7 @@ describe('reads', () => {
     cluster.deliver();
     expect(cluster.outcome(leader, write.requestId)).toMatchObject({ kind: 'apply', cas: 2n });
     const { requestId, effects } = cluster.request(asker, get('r'));
-    const [ask] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const ask = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
     const answer = [
       ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: asker, message: ask.message }),
       ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
@@ -607,7 +614,7 @@ describe('reads', () => {
     expect(answer).toEqual([
       expect.objectContaining({ to: asker, message: expect.objectContaining({ kind: 'read_index_reply', readIndex: 2 }) }),
     ]);
-    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: answer[0].message });
+    cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: itemAt(answer, 0).message });
     expect(cluster.outcome(asker, requestId)).toMatchObject({ kind: 'read', requestId });
     expect(cluster.node(asker).replica.get('r')?.value.toString()).toBe('v1');
   });
@@ -617,7 +624,7 @@ describe('reads', () => {
     const leader = cluster.leader();
     const [asker] = followers(cluster);
     const { requestId, effects } = cluster.request(asker, get('r'));
-    const [ask] = effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    const ask = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
     const answer = cluster
       .step(leader, { kind: 'message', nowMs: cluster.nowMs, from: asker, message: ask.message })
       .find((effect): effect is Extract<Effect<LogMessage>, { kind: 'send' }> => effect.kind === 'send' && effect.message.kind === 'read_index_reply');
@@ -643,7 +650,7 @@ describe('reads', () => {
     const leader = cluster.leader();
     const [asker] = followers(cluster);
     const { requestId, effects } = cluster.request(asker, get('r'));
-    const ask = (effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>)[0].message as Extract<LogMessage, { kind: 'read_index' }>;
+    const ask = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0).message as Extract<LogMessage, { kind: 'read_index' }>;
     const stale = { kind: 'read_index_reply', term: ask.term, incarnation: ask.incarnation - 1, batchId: ask.batchId, readIndex: 0 } as const;
     cluster.step(asker, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: stale });
     expect(cluster.outcome(asker, requestId)).toBeUndefined();
@@ -790,7 +797,7 @@ describe('compaction and state transfer', () => {
       // In sequential mode the read is held behind an earlier write of its connection.
       const ops = mode === 'sequential' ? [set('x', 'first'), get('x'), set('x', 'mine')] : [get('x'), set('x', 'mine')];
       const { requestIds } = cluster.requests(lagging, ops, 7);
-      const read = requestIds[requestIds.length - 2];
+      const read = itemAt(requestIds, requestIds.length - 2);
       cluster.deliver();
       // Then it is cut off while the leader compacts past it (it no longer counts as live).
       cluster.down.add(lagging);
@@ -816,7 +823,7 @@ describe('compaction and state transfer', () => {
       // Its forwards go through, the appends that would bring them back do not.
       cluster.lose = (message, to) => to === lagging && message.kind === 'append';
       const { requestIds } = cluster.requests(lagging, [set('a', 'mine'), incr('n'), set('b', 'mine too')], 7);
-      const [setA, incrN, setB] = requestIds;
+      const [setA, incrN, setB] = exactly(requestIds, 3);
       cluster.deliver();
       cluster.down.add(lagging);
       for (let n = 0; n < 10; n += 1) {

@@ -17,6 +17,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster, waitUntilServing } from '../src/jepsen/cluster.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { lastLineOf } from './support/text-request.ts';
 
 async function command(port: number, raw: string, verb: string): Promise<string[]> {
   const deadline = Date.now() + 10_000;
@@ -24,7 +26,7 @@ async function command(port: number, raw: string, verb: string): Promise<string[
     const client = await TextClient.connect('127.0.0.1', port);
     try {
       const reply = await client.request(raw, verb);
-      const last = reply.lines[reply.lines.length - 1];
+      const last = lastLineOf(reply);
       // Refused while an election or a catch-up is under way: retry within the deadline.
       if (!last.startsWith('SERVER_ERROR') || Date.now() > deadline) {
         return verb === 'get' ? reply.values.map((item) => `${item.key}=${item.value.toString()}`) : reply.lines;
@@ -61,8 +63,8 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
 
   beforeAll(async () => {
     cluster = await Cluster.start({ mode, compactAfterEntries: 8 });
-    await command(cluster.nodes[0].clientPort, 'set counter 0 0 1\r\n0\r\n', 'set');
-    await command(cluster.nodes[1].clientPort, 'set log 0 0 1\r\n-\r\n', 'set');
+    await command(itemAt(cluster.nodes, 0).clientPort, 'set counter 0 0 1\r\n0\r\n', 'set');
+    await command(itemAt(cluster.nodes, 1).clientPort, 'set log 0 0 1\r\n-\r\n', 'set');
   }, 60_000);
 
   afterAll(async () => {
@@ -100,7 +102,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     expect(after).toEqual(before);
     await writeRound(7);
     const [first, ...others] = await readAll(cluster, keys, mode);
-    expect(first).toEqual(['counter=23', `${before[0][1]}012`, 'plain=7']);
+    expect(first).toEqual(['counter=23', `${itemAt(before, 0)[1]}012`, 'plain=7']);
     for (const view of others) expect(view).toEqual(first);
   }, 90_000);
 
@@ -110,7 +112,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     // Each controller notices its memcached restarted (at its next call or poll). Either a peer
     // that has not noticed yet serves the state from its value cache, or nobody can and the leader
     // starts over from the log after its snapshot: either way the replicas agree.
-    await command(cluster.nodes[2].clientPort, 'set fresh 0 0 3\r\nnew\r\n', 'set');
+    await command(itemAt(cluster.nodes, 2).clientPort, 'set fresh 0 0 3\r\nnew\r\n', 'set');
     const views = await readAll(cluster, [...keys, 'fresh'], mode);
     expect(views[0]).toContain('fresh=new');
     expect(views[1]).toEqual(views[0]);
@@ -122,7 +124,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: restarts', (mode) =>
     await Promise.all(cluster.nodes.map((node) => cluster.restartBackend(node.id)));
     await Promise.all(cluster.nodes.map((node) => cluster.startController(node.id)));
     await Promise.all(cluster.nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
-    await command(cluster.nodes[1].clientPort, 'set later 0 0 3\r\nyes\r\n', 'set');
+    await command(itemAt(cluster.nodes, 1).clientPort, 'set later 0 0 3\r\nyes\r\n', 'set');
     const views = await readAll(cluster, [...keys, 'later'], mode);
     expect(views[0]).toContain('later=yes');
     expect(views[1]).toEqual(views[0]);

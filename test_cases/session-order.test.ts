@@ -4,7 +4,9 @@ import { describe, expect, it } from 'vitest';
 import { SessionOrder } from '../src/consistency/log/session-order.ts';
 import { asRequestId, type RequestId } from '../src/consistency/types.ts';
 
-const ids = (...numbers: number[]): RequestId[] => numbers.map(asRequestId);
+/** Request ids, as many as numbers given (a tuple, so each can be named by destructuring). */
+const ids = <const Numbers extends readonly number[]>(...numbers: Numbers): { [Place in keyof Numbers]: RequestId } =>
+  numbers.map(asRequestId) as { [Place in keyof Numbers]: RequestId };
 
 describe('SessionOrder', () => {
   it('holds reads behind an unsettled write and releases those before the next write as it settles', () => {

@@ -11,6 +11,7 @@ import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
 import type { NodeSummary } from '../src/status/show.ts';
 import { clusterStatus, parseClusterStatus, renderShowJson } from '../src/status/show-json.ts';
 import { decodeEveryWay } from './support/chunks.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 function summary(node: string, role: string, backendOk = true): NodeSummary {
   return {
@@ -45,11 +46,11 @@ describe('show json', () => {
     const lines = renderShowJson(status);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^[\x20-\x7e]+$/);
-    expect(parseClusterStatus(lines[0])).toEqual(status);
+    expect(parseClusterStatus(itemAt(lines, 0))).toEqual(status);
     expect(status.nodes.map((node) => [node.node, node.state, node.lastHeardAgoMs, node.summary?.role ?? null])).toEqual([
       ['n1', 'self', 0, 'leader'], ['n2', 'up', 12, 'follower'], ['n3', 'down', null, null], ['n4', 'down', 900, null],
     ]);
-    expect(status.nodes[0].summary).not.toHaveProperty('backendStored');
+    expect(itemAt(status.nodes, 0).summary).not.toHaveProperty('backendStored');
   });
 
   it('refuses JSON without the shape of a status', () => {

@@ -17,6 +17,7 @@ import { loadConfig } from '../src/config.ts';
 import { Cluster, repoRoot } from '../src/jepsen/cluster.ts';
 import { parseClusterStatus } from '../src/status/show-json.ts';
 import { sample } from './support/prometheus.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const chromiumPath = '/usr/bin/chromium';
 const chromiumArgs = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
@@ -53,9 +54,9 @@ describe('the status page and CLI status of a real cluster', () => {
     }
     const after = await (await fetch(`${httpBase('n1')}/metrics`)).text();
     const stored = (text: string): number => sample(text, 'mckv_requests_total', { command: 'set', outcome: 'stored' }) ?? 0;
-    expect(stored(after) - stored(before[0])).toBe(20);
+    expect(stored(after) - stored(itemAt(before, 0))).toBe(20);
     expect(sample(after, 'mckv_request_duration_seconds_count', { command: 'set', outcome: 'stored' })).toBeGreaterThanOrEqual(20);
-    expect(sample(after, 'mckv_commit_index')).toBeGreaterThanOrEqual((sample(before[0], 'mckv_commit_index') ?? 0) + 20);
+    expect(sample(after, 'mckv_commit_index')).toBeGreaterThanOrEqual((sample(itemAt(before, 0), 'mckv_commit_index') ?? 0) + 20);
     expect(sample(after, 'mckv_backend_up')).toBe(1);
     expect(sample(after, 'mckv_backend_memory_limit_bytes')).toBe(256 * 1024 * 1024);
   });
@@ -90,7 +91,7 @@ describe('the status page and CLI status of a real cluster', () => {
       client.close();
     }
     expect(lines).toHaveLength(1);
-    const status = parseClusterStatus(lines[0]);
+    const status = parseClusterStatus(itemAt(lines, 0));
     expect(status?.from).toBe('n3');
     expect(status?.nodes.map((node) => node.state)).toEqual(['self', 'up', 'up']);
     const statuses = await endpointStatuses(loadConfig(cluster.configFile), 2000);
@@ -123,7 +124,7 @@ describe('the status page and CLI status of a real cluster', () => {
     const { code, stdout } = await runMain(['status', '-c', cluster.configFile, '--timeout', '2']);
     expect(code).toBe(1);
     const rows = stdout.split('\n').filter((line) => /^\| n\d/.test(line));
-    expect(rows.map((row) => row.split('|')[8].trim())).toEqual(['up', 'up', 'down']);
+    expect(rows.map((row) => itemAt(row.split('|'), 8).trim())).toEqual(['up', 'up', 'down']);
     expect(stdout).toMatch(/^n3: cannot connect to 127\.0\.0\.1:\d+/m);
   }, 60_000);
 });

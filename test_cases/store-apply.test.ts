@@ -12,6 +12,7 @@ import { applyToEntry, isLive, parseUnsigned, type SingleKeyOp } from '../src/st
 import type { Reply } from '../src/protocol/types.ts';
 import type { Entry } from '../src/store/types.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 /** A text-protocol client that sends one command and reads its whole reply. */
 class TextClient {
@@ -132,6 +133,7 @@ function expiresAt(exptime: number, nowMs: number): number {
 /** The Op for a text command; `$cas` / `$stale` in a cas command mean the last seen cas (+1). */
 function toOp(words: string[], data: string | null, nowMs: number, seenCas: (key: string) => bigint): SingleKeyOp {
   const [verb, key] = words;
+  if (key === undefined) throw new Error(`toOp: no key in ${words.join(' ')}`);
   switch (verb) {
     case 'set':
     case 'add':
@@ -141,7 +143,7 @@ function toOp(words: string[], data: string | null, nowMs: number, seenCas: (key
     case 'cas': {
       const casToken = words[5];
       const casUnique =
-        verb !== 'cas' ? 0n : casToken === '$cas' ? seenCas(key) : casToken === '$stale' ? seenCas(key) + 1n : BigInt(casToken);
+        verb !== 'cas' ? 0n : casToken === '$cas' ? seenCas(key) : casToken === '$stale' ? seenCas(key) + 1n : BigInt(itemAt(words, 5));
       return {
         kind: 'store',
         verb,
@@ -154,7 +156,7 @@ function toOp(words: string[], data: string | null, nowMs: number, seenCas: (key
     }
     case 'incr':
     case 'decr':
-      return { kind: 'arith', verb, key, delta: BigInt(words[2]), initial: null, expiresAtMs: 0 };
+      return { kind: 'arith', verb, key, delta: BigInt(itemAt(words, 2)), initial: null, expiresAtMs: 0 };
     case 'delete':
       return { kind: 'delete', key };
     case 'touch':
@@ -233,22 +235,26 @@ describe('applyToEntry matches memcached 1.6', () => {
     const realSeenCas = new Map<string, string>();
     for (const [rawLine, data] of steps) {
       const words = rawLine.split(' ');
+      const command = itemAt(words, 0);
       const modelLine = rawLine;
       // Keys get a per-case prefix on the real memcached so cases never share keys.
       const realWords = words.map((word, position) =>
-        position === 0 || !['get', 'gets'].includes(words[0]) ? word : prefix + word,
+        position === 0 || !['get', 'gets'].includes(command) ? word : prefix + word,
       );
-      if (!['get', 'gets'].includes(words[0])) realWords[1] = prefix + words[1];
-      if (words[0] === 'cas') {
-        const seen = realSeenCas.get(realWords[1]) ?? '0';
-        realWords[4] = words[4] === '$cas' ? seen : words[4] === '$stale' ? String(BigInt(seen) + 1n) : words[4];
+      if (!['get', 'gets'].includes(command)) realWords[1] = prefix + words[1];
+      if (command === 'cas') {
+        const seen = realSeenCas.get(itemAt(realWords, 1)) ?? '0';
+        const casToken = itemAt(words, 4);
+        realWords[4] = casToken === '$cas' ? seen : casToken === '$stale' ? String(BigInt(seen) + 1n) : casToken;
       }
       const withBytes = (list: string[]): string =>
         data === undefined ? list.join(' ') : [...list.slice(0, 4), String(Buffer.byteLength(data, 'latin1')), ...list.slice(4)].join(' ');
       const real = await client.send(withBytes(realWords), data ?? null);
-      for (const match of real.matchAll(/^VALUE (\S+) \d+ \d+ (\d+)\r\n/gm)) realSeenCas.set(match[1], match[2]);
+      for (const [, key, cas] of real.matchAll(/^VALUE (\S+) \d+ \d+ (\d+)\r\n/gm)) {
+        if (key !== undefined && cas !== undefined) realSeenCas.set(key, cas);
+      }
       const modelReply = model.run(withBytes(modelLine.split(' ')), data ?? null, Date.now());
-      const withCas = words[0] === 'gets';
+      const withCas = command === 'gets';
       const realText = normaliseCas(real, withCas).split(prefix).join('');
       expect(normaliseCas(modelReply, withCas), `${rawLine} ${data ?? ''}`).toBe(realText);
     }

@@ -236,8 +236,8 @@ async function fakeMemcached(
     socket.on('data', (chunk: Buffer) => {
       pending = Buffer.concat([pending, chunk]);
       while (pending.length >= 24 && pending.length >= 24 + pending.readUInt32BE(8)) {
-        const opcode = pending[1];
-        const key = pending.toString('latin1', 24 + pending[4], 24 + pending[4] + pending.readUInt16BE(2));
+        const opcode = pending.readUInt8(1);
+        const key = pending.toString('latin1', 24 + pending.readUInt8(4), 24 + pending.readUInt8(4) + pending.readUInt16BE(2));
         const reply = Buffer.alloc(24);
         reply[0] = 0x81;
         reply[1] = opcode;

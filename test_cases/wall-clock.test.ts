@@ -15,6 +15,7 @@ import { Cluster } from '../src/jepsen/cluster.ts';
 import { WALL_CLOCK_REREAD_SECONDS } from '../src/jepsen/wall-clock.ts';
 import { findLeader, nowMs, selfStatus, sleep } from './support/fault-kit.ts';
 import { lastLine } from './support/text-request.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 
 const HEARTBEAT_INTERVAL_MS = 50;
 const FAILURE_TIMEOUT_MS = 500;
@@ -77,7 +78,7 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: the wall clock steps
 
     const killedAtMs = nowMs();
     await running.kill(leader);
-    const port = running.node(followers[0]).clientPort;
+    const port = running.node(itemAt(followers, 0)).clientPort;
     let servedAfterMs: number | null = null;
     for (let attempt = 0; attempt < 1000 && nowMs() - killedAtMs < 4 * SERVE_BOUND_MS; attempt++) {
       if ((await lastLine(port, 'set clock-back 0 0 1\r\n1\r\n', 'set')) === 'STORED') {

@@ -1,24 +1,10 @@
 /**
- * Linearizability checker for register histories: the Wing & Gong search with Lowe's
- * memoisation, as in Porcupine's `checkSingle` (anishathalye/porcupine), written for mckv.
- *
- * Intuition: a history is linearizable if every operation can be given one point between its
- * call and its return such that, in the order of those points, the register model explains every
- * output. Per key (registers are independent, and linearizability is compositional, so checking
- * each key alone is exact), we lay out the call and return entries in time order in a doubly
- * linked list. Walking from the head, a call entry is a candidate to linearize next; "lifting" it
- * removes its call and return from the list. Reaching a return entry means that operation should
- * already have been linearized: backtrack. A cache of (set of linearized ops, state) pairs prunes
- * states already explored (Lowe's improvement), which makes most real histories fast.
- *
- * Indeterminate operations (`info`, or never completed) return at +infinity: they may take effect
- * at any point after their call, or never. Their return entries sort last, so they never force a
- * backtrack; the search succeeds as soon as every determinate operation is linearized (leaving
- * the rest out is the "never" case). Indeterminate reads constrain nothing and are dropped.
- *
- * Calls sent on one client connection take effect in the order sent (a pipelining client has
- * several in flight): when the history names connections, a call is a candidate only once the
- * call sent before it on its connection is linearized (`connectionPredecessors`).
+ * Linearizability checker for register histories: the Wing & Gong search with Lowe's memoisation,
+ * as in Porcupine's `checkSingle` (anishathalye/porcupine), written for mckv. It searches each key
+ * alone (exact: linearizability is compositional), over a time-ordered doubly linked list of call
+ * and return entries, memoising (linearized set, state). Indeterminate operations return at
+ * +infinity; calls on one connection take effect in the order sent. How the search goes:
+ * docs/checking.md, "The linearizability search".
  *
  * Invariants: entries are sorted by time with calls before returns at equal times (closed
  * intervals: equal times are concurrent); `lift` and `unlift` are exact inverses; the bitset, its

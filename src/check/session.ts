@@ -1,27 +1,13 @@
 /**
  * Session-guarantee checker: read-your-writes and monotonic reads, per process and key.
  *
- * Definitions. A *writer* of a value is an operation that may have left it in the register: a
- * write, a cas that did not return false (its new value), a delete (`null`), plus the initial
- * state (`null`, before everything). Writes are ordered by acknowledgement: writer x is *known
- * older* than writer y when x was acknowledged before y was invoked (`x.return < y.call`);
- * overlapping writers are unordered, and an indeterminate writer is known older than nothing.
- * This assumes the store orders writes that do not overlap in real time by their real-time order
- * (true of a replicated log, and of last-writer-wins with clocks that respect it). Written
- * values should be unique so a value read names its writer; when a value was written several
- * times, a read is blamed only if every one of its writers is known older (never a false alarm).
- *
- * - **Read-your-writes**: after a process's own acknowledged write w (or successful cas, or
- *   delete), its reads return a value with some writer not known older than w (w itself counts).
- * - **Monotonic reads**: once a process has read a value, its later reads return a value with
- *   some writer not known older than every writer of the earlier value.
- * - A read of a value that no operation wrote is reported too: no guarantee explains it.
- *
- * Intuition: both guarantees say a process's view never moves back past a point it has seen.
- * We keep that point as a *floor*: the latest call time among what the process must not go
- * behind (its own writes, and for each read the earliest-invoked writer of the value read).
- * A read violates a guarantee exactly when every writer of its value was acknowledged before the
- * floor: `max(writer.return) < floor`. Real time is otherwise ignored.
+ * A *writer* of a value is an operation that may have left it (a write, a cas that did not return
+ * false, a delete, the initial `null`); writer x is *known older* than y when x returned before y
+ * was called. A read violates a guarantee exactly when every writer of its value was acknowledged
+ * before the process's *floor*: the latest call time among what it must not go behind (its own
+ * writes, and for each read the earliest-invoked writer of the value read). A read of a value no
+ * operation wrote is reported too. The definitions in full, the assumption about write order and
+ * why a read is never blamed wrongly: docs/checking.md, "The session-guarantee checker".
  *
  * Keys with appends are skipped (an appended value has no single writer); the result says so.
  */

@@ -1,24 +1,13 @@
 /**
  * The fault runner's workload: concurrent clients that talk the memcached text protocol to one
- * controller each and record every call and reply in a history.
- *
- * Intuition: each client is a loop — pick an operation and a key (seeded), record the invoke,
- * send it with a per-call timeout, record the completion. Values are unique per client and
- * counter, so any value read names the one write that produced it, which is what lets the
- * checkers catch stale or invented reads. A pipelining client runs several such loops (slots)
- * over its one connection, so their calls are in flight together; each slot is a process of its
- * own in the history (a process has one call open at a time).
- *
- * A bulk loader (the `bulk` workload) is another kind of client: it sends bursts of `depth` sets
- * at once on its one connection, each to a key of its own (slot s always writes the same key), and
- * sends the next burst only once every call of the last one has completed. So no two writes to a
- * key ever overlap, and the checkers judge hundreds of calls in flight at a cost linear in them.
+ * controller each and record every call and reply in a history. Values are unique per client and
+ * counter, so a value read names the one write that produced it. The kinds of client (a loop per
+ * slot, pipelining, the bulk loader) and why: docs/checking.md, "The workload".
  *
  * Invariants:
  * - Every invoke gets exactly one completion: `ok`, `fail` (it certainly did not happen) or
  *   `info` (unknown). A timeout or a lost connection is always `info`, and the client then takes a
- *   fresh connection (the recorder gives the slot a fresh process id); the calls in flight on the
- *   one it dropped are lost with it, each `info` too.
+ *   fresh connection (a fresh process id); the calls in flight on the one it dropped are `info` too.
  * - A write gets `fail` only on an explicit refusal (see `classifyServerError`); when unsure it
  *   is `info`, which is always safe for the checker.
  * - Every loop is bounded by the run's stop signal; nothing retries forever.
@@ -258,7 +247,9 @@ async function recordCall(
     if (outcome === 'info') context.connection.drop(result.client);
     if (outcome !== 'ok') error = result.reply.lines.find((line) => errorReply.test(line)) ?? `unexpected reply ${result.reply.lines[0] ?? ''}`;
   }
-  const record: CallRecord = { client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome };
+  const record: CallRecord = {
+    client: options.client, node: options.node, f: call.reportAs ?? call.f, startMs, endMs: options.clockMs(), outcome,
+  };
   if (error !== undefined) record.error = error;
   options.calls.push(record);
   return result.kind === 'reply' && outcome === 'ok' ? result.reply : null;

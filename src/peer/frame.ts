@@ -1,29 +1,17 @@
 /**
- * Peer frames: how one controller's message value travels to another over a TCP byte stream.
- *
- * A frame is a 13-byte header followed by the payload:
+ * Peer frames: how one controller's message travels to another over a TCP byte stream. A frame is
+ * a 13-byte header, then the payload (the message in value-codec.ts's binary encoding); why the
+ * header and the checksum: docs/design.md, "Peer frames".
  *
  *   magic "MCKV" (4 bytes) | version (1 byte) | payload length (u32 BE) | crc32 of payload (u32 BE)
  *
- * The payload (since version 2) is the message in the compact binary encoding of value-codec.ts:
- * strings, numbers, booleans, null, bigints of any size, Buffers as raw bytes, arrays and plain
- * objects survive the round trip as themselves; undefined fields are left out as JSON would.
- * (Version 1, tagged JSON, never shipped; a peer that sends it is refused as of another release.)
- *
- * Intuition: the header lets the decoder refuse garbage (bad magic), a peer from another release
- * (bad version) or a length over the cap *before* buffering the body, and the checksum catches
- * corruption that TCP's weak checksum or a buggy proxy let through. The cap can change on a live
- * decoder: small until the peer has said who it is, the configured one after.
- *
  * Invariants:
- * - `FrameDecoder.push` never throws on malformed input; it returns a typed `FrameError`. Once it
- *   has returned an error it stays failed: the caller drops the connection.
- * - The decoder never waits for more than one header plus `frameBytesMax` bytes of a frame, and
- *   a payload is decoded within the value codec's DecodeLimits (heap proportional to its size).
+ * - `FrameDecoder.push` never throws on malformed input; it returns a typed `FrameError`, and stays
+ *   failed after one: the caller drops the connection.
+ * - It never waits for more than one header plus `frameBytesMax` (a cap that can change on a live
+ *   decoder) bytes of a frame; a payload is decoded within the value codec's DecodeLimits.
  * - Decoding is independent of how the byte stream is split into chunks.
- * - A decoded message's Buffers never share memory with a socket chunk (so a 100-byte value kept
- *   by the store does not pin the 64 KiB chunk it arrived in): they are views into a payload the
- *   decoder assembled by copying, or else copies of their own.
+ * - A decoded message's Buffers never share memory with a socket chunk.
  */
 
 import zlib from 'node:zlib';

@@ -1,27 +1,16 @@
 /**
- * The memcached text protocol: a streaming request decoder and a reply encoder.
- *
- * Intuition: bytes arrive in arbitrary chunks. The decoder is a small state machine — reading a
- * command line, reading a data block of known length, swallowing a refused data block, or closed —
- * that keeps only the bytes it still needs and turns everything else into typed items. Malformed
- * input becomes an `invalid` item carrying the exact reply memcached 1.6.18 would give.
+ * The memcached text protocol: a streaming request decoder and a reply encoder. The decoder is a
+ * small state machine (command line, data block of known length, refused data block, closed) that
+ * keeps only the bytes it still needs; malformed input becomes an `invalid` item carrying the exact
+ * reply memcached 1.6.18 would give. `noreply`, logins, and where it differs from memcached on
+ * purpose: docs/design.md, "The text protocol decoder".
  *
  * Invariants:
  * - Decoding a byte sequence yields the same items however it is split into chunks.
  * - Buffered bytes stay bounded: a command line is refused once it passes its limit (with or without
  *   a newline), a data block is buffered only when its announced length is within valueBytesMax,
  *   and a refused data block is counted down, never stored.
- * - As in memcached, a trailing `noreply` silences every reply of its command, errors included, and
- *   a malformed storage line does not swallow its data block (the block is read as a command line).
- * - With a login required, nothing but memcached -Y's login `set <key> <flags> <exptime> <bytes>`
- *   with `user password` as data is served until one succeeds; its replies ignore `noreply`.
- *
- * Deliberate differences from memcached 1.6.18 (memcached silently wraps or accepts these):
- * flags above 2^32-1, exptime outside int32, data lengths outside int32 and keys holding control
- * characters are refused with `CLIENT_ERROR`; a get with more than keysPerGetMax keys is refused;
- * a too-long line gets `CLIENT_ERROR line too long` before the close (memcached just closes); a
- * login's data block over lineBytesMax is swallowed and refused as an authentication failure;
- * every pipelined line before login is answered (memcached 1.6.18 answers only one per read).
+ * - With a login required, nothing but memcached -Y's login `set` is served until one succeeds.
  */
 
 import { DEFAULT_LIMITS } from './types.ts';

@@ -1,32 +1,17 @@
 /**
  * memcached 1.6 semantics for one key, as a pure function: given what is stored under a key and a
- * single-key op, what to write back and what to reply.
- *
- * Intuition: this is memcached's `do_store_item`, `do_add_delta`, delete and touch with the item
- * table replaced by one `Entry`, so every replica (and every mode) decides alike from the same
- * inputs. Time (`nowMs`) and the new version (`cas`) come in; nothing is read from the clock.
+ * single-key op, what to write back and what to reply. It is memcached's `do_store_item`,
+ * `do_add_delta`, delete and touch with the item table replaced by one `Entry`, so every replica
+ * (and every mode) decides alike; `nowMs` and the new `cas` come in, nothing reads the clock. The
+ * rules it follows (header cas, incr/decr byte for byte, the value size limit): docs/design.md,
+ * "memcached's semantics, key by key".
  *
  * Invariants:
- * - An entry that is a tombstone or has expired (`expiresAtMs !== 0 && expiresAtMs <= nowMs`)
- *   is treated exactly as a missing key.
- * - Every successful change carries `cas = ctx.cas`, and so does its reply (stored, number,
- *   touched), for the binary protocol's response header; a failed op never writes.
- * - A non-zero `casUnique` on append/prepend, incr/decr or delete (the binary protocol's header
- *   cas) is checked as memcached does: a missing key answers as without it (NOT_STORED, NOT_FOUND,
- *   or incr/decr's create), a live key with another cas answers EXISTS before anything else.
- * - incr/decr follow memcached byte for byte: the value is parsed like `safe_strtoull` (leading
- *   whitespace skipped, digits, then whitespace or end), incr wraps at 2^64, decr floors at 0,
- *   and a result no longer than the old value is written in place, padded with spaces (as
- *   memcached does unless a response not yet sent holds the item: another connection's, or a get
- *   earlier in the same pipeline; the usual case), else the value is just the digits.
- * - An append or prepend that would make the value longer than `valueBytesMax` answers
- *   NOT_STORED and changes nothing, as memcached does past its item size limit. Every replica
- *   gets the same limit (config.ini's value_bytes_max), so all decide alike; without it, values
- *   grew past what memcached takes and the write failed at every replica at once.
- * - An op of a kind or verb no client can send (from a damaged log or a broken peer) changes
- *   nothing and is answered SERVER_ERROR: a typed refusal, never an exception.
- * - Deviation, on purpose: touch gives the entry a new cas (memcached keeps it), so a touch is a
- *   versioned change that last-writer-wins replication can carry.
+ * - A tombstone or an expired entry (`expiresAtMs !== 0 && expiresAtMs <= nowMs`) is a missing key.
+ * - Every successful change carries `cas = ctx.cas`, and so does its reply; a failed op never writes.
+ * - An op of a kind or verb no client can send changes nothing and is answered SERVER_ERROR: a typed
+ *   refusal, never an exception.
+ * - Deviation, on purpose: touch gives the entry a new cas (memcached keeps it).
  */
 
 import type { Reply } from '../protocol/types.ts';

@@ -1,32 +1,17 @@
 /**
  * The memcached backend: one replica's entries kept in one memcached, spoken to over memcached's
  * binary protocol on one pipelined connection, by a lean client of our own (./memcached-connection.ts;
- * its request frames: ./memcached-frames.ts).
- *
- * Intuition: each Entry is a single memcached value (see codec.ts), so get/set/delete map one to
- * one onto memcached commands (a set as add or replace, so that a refused one leaves the key as it
- * was: see storeOpcode) and memcached's own cas and flags are never used. Requests made in
- * one tick of the event loop leave in one socket write, and replies are matched in order (memcached
- * answers one connection's requests in order; the opaque field double-checks it). Nothing that
- * failed is ever retried (a retried write could apply twice after a lost reply); an add or replace
- * that memcached answered "exists" or "not found" changed nothing, and is sent again as the other.
- *
- * Why not memjs (the client the tests and users speak to us with): memjs writes every request
- * with its own socket write — one syscall per op, a third of a controller's CPU under load — and
- * arms a timer per request. Here one sweep timer per connection bounds every request.
+ * its request frames: ./memcached-frames.ts). Each Entry is one memcached value (codec.ts), and
+ * nothing that failed is ever retried. The mapping onto memcached's commands, and why not memjs:
+ * docs/design.md, "The memcached backend".
  *
  * Invariants:
  * - Every method settles within about `opTimeoutMs` of being written (plus queueing behind
- *   `inFlightMax` requests); every failure is a StoreError: BACKEND_DOWN (cannot connect,
- *   connection lost), BACKEND_TIMEOUT (no answer in time) or BACKEND_FAILED (memcached refused,
- *   e.g. value too large).
- * - After a connection failure or timeout the connection is dropped, every request on it is
- *   rejected at once, and the next call connects afresh, so a restarted memcached is picked up.
- * - `health().epoch` is memcached's pid and start time, so it changes when memcached restarts.
- * - Epoch fence: once an epoch is known, every new connection first asks memcached's stats; if the
- *   epoch changed (memcached restarted empty), nothing is served from it — every call fails with
- *   BACKEND_RESET until `acknowledgeReset()` — so no read is ever answered from an emptied replica
- *   before the controller knows.
+ *   `inFlightMax` requests); every failure is a StoreError (BACKEND_DOWN, BACKEND_TIMEOUT, BACKEND_FAILED).
+ * - After a connection failure or timeout every request on it is rejected at once, and the next
+ *   call connects afresh, so a restarted memcached is picked up.
+ * - Epoch fence: once `health().epoch` (memcached's pid and start time) has changed, every call fails
+ *   with BACKEND_RESET until `acknowledgeReset()`, so no read is answered from an emptied replica.
  */
 
 import { decodeEntry, keyFromMemcachedKey, memcachedKey } from './codec.ts';

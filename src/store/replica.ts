@@ -1,34 +1,16 @@
 /**
- * The local replica: carries out a mode's store effects (`apply`, `read`, `put`, `fetch`,
- * `purge`, `reset`) on a KVBackend.
- *
- * Intuition: the modes are pure and issue effects in order; the backend is asynchronous and may
- * answer out of order. So each key has a promise chain: a call on a key starts only after every
- * earlier call on that key settled, while calls on different keys overlap. Calls that touch every
- * key (flush_all, reset, fetch of all keys) are barriers: they wait for everything issued before
- * them, and everything issued after waits for them. memcached cannot list its keys, so the replica
- * keeps an index of the keys it holds (key → cas, expiry, tombstone).
+ * The local replica: carries out a mode's store effects (`apply`, `read`, `put`, `fetch`, `purge`,
+ * `reset`) on a KVBackend that may answer out of order, through one promise chain per key, with an
+ * index of the keys it holds (memcached cannot list them) and a write-through value cache. How and
+ * why, tombstones and the cache's rules included: docs/design.md, "The replica and its value cache".
  *
  * Invariants:
- * - Order: calls on the same key take effect in call order; a barrier is ordered against all
- *   calls. The order is fixed synchronously, when the method is called.
- * - A failed call (backend error) rejects with the backend's StoreError and does not stop the
- *   chain: later calls still run.
- * - The index holds a superset of the backend's keys written through this replica: a key is
- *   added before it is written and removed only after the backend removed it.
- * - A settled index record is the backend's version of the key; once the index is complete (loaded,
- *   reset or flushed) a key without a record is absent. A merge that the index can decide needs
- *   no read; an unsettled record (a write in flight or failed) always reads.
- * - With `tombstones`, a delete (and flush_all) leaves a tombstone (empty value, cas = the op's
- *   cas) that reads as absent; `purge` removes one only if its cas is unchanged, and removes any
- *   older version too (the purged tombstone supersedes it: a write memcached refused left it).
- * - Value cache (write-through, bounded, LRU): a cached entry is exactly what the backend holds
- *   after every call ordered before the current one. It is filled only from an acknowledged
- *   write or a completed read, dropped before a write on its key is issued, and cleared on
- *   reset, flush, acknowledgeReset and any failed write (whose effect on the backend is unknown).
- *   A cached entry that has expired by the wall clock is not trusted (the backend is asked, as
- *   without the cache), so expiry behaves as before. With a complete index, a key without a
- *   record is known absent and needs no read either.
+ * - Calls on one key take effect in call order; barriers (flush_all, reset, a fetch of every key)
+ *   are ordered against all calls. The order is fixed synchronously, when the method is called.
+ * - A failed call rejects with the backend's StoreError and does not stop the chain.
+ * - The index holds a superset of the backend's keys written through this replica; once complete
+ *   (loaded, reset or flushed), a key without a record is absent.
+ * - A cached entry is exactly what the backend holds after every call ordered before the current one.
  */
 
 import type { Item, Reply } from '../protocol/types.ts';

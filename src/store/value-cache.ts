@@ -1,19 +1,9 @@
 /**
  * A bounded, least-recently-used cache of entries, keyed by our keys: the Replica's copy of what
  * its backend holds, so a read (or the read of a read-modify-write) needs no backend round trip.
- *
- * Intuition: the controller is the only writer to its memcached (started with -M, so it never
- * evicts), and the Replica runs the calls on one key one at a time. So once a write was
- * acknowledged, the backend holds exactly that entry until the Replica's next write on the key;
- * the cache remembers it. The Replica decides what goes in (and when); this class only keeps the
- * byte bound. Eviction is CLOCK (second chance), an approximation of least recently used: a hit
- * only marks its slot, and eviction walks the Map in insertion order, moving marked slots to the
- * end (and unmarking them) and dropping the first unmarked one. A hit thus costs one lookup, not
- * the delete and re-insert a strict LRU order over a Map would.
- *
- * While a write to the backend is on its way the Replica withholds the key's entry (`withhold`):
- * the slot stays, empty, so the `set` that follows the acknowledgement fills it in place: one
- * lookup each, rather than a delete, and a fresh insert into the Map.
+ * The Replica decides what goes in and when; this class keeps the byte bound, evicting by CLOCK
+ * (second chance), and keeps a key's slot, empty, while a write to it is on its way (`withhold`).
+ * Why that is sound, and why CLOCK: docs/design.md, "The replica and its value cache".
  *
  * Invariants:
  * - `bytes` ≤ `bytesMax` after every call; an entry costing more than `bytesMax` is not kept.

@@ -92,8 +92,10 @@ export async function read(port: number, key: string): Promise<{ value: string |
 /** A controller's `stats`, by name. */
 export async function stats(port: number): Promise<Map<string, string>> {
   const reply = await request(port, 'stats\r\n', 'stats');
-  const entries = reply.lines.map((line) => /^STAT (\S+) (.*)$/.exec(line)).filter((match) => match !== null);
-  return new Map(entries.map((match) => [match[1], match[2]]));
+  return new Map(reply.lines.flatMap((line): Array<[string, string]> => {
+    const [, name, value] = /^STAT (\S+) (.*)$/.exec(line) ?? [];
+    return name === undefined || value === undefined ? [] : [[name, value]];
+  }));
 }
 
 /** One numeric stat (NaN when the controller did not answer or has no such stat). */
@@ -122,9 +124,9 @@ export async function leaderOf(cluster: Cluster, timeoutMs = 10_000): Promise<st
     (found) => found.filter((role) => role === 'leader').length === 1,
     timeoutMs,
   );
-  const index = roles.indexOf('leader');
-  if (index < 0) throw new Error(`no single leader within ${timeoutMs} ms (roles: ${roles.join(', ')})`);
-  return cluster.nodes[index].id;
+  const leader = cluster.nodes[roles.indexOf('leader')];
+  if (leader === undefined) throw new Error(`no single leader within ${timeoutMs} ms (roles: ${roles.join(', ')})`);
+  return leader.id;
 }
 
 // ------------------------------------------------------------------ hostile peer

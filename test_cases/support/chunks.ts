@@ -49,9 +49,10 @@ export function decodeEveryWay<Item>(
   splitEvery = true,
 ): Item[] {
   const input = typeof bytes === 'string' ? Buffer.from(bytes, 'latin1') : bytes;
-  const ways = chunkings(input).filter((way) => splitEvery || !way.name.startsWith('split'));
-  const reference = decodeChunks(makeDecoder, ways[0].chunks);
-  for (const way of ways.slice(1)) {
+  const [whole, ...others] = chunkings(input).filter((way) => splitEvery || !way.name.startsWith('split'));
+  if (whole === undefined) throw new Error('chunkings gave no way to split the input');
+  const reference = decodeChunks(makeDecoder, whole.chunks);
+  for (const way of others) {
     expect(decodeChunks(makeDecoder, way.chunks), way.name).toEqual(reference);
   }
   return reference;

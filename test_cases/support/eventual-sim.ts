@@ -35,6 +35,7 @@ import { mergeEntries, plainEntry } from '../../src/store/counter.ts';
 import { opKeys, type Entry, type Op } from '../../src/store/types.ts';
 import { mulberry32 } from '../../src/runtime/random.ts';
 import { certainlyInvalid } from './junk.ts';
+import { itemAt } from '../../src/runtime/item-at.ts';
 
 export { mulberry32 };
 
@@ -136,8 +137,8 @@ class TaskQueue {
     let i = heap.length - 1;
     while (i > 0) {
       const parent = (i - 1) >> 1;
-      if (!before(heap[i], heap[parent])) break;
-      [heap[i], heap[parent]] = [heap[parent], heap[i]];
+      if (!before(itemAt(heap, i), itemAt(heap, parent))) break;
+      [heap[i], heap[parent]] = [itemAt(heap, parent), itemAt(heap, i)];
       i = parent;
     }
   }
@@ -153,17 +154,17 @@ class TaskQueue {
       const left = 2 * i + 1;
       const right = left + 1;
       let least = i;
-      if (left < heap.length && before(heap[left], heap[least])) least = left;
-      if (right < heap.length && before(heap[right], heap[least])) least = right;
+      if (left < heap.length && before(itemAt(heap, left), itemAt(heap, least))) least = left;
+      if (right < heap.length && before(itemAt(heap, right), itemAt(heap, least))) least = right;
       if (least === i) break;
-      [heap[i], heap[least]] = [heap[least], heap[i]];
+      [heap[i], heap[least]] = [itemAt(heap, least), itemAt(heap, i)];
       i = least;
     }
     return top;
   }
 
   peekAtMs(): number {
-    return this.heap.length === 0 ? Infinity : this.heap[0].atMs;
+    return this.heap.length === 0 ? Infinity : itemAt(this.heap, 0).atMs;
   }
 }
 
@@ -574,7 +575,7 @@ class Simulation {
   }
 
   private clientOp(): void {
-    const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+    const node = itemAt(this.nodes, Math.floor(this.random() * this.nodes.length));
     if (node.machine === null) return;
     const op = this.randomOp(node);
     this.stats.ops += 1;
@@ -623,7 +624,7 @@ class Simulation {
   }
 
   private fault(): void {
-    const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+    const node = itemAt(this.nodes, Math.floor(this.random() * this.nodes.length));
     const roll = this.random();
     if (roll < 0.4 && this.config.partitions) this.cutLinks(node);
     else if (roll < 0.7 && this.config.crashes && node.machine !== null) this.crash(node);
@@ -634,7 +635,7 @@ class Simulation {
 
   private cutLinks(node: SimNode): void {
     const others = this.nodes.filter((other) => other !== node);
-    const cut = this.random() < 0.5 ? others : [others[Math.floor(this.random() * others.length)]];
+    const cut = this.random() < 0.5 ? others : [itemAt(others, Math.floor(this.random() * others.length))];
     const oneWay = this.random() < 0.2;
     const links = cut.flatMap((other) => (oneWay ? [`${node.id}|${other.id}`] : [`${node.id}|${other.id}`, `${other.id}|${node.id}`]));
     for (const link of links) this.cuts.add(link);
@@ -681,10 +682,10 @@ class Simulation {
   divergence(): string | null {
     const views = this.nodes.map((node) => this.view(node));
     for (let i = 1; i < views.length; i += 1) {
-      const difference = compareViews(views[0], views[i]);
-      if (difference !== null) return `${this.nodes[0].id} vs ${this.nodes[i].id}: ${difference.text} [${this.explain(difference.key)}]`;
+      const difference = compareViews(itemAt(views, 0), itemAt(views, i));
+      if (difference !== null) return `${itemAt(this.nodes, 0).id} vs ${itemAt(this.nodes, i).id}: ${difference.text} [${this.explain(difference.key)}]`;
     }
-    return this.config.backendResets ? this.someAcceptedWrite(views[0]) : this.greatestWrite(views[0]);
+    return this.config.backendResets ? this.someAcceptedWrite(itemAt(views, 0)) : this.greatestWrite(itemAt(views, 0));
   }
 
   private greatestWrite(view: Map<string, string>): string | null {

@@ -23,6 +23,7 @@ import { TextClient, type TextReply } from '../../src/client/text-client.ts';
 import type { Mode } from '../../src/consistency/types.ts';
 import type { Cluster } from '../../src/jepsen/cluster.ts';
 import { classifyServerError } from '../../src/jepsen/workload.ts';
+import { itemAt } from '../../src/runtime/item-at.ts';
 
 /** Milliseconds on one monotonic clock shared by every record of a test. */
 export const nowMs = (): number => performance.now();
@@ -140,8 +141,8 @@ export class RecordingClient {
   }
 
   private errorReply(handle: RecordHandle, call: CallStart, line: string): OpRecord {
-    const serverError = /^SERVER_ERROR ?(.*)$/.exec(line);
-    const outcome = serverError ? classifyServerError(serverError[1], call.f === 'read') : 'info';
+    const serverError = /^SERVER_ERROR ?(.*)$/.exec(line)?.[1];
+    const outcome = serverError === undefined ? 'info' : classifyServerError(serverError, call.f === 'read');
     if (outcome === 'fail') this.options.recorder.fail(handle, null, { node: this.node, error: line });
     else {
       this.options.recorder.info(handle, null, { node: this.node, error: line });
@@ -212,7 +213,7 @@ export function startWorkload(options: WorkloadOptions): Workload {
 async function runWorkloadClient(recording: RecordingClient, client: number, options: WorkloadOptions, stop: AbortSignal): Promise<void> {
   try {
     for (let counter = 1; counter <= options.callsPerClientMax && !stop.aborted; counter++) {
-      const key = options.keys[(client + counter) % options.keys.length];
+      const key = itemAt(options.keys, (client + counter) % options.keys.length);
       // A deterministic spread of writes and reads: write when the running share falls behind.
       const write = Math.floor(counter * options.writeShare) > Math.floor((counter - 1) * options.writeShare);
       const record = write ? await recording.write(key, `c${client}.${counter}`) : await recording.read(key);
@@ -238,9 +239,10 @@ export async function show(port: number, timeoutMs = 1000): Promise<string[] | n
 export async function selfStatus(port: number): Promise<{ role: string; term: number; leader: string | null } | null> {
   const lines = await show(port);
   const row = lines?.map((line) => line.split(/\s+/)).find((cells) => cells[1] === 'self');
-  if (!row) return null;
   // Columns: node state heard role term leader ...
-  return { role: row[3], term: Number(row[4]), leader: row[5] === '-' ? null : row[5] };
+  const [, , , role, term, leader] = row ?? [];
+  if (role === undefined || term === undefined || leader === undefined) return null;
+  return { role, term: Number(term), leader: leader === '-' ? null : leader };
 }
 
 /**
@@ -339,7 +341,11 @@ export function describeRecords(records: readonly OpRecord[], limit = 8): string
 }
 
 /** One `get` of every key on one controller; a value, null for absent, or the error. */
-export async function readKeys(port: number, keys: readonly string[], timeoutMs: number): Promise<Array<{ ok: true; value: string | null } | { ok: false; error: string }>> {
+export async function readKeys(
+  port: number,
+  keys: readonly string[],
+  timeoutMs: number,
+): Promise<Array<{ ok: true; value: string | null } | { ok: false; error: string }>> {
   let client: TextClient | null = null;
   try {
     client = await TextClient.connect('127.0.0.1', port, timeoutMs);
@@ -369,8 +375,13 @@ export async function waitForAgreement(
   options: { timeoutMs: number; callTimeoutMs: number; acceptable?: (key: string) => Set<string | null> },
 ): Promise<{ ok: boolean; elapsedMs: number; differences: string[] }> {
   const probe = async (): Promise<string[]> => {
-    const answers = await Promise.all(cluster.nodes.map((node) => readKeys(node.clientPort, keys, options.callTimeoutMs)));
-    return keys.flatMap((key, keyIndex) => describeDisagreement(key, cluster.nodes.map((node, index) => ({ node: node.id, answer: answers[index][keyIndex] })), options.acceptable?.(key)));
+    const answers = await Promise.all(
+      cluster.nodes.map(async (node) => ({ node: node.id, values: await readKeys(node.clientPort, keys, options.callTimeoutMs) })),
+    );
+    return keys.flatMap((key, keyIndex) => {
+      const atKey = answers.map(({ node, values }) => ({ node, answer: itemAt(values, keyIndex) }));
+      return describeDisagreement(key, atKey, options.acceptable?.(key));
+    });
   };
   const seen = await eventually(probe, (differences) => differences.length === 0, { timeoutMs: options.timeoutMs, intervalMs: 100 });
   return { ok: seen.ok, elapsedMs: seen.elapsedMs, differences: seen.value };
@@ -384,8 +395,8 @@ function describeDisagreement(
   const shown = answers.map(({ node, answer }) => `${node}=${answer.ok ? JSON.stringify(answer.value) : `error(${answer.error})`}`).join(', ');
   const values = new Set(answers.map(({ answer }) => (answer.ok ? `v:${answer.value}` : 'error')));
   if (values.size !== 1 || values.has('error')) return [`${key}: ${shown}`];
-  const first = answers[0].answer;
-  if (acceptable && first.ok && !acceptable.has(first.value)) {
+  const first = answers[0]?.answer;
+  if (acceptable && first?.ok && !acceptable.has(first.value)) {
     return [`${key}: ${shown}, but the last acknowledged value or a later one is one of ${[...acceptable].map((value) => JSON.stringify(value)).join(', ')}`];
   }
   return [];

@@ -40,7 +40,12 @@ const BAD_OPS: readonly unknown[] = [
   'set',
 ];
 
-export const pick = <T>(random: Random, items: readonly T[]): T => items[Math.floor(random() * items.length)];
+/** One of `items` (which may hold undefined itself: the range is checked, not the value). */
+export function pick<T>(random: Random, items: readonly T[]): T {
+  const index = Math.floor(random() * items.length);
+  if (index < 0 || index >= items.length) throw new RangeError(`no item ${index} among ${items.length}`);
+  return items[index]!;
+}
 
 /** A deep copy that keeps Buffers Buffers and bigints bigints (structuredClone does not). */
 export function deepCopy<T>(value: T): T {

@@ -8,7 +8,8 @@
  * in-memory write-ahead file: records appended in a turn go out as one batch at its end, one batch
  * per node in flight (group commit; each, a compaction included, durable 1–3 ms later); every other
  * effect issued after a record not yet durable (or after a held effect) is held, in order, until it
- * is (but a send marked `beforeDurable`: a leader's ping, its pong). A backend reset is acknowledged, and an emptied backend noticed, only once what was issued
+ * is (but a send marked `beforeDurable`: a leader's ping, its pong). A backend reset is acknowledged,
+ * and an emptied backend noticed, only once what was issued
  * before it ran, as the controller does. A crash loses the records not yet durable and every held
  * effect. Half the crashes wait for the end of a turn in which a node wrote records not yet
  * durable (a leader first): that window is short, and it is where the ordering matters.
@@ -86,6 +87,7 @@ import {
 import { mulberry32 } from '../../src/runtime/random.ts';
 import { refusalText, refused } from '../../src/protocol/refusals.ts';
 import { certainlyInvalid } from './junk.ts';
+import { itemAt } from '../../src/runtime/item-at.ts';
 
 export { mulberry32 };
 
@@ -514,13 +516,22 @@ export class LogSimulation {
     this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
     this.pingRandom = mulberry32((options.seed ^ 0x3c6ef372) >>> 0);
     this.clockRandom = mulberry32((options.seed ^ 0x510e527f) >>> 0);
-    const driftPpm = options.readLeases === undefined || options.readLeases === null ? 0 : (options.clockDriftPpm ?? options.readLeases.clockDriftPpmMax);
+    const driftPpm =
+      options.readLeases === undefined || options.readLeases === null ? 0 : (options.clockDriftPpm ?? options.readLeases.clockDriftPpmMax);
     this.requestBoundMs = Math.ceil(REQUEST_BOUND_MS / (1 - driftPpm / 1_000_000));
     const everyNodeAtMs = options.storeFailures?.everyNodeAtMs ?? null;
     if (everyNodeAtMs !== null) this.everyNodeFailAnchorMs = this.nowMs + everyNodeAtMs;
     this.nodes = this.ids.map((id) => this.newNode(id));
-    this.clients = Array.from({ length: options.clients }, (_, session) => ({ busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0 }));
-    this.result = { seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0, heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null, convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0, crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0, powerLosses: 0 };
+    this.clients = Array.from({ length: options.clients }, (_, session) => ({
+      busy: false, node: null, nextMs: this.nowMs, session, sessionPosition: 0,
+    }));
+    this.result = {
+      seed: options.seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0,
+      heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null,
+      convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0,
+      crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0,
+      powerLosses: 0,
+    };
     for (const node of this.nodes) this.boot(node);
   }
 
@@ -707,7 +718,7 @@ export class LogSimulation {
       node.replicaLost = true;
     }
     this.result.crashes += 1;
-    for (const request of node.requests.values()) this.clients[request.client].busy = false;
+    for (const request of node.requests.values()) itemAt(this.clients, request.client).busy = false;
     for (const client of this.clients) {
       if (client.node !== node.id) continue;
       // The connection broke: a new session starts elsewhere.
@@ -1141,7 +1152,8 @@ export class LogSimulation {
     }
     if (this.junkRandom() < (this.options.junkRate ?? 0)) {
       const junk = certainlyInvalid(message as unknown as Record<string, unknown>, this.junkRandom, ['term']) as LogMessage;
-      this.flights.push({ atMs: this.nowMs + 1 + Math.floor(this.junkRandom() * this.rates.delayMaxMs), from, to, message: junk, junk: true });
+      const atMs = this.nowMs + 1 + Math.floor(this.junkRandom() * this.rates.delayMaxMs);
+      this.flights.push({ atMs, from, to, message: junk, junk: true });
     }
   }
 
@@ -1269,8 +1281,9 @@ export class LogSimulation {
   private valueAt(key: string, index: number): string | null {
     const changes = this.history.get(key) ?? [];
     for (let at = changes.length - 1; at >= 0; at -= 1) {
-      if (changes[at].index <= index) {
-        const entry = changes[at].entry;
+      const change = itemAt(changes, at);
+      if (change.index <= index) {
+        const entry = change.entry;
         return isLive(entry, 0) ? entry.value.toString() : null;
       }
     }
@@ -1282,7 +1295,7 @@ export class LogSimulation {
     const position = node.replicaIndex;
     if (position === null) throw new Error(`${node.id} reads from an unknown replica`);
     this.advanceReference(position);
-    const key = op.keys[0];
+    const key = itemAt(op.keys, 0);
     const entry = node.replica.get(key);
     const value = isLive(entry, 0) ? entry.value.toString() : null;
     if (value !== this.valueAt(key, position)) throw new Error(`${node.id} read ${key}=${value} at ${position}, reference differs`);
@@ -1299,7 +1312,7 @@ export class LogSimulation {
       const live = this.nodes.filter((node) => node.machine !== null);
       if (live.length === 0) continue;
       const sticky = this.options.mode === 'sequential' ? live.find((node) => node.id === client.node) : undefined;
-      const node = sticky ?? live[Math.floor(this.random() * live.length)];
+      const node = sticky ?? itemAt(live, Math.floor(this.random() * live.length));
       if (this.options.mode === 'sequential') client.node = node.id;
       const op = this.randomOp();
       const requestId = asRequestId(node.nextRequestId++);
@@ -1311,7 +1324,7 @@ export class LogSimulation {
   }
 
   private randomOp(): Op {
-    const key = KEYS[Math.floor(this.random() * KEYS.length)];
+    const key = itemAt(KEYS, Math.floor(this.random() * KEYS.length));
     const roll = this.random();
     if (roll < 0.4) return { kind: 'get', keys: [key] };
     if (roll < 0.6) {
@@ -1335,7 +1348,7 @@ export class LogSimulation {
     if (this.killedAtMs !== null && this.firstWriteAfterKillMs === null && position !== null && request.op.kind !== 'get') {
       this.firstWriteAfterKillMs = this.nowMs;
     }
-    const client = this.clients[request.client];
+    const client = itemAt(this.clients, request.client);
     client.busy = false;
     client.nextMs = this.nowMs + Math.floor(this.random() * 30);
     if (reply.kind === 'refused') {
@@ -1362,7 +1375,7 @@ export class LogSimulation {
     const draw = (spanMs: number): number => Math.floor(this.random() * (spanMs + 1));
     const schedule: Disruption[] = this.ids.map((_, node) => ({ atMs: EMPTY_ALL_LEAD_MS + draw(emptyAll.windowMs), kind: 'empty', node }));
     if (emptyAll.crash !== 'none') {
-      const victim = schedule[Math.floor(this.random() * schedule.length)];
+      const victim = itemAt(schedule, Math.floor(this.random() * schedule.length));
       const offsetMs = 1 + draw(EMPTY_ALL_LEAD_MS - 1);
       schedule.push({ atMs: victim.atMs + (emptyAll.crash === 'before' ? -offsetMs : offsetMs), kind: 'crash', node: victim.node });
     }
@@ -1390,10 +1403,10 @@ export class LogSimulation {
       this.disruptionAnchorMs = null;
       for (const disruption of this.disruptions) disruption.atMs += this.nowMs;
     }
-    while (this.disruptions.length > 0 && this.disruptions[0].atMs <= this.nowMs) {
+    while (this.disruptions.length > 0 && itemAt(this.disruptions, 0).atMs <= this.nowMs) {
       const next = this.disruptions.shift();
       if (next === undefined) break;
-      const node = this.nodes[next.node];
+      const node = itemAt(this.nodes, next.node);
       if (next.kind === 'empty') this.emptyReplica(node);
       else if (node.machine !== null) this.crash(node);
     }
@@ -1487,7 +1500,9 @@ export class LogSimulation {
     this.reference.clear();
     this.referenceIndex = index;
     this.referenceReplies.length = Math.min(this.referenceReplies.length, index + 1);
-    for (const [key, changes] of this.history) this.history.set(key, [...changes.filter((change) => change.index < index), { index, entry: undefined }]);
+    for (const [key, changes] of this.history) {
+      this.history.set(key, [...changes.filter((change) => change.index < index), { index, entry: undefined }]);
+    }
   }
 
   private onWriteAcked(request: InFlightRequest, index: number): void {
@@ -1521,10 +1536,10 @@ export class LogSimulation {
     if (perStep(this.rates.crashPerSecond)) {
       // Half the crashes wait for a node with records no fsync covers yet (see crashExposed).
       if (this.random() < 0.5) this.crashArmed = true;
-      else if (this.mayLoseReplica()) this.crash(this.nodes[Math.floor(this.random() * this.nodes.length)]);
+      else if (this.mayLoseReplica()) this.crash(itemAt(this.nodes, Math.floor(this.random() * this.nodes.length)));
     }
     if (perStep(this.rates.backendResetPerSecond)) {
-      const node = this.nodes[Math.floor(this.random() * this.nodes.length)];
+      const node = itemAt(this.nodes, Math.floor(this.random() * this.nodes.length));
       if (this.mayLoseReplica()) {
         if (node.machine === null) this.emptyNow(node);
         else this.emptyOnceIssued(node, () => this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true }));
@@ -1551,7 +1566,7 @@ export class LogSimulation {
       this.cut.clear();
       return;
     }
-    const isolated = this.ids[Math.floor(this.random() * this.ids.length)];
+    const isolated = itemAt(this.ids, Math.floor(this.random() * this.ids.length));
     const oneWay = this.random() < 0.3;
     for (const other of this.ids) {
       if (other === isolated) continue;
@@ -1586,7 +1601,9 @@ export class LogSimulation {
     const views = this.nodes.map((node) => node.machine?.inspect() ?? null);
     if (views.some((view) => view === null || !view.caughtUp || !view.replicaValid || view.recovering)) return false;
     // Nothing may still wait for an fsync: the replicas must hold what the machines applied.
-    if (this.nodes.some((node) => node.gate.waitingCount() > 0 || node.gate.stats(this.nowMs).recordsWaiting > 0 || node.emptyPending)) return false;
+    if (this.nodes.some((node) => node.gate.waitingCount() > 0 || node.gate.stats(this.nowMs).recordsWaiting > 0 || node.emptyPending)) {
+      return false;
+    }
     // A suspect replica refuses writes until its machine is told: it is not rebuilt yet.
     if (this.nodes.some((node) => this.distrusted(node))) return false;
     const leaders = views.filter((view) => view?.role === 'leader');

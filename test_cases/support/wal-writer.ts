@@ -18,6 +18,7 @@ import { WriteAheadFile } from '../../src/wal.ts';
 process.on('SIGXFSZ', () => {});
 
 const [file, mode] = process.argv.slice(2);
+if (file === undefined) throw new Error('usage: wal-writer.ts FILE append|compact|background');
 const record = (index: number, bytes: number): unknown => ({ index, pad: Buffer.alloc(bytes, 0x61) });
 if (mode === 'background') {
   const writeAhead = new BackgroundWriteAhead({ file, owner: { clusterId: 'mckv', nodeId: 'n1' }, fsyncDelayFile: null });

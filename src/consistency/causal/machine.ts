@@ -1,32 +1,17 @@
 /**
  * The causal-mode state machine: serve locally at once, replicate in the background, and make a
  * peer's writes visible only together with everything they depend on. (User-facing semantics:
- * ../causal.ts.)
+ * ../causal.ts; the design: docs/design.md, "Causal mode, in the machine's terms".)
  *
- * Glossary: *visible vector* — per node, the greatest of its versions such that every write of
- * that node up to it is in the local replica (or overwritten there by a later write of its key);
- * *chain* — the batches one node sends another, each covering its writes in (prev, to];
- * *snapshot* — a batch of the whole replica, sent when the sender does not know what the
- * receiver holds; *stable* — covered by the visible vector of every node.
- *
- * Intuition: a local write depends on everything visible here when it is made (that covers the
- * connection's earlier writes and everything it read). The results of local writes are fetched
- * back in batches, as in eventual mode, and each batch carries the visible vector at its fetch:
- * every write it shows, its own node's and others', is covered by that vector. A receiver merges
- * a chain batch in one `put` once its own vector covers the batch's, and its `prev` follows
- * on from what it holds of the sender. A replica that is a union of such cuts is causally closed,
- * so a snapshot needs no waiting. A window of batches per peer is in flight; what is written meanwhile is
- * coalesced (latest entry per key) into the next one. Our chain to each peer is ./outbox.ts; each
- * peer's chain to us, parked until it may be merged, ./inbox.ts; tombstones, ./tombstones.ts.
- *
- * Peers are told the vector (in acks, and as a snapshot's deps) as it was before the first merge
- * memcached has not taken yet, and merges are acknowledged in issue order, so no peer counts on a
- * write a refusal then loses.
+ * Glossary: *visible vector* — per node, the greatest of its versions up to which every write of
+ * that node is in the local replica (or overwritten there); *chain* — the batches one node sends
+ * another, each covering its writes in (prev, to]; *snapshot* — a batch of the whole replica;
+ * *stable* — covered by the visible vector of every node.
  *
  * Invariants: the visible vector goes back only at a backend reset or a refused merge (to what
  * peers were told); a chain batch is merged only when prev <= visible[sender] and deps <= visible
  * elsewhere; the HLC is >= every version merged or fetched, so a local write's version beats
- * what the replica holds.
+ * what the replica holds. Chains: ./outbox.ts (ours to each peer), ./inbox.ts (each peer's to us).
  */
 
 import { refused, type Refusal } from '../../protocol/refusals.ts';
