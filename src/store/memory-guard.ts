@@ -49,6 +49,9 @@ export interface MemoryReport {
   stored?: Stored;
 }
 
+/** A peer's report, as of its poll number `poll` (each poll of its memcached counts one up). */
+export type PeerMemoryReport = MemoryReport & { poll: number };
+
 /** One writer's admissions (and arrivals) not yet covered by every report, oldest first. */
 interface Admitted {
   /** The absolute position of the first one kept (positions count every admission). */
@@ -96,7 +99,7 @@ export class MemoryGuard {
    * A peer reported its memcached as of its poll number `poll` (undefined: it said nothing, or it
    * is gone); a new poll replaces the peer's view.
    */
-  peerReported(peer: string, report: (MemoryReport & { poll: number }) | undefined): void {
+  peerReported(peer: string, report: PeerMemoryReport | undefined): void {
     if (report === undefined) {
       if (this.#peers.delete(peer)) this.#listViews();
       return;
