@@ -5,8 +5,8 @@
  *
  * Two counts, each what memcached's last report said plus what was admitted since and is not in
  * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
- * The node that orders writes asks (MachineOptions.refuseStore); peers' reports of their own
- * memcached count too, so the fullest replica decides.
+ * The node that orders writes asks, inside its mode's step (consistency/memory-admission.ts);
+ * peers' reports of their own memcached count too, so the fullest replica decides.
  *
  * Invariants: only stores are refused; a backend that says nothing of its memory refuses nothing;
  * an admission is forgotten for a replica only once a report of it covers its version; at most

@@ -124,7 +124,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.leases,
     );
     const parts = { progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication };
-    this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
+    this.turn = new Turn(this, parts);
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
     this.start();
@@ -154,6 +154,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         break;
       case 'tick':
         if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
+        this.memory.peersUp(event.peersUp);
         this.onTick();
         // Fallback: a controller that never flushes still sends within a tick.
         this.flushOutgoing();
@@ -173,6 +174,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         break;
       case 'flush':
         this.flushOutgoing();
+        break;
+      case 'memory_polled':
+        this.memory.polled(event.memory, event.stored);
+        break;
+      case 'memory_report':
+        this.memory.reported(event.from, event.report);
         break;
       default: {
         const never: never = event;
