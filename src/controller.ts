@@ -25,7 +25,6 @@ import type { KVBackend } from './store/types.ts';
 import type { StatusHttp } from './http/server.ts';
 import type { BackendWatch } from './controller/backend-watch.ts';
 import type { DurabilityError } from './controller/durability.ts';
-import type { MemoryAdmission } from './controller/memory-admission.ts';
 import { EffectRunner } from './controller/effects.ts';
 import type { ControllerHooks, ControllerParts } from './controller/parts.ts';
 import { PendingRequests } from './controller/requests.ts';
@@ -65,7 +64,6 @@ export class Controller {
   private readonly server: ProtocolServer;
   private readonly http: StatusHttp | null;
   private readonly watch: BackendWatch;
-  private readonly memory: MemoryAdmission;
   private readonly effects: EffectRunner;
   private readonly requests: PendingRequests;
   private readonly status: ControllerStatus;
@@ -89,7 +87,7 @@ export class Controller {
       handle: (command, connection) => this.handle(command, connection),
       summary: () => this.status.summary(),
     });
-    ({ log: this.log, machine: this.machine, replica: this.replica, watch: this.watch, memory: this.memory } = parts);
+    ({ log: this.log, machine: this.machine, replica: this.replica, watch: this.watch } = parts);
     ({ network: this.network, server: this.server, http: this.http } = parts);
     this.status = new ControllerStatus({
       ...parts,
@@ -124,6 +122,9 @@ export class Controller {
   private async open(): Promise<void> {
     this.network.on('message', (from: PeerId, message: unknown) => {
       this.enqueue({ kind: 'message', nowMs: clockMs(), from, message });
+    });
+    this.network.on('memory-report', (from: PeerId, report) => {
+      this.enqueue({ kind: 'memory_report', nowMs: clockMs(), from, report });
     });
     const indexed = await this.replica.loadIndex().catch((error: unknown) => {
       this.log.warn('could not list the keys the backend already holds', { error: String(error) });
@@ -345,7 +346,6 @@ export class Controller {
 
   private tickEvent(pausedMs: number): Event<unknown> {
     const peers = this.network.peerView();
-    this.memory.peersViewed(peers);
     const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
     return { kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) };
   }

@@ -40,7 +40,6 @@ function summary(node: string, role: string): NodeSummary {
     backendDetail: 'ok',
     peersUp: [],
     backendMemory: { usedBytes: 1000, limitBytes: 4000 },
-    backendPoll: 1,
   };
 }
 

@@ -18,7 +18,9 @@ import { asPeerId, type PeerId } from '../src/consistency/types.ts';
 import type { PeerTls } from '../src/peer/credentials.ts';
 import { FRAME_HEADER_BYTES, FrameDecoder, encodeFrame } from '../src/peer/frame.ts';
 import { answerChallenge, challengeMessage, type Welcome } from '../src/peer/handshake.ts';
+import { memoryReportWire } from '../src/peer/memory-report.ts';
 import { PeerNetwork, type PeerLog } from '../src/peer/network.ts';
+import type { PeerMemoryReport } from '../src/store/memory-guard.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 
 const heartbeatIntervalMs = 20;
@@ -352,6 +354,27 @@ describe('peer authentication over plain TCP', () => {
       probe.socket.destroy();
     }
     expect(challenged).toBe(true);
+  });
+
+  it("reads a heartbeat's memory report; a malformed one is dropped, counted and logged, and the peer then reports nothing", async () => {
+    const reports: Array<PeerMemoryReport | null> = [];
+    network(n1).on('memory-report', (from, report) => {
+      if (from === n2) reports.push(report);
+    });
+    const before = network(n1).counters().memoryReportsRefused;
+    const raw = await authenticatedRawPeer(cluster.port(n1), 'n2', 'n1');
+    const memory = { usedBytes: 10, limitBytes: 100 };
+    // Both at once: the real n2 dials again soon and its connection replaces this one.
+    raw.socket.write(Buffer.concat([
+      encodeFrame({ kind: 'heartbeat', info: null, memory: memoryReportWire(7, memory, new Map([[0, 3n]])) }),
+      encodeFrame({ kind: 'heartbeat', info: null, memory: { poll: 8, memory, stored: 'everything' } }),
+    ]));
+    await waitFor(() => network(n1).counters().memoryReportsRefused === before + 1, 2000, 'the second report to be refused');
+    expect(reports.slice(-2)).toEqual([{ poll: 7, memory, stored: new Map([[0, 3n]]) }, null]);
+    expect(cluster.warnings(n1).some((line) => /peer memory report refused/.test(line))).toBe(true);
+    raw.socket.destroy();
+    await waitFor(() => network(n2).isConnected(n1), 3000, 'n2 to reconnect');
+    await delivers(networks, n2, n1);
   });
 
   it("a peer's newer authenticated connection replaces its older one", async () => {

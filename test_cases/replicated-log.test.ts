@@ -4,7 +4,7 @@
  * transfer, restart. One scenario's message trace is kept as a file (test_cases/traces/).
  */
 
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { applyToEntry, type SingleKeyOp } from '../src/store/apply.ts';
 import type { Entry, Op } from '../src/store/types.ts';
 import { asPeerId, asRequestId, type Effect, type Event, type PeerId } from '../src/consistency/types.ts';
@@ -15,6 +15,7 @@ import { Replica } from '../src/store/replica.ts';
 import { refused } from '../src/protocol/refusals.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { exactly } from './support/must.ts';
+import { MemoryGuard, type BackendMemory } from '../src/store/memory-guard.ts';
 
 const IDS = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const HEARTBEAT_MS = 50;
@@ -52,8 +53,6 @@ class Cluster {
   readonly trace: string[] = [];
   /** Messages for which this says true are lost in transit (as on a connection that broke). */
   lose: (message: LogMessage, to: PeerId) => boolean = () => false;
-  /** Each node's answer to "does the store have room for this write" (MachineOptions.refuseStore). */
-  room: (id: PeerId, op: Op) => boolean = () => true;
   /** Applies at nodes for which this says true time out without taking effect. */
   applyTimesOut: (id: PeerId) => boolean = () => false;
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
@@ -68,7 +67,7 @@ class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
-      replicaSkipsApplied: this.skipApplied, refuseStore: (op) => (this.room(id, op) ? null : refused('out_of_memory')),
+      replicaSkipsApplied: this.skipApplied,
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }
@@ -126,6 +125,11 @@ class Cluster {
 
   flushAll(): void {
     for (const id of IDS) if (!this.down.has(id)) this.step(id, { kind: 'flush', nowMs: this.nowMs });
+  }
+
+  /** Every running node's poll of its memcached reads `memory` (marks: none stored yet). */
+  polled(memory: BackendMemory): void {
+    for (const id of IDS) if (!this.down.has(id)) this.step(id, { kind: 'memory_polled', nowMs: this.nowMs, memory, stored: new Map() });
   }
 
   /** Advance time in 10 ms ticks, delivering everything after each. */
@@ -479,21 +483,44 @@ describe('replication and commit', () => {
 
 describe('room in the store', () => {
   const outOfMemory = { kind: 'reply', reply: { kind: 'refused', reason: 'out_of_memory' } };
+  /** A memcached of 1000 bytes: a 1000-byte value finds no room, a 1-byte one does. */
+  const memcached = (usedBytes: number): BackendMemory => ({ usedBytes, limitBytes: 1000 });
+  const big = 'x'.repeat(1000);
+
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  /** Which node's memory guard was asked for which key, in order (each guard named by the poll that fed it). */
+  function watchGuards(cluster: Cluster): { asked: () => Array<[PeerId, string]>; poll: (memory: BackendMemory) => void } {
+    const polled = vi.spyOn(MemoryGuard.prototype, 'polled');
+    const refusal = vi.spyOn(MemoryGuard.prototype, 'refusal');
+    const guards = new Map<unknown, PeerId>();
+    const poll = (memory: BackendMemory): void => {
+      for (const id of IDS) {
+        const before = polled.mock.contexts.length;
+        cluster.step(id, { kind: 'memory_polled', nowMs: cluster.nowMs, memory, stored: new Map() });
+        for (const guard of polled.mock.contexts.slice(before)) guards.set(guard, id);
+      }
+    };
+    const asked = (): Array<[PeerId, string]> => refusal.mock.calls.map(([op], call) => [
+      guards.get(refusal.mock.contexts[call]) ?? asPeerId('unpolled'),
+      op.kind === 'store' ? op.key : op.kind,
+    ]);
+    return { asked, poll };
+  }
 
   it('the leader asks for every write, its own clients\' and forwarded ones; a refused write is answered at its origin and logged nowhere', () => {
     const cluster = electedCluster('sequential');
     const leader = cluster.leader();
     const follower = followers(cluster)[0];
-    const asked: Array<[PeerId, string]> = [];
-    cluster.room = (id, op) => {
-      asked.push([id, op.kind === 'store' ? op.key : op.kind]);
-      return !(op.kind === 'store' && op.key.startsWith('big'));
-    };
-    const atFollower = cluster.request(follower, set('big1', 'x'));
-    const atLeader = cluster.request(leader, set('big2', 'x'));
+    const { asked, poll } = watchGuards(cluster);
+    poll(memcached(0));
+    const atFollower = cluster.request(follower, set('big1', big));
+    const atLeader = cluster.request(leader, set('big2', big));
     const fits = cluster.request(follower, set('small', 'x'));
     cluster.run(100);
-    expect(asked).toEqual([[leader, 'big2'], [leader, 'big1'], [leader, 'small']]);
+    expect(asked()).toEqual([[leader, 'big2'], [leader, 'big1'], [leader, 'small']]);
     expect(cluster.outcome(follower, atFollower.requestId)).toMatchObject(outOfMemory);
     expect(cluster.outcome(leader, atLeader.requestId)).toMatchObject(outOfMemory);
     expect(cluster.outcome(follower, fits.requestId)).toMatchObject({ kind: 'apply' });
@@ -507,13 +534,12 @@ describe('room in the store', () => {
     const cluster = electedCluster('sequential');
     const leader = cluster.leader();
     const follower = followers(cluster)[0];
-    let room = false;
-    cluster.room = () => room;
+    cluster.polled(memcached(1000));
     const { requestId, effects } = cluster.request(follower, set('k', 'v'));
     const forward = effects.find((effect) => effect.kind === 'send') as Extract<Effect<LogMessage>, { kind: 'send' }>;
     cluster.run(50);
     expect(cluster.outcome(follower, requestId)).toMatchObject(outOfMemory);
-    room = true;
+    cluster.polled(memcached(0));
     cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: forward.message });
     cluster.run(100);
     expect(cluster.node(leader).machine.status().committed).toBe('1');

@@ -14,11 +14,13 @@ import { decodeEveryWay } from './support/chunks.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 
 function summary(node: string, role: string, backendOk = true): NodeSummary {
-  return {
+  // A peer's summary may carry fields `show json` does not echo (backendStored, backendPoll).
+  const sent = {
     node, mode: 'linearizability', role, term: 3, leader: 'n1', committed: '12', applied: '11', queueDepth: 0, opsServed: 4,
     backend: 'memcache 127.0.0.1:11201', backendOk, backendDetail: backendOk ? 'memcached 1.6.18' : 'connection refused — ü',
     peersUp: [{ peer: 'n2', up: true }], backendPoll: 2, backendStored: [[0, '11']],
   };
+  return sent;
 }
 
 describe('show json', () => {

@@ -4,6 +4,7 @@
  * baseline the benchmark compares the replicated modes with. Versions are a local counter.
  */
 
+import { MemoryAdmission } from './memory-admission.ts';
 import { DroppedPeerMessages } from './peer-input.ts';
 import type { Effect, Machine, MachineOptions, MachineStatus, Mode } from './types.ts';
 
@@ -12,18 +13,34 @@ export type LocalMessage = never;
 export function createLocal(options: MachineOptions & { mode: Mode }): Machine<LocalMessage> {
   let version = 0n;
   const dropped = new DroppedPeerMessages();
+  // The memory guard still counts every replica whose controller reports its memcached.
+  const memory = new MemoryAdmission(options.peers.filter((peer) => peer !== options.self));
   return {
     step(event): Effect<LocalMessage>[] {
-      if (event.kind === 'message') {
-        // No protocol here: whatever a peer sends is dropped.
-        const note = dropped.drop<LocalMessage>(event.from, 'local mode takes no peer messages', event.nowMs);
-        return note === null ? [] : [note];
+      switch (event.kind) {
+        case 'message': {
+          // No protocol here: whatever a peer sends is dropped.
+          const note = dropped.drop<LocalMessage>(event.from, 'local mode takes no peer messages', event.nowMs);
+          return note === null ? [] : [note];
+        }
+        case 'memory_polled':
+          memory.polled(event.memory, event.stored);
+          return [];
+        case 'memory_report':
+          memory.reported(event.from, event.report);
+          return [];
+        case 'tick':
+          memory.peersUp(event.peersUp);
+          return [];
+        case 'request':
+          break;
+        default:
+          return [];
       }
-      if (event.kind !== 'request') return [];
       if (event.op.kind === 'get') {
         return [{ kind: 'read', requestId: event.requestId, op: event.op, nowMs: event.nowMs }];
       }
-      const refused = options.refuseStore?.(event.op, version + 1n) ?? null;
+      const refused = memory.refusal(event.op, version + 1n);
       if (refused !== null) return [{ kind: 'reply', requestId: event.requestId, reply: refused }];
       version += 1n;
       return [

@@ -15,7 +15,7 @@
  */
 
 import type { Reply } from '../protocol/types.ts';
-import type { Refusal } from '../protocol/refusals.ts';
+import type { BackendMemory, PeerMemoryReport, Stored } from '../store/memory-guard.ts';
 import type { KeyedEntry, Op } from '../store/types.ts';
 
 declare const peerIdBrand: unique symbol;
@@ -68,6 +68,17 @@ export type Event<M> =
    * one (its `applied` never comes).
    */
   | { kind: 'refused'; nowMs: number; keys: readonly string[]; token?: number | null }
+  /**
+   * A poll of the local memcached read its memory (null: it said nothing, or did not answer).
+   * `stored`: per writer, the greatest version the replica held when the poll began. It feeds the
+   * mode's memory guard (./memory-admission.ts), as does each of the next.
+   */
+  | { kind: 'memory_polled'; nowMs: number; memory: BackendMemory | null; stored: Stored }
+  /**
+   * A peer's heartbeat brought a report of its memcached other than its last one (null: it says
+   * nothing of its memory). It counts from the next tick that sees the peer up.
+   */
+  | { kind: 'memory_report'; nowMs: number; from: PeerId; report: PeerMemoryReport | null }
   /**
    * The controller has run every event it had queued for now: a machine that buffers outgoing
    * messages (forwards, appends, pushes) sends them here, so one message carries everything that
@@ -189,17 +200,6 @@ export interface MachineOptions {
   /** Records this node persisted before a restart, oldest first (empty on a fresh start). */
   persisted: readonly unknown[];
   nowMs: number;
-  /**
-   * Why the store cannot take this write — memcached's own refusal (out of memory, too large) —
-   * or null when it can. Asked once per
-   * write by the node that puts writes in order (a replicated log's leader, for its own clients'
-   * writes and forwarded ones alike; in eventual mode the node that took it), right before the
-   * write takes its place; a refused write is answered with the refusal and changes nothing.
-   * Asking at that one node means every write of the cluster is counted there. `version` is the
-   * version it will be stored under (its log index; in eventual mode its HLC version): reports of
-   * what each replica has stored tell by it when the write is in that replica. Default: null.
-   */
-  refuseStore?: (op: Op, version: bigint) => Refusal | null;
   /**
    * The largest value a client may store (config.ini's value_bytes_max): a peer's op or entry
    * with a larger one is malformed and dropped. Default 1 MiB.

@@ -25,7 +25,7 @@ import { LossWatch } from '../store/loss-watch.ts';
 import type { Replica } from '../store/replica.ts';
 import { storedItemBytes } from '../store/slab-room.ts';
 import { StoreError, type BackendHealth, type KVBackend } from '../store/types.ts';
-import type { MemoryAdmission } from './memory-admission.ts';
+import type { MemoryReporter } from './memory-reporter.ts';
 
 export type BackendResetEvent = Extract<Event<unknown>, { kind: 'backend_reset' }>;
 
@@ -34,7 +34,7 @@ export interface BackendWatchOptions {
   backend: Pick<KVBackend, 'expectEpoch'>;
   /** Where this node keeps its state files (data_dir/node id). */
   stateDir: string;
-  memory: MemoryAdmission;
+  memory: MemoryReporter;
   /** The log modes: failed applies' replies wait for the next reset; repeated failures back off. */
   holdsFailedApplies: boolean;
   /** Eventual mode: a write memcached refused for want of memory leaves the replica trusted. */

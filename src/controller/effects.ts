@@ -19,7 +19,7 @@ import { opKeys, type Op } from '../store/types.ts';
 import type { BackendWatch } from './backend-watch.ts';
 import { changedKeys, HeldKeys } from './held-keys.ts';
 import { DurabilityGate, type DurabilityError, type WriteAhead } from './durability.ts';
-import type { MemoryAdmission } from './memory-admission.ts';
+import type { MemoryReporter } from './memory-reporter.ts';
 import type { PendingRequests } from './requests.ts';
 import { storeErrorReply } from './stats.ts';
 import type { ControllerStatus } from './status.ts';
@@ -38,7 +38,7 @@ export interface EffectRunnerOptions {
   replica: Replica;
   network: Pick<PeerNetwork, 'send'>;
   watch: BackendWatch;
-  memory: MemoryAdmission;
+  memory: MemoryReporter;
   requests: PendingRequests;
   status: ControllerStatus;
   enqueue: (event: Event<unknown>) => void;
@@ -154,7 +154,6 @@ export class EffectRunner {
       }
       case 'put': {
         const { token } = effect;
-        memory.arrived(effect.entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
         replica.put(effect.entries, effect.how, effect.joinCas).then(
           () => {
             for (const [, entry] of effect.entries) memory.noteStored(entry.cas);

@@ -29,7 +29,7 @@ import { WriteAheadFile } from '../wal.ts';
 import { BackendWatch } from './backend-watch.ts';
 import { createMachine, priorityKinds } from './create-machine.ts';
 import type { WriteAhead } from './durability.ts';
-import { MemoryAdmission } from './memory-admission.ts';
+import { MemoryReporter } from './memory-reporter.ts';
 import { BackgroundWriteAhead } from './wal-background.ts';
 
 /** What the parts call in the controller once it runs. */
@@ -44,7 +44,7 @@ export interface ControllerHooks {
 export interface ControllerParts {
   /** The controller's logger (carries the node id). */
   log: Logger;
-  memory: MemoryAdmission;
+  memory: MemoryReporter;
   replica: Replica;
   watch: BackendWatch;
   /** Where the durability gate writes: the node's write-ahead file, off the event loop. */
@@ -64,7 +64,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
   const peerVersions = mode === 'eventual' || mode === 'causal';
   const logMode = !peerVersions && (options.replication ?? true);
   const eventual = peerVersions && (options.replication ?? true);
-  const memory = new MemoryAdmission(eventual ? versionNode : () => 0);
+  const memory = new MemoryReporter(eventual ? versionNode : () => 0, hooks.enqueue);
   // memcached refusing a merge for want of memory leaves the keys as they were: eventual re-reads
   // them; causal rolls its visible vector back to before the refused merge and is sent it again.
   const refusalsKeepTrust = eventual;
@@ -108,7 +108,6 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     failureTimeoutMs: config.failureTimeoutMs,
     persisted,
     nowMs: clockMs(),
-    refuseStore: (op, version) => memory.refusal(op, version),
     valueBytesMax: config.valueBytesMax,
   }, { readLeases: config.readLeases, bootId, newNode, rejoin });
   const secret = readClusterSecret(config.secretFile);
@@ -127,6 +126,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     failureTimeoutMs: config.failureTimeoutMs,
     heartbeatInfo: hooks.summary,
+    memoryReport: () => memory.report(),
     log: log.child({ component: 'peer' }),
   });
   const http: StatusHttp | null = node.http === null

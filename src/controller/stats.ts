@@ -1,17 +1,14 @@
 /**
  * What a controller reports of itself beyond memcached's own counters: the `mckv_*` lines of
- * `stats` for its peers, its write-ahead file and its read cache; how a failed store call is
- * answered; and how a peer's heartbeat report of its memcached is read (untrusted input: a report
- * of the wrong shape counts as none).
+ * `stats` for its peers, its write-ahead file and its read cache; and how a failed store call is
+ * answered.
  */
 
 import { refused } from '../protocol/refusals.ts';
 import type { Reply } from '../protocol/types.ts';
 import type { PeerNetwork } from '../peer/network.ts';
 import type { Replica } from '../store/replica.ts';
-import { isBackendMemory, type MemoryReport, type Stored } from '../store/memory-guard.ts';
 import { StoreError } from '../store/types.ts';
-import type { NodeSummary } from '../status/show.ts';
 import type { DurabilityStats } from './durability.ts';
 
 /** What peers sent that was refused, and this node's own pauses (a stalled machine, a GC). */
@@ -54,25 +51,6 @@ export function cacheStatsLines(replica: Replica): Array<[string, string]> {
 export function storeErrorReply(error: unknown): Reply {
   if (error instanceof StoreError && error.refusal !== undefined) return error.refusal;
   return refused('backend', error instanceof Error ? error.message : String(error));
-}
-
-/** A peer's memcached memory from its heartbeat's summary, if it reports one. */
-export function memoryReportOf(info: unknown): (MemoryReport & { poll: number }) | undefined {
-  if (typeof info !== 'object' || info === null) return undefined;
-  const { backendMemory, backendPoll, backendStored } = info as Partial<NodeSummary>;
-  if (!isBackendMemory(backendMemory) || typeof backendPoll !== 'number') return undefined;
-  return { memory: backendMemory, poll: backendPoll, stored: storedOf(backendStored) };
-}
-
-/** A peer's marks, if they have the shape of marks (else none: its report covers everything). */
-function storedOf(value: unknown): Stored | undefined {
-  if (!Array.isArray(value)) return undefined;
-  const stored = new Map<number, bigint>();
-  for (const pair of value) {
-    if (!Array.isArray(pair) || !Number.isSafeInteger(pair[0]) || typeof pair[1] !== 'string' || !/^\d{1,40}$/.test(pair[1])) return undefined;
-    stored.set(pair[0] as number, BigInt(pair[1]));
-  }
-  return stored;
 }
 
 /** A duration in ms to two decimals: fsyncs take from a tenth of a ms to seconds. */

@@ -18,7 +18,7 @@ import type { Replica } from '../store/replica.ts';
 import type { Op } from '../store/types.ts';
 import type { BackendWatch } from './backend-watch.ts';
 import type { DurabilityStats } from './durability.ts';
-import type { MemoryAdmission } from './memory-admission.ts';
+import type { MemoryReporter } from './memory-reporter.ts';
 import { cacheStatsLines, peerStatsLines, walStatsLines } from './stats.ts';
 
 export const MCKV_VERSION = '0.1.0';
@@ -38,7 +38,7 @@ export interface StatusSources {
   server: ProtocolServer;
   durability: { stats(nowMs: number): DurabilityStats };
   watch: BackendWatch;
-  memory: MemoryAdmission;
+  memory: MemoryReporter;
   /** Events queued and not yet run. */
   eventsQueued: () => number;
 }
@@ -139,7 +139,7 @@ export class ControllerStatus {
       backendOk: health.ok,
       backendDetail: health.detail,
       peersUp: network.peerView().map((view) => ({ peer: view.peer, up: view.up })),
-      ...memory.report(),
+      backendMemory: memory.shown(),
       backendRefusal: watch.recentRefusal(clockMs()),
       walFsyncSlowestRecentMs: Math.round(durability.stats(clockMs()).fsyncSlowestRecentMs),
     };

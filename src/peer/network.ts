@@ -14,8 +14,9 @@
  *
  * Invariants: one outbound socket per peer, and one authenticated inbound one (a newer one
  * replaces the older). Nothing a peer sends throws out of a socket handler: a refused handshake or
- * a corrupt frame drops that connection alone, with a log line and a counter. Heartbeats are never
- * emitted as 'message'. After `stop()` no timer, socket or listener remains.
+ * a corrupt frame drops that connection alone, with a log line and a counter; a heartbeat's memory
+ * report that fails validation is dropped alone, with a log line and a counter. Heartbeats are
+ * never emitted as 'message'. After `stop()` no timer, socket or listener remains.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -29,6 +30,8 @@ import { PauseWatch } from '../runtime/pause-watch.ts';
 import { FailureDetector } from './failure-detector.ts';
 import { BULK_SOCKET_BYTES_MAX_DEFAULT, SendLanes, type SendLane } from './send-lanes.ts';
 import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';
+import { readMemoryReport, sameMemoryReport, type MemoryReportWire } from './memory-report.ts';
+import type { PeerMemoryReport } from '../store/memory-guard.ts';
 import {
   CLUSTER_SECRET_BYTES_MIN,
   HANDSHAKE_FRAME_BYTES_MAX,
@@ -85,6 +88,8 @@ export interface PeerNetworkOptions {
   unauthenticatedInboundMax?: number;
   /** Extra status carried by every heartbeat (shown by `show` on the other nodes). */
   heartbeatInfo?: () => unknown;
+  /** This node's memory report, carried by every heartbeat in a field of its own (./memory-report.ts). */
+  memoryReport?: () => MemoryReportWire | null;
   log: PeerLog;
 }
 
@@ -93,6 +98,8 @@ export interface PeerNetworkEvents {
   message: [from: PeerId, message: unknown];
   'peer-up': [peer: PeerId];
   'peer-down': [peer: PeerId];
+  /** A peer's heartbeat brought a memory report other than its last one (null: it says nothing). */
+  'memory-report': [peer: PeerId, report: PeerMemoryReport | null];
 }
 
 /** One peer as this node sees it, for `show`. `info` is its latest heartbeat's info. */
@@ -113,6 +120,8 @@ export interface PeerNetworkCounters {
   framesRefused: number;
   /** Authenticated inbound connections closed because the same peer authenticated a newer one. */
   inboundReplaced: number;
+  /** Heartbeats whose memory report failed validation (each counted as the peer reporting nothing). */
+  memoryReportsRefused: number;
 }
 
 /** An operating error of the network (e.g. the peer port is taken). */
@@ -186,6 +195,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   /** Every accepted TCP socket still open (under TLS, the raw socket beneath). */
   private readonly accepted = new Set<net.Socket>();
   private readonly heartbeatInfo = new Map<PeerId, unknown>();
+  /** Each peer's latest memory report, as read from its heartbeats. */
+  private readonly memoryReports = new Map<PeerId, PeerMemoryReport | null>();
   private readonly reportedUp = new Set<PeerId>();
   private readonly tallies: PeerNetworkCounters;
   private detector: FailureDetector;
@@ -220,6 +231,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       handshakesRefused: refused as Record<HandshakeRefusalKind, number>,
       framesRefused: 0,
       inboundReplaced: 0,
+      memoryReportsRefused: 0,
     };
   }
 
@@ -229,6 +241,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.detector = this.newDetector();
     this.reportedUp.clear();
     this.heartbeatInfo.clear();
+    this.memoryReports.clear();
     this.tlsServer = this.options.tls ? this.newTlsServer(this.options.tls) : null;
     this.server = await this.listen();
     this.running = true;
@@ -484,9 +497,30 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.onHeard(peer);
     if (isHeartbeat(message)) {
       this.heartbeatInfo.set(peer, message.info ?? null);
+      this.onMemoryReport(peer, message.memory);
       return;
     }
     this.emit('message', peer, message);
+  }
+
+  /** Reads a heartbeat's memory report; one that fails validation is dropped, counted and logged. */
+  private onMemoryReport(peer: PeerId, value: unknown): void {
+    const reading = readMemoryReport(value);
+    if (!reading.ok) {
+      const count = (this.tallies.memoryReportsRefused += 1);
+      if ((count & (count - 1)) === 0) {
+        this.options.log.warn('peer memory report refused; the peer counts as reporting nothing', {
+          peer,
+          detail: reading.problem.detail,
+          refusedSoFar: count,
+        });
+      }
+    }
+    const report = reading.ok ? reading.report : null;
+    const previous = this.memoryReports.get(peer);
+    if (previous !== undefined && sameMemoryReport(previous, report)) return;
+    this.memoryReports.set(peer, report);
+    this.emit('memory-report', peer, report);
   }
 
   private onHeard(peer: PeerId): void {
@@ -700,7 +734,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   }
 
   private heartbeatFrame(): Buffer {
-    return encodeFrame({ kind: 'heartbeat', info: this.options.heartbeatInfo?.() ?? null });
+    return encodeFrame({ kind: 'heartbeat', info: this.options.heartbeatInfo?.() ?? null, memory: this.options.memoryReport?.() ?? null });
   }
 
   private reportTransitions(): void {
@@ -737,7 +771,7 @@ function kindOf(message: unknown): string {
   return typeof kind === 'string' ? kind : '';
 }
 
-function isHeartbeat(message: unknown): message is { kind: 'heartbeat'; info?: unknown } {
+function isHeartbeat(message: unknown): message is { kind: 'heartbeat'; info?: unknown; memory?: unknown } {
   return typeof message === 'object' && message !== null && (message as { kind?: unknown }).kind === 'heartbeat';
 }
 

@@ -6,7 +6,6 @@
  */
 
 import { itemAt } from '../runtime/item-at.ts';
-import type { BackendMemory } from '../store/memory-guard.ts';
 
 export interface NodeSummary {
   node: string;
@@ -24,16 +23,10 @@ export interface NodeSummary {
   /** This node's own view of its peers. */
   peersUp: Array<{ peer: string; up: boolean }>;
   /**
-   * What its memcached said of its memory at its latest poll, and that poll's number: the
-   * ordering node's memory guard counts every replica (store/memory-guard.ts).
+   * What its memcached said of its memory at its latest poll, for display. (The memory guard
+   * reads the report every heartbeat carries in a field of its own: peer/memory-report.ts.)
    */
-  backendMemory?: BackendMemory;
-  backendPoll: number;
-  /**
-   * Per writer, the greatest version its memcached had stored when that poll began (decimal):
-   * the guard counts what it admitted above it as not yet in that memcached.
-   */
-  backendStored?: Array<[number, string]>;
+  backendMemory?: { usedBytes: number; limitBytes: number };
   /**
    * memcached's words for a write it refused lately without storing it (`out of memory storing
    * object`): while the replica waits for room to apply it, `show` says so next to its memory.

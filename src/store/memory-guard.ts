@@ -5,8 +5,8 @@
  *
  * Two counts, each what memcached's last report said plus what was admitted since and is not in
  * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
- * The node that orders writes asks (MachineOptions.refuseStore); peers' reports of their own
- * memcached count too, so the fullest replica decides.
+ * The node that orders writes asks, inside its mode's step (consistency/memory-admission.ts);
+ * peers' reports of their own memcached count too, so the fullest replica decides.
  *
  * Invariants: only stores are refused; a backend that says nothing of its memory refuses nothing;
  * an admission is forgotten for a replica only once a report of it covers its version; at most
@@ -48,6 +48,9 @@ export interface MemoryReport {
   /** None: the reporter keeps no marks; the report covers everything admitted before it. */
   stored?: Stored;
 }
+
+/** A peer's report, as of its poll number `poll` (each poll of its memcached counts one up). */
+export type PeerMemoryReport = MemoryReport & { poll: number };
 
 /** One writer's admissions (and arrivals) not yet covered by every report, oldest first. */
 interface Admitted {
@@ -96,7 +99,7 @@ export class MemoryGuard {
    * A peer reported its memcached as of its poll number `poll` (undefined: it said nothing, or it
    * is gone); a new poll replaces the peer's view.
    */
-  peerReported(peer: string, report: (MemoryReport & { poll: number }) | undefined): void {
+  peerReported(peer: string, report: PeerMemoryReport | undefined): void {
     if (report === undefined) {
       if (this.#peers.delete(peer)) this.#listViews();
       return;

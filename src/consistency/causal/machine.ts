@@ -14,12 +14,13 @@
  * what the replica holds. Chains: ./outbox.ts (ours to each peer), ./inbox.ts (each peer's to us).
  */
 
-import { refused, type Refusal } from '../../protocol/refusals.ts';
+import { refused } from '../../protocol/refusals.ts';
 import type { Effect, Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId, RequestId } from '../types.ts';
-import type { Entry, Op } from '../../store/types.ts';
+import type { Entry } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
 import { HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, versionNode, type Hlc } from '../hlc.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
+import { MemoryAdmission } from '../memory-admission.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
 import { Inbox } from './inbox.ts';
@@ -62,7 +63,8 @@ export class CausalMachine implements Machine<CausalMessage> {
   private readonly nodes: PeerId[];
   private readonly selfIndex: number;
   private readonly tuning: CausalTuning;
-  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
+  /** The memory guard: asked for every write this node takes; peers' pushes count in it as they arrive. */
+  private readonly memory: MemoryAdmission;
   private readonly limits: CausalMessageLimits;
   private readonly dropped = new DroppedPeerMessages();
   private clock: Hlc = HLC_ZERO;
@@ -115,7 +117,8 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.nodes = [...this.peers, this.self].sort();
     this.selfIndex = this.nodes.indexOf(this.self);
     this.tuning = { ...defaultCausalTuning(options), ...tuning };
-    this.refuseStore = options.refuseStore ?? (() => null);
+    // Each node's versions are its own writer's (versionNode); the peers in config order.
+    this.memory = new MemoryAdmission([...new Set(options.peers)].filter((peer) => peer !== options.self), versionNode);
     const defaults = defaultCausalTuning(options);
     this.limits = {
       keyBytesMax: OP_LIMITS_DEFAULT.keyBytesMax,
@@ -152,6 +155,7 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.onMessage(event.from, event.message, out);
         break;
       case 'tick':
+        this.memory.peersUp(event.peersUp);
         this.onTick(event.peersUp, out);
         break;
       case 'fetched':
@@ -167,6 +171,12 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.onRefused(event.token ?? null);
         break;
       case 'flush':
+        break;
+      case 'memory_polled':
+        this.memory.polled(event.memory, event.stored);
+        break;
+      case 'memory_report':
+        this.memory.reported(event.from, event.report);
         break;
       default:
         assertNever(event);
@@ -245,7 +255,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
     this.clock = tickHlc(this.clock, nowMs);
     const cas = packVersion(this.clock, this.selfIndex);
-    const refusal = this.refuseStore(op, cas);
+    const refusal = this.memory.refusal(op, cas);
     if (refusal !== null) {
       out.push({ kind: 'reply', requestId, reply: refusal });
       return;
@@ -448,6 +458,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     this.clock = tickHlc(this.clock, this.nowMs);
     const joinCas = packVersion(this.clock, this.selfIndex);
+    this.memory.arrived(entries);
     out.push({ kind: 'put', entries, how: 'merge', token, joinCas });
     // Which of those tombstones the replica kept (noteFetched, for every fetch).
     if (unsureGraves.length > 0) this.issueFetch(out, unsureGraves, { kind: 'graves' });

@@ -24,11 +24,12 @@ import type {
   PeerId,
   RequestId,
 } from '../types.ts';
-import type { Entry, Op } from '../../store/types.ts';
+import type { Entry } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
-import { formatHlc, HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
+import { formatHlc, HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, versionNode, type Hlc } from '../hlc.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
+import { MemoryAdmission } from '../memory-admission.ts';
 import { PurgedVersions } from '../purged.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { AntiEntropy } from './anti-entropy.ts';
@@ -65,7 +66,8 @@ export class EventualMachine implements Machine<EventualMessage> {
   private readonly peerBits = new Map<PeerId, number>();
   private readonly allPeersMask: number;
   private readonly tuning: EventualTuning;
-  private readonly refuseStore: (op: Op, version: bigint) => Refusal | null;
+  /** The memory guard: asked for every write this node takes; peers' pushes count in it as they arrive. */
+  private readonly memory: MemoryAdmission;
   private readonly index = new VersionIndex();
   /** Keys of dead entries in the index, waiting to be collected. */
   private readonly graveyard = new Set<string>();
@@ -110,7 +112,8 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     this.allPeersMask = mask;
     this.tuning = { ...defaultTuning(options), ...tuning };
-    this.refuseStore = options.refuseStore ?? (() => null);
+    // Each node's versions are its own writer's (versionNode); the peers in config order.
+    this.memory = new MemoryAdmission([...new Set(options.peers)].filter((peer) => peer !== options.self), versionNode);
     this.pushes = new PushQueues(this.peers, this.tuning);
     this.purged = new PurgedVersions(this.tuning);
     // A bound tuned below the default still takes what a peer running the defaults sends.
@@ -155,6 +158,7 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.onMessage(event.from, event.message, out);
         break;
       case 'tick':
+        this.memory.peersUp(event.peersUp);
         this.onTick(event.peersUp, out);
         break;
       case 'fetched':
@@ -170,6 +174,12 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.onRefused(event.keys, event.token ?? null, out);
         break;
       case 'flush':
+        break;
+      case 'memory_polled':
+        this.memory.polled(event.memory, event.stored);
+        break;
+      case 'memory_report':
+        this.memory.reported(event.from, event.report);
         break;
       default:
         assertNever(event);
@@ -241,7 +251,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     // A refused write leaves the clock ticked: harmless, it only ever has to move forward.
     this.clock = tickHlc(this.clock, nowMs);
     const cas = packVersion(this.clock, this.nodeIndex);
-    const refusal = this.refuseStore(op, cas);
+    const refusal = this.memory.refusal(op, cas);
     if (refusal !== null) {
       out.push({ kind: 'reply', requestId, reply: refusal });
       return;
@@ -501,6 +511,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     // A counter merge may make a state neither side had: it takes this fresh version.
     this.clock = tickHlc(this.clock, this.nowMs);
     const joinCas = packVersion(this.clock, this.nodeIndex);
+    this.memory.arrived(merge);
     out.push({ kind: 'put', entries: merge, how: 'merge', token, joinCas });
     this.pendingAcks.set(token, { to: from, batch, versions });
     const unread = this.keysBeingRead();

@@ -13,6 +13,7 @@ import type { Refusal } from '../../protocol/refusals.ts';
 import { refusalText } from '../../protocol/refusals.ts';
 import type { Effect, PeerId, RequestId } from '../types.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
+import { MemoryAdmission } from '../memory-admission.ts';
 import { EntryLog } from './entry-log.ts';
 import type { ReadLeaseOptions } from './lease.ts';
 import type { LogMessageLimits } from './validate.ts';
@@ -59,6 +60,8 @@ export class LogCore {
    * those of an earlier one may not be (see ./recovery.ts). Null: every record is fsynced.
    */
   readonly bootId: string | null;
+  /** The memory guard: the leader asks it for every write; state transfers count in it (one writer: the log). */
+  readonly memory: MemoryAdmission;
 
   // Durable state.
   term = 0;
@@ -155,6 +158,7 @@ export class LogCore {
     const leases = options.readLeases ?? null;
     this.readLeases = leases !== null && this.mode === 'linearizability' && this.peers.length <= 2 ? leases : null;
     this.log = new EntryLog(this.readLeases !== null);
+    this.memory = new MemoryAdmission(this.peers);
   }
 
   /** How long a request may wait for its answer. */

@@ -128,7 +128,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.leases,
     );
     const parts = { progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication };
-    this.turn = new Turn(this, parts, options.refuseStore ?? (() => null));
+    this.turn = new Turn(this, parts);
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
     // With fsync every record is on disk; without, only if written in this boot (or there are none
@@ -164,6 +164,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         break;
       case 'tick':
         if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
+        this.memory.peersUp(event.peersUp);
         this.onTick();
         // Fallback: a controller that never flushes still sends within a tick.
         this.flushOutgoing();
@@ -183,6 +184,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         break;
       case 'flush':
         this.flushOutgoing();
+        break;
+      case 'memory_polled':
+        this.memory.polled(event.memory, event.stored);
+        break;
+      case 'memory_report':
+        this.memory.reported(event.from, event.report);
         break;
       default: {
         const never: never = event;

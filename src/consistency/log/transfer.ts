@@ -302,6 +302,7 @@ export class StateTransfer {
     for (const chunk of incoming.chunks) {
       const token = this.core.nextStoreToken();
       this.putsPending.add(token);
+      this.core.memory.arrived(chunk ?? []);
       this.core.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token });
     }
     if (this.core.log.termAt(index) === indexTerm) {

@@ -53,15 +53,13 @@ export class Turn {
   constructor(
     private readonly core: LogCore,
     parts: TurnParts,
-    /** The store's admission (a memory guard): why it refuses a write stored under `version`, or null. */
-    private readonly refuseStore: (op: Op, version: bigint) => Refusal | null,
   ) {
     ({ progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication } = parts);
   }
 
   /** Why the store refuses a write of ours proposed now (the leader's), or null. */
   storeRefusal(op: Op): Refusal | null {
-    return this.refuseStore(op, BigInt(this.nextEntryIndex()));
+    return this.core.memory.refusal(op, BigInt(this.nextEntryIndex()));
   }
 
   /** The leader proposes its client's write. */
@@ -126,7 +124,7 @@ export class Turn {
       // origin was told it was refused.
       const key = proposalKey(from, message.incarnation, request.requestId);
       if (this.core.proposals.has(key)) continue;
-      const refusal = this.refusedForwards.get(key) ?? this.refuseStore(request.op, BigInt(this.nextEntryIndex()));
+      const refusal = this.refusedForwards.get(key) ?? this.core.memory.refusal(request.op, BigInt(this.nextEntryIndex()));
       if (refusal !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
         this.refusedForwards.set(key, refusal);
