@@ -63,7 +63,7 @@ const USAGE = `usage: npm run bench -- [options]
   --protocol P          text or binary (default text; twemproxy is skipped for binary)
   --keys N              key count, preloaded into each target before its first run (default 10000)
   --value-bytes N       value size (default 100)
-  --wal-sync S          the mckv clusters' wal_sync: fsync or write (default fsync; see the README)
+  --wal-sync S          the mckv clusters' wal_sync: fsync or write (default write, as the product's; see the README)
   --cpu-scheduling S    the mckv controllers' cpu_scheduling: batch or normal (default batch; the
                         other targets always run with the system's default; see the README)
   --read-leases         the mckv clusters run with read_leases = on (default off; see the README)
@@ -144,7 +144,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
   const keyCount = parsePositive(values.keys, 10_000, 'keys', true);
   const valueBytes = parsePositive(values['value-bytes'], 100, 'value-bytes', true);
   const protocol = values.protocol ?? 'text';
-  const walSync = values['wal-sync'] ?? 'fsync';
+  const walSync = values['wal-sync'] ?? 'write';
   const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
   const choices = [choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling')];
   for (const problem of [targets, workloads, rounds, durationS, warmupS, keyCount, valueBytes, ...choices]) {

@@ -175,7 +175,7 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
     compactAfterEntries: integer(cluster, 'compact_after_entries', 10_000, { min: 2, max: 100_000_000 }),
     readLeases,
     cacheBytesMax: integer(cluster, 'cache_bytes_max', 64 * 1024 * 1024, { min: 0, max: 64 * 1024 * 1024 * 1024 }),
-    walSync: parseWalSync(string(cluster, 'wal_sync', 'fsync'), '[cluster] wal_sync'),
+    walSync: parseWalSync(string(cluster, 'wal_sync', 'write'), '[cluster] wal_sync'),
     cpuScheduling: parseCpuScheduling(string(cluster, 'cpu_scheduling', 'batch'), '[cluster] cpu_scheduling'),
     clusterId: parseClusterId(string(cluster, 'cluster_id', 'mckv')),
     secretFile: path.resolve(base, string(cluster, 'secret_file', 'cluster.secret')),

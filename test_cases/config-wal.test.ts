@@ -25,8 +25,8 @@ describe('config.ini', () => {
     expect(config.consistency).toBe('sequential');
     expect(config.heartbeatIntervalMs).toBe(50);
     expect(config.valueBytesMax).toBe(1024 * 1024);
-    expect(config.walSync).toBe('fsync');
-    expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\nwal_sync = write\n'), 'cluster.ini').walSync).toBe('write');
+    expect(config.walSync).toBe('write');
+    expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\nwal_sync = fsync\n'), 'cluster.ini').walSync).toBe('fsync');
     expect(config.cpuScheduling).toBe('batch');
     expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\ncpu_scheduling = normal\n'), 'cluster.ini').cpuScheduling).toBe('normal');
     expect(findNode(config, 8001).id).toBe('n2');

@@ -41,6 +41,7 @@ const SINGLE_TIME_MS = 2600;
 /** Fault and heal windows' mean lengths: short, so that every kind fits in a short run. */
 const SHORT_WINDOWS = { faultMs: 1000, healMs: 700 };
 
+/** Runs default to wal_sync = fsync, so that disk-stall (which delays fsyncs) bites; wal_sync = write has its own runs below. */
 async function run(
   mode: Mode, nemesis: readonly NemesisKind[], timeMs: number, seed: number, pipeline = 1, keys = 3, walSync: WalSync = 'fsync', windows = SHORT_WINDOWS,
 ): Promise<RunResult> {

@@ -33,7 +33,7 @@ export interface ClusterOptions {
   failureTimeoutMs?: number;
   /** Log compaction threshold (config.ini compact_after_entries). */
   compactAfterEntries?: number;
-  /** config.ini wal_sync (default fsync). */
+  /** config.ini wal_sync (default write, as the product's). */
   walSync?: WalSync;
   /** config.ini cpu_scheduling (default batch). */
   cpuScheduling?: CpuScheduling;
@@ -228,7 +228,7 @@ export class Cluster {
       heartbeatIntervalMs: 50,
       failureTimeoutMs: 500,
       compactAfterEntries: 10_000,
-      walSync: 'fsync' as WalSync,
+      walSync: 'write' as WalSync,
       cpuScheduling: 'batch' as CpuScheduling,
       memcachedMemoryMb: 256,
       memcachedEvicts: false,

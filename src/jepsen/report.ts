@@ -59,7 +59,7 @@ export interface RunSummary {
   clients: number;
   /** Calls each client kept in flight on its connection. */
   pipeline: number;
-  /** config.ini wal_sync of the cluster (absent: fsync, the default). */
+  /** config.ini wal_sync of the cluster (absent from a summary that does not name it: fsync). */
   walSync?: 'fsync' | 'write';
   /** config.ini read_leases = on (absent: off). */
   readLeases?: true;
@@ -157,7 +157,7 @@ export function formatVerdict(summary: RunSummary): string {
     // The checkers judge what was answered; a call refused while every node should serve is an
     // outage they pass, so it is named here.
     ...(quiet > 0 ? [`note: ${quiet} call${quiet === 1 ? '' : 's'} refused while no fault was on, nor healed less than ${RECOVERY_GRACE_MS / 1000} s before (by error below)`] : []),
-    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}${summary.bulk ? ` (${summary.bulk.clients} of them bulk loaders × ${summary.bulk.depth} sets in flight)` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}${summary.walSync === 'write' ? ', wal_sync write' : ''}${summary.readLeases ? ', read leases' : ''}`,
+    `run: ${(summary.durationMs / 1000).toFixed(1)} s, ${summary.clients} clients${summary.pipeline > 1 ? ` × ${summary.pipeline} calls in flight` : ''}${summary.bulk ? ` (${summary.bulk.clients} of them bulk loaders × ${summary.bulk.depth} sets in flight)` : ''}, ${summary.keys} keys, seed ${summary.seed}, nemesis ${summary.nemesis.join(',') || 'none'}${summary.walSync === undefined ? '' : `, wal_sync ${summary.walSync}`}${summary.readLeases ? ', read leases' : ''}`,
     `calls: ${counts.total} (ok ${counts.ok}, fail ${counts.fail}, info ${counts.info})`,
     `latency of ok calls: p50 ${latency.ok.p50Ms} ms, p90 ${latency.ok.p90Ms} ms, p99 ${latency.ok.p99Ms} ms, max ${latency.ok.maxMs} ms`,
   ];

@@ -64,7 +64,7 @@ export interface JepsenOptions {
   failureTimeoutMs?: number;
   /** Compact each write-ahead log once this many applied entries follow its snapshot (default 10,000). */
   compactAfterEntries?: number;
-  /** config.ini wal_sync (default fsync). */
+  /** config.ini wal_sync (default write, as the product's). */
   walSync?: WalSync;
   /** config.ini read_leases = on (default off). */
   readLeases?: boolean;
@@ -159,7 +159,7 @@ function resolveOptions(options: JepsenOptions): Resolved {
   const resolved: Resolved = {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
     workload: 'mixed', bulkClients: Math.ceil((options.clients ?? 6) / 2), bulkDepth: 256,
-    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'fsync',
+    backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'write',
     readLeases: false, memcachedMemoryMb: 256, callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
     log: () => undefined,
