@@ -241,7 +241,7 @@ describe('report', () => {
     expect(parseBenchArgs(['--protocol', 'udp'])).toMatchObject({ kind: 'invalid' });
     expect(parseBenchArgs(['--wal-sync', 'never'])).toMatchObject({ kind: 'invalid', message: '--wal-sync must be fsync or write, not "never"' });
     expect(parseBenchArgs(['--cpu-scheduling', 'fifo'])).toMatchObject({ kind: 'invalid', message: '--cpu-scheduling must be batch or normal, not "fifo"' });
-    expect(parseBenchArgs(['--cpu-scheduling', 'normal'])).toMatchObject({ kind: 'run', settings: { cpuScheduling: 'normal', walSync: 'fsync', protocol: 'text' } });
+    expect(parseBenchArgs(['--cpu-scheduling', 'normal'])).toMatchObject({ kind: 'run', settings: { cpuScheduling: 'normal', walSync: 'write', protocol: 'text' } });
     expect(parseBenchArgs(['--bogus'])).toMatchObject({ kind: 'invalid' });
   });
 

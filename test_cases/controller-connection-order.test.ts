@@ -19,7 +19,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { clockMs } from '../src/runtime/clock.ts';
 import { findNode, parseConfig } from '../src/config.ts';
 import { asPeerId, type Effect, type Event, type Machine, type MachineStatus } from '../src/consistency/types.ts';
-import { Controller, type ControllerOptions } from '../src/controller.ts';
+import { Controller, type ControllerOptions } from '../src/controller/controller.ts';
 import type { WalBatch, WalWriteResult, WriteAhead } from '../src/controller/durability.ts';
 import { createParts, type ControllerHooks } from '../src/controller/parts.ts';
 import { freePort } from '../src/jepsen/cluster.ts';

@@ -29,7 +29,7 @@ describe('a leader whose disk stalls for 1.5 s at every fsync', () => {
   let cluster: Cluster;
 
   beforeAll(async () => {
-    cluster = await Cluster.start({ mode: 'linearizability', backend: 'memcache', diskStalls: true });
+    cluster = await Cluster.start({ mode: 'linearizability', backend: 'memcache', diskStalls: true, walSync: 'fsync' });
   }, 90_000);
 
   afterAll(async () => {
@@ -87,7 +87,7 @@ describe('sequential: a follower whose disk stalls for 1.5 s at every fsync', ()
   let cluster: Cluster;
 
   beforeAll(async () => {
-    cluster = await Cluster.start({ mode: 'sequential', backend: 'memcache', diskStalls: true });
+    cluster = await Cluster.start({ mode: 'sequential', backend: 'memcache', diskStalls: true, walSync: 'fsync' });
   }, 90_000);
 
   afterAll(async () => {

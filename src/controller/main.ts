@@ -7,7 +7,7 @@
  */
 
 import { findNode, loadConfig, parseMode } from '../config.ts';
-import { Controller, type ControllerOptions } from '../controller.ts';
+import { Controller, type ControllerOptions } from './controller.ts';
 import { createParts } from './parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
 import { createLogger } from '../runtime/log.ts';

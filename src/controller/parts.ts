@@ -15,7 +15,7 @@ import { clockMs } from '../runtime/clock.ts';
 import { versionNode } from '../consistency/hlc.ts';
 import type { Event, Machine } from '../consistency/types.ts';
 import type { Address } from '../config.ts';
-import type { ControllerOptions } from '../controller.ts';
+import type { ControllerOptions } from './controller.ts';
 import { StatusHttp } from '../http/server.ts';
 import type { Logger } from '../runtime/log.ts';
 import { readClusterSecret, readPeerTls } from '../peer/credentials.ts';

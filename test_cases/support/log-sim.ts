@@ -47,7 +47,7 @@
  *
  * Failed store writes (option `storeFailures`): an apply, put or fetch on a chosen node fails now
  * and then during the faulty phase (memcached errored or timed out mid-write), as the controller
- * sees it (src/controller.ts `backendError`, src/store/replica.ts): the failed apply or put took
+ * sees it (src/controller/controller.ts `backendError`, src/store/replica.ts): the failed apply or put took
  * effect or not (a put entry by entry), a failed fetch answers nothing; from then on the node's
  * replica is suspect and refuses every store effect (a refused apply or read answers its client
  * SERVER_ERROR, a refused put or fetch completes never, a refused reset empties nothing) until,

@@ -10,25 +10,25 @@
  * says when the replica must be rebuilt.
  */
 
-import { clockMs } from './runtime/clock.ts';
-import { causalCommand } from './controller/causal-commands.ts';
-import type { Effect, Event, Machine, Mode, PeerId } from './consistency/types.ts';
-import { toOp } from './controller/commands.ts';
-import type { ClusterConfig, NodeConfig } from './config.ts';
-import type { Logger } from './runtime/log.ts';
-import type { PeerNetwork } from './peer/network.ts';
-import type { ConnectionInfo, ProtocolServer } from './protocol/server.ts';
-import type { Command, Reply } from './protocol/types.ts';
-import { refused } from './protocol/refusals.ts';
-import type { Replica } from './store/replica.ts';
-import type { KVBackend } from './store/types.ts';
-import type { StatusHttp } from './http/server.ts';
-import type { BackendWatch } from './controller/backend-watch.ts';
-import type { DurabilityError } from './controller/durability.ts';
-import { EffectRunner } from './controller/effects.ts';
-import type { ControllerHooks, ControllerParts } from './controller/parts.ts';
-import { PendingRequests } from './controller/requests.ts';
-import { ControllerStatus, VERSION_TEXT } from './controller/status.ts';
+import { clockMs } from '../runtime/clock.ts';
+import { causalCommand } from './causal-commands.ts';
+import type { Effect, Event, Machine, Mode, PeerId } from '../consistency/types.ts';
+import { toOp } from './commands.ts';
+import type { ClusterConfig, NodeConfig } from '../config.ts';
+import type { Logger } from '../runtime/log.ts';
+import type { PeerNetwork } from '../peer/network.ts';
+import type { ConnectionInfo, ProtocolServer } from '../protocol/server.ts';
+import type { Command, Reply } from '../protocol/types.ts';
+import { refused } from '../protocol/refusals.ts';
+import type { Replica } from '../store/replica.ts';
+import type { KVBackend } from '../store/types.ts';
+import type { StatusHttp } from '../http/server.ts';
+import type { BackendWatch } from './backend-watch.ts';
+import type { DurabilityError } from './durability.ts';
+import { EffectRunner } from './effects.ts';
+import type { ControllerHooks, ControllerParts } from './parts.ts';
+import { PendingRequests } from './requests.ts';
+import { ControllerStatus, VERSION_TEXT } from './status.ts';
 
 export interface ControllerOptions {
   config: ClusterConfig;
