@@ -132,7 +132,7 @@ export class Recovery {
       const term = Math.max(core.term, ...replies.map((reply) => reply.term));
       if (term > core.term) this.roles.follow(term, null);
       this.unsettled = true;
-      this.finish('every peer is recovering too: continuing with what the nodes hold');
+      this.finish('every peer is recovering too: continuing with what the nodes hold', 'warn');
     }
   }
 
@@ -148,12 +148,12 @@ export class Recovery {
     core.note('info', 'recovering: copying the leader\'s log', { leader, term, index });
   }
 
-  private finish(why: string): void {
+  private finish(why: string, level: 'info' | 'warn' = 'info'): void {
     this.active = false;
     this.target = null;
     this.replies.clear();
     this.core.recordsComplete = true;
     this.core.persistHardState();
-    this.core.note(why.startsWith('every') ? 'warn' : 'info', `recovered: ${why}`, { term: this.core.term, lastIndex: this.core.log.lastIndex() });
+    this.core.note(level, `recovered: ${why}`, { term: this.core.term, lastIndex: this.core.log.lastIndex() });
   }
 }
