@@ -24,10 +24,8 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
           return note === null ? [] : [note];
         }
         case 'memory_polled':
-          memory.polled(event.memory, event.stored);
-          return [];
         case 'memory_report':
-          memory.reported(event.from, event.report);
+          memory.step(event);
           return [];
         case 'tick':
           memory.peersUp(event.peersUp);

@@ -13,7 +13,10 @@
 import { MemoryGuard, type BackendMemory, type PeerMemoryReport, type Stored, type WriterOf } from '../store/memory-guard.ts';
 import type { Refusal } from '../protocol/refusals.ts';
 import type { KeyedEntry, Op } from '../store/types.ts';
-import type { PeerId } from './types.ts';
+import type { Event, PeerId } from './types.ts';
+
+/** The events that feed the guard. */
+export type MemoryEvent = Extract<Event<unknown>, { kind: 'memory_polled' | 'memory_report' }>;
 
 export class MemoryAdmission {
   readonly #guard: MemoryGuard;
@@ -25,6 +28,12 @@ export class MemoryAdmission {
   constructor(peers: readonly PeerId[], writerOf?: WriterOf) {
     this.#peers = peers;
     this.#guard = new MemoryGuard(writerOf);
+  }
+
+  /** A memory event, as every machine steps it. */
+  step(event: MemoryEvent): void {
+    if (event.kind === 'memory_polled') this.polled(event.memory, event.stored);
+    else this.reported(event.from, event.report);
   }
 
   /** A poll of our memcached read its memory (null: it said nothing); `stored` as of the poll's start. */

@@ -176,10 +176,8 @@ export class EventualMachine implements Machine<EventualMessage> {
       case 'flush':
         break;
       case 'memory_polled':
-        this.memory.polled(event.memory, event.stored);
-        break;
       case 'memory_report':
-        this.memory.reported(event.from, event.report);
+        this.memory.step(event);
         break;
       default:
         assertNever(event);

@@ -186,10 +186,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         this.flushOutgoing();
         break;
       case 'memory_polled':
-        this.memory.polled(event.memory, event.stored);
-        break;
       case 'memory_report':
-        this.memory.reported(event.from, event.report);
+        this.memory.step(event);
         break;
       default: {
         const never: never = event;
