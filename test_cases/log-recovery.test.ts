@@ -1,0 +1,102 @@
+/**
+ * A replicated-log node whose records may be incomplete (wal_sync = write, started in a boot other
+ * than the one that last wrote its file), driven by hand: it neither votes, nor acknowledges, nor
+ * serves until a majority of its peers has told it the term and the leader has given it its log as
+ * far as it stood; then it is an ordinary follower and persists its boot. Records from this very
+ * boot, a node without records, and fsynced records (no boot id) need no recovery; --rejoin does.
+ * (The whole protocol under faults and power losses: the log simulator's `powerLoss` runs.)
+ */
+
+import { describe, expect, it } from 'vitest';
+import { asPeerId, asRequestId, type Effect, type PeerId } from '../src/consistency/types.ts';
+import { createReplicatedLog, type LogMessage, type ReplicatedLog, type ReplicatedLogOptions } from '../src/consistency/replicated-log.ts';
+import type { LogRecord } from '../src/consistency/log/types.ts';
+import { mulberry32 } from './support/log-sim.ts';
+
+const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
+const HARD = { kind: 'hard', term: 2, votedFor: null, incarnation: 1, leaderReplicaEpoch: 0, bootId: 'boot-1' };
+
+function node(options: Partial<ReplicatedLogOptions> = {}): { machine: ReplicatedLog; first: Effect<LogMessage>[] } {
+  const machine = createReplicatedLog({
+    self: N1, peers: [N1, N2, N3], random: mulberry32(7), heartbeatIntervalMs: 50, failureTimeoutMs: 300,
+    persisted: [HARD], nowMs: 1_000, mode: 'linearizability', replicaSkipsApplied: true, bootId: 'boot-2', ...options,
+  });
+  return { machine, first: machine.step({ kind: 'tick', nowMs: 1_000, peersUp: [N2, N3] }) };
+}
+
+const sends = (effects: Effect<LogMessage>[]): Array<{ to: PeerId; message: LogMessage }> =>
+  effects.flatMap((effect) => (effect.kind === 'send' ? [{ to: effect.to, message: effect.message }] : []));
+
+function deliver(machine: ReplicatedLog, from: PeerId, message: LogMessage, nowMs = 1_010): Effect<LogMessage>[] {
+  return machine.step({ kind: 'message', nowMs, from, message });
+}
+
+describe('a node whose records may be incomplete', () => {
+  it('asks its peers, refuses votes and clients, copies the leader\'s log, then takes part and persists its boot', () => {
+    const { machine, first } = node();
+    expect(machine.status().role).toBe('recovering');
+    const asks = sends(first).filter((send) => send.message.kind === 'recover');
+    expect(asks.map((send) => send.to).sort()).toEqual([N2, N3]);
+    const nonce = asks[0]?.message.kind === 'recover' ? asks[0].message.nonce : -1;
+
+    // A vote request of a later term is not even looked at: no reply, no term change.
+    expect(sends(deliver(machine, N3, { kind: 'vote', term: 3, lastIndex: 9, lastTerm: 2 }))).toEqual([]);
+    expect(machine.status().term).toBe(2);
+    // An append before it knows the term is dropped too: no acknowledgement.
+    const early: Extract<LogMessage, { kind: 'append' }> = {
+      kind: 'append', term: 3, prevIndex: 0, prevTerm: 0, entries: [], commitIndex: 0, durableIndex: 0, round: 1, seq: 1, quiet: false,
+    };
+    expect(sends(deliver(machine, N2, early))).toEqual([]);
+    const refused = machine.step({ kind: 'request', nowMs: 1_010, requestId: asRequestId(1), session: 1, op: { kind: 'get', keys: ['k'] } });
+    expect(JSON.stringify(refused)).toContain('recovering its log from the peers');
+
+    // One sound peer is not a majority of the peers of three nodes; the leader's reply completes it.
+    deliver(machine, N3, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: false, lastIndex: 0 });
+    expect(machine.inspect().term).toBe(3);
+    expect(machine.status().role).toBe('recovering');
+    deliver(machine, N2, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: true, lastIndex: 1 });
+    expect(machine.inspect().leader).toBe(N2);
+    expect(machine.status().role).toBe('recovering');
+
+    const entry = { term: 3, index: 1, nowMs: 1_000, op: null, origin: N2, incarnation: 1, requestId: null };
+    const effects = deliver(machine, N2, { ...early, entries: [entry], commitIndex: 1, durableIndex: 1 });
+    expect(sends(effects).some((send) => send.message.kind === 'append_reply' && send.message.success)).toBe(true);
+    expect(machine.status().role).toBe('follower');
+    const hard = effects.flatMap((effect) => (effect.kind === 'persist' ? [effect.record as LogRecord] : [])).filter((record) => record.kind === 'hard');
+    expect(hard.at(-1)).toMatchObject({ term: 3, votedFor: N2, bootId: 'boot-2' });
+  });
+
+  it('a stale nonce counts for nothing, and every peer recovering lets it continue with what it holds', () => {
+    const { machine, first } = node();
+    const ask = sends(first).find((send) => send.message.kind === 'recover');
+    const nonce = ask?.message.kind === 'recover' ? ask.message.nonce : -1;
+    deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce: nonce + 7, recovering: true, leads: false, lastIndex: 0 });
+    deliver(machine, N3, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0 });
+    expect(machine.status().role).toBe('recovering');
+    const effects = deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0 });
+    expect(machine.status().role).toBe('follower');
+    expect(JSON.stringify(effects)).toContain('every peer is recovering too');
+  });
+
+  it('needs no recovery with records of this boot, without records, or with fsync; --rejoin always recovers', () => {
+    expect(node({ bootId: 'boot-1' }).machine.status().role).toBe('follower');
+    expect(node({ persisted: [], newNode: true }).machine.status().role).toBe('follower');
+    expect(node({ bootId: null }).machine.status().role).toBe('follower');
+    expect(node({ persisted: [], newNode: true, rejoin: true }).machine.status().role).toBe('recovering');
+    expect(node({ bootId: null, rejoin: true }).machine.status().role).toBe('recovering');
+    // Records without a boot (written before they were known complete) are not trusted.
+    expect(node({ persisted: [{ ...HARD, bootId: undefined }] }).machine.status().role).toBe('recovering');
+  });
+
+  it('a leader answers a recovering peer with its term, that it leads, and how far its log goes', () => {
+    // n1, with fsynced records, is elected by a pre-vote and a vote from n2, then appends its no-op.
+    const { machine } = node({ bootId: null, persisted: [] });
+    machine.step({ kind: 'tick', nowMs: 5_000, peersUp: [N2, N3] });
+    deliver(machine, N2, { kind: 'pre_vote_reply', term: 1, granted: true }, 5_001);
+    deliver(machine, N2, { kind: 'vote_reply', term: 1, granted: true }, 5_002);
+    expect(machine.status().role).toBe('leader');
+    machine.step({ kind: 'flush', nowMs: 5_003 });
+    const reply = sends(deliver(machine, N2, { kind: 'recover', term: 1, nonce: 4 }, 5_004));
+    expect(reply).toEqual([{ to: N2, message: { kind: 'recover_reply', term: 1, nonce: 4, recovering: false, leads: true, lastIndex: 1 } }]);
+  });
+});
