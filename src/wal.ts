@@ -122,16 +122,7 @@ export class WriteAheadFile {
    * as `read` does.
    */
   static recordEnds(file: string, owner: WalOwner): { ends: number[]; records: unknown[] } {
-    const bytes = readFileSync(file);
-    const ends: number[] = [];
-    const records: unknown[] = [];
-    for (let offset = 0; offset < bytes.length; ) {
-      const read = readRecordAt(bytes, offset, true);
-      if (read.kind !== 'record') break;
-      ends.push(read.end);
-      records.push(read.value);
-      offset = read.end;
-    }
+    const { records, ends } = scanRecords(file, readFileSync(file), { decode: 'all' });
     checkHeader(file, records[0], owner);
     return { ends, records: records.slice(1) };
   }
@@ -283,8 +274,8 @@ type RecordRead =
   | { kind: 'torn' };
 
 /**
- * The records of a file's bytes, decoded (all, or only the first: the header), and how many
- * bytes the valid ones take. Only the torn last write ends the scan early:
+ * The records of a file's bytes, decoded (all, or only the first: the header), where each ends,
+ * and how many bytes the valid ones take. Only the torn last write ends the scan early:
  * - a record cut short: the process died mid-write;
  * - a last record whose checksum fails and that holds a sector-aligned stretch of zeros: the
  *   machine lost power before the file system wrote that sector (etcd's WAL reads it the same way).
@@ -292,23 +283,27 @@ type RecordRead =
  * such zeros was on disk whole: its bytes changed since, and cutting it could drop an fsynced
  * entry or vote, so it is corrupt, as is any damage with a valid record after it.
  */
-function scanRecords(file: string, bytes: Buffer, options: { decode: 'all' | 'header' }): { records: unknown[]; validBytes: number } {
+function scanRecords(
+  file: string, bytes: Buffer, options: { decode: 'all' | 'header' },
+): { records: unknown[]; ends: number[]; validBytes: number } {
   const records: unknown[] = [];
+  const ends: number[] = [];
   let offset = 0;
   while (offset < bytes.length) {
     const read = readRecordAt(bytes, offset, options.decode === 'all' || offset === 0);
     switch (read.kind) {
       case 'record':
         records.push(read.value);
+        ends.push(read.end);
         offset = read.end;
         continue;
       case 'torn':
-        return { records, validBytes: offset };
+        return { records, ends, validBytes: offset };
       case 'damaged':
         if (hasValidRecordFrom(bytes, read.resumeAt)) {
           throw new WalError('WAL_CORRUPT', `${file}: the record at byte ${offset} is corrupt (${read.detail}) and valid records follow it`);
         }
-        if (hasZeroSector(bytes, offset, read.end)) return { records, validBytes: offset };
+        if (hasZeroSector(bytes, offset, read.end)) return { records, ends, validBytes: offset };
         throw new WalError(
           'WAL_CORRUPT',
           `${file}: the last record, at byte ${offset}, is corrupt (${read.detail}): it is complete, so not a torn write`,
@@ -321,7 +316,7 @@ function scanRecords(file: string, bytes: Buffer, options: { decode: 'all' | 'he
       }
     }
   }
-  return { records, validBytes: offset };
+  return { records, ends, validBytes: offset };
 }
 
 /** Reads the record at `offset`; with `decode` false only its framing and checksums are checked. */

@@ -4,7 +4,7 @@
  * power loss (a new boot, wal_sync = write) does the same on its own. Real processes, real memcached.
  */
 
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
@@ -24,16 +24,6 @@ async function request(port: number, raw: string, verb: string): Promise<{ lines
     } finally {
       client.close();
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
-/** Waits (at most 20 s) until `file`, from byte `from`, holds `text`. */
-async function logSays(file: string, from: number, text: string): Promise<string> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const tail = readFileSync(file).subarray(from).toString();
-    if (tail.includes(text) || Date.now() > deadline) return tail;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }
@@ -62,10 +52,9 @@ describe('a node that lost its records recovers them from its peers', () => {
     await cluster.kill(lost.id);
     rmSync(path.join(cluster.dir, 'data', lost.id), { recursive: true, force: true });
     await cluster.restartBackend(lost.id);
-    const logFile = cluster.logFile(lost.id);
-    const from = readFileSync(logFile).length;
+    const from = cluster.logBytes(lost.id);
     await cluster.startController(lost.id, ['--rejoin']);
-    const log = await logSays(logFile, from, 'recovered: ');
+    const log = (await cluster.logSince(lost.id, from, 'recovered: ', 20_000)) ?? '';
     expect(log).toContain('recovering from the peers');
     expect(log).toContain('recovering: copying the leader\'s log');
     expect(log).toContain('recovered: holds the leader\'s log');
@@ -78,12 +67,11 @@ describe('a node that lost its records recovers them from its peers', () => {
     await writeKeys(cluster);
     const lost = cluster.nodes[1];
     if (lost === undefined) throw new Error('no second node');
-    const logFile = cluster.logFile(lost.id);
-    const from = readFileSync(logFile).length;
+    const from = cluster.logBytes(lost.id);
     // None of the records written since the last fsync survive.
     await cluster.losePower(lost.id, 0);
     await cluster.powerOn(lost.id);
-    const log = await logSays(logFile, from, 'recovered: ');
+    const log = (await cluster.logSince(lost.id, from, 'recovered: ', 20_000)) ?? '';
     expect(log).toContain('records may be incomplete');
     expect(log).toContain('recovered: holds the leader\'s log');
     // Sequential reads are local: read until its replica has what the others hold.

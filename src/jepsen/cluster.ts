@@ -9,13 +9,16 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  closeSync, cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Mode } from '../consistency/types.ts';
-import type { CpuScheduling, WalSync } from '../config.ts';
+import { loadConfig, type CpuScheduling, type WalSync } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 import { setWallClockOffset, wallClockEnv } from './wall-clock.ts';
@@ -368,7 +371,7 @@ export class Cluster {
     await this.kill(id);
     if (this.options.walSync === 'write') {
       const file = path.join(this.dir, 'data', id, 'wal.bin');
-      if (existsSync(file)) loseUnsyncedRecords(file, { clusterId: 'mckv', nodeId: id }, keptFraction);
+      if (existsSync(file)) loseUnsyncedRecords(file, { clusterId: loadConfig(this.configFile).clusterId, nodeId: id }, keptFraction);
     }
     await this.restartBackend(id);
     this.boots.set(id, this.bootOf(id) + 1);
@@ -380,16 +383,43 @@ export class Cluster {
    * product assumes (one machine at a time).
    */
   async powerOn(id: string): Promise<void> {
-    const logFile = this.logFile(id);
-    const from = existsSync(logFile) ? statSync(logFile).size : 0;
+    const from = this.logBytes(id);
     await this.startController(id);
     if (this.options.walSync !== 'write') return;
-    const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
-      if (readFileSync(logFile).subarray(from).includes('recovered: ')) return;
+    if ((await this.logSince(id, from, 'recovered: ', 30_000)) === null) {
+      throw new Error(`${id} did not recover within 30 s of its power coming back (see ${this.logFile(id)})`);
+    }
+  }
+
+  /** How long a controller's console log is now: where `logSince` starts reading. */
+  logBytes(id: string): number {
+    const file = this.logFile(id);
+    return existsSync(file) ? statSync(file).size : 0;
+  }
+
+  /**
+   * What a controller's console log gained since byte `from`, once it holds `text`; null if it does
+   * not within `timeoutMs`. Reads only the new bytes.
+   */
+  async logSince(id: string, from: number, text: string, timeoutMs: number): Promise<string | null> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const size = this.logBytes(id);
+      let tail = '';
+      if (size > from) {
+        const fd = openSync(this.logFile(id), 'r');
+        try {
+          const bytes = Buffer.alloc(size - from);
+          readSync(fd, bytes, 0, bytes.length, from);
+          tail = bytes.toString();
+        } finally {
+          closeSync(fd);
+        }
+      }
+      if (tail.includes(text)) return tail;
+      if (Date.now() >= deadline) return null;
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    throw new Error(`${id} did not recover within 30 s of its power coming back (see ${logFile})`);
   }
 
   /** Which boot of its (simulated) machine a node's controller runs in. */

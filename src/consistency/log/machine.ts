@@ -135,7 +135,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     // yet); never after the node lost its files.
     const complete = this.bootId === null || this.recordedBootId === this.bootId || options.newNode === true;
     this.recordsComplete = complete && options.rejoin !== true;
-    this.recovery = new Recovery(this, this.recordsComplete, { follow: (term, leader) => this.becomeFollower(term, leader) });
+    this.recovery = new Recovery(this, { follow: (term, leader) => this.becomeFollower(term, leader) });
     this.start();
   }
 

@@ -25,8 +25,6 @@ interface Target {
 }
 
 export class Recovery {
-  /** Recovering: the node's records may miss what it once acknowledged. */
-  active: boolean;
   private nonce = 0;
   private readonly replies = new Map<PeerId, RecoverReply>();
   private target: Target | null = null;
@@ -41,10 +39,12 @@ export class Recovery {
 
   constructor(
     private readonly core: LogCore,
-    trusted: boolean,
     private readonly roles: { follow(term: number, leader: PeerId | null): void },
-  ) {
-    this.active = !trusted;
+  ) {}
+
+  /** Recovering: the node's records may miss what it once acknowledged (the core's `recordsComplete`). */
+  get active(): boolean {
+    return !this.core.recordsComplete;
   }
 
   /** Starts recovery at boot when the records are not known complete. */
@@ -149,7 +149,6 @@ export class Recovery {
   }
 
   private finish(why: string, level: 'info' | 'warn' = 'info'): void {
-    this.active = false;
     this.target = null;
     this.replies.clear();
     this.core.recordsComplete = true;

@@ -23,7 +23,7 @@ import type { ReadIndex } from './read-index.ts';
 import type { ReadLeases } from './lease.ts';
 import { batchCount, opBytes, type LeaseGrant, type LogEntry, type LogMessage } from './types.ts';
 
-/** What replication asks of elections. */
+/** What replication asks of the rest of the machine: elections, and recovery (`accepted`). */
 export interface ReplicationElection {
   /** The leader of `term` as this node knows it (itself while it leads), if known. */
   leaderOf(term: number): PeerId | undefined;
