@@ -3,7 +3,8 @@
  * when the test says, and the background write-ahead file (src/controller/wal-background.ts)
  * over a real file: effects keep their order behind persists, many records of a turn and of the
  * turns while a batch is on its way take one fsync, a slow fsync holds only what waits for it,
- * a refused batch stops everything after it, and the file reads back as wal.ts writes it.
+ * a refused batch stops everything after it, a batch without fsync is written inline unless an
+ * inline write was slow, and the file reads back as wal.ts writes it.
  */
 
 import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -194,6 +195,42 @@ describe('the background write-ahead file', () => {
     reopened.close();
     await reopened.whenClosed();
     expect(WriteAheadFile.read(file, owner)).toEqual([{ snapshot: 4, value: Buffer.from('v') }, { name: 'e' }, { name: 'f' }, { name: 'g' }]);
+  });
+
+  it('writes a batch that needs no fsync inline once the file is open, and one that does through the thread pool', async () => {
+    const file = path.join(tempDir(), 'node', 'wal.bin');
+    const writeAhead = new BackgroundWriteAhead({ file, owner, fsyncDelayFile: null });
+    // The first batch opens the file, off the event loop.
+    expect(await write(writeAhead, { records: [record('a')], sync: false })).toEqual({ ok: true, fsync: null });
+    const results: WalWriteResult[] = [];
+    writeAhead.write({ records: [record('b'), record('c')], sync: false }, (result) => results.push(result));
+    expect(results).toEqual([{ ok: true, fsync: null }]);
+    writeAhead.write({ records: [record('d')], sync: true }, (result) => results.push(result));
+    expect(results).toHaveLength(1);
+    await writeAhead.whenClosed();
+    expect(results[1]).toMatchObject({ ok: true, fsync: { ms: expect.any(Number) } });
+    expect(WriteAheadFile.read(file, owner)).toEqual([{ name: 'a' }, { name: 'b' }, { name: 'c' }, { name: 'd' }]);
+    expect(writeAhead.slowInlineWrites).toBe(0);
+    writeAhead.close();
+    await writeAhead.whenClosed();
+  });
+
+  it('after a slow inline write sends the next batches through the thread pool, in order', async () => {
+    const file = path.join(tempDir(), 'node', 'wal.bin');
+    // Every inline write counts as slow.
+    const writeAhead = new BackgroundWriteAhead({ file, owner, fsyncDelayFile: null, inlineSlowMs: -1 });
+    await write(writeAhead, { records: [record('a')], sync: false });
+    const results: string[] = [];
+    writeAhead.write({ records: [record('b')], sync: false }, () => results.push('b'));
+    expect(results).toEqual(['b']);
+    expect(writeAhead.slowInlineWrites).toBe(1);
+    writeAhead.write({ records: [record('c')], sync: false }, () => results.push('c'));
+    expect(results).toEqual(['b']);
+    await writeAhead.whenClosed();
+    expect(results).toEqual(['b', 'c']);
+    expect(WriteAheadFile.read(file, owner)).toEqual([{ name: 'a' }, { name: 'b' }, { name: 'c' }]);
+    writeAhead.close();
+    await writeAhead.whenClosed();
   });
 
   it('delays each fsync by what the test file says, without blocking the event loop', async () => {

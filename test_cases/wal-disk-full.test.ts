@@ -29,7 +29,7 @@ afterEach(() => {
 });
 
 /** Runs wal-writer.ts on a fresh file under the size limit; its output lines and the file. */
-function runWriter(mode: 'append' | 'compact' | 'background'): Promise<{ lines: string[]; file: string }> {
+function runWriter(mode: 'append' | 'compact' | 'background' | 'inline'): Promise<{ lines: string[]; file: string }> {
   dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-wal-full-'));
   const file = path.join(dir, 'wal.bin');
   const script = path.join(import.meta.dirname, 'support', 'wal-writer.ts');
@@ -57,8 +57,8 @@ describe('the write-ahead file on a disk that refuses more bytes', () => {
     expect(reopened.opened.tornBytesCut).toBe(0);
   }, 40_000);
 
-  it('through the background writer: holds every batch it acknowledged, whole, and nothing of the refused one', async () => {
-    const { lines, file } = await runWriter('background');
+  it.each(['background', 'inline'] as const)('through the %s writer: holds every batch it acknowledged, whole, and nothing of the refused one', async (mode) => {
+    const { lines, file } = await runWriter(mode);
     const written = lines.filter((line) => line.startsWith('ok ')).map((line) => Number(line.slice(3)));
     expect(lines[lines.length - 1]).toBe('refused WAL_WRITE_FAILED');
     expect(written.length).toBeGreaterThan(5);

@@ -236,7 +236,7 @@ export class Controller {
   /**
    * Runs queued events through the mode. `flushNow`: when the queue is empty, let the mode send
    * what it batched at once; otherwise (a request stepped as it arrived) on a flush at the end
-   * of this turn, so one message still carries the whole turn's work.
+   * of this turn, so one message and one write-ahead batch still carry the whole turn's work.
    */
   private drain(flushNow = true): void {
     this.drainScheduled = false;
@@ -250,6 +250,7 @@ export class Controller {
       this.draining = false;
     }
     if (this.queueHead < this.queue.length) {
+      this.settle();
       if (!this.drainScheduled) {
         this.drainScheduled = true;
         setImmediate(() => this.drain());
@@ -294,7 +295,6 @@ export class Controller {
       for (const effect of effects) this.effects.carryOut(effect);
       if (event.kind === 'backend_reset') this.watch.resetCarriedOut();
     }
-    this.settle();
     if (this.queueHead >= this.queue.length) {
       this.queue = [];
       this.queueHead = 0;

@@ -1,18 +1,21 @@
 /**
- * The write-ahead file written off the event loop: the DurabilityGate's WriteAhead for a real
- * controller. Every write, fsync, truncate and rename runs on libuv's thread pool; the event loop
- * only encodes records and hears back, so a disk that takes a second to fsync delays what waits
- * for durability and nothing else (heartbeats, the failure detector, reads, timers go on).
+ * The write-ahead file as the DurabilityGate's WriteAhead for a real controller. Every fsync,
+ * truncate, rename and compaction runs on libuv's thread pool, so a disk that takes a second to
+ * fsync delays what waits for durability and nothing else (heartbeats, reads, timers go on).
  *
- * A batch is appended as one write and fsynced once; a batch holding a compacting record rewrites
- * the file through a temporary file, an fsync, a rename and an fsync of the folder, starting with
- * the header and that record. The gate hands over one batch at a time, so writes keep their order.
+ * A batch that needs no fsync (wal_sync = write) is one write() into the page cache, made inline:
+ * the kernel copies it and returns without waiting for the disk, and the hand-off to the thread
+ * pool and back cost more than the copy. Should an inline write ever take long (the kernel holding
+ * writers back), batches go through the thread pool for a while. A batch holding a compacting
+ * record rewrites the file through a temporary file, an fsync, a rename and an fsync of the folder.
+ * The gate hands over one batch at a time, so writes keep their order.
  *
  * Invariants (those of wal.ts): a batch the disk refused leaves nothing of itself in the file (it
  * is cut back to where the batch began); a refused compaction leaves the old file as it was;
  * every file is 0600 in a folder only the owner may enter (WriteAheadFile.prepare made it so).
  */
 
+import { ftruncateSync, writeSync } from 'node:fs';
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -27,11 +30,18 @@ import { DurabilityError, type WalBatch, type WalWriteResult, type WriteAhead } 
  */
 export const FSYNC_DELAY_FILE_ENV = 'MCKV_TEST_FSYNC_DELAY_FILE';
 
+/** An inline write slower than this sends the next batches through the thread pool… */
+export const INLINE_WRITE_SLOW_MS = 5;
+/** …for this long. */
+export const INLINE_WRITE_BACKOFF_MS = 10_000;
+
 export interface BackgroundWriteAheadOptions {
   file: string;
   owner: WalOwner;
   /** See FSYNC_DELAY_FILE_ENV; null in production. */
   fsyncDelayFile: string | null;
+  /** An inline write slower than this counts as slow (default INLINE_WRITE_SLOW_MS). */
+  inlineSlowMs?: number;
 }
 
 export class BackgroundWriteAhead implements WriteAhead {
@@ -40,7 +50,12 @@ export class BackgroundWriteAhead implements WriteAhead {
   private handle: FileHandle | null = null;
   /** The batch on its way, if any: closing waits for it. */
   private busy: Promise<void> = Promise.resolve();
+  private idle = true;
   private closed = false;
+  /** Until when (performance.now()) batches skip the inline write, after a slow one. */
+  private inlineAfterMs = 0;
+  /** Inline writes that took longer than INLINE_WRITE_SLOW_MS. */
+  slowInlineWrites = 0;
 
   /** What opening repaired, for the controller's log. */
   readonly opened: { tornBytesCut: number };
@@ -54,12 +69,19 @@ export class BackgroundWriteAhead implements WriteAhead {
   }
 
   write(batch: WalBatch, done: (result: WalWriteResult) => void): void {
+    if (this.mayWriteInline(batch)) {
+      done(this.writeInline(batch));
+      return;
+    }
+    this.idle = false;
     const run = this.busy.then(() => this.writeBatch(batch));
     this.busy = run.then(
       (result) => {
+        this.idle = true;
         if (!this.closed) done(result);
       },
       (error: unknown) => {
+        this.idle = true;
         if (!this.closed) done({ ok: false, error: new DurabilityError('WAL_WRITE_FAILED', `write-ahead batch failed: ${String(error)}`, { cause: error }) });
       },
     );
@@ -76,6 +98,39 @@ export class BackgroundWriteAhead implements WriteAhead {
   /** Resolves once closing is done: the batch on its way finished and the file is closed. */
   async whenClosed(): Promise<void> {
     await this.busy;
+  }
+
+  private mayWriteInline(batch: WalBatch): boolean {
+    return !batch.sync && this.idle && !this.closed && this.handle !== null
+      && performance.now() >= this.inlineAfterMs && !batch.records.some((each) => each.compact);
+  }
+
+  /** Appends a batch that needs no fsync with write() on this thread (see the header). */
+  private writeInline(batch: WalBatch): WalWriteResult {
+    const fd = (this.handle as FileHandle).fd;
+    const bytes = Buffer.concat(batch.records.map((each) => encodeWalRecord(each.record)));
+    const startedMs = performance.now();
+    try {
+      for (let written = 0; written < bytes.length; ) {
+        const count = writeSync(fd, bytes, written, bytes.length - written);
+        if (count === 0) throw Object.assign(new Error('the disk took no more bytes'), { code: 'ENOSPC' });
+        written += count;
+      }
+    } catch (error) {
+      try {
+        ftruncateSync(fd, this.bytes);
+      } catch {
+        // The batch is refused either way; the file is checked and cut when next opened.
+      }
+      return { ok: false, error: new DurabilityError('WAL_WRITE_FAILED', `write-ahead write failed: ${errorText(error)}`, { cause: error }) };
+    }
+    this.bytes += bytes.length;
+    const endedMs = performance.now();
+    if (endedMs - startedMs > (this.options.inlineSlowMs ?? INLINE_WRITE_SLOW_MS)) {
+      this.slowInlineWrites += 1;
+      this.inlineAfterMs = endedMs + INLINE_WRITE_BACKOFF_MS;
+    }
+    return { ok: true, fsync: null };
   }
 
   private async writeBatch(batch: WalBatch): Promise<WalWriteResult> {

@@ -4,9 +4,9 @@
  * written and synced, then `refused CODE`; with `compact`, writes three records and then tries to
  * compact to one larger than the limit; with `background`, appends through the controller's
  * background writer, two records a batch, printing `ok N` for each record of a batch once it is
- * done.
+ * done; `inline` the same with batches that need no fsync (written on the event loop).
  *
- *   node --import tsx test_cases/support/wal-writer.ts FILE append|compact|background
+ *   node --import tsx test_cases/support/wal-writer.ts FILE append|compact|background|inline
  */
 
 import { BackgroundWriteAhead } from '../../src/controller/wal-background.ts';
@@ -18,13 +18,13 @@ import { WriteAheadFile } from '../../src/wal.ts';
 process.on('SIGXFSZ', () => {});
 
 const [file, mode] = process.argv.slice(2);
-if (file === undefined) throw new Error('usage: wal-writer.ts FILE append|compact|background');
+if (file === undefined) throw new Error('usage: wal-writer.ts FILE append|compact|background|inline');
 const record = (index: number, bytes: number): unknown => ({ index, pad: Buffer.alloc(bytes, 0x61) });
-if (mode === 'background') {
+if (mode === 'background' || mode === 'inline') {
   const writeAhead = new BackgroundWriteAhead({ file, owner: { clusterId: 'mckv', nodeId: 'n1' }, fsyncDelayFile: null });
   for (let index = 0; index < 10_000; index += 2) {
     const records = [index, index + 1].map((each) => ({ record: record(each, 1000), compact: false }));
-    const result = await new Promise<WalWriteResult>((resolve) => writeAhead.write({ records, sync: true }, resolve));
+    const result = await new Promise<WalWriteResult>((resolve) => writeAhead.write({ records, sync: mode === 'background' }, resolve));
     if (!result.ok) {
       console.log(`refused ${result.error.code}`);
       break;
