@@ -30,7 +30,7 @@ import { BackendWatch } from './backend-watch.ts';
 import { createMachine, priorityKinds } from './create-machine.ts';
 import type { WriteAhead } from './durability.ts';
 import { MemoryReporter } from './memory-reporter.ts';
-import { BackgroundWriteAhead } from './wal-background.ts';
+import { BackgroundWriteAhead, INLINE_WRITE_BACKOFF_MS } from './wal-background.ts';
 
 /** What the parts call in the controller once it runs. */
 export interface ControllerHooks {
@@ -96,7 +96,12 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
   const newNode = !existsSync(walFile) && !rejoin;
   const bootId = config.walSync === 'write' ? machineBootId() : null;
   const persisted = WriteAheadFile.read(walFile, walOwner);
-  const writeAhead = new BackgroundWriteAhead({ file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null });
+  const writeAhead = new BackgroundWriteAhead({
+    file: walFile, owner: walOwner, fsyncDelayFile: options.fsyncDelayFile ?? null,
+    onSlowWrite: (ms) => log.warn('a write-ahead write into the page cache was slow; writing through the thread pool for a while', {
+      ms: Math.round(ms), forMs: INLINE_WRITE_BACKOFF_MS,
+    }),
+  });
   const { tornBytesCut } = writeAhead.opened;
   if (tornBytesCut > 0) log.warn('write-ahead file ended in a torn record; cut it off', { file: walFile, bytes: tornBytesCut });
   const peers = config.nodes.filter((peer) => peer.id !== node.id);

@@ -46,6 +46,8 @@ export interface BackgroundWriteAheadOptions {
   fsyncDelayFile: string | null;
   /** An inline write slower than this counts as slow (default INLINE_WRITE_SLOW_MS). */
   inlineSlowMs?: number;
+  /** Told of a slow inline write (its milliseconds), for the controller's log. */
+  onSlowWrite?: (ms: number) => void;
 }
 
 export class BackgroundWriteAhead implements WriteAhead {
@@ -58,8 +60,6 @@ export class BackgroundWriteAhead implements WriteAhead {
   private closed = false;
   /** Until when (performance.now()) batches skip the inline write, after a slow one. */
   private inlineAfterMs = 0;
-  /** Inline writes that took longer than INLINE_WRITE_SLOW_MS. */
-  slowInlineWrites = 0;
 
   /** What opening repaired, for the controller's log. */
   readonly opened: { tornBytesCut: number };
@@ -131,8 +131,8 @@ export class BackgroundWriteAhead implements WriteAhead {
     this.bytes += bytes.length;
     const endedMs = performance.now();
     if (endedMs - startedMs > (this.options.inlineSlowMs ?? INLINE_WRITE_SLOW_MS)) {
-      this.slowInlineWrites += 1;
       this.inlineAfterMs = endedMs + INLINE_WRITE_BACKOFF_MS;
+      this.options.onSlowWrite?.(endedMs - startedMs);
     }
     return { ok: true, fsync: null };
   }
