@@ -602,7 +602,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     }
     if (!this.caughtUp && this.catchUpIndex !== null && this.appliedIndex >= this.catchUpIndex) {
       this.caughtUp = true;
-      this.note('info', 'replay done: caught up, serving', { appliedIndex: this.appliedIndex, leader: this.leader, peers: this.peers });
+      // A recovering node (a new boot) may catch up through a state transfer before its recovery
+      // ends: it serves only once recovered, and says so then.
+      const serving = this.recovery.active ? 'serving once recovered' : 'serving';
+      this.note('info', `replay done: caught up, ${serving}`, { appliedIndex: this.appliedIndex, leader: this.leader, peers: this.peers });
     }
   }
 
