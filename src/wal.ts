@@ -137,7 +137,7 @@ export class WriteAheadFile {
   write(record: unknown): void {
     const bytes = encodeWalRecord(record);
     try {
-      writeWhole(this.fd, bytes);
+      writeWholeSync(this.fd, bytes);
     } catch (error) {
       ftruncateSync(this.fd, this.bytes);
       throw error;
@@ -222,13 +222,22 @@ export function encodeWalRecord(record: unknown): Buffer {
   return bytes;
 }
 
+/** What a write that took no bytes at all throws: the disk is as good as full. */
+export function noMoreBytes(): Error {
+  return Object.assign(new Error('the disk took no more bytes'), { code: 'ENOSPC' });
+}
+
 /**
  * Writes all of `bytes` at the file's end, going on after short writes; throws what the disk says.
  * (Node's writeSync returns a short count without throwing when the disk is full or the file
  * size limit is reached.)
  */
-function writeWhole(fd: number, bytes: Buffer): void {
-  for (let written = 0; written < bytes.length; ) written += writeSync(fd, bytes, written, bytes.length - written);
+export function writeWholeSync(fd: number, bytes: Buffer): void {
+  for (let written = 0; written < bytes.length; ) {
+    const count = writeSync(fd, bytes, written, bytes.length - written);
+    if (count === 0) throw noMoreBytes();
+    written += count;
+  }
 }
 
 /**
@@ -239,7 +248,7 @@ function replaceFile(file: string, records: unknown[]): void {
   const temporary = `${file}.tmp`;
   const fd = openPrivateFile(temporary, 'w');
   try {
-    for (const record of records) writeWhole(fd, encodeWalRecord(record));
+    for (const record of records) writeWholeSync(fd, encodeWalRecord(record));
     fsyncSync(fd);
   } catch (error) {
     closeSync(fd);

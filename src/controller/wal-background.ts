@@ -15,13 +15,13 @@
  * every file is 0600 in a folder only the owner may enter (WriteAheadFile.prepare made it so).
  */
 
-import { ftruncateSync, writeSync } from 'node:fs';
+import { ftruncateSync } from 'node:fs';
 import { open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { clockMs } from '../runtime/clock.ts';
 import { PRIVATE_FILE_MODE } from '../runtime/private-files.ts';
-import { encodeWalRecord, walHeaderRecord, WriteAheadFile, type WalOwner } from '../wal.ts';
+import { encodeWalRecord, noMoreBytes, walHeaderRecord, WriteAheadFile, writeWholeSync, type WalOwner } from '../wal.ts';
 import { DurabilityError, type WalBatch, type WalWriteResult, type WriteAhead } from './durability.ts';
 
 /**
@@ -56,6 +56,7 @@ export class BackgroundWriteAhead implements WriteAhead {
   private handle: FileHandle | null = null;
   /** The batch on its way, if any: closing waits for it. */
   private busy: Promise<void> = Promise.resolve();
+  /** No batch is on its way through the thread pool, so an inline write cannot overtake one. */
   private idle = true;
   private closed = false;
   /** Until when (performance.now()) batches skip the inline write, after a slow one. */
@@ -112,21 +113,17 @@ export class BackgroundWriteAhead implements WriteAhead {
   /** Appends a batch that needs no fsync with write() on this thread (see the header). */
   private writeInline(batch: WalBatch): WalWriteResult {
     const fd = (this.handle as FileHandle).fd;
-    const bytes = Buffer.concat(batch.records.map((each) => encodeWalRecord(each.record)));
+    const bytes = encodeBatch(batch);
     const startedMs = performance.now();
     try {
-      for (let written = 0; written < bytes.length; ) {
-        const count = writeSync(fd, bytes, written, bytes.length - written);
-        if (count === 0) throw Object.assign(new Error('the disk took no more bytes'), { code: 'ENOSPC' });
-        written += count;
-      }
+      writeWholeSync(fd, bytes);
     } catch (error) {
       try {
         ftruncateSync(fd, this.bytes);
       } catch {
         // The batch is refused either way; the file is checked and cut when next opened.
       }
-      return { ok: false, error: new DurabilityError('WAL_WRITE_FAILED', `write-ahead write failed: ${errorText(error)}`, { cause: error }) };
+      return writeFailed(error);
     }
     this.bytes += bytes.length;
     const endedMs = performance.now();
@@ -148,12 +145,12 @@ export class BackgroundWriteAhead implements WriteAhead {
       if (record.compact) compactAt = index;
     });
     if (compactAt >= 0) return this.compact(batch.records.slice(compactAt).map((each) => each.record));
-    const bytes = Buffer.concat(batch.records.map((each) => encodeWalRecord(each.record)));
+    const bytes = encodeBatch(batch);
     try {
       await writeWhole(this.handle, bytes);
     } catch (error) {
       await this.handle.truncate(this.bytes).catch(() => {});
-      return { ok: false, error: new DurabilityError('WAL_WRITE_FAILED', `write-ahead write failed: ${errorText(error)}`, { cause: error }) };
+      return writeFailed(error);
     }
     this.bytes += bytes.length;
     if (!batch.sync) return { ok: true, fsync: null };
@@ -210,6 +207,15 @@ export class BackgroundWriteAhead implements WriteAhead {
   }
 }
 
+/** A batch's records as the bytes of one append. */
+function encodeBatch(batch: WalBatch): Buffer {
+  return Buffer.concat(batch.records.map((each) => encodeWalRecord(each.record)));
+}
+
+function writeFailed(error: unknown): WalWriteResult {
+  return { ok: false, error: new DurabilityError('WAL_WRITE_FAILED', `write-ahead write failed: ${errorText(error)}`, { cause: error }) };
+}
+
 /** Opens `file` as 0600, whether it is created now or was there before. */
 async function openPrivate(file: string, flags: 'a' | 'w'): Promise<FileHandle> {
   const handle = await open(file, flags, PRIVATE_FILE_MODE);
@@ -226,7 +232,7 @@ async function openPrivate(file: string, flags: 'a' | 'w'): Promise<FileHandle> 
 async function writeWhole(handle: FileHandle, bytes: Buffer): Promise<void> {
   for (let written = 0; written < bytes.length; ) {
     const { bytesWritten } = await handle.write(bytes, written, bytes.length - written);
-    if (bytesWritten === 0) throw Object.assign(new Error('the disk took no more bytes'), { code: 'ENOSPC' });
+    if (bytesWritten === 0) throw noMoreBytes();
     written += bytesWritten;
   }
 }
