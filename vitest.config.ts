@@ -1,4 +1,23 @@
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
+
+/**
+ * The files that run for minutes start first, so that neither worker ends the suite alone on one
+ * of them (without a results cache, as in CI, the runner would order files by size instead).
+ */
+const LONG_FIRST = [/jepsen-matrix-/, /memory-full/, /faults-ordered/, /jepsen-bulk/, /differential-controller/];
+
+class LongFirstSequencer extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    const sorted = await super.sort(files);
+    const rank = (file: TestSpecification): number => {
+      const index = LONG_FIRST.findIndex((pattern) => pattern.test(file.moduleId));
+      return index === -1 ? LONG_FIRST.length : index;
+    };
+    const ranked = sorted.map((file, order) => ({ file, order, rank: rank(file) }));
+    return ranked.sort((a, b) => a.rank - b.rank || a.order - b.order).map(({ file }) => file);
+  }
+}
 
 export default defineConfig({
   test: {
@@ -8,6 +27,7 @@ export default defineConfig({
     // Integration and fault tests start real processes; two cores cannot run many at once.
     maxWorkers: 2,
     minWorkers: 1,
+    sequence: { sequencer: LongFirstSequencer },
     reporters: ['default', './test_cases/support/summary-reporter.ts'],
   },
 });

@@ -1,0 +1,46 @@
+/**
+ * The CI matrix of the fault runner, durability and memory: the ordered modes with
+ * wal_sync = write under kill, pause, partition and power loss, and every mode taking writes again
+ * once a fill of every memcached is healed.
+ *
+ * Invariants: runs go one after another (2 cores shared); each run asserts which faults actually
+ * happened. A failure carries the checker's explanation and keeps the report folder.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { RECOVERY_GRACE_MS } from '../src/jepsen/report.ts';
+import { MODES, explain, matrixRunner } from './support/fault-matrix.ts';
+
+const run = matrixRunner('jepsen-matrix-durability');
+
+describe('every mode keeps its promise through power loss and a full memory', () => {
+  (['linearizability', 'sequential'] as const).forEach((mode, index) => {
+    it(`${mode} with wal_sync = write (records reach the operating system, not the disk) under kill, pause, partition and power loss`, async () => {
+      // A killed controller's records are in the page cache: kill -9 loses none of them. A power
+      // loss cuts the records written since the last fsync; the node recovers from its peers.
+      // 16 s: a kill's and a power loss's heals restart a controller, which takes seconds on a
+      // busy machine (a full suite), and the partition and pause that follow must still start.
+      const result = await run({ mode, nemesis: ['kill', 'pause', 'partition', 'power'], timeMs: 16_000, seed: 400 + index, walSync: 'write' });
+      expect(result.exitCode, explain(result)).toBe(0);
+      expect(result.summary.walSync).toBe('write');
+      expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(['kill', 'pause', 'partition', 'power']));
+      expect(result.summary.counts.ok).toBeGreaterThan(100);
+    }, 120_000);
+  });
+
+  MODES.forEach((mode, index) => {
+    it(`${mode}: once a fill of every memcached is healed, writes are taken again (none refused while no fault is on)`, async () => {
+      // One fill (the plan: heal 4.5-7.5 s, fill 1.1-1.9 s, then nothing more fits in 12 s), then
+      // at least a second with no fault on past the grace after the heal: the clients run at least
+      // half a heal window past it, even when the fill overran its window.
+      const result = await run({ mode, nemesis: ['backend-fill'], timeMs: 12_000, seed: 500 + index, windows: { faultMs: 1500, healMs: 6000 } });
+      expect(result.exitCode, explain(result)).toBe(0);
+      expect(result.summary.faults).toHaveLength(1);
+      const fill = result.summary.faults[0]!;
+      expect(result.summary.durationMs - (fill.healedMs + RECOVERY_GRACE_MS)).toBeGreaterThan(500);
+      // Refused during the fill, as they must be; none after it.
+      expect(result.summary.refusals.find((refusal) => refusal.error.includes('out of memory'))?.count ?? 0).toBeGreaterThan(0);
+      expect(result.summary.refusals.filter((refusal) => refusal.quiet > 0), explain(result)).toEqual([]);
+    }, 120_000);
+  });
+});

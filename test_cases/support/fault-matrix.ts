@@ -1,0 +1,81 @@
+/**
+ * The fault-runner matrix's one short run (real clusters over memcached) and its failure text,
+ * shared by the jepsen-matrix-*.test.ts files. The matrix is split over several files so that
+ * the test runner's two workers share its minutes instead of one worker ending the suite alone.
+ *
+ * Invariants: every run cleans up its cluster; a run that did not pass keeps its report folder
+ * (its path is printed when the file ends).
+ */
+
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll } from 'vitest';
+import type { WalSync } from '../../src/config.ts';
+import type { Mode } from '../../src/consistency/types.ts';
+import { NEMESIS_KINDS, type NemesisKind } from '../../src/jepsen/nemesis.ts';
+import { runJepsen, type RunResult } from '../../src/jepsen/runner.ts';
+
+export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
+/** The faults of the combined runs: all but `power`, which runs with wal_sync = write, where it cuts records. */
+export const COMBINED_KINDS = NEMESIS_KINDS.filter((kind) => kind !== 'power');
+/**
+ * A combined run's client time: ten 1 s faults with 0.7 s heals between them fit in 19 s
+ * (planNemesis, the matrix's seeds); the rest is room for the heals that restart a process, which
+ * take seconds on a busy machine.
+ */
+export const COMBINED_TIME_MS = 24_000;
+export const SINGLE_TIME_MS = 2600;
+
+/** Fault and heal windows' mean lengths: short, so that every kind fits in a short run. */
+const SHORT_WINDOWS = { faultMs: 1000, healMs: 700 };
+
+/** Runs for one test file, its reports in a scratch folder removed after the file unless a run failed. */
+export function matrixRunner(name: string): (options: RunOptions) => Promise<RunResult> {
+  const scratch = mkdtempSync(path.join(os.tmpdir(), `mckv-${name}-`));
+  let unfinished = 0;
+  afterAll(() => {
+    if (unfinished === 0) rmSync(scratch, { recursive: true, force: true });
+    else process.stderr.write(`${name}: reports kept in ${scratch}\n`);
+  });
+  return async (options) => {
+    unfinished++;
+    const result = await run(scratch, options);
+    if (result.exitCode === 0) unfinished--;
+    return result;
+  };
+}
+
+export interface RunOptions {
+  mode: Mode;
+  nemesis: readonly NemesisKind[];
+  timeMs: number;
+  seed: number;
+  pipeline?: number;
+  keys?: number;
+  /** Runs default to `fsync`, so that disk-stall (which delays fsyncs) bites. */
+  walSync?: WalSync;
+  windows?: { faultMs: number; healMs: number };
+}
+
+async function run(scratch: string, options: RunOptions): Promise<RunResult> {
+  const { mode, nemesis, timeMs, seed, pipeline = 1, keys = 3, walSync = 'fsync', windows = SHORT_WINDOWS } = options;
+  const reportDir = path.join(scratch, `${mode}-${nemesis.join('+')}-${seed}${pipeline > 1 ? `-pipeline${pipeline}` : ''}-${walSync}`);
+  mkdirSync(reportDir, { recursive: true });
+  const startMs = performance.now();
+  const log = (line: string): void => appendFileSync(path.join(reportDir, 'progress.log'), `${((performance.now() - startMs) / 1000).toFixed(1)}s ${line}\n`);
+  const result = await runJepsen({
+    mode, nemesis, timeMs, seed, clients: 6, keys, pipeline, backend: 'memcache', reportDir, log, walSync,
+    // Small memcacheds, so that the backend-fill fault fills all three in well under a fault window
+    // on a busy two-core machine (256 MB each took about 6 s together, 64 MB still 3 s in a full suite).
+    memcachedMemoryMb: 16,
+    ...windows, checkTimeoutMs: 20_000, settleTimeoutMs: 15_000, convergenceTimeoutMs: 10_000,
+  });
+  log(`done: exit ${result.exitCode}`);
+  return result;
+}
+
+export function explain(result: RunResult): string {
+  return `${result.summary.mode} under ${result.summary.nemesis.join(',')} (seed ${result.summary.seed}): `
+    + `${result.check.verdict}\n${result.check.detail ?? ''}\nreport: ${result.reportDir}`;
+}
