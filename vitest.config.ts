@@ -28,6 +28,7 @@ export default defineConfig({
     maxWorkers: 2,
     minWorkers: 1,
     sequence: { sequencer: LongFirstSequencer },
+    globalSetup: ['./test_cases/support/global-setup.ts'],
     reporters: ['default', './test_cases/support/summary-reporter.ts'],
   },
 });

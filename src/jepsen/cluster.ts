@@ -24,6 +24,7 @@ import { LinkProxy } from './proxy.ts';
 import { setWallClockOffset, wallClockEnv } from './wall-clock.ts';
 import { FSYNC_DELAY_FILE_ENV } from '../controller/wal-background.ts';
 import { loseUnsyncedRecords } from './power-loss.ts';
+import { controllerEntryArgs } from './controller-bundle.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -295,9 +296,7 @@ export class Cluster {
     const node = this.node(id);
     const args = [
       ...this.options.controllerNodeArgs,
-      '--import',
-      'tsx',
-      path.join(repoRoot, 'main.ts'),
+      ...controllerEntryArgs(repoRoot),
       '-c',
       this.configFile,
       '-p',
