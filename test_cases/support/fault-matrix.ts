@@ -56,16 +56,18 @@ export interface RunOptions {
   /** Runs default to `fsync`, so that disk-stall (which delays fsyncs) bites. */
   walSync?: WalSync;
   windows?: { faultMs: number; healMs: number };
+  /** linearizability: config.ini read_leases = on. */
+  readLeases?: boolean;
 }
 
 async function run(scratch: string, options: RunOptions): Promise<RunResult> {
-  const { mode, nemesis, timeMs, seed, pipeline = 1, keys = 3, walSync = 'fsync', windows = SHORT_WINDOWS } = options;
-  const reportDir = path.join(scratch, `${mode}-${nemesis.join('+')}-${seed}${pipeline > 1 ? `-pipeline${pipeline}` : ''}-${walSync}`);
+  const { mode, nemesis, timeMs, seed, pipeline = 1, keys = 3, walSync = 'fsync', windows = SHORT_WINDOWS, readLeases = false } = options;
+  const reportDir = path.join(scratch, `${mode}-${nemesis.join('+')}-${seed}${pipeline > 1 ? `-pipeline${pipeline}` : ''}-${walSync}${readLeases ? '-leases' : ''}`);
   mkdirSync(reportDir, { recursive: true });
   const startMs = performance.now();
   const log = (line: string): void => appendFileSync(path.join(reportDir, 'progress.log'), `${((performance.now() - startMs) / 1000).toFixed(1)}s ${line}\n`);
   const result = await runJepsen({
-    mode, nemesis, timeMs, seed, clients: 6, keys, pipeline, backend: 'memcache', reportDir, log, walSync,
+    mode, nemesis, timeMs, seed, clients: 6, keys, pipeline, backend: 'memcache', reportDir, log, walSync, readLeases,
     // Small memcacheds, so that the backend-fill fault fills all three in well under a fault window
     // on a busy two-core machine (256 MB each took about 6 s together, 64 MB still 3 s in a full suite).
     memcachedMemoryMb: 16,

@@ -1,0 +1,32 @@
+/**
+ * The CI matrix of the fault runner, read leases on (linearizability; sequential ignores them):
+ * every fault kind but power together, then kill, pause, partition and power loss with
+ * wal_sync = write. A lease holder answers linearizable reads from its own replica, so a stale read
+ * under a partition, a pause, a stall or a clock step is exactly what the checker would catch.
+ *
+ * Invariants: runs go one after another (2 cores shared); each run asserts which faults actually
+ * happened and that it ran with leases. A failure keeps the report folder.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { COMBINED_KINDS, COMBINED_TIME_MS, explain, matrixRunner } from './support/fault-matrix.ts';
+
+const run = matrixRunner('jepsen-matrix-leases');
+
+describe('linearizability with read leases keeps its promise under every fault', () => {
+  it('under kill, pause, partition, backend-restart, backend-pause, backend-fill, clock, slow, stall and disk-stall together', async () => {
+    const result = await run({ mode: 'linearizability', nemesis: COMBINED_KINDS, timeMs: COMBINED_TIME_MS, seed: 700, readLeases: true });
+    expect(result.exitCode, explain(result)).toBe(0);
+    expect(result.summary.readLeases).toBe(true);
+    expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(COMBINED_KINDS));
+    expect(result.summary.counts.ok).toBeGreaterThan(100);
+  }, 150_000);
+
+  it('with wal_sync = write under kill, pause, partition and power loss', async () => {
+    const result = await run({ mode: 'linearizability', nemesis: ['kill', 'pause', 'partition', 'power'], timeMs: 16_000, seed: 710, walSync: 'write', readLeases: true });
+    expect(result.exitCode, explain(result)).toBe(0);
+    expect(result.summary.readLeases).toBe(true);
+    expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(['kill', 'pause', 'partition', 'power']));
+    expect(result.summary.counts.ok).toBeGreaterThan(100);
+  }, 120_000);
+});
