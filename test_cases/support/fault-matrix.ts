@@ -1,6 +1,6 @@
 /**
- * The fault-runner matrix's one short run (real clusters over memcached) and its failure text,
- * shared by the jepsen-matrix-*.test.ts files. The matrix is split over several files so that
+ * The fault-runner matrix's one short run (real clusters over memcached), its failure text and
+ * the per-mode single-fault runs, shared by the jepsen-matrix-*.test.ts files. The matrix is split over several files so that
  * the test runner's two workers share its minutes instead of one worker ending the suite alone.
  *
  * Invariants: every run cleans up its cluster; a run that did not pass keeps its report folder
@@ -10,7 +10,7 @@
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { WalSync } from '../../src/config.ts';
 import type { Mode } from '../../src/consistency/types.ts';
 import { NEMESIS_KINDS, type NemesisKind } from '../../src/jepsen/nemesis.ts';
@@ -25,7 +25,7 @@ export const COMBINED_KINDS = NEMESIS_KINDS.filter((kind) => kind !== 'power');
  * take seconds on a busy machine.
  */
 export const COMBINED_TIME_MS = 24_000;
-export const SINGLE_TIME_MS = 2600;
+const SINGLE_TIME_MS = 2600;
 
 /** Fault and heal windows' mean lengths: short, so that every kind fits in a short run. */
 const SHORT_WINDOWS = { faultMs: 1000, healMs: 700 };
@@ -80,4 +80,26 @@ async function run(scratch: string, options: RunOptions): Promise<RunResult> {
 export function explain(result: RunResult): string {
   return `${result.summary.mode} under ${result.summary.nemesis.join(',')} (seed ${result.summary.seed}): `
     + `${result.check.verdict}\n${result.check.detail ?? ''}\nreport: ${result.reportDir}`;
+}
+
+/**
+ * One short run of `mode` per fault kind, so that a failure names the fault; a clock step and a
+ * stall of the whole machine must go unnoticed (nothing refused). A file of its own per mode.
+ */
+export function describeSingleFaults(mode: Mode): void {
+  const run = matrixRunner(`jepsen-matrix-${mode}`);
+  describe(`${mode} keeps its promise under each fault`, () => {
+    NEMESIS_KINDS.forEach((kind, index) => {
+      it(`${mode} under ${kind} alone`, async () => {
+        // Clock steps go both ways at each node within two windows, and must go unnoticed.
+        const windows = kind === 'clock' ? 2 : 1;
+        const result = await run({ mode, nemesis: [kind], timeMs: windows * SINGLE_TIME_MS, seed: 200 + index });
+        expect(result.exitCode, explain(result)).toBe(0);
+        const kinds = result.summary.faults.map((fault) => fault.kind);
+        expect(kinds.length).toBeGreaterThanOrEqual(windows);
+        expect(new Set(kinds)).toEqual(new Set([kind]));
+        if (kind === 'clock' || kind === 'stall') expect(result.summary.refusals, explain(result)).toEqual([]);
+      }, 120_000);
+    });
+  });
 }
