@@ -1,7 +1,8 @@
 /**
  * The fault-runner matrix's one short run (real clusters over memcached), its failure text and
- * the per-mode single-fault runs, shared by the jepsen-matrix-*.test.ts files. The matrix is split over several files so that
- * the test runner's two workers share its minutes instead of one worker ending the suite alone.
+ * the per-mode single-fault runs, shared by the jepsen-matrix-*.test.ts files. The matrix is
+ * split over several files so that the test runner's two workers share its minutes instead of
+ * one worker ending the suite alone.
  *
  * Invariants: every run cleans up its cluster; a run that did not pass keeps its report folder
  * (its path is printed when the file ends).
