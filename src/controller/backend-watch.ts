@@ -8,8 +8,9 @@
  * (`emptied`, `kept`, the requests `awaiting` it) are decided when the controller takes it from the
  * queue (`takeReset`), from everything seen since it was queued, so no queued event is edited.
  *
- * Invariants: at most one reset is queued; the epoch file names a restart only once the mode's
- * reset is durable; the replica is trusted again only once that reset is durable.
+ * Invariants: at most one reset is queued; the epoch file names a restart, and the loss file an
+ * eviction or a flush, only once the mode's reset is durable; the replica is trusted again only
+ * once that reset is durable.
  */
 
 import assert from 'node:assert';
@@ -90,6 +91,12 @@ export class BackendWatch {
    * believing it had seen that restart, and trust it.
    */
   private epochAfterReset: string | null = null;
+  /**
+   * memcached's counters showed a loss (an eviction, another client's flush) whose reset is not
+   * durable yet: like a new epoch, they are saved only then, or a crash in between would restart
+   * comparing with counters that already include the loss, and trust the replica.
+   */
+  private lossesUnsaved = false;
   /** Refusals that kept the replica trusted so far (logged at powers of two). */
   private refusalsKept = 0;
   private warnedEvictsWhenFull = false;
@@ -236,8 +243,14 @@ export class BackendWatch {
     });
   }
 
-  /** The reset's effects are carried out: once what the mode wrote is durable, a new epoch counts as seen. */
+  /** The reset's effects are carried out: once what the mode wrote is durable, a new epoch and the counters' losses count as seen. */
   resetCarriedOut(): void {
+    if (this.lossesUnsaved) {
+      // Every loss seen so far is behind this reset (a reset is queued at each, and taken here).
+      const counters = this.losses.state();
+      this.lossesUnsaved = false;
+      this.options.whenDurable(() => replacePrivateTextFile(this.lossesFile, counters));
+    }
     if (this.epochAfterReset === null) return;
     const epoch = this.epochAfterReset;
     this.epochAfterReset = null;
@@ -293,7 +306,8 @@ export class BackendWatch {
     }
     const before = this.losses.state();
     const { evicted, flushedByOthers } = this.losses.observe(health);
-    if (this.losses.state() !== before) replacePrivateTextFile(this.lossesFile, this.losses.state());
+    if (evicted > 0 || flushedByOthers > 0) this.lossesUnsaved = true;
+    else if (!this.lossesUnsaved && this.losses.state() !== before) replacePrivateTextFile(this.lossesFile, this.losses.state());
     if (evicted > 0) log.error('memcached evicted items this replica held', { evictions: evicted });
     if (flushedByOthers > 0) log.error('memcached was flushed by another client: this replica is empty', { flushes: flushedByOthers });
     return { evicted: evicted > 0, flushed: flushedByOthers > 0 };
