@@ -1,8 +1,9 @@
 /**
  * The controller as one JavaScript file, bundled from the sources with esbuild, for the processes
  * the fault runner, the benchmark and the tests start and restart by the hundred. Started through
- * tsx, a controller compiles and resolves every module at every start (0.8–1.2 s of CPU on a
- * two-core machine, against 0.6–0.8 s from the bundle); a kill or power-loss heal waits for that.
+ * tsx, a controller compiles and resolves every module at every start (0.64–0.72 s of CPU on an
+ * idle two-core machine, against 0.47–0.50 s from the bundle); a kill or power-loss heal waits for
+ * that, and a busy machine stretches it to seconds.
  *
  * Invariants: the bundle is built from the sources as they are when this process first asks for
  * it, never reused across processes by name alone: its file name is its content's hash. It lives
