@@ -7,14 +7,17 @@
  *
  * Invariants: the bundle is built from the sources as they are when this process first asks for
  * it, never reused across processes by name alone: its file name is its content's hash. It lives
- * under node_modules/.cache, so its packages resolve as the sources' do. Its inline source map
- * costs a start about 0.1 s of CPU.
+ * under node_modules/.cache, so its packages resolve as the sources' do, and one no run used for a
+ * day is removed when another is built. Its inline source map costs a start about 0.1 s of CPU.
  */
 
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildSync } from 'esbuild';
+
+/** Bundles not used for this long are removed when another is built (one per change of the sources). */
+const UNUSED_BUNDLE_MS = 24 * 60 * 60 * 1000;
 
 /** Set by the test runner's global set-up to a bundle built once for the whole run. */
 export const CONTROLLER_BUNDLE_ENV = 'MCKV_CONTROLLER_BUNDLE';
@@ -50,12 +53,31 @@ export function buildControllerBundle(repoRoot: string): string {
   const hash = createHash('sha256').update(output.contents).digest('hex').slice(0, 16);
   const dir = path.join(repoRoot, 'node_modules', '.cache', 'mckv');
   const file = path.join(dir, `controller-${hash}.mjs`);
-  if (!existsSync(file)) {
-    mkdirSync(dir, { recursive: true });
-    // Another process may build the same bundle at once: each writes its own file, then renames.
-    const partial = `${file}.${process.pid}.partial`;
-    writeFileSync(partial, output.contents);
-    renameSync(partial, file);
+  if (existsSync(file)) {
+    // Used again: not unused, whatever its age.
+    const now = new Date();
+    utimesSync(file, now, now);
+    return file;
   }
+  mkdirSync(dir, { recursive: true });
+  // Another process may build the same bundle at once: each writes its own file, then renames.
+  const partial = `${file}.${process.pid}.partial`;
+  writeFileSync(partial, output.contents);
+  renameSync(partial, file);
+  removeUnusedBundles(dir, file);
   return file;
+}
+
+/** Removes bundles (and partial writes) in `dir` other than `keep` that no run has used for a day. */
+export function removeUnusedBundles(dir: string, keep: string): void {
+  const cutoffMs = Date.now() - UNUSED_BUNDLE_MS;
+  for (const name of readdirSync(dir)) {
+    const file = path.join(dir, name);
+    if (file === keep || !name.startsWith('controller-')) continue;
+    try {
+      if (statSync(file).mtimeMs < cutoffMs) rmSync(file, { force: true });
+    } catch {
+      // Removed by another process meanwhile.
+    }
+  }
 }
