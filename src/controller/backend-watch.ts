@@ -245,16 +245,13 @@ export class BackendWatch {
 
   /** The reset's effects are carried out: once what the mode wrote is durable, a new epoch and the counters' losses count as seen. */
   resetCarriedOut(): void {
-    if (this.lossesUnsaved) {
-      // Every loss seen so far is behind this reset (a reset is queued at each, and taken here).
-      const counters = this.losses.state();
-      this.lossesUnsaved = false;
-      this.options.whenDurable(() => replacePrivateTextFile(this.lossesFile, counters));
-    }
-    if (this.epochAfterReset === null) return;
-    const epoch = this.epochAfterReset;
+    const files: Array<[file: string, text: string]> = [];
+    // Every loss seen so far is behind this reset (a reset is queued at each, and taken here).
+    if (this.lossesUnsaved) files.push([this.lossesFile, this.losses.state()]);
+    if (this.epochAfterReset !== null) files.push([this.epochFile, this.epochAfterReset]);
+    this.lossesUnsaved = false;
     this.epochAfterReset = null;
-    this.options.whenDurable(() => replacePrivateTextFile(this.epochFile, epoch));
+    if (files.length > 0) this.options.whenDurable(() => files.forEach(([file, text]) => replacePrivateTextFile(file, text)));
   }
 
   /**

@@ -30,9 +30,8 @@ let built: string | null = null;
  */
 export function controllerEntryArgs(repoRoot: string): string[] {
   const named = process.env[CONTROLLER_BUNDLE_ENV];
-  if (named !== undefined && named !== '' && existsSync(named)) return ['--enable-source-maps', named];
-  built ??= buildControllerBundle(repoRoot);
-  return ['--enable-source-maps', built];
+  const bundle = named !== undefined && named !== '' && existsSync(named) ? named : (built ??= buildControllerBundle(repoRoot));
+  return ['--enable-source-maps', bundle];
 }
 
 /** Bundles main.ts and its sources (packages stay imports) into node_modules/.cache/mckv. */
