@@ -26,6 +26,13 @@ export const COMBINED_KINDS = NEMESIS_KINDS.filter((kind) => kind !== 'power');
  * take seconds on a busy machine.
  */
 export const COMBINED_TIME_MS = 24_000;
+/** The faults of the wal_sync = write runs: a kill keeps the page cache's records, a power loss cuts them. */
+export const POWER_KINDS: readonly NemesisKind[] = ['kill', 'pause', 'partition', 'power'];
+/**
+ * Their client time: a kill's and a power loss's heals restart a controller, which takes seconds
+ * on a busy machine (a full suite), and the partition and pause that follow must still start.
+ */
+export const POWER_TIME_MS = 16_000;
 const SINGLE_TIME_MS = 2600;
 
 /** Fault and heal windows' mean lengths: short, so that every kind fits in a short run. */
@@ -76,6 +83,13 @@ async function run(scratch: string, options: RunOptions): Promise<RunResult> {
   });
   log(`done: exit ${result.exitCode}`);
   return result;
+}
+
+/** The run passed its checker, injected every one of `kinds` (a silent no-op nemesis cannot pass) and answered over 100 calls. */
+export function expectPassedUnder(result: RunResult, kinds: readonly NemesisKind[]): void {
+  expect(result.exitCode, explain(result)).toBe(0);
+  expect(new Set(result.summary.faults.map((fault) => fault.kind))).toEqual(new Set(kinds));
+  expect(result.summary.counts.ok).toBeGreaterThan(100);
 }
 
 export function explain(result: RunResult): string {
