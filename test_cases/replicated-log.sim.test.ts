@@ -119,14 +119,19 @@ describe('replicated log under a simulated faulty network', () => {
     expect(result.elections).toBe(1);
   });
 
-  it('failover: after the leader is killed, a survivor completes a write within about 2 failure timeouts', () => {
+  it('failover: after the leader is killed, a survivor completes a write within about 2 failure timeouts, and the writes in flight mostly succeed', () => {
     for (const mode of ['linearizability', 'sequential'] as const) {
       const runs = Array.from({ length: 15 }, (_, seed) => measureFailover(seed + 1, mode));
       const failovers = runs.map((run) => run.failoverMs).sort((a, b) => a - b);
       // Median over seeds: one election timeout (1–2 failure timeouts) plus a few message delays.
       expect(failovers[Math.floor(failovers.length / 2)]).toBeLessThan(2.2 * SIM_FAILURE_TIMEOUT_MS);
-      // Nobody waits for the request timeout (4 failure timeouts): a lost leader is noticed sooner.
-      for (const run of runs) expect(run.longestWaitMs).toBeLessThan(4 * SIM_FAILURE_TIMEOUT_MS);
+      // A write sent to the dead leader waits for the next one and is sent again, rather than
+      // answered "outcome unknown" (what is left: forwards the network dropped before the kill,
+      // which wait for their deadline as without one, and elections that took that long).
+      const ok = runs.reduce((sum, run) => sum + run.writesAroundKill.ok, 0);
+      const refused = runs.reduce((sum, run) => sum + run.writesAroundKill.refused, 0);
+      expect(ok).toBeGreaterThan(2 * refused);
+      for (const run of runs) expect(run.longestWaitMs).toBeLessThanOrEqual(4 * SIM_FAILURE_TIMEOUT_MS + 10);
     }
   });
 

@@ -71,4 +71,24 @@ describe('SessionOrder', () => {
     expect(order.settle(w2)).toEqual([r2]);
     expect(order.isHeld(q1)).toBe(false);
   });
+
+  it('names the later writes of a session, and a write overtaken by a later write that settled first', () => {
+    const order = new SessionOrder();
+    const [w1, r1, w2, w3, other] = ids(1, 2, 3, 4, 5);
+    order.add(1, w1, 'write');
+    order.add(1, r1, 'held');
+    order.add(1, w2, 'write');
+    order.add(1, w3, 'write');
+    order.add(2, other, 'write');
+    expect(order.writesAfter(w1)).toEqual([w2, w3]);
+    expect(order.writesAfter(w3)).toEqual([]);
+    // A read settling (refused) changes no write's place; a later write settling does.
+    order.settle(r1);
+    expect(order.isOvertaken(w1)).toBe(false);
+    order.settle(w3);
+    expect(order.isOvertaken(w1)).toBe(true);
+    expect(order.isOvertaken(w2)).toBe(true);
+    expect(order.isOvertaken(other)).toBe(false);
+    expect(order.writesAfter(w1)).toEqual([w2]);
+  });
 });

@@ -24,7 +24,7 @@
  * (an apply's index, an append's or append reply's commit index, a transfer chunk's index) or
  * believed by a node none of whose records awaits an fsync; every node applies the same sequence
  * (the same op at each index, and skips only no-ops) — judged on carried-out applies and puts, a
- * put at the transfer index known when it was issued; every reply agrees with a reference replica
+ * put at the transfer index known when it was issued; no client op at two indices; every reply agrees with a reference replica
  * built from that sequence; a read reflects a state at least as new as (or differing only by
  * no-ops from) every op that completed before it started (linearizability) or before it in its
  * session (sequential); a request at a live node gets an answer within the request bound (the
@@ -451,6 +451,8 @@ export class LogSimulation {
   private readonly committedTerm: number[] = [];
   /** Op (or null for a no-op) at each index, as learned from applies. */
   private readonly sequence: Array<{ op: Op | null; nowMs: number } | undefined> = [];
+  /** Where each client op (by identity: messages and records carry the same object) took effect: once at most. */
+  private readonly indexOfOp = new WeakMap<Op, number>();
   private readonly reference = new Map<string, Entry>();
   private referenceIndex = 0;
   private readonly history = new Map<string, Array<{ index: number; entry: Entry | undefined }>>();
@@ -467,6 +469,8 @@ export class LogSimulation {
   private killedAtMs: number | null = null;
   private firstWriteAfterKillMs: number | null = null;
   private longestWaitAfterKillMs = 0;
+  /** Writes taken by a survivor before the kill was noticed (within a failure timeout of it): how they ended. */
+  private readonly writesAroundKill = { ok: 0, refused: 0 };
   /** `emptyAll`: what is still to happen, when it all happened (and all were up), acked writes. */
   private disruptions: Disruption[] = [];
   /** When the disruptions may be anchored (null once they are, or without `emptyAll`). */
@@ -582,7 +586,7 @@ export class LogSimulation {
    * returns how long until a survivor completed a write, and the longest any request waited for
    * an answer after the kill.
    */
-  failover(): { failoverMs: number; longestWaitMs: number } {
+  failover(): { failoverMs: number; longestWaitMs: number; writesAroundKill: { ok: number; refused: number } } {
     this.runUntil(this.nowMs + 2_000);
     const leader = this.nodes.find((node) => node.machine?.inspect().role === 'leader');
     if (leader === undefined) throw new SimulationFailure(`seed ${this.options.seed}: no leader to kill`);
@@ -594,7 +598,8 @@ export class LogSimulation {
       this.runDue();
     }
     if (this.firstWriteAfterKillMs === null) throw new SimulationFailure(`seed ${this.options.seed}: no write after the kill`);
-    return { failoverMs: this.firstWriteAfterKillMs - this.killedAtMs, longestWaitMs: this.longestWaitAfterKillMs };
+    const failoverMs = this.firstWriteAfterKillMs - this.killedAtMs;
+    return { failoverMs, longestWaitMs: this.longestWaitAfterKillMs, writesAroundKill: this.writesAroundKill };
   }
 
   private pauseClients(paused: boolean): void {
@@ -1221,6 +1226,10 @@ export class LogSimulation {
     const known = this.sequence[index];
     if (known === undefined) {
       this.sequence[index] = { op, nowMs };
+      if (op === null) return;
+      const earlier = this.indexOfOp.get(op);
+      if (earlier !== undefined && earlier !== index) throw new Error(`${by} applies at ${index} the client op already at ${earlier}: ${opKey(op)}`);
+      this.indexOfOp.set(op, index);
       return;
     }
     if (known.op !== op && (known.op === null || op === null || opKey(known.op) !== opKey(op))) {
@@ -1344,6 +1353,7 @@ export class LogSimulation {
     node.requests.delete(requestId);
     if (this.killedAtMs !== null && request.invokedMs <= this.killedAtMs + FAILURE_TIMEOUT_MS) {
       this.longestWaitAfterKillMs = Math.max(this.longestWaitAfterKillMs, this.nowMs - Math.max(request.invokedMs, this.killedAtMs));
+      if (request.op.kind !== 'get') this.writesAroundKill[reply.kind === 'refused' ? 'refused' : 'ok'] += 1;
     }
     if (this.killedAtMs !== null && this.firstWriteAfterKillMs === null && position !== null && request.op.kind !== 'get') {
       this.firstWriteAfterKillMs = this.nowMs;
@@ -1698,7 +1708,7 @@ export class LogSimulation {
 }
 
 /** Measures failover (see `LogSimulation.failover`) for one seed, without other faults. */
-export function measureFailover(seed: number, mode: LogMode): { failoverMs: number; longestWaitMs: number } {
+export function measureFailover(seed: number, mode: LogMode): ReturnType<LogSimulation['failover']> {
   return new LogSimulation({ ...SIM_DEFAULTS, seed, mode, faults: false }).failover();
 }
 

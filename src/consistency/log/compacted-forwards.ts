@@ -1,6 +1,7 @@
 /**
  * The forwarded writes a node compacted out of its log lately: what lets a state transfer tell a
- * lagging node which of its own writes the transferred state already holds.
+ * lagging node which of its own writes the transferred state already holds, and a leader refuse
+ * to log again a forward the network duplicated after its entry was compacted.
  *
  * Intuition: a node forwards a client's write to the leader and then falls behind (paused, cut
  * off). The leader commits the write and compacts past it; the node comes back to a state
@@ -16,7 +17,8 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import type { PeerId } from '../types.ts';
+import type { PeerId, RequestId } from '../types.ts';
+import { proposalKey } from './core.ts';
 import type { CommittedForward, LogEntry } from './types.ts';
 
 interface Compacted extends CommittedForward {
@@ -27,6 +29,8 @@ interface Compacted extends CommittedForward {
 export class CompactedForwards {
   /** Oldest first. Trimmed only when a compaction or a transfer reads it: rare enough to splice. */
   #records: Compacted[] = [];
+  /** The records' proposal keys (./core.ts proposalKey). */
+  readonly #keys = new Set<string>();
 
   constructor(
     private readonly keepMs: number,
@@ -39,6 +43,7 @@ export class CompactedForwards {
       if (entry.requestId === null || entry.origin === self) continue;
       const { origin, incarnation, requestId, index } = entry;
       this.#records.push({ origin, incarnation, requestId, index, compactedAtMs: nowMs });
+      this.#keys.add(proposalKey(origin, incarnation, requestId));
     }
     this.prune(nowMs);
   }
@@ -55,6 +60,13 @@ export class CompactedForwards {
     return found;
   }
 
+  /** Whether `origin`'s write `requestId` (of its run `incarnation`) was compacted lately. */
+  has(origin: PeerId, incarnation: number, requestId: RequestId, nowMs: number): boolean {
+    if (this.#keys.size === 0) return false;
+    this.prune(nowMs);
+    return this.#keys.has(proposalKey(origin, incarnation, requestId));
+  }
+
   /** Records kept now (for tests and inspection). */
   get size(): number {
     return this.#records.length;
@@ -64,6 +76,7 @@ export class CompactedForwards {
   private prune(nowMs: number): void {
     const fresh = this.#records.findIndex((record) => record.compactedAtMs + this.keepMs >= nowMs);
     const stale = fresh === -1 ? this.#records.length : fresh;
-    this.#records.splice(0, Math.max(stale, this.#records.length - this.max));
+    const gone = this.#records.splice(0, Math.max(stale, this.#records.length - this.max));
+    for (const record of gone) this.#keys.delete(proposalKey(record.origin, record.incarnation, record.requestId));
   }
 }

@@ -69,6 +69,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly leases: ReadLeases | null;
   /** Linearizable reads this process started under a lease (for tests and the simulator). */
   private leaseReads = 0;
+  /**
+   * Whether the failure detector, at the last tick, heard from enough peers to make a majority
+   * with this node: then a write waits for an election; else it is refused at once (a node cut
+   * off should not keep its clients waiting for a leader it cannot have).
+   */
+  private reachesMajority = true;
 
   /** What each role does with each input (etcd-io/raft's r.step and r.tick, switched with the role). */
   private readonly asLeader: RoleHandlers = {
@@ -86,7 +92,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private readonly asFollower: RoleHandlers = {
     step: (from, message) => this.stepFollower(from, message),
     tick: () => this.tickElection(),
-    flush: () => this.turn.flushAsFollower(),
+    flush: () => this.turn.flushAsFollower(this.knowsLiveLeader()),
     takeWrite: (requestId, session, op) => {
       this.requests.add(requestId, session, op, 'write');
       this.turn.forward(requestId, op);
@@ -127,7 +133,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       (to, minIndex) => this.transfer.start(to, minIndex),
       this.leases,
     );
-    const parts = { progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication };
+    const parts = {
+      progress: this.progress,
+      compacted: this.compaction.compactedForwards,
+      requests: this.requests,
+      reads: this.reads,
+      replication: this.replication,
+    };
     this.turn = new Turn(this, parts);
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
@@ -165,6 +177,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'tick':
         if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
         this.memory.peersUp(event.peersUp);
+        this.notePeersUp(event.peersUp);
         this.onTick();
         // Fallback: a controller that never flushes still sends within a tick.
         this.flushOutgoing();
@@ -307,10 +320,15 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     return this.cannotServe(op, atMs);
   }
 
-  /** Why this node cannot serve `op` (null: a read) now, a request already taken included. */
+  /**
+   * Why this node cannot serve `op` (null: a read) now, a request already taken included. A write
+   * is not refused for want of a leader while a majority is reachable: it waits for one
+   * (Turn.flushAsFollower), up to its deadline.
+   */
   private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
     if (this.recovery.active) return refused('not_caught_up', 'recovering its log from the peers');
-    if (!this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
+    const waitsForLeader = op !== null && isWrite(op) && this.reachesMajority;
+    if (!waitsForLeader && !this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
     if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
     return null;
   }
@@ -337,6 +355,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.lastLeaderContactMs = forward(this.lastLeaderContactMs);
     this.progress.excusePause(forward, pausedMs);
     this.requests.excusePause(pausedMs);
+  }
+
+  /** The failure detector's peers up: with no majority reachable, writes held for a leader are refused. */
+  private notePeersUp(peersUp: readonly PeerId[]): void {
+    const reachable = peersUp.filter((peer) => this.peers.includes(peer)).length + 1;
+    this.reachesMajority = reachable >= this.majority;
+    if (!this.reachesMajority) this.requests.refuseHeldWrites(refused('no_quorum', 'no leader reachable'));
   }
 
   // ---------------------------------------------------------------- messages
@@ -556,12 +581,11 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /**
    * The leader went silent for a whole election timeout: nothing sent to it will be answered
-   * soon. Reads are refused (they changed nothing); writes get "outcome unknown" (they may still
-   * commit), so clients retry now rather than after the request timeout.
+   * soon. Reads are refused (they changed nothing). Writes wait: once the next leader commits,
+   * those it did not take are sent to it (Requests.answerLostWrites).
    */
   private abandonInFlight(): void {
     this.refuseForwardsAndReads(refused('no_quorum', 'leader lost'));
-    this.requests.abandonWrites();
   }
 
   /** Reads asked of a leader that is gone will never be answered: refuse them now. */
@@ -575,7 +599,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private afterStep(): void {
     this.recovery.afterStep();
     this.applyCommitted();
-    this.requests.answerLostWrites();
+    this.requests.answerLostWrites((lost) => this.turn.resend(lost), this.role !== 'leader');
     this.reads.serveReads();
     this.compaction.compactIfDue();
   }

@@ -22,6 +22,10 @@ import type { LogEntry, LogMessage } from './types.ts';
 interface Pending {
   op: Op;
   deadlineMs: number;
+  /** A write that left this node toward a log and may take effect (false: held here, or its sent copy is lost). */
+  sent: boolean;
+  /** A write a state transfer may hold although this node never saw its entry: never sent again. */
+  unsure?: true;
   /** A linearizable read's index, once known, while the read is held behind its session's write. */
   readIndex?: number;
 }
@@ -76,7 +80,7 @@ export class Requests {
   /** Takes a request: a write, a read held behind its session's write, or a read. */
   add(requestId: RequestId, session: number, op: Op, kind: 'write' | 'held' | 'read'): void {
     const deadlineMs = this.core.nowMs + this.core.requestTimeoutMs();
-    this.pending.set(requestId, { op, deadlineMs });
+    this.pending.set(requestId, { op, deadlineMs, sent: false });
     this.sessions.add(session, requestId, kind);
   }
 
@@ -161,7 +165,7 @@ export class Requests {
       if (entry.op === null || entry.requestId === null || entry.origin !== core.self || entry.incarnation !== core.incarnation) continue;
       if (entry.index > core.commitIndex || !waiting.delete(entry.requestId)) continue;
       const deadlineMs = core.nowMs + core.requestTimeoutMs();
-      this.pending.set(entry.requestId, { op: entry.op, deadlineMs });
+      this.pending.set(entry.requestId, { op: entry.op, deadlineMs, sent: true });
     }
     for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
   }
@@ -171,32 +175,51 @@ export class Requests {
     for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
   }
 
+  /**
+   * Answers the requests past their deadline. A write never sent (held for a leader, or sent again
+   * after its first copy was lost) certainly changed nothing: "no quorum"; one sent may yet commit.
+   */
   expire(): void {
     for (const [requestId, pending] of this.pending) {
       if (pending.deadlineMs > this.core.nowMs) break;
       this.pending.delete(requestId);
       this.writeTerms.delete(requestId);
-      const what = isWrite(pending.op) ? 'write outcome unknown' : 'read';
-      const refusal = refused('timeout', `${what}, no quorum answered in time`);
+      const refusal = !isWrite(pending.op)
+        ? refused('timeout', 'read, no quorum answered in time')
+        : pending.sent
+          ? refused('timeout', 'write outcome unknown, no quorum answered in time')
+          : refused('no_quorum', 'no leader took the write in time');
       this.core.noteRefusal(refusal);
       this.reply(requestId, refusal);
     }
   }
 
-  /** The leader is gone: our writes sent toward its log get "outcome unknown" (they may still commit). */
-  abandonWrites(): void {
-    for (const requestId of [...this.writeTerms.keys()]) {
-      this.refuse(requestId, refused('outcome_unknown', 'leader lost before it committed; retry'));
-    }
+  /** Refuses every write held here, never sent (or sent again after a loss): none changed anything. */
+  refuseHeldWrites(refusal: Refusal): void {
+    for (const [requestId, pending] of this.pending) if (!pending.sent && isWrite(pending.op)) this.refuse(requestId, refusal);
+  }
+
+  /** True while `requestId` is a write held here, not sent toward a log (or sent again after a loss). */
+  isHeld(requestId: RequestId): boolean {
+    return this.pending.get(requestId)?.sent === false;
   }
 
   noteWriteSent(requestId: RequestId): void {
     this.writeTerms.delete(requestId);
     this.writeTerms.set(requestId, this.core.term);
+    const pending = this.pending.get(requestId);
+    if (pending !== undefined) pending.sent = true;
   }
 
+  /**
+   * A forward refused. By the store (memory full, an item too large): final, answered now. By a
+   * node that does not lead or lost its quorum (`no_quorum`): that node did not log it, but a
+   * copy the network duplicated might have entered its log earlier in the term, so the write
+   * stays sent in its term until `answerLostWrites` can tell it will never commit, and sends it
+   * again then. Leadership changes thus delay a write instead of refusing it.
+   */
   onForwardRefused(message: Extract<LogMessage, { kind: 'forward_refused' }>): void {
-    if (message.incarnation !== this.core.incarnation) return;
+    if (message.incarnation !== this.core.incarnation || message.reason === 'no_quorum') return;
     for (const requestId of message.requestIds) {
       this.writeTerms.delete(requestId);
       if (this.pending.delete(requestId)) this.reply(requestId, refused(message.reason, message.detail));
@@ -205,21 +228,55 @@ export class Requests {
 
   /**
    * A committed entry of term T fixes the log up to it, and an entry of an earlier term can only
-   * sit before it (terms never decrease along the log). So our writes sent in a term < T that are
-   * not in the log up to the commit index will never be applied: answer them now, so the client
-   * retries at once instead of waiting for the request timeout.
+   * sit before it (terms never decrease along the log); a forward enters a log only in the term
+   * it was sent in. So our writes sent in a term < T that are not in the log up to the commit
+   * index will never be applied anywhere: each is handed to `resend` (in send order), to go to
+   * the leader again as if new, when that keeps its session's order and no state transfer passed
+   * it (see markUnsure). Order is kept when no later request of its session was settled first and
+   * every later write of its session is lost with it, or (`aheadOfHeld`: `resend` puts them ahead
+   * of writes held here) not sent yet. Otherwise its
+   * client hears "outcome unknown" now. (A leader's proposals of the turn have their indices
+   * already: it resends only behind them, so only when no later write of the session is held.)
    */
-  answerLostWrites(): void {
+  answerLostWrites(resend: (lost: readonly { requestId: RequestId; op: Op }[]) => void, aheadOfHeld: boolean): void {
     if (this.writeTerms.size === 0) return;
     const core = this.core;
     const commitTerm = core.log.termAt(core.commitIndex) ?? 0;
+    const lost = new Set<RequestId>();
     for (const [requestId, term] of this.writeTerms) {
       if (term >= commitTerm) break;
       this.writeTerms.delete(requestId);
       if (!this.pending.has(requestId)) continue;
       const index = core.proposals.get(proposalKey(core.self, core.incarnation, requestId));
       if (index !== undefined && index <= core.commitIndex) continue;
-      this.refuse(requestId, refused('outcome_unknown', 'the leader changed before it committed; retry'));
+      lost.add(requestId);
+    }
+    const again: { requestId: RequestId; op: Op }[] = [];
+    for (const requestId of lost) {
+      const pending = this.pending.get(requestId);
+      if (pending === undefined) continue;
+      const keepsOrder =
+        !this.sessions.isOvertaken(requestId) &&
+        this.sessions.writesAfter(requestId).every((later) => lost.has(later) || (aheadOfHeld && this.isHeld(later)));
+      if (pending.unsure === true || !keepsOrder) {
+        this.refuse(requestId, refused('outcome_unknown', 'the leader changed before it committed; retry'));
+        continue;
+      }
+      pending.sent = false;
+      again.push({ requestId, op: pending.op });
+    }
+    if (again.length > 0) resend(again);
+  }
+
+  /**
+   * A state transfer is installed: it may hold our sent writes without this node ever seeing
+   * their entries (answered through the transfer's list, which is bounded), so none of them is
+   * ever sent again.
+   */
+  markUnsure(): void {
+    for (const requestId of this.writeTerms.keys()) {
+      const pending = this.pending.get(requestId);
+      if (pending !== undefined) pending.unsure = true;
     }
   }
 

@@ -26,6 +26,8 @@ type ItemKind = 'write' | 'held' | 'read';
 interface Item {
   requestId: RequestId;
   kind: ItemKind;
+  /** A write whose session had a later write settled before it (it may no longer go after that one). */
+  overtaken?: true;
 }
 
 /** Each session's unsettled requests at this node, in arrival order. */
@@ -114,6 +116,10 @@ export class SessionOrder {
     this.#sessionOf.delete(requestId);
     const queue = this.#queues.get(session) as Item[];
     const at = queue.findIndex((item) => item.requestId === requestId);
+    for (let before = 0; queue[at]?.kind === 'write' && before < at; before += 1) {
+      const item = queue[before] as Item;
+      if (item.kind === 'write') item.overtaken = true;
+    }
     queue.splice(at, 1);
     if (queue.length === 0) {
       this.#queues.delete(session);
@@ -128,6 +134,18 @@ export class SessionOrder {
       }
     }
     return released;
+  }
+
+  /** True when a write `requestId`'s session sent after it was settled first. */
+  isOvertaken(requestId: RequestId): boolean {
+    return this.#queueOf(requestId)?.find((item) => item.requestId === requestId)?.overtaken === true;
+  }
+
+  /** The writes `requestId`'s session sent after it and has not settled, in order. */
+  writesAfter(requestId: RequestId): RequestId[] {
+    const queue = this.#queueOf(requestId) ?? [];
+    const at = queue.findIndex((item) => item.requestId === requestId);
+    return at === -1 ? [] : queue.slice(at + 1).filter((item) => item.kind === 'write').map((item) => item.requestId);
   }
 
   #queueOf(requestId: RequestId): Item[] | undefined {

@@ -43,6 +43,8 @@ export interface TransferRequests {
   answerTransferredWrite(requestId: RequestId, index: number): void;
   /** A write of ours committed at or before the transferred state's start-over is refused: it was lost. */
   refuseErasedWrite(requestId: RequestId): void;
+  /** The transferred state may hold our sent writes unseen here: none of them may be sent again. */
+  markUnsure(): void;
 }
 
 export class StateTransfer {
@@ -292,6 +294,7 @@ export class StateTransfer {
     // (committed while it lagged, some before their entries reached it): a read a connection sent
     // before such a write must not see it, and it can no longer be served without it.
     this.requests.refuseReadsBeforeUnsettledWrites();
+    this.requests.markUnsure();
     this.core.out.push({ kind: 'reset' });
     // At least one put, even for an empty replica: it marks where the transferred state ends.
     // Until every put completed, a restart must not trust the replica.

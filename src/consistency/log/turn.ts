@@ -8,7 +8,8 @@
  *
  * Owns: the three buffers, the memory of forwards the store refused.
  * Invariants: a forwarded request enters the log at most once, and never after its origin was told
- * it was refused; only a forward of the leader's current term enters its log.
+ * it was refused; only a forward of the leader's current term enters its log; a write is sent
+ * again only once no earlier copy can ever commit (Requests.answerLostWrites).
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
@@ -16,6 +17,7 @@ import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
 import type { Op } from '../../store/types.ts';
 import type { PeerId, RequestId } from '../types.ts';
 import { proposalKey, type LogCore } from './core.ts';
+import type { CompactedForwards } from './compacted-forwards.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { ReadIndex } from './read-index.ts';
 import type { Replication } from './replication.ts';
@@ -30,6 +32,8 @@ const refusedForwardsMax = 4096;
 /** The parts a turn's flush hands its work to. */
 export interface TurnParts {
   progress: ProgressTracker;
+  /** Forwards compacted lately: a duplicate of one must not enter the log again. */
+  compacted: CompactedForwards;
   requests: Requests;
   reads: ReadIndex;
   replication: Replication;
@@ -46,6 +50,7 @@ export class Turn {
   private readonly refusedForwards = new Map<string, Refusal>();
 
   private readonly progress: ProgressTracker;
+  private readonly compacted: CompactedForwards;
   private readonly requests: Requests;
   private readonly reads: ReadIndex;
   private readonly replication: Replication;
@@ -54,7 +59,8 @@ export class Turn {
     private readonly core: LogCore,
     parts: TurnParts,
   ) {
-    ({ progress: this.progress, requests: this.requests, reads: this.reads, replication: this.replication } = parts);
+    ({ progress: this.progress, compacted: this.compacted, requests: this.requests } = parts);
+    ({ reads: this.reads, replication: this.replication } = parts);
   }
 
   /** Why the store refuses a write of ours proposed now (the leader's), or null. */
@@ -79,6 +85,14 @@ export class Turn {
   /** A follower's write, forwarded to the leader at the flush. */
   forward(requestId: RequestId, op: Op): void {
     this.forwarded.push({ requestId, op });
+  }
+
+  /**
+   * Writes of ours lost with a leader (Requests.answerLostWrites): forwarded again, ahead of those
+   * held; a leader proposes them at its flush, after this turn's proposals.
+   */
+  resend(lost: readonly ForwardedRequest[]): void {
+    this.forwarded = [...lost, ...this.forwarded];
   }
 
   /** A follower's linearizable read: the leader is asked for its read index at the flush. */
@@ -120,10 +134,11 @@ export class Turn {
     if (!this.progress.hasQuorum(this.core.nowMs) || message.term !== this.core.term) return this.refuseForward(from, message);
     const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
     for (const request of message.requests) {
-      // The network may duplicate a forward: an op must enter the log once, and never after its
-      // origin was told it was refused.
+      // The network may duplicate a forward: an op must enter the log once (also after its entry
+      // was compacted: compacted forwards are remembered for a request timeout, up to a bound),
+      // and never after its origin was told it was refused.
       const key = proposalKey(from, message.incarnation, request.requestId);
-      if (this.core.proposals.has(key)) continue;
+      if (this.core.proposals.has(key) || this.compacted.has(from, message.incarnation, request.requestId, this.core.nowMs)) continue;
       const refusal = this.refusedForwards.get(key) ?? this.core.memory.refusal(request.op, BigInt(this.nextEntryIndex()));
       if (refusal !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
@@ -147,8 +162,10 @@ export class Turn {
 
   flushAsLeader(): void {
     if (this.forwarded.length > 0 || this.readAsks.length > 0) {
-      // Became leader within this step: take them as our own.
+      // Became leader within this step, or with writes held for a leader: take them as our own
+      // (but not one answered meanwhile: it was told it changed nothing).
       for (const request of this.forwarded) {
+        if (!this.requests.isHeld(request.requestId)) continue;
         this.proposed.push(this.newEntry(request.op, this.core.self, this.core.incarnation, request.requestId));
       }
       for (const requestId of this.readAsks) this.reads.awaitRoundForLocal(requestId);
@@ -179,16 +196,20 @@ export class Turn {
     this.reads.confirmRounds();
   }
 
-  flushAsFollower(): void {
+  /**
+   * Forwards the turn's writes while a live leader is known (`leaderLive`); otherwise they wait
+   * here for one (an election takes a failure timeout or two), until their deadline answers them.
+   */
+  flushAsFollower(leaderLive: boolean): void {
     const leader = this.core.leader;
-    if (this.forwarded.length > 0) {
-      const requests = this.forwarded;
+    if (this.forwarded.length > 0 && leader !== null && leaderLive) {
+      const requests = this.forwarded.filter((request) => this.requests.isHeld(request.requestId));
       this.forwarded = [];
-      if (leader === null) for (const request of requests) this.requests.refuse(request.requestId, refused('no_quorum', 'no leader'));
-      else {
-        for (const request of requests) this.requests.noteWriteSent(request.requestId);
-        this.sendForwards(leader, requests);
-      }
+      for (const request of requests) this.requests.noteWriteSent(request.requestId);
+      this.sendForwards(leader, requests);
+    } else if (this.forwarded.length > this.core.tuning.queueDepthMax) {
+      // Those answered meanwhile go (no more are held than requests pending, at most this bound).
+      this.forwarded = this.forwarded.filter((request) => this.requests.isHeld(request.requestId));
     }
     if (this.readAsks.length > 0) {
       const reads = this.readAsks;
