@@ -599,9 +599,15 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private afterStep(): void {
     this.recovery.afterStep();
     this.applyCommitted();
-    this.requests.answerLostWrites((lost) => this.turn.resend(lost), this.role !== 'leader');
+    this.requests.answerLostWrites((lost) => this.resendLostWrites(lost), this.role !== 'leader');
     this.reads.serveReads();
     this.compaction.compactIfDue();
+  }
+
+  /** Our writes the last leader lost (no copy can commit now): they go to the current one. */
+  private resendLostWrites(lost: readonly { requestId: RequestId; op: Op }[]): void {
+    this.note('info', 'writes sent again: the leader they went to lost them', { count: lost.length, leader: this.leader, peers: this.peers });
+    this.turn.resend(lost);
   }
 
   /**
