@@ -1,6 +1,7 @@
 /**
- * Writes across a leader change, on the scenario network of support/log-cluster.ts: a write that
- * finds no leader waits for one; a write sent to a leader that died is sent again to the next one
+ * Writes (and linearizable reads) across a leader change, on the scenario network of
+ * support/log-cluster.ts: a write or linearizable read that finds no leader waits for one (a read
+ * asked of a leader that died is asked of the next); a write sent to a leader that died is sent again to the next one
  * once it is certain the first copy can never commit (and only if that keeps its connection's
  * order); a write no leader took by its deadline, or held by a node that hears from no majority,
  * is answered "no quorum" and never logged after.
@@ -11,7 +12,7 @@ import { refused } from '../src/protocol/refusals.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import type { Effect } from '../src/consistency/types.ts';
 import type { LogMessage } from '../src/consistency/replicated-log.ts';
-import { electedCluster, FAILURE_TIMEOUT_MS, followers, IDS, incr, set, type Cluster } from './support/log-cluster.ts';
+import { electedCluster, FAILURE_TIMEOUT_MS, followers, get, IDS, incr, set, type Cluster } from './support/log-cluster.ts';
 
 /** A write's request timeout in the scenario network (four failure timeouts). */
 const REQUEST_TIMEOUT_MS = 4 * FAILURE_TIMEOUT_MS;
@@ -75,7 +76,38 @@ describe('writes across a leader change', () => {
     expect(cluster.node(cutOff).machine.status().queueDepth).toBe(0);
   });
 
-  it('a node that hears from no majority refuses writes at once, and those it was holding', () => {
+  it('linearizability: a read during an election waits for it; one asked of a leader that dies is asked of the next', () => {
+    const cluster = electedCluster();
+    const old = cluster.leader();
+    const [origin, other] = followers(cluster);
+    cluster.request(old, set('r', 'v'));
+    cluster.run(50);
+    // Asked of the leader, which dies before it answers.
+    cluster.lose = (message) => message.kind === 'read_index';
+    const asked = cluster.request(origin, get('r'));
+    cluster.lose = () => false;
+    cluster.down.add(old);
+    cluster.run(FAILURE_TIMEOUT_MS + 10);
+    // Taken while no live leader is known: held, not asked of the dead one.
+    const waiting = cluster.request(other, get('r'));
+    expect(waiting.effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'read_index')).toEqual([]);
+    cluster.run(REQUEST_TIMEOUT_MS - 100);
+    expect(outcomes(cluster, origin, asked.requestId)).toEqual([expect.objectContaining({ kind: 'read' })]);
+    expect(outcomes(cluster, other, waiting.requestId)).toEqual([expect.objectContaining({ kind: 'read' })]);
+  });
+
+  it('sequential: a read that finds no live leader is refused at once (served locally or not at all)', () => {
+    const cluster = electedCluster('sequential');
+    const [origin] = followers(cluster);
+    cluster.down.add(cluster.leader());
+    cluster.run(FAILURE_TIMEOUT_MS + 10);
+    const { requestId } = cluster.request(origin, get('r'));
+    expect(outcomes(cluster, origin, requestId)).toEqual([
+      expect.objectContaining({ kind: 'reply', reply: refused('no_quorum', 'no leader reachable') }),
+    ]);
+  });
+
+  it('a node that hears from no majority refuses writes and reads at once, and those it was holding', () => {
     const cluster = electedCluster();
     const [cutOff, other] = followers(cluster);
     cluster.down.add(cluster.leader());
@@ -83,12 +115,15 @@ describe('writes across a leader change', () => {
     // Its failure detector still counts the peers up: a write is held for the election.
     cluster.run(FAILURE_TIMEOUT_MS + 10);
     const held = cluster.request(cutOff, set('h', '1'));
+    const heldRead = cluster.request(cutOff, get('h'));
     expect(outcomes(cluster, cutOff, held.requestId)).toEqual([]);
-    // Then it hears from nobody: the held write, and any new one, are refused (nothing changed).
+    expect(outcomes(cluster, cutOff, heldRead.requestId)).toEqual([]);
+    // Then it hears from nobody: what it held, and anything new, is refused (nothing changed).
     cluster.nowMs += 10;
     cluster.step(cutOff, { kind: 'tick', nowMs: cluster.nowMs, peersUp: [] });
     const fresh = cluster.request(cutOff, set('h', '2'));
-    for (const requestId of [held.requestId, fresh.requestId]) {
+    const freshRead = cluster.request(cutOff, get('h'));
+    for (const requestId of [held.requestId, heldRead.requestId, fresh.requestId, freshRead.requestId]) {
       expect(outcomes(cluster, cutOff, requestId)).toEqual([
         expect.objectContaining({ kind: 'reply', reply: refused('no_quorum', 'no leader reachable') }),
       ]);

@@ -322,12 +322,13 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /**
    * Why this node cannot serve `op` (null: a read) now, a request already taken included. A write
-   * is not refused for want of a leader while a majority is reachable: it waits for one
-   * (Turn.flushAsFollower), up to its deadline.
+   * or a linearizable read is not refused for want of a leader while a majority is reachable: it
+   * waits for one (Turn.flushAsFollower), up to its deadline.
    */
   private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
     if (this.recovery.active) return refused('not_caught_up', 'recovering its log from the peers');
-    const waitsForLeader = op !== null && isWrite(op) && this.reachesMajority;
+    // (A sequential read is served locally or not at all: it does not wait.)
+    const waitsForLeader = op !== null && this.reachesMajority && (isWrite(op) || this.mode === 'linearizability');
     if (!waitsForLeader && !this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
     if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
     return null;
@@ -357,11 +358,14 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.requests.excusePause(pausedMs);
   }
 
-  /** The failure detector's peers up: with no majority reachable, writes held for a leader are refused. */
+  /** The failure detector's peers up: with no majority reachable, what waits for a leader is refused. */
   private notePeersUp(peersUp: readonly PeerId[]): void {
     const reachable = peersUp.filter((peer) => this.peers.includes(peer)).length + 1;
     this.reachesMajority = reachable >= this.majority;
-    if (!this.reachesMajority) this.requests.refuseHeldWrites(refused('no_quorum', 'no leader reachable'));
+    if (this.reachesMajority) return;
+    const refusal = refused('no_quorum', 'no leader reachable');
+    this.requests.refuseHeldWrites(refusal);
+    this.turn.refuseWaitingReads(refusal);
   }
 
   // ---------------------------------------------------------------- messages
@@ -548,7 +552,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     const termStartIndex = this.turn.proposeNoOp();
     this.reads.startTerm(termStartIndex);
     if (this.catchUpIndex === null) this.catchUpIndex = termStartIndex;
-    this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
+    this.askReadsAgain();
   }
 
   private becomeFollower(term: number, leader: PeerId | null): void {
@@ -562,18 +566,19 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.persistHardState();
     }
     this.role = 'follower';
-    if (leader !== this.leader) this.refuseForwardsAndReads(refused('no_quorum', 'leader changed'));
+    if (leader !== this.leader) this.askReadsAgain();
     const changed = leader !== null && leader !== this.leader;
     this.leader = leader;
     if (leader !== null) this.election.noteLeader(term, leader);
     if (changed) this.note('info', 'became follower', { leader, peers: this.peers });
   }
 
-  /** A leader stepping down refuses the reads it was confirming; writes may still commit. */
+  /** A leader stepping down: the reads it was confirming wait for the next leader; writes may still commit. */
   private leaveLeadership(refusal: Refusal): void {
     if (this.role !== 'leader') return;
     this.note('warn', 'stepped down', { why: refusalText(refusal), peers: this.peers, acked: this.progress.ackedPeers(this.nowMs) });
-    this.reads.stepDown(refusal);
+    // Its own reads wait for the next leader; its followers' are refused (they ask again on their own).
+    for (const requestId of this.reads.stepDown()) if (this.requests.isPending(requestId)) this.turn.askReadIndex(requestId);
     this.progress.clear();
     this.leader = null;
     this.turn.leadershipLost();
@@ -581,16 +586,16 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /**
    * The leader went silent for a whole election timeout: nothing sent to it will be answered
-   * soon. Reads are refused (they changed nothing). Writes wait: once the next leader commits,
-   * those it did not take are sent to it (Requests.answerLostWrites).
+   * soon. Its reads are asked again of the next leader. Writes wait: once the next leader
+   * commits, those it did not take are sent to it (Requests.answerLostWrites).
    */
   private abandonInFlight(): void {
-    this.refuseForwardsAndReads(refused('no_quorum', 'leader lost'));
+    this.askReadsAgain();
   }
 
-  /** Reads asked of a leader that is gone will never be answered: refuse them now. */
-  private refuseForwardsAndReads(refusal: Refusal): void {
-    this.reads.refuseAsked(refusal);
+  /** Reads asked of a leader that is gone will never be answered: they wait to ask the next one. */
+  private askReadsAgain(): void {
+    for (const requestId of this.reads.takeAsked()) if (this.requests.isPending(requestId)) this.turn.askReadIndex(requestId);
   }
 
   // ---------------------------------------------------------------- end of step

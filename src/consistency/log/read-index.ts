@@ -124,21 +124,23 @@ export class ReadIndex {
     queue.splice(at, 0, { requestId, readIndex });
   }
 
-  /** A leader stepping down refuses the reads it was confirming. */
-  stepDown(refusal: Refusal): void {
+  /** A leader stepping down: its followers' read batches are refused; its own reads are handed back, to ask the next leader. */
+  stepDown(): RequestId[] {
+    const localReads: RequestId[] = [];
     for (const waiter of this.roundWaiters) {
-      for (const requestId of waiter.localReads) this.requests.refuse(requestId, refusal);
+      localReads.push(...waiter.localReads);
       for (const batch of waiter.remoteBatches) this.answerReadIndex(batch, null);
     }
     this.roundWaiters = [];
+    return localReads;
   }
 
-  /** Reads asked of a leader that is gone will never be answered: refuse them now. */
-  refuseAsked(refusal: Refusal): void {
-    for (const { requestIds } of this.readBatches.values()) {
-      for (const requestId of requestIds) this.requests.refuse(requestId, refusal);
-    }
+  /** Reads asked of a leader that is gone will never be answered: they are handed back, to ask the next one. */
+  takeAsked(): RequestId[] {
+    const reads: RequestId[] = [];
+    for (const { requestIds } of this.readBatches.values()) for (const requestId of requestIds) reads.push(requestId);
     this.readBatches.clear();
+    return reads;
   }
 
   /** A follower's flush: one read-index request to the leader for the turn's reads. */

@@ -13,7 +13,7 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
+import { refusalText, type Refusal } from '../../protocol/refusals.ts';
 import type { Op } from '../../store/types.ts';
 import type { PeerId, RequestId } from '../types.ts';
 import { proposalKey, type LogCore } from './core.ts';
@@ -98,6 +98,12 @@ export class Turn {
   /** A follower's linearizable read: the leader is asked for its read index at the flush. */
   askReadIndex(requestId: RequestId): void {
     this.readAsks.push(requestId);
+  }
+
+  /** The linearizable reads waiting here for a leader are refused (they changed nothing). */
+  refuseWaitingReads(refusal: Refusal): void {
+    for (const requestId of this.readAsks) this.requests.refuse(requestId, refusal);
+    this.readAsks = [];
   }
 
   /** Proposals not yet in the log never will be: ours go to the next leader, others' are dropped. */
@@ -197,8 +203,9 @@ export class Turn {
   }
 
   /**
-   * Forwards the turn's writes while a live leader is known (`leaderLive`); otherwise they wait
-   * here for one (an election takes a failure timeout or two), until their deadline answers them.
+   * Forwards the turn's writes, and asks the read index for its linearizable reads, while a live
+   * leader is known (`leaderLive`); otherwise they wait here for one (an election takes a failure
+   * timeout or two), until their deadline answers them.
    */
   flushAsFollower(leaderLive: boolean): void {
     const leader = this.core.leader;
@@ -211,13 +218,12 @@ export class Turn {
       // Those answered meanwhile go (no more are held than requests pending, at most this bound).
       this.forwarded = this.forwarded.filter((request) => this.requests.isHeld(request.requestId));
     }
-    if (this.readAsks.length > 0) {
-      const reads = this.readAsks;
+    if (this.readAsks.length > 0 && leader !== null && leaderLive) {
+      const reads = this.readAsks.filter((requestId) => this.requests.isPending(requestId));
       this.readAsks = [];
-      if (leader === null) for (const requestId of reads) this.requests.refuse(requestId, refused('no_quorum', 'no leader'));
-      else {
-        this.reads.ask(leader, reads);
-      }
+      if (reads.length > 0) this.reads.ask(leader, reads);
+    } else if (this.readAsks.length > this.core.tuning.queueDepthMax) {
+      this.readAsks = this.readAsks.filter((requestId) => this.requests.isPending(requestId));
     }
   }
 
