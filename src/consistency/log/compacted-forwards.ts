@@ -17,7 +17,7 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import type { PeerId, RequestId } from '../types.ts';
+import type { PeerId } from '../types.ts';
 import { proposalKey } from './core.ts';
 import type { CommittedForward, LogEntry } from './types.ts';
 
@@ -60,11 +60,11 @@ export class CompactedForwards {
     return found;
   }
 
-  /** Whether `origin`'s write `requestId` (of its run `incarnation`) was compacted lately. */
-  has(origin: PeerId, incarnation: number, requestId: RequestId, nowMs: number): boolean {
+  /** Whether the write of proposal key `key` (./core.ts proposalKey) was compacted lately. */
+  has(key: string, nowMs: number): boolean {
     if (this.#keys.size === 0) return false;
     this.prune(nowMs);
-    return this.#keys.has(proposalKey(origin, incarnation, requestId));
+    return this.#keys.has(key);
   }
 
   /** Records kept now (for tests and inspection). */
@@ -74,6 +74,8 @@ export class CompactedForwards {
 
   /** Drops the records past `keepMs`, then the oldest beyond `max`. */
   private prune(nowMs: number): void {
+    const first = this.#records[0];
+    if (first !== undefined && first.compactedAtMs + this.keepMs >= nowMs && this.#records.length <= this.max) return;
     const fresh = this.#records.findIndex((record) => record.compactedAtMs + this.keepMs >= nowMs);
     const stale = fresh === -1 ? this.#records.length : fresh;
     const gone = this.#records.splice(0, Math.max(stale, this.#records.length - this.max));

@@ -144,7 +144,7 @@ export class Turn {
       // was compacted: compacted forwards are remembered for a request timeout, up to a bound),
       // and never after its origin was told it was refused.
       const key = proposalKey(from, message.incarnation, request.requestId);
-      if (this.core.proposals.has(key) || this.compacted.has(from, message.incarnation, request.requestId, this.core.nowMs)) continue;
+      if (this.core.proposals.has(key) || this.compacted.has(key, this.core.nowMs)) continue;
       const refusal = this.refusedForwards.get(key) ?? this.core.memory.refusal(request.op, BigInt(this.nextEntryIndex()));
       if (refusal !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
