@@ -232,11 +232,11 @@ export class Requests {
    * it was sent in. So our writes sent in a term < T that are not in the log up to the commit
    * index will never be applied anywhere: each is handed to `resend` (in send order), to go to
    * the leader again as if new, when that keeps its session's order and no state transfer passed
-   * it (see markUnsure). Order is kept when no later request of its session was settled first and
+   * it (see markUnsure). Order is kept when no later write of its session was settled first and
    * every later write of its session is lost with it, or (`aheadOfHeld`: `resend` puts them ahead
-   * of writes held here) not sent yet. Otherwise its
-   * client hears "outcome unknown" now. (A leader's proposals of the turn have their indices
-   * already: it resends only behind them, so only when no later write of the session is held.)
+   * of writes held here) not sent yet. Otherwise its client hears "outcome unknown" now. (A
+   * leader's proposals of the turn have their indices already: it resends only behind them, so
+   * only when no later write of the session is held.)
    */
   answerLostWrites(resend: (lost: readonly { requestId: RequestId; op: Op }[]) => void, aheadOfHeld: boolean): void {
     if (this.writeTerms.size === 0) return;

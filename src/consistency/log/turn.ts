@@ -4,7 +4,8 @@
  * linearizable reads are buffered; the controller's `flush` (or, at the latest, the next tick)
  * appends and sends them, one message per peer: one append per follower, one forward and one
  * read-index request to the leader, one heartbeat round confirming every read of the turn. So a
- * burst of requests costs one round trip, not one per request.
+ * burst of requests costs one round trip, not one per request. A follower that knows no live
+ * leader keeps its buffers until it does (an election), or until their requests' deadlines.
  *
  * Owns: the three buffers, the memory of forwards the store refused.
  * Invariants: a forwarded request enters the log at most once, and never after its origin was told
