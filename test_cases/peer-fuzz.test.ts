@@ -26,6 +26,7 @@ import { mulberry32, simulate } from './support/log-sim.ts';
 import { runEventualSim } from './support/eventual-sim.ts';
 import { certainlyInvalid, deepCopy, mutate, randomJunk } from './support/junk.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { carryOutOnMap } from './support/log-cluster.ts';
 
 const IDS = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const [N1, N2, N3] = IDS;
@@ -128,17 +129,10 @@ class LogCluster {
     } else if (effect.kind === 'persist') {
       if (effect.compact) node.records = [effect.record];
       else node.records.push(effect.record);
-    } else if (effect.kind === 'apply') {
-      const op = effect.op as SingleKeyOp;
-      const outcome = applyToEntry(node.replica.get(op.key), op, { cas: effect.cas, nowMs: effect.nowMs });
-      if (outcome.write === null) node.replica.delete(op.key);
-      else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
-    } else if (effect.kind === 'reset') {
-      node.replica.clear();
-    } else if (effect.kind === 'put') {
-      for (const [key, entry] of effect.entries) node.replica.set(key, entry);
     } else if (effect.kind === 'fetch') {
       this.step(id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries: [...node.replica.entries()] });
+    } else {
+      carryOutOnMap(node.replica, effect);
     }
   }
 

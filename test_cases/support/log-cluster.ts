@@ -43,6 +43,20 @@ function describeMessage(message: LogMessage): string {
   }
 }
 
+/** Carries out a store effect (an apply, reset or put; anything else is not one) on a map standing for a replica. */
+export function carryOutOnMap(replica: Map<string, Entry>, effect: Effect<LogMessage>): void {
+  if (effect.kind === 'apply') {
+    const op = effect.op as SingleKeyOp;
+    const outcome = applyToEntry(replica.get(op.key), op, { cas: effect.cas, nowMs: effect.nowMs });
+    if (outcome.write === null) replica.delete(op.key);
+    else if (outcome.write !== undefined) replica.set(op.key, outcome.write);
+  } else if (effect.kind === 'reset') {
+    replica.clear();
+  } else if (effect.kind === 'put') {
+    for (const [key, entry] of effect.entries) replica.set(key, entry);
+  }
+}
+
 export class Cluster {
   nowMs = 1_000;
   readonly nodes = new Map<PeerId, Node>();
@@ -89,18 +103,13 @@ export class Cluster {
       else node.records.push(effect.record);
     } else if (effect.kind === 'apply') {
       if (this.applyTimesOut(id)) return;
-      const op = effect.op as SingleKeyOp;
-      const current = node.replica.get(op.key);
+      const current = node.replica.get((effect.op as SingleKeyOp).key);
       if (this.skipApplied && current !== undefined && current.cas >= effect.cas) return;
-      const outcome = applyToEntry(node.replica.get(op.key), op, { cas: effect.cas, nowMs: effect.nowMs });
-      if (outcome.write === null) node.replica.delete(op.key);
-      else if (outcome.write !== undefined) node.replica.set(op.key, outcome.write);
-    } else if (effect.kind === 'reset') {
-      node.replica.clear();
-    } else if (effect.kind === 'put') {
-      for (const [key, entry] of effect.entries) node.replica.set(key, entry);
+      carryOutOnMap(node.replica, effect);
     } else if (effect.kind === 'fetch') {
       this.step(id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries: [...node.replica.entries()] });
+    } else {
+      carryOutOnMap(node.replica, effect);
     }
   }
 
