@@ -69,6 +69,29 @@ describe("a holder's lease", () => {
     expect(leases.holdsAsLeader(1_150, 950, true)).toBe(false);
     expect(leases.holdsAsLeader(1_100, 950, false)).toBe(false);
   });
+
+  it('a clock jump (the machine was suspended) ends both, until asks and sends dated after it', () => {
+    const state = core();
+    const leases = new ReadLeases(state, LEASES);
+    leases.onGrant({ incarnation: 2, askedMs: 990, index: 0 });
+    expect(leases.holdsAsFollower(1_000)).toBe(true);
+    expect(leases.forget()).toBe(true);
+    expect(leases.holdsAsFollower(1_000)).toBe(false);
+    // A grant of an ask made before the jump (same millisecond included) is dated by a clock that lost time.
+    leases.onGrant({ incarnation: 2, askedMs: 1_000, index: 0 });
+    expect(leases.holdsAsFollower(1_000)).toBe(false);
+    state.nowMs = 1_010;
+    leases.onGrant({ incarnation: 2, askedMs: 1_001, index: 0 });
+    expect(leases.holdsAsFollower(1_010)).toBe(true);
+
+    state.role = 'leader';
+    state.nowMs = 1_020;
+    leases.forget();
+    expect(leases.holdsAsLeader(1_030, 1_020, true)).toBe(false);
+    expect(leases.holdsAsLeader(1_030, 1_021, true)).toBe(true);
+    state.role = 'follower';
+    expect(leases.forget()).toBe(false);
+  });
 });
 
 describe("the log's per-key index", () => {

@@ -7,6 +7,8 @@
  *   (Timed by the wall clock, it found its followers' last acks an hour old and stepped down.)
  * - Followers whose wall clocks jump an hour back still replace a killed leader within a few
  *   failure timeouts. (Timed by the wall clock, their election timers ran an hour longer.)
+ * - Under read leases, a follower whose wall clock jumps ahead of its monotonic clock (as on a
+ *   resume from a suspend) drops its lease and keeps answering every read with the latest write.
  */
 
 import { afterEach, describe, expect, it } from 'vitest';
@@ -15,6 +17,7 @@ import { Cluster } from '../src/jepsen/cluster.ts';
 import { WALL_CLOCK_REREAD_SECONDS } from '../src/jepsen/wall-clock.ts';
 import { findLeader, nowMs, selfStatus, sleep } from './support/fault-kit.ts';
 import { lastLine } from './support/text-request.ts';
+import { TextClient } from '../src/client/text-client.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 
 const HEARTBEAT_INTERVAL_MS = 50;
@@ -32,9 +35,9 @@ afterEach(async () => {
   cluster = null;
 });
 
-async function startCluster(mode: Mode): Promise<Cluster> {
+async function startCluster(mode: Mode, extraConfig: string[] = []): Promise<Cluster> {
   cluster = await Cluster.start({
-    mode, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, wallClockSteps: true,
+    mode, heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS, wallClockSteps: true, extraConfig,
   });
   return cluster;
 }
@@ -101,5 +104,38 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: the wall clock steps
     expect(servedAfterMs, 'no write stored after the leader was killed').not.toBeNull();
     expect(servedAfterMs).toBeLessThan(SERVE_BOUND_MS);
     expect(followers).toContain(await findLeader(running, followers, 5_000));
+  }, 60_000);
+});
+
+describe('linearizability with read leases: the wall clock runs ahead of the monotonic clock', () => {
+  it('a follower whose wall clock jumps ahead (as after a suspend) drops its lease and reads the latest write', async () => {
+    const running = await startCluster('linearizability', ['read_leases = on']);
+    const ids = running.nodes.map((node) => node.id);
+    const leader = await findLeader(running, ids, 10_000);
+    const follower = ids.find((id) => id !== leader) as string;
+    const from = running.logBytes(follower);
+
+    running.stepWallClock(follower, 60);
+    const stale: string[] = [];
+    const endMs = nowMs() + STEP_SETTLE_MS + 1000;
+    let writes = 0;
+    for (let i = 0; i < 1000 && (nowMs() < endMs || writes < WRITES_MIN); i++) {
+      expect(await lastLine(running.node(leader).clientPort, `set jump 0 0 ${String(i).length}\r\n${i}\r\n`, 'set')).toBe('STORED');
+      writes += 1;
+      const client = await TextClient.connect('127.0.0.1', running.node(follower).clientPort);
+      try {
+        const reply = await client.request('get jump\r\n', 'get');
+        const value = reply.values[0]?.value.toString() ?? `(${reply.lines.join(' ')})`;
+        if (value !== String(i)) stale.push(`wrote ${i}, read ${value}`);
+      } finally {
+        client.close();
+      }
+      await sleep(20);
+    }
+
+    expect(stale).toEqual([]);
+    const log = await running.logSince(follower, from, 'read lease dropped', 5_000);
+    expect(log, 'the follower did not drop its lease').not.toBeNull();
+    expect(log).toMatch(/aheadMs[^0-9]+(59\d{3}|60\d{3})/);
   }, 60_000);
 });

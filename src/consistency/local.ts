@@ -30,6 +30,8 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
         case 'tick':
           memory.peersUp(event.peersUp);
           return [];
+        case 'clock_jump':
+          return [];
         case 'request':
           break;
         default:

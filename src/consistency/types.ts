@@ -44,6 +44,13 @@ export type Event<M> =
    * a stall of the machine, a long GC pause); silence of peers over that time is not theirs.
    */
   | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[]; pausedMs?: number }
+  /**
+   * The wall clock ran `aheadMs` ahead of the monotonic clock since the controller last looked:
+   * the machine was suspended (its monotonic clock stood still while real time ran on) or its
+   * wall clock was stepped forward. Told before any event that follows; a mode that times read
+   * leases on the monotonic clock drops them (see src/runtime/clock.ts).
+   */
+  | { kind: 'clock_jump'; nowMs: number; aheadMs: number }
   /** Answer to a `fetch` effect. */
   | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[] }
   /** An `apply` or `put` effect with a token completed on the local replica. */

@@ -10,7 +10,7 @@
  * says when the replica must be rebuilt.
  */
 
-import { clockMs } from '../runtime/clock.ts';
+import { clockMs, takeClockJumpMs } from '../runtime/clock.ts';
 import { causalCommand } from './causal-commands.ts';
 import type { Effect, Event, Machine, Mode, PeerId } from '../consistency/types.ts';
 import { toOp } from './commands.ts';
@@ -338,6 +338,9 @@ export class Controller {
   private noticePause(): void {
     const pausedMs = this.network.excuseOwnPause();
     if (pausedMs > 0 && !this.stopped) this.queue.splice(this.queueHead, 0, this.tickEvent(pausedMs));
+    // A suspended machine's monotonic clock stood still: its read leases end before anything runs.
+    const aheadMs = takeClockJumpMs();
+    if (aheadMs > 0 && !this.stopped) this.queue.splice(this.queueHead, 0, { kind: 'clock_jump', nowMs: clockMs(), aheadMs });
   }
 
   private tickNow(pausedMs: number): void {

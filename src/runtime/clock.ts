@@ -12,6 +12,13 @@
  *
  * Invariants: never goes back; between two reads it advances as real time does, whatever the
  * wall clock does meanwhile. A step is seen only at the next start (as by memcached).
+ *
+ * One exception: Linux's monotonic clock stands still while the machine is suspended, when real
+ * time does not. Read leases rest on each controller's clock keeping pace with real time, so every
+ * read also compares the two clocks: the wall clock running ahead of the monotonic clock by more
+ * than its whole-millisecond steps and NTP's slewing explain means a suspend (or a forward step of
+ * the wall clock), and `takeClockJumpMs` reports it. A paused virtual machine whose clocks both
+ * stop shows nothing here (see the README's lease assumption).
  */
 
 import { performance } from 'node:perf_hooks';
@@ -19,7 +26,36 @@ import { performance } from 'node:perf_hooks';
 const wallAtStartMs = Date.now();
 const monotonicAtStartMs = performance.now();
 
+/**
+ * A forward jump of the wall clock against the monotonic one smaller than this is its 1 ms
+ * granularity or NTP's slewing (at most 0.5 ms a second); read_lease_margin_ms covers it.
+ */
+export const CLOCK_JUMP_MS_MIN = 5;
+/** How far the wall clock was ahead of the monotonic clock at the last look, ms. */
+let wallLeadMs = wallAtStartMs - monotonicAtStartMs;
+/** Forward jumps seen since the last `takeClockJumpMs`, ms. */
+let jumpedMs = 0;
+
+function lookForJump(monotonicMs: number): void {
+  const leadMs = Date.now() - monotonicMs;
+  if (leadMs - wallLeadMs > CLOCK_JUMP_MS_MIN) jumpedMs += leadMs - wallLeadMs;
+  wallLeadMs = leadMs;
+}
+
 /** Now, in ms since the epoch as the wall clock counted at start. */
 export function clockMs(): number {
-  return wallAtStartMs + Math.floor(performance.now() - monotonicAtStartMs);
+  const monotonicMs = performance.now();
+  lookForJump(monotonicMs);
+  return wallAtStartMs + Math.floor(monotonicMs - monotonicAtStartMs);
+}
+
+/**
+ * How far, in ms, the wall clock jumped ahead of the monotonic clock since the last call (0: it
+ * did not): the machine was suspended that long, or the wall clock was stepped forward.
+ */
+export function takeClockJumpMs(): number {
+  lookForJump(performance.now());
+  const taken = Math.round(jumpedMs);
+  jumpedMs = 0;
+  return taken;
 }

@@ -158,6 +158,9 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.memory.peersUp(event.peersUp);
         this.onTick(event.peersUp, out);
         break;
+      case 'clock_jump':
+        // Nothing here is timed by a lease.
+        break;
       case 'fetched':
         this.onFetched(event.token, event.entries, out);
         break;

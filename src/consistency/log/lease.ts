@@ -11,8 +11,11 @@
  * so no message delay lengthens it. The leader's own lease runs from the sending of an append a
  * follower acked. A new leader honours every peer for a guard from its election: an older
  * leader's lease, or one it granted, was dated before a node of the new majority left its term.
+ * A clock jump (the machine was suspended: its monotonic clock stood still while the others ran
+ * on) ends every lease dated before it: the holder's clock lost that time.
  * Invariants: a lease is used only in the term (and the role) it was granted in, and in one
- * process lifetime; a grant is used only once the holder knows its index committed.
+ * process lifetime; a grant is used only once the holder knows its index committed; nothing
+ * dated at or before the last clock jump counts.
  */
 
 import type { LogCore } from './core.ts';
@@ -43,6 +46,8 @@ export class ReadLeases {
   readonly guardMs: number;
   /** Our grant as a follower: the term it came in, and the grant. */
   private held: { term: number; grant: LeaseGrant } | null = null;
+  /** The last clock jump, our clock: asks and confirmations dated at or before it count for nothing. */
+  private jumpedAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly core: LogCore,
@@ -60,10 +65,21 @@ export class ReadLeases {
   onGrant(grant: LeaseGrant): void {
     const core = this.core;
     // Only our own asks of this process lifetime: a restarted node holds no lease until asked anew.
-    if (grant.incarnation !== core.incarnation || grant.askedMs > core.nowMs) return;
+    if (grant.incarnation !== core.incarnation || grant.askedMs > core.nowMs || grant.askedMs <= this.jumpedAtMs) return;
     const held = this.held;
     if (held !== null && held.term === core.term && held.grant.askedMs >= grant.askedMs) return;
     this.held = { term: core.term, grant };
+  }
+
+  /**
+   * The clock jumped (see the header): drop what we hold, as the leader and as a follower, until
+   * asks and confirmations dated after now renew it. Whether we held anything.
+   */
+  forget(): boolean {
+    const held = this.held !== null || this.core.role === 'leader';
+    this.held = null;
+    this.jumpedAtMs = this.core.nowMs;
+    return held;
   }
 
   /** Whether our follower's lease lets a read arriving at `atMs` be served locally. */
@@ -79,6 +95,7 @@ export class ReadLeases {
    * majority (with itself) acked in this term; `termStarted` — its first entry is committed.
    */
   holdsAsLeader(atMs: number, confirmedSentMs: number, termStarted: boolean): boolean {
-    return this.core.role === 'leader' && termStarted && atMs < confirmedSentMs + this.options.leaseMs;
+    if (this.core.role !== 'leader' || !termStarted || confirmedSentMs <= this.jumpedAtMs) return false;
+    return atMs < confirmedSentMs + this.options.leaseMs;
   }
 }

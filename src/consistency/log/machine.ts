@@ -182,6 +182,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         // Fallback: a controller that never flushes still sends within a tick.
         this.flushOutgoing();
         break;
+      case 'clock_jump':
+        if (this.leases?.forget() === true) this.note('warn', 'read lease dropped: the wall clock ran ahead of the monotonic clock (machine suspended, or clock stepped)', { aheadMs: event.aheadMs });
+        break;
       case 'fetched':
         if (!this.compaction.onFetched(event.token)) this.transfer.onFetched(event.token, event.entries);
         break;
