@@ -44,7 +44,7 @@ export interface BenchSettings {
   walSync: WalSync;
   /** The mckv clusters' config.ini cpu_scheduling. */
   cpuScheduling: CpuScheduling;
-  /** The mckv clusters' config.ini read_leases (on: linearizable reads under read leases). */
+  /** The mckv clusters' config.ini read_leases (true: on, linearizable reads under read leases). */
   readLeases: boolean;
 }
 
@@ -66,7 +66,7 @@ const USAGE = `usage: npm run bench -- [options]
   --wal-sync S          the mckv clusters' wal_sync: fsync or write (default write, as the product's; see the README)
   --cpu-scheduling S    the mckv controllers' cpu_scheduling: batch or normal (default batch; the
                         other targets always run with the system's default; see the README)
-  --read-leases         the mckv clusters run with read_leases = on (default off; see the README)
+  --read-leases S       the mckv clusters' read_leases: on or off (default on, as the product's; see the README)
   --out DIR             report folder (default reports/bench-<timestamp>)
   --help                this text
 
@@ -125,7 +125,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
         out: { type: 'string' },
         'wal-sync': { type: 'string' },
         'cpu-scheduling': { type: 'string' },
-        'read-leases': { type: 'boolean' },
+        'read-leases': { type: 'string' },
       },
     }).values;
   } catch (error) {
@@ -145,8 +145,9 @@ export function parseBenchArgs(argv: string[]): Parsed {
   const valueBytes = parsePositive(values['value-bytes'], 100, 'value-bytes', true);
   const protocol = values.protocol ?? 'text';
   const walSync = values['wal-sync'] ?? 'write';
+  const readLeases = values['read-leases'] ?? 'on';
   const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
-  const choices = [choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling')];
+  const choices = [choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling'), choiceProblem(readLeases, ['on', 'off'], 'read-leases')];
   for (const problem of [targets, workloads, rounds, durationS, warmupS, keyCount, valueBytes, ...choices]) {
     if (typeof problem === 'string') return { kind: 'invalid', message: problem };
   }
@@ -166,7 +167,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
       failureTimeoutMs: 1000,
       walSync: walSync as WalSync,
       cpuScheduling: cpuScheduling as CpuScheduling,
-      readLeases: values['read-leases'] === true,
+      readLeases: readLeases === 'on',
     },
   };
 }

@@ -73,7 +73,7 @@ export interface TargetOptions {
   walSync?: WalSync;
   /** config.ini cpu_scheduling of the mckv clusters (default batch). */
   cpuScheduling?: CpuScheduling;
-  /** config.ini read_leases of the mckv clusters (default off). */
+  /** config.ini read_leases of the mckv clusters (default true: on, as the product's). */
   readLeases?: boolean;
 }
 
@@ -226,7 +226,7 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     failureTimeoutMs: options.failureTimeoutMs,
     walSync: options.walSync,
     cpuScheduling: options.cpuScheduling,
-    extraConfig: options.readLeases === true ? ['read_leases = on'] : [],
+    extraConfig: [`read_leases = ${options.readLeases === false ? 'off' : 'on'}`],
   });
   const controllers = cluster.nodes.map((node) => ({ label: node.id, port: node.clientPort }));
   return {

@@ -33,12 +33,13 @@ describe('config.ini', () => {
     expect(Object.isFrozen(config)).toBe(true);
   });
 
-  it('read leases: off by default; on with their timing (lease 500 ms, drift 1%, margin 10 ms unless set)', () => {
-    expect(parseConfig(valid, 'cluster.ini').readLeases).toBeNull();
-    const on = parseConfig(valid.replace('[cluster]\n', '[cluster]\nread_leases = on\n'), 'cluster.ini');
-    expect(on.readLeases).toEqual({ leaseMs: 500, clockDriftPpmMax: 10_000, marginMs: 10 });
-    const tuned = '[cluster]\nread_leases = on\nread_lease_ms = 300\nclock_drift_ppm_max = 500\nread_lease_margin_ms = 2\n';
-    expect(parseConfig(valid.replace('[cluster]\n', tuned), 'cluster.ini').readLeases).toEqual({ leaseMs: 300, clockDriftPpmMax: 500, marginMs: 2 });
+  it('read leases: on by default with their timing (lease 500 ms or two heartbeats, drift 1%, margin 10 ms unless set); off', () => {
+    expect(parseConfig(valid, 'cluster.ini').readLeases).toEqual({ leaseMs: 500, clockDriftPpmMax: 10_000, marginMs: 10 });
+    expect(parseConfig(valid.replace('[cluster]\n', '[cluster]\nread_leases = off\n'), 'cluster.ini').readLeases).toBeNull();
+    const slow = parseConfig(valid.replace('heartbeat_interval_ms = 50', 'heartbeat_interval_ms = 400').replace('failure_timeout_ms = 400', 'failure_timeout_ms = 2000'), 'cluster.ini');
+    expect(slow.readLeases?.leaseMs).toBe(800);
+    const tuned = '[cluster]\nread_leases = on\nread_lease_ms = 300\nclock_drift_ppm_max = 500\nread_lease_margin_ms = 6\n';
+    expect(parseConfig(valid.replace('[cluster]\n', tuned), 'cluster.ini').readLeases).toEqual({ leaseMs: 300, clockDriftPpmMax: 500, marginMs: 6 });
   });
 
   it.each([
@@ -51,6 +52,7 @@ describe('config.ini', () => {
     ['no nodes', '[cluster]\nconsistency = eventual\n', /no \[node.<id>\] sections/],
     ['an unknown wal_sync', valid.replace('[cluster]\n', '[cluster]\nwal_sync = never\n'), /wal_sync: unknown value 'never' \(expected fsync or write\)/],
     ['an unknown read_leases', valid.replace('[cluster]\n', '[cluster]\nread_leases = yes\n'), /read_leases: unknown value 'yes' \(expected on or off\)/],
+    ['a lease margin below the clock jump threshold', valid.replace('[cluster]\n', '[cluster]\nread_lease_margin_ms = 2\n'), /read_lease_margin_ms/],
     ['a read lease shorter than two heartbeats', valid.replace('[cluster]\n', '[cluster]\nread_leases = on\nread_lease_ms = 60\n'), /read_lease_ms \(60\) must be at least twice heartbeat_interval_ms \(50\)/],
     ['a drift bound of 10% or more', valid.replace('[cluster]\n', '[cluster]\nclock_drift_ppm_max = 200000\n'), /clock_drift_ppm_max = '200000' is not a whole number from 0 to 100000/],
     ['an unknown cpu_scheduling', valid.replace('[cluster]\n', '[cluster]\ncpu_scheduling = realtime\n'), /cpu_scheduling: unknown value 'realtime' \(expected batch or normal\)/],

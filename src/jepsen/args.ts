@@ -30,7 +30,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('heal-ms', { type: 'number', default: 2000, describe: 'mean length of a heal window' })
       .option('compact-after', { type: 'number', default: 10_000, describe: 'compact each log once this many applied entries follow its snapshot (small: rebuilds need state transfers)' })
       .option('wal-sync', { choices: WAL_SYNCS, default: 'write' as const, describe: 'how far a write-ahead record goes before what depends on it leaves a controller (config.ini wal_sync)' })
-      .option('read-leases', { type: 'boolean', default: false, describe: 'config.ini read_leases = on: linearizable reads served locally under read leases' })
+      .option('read-leases', { type: 'boolean', default: true, describe: 'config.ini read_leases (--no-read-leases: off): linearizable reads served locally under read leases' })
       .option('call-timeout-ms', { type: 'number', default: 1000, describe: 'a call with no reply after this long is indeterminate' })
       .option('check-timeout-ms', { type: 'number', default: 60_000, describe: 'checker budget; past it the verdict is unknown' })
       .option('unsafe-no-replication', { type: 'boolean', default: false, hidden: true, describe: 'run the deliberately broken cluster' })

@@ -61,7 +61,7 @@ export interface RunSummary {
   pipeline: number;
   /** config.ini wal_sync of the cluster (absent from a summary that does not name it: fsync). */
   walSync?: 'fsync' | 'write';
-  /** config.ini read_leases = on (absent: off). */
+  /** A linearizability run with config.ini read_leases = on (absent: off, or another mode, which ignores it). */
   readLeases?: true;
   keys: number;
   /** A bulk run: how many of the clients were bulk loaders, and the sets each kept in flight. */

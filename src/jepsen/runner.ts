@@ -66,7 +66,7 @@ export interface JepsenOptions {
   compactAfterEntries?: number;
   /** config.ini wal_sync (default write, as the product's). */
   walSync?: WalSync;
-  /** config.ini read_leases = on (default off). */
+  /** config.ini read_leases (default true: on, as the product ships). */
   readLeases?: boolean;
   /** Memory of each memcached, MB (its -m; default 256): the `backend-fill` fault fills all of it. */
   memcachedMemoryMb?: number;
@@ -132,7 +132,7 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
       mode: resolved.mode, backend: resolved.backend, proxies: true, replication: resolved.replication,
       heartbeatIntervalMs: resolved.heartbeatIntervalMs, failureTimeoutMs: resolved.failureTimeoutMs,
       compactAfterEntries: resolved.compactAfterEntries, walSync: resolved.walSync,
-      extraConfig: resolved.readLeases ? ['read_leases = on'] : [],
+      extraConfig: [`read_leases = ${resolved.readLeases ? 'on' : 'off'}`],
       memcachedMemoryMb: resolved.memcachedMemoryMb,
       wallClockSteps: resolved.nemesis.includes('clock'),
       diskStalls: resolved.nemesis.includes('disk-stall'),
@@ -160,7 +160,7 @@ function resolveOptions(options: JepsenOptions): Resolved {
     nemesis: [], timeMs: 10_000, clients: 6, keys: 3, pipeline: 1, seed: Date.now() % 2 ** 31,
     workload: 'mixed', bulkClients: Math.ceil((options.clients ?? 6) / 2), bulkDepth: 256,
     backend: 'memcache', replication: true, heartbeatIntervalMs: 50, failureTimeoutMs: 500, compactAfterEntries: 10_000, walSync: 'write',
-    readLeases: false, memcachedMemoryMb: 256, callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
+    readLeases: true, memcachedMemoryMb: 256, callTimeoutMs: 1000, thinkMs: 10, faultMs: 3000, healMs: 2000, opWeights: DEFAULT_OP_WEIGHTS,
     checkTimeoutMs: 60_000, settleTimeoutMs: 20_000, convergenceTimeoutMs: 15_000,
     log: () => undefined,
     ...definedOnly(options),
@@ -448,7 +448,7 @@ function finish(options: Resolved, phase: PhaseResult, check: CheckResult, conve
   const exitCode = ({ ok: 0, violation: 1, unknown: 2 } as const)[check.verdict];
   const summary: RunSummary = {
     mode: options.mode, nemesis: [...options.nemesis], seed: options.seed, clients: options.clients, pipeline: options.pipeline,
-    keys: options.keys, walSync: options.walSync, ...(options.readLeases ? { readLeases: true as const } : {}),
+    keys: options.keys, walSync: options.walSync, ...(options.readLeases && options.mode === 'linearizability' ? { readLeases: true as const } : {}),
     ...(options.bulkClients > 0 ? { bulk: { clients: options.bulkClients, depth: options.bulkDepth } } : {}),
     durationMs: Math.round(phase.durationMs), verdict: check.verdict, exitCode,
     checker: checkerName(options.mode),

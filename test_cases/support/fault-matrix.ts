@@ -64,13 +64,13 @@ export interface RunOptions {
   /** Runs default to `fsync`, so that disk-stall (which delays fsyncs) bites. */
   walSync?: WalSync;
   windows?: { faultMs: number; healMs: number };
-  /** linearizability: config.ini read_leases = on. */
+  /** linearizability: config.ini read_leases (default on, as the product ships). */
   readLeases?: boolean;
 }
 
 async function run(scratch: string, options: RunOptions): Promise<RunResult> {
-  const { mode, nemesis, timeMs, seed, pipeline = 1, keys = 3, walSync = 'fsync', windows = SHORT_WINDOWS, readLeases = false } = options;
-  const reportDir = path.join(scratch, `${mode}-${nemesis.join('+')}-${seed}${pipeline > 1 ? `-pipeline${pipeline}` : ''}-${walSync}${readLeases ? '-leases' : ''}`);
+  const { mode, nemesis, timeMs, seed, pipeline = 1, keys = 3, walSync = 'fsync', windows = SHORT_WINDOWS, readLeases = true } = options;
+  const reportDir = path.join(scratch, `${mode}-${nemesis.join('+')}-${seed}${pipeline > 1 ? `-pipeline${pipeline}` : ''}-${walSync}${readLeases ? '' : '-no-leases'}`);
   mkdirSync(reportDir, { recursive: true });
   const startMs = performance.now();
   const log = (line: string): void => appendFileSync(path.join(reportDir, 'progress.log'), `${((performance.now() - startMs) / 1000).toFixed(1)}s ${line}\n`);
