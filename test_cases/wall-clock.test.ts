@@ -107,6 +107,19 @@ describe.each<Mode>(['linearizability', 'sequential'])('%s: the wall clock steps
   }, 60_000);
 });
 
+async function followerStats(port: number): Promise<Map<string, string>> {
+  const client = await TextClient.connect('127.0.0.1', port);
+  try {
+    const reply = await client.request('stats\r\n', 'stats');
+    return new Map(reply.lines.filter((line) => line.startsWith('STAT ')).map((line) => {
+      const [, name = '', value = ''] = line.split(' ');
+      return [name, value] as [string, string];
+    }));
+  } finally {
+    client.close();
+  }
+}
+
 describe('linearizability with read leases: the wall clock runs ahead of the monotonic clock', () => {
   it('a follower whose wall clock jumps ahead (as after a suspend) drops its lease and reads the latest write', async () => {
     const running = await startCluster('linearizability', ['read_leases = on']);
@@ -137,5 +150,9 @@ describe('linearizability with read leases: the wall clock runs ahead of the mon
     const log = await running.logSince(follower, from, 'read lease dropped', 5_000);
     expect(log, 'the follower did not drop its lease').not.toBeNull();
     expect(log).toMatch(/aheadMs[^0-9]+(59\d{3}|60\d{3})/);
+    // `stats` counts the jump, and shows the lease renewed by the heartbeats since.
+    const stats = await followerStats(running.node(follower).clientPort);
+    expect(Number(stats.get('mckv_clock_jumps'))).toBeGreaterThanOrEqual(1);
+    expect(stats.get('mckv_read_lease')).toBe('held');
   }, 60_000);
 });

@@ -168,6 +168,8 @@ export interface MachineStatus {
   queueDepth: number;
   /** Peer messages dropped since start: malformed, or impossible from a correct peer. */
   invalidPeerMessages: number;
+  /** Linearizability with read leases on: whether this node holds one now (absent: leases off). */
+  readLease?: 'held' | 'none';
 }
 
 export interface Machine<M> {

@@ -6,7 +6,7 @@
  * it keeps. The `mckv_*` lines themselves are made in ./stats.ts.
  */
 
-import { clockMs } from '../runtime/clock.ts';
+import { clockJumpsSeen, clockMs } from '../runtime/clock.ts';
 import type { Machine, Mode } from '../consistency/types.ts';
 import type { PeerNetwork } from '../peer/network.ts';
 import type { ProtocolServer } from '../protocol/server.ts';
@@ -113,6 +113,8 @@ export class ControllerStatus {
       ['mckv_backend', this.sources.backend],
       ['mckv_backend_ok', watch.current().ok ? '1' : '0'],
       ...peerStatsLines(network, status.invalidPeerMessages),
+      ['mckv_read_lease', status.readLease ?? 'off'],
+      ['mckv_clock_jumps', String(clockJumpsSeen())],
       ...walStatsLines(durability.stats(clockMs())),
       ...server.statsLines(),
       ...cacheStatsLines(replica),

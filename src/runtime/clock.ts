@@ -33,13 +33,22 @@ const monotonicAtStartMs = performance.now();
 export const CLOCK_JUMP_MS_MIN = 5;
 /** How far the wall clock was ahead of the monotonic clock at the last look, ms. */
 let wallLeadMs = wallAtStartMs - monotonicAtStartMs;
-/** Forward jumps seen since the last `takeClockJumpMs`, ms. */
+/** Forward jumps seen since the last `takeClockJumpMs`, ms; and how many since start. */
 let jumpedMs = 0;
+let jumps = 0;
 
 function lookForJump(monotonicMs: number): void {
   const leadMs = Date.now() - monotonicMs;
-  if (leadMs - wallLeadMs > CLOCK_JUMP_MS_MIN) jumpedMs += leadMs - wallLeadMs;
+  if (leadMs - wallLeadMs > CLOCK_JUMP_MS_MIN) {
+    jumpedMs += leadMs - wallLeadMs;
+    jumps += 1;
+  }
   wallLeadMs = leadMs;
+}
+
+/** Forward jumps of the wall clock against the monotonic one seen since start (for `stats`). */
+export function clockJumpsSeen(): number {
+  return jumps;
 }
 
 /** Now, in ms since the epoch as the wall clock counted at start. */

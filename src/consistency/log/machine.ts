@@ -226,6 +226,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       applied: String(this.appliedIndex),
       queueDepth: this.requests.size,
       invalidPeerMessages: this.droppedCount,
+      ...(this.leases === null ? {} : { readLease: this.leaseCovers(this.nowMs) ? 'held' : 'none' }),
     };
   }
 
