@@ -37,6 +37,12 @@
  * of its keys, as in the controller; a get is judged per key (its key unchanged between where it
  * was served and every op completed before it started: linearizability, which is local).
  *
+ * Suspends (option `suspends`, read leases only): one node's whole machine at a time sleeps now and
+ * then (a laptop, a paused VM): it runs nothing, takes no message or request, and its monotonic
+ * clock stands still, so on waking it still trusts a lease the others have long let run out. Its
+ * controller may notice the wall clock ran ahead and tell the machine (`clock_jump`) before
+ * anything else. Its links wake up to 100 ms after it, so clients' requests may come first.
+ *
  * Every replica lost (option `emptyAll`): every node's backend restarts empty around one moment
  * (maybe with a node crash nearby), so once the log was compacted nobody can rebuild from a peer
  * and the leader starts over (the machine's `startOverIfEveryReplicaLost`). What was applied only
@@ -133,6 +139,20 @@ export interface SimOptions {
   powerLoss?: boolean;
   /** With `powerLoss`: nodes trust their records after one anyway (no recovery), to show what it prevents. */
   trustAfterPowerLoss?: boolean;
+  /** Whole machines suspended now and then in the faulty phase (see `SuspendOptions`). */
+  suspends?: SuspendOptions | null;
+}
+
+/** A live node's machine sleeps for 20 ms up to `durationMsMax`, its clock stopped meanwhile. */
+export interface SuspendOptions {
+  /** How often a suspend starts, across the cluster (none while a node sleeps). */
+  perSecond: number;
+  durationMsMax: number;
+  /**
+   * Its controller notices the wall clock ran ahead on waking and steps a `clock_jump` first;
+   * false: nothing tells it (as when a paused VM's wall clock stopped too).
+   */
+  notice: boolean;
 }
 
 /**
@@ -238,6 +258,8 @@ export interface SimResult {
   leaseReads: number;
   /** Crashes that were power losses (`powerLoss`). */
   powerLosses: number;
+  /** Machines suspended (`suspends`). */
+  suspends: number;
 }
 
 /** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
@@ -383,6 +405,10 @@ interface SimNode {
   lostPower: boolean;
   /** It booted before: its write-ahead file exists. */
   booted: boolean;
+  /** `suspends`: its machine sleeps from `sinceMs` to `untilMs` (null: awake). */
+  suspension: { sinceMs: number; untilMs: number } | null;
+  /** `suspends`: peers' messages due before this reach it only then (its links wake after it, in order). */
+  peersHeldUntilMs: number;
 }
 
 /**
@@ -396,6 +422,11 @@ type ReplicaTrust = 'trusted' | 'suspect' | 'told' | 'restarted';
 
 /** The store effects a backend carries out (the others are sends, replies, notes). */
 type StoreEffect = Extract<OutwardEffect, { kind: 'apply' | 'put' | 'fetch' | 'read' | 'purge' | 'reset' }>;
+
+/** A suspend lasts at least this long. */
+const SUSPEND_MIN_MS = 20;
+/** A sleeper's links wake up to this long after it (its peers' retransmit timers had backed off). */
+const SUSPEND_LINK_WAKE_MS_MAX = 100;
 
 /** The machine is told this long (1 ms up to this) after a store effect failed. */
 const UNTRUSTED_RESET_DELAY_MAX_MS = 50;
@@ -492,12 +523,18 @@ export class LogSimulation {
   private readonly requestBoundMs: number;
   /** `readLeases`: clock origins and rates come from their own stream. */
   private readonly clockRandom: () => number;
+  /** `suspends`: its own stream too. */
+  private readonly suspendRandom: () => number;
   /** `everyNodeAtMs`: when every node's next store effect may be made to fail (null once armed). */
   private everyNodeFailAnchorMs: number | null = null;
   /** When every replica was first untrusted at once (null: never). */
   private everyUntrustedAtMs: number | null = null;
 
   constructor(options: SimOptions) {
+    // A stopped clock endangers read leases only (and without them, checks take nodes' clocks for simulated time).
+    if ((options.suspends ?? null) !== null && (options.mode !== 'linearizability' || (options.readLeases ?? null) === null)) {
+      throw new Error('suspends model a read-lease run (linearizability)');
+    }
     this.options = options;
     this.random = mulberry32(options.seed);
     this.faultsOn = options.faults;
@@ -520,6 +557,7 @@ export class LogSimulation {
     this.junkRandom = mulberry32((options.seed ^ 0x6a09e667) >>> 0);
     this.pingRandom = mulberry32((options.seed ^ 0x3c6ef372) >>> 0);
     this.clockRandom = mulberry32((options.seed ^ 0x510e527f) >>> 0);
+    this.suspendRandom = mulberry32((options.seed ^ 0x9b05688c) >>> 0);
     const driftPpm =
       options.readLeases === undefined || options.readLeases === null ? 0 : (options.clockDriftPpm ?? options.readLeases.clockDriftPpmMax);
     this.requestBoundMs = Math.ceil(REQUEST_BOUND_MS / (1 - driftPpm / 1_000_000));
@@ -534,7 +572,7 @@ export class LogSimulation {
       heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null,
       convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0,
       crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0,
-      powerLosses: 0,
+      powerLosses: 0, suspends: 0,
     };
     for (const node of this.nodes) this.boot(node);
   }
@@ -653,6 +691,8 @@ export class LogSimulation {
       boot: 1,
       lostPower: false,
       booted: false,
+      suspension: null,
+      peersHeldUntilMs: 0,
     };
   }
 
@@ -731,7 +771,11 @@ export class LogSimulation {
       client.sessionPosition = 0;
     }
     node.requests.clear();
+    // An emptied backend the machine was not told of yet (it slept): told at boot.
+    if (node.localEvents.some(({ event }) => event.kind === 'backend_reset' && event.emptied)) node.replicaLost = true;
     node.localEvents = [];
+    node.suspension = null;
+    node.peersHeldUntilMs = 0;
     node.downUntilMs = this.nowMs + 100 + Math.floor(this.random() * 1500);
     if (this.distrusted(node)) this.result.crashesWhileUntrusted += 1;
     if (this.options.powerLoss === true && !keepReplica && this.random() < 0.5 && this.nodes.every((other) => !other.lostPower)) {
@@ -781,6 +825,10 @@ export class LogSimulation {
     let next = this.nowMs + TICK_MS;
     for (const flight of this.flights) next = Math.min(next, flight.atMs);
     for (const node of this.nodes) {
+      if (node.suspension !== null) {
+        next = Math.min(next, node.suspension.untilMs);
+        continue;
+      }
       next = Math.min(next, node.machine === null ? node.downUntilMs : node.nextTickMs);
       const diskDueMs = node.disk.dueMs();
       if (diskDueMs !== null) next = Math.min(next, diskDueMs);
@@ -819,6 +867,10 @@ export class LogSimulation {
       if (node.downUntilMs <= this.nowMs && mayBoot) this.boot(node);
       return;
     }
+    if (node.suspension !== null) {
+      if (node.suspension.untilMs > this.nowMs) return;
+      this.resume(node, node.suspension.sinceMs);
+    }
     node.disk.completeDue(this.nowMs);
     if (node.resetDueMs !== null && node.resetDueMs <= this.nowMs) this.tellUntrusted(node);
     const due = node.localEvents.filter((local) => local.atMs <= this.nowMs);
@@ -837,6 +889,11 @@ export class LogSimulation {
     this.flights = this.flights.filter((flight) => flight.atMs > this.nowMs);
     for (const flight of due) {
       const node = this.node(flight.to);
+      if (flight.atMs < node.peersHeldUntilMs) {
+        // Its links are still asleep (see suspend).
+        this.flights.push({ ...flight, atMs: node.peersHeldUntilMs });
+        continue;
+      }
       if (node.machine === null || this.cut.has(`${flight.from}>${flight.to}`)) continue;
       if (flight.junk === true) {
         this.deliverJunk(node, flight);
@@ -862,6 +919,11 @@ export class LogSimulation {
   private stepNode(node: SimNode, event: Event<LogMessage>): void {
     const machine = node.machine;
     if (machine === null) return;
+    if (node.suspension !== null) {
+      // Due now, so taken on waking (whose turn ends with a flush of its own).
+      if (event.kind !== 'flush') node.localEvents.push({ atMs: this.nowMs, event });
+      return;
+    }
     const wasLeader = machine.inspect().role === 'leader';
     const effects = machine.step({ ...event, nowMs: this.localMs(node, event.nowMs) });
     if (!wasLeader && machine.inspect().role === 'leader') this.result.elections += 1;
@@ -896,7 +958,7 @@ export class LogSimulation {
 
   /** The end of a turn: what a node wrote goes out as one batch (unless one is on its way). */
   private settle(node: SimNode): void {
-    if (node.machine !== null) node.gate.writeAppended();
+    if (node.machine !== null && node.suspension === null) node.gate.writeAppended();
   }
 
   /** Runs `step` once everything the node issued so far ran (at once when nothing waits). */
@@ -1318,7 +1380,7 @@ export class LogSimulation {
     if (this.clientsPaused) return;
     for (const client of this.clients) {
       if (client.busy || client.nextMs > this.nowMs) continue;
-      const live = this.nodes.filter((node) => node.machine !== null);
+      const live = this.nodes.filter((node) => node.machine !== null && node.suspension === null);
       if (live.length === 0) continue;
       const sticky = this.options.mode === 'sequential' ? live.find((node) => node.id === client.node) : undefined;
       const node = sticky ?? itemAt(live, Math.floor(this.random() * live.length));
@@ -1541,7 +1603,7 @@ export class LogSimulation {
   // ------------------------------------------------------------ faults
 
   private injectFaults(): void {
-    const perStep = (perSecond: number): boolean => this.random() < (perSecond * TICK_MS) / 1000 / 3;
+    const perStep = (perSecond: number, random = this.random): boolean => random() < (perSecond * TICK_MS) / 1000 / 3;
     if (perStep(this.rates.partitionPerSecond)) this.togglePartition();
     if (perStep(this.rates.crashPerSecond)) {
       // Half the crashes wait for a node with records no fsync covers yet (see crashExposed).
@@ -1555,6 +1617,35 @@ export class LogSimulation {
         else this.emptyOnceIssued(node, () => this.stepNode(node, { kind: 'backend_reset', nowMs: this.nowMs, emptied: true }));
       }
     }
+    const suspends = this.options.suspends ?? null;
+    if (suspends !== null && perStep(suspends.perSecond, this.suspendRandom)) this.suspend(suspends.durationMsMax);
+  }
+
+  /**
+   * A live node falls asleep, one at a time: the others keep serving, so the sleeper wakes to
+   * something to be stale about. It runs nothing until it wakes (see runNode).
+   */
+  private suspend(durationMsMax: number): void {
+    const live = this.nodes.filter((node) => node.machine !== null);
+    if (live.length === 0 || this.nodes.some((node) => node.suspension !== null)) return;
+    const node = itemAt(live, Math.floor(this.suspendRandom() * live.length));
+    const spanMs = SUSPEND_MIN_MS + Math.floor(this.suspendRandom() * (durationMsMax - SUSPEND_MIN_MS + 1));
+    node.suspension = { sinceMs: this.nowMs, untilMs: this.nowMs + spanMs };
+    this.result.suspends += 1;
+    node.peersHeldUntilMs = node.suspension.untilMs + 1 + Math.floor(this.suspendRandom() * SUSPEND_LINK_WAKE_MS_MAX);
+  }
+
+  /**
+   * The node wakes: its clock goes on from where it stopped, and its requests' time asleep does
+   * not count against the request bound (the machine times them on that clock). If the controller
+   * notices, the machine hears of the jump before anything else.
+   */
+  private resume(node: SimNode, sinceMs: number): void {
+    const spanMs = this.nowMs - sinceMs;
+    node.suspension = null;
+    node.clock.originMs -= Math.floor(spanMs * node.clock.rate);
+    for (const request of node.requests.values()) request.invokedMs += spanMs;
+    if (this.options.suspends?.notice === true) this.stepNode(node, { kind: 'clock_jump', nowMs: this.nowMs, aheadMs: spanMs });
   }
 
   /**
@@ -1564,7 +1655,9 @@ export class LogSimulation {
    */
   private crashExposed(): void {
     if (!this.crashArmed || !this.faultsOn) return;
-    const exposed = this.nodes.filter((node) => node.machine !== null && node.gate.stats(this.nowMs).recordsWaiting > 0);
+    const exposed = this.nodes.filter(
+      (node) => node.machine !== null && node.suspension === null && node.gate.stats(this.nowMs).recordsWaiting > 0,
+    );
     const victim = exposed.find((node) => node.machine?.inspect().role === 'leader') ?? exposed[0];
     if (victim === undefined) return;
     this.crashArmed = false;
@@ -1593,6 +1686,7 @@ export class LogSimulation {
     this.rates.duplicate = 0;
     for (const node of this.nodes) {
       node.downUntilMs = Math.min(node.downUntilMs, this.nowMs);
+      if (node.suspension !== null) node.suspension.untilMs = Math.min(node.suspension.untilMs, this.nowMs);
       // Failures strike in the faulty phase only: an armed store failure not yet struck is off.
       node.failNext = false;
     }
@@ -1661,6 +1755,8 @@ export class LogSimulation {
       }
       // With every record durable, all the machine believes rests on durable state.
       if (node.gate.stats(this.nowMs).recordsWaiting === 0) this.checkCommitted(node, view, view.commitIndex);
+      // Asleep, a node answers nothing (its requests' bound resumes with it: see resume).
+      if (node.suspension !== null) continue;
       for (const [requestId, request] of node.requests) {
         if (this.nowMs - request.invokedMs > this.requestBoundMs) throw new Error(`${node.id} left request ${requestId} unanswered`);
       }
