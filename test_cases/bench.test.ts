@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, parseWorkload, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
-import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type BenchReport, type RunSample } from '../bench/report.ts';
+import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type BenchReport, type CellSummary, type RunSample } from '../bench/report.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 import { eventually } from './support/fault-kit.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
@@ -225,6 +225,26 @@ describe('report', () => {
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('0.70');
     expect(svg).not.toContain('<note>');
+  });
+
+  it("judges a linearizable get's p50 against a sequential get's, and an ordered write's CPU", () => {
+    const cell = (target: CellSummary['target'], workload: CellSummary['workload'], getP50Us: number | null, cpuUsPerOp: number | null): CellSummary => ({
+      target, workload, rounds: 1, opsPerSecond: 1000, ratio: 0.5, p50Us: 100, p99Us: 200, p999Us: 300, p99Ratio: 2,
+      byKind: { get: { p50Us: getP50Us, p99Us: null }, set: { p50Us: null, p99Us: null } },
+      cpuCores: 1, cpuUsPerOp, switchesPerOp: 1, loadgenCpuCores: 0.5, processes: [], errors: 0, misses: 0, failures: 0,
+    });
+    const summary = [
+      cell('linearizability', 'mix-16x1', 520, 90), cell('sequential', 'mix-16x1', 400, 80),
+      cell('linearizability', 'set-16x1', null, 240), cell('sequential', 'set-16x1', null, 149.5),
+    ];
+    const verdicts = judgeGoals(summary, ['linearizability', 'sequential'], ['mix-16x1', 'set-16x1']).filter((goal) => !goal.goal.startsWith('ops/s'));
+    expect(verdicts.map((goal) => [goal.target, goal.workload, goal.status, goal.detail])).toEqual([
+      ['linearizability', 'mix-16x1', 'met', '520 µs against 400 µs, 1.300×'],
+      ['sequential', 'set-16x1', 'met', '149.5 µs'],
+      ['linearizability', 'set-16x1', 'not met', '240.0 µs'],
+    ]);
+    // Without the sequential run there is nothing to compare with: the goal does not apply.
+    expect(judgeGoals(summary, ['linearizability'], ['mix-16x1']).map((goal) => goal.goal)).toEqual(['ops/s ≥ 0.35× direct (mix-16x1)']);
   });
 
   it('parses options, with --quick as a small run and bad values as messages', () => {
