@@ -1712,10 +1712,11 @@ export class LogSimulation {
     if (this.nodes.some((node) => this.distrusted(node))) return false;
     const leaders = views.filter((view) => view?.role === 'leader');
     if (leaders.length !== 1) return false;
-    // Followers must be in touch with the leader, or one may start an election right after.
-    const inTouch = (view: LogView | null): boolean =>
-      view !== null && (view.role === 'leader' || (view.role === 'follower' && this.nowMs - view.lastLeaderContactMs < FAILURE_TIMEOUT_MS / 2));
-    if (!views.every(inTouch)) return false;
+    // Followers must be in touch with the leader, or one may start an election right after (on
+    // each node's own clock: with read leases it has its own origin and rate).
+    const inTouch = (node: SimNode, view: LogView | null): boolean =>
+      view !== null && (view.role === 'leader' || (view.role === 'follower' && this.localMs(node, this.nowMs) - view.lastLeaderContactMs < FAILURE_TIMEOUT_MS / 2));
+    if (!this.nodes.every((node, at) => inTouch(node, views[at] ?? null))) return false;
     const last = leaders[0]?.lastIndex ?? -1;
     if (views.some((view) => view?.appliedIndex !== last)) return false;
     if (this.nodes.some((node) => node.requests.size > 0)) return false;
