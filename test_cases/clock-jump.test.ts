@@ -4,6 +4,7 @@
  * here as a resume from a suspend moves it; the monotonic clock is left alone, as a suspend leaves it.
  */
 
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CLOCK_JUMP_MS_MIN, clockMs, takeClockJumpMs } from '../src/runtime/clock.ts';
 
@@ -39,6 +40,19 @@ describe('the clock jump detector', () => {
     wallAhead(-5_000);
     expect(takeClockJumpMs()).toBe(0);
     wallAhead(-5_000 + CLOCK_JUMP_MS_MIN - 2);
+    expect(takeClockJumpMs()).toBe(0);
+  });
+
+  it('ignores a sample taken while the process was preempted between its reads of the two clocks', () => {
+    takeClockJumpMs();
+    const realMonotonic = performance.now.bind(performance);
+    let calls = 0;
+    // Each monotonic read 3 ms after the one before: the wall clock's read fell 3 ms late.
+    vi.spyOn(performance, 'now').mockImplementation(() => realMonotonic() + 3 * calls++);
+    wallAhead(10);
+    clockMs();
+    expect(takeClockJumpMs()).toBe(0);
+    vi.restoreAllMocks();
     expect(takeClockJumpMs()).toBe(0);
   });
 });

@@ -31,14 +31,23 @@ const monotonicAtStartMs = performance.now();
  * granularity or NTP's slewing (at most 0.5 ms a second); read_lease_margin_ms covers it.
  */
 export const CLOCK_JUMP_MS_MIN = 5;
+/** Longest a sample of the two clocks may take (see `lookForJump`), ms. */
+const SAMPLE_GAP_MS_MAX = 0.5;
 /** How far the wall clock was ahead of the monotonic clock at the last look, ms. */
 let wallLeadMs = wallAtStartMs - monotonicAtStartMs;
 /** Forward jumps seen since the last `takeClockJumpMs`, ms; and how many since start. */
 let jumpedMs = 0;
 let jumps = 0;
 
+/**
+ * Compares the two clocks read around `monotonicMs`. A sample is used only if no time passed
+ * between the wall clock's read and the monotonic reads around it: a process preempted between
+ * two reads would otherwise see the wall clock jump ahead (a machine this busy is where it does).
+ */
 function lookForJump(monotonicMs: number): void {
-  const leadMs = Date.now() - monotonicMs;
+  const wallMs = Date.now();
+  if (performance.now() - monotonicMs > SAMPLE_GAP_MS_MAX) return;
+  const leadMs = wallMs - monotonicMs;
   if (leadMs - wallLeadMs > CLOCK_JUMP_MS_MIN) {
     jumpedMs += leadMs - wallLeadMs;
     jumps += 1;
