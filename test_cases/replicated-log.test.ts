@@ -713,6 +713,25 @@ describe('compaction and state transfer', () => {
     });
   }
 
+  it('no state transfer is fetched for a follower that is down; one that comes back gets one at once', () => {
+    const { cluster, leader, lagging } = compactedPastLaggingFollower();
+    // More than the entries a leader keeps in flight to one follower (4,096): the rest wait at the
+    // leader, and compaction passes them, so the follower can only be rebuilt by a transfer.
+    for (let n = 0; n < 45; n += 1) {
+      cluster.requests(leader, Array.from({ length: 100 }, (_, at) => set(`k${at % 5}`, String(n))), n + 10);
+      cluster.run(20);
+    }
+    const transferFetches = (): number => cluster.node(leader).effects.filter((effect) => effect.kind === 'fetch' && effect.keys === null).length;
+    // Down for ten transfer retry periods (4 failure timeouts each): every fetch of the whole replica would be wasted.
+    cluster.run(10 * 4 * FAILURE_TIMEOUT_MS);
+    expect(transferFetches()).toBe(0);
+    cluster.down.delete(lagging);
+    cluster.run(FAILURE_TIMEOUT_MS);
+    expect(transferFetches()).toBe(1);
+    expect(cluster.node(lagging).effects.some((effect) => effect.kind === 'put')).toBe(true);
+    expect(cluster.node(lagging).machine.status().applied).toBe(cluster.node(leader).machine.status().applied);
+  });
+
   it('a restarted node whose log was compacted asks for a transfer, then serves', () => {
     const cluster = electedCluster('sequential', 4);
     const leader = cluster.leader();

@@ -325,7 +325,11 @@ export class Replication {
     return this.core.log.lastIndex() - this.notDurableCount;
   }
 
-  /** The follower needs compacted entries: keep it in touch and push it a state transfer. */
+  /**
+   * The follower needs compacted entries: keep it in touch and push it a state transfer, once it
+   * answers. A transfer fetches the whole replica: none goes to a peer that is down, and one that
+   * comes back gets its first at once rather than when a transfer lost to its silence would retry.
+   */
   private sendHeartbeatForTransfer(peer: PeerId, progress: Progress): void {
     progress.seq += 1;
     this.core.send(peer, {
@@ -343,9 +347,9 @@ export class Replication {
       ...(this.leases === null ? {} : { sentMs: this.core.nowMs }),
     });
     progress.commitSent = this.core.commitIndex;
-    if (this.core.nowMs - progress.transferStartedMs >= this.core.tuning.requestTimeoutFailureTimeouts * this.core.failureTimeoutMs) {
-      if (this.startTransfer(peer, 0)) progress.transferStartedMs = this.core.nowMs;
-    }
+    const heard = this.core.nowMs - progress.lastAckMs < this.core.failureTimeoutMs;
+    const due = this.core.nowMs - progress.transferStartedMs >= this.core.tuning.requestTimeoutFailureTimeouts * this.core.failureTimeoutMs;
+    if (heard && due && this.startTransfer(peer, 0)) progress.transferStartedMs = this.core.nowMs;
   }
 
   /**
