@@ -29,6 +29,7 @@ export default defineConfig({
     minWorkers: 1,
     sequence: { sequencer: LongFirstSequencer },
     globalSetup: ['./test_cases/support/global-setup.ts'],
+    setupFiles: ['./test_cases/support/yield-between-tests.ts'],
     reporters: ['default', './test_cases/support/summary-reporter.ts'],
   },
 });
