@@ -99,4 +99,26 @@ describe('a node whose records may be incomplete', () => {
     const reply = sends(deliver(machine, N2, { kind: 'recover', term: 1, nonce: 4 }, 5_004));
     expect(reply).toEqual([{ to: N2, message: { kind: 'recover_reply', term: 1, nonce: 4, recovering: false, leads: true, lastIndex: 1 } }]);
   });
+
+  it('puts each incarnation in an fsynced record before anything of it leaves, so a power loss cannot hand its number out twice', () => {
+    // A record that is not a compaction may be lost with the power (wal_sync = write); a
+    // compaction (a snapshot record) is always fsynced. Each start must leave its number in one.
+    const restart = (persisted: LogRecord[]): { incarnation: number; records: LogRecord[] } => {
+      const { first } = node({ persisted, bootId: null });
+      const firstSend = first.findIndex((effect) => effect.kind === 'send' || effect.kind === 'reply');
+      const synced = first.findIndex((effect) => effect.kind === 'persist' && effect.compact);
+      expect(synced).toBeGreaterThanOrEqual(0);
+      if (firstSend >= 0) expect(synced).toBeLessThan(firstSend);
+      const records = first.flatMap((effect) => (effect.kind === 'persist' ? [effect.record as LogRecord] : []));
+      const snapshot = records.find((record) => record.kind === 'snapshot');
+      return { incarnation: snapshot?.kind === 'snapshot' ? snapshot.incarnation : -1, records };
+    };
+    const one = restart([HARD]);
+    expect(one.incarnation).toBe(2);
+    // The power goes: what was written after the last compaction is lost.
+    const durable = (records: LogRecord[]): LogRecord[] => records.slice(records.findLastIndex((record) => record.kind === 'snapshot'));
+    const two = restart(durable(one.records));
+    expect(two.incarnation).toBe(3);
+    expect(restart(durable(two.records)).incarnation).toBe(4);
+  });
 });

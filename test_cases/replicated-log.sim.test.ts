@@ -83,15 +83,17 @@ describe('replicated log under a simulated faulty network', () => {
   });
 
   it('without recovery, the same power losses change committed entries (what recovery prevents)', () => {
-    const failures: string[] = [];
-    for (let seed = 140; seed <= 150 && failures.length === 0; seed += 1) {
+    // Seeds are searched until one shows it (which ones do moves with any change to the protocol).
+    const changed = /committed index \d+ with term \d+, was \d+/;
+    let found = '';
+    for (let seed = 100; seed <= 400 && found === ''; seed += 1) {
       try {
         simulate(seed, 'sequential', { safetyMs: 4_000, powerLoss: true, trustAfterPowerLoss: true });
       } catch (error) {
-        failures.push(String(error));
+        if (changed.test(String(error))) found = String(error);
       }
     }
-    expect(failures.join('\n')).toMatch(/committed index \d+ with term \d+, was \d+/);
+    expect(found).toMatch(changed);
   });
 
   it('replicas without skip-applied (reset and transfer on restart) stay safe under faults', () => {

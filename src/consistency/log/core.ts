@@ -218,19 +218,25 @@ export class LogCore {
 
   persistSnapshot(): void {
     this.replicaEmptiedPersisted = !this.replicaTrusted && this.replicaEmptied;
-    this.persist(
-      {
-        kind: 'snapshot',
-        ...this.hardState(),
-        snapshotIndex: this.log.snapshotIndex,
-        snapshotTerm: this.log.snapshotTerm,
-        entries: this.log.entries.slice(),
-        replicaTrusted: this.replicaTrusted,
-        replicaEmptied: this.replicaEmptiedPersisted,
-        replicaStartOverIndex: this.replicaStartOverIndex,
-      },
-      true,
-    );
+    this.persist(this.snapshotRecord(), true);
+  }
+
+  /** The durable state as it stands (as restored, at a start), rewritten as one fsynced record. */
+  persistWhole(): void {
+    this.persist(this.snapshotRecord(), true);
+  }
+
+  private snapshotRecord(): LogRecord {
+    return {
+      kind: 'snapshot',
+      ...this.hardState(),
+      snapshotIndex: this.log.snapshotIndex,
+      snapshotTerm: this.log.snapshotTerm,
+      entries: this.log.entries.slice(),
+      replicaTrusted: this.replicaTrusted,
+      replicaEmptied: this.replicaEmptiedPersisted,
+      replicaStartOverIndex: this.replicaStartOverIndex,
+    };
   }
 
   persist(record: LogRecord, compact: boolean): void {

@@ -153,10 +153,16 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   // ---------------------------------------------------------------- restart
 
-  /** A new incarnation: its replica is kept, replayed onto or rebuilt (see ./replica.ts). */
+  /**
+   * A new incarnation: its replica is kept, replayed onto or rebuilt (see ./replica.ts). Its
+   * number goes to disk in a snapshot record, which is always fsynced, before anything of this
+   * incarnation leaves: with `wal_sync = write` a plain record could be lost with the power, and
+   * the next boot would take the same number again, so a peer would take its requests for the
+   * lost incarnation's (a duplicate dropped, or another request's reply).
+   */
   private start(): void {
     this.incarnation += 1;
-    this.persistHardState();
+    this.persistWhole();
     this.repair.restart();
     this.election.resetTimer();
     this.recovery.start();
