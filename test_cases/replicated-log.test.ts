@@ -857,6 +857,36 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     for (const effect of asked) expect(effect).toMatchObject({ message: { emptied: true } });
   });
 
+  it('a write taken while the replica is rebuilt is held, not refused: it commits and is answered once the transfer lands; a read is refused meanwhile', () => {
+    const { cluster } = compactedCluster();
+    const follower = followers(cluster)[0];
+    cluster.node(follower).replica.clear();
+    cluster.step(follower, { kind: 'backend_reset', nowMs: cluster.nowMs, emptied: true });
+    expect(cluster.node(follower).machine.inspect()).toMatchObject({ replicaValid: false, caughtUp: false });
+    const write = cluster.request(follower, set('during', 'rebuild'));
+    expect(write.effects.some((effect) => effect.kind === 'reply')).toBe(false);
+    const read = cluster.requests(follower, [get('a')], 2);
+    expect(read.effects).toContainEqual(expect.objectContaining({ kind: 'reply', reply: expect.objectContaining({ reason: 'not_caught_up' }) }));
+    cluster.run(1_500);
+    expect(cluster.node(follower).machine.inspect()).toMatchObject({ replicaValid: true, caughtUp: true });
+    const outcome = cluster.outcome(follower, write.requestId);
+    expect(outcome?.kind === 'apply' || (outcome?.kind === 'reply' && outcome.reply.kind !== 'refused')).toBe(true);
+    for (const id of IDS) expect(cluster.node(id).replica.get('during')?.value.toString()).toBe('rebuild');
+  });
+
+  it('a node just started holds writes for a failure timeout before it judges its silent peers unreachable', () => {
+    const cluster = new Cluster();
+    const alone = IDS[0];
+    cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs, peersUp: [] });
+    const write = cluster.request(alone, set('k', 'v'));
+    expect(write.effects.some((effect) => effect.kind === 'reply')).toBe(false);
+    const refusedBy = (): Effect<LogMessage> | undefined => cluster.outcome(alone, write.requestId);
+    for (let ms = 10; ms < FAILURE_TIMEOUT_MS; ms += 10) cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
+    expect(refusedBy()).toBeUndefined();
+    cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs + FAILURE_TIMEOUT_MS, peersUp: [] });
+    expect(refusedBy()).toMatchObject({ kind: 'reply', reply: { kind: 'refused', reason: 'no_quorum' } });
+  });
+
   it('when every backend restarted empty after compaction, the leader starts over from an empty replica and the others copy it', () => {
     const { cluster } = compactedCluster();
     for (const id of IDS) {
@@ -969,10 +999,10 @@ describe('notes for operators', () => {
 
   it('refusals are noted at most once per reason per second', () => {
     const cluster = new Cluster();
-    for (let n = 0; n < 50; n += 1) cluster.request(IDS[0], set('a', '1'));
+    for (let n = 0; n < 50; n += 1) cluster.request(IDS[0], get('a'));
     expect(notes(cluster, IDS[0]).filter((note) => note.message === 'request refused')).toHaveLength(1);
     cluster.nowMs += 1_000;
-    cluster.request(IDS[0], set('a', '1'));
+    cluster.request(IDS[0], get('a'));
     expect(notes(cluster, IDS[0]).filter((note) => note.message === 'request refused')).toHaveLength(2);
   });
 

@@ -72,9 +72,11 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /**
    * Whether the failure detector, at the last tick, heard from enough peers to make a majority
    * with this node: then a write waits for an election; else it is refused at once (a node cut
-   * off should not keep its clients waiting for a leader it cannot have).
+   * off should not keep its clients waiting for a leader it cannot have). Peers are not judged
+   * before this node has run for a failure timeout: a node just started has heard from nobody yet.
    */
   private reachesMajority = true;
+  private readonly startedAtMs: number;
 
   /** What each role does with each input (etcd-io/raft's r.step and r.tick, switched with the role). */
   private readonly asLeader: RoleHandlers = {
@@ -103,6 +105,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
+    this.startedAtMs = options.nowMs;
     this.leases = this.readLeases === null ? null : new ReadLeases(this, this.readLeases);
     this.election = new Election(this, {
       becomeFollower: (term, leader) => this.becomeFollower(term, leader),
@@ -333,14 +336,17 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /**
    * Why this node cannot serve `op` (null: a read) now, a request already taken included. A write
    * or a linearizable read is not refused for want of a leader while a majority is reachable: it
-   * waits for one (Turn.flushAsFollower), up to its deadline.
+   * waits for one (Turn.flushAsFollower), up to its deadline. Nor is a write refused while the
+   * replica is rebuilt: it commits as any other, and is applied here (and answered) in log order
+   * once the rebuild reaches it, or answered by the state transfer that passes it.
    */
   private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
     if (this.recovery.active) return refused('not_caught_up', 'recovering its log from the peers');
+    const write = op !== null && isWrite(op);
     // (A sequential read is served locally or not at all: it does not wait.)
-    const waitsForLeader = op !== null && this.reachesMajority && (isWrite(op) || this.mode === 'linearizability');
+    const waitsForLeader = op !== null && this.reachesMajority && (write || this.mode === 'linearizability');
     if (!waitsForLeader && !this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
-    if (!this.caughtUp) return refused('not_caught_up', `replica is rebuilding (${op !== null && isWrite(op) ? 'write' : 'read'} refused)`);
+    if (!this.caughtUp && !write) return refused('not_caught_up', 'replica is rebuilding (read refused)');
     return null;
   }
 
@@ -370,6 +376,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** The failure detector's peers up: with no majority reachable, what waits for a leader is refused. */
   private notePeersUp(peersUp: readonly PeerId[]): void {
+    if (this.nowMs - this.startedAtMs < this.failureTimeoutMs) return;
     const reachable = peersUp.filter((peer) => this.peers.includes(peer)).length + 1;
     this.reachesMajority = reachable >= this.majority;
     if (this.reachesMajority) return;
