@@ -1,8 +1,9 @@
 /**
  * A replicated-log node whose records may be incomplete (wal_sync = write, started in a boot other
  * than the one that last wrote its file), driven by hand: it neither votes, nor acknowledges, nor
- * serves until a majority of its peers has told it the term and the leader has given it its log as
- * far as it stood; then it is an ordinary follower and persists its boot. Records from this very
+ * serves reads (writes it holds for the leader) until a majority of its peers has told it the term
+ * and the leader has given it its log as far as it stood; then it is an ordinary follower and
+ * persists its boot. Records from this very
  * boot, a node without records, and fsynced records (no boot id) need no recovery; --rejoin does.
  * (The whole protocol under faults and power losses: the log simulator's `powerLoss` runs.)
  */
@@ -11,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { asPeerId, asRequestId, type Effect, type PeerId } from '../src/consistency/types.ts';
 import { createReplicatedLog, type LogMessage, type ReplicatedLog, type ReplicatedLogOptions } from '../src/consistency/replicated-log.ts';
 import type { LogRecord } from '../src/consistency/log/types.ts';
+import type { Op } from '../src/store/types.ts';
 import { mulberry32 } from './support/log-sim.ts';
 
 const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
@@ -49,6 +51,13 @@ describe('a node whose records may be incomplete', () => {
     expect(sends(deliver(machine, N2, early))).toEqual([]);
     const refused = machine.step({ kind: 'request', nowMs: 1_010, requestId: asRequestId(1), session: 1, op: { kind: 'get', keys: ['k'] } });
     expect(JSON.stringify(refused)).toContain('recovering its log from the peers');
+    // A write is only a client's request: it is held (not refused, not sent) until a leader is known.
+    const write: Op = { kind: 'store', verb: 'set', key: 'w', flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique: 0n };
+    const held = [
+      ...machine.step({ kind: 'request', nowMs: 1_010, requestId: asRequestId(2), session: 2, op: write }),
+      ...machine.step({ kind: 'flush', nowMs: 1_010 }),
+    ];
+    expect(held.filter((effect) => effect.kind === 'reply' || effect.kind === 'send')).toEqual([]);
 
     // One sound peer is not a majority of the peers of three nodes; the leader's reply completes it.
     deliver(machine, N3, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: false, lastIndex: 0 });
@@ -62,6 +71,8 @@ describe('a node whose records may be incomplete', () => {
     const effects = deliver(machine, N2, { ...early, entries: [entry], commitIndex: 1, durableIndex: 1 });
     expect(sends(effects).some((send) => send.message.kind === 'append_reply' && send.message.success)).toBe(true);
     expect(machine.status().role).toBe('follower');
+    const forwarded = sends(machine.step({ kind: 'flush', nowMs: 1_020 })).filter((send) => send.message.kind === 'forward');
+    expect(forwarded).toEqual([{ to: N2, message: expect.objectContaining({ term: 3, requests: [{ requestId: 2, op: write }] }) }]);
     const hard = effects.flatMap((effect) => (effect.kind === 'persist' ? [effect.record as LogRecord] : [])).filter((record) => record.kind === 'hard');
     expect(hard.at(-1)).toMatchObject({ term: 3, votedFor: N2, bootId: 'boot-2' });
   });

@@ -874,16 +874,16 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     for (const id of IDS) expect(cluster.node(id).replica.get('during')?.value.toString()).toBe('rebuild');
   });
 
-  it('a node just started holds writes for a failure timeout before it judges its silent peers unreachable', () => {
+  it('a node just started holds writes for two failure timeouts before it judges its silent peers unreachable', () => {
     const cluster = new Cluster();
     const alone = IDS[0];
     cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs, peersUp: [] });
     const write = cluster.request(alone, set('k', 'v'));
     expect(write.effects.some((effect) => effect.kind === 'reply')).toBe(false);
     const refusedBy = (): Effect<LogMessage> | undefined => cluster.outcome(alone, write.requestId);
-    for (let ms = 10; ms < FAILURE_TIMEOUT_MS; ms += 10) cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
+    for (let ms = 10; ms < 2 * FAILURE_TIMEOUT_MS; ms += 10) cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs + ms, peersUp: [] });
     expect(refusedBy()).toBeUndefined();
-    cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs + FAILURE_TIMEOUT_MS, peersUp: [] });
+    cluster.step(alone, { kind: 'tick', nowMs: cluster.nowMs + 2 * FAILURE_TIMEOUT_MS, peersUp: [] });
     expect(refusedBy()).toMatchObject({ kind: 'reply', reply: { kind: 'refused', reason: 'no_quorum' } });
   });
 

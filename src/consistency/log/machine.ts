@@ -39,6 +39,8 @@ import type { LogMessage } from './types.ts';
  * so a larger jump comes from a broken or hostile peer, never from a real cluster's history.
  */
 const TERM_JUMP_MAX = 1_000_000;
+/** How long, in failure timeouts, a node just started waits before it judges its peers unreachable. */
+const START_GRACE_FAILURE_TIMEOUTS = 2;
 
 /** What a role does with each input; a (pre-)candidate takes requests as a follower does. */
 interface RoleHandlers {
@@ -73,7 +75,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    * Whether the failure detector, at the last tick, heard from enough peers to make a majority
    * with this node: then a write waits for an election; else it is refused at once (a node cut
    * off should not keep its clients waiting for a leader it cannot have). Peers are not judged
-   * before this node has run for a failure timeout: a node just started has heard from nobody yet.
+   * before this node has run for two failure timeouts: a node just started has heard from nobody
+   * yet, and its peer connections take a while to come up on a loaded machine (0.4 s seen).
    */
   private reachesMajority = true;
   private readonly startedAtMs: number;
@@ -336,13 +339,15 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /**
    * Why this node cannot serve `op` (null: a read) now, a request already taken included. A write
    * or a linearizable read is not refused for want of a leader while a majority is reachable: it
-   * waits for one (Turn.flushAsFollower), up to its deadline. Nor is a write refused while the
-   * replica is rebuilt: it commits as any other, and is applied here (and answered) in log order
-   * once the rebuild reaches it, or answered by the state transfer that passes it.
+   * waits for one (Turn.flushAsFollower), up to its deadline. Nor is a write refused while this
+   * node recovers its log or rebuilds its replica: it goes to the leader once recovery names one
+   * (it is only a client's request: recovery fences votes and acknowledgements), commits as any
+   * other, and is applied here (and answered) in log order once the rebuild reaches it, or
+   * answered by the state transfer that passes it.
    */
   private cannotServe(op: Op | null, atMs = this.nowMs): Refusal | null {
-    if (this.recovery.active) return refused('not_caught_up', 'recovering its log from the peers');
     const write = op !== null && isWrite(op);
+    if (this.recovery.active && !write) return refused('not_caught_up', 'recovering its log from the peers');
     // (A sequential read is served locally or not at all: it does not wait.)
     const waitsForLeader = op !== null && this.reachesMajority && (write || this.mode === 'linearizability');
     if (!waitsForLeader && !this.knowsLiveLeader(atMs)) return refused('no_quorum', 'no leader reachable');
@@ -376,7 +381,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** The failure detector's peers up: with no majority reachable, what waits for a leader is refused. */
   private notePeersUp(peersUp: readonly PeerId[]): void {
-    if (this.nowMs - this.startedAtMs < this.failureTimeoutMs) return;
+    if (this.nowMs - this.startedAtMs < START_GRACE_FAILURE_TIMEOUTS * this.failureTimeoutMs) return;
     const reachable = peersUp.filter((peer) => this.peers.includes(peer)).length + 1;
     this.reachesMajority = reachable >= this.majority;
     if (this.reachesMajority) return;
