@@ -3,7 +3,8 @@
  * clients are bulk loaders, one per controller, each pipelining bursts of 256 sets, beside the
  * mixed clients. Each run must pass its mode's checker, refuse nothing (no fault is on, so every
  * refusal would be a quiet one), and the bulk loaders' keys must have been written and judged.
- * Then one ordered run with kills and partitions, judged the same way.
+ * Then ordered runs with kills and partitions, and with power losses and memcached restarts (a
+ * controller recovering its log or rebuilding its replica holds writes: none is refused for it).
  */
 
 import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -46,12 +47,18 @@ function explain(result: RunResult): string {
 /** Completions of the bulk loaders' sets in the history, by type (ok, fail, info). */
 function bulkCompletions(result: RunResult): Record<string, number> {
   const counts: Record<string, number> = { ok: 0, fail: 0, info: 0 };
+  for (const event of bulkWriteCompletions(result)) counts[event.type] = (counts[event.type] ?? 0) + 1;
+  return counts;
+}
+
+function bulkWriteCompletions(result: RunResult): Array<{ type: string; error?: string }> {
+  const events: Array<{ type: string; error?: string }> = [];
   for (const line of readFileSync(path.join(result.reportDir, 'history.jsonl'), 'utf8').split('\n')) {
     if (!line.includes('jepsen-bulk-')) continue;
-    const event = JSON.parse(line) as { type: string; f: string };
-    if (event.f === 'write' && event.type !== 'invoke') counts[event.type] = (counts[event.type] ?? 0) + 1;
+    const event = JSON.parse(line) as { type: string; f: string; error?: string };
+    if (event.f === 'write' && event.type !== 'invoke') events.push(event);
   }
-  return counts;
+  return events;
 }
 
 describe('the bulk workload\'s flags', () => {
@@ -90,6 +97,15 @@ describe('the bulk workload', () => {
     expect(result.exitCode, explain(result)).toBe(0);
     expect(result.summary.faults.length).toBeGreaterThanOrEqual(2);
     expect(result.summary.refusals.filter((refusal) => refusal.quiet > 0), explain(result)).toEqual([]);
+    expect(bulkCompletions(result).ok).toBeGreaterThanOrEqual(3 * BULK_DEPTH);
+  }, 120_000);
+
+  it('linearizability: bulk loaders through power losses and memcached restarts; writes at a recovering or rebuilding controller wait, none is refused for it', async () => {
+    const result = await bulkRun('linearizability', ['power', 'backend-restart'], 6000, 611);
+    expect(result.exitCode, explain(result)).toBe(0);
+    expect(result.summary.faults.length).toBeGreaterThanOrEqual(2);
+    const waited = bulkWriteCompletions(result).filter((event) => event.type === 'fail' && /not caught up|no leader reachable/.test(event.error ?? ''));
+    expect(waited, explain(result)).toEqual([]);
     expect(bulkCompletions(result).ok).toBeGreaterThanOrEqual(3 * BULK_DEPTH);
   }, 120_000);
 });
