@@ -114,8 +114,8 @@ describe('a node whose records may be incomplete', () => {
   it('puts each incarnation in an fsynced record before anything of it leaves, so a power loss cannot hand its number out twice', () => {
     // A record that is not a compaction may be lost with the power (wal_sync = write); a
     // compaction (a snapshot record) is always fsynced. Each start must leave its number in one.
-    const restart = (persisted: LogRecord[]): { incarnation: number; records: LogRecord[] } => {
-      const { first } = node({ persisted, bootId: null });
+    const restart = (persisted: readonly unknown[]): { incarnation: number; records: LogRecord[] } => {
+      const { first } = node({ persisted: [...persisted], bootId: null });
       const firstSend = first.findIndex((effect) => effect.kind === 'send' || effect.kind === 'reply');
       const synced = first.findIndex((effect) => effect.kind === 'persist' && effect.compact);
       expect(synced).toBeGreaterThanOrEqual(0);
@@ -127,7 +127,7 @@ describe('a node whose records may be incomplete', () => {
     const one = restart([HARD]);
     expect(one.incarnation).toBe(2);
     // The power goes: what was written after the last compaction is lost.
-    const durable = (records: LogRecord[]): LogRecord[] => records.slice(records.findLastIndex((record) => record.kind === 'snapshot'));
+    const durable = (records: LogRecord[]): LogRecord[] => records.slice(records.map((record) => record.kind).lastIndexOf('snapshot'));
     const two = restart(durable(one.records));
     expect(two.incarnation).toBe(3);
     expect(restart(durable(two.records)).incarnation).toBe(4);
