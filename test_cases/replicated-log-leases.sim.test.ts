@@ -77,7 +77,7 @@ describe('replicated log with read leases under a simulated faulty network', () 
   });
 
   it('without noticing the jump, a woken machine serves a stale read under a lease it only believes it holds', () => {
-    // Stops at the first failing seed. Of seeds 1-40, these fail: 2, 3, 5, 12, 13, 14, 18, 20, 24, 31, 34.
+    // Stops at the first failing seed (which of seeds 1-40 fail moves with any change to the protocol).
     let failure: unknown = null;
     try {
       runSeeds(40, suspended(false));
