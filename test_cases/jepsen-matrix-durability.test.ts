@@ -1,7 +1,7 @@
 /**
  * The CI matrix of the fault runner, durability and memory: the ordered modes with
- * wal_sync = write under kill, pause, partition and power loss, and every mode taking writes again
- * once a fill of every memcached is healed.
+ * wal_sync = write under kill, pause, partition and power loss, eventual and causal under kill and
+ * power loss, and every mode taking writes again once a fill of every memcached is healed.
  *
  * Invariants: runs go one after another (2 cores shared); each run asserts which faults actually
  * happened. A failure carries the checker's explanation and keeps the report folder.
@@ -21,6 +21,13 @@ describe('every mode keeps its promise through power loss and a full memory', ()
       const result = await run({ mode, nemesis: POWER_KINDS, timeMs: POWER_TIME_MS, seed: 400 + index, walSync: 'write' });
       expectPassedUnder(result, POWER_KINDS);
       expect(result.summary.walSync).toBe('write');
+    }, 120_000);
+  });
+
+  (['eventual', 'causal'] as const).forEach((mode, index) => {
+    it(`${mode} under kill and power loss (no write-ahead log: the emptied replica is refilled by its peers)`, async () => {
+      const result = await run({ mode, nemesis: ['kill', 'power'], timeMs: POWER_TIME_MS / 2, seed: 410 + index, walSync: 'write' });
+      expectPassedUnder(result, ['kill', 'power']);
     }, 120_000);
   });
 
