@@ -3,14 +3,16 @@
  * authenticating handshake, reconnects, heartbeats and the failure detector. It carries messages;
  * it makes no consistency decision.
  *
- * Every node DIALS every peer and SENDS only on that outbound connection; it RECEIVES only on the
- * connections its peers dialled into it. First both ends run handshake.ts (challenge, hello,
- * welcome): each proves it holds the cluster secret, and the dialer sends no message before the
- * listener has. Until then frames are capped at 1 KiB and at most `unauthenticatedInboundMax`
- * inbound connections may wait. With TLS, each certificate must name the node id its end claims.
- * Sends are fire-and-forget (false when not connected or over `sendQueueBytesMax`); heartbeats and
- * the kinds named `priorityKinds` overtake bulk frames waiting to enter the socket (send-lanes.ts).
- * Liveness is judged only from what arrives.
+ * Every node DIALS every peer and SENDS only on that outbound connection (outbound.ts); it RECEIVES
+ * only on the connections its peers dialled into it (inbound.ts). First both ends run handshake.ts
+ * (challenge, hello, welcome): each proves it holds the cluster secret, and the dialer sends no
+ * message before the listener has. Until then frames are capped at 1 KiB and at most
+ * `unauthenticatedInboundMax` inbound connections may wait. With TLS, each certificate must name
+ * the node id its end claims. Sends are fire-and-forget (false when not connected or over
+ * `sendQueueBytesMax`); heartbeats and the kinds named `priorityKinds` overtake bulk frames waiting
+ * to enter the socket (send-lanes.ts). Liveness is judged only from what arrives. This file holds
+ * the public API, the counters, the heartbeats and the failure detector's transitions; its options,
+ * events and error are declared in network-types.ts and exported from here.
  *
  * Invariants: one outbound socket per peer, and one authenticated inbound one (a newer one
  * replaces the older). Nothing a peer sends throws out of a socket handler: a refused handshake or
@@ -19,161 +21,37 @@
  * never emitted as 'message'. After `stop()` no timer, socket or listener remains.
  */
 
-import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import tls from 'node:tls';
 import type { PeerId } from '../consistency/types.ts';
-import type { PeerTls } from './credentials.ts';
 import { PauseWatch } from '../runtime/pause-watch.ts';
 import { FailureDetector } from './failure-detector.ts';
-import { BULK_SOCKET_BYTES_MAX_DEFAULT, SendLanes, type SendLane } from './send-lanes.ts';
-import { FRAME_BYTES_MAX_DEFAULT, FrameDecoder, describeFrameError, encodeFrame } from './frame.ts';
-import { readMemoryReport, sameMemoryReport, type MemoryReportWire } from './memory-report.ts';
+import { FRAME_BYTES_MAX_DEFAULT, encodeFrame } from './frame.ts';
+import { readMemoryReport, sameMemoryReport } from './memory-report.ts';
 import type { PeerMemoryReport } from '../store/memory-guard.ts';
 import {
   CLUSTER_SECRET_BYTES_MIN,
-  HANDSHAKE_FRAME_BYTES_MAX,
-  HANDSHAKE_NONCE_BYTES,
   HANDSHAKE_REFUSAL_KINDS,
-  answerChallenge,
-  certificateNames,
-  challengeMessage,
-  checkHello,
-  checkWelcome,
   describeHandshakeRefusal,
   type HandshakeRefusal,
   type HandshakeRefusalKind,
 } from './handshake.ts';
+import { PeerListener } from './inbound.ts';
+import { PeerDialer } from './outbound.ts';
+import type { PeerNetworkCounters, PeerNetworkEvents, PeerNetworkOptions, PeerView } from './network-types.ts';
 
-/** Where a peer listens for its peers. */
-export interface PeerAddress {
-  id: PeerId;
-  host: string;
-  port: number;
-}
-
-/** The narrow logger the network writes to. */
-export interface PeerLog {
-  info(message: string, meta?: Record<string, unknown>): void;
-  warn(message: string, meta?: Record<string, unknown>): void;
-  debug?(message: string, meta?: Record<string, unknown>): void;
-}
-
-export interface PeerNetworkOptions {
-  self: PeerId;
-  /** Where this node accepts its peers' connections. Port 0 picks a free port (see `address()`). */
-  listen: { host: string; port: number };
-  /** The other nodes (not this one). */
-  peers: PeerAddress[];
-  /** The shared cluster secret (at least 16 bytes) every peer proves it holds. */
-  secret: Buffer;
-  /** Names the cluster; a peer naming another cluster is refused at the handshake. */
-  clusterId: string;
-  /** Mutual TLS on the peer port (PEM contents); null or absent: plain TCP. */
-  tls?: PeerTls | null;
-  heartbeatIntervalMs: number;
-  failureTimeoutMs: number;
-  /** Largest frame sent or accepted once authenticated, header included. Default 64 MiB. */
-  frameBytesMax?: number;
-  /** Bytes buffered on one outbound connection beyond which `send` drops. Default 16 MiB. */
-  sendQueueBytesMax?: number;
-  /**
-   * Message kinds (their `kind` field) sent in the priority lane, ahead of bulk frames waiting to
-   * enter the socket: heartbeats always; the modes name their votes and acknowledgements.
-   */
-  priorityKinds?: ReadonlySet<string>;
-  /** Inbound connections not yet authenticated beyond which a new one is closed at once. Default 16. */
-  unauthenticatedInboundMax?: number;
-  /** Extra status carried by every heartbeat (shown by `show` on the other nodes). */
-  heartbeatInfo?: () => unknown;
-  /** This node's memory report, carried by every heartbeat in a field of its own (./memory-report.ts). */
-  memoryReport?: () => MemoryReportWire | null;
-  log: PeerLog;
-}
-
-/** Events, typed: `network.on('message', (from, message) => …)`. */
-export interface PeerNetworkEvents {
-  message: [from: PeerId, message: unknown];
-  'peer-up': [peer: PeerId];
-  'peer-down': [peer: PeerId];
-  /** A peer's heartbeat brought a memory report other than its last one (null: it says nothing). */
-  'memory-report': [peer: PeerId, report: PeerMemoryReport | null];
-}
-
-/** One peer as this node sees it, for `show`. `info` is its latest heartbeat's info. */
-export interface PeerView {
-  peer: PeerId;
-  up: boolean;
-  lastHeardAgoMs: number | null;
-  info: unknown;
-}
-
-/** What the network refused or replaced since it was made, for `stats`. */
-export interface PeerNetworkCounters {
-  /** Handshakes completed, inbound and outbound. */
-  handshakesAccepted: number;
-  /** Handshakes refused (either direction), by reason. */
-  handshakesRefused: Record<HandshakeRefusalKind, number>;
-  /** Corrupt or oversized frames from authenticated peers (each dropped its connection). */
-  framesRefused: number;
-  /** Authenticated inbound connections closed because the same peer authenticated a newer one. */
-  inboundReplaced: number;
-  /** Heartbeats whose memory report failed validation (each counted as the peer reporting nothing). */
-  memoryReportsRefused: number;
-}
-
-/** An operating error of the network (e.g. the peer port is taken). */
-export class PeerNetworkError extends Error {
-  override readonly name = 'PeerNetworkError';
-  readonly code: 'address_in_use' | 'listen_failed';
-
-  constructor(message: string, options: { code: PeerNetworkError['code']; cause?: unknown }) {
-    super(message, { cause: options.cause });
-    this.code = options.code;
-  }
-}
-
-/** An outbound connection's progress; only `authenticated` may carry messages. */
-type OutboundStage = 'idle' | 'connecting' | 'securing' | 'handshaking' | 'authenticated';
-
-interface Outbound {
-  address: PeerAddress;
-  socket: net.Socket | null;
-  stage: OutboundStage;
-  /** Handshake frames from the listener (null once authenticated: it sends nothing more). */
-  decoder: FrameDecoder | null;
-  nonce: Buffer;
-  /** Set once the challenge is answered: the proof the listener's welcome must carry. */
-  expectedWelcomeProof: Buffer | null;
-  /** Bounds connect plus handshake. */
-  handshakeTimer: NodeJS.Timeout | null;
-  /** Dials since the last connection that lasted, for the back-off. */
-  attempt: number;
-  /** When the current connection was authenticated (monotonic), or null. */
-  connectedAtMs: number | null;
-  retryTimer: NodeJS.Timeout | null;
-  /** Once authenticated: the priority and bulk lanes of this connection. */
-  lanes: SendLanes | null;
-}
-
-interface Inbound {
-  socket: net.Socket;
-  decoder: FrameDecoder;
-  /** Null until the peer's hello proves who it is. */
-  peer: PeerId | null;
-  /** The nonce of this connection's challenge. */
-  nonce: Buffer;
-  /** With TLS, the names on the peer's verified certificate. */
-  certificateNames: string[] | null;
-  handshakeTimer: NodeJS.Timeout | null;
-}
+export { PeerNetworkError } from './network-types.ts';
+export type {
+  PeerAddress,
+  PeerLog,
+  PeerNetworkCounters,
+  PeerNetworkEvents,
+  PeerNetworkOptions,
+  PeerView,
+} from './network-types.ts';
 
 const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 const UNAUTHENTICATED_INBOUND_MAX_DEFAULT = 16;
-const RECONNECT_DELAY_MIN_MS = 50;
-const RECONNECT_DELAY_MAX_MS = 1000;
 /** Connects and handshakes get at least this long, even with a tiny failure timeout. */
 const HANDSHAKE_TIMEOUT_MIN_MS = 1000;
 
@@ -183,17 +61,12 @@ const monotonicNowMs = (): number => performance.now();
 export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private readonly options: PeerNetworkOptions;
   private readonly frameBytesMax: number;
-  private readonly sendQueueBytesMax: number;
   private readonly priorityKinds: ReadonlySet<string>;
-  private readonly unauthenticatedInboundMax: number;
-  private readonly handshakeTimeoutMs: number;
   private readonly peerIds: ReadonlySet<PeerId>;
-  private readonly outbound = new Map<PeerId, Outbound>();
-  private readonly inbound = new Set<Inbound>();
-  /** The one authenticated inbound connection of each peer. */
-  private readonly inboundOf = new Map<PeerId, Inbound>();
-  /** Every accepted TCP socket still open (under TLS, the raw socket beneath). */
-  private readonly accepted = new Set<net.Socket>();
+  /** The listener's side: the peer port and the connections peers dialled into this node. */
+  private readonly listener: PeerListener;
+  /** The dialer's side: one outbound connection per peer, the only ones sent on. */
+  private readonly dialer: PeerDialer;
   private readonly heartbeatInfo = new Map<PeerId, unknown>();
   /** Each peer's latest memory report, as read from its heartbeats. */
   private readonly memoryReports = new Map<PeerId, PeerMemoryReport | null>();
@@ -203,9 +76,6 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private pauses: PauseWatch;
   /** Pauses the heartbeat timer noticed that `excuseOwnPause` has not handed out yet. */
   private pauseUnclaimedMs = 0;
-  private server: net.Server | null = null;
-  /** With TLS: runs the TLS handshake on sockets `server` accepted (it never listens itself). */
-  private tlsServer: tls.Server | null = null;
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private running = false;
 
@@ -218,10 +88,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     }
     this.options = options;
     this.frameBytesMax = options.frameBytesMax ?? FRAME_BYTES_MAX_DEFAULT;
-    this.sendQueueBytesMax = options.sendQueueBytesMax ?? SEND_QUEUE_BYTES_MAX_DEFAULT;
     this.priorityKinds = options.priorityKinds ?? new Set();
-    this.unauthenticatedInboundMax = options.unauthenticatedInboundMax ?? UNAUTHENTICATED_INBOUND_MAX_DEFAULT;
-    this.handshakeTimeoutMs = Math.max(options.failureTimeoutMs, HANDSHAKE_TIMEOUT_MIN_MS);
+    const handshakeTimeoutMs = Math.max(options.failureTimeoutMs, HANDSHAKE_TIMEOUT_MIN_MS);
     this.peerIds = new Set(ids);
     this.detector = this.newDetector();
     this.pauses = new PauseWatch({ intervalMs: options.heartbeatIntervalMs, nowMs: monotonicNowMs() });
@@ -233,6 +101,37 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       inboundReplaced: 0,
       memoryReportsRefused: 0,
     };
+    const { self, clusterId, secret, log } = options;
+    const refuse = (refusal: HandshakeRefusal, where: Record<string, unknown>): void => this.refuse(refusal, where);
+    this.listener = new PeerListener({
+      self,
+      listen: options.listen,
+      clusterId,
+      secret,
+      tls: options.tls ?? null,
+      peers: this.peerIds,
+      frameBytesMax: this.frameBytesMax,
+      unauthenticatedInboundMax: options.unauthenticatedInboundMax ?? UNAUTHENTICATED_INBOUND_MAX_DEFAULT,
+      handshakeTimeoutMs,
+      log,
+      tallies: this.tallies,
+      refuse,
+      onAuthenticated: (peer) => this.onHeard(peer),
+      onFrame: (peer, message) => this.onFrame(peer, message),
+    });
+    this.dialer = new PeerDialer({
+      self,
+      clusterId,
+      secret,
+      tls: options.tls ?? null,
+      handshakeTimeoutMs,
+      sendQueueBytesMax: options.sendQueueBytesMax ?? SEND_QUEUE_BYTES_MAX_DEFAULT,
+      log,
+      tallies: this.tallies,
+      nowMs: monotonicNowMs,
+      refuse,
+      heartbeatFrame: () => this.heartbeatFrame(),
+    });
   }
 
   /** Listens for peers, then dials every peer and starts heartbeats. Rejects if the port is taken. */
@@ -242,26 +141,9 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.reportedUp.clear();
     this.heartbeatInfo.clear();
     this.memoryReports.clear();
-    this.tlsServer = this.options.tls ? this.newTlsServer(this.options.tls) : null;
-    this.server = await this.listen();
+    await this.listener.start();
     this.running = true;
-    for (const address of this.options.peers) {
-      const outbound: Outbound = {
-        address,
-        socket: null,
-        stage: 'idle',
-        decoder: null,
-        nonce: Buffer.alloc(0),
-        expectedWelcomeProof: null,
-        handshakeTimer: null,
-        attempt: 0,
-        connectedAtMs: null,
-        retryTimer: null,
-        lanes: null,
-      };
-      this.outbound.set(address.id, outbound);
-      this.dial(outbound);
-    }
+    this.dialer.start(this.options.peers);
     this.pauses = new PauseWatch({ intervalMs: this.options.heartbeatIntervalMs, nowMs: monotonicNowMs() });
     this.heartbeatTimer = setInterval(() => this.onHeartbeatTimer(), this.options.heartbeatIntervalMs);
   }
@@ -272,28 +154,13 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.running = false;
     if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
-    for (const outbound of this.outbound.values()) {
-      if (outbound.retryTimer !== null) clearTimeout(outbound.retryTimer);
-      if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
-      outbound.socket?.destroy();
-    }
-    this.outbound.clear();
-    for (const connection of this.inbound) this.dropInbound(connection);
-    for (const socket of this.accepted) socket.destroy();
-    this.accepted.clear();
-    this.tlsServer = null;
-    const server = this.server;
-    this.server = null;
-    if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
+    this.dialer.stop();
+    await this.listener.stop();
   }
 
   /** The address actually listened on (useful with port 0). */
   address(): { host: string; port: number } {
-    const bound = this.server?.address();
-    if (bound === null || bound === undefined || typeof bound === 'string') {
-      throw new Error('PeerNetwork: not listening');
-    }
-    return { host: bound.address, port: bound.port };
+    return this.listener.address();
   }
 
   /**
@@ -302,12 +169,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
    * or when the frame is over frameBytesMax. Messages sent in one tick go out in one socket write.
    */
   send(to: PeerId, message: unknown): boolean {
-    const outbound = this.outbound.get(to);
-    if (outbound === undefined) {
-      if (!this.peerIds.has(to)) throw new Error(`PeerNetwork: send to unknown peer ${to}`);
-      return false; // not started
-    }
-    if (outbound.stage !== 'authenticated') return false;
+    if (!this.peerIds.has(to)) throw new Error(`PeerNetwork: send to unknown peer ${to}`);
+    if (!this.dialer.isConnected(to)) return false; // not started, or not authenticated yet
     const frame = encodeFrame(message);
     if (frame.length > this.frameBytesMax) {
       this.options.log.warn('peer message over frameBytesMax dropped', {
@@ -317,12 +180,12 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       });
       return false;
     }
-    return this.writeFrame(outbound, frame, this.priorityKinds.has(kindOf(message)) ? 'priority' : 'bulk');
+    return this.dialer.write(to, frame, this.priorityKinds.has(kindOf(message)) ? 'priority' : 'bulk');
   }
 
   /** Whether an authenticated outbound connection to `peer` is established (sends can succeed). */
   isConnected(peer: PeerId): boolean {
-    return this.outbound.get(peer)?.stage === 'authenticated';
+    return this.dialer.isConnected(peer);
   }
 
   /** The peers the failure detector considers up now. */
@@ -344,154 +207,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   }
 
   // ------------------------------------------------------------------------------------------
-  // Listening and inbound connections
-
-  private newDetector(): FailureDetector {
-    return new FailureDetector({
-      peers: this.options.peers.map((peer) => peer.id),
-      failureTimeoutMs: this.options.failureTimeoutMs,
-      nowMs: monotonicNowMs(),
-    });
-  }
-
-  private newTlsServer(credentials: PeerTls): tls.Server {
-    const server = tls.createServer({
-      ca: credentials.ca,
-      cert: credentials.cert,
-      key: credentials.key,
-      requestCert: true,
-      rejectUnauthorized: true,
-      handshakeTimeout: this.handshakeTimeoutMs,
-    });
-    server.on('secureConnection', (socket: tls.TLSSocket) => {
-      this.onInbound(socket, certificateNames(socket.getPeerCertificate()));
-    });
-    server.on('tlsClientError', (error: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
-      this.refuse({ kind: 'tls_failed', detail: error.code ?? error.message }, { remote: remoteOf(socket) });
-      socket.destroy();
-    });
-    return server;
-  }
-
-  private listen(): Promise<net.Server> {
-    const { host, port } = this.options.listen;
-    const server = net.createServer((socket) => this.onAccept(socket));
-    return new Promise((resolve, reject) => {
-      const onError = (error: NodeJS.ErrnoException): void => {
-        server.close();
-        const inUse = error.code === 'EADDRINUSE';
-        const reason = inUse ? 'is already in use' : `cannot be listened on (${error.code ?? error.message})`;
-        reject(
-          new PeerNetworkError(`peer port ${host}:${port} of ${this.options.self} ${reason}`, {
-            code: inUse ? 'address_in_use' : 'listen_failed',
-            cause: error,
-          }),
-        );
-      };
-      server.once('error', onError);
-      server.listen(port, host, () => {
-        server.off('error', onError);
-        server.on('error', (error) => this.options.log.warn('peer listener error', { error: error.message }));
-        resolve(server);
-      });
-    });
-  }
-
-  /** A TCP connection arrived: bounded before anything is read from it. */
-  private onAccept(socket: net.Socket): void {
-    if (!this.running) {
-      socket.destroy();
-      return;
-    }
-    const unauthenticated = this.accepted.size - this.inboundOf.size;
-    if (unauthenticated >= this.unauthenticatedInboundMax) {
-      this.refuse({ kind: 'too_many_pending', pendingMax: this.unauthenticatedInboundMax }, { remote: remoteOf(socket) });
-      socket.destroy();
-      return;
-    }
-    this.accepted.add(socket);
-    socket.once('close', () => this.accepted.delete(socket));
-    socket.on('error', (error) => this.options.log.debug?.('peer inbound error', { remote: remoteOf(socket), error: error.message }));
-    socket.setNoDelay(true);
-    if (this.tlsServer !== null) this.tlsServer.emit('connection', socket);
-    else this.onInbound(socket, null);
-  }
-
-  /** The connection is ready (TLS verified, if any): challenge the peer. */
-  private onInbound(socket: net.Socket, names: string[] | null): void {
-    if (!this.running) {
-      socket.destroy();
-      return;
-    }
-    const connection: Inbound = {
-      socket,
-      decoder: new FrameDecoder({ frameBytesMax: HANDSHAKE_FRAME_BYTES_MAX }),
-      peer: null,
-      nonce: randomBytes(HANDSHAKE_NONCE_BYTES),
-      certificateNames: names,
-      handshakeTimer: null,
-    };
-    connection.handshakeTimer = setTimeout(() => {
-      this.refuse({ kind: 'timeout' }, { remote: remoteOf(socket) });
-      this.dropInbound(connection);
-    }, this.handshakeTimeoutMs);
-    this.inbound.add(connection);
-    socket.on('data', (chunk: Buffer) => this.onInboundData(connection, chunk));
-    socket.on('error', (error) => this.options.log.debug?.('peer inbound error', { ...this.nameOf(connection), error: error.message }));
-    socket.on('close', () => this.forgetInbound(connection));
-    const { self, clusterId } = this.options;
-    socket.write(encodeFrame(challengeMessage({ self, clusterId, nonce: connection.nonce })));
-  }
-
-  private onInboundData(connection: Inbound, chunk: Buffer): void {
-    const { messages, error } = connection.decoder.push(chunk);
-    for (const message of messages) {
-      if (connection.socket.destroyed) return;
-      if (connection.peer === null) this.onHello(connection, message);
-      else this.onFrame(connection.peer, message);
-    }
-    if (error === null || connection.socket.destroyed) return;
-    if (connection.peer === null) {
-      this.refuse({ kind: 'frame_error', detail: describeFrameError(error) }, this.nameOf(connection));
-    } else {
-      this.tallies.framesRefused += 1;
-      this.options.log.warn('corrupt peer frame; connection dropped', { peer: connection.peer, reason: describeFrameError(error) });
-    }
-    this.dropInbound(connection);
-  }
-
-  private onHello(connection: Inbound, message: unknown): void {
-    const outcome = checkHello(message, {
-      self: this.options.self,
-      clusterId: this.options.clusterId,
-      secret: this.options.secret,
-      peers: this.peerIds,
-      nonce: connection.nonce,
-      certificateNames: connection.certificateNames,
-    });
-    if (outcome.kind === 'refused') {
-      this.refuse(outcome.refusal, this.nameOf(connection));
-      this.dropInbound(connection);
-      return;
-    }
-    const peer = outcome.peer as PeerId;
-    if (connection.handshakeTimer !== null) clearTimeout(connection.handshakeTimer);
-    connection.handshakeTimer = null;
-    connection.peer = peer;
-    connection.decoder.setFrameBytesMax(this.frameBytesMax);
-    const older = this.inboundOf.get(peer);
-    this.inboundOf.set(peer, connection);
-    if (older !== undefined) {
-      // Safe now that the peer proved who it is: a restarted peer's new connection wins.
-      this.tallies.inboundReplaced += 1;
-      this.options.log.info('peer connected in again; its older connection closed', { peer, remote: remoteOf(connection.socket) });
-      this.dropInbound(older);
-    }
-    this.tallies.handshakesAccepted += 1;
-    connection.socket.write(encodeFrame(outcome.welcome));
-    this.options.log.debug?.('peer connected in', { peer, remote: remoteOf(connection.socket) });
-    this.onHeard(peer);
-  }
+  // What the two sides hand back: frames from authenticated peers, refused handshakes
 
   private onFrame(peer: PeerId, message: unknown): void {
     this.onHeard(peer);
@@ -528,22 +244,6 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     if (!this.reportedUp.has(peer)) this.reportTransitions();
   }
 
-  private dropInbound(connection: Inbound): void {
-    connection.socket.destroy();
-    this.forgetInbound(connection);
-  }
-
-  private forgetInbound(connection: Inbound): void {
-    if (connection.handshakeTimer !== null) clearTimeout(connection.handshakeTimer);
-    connection.handshakeTimer = null;
-    this.inbound.delete(connection);
-    if (connection.peer !== null && this.inboundOf.get(connection.peer) === connection) this.inboundOf.delete(connection.peer);
-  }
-
-  private nameOf(connection: Inbound): Record<string, unknown> {
-    return connection.peer === null ? { remote: remoteOf(connection.socket) } : { peer: connection.peer };
-  }
-
   /** Counts a refused handshake; logs it once per power of two of its kind (a flood is one line, then few). */
   private refuse(refusal: HandshakeRefusal, where: Record<string, unknown>): void {
     const count = (this.tallies.handshakesRefused[refusal.kind] += 1);
@@ -555,151 +255,21 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   }
 
   // ------------------------------------------------------------------------------------------
-  // Outbound connections
-
-  private dial(outbound: Outbound): void {
-    outbound.retryTimer = null;
-    if (!this.running) return;
-    const { id, host, port } = outbound.address;
-    const credentials = this.options.tls ?? null;
-    const socket =
-      credentials === null
-        ? net.connect({ host, port })
-        : tls.connect({
-            host,
-            port,
-            ca: credentials.ca,
-            cert: credentials.cert,
-            key: credentials.key,
-            checkServerIdentity: (_host, certificate) => this.checkListenerCertificate(id, certificate),
-          });
-    outbound.socket = socket;
-    outbound.stage = 'connecting';
-    socket.setNoDelay(true);
-    outbound.handshakeTimer = setTimeout(() => {
-      outbound.handshakeTimer = null;
-      if (outbound.socket !== socket) return;
-      if (outbound.stage === 'handshaking') this.refuse({ kind: 'timeout' }, { peer: id });
-      socket.destroy();
-    }, this.handshakeTimeoutMs);
-    socket.on('connect', () => {
-      if (outbound.socket === socket) outbound.stage = credentials === null ? 'handshaking' : 'securing';
-      socket.setKeepAlive(true, this.handshakeTimeoutMs);
-    });
-    socket.on('secureConnect', () => {
-      if (outbound.socket === socket) outbound.stage = 'handshaking';
-    });
-    outbound.decoder = new FrameDecoder({ frameBytesMax: HANDSHAKE_FRAME_BYTES_MAX });
-    outbound.nonce = randomBytes(HANDSHAKE_NONCE_BYTES);
-    outbound.expectedWelcomeProof = null;
-    socket.on('data', (chunk: Buffer) => this.onOutboundData(outbound, socket, chunk));
-    socket.on('error', (error: NodeJS.ErrnoException) => {
-      if (outbound.socket === socket && outbound.stage === 'securing' && !isIdentityError(error)) {
-        this.refuse({ kind: 'tls_failed', detail: error.code ?? error.message }, { peer: id });
-      }
-      this.options.log.debug?.('peer outbound error', { peer: id, error: error.message });
-    });
-    socket.on('close', () => this.onOutboundClosed(outbound, socket));
-  }
-
-  /** With TLS: the listener's certificate must name the peer this node meant to reach. */
-  private checkListenerCertificate(peer: PeerId, certificate: tls.PeerCertificate): Error | undefined {
-    const names = certificateNames(certificate);
-    if (names.includes(peer)) return undefined;
-    this.refuse({ kind: 'certificate_mismatch', peer, names }, { peer });
-    return Object.assign(new Error(`peer certificate does not name ${peer}`), { code: IDENTITY_ERROR_CODE });
-  }
-
-  /** The listener's handshake frames; once authenticated it sends nothing, and anything is ignored. */
-  private onOutboundData(outbound: Outbound, socket: net.Socket, chunk: Buffer): void {
-    if (outbound.socket !== socket || outbound.stage !== 'handshaking' || outbound.decoder === null) return;
-    const { messages, error } = outbound.decoder.push(chunk);
-    for (const message of messages) {
-      if (socket.destroyed || outbound.stage !== 'handshaking') return;
-      if (outbound.expectedWelcomeProof === null) this.onChallenge(outbound, socket, message);
-      else this.onWelcome(outbound, socket, message, outbound.expectedWelcomeProof);
-    }
-    if (error !== null && !socket.destroyed && outbound.stage === 'handshaking') {
-      this.refuse({ kind: 'frame_error', detail: describeFrameError(error) }, { peer: outbound.address.id });
-      socket.destroy();
-    }
-  }
-
-  private onChallenge(outbound: Outbound, socket: net.Socket, message: unknown): void {
-    const outcome = answerChallenge(message, {
-      self: this.options.self,
-      peer: outbound.address.id,
-      clusterId: this.options.clusterId,
-      secret: this.options.secret,
-      nonce: outbound.nonce,
-    });
-    if (outcome.kind === 'refused') {
-      this.refuse(outcome.refusal, { peer: outbound.address.id });
-      socket.destroy();
-      return;
-    }
-    outbound.expectedWelcomeProof = outcome.expectedWelcomeProof;
-    socket.write(encodeFrame(outcome.hello));
-  }
-
-  private onWelcome(outbound: Outbound, socket: net.Socket, message: unknown, expectedProof: Buffer): void {
-    const peer = outbound.address.id;
-    const outcome = checkWelcome(message, { self: this.options.self, peer, expectedProof });
-    if (outcome.kind === 'refused') {
-      this.refuse(outcome.refusal, { peer });
-      socket.destroy();
-      return;
-    }
-    if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
-    outbound.handshakeTimer = null;
-    outbound.stage = 'authenticated';
-    outbound.decoder = null;
-    outbound.connectedAtMs = monotonicNowMs();
-    outbound.lanes = new SendLanes(socket, { socketBytesMax: BULK_SOCKET_BYTES_MAX_DEFAULT, queueBytesMax: this.sendQueueBytesMax });
-    this.tallies.handshakesAccepted += 1;
-    this.writeFrame(outbound, this.heartbeatFrame(), 'priority'); // the peer learns our info at once
-    this.options.log.debug?.('peer connected out', { peer });
-  }
-
-  private onOutboundClosed(outbound: Outbound, socket: net.Socket): void {
-    if (outbound.socket !== socket) return;
-    // Only a connection that lasted resets the back-off: a proxy that accepts and then closes at
-    // once (its upstream is down) must not make us redial in a tight loop.
-    const livedMs = outbound.connectedAtMs === null ? 0 : monotonicNowMs() - outbound.connectedAtMs;
-    if (livedMs >= RECONNECT_DELAY_MAX_MS) outbound.attempt = 0;
-    if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
-    outbound.handshakeTimer = null;
-    outbound.socket = null;
-    outbound.stage = 'idle';
-    outbound.decoder = null;
-    outbound.expectedWelcomeProof = null;
-    outbound.connectedAtMs = null;
-    outbound.lanes?.close();
-    outbound.lanes = null;
-    if (!this.running) return;
-    const delayMs = reconnectDelayMs(outbound.attempt);
-    outbound.attempt += 1;
-    outbound.retryTimer = setTimeout(() => this.dial(outbound), delayMs);
-  }
-
-  /** Writes one frame in a lane (see send-lanes.ts); false when dropped. */
-  private writeFrame(outbound: Outbound, frame: Buffer, lane: SendLane): boolean {
-    if (outbound.lanes === null) return false;
-    const written = outbound.lanes.write(frame, lane);
-    if (!written) this.options.log.debug?.('peer send queue full; message dropped', { peer: outbound.address.id, frameBytes: frame.length });
-    return written;
-  }
-
-  // ------------------------------------------------------------------------------------------
   // Heartbeats and failure detection
+
+  private newDetector(): FailureDetector {
+    return new FailureDetector({
+      peers: this.options.peers.map((peer) => peer.id),
+      failureTimeoutMs: this.options.failureTimeoutMs,
+      nowMs: monotonicNowMs(),
+    });
+  }
 
   private onHeartbeatTimer(): void {
     const pausedMs = this.observePause();
     this.pauseUnclaimedMs += pausedMs;
     const frame = this.heartbeatFrame();
-    for (const outbound of this.outbound.values()) {
-      if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame, 'priority');
-    }
+    this.dialer.writeToAll(frame, 'priority');
     // After a pause, frames that arrived meanwhile are read (poll phase) before anyone is judged.
     if (pausedMs > 0) setImmediate(() => this.running && this.reportTransitions());
     else this.reportTransitions();
@@ -752,19 +322,6 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   }
 }
 
-/** 50 ms doubling to 1 s, each delay jittered into [½, 1] of itself so peers do not dial in step. */
-function reconnectDelayMs(attempt: number): number {
-  const ceilingMs = Math.min(RECONNECT_DELAY_MAX_MS, RECONNECT_DELAY_MIN_MS * 2 ** Math.min(attempt, 16));
-  return ceilingMs / 2 + Math.random() * (ceilingMs / 2);
-}
-
-/** Marks the error our own certificate check returned (already counted as certificate_mismatch). */
-const IDENTITY_ERROR_CODE = 'ERR_MCKV_PEER_IDENTITY';
-
-function isIdentityError(error: NodeJS.ErrnoException): boolean {
-  return error.code === IDENTITY_ERROR_CODE;
-}
-
 /** A message's `kind` field, or '' when it has none. */
 function kindOf(message: unknown): string {
   const kind = typeof message === 'object' && message !== null ? (message as { kind?: unknown }).kind : undefined;
@@ -773,8 +330,4 @@ function kindOf(message: unknown): string {
 
 function isHeartbeat(message: unknown): message is { kind: 'heartbeat'; info?: unknown; memory?: unknown } {
   return typeof message === 'object' && message !== null && (message as { kind?: unknown }).kind === 'heartbeat';
-}
-
-function remoteOf(socket: net.Socket): string {
-  return `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
 }
