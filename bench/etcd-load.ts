@@ -16,7 +16,8 @@ import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { performance } from 'node:perf_hooks';
 import { itemAt } from '../src/runtime/item-at.ts';
-import { benchValue, KEY_PREFIX_DEFAULT, keyName, type ChannelSpec, type LoadChannel, type LoadOptions, type OpenChannels, type ReplyOutcome, type ReplySink, type Request } from './loadgen.ts';
+import { benchValue, KEY_PREFIX_DEFAULT, keyName } from './load-codec.ts';
+import type { ChannelSpec, LoadChannel, LoadOptions, OpenChannels, ReplyOutcome, ReplySink, Request } from './load-types.ts';
 
 const HOST = '127.0.0.1';
 const CALL_DEADLINE_MS = 5000;
