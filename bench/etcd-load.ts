@@ -18,6 +18,7 @@ import { performance } from 'node:perf_hooks';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { benchValue, KEY_PREFIX_DEFAULT, keyName } from './load-codec.ts';
 import type { ChannelSpec, LoadChannel, LoadOptions, OpenChannels, ReplyOutcome, ReplySink, Request } from './load-types.ts';
+import { IdleWaiters } from './idle-waiters.ts';
 
 const HOST = '127.0.0.1';
 const CALL_DEADLINE_MS = 5000;
@@ -35,7 +36,7 @@ interface EtcdRun {
 class EtcdChannel implements LoadChannel {
   private inFlight = 0;
   private closed = false;
-  private idleWaiters: Array<() => void> = [];
+  private readonly idleWaiters = new IdleWaiters();
 
   constructor(
     private readonly client: Etcd3,
@@ -54,14 +55,13 @@ class EtcdChannel implements LoadChannel {
   }
 
   idle(): Promise<void> {
-    if (this.inFlight === 0 || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.idleWaiters.wait(this.inFlight === 0 || this.closed);
   }
 
   close(): void {
     this.closed = true;
     this.client.close();
-    this.wakeIdle();
+    this.idleWaiters.wake();
   }
 
   private refill(): void {
@@ -70,7 +70,7 @@ class EtcdChannel implements LoadChannel {
       if (request === null) break;
       this.send(request);
     }
-    if (this.inFlight === 0) this.wakeIdle();
+    if (this.inFlight === 0) this.idleWaiters.wake();
   }
 
   private send(request: Request): void {
@@ -104,11 +104,6 @@ class EtcdChannel implements LoadChannel {
     this.refill();
   }
 
-  private wakeIdle(): void {
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const wake of waiters) wake();
-  }
 }
 
 function errorText(error: unknown): string {

@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { encodeRequests, parseBinaryReply, parseTextReply, type EncodedRequests, type ParsedReply } from './load-codec.ts';
 import type { LoadChannel, LoadOptions, OpenChannels, ReplySink, Request, RequestKind, WireProtocol } from './load-types.ts';
+import { IdleWaiters } from './idle-waiters.ts';
 
 const HOST = '127.0.0.1';
 
@@ -25,7 +26,7 @@ class LoadConnection implements LoadChannel {
   private inFlight = 0;
   private leftover: Buffer | null = null;
   private closed = false;
-  private idleWaiters: Array<() => void> = [];
+  private readonly idleWaiters = new IdleWaiters();
 
   constructor(
     private readonly socket: net.Socket,
@@ -50,14 +51,13 @@ class LoadConnection implements LoadChannel {
   }
 
   idle(): Promise<void> {
-    if (this.inFlight === 0 || this.closed) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push(resolve));
+    return this.idleWaiters.wait(this.inFlight === 0 || this.closed);
   }
 
   close(): void {
     this.closed = true;
     this.socket.destroy();
-    this.wakeIdle();
+    this.idleWaiters.wake();
   }
 
   private refill(nowMs: number): void {
@@ -92,7 +92,7 @@ class LoadConnection implements LoadChannel {
     }
     this.leftover = offset < buffer.length ? buffer.subarray(offset) : null;
     if (!this.closed) this.refill(receivedAtMs);
-    if (this.inFlight === 0) this.wakeIdle();
+    if (this.inFlight === 0) this.idleWaiters.wake();
   }
 
   private complete(parsed: Extract<ParsedReply, { kind: 'reply' }>, receivedAtMs: number): void {
@@ -118,14 +118,9 @@ class LoadConnection implements LoadChannel {
     }
     this.inFlight = 0;
     this.socket.destroy();
-    this.wakeIdle();
+    this.idleWaiters.wake();
   }
 
-  private wakeIdle(): void {
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const wake of waiters) wake();
-  }
 }
 
 function connect(port: number, timeoutMs: number): Promise<net.Socket> {
