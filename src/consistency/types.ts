@@ -30,6 +30,8 @@ export const asRequestId = (id: number): RequestId => id as RequestId;
 
 export type Mode = 'linearizability' | 'sequential' | 'causal' | 'eventual';
 export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'causal', 'eventual'];
+/** The modes that order every write through a replicated log (and keep a write-ahead file). */
+export const isOrderedMode = (mode: Mode): boolean => mode === 'linearizability' || mode === 'sequential';
 
 /** A (key, entry) pair moved between replicas (it lives with the store, which holds it). */
 export type { KeyedEntry } from '../store/types.ts';

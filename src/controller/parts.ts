@@ -13,7 +13,7 @@ import path from 'node:path';
 import { machineBootId } from '../runtime/boot-id.ts';
 import { clockMs } from '../runtime/clock.ts';
 import { versionNode } from '../consistency/hlc.ts';
-import type { Event, Machine } from '../consistency/types.ts';
+import { isOrderedMode, type Event, type Machine } from '../consistency/types.ts';
 import type { Address } from '../config.ts';
 import type { ControllerOptions } from './controller.ts';
 import { StatusHttp } from '../http/server.ts';
@@ -61,7 +61,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
   const { config, node, mode } = options;
   const log = options.log.child({ node: node.id });
   // Causal mode keeps eventual's replica: versions per writer, tombstones.
-  const peerVersions = mode === 'eventual' || mode === 'causal';
+  const peerVersions = !isOrderedMode(mode);
   const logMode = !peerVersions && (options.replication ?? true);
   const eventual = peerVersions && (options.replication ?? true);
   const memory = new MemoryReporter(eventual ? versionNode : () => 0, hooks.enqueue);

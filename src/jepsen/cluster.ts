@@ -17,7 +17,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Mode } from '../consistency/types.ts';
+import { isOrderedMode, type Mode } from '../consistency/types.ts';
 import { loadConfig, type CpuScheduling, type WalSync } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
@@ -385,8 +385,7 @@ export class Cluster {
   async powerOn(id: string): Promise<void> {
     const from = this.logBytes(id);
     await this.startController(id);
-    const ordered = this.options.mode === 'linearizability' || this.options.mode === 'sequential';
-    if (!ordered || this.options.walSync !== 'write') return;
+    if (!isOrderedMode(this.options.mode) || this.options.walSync !== 'write') return;
     if ((await this.logSince(id, from, 'recovered: ', 30_000)) === null) {
       throw new Error(`${id} did not recover within 30 s of its power coming back (see ${this.logFile(id)})`);
     }

@@ -25,7 +25,7 @@ import { checkCausal } from '../check/causal.ts';
 import { HistoryRecorder, parseHistory, type CheckResult } from '../check/history.ts';
 import { itemAt } from '../runtime/item-at.ts';
 import { TextClient } from '../client/text-client.ts';
-import type { Mode } from '../consistency/types.ts';
+import { isOrderedMode, type Mode } from '../consistency/types.ts';
 import type { WalSync } from '../config.ts';
 import { Cluster, definedOnly, repoRoot } from './cluster.ts';
 import { planNemesis, runNemesis, type FaultPlan, type FaultWindow, type NemesisKind } from './nemesis.ts';
@@ -326,7 +326,7 @@ async function judge(options: Resolved, cluster: Cluster, recorder: HistoryRecor
   const settled = await waitUntilServing(cluster, options.settleTimeoutMs, options.callTimeoutMs);
   options.log(settled.length === 0 ? 'every controller serves again' : `not serving after the heal: ${settled.join(', ')}`);
   // Eventual and causal modes: convergence (causal mode's history is checked afterwards too).
-  if (options.mode === 'eventual' || options.mode === 'causal') return checkConvergence(options, cluster, healedAt);
+  if (!isOrderedMode(options.mode)) return checkConvergence(options, cluster, healedAt);
   await finalReads(options, cluster, recorder);
   return { kind: 'history', convergenceMs: null };
 }
