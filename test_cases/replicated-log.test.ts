@@ -195,6 +195,43 @@ describe('replication and commit', () => {
     expect(cluster.outcome(origin, second.requestId)).toMatchObject({ kind: 'apply', cas: 3n });
   });
 
+  it('sequential, wal_sync = write: the leader writes its copy before the appends leave, so each follower commits on receipt, with no commit notice', () => {
+    const cluster = electedCluster('sequential', 10_000, false, 'boot-a');
+    const leader = cluster.leader();
+    const [origin, other] = followers(cluster);
+    const { requestId, effects } = cluster.request(origin, set('a', 'x'));
+    const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
+    const atLeader = [
+      ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
+      ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
+    ];
+    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const appends = atLeader.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append') as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+    expect(appends.map((append) => append.to).sort()).toEqual([origin, other].sort());
+    for (const append of appends) {
+      expect(atLeader.indexOf(append)).toBeGreaterThan(persisted);
+      expect(append.message).toMatchObject({ entries: [expect.objectContaining({ index: 2 })], durableIndex: 2, commitIndex: 1 });
+      // Each follower applies on receipt: the leader and it hold the entry, a majority of three.
+      const accepted = cluster.step(append.to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: append.message });
+      expect(accepted.filter((effect) => effect.kind === 'apply')).toEqual([expect.objectContaining({ cas: 2n, requestId: append.to === origin ? requestId : null })]);
+    }
+    expect(cluster.outcome(origin, requestId)).toMatchObject({ kind: 'apply', cas: 2n, requestId });
+    // Their acks say so, and the leader sends no commit notice.
+    cluster.deliver();
+    const notices = cluster.node(leader).effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append' && effect.message.quiet);
+    expect(notices).toEqual([]);
+  });
+
+  it('linearizability, wal_sync = write: the appends still leave before the leader\'s copy is written', () => {
+    const cluster = electedCluster('linearizability', 10_000, false, 'boot-a');
+    const leader = cluster.leader();
+    const { effects: atLeader } = cluster.request(leader, set('a', 'x'));
+    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const append = atLeader.findIndex((effect) => effect.kind === 'send' && effect.message.kind === 'append');
+    expect(append).toBeGreaterThanOrEqual(0);
+    expect(append).toBeLessThan(persisted);
+  });
+
   it('a write with nothing after it is committed at the followers by the leader\'s commit notice', () => {
     const cluster = electedCluster();
     const leader = cluster.leader();

@@ -69,7 +69,8 @@ export class Cluster {
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
-  constructor(readonly mode: LogMode = 'linearizability', readonly threshold = 10_000, readonly skipApplied = false) {
+  /** `bootId`: as with wal_sync = write (records reach the OS, not the disk); null: as with fsync. */
+  constructor(readonly mode: LogMode = 'linearizability', readonly threshold = 10_000, readonly skipApplied = false, readonly bootId: string | null = null) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
 
@@ -78,7 +79,7 @@ export class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
-      replicaSkipsApplied: this.skipApplied,
+      replicaSkipsApplied: this.skipApplied, bootId: this.bootId, newNode: this.bootId !== null && records.length === 0,
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }
@@ -180,8 +181,8 @@ export class Cluster {
   }
 }
 
-export function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000, skipApplied = false): Cluster {
-  const cluster = new Cluster(mode, threshold, skipApplied);
+export function electedCluster(mode: LogMode = 'linearizability', threshold = 10_000, skipApplied = false, bootId: string | null = null): Cluster {
+  const cluster = new Cluster(mode, threshold, skipApplied, bootId);
   cluster.run(1_000);
   return cluster;
 }

@@ -192,13 +192,16 @@ export class Turn {
     // One read-confirming round per turn that has reads. (Holding reads back while a round is in
     // flight, to confirm more per round, cost more in waiting than it saved in messages: measured.)
     const heartbeat = this.reads.startRoundIfRequested();
-    // The appends leave first and we write our own copy while they travel (Raft §10.2.1); they
-    // say it is not durable yet (durableIndex), so a follower commits these entries on a later
-    // append (or our commit notice). Everything after the record (commits, replies, later sends)
-    // waits for its fsync. (Writing our copy before sending, so that the follower that originated
-    // a write could commit it on receipt, measured the same: a hop saved, an fsync waited for.)
-    this.replication.sendAppends(fresh.length, heartbeat);
-    if (fresh.length > 0) this.core.persist({ kind: 'entries', entries: fresh }, false);
+    // With fsync, the appends leave first and we write our own copy while they travel (Raft
+    // §10.2.1); they say it is not durable yet (durableIndex), so a follower commits these entries
+    // on a later append or our commit notice. Everything after the record (commits, replies, later
+    // sends) waits for its fsync. With wal_sync = write our copy is one write into the page cache,
+    // made within this turn: the appends wait for it and say it is there, so in sequential mode
+    // each follower commits on receipt (see Replication.appendEntries), with no commit notice.
+    const writeFirst = this.core.bootId !== null && this.core.mode === 'sequential';
+    if (writeFirst && fresh.length > 0) this.core.persist({ kind: 'entries', entries: fresh }, false);
+    this.replication.sendAppends(writeFirst ? 0 : fresh.length, heartbeat);
+    if (!writeFirst && fresh.length > 0) this.core.persist({ kind: 'entries', entries: fresh }, false);
     this.replication.advanceCommit();
     this.reads.confirmRounds();
   }
