@@ -1,7 +1,7 @@
 /**
  * The client server's view of the wire: decoded requests of either protocol as one type, the
  * reply's bytes in the request's protocol, which commands may be in flight together, and the few
- * replies the server gives itself. Pure functions; the connection loop is ./server.ts.
+ * replies the server gives itself. Pure functions; the connection loop is ./connection.ts.
  */
 
 import type { Command, DecoderOptions, ProtocolLimits, Reply } from './types.ts';
