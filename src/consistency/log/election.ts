@@ -3,7 +3,7 @@
  * election timer, the votes a (pre-)candidate collects, the answers to pre-vote and vote requests,
  * and which node led each recent term. A pre-vote changes no term, so a node returning from a
  * partition cannot disrupt a working cluster; a vote is refused while this node knows a live
- * leader. The role changes themselves (becomeLeader, becomeFollower, …) are the machine's.
+ * leader. The role changes themselves (becomeLeader, becomeFollower, …) are ./roles.ts's.
  *
  * Owns: the timer (deadline and its last random draw), the votes, the leaders of recent terms.
  * Invariants: one leader per term as seen by this node (asserted); a vote at most once per term

@@ -158,7 +158,7 @@ export class ReadIndex {
    * acknowledgement, and it takes our answer only if its term has not moved by the time the answer
    * arrives (onReadIndexReply) — so it voted for no one else before we read our commit index, and
    * with us it is a majority no other candidate could win. With more nodes, a heartbeat round.
-   * Stepped by the leader only (the machine's stepLeader).
+   * Stepped by the leader only (./roles.ts's stepLeader).
    */
   onReadIndex(from: PeerId, message: Extract<LogMessage, { kind: 'read_index' }>): void {
     const batch = { from, incarnation: message.incarnation, batchId: message.batchId };

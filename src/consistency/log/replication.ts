@@ -211,7 +211,7 @@ export class Replication {
     if (index > this.core.commitIndex) this.core.commitIndex = Math.min(index, this.core.log.lastIndex());
   }
 
-  /** Stepped by the leader only (the machine's stepLeader). */
+  /** Stepped by the leader only (./roles.ts's stepLeader). */
   onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
     if (message.term !== this.core.term) return;
     const progress = this.progress.get(from);
@@ -240,7 +240,7 @@ export class Replication {
     this.reads.confirmRounds();
   }
 
-  /** Stepped by the leader only (the machine's stepLeader). */
+  /** Stepped by the leader only (./roles.ts's stepLeader). */
   onPong(from: PeerId, message: Extract<LogMessage, { kind: 'pong' }>): void {
     if (message.term !== this.core.term) return;
     const progress = this.progress.get(from);
