@@ -1,0 +1,346 @@
+/**
+ * The work of a Replica (./replica.ts) once a call's turn has come: a mode's store effects carried
+ * out on the backend, through an index of the keys it holds (memcached cannot list them) and a
+ * write-through value cache. The Replica decides when a call runs and whether; this decides what it
+ * reads and writes. Why and how: docs/design.md, "The replica and its value cache".
+ *
+ * Invariants:
+ * - Called only in the Replica's order: no other call on the same key is running (none at all
+ *   during a barrier: flushAll, fetchAll, reset, loadIndex).
+ * - The index holds a superset of the backend's keys written through this replica; once complete
+ *   (loaded, reset or flushed), a key without a record is absent.
+ * - A cached entry is exactly what the backend holds after every call ordered before the current one.
+ */
+
+import type { Item, Reply } from '../protocol/types.ts';
+import { clockMs } from '../runtime/clock.ts';
+import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
+import { mergeEntries, plainEntry } from './counter.ts';
+import { forEachBounded } from './key-order.ts';
+import { ALREADY_APPLIED, isCounted, tombstoneEntry, toItem, valuesReply, type CacheUsage, type IndexRecord } from './replica-records.ts';
+import type { Entry, KeyedEntry, KeyPresence, KVBackend, Op } from './types.ts';
+import { ValueCache } from './value-cache.ts';
+
+/** A ReplicaCore's settings: the Replica's options (see ReplicaOptions), defaults filled in. */
+export interface ReplicaCoreOptions {
+  tombstones: boolean;
+  skipApplied: boolean;
+  barrierConcurrency: number;
+  cacheBytesMax: number;
+  valueBytesMax: number;
+}
+
+/** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
+interface KeyLister {
+  keys(): Promise<string[]>;
+}
+
+function canListKeys(backend: KVBackend): backend is KVBackend & KeyLister {
+  return typeof (backend as Partial<KeyLister>).keys === 'function';
+}
+
+/** A replica's backend, index and value cache, and the store effects carried out on them. */
+export class ReplicaCore {
+  readonly #backend: KVBackend;
+  readonly #tombstones: boolean;
+  readonly #skipApplied: boolean;
+  readonly #barrierConcurrency: number;
+  readonly #index = new Map<string, IndexRecord>();
+  readonly #cache: ValueCache;
+  /** Every key the backend holds has an index record (after loadIndex, reset or flush). */
+  #indexComplete = false;
+  readonly #valueBytesMax: number;
+
+  constructor(backend: KVBackend, options: ReplicaCoreOptions) {
+    this.#backend = backend;
+    this.#tombstones = options.tombstones;
+    this.#skipApplied = options.skipApplied;
+    this.#barrierConcurrency = options.barrierConcurrency;
+    this.#valueBytesMax = options.valueBytesMax;
+    this.#cache = new ValueCache(options.cacheBytesMax);
+  }
+
+  /** The backend lost its contents: know nothing of it, cache nothing (see Replica.acknowledgeReset). */
+  forgetContents(): void {
+    this.#index.clear();
+    this.#indexComplete = false;
+    this.#cache.clear();
+  }
+
+  /** The backend may not hold what was written: trust no cached entry. */
+  clearCache(): void {
+    this.#cache.clear();
+  }
+
+  /** The key index, for the Replica's `keyCount`, `indexEntries` and `indexRecord` to read. */
+  get index(): ReadonlyMap<string, IndexRecord> {
+    return this.#index;
+  }
+
+  /** What the value cache holds. */
+  cacheUsage(): CacheUsage {
+    const { hits, misses } = this.#cache.counts;
+    return { entries: this.#cache.size, bytes: this.#cache.bytes, bytesMax: this.#cache.bytesMax, hits, misses };
+  }
+
+  /** Empties the backend, the index (complete: nothing is held) and the cache. */
+  async reset(): Promise<void> {
+    this.#cache.clear();
+    await this.#backend.flush();
+    this.#cache.clear();
+    this.#index.clear();
+    this.#indexComplete = true;
+  }
+
+  /** Rebuilds the index from a backend that can list its keys; returns the key count. */
+  async loadIndex(): Promise<number> {
+    if (!canListKeys(this.#backend)) return this.#index.size;
+    const keys = await this.#backend.keys();
+    await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
+      const entry = await this.#readBackend(key);
+      if (entry !== undefined) this.#remember(key, entry, true);
+    });
+    this.#indexComplete = true;
+    return this.#index.size;
+  }
+
+  /** A store, arith, delete or touch on one key; resolves to the client's reply. */
+  async applySingle(op: Extract<Op, { kind: 'store' | 'arith' | 'delete' | 'touch' }>, ctx: ApplyContext): Promise<Reply> {
+    // The index knows the cas of every key written through this replica (or loaded at start).
+    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
+    // A plain set does not depend on what is stored: skip the read (one backend round trip).
+    const current = op.kind === 'store' && op.verb === 'set' ? undefined : await this.#current(op.key);
+    if (this.#isApplied(current, ctx)) return ALREADY_APPLIED;
+    const { write, reply } = applyToEntry(current, op, ctx, this.#valueBytesMax);
+    if (write === null) await this.#remove(op.key, ctx.cas);
+    else if (write !== undefined) await this.#write(op.key, write);
+    return reply;
+  }
+
+  /** A get's reply; no promise hop per key the cache or the index knows. */
+  readValues(keys: readonly string[], nowMs: number): Promise<Reply> {
+    const known: Array<Entry | undefined | Promise<Entry | undefined>> = [];
+    let reading = false;
+    for (const key of keys) {
+      const entry = this.#current(key);
+      if (entry instanceof Promise) reading = true;
+      known.push(entry);
+    }
+    if (!reading) return Promise.resolve(valuesReply(keys, known as Array<Entry | undefined>, nowMs));
+    return Promise.all(known).then((entries) => valuesReply(keys, entries, nowMs));
+  }
+
+  /** A gat: gives each live key the new expiry and cas; replies with the touched items, in key order. */
+  async getAndTouch(op: Extract<Op, { kind: 'gat' }>, ctx: ApplyContext): Promise<Reply> {
+    const touched = new Map<string, Entry>();
+    await Promise.all(
+      [...new Set(op.keys)].map(async (key) => {
+        const entry = await this.#current(key);
+        if (!isLive(entry, ctx.nowMs) || this.#isApplied(entry, ctx)) return;
+        const next: Entry = { ...plainEntry(entry), expiresAtMs: op.expiresAtMs, cas: ctx.cas };
+        await this.#write(key, next);
+        touched.set(key, next);
+      }),
+    );
+    const items: Item[] = [];
+    for (const key of op.keys) {
+      const entry = touched.get(key);
+      if (entry !== undefined) items.push(toItem(key, entry));
+    }
+    return { kind: 'values', items };
+  }
+
+  /** A flush_all (a barrier): removes every entry now, or after the delay (shortening live entries' expiry). */
+  async flushAll(delayMs: number, ctx: ApplyContext): Promise<Reply> {
+    if (delayMs <= 0 && !this.#tombstones && !this.#skipApplied) {
+      this.#cache.clear();
+      await this.#backend.flush();
+      this.#cache.clear();
+      this.#index.clear();
+      this.#indexComplete = true;
+      return { kind: 'ok' };
+    }
+    const deadlineMs = ctx.nowMs + delayMs;
+    await forEachBounded([...this.#index.keys()], this.#barrierConcurrency, async (key) => {
+      const entry = await this.#current(key);
+      if (entry === undefined) {
+        this.#index.delete(key);
+        return;
+      }
+      if (this.#isApplied(entry, ctx)) return;
+      if (delayMs <= 0) {
+        if (entry.tombstone !== true) await this.#remove(key, ctx.cas);
+        return;
+      }
+      const expiresLater = entry.expiresAtMs === 0 || entry.expiresAtMs > deadlineMs;
+      if (isLive(entry, ctx.nowMs) && expiresLater) {
+        await this.#write(key, { ...plainEntry(entry), expiresAtMs: deadlineMs, cas: ctx.cas });
+      }
+    });
+    return { kind: 'ok' };
+  }
+
+  /** `#write` for a batch of distinct keys: one backend call. */
+  async writeAll(entries: readonly KeyedEntry[]): Promise<void> {
+    const present = entries.map(([key]) => this.#presence(key));
+    const records = entries.map(([key, entry]) => {
+      this.#cache.withhold(key);
+      return this.#remember(key, entry, false);
+    });
+    const generation = this.#cache.generation;
+    await this.#backend.setMany(entries, present);
+    for (const record of records) record.settled = true;
+    if (generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
+  }
+
+  /** Puts one key's entries, in order. */
+  async putAll(key: string, list: readonly Entry[], how: 'merge' | 'overwrite', joinCas: bigint | undefined): Promise<void> {
+    for (const entry of list) await this.#putOne(key, entry, how, joinCas);
+  }
+
+  /** Writes `entry` unless (merge) the backend already holds an equal or greater cas (see Replica.put). */
+  #putOne(key: string, entry: Entry, how: 'merge' | 'overwrite', joinCas: bigint | undefined): Promise<void> {
+    if (how === 'overwrite') return this.#write(key, entry);
+    if (joinCas !== undefined) {
+      return Promise.resolve(this.#current(key)).then((current) => {
+        const merged = current === undefined ? entry : mergeEntries(current, entry, joinCas);
+        return merged === current ? undefined : this.#write(key, merged);
+      });
+    }
+    const known = this.knownCas(key);
+    if (known === undefined) {
+      return this.#backend.get(key).then((current) =>
+        current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry));
+    }
+    return known !== null && known >= entry.cas ? Promise.resolve() : this.#write(key, entry);
+  }
+
+  /** `fetchKeys` of every key the index holds. */
+  fetchAll(): Promise<KeyedEntry[]> {
+    return this.fetchKeys([...this.#index.keys()]);
+  }
+
+  /** Entries (tombstones and expired ones included) of distinct `keys`, in key order. */
+  async fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
+    const found: KeyedEntry[] = [];
+    const collect = (key: string, entry: Entry | undefined): void => {
+      if (entry === undefined) this.#index.delete(key);
+      else found.push([key, entry]);
+    };
+    // What the cache or the index knows needs no backend call (nor a promise per key).
+    const unknown: string[] = [];
+    for (const key of keys) {
+      const known = this.known(key);
+      if (known === null) unknown.push(key);
+      else collect(key, known);
+    }
+    await forEachBounded(unknown, this.#barrierConcurrency, async (key) => collect(key, await this.#readBackend(key)));
+    // Deterministic order for callers that compare replicas.
+    found.sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0));
+    return found;
+  }
+
+  /** Removes `key` if it holds the tombstone of `cas` or an older version (see Replica.purge). */
+  async purgeOne(key: string, cas: bigint): Promise<void> {
+    const entry = await this.#current(key);
+    if (entry === undefined) {
+      this.#index.delete(key);
+      return;
+    }
+    if (!purgeRemoves(entry, cas)) return;
+    this.#cache.delete(key);
+    await this.#backend.delete(key);
+    this.#index.delete(key);
+  }
+
+  async #remove(key: string, cas: bigint): Promise<void> {
+    if (this.#tombstones) {
+      await this.#write(key, tombstoneEntry(cas));
+      return;
+    }
+    const record = this.#index.get(key);
+    if (record !== undefined) record.settled = false;
+    this.#cache.delete(key);
+    await this.#backend.delete(key);
+    this.#index.delete(key);
+  }
+
+  async #write(key: string, entry: Entry): Promise<void> {
+    const present = this.#presence(key);
+    // Remember first: if the write fails halfway, the index still lists the key (a superset).
+    const record = this.#remember(key, entry, false);
+    // Cached only once acknowledged: until then the backend may hold either version.
+    this.#cache.withhold(key);
+    const generation = this.#cache.generation;
+    await this.#backend.set(key, entry, present);
+    record.settled = true;
+    if (generation === this.#cache.generation) this.#cache.set(key, entry);
+  }
+
+  /**
+   * The backend's entry of `key` (undefined if absent): from the cache or the index when they
+   * know it, else read (and cached). Only called with no other call on `key` running.
+   */
+  #current(key: string): Entry | undefined | Promise<Entry | undefined> {
+    const known = this.known(key);
+    return known === null ? this.#readBackend(key) : known;
+  }
+
+  /** The backend's entry of `key` when the cache or the index knows it (undefined: absent), else null. */
+  known(key: string): Entry | undefined | null {
+    const cached = this.#cache.get(key);
+    if (cached !== undefined) {
+      // Expired by the wall clock: ask the backend, exactly as without the cache.
+      if (cached.expiresAtMs === 0 || cached.expiresAtMs > clockMs()) return cached;
+    } else if (this.#indexComplete && !this.#index.has(key)) {
+      return undefined;
+    }
+    return null;
+  }
+
+  /**
+   * Whether the backend holds an item for `key`, as far as the index tells (a hint for the write
+   * about to be issued; see KeyPresence): a record says probably (the index is a superset, and an
+   * item may have expired), no record in a complete index says no, else unknown.
+   */
+  #presence(key: string): KeyPresence {
+    if (this.#index.has(key)) return true;
+    return this.#indexComplete ? false : undefined;
+  }
+
+  /** Reads `key` from the backend and caches what it holds, unless the cache was cleared meanwhile. */
+  async #readBackend(key: string): Promise<Entry | undefined> {
+    const generation = this.#cache.generation;
+    const entry = await this.#backend.get(key);
+    if (entry !== undefined && generation === this.#cache.generation) this.#cache.set(key, entry);
+    return entry;
+  }
+
+  /** With `skip-applied`: does the key already hold this op's change or a later one? */
+  #isApplied(entry: { cas: bigint } | undefined, ctx: ApplyContext): boolean {
+    return this.#skipApplied && entry !== undefined && entry.cas >= ctx.cas;
+  }
+
+  #remember(key: string, entry: Entry, settled: boolean): IndexRecord {
+    const record: IndexRecord = {
+      cas: entry.cas,
+      expiresAtMs: entry.expiresAtMs,
+      tombstone: entry.tombstone === true,
+      settled,
+      counted: isCounted(entry),
+    };
+    this.#index.set(key, record);
+    return record;
+  }
+
+  /**
+   * The backend's version of `key` as the index knows it: null if absent, undefined if unknown or,
+   * for a merge, if greater-cas-wins cannot decide it (counter metadata on either side).
+   */
+  knownCas(key: string, merging?: Entry): bigint | null | undefined {
+    const record = this.#index.get(key);
+    if (record === undefined) return this.#indexComplete ? null : undefined;
+    if (merging !== undefined && (record.counted === true || isCounted(merging))) return undefined;
+    return record.settled ? record.cas : undefined;
+  }
+}
