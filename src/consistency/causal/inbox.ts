@@ -2,8 +2,8 @@
  * One peer's chain to us in causal mode, the receiver's half of ./messages.ts: a batch's parts
  * assembled, and chain batches parked until they may be merged, which tracks their dependencies.
  *
- * Owns: the batch being assembled and the parked batches (by prev). The visible vector, and the
- * merge that raises it, belong to the machine.
+ * Owns: the batch being assembled and the parked batches (by prev). The visible vector is
+ * ./core.ts's; the merge that raises it, ./merging.ts's.
  *
  * Invariants: at most one parked batch per prev, and no more than the machine's bound; a parked
  * batch goes to merge only when it follows on (prev <= visible[sender] < to) and its deps are

@@ -1,0 +1,86 @@
+/**
+ * What every part of causal mode shares: the node's place in the sorted node list, the tuning, the
+ * hybrid clock, the visible vector, the time of the step being taken, and the store tokens — one
+ * sequence for fetches and merges, with what each fetch in flight is for. The parts,
+ * ./local-writes.ts (this node's writes) and ./merging.ts (the peers' chains to us), own their
+ * state and reach this one through it; the machine (./machine.ts) steps them and ships our chains.
+ *
+ * Invariants: the HLC never goes back and is >= every version merged or fetched (`observe`) that
+ * is not too far ahead of local time; the visible vector has one component per node; a token
+ * names one fetch or one merge.
+ */
+
+import type { Effect, KeyedEntry, MachineOptions, PeerId } from '../types.ts';
+import { HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, versionClock, type Hlc } from '../hlc.ts';
+import { DroppedPeerMessages } from '../peer-input.ts';
+import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
+import { componentOf, type CausalMessage, type VersionVector } from './messages.ts';
+
+export type Out = Effect<CausalMessage>[];
+
+/** What a fetch in flight is for (see the machine's onFetched). */
+export type FetchPurpose =
+  | { kind: 'rebuild' }
+  | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
+  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector }
+  | { kind: 'graves' };
+
+export class CausalCore {
+  readonly self: PeerId;
+  readonly peers: PeerId[];
+  /** Every node, sorted: the index of a vector's components and of a version's node bits. */
+  readonly nodes: PeerId[];
+  readonly selfIndex: number;
+  readonly tuning: CausalTuning;
+  clock: Hlc = HLC_ZERO;
+  visible: VersionVector;
+  nowMs: number;
+  readonly fetches = new Map<number, FetchPurpose>();
+  readonly dropped = new DroppedPeerMessages();
+  private nextToken = 1;
+
+  constructor(options: MachineOptions, tuning: Partial<CausalTuning>) {
+    this.self = options.self;
+    this.peers = [...new Set(options.peers)].filter((peer) => peer !== options.self).sort();
+    this.nodes = [...this.peers, this.self].sort();
+    this.selfIndex = this.nodes.indexOf(this.self);
+    this.tuning = { ...defaultCausalTuning(options), ...tuning };
+    this.visible = this.nodes.map(() => 0n);
+    this.nowMs = options.nowMs;
+    this.clock = tickHlc(HLC_ZERO, options.nowMs);
+    packVersion(this.clock, this.selfIndex); // asserts the node index fits
+  }
+
+  /** This node's component of a vector. */
+  own(vector: readonly bigint[]): bigint {
+    return componentOf(vector, this.selfIndex);
+  }
+
+  /** Moves the clock up to the newest of `entries`' versions that is not too far ahead of local time. */
+  observe(entries: readonly KeyedEntry[]): void {
+    const latest = latestVersionAllowed(this.nowMs, this.tuning.clockAheadMaxMs);
+    let newest = 0n;
+    for (const [, entry] of entries) if (entry.cas > newest && entry.cas <= latest) newest = entry.cas;
+    this.clock = mergeHlc(this.clock, versionClock(newest));
+  }
+
+  /** A peer message this node cannot use: dropped, counted, noted (rate-limited). */
+  dropMessage(from: PeerId, reason: string, out: Out): void {
+    const note = this.dropped.drop<CausalMessage>(from, reason, this.nowMs);
+    if (note !== null) out.push({ ...note, meta: { node: this.self, ...note.meta } });
+  }
+
+  /** Fetches `keys` (null: every key) for `purpose`; returns the fetch's token. */
+  issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
+    const token = this.takeToken();
+    this.fetches.set(token, purpose);
+    out.push({ kind: 'fetch', token, keys });
+    return token;
+  }
+
+  takeToken(): number {
+    const token = this.nextToken;
+    this.nextToken += 1;
+    return token;
+  }
+}

@@ -1,0 +1,263 @@
+/**
+ * The peers' chains to us, merged: a batch's parts assembled and chain batches parked (./inbox.ts)
+ * until they follow on and their dependencies are visible; each merged in one put that raises the
+ * visible vector at once, and acknowledged, in issue order, once memcached has taken it. And after
+ * a backend reset, the snapshots peers owe: they bring back our own writes the replica lost, which
+ * our chains then ship again.
+ *
+ * Owns: the inboxes, the merges not yet acknowledged, our component at the last reset and the
+ * peers owing a snapshot that covers it. The visible vector and the clock are the core's (./core.ts).
+ * Invariants: a chain batch is merged only when prev <= visible[sender] and deps <= visible
+ * elsewhere; a refused merge rolls the vector back to before it and forgets the later ones; what
+ * peers are told (`told`) stops before the first merge memcached has not taken, and claims none of
+ * our writes while a snapshot is owed.
+ */
+
+import type { KeyedEntry, PeerId } from '../types.ts';
+import { latestVersionAllowed, packVersion, tickHlc, versionNode } from '../hlc.ts';
+import type { MemoryAdmission } from '../memory-admission.ts';
+import type { CausalCore, Out } from './core.ts';
+import { Inbox } from './inbox.ts';
+import type { LocalWrites } from './local-writes.ts';
+import { componentOf, type Batch, type CausalMessage, type VersionVector } from './messages.ts';
+import type { Tombstones } from './tombstones.ts';
+
+type BatchMessage = Extract<CausalMessage, { kind: 'batch' }>;
+
+/** A merge issued and not yet acknowledged (see `merges`). */
+interface PendingMerge {
+  to: PeerId;
+  batchTo: bigint;
+  before: VersionVector;
+  done: boolean;
+  /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
+  recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
+}
+
+export class Merging {
+  private readonly inboxes = new Map<PeerId, Inbox>();
+  /**
+   * Merges issued and not yet acknowledged, in issue order (token → the ack to send, and the
+   * visible vector before the merge). `visible` counts them at once, so the next batch's
+   * dependencies can be met in the same step; what peers are told (`told()`) stops before the
+   * first one memcached has not yet taken, and a refused merge rolls `visible` back to it.
+   */
+  private readonly merges = new Map<number, PendingMerge>();
+  /**
+   * After a reset: our own component then, and the peers that have not yet sent a snapshot
+   * covering it. Our own writes up to it that such a snapshot brings back are shipped again
+   * (the replica lost them; the other peer may not have them).
+   */
+  private lostOwnTo = 0n;
+  /** Peer → when it was last asked for that snapshot, or last sent part of one. */
+  private readonly owedSnapshots = new Map<PeerId, number>();
+
+  constructor(
+    private readonly core: CausalCore,
+    private readonly tombstones: Tombstones,
+    /** The memory guard: peers' pushes count in it as they arrive. */
+    private readonly memory: MemoryAdmission,
+    /** Our writes: a merge may make states of ours (counter joins), and brings back lost ones. */
+    private readonly writes: LocalWrites,
+  ) {
+    for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
+  }
+
+  /** Batches parked. */
+  get parkedCount(): number {
+    return [...this.inboxes.values()].reduce((sum, box) => sum + box.parkedCount, 0);
+  }
+
+  onBatchPart(from: PeerId, message: BatchMessage, out: Out): void {
+    const core = this.core;
+    const latest = latestVersionAllowed(core.nowMs, core.tuning.clockAheadMaxMs);
+    if (message.to > latest || message.entries.some(([, entry]) => entry.cas > latest)) {
+      return core.dropMessage(from, 'batch: versions too far ahead of local time', out);
+    }
+    const sender = core.nodes.indexOf(from);
+    if (!message.snapshot && message.base > componentOf(core.visible, sender)) {
+      // The sender believes we hold more of its chain than we do (our replica was reset).
+      return this.ack(from, message.to, true, out);
+    }
+    // A snapshot on its way is what an ask for lost writes waits for (askForLostWrites).
+    if (message.snapshot && this.owedSnapshots.has(from)) this.owedSnapshots.set(from, core.nowMs);
+    const batch = this.inbox(from).assemble(message);
+    if (batch !== null) this.onBatch(from, batch, out);
+  }
+
+  private onBatch(from: PeerId, batch: Batch, out: Out): void {
+    const sender = this.core.nodes.indexOf(from);
+    if (batch.snapshot) {
+      this.merge(from, batch, out);
+      this.mergeParked(out);
+      return;
+    }
+    if (batch.to <= componentOf(this.core.visible, sender)) return this.ack(from, batch.to, false, out);
+    this.inbox(from).park(batch, this.core.nowMs, this.core.tuning.parkedBatchesMax);
+    this.mergeParked(out);
+  }
+
+  /** Merges every parked batch that follows on and whose dependencies are visible, until none does. */
+  private mergeParked(out: Out): void {
+    for (let progress = true; progress; ) {
+      progress = false;
+      for (const peer of this.core.peers) {
+        if (this.inbox(peer).mergeReady(() => this.core.visible, (batch) => this.merge(peer, batch, out))) progress = true;
+      }
+    }
+  }
+
+  /** Makes a batch visible: one put, and the vector raised. */
+  private merge(from: PeerId, batch: Batch, out: Out): void {
+    const core = this.core;
+    const sender = core.nodes.indexOf(from);
+    const before = [...core.visible];
+    const entries = this.tombstones.notPurged(batch.entries);
+    core.observe(entries);
+    const unsureGraves = this.tombstones.noteMerged(entries);
+    batch.deps.forEach((version, index) => {
+      if (index !== core.selfIndex && version > componentOf(core.visible, index)) core.visible[index] = version;
+    });
+    if (batch.to > componentOf(core.visible, sender)) core.visible[sender] = batch.to;
+    const token = core.takeToken();
+    const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, recovered });
+    if (entries.length === 0) return this.onApplied(token, out);
+    // A counter merge may make a state neither side had: a write of ours at this fresh version.
+    core.clock = tickHlc(core.clock, core.nowMs);
+    const joinCas = packVersion(core.clock, core.selfIndex);
+    this.memory.arrived(entries);
+    out.push({ kind: 'put', entries, how: 'merge', token, joinCas });
+    // Which of those tombstones the replica kept (noteFetched, for every fetch).
+    if (unsureGraves.length > 0) core.issueFetch(out, unsureGraves, { kind: 'graves' });
+    const rejoined = entries.filter(([key, entry]) => this.writes.mayRejoin(key, entry)).map(([key]) => key);
+    if (rejoined.length > 0) this.writes.rejoined(rejoined);
+  }
+
+  /** Our own writes the replica lost at the last reset that a merge brings back, and whether it settles a snapshot owed. */
+  private lostWritesIn(batch: Batch, entries: readonly KeyedEntry[]): PendingMerge['recovered'] {
+    const back = entries.filter(([, entry]) => versionNode(entry.cas) === this.core.selfIndex && entry.cas <= this.lostOwnTo);
+    return { snapshot: batch.snapshot, deps: batch.deps, back: back.map(([key]) => key) };
+  }
+
+  /**
+   * Our own writes the replica lost at the last reset, back from a peer and taken by memcached: the
+   * chain ships them again. (A refused merge brought nothing back: the snapshot stays owed.)
+   */
+  private shipOwnWritesAgain(from: PeerId, recovered: NonNullable<PendingMerge['recovered']>): void {
+    const core = this.core;
+    if (this.lostOwnTo === 0n) return;
+    if (recovered.back.length > 0) {
+      this.writes.markDirty(recovered.back);
+      // A batch covers (prev, to]: a version of its own moves `to` on, so the chain carries them.
+      core.clock = tickHlc(core.clock, core.nowMs);
+      core.visible[core.selfIndex] = packVersion(core.clock, core.selfIndex);
+    }
+    if (recovered.snapshot && core.own(recovered.deps) >= this.lostOwnTo) this.owedSnapshots.delete(from);
+    if (this.owedSnapshots.size === 0) this.lostOwnTo = 0n;
+  }
+
+  /** memcached took the put of merge `token` (or it had nothing to put). */
+  onApplied(token: number, out: Out): void {
+    const merge = this.merges.get(token);
+    if (merge === undefined) return;
+    merge.done = true;
+    if (merge.recovered !== null) this.shipOwnWritesAgain(merge.to, merge.recovered);
+    this.ackMerged(out);
+  }
+
+  /** Acknowledges merges memcached has taken, in the order they were issued. */
+  private ackMerged(out: Out): void {
+    for (const [token, merge] of this.merges) {
+      if (!merge.done) return;
+      this.merges.delete(token);
+      this.ack(merge.to, merge.batchTo, false, out);
+    }
+  }
+
+  /**
+   * memcached refused a write for want of memory and kept what it held. A refused merge: the
+   * vector goes back to before it and later merges are forgotten; their senders, never
+   * acknowledged, send those batches again. A refused local write is simply lost.
+   */
+  onRefused(token: number | null): void {
+    const core = this.core;
+    const merge = token === null ? undefined : this.merges.get(token);
+    if (merge === undefined) return;
+    let later = false;
+    for (const key of [...this.merges.keys()]) {
+      if (key === token) later = true;
+      if (later) this.merges.delete(key);
+    }
+    const own = core.own(core.visible);
+    core.visible = merge.before.map((version, index) => (index === core.selfIndex ? own : version));
+  }
+
+  /**
+   * The vector peers are told: `visible` before the first merge memcached has not taken yet. After
+   * a reset, until the snapshots owed bring our lost writes back, none of ours: a peer holding one
+   * of them (a tombstone) must not count it as held everywhere.
+   */
+  told(): VersionVector {
+    const core = this.core;
+    const first = this.merges.values().next();
+    const told = first.done === true ? [...core.visible] : [...first.value.before];
+    told[core.selfIndex] = this.lostOwnTo > 0n ? 0n : core.own(core.visible);
+    return told;
+  }
+
+  /** Acknowledges `to`'s batch ending at `batchTo` (0 with `resync`: send a snapshot next) with what peers are told. */
+  ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
+    out.push({ kind: 'send', to, message: { kind: 'batch_ack', to: batchTo, visible: this.told(), resync } });
+  }
+
+  /**
+   * After a reset, a peer that holds every write we made before it, and has not sent a snapshot
+   * saying so, is asked for one: it brings back those of our writes our replica lost (the last
+   * batches of our chain may have reached it after it sent the snapshot our reset prompted).
+   */
+  askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
+    const askedAtMs = this.owedSnapshots.get(from);
+    if (askedAtMs === undefined || this.core.own(visible) < this.lostOwnTo) return;
+    // Asked again only when nothing of a snapshot came for a while: each ask makes the peer start
+    // its snapshot over (a barrier on its replica), so asking while one is on its way, as under a
+    // bulk load it can be for seconds, would start it over for ever.
+    if (this.core.nowMs - askedAtMs < this.core.tuning.resyncAfterMs) return;
+    this.owedSnapshots.set(from, this.core.nowMs);
+    this.ack(from, 0n, true, out);
+  }
+
+  /** A chain batch parked for resyncAfterMs gives up its sender's chain: a snapshot is asked for. */
+  resyncStuck(out: Out): void {
+    for (const peer of this.core.peers) {
+      const inbox = this.inbox(peer);
+      if (!inbox.stuck(this.core.nowMs, this.core.tuning.resyncAfterMs)) continue;
+      // Waiting longer would wait on a node cut off from us: take the sender's whole replica instead.
+      inbox.unpark();
+      this.ack(peer, 0n, true, out);
+    }
+  }
+
+  /** Drops the parked entries `keep` turns down. */
+  filterEntries(keep: (pair: KeyedEntry) => boolean): void {
+    for (const inbox of this.inboxes.values()) inbox.filterEntries(keep);
+  }
+
+  /**
+   * The replica was emptied: our writes it held may be lost, and merges in flight with them. None of
+   * ours was ever seen (a first start on an empty memcached): none can be lost, and no peer owes a
+   * snapshot for them (one owed could never be paid: asked for again and again).
+   */
+  onBackendReset(): void {
+    this.lostOwnTo = this.core.own(this.core.visible);
+    if (this.lostOwnTo > 0n) for (const peer of this.core.peers) this.owedSnapshots.set(peer, -Infinity);
+    this.merges.clear();
+    for (const inbox of this.inboxes.values()) inbox.onBackendReset();
+  }
+
+  private inbox(peer: PeerId): Inbox {
+    const box = this.inboxes.get(peer);
+    if (box === undefined) throw new Error(`no inbox for ${peer}`);
+    return box;
+  }
+}
