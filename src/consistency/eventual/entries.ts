@@ -1,4 +1,4 @@
-/** What eventual mode asks of one entry or a batch of them: pure helpers of ./machine.ts. */
+/** What eventual mode asks of one entry or a batch of them: pure helpers of ./machine.ts and its parts. */
 
 import type { KeyedEntry } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
