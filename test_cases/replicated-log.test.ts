@@ -16,6 +16,24 @@ import { exactly } from './support/must.ts';
 import { MemoryGuard, type BackendMemory } from '../src/store/memory-guard.ts';
 import { Cluster, electedCluster, FAILURE_TIMEOUT_MS, followers, get, HEARTBEAT_MS, IDS, incr, set } from './support/log-cluster.ts';
 
+type WriteAtLeader = { requestId: number; atLeader: Effect<LogMessage>[] };
+
+/** A write at `origin`, forwarded to `leader` and flushed there: its request id and the leader's effects. */
+function writeThroughLeader(cluster: Cluster, origin: PeerId, leader: PeerId, op: Op): WriteAtLeader {
+  const { requestId, effects } = cluster.request(origin, op);
+  const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
+  const atLeader = [
+    ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
+    ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
+  ];
+  return { requestId, atLeader };
+}
+
+/** Where, among `effects`, the record of new entries is persisted (-1: nowhere). */
+function entriesRecordAt(effects: readonly Effect<LogMessage>[]): number {
+  return effects.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+}
+
 /** Compaction threshold 6, a follower down while 20 writes commit: the leader compacted past it. */
 function compactedPastLaggingFollower(): { cluster: Cluster; leader: PeerId; lagging: PeerId } {
   const cluster = electedCluster('linearizability', 6);
@@ -160,22 +178,13 @@ describe('replication and commit', () => {
     const cluster = electedCluster('sequential');
     const leader = cluster.leader();
     const [origin] = followers(cluster);
-    /** A write at the origin, forwarded and flushed at the leader: the leader's effects. */
-    const proposeAtLeader = (op: Op): { requestId: number; atLeader: Effect<LogMessage>[] } => {
-      const { requestId, effects } = cluster.request(origin, op);
-      const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
-      const atLeader = [
-        ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
-        ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
-      ];
-      return { requestId, atLeader };
-    };
+    const proposeAtLeader = (op: Op): WriteAtLeader => writeThroughLeader(cluster, origin, leader, op);
     const appendTo = (effects: Effect<LogMessage>[]): Extract<Effect<LogMessage>, { kind: 'send' }> =>
       effects.find((effect) => effect.kind === 'send' && effect.to === origin && effect.message.kind === 'append') as Extract<Effect<LogMessage>, { kind: 'send' }>;
     const first = proposeAtLeader(set('a', 'x'));
     const firstAppend = appendTo(first.atLeader);
     // Sent while the leader's copy is being written (Raft §10.2.1): it says so.
-    const persisted = first.atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const persisted = entriesRecordAt(first.atLeader);
     expect(first.atLeader.indexOf(firstAppend)).toBeLessThan(persisted);
     expect(firstAppend.message).toMatchObject({ entries: [expect.objectContaining({ index: 2 })], durableIndex: 1, commitIndex: 1 });
     cluster.step(origin, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: firstAppend.message });
@@ -199,13 +208,8 @@ describe('replication and commit', () => {
     const cluster = electedCluster('sequential', 10_000, false, 'boot-a');
     const leader = cluster.leader();
     const [origin, other] = followers(cluster);
-    const { requestId, effects } = cluster.request(origin, set('a', 'x'));
-    const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
-    const atLeader = [
-      ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
-      ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
-    ];
-    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const { requestId, atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
+    const persisted = entriesRecordAt(atLeader);
     const appends = atLeader.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append') as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
     expect(appends.map((append) => append.to).sort()).toEqual([origin, other].sort());
     for (const append of appends) {
@@ -226,7 +230,7 @@ describe('replication and commit', () => {
     const cluster = electedCluster('linearizability', 10_000, false, 'boot-a');
     const leader = cluster.leader();
     const { effects: atLeader } = cluster.request(leader, set('a', 'x'));
-    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const persisted = entriesRecordAt(atLeader);
     const append = atLeader.findIndex((effect) => effect.kind === 'send' && effect.message.kind === 'append');
     expect(append).toBeGreaterThanOrEqual(0);
     expect(append).toBeLessThan(persisted);
@@ -236,13 +240,8 @@ describe('replication and commit', () => {
     const cluster = electedCluster();
     const leader = cluster.leader();
     const [origin] = followers(cluster);
-    const { requestId, effects } = cluster.request(origin, set('a', 'x'));
-    const forward = itemAt(effects as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>, 0);
-    const atLeader = [
-      ...cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message: forward.message }),
-      ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }),
-    ];
-    const persisted = atLeader.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
+    const { requestId, atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
+    const persisted = entriesRecordAt(atLeader);
     const append = atLeader.find((effect) => effect.kind === 'send' && effect.to === origin) as Extract<Effect<LogMessage>, { kind: 'send' }>;
     expect(atLeader.indexOf(append)).toBeLessThan(persisted);
     expect(append.message).toMatchObject({ entries: [expect.objectContaining({ index: 2 })], durableIndex: 1 });
