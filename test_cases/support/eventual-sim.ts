@@ -553,10 +553,14 @@ class Simulation {
     this.at(this.nowMs + this.between(1, this.delayMsMax), () => {
       const machine = target.machine;
       if (machine === null) return;
+      // The machine's per-step chores (a due fetch, a wake) run at every step and may move the
+      // clock (causal mode ships re-joined writes under a new version): a flush at the same instant
+      // runs them first, so what the malformed message's step changes is its own doing.
+      const nowMs = this.nodeNow(target);
+      this.step(target, { kind: 'flush', nowMs });
       const before = machine.status().invalidPeerMessages;
       const clock = machine.hlc();
-      // Through the usual step: the machine's per-step chores (a due fetch, a wake) still run.
-      this.step(target, { kind: 'message', nowMs: this.nodeNow(target), from: from.id, message: junk as EventualMessage });
+      this.step(target, { kind: 'message', nowMs, from: from.id, message: junk as EventualMessage });
       if (machine.status().invalidPeerMessages !== before + 1) this.fail(`${target.id} did not count a malformed message`);
       if (compareHlc(machine.hlc(), clock) !== 0) this.fail(`${target.id} moved its clock on a malformed message`);
       this.stats.junk += 1;
