@@ -9,6 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream } from 'node:fs';
 import path from 'node:path';
+import { stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
 
 /** One process of a target, named by what it is there, so its CPU can be reported on its own. */
 export interface TargetProcess {
@@ -20,13 +21,8 @@ export interface TargetProcess {
 const STOP_GRACE_MS = 3000;
 
 /** Stops `child` (SIGTERM, SIGKILL after a grace period) and resolves once it has exited. */
-export async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
-  await exited;
-  clearTimeout(timer);
+export function stopChild(child: ChildProcess): Promise<void> {
+  return stopWithGrace(child, 'SIGTERM', STOP_GRACE_MS);
 }
 
 /** Spawns `command` with its stdout and stderr appended to `logFile`. */

@@ -1,211 +1,39 @@
 /**
  * A throwaway mckv cluster of real processes on 127.0.0.1, for the fault runner and the
  * integration tests: three memcached (or the embedded store), three controller processes, and
- * optionally a proxy on every directed peer link so links can be cut.
+ * optionally a proxy on every directed peer link so links can be cut. The Cluster class starts
+ * and stops them and carries out the faults (kill, pause, power loss, disk stalls, wall-clock
+ * steps, backend restarts and filling, cut and slow links) on them.
  *
  * Every port is picked free at start (never the default cluster ports), everything lives in one
- * temporary folder, and processes are stopped only by the PIDs this harness started.
+ * temporary folder, and processes are stopped only by the PIDs this harness started. The pieces
+ * live next door (ports.ts, processes.ts, cluster-config.ts, console-log.ts); this file re-exports
+ * what the tests, bench/ and the runner import from it.
  */
 
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import {
-  closeSync, cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync,
-  writeFileSync,
-} from 'node:fs';
-import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { cpSync, createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isOrderedMode, type Mode } from '../consistency/types.ts';
-import { loadConfig, type CpuScheduling, type WalSync } from '../config.ts';
+import { isOrderedMode } from '../consistency/types.ts';
+import { loadConfig } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
 import { setWallClockOffset, wallClockEnv } from './wall-clock.ts';
 import { FSYNC_DELAY_FILE_ENV } from '../controller/wal-background.ts';
 import { loseUnsyncedRecords } from './power-loss.ts';
 import { controllerEntryArgs } from './controller-bundle.ts';
+import { clusterConfigFile, withDefaults, writeClusterConfig, type ClusterNode, type ClusterOptions, type ResolvedClusterOptions } from './cluster-config.ts';
+import * as consoleLog from './console-log.ts';
+import { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
+import { spawnMemcached, stopChild } from './processes.ts';
+
+export { definedOnly, type ClusterNode, type ClusterOptions } from './cluster-config.ts';
+export { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
+export { spawnMemcached } from './processes.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-export interface ClusterOptions {
-  mode: Mode;
-  backend?: 'memcache' | 'memory';
-  /** Route every peer link through a proxy that `cut`/`heal` control. */
-  proxies?: boolean;
-  heartbeatIntervalMs?: number;
-  failureTimeoutMs?: number;
-  /** Log compaction threshold (config.ini compact_after_entries). */
-  compactAfterEntries?: number;
-  /** config.ini wal_sync (default write, as the product's). */
-  walSync?: WalSync;
-  /** config.ini cpu_scheduling (default batch). */
-  cpuScheduling?: CpuScheduling;
-  /** Memory of each local memcached, in MB (its -m; default 256). */
-  memcachedMemoryMb?: number;
-  /** Start memcached without -M, so it evicts when full, as a memcached of the user's own may. */
-  memcachedEvicts?: boolean;
-  /** false starts controllers that do not replicate at all: a deliberately broken cluster. */
-  replication?: boolean;
-  /** Keep the folder (config, logs, data) after stop. */
-  keepDir?: boolean;
-  /** Extra Node.js flags for the controller processes, e.g. ['--cpu-prof'] to profile them. */
-  controllerNodeArgs?: string[];
-  /** Run the controllers with libfaketime, so that `stepWallClock` can move their wall clocks. */
-  wallClockSteps?: boolean;
-  /** Give each controller an HTTP port (/metrics, the status page) at `httpPort` (default true). */
-  http?: boolean;
-  /** More `name = value` lines for config.ini's [cluster] section, e.g. ['idle_timeout_s = 1']. */
-  extraConfig?: string[];
-  /** Let `stallDisk` delay the controllers' write-ahead fsyncs (FSYNC_DELAY_FILE_ENV). */
-  diskStalls?: boolean;
-}
-
-/** `options` without the fields set to undefined, so that spreading it over defaults keeps them. */
-export function definedOnly<T extends object>(options: T): T {
-  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as T;
-}
-
-export interface ClusterNode {
-  id: string;
-  clientPort: number;
-  peerPort: number;
-  memcachedPort: number;
-  /** Where the controller serves /metrics and its status page. */
-  httpPort: number;
-  controller: ChildProcess | null;
-  memcached: ChildProcess | null;
-}
-
-function lastLines(file: string, count: number): string {
-  try {
-    return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-count).join('\n');
-  } catch {
-    return '(no output)';
-  }
-}
-
-/**
- * Ports handed out for servers a test or run starts: below the kernel's ephemeral range, so an
- * outgoing connection can never take one between our check and the server's bind (a port from
- * `listen(0)` can be), and above the cluster's default ports (8000-8002, 9000-9002, 11201-11203).
- * Each process starts at its own offset and walks forward, so parallel test workers rarely meet.
- */
-const allocatedPortMin = 12_000;
-const allocatedPortEnd = ephemeralPortLow();
-let nextPortCandidate = allocatedPortMin + ((process.pid * 7919) % (allocatedPortEnd - allocatedPortMin));
-
-function ephemeralPortLow(): number {
-  try {
-    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
-    return Number.isInteger(low) && low > allocatedPortMin + 1000 ? low : 32_768;
-  } catch {
-    return 32_768;
-  }
-}
-
-function canBind(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.once('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
-/** A TCP port on 127.0.0.1 that nothing listens on, outside the ephemeral range (see above). */
-export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 500; attempt++) {
-    const port = nextPortCandidate;
-    nextPortCandidate = port + 1 >= allocatedPortEnd ? allocatedPortMin : port + 1;
-    if (await canBind(port)) return port;
-  }
-  throw new Error(`no free port between ${allocatedPortMin} and ${allocatedPortEnd} after 500 tries`);
-}
-
-/** Resolves once something answers `version` on host:port, or rejects at the deadline. */
-export async function waitForMemcachedProtocol(port: number, timeoutMs: number, alive?: () => boolean): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await answersVersion(port)) return;
-    if (alive && !alive()) throw new Error(`process for port ${port} exited before answering`);
-    if (Date.now() > deadline) throw new Error(`nothing answered on 127.0.0.1:${port} within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
-
-/**
- * Resolves once a controller serves reads (a get answers END, not SERVER_ERROR: in the ordered
- * modes that needs an elected sequencer), or rejects at the deadline.
- */
-export async function waitUntilServing(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last = '';
-  while (Date.now() <= deadline) {
-    last = await firstReplyLine(port, 'get mckv-probe\r\n');
-    if (last === 'END') return;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  throw new Error(`controller on 127.0.0.1:${port} did not serve within ${timeoutMs} ms (last reply: ${last || 'none'})`);
-}
-
-function firstReplyLine(port: number, request: string): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    let received = '';
-    const done = (line: string): void => {
-      socket.destroy();
-      resolve(line);
-    };
-    socket.setTimeout(2000, () => done(''));
-    socket.once('error', () => done(''));
-    socket.once('connect', () => socket.write(request));
-    socket.on('data', (data) => {
-      received += data.toString('latin1');
-      const end = received.indexOf('\r\n');
-      if (end >= 0) done(received.slice(0, end));
-    });
-  });
-}
-
-function answersVersion(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
-    const done = (ok: boolean): void => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('version\r\n'));
-    socket.once('data', (data) => done(data.toString('latin1').startsWith('VERSION')));
-  });
-}
-
-/**
- * `-u USER` when running as root (memcached refuses root without it): Debian's memcached package's
- * unprivileged `memcache` user if there is one, else `nobody`, never root itself.
- */
-function memcachedUserArgs(): string[] {
-  if (process.getuid?.() !== 0) return [];
-  const hasMemcacheUser = spawnSync('id', ['-u', 'memcache'], { stdio: 'ignore' }).status === 0;
-  return ['-u', hasMemcacheUser ? 'memcache' : 'nobody'];
-}
-
-/** Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently. */
-export async function spawnMemcached(port: number, logFile: string, memoryMb = 256, evicts = false): Promise<ChildProcess> {
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M']), '-m', String(memoryMb)];
-  const child = spawn('memcached', [...args, ...memcachedUserArgs()], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  const spawnError = new Promise<never>((_, reject) =>
-    child.once('error', (error) => reject(new Error(`cannot start memcached: ${error.message} (apt-get install memcached)`))),
-  );
-  await Promise.race([waitForMemcachedProtocol(port, 10_000, () => child.exitCode === null), spawnError]);
-  return child;
-}
 
 export class Cluster {
   readonly nodes: ClusterNode[];
@@ -218,7 +46,7 @@ export class Cluster {
   private readonly boots = new Map<string, number>();
 
   private constructor(
-    readonly options: Required<Omit<ClusterOptions, 'keepDir'>> & { keepDir: boolean },
+    readonly options: ResolvedClusterOptions,
     readonly dir: string,
     nodes: ClusterNode[],
   ) {
@@ -226,25 +54,7 @@ export class Cluster {
   }
 
   static async start(options: ClusterOptions): Promise<Cluster> {
-    const full = {
-      backend: 'memcache' as const,
-      proxies: false,
-      heartbeatIntervalMs: 50,
-      failureTimeoutMs: 500,
-      compactAfterEntries: 10_000,
-      walSync: 'write' as WalSync,
-      cpuScheduling: 'batch' as CpuScheduling,
-      memcachedMemoryMb: 256,
-      memcachedEvicts: false,
-      controllerNodeArgs: [],
-      wallClockSteps: false,
-      http: true,
-      extraConfig: [],
-      diskStalls: false,
-      replication: true,
-      keepDir: false,
-      ...definedOnly(options),
-    };
+    const full = withDefaults(options);
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mckv-cluster-'));
     const nodes: ClusterNode[] = [];
     for (const id of ['n1', 'n2', 'n3']) {
@@ -261,7 +71,7 @@ export class Cluster {
     const cluster = new Cluster(full, dir, nodes);
     try {
       await cluster.startLinks();
-      cluster.writeConfig();
+      writeClusterConfig(dir, cluster);
       if (full.backend === 'memcache') {
         await Promise.all(nodes.map(async (node) => (node.memcached = await spawnMemcached(node.memcachedPort, cluster.logFile(`memcached-${node.id}`), cluster.options.memcachedMemoryMb, cluster.options.memcachedEvicts))));
       }
@@ -269,7 +79,7 @@ export class Cluster {
       await Promise.all(nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
     } catch (error) {
       // Say why: the last lines each controller printed, and keep the folder for its logs.
-      const tails = nodes.map((node) => `--- ${node.id}:\n${lastLines(cluster.logFile(node.id), 8)}`).join('\n');
+      const tails = nodes.map((node) => `--- ${node.id}:\n${consoleLog.lastLines(cluster.logFile(node.id), 8)}`).join('\n');
       cluster.options.keepDir = true;
       await cluster.stop();
       throw new Error(`${(error as Error).message}\ncluster folder kept: ${dir}\n${tails}`, { cause: error });
@@ -278,7 +88,7 @@ export class Cluster {
   }
 
   get configFile(): string {
-    return path.join(this.dir, 'config.ini');
+    return clusterConfigFile(this.dir);
   }
 
   node(id: string): ClusterNode {
@@ -393,33 +203,15 @@ export class Cluster {
 
   /** How long a controller's console log is now: where `logSince` starts reading. */
   logBytes(id: string): number {
-    const file = this.logFile(id);
-    return existsSync(file) ? statSync(file).size : 0;
+    return consoleLog.logBytes(this.logFile(id));
   }
 
   /**
    * What a controller's console log gained since byte `from`, once it holds `text`; null if it does
    * not within `timeoutMs`. Reads only the new bytes.
    */
-  async logSince(id: string, from: number, text: string, timeoutMs: number): Promise<string | null> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const size = this.logBytes(id);
-      let tail = '';
-      if (size > from) {
-        const fd = openSync(this.logFile(id), 'r');
-        try {
-          const bytes = Buffer.alloc(size - from);
-          readSync(fd, bytes, 0, bytes.length, from);
-          tail = bytes.toString();
-        } finally {
-          closeSync(fd);
-        }
-      }
-      if (tail.includes(text)) return tail;
-      if (Date.now() >= deadline) return null;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+  logSince(id: string, from: number, text: string, timeoutMs: number): Promise<string | null> {
+    return consoleLog.logSince(this.logFile(id), from, text, timeoutMs);
   }
 
   /** Which boot of its (simulated) machine a node's controller runs in. */
@@ -511,8 +303,8 @@ export class Cluster {
     this.stopped = true;
     for (const node of this.nodes) {
       this.resume(node.id);
-      await this.stopChild(node.controller, 'SIGTERM', 5000);
-      await this.stopChild(node.memcached, 'SIGTERM', 2000);
+      await stopChild(node.controller, 'SIGTERM', 5000);
+      await stopChild(node.memcached, 'SIGTERM', 2000);
     }
     await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
     if (options.keepLogsIn !== undefined) cpSync(path.join(this.dir, 'logs'), options.keepLogsIn, { recursive: true });
@@ -525,15 +317,6 @@ export class Cluster {
     return proxy;
   }
 
-  private async stopChild(child: ChildProcess | null, signal: NodeJS.Signals, graceMs: number): Promise<void> {
-    if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once('exit', resolve));
-    child.kill(signal);
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    await exited;
-    clearTimeout(timer);
-  }
-
   private async startLinks(): Promise<void> {
     if (!this.options.proxies) return;
     for (const from of this.nodes) {
@@ -544,39 +327,5 @@ export class Cluster {
         this.links.set(proxy.name, proxy);
       }
     }
-  }
-
-  private writeConfig(): void {
-    const lines = [
-      '[cluster]',
-      `consistency = ${this.options.mode}`,
-      `heartbeat_interval_ms = ${this.options.heartbeatIntervalMs}`,
-      `failure_timeout_ms = ${this.options.failureTimeoutMs}`,
-      `compact_after_entries = ${this.options.compactAfterEntries}`,
-      `wal_sync = ${this.options.walSync}`,
-      `cpu_scheduling = ${this.options.cpuScheduling}`,
-      'data_dir = data',
-      'log_dir = logs',
-      'secret_file = cluster.secret',
-      ...this.options.extraConfig,
-      '',
-    ];
-    for (const node of this.nodes) {
-      lines.push(
-        `[node.${node.id}]`,
-        `client = 127.0.0.1:${node.clientPort}`,
-        `peer = 127.0.0.1:${node.peerPort}`,
-        `memcached = 127.0.0.1:${node.memcachedPort}`,
-      );
-      if (this.options.http) lines.push(`http = 127.0.0.1:${node.httpPort}`);
-      for (const [name, proxy] of this.links) {
-        const [from, to] = name.split('->');
-        if (from === node.id) lines.push(`dial.${to} = 127.0.0.1:${proxy.port}`);
-      }
-      lines.push('');
-    }
-    writeFileSync(this.configFile, lines.join('\n'));
-    writeFileSync(path.join(this.dir, 'cluster.secret'), randomBytes(32).toString('base64'), { mode: 0o600 });
-    mkdirSync(path.join(this.dir, 'logs'), { recursive: true });
   }
 }

@@ -1,0 +1,49 @@
+/**
+ * The child processes the cluster harness starts and stops: memcached, spawned on a given port with
+ * its output appended to a log file, and any child stopped gracefully, then killed.
+ *
+ * Invariants: memcached never runs as root (memcached refuses it; we pick an unprivileged user),
+ * runs with -M unless asked to evict, so a full memcached refuses writes instead of dropping
+ * items; and a process is only ever signalled through the handle of the child this harness
+ * started, never found by name.
+ */
+
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { waitForMemcachedProtocol } from './ports.ts';
+
+/**
+ * `-u USER` when running as root (memcached refuses root without it): Debian's memcached package's
+ * unprivileged `memcache` user if there is one, else `nobody`, never root itself.
+ */
+function memcachedUserArgs(): string[] {
+  if (process.getuid?.() !== 0) return [];
+  const hasMemcacheUser = spawnSync('id', ['-u', 'memcache'], { stdio: 'ignore' }).status === 0;
+  return ['-u', hasMemcacheUser ? 'memcache' : 'nobody'];
+}
+
+/** Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently. */
+export async function spawnMemcached(port: number, logFile: string, memoryMb = 256, evicts = false): Promise<ChildProcess> {
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M']), '-m', String(memoryMb)];
+  const child = spawn('memcached', [...args, ...memcachedUserArgs()], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  const spawnError = new Promise<never>((_, reject) =>
+    child.once('error', (error) => reject(new Error(`cannot start memcached: ${error.message} (apt-get install memcached)`))),
+  );
+  await Promise.race([waitForMemcachedProtocol(port, 10_000, () => child.exitCode === null), spawnError]);
+  return child;
+}
+
+/** Sends `signal` to a child still running, then SIGKILL if it has not exited after `graceMs`; resolves once it exited. */
+export async function stopChild(child: ChildProcess | null, signal: NodeJS.Signals, graceMs: number): Promise<void> {
+  if (!child || child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
