@@ -11,6 +11,7 @@
  * none while requests are held, and its batch covers our writes up to visible[self] at its issue.
  */
 
+import { FetchPacer } from '../fetch-pacer.ts';
 import type { Event, KeyedEntry, RequestId } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
 import { opKeys } from '../../store/types.ts';
@@ -36,14 +37,15 @@ export class LocalWrites {
   private rejoinPending = false;
   private dirtyAll = false;
   private dirtyFetchToken: number | null = null;
-  private nextDirtyFetchAtMs = 0;
-  private wakeAtMs: number | null = null;
+  private readonly pacer: FetchPacer;
 
   constructor(
     private readonly core: CausalCore,
     /** The memory guard: asked for every write this node takes. */
     private readonly memory: MemoryAdmission,
-  ) {}
+  ) {
+    this.pacer = new FetchPacer(core.tuning.pushIntervalMs);
+  }
 
   /** Whether the start-up fetch has returned: until then requests are held and nothing is shipped. */
   get loaded(): boolean {
@@ -52,7 +54,7 @@ export class LocalWrites {
 
   /** A wake asked for is due by now: the next one may be asked for. */
   clearDueWake(): void {
-    if (this.wakeAtMs !== null && this.core.nowMs >= this.wakeAtMs) this.wakeAtMs = null;
+    this.pacer.advance(this.core.nowMs);
   }
 
   onRequest(event: RequestEvent, out: Out): void {
@@ -95,24 +97,18 @@ export class LocalWrites {
     const core = this.core;
     if (this.dirtyFetchToken !== null || this.held !== null) return;
     if (this.dirty.size === 0 && !this.dirtyAll) return;
-    if (core.nowMs >= this.nextDirtyFetchAtMs) {
-      this.nextDirtyFetchAtMs = core.nowMs + core.tuning.pushIntervalMs;
-      if (this.rejoinPending) {
-        // The batch covers the joins: a version of ours moves its `to` on (as ./merging.ts's shipOwnWritesAgain).
-        this.rejoinPending = false;
-        core.clock = tickHlc(core.clock, core.nowMs);
-        core.visible[core.selfIndex] = packVersion(core.clock, core.selfIndex);
-      }
-      const keys = this.dirtyAll ? null : [...this.dirty];
-      this.dirty.clear();
-      this.dirtyAll = false;
-      const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: [...core.visible] };
-      this.dirtyFetchToken = core.issueFetch(out, keys, purpose);
-      return;
+    if (!this.pacer.mayFetch(core.nowMs, out)) return;
+    if (this.rejoinPending) {
+      // The batch covers the joins: a version of ours moves its `to` on (as ./merging.ts's shipOwnWritesAgain).
+      this.rejoinPending = false;
+      core.clock = tickHlc(core.clock, core.nowMs);
+      core.visible[core.selfIndex] = packVersion(core.clock, core.selfIndex);
     }
-    if (this.wakeAtMs !== null && this.wakeAtMs <= this.nextDirtyFetchAtMs) return;
-    this.wakeAtMs = this.nextDirtyFetchAtMs;
-    out.push({ kind: 'wake', afterMs: this.nextDirtyFetchAtMs - core.nowMs });
+    const keys = this.dirtyAll ? null : [...this.dirty];
+    this.dirty.clear();
+    this.dirtyAll = false;
+    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: [...core.visible] };
+    this.dirtyFetchToken = core.issueFetch(out, keys, purpose);
   }
 
   /** The dirty fetch returned: the next one may be issued. */

@@ -14,6 +14,7 @@
  * the index never goes on claiming a version the replica lost or never took.
  */
 
+import { FetchPacer } from '../fetch-pacer.ts';
 import type { Effect, KeyedEntry, PeerId } from '../types.ts';
 import type { Collection } from './collection.ts';
 import type { VersionIndex } from './digest.ts';
@@ -46,16 +47,16 @@ export class Fetches {
   private flushSeq = 0;
   private dirtyAll = false;
   private dirtyFetchToken: number | null = null;
-  /** The next dirty fetch may be issued from this time on (pushes are paced, see the tuning). */
-  private nextDirtyFetchAtMs = 0;
-  /** When the wake-up this machine asked for is due; null when none is pending. */
-  private wakeAtMs: number | null = null;
+  /** Dirty fetches are paced (pushes are, see the tuning). */
+  private readonly pacer: FetchPacer;
 
   constructor(
     private readonly index: VersionIndex,
     private readonly collection: Collection,
     private readonly tuning: Pick<EventualTuning, 'pushIntervalMs' | 'fetchKeysMax'>,
-  ) {}
+  ) {
+    this.pacer = new FetchPacer(tuning.pushIntervalMs);
+  }
 
   /** The token of the next effect whose completion is awaited (a fetch, a merge). */
   takeToken(): number {
@@ -122,7 +123,7 @@ export class Fetches {
 
   /** Time has come to `nowMs`: a wake-up due by then has come. */
   advance(nowMs: number): void {
-    if (this.wakeAtMs !== null && nowMs >= this.wakeAtMs) this.wakeAtMs = null;
+    this.pacer.advance(nowMs);
   }
 
   /**
@@ -133,14 +134,7 @@ export class Fetches {
   scheduleDirtyFetch(nowMs: number, out: Out): void {
     if (this.dirtyFetchToken !== null) return;
     if (this.dirty.size === 0 && !this.dirtyAll) return;
-    if (nowMs >= this.nextDirtyFetchAtMs) {
-      this.nextDirtyFetchAtMs = nowMs + this.tuning.pushIntervalMs;
-      this.requestDirtyFetch(out);
-      return;
-    }
-    if (this.wakeAtMs !== null && this.wakeAtMs <= this.nextDirtyFetchAtMs) return;
-    this.wakeAtMs = this.nextDirtyFetchAtMs;
-    out.push({ kind: 'wake', afterMs: this.nextDirtyFetchAtMs - nowMs });
+    if (this.pacer.mayFetch(nowMs, out)) this.requestDirtyFetch(out);
   }
 
   private requestDirtyFetch(out: Out): void {
