@@ -234,7 +234,6 @@ class Memo {
     else this.seen.set(key, [placed]);
   }
 
-  get size(): number { return this.seen.size; }
 }
 
 /** A bit for each indeterminate operation. */

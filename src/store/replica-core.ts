@@ -14,7 +14,7 @@
 
 import type { Item, Reply } from '../protocol/types.ts';
 import { clockMs } from '../runtime/clock.ts';
-import { applyToEntry, isLive, purgeRemoves, type ApplyContext } from './apply.ts';
+import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type SingleKeyOp } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { forEachBounded } from './key-order.ts';
 import { ALREADY_APPLIED, isCounted, tombstoneEntry, toItem, valuesReply, type CacheUsage, type IndexRecord } from './replica-records.ts';
@@ -105,7 +105,7 @@ export class ReplicaCore {
   }
 
   /** A store, arith, delete or touch on one key; resolves to the client's reply. */
-  async applySingle(op: Extract<Op, { kind: 'store' | 'arith' | 'delete' | 'touch' }>, ctx: ApplyContext): Promise<Reply> {
+  async applySingle(op: SingleKeyOp, ctx: ApplyContext): Promise<Reply> {
     // The index knows the cas of every key written through this replica (or loaded at start).
     if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
     // A plain set does not depend on what is stored: skip the read (one backend round trip).
@@ -153,11 +153,7 @@ export class ReplicaCore {
   /** A flush_all (a barrier): removes every entry now, or after the delay (shortening live entries' expiry). */
   async flushAll(delayMs: number, ctx: ApplyContext): Promise<Reply> {
     if (delayMs <= 0 && !this.#tombstones && !this.#skipApplied) {
-      this.#cache.clear();
-      await this.#backend.flush();
-      this.#cache.clear();
-      this.#index.clear();
-      this.#indexComplete = true;
+      await this.reset();
       return { kind: 'ok' };
     }
     const deadlineMs = ctx.nowMs + delayMs;

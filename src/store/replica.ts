@@ -178,9 +178,10 @@ export class Replica {
    */
   readNow(op: Op, nowMs: number): Reply | null {
     if (op.kind !== 'get' || this.#suspect !== null || !this.#order.idle(op.keys)) return null;
+    const core = this.#core;
     const entries: Array<Entry | undefined> = [];
     for (const key of op.keys) {
-      const entry = this.#core.known(key);
+      const entry = core.known(key);
       if (entry === null) return null;
       entries.push(entry);
     }

@@ -175,21 +175,10 @@ export class Roles {
     }
   }
 
-  /** A (pre-)candidate counts votes (a pre-candidate its pre-votes, see Election) and refuses forwards and read-index requests. */
+  /** A (pre-)candidate counts votes (a pre-candidate its pre-votes, see Election); otherwise it answers as a follower. */
   private stepCandidate(from: PeerId, message: LogMessage): void {
-    switch (message.kind) {
-      case 'vote_reply':
-        return this.election.onVoteReply(from, message);
-      case 'forward':
-        return this.turn.refuseForward(from, message);
-      case 'read_index':
-        return this.reads.refuseReadIndex(from, message);
-      case 'append_reply':
-      case 'pong':
-        return;
-      default:
-        return this.stepAnyRole(from, message);
-    }
+    if (message.kind === 'vote_reply') return this.election.onVoteReply(from, message);
+    return this.stepFollower(from, message);
   }
 
   /** What every role answers the same way (each handler minds the role where it matters). */
