@@ -18,7 +18,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { Mode } from '../src/consistency/types.ts';
+import { isOrderedMode, type Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { TextClient } from '../src/client/text-client.ts';
@@ -234,8 +234,8 @@ async function startCluster(mode: Mode, options: TargetOptions): Promise<Running
     ports: cluster.nodes.map((node) => node.clientPort),
     processes: () => labelled(cluster.nodes.flatMap((node) => [[node.id, node.controller], [`memcached ${node.id}`, node.memcached]] as const)),
     // Eventual and causal nodes are all peers; in the ordered modes the leader does more than the followers.
-    roles: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerStat(controllers, 'mckv_role'),
-    terms: mode === 'eventual' || mode === 'causal' ? undefined : () => controllerStat(controllers, 'mckv_term'),
+    roles: isOrderedMode(mode) ? () => controllerStat(controllers, 'mckv_role') : undefined,
+    terms: isOrderedMode(mode) ? () => controllerStat(controllers, 'mckv_term') : undefined,
     stop: () => cluster.stop(),
   };
 }
