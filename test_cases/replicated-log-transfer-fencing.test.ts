@@ -5,7 +5,10 @@
  *   grow, refuses a chunk read before that, even after a restart in the same term;
  * - a leader that started over refuses a peer's chunk read before that peer lost its replica;
  * - a transfer descending from a start-over never answers stored a write committed at or before
- *   the start-over's index (every replica lost it), and the index survives a restart.
+ *   the start-over's index (every replica lost it), and the index survives a restart;
+ * - a node that stood for election and lost follows the new term's leader by that leader's epochs,
+ *   not by the higher one of the last term's leader (found by a whole-cluster restart with every
+ *   memcached emptied: its asks never counted, so nobody started over and no replica served).
  */
 
 import { describe, expect, it } from 'vitest';
@@ -190,5 +193,24 @@ describe('late state transfers', () => {
     expect(installed(follower.receive(5, N1, { ...(chunk(10, 0) as object), startOverIndex: 11 } as LogMessage))).toBe(false);
     expect(follower.machine.status().invalidPeerMessages).toBe(before + 1);
     expect(installed(follower.receive(5, N1, chunk(10, 0)))).toBe(true);
+  });
+
+  it('a node that lost an election follows the new leader by its epochs, not the last term\'s leader\'s', () => {
+    const node = new Node(N2, [snapshot(2, N1)]);
+    // The leader of term 2 lost its replica three times; this follower saw it.
+    node.receive(0, N1, heartbeat(1, 3));
+    expect(node.machine.inspect().replicaValid).toBe(false);
+    // It hears no leader, stands for term 3 and loses: N3 leads term 3, whose replica epoch is 1.
+    node.step(2 * FAILURE_TIMEOUT_MS + 1, { kind: 'tick', peersUp: [N1, N3] });
+    node.receive(0, N1, { kind: 'pre_vote_reply', term: 3, granted: true });
+    expect(node.machine.inspect()).toMatchObject({ role: 'candidate', term: 3 });
+    const append: LogMessage = { ...(heartbeat(2, 1) as object), term: 3 } as LogMessage;
+    node.receive(5, N3, append);
+    expect(node.machine.inspect()).toMatchObject({ role: 'follower', term: 3, leader: N3 });
+    // Its asks name the epoch it saw from N3, so N3 counts them towards a start-over.
+    const asked = node.step(FAILURE_TIMEOUT_MS, { kind: 'tick', peersUp: [N1, N3] });
+    expect(asked).toContainEqual(expect.objectContaining({ kind: 'send', to: N3, message: expect.objectContaining({ kind: 'transfer_request', term: 3, replicaEpoch: 1 }) }));
+    // And N3's transfer of epoch 1 is installed.
+    expect(installed(node.receive(5, N3, { ...(chunk(10, 1) as object), term: 3 } as LogMessage))).toBe(true);
   });
 });

@@ -9,6 +9,7 @@
  * depend on it; only a ping and its pong are sent `beforeDurable`.
  */
 
+import assert from 'node:assert';
 import type { Refusal } from '../../protocol/refusals.ts';
 import { refusalText } from '../../protocol/refusals.ts';
 import type { Effect, PeerId, RequestId } from '../types.ts';
@@ -204,6 +205,19 @@ export class LogCore {
     this.replicaTrusted = trusted;
     this.replicaEmptiedPersisted = emptied;
     this.persist({ kind: 'replica', trusted, emptied }, false);
+  }
+
+  /**
+   * Enters a later term, as a follower or a candidate (the caller persists the hard state). What
+   * was seen of a leader belongs to its term: the replica epoch is that leader's own count (one
+   * leader per term), so a node that stood for election and lost must not judge the new leader's
+   * asks and transfers by the last one's (its asks would never count towards a start-over).
+   */
+  enterTerm(term: number, votedFor: PeerId | null): void {
+    assert(term > this.term, `term ${term} is not after ${this.term}`);
+    this.term = term;
+    this.votedFor = votedFor;
+    this.leaderReplicaEpoch = 0;
   }
 
   persistHardState(): void {

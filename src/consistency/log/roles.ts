@@ -262,8 +262,7 @@ export class Roles {
   becomeCandidate(): void {
     const core = this.core;
     core.role = 'candidate';
-    core.term += 1;
-    core.votedFor = core.self;
+    core.enterTerm(core.term + 1, core.self);
     core.leader = null;
     if (this.election.canvass('vote', core.term)) this.becomeLeader();
   }
@@ -288,12 +287,9 @@ export class Roles {
   becomeFollower(term: number, leader: PeerId | null): void {
     const core = this.core;
     this.leaveLeadership(refused('no_quorum', 'leadership lost'));
-    // Epochs are the term's leader's own (one leader per term; a restarted node leads only in a
-    // later term), so what was seen is forgotten only with the term, not when the leader is lost.
-    if (term > core.term) core.leaderReplicaEpoch = 0;
+    // What was seen of a leader is forgotten with its term (see enterTerm), not when it is lost.
     if (term > core.term) {
-      core.term = term;
-      core.votedFor = null;
+      core.enterTerm(term, null);
       core.persistHardState();
     }
     core.role = 'follower';
