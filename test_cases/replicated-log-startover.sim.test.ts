@@ -93,6 +93,15 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
     }
   }, SWEEP_TIMEOUT_MS);
 
+  it('every node restarted with its memcached emptied while it was down (a whole-cluster restart): safe, and converges', async () => {
+    for (const faults of [false, true]) {
+      const totals = await runSeeds({ atMs: 1_500, windowMs: 200, crash: 'all', whenHealthy: faults }, faults, Math.ceil(SEEDS / 4));
+      expect(totals.emptied).toBeGreaterThan(0);
+      expect(totals.startOvers).toBeGreaterThan(0);
+      if (!faults) for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+    }
+  }, SWEEP_TIMEOUT_MS);
+
   const underFaults =
     'under message loss, delay, duplication and partitions (emptied from a healthy cluster): safe, and converges after the heal';
   it(underFaults, async () => {

@@ -58,7 +58,10 @@ export class EveryReplicaLost {
     const random = this.world.random;
     const draw = (spanMs: number): number => Math.floor(random() * (spanMs + 1));
     const schedule: Disruption[] = this.world.ids.map((_, node) => ({ atMs: EMPTY_ALL_LEAD_MS + draw(emptyAll.windowMs), kind: 'empty', node }));
-    if (emptyAll.crash !== 'none') {
+    if (emptyAll.crash === 'all') {
+      // Down for at least 100 ms (see lifecycle.crash): each is emptied while its node is down.
+      for (const empty of [...schedule]) schedule.push({ atMs: empty.atMs - 1 - draw(89), kind: 'crash', node: empty.node });
+    } else if (emptyAll.crash !== 'none') {
       const victim = itemAt(schedule, Math.floor(random() * schedule.length));
       const offsetMs = 1 + draw(EMPTY_ALL_LEAD_MS - 1);
       schedule.push({ atMs: victim.atMs + (emptyAll.crash === 'before' ? -offsetMs : offsetMs), kind: 'crash', node: victim.node });

@@ -106,9 +106,11 @@ export interface EmptyAllOptions {
   windowMs: number;
   /**
    * A random node also crashes 1–300 ms `before` its replica is emptied (so it may learn it at
-   * boot) or `after` it (its machine was told, then restarts from its records).
+   * boot) or `after` it (its machine was told, then restarts from its records); or `all` nodes
+   * crash, each 1–90 ms before its replica is emptied (a whole-cluster restart with memcached's
+   * contents gone: every node learns it at boot).
    */
-  crash: 'none' | 'before' | 'after';
+  crash: 'none' | 'before' | 'after' | 'all';
   whenHealthy: boolean;
 }
 
