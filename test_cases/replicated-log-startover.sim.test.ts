@@ -47,14 +47,15 @@ interface Totals {
 }
 
 /**
- * Runs `seeds` seeds per mode with compaction every 8 entries; throws a SimulationFailure naming a
- * seed. Yields between runs, so a long sweep does not starve vitest's worker of its own messages.
+ * Runs `seeds` seeds per mode with compaction every 8 entries and `safetyMs` of faulty phase (room
+ * for every round of `emptyAll`); throws a SimulationFailure naming a seed. Yields between runs,
+ * so a long sweep does not starve vitest's worker of its own messages.
  */
-async function runSeeds(emptyAll: EmptyAllOptions, faults: boolean, seeds = SEEDS): Promise<Totals> {
+async function runSeeds(emptyAll: EmptyAllOptions, faults: boolean, seeds = SEEDS, safetyMs = 4_000): Promise<Totals> {
   const totals: Totals = { runs: 0, emptied: 0, startOvers: 0, recoveries: [] };
   for (const mode of MODES) {
     for (let seed = FIRST_SEED; seed < FIRST_SEED + seeds; seed += 1) {
-      const result: SimResult = simulate(seed, mode, { faults, safetyMs: 4_000, compactionThresholdEntries: 8, emptyAll });
+      const result: SimResult = simulate(seed, mode, { faults, safetyMs, compactionThresholdEntries: 8, emptyAll });
       totals.runs += 1;
       if (result.emptyAllRan) totals.emptied += 1;
       totals.startOvers += result.startOvers;
@@ -98,6 +99,16 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
       const totals = await runSeeds({ atMs: 1_500, windowMs: 200, crash: 'all', whenHealthy: faults }, faults, Math.ceil(SEEDS / 4));
       expect(totals.emptied).toBeGreaterThan(0);
       expect(totals.startOvers).toBeGreaterThan(0);
+      if (!faults) for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+    }
+  }, SWEEP_TIMEOUT_MS);
+
+  it('every replica lost twice from a running cluster, then a whole-cluster restart with memcached emptied: safe, and converges', async () => {
+    for (const faults of [false, true]) {
+      const emptyAll: EmptyAllOptions = { atMs: 1_500, windowMs: 200, crash: 'none', then: ['none', 'all'], whenHealthy: faults };
+      const totals = await runSeeds(emptyAll, faults, Math.ceil(SEEDS / 4), 6_000);
+      expect(totals.emptied).toBeGreaterThan(0);
+      expect(totals.startOvers).toBeGreaterThan(totals.runs);
       if (!faults) for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
     }
   }, SWEEP_TIMEOUT_MS);

@@ -10,7 +10,7 @@ import type { LogMessage } from '../../../src/consistency/replicated-log.ts';
 import { itemAt } from '../../../src/runtime/item-at.ts';
 import type { Op } from '../../../src/store/types.ts';
 import type { InFlightRequest, SimNode } from './node.ts';
-import type { EmptyAllOptions } from './options.ts';
+import type { EmptyAllCrash, EmptyAllOptions } from './options.ts';
 import { opKey } from './reference.ts';
 import type { SimWorld } from './world.ts';
 
@@ -23,6 +23,8 @@ interface Disruption {
 
 /** Slack before the emptying window, so a crash `before` it falls after the anchor. */
 const EMPTY_ALL_LEAD_MS = 300;
+/** Between the starts of successive rounds (`then`): room for a start-over and the transfers. */
+const EMPTY_ALL_ROUND_GAP_MS = 900;
 
 /**
  * Every replica lost (option `emptyAll`): every node's backend restarts empty around one moment
@@ -53,20 +55,27 @@ export class EveryReplicaLost {
     }
   }
 
-  /** Draws when (after the anchor) each node's backend restarts empty and which node crashes. */
+  /** Draws when (after the anchor) each node's backend restarts empty and which nodes crash, round by round. */
   private schedule(emptyAll: EmptyAllOptions): Disruption[] {
+    const rounds = [emptyAll.crash, ...(emptyAll.then ?? [])];
+    const schedule = rounds.flatMap((crash, round) => this.round(crash, emptyAll.windowMs, round * EMPTY_ALL_ROUND_GAP_MS));
+    return schedule.sort((a, b) => a.atMs - b.atMs);
+  }
+
+  private round(crash: EmptyAllCrash, windowMs: number, offsetMs: number): Disruption[] {
     const random = this.world.random;
     const draw = (spanMs: number): number => Math.floor(random() * (spanMs + 1));
-    const schedule: Disruption[] = this.world.ids.map((_, node) => ({ atMs: EMPTY_ALL_LEAD_MS + draw(emptyAll.windowMs), kind: 'empty', node }));
-    if (emptyAll.crash === 'all') {
+    const at = offsetMs + EMPTY_ALL_LEAD_MS;
+    const round: Disruption[] = this.world.ids.map((_, node) => ({ atMs: at + draw(windowMs), kind: 'empty', node }));
+    if (crash === 'all') {
       // Down for at least 100 ms (see lifecycle.crash): each is emptied while its node is down.
-      for (const empty of [...schedule]) schedule.push({ atMs: empty.atMs - 1 - draw(89), kind: 'crash', node: empty.node });
-    } else if (emptyAll.crash !== 'none') {
-      const victim = itemAt(schedule, Math.floor(random() * schedule.length));
-      const offsetMs = 1 + draw(EMPTY_ALL_LEAD_MS - 1);
-      schedule.push({ atMs: victim.atMs + (emptyAll.crash === 'before' ? -offsetMs : offsetMs), kind: 'crash', node: victim.node });
+      for (const empty of [...round]) round.push({ atMs: empty.atMs - 1 - draw(89), kind: 'crash', node: empty.node });
+    } else if (crash !== 'none') {
+      const victim = itemAt(round, Math.floor(random() * round.length));
+      const gapMs = 1 + draw(EMPTY_ALL_LEAD_MS - 1);
+      round.push({ atMs: victim.atMs + (crash === 'before' ? -gapMs : gapMs), kind: 'crash', node: victim.node });
     }
-    return schedule.sort((a, b) => a.atMs - b.atMs);
+    return round;
   }
 
   /**

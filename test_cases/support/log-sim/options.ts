@@ -110,9 +110,16 @@ export interface EmptyAllOptions {
    * crash, each 1–90 ms before its replica is emptied (a whole-cluster restart with memcached's
    * contents gone: every node learns it at boot).
    */
-  crash: 'none' | 'before' | 'after' | 'all';
+  crash: EmptyAllCrash;
+  /**
+   * Further rounds, each `EMPTY_ALL_ROUND_GAP_MS` after the one before, with its own crash: a
+   * leader that lost its replica more than once in a term, then a new term (replica epochs).
+   */
+  then?: EmptyAllCrash[];
   whenHealthy: boolean;
 }
+
+export type EmptyAllCrash = 'none' | 'before' | 'after' | 'all';
 
 export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
   safetyMs: 6_000,
