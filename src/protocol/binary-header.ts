@@ -1,8 +1,8 @@
 /**
  * memcached's binary protocol packet header (protocol_binary.h), the one place its layout,
- * magic bytes, opcodes and status codes are written down: the server (./binary.ts), the backend
- * client (../store/memcached.ts) and the load generator (bench/loadgen.ts) all read and write
- * headers through it.
+ * magic bytes, opcodes and status codes are written down: the server's codec (./binary.ts,
+ * ./binary-response.ts), the backend client (../store/memcached.ts) and the load generator
+ * (bench/loadgen.ts) all read and write headers through it.
  *
  *   byte  0      magic (0x80 request, 0x81 response)     byte  5     data type (0)
  *   byte  1      opcode                                  bytes 6-7   vbucket (request) / status (response)
