@@ -226,6 +226,36 @@ describe('replication and commit', () => {
     expect(notices).toEqual([]);
   });
 
+  it('sequential, wal_sync = write: an ack nobody waits for rides with the follower\'s next forward or leaves at its tick; one of the leader\'s own writes is acked at once', () => {
+    const cluster = electedCluster('sequential', 10_000, false, 'boot-a');
+    const leader = cluster.leader();
+    const [origin, other] = followers(cluster);
+    const acks = (effects: Effect<LogMessage>[]): Effect<LogMessage>[] =>
+      effects.filter((effect) => effect.kind === 'send' && effect.to === leader && effect.message.kind === 'append_reply');
+    const appendTo = (effects: Effect<LogMessage>[], to: PeerId): LogMessage =>
+      (effects.find((effect) => effect.kind === 'send' && effect.to === to && effect.message.kind === 'append') as Extract<Effect<LogMessage>, { kind: 'send' }>).message;
+    // A follower's write: both followers commit it on receipt, and neither acks at once.
+    const { atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
+    for (const to of [origin, other]) {
+      const accepted = [...cluster.step(to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: appendTo(atLeader, to) }), ...cluster.step(to, { kind: 'flush', nowMs: cluster.nowMs })];
+      expect(accepted).toContainEqual(expect.objectContaining({ kind: 'apply', cas: 2n }));
+      expect(acks(accepted)).toEqual([]);
+    }
+    // `other` forwards a write: the ack leaves with it. `origin` acks at its next tick.
+    const forwarded = cluster.request(other, set('b', 'y')).effects;
+    expect(forwarded.flatMap((effect) => (effect.kind === 'send' ? [effect.message.kind] : []))).toEqual(['forward', 'append_reply']);
+    expect(acks(forwarded)).toEqual([expect.objectContaining({ message: expect.objectContaining({ success: true, matchIndex: 2 }) })]);
+    const ticked = cluster.step(origin, { kind: 'tick', nowMs: cluster.nowMs + 1, peersUp: IDS });
+    expect(acks(ticked)).toEqual([expect.objectContaining({ message: expect.objectContaining({ success: true, matchIndex: 2 }) })]);
+    cluster.deliver();
+    // The leader's own client's write waits for an ack: it is sent at once.
+    const own = cluster.request(leader, set('c', 'z'));
+    const accepted = cluster.step(origin, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: appendTo(own.effects, origin) });
+    expect(acks(accepted)).toEqual([expect.objectContaining({ message: expect.objectContaining({ success: true }) })]);
+    cluster.deliver();
+    expect(cluster.outcome(leader, own.requestId)).toMatchObject({ kind: 'apply' });
+  });
+
   it('linearizability, wal_sync = write: the appends still leave before the leader\'s copy is written', () => {
     const cluster = electedCluster('linearizability', 10_000, false, 'boot-a');
     const leader = cluster.leader();

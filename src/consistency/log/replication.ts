@@ -24,6 +24,8 @@ import type { ReadLeases } from './lease.ts';
 import { batchCount, opBytes, type LeaseGrant, type LogEntry, type LogMessage } from './types.ts';
 
 /** What replication asks of the rest of the machine: elections, and recovery (`accepted`). */
+type AppendReply = Extract<LogMessage, { kind: 'append_reply' }>;
+
 export interface ReplicationElection {
   /** The leader of `term` as this node knows it (itself while it leads), if known. */
   leaderOf(term: number): PeerId | undefined;
@@ -41,6 +43,8 @@ export class Replication {
   private notDurableCount = 0;
   /** When the leader's next heartbeat is due. */
   private heartbeatDueMs = 0;
+  /** A follower's ack of an append that nobody waits for, not sent yet (see ackCanWait). */
+  private owedAck: { to: PeerId; ack: AppendReply } | null = null;
 
   constructor(
     private readonly core: LogCore,
@@ -101,7 +105,35 @@ export class Replication {
     if (message.quiet && reply.success) return;
     const echo = message.sentMs === undefined ? {} : { sentMs: message.sentMs };
     const lease = this.leases === null ? {} : { ...echo, leaseAsk: this.leases.ask() };
-    this.core.send(from, { kind: 'append_reply', term: this.core.term, round: message.round, seq: message.seq, commitIndex: this.core.commitIndex, replicaEpoch: this.core.leaderReplicaEpoch, lastIndex: this.core.log.lastIndex(), ...reply, ...lease });
+    const ack: AppendReply = { kind: 'append_reply', term: this.core.term, round: message.round, seq: message.seq, commitIndex: this.core.commitIndex, replicaEpoch: this.core.leaderReplicaEpoch, lastIndex: this.core.log.lastIndex(), ...reply, ...lease };
+    if (reply.success && this.ackCanWait(from, message, reply.matchIndex)) {
+      this.owedAck = { to: from, ack };
+      return;
+    }
+    this.owedAck = null;
+    this.core.send(from, ack);
+  }
+
+  /**
+   * Sequential mode, three nodes: an ack nobody waits for. This follower committed everything the
+   * append held on receipt (see appendEntries), so it needs no commit notice, and no entry is the
+   * leader's own client's write (whose reply waits for the leader's commit): the ack only moves
+   * the leader's own apply and compaction. It rides with the next message to the leader (the
+   * forward of a write taken here) or leaves at the next tick, whichever comes first. Heartbeats
+   * are answered at once, so failure detection does not change.
+   */
+  private ackCanWait(leader: PeerId, message: Extract<LogMessage, { kind: 'append' }>, matchIndex: number): boolean {
+    if (this.core.mode !== 'sequential' || this.leases !== null || message.entries.length === 0 || this.core.commitIndex < matchIndex) return false;
+    for (const entry of message.entries) if (entry.origin === leader) return false;
+    return true;
+  }
+
+  /** Sends the ack owed to the leader, if any (see ackCanWait): with a forward, or at a tick. */
+  sendOwedAck(): void {
+    const owed = this.owedAck;
+    if (owed === null) return;
+    this.owedAck = null;
+    if (owed.ack.term === this.core.term && this.core.leader === owed.to) this.core.send(owed.to, owed.ack);
   }
 
   /**

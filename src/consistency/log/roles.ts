@@ -79,8 +79,13 @@ export class Roles {
   };
   private readonly asFollower: RoleHandlers = {
     step: (from, message) => this.stepFollower(from, message),
-    tick: () => this.tickElection(),
-    flush: () => this.turn.flushAsFollower(this.knowsLiveLeader()),
+    tick: () => {
+      this.replication.sendOwedAck();
+      this.tickElection();
+    },
+    flush: () => {
+      if (this.turn.flushAsFollower(this.knowsLiveLeader())) this.replication.sendOwedAck();
+    },
     takeWrite: (requestId, session, op) => {
       this.requests.add(requestId, session, op, 'write');
       this.turn.forward(requestId, op);

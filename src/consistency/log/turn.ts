@@ -209,15 +209,17 @@ export class Turn {
   /**
    * Forwards the turn's writes, and asks the read index for its linearizable reads, while a live
    * leader is known (`leaderLive`); otherwise they wait here for one (an election takes a failure
-   * timeout or two), until their deadline answers them.
+   * timeout or two), until their deadline answers them. Whether anything left for the leader.
    */
-  flushAsFollower(leaderLive: boolean): void {
+  flushAsFollower(leaderLive: boolean): boolean {
     const leader = this.core.leader;
+    let sent = false;
     if (this.forwarded.length > 0 && leader !== null && leaderLive) {
       const requests = this.forwarded.filter((request) => this.requests.isHeld(request.requestId));
       this.forwarded = [];
       for (const request of requests) this.requests.noteWriteSent(request.requestId);
       this.sendForwards(leader, requests);
+      sent = requests.length > 0;
     } else if (this.forwarded.length > this.core.tuning.queueDepthMax) {
       // Those answered meanwhile go (no more are held than requests pending, at most this bound).
       this.forwarded = this.forwarded.filter((request) => this.requests.isHeld(request.requestId));
@@ -226,9 +228,11 @@ export class Turn {
       const reads = this.readAsks.filter((requestId) => this.requests.isPending(requestId));
       this.readAsks = [];
       if (reads.length > 0) this.reads.ask(leader, reads);
+      sent ||= reads.length > 0;
     } else if (this.readAsks.length > this.core.tuning.queueDepthMax) {
       this.readAsks = this.readAsks.filter((requestId) => this.requests.isPending(requestId));
     }
+    return sent;
   }
 
   /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
