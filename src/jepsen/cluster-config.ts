@@ -34,7 +34,10 @@ export interface ClusterOptions {
   memcachedEvicts?: boolean;
   /** false starts controllers that do not replicate at all: a deliberately broken cluster. */
   replication?: boolean;
-  /** Keep the folder (config, logs, data) after stop. */
+  /**
+   * Keep the folder (config, logs, data) after stop. Default: whether MCKV_KEEP_CLUSTER_DIRS=1 is
+   * set, so a test that failed once in many runs leaves its controllers' logs to read.
+   */
   keepDir?: boolean;
   /** Extra Node.js flags for the controller processes, e.g. ['--cpu-prof'] to profile them. */
   controllerNodeArgs?: string[];
@@ -74,7 +77,7 @@ export function withDefaults(options: ClusterOptions): ResolvedClusterOptions {
     extraConfig: [],
     diskStalls: false,
     replication: true,
-    keepDir: false,
+    keepDir: process.env.MCKV_KEEP_CLUSTER_DIRS === '1',
     ...definedOnly(options),
   };
 }
