@@ -101,6 +101,21 @@ describe('causal checker: one history per bad pattern', () => {
   });
 });
 
+describe('causal checker: size', () => {
+  it('judges a history of 30,000 operations, as a 30 s fault run records, rather than giving up', () => {
+    const steps: Step[] = [];
+    for (let round = 0; steps.length < 30_000; round++) {
+      for (let process = 1; process <= 6; process++) {
+        const key = `k${(round + process) % 3}`;
+        steps.push([process, 'write', key, `${process}-${round}`], [process, 'read', key, `${process}-${round}`]);
+      }
+    }
+    expect(check(steps).verdict).toBe('ok');
+    // One read of a value its own process had overwritten since, at the end: WriteCORead.
+    expect(check([...steps, [1, 'read', 'k0', '1-2']]).detail.startsWith('WriteCORead:')).toBe(true);
+  });
+});
+
 describe('mckv check --model causal', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mckv-check-causal-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

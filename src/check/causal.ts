@@ -28,11 +28,11 @@ import {
 } from './history.ts';
 
 export interface CausalCheckOptions {
-  /** Most operations checked; a larger history is `unknown` (CO is n² bits). */
+  /** Most operations checked; a larger history is `unknown` (CO is n² bits: 450 MB at 60,000). */
   operationsMax?: number;
 }
 
-const OPERATIONS_MAX = 20_000;
+const OPERATIONS_MAX = 60_000;
 /** The initial state of every key: a writer of "absent" before everything. */
 const INIT = -1;
 
@@ -114,6 +114,14 @@ class CausalGraph {
   private readonly writers = new Map<string, Map<RegisterValue, number[]>>();
   /** key → every node that wrote it (built on first use, once `writers` is complete). */
   private readonly keyWriters = new Map<string, number[]>();
+  /**
+   * Each process's operations, cut after any call that got no answer (a parsed history's process
+   * takes a new id after one, so only a history built otherwise is cut): within one, each operation
+   * precedes the next in session order, hence in CO. Every node is in exactly one.
+   */
+  private readonly chains: number[][] = [];
+  /** key → its writers, chain by chain (built on first use). */
+  private readonly keyChains = new Map<string, number[][]>();
   private readonly predecessors: number[][];
   private readonly words: number;
   /** CO as a bit matrix: row `b` (`words` words from `b * words`) has bit `a` set when a →CO b. */
@@ -167,15 +175,22 @@ class CausalGraph {
     return null;
   }
 
-  /** CyclicCF: no arbitration order of each key's writes agrees with CO and every read. */
+  /**
+   * CyclicCF: no arbitration order of each key's writes agrees with CO and every read. Each read r
+   * of w adds w' →CF w for the writes w' of its key before r in CO; only the last such write of
+   * each chain (see `chains`) gets its edge, since every earlier one precedes it in CO already: the
+   * graph reaches what it did, with a few edges per read instead of one per write before it.
+   */
   cyclicCf(): Pattern | null {
     const edges = this.predecessors.map((list) => [...list]);
     for (const [index, node] of this.nodes.entries()) {
       if (node.reads === undefined) continue;
       const from = this.readFrom(index);
       if (from === null || from === INIT) continue;
-      for (const other of this.writersOfKey(node.op.key)) {
-        if (other !== from && other !== index && this.before(other, index)) itemAt(edges, from).push(other);
+      for (const chain of this.chainsOfKey(node.op.key)) {
+        const last = this.lastBefore(chain, index);
+        // Up to `from` itself: every earlier write of the chain precedes it in CO, no edge needed.
+        if (last !== null && last !== from) itemAt(edges, from).push(last);
       }
     }
     if (topologicalOrderOf(edges) !== null) return null;
@@ -192,11 +207,15 @@ class CausalGraph {
     return itemAt(this.nodes, index);
   }
 
-  /** A write of the read's key that `writer` precedes and that precedes the read (CO), or null. */
+  /**
+   * A write of the read's key that `writer` precedes and that precedes the read (CO), or null. Only
+   * each chain's last write before the read is tried: if `writer` precedes an earlier one, it
+   * precedes that one too; if that one is `writer`, nothing before it in the chain follows `writer`.
+   */
   private overwrittenBefore(writer: number, read: number): number | null {
-    for (const other of this.writersOfKey(this.node(read).op.key)) {
-      if (other === writer || other === read) continue;
-      if (!this.before(other, read)) continue;
+    for (const chain of this.chainsOfKey(this.node(read).op.key)) {
+      const other = this.lastBefore(chain, read);
+      if (other === null || other === writer) continue;
       if (writer === INIT || this.before(writer, other)) return other;
     }
     return null;
@@ -230,6 +249,32 @@ class CausalGraph {
     return list;
   }
 
+  /** The writers of `key` cut into chains: in one process's order, each preceding the next in CO. */
+  private chainsOfKey(key: string): number[][] {
+    let chains = this.keyChains.get(key);
+    if (chains === undefined) {
+      chains = [];
+      for (const chain of this.chains) {
+        const writers = chain.filter((index) => this.node(index).writes !== undefined && this.node(index).op.key === key);
+        if (writers.length > 0) chains.push(writers);
+      }
+      this.keyChains.set(key, chains);
+    }
+    return chains;
+  }
+
+  /** The last of `chain` before `read` in CO, or null. A chain's members before it form a prefix. */
+  private lastBefore(chain: number[], read: number): number | null {
+    let low = 0;
+    let high = chain.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (this.before(itemAt(chain, middle), read)) low = middle + 1;
+      else high = middle;
+    }
+    return low === 0 ? null : itemAt(chain, low - 1);
+  }
+
   /** Session order: each process's operations in order, and each connection's answered ones. */
   private addSessionEdges(): void {
     const sessions = new Map<string, number[]>();
@@ -241,14 +286,23 @@ class CausalGraph {
         else list.push(index);
       }
     });
-    for (const list of sessions.values()) {
+    for (const [name, list] of sessions) {
       list.sort((a, b) => this.node(a).op.id - this.node(b).op.id);
       let previous: number | null = null;
+      const isProcess = name.startsWith('p');
+      let chain: number[] = [];
       for (const index of list) {
         // A call that got no answer may not have happened: it orders nothing after it.
-        if (previous !== null && !isIndeterminate(this.node(previous).op)) itemAt(this.predecessors, index).push(previous);
+        if (previous !== null && !isIndeterminate(this.node(previous).op)) {
+          itemAt(this.predecessors, index).push(previous);
+        } else if (isProcess && chain.length > 0) {
+          this.chains.push(chain);
+          chain = [];
+        }
+        chain.push(index);
         previous = index;
       }
+      if (isProcess && chain.length > 0) this.chains.push(chain);
     }
   }
 
