@@ -1,6 +1,6 @@
 /**
- * The tag bytes of the peer value codec (value-codec.ts writes them, value-check.ts and the
- * decoder in value-codec.ts read them). Layout, multi-byte numbers little-endian, lengths u32:
+ * The tag bytes of the peer value codec (value-encoder.ts writes them, value-check.ts and
+ * value-decoder.ts read them). Layout, multi-byte numbers little-endian, lengths u32:
  *
  *   0x00-0x7f  integer 0..127                  0xc0  null
  *   0x80-0x9f  string of 0..31 utf8 bytes      0xc1  false          0xc2  true
