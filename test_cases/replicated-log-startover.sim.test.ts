@@ -44,6 +44,7 @@ interface Totals {
   emptied: number;
   startOvers: number;
   recoveries: number[];
+  candidaciesLost: number;
 }
 
 /**
@@ -51,12 +52,19 @@ interface Totals {
  * for every round of `emptyAll`); throws a SimulationFailure naming a seed. Yields between runs,
  * so a long sweep does not starve vitest's worker of its own messages.
  */
-async function runSeeds(emptyAll: EmptyAllOptions, faults: boolean, seeds = SEEDS, safetyMs = 4_000): Promise<Totals> {
-  const totals: Totals = { runs: 0, emptied: 0, startOvers: 0, recoveries: [] };
+async function runSeeds(
+  emptyAll: EmptyAllOptions,
+  faults: boolean,
+  seeds = SEEDS,
+  safetyMs = 4_000,
+  electionJitter: 'full' | 'narrow' = 'full',
+): Promise<Totals> {
+  const totals: Totals = { runs: 0, emptied: 0, startOvers: 0, recoveries: [], candidaciesLost: 0 };
   for (const mode of MODES) {
     for (let seed = FIRST_SEED; seed < FIRST_SEED + seeds; seed += 1) {
-      const result: SimResult = simulate(seed, mode, { faults, safetyMs, compactionThresholdEntries: 8, emptyAll });
+      const result: SimResult = simulate(seed, mode, { faults, safetyMs, compactionThresholdEntries: 8, emptyAll, electionJitter });
       totals.runs += 1;
+      totals.candidaciesLost += result.candidaciesLost;
       if (result.emptyAllRan) totals.emptied += 1;
       totals.startOvers += result.startOvers;
       if (result.recoveryMs !== null) totals.recoveries.push(result.recoveryMs);
@@ -111,6 +119,19 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
       expect(totals.startOvers).toBeGreaterThan(totals.runs);
       if (!faults) for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
     }
+  }, SWEEP_TIMEOUT_MS);
+
+  it('rounds of emptying with a node crashing in each, and elections that split (narrow jitter): candidates that lose in their own term ask with what the winner knows; safe, and converges', async () => {
+    let candidaciesLost = 0;
+    for (const faults of [false, true]) {
+      const emptyAll: EmptyAllOptions = { atMs: 1_500, windowMs: 0, crash: 'before', then: ['after', 'before'], whenHealthy: faults };
+      const totals = await runSeeds(emptyAll, faults, Math.ceil(SEEDS / 4), 6_000, 'narrow');
+      expect(totals.emptied).toBeGreaterThan(0);
+      expect(totals.startOvers).toBeGreaterThan(totals.runs);
+      candidaciesLost += totals.candidaciesLost;
+      if (!faults) for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+    }
+    expect(candidaciesLost).toBeGreaterThan(SEEDS / 2);
   }, SWEEP_TIMEOUT_MS);
 
   const underFaults =

@@ -37,9 +37,11 @@ export class SimController {
       if (event.kind !== 'flush') node.localEvents.push({ atMs: this.world.nowMs, event });
       return;
     }
-    const wasLeader = machine.inspect().role === 'leader';
+    const before = machine.inspect();
     const effects = machine.step({ ...event, nowMs: this.world.localMs(node, event.nowMs) });
-    if (!wasLeader && machine.inspect().role === 'leader') this.world.result.elections += 1;
+    const after = machine.inspect();
+    if (before.role !== 'leader' && after.role === 'leader') this.world.result.elections += 1;
+    if (before.role === 'candidate' && after.role === 'follower' && after.term === before.term) this.world.result.candidaciesLost += 1;
     for (const effect of effects) this.carryOut(node, effect);
     // Recovered once its machine says so and what it recovered is written.
     if (node.lostPower && !machine.inspect().recovering && node.gate.stats(this.world.nowMs).recordsWaiting === 0) node.lostPower = false;

@@ -17,6 +17,11 @@ import type { SimWorld } from './world.ts';
 
 export type LogView = ReturnType<ReplicatedLog['inspect']>;
 
+/** A machine's random source (its election timer's only draw; see `SimOptions.electionJitter`). */
+function electionRandom(random: () => number, jitter: 'full' | 'narrow'): () => number {
+  return jitter === 'full' ? random : () => 0.5 + 0.02 * random();
+}
+
 export interface InFlightRequest {
   client: number;
   op: Op;
@@ -162,7 +167,7 @@ export class NodeLifecycle {
     node.machine = createReplicatedLog({
       self: node.id,
       peers: world.ids,
-      random: mulberry32(Math.floor(world.random() * 2 ** 32)),
+      random: electionRandom(mulberry32(Math.floor(world.random() * 2 ** 32)), world.options.electionJitter ?? 'full'),
       heartbeatIntervalMs: HEARTBEAT_MS,
       failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: node.disk.durable.slice(),

@@ -51,6 +51,14 @@ export interface SimOptions {
   trustAfterPowerLoss?: boolean;
   /** Whole machines suspended now and then in the faulty phase (see `SuspendOptions`). */
   suspends?: SuspendOptions | null;
+  /**
+   * How each node draws its election timeout's random part: over the whole range (`full`, the
+   * default, as mckv does) or within 2% of it (`narrow`), so followers that lost their leader
+   * often stand for the same term and all but one lose to a winner of that term: the state a
+   * busy machine's scheduler makes common, in which a candidate keeps what it knew before it
+   * stood (replica epochs, the leader it followed) unless entering the term made it forget.
+   */
+  electionJitter?: 'full' | 'narrow';
 }
 
 /** A live node's machine sleeps for 20 ms up to `durationMsMax`, its clock stopped meanwhile. */
@@ -140,6 +148,8 @@ export interface SimResult {
   repliesOk: number;
   repliesRefused: number;
   elections: number;
+  /** Candidates that became followers in the term they stood for (another node won it). */
+  candidaciesLost: number;
   crashes: number;
   transfers: number;
   /** Records crashes lost (written, no fsync covered them), and effects lost waiting for one. */
@@ -184,7 +194,7 @@ export interface SimResult {
 /** A result with nothing counted yet (the field order is the order a result prints in). */
 export function emptyResult(seed: number): SimResult {
   return {
-    seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, crashes: 0, transfers: 0, recordsLost: 0,
+    seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, candidaciesLost: 0, crashes: 0, transfers: 0, recordsLost: 0,
     heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null,
     convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0,
     crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0,
