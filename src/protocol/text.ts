@@ -1,9 +1,10 @@
 /**
- * The memcached text protocol: a streaming request decoder and a reply encoder. The decoder is a
- * small state machine (command line, data block of known length, refused data block, closed) that
- * keeps only the bytes it still needs; malformed input becomes an `invalid` item carrying the exact
- * reply memcached 1.6.18 would give. `noreply`, logins, and where it differs from memcached on
- * purpose: docs/design.md, "The text protocol decoder".
+ * The memcached text protocol for clients: the streaming request decoder, and the module the server
+ * imports the codec from (what a command line means: ./text-commands.ts; replies: ./text-reply.ts).
+ * The decoder is a small state machine (command line, data block of known length, refused data
+ * block, closed) that keeps only the bytes it still needs; malformed input becomes an `invalid` item
+ * carrying the exact reply memcached 1.6.18 would give. `noreply`, logins, and where it differs from
+ * memcached on purpose: docs/design.md, "The text protocol decoder".
  *
  * Invariants:
  * - Decoding a byte sequence yields the same items however it is split into chunks.
@@ -14,20 +15,14 @@
  */
 
 import { DEFAULT_LIMITS } from './types.ts';
-import type { ArithVerb, Command, DecoderOptions, Item, ProtocolLimits, Reply, StoreVerb } from './types.ts';
-import { TEXT_ERRORS, keyHasForbiddenByte } from './errors.ts';
+import type { DecoderOptions, ProtocolLimits, Reply } from './types.ts';
+import { TEXT_ERRORS } from './errors.ts';
 import type { Login } from './auth.ts';
-import { refusalText } from './refusals.ts';
+import { invalid, isBadKey, parseTokens, parseUint32, silenceable, type StoreCommand, type TextDecoded } from './text-commands.ts';
 
-/** One decoded request: a command to execute, or malformed input with the reply it gets. */
-export type TextDecoded =
-  | { kind: 'command'; command: Command }
-  /** `close`: the connection cannot be resynchronised; write the reply, then close. */
-  | { kind: 'invalid'; reply: Reply; close: boolean }
-  /** A login the decoder settled itself (memcached -Y): its reply. */
-  | { kind: 'answered'; reply: Reply };
-
-type StoreCommand = Extract<Command, { kind: 'store' }>;
+export type { TextDecoded } from './text-commands.ts';
+export { parseInt32, parseUint32, parseUint64 } from './text-commands.ts';
+export { FLAT_REPLY_BYTES_MAX, encodeTextInvalid, encodeTextReply, encodeTextReplyParts } from './text-reply.ts';
 
 type DecoderState =
   | { kind: 'line' }
@@ -43,10 +38,6 @@ const SPACE = 0x20;
 const GET_G = 0x67;
 const GET_E = 0x65;
 const GET_T = 0x74;
-const INT32_MIN = -2147483648;
-const INT32_MAX = 2147483647;
-const UINT32_MAX = 4294967295;
-const UINT64_MAX = 18446744073709551615n;
 const GET_LINE_PREFIXES = ['get ', 'gets ', 'gat ', 'gats '];
 /** An empty remainder of a chunk, shared (no view allocated per chunk). */
 const NOTHING = Buffer.alloc(0);
@@ -282,337 +273,6 @@ function singleGetKey(line: Buffer, end: number): string | null {
   return line.toString('latin1', 4, end);
 }
 
-/** What one command line asks for. */
-type LineResult =
-  | { kind: 'decoded'; item: TextDecoded }
-  /** A storage command whose data block follows. */
-  | { kind: 'data'; command: StoreCommand; valueBytes: number }
-  /** A storage command whose data block is over the limit: refuse it and swallow the block. */
-  | { kind: 'too_large'; valueBytes: number; noreply: boolean };
-
-function decoded(command: Command): LineResult {
-  return { kind: 'decoded', item: { kind: 'command', command } };
-}
-
-function refused(item: TextDecoded): LineResult {
-  return { kind: 'decoded', item };
-}
-
-function invalid(reply: Reply, close = false): TextDecoded {
-  return { kind: 'invalid', reply, close };
-}
-
 function answered(reply: Reply): TextDecoded {
   return { kind: 'answered', reply };
-}
-
-const UNKNOWN: TextDecoded = invalid({ kind: 'error' });
-
-/** An error reply that a `noreply` on its line silences, as memcached does. */
-function silenceable(noreply: boolean, message: string): TextDecoded {
-  return invalid(noreply ? { kind: 'none' } : { kind: 'client_error', message });
-}
-
-/** memcached's set_noreply_maybe: the last token is exactly `noreply`. */
-function endsWithNoreply(tokens: string[]): boolean {
-  return tokens.length > 1 && tokens[tokens.length - 1] === 'noreply';
-}
-
-function isBadKey(key: string, limits: ProtocolLimits): boolean {
-  return key.length > limits.keyBytesMax || keyHasForbiddenByte(key);
-}
-
-/** Maps tokens to a command, following memcached 1.6.18's process_command_ascii. */
-function parseTokens(tokens: string[], limits: ProtocolLimits, flushAllEnabled: boolean): LineResult {
-  const name = tokens[0];
-  if (name === undefined || name.length < 2) return refused(UNKNOWN);
-  switch (name) {
-    case 'get':
-    case 'gets':
-    case 'gat':
-    case 'gats':
-      return parseGet(tokens, limits);
-    case 'set':
-    case 'add':
-    case 'replace':
-    case 'append':
-    case 'prepend':
-    case 'cas':
-      return parseStore(name, tokens, limits);
-    case 'incr':
-    case 'decr':
-      return parseArith(name, tokens, limits);
-    case 'delete':
-      return parseDelete(tokens, limits);
-    case 'touch':
-      return parseTouch(tokens, limits);
-    case 'flush_all':
-      return parseFlushAll(tokens, flushAllEnabled);
-    case 'verbosity':
-      return parseVerbosity(tokens);
-    case 'version':
-      return decoded({ kind: 'version' });
-    case 'quit':
-      return decoded({ kind: 'quit' });
-    case 'stats':
-      return decoded({ kind: 'stats', group: tokens.slice(1).join(' ') });
-    case 'show':
-      return decoded(tokens[1] === 'json' ? { kind: 'show', json: true } : { kind: 'show' });
-    case 'causal_token':
-      return tokens.length === 1 ? decoded({ kind: 'causal_token' }) : refused(UNKNOWN);
-    case 'causal_wait':
-      return parseCausalWait(tokens);
-    default:
-      return refused(UNKNOWN);
-  }
-}
-
-/** Most characters of a causal token, and the longest wait a client may ask for. */
-const CAUSAL_TOKEN_CHARS_MAX = 256;
-const CAUSAL_WAIT_MS_MAX = 60_000;
-const CAUSAL_WAIT_MS_DEFAULT = 5_000;
-
-/** `causal_wait TOKEN [TIMEOUT_MS]`: the token is judged by the mode; here only its size. */
-function parseCausalWait(tokens: string[]): LineResult {
-  const token = tokens[1];
-  if (token === undefined || tokens.length > 3) return refused(UNKNOWN);
-  if (token.length > CAUSAL_TOKEN_CHARS_MAX) return refused(invalid({ kind: 'client_error', message: 'bad causal token' }));
-  const timeoutMs = tokens.length === 3 ? Number(tokens[2]) : CAUSAL_WAIT_MS_DEFAULT;
-  if (!/^\d{1,6}$/.test(tokens[2] ?? '0') || timeoutMs > CAUSAL_WAIT_MS_MAX) {
-    return refused(invalid({ kind: 'client_error', message: `bad timeout (ms, at most ${CAUSAL_WAIT_MS_MAX})` }));
-  }
-  return decoded({ kind: 'causal_wait', token, timeoutMs });
-}
-
-function parseGet(tokens: string[], limits: ProtocolLimits): LineResult {
-  if (tokens.length < 2) return refused(UNKNOWN);
-  const name = tokens[0];
-  const touches = name === 'gat' || name === 'gats';
-  const cas = name === 'gets' || name === 'gats';
-  const exptime = touches ? parseInt32(tokens[1]) : 0;
-  if (exptime === null) return refused(invalid({ kind: 'client_error', message: TEXT_ERRORS.invalidExptime }));
-  const keys = tokens.slice(touches ? 2 : 1);
-  if (keys.length > limits.keysPerGetMax) {
-    return refused(invalid({ kind: 'client_error', message: TEXT_ERRORS.tooManyKeys }));
-  }
-  if (keys.some((key) => isBadKey(key, limits))) {
-    return refused(invalid({ kind: 'client_error', message: TEXT_ERRORS.badCommandLineFormat }));
-  }
-  return decoded(touches ? { kind: 'gat', keys, cas, exptime } : { kind: 'get', keys, cas });
-}
-
-function parseStore(verb: StoreVerb, tokens: string[], limits: ProtocolLimits): LineResult {
-  const expected = verb === 'cas' ? 6 : 5;
-  if (tokens.length !== expected && tokens.length !== expected + 1) return refused(UNKNOWN);
-  const noreply = endsWithNoreply(tokens);
-  const bad = refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
-  const key = tokens[1];
-  if (key === undefined || isBadKey(key, limits)) return bad;
-  const flags = parseUint32(tokens[2]);
-  const exptime = parseInt32(tokens[3]);
-  const valueBytes = parseInt32(tokens[4]);
-  if (flags === null || exptime === null || valueBytes === null) return bad;
-  const casUnique = verb === 'cas' ? parseUint64(tokens[5]) : 0n;
-  if (casUnique === null || valueBytes < 0 || valueBytes > INT32_MAX - 2) return bad;
-  if (valueBytes > limits.valueBytesMax) return { kind: 'too_large', valueBytes, noreply };
-  const value = Buffer.alloc(0);
-  return { kind: 'data', valueBytes, command: { kind: 'store', verb, key, flags, exptime, value, casUnique, noreply } };
-}
-
-function parseArith(verb: ArithVerb, tokens: string[], limits: ProtocolLimits): LineResult {
-  if (tokens.length !== 3 && tokens.length !== 4) return refused(UNKNOWN);
-  const noreply = endsWithNoreply(tokens);
-  const key = tokens[1];
-  if (key === undefined || isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
-  const delta = parseUint64(tokens[2]);
-  if (delta === null) return refused(silenceable(noreply, TEXT_ERRORS.invalidDelta));
-  return decoded({ kind: 'arith', verb, key, delta, initial: null, exptime: 0, noreply });
-}
-
-/** `delete <key> [0] [noreply]`: the legacy hold time is accepted only when it is exactly 0. */
-function parseDelete(tokens: string[], limits: ProtocolLimits): LineResult {
-  if (tokens.length < 2 || tokens.length > 4) return refused(UNKNOWN);
-  const noreply = endsWithNoreply(tokens);
-  if (tokens.length > 2) {
-    const holdIsZero = tokens[2] === '0';
-    const valid = (tokens.length === 3 && (holdIsZero || noreply)) || (tokens.length === 4 && holdIsZero && noreply);
-    if (!valid) return refused(silenceable(noreply, TEXT_ERRORS.badDeleteFormat));
-  }
-  const key = tokens[1];
-  if (key === undefined || isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
-  return decoded({ kind: 'delete', key, noreply });
-}
-
-function parseTouch(tokens: string[], limits: ProtocolLimits): LineResult {
-  if (tokens.length !== 3 && tokens.length !== 4) return refused(UNKNOWN);
-  const noreply = endsWithNoreply(tokens);
-  const key = tokens[1];
-  if (key === undefined || isBadKey(key, limits)) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
-  const exptime = parseInt32(tokens[2]);
-  if (exptime === null) return refused(silenceable(noreply, TEXT_ERRORS.invalidExptime));
-  return decoded({ kind: 'touch', key, exptime, noreply });
-}
-
-/**
- * `flush_all [delay] [noreply]`; like memcached, a third token that is not noreply is ignored, and
- * when flush_all is off (memcached -F) it is refused before its delay is read.
- */
-function parseFlushAll(tokens: string[], flushAllEnabled: boolean): LineResult {
-  if (tokens.length > 3) return refused(UNKNOWN);
-  const noreply = endsWithNoreply(tokens);
-  if (!flushAllEnabled) return refused(silenceable(noreply, TEXT_ERRORS.flushAllNotAllowed));
-  if (tokens.length === (noreply ? 2 : 1)) return decoded({ kind: 'flush_all', delaySeconds: 0, noreply });
-  const delaySeconds = parseInt32(tokens[1]);
-  if (delaySeconds === null) return refused(silenceable(noreply, TEXT_ERRORS.invalidExptime));
-  return decoded({ kind: 'flush_all', delaySeconds, noreply });
-}
-
-function parseVerbosity(tokens: string[]): LineResult {
-  if (tokens.length !== 2 && tokens.length !== 3) return refused(UNKNOWN);
-  const noreply = endsWithNoreply(tokens);
-  const level = parseUint32(tokens[1]);
-  if (level === null) return refused(silenceable(noreply, TEXT_ERRORS.badCommandLineFormat));
-  return decoded({ kind: 'verbosity', level, noreply });
-}
-
-const UNSIGNED_DIGITS = /^\+?[0-9]+$/;
-const SIGNED_DIGITS = /^[+-]?[0-9]+$/;
-
-/** A decimal in [0, 2^32-1] (an optional `+`, as strtoul allows), else null. */
-export function parseUint32(token: string | undefined): number | null {
-  if (token === undefined || !UNSIGNED_DIGITS.test(token)) return null;
-  const value = Number(token);
-  return value <= UINT32_MAX ? value : null;
-}
-
-/** A decimal in [-2^31, 2^31-1], else null. */
-export function parseInt32(token: string | undefined): number | null {
-  if (token === undefined || !SIGNED_DIGITS.test(token)) return null;
-  const value = Number(token);
-  return value >= INT32_MIN && value <= INT32_MAX ? value : null;
-}
-
-/** A decimal in [0, 2^64-1], else null. */
-export function parseUint64(token: string | undefined): bigint | null {
-  if (token === undefined || !UNSIGNED_DIGITS.test(token)) return null;
-  const value = BigInt(token);
-  return value <= UINT64_MAX ? value : null;
-}
-
-const END = Buffer.from('END\r\n');
-
-function line(text: string): Buffer {
-  return Buffer.from(`${text}\r\n`, 'latin1');
-}
-
-/** True when the command asked for no reply. */
-function isSilenced(command: Command): boolean {
-  return 'noreply' in command && command.noreply;
-}
-
-/** Whether a values reply for this command carries cas tokens (gets, gats). */
-function wantsCas(command: Command): boolean {
-  return (command.kind === 'get' || command.kind === 'gat') && command.cas;
-}
-
-/** Value replies up to this many bytes are encoded as one Buffer; larger ones part by part. */
-export const FLAT_REPLY_BYTES_MAX = 64 * 1024;
-const CRLF = Buffer.from('\r\n');
-
-/** The `VALUE` header line of each item (keys are latin1: one byte per char) and the reply's size. */
-function valueHeaders(items: Item[], withCas: boolean): { headers: string[]; bytes: number } {
-  const headers: string[] = [];
-  let bytes = END.length;
-  for (const item of items) {
-    const header = withCas
-      ? `VALUE ${item.key} ${item.flags} ${item.value.length} ${item.cas}\r\n`
-      : `VALUE ${item.key} ${item.flags} ${item.value.length}\r\n`;
-    headers.push(header);
-    bytes += header.length + item.value.length + 2;
-  }
-  return { headers, bytes };
-}
-
-function encodeValues(items: Item[], headers: string[], bytes: number): Buffer {
-  const reply = Buffer.allocUnsafe(bytes);
-  let offset = 0;
-  for (let index = 0; index < items.length; index += 1) {
-    const item = items[index];
-    const header = headers[index];
-    if (item === undefined || header === undefined) throw new Error(`values reply: no item or header ${index}`);
-    offset += reply.write(header, offset, 'latin1');
-    offset += item.value.copy(reply, offset);
-    reply[offset] = CARRIAGE_RETURN;
-    reply[offset + 1] = NEWLINE;
-    offset += 2;
-  }
-  END.copy(reply, offset);
-  return reply;
-}
-
-/**
- * A values reply as parts to write in order: one Buffer when small, else each item's header line,
- * its value Buffer itself (never copied) and CRLF, then END.
- */
-function valuesParts(items: Item[], withCas: boolean): Buffer[] {
-  const { headers, bytes } = valueHeaders(items, withCas);
-  if (bytes <= FLAT_REPLY_BYTES_MAX) return [encodeValues(items, headers, bytes)];
-  const parts: Buffer[] = [];
-  for (let index = 0; index < items.length; index += 1) {
-    const item = items[index];
-    const header = headers[index];
-    if (item === undefined || header === undefined) throw new Error(`values reply: no item or header ${index}`);
-    parts.push(Buffer.from(header, 'latin1'), item.value, CRLF);
-  }
-  parts.push(END);
-  return parts;
-}
-
-/**
- * `encodeTextReply` as parts to write in order, so that a reply of many large values is never
- * copied into one Buffer: the server writes it value by value, minding the client's reading pace.
- */
-export function encodeTextReplyParts(command: Command, reply: Reply): Buffer[] {
-  if (reply.kind === 'values' && !isSilenced(command)) return valuesParts(reply.items, wantsCas(command));
-  const bytes = encodeTextReply(command, reply);
-  return bytes.length === 0 ? [] : [bytes];
-}
-
-/**
- * Encodes `reply` to `command` as memcached's text protocol does. A command sent with `noreply`
- * gets no bytes at all, errors included (as in memcached); `quit` and `none` are empty.
- */
-export function encodeTextReply(command: Command, reply: Reply): Buffer {
-  if (isSilenced(command) || command.kind === 'quit') return Buffer.alloc(0);
-  switch (reply.kind) {
-    case 'stored': return line('STORED');
-    case 'not_stored': return line('NOT_STORED');
-    case 'exists': return line('EXISTS');
-    case 'not_found': return line('NOT_FOUND');
-    case 'deleted': return line('DELETED');
-    case 'touched': return line('TOUCHED');
-    case 'ok': return line('OK');
-    case 'values': {
-      const { headers, bytes } = valueHeaders(reply.items, wantsCas(command));
-      return encodeValues(reply.items, headers, bytes);
-    }
-    case 'number': return line(reply.value.toString());
-    case 'version': return line(`VERSION ${reply.version}`);
-    case 'stats': return Buffer.concat([...reply.stats.map(([name, value]) => line(`STAT ${name} ${value}`)), END]);
-    case 'reset': return line('RESET');
-    case 'text': return Buffer.concat([...reply.lines.map(line), END]);
-    case 'error': return line('ERROR');
-    case 'client_error': return line(`CLIENT_ERROR ${reply.message}`);
-    case 'refused': return line(`SERVER_ERROR ${refusalText(reply)}`);
-    case 'none': return Buffer.alloc(0);
-    default: {
-      const unreachable: never = reply;
-      return unreachable;
-    }
-  }
-}
-
-/** Encodes a reply that no command produced (a decoder's `invalid` item). */
-export function encodeTextInvalid(reply: Reply): Buffer {
-  return encodeTextReply({ kind: 'version' }, reply);
 }
