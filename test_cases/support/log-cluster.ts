@@ -193,3 +193,16 @@ export function followers(cluster: Cluster): [PeerId, PeerId] {
   if (first === undefined || second === undefined || others.length > 0) throw new Error('expected two followers');
   return [first, second];
 }
+
+/** Compaction threshold 6, a follower down while 20 writes commit: the leader compacted past it. */
+export function compactedPastLaggingFollower(): { cluster: Cluster; leader: PeerId; lagging: PeerId } {
+  const cluster = electedCluster('linearizability', 6);
+  const leader = cluster.leader();
+  const lagging = followers(cluster)[0];
+  cluster.down.add(lagging);
+  for (let n = 0; n < 20; n += 1) {
+    cluster.request(leader, set(`k${n % 5}`, String(n)));
+    cluster.run(20);
+  }
+  return { cluster, leader, lagging };
+}
