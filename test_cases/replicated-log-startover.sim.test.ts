@@ -39,6 +39,11 @@ const SWEEP_TIMEOUT_MS = Math.max(30_000, SEEDS * 1_000);
  */
 const RECOVERY_BOUND_MS = 8 * SIM_FAILURE_TIMEOUT_MS;
 
+/** Every replica lost; then the leader's alone, twice; then the leader crashes and every replica is lost. */
+const LEADER_LOST_ALONE_THEN_CRASHED: EmptyAllOptions = {
+  atMs: 1_500, windowMs: 0, crash: 'none', then: ['leader-alone', 'leader-alone', 'leader-crash'], whenHealthy: false,
+};
+
 interface Totals {
   runs: number;
   emptied: number;
@@ -134,6 +139,18 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
     expect(candidaciesLost).toBeGreaterThan(SEEDS / 2);
   }, SWEEP_TIMEOUT_MS);
 
+  it('a leader that lost its replica alone twice crashes, and every replica is lost while the others elect a new one (split elections): safe, and converges', async () => {
+    // The new leader has lost its replica fewer times since its boot than the last one: a node
+    // that stood in the new leader's term and lost must not ask by the last leader's replica epoch.
+    const totals = await runSeeds(LEADER_LOST_ALONE_THEN_CRASHED, false, SEEDS, 8_000, 'narrow');
+    expect(totals.emptied).toBe(totals.runs);
+    expect(totals.recoveries.length).toBe(totals.runs);
+    for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
+    expect(totals.candidaciesLost).toBeGreaterThan(SEEDS / 2);
+    const faulty = await runSeeds({ ...LEADER_LOST_ALONE_THEN_CRASHED, whenHealthy: true }, true, Math.ceil(SEEDS / 2), 8_000, 'narrow');
+    expect(faulty.emptied).toBeGreaterThan(0);
+  }, SWEEP_TIMEOUT_MS);
+
   const underFaults =
     'under message loss, delay, duplication and partitions (emptied from a healthy cluster): safe, and converges after the heal';
   it(underFaults, async () => {
@@ -178,6 +195,16 @@ describe('replicated log start-over: seeds that found faults', () => {
       storeFailures: { nodes: [0, 1, 2], rate: 0.1, crashChance: 0.2, everyNodeAtMs: null },
     });
     expect(result.emptyAllRan).toBe(true);
+  });
+
+  it('a candidate that lost in its own term asked by the last leader\'s replica epoch, so the new leader never started over: seeds 33 (sequential) and 41 (linearizability), split elections', () => {
+    for (const [seed, mode] of [[33, 'sequential'], [41, 'linearizability']] as const) {
+      const result = simulate(seed, mode, {
+        faults: false, safetyMs: 8_000, compactionThresholdEntries: 8, emptyAll: LEADER_LOST_ALONE_THEN_CRASHED, electionJitter: 'narrow',
+      });
+      expect(result.emptyAllRan).toBe(true);
+      expect(result.recoveryMs).not.toBeNull();
+    }
   });
 
   for (const [name, seed, mode, faults, crash] of cases) {

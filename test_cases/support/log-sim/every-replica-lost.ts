@@ -10,21 +10,26 @@ import type { LogMessage } from '../../../src/consistency/replicated-log.ts';
 import { itemAt } from '../../../src/runtime/item-at.ts';
 import type { Op } from '../../../src/store/types.ts';
 import type { InFlightRequest, SimNode } from './node.ts';
-import type { EmptyAllCrash, EmptyAllOptions } from './options.ts';
+import type { EmptyAllOptions, EmptyAllRound } from './options.ts';
 import { opKey } from './reference.ts';
 import type { SimWorld } from './world.ts';
 
-/** A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until anchored). */
+/**
+ * A node's emptied backend or a crash, scheduled by `emptyAll` (`atMs` after the anchor until
+ * anchored): a node by its index, or whichever node leads when it is due (none leading: nothing).
+ */
 interface Disruption {
   atMs: number;
   kind: 'empty' | 'crash';
-  node: number;
+  node: number | 'leader';
 }
 
 /** Slack before the emptying window, so a crash `before` it falls after the anchor. */
 const EMPTY_ALL_LEAD_MS = 300;
 /** Between the starts of successive rounds (`then`): room for a start-over and the transfers. */
 const EMPTY_ALL_ROUND_GAP_MS = 900;
+/** In a `leader-crash` round, from the leader's crash to every replica's emptying: an election's time. */
+const LEADER_CRASH_EMPTY_DELAY_MS = 400;
 
 /**
  * Every replica lost (option `emptyAll`): every node's backend restarts empty around one moment
@@ -62,10 +67,15 @@ export class EveryReplicaLost {
     return schedule.sort((a, b) => a.atMs - b.atMs);
   }
 
-  private round(crash: EmptyAllCrash, windowMs: number, offsetMs: number): Disruption[] {
+  private round(crash: EmptyAllRound, windowMs: number, offsetMs: number): Disruption[] {
     const random = this.world.random;
     const draw = (spanMs: number): number => Math.floor(random() * (spanMs + 1));
     const at = offsetMs + EMPTY_ALL_LEAD_MS;
+    if (crash === 'leader-alone') return [{ atMs: at, kind: 'empty', node: 'leader' }];
+    if (crash === 'leader-crash') {
+      const emptied = this.world.ids.map((_, node): Disruption => ({ atMs: at + LEADER_CRASH_EMPTY_DELAY_MS + draw(windowMs), kind: 'empty', node }));
+      return [{ atMs: at, kind: 'crash', node: 'leader' }, ...emptied];
+    }
     const round: Disruption[] = this.world.ids.map((_, node) => ({ atMs: at + draw(windowMs), kind: 'empty', node }));
     if (crash === 'all') {
       // Down for at least 100 ms (see lifecycle.crash): each is emptied while its node is down.
@@ -95,7 +105,8 @@ export class EveryReplicaLost {
     while (this.disruptions.length > 0 && itemAt(this.disruptions, 0).atMs <= world.nowMs) {
       const next = this.disruptions.shift();
       if (next === undefined) break;
-      const node = itemAt(world.nodes, next.node);
+      const node = next.node === 'leader' ? world.nodes.find((candidate) => candidate.machine?.inspect().role === 'leader') : itemAt(world.nodes, next.node);
+      if (node === undefined) continue;
       if (next.kind === 'empty') this.emptyReplica(node);
       else if (node.machine !== null) world.lifecycle.crash(node);
     }

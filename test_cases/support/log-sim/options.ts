@@ -121,13 +121,17 @@ export interface EmptyAllOptions {
   crash: EmptyAllCrash;
   /**
    * Further rounds, each `EMPTY_ALL_ROUND_GAP_MS` after the one before, with its own crash: a
-   * leader that lost its replica more than once in a term, then a new term (replica epochs).
+   * leader that lost its replica more than once in a term, then a new term (replica epochs). Two
+   * kinds of round only further rounds take: `leader-alone` empties only the replica of the node
+   * leading then (its epoch runs ahead of the others'); `leader-crash` crashes the node leading
+   * then and empties every replica a little later, while the others elect a new leader.
    */
-  then?: EmptyAllCrash[];
+  then?: EmptyAllRound[];
   whenHealthy: boolean;
 }
 
 export type EmptyAllCrash = 'none' | 'before' | 'after' | 'all';
+export type EmptyAllRound = EmptyAllCrash | 'leader-alone' | 'leader-crash';
 
 export const SIM_DEFAULTS: Omit<SimOptions, 'seed' | 'mode'> = {
   safetyMs: 6_000,
