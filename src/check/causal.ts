@@ -18,7 +18,9 @@
  * no RF edge, and a pattern is reported only if every possible writer shows it: never a false
  * alarm. An append that succeeded wrote `prefix + suffix`: when a value read (or a prefix so
  * found) ends with the suffix of exactly one append of its key, that append wrote it and read
- * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique).
+ * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique). Sessions
+ * that only write keys no operation reads (a bulk loader's) are set aside first: they cannot
+ * change the verdict (see setAsideUnobserved), and the operation limit counts what is left.
  */
 
 import { itemAt, wordAt } from '../runtime/item-at.ts';
@@ -28,7 +30,7 @@ import {
 } from './history.ts';
 
 export interface CausalCheckOptions {
-  /** Most operations checked; a larger history is `unknown` (CO is n² bits: 450 MB at 60,000). */
+  /** Most operations checked, once writes nobody reads are set aside; more is `unknown` (CO is n² bits: 450 MB at 60,000). */
   operationsMax?: number;
 }
 
@@ -48,16 +50,60 @@ type Pattern = { name: string; ops: Operation[]; key: string; why: string };
 
 /** Judge a history for causal convergence (see the file header). */
 export function checkCausal(history: History, options: CausalCheckOptions = {}): CheckResult {
-  const nodes = history.operations.map(toNode).filter((node) => node !== null);
-  inferAppends(nodes);
+  const all = history.operations.map(toNode).filter((node) => node !== null);
+  inferAppends(all);
+  const { nodes, setAside } = setAsideUnobserved(all);
+  const note = setAside === 0 ? undefined : `${setAside} writes set aside: sessions that only write keys no operation reads take no part in causality`;
   if (nodes.length > (options.operationsMax ?? OPERATIONS_MAX)) {
-    return { verdict: 'unknown', detail: `${nodes.length} operations: more than the causal checker takes (${options.operationsMax ?? OPERATIONS_MAX})` };
+    const detail = `${nodes.length} operations: more than the causal checker takes (${options.operationsMax ?? OPERATIONS_MAX})`;
+    return { verdict: 'unknown', detail: note === undefined ? detail : `${detail}; ${note}` };
   }
   const graph = new CausalGraph(nodes);
   const found = graph.thinAirRead() ?? graph.cyclicCo() ?? graph.readPatterns() ?? graph.cyclicCf();
-  if (found === null) return { verdict: 'ok' };
-  const detail = [`${found.name}: ${found.why}`, ...found.ops.map((op) => `  ${describeOperation(op)}`)];
+  if (found === null) return note === undefined ? { verdict: 'ok' } : { verdict: 'ok', detail: note };
+  const detail = [`${found.name}: ${found.why}`, ...found.ops.map((op) => `  ${describeOperation(op)}`), ...(note === undefined ? [] : [note])];
   return { verdict: 'violation', key: found.key, detail: detail.join('\n') };
+}
+
+/**
+ * Sets aside every session (a process, with every connection and process it shares one with) whose
+ * operations are all plain writes or deletes of keys no operation anywhere reads, as a bulk
+ * loader's are. The verdict cannot change: such a write reads nothing and nothing reads from it
+ * (no RF edge in or out), it shares no session with what is kept (no session edge to lose or add),
+ * and every pattern needs a read of its key.
+ */
+function setAsideUnobserved(nodes: Node[]): { nodes: Node[]; setAside: number } {
+  const observed = new Set<string>();
+  for (const node of nodes) if (!isBlindWrite(node)) observed.add(node.op.key);
+  // Sessions joined by the operations they share: a union-find over session names.
+  const parent = new Map<string, string>();
+  const root = (name: string): string => {
+    let at = name;
+    for (let up = parent.get(at); up !== undefined && up !== at; up = parent.get(at)) at = up;
+    parent.set(name, at);
+    return at;
+  };
+  const sessionsOf = (node: Node): string[] => [`p${node.op.process}`, ...(node.op.connection === undefined ? [] : [`c${node.op.connection}`])];
+  for (const node of nodes) {
+    const [first, ...rest] = sessionsOf(node);
+    if (first === undefined) continue;
+    if (!parent.has(first)) parent.set(first, first);
+    for (const name of rest) {
+      if (!parent.has(name)) parent.set(name, name);
+      const a = root(first);
+      const b = root(name);
+      if (a !== b) parent.set(b, a);
+    }
+  }
+  const keep = new Set<string>();
+  for (const node of nodes) if (!isBlindWrite(node) || observed.has(node.op.key)) keep.add(root(`p${node.op.process}`));
+  const kept = nodes.filter((node) => keep.has(root(`p${node.op.process}`)));
+  return { nodes: kept, setAside: nodes.length - kept.length };
+}
+
+/** A plain write or delete: it reads nothing, whatever its outcome. */
+function isBlindWrite(node: Node): boolean {
+  return (node.op.input.f === 'write' || node.op.input.f === 'delete') && node.reads === undefined;
 }
 
 function toNode(op: Operation): Node | null {
