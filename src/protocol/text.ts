@@ -123,7 +123,7 @@ export class TextRequestDecoder {
     const newlineAt = chunk.indexOf(NEWLINE);
     const lineBytes = this.partsBytes + (newlineAt === -1 ? chunk.length : newlineAt);
     if (lineBytes > this.limits.lineBytesMax && lineBytes > this.lineLimitBytes(chunk)) {
-      this.take(Buffer.alloc(0));
+      this.take(NOTHING);
       this.state = { kind: 'closed' };
       out.push(invalid({ kind: 'client_error', message: TEXT_ERRORS.lineTooLong }, true));
       return chunk.subarray(chunk.length);
@@ -163,8 +163,7 @@ export class TextRequestDecoder {
    * checks nothing but the verb and the length); anything else is refused, noreply or not.
    */
   private decodeLoginLine(lineWithCr: Buffer, out: TextDecoded[]): void {
-    const end = lineWithCr.length > 0 && lineWithCr[lineWithCr.length - 1] === CARRIAGE_RETURN ? lineWithCr.length - 1 : lineWithCr.length;
-    const tokens = lineWithCr.toString('latin1', 0, end).split(' ').filter((token) => token.length > 0);
+    const tokens = lineTokens(lineWithCr, lineEnd(lineWithCr));
     const dataBytes = tokens.length >= 5 && tokens[0] === 'set' ? parseUint32(tokens[4]) : null;
     if (dataBytes === null) {
       out.push(answered({ kind: 'client_error', message: TEXT_ERRORS.unauthenticated }));
@@ -233,15 +232,13 @@ export class TextRequestDecoder {
 
   /** Decodes one command line (without its newline) into `out`. Storage commands switch to the data state. */
   private decodeLine(lineWithCr: Buffer, out: TextDecoded[]): void {
-    const end = lineWithCr.length > 0 && lineWithCr[lineWithCr.length - 1] === CARRIAGE_RETURN
-      ? lineWithCr.length - 1
-      : lineWithCr.length;
+    const end = lineEnd(lineWithCr);
     const key = singleGetKey(lineWithCr, end);
     if (key !== null && !isBadKey(key, this.limits)) {
       out.push({ kind: 'command', command: { kind: 'get', keys: [key], cas: false } });
       return;
     }
-    const tokens = lineWithCr.toString('latin1', 0, end).split(' ').filter((token) => token.length > 0);
+    const tokens = lineTokens(lineWithCr, end);
     const result = parseTokens(tokens, this.limits, this.flushAllEnabled);
     switch (result.kind) {
       case 'decoded':
@@ -260,6 +257,16 @@ export class TextRequestDecoder {
       }
     }
   }
+}
+
+/** Where a command line's text ends: before its carriage return, if it has one. */
+function lineEnd(lineWithCr: Buffer): number {
+  return lineWithCr.length > 0 && lineWithCr[lineWithCr.length - 1] === CARRIAGE_RETURN ? lineWithCr.length - 1 : lineWithCr.length;
+}
+
+/** A command line's tokens, split on spaces as memcached splits them (runs of spaces are one). */
+function lineTokens(lineWithCr: Buffer, end: number): string[] {
+  return lineWithCr.toString('latin1', 0, end).split(' ').filter((token) => token.length > 0);
 }
 
 /**
