@@ -9,7 +9,7 @@ import { asRequestId } from '../../../src/consistency/types.ts';
 import { itemAt } from '../../../src/runtime/item-at.ts';
 import type { Op } from '../../../src/store/types.ts';
 import type { SimNode } from './node.ts';
-import { COUNTER_KEY, START_MS } from './options.ts';
+import { COUNTER_KEY } from './options.ts';
 import type { SimWorld } from './world.ts';
 
 export class Clients {
@@ -20,12 +20,7 @@ export class Clients {
   /** Client ops from 1 ms from now until the faulty phase ends. */
   schedule(): void {
     const world = this.world;
-    const next = (): void => {
-      if (world.nowMs >= START_MS + world.config.faultMs) return;
-      this.clientOp();
-      world.at(world.nowMs + world.between(1, world.config.opGapMsMax), next);
-    };
-    world.at(world.nowMs + 1, next);
+    world.everyUntilFaultsEnd(world.nowMs + 1, () => this.clientOp(), () => world.between(1, world.config.opGapMsMax));
   }
 
   private clientOp(): void {

@@ -11,6 +11,7 @@ import type { EventualMessage } from '../../../src/consistency/eventual.ts';
 import { compareHlc } from '../../../src/consistency/hlc.ts';
 import type { Effect, Event } from '../../../src/consistency/types.ts';
 import { opKeys } from '../../../src/store/types.ts';
+import { changedKeys } from '../../../src/controller/held-keys.ts';
 import type { SimNode } from './node.ts';
 import type { SimWorld } from './world.ts';
 
@@ -142,18 +143,6 @@ export class SimController {
 
 /** The keys a store effect touches (null: every key); undefined for effects that touch none. */
 function storeKeys(effect: Effect<EventualMessage>): readonly string[] | null | undefined {
-  switch (effect.kind) {
-    case 'apply':
-      return opKeys(effect.op);
-    case 'put':
-      return effect.entries.map(([key]) => key);
-    case 'fetch':
-      return effect.keys;
-    case 'purge':
-      return effect.tombstones.map(([key]) => key);
-    case 'reset':
-      return null;
-    default:
-      return undefined;
-  }
+  // A fetch reads its keys: it changes none, yet waits its turn on them like a change.
+  return effect.kind === 'fetch' ? effect.keys : changedKeys(effect);
 }

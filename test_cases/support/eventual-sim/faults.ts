@@ -7,7 +7,6 @@
 
 import { itemAt } from '../../../src/runtime/item-at.ts';
 import type { SimNode } from './node.ts';
-import { START_MS } from './options.ts';
 import type { SimWorld } from './world.ts';
 
 export class Faults {
@@ -16,12 +15,7 @@ export class Faults {
   /** Faults from 50-300 ms from now until the faulty phase ends. */
   schedule(): void {
     const world = this.world;
-    const next = (): void => {
-      if (world.nowMs >= START_MS + world.config.faultMs) return;
-      this.fault();
-      world.at(world.nowMs + world.between(100, 500), next);
-    };
-    world.at(world.nowMs + world.between(50, 300), next);
+    world.everyUntilFaultsEnd(world.nowMs + world.between(50, 300), () => this.fault(), () => world.between(100, 500));
   }
 
   private fault(): void {

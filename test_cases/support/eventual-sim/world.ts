@@ -64,6 +64,16 @@ export class SimWorld {
     this.tasks.push({ atMs, seq: this.seq, run });
   }
 
+  /** Runs `step` at `firstAtMs`, then again `gapMs()` after each run, until the faulty phase ends. */
+  everyUntilFaultsEnd(firstAtMs: number, step: () => void, gapMs: () => number): void {
+    const next = (): void => {
+      if (this.nowMs >= START_MS + this.config.faultMs) return;
+      step();
+      this.at(this.nowMs + gapMs(), next);
+    };
+    this.at(firstAtMs, next);
+  }
+
   /** A whole number of milliseconds in [lowMs, highMs], from the main stream. */
   between(lowMs: number, highMs: number): number {
     return lowMs + Math.floor(this.random() * (highMs - lowMs + 1));
