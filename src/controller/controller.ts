@@ -166,6 +166,8 @@ export class Controller {
     await this.server.close();
     await this.http?.close();
     await this.network.stop();
+    // Stores sent quietly are done once memcached vouches for them; closing first would lose that word.
+    await this.options.backend.settle?.().catch(() => {});
     await this.options.backend.close();
     this.effects.durability.close();
     this.log.info('controller stopped');

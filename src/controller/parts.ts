@@ -76,6 +76,9 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     cacheBytesMax: config.cacheBytesMax,
     valueBytesMax: config.valueBytesMax,
     refusalsKeepTrust,
+    // memcached's reply to an apply's store would only wake the controller: a failure comes back
+    // unasked, and the log's replay repairs what it missed.
+    quietApplies: logMode,
   });
   const walFile = path.join(config.dataDir, node.id, 'wal.bin');
   const watch = new BackendWatch({
@@ -90,6 +93,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     enqueue: hooks.enqueue,
     whenDurable: hooks.whenDurable,
   });
+  replica.onStoreLost = (error) => watch.failed('apply', error);
   const walOwner = { clusterId: config.clusterId, nodeId: node.id };
   // A node with no file is new, unless it lost its files (--rejoin).
   const rejoin = options.rejoin === true;

@@ -1,12 +1,18 @@
 /**
- * The memcached backend's connections: one pipelined binary-protocol connection (requests of a
- * tick written in one socket write, replies matched in order, an opaque double-checking it), and
- * the short-lived text connection that lists keys (`lru_crawler metadump all`).
+ * The memcached backend's connection: one pipelined binary-protocol connection (requests of a
+ * tick written in one socket write, replies matched in order, an opaque double-checking it).
+ *
+ * Quiet stores (`requestQuiet`: setq, addq, replaceq) spare the wake-up of a reply: memcached
+ * answers them only when they fail, and does a connection's requests in order, so any later reply
+ * vouches for every quiet request before it. A noop is sent to vouch for them when nothing else
+ * will: after a run of them, at the sweep, and when asked to `settle`.
  *
  * Invariants: every request settles within about `opTimeoutMs` of being written (time this process
  * was not running excepted); once failed, a connection fails every request on it at once and stays
  * failed (the backend opens another). An add or replace that memcached answered "exists" or
- * "not found" changed nothing, and is sent again as the other; nothing else is ever retried.
+ * "not found" changed nothing, and is sent again as the other; nothing else is ever retried. A
+ * quiet store memcached refused fails the connection (the requests after it saw its key as the
+ * refusal left it), with the refusal given to that store and the connection's failure to the rest.
  */
 
 import net from 'node:net';
@@ -15,11 +21,13 @@ import {
   BINARY_STATUS, HEADER_BYTES, OPCODE, RESPONSE_MAGIC, bodyBytesAt, readHeader, setOpaque, setOpcode,
 } from '../protocol/binary-header.ts';
 import { PauseWatch } from '../runtime/pause-watch.ts';
-import { encodeRequest, storeRetry } from './memcached-frames.ts';
-import { StoreError } from './types.ts';
+import { encodeRequest, quietOpcode, storeRetry } from './memcached-frames.ts';
+import type { StoreError } from './types.ts';
 
 const EMPTY = Buffer.alloc(0);
 const ignoreValue = (): void => {};
+/** Quiet requests written in a row before a noop vouches for them, at most (and half the window). */
+const QUIET_RUN_MAX = 256;
 /** Largest reply body accepted (memcached's item size limit is far below). */
 const BODY_BYTES_MAX = 256 * 1024 * 1024;
 
@@ -56,6 +64,8 @@ interface Pending {
   resolveStats: ((stats: Record<string, string>) => void) | null;
   /** How often an add or replace was sent again as the other (see storeRetry in ./memcached-frames.ts). */
   switches?: number;
+  /** Sent quietly: settled by a later reply (done) or its own (refused). */
+  quiet?: boolean;
 }
 
 export interface BinaryConnectionOptions {
@@ -89,9 +99,15 @@ export class BinaryConnection {
   /** Tells when the sweep timer ran late because this process was not running. */
   readonly #pauses: PauseWatch;
   #verdictPending = false;
+  /** Quiet requests written since the last request that will be answered. */
+  #quietRun = 0;
+  /** Quiet requests sent (written or waiting for a slot) and not yet vouched for or refused. */
+  #quietUnvouched = 0;
+  readonly #quietRunMax: number;
 
   constructor(options: BinaryConnectionOptions) {
     this.#options = options;
+    this.#quietRunMax = Math.max(1, Math.min(QUIET_RUN_MAX, Math.floor(options.inFlightMax / 2)));
     const socket = net.connect({ host: options.host, port: options.port });
     this.#socket = socket;
     socket.setNoDelay(true);
@@ -117,6 +133,25 @@ export class BinaryConnection {
     return new Promise<Buffer | null>((resolve, reject) => {
       this.#submit({ opaque: 0, opcode: frame.readUInt8(1), frame, writtenAtMs: 0, resolve, reject, stats: null, resolveStats: null });
     });
+  }
+
+  /**
+   * Sends a store (a frame from setFrame) quietly: `failed` is called if memcached refuses it or
+   * the connection fails before a later reply vouches for it; nothing is called when it is done.
+   */
+  requestQuiet(frame: Buffer, failed: (error: Error) => void): void {
+    const opcode = quietOpcode(frame.readUInt8(1));
+    setOpcode(frame, opcode);
+    this.#quietUnvouched += 1;
+    this.#submit({
+      opaque: 0, opcode, frame, writtenAtMs: 0, resolve: ignoreValue, reject: failed, stats: null, resolveStats: null, quiet: true,
+    });
+  }
+
+  /** Resolves once every quiet request sent so far is vouched for; rejects if the connection fails first. */
+  settle(): Promise<void> {
+    if (this.#quietUnvouched === 0) return Promise.resolve();
+    return this.request(encodeRequest(OPCODE.noop, '', null, null)).then(ignoreValue);
   }
 
   /** Sends every frame; resolves once all are answered, rejecting with the first failure. */
@@ -168,6 +203,7 @@ export class BinaryConnection {
     this.#head = 0;
     this.#backlogHead = 0;
     this.#outgoing = [];
+    this.#quietUnvouched = 0;
     for (const pending of everyone) pending.reject(error);
   }
 
@@ -187,10 +223,27 @@ export class BinaryConnection {
     pending.writtenAtMs = performance.now();
     this.#inFlight.push(pending);
     this.#outgoing.push(pending.frame);
+    if (pending.quiet !== true) this.#quietRun = 0;
+    else if (++this.#quietRun >= this.#quietRunMax) this.#vouch();
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(() => this.#flush());
     }
+  }
+
+  /**
+   * Writes a noop at once, past any backlog (the window's bound does not hold it back: waiting
+   * behind quiet requests, it could wait for ever): its reply vouches for every quiet request before it.
+   */
+  #vouch(): void {
+    const frame = encodeRequest(OPCODE.noop, '', null, null);
+    const pending: Pending = {
+      opaque: this.#nextOpaque, opcode: OPCODE.noop, frame, writtenAtMs: 0,
+      resolve: ignoreValue, reject: ignoreValue, stats: null, resolveStats: null,
+    };
+    this.#nextOpaque = (this.#nextOpaque + 1) >>> 0;
+    setOpaque(frame, pending.opaque);
+    this.#write(pending);
   }
 
   /** Writes every frame of this tick in one socket write. */
@@ -225,11 +278,18 @@ export class BinaryConnection {
     this.#received = buffer.length === 0 ? null : buffer.subarray(offset);
   }
 
-  /** Settles the oldest request with the reply at `offset` (a complete one). */
+  /** Settles the oldest request with the reply at `offset` (a complete one), and the quiet ones before it. */
   #onReply(buffer: Buffer, offset: number): void {
     this.#progressAtMs = performance.now();
-    const pending = this.#inFlight[this.#head];
     const { opaque, keyBytes, extrasBytes, status, bodyBytes } = readHeader(buffer, offset);
+    let pending = this.#inFlight[this.#head];
+    // Quiet requests before the one answered were done: memcached answers them only on failure.
+    while (pending !== undefined && pending.quiet === true && pending.opaque !== opaque) {
+      this.#retire();
+      this.#quietUnvouched -= 1;
+      pending.resolve(null);
+      pending = this.#inFlight[this.#head];
+    }
     if (pending === undefined || pending.opaque !== opaque) {
       this.fail(new ConnectionFailure('BACKEND_DOWN', 'reply out of order'));
       return;
@@ -243,6 +303,11 @@ export class BinaryConnection {
       return;
     }
     this.#retire();
+    if (pending.quiet === true) {
+      this.#quietUnvouched -= 1;
+      this.#quietRefused(pending, buffer.toString('latin1', valueStart, bodyEnd), status);
+      return;
+    }
     const retryAs = status === BINARY_STATUS.ok ? null : storeRetry(pending, status);
     if (retryAs !== null) {
       // memcached held the key otherwise than the replica thought (an item expired, another
@@ -262,6 +327,17 @@ export class BinaryConnection {
       const untouched = pending.opcode !== OPCODE.set;
       pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`, untouched, status));
     }
+  }
+
+  /**
+   * memcached refused a quiet store. Every request after it on the wire saw its key as the refusal
+   * left it, so none is trusted: the store gets the refusal, the rest the connection's failure.
+   */
+  #quietRefused(pending: Pending, message: string, status: number): void {
+    // Refusing a set, memcached unlinks the key's old item; refusing an add or replace, it changes nothing.
+    const untouched = pending.opcode !== OPCODE.setq;
+    pending.reject(new ConnectionFailure('BACKEND_FAILED', `status ${status}${message === '' ? '' : ` (${message})`}`, untouched, status));
+    this.fail(new ConnectionFailure('BACKEND_DOWN', `dropped after memcached refused a quiet store (status ${status})`));
   }
 
   /** Removes the oldest in-flight request and lets one waiting request take its slot. */
@@ -294,6 +370,7 @@ export class BinaryConnection {
   #sweep(): void {
     const nowMs = performance.now();
     this.#progressAtMs += this.#pauses.observe(nowMs);
+    if (this.#quietRun > 0 && !this.failed) this.#vouch();
     if (this.#verdictPending || !this.#overdue(nowMs)) return;
     this.#verdictPending = true;
     setImmediate(() => {
@@ -318,62 +395,4 @@ export function errorMessage(error: unknown): string {
     return code !== undefined && !error.message.includes(code) ? `${code} ${error.message}` : error.message;
   }
   return String(error);
-}
-
-
-/**
- * The memcached keys listed by `lru_crawler metadump all`, decoded from its URI encoding. Retries
- * a few times while the crawler is busy.
- */
-export async function metadump(options: { host: string; port: number; timeoutMs: number }): Promise<string[]> {
-  const attemptsMax = 10;
-  for (let attempt = 1; ; attempt += 1) {
-    const lines = await metadumpOnce(options);
-    if (lines !== 'busy') return lines;
-    if (attempt >= attemptsMax) {
-      throw new StoreError('BACKEND_FAILED', `memcached ${options.host}:${options.port}: lru crawler stays busy`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
-  }
-}
-
-function metadumpOnce(options: { host: string; port: number; timeoutMs: number }): Promise<string[] | 'busy'> {
-  const address = `${options.host}:${options.port}`;
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(options.port, options.host);
-    let text = '';
-    const finish = (result: string[] | 'busy' | StoreError): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      if (result instanceof StoreError) reject(result);
-      else resolve(result);
-    };
-    const timer = setTimeout(
-      () => finish(new StoreError('BACKEND_TIMEOUT', `memcached ${address}: metadump took over ${options.timeoutMs} ms`)),
-      options.timeoutMs,
-    );
-    socket.on('error', (cause) =>
-      finish(new StoreError('BACKEND_DOWN', `memcached ${address} unreachable (metadump): ${errorMessage(cause)}`, { cause })),
-    );
-    socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-      if (text.startsWith('BUSY')) finish('busy');
-      else if (text.startsWith('ERROR') || text.startsWith('CLIENT_ERROR') || text.startsWith('SERVER_ERROR')) {
-        finish(new StoreError('BACKEND_FAILED', `memcached ${address} refused metadump: ${text.trim()}`));
-      } else if (text === 'END\r\n' || text.endsWith('\nEND\r\n')) finish(parseMetadump(text));
-    });
-    socket.write('lru_crawler metadump all\r\n');
-  });
-}
-
-function parseMetadump(text: string): string[] {
-  const keys: string[] = [];
-  // Lines end in "\n"; only the closing END has "\r\n".
-  for (const line of text.split(/\r?\n/)) {
-    const key = /^key=(\S+)/.exec(line)?.[1];
-    if (key === undefined) continue;
-    // metadump URI-encodes keys; our keys are ASCII, so decodeURIComponent is exact.
-    keys.push(decodeURIComponent(key));
-  }
-  return keys;
 }

@@ -35,6 +35,14 @@ function storeOpcode(present: KeyPresence): number {
   return present === false ? OPCODE.add : OPCODE.replace;
 }
 
+/** The quiet form of a store opcode (set, add, replace): memcached answers it only if it fails. */
+export function quietOpcode(opcode: number): number {
+  if (opcode === OPCODE.set) return OPCODE.setq;
+  if (opcode === OPCODE.add) return OPCODE.addq;
+  if (opcode === OPCODE.replace) return OPCODE.replaceq;
+  throw new Error(`no quiet form of opcode ${opcode}`);
+}
+
 /** The refusal memcached's binary `status` for a store says, if it says what happened. */
 export function refusalOf(status: number | null): Refusal | undefined {
   if (status === BINARY_STATUS.outOfMemory) return refused('out_of_memory');

@@ -10,13 +10,17 @@
  *   `inFlightMax` requests); every failure is a StoreError (BACKEND_DOWN, BACKEND_TIMEOUT, BACKEND_FAILED).
  * - After a connection failure or timeout every request on it is rejected at once, and the next
  *   call connects afresh, so a restarted memcached is picked up.
+ * - A store sent quietly (`setQuiet`) is done unless `onQuietFailure` is called with its failure
+ *   (memcached refused it, or its connection failed before anything vouched for it); `settle`
+ *   waits until every store sent quietly so far is vouched for or reported.
  * - Epoch fence: once `health().epoch` (memcached's pid and start time) has changed, every call fails
  *   with BACKEND_RESET until `acknowledgeReset()`, so no read is answered from an emptied replica.
  */
 
 import { decodeEntry, keyFromMemcachedKey, memcachedKey } from './codec.ts';
 import { OPCODE } from '../protocol/binary-header.ts';
-import { BinaryConnection, ConnectionFailure, errorMessage, metadump } from './memcached-connection.ts';
+import { BinaryConnection, ConnectionFailure, errorMessage } from './memcached-connection.ts';
+import { metadump } from './memcached-metadump.ts';
 import { encodeRequest, refusalOf, setFrame } from './memcached-frames.ts';
 import { slabClassSizes, type SlabClass, type SlabState } from './slab-room.ts';
 import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KeyPresence, type KVBackend } from './types.ts';
@@ -52,6 +56,8 @@ export class MemcachedBackend implements KVBackend {
   /** flush_all commands this object sent (see BackendHealth.flushes). */
   #flushesSent = 0;
   #closed = false;
+  /** Told of every quiet store that failed or may have (see setQuiet). */
+  onQuietFailure: ((error: StoreError) => void) | null = null;
 
   constructor(options: MemcachedBackendOptions) {
     this.#host = options.host;
@@ -91,6 +97,27 @@ export class MemcachedBackend implements KVBackend {
     const first = entries[0]?.[0] ?? null;
     const what = entries.length === 1 ? first : `${first} and ${entries.length - 1} more`;
     return this.#run('set', what, (connection) => connection.requestAll(frames));
+  }
+
+  /**
+   * Sends a store that memcached answers only if it fails (its failure goes to `onQuietFailure`),
+   * when the connection is open and verified; false, sending nothing, when it is not.
+   */
+  setQuiet(key: string, entry: Entry, present: KeyPresence): boolean {
+    const connection = this.#closed || this.#resetEpoch !== null || this.#verifying !== null ? null : this.#connection;
+    if (connection === null || connection.failed) return false;
+    connection.requestQuiet(setFrame(key, entry, present), (cause) => this.onQuietFailure?.(this.#describe(cause, describeCall('set', key))));
+    return true;
+  }
+
+  /** Resolves once every store sent quietly so far is vouched for, or its failure reported. */
+  async settle(): Promise<void> {
+    const connection = this.#connection;
+    // A failed connection reported its quiet stores' failures as it failed.
+    if (connection === null || connection.failed) return;
+    await connection.settle().catch((cause: unknown) => {
+      throw this.#describe(cause, 'noop');
+    });
   }
 
   async delete(key: string): Promise<void> {

@@ -28,7 +28,14 @@ export interface ReplicaCoreOptions {
   barrierConcurrency: number;
   cacheBytesMax: number;
   valueBytesMax: number;
+  quietApplies: boolean;
 }
+
+/**
+ * An item the index says expires this soon (ms) may be gone from memcached, whose clock and ours
+ * differ by its one-second granularity and more: its store is not sent quietly (see #writeQuietly).
+ */
+const QUIET_EXPIRY_MARGIN_MS = 5000;
 
 /** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
 interface KeyLister {
@@ -50,6 +57,7 @@ export class ReplicaCore {
   /** Every key the backend holds has an index record (after loadIndex, reset or flush). */
   #indexComplete = false;
   readonly #valueBytesMax: number;
+  readonly #quietApplies: boolean;
 
   constructor(backend: KVBackend, options: ReplicaCoreOptions) {
     this.#backend = backend;
@@ -57,6 +65,7 @@ export class ReplicaCore {
     this.#skipApplied = options.skipApplied;
     this.#barrierConcurrency = options.barrierConcurrency;
     this.#valueBytesMax = options.valueBytesMax;
+    this.#quietApplies = options.quietApplies;
     this.#cache = new ValueCache(options.cacheBytesMax);
   }
 
@@ -113,7 +122,7 @@ export class ReplicaCore {
     if (this.#isApplied(current, ctx)) return ALREADY_APPLIED;
     const { write, reply } = applyToEntry(current, op, ctx, this.#valueBytesMax);
     if (write === null) await this.#remove(op.key, ctx.cas);
-    else if (write !== undefined) await this.#write(op.key, write);
+    else if (write !== undefined && !(this.#quietApplies && this.#writeQuietly(op.key, write))) await this.#write(op.key, write);
     return reply;
   }
 
@@ -218,6 +227,8 @@ export class ReplicaCore {
 
   /** Entries (tombstones and expired ones included) of distinct `keys`, in key order. */
   async fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
+    // What the cache knows of a key written quietly is what memcached holds only once vouched for.
+    await this.#backend.settle?.();
     const found: KeyedEntry[] = [];
     const collect = (key: string, entry: Entry | undefined): void => {
       if (entry === undefined) this.#index.delete(key);
@@ -271,6 +282,26 @@ export class ReplicaCore {
     await this.#backend.set(key, entry, present);
     record.settled = true;
     if (generation === this.#cache.generation) this.#cache.set(key, entry);
+  }
+
+  /**
+   * `#write` sent quietly (KVBackend.setQuiet): taken as done at once, so cached and settled now;
+   * a failure reaches the Replica later and makes it suspect. Only when the index is sure whether
+   * memcached holds the key: an add or replace that found it otherwise would be refused, and the
+   * requests behind it would have seen the key as memcached had it. False, sending nothing, if not.
+   */
+  #writeQuietly(key: string, entry: Entry): boolean {
+    const present = this.#presence(key);
+    const record = this.#index.get(key);
+    if (present === undefined) return false;
+    if (record !== undefined) {
+      const expiresSoon = record.expiresAtMs !== 0 && record.expiresAtMs <= clockMs() + QUIET_EXPIRY_MARGIN_MS;
+      if (!record.settled || expiresSoon) return false;
+    }
+    if (this.#backend.setQuiet?.(key, entry, present) !== true) return false;
+    this.#remember(key, entry, true);
+    this.#cache.set(key, entry);
+    return true;
   }
 
   /**

@@ -49,6 +49,13 @@ export interface ReplicaOptions {
    * replay their log onto it, in order).
    */
   refusalsKeepTrust?: boolean;
+  /**
+   * Send an apply's store quietly when the backend can (KVBackend.setQuiet): the apply is done
+   * without waiting for memcached's reply, and a failure reported later makes the replica suspect
+   * and goes to `onStoreLost`. For the log modes, whose replays repair what such a failure missed.
+   * Default false.
+   */
+  quietApplies?: boolean;
 }
 
 /** One replica's storage, carrying out a mode's effects in order. */
@@ -65,16 +72,26 @@ export class Replica {
   /** Counts acknowledged resets; a call runs only in the generation it was issued in. */
   #generation = 0;
   readonly #refusalsKeepTrust: boolean;
+  /** Told of each quiet store that failed or may have: the replica may have missed it. */
+  onStoreLost: ((error: StoreError) => void) | null = null;
 
   constructor(backend: KVBackend, options: ReplicaOptions) {
     this.#backend = backend;
     this.#refusalsKeepTrust = options.refusalsKeepTrust ?? false;
+    const quietApplies = options.quietApplies === true && backend.setQuiet !== undefined;
+    if (quietApplies) {
+      backend.onQuietFailure = (error) => {
+        this.#distrust(error);
+        this.onStoreLost?.(error);
+      };
+    }
     this.#core = new ReplicaCore(backend, {
       tombstones: options.tombstones,
       skipApplied: options.replay === 'skip-applied',
       barrierConcurrency: options.barrierConcurrency ?? 64,
       cacheBytesMax: options.cacheBytesMax ?? CACHE_BYTES_MAX_DEFAULT,
       valueBytesMax: options.valueBytesMax ?? Number.POSITIVE_INFINITY,
+      quietApplies,
     });
   }
 
@@ -104,14 +121,21 @@ export class Replica {
   /**
    * Runs a call that reads only: refused while suspect. A read that finds the backend emptied
    * (BACKEND_RESET) makes the replica suspect too: the cache must not answer for it any more.
+   * `trustedThroughout`: it also fails if the replica became suspect while it ran.
    */
-  #reading<T>(call: () => Promise<T>): () => Promise<T> {
+  #reading<T>(call: () => Promise<T>, trustedThroughout = false): () => Promise<T> {
     const issuedIn = this.#generation;
     return () => {
       if (this.#suspect !== null || issuedIn !== this.#generation) return Promise.reject(this.#suspectError());
-      return call().catch((error: unknown) => {
+      const read = call().catch((error: unknown) => {
         if (error instanceof StoreError && error.code === 'BACKEND_RESET') this.#distrust(error);
         throw error;
+      });
+      if (!trustedThroughout) return read;
+      // A fetch says what the replica holds: not if a quiet store before it failed meanwhile.
+      return read.then((result) => {
+        if (this.#suspect !== null || issuedIn !== this.#generation) throw this.#suspectError();
+        return result;
       });
     };
   }
@@ -222,9 +246,9 @@ export class Replica {
 
   /** Entries (tombstones and expired ones included) of `keys`, or of every key when null. */
   fetch(keys: readonly string[] | null): Promise<KeyedEntry[]> {
-    if (keys === null) return this.#order.barrier(this.#reading(() => this.#core.fetchAll()));
+    if (keys === null) return this.#order.barrier(this.#reading(() => this.#core.fetchAll(), true));
     const distinct = [...new Set(keys)];
-    return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct)));
+    return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct), true));
   }
 
   /**

@@ -186,6 +186,15 @@ export interface KVBackend {
    * `present`, when given, holds each key's KeyPresence, in the same order.
    */
   setMany(entries: readonly KeyedPair[], present?: readonly KeyPresence[]): Promise<void>;
+  /**
+   * Optional: sends a store that is taken as done at once, its failure reported later to
+   * `onQuietFailure`; false when it cannot now (the caller uses `set`). See MemcachedBackend.
+   */
+  setQuiet?(key: string, entry: Entry, present: KeyPresence): boolean;
+  /** Resolves once every store sent by `setQuiet` so far is known done or reported failed. */
+  settle?(): Promise<void>;
+  /** Told of each store sent by `setQuiet` that failed or may have. */
+  onQuietFailure?: ((error: StoreError) => void) | null;
   delete(key: string): Promise<void>;
   /** Remove everything. */
   flush(): Promise<void>;

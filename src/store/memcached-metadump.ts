@@ -1,0 +1,65 @@
+/**
+ * The short-lived text connection that lists memcached's keys (`lru_crawler metadump all`): the
+ * binary protocol has no such command, and the replica's key index is rebuilt from it at start.
+ */
+
+import net from 'node:net';
+import { errorMessage } from './memcached-connection.ts';
+import { StoreError } from './types.ts';
+
+/**
+ * The memcached keys listed by `lru_crawler metadump all`, decoded from its URI encoding. Retries
+ * a few times while the crawler is busy.
+ */
+export async function metadump(options: { host: string; port: number; timeoutMs: number }): Promise<string[]> {
+  const attemptsMax = 10;
+  for (let attempt = 1; ; attempt += 1) {
+    const lines = await metadumpOnce(options);
+    if (lines !== 'busy') return lines;
+    if (attempt >= attemptsMax) {
+      throw new StoreError('BACKEND_FAILED', `memcached ${options.host}:${options.port}: lru crawler stays busy`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+  }
+}
+
+function metadumpOnce(options: { host: string; port: number; timeoutMs: number }): Promise<string[] | 'busy'> {
+  const address = `${options.host}:${options.port}`;
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(options.port, options.host);
+    let text = '';
+    const finish = (result: string[] | 'busy' | StoreError): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      if (result instanceof StoreError) reject(result);
+      else resolve(result);
+    };
+    const timer = setTimeout(
+      () => finish(new StoreError('BACKEND_TIMEOUT', `memcached ${address}: metadump took over ${options.timeoutMs} ms`)),
+      options.timeoutMs,
+    );
+    socket.on('error', (cause) =>
+      finish(new StoreError('BACKEND_DOWN', `memcached ${address} unreachable (metadump): ${errorMessage(cause)}`, { cause })),
+    );
+    socket.on('data', (chunk: Buffer) => {
+      text += chunk.toString('latin1');
+      if (text.startsWith('BUSY')) finish('busy');
+      else if (text.startsWith('ERROR') || text.startsWith('CLIENT_ERROR') || text.startsWith('SERVER_ERROR')) {
+        finish(new StoreError('BACKEND_FAILED', `memcached ${address} refused metadump: ${text.trim()}`));
+      } else if (text === 'END\r\n' || text.endsWith('\nEND\r\n')) finish(parseMetadump(text));
+    });
+    socket.write('lru_crawler metadump all\r\n');
+  });
+}
+
+function parseMetadump(text: string): string[] {
+  const keys: string[] = [];
+  // Lines end in "\n"; only the closing END has "\r\n".
+  for (const line of text.split(/\r?\n/)) {
+    const key = /^key=(\S+)/.exec(line)?.[1];
+    if (key === undefined) continue;
+    // metadump URI-encodes keys; our keys are ASCII, so decodeURIComponent is exact.
+    keys.push(decodeURIComponent(key));
+  }
+  return keys;
+}
