@@ -26,6 +26,11 @@ function writeThroughLeader(cluster: Cluster, origin: PeerId, leader: PeerId, op
   return { requestId, atLeader };
 }
 
+/** The appends among `effects`. */
+function appendsIn(effects: readonly Effect<LogMessage>[]): Array<Extract<Effect<LogMessage>, { kind: 'send' }>> {
+  return effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append') as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
+}
+
 /** Where, among `effects`, the record of new entries is persisted (-1: nowhere). */
 function entriesRecordAt(effects: readonly Effect<LogMessage>[]): number {
   return effects.findIndex((effect) => effect.kind === 'persist' && (effect.record as { kind: string }).kind === 'entries');
@@ -194,10 +199,16 @@ describe('replication and commit', () => {
     const [origin, other] = followers(cluster);
     const { requestId, atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
     const persisted = entriesRecordAt(atLeader);
-    const appends = atLeader.filter((effect) => effect.kind === 'send' && effect.message.kind === 'append') as Array<Extract<Effect<LogMessage>, { kind: 'send' }>>;
-    expect(appends.map((append) => append.to).sort()).toEqual([origin, other].sort());
-    for (const append of appends) {
-      expect(atLeader.indexOf(append)).toBeGreaterThan(persisted);
+    // The write's origin gets it at once; the other follower, which need not have it yet, within 2 ms.
+    expect(appendsIn(atLeader).map((append) => append.to)).toEqual([origin]);
+    expect(appendsIn(atLeader).every((append) => atLeader.indexOf(append) > persisted)).toBe(true);
+    expect(atLeader).toContainEqual({ kind: 'wake', afterMs: 2 });
+    cluster.nowMs += 1;
+    expect(appendsIn(cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }))).toEqual([]);
+    cluster.nowMs += 1;
+    const woken = cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs });
+    expect(appendsIn(woken).map((append) => append.to)).toEqual([other]);
+    for (const append of [...appendsIn(atLeader), ...appendsIn(woken)]) {
       expect(append.message).toMatchObject({ entries: [expect.objectContaining({ index: 2 })], durableIndex: 2, commitIndex: 1 });
       // Each follower applies on receipt: the leader and it hold the entry, a majority of three.
       const accepted = cluster.step(append.to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: append.message });
@@ -218,10 +229,12 @@ describe('replication and commit', () => {
       effects.filter((effect) => effect.kind === 'send' && effect.to === leader && effect.message.kind === 'append_reply');
     const appendTo = (effects: Effect<LogMessage>[], to: PeerId): LogMessage =>
       (effects.find((effect) => effect.kind === 'send' && effect.to === to && effect.message.kind === 'append') as Extract<Effect<LogMessage>, { kind: 'send' }>).message;
-    // A follower's write: both followers commit it on receipt, and neither acks at once.
+    // A follower's write: both followers commit it on receipt (the other 2 ms later), and neither acks at once.
     const { atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
+    cluster.nowMs += 2;
+    const sent = [...atLeader, ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs })];
     for (const to of [origin, other]) {
-      const accepted = [...cluster.step(to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: appendTo(atLeader, to) }), ...cluster.step(to, { kind: 'flush', nowMs: cluster.nowMs })];
+      const accepted = [...cluster.step(to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: appendTo(sent, to) }), ...cluster.step(to, { kind: 'flush', nowMs: cluster.nowMs })];
       expect(accepted).toContainEqual(expect.objectContaining({ kind: 'apply', cas: 2n }));
       expect(acks(accepted)).toEqual([]);
     }
@@ -232,9 +245,11 @@ describe('replication and commit', () => {
     const ticked = cluster.step(origin, { kind: 'tick', nowMs: cluster.nowMs + 1, peersUp: IDS });
     expect(acks(ticked)).toEqual([expect.objectContaining({ message: expect.objectContaining({ success: true, matchIndex: 2 }) })]);
     cluster.deliver();
-    // The leader's own client's write waits for an ack: it is sent at once.
+    // The leader's own client's write waits for an ack: it is sent at once, to one follower.
     const own = cluster.request(leader, set('c', 'z'));
-    const accepted = cluster.step(origin, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: appendTo(own.effects, origin) });
+    const [ownAppend, ...more] = appendsIn(own.effects);
+    expect(more).toEqual([]);
+    const accepted = cluster.step(ownAppend!.to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: ownAppend!.message });
     expect(acks(accepted)).toEqual([expect.objectContaining({ message: expect.objectContaining({ success: true }) })]);
     cluster.deliver();
     expect(cluster.outcome(leader, own.requestId)).toMatchObject({ kind: 'apply' });

@@ -41,6 +41,8 @@ export interface Progress {
   leaseAsk: LeaseAsk | null;
   /** Read leases: the latest `sentMs` of ours it echoed in this term (dates our own lease). */
   ackedSentMs: number;
+  /** Since when (our clock) entries it need not have yet wait for it, or null (see Replication.appendCanWait). */
+  deferredSinceMs: number | null;
 }
 
 export class ProgressTracker {
@@ -70,6 +72,7 @@ export class ProgressTracker {
         honorUntilMs,
         leaseAsk: null,
         ackedSentMs: Number.NEGATIVE_INFINITY,
+        deferredSinceMs: null,
       });
     }
   }

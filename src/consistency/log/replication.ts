@@ -38,6 +38,13 @@ export interface ReplicationElection {
   accepted(term: number, matchIndex: number): void;
 }
 
+/**
+ * Sequential mode (see Replication.appendCanWait): the longest an entry waits for a follower that
+ * need not have it yet, ms, and the most entries that wait so (a full batch leaves at once).
+ */
+const DEFERRED_APPEND_MS = 2;
+const DEFERRED_APPEND_ENTRIES_MAX = 64;
+
 export class Replication {
   /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
   private notDurableCount = 0;
@@ -45,6 +52,8 @@ export class Replication {
   private heartbeatDueMs = 0;
   /** A follower's ack of an append that nobody waits for, not sent yet (see ackCanWait). */
   private owedAck: { to: PeerId; ack: AppendReply } | null = null;
+  /** When the wake-up asked for by deferred appends is due (see appendCanWait). */
+  private deferredWakeMs = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly core: LogCore,
@@ -79,8 +88,52 @@ export class Replication {
   sendAppends(notDurable: number, round: boolean): void {
     this.notDurableCount = notDurable;
     const confirmers: readonly PeerId[] = round ? this.roundConfirmers() : [];
-    for (const peer of this.core.peers) this.sendAppend(peer, confirmers.includes(peer));
+    const deferring = this.appendsMayWait();
+    const acker = deferring ? this.progress.freshest() : null;
+    for (const peer of this.core.peers) {
+      const confirms = confirmers.includes(peer);
+      if (deferring && !confirms && this.appendCanWait(peer, acker)) continue;
+      this.sendAppend(peer, confirms);
+    }
     this.notDurableCount = 0;
+  }
+
+  /**
+   * Sequential mode, three nodes, our copy written before the appends leave (wal_sync = write, no
+   * read leases): an entry is committed once one follower holds it (see appendEntries), so only
+   * one needs it at once: the write's origin, or for our own clients' writes the follower heard
+   * from last. The other gets it with the next append that must leave anyway, or within
+   * DEFERRED_APPEND_MS: one wake-up there for a few writes instead of one each. Sequential
+   * consistency lets its readers see the writes of others that much later; its own clients'
+   * writes reach it at once.
+   */
+  private appendsMayWait(): boolean {
+    return this.core.mode === 'sequential' && this.core.majority === 2 && this.leases === null && this.notDurableCount === 0 && this.core.bootId !== null;
+  }
+
+  /** Whether the append to `peer` may wait (see appendsMayWait); if so, a wake-up is asked for when it is due. */
+  private appendCanWait(peer: PeerId, acker: PeerId | null): boolean {
+    const progress = this.progress.get(peer);
+    assert(progress !== undefined);
+    const log = this.core.log;
+    const unsent = log.lastIndex() - progress.sentIndex;
+    const since = progress.deferredSinceMs ?? this.core.nowMs;
+    const dueMs = since + DEFERRED_APPEND_MS;
+    let waits = unsent > 0 && unsent <= DEFERRED_APPEND_ENTRIES_MAX && this.core.nowMs < dueMs && progress.sentIndex >= log.snapshotIndex;
+    for (let index = progress.sentIndex + 1; waits && index <= log.lastIndex(); index += 1) {
+      const origin = log.entryAt(index).origin;
+      if (origin === peer || (origin === this.core.self && peer === acker)) waits = false;
+    }
+    if (!waits) {
+      progress.deferredSinceMs = null;
+      return false;
+    }
+    progress.deferredSinceMs = since;
+    if (this.deferredWakeMs < this.core.nowMs || this.deferredWakeMs > dueMs) {
+      this.deferredWakeMs = dueMs;
+      this.core.out.push({ kind: 'wake', afterMs: dueMs - this.core.nowMs });
+    }
+    return true;
   }
 
   onAppend(from: PeerId, message: Extract<LogMessage, { kind: 'append' }>): void {
@@ -332,6 +385,7 @@ export class Replication {
       bytesMax: this.core.tuning.batchBytesMax,
     });
     if (count === 0 && !force && progress.commitSent >= this.core.commitIndex) return;
+    progress.deferredSinceMs = null;
     const entries = count === 0 ? [] : this.core.log.slice(progress.sentIndex + 1, progress.sentIndex + count);
     progress.seq += 1;
     this.core.send(peer, {

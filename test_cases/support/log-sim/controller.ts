@@ -134,7 +134,9 @@ export class SimController {
       case 'purge':
         throw new Error('the replicated log never purges');
       case 'wake':
-        throw new Error('the replicated log never asks for a wake-up');
+        // As the controller's EffectRunner: a flush after the delay (sequential's deferred appends).
+        node.localEvents.push({ atMs: this.world.nowMs + Math.max(0, effect.afterMs), event: { kind: 'flush', nowMs: 0 } });
+        return;
       case 'note':
         return world.replicasLost.onNote(node, effect);
       default: {
