@@ -5,7 +5,8 @@
  * Quiet stores (`requestQuiet`: setq, addq, replaceq) spare the wake-up of a reply: memcached
  * answers them only when they fail, and does a connection's requests in order, so any later reply
  * vouches for every quiet request before it. A noop is sent to vouch for them when nothing else
- * will: after a run of them, at the sweep, and when asked to `settle`.
+ * will: after a run of them, at the sweep, and when asked to `settle`. Frames that are all quiet
+ * wait up to QUIET_FLUSH_DELAY_MS for company, so a few applies' stores share one write.
  *
  * Invariants: every request settles within about `opTimeoutMs` of being written (time this process
  * was not running excepted); once failed, a connection fails every request on it at once and stays
@@ -28,6 +29,11 @@ const EMPTY = Buffer.alloc(0);
 const ignoreValue = (): void => {};
 /** Quiet requests written in a row before a noop vouches for them, at most (and half the window). */
 const QUIET_RUN_MAX = 256;
+/**
+ * How long frames that are all quiet wait for company before they are written, ms: nobody waits
+ * for them, so the stores of a few applies share one socket write and one wake-up of memcached.
+ */
+const QUIET_FLUSH_DELAY_MS = 1;
 /** Largest reply body accepted (memcached's item size limit is far below). */
 const BODY_BYTES_MAX = 256 * 1024 * 1024;
 
@@ -90,6 +96,8 @@ export class BinaryConnection {
   /** Frames to write at the end of this tick. */
   #outgoing: Buffer[] = [];
   #flushScheduled = false;
+  /** Writes frames that are all quiet, QUIET_FLUSH_DELAY_MS after the first (null: none waits). */
+  #quietFlushTimer: NodeJS.Timeout | null = null;
   #received: Buffer | null = null;
   #nextOpaque = 1;
   #connected = false;
@@ -196,6 +204,8 @@ export class BinaryConnection {
     if (this.failed) return;
     this.failed = true;
     clearInterval(this.#sweepTimer);
+    if (this.#quietFlushTimer !== null) clearTimeout(this.#quietFlushTimer);
+    this.#quietFlushTimer = null;
     this.#socket.destroy();
     const everyone = [...this.#inFlight.slice(this.#head), ...this.#backlog.slice(this.#backlogHead)];
     this.#inFlight = [];
@@ -225,10 +235,13 @@ export class BinaryConnection {
     this.#outgoing.push(pending.frame);
     if (pending.quiet !== true) this.#quietRun = 0;
     else if (++this.#quietRun >= this.#quietRunMax) this.#vouch();
-    if (!this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => this.#flush());
+    if (this.#flushScheduled) return;
+    if (pending.quiet === true) {
+      this.#quietFlushTimer ??= setTimeout(() => this.#flush(), QUIET_FLUSH_DELAY_MS);
+      return;
     }
+    this.#flushScheduled = true;
+    setImmediate(() => this.#flush());
   }
 
   /**
@@ -246,9 +259,13 @@ export class BinaryConnection {
     this.#write(pending);
   }
 
-  /** Writes every frame of this tick in one socket write. */
+  /** Writes every frame waiting (this tick's, and quiet ones held back) in one socket write. */
   #flush(): void {
     this.#flushScheduled = false;
+    if (this.#quietFlushTimer !== null) {
+      clearTimeout(this.#quietFlushTimer);
+      this.#quietFlushTimer = null;
+    }
     if (this.failed || this.#outgoing.length === 0) return;
     const frames = this.#outgoing;
     this.#outgoing = [];
