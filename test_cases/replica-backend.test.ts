@@ -1,0 +1,318 @@
+/**
+ * Replica against its backend: calls on one key applied in call order over a backend that answers
+ * out of order, different keys run concurrently, barriers (flush_all, reset, fetch of all keys).
+ * After a write that failed or was refused, or a reset, it may have missed a write, so it serves
+ * only what it can still vouch for until the reset is acknowledged. Against a real memcached:
+ * down, paused (timeout), restarted (new epoch), calls queued beyond inFlightMax, and the key index
+ * rebuilt with metadump.
+ */
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { applyToEntry } from '../src/store/apply.ts';
+import { MemcachedBackend } from '../src/store/memcached.ts';
+import { MemoryBackend } from '../src/store/memory.ts';
+import { Replica } from '../src/store/replica.ts';
+import { StoreError, type Entry, type KeyedPair, type Op } from '../src/store/types.ts';
+import { mulberry32 as seeded } from '../src/runtime/random.ts';
+import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+import { freePort } from '../src/jepsen/cluster.ts';
+import { readFileSync } from 'node:fs';
+import { refused } from '../src/protocol/refusals.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { appendOp, entry, getOp, incrOp, NOW, setOp, values } from './support/replica-kit.ts';
+
+/** Resolves once the process is really stopped (state T): kill() returns before every thread has stopped. */
+async function untilStopped(pid: number): Promise<void> {
+  const deadline = Date.now() + 2000;
+  while (Date.now() < deadline) {
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    if (state === 'T') return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`process ${pid} did not stop`);
+}
+
+/** A MemoryBackend whose every call completes after a random delay, so completions reorder. */
+class JitteryBackend extends MemoryBackend {
+  constructor(private readonly random: () => number) {
+    super();
+  }
+  async #jitter(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, Math.floor(this.random() * 3)));
+  }
+  override async get(key: string): Promise<Entry | undefined> {
+    await this.#jitter();
+    return super.get(key);
+  }
+  override async set(key: string, entry: Entry): Promise<void> {
+    await this.#jitter();
+    return super.set(key, entry);
+  }
+  override async delete(key: string): Promise<void> {
+    await this.#jitter();
+    return super.delete(key);
+  }
+}
+
+describe('Replica ordering', () => {
+  it('applies calls on one key in call order even when the backend answers out of order', async () => {
+    const random = seeded(7);
+    const replica = new Replica(new JitteryBackend(random), { tombstones: false });
+    const keys = ['a', 'b', 'c', 'd'];
+    const ops: Op[] = [];
+    for (let index = 0; index < 300; index += 1) {
+      const key = itemAt(keys, Math.floor(random() * keys.length));
+      const choice = random();
+      ops.push(choice < 0.3 ? setOp(key, String(index)) : choice < 0.6 ? appendOp(key, `,${index}`) : choice < 0.9 ? incrOp(key) : { kind: 'delete', key });
+    }
+    const replies = await Promise.all(ops.map((op, index) => replica.apply(op, { cas: BigInt(index + 1), nowMs: NOW })));
+
+    // The same ops, one after another, on a plain map.
+    const model = new Map<string, Entry>();
+    const expected = ops.map((op, index) => {
+      if (op.kind !== 'store' && op.kind !== 'arith' && op.kind !== 'delete') throw new Error('unexpected');
+      const { write, reply } = applyToEntry(model.get(op.key), op, { cas: BigInt(index + 1), nowMs: NOW });
+      if (write === null) model.delete(op.key);
+      else if (write !== undefined) model.set(op.key, write);
+      return reply;
+    });
+    expect(replies).toEqual(expected);
+    const fetched = await replica.fetch(keys);
+    expect(fetched).toEqual([...model].sort(([left], [right]) => left.localeCompare(right)));
+  });
+
+  it('runs different keys concurrently', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class GatedBackend extends MemoryBackend {
+      // A plain set only writes (no read first), so the gate is on the write.
+      override async set(key: string, stored: Entry): Promise<void> {
+        if (key === 'slow') await gate;
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new GatedBackend(), { tombstones: false });
+    let slowDone = false;
+    const slow = replica.apply(setOp('slow', 's'), { cas: 1n, nowMs: NOW }).then((reply) => {
+      slowDone = true;
+      return reply;
+    });
+    const queuedOnSlow = replica.read(getOp('slow'), NOW);
+    expect(await replica.apply(setOp('fast', 'f'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 2n });
+    expect(values(await replica.read(getOp('fast'), NOW))).toEqual([['fast', 'f']]);
+    expect(slowDone).toBe(false);
+    release();
+    expect(await slow).toEqual({ kind: 'stored', cas: 1n });
+    expect(values(await queuedOnSlow)).toEqual([['slow', 's']]);
+  });
+
+  it('orders flush_all, fetch(null) and reset against every key', async () => {
+    const replica = new Replica(new JitteryBackend(seeded(3)), { tombstones: false });
+    const calls: Array<Promise<unknown>> = [];
+    for (let index = 0; index < 20; index += 1) calls.push(replica.apply(setOp(`old${index}`, 'v'), { cas: BigInt(index + 1), nowMs: NOW }));
+    const flushed = replica.apply({ kind: 'flush_all', delayMs: 0 }, { cas: 100n, nowMs: NOW });
+    for (let index = 0; index < 5; index += 1) calls.push(replica.apply(setOp(`new${index}`, 'v'), { cas: BigInt(200 + index), nowMs: NOW }));
+    const all = replica.fetch(null);
+    const late = replica.apply(setOp('late', 'v'), { cas: 300n, nowMs: NOW });
+    expect(await flushed).toEqual({ kind: 'ok' });
+    expect((await all).map(([key]) => key)).toEqual(['new0', 'new1', 'new2', 'new3', 'new4']);
+    await Promise.all([...calls, late]);
+    expect(replica.keyCount()).toBe(6);
+    const reset = replica.reset();
+    const afterReset = replica.apply(setOp('after', 'v'), { cas: 400n, nowMs: NOW });
+    await reset;
+    await afterReset;
+    expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['after']);
+  });
+
+  it('refuses, after a reset is acknowledged, the calls that were issued before it', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class GatedBackend extends MemoryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        await gate;
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new GatedBackend(), { tombstones: false, cacheBytesMax: 0 });
+    const first = replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
+    // Queued behind the first on the same key: issued for the replica as it was before the reset.
+    const second = replica.apply({ kind: 'arith', verb: 'incr', key: 'k', delta: 1n, initial: null, expiresAtMs: 0 }, { cas: 2n, nowMs: NOW });
+    replica.acknowledgeReset();
+    release();
+    await first.catch(() => undefined);
+    await expect(second).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
+  });
+
+  it('refuses everything after a failed write until the reset is acknowledged, then works again', async () => {
+    let failNext = true;
+    class FlakyBackend extends MemoryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        if (failNext) {
+          failNext = false;
+          throw new StoreError('BACKEND_DOWN', 'injected');
+        }
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new FlakyBackend(), { tombstones: false });
+    const failed = replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
+    const next = replica.apply(setOp('k', 'two'), { cas: 2n, nowMs: NOW });
+    await expect(failed).rejects.toMatchObject({ name: 'StoreError', code: 'BACKEND_DOWN' });
+    // The replica may have missed a write: nothing is served from it, not even a read.
+    await expect(next).rejects.toMatchObject({ name: 'StoreError', code: 'BACKEND_RESET' });
+    await expect(replica.read(getOp('k'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    expect(replica.suspect).toMatch(/injected/);
+    replica.acknowledgeReset();
+    expect(replica.suspect).toBeNull();
+    expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
+    expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'three']]);
+  });
+});
+
+describe('Replica refused writes (memcached out of memory)', () => {
+  /** memcached with no room for 'full': it refuses its writes and keeps what it held. */
+  class FullBackend extends MemoryBackend {
+    #refusal(): StoreError {
+      return new StoreError('BACKEND_FAILED', 'injected: no memory', { untouched: true, refusal: refused('out_of_memory') });
+    }
+    override async set(key: string, stored: Entry): Promise<void> {
+      if (key === 'full' && stored.value.toString() !== 'old') throw this.#refusal();
+      return super.set(key, stored);
+    }
+    override async setMany(entries: readonly KeyedPair[]): Promise<void> {
+      if (entries.some(([key]) => key === 'full')) {
+        await super.setMany(entries.filter(([key]) => key !== 'full'));
+        throw this.#refusal();
+      }
+      return super.setMany(entries);
+    }
+  }
+
+  for (const keepsTrust of [true, false]) {
+    it(`${keepsTrust ? 'keeps' : 'loses'} trust when memcached refused a write and left the key as it was${keepsTrust ? ', which reads as before' : ''}`, async () => {
+      const replica = new Replica(new FullBackend(), { tombstones: true, refusalsKeepTrust: keepsTrust });
+      await replica.loadIndex();
+      await replica.apply(setOp('full', 'old'), { cas: 1n, nowMs: NOW });
+      expect(values(await replica.read(getOp('full'), NOW))).toEqual([['full', 'old']]); // cached
+      await expect(replica.apply(setOp('full', 'new'), { cas: 2n, nowMs: NOW })).rejects.toMatchObject({ untouched: true });
+      if (!keepsTrust) {
+        expect(replica.suspect).toMatch(/no memory/);
+        return;
+      }
+      await expect(replica.put([['other', entry('o1', 3n)], ['full', entry('pushed', 4n)]], 'merge')).rejects.toMatchObject({ untouched: true });
+      expect(replica.suspect).toBeNull();
+      // Neither the refused value nor the stale cached one: what memcached holds, and the rest.
+      expect(values(await replica.read(getOp('full', 'other'), NOW))).toEqual([['full', 'old'], ['other', 'o1']]);
+      expect((await replica.fetch(['full'])).map(([key, stored]) => [key, stored.cas])).toEqual([['full', 1n]]);
+      // A later merge of the key is decided by what memcached holds, not by the refused version.
+      await replica.put([['full', entry('old', 5n)]], 'merge');
+      expect(itemAt(await replica.fetch(['full']), 0)[1].cas).toBe(5n);
+    });
+  }
+
+  it('purges, with a tombstone memcached refused, the older value it kept in its place', async () => {
+    // Eventual mode may collect a tombstone while its merge is in flight here (peers count it as
+    // held); memcached refuses it and keeps the value the tombstone deleted everywhere else.
+    const replica = new Replica(new FullBackend(), { tombstones: true, refusalsKeepTrust: true });
+    await replica.loadIndex();
+    await replica.apply(setOp('full', 'old'), { cas: 1n, nowMs: NOW });
+    await replica.apply(setOp('newer', 'n'), { cas: 9n, nowMs: NOW });
+    const refused = replica.put([['full', { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: 4n, tombstone: true }]], 'merge');
+    const purged = replica.purge([['full', 4n], ['newer', 4n]]);
+    await expect(refused).rejects.toMatchObject({ untouched: true });
+    await purged;
+    expect(values(await replica.read(getOp('full', 'newer'), NOW))).toEqual([['newer', 'n']]);
+    expect((await replica.fetch(['full', 'newer'])).map(([key, stored]) => [key, stored.cas])).toEqual([['newer', 9n]]);
+  });
+});
+
+describe('Replica on a real memcached', () => {
+  let memcached: MemcachedInstance;
+  let backend: MemcachedBackend;
+
+  beforeAll(async () => {
+    memcached = await startMemcached();
+    backend = new MemcachedBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
+  });
+
+  afterAll(async () => {
+    await backend?.close();
+    await memcached?.stop();
+  });
+
+  it('rejects with BACKEND_DOWN when nothing listens', async () => {
+    const port = await freePort();
+    const down = new MemcachedBackend({ host: '127.0.0.1', port, opTimeoutMs: 500 });
+    const replica = new Replica(down, { tombstones: false });
+    const startedMs = Date.now();
+    const failure = await replica.apply(setOp('k', 'v'), { cas: 1n, nowMs: NOW }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StoreError);
+    expect(failure).toMatchObject({ code: 'BACKEND_DOWN' });
+    expect((failure as Error).message).toContain(`127.0.0.1:${port}`);
+    expect(Date.now() - startedMs).toBeLessThan(2000);
+    expect((await replica.health()).ok).toBe(false);
+    await down.close();
+  });
+
+  it('rejects with BACKEND_TIMEOUT when memcached is paused, then recovers', async () => {
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('p', 'before'), { cas: 1n, nowMs: NOW });
+    process.kill(memcached.pid, 'SIGSTOP');
+    await untilStopped(memcached.pid);
+    try {
+      // p is cached (the replica wrote it); q must be read from memcached.
+      expect(values(await replica.read(getOp('p'), NOW))).toEqual([['p', 'before']]);
+      await expect(replica.read(getOp('q'), NOW)).rejects.toMatchObject({ code: 'BACKEND_TIMEOUT' });
+    } finally {
+      process.kill(memcached.pid, 'SIGCONT');
+    }
+    expect(values(await replica.read(getOp('p'), NOW))).toEqual([['p', 'before']]);
+  });
+
+  it('never serves from a restarted (emptied) memcached until the reset is acknowledged', async () => {
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('r', 'before'), { cas: 1n, nowMs: NOW });
+    const before = await replica.health();
+    expect(before.ok).toBe(true);
+    await memcached.restart();
+    // The next backend call reconnects, finds a new epoch, and is refused; from then on the replica
+    // refuses everything, cached entries included (r would read as absent from memcached).
+    await expect(replica.read(getOp('q'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    await expect(replica.read(getOp('r'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    await expect(replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    const after = await replica.health();
+    expect(after.ok).toBe(true);
+    expect(after.epoch).not.toBe(before.epoch);
+    replica.acknowledgeReset();
+    expect(await replica.apply(setOp('s', 'after'), { cas: 2n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 2n });
+    expect(values(await replica.read(getOp('r', 's'), NOW))).toEqual([['s', 'after']]);
+    expect((await replica.health()).epoch).toBe(after.epoch);
+  });
+
+  it('queues calls beyond inFlightMax and completes them all, in order per key', async () => {
+    const narrow = new MemcachedBackend({ host: memcached.host, port: memcached.port, inFlightMax: 2 });
+    const replica = new Replica(narrow, { tombstones: false });
+    const replies = await Promise.all(
+      Array.from({ length: 200 }, (_unused, index) => replica.apply(incrOp(`n${index % 4}`), { cas: BigInt(index + 1), nowMs: NOW })),
+    );
+    const counts = replies.map((reply) => (reply.kind === 'number' ? Number(reply.value) : -1));
+    // initial 0 creates the key holding 0; each later incr adds one, per key in call order.
+    expect(counts).toEqual(Array.from({ length: 200 }, (_unused, index) => Math.floor(index / 4)));
+    await narrow.close();
+  });
+
+  it('rebuilds its key index from memcached with metadump', async () => {
+    const writer = new Replica(backend, { tombstones: true });
+    await writer.reset();
+    await writer.apply(setOp('x', '1'), { cas: 1n, nowMs: NOW });
+    await writer.apply(setOp('y z', '2'), { cas: 2n, nowMs: NOW });
+    await writer.apply({ kind: 'delete', key: 'x' }, { cas: 3n, nowMs: NOW });
+    await writer.apply(setOp('\xff'.repeat(250), '3'), { cas: 4n, nowMs: NOW });
+    const restarted = new Replica(backend, { tombstones: true });
+    expect(restarted.keyCount()).toBe(0);
+    expect(await restarted.loadIndex()).toBe(3);
+    expect(await restarted.fetch(null)).toEqual(await writer.fetch(null));
+  });
+});
