@@ -1,0 +1,243 @@
+/**
+ * Eventual mode's anti-entropy, which makes replicas converge when pushes were lost: the digest
+ * index (bucket and group digests always equal to a recomputation, keys spread over the buckets),
+ * and the descent between machines with model replicas. Only differing buckets are listed and only
+ * missing or older entries shipped, nothing beyond group digests when replicas agree, merges
+ * memcached refused are got again, and an emptied replica is repaired in bounded rounds.
+ */
+
+import { describe, expect, it } from 'vitest';
+import type { EventualMachine, EventualMessage } from '../src/consistency/eventual.ts';
+import {
+  BUCKET_COUNT,
+  bucketOfKey,
+  BUCKETS_PER_GROUP,
+  GROUP_COUNT,
+  groupOfBucket,
+  hashKeyVersion,
+  VersionIndex,
+} from '../src/consistency/eventual/digest.ts';
+import { asRequestId, type Event, type KeyedEntry, type PeerId } from '../src/consistency/types.ts';
+import { purgeRemoves } from '../src/store/apply.ts';
+import type { Entry } from '../src/store/types.ts';
+import { mulberry32 } from './support/eventual-sim.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
+import { must } from './support/must.ts';
+import {
+  ALL, boot, entry, firstOfKind, machine, message, N1, N2, N3, ofKind, type Out, sent, T0, tombstone,
+} from './support/eventual-kit.ts';
+
+describe('digest index', () => {
+  it('keeps bucket and group digests equal to a recomputation, whatever the order of changes', () => {
+    const random = mulberry32(3);
+    const index = new VersionIndex();
+    const truth = new Map<string, bigint>();
+    for (let i = 0; i < 3000; i += 1) {
+      const key = `key${Math.floor(random() * 500)}`;
+      if (random() < 0.25) {
+        index.delete(key);
+        truth.delete(key);
+      } else {
+        const version = BigInt(Math.floor(random() * 1e9));
+        index.set(key, { version, tombstone: false, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0, claimedSeq: 0 });
+        truth.set(key, version);
+      }
+    }
+    const buckets = new Array<number>(BUCKET_COUNT).fill(0);
+    for (const [key, version] of truth) {
+      const bucket = bucketOfKey(key);
+      buckets[bucket] = (itemAt(buckets, bucket) ^ hashKeyVersion(key, version)) >>> 0;
+    }
+    expect(index.size).toBe(truth.size);
+    for (const [key, version] of truth) {
+      // Updated in place: the bucket lists the very entry the key maps to, at its latest version.
+      expect(index.get(key)?.version).toBe(version);
+      expect(index.bucketEntries(bucketOfKey(key)).get(key)).toBe(index.get(key));
+    }
+    for (let b = 0; b < BUCKET_COUNT; b += 1) expect(index.bucketDigest(b)).toBe(buckets[b]);
+    for (let g = 0; g < GROUP_COUNT; g += 1) {
+      let digest = 0;
+      for (let b = g * BUCKETS_PER_GROUP; b < (g + 1) * BUCKETS_PER_GROUP; b += 1) digest = (digest ^ itemAt(buckets, b)) >>> 0;
+      expect(index.groupDigest(g)).toBe(digest);
+      expect(groupOfBucket(g * BUCKETS_PER_GROUP)).toBe(g);
+    }
+    for (const key of truth.keys()) index.delete(key);
+    expect(index.groupDigestList()).toEqual(new Array(GROUP_COUNT).fill(0));
+  });
+
+  it('spreads keys over the buckets and tells versions apart', () => {
+    const counts = new Array<number>(BUCKET_COUNT).fill(0);
+    for (let i = 0; i < 100_000; i += 1) {
+      const bucket = bucketOfKey(`user:${i}`);
+      counts[bucket] = itemAt(counts, bucket) + 1;
+    }
+    expect(Math.min(...counts)).toBeGreaterThan(40);
+    expect(Math.max(...counts)).toBeLessThan(200);
+    expect(hashKeyVersion('k', 1n)).not.toBe(hashKeyVersion('k', 2n));
+    expect(hashKeyVersion('k', 1n)).toBe(hashKeyVersion('k', 1n));
+  });
+});
+
+/** Two or three machines with model replicas and synchronous, lossless delivery. */
+class Cluster {
+  readonly machines = new Map<PeerId, EventualMachine>();
+  readonly replicas = new Map<PeerId, Map<string, Entry>>();
+  readonly log: Array<{ from: PeerId; to: PeerId; message: EventualMessage }> = [];
+  nowMs = T0 + 100;
+
+  constructor(contents: Map<PeerId, KeyedEntry[]>) {
+    for (const [id, entries] of contents) {
+      const m = machine(id);
+      this.machines.set(id, m);
+      this.replicas.set(id, new Map(entries));
+      const rebuild = firstOfKind(m.step({ kind: 'tick', nowMs: T0 + 1, peersUp: ALL.filter((p) => p !== id) }), 'fetch');
+      this.run(id, m.step({ kind: 'fetched', nowMs: T0 + 2, token: rebuild.token, entries }));
+    }
+  }
+
+  run(id: PeerId, out: Out): void {
+    const replica = this.replicas.get(id) ?? new Map<string, Entry>();
+    const queue: Array<[PeerId, Event<EventualMessage>]> = [];
+    for (const effect of out) {
+      if (effect.kind === 'send') {
+        this.log.push({ from: id, to: effect.to, message: effect.message });
+        if (this.machines.has(effect.to)) queue.push([effect.to, message(id, effect.message, this.nowMs)]);
+      } else if (effect.kind === 'put') {
+        for (const [key, incoming] of effect.entries) {
+          const current = replica.get(key);
+          if (current === undefined || current.cas < incoming.cas) replica.set(key, incoming);
+        }
+        if (effect.token !== null) queue.push([id, { kind: 'applied', nowMs: this.nowMs, token: effect.token }]);
+      } else if (effect.kind === 'fetch') {
+        const keys = effect.keys ?? [...replica.keys()];
+        const entries = keys.flatMap((key): KeyedEntry[] => (replica.has(key) ? [[key, replica.get(key) as Entry]] : []));
+        queue.push([id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries }]);
+      } else if (effect.kind === 'purge') {
+        for (const [key, cas] of effect.tombstones) {
+          const stored = replica.get(key);
+          if (stored !== undefined && purgeRemoves(stored, cas)) replica.delete(key);
+        }
+      }
+    }
+    for (const [to, event] of queue) this.run(to, this.machines.get(to)?.step(event) ?? []);
+  }
+
+  /** Step time forward until `id` starts an anti-entropy round, and run it to the end. */
+  round(id: PeerId): void {
+    const m = this.machines.get(id) as EventualMachine;
+    for (let i = 0; i < 20; i += 1) {
+      this.nowMs += 100;
+      const out = m.step({ kind: 'tick', nowMs: this.nowMs, peersUp: [...this.machines.keys()].filter((p) => p !== id) });
+      const started = sent(out, 'ae_groups').length > 0;
+      this.run(id, out);
+      if (started) return;
+    }
+    throw new Error('no round started');
+  }
+}
+
+describe('anti-entropy', () => {
+  const many = (count: number): KeyedEntry[] => Array.from({ length: count }, (_, i) => [`key${i}`, entry(`value${i}`, BigInt(1000 + i))]);
+
+  it('lists only the differing buckets and ships only what is missing or older', () => {
+    const shared = many(5000);
+    const onlyN1: KeyedEntry[] = [['fresh', entry('new', 90_000n)], ['key7', entry('newer', 90_001n)]];
+    const n1 = [...shared.filter(([key]) => key !== 'key7'), ...onlyN1];
+    const n2 = [...shared, ['gone-from-n1', entry('x', 90_002n)] as KeyedEntry];
+    const cluster = new Cluster(new Map([[N1, n1], [N2, n2]]));
+    cluster.round(N1);
+    const keys = must(
+      cluster.log.filter((item) => item.message.kind === 'ae_keys').map((item) => item.message as Extract<EventualMessage, { kind: 'ae_keys' }>)[0],
+      'an ae_keys message',
+    );
+    expect(keys.buckets.length).toBeLessThanOrEqual(3);
+    expect(keys.versions.length).toBeLessThan(5000 / BUCKET_COUNT * 3 * 4);
+    const pushed = cluster.log
+      .filter((item) => item.message.kind === 'push')
+      .flatMap((item) => (item.message as Extract<EventualMessage, { kind: 'push' }>).entries.map(([key]) => `${item.from}>${key}`));
+    expect(pushed.sort()).toEqual(['n1>fresh', 'n1>key7', 'n2>gone-from-n1']);
+    const describeReplica = (id: PeerId) => [...(cluster.replicas.get(id) ?? [])].map(([k, e]) => `${k}=${e.value}@${e.cas}`).sort();
+    expect(describeReplica(N1)).toEqual(describeReplica(N2));
+    expect(cluster.replicas.get(N2)?.get('key7')?.value.toString()).toBe('newer');
+  });
+
+  it('sends nothing beyond the group digests when the replicas agree', () => {
+    const cluster = new Cluster(new Map([[N1, many(300)], [N2, many(300)]]));
+    cluster.round(N1);
+    expect(cluster.log.map((item) => item.message.kind)).toEqual(['ae_groups', 'ae_buckets']);
+    const reply = must(cluster.log.find((item) => item.message.kind === 'ae_buckets'), 'an ae_buckets message');
+    expect(reply.message).toMatchObject({ groups: [], buckets: [] });
+  });
+
+  it('re-reads only the keys whose merge memcached refused, serving meanwhile, and gets the write again by anti-entropy', () => {
+    // n1 holds a newer key7 and pushes it; n2's memcached has no room for it (its put is not run).
+    const n1 = many(300).map(([key, stored]): KeyedEntry => [key, key === 'key7' ? entry('newer', 90_000n) : stored]);
+    const cluster = new Cluster(new Map([[N1, n1], [N2, many(300)]]));
+    const n2 = cluster.machines.get(N2) as EventualMachine;
+    const merging = n2.step(message(N1, { kind: 'push', batch: 1, entries: [['key7', entry('newer', 90_000n)]] }, cluster.nowMs));
+    const put = firstOfKind(merging, 'put');
+    expect(n2.counters().acksAwaitingApply).toBe(1);
+    const refused = n2.step({ kind: 'refused', nowMs: cluster.nowMs, keys: ['key7', 'key7'], token: put.token });
+    expect(ofKind(refused, 'fetch').map((effect) => effect.keys)).toEqual([['key7']]);
+    expect(n2.counters().acksAwaitingApply).toBe(0); // never acknowledged, and not kept for ever
+    expect(n2.readsLocally()).toBe(true); // nothing held: no rebuild
+    cluster.run(N2, refused);
+    cluster.round(N2);
+    expect(cluster.replicas.get(N2)?.get('key7')?.value.toString()).toBe('newer');
+    expect(n2.status().applied).toBe('300');
+  });
+
+  it('forgets a version whose merge memcached refused, even when a flush_all came before the re-read returned', () => {
+    // n2's memcached refuses the push of k; n2 re-reads k, a client's flush_all comes, and the
+    // re-read finds k absent. The index must not go on claiming the refused version: its digests
+    // would then match the peers' and anti-entropy would never bring k.
+    const n2 = machine(N2);
+    boot(n2, [], [N1, N3]);
+    expect(ofKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put')).toHaveLength(1);
+    expect(n2.indexEntry('k')?.version).toBe(90_000n);
+    const reread = firstOfKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'] }), 'fetch');
+    const flush = n2.step({ kind: 'request', nowMs: T0 + 12, requestId: asRequestId(1), session: 1, op: { kind: 'flush_all', delayMs: 0 } });
+    expect(ofKind(flush, 'apply')).toHaveLength(1);
+    n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [] });
+    expect(n2.indexEntry('k')).toBeUndefined();
+  });
+
+  it('removes what a refused tombstone or expiring entry supersedes: a peer may have counted it as held', () => {
+    const n2 = machine(N2);
+    boot(n2, [['gone', entry('old', 100n)], ['short', entry('old', 101n)], ['kept', entry('old', 102n)]], [N1, N3]);
+    const pushed: KeyedEntry[] = [['gone', tombstone(90_000n)], ['short', entry('s', 90_001n, { expiresAtMs: T0 + 60_000 })], ['kept', entry('k', 90_002n)]];
+    const put = firstOfKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: pushed })), 'put');
+    const refused = n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['gone', 'short', 'kept'], token: put.token });
+    // The purge goes first, so the re-read sees what is left; a live entry's older value stays.
+    expect(refused.map((effect) => effect.kind)).toEqual(['purge', 'fetch']);
+    expect(firstOfKind(refused, 'purge').tombstones).toEqual([['gone', 90_000n], ['short', 90_001n]]);
+  });
+
+  it('forgets a version whose merge memcached refused, even when an older version merged before the re-read returned', () => {
+    // n2's memcached refuses W; before the re-read returns, n3 pushes X (older than W), which n2's
+    // memcached takes. The re-read (ordered before X) finds what k held before both. The index
+    // must let W go, and learn X by reading k again.
+    const n2 = machine(N2);
+    boot(n2, [['k', entry('old', 100n)]], [N1, N3]);
+    const refusedPut = firstOfKind(n2.step(message(N1, { kind: 'push', batch: 1, entries: [['k', entry('w', 90_000n)]] })), 'put');
+    const reread = firstOfKind(n2.step({ kind: 'refused', nowMs: T0 + 11, keys: ['k'], token: refusedPut.token }), 'fetch');
+    expect(ofKind(n2.step(message(N3, { kind: 'push', batch: 1, entries: [['k', entry('x', 50_000n)]] }, T0 + 12)), 'put')).toHaveLength(1);
+    expect(n2.indexEntry('k')?.version).toBe(90_000n);
+    const again = firstOfKind(n2.step({ kind: 'fetched', nowMs: T0 + 13, token: reread.token, entries: [['k', entry('old', 100n)]] }), 'fetch');
+    expect(n2.indexEntry('k')?.version).toBe(100n);
+    expect(again.keys).toEqual(['k']);
+    n2.step({ kind: 'fetched', nowMs: T0 + 14, token: again.token, entries: [['k', entry('x', 50_000n)]] });
+    expect(n2.indexEntry('k')?.version).toBe(50_000n);
+  });
+
+  it('repairs an emptied replica, in rounds bounded by aeKeysMax', () => {
+    const cluster = new Cluster(new Map([[N1, many(3000)], [N2, many(3000)]]));
+    const n2 = cluster.machines.get(N2) as EventualMachine;
+    cluster.replicas.get(N2)?.clear();
+    cluster.run(N2, n2.step({ kind: 'backend_reset', nowMs: cluster.nowMs }));
+    expect(n2.status().applied).toBe('0');
+    for (let i = 0; i < 4; i += 1) cluster.round(N2);
+    expect(cluster.replicas.get(N2)?.size).toBe(3000);
+    expect(n2.status().applied).toBe('3000');
+  });
+});
