@@ -104,6 +104,8 @@ export class ReplicaCore {
   /** Rebuilds the index from a backend that can list its keys; returns the key count. */
   async loadIndex(): Promise<number> {
     if (!canListKeys(this.#backend)) return this.#index.size;
+    // The key listing comes over another connection: it must follow every store sent quietly.
+    await this.#backend.settle?.();
     const keys = await this.#backend.keys();
     await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
       const entry = await this.#readBackend(key);
