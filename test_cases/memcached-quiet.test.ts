@@ -76,6 +76,25 @@ describe('quiet stores on a memcached that answers', () => {
     expect(failures).toEqual([]);
   });
 
+  it('holds quiet stores only briefly: with nothing else to send, another client sees them within 250 ms, long before the sweep', async () => {
+    // The sweep (opTimeoutMs / 4) runs every 5 s here: only the hold's own timer writes them.
+    const backend = await openBackend(server, { opTimeoutMs: 20_000 });
+    opened.push(backend);
+    const failures = failuresOf(backend);
+    const other = await openBackend(server);
+    opened.push(other);
+    for (let index = 0; index < 5; index++) expect(backend.setQuiet(`h${index}`, entry(`h${index}`, 1n), false)).toBe(true);
+    const startedMs = performance.now();
+    let seen: string | undefined;
+    while (seen === undefined && performance.now() - startedMs < 2000) {
+      seen = (await other.get('h4'))?.value.toString();
+      if (seen === undefined) await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(seen).toBe('h4');
+    expect(performance.now() - startedMs).toBeLessThan(250);
+    expect(failures).toEqual([]);
+  });
+
   it('reports a refused one with memcached\'s refusal, and answers no request behind it from the key as the refusal left it', async () => {
     const backend = await openBackend(server);
     opened.push(backend);
