@@ -105,7 +105,7 @@ export class ReplicaCore {
   async loadIndex(): Promise<number> {
     if (!canListKeys(this.#backend)) return this.#index.size;
     // The key listing comes over another connection: it must follow every store sent quietly.
-    await this.#backend.settle?.();
+    if (this.#quietApplies) await this.#backend.settle?.();
     const keys = await this.#backend.keys();
     await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
       const entry = await this.#readBackend(key);
@@ -230,7 +230,7 @@ export class ReplicaCore {
   /** Entries (tombstones and expired ones included) of distinct `keys`, in key order. */
   async fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
     // What the cache knows of a key written quietly is what memcached holds only once vouched for.
-    await this.#backend.settle?.();
+    if (this.#quietApplies) await this.#backend.settle?.();
     const found: KeyedEntry[] = [];
     const collect = (key: string, entry: Entry | undefined): void => {
       if (entry === undefined) this.#index.delete(key);
