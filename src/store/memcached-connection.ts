@@ -222,9 +222,7 @@ export class BinaryConnection {
       pending.reject(new ConnectionFailure('BACKEND_DOWN', 'connection closed'));
       return;
     }
-    pending.opaque = this.#nextOpaque;
-    this.#nextOpaque = (this.#nextOpaque + 1) >>> 0;
-    setOpaque(pending.frame, pending.opaque);
+    this.#stamp(pending);
     if (this.#inFlight.length - this.#head >= this.#options.inFlightMax) this.#backlog.push(pending);
     else this.#write(pending);
   }
@@ -249,14 +247,19 @@ export class BinaryConnection {
    * behind quiet requests, it could wait for ever): its reply vouches for every quiet request before it.
    */
   #vouch(): void {
-    const frame = encodeRequest(OPCODE.noop, '', null, null);
     const pending: Pending = {
-      opaque: this.#nextOpaque, opcode: OPCODE.noop, frame, writtenAtMs: 0,
+      opaque: 0, opcode: OPCODE.noop, frame: encodeRequest(OPCODE.noop, '', null, null), writtenAtMs: 0,
       resolve: ignoreValue, reject: ignoreValue, stats: null, resolveStats: null,
     };
-    this.#nextOpaque = (this.#nextOpaque + 1) >>> 0;
-    setOpaque(frame, pending.opaque);
+    this.#stamp(pending);
     this.#write(pending);
+  }
+
+  /** Gives the request the next opaque, in its frame too (replies are matched in order and by it). */
+  #stamp(pending: Pending): void {
+    pending.opaque = this.#nextOpaque;
+    this.#nextOpaque = (this.#nextOpaque + 1) >>> 0;
+    setOpaque(pending.frame, pending.opaque);
   }
 
   /** Writes every frame waiting (this tick's, and quiet ones held back) in one socket write. */
