@@ -115,16 +115,9 @@ export class Replication {
   private appendCanWait(peer: PeerId, acker: PeerId | null): boolean {
     const progress = this.progress.get(peer);
     assert(progress !== undefined);
-    const log = this.core.log;
-    const unsent = log.lastIndex() - progress.sentIndex;
     const since = progress.deferredSinceMs ?? this.core.nowMs;
     const dueMs = since + DEFERRED_APPEND_MS;
-    let waits = unsent > 0 && unsent <= DEFERRED_APPEND_ENTRIES_MAX && this.core.nowMs < dueMs && progress.sentIndex >= log.snapshotIndex;
-    for (let index = progress.sentIndex + 1; waits && index <= log.lastIndex(); index += 1) {
-      const origin = log.entryAt(index).origin;
-      if (origin === peer || (origin === this.core.self && peer === acker)) waits = false;
-    }
-    if (!waits) {
+    if (this.core.nowMs >= dueMs || !this.unsentCanWait(progress.sentIndex, peer, acker)) {
       progress.deferredSinceMs = null;
       return false;
     }
@@ -132,6 +125,18 @@ export class Replication {
     if (this.deferredWakeMs < this.core.nowMs || this.deferredWakeMs > dueMs) {
       this.deferredWakeMs = dueMs;
       this.core.out.push({ kind: 'wake', afterMs: dueMs - this.core.nowMs });
+    }
+    return true;
+  }
+
+  /** Whether the entries after `sentIndex` are few, all in the log, and none is one `peer` must have now. */
+  private unsentCanWait(sentIndex: number, peer: PeerId, acker: PeerId | null): boolean {
+    const log = this.core.log;
+    const unsent = log.lastIndex() - sentIndex;
+    if (unsent <= 0 || unsent > DEFERRED_APPEND_ENTRIES_MAX || sentIndex < log.snapshotIndex) return false;
+    for (let index = sentIndex + 1; index <= log.lastIndex(); index += 1) {
+      const origin = log.entryAt(index).origin;
+      if (origin === peer || (origin === this.core.self && peer === acker)) return false;
     }
     return true;
   }
