@@ -2,8 +2,11 @@
  * The fault runner's flags: defaults, what each flag sets, and a one-line error for bad input.
  */
 
+import { spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { parseArguments } from '../src/jepsen/args.ts';
+import { repoRoot } from '../src/jepsen/cluster.ts';
+import { NEMESIS_KINDS } from '../src/jepsen/nemesis.ts';
 
 describe('fault runner flags', () => {
   it('fills the runner options from the flags', async () => {
@@ -29,5 +32,13 @@ describe('fault runner flags', () => {
     expect(unknownNemesis.ok).toBe(false);
     const unknownMode = await parseArguments(['--cons', 'causal-ish']);
     expect(unknownMode.ok).toBe(false);
+  });
+
+  it('names every fault it can inject in its --help', () => {
+    const help = spawnSync(process.execPath, ['--import', 'tsx', 'src/jepsen/cli.ts', '--help'], { cwd: repoRoot, encoding: 'utf8', timeout: 30_000 });
+    expect(help.status).toBe(0);
+    // yargs wraps the description, even inside a word: compare without any white space.
+    const text = help.stdout.replace(/\s+/g, '');
+    expect(text).toContain(`commalistof${NEMESIS_KINDS.join(',')}(ornone)`);
   });
 });

@@ -5,7 +5,7 @@
 
 import yargs from 'yargs';
 import { parseMode, parseWalSync, WAL_SYNCS } from '../config.ts';
-import { parseNemesisKinds } from './nemesis.ts';
+import { NEMESIS_KINDS, parseNemesisKinds } from './nemesis.ts';
 import type { JepsenOptions } from './runner.ts';
 import { BULK_DEPTH_MAX, JEPSEN_WORKLOADS } from './workload.ts';
 
@@ -15,7 +15,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
     const args = await yargs(argv)
       .scriptName('npm run jepsen --')
       .option('cons', { type: 'string', demandOption: true, describe: 'linearizability | sequential | causal | eventual' })
-      .option('nemesis', { type: 'string', default: 'none', describe: 'comma list of kill, pause, partition, backend-restart, backend-pause, backend-fill, clock, slow, stall (or none)' })
+      .option('nemesis', { type: 'string', default: 'none', describe: `comma list of ${NEMESIS_KINDS.join(', ')} (or none)` })
       .option('time', { type: 'number', default: 10, describe: 'seconds the clients run' })
       .option('clients', { type: 'number', default: 6, describe: 'concurrent clients, spread over the three controllers' })
       .option('keys', { type: 'number', default: 3, describe: 'keys the clients share' })
