@@ -180,3 +180,4 @@ http=$(awk '/^\[node\./ { node = 1 } /^\[cluster/ { node = 0 } node && /^[ \t]*h
 echo "logs: $log_dir/<node>.log (JSON lines) and $log_dir/<node>.out (console)"
 first_client=$(head -n 1 <<< "$nodes" | awk '{ print $2 }')
 echo "try:  npx mckv -cli -i ${first_client%:*} -p ${first_client##*:}    stop: ./stop.sh"
+echo "restart one controller by hand: npx mckv -c $config -p PORT${mode:+ -cons $mode} (peers refuse one in another mode)"

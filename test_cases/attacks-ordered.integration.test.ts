@@ -18,6 +18,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, waitUntilServing } from '../src/jepsen/cluster.ts';
 import { TERM_MAX } from '../src/consistency/log/validate.ts';
+import { HANDSHAKE_VERSION } from '../src/peer/handshake.ts';
 import { WAL_RECORD_HEADER_BYTES } from '../src/wal.ts';
 import {
   HostilePeer, Survivors, clusterCredentials, controllerPid, emptyObjectsPayload, frameOf, leaderOf, pollUntil, rssBytes,
@@ -56,7 +57,10 @@ describe('linearizability: a hostile local process against the peer port and the
     const challenge = await forged.frame(0);
     expect(challenge).toMatchObject({ kind: 'challenge', from: target, clusterId: credentials.clusterId });
     forged.send([
-      { kind: 'hello', version: 3, from: 'n2', to: target, clusterId: credentials.clusterId, nonce: Buffer.alloc(32, 7), proof: Buffer.alloc(32, 9) },
+      {
+        kind: 'hello', version: HANDSHAKE_VERSION, from: 'n2', to: target, clusterId: credentials.clusterId, settings: (challenge as { settings: string }).settings,
+        nonce: Buffer.alloc(32, 7), proof: Buffer.alloc(32, 9),
+      },
       { kind: 'append', term: 99, prevIndex: 0, prevTerm: 0, entries: [], commitIndex: 0, durableIndex: 0, round: 0, seq: 0, quiet: false },
     ]);
     expect(await oldStyle.closedWithin(3000)).toBe(true);

@@ -4,7 +4,8 @@
  * message through and cuts no real peer off; a dialer sends nothing to a listener that cannot
  * prove the secret; a huge frame before the handshake is refused from its header; a flood of
  * unauthenticated connections is bounded; a peer's newer authenticated connection replaces its
- * older one; with mutual TLS a certificate from another CA, or naming another node, is refused.
+ * older one; a node run with other settings (another mode) stays out; with mutual TLS a
+ * certificate from another CA, or naming another node, is refused.
  */
 
 import { execFileSync } from 'node:child_process';
@@ -17,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asPeerId, type PeerId } from '../src/consistency/types.ts';
 import type { PeerTls } from '../src/peer/credentials.ts';
 import { FRAME_HEADER_BYTES, FrameDecoder, encodeFrame } from '../src/peer/frame.ts';
-import { answerChallenge, challengeMessage, type Welcome } from '../src/peer/handshake.ts';
+import { HANDSHAKE_VERSION, answerChallenge, challengeMessage, type Welcome } from '../src/peer/handshake.ts';
 import { memoryReportWire } from '../src/peer/memory-report.ts';
 import { PeerNetwork, type PeerLog } from '../src/peer/network.ts';
 import type { PeerMemoryReport } from '../src/store/memory-guard.ts';
@@ -28,6 +29,7 @@ const failureTimeoutMs = 300;
 const ids = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const [n1, n2, n3] = ids;
 const secret = randomBytes(32);
+const settings = 'mode=sequential value_bytes_max=1048576';
 const clusterId = 'alpha';
 
 interface LogLine {
@@ -74,7 +76,9 @@ class Networks {
 
   make(
     self: PeerId,
-    options: { secret?: Buffer; clusterId?: string; tls?: PeerTls | null; listenPort?: number; peers?: PeerId[]; logName?: string } = {},
+    options: {
+      secret?: Buffer; clusterId?: string; settings?: string; tls?: PeerTls | null; listenPort?: number; peers?: PeerId[]; logName?: string;
+    } = {},
   ): PeerNetwork {
     const lines: LogLine[] = [];
     this.logs.set(options.logName ?? self, lines);
@@ -84,6 +88,7 @@ class Networks {
       peers: (options.peers ?? ids.filter((id) => id !== self)).map((id) => ({ id, host: '127.0.0.1', port: this.port(id) })),
       secret: options.secret ?? secret,
       clusterId: options.clusterId ?? clusterId,
+      settings: options.settings ?? settings,
       tls: options.tls ?? null,
       heartbeatIntervalMs,
       failureTimeoutMs,
@@ -157,7 +162,7 @@ class RawPeer {
 /** Runs the dialer's side of the handshake as `self` towards `to` and returns the connection. */
 async function authenticatedRawPeer(port: number, self: string, to: string): Promise<RawPeer> {
   const peer = new RawPeer(port);
-  const outcome = answerChallenge(await peer.frame(0), { self, peer: to, clusterId, secret, nonce: randomBytes(32) });
+  const outcome = answerChallenge(await peer.frame(0), { self, peer: to, clusterId, settings, secret, nonce: randomBytes(32) });
   if (outcome.kind !== 'answered') throw new Error('challenge refused');
   peer.socket.write(encodeFrame(outcome.hello));
   const welcome = (await peer.frame(1)) as Welcome;
@@ -200,7 +205,7 @@ describe('peer authentication over plain TCP', () => {
     expect(challenge).toMatchObject({ kind: 'challenge', from: 'n1', clusterId });
     forged.socket.write(
       Buffer.concat([
-        encodeFrame({ kind: 'hello', version: 3, from: 'n2', to: 'n1', clusterId, nonce: randomBytes(32), proof: randomBytes(32) }),
+        encodeFrame({ kind: 'hello', version: HANDSHAKE_VERSION, from: 'n2', to: 'n1', clusterId, settings, nonce: randomBytes(32), proof: randomBytes(32) }),
         encodeFrame({ kind: 'append', term: 99, entries: [] }),
       ]),
     );
@@ -243,13 +248,13 @@ describe('peer authentication over plain TCP', () => {
     const fakeListener = net.createServer((socket) => {
       sockets.add(socket);
       const decoder = new FrameDecoder({ frameBytesMax: 1024 * 1024 });
-      socket.write(encodeFrame(challengeMessage({ self: 'n1', clusterId, nonce: randomBytes(32) })));
+      socket.write(encodeFrame(challengeMessage({ self: 'n1', clusterId, settings, nonce: randomBytes(32) })));
       socket.on('error', () => undefined);
       socket.on('data', (chunk: Buffer) => {
         for (const message of decoder.push(chunk).messages) {
           received.push(message);
           if ((message as { kind?: string }).kind === 'hello') {
-            socket.write(encodeFrame({ kind: 'welcome', version: 3, from: 'n1', to: 'n3', proof: randomBytes(32) }));
+            socket.write(encodeFrame({ kind: 'welcome', version: HANDSHAKE_VERSION, from: 'n1', to: 'n3', proof: randomBytes(32) }));
           }
         }
       });
@@ -261,6 +266,7 @@ describe('peer authentication over plain TCP', () => {
       peers: [{ id: n1, host: '127.0.0.1', port: (fakeListener.address() as net.AddressInfo).port }],
       secret,
       clusterId,
+      settings,
       heartbeatIntervalMs,
       failureTimeoutMs,
       log: recordingLog([]),
@@ -297,11 +303,34 @@ describe('peer authentication over plain TCP', () => {
     // The listener's side: a hello naming another cluster.
     const raw = new RawPeer(cluster.port(n1));
     await raw.frame(0);
-    raw.socket.write(encodeFrame({ kind: 'hello', version: 3, from: 'n2', to: 'n1', clusterId: 'beta', nonce: randomBytes(32), proof: randomBytes(32) }));
+    raw.socket.write(
+      encodeFrame({ kind: 'hello', version: HANDSHAKE_VERSION, from: 'n2', to: 'n1', clusterId: 'beta', settings, nonce: randomBytes(32), proof: randomBytes(32) }),
+    );
     expect(await raw.closedWithin(2000)).toBe(true);
     expect(cluster.warnings(n1).filter((line) => /cluster id mismatch/.test(line))).toEqual([
       "peer handshake refused: cluster id mismatch: the peer is in cluster 'beta', this node in 'alpha'; connection dropped",
     ]);
+  });
+
+  it('a node run with other settings (another mode) stays out, its log naming both', async () => {
+    const otherPort = await freePort();
+    const otherSettings = 'mode=linearizability read_leases=off value_bytes_max=1048576';
+    const other = cluster.make(n2, { settings: otherSettings, listenPort: otherPort, peers: [n1], logName: 'other' });
+    await other.start();
+    try {
+      await waitFor(() => other.counters().handshakesRefused.settings_mismatch >= 1, 3000, 'the other node to refuse n1');
+      await sleep(heartbeatIntervalMs * 3);
+      expect(other.isConnected(n1)).toBe(false);
+      expect(other.up()).toEqual([]);
+    } finally {
+      await other.stop();
+    }
+    expect(cluster.warnings('other').filter((line) => /settings/.test(line))[0]).toBe(
+      'peer handshake refused: "n1" runs with "mode=sequential value_bytes_max=1048576", this node with ' +
+        '"mode=linearizability read_leases=off value_bytes_max=1048576": every controller must run the same mode (-cons) and ' +
+        'read-lease settings; connection dropped',
+    );
+    await delivers(networks, n2, n1);
   });
 
   it('refuses a 4 MiB frame before the handshake from its header, without buffering it', async () => {
@@ -440,7 +469,7 @@ describe('peer authentication over mutual TLS', () => {
     await delivers(networks, n3, n1);
     // Plain TCP towards a TLS port gets nowhere.
     const plain = new RawPeer(cluster.port(n1));
-    plain.socket.write(encodeFrame({ kind: 'hello', version: 3 }));
+    plain.socket.write(encodeFrame({ kind: 'hello', version: HANDSHAKE_VERSION }));
     expect(await plain.closedWithin(3000)).toBe(true);
     expect(plain.frames).toEqual([]);
   });
@@ -478,6 +507,7 @@ describe('peer authentication over mutual TLS', () => {
       peers: [{ id: n2, host: '127.0.0.1', port: listenPort }],
       secret,
       clusterId,
+      settings,
       tls: credentials('n1', 'ca'),
       heartbeatIntervalMs,
       failureTimeoutMs,

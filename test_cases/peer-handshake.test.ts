@@ -2,7 +2,7 @@
  * The pure peer handshake: a dialer and a listener holding the same secret agree; every way a
  * message can be wrong (another release, another cluster, an unknown or misdirected id, a proof
  * under another secret or replayed from another connection, a certificate naming someone else,
- * malformed fields) is a typed refusal, never an exception.
+ * other settings (mode, read leases), malformed fields) is a typed refusal, never an exception.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -11,6 +11,8 @@ import {
   HANDSHAKE_FRAME_BYTES_MAX,
   HANDSHAKE_NAME_CHARS_MAX,
   HANDSHAKE_REFUSAL_KINDS,
+  HANDSHAKE_SETTINGS_CHARS_MAX,
+  HANDSHAKE_VERSION,
   answerChallenge,
   certificateNames,
   challengeMessage,
@@ -25,18 +27,21 @@ import { encodeFrame } from '../src/peer/frame.ts';
 
 const secret = randomBytes(32);
 const clusterId = 'alpha';
+const settings = 'mode=linearizability read_leases=off value_bytes_max=1048576';
 
 function listenerContext(overrides: Partial<ListenerContext> = {}): ListenerContext {
-  return { self: 'n1', clusterId, secret, peers: new Set(['n2', 'n3']), nonce: randomBytes(32), certificateNames: null, ...overrides };
+  return { self: 'n1', clusterId, settings, secret, peers: new Set(['n2', 'n3']), nonce: randomBytes(32), certificateNames: null, ...overrides };
 }
 
 /** Runs the dialer's side against `listener`'s challenge: the hello it sends and the proof it expects. */
 function dialerAnswers(listener: ListenerContext, dialer: { self?: string; secret?: Buffer; clusterId?: string } = {}) {
-  const challenge = challengeMessage({ self: listener.self, clusterId: listener.clusterId, nonce: listener.nonce });
+  const { self, clusterId: listenerClusterId, settings: listenerSettings, nonce } = listener;
+  const challenge = challengeMessage({ self, clusterId: listenerClusterId, settings: listenerSettings, nonce });
   const outcome = answerChallenge(challenge, {
     self: dialer.self ?? 'n2',
     peer: listener.self,
     clusterId: dialer.clusterId ?? clusterId,
+    settings: listener.settings,
     secret: dialer.secret ?? secret,
     nonce: randomBytes(32),
   });
@@ -57,9 +62,11 @@ describe('peer handshake', () => {
     expect(accepted.peer).toBe('n2');
     expect(checkWelcome(accepted.welcome, { self: 'n2', peer: 'n1', expectedProof: expectedWelcomeProof })).toEqual({ kind: 'accepted' });
     const longest = 'x'.repeat(HANDSHAKE_NAME_CHARS_MAX);
-    const challenge = challengeMessage({ self: longest, clusterId: longest, nonce: randomBytes(32) });
+    const longestSettings = 's'.repeat(HANDSHAKE_SETTINGS_CHARS_MAX);
+    const challenge = challengeMessage({ self: longest, clusterId: longest, settings: longestSettings, nonce: randomBytes(32) });
     expect(encodeFrame(challenge).length).toBeLessThan(HANDSHAKE_FRAME_BYTES_MAX / 2);
-    expect(encodeFrame({ ...hello, from: longest, to: longest, clusterId: longest }).length).toBeLessThan(HANDSHAKE_FRAME_BYTES_MAX / 2);
+    const longestHello = { ...hello, from: longest, to: longest, clusterId: longest, settings: longestSettings };
+    expect(encodeFrame(longestHello).length).toBeLessThan(HANDSHAKE_FRAME_BYTES_MAX / 2);
   });
 
   it('refuses a hello proved under another secret, or replayed on another connection', () => {
@@ -72,7 +79,9 @@ describe('peer handshake', () => {
   });
 
   it("does not take the listener's own proof as a dialer's (roles are domain-separated)", () => {
-    const transcript = { clusterId, dialer: 'n2', listener: 'n1', listenerNonce: randomBytes(32), dialerNonce: randomBytes(32) };
+    const transcript = {
+      clusterId, dialer: 'n2', listener: 'n1', listenerNonce: randomBytes(32), dialerNonce: randomBytes(32), listenerSettings: settings, dialerSettings: settings,
+    };
     expect(handshakeProof(secret, 'dialer', transcript).equals(handshakeProof(secret, 'listener', transcript))).toBe(false);
     expect(handshakeProof(secret, 'dialer', transcript)).toEqual(handshakeProof(Buffer.from(secret), 'dialer', { ...transcript }));
   });
@@ -112,7 +121,10 @@ describe('peer handshake', () => {
       { ...hello, nonce: 'n'.repeat(32) },
       { ...hello, proof: randomBytes(33) },
       { ...hello, proof: undefined },
-      { kind: { toString: 'not a function' }, version: 3 },
+      { ...hello, settings: undefined },
+      { ...hello, settings: 7 },
+      { ...hello, settings: 's'.repeat(HANDSHAKE_SETTINGS_CHARS_MAX + 1) },
+      { kind: { toString: 'not a function' }, version: HANDSHAKE_VERSION },
       { kind: 'hello', version: { toString: 'not a function' } },
     ];
     for (const message of malformed) {
@@ -124,13 +136,13 @@ describe('peer handshake', () => {
 
   it('dialer: refuses a challenge from another cluster or node, and a welcome without the proof', () => {
     const nonce = randomBytes(32);
-    const dialer = { self: 'n2', peer: 'n1', clusterId, secret, nonce: randomBytes(32) };
-    expect(refusalOf(answerChallenge(challengeMessage({ self: 'n1', clusterId: 'beta', nonce }), dialer))).toEqual({
+    const dialer = { self: 'n2', peer: 'n1', clusterId, settings, secret, nonce: randomBytes(32) };
+    expect(refusalOf(answerChallenge(challengeMessage({ self: 'n1', clusterId: 'beta', settings, nonce }), dialer))).toEqual({
       kind: 'cluster_mismatch',
       peerClusterId: 'beta',
       clusterId: 'alpha',
     });
-    expect(refusalOf(answerChallenge(challengeMessage({ self: 'n3', clusterId, nonce }), dialer))).toEqual({
+    expect(refusalOf(answerChallenge(challengeMessage({ self: 'n3', clusterId, settings, nonce }), dialer))).toEqual({
       kind: 'wrong_peer',
       peer: 'n3',
       expected: 'n1',
@@ -141,7 +153,7 @@ describe('peer handshake', () => {
     const listener = listenerContext({ secret: randomBytes(32) });
     const { hello, expectedWelcomeProof } = dialerAnswers(listener);
     expect(refusalOf(checkHello(hello, listener))?.kind).toBe('bad_proof');
-    const impostorWelcome = { kind: 'welcome', version: 3, from: 'n1', to: 'n2', proof: randomBytes(32) };
+    const impostorWelcome = { kind: 'welcome', version: HANDSHAKE_VERSION, from: 'n1', to: 'n2', proof: randomBytes(32) };
     expect(refusalOf(checkWelcome(impostorWelcome, { self: 'n2', peer: 'n1', expectedProof: expectedWelcomeProof }))).toEqual({
       kind: 'bad_proof',
       peer: 'n1',
@@ -149,6 +161,30 @@ describe('peer handshake', () => {
     expect(refusalOf(checkWelcome({ ...impostorWelcome, to: 'n3' }, { self: 'n2', peer: 'n1', expectedProof: expectedWelcomeProof }))?.kind).toBe(
       'wrong_recipient',
     );
+  });
+
+  it('refuses a peer with other settings on both sides, naming both, and a hello whose settings were changed on the way', () => {
+    const sequential = 'mode=sequential value_bytes_max=1048576';
+    const listener = listenerContext();
+    // The dialer learns the listener's settings from the challenge and refuses before it answers.
+    const challenge = challengeMessage({ self: 'n1', clusterId, settings, nonce: listener.nonce });
+    const dialer = { self: 'n2', peer: 'n1', clusterId, settings: sequential, secret, nonce: randomBytes(32) };
+    const refusal = refusalOf(answerChallenge(challenge, dialer));
+    expect(refusal).toEqual({ kind: 'settings_mismatch', peer: 'n1', peerSettings: settings, settings: sequential });
+    expect(describeHandshakeRefusal(refusal as HandshakeRefusal)).toMatch(/"n1" runs with "mode=linearizability.*this node with "mode=sequential.*same mode \(-cons\)/);
+    // A listener refuses a hello with other settings once its proof holds (a dialer that went on)...
+    const dialerNonce = randomBytes(32);
+    const transcript = {
+      clusterId, dialer: 'n2', listener: 'n1', listenerNonce: listener.nonce, dialerNonce, listenerSettings: settings, dialerSettings: sequential,
+    };
+    const hello = {
+      kind: 'hello', version: HANDSHAKE_VERSION, from: 'n2', to: 'n1', clusterId, settings: sequential, nonce: dialerNonce,
+      proof: handshakeProof(secret, 'dialer', transcript),
+    };
+    expect(refusalOf(checkHello(hello, listener))).toEqual({ kind: 'settings_mismatch', peer: 'n2', peerSettings: sequential, settings });
+    // ...and settings are in the proof: a hello whose settings were rewritten does not pass.
+    const genuine = dialerAnswers(listener).hello;
+    expect(refusalOf(checkHello({ ...genuine, settings: sequential }, listener))).toEqual({ kind: 'bad_proof', peer: 'n2' });
   });
 
   it('with TLS, the verified certificate must name the node id the hello claims', () => {
@@ -174,6 +210,7 @@ describe('peer handshake', () => {
       { kind: 'malformed', detail: 'x' },
       { kind: 'version_mismatch', version: '2' },
       { kind: 'cluster_mismatch', peerClusterId: 'b', clusterId: 'a' },
+      { kind: 'settings_mismatch', peer: 'n2', peerSettings: 'mode=sequential', settings: 'mode=eventual' },
       { kind: 'unknown_peer', peer: 'n9' },
       { kind: 'wrong_recipient', to: 'n3', self: 'n1' },
       { kind: 'wrong_peer', peer: 'n3', expected: 'n1' },

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { asPeerId, type PeerId } from '../src/consistency/types.ts';
 import { FRAME_HEADER_BYTES, FRAME_VERSION, FrameDecoder, encodeFrame } from '../src/peer/frame.ts';
-import { challengeMessage, checkHello } from '../src/peer/handshake.ts';
+import { HANDSHAKE_VERSION, challengeMessage, checkHello } from '../src/peer/handshake.ts';
 import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
@@ -195,7 +195,7 @@ describe('PeerNetwork with three nodes', () => {
 
     const warnings = (logs.get(n1) ?? []).filter((line) => line.level === 'warn').map((line) => line.message);
     expect(warnings.some((line) => /handshake refused: bad frame before authentication \(bad magic/.test(line))).toBe(true);
-    expect(warnings.some((line) => /handshake refused: handshake version 2, expected 3/.test(line))).toBe(true);
+    expect(warnings.some((line) => new RegExp(`handshake refused: handshake version 2, expected ${HANDSHAKE_VERSION}`).test(line))).toBe(true);
     expect(warnings.some((line) => /handshake refused: .*exceeds frameBytesMax 1024/.test(line))).toBe(true);
 
     // None of that cut anything: the real peers' connections still carry traffic.
@@ -289,11 +289,11 @@ describe('PeerNetwork sending', () => {
       // sender's buffers fill up.
       const nonce = randomBytes(32);
       const decoder = new FrameDecoder({ frameBytesMax: 1024 });
-      socket.write(encodeFrame(challengeMessage({ self: 'b', clusterId: 'test', nonce })));
+      socket.write(encodeFrame(challengeMessage({ self: 'b', clusterId: 'test', settings: '', nonce })));
       socket.on('data', (chunk: Buffer) => {
         const [hello] = decoder.push(chunk).messages;
         if (hello === undefined) return;
-        const outcome = checkHello(hello, { self: 'b', clusterId: 'test', secret, peers: new Set(['a']), nonce, certificateNames: null });
+        const outcome = checkHello(hello, { self: 'b', clusterId: 'test', settings: '', secret, peers: new Set(['a']), nonce, certificateNames: null });
         if (outcome.kind === 'accepted') socket.write(encodeFrame(outcome.welcome));
         socket.pause();
       });

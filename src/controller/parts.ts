@@ -27,6 +27,7 @@ import type { NodeSummary } from '../status/show.ts';
 import { Replica } from '../store/replica.ts';
 import { WriteAheadFile } from '../wal.ts';
 import { BackendWatch } from './backend-watch.ts';
+import { clusterSettings } from './cluster-settings.ts';
 import { createMachine, priorityKinds } from './create-machine.ts';
 import type { WriteAhead } from './durability.ts';
 import { MemoryReporter } from './memory-reporter.ts';
@@ -129,6 +130,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     peers: peers.map((peer) => ({ id: peer.id, ...(node.dial[peer.id] ?? peer.peer) })),
     secret,
     clusterId: config.clusterId,
+    settings: clusterSettings(mode, config.readLeases, config.valueBytesMax),
     tls,
     frameBytesMax: config.peerFrameBytesMax,
     priorityKinds: priorityKinds(mode),

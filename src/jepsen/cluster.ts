@@ -16,7 +16,7 @@ import { cpSync, createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSy
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { isOrderedMode } from '../consistency/types.ts';
+import { isOrderedMode, type Mode } from '../consistency/types.ts';
 import { loadConfig } from '../config.ts';
 import { BackendFiller } from './backend-fill.ts';
 import { LinkProxy } from './proxy.ts';
@@ -101,8 +101,11 @@ export class Cluster {
     return path.join(this.dir, 'logs', `${name}.out`);
   }
 
-  /** Starts (or restarts) one controller process, with `extraArgs` on its command line, and waits until it answers. */
-  async startController(id: string, extraArgs: readonly string[] = []): Promise<void> {
+  /**
+   * Starts (or restarts) one controller process, with `extraArgs` on its command line, and waits
+   * until it answers. `mode` (default the cluster's) is its `-cons`.
+   */
+  async startController(id: string, extraArgs: readonly string[] = [], mode: Mode = this.options.mode): Promise<void> {
     const node = this.node(id);
     const args = [
       ...this.options.controllerNodeArgs,
@@ -114,7 +117,7 @@ export class Cluster {
       '--kvtype',
       this.options.backend,
       '-cons',
-      this.options.mode,
+      mode,
       ...extraArgs,
     ];
     if (!this.options.replication) args.push('--unsafe-no-replication');

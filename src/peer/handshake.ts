@@ -3,15 +3,20 @@
  * before either reads anything else from the other. Pure: message shapes, validation and proofs;
  * nonces are passed in, the network (network.ts) does the I/O.
  *
- *   listener → dialer   challenge { from: listener, clusterId, nonce: listener nonce }
- *   dialer → listener   hello     { from: dialer, to: listener, clusterId, nonce: dialer nonce, proof }
+ *   listener → dialer   challenge { from: listener, clusterId, settings, nonce: listener nonce }
+ *   dialer → listener   hello     { from: dialer, to: listener, clusterId, settings, nonce: dialer nonce, proof }
  *   listener → dialer   welcome   { from: listener, to: dialer, proof }
  *
  * Each proof is HMAC-SHA256(secret, transcript): a role label (dialer or listener), the cluster id,
- * both node ids and both nonces, each length-prefixed. A fresh nonce on each side means no proof
+ * both node ids, both nonces and both sides' settings, each length-prefixed. A fresh nonce on each side means no proof
  * can be replayed on another connection, and the role label means the listener's proof can never
  * pass as a dialer's. Without TLS an attacker on the path can still relay a handshake and then
  * write frames itself; mutual TLS (the certificate names the node id) closes that gap.
+ *
+ * `settings` names what every node of a cluster must run with alike (the controller's mode and
+ * read-lease timing: see controller/cluster-settings.ts). Nodes that differ refuse each other, so a
+ * controller restarted with another `-cons` stays out instead of quietly breaking the cluster's
+ * promise; each side's log names both.
  *
  * Invariant: nothing here throws on what a peer sent; a bad message is a `HandshakeRefusal` value.
  */
@@ -19,23 +24,26 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /** Carried by every handshake message; a peer of another release is refused by it. */
-export const HANDSHAKE_VERSION = 3;
+export const HANDSHAKE_VERSION = 4;
 export const HANDSHAKE_NONCE_BYTES = 32;
 export const HANDSHAKE_PROOF_BYTES = 32;
 /** Handshake frames are far smaller; a larger frame before authentication is refused from its header. */
 export const HANDSHAKE_FRAME_BYTES_MAX = 1024;
 /** Longest node id or cluster id a handshake message may carry. */
 export const HANDSHAKE_NAME_CHARS_MAX = 64;
+/** Longest settings line a handshake message may carry. */
+export const HANDSHAKE_SETTINGS_CHARS_MAX = 150;
 /** A cluster secret shorter than this is refused at start-up. */
 export const CLUSTER_SECRET_BYTES_MIN = 16;
 
-const TRANSCRIPT_LABEL = 'mckv peer handshake v3';
+const TRANSCRIPT_LABEL = 'mckv peer handshake v4';
 
 export interface Challenge {
   kind: 'challenge';
   version: number;
   from: string;
   clusterId: string;
+  settings: string;
   nonce: Buffer;
 }
 
@@ -45,6 +53,7 @@ export interface Hello {
   from: string;
   to: string;
   clusterId: string;
+  settings: string;
   nonce: Buffer;
   proof: Buffer;
 }
@@ -62,6 +71,7 @@ export type HandshakeRefusal =
   | { kind: 'malformed'; detail: string }
   | { kind: 'version_mismatch'; version: string }
   | { kind: 'cluster_mismatch'; peerClusterId: string; clusterId: string }
+  | { kind: 'settings_mismatch'; peer: string; peerSettings: string; settings: string }
   | { kind: 'unknown_peer'; peer: string }
   | { kind: 'wrong_recipient'; to: string; self: string }
   | { kind: 'wrong_peer'; peer: string; expected: string }
@@ -78,6 +88,7 @@ export const HANDSHAKE_REFUSAL_KINDS = [
   'malformed',
   'version_mismatch',
   'cluster_mismatch',
+  'settings_mismatch',
   'unknown_peer',
   'wrong_recipient',
   'wrong_peer',
@@ -98,6 +109,11 @@ export function describeHandshakeRefusal(refusal: HandshakeRefusal): string {
       return `handshake version ${refusal.version}, expected ${HANDSHAKE_VERSION} (a peer of another release?)`;
     case 'cluster_mismatch':
       return `cluster id mismatch: the peer is in cluster '${refusal.peerClusterId}', this node in '${refusal.clusterId}'`;
+    case 'settings_mismatch':
+      return (
+        `${JSON.stringify(refusal.peer)} runs with ${JSON.stringify(refusal.peerSettings)}, this node with ` +
+        `${JSON.stringify(refusal.settings)}: every controller must run the same mode (-cons) and read-lease settings`
+      );
     case 'unknown_peer':
       return `unknown peer id ${JSON.stringify(refusal.peer)}`;
     case 'wrong_recipient':
@@ -130,6 +146,8 @@ export interface Transcript {
   listener: string;
   listenerNonce: Buffer;
   dialerNonce: Buffer;
+  listenerSettings: string;
+  dialerSettings: string;
 }
 
 /** HMAC-SHA256 of the transcript under the secret, for one role. */
@@ -143,6 +161,8 @@ export function handshakeProof(secret: Buffer, role: 'dialer' | 'listener', tran
     Buffer.from(transcript.listener),
     transcript.listenerNonce,
     transcript.dialerNonce,
+    Buffer.from(transcript.listenerSettings),
+    Buffer.from(transcript.dialerSettings),
   ];
   for (const field of fields) {
     const length = Buffer.alloc(4);
@@ -161,13 +181,16 @@ export function proofsEqual(expected: Buffer, actual: Buffer): boolean {
 // ---------------------------------------------------------------------------------------------
 // Listener side
 
-export function challengeMessage(options: { self: string; clusterId: string; nonce: Buffer }): Challenge {
-  return { kind: 'challenge', version: HANDSHAKE_VERSION, from: options.self, clusterId: options.clusterId, nonce: options.nonce };
+export function challengeMessage(options: { self: string; clusterId: string; settings: string; nonce: Buffer }): Challenge {
+  const { self, clusterId, settings, nonce } = options;
+  return { kind: 'challenge', version: HANDSHAKE_VERSION, from: self, clusterId, settings, nonce };
 }
 
 export interface ListenerContext {
   self: string;
   clusterId: string;
+  /** What every node must run with alike (see the header). */
+  settings: string;
   secret: Buffer;
   /** The ids a hello may come from. */
   peers: ReadonlySet<string>;
@@ -195,12 +218,17 @@ export function checkHello(message: unknown, context: ListenerContext): HelloOut
     listener: context.self,
     listenerNonce: context.nonce,
     dialerNonce: hello.nonce,
+    listenerSettings: context.settings,
+    dialerSettings: hello.settings,
   };
   if (!proofsEqual(handshakeProof(context.secret, 'dialer', transcript), hello.proof)) {
     return refused({ kind: 'bad_proof', peer: hello.from });
   }
   if (context.certificateNames !== null && !context.certificateNames.includes(hello.from)) {
     return refused({ kind: 'certificate_mismatch', peer: hello.from, names: [...context.certificateNames] });
+  }
+  if (hello.settings !== context.settings) {
+    return refused({ kind: 'settings_mismatch', peer: hello.from, peerSettings: hello.settings, settings: context.settings });
   }
   const welcome: Welcome = {
     kind: 'welcome',
@@ -220,6 +248,8 @@ export interface DialerContext {
   /** The peer this node dialled: the challenge must come from it. */
   peer: string;
   clusterId: string;
+  /** What every node must run with alike (see the header). */
+  settings: string;
   secret: Buffer;
   /** This dialer's nonce for this connection. */
   nonce: Buffer;
@@ -238,12 +268,19 @@ export function answerChallenge(message: unknown, context: DialerContext): Chall
     return refused({ kind: 'cluster_mismatch', peerClusterId: challenge.clusterId, clusterId: context.clusterId });
   }
   if (challenge.from !== context.peer) return refused({ kind: 'wrong_peer', peer: challenge.from, expected: context.peer });
+  // Not yet proved (a challenge carries no proof), but a listener that differs would refuse our
+  // hello: say why here too, so that each side's log names both settings.
+  if (challenge.settings !== context.settings) {
+    return refused({ kind: 'settings_mismatch', peer: challenge.from, peerSettings: challenge.settings, settings: context.settings });
+  }
   const transcript: Transcript = {
     clusterId: context.clusterId,
     dialer: context.self,
     listener: context.peer,
     listenerNonce: challenge.nonce,
     dialerNonce: context.nonce,
+    listenerSettings: challenge.settings,
+    dialerSettings: context.settings,
   };
   const hello: Hello = {
     kind: 'hello',
@@ -251,6 +288,7 @@ export function answerChallenge(message: unknown, context: DialerContext): Chall
     from: context.self,
     to: context.peer,
     clusterId: context.clusterId,
+    settings: context.settings,
     nonce: context.nonce,
     proof: handshakeProof(context.secret, 'dialer', transcript),
   };
@@ -321,7 +359,8 @@ function challengeShape(message: unknown): Shape<Challenge> {
   const outer = envelope(message, 'challenge');
   if ('refusal' in outer) return outer;
   const fields = outer.value;
-  const problem = nameProblem(fields, 'from') ?? nameProblem(fields, 'clusterId') ?? bytesProblem(fields, 'nonce', HANDSHAKE_NONCE_BYTES);
+  const problem =
+    nameProblem(fields, 'from') ?? nameProblem(fields, 'clusterId') ?? settingsProblem(fields) ?? bytesProblem(fields, 'nonce', HANDSHAKE_NONCE_BYTES);
   if (problem !== null) return { refusal: { kind: 'malformed', detail: problem } };
   return { value: fields as unknown as Challenge };
 }
@@ -334,6 +373,7 @@ function helloShape(message: unknown): Shape<Hello> {
     nameProblem(fields, 'from') ??
     nameProblem(fields, 'to') ??
     nameProblem(fields, 'clusterId') ??
+    settingsProblem(fields) ??
     bytesProblem(fields, 'nonce', HANDSHAKE_NONCE_BYTES) ??
     bytesProblem(fields, 'proof', HANDSHAKE_PROOF_BYTES);
   if (problem !== null) return { refusal: { kind: 'malformed', detail: problem } };
@@ -353,6 +393,14 @@ function nameProblem(fields: Record<string, unknown>, key: string): string | nul
   const value = fields[key];
   if (typeof value !== 'string' || value.length === 0 || value.length > HANDSHAKE_NAME_CHARS_MAX) {
     return `${key} is not a name of 1 to ${HANDSHAKE_NAME_CHARS_MAX} characters`;
+  }
+  return null;
+}
+
+function settingsProblem(fields: Record<string, unknown>): string | null {
+  const value = fields.settings;
+  if (typeof value !== 'string' || value.length > HANDSHAKE_SETTINGS_CHARS_MAX) {
+    return `settings is not a string of at most ${HANDSHAKE_SETTINGS_CHARS_MAX} characters`;
   }
   return null;
 }

@@ -33,6 +33,8 @@ export interface PeerListenerOptions {
   /** Where to accept the peers' connections. Port 0 picks a free port. */
   listen: { host: string; port: number };
   clusterId: string;
+  /** What every node must run with alike (see handshake.ts). */
+  settings: string;
   secret: Buffer;
   /** Mutual TLS credentials, or null for plain TCP. */
   tls: PeerTls | null;
@@ -198,8 +200,8 @@ export class PeerListener {
     socket.on('data', (chunk: Buffer) => this.onInboundData(connection, chunk));
     socket.on('error', (error) => this.options.log.debug?.('peer inbound error', { ...this.nameOf(connection), error: error.message }));
     socket.on('close', () => this.forgetInbound(connection));
-    const { self, clusterId } = this.options;
-    socket.write(encodeFrame(challengeMessage({ self, clusterId, nonce: connection.nonce })));
+    const { self, clusterId, settings } = this.options;
+    socket.write(encodeFrame(challengeMessage({ self, clusterId, settings, nonce: connection.nonce })));
   }
 
   private onInboundData(connection: Inbound, chunk: Buffer): void {
@@ -223,6 +225,7 @@ export class PeerListener {
     const outcome = checkHello(message, {
       self: this.options.self,
       clusterId: this.options.clusterId,
+      settings: this.options.settings,
       secret: this.options.secret,
       peers: this.options.peers,
       nonce: connection.nonce,

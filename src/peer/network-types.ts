@@ -35,6 +35,11 @@ export interface PeerNetworkOptions {
   secret: Buffer;
   /** Names the cluster; a peer naming another cluster is refused at the handshake. */
   clusterId: string;
+  /**
+   * What every node must run with alike, as one line (the controller's mode and read-lease
+   * timing); a peer with other settings is refused at the handshake. Default '' (nothing named).
+   */
+  settings?: string;
   /** Mutual TLS on the peer port (PEM contents); null or absent: plain TCP. */
   tls?: PeerTls | null;
   heartbeatIntervalMs: number;

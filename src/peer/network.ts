@@ -102,11 +102,13 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       memoryReportsRefused: 0,
     };
     const { self, clusterId, secret, log } = options;
+    const settings = options.settings ?? '';
     const refuse = (refusal: HandshakeRefusal, where: Record<string, unknown>): void => this.refuse(refusal, where);
     this.listener = new PeerListener({
       self,
       listen: options.listen,
       clusterId,
+      settings,
       secret,
       tls: options.tls ?? null,
       peers: this.peerIds,
@@ -122,6 +124,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.dialer = new PeerDialer({
       self,
       clusterId,
+      settings,
       secret,
       tls: options.tls ?? null,
       handshakeTimeoutMs,

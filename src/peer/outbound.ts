@@ -32,6 +32,8 @@ import type { PeerAddress, PeerLog, PeerNetworkCounters } from './network-types.
 export interface PeerDialerOptions {
   self: PeerId;
   clusterId: string;
+  /** What every node must run with alike (see handshake.ts). */
+  settings: string;
   secret: Buffer;
   /** Mutual TLS credentials, or null for plain TCP. */
   tls: PeerTls | null;
@@ -210,6 +212,7 @@ export class PeerDialer {
       self: this.options.self,
       peer: outbound.address.id,
       clusterId: this.options.clusterId,
+      settings: this.options.settings,
       secret: this.options.secret,
       nonce: outbound.nonce,
     });

@@ -152,8 +152,11 @@ export class HostilePeer {
   static async impersonate(options: { port: number; self: string; to: string; clusterId: string; secret: Buffer }): Promise<HostilePeer> {
     const peer = new HostilePeer(options.port);
     const challenge = await peer.frame(0);
+    // Holding the secret, it can claim whatever settings the controller announces.
+    const settings = (challenge as { settings?: unknown }).settings;
     const outcome = answerChallenge(challenge, {
-      self: options.self, peer: options.to, clusterId: options.clusterId, secret: options.secret, nonce: randomBytes(32),
+      self: options.self, peer: options.to, clusterId: options.clusterId, settings: typeof settings === 'string' ? settings : '',
+      secret: options.secret, nonce: randomBytes(32),
     });
     if (outcome.kind !== 'answered') throw new Error(`challenge refused: ${outcome.refusal.kind}`);
     peer.socket.write(encodeFrame(outcome.hello));
