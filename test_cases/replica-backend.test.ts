@@ -125,6 +125,34 @@ describe('Replica ordering', () => {
     expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['after']);
   });
 
+  it('puts overwrites issued behind a reset (a state transfer) as one batch once the reset is done', async () => {
+    const calls: string[] = [];
+    class CountingBackend extends JitteryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        calls.push(`set ${key}`);
+        return super.set(key, stored);
+      }
+      override async setMany(entries: readonly KeyedPair[]): Promise<void> {
+        calls.push(`setMany ${entries.length}`);
+        return super.setMany(entries);
+      }
+      override async flush(): Promise<void> {
+        calls.push('flush');
+        return super.flush();
+      }
+    }
+    const replica = new Replica(new CountingBackend(seeded(5)), { tombstones: false });
+    await replica.apply(setOp('k0', 'old'), { cas: 1n, nowMs: NOW });
+    const reset = replica.reset();
+    const transferred = Array.from({ length: 500 }, (_, index): [string, Entry] => [`k${index}`, entry(`v${index}`, BigInt(10 + index))]);
+    const put = replica.put(transferred, 'overwrite');
+    const later = replica.apply(setOp('k0', 'newest'), { cas: 1000n, nowMs: NOW });
+    await Promise.all([reset, put, later]);
+    expect(calls.slice(1)).toEqual(['flush', 'setMany 500', 'set k0']);
+    expect(values(await replica.read(getOp('k0', 'k499'), NOW))).toEqual([['k0', 'newest'], ['k499', 'v499']]);
+    expect(replica.keyCount()).toBe(500);
+  });
+
   it('refuses, after a reset is acknowledged, the calls that were issued before it', async () => {
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => (release = resolve));
