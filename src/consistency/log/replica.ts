@@ -88,6 +88,7 @@ export class ReplicaRepair {
     this.core.replicaEmptied ||= emptied;
     this.compaction.forget();
     this.transfer.forgetPuts();
+    this.transfer.forgetOutgoing();
     this.core.replayUntilIndex = 0;
     if (this.core.log.snapshotIndex > 0) this.core.setReplicaTrusted(false);
     this.core.caughtUp = false;

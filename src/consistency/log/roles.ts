@@ -207,6 +207,8 @@ export class Roles {
         return this.transfer.onTransferRequest(from, message);
       case 'transfer_chunk':
         return this.transfer.onTransferChunk(from, message);
+      case 'transfer_ack':
+        return this.transfer.onTransferAck(from, message);
       case 'recover':
         return this.recovery.onRecover(from, message, () => this.progress.peerRestarted(from));
       case 'recover_reply':

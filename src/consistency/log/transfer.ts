@@ -4,10 +4,13 @@
  * follower its leader, a leader its peers in turn); the sender fetches its replica as of its
  * applied index (effects are ordered, so the fetch sees exactly that) and sends it in chunks with
  * the asker's writes it already holds; the receiver resets its replica, puts the chunks and
- * continues the log after the transfer's index.
+ * continues the log after the transfer's index. The chunks leave a window at a time: the receiver
+ * acks what it holds, and the sender keeps at most TRANSFER_WINDOW_BYTES unacked, so a replica of
+ * any size passes through a peer connection's bounded send queue instead of overflowing it. While
+ * a transfer to a peer makes progress, its asks start no other.
  *
- * Owns: the transfers being sent and the one being received, when each peer asked for one we
- * could not serve, the schedule of our own asks, and the transfer's puts not yet completed.
+ * Owns: the transfers being fetched, sent and received, when each peer asked for one we could not
+ * serve, the schedule of our own asks, and the transfer's puts not yet completed.
  * Invariants: a follower installs transfers only from its leader, of this term, not older than
  * the leader's replica epoch it has seen; a leader only while it waits for one (see
  * onTransferChunk); a transfer never contradicts a committed entry, and names the start-over its
@@ -21,6 +24,29 @@ import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
 import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } from './types.ts';
+
+/** Chunk bytes a sender keeps sent and not yet acked (beyond one chunk, which may be larger). */
+export const TRANSFER_WINDOW_BYTES = 4 * 1024 * 1024;
+/**
+ * A transfer whose receiver acked nothing for a failure timeout (it acks every chunk, and asks
+ * again only after one) is given up: its next ask starts another, as after a restart it must. A
+ * fetch of the replica for one (which may read much of memcached) gets this many.
+ */
+const TRANSFER_FETCH_FAILURE_TIMEOUTS = 5;
+
+/** A transfer being sent: its chunks, how many left, how many the receiver holds. */
+interface OutgoingTransfer {
+  transferId: number;
+  term: number;
+  header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
+  committedForwards: CommittedForward[];
+  chunks: KeyedEntry[][];
+  chunkBytes: number[];
+  sent: number;
+  acked: number;
+  /** When it started or the receiver last acked more. */
+  progressMs: number;
+}
 
 interface IncomingTransfer {
   from: PeerId;
@@ -54,10 +80,13 @@ export class StateTransfer {
   private readonly askedMs = new Map<PeerId, number>();
   private nextTransferRequestMs = 0;
   private transferTarget = 0;
+  /** Fetches of our replica for a transfer, by store token. */
   private readonly outgoingTransfers = new Map<
     number,
-    { to: PeerId; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number }
+    { to: PeerId; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number; startedMs: number }
   >();
+  /** The transfer being sent to each peer. */
+  private readonly sending = new Map<PeerId, OutgoingTransfer>();
   private incoming: IncomingTransfer | null = null;
 
   constructor(
@@ -75,6 +104,12 @@ export class StateTransfer {
   /** The replica is reset or replayed: the puts in flight no longer decide whether it is trusted. */
   forgetPuts(): void {
     this.putsPending.clear();
+  }
+
+  /** Our replica is lost: transfers of it fetched or sent under its old epoch are of no use now. */
+  forgetOutgoing(): void {
+    this.outgoingTransfers.clear();
+    this.sending.clear();
   }
 
   /** A new leader (this node): asks counted in an earlier term do not count in this one. */
@@ -162,29 +197,49 @@ export class StateTransfer {
     this.core.persistSnapshot();
   }
 
-  /** Fetch the whole replica as of the applied index; effects are ordered, so it sees exactly that. */
+  /**
+   * Fetch the whole replica as of the applied index (effects are ordered, so it sees exactly that)
+   * to send it to `to`; true also while a transfer to `to` is fetched, or sent and acked lately.
+   */
   start(to: PeerId, minIndex: number): boolean {
     if (!this.core.replicaValid || this.core.appliedIndex < minIndex || this.core.appliedIndex === 0) return false;
     if (this.core.appliedIndex < this.core.replayUntilIndex) return false;
+    if (this.serving(to)) return true;
     const indexTerm = this.core.log.termAt(this.core.appliedIndex);
     assert(indexTerm !== null);
     const token = this.core.nextStoreToken();
-    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex } = this.core;
-    this.outgoingTransfers.set(token, { to, index, indexTerm, replicaEpoch, startOverIndex });
+    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, nowMs: startedMs } = this.core;
+    this.outgoingTransfers.set(token, { to, index, indexTerm, replicaEpoch, startOverIndex, startedMs });
     this.core.out.push({ kind: 'fetch', token, keys: null });
     return true;
+  }
+
+  /** Is a transfer to `to` fetched, or sent in this term and acked lately? (A stalled one is dropped.) */
+  private serving(to: PeerId): boolean {
+    const { nowMs, failureTimeoutMs } = this.core;
+    for (const [token, fetch] of this.outgoingTransfers) {
+      if (fetch.to !== to) continue;
+      if (nowMs - fetch.startedMs < TRANSFER_FETCH_FAILURE_TIMEOUTS * failureTimeoutMs) return true;
+      this.outgoingTransfers.delete(token);
+    }
+    const sending = this.sending.get(to);
+    if (sending === undefined) return false;
+    if (sending.term === this.core.term && nowMs - sending.progressMs < failureTimeoutMs) return true;
+    this.sending.delete(to);
+    return false;
   }
 
   onFetched(token: number, entries: KeyedEntry[]): void {
     const transfer = this.outgoingTransfers.get(token);
     if (transfer === undefined) return;
     this.outgoingTransfers.delete(token);
-    const chunks = this.transferChunks(entries);
+    const { chunks, chunkBytes } = this.transferChunks(entries);
     const chunkCount = chunks.length;
     this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
-    const committedForwards = this.forwardsCommittedThrough(transfer.to, transfer);
-    for (const [chunkNumber, chunk] of chunks.entries()) {
-      this.core.send(transfer.to, {
+    const outgoing: OutgoingTransfer = {
+      transferId: token,
+      term: this.core.term,
+      header: {
         kind: 'transfer_chunk',
         term: this.core.term,
         replicaEpoch: transfer.replicaEpoch,
@@ -192,25 +247,71 @@ export class StateTransfer {
         transferId: token,
         index: transfer.index,
         indexTerm: transfer.indexTerm,
-        chunkNumber,
         chunkCount,
-        entries: chunk,
-        ...(chunkNumber === 0 ? { committedForwards } : {}),
+      },
+      committedForwards: this.forwardsCommittedThrough(transfer.to, transfer),
+      chunks,
+      chunkBytes,
+      sent: 0,
+      acked: 0,
+      progressMs: this.core.nowMs,
+    };
+    this.sending.set(transfer.to, outgoing);
+    this.sendWindow(transfer.to, outgoing);
+  }
+
+  /** The receiver holds `received` chunks of transfer `transferId`: send on, or forget a finished one. */
+  onTransferAck(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_ack' }>): void {
+    const outgoing = this.sending.get(from);
+    if (outgoing === undefined || outgoing.transferId !== message.transferId || message.term !== outgoing.term) return;
+    if (message.received <= outgoing.acked) return;
+    outgoing.acked = Math.min(message.received, outgoing.sent);
+    outgoing.progressMs = this.core.nowMs;
+    if (outgoing.acked === outgoing.chunks.length) {
+      this.sending.delete(from);
+      return;
+    }
+    this.sendWindow(from, outgoing);
+  }
+
+  /** Sends the next chunks while those unacked stay within TRANSFER_WINDOW_BYTES (one at least). */
+  private sendWindow(to: PeerId, outgoing: OutgoingTransfer): void {
+    if (outgoing.term !== this.core.term) {
+      this.sending.delete(to);
+      return;
+    }
+    let unackedBytes = 0;
+    for (let chunk = outgoing.acked; chunk < outgoing.sent; chunk += 1) unackedBytes += itemAt(outgoing.chunkBytes, chunk);
+    while (outgoing.sent < outgoing.chunks.length) {
+      const bytes = itemAt(outgoing.chunkBytes, outgoing.sent);
+      if (outgoing.sent > outgoing.acked && unackedBytes + bytes > TRANSFER_WINDOW_BYTES) break;
+      const chunkNumber = outgoing.sent;
+      this.core.send(to, {
+        ...outgoing.header,
+        chunkNumber,
+        entries: itemAt(outgoing.chunks, chunkNumber),
+        ...(chunkNumber === 0 ? { committedForwards: outgoing.committedForwards } : {}),
       });
+      outgoing.sent += 1;
+      unackedBytes += bytes;
     }
   }
 
   /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
-  private transferChunks(entries: readonly KeyedEntry[]): KeyedEntry[][] {
+  private transferChunks(entries: readonly KeyedEntry[]): { chunks: KeyedEntry[][]; chunkBytes: number[] } {
     const chunks: KeyedEntry[][] = [];
+    const chunkBytes: number[] = [];
     const limits = { countMax: this.core.tuning.transferChunkEntriesMax, bytesMax: this.core.tuning.batchBytesMax };
     let start = 0;
     while (start < entries.length) {
       const count = batchCount((at) => keyedEntryBytes(itemAt(entries, start + at)), entries.length - start, limits);
-      chunks.push(entries.slice(start, start + count));
+      const chunk = entries.slice(start, start + count);
+      chunks.push(chunk);
+      chunkBytes.push(chunk.reduce((sum, entry) => sum + keyedEntryBytes(entry), 0));
       start += count;
     }
-    return chunks.length === 0 ? [[]] : chunks;
+    if (chunks.length === 0) return { chunks: [[]], chunkBytes: [0] };
+    return { chunks, chunkBytes };
   }
 
   /**
@@ -271,10 +372,13 @@ export class StateTransfer {
       };
       this.incoming = incoming;
     }
-    if (incoming.chunks[message.chunkNumber] !== undefined) return;
-    incoming.chunks[message.chunkNumber] = message.entries;
-    if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
-    incoming.received += 1;
+    if (incoming.chunks[message.chunkNumber] === undefined) {
+      incoming.chunks[message.chunkNumber] = message.entries;
+      if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
+      incoming.received += 1;
+    }
+    // What we hold lets the sender send on (see TRANSFER_WINDOW_BYTES).
+    this.core.send(from, { kind: 'transfer_ack', term: this.core.term, transferId: incoming.transferId, received: incoming.received });
     if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
   }
 

@@ -167,7 +167,9 @@ export type LogMessage =
       chunkCount: number;
       entries: KeyedEntry[];
       committedForwards?: CommittedForward[];
-    };
+    }
+  /** The receiver of transfer `transferId` holds `received` of its chunks: the sender may send on. */
+  | { kind: 'transfer_ack'; term: number; transferId: number; received: number };
 
 export type LogMessageKind = LogMessage['kind'];
 

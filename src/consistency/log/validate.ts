@@ -204,6 +204,10 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
         : 'transfer_request: bad fields';
     case 'transfer_chunk':
       return transferChunkProblem(value, limits);
+    case 'transfer_ack':
+      return isCount(value.transferId) && isCount(value.received) && (value.received as number) <= limits.chunkCountMax
+        ? null
+        : 'transfer_ack: bad fields';
     case 'recover':
       return isCount(value.nonce) ? null : 'recover: bad fields';
     case 'recover_reply':

@@ -1,0 +1,79 @@
+/**
+ * A state transfer of a replica larger than a peer connection queues (its send queue holds 16 MiB,
+ * and drops beyond): the sender keeps at most TRANSFER_WINDOW_BYTES of chunks unacked, sends on as
+ * the receiver acks what it holds, serves one transfer per peer while it progresses, and gives up a
+ * stalled one when the receiver asks again. Driven by hand through one machine on each side.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { TRANSFER_WINDOW_BYTES } from '../src/consistency/log/transfer.ts';
+import { keyedEntryBytes, type LogMessage } from '../src/consistency/log/types.ts';
+import type { Effect, KeyedEntry } from '../src/consistency/types.ts';
+import { FAILURE_TIMEOUT_MS, N1, N2, Node, chunk, heartbeat, snapshot, startedOverLeader, chunksSent } from './support/transfer-kit.ts';
+
+type Chunk = Extract<LogMessage, { kind: 'transfer_chunk' }>;
+
+const ask: LogMessage = { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 };
+const kib = Buffer.alloc(1024, 7);
+/** About 20 MiB of replica: more than a peer connection's send queue holds. */
+const replica: KeyedEntry[] = Array.from({ length: 20_000 }, (_, i) => [`key:${String(i).padStart(5, '0')}`, { value: kib, flags: 0, expiresAtMs: 0, cas: BigInt(i + 1) }]);
+
+const fetchToken = (effects: Effect<LogMessage>[]): number | null => {
+  const fetch = effects.find((effect) => effect.kind === 'fetch' && effect.keys === null);
+  return fetch === undefined ? null : (fetch as { token: number }).token;
+};
+
+const chunkBytes = (sent: readonly Chunk[]): number =>
+  sent.reduce((sum, each) => sum + each.entries.reduce((bytes, entry) => bytes + keyedEntryBytes(entry), 0), 0);
+
+/** A leader with a replica to serve, asked by N2 for a transfer: the chunks its fetch lets it send first. */
+function servingLeader(): { leader: Node; token: number; first: Chunk[] } {
+  const leader = startedOverLeader();
+  leader.step(0, { kind: 'applied', token: 1 });
+  const token = fetchToken(leader.receive(5, N2, ask));
+  if (token === null) throw new Error('no fetch for the transfer');
+  return { leader, token, first: chunksSent(leader.step(1, { kind: 'fetched', token, entries: replica })) };
+}
+
+describe('state transfer window', () => {
+  it('sends a window of chunks at a time, on as the receiver acks, each chunk once and in order', () => {
+    const { leader, token, first } = servingLeader();
+    const chunkCount = first[0]?.chunkCount ?? 0;
+    expect(chunkCount * 256 * 1024).toBeGreaterThan(TRANSFER_WINDOW_BYTES * 3);
+    expect(first.length).toBeGreaterThan(1);
+    expect(chunkBytes(first)).toBeLessThanOrEqual(TRANSFER_WINDOW_BYTES);
+    const sent = [...first];
+    while (sent.length < chunkCount) {
+      const received = sent.length - 2; // the receiver is two chunks behind
+      const more = chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token, received }));
+      expect(more.length).toBeGreaterThan(0);
+      sent.push(...more);
+      expect(chunkBytes(sent.slice(received))).toBeLessThanOrEqual(TRANSFER_WINDOW_BYTES);
+    }
+    expect(sent.map((each) => each.chunkNumber)).toEqual(Array.from({ length: chunkCount }, (_, i) => i));
+    expect(sent.flatMap((each) => each.entries.map(([key]) => key))).toEqual(replica.map(([key]) => key));
+    // Acks of another transfer, or repeated ones, send nothing.
+    expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token + 1, received: chunkCount }))).toEqual([]);
+    expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token, received: 1 }))).toEqual([]);
+  });
+
+  it('serves one transfer per peer while it progresses, and another once it stalled a failure timeout', () => {
+    const { leader, token } = servingLeader();
+    // Asked again while acks come: no second fetch.
+    leader.receive(FAILURE_TIMEOUT_MS / 2, N2, { kind: 'transfer_ack', term: 2, transferId: token, received: 1 });
+    expect(fetchToken(leader.receive(FAILURE_TIMEOUT_MS / 2, N2, ask))).toBeNull();
+    // No ack for a failure timeout (the receiver restarted, say): its next ask starts a new transfer.
+    expect(fetchToken(leader.receive(FAILURE_TIMEOUT_MS, N2, ask))).not.toBeNull();
+  });
+
+  it('the receiver acks every chunk it holds, a repeated one too', () => {
+    const follower = new Node(N2, [snapshot(2, N1)]);
+    follower.receive(0, N1, heartbeat(1, 0));
+    const acks = (effects: Effect<LogMessage>[]): unknown[] =>
+      effects.flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'transfer_ack' ? [effect.message] : []));
+    const twoChunks = (chunkNumber: number): LogMessage => ({ ...(chunk(10, 0) as Chunk), chunkNumber, chunkCount: 2 });
+    expect(acks(follower.receive(5, N1, twoChunks(0)))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 1 }]);
+    expect(acks(follower.receive(5, N1, twoChunks(0)))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 1 }]);
+    expect(acks(follower.receive(5, N1, twoChunks(1)))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 2 }]);
+  });
+});
