@@ -280,6 +280,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private onTick(): void {
     this.requests.expire();
     this.transfer.requestIfDue();
+    this.transfer.dropStalled();
     this.roles.handlers().tick();
   }
 

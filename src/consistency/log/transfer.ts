@@ -214,6 +214,11 @@ export class StateTransfer {
     return true;
   }
 
+  /** Forgets the transfers nobody acked for a failure timeout, and what they hold (a whole replica each). */
+  dropStalled(): void {
+    for (const peer of [...this.sending.keys()]) this.serving(peer);
+  }
+
   /** Is a transfer to `to` fetched, or sent in this term and acked lately? (A stalled one is dropped.) */
   private serving(to: PeerId): boolean {
     const { nowMs, failureTimeoutMs } = this.core;
