@@ -1,12 +1,14 @@
 /**
  * The causal sender's chain to one peer (src/consistency/causal/outbox.ts): its byte bound counts
  * what is queued now, so entries a purge drops stop counting, and only a chain that really holds
- * more than pendingBytesMax is given up for a snapshot; and it tells when a snapshot not yet
- * acknowledged would be sent again holding stale entries.
+ * more than pendingBytesMax is given up for a snapshot; it tells when a snapshot not yet
+ * acknowledged would be sent again holding stale entries; and a batch in parts (a snapshot larger
+ * than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more as the peer acks parts.
  */
 
 import { describe, expect, it } from 'vitest';
-import { Outbox } from '../src/consistency/causal/outbox.ts';
+import { Outbox, PART_WINDOW_BYTES } from '../src/consistency/causal/outbox.ts';
+import type { CausalMessage } from '../src/consistency/causal/messages.ts';
 import type { KeyedEntry } from '../src/store/types.ts';
 
 const LIMITS = { windowBatchesMax: 8, ackTimeoutMs: 1000, batchEntriesMax: 100, batchBytesMax: 1 << 20, pendingBytesMax: 1500 };
@@ -76,5 +78,36 @@ describe('the causal outbox', () => {
     outbox.onSnapshotFetched(7, { to: 5n, deps: [5n, 0n, 0n], entries: entries('a', 2, 3n) }, 0);
     expect(outbox.sendsStale(999, ([key]) => key === 'a1')).toBe(false);
     expect(outbox.sendsStale(1000, ([key]) => key === 'a1')).toBe(true);
+  });
+
+  it('sends a batch in parts a window at a time, on as the peer acks parts, and from its first part after the ack timeout', () => {
+    const outbox = new Outbox({ ...LIMITS, batchEntriesMax: 256, batchBytesMax: 512 * 1024, pendingBytesMax: 1 << 30 });
+    outbox.startSnapshot(5n, 9);
+    // About 24 MiB: more than a peer connection's send queue holds (16 MiB).
+    const replica: KeyedEntry[] = Array.from({ length: 24_000 }, (_, index): KeyedEntry => [
+      `k${index}`, { value: Buffer.alloc(1000, 1), flags: 0, expiresAtMs: 0, cas: 5n },
+    ]);
+    outbox.onSnapshotFetched(9, { to: 5n, deps: [5n, 0n, 0n], entries: replica }, 0);
+    type Part = Extract<CausalMessage, { kind: 'batch' }>;
+    const bytesOf = (parts: readonly Part[]): number => parts.reduce((sum, part) => sum + part.entries.length * 1000, 0);
+    const first = outbox.takeDue(0) as Part[];
+    const partCount = first[0]?.parts ?? 0;
+    expect(partCount).toBeGreaterThan(40);
+    expect(first.length).toBeGreaterThan(1);
+    expect(bytesOf(first)).toBeLessThanOrEqual(PART_WINDOW_BYTES);
+    expect(outbox.takeDue(10)).toEqual([]); // nothing more until the peer acks
+    const sent = [...first];
+    for (let nowMs = 20; sent.length < partCount; nowMs += 10) {
+      outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: sent.length - 1 }, nowMs);
+      const more = outbox.takeDue(nowMs) as Part[];
+      expect(more.length).toBeGreaterThan(0);
+      sent.push(...more);
+    }
+    expect(sent.map((part) => part.part)).toEqual(Array.from({ length: partCount }, (_, index) => index));
+    expect(sent.flatMap((part) => part.entries.map(([key]) => key))).toEqual(replica.map(([key]) => key));
+    // No ack for the ack timeout: sent again from its first part.
+    const again = outbox.takeDue(20 * partCount + LIMITS.ackTimeoutMs) as Part[];
+    expect(again[0]?.part).toBe(0);
+    expect(bytesOf(again)).toBeLessThanOrEqual(PART_WINDOW_BYTES);
   });
 });

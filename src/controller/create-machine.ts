@@ -18,7 +18,7 @@ const LOG_PRIORITY_KINDS: ReadonlySet<LogMessage['kind']> = new Set([
   'pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append_reply', 'ping', 'pong', 'read_index', 'read_index_reply', 'transfer_ack',
 ] as const);
 const EVENTUAL_PRIORITY_KINDS: ReadonlySet<EventualMessage['kind']> = new Set(['push_ack'] as const);
-const CAUSAL_PRIORITY_KINDS: ReadonlySet<CausalMessage['kind']> = new Set(['batch_ack', 'visible'] as const);
+const CAUSAL_PRIORITY_KINDS: ReadonlySet<CausalMessage['kind']> = new Set(['batch_ack', 'part_ack', 'visible'] as const);
 
 /** The message kinds of `mode` that go in the peer network's priority lane. */
 export function priorityKinds(mode: Mode): ReadonlySet<string> {

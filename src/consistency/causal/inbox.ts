@@ -34,6 +34,11 @@ export class Inbox {
     private readonly self: number,
   ) {}
 
+  /** Parts held of the batch being assembled. */
+  get assembledParts(): number {
+    return this.assembling?.received ?? 0;
+  }
+
   /** Batches parked. */
   get parkedCount(): number {
     return this.parked.size;

@@ -259,6 +259,10 @@ export class CausalMachine implements Machine<CausalMessage> {
       case 'batch_ack':
         this.onBatchAck(from, message, out);
         break;
+      case 'part_ack':
+        this.outbox(from).onPartAck(message, this.core.nowMs);
+        this.sendNext(from, out);
+        break;
       case 'visible':
         this.onVisible(from, message.visible, out);
         break;

@@ -81,7 +81,14 @@ export class Merging {
     }
     // A snapshot on its way is what an ask for lost writes waits for (askForLostWrites).
     if (message.snapshot && this.owedSnapshots.has(from)) this.owedSnapshots.set(from, core.nowMs);
-    const batch = this.inbox(from).assemble(message);
+    const inbox = this.inbox(from);
+    const batch = inbox.assemble(message);
+    if (message.parts > 1) {
+      // What we hold lets the sender send on (see outbox.ts's PART_WINDOW_BYTES).
+      const received = batch === null ? inbox.assembledParts : message.parts;
+      const { snapshot, to, parts } = message;
+      out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received } });
+    }
     if (batch !== null) this.onBatch(from, batch, out);
   }
 

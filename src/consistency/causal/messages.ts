@@ -46,6 +46,11 @@ export type CausalMessage =
    * long for another node's writes): send a snapshot next.
    */
   | { kind: 'batch_ack'; to: bigint; visible: VersionVector; resync: boolean }
+  /**
+   * The receiver holds `received` of the `parts` of the batch (snapshot or not) ending at `to`: the
+   * sender may send on (it keeps at most PART_WINDOW_BYTES of a batch's parts unacknowledged).
+   */
+  | { kind: 'part_ack'; snapshot: boolean; to: bigint; parts: number; received: number }
   /** The sender's visible vector, now and then: how every node learns what is stable. */
   | { kind: 'visible'; visible: VersionVector };
 
@@ -101,6 +106,11 @@ export function causalMessageProblem(value: unknown, limits: CausalMessageLimits
           Array.isArray(item) && item.length === 2 && isValidKey(item[0], limits.keyBytesMax) && isEntry(item[1], limits),
       );
       return ok ? null : 'batch: bad entry';
+    }
+    case 'part_ack': {
+      const { parts, received } = value;
+      if (typeof value.snapshot !== 'boolean' || !isU64(value.to)) return 'part_ack: bad range';
+      return isCount(parts) && isCount(received) && parts <= limits.partsMax && received <= parts ? null : 'part_ack: bad counts';
     }
     case 'batch_ack':
       if (!isU64(value.to) || typeof value.resync !== 'boolean') return 'batch_ack: bad fields';

@@ -1,6 +1,9 @@
 /**
  * Our chain to one peer in causal mode, the sender's half of ./messages.ts: the batches queued
  * for the peer until it acknowledges them, sent a window at a time and again after ackTimeoutMs.
+ * A batch in parts (a snapshot of a whole replica, say) leaves PART_WINDOW_BYTES of parts at a
+ * time, more as the peer acks the parts it holds, so it never overflows the peer connection's
+ * bounded send queue (which drops what it cannot hold).
  *
  * Owns: the queue, its bytes, what the peer acknowledged, how far the chain is covered, and the
  * snapshot being fetched. The machine decides when a snapshot is fetched, and with what deps.
@@ -21,12 +24,26 @@ export type OutboxLimits = Pick<
   'windowBatchesMax' | 'ackTimeoutMs' | 'batchEntriesMax' | 'batchBytesMax' | 'pendingBytesMax'
 >;
 
+/** Bytes of a batch's parts sent and not yet acknowledged by the peer (beyond one part, which may be larger). */
+export const PART_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/** A batch being sent in parts: the parts, how many left, how many the peer holds. */
+interface Sending {
+  parts: KeyedEntry[][];
+  partBytes: number[];
+  sent: number;
+  acked: number;
+}
+
+/** A queued batch: sentAtMs null, not sent yet; else when it was sent, or last acked a part. */
+type Queued = Batch & { queuedAtMs: number; sentAtMs: number | null; sending?: Sending };
+
 /** Our chain to one peer. */
 export class Outbox {
   /** What the peer acknowledged of our chain; null: unknown, a snapshot goes first. */
   private ackedTo: bigint | null = null;
-  /** Unacknowledged batches in chain order (a snapshot first, if any); sentAtMs null: not sent yet. */
-  private queue: Array<Batch & { queuedAtMs: number; sentAtMs: number | null }> = [];
+  /** Unacknowledged batches in chain order (a snapshot first, if any). */
+  private queue: Queued[] = [];
   /** Bytes of the queued entries. */
   private queueBytes = 0;
   /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
@@ -84,16 +101,41 @@ export class Outbox {
   takeDue(nowMs: number): CausalMessage[] {
     const messages: CausalMessage[] = [];
     for (const batch of this.queue.slice(0, this.limits.windowBatchesMax)) {
-      if (batch.sentAtMs !== null && nowMs - batch.sentAtMs < this.limits.ackTimeoutMs) continue;
-      batch.sentAtMs = nowMs;
-      const base = this.ackedTo ?? 0n;
-      const parts = splitEntries(batch.entries, this.limits.batchEntriesMax, this.limits.batchBytesMax);
-      parts.forEach((entries, part) => {
-        const { snapshot, prev, to, deps } = batch;
-        messages.push({ kind: 'batch', snapshot, base, prev, to, deps, part, parts: parts.length, entries });
-      });
+      if (batch.sentAtMs === null || nowMs - batch.sentAtMs >= this.limits.ackTimeoutMs) {
+        // (Again) from its first part: the peer acks at once what it holds already.
+        batch.sentAtMs = nowMs;
+        const parts = splitEntries(batch.entries, this.limits.batchEntriesMax, this.limits.batchBytesMax);
+        batch.sending = { parts, partBytes: parts.map(entriesBytes), sent: 0, acked: 0 };
+      }
+      if (batch.sending !== undefined) this.takeParts(batch, batch.sending, messages);
     }
     return messages;
+  }
+
+  /** The parts of `batch` its window allows now. */
+  private takeParts(batch: Queued, sending: Sending, messages: CausalMessage[]): void {
+    const base = this.ackedTo ?? 0n;
+    const { snapshot, prev, to, deps } = batch;
+    let unackedBytes = 0;
+    for (let part = sending.acked; part < sending.sent; part += 1) unackedBytes += sending.partBytes[part] ?? 0;
+    while (sending.sent < sending.parts.length) {
+      const bytes = sending.partBytes[sending.sent] ?? 0;
+      if (sending.sent > sending.acked && unackedBytes + bytes > PART_WINDOW_BYTES) break;
+      const part = sending.sent;
+      messages.push({ kind: 'batch', snapshot, base, prev, to, deps, part, parts: sending.parts.length, entries: sending.parts[part] ?? [] });
+      sending.sent += 1;
+      unackedBytes += bytes;
+    }
+  }
+
+  /** The peer holds `received` of the `parts` parts of the batch ending at `to`, at `nowMs`: its window moves on. */
+  onPartAck(ack: { snapshot: boolean; to: bigint; parts: number; received: number }, nowMs: number): void {
+    const batch = this.queue.find((each) => each.to === ack.to && each.snapshot === ack.snapshot);
+    const sending = batch?.sending;
+    if (batch === undefined || sending === undefined || sending.parts.length !== ack.parts || ack.received <= sending.acked) return;
+    sending.acked = Math.min(ack.received, sending.sent);
+    // Progress: the ack timeout counts from here.
+    batch.sentAtMs = nowMs;
   }
 
   /**
@@ -145,6 +187,8 @@ export class Outbox {
       if (kept.length === batch.entries.length) continue;
       this.queueBytes -= entriesBytes(batch.entries) - entriesBytes(kept);
       batch.entries = kept;
+      // Its parts are cut anew when it is next due.
+      batch.sending = undefined;
     }
   }
 
