@@ -15,7 +15,9 @@ import { describe, expect, it } from 'vitest';
 import type { LogMessage } from '../src/consistency/log/types.ts';
 import type { Op } from '../src/store/types.ts';
 import { asRequestId } from '../src/consistency/types.ts';
-import { FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, chunksSent, heartbeat, installed, snapshot, startedOverLeader } from './support/transfer-kit.ts';
+import {
+  FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, chunksSent, electedLeader, heartbeat, installed, snapshot, startedOverLeader,
+} from './support/transfer-kit.ts';
 
 const set: Op = { kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique: 0n };
 
@@ -40,15 +42,8 @@ describe('late state transfers', () => {
   });
 
   it('a leader that started over refuses a chunk a peer read before it lost its replica', () => {
-    const entries = Array.from({ length: 10 }, (_, i) => (
-      { term: 1, index: 11 + i, nowMs: 0, op: null, origin: N1, incarnation: 1, requestId: null }
-    ));
-    const leader = new Node(N1, [snapshot(1, null, entries)]);
-    leader.step(2 * FAILURE_TIMEOUT_MS + 1, { kind: 'tick', peersUp: [N2, N3] });
-    leader.receive(0, N2, { kind: 'pre_vote_reply', term: 2, granted: true });
-    leader.receive(0, N2, { kind: 'vote_reply', term: 2, granted: true });
+    const leader = electedLeader();
     expect(leader.machine.inspect().role).toBe('leader');
-    leader.step(5, { kind: 'tick', peersUp: [N2, N3] });
     const epoch = 1;
     leader.receive(20, N2, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: epoch });
     const startedOver = leader.receive(5, N3, { kind: 'transfer_request', term: 2, minIndex: 15, emptied: true, replicaEpoch: epoch });

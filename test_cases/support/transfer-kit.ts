@@ -73,8 +73,8 @@ export const chunksSent = (effects: Effect<LogMessage>[]): Array<Extract<LogMess
   effects.flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'transfer_chunk' ? [effect.message] : []));
 
 
-/** A leader of term 2 at snapshot 10 that started over there: both peers asked it for a transfer. */
-export function startedOverLeader(): Node {
+/** N1 elected leader of term 2 at snapshot 10, with entries 11 to 20 of term 1 and its replica lost. */
+export function electedLeader(): Node {
   const entries = Array.from({ length: 10 }, (_, i) => (
     { term: 1, index: 11 + i, nowMs: 0, op: null, origin: N1, incarnation: 1, requestId: null }
   ));
@@ -83,6 +83,12 @@ export function startedOverLeader(): Node {
   leader.receive(0, N2, { kind: 'pre_vote_reply', term: 2, granted: true });
   leader.receive(0, N2, { kind: 'vote_reply', term: 2, granted: true });
   leader.step(5, { kind: 'tick', peersUp: [N2, N3] });
+  return leader;
+}
+
+/** A leader of term 2 at snapshot 10 that started over there: both peers asked it for a transfer. */
+export function startedOverLeader(): Node {
+  const leader = electedLeader();
   leader.receive(20, N2, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 });
   leader.receive(5, N3, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 });
   return leader;
