@@ -125,7 +125,11 @@ describe('Replica ordering', () => {
     expect((await replica.fetch(null)).map(([key]) => key)).toEqual(['after']);
   });
 
-  it('puts overwrites issued behind a reset (a state transfer) as one batch once the reset is done', async () => {
+  it('puts entries issued behind a reset (a state transfer, a snapshot) as one batch once the reset is done', async () => {
+    for (const how of ['overwrite', 'merge'] as const) await putsBehindReset(how);
+  });
+
+  async function putsBehindReset(how: 'overwrite' | 'merge'): Promise<void> {
     const calls: string[] = [];
     class CountingBackend extends JitteryBackend {
       override async set(key: string, stored: Entry): Promise<void> {
@@ -145,13 +149,13 @@ describe('Replica ordering', () => {
     await replica.apply(setOp('k0', 'old'), { cas: 1n, nowMs: NOW });
     const reset = replica.reset();
     const transferred = Array.from({ length: 500 }, (_, index): [string, Entry] => [`k${index}`, entry(`v${index}`, BigInt(10 + index))]);
-    const put = replica.put(transferred, 'overwrite');
+    const put = replica.put(transferred, how);
     const later = replica.apply(setOp('k0', 'newest'), { cas: 1000n, nowMs: NOW });
     await Promise.all([reset, put, later]);
-    expect(calls.slice(1)).toEqual(['flush', 'setMany 500', 'set k0']);
+    expect(calls.slice(1), how).toEqual(['flush', 'setMany 500', 'set k0']);
     expect(values(await replica.read(getOp('k0', 'k499'), NOW))).toEqual([['k0', 'newest'], ['k499', 'v499']]);
     expect(replica.keyCount()).toBe(500);
-  });
+  }
 
   it('refuses, after a reset is acknowledged, the calls that were issued before it', async () => {
     let release: () => void = () => {};

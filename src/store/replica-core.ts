@@ -200,6 +200,22 @@ export class ReplicaCore {
     if (generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
   }
 
+  /**
+   * Merges one entry into each of distinct keys (see Replica.put): those the index can decide go in
+   * one backend call (`writeAll`), the others key by key.
+   */
+  async mergeAll(entries: readonly KeyedEntry[], joinCas: bigint | undefined): Promise<void> {
+    const decided: KeyedEntry[] = [];
+    const alone: Array<Promise<void>> = [];
+    for (const [key, entry] of entries) {
+      const known = this.knownCas(key, joinCas === undefined ? undefined : entry);
+      if (known === undefined) alone.push(this.#putOne(key, entry, 'merge', joinCas));
+      else if (known === null || known < entry.cas) decided.push([key, entry]);
+    }
+    if (decided.length > 0) alone.push(this.writeAll(decided));
+    await Promise.all(alone);
+  }
+
   /** Puts one key's entries, in order. */
   async putAll(key: string, list: readonly Entry[], how: 'merge' | 'overwrite', joinCas: bigint | undefined): Promise<void> {
     for (const entry of list) await this.#putOne(key, entry, how, joinCas);

@@ -216,10 +216,11 @@ export class Replica {
    * Writes entries; `merge` keeps, per key, whichever has the greater cas, or, given `joinCas`
    * (eventual and causal modes), their merge by ./counter.ts's `mergeEntries`. The common case (keys
    * distinct, idle, of known cas) goes in one batch: the winners are chosen now and written in one
-   * pipelined backend call, under one key-order registration. Overwrites of busy keys (a state
-   * transfer's, say, behind the reset before them) go as one batch too, once every earlier call on
-   * them is done: tens of thousands of keys would otherwise each start a call of their own in the
-   * same turn. A key that is repeated, or busy or of unknown cas in a merge, goes alone.
+   * pipelined backend call, under one key-order registration. Busy keys (a state transfer's or a
+   * snapshot's, say, behind the reset before them) go as one batch too, once every earlier call on
+   * them is done, and merges are decided then: tens of thousands of keys would otherwise each start
+   * a call of their own in the same turn. A key that is repeated, or idle and of unknown cas in a
+   * merge, goes alone.
    */
   async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite', joinCas?: bigint): Promise<void> {
     const byKey = new Map<string, Entry[]>();
@@ -235,24 +236,22 @@ export class Replica {
       const only = list.length === 1 ? list[0] : undefined;
       if (only !== undefined && this.#suspect === null) {
         if (!this.#order.idleKey(key)) {
-          if (how === 'overwrite') {
-            afterBusy.push([key, only]);
-            continue;
-          }
-        } else {
-          const known = how === 'overwrite' ? null : this.#core.knownCas(key, joinCas === undefined ? undefined : only);
-          if (known !== undefined) {
-            // A merge loses to what the replica holds already: nothing to write.
-            if (known === null || known < only.cas) batch.push([key, only]);
-            continue;
-          }
+          afterBusy.push([key, only]);
+          continue;
+        }
+        const known = how === 'overwrite' ? null : this.#core.knownCas(key, joinCas === undefined ? undefined : only);
+        if (known !== undefined) {
+          // A merge loses to what the replica holds already: nothing to write.
+          if (known === null || known < only.cas) batch.push([key, only]);
+          continue;
         }
       }
       calls.push(this.#order.single(key, this.#writing(() => this.#core.putAll(key, list, how, joinCas))));
     }
     if (batch.length > 0) calls.push(this.#order.runNow(batch.map(([key]) => key), this.#writing(() => this.#core.writeAll(batch))));
     if (afterBusy.length > 0) {
-      calls.push(this.#order.keyed(afterBusy.map(([key]) => key), this.#writing(() => this.#core.writeAll(afterBusy))));
+      const write = how === 'overwrite' ? () => this.#core.writeAll(afterBusy) : () => this.#core.mergeAll(afterBusy, joinCas);
+      calls.push(this.#order.keyed(afterBusy.map(([key]) => key), this.#writing(write)));
     }
     await Promise.all(calls);
   }
