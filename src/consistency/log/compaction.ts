@@ -24,9 +24,15 @@ export class Compaction {
   /** A fetch of the touched keys: once it returns, every apply up to `target` has completed. */
   private compactionFetch: { token: number; target: number } | null = null;
 
+  /**
+   * `transferFloor`: the lowest index a state transfer being sent was fetched at (Infinity: none):
+   * a leader keeps the entries after it, so its receiver continues from them once it installed it
+   * instead of needing another transfer.
+   */
   constructor(
     private readonly core: LogCore,
     private readonly progress: ProgressTracker,
+    private readonly transferFloor: () => number,
   ) {
     this.compactedForwards = new CompactedForwards(core.requestTimeoutMs(), core.tuning.queueDepthMax * core.peers.length);
   }
@@ -76,7 +82,7 @@ export class Compaction {
     let target = Math.min(applied, core.appliedIndex);
     if (target <= core.log.snapshotIndex || !core.replicaValid) return null;
     if (core.role === 'leader') {
-      target = this.progress.liveMatchFloor(target, core.nowMs);
+      target = Math.min(this.progress.liveMatchFloor(target, core.nowMs), this.transferFloor());
       if (target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2) return null;
     }
     return target;

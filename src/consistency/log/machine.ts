@@ -75,7 +75,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       awaitApply: (requestId, readIndex) => this.reads.awaitApply(requestId, readIndex),
     });
     this.reads = new ReadIndex(this, this.progress, this.requests);
-    this.compaction = new Compaction(this, this.progress);
+    this.compaction = new Compaction(this, this.progress, () => this.transfer.sendingFloor());
     this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests);
     this.replication = new Replication(
       this,

@@ -40,6 +40,7 @@ interface OutgoingTransfer {
   term: number;
   header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
   committedForwards: CommittedForward[];
+  /** Let go once every chunk is acked. */
   chunks: KeyedEntry[][];
   chunkBytes: number[];
   sent: number;
@@ -214,6 +215,17 @@ export class StateTransfer {
     return true;
   }
 
+  /**
+   * The lowest index of a transfer being fetched, sent, or installed and not yet followed by appends
+   * (Infinity: none): compaction keeps what follows it, so the receiver needs no second transfer.
+   */
+  sendingFloor(): number {
+    let floor = Number.POSITIVE_INFINITY;
+    for (const fetch of this.outgoingTransfers.values()) floor = Math.min(floor, fetch.index);
+    for (const sending of this.sending.values()) floor = Math.min(floor, sending.header.index);
+    return floor;
+  }
+
   /** Forgets the transfers nobody acked for a failure timeout, and what they hold (a whole replica each). */
   dropStalled(): void {
     for (const peer of [...this.sending.keys()]) this.serving(peer);
@@ -229,7 +241,16 @@ export class StateTransfer {
     }
     const sending = this.sending.get(to);
     if (sending === undefined) return false;
-    if (sending.term === this.core.term && nowMs - sending.progressMs < failureTimeoutMs) return true;
+    if (sending.term === this.core.term) {
+      const quietMs = nowMs - sending.progressMs;
+      if (sending.acked < sending.header.chunkCount) {
+        if (quietMs < failureTimeoutMs) return true;
+      } else if ((this.progress.get(to)?.matchIndex ?? 0) < sending.header.index
+        && quietMs < TRANSFER_FETCH_FAILURE_TIMEOUTS * failureTimeoutMs) {
+        // Installed, and kept (for its index: see sendingFloor) until the receiver acks appends past it.
+        return true;
+      }
+    }
     this.sending.delete(to);
     return false;
   }
@@ -272,11 +293,11 @@ export class StateTransfer {
     if (message.received <= outgoing.acked) return;
     outgoing.acked = Math.min(message.received, outgoing.sent);
     outgoing.progressMs = this.core.nowMs;
-    if (outgoing.acked === outgoing.chunks.length) {
-      this.sending.delete(from);
-      return;
-    }
-    this.sendWindow(from, outgoing);
+    if (outgoing.acked < outgoing.header.chunkCount) return this.sendWindow(from, outgoing);
+    // All acked: the replica is let go; the transfer is kept (see serving) until the receiver acks
+    // appends past its index, so that compaction keeps the entries it continues from.
+    outgoing.chunks = [];
+    outgoing.chunkBytes = [];
   }
 
   /** Sends the next chunks while those unacked stay within TRANSFER_WINDOW_BYTES (one at least). */
