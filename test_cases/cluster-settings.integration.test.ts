@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { eventually } from './support/fault-kit.ts';
 
 async function ask(port: number, command: string, verb: string): Promise<string[]> {
   return (await TextClient.requestOnce('127.0.0.1', port, `${command}\r\n`, verb, 10_000)).lines;
@@ -22,13 +23,7 @@ async function read(port: number, key: string): Promise<string | null> {
 
 /** What `key` reads through `port` once it is `expected`, polling for up to 5 s (another node may lag in sequential mode). */
 async function readEventually(port: number, key: string, expected: string): Promise<string | null> {
-  const deadline = Date.now() + 5_000;
-  let value = await read(port, key);
-  while (value !== expected && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    value = await read(port, key);
-  }
-  return value;
+  return (await eventually(() => read(port, key), (value) => value === expected, { timeoutMs: 5_000 })).value;
 }
 
 async function stat(port: number, name: string): Promise<string | undefined> {

@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { eventually } from './support/fault-kit.ts';
 
 const VALUE = 'v'.repeat(1024);
 
@@ -59,14 +60,9 @@ async function items(port: number): Promise<number> {
   return Number(lines.find((line) => line.startsWith('STAT curr_items '))?.slice('STAT curr_items '.length) ?? -1);
 }
 
-/** Polls `probe` every 200 ms until it holds, for at most `timeoutMs`; whether it did. */
+/** Polls `probe` every 200 ms until it holds (a failed probe does not), for at most `timeoutMs`; whether it did. */
 async function until(probe: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await probe().catch(() => false)) return true;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  return false;
+  return (await eventually(() => probe().catch(() => false), (held) => held, { timeoutMs, intervalMs: 200 })).ok;
 }
 
 async function role(port: number): Promise<string | undefined> {
