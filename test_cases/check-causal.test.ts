@@ -51,6 +51,13 @@ describe('causal checker: histories causal convergence allows', () => {
     ['a cas reads and writes at once', [[1, 'write', 'x', '1'], [2, 'cas', 'x', ['1', '2']], [2, 'read', 'x', '2'], [3, 'read', 'x', '2'], [3, 'read', 'y', null]]],
     ['an append read before the value it extends, elsewhere', [[1, 'write', 'x', 'a'], [1, 'append', 'x', '+b', true], [2, 'read', 'x', 'a+b'], [3, 'read', 'x', 'a']]],
     ['a cas that failed says nothing', [[1, 'write', 'x', '1'], [2, 'cas', 'x', ['5', '6'], false], [2, 'read', 'x', '1']]],
+    // A delete that found nothing wrote nothing: read as a write of "absent", it was arbitrated
+    // before x's write, which with y's concurrent writes made a false CyclicCF (found by 300-key runs).
+    ['a delete that found nothing, concurrent with the write of its key', [
+      [2, 'write', 'x', '1'], [2, 'write', 'z', '1'], [5, 'read', 'z', '1'], [5, 'write', 'y', '5'],
+      [4, 'write', 'y', '4'], [4, 'delete', 'x', null, false], [4, 'write', 'w', '4'],
+      [6, 'read', 'w', '4'], [6, 'read', 'x', '1'], [7, 'read', 'y', '5'], [7, 'read', 'y', '4'],
+    ]],
   ])('%s', (_name, steps) => {
     expect(check(steps)).toMatchObject({ verdict: 'ok' });
   });
@@ -72,6 +79,7 @@ describe('causal checker: one history per bad pattern', () => {
     ['WriteCOInitRead', [
       [1, 'write', 'x', '1'], [1, 'write', 'y', '1'], [2, 'read', 'y', '1'], [2, 'read', 'x', null],
     ]],
+    ['WriteCOInitRead', [[1, 'write', 'x', '1'], [2, 'read', 'x', '1'], [2, 'delete', 'x', null, false]]],
     ['WriteCORead', [
       [1, 'write', 'x', '1'], [2, 'read', 'x', '1'], [2, 'write', 'x', '2'], [3, 'read', 'x', '2'], [3, 'read', 'x', '1'],
     ]],

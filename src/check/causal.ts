@@ -10,9 +10,10 @@
  * key); CyclicCF (CO ∪ CF cyclic, w1 →CF w2 when w1 →CO a read of w2 on its key: one total
  * arbitration order must explain every read, as mckv's last-writer-wins promises).
  *
- * Mapping: a write, a delete (writes "absent"), a cas that returned true (reads `expected`,
- * writes the new value, atomically) are operations; a cas that returned false reads nothing we
- * can name. Indeterminate writes may have happened: they can be read from and, unread, order
+ * Mapping: a write, a delete that deleted (writes "absent"), a cas that returned true (reads
+ * `expected`, writes the new value, atomically) are operations; a delete that found nothing reads
+ * "absent" and writes nothing (memcached's NOT_FOUND changes no state, and mckv replicates none);
+ * a cas that returned false reads nothing we can name. Indeterminate writes may have happened: they can be read from and, unread, order
  * nothing after them. Sessions are processes, and connections when the history names them.
  * Values written more than once, or reads of "absent" where a delete could explain them, give
  * no RF edge, and a pattern is reported only if every possible writer shows it: never a false
@@ -114,7 +115,7 @@ function toNode(op: Operation): Node | null {
     case 'write':
       return { op, writes: op.input.value };
     case 'delete':
-      return { op, writes: null };
+      return done === false ? { op, reads: null } : { op, writes: null };
     case 'cas':
       if (done === false) return null;
       return isIndeterminate(op) ? { op, writes: op.input.value } : { op, reads: op.input.expected, writes: op.input.value };
