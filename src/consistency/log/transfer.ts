@@ -226,9 +226,13 @@ export class StateTransfer {
     return floor;
   }
 
-  /** Forgets the transfers nobody acked for a failure timeout, and what they hold (a whole replica each). */
+  /**
+   * Forgets the transfers nobody acked for a failure timeout, and what they hold (a whole replica
+   * each), and fetches for one that never returned: neither holds compaction back any longer.
+   */
   dropStalled(): void {
-    for (const peer of [...this.sending.keys()]) this.serving(peer);
+    const peers = new Set([...this.sending.keys(), ...[...this.outgoingTransfers.values()].map((fetch) => fetch.to)]);
+    for (const peer of peers) this.serving(peer);
   }
 
   /** Is a transfer to `to` fetched, or sent in this term and acked lately? (A stalled one is dropped.) */
