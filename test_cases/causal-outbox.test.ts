@@ -7,7 +7,8 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { Outbox, PART_WINDOW_BYTES } from '../src/consistency/causal/outbox.ts';
+import { Outbox } from '../src/consistency/causal/outbox.ts';
+import { SEND_WINDOW_BYTES as PART_WINDOW_BYTES } from '../src/consistency/send-window.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
 import type { KeyedEntry } from '../src/store/types.ts';
 

@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { TRANSFER_WINDOW_BYTES } from '../src/consistency/log/transfer.ts';
+import { SEND_WINDOW_BYTES as TRANSFER_WINDOW_BYTES } from '../src/consistency/send-window.ts';
 import { keyedEntryBytes, type LogMessage } from '../src/consistency/log/types.ts';
 import type { Effect, KeyedEntry } from '../src/consistency/types.ts';
 import { FAILURE_TIMEOUT_MS, N1, N2, Node, chunk, heartbeat, snapshot, startedOverLeader, chunksSent } from './support/transfer-kit.ts';

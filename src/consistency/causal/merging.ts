@@ -84,7 +84,7 @@ export class Merging {
     const inbox = this.inbox(from);
     const batch = inbox.assemble(message);
     if (message.parts > 1) {
-      // What we hold lets the sender send on (see outbox.ts's PART_WINDOW_BYTES).
+      // What we hold lets the sender send on (../send-window.ts).
       const received = batch === null ? inbox.assembledParts : message.parts;
       const { snapshot, to, parts } = message;
       out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received } });

@@ -1,9 +1,8 @@
 /**
  * Our chain to one peer in causal mode, the sender's half of ./messages.ts: the batches queued
  * for the peer until it acknowledges them, sent a window at a time and again after ackTimeoutMs.
- * A batch in parts (a snapshot of a whole replica, say) leaves PART_WINDOW_BYTES of parts at a
- * time, more as the peer acks the parts it holds, so it never overflows the peer connection's
- * bounded send queue (which drops what it cannot hold).
+ * A batch in parts (a snapshot of a whole replica, say) leaves a window of parts at a time, more
+ * as the peer acks the parts it holds (../send-window.ts).
  *
  * Owns: the queue, its bytes, what the peer acknowledged, how far the chain is covered, and the
  * snapshot being fetched. The machine decides when a snapshot is fetched, and with what deps.
@@ -15,6 +14,7 @@
 
 import type { KeyedEntry } from '../types.ts';
 import { entryBytes } from '../eventual/push.ts';
+import { sendableThrough } from '../send-window.ts';
 import type { Batch, CausalMessage, VersionVector } from './messages.ts';
 import type { CausalTuning } from './tuning.ts';
 
@@ -23,9 +23,6 @@ export type OutboxLimits = Pick<
   CausalTuning,
   'windowBatchesMax' | 'ackTimeoutMs' | 'batchEntriesMax' | 'batchBytesMax' | 'pendingBytesMax'
 >;
-
-/** Bytes of a batch's parts sent and not yet acknowledged by the peer (beyond one part, which may be larger). */
-export const PART_WINDOW_BYTES = 4 * 1024 * 1024;
 
 /** A batch being sent in parts: the parts, how many left, how many the peer holds. */
 interface Sending {
@@ -116,15 +113,10 @@ export class Outbox {
   private takeParts(batch: Queued, sending: Sending, messages: CausalMessage[]): void {
     const base = this.ackedTo ?? 0n;
     const { snapshot, prev, to, deps } = batch;
-    let unackedBytes = 0;
-    for (let part = sending.acked; part < sending.sent; part += 1) unackedBytes += sending.partBytes[part] ?? 0;
-    while (sending.sent < sending.parts.length) {
-      const bytes = sending.partBytes[sending.sent] ?? 0;
-      if (sending.sent > sending.acked && unackedBytes + bytes > PART_WINDOW_BYTES) break;
+    const through = sendableThrough(sending.partBytes, sending.acked, sending.sent);
+    for (; sending.sent < through; sending.sent += 1) {
       const part = sending.sent;
       messages.push({ kind: 'batch', snapshot, base, prev, to, deps, part, parts: sending.parts.length, entries: sending.parts[part] ?? [] });
-      sending.sent += 1;
-      unackedBytes += bytes;
     }
   }
 

@@ -4,10 +4,9 @@
  * follower its leader, a leader its peers in turn); the sender fetches its replica as of its
  * applied index (effects are ordered, so the fetch sees exactly that) and sends it in chunks with
  * the asker's writes it already holds; the receiver resets its replica, puts the chunks and
- * continues the log after the transfer's index. The chunks leave a window at a time: the receiver
- * acks what it holds, and the sender keeps at most TRANSFER_WINDOW_BYTES unacked, so a replica of
- * any size passes through a peer connection's bounded send queue instead of overflowing it. While
- * a transfer to a peer makes progress, its asks start no other.
+ * continues the log after the transfer's index. The chunks leave a window at a time, the receiver
+ * acking what it holds (../send-window.ts). While a transfer to a peer makes progress, its asks
+ * start no other.
  *
  * Owns: the transfers being fetched, sent and received, when each peer asked for one we could not
  * serve, the schedule of our own asks, and the transfer's puts not yet completed.
@@ -19,14 +18,13 @@
 
 import assert from 'node:assert';
 import { itemAt } from '../../runtime/item-at.ts';
+import { sendableThrough } from '../send-window.ts';
 import type { KeyedEntry, PeerId, RequestId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
 import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } from './types.ts';
 
-/** Chunk bytes a sender keeps sent and not yet acked (beyond one chunk, which may be larger). */
-export const TRANSFER_WINDOW_BYTES = 4 * 1024 * 1024;
 /**
  * A transfer whose receiver acked nothing for a failure timeout (it acks every chunk, and asks
  * again only after one) is given up: its next ask starts another, as after a restart it must. A
@@ -34,10 +32,8 @@ export const TRANSFER_WINDOW_BYTES = 4 * 1024 * 1024;
  */
 const TRANSFER_FETCH_FAILURE_TIMEOUTS = 5;
 
-/** A transfer being sent: its chunks, how many left, how many the receiver holds. */
+/** A transfer being sent (its id and term in the header): its chunks, how many left, how many the receiver holds. */
 interface OutgoingTransfer {
-  transferId: number;
-  term: number;
   header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
   committedForwards: CommittedForward[];
   /** Let go once every chunk is acked. */
@@ -245,7 +241,7 @@ export class StateTransfer {
     }
     const sending = this.sending.get(to);
     if (sending === undefined) return false;
-    if (sending.term === this.core.term) {
+    if (sending.header.term === this.core.term) {
       const quietMs = nowMs - sending.progressMs;
       if (sending.acked < sending.header.chunkCount) {
         if (quietMs < failureTimeoutMs) return true;
@@ -267,8 +263,6 @@ export class StateTransfer {
     const chunkCount = chunks.length;
     this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
     const outgoing: OutgoingTransfer = {
-      transferId: token,
-      term: this.core.term,
       header: {
         kind: 'transfer_chunk',
         term: this.core.term,
@@ -293,7 +287,7 @@ export class StateTransfer {
   /** The receiver holds `received` chunks of transfer `transferId`: send on, or forget a finished one. */
   onTransferAck(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_ack' }>): void {
     const outgoing = this.sending.get(from);
-    if (outgoing === undefined || outgoing.transferId !== message.transferId || message.term !== outgoing.term) return;
+    if (outgoing === undefined || outgoing.header.transferId !== message.transferId || message.term !== outgoing.header.term) return;
     if (message.received <= outgoing.acked) return;
     outgoing.acked = Math.min(message.received, outgoing.sent);
     outgoing.progressMs = this.core.nowMs;
@@ -304,17 +298,14 @@ export class StateTransfer {
     outgoing.chunkBytes = [];
   }
 
-  /** Sends the next chunks while those unacked stay within TRANSFER_WINDOW_BYTES (one at least). */
+  /** Sends the next chunks the window allows (../send-window.ts). */
   private sendWindow(to: PeerId, outgoing: OutgoingTransfer): void {
-    if (outgoing.term !== this.core.term) {
+    if (outgoing.header.term !== this.core.term) {
       this.sending.delete(to);
       return;
     }
-    let unackedBytes = 0;
-    for (let chunk = outgoing.acked; chunk < outgoing.sent; chunk += 1) unackedBytes += itemAt(outgoing.chunkBytes, chunk);
-    while (outgoing.sent < outgoing.chunks.length) {
-      const bytes = itemAt(outgoing.chunkBytes, outgoing.sent);
-      if (outgoing.sent > outgoing.acked && unackedBytes + bytes > TRANSFER_WINDOW_BYTES) break;
+    const through = sendableThrough(outgoing.chunkBytes, outgoing.acked, outgoing.sent);
+    for (; outgoing.sent < through; outgoing.sent += 1) {
       const chunkNumber = outgoing.sent;
       this.core.send(to, {
         ...outgoing.header,
@@ -322,8 +313,6 @@ export class StateTransfer {
         entries: itemAt(outgoing.chunks, chunkNumber),
         ...(chunkNumber === 0 ? { committedForwards: outgoing.committedForwards } : {}),
       });
-      outgoing.sent += 1;
-      unackedBytes += bytes;
     }
   }
 
@@ -407,7 +396,7 @@ export class StateTransfer {
       if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
       incoming.received += 1;
     }
-    // What we hold lets the sender send on (see TRANSFER_WINDOW_BYTES).
+    // What we hold lets the sender send on (../send-window.ts).
     this.core.send(from, { kind: 'transfer_ack', term: this.core.term, transferId: incoming.transferId, received: incoming.received });
     if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
   }
