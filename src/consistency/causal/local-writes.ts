@@ -19,6 +19,7 @@ import { refused } from '../../protocol/refusals.ts';
 import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import type { MemoryAdmission } from '../memory-admission.ts';
 import type { CausalCore, FetchPurpose, Out } from './core.ts';
+import type { RebuildGate } from './rebuild-gate.ts';
 import type { CausalMessage } from './messages.ts';
 
 export type RequestEvent = Extract<Event<CausalMessage>, { kind: 'request' }>;
@@ -43,6 +44,8 @@ export class LocalWrites {
     private readonly core: CausalCore,
     /** The memory guard: asked for every write this node takes. */
     private readonly memory: MemoryAdmission,
+    /** After a backend reset: whether reads wait, and what writes depend on meanwhile. */
+    private readonly gate: RebuildGate,
   ) {
     this.pacer = new FetchPacer(core.tuning.pushIntervalMs);
   }
@@ -70,7 +73,8 @@ export class LocalWrites {
     const core = this.core;
     const { op, requestId, nowMs } = event;
     if (op.kind === 'get') {
-      out.push({ kind: 'read', requestId, op, nowMs });
+      const refusal = this.gate.readRefusal();
+      out.push(refusal === null ? { kind: 'read', requestId, op, nowMs } : { kind: 'reply', requestId, reply: refusal });
       return;
     }
     core.clock = tickHlc(core.clock, nowMs);
@@ -107,7 +111,7 @@ export class LocalWrites {
     const keys = this.dirtyAll ? null : [...this.dirty];
     this.dirty.clear();
     this.dirtyAll = false;
-    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: [...core.visible] };
+    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: this.gate.deps(core.visible) };
     this.dirtyFetchToken = core.issueFetch(out, keys, purpose);
   }
 

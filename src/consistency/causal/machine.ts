@@ -27,6 +27,7 @@ import { LocalWrites } from './local-writes.ts';
 import { Merging } from './merging.ts';
 import { causalMessageProblem, componentOf, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
 import { Outbox } from './outbox.ts';
+import { RebuildGate } from './rebuild-gate.ts';
 import { Tombstones } from './tombstones.ts';
 import { formatToken, parseToken } from './token.ts';
 
@@ -50,6 +51,8 @@ export class CausalMachine implements Machine<CausalMessage> {
   private readonly peerVisible = new Map<PeerId, VersionVector>();
   private readonly outboxes = new Map<PeerId, Outbox>();
   private readonly tombstones: Tombstones;
+  /** After a backend reset: reads wait until the replica holds again what was visible before. */
+  private readonly gate: RebuildGate;
   private peersUp: Set<PeerId>;
   private started = false;
   private ticks = 0;
@@ -71,8 +74,9 @@ export class CausalMachine implements Machine<CausalMessage> {
     };
     this.tombstones = new Tombstones(core.tuning);
     for (const peer of core.peers) this.outboxes.set(peer, new Outbox(core.tuning));
-    this.writes = new LocalWrites(core, this.memory);
-    this.merging = new Merging(core, this.tombstones, this.memory, this.writes);
+    this.gate = new RebuildGate(core.peers, core.selfIndex, () => this.merging.told());
+    this.writes = new LocalWrites(core, this.memory, this.gate);
+    this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate);
     this.peersUp = new Set(core.peers);
   }
 
@@ -125,7 +129,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   readsLocally(): boolean {
-    return this.writes.loaded;
+    return this.writes.loaded && !this.gate.shut;
   }
 
   status(): MachineStatus {
@@ -274,6 +278,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   private onTick(peersUp: readonly PeerId[], out: Out): void {
     this.peersUp = new Set(peersUp.filter((peer) => this.outboxes.has(peer)));
     this.merging.resyncStuck(out);
+    this.merging.askForRebuild(this.peersUp, out);
     this.ticks += 1;
     const told = this.merging.told();
     if (told.join(',') !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0) {
@@ -308,6 +313,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     const core = this.core;
     // Lost own writes that a peer holds come back with its snapshot (./merging.ts).
     this.merging.onBackendReset();
+    this.gate.onReset(core.visible);
     // Our own component stays: it names our latest write, the next batch's `to`.
     core.visible = core.visible.map((version, index) => (index === core.selfIndex ? version : 0n));
     this.tombstones.onBackendReset();

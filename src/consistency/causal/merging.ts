@@ -19,6 +19,7 @@ import type { MemoryAdmission } from '../memory-admission.ts';
 import type { CausalCore, Out } from './core.ts';
 import { Inbox } from './inbox.ts';
 import type { LocalWrites } from './local-writes.ts';
+import type { RebuildGate } from './rebuild-gate.ts';
 import { componentOf, type Batch, type CausalMessage, type VersionVector } from './messages.ts';
 import type { Tombstones } from './tombstones.ts';
 
@@ -30,6 +31,8 @@ interface PendingMerge {
   batchTo: bigint;
   before: VersionVector;
   done: boolean;
+  /** A snapshot's: what it covers (the rebuild gate counts it once memcached has taken it). */
+  snapshotDeps: VersionVector | null;
   /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
   recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
 }
@@ -49,8 +52,9 @@ export class Merging {
    * (the replica lost them; the other peer may not have them).
    */
   private lostOwnTo = 0n;
-  /** Peer → when it was last asked for that snapshot, or last sent part of one. */
-  private readonly owedSnapshots = new Map<PeerId, number>();
+  private readonly owedSnapshots = new Set<PeerId>();
+  /** Peer → when it was last asked for a snapshot, or last sent part of one (see askForSnapshot). */
+  private readonly snapshotAskedMs = new Map<PeerId, number>();
 
   constructor(
     private readonly core: CausalCore,
@@ -59,6 +63,8 @@ export class Merging {
     private readonly memory: MemoryAdmission,
     /** Our writes: a merge may make states of ours (counter joins), and brings back lost ones. */
     private readonly writes: LocalWrites,
+    /** After a reset: told of each snapshot memcached has taken. */
+    private readonly gate: RebuildGate,
   ) {
     for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
   }
@@ -79,8 +85,8 @@ export class Merging {
       // The sender believes we hold more of its chain than we do (our replica was reset).
       return this.ack(from, message.to, true, out);
     }
-    // A snapshot on its way is what an ask for lost writes waits for (askForLostWrites).
-    if (message.snapshot && this.owedSnapshots.has(from)) this.owedSnapshots.set(from, core.nowMs);
+    // A snapshot on its way is what an ask waits for (askForSnapshot).
+    if (message.snapshot) this.snapshotAskedMs.set(from, core.nowMs);
     const inbox = this.inbox(from);
     const batch = inbox.assemble(message);
     if (message.parts > 1) {
@@ -128,7 +134,8 @@ export class Merging {
     if (batch.to > componentOf(core.visible, sender)) core.visible[sender] = batch.to;
     const token = core.takeToken();
     const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
-    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, recovered });
+    const snapshotDeps = batch.snapshot ? batch.deps : null;
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered });
     if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     core.clock = tickHlc(core.clock, core.nowMs);
@@ -169,6 +176,7 @@ export class Merging {
     const merge = this.merges.get(token);
     if (merge === undefined) return;
     merge.done = true;
+    if (merge.snapshotDeps !== null) this.gate.onSnapshotTaken(merge.to, merge.snapshotDeps);
     if (merge.recovered !== null) this.shipOwnWritesAgain(merge.to, merge.recovered);
     this.ackMerged(out);
   }
@@ -224,14 +232,24 @@ export class Merging {
    * batches of our chain may have reached it after it sent the snapshot our reset prompted).
    */
   askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
-    const askedAtMs = this.owedSnapshots.get(from);
-    if (askedAtMs === undefined || this.core.own(visible) < this.lostOwnTo) return;
-    // Asked again only when nothing of a snapshot came for a while: each ask makes the peer start
-    // its snapshot over (a barrier on its replica), so asking while one is on its way, as under a
-    // bulk load it can be for seconds, would start it over for ever.
+    if (this.owedSnapshots.has(from) && this.core.own(visible) >= this.lostOwnTo) this.askForSnapshot(from, out);
+  }
+
+  /** While the rebuild gate is shut, every peer up it still waits for is asked for a snapshot. */
+  askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
+    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
+  }
+
+  /**
+   * Asks `peer` for a snapshot, unless it was asked, or sent part of one, within resyncAfterMs:
+   * each ask makes the peer start its snapshot over (a barrier on its replica), so asking while
+   * one is on its way, as under a bulk load it can be for seconds, would start it over for ever.
+   */
+  private askForSnapshot(peer: PeerId, out: Out): void {
+    const askedAtMs = this.snapshotAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY;
     if (this.core.nowMs - askedAtMs < this.core.tuning.resyncAfterMs) return;
-    this.owedSnapshots.set(from, this.core.nowMs);
-    this.ack(from, 0n, true, out);
+    this.snapshotAskedMs.set(peer, this.core.nowMs);
+    this.ack(peer, 0n, true, out);
   }
 
   /** A chain batch parked for resyncAfterMs gives up its sender's chain: a snapshot is asked for. */
@@ -257,7 +275,9 @@ export class Merging {
    */
   onBackendReset(): void {
     this.lostOwnTo = this.core.own(this.core.visible);
-    if (this.lostOwnTo > 0n) for (const peer of this.core.peers) this.owedSnapshots.set(peer, -Infinity);
+    if (this.lostOwnTo > 0n) for (const peer of this.core.peers) this.owedSnapshots.add(peer);
+    // Asked at once: what was on its way before the reset is not what is owed now.
+    this.snapshotAskedMs.clear();
     this.merges.clear();
     for (const inbox of this.inboxes.values()) inbox.onBackendReset();
   }

@@ -1,0 +1,92 @@
+/**
+ * After memcached lost this replica's contents (a backend reset), reads wait for the replica to
+ * hold again what was visible before: a connection may have read any of it, and a read answering
+ * "absent" for a write in its causal past would break the session's promise. Until then reads are
+ * refused (`not_caught_up`) and writes are taken, depending on that floor (`deps`), so a peer
+ * shows them only with what their writer may have read.
+ *
+ * The gate opens when the vector peers are told covers the floor and a snapshot brought our own
+ * lost writes back; or when every peer has sent its snapshot since the reset: the replica then
+ * holds whatever any of them still had, and what none of them had is lost for good.
+ * Invariants: the floor only grows while the gate is shut (a reset during the rebuild keeps it);
+ * the gate, once open, stays open until the next reset.
+ */
+
+import type { PeerId } from '../types.ts';
+import { refused, type Refusal } from '../../protocol/refusals.ts';
+import { componentOf, type VersionVector } from './messages.ts';
+
+interface Rebuild {
+  /** The visible vector before the reset (our own component: our latest write then). */
+  floor: VersionVector;
+  /** Peers whose snapshot since the reset memcached has taken. */
+  snapshotsFrom: Set<PeerId>;
+  /** A snapshot memcached has taken covered our own writes up to the floor. */
+  ownBack: boolean;
+}
+
+export class RebuildGate {
+  private rebuild: Rebuild | null = null;
+
+  constructor(
+    private readonly peers: readonly PeerId[],
+    private readonly selfIndex: number,
+    /** The vector peers are told: what memcached holds (../merging.ts's `told`). */
+    private readonly told: () => VersionVector,
+  ) {}
+
+  /** Whether reads are refused now. */
+  get shut(): boolean {
+    return this.rebuild !== null;
+  }
+
+  /** The peers whose snapshot the shut gate still waits for (none when it is open). */
+  waitingFor(): PeerId[] {
+    const rebuild = this.rebuild;
+    return rebuild === null || this.opens(rebuild) ? [] : this.peers.filter((peer) => !rebuild.snapshotsFrom.has(peer));
+  }
+
+  /** The replica was emptied; `visible` is the vector before it was. */
+  onReset(visible: VersionVector): void {
+    // A reset during the rebuild keeps the floor: what was visible before the first is still owed.
+    const floor = this.deps(visible);
+    if (floor.every((version) => version === 0n)) return;
+    this.rebuild = { floor, snapshotsFrom: new Set(), ownBack: false };
+  }
+
+  /** memcached took a snapshot `from` a peer, covering what its `deps` say. */
+  onSnapshotTaken(from: PeerId, deps: VersionVector): void {
+    const rebuild = this.rebuild;
+    if (rebuild === null) return;
+    rebuild.snapshotsFrom.add(from);
+    if (componentOf(deps, this.selfIndex) >= componentOf(rebuild.floor, this.selfIndex)) rebuild.ownBack = true;
+  }
+
+  /** Why a read is refused now; null once the gate is open. */
+  readRefusal(): Refusal | null {
+    const rebuild = this.rebuild;
+    if (rebuild === null || this.opens(rebuild)) return null;
+    return refused('not_caught_up', 'memcached lost this replica, which is being rebuilt from its peers (read refused)');
+  }
+
+  /** Whether the replica holds what `rebuild` waits for: then the gate opens. */
+  private opens(rebuild: Rebuild): boolean {
+    const told = this.told();
+    const everyPeerSent = this.peers.every((peer) => rebuild.snapshotsFrom.has(peer));
+    const holdsFloor = rebuild.floor.every((version, index) => index === this.selfIndex || componentOf(told, index) >= version);
+    const covered = rebuild.ownBack && holdsFloor;
+    if (!everyPeerSent && !covered) return false;
+    this.rebuild = null;
+    return true;
+  }
+
+  /** A write's dependencies: what is visible, and while the gate is shut, everything visible before the reset. */
+  deps(visible: VersionVector): VersionVector {
+    const floor = this.rebuild?.floor;
+    if (floor === undefined) return [...visible];
+    return visible.map((version, index) => {
+      const least = componentOf(floor, index);
+      return version > least ? version : least;
+    });
+  }
+}
