@@ -182,6 +182,55 @@ describe.each([
   });
 });
 
+describe('memcached: a whole replica written in one setMany', () => {
+  it('lets the event loop run between slices, and stores every entry', async () => {
+    const server = await startMemcached();
+    const backend = new MemcachedBackend({ host: server.host, port: server.port, opTimeoutMs: 5000 });
+    try {
+      const order: string[] = [];
+      const count = 30_000;
+      const entries = Array.from({ length: count }, (_unused, index): [string, Entry] => {
+        const entry: Entry = { value: Buffer.from(`v${index}`), flags: 0, expiresAtMs: 0, cas: BigInt(index + 1) };
+        if (index < count - 1) return [`many:${index}`, entry];
+        // The last entry notes when its frame is encoded.
+        const value = entry.value;
+        return [`many:${index}`, { ...entry, get value(): Buffer { order.push('last encoded'); return value; } }];
+      });
+      const written = backend.setMany(entries);
+      setImmediate(() => order.push('event loop ran'));
+      await written;
+      expect(order[0]).toBe('event loop ran');
+      const sample = [0, 8191, 8192, 20_000, count - 1];
+      expect((await Promise.all(sample.map((index) => backend.get(`many:${index}`)))).map((entry) => entry?.value.toString()))
+        .toEqual(sample.map((index) => `v${index}`));
+    } finally {
+      await backend.close();
+      await server.stop();
+    }
+  });
+});
+
+describe('memcached: this process not running for a while', () => {
+  it('counts a connect that completed meanwhile, not as a timeout', async () => {
+    const server = await startMemcached();
+    const backend = new MemcachedBackend({ host: server.host, port: server.port, opTimeoutMs: 200, connectTimeoutMs: 200 });
+    try {
+      await backend.set('k', { value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas: 1n });
+      await backend.close();
+      // A new backend connects for this get; the event loop then stops for twice the connect timeout.
+      const fresh = new MemcachedBackend({ host: server.host, port: server.port, opTimeoutMs: 200, connectTimeoutMs: 200 });
+      const read = fresh.get('k');
+      for (const until = performance.now() + 400; performance.now() < until;) {
+        // busy: the timers of the connect and the request are due before the socket is polled
+      }
+      expect((await read)?.value.toString()).toBe('v');
+      await fresh.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('memcached refusing a write for want of memory (-M)', () => {
   let server: MemcachedInstance;
   let backend: MemcachedBackend;

@@ -120,7 +120,11 @@ export class BinaryConnection {
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.setTimeout(options.connectTimeoutMs, () => {
-      if (!this.#connected) this.fail(new ConnectionFailure('BACKEND_DOWN', `connect timed out after ${options.connectTimeoutMs} ms`));
+      // As the sweep's verdict: once the poll phase has run, so that a connect completed while this
+      // process was not running (its timer then fires first) counts.
+      setImmediate(() => {
+        if (!this.#connected) this.fail(new ConnectionFailure('BACKEND_DOWN', `connect timed out after ${options.connectTimeoutMs} ms`));
+      });
     });
     socket.on('connect', () => {
       this.#connected = true;
