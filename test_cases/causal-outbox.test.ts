@@ -3,7 +3,8 @@
  * what is queued now, so entries a purge drops stop counting, and only a chain that really holds
  * more than pendingBytesMax is given up for a snapshot; it tells when a snapshot not yet
  * acknowledged would be sent again holding stale entries; and a batch in parts (a snapshot larger
- * than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more as the peer acks parts.
+ * than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more as the peer acks parts,
+ * and no more of it once the peer says it holds every part.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -110,5 +111,9 @@ describe('the causal outbox', () => {
     const again = outbox.takeDue(20 * partCount + LIMITS.ackTimeoutMs) as Part[];
     expect(again[0]?.part).toBe(0);
     expect(bytesOf(again)).toBeLessThanOrEqual(PART_WINDOW_BYTES);
+    // The peer holds every part already (it is merging them): the rest is not sent again.
+    const resentAtMs = 20 * partCount + LIMITS.ackTimeoutMs;
+    outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: partCount }, resentAtMs + 1);
+    expect(outbox.takeDue(resentAtMs + 2)).toEqual([]);
   });
 });

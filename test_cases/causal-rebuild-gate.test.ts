@@ -2,7 +2,7 @@
  * Causal mode after its memcached was emptied (src/consistency/causal/rebuild-gate.ts): reads are
  * refused until the replica holds again what was visible before, as a peer's snapshot brings it
  * back, or until every peer has sent one; writes go on meanwhile, depending on what was visible
- * before; and peers are asked for their snapshots, at most once per resyncAfterMs each.
+ * before; and peers are asked for their snapshots only when none has come for resyncAfterMs.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -88,6 +88,11 @@ function node() {
       const message: Batch = { kind: 'batch', snapshot: true, base: 0n, prev: 0n, to, deps, part: 0, parts: 1, entries };
       step({ kind: 'message', nowMs, from, message });
     },
+    /** The first of two parts of a snapshot from `from` (the second never comes). */
+    snapshotPart(from: PeerId): void {
+      const message: Batch = { kind: 'batch', snapshot: true, base: 0n, prev: 0n, to: 0n, deps: [0n, 0n, 0n], part: 0, parts: 2, entries: [] };
+      step({ kind: 'message', nowMs, from, message });
+    },
     /** Snapshots n1 asked `peer` for since `since` (a resync ack). */
     asks(peer: PeerId, since = 0): number {
       return sent.slice(since).filter(({ to, message }) => to === peer && message.kind === 'batch_ack' && message.resync).length;
@@ -157,22 +162,28 @@ describe('causal mode: reads after memcached lost the replica', () => {
     expect(n1.replica.get('own')?.cas).toBe(own);
   });
 
-  it('asks each peer it waits for, again only after resyncAfterMs without a snapshot', () => {
+  it('asks each peer it waits for once resyncAfterMs passed without any part of a snapshot, and again only after as long', () => {
     const n1 = node();
     n1.advance(100);
     const x = version(1, 1050);
     n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
     n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
     const since = n1.sent.length;
-    n1.advance(100);
+    // resyncAfterMs is 4 s with a 1 s failure timeout: a peer whose chain we held may be sending
+    // its snapshot on its own meanwhile, and an ask would start it over.
+    for (let ticks = 0; ticks < 35; ticks++) n1.advance(100);
+    expect([n1.asks(N2, since), n1.asks(N3, since)]).toEqual([0, 0]);
+    for (let ticks = 0; ticks < 10; ticks++) n1.advance(100);
     expect([n1.asks(N2, since), n1.asks(N3, since)]).toEqual([1, 1]);
-    // Ticks for 3 s: resyncAfterMs is 4 s with a 1 s failure timeout.
-    for (let ticks = 0; ticks < 30; ticks++) n1.advance(100);
+    // Parts of n3's snapshot keep coming: nobody is asked again (n3 would start over).
+    for (let ticks = 0; ticks < 45; ticks++) {
+      n1.advance(100);
+      if (ticks % 10 === 0) n1.snapshotPart(N3);
+    }
     expect([n1.asks(N2, since), n1.asks(N3, since)]).toEqual([1, 1]);
-    // n3's snapshot arrives; n2 stays silent and is asked again.
-    n1.snapshot(N3, [], [0n, 0n, 0n]);
-    for (let ticks = 0; ticks < 15; ticks++) n1.advance(100);
-    expect([n1.asks(N2, since), n1.asks(N3, since)]).toEqual([2, 1]);
+    // They stop: once resyncAfterMs passed without any, both are asked again.
+    for (let ticks = 0; ticks < 45; ticks++) n1.advance(100);
+    expect([n1.asks(N2, since), n1.asks(N3, since)]).toEqual([2, 2]);
     // Once the gate is open nobody is asked any more.
     n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
     const after = n1.sent.length;

@@ -25,6 +25,11 @@ interface Assembling {
 /** One peer's chain to us. */
 export class Inbox {
   private assembling: Assembling | null = null;
+  /**
+   * The last snapshot assembled whole (merged at once): a part of it again means its sender timed
+   * out waiting for the ack of a merge still running, or lost; it is not assembled and merged anew.
+   */
+  private snapshotHeld: string | null = null;
   /** Complete chain batches that do not follow on yet, or whose dependencies are not all visible; by `prev`. */
   private readonly parked = new Map<bigint, { batch: Batch; sinceMs: number }>();
 
@@ -44,9 +49,13 @@ export class Inbox {
     return this.parked.size;
   }
 
-  /** Takes one part of a batch: the whole batch once its last part is in, else null. */
-  assemble(message: BatchMessage): Batch | null {
-    const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}`;
+  /**
+   * Takes one part of a batch: the whole batch once its last part is in, else null; 'held' for a
+   * part of the snapshot last assembled (see `snapshotHeld`).
+   */
+  assemble(message: BatchMessage): Batch | null | 'held' {
+    const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}/${message.deps.join(',')}`;
+    if (message.snapshot && id === this.snapshotHeld) return 'held';
     if (this.assembling?.id !== id) {
       const { entries: _entries, part: _part, ...header } = message;
       this.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0 };
@@ -57,6 +66,7 @@ export class Inbox {
     assembling.received += 1;
     if (assembling.received < assembling.parts.length) return null;
     this.assembling = null;
+    if (message.snapshot) this.snapshotHeld = id;
     const { snapshot, prev, to, deps } = assembling.header;
     return { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
   }
@@ -101,8 +111,14 @@ export class Inbox {
     for (const { batch } of this.parked.values()) batch.entries = batch.entries.filter(keep);
   }
 
+  /** The snapshot last assembled is to be taken again: its merge was refused. */
+  forgetHeldSnapshot(): void {
+    this.snapshotHeld = null;
+  }
+
   /** The replica was emptied: what was assembled or parked is dropped. */
   onBackendReset(): void {
+    this.snapshotHeld = null;
     this.assembling = null;
     this.parked.clear();
   }

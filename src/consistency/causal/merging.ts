@@ -55,6 +55,8 @@ export class Merging {
   private readonly owedSnapshots = new Set<PeerId>();
   /** Peer → when it was last asked for a snapshot, or last sent part of one (see askForSnapshot). */
   private readonly snapshotAskedMs = new Map<PeerId, number>();
+  /** When part of a snapshot last came from any peer, or the replica was last emptied. */
+  private snapshotPartAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly core: CausalCore,
@@ -86,9 +88,13 @@ export class Merging {
       return this.ack(from, message.to, true, out);
     }
     // A snapshot on its way is what an ask waits for (askForSnapshot).
-    if (message.snapshot) this.snapshotAskedMs.set(from, core.nowMs);
+    if (message.snapshot) {
+      this.snapshotAskedMs.set(from, core.nowMs);
+      this.snapshotPartAtMs = core.nowMs;
+    }
     const inbox = this.inbox(from);
     const batch = inbox.assemble(message);
+    if (batch === 'held') return this.onSnapshotAgain(from, message, out);
     if (message.parts > 1) {
       // What we hold lets the sender send on (../send-window.ts).
       const received = batch === null ? inbox.assembledParts : message.parts;
@@ -96,6 +102,25 @@ export class Merging {
       out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received } });
     }
     if (batch !== null) this.onBatch(from, batch, out);
+  }
+
+  /**
+   * A part of the snapshot last merged from `from`, sent again: the sender holds every part
+   * received, and is acknowledged now unless the merge still runs (its ack follows it).
+   */
+  private onSnapshotAgain(from: PeerId, message: BatchMessage, out: Out): void {
+    const { snapshot, to, parts } = message;
+    if (parts > 1) out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received: parts } });
+    if (!this.mergingSnapshot({ from, to })) this.ack(from, to, false, out);
+  }
+
+  /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there). */
+  private mergingSnapshot(of: { from: PeerId; to: bigint } | null): boolean {
+    for (const merge of this.merges.values()) {
+      if (merge.done || merge.snapshotDeps === null) continue;
+      if (of === null || (merge.to === of.from && merge.batchTo === of.to)) return true;
+    }
+    return false;
   }
 
   private onBatch(from: PeerId, batch: Batch, out: Out): void {
@@ -206,6 +231,8 @@ export class Merging {
     }
     const own = core.own(core.visible);
     core.visible = merge.before.map((version, index) => (index === core.selfIndex ? own : version));
+    // A snapshot among the merges forgotten is taken again when its sender sends it again.
+    for (const inbox of this.inboxes.values()) inbox.forgetHeldSnapshot();
   }
 
   /**
@@ -235,8 +262,14 @@ export class Merging {
     if (this.owedSnapshots.has(from) && this.core.own(visible) >= this.lostOwnTo) this.askForSnapshot(from, out);
   }
 
-  /** While the rebuild gate is shut, every peer up it still waits for is asked for a snapshot. */
+  /**
+   * While the rebuild gate is shut, no snapshot is being merged and no part of one came for
+   * resyncAfterMs, every peer up it still waits for is asked for one. A peer whose chain we held sends one on its own when it
+   * sees our vector go back, and that one often opens the gate: asking the others meanwhile would
+   * have them send whole replicas for nothing, or start one over.
+   */
   askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
+    if (this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
     for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
   }
 
@@ -278,6 +311,7 @@ export class Merging {
     if (this.lostOwnTo > 0n) for (const peer of this.core.peers) this.owedSnapshots.add(peer);
     // Asked at once: what was on its way before the reset is not what is owed now.
     this.snapshotAskedMs.clear();
+    this.snapshotPartAtMs = this.core.nowMs;
     this.merges.clear();
     for (const inbox of this.inboxes.values()) inbox.onBackendReset();
   }

@@ -125,6 +125,8 @@ export class Outbox {
     const batch = this.queue.find((each) => each.to === ack.to && each.snapshot === ack.snapshot);
     const sending = batch?.sending;
     if (batch === undefined || sending === undefined || sending.parts.length !== ack.parts || ack.received <= sending.acked) return;
+    // Holding every part (one sent again after an ack timeout, say), it needs no more of them.
+    if (ack.received === ack.parts) sending.sent = ack.parts;
     sending.acked = Math.min(ack.received, sending.sent);
     // Progress: the ack timeout counts from here.
     batch.sentAtMs = nowMs;
