@@ -69,6 +69,25 @@ describe('MemoryGuard', () => {
     expect(stored).toBe(Math.floor(perPage * 0.8));
   });
 
+  it('counts a key written again as memcached does: its item replaced, not one more', () => {
+    // As after another client filled memcached and deleted its items: the small class keeps its
+    // one page. A bulk load overwriting a few keys must go on; as many new keys may not.
+    const perPage = Math.floor(MB / 96);
+    const classes = [{ id: 1, chunkBytes: 96, freeChunks: perPage }, { id: 39, chunkBytes: 512 * 1024, freeChunks: 120 }];
+    const guard = new MemoryGuard();
+    guard.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, classes) });
+    const overwrites = Array.from({ length: 5 * perPage }, (_, i) => fits(guard, set(`k${i % 3}`, 1)));
+    expect(overwrites.every(Boolean)).toBe(true);
+    const fresh = Array.from({ length: perPage }, (_, i) => fits(guard, set(`n${i}`, 1))).filter(Boolean).length;
+    expect(fresh).toBe(Math.floor(perPage * 0.8) - 3);
+    // Bytes: the largest of a key's writes; appends add theirs.
+    const bytes = new MemoryGuard();
+    bytes.polled({ usedBytes: 0, limitBytes: 10 * MB });
+    expect(Array.from({ length: 50 }, () => fits(bytes, set('big', MB))).every(Boolean)).toBe(true);
+    const appended = Array.from({ length: 10 }, () => fits(bytes, set('big', MB, 'append')));
+    expect(appended).toEqual([true, true, true, true, true, false, false, false, false, false]);
+  });
+
   it('counts only bytes for an append, whose item size depends on the value it extends', () => {
     const guard = new MemoryGuard();
     guard.polled({ usedBytes: MB, limitBytes: 64 * MB, slabs: slabs(0, []) });

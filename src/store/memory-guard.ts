@@ -5,6 +5,7 @@
  *
  * Two counts, each what memcached's last report said plus what was admitted since and is not in
  * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
+ * A key's admissions count once, as memcached replaces its item (`addsTo`).
  * The node that orders writes asks, inside its mode's step (consistency/memory-admission.ts);
  * peers' reports of their own memcached count too, so the fullest replica decides.
  *
@@ -57,6 +58,8 @@ interface Admitted {
   /** The absolute position of the first one kept (positions count every admission). */
   base: number;
   versions: bigint[];
+  /** Each one's key. */
+  keys: string[];
   /** What each adds to memcached's bytes. */
   bytes: number[];
   /** Each one's item size, for its size class (0: unknown, an append's). */
@@ -71,6 +74,16 @@ interface View {
   admittedBytes: number;
   /** Those admissions by the size class they go to. */
   admittedBySlab: Map<string, number>;
+  /** What each key admitted counts for here (see `addsTo`). */
+  counted: Map<string, Counted>;
+}
+
+/** What a key's admissions not covered by a view's report count for in it. */
+interface Counted {
+  /** The largest item written (or what appends added to it). */
+  bytes: number;
+  /** The size classes an item of it went to. */
+  labels: string[];
 }
 
 export class MemoryGuard {
@@ -123,21 +136,16 @@ export class MemoryGuard {
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
-    const rooms: Array<ItemRoom | null> = [];
     for (const view of views) {
       const { memory } = view;
       if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
-      if (memory.usedBytes + view.admittedBytes + bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
-      const room = memory.slabs !== undefined && sized ? itemRoom(memory.slabs, itemBytes) : null;
+      const adds = addsTo(view, op.key, bytes, itemBytes);
+      if (memory.usedBytes + view.admittedBytes + adds.bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
+      const room = adds.room;
       if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items - slabReserve(room)) return OUT_OF_MEMORY;
-      rooms.push(room);
     }
-    this.#remember(version, bytes, itemBytes);
-    views.forEach((view, i) => {
-      const room = itemAt(rooms, i); // one per view, from the loop above
-      if (room !== null) view.admittedBySlab.set(room.label, (view.admittedBySlab.get(room.label) ?? 0) + 1);
-      view.admittedBytes += bytes;
-    });
+    this.#remember(version, op.key, bytes, itemBytes);
+    for (const view of views) countIn(view, op.key, bytes, itemBytes);
     return null;
   }
 
@@ -152,19 +160,20 @@ export class MemoryGuard {
     for (const [key, valueBytes, version] of items) {
       const itemBytes = storedItemBytes(key, valueBytes);
       const bytes = key.length + valueBytes + ITEM_OVERHEAD_BYTES;
-      this.#remember(version, bytes, itemBytes);
-      for (const view of views) countIn(view, bytes, itemBytes);
+      this.#remember(version, key, bytes, itemBytes);
+      for (const view of views) countIn(view, key, bytes, itemBytes);
     }
   }
 
-  #remember(version: bigint, bytes: number, itemBytes: number): void {
+  #remember(version: bigint, key: string, bytes: number, itemBytes: number): void {
     const writer = this.#writerOf(version);
     let admitted = this.#admitted.get(writer);
     if (admitted === undefined) {
-      admitted = { base: 0, versions: [], bytes: [], itemBytes: [] };
+      admitted = { base: 0, versions: [], keys: [], bytes: [], itemBytes: [] };
       this.#admitted.set(writer, admitted);
     }
     admitted.versions.push(version);
+    admitted.keys.push(key);
     admitted.bytes.push(bytes);
     admitted.itemBytes.push(itemBytes);
     if (admitted.versions.length > ADMITTED_KEPT_MAX) dropOldest(admitted, ADMITTED_KEPT_MAX / 2);
@@ -172,7 +181,7 @@ export class MemoryGuard {
 
   /** A report's view: the admissions it does not cover are counted in it. */
   #viewOf(report: MemoryReport): View {
-    const view: View = { memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map() };
+    const view: View = { memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), counted: new Map() };
     for (const [writer, admitted] of this.#admitted) {
       const { versions } = admitted;
       let first = report.stored === undefined ? versions.length : 0;
@@ -182,7 +191,9 @@ export class MemoryGuard {
         first = after === -1 ? versions.length : after;
       }
       view.from.set(writer, admitted.base + first);
-      for (let i = first; i < versions.length; i++) countIn(view, itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
+      for (let i = first; i < versions.length; i++) {
+        countIn(view, itemAt(admitted.keys, i), itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
+      }
     }
     return view;
   }
@@ -205,17 +216,38 @@ function slabReserve(room: ItemRoom): number {
   return fraction + Math.min(room.perPage, fraction);
 }
 
-/** Counts an admission in a view that did not count it yet. */
-function countIn(view: View, bytes: number, itemBytes: number): void {
-  view.admittedBytes += bytes;
-  if (view.memory.slabs === undefined || itemBytes === 0) return;
-  const { label } = itemRoom(view.memory.slabs, itemBytes);
-  view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
+/**
+ * What an admission of `key` adds to a view: memcached replaces a key's item with each write, so
+ * the writes of one key since the view's report take the largest of their items' bytes (appends
+ * add theirs) and one chunk in each size class they went to (`room`: the class, when it takes a
+ * chunk there no earlier write of the key took). A bulk load overwriting a few keys adds nothing.
+ */
+function addsTo(view: View, key: string, bytes: number, itemBytes: number): { bytes: number; room: ItemRoom | null } {
+  const before = view.counted.get(key);
+  const grows = itemBytes === 0;
+  const added = grows ? bytes : Math.max(0, bytes - (before?.bytes ?? 0));
+  const room = view.memory.slabs === undefined || grows ? null : itemRoom(view.memory.slabs, itemBytes);
+  return { bytes: added, room: room !== null && before?.labels.includes(room.label) === true ? null : room };
+}
+
+/** Counts an admission of `key` in a view that did not count it yet (see `addsTo`). */
+function countIn(view: View, key: string, bytes: number, itemBytes: number): void {
+  const adds = addsTo(view, key, bytes, itemBytes);
+  view.admittedBytes += adds.bytes;
+  const before = view.counted.get(key);
+  const counted = before ?? { bytes: 0, labels: [] };
+  counted.bytes += adds.bytes;
+  if (adds.room !== null) {
+    view.admittedBySlab.set(adds.room.label, (view.admittedBySlab.get(adds.room.label) ?? 0) + 1);
+    counted.labels.push(adds.room.label);
+  }
+  if (before === undefined) view.counted.set(key, counted);
 }
 
 function dropOldest(admitted: Admitted, count: number): void {
   if (count <= 0) return;
   admitted.versions.splice(0, count);
+  admitted.keys.splice(0, count);
   admitted.bytes.splice(0, count);
   admitted.itemBytes.splice(0, count);
   admitted.base += count;
