@@ -52,6 +52,7 @@ export class Merging {
    * (the replica lost them; the other peer may not have them).
    */
   private lostOwnTo = 0n;
+  /** After a reset: the peers that have not yet sent a snapshot covering `lostOwnTo`. */
   private readonly owedSnapshots = new Set<PeerId>();
   /** Peer → when it was last asked for a snapshot, or last sent part of one (see askForSnapshot). */
   private readonly snapshotAskedMs = new Map<PeerId, number>();
@@ -264,9 +265,9 @@ export class Merging {
 
   /**
    * While the rebuild gate is shut, no snapshot is being merged and no part of one came for
-   * resyncAfterMs, every peer up it still waits for is asked for one. A peer whose chain we held sends one on its own when it
-   * sees our vector go back, and that one often opens the gate: asking the others meanwhile would
-   * have them send whole replicas for nothing, or start one over.
+   * resyncAfterMs, every peer up it still waits for is asked for one. A peer whose chain we held
+   * sends one on its own when it sees our vector go back, and that one often opens the gate:
+   * asking the others meanwhile would have them send whole replicas for nothing, or start one over.
    */
   askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
     if (this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
