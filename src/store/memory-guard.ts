@@ -5,7 +5,7 @@
  *
  * Two counts, each what memcached's last report said plus what was admitted since and is not in
  * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
- * A key's admissions count once, as memcached replaces its item (`addsTo`).
+ * A key's writes admitted here count once, as memcached replaces its item (`addsTo`).
  * The node that orders writes asks, inside its mode's step (consistency/memory-admission.ts);
  * peers' reports of their own memcached count too, so the fullest replica decides.
  *
@@ -58,8 +58,8 @@ interface Admitted {
   /** The absolute position of the first one kept (positions count every admission). */
   base: number;
   versions: bigint[];
-  /** Each one's key. */
-  keys: string[];
+  /** Each one's key; null for an arrival (see `arrived`). */
+  keys: Array<string | null>;
   /** What each adds to memcached's bytes. */
   bytes: number[];
   /** Each one's item size, for its size class (0: unknown, an append's). */
@@ -74,16 +74,10 @@ interface View {
   admittedBytes: number;
   /** Those admissions by the size class they go to. */
   admittedBySlab: Map<string, number>;
-  /** What each key admitted counts for here (see `addsTo`). */
-  counted: Map<string, Counted>;
-}
-
-/** What a key's admissions not covered by a view's report count for in it. */
-interface Counted {
-  /** The largest item written (or what appends added to it). */
-  bytes: number;
-  /** The size classes an item of it went to. */
-  labels: string[];
+  /** Per key admitted, the bytes it counts for here: its largest item, appends adding theirs (`addsTo`). */
+  countedBytes: Map<string, number>;
+  /** Per key admitted, the size class of the last chunk it counts for here. */
+  countedClass: Map<string, string>;
 }
 
 export class MemoryGuard {
@@ -160,12 +154,12 @@ export class MemoryGuard {
     for (const [key, valueBytes, version] of items) {
       const itemBytes = storedItemBytes(key, valueBytes);
       const bytes = key.length + valueBytes + ITEM_OVERHEAD_BYTES;
-      this.#remember(version, key, bytes, itemBytes);
-      for (const view of views) countIn(view, key, bytes, itemBytes);
+      this.#remember(version, null, bytes, itemBytes);
+      for (const view of views) countIn(view, null, bytes, itemBytes);
     }
   }
 
-  #remember(version: bigint, key: string, bytes: number, itemBytes: number): void {
+  #remember(version: bigint, key: string | null, bytes: number, itemBytes: number): void {
     const writer = this.#writerOf(version);
     let admitted = this.#admitted.get(writer);
     if (admitted === undefined) {
@@ -181,7 +175,9 @@ export class MemoryGuard {
 
   /** A report's view: the admissions it does not cover are counted in it. */
   #viewOf(report: MemoryReport): View {
-    const view: View = { memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), counted: new Map() };
+    const view: View = {
+      memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), countedBytes: new Map(), countedClass: new Map(),
+    };
     for (const [writer, admitted] of this.#admitted) {
       const { versions } = admitted;
       let first = report.stored === undefined ? versions.length : 0;
@@ -219,29 +215,27 @@ function slabReserve(room: ItemRoom): number {
 /**
  * What an admission of `key` adds to a view: memcached replaces a key's item with each write, so
  * the writes of one key since the view's report take the largest of their items' bytes (appends
- * add theirs) and one chunk in each size class they went to (`room`: the class, when it takes a
- * chunk there no earlier write of the key took). A bulk load overwriting a few keys adds nothing.
+ * add theirs) and a chunk of its size class (`room`: the class, when it takes a chunk there the
+ * key's last counted write did not). A bulk load overwriting a few keys adds nothing.
  */
-function addsTo(view: View, key: string, bytes: number, itemBytes: number): { bytes: number; room: ItemRoom | null } {
-  const before = view.counted.get(key);
+function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): { bytes: number; room: ItemRoom | null } {
   const grows = itemBytes === 0;
-  const added = grows ? bytes : Math.max(0, bytes - (before?.bytes ?? 0));
   const room = view.memory.slabs === undefined || grows ? null : itemRoom(view.memory.slabs, itemBytes);
-  return { bytes: added, room: room !== null && before?.labels.includes(room.label) === true ? null : room };
+  // An arrival (key null) counts whole: peers' pushes carry a key's latest write only, and a
+  // snapshot or transfer, distinct keys by the hundred thousand, would cost a map entry each.
+  if (key === null || grows) return { bytes, room };
+  const added = Math.max(0, bytes - (view.countedBytes.get(key) ?? 0));
+  return { bytes: added, room: room !== null && view.countedClass.get(key) === room.label ? null : room };
 }
 
-/** Counts an admission of `key` in a view that did not count it yet (see `addsTo`). */
-function countIn(view: View, key: string, bytes: number, itemBytes: number): void {
+/** Counts an admission (of `key`, or an arrival) in a view that did not count it yet (see `addsTo`). */
+function countIn(view: View, key: string | null, bytes: number, itemBytes: number): void {
   const adds = addsTo(view, key, bytes, itemBytes);
   view.admittedBytes += adds.bytes;
-  const before = view.counted.get(key);
-  const counted = before ?? { bytes: 0, labels: [] };
-  counted.bytes += adds.bytes;
-  if (adds.room !== null) {
-    view.admittedBySlab.set(adds.room.label, (view.admittedBySlab.get(adds.room.label) ?? 0) + 1);
-    counted.labels.push(adds.room.label);
-  }
-  if (before === undefined) view.counted.set(key, counted);
+  if (adds.room !== null) view.admittedBySlab.set(adds.room.label, (view.admittedBySlab.get(adds.room.label) ?? 0) + 1);
+  if (key === null) return;
+  view.countedBytes.set(key, (view.countedBytes.get(key) ?? 0) + adds.bytes);
+  if (adds.room !== null) view.countedClass.set(key, adds.room.label);
 }
 
 function dropOldest(admitted: Admitted, count: number): void {
