@@ -24,6 +24,10 @@ describe('fault runner flags', () => {
     expect(await parseArguments(['--cons', 'linearizability', '--wal-sync', 'never'])).toMatchObject({ ok: false, error: expect.stringMatching(/wal-sync/) });
   });
 
+  it('takes the last value of an option given twice', async () => {
+    expect(await parseArguments(['--cons', 'causal', '--time', '30', '--seed', '5', '--time', '12'])).toMatchObject({ ok: true, options: { timeMs: 12_000 } });
+  });
+
   it('refuses a bad value with a one-line error naming the flag', async () => {
     expect(await parseArguments(['--cons', 'sequential', '--compact-after', '0'])).toEqual({ ok: false, error: '--compact-after must be a positive number' });
     expect(await parseArguments(['--cons', 'sequential', '--time', '-1'])).toEqual({ ok: false, error: '--time must be a positive number' });

@@ -14,6 +14,8 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
   try {
     const args = await yargs(argv)
       .scriptName('npm run jepsen --')
+      // An option given twice takes its last value, as in most commands (not an array, refused as no number).
+      .parserConfiguration({ 'duplicate-arguments-array': false })
       .option('cons', { type: 'string', demandOption: true, describe: 'linearizability | sequential | causal | eventual' })
       .option('nemesis', { type: 'string', default: 'none', describe: `comma list of ${NEMESIS_KINDS.join(', ')} (or none)` })
       .option('time', { type: 'number', default: 10, describe: 'seconds the clients run' })
