@@ -31,6 +31,7 @@ function node() {
   const sent: Array<{ to: PeerId; message: CausalMessage }> = [];
   const replies: Array<{ requestId: number; reply: unknown }> = [];
   const reads: number[] = [];
+  const applies: number[] = [];
   const step = (event: Event<CausalMessage>): void => {
     const pending: Array<Event<CausalMessage>> = [event];
     for (let budget = 1000; pending.length > 0 && budget > 0; budget--) {
@@ -41,7 +42,9 @@ function node() {
         } else if (effect.kind === 'put') {
           for (const [key, entry] of effect.entries) if ((replica.get(key)?.cas ?? -1n) < entry.cas) replica.set(key, entry);
           pending.push({ kind: 'applied', nowMs, token: effect.token });
-        } else if (effect.kind === 'apply' && effect.op.kind === 'store') {
+        } else if (effect.kind === 'apply') {
+          applies.push(effect.requestId as number);
+          if (effect.op.kind !== 'store') continue;
           const { key, value, flags } = effect.op;
           replica.set(key, { value, flags, expiresAtMs: 0, cas: effect.cas });
         } else if (effect.kind === 'send') {
@@ -82,6 +85,13 @@ function node() {
     set(key: string): void {
       request({ kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from(key), casUnique: 0n });
     },
+    /** Any op: 'applied' when taken, else the refusal's reason. */
+    call(op: Extract<Event<CausalMessage>, { kind: 'request' }>['op']): string {
+      const requestId = request(op);
+      if (applies.includes(requestId)) return 'applied';
+      const reply = replies.find((each) => each.requestId === requestId)?.reply as { reason?: string } | undefined;
+      return reply?.reason ?? 'no answer';
+    },
     /** `from` sends its whole replica: `entries`, covering `deps`. */
     snapshot(from: PeerId, entries: KeyedEntry[], deps: VersionVector): void {
       const to = deps[[N1, N2, N3].indexOf(from)] ?? 0n;
@@ -115,6 +125,17 @@ describe('causal mode: reads after memcached lost the replica', () => {
     n1.replica.clear();
     expect(n1.get('x')).toBe('not_caught_up');
 
+    // Writes whose outcome the replica's contents decide wait too: a delete finding nothing reads
+    // "absent". A plain set and a flush are taken.
+    const store = (verb: 'set' | 'add' | 'append', casUnique = 0n) =>
+      ({ kind: 'store', verb, key: 'x', flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique }) as const;
+    expect(n1.call({ kind: 'delete', key: 'x' })).toBe('not_caught_up');
+    expect(n1.call(store('add'))).toBe('not_caught_up');
+    expect(n1.call(store('append'))).toBe('not_caught_up');
+    expect(n1.call(store('set', 7n))).toBe('not_caught_up');
+    expect(n1.call({ kind: 'arith', verb: 'incr', key: 'x', delta: 1n, initial: null, expiresAtMs: 0 })).toBe('not_caught_up');
+    expect(n1.call({ kind: 'touch', key: 'x', expiresAtMs: 0 })).toBe('not_caught_up');
+    expect(n1.call({ kind: 'flush_all', delayMs: 1_000_000 })).toBe('applied');
     // A write is taken; the batch that ships it depends on x, which its writer may have read.
     n1.set('y');
     n1.advance(100);
@@ -129,7 +150,7 @@ describe('causal mode: reads after memcached lost the replica', () => {
     expect(n1.get('x')).toBe('not_caught_up');
     n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
     expect(n1.get('x')).toBe('read');
-    expect(n1.replica.has('x')).toBe(true);
+    expect(n1.call({ kind: 'delete', key: 'x' })).toBe('applied');
   });
 
   it('opens once every peer has sent a snapshot, even one that lacks what was lost for good', () => {

@@ -72,9 +72,13 @@ export class LocalWrites {
   private serve(event: RequestEvent, out: Out): void {
     const core = this.core;
     const { op, requestId, nowMs } = event;
+    const rebuilding = this.gate.refusal(op);
+    if (rebuilding !== null) {
+      out.push({ kind: 'reply', requestId, reply: rebuilding });
+      return;
+    }
     if (op.kind === 'get') {
-      const refusal = this.gate.readRefusal();
-      out.push(refusal === null ? { kind: 'read', requestId, op, nowMs } : { kind: 'reply', requestId, reply: refusal });
+      out.push({ kind: 'read', requestId, op, nowMs });
       return;
     }
     core.clock = tickHlc(core.clock, nowMs);

@@ -2,8 +2,9 @@
  * After memcached lost this replica's contents (a backend reset), reads wait for the replica to
  * hold again what was visible before: a connection may have read any of it, and a read answering
  * "absent" for a write in its causal past would break the session's promise. Until then reads are
- * refused (`not_caught_up`) and writes are taken, depending on that floor (`deps`), so a peer
- * shows them only with what their writer may have read.
+ * refused (`not_caught_up`), and so is every write whose outcome shows what the replica holds (a
+ * delete that finds nothing reads "absent" as surely as a get); plain sets and flushes are taken,
+ * depending on that floor (`deps`), so a peer shows them only with what their writer may have read.
  *
  * The gate opens when the vector peers are told covers the floor and a snapshot brought our own
  * lost writes back; or when every peer has sent its snapshot since the reset: the replica then
@@ -13,6 +14,7 @@
  */
 
 import type { PeerId } from '../types.ts';
+import type { Op } from '../../store/types.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { componentOf, type VersionVector } from './messages.ts';
 
@@ -62,11 +64,12 @@ export class RebuildGate {
     if (componentOf(deps, this.selfIndex) >= componentOf(rebuild.floor, this.selfIndex)) rebuild.ownBack = true;
   }
 
-  /** Why a read is refused now; null once the gate is open. */
-  readRefusal(): Refusal | null {
-    const rebuild = this.rebuild;
-    if (rebuild === null || this.opens(rebuild)) return null;
-    return refused('not_caught_up', 'memcached lost this replica, which is being rebuilt from its peers (read refused)');
+  /** Why `op` is refused now: while the gate is shut, all whose outcome the replica's contents decide (see the header). */
+  refusal(op: Op): Refusal | null {
+    const blind = (op.kind === 'store' && op.verb === 'set' && (op.casUnique ?? 0n) === 0n) || op.kind === 'flush_all';
+    if (this.rebuild === null || blind) return null;
+    if (this.opens(this.rebuild)) return null;
+    return refused('not_caught_up', 'memcached lost this replica, which is being rebuilt from its peers (only plain sets are taken meanwhile)');
   }
 
   /** Whether the replica holds what `rebuild` waits for: then the gate opens. */
