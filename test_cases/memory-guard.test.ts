@@ -86,6 +86,15 @@ describe('MemoryGuard', () => {
     expect(Array.from({ length: 50 }, () => fits(bytes, set('big', MB))).every(Boolean)).toBe(true);
     const appended = Array.from({ length: 10 }, () => fits(bytes, set('big', MB, 'append')));
     expect(appended).toEqual([true, true, true, true, true, false, false, false, false, false]);
+    // Peers' pushes of the same keys count the same way (byKey); a snapshot's items count whole.
+    const pushed = new MemoryGuard();
+    pushed.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, classes) });
+    for (let i = 0; i < 5 * perPage; i++) pushed.arrived([[`k${i % 3}`, 1, BigInt(i + 1)]], true);
+    expect(fits(pushed, set('p', 1))).toBe(true);
+    const snapshot = new MemoryGuard();
+    snapshot.polled({ usedBytes: 0, limitBytes: 64 * MB, slabs: slabs(0, classes) });
+    snapshot.arrived(Array.from({ length: perPage }, (_, i) => [`k${i % 3}`, 1, BigInt(i + 1)] as const));
+    expect(fits(snapshot, set('s', 1))).toBe(false);
   });
 
   it('counts only bytes for an append, whose item size depends on the value it extends', () => {

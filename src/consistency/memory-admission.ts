@@ -61,8 +61,11 @@ export class MemoryAdmission {
     return this.#guard.refusal(op, version);
   }
 
-  /** Entries another node admitted, about to be stored here (a push, a state transfer). */
-  arrived(entries: readonly KeyedEntry[]): void {
-    if (entries.length > 0) this.#guard.arrived(entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const));
+  /**
+   * Entries another node admitted, about to be stored here: a push or a chain batch (`byKey`:
+   * counted by key, see MemoryGuard.arrived), or a snapshot or a state transfer's chunk.
+   */
+  arrived(entries: readonly KeyedEntry[], byKey = false): void {
+    if (entries.length > 0) this.#guard.arrived(entries.map(([key, entry]) => [key, entry.value.length, entry.cas] as const), byKey);
   }
 }

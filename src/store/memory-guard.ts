@@ -58,7 +58,7 @@ interface Admitted {
   /** The absolute position of the first one kept (positions count every admission). */
   base: number;
   versions: bigint[];
-  /** Each one's key; null for an arrival (see `arrived`). */
+  /** Each one's key; null for an arrival counted whole (see `arrived`). */
   keys: Array<string | null>;
   /** What each adds to memcached's bytes. */
   bytes: number[];
@@ -146,16 +146,20 @@ export class MemoryGuard {
   /**
    * Counts items another node admitted, as they arrive here to be stored (an eventual peer's
    * push, a state transfer): they take room in every replica, and the node deciding here would
-   * otherwise learn of them only from the reports that cover them. Never refuses.
+   * otherwise learn of them only from the reports that cover them. Never refuses. `byKey`: counted
+   * by key as admissions are (a push, a chain batch: the same keys again and again under a bulk
+   * load); else whole (a snapshot or a transfer: distinct keys by the hundred thousand, each of
+   * which would cost a map entry).
    */
-  arrived(items: ReadonlyArray<readonly [key: string, valueBytes: number, version: bigint]>): void {
+  arrived(items: ReadonlyArray<readonly [key: string, valueBytes: number, version: bigint]>, byKey = false): void {
     const views = this.#views;
     if (views.length === 0) return;
     for (const [key, valueBytes, version] of items) {
       const itemBytes = storedItemBytes(key, valueBytes);
       const bytes = key.length + valueBytes + ITEM_OVERHEAD_BYTES;
-      this.#remember(version, null, bytes, itemBytes);
-      for (const view of views) countIn(view, null, bytes, itemBytes);
+      const counted = byKey ? key : null;
+      this.#remember(version, counted, bytes, itemBytes);
+      for (const view of views) countIn(view, counted, bytes, itemBytes);
     }
   }
 
@@ -221,8 +225,7 @@ function slabReserve(room: ItemRoom): number {
 function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): { bytes: number; room: ItemRoom | null } {
   const grows = itemBytes === 0;
   const room = view.memory.slabs === undefined || grows ? null : itemRoom(view.memory.slabs, itemBytes);
-  // An arrival (key null) counts whole: peers' pushes carry a key's latest write only, and a
-  // snapshot or transfer, distinct keys by the hundred thousand, would cost a map entry each.
+  // An arrival counted whole (key null: see `arrived`).
   if (key === null || grows) return { bytes, room };
   const added = Math.max(0, bytes - (view.countedBytes.get(key) ?? 0));
   return { bytes: added, room: room !== null && view.countedClass.get(key) === room.label ? null : room };

@@ -166,7 +166,7 @@ export class Merging {
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     core.clock = tickHlc(core.clock, core.nowMs);
     const joinCas = packVersion(core.clock, core.selfIndex);
-    this.memory.arrived(entries);
+    this.memory.arrived(entries, !batch.snapshot);
     out.push({ kind: 'put', entries, how: 'merge', token, joinCas });
     // Which of those tombstones the replica kept (noteFetched, for every fetch).
     if (unsureGraves.length > 0) core.issueFetch(out, unsureGraves, { kind: 'graves' });

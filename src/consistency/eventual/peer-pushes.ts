@@ -132,7 +132,7 @@ export class PeerPushes {
     const seq = this.fetches.nextSeq();
     // A counter merge may make a state neither side had: it takes this fresh version.
     const joinCas = this.host.freshVersion(nowMs);
-    this.memory.arrived(merge);
+    this.memory.arrived(merge, true);
     out.push({ kind: 'put', entries: merge, how: 'merge', token, joinCas });
     this.pendingAcks.set(token, { to: from, batch, versions });
     const unread = this.fetches.keysBeingRead();
