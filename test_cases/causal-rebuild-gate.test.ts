@@ -113,6 +113,16 @@ function node() {
 
 const entry = (cas: bigint): KeyedEntry[1] => ({ value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas });
 
+/** n1 after it saw n2's write of x (from n2's first snapshot) and then its memcached emptied. */
+function resetAfterSeeingX(): { n1: ReturnType<typeof node>; x: bigint } {
+  const n1 = node();
+  n1.advance(100);
+  const x = version(1, 1050);
+  n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
+  n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
+  return { n1, x };
+}
+
 describe('causal mode: reads after memcached lost the replica', () => {
   it('refuses reads until a snapshot brings back what was visible, and takes writes meanwhile', () => {
     const n1 = node();
@@ -154,11 +164,7 @@ describe('causal mode: reads after memcached lost the replica', () => {
   });
 
   it('opens once every peer has sent a snapshot, even one that lacks what was lost for good', () => {
-    const n1 = node();
-    n1.advance(100);
-    const x = version(1, 1050);
-    n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
-    n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
+    const { n1 } = resetAfterSeeingX();
     // n2 lost x too (its memcached emptied as well): nobody holds it any more.
     n1.snapshot(N2, [], [0n, 0n, 0n]);
     expect(n1.get('x')).toBe('not_caught_up');
@@ -184,11 +190,7 @@ describe('causal mode: reads after memcached lost the replica', () => {
   });
 
   it('asks each peer it waits for once resyncAfterMs passed without any part of a snapshot, and again only after as long', () => {
-    const n1 = node();
-    n1.advance(100);
-    const x = version(1, 1050);
-    n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
-    n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
+    const { n1, x } = resetAfterSeeingX();
     const since = n1.sent.length;
     // resyncAfterMs is 4 s with a 1 s failure timeout: a peer whose chain we held may be sending
     // its snapshot on its own meanwhile, and an ask would start it over.
