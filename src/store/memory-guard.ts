@@ -66,6 +66,9 @@ interface Admitted {
   itemBytes: number[];
 }
 
+/** What an admission adds to a view: bytes, and the size class it takes a chunk of, if any (`addsTo`). */
+type Added = { bytes: number; room: ItemRoom | null };
+
 /** One replica's memcached: what it said last, and the admissions its report does not cover. */
 interface View {
   memory: BackendMemory;
@@ -130,6 +133,7 @@ export class MemoryGuard {
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
+    const added: Added[] = [];
     for (const view of views) {
       const { memory } = view;
       if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
@@ -137,9 +141,10 @@ export class MemoryGuard {
       if (memory.usedBytes + view.admittedBytes + adds.bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
       const room = adds.room;
       if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items - slabReserve(room)) return OUT_OF_MEMORY;
+      added.push(adds);
     }
     this.#remember(version, op.key, bytes, itemBytes);
-    for (const view of views) countIn(view, op.key, bytes, itemBytes);
+    views.forEach((view, i) => countAdded(view, op.key, itemAt(added, i)));
     return null;
   }
 
@@ -222,7 +227,7 @@ function slabReserve(room: ItemRoom): number {
  * add theirs) and a chunk of its size class (`room`: the class, when it takes a chunk there the
  * key's last counted write did not). A bulk load overwriting a few keys adds nothing.
  */
-function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): { bytes: number; room: ItemRoom | null } {
+function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): Added {
   const grows = itemBytes === 0;
   const room = view.memory.slabs === undefined || grows ? null : itemRoom(view.memory.slabs, itemBytes);
   // An arrival counted whole (key null: see `arrived`).
@@ -233,7 +238,11 @@ function addsTo(view: View, key: string | null, bytes: number, itemBytes: number
 
 /** Counts an admission (of `key`, or an arrival) in a view that did not count it yet (see `addsTo`). */
 function countIn(view: View, key: string | null, bytes: number, itemBytes: number): void {
-  const adds = addsTo(view, key, bytes, itemBytes);
+  countAdded(view, key, addsTo(view, key, bytes, itemBytes));
+}
+
+/** Counts in `view` what an admission of `key` adds to it (`addsTo`'s answer). */
+function countAdded(view: View, key: string | null, adds: Added): void {
   view.admittedBytes += adds.bytes;
   if (adds.room !== null) view.admittedBySlab.set(adds.room.label, (view.admittedBySlab.get(adds.room.label) ?? 0) + 1);
   if (key === null) return;
