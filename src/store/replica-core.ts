@@ -208,9 +208,9 @@ export class ReplicaCore {
     const decided: KeyedEntry[] = [];
     const alone: Array<Promise<void>> = [];
     for (const [key, entry] of entries) {
-      const known = this.knownCas(key, joinCas === undefined ? undefined : entry);
-      if (known === undefined) alone.push(this.#putOne(key, entry, 'merge', joinCas));
-      else if (known === null || known < entry.cas) decided.push([key, entry]);
+      const writes = this.mergeWrites(key, entry, joinCas);
+      if (writes === undefined) alone.push(this.#putOne(key, entry, 'merge', joinCas));
+      else if (writes) decided.push([key, entry]);
     }
     if (decided.length > 0) alone.push(this.writeAll(decided));
     await Promise.all(alone);
@@ -230,12 +230,12 @@ export class ReplicaCore {
         return merged === current ? undefined : this.#write(key, merged);
       });
     }
-    const known = this.knownCas(key);
-    if (known === undefined) {
+    const writes = this.mergeWrites(key, entry, undefined);
+    if (writes === undefined) {
       return this.#backend.get(key).then((current) =>
         current !== undefined && current.cas >= entry.cas ? undefined : this.#write(key, entry));
     }
-    return known !== null && known >= entry.cas ? Promise.resolve() : this.#write(key, entry);
+    return writes ? this.#write(key, entry) : Promise.resolve();
   }
 
   /** `fetchKeys` of every key the index holds. */
@@ -379,10 +379,19 @@ export class ReplicaCore {
   }
 
   /**
+   * Whether a merge of `entry` into `key` writes it, as the index decides (the greater cas wins):
+   * false when the replica holds as much already; undefined when the index cannot tell (see #knownCas).
+   */
+  mergeWrites(key: string, entry: Entry, joinCas: bigint | undefined): boolean | undefined {
+    const known = this.#knownCas(key, joinCas === undefined ? undefined : entry);
+    return known === undefined ? undefined : known === null || known < entry.cas;
+  }
+
+  /**
    * The backend's version of `key` as the index knows it: null if absent, undefined if unknown or,
    * for a merge, if greater-cas-wins cannot decide it (counter metadata on either side).
    */
-  knownCas(key: string, merging?: Entry): bigint | null | undefined {
+  #knownCas(key: string, merging?: Entry): bigint | null | undefined {
     const record = this.#index.get(key);
     if (record === undefined) return this.#indexComplete ? null : undefined;
     if (merging !== undefined && (record.counted === true || isCounted(merging))) return undefined;

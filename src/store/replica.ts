@@ -239,10 +239,10 @@ export class Replica {
           afterBusy.push([key, only]);
           continue;
         }
-        const known = how === 'overwrite' ? null : this.#core.knownCas(key, joinCas === undefined ? undefined : only);
-        if (known !== undefined) {
-          // A merge loses to what the replica holds already: nothing to write.
-          if (known === null || known < only.cas) batch.push([key, only]);
+        const writes = how === 'overwrite' ? true : this.#core.mergeWrites(key, only, joinCas);
+        if (writes !== undefined) {
+          // A merge that loses to what the replica holds already writes nothing.
+          if (writes) batch.push([key, only]);
           continue;
         }
       }
