@@ -13,8 +13,8 @@
  * Mapping: a write, a delete that deleted (writes "absent"), a cas that returned true (reads
  * `expected`, writes the new value, atomically) are operations; a delete that found nothing reads
  * "absent" and writes nothing (memcached's NOT_FOUND changes no state, and mckv replicates none);
- * a cas that returned false reads nothing we can name. Indeterminate writes may have happened: they can be read from and, unread, order
- * nothing after them. Sessions are processes, and connections when the history names them.
+ * a cas that returned false reads nothing we can name. Indeterminate writes may have happened:
+ * they can be read from and, unread, order nothing after them. Sessions are processes, and connections when the history names them.
  * Values written more than once, or reads of "absent" where a delete could explain them, give
  * no RF edge, and a pattern is reported only if every possible writer shows it: never a false
  * alarm. An append that succeeded wrote `prefix + suffix`: when a value read (or a prefix so

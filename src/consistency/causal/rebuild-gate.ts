@@ -66,9 +66,9 @@ export class RebuildGate {
 
   /** Why `op` is refused now: while the gate is shut, all whose outcome the replica's contents decide (see the header). */
   refusal(op: Op): Refusal | null {
+    if (this.rebuild === null) return null;
     const blind = (op.kind === 'store' && op.verb === 'set' && (op.casUnique ?? 0n) === 0n) || op.kind === 'flush_all';
-    if (this.rebuild === null || blind) return null;
-    if (this.opens(this.rebuild)) return null;
+    if (blind || this.opens(this.rebuild)) return null;
     return refused('not_caught_up', 'memcached lost this replica, which is being rebuilt from its peers (only plain sets are taken meanwhile)');
   }
 
