@@ -67,7 +67,7 @@ interface Admitted {
 }
 
 /** What an admission adds to a view: bytes, and the size class it takes a chunk of, if any (`addsTo`). */
-type Added = { bytes: number; room: ItemRoom | null };
+type Added = { bytes: number; room: ItemRoom | null; counted: Counted | undefined };
 
 /** One replica's memcached: what it said last, and the admissions its report does not cover. */
 interface View {
@@ -77,10 +77,16 @@ interface View {
   admittedBytes: number;
   /** Those admissions by the size class they go to. */
   admittedBySlab: Map<string, number>;
-  /** Per key admitted, the bytes it counts for here: its largest item, appends adding theirs (`addsTo`). */
-  countedBytes: Map<string, number>;
-  /** Per key admitted, the size class of the last chunk it counts for here. */
-  countedClass: Map<string, string>;
+  /** Per key admitted, what it counts for here (`addsTo`). */
+  counted: Map<string, Counted>;
+  /** Each item size's room, as `memory` says (asked for every write, the same few sizes again and again). */
+  rooms: Map<number, ItemRoom | null>;
+}
+
+/** What a key's admissions count for in a view: its largest item's bytes, appends adding theirs, and the class of its last chunk. */
+interface Counted {
+  bytes: number;
+  label: string | null;
 }
 
 export class MemoryGuard {
@@ -185,7 +191,7 @@ export class MemoryGuard {
   /** A report's view: the admissions it does not cover are counted in it. */
   #viewOf(report: MemoryReport): View {
     const view: View = {
-      memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), countedBytes: new Map(), countedClass: new Map(),
+      memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), counted: new Map(), rooms: new Map(),
     };
     for (const [writer, admitted] of this.#admitted) {
       const { versions } = admitted;
@@ -229,11 +235,23 @@ function slabReserve(room: ItemRoom): number {
  */
 function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): Added {
   const grows = itemBytes === 0;
-  const room = view.memory.slabs === undefined || grows ? null : itemRoom(view.memory.slabs, itemBytes);
+  const room = grows ? null : roomIn(view, itemBytes);
   // An arrival counted whole (key null: see `arrived`).
-  if (key === null || grows) return { bytes, room };
-  const added = Math.max(0, bytes - (view.countedBytes.get(key) ?? 0));
-  return { bytes: added, room: room !== null && view.countedClass.get(key) === room.label ? null : room };
+  if (key === null) return { bytes, room, counted: undefined };
+  const counted = view.counted.get(key);
+  if (counted === undefined || grows) return { bytes, room, counted };
+  const added = Math.max(0, bytes - counted.bytes);
+  return { bytes: added, room: room !== null && counted.label === room.label ? null : room, counted };
+}
+
+/** The room for items of `itemBytes` in a view's memcached, worked out once per size and report. */
+function roomIn(view: View, itemBytes: number): ItemRoom | null {
+  let room = view.rooms.get(itemBytes);
+  if (room === undefined) {
+    room = view.memory.slabs === undefined ? null : itemRoom(view.memory.slabs, itemBytes);
+    view.rooms.set(itemBytes, room);
+  }
+  return room;
 }
 
 /** Counts an admission (of `key`, or an arrival) in a view that did not count it yet (see `addsTo`). */
@@ -244,10 +262,16 @@ function countIn(view: View, key: string | null, bytes: number, itemBytes: numbe
 /** Counts in `view` what an admission of `key` adds to it (`addsTo`'s answer). */
 function countAdded(view: View, key: string | null, adds: Added): void {
   view.admittedBytes += adds.bytes;
-  if (adds.room !== null) view.admittedBySlab.set(adds.room.label, (view.admittedBySlab.get(adds.room.label) ?? 0) + 1);
+  const label = adds.room === null ? null : adds.room.label;
+  if (label !== null) view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
   if (key === null) return;
-  view.countedBytes.set(key, (view.countedBytes.get(key) ?? 0) + adds.bytes);
-  if (adds.room !== null) view.countedClass.set(key, adds.room.label);
+  const { counted } = adds;
+  if (counted === undefined) {
+    view.counted.set(key, { bytes: adds.bytes, label });
+    return;
+  }
+  counted.bytes += adds.bytes;
+  if (label !== null) counted.label = label;
 }
 
 function dropOldest(admitted: Admitted, count: number): void {
