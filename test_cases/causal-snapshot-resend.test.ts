@@ -25,7 +25,7 @@ describe('causal mode: a snapshot sent again', () => {
     const step = (event: Event<CausalMessage>): void => {
       for (const effect of machine.step(event) as Array<Effect<CausalMessage>>) {
         if (effect.kind === 'fetch') step({ kind: 'fetched', nowMs, token: effect.token, entries: [] });
-        if (effect.kind === 'put') puts.push(effect.token);
+        if (effect.kind === 'put' && effect.token !== null) puts.push(effect.token);
         if (effect.kind === 'send' && effect.to === N2) toN2.push(effect.message);
       }
     };

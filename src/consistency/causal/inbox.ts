@@ -67,8 +67,10 @@ export class Inbox {
     if (assembling.received < assembling.parts.length) return null;
     this.assembling = null;
     if (message.snapshot) this.snapshotHeld = id;
-    const { snapshot, prev, to, deps } = assembling.header;
-    return { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
+    const { snapshot, prev, to, deps, needs } = assembling.header;
+    const batch: Batch = { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
+    if (needs !== undefined) batch.needs = needs;
+    return batch;
   }
 
   /** Parks a chain batch until it may be merged; dropped when one with its prev is parked or `parkedMax` are. */

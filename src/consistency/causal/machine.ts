@@ -198,9 +198,11 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.writes.onDirtyFetched();
         for (const peer of core.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps, core.nowMs);
         break;
-      case 'snapshot':
-        this.outbox(purpose.peer).onSnapshotFetched(token, { to: purpose.to, deps: purpose.deps, entries }, core.nowMs);
+      case 'snapshot': {
+        const { to, deps, needs } = purpose;
+        this.outbox(purpose.peer).onSnapshotFetched(token, { to, deps, needs, entries }, core.nowMs);
         break;
+      }
       case 'graves':
         break;
       default:
@@ -224,8 +226,10 @@ export class CausalMachine implements Machine<CausalMessage> {
     if (box.sendsStale(core.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
     if (box.needsSnapshot()) {
       const to = core.own(core.visible);
-      // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken count.
-      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps: this.merging.told() }));
+      // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken
+      // count. While our replica is rebuilt, what it holds may depend on more (`needs`).
+      const deps = this.merging.told();
+      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps, needs: this.gate.needsBeyond(deps) }));
       return;
     }
     for (const message of box.takeDue(core.nowMs)) out.push({ kind: 'send', to: peer, message });

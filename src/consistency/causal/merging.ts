@@ -5,10 +5,12 @@
  * a backend reset, the snapshots peers owe: they bring back our own writes the replica lost, which
  * our chains then ship again.
  *
- * Owns: the inboxes, the merges not yet acknowledged, our component at the last reset and the
- * peers owing a snapshot that covers it. The visible vector and the clock are the core's (./core.ts).
+ * Owns: the inboxes, the merges not yet acknowledged, the snapshots waiting for what they need, our
+ * component at the last reset and the peers owing a snapshot that covers it. The visible vector and
+ * the clock are the core's (./core.ts).
  * Invariants: a chain batch is merged only when prev <= visible[sender] and deps <= visible
- * elsewhere; a refused merge rolls the vector back to before it and forgets the later ones; what
+ * elsewhere; a snapshot with `needs` only when needs <= visible at every other node, or that
+ * node's snapshot waits too (`lacks`); a refused merge rolls the vector back to before it and forgets the later ones; what
  * peers are told (`told`) stops before the first merge memcached has not taken, and claims none of
  * our writes while a snapshot is owed.
  */
@@ -58,6 +60,11 @@ export class Merging {
   private readonly snapshotAskedMs = new Map<PeerId, number>();
   /** When part of a snapshot last came from any peer, or the replica was last emptied. */
   private snapshotPartAtMs = Number.NEGATIVE_INFINITY;
+  /**
+   * Per peer, its latest snapshot while it lacks what its entries depend on (`lacks`): merged once
+   * that is visible here, unacknowledged meanwhile, so its sender waits instead of starting over.
+   */
+  private readonly waitingSnapshots = new Map<PeerId, Batch>();
 
   constructor(
     private readonly core: CausalCore,
@@ -72,9 +79,9 @@ export class Merging {
     for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
   }
 
-  /** Batches parked. */
+  /** Batches parked, and snapshots waiting. */
   get parkedCount(): number {
-    return [...this.inboxes.values()].reduce((sum, box) => sum + box.parkedCount, 0);
+    return [...this.inboxes.values()].reduce((sum, box) => sum + box.parkedCount, this.waitingSnapshots.size);
   }
 
   onBatchPart(from: PeerId, message: BatchMessage, out: Out): void {
@@ -112,6 +119,7 @@ export class Merging {
   private onSnapshotAgain(from: PeerId, message: BatchMessage, out: Out): void {
     const { snapshot, to, parts } = message;
     if (parts > 1) out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received: parts } });
+    if (this.waitingSnapshots.get(from)?.to === to) return;
     if (!this.mergingSnapshot({ from, to })) this.ack(from, to, false, out);
   }
 
@@ -127,7 +135,8 @@ export class Merging {
   private onBatch(from: PeerId, batch: Batch, out: Out): void {
     const sender = this.core.nodes.indexOf(from);
     if (batch.snapshot) {
-      this.merge(from, batch, out);
+      // A newer snapshot replaces one waiting; the ready one is merged at once.
+      this.waitingSnapshots.set(from, batch);
       this.mergeParked(out);
       return;
     }
@@ -136,14 +145,38 @@ export class Merging {
     this.mergeParked(out);
   }
 
-  /** Merges every parked batch that follows on and whose dependencies are visible, until none does. */
+  /** Merges every waiting snapshot and parked batch that may be merged now, until none may. */
   private mergeParked(out: Out): void {
     for (let progress = true; progress; ) {
       progress = false;
+      for (const [peer, snapshot] of this.waitingSnapshots) {
+        if (this.lacks(peer, snapshot)) continue;
+        this.waitingSnapshots.delete(peer);
+        this.merge(peer, snapshot, out);
+        progress = true;
+      }
       for (const peer of this.core.peers) {
         if (this.inbox(peer).mergeReady(() => this.core.visible, (batch) => this.merge(peer, batch, out))) progress = true;
       }
     }
+  }
+
+  /**
+   * Whether `from`'s snapshot depends on writes of another node not visible here. Its sender's
+   * own writes it brings itself; ours we hold (or our own rebuild gate waits for them). Another
+   * node's snapshot waiting here too is as good: merged together, the two hold what either had,
+   * and two snapshots each lacking the other's writes do not wait on each other for ever.
+   */
+  private lacks(from: PeerId, snapshot: Batch): boolean {
+    const { needs } = snapshot;
+    if (needs === undefined) return false;
+    const core = this.core;
+    const sender = core.nodes.indexOf(from);
+    return needs.some((version, index) => {
+      if (index === core.selfIndex || index === sender || version <= componentOf(core.visible, index)) return false;
+      const node = core.nodes[index];
+      return node === undefined || !this.waitingSnapshots.has(node);
+    });
   }
 
   /** Makes a batch visible: one put, and the vector raised. */
@@ -260,6 +293,7 @@ export class Merging {
    * batches of our chain may have reached it after it sent the snapshot our reset prompted).
    */
   askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
+    if (this.waitingSnapshots.has(from)) return;
     if (this.owedSnapshots.has(from) && this.core.own(visible) >= this.lostOwnTo) this.askForSnapshot(from, out);
   }
 
@@ -271,7 +305,7 @@ export class Merging {
    */
   askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
     if (this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
-    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
+    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer) && !this.waitingSnapshots.has(peer)) this.askForSnapshot(peer, out);
   }
 
   /**
@@ -290,7 +324,8 @@ export class Merging {
   resyncStuck(out: Out): void {
     for (const peer of this.core.peers) {
       const inbox = this.inbox(peer);
-      if (!inbox.stuck(this.core.nowMs, this.core.tuning.resyncAfterMs)) continue;
+      // Behind a snapshot waiting for another node's writes, a fresh one would wait as long.
+      if (this.waitingSnapshots.has(peer) || !inbox.stuck(this.core.nowMs, this.core.tuning.resyncAfterMs)) continue;
       // Waiting longer would wait on a node cut off from us: take the sender's whole replica instead.
       inbox.unpark();
       this.ack(peer, 0n, true, out);
@@ -300,6 +335,7 @@ export class Merging {
   /** Drops the parked entries `keep` turns down. */
   filterEntries(keep: (pair: KeyedEntry) => boolean): void {
     for (const inbox of this.inboxes.values()) inbox.filterEntries(keep);
+    for (const snapshot of this.waitingSnapshots.values()) snapshot.entries = snapshot.entries.filter(keep);
   }
 
   /**
@@ -314,6 +350,8 @@ export class Merging {
     this.snapshotAskedMs.clear();
     this.snapshotPartAtMs = this.core.nowMs;
     this.merges.clear();
+    // Their senders, never acknowledged, are asked again (the rebuild gate) or send them again.
+    this.waitingSnapshots.clear();
     for (const inbox of this.inboxes.values()) inbox.onBackendReset();
   }
 

@@ -26,7 +26,7 @@ export type CausalMessage =
    * The sender's writes with versions in (prev, to] — or, with `snapshot`, its whole replica —
    * as the latest entry per key. The receiver may make them visible once it sees every write
    * of `deps` (the sender's visible vector when it read them; a snapshot needs nothing: it is a
-   * causally closed cut, and `deps` says what it covers).
+   * causally closed cut, and `deps` says what it covers — unless `needs` says more).
    */
   | {
       kind: 'batch';
@@ -36,6 +36,12 @@ export type CausalMessage =
       prev: bigint;
       to: bigint;
       deps: VersionVector;
+      /**
+       * A snapshot only, from a sender whose replica is being rebuilt (./rebuild-gate.ts): its
+       * entries may depend on writes it no longer holds, up to this vector. The receiver takes it
+       * once it sees those writes of every other node, or holds that node's own snapshot too.
+       */
+      needs?: VersionVector;
       part: number;
       parts: number;
       entries: KeyedEntry[];
@@ -60,6 +66,8 @@ export interface Batch {
   prev: bigint;
   to: bigint;
   deps: VersionVector;
+  /** A snapshot's: see the batch message. */
+  needs?: VersionVector;
   entries: KeyedEntry[];
 }
 
@@ -99,6 +107,7 @@ export function causalMessageProblem(value: unknown, limits: CausalMessageLimits
       const { entries, part, parts } = value;
       if (typeof value.snapshot !== 'boolean' || !isU64(value.base) || !isU64(value.prev) || !isU64(value.to)) return 'batch: bad range';
       if (!isVector(value.deps, limits.nodeCount)) return 'batch: bad deps vector';
+      if (value.needs !== undefined && (value.snapshot !== true || !isVector(value.needs, limits.nodeCount))) return 'batch: bad needs vector';
       if (!isCount(part) || !isCount(parts) || parts < 1 || parts > limits.partsMax || part >= parts) return 'batch: bad part';
       if (!Array.isArray(entries) || entries.length > limits.entriesMax) return 'batch: bad entries';
       const ok = entries.every(

@@ -74,11 +74,13 @@ export class Outbox {
   }
 
   /** Fetch `token` returned `entries`, at `nowMs`: queued first, if it is the snapshot fetch this waits for. */
-  onSnapshotFetched(token: number, snapshot: Omit<Batch, 'snapshot' | 'prev'>, nowMs: number): void {
+  onSnapshotFetched(token: number, snapshot: Omit<Batch, 'snapshot' | 'prev' | 'needs'> & { needs?: VersionVector | null }, nowMs: number): void {
     if (this.snapshotFetch !== token) return;
     this.snapshotFetch = null;
-    const { to, deps, entries } = snapshot;
-    this.queue.unshift({ snapshot: true, prev: 0n, to, deps, entries, queuedAtMs: nowMs, sentAtMs: null });
+    const { to, deps, needs, entries } = snapshot;
+    const queued: Queued = { snapshot: true, prev: 0n, to, deps, entries, queuedAtMs: nowMs, sentAtMs: null };
+    if (needs !== undefined && needs !== null) queued.needs = needs;
+    this.queue.unshift(queued);
     this.queueBytes += entriesBytes(entries);
   }
 
@@ -112,11 +114,13 @@ export class Outbox {
   /** The parts of `batch` its window allows now. */
   private takeParts(batch: Queued, sending: Sending, messages: CausalMessage[]): void {
     const base = this.ackedTo ?? 0n;
-    const { snapshot, prev, to, deps } = batch;
+    const { snapshot, prev, to, deps, needs } = batch;
     const through = sendableThrough(sending.partBytes, sending.acked, sending.sent);
     for (; sending.sent < through; sending.sent += 1) {
       const part = sending.sent;
-      messages.push({ kind: 'batch', snapshot, base, prev, to, deps, part, parts: sending.parts.length, entries: sending.parts[part] ?? [] });
+      const message: CausalMessage = { kind: 'batch', snapshot, base, prev, to, deps, part, parts: sending.parts.length, entries: sending.parts[part] ?? [] };
+      if (needs !== undefined) message.needs = needs;
+      messages.push(message);
     }
   }
 

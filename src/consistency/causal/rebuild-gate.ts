@@ -83,6 +83,16 @@ export class RebuildGate {
     return true;
   }
 
+  /**
+   * What a snapshot of the replica may depend on beyond `told`, what it holds: while the gate is
+   * shut, the sets taken meanwhile depend on the floor (`deps`). Null when that adds nothing.
+   */
+  needsBeyond(told: VersionVector): VersionVector | null {
+    if (this.rebuild === null) return null;
+    const needs = this.deps(told);
+    return needs.some((version, index) => index !== this.selfIndex && version > componentOf(told, index)) ? needs : null;
+  }
+
   /** A write's dependencies: what is visible, and while the gate is shut, everything visible before the reset. */
   deps(visible: VersionVector): VersionVector {
     const floor = this.rebuild?.floor;
