@@ -323,6 +323,38 @@ describe('Replica on a real memcached', () => {
     expect((await replica.health()).epoch).toBe(after.epoch);
   });
 
+  it('after a restart found empty, merges a rebuild by its index, reading no key from memcached', async () => {
+    class CountingBackend extends MemcachedBackend {
+      gets = 0;
+      override get(key: string): Promise<Entry | undefined> {
+        this.gets += 1;
+        return super.get(key);
+      }
+    }
+    const counting = new CountingBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
+    const replica = new Replica(counting, { tombstones: false });
+    await replica.apply(setOp('r', 'before'), { cas: 1n, nowMs: NOW });
+    await replica.health();
+    await memcached.restart();
+    await expect(replica.read(getOp('q'), NOW)).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    await replica.health();
+    replica.acknowledgeReset();
+    const rebuilt = Array.from({ length: 300 }, (_, index): [string, Entry] => [`m${index}`, entry(`v${index}`, BigInt(10 + index))]);
+    const before = counting.gets;
+    await replica.put(rebuilt, 'merge');
+    expect(counting.gets - before).toBe(0);
+    expect(values(await replica.read(getOp('m0', 'm299', 'r'), NOW))).toEqual([['m0', 'v0'], ['m299', 'v299']]);
+    // A reset the backend cannot vouch for (a failed write, say) knows nothing: a merge reads first.
+    replica.acknowledgeReset();
+    await replica.put([['m1', entry('older', 5n)]], 'merge');
+    expect(counting.gets - before).toBe(1);
+    expect(values(await replica.read(getOp('m1'), NOW))).toEqual([['m1', 'v1']]);
+    await counting.close();
+    // The suite's shared backend takes the new epoch too.
+    await backend.health();
+    backend.acknowledgeReset();
+  });
+
   it('queues calls beyond inFlightMax and completes them all, in order per key', async () => {
     const narrow = new MemcachedBackend({ host: memcached.host, port: memcached.port, inFlightMax: 2 });
     const replica = new Replica(narrow, { tombstones: false });

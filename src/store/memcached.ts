@@ -54,6 +54,8 @@ export class MemcachedBackend implements KVBackend {
   #lastEpoch = '';
   /** Set when a new connection found a new epoch; cleared by acknowledgeReset. */
   #resetEpoch: string | null = null;
+  /** Whether memcached held no item when `#resetEpoch` was found (see acknowledgeReset). */
+  #resetEmpty = false;
   /** What `stats settings` says, read once per epoch. */
   #settings: { epoch: string; evictsWhenFull: boolean; slab: SlabSettings; itemBytesMax: number | undefined } | null = null;
   /** flush_all commands this object sent (see BackendHealth.flushes). */
@@ -152,10 +154,13 @@ export class MemcachedBackend implements KVBackend {
     if (this.#lastEpoch === '') this.#lastEpoch = epoch;
   }
 
-  acknowledgeReset(): void {
-    if (this.#resetEpoch === null) return;
+  acknowledgeReset(): boolean {
+    if (this.#resetEpoch === null) return false;
     this.#lastEpoch = this.#resetEpoch;
     this.#resetEpoch = null;
+    // Fenced since it was found empty: nothing of ours reached it. (A memcached restarted warm,
+    // `-e`, may hold items: then we know nothing of what it holds.)
+    return this.#resetEmpty;
   }
 
   async health(): Promise<BackendHealth> {
@@ -167,6 +172,7 @@ export class MemcachedBackend implements KVBackend {
       const epoch = epochOf(stats);
       if (this.#lastEpoch !== '' && epoch !== this.#lastEpoch) {
         this.#resetEpoch = epoch;
+        this.#resetEmpty = stats.curr_items === '0';
         return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch };
       }
       this.#lastEpoch = epoch;
@@ -322,6 +328,7 @@ export class MemcachedBackend implements KVBackend {
       const epoch = epochOf(stats);
       if (epoch !== expected) {
         this.#resetEpoch = epoch;
+        this.#resetEmpty = stats.curr_items === '0';
         const failure = new ConnectionFailure('BACKEND_RESET', `restarted empty (epoch ${expected} → ${epoch})`);
         connection.fail(failure);
         throw failure;

@@ -69,10 +69,14 @@ export class ReplicaCore {
     this.#cache = new ValueCache(options.cacheBytesMax);
   }
 
-  /** The backend lost its contents: know nothing of it, cache nothing (see Replica.acknowledgeReset). */
-  forgetContents(): void {
+  /**
+   * The backend lost its contents: know nothing of it, cache nothing (see Replica.acknowledgeReset);
+   * `empty`: it surely holds nothing, so the empty index is complete, and a rebuild's merges are
+   * decided by it rather than by reading every key from the backend.
+   */
+  forgetContents(empty: boolean): void {
     this.#index.clear();
-    this.#indexComplete = false;
+    this.#indexComplete = empty;
     this.#cache.clear();
   }
 

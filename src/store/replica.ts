@@ -110,12 +110,12 @@ export class Replica {
    * again, as empty (the mode rebuilds it), and accept the backend's new epoch.
    */
   acknowledgeReset(): void {
-    this.#backend.acknowledgeReset?.();
+    const empty = this.#backend.acknowledgeReset?.() === true;
     // Calls issued before this point were meant for the replica as it was: they are refused
     // when their turn comes, never run against the emptied one (their results would be wrong).
     this.#generation += 1;
     this.#suspect = null;
-    this.#core.forgetContents();
+    this.#core.forgetContents(empty);
   }
 
   /**

@@ -203,8 +203,10 @@ export interface KVBackend {
    * After a BACKEND_RESET error (the backend lost its contents: a new epoch), the backend refuses
    * every operation until the controller has told the mode and calls this; from then on the new
    * epoch is the expected one. Optional: a backend that cannot be reset behind our back has none.
+   * True when the backend surely holds nothing now: it held no item when the new epoch was found,
+   * and every call since was refused.
    */
-  acknowledgeReset?(): void;
+  acknowledgeReset?(): boolean;
   /** The epoch this backend had when the controller last ran: a different one at start is a reset. */
   expectEpoch?(epoch: string): void;
   close(): Promise<void>;
