@@ -5,7 +5,9 @@
  *
  * Two counts, each what memcached's last report said plus what was admitted since and is not in
  * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
- * A key's writes admitted here count once, as memcached replaces its item (`addsTo`).
+ * A key's writes admitted here count once, as memcached replaces its item (`addsTo`). Counting by
+ * key costs a map entry per key and view, so a view counts every admission whole (an upper bound)
+ * until that would refuse one, and only then by key (`#countByKey`).
  * The node that orders writes asks, inside its mode's step (consistency/memory-admission.ts);
  * peers' reports of their own memcached count too, so the fullest replica decides.
  *
@@ -77,8 +79,8 @@ interface View {
   admittedBytes: number;
   /** Those admissions by the size class they go to. */
   admittedBySlab: Map<string, number>;
-  /** Per key admitted, what it counts for here (`addsTo`). */
-  counted: Map<string, Counted>;
+  /** Per key admitted, what it counts for here (`addsTo`); null: every admission counts whole. */
+  counted: Map<string, Counted> | null;
   /** Each item size's room, as `memory` says (asked for every write, the same few sizes again and again). */
   rooms: Map<number, ItemRoom | null>;
 }
@@ -143,10 +145,12 @@ export class MemoryGuard {
     for (const view of views) {
       const { memory } = view;
       if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
-      const adds = addsTo(view, op.key, bytes, itemBytes);
-      if (memory.usedBytes + view.admittedBytes + adds.bytes > memory.limitBytes * BYTES_USE_MAX) return OUT_OF_MEMORY;
-      const room = adds.room;
-      if (room !== null && (view.admittedBySlab.get(room.label) ?? 0) + 1 > room.items - slabReserve(room)) return OUT_OF_MEMORY;
+      let adds = addsTo(view, op.key, bytes, itemBytes);
+      if (!fits(view, adds) && view.counted === null && this.#countByKey(view)) {
+        // Counted whole, it would not fit: counted by key, it may.
+        adds = addsTo(view, op.key, bytes, itemBytes);
+      }
+      if (!fits(view, adds)) return OUT_OF_MEMORY;
       added.push(adds);
     }
     this.#remember(version, op.key, bytes, itemBytes);
@@ -180,6 +184,8 @@ export class MemoryGuard {
     if (admitted === undefined) {
       admitted = { base: 0, versions: [], keys: [], bytes: [], itemBytes: [] };
       this.#admitted.set(writer, admitted);
+      // Every view so far was made before this writer's first admission: it counts all of them.
+      for (const view of this.#views) view.from.set(writer, 0);
     }
     admitted.versions.push(version);
     admitted.keys.push(key);
@@ -188,10 +194,10 @@ export class MemoryGuard {
     if (admitted.versions.length > ADMITTED_KEPT_MAX) dropOldest(admitted, ADMITTED_KEPT_MAX / 2);
   }
 
-  /** A report's view: the admissions it does not cover are counted in it. */
+  /** A report's view: the admissions it does not cover are counted in it, whole. */
   #viewOf(report: MemoryReport): View {
     const view: View = {
-      memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), counted: new Map(), rooms: new Map(),
+      memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), counted: null, rooms: new Map(),
     };
     for (const [writer, admitted] of this.#admitted) {
       const { versions } = admitted;
@@ -209,6 +215,25 @@ export class MemoryGuard {
     return view;
   }
 
+  /**
+   * Counts the admissions `view` does not cover again, by key, and goes on so; false, counting on
+   * whole, if some of them were forgotten (ADMITTED_KEPT_MAX) and cannot be counted again.
+   */
+  #countByKey(view: View): boolean {
+    for (const [writer, admitted] of this.#admitted) if ((view.from.get(writer) ?? admitted.base) < admitted.base) return false;
+    view.admittedBytes = 0;
+    view.admittedBySlab = new Map();
+    view.counted = new Map();
+    for (const [writer, admitted] of this.#admitted) {
+      // A view made before the writer's first admission counts all of them.
+      const first = (view.from.get(writer) ?? admitted.base) - admitted.base;
+      for (let i = first; i < admitted.versions.length; i++) {
+        countIn(view, itemAt(admitted.keys, i), itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
+      }
+    }
+    return true;
+  }
+
   #listViews(): void {
     this.#views = this.#own === null ? [...this.#peers.values()] : [this.#own, ...this.#peers.values()];
     // What every view covers is needed no more.
@@ -219,6 +244,14 @@ export class MemoryGuard {
       dropOldest(admitted, needed - admitted.base);
     }
   }
+}
+
+/** Whether a view has room for what an admission adds to it. */
+function fits(view: View, adds: Added): boolean {
+  const { memory } = view;
+  if (memory.usedBytes + view.admittedBytes + adds.bytes > memory.limitBytes * BYTES_USE_MAX) return false;
+  const room = adds.room;
+  return room === null || (view.admittedBySlab.get(room.label) ?? 0) + 1 <= room.items - slabReserve(room);
 }
 
 /** What writes leave free of an item's size class: see the file header. */
@@ -236,8 +269,8 @@ function slabReserve(room: ItemRoom): number {
 function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): Added {
   const grows = itemBytes === 0;
   const room = grows ? null : roomIn(view, itemBytes);
-  // An arrival counted whole (key null: see `arrived`).
-  if (key === null) return { bytes, room, counted: undefined };
+  // An arrival counted whole (key null: see `arrived`), or a view counting whole.
+  if (key === null || view.counted === null) return { bytes, room, counted: undefined };
   const counted = view.counted.get(key);
   if (counted === undefined || grows) return { bytes, room, counted };
   const added = Math.max(0, bytes - counted.bytes);
@@ -264,7 +297,7 @@ function countAdded(view: View, key: string | null, adds: Added): void {
   view.admittedBytes += adds.bytes;
   const label = adds.room === null ? null : adds.room.label;
   if (label !== null) view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
-  if (key === null) return;
+  if (key === null || view.counted === null) return;
   const { counted } = adds;
   if (counted === undefined) {
     view.counted.set(key, { bytes: adds.bytes, label });
