@@ -48,6 +48,28 @@ describe('causal mode: a snapshot that depends on more than it holds', () => {
     expect(rebuilt[0]?.deps[1]).toBe(x);
   });
 
+  it('is sent again, whole and closed, once the rebuild is done, to a peer that had not acknowledged it', () => {
+    const n1 = node({ peersAck: false });
+    n1.advance(100);
+    const x = version(1, 1050);
+    n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
+    n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
+    n1.replica.clear();
+    n1.set('s');
+    const since = n1.sent.length;
+    n1.receive(N3, { kind: 'batch_ack', to: 0n, visible: [0n, 0n, 0n], resync: true });
+    const toN3 = (): Batch[] =>
+      n1.sent.slice(since).filter(({ to, message }) => to === N3 && message.kind === 'batch' && message.snapshot).map(({ message }) => message as Batch);
+    expect(toN3().map((batch) => batch.needs?.[1])).toEqual([x]);
+    // n3 waits for x (it never acknowledges); n2's snapshot brings x back here.
+    n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
+    n1.advance(100);
+    const sent = toN3();
+    expect(sent.length).toBe(2);
+    expect(sent[1]?.needs).toBeUndefined();
+    expect(sent[1]?.entries.map(([key]) => key).sort()).toEqual(['s', 'x']);
+  });
+
   it('waits, unacknowledged, until what it needs is visible, then is merged and acknowledged', () => {
     const n1 = node();
     n1.advance(100);

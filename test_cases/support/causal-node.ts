@@ -17,9 +17,11 @@ export const version = (index: number, atMs: number): bigint => packVersion(tick
 
 /**
  * Node n1 alone, its replica a map: fetches read it, puts and applies write it; peers' acks come
- * back at once for every batch n1 sends (the peers hold it); the effects of each step are kept.
+ * back at once for every batch n1 sends (the peers hold it), unless `peersAck` is false; the
+ * effects of each step are kept.
  */
-export function node() {
+export function node(options: { peersAck?: boolean } = {}) {
+  const peersAck = options.peersAck ?? true;
   const machine = new CausalMachine({
     self: N1, peers: [N2, N3], random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 1000,
   });
@@ -48,7 +50,7 @@ export function node() {
         } else if (effect.kind === 'send') {
           sent.push({ to: effect.to, message: effect.message });
           const { message } = effect;
-          if (message.kind === 'batch' && message.part === message.parts - 1) {
+          if (peersAck && message.kind === 'batch' && message.part === message.parts - 1) {
             const ack: CausalMessage = { kind: 'batch_ack', to: message.to, visible: [message.to, 0n, 0n], resync: false };
             pending.push({ kind: 'message', nowMs, from: effect.to, message: ack });
           }

@@ -224,6 +224,9 @@ export class CausalMachine implements Machine<CausalMessage> {
     // tombstones it purged: an entry a tombstone here has superseded would come back to life there.
     // A chain that has waited and holds one is given up for a fresh snapshot.
     if (box.sendsStale(core.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
+    // A snapshot read while our replica was rebuilt lacks what its sets depend on, and its
+    // receiver may wait for that: once the rebuild is done, a fresh one does not.
+    if (box.sendsLackingSnapshot() && !this.gate.shut) box.forget();
     if (box.needsSnapshot()) {
       const to = core.own(core.visible);
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken

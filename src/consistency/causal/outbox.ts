@@ -65,6 +65,12 @@ export class Outbox {
     return this.ackedTo === null && this.queue[0]?.snapshot !== true;
   }
 
+  /** Whether the snapshot queued first says it lacks what its entries need (`needs`). */
+  sendsLackingSnapshot(): boolean {
+    const head = this.queue[0];
+    return head?.snapshot === true && head.needs !== undefined;
+  }
+
   /** The chain starts over from a snapshot of our writes up to `to`, read by fetch `token`. */
   startSnapshot(to: bigint, token: number): void {
     this.queue = [];

@@ -37,9 +37,9 @@ export class RebuildGate {
     private readonly told: () => VersionVector,
   ) {}
 
-  /** Whether reads are refused now. */
+  /** Whether reads are refused now (it opens as soon as the replica holds what it waits for). */
   get shut(): boolean {
-    return this.rebuild !== null;
+    return this.rebuild !== null && !this.opens(this.rebuild);
   }
 
   /** The peers whose snapshot the shut gate still waits for (none when it is open). */
