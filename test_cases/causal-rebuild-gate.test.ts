@@ -6,17 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { entry, N2, N3, node, version, type Batch } from './support/causal-node.ts';
-
-/** n1 after it saw n2's write of x (from n2's first snapshot) and then its memcached emptied. */
-function resetAfterSeeingX(): { n1: ReturnType<typeof node>; x: bigint } {
-  const n1 = node();
-  n1.advance(100);
-  const x = version(1, 1050);
-  n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
-  n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
-  return { n1, x };
-}
+import { entry, N2, N3, node, resetAfterSeeingX, version, type Batch } from './support/causal-node.ts';
 
 describe('causal mode: reads after memcached lost the replica', () => {
   it('refuses reads until a snapshot brings back what was visible, and takes writes meanwhile', () => {

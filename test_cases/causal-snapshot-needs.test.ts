@@ -8,7 +8,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { causalMessageProblem } from '../src/consistency/causal/messages.ts';
-import { entry, N2, N3, node, version, type Batch } from './support/causal-node.ts';
+import { entry, N2, N3, node, resetAfterSeeingX, version, type Batch } from './support/causal-node.ts';
 
 /** The batch acks n1 sent `to` a peer for the batch ending at `batchTo`. */
 const acksOf = (n1: ReturnType<typeof node>, to: string, batchTo: bigint): number =>
@@ -16,12 +16,7 @@ const acksOf = (n1: ReturnType<typeof node>, to: string, batchTo: bigint): numbe
 
 describe('causal mode: a snapshot that depends on more than it holds', () => {
   it('is sent with what its entries need while the sender rebuilds, and without once it is rebuilt', () => {
-    const n1 = node();
-    n1.advance(100);
-    const x = version(1, 1050);
-    n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
-    n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
-    n1.replica.clear();
+    const { n1, x } = resetAfterSeeingX();
     // A set taken meanwhile depends on x, which n1 no longer holds.
     n1.set('s');
     const snapshotTo = (since: number): Batch[] =>
@@ -49,12 +44,7 @@ describe('causal mode: a snapshot that depends on more than it holds', () => {
   });
 
   it('is sent again, whole and closed, once the rebuild is done, to a peer that had not acknowledged it', () => {
-    const n1 = node({ peersAck: false });
-    n1.advance(100);
-    const x = version(1, 1050);
-    n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
-    n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
-    n1.replica.clear();
+    const { n1, x } = resetAfterSeeingX({ peersAck: false });
     n1.set('s');
     const since = n1.sent.length;
     n1.receive(N3, { kind: 'batch_ack', to: 0n, visible: [0n, 0n, 0n], resync: true });

@@ -126,3 +126,14 @@ export function node(options: { peersAck?: boolean } = {}) {
 }
 
 export const entry = (cas: bigint): KeyedEntry[1] => ({ value: Buffer.from('v'), flags: 0, expiresAtMs: 0, cas });
+
+/** n1 after it saw n2's write of x (from n2's first snapshot) and then its memcached emptied. */
+export function resetAfterSeeingX(options: { peersAck?: boolean } = {}): { n1: ReturnType<typeof node>; x: bigint } {
+  const n1 = node(options);
+  n1.advance(100);
+  const x = version(1, 1050);
+  n1.snapshot(N2, [['x', entry(x)]], [0n, x, 0n]);
+  n1.step({ kind: 'backend_reset', nowMs: n1.nowMs(), emptied: true });
+  n1.replica.clear();
+  return { n1, x };
+}
