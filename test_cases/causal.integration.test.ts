@@ -5,7 +5,8 @@
  * n1 → n3 is slow. Eventual mode lets n3 show the answer while the question is still missing;
  * causal mode holds the answer back until the question is visible. And causal tokens: a
  * connection that presents on n2 a token taken on n1 waits until n2 has what the token names,
- * or gets SERVER_ERROR at the bound.
+ * or gets SERVER_ERROR at the bound. And a replica rebuilt after its memcached restarted: a set it
+ * took meanwhile depends on a write it lost, and no peer shows the set without that write.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -75,4 +76,37 @@ describe('causal mode on real processes', () => {
     expect(await get(mover, 'moved')).toBe('hello');
     expect((await mover.request('causal_wait c1.zz 100\r\n', 'causal_wait')).lines[0]).toBe('CLIENT_ERROR bad causal token');
   }, 60_000);
+
+  it('a peer shows a set taken during a rebuild only with the lost write it depends on', async () => {
+    const cluster = await harness.start({ mode: 'causal', proxies: true });
+    const [n1, n2, n3] = [await connect('n1'), await connect('n2'), await connect('n3')];
+    // x, written on n3, reaches n1 but not n2; then n3 is cut off from both.
+    cluster.cut('n3', 'n2', true);
+    expect((await n3.request('set x 0 0 1\r\nx\r\n', 'set')).lines[0]).toBe('STORED');
+    expect(await awaitValue(n1, 'x', 5000)).toBe('x');
+    cluster.isolate('n3');
+    // n1's memcached restarts empty: n1 lost x, and cannot get it back while n3 is cut off.
+    await cluster.restartBackend('n1');
+    const refusedUntil = Date.now() + 10_000;
+    let reply = '';
+    while (Date.now() < refusedUntil && !reply.includes('not caught up')) {
+      reply = (await n1.request('get x\r\n', 'get').catch((error: unknown) => ({ lines: [String(error)] }))).lines[0] ?? '';
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(reply).toMatch(/not caught up/);
+    // A set n1 takes meanwhile depends on x (a client of n1 may have read it).
+    expect((await n1.request('set s 0 0 1\r\ns\r\n', 'set')).lines[0]).toBe('STORED');
+    // n2 gives up waiting on n3 and takes n1's whole replica: it must not show s without x.
+    const watchUntil = Date.now() + 8000;
+    let shownWithoutX = 0;
+    while (Date.now() < watchUntil) {
+      if ((await get(n2, 's')) !== null && (await get(n2, 'x')) === null) shownWithoutX += 1;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(shownWithoutX).toBe(0);
+    // Healed, n2 shows both.
+    cluster.healAll();
+    expect(await awaitValue(n2, 's', 15_000)).toBe('s');
+    expect(await get(n2, 'x')).toBe('x');
+  }, 90_000);
 });
