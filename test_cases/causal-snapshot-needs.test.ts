@@ -107,6 +107,10 @@ describe('causal mode: a snapshot that depends on more than it holds', () => {
     const s3 = version(2, 1070);
     n1.snapshot(N2, [['s2', entry(s2)], ['x2', entry(x2)]], [0n, s2, 0n], [0n, s2, x3]);
     expect(n1.replica.has('s2')).toBe(false);
+    // n3's snapshot from before it wrote x3 does not cover what n2's needs: neither is merged.
+    const early = version(2, 1035);
+    n1.snapshot(N3, [['e3', entry(early)]], [0n, 0n, early], [0n, x2, early]);
+    expect(n1.replica.size).toBe(0);
     n1.snapshot(N3, [['s3', entry(s3)], ['x3', entry(x3)]], [0n, 0n, s3], [0n, x2, s3]);
     expect([...n1.replica.keys()].sort()).toEqual(['s2', 's3', 'x2', 'x3']);
     expect([acksOf(n1, N2, s2), acksOf(n1, N3, s3)]).toEqual([1, 1]);

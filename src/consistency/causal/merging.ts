@@ -10,9 +10,10 @@
  * the clock are the core's (./core.ts).
  * Invariants: a chain batch is merged only when prev <= visible[sender] and deps <= visible
  * elsewhere; a snapshot with `needs` only when needs <= visible at every other node, or that
- * node's snapshot waits too (`lacks`); a refused merge rolls the vector back to before it and forgets the later ones; what
- * peers are told (`told`) stops before the first merge memcached has not taken, and claims none of
- * our writes while a snapshot is owed.
+ * node's own snapshot covering it is merged with it (`mergeableSnapshots`); a refused merge rolls
+ * the vector back to before it and forgets the later ones; what peers are told (`told`) stops
+ * before the first merge memcached has not taken, and claims none of our writes while a snapshot
+ * is owed.
  */
 
 import type { KeyedEntry, PeerId } from '../types.ts';
@@ -149,8 +150,7 @@ export class Merging {
   private mergeParked(out: Out): void {
     for (let progress = true; progress; ) {
       progress = false;
-      for (const [peer, snapshot] of this.waitingSnapshots) {
-        if (this.lacks(peer, snapshot)) continue;
+      for (const [peer, snapshot] of this.mergeableSnapshots()) {
         this.waitingSnapshots.delete(peer);
         this.merge(peer, snapshot, out);
         progress = true;
@@ -162,12 +162,30 @@ export class Merging {
   }
 
   /**
-   * Whether `from`'s snapshot depends on writes of another node not visible here. Its sender's
-   * own writes it brings itself; ours we hold (or our own rebuild gate waits for them). Another
-   * node's snapshot waiting here too is as good: merged together, the two hold what either had,
-   * and two snapshots each lacking the other's writes do not wait on each other for ever.
+   * The waiting snapshots that may be merged now, together: each lacks nothing (`lacks`) that is
+   * not visible here nor brought by another of them, its writer's own snapshot covering it. So
+   * two snapshots each lacking the other's writes do not wait on each other for ever, and none is
+   * merged on the strength of one that itself still waits.
    */
-  private lacks(from: PeerId, snapshot: Batch): boolean {
+  private mergeableSnapshots(): Array<[PeerId, Batch]> {
+    const together = new Map(this.waitingSnapshots);
+    for (let dropped = true; dropped; ) {
+      dropped = false;
+      for (const [peer, snapshot] of together) {
+        if (!this.lacks(peer, snapshot, together)) continue;
+        together.delete(peer);
+        dropped = true;
+      }
+    }
+    return [...together];
+  }
+
+  /**
+   * Whether `from`'s snapshot depends on writes of another node neither visible here nor in that
+   * node's own snapshot among `alongside`. Its sender's own writes it brings itself; ours we hold
+   * (or our own rebuild gate waits for them).
+   */
+  private lacks(from: PeerId, snapshot: Batch, alongside: ReadonlyMap<PeerId, Batch>): boolean {
     const { needs } = snapshot;
     if (needs === undefined) return false;
     const core = this.core;
@@ -175,7 +193,8 @@ export class Merging {
     return needs.some((version, index) => {
       if (index === core.selfIndex || index === sender || version <= componentOf(core.visible, index)) return false;
       const node = core.nodes[index];
-      return node === undefined || !this.waitingSnapshots.has(node);
+      const theirs = node === undefined ? undefined : alongside.get(node);
+      return theirs === undefined || theirs.to < version;
     });
   }
 
