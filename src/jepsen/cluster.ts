@@ -109,6 +109,8 @@ export class Cluster {
     const node = this.node(id);
     const args = [
       ...this.options.controllerNodeArgs,
+      // A CPU profile of each controller, written as it stops (docs/benchmarks.md).
+      ...(process.env.MCKV_PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${process.env.MCKV_PROF_DIR}`] : []),
       ...controllerEntryArgs(repoRoot),
       '-c',
       this.configFile,

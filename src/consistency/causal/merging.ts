@@ -168,6 +168,7 @@ export class Merging {
    * merged on the strength of one that itself still waits.
    */
   private mergeableSnapshots(): Array<[PeerId, Batch]> {
+    if (this.waitingSnapshots.size === 0) return [];
     const together = new Map(this.waitingSnapshots);
     for (let dropped = true; dropped; ) {
       dropped = false;
