@@ -31,11 +31,18 @@ import {
 } from './history.ts';
 
 export interface CausalCheckOptions {
-  /** Most operations checked, once writes nobody reads are set aside; more is `unknown` (CO is n² bits: 450 MB at 60,000). */
+  /** Most operations checked, once writes nobody reads are set aside; more is `unknown`. */
   operationsMax?: number;
+  /**
+   * Most entries of CO's clock matrix (operations × session chains, 4 bytes each); more is
+   * `unknown`. Chains are processes, cut after each call that got no answer.
+   */
+  clockEntriesMax?: number;
 }
 
-const OPERATIONS_MAX = 60_000;
+const OPERATIONS_MAX = 2_000_000;
+/** 256 MiB of clocks: two million operations in 32 chains, or 200,000 in 320. */
+const CLOCK_ENTRIES_MAX = 1 << 26;
 /** The initial state of every key: a writer of "absent" before everything. */
 const INIT = -1;
 
@@ -60,6 +67,12 @@ export function checkCausal(history: History, options: CausalCheckOptions = {}):
     return { verdict: 'unknown', detail: note === undefined ? detail : `${detail}; ${note}` };
   }
   const graph = new CausalGraph(nodes);
+  const clockEntriesMax = options.clockEntriesMax ?? CLOCK_ENTRIES_MAX;
+  if (graph.clockEntries > clockEntriesMax) {
+    const detail = `${nodes.length} operations in ${graph.chainCount} session chains: more than the causal checker takes (${clockEntriesMax} clock entries)`;
+    return { verdict: 'unknown', detail: note === undefined ? detail : `${detail}; ${note}` };
+  }
+  graph.computeOrder();
   const found = graph.thinAirRead() ?? graph.cyclicCo() ?? graph.readPatterns() ?? graph.cyclicCf();
   if (found === null) return note === undefined ? { verdict: 'ok' } : { verdict: 'ok', detail: note };
   const detail = [`${found.name}: ${found.why}`, ...found.ops.map((op) => `  ${describeOperation(op)}`), ...(note === undefined ? [] : [note])];
@@ -154,7 +167,11 @@ function inferAppends(nodes: Node[]): void {
   }
 }
 
-/** Nodes, their session and RF edges, and CO as one ancestor bitset per node. */
+/**
+ * Nodes, their session and RF edges, and CO as a vector clock per node over the session chains:
+ * each chain is totally ordered in CO, so a →CO b exactly when b's clock reaches a's place in a's
+ * chain (n × chains entries, where a bit matrix would take n² bits).
+ */
 class CausalGraph {
   private readonly nodes: Node[];
   /** key → value → indexes of the nodes that wrote it (INIT for the initial absent). */
@@ -170,25 +187,51 @@ class CausalGraph {
   /** key → its writers, chain by chain (built on first use). */
   private readonly keyChains = new Map<string, number[][]>();
   private readonly predecessors: number[][];
-  private readonly words: number;
-  /** CO as a bit matrix: row `b` (`words` words from `b * words`) has bit `a` set when a →CO b. */
-  private ancestors = new Uint32Array(0);
+  /** Each node's chain, and its place in it. */
+  private readonly chainOf: Int32Array;
+  private readonly placeOf: Int32Array;
+  /**
+   * CO as clocks: row `b` (`chains.length` entries from `b * chains.length`) holds, per chain, the
+   * last place in it of a node that precedes b in CO (-1: none).
+   */
+  private clocks = new Int32Array(0);
   private order: number[] | null = null;
 
   constructor(nodes: Node[]) {
     this.nodes = nodes;
-    this.words = Math.ceil(nodes.length / 32);
     this.predecessors = nodes.map(() => []);
     nodes.forEach((node, index) => {
       if (node.writes !== undefined) this.writersOf(node.op.key, node.writes).push(index);
     });
     this.addSessionEdges();
+    this.chainOf = new Int32Array(nodes.length);
+    this.placeOf = new Int32Array(nodes.length);
+    this.chains.forEach((chain, chainIndex) => {
+      chain.forEach((index, place) => {
+        this.chainOf[index] = chainIndex;
+        this.placeOf[index] = place;
+      });
+    });
     nodes.forEach((_node, index) => {
       const from = this.readFrom(index);
       if (from !== null && from !== INIT && from !== index) itemAt(this.predecessors, index).push(from);
     });
+  }
+
+  /** Session chains (see `chains`). */
+  get chainCount(): number {
+    return this.chains.length;
+  }
+
+  /** The clock matrix's size once computed (`computeOrder`). */
+  get clockEntries(): number {
+    return this.nodes.length * this.chains.length;
+  }
+
+  /** Orders the nodes and, unless CO has a cycle, computes their clocks. */
+  computeOrder(): void {
     this.order = this.topologicalOrder();
-    if (this.order !== null) this.computeAncestors(this.order);
+    if (this.order !== null) this.computeClocks(this.order);
   }
 
   thinAirRead(): Pattern | null {
@@ -211,10 +254,15 @@ class CausalGraph {
     for (const [index, node] of this.nodes.entries()) {
       if (node.reads === undefined) continue;
       const candidates = this.candidates(index).filter((writer) => writer === INIT || !this.before(index, writer));
-      const blames = candidates.map((writer) => this.overwrittenBefore(writer, index));
+      // Latest first: the likeliest not to be overwritten, which clears the read (an "absent" may
+      // have hundreds of deletes to try). The first candidate is the one a pattern names.
+      let overwriter: number | null = null;
+      for (let at = candidates.length - 1; at >= 0; at--) {
+        overwriter = this.overwrittenBefore(itemAt(candidates, at), index);
+        if (overwriter === null) break;
+      }
       const [writer] = candidates;
-      const [overwriter] = blames;
-      if (writer === undefined || overwriter === undefined || overwriter === null || blames.some((blame) => blame === null)) continue;
+      if (writer === undefined || overwriter === null) continue;
       const ops = [...(writer === INIT ? [] : [this.node(writer).op]), this.node(overwriter).op, node.op];
       const name = writer === INIT ? 'WriteCOInitRead' : 'WriteCORead';
       return { name, ops, key: node.op.key, why: `the read returns ${show(node.reads)}, overwritten before it in causal order` };
@@ -298,16 +346,25 @@ class CausalGraph {
 
   /** The writers of `key` cut into chains: in one process's order, each preceding the next in CO. */
   private chainsOfKey(key: string): number[][] {
-    let chains = this.keyChains.get(key);
-    if (chains === undefined) {
-      chains = [];
+    if (this.keyChains.size === 0) {
+      // Every key's at once: one pass over the chains.
       for (const chain of this.chains) {
-        const writers = chain.filter((index) => this.node(index).writes !== undefined && this.node(index).op.key === key);
-        if (writers.length > 0) chains.push(writers);
+        const mine = new Map<string, number[]>();
+        for (const index of chain) {
+          const { writes, op } = this.node(index);
+          if (writes === undefined) continue;
+          const writers = mine.get(op.key);
+          if (writers === undefined) mine.set(op.key, [index]);
+          else writers.push(index);
+        }
+        for (const [written, writers] of mine) {
+          const chains = this.keyChains.get(written);
+          if (chains === undefined) this.keyChains.set(written, [writers]);
+          else chains.push(writers);
+        }
       }
-      this.keyChains.set(key, chains);
     }
-    return chains;
+    return this.keyChains.get(key) ?? [];
   }
 
   /** The last of `chain` before `read` in CO, or null. A chain's members before it form a prefix. */
@@ -357,25 +414,29 @@ class CausalGraph {
     return topologicalOrderOf(this.predecessors);
   }
 
-  private computeAncestors(order: number[]): void {
-    const { words } = this;
-    const ancestors = new Uint32Array(this.nodes.length * words);
+  private computeClocks(order: number[]): void {
+    const width = this.chains.length;
+    const clocks = new Int32Array(this.nodes.length * width).fill(-1);
     for (const index of order) {
-      const mine = index * words;
+      const mine = index * width;
       for (const predecessor of itemAt(this.predecessors, index)) {
-        const theirs = predecessor * words;
-        for (let word = 0; word < words; word++) ancestors[mine + word] = wordAt(ancestors, mine + word) | wordAt(ancestors, theirs + word);
-        const own = mine + (predecessor >>> 5);
-        ancestors[own] = wordAt(ancestors, own) | (1 << (predecessor & 31));
+        const theirs = predecessor * width;
+        for (let chain = 0; chain < width; chain++) {
+          const seen = wordAt(clocks, theirs + chain);
+          if (seen > wordAt(clocks, mine + chain)) clocks[mine + chain] = seen;
+        }
+        const own = mine + wordAt(this.chainOf, predecessor);
+        const place = wordAt(this.placeOf, predecessor);
+        if (place > wordAt(clocks, own)) clocks[own] = place;
       }
     }
-    this.ancestors = ancestors;
+    this.clocks = clocks;
   }
 
-  /** a →CO b (INIT precedes everything). */
+  /** a →CO b (INIT precedes everything): b's clock reaches a's place in a's chain. */
   private before(a: number, b: number): boolean {
     if (a === INIT) return true;
-    return (wordAt(this.ancestors, b * this.words + (a >>> 5)) & (1 << (a & 31))) !== 0;
+    return wordAt(this.clocks, b * this.chains.length + wordAt(this.chainOf, a)) >= wordAt(this.placeOf, a);
   }
 }
 

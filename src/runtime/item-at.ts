@@ -16,8 +16,8 @@ export function itemAt<T>(items: ArrayLike<T>, index: number): T {
   return item;
 }
 
-/** `words[index]` of a bitset, which the caller knows is there. */
-export function wordAt(words: Uint32Array, index: number): number {
+/** `words[index]` of a typed array (a bitset, a clock matrix), which the caller knows is there. */
+export function wordAt(words: Uint32Array | Int32Array, index: number): number {
   const word = words[index];
   if (word === undefined) throw new RangeError(`word ${index} is outside 0..${words.length - 1}`);
   return word;
