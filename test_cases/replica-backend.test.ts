@@ -177,6 +177,31 @@ describe('Replica ordering', () => {
     expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
   });
 
+  it('after a reset that kept the backend (a failed write), a fetch of the whole replica still lists every key it holds', async () => {
+    let failNext = false;
+    class FlakyBackend extends MemoryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        if (failNext) {
+          failNext = false;
+          throw new StoreError('BACKEND_FAILED', 'injected: out of memory');
+        }
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new FlakyBackend(), { tombstones: false });
+    for (let index = 0; index < 5; index += 1) await replica.apply(setOp(`k${index}`, `v${index}`), { cas: BigInt(index + 1), nowMs: NOW });
+    failNext = true;
+    await expect(replica.apply(setOp('k9', 'lost'), { cas: 10n, nowMs: NOW })).rejects.toMatchObject({ code: 'BACKEND_FAILED' });
+    // The log replays onto the kept replica what came after its last good point: here k9 only.
+    replica.acknowledgeReset();
+    await replica.apply(setOp('k9', 'again'), { cas: 10n, nowMs: NOW });
+    // A state transfer (or a snapshot) read now must carry k0..k4, which memcached still holds.
+    const fetched = await replica.fetch(null);
+    expect(fetched.map(([key, entry]) => [key, entry.value.toString()])).toEqual([
+      ['k0', 'v0'], ['k1', 'v1'], ['k2', 'v2'], ['k3', 'v3'], ['k4', 'v4'], ['k9', 'again'],
+    ]);
+  });
+
   it('refuses everything after a failed write until the reset is acknowledged, then works again', async () => {
     let failNext = true;
     class FlakyBackend extends MemoryBackend {

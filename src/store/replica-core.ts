@@ -242,8 +242,14 @@ export class ReplicaCore {
     return writes ? this.#write(key, entry) : Promise.resolve();
   }
 
-  /** `fetchKeys` of every key the index holds. */
-  fetchAll(): Promise<KeyedEntry[]> {
+  /**
+   * `fetchKeys` of every key the backend holds: the index's, once it is complete. After a reset
+   * that kept the backend's contents (a failed write) the index knows only what was written since,
+   * so the backend's keys are listed first (`loadIndex`): a state transfer or a snapshot read from
+   * the index alone would leave out every key not written since, and its receiver would lose them.
+   */
+  async fetchAll(): Promise<KeyedEntry[]> {
+    if (!this.#indexComplete) await this.loadIndex();
     return this.fetchKeys([...this.#index.keys()]);
   }
 
