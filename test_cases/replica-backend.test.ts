@@ -54,6 +54,17 @@ class JitteryBackend extends MemoryBackend {
   }
 }
 
+/** The in-memory backend, whose next set fails with `failNext` when one is given. */
+class FlakyBackend extends MemoryBackend {
+  failNext: StoreError | null = null;
+  override async set(key: string, stored: Entry): Promise<void> {
+    const failure = this.failNext;
+    this.failNext = null;
+    if (failure !== null) throw failure;
+    return super.set(key, stored);
+  }
+}
+
 describe('Replica ordering', () => {
   it('applies calls on one key in call order even when the backend answers out of order', async () => {
     const random = seeded(7);
@@ -178,19 +189,10 @@ describe('Replica ordering', () => {
   });
 
   it('after a reset that kept the backend (a failed write), a fetch of the whole replica still lists every key it holds', async () => {
-    let failNext = false;
-    class FlakyBackend extends MemoryBackend {
-      override async set(key: string, stored: Entry): Promise<void> {
-        if (failNext) {
-          failNext = false;
-          throw new StoreError('BACKEND_FAILED', 'injected: out of memory');
-        }
-        return super.set(key, stored);
-      }
-    }
-    const replica = new Replica(new FlakyBackend(), { tombstones: false });
+    const backend = new FlakyBackend();
+    const replica = new Replica(backend, { tombstones: false });
     for (let index = 0; index < 5; index += 1) await replica.apply(setOp(`k${index}`, `v${index}`), { cas: BigInt(index + 1), nowMs: NOW });
-    failNext = true;
+    backend.failNext = new StoreError('BACKEND_FAILED', 'injected: out of memory');
     await expect(replica.apply(setOp('k9', 'lost'), { cas: 10n, nowMs: NOW })).rejects.toMatchObject({ code: 'BACKEND_FAILED' });
     // The log replays onto the kept replica what came after its last good point: here k9 only.
     replica.acknowledgeReset();
@@ -203,17 +205,9 @@ describe('Replica ordering', () => {
   });
 
   it('refuses everything after a failed write until the reset is acknowledged, then works again', async () => {
-    let failNext = true;
-    class FlakyBackend extends MemoryBackend {
-      override async set(key: string, stored: Entry): Promise<void> {
-        if (failNext) {
-          failNext = false;
-          throw new StoreError('BACKEND_DOWN', 'injected');
-        }
-        return super.set(key, stored);
-      }
-    }
-    const replica = new Replica(new FlakyBackend(), { tombstones: false });
+    const backend = new FlakyBackend();
+    backend.failNext = new StoreError('BACKEND_DOWN', 'injected');
+    const replica = new Replica(backend, { tombstones: false });
     const failed = replica.apply(setOp('k', 'one'), { cas: 1n, nowMs: NOW });
     const next = replica.apply(setOp('k', 'two'), { cas: 2n, nowMs: NOW });
     await expect(failed).rejects.toMatchObject({ name: 'StoreError', code: 'BACKEND_DOWN' });
