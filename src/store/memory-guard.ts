@@ -208,10 +208,8 @@ export class MemoryGuard {
         first = after === -1 ? versions.length : after;
       }
       view.from.set(writer, admitted.base + first);
-      for (let i = first; i < versions.length; i++) {
-        countIn(view, itemAt(admitted.keys, i), itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
-      }
     }
+    this.#countUncovered(view);
     return view;
   }
 
@@ -224,14 +222,18 @@ export class MemoryGuard {
     view.admittedBytes = 0;
     view.admittedBySlab = new Map();
     view.counted = new Map();
+    this.#countUncovered(view);
+    return true;
+  }
+
+  /** Counts in `view` the admissions kept that it does not cover (from its `from` marks on). */
+  #countUncovered(view: View): void {
     for (const [writer, admitted] of this.#admitted) {
-      // A view made before the writer's first admission counts all of them.
       const first = (view.from.get(writer) ?? admitted.base) - admitted.base;
       for (let i = first; i < admitted.versions.length; i++) {
         countIn(view, itemAt(admitted.keys, i), itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
       }
     }
-    return true;
   }
 
   #listViews(): void {
