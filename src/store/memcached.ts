@@ -163,6 +163,12 @@ export class MemcachedBackend implements KVBackend {
     return this.#resetEmpty;
   }
 
+  /** memcached restarted (`stats` says its new `epoch`): every call fails until acknowledgeReset. */
+  #fence(epoch: string, stats: Record<string, string>): void {
+    this.#resetEpoch = epoch;
+    this.#resetEmpty = stats.curr_items === '0';
+  }
+
   async health(): Promise<BackendHealth> {
     if (this.#resetEpoch !== null) {
       return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch: this.#resetEpoch };
@@ -171,8 +177,7 @@ export class MemcachedBackend implements KVBackend {
       const stats = await this.#run('stats', null, (connection) => connection.stats());
       const epoch = epochOf(stats);
       if (this.#lastEpoch !== '' && epoch !== this.#lastEpoch) {
-        this.#resetEpoch = epoch;
-        this.#resetEmpty = stats.curr_items === '0';
+        this.#fence(epoch, stats);
         return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch };
       }
       this.#lastEpoch = epoch;
@@ -327,8 +332,7 @@ export class MemcachedBackend implements KVBackend {
     const verifying = connection.stats().then((stats) => {
       const epoch = epochOf(stats);
       if (epoch !== expected) {
-        this.#resetEpoch = epoch;
-        this.#resetEmpty = stats.curr_items === '0';
+        this.#fence(epoch, stats);
         const failure = new ConnectionFailure('BACKEND_RESET', `restarted empty (epoch ${expected} → ${epoch})`);
         connection.fail(failure);
         throw failure;
