@@ -313,7 +313,6 @@ export class Merging {
    * batches of our chain may have reached it after it sent the snapshot our reset prompted).
    */
   askForLostWrites(from: PeerId, visible: VersionVector, out: Out): void {
-    if (this.waitingSnapshots.has(from)) return;
     if (this.owedSnapshots.has(from) && this.core.own(visible) >= this.lostOwnTo) this.askForSnapshot(from, out);
   }
 
@@ -325,15 +324,17 @@ export class Merging {
    */
   askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
     if (this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
-    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer) && !this.waitingSnapshots.has(peer)) this.askForSnapshot(peer, out);
+    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
   }
 
   /**
    * Asks `peer` for a snapshot, unless it was asked, or sent part of one, within resyncAfterMs:
    * each ask makes the peer start its snapshot over (a barrier on its replica), so asking while
    * one is on its way, as under a bulk load it can be for seconds, would start it over for ever.
+   * Nor while its snapshot waits here for another node's writes: a fresh one would wait as long.
    */
   private askForSnapshot(peer: PeerId, out: Out): void {
+    if (this.waitingSnapshots.has(peer)) return;
     const askedAtMs = this.snapshotAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY;
     if (this.core.nowMs - askedAtMs < this.core.tuning.resyncAfterMs) return;
     this.snapshotAskedMs.set(peer, this.core.nowMs);
