@@ -184,7 +184,7 @@ class CausalGraph {
    * precedes the next in session order, hence in CO. Every node is in exactly one.
    */
   private readonly chains: number[][] = [];
-  /** key → its writers, chain by chain (built on first use). */
+  /** key → its writers, chain by chain, each in its chain's order. */
   private readonly keyChains = new Map<string, number[][]>();
   private readonly predecessors: number[][];
   /** Each node's chain, and its place in it. */
@@ -204,6 +204,7 @@ class CausalGraph {
       if (node.writes !== undefined) this.writersOf(node.op.key, node.writes).push(index);
     });
     this.addSessionEdges();
+    this.addKeyChains();
     this.chainOf = new Int32Array(nodes.length);
     this.placeOf = new Int32Array(nodes.length);
     this.chains.forEach((chain, chainIndex) => {
@@ -346,25 +347,26 @@ class CausalGraph {
 
   /** The writers of `key` cut into chains: in one process's order, each preceding the next in CO. */
   private chainsOfKey(key: string): number[][] {
-    if (this.keyChains.size === 0) {
-      // Every key's at once: one pass over the chains.
-      for (const chain of this.chains) {
-        const mine = new Map<string, number[]>();
-        for (const index of chain) {
-          const { writes, op } = this.node(index);
-          if (writes === undefined) continue;
-          const writers = mine.get(op.key);
-          if (writers === undefined) mine.set(op.key, [index]);
-          else writers.push(index);
-        }
-        for (const [written, writers] of mine) {
-          const chains = this.keyChains.get(written);
-          if (chains === undefined) this.keyChains.set(written, [writers]);
-          else chains.push(writers);
-        }
+    return this.keyChains.get(key) ?? [];
+  }
+
+  /** Every key's writer chains (`keyChains`), in one pass over the chains. */
+  private addKeyChains(): void {
+    for (const chain of this.chains) {
+      const mine = new Map<string, number[]>();
+      for (const index of chain) {
+        const { writes, op } = this.node(index);
+        if (writes === undefined) continue;
+        const writers = mine.get(op.key);
+        if (writers === undefined) mine.set(op.key, [index]);
+        else writers.push(index);
+      }
+      for (const [written, writers] of mine) {
+        const chains = this.keyChains.get(written);
+        if (chains === undefined) this.keyChains.set(written, [writers]);
+        else chains.push(writers);
       }
     }
-    return this.keyChains.get(key) ?? [];
   }
 
   /** The last of `chain` before `read` in CO, or null. A chain's members before it form a prefix. */
