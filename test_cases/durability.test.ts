@@ -65,6 +65,24 @@ function gate(sync: 'fsync' | 'write' = 'fsync'): { gate: DurabilityGate<string>
 const record = (name: string): { record: unknown; compact: boolean } => ({ record: { name }, compact: false });
 
 describe('the durability gate', () => {
+  it('says work would run at once only while its ticket is durable and nothing waits', () => {
+    const { gate: durability, writeAhead } = gate();
+    expect(durability.runsNow(durability.latest())).toBe(true);
+    durability.append([record('entry')]);
+    expect(durability.runsNow(durability.latest())).toBe(false);
+    durability.writeAppended();
+    writeAhead.complete();
+    const durableTicket = durability.latest();
+    expect(durability.runsNow(durableTicket)).toBe(true);
+    durability.append([record('next')]);
+    durability.whenDurable(durability.latest(), 'after-next');
+    durability.writeAppended();
+    // A durable ticket still waits behind work handed over before it.
+    expect(durability.runsNow(durableTicket)).toBe(false);
+    writeAhead.complete(1, new DurabilityError('WAL_FSYNC_FAILED', 'refused'));
+    expect(durability.runsNow(durability.latest())).toBe(false);
+  });
+
   it('runs an effect at once when no record precedes it, and holds every effect after a persist, in order, until it is durable', () => {
     const { gate: durability, writeAhead, ran } = gate();
     durability.whenDurable(durability.latest(), 'before');

@@ -119,13 +119,18 @@ export class DurabilityGate<T> {
     return { appended: this.appended, durable: this.durable };
   }
 
+  /** Whether work handed over now with `ticket` would run at once: it is durable and nothing waits. */
+  runsNow(ticket: Ticket): boolean {
+    return this.failure === null && this.waitingHead === this.waiting.length && ticket <= this.durable && !this.releasing;
+  }
+
   /**
    * Runs `work` once `ticket` is durable and the work handed over before it has run: at once when
    * nothing waits. After a failed write, never.
    */
   whenDurable(ticket: Ticket, work: T): void {
     if (this.failure !== null) return;
-    if (this.waitingHead === this.waiting.length && ticket <= this.durable && !this.releasing) {
+    if (this.runsNow(ticket)) {
       this.options.release(work);
       return;
     }

@@ -86,7 +86,9 @@ export class EffectRunner {
       this.durability.append([{ record: effect.record, compact: effect.compact }]);
       return;
     }
-    if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
+    // Nothing waits for the disk (always so in a mode without records): no key or apply is held.
+    if (this.durability.runsNow(this.durability.latest())) this.execute(effect);
+    else if (effect.kind === 'send' && effect.beforeDurable === true) this.execute(effect);
     else if (effect.kind === 'read' && effect.keysOnly === true && !this.heldKeys.touches(opKeys(effect.op) ?? [])) this.execute(effect);
     else if (effect.kind === 'apply' && effect.requestId !== null) this.holdApply(effect, effect.requestId);
     else this.holdForDisk(effect);
