@@ -4,7 +4,8 @@
  * more than pendingBytesMax is given up for a snapshot; it tells when a snapshot not yet
  * acknowledged would be sent again holding stale entries; and a batch in parts (a snapshot larger
  * than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more as the peer acks parts,
- * and no more of it once the peer says it holds every part.
+ * and no more of it once the peer says it holds every part; sent again after the ack timeout, it
+ * starts with its first part alone, so a peer holding it all is not sent a window each time.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -107,13 +108,37 @@ describe('the causal outbox', () => {
     }
     expect(sent.map((part) => part.part)).toEqual(Array.from({ length: partCount }, (_, index) => index));
     expect(sent.flatMap((part) => part.entries.map(([key]) => key))).toEqual(replica.map(([key]) => key));
-    // No ack for the ack timeout: sent again from its first part.
-    const again = outbox.takeDue(20 * partCount + LIMITS.ackTimeoutMs) as Part[];
-    expect(again[0]?.part).toBe(0);
-    expect(bytesOf(again)).toBeLessThanOrEqual(PART_WINDOW_BYTES);
-    // The peer holds every part already (it is merging them): the rest is not sent again.
+    // No ack for the ack timeout: sent again from its first part, alone until the peer acks it.
     const resentAtMs = 20 * partCount + LIMITS.ackTimeoutMs;
+    expect((outbox.takeDue(resentAtMs) as Part[]).map((part) => part.part)).toEqual([0]);
+    expect(outbox.takeDue(resentAtMs + 1)).toEqual([]);
+    // The peer holds every part already (it is merging them): the rest is not sent again.
     outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: partCount }, resentAtMs + 1);
     expect(outbox.takeDue(resentAtMs + 2)).toEqual([]);
+    // Still unacknowledged (the snapshot waits there): each timeout sends one part, not a window.
+    for (let round = 1; round <= 3; round += 1) {
+      const atMs = resentAtMs + 1 + round * LIMITS.ackTimeoutMs;
+      expect((outbox.takeDue(atMs) as Part[]).map((part) => part.part)).toEqual([0]);
+      outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: partCount }, atMs);
+    }
+  });
+
+  it('sent again to a peer that lost it, goes on from the probe as the peer acks parts', () => {
+    const outbox = new Outbox({ ...LIMITS, batchEntriesMax: 256, batchBytesMax: 512 * 1024, pendingBytesMax: 1 << 30 });
+    outbox.startSnapshot(5n, 9);
+    const replica: KeyedEntry[] = Array.from({ length: 12_000 }, (_, index): KeyedEntry => [
+      `k${index}`, { value: Buffer.alloc(1000, 1), flags: 0, expiresAtMs: 0, cas: 5n },
+    ]);
+    outbox.onSnapshotFetched(9, { to: 5n, deps: [5n, 0n, 0n], entries: replica }, 0);
+    type Part = Extract<CausalMessage, { kind: 'batch' }>;
+    const first = outbox.takeDue(0) as Part[];
+    const partCount = first[0]?.parts ?? 0;
+    expect(first.length).toBeGreaterThan(1);
+    // Nothing came back (the peer restarted empty): the probe, then a window once it acks one part.
+    expect((outbox.takeDue(LIMITS.ackTimeoutMs) as Part[]).map((part) => part.part)).toEqual([0]);
+    outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: 1 }, LIMITS.ackTimeoutMs + 1);
+    const window = outbox.takeDue(LIMITS.ackTimeoutMs + 2) as Part[];
+    expect(window.length).toBeGreaterThan(1);
+    expect(window.map((part) => part.part)).toEqual(Array.from({ length: window.length }, (_, index) => index + 1));
   });
 });

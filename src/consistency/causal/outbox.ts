@@ -2,7 +2,9 @@
  * Our chain to one peer in causal mode, the sender's half of ./messages.ts: the batches queued
  * for the peer until it acknowledges them, sent a window at a time and again after ackTimeoutMs.
  * A batch in parts (a snapshot of a whole replica, say) leaves a window of parts at a time, more
- * as the peer acks the parts it holds (../send-window.ts).
+ * as the peer acks the parts it holds (../send-window.ts). Sent again, it starts with its first
+ * part alone, a probe: the peer's part ack says how much it still holds (every part, while it
+ * waits to merge a snapshot), so a peer that holds it is not sent a window again each timeout.
  *
  * Owns: the queue, its bytes, what the peer acknowledged, how far the chain is covered, and the
  * snapshot being fetched. The machine decides when a snapshot is fetched, and with what deps.
@@ -30,6 +32,8 @@ interface Sending {
   partBytes: number[];
   sent: number;
   acked: number;
+  /** Sent again: the first part alone until the peer acks it. */
+  probing: boolean;
 }
 
 /** A queued batch: sentAtMs null, not sent yet; else when it was sent, or last acked a part. */
@@ -108,9 +112,10 @@ export class Outbox {
     for (const batch of this.queue.slice(0, this.limits.windowBatchesMax)) {
       if (batch.sentAtMs === null || nowMs - batch.sentAtMs >= this.limits.ackTimeoutMs) {
         // (Again) from its first part: the peer acks at once what it holds already.
+        const again = batch.sentAtMs !== null;
         batch.sentAtMs = nowMs;
         const parts = splitEntries(batch.entries, this.limits.batchEntriesMax, this.limits.batchBytesMax);
-        batch.sending = { parts, partBytes: parts.map(entriesBytes), sent: 0, acked: 0 };
+        batch.sending = { parts, partBytes: parts.map(entriesBytes), sent: 0, acked: 0, probing: again && parts.length > 1 };
       }
       if (batch.sending !== undefined) this.takeParts(batch, batch.sending, messages);
     }
@@ -121,7 +126,7 @@ export class Outbox {
   private takeParts(batch: Queued, sending: Sending, messages: CausalMessage[]): void {
     const base = this.ackedTo ?? 0n;
     const { snapshot, prev, to, deps, needs } = batch;
-    const through = sendableThrough(sending.partBytes, sending.acked, sending.sent);
+    const through = sending.probing ? 1 : sendableThrough(sending.partBytes, sending.acked, sending.sent);
     for (; sending.sent < through; sending.sent += 1) {
       const part = sending.sent;
       const message: CausalMessage = { kind: 'batch', snapshot, base, prev, to, deps, part, parts: sending.parts.length, entries: sending.parts[part] ?? [] };
@@ -135,6 +140,7 @@ export class Outbox {
     const batch = this.queue.find((each) => each.to === ack.to && each.snapshot === ack.snapshot);
     const sending = batch?.sending;
     if (batch === undefined || sending === undefined || sending.parts.length !== ack.parts || ack.received <= sending.acked) return;
+    sending.probing = false;
     // Holding every part (one sent again after an ack timeout, say), it needs no more of them.
     if (ack.received === ack.parts) sending.sent = ack.parts;
     sending.acked = Math.min(ack.received, sending.sent);
