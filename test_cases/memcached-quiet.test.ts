@@ -198,4 +198,36 @@ describe('a replica applying quietly', () => {
       await backend.close();
     }
   });
+
+  it('applies at once, without a promise, what needs no reply from memcached, and gives the same replies and writes as apply', async () => {
+    const backend = await openBackend(server);
+    const replica = new Replica(backend, { tombstones: false, replay: 'skip-applied', quietApplies: true });
+    try {
+      await replica.reset();
+      const ctx = (cas: bigint) => ({ cas, nowMs: Date.now() });
+      const store = (verb: 'set' | 'add' | 'append', key: string, text: string) =>
+        ({ kind: 'store', verb, key, flags: 0, expiresAtMs: 0, value: Buffer.from(text), casUnique: 0n } as const);
+      expect(replica.applyNow(store('set', 'a', 'one'), ctx(1n))).toMatchObject({ kind: 'stored' });
+      // Its entry known, an add is refused and an append extends it, at once.
+      expect(replica.applyNow(store('add', 'a', 'x'), ctx(2n))).toMatchObject({ kind: 'not_stored' });
+      expect(replica.applyNow(store('append', 'a', '+two'), ctx(3n))).toMatchObject({ kind: 'stored' });
+      // Applied already (a replay): answered as such, nothing sent.
+      expect(replica.applyNow(store('set', 'a', 'old'), ctx(3n))).not.toBeNull();
+      expect(replica.readNow({ kind: 'get', keys: ['a'] }, Date.now())).toMatchObject({ items: [{ value: Buffer.from('one+two') }] });
+      // A delete is not sent quietly: left to apply, which then runs as before.
+      expect(replica.applyNow({ kind: 'delete', key: 'a', casUnique: 0n }, ctx(4n))).toBeNull();
+      // A key with a call still running is left to apply too, and keeps its order.
+      const pending = replica.apply(store('set', 'b', 'first'), { cas: 5n, nowMs: Date.now() });
+      const later = replica.apply({ kind: 'delete', key: 'b', casUnique: 0n }, ctx(6n));
+      expect(replica.applyNow(store('set', 'b', 'second'), ctx(7n))).toBeNull();
+      await Promise.all([pending, later]);
+      expect(await replica.apply({ kind: 'delete', key: 'a', casUnique: 0n }, ctx(8n))).toMatchObject({ kind: 'deleted' });
+      await backend.settle();
+      expect(await backend.get('a')).toBeUndefined();
+      expect(await backend.get('b')).toBeUndefined();
+      expect(replica.suspect).toBeNull();
+    } finally {
+      await backend.close();
+    }
+  });
 });

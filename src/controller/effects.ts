@@ -140,12 +140,19 @@ export class EffectRunner {
         return;
       case 'apply': {
         const { requestId, token } = effect;
-        replica.apply(effect.op, { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode }).then(
-          (reply) => {
-            memory.noteStored(effect.cas);
-            if (requestId !== null) requests.resolve(requestId, reply);
-            if (token !== null) enqueue({ kind: 'applied', nowMs: clockMs(), token });
-          },
+        const ctx = { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode };
+        const applied = (reply: Reply): void => {
+          memory.noteStored(effect.cas);
+          if (requestId !== null) requests.resolve(requestId, reply);
+          if (token !== null) enqueue({ kind: 'applied', nowMs: clockMs(), token });
+        };
+        const appliedNow = replica.applyNow(effect.op, ctx);
+        if (appliedNow !== null) {
+          applied(appliedNow);
+          return;
+        }
+        replica.apply(effect.op, ctx).then(
+          applied,
           (error: unknown) => {
             watch.storeFailed('apply', opKeys(effect.op), token, error);
             // A committed write of the log modes: the mode answers it at the reset.

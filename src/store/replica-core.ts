@@ -132,6 +132,26 @@ export class ReplicaCore {
     return reply;
   }
 
+  /**
+   * `applySingle` at once, when it needs no backend round trip: quiet applies, the entry it
+   * depends on known (a plain set depends on none), and its write sent quietly or none needed.
+   * Otherwise null, having sent nothing (the caller uses `applySingle`).
+   */
+  applySingleNow(op: SingleKeyOp, ctx: ApplyContext): Reply | null {
+    if (!this.#quietApplies) return null;
+    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
+    let current: Entry | undefined;
+    if (op.kind !== 'store' || op.verb !== 'set') {
+      const known = this.known(op.key);
+      if (known === null) return null;
+      if (this.#isApplied(known, ctx)) return ALREADY_APPLIED;
+      current = known;
+    }
+    const { write, reply } = applyToEntry(current, op, ctx, this.#valueBytesMax);
+    if (write === undefined) return reply;
+    return write !== null && this.#writeQuietly(op.key, write) ? reply : null;
+  }
+
   /** A get's reply; no promise hop per key the cache or the index knows. */
   readValues(keys: readonly string[], nowMs: number): Promise<Reply> {
     const known: Array<Entry | undefined | Promise<Entry | undefined>> = [];

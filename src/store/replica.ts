@@ -189,6 +189,23 @@ export class Replica {
     }
   }
 
+  /**
+   * Applies a one-key op at once, when it can: trusted, nothing issued earlier on its key still
+   * running, and nothing to wait for (see ReplicaCore.applySingleNow). Otherwise null, and the
+   * caller uses `apply`. Same reply and writes as `apply` would give, without a promise.
+   */
+  applyNow(op: Op, ctx: ApplyContext): Reply | null {
+    if (op.kind !== 'store' && op.kind !== 'arith' && op.kind !== 'delete' && op.kind !== 'touch') return null;
+    if (this.#suspect !== null || !this.#order.idleKey(op.key)) return null;
+    try {
+      return this.#core.applySingleNow(op, ctx);
+    } catch (error) {
+      // As `#writing` would: the write may have gone; `apply` now refuses, telling the caller.
+      this.#distrust(error);
+      return null;
+    }
+  }
+
   /** Serves a get after every earlier call on its keys: items with cas, in key order. */
   read(op: Op, nowMs: number): Promise<Reply> {
     if (op.kind !== 'get') throw new Error(`Replica.read: expected a get, got ${op.kind}`);
