@@ -32,6 +32,19 @@ function synced(): Outbox {
   return outbox;
 }
 
+type Part = Extract<CausalMessage, { kind: 'batch' }>;
+
+/** An outbox with a snapshot of `count` entries of 1000 bytes fetched: sent in parts. */
+function snapshotInParts(count: number): { outbox: Outbox; replica: KeyedEntry[] } {
+  const outbox = new Outbox({ ...LIMITS, batchEntriesMax: 256, batchBytesMax: 512 * 1024, pendingBytesMax: 1 << 30 });
+  outbox.startSnapshot(5n, 9);
+  const replica: KeyedEntry[] = Array.from({ length: count }, (_, index): KeyedEntry => [
+    `k${index}`, { value: Buffer.alloc(1000, 1), flags: 0, expiresAtMs: 0, cas: 5n },
+  ]);
+  outbox.onSnapshotFetched(9, { to: 5n, deps: [5n, 0n, 0n], entries: replica }, 0);
+  return { outbox, replica };
+}
+
 describe('the causal outbox', () => {
   it('forgets the chain once more than pendingBytesMax is queued', () => {
     const outbox = synced();
@@ -84,14 +97,8 @@ describe('the causal outbox', () => {
   });
 
   it('sends a batch in parts a window at a time, on as the peer acks parts, and from its first part after the ack timeout', () => {
-    const outbox = new Outbox({ ...LIMITS, batchEntriesMax: 256, batchBytesMax: 512 * 1024, pendingBytesMax: 1 << 30 });
-    outbox.startSnapshot(5n, 9);
     // About 24 MiB: more than a peer connection's send queue holds (16 MiB).
-    const replica: KeyedEntry[] = Array.from({ length: 24_000 }, (_, index): KeyedEntry => [
-      `k${index}`, { value: Buffer.alloc(1000, 1), flags: 0, expiresAtMs: 0, cas: 5n },
-    ]);
-    outbox.onSnapshotFetched(9, { to: 5n, deps: [5n, 0n, 0n], entries: replica }, 0);
-    type Part = Extract<CausalMessage, { kind: 'batch' }>;
+    const { outbox, replica } = snapshotInParts(24_000);
     const bytesOf = (parts: readonly Part[]): number => parts.reduce((sum, part) => sum + part.entries.length * 1000, 0);
     const first = outbox.takeDue(0) as Part[];
     const partCount = first[0]?.parts ?? 0;
@@ -124,13 +131,7 @@ describe('the causal outbox', () => {
   });
 
   it('sent again to a peer that lost it, goes on from the probe as the peer acks parts', () => {
-    const outbox = new Outbox({ ...LIMITS, batchEntriesMax: 256, batchBytesMax: 512 * 1024, pendingBytesMax: 1 << 30 });
-    outbox.startSnapshot(5n, 9);
-    const replica: KeyedEntry[] = Array.from({ length: 12_000 }, (_, index): KeyedEntry => [
-      `k${index}`, { value: Buffer.alloc(1000, 1), flags: 0, expiresAtMs: 0, cas: 5n },
-    ]);
-    outbox.onSnapshotFetched(9, { to: 5n, deps: [5n, 0n, 0n], entries: replica }, 0);
-    type Part = Extract<CausalMessage, { kind: 'batch' }>;
+    const { outbox } = snapshotInParts(12_000);
     const first = outbox.takeDue(0) as Part[];
     const partCount = first[0]?.parts ?? 0;
     expect(first.length).toBeGreaterThan(1);
