@@ -1,10 +1,10 @@
 /**
  * The seeded client fuzz (./support/client-fuzz.ts, both protocols, no flush_all) against the
- * client ports of a sequential cluster of real controller processes over real memcached. Every
- * command a controller takes is replicated, so a client command its peers refused would leave the
- * replicas apart. After the fuzz: every controller runs and serves, the keys written before read
- * back through each, no peer dropped a message as invalid, and the keys the fuzz wrote read the
- * same through every controller.
+ * client ports of a cluster of real controller processes over real memcached, in a log mode and in
+ * both merging modes. Every command a controller takes is replicated (as an op or as the entry it
+ * made), so one whose replication its peers refused would leave the replicas apart. After the
+ * fuzz: every controller runs and serves, the keys written before read back through each, no peer
+ * dropped a message as invalid, and the keys the fuzz wrote read the same through every controller.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,12 +18,12 @@ const FUZZ_BUDGET_MS = 30_000;
 /** The keys the fuzz's valid commands mostly write (see client-fuzz.ts). */
 const FUZZ_KEYS = Array.from({ length: 21 }, (_, index) => `k${index}`);
 
-describe('sequential: a seeded client fuzz against real controllers', () => {
+describe.each(['sequential', 'causal', 'eventual'] as const)('%s: a seeded client fuzz against real controllers', (mode) => {
   let cluster: Cluster;
   let survivors: Survivors;
 
   beforeAll(async () => {
-    cluster = await Cluster.start({ mode: 'sequential' });
+    cluster = await Cluster.start({ mode });
     survivors = new Survivors(cluster);
     await survivors.writeThroughEvery(3);
   }, 60_000);
