@@ -2,7 +2,9 @@
  * config.ini, parsed once, validated, frozen.
  *
  * Every controller reads the same file and finds itself by its client port. A bad value is a
- * `ConfigError` whose message is one line naming the problem; main.ts prints it and exits 1.
+ * `ConfigError` whose message is one line naming the problem; main.ts prints it and exits 1. So is
+ * a setting or section this file does not know: a misspelt `consistency` must not start a cluster
+ * that quietly keeps another promise.
  */
 
 import { readFileSync } from 'node:fs';
@@ -130,10 +132,23 @@ export function loadConfig(file: string): Readonly<ClusterConfig> {
   return parseConfig(text, file);
 }
 
+/** Every [cluster] setting (README, "Configuration"). */
+const CLUSTER_KEYS: readonly string[] = [
+  'consistency', 'heartbeat_interval_ms', 'failure_timeout_ms', 'data_dir', 'log_dir', 'wal_sync', 'cpu_scheduling',
+  'connections_max', 'compact_after_entries', 'read_leases', 'read_lease_ms', 'clock_drift_ppm_max',
+  'read_lease_margin_ms', 'value_bytes_max', 'cache_bytes_max', 'peer_frame_bytes_max', 'secret_file', 'cluster_id',
+  'peer_tls_ca', 'idle_timeout_s', 'client_output_bytes_max', 'connection_requests_max', 'controller_requests_max',
+  'flush_all', 'auth_file',
+];
+/** Every [node.ID] setting but `dial.<peer>`. */
+const NODE_KEYS: readonly string[] = ['client', 'peer', 'memcached', 'http', 'tls_cert', 'tls_key'];
+
 /** Validates the text of a config file. Throws ConfigError. */
 export function parseConfig(text: string, file: string): Readonly<ClusterConfig> {
   const raw = ini.parse(text) as Record<string, unknown>;
+  refuseUnknown(Object.keys(raw), ['cluster', 'node'], `${file}: section or setting outside a section`);
   const cluster = section(raw, 'cluster');
+  refuseUnknown(Object.keys(cluster), CLUSTER_KEYS, `${file}: [cluster] setting`);
   const base = path.dirname(path.resolve(file));
   const nodesRaw = raw.node;
   if (typeof nodesRaw !== 'object' || nodesRaw === null || Object.keys(nodesRaw).length === 0) {
@@ -265,6 +280,7 @@ function parseNode(id: string, value: unknown, file: string, base: string): Node
   if (!/^[A-Za-z0-9_-]{1,32}$/.test(id)) throw new ConfigError(`${file}: bad node id '${id}'`);
   if (typeof value !== 'object' || value === null) throw new ConfigError(`${file}: [node.${id}] is empty`);
   const fields = value as Record<string, unknown>;
+  refuseUnknown(Object.keys(fields).filter((key) => !key.startsWith('dial.')), NODE_KEYS, `${file}: [node.${id}] setting`);
   const address = (key: string): Address => {
     const text = fields[key];
     if (typeof text !== 'string') throw new ConfigError(`${file}: [node.${id}] is missing '${key}'`);
@@ -314,6 +330,28 @@ function checkDistinctAddresses(nodes: readonly NodeConfig[], file: string): voi
     const clash = nodes.find((other) => other.memcached.host === node.http?.host && other.memcached.port === node.http.port);
     if (clash) throw new ConfigError(`${file}: ${node.id} http ${node.http.host}:${node.http.port} is already used by ${clash.id} memcached`);
   }
+}
+
+/** Throws for the first of `keys` not among `known`, naming the likeliest one meant. */
+function refuseUnknown(keys: readonly string[], known: readonly string[], what: string): void {
+  const unknown = keys.find((key) => !known.includes(key));
+  if (unknown === undefined) return;
+  const near = known.find((candidate) => editDistance(unknown.toLowerCase(), candidate) <= 2);
+  throw new ConfigError(`${what} '${unknown}' is unknown${near === undefined ? ` (known: ${known.join(', ')})` : ` (did you mean '${near}'?)`}`);
+}
+
+/** Levenshtein distance, for the suggestion above (short strings only). */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, index) => index);
+  for (let i = 1; i <= a.length; i += 1) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j += 1) {
+      const substitution = (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current.push(Math.min((previous[j] ?? 0) + 1, (current[j - 1] ?? 0) + 1, substitution));
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
 }
 
 function section(raw: Record<string, unknown>, name: string): Record<string, unknown> {

@@ -1,5 +1,6 @@
 /**
- * config.ini validation (one line naming the problem), expiry conversion, and the write-ahead
+ * config.ini validation (one line naming the problem, a setting it does not know refused, a
+ * mutated file refused only with a ConfigError), expiry conversion, and the write-ahead
  * file (records survive, only a torn last record is dropped, a complete record that fails its
  * checksum is refused wherever it is, a file of another node or cluster is refused, the file and
  * its folder are the owner's alone).
@@ -13,6 +14,7 @@ import { crc32 } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { absoluteExpiryMs, toOp } from '../src/controller/commands.ts';
 import { ConfigError, findNode, parseConfig } from '../src/config.ts';
+import { mulberry32 } from '../src/runtime/random.ts';
 import { WAL_RECORD_HEADER_BYTES, WalError, WriteAheadFile } from '../src/wal.ts';
 
 const node = (id: string, n: number): string =>
@@ -59,6 +61,48 @@ describe('config.ini', () => {
   ])('rejects %s with one line naming it', (_, text, message) => {
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(ConfigError);
     expect(() => parseConfig(text, 'cluster.ini')).toThrow(message);
+  });
+
+  it('refuses a setting or section it does not know, naming the one likely meant', () => {
+    const withCluster = (line: string): string => valid.replace('[cluster]\n', `[cluster]\n${line}\n`);
+    expect(() => parseConfig(withCluster('consistancy = eventual'), 'c.ini')).toThrow(
+      /c\.ini: \[cluster\] setting 'consistancy' is unknown \(did you mean 'consistency'\?\)/,
+    );
+    expect(() => parseConfig(withCluster('Read_Leases = off'), 'c.ini')).toThrow(/did you mean 'read_leases'/);
+    expect(() => parseConfig(withCluster('leases = off'), 'c.ini')).toThrow(/'leases' is unknown \(known: consistency, /);
+    expect(() => parseConfig(valid.replace('memcached = 127.0.0.1:11202', 'memcache = 127.0.0.1:11202'), 'c.ini')).toThrow(
+      /\[node\.n2\] setting 'memcache' is unknown \(did you mean 'memcached'\?\)/,
+    );
+    expect(() => parseConfig(`top = 1\n${valid}`, 'c.ini')).toThrow(/outside a section 'top' is unknown/);
+    expect(() => parseConfig(valid.replace('[cluster]', '[clusters]'), 'c.ini')).toThrow(/'clusters' is unknown \(did you mean 'cluster'\?\)/);
+    // A node's dial.<peer> settings are its own to name.
+    expect(parseConfig(valid.replace('[node.n1]\n', '[node.n1]\ndial.n2 = 127.0.0.1:9100\n'), 'c.ini').nodes[0]?.dial.n2).toEqual({ host: '127.0.0.1', port: 9100 });
+  });
+
+  it('a mutated file is parsed or refused with a ConfigError, never another error', () => {
+    const random = mulberry32(77);
+    const lines = valid.split('\n');
+    const junk = ['', '-1', '0', 'abc', '1e309', '0x10', '99999999999999999999', ' = ', '[', ']', '[node.]', '[node.n1]', '[cluster]',
+      'a[] = 1', '__proto__ = 1', '[__proto__]', 'constructor = x', 'peer = :', 'client = host:99999', 'dial.n2 =', 'tls_cert = x'];
+    let refused = 0;
+    for (let round = 0; round < 2000; round += 1) {
+      const mutated = [...lines];
+      for (let change = 0; change < 1 + Math.floor(random() * 3); change += 1) {
+        const at = Math.floor(random() * mutated.length);
+        const line = mutated[at] ?? '';
+        const replacement = junk[Math.floor(random() * junk.length)] ?? '';
+        if (random() < 0.5) mutated[at] = line.includes('=') ? `${line.slice(0, line.indexOf('=') + 1)} ${replacement}` : replacement;
+        else mutated.splice(at, random() < 0.5 ? 1 : 0, replacement);
+      }
+      try {
+        parseConfig(mutated.join('\n'), 'c.ini');
+      } catch (error) {
+        expect(error, mutated.join(' | ')).toBeInstanceOf(ConfigError);
+        expect(String((error as Error).message)).not.toContain('\n');
+        refused += 1;
+      }
+    }
+    expect(refused).toBeGreaterThan(500);
   });
 
   it('names an unknown client port', () => {
