@@ -3,17 +3,20 @@
  * (./support/client-fuzz.ts) over real sockets into a ProtocolServer. What must hold: the server never throws; every command it hands the
  * handler becomes an op the replicated log's peers accept (src/store/op-rules.ts), so no client can
  * make a controller replicate what its peers would drop; and afterwards, with every fuzzing
- * connection gone, nothing is left in flight and a fresh client is served as before.
+ * connection gone, nothing is left in flight and a fresh client is served as before. With logins
+ * on, nothing a connection sends before it logs in reaches the handler, and after a login the
+ * fuzz does.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { toOp } from '../src/controller/commands.ts';
 import { ProtocolServer } from '../src/protocol/server.ts';
+import { parseAuthFile } from '../src/protocol/auth.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from '../src/protocol/types.ts';
 import { mulberry32 } from '../src/runtime/random.ts';
 import { opProblem } from '../src/store/op-rules.ts';
-import { fuzzBytes, fuzzConnection } from './support/client-fuzz.ts';
+import { fuzzBytes, fuzzConnection, loginBytes } from './support/client-fuzz.ts';
 
 const LIMITS = { ...DEFAULT_LIMITS, valueBytesMax: 64 * 1024, lineBytesMax: 2048 };
 const CONNECTIONS_PER_PROTOCOL = 250;
@@ -94,5 +97,41 @@ describe('the client protocols under a seeded fuzz', () => {
     } finally {
       client.close();
     }
+  }, 60_000);
+});
+
+describe('the client protocols under a seeded fuzz, with logins on', () => {
+  const handler = new CheckingHandler();
+  let server: ProtocolServer;
+  let port: number;
+
+  beforeAll(async () => {
+    const login = parseAuthFile('fuzz:secret\n', 'auth');
+    server = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: LIMITS, handler: handler.handle, login });
+    port = await server.listen();
+  });
+
+  afterAll(async () => {
+    await server.close();
+  });
+
+  it('hands over nothing before a login, the fuzz after one, and only commands whose ops peers accept', async () => {
+    const random = mulberry32(4616);
+    const startedMs = Date.now();
+    const connections = (count: number, login: boolean) => async (): Promise<void> => {
+      for (let connection = 0; connection < count && Date.now() - startedMs < FUZZ_BUDGET_MS; connection++) {
+        const binary = connection % 2 === 1;
+        const bytes = fuzzBytes(random, binary);
+        await fuzzConnection(port, random, login ? Buffer.concat([loginBytes(binary), bytes]) : bytes);
+      }
+    };
+    await connections(CONNECTIONS_PER_PROTOCOL, false)();
+    expect(handler.commands).toBe(0);
+    await connections(CONNECTIONS_PER_PROTOCOL, true)();
+    expect(handler.commands).toBeGreaterThan(CONNECTIONS_PER_PROTOCOL / 4);
+    expect(handler.problems).toEqual([]);
+    const deadline = Date.now() + 5000;
+    while (server.stats().requestsInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(server.stats().requestsInFlight).toBe(0);
   }, 60_000);
 });

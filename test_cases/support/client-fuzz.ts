@@ -119,3 +119,16 @@ export function fuzzBytes(random: Random, binary: boolean, flushAll = true): Buf
   });
   return Buffer.concat(requests);
 }
+
+/** A login as user `fuzz`, password `secret`: memcached -Y's text `set`, or a binary SASL PLAIN auth. */
+export function loginBytes(binary: boolean): Buffer {
+  if (!binary) return Buffer.from('set login 0 0 11\r\nfuzz secret\r\n', 'latin1');
+  const mechanism = Buffer.from('PLAIN');
+  const message = Buffer.from('\0fuzz\0secret', 'latin1');
+  const header = Buffer.alloc(24);
+  header[0] = 0x80;
+  header[1] = OPCODE.saslAuth;
+  header.writeUInt16BE(mechanism.length, 2);
+  header.writeUInt32BE(mechanism.length + message.length, 8);
+  return Buffer.concat([header, mechanism, message]);
+}
