@@ -12,9 +12,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { toOp } from '../src/controller/commands.ts';
 import { ProtocolServer } from '../src/protocol/server.ts';
-import { parseAuthFile } from '../src/protocol/auth.ts';
+import { parseAuthFile, type Login } from '../src/protocol/auth.ts';
 import { DEFAULT_LIMITS, type Command, type Reply } from '../src/protocol/types.ts';
-import { mulberry32 } from '../src/runtime/random.ts';
+import { mulberry32, type Random } from '../src/runtime/random.ts';
 import { opProblem } from '../src/store/op-rules.ts';
 import { fuzzBytes, fuzzConnection, loginBytes } from './support/client-fuzz.ts';
 
@@ -57,40 +57,57 @@ class CheckingHandler {
   };
 }
 
-describe('the client protocols under a seeded fuzz', () => {
+/** A ProtocolServer over a CheckingHandler for the tests of one describe block (logins on with `login`). */
+function fuzzedServer(login: Login | null): { handler: CheckingHandler; server: () => ProtocolServer; port: () => number } {
   const handler = new CheckingHandler();
-  let server: ProtocolServer;
-  let port: number;
-
+  let server: ProtocolServer | null = null;
+  let port = 0;
   beforeAll(async () => {
-    server = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: LIMITS, handler: handler.handle });
+    server = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: LIMITS, handler: handler.handle, login });
     port = await server.listen();
   });
-
   afterAll(async () => {
-    await server.close();
+    await server?.close();
   });
+  const started = (): ProtocolServer => {
+    if (server === null) throw new Error('server not started');
+    return server;
+  };
+  return { handler, server: started, port: () => port };
+}
+
+/** Sends `count` fuzzing connections (from `startedMs`, within the budget), each after a login if `login`. */
+async function fuzz(port: number, random: Random, count: number, startedMs: number, login = false): Promise<number> {
+  let sent = 0;
+  for (let connection = 0; connection < count && Date.now() - startedMs < FUZZ_BUDGET_MS; connection++) {
+    const binary = connection % 2 === 1;
+    const bytes = fuzzBytes(random, binary);
+    await fuzzConnection(port, random, login ? Buffer.concat([loginBytes(binary), bytes]) : bytes);
+    sent += 1;
+  }
+  return sent;
+}
+
+/** Every fuzzing connection is closed: nothing it sent is still counted in flight. */
+async function expectNothingInFlight(server: ProtocolServer): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (server.stats().requestsInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+  expect(server.stats().requestsInFlight).toBe(0);
+}
+
+describe('the client protocols under a seeded fuzz', () => {
+  const { handler, server, port } = fuzzedServer(null);
 
   it('never throws, hands over only commands whose ops peers accept, and serves a fresh client afterwards', async () => {
-    const random = mulberry32(20261126);
-    const startedMs = Date.now();
-    let sent = 0;
-    for (let connection = 0; connection < 2 * CONNECTIONS_PER_PROTOCOL && Date.now() - startedMs < FUZZ_BUDGET_MS; connection++) {
-      await fuzzConnection(port, random, fuzzBytes(random, connection % 2 === 1));
-      sent += 1;
-    }
+    const sent = await fuzz(port(), mulberry32(20261126), 2 * CONNECTIONS_PER_PROTOCOL, Date.now());
     expect(sent).toBeGreaterThan(100);
     // Many commands were valid enough to reach the handler (a bad one ends many a connection):
     // the fuzz went past the decoders.
     expect(handler.commands).toBeGreaterThan(sent / 2);
     expect(handler.problems).toEqual([]);
+    await expectNothingInFlight(server());
 
-    // Every fuzzing connection is closed: nothing it sent is still counted in flight.
-    const deadline = Date.now() + 5000;
-    while (server.stats().requestsInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(server.stats().requestsInFlight).toBe(0);
-
-    const client = await TextClient.connect('127.0.0.1', port);
+    const client = await TextClient.connect('127.0.0.1', port());
     try {
       expect((await client.request('version\r\n', 'version')).lines[0]).toContain('VERSION');
       expect((await client.request('set after 0 0 2\r\nok\r\n', 'set')).lines).toEqual(['STORED']);
@@ -101,37 +118,16 @@ describe('the client protocols under a seeded fuzz', () => {
 });
 
 describe('the client protocols under a seeded fuzz, with logins on', () => {
-  const handler = new CheckingHandler();
-  let server: ProtocolServer;
-  let port: number;
-
-  beforeAll(async () => {
-    const login = parseAuthFile('fuzz:secret\n', 'auth');
-    server = new ProtocolServer({ host: '127.0.0.1', port: 0, limits: LIMITS, handler: handler.handle, login });
-    port = await server.listen();
-  });
-
-  afterAll(async () => {
-    await server.close();
-  });
+  const { handler, server, port } = fuzzedServer(parseAuthFile('fuzz:secret\n', 'auth'));
 
   it('hands over nothing before a login, the fuzz after one, and only commands whose ops peers accept', async () => {
     const random = mulberry32(4616);
     const startedMs = Date.now();
-    const connections = (count: number, login: boolean) => async (): Promise<void> => {
-      for (let connection = 0; connection < count && Date.now() - startedMs < FUZZ_BUDGET_MS; connection++) {
-        const binary = connection % 2 === 1;
-        const bytes = fuzzBytes(random, binary);
-        await fuzzConnection(port, random, login ? Buffer.concat([loginBytes(binary), bytes]) : bytes);
-      }
-    };
-    await connections(CONNECTIONS_PER_PROTOCOL, false)();
+    await fuzz(port(), random, CONNECTIONS_PER_PROTOCOL, startedMs);
     expect(handler.commands).toBe(0);
-    await connections(CONNECTIONS_PER_PROTOCOL, true)();
+    await fuzz(port(), random, CONNECTIONS_PER_PROTOCOL, startedMs, true);
     expect(handler.commands).toBeGreaterThan(CONNECTIONS_PER_PROTOCOL / 4);
     expect(handler.problems).toEqual([]);
-    const deadline = Date.now() + 5000;
-    while (server.stats().requestsInFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(server.stats().requestsInFlight).toBe(0);
+    await expectNothingInFlight(server());
   }, 60_000);
 });
