@@ -17,6 +17,7 @@ import { mulberry32 as seeded } from '../src/runtime/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
 import { readFileSync } from 'node:fs';
+import * as net from 'node:net';
 import { refused } from '../src/protocol/refusals.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { appendOp, entry, getOp, incrOp, NOW, setOp, values } from './support/replica-kit.ts';
@@ -291,6 +292,24 @@ describe('Replica on a real memcached', () => {
   afterAll(async () => {
     await backend?.close();
     await memcached?.stop();
+  });
+
+  it('lists its keys, and its index loads, beside a key another client wrote in bytes that are not UTF-8', async () => {
+    // metadump URI-encodes the key's bytes: read as UTF-8 (decodeURIComponent), they threw out
+    // of the socket's data handler and ended the process.
+    const foreign = net.connect(memcached.port, memcached.host);
+    await new Promise((resolve) => foreign.once('connect', resolve));
+    foreign.write(Buffer.concat([Buffer.from('set other', 'latin1'), Buffer.from([0xe9, 0xff]), Buffer.from(' 0 0 1\r\nx\r\n')]));
+    expect(String(await new Promise((resolve) => foreign.once('data', resolve)))).toBe('STORED\r\n');
+    foreign.destroy();
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.apply(setOp('plain', 'p'), { cas: 1n, nowMs: NOW });
+    await replica.apply(setOp('caf\u00e9', 'c'), { cas: 2n, nowMs: NOW });
+    const keys = await backend.keys();
+    expect(keys).toEqual(expect.arrayContaining(['plain', 'caf\u00e9', 'other\u00e9\u00ff']));
+    const reloaded = new Replica(backend, { tombstones: false });
+    expect(await reloaded.loadIndex()).toBeGreaterThanOrEqual(2);
+    expect(values(await reloaded.read(getOp('caf\u00e9'), NOW))).toEqual([['caf\u00e9', 'c']]);
   });
 
   it('rejects with BACKEND_DOWN when nothing listens', async () => {

@@ -52,14 +52,23 @@ function metadumpOnce(options: { host: string; port: number; timeoutMs: number }
   });
 }
 
-function parseMetadump(text: string): string[] {
+/** The keys of a metadump, each as its bytes (a latin1 string), as memcached holds it. */
+export function parseMetadump(text: string): string[] {
   const keys: string[] = [];
   // Lines end in "\n"; only the closing END has "\r\n".
   for (const line of text.split(/\r?\n/)) {
     const key = /^key=(\S+)/.exec(line)?.[1];
-    if (key === undefined) continue;
-    // metadump URI-encodes keys; our keys are ASCII, so decodeURIComponent is exact.
-    keys.push(decodeURIComponent(key));
+    if (key !== undefined) keys.push(uriDecodeBytes(key));
   }
   return keys;
+}
+
+/**
+ * memcached's URI encoding undone byte by byte: `%XX` is the byte XX. Not decodeURIComponent, which
+ * reads the bytes as UTF-8 and throws on a key that is not (one another client wrote into this
+ * memcached, say); a `%` without two hex digits after it stays as it is.
+ */
+function uriDecodeBytes(encoded: string): string {
+  if (!encoded.includes('%')) return encoded;
+  return encoded.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
