@@ -2,10 +2,10 @@
  * memcached's replies are input from outside the process too: a seeded fuzz of the memcached
  * client (src/store/memcached.ts) through a proxy in front of a real memcached that corrupts what
  * comes back — a byte flipped, a reply cut short or sent twice, junk inserted, a body length
- * changed, the connection closed. What must hold: no call throws outside its promise, each one
- * settles within its timeout, a failure is a StoreError, and so is every failure of a store sent
- * quietly (a seeded run: about 80 corrupted chunks, as many failed calls, all three kinds). With
- * the proxy faithful again, the client (a new connection) works.
+ * changed, the connection closed — the key listing (metadump, text) included. What must hold: no
+ * call throws outside its promise, each one settles within its timeout, a failure is a StoreError,
+ * and so is every failure of a store sent quietly (a seeded run: about 80 corrupted chunks, as many
+ * failed calls, all three kinds). With the proxy faithful again, a new connection works.
  */
 
 import * as net from 'node:net';
@@ -145,7 +145,8 @@ describe('the memcached client under corrupted replies', () => {
           else if (pick < 0.75) {
             if (backend.setQuiet(key, entry(`q${call}`, BigInt(call + 1)), undefined)) quietSent += 1;
           } else if (pick < 0.85) await backend.delete(key);
-          else if (pick < 0.95) await backend.health();
+          else if (pick < 0.94) await backend.health();
+          else if (pick < 0.95) await backend.keys();
           else await backend.settle();
         });
         if (settled === 'ok') succeeded += 1;
