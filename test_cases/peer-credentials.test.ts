@@ -1,10 +1,11 @@
 /**
  * The cluster secret file at start-up: missing, too short or readable by group or others is a
  * typed PeerCredentialsError naming the file and the fix; a controller started with such a file
- * prints that one line and exits 1.
+ * prints that one line and exits 1. Peer TLS files that do not parse, or a key that is not the
+ * certificate's, are refused naming the file.
  */
 
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +35,36 @@ function failureOf(read: () => unknown): PeerCredentialsError {
   }
   throw new Error('no error');
 }
+
+describe('peer TLS files', () => {
+  it('refuses a CA, certificate or key that does not parse, or a key not the certificate\'s, naming the file', () => {
+    const openssl = (...args: string[]): void => {
+      execFileSync('openssl', args, { cwd: directory, stdio: 'ignore', timeout: 20_000 });
+    };
+    const issue = (file: string): void => {
+      openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${file}.key`,
+        '-out', `${file}.pem`, '-days', '2', '-subj', '/CN=n1');
+    };
+    issue('tls-a');
+    issue('tls-b');
+    const file = (name: string): string => path.join(directory, name);
+    writeFileSync(file('junk.pem'), 'not a certificate\n');
+    const good = { caFile: file('tls-a.pem'), certFile: file('tls-a.pem'), keyFile: file('tls-a.key') };
+    expect(readPeerTls(good).cert.length).toBeGreaterThan(100);
+    const cases: Array<[typeof good, RegExp]> = [
+      [{ ...good, caFile: file('junk.pem') }, /the peer TLS CA .*junk\.pem is not usable/],
+      [{ ...good, certFile: file('junk.pem') }, /the peer TLS certificate .*junk\.pem is not usable/],
+      [{ ...good, keyFile: file('junk.pem') }, /the peer TLS key .*junk\.pem is not usable/],
+      [{ ...good, keyFile: file('tls-b.key') }, /certificate .*tls-a\.pem with key .*tls-b\.key is not usable/],
+    ];
+    for (const [files, message] of cases) {
+      const failure = failureOf(() => readPeerTls(files));
+      expect(failure.code).toBe('tls_invalid');
+      expect(failure.message).toMatch(message);
+      expect(failure.message).not.toContain('\n');
+    }
+  });
+});
 
 describe('cluster secret file', () => {
   it('reads the bytes without surrounding whitespace', () => {

@@ -7,12 +7,14 @@
  * (main.ts prints it and exits 1). A controller never runs with a secret others can read.
  */
 
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { CLUSTER_SECRET_BYTES_MIN } from './handshake.ts';
 
 export class PeerCredentialsError extends Error {
   override readonly name = 'PeerCredentialsError';
-  readonly code: 'secret_missing' | 'secret_short' | 'secret_exposed' | 'tls_unreadable';
+  readonly code: 'secret_missing' | 'secret_short' | 'secret_exposed' | 'tls_unreadable' | 'tls_invalid';
 
   constructor(message: string, options: { code: PeerCredentialsError['code']; cause?: unknown }) {
     super(message, { cause: options.cause });
@@ -60,7 +62,11 @@ export function readClusterSecret(file: string): Buffer {
   return secret;
 }
 
-/** Reads the CA and this node's certificate and key (PEM). Throws PeerCredentialsError. */
+/**
+ * Reads the CA and this node's certificate and key (PEM), and checks each parses and the key is the
+ * certificate's, so a bad file is named at start rather than by OpenSSL at the first handshake.
+ * Throws PeerCredentialsError.
+ */
 export function readPeerTls(files: { caFile: string; certFile: string; keyFile: string }): PeerTls {
   const read = (file: string, what: string): Buffer => {
     try {
@@ -70,7 +76,20 @@ export function readPeerTls(files: { caFile: string; certFile: string; keyFile: 
       throw new PeerCredentialsError(`cannot read the peer TLS ${what} ${file} (${code})`, { code: 'tls_unreadable', cause: error });
     }
   };
-  return { ca: read(files.caFile, 'CA'), cert: read(files.certFile, 'certificate'), key: read(files.keyFile, 'key') };
+  const tls = { ca: read(files.caFile, 'CA'), cert: read(files.certFile, 'certificate'), key: read(files.keyFile, 'key') };
+  const check = (what: string, parse: () => unknown): void => {
+    try {
+      parse();
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      throw new PeerCredentialsError(`the peer TLS ${what} is not usable: ${reason}`, { code: 'tls_invalid', cause: error });
+    }
+  };
+  check(`CA ${files.caFile}`, () => new X509Certificate(tls.ca));
+  check(`certificate ${files.certFile}`, () => new X509Certificate(tls.cert));
+  check(`key ${files.keyFile}`, () => createPrivateKey(tls.key));
+  check(`certificate ${files.certFile} with key ${files.keyFile}`, () => createSecureContext(tls));
+  return tls;
 }
 
 function trimAsciiWhitespace(bytes: Buffer): Buffer {
