@@ -22,7 +22,7 @@ function textCommand(random: Random, flushAll: boolean): string {
   const noreply = random() < 0.2 ? ' noreply' : '';
   const data = 'd'.repeat(between(random, 0, 40));
   const length = random() < 0.8 ? String(data.length) : number();
-  switch (between(random, 0, 11)) {
+  switch (between(random, 0, 12)) {
     case 0: return `${pick(random, ['set', 'add', 'replace', 'append', 'prepend'])} ${key} ${number()} ${number()} ${length}${noreply}\r\n${data}\r\n`;
     case 1: return `cas ${key} ${number()} ${number()} ${length} ${number()}${noreply}\r\n${data}\r\n`;
     case 2: return `${pick(random, ['get', 'gets'])} ${Array.from({ length: between(random, 0, 4) }, () => pick(random, KEYS)).join(' ')} ${key}\r\n`;
@@ -31,7 +31,8 @@ function textCommand(random: Random, flushAll: boolean): string {
     case 5: return `delete ${key}${random() < 0.2 ? ` ${number()}` : ''}${noreply}\r\n`;
     case 6: return `touch ${key} ${number()}${noreply}\r\n`;
     case 7: return flushAll ? `flush_all${random() < 0.5 ? ` ${number()}` : ''}${noreply}\r\n` : `touch ${key} 0\r\n`;
-    case 8: return `${pick(random, ['version', 'stats', 'stats items', 'stats slabs', 'stats reset', 'verbosity 1', 'mn', 'me k'])}\r\n`;
+    case 8: return `${pick(random, ['version', 'stats', 'stats items', 'stats slabs', 'stats reset', 'verbosity 1', 'mn', 'me k', 'show', 'causal_token'])}\r\n`;
+    case 12: return `causal_wait ${pick(random, ['c1.0.0.0', 'c1.zz.1.2', 'c1.' + 'z'.repeat(20) + '.0.0', 'x', ''])} ${number()}\r\n`;
     case 9: return `${pick(random, ['set', 'get', 'incr', 'cas'])}\r\n`;
     case 10: return `set ${key} 0 0 ${length}\r\n${'d'.repeat(between(random, 0, 80))}${pick(random, ['\r\n', '\n', '', 'xx\r\n'])}`;
     default: return `${pick(random, ['SET', 'Get', 'gEt', 'quit x', 'set k 0 0 1 2 3 4', 'get ' + 'k '.repeat(1100)])}\r\n`;
