@@ -23,44 +23,63 @@ export async function metadump(options: { host: string; port: number; timeoutMs:
   }
 }
 
+/** Longest metadump line taken: a key line is under 1 KiB; more is not memcached's metadump. */
+const LINE_BYTES_MAX = 64 * 1024;
+
+/**
+ * One metadump, read line by line as it arrives (a dump of millions of keys is hundreds of MB: kept
+ * as one string and searched for its end at every chunk, it took time quadratic in its size, 16 s
+ * for 600,000 keys, past the timeout).
+ */
 function metadumpOnce(options: { host: string; port: number; timeoutMs: number }): Promise<string[] | 'busy'> {
   const address = `${options.host}:${options.port}`;
   return new Promise((resolve, reject) => {
     const socket = net.connect(options.port, options.host);
-    let text = '';
+    const keys: string[] = [];
+    let partial = '';
+    let firstLine = true;
+    let finished = false;
     const finish = (result: string[] | 'busy' | StoreError): void => {
+      finished = true;
       clearTimeout(timer);
       socket.destroy();
       if (result instanceof StoreError) reject(result);
       else resolve(result);
     };
+    // How long memcached may send nothing: a dump of millions of keys takes seconds, and goes on.
     const timer = setTimeout(
-      () => finish(new StoreError('BACKEND_TIMEOUT', `memcached ${address}: metadump took over ${options.timeoutMs} ms`)),
+      () => finish(new StoreError('BACKEND_TIMEOUT', `memcached ${address}: metadump sent nothing for ${options.timeoutMs} ms`)),
       options.timeoutMs,
     );
     socket.on('error', (cause) =>
       finish(new StoreError('BACKEND_DOWN', `memcached ${address} unreachable (metadump): ${errorMessage(cause)}`, { cause })),
     );
+    // Lines end in "\n"; only the closing END has "\r\n". The first line may say BUSY or refuse.
+    const takeLine = (raw: string): void => {
+      const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+      if (firstLine) {
+        firstLine = false;
+        if (line.startsWith('BUSY')) return finish('busy');
+        if (/^(ERROR|CLIENT_ERROR|SERVER_ERROR)/.test(line)) {
+          return finish(new StoreError('BACKEND_FAILED', `memcached ${address} refused metadump: ${line.slice(0, 200)}`));
+        }
+      }
+      if (line === 'END') return finish(keys);
+      const key = /^key=(\S+)/.exec(line)?.[1];
+      if (key !== undefined) keys.push(uriDecodeBytes(key));
+    };
     socket.on('data', (chunk: Buffer) => {
-      text += chunk.toString('latin1');
-      if (text.startsWith('BUSY')) finish('busy');
-      else if (text.startsWith('ERROR') || text.startsWith('CLIENT_ERROR') || text.startsWith('SERVER_ERROR')) {
-        finish(new StoreError('BACKEND_FAILED', `memcached ${address} refused metadump: ${text.trim()}`));
-      } else if (text === 'END\r\n' || text.endsWith('\nEND\r\n')) finish(parseMetadump(text));
+      timer.refresh();
+      const lines = (partial + chunk.toString('latin1')).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        takeLine(line);
+        if (finished) return;
+      }
+      if (partial.length > LINE_BYTES_MAX) finish(new StoreError('BACKEND_FAILED', `memcached ${address}: a metadump line over ${LINE_BYTES_MAX} bytes`));
     });
     socket.write('lru_crawler metadump all\r\n');
   });
-}
-
-/** The keys of a metadump, each as its bytes (a latin1 string), as memcached holds it. */
-export function parseMetadump(text: string): string[] {
-  const keys: string[] = [];
-  // Lines end in "\n"; only the closing END has "\r\n".
-  for (const line of text.split(/\r?\n/)) {
-    const key = /^key=(\S+)/.exec(line)?.[1];
-    if (key !== undefined) keys.push(uriDecodeBytes(key));
-  }
-  return keys;
 }
 
 /**

@@ -1,0 +1,83 @@
+/**
+ * The key listing (src/store/memcached-metadump.ts) against a fake memcached that answers
+ * `lru_crawler metadump all` as the test says: every key of a dump cut into chunks anywhere, each
+ * decoded byte by byte; BUSY tried again; a refusal, an endless line and silence are StoreErrors;
+ * and a dump of a million keys is read whole (kept as one string, it took minutes and timed out).
+ */
+
+import * as net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { metadump } from '../src/store/memcached-metadump.ts';
+import { mulberry32 } from '../src/runtime/random.ts';
+import { StoreError } from '../src/store/types.ts';
+
+const servers: net.Server[] = [];
+
+afterEach(async () => {
+  for (const server of servers.splice(0)) await new Promise<void>((resolve) => server.close(() => resolve()));
+});
+
+/** A fake memcached: each metadump request gets the next of `answers`, written in the chunks `cut` makes. */
+async function fakeMemcached(answers: Array<Buffer | null>, cut: (bytes: Buffer) => Buffer[] = (bytes) => [bytes]): Promise<number> {
+  let next = 0;
+  const server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.once('data', () => {
+      const answer = answers[Math.min(next, answers.length - 1)] ?? null;
+      next += 1;
+      if (answer === null) return; // silence
+      for (const chunk of cut(answer)) socket.write(chunk);
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return (server.address() as net.AddressInfo).port;
+}
+
+const dumpOf = (keys: readonly string[]): Buffer =>
+  Buffer.from(`${keys.map((key) => `key=${key} exp=-1 la=1 cas=1 fetch=no cls=1 size=70\n`).join('')}END\r\n`, 'latin1');
+
+describe('memcached key listing (metadump)', () => {
+  it('reads every key of a dump cut anywhere into chunks, decoding each byte by byte', async () => {
+    const random = mulberry32(5);
+    const keys = ['plain', 'caf%25E9', 'other%E9%FF', 'bad%Zz', ...Array.from({ length: 500 }, (_, index) => `k${index}`)];
+    const cut = (bytes: Buffer): Buffer[] => {
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < bytes.length; ) {
+        const size = 1 + Math.floor(random() * 50);
+        chunks.push(bytes.subarray(at, at + size));
+        at += size;
+      }
+      return chunks;
+    };
+    const port = await fakeMemcached([dumpOf(keys)], cut);
+    const listed = await metadump({ host: '127.0.0.1', port, timeoutMs: 2000 });
+    expect(listed.slice(0, 4)).toEqual(['plain', 'caf%E9', 'other\u00e9\u00ff', 'bad%Zz']);
+    expect(listed).toHaveLength(keys.length);
+  });
+
+  it('tries again while the crawler is busy; a refusal, an endless line and silence are StoreErrors', async () => {
+    const busyThenDump = await fakeMemcached([Buffer.from('BUSY currently processing crawler request\r\n'), dumpOf(['a', 'b'])]);
+    expect(await metadump({ host: '127.0.0.1', port: busyThenDump, timeoutMs: 2000 })).toEqual(['a', 'b']);
+    const refusing = await fakeMemcached([Buffer.from('CLIENT_ERROR lru crawler disabled\r\n')]);
+    await expect(metadump({ host: '127.0.0.1', port: refusing, timeoutMs: 2000 })).rejects.toMatchObject({ code: 'BACKEND_FAILED' });
+    const endless = await fakeMemcached([Buffer.alloc(200 * 1024, 0x6b)]);
+    const failure = await metadump({ host: '127.0.0.1', port: endless, timeoutMs: 2000 }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(StoreError);
+    expect(failure).toMatchObject({ code: 'BACKEND_FAILED' });
+    const silent = await fakeMemcached([null]);
+    await expect(metadump({ host: '127.0.0.1', port: silent, timeoutMs: 300 })).rejects.toMatchObject({ code: 'BACKEND_TIMEOUT' });
+  });
+
+  it('reads a dump of a million keys whole', async () => {
+    const keys = Array.from({ length: 1_000_000 }, (_, index) => `key:${index}:${'x'.repeat(20)}`);
+    const port = await fakeMemcached([dumpOf(keys)], (bytes) => {
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < bytes.length; at += 64 * 1024) chunks.push(bytes.subarray(at, at + 64 * 1024));
+      return chunks;
+    });
+    const listed = await metadump({ host: '127.0.0.1', port, timeoutMs: 10_000 });
+    expect(listed).toHaveLength(keys.length);
+    expect(listed.at(-1)).toBe(keys.at(-1));
+  }, 60_000);
+});
