@@ -15,8 +15,8 @@ const between = (random: Random, low: number, high: number): number => low + Mat
 const KEYS = ['k', 'key:1', 'a'.repeat(250), 'a'.repeat(251), '', 'sp ace', 'tab\tkey', 'nul\0key', 'ключ', 'caf\u00e9', '\u007fdel', 'x'.repeat(2100)];
 const NUMBERS = ['0', '1', '-1', '4294967295', '4294967296', '18446744073709551615', '18446744073709551616', '99999999999999999999999', '1e3', '0x10', '+5', '', '-0', '2592000', '2592001', '-2147483649'];
 
-/** A text command, valid more often than not; a flush_all only if `flushAll`. */
-function textCommand(random: Random, flushAll: boolean): string {
+/** A text command, valid more often than not; a flush_all or stats reset only if `wiping`. */
+function textCommand(random: Random, wiping: boolean): string {
   const key = random() < 0.7 ? `k${between(random, 0, 20)}` : pick(random, KEYS);
   const number = (): string => (random() < 0.7 ? String(between(random, 0, 100)) : pick(random, NUMBERS));
   const noreply = random() < 0.2 ? ' noreply' : '';
@@ -30,8 +30,8 @@ function textCommand(random: Random, flushAll: boolean): string {
     case 4: return `${pick(random, ['incr', 'decr'])} ${key} ${number()}${noreply}\r\n`;
     case 5: return `delete ${key}${random() < 0.2 ? ` ${number()}` : ''}${noreply}\r\n`;
     case 6: return `touch ${key} ${number()}${noreply}\r\n`;
-    case 7: return flushAll ? `flush_all${random() < 0.5 ? ` ${number()}` : ''}${noreply}\r\n` : `touch ${key} 0\r\n`;
-    case 8: return `${pick(random, ['version', 'stats', 'stats items', 'stats slabs', 'stats reset', 'verbosity 1', 'mn', 'me k', 'show', 'causal_token'])}\r\n`;
+    case 7: return wiping ? `flush_all${random() < 0.5 ? ` ${number()}` : ''}${noreply}\r\n` : `touch ${key} 0\r\n`;
+    case 8: return `${pick(random, ['version', 'stats', 'stats items', 'stats slabs', wiping ? 'stats reset' : 'stats', 'verbosity 1', 'mn', 'me k', 'show', 'causal_token'])}\r\n`;
     case 12: return `causal_wait ${pick(random, ['c1.0.0.0', 'c1.zz.1.2', 'c1.' + 'z'.repeat(20) + '.0.0', 'x', ''])} ${number()}\r\n`;
     case 9: return `${pick(random, ['set', 'get', 'incr', 'cas'])}\r\n`;
     case 10: return `set ${key} 0 0 ${length}\r\n${'d'.repeat(between(random, 0, 80))}${pick(random, ['\r\n', '\n', '', 'xx\r\n'])}`;
@@ -108,12 +108,12 @@ export async function fuzzConnection(port: number, random: Random, bytes: Buffer
 
 /**
  * What one fuzzing connection sends: 1 to 12 requests of one protocol, each valid (55%), mutated
- * (40%) or junk (5%). `flushAll`: whether a text request may be a flush_all.
+ * (40%) or junk (5%). `wiping`: whether a text request may be a flush_all or a stats reset.
  */
-export function fuzzBytes(random: Random, binary: boolean, flushAll = true): Buffer {
+export function fuzzBytes(random: Random, binary: boolean, wiping = true): Buffer {
   const requests = Array.from({ length: between(random, 1, 12) }, () => {
     const kind = random();
-    const valid = binary ? binaryRequest(random) : Buffer.from(textCommand(random, flushAll), 'latin1');
+    const valid = binary ? binaryRequest(random) : Buffer.from(textCommand(random, wiping), 'latin1');
     if (kind < 0.55) return valid;
     if (kind < 0.95) return mutate(random, valid);
     return junk(random);
