@@ -69,6 +69,7 @@ function metadumpOnce(options: { host: string; port: number; timeoutMs: number }
       if (key !== undefined) keys.push(uriDecodeBytes(key));
     };
     socket.on('data', (chunk: Buffer) => {
+      if (finished) return;
       timer.refresh();
       const lines = (partial + chunk.toString('latin1')).split('\n');
       partial = lines.pop() ?? '';
