@@ -39,6 +39,10 @@ export interface ApplyResult {
 /** The single-key ops `applyToEntry` handles. */
 export type SingleKeyOp = Extract<Op, { kind: 'store' | 'arith' | 'delete' | 'touch' }>;
 
+export function isSingleKeyOp(op: Op): op is SingleKeyOp {
+  return op.kind === 'store' || op.kind === 'arith' || op.kind === 'delete' || op.kind === 'touch';
+}
+
 const U64_MODULUS = 1n << 64n;
 const U64_MAX = U64_MODULUS - 1n;
 const I64_SIGN = 1n << 63n;

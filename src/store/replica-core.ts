@@ -14,7 +14,7 @@
 
 import type { Item, Reply } from '../protocol/types.ts';
 import { clockMs } from '../runtime/clock.ts';
-import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type SingleKeyOp } from './apply.ts';
+import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type ApplyResult, type SingleKeyOp } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { forEachBounded } from './key-order.ts';
 import { ALREADY_APPLIED, isCounted, tombstoneEntry, toItem, valuesReply, type CacheUsage, type IndexRecord } from './replica-records.ts';
@@ -36,6 +36,11 @@ export interface ReplicaCoreOptions {
  * differ by its one-second granularity and more: its store is not sent quietly (see #writeQuietly).
  */
 const QUIET_EXPIRY_MARGIN_MS = 5000;
+
+/** Whether `op`'s outcome depends on its key's entry: all but a plain set, which skips the read. */
+function readsEntry(op: SingleKeyOp): boolean {
+  return op.kind !== 'store' || op.verb !== 'set';
+}
 
 /** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
 interface KeyLister {
@@ -123,10 +128,8 @@ export class ReplicaCore {
   async applySingle(op: SingleKeyOp, ctx: ApplyContext): Promise<Reply> {
     // The index knows the cas of every key written through this replica (or loaded at start).
     if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
-    // A plain set does not depend on what is stored: skip the read (one backend round trip).
-    const current = op.kind === 'store' && op.verb === 'set' ? undefined : await this.#current(op.key);
-    if (this.#isApplied(current, ctx)) return ALREADY_APPLIED;
-    const { write, reply } = applyToEntry(current, op, ctx, this.#valueBytesMax);
+    const current = readsEntry(op) ? await this.#current(op.key) : undefined;
+    const { write, reply } = this.#outcome(op, ctx, current);
     if (write === null) await this.#remove(op.key, ctx.cas);
     else if (write !== undefined && !(this.#quietApplies && this.#writeQuietly(op.key, write))) await this.#write(op.key, write);
     return reply;
@@ -134,22 +137,23 @@ export class ReplicaCore {
 
   /**
    * `applySingle` at once, when it needs no backend round trip: quiet applies, the entry it
-   * depends on known (a plain set depends on none), and its write sent quietly or none needed.
-   * Otherwise null, having sent nothing (the caller uses `applySingle`).
+   * depends on known, and its write sent quietly or none needed. Otherwise null, having sent
+   * nothing (the caller uses `applySingle`).
    */
   applySingleNow(op: SingleKeyOp, ctx: ApplyContext): Reply | null {
     if (!this.#quietApplies) return null;
-    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
-    let current: Entry | undefined;
-    if (op.kind !== 'store' || op.verb !== 'set') {
-      const known = this.known(op.key);
-      if (known === null) return null;
-      if (this.#isApplied(known, ctx)) return ALREADY_APPLIED;
-      current = known;
-    }
-    const { write, reply } = applyToEntry(current, op, ctx, this.#valueBytesMax);
+    const current = readsEntry(op) ? this.known(op.key) : undefined;
+    if (current === null) return null;
+    const { write, reply } = this.#outcome(op, ctx, current);
     if (write === undefined) return reply;
     return write !== null && this.#writeQuietly(op.key, write) ? reply : null;
+  }
+
+  /** What `op` does to its key's entry `current`: nothing but ALREADY_APPLIED when a replay finds it done. */
+  #outcome(op: SingleKeyOp, ctx: ApplyContext, current: Entry | undefined): ApplyResult {
+    const applied = this.#skipApplied && (this.#isApplied(this.#index.get(op.key), ctx) || this.#isApplied(current, ctx));
+    if (applied) return { write: undefined, reply: ALREADY_APPLIED };
+    return applyToEntry(current, op, ctx, this.#valueBytesMax);
   }
 
   /** A get's reply; no promise hop per key the cache or the index knows. */

@@ -14,7 +14,7 @@
  */
 
 import type { Reply } from '../protocol/types.ts';
-import { applyToEntry, type ApplyContext } from './apply.ts';
+import { applyToEntry, isSingleKeyOp, type ApplyContext } from './apply.ts';
 import { KeyOrder } from './key-order.ts';
 import { ReplicaCore } from './replica-core.ts';
 import { valuesReply, type CacheUsage, type IndexRecord } from './replica-records.ts';
@@ -195,8 +195,7 @@ export class Replica {
    * caller uses `apply`. Same reply and writes as `apply` would give, without a promise.
    */
   applyNow(op: Op, ctx: ApplyContext): Reply | null {
-    if (op.kind !== 'store' && op.kind !== 'arith' && op.kind !== 'delete' && op.kind !== 'touch') return null;
-    if (this.#suspect !== null || !this.#order.idleKey(op.key)) return null;
+    if (!isSingleKeyOp(op) || this.#suspect !== null || !this.#order.idleKey(op.key)) return null;
     try {
       return this.#core.applySingleNow(op, ctx);
     } catch (error) {
