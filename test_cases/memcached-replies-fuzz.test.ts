@@ -1,15 +1,16 @@
 /**
  * memcached's replies are input from outside the process too: a seeded fuzz of the memcached
- * client (src/store/memcached.ts) through a proxy in front of a real memcached that corrupts what
- * comes back — a byte flipped, a reply cut short or sent twice, junk inserted, a body length
- * changed, the connection closed — the key listing (metadump, text) included. What must hold: no
- * call throws outside its promise, each one settles within its timeout, a failure is a StoreError,
- * and so is every failure of a store sent quietly (a seeded run: about 80 corrupted chunks, as many
- * failed calls, all three kinds). With the proxy faithful again, a new connection works.
+ * client (src/store/memcached.ts) through the fault runner's proxy (LinkProxy.corrupt) in front of
+ * a real memcached, corrupting what comes back: a byte flipped, a reply cut short or sent twice,
+ * junk inserted, a body length changed, the connection closed, the key listing (metadump, text)
+ * included. What must hold: no call throws outside its promise, each one settles within its
+ * timeout, a failure is a StoreError, and so is every failure of a store sent quietly (a seeded
+ * run: about 80 corrupted chunks, as many failed calls, all three kinds). With the proxy healed, a
+ * new connection works.
  */
 
-import * as net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LinkProxy } from '../src/jepsen/proxy.ts';
 import { mulberry32, type Random } from '../src/runtime/random.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
 import { StoreError, type Entry } from '../src/store/types.ts';
@@ -18,52 +19,19 @@ import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 const CALLS = 1500;
 const OP_TIMEOUT_MS = 300;
 
-/** A proxy to memcached that mutates each chunk of its replies with probability `rate`. */
-class MutatingProxy {
-  rate = 0.05;
+/** Corrupts a chunk of memcached's replies with probability `rate` (for LinkProxy.corrupt). */
+class Corruption {
   mutations = 0;
-  private readonly server: net.Server;
-  private readonly sockets = new Set<net.Socket>();
 
-  constructor(private readonly target: number, private readonly random: Random) {
-    this.server = net.createServer((client) => this.connect(client));
-  }
+  constructor(private readonly random: Random, private readonly rate: number) {}
 
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    return (this.server.address() as net.AddressInfo).port;
-  }
+  /** `chunk` as it goes on: itself mostly, else a corrupted copy, or null to close the connection. */
+  readonly apply = (chunk: Buffer): Buffer | null => {
+    if (this.random() >= this.rate) return chunk;
+    this.mutations += 1;
+    return this.mutate(chunk);
+  };
 
-  async close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  private connect(client: net.Socket): void {
-    const upstream = net.connect(this.target, '127.0.0.1');
-    for (const socket of [client, upstream]) {
-      this.sockets.add(socket);
-      socket.on('error', () => {});
-      socket.on('close', () => {
-        this.sockets.delete(socket);
-        client.destroy();
-        upstream.destroy();
-      });
-    }
-    client.on('data', (chunk) => upstream.write(chunk));
-    upstream.on('data', (chunk: Buffer) => {
-      if (this.random() >= this.rate) {
-        client.write(chunk);
-        return;
-      }
-      this.mutations += 1;
-      const mutated = this.mutate(chunk);
-      if (mutated === null) client.destroy();
-      else client.write(mutated);
-    });
-  }
-
-  /** A corrupted copy of `chunk`, or null to close the connection. */
   private mutate(chunk: Buffer): Buffer | null {
     const at = Math.floor(this.random() * chunk.length);
     const copy = Buffer.from(chunk);
@@ -112,13 +80,15 @@ async function outcome(call: () => Promise<unknown>): Promise<'ok' | StoreError 
 
 describe('the memcached client under corrupted replies', () => {
   let memcached: MemcachedInstance;
-  let proxy: MutatingProxy;
+  let proxy: LinkProxy;
+  const corruption = new Corruption(mulberry32(11211), 0.05);
   let port: number;
 
   beforeAll(async () => {
     memcached = await startMemcached();
-    proxy = new MutatingProxy(memcached.port, mulberry32(11211));
+    proxy = new LinkProxy('memcached', { host: memcached.host, port: memcached.port });
     port = await proxy.listen();
+    proxy.corrupt(corruption.apply);
   });
 
   afterAll(async () => {
@@ -156,7 +126,7 @@ describe('the memcached client under corrupted replies', () => {
         backend.acknowledgeReset();
       }
       await outcome(() => backend.settle());
-      expect(proxy.mutations).toBeGreaterThan(20);
+      expect(corruption.mutations).toBeGreaterThan(20);
       expect(succeeded).toBeGreaterThan(CALLS / 4);
       expect(failures.length).toBeGreaterThan(0);
       for (const failure of failures) expect(failure).toBeInstanceOf(StoreError);
@@ -164,7 +134,7 @@ describe('the memcached client under corrupted replies', () => {
       expect(quietSent).toBeGreaterThan(0);
 
       // Sound replies again: a fresh connection works.
-      proxy.rate = 0;
+      proxy.heal();
       await outcome(() => backend.health().catch(() => backend.health()));
       backend.acknowledgeReset();
       const sound = await outcome(async () => {

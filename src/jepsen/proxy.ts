@@ -7,7 +7,8 @@
  * as a dead link (their failure detectors time out; reconnects fail). Since each controller
  * sends only on the connections it dialled, cutting one proxy cuts one direction of traffic.
  * Slowing holds every chunk for a delay before passing it on, in order (a slow network: the
- * bytes arrive, late); healing ends cuts and delays.
+ * bytes arrive, late); corrupting passes what comes back from the target through a function of the
+ * test's (a peer or memcached that answers garbage); healing ends all three.
  */
 
 import net from 'node:net';
@@ -25,6 +26,8 @@ export class LinkProxy {
   private readonly sockets = new Set<net.Socket>();
   private cut = false;
   private delayMs = 0;
+  /** What comes back from the target goes through this (null: that connection is closed instead). */
+  private mutate: ((chunk: Buffer) => Buffer | null) | null = null;
   port = 0;
 
   constructor(
@@ -59,9 +62,15 @@ export class LinkProxy {
     this.delayMs = delayMs;
   }
 
+  /** Passes every chunk coming back from the target through `mutate`; a null from it closes that connection. */
+  corrupt(mutate: (chunk: Buffer) => Buffer | null): void {
+    this.mutate = mutate;
+  }
+
   heal(): void {
     this.cut = false;
     this.delayMs = 0;
+    this.mutate = null;
   }
 
   async close(): Promise<void> {
@@ -86,11 +95,14 @@ export class LinkProxy {
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
     this.forward(client, upstream);
-    this.forward(upstream, client);
+    this.forward(upstream, client, drop);
   }
 
-  /** Passes `from`'s bytes to `to`, each chunk after the delay in force when it came, in order. */
-  private forward(from: net.Socket, to: net.Socket): void {
+  /**
+   * Passes `from`'s bytes to `to`, each chunk after the delay in force when it came, in order; on
+   * the way back from the target (`drop` given), through `mutate` if set.
+   */
+  private forward(from: net.Socket, to: net.Socket, drop?: () => void): void {
     const held: Held = { chunks: [], timer: null };
     const send = (chunk: Buffer): void => {
       if (to.destroyed) return;
@@ -109,7 +121,12 @@ export class LinkProxy {
       const first = held.chunks[0];
       if (first !== undefined) held.timer = setTimeout(release, first.atMs - nowMs);
     };
-    from.on('data', (chunk: Buffer) => {
+    from.on('data', (data: Buffer) => {
+      const chunk = drop !== undefined && this.mutate !== null ? this.mutate(data) : data;
+      if (chunk === null) {
+        drop?.();
+        return;
+      }
       if (this.delayMs === 0 && held.chunks.length === 0) {
         send(chunk);
         return;
