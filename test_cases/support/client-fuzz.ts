@@ -7,8 +7,8 @@
 
 import * as net from 'node:net';
 import { OPCODE } from '../../src/protocol/binary-header.ts';
+import type { Random } from '../../src/runtime/random.ts';
 
-type Random = () => number;
 const pick = <T>(random: Random, items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
 const between = (random: Random, low: number, high: number): number => low + Math.floor(random() * (high - low + 1));
 
