@@ -37,6 +37,11 @@ export interface ReplicaCoreOptions {
  */
 const QUIET_EXPIRY_MARGIN_MS = 5000;
 
+/** Key order, for entries that callers compare across replicas. */
+function byKey([left]: KeyedEntry, [right]: KeyedEntry): number {
+  return left < right ? -1 : left > right ? 1 : 0;
+}
+
 /** Whether `op`'s outcome depends on its key's entry: all but a plain set, which skips the read. */
 function readsEntry(op: SingleKeyOp): boolean {
   return op.kind !== 'store' || op.verb !== 'set';
@@ -112,16 +117,28 @@ export class ReplicaCore {
 
   /** Rebuilds the index from a backend that can list its keys; returns the key count. */
   async loadIndex(): Promise<number> {
-    if (!canListKeys(this.#backend)) return this.#index.size;
+    await this.#readListedKeys();
+    return this.#index.size;
+  }
+
+  /**
+   * Lists the backend's keys and reads each, remembering what it holds (the index is complete
+   * then); the entries read, or null if the backend cannot list its keys.
+   */
+  async #readListedKeys(): Promise<KeyedEntry[] | null> {
+    if (!canListKeys(this.#backend)) return null;
     // The key listing comes over another connection: it must follow every store sent quietly.
     if (this.#quietApplies) await this.#backend.settle?.();
     const keys = await this.#backend.keys();
+    const found: KeyedEntry[] = [];
     await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
       const entry = await this.#readBackend(key);
-      if (entry !== undefined) this.#remember(key, entry, true);
+      if (entry === undefined) return;
+      this.#remember(key, entry, true);
+      found.push([key, entry]);
     });
     this.#indexComplete = true;
-    return this.#index.size;
+    return found;
   }
 
   /** A store, arith, delete or touch on one key; resolves to the client's reply. */
@@ -269,12 +286,13 @@ export class ReplicaCore {
   /**
    * `fetchKeys` of every key the backend holds: the index's, once it is complete. After a reset
    * that kept the backend's contents (a failed write) the index knows only what was written since,
-   * so the backend's keys are listed first (`loadIndex`): a state transfer or a snapshot read from
-   * the index alone would leave out every key not written since, and its receiver would lose them.
+   * so the backend's keys are listed and read instead (as `loadIndex` does, which then completes
+   * the index): a state transfer or a snapshot read from the index alone would leave out every key
+   * not written since, and its receiver would lose them.
    */
   async fetchAll(): Promise<KeyedEntry[]> {
-    if (!this.#indexComplete) await this.loadIndex();
-    return this.fetchKeys([...this.#index.keys()]);
+    const listed = this.#indexComplete ? null : await this.#readListedKeys();
+    return listed === null ? this.fetchKeys([...this.#index.keys()]) : listed.sort(byKey);
   }
 
   /** Entries (tombstones and expired ones included) of distinct `keys`, in key order. */
@@ -295,8 +313,7 @@ export class ReplicaCore {
     }
     await forEachBounded(unknown, this.#barrierConcurrency, async (key) => collect(key, await this.#readBackend(key)));
     // Deterministic order for callers that compare replicas.
-    found.sort(([left], [right]) => (left < right ? -1 : left > right ? 1 : 0));
-    return found;
+    return found.sort(byKey);
   }
 
   /** Removes `key` if it holds the tombstone of `cas` or an older version (see Replica.purge). */
