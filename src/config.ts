@@ -145,6 +145,7 @@ const NODE_KEYS: readonly string[] = ['client', 'peer', 'memcached', 'http', 'tl
 
 /** Validates the text of a config file. Throws ConfigError. */
 export function parseConfig(text: string, file: string): Readonly<ClusterConfig> {
+  refuseRepeats(text, file);
   const raw = ini.parse(text) as Record<string, unknown>;
   refuseUnknown(Object.keys(raw), ['cluster', 'node'], `${file}: section or setting outside a section`);
   const cluster = section(raw, 'cluster');
@@ -333,6 +334,26 @@ function checkDistinctAddresses(nodes: readonly NodeConfig[], file: string): voi
 }
 
 /** Throws for the first of `keys` not among `known`, naming the likeliest one meant. */
+/**
+ * A setting given twice in one section, or a section given twice: the ini reader would keep the
+ * last and drop the first without a word, so a setting added at the top of a file that already
+ * has it further down would be ignored.
+ */
+function refuseRepeats(text: string, file: string): void {
+  const seen = new Map<string, number>();
+  let section = '';
+  text.split(/\r?\n/).forEach((raw, index) => {
+    const line = raw.trim();
+    if (line === '' || line.startsWith(';') || line.startsWith('#')) return;
+    const header = /^\[(.+)\]$/.exec(line);
+    const name = header === null ? `[${section}] setting '${line.split('=')[0]?.trim() ?? ''}'` : `section [${header[1] ?? ''}]`;
+    if (header !== null) section = header[1]?.trim() ?? '';
+    const first = seen.get(name);
+    if (first !== undefined) throw new ConfigError(`${file}: ${name} is given twice (lines ${first} and ${index + 1})`);
+    seen.set(name, index + 1);
+  });
+}
+
 function refuseUnknown(keys: readonly string[], known: readonly string[], what: string): void {
   const unknown = keys.find((key) => !known.includes(key));
   if (unknown === undefined) return;

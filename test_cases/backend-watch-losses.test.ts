@@ -30,7 +30,7 @@ function watchIn(stateDir: string) {
     replica: { health: async () => health, suspect: null, acknowledgeReset: () => {} },
     backend: {},
     stateDir,
-    memory: new MemoryReporter(() => 0, () => {}),
+    memory: new MemoryReporter(() => 0, () => {}, { count: () => 0, max: 1000 }),
     holdsFailedApplies: true,
     refusalsKeepTrust: false,
     valueBytesMax: 1024 * 1024,

@@ -75,6 +75,11 @@ describe('config.ini', () => {
     );
     expect(() => parseConfig(`top = 1\n${valid}`, 'c.ini')).toThrow(/outside a section 'top' is unknown/);
     expect(() => parseConfig(valid.replace('[cluster]', '[clusters]'), 'c.ini')).toThrow(/'clusters' is unknown \(did you mean 'cluster'\?\)/);
+    // Given twice, a setting or a section is refused (the reader would keep the last without a word).
+    expect(() => parseConfig(withCluster('consistency = eventual\nconsistency = sequential'), 'c.ini')).toThrow(
+      /c\.ini: \[cluster\] setting 'consistency' is given twice \(lines \d+ and \d+\)/,
+    );
+    expect(() => parseConfig(`${valid}\n[node.n1]\nhttp = 127.0.0.1:9300\n`, 'c.ini')).toThrow(/section \[node\.n1\] is given twice/);
     // A node's dial.<peer> settings are its own to name.
     expect(parseConfig(valid.replace('[node.n1]\n', '[node.n1]\ndial.n2 = 127.0.0.1:9100\n'), 'c.ini').nodes[0]?.dial.n2).toEqual({ host: '127.0.0.1', port: 9100 });
   });

@@ -77,6 +77,7 @@ describe('the HTTP status server', () => {
     ],
     clientStats: () => clientStats,
     keyCount: () => index.size,
+    keysMax: () => 1_000_000,
     indexEntries: () => index.entries(),
     fetch: async (keys) =>
       keys.map((key): KeyedEntry => {
@@ -192,6 +193,7 @@ describe('metrics in eventual mode', () => {
       peerView: () => [],
       clientStats: () => clientStats,
       keyCount: () => 12,
+      keysMax: () => 1_000_000,
       indexEntries: () => [],
       fetch: async () => [],
     }, { node: 'n1', mode: 'eventual' });

@@ -2,7 +2,8 @@
  * The key listing (src/store/memcached-metadump.ts) against a fake memcached that answers
  * `lru_crawler metadump all` as the test says: every key of a dump cut into chunks anywhere, each
  * decoded byte by byte; BUSY tried again; a refusal, an endless line and silence are StoreErrors;
- * and a dump of a million keys is read whole (kept as one string, it took minutes and timed out).
+ * and a dump of a million keys is read whole (kept as one string, it took minutes and timed out);
+ * past the most keys its caller can index, the listing stops with a StoreError.
  */
 
 import * as net from 'node:net';
@@ -80,4 +81,11 @@ describe('memcached key listing (metadump)', () => {
     expect(listed).toHaveLength(keys.length);
     expect(listed.at(-1)).toBe(keys.at(-1));
   }, 60_000);
+
+  it('stops listing past the most keys its caller can index, with a StoreError naming the bound', async () => {
+    const port = await fakeMemcached([dumpOf(Array.from({ length: 5000 }, (_, index) => `k${index}`))]);
+    await expect(metadump({ host: '127.0.0.1', port, timeoutMs: 2000, keysMax: 4999 }))
+      .rejects.toMatchObject({ code: 'BACKEND_FAILED', message: expect.stringContaining('more than 4999 keys') });
+    expect(await metadump({ host: '127.0.0.1', port, timeoutMs: 2000, keysMax: 5000 })).toHaveLength(5000);
+  });
 });

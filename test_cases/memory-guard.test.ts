@@ -1,6 +1,7 @@
 /**
- * The memory guard alone: bytes against memcached's limit, the room of the item's size class, what
- * was admitted since the last poll, and which operations it may refuse at all.
+ * The memory guard alone: bytes against memcached's limit, the room of the item's size class, keys
+ * against the most a controller indexes, what was admitted since the last poll, and which
+ * operations it may refuse at all.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -196,6 +197,28 @@ describe('MemoryGuard', () => {
     expect(Array.from({ length: 8 }, (_, i) => guard.refusal(set(`k${i}`, MB), BigInt(10 + i)) === null).filter(Boolean)).toHaveLength(4);
   });
 
+  it('refuses a new key past the most keys some replica\'s controller indexes, and nothing that adds none', () => {
+    const guard = new MemoryGuard();
+    const memory = { usedBytes: 0, limitBytes: 1024 * MB };
+    guard.polled({ ...memory, keys: 90, keysMax: 100 });
+    guard.peerReported('n2', { memory: { ...memory, keys: 95, keysMax: 100 }, poll: 1 });
+    // n2 has room for five more keys; a key written twice counts once once counted by key.
+    const newKeys = Array.from({ length: 8 }, (_, i) => fits(guard, set(`new${i}`, 10)));
+    expect(newKeys).toEqual([true, true, true, true, true, false, false, false]);
+    expect(fits(guard, set('new0', 10))).toBe(true);
+    // Writes of held keys, and verbs that never add a key, go on at the bound.
+    expect(guard.refusal(set('held', 10), ++lastVersion, true)).toBeNull();
+    for (const verb of ['replace', 'append', 'prepend', 'cas'] as const) {
+      expect(fits(guard, { ...set('other', 10), verb } as Op), verb).toBe(true);
+    }
+    // A report that covers them (deletes freed twenty keys): room again.
+    guard.peerReported('n2', { memory: { ...memory, keys: 80, keysMax: 100 }, poll: 2 });
+    expect(fits(guard, set('again', 10))).toBe(true);
+    // Keys arriving from a peer count until a report covers them.
+    guard.arrived(Array.from({ length: 20 }, (_, i) => [`arrived${i}`, 10, ++lastVersion] as const));
+    expect(fits(guard, set('one-more', 10))).toBe(false);
+  });
+
   it('reads a peer\'s report only when it has the shape of one', () => {
     expect(isBackendMemory({ usedBytes: 1, limitBytes: 2 })).toBe(true);
     expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: slabs(1, [{ id: 1, chunkBytes: 96, freeChunks: 3 }]) })).toBe(true);
@@ -204,5 +227,9 @@ describe('MemoryGuard', () => {
     expect(isBackendMemory({ usedBytes: 1, limitBytes: -2 })).toBe(false);
     const badClasses = { pageBytes: 1, freePages: 0, chunkMaxBytes: 1, classes: [{ id: 1 }], classSizes: null };
     expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, slabs: badClasses })).toBe(false);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, items: 3, keys: 4, keysMax: 5 })).toBe(true);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, keys: 4 })).toBe(false);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, keys: 4, keysMax: -1 })).toBe(false);
+    expect(isBackendMemory({ usedBytes: 1, limitBytes: 2, items: '3' })).toBe(false);
   });
 });

@@ -43,6 +43,14 @@ describe('memory report', () => {
     }
   });
 
+  it('carries the keys a controller counts and the most it indexes, both or neither', () => {
+    const counted = { ...memory, keys: 7, keysMax: 9 };
+    const reading = readMemoryReport({ poll: 1, memory: counted, stored: [] });
+    expect(reading.ok && reading.report?.memory).toEqual(counted);
+    expect(readMemoryReport({ poll: 1, memory: { ...memory, keys: 7 }, stored: [] }).ok).toBe(false);
+    expect(readMemoryReport({ poll: 1, memory: { ...memory, keys: 7, keysMax: Number.POSITIVE_INFINITY }, stored: [] }).ok).toBe(false);
+  });
+
   it('keeps only the fields the guard reads', () => {
     const sent = { poll: 1, memory: { ...memory, extra: 'x'.repeat(100) }, stored: [] };
     const reading = readMemoryReport(sent);

@@ -14,7 +14,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
   let version = 0n;
   const dropped = new DroppedPeerMessages();
   // The memory guard still counts every replica whose controller reports its memcached.
-  const memory = new MemoryAdmission(options.peers.filter((peer) => peer !== options.self));
+  const memory = new MemoryAdmission(options.peers.filter((peer) => peer !== options.self), undefined, options.keyHeld);
   return {
     step(event): Effect<LocalMessage>[] {
       switch (event.kind) {

@@ -23,11 +23,16 @@ export class MemoryAdmission {
   readonly #peers: readonly PeerId[];
   /** Each peer's latest report, counted while it is up (none: it says nothing of its memory). */
   readonly #reports = new Map<PeerId, PeerMemoryReport>();
+  readonly #keyHeld: (key: string) => boolean;
 
-  /** `peers`: the other nodes. `writerOf`: which writer a version is from (default: one, a log). */
-  constructor(peers: readonly PeerId[], writerOf?: WriterOf) {
+  /**
+   * `peers`: the other nodes. `writerOf`: which writer a version is from (default: one, a log).
+   * `keyHeld`: whether this node's replica holds a key (MachineOptions.keyHeld).
+   */
+  constructor(peers: readonly PeerId[], writerOf?: WriterOf, keyHeld: (key: string) => boolean = () => false) {
     this.#peers = peers;
     this.#guard = new MemoryGuard(writerOf);
+    this.#keyHeld = keyHeld;
   }
 
   /** A memory event, as every machine steps it. */
@@ -58,7 +63,7 @@ export class MemoryAdmission {
    * version) — memcached's own refusal — or null, and then `op` is counted until reports cover it.
    */
   refusal(op: Op, version: bigint): Refusal | null {
-    return this.#guard.refusal(op, version);
+    return this.#guard.refusal(op, version, op.kind === 'store' && this.#keyHeld(op.key));
   }
 
   /**

@@ -216,4 +216,9 @@ export interface MachineOptions {
    * with a larger one is malformed and dropped. Default 1 MiB.
    */
   valueBytesMax?: number;
+  /**
+   * Whether this node's replica holds `key` now: the memory guard counts a write of a held key as
+   * adding none (consistency/memory-admission.ts). Default: every write of a set or add may add one.
+   */
+  keyHeld?: (key: string) => boolean;
 }

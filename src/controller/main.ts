@@ -6,8 +6,9 @@
  * controller, winston or the store drivers.
  */
 
-import { findNode, loadConfig, parseMode } from '../config.ts';
+import { ConfigError, findNode, loadConfig, parseMode } from '../config.ts';
 import { Controller, type ControllerOptions } from './controller.ts';
+import { cacheProblem, embeddedStoreBytesMax, heapLimitBytes } from './key-room.ts';
 import { createParts } from './parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
 import { createLogger } from '../runtime/log.ts';
@@ -37,6 +38,9 @@ export async function runController(command: ControllerCommand): Promise<number>
   const config = loadConfig(command.configFile);
   const node = findNode(config, command.clientPort);
   const mode = command.mode === undefined ? config.consistency : parseMode(command.mode, '-cons');
+  const heapBytes = heapLimitBytes();
+  const cacheTooLarge = cacheProblem(config.cacheBytesMax, heapBytes);
+  if (cacheTooLarge !== null) throw new ConfigError(`${command.configFile}: ${cacheTooLarge}`);
   const log = createLogger({ logDir: config.logDir, fileName: `${node.id}.log`, meta: { node: node.id } });
   if (config.cpuScheduling === 'batch') {
     const refused = scheduleAsBatch();
@@ -45,7 +49,7 @@ export async function runController(command: ControllerCommand): Promise<number>
   const host = command.memcachedHost ?? node.memcached.host;
   const port = command.memcachedPort ?? node.memcached.port;
   const backendAddress = command.store === 'memory' ? 'embedded' : `${host}:${port}`;
-  const backend = command.store === 'memory' ? new MemoryBackend() : new MemcachedBackend({ host, port });
+  const backend = command.store === 'memory' ? new MemoryBackend({ bytesMax: embeddedStoreBytesMax(heapBytes) }) : new MemcachedBackend({ host, port });
   if (!command.replication) log.warn('replication is OFF (--unsafe-no-replication): this controller keeps no promise');
   // Set only by the test harness (the disk-stall fault): fsyncs then wait as long as the file says.
   const fsyncDelayFile = process.env[FSYNC_DELAY_FILE_ENV] ?? null;

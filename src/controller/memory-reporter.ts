@@ -21,11 +21,13 @@ export class MemoryReporter {
 
   /**
    * `writerOf`: which writer a version is from (each node in eventual and causal mode, else one).
-   * `enqueue`: queues an event for the mode.
+   * `enqueue`: queues an event for the mode. `keys`: the keys this controller indexes now, and the
+   * most it can (./key-room.ts), reported beside memcached's memory.
    */
   constructor(
     private readonly writerOf: WriterOf,
     private readonly enqueue: (event: Event<unknown>) => void,
+    private readonly keys: { count: () => number; max: number },
   ) {}
 
   /** A version is in memcached now: a poll from now on counts it. */
@@ -41,7 +43,12 @@ export class MemoryReporter {
   }
 
   /** A poll has read memcached's memory (undefined: it said nothing, or did not answer). */
-  polled(memory: BackendMemory | undefined, stored: Stored): void {
+  polled(polledMemory: BackendMemory | undefined, stored: Stored): void {
+    // memcached's items count too: keys it holds that the index does not know yet (a listing
+    // refused at start) are keys a write may bring into it.
+    const memory = polledMemory === undefined
+      ? undefined
+      : { ...polledMemory, keys: Math.max(this.keys.count(), polledMemory.items ?? 0), keysMax: this.keys.max };
     this.lastReport = memoryReportWire(this.lastReport.poll + 1, memory, stored);
     this.enqueue({ kind: 'memory_polled', nowMs: clockMs(), memory: memory ?? null, stored });
   }
@@ -55,5 +62,10 @@ export class MemoryReporter {
   shown(): { usedBytes: number; limitBytes: number } | undefined {
     const memory = this.lastReport.memory;
     return memory === null ? undefined : { usedBytes: memory.usedBytes, limitBytes: memory.limitBytes };
+  }
+
+  /** The most keys this controller indexes: a write of a new key past it is refused. */
+  get keysMax(): number {
+    return this.keys.max;
   }
 }

@@ -30,6 +30,7 @@ import { BackendWatch } from './backend-watch.ts';
 import { clusterSettings } from './cluster-settings.ts';
 import { createMachine, priorityKinds } from './create-machine.ts';
 import type { WriteAhead } from './durability.ts';
+import { heapLimitBytes, keysMaxFor } from './key-room.ts';
 import { MemoryReporter } from './memory-reporter.ts';
 import { BackgroundWriteAhead, INLINE_WRITE_BACKOFF_MS } from './wal-background.ts';
 
@@ -65,7 +66,8 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
   const peerVersions = !isOrderedMode(mode);
   const logMode = !peerVersions && (options.replication ?? true);
   const eventual = peerVersions && (options.replication ?? true);
-  const memory = new MemoryReporter(eventual ? versionNode : () => 0, hooks.enqueue);
+  const keys = { count: (): number => replica.keyCount(), max: keysMaxFor(heapLimitBytes(), peerVersions) };
+  const memory = new MemoryReporter(eventual ? versionNode : () => 0, hooks.enqueue, keys);
   // memcached refusing a merge for want of memory leaves the keys as they were: eventual re-reads
   // them; causal rolls its visible vector back to before the refused merge and is sent it again.
   const refusalsKeepTrust = eventual;
@@ -80,6 +82,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     // memcached's reply to an apply's store would only wake the controller: a failure comes back
     // unasked, and the log's replay repairs what it missed.
     quietApplies: logMode,
+    keysMax: keys.max,
   });
   const walFile = path.join(config.dataDir, node.id, 'wal.bin');
   const watch = new BackendWatch({
@@ -119,6 +122,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     persisted,
     nowMs: clockMs(),
     valueBytesMax: config.valueBytesMax,
+    keyHeld: (key) => replica.indexRecord(key) !== undefined,
   }, { readLeases: config.readLeases, bootId, newNode, rejoin });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
@@ -142,7 +146,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
   });
   const http: StatusHttp | null = node.http === null
     ? null
-    : createStatusHttp(options, node.http, { log, hooks, network, replica, server: (): ProtocolServer => server });
+    : createStatusHttp(options, node.http, { log, hooks, network, replica, memory, server: (): ProtocolServer => server });
   const server = new ProtocolServer({
     host: node.client.host,
     port: node.client.port,
@@ -172,7 +176,9 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
 function createStatusHttp(
   options: ControllerOptions,
   listen: Address,
-  parts: { log: Logger; hooks: ControllerHooks; network: PeerNetwork; replica: Replica; server: () => ProtocolServer },
+  parts: {
+    log: Logger; hooks: ControllerHooks; network: PeerNetwork; replica: Replica; memory: MemoryReporter; server: () => ProtocolServer;
+  },
 ): StatusHttp {
   const { network, replica } = parts;
   return new StatusHttp({
@@ -185,6 +191,7 @@ function createStatusHttp(
       peerView: () => network.peerView(),
       clientStats: () => parts.server().stats(),
       keyCount: () => replica.keyCount(),
+      keysMax: () => parts.memory.keysMax,
       indexEntries: () => replica.indexEntries(),
       fetch: (keys) => replica.fetch(keys),
     },

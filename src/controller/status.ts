@@ -103,6 +103,7 @@ export class ControllerStatus {
       ['get_hits', String(this.counters.getHits)],
       ['get_misses', String(this.counters.getMisses)],
       ['curr_items', String(replica.keyCount())],
+      ['mckv_keys_max', String(this.sources.memory.keysMax)],
       ['mckv_node', this.sources.node],
       ['mckv_mode', this.sources.mode],
       ['mckv_role', status.role],

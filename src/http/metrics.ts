@@ -190,6 +190,7 @@ export class ControllerMetrics {
     gauge('mckv_backend_memory_used_bytes', 'Bytes the local memcached holds, at its latest poll.', registers, () => snapshot().summary.backendMemory?.usedBytes ?? null);
     gauge('mckv_backend_memory_limit_bytes', 'The local memcached\'s memory limit (its -m), at its latest poll.', registers, () => snapshot().summary.backendMemory?.limitBytes ?? null);
     gauge('mckv_keys', 'Keys the local replica holds (eventual mode: tombstones included).', registers, () => snapshot().keys);
+    gauge('mckv_keys_max', 'The most keys this controller indexes in its heap: a write of a new key past it is refused.', registers, () => this.source.keysMax());
   }
 
   private defineClientGauges(): void {

@@ -18,6 +18,8 @@ export interface StatusSource {
   clientStats(): ProtocolServerStats;
   /** Keys the replica's index holds, tombstones included. */
   keyCount(): number;
+  /** The most keys this controller indexes (controller/key-room.ts). */
+  keysMax(): number;
   /** The replica's index of keys, in no particular order. */
   indexEntries(): Iterable<readonly [string, Readonly<IndexRecord>]>;
   /** The stored entries of `keys` (tombstones and expired ones included), read in key order. */

@@ -97,6 +97,10 @@ function memoryProblem(value: unknown): string | null {
 function copyMemory(memory: BackendMemory): BackendMemory {
   const copy: BackendMemory = { usedBytes: memory.usedBytes, limitBytes: memory.limitBytes };
   if (memory.itemBytesMax !== undefined) copy.itemBytesMax = memory.itemBytesMax;
+  if (memory.keys !== undefined && memory.keysMax !== undefined) {
+    copy.keys = memory.keys;
+    copy.keysMax = memory.keysMax;
+  }
   if (memory.slabs !== undefined) copy.slabs = copySlabs(memory.slabs);
   return copy;
 }

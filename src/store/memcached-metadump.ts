@@ -9,9 +9,9 @@ import { StoreError } from './types.ts';
 
 /**
  * The memcached keys listed by `lru_crawler metadump all`, decoded from its URI encoding. Retries
- * a few times while the crawler is busy.
+ * a few times while the crawler is busy. Fails once it lists more than `keysMax`.
  */
-export async function metadump(options: { host: string; port: number; timeoutMs: number }): Promise<string[]> {
+export async function metadump(options: MetadumpOptions): Promise<string[]> {
   const attemptsMax = 10;
   for (let attempt = 1; ; attempt += 1) {
     const lines = await metadumpOnce(options);
@@ -23,6 +23,14 @@ export async function metadump(options: { host: string; port: number; timeoutMs:
   }
 }
 
+/** Where memcached is, how long it may send nothing, and the most keys taken. */
+interface MetadumpOptions {
+  host: string;
+  port: number;
+  timeoutMs: number;
+  keysMax?: number;
+}
+
 /** Longest metadump line taken: a key line is under 1 KiB; more is not memcached's metadump. */
 const LINE_BYTES_MAX = 64 * 1024;
 
@@ -31,7 +39,8 @@ const LINE_BYTES_MAX = 64 * 1024;
  * as one string and searched for its end at every chunk, it took time quadratic in its size, 16 s
  * for 600,000 keys, past the timeout).
  */
-function metadumpOnce(options: { host: string; port: number; timeoutMs: number }): Promise<string[] | 'busy'> {
+function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy'> {
+  const keysMax = options.keysMax ?? Infinity;
   const address = `${options.host}:${options.port}`;
   return new Promise((resolve, reject) => {
     const socket = net.connect(options.port, options.host);
@@ -66,7 +75,9 @@ function metadumpOnce(options: { host: string; port: number; timeoutMs: number }
       }
       if (line === 'END') return finish(keys);
       const key = /^key=(\S+)/.exec(line)?.[1];
-      if (key !== undefined) keys.push(uriDecodeBytes(key));
+      if (key === undefined) return;
+      if (keys.length >= keysMax) return finish(new StoreError('BACKEND_FAILED', `memcached ${address} holds more than ${keysMax} keys`));
+      keys.push(uriDecodeBytes(key));
     };
     socket.on('data', (chunk: Buffer) => {
       if (finished) return;

@@ -206,6 +206,8 @@ export class MemcachedBackend implements KVBackend {
       const { evictsWhenFull, slab, itemBytesMax } = this.#settings;
       if (memory !== undefined) {
         memory.itemBytesMax = itemBytesMax;
+        const items = Number(stats.curr_items);
+        if (Number.isSafeInteger(items) && items >= 0) memory.items = items;
         const slabs = await this.#run('stats slabs', null, (connection) => connection.stats('slabs'));
         memory.slabs = slabStateOf(stats, slabs, slab) ?? undefined;
       }
@@ -231,13 +233,15 @@ export class MemcachedBackend implements KVBackend {
 
   /**
    * Every key of ours stored in memcached, from `lru_crawler metadump all` (text protocol, a
-   * separate short-lived connection). Used to rebuild a Replica's key index at start.
+   * separate short-lived connection). Used to rebuild a Replica's key index at start. Fails once
+   * it lists more than `keysMax`.
    */
-  async keys(): Promise<string[]> {
+  async keys(keysMax = Infinity): Promise<string[]> {
     const memcachedKeys = await metadump({
       host: this.#host,
       port: this.#port,
       timeoutMs: Math.max(this.#opTimeoutMs * 10, 5000),
+      keysMax,
     });
     const keys: string[] = [];
     for (const listed of memcachedKeys) {

@@ -3,8 +3,10 @@
  * (memcached's own `SERVER_ERROR out of memory storing object`) instead of failing at every
  * replica at once and leaving none to rebuild from.
  *
- * Two counts, each what memcached's last report said plus what was admitted since and is not in
- * it: bytes (at most `bytesUseMax` of `-m`) and room in the item's slab class (./slab-room.ts).
+ * Three counts, each what a replica's last report said plus what was admitted since and is not in
+ * it: bytes (at most `bytesUseMax` of `-m`), room in the item's slab class (./slab-room.ts), and
+ * keys, against the most its controller can index in its heap (`keysMax`, controller/key-room.ts;
+ * only a set or an add may add one).
  * A key's writes admitted here count once, as memcached replaces its item (`addsTo`). Counting by
  * key costs a map entry per key and view, so a view counts every admission whole (an upper bound)
  * until that would refuse one, and only then by key (`#countByKey`).
@@ -66,10 +68,12 @@ interface Admitted {
   bytes: number[];
   /** Each one's item size, for its size class (0: unknown, an append's). */
   itemBytes: number[];
+  /** Whether each may add a key (a set, an add, an arrival). */
+  newKeys: boolean[];
 }
 
 /** What an admission adds to a view: bytes, and the size class it takes a chunk of, if any (`addsTo`). */
-type Added = { bytes: number; room: ItemRoom | null; counted: Counted | undefined };
+type Added = { bytes: number; room: ItemRoom | null; keys: number; counted: Counted | undefined };
 
 /** One replica's memcached: what it said last, and the admissions its report does not cover. */
 interface View {
@@ -77,6 +81,8 @@ interface View {
   /** Per writer, the absolute position of the first admission not covered. */
   from: Map<number, number>;
   admittedBytes: number;
+  /** Keys those admissions may add. */
+  admittedKeys: number;
   /** Those admissions by the size class they go to. */
   admittedBySlab: Map<string, number>;
   /** Per key admitted, what it counts for here (`addsTo`); null: every admission counts whole. */
@@ -89,6 +95,8 @@ interface View {
 interface Counted {
   bytes: number;
   label: string | null;
+  /** Counted as a key added. */
+  key: boolean;
 }
 
 export class MemoryGuard {
@@ -131,9 +139,10 @@ export class MemoryGuard {
    * Why some replica's memcached cannot take `op`, to be stored as `version` — its own message:
    * "object too large for cache" for an item longer than memcached takes at all, "out of memory
    * storing object" for one it has no room for — or null when every replica can, and then `op`
-   * is counted in each until a report of it covers `version`.
+   * is counted in each until a report of it covers `version`. `keyHeld`: the deciding node's
+   * replica holds the key, so the write adds none.
    */
-  refusal(op: Op, version: bigint): Refusal | null {
+  refusal(op: Op, version: bigint, keyHeld = false): Refusal | null {
     if (op.kind !== 'store') return null;
     const views = this.#views;
     if (views.length === 0) return null;
@@ -141,19 +150,21 @@ export class MemoryGuard {
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
+    // Only these store a key that may not be there yet.
+    const newKey = (op.verb === 'set' || op.verb === 'add') && !keyHeld;
     const added: Added[] = [];
     for (const view of views) {
       const { memory } = view;
       if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
-      let adds = addsTo(view, op.key, bytes, itemBytes);
+      let adds = addsTo(view, op.key, bytes, itemBytes, newKey);
       if (!fits(view, adds) && view.counted === null && this.#countByKey(view)) {
         // Counted whole, it would not fit: counted by key, it may.
-        adds = addsTo(view, op.key, bytes, itemBytes);
+        adds = addsTo(view, op.key, bytes, itemBytes, newKey);
       }
       if (!fits(view, adds)) return OUT_OF_MEMORY;
       added.push(adds);
     }
-    this.#remember(version, op.key, bytes, itemBytes);
+    this.#remember(version, op.key, bytes, itemBytes, newKey);
     views.forEach((view, i) => countAdded(view, op.key, itemAt(added, i)));
     return null;
   }
@@ -173,16 +184,16 @@ export class MemoryGuard {
       const itemBytes = storedItemBytes(key, valueBytes);
       const bytes = key.length + valueBytes + ITEM_OVERHEAD_BYTES;
       const counted = byKey ? key : null;
-      this.#remember(version, counted, bytes, itemBytes);
-      for (const view of views) countIn(view, counted, bytes, itemBytes);
+      this.#remember(version, counted, bytes, itemBytes, true);
+      for (const view of views) countIn(view, counted, bytes, itemBytes, true);
     }
   }
 
-  #remember(version: bigint, key: string | null, bytes: number, itemBytes: number): void {
+  #remember(version: bigint, key: string | null, bytes: number, itemBytes: number, newKey: boolean): void {
     const writer = this.#writerOf(version);
     let admitted = this.#admitted.get(writer);
     if (admitted === undefined) {
-      admitted = { base: 0, versions: [], keys: [], bytes: [], itemBytes: [] };
+      admitted = { base: 0, versions: [], keys: [], bytes: [], itemBytes: [], newKeys: [] };
       this.#admitted.set(writer, admitted);
       // Every view so far was made before this writer's first admission: it counts all of them.
       for (const view of this.#views) view.from.set(writer, 0);
@@ -191,13 +202,14 @@ export class MemoryGuard {
     admitted.keys.push(key);
     admitted.bytes.push(bytes);
     admitted.itemBytes.push(itemBytes);
+    admitted.newKeys.push(newKey);
     if (admitted.versions.length > ADMITTED_KEPT_MAX) dropOldest(admitted, ADMITTED_KEPT_MAX / 2);
   }
 
   /** A report's view: the admissions it does not cover are counted in it, whole. */
   #viewOf(report: MemoryReport): View {
     const view: View = {
-      memory: report.memory, from: new Map(), admittedBytes: 0, admittedBySlab: new Map(), counted: null, rooms: new Map(),
+      memory: report.memory, from: new Map(), admittedBytes: 0, admittedKeys: 0, admittedBySlab: new Map(), counted: null, rooms: new Map(),
     };
     for (const [writer, admitted] of this.#admitted) {
       const { versions } = admitted;
@@ -220,6 +232,7 @@ export class MemoryGuard {
   #countByKey(view: View): boolean {
     for (const [writer, admitted] of this.#admitted) if ((view.from.get(writer) ?? admitted.base) < admitted.base) return false;
     view.admittedBytes = 0;
+    view.admittedKeys = 0;
     view.admittedBySlab = new Map();
     view.counted = new Map();
     this.#countUncovered(view);
@@ -231,7 +244,7 @@ export class MemoryGuard {
     for (const [writer, admitted] of this.#admitted) {
       const first = (view.from.get(writer) ?? admitted.base) - admitted.base;
       for (let i = first; i < admitted.versions.length; i++) {
-        countIn(view, itemAt(admitted.keys, i), itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i));
+        countIn(view, itemAt(admitted.keys, i), itemAt(admitted.bytes, i), itemAt(admitted.itemBytes, i), itemAt(admitted.newKeys, i));
       }
     }
   }
@@ -252,6 +265,8 @@ export class MemoryGuard {
 function fits(view: View, adds: Added): boolean {
   const { memory } = view;
   if (memory.usedBytes + view.admittedBytes + adds.bytes > memory.limitBytes * BYTES_USE_MAX) return false;
+  // Only a write that adds a key can have no room for it: an overwrite past the bound goes on.
+  if (adds.keys > 0 && memory.keysMax !== undefined && (memory.keys ?? 0) + view.admittedKeys + adds.keys > memory.keysMax) return false;
   const room = adds.room;
   return room === null || (view.admittedBySlab.get(room.label) ?? 0) + 1 <= room.items - slabReserve(room);
 }
@@ -266,17 +281,21 @@ function slabReserve(room: ItemRoom): number {
  * What an admission of `key` adds to a view: memcached replaces a key's item with each write, so
  * the writes of one key since the view's report take the largest of their items' bytes (appends
  * add theirs) and a chunk of its size class (`room`: the class, when it takes a chunk there the
- * key's last counted write did not). A bulk load overwriting a few keys adds nothing.
+ * key's last counted write did not), and a key (`newKey`: a set or an add), once. A bulk load
+ * overwriting a few keys adds nothing.
  */
-function addsTo(view: View, key: string | null, bytes: number, itemBytes: number): Added {
+function addsTo(view: View, key: string | null, bytes: number, itemBytes: number, newKey: boolean): Added {
   const grows = itemBytes === 0;
   const room = grows ? null : roomIn(view, itemBytes);
+  const keys = newKey ? 1 : 0;
   // An arrival counted whole (key null: see `arrived`), or a view counting whole.
-  if (key === null || view.counted === null) return { bytes, room, counted: undefined };
+  if (key === null || view.counted === null) return { bytes, room, keys, counted: undefined };
   const counted = view.counted.get(key);
-  if (counted === undefined || grows) return { bytes, room, counted };
+  if (counted === undefined) return { bytes, room, keys, counted };
+  const keyAdded = newKey && !counted.key ? 1 : 0;
+  if (grows) return { bytes, room, keys: keyAdded, counted };
   const added = Math.max(0, bytes - counted.bytes);
-  return { bytes: added, room: room !== null && counted.label === room.label ? null : room, counted };
+  return { bytes: added, room: room !== null && counted.label === room.label ? null : room, keys: keyAdded, counted };
 }
 
 /** The room for items of `itemBytes` in a view's memcached, worked out once per size and report. */
@@ -290,23 +309,25 @@ function roomIn(view: View, itemBytes: number): ItemRoom | null {
 }
 
 /** Counts an admission (of `key`, or an arrival) in a view that did not count it yet (see `addsTo`). */
-function countIn(view: View, key: string | null, bytes: number, itemBytes: number): void {
-  countAdded(view, key, addsTo(view, key, bytes, itemBytes));
+function countIn(view: View, key: string | null, bytes: number, itemBytes: number, newKey: boolean): void {
+  countAdded(view, key, addsTo(view, key, bytes, itemBytes, newKey));
 }
 
 /** Counts in `view` what an admission of `key` adds to it (`addsTo`'s answer). */
 function countAdded(view: View, key: string | null, adds: Added): void {
   view.admittedBytes += adds.bytes;
+  view.admittedKeys += adds.keys;
   const label = adds.room === null ? null : adds.room.label;
   if (label !== null) view.admittedBySlab.set(label, (view.admittedBySlab.get(label) ?? 0) + 1);
   if (key === null || view.counted === null) return;
   const { counted } = adds;
   if (counted === undefined) {
-    view.counted.set(key, { bytes: adds.bytes, label });
+    view.counted.set(key, { bytes: adds.bytes, label, key: adds.keys > 0 });
     return;
   }
   counted.bytes += adds.bytes;
   if (label !== null) counted.label = label;
+  if (adds.keys > 0) counted.key = true;
 }
 
 function dropOldest(admitted: Admitted, count: number): void {
@@ -315,6 +336,7 @@ function dropOldest(admitted: Admitted, count: number): void {
   admitted.keys.splice(0, count);
   admitted.bytes.splice(0, count);
   admitted.itemBytes.splice(0, count);
+  admitted.newKeys.splice(0, count);
   admitted.base += count;
 }
 
@@ -324,6 +346,9 @@ export function isBackendMemory(value: unknown): value is BackendMemory {
   const memory = value as Record<string, unknown>;
   if (!isCount(memory.usedBytes) || !isCount(memory.limitBytes)) return false;
   if (memory.itemBytesMax !== undefined && !isCount(memory.itemBytesMax)) return false;
+  if (memory.items !== undefined && !isCount(memory.items)) return false;
+  if ((memory.keys === undefined) !== (memory.keysMax === undefined)) return false;
+  if (memory.keys !== undefined && (!isCount(memory.keys) || !isCount(memory.keysMax))) return false;
   return memory.slabs === undefined || isSlabState(memory.slabs);
 }
 

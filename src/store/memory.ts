@@ -6,13 +6,30 @@
  * suite runs against both. Entries are copied on the way in and out, so a caller mutating an entry
  * object never changes what is stored (value Buffers are treated as immutable everywhere).
  *
+ * It reports its memory as memcached does (`bytesMax` of the process's heap), so the memory guard
+ * refuses a write it has no room for instead of the heap running out.
+ *
  * Invariants: `health().epoch` is fixed for the life of an instance (its contents are only lost
- * with the instance); every method resolves asynchronously, like a real backend.
+ * with the instance); every method resolves asynchronously, like a real backend; `#bytes` is what
+ * the held entries count for (`itemBytes`).
  */
 
-import type { BackendHealth, Entry, KeyedPair, KVBackend } from './types.ts';
+import { StoreError, type BackendHealth, type Entry, type KeyedPair, type KVBackend } from './types.ts';
 
 let instanceCounter = 0;
+
+/** What an entry holds beside its key and value (the entry object, the Map's slot), roughly. */
+const ENTRY_OVERHEAD_BYTES = 120;
+
+function itemBytes(key: string, entry: Entry): number {
+  return key.length + entry.value.length + ENTRY_OVERHEAD_BYTES;
+}
+
+/** MemoryBackend's settings. */
+export interface MemoryBackendOptions {
+  /** The most its items may take, as memcached's `-m`; none: it says nothing of its memory. */
+  bytesMax?: number;
+}
 
 function copyEntry(entry: Entry): Entry {
   const copy: Entry = {
@@ -30,8 +47,11 @@ export class MemoryBackend implements KVBackend {
   readonly kind = 'memory' as const;
   readonly #entries = new Map<string, Entry>();
   readonly #epoch: string;
+  readonly #bytesMax: number | undefined;
+  #bytes = 0;
 
-  constructor() {
+  constructor(options: MemoryBackendOptions = {}) {
+    this.#bytesMax = options.bytesMax;
     instanceCounter += 1;
     this.#epoch = `memory-${process.pid}-${Date.now()}-${instanceCounter}`;
   }
@@ -47,28 +67,42 @@ export class MemoryBackend implements KVBackend {
   }
 
   async set(key: string, entry: Entry): Promise<void> {
-    this.#entries.set(key, copyEntry(entry));
+    this.#put(key, entry);
   }
 
   async setMany(entries: readonly KeyedPair[]): Promise<void> {
-    for (const [key, entry] of entries) this.#entries.set(key, copyEntry(entry));
+    for (const [key, entry] of entries) this.#put(key, entry);
   }
 
   async delete(key: string): Promise<void> {
+    const held = this.#entries.get(key);
+    if (held === undefined) return;
+    this.#bytes -= itemBytes(key, held);
     this.#entries.delete(key);
   }
 
   async flush(): Promise<void> {
     this.#entries.clear();
+    this.#bytes = 0;
   }
 
-  /** Every stored key; the in-memory store can list them, unlike memcached. */
-  async keys(): Promise<string[]> {
+  #put(key: string, entry: Entry): void {
+    const held = this.#entries.get(key);
+    if (held !== undefined) this.#bytes -= itemBytes(key, held);
+    this.#entries.set(key, copyEntry(entry));
+    this.#bytes += itemBytes(key, entry);
+  }
+
+  /** Every stored key (more than `keysMax`: fails); the in-memory store can list them, unlike memcached. */
+  async keys(keysMax = Infinity): Promise<string[]> {
+    if (this.#entries.size > keysMax) throw new StoreError('BACKEND_FAILED', `the embedded store holds more than ${keysMax} keys`);
     return [...this.#entries.keys()];
   }
 
   async health(): Promise<BackendHealth> {
-    return { ok: true, detail: `memory, ${this.#entries.size} keys`, epoch: this.#epoch };
+    const health: BackendHealth = { ok: true, detail: `memory, ${this.#entries.size} keys`, epoch: this.#epoch };
+    if (this.#bytesMax !== undefined) health.memory = { usedBytes: this.#bytes, limitBytes: this.#bytesMax, items: this.#entries.size };
+    return health;
   }
 
   async close(): Promise<void> {

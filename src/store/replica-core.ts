@@ -29,6 +29,7 @@ export interface ReplicaCoreOptions {
   cacheBytesMax: number;
   valueBytesMax: number;
   quietApplies: boolean;
+  keysMax: number;
 }
 
 /**
@@ -49,7 +50,8 @@ function readsEntry(op: SingleKeyOp): boolean {
 
 /** A backend that can list its keys (both of ours can), used to rebuild the index at start. */
 interface KeyLister {
-  keys(): Promise<string[]>;
+  /** Fails once it lists more than `keysMax`. */
+  keys(keysMax: number): Promise<string[]>;
 }
 
 function canListKeys(backend: KVBackend): backend is KVBackend & KeyLister {
@@ -68,6 +70,7 @@ export class ReplicaCore {
   #indexComplete = false;
   readonly #valueBytesMax: number;
   readonly #quietApplies: boolean;
+  readonly #keysMax: number;
 
   constructor(backend: KVBackend, options: ReplicaCoreOptions) {
     this.#backend = backend;
@@ -76,6 +79,7 @@ export class ReplicaCore {
     this.#barrierConcurrency = options.barrierConcurrency;
     this.#valueBytesMax = options.valueBytesMax;
     this.#quietApplies = options.quietApplies;
+    this.#keysMax = options.keysMax;
     this.#cache = new ValueCache(options.cacheBytesMax);
   }
 
@@ -117,25 +121,26 @@ export class ReplicaCore {
 
   /** Rebuilds the index from a backend that can list its keys; returns the key count. */
   async loadIndex(): Promise<number> {
-    await this.#readListedKeys();
+    await this.#readListedKeys(false);
     return this.#index.size;
   }
 
   /**
    * Lists the backend's keys and reads each, remembering what it holds (the index is complete
-   * then); the entries read, or null if the backend cannot list its keys.
+   * then); the entries read (`keep`; else none, so a large store's values are not all held at
+   * once), or null if the backend cannot list its keys.
    */
-  async #readListedKeys(): Promise<KeyedEntry[] | null> {
+  async #readListedKeys(keep: boolean): Promise<KeyedEntry[] | null> {
     if (!canListKeys(this.#backend)) return null;
     // The key listing comes over another connection: it must follow every store sent quietly.
     if (this.#quietApplies) await this.#backend.settle?.();
-    const keys = await this.#backend.keys();
+    const keys = await this.#backend.keys(this.#keysMax);
     const found: KeyedEntry[] = [];
     await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
       const entry = await this.#readBackend(key);
       if (entry === undefined) return;
       this.#remember(key, entry, true);
-      found.push([key, entry]);
+      if (keep) found.push([key, entry]);
     });
     this.#indexComplete = true;
     return found;
@@ -291,7 +296,7 @@ export class ReplicaCore {
    * not written since, and its receiver would lose them.
    */
   async fetchAll(): Promise<KeyedEntry[]> {
-    const listed = this.#indexComplete ? null : await this.#readListedKeys();
+    const listed = this.#indexComplete ? null : await this.#readListedKeys(true);
     return listed === null ? this.fetchKeys([...this.#index.keys()]) : listed.sort(byKey);
   }
 

@@ -56,6 +56,12 @@ export interface ReplicaOptions {
    * Default false.
    */
   quietApplies?: boolean;
+  /**
+   * The most keys this replica lists from its backend (loadIndex, and fetchAll after a reset that
+   * kept the backend's contents): a backend holding more fails the listing (controller/key-room.ts).
+   * Default unbounded.
+   */
+  keysMax?: number;
 }
 
 /** One replica's storage, carrying out a mode's effects in order. */
@@ -92,6 +98,7 @@ export class Replica {
       cacheBytesMax: options.cacheBytesMax ?? CACHE_BYTES_MAX_DEFAULT,
       valueBytesMax: options.valueBytesMax ?? Number.POSITIVE_INFINITY,
       quietApplies,
+      keysMax: options.keysMax ?? Number.POSITIVE_INFINITY,
     });
   }
 

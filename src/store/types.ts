@@ -92,9 +92,13 @@ export interface BackendHealth {
   /**
    * What the backend holds and may hold, in bytes, when it says (memcached's `bytes`,
    * `limit_maxbytes`), memcached's slab state, to tell whether an item of some size still fits, and
-   * the longest item it takes at all (`item_size_max`, its -I).
+   * the longest item it takes at all (`item_size_max`, its -I), the items it holds (`curr_items`).
+   * `keys`/`keysMax` (both or neither): the keys its controller counts, at least `items`, and the
+   * most it can index (controller/key-room.ts); the controller adds them, not the backend.
    */
-  memory?: { usedBytes: number; limitBytes: number; slabs?: SlabState; itemBytesMax?: number };
+  memory?: {
+    usedBytes: number; limitBytes: number; slabs?: SlabState; itemBytesMax?: number; items?: number; keys?: number; keysMax?: number;
+  };
   /**
    * Items the backend threw away for room since it started (memcached's `evictions` counter). It
    * growing within one epoch means the replica lost data: the controller rebuilds it.

@@ -63,7 +63,8 @@ export class CausalMachine implements Machine<CausalMessage> {
     const core = new CausalCore(options, tuning);
     this.core = core;
     // Each node's versions are its own writer's (versionNode); the peers in config order.
-    this.memory = new MemoryAdmission([...new Set(options.peers)].filter((peer) => peer !== options.self), versionNode);
+    const peers = [...new Set(options.peers)].filter((peer) => peer !== options.self);
+    this.memory = new MemoryAdmission(peers, versionNode, options.keyHeld);
     const defaults = defaultCausalTuning(options);
     this.limits = {
       keyBytesMax: OP_LIMITS_DEFAULT.keyBytesMax,

@@ -83,7 +83,8 @@ export class EventualMachine implements Machine<EventualMessage> {
     }
     this.tuning = { ...defaultTuning(options), ...tuning };
     // Each node's versions are its own writer's (versionNode); the peers in config order.
-    this.memory = new MemoryAdmission([...new Set(options.peers)].filter((peer) => peer !== options.self), versionNode);
+    const peers = [...new Set(options.peers)].filter((peer) => peer !== options.self);
+    this.memory = new MemoryAdmission(peers, versionNode, options.keyHeld);
     this.pushes = new PushQueues(this.peers, this.tuning);
     this.collection = new Collection(this.index, this.peerBits, mask, this.tuning, this.pushes);
     this.fetches = new Fetches(this.index, this.collection, this.tuning);

@@ -159,7 +159,7 @@ export class LogCore {
     const leases = options.readLeases ?? null;
     this.readLeases = leases !== null && this.mode === 'linearizability' && this.peers.length <= 2 ? leases : null;
     this.log = new EntryLog(this.readLeases !== null);
-    this.memory = new MemoryAdmission(this.peers);
+    this.memory = new MemoryAdmission(this.peers, undefined, options.keyHeld);
   }
 
   /** How long a request may wait for its answer. */

@@ -1,0 +1,52 @@
+/**
+ * How many keys this controller can index, and how much its in-process parts may hold, within its
+ * JavaScript heap.
+ *
+ * Each controller keeps a record per key in memory (the replica's index; in eventual and causal
+ * mode a version index too), and a JavaScript Map holds at most 2^24 entries. Past either bound
+ * the process dies (a heap out of memory is fatal) and, restarting beside the same memcached,
+ * dies again. So each controller reports the most keys it can hold (`keysMax`) beside its
+ * memcached's memory, and the memory guard refuses a write of a new key that some replica has no
+ * room for, as memcached refuses one it has no memory for (store/memory-guard.ts).
+ *
+ * The per-key costs are measured (a 26-byte key: the replica's record 205 bytes, with the version
+ * index 307) and rounded up for longer keys; raising Node's heap (`--max-old-space-size`) raises
+ * the bound.
+ */
+
+import { getHeapStatistics } from 'node:v8';
+
+/** A JavaScript Map's most entries (V8: 2^24), less a margin for what arrives past a refusal. */
+const MAP_KEYS_MAX = 15_000_000;
+/** The share of the heap the key records may take. */
+const KEYS_HEAP_SHARE = 0.4;
+/** Heap bytes per key: the ordered modes' index record, and with eventual and causal's version records. */
+const KEY_BYTES = { ordered: 300, versioned: 400 } as const;
+/** The share of the heap the value cache may take (a larger `cache_bytes_max` is refused at start). */
+const CACHE_HEAP_SHARE = 0.25;
+/** The share of the heap the embedded store's values may take. */
+const EMBEDDED_STORE_HEAP_SHARE = 0.15;
+
+/** This process's heap limit, in bytes. */
+export function heapLimitBytes(): number {
+  return getHeapStatistics().heap_size_limit;
+}
+
+/** The most keys a controller indexes in a heap of `heapBytes` (`versioned`: eventual or causal mode). */
+export function keysMaxFor(heapBytes: number, versioned: boolean): number {
+  const perKey = versioned ? KEY_BYTES.versioned : KEY_BYTES.ordered;
+  return Math.min(MAP_KEYS_MAX, Math.floor((heapBytes * KEYS_HEAP_SHARE) / perKey));
+}
+
+/** Why a value cache of `cacheBytes` does not fit a heap of `heapBytes`, or null. */
+export function cacheProblem(cacheBytes: number, heapBytes: number): string | null {
+  const most = Math.floor(heapBytes * CACHE_HEAP_SHARE);
+  if (cacheBytes <= most) return null;
+  return `cache_bytes_max ${cacheBytes} is more than a quarter of this controller's heap (${heapBytes} bytes): `
+    + `lower it, or give Node.js a larger heap (NODE_OPTIONS=--max-old-space-size=MiB)`;
+}
+
+/** What the embedded store's items may take in a heap of `heapBytes` (its memory guard's limit). */
+export function embeddedStoreBytesMax(heapBytes: number): number {
+  return Math.floor(heapBytes * EMBEDDED_STORE_HEAP_SHARE);
+}
