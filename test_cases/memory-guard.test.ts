@@ -207,7 +207,7 @@ describe('MemoryGuard', () => {
     expect(newKeys).toEqual([true, true, true, true, true, false, false, false]);
     expect(fits(guard, set('new0', 10))).toBe(true);
     // Writes of held keys, and verbs that never add a key, go on at the bound.
-    expect(guard.refusal(set('held', 10), ++lastVersion, true)).toBeNull();
+    expect(guard.refusal(set('held', 10), ++lastVersion, () => true)).toBeNull();
     for (const verb of ['replace', 'append', 'prepend', 'cas'] as const) {
       expect(fits(guard, { ...set('other', 10), verb } as Op), verb).toBe(true);
     }

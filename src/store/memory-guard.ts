@@ -139,10 +139,11 @@ export class MemoryGuard {
    * Why some replica's memcached cannot take `op`, to be stored as `version` — its own message:
    * "object too large for cache" for an item longer than memcached takes at all, "out of memory
    * storing object" for one it has no room for — or null when every replica can, and then `op`
-   * is counted in each until a report of it covers `version`. `keyHeld`: the deciding node's
-   * replica holds the key, so the write adds none.
+   * is counted in each until a report of it covers `version`. `keyHeld`: whether the deciding
+   * node's replica holds the key, so that the write adds none; asked only when a new key would
+   * find no room (a map lookup per write otherwise).
    */
-  refusal(op: Op, version: bigint, keyHeld = false): Refusal | null {
+  refusal(op: Op, version: bigint, keyHeld: () => boolean = () => false): Refusal | null {
     if (op.kind !== 'store') return null;
     const views = this.#views;
     if (views.length === 0) return null;
@@ -151,7 +152,7 @@ export class MemoryGuard {
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
     const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
     // Only these store a key that may not be there yet.
-    const newKey = (op.verb === 'set' || op.verb === 'add') && !keyHeld;
+    let newKey = op.verb === 'set' || op.verb === 'add';
     const added: Added[] = [];
     for (const view of views) {
       const { memory } = view;
@@ -160,6 +161,12 @@ export class MemoryGuard {
       if (!fits(view, adds) && view.counted === null && this.#countByKey(view)) {
         // Counted whole, it would not fit: counted by key, it may.
         adds = addsTo(view, op.key, bytes, itemBytes, newKey);
+      }
+      if (!fits(view, adds) && adds.keys > 0 && keyHeld()) {
+        // The key is there already: the write adds none (and counts as adding none in every view).
+        newKey = false;
+        adds = addsTo(view, op.key, bytes, itemBytes, newKey);
+        for (let i = 0; i < added.length; i++) added[i] = addsTo(itemAt(views, i), op.key, bytes, itemBytes, newKey);
       }
       if (!fits(view, adds)) return OUT_OF_MEMORY;
       added.push(adds);
