@@ -36,6 +36,12 @@ function slotBytes(key: string, slot: Slot): number {
 /** A byte-bounded map from key to entry, evicting about the least recently used. */
 export class ValueCache {
   readonly #entries = new Map<string, Slot>();
+  /**
+   * The CLOCK hand: a live iterator over `#entries`, going on from where the last eviction stopped.
+   * A walk started afresh from the oldest end at every eviction stepped over every slot deleted
+   * since the Map last compacted its table: once the cache was full, an insert cost 70–230 µs.
+   */
+  #hand: Iterator<[string, Slot]> | null = null;
   readonly #bytesMax: number;
   #bytes = 0;
   #generation = 0;
@@ -127,16 +133,23 @@ export class ValueCache {
   /** Forgets everything. */
   clear(): void {
     this.#entries.clear();
+    this.#hand = null;
     this.#bytes = 0;
     this.#generation += 1;
   }
 
-  /** Drops unmarked slots from the oldest end until the bound holds; marked ones get a second chance. */
+  /** Drops unmarked slots at the hand until the bound holds; marked ones get a second chance. */
   #evict(): void {
     // A Map iterator also visits entries appended while it runs: an unmarked slot re-appended here
-    // is dropped when the walk reaches it again, so every slot is visited at most twice.
-    for (const [key, slot] of this.#entries) {
-      if (this.#bytes <= this.#bytesMax) return;
+    // is dropped when the hand reaches it again, so one eviction visits a slot at most twice.
+    for (let steps = 2 * this.#entries.size + 1; this.#bytes > this.#bytesMax && steps > 0; steps--) {
+      let next = this.#hand?.next();
+      if (next === undefined || next.done === true) {
+        this.#hand = this.#entries.entries();
+        next = this.#hand.next();
+        if (next.done === true) return;
+      }
+      const [key, slot] = next.value;
       this.#entries.delete(key);
       if (slot.used) {
         slot.used = false;
