@@ -63,7 +63,7 @@ export class MemoryAdmission {
    * version) — memcached's own refusal — or null, and then `op` is counted until reports cover it.
    */
   refusal(op: Op, version: bigint): Refusal | null {
-    return op.kind === 'store' ? this.#guard.refusal(op, version, () => this.#keyHeld(op.key)) : this.#guard.refusal(op, version);
+    return this.#guard.refusal(op, version, () => op.kind === 'store' && this.#keyHeld(op.key));
   }
 
   /**
