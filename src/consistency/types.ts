@@ -139,6 +139,12 @@ export type Effect<M> =
   /** Empty the local replica. */
   | { kind: 'reset' }
   /**
+   * Close every client connection of this node: a write answered on one of them may be lost for
+   * good (causal mode, when memcached lost writes no peer held yet), so no session may go on as if
+   * it held. New connections are served as usual.
+   */
+  | { kind: 'end_sessions'; reason: string }
+  /**
    * Make `record` durable (appended to the write-ahead file and fsynced) before any later effect.
    * `compact`: the file is rewritten to hold only this record. Records are given back, in order,
    * to the mode's constructor on restart.

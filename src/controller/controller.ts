@@ -106,6 +106,7 @@ export class Controller {
       requests: this.requests,
       status: this.status,
       enqueue: (event) => this.enqueue(event),
+      endSessions: () => this.server.closeConnections(),
     });
   }
 

@@ -43,6 +43,8 @@ export interface EffectRunnerOptions {
   status: ControllerStatus;
   enqueue: (event: Event<unknown>) => void;
   log: Logger;
+  /** Closes every client connection (an `end_sessions` effect). */
+  endSessions: () => void;
 }
 
 export class EffectRunner {
@@ -198,6 +200,10 @@ export class EffectRunner {
         return;
       case 'reset':
         replica.reset().catch((error: unknown) => watch.failed('reset', error));
+        return;
+      case 'end_sessions':
+        this.options.log.warn('closing every client connection', { reason: effect.reason });
+        this.options.endSessions();
         return;
       case 'persist':
         throw new Error('persist effects go to the durability gate (carryOut)');

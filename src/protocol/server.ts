@@ -82,6 +82,11 @@ export class ProtocolServer {
     });
   }
 
+  /** Destroys every connection and goes on accepting new ones. */
+  closeConnections(): void {
+    for (const connection of this.connections) connection.destroy();
+  }
+
   /** Stops accepting, destroys every connection, and resolves once the listener is closed. */
   close(): Promise<void> {
     return new Promise((resolve) => {

@@ -319,6 +319,11 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   private onBackendReset(out: Out): void {
     const core = this.core;
+    // Our writes no peer has said it holds are lost for good with the replica: a connection that
+    // wrote or read one would go on without it, so every session here ends.
+    if (core.own(core.visible) > this.ownHeldByAPeer()) {
+      out.push({ kind: 'end_sessions', reason: 'memcached lost writes of this node that no peer held yet' });
+    }
     // Lost own writes that a peer holds come back with its snapshot (./merging.ts).
     this.merging.onBackendReset();
     this.gate.onReset(core.visible);
@@ -330,6 +335,16 @@ export class CausalMachine implements Machine<CausalMessage> {
     core.fetches.clear();
     for (const box of this.outboxes.values()) box.onBackendReset();
     core.issueFetch(out, null, { kind: 'rebuild' });
+  }
+
+  /** The greatest of our versions some peer has said its replica holds (0: none said so). */
+  private ownHeldByAPeer(): bigint {
+    let held = 0n;
+    for (const vector of this.peerVisible.values()) {
+      const theirs = componentOf(vector, this.core.selfIndex);
+      if (theirs > held) held = theirs;
+    }
+    return held;
   }
 
   private outbox(peer: PeerId): Outbox {

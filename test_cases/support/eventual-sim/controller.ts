@@ -102,6 +102,9 @@ export class SimController {
         break;
       case 'note':
         break;
+      case 'end_sessions':
+        // The simulator's clients keep no sessions to end: it checks convergence.
+        break;
       case 'wake':
         this.wake(node, effect.afterMs);
         break;

@@ -139,6 +139,8 @@ export class SimController {
         return;
       case 'note':
         return world.replicasLost.onNote(node, effect);
+      case 'end_sessions':
+        throw new Error('the log modes end no sessions');
       default: {
         const never: never = effect;
         throw new Error(`unknown effect ${JSON.stringify(never)}`);

@@ -1,0 +1,60 @@
+/**
+ * Causal mode after its memcached lost the replica: a write this node answered that no peer has
+ * said it holds is lost for good, so the node ends every session (the controller closes every
+ * client connection) instead of letting a connection that wrote or read it go on without it. The
+ * fault matrix's causal run with memcached restarts caught a connection reading an older value
+ * of its own write after such a loss. A reset that loses nothing no peer holds ends none.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { createCausal } from '../src/consistency/causal.ts';
+import type { CausalMessage } from '../src/consistency/causal/messages.ts';
+import { asPeerId, type Effect, type Event } from '../src/consistency/types.ts';
+
+const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
+const PEERS = [N2, N3];
+const SET = { kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique: 0n } as const;
+
+/** One node that takes a write; `held`: a peer then says it holds it. The effects of its reset. */
+function resetAfterAWrite(held: 'none' | 'all' | 'older'): Array<Effect<CausalMessage>> {
+  const machine = createCausal({
+    self: N1, peers: PEERS, random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 0,
+  });
+  let ownCas = 0n;
+  const step = (event: Event<CausalMessage>): Array<Effect<CausalMessage>> => {
+    const all: Array<Effect<CausalMessage>> = [];
+    const pending: Array<Event<CausalMessage>> = [event];
+    for (let budget = 1000; pending.length > 0 && budget > 0; budget--) {
+      const effects: Array<Effect<CausalMessage>> = machine.step(pending.shift() as Event<CausalMessage>);
+      for (const effect of effects) {
+        if (effect.kind === 'apply') ownCas = effect.cas;
+        if (effect.kind === 'fetch') pending.push({ kind: 'fetched', nowMs: 0, token: effect.token, entries: [] });
+      }
+      all.push(...effects);
+    }
+    return all;
+  };
+  step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
+  step({ kind: 'request', nowMs: 0, requestId: 1 as never, session: 1, op: SET });
+  const first = ownCas;
+  step({ kind: 'request', nowMs: 1, requestId: 2 as never, session: 1, op: { ...SET, key: 'j' } });
+  if (held !== 'none') {
+    const told = held === 'all' ? ownCas : first;
+    step({ kind: 'message', nowMs: 2, from: N3, message: { kind: 'visible', visible: [told, 0n, 0n] } });
+  }
+  return step({ kind: 'backend_reset', nowMs: 3, emptied: true });
+}
+
+const ends = (effects: ReadonlyArray<Effect<CausalMessage>>): number => effects.filter((effect) => effect.kind === 'end_sessions').length;
+
+describe('causal mode: sessions after memcached lost the replica', () => {
+  it('ends every session when a write of ours no peer held is lost', () => {
+    expect(ends(resetAfterAWrite('none'))).toBe(1);
+    // A peer holds the first write, not the second.
+    expect(ends(resetAfterAWrite('older'))).toBe(1);
+  });
+
+  it('ends none when a peer holds every write of ours (they come back with its snapshot)', () => {
+    expect(ends(resetAfterAWrite('all'))).toBe(0);
+  });
+});
