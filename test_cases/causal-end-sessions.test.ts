@@ -1,15 +1,18 @@
 /**
  * Causal mode after its memcached lost the replica: a write this node answered that no peer has
- * said it holds is lost for good, so the node ends every session (the controller closes every
+ * said it holds may be lost for good, so the node ends every session (the controller closes every
  * client connection) instead of letting a connection that wrote or read it go on without it. The
  * fault matrix's causal run with memcached restarts caught a connection reading an older value
- * of its own write after such a loss. A reset that loses nothing no peer holds ends none.
+ * of its own write after such a loss. A reset that loses nothing no peer holds ends none. And
+ * what its chains still carry to the peers is put back into the replica: the peers merge it, some
+ * after they took their snapshot for this node, and their later writes depend on it (the same run
+ * caught this node showing such writes without it).
  */
 
 import { describe, expect, it } from 'vitest';
 import { createCausal } from '../src/consistency/causal.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
-import { asPeerId, type Effect, type Event } from '../src/consistency/types.ts';
+import { asPeerId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
 
 const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
 const PEERS = [N2, N3];
@@ -56,5 +59,45 @@ describe('causal mode: sessions after memcached lost the replica', () => {
 
   it('ends none when a peer holds every write of ours (they come back with its snapshot)', () => {
     expect(ends(resetAfterAWrite('all'))).toBe(0);
+  });
+});
+
+describe('causal mode: what the chains carry after memcached lost the replica', () => {
+  it('is put back into the replica, the latest of each key', () => {
+    const machine = createCausal({
+      self: N1, peers: PEERS, random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 0,
+    });
+    const replica = new Map<string, KeyedEntry[1]>();
+    const puts: KeyedEntry[][] = [];
+    const step = (event: Event<CausalMessage>): void => {
+      const pending: Array<Event<CausalMessage>> = [event];
+      for (let budget = 1000; pending.length > 0 && budget > 0; budget--) {
+        const current = pending.shift() as Event<CausalMessage>;
+        for (const effect of machine.step(current) as Array<Effect<CausalMessage>>) {
+          if (effect.kind === 'apply' && effect.op.kind === 'store') {
+            replica.set(effect.op.key, { value: effect.op.value, flags: 0, expiresAtMs: 0, cas: effect.cas });
+          }
+          if (effect.kind === 'fetch') {
+            const entries = [...replica].filter(([key]) => effect.keys === null || effect.keys.includes(key));
+            pending.push({ kind: 'fetched', nowMs: current.nowMs, token: effect.token, entries });
+          }
+          if (effect.kind === 'put') puts.push(effect.entries);
+        }
+      }
+    };
+    step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
+    // Writes shipped in batches the peers never acknowledge: they stay in the chains.
+    for (let i = 0; i < 3; i++) {
+      step({ kind: 'request', nowMs: 100 * i, requestId: (i + 1) as never, session: 1, op: { ...SET, value: Buffer.from(`v${i}`) } });
+      step({ kind: 'request', nowMs: 100 * i, requestId: (i + 11) as never, session: 1, op: { ...SET, key: `j${i}` } });
+      step({ kind: 'tick', nowMs: 100 * i + 50, peersUp: [...PEERS] });
+    }
+    const latest = replica.get('k');
+    replica.clear();
+    step({ kind: 'backend_reset', nowMs: 400, emptied: true });
+    const putBack = new Map(puts.flat());
+    expect(putBack.get('k')?.cas).toBe(latest?.cas);
+    expect(putBack.get('k')?.value.toString()).toBe('v2');
+    expect([...putBack.keys()].sort()).toEqual(['j0', 'j1', 'j2', 'k']);
   });
 });

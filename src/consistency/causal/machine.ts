@@ -18,7 +18,7 @@
 
 import type { Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId } from '../types.ts';
 import type { Hlc } from '../hlc.ts';
-import { versionNode } from '../hlc.ts';
+import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import { MemoryAdmission } from '../memory-admission.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
@@ -334,7 +334,29 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.writes.onBackendReset();
     core.fetches.clear();
     for (const box of this.outboxes.values()) box.onBackendReset();
+    this.putBackCarried(out);
     core.issueFetch(out, null, { kind: 'rebuild' });
+  }
+
+  /**
+   * Puts back into the emptied replica what our chains still carry to the peers (read from the
+   * replica before it was lost). They send it on: a peer may merge it after it took its snapshot
+   * for us, and its later writes depend on it, so we must hold it too (else we would show those
+   * writes without it).
+   */
+  private putBackCarried(out: Out): void {
+    const latest = new Map<string, KeyedEntry[1]>();
+    for (const box of this.outboxes.values()) for (const [key, entry] of box.carried()) {
+      const held = latest.get(key);
+      if (held === undefined || entry.cas > held.cas) latest.set(key, entry);
+    }
+    const entries = this.tombstones.notPurged([...latest]);
+    if (entries.length === 0) return;
+    const core = this.core;
+    this.tombstones.noteMerged(entries);
+    core.clock = tickHlc(core.clock, core.nowMs);
+    this.memory.arrived(entries);
+    out.push({ kind: 'put', entries, how: 'merge', token: null, joinCas: packVersion(core.clock, core.selfIndex) });
   }
 
   /** The greatest of our versions some peer has said its replica holds (0: none said so). */

@@ -202,6 +202,11 @@ export class Outbox {
     }
   }
 
+  /** Every entry still queued for the peer, oldest batch first (a queued snapshot first). */
+  carried(): KeyedEntry[] {
+    return this.queue.flatMap((batch) => batch.entries);
+  }
+
   /** The replica was emptied: the snapshot being fetched is lost with it. */
   onBackendReset(): void {
     this.snapshotFetch = null;
