@@ -10,15 +10,18 @@
  * room for, as memcached refuses one it has no memory for (store/memory-guard.ts).
  *
  * The per-key costs are measured (a 26-byte key: the replica's record 205 bytes, with the version
- * index 307) and rounded up for longer keys; raising Node's heap (`--max-old-space-size`) raises
- * the bound.
+ * index 307) and rounded up for longer keys; what a controller holds besides them is set aside
+ * first (in a 96 MiB heap, 40% of the whole let an eventual controller loaded past its bound run
+ * out). Raising Node's heap (`--max-old-space-size`) raises the bound.
  */
 
 import { getHeapStatistics } from 'node:v8';
 
 /** A JavaScript Map's most entries (V8: 2^24), less a margin for what arrives past a refusal. */
 const MAP_KEYS_MAX = 15_000_000;
-/** The share of the heap the key records may take. */
+/** What a controller holds besides its key records under load (code, buffers, queues, the cache's default). */
+const HEAP_BASELINE_BYTES = 96 * 1024 * 1024;
+/** The share of the heap past that baseline the key records may take. */
 const KEYS_HEAP_SHARE = 0.4;
 /** Heap bytes per key: the ordered modes' index record, and with eventual and causal's version records. */
 const KEY_BYTES = { ordered: 300, versioned: 400 } as const;
@@ -35,7 +38,7 @@ export function heapLimitBytes(): number {
 /** The most keys a controller indexes in a heap of `heapBytes` (`versioned`: eventual or causal mode). */
 export function keysMaxFor(heapBytes: number, versioned: boolean): number {
   const perKey = versioned ? KEY_BYTES.versioned : KEY_BYTES.ordered;
-  return Math.min(MAP_KEYS_MAX, Math.floor((heapBytes * KEYS_HEAP_SHARE) / perKey));
+  return Math.min(MAP_KEYS_MAX, Math.floor((Math.max(0, heapBytes - HEAP_BASELINE_BYTES) * KEYS_HEAP_SHARE) / perKey));
 }
 
 /** Why a value cache of `cacheBytes` does not fit a heap of `heapBytes`, or null. */

@@ -172,7 +172,13 @@ export class Cluster {
   /** Sends a signal to a controller process this harness started. */
   signal(id: string, signal: NodeJS.Signals): void {
     const child = this.node(id).controller;
-    if (child?.pid !== undefined && child.exitCode === null) process.kill(child.pid, signal);
+    if (child?.pid === undefined || child.exitCode !== null) return;
+    try {
+      process.kill(child.pid, signal);
+    } catch (error) {
+      // Gone already (it died, and its exit is not reported yet): nothing to signal.
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
   }
 
   /**
