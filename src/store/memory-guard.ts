@@ -140,40 +140,45 @@ export class MemoryGuard {
    * "object too large for cache" for an item longer than memcached takes at all, "out of memory
    * storing object" for one it has no room for — or null when every replica can, and then `op`
    * is counted in each until a report of it covers `version`. `keyHeld`: whether the deciding
-   * node's replica holds the key, so that the write adds none; asked only when a new key would
-   * find no room (a map lookup per write otherwise).
+   * node's replica holds the key, so that the write adds none; asked only of a set or add that
+   * would be refused (a map lookup per write otherwise).
    */
   refusal(op: Op, version: bigint, keyHeld: () => boolean = () => false): Refusal | null {
     if (op.kind !== 'store') return null;
-    const views = this.#views;
-    if (views.length === 0) return null;
+    if (this.#views.length === 0) return null;
     // An append's item size depends on the value it extends: only its bytes are counted.
     const sized = op.verb !== 'append' && op.verb !== 'prepend';
     const itemBytes = sized ? storedItemBytes(op.key, op.value.length) : 0;
-    const bytes = op.key.length + op.value.length + ITEM_OVERHEAD_BYTES;
+    const item = { key: op.key, itemBytes, bytes: op.key.length + op.value.length + ITEM_OVERHEAD_BYTES };
     // Only these store a key that may not be there yet.
     let newKey = op.verb === 'set' || op.verb === 'add';
+    let added = this.#addsToViews(item, newKey);
+    if (added === OUT_OF_MEMORY && newKey && keyHeld()) {
+      newKey = false;
+      added = this.#addsToViews(item, newKey);
+    }
+    if (!Array.isArray(added)) return added;
+    this.#remember(version, op.key, item.bytes, item.itemBytes, newKey);
+    this.#views.forEach((view, i) => countAdded(view, op.key, itemAt(added, i)));
+    return null;
+  }
+
+  /** What `item` adds to each view, or why some view has no room for it. */
+  #addsToViews(item: { key: string; bytes: number; itemBytes: number }, newKey: boolean): Added[] | Refusal {
+    const { key, bytes, itemBytes } = item;
     const added: Added[] = [];
-    for (const view of views) {
+    for (const view of this.#views) {
       const { memory } = view;
       if (memory.itemBytesMax !== undefined && itemBytes + FLAGS_BYTES > memory.itemBytesMax) return TOO_LARGE;
-      let adds = addsTo(view, op.key, bytes, itemBytes, newKey);
+      let adds = addsTo(view, key, bytes, itemBytes, newKey);
       if (!fits(view, adds) && view.counted === null && this.#countByKey(view)) {
         // Counted whole, it would not fit: counted by key, it may.
-        adds = addsTo(view, op.key, bytes, itemBytes, newKey);
-      }
-      if (!fits(view, adds) && adds.keys > 0 && keyHeld()) {
-        // The key is there already: the write adds none (and counts as adding none in every view).
-        newKey = false;
-        adds = addsTo(view, op.key, bytes, itemBytes, newKey);
-        for (let i = 0; i < added.length; i++) added[i] = addsTo(itemAt(views, i), op.key, bytes, itemBytes, newKey);
+        adds = addsTo(view, key, bytes, itemBytes, newKey);
       }
       if (!fits(view, adds)) return OUT_OF_MEMORY;
       added.push(adds);
     }
-    this.#remember(version, op.key, bytes, itemBytes, newKey);
-    views.forEach((view, i) => countAdded(view, op.key, itemAt(added, i)));
-    return null;
+    return added;
   }
 
   /**
