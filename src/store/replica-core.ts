@@ -164,6 +164,7 @@ export class ReplicaCore {
    */
   applySingleNow(op: SingleKeyOp, ctx: ApplyContext): Reply | null {
     if (!this.#quietApplies) return null;
+    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
     const current = readsEntry(op) ? this.known(op.key) : undefined;
     if (current === null) return null;
     const { write, reply } = this.#outcome(op, ctx, current);
@@ -171,10 +172,12 @@ export class ReplicaCore {
     return write !== null && this.#writeQuietly(op.key, write) ? reply : null;
   }
 
-  /** What `op` does to its key's entry `current`: nothing but ALREADY_APPLIED when a replay finds it done. */
+  /**
+   * What `op` does to its key's entry `current`: nothing but ALREADY_APPLIED when a replay finds
+   * it done there (the caller checked the index already).
+   */
   #outcome(op: SingleKeyOp, ctx: ApplyContext, current: Entry | undefined): ApplyResult {
-    const applied = this.#skipApplied && (this.#isApplied(this.#index.get(op.key), ctx) || this.#isApplied(current, ctx));
-    if (applied) return { write: undefined, reply: ALREADY_APPLIED };
+    if (this.#isApplied(current, ctx)) return { write: undefined, reply: ALREADY_APPLIED };
     return applyToEntry(current, op, ctx, this.#valueBytesMax);
   }
 
