@@ -13,6 +13,7 @@ import { TextClient } from '../src/client/text-client.ts';
 import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { stat } from './support/attack-kit.ts';
 
 /** A heap small enough that its key bound is reached in seconds. */
 const HEAP_MB = 96;
@@ -49,18 +50,6 @@ async function loadKeys(port: number, prefix: string, count: number): Promise<Ma
     socket.destroy();
   }
   return tally;
-}
-
-async function stat(port: number, name: string): Promise<number> {
-  const client = await TextClient.connect('127.0.0.1', port);
-  try {
-    const reply = await client.request('stats\r\n', 'stats');
-    const line = reply.lines.find((candidate) => candidate.startsWith(`STAT ${name} `));
-    if (line === undefined) throw new Error(`no ${name} in stats`);
-    return Number(line.split(' ')[2]);
-  } finally {
-    client.close();
-  }
 }
 
 describe.each<Mode>(['eventual', 'sequential'])('%s: more keys than the controllers can index', (mode) => {
