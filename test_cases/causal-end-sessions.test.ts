@@ -6,12 +6,15 @@
  * of its own write after such a loss. A reset that loses nothing no peer holds ends none. And
  * what its chains still carry to the peers is put back into the replica: the peers merge it, some
  * after they took their snapshot for this node, and their later writes depend on it (the same run
- * caught this node showing such writes without it).
+ * caught this node showing such writes without it). What a tombstone merged since deleted is not
+ * put back: the peers may have purged it, and their snapshots would not delete it again (the same
+ * run caught a deleted value read back after a controller restart then a memcached restart).
  */
 
 import { describe, expect, it } from 'vitest';
 import { createCausal } from '../src/consistency/causal.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
+import { packVersion } from '../src/consistency/hlc.ts';
 import { asPeerId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
 
 const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
@@ -62,29 +65,39 @@ describe('causal mode: sessions after memcached lost the replica', () => {
   });
 });
 
-describe('causal mode: what the chains carry after memcached lost the replica', () => {
-  it('is put back into the replica, the latest of each key', () => {
-    const machine = createCausal({
-      self: N1, peers: PEERS, random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 0,
-    });
-    const replica = new Map<string, KeyedEntry[1]>();
-    const puts: KeyedEntry[][] = [];
-    const step = (event: Event<CausalMessage>): void => {
-      const pending: Array<Event<CausalMessage>> = [event];
-      for (let budget = 1000; pending.length > 0 && budget > 0; budget--) {
-        const current = pending.shift() as Event<CausalMessage>;
-        for (const effect of machine.step(current) as Array<Effect<CausalMessage>>) {
-          if (effect.kind === 'apply' && effect.op.kind === 'store') {
-            replica.set(effect.op.key, { value: effect.op.value, flags: 0, expiresAtMs: 0, cas: effect.cas });
-          }
-          if (effect.kind === 'fetch') {
-            const entries = [...replica].filter(([key]) => effect.keys === null || effect.keys.includes(key));
-            pending.push({ kind: 'fetched', nowMs: current.nowMs, token: effect.token, entries });
-          }
-          if (effect.kind === 'put') puts.push(effect.entries);
+/** One node (n1) whose peers never acknowledge its chains, with a replica kept in a map: the puts it is told to do. */
+function carryingNode(): { step: (event: Event<CausalMessage>) => void; replica: Map<string, KeyedEntry[1]>; puts: KeyedEntry[][] } {
+  const machine = createCausal({
+    self: N1, peers: PEERS, random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 0,
+  });
+  const replica = new Map<string, KeyedEntry[1]>();
+  const puts: KeyedEntry[][] = [];
+  const step = (event: Event<CausalMessage>): void => {
+    const pending: Array<Event<CausalMessage>> = [event];
+    for (let budget = 1000; pending.length > 0 && budget > 0; budget--) {
+      const current = pending.shift() as Event<CausalMessage>;
+      for (const effect of machine.step(current) as Array<Effect<CausalMessage>>) {
+        if (effect.kind === 'apply' && effect.op.kind === 'store') {
+          replica.set(effect.op.key, { value: effect.op.value, flags: 0, expiresAtMs: 0, cas: effect.cas });
+        }
+        if (effect.kind === 'fetch') {
+          const entries = [...replica].filter(([key]) => effect.keys === null || effect.keys.includes(key));
+          pending.push({ kind: 'fetched', nowMs: current.nowMs, token: effect.token, entries });
+        }
+        if (effect.kind === 'put') {
+          puts.push(effect.entries);
+          for (const [key, entry] of effect.entries) if ((replica.get(key)?.cas ?? -1n) < entry.cas) replica.set(key, entry);
+          if (effect.token !== null) pending.push({ kind: 'applied', nowMs: current.nowMs, token: effect.token });
         }
       }
-    };
+    }
+  };
+  return { step, replica, puts };
+}
+
+describe('causal mode: what the chains carry after memcached lost the replica', () => {
+  it('is put back into the replica, the latest of each key', () => {
+    const { step, replica, puts } = carryingNode();
     step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
     // Writes shipped in batches the peers never acknowledge: they stay in the chains.
     for (let i = 0; i < 3; i++) {
@@ -94,10 +107,36 @@ describe('causal mode: what the chains carry after memcached lost the replica', 
     }
     const latest = replica.get('k');
     replica.clear();
+    puts.length = 0;
     step({ kind: 'backend_reset', nowMs: 400, emptied: true });
     const putBack = new Map(puts.flat());
     expect(putBack.get('k')?.cas).toBe(latest?.cas);
     expect(putBack.get('k')?.value.toString()).toBe('v2');
     expect([...putBack.keys()].sort()).toEqual(['j0', 'j1', 'j2', 'k']);
+  });
+
+  it('leaves out what a tombstone merged since deleted (a peer may have purged it)', () => {
+    const { step, replica, puts } = carryingNode();
+    step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
+    step({ kind: 'request', nowMs: 10, requestId: 1 as never, session: 1, op: SET });
+    step({ kind: 'request', nowMs: 10, requestId: 2 as never, session: 1, op: { ...SET, key: 'j' } });
+    step({ kind: 'tick', nowMs: 60, peersUp: [...PEERS] });
+    // n2's snapshot: it deleted k after our write (its tombstone), and holds j as we wrote it.
+    const deletedAt = packVersion({ physicalMs: 200, counter: 0 }, 1);
+    const tombstone = { value: Buffer.alloc(0), flags: 0, expiresAtMs: 0, cas: deletedAt, tombstone: true };
+    const j = replica.get('j');
+    if (j === undefined) throw new Error('j was not written');
+    const snapshot: CausalMessage = {
+      kind: 'batch', snapshot: true, base: 0n, prev: 0n, to: deletedAt, deps: [0n, deletedAt, 0n], part: 0, parts: 1,
+      entries: [['j', j], ['k', tombstone]],
+    };
+    step({ kind: 'message', nowMs: 250, from: N2, message: snapshot });
+    expect(replica.get('k')?.tombstone).toBe(true);
+    replica.clear();
+    puts.length = 0;
+    step({ kind: 'backend_reset', nowMs: 300, emptied: true });
+    const putBack = new Map(puts.flat());
+    expect(putBack.has('j')).toBe(true);
+    expect(putBack.has('k')).toBe(false);
   });
 });

@@ -329,28 +329,37 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.gate.onReset(core.visible);
     // Our own component stays: it names our latest write, the next batch's `to`.
     core.visible = core.visible.map((version, index) => (index === core.selfIndex ? version : 0n));
+    // Read while the graveyard still knows what the lost replica's tombstones deleted.
+    const carried = this.carriedNotDeleted();
     this.tombstones.onBackendReset();
     // Before the fetches in flight are dropped: the dirty one's keys must be shipped still.
     this.writes.onBackendReset();
     core.fetches.clear();
     for (const box of this.outboxes.values()) box.onBackendReset();
-    this.putBackCarried(out);
+    this.putBack(carried, out);
     core.issueFetch(out, null, { kind: 'rebuild' });
   }
 
   /**
-   * Puts back into the emptied replica what our chains still carry to the peers (read from the
-   * replica before it was lost). They send it on: a peer may merge it after it took its snapshot
-   * for us, and its later writes depend on it, so we must hold it too (else we would show those
-   * writes without it).
+   * What our chains still carry to the peers (read from the replica before it was lost), the
+   * latest of each key, but what a tombstone the replica held, or one purged here, deleted since:
+   * the peers may have purged that tombstone too, and their snapshots would not delete it again.
    */
-  private putBackCarried(out: Out): void {
+  private carriedNotDeleted(): KeyedEntry[] {
     const latest = new Map<string, KeyedEntry[1]>();
     for (const box of this.outboxes.values()) for (const [key, entry] of box.carried()) {
       const held = latest.get(key);
       if (held === undefined || entry.cas > held.cas) latest.set(key, entry);
     }
-    const entries = this.tombstones.notPurged([...latest]);
+    return [...latest].filter(([key, entry]) => !this.tombstones.supersedes(key, entry.cas));
+  }
+
+  /**
+   * Puts back into the emptied replica what our chains still carry. They send it on: a peer may
+   * merge it after it took its snapshot for us, and its later writes depend on it, so we must
+   * hold it too (else we would show those writes without it).
+   */
+  private putBack(entries: KeyedEntry[], out: Out): void {
     if (entries.length === 0) return;
     const core = this.core;
     this.tombstones.noteMerged(entries);
