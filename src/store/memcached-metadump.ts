@@ -1,6 +1,10 @@
 /**
- * The short-lived text connection that lists memcached's keys (`lru_crawler metadump all`): the
- * binary protocol has no such command, and the replica's key index is rebuilt from it at start.
+ * The short-lived text connection that lists memcached's keys (`lru_crawler metadump`): the binary
+ * protocol has no such command, and the replica's key index is rebuilt from it at start.
+ *
+ * Two walks: `hash`, memcached's hash table (1.6.9 and later), which lists every item held
+ * throughout, once; and `lrus` (`metadump all`), its LRUs, which misses items its maintainer moves
+ * from one LRU to another meanwhile (thousands of 300,000 right after they were read).
  */
 
 import net from 'node:net';
@@ -8,13 +12,15 @@ import { errorMessage } from './memcached-connection.ts';
 import { StoreError } from './types.ts';
 
 /**
- * The memcached keys listed by `lru_crawler metadump all`, decoded from its URI encoding. Retries
- * a few times while the crawler is busy. Fails once it lists more than `keysMax`.
+ * The memcached keys listed by `lru_crawler metadump`, decoded from its URI encoding; null when
+ * memcached cannot walk that way (`hash` before 1.6.9). Retries a few times while the crawler is
+ * busy. Fails once it lists more than `keysMax`.
  */
-export async function metadump(options: MetadumpOptions): Promise<string[]> {
+export async function metadump(options: MetadumpOptions): Promise<string[] | null> {
   const attemptsMax = 10;
   for (let attempt = 1; ; attempt += 1) {
     const lines = await metadumpOnce(options);
+    if (lines === 'unknown walk') return null;
     if (lines !== 'busy') return lines;
     if (attempt >= attemptsMax) {
       throw new StoreError('BACKEND_FAILED', `memcached ${options.host}:${options.port}: lru crawler stays busy`);
@@ -23,10 +29,11 @@ export async function metadump(options: MetadumpOptions): Promise<string[]> {
   }
 }
 
-/** Where memcached is, how long it may send nothing, and the most keys taken. */
+/** Where memcached is, how it walks its items, how long it may send nothing, and the most keys taken. */
 interface MetadumpOptions {
   host: string;
   port: number;
+  walk: 'hash' | 'lrus';
   timeoutMs: number;
   keysMax?: number;
 }
@@ -39,7 +46,7 @@ const LINE_BYTES_MAX = 64 * 1024;
  * as one string and searched for its end at every chunk, it took time quadratic in its size, 16 s
  * for 600,000 keys, past the timeout).
  */
-function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy'> {
+function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy' | 'unknown walk'> {
   const keysMax = options.keysMax ?? Infinity;
   const address = `${options.host}:${options.port}`;
   return new Promise((resolve, reject) => {
@@ -48,7 +55,7 @@ function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy'> {
     let partial = '';
     let firstLine = true;
     let finished = false;
-    const finish = (result: string[] | 'busy' | StoreError): void => {
+    const finish = (result: string[] | 'busy' | 'unknown walk' | StoreError): void => {
       finished = true;
       clearTimeout(timer);
       socket.destroy();
@@ -69,7 +76,9 @@ function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy'> {
       if (firstLine) {
         firstLine = false;
         if (line.startsWith('BUSY')) return finish('busy');
-        if (/^(ERROR|CLIENT_ERROR|SERVER_ERROR)/.test(line)) {
+        // What a memcached before 1.6.9 says to `metadump hash`: it takes "hash" for a class id.
+        if (line.startsWith('BADCLASS') && options.walk === 'hash') return finish('unknown walk');
+        if (/^(ERROR|CLIENT_ERROR|SERVER_ERROR|BADCLASS)/.test(line)) {
           return finish(new StoreError('BACKEND_FAILED', `memcached ${address} refused metadump: ${line.slice(0, 200)}`));
         }
       }
@@ -90,7 +99,7 @@ function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy'> {
       }
       if (partial.length > LINE_BYTES_MAX) finish(new StoreError('BACKEND_FAILED', `memcached ${address}: a metadump line over ${LINE_BYTES_MAX} bytes`));
     });
-    socket.write('lru_crawler metadump all\r\n');
+    socket.write(`lru_crawler metadump ${options.walk === 'hash' ? 'hash' : 'all'}\r\n`);
   });
 }
 

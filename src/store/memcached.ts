@@ -39,7 +39,7 @@ export interface MemcachedBackendOptions {
 
 /** Set frames setMany encodes per turn (about 10 ms of work here). */
 const SET_MANY_SLICE = 8192;
-/** Key listings taken at most before one finds nothing new (see `keys`). */
+/** LRU key listings taken at most before one finds nothing new (see `keys`). */
 const KEY_LISTINGS_MAX = 5;
 
 /** A KVBackend kept in a memcached server. */
@@ -63,6 +63,8 @@ export class MemcachedBackend implements KVBackend {
   /** flush_all commands this object sent (see BackendHealth.flushes). */
   #flushesSent = 0;
   #closed = false;
+  /** Whether this memcached walks its hash table for a key listing (1.6.9 and later); false once it said it cannot. */
+  #walksHash = true;
   /** Told of every quiet store that failed or may have (see setQuiet). */
   onQuietFailure: ((error: StoreError) => void) | null = null;
 
@@ -234,29 +236,22 @@ export class MemcachedBackend implements KVBackend {
   }
 
   /**
-   * Every key of ours stored in memcached, from `lru_crawler metadump all` (text protocol, a
-   * separate short-lived connection). Used to rebuild a Replica's key index at start, and for a
-   * state transfer after a reset that kept memcached's contents. Fails once it lists more than
+   * Every key of ours stored in memcached, from `lru_crawler metadump` (text protocol, a separate
+   * short-lived connection). Used to rebuild a Replica's key index at start, and for a state
+   * transfer after a reset that kept memcached's contents. Fails once it lists more than
    * `keysMax`, or when the listings do not settle.
    *
-   * One listing is not all: memcached's crawler walks its LRUs while its maintainer moves items
-   * between them, and misses some (20–35 of 300,000 keys right after a load; now and then one at
-   * rest). Trusted whole, that made a complete index without them, which read them as absent. So
-   * the union of listings is taken until one finds no key the earlier ones missed (a key missed
-   * twice running was never seen).
+   * A listing trusted whole makes a complete index, which reads any key it left out as absent. A
+   * walk of the hash table lists every item held throughout. A memcached before 1.6.9 walks only
+   * its LRUs, which misses items its maintainer moves between them meanwhile (20-35 of 300,000
+   * right after a load, thousands right after they were all read): there the union of listings is
+   * taken until one finds no key the earlier ones missed.
    */
   async keys(keysMax = Infinity): Promise<string[]> {
-    const listed = new Set<string>();
-    for (let listing = 1; ; listing += 1) {
-      const before = listed.size;
-      const dump = await metadump({ host: this.#host, port: this.#port, timeoutMs: Math.max(this.#opTimeoutMs * 10, 5000), keysMax });
-      for (const key of dump) listed.add(key);
-      if (listed.size > keysMax) throw new StoreError('BACKEND_FAILED', `memcached ${this.address} holds more than ${keysMax} keys`);
-      if (listing > 1 && listed.size === before) break;
-      if (listing >= KEY_LISTINGS_MAX) {
-        throw new StoreError('BACKEND_FAILED', `memcached ${this.address}: ${KEY_LISTINGS_MAX} key listings in a row each found keys the others missed`);
-      }
-    }
+    const options = { host: this.#host, port: this.#port, timeoutMs: Math.max(this.#opTimeoutMs * 10, 5000), keysMax };
+    const byHash = this.#walksHash ? await metadump({ ...options, walk: 'hash' }) : null;
+    if (byHash === null) this.#walksHash = false;
+    const listed = byHash ?? await this.#listLrus(options);
     const keys: string[] = [];
     for (const listedKey of listed) {
       const key = keyFromMemcachedKey(listedKey);
@@ -269,6 +264,20 @@ export class MemcachedBackend implements KVBackend {
       if (decoded !== null && decoded.keptKey !== null) keys.push(decoded.keptKey);
     }
     return keys;
+  }
+
+  /** The union of LRU listings, until one finds no key the earlier ones missed (see `keys`). */
+  async #listLrus(options: { host: string; port: number; timeoutMs: number; keysMax: number }): Promise<string[]> {
+    const listed = new Set<string>();
+    for (let listing = 1; ; listing += 1) {
+      const before = listed.size;
+      for (const key of (await metadump({ ...options, walk: 'lrus' })) ?? []) listed.add(key);
+      if (listed.size > options.keysMax) throw new StoreError('BACKEND_FAILED', `memcached ${this.address} holds more than ${options.keysMax} keys`);
+      if (listing > 1 && listed.size === before) return [...listed];
+      if (listing >= KEY_LISTINGS_MAX) {
+        throw new StoreError('BACKEND_FAILED', `memcached ${this.address}: ${KEY_LISTINGS_MAX} key listings in a row each found keys the others missed`);
+      }
+    }
   }
 
   async close(): Promise<void> {

@@ -308,7 +308,7 @@ export class Replica {
   }
 
   /**
-   * Rebuilds the key index from the backend (memcached: `lru_crawler metadump all`), for a
+   * Rebuilds the key index from the backend (memcached: `lru_crawler metadump`), for a
    * controller that restarts in front of a memcached that kept its data. Returns the key count.
    */
   loadIndex(): Promise<number> {
