@@ -61,6 +61,9 @@ describe('memcached key listing (metadump)', () => {
     const listed = (await metadump({ host: '127.0.0.1', port, timeoutMs: 2000, walk: 'lrus' })) ?? [];
     expect(listed.slice(0, 4)).toEqual(['plain', 'caf%E9', 'other\u00e9\u00ff', 'bad%Zz']);
     expect(listed).toHaveLength(keys.length);
+    const edges = await fakeMemcached([dumpOf(['x%', 'a%4', '%%41', '%41%42c', '%e9%E9', '%g1'])]);
+    expect(await metadump({ host: '127.0.0.1', port: edges, timeoutMs: 2000, walk: 'lrus' }))
+      .toEqual(['x%', 'a%4', '%A', 'ABc', '\u00e9\u00e9', '%g1']);
   });
 
   it('tries again while the crawler is busy; a refusal, an endless line and silence are StoreErrors', async () => {

@@ -109,6 +109,28 @@ function metadumpOnce(options: MetadumpOptions): Promise<string[] | 'busy' | 'un
  * memcached, say); a `%` without two hex digits after it stays as it is.
  */
 function uriDecodeBytes(encoded: string): string {
-  if (!encoded.includes('%')) return encoded;
-  return encoded.replace(/%([0-9A-Fa-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  let at = encoded.indexOf('%');
+  if (at === -1) return encoded;
+  // Slices between escapes, not a regular expression's callback per escape: a listing of
+  // millions of keys, each with a few escapes (":" is one), spent a tenth of its time there.
+  let out = '';
+  let from = 0;
+  while (at !== -1) {
+    const high = hexDigit(encoded.charCodeAt(at + 1));
+    const low = hexDigit(encoded.charCodeAt(at + 2));
+    if (high >= 0 && low >= 0) {
+      out += encoded.slice(from, at) + String.fromCharCode(high * 16 + low);
+      from = at + 3;
+    }
+    at = encoded.indexOf('%', high >= 0 && low >= 0 ? from : at + 1);
+  }
+  return out + encoded.slice(from);
+}
+
+/** The value of a hex digit's character code, or -1 (NaN, past the end, included). */
+function hexDigit(code: number): number {
+  if (code >= 0x30 && code <= 0x39) return code - 0x30;
+  if (code >= 0x41 && code <= 0x46) return code - 0x37;
+  if (code >= 0x61 && code <= 0x66) return code - 0x57;
+  return -1;
 }
