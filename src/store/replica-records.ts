@@ -22,6 +22,16 @@ export interface IndexRecord {
   settled: boolean;
   /** The entry carries counter metadata (./counter.ts): a merge must read it. */
   counted?: boolean;
+  /**
+   * Listed at start and not read since: the backend holds the key (or did when listed), in a
+   * version not known here (`cas` -1, unsettled). Its first read settles it.
+   */
+  listed?: true;
+}
+
+/** The record of a key listed at start and not yet read (see IndexRecord.listed). */
+export function listedRecord(): IndexRecord {
+  return { cas: -1n, expiresAtMs: 0, tombstone: false, settled: false, listed: true };
 }
 
 /** What the value cache holds, for `stats` and tests. */
