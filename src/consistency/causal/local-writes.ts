@@ -20,6 +20,7 @@ import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import type { MemoryAdmission } from '../memory-admission.ts';
 import type { CausalCore, FetchPurpose, Out } from './core.ts';
 import type { RebuildGate } from './rebuild-gate.ts';
+import type { AheadKeys } from './ahead-keys.ts';
 import type { CausalMessage } from './messages.ts';
 
 export type RequestEvent = Extract<Event<CausalMessage>, { kind: 'request' }>;
@@ -46,6 +47,8 @@ export class LocalWrites {
     private readonly memory: MemoryAdmission,
     /** After a backend reset: whether reads wait, and what writes depend on meanwhile. */
     private readonly gate: RebuildGate,
+    /** The keys an undone merge left written beyond the vector: not shown. */
+    private readonly ahead: AheadKeys,
   ) {
     this.pacer = new FetchPacer(core.tuning.pushIntervalMs);
   }
@@ -72,9 +75,9 @@ export class LocalWrites {
   private serve(event: RequestEvent, out: Out): void {
     const core = this.core;
     const { op, requestId, nowMs } = event;
-    const rebuilding = this.gate.refusal(op);
-    if (rebuilding !== null) {
-      out.push({ kind: 'reply', requestId, reply: rebuilding });
+    const notShown = this.gate.refusal(op) ?? this.ahead.refusal(op);
+    if (notShown !== null) {
+      out.push({ kind: 'reply', requestId, reply: notShown });
       return;
     }
     if (op.kind === 'get') {
@@ -91,6 +94,7 @@ export class LocalWrites {
     out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null, counterNode: core.selfIndex });
     core.visible[core.selfIndex] = cas;
     this.markDirty(opKeys(op));
+    if (this.ahead.size > 0) this.ahead.written(opKeys(op));
     if (op.kind === 'arith') this.counted.set(op.key, cas);
   }
 

@@ -22,12 +22,13 @@ import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import { MemoryAdmission } from '../memory-admission.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
-import { CausalCore, type Out } from './core.ts';
+import { CausalCore, type FetchPurpose, type Out } from './core.ts';
 import { LocalWrites } from './local-writes.ts';
 import { Merging } from './merging.ts';
 import { causalMessageProblem, componentOf, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
 import { Outbox } from './outbox.ts';
 import { RebuildGate } from './rebuild-gate.ts';
+import { AheadKeys } from './ahead-keys.ts';
 import { Tombstones } from './tombstones.ts';
 import { formatToken, parseToken } from './token.ts';
 
@@ -53,6 +54,8 @@ export class CausalMachine implements Machine<CausalMessage> {
   private readonly tombstones: Tombstones;
   /** After a backend reset: reads wait until the replica holds again what was visible before. */
   private readonly gate: RebuildGate;
+  /** Keys an undone merge left written beyond the vector: not shown until it covers them. */
+  private readonly ahead = new AheadKeys();
   private peersUp: Set<PeerId>;
   private started = false;
   private ticks = 0;
@@ -76,8 +79,8 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.tombstones = new Tombstones(core.tuning);
     for (const peer of core.peers) this.outboxes.set(peer, new Outbox(core.tuning));
     this.gate = new RebuildGate(core.peers, core.selfIndex, () => this.merging.told());
-    this.writes = new LocalWrites(core, this.memory, this.gate);
-    this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate);
+    this.writes = new LocalWrites(core, this.memory, this.gate, this.ahead);
+    this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate, this.ahead);
     this.peersUp = new Set(core.peers);
   }
 
@@ -200,8 +203,12 @@ export class CausalMachine implements Machine<CausalMessage> {
         for (const peer of core.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps, core.nowMs);
         break;
       case 'snapshot': {
-        const { to, deps, needs } = purpose;
-        this.outbox(purpose.peer).onSnapshotFetched(token, { to, deps, needs, entries }, core.nowMs);
+        const { to, deps, needs, leaveOut } = purpose;
+        // What is held back from reads here is beyond `deps`: the peer must not take it from us.
+        const shown = this.ahead.size === 0 && leaveOut === undefined
+          ? entries
+          : entries.filter(([key]) => !this.ahead.has(key) && leaveOut?.has(key) !== true);
+        this.outbox(purpose.peer).onSnapshotFetched(token, { to, deps, needs, entries: shown }, core.nowMs);
         break;
       }
       case 'graves':
@@ -233,7 +240,9 @@ export class CausalMachine implements Machine<CausalMessage> {
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken
       // count. While our replica is rebuilt, what it holds may depend on more (`needs`).
       const deps = this.merging.told();
-      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps, needs: this.gate.needsBeyond(deps) }));
+      const purpose: FetchPurpose = { kind: 'snapshot', peer, to, deps, needs: this.gate.needsBeyond(deps) };
+      if (this.ahead.size > 0) purpose.leaveOut = this.ahead.keys();
+      box.startSnapshot(to, core.issueFetch(out, null, purpose));
       return;
     }
     for (const message of box.takeDue(core.nowMs)) out.push({ kind: 'send', to: peer, message });
@@ -332,6 +341,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // Read while the graveyard still knows what the lost replica's tombstones deleted.
     const carried = this.carriedNotDeleted();
     this.tombstones.onBackendReset();
+    this.ahead.clear();
     // Before the fetches in flight are dropped: the dirty one's keys must be shipped still.
     this.writes.onBackendReset();
     core.fetches.clear();

@@ -19,6 +19,7 @@
 import type { KeyedEntry, PeerId } from '../types.ts';
 import { latestVersionAllowed, packVersion, tickHlc, versionNode } from '../hlc.ts';
 import type { MemoryAdmission } from '../memory-admission.ts';
+import type { AheadKeys } from './ahead-keys.ts';
 import type { CausalCore, Out } from './core.ts';
 import { Inbox } from './inbox.ts';
 import type { LocalWrites } from './local-writes.ts';
@@ -38,6 +39,8 @@ interface PendingMerge {
   snapshotDeps: VersionVector | null;
   /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
   recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
+  /** The keys its put writes (held back from reads if it is undone: ./ahead-keys.ts). */
+  keys: string[];
 }
 
 export class Merging {
@@ -76,6 +79,8 @@ export class Merging {
     private readonly writes: LocalWrites,
     /** After a reset: told of each snapshot memcached has taken. */
     private readonly gate: RebuildGate,
+    /** The keys an undone merge left written beyond the vector. */
+    private readonly ahead: AheadKeys,
   ) {
     for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
   }
@@ -214,7 +219,8 @@ export class Merging {
     const token = core.takeToken();
     const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
     const snapshotDeps = batch.snapshot ? batch.deps : null;
-    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered });
+    const keys = entries.map(([key]) => key);
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered, keys });
     if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     core.clock = tickHlc(core.clock, core.nowMs);
@@ -258,6 +264,7 @@ export class Merging {
     if (merge.snapshotDeps !== null) this.gate.onSnapshotTaken(merge.to, merge.snapshotDeps);
     if (merge.recovered !== null) this.shipOwnWritesAgain(merge.to, merge.recovered);
     this.ackMerged(out);
+    if (this.ahead.size > 0) this.ahead.prune(this.told());
   }
 
   /** Acknowledges merges memcached has taken, in the order they were issued. */
@@ -272,16 +279,20 @@ export class Merging {
   /**
    * memcached refused a write for want of memory and kept what it held. A refused merge: the
    * vector goes back to before it and later merges are forgotten; their senders, never
-   * acknowledged, send those batches again. A refused local write is simply lost.
+   * acknowledged, send those batches again. What those merges did write stays in memcached, beyond
+   * the vector: their keys are held back from reads until it covers them again (./ahead-keys.ts).
+   * A refused local write is simply lost.
    */
   onRefused(token: number | null): void {
     const core = this.core;
     const merge = token === null ? undefined : this.merges.get(token);
     if (merge === undefined) return;
     let later = false;
-    for (const key of [...this.merges.keys()]) {
+    for (const [key, undone] of [...this.merges]) {
       if (key === token) later = true;
-      if (later) this.merges.delete(key);
+      if (!later) continue;
+      this.merges.delete(key);
+      this.ahead.note(undone.keys, core.nodes.indexOf(undone.to), undone.batchTo);
     }
     const own = core.own(core.visible);
     core.visible = merge.before.map((version, index) => (index === core.selfIndex ? own : version));
