@@ -56,24 +56,27 @@ function node(): Node {
   return { step, nextId: () => (requestId += 1), fetches };
 }
 
+const first = packVersion({ physicalMs: 100, counter: 0 }, 1);
+const second = packVersion({ physicalMs: 110, counter: 0 }, 1);
+
+/** Two batches of n2's chain merged one after the other (two puts): memcached refuses k1 (the first), takes k0 (the second). */
+function refuseTheFirstOfTwo(step: Node['step']): void {
+  step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
+  const puts = [
+    ...step({ kind: 'message', nowMs: 120, from: N2, message: batch(0n, first, [['k1', entry('c1.1', first)]]) }),
+    ...step({ kind: 'message', nowMs: 120, from: N2, message: batch(first, second, [['k0', entry('c1.2', second)]]) }),
+  ].flatMap((effect) => (effect.kind === 'put' ? [effect.token] : []));
+  expect(puts).toHaveLength(2);
+  step({ kind: 'applied', nowMs: 121, token: puts[1] as number });
+  step({ kind: 'refused', nowMs: 121, keys: ['k1'], token: puts[0] ?? null });
+}
+
 describe('causal mode: a merge memcached refused in part', () => {
   it('holds back what the undone merges wrote until the vector covers it again', () => {
     const { step, nextId } = node();
     const ask = (op: Op, nowMs: number): Effect<CausalMessage> | undefined =>
       step({ kind: 'request', nowMs, requestId: nextId() as never, session: 1, op }).find((effect) => effect.kind === 'reply' || effect.kind === 'read');
-    step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
-    const first = packVersion({ physicalMs: 100, counter: 0 }, 1);
-    const second = packVersion({ physicalMs: 110, counter: 0 }, 1);
-    // Two batches of n2's chain, merged one after the other: two puts.
-    const puts = [
-      ...step({ kind: 'message', nowMs: 120, from: N2, message: batch(0n, first, [['k1', entry('c1.1', first)]]) }),
-      ...step({ kind: 'message', nowMs: 120, from: N2, message: batch(first, second, [['k0', entry('c1.2', second)]]) }),
-    ].filter((effect) => effect.kind === 'put');
-    expect(puts).toHaveLength(2);
-    const [refusedPut, takenPut] = puts.map((effect) => (effect.kind === 'put' ? effect.token : null));
-    // memcached refused k1 (the first) and took k0 (the second).
-    step({ kind: 'applied', nowMs: 121, token: takenPut as number });
-    step({ kind: 'refused', nowMs: 121, keys: ['k1'], token: refusedPut });
+    refuseTheFirstOfTwo(step);
     expect(ask(get('k0'), 122)).toMatchObject({ kind: 'reply', reply: { reason: 'not_caught_up' } });
     expect(ask({ kind: 'delete', key: 'k0' }, 122)).toMatchObject({ kind: 'reply', reply: { reason: 'not_caught_up' } });
     expect(ask(get('other'), 122)).toMatchObject({ kind: 'read' });
@@ -93,16 +96,7 @@ describe('causal mode: a merge memcached refused in part', () => {
 
   it('leaves held-back keys out of a snapshot for a peer', () => {
     const { step, fetches: replicaReads } = node();
-    step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
-    const first = packVersion({ physicalMs: 100, counter: 0 }, 1);
-    const second = packVersion({ physicalMs: 110, counter: 0 }, 1);
-    const puts = [
-      ...step({ kind: 'message', nowMs: 120, from: N2, message: batch(0n, first, [['k1', entry('c1.1', first)]]) }),
-      ...step({ kind: 'message', nowMs: 120, from: N2, message: batch(first, second, [['k0', entry('c1.2', second)]]) }),
-    ].filter((effect) => effect.kind === 'put');
-    const [refusedPut, takenPut] = puts.map((effect) => (effect.kind === 'put' ? effect.token : null));
-    step({ kind: 'applied', nowMs: 121, token: takenPut as number });
-    step({ kind: 'refused', nowMs: 121, keys: ['k1'], token: refusedPut });
+    refuseTheFirstOfTwo(step);
     // n3 asks for a snapshot; the replica read for it holds k0 (written) and another key.
     replicaReads.answer = false;
     const fetches = step({ kind: 'message', nowMs: 122, from: N3, message: { kind: 'batch_ack', to: 0n, visible: [0n, 0n, 0n], resync: true } })
