@@ -2,9 +2,10 @@
  * Causal mode when memcached refuses part of a merge for want of memory: the merge is undone in
  * the visible vector, but what it and the merges after it wrote stays in memcached. The fault
  * runner (every fault, seed 778) caught a read of a key merged from a later batch beside an older
- * key whose earlier batch memcached had refused. Those keys are now held back: every request that
- * would show one is refused until the vector covers them again, a plain set makes the key ours,
- * and a snapshot for a peer leaves them out.
+ * key whose earlier batch memcached had refused. Those keys are now held back until the vector
+ * covers them again: every request that would show one is refused, the controller's fast read path
+ * included, and what the node ships meanwhile (its chain's batches, its snapshots) says it depends
+ * on those batches too.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -29,6 +30,8 @@ function batch(prev: bigint, to: bigint, entries: KeyedEntry[]): CausalMessage {
 interface Node {
   step: (event: Event<CausalMessage>) => Array<Effect<CausalMessage>>;
   nextId: () => number;
+  /** Whether the controller may serve a get of `keys` without a step. */
+  readsLocally: (keys: string[]) => boolean;
   /** Whether replica reads are answered (empty) at once; off, the test answers them. */
   fetches: { answer: boolean };
 }
@@ -53,7 +56,8 @@ function node(): Node {
     }
     return all;
   };
-  return { step, nextId: () => (requestId += 1), fetches };
+  const readsLocally = (keys: string[]): boolean => machine.readsLocally?.(0, 1, { keys, appliesDone: true }) === true;
+  return { step, nextId: () => (requestId += 1), fetches, readsLocally };
 }
 
 const first = packVersion({ physicalMs: 100, counter: 0 }, 1);
@@ -73,18 +77,21 @@ function refuseTheFirstOfTwo(step: Node['step']): void {
 
 describe('causal mode: a merge memcached refused in part', () => {
   it('holds back what the undone merges wrote until the vector covers it again', () => {
-    const { step, nextId } = node();
+    const { step, nextId, readsLocally } = node();
     const ask = (op: Op, nowMs: number): Effect<CausalMessage> | undefined =>
       step({ kind: 'request', nowMs, requestId: nextId() as never, session: 1, op }).find((effect) => effect.kind === 'reply' || effect.kind === 'read');
     refuseTheFirstOfTwo(step);
     expect(ask(get('k0'), 122)).toMatchObject({ kind: 'reply', reply: { reason: 'not_caught_up' } });
     expect(ask({ kind: 'delete', key: 'k0' }, 122)).toMatchObject({ kind: 'reply', reply: { reason: 'not_caught_up' } });
     expect(ask(get('other'), 122)).toMatchObject({ kind: 'read' });
-    // A plain set shows nothing: taken, and the key is ours again.
+    // The controller's fast path asks the machine first.
+    expect(readsLocally(['k0'])).toBe(false);
+    expect(readsLocally(['other', 'k1'])).toBe(false);
+    expect(readsLocally(['other'])).toBe(true);
+    // A plain set shows nothing: taken; the key stays held (memcached may refuse this write too).
     expect(step({ kind: 'request', nowMs: 123, requestId: nextId() as never, session: 1, op: set('k1') }).some((effect) => effect.kind === 'apply')).toBe(true);
-    expect(ask(get('k1'), 123)).toMatchObject({ kind: 'read' });
-    expect(ask(get('k0'), 123)).toMatchObject({ kind: 'reply', reply: { reason: 'not_caught_up' } });
-    // n2 sends both batches again; memcached takes them: k0 is shown again.
+    expect(ask(get('k1'), 123)).toMatchObject({ kind: 'reply', reply: { reason: 'not_caught_up' } });
+    // n2 sends both batches again; memcached takes them: both are shown again.
     for (const again of [
       ...step({ kind: 'message', nowMs: 130, from: N2, message: batch(0n, first, [['k1', entry('c1.1', first)]]) }),
       ...step({ kind: 'message', nowMs: 130, from: N2, message: batch(first, second, [['k0', entry('c1.2', second)]]) }),
@@ -92,23 +99,35 @@ describe('causal mode: a merge memcached refused in part', () => {
       if (again.kind === 'put' && again.token !== null) step({ kind: 'applied', nowMs: 131, token: again.token });
     }
     expect(ask(get('k0'), 132)).toMatchObject({ kind: 'read' });
+    expect(ask(get('k1'), 132)).toMatchObject({ kind: 'read' });
+    expect(readsLocally(['k0', 'k1'])).toBe(true);
   });
 
-  it('leaves held-back keys out of a snapshot for a peer', () => {
-    const { step, fetches: replicaReads } = node();
+  it("makes what the node ships meanwhile depend on the undone batches: its snapshots' needs, its chain's deps", () => {
+    const { step, nextId, fetches: replicaReads } = node();
     refuseTheFirstOfTwo(step);
-    // n3 asks for a snapshot; the replica read for it holds k0 (written) and another key.
+    // n3 asks for a snapshot: it says it needs n2's writes up to the second batch.
     replicaReads.answer = false;
     const fetches = step({ kind: 'message', nowMs: 122, from: N3, message: { kind: 'batch_ack', to: 0n, visible: [0n, 0n, 0n], resync: true } })
-      .filter((effect) => effect.kind === 'fetch');
+      .flatMap((effect) => (effect.kind === 'fetch' ? [effect.token] : []));
     expect(fetches).toHaveLength(1);
-    const token = fetches[0]?.kind === 'fetch' ? fetches[0].token : 0;
-    const effects = [
-      ...step({ kind: 'fetched', nowMs: 123, token, entries: [['k0', entry('c1.2', second)], ['mine', entry('v', 1n)]] }),
+    const snapshots = [
+      ...step({ kind: 'fetched', nowMs: 123, token: fetches[0] ?? 0, entries: [['k0', entry('c1.2', second)], ['mine', entry('v', 1n)]] }),
       ...step({ kind: 'tick', nowMs: 200, peersUp: [...PEERS] }),
+    ].flatMap((effect) => (effect.kind === 'send' && effect.to === N3 && effect.message.kind === 'batch' ? [effect.message] : []));
+    expect(snapshots.map((message) => message.entries.map(([key]) => key))).toEqual([['k0', 'mine']]);
+    expect(snapshots[0]?.needs?.[1]).toBe(second);
+    // A write of ours shipped in n2's chain: its batch's deps name n2's second batch.
+    replicaReads.answer = true;
+    // n2 holds our (empty) start snapshot: our chain to it goes on from there.
+    step({ kind: 'message', nowMs: 250, from: N2, message: { kind: 'batch_ack', to: 0n, visible: [0n, 0n, 0n], resync: false } });
+    const effects = [
+      ...step({ kind: 'request', nowMs: 300, requestId: nextId() as never, session: 1, op: set('mine') }),
+      ...step({ kind: 'tick', nowMs: 400, peersUp: [...PEERS] }),
     ];
-    const sent = effects.flatMap((effect) =>
-      (effect.kind === 'send' && effect.to === N3 && effect.message.kind === 'batch' ? effect.message.entries.map(([key]) => key) : []));
-    expect(sent).toEqual(['mine']);
+    const chain = effects
+      .flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'batch' && !effect.message.snapshot ? [effect.message] : []));
+    expect(chain.length).toBeGreaterThan(0);
+    for (const message of chain) expect(message.deps[1]).toBe(second);
   });
 });

@@ -2,14 +2,17 @@
  * Keys that hold a peer's write beyond the visible vector. memcached may refuse part of a merge
  * for want of memory: the merge is then undone in the vector (./merging.ts's onRefused), but the
  * keys it and the merges after it did write keep their new values. Read, one of them would show a
- * write without what it depends on (the fault runner caught a key merged from a batch read beside
- * an older key of an earlier batch memcached had refused). So until the vector covers them again
- * (the senders send those batches again), those keys are not shown: every request whose outcome
- * shows one of them is refused (`not_caught_up`), snapshots for peers leave them out, and a plain
- * set, whose outcome shows nothing, makes the key ours again.
+ * write without what it depends on (the fault runner caught a key merged from a later batch read
+ * beside an older key of an earlier batch memcached had refused). So until the vector peers are
+ * told covers what those merges had made visible (their senders send those batches again), every
+ * request whose outcome shows one of those keys is refused (`not_caught_up`), the controller's
+ * fast read path included (the machine's readsLocally); and what this node ships while they are
+ * held (its chain's batches, its snapshots) says it depends on that too, so no peer shows it
+ * without those writes.
  *
- * Owns: key → per sender (node index), the end (`to`) of the latest batch whose undone merge wrote it.
- * Invariants: a key is held only while the vector peers are told has not reached all its ends.
+ * Owns: key → the vector the undone merges that wrote it had made visible (the greatest of them).
+ * Invariants: a key is held while the told vector is below its vector in any component but ours;
+ * a write of ours to a held key does not release it (memcached may refuse that write too).
  */
 
 import type { Op } from '../../store/types.ts';
@@ -18,15 +21,15 @@ import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { componentOf, type VersionVector } from './messages.ts';
 
 export class AheadKeys {
-  private readonly ahead = new Map<string, Map<number, bigint>>();
+  private readonly ahead = new Map<string, VersionVector>();
+
+  constructor(
+    /** Our own component, which every vector here may pass (our writes are ours). */
+    private readonly selfIndex: number,
+  ) {}
 
   get size(): number {
     return this.ahead.size;
-  }
-
-  /** The keys held now. */
-  keys(): ReadonlySet<string> {
-    return new Set(this.ahead.keys());
   }
 
   /** Whether `key` holds a write beyond the vector. */
@@ -34,39 +37,59 @@ export class AheadKeys {
     return this.ahead.has(key);
   }
 
-  /** A merge of `sender`'s batch ending at `to` wrote `keys` (or may have) and was undone in the vector. */
-  note(keys: readonly string[], sender: number, to: bigint): void {
+  /** A merge that had made `visible` visible wrote `keys` (or may have), and was undone in the vector. */
+  note(keys: readonly string[], visible: VersionVector): void {
     for (const key of keys) {
-      const ends = this.ahead.get(key) ?? new Map<number, bigint>();
-      if ((ends.get(sender) ?? -1n) < to) ends.set(sender, to);
-      this.ahead.set(key, ends);
+      const held = this.ahead.get(key);
+      this.ahead.set(key, held === undefined ? [...visible] : joined(held, visible));
     }
   }
 
-  /** Forgets the keys whose writes the vector `told` covers again. */
+  /** Releases the keys whose vector `told` covers again. */
   prune(told: VersionVector): void {
-    for (const [key, ends] of this.ahead) {
-      if ([...ends].every(([sender, to]) => to <= componentOf(told, sender))) this.ahead.delete(key);
+    for (const [key, vector] of this.ahead) if (!this.exceeds(vector, told)) this.ahead.delete(key);
+  }
+
+  /**
+   * `base` raised to what the held keys depend on, when that is more than `base` outside our own
+   * component; else null. (What this node ships depends on it while the keys are held.)
+   */
+  beyond(base: VersionVector): VersionVector | null {
+    let raised: VersionVector | null = null;
+    for (const vector of this.ahead.values()) {
+      if (this.exceeds(vector, raised ?? base)) raised = joined(raised ?? base, vector);
     }
+    return raised;
   }
 
   /** Why `op` is refused now: it would show a key held here (a plain set or flush_all shows none). */
   refusal(op: Op): Refusal | null {
     if (this.ahead.size === 0) return null;
     if (op.kind === 'flush_all' || (op.kind === 'store' && op.verb === 'set' && (op.casUnique ?? 0n) === 0n)) return null;
-    const keys = opKeys(op) ?? [];
-    if (!keys.some((key) => this.ahead.has(key))) return null;
-    return refused('not_caught_up', 'memcached refused part of a merge for want of memory; this key waits until it is merged again');
+    return this.showsAny(opKeys(op) ?? []) ? NOT_SHOWN : null;
   }
 
-  /** A write of ours to `keys` (null: every key) replaced what they held. */
-  written(keys: readonly string[] | null): void {
-    if (keys === null) this.ahead.clear();
-    else for (const key of keys) this.ahead.delete(key);
+  /** Whether any of `keys` is held. */
+  showsAny(keys: readonly string[]): boolean {
+    return this.ahead.size > 0 && keys.some((key) => this.ahead.has(key));
   }
 
   /** The replica was emptied. */
   clear(): void {
     this.ahead.clear();
   }
+
+  /** Whether `vector` passes `base` in a component other than ours. */
+  private exceeds(vector: VersionVector, base: VersionVector): boolean {
+    return vector.some((version, index) => index !== this.selfIndex && version > componentOf(base, index));
+  }
+}
+
+const NOT_SHOWN = refused('not_caught_up', 'memcached refused part of a merge for want of memory; this key waits until it is merged again');
+
+function joined(left: VersionVector, right: VersionVector): VersionVector {
+  return left.map((version, index) => {
+    const other = componentOf(right, index);
+    return other > version ? other : version;
+  });
 }

@@ -22,7 +22,7 @@ export type Out = Effect<CausalMessage>[];
 export type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
-  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector; needs: VersionVector | null; leaveOut?: ReadonlySet<string> }
+  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector; needs: VersionVector | null }
   | { kind: 'graves' };
 
 export class CausalCore {

@@ -94,7 +94,6 @@ export class LocalWrites {
     out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null, counterNode: core.selfIndex });
     core.visible[core.selfIndex] = cas;
     this.markDirty(opKeys(op));
-    if (this.ahead.size > 0) this.ahead.written(opKeys(op));
     if (op.kind === 'arith') this.counted.set(op.key, cas);
   }
 
@@ -119,7 +118,9 @@ export class LocalWrites {
     const keys = this.dirtyAll ? null : [...this.dirty];
     this.dirty.clear();
     this.dirtyAll = false;
-    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: this.gate.deps(core.visible) };
+    // The keys may hold what an undone merge wrote (./ahead-keys.ts): the batch depends on it too.
+    const deps = this.gate.deps(core.visible);
+    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: this.ahead.beyond(deps) ?? deps };
     this.dirtyFetchToken = core.issueFetch(out, keys, purpose);
   }
 

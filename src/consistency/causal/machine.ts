@@ -16,13 +16,13 @@
  * beats what the replica holds.
  */
 
-import type { Event, KeyedEntry, Machine, MachineOptions, MachineStatus, PeerId } from '../types.ts';
+import type { Event, KeyedEntry, LocalRead, Machine, MachineOptions, MachineStatus, PeerId } from '../types.ts';
 import type { Hlc } from '../hlc.ts';
 import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import { MemoryAdmission } from '../memory-admission.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
-import { CausalCore, type FetchPurpose, type Out } from './core.ts';
+import { CausalCore, type Out } from './core.ts';
 import { LocalWrites } from './local-writes.ts';
 import { Merging } from './merging.ts';
 import { causalMessageProblem, componentOf, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
@@ -55,7 +55,7 @@ export class CausalMachine implements Machine<CausalMessage> {
   /** After a backend reset: reads wait until the replica holds again what was visible before. */
   private readonly gate: RebuildGate;
   /** Keys an undone merge left written beyond the vector: not shown until it covers them. */
-  private readonly ahead = new AheadKeys();
+  private readonly ahead: AheadKeys;
   private peersUp: Set<PeerId>;
   private started = false;
   private ticks = 0;
@@ -79,6 +79,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.tombstones = new Tombstones(core.tuning);
     for (const peer of core.peers) this.outboxes.set(peer, new Outbox(core.tuning));
     this.gate = new RebuildGate(core.peers, core.selfIndex, () => this.merging.told());
+    this.ahead = new AheadKeys(core.selfIndex);
     this.writes = new LocalWrites(core, this.memory, this.gate, this.ahead);
     this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate, this.ahead);
     this.peersUp = new Set(core.peers);
@@ -132,7 +133,9 @@ export class CausalMachine implements Machine<CausalMessage> {
     return out;
   }
 
-  readsLocally(): boolean {
+  /** Whether a get may be served from the replica without a step: not while it would show a key held back. */
+  readsLocally(_nowMs: number, _session: number, read?: LocalRead): boolean {
+    if (this.ahead.size > 0 && (read === undefined || this.ahead.showsAny(read.keys))) return false;
     return this.writes.loaded && !this.gate.shut;
   }
 
@@ -203,12 +206,8 @@ export class CausalMachine implements Machine<CausalMessage> {
         for (const peer of core.peers) this.outbox(peer).append(entries, purpose.to, purpose.deps, core.nowMs);
         break;
       case 'snapshot': {
-        const { to, deps, needs, leaveOut } = purpose;
-        // What is held back from reads here is beyond `deps`: the peer must not take it from us.
-        const shown = this.ahead.size === 0 && leaveOut === undefined
-          ? entries
-          : entries.filter(([key]) => !this.ahead.has(key) && leaveOut?.has(key) !== true);
-        this.outbox(purpose.peer).onSnapshotFetched(token, { to, deps, needs, entries: shown }, core.nowMs);
+        const { to, deps, needs } = purpose;
+        this.outbox(purpose.peer).onSnapshotFetched(token, { to, deps, needs, entries }, core.nowMs);
         break;
       }
       case 'graves':
@@ -234,15 +233,16 @@ export class CausalMachine implements Machine<CausalMessage> {
     if (box.sendsStale(core.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
     // A snapshot read while our replica was rebuilt lacks what its sets depend on, and its
     // receiver may wait for that: once the rebuild is done, a fresh one does not.
-    if (box.sendsLackingSnapshot() && !this.gate.shut) box.forget();
+    if (box.sendsLackingSnapshot() && !this.gate.shut && this.ahead.size === 0) box.forget();
     if (box.needsSnapshot()) {
       const to = core.own(core.visible);
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken
       // count. While our replica is rebuilt, what it holds may depend on more (`needs`).
       const deps = this.merging.told();
-      const purpose: FetchPurpose = { kind: 'snapshot', peer, to, deps, needs: this.gate.needsBeyond(deps) };
-      if (this.ahead.size > 0) purpose.leaveOut = this.ahead.keys();
-      box.startSnapshot(to, core.issueFetch(out, null, purpose));
+      // And what keys held back here depend on (./ahead-keys.ts).
+      const rebuildNeeds = this.gate.needsBeyond(deps);
+      const needs = this.ahead.beyond(rebuildNeeds ?? deps) ?? rebuildNeeds;
+      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps, needs }));
       return;
     }
     for (const message of box.takeDue(core.nowMs)) out.push({ kind: 'send', to: peer, message });
@@ -352,8 +352,8 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   /**
    * What our chains still carry to the peers (read from the replica before it was lost), the
-   * latest of each key, but what a tombstone the replica held, or one purged here, deleted since:
-   * the peers may have purged that tombstone too, and their snapshots would not delete it again.
+   * latest of each key, but what a tombstone the replica held, or one purged here, deleted since
+   * (the peers may have purged that tombstone too, and their snapshots would not delete it again).
    */
   private carriedNotDeleted(): KeyedEntry[] {
     const latest = new Map<string, KeyedEntry[1]>();
@@ -361,7 +361,8 @@ export class CausalMachine implements Machine<CausalMessage> {
       const held = latest.get(key);
       if (held === undefined || entry.cas > held.cas) latest.set(key, entry);
     }
-    return [...latest].filter(([key, entry]) => !this.tombstones.supersedes(key, entry.cas));
+    // Nor what a key held back had (./ahead-keys.ts): beyond the vector, and no longer held once put back.
+    return [...latest].filter(([key, entry]) => !this.tombstones.supersedes(key, entry.cas) && !this.ahead.has(key));
   }
 
   /**

@@ -39,8 +39,9 @@ interface PendingMerge {
   snapshotDeps: VersionVector | null;
   /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
   recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
-  /** The keys its put writes (held back from reads if it is undone: ./ahead-keys.ts). */
+  /** The keys its put writes, and the vector it made visible (held back if it is undone: ./ahead-keys.ts). */
   keys: string[];
+  after: VersionVector;
 }
 
 export class Merging {
@@ -220,7 +221,8 @@ export class Merging {
     const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
     const snapshotDeps = batch.snapshot ? batch.deps : null;
     const keys = entries.map(([key]) => key);
-    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered, keys });
+    const after = [...core.visible];
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered, keys, after });
     if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     core.clock = tickHlc(core.clock, core.nowMs);
@@ -292,7 +294,7 @@ export class Merging {
       if (key === token) later = true;
       if (!later) continue;
       this.merges.delete(key);
-      this.ahead.note(undone.keys, core.nodes.indexOf(undone.to), undone.batchTo);
+      this.ahead.note(undone.keys, undone.after);
     }
     const own = core.own(core.visible);
     core.visible = merge.before.map((version, index) => (index === core.selfIndex ? own : version));
