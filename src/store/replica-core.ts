@@ -159,7 +159,8 @@ export class ReplicaCore {
 
   /** A store, arith, delete or touch on one key; resolves to the client's reply. */
   async applySingle(op: SingleKeyOp, ctx: ApplyContext): Promise<Reply> {
-    // The index knows the cas of every key written through this replica (or loaded at start).
+    // The index knows the cas of every key written through this replica. A key only listed at
+    // start has none: a replayed plain set of it is applied again, anything else reads the entry.
     if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
     const current = readsEntry(op) ? await this.#current(op.key) : undefined;
     const { write, reply } = this.#outcome(op, ctx, current);
