@@ -2,7 +2,9 @@
  * Replica semantics on a memory backend: memcached's, plus what replication needs on top. Deletes
  * kept as tombstones and purged only unchanged, conditional (header cas) appends and deletes,
  * merges by greatest cas (decided from a complete key index without a read, distinct idle keys in
- * one backend call), flush_all with a delay capping every expiry, and gat.
+ * one backend call), flush_all with a delay capping every expiry, and gat. After a restart the
+ * index holds listed keys whose versions it reads only when needed: a log replay over them ends as
+ * it did, and a listed key gone meanwhile reads as absent and leaves the index.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -10,7 +12,7 @@ import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
 import { StoreError, type Op } from '../src/store/types.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
-import { CountingBackend, entry, getOp, NOW, setOp, values } from './support/replica-kit.ts';
+import { appendOp, CountingBackend, entry, getOp, incrOp, NOW, setOp, values } from './support/replica-kit.ts';
 
 describe('Replica semantics', () => {
   it('keeps deletes as tombstones and purges only unchanged ones', async () => {
@@ -44,6 +46,30 @@ describe('Replica semantics', () => {
       expect(await replica.apply({ kind: 'delete', key: 'k', casUnique: 4n }, { cas: 5n, nowMs: NOW })).toEqual({ kind: 'deleted' });
       expect(values(await replica.read(getOp('k'), NOW))).toEqual([]);
     }
+  });
+
+  it('replays a log over listed keys to the state it had, and drops a listed key found gone', async () => {
+    const backend = new MemoryBackend();
+    const log: Array<[Op, bigint]> = [
+      [setOp('a', '1'), 1n], [appendOp('a', '+2'), 2n], [setOp('b', 'x'), 3n], [incrOp('c'), 4n], [setOp('c', '10'), 5n],
+      [incrOp('c'), 6n], [setOp('a', '3'), 7n], [appendOp('a', '+4'), 8n], [{ kind: 'delete', key: 'b' }, 9n],
+    ];
+    const first = new Replica(backend, { tombstones: false, replay: 'skip-applied' });
+    for (const [op, cas] of log) await first.apply(op, { cas, nowMs: NOW });
+    const before = await first.fetch(['a', 'b', 'c']);
+    // A restart beside the kept backend: listed, not read; the log replayed from its start.
+    const restarted = new Replica(backend, { tombstones: false, replay: 'skip-applied' });
+    expect(await restarted.loadIndex()).toBe(2);
+    for (const [op, cas] of log) await restarted.apply(op, { cas, nowMs: NOW });
+    expect(await restarted.fetch(['a', 'b', 'c'])).toEqual(before);
+    expect(values(await restarted.read(getOp('a', 'c'), NOW))).toEqual([['a', '3+4'], ['c', '11']]);
+    // A key listed at start and gone before its first read: absent, and out of the index.
+    const again = new Replica(backend, { tombstones: false, replay: 'skip-applied' });
+    expect(await again.loadIndex()).toBe(2);
+    await backend.delete('a');
+    expect(values(await again.read(getOp('a', 'c'), NOW))).toEqual([['c', '11']]);
+    expect(again.indexRecord('a')).toBeUndefined();
+    expect(again.indexRecord('c')).toMatchObject({ settled: true, cas: 6n });
   });
 
   it('merges by greatest cas, overwrites on request', async () => {
