@@ -2,13 +2,12 @@
  * Keys that hold a peer's write beyond the visible vector. memcached may refuse part of a merge
  * for want of memory: the merge is then undone in the vector (./merging.ts's onRefused), but the
  * keys it and the merges after it did write keep their new values. Read, one of them would show a
- * write without what it depends on (the fault runner caught a key merged from a later batch read
- * beside an older key of an earlier batch memcached had refused). So until the vector peers are
- * told covers what those merges had made visible (their senders send those batches again), every
- * request whose outcome shows one of those keys is refused (`not_caught_up`), the controller's
- * fast read path included (the machine's readsLocally); and what this node ships while they are
- * held (its chain's batches, its snapshots) says it depends on that too, so no peer shows it
- * without those writes.
+ * write without what it depends on (a key merged from a later batch, read beside an older key of
+ * an earlier batch memcached refused). So until the vector peers are told covers what those
+ * merges had made visible (their senders send those batches again), every request whose outcome
+ * shows one of those keys is refused (`not_caught_up`), the controller's fast read path included
+ * (the machine's readsLocally); and what this node ships while they are held (its chain's
+ * batches, its snapshots) says it depends on that too, so no peer shows it without those writes.
  *
  * Owns: key → the vector the undone merges that wrote it had made visible (the greatest of them).
  * Invariants: a key is held while the told vector is below its vector in any component but ours;
