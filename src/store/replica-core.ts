@@ -127,10 +127,9 @@ export class ReplicaCore {
    * replica at start (eventual, causal) reads each key once, not twice.
    */
   async loadIndex(): Promise<number> {
-    if (!canListKeys(this.#backend)) return this.#index.size;
-    // The key listing comes over another connection: it must follow every store sent quietly.
-    if (this.#quietApplies) await this.#backend.settle?.();
-    for (const key of await this.#backend.keys(this.#keysMax)) {
+    const keys = await this.#listKeys();
+    if (keys === null) return this.#index.size;
+    for (const key of keys) {
       if (!this.#index.has(key)) this.#index.set(key, listedRecord());
     }
     this.#indexComplete = true;
@@ -142,10 +141,8 @@ export class ReplicaCore {
    * then); the entries read, or null if the backend cannot list its keys.
    */
   async #readListedKeys(): Promise<KeyedEntry[] | null> {
-    if (!canListKeys(this.#backend)) return null;
-    // The key listing comes over another connection: it must follow every store sent quietly.
-    if (this.#quietApplies) await this.#backend.settle?.();
-    const keys = await this.#backend.keys(this.#keysMax);
+    const keys = await this.#listKeys();
+    if (keys === null) return null;
     const found: KeyedEntry[] = [];
     await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
       const entry = await this.#readBackend(key);
@@ -155,6 +152,14 @@ export class ReplicaCore {
     });
     this.#indexComplete = true;
     return found;
+  }
+
+  /** The backend's keys (at most keysMax), or null if it cannot list them. */
+  async #listKeys(): Promise<string[] | null> {
+    if (!canListKeys(this.#backend)) return null;
+    // The key listing comes over another connection: it must follow every store sent quietly.
+    if (this.#quietApplies) await this.#backend.settle?.();
+    return this.#backend.keys(this.#keysMax);
   }
 
   /** A store, arith, delete or touch on one key; resolves to the client's reply. */
