@@ -67,6 +67,11 @@ export function isWrite(op: Op): boolean {
   return op.kind !== 'get';
 }
 
+/** Whether `op`'s outcome shows nothing of what its keys held: a plain set (no cas), or flush_all. */
+export function showsNothing(op: Op): boolean {
+  return op.kind === 'flush_all' || (op.kind === 'store' && op.verb === 'set' && (op.casUnique ?? 0n) === 0n);
+}
+
 /** The keys an op touches; flush_all touches all of them and returns null. */
 export function opKeys(op: Op): readonly string[] | null {
   switch (op.kind) {

@@ -61,10 +61,8 @@ export class AheadKeys {
     return raised;
   }
 
-  /** Why `op` is refused now: it would show a key held here (a plain set or flush_all shows none). */
+  /** Why `op` is refused now: it touches a key held here (the rebuild gate lets through those that show nothing). */
   refusal(op: Op): Refusal | null {
-    if (this.ahead.size === 0) return null;
-    if (op.kind === 'flush_all' || (op.kind === 'store' && op.verb === 'set' && (op.casUnique ?? 0n) === 0n)) return null;
     return this.showsAny(opKeys(op) ?? []) ? NOT_SHOWN : null;
   }
 

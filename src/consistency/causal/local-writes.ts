@@ -20,7 +20,6 @@ import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import type { MemoryAdmission } from '../memory-admission.ts';
 import type { CausalCore, FetchPurpose, Out } from './core.ts';
 import type { RebuildGate } from './rebuild-gate.ts';
-import type { AheadKeys } from './ahead-keys.ts';
 import type { CausalMessage } from './messages.ts';
 
 export type RequestEvent = Extract<Event<CausalMessage>, { kind: 'request' }>;
@@ -45,10 +44,8 @@ export class LocalWrites {
     private readonly core: CausalCore,
     /** The memory guard: asked for every write this node takes. */
     private readonly memory: MemoryAdmission,
-    /** After a backend reset: whether reads wait, and what writes depend on meanwhile. */
+    /** What is held back from reads, and what writes depend on meanwhile. */
     private readonly gate: RebuildGate,
-    /** The keys an undone merge left written beyond the vector: not shown. */
-    private readonly ahead: AheadKeys,
   ) {
     this.pacer = new FetchPacer(core.tuning.pushIntervalMs);
   }
@@ -75,7 +72,7 @@ export class LocalWrites {
   private serve(event: RequestEvent, out: Out): void {
     const core = this.core;
     const { op, requestId, nowMs } = event;
-    const notShown = this.gate.refusal(op) ?? this.ahead.refusal(op);
+    const notShown = this.gate.refusal(op);
     if (notShown !== null) {
       out.push({ kind: 'reply', requestId, reply: notShown });
       return;
@@ -118,9 +115,7 @@ export class LocalWrites {
     const keys = this.dirtyAll ? null : [...this.dirty];
     this.dirty.clear();
     this.dirtyAll = false;
-    // The keys may hold what an undone merge wrote (./ahead-keys.ts): the batch depends on it too.
-    const deps = this.gate.deps(core.visible);
-    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: this.ahead.beyond(deps) ?? deps };
+    const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: this.gate.deps(core.visible) };
     this.dirtyFetchToken = core.issueFetch(out, keys, purpose);
   }
 

@@ -78,9 +78,9 @@ export class CausalMachine implements Machine<CausalMessage> {
     };
     this.tombstones = new Tombstones(core.tuning);
     for (const peer of core.peers) this.outboxes.set(peer, new Outbox(core.tuning));
-    this.gate = new RebuildGate(core.peers, core.selfIndex, () => this.merging.told());
     this.ahead = new AheadKeys(core.selfIndex);
-    this.writes = new LocalWrites(core, this.memory, this.gate, this.ahead);
+    this.gate = new RebuildGate(core.peers, core.selfIndex, () => this.merging.told(), this.ahead);
+    this.writes = new LocalWrites(core, this.memory, this.gate);
     this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate, this.ahead);
     this.peersUp = new Set(core.peers);
   }
@@ -135,8 +135,7 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   /** Whether a get may be served from the replica without a step: not while it would show a key held back. */
   readsLocally(_nowMs: number, _session: number, read?: LocalRead): boolean {
-    if (this.ahead.size > 0 && (read === undefined || this.ahead.showsAny(read.keys))) return false;
-    return this.writes.loaded && !this.gate.shut;
+    return this.writes.loaded && this.gate.servesLocally(read?.keys);
   }
 
   status(): MachineStatus {
@@ -231,18 +230,15 @@ export class CausalMachine implements Machine<CausalMessage> {
     // tombstones it purged: an entry a tombstone here has superseded would come back to life there.
     // A chain that has waited and holds one is given up for a fresh snapshot.
     if (box.sendsStale(core.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
-    // A snapshot read while our replica was rebuilt lacks what its sets depend on, and its
-    // receiver may wait for that: once the rebuild is done, a fresh one does not.
-    if (box.sendsLackingSnapshot() && !this.gate.shut && this.ahead.size === 0) box.forget();
+    // A snapshot read while our replica was rebuilt (or held keys back) lacks what its entries
+    // depend on, and its receiver may wait for that: once that is over, a fresh one does not.
+    if (box.sendsLackingSnapshot() && !this.gate.snapshotsLack) box.forget();
     if (box.needsSnapshot()) {
       const to = core.own(core.visible);
       // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken
-      // count. While our replica is rebuilt, what it holds may depend on more (`needs`).
+      // count. While our replica is rebuilt, or holds keys back, what it holds may depend on more (`needs`).
       const deps = this.merging.told();
-      // And what keys held back here depend on (./ahead-keys.ts).
-      const rebuildNeeds = this.gate.needsBeyond(deps);
-      const needs = this.ahead.beyond(rebuildNeeds ?? deps) ?? rebuildNeeds;
-      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps, needs }));
+      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps, needs: this.gate.needsBeyond(deps) }));
       return;
     }
     for (const message of box.takeDue(core.nowMs)) out.push({ kind: 'send', to: peer, message });

@@ -39,8 +39,8 @@ interface PendingMerge {
   snapshotDeps: VersionVector | null;
   /** After a reset: what the merge brings back of our lost writes, acted on once memcached has taken it. */
   recovered: { snapshot: boolean; deps: VersionVector; back: string[] } | null;
-  /** The keys its put writes, and the vector it made visible (held back if it is undone: ./ahead-keys.ts). */
-  keys: string[];
+  /** What its put writes, and the vector it made visible (held back if it is undone: ./ahead-keys.ts). */
+  entries: readonly KeyedEntry[];
   after: VersionVector;
 }
 
@@ -220,9 +220,8 @@ export class Merging {
     const token = core.takeToken();
     const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
     const snapshotDeps = batch.snapshot ? batch.deps : null;
-    const keys = entries.map(([key]) => key);
     const after = [...core.visible];
-    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered, keys, after });
+    this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered, entries, after });
     if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
     core.clock = tickHlc(core.clock, core.nowMs);
@@ -294,7 +293,7 @@ export class Merging {
       if (key === token) later = true;
       if (!later) continue;
       this.merges.delete(key);
-      this.ahead.note(undone.keys, undone.after);
+      this.ahead.note(undone.entries.map(([written]) => written), undone.after);
     }
     const own = core.own(core.visible);
     core.visible = merge.before.map((version, index) => (index === core.selfIndex ? own : version));

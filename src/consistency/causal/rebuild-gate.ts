@@ -9,12 +9,16 @@
  * The gate opens when the vector peers are told covers the floor and a snapshot brought our own
  * lost writes back; or when every peer has sent its snapshot since the reset: the replica then
  * holds whatever any of them still had, and what none of them had is lost for good.
+ *
+ * Keys an undone merge left beyond the vector (./ahead-keys.ts) are held back the same ways, key by
+ * key: requests that would show one are refused, and writes and snapshots depend on those merges.
  * Invariants: the floor only grows while the gate is shut (a reset during the rebuild keeps it);
  * the gate, once open, stays open until the next reset.
  */
 
 import type { PeerId } from '../types.ts';
-import type { Op } from '../../store/types.ts';
+import { showsNothing, type Op } from '../../store/types.ts';
+import type { AheadKeys } from './ahead-keys.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { componentOf, type VersionVector } from './messages.ts';
 
@@ -35,11 +39,24 @@ export class RebuildGate {
     private readonly selfIndex: number,
     /** The vector peers are told: what memcached holds (../merging.ts's `told`). */
     private readonly told: () => VersionVector,
+    /** Keys an undone merge left beyond the vector (./ahead-keys.ts): held back too, and depended on. */
+    private readonly ahead: AheadKeys,
   ) {}
 
   /** Whether reads are refused now (it opens as soon as the replica holds what it waits for). */
   get shut(): boolean {
     return this.rebuild !== null && !this.opens(this.rebuild);
+  }
+
+  /** Whether a get of `keys` (unknown: undefined) may be served from the replica without a step. */
+  servesLocally(keys: readonly string[] | undefined): boolean {
+    if (this.ahead.size > 0 && (keys === undefined || this.ahead.showsAny(keys))) return false;
+    return !this.shut;
+  }
+
+  /** Whether a snapshot read now may depend on more than the replica holds (see `needsBeyond`). */
+  get snapshotsLack(): boolean {
+    return this.shut || this.ahead.size > 0;
   }
 
   /** The peers whose snapshot the shut gate still waits for (none when it is open). */
@@ -51,7 +68,7 @@ export class RebuildGate {
   /** The replica was emptied; `visible` is the vector before it was. */
   onReset(visible: VersionVector): void {
     // A reset during the rebuild keeps the floor: what was visible before the first is still owed.
-    const floor = this.deps(visible);
+    const floor = this.withFloor(visible);
     if (floor.every((version) => version === 0n)) return;
     this.rebuild = { floor, snapshotsFrom: new Set(), ownBack: false };
   }
@@ -64,12 +81,14 @@ export class RebuildGate {
     if (componentOf(deps, this.selfIndex) >= componentOf(rebuild.floor, this.selfIndex)) rebuild.ownBack = true;
   }
 
-  /** Why `op` is refused now: while the gate is shut, all whose outcome the replica's contents decide (see the header). */
+  /**
+   * Why `op` is refused now: while the gate is shut, all whose outcome the replica's contents
+   * decide (see the header); and those that would show a key held back.
+   */
   refusal(op: Op): Refusal | null {
-    if (this.rebuild === null) return null;
-    const blind = (op.kind === 'store' && op.verb === 'set' && (op.casUnique ?? 0n) === 0n) || op.kind === 'flush_all';
-    if (blind || this.opens(this.rebuild)) return null;
-    return refused('not_caught_up', 'memcached lost this replica, which is being rebuilt from its peers (only plain sets are taken meanwhile)');
+    if (showsNothing(op)) return null;
+    if (this.rebuild !== null && !this.opens(this.rebuild)) return REBUILDING;
+    return this.ahead.refusal(op);
   }
 
   /** Whether the replica holds what `rebuild` waits for: then the gate opens. */
@@ -84,17 +103,26 @@ export class RebuildGate {
   }
 
   /**
-   * What a snapshot of the replica may depend on beyond `told`, what it holds: while the gate is
-   * shut, the sets taken meanwhile depend on the floor (`deps`). Null when that adds nothing.
+   * What a snapshot of the replica may depend on beyond `told`, what it holds (`deps`): while the
+   * gate is shut, the sets taken meanwhile depend on the floor; keys held back, on the undone
+   * merges. Null when that adds nothing.
    */
   needsBeyond(told: VersionVector): VersionVector | null {
-    if (this.rebuild === null) return null;
     const needs = this.deps(told);
     return needs.some((version, index) => index !== this.selfIndex && version > componentOf(told, index)) ? needs : null;
   }
 
-  /** A write's dependencies: what is visible, and while the gate is shut, everything visible before the reset. */
+  /**
+   * A write's dependencies: what is visible; while the gate is shut, everything visible before
+   * the reset; while keys are held back, what the undone merges had made visible.
+   */
   deps(visible: VersionVector): VersionVector {
+    const deps = this.withFloor(visible);
+    return this.ahead.beyond(deps) ?? deps;
+  }
+
+  /** `visible`, and while the gate is shut, everything visible before the reset. */
+  private withFloor(visible: VersionVector): VersionVector {
     const floor = this.rebuild?.floor;
     if (floor === undefined) return [...visible];
     return visible.map((version, index) => {
@@ -103,3 +131,5 @@ export class RebuildGate {
     });
   }
 }
+
+const REBUILDING = refused('not_caught_up', 'memcached lost this replica, which is being rebuilt from its peers (only plain sets are taken meanwhile)');
