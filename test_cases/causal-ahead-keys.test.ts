@@ -103,6 +103,18 @@ describe('causal mode: a merge memcached refused in part', () => {
     expect(readsLocally(['k0', 'k1'])).toBe(true);
   });
 
+  it('fences what it serves with the last refusal it stepped: reads and writes whose result shows the key, not plain sets', () => {
+    const { step, nextId } = node();
+    step({ kind: 'tick', nowMs: 0, peersUp: [...PEERS] });
+    const ask = (op: Op): Effect<CausalMessage> | undefined =>
+      step({ kind: 'request', nowMs: 10, requestId: nextId() as never, session: 1, op }).find((effect) => effect.kind === 'read' || effect.kind === 'apply');
+    expect(ask(get('k'))).toMatchObject({ kind: 'read', fence: 0 });
+    step({ kind: 'refused', nowMs: 5, keys: ['x'], token: null, serial: 3 });
+    expect(ask(get('k'))).toMatchObject({ kind: 'read', fence: 3 });
+    expect(ask({ kind: 'arith', verb: 'incr', key: 'n', delta: 1n, initial: null, expiresAtMs: 0 })).toMatchObject({ kind: 'apply', fence: 3 });
+    expect(ask(set('k'))).not.toHaveProperty('fence');
+  });
+
   it("makes what the node ships meanwhile depend on the undone batches: its snapshots' needs, its chain's deps", () => {
     const { step, nextId, fetches: replicaReads } = node();
     refuseTheFirstOfTwo(step);

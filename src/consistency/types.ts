@@ -74,9 +74,10 @@ export type Event<M> =
    * The local memcached refused an `apply` or `put` for want of memory and left these keys as
    * they were; the replica is still trusted (ReplicaOptions.refusalsKeepTrust: eventual mode
    * only), and the mode re-reads what the keys hold. `token`: the refused effect's, if it had
-   * one (its `applied` never comes).
+   * one (its `applied` never comes). `serial`: how many such refusals the controller has passed
+   * on, this one included (a `read`'s `fence` names the last one the mode had stepped).
    */
-  | { kind: 'refused'; nowMs: number; keys: readonly string[]; token?: number | null }
+  | { kind: 'refused'; nowMs: number; keys: readonly string[]; token?: number | null; serial?: number }
   /**
    * A poll of the local memcached read its memory (null: it said nothing, or did not answer).
    * `stored`: per writer, the greatest version the replica held when the poll began. It feeds the
@@ -116,6 +117,8 @@ export type Effect<M> =
       token: number | null;
       /** Eventual and causal modes: this node's index, for incr/decr's per-node totals. */
       counterNode?: number;
+      /** As a `read`'s: a result that may show what a later refusal undoes is answered `result_unknown`. */
+      fence?: number;
     }
   /**
    * Write entries to the local replica. `merge`: keep whichever has the greater cas (last writer
@@ -126,9 +129,12 @@ export type Effect<M> =
   /**
    * Serve a read (`op` is a get) from the local replica, after every earlier apply. `keysOnly`:
    * after every earlier store effect on its keys only; it may run ahead of other effects waiting
-   * for the disk (a linearizable read of the replicated log with read leases).
+   * for the disk (a linearizable read of the replicated log with read leases). `fence`: the
+   * `serial` of the last `refused` event the mode had stepped; if a later refusal has come by the
+   * time the read is answered, it is refused (`not_caught_up`) instead, as what it shows may be
+   * undone by that refusal, which the mode had not seen (causal mode: ./causal/ahead-keys.ts).
    */
-  | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number; keysOnly?: true }
+  | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number; keysOnly?: true; fence?: number }
   /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
   | { kind: 'fetch'; token: number; keys: string[] | null }
   /**

@@ -97,7 +97,7 @@ export class BackendWatch {
    * comparing with counters that already include the loss, and trust the replica.
    */
   private lossesUnsaved = false;
-  /** Refusals that kept the replica trusted so far (logged at powers of two). */
+  /** Refusals that kept the replica trusted so far (logged at powers of two; each event's `serial`). */
   private refusalsKept = 0;
   private warnedEvictsWhenFull = false;
   private warnedItemLimit = false;
@@ -127,6 +127,11 @@ export class BackendWatch {
   recentRefusal(nowMs: number): string | undefined {
     // A replica waiting for room fails again at least once a poll interval (see `failed`).
     return this.lastRefusal !== null && nowMs - this.lastRefusal.atMs <= 2 * backendPollIntervalMs ? this.lastRefusal.message : undefined;
+  }
+
+  /** How many refusals that kept the replica trusted have been passed on to the mode (the last `serial`). */
+  get refusalsPassedOn(): number {
+    return this.refusalsKept;
   }
 
   /** Polls once a poll interval from now on. */
@@ -267,7 +272,7 @@ export class BackendWatch {
       const meta = { keys: keys.slice(0, 3), error: error.message, refusals: this.refusalsKept };
       this.options.log.warn('memcached refused a write and kept the keys as they were; re-reading them', meta);
     }
-    this.options.enqueue({ kind: 'refused', nowMs: clockMs(), keys, token });
+    this.options.enqueue({ kind: 'refused', nowMs: clockMs(), keys, token, serial: this.refusalsKept });
     return true;
   }
 

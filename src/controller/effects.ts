@@ -13,6 +13,7 @@ import { clockMs } from '../runtime/clock.ts';
 import type { Effect, Event, RequestId } from '../consistency/types.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { PeerNetwork } from '../peer/network.ts';
+import { refused } from '../protocol/refusals.ts';
 import type { Reply } from '../protocol/types.ts';
 import type { Replica } from '../store/replica.ts';
 import { opKeys, type Op } from '../store/types.ts';
@@ -145,7 +146,7 @@ export class EffectRunner {
         const ctx = { cas: effect.cas, nowMs: effect.nowMs, counterNode: effect.counterNode };
         const applied = (reply: Reply): void => {
           memory.noteStored(effect.cas);
-          if (requestId !== null) requests.resolve(requestId, reply);
+          if (requestId !== null) requests.resolve(requestId, this.fenced(effect.fence) ? RESULT_FENCED : reply);
           if (token !== null) enqueue({ kind: 'applied', nowMs: clockMs(), token });
         };
         const appliedNow = replica.applyNow(effect.op, ctx);
@@ -175,14 +176,14 @@ export class EffectRunner {
         return;
       }
       case 'read': {
-        const { requestId, op } = effect;
+        const { requestId, op, fence } = effect;
         const served = replica.readNow(op, effect.nowMs);
         if (served !== null) {
-          this.answerRead(requestId, op, served);
+          this.answerRead(requestId, op, served, fence);
           return;
         }
         replica.read(op, effect.nowMs).then(
-          (reply) => this.answerRead(requestId, op, reply),
+          (reply) => this.answerRead(requestId, op, reply, fence),
           (error: unknown) => requests.resolve(requestId, storeErrorReply(error)),
         );
         return;
@@ -233,7 +234,19 @@ export class EffectRunner {
     }, afterMs);
   }
 
-  private answerRead(requestId: RequestId, op: Op, reply: Reply): void {
-    this.options.requests.resolve(requestId, this.options.status.countRead(op, reply));
+  private answerRead(requestId: RequestId, op: Op, reply: Reply, fence: number | undefined): void {
+    this.options.requests.resolve(requestId, this.fenced(fence) ? READ_FENCED : this.options.status.countRead(op, reply));
+  }
+
+  /**
+   * Whether memcached refused a write (keeping the replica trusted) that the mode had not stepped
+   * when it issued the effect fenced at `fence`: what the effect shows may be undone by it.
+   */
+  private fenced(fence: number | undefined): boolean {
+    return fence !== undefined && this.options.watch.refusalsPassedOn > fence;
   }
 }
+
+const FENCE_DETAIL = 'memcached refused a write this result may depend on';
+const READ_FENCED = refused('not_caught_up', FENCE_DETAIL);
+const RESULT_FENCED = refused('result_unknown', `applied, but ${FENCE_DETAIL}`);

@@ -21,6 +21,12 @@ import { componentOf, type VersionVector } from './messages.ts';
 
 export class AheadKeys {
   private readonly ahead = new Map<string, VersionVector>();
+  /**
+   * The `serial` of the last refusal stepped. A refusal reaches the controller before the machine
+   * steps it: a read (or a write whose result shows the key) issued before then carries this as its
+   * `fence`, and is not answered if a later refusal came before its answer (../types.ts, `read`).
+   */
+  private refusalsStepped = 0;
 
   constructor(
     /** Our own component, which every vector here may pass (our writes are ours). */
@@ -42,6 +48,16 @@ export class AheadKeys {
       const held = this.ahead.get(key);
       this.ahead.set(key, held === undefined ? [...visible] : joined(held, visible));
     }
+  }
+
+  /** The fence of what is served now: the serial of the last refusal stepped. */
+  get fence(): number {
+    return this.refusalsStepped;
+  }
+
+  /** A refusal was stepped (its serial, if the controller numbered it). */
+  refusalStepped(serial: number | undefined): void {
+    if (serial !== undefined && serial > this.refusalsStepped) this.refusalsStepped = serial;
   }
 
   /** Releases the keys whose vector `told` covers again. */

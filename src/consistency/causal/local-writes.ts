@@ -14,7 +14,7 @@
 import { FetchPacer } from '../fetch-pacer.ts';
 import type { Event, KeyedEntry, RequestId } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
-import { opKeys } from '../../store/types.ts';
+import { opKeys, showsNothing } from '../../store/types.ts';
 import { refused } from '../../protocol/refusals.ts';
 import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import type { MemoryAdmission } from '../memory-admission.ts';
@@ -78,7 +78,7 @@ export class LocalWrites {
       return;
     }
     if (op.kind === 'get') {
-      out.push({ kind: 'read', requestId, op, nowMs });
+      out.push({ kind: 'read', requestId, op, nowMs, fence: this.gate.fence });
       return;
     }
     core.clock = tickHlc(core.clock, nowMs);
@@ -88,7 +88,8 @@ export class LocalWrites {
       out.push({ kind: 'reply', requestId, reply: refusal });
       return;
     }
-    out.push({ kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null, counterNode: core.selfIndex });
+    const apply = { kind: 'apply', op, cas, nowMs, requestId: requestId as RequestId, token: null, counterNode: core.selfIndex } as const;
+    out.push(showsNothing(op) ? apply : { ...apply, fence: this.gate.fence });
     core.visible[core.selfIndex] = cas;
     this.markDirty(opKeys(op));
     if (op.kind === 'arith') this.counted.set(op.key, cas);

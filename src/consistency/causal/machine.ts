@@ -117,6 +117,7 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.onBackendReset(out);
         break;
       case 'refused':
+        this.ahead.refusalStepped(event.serial);
         this.merging.onRefused(event.token ?? null);
         break;
       case 'flush':

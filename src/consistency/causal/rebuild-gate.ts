@@ -54,6 +54,11 @@ export class RebuildGate {
     return !this.shut;
   }
 
+  /** The `fence` of a read, or of a write whose result shows the key (./ahead-keys.ts). */
+  get fence(): number {
+    return this.ahead.fence;
+  }
+
   /** Whether a snapshot read now may depend on more than the replica holds (see `needsBeyond`). */
   get snapshotsLack(): boolean {
     return this.shut || this.ahead.size > 0;
