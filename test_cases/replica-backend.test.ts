@@ -118,6 +118,35 @@ describe('Replica ordering', () => {
     expect(values(await queuedOnSlow)).toEqual([['slow', 's']]);
   });
 
+  it('settles once every earlier call has, holding up no later call on the same keys (a compaction)', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    class GatedBackend extends MemoryBackend {
+      override async set(key: string, stored: Entry): Promise<void> {
+        if (key === 'slow') await gate;
+        return super.set(key, stored);
+      }
+    }
+    const replica = new Replica(new GatedBackend(), { tombstones: false });
+    await replica.apply(setOp('done', 'd1'), { cas: 1n, nowMs: NOW });
+    const slow = replica.apply(setOp('slow', 's'), { cas: 2n, nowMs: NOW });
+    let settled = false;
+    const settling = replica.settled().then(() => {
+      settled = true;
+    });
+    // A later write of a key the settle covers runs at once (a fetch of that key would hold it
+    // up until the slow write is done); a later write of the slow key waits for that one only.
+    expect(await replica.apply(setOp('done', 'd2'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
+    expect(values(await replica.read(getOp('done'), NOW))).toEqual([['done', 'd2']]);
+    const later = replica.apply(setOp('slow', 's2'), { cas: 4n, nowMs: NOW });
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(settled).toBe(false);
+    release();
+    await Promise.all([slow, settling, later]);
+    expect(settled).toBe(true);
+    expect(values(await replica.read(getOp('slow'), NOW))).toEqual([['slow', 's2']]);
+  });
+
   it('orders flush_all, fetch(null) and reset against every key', async () => {
     const replica = new Replica(new JitteryBackend(seeded(3)), { tombstones: false });
     const calls: Array<Promise<unknown>> = [];

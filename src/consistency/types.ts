@@ -135,6 +135,12 @@ export type Effect<M> =
    * undone by that refusal, which the mode had not seen (causal mode: ./causal/ahead-keys.ts).
    */
   | { kind: 'read'; requestId: RequestId; op: Op; nowMs: number; keysOnly?: true; fence?: number }
+  /**
+   * Once every replica call issued before it has completed (and memcached has answered the stores
+   * sent quietly among them), an `applied` event with `token` follows. Unlike a fetch, it holds up
+   * no call issued after it. (A compaction: every apply up to its snapshot is done.)
+   */
+  | { kind: 'settle'; token: number }
   /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
   | { kind: 'fetch'; token: number; keys: string[] | null }
   /**

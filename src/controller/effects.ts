@@ -188,6 +188,14 @@ export class EffectRunner {
         );
         return;
       }
+      case 'settle': {
+        const { token } = effect;
+        replica.settled().then(
+          () => enqueue({ kind: 'applied', nowMs: clockMs(), token }),
+          (error: unknown) => watch.failed('settle', error),
+        );
+        return;
+      }
       case 'fetch': {
         const { token } = effect;
         replica.fetch(effect.keys).then(

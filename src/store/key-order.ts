@@ -40,6 +40,12 @@ export class KeyOrder {
     return this.#tails.size === 0 || !this.#tails.has(key); // nothing running: no lookup needed
   }
 
+  /** Resolves once every call made so far, and the last barrier, has settled; holds up no later call. */
+  settledSoFar(): Promise<void> {
+    if (this.#sinceBarrier.size === 0 && this.#barriersRunning === 0) return Promise.resolve();
+    return Promise.all([this.#barrier, ...this.#sinceBarrier]).then(() => undefined);
+  }
+
   /** Runs `work` after every earlier call on `key` and the last barrier (the common, one-key case). */
   single<T>(key: string, work: () => Promise<T>): Promise<T> {
     const tail = this.#tails.get(key);

@@ -158,7 +158,7 @@ export class ReplicaCore {
   async #listKeys(): Promise<string[] | null> {
     if (!canListKeys(this.#backend)) return null;
     // The key listing comes over another connection: it must follow every store sent quietly.
-    if (this.#quietApplies) await this.#backend.settle?.();
+    await this.vouchQuiet();
     return this.#backend.keys(this.#keysMax);
   }
 
@@ -320,10 +320,15 @@ export class ReplicaCore {
     return listed === null ? this.fetchKeys([...this.#index.keys()]) : listed.sort(byKey);
   }
 
+  /** Resolves once memcached has answered every store sent quietly so far (a later reply vouches for them). */
+  async vouchQuiet(): Promise<void> {
+    if (this.#quietApplies) await this.#backend.settle?.();
+  }
+
   /** Entries (tombstones and expired ones included) of distinct `keys`, in key order. */
   async fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
     // What the cache knows of a key written quietly is what memcached holds only once vouched for.
-    if (this.#quietApplies) await this.#backend.settle?.();
+    await this.vouchQuiet();
     const found: KeyedEntry[] = [];
     const collect = (key: string, entry: Entry | undefined): void => {
       if (entry === undefined) this.#index.delete(key);

@@ -302,6 +302,15 @@ export class Replica {
     return this.#order.barrier(this.#writing(() => this.#core.reset()));
   }
 
+  /**
+   * Resolves once every call made so far has settled and memcached has answered the stores sent
+   * quietly among them; rejects if the replica is or became suspect. Unlike a fetch or `idle`, it
+   * holds up no later call.
+   */
+  settled(): Promise<void> {
+    return this.#reading(() => this.#order.settledSoFar().then(() => this.#core.vouchQuiet()), true)();
+  }
+
   /** Resolves once every call made so far has settled. */
   idle(): Promise<void> {
     return this.#order.barrier(async () => {});

@@ -121,6 +121,8 @@ export class LogCluster {
       else node.records.push(effect.record);
     } else if (effect.kind === 'fetch') {
       this.step(id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries: [...node.replica.entries()] });
+    } else if (effect.kind === 'settle') {
+      this.step(id, { kind: 'applied', nowMs: this.nowMs, token: effect.token });
     } else {
       carryOutOnMap(node.replica, effect);
     }

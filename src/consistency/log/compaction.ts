@@ -3,14 +3,13 @@
  * and persist a snapshot record (the replica is the snapshot's state). A leader keeps what its
  * live followers still lack, so a slow (not dead) follower needs no state transfer. With
  * idempotent replays (`replicaSkipsApplied`) a restart trusts the replica up to the snapshot, so
- * first a fetch of the keys touched since the last compaction makes sure every apply up to it
- * completed (effects are carried out in order).
+ * first a `settle` makes sure every apply up to it completed (effects are carried out in order),
+ * without holding up the applies after it.
  *
- * Owns: the touched keys, the compaction fetch in flight, and the forwarded writes compacted
- * lately (for the transfers that pass them, see ./compacted-forwards.ts).
+ * Owns: the settle in flight, and the forwarded writes compacted lately (for the transfers that
+ * pass them, see ./compacted-forwards.ts).
  */
 
-import { opKeys, type Op } from '../../store/types.ts';
 import { CompactedForwards } from './compacted-forwards.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
@@ -19,10 +18,8 @@ import type { LogEntry } from './types.ts';
 export class Compaction {
   /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
   readonly compactedForwards: CompactedForwards;
-  /** Keys changed by applies issued since the last compaction fetch. */
-  private touchedKeys = new Set<string>();
-  /** A fetch of the touched keys: once it returns, every apply up to `target` has completed. */
-  private compactionFetch: { token: number; target: number } | null = null;
+  /** A settle: once it is done, every apply up to `target` has completed. */
+  private settling: { token: number; target: number } | null = null;
 
   /**
    * `transferFloor`: the lowest index a state transfer being sent was fetched at (Infinity: none):
@@ -37,21 +34,14 @@ export class Compaction {
     this.compactedForwards = new CompactedForwards(core.requestTimeoutMs(), core.tuning.queueDepthMax * core.peers.length);
   }
 
-  /** The replica's applies start over (a replay, a reset): what was touched or fetched no longer counts. */
+  /** The replica's applies start over (a replay, a reset): a settle in flight no longer counts. */
   forget(): void {
-    this.compactionFetch = null;
-    this.touchedKeys = new Set();
+    this.settling = null;
   }
 
   /** Entries left the log (compacted, or passed by a transfer): remember our peers' forwards among them. */
   noteDropped(dropped: readonly LogEntry[]): void {
     this.compactedForwards.note(dropped, this.core.self, this.core.nowMs);
-  }
-
-  /** An apply of `op` is issued. */
-  touch(op: Op): void {
-    const keys = opKeys(op);
-    if (keys !== null) for (const key of keys) this.touchedKeys.add(key);
   }
 
   compactIfDue(): void {
@@ -60,18 +50,17 @@ export class Compaction {
     if (core.appliedIndex - core.log.snapshotIndex <= threshold || !core.replicaValid) return;
     if (!core.replicaSkipsApplied) return this.compactTo(core.appliedIndex);
     // The snapshot will be trusted on restart: first make sure every apply up to it completed.
-    if (this.compactionFetch !== null || this.compactionTarget(core.appliedIndex) === null) return;
+    if (this.settling !== null || this.compactionTarget(core.appliedIndex) === null) return;
     const token = core.nextStoreToken();
-    this.compactionFetch = { token, target: core.appliedIndex };
-    core.out.push({ kind: 'fetch', token, keys: [...this.touchedKeys] });
-    this.touchedKeys = new Set();
+    this.settling = { token, target: core.appliedIndex };
+    core.out.push({ kind: 'settle', token });
   }
 
-  /** A fetch completed: if it is ours, compact (true); else it is not ours (false). */
-  onFetched(token: number): boolean {
-    if (this.compactionFetch === null || this.compactionFetch.token !== token) return false;
-    const { target } = this.compactionFetch;
-    this.compactionFetch = null;
+  /** A store token's work is done: if it is our settle, compact (true); else it is not ours (false). */
+  onSettled(token: number): boolean {
+    if (this.settling === null || this.settling.token !== token) return false;
+    const { target } = this.settling;
+    this.settling = null;
     this.compactTo(target);
     return true;
   }

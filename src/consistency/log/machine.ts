@@ -172,10 +172,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         if (this.leases?.forget() === true) this.note('warn', 'read lease dropped: the wall clock ran ahead of the monotonic clock (machine suspended, or clock stepped)', { aheadMs: event.aheadMs });
         break;
       case 'fetched':
-        if (!this.compaction.onFetched(event.token)) this.transfer.onFetched(event.token, event.entries);
+        this.transfer.onFetched(event.token, event.entries);
         break;
       case 'applied':
-        this.transfer.onApplied(event.token);
+        if (!this.compaction.onSettled(event.token)) this.transfer.onApplied(event.token);
         break;
       case 'backend_reset':
         this.repair.onBackendReset(event);
@@ -317,7 +317,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       const entry = this.log.entryAt(this.appliedIndex);
       if (entry.op === null) continue;
       const requestId = this.requests.takeApplied(entry);
-      if (this.replicaSkipsApplied) this.compaction.touch(entry.op);
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
       if (requestId !== null) this.requests.applied(requestId);
     }

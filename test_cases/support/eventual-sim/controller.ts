@@ -100,6 +100,9 @@ export class SimController {
       case 'reset':
         node.replica.clear();
         break;
+      case 'settle':
+        world.fail('eventual mode never settles its replica');
+        break;
       case 'note':
         break;
       case 'end_sessions':

@@ -131,6 +131,8 @@ export class SimController {
         return;
       case 'fetch':
         return this.afterStore(node, { kind: 'fetched', nowMs: 0, token: effect.token, entries: [...node.replica.entries()] });
+      case 'settle':
+        return this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
       case 'purge':
         throw new Error('the replicated log never purges');
       case 'wake':

@@ -96,10 +96,10 @@ export interface SimNode {
 export type ReplicaTrust = 'trusted' | 'suspect' | 'told' | 'restarted';
 
 /** The store effects a backend carries out (the others are sends, replies, notes). */
-export type StoreEffect = Extract<OutwardEffect, { kind: 'apply' | 'put' | 'fetch' | 'read' | 'purge' | 'reset' }>;
+export type StoreEffect = Extract<OutwardEffect, { kind: 'apply' | 'put' | 'fetch' | 'settle' | 'read' | 'purge' | 'reset' }>;
 
 export const isStoreEffect = (effect: OutwardEffect): effect is StoreEffect =>
-  effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'read' || effect.kind === 'purge' || effect.kind === 'reset';
+  effect.kind === 'apply' || effect.kind === 'put' || effect.kind === 'fetch' || effect.kind === 'settle' || effect.kind === 'read' || effect.kind === 'purge' || effect.kind === 'reset';
 
 /** Creates, boots, crashes and cuts the power of the simulated nodes. */
 export class NodeLifecycle {

@@ -72,7 +72,7 @@ export class StoreFailures {
       return true;
     }
     if (node.trust === 'told') throw new Error(`${node.id} runs ${effect.kind} on its replica after being told it missed a write, before resetting it`);
-    if ((effect.kind !== 'apply' && effect.kind !== 'put' && effect.kind !== 'fetch') || !this.fails(node)) return true;
+    if ((effect.kind !== 'apply' && effect.kind !== 'put' && effect.kind !== 'fetch' && effect.kind !== 'settle') || !this.fails(node)) return true;
     this.fail(node, effect);
     return false;
   }
@@ -108,10 +108,10 @@ export class StoreFailures {
 
   /**
    * The backend failed mid-write: the apply took effect or not, each of a put's entries was
-   * written or not (no known state then), a fetch answers nothing. The replica is suspect until
+   * written or not (no known state then), a fetch or a settle answers nothing. The replica is suspect until
    * the machine is told, 1–50 ms later; a client waiting on the apply gets SERVER_ERROR.
    */
-  private fail(node: SimNode, effect: Extract<StoreEffect, { kind: 'apply' | 'put' | 'fetch' }>): void {
+  private fail(node: SimNode, effect: Extract<StoreEffect, { kind: 'apply' | 'put' | 'fetch' | 'settle' }>): void {
     const world = this.world;
     const random = world.failureRandom;
     world.result.storeFailures += 1;
@@ -134,6 +134,7 @@ export class StoreFailures {
         node.startOverPutPending = false;
         return;
       case 'fetch':
+      case 'settle':
         return;
       default: {
         const never: never = effect;
@@ -168,6 +169,7 @@ export class StoreFailures {
         node.startOverPutPending = false;
         return;
       case 'fetch':
+      case 'settle':
       case 'purge':
       case 'reset':
         return;
