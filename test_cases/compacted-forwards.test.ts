@@ -1,7 +1,6 @@
 /** The forwarded writes a node keeps after compacting them: for state transfers to their origin, and to know a duplicate. */
 import { describe, expect, it } from 'vitest';
 import { CompactedForwards } from '../src/consistency/log/compacted-forwards.ts';
-import { proposalKey } from '../src/consistency/log/core.ts';
 import type { LogEntry } from '../src/consistency/log/types.ts';
 import { asPeerId, asRequestId, type PeerId } from '../src/consistency/types.ts';
 
@@ -41,13 +40,13 @@ describe('CompactedForwards', () => {
   it('tells whether a forward was compacted lately (a duplicate of it must not be logged), as long as it keeps the record', () => {
     const kept = new CompactedForwards(1_000, 2);
     kept.note([entry(1, n2, 1), entry(2, n3, 1)], n1, 0);
-    expect(kept.has(proposalKey(n2, 4, asRequestId(1)), 0)).toBe(true);
-    expect(kept.has(proposalKey(n2, 5, asRequestId(1)), 0)).toBe(false); // another run of n2
-    expect(kept.has(proposalKey(n2, 4, asRequestId(2)), 0)).toBe(false);
+    expect(kept.has(n2, 4, asRequestId(1), 0)).toBe(true);
+    expect(kept.has(n2, 5, asRequestId(1), 0)).toBe(false); // another run of n2
+    expect(kept.has(n2, 4, asRequestId(2), 0)).toBe(false);
     kept.note([entry(3, n2, 3)], n1, 500);
-    expect(kept.has(proposalKey(n2, 4, asRequestId(1)), 500)).toBe(false); // the oldest went, past the limit
-    expect(kept.has(proposalKey(n3, 4, asRequestId(1)), 1_000)).toBe(true);
-    expect(kept.has(proposalKey(n3, 4, asRequestId(1)), 1_001)).toBe(false);
-    expect(kept.has(proposalKey(n2, 4, asRequestId(3)), 1_500)).toBe(true);
+    expect(kept.has(n2, 4, asRequestId(1), 500)).toBe(false); // the oldest went, past the limit
+    expect(kept.has(n3, 4, asRequestId(1), 1_000)).toBe(true);
+    expect(kept.has(n3, 4, asRequestId(1), 1_001)).toBe(false);
+    expect(kept.has(n2, 4, asRequestId(3), 1_500)).toBe(true);
   });
 });

@@ -17,8 +17,8 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import type { PeerId } from '../types.ts';
-import { proposalKey } from './core.ts';
+import type { PeerId, RequestId } from '../types.ts';
+import { ProposalMap } from './proposal-map.ts';
 import type { CommittedForward, LogEntry } from './types.ts';
 
 interface Compacted extends CommittedForward {
@@ -29,8 +29,8 @@ interface Compacted extends CommittedForward {
 export class CompactedForwards {
   /** Oldest first. Trimmed only when a compaction or a transfer reads it: rare enough to splice. */
   #records: Compacted[] = [];
-  /** The records' proposal keys (./core.ts proposalKey). */
-  readonly #keys = new Set<string>();
+  /** The records' request identities. */
+  readonly #keys = new ProposalMap<true>();
 
   constructor(
     private readonly keepMs: number,
@@ -43,7 +43,7 @@ export class CompactedForwards {
       if (entry.requestId === null || entry.origin === self) continue;
       const { origin, incarnation, requestId, index } = entry;
       this.#records.push({ origin, incarnation, requestId, index, compactedAtMs: nowMs });
-      this.#keys.add(proposalKey(origin, incarnation, requestId));
+      this.#keys.set(origin, incarnation, requestId, true);
     }
     this.prune(nowMs);
   }
@@ -60,11 +60,11 @@ export class CompactedForwards {
     return found;
   }
 
-  /** Whether the write of proposal key `key` (./core.ts proposalKey) was compacted lately. */
-  has(key: string, nowMs: number): boolean {
+  /** Whether `origin`'s write `requestId` of its run `incarnation` was compacted lately. */
+  has(origin: PeerId, incarnation: number, requestId: RequestId, nowMs: number): boolean {
     if (this.#keys.size === 0) return false;
     this.prune(nowMs);
-    return this.#keys.has(key);
+    return this.#keys.has(origin, incarnation, requestId);
   }
 
   /** Records kept now (for tests and inspection). */
@@ -79,6 +79,6 @@ export class CompactedForwards {
     const fresh = this.#records.findIndex((record) => record.compactedAtMs + this.keepMs >= nowMs);
     const stale = fresh === -1 ? this.#records.length : fresh;
     const gone = this.#records.splice(0, Math.max(stale, this.#records.length - this.max));
-    for (const record of gone) this.#keys.delete(proposalKey(record.origin, record.incarnation, record.requestId));
+    for (const record of gone) this.#keys.delete(record.origin, record.incarnation, record.requestId);
   }
 }

@@ -12,10 +12,11 @@
 import assert from 'node:assert';
 import type { Refusal } from '../../protocol/refusals.ts';
 import { refusalText } from '../../protocol/refusals.ts';
-import type { Effect, PeerId, RequestId } from '../types.ts';
+import type { Effect, PeerId } from '../types.ts';
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { MemoryAdmission } from '../memory-admission.ts';
 import { EntryLog } from './entry-log.ts';
+import { ProposalMap } from './proposal-map.ts';
 import type { ReadLeaseOptions } from './lease.ts';
 import type { LogMessageLimits } from './validate.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
@@ -24,10 +25,6 @@ import type { MachineOptions } from '../types.ts';
 
 /** Most chunks of one transfer: 2^24 chunks of at least one key each. */
 const TRANSFER_CHUNKS_MAX = 2 ** 24;
-
-/** The key of a request in `proposals`. */
-export const proposalKey = (origin: PeerId, incarnation: number, requestId: RequestId): string =>
-  `${origin}/${incarnation}/${requestId}`;
 
 /** The options the core reads (a subset of ReplicatedLogOptions). */
 export type LogCoreOptions = MachineOptions & {
@@ -118,8 +115,8 @@ export class LogCore {
   /** Tokens of store effects (fetches and puts): one sequence, so no two are ever confused. */
   private storeToken = 0;
 
-  /** Every request id in the log (origin/incarnation/requestId → index), so none enters twice. */
-  readonly proposals = new Map<string, number>();
+  /** Every request in the log (origin, incarnation, requestId → index), so none enters twice. */
+  readonly proposals = new ProposalMap<number>();
 
   out: Effect<LogMessage>[] = [];
   /** When each refusal reason was last noted, so refusals are noted at most once a second. */
@@ -180,11 +177,11 @@ export class LogCore {
   }
 
   rememberProposal(entry: LogEntry): void {
-    if (entry.requestId !== null) this.proposals.set(proposalKey(entry.origin, entry.incarnation, entry.requestId), entry.index);
+    if (entry.requestId !== null) this.proposals.set(entry.origin, entry.incarnation, entry.requestId, entry.index);
   }
 
   forgetProposal(entry: LogEntry): void {
-    if (entry.requestId !== null) this.proposals.delete(proposalKey(entry.origin, entry.incarnation, entry.requestId));
+    if (entry.requestId !== null) this.proposals.delete(entry.origin, entry.incarnation, entry.requestId);
   }
 
   /** A peer message this node cannot use: dropped, counted, noted (rate-limited). */

@@ -15,7 +15,7 @@ import type { Reply } from '../../protocol/types.ts';
 import { refused, type Refusal } from '../../protocol/refusals.ts';
 import { isWrite, type Op } from '../../store/types.ts';
 import type { RequestId } from '../types.ts';
-import { proposalKey, type LogCore } from './core.ts';
+import type { LogCore } from './core.ts';
 import { SessionOrder } from './session-order.ts';
 import type { LogEntry, LogMessage } from './types.ts';
 
@@ -247,7 +247,7 @@ export class Requests {
       if (term >= commitTerm) break;
       this.writeTerms.delete(requestId);
       if (!this.pending.has(requestId)) continue;
-      const index = core.proposals.get(proposalKey(core.self, core.incarnation, requestId));
+      const index = core.proposals.get(core.self, core.incarnation, requestId);
       if (index !== undefined && index <= core.commitIndex) continue;
       lost.add(requestId);
     }

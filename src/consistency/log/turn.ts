@@ -17,7 +17,8 @@ import { itemAt } from '../../runtime/item-at.ts';
 import { refusalText, type Refusal } from '../../protocol/refusals.ts';
 import type { Op } from '../../store/types.ts';
 import type { PeerId, RequestId } from '../types.ts';
-import { proposalKey, type LogCore } from './core.ts';
+import type { LogCore } from './core.ts';
+import { ProposalMap } from './proposal-map.ts';
 import type { CompactedForwards } from './compacted-forwards.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { ReadIndex } from './read-index.ts';
@@ -48,7 +49,7 @@ export class Turn {
   /** Our linearizable reads to ask the leader's read index for at the flush. */
   private readAsks: RequestId[] = [];
   /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
-  private readonly refusedForwards = new Map<string, Refusal>();
+  private readonly refusedForwards = new ProposalMap<Refusal>();
 
   private readonly progress: ProgressTracker;
   private readonly compacted: CompactedForwards;
@@ -144,12 +145,15 @@ export class Turn {
       // The network may duplicate a forward: an op must enter the log once (also after its entry
       // was compacted: compacted forwards are remembered for a request timeout, up to a bound),
       // and never after its origin was told it was refused.
-      const key = proposalKey(from, message.incarnation, request.requestId);
-      if (this.core.proposals.has(key) || this.compacted.has(key, this.core.nowMs)) continue;
-      const refusal = this.refusedForwards.get(key) ?? this.core.memory.refusal(request.op, BigInt(this.nextEntryIndex()));
+      const { requestId } = request;
+      const { incarnation } = message;
+      if (this.core.proposals.has(from, incarnation, requestId)) continue;
+      if (this.compacted.has(from, incarnation, requestId, this.core.nowMs)) continue;
+      const refusal = this.refusedForwards.get(from, incarnation, requestId)
+        ?? this.core.memory.refusal(request.op, BigInt(this.nextEntryIndex()));
       if (refusal !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
-        this.refusedForwards.set(key, refusal);
+        this.refusedForwards.set(from, incarnation, requestId, refusal);
         const text = refusalText(refusal);
         const group = refusals.get(text) ?? { refusal, requestIds: [] };
         group.requestIds.push(request.requestId);
@@ -158,7 +162,7 @@ export class Turn {
       }
       const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
       this.proposed.push(entry);
-      this.core.proposals.set(key, entry.index);
+      this.core.proposals.set(from, incarnation, requestId, entry.index);
     }
     for (const { refusal, requestIds } of refusals.values()) {
       const { reason, detail } = refusal;
