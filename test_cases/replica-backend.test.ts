@@ -66,6 +66,20 @@ class FlakyBackend extends MemoryBackend {
   }
 }
 
+/** An in-memory backend whose writes of the key `slow` wait until `release` is called. */
+function gatedOnSlowKey(): { backend: MemoryBackend; release: () => void } {
+  let release: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  class GatedBackend extends MemoryBackend {
+    // A plain set only writes (no read first), so the gate is on the write.
+    override async set(key: string, stored: Entry): Promise<void> {
+      if (key === 'slow') await gate;
+      return super.set(key, stored);
+    }
+  }
+  return { backend: new GatedBackend(), release };
+}
+
 describe('Replica ordering', () => {
   it('applies calls on one key in call order even when the backend answers out of order', async () => {
     const random = seeded(7);
@@ -94,16 +108,8 @@ describe('Replica ordering', () => {
   });
 
   it('runs different keys concurrently', async () => {
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    class GatedBackend extends MemoryBackend {
-      // A plain set only writes (no read first), so the gate is on the write.
-      override async set(key: string, stored: Entry): Promise<void> {
-        if (key === 'slow') await gate;
-        return super.set(key, stored);
-      }
-    }
-    const replica = new Replica(new GatedBackend(), { tombstones: false });
+    const { backend, release } = gatedOnSlowKey();
+    const replica = new Replica(backend, { tombstones: false });
     let slowDone = false;
     const slow = replica.apply(setOp('slow', 's'), { cas: 1n, nowMs: NOW }).then((reply) => {
       slowDone = true;
@@ -119,15 +125,8 @@ describe('Replica ordering', () => {
   });
 
   it('settles once every earlier call has, holding up no later call on the same keys (a compaction)', async () => {
-    let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    class GatedBackend extends MemoryBackend {
-      override async set(key: string, stored: Entry): Promise<void> {
-        if (key === 'slow') await gate;
-        return super.set(key, stored);
-      }
-    }
-    const replica = new Replica(new GatedBackend(), { tombstones: false });
+    const { backend, release } = gatedOnSlowKey();
+    const replica = new Replica(backend, { tombstones: false });
     await replica.apply(setOp('done', 'd1'), { cas: 1n, nowMs: NOW });
     const slow = replica.apply(setOp('slow', 's'), { cas: 2n, nowMs: NOW });
     let settled = false;
