@@ -9,7 +9,8 @@
  * (the machine's readsLocally); and what this node ships while they are held (its chain's
  * batches, its snapshots) says it depends on that too, so no peer shows it without those writes.
  *
- * Owns: key → the vector the undone merges that wrote it had made visible (the greatest of them).
+ * Owns: key → the vector the undone merges that wrote it had made visible (the greatest of them);
+ * the serial of the last refusal stepped, the fence of what is served now.
  * Invariants: a key is held while the told vector is below its vector in any component but ours;
  * a write of ours to a held key does not release it (memcached may refuse that write too).
  */
