@@ -18,6 +18,7 @@ import type { Address } from '../config.ts';
 import type { ControllerOptions } from './controller.ts';
 import { StatusHttp } from '../http/server.ts';
 import type { Logger } from '../runtime/log.ts';
+import { clientConnectionsRoom, OPEN_FILES_RESERVE, openFilesLimit, openFilesNow } from '../runtime/open-files.ts';
 import { readClusterSecret, readPeerTls } from '../peer/credentials.ts';
 import { PeerNetwork } from '../peer/network.ts';
 import { loadAuthFile } from '../protocol/auth.ts';
@@ -153,7 +154,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     limits: {
       ...DEFAULT_LIMITS,
       valueBytesMax: config.valueBytesMax,
-      connectionsMax: config.connectionsMax,
+      connectionsMax: clientConnectionsMax(config.connectionsMax, log),
       outputBytesMax: config.clients.outputBytesMax,
       requestsInFlightMax: config.clients.requestsInFlightMax,
       serverRequestsInFlightMax: config.clients.controllerRequestsInFlightMax,
@@ -170,6 +171,22 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     log: log.child({ component: 'protocol' }),
   });
   return { log, memory, replica, watch, writeAhead, machine, network, http, server };
+}
+
+/** connections_max, or what the open-files limit leaves for clients (../runtime/open-files.ts), said once. */
+function clientConnectionsMax(configured: number, log: Logger): number {
+  const room = clientConnectionsRoom(configured, openFilesLimit(), openFilesNow());
+  if (room.max < configured) {
+    log.warn('connections_max lowered: the open-files limit leaves less for clients', {
+      connectionsMax: configured,
+      clientsTaken: room.max,
+      openFilesLimit: room.limit,
+      openFiles: room.open,
+      reserved: OPEN_FILES_RESERVE,
+      fix: `raise the open-files limit (ulimit -n) to ${configured + (room.open ?? 0) + OPEN_FILES_RESERVE} or more`,
+    });
+  }
+  return room.max;
 }
 
 /** The HTTP status server (src/http/), reading the controller's parts when asked. */

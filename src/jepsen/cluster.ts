@@ -103,9 +103,15 @@ export class Cluster {
 
   /**
    * Starts (or restarts) one controller process, with `extraArgs` on its command line, and waits
-   * until it answers. `mode` (default the cluster's) is its `-cons`.
+   * until it answers. `mode` (default the cluster's) is its `-cons`; `openFilesMax`, its limit on
+   * open files (set with util-linux's prlimit, which then runs it).
    */
-  async startController(id: string, extraArgs: readonly string[] = [], mode: Mode = this.options.mode): Promise<void> {
+  async startController(
+    id: string,
+    extraArgs: readonly string[] = [],
+    mode: Mode = this.options.mode,
+    openFilesMax?: number,
+  ): Promise<void> {
     const node = this.node(id);
     const args = [
       ...this.options.controllerNodeArgs,
@@ -130,7 +136,9 @@ export class Cluster {
       if (!existsSync(this.diskStallFile(id))) this.stallDisk(id, 0);
       env[FSYNC_DELAY_FILE_ENV] = this.diskStallFile(id);
     }
-    const child = spawn(process.execPath, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env });
+    const command = openFilesMax === undefined ? process.execPath : 'prlimit';
+    const commandArgs = openFilesMax === undefined ? args : [`--nofile=${openFilesMax}:${openFilesMax}`, '--', process.execPath, ...args];
+    const child = spawn(command, commandArgs, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env });
     const log = createWriteStream(this.logFile(id), { flags: 'a' });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);

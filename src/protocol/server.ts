@@ -167,6 +167,7 @@ export class ProtocolServer {
   statsLines(): Array<[string, string]> {
     const stats = this.stats();
     return [
+      ['max_connections', String(this.limits.connectionsMax)],
       ['rejected_connections', String(stats.connectionsRefused)],
       ['idle_kicks', String(stats.connectionsClosedIdle)],
       ['mckv_conns_paused_output', String(stats.connectionsPausedByOutput)],
