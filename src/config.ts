@@ -93,6 +93,8 @@ export interface ClientAccess {
   requestsInFlightMax: number;
   /** Requests all connections may have in flight; past it no connection is read until half are answered. */
   controllerRequestsInFlightMax: number;
+  /** Bytes (values and keys) of the requests the mode holds past which it is handed no more (but one). */
+  controllerRequestBytesMax: number;
   /** Whether flush_all is served (memcached's -F turns it off). */
   flushAllEnabled: boolean;
   /** Client logins, `user:password` per line (memcached's -Y auth file); null = no login. */
@@ -138,7 +140,7 @@ const CLUSTER_KEYS: readonly string[] = [
   'connections_max', 'compact_after_entries', 'read_leases', 'read_lease_ms', 'clock_drift_ppm_max',
   'read_lease_margin_ms', 'value_bytes_max', 'cache_bytes_max', 'peer_frame_bytes_max', 'secret_file', 'cluster_id',
   'peer_tls_ca', 'idle_timeout_s', 'client_output_bytes_max', 'connection_requests_max', 'controller_requests_max',
-  'flush_all', 'auth_file',
+  'controller_request_bytes_max', 'flush_all', 'auth_file',
 ];
 /** Every [node.ID] setting but `dial.<peer>`. */
 const NODE_KEYS: readonly string[] = ['client', 'peer', 'memcached', 'http', 'tls_cert', 'tls_key'];
@@ -207,6 +209,10 @@ export function parseConfig(text: string, file: string): Readonly<ClusterConfig>
       requestsInFlightMax: integer(cluster, 'connection_requests_max', 1024, { min: 1, max: 1_000_000 }),
       // Below the replicated log's queue (10,000 requests, past which it refuses "busy").
       controllerRequestsInFlightMax: integer(cluster, 'controller_requests_max', 8192, { min: 2, max: 9000 }),
+      controllerRequestBytesMax: integer(cluster, 'controller_request_bytes_max', 16 * 1024 * 1024, {
+        min: 64 * 1024,
+        max: 1024 * 1024 * 1024,
+      }),
       flushAllEnabled: oneOf(string(cluster, 'flush_all', 'on'), ON_OFF, '[cluster] flush_all') === 'on',
       authFile: authFile === null ? null : path.resolve(base, authFile),
     }),

@@ -223,3 +223,43 @@ describe('eight bulk loaders at once, each pipelining 2,000 sets', () => {
     expect(server.stats().requestsInFlight).toBe(0);
   }, 90_000);
 });
+
+describe('four loaders pipelining 1 MiB values', () => {
+  it('the handler never holds more than serverRequestBytesInFlightMax of them (but one): every set is answered STORED', async () => {
+    const bytesMax = 3 * 1024 * 1024;
+    const valueBytes = 1024 * 1024;
+    const loaders = 4;
+    let bytesAtHandler = 0;
+    let peakBytes = 0;
+    const started = await startServer({
+      limits: { ...DEFAULT_LIMITS, serverRequestBytesInFlightMax: bytesMax },
+      handlerKeepsOrder: true,
+      handler: async (command: Command): Promise<Reply> => {
+        if (command.kind !== 'store') return { kind: 'error' };
+        const bytes = command.value.length + command.key.length;
+        bytesAtHandler += bytes;
+        peakBytes = Math.max(peakBytes, bytesAtHandler);
+        try {
+          await sleep(2);
+          return { kind: 'stored' };
+        } finally {
+          bytesAtHandler -= bytes;
+        }
+      },
+    });
+    const count = 12;
+    const value = 'v'.repeat(valueBytes);
+    const replies = await Promise.all(
+      Array.from({ length: loaders }, (_, loader) => {
+        const load = Buffer.from(Array.from({ length: count }, (_, index) => `set l${loader}:${index} 0 0 ${valueBytes}\r\n${value}\r\n`).join(''));
+        const expected = 'STORED\r\n'.repeat(count);
+        return exchange(started.port, load, (received) => received.length >= expected.length, 60_000).then((reply) => reply.toString('latin1') === expected);
+      }),
+    );
+    expect(replies).toEqual(Array.from({ length: loaders }, () => true));
+    // The bound, plus one lone request per connection (answered without the run loop).
+    expect(peakBytes).toBeLessThanOrEqual(bytesMax + loaders * (valueBytes + 16));
+    expect(peakBytes).toBeGreaterThanOrEqual(2 * valueBytes);
+    expect(started.server.stats().requestsInFlight).toBe(0);
+  }, 90_000);
+});

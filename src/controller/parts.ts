@@ -158,6 +158,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
       outputBytesMax: config.clients.outputBytesMax,
       requestsInFlightMax: config.clients.requestsInFlightMax,
       serverRequestsInFlightMax: config.clients.controllerRequestsInFlightMax,
+      serverRequestBytesInFlightMax: config.clients.controllerRequestBytesMax,
     },
     idleTimeoutMs: config.clients.idleTimeoutMs,
     flushAllEnabled: config.clients.flushAllEnabled,

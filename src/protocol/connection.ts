@@ -20,7 +20,7 @@ import { refused } from './refusals.ts';
 import { REQUEST_MAGIC } from './binary.ts';
 import { ConnectionFlow } from './connection-flow.ts';
 import {
-  afterWrite, binaryWireDecoder, commandClass, encodeReplyParts, expandItems, failureMessage, ownReply, textWireDecoder,
+  afterWrite, binaryWireDecoder, commandClass, commandWeightBytes, encodeReplyParts, expandItems, failureMessage, ownReply, textWireDecoder,
   withUniqueKeys, type CommandRequest, type WireDecoder, type WireRequest,
 } from './wire.ts';
 
@@ -126,8 +126,9 @@ export class Connection extends ConnectionFlow {
         // Nothing more is handed to the handler while the client has not taken what it was sent.
         if (this.socket.writableLength > this.outputBytesMax) await this.drained();
         if (this.finished) break;
-        // The handler holds at most serverRequestsInFlightMax requests of all connections.
-        while (this.server.handlerRoom() === 0 && !this.finished) await this.server.handlerFreed();
+        // The handler holds at most serverRequestsInFlightMax requests of all connections, and
+        // serverRequestBytesInFlightMax bytes of them.
+        while (this.server.handlerRoom().requests === 0 && !this.finished) await this.server.handlerFreed();
         if (this.finished) break;
         const batch = this.takeRun(this.server.handlerRoom());
         if (this.overlaps(batch)) {
@@ -222,17 +223,23 @@ export class Connection extends ConnectionFlow {
     for (const resolve of waiting) resolve();
   }
 
-  /** The next request, and the requests of the same class (read or write) queued right after it. */
-  private takeRun(roomMax: number): WireRequest[] {
+  /**
+   * The next request, and the requests of the same class (read or write) queued right after it,
+   * within the handler's room (the first is taken whatever it weighs).
+   */
+  private takeRun(room: { requests: number; bytes: number }): WireRequest[] {
     const first = this.dequeue();
     if (first.kind !== 'command') return [first];
     const keepsOrder = this.server.handlerKeepsOrder;
     const kind = commandClass(first.command, keepsOrder);
     const run: WireRequest[] = [first];
     if (kind === 'alone') return run;
-    while (run.length < Math.min(PIPELINED_RUN_MAX, roomMax)) {
+    let bytes = first.weightBytes;
+    while (run.length < Math.min(PIPELINED_RUN_MAX, room.requests)) {
       const next = this.queue[0];
       if (next === undefined || next.kind !== 'command' || commandClass(next.command, keepsOrder) !== kind) break;
+      bytes += next.weightBytes;
+      if (bytes > room.bytes) break;
       run.push(this.dequeue());
     }
     return run;
@@ -260,8 +267,9 @@ export class Connection extends ConnectionFlow {
     try {
       const reply = this.server.handler(command, this.info);
       if (!(reply instanceof Promise)) return reply;
-      this.server.handlerTook(1);
-      return reply.catch((error: unknown) => this.failed(command, error)).finally(() => this.server.handlerTook(-1));
+      const bytes = commandWeightBytes(command);
+      this.server.handlerTook(1, bytes);
+      return reply.catch((error: unknown) => this.failed(command, error)).finally(() => this.server.handlerTook(-1, bytes));
     } catch (error) {
       return this.failed(command, error);
     }

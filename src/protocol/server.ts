@@ -5,7 +5,8 @@
  *
  * Intuition: the listener accepts up to connectionsMax clients and turns the rest away as memcached
  * does; it counts the requests of every connection, so the handler never holds more than
- * serverRequestsInFlightMax of them and no connection is read while the server is over that bound.
+ * serverRequestsInFlightMax of them, nor more than serverRequestBytesInFlightMax bytes of them (but
+ * one), and no connection is read while the server is over the first bound.
  *
  * Invariants:
  * - A connection past connectionsMax is told `ERROR Too many open connections` and closed; the
@@ -48,8 +49,9 @@ export class ProtocolServer {
   private pausesByInFlightTotal = 0;
   /** Requests of every connection decoded and not yet answered. */
   private inFlightTotal = 0;
-  /** Requests the handler was given and has not answered (promises pending). */
+  /** Requests the handler was given and has not answered (promises pending), and their bytes. */
   private atHandler = 0;
+  private bytesAtHandler = 0;
   private handlerWaiters: Array<() => void> = [];
   /** Over serverRequestsInFlightMax: no connection is read until half of those are answered. */
   overloaded = false;
@@ -99,9 +101,15 @@ export class ProtocolServer {
     });
   }
 
-  /** Requests the handler may still take now under serverRequestsInFlightMax (0: none). */
-  handlerRoom(): number {
-    return Math.max(0, this.limits.serverRequestsInFlightMax - this.atHandler);
+  /**
+   * Requests the handler may still take now under serverRequestsInFlightMax (0: none), and bytes
+   * under serverRequestBytesInFlightMax (a handler holding nothing takes one request of any size).
+   */
+  handlerRoom(): { requests: number; bytes: number } {
+    const requests = Math.max(0, this.limits.serverRequestsInFlightMax - this.atHandler);
+    if (this.atHandler === 0) return { requests, bytes: Infinity };
+    const bytes = Math.max(0, this.limits.serverRequestBytesInFlightMax - this.bytesAtHandler);
+    return { requests: bytes === 0 ? 0 : requests, bytes };
   }
 
   /** Resolves once the handler has answered something (room may have come free). */
@@ -109,9 +117,10 @@ export class ProtocolServer {
     return new Promise((resolve) => this.handlerWaiters.push(resolve));
   }
 
-  /** Counts requests the handler holds unanswered; an answer wakes the connections waiting for room. */
-  handlerTook(delta: number): void {
+  /** Counts requests (and their bytes) the handler holds unanswered; an answer wakes the connections waiting for room. */
+  handlerTook(delta: number, bytes: number): void {
     this.atHandler += delta;
+    this.bytesAtHandler += delta * bytes;
     if (delta >= 0 || this.handlerWaiters.length === 0) return;
     const waiters = this.handlerWaiters;
     this.handlerWaiters = [];

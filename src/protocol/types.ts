@@ -127,6 +127,12 @@ export interface ProtocolLimits {
    * flood of clients waits instead of being refused.
    */
   serverRequestsInFlightMax: number;
+  /**
+   * Bytes (values and keys) of the requests the handler holds unanswered past which it is handed
+   * no more (one request is always taken, however large): what a bulk load of large values keeps
+   * in the controller at once, so it is slowed to what replication carries instead of timing out.
+   */
+  serverRequestBytesInFlightMax: number;
   /** Open client connections; one more is told so and closed (memcached's -c, default 1024). */
   connectionsMax: number;
 }
@@ -139,6 +145,7 @@ export const DEFAULT_LIMITS: Readonly<ProtocolLimits> = Object.freeze({
   outputBytesMax: 4 * 1024 * 1024,
   requestsInFlightMax: 1024,
   serverRequestsInFlightMax: 8192,
+  serverRequestBytesInFlightMax: 16 * 1024 * 1024,
   connectionsMax: 1024,
 });
 

@@ -29,7 +29,8 @@ export interface WireDecoder {
   push(chunk: Buffer): WireRequest[];
 }
 
-function commandWeightBytes(command: Command): number {
+/** What a request weighs in the bounds on bytes held: its value and key, or a nominal 64 bytes. */
+export function commandWeightBytes(command: Command): number {
   return command.kind === 'store' ? command.value.length + command.key.length : 64;
 }
 
