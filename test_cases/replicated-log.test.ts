@@ -374,6 +374,21 @@ describe('replication and commit', () => {
     expect(cluster.node(leader).machine.status().committed).toBe('2');
   });
 
+  it('compacts by bytes: large values leave the log long before the entry threshold', () => {
+    const cluster = new Cluster('sequential', 10_000, false, null, 64 * 1024);
+    cluster.run(1_000);
+    const leader = cluster.leader();
+    for (let n = 0; n < 40; n += 1) {
+      cluster.request(leader, set(`big${n % 4}`, String(n % 10).repeat(8 * 1024)));
+      cluster.run(20);
+    }
+    for (const id of IDS) {
+      // 40 entries of 8 KiB against a 64 KiB threshold: compacted at least every 8 or so.
+      expect(cluster.node(id).machine.inspect().snapshotIndex).toBeGreaterThan(20);
+      expect(cluster.node(id).replica.get('big3')?.value.toString()).toBe('9'.repeat(8 * 1024));
+    }
+  });
+
   it('a forward duplicated after its entry was compacted is not appended again', () => {
     const cluster = electedCluster('linearizability', 6);
     const leader = cluster.leader();

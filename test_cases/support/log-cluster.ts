@@ -69,8 +69,17 @@ export class Cluster {
   private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private requestId = 0;
 
-  /** `bootId`: as with wal_sync = write (records reach the OS, not the disk); null: as with fsync. */
-  constructor(readonly mode: LogMode = 'linearizability', readonly threshold = 10_000, readonly skipApplied = false, readonly bootId: string | null = null) {
+  /**
+   * `bootId`: as with wal_sync = write (records reach the OS, not the disk); null: as with fsync.
+   * `thresholdBytes`: the log's compaction threshold in bytes (default: the machine's).
+   */
+  constructor(
+    readonly mode: LogMode = 'linearizability',
+    readonly threshold = 10_000,
+    readonly skipApplied = false,
+    readonly bootId: string | null = null,
+    readonly thresholdBytes?: number,
+  ) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
 
@@ -79,6 +88,7 @@ export class Cluster {
     const machine = createReplicatedLog({
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
+      ...(this.thresholdBytes === undefined ? {} : { compactionThresholdBytes: this.thresholdBytes }),
       replicaSkipsApplied: this.skipApplied, bootId: this.bootId, newNode: this.bootId !== null && records.length === 0,
     });
     return { machine, records: records.slice(), replica, effects: [] };

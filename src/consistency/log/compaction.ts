@@ -1,8 +1,9 @@
 /**
- * Log compaction: once more than the threshold of entries are applied, drop them from the log
- * and persist a snapshot record (the replica is the snapshot's state). A leader keeps what its
- * live followers still lack, so a slow (not dead) follower needs no state transfer. With
- * idempotent replays (`replicaSkipsApplied`) a restart trusts the replica up to the snapshot, so
+ * Log compaction: once more than the threshold of entries are applied, or the log holds more
+ * than its threshold in bytes, drop them from the log and persist a snapshot record (the replica
+ * is the snapshot's state). A leader keeps what its live followers still lack, so a slow (not
+ * dead) follower needs no state transfer.
+ * With idempotent replays (`replicaSkipsApplied`) a restart trusts the replica up to the snapshot, so
  * first a `settle` makes sure every apply up to it completed (effects are carried out in order),
  * without holding up the applies after it.
  *
@@ -46,8 +47,9 @@ export class Compaction {
 
   compactIfDue(): void {
     const core = this.core;
-    const threshold = core.tuning.compactionThresholdEntries;
-    if (core.appliedIndex - core.log.snapshotIndex <= threshold || !core.replicaValid) return;
+    const due = core.appliedIndex - core.log.snapshotIndex > core.tuning.compactionThresholdEntries
+      || core.log.bytes > core.tuning.compactionThresholdBytes;
+    if (!due || !core.replicaValid) return;
     if (!core.replicaSkipsApplied) return this.compactTo(core.appliedIndex);
     // The snapshot will be trusted on restart: first make sure every apply up to it completed.
     if (this.settling !== null || this.compactionTarget(core.appliedIndex) === null) return;
@@ -72,7 +74,9 @@ export class Compaction {
     if (target <= core.log.snapshotIndex || !core.replicaValid) return null;
     if (core.role === 'leader') {
       target = Math.min(this.progress.liveMatchFloor(target, core.nowMs), this.transferFloor());
-      if (target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2) return null;
+      if (target <= core.log.snapshotIndex) return null;
+      const few = target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2;
+      if (few && core.log.bytes <= core.tuning.compactionThresholdBytes / 2) return null;
     }
     return target;
   }

@@ -129,6 +129,7 @@ export class LogCore {
     this.mode = options.mode;
     this.tuning = {
       compactionThresholdEntries: options.compactionThresholdEntries ?? LOG_DEFAULTS.compactionThresholdEntries,
+      compactionThresholdBytes: options.compactionThresholdBytes ?? LOG_DEFAULTS.compactionThresholdBytes,
       appendEntriesMax: options.appendEntriesMax ?? LOG_DEFAULTS.appendEntriesMax,
       inflightEntriesMax: options.inflightEntriesMax ?? LOG_DEFAULTS.inflightEntriesMax,
       queueDepthMax: options.queueDepthMax ?? LOG_DEFAULTS.queueDepthMax,

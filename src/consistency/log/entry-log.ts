@@ -6,20 +6,22 @@
  * read waits only for the entries of its own keys.
  *
  * Invariants: `entries[i].index === snapshotIndex + 1 + i`; terms never decrease along the log;
- * every lookup is O(1); with `tracksKeys`, no entry after the snapshot touches a key at an index
- * above `lastIndexTouching` of it.
+ * every lookup is O(1); `bytes` is the sum of the entries' `opBytes`; with `tracksKeys`, no entry
+ * after the snapshot touches a key at an index above `lastIndexTouching` of it.
  */
 
 import assert from 'node:assert';
 import { itemAt } from '../../runtime/item-at.ts';
 import { opKeys } from '../../store/types.ts';
-import type { LogEntry } from './types.ts';
+import { opBytes, type LogEntry } from './types.ts';
 
 /** Log entries after `snapshotIndex`, whose entry had term `snapshotTerm`. */
 export class EntryLog {
   snapshotIndex = 0;
   snapshotTerm = 0;
   entries: LogEntry[] = [];
+  /** What the entries after the snapshot hold, in `opBytes` (values, keys, an allowance each). */
+  #bytes = 0;
   /** With tracksKeys: the last index of an entry touching each key (maybe a compacted one). */
   readonly #lastTouch = new Map<string, number>();
   /** With tracksKeys: the last index of a flush_all (it touches every key). */
@@ -57,6 +59,11 @@ export class EntryLog {
     return this.snapshotIndex + this.entries.length;
   }
 
+  /** Bytes of the entries after the snapshot (`opBytes`), which the log holds in memory. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
   lastTerm(): number {
     const last = this.entries[this.entries.length - 1];
     return last === undefined ? this.snapshotTerm : last.term;
@@ -85,6 +92,7 @@ export class EntryLog {
       assert.equal(entry.index, this.lastIndex() + 1, 'appended entries must be contiguous');
       assert(entry.term >= this.lastTerm(), 'terms never decrease along the log');
       this.entries.push(entry);
+      this.#bytes += opBytes(entry.op);
       if (this.tracksKeys) this.#touch(entry);
     }
   }
@@ -93,6 +101,7 @@ export class EntryLog {
   truncateFrom(fromIndex: number): LogEntry[] {
     assert(fromIndex > this.snapshotIndex, 'cannot truncate into the snapshot');
     const removed = this.entries.splice(fromIndex - this.snapshotIndex - 1);
+    this.#bytes -= bytesOf(removed);
     if (removed.length > 0) this.#retrack();
     return removed;
   }
@@ -105,6 +114,7 @@ export class EntryLog {
     assert(term !== null);
     const dropped = this.entries.slice(0, index - this.snapshotIndex);
     this.entries = this.entries.slice(index - this.snapshotIndex);
+    this.#bytes -= bytesOf(dropped);
     this.snapshotIndex = index;
     this.snapshotTerm = term;
     for (const [key, touched] of this.#lastTouch) if (touched <= index) this.#lastTouch.delete(key);
@@ -115,6 +125,7 @@ export class EntryLog {
   resetTo(index: number, term: number): LogEntry[] {
     const dropped = this.entries;
     this.entries = [];
+    this.#bytes = 0;
     this.snapshotIndex = index;
     this.snapshotTerm = term;
     this.#retrack();
@@ -126,4 +137,10 @@ export class EntryLog {
     const myTerm = this.lastTerm();
     return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex());
   }
+}
+
+function bytesOf(entries: readonly LogEntry[]): number {
+  let bytes = 0;
+  for (const entry of entries) bytes += opBytes(entry.op);
+  return bytes;
 }

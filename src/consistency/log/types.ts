@@ -213,6 +213,11 @@ export type LogRecord =
 export interface LogTuning {
   /** Compact when applied − snapshot index exceeds this many entries. */
   compactionThresholdEntries: number;
+  /**
+   * Or when the entries after the snapshot hold more than this many bytes (`opBytes`): the log
+   * keeps every value it holds in memory, and ten thousand large values would be gigabytes.
+   */
+  compactionThresholdBytes: number;
   /** Most entries in one append message. */
   appendEntriesMax: number;
   /** Most entries sent to a follower and not yet acked. */
@@ -233,6 +238,7 @@ export interface LogTuning {
 
 export const LOG_DEFAULTS: Readonly<LogTuning> = Object.freeze({
   compactionThresholdEntries: 10_000,
+  compactionThresholdBytes: 64 * 1024 * 1024,
   appendEntriesMax: 512,
   inflightEntriesMax: 4096,
   queueDepthMax: 10_000,

@@ -175,6 +175,7 @@ export class NodeLifecycle {
       mode: world.options.mode,
       readLeases: world.options.readLeases ?? null,
       compactionThresholdEntries: world.options.compactionThresholdEntries,
+      ...(world.options.compactionThresholdBytes === undefined ? {} : { compactionThresholdBytes: world.options.compactionThresholdBytes }),
       transferChunkEntriesMax: 2,
       replicaSkipsApplied: world.options.replicaSkipsApplied,
       // Without recovery (`trustAfterPowerLoss`) every boot looks the same: records are trusted.

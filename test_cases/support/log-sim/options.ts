@@ -16,6 +16,8 @@ export interface SimOptions {
   livenessMs: number;
   faults: boolean;
   compactionThresholdEntries: number;
+  /** The log's compaction threshold in bytes (default: the machine's). */
+  compactionThresholdBytes?: number;
   clients: number;
   /** Replicas skip ops they already hold (cas ≥ index), so restarts replay onto kept replicas. */
   replicaSkipsApplied: boolean;
