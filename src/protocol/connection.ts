@@ -90,7 +90,8 @@ export class Connection extends ConnectionFlow {
     this.inFlight += requests.length;
     this.server.addInFlight(requests.length);
     const first = requests[0];
-    if (requests.length === 1 && this.idle() && this.queue.length === 0 && first?.kind === 'command') {
+    const alone = requests.length === 1 && this.idle() && this.queue.length === 0 && first?.kind === 'command';
+    if (alone && this.server.handlerTakes(first.weightBytes)) {
       this.startAlone(first);
     } else {
       for (const request of requests) {
@@ -127,8 +128,8 @@ export class Connection extends ConnectionFlow {
         if (this.socket.writableLength > this.outputBytesMax) await this.drained();
         if (this.finished) break;
         // The handler holds at most serverRequestsInFlightMax requests of all connections, and
-        // serverRequestBytesInFlightMax bytes of them.
-        while (this.server.handlerRoom().requests === 0 && !this.finished) await this.server.handlerFreed();
+        // serverRequestBytesInFlightMax bytes of them (but one).
+        while (!this.server.handlerTakes(this.nextWeightBytes()) && !this.finished) await this.server.handlerFreed();
         if (this.finished) break;
         const batch = this.takeRun(this.server.handlerRoom());
         if (this.overlaps(batch)) {
@@ -223,9 +224,15 @@ export class Connection extends ConnectionFlow {
     for (const resolve of waiting) resolve();
   }
 
+  /** What the next queued request weighs in the bound on bytes (an answer of our own: nothing). */
+  private nextWeightBytes(): number {
+    const next = this.queue[0];
+    return next === undefined || next.kind !== 'command' ? 0 : next.weightBytes;
+  }
+
   /**
-   * The next request, and the requests of the same class (read or write) queued right after it,
-   * within the handler's room (the first is taken whatever it weighs).
+   * The next request (the handler has room for it: see `handlerTakes`), and the requests of the
+   * same class (read or write) queued right after it, within the handler's room.
    */
   private takeRun(room: { requests: number; bytes: number }): WireRequest[] {
     const first = this.dequeue();

@@ -102,14 +102,21 @@ export class ProtocolServer {
   }
 
   /**
-   * Requests the handler may still take now under serverRequestsInFlightMax (0: none), and bytes
-   * under serverRequestBytesInFlightMax (a handler holding nothing takes one request of any size).
+   * Whether the handler may take one more request of `bytes` now: under serverRequestsInFlightMax
+   * requests, and under serverRequestBytesInFlightMax bytes with it (a handler holding nothing
+   * takes one request of any size).
    */
+  handlerTakes(bytes: number): boolean {
+    if (this.atHandler === 0) return true;
+    const { serverRequestsInFlightMax, serverRequestBytesInFlightMax } = this.limits;
+    return this.atHandler < serverRequestsInFlightMax && this.bytesAtHandler + bytes <= serverRequestBytesInFlightMax;
+  }
+
+  /** Requests, and bytes, the handler may still take now (see `handlerTakes`). */
   handlerRoom(): { requests: number; bytes: number } {
     const requests = Math.max(0, this.limits.serverRequestsInFlightMax - this.atHandler);
     if (this.atHandler === 0) return { requests, bytes: Infinity };
-    const bytes = Math.max(0, this.limits.serverRequestBytesInFlightMax - this.bytesAtHandler);
-    return { requests: bytes === 0 ? 0 : requests, bytes };
+    return { requests, bytes: Math.max(0, this.limits.serverRequestBytesInFlightMax - this.bytesAtHandler) };
   }
 
   /** Resolves once the handler has answered something (room may have come free). */
