@@ -20,7 +20,7 @@ import { refused } from './refusals.ts';
 import { REQUEST_MAGIC } from './binary.ts';
 import { ConnectionFlow } from './connection-flow.ts';
 import {
-  afterWrite, binaryWireDecoder, commandClass, commandWeightBytes, encodeReplyParts, expandItems, failureMessage, ownReply, textWireDecoder,
+  afterWrite, binaryWireDecoder, commandClass, encodeReplyParts, expandItems, failureMessage, ownReply, textWireDecoder,
   withUniqueKeys, type CommandRequest, type WireDecoder, type WireRequest,
 } from './wire.ts';
 
@@ -265,18 +265,18 @@ export class Connection extends ConnectionFlow {
     if (own !== null) return own;
     // A key asked for twice is fetched once; its item is then written twice, one Buffer shared.
     const unique = withUniqueKeys(command);
-    if (unique === null) return this.ask(command);
-    const reply = this.ask(unique);
+    if (unique === null) return this.ask(command, request.weightBytes);
+    const reply = this.ask(unique, request.weightBytes);
     return reply instanceof Promise ? reply.then((settled) => expandItems(command, settled)) : expandItems(command, reply);
   }
 
-  private ask(command: Command): Promise<Reply> | Reply {
+  /** Hands `command` (of `weightBytes`, as decoded) to the handler, counting it while it is held. */
+  private ask(command: Command, weightBytes: number): Promise<Reply> | Reply {
     try {
       const reply = this.server.handler(command, this.info);
       if (!(reply instanceof Promise)) return reply;
-      const bytes = commandWeightBytes(command);
-      this.server.handlerTook(1, bytes);
-      return reply.catch((error: unknown) => this.failed(command, error)).finally(() => this.server.handlerTook(-1, bytes));
+      this.server.handlerTook(1, weightBytes);
+      return reply.catch((error: unknown) => this.failed(command, error)).finally(() => this.server.handlerTook(-1, weightBytes));
     } catch (error) {
       return this.failed(command, error);
     }

@@ -30,7 +30,7 @@ export interface WireDecoder {
 }
 
 /** What a request weighs in the bounds on bytes held: its value and key, or a nominal 64 bytes. */
-export function commandWeightBytes(command: Command): number {
+function commandWeightBytes(command: Command): number {
   return command.kind === 'store' ? command.value.length + command.key.length : 64;
 }
 

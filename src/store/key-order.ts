@@ -104,7 +104,7 @@ export class KeyOrder {
 
   /** Runs `work` after every earlier call; every later call waits for it. */
   barrier<T>(work: () => Promise<T>): Promise<T> {
-    const result = Promise.all([this.#barrier, ...this.#sinceBarrier]).then(work);
+    const result = this.settledSoFar().then(work);
     this.#barriersRunning += 1;
     const settled = (): void => {
       this.#barriersRunning -= 1;
