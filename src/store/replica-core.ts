@@ -320,6 +320,11 @@ export class ReplicaCore {
     return listed === null ? this.fetchKeys([...this.#index.keys()]) : listed.sort(byKey);
   }
 
+  /** Every key the backend holds (the index's: a fresh array), or null while the index may miss some. */
+  indexedKeys(): string[] | null {
+    return this.#indexComplete ? [...this.#index.keys()] : null;
+  }
+
   /** Resolves once memcached has answered every store sent quietly so far (a later reply vouches for them). */
   async vouchQuiet(): Promise<void> {
     if (this.#quietApplies) await this.#backend.settle?.();

@@ -22,6 +22,9 @@ import { StoreError, type BackendHealth, type Entry, type KeyedEntry, type KVBac
 
 export type { CacheUsage, IndexRecord } from './replica-records.ts';
 
+/** Keys a fetch of every key reads at a time (see #fetchEvery). */
+const FETCH_PAGE_KEYS = 512;
+
 /** Default bound of a replica's value cache: 64 MiB. */
 export const CACHE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
@@ -78,6 +81,8 @@ export class Replica {
   /** Counts acknowledged resets; a call runs only in the generation it was issued in. */
   #generation = 0;
   readonly #refusalsKeepTrust: boolean;
+  /** `skip-applied`: a fetch of every key may read key by key (see #fetchEvery). */
+  readonly #skipsApplied: boolean;
   /** Told of each quiet store that failed or may have: the replica may have missed it. */
   onStoreLost: ((error: StoreError) => void) | null = null;
 
@@ -91,6 +96,7 @@ export class Replica {
         this.onStoreLost?.(error);
       };
     }
+    this.#skipsApplied = options.replay === 'skip-applied';
     this.#core = new ReplicaCore(backend, {
       tombstones: options.tombstones,
       skipApplied: options.replay === 'skip-applied',
@@ -279,11 +285,43 @@ export class Replica {
     await Promise.all(calls);
   }
 
-  /** Entries (tombstones and expired ones included) of `keys`, or of every key when null. */
+  /**
+   * Entries (tombstones and expired ones included) of `keys`, in key order; when null, of every
+   * key, each as of some point after this call (see #fetchEvery).
+   */
   fetch(keys: readonly string[] | null): Promise<KeyedEntry[]> {
-    if (keys === null) return this.#order.barrier(this.#reading(() => this.#core.fetchAll(), true));
+    if (keys === null) return this.#fetchEvery();
     const distinct = [...new Set(keys)];
     return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct), true));
+  }
+
+  /**
+   * Every key's entry, read a page of keys at a time in order with the calls on those keys, so
+   * the calls issued meanwhile are not held up for the whole read (a state transfer of millions of
+   * keys takes seconds). Each key is as of some point between this call and the answer: not one
+   * point for all of them. With `skip-applied` that is enough for a receiver that replays the
+   * changes issued meanwhile (docs/design.md, "State transfer in the log modes"). The keys are listed once the calls
+   * before this one completed; without `skip-applied`, or with an index that does not know every
+   * key, they are all read at one point, holding up every later call.
+   */
+  async #fetchEvery(): Promise<KeyedEntry[]> {
+    const core = this.#core;
+    if (!this.#skipsApplied) return this.#order.barrier(this.#reading(() => core.fetchAll(), true));
+    const issuedIn = this.#generation;
+    const listed = await this.#order.barrier(this.#reading(async () => {
+      const keys = core.indexedKeys();
+      return keys === null ? { keys: null, entries: await core.fetchAll() } : { keys, entries: [] };
+    }, true));
+    const { keys } = listed;
+    if (keys === null) return listed.entries;
+    keys.sort();
+    const found: KeyedEntry[] = [];
+    for (let start = 0; start < keys.length; start += FETCH_PAGE_KEYS) {
+      if (this.#suspect !== null || issuedIn !== this.#generation) throw this.#suspectError();
+      const page = keys.slice(start, start + FETCH_PAGE_KEYS);
+      for (const entry of await this.#order.keyed(page, this.#reading(() => this.#core.fetchKeys(page), true))) found.push(entry);
+    }
+    return found;
   }
 
   /**

@@ -107,11 +107,18 @@ export class LogCore {
   /** Replica durability (with replicaSkipsApplied): may a restart replay onto the replica? */
   replicaTrusted = true;
   /**
-   * After a restart that replays onto the kept replica, the replica may already hold changes up
-   * to here (the last index logged before the restart): until applied reaches it, the replica is
-   * ahead of `appliedIndex`, so it serves no state transfer (it would be mislabelled).
+   * After a restart that replays onto the kept replica, or a state transfer read key by key, the
+   * replica may already hold changes up to here (the last index logged before the restart, the
+   * transfer's `fetchedThrough`): until applied reaches it, the replica is ahead of
+   * `appliedIndex`, so it serves no state transfer (it would be mislabelled).
    */
   replayUntilIndex = 0;
+  /**
+   * After a state transfer read key by key (see transfer_chunk's `fetchedThrough`): our writes
+   * committed up to here are answered as writes the transfer holds, not by their apply, which
+   * may be skipped or see a key that is ahead.
+   */
+  transferAheadThrough = 0;
   /** Tokens of store effects (fetches and puts): one sequence, so no two are ever confused. */
   private storeToken = 0;
 

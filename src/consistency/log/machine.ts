@@ -317,6 +317,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       const entry = this.log.entryAt(this.appliedIndex);
       if (entry.op === null) continue;
       const requestId = this.requests.takeApplied(entry);
+      if (requestId !== null && entry.index <= this.transferAheadThrough) {
+        // Its key may already hold it or a later change (a transfer read key by key): the apply may be skipped.
+        this.requests.answerTransferredWrite(requestId, entry.index);
+        this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId: null, token: null });
+        continue;
+      }
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
       if (requestId !== null) this.requests.applied(requestId);
     }

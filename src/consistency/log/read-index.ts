@@ -198,7 +198,8 @@ export class ReadIndex {
     const queue = this.awaitingApply;
     let served = 0;
     for (let next = queue[served]; next !== undefined && next.readIndex <= this.core.appliedIndex; next = queue[served]) {
-      if (!this.core.replicaValid) break;
+      // A replica being replayed or rebuilt may hold keys ahead of its applied index: not yet.
+      if (!this.core.replicaValid || !this.core.caughtUp) break;
       const { requestId, readIndex } = next;
       // Still behind its session's write: it goes on when that write is applied (settleSession).
       if (!this.requests.holdBehindWrite(requestId, readIndex)) this.requests.serve(requestId);

@@ -73,6 +73,7 @@ export class ReplicaRepair {
     // Our writes whose apply failed are committed: the replay applies them again and answers.
     this.requests.awaitReplay(awaiting);
     this.compaction.forget();
+    this.transfer.forgetFetches();
     this.core.appliedIndex = this.core.log.snapshotIndex;
     this.core.replayUntilIndex = this.core.log.lastIndex();
     this.core.caughtUp = false;
@@ -90,6 +91,7 @@ export class ReplicaRepair {
     this.transfer.forgetPuts();
     this.transfer.forgetOutgoing();
     this.core.replayUntilIndex = 0;
+    this.core.transferAheadThrough = 0;
     if (this.core.log.snapshotIndex > 0) this.core.setReplicaTrusted(false);
     this.core.caughtUp = false;
     this.core.catchUpIndex = this.core.role === 'leader' ? this.core.commitIndex : null;

@@ -52,6 +52,8 @@ interface IncomingTransfer {
   indexTerm: number;
   /** The start-over the transferred replica descends from (0: none): writes up to it are not in it. */
   startOverIndex: number;
+  /** Its keys may hold changes up to here (transfer_chunk's `fetchedThrough`). */
+  fetchedThrough: number;
   chunks: Array<KeyedEntry[] | undefined>;
   received: number;
   /** From the first chunk: the writes of ours the transferred state holds. */
@@ -105,8 +107,13 @@ export class StateTransfer {
 
   /** Our replica is lost: transfers of it fetched or sent under its old epoch are of no use now. */
   forgetOutgoing(): void {
-    this.outgoingTransfers.clear();
+    this.forgetFetches();
     this.sending.clear();
+  }
+
+  /** Our replica is replayed from the snapshot: a read of it in flight cannot say how far ahead it is. */
+  forgetFetches(): void {
+    this.outgoingTransfers.clear();
   }
 
   /** A new leader (this node): asks counted in an earlier term do not count in this one. */
@@ -261,7 +268,9 @@ export class StateTransfer {
     this.outgoingTransfers.delete(token);
     const { chunks, chunkBytes } = this.transferChunks(entries);
     const chunkCount = chunks.length;
-    this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, keys: entries.length, chunks: chunkCount });
+    // The fetch read key by key while applies went on (with skipping replays): its keys may hold any of them.
+    const fetchedThrough = this.core.replicaSkipsApplied ? Math.max(transfer.index, this.core.appliedIndex) : transfer.index;
+    this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, fetchedThrough, keys: entries.length, chunks: chunkCount });
     const outgoing: OutgoingTransfer = {
       header: {
         kind: 'transfer_chunk',
@@ -271,6 +280,7 @@ export class StateTransfer {
         transferId: token,
         index: transfer.index,
         indexTerm: transfer.indexTerm,
+        fetchedThrough,
         chunkCount,
       },
       committedForwards: this.forwardsCommittedThrough(transfer.to, transfer),
@@ -376,6 +386,7 @@ export class StateTransfer {
         incoming.index === message.index &&
         incoming.indexTerm === message.indexTerm &&
         incoming.startOverIndex === (message.startOverIndex ?? 0) &&
+        incoming.fetchedThrough === (message.fetchedThrough ?? message.index) &&
         incoming.chunks.length === message.chunkCount;
       if (!same) return this.core.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
     } else {
@@ -385,6 +396,7 @@ export class StateTransfer {
         index: message.index,
         indexTerm: message.indexTerm,
         startOverIndex: message.startOverIndex ?? 0,
+        fetchedThrough: message.fetchedThrough ?? message.index,
         chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
         received: 0,
         committedForwards: [],
@@ -412,7 +424,7 @@ export class StateTransfer {
   private installTransfer(incoming: IncomingTransfer): void {
     this.incoming = null;
     const { index, indexTerm } = incoming;
-    this.core.note('info', 'state transfer received', { peer: incoming.from, index, chunks: incoming.chunks.length });
+    this.core.note('info', 'state transfer received', { peer: incoming.from, index, fetchedThrough: incoming.fetchedThrough, chunks: incoming.chunks.length });
     // The transferred state may hold writes of this node's clients that were never applied here
     // (committed while it lagged, some before their entries reached it): a read a connection sent
     // before such a write must not see it, and it can no longer be served without it.
@@ -460,7 +472,22 @@ export class StateTransfer {
     this.core.replicaEmptied = true;
     this.core.transferMinIndex = null;
     if (this.core.catchUpIndex === null && this.core.role === 'follower' && this.core.leader === incoming.from) this.core.catchUpIndex = index;
+    this.aheadThrough(incoming.fetchedThrough);
     this.core.persistSnapshot();
+  }
+
+  /**
+   * The installed replica's keys may hold changes up to `through` (a read key by key): until it
+   * applied that far it serves no read, since two keys may show two points of the log, nor a
+   * transfer of its own; our writes up to it are answered as the transfer's.
+   */
+  private aheadThrough(through: number): void {
+    const core = this.core;
+    if (through <= core.appliedIndex) return;
+    core.replayUntilIndex = through;
+    core.transferAheadThrough = through;
+    core.caughtUp = false;
+    if (core.catchUpIndex !== null) core.catchUpIndex = Math.max(core.catchUpIndex, through);
   }
 
   /**

@@ -153,13 +153,18 @@ export type LogMessage =
    * no write committed at or before it (absent from older peers: 0, none known). `committedForwards`,
    * on the first chunk only: the writes the recipient forwarded that are committed after
    * `startOverIndex` and at or before `index`, so it can answer their clients at once (absent from
-   * older peers: those clients wait for their request timeout, as before).
+   * older peers: those clients wait for their request timeout, as before). `fetchedThrough`: the
+   * sender had applied up to here when its read of the replica ended; the read goes key by key
+   * while applies go on, so a key may hold any change up to it (absent: `index`, as from older
+   * peers, whose read was one point). The receiver replays the entries after `index`, skipping
+   * what its keys hold, and serves nothing from the replica until it applied `fetchedThrough`.
    */
   | {
       kind: 'transfer_chunk';
       term: number;
       replicaEpoch?: number;
       startOverIndex?: number;
+      fetchedThrough?: number;
       transferId: number;
       index: number;
       indexTerm: number;

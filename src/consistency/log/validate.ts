@@ -157,6 +157,11 @@ function transferChunkProblem(message: Fields, limits: LogMessageLimits): string
   if (!isOptionalCount(message.startOverIndex) || ((message.startOverIndex as number | undefined) ?? 0) > (message.index as number)) {
     return 'transfer_chunk: bad start-over index';
   }
+  // Read from the index on: its keys hold at least the state at the index.
+  const fetchedThrough = message.fetchedThrough as number | undefined;
+  if (!isOptionalCount(fetchedThrough) || (fetchedThrough ?? Infinity) < (message.index as number)) {
+    return 'transfer_chunk: bad fetched-through index';
+  }
   if (!isBoundedArray(message.entries, limits.chunkEntriesMax)) return 'transfer_chunk: entries not a bounded list';
   if (!message.entries.every((entry) => isReplicaEntry(entry, limits))) return 'transfer_chunk: bad replica entry';
   const forwards = message.committedForwards;

@@ -17,8 +17,8 @@
 import type { Effect, Event } from '../../../src/consistency/types.ts';
 import type { LogMessage } from '../../../src/consistency/replicated-log.ts';
 import { changedKeys } from '../../../src/controller/held-keys.ts';
-import { opKeys, type Op } from '../../../src/store/types.ts';
-import type { HeldWork, OutwardEffect } from './disk.ts';
+import { opKeys, type KeyedEntry, type Op } from '../../../src/store/types.ts';
+import type { HeldWork, OutwardEffect, TransferMark } from './disk.ts';
 import type { Flight } from './network.ts';
 import { isStoreEffect, type SimNode } from './node.ts';
 import { FSYNC_MAX_MS, FSYNC_MIN_MS } from './options.ts';
@@ -70,15 +70,15 @@ export class SimController {
     }
     // A start-over's put (issued right after this note) installs the state at the snapshot index.
     const startOverIndex = this.world.replicasLost.startOverIndexOf(effect);
-    if (startOverIndex !== null) node.lastTransferIndex = startOverIndex;
-    if (effect.kind === 'send' && effect.beforeDurable === true) return this.execute(node, effect, node.lastTransferIndex);
+    if (startOverIndex !== null) node.lastTransfer = { index: startOverIndex, through: startOverIndex };
+    if (effect.kind === 'send' && effect.beforeDurable === true) return this.execute(node, effect, node.lastTransfer);
     // As the controller does: a read that needs only its keys' applies runs at once if none is held.
     if (effect.kind === 'read' && effect.keysOnly === true && !node.heldKeys.touches(readKeys(effect.op))) {
-      return this.execute(node, effect, node.lastTransferIndex);
+      return this.execute(node, effect, node.lastTransfer);
     }
     const keys = changedKeys(effect);
     if (keys !== undefined) node.heldKeys.hold(keys);
-    node.gate.whenDurable(node.gate.latest(), { effect, transferIndex: node.lastTransferIndex, keys });
+    node.gate.whenDurable(node.gate.latest(), { effect, transfer: node.lastTransfer, keys });
   }
 
   /** The end of a turn: what a node wrote goes out as one batch (unless one is on its way). */
@@ -95,7 +95,7 @@ export class SimController {
     if (node.machine === null) return;
     if (typeof work === 'function') return work();
     if (work.keys !== undefined) node.heldKeys.release(work.keys);
-    this.execute(node, work.effect, work.transferIndex);
+    this.execute(node, work.effect, work.transfer);
   }
 
   /** How long the next batch takes to become durable (1–3 ms). */
@@ -104,7 +104,7 @@ export class SimController {
   }
 
   /** Carries out an effect that left the process: the model replica and network see it now. */
-  private execute(node: SimNode, effect: OutwardEffect, transferIndex: number): void {
+  private execute(node: SimNode, effect: OutwardEffect, transfer: TransferMark): void {
     const world = this.world;
     world.checks.claim(node, effect);
     if (isStoreEffect(effect) && !world.failures.accepts(node, effect)) return;
@@ -119,18 +119,33 @@ export class SimController {
         return world.store.read(node, effect.requestId, effect.op);
       case 'reset':
         node.replica.clear();
+        node.replicaResets += 1;
         node.replicaIndex = 0;
         return;
       case 'put':
         for (const [key, entry] of effect.entries) node.replica.set(key, entry);
-        node.replicaIndex = transferIndex;
+        node.replicaIndex = transfer.index;
+        node.aheadThrough = transfer.through;
         if (node.startOverPutPending) node.startOverPutPending = false;
         else world.result.transfers += 1;
         // As the controller does once the backend took it: tell the machine (it then trusts the replica).
         if (effect.token !== null) this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
         return;
-      case 'fetch':
-        return this.afterStore(node, { kind: 'fetched', nowMs: 0, token: effect.token, entries: [...node.replica.entries()] });
+      case 'fetch': {
+        // As Replica.fetch(null): the keys as listed now, each read at some point up to the answer
+        // while applies go on (none across a reset: that fetch fails).
+        const listed = [...node.replica.entries()];
+        const resets = node.replicaResets;
+        return this.afterStoreLazily(node, () => {
+          if (resets !== node.replicaResets) return null;
+          const entries: KeyedEntry[] = [];
+          for (const [key, then] of listed) {
+            const entry = !world.options.replicaSkipsApplied || world.random() < 0.5 ? then : node.replica.get(key);
+            if (entry !== undefined) entries.push([key, entry]);
+          }
+          return { kind: 'fetched', nowMs: 0, token: effect.token, entries };
+        });
+      }
       case 'settle':
         return this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
       case 'purge':
@@ -152,6 +167,11 @@ export class SimController {
 
   /** A store operation's completion reaches the machine as an event 1–5 ms later. */
   private afterStore(node: SimNode, event: Event<LogMessage>): void {
+    this.afterStoreLazily(node, () => event);
+  }
+
+  /** As afterStore, the event made when due. */
+  private afterStoreLazily(node: SimNode, event: () => Event<LogMessage> | null): void {
     node.localEvents.push({ atMs: this.world.nowMs + 1 + Math.floor(this.world.random() * 5), event });
   }
 }

@@ -16,7 +16,14 @@ export type OutwardEffect = Exclude<Effect<LogMessage>, { kind: 'persist' }>;
  * installs, as known when it was issued; with the keys it changes, counted in the node's
  * HeldKeys while it waits), or a step of the simulated controller's own.
  */
-export type HeldWork = { effect: OutwardEffect; transferIndex: number; keys: readonly string[] | null | undefined } | (() => void);
+/** Where the last transfer a node received stands: its index, and how far its keys may be ahead. */
+export interface TransferMark {
+  index: number;
+  /** The transfer's `fetchedThrough`: its sender read key by key while applying up to here. */
+  through: number;
+}
+
+export type HeldWork = { effect: OutwardEffect; transfer: TransferMark; keys: readonly string[] | null | undefined } | (() => void);
 
 /**
  * A node's write-ahead file in memory: what is durable, and the batch on its way, which becomes

@@ -11,7 +11,7 @@ import type { DurabilityGate } from '../../../src/controller/durability.ts';
 import { HeldKeys } from '../../../src/controller/held-keys.ts';
 import { mulberry32 } from '../../../src/runtime/random.ts';
 import type { Entry, Op } from '../../../src/store/types.ts';
-import { newGate, SimWriteAhead, type HeldWork, type OutwardEffect } from './disk.ts';
+import { newGate, SimWriteAhead, type HeldWork, type OutwardEffect, type TransferMark } from './disk.ts';
 import { FAILURE_TIMEOUT_MS, HEARTBEAT_MS, TICK_MS } from './options.ts';
 import type { SimWorld } from './world.ts';
 
@@ -43,10 +43,15 @@ export interface SimNode {
   nextTickMs: number;
   nextRequestId: number;
   requests: Map<RequestId, InFlightRequest>;
-  localEvents: Array<{ atMs: number; event: Event<LogMessage> }>;
+  /** Events for the machine; a function makes its event when due (null: none after all). */
+  localEvents: Array<{ atMs: number; event: Event<LogMessage> | (() => Event<LogMessage> | null) }>;
   downUntilMs: number;
   checkedCommit: number;
-  lastTransferIndex: number;
+  lastTransfer: TransferMark;
+  /** Applies up to here follow a transfer read key by key: a key may already hold them, or more. */
+  aheadThrough: number;
+  /** Counts the replica's resets: a fetch across one fails, as the Replica's does. */
+  replicaResets: number;
   /** The replica was emptied while the node was down: tell the machine once it boots. */
   replicaLost: boolean;
   /** A start-over was carried out: its put (next) marks the snapshot index, not a transfer. */
@@ -121,7 +126,9 @@ export class NodeLifecycle {
       localEvents: [],
       downUntilMs: 0,
       checkedCommit: 0,
-      lastTransferIndex: 0,
+      lastTransfer: { index: 0, through: 0 },
+      aheadThrough: 0,
+      replicaResets: 0,
       replicaLost: false,
       startOverPutPending: false,
       emptiedRecords: 0,
@@ -216,7 +223,7 @@ export class NodeLifecycle {
     world.clients.onCrash(node);
     node.requests.clear();
     // An emptied backend the machine was not told of yet (it slept): told at boot.
-    if (node.localEvents.some(({ event }) => event.kind === 'backend_reset' && event.emptied)) node.replicaLost = true;
+    if (node.localEvents.some(({ event }) => typeof event !== 'function' && event.kind === 'backend_reset' && event.emptied)) node.replicaLost = true;
     node.localEvents = [];
     node.suspension = null;
     node.peersHeldUntilMs = 0;

@@ -150,7 +150,10 @@ export class LogSimulation {
     if (node.resetDueMs !== null && node.resetDueMs <= world.nowMs) world.failures.tellUntrusted(node);
     const due = node.localEvents.filter((local) => local.atMs <= world.nowMs);
     if (due.length > 0) node.localEvents = node.localEvents.filter((local) => local.atMs > world.nowMs);
-    for (const local of due) world.controller.step(node, local.event);
+    for (const local of due) {
+      const event = typeof local.event === 'function' ? local.event() : local.event;
+      if (event !== null) world.controller.step(node, event);
+    }
     if (node.nextTickMs <= world.nowMs && node.machine !== null) {
       node.nextTickMs = world.nowMs + TICK_MS;
       const peersUp = world.ids.filter((id) => id !== node.id);
@@ -172,7 +175,10 @@ export class LogSimulation {
         world.controller.deliverJunk(node, flight);
         continue;
       }
-      if (flight.message.kind === 'transfer_chunk') node.lastTransferIndex = flight.message.index;
+      if (flight.message.kind === 'transfer_chunk') {
+        const { index, fetchedThrough } = flight.message;
+        node.lastTransfer = { index, through: Math.max(index, fetchedThrough ?? index) };
+      }
       world.controller.step(node, { kind: 'message', nowMs: world.nowMs, from: flight.from, message: flight.message });
     }
   }

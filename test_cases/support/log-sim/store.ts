@@ -10,7 +10,7 @@ import type { Effect, RequestId } from '../../../src/consistency/types.ts';
 import type { LogMessage } from '../../../src/consistency/replicated-log.ts';
 import { itemAt } from '../../../src/runtime/item-at.ts';
 import { applyToEntry, isLive, type SingleKeyOp } from '../../../src/store/apply.ts';
-import type { Op } from '../../../src/store/types.ts';
+import type { Entry, Op } from '../../../src/store/types.ts';
 import type { SimNode } from './node.ts';
 import { opKey } from './reference.ts';
 import type { SimWorld } from './world.ts';
@@ -28,6 +28,7 @@ export class StoreModel {
     reference.learn(index, effect.op, effect.nowMs, node.id);
     const op = effect.op as SingleKeyOp;
     const current = node.replica.get(op.key);
+    if (index <= node.aheadThrough) return this.applyAhead(node, effect, current);
     if (this.world.options.replicaSkipsApplied && current !== undefined && current.cas >= effect.cas) {
       throw new Error(`${node.id} applies ${index} to ${op.key} which already holds cas ${current.cas}`);
     }
@@ -41,6 +42,24 @@ export class StoreModel {
       throw new Error(`${node.id} replica diverged at ${index}: ${opKey(outcome.reply as unknown as Op)} vs ${opKey(expected as unknown as Op)}`);
     }
     if (effect.requestId !== null) this.world.clients.complete(node, effect.requestId, outcome.reply, index);
+  }
+
+  /**
+   * An apply after a transfer read key by key, up to its `fetchedThrough`: the key may already hold
+   * this change or a later one, so its outcome need not be the reference's; the machine answered
+   * its client itself (as a write the transfer holds), and reads wait until the replica is past it.
+   */
+  private applyAhead(node: SimNode, effect: Extract<Effect<LogMessage>, { kind: 'apply' }>, current: Entry | undefined): void {
+    const index = Number(effect.cas);
+    if (!this.world.options.replicaSkipsApplied) throw new Error(`${node.id} installed a transfer read key by key without skipping replays`);
+    if (effect.requestId !== null) throw new Error(`${node.id} answers ${index} by its apply while its replica may be ahead of it`);
+    if (current === undefined || current.cas < effect.cas) {
+      const outcome = applyToEntry(current, effect.op as SingleKeyOp, { cas: effect.cas, nowMs: effect.nowMs });
+      if (outcome.write === null) node.replica.delete((effect.op as SingleKeyOp).key);
+      else if (outcome.write !== undefined) node.replica.set((effect.op as SingleKeyOp).key, outcome.write);
+    }
+    node.replicaIndex = index;
+    this.world.reference.advanceTo(index);
   }
 
   /**
