@@ -2,7 +2,10 @@
  * Log compaction: once more than the threshold of entries are applied, or the log holds more
  * than its threshold in bytes, drop them from the log and persist a snapshot record (the replica
  * is the snapshot's state). A leader keeps what its live followers still lack, so a slow (not
- * dead) follower needs no state transfer.
+ * dead) follower needs no state transfer, up to LAGGING_FOLLOWER_THRESHOLDS times the thresholds:
+ * a follower further behind gets one, rather than hold the leader's memory without bound. (A
+ * transfer being sent keeps the entries after its index while it progresses, so that its receiver
+ * needs no second one.)
  * With idempotent replays (`replicaSkipsApplied`) a restart trusts the replica up to the snapshot, so
  * first a `settle` makes sure every apply up to it completed (effects are carried out in order),
  * without holding up the applies after it.
@@ -15,6 +18,9 @@ import { CompactedForwards } from './compacted-forwards.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { LogEntry } from './types.ts';
+
+/** How many thresholds of entries (or bytes) a leader keeps for a live follower that lags. */
+export const LAGGING_FOLLOWER_THRESHOLDS = 4;
 
 export class Compaction {
   /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
@@ -73,7 +79,10 @@ export class Compaction {
     let target = Math.min(applied, core.appliedIndex);
     if (target <= core.log.snapshotIndex || !core.replicaValid) return null;
     if (core.role === 'leader') {
-      target = Math.min(this.progress.liveMatchFloor(target, core.nowMs), this.transferFloor());
+      const { compactionThresholdBytes: bytes, compactionThresholdEntries: entries } = core.tuning;
+      const lagFloor = core.log.floorWithin(LAGGING_FOLLOWER_THRESHOLDS * bytes, LAGGING_FOLLOWER_THRESHOLDS * entries);
+      // A transfer being sent keeps what follows it while it progresses: its receiver continues from there.
+      target = Math.min(target, Math.max(this.progress.liveMatchFloor(target, core.nowMs), lagFloor), this.transferFloor());
       if (target <= core.log.snapshotIndex) return null;
       const few = target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2;
       if (few && core.log.bytes <= core.tuning.compactionThresholdBytes / 2) return null;

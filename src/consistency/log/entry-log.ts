@@ -106,6 +106,21 @@ export class EntryLog {
     return removed;
   }
 
+  /**
+   * The greatest index to compact to so that what is left holds at most `bytesMax` bytes and
+   * `countMax` entries (the snapshot index when it already does).
+   */
+  floorWithin(bytesMax: number, countMax: number): number {
+    let floor = this.snapshotIndex;
+    let bytes = this.#bytes;
+    for (const entry of this.entries) {
+      if (bytes <= bytesMax && this.lastIndex() - floor <= countMax) break;
+      bytes -= opBytes(entry.op);
+      floor = entry.index;
+    }
+    return floor;
+  }
+
   /** Drops entries up to `index` included (they are in the replica) and returns them. */
   compactTo(index: number): LogEntry[] {
     assert(index >= this.snapshotIndex && index <= this.lastIndex(), `cannot compact to ${index}`);

@@ -1,0 +1,67 @@
+/**
+ * A follower that stays live but falls behind (a slow disk or machine, appends lost on the way)
+ * holds the leader's log only up to LAGGING_FOLLOWER_THRESHOLDS times the compaction thresholds;
+ * past that the leader compacts anyway and the follower gets a state transfer, so its lag cannot
+ * grow the leader's memory without bound (a transfer in progress keeps the entries after its
+ * index: transfer-large.integration.test.ts). The log's own floor: entry-log's `floorWithin`.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { LAGGING_FOLLOWER_THRESHOLDS } from '../src/consistency/log/compaction.ts';
+import { EntryLog } from '../src/consistency/log/entry-log.ts';
+import type { LogEntry } from '../src/consistency/log/types.ts';
+import { asPeerId } from '../src/consistency/types.ts';
+import { Cluster, followers, set } from './support/log-cluster.ts';
+
+describe('a live follower that lags', () => {
+  it('holds the leader\'s log to a bound; past it, it gets a state transfer and ends with every write', () => {
+    const threshold = 20;
+    const cluster = new Cluster('sequential', threshold, true);
+    cluster.run(1_000);
+    const leader = cluster.leader();
+    const slow = followers(cluster)[1];
+    // Every append carrying entries to it is lost; it still answers the heartbeats, so it is live.
+    cluster.lose = (message, to) => to === slow && message.kind === 'append' && message.entries.length > 0;
+    // Until a transfer to it starts (which keeps what follows its index while it progresses).
+    const transferStarted = (): boolean => cluster.node(leader).effects.some((effect) => effect.kind === 'fetch');
+    let longest = 0;
+    for (let n = 0; n < 160; n += 1) {
+      cluster.request(leader, set(`k${n % 40}`, String(n)));
+      cluster.run(10);
+      const { lastIndex, snapshotIndex } = cluster.node(leader).machine.inspect();
+      if (!transferStarted()) longest = Math.max(longest, lastIndex - snapshotIndex);
+    }
+    expect(transferStarted()).toBe(true);
+    expect(longest).toBeGreaterThan(threshold);
+    // A compaction waits for its turn (half a threshold at least): the bound, plus that.
+    expect(longest).toBeLessThanOrEqual(LAGGING_FOLLOWER_THRESHOLDS * threshold + threshold);
+    const transfers = (): number => cluster.node(slow).effects.filter((effect) => effect.kind === 'put').length;
+    cluster.lose = () => false;
+    cluster.run(3_000);
+    expect(transfers()).toBeGreaterThan(0);
+    const expected = [...cluster.node(leader).replica.entries()].sort();
+    expect([...cluster.node(slow).replica.entries()].sort()).toEqual(expected);
+    expect(cluster.node(slow).replica.get('k39')?.value.toString()).toBe('159');
+  });
+});
+
+describe('EntryLog.floorWithin', () => {
+  const entry = (index: number, bytes: number): LogEntry => ({
+    term: 1, index, nowMs: 0, origin: asPeerId('n1'), incarnation: 1, requestId: null,
+    op: { kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.alloc(bytes), casUnique: 0n },
+  });
+
+  it('names the greatest index to compact to that leaves at most the bytes and entries given', () => {
+    const log = new EntryLog();
+    log.append(Array.from({ length: 10 }, (_, at) => entry(at + 1, 100)));
+    const each = log.bytes / 10;
+    expect(log.floorWithin(log.bytes, 10)).toBe(0);
+    expect(log.floorWithin(log.bytes, 4)).toBe(6);
+    expect(log.floorWithin(3 * each, 10)).toBe(7);
+    expect(log.floorWithin(3 * each - 1, 10)).toBe(8);
+    expect(log.floorWithin(0, 10)).toBe(10);
+    log.compactTo(5);
+    expect(log.floorWithin(log.bytes, 10)).toBe(5);
+    expect(log.floorWithin(log.bytes, 2)).toBe(8);
+  });
+});
