@@ -86,6 +86,24 @@ describe('a state transfer read key by key', () => {
     expect(sent[0]).toMatchObject({ index: fetchedAt, fetchedThrough: lastIndex });
   });
 
+  it('a read of the replica that takes many failure timeouts is waited for, not started again (it would never end)', () => {
+    const leader = startedOverLeader();
+    leader.step(0, { kind: 'applied', token: 1 });
+    const ask: LogMessage = { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 };
+    const fetches = (effects: Effect<LogMessage>[]): number => effects.filter((effect) => effect.kind === 'fetch').length;
+    const first = leader.receive(5, N2, ask);
+    expect(fetches(first)).toBe(1);
+    const token = (first.find((effect) => effect.kind === 'fetch') as { token: number }).token;
+    // A million keys: a minute of failure timeouts, the follower asking again after each.
+    let again = 0;
+    for (let tick = 0; tick < 200; tick += 1) {
+      again += fetches(leader.step(300, { kind: 'tick', peersUp: [N2, N3] }));
+      again += fetches(leader.receive(0, N2, ask));
+    }
+    expect(again).toBe(0);
+    expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: [value('k', 5n)] })).length).toBe(1);
+  });
+
   it('a chunk whose read ends before its own index is dropped at the edge', () => {
     const follower = new Node(N2, [snapshot(2, N1)]);
     follower.receive(0, N1, heartbeat(1, 0));

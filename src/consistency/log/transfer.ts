@@ -27,10 +27,13 @@ import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } f
 
 /**
  * A transfer whose receiver acked nothing for a failure timeout (it acks every chunk, and asks
- * again only after one) is given up: its next ask starts another, as after a restart it must. A
- * fetch of the replica for one (which may read much of memcached) gets this many.
+ * again only after one) is given up: its next ask starts another, as after a restart it must. One
+ * it installed is kept (for its index) this many failure timeouts at most. A fetch of the replica
+ * for one is never given up: reading millions of keys takes longer than any such bound (and a
+ * fetch given up and started again would never end), and one that fails resets the replica,
+ * which forgets it (forgetOutgoing, forgetFetches).
  */
-const TRANSFER_FETCH_FAILURE_TIMEOUTS = 5;
+const TRANSFER_KEPT_FAILURE_TIMEOUTS = 5;
 
 /** A transfer being sent (its id and term in the header): its chunks, how many left, how many the receiver holds. */
 interface OutgoingTransfer {
@@ -82,7 +85,7 @@ export class StateTransfer {
   /** Fetches of our replica for a transfer, by store token. */
   private readonly outgoingTransfers = new Map<
     number,
-    { to: PeerId; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number; startedMs: number }
+    { to: PeerId; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number }
   >();
   /** The transfer being sent to each peer. */
   private readonly sending = new Map<PeerId, OutgoingTransfer>();
@@ -212,8 +215,8 @@ export class StateTransfer {
     const indexTerm = this.core.log.termAt(this.core.appliedIndex);
     assert(indexTerm !== null);
     const token = this.core.nextStoreToken();
-    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, nowMs: startedMs } = this.core;
-    this.outgoingTransfers.set(token, { to, index, indexTerm, replicaEpoch, startOverIndex, startedMs });
+    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex } = this.core;
+    this.outgoingTransfers.set(token, { to, index, indexTerm, replicaEpoch, startOverIndex });
     this.core.out.push({ kind: 'fetch', token, keys: null });
     return true;
   }
@@ -231,7 +234,7 @@ export class StateTransfer {
 
   /**
    * Forgets the transfers nobody acked for a failure timeout, and what they hold (a whole replica
-   * each), and fetches for one that never returned: neither holds compaction back any longer.
+   * each): they no longer hold compaction back.
    */
   dropStalled(): void {
     const peers = new Set([...this.sending.keys(), ...[...this.outgoingTransfers.values()].map((fetch) => fetch.to)]);
@@ -241,11 +244,7 @@ export class StateTransfer {
   /** Is a transfer to `to` fetched, or sent in this term and acked lately? (A stalled one is dropped.) */
   private serving(to: PeerId): boolean {
     const { nowMs, failureTimeoutMs } = this.core;
-    for (const [token, fetch] of this.outgoingTransfers) {
-      if (fetch.to !== to) continue;
-      if (nowMs - fetch.startedMs < TRANSFER_FETCH_FAILURE_TIMEOUTS * failureTimeoutMs) return true;
-      this.outgoingTransfers.delete(token);
-    }
+    for (const fetch of this.outgoingTransfers.values()) if (fetch.to === to) return true;
     const sending = this.sending.get(to);
     if (sending === undefined) return false;
     if (sending.header.term === this.core.term) {
@@ -253,7 +252,7 @@ export class StateTransfer {
       if (sending.acked < sending.header.chunkCount) {
         if (quietMs < failureTimeoutMs) return true;
       } else if ((this.progress.get(to)?.matchIndex ?? 0) < sending.header.index
-        && quietMs < TRANSFER_FETCH_FAILURE_TIMEOUTS * failureTimeoutMs) {
+        && quietMs < TRANSFER_KEPT_FAILURE_TIMEOUTS * failureTimeoutMs) {
         // Installed, and kept (for its index: see sendingFloor) until the receiver acks appends past it.
         return true;
       }
