@@ -9,7 +9,8 @@
 import { describe, expect, it } from 'vitest';
 import { LAGGING_FOLLOWER_THRESHOLDS } from '../src/consistency/log/compaction.ts';
 import { EntryLog } from '../src/consistency/log/entry-log.ts';
-import type { LogEntry } from '../src/consistency/log/types.ts';
+import { opBytes, type LogEntry } from '../src/consistency/log/types.ts';
+import { mulberry32 } from '../src/runtime/random.ts';
 import { asPeerId } from '../src/consistency/types.ts';
 import { Cluster, followers, set } from './support/log-cluster.ts';
 
@@ -63,5 +64,31 @@ describe('EntryLog.floorWithin', () => {
     log.compactTo(5);
     expect(log.floorWithin(log.bytes, 10)).toBe(5);
     expect(log.floorWithin(log.bytes, 2)).toBe(8);
+  });
+
+  it('agrees with a walk from the snapshot through appends, truncations, compactions and resets', () => {
+    const random = mulberry32(7);
+    const log = new EntryLog();
+    const naive = (bytesMax: number, countMax: number): number => {
+      let floor = log.snapshotIndex;
+      let bytes = log.bytes;
+      for (const each of log.entries) {
+        if (bytes <= bytesMax && log.lastIndex() - floor <= countMax) break;
+        bytes -= opBytes(each.op);
+        floor = each.index;
+      }
+      return floor;
+    };
+    for (let round = 0; round < 2_000; round += 1) {
+      const choice = random();
+      const held = log.lastIndex() - log.snapshotIndex;
+      if (choice < 0.6) log.append([entry(log.lastIndex() + 1, Math.floor(random() * 300))]);
+      else if (choice < 0.7 && held > 0) log.truncateFrom(log.lastIndex() - Math.floor(random() * held));
+      else if (choice < 0.95) log.compactTo(log.snapshotIndex + Math.floor(random() * (held + 1)));
+      else if (choice < 0.96) log.resetTo(log.lastIndex() + 5, 1);
+      const bytesMax = Math.floor(random() * (log.bytes + 10));
+      const countMax = Math.floor(random() * (log.entries.length + 3));
+      expect(log.floorWithin(bytesMax, countMax)).toBe(naive(bytesMax, countMax));
+    }
   });
 });

@@ -104,6 +104,17 @@ describe('a state transfer read key by key', () => {
     expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: [value('k', 5n)] })).length).toBe(1);
   });
 
+  it('a read of the replica asked for in an earlier term is not sent in a later one', () => {
+    const leader = startedOverLeader();
+    leader.step(0, { kind: 'applied', token: 1 });
+    const asked = leader.receive(5, N2, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 });
+    const token = (asked.find((effect) => effect.kind === 'fetch') as { token: number }).token;
+    // N3 leads term 3 meanwhile.
+    leader.receive(5, N3, { ...(heartbeat(1, 0) as object), term: 3 } as LogMessage);
+    expect(leader.machine.inspect()).toMatchObject({ role: 'follower', term: 3 });
+    expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: [value('k', 5n)] }))).toEqual([]);
+  });
+
   it('a chunk whose read ends before its own index is dropped at the edge', () => {
     const follower = new Node(N2, [snapshot(2, N1)]);
     follower.receive(0, N1, heartbeat(1, 0));

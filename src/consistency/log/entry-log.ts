@@ -6,7 +6,8 @@
  * read waits only for the entries of its own keys.
  *
  * Invariants: `entries[i].index === snapshotIndex + 1 + i`; terms never decrease along the log;
- * every lookup is O(1); `bytes` is the sum of the entries' `opBytes`; with `tracksKeys`, no entry
+ * every lookup is O(1); `bytes` is the sum of the entries' `opBytes`, and `#ends` their running
+ * sums (so `floorWithin` is a binary search, cheap enough for every step); with `tracksKeys`, no entry
  * after the snapshot touches a key at an index above `lastIndexTouching` of it.
  */
 
@@ -22,6 +23,12 @@ export class EntryLog {
   entries: LogEntry[] = [];
   /** What the entries after the snapshot hold, in `opBytes` (values, keys, an allowance each). */
   #bytes = 0;
+  /**
+   * `#ends[i]`: the bytes of every entry appended so far up to `entries[i]`, compacted ones
+   * included; `#endsBase`, the same before `entries[0]`. So what a prefix holds is one lookup.
+   */
+  #ends: number[] = [];
+  #endsBase = 0;
   /** With tracksKeys: the last index of an entry touching each key (maybe a compacted one). */
   readonly #lastTouch = new Map<string, number>();
   /** With tracksKeys: the last index of a flush_all (it touches every key). */
@@ -92,7 +99,9 @@ export class EntryLog {
       assert.equal(entry.index, this.lastIndex() + 1, 'appended entries must be contiguous');
       assert(entry.term >= this.lastTerm(), 'terms never decrease along the log');
       this.entries.push(entry);
-      this.#bytes += opBytes(entry.op);
+      const bytes = opBytes(entry.op);
+      this.#bytes += bytes;
+      this.#ends.push(this.#endsBase + this.#bytes);
       if (this.tracksKeys) this.#touch(entry);
     }
   }
@@ -101,6 +110,7 @@ export class EntryLog {
   truncateFrom(fromIndex: number): LogEntry[] {
     assert(fromIndex > this.snapshotIndex, 'cannot truncate into the snapshot');
     const removed = this.entries.splice(fromIndex - this.snapshotIndex - 1);
+    this.#ends.length = this.entries.length;
     this.#bytes -= bytesOf(removed);
     if (removed.length > 0) this.#retrack();
     return removed;
@@ -111,14 +121,24 @@ export class EntryLog {
    * `countMax` entries (the snapshot index when it already does).
    */
   floorWithin(bytesMax: number, countMax: number): number {
-    let floor = this.snapshotIndex;
-    let bytes = this.#bytes;
-    for (const entry of this.entries) {
-      if (bytes <= bytesMax && this.lastIndex() - floor <= countMax) break;
-      bytes -= opBytes(entry.op);
-      floor = entry.index;
+    // Drop at least `dropped` entries: the fewest whose bytes leave at most bytesMax (a binary search).
+    let dropped = Math.max(0, this.entries.length - countMax);
+    if (this.#bytes - this.#prefixBytes(dropped) > bytesMax) {
+      let low = dropped;
+      let high = this.entries.length;
+      while (low < high) {
+        const middle = (low + high) >>> 1;
+        if (this.#bytes - this.#prefixBytes(middle) > bytesMax) low = middle + 1;
+        else high = middle;
+      }
+      dropped = low;
     }
-    return floor;
+    return this.snapshotIndex + dropped;
+  }
+
+  /** What the first `count` entries after the snapshot hold. */
+  #prefixBytes(count: number): number {
+    return count === 0 ? 0 : itemAt(this.#ends, count - 1) - this.#endsBase;
   }
 
   /** Drops entries up to `index` included (they are in the replica) and returns them. */
@@ -129,6 +149,8 @@ export class EntryLog {
     assert(term !== null);
     const dropped = this.entries.slice(0, index - this.snapshotIndex);
     this.entries = this.entries.slice(index - this.snapshotIndex);
+    this.#endsBase = itemAt(this.#ends, dropped.length - 1);
+    this.#ends = this.#ends.slice(dropped.length);
     this.#bytes -= bytesOf(dropped);
     this.snapshotIndex = index;
     this.snapshotTerm = term;
@@ -141,6 +163,8 @@ export class EntryLog {
     const dropped = this.entries;
     this.entries = [];
     this.#bytes = 0;
+    this.#ends = [];
+    this.#endsBase = 0;
     this.snapshotIndex = index;
     this.snapshotTerm = term;
     this.#retrack();

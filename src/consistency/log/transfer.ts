@@ -85,7 +85,7 @@ export class StateTransfer {
   /** Fetches of our replica for a transfer, by store token. */
   private readonly outgoingTransfers = new Map<
     number,
-    { to: PeerId; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number }
+    { to: PeerId; term: number; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number }
   >();
   /** The transfer being sent to each peer. */
   private readonly sending = new Map<PeerId, OutgoingTransfer>();
@@ -215,8 +215,8 @@ export class StateTransfer {
     const indexTerm = this.core.log.termAt(this.core.appliedIndex);
     assert(indexTerm !== null);
     const token = this.core.nextStoreToken();
-    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex } = this.core;
-    this.outgoingTransfers.set(token, { to, index, indexTerm, replicaEpoch, startOverIndex });
+    const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, term } = this.core;
+    this.outgoingTransfers.set(token, { to, term, index, indexTerm, replicaEpoch, startOverIndex });
     this.core.out.push({ kind: 'fetch', token, keys: null });
     return true;
   }
@@ -244,7 +244,7 @@ export class StateTransfer {
   /** Is a transfer to `to` fetched, or sent in this term and acked lately? (A stalled one is dropped.) */
   private serving(to: PeerId): boolean {
     const { nowMs, failureTimeoutMs } = this.core;
-    for (const fetch of this.outgoingTransfers.values()) if (fetch.to === to) return true;
+    for (const fetch of this.outgoingTransfers.values()) if (fetch.to === to && fetch.term === this.core.term) return true;
     const sending = this.sending.get(to);
     if (sending === undefined) return false;
     if (sending.header.term === this.core.term) {
@@ -265,6 +265,8 @@ export class StateTransfer {
     const transfer = this.outgoingTransfers.get(token);
     if (transfer === undefined) return;
     this.outgoingTransfers.delete(token);
+    // Asked for in an earlier term: its receiver takes transfers only of its leader in this one.
+    if (transfer.term !== this.core.term) return;
     const { chunks, chunkBytes } = this.transferChunks(entries);
     const chunkCount = chunks.length;
     // The fetch read key by key while applies went on (with skipping replays): its keys may hold any of them.
