@@ -1,8 +1,9 @@
 /**
  * A follower that stays live but falls behind (a slow disk or machine, appends lost on the way)
- * holds the leader's log only up to LAGGING_FOLLOWER_THRESHOLDS times the compaction thresholds;
- * past that the leader compacts anyway and the follower gets a state transfer, so its lag cannot
- * grow the leader's memory without bound (a transfer in progress keeps the entries after its
+ * holds the leader's log only up to what a state transfer would send (what the leader's memcached
+ * holds) or LAGGING_FOLLOWER_THRESHOLDS times the byte threshold, whichever is more; past that the
+ * leader compacts anyway and the follower gets a state transfer, so its lag cannot grow the
+ * leader's memory without bound (a transfer in progress keeps the entries after its
  * index: transfer-large.integration.test.ts). The log's own floor: entry-log's `floorWithin`.
  */
 
@@ -13,36 +14,62 @@ import { opBytes, type LogEntry } from '../src/consistency/log/types.ts';
 import { mulberry32 } from '../src/runtime/random.ts';
 import { asPeerId } from '../src/consistency/types.ts';
 import { Cluster, followers, set } from './support/log-cluster.ts';
+import type { PeerId } from '../src/consistency/types.ts';
 
 describe('a live follower that lags', () => {
-  it('holds the leader\'s log to a bound; past it, it gets a state transfer and ends with every write', () => {
-    const threshold = 20;
-    const cluster = new Cluster('sequential', threshold, true);
+  const THRESHOLD_BYTES = 4 * 1024;
+  const VALUE = 'v'.repeat(200);
+
+  /**
+   * A sequential cluster whose follower `slow` loses every append carrying entries (it still
+   * answers heartbeats, so it is live), 160 sets of 200 bytes; `replicaBytes`: what the leader's
+   * memcached says it holds. The longest log the leader held before a transfer to `slow` started.
+   */
+  interface Lagging { cluster: Cluster; leader: PeerId; slow: PeerId; longest: number; transferStarted: boolean }
+
+  function lagging(replicaBytes: number | null): Lagging {
+    const cluster = new Cluster('sequential', 10_000, true, null, THRESHOLD_BYTES);
     cluster.run(1_000);
+    if (replicaBytes !== null) cluster.polled({ usedBytes: replicaBytes, limitBytes: 1024 * 1024 * 1024 });
     const leader = cluster.leader();
     const slow = followers(cluster)[1];
-    // Every append carrying entries to it is lost; it still answers the heartbeats, so it is live.
     cluster.lose = (message, to) => to === slow && message.kind === 'append' && message.entries.length > 0;
     // Until a transfer to it starts (which keeps what follows its index while it progresses).
     const transferStarted = (): boolean => cluster.node(leader).effects.some((effect) => effect.kind === 'fetch');
     let longest = 0;
     for (let n = 0; n < 160; n += 1) {
-      cluster.request(leader, set(`k${n % 40}`, String(n)));
+      cluster.request(leader, set(`k${n % 40}`, VALUE + String(n)));
       cluster.run(10);
       const { lastIndex, snapshotIndex } = cluster.node(leader).machine.inspect();
       if (!transferStarted()) longest = Math.max(longest, lastIndex - snapshotIndex);
     }
-    expect(transferStarted()).toBe(true);
-    expect(longest).toBeGreaterThan(threshold);
+    return { cluster, leader, slow, longest, transferStarted: transferStarted() };
+  }
+
+  it('holds the leader\'s log to a bound; past it, it gets a state transfer and ends with every write', () => {
+    const { cluster, leader, slow, longest, transferStarted } = lagging(null);
+    expect(transferStarted).toBe(true);
+    const entryBytes = opBytes(set('k10', VALUE + '100'));
+    expect(longest).toBeGreaterThan(THRESHOLD_BYTES / entryBytes);
     // A compaction waits for its turn (half a threshold at least): the bound, plus that.
-    expect(longest).toBeLessThanOrEqual(LAGGING_FOLLOWER_THRESHOLDS * threshold + threshold);
-    const transfers = (): number => cluster.node(slow).effects.filter((effect) => effect.kind === 'put').length;
+    expect(longest).toBeLessThanOrEqual((LAGGING_FOLLOWER_THRESHOLDS + 1) * THRESHOLD_BYTES / entryBytes + 1);
     cluster.lose = () => false;
     cluster.run(3_000);
-    expect(transfers()).toBeGreaterThan(0);
+    expect(cluster.node(slow).effects.some((effect) => effect.kind === 'put')).toBe(true);
     const expected = [...cluster.node(leader).replica.entries()].sort();
     expect([...cluster.node(slow).replica.entries()].sort()).toEqual(expected);
-    expect(cluster.node(slow).replica.get('k39')?.value.toString()).toBe('159');
+    expect(cluster.node(slow).replica.get('k39')?.value.toString()).toBe(VALUE + '159');
+  });
+
+  it('is kept up to what the replica holds, when that is more: a transfer would cost as much', () => {
+    const { cluster, leader, slow, longest, transferStarted } = lagging(1024 * 1024);
+    expect(transferStarted).toBe(false);
+    expect(longest).toBeGreaterThanOrEqual(160);
+    cluster.lose = () => false;
+    cluster.run(3_000);
+    expect(cluster.node(slow).effects.some((effect) => effect.kind === 'put')).toBe(false);
+    expect(cluster.node(slow).replica.get('k39')?.value.toString()).toBe(VALUE + '159');
+    expect(cluster.node(leader).replica.get('k39')?.value.toString()).toBe(VALUE + '159');
   });
 });
 

@@ -46,6 +46,11 @@ export class MemoryAdmission {
     this.#guard.polled(memory ?? undefined, stored);
   }
 
+  /** What our replica's memcached holds, in bytes, as the last poll said (null: unknown). */
+  replicaBytes(): number | null {
+    return this.#guard.ownUsedBytes();
+  }
+
   /** A peer's new report; it counts from the next tick that sees the peer up. */
   reported(from: PeerId, report: PeerMemoryReport | null): void {
     if (!this.#peers.includes(from)) return;

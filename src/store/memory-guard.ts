@@ -115,6 +115,11 @@ export class MemoryGuard {
     this.#writerOf = writerOf;
   }
 
+  /** What our memcached said it holds at the last poll, in bytes (null: it said nothing). */
+  ownUsedBytes(): number | null {
+    return this.#own?.memory.usedBytes ?? null;
+  }
+
   /** A poll read our backend (or failed: memory undefined); `stored` as of the poll's start. */
   polled(memory: BackendHealth['memory'], stored?: Stored): void {
     this.#own = memory === undefined ? null : this.#viewOf({ memory, stored });

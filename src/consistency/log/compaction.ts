@@ -2,10 +2,11 @@
  * Log compaction: once more than the threshold of entries are applied, or the log holds more
  * than its threshold in bytes, drop them from the log and persist a snapshot record (the replica
  * is the snapshot's state). A leader keeps what its live followers still lack, so a slow (not
- * dead) follower needs no state transfer, up to LAGGING_FOLLOWER_THRESHOLDS times the thresholds:
- * a follower further behind gets one, rather than hold the leader's memory without bound. (A
- * transfer being sent keeps the entries after its index while it progresses, so that its receiver
- * needs no second one.)
+ * dead) follower needs no state transfer, while what it lacks holds no more bytes than a transfer
+ * would send (what our memcached holds) or LAGGING_FOLLOWER_THRESHOLDS times the byte threshold,
+ * whichever is more: a follower further behind gets one, rather than hold the leader's memory
+ * without bound. (A transfer being sent keeps the entries after its index while it progresses, so
+ * that its receiver needs no second one.)
  * With idempotent replays (`replicaSkipsApplied`) a restart trusts the replica up to the snapshot, so
  * first a `settle` makes sure every apply up to it completed (effects are carried out in order),
  * without holding up the applies after it.
@@ -19,7 +20,7 @@ import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
 import type { LogEntry } from './types.ts';
 
-/** How many thresholds of entries (or bytes) a leader keeps for a live follower that lags. */
+/** How many byte thresholds of log a leader keeps at least for a live follower that lags. */
 export const LAGGING_FOLLOWER_THRESHOLDS = 4;
 
 export class Compaction {
@@ -79,8 +80,8 @@ export class Compaction {
     let target = Math.min(applied, core.appliedIndex);
     if (target <= core.log.snapshotIndex || !core.replicaValid) return null;
     if (core.role === 'leader') {
-      const { compactionThresholdBytes: bytes, compactionThresholdEntries: entries } = core.tuning;
-      const lagFloor = core.log.floorWithin(LAGGING_FOLLOWER_THRESHOLDS * bytes, LAGGING_FOLLOWER_THRESHOLDS * entries);
+      const keptBytes = Math.max(LAGGING_FOLLOWER_THRESHOLDS * core.tuning.compactionThresholdBytes, core.memory.replicaBytes() ?? 0);
+      const lagFloor = core.log.floorWithin(keptBytes, Number.POSITIVE_INFINITY);
       // A transfer being sent keeps what follows it while it progresses: its receiver continues from there.
       target = Math.min(target, Math.max(this.progress.liveMatchFloor(target, core.nowMs), lagFloor), this.transferFloor());
       if (target <= core.log.snapshotIndex) return null;
