@@ -300,9 +300,9 @@ export class Replica {
    * the calls issued meanwhile are not held up for the whole read (a state transfer of millions of
    * keys takes seconds). Each key is as of some point between this call and the answer: not one
    * point for all of them. With `skip-applied` that is enough for a receiver that replays the
-   * changes issued meanwhile (docs/design.md, "State transfer in the log modes"). The keys are listed once the calls
-   * before this one completed; without `skip-applied`, or with an index that does not know every
-   * key, they are all read at one point, holding up every later call.
+   * changes issued meanwhile (docs/design.md, "State transfer in the log modes"). The keys are
+   * listed once the calls before this one completed; without `skip-applied`, or with an index that
+   * does not know every key, they are all read at one point, holding up every later call.
    */
   async #fetchEvery(): Promise<KeyedEntry[]> {
     const core = this.#core;

@@ -7,8 +7,8 @@
  *
  * Invariants: `entries[i].index === snapshotIndex + 1 + i`; terms never decrease along the log;
  * every lookup is O(1); `bytes` is the sum of the entries' `opBytes`, and `#ends` their running
- * sums (so `floorWithin` is a binary search, cheap enough for every step); with `tracksKeys`, no entry
- * after the snapshot touches a key at an index above `lastIndexTouching` of it.
+ * sums (so `floorWithin` is a binary search, cheap enough for every step); with `tracksKeys`, no
+ * entry after the snapshot touches a key at an index above `lastIndexTouching` of it.
  */
 
 import assert from 'node:assert';
@@ -99,8 +99,7 @@ export class EntryLog {
       assert.equal(entry.index, this.lastIndex() + 1, 'appended entries must be contiguous');
       assert(entry.term >= this.lastTerm(), 'terms never decrease along the log');
       this.entries.push(entry);
-      const bytes = opBytes(entry.op);
-      this.#bytes += bytes;
+      this.#bytes += opBytes(entry.op);
       this.#ends.push(this.#endsBase + this.#bytes);
       if (this.tracksKeys) this.#touch(entry);
     }
