@@ -20,7 +20,7 @@ import { StatusHttp } from '../http/server.ts';
 import type { Logger } from '../runtime/log.ts';
 import { clientConnectionsRoom, OPEN_FILES_RESERVE, openFilesLimit, openFilesNow } from '../runtime/open-files.ts';
 import { readClusterSecret, readPeerTls } from '../peer/credentials.ts';
-import { PeerNetwork } from '../peer/network.ts';
+import { PeerNetwork, sendQueueBytesFor } from '../peer/network.ts';
 import { loadAuthFile } from '../protocol/auth.ts';
 import { ProtocolServer, type CommandHandler } from '../protocol/server.ts';
 import { DEFAULT_LIMITS } from '../protocol/types.ts';
@@ -138,6 +138,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     settings: clusterSettings(mode, config.readLeases, config.valueBytesMax),
     tls,
     frameBytesMax: config.peerFrameBytesMax,
+    sendQueueBytesMax: sendQueueBytesFor(config.clients.controllerRequestBytesMax, config.peerFrameBytesMax),
     priorityKinds: priorityKinds(mode),
     heartbeatIntervalMs: config.heartbeatIntervalMs,
     failureTimeoutMs: config.failureTimeoutMs,

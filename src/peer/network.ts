@@ -50,7 +50,19 @@ export type {
   PeerView,
 } from './network-types.ts';
 
-const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+/** A peer connection's send queue, unless the controller asks for more (see sendQueueBytesFor). */
+export const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+
+/**
+ * The send queue a peer connection needs so that no forward is dropped there: a forward has no
+ * other copy (appends and pushes are sent again; a dropped forward's write is lost until its
+ * request times out), and a controller's client port holds at most `requestBytesMax` bytes of
+ * requests at once, plus one request of a value up to the frame bound: twice that, for forwards
+ * sent again (to a new leader) while their first copies still wait.
+ */
+export function sendQueueBytesFor(requestBytesMax: number, frameBytesMax: number): number {
+  return Math.max(SEND_QUEUE_BYTES_MAX_DEFAULT, 2 * requestBytesMax + 2 * frameBytesMax);
+}
 const UNAUTHENTICATED_INBOUND_MAX_DEFAULT = 16;
 /** Connects and handshakes get at least this long, even with a tiny failure timeout. */
 const HANDSHAKE_TIMEOUT_MIN_MS = 1000;
