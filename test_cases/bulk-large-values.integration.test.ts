@@ -9,9 +9,9 @@
 
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { leaderOf } from './support/attack-kit.ts';
 
 const VALUE = Buffer.alloc(1000 * 1024, 'v');
 
@@ -43,11 +43,6 @@ function load(port: number, prefix: string, count: number): Promise<string[]> {
   }).finally(() => socket.destroy());
 }
 
-async function role(port: number): Promise<string | undefined> {
-  const lines = (await TextClient.requestOnce('127.0.0.1', port, 'stats\r\n', 'stats', 10_000)).lines;
-  return lines.find((line) => line.startsWith('STAT mckv_role '))?.slice('STAT mckv_role '.length);
-}
-
 describe('large values pipelined through a follower', () => {
   let cluster: Cluster;
 
@@ -63,8 +58,8 @@ describe('large values pipelined through a follower', () => {
   });
 
   it('are all stored: no forward is dropped at the peer connection', async () => {
-    const roles = await Promise.all(cluster.nodes.map((node) => role(node.clientPort)));
-    const follower = itemAt(cluster.nodes, roles.indexOf('follower'));
+    const leader = await leaderOf(cluster);
+    const follower = itemAt(cluster.nodes.filter((node) => node.id !== leader), 0);
     const replies = await Promise.all(['a', 'b', 'c'].map((prefix) => load(follower.clientPort, prefix, 100)));
     const refused = replies.flat().filter((line) => line !== 'STORED');
     expect(refused.slice(0, 3)).toEqual([]);

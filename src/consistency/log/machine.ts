@@ -6,7 +6,7 @@
  * committed and checks the invariants. Each concern lives in its own part, which owns its state:
  * ./roles.ts, ./admission.ts, ./election.ts, ./replication.ts with ./progress.ts, ./read-index.ts,
  * ./lease.ts, ./requests.ts, ./turn.ts (the turn's buffers and forwards), ./transfer.ts,
- * ./compaction.ts, ./replica.ts, ./restart.ts, ./recovery.ts; the state they share is ./core.ts's,
+ * ./transfer-send.ts, ./compaction.ts, ./replica.ts, ./restart.ts, ./recovery.ts; the state they share is ./core.ts's,
  * which this class extends.
  *
  * Invariants (asserted after every step): applied ≤ committed ≤ last index; applied ≥ the
@@ -32,6 +32,7 @@ import { Requests } from './requests.ts';
 import { restoreDurableState } from './restart.ts';
 import { Roles } from './roles.ts';
 import { StateTransfer } from './transfer.ts';
+import { TransferSender } from './transfer-send.ts';
 import { Turn } from './turn.ts';
 import { logMessageProblem } from './validate.ts';
 import type { LogMessage } from './types.ts';
@@ -75,8 +76,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       awaitApply: (requestId, readIndex) => this.reads.awaitApply(requestId, readIndex),
     });
     this.reads = new ReadIndex(this, this.progress, this.requests);
-    this.compaction = new Compaction(this, this.progress, () => this.transfer.sendingFloor());
-    this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests);
+    this.compaction = new Compaction(this, this.progress, () => this.transfer.sender.sendingFloor());
+    const sender = new TransferSender(this, this.progress, this.compaction);
+    this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests, sender);
     this.replication = new Replication(
       this,
       this.progress,
@@ -90,7 +92,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         extendElectionTimer: () => this.election.extendTimer(),
         accepted: (term, matchIndex) => this.recovery.noteMatched(term, matchIndex),
       },
-      (to, minIndex) => this.transfer.start(to, minIndex),
+      (to, minIndex) => this.transfer.sender.start(to, minIndex),
       this.leases,
     );
     const parts = {
@@ -172,7 +174,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         if (this.leases?.forget() === true) this.note('warn', 'read lease dropped: the wall clock ran ahead of the monotonic clock (machine suspended, or clock stepped)', { aheadMs: event.aheadMs });
         break;
       case 'fetched':
-        this.transfer.onFetched(event.token, event.entries);
+        this.transfer.sender.onFetched(event.token, event.entries);
         break;
       case 'applied':
         if (!this.compaction.onSettled(event.token)) this.transfer.onApplied(event.token);
@@ -280,7 +282,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   private onTick(): void {
     this.requests.expire();
     this.transfer.requestIfDue();
-    this.transfer.dropStalled();
+    this.transfer.sender.dropStalled();
     this.roles.handlers().tick();
   }
 

@@ -73,7 +73,7 @@ export class ReplicaRepair {
     // Our writes whose apply failed are committed: the replay applies them again and answers.
     this.requests.awaitReplay(awaiting);
     this.compaction.forget();
-    this.transfer.forgetFetches();
+    this.transfer.sender.forgetFetches();
     this.core.appliedIndex = this.core.log.snapshotIndex;
     this.core.replayUntilIndex = this.core.log.lastIndex();
     this.core.caughtUp = false;
@@ -89,7 +89,7 @@ export class ReplicaRepair {
     this.core.replicaEmptied ||= emptied;
     this.compaction.forget();
     this.transfer.forgetPuts();
-    this.transfer.forgetOutgoing();
+    this.transfer.sender.forgetOutgoing();
     this.core.replayUntilIndex = 0;
     this.core.transferAheadThrough = 0;
     if (this.core.log.snapshotIndex > 0) this.core.setReplicaTrusted(false);

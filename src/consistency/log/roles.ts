@@ -208,7 +208,7 @@ export class Roles {
       case 'transfer_chunk':
         return this.transfer.onTransferChunk(from, message);
       case 'transfer_ack':
-        return this.transfer.onTransferAck(from, message);
+        return this.transfer.sender.onTransferAck(from, message);
       case 'recover':
         return this.recovery.onRecover(from, message, () => this.progress.peerRestarted(from));
       case 'recover_reply':
