@@ -51,7 +51,7 @@ export type {
 } from './network-types.ts';
 
 /** A peer connection's send queue, unless the controller asks for more (see sendQueueBytesFor). */
-export const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 
 /**
  * The send queue a peer connection needs so that no forward is dropped there: a forward has no
@@ -63,6 +63,7 @@ export const SEND_QUEUE_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
 export function sendQueueBytesFor(requestBytesMax: number, frameBytesMax: number): number {
   return Math.max(SEND_QUEUE_BYTES_MAX_DEFAULT, 2 * requestBytesMax + 2 * frameBytesMax);
 }
+
 const UNAUTHENTICATED_INBOUND_MAX_DEFAULT = 16;
 /** Connects and handshakes get at least this long, even with a tiny failure timeout. */
 const HANDSHAKE_TIMEOUT_MIN_MS = 1000;
