@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, it } from 'vitest';
-import { asPeerId, asRequestId, type Effect, type PeerId } from '../src/consistency/types.ts';
+import { asPeerId, asRequestId, type Effect, type Event, type PeerId } from '../src/consistency/types.ts';
 import { createReplicatedLog, type LogMessage, type ReplicatedLog } from '../src/consistency/replicated-log.ts';
 import { leaseGuardMs, ReadLeases } from '../src/consistency/log/lease.ts';
 import { EntryLog } from '../src/consistency/log/entry-log.ts';
@@ -113,13 +113,17 @@ describe("the log's per-key index", () => {
   });
 });
 
+/** An event without its time (the trio adds it). */
+type Untimed<T> = T extends unknown ? Omit<T, 'nowMs'> : never;
+
 /** Three machines with read leases over a network the test drives by hand (FIFO, no faults unless cut). */
 class Trio {
   nowMs = 1_000;
   readonly machines = new Map<PeerId, ReplicatedLog>();
   readonly cut = new Set<PeerId>();
   readonly replies = new Map<number, Effect<LogMessage>>();
-  private queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
+  /** Messages sent and not yet delivered, in order (a test may deliver some by hand: `deliver`). */
+  queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
   private nextRequest = 1;
 
   constructor() {
@@ -133,6 +137,22 @@ class Trio {
 
   machine(id: PeerId): ReplicatedLog {
     return this.machines.get(id) as ReplicatedLog;
+  }
+
+  /** Steps one machine now, carrying out what it does; returns its effects. */
+  step(id: PeerId, event: Untimed<Event<LogMessage>>): Effect<LogMessage>[] {
+    const effects = this.machine(id).step({ ...event, nowMs: this.nowMs } as Event<LogMessage>);
+    this.carryOut(id, effects);
+    return effects;
+  }
+
+  /** Delivers `message` from `from` to `to` now, and whatever its receiver sends back to `from`. */
+  deliver(from: PeerId, to: PeerId, message: LogMessage): void {
+    const before = this.queue.length;
+    this.step(to, { kind: 'message', from, message });
+    this.step(to, { kind: 'flush' });
+    const replies = this.queue.splice(before).filter((sent) => sent.to === from);
+    for (const reply of replies) this.step(from, { kind: 'message', from: to, message: reply.message });
   }
 
   private carryOut(from: PeerId, effects: Effect<LogMessage>[]): void {
@@ -220,5 +240,47 @@ describe('read leases on three machines', () => {
     expect(trio.machine(leader).inspect().commitIndex).toBe(committedAtElection);
     trio.run(60);
     expect(trio.machine(leader).inspect().commitIndex).toBeGreaterThan(committedAtElection);
+  });
+
+  it('a later read of a connection is not answered before an earlier one still waiting, though a lease would allow it', () => {
+    const trio = new Trio();
+    trio.run(1_000);
+    const leader = trio.leader();
+    trio.request(leader, set('k', 'v'));
+    trio.run(100);
+    // The followers hear nothing for longer than the lease: the leader's lapses.
+    for (const id of IDS) if (id !== leader) trio.cut.add(id);
+    trio.run(220);
+    trio.cut.clear();
+    trio.queue = [];
+    expect(trio.machine(leader).inspect().role).toBe('leader');
+    expect(trio.machine(leader).readsLocally?.(trio.nowMs, 999, { keys: ['k'], appliesDone: true })).toBe(false);
+    // A heartbeat leaves (it will renew the lease), then read 1 needs a read-index round.
+    for (let tick = 0; tick < 10 && !trio.queue.some((sent) => sent.message.kind === 'append'); tick += 1) {
+      trio.nowMs += 10;
+      trio.step(leader, { kind: 'tick', peersUp: IDS });
+    }
+    const heartbeats = trio.queue.splice(0);
+    const session = 77;
+    const read = (requestId: number): void => {
+      trio.step(leader, { kind: 'request', requestId: asRequestId(requestId), session, op: get('k') });
+      trio.step(leader, { kind: 'flush' });
+    };
+    read(901);
+    expect(trio.replies.get(901)).toBeUndefined();
+    const round = trio.queue.splice(0);
+    // The heartbeat's ack renews the lease, not read 1's round.
+    const first = heartbeats.find((sent) => sent.message.kind === 'append');
+    expect(first).toBeDefined();
+    if (first !== undefined) trio.deliver(first.from, first.to, first.message);
+    expect(trio.machine(leader).readsLocally?.(trio.nowMs, 999, { keys: ['k'], appliesDone: true })).toBe(true);
+    // Read 2 on the same connection: the lease would serve it at once; it waits for read 1.
+    expect(trio.machine(leader).readsLocally?.(trio.nowMs, session, { keys: ['k'], appliesDone: true })).toBe(false);
+    read(902);
+    expect(trio.replies.get(902)).toBeUndefined();
+    // Read 1's round completes: read 1 is served, then read 2.
+    for (const sent of round) trio.deliver(sent.from, sent.to, sent.message);
+    const served = [...trio.replies.keys()].filter((id) => id === 901 || id === 902);
+    expect(served).toEqual([901, 902]);
   });
 });

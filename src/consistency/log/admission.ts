@@ -134,7 +134,8 @@ export class RequestAdmission {
     const core = this.core;
     if (core.mode === 'linearizability' && this.leases === null) return false;
     const atMs = Math.max(core.nowMs, nowMs);
-    if (this.requests.hasUnsettledWrite(session) || this.refusalFor(null, atMs) !== null) return false;
+    // A request of its connection still unanswered here: it must not be answered before it.
+    if (this.requests.hasUnsettled(session) || this.refusalFor(null, atMs) !== null) return false;
     if (core.mode === 'sequential') return true;
     if (read === undefined || !read.appliesDone || !core.replicaValid || !this.leaseCovers(atMs)) return false;
     return core.log.lastIndexTouching(read.keys) <= core.appliedIndex;

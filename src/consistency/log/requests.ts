@@ -59,6 +59,12 @@ export class Requests {
    * committed, a write of an earlier term that is not in the log by then never will be.
    */
   private readonly writeTerms = new Map<RequestId, number>();
+  /**
+   * Linearizable reads ready to be served but behind an earlier read of their session still
+   * waiting: served right after it, so a connection's later read never shows an older state than
+   * its earlier one (memcached executes a connection's commands in order).
+   */
+  private readonly readyBehindRead = new Set<RequestId>();
 
   constructor(
     private readonly core: LogCore,
@@ -75,6 +81,11 @@ export class Requests {
 
   hasUnsettledWrite(session: number): boolean {
     return this.sessions.hasUnsettledWrite(session);
+  }
+
+  /** Whether `session` has any request not yet settled here (a read, too). */
+  hasUnsettled(session: number): boolean {
+    return this.sessions.hasUnsettled(session);
   }
 
   /** Takes a request: a write, a read held behind its session's write, or a read. */
@@ -108,6 +119,10 @@ export class Requests {
   serve(requestId: RequestId): void {
     const pending = this.pending.get(requestId);
     if (pending === undefined) return;
+    if (this.core.mode === 'linearizability' && this.sessions.hasEarlierRead(requestId)) {
+      this.readyBehindRead.add(requestId);
+      return;
+    }
     this.pending.delete(requestId);
     // With read leases a linearizable read needs only its keys' applies (the lease rule is per key).
     if (this.core.readLeases !== null) this.core.out.push({ kind: 'read', requestId, op: pending.op, nowMs: this.core.nowMs, keysOnly: true });
@@ -121,7 +136,17 @@ export class Requests {
    * its read index is applied too.
    */
   private settle(requestId: RequestId): void {
-    for (const read of this.sessions.settle(requestId)) {
+    this.readyBehindRead.delete(requestId);
+    const session = this.sessions.sessionOf(requestId);
+    const released = this.sessions.settle(requestId);
+    // The reads that were ready behind this one go now, in order, up to one still waiting.
+    if (session !== undefined && this.readyBehindRead.size > 0) {
+      for (const read of this.sessions.frontReads(session)) {
+        if (!this.readyBehindRead.has(read)) break;
+        this.serve(read);
+      }
+    }
+    for (const read of released) {
       if (this.core.mode === 'linearizability') {
         const readIndex = this.pending.get(read)?.readIndex;
         if (readIndex !== undefined) this.hooks.awaitApply(read, readIndex);

@@ -48,6 +48,37 @@ export class SessionOrder {
     return queue !== undefined && queue.some((item) => item.kind === 'write');
   }
 
+  /** True when `session` has any request not yet settled: a read arriving now is not served at once. */
+  hasUnsettled(session: number): boolean {
+    return this.#queues.has(session);
+  }
+
+  /** True when read `requestId`'s session has an earlier read not yet served: it must be served first. */
+  hasEarlierRead(requestId: RequestId): boolean {
+    const queue = this.#queueOf(requestId);
+    if (queue === undefined) return false;
+    for (const item of queue) {
+      if (item.requestId === requestId) return false;
+      if (item.kind !== 'write') return true;
+    }
+    return false;
+  }
+
+  /** The reads at the front of `session`'s queue, in order, up to its first write. */
+  frontReads(session: number): RequestId[] {
+    const front: RequestId[] = [];
+    for (const item of this.#queues.get(session) ?? []) {
+      if (item.kind === 'write') break;
+      front.push(item.requestId);
+    }
+    return front;
+  }
+
+  /** The session of a tracked request. */
+  sessionOf(requestId: RequestId): number | undefined {
+    return this.#sessionOf.get(requestId);
+  }
+
   /** True when `requestId` is a read held behind an unsettled write of its session. */
   isHeld(requestId: RequestId): boolean {
     const queue = this.#queueOf(requestId);
