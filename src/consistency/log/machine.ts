@@ -318,12 +318,11 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       this.appliedIndex += 1;
       const entry = this.log.entryAt(this.appliedIndex);
       if (entry.op === null) continue;
-      const requestId = this.requests.takeApplied(entry);
+      let requestId = this.requests.takeApplied(entry);
       if (requestId !== null && entry.index <= this.transferAheadThrough) {
         // Its key may already hold it or a later change (a transfer read key by key): the apply may be skipped.
         this.requests.answerTransferredWrite(requestId, entry.index);
-        this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId: null, token: null });
-        continue;
+        requestId = null;
       }
       this.out.push({ kind: 'apply', op: entry.op, cas: BigInt(entry.index), nowMs: entry.nowMs, requestId, token: null });
       if (requestId !== null) this.requests.applied(requestId);
