@@ -71,14 +71,22 @@ describe('state transfer window', () => {
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: again ?? 0, received: 1 }))).toEqual([]);
   });
 
-  it('the receiver acks every chunk it holds, a repeated one too', () => {
+  it('the receiver acks each chunk once its put completed, a repeated one again without putting it twice', () => {
     const follower = new Node(N2, [snapshot(2, N1)]);
     follower.receive(0, N1, heartbeat(1, 0));
     const acks = (effects: Effect<LogMessage>[]): unknown[] =>
       effects.flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'transfer_ack' ? [effect.message] : []));
+    const putTokens = (effects: Effect<LogMessage>[]): number[] =>
+      effects.flatMap((effect) => (effect.kind === 'put' && effect.token !== null ? [effect.token] : []));
     const twoChunks = (chunkNumber: number): LogMessage => ({ ...(chunk(10, 0) as Chunk), chunkNumber, chunkCount: 2 });
-    expect(acks(follower.receive(5, N1, twoChunks(0)))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 1 }]);
-    expect(acks(follower.receive(5, N1, twoChunks(0)))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 1 }]);
-    expect(acks(follower.receive(5, N1, twoChunks(1)))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 2 }]);
+    const first = follower.receive(5, N1, twoChunks(0));
+    expect(acks(first)).toEqual([]);
+    const [token0] = putTokens(first);
+    expect(acks(follower.step(1, { kind: 'applied', token: token0 ?? 0 }))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 1 }]);
+    const again = follower.receive(5, N1, twoChunks(0));
+    expect(putTokens(again)).toEqual([]);
+    expect(acks(again)).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 1 }]);
+    const [token1] = putTokens(follower.receive(5, N1, twoChunks(1)));
+    expect(acks(follower.step(1, { kind: 'applied', token: token1 ?? 0 }))).toEqual([{ kind: 'transfer_ack', term: 2, transferId: 7, received: 2 }]);
   });
 });

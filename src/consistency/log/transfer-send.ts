@@ -2,7 +2,7 @@
  * The sending side of a state transfer (./transfer.ts has the asks and the receiving side). The
  * replica is read key by key from the applied index on, while applies go on (docs/design.md,
  * "State transfer in the log modes"), and sent in chunks, a window at a time, the receiver acking
- * what it holds (../send-window.ts), with the writes of the asker's it holds. While a transfer to
+ * what it has stored (../send-window.ts), with the writes of the asker's it holds. While a transfer to
  * a peer is read, or sent and acked lately, its asks start no other.
  *
  * Owns: the reads of our replica for a transfer, and the transfer being sent to each peer.
@@ -31,7 +31,7 @@ const TRANSFER_KEPT_FAILURE_TIMEOUTS = 5;
 interface OutgoingTransfer {
   header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
   committedForwards: CommittedForward[];
-  /** Let go once every chunk is acked. */
+  /** Each let go (emptied) once acked. */
   chunks: KeyedEntry[][];
   chunkBytes: number[];
   sent: number;
@@ -157,12 +157,15 @@ export class TransferSender {
     this.sendWindow(transfer.to, outgoing);
   }
 
-  /** The receiver holds `received` chunks of transfer `transferId`: send on, or forget a finished one. */
+  /** The receiver stored `received` chunks of transfer `transferId`: send on, or forget a finished one. */
   onTransferAck(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_ack' }>): void {
     const outgoing = this.sending.get(from);
     if (outgoing === undefined || outgoing.header.transferId !== message.transferId || message.term !== outgoing.header.term) return;
     if (message.received <= outgoing.acked) return;
-    outgoing.acked = Math.min(message.received, outgoing.sent);
+    const acked = Math.min(message.received, outgoing.sent);
+    // Stored there: never sent again, so let go of it now.
+    for (let chunk = outgoing.acked; chunk < acked; chunk += 1) outgoing.chunks[chunk] = [];
+    outgoing.acked = acked;
     outgoing.progressMs = this.core.nowMs;
     if (outgoing.acked < outgoing.header.chunkCount) return this.sendWindow(from, outgoing);
     // All acked: the replica is let go; the transfer is kept (see serving) until the receiver acks

@@ -3,9 +3,10 @@
  * and the start-over when every replica lost its data. A node without a valid replica asks (a
  * follower its leader, a leader its peers in turn); the sender (./transfer-send.ts) reads its
  * replica key by key from its applied index on and sends it in chunks with the asker's writes it
- * already holds; the receiver, here, resets its replica, puts the chunks and continues the log
- * after the transfer's index, serving nothing until it applied the index the read went through
- * (docs/design.md, "State transfer in the log modes").
+ * already holds; the receiver, here, resets its replica at the first chunk, puts each chunk as
+ * it comes (holding none: a replica may be larger than this process's memory) and acks it once
+ * stored, then continues the log after the transfer's index, serving nothing until it applied the
+ * index the read went through (docs/design.md, "State transfer in the log modes").
  *
  * Owns: the transfer being received, when each peer asked for one we could not serve, the
  * schedule of our own asks, and the transfer's puts not yet completed.
@@ -27,6 +28,8 @@ import type { CommittedForward, LogMessage } from './types.ts';
 
 interface IncomingTransfer {
   from: PeerId;
+  /** The term it was sent in: its acks say so. */
+  term: number;
   transferId: number;
   index: number;
   indexTerm: number;
@@ -34,8 +37,13 @@ interface IncomingTransfer {
   startOverIndex: number;
   /** Its keys may hold changes up to here (transfer_chunk's `fetchedThrough`). */
   fetchedThrough: number;
-  chunks: Array<KeyedEntry[] | undefined>;
-  received: number;
+  chunkCount: number;
+  /** The numbers of the chunks received (and put: none is held here). */
+  received: Set<number>;
+  /** Tokens of its chunks' puts not yet completed. */
+  puts: Set<number>;
+  /** Chunks whose put completed: what the acks say it holds, so the sender's window also bounds what waits for memcached here. */
+  stored: number;
   /** From the first chunk: the writes of ours the transferred state holds. */
   committedForwards: readonly CommittedForward[];
 }
@@ -75,9 +83,13 @@ export class StateTransfer {
     return this.putsPending.size === 0;
   }
 
-  /** The replica is reset or replayed: the puts in flight no longer decide whether it is trusted. */
+  /**
+   * The replica is reset or replayed: the puts in flight no longer decide whether it is trusted,
+   * and a transfer being put into it is given up (its chunks put so far may be gone).
+   */
   forgetPuts(): void {
     this.putsPending.clear();
+    this.incoming = null;
   }
 
   /** A new leader (this node): asks counted in an earlier term do not count in this one. */
@@ -187,36 +199,81 @@ export class StateTransfer {
       return this.core.dropMessage(from, `transfer at ${message.index} disagrees with a committed entry`);
     }
     let incoming = this.incoming;
-    if (incoming !== null && incoming.from === from && incoming.transferId === message.transferId) {
+    if (incoming !== null && incoming.from === from && incoming.term === message.term && incoming.transferId === message.transferId) {
       const same =
         incoming.index === message.index &&
         incoming.indexTerm === message.indexTerm &&
         incoming.startOverIndex === (message.startOverIndex ?? 0) &&
         incoming.fetchedThrough === (message.fetchedThrough ?? message.index) &&
-        incoming.chunks.length === message.chunkCount;
+        incoming.chunkCount === message.chunkCount;
       if (!same) return this.core.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
     } else {
       incoming = {
         from,
+        term: message.term,
         transferId: message.transferId,
         index: message.index,
         indexTerm: message.indexTerm,
         startOverIndex: message.startOverIndex ?? 0,
         fetchedThrough: message.fetchedThrough ?? message.index,
-        chunks: new Array<KeyedEntry[] | undefined>(message.chunkCount),
-        received: 0,
+        chunkCount: message.chunkCount,
+        received: new Set(),
+        puts: new Set(),
+        stored: 0,
         committedForwards: [],
       };
-      this.incoming = incoming;
+      this.begin(incoming);
     }
-    if (incoming.chunks[message.chunkNumber] === undefined) {
-      incoming.chunks[message.chunkNumber] = message.entries;
+    if (!incoming.received.has(message.chunkNumber)) {
+      incoming.received.add(message.chunkNumber);
       if (message.committedForwards !== undefined) incoming.committedForwards = message.committedForwards;
-      incoming.received += 1;
+      this.putChunk(incoming, message.entries);
+    } else {
+      // Sent again (its ack was lost): say again what we hold.
+      this.ack(incoming);
     }
-    // What we hold lets the sender send on (../send-window.ts).
-    this.core.send(from, { kind: 'transfer_ack', term: this.core.term, transferId: incoming.transferId, received: incoming.received });
-    if (incoming.received === incoming.chunks.length) this.installTransfer(incoming);
+    if (incoming.received.size === incoming.chunkCount) this.installTransfer(incoming);
+  }
+
+  /**
+   * The first chunk of a transfer: the replica is reset to take the chunks as they come, so it
+   * counts as lost from here (not trusted, emptied, serving nothing) until the transfer is
+   * installed; one given up midway (forgetPuts) leaves it to be rebuilt by another, which this
+   * node asks for as any node without a replica does.
+   */
+  private begin(incoming: IncomingTransfer): void {
+    const core = this.core;
+    this.incoming = incoming;
+    if (core.replicaValid) {
+      core.replicaValid = false;
+      core.replicaEpoch += 1;
+    }
+    core.replicaEmptied = true;
+    core.setReplicaTrusted(false);
+    core.caughtUp = false;
+    core.catchUpIndex = core.role === 'leader' ? core.commitIndex : null;
+    core.replayUntilIndex = 0;
+    core.transferAheadThrough = 0;
+    core.transferMinIndex ??= core.log.snapshotIndex;
+    this.nextTransferRequestMs = core.nowMs + core.failureTimeoutMs;
+    this.compaction.forget();
+    this.sender.forgetOutgoing();
+    this.putsPending.clear();
+    core.out.push({ kind: 'reset' });
+  }
+
+  /** Puts one chunk (at least one put per transfer, even of an empty replica: it marks where the state ends). */
+  private putChunk(incoming: IncomingTransfer, entries: KeyedEntry[]): void {
+    const token = this.core.nextStoreToken();
+    this.putsPending.add(token);
+    incoming.puts.add(token);
+    this.core.memory.arrived(entries);
+    this.core.out.push({ kind: 'put', entries, how: 'overwrite', token });
+  }
+
+  /** Tells the sender how many chunks are stored here: its window sends on from there (../send-window.ts). */
+  private ack(incoming: IncomingTransfer): void {
+    this.core.send(incoming.from, { kind: 'transfer_ack', term: incoming.term, transferId: incoming.transferId, received: incoming.stored });
   }
 
   /** Whether an entry of `term` at `index` would contradict one this node knows is committed. */
@@ -226,29 +283,18 @@ export class StateTransfer {
     return termHere !== null && termHere !== term;
   }
 
-  /** Replace the replica with the transferred one and continue the log after its index. */
+  /**
+   * Every chunk is put (or on its way): the replica is the transferred one, trusted once the puts
+   * completed; continue the log after its index.
+   */
   private installTransfer(incoming: IncomingTransfer): void {
-    this.incoming = null;
     const { index, indexTerm } = incoming;
-    this.core.note('info', 'state transfer received', { peer: incoming.from, index, fetchedThrough: incoming.fetchedThrough, chunks: incoming.chunks.length });
+    this.core.note('info', 'state transfer received', { peer: incoming.from, index, fetchedThrough: incoming.fetchedThrough, chunks: incoming.chunkCount });
     // The transferred state may hold writes of this node's clients that were never applied here
     // (committed while it lagged, some before their entries reached it): a read a connection sent
     // before such a write must not see it, and it can no longer be served without it.
     this.requests.refuseReadsBeforeUnsettledWrites();
     this.requests.markUnsure();
-    this.core.out.push({ kind: 'reset' });
-    // At least one put, even for an empty replica: it marks where the transferred state ends.
-    // Until every put completed, a restart must not trust the replica.
-    this.compaction.forget();
-    this.putsPending.clear();
-    this.core.replayUntilIndex = 0;
-    this.core.replicaTrusted = false;
-    for (const chunk of incoming.chunks) {
-      const token = this.core.nextStoreToken();
-      this.putsPending.add(token);
-      this.core.memory.arrived(chunk ?? []);
-      this.core.out.push({ kind: 'put', entries: chunk ?? [], how: 'overwrite', token });
-    }
     if (this.core.log.termAt(index) === indexTerm) {
       // Our log matches the transfer's up to its index: what it drops is committed.
       const dropped = this.core.log.compactTo(index);
@@ -272,7 +318,7 @@ export class StateTransfer {
     this.core.commitIndex = Math.max(this.core.commitIndex, index);
     this.core.appliedIndex = index;
     this.core.replicaValid = true;
-    // Reset above: until the puts are confirmed (trusted), it counts as emptied still. If every
+    // Reset at the first chunk: until the puts are confirmed (trusted), it counts as emptied still. If every
     // replica is lost meanwhile, a start-over may discard it: what it holds up to the snapshot is
     // what the README says such a loss costs, and after the snapshot is in the logs.
     this.core.replicaEmptied = true;
@@ -306,7 +352,14 @@ export class StateTransfer {
   }
 
   onApplied(token: number): void {
-    if (!this.putsPending.delete(token) || this.putsPending.size > 0) return;
+    const incoming = this.incoming;
+    if (incoming !== null && incoming.puts.delete(token)) {
+      incoming.stored += 1;
+      this.ack(incoming);
+      if (incoming.stored === incoming.chunkCount) this.incoming = null;
+    }
+    // Trusted once the puts of an installed transfer (or a start-over) all completed.
+    if (!this.putsPending.delete(token) || this.putsPending.size > 0 || !this.core.replicaValid) return;
     this.core.setReplicaTrusted(true);
   }
 }

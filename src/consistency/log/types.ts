@@ -173,7 +173,7 @@ export type LogMessage =
       entries: KeyedEntry[];
       committedForwards?: CommittedForward[];
     }
-  /** The receiver of transfer `transferId` holds `received` of its chunks: the sender may send on. */
+  /** The receiver of transfer `transferId` has stored `received` of its chunks in its replica: the sender may send on. */
   | { kind: 'transfer_ack'; term: number; transferId: number; received: number };
 
 export type LogMessageKind = LogMessage['kind'];

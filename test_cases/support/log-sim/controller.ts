@@ -70,7 +70,7 @@ export class SimController {
     }
     // A start-over's put (issued right after this note) installs the state at the snapshot index.
     const startOverIndex = this.world.replicasLost.startOverIndexOf(effect);
-    if (startOverIndex !== null) node.lastTransfer = { index: startOverIndex, through: startOverIndex };
+    if (startOverIndex !== null) node.lastTransfer = { index: startOverIndex, through: startOverIndex, chunkCount: 1 };
     if (effect.kind === 'send' && effect.beforeDurable === true) return this.execute(node, effect, node.lastTransfer);
     // As the controller does: a read that needs only its keys' applies runs at once if none is held.
     if (effect.kind === 'read' && effect.keysOnly === true && !node.heldKeys.touches(readKeys(effect.op))) {
@@ -121,13 +121,18 @@ export class SimController {
         node.replica.clear();
         node.replicaResets += 1;
         node.replicaIndex = 0;
+        node.putsSinceReset = 0;
         return;
       case 'put':
         for (const [key, entry] of effect.entries) node.replica.set(key, entry);
-        node.replicaIndex = transfer.index;
-        node.aheadThrough = transfer.through;
-        if (node.startOverPutPending) node.startOverPutPending = false;
-        else world.result.transfers += 1;
+        node.putsSinceReset += 1;
+        // A transfer's chunks are put as they come: its state is there once all of them are.
+        if (node.startOverPutPending || node.putsSinceReset >= transfer.chunkCount) {
+          node.replicaIndex = transfer.index;
+          node.aheadThrough = transfer.through;
+          if (node.startOverPutPending) node.startOverPutPending = false;
+          else world.result.transfers += 1;
+        }
         // As the controller does once the backend took it: tell the machine (it then trusts the replica).
         if (effect.token !== null) this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
         return;

@@ -21,6 +21,8 @@ export interface TransferMark {
   index: number;
   /** The transfer's `fetchedThrough`: its sender read key by key while applying up to here. */
   through: number;
+  /** How many chunks it comes in: the replica holds its state once that many were put after the reset. */
+  chunkCount: number;
 }
 
 export type HeldWork = { effect: OutwardEffect; transfer: TransferMark; keys: readonly string[] | null | undefined } | (() => void);

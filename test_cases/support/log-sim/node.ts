@@ -52,6 +52,8 @@ export interface SimNode {
   aheadThrough: number;
   /** Counts the replica's resets: a fetch across one fails, as the Replica's does. */
   replicaResets: number;
+  /** Puts since the last reset: a transfer's chunks, put as they come. */
+  putsSinceReset: number;
   /** The replica was emptied while the node was down: tell the machine once it boots. */
   replicaLost: boolean;
   /** A start-over was carried out: its put (next) marks the snapshot index, not a transfer. */
@@ -126,9 +128,10 @@ export class NodeLifecycle {
       localEvents: [],
       downUntilMs: 0,
       checkedCommit: 0,
-      lastTransfer: { index: 0, through: 0 },
+      lastTransfer: { index: 0, through: 0, chunkCount: 1 },
       aheadThrough: 0,
       replicaResets: 0,
+      putsSinceReset: 0,
       replicaLost: false,
       startOverPutPending: false,
       emptiedRecords: 0,

@@ -176,8 +176,8 @@ export class LogSimulation {
         continue;
       }
       if (flight.message.kind === 'transfer_chunk') {
-        const { index, fetchedThrough } = flight.message;
-        node.lastTransfer = { index, through: Math.max(index, fetchedThrough ?? index) };
+        const { index, fetchedThrough, chunkCount } = flight.message;
+        node.lastTransfer = { index, through: Math.max(index, fetchedThrough ?? index), chunkCount };
       }
       world.controller.step(node, { kind: 'message', nowMs: world.nowMs, from: flight.from, message: flight.message });
     }
