@@ -114,6 +114,19 @@ describe.each([
     expect((await backend.keys()).sort()).toEqual([...KEYS].sort());
   });
 
+  it('reads many keys in one call as it reads each: absent ones, every accepted key, every kind of entry', async () => {
+    const written = [...KEYS, ...ENTRIES.map(([name]) => `entry: ${name}`)];
+    for (const [position, key] of KEYS.entries()) {
+      await backend.set(key, { value: Buffer.from(String(position)), flags: position, expiresAtMs: 0, cas: BigInt(position + 1) });
+    }
+    for (const [name, entry] of ENTRIES) await backend.set(`entry: ${name}`, entry);
+    const asked = [...written, 'missing', '%#missing-hashed', 'x'.repeat(250)];
+    const one = await Promise.all(asked.map((key) => backend.get(key)));
+    expect(one.filter((entry) => entry !== undefined)).toHaveLength(written.length);
+    expect(await backend.getMany?.(asked)).toEqual(one);
+    expect(await backend.getMany?.([])).toEqual([]);
+  });
+
   it('overwrites, deletes and flushes', async () => {
     await backend.set('a', { value: Buffer.from('1'), flags: 0, expiresAtMs: 0, cas: 1n });
     await backend.set('a', { value: Buffer.from('2'), flags: 0, expiresAtMs: 0, cas: 2n });

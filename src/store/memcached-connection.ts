@@ -192,6 +192,35 @@ export class BinaryConnection {
     });
   }
 
+  /** Sends every frame; resolves with each reply's value (null: key not found) once all are answered, or rejects with the first failure. */
+  requestEach(frames: readonly Buffer[]): Promise<Array<Buffer | null>> {
+    const values = new Array<Buffer | null>(frames.length).fill(null);
+    if (frames.length === 0) return Promise.resolve(values);
+    return new Promise<Array<Buffer | null>>((resolve, reject) => {
+      let unanswered = frames.length;
+      let failure: Error | null = null;
+      const answered = (): void => {
+        unanswered -= 1;
+        if (unanswered > 0) return;
+        if (failure === null) resolve(values);
+        else reject(failure);
+      };
+      frames.forEach((frame, at) => {
+        this.#submit({
+          opaque: 0, opcode: frame.readUInt8(1), frame, writtenAtMs: 0, stats: null, resolveStats: null,
+          resolve: (value) => {
+            values[at] = value;
+            answered();
+          },
+          reject: (error) => {
+            failure ??= error;
+            answered();
+          },
+        });
+      });
+    });
+  }
+
   /** memcached's stats: the general ones, or a group's (`settings`, `slabs`, …). */
   stats(group = ''): Promise<Record<string, string>> {
     return new Promise<Record<string, string>>((resolveStats, reject) => {

@@ -91,6 +91,21 @@ export class MemcachedBackend implements KVBackend {
     return decoded.entry;
   }
 
+  /** The entries of distinct `keys` (undefined where absent), their gets pipelined under one promise. */
+  async getMany(keys: readonly string[]): Promise<Array<Entry | undefined>> {
+    const targets = keys.map(memcachedKey);
+    const what = keys.length === 1 ? keys[0] ?? null : `${keys[0]} and ${keys.length - 1} more`;
+    const frames = targets.map((target) => encodeRequest(OPCODE.get, target.key, null, null));
+    const raws = await this.#run('get', what, (connection) => connection.requestEach(frames));
+    return raws.map((raw, at) => {
+      if (raw === null) return undefined;
+      const decoded = decodeEntry(raw);
+      if (decoded === null) return undefined; // not written by mckv: reads as absent
+      // A digest collision reads as absent.
+      return targets[at]?.hashed === true && decoded.keptKey !== keys[at] ? undefined : decoded.entry;
+    });
+  }
+
   /**
    * Stores `entry` as memcached's add when the key is known not to be held, else as its replace,
    * either sent again as the other when memcached held the key otherwise (see `storeOpcode`):

@@ -66,6 +66,13 @@ export class MemoryBackend implements KVBackend {
     return entry === undefined ? undefined : copyEntry(entry);
   }
 
+  async getMany(keys: readonly string[]): Promise<Array<Entry | undefined>> {
+    return keys.map((key) => {
+      const entry = this.#entries.get(key);
+      return entry === undefined ? undefined : copyEntry(entry);
+    });
+  }
+
   async set(key: string, entry: Entry): Promise<void> {
     this.#put(key, entry);
   }

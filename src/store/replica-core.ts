@@ -38,6 +38,9 @@ export interface ReplicaCoreOptions {
  */
 const QUIET_EXPIRY_MARGIN_MS = 5000;
 
+/** Keys read from the backend in one pipelined call (a state transfer's page, or a slice of a listing). */
+const READ_MANY_KEYS = 4096;
+
 /** Key order, for entries that callers compare across replicas. */
 function byKey([left]: KeyedEntry, [right]: KeyedEntry): number {
   return left < right ? -1 : left > right ? 1 : 0;
@@ -346,7 +349,16 @@ export class ReplicaCore {
       if (known === null) unknown.push(key);
       else collect(key, known);
     }
-    await forEachBounded(unknown, this.#barrierConcurrency, async (key) => collect(key, await this.#readBackend(key)));
+    const getMany = this.#backend.getMany;
+    if (getMany === undefined) {
+      await forEachBounded(unknown, this.#barrierConcurrency, async (key) => collect(key, await this.#readBackend(key)));
+    } else {
+      for (let start = 0; start < unknown.length; start += READ_MANY_KEYS) {
+        const slice = unknown.slice(start, start + READ_MANY_KEYS);
+        const entries = await this.#readBackendMany(getMany, slice);
+        slice.forEach((key, at) => collect(key, entries[at]));
+      }
+    }
     // Deterministic order for callers that compare replicas.
     return found.sort(byKey);
   }
@@ -447,12 +459,27 @@ export class ReplicaCore {
     const generation = this.#cache.generation;
     const record = this.#index.get(key);
     const entry = await this.#backend.get(key);
-    if (record?.listed === true && this.#index.get(key) === record) {
-      if (entry === undefined) this.#index.delete(key);
-      else this.#remember(key, entry, true);
-    }
+    this.#learnRead(key, record, entry);
     if (entry !== undefined && generation === this.#cache.generation) this.#cache.set(key, entry);
     return entry;
+  }
+
+  /**
+   * `#readBackend` of distinct `keys` in one pipelined call, without filling the value cache: a
+   * read of many keys (a page of a whole-replica read) is a scan, and would evict the keys clients use.
+   */
+  async #readBackendMany(getMany: NonNullable<KVBackend['getMany']>, keys: readonly string[]): Promise<Array<Entry | undefined>> {
+    const records = keys.map((key) => this.#index.get(key));
+    const entries = await getMany.call(this.#backend, keys);
+    keys.forEach((key, at) => this.#learnRead(key, records[at], entries[at]));
+    return entries;
+  }
+
+  /** What a read of `key` from the backend tells the index, of a listed key (its record then). */
+  #learnRead(key: string, record: IndexRecord | undefined, entry: Entry | undefined): void {
+    if (record?.listed !== true || this.#index.get(key) !== record) return;
+    if (entry === undefined) this.#index.delete(key);
+    else this.#remember(key, entry, true);
   }
 
   /** With `skip-applied`: does the key already hold this op's change or a later one? */

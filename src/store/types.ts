@@ -187,6 +187,8 @@ export type KeyPresence = boolean | undefined;
 export interface KVBackend {
   readonly kind: 'memcache' | 'memory';
   get(key: string): Promise<Entry | undefined>;
+  /** The entries of distinct `keys` (undefined where absent), in one pipelined call; optional (else `get` each). */
+  getMany?(keys: readonly string[]): Promise<Array<Entry | undefined>>;
   set(key: string, entry: Entry, present?: KeyPresence): Promise<void>;
   /**
    * Sets every (key, entry) pair, the keys distinct; settles once every pair is answered, rejecting
