@@ -136,6 +136,27 @@ describe('Replica value cache', () => {
     expect(replica.cacheUsage()).toMatchObject({ entries: 2 });
   });
 
+  it('keeps a state transfer\'s puts and a whole-replica read out of the cache: they evict nothing clients use', async () => {
+    const backend = new CountingBackend();
+    const replica = new Replica(backend, { tombstones: false, replay: 'skip-applied' });
+    await replica.reset(); // as a transfer's receiver: its index then knows every key
+    await replica.apply(setOp('hot', '1'), { cas: 1n, nowMs: NOW });
+    const transferred = Array.from({ length: 100 }, (_, i) => [`t${i}`, entry(`v${i}`, BigInt(i + 2))] as const);
+    await replica.put(transferred.map(([key, value]) => [key, value]), 'overwrite');
+    expect(replica.cacheUsage().entries).toBe(1);
+    const all = await replica.fetch(null);
+    expect(all).toHaveLength(101);
+    expect(replica.cacheUsage().entries).toBe(1);
+    expect(backend.gets).toBe(100);
+    // What it holds is memcached's: a client's read gets it there, then from the cache.
+    expect(values(await replica.read(getOp('t7'), NOW))).toEqual([['t7', 'v7']]);
+    expect(values(await replica.read(getOp('t7'), NOW))).toEqual([['t7', 'v7']]);
+    expect(backend.gets).toBe(101);
+    // A merge (a peer's push) is cached as before.
+    await replica.put([['m', entry('m', 200n)]], 'merge');
+    expect(replica.cacheUsage().entries).toBe(3);
+  });
+
   it('keeps no trace of a write whose outcome is unknown', async () => {
     const backend = new CountingBackend();
     const replica = new Replica(backend, { tombstones: false });

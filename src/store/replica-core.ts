@@ -260,17 +260,21 @@ export class ReplicaCore {
     return { kind: 'ok' };
   }
 
-  /** `#write` for a batch of distinct keys: one backend call. */
-  async writeAll(entries: readonly KeyedEntry[]): Promise<void> {
+  /**
+   * `#write` for a batch of distinct keys: one backend call. `cached` false leaves the values out
+   * of the value cache (a state transfer's chunks: a whole replica would only churn it).
+   */
+  async writeAll(entries: readonly KeyedEntry[], cached = true): Promise<void> {
     const present = entries.map(([key]) => this.#presence(key));
     const records = entries.map(([key, entry]) => {
-      this.#cache.withhold(key);
+      if (cached) this.#cache.withhold(key);
+      else this.#cache.delete(key);
       return this.#remember(key, entry, false);
     });
     const generation = this.#cache.generation;
     await this.#backend.setMany(entries, present);
     for (const record of records) record.settled = true;
-    if (generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
+    if (cached && generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
   }
 
   /**

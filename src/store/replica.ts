@@ -277,9 +277,13 @@ export class Replica {
       }
       calls.push(this.#order.single(key, this.#writing(() => this.#core.putAll(key, list, how, joinCas))));
     }
-    if (batch.length > 0) calls.push(this.#order.runNow(batch.map(([key]) => key), this.#writing(() => this.#core.writeAll(batch))));
+    // A whole replica's worth (an overwrite: a state transfer) is not cached: it would only churn the cache.
+    const cached = how === 'merge';
+    if (batch.length > 0) {
+      calls.push(this.#order.runNow(batch.map(([key]) => key), this.#writing(() => this.#core.writeAll(batch, cached))));
+    }
     if (afterBusy.length > 0) {
-      const write = how === 'overwrite' ? () => this.#core.writeAll(afterBusy) : () => this.#core.mergeAll(afterBusy, joinCas);
+      const write = how === 'overwrite' ? () => this.#core.writeAll(afterBusy, cached) : () => this.#core.mergeAll(afterBusy, joinCas);
       calls.push(this.#order.keyed(afterBusy.map(([key]) => key), this.#writing(write)));
     }
     await Promise.all(calls);

@@ -42,6 +42,11 @@ export class CountingBackend extends MemoryBackend {
     this.gets += 1;
     return super.get(key);
   }
+  /** Counted as a get of each key. */
+  override async getMany(keys: readonly string[]): Promise<Array<Entry | undefined>> {
+    this.gets += keys.length;
+    return super.getMany(keys);
+  }
   override async set(key: string, stored: Entry): Promise<void> {
     this.sets += 1;
     if (this.failNextSetBeforeStoring) {
