@@ -167,7 +167,7 @@ describe('causal checker: size', () => {
     // A connection that also reads, or one that writes a key someone reads, is kept whole (700 each).
     expect(check([...bulk, [99, 'read', 'x', null, undefined, 'L7']]).detail).toContain('69300 writes set aside');
     expect(check([...bulk, [1, 'read', 'bulk0', null]]).detail).toContain('69300 writes set aside');
-  });
+  }, 120_000); // four checks of 70,000 operations: about 11 s alone, three times that beside a busy suite
 
   it('keeps a blind write in a session that does more: a timed-out write orders nothing after it, and leaving it out would', () => {
     // On connection A the write of z timed out, so the write of y after it does not follow the read
