@@ -55,6 +55,14 @@ describe('refusals', () => {
     expect(parseRefusalText('no quorumish')).toBeNull();
   });
 
+  it('renders any detail as printable ASCII on one line: arrows and ellipses spelled out, the rest as ?', () => {
+    const detail = 'memcached restarted empty (epoch 1@2 \u2192 3@4) (set key "k\u2026")\r\nEND\xff';
+    const text = refusalText(refused('backend', detail));
+    expect(text).toBe('backend: memcached restarted empty (epoch 1@2 -> 3@4) (set key "k...")??END?');
+    expect(refusalText(refused('internal', '\u00e9t\u00e9'))).toBe('?t?');
+    expect(refusalBinary(refused('internal', 'a\nb')).body).toBe('a?b');
+  });
+
   it('knows its reasons (a peer message is checked against them)', () => {
     for (const [reason] of CASES) expect(isRefusalReason(reason)).toBe(true);
     expect(isRefusalReason('server_error')).toBe(false);

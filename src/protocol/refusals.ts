@@ -92,11 +92,22 @@ export function isRefusalReason(value: unknown): value is RefusalReason {
   return typeof value === 'string' && Object.hasOwn(REFUSALS, value);
 }
 
-/** The text after `SERVER_ERROR ` in the text protocol. */
+/**
+ * The text after `SERVER_ERROR ` in the text protocol (and a binary error's body): printable ASCII
+ * on one line, whatever the detail holds (a backend's message, a key), as clients read it as
+ * ASCII and a line break would end the reply early.
+ */
 export function refusalText(refusal: Pick<Refusal, 'reason' | 'detail'>): string {
   const row = REFUSALS[refusal.reason];
   if (refusal.detail === undefined) return row.words;
-  return row.detailIsText === true ? refusal.detail : `${row.words}: ${refusal.detail}`;
+  const detail = printableAscii(refusal.detail);
+  return row.detailIsText === true ? detail : `${row.words}: ${detail}`;
+}
+
+/** `text` in printable ASCII: arrows and ellipses spelled out, anything else outside it as `?`. */
+function printableAscii(text: string): string {
+  if (!/[^\x20-\x7e]/.test(text)) return text;
+  return text.replaceAll('\u2192', '->').replaceAll('\u2026', '...').replace(/[^\x20-\x7e]/g, '?');
 }
 
 /** The binary status and body (undefined: memcached's own message for the status). */
