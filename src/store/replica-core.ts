@@ -38,7 +38,7 @@ export interface ReplicaCoreOptions {
  */
 const QUIET_EXPIRY_MARGIN_MS = 5000;
 
-/** Keys read from the backend in one pipelined call (a state transfer's page, or a slice of a listing). */
+/** Keys read from the backend in one pipelined call (a page of a state transfer's read is 512; a larger fetch goes in slices). */
 const READ_MANY_KEYS = 4096;
 
 /** Key order, for entries that callers compare across replicas. */
