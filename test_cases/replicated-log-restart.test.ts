@@ -259,6 +259,24 @@ describe('restart with idempotent replay (replicaSkipsApplied)', () => {
     expect(cluster.node(follower).effects.some((effect) => effect.kind === 'send' && effect.message.kind === 'transfer_request')).toBe(true);
   });
 
+  it('writes held when the backend restarted empty: a committed plain set is STORED, one whose result depended on the replica is not told', () => {
+    const { cluster, leader } = compactedCluster();
+    // Its applies at the leader fail (the controller holds their replies), then its memcached restarts empty.
+    cluster.applyTimesOut = (id) => id === leader;
+    const plain = asRequestId(cluster.request(leader, set('s', 'v')).requestId);
+    const counted = asRequestId(cluster.request(leader, incr('n')).requestId);
+    cluster.run(100);
+    cluster.applyTimesOut = () => false;
+    cluster.node(leader).replica.clear();
+    const effects = cluster.step(leader, { kind: 'backend_reset', nowMs: cluster.nowMs, emptied: true, awaiting: [plain, counted, asRequestId(9_999)] });
+    const replies = new Map(effects.flatMap((effect) => (effect.kind === 'reply' ? [[effect.requestId, effect.reply] as const] : [])));
+    expect(replies.get(plain)).toMatchObject({ kind: 'stored' });
+    expect(replies.get(counted)).toMatchObject({ kind: 'refused', reason: 'backend', detail: expect.stringMatching(/^write outcome unknown/) });
+    expect(replies.get(asRequestId(9_999))).toMatchObject({ kind: 'refused', reason: 'backend' });
+    cluster.run(1_500);
+    for (const id of IDS) expect(cluster.node(id).replica.get('s')?.value.toString()).toBe('v');
+  });
+
   it('a node restarted after its backend was emptied still says so when it asks for a transfer', () => {
     const { cluster } = compactedCluster();
     const follower = followers(cluster)[0];

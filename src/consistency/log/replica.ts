@@ -13,7 +13,7 @@
 import type { RequestId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
-import { APPLY_FAILED, type Requests } from './requests.ts';
+import type { Requests } from './requests.ts';
 import type { StateTransfer } from './transfer.ts';
 
 export class ReplicaRepair {
@@ -49,7 +49,7 @@ export class ReplicaRepair {
       this.replay(event.awaiting ?? []);
     } else {
       this.rebuild(event.emptied === true);
-      for (const requestId of event.awaiting ?? []) this.requests.reply(requestId, APPLY_FAILED);
+      this.requests.answerLostApplies(event.awaiting ?? []);
     }
   }
 

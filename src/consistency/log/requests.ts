@@ -195,6 +195,25 @@ export class Requests {
     for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
   }
 
+  /**
+   * Our writes whose apply failed, the replica now rebuilt (its backend restarted empty): each is
+   * committed, so a plain set is STORED and a flush_all OK whatever the replica held; the others'
+   * results depended on what it held, and cannot be told.
+   */
+  answerLostApplies(awaiting: readonly RequestId[]): void {
+    const core = this.core;
+    const waiting = new Set(awaiting);
+    for (const entry of core.log.entries) {
+      if (entry.op === null || entry.requestId === null || entry.origin !== core.self || entry.incarnation !== core.incarnation) continue;
+      if (entry.index > core.commitIndex || !waiting.delete(entry.requestId)) continue;
+      const { op, index, requestId } = entry;
+      if (op.kind === 'store' && op.verb === 'set') this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
+      else if (op.kind === 'flush_all') this.reply(requestId, { kind: 'ok' });
+      else this.reply(requestId, APPLY_FAILED);
+    }
+    for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
+  }
+
   /** This node did not run for `pausedMs`: no request's wait over it counts. */
   excusePause(pausedMs: number): void {
     for (const pending of this.pending.values()) pending.deadlineMs += pausedMs;
