@@ -184,34 +184,35 @@ export class Requests {
 
   /** Our writes whose apply failed: those committed wait for the replay to apply them again; the rest are answered. */
   awaitReplay(awaiting: readonly RequestId[]): void {
-    const core = this.core;
-    const waiting = new Set(awaiting);
-    for (const entry of core.log.entries) {
-      if (entry.op === null || entry.requestId === null || entry.origin !== core.self || entry.incarnation !== core.incarnation) continue;
-      if (entry.index > core.commitIndex || !waiting.delete(entry.requestId)) continue;
-      const deadlineMs = core.nowMs + core.requestTimeoutMs();
-      this.pending.set(entry.requestId, { op: entry.op, deadlineMs, sent: true });
+    for (const { op, requestId } of this.committedOf(awaiting)) {
+      this.pending.set(requestId, { op, deadlineMs: this.core.nowMs + this.core.requestTimeoutMs(), sent: true });
     }
-    for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
   }
 
   /**
-   * Our writes whose apply failed, the replica now rebuilt (its backend restarted empty): each is
-   * committed, so a plain set is STORED and a flush_all OK whatever the replica held; the others'
-   * results depended on what it held, and cannot be told.
+   * Our writes whose apply failed, the replica now rebuilt (its backend restarted empty): each
+   * committed one is, so a plain set is STORED and a flush_all OK whatever the replica held; the
+   * others' results depended on what it held, and cannot be told.
    */
   answerLostApplies(awaiting: readonly RequestId[]): void {
-    const core = this.core;
-    const waiting = new Set(awaiting);
-    for (const entry of core.log.entries) {
-      if (entry.op === null || entry.requestId === null || entry.origin !== core.self || entry.incarnation !== core.incarnation) continue;
-      if (entry.index > core.commitIndex || !waiting.delete(entry.requestId)) continue;
-      const { op, index, requestId } = entry;
+    for (const { op, index, requestId } of this.committedOf(awaiting)) {
       if (op.kind === 'store' && op.verb === 'set') this.reply(requestId, { kind: 'stored', cas: BigInt(index) });
       else if (op.kind === 'flush_all') this.reply(requestId, { kind: 'ok' });
       else this.reply(requestId, APPLY_FAILED);
     }
+  }
+
+  /** The committed entries in our log of `awaiting` (this incarnation's requests); the others are answered APPLY_FAILED. */
+  private committedOf(awaiting: readonly RequestId[]): Array<{ op: Op; index: number; requestId: RequestId }> {
+    const core = this.core;
+    const waiting = new Set(awaiting);
+    const found: Array<{ op: Op; index: number; requestId: RequestId }> = [];
+    for (const { op, requestId, index, origin, incarnation } of core.log.entries) {
+      if (op === null || requestId === null || origin !== core.self || incarnation !== core.incarnation) continue;
+      if (index <= core.commitIndex && waiting.delete(requestId)) found.push({ op, index, requestId });
+    }
     for (const requestId of waiting) this.reply(requestId, APPLY_FAILED);
+    return found;
   }
 
   /** This node did not run for `pausedMs`: no request's wait over it counts. */
