@@ -196,13 +196,19 @@ class Trio {
   }
 }
 
+/** Three machines with a leader elected and `k` set to `v` everywhere. */
+function trioHoldingK(): { trio: Trio; leader: PeerId } {
+  const trio = new Trio();
+  trio.run(1_000);
+  const leader = trio.leader();
+  trio.request(leader, set('k', 'v'));
+  trio.run(100);
+  return { trio, leader };
+}
+
 describe('read leases on three machines', () => {
   it('every node reads under its lease at once, without a read-index message', () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const leader = trio.leader();
-    trio.request(leader, set('k', 'v'));
-    trio.run(100);
+    const { trio } = trioHoldingK();
     for (const id of IDS) {
       const requestId = trio.request(id, get('k'));
       expect(trio.replies.get(requestId)?.kind, id).toBe('read');
@@ -243,11 +249,7 @@ describe('read leases on three machines', () => {
   });
 
   it('a later read of a connection is not answered before an earlier one still waiting, though a lease would allow it', () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const leader = trio.leader();
-    trio.request(leader, set('k', 'v'));
-    trio.run(100);
+    const { trio, leader } = trioHoldingK();
     // The followers hear nothing for longer than the lease: the leader's lapses.
     for (const id of IDS) if (id !== leader) trio.cut.add(id);
     trio.run(220);

@@ -78,7 +78,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.reads = new ReadIndex(this, this.progress, this.requests);
     this.compaction = new Compaction(this, this.progress, () => this.transfer.sender.sendingFloor());
     const sender = new TransferSender(this, this.progress, this.compaction);
-    this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests, sender);
+    this.transfer = new StateTransfer(this, this.progress, this.compaction, this.requests, sender, () => this.repair.forget(true));
     this.replication = new Replication(
       this,
       this.progress,

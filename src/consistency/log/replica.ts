@@ -82,10 +82,10 @@ export class ReplicaRepair {
   }
 
   /**
-   * Forget what the replica holds: replay the log from 1, or ask for a state transfer. `emptied`:
-   * the backend restarted, so it holds nothing (rather than being merely untrusted).
+   * Forgets what the replica held: nothing of it is replayed onto, compacted, sent or served until
+   * it is rebuilt (`emptied`: its backend restarted, or a transfer's reset emptied it).
    */
-  rebuild(emptied = false): void {
+  forget(emptied: boolean): void {
     this.core.replicaEmptied ||= emptied;
     this.compaction.forget();
     this.transfer.forgetPuts();
@@ -95,6 +95,14 @@ export class ReplicaRepair {
     if (this.core.log.snapshotIndex > 0) this.core.setReplicaTrusted(false);
     this.core.caughtUp = false;
     this.core.catchUpIndex = this.core.role === 'leader' ? this.core.commitIndex : null;
+  }
+
+  /**
+   * Forget what the replica holds: replay the log from 1, or ask for a state transfer. `emptied`:
+   * the backend restarted, so it holds nothing (rather than being merely untrusted).
+   */
+  rebuild(emptied = false): void {
+    this.forget(emptied);
     if (this.core.log.snapshotIndex === 0) {
       this.core.out.push({ kind: 'reset' });
       this.core.appliedIndex = 0;

@@ -40,10 +40,11 @@ interface IncomingTransfer {
   chunkCount: number;
   /** The numbers of the chunks received (and put: none is held here). */
   received: Set<number>;
-  /** Tokens of its chunks' puts not yet completed. */
+  /**
+   * Tokens of its chunks' puts not yet completed: the chunks received less these are stored, what
+   * the acks say, so the sender's window also bounds what waits for memcached here.
+   */
   puts: Set<number>;
-  /** Chunks whose put completed: what the acks say it holds, so the sender's window also bounds what waits for memcached here. */
-  stored: number;
   /** From the first chunk: the writes of ours the transferred state holds. */
   committedForwards: readonly CommittedForward[];
 }
@@ -76,6 +77,8 @@ export class StateTransfer {
     private readonly requests: TransferRequests,
     /** Our side of the transfers we send (./transfer-send.ts). */
     readonly sender: TransferSender,
+    /** Forgets what the replica held, as its backend restarting empty does (ReplicaRepair.forget). */
+    private readonly forgetReplica: () => void,
   ) {}
 
   /** Have the puts of the last transfer (or start-over) all completed? */
@@ -219,7 +222,6 @@ export class StateTransfer {
         chunkCount: message.chunkCount,
         received: new Set(),
         puts: new Set(),
-        stored: 0,
         committedForwards: [],
       };
       this.begin(incoming);
@@ -243,22 +245,16 @@ export class StateTransfer {
    */
   private begin(incoming: IncomingTransfer): void {
     const core = this.core;
+    this.forgetReplica();
     this.incoming = incoming;
     if (core.replicaValid) {
       core.replicaValid = false;
       core.replicaEpoch += 1;
     }
-    core.replicaEmptied = true;
+    // Also with nothing compacted (a log that could rebuild it): it holds part of a transfer now.
     core.setReplicaTrusted(false);
-    core.caughtUp = false;
-    core.catchUpIndex = core.role === 'leader' ? core.commitIndex : null;
-    core.replayUntilIndex = 0;
-    core.transferAheadThrough = 0;
     core.transferMinIndex ??= core.log.snapshotIndex;
     this.nextTransferRequestMs = core.nowMs + core.failureTimeoutMs;
-    this.compaction.forget();
-    this.sender.forgetOutgoing();
-    this.putsPending.clear();
     core.out.push({ kind: 'reset' });
   }
 
@@ -273,7 +269,8 @@ export class StateTransfer {
 
   /** Tells the sender how many chunks are stored here: its window sends on from there (../send-window.ts). */
   private ack(incoming: IncomingTransfer): void {
-    this.core.send(incoming.from, { kind: 'transfer_ack', term: incoming.term, transferId: incoming.transferId, received: incoming.stored });
+    const stored = incoming.received.size - incoming.puts.size;
+    this.core.send(incoming.from, { kind: 'transfer_ack', term: incoming.term, transferId: incoming.transferId, received: stored });
   }
 
   /** Whether an entry of `term` at `index` would contradict one this node knows is committed. */
@@ -354,9 +351,8 @@ export class StateTransfer {
   onApplied(token: number): void {
     const incoming = this.incoming;
     if (incoming !== null && incoming.puts.delete(token)) {
-      incoming.stored += 1;
       this.ack(incoming);
-      if (incoming.stored === incoming.chunkCount) this.incoming = null;
+      if (incoming.puts.size === 0 && incoming.received.size === incoming.chunkCount) this.incoming = null;
     }
     // Trusted once the puts of an installed transfer (or a start-over) all completed.
     if (!this.putsPending.delete(token) || this.putsPending.size > 0 || !this.core.replicaValid) return;
