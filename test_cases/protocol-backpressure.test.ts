@@ -3,8 +3,10 @@
  * small in-test handler: a get naming one 1 MiB key 1024 times (streamed value by value, memory
  * bounded, the reply complete for a client that reads), the same get from a client that never
  * reads (no longer read, its output bounded, others served), 1024 idle connections with the idle
- * timeout on (closed; a new client is served) and a bulk load of 20,000 pipelined sets on one
- * connection against a slow handler with a small in-flight bound (all STORED, in order).
+ * timeout on (closed; a new client is served), a bulk load of 20,000 pipelined sets on one
+ * connection against a slow handler with a small in-flight bound (all STORED, in order), and
+ * pipelined large sets queued while the handler held nothing (the run handed over stays within the
+ * byte bound).
  */
 
 import { checkStreamedReply } from './support/streamed-reply.ts';
@@ -262,4 +264,40 @@ describe('four loaders pipelining 1 MiB values', () => {
     expect(peakBytes).toBeGreaterThanOrEqual(2 * valueBytes);
     expect(started.server.stats().requestsInFlight).toBe(0);
   }, 90_000);
+});
+
+describe('a pipelined run handed over while the handler holds nothing', () => {
+  it('stays within serverRequestBytesInFlightMax beyond its first request', async () => {
+    const valueBytes = 256 * 1024;
+    const count = 8;
+    const bytesMax = 3 * valueBytes;
+    let bytesAtHandler = 0;
+    let peakBytes = 0;
+    let first = true;
+    const started = await startServer({
+      limits: { ...DEFAULT_LIMITS, serverRequestBytesInFlightMax: bytesMax },
+      handlerKeepsOrder: true,
+      handler: async (command: Command): Promise<Reply> => {
+        if (command.kind !== 'store') return { kind: 'error' };
+        const bytes = command.value.length + command.key.length;
+        bytesAtHandler += bytes;
+        peakBytes = Math.max(peakBytes, bytesAtHandler);
+        try {
+          // The first set is held until the rest of the load has queued behind it.
+          await sleep(first ? 300 : 2);
+          first = false;
+          return { kind: 'stored' };
+        } finally {
+          bytesAtHandler -= bytes;
+        }
+      },
+    });
+    const value = 'v'.repeat(valueBytes);
+    const load = Buffer.from(Array.from({ length: count }, (_, index) => `set k${index} 0 0 ${valueBytes}\r\n${value}\r\n`).join(''));
+    const expected = 'STORED\r\n'.repeat(count);
+    const reply = await exchange(started.port, load, (received) => received.length >= expected.length, 30_000);
+    expect(reply.toString('latin1')).toBe(expected);
+    expect(peakBytes).toBeLessThanOrEqual(bytesMax);
+    expect(peakBytes).toBeGreaterThanOrEqual(2 * valueBytes);
+  }, 60_000);
 });

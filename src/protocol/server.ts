@@ -112,10 +112,12 @@ export class ProtocolServer {
     return this.atHandler < serverRequestsInFlightMax && this.bytesAtHandler + bytes <= serverRequestBytesInFlightMax;
   }
 
-  /** Requests, and bytes, the handler may still take now (see `handlerTakes`). */
+  /**
+   * Requests, and bytes, the handler may still take now, beyond the first request of a run (which
+   * `handlerTakes` admitted, whatever its size when the handler holds nothing).
+   */
   handlerRoom(): { requests: number; bytes: number } {
     const requests = Math.max(0, this.limits.serverRequestsInFlightMax - this.atHandler);
-    if (this.atHandler === 0) return { requests, bytes: Infinity };
     return { requests, bytes: Math.max(0, this.limits.serverRequestBytesInFlightMax - this.bytesAtHandler) };
   }
 
