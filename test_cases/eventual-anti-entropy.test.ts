@@ -20,6 +20,7 @@ import {
 import { asRequestId, type Event, type KeyedEntry, type PeerId } from '../src/consistency/types.ts';
 import { purgeRemoves } from '../src/store/apply.ts';
 import type { Entry } from '../src/store/types.ts';
+import type { EventualTuning } from '../src/consistency/eventual/tuning.ts';
 import { mulberry32 } from './support/eventual-sim.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { must } from './support/must.ts';
@@ -85,9 +86,10 @@ class Cluster {
   readonly log: Array<{ from: PeerId; to: PeerId; message: EventualMessage }> = [];
   nowMs = T0 + 100;
 
-  constructor(contents: Map<PeerId, KeyedEntry[]>) {
+  /** `seeds`: each machine's seed for its randomness (default: one seed for all). */
+  constructor(contents: Map<PeerId, KeyedEntry[]>, tuning: Partial<EventualTuning> = {}, seeds?: ReadonlyMap<PeerId, number>) {
     for (const [id, entries] of contents) {
-      const m = machine(id);
+      const m = machine(id, tuning, seeds?.get(id));
       this.machines.set(id, m);
       this.replicas.set(id, new Map(entries));
       const rebuild = firstOfKind(m.step({ kind: 'tick', nowMs: T0 + 1, peersUp: ALL.filter((p) => p !== id) }), 'fetch');
@@ -120,6 +122,14 @@ class Cluster {
       }
     }
     for (const [to, event] of queue) this.run(to, this.machines.get(to)?.step(event) ?? []);
+  }
+
+  /** One tick of `stepMs` at every machine, each run to the end. */
+  tickAll(stepMs: number): void {
+    this.nowMs += stepMs;
+    for (const [id, m] of this.machines) {
+      this.run(id, m.step({ kind: 'tick', nowMs: this.nowMs, peersUp: [...this.machines.keys()].filter((p) => p !== id) }));
+    }
   }
 
   /** Step time forward until `id` starts an anti-entropy round, and run it to the end. */
@@ -239,5 +249,54 @@ describe('anti-entropy', () => {
     for (let i = 0; i < 4; i += 1) cluster.round(N2);
     expect(cluster.replicas.get(N2)?.size).toBe(3000);
     expect(n2.status().applied).toBe('3000');
+  });
+
+  it('rebuilds an emptied replica in rounds that follow each other at once, then goes back to the interval', () => {
+    const keys = 20_000;
+    const aeKeysMax = 256;
+    const full = many(keys);
+    const seeds = new Map([[N1, 1], [N2, 2], [N3, 3]]);
+    const cluster = new Cluster(new Map([[N1, full], [N2, full], [N3, full]]), { aeKeysMax }, seeds);
+    const n3 = cluster.machines.get(N3) as EventualMachine;
+    cluster.replicas.get(N3)?.clear();
+    cluster.run(N3, n3.step({ kind: 'backend_reset', nowMs: cluster.nowMs }));
+    for (let i = 0; i < 60 && (cluster.replicas.get(N3)?.size ?? 0) < keys; i += 1) cluster.tickAll(50);
+    // Rounds only every antiEntropyIntervalMs (300 ms here) would have carried at most
+    // 3 nodes × (3000 ms / 300 ms) rounds × aeKeysMax = 7,680 keys by now.
+    expect(cluster.replicas.get(N3)?.size).toBe(keys);
+    expect(n3.status().applied).toBe(String(keys));
+    // Once rebuilt, rounds carry nothing and come at their interval again, not at every tick.
+    const before = cluster.log.length;
+    for (let i = 0; i < 30; i += 1) cluster.tickAll(50);
+    const after = cluster.log.slice(before);
+    expect(after.filter((item) => item.message.kind === 'ae_keys')).toEqual([]);
+    expect(after.filter((item) => item.message.kind === 'ae_groups').length).toBeLessThanOrEqual(3 * (1500 / 300 + 1) + 3);
+  });
+
+  it('walks the buckets of an emptied peer from its own point of the ring, so two responders ship different keys', () => {
+    const aeKeysMax = 256;
+    const full = many(20_000);
+    const shippedBy = (seeds: [number, number]): Array<Set<string>> => {
+      const seedOf = new Map([[N1, seeds[0]], [N2, seeds[1]], [N3, 3]]);
+      const cluster = new Cluster(new Map([[N1, full], [N2, full], [N3, []]]), { aeKeysMax }, seedOf);
+      const step = (id: PeerId, event: Event<EventualMessage>): Out => must(cluster.machines.get(id), id).step(event);
+      const groups = ofKind(step(N3, { kind: 'tick', nowMs: cluster.nowMs + 1000, peersUp: [N1, N2] }), 'send')[0];
+      const first = must(groups, 'a round started').to;
+      const buckets = ofKind(step(first, message(N3, must(groups, 'ae_groups').message, cluster.nowMs + 1000)), 'send')[0];
+      const list = ofKind(step(N3, message(first, must(buckets, 'ae_buckets').message, cluster.nowMs + 1000)), 'send')[0];
+      expect(list?.message.kind).toBe('ae_keys');
+      // The same key list goes to both full peers; each ships what the list lacks, up to aeKeysMax.
+      return [N1, N2].map((id) => {
+        const fetch = firstOfKind(step(id, message(N3, must(list, 'ae_keys').message, cluster.nowMs + 1000)), 'fetch');
+        return new Set(fetch.keys ?? []);
+      });
+    };
+    const [a, b] = shippedBy([1, 2]);
+    expect(a?.size).toBe(aeKeysMax);
+    expect(b?.size).toBe(aeKeysMax);
+    expect([...(a ?? [])].filter((key) => b?.has(key))).toEqual([]);
+    // Starting at the same point (the same seed), both would ship the same keys.
+    const [c, d] = shippedBy([1, 1]);
+    expect([...(c ?? [])].filter((key) => d?.has(key)).length).toBe(aeKeysMax);
   });
 });

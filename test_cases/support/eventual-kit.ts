@@ -28,12 +28,12 @@ export const ALL = [N1, N2, N3];
 export type Out = Effect<EventualMessage>[];
 
 /** A machine for `self` among the three nodes, seeded, with `tuning` over the defaults. */
-export function machine(self: PeerId = N1, tuning: Partial<EventualTuning> = {}): EventualMachine {
+export function machine(self: PeerId = N1, tuning: Partial<EventualTuning> = {}, seed = 7): EventualMachine {
   return new EventualMachine(
     {
       self,
       peers: ALL.filter((id) => id !== self),
-      random: mulberry32(7),
+      random: mulberry32(seed),
       heartbeatIntervalMs: 100,
       failureTimeoutMs: 400,
       persisted: [],

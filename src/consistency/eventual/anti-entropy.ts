@@ -4,17 +4,23 @@
  * by digests of the version index (./digest.ts): group digests, then the differing groups' bucket
  * digests, then the differing buckets' key → version lists, then the entries.
  *
+ * A round carries at most aeKeysMax differences. One that found more (a replica rebuilt empty:
+ * a whole memcached's worth) is followed by the next round with that peer at the next tick, once
+ * at most half a round's worth is still on its way there, not a round interval later. Each node
+ * starts its key lists and bucket walks at its own point of the ring of buckets, so two peers
+ * rebuilding a third ship it different buckets.
+ *
  * Owns: the round this node started (one at a time), when the next is due, and whose turn it is.
  * The index, what peers hold, and the fetches that ship entries belong to the machine (`host`).
  *
  * Invariants: at most one round of our own is in progress, and its bucket digests are taken only
  * from the peer it was started with; key lists sent, and keys shipped or asked for, number at most
- * aeKeysMax.
+ * aeKeysMax, and a responder walks buckets only until it has that many.
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
 import type { Effect, PeerId } from '../types.ts';
-import { bucketOfKey, bucketsOfGroup, differingGroups, groupOfBucket, type IndexEntry, type VersionIndex } from './digest.ts';
+import { BUCKET_COUNT, bucketOfKey, bucketsOfGroup, differingGroups, groupOfBucket, type IndexEntry, type VersionIndex } from './digest.ts';
 import type { EventualMessage, KeyVersion } from './messages.ts';
 import type { EventualTuning } from './tuning.ts';
 
@@ -38,6 +44,8 @@ export interface AntiEntropyHost {
   ship(keys: string[], to: PeerId, out: Out): void;
   /** Sends what the push queues allow. */
   drainAll(out: Out): void;
+  /** Entries on their way to `peer` (being read for shipping, queued, or sent and unacknowledged). */
+  backlog(peer: PeerId): number;
   /** Drops (part of) a message this node cannot use. */
   dropMessage(from: PeerId, reason: string, out: Out): void;
 }
@@ -55,35 +63,52 @@ export class AntiEntropy {
   private nextRoundId = 1;
   private nextRoundAtMs: number;
   private roundRobin = 0;
+  /** Peers a round found more differences with than it carried: the next round with them is due at once. */
+  private readonly more = new Set<PeerId>();
+  /** Where this node's key lists and bucket walks start: its own point of the ring of buckets. */
+  private readonly firstBucket: number;
 
+  /** `start` in [0, 1): where on the ring of buckets this node starts its lists (random per node). */
   constructor(
     private readonly peers: readonly PeerId[],
     private readonly index: VersionIndex,
     private readonly tuning: Pick<EventualTuning, 'antiEntropyIntervalMs' | 'aeKeysMax'>,
     firstRoundAtMs: number,
+    start: number,
     private readonly host: AntiEntropyHost,
   ) {
     this.nextRoundAtMs = firstRoundAtMs;
+    this.firstBucket = Math.floor(start * BUCKET_COUNT) % BUCKET_COUNT;
   }
 
-  /** A tick: starts a round with the next peer up, when one is due. */
+  /**
+   * A tick: continues with a peer the last round left differences with, once what was shipped to
+   * it has gone out; otherwise starts a round with the next peer up, when one is due.
+   */
   onTick(nowMs: number, peersUp: ReadonlySet<PeerId>, out: Out): void {
+    if (this.round === null) {
+      for (const peer of this.more) {
+        if (!peersUp.has(peer)) this.more.delete(peer);
+        else if (this.host.backlog(peer) <= this.tuning.aeKeysMax / 2) return this.startRound(peer, out);
+      }
+    }
     if (nowMs < this.nextRoundAtMs) return;
     this.nextRoundAtMs = nowMs + this.tuning.antiEntropyIntervalMs;
-    this.startRound(peersUp, out);
+    const candidates = this.peers.filter((peer) => peersUp.has(peer));
+    if (candidates.length === 0) return;
+    this.startRound(itemAt(candidates, this.roundRobin % candidates.length), out);
+    this.roundRobin += 1;
   }
 
   /** The replica was emptied: the round in progress is dropped, and the next one is due now. */
   onBackendReset(nowMs: number): void {
     this.round = null;
+    this.more.clear();
     this.nextRoundAtMs = nowMs;
   }
 
-  private startRound(peersUp: ReadonlySet<PeerId>, out: Out): void {
-    const candidates = this.peers.filter((peer) => peersUp.has(peer));
-    if (candidates.length === 0) return;
-    const peer = itemAt(candidates, this.roundRobin % candidates.length);
-    this.roundRobin += 1;
+  private startRound(peer: PeerId, out: Out): void {
+    this.more.delete(peer);
     const groups = this.index.groupDigestList();
     this.round = { id: this.nextRoundId, peer, groups };
     this.nextRoundId += 1;
@@ -116,7 +141,13 @@ export class AntiEntropy {
       else differingBuckets.push(bucket);
     }
     this.learnMatchingBuckets(from, (b) => matchingBuckets.has(b) || matchingGroup(groupOfBucket(b)));
-    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, differingBuckets, out);
+    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, this.fromOwnStart(differingBuckets), out);
+  }
+
+  /** `buckets` (ascending) rotated to begin at this node's point of the ring. */
+  private fromOwnStart(buckets: readonly number[]): number[] {
+    const at = buckets.findIndex((bucket) => bucket >= this.firstBucket);
+    return at <= 0 ? [...buckets] : [...buckets.slice(at), ...buckets.slice(0, at)];
   }
 
   /**
@@ -131,15 +162,21 @@ export class AntiEntropy {
       const entries = this.index.bucketEntries(bucket);
       if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) break;
       buckets.push(bucket);
+      if (entries.size > this.tuning.aeKeysMax - versions.length) this.more.add(to);
       for (const [key, entry] of entries) {
         if (versions.length >= this.tuning.aeKeysMax) break;
         versions.push([key, entry.version]);
       }
     }
+    if (buckets.length < differing.length) this.more.add(to);
     out.push({ kind: 'send', to, message: { kind: 'ae_keys', round, buckets, versions } });
   }
 
-  /** Responder, step 3: ship what the initiator lacks, ask for what we lack. */
+  /**
+   * Responder, step 3: ship what the initiator lacks, ask for what we lack. The buckets are walked
+   * from this node's point of the ring until aeKeysMax keys are found either way; a walk cut short
+   * makes our next round with the initiator due at once.
+   */
   onAeKeys(from: PeerId, message: Extract<EventualMessage, { kind: 'ae_keys' }>, out: Out): void {
     const buckets = new Set(message.buckets);
     const theirs = new Map<string, bigint>();
@@ -153,15 +190,23 @@ export class AntiEntropy {
     if (tooFarAhead) this.host.dropMessage(from, 'ae_keys: versions with clocks too far ahead of local time dropped', out);
     const ship: string[] = [];
     const want: string[] = [];
-    for (const bucket of buckets) this.compareBucket(from, bucket, theirs, { ship, want });
+    const max = this.tuning.aeKeysMax;
+    for (const bucket of this.fromOwnStart([...buckets].sort((a, b) => a - b))) {
+      if (ship.length >= max || want.length >= max) {
+        this.more.add(from);
+        break;
+      }
+      this.compareBucket(from, bucket, theirs, { ship, want });
+    }
     for (const [key, version] of theirs) {
       if (this.index.get(key) !== undefined) continue;
       if (this.host.purgedCovers(key, version)) this.host.answerSuperseded(from, key, version);
       else want.push(key);
     }
-    const shipKeys = ship.slice(0, this.tuning.aeKeysMax);
+    if (ship.length > max || want.length > max) this.more.add(from);
+    const shipKeys = ship.slice(0, max);
     if (shipKeys.length > 0) this.host.ship(shipKeys, from, out);
-    const wantKeys = want.slice(0, this.tuning.aeKeysMax);
+    const wantKeys = want.slice(0, max);
     if (wantKeys.length > 0) {
       out.push({ kind: 'send', to: from, message: { kind: 'ae_want', round: message.round, keys: wantKeys } });
     }
@@ -191,6 +236,8 @@ export class AntiEntropy {
 
   /** Initiator, step 4: ship what the responder asked for. */
   onAeWant(from: PeerId, keys: string[], out: Out): void {
+    // A full list: the responder may have left some out.
+    if (keys.length >= this.tuning.aeKeysMax) this.more.add(from);
     const wanted = keys.slice(0, this.tuning.aeKeysMax);
     if (wanted.length > 0) this.host.ship(wanted, from, out);
   }

@@ -80,6 +80,15 @@ export class Fetches {
     return token;
   }
 
+  /** Keys being read to be shipped to `peer`. */
+  shippingTo(peer: PeerId): number {
+    let keys = 0;
+    for (const { purpose, keys: fetched } of this.inFlight.values()) {
+      if (purpose.kind === 'ship' && purpose.to === peer) keys += fetched?.length ?? 0;
+    }
+    return keys;
+  }
+
   /** The fetch `token` returned: what it was issued for, or undefined if it is not awaited. */
   complete(token: number): PendingFetch | undefined {
     const pending = this.inFlight.get(token);

@@ -105,7 +105,7 @@ export class EventualMachine implements Machine<EventualMessage> {
     this.nowMs = options.nowMs;
     this.clock = tickHlc(HLC_ZERO, options.nowMs);
     const firstRoundAtMs = options.nowMs + this.tuning.antiEntropyIntervalMs * options.random();
-    this.antiEntropy = new AntiEntropy(this.peers, this.index, this.tuning, firstRoundAtMs, {
+    this.antiEntropy = new AntiEntropy(this.peers, this.index, this.tuning, firstRoundAtMs, options.random(), {
       learnHeld: (key, version, peer) => this.collection.learnHeld(key, version, peer, this.nowMs),
       graveyard: () => this.collection.graveyard,
       heldDeadBy: (entry, peer) => this.collection.heldDeadBy(entry, peer, this.nowMs),
@@ -114,6 +114,7 @@ export class EventualMachine implements Machine<EventualMessage> {
       answerSuperseded: (peer, key, version) => this.collection.answerSuperseded(peer, key, version),
       ship: (keys, to, out) => this.fetches.issue(out, keys, { kind: 'ship', to }),
       drainAll: (out) => this.peerPushes.drainAll(this.nowMs, out),
+      backlog: (peer) => this.fetches.shippingTo(peer) + this.pushes.backlog(peer),
       dropMessage: (from, reason, out) => this.dropMessage(from, reason, out),
     });
     packVersion(this.clock, this.nodeIndex); // asserts the node index fits

@@ -110,6 +110,12 @@ export class PushQueues {
     }
   }
 
+  /** Entries queued for `peer`, and sent to it unacknowledged (counted as full batches). */
+  backlog(peer: PeerId): number {
+    const queue = this.queues.get(peer);
+    return queue === undefined ? 0 : queue.queued.size + queue.inFlight.size * this.limits.batchEntriesMax;
+  }
+
   /** Entries queued over all peers. */
   depth(): number {
     let total = 0;
