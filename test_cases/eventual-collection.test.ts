@@ -2,12 +2,12 @@
  * Eventual mode collects what is dead only once every peer holds it, since a peer still holding an
  * older value would bring the key back: a tombstone is purged after every peer acked it (or matched
  * digests), a late copy does not resurrect a purged key, and an entry expired longer than the grace
- * goes the same way.
+ * goes the same way; the expiry sweep looks only at entries with an expiry.
  */
 
 import { describe, expect, it } from 'vitest';
 import type { EventualMachine } from '../src/consistency/eventual.ts';
-import { BUCKET_COUNT, GROUP_COUNT, VersionIndex } from '../src/consistency/eventual/digest.ts';
+import { GROUP_COUNT, VersionIndex } from '../src/consistency/eventual/digest.ts';
 import { asRequestId } from '../src/consistency/types.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { boot, entry, firstOfKind, machine, message, N1, N2, N3, ofKind, type Out, sent, T0, tombstone } from './support/eventual-kit.ts';
@@ -67,7 +67,7 @@ describe('tombstones', () => {
 
 describe('expiry', () => {
   it('collects an entry expired longer than the grace, once every peer holds it, and not before', () => {
-    const m = machine(N1, { expiredGraceMs: 1000, sweepBucketsPerTick: BUCKET_COUNT });
+    const m = machine(N1, { expiredGraceMs: 1000, sweepEntriesPerTick: 1 });
     const expiring = entry('v', 77n, { expiresAtMs: T0 + 500 });
     boot(m, [['k', expiring]]);
     m.step(message(N2, { kind: 'push_ack', batch: 0, versions: [['k', 77n]] }));
@@ -78,5 +78,18 @@ describe('expiry', () => {
     const late = m.step({ kind: 'tick', nowMs: T0 + 1500, peersUp: [N2, N3] });
     expect(ofKind(late, 'purge')).toEqual([{ kind: 'purge', tombstones: [['k', 77n]] }]);
     expect(m.indexEntry('k')).toBeUndefined();
+  });
+
+  it('sweeps only the entries with an expiry: one among 5,000 that never expire is collected at the first tick past its grace', () => {
+    const m = machine(N1, { expiredGraceMs: 1000, sweepEntriesPerTick: 1 });
+    const immortal = Array.from({ length: 5000 }, (_, i) => [`key${i}`, entry(`v${i}`, BigInt(100 + i))] as [string, ReturnType<typeof entry>]);
+    boot(m, [...immortal, ['k', entry('v', 77n, { expiresAtMs: T0 + 500 })]]);
+    m.step(message(N2, { kind: 'push_ack', batch: 0, versions: [['k', 77n]] }));
+    m.step(message(N3, { kind: 'push_ack', batch: 0, versions: [['k', 77n]] }));
+    expect(ofKind(m.step({ kind: 'tick', nowMs: T0 + 1400, peersUp: [N2, N3] }), 'purge')).toEqual([]);
+    // A sweep of the whole index, one entry a tick, would reach k a few thousand ticks from now.
+    const late = m.step({ kind: 'tick', nowMs: T0 + 1500, peersUp: [N2, N3] });
+    expect(ofKind(late, 'purge')).toEqual([{ kind: 'purge', tombstones: [['k', 77n]] }]);
+    expect(m.indexEntry('key4999')?.version).toBe(5099n);
   });
 });

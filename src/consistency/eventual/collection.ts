@@ -5,23 +5,26 @@
  * so an entry is filed as dead or alive the moment the index learns it.
  *
  * Owns: the graveyard, what was purged (remembered for purgedMemoryMs, ../purged.ts), the purges
- * not yet emitted, and where the expiry sweep is. The index and the push queues are the machine's
+ * not yet emitted, the keys indexed with an expiry (the only ones the expiry sweep looks at: most
+ * keys never expire, and a sweep of the whole index cost an idle controller holding 1,500,000 keys
+ * a fifth of a core), and where the sweep is. The index and the push queues are the machine's
  * (./machine.ts); the time comes in with each call.
  *
  * Invariants: the graveyard holds exactly the index's keys found dead; an entry is purged only
- * when dead and held by every peer, and is then remembered so late copies are not resurrected.
+ * when dead and held by every peer, and is then remembered so late copies are not resurrected;
+ * every indexed entry with an expiry not yet found dead is among the mortal keys.
  */
 
 import type { PeerId } from '../types.ts';
 import type { Entry } from '../../store/types.ts';
 import { PurgedVersions } from '../purged.ts';
-import { BUCKET_COUNT, type IndexEntry, type VersionIndex } from './digest.ts';
+import type { IndexEntry, VersionIndex } from './digest.ts';
 import { tombstoneEntry } from './entries.ts';
 import type { PushQueues } from './push.ts';
 import type { EventualTuning } from './tuning.ts';
 
 /** The tuning collection runs on (documented in ./tuning.ts). */
-export type CollectionTuning = Pick<EventualTuning, 'expiredGraceMs' | 'sweepBucketsPerTick' | 'purgedMemoryMs' | 'purgedMemoryEntriesMax'>;
+export type CollectionTuning = Pick<EventualTuning, 'expiredGraceMs' | 'sweepEntriesPerTick' | 'purgedMemoryMs' | 'purgedMemoryEntriesMax'>;
 
 /** The dead entries of one node's index, and what it purged. */
 export class Collection {
@@ -29,7 +32,10 @@ export class Collection {
   readonly graveyard = new Set<string>();
   private readonly purged: PurgedVersions;
   private pendingPurges: Array<[string, bigint]> = [];
-  private sweepBucket = 0;
+  /** Keys indexed with an expiry and not found dead yet (a few may no longer be: the sweep drops them). */
+  private readonly mortal = new Set<string>();
+  /** Where the sweep is in `mortal`; null: it starts over. */
+  private sweepAt: Iterator<string> | null = null;
 
   constructor(
     private readonly index: VersionIndex,
@@ -60,8 +66,14 @@ export class Collection {
       resetVersion: entry.resetCas === entry.cas ? undefined : entry.resetCas,
     };
     this.index.set(key, indexed);
-    if (this.isDead(indexed, nowMs)) this.graveyard.add(key);
-    else this.graveyard.delete(key);
+    if (this.isDead(indexed, nowMs)) {
+      this.graveyard.add(key);
+      this.mortal.delete(key);
+    } else {
+      this.graveyard.delete(key);
+      if (indexed.expiresAtMs !== 0) this.mortal.add(key);
+      else this.mortal.delete(key);
+    }
     this.collectIfDone(key, nowMs);
   }
 
@@ -69,11 +81,14 @@ export class Collection {
   remove(key: string): void {
     this.index.delete(key);
     this.graveyard.delete(key);
+    this.mortal.delete(key);
   }
 
   /** The replica was emptied: the index is being rebuilt, and with it the graveyard. */
   clear(): void {
     this.graveyard.clear();
+    this.mortal.clear();
+    this.sweepAt = null;
   }
 
   isDead(entry: IndexEntry, nowMs: number): boolean {
@@ -102,6 +117,7 @@ export class Collection {
     this.pendingPurges.push([key, entry.version]);
     this.index.delete(key);
     this.graveyard.delete(key);
+    this.mortal.delete(key);
     this.purged.remember(key, entry.version, nowMs, entry.resetVersion);
   }
 
@@ -152,15 +168,26 @@ export class Collection {
     return purged === undefined || version >= purged;
   }
 
-  /** Move entries that expired into the graveyard, a few buckets per tick. */
+  /**
+   * Moves entries that expired into the graveyard: the mortal keys round and round, up to
+   * sweepEntriesPerTick of them per tick and none twice in one tick.
+   */
   sweep(nowMs: number): void {
-    for (let i = 0; i < this.tuning.sweepBucketsPerTick; i += 1) {
-      const bucket = this.sweepBucket;
-      this.sweepBucket = (this.sweepBucket + 1) % BUCKET_COUNT;
-      const expired = [...this.index.bucketEntries(bucket)]
-        .filter(([key, entry]) => !this.graveyard.has(key) && this.isDead(entry, nowMs))
-        .map(([key]) => key);
-      for (const key of expired) {
+    const visits = Math.min(this.tuning.sweepEntriesPerTick, this.mortal.size);
+    for (let i = 0; i < visits; i += 1) {
+      this.sweepAt ??= this.mortal.values();
+      let next = this.sweepAt.next();
+      if (next.done === true) {
+        this.sweepAt = this.mortal.values();
+        next = this.sweepAt.next();
+        if (next.done === true) return;
+      }
+      const key = next.value;
+      const entry = this.index.get(key);
+      if (entry === undefined || entry.expiresAtMs === 0) {
+        this.mortal.delete(key);
+      } else if (this.isDead(entry, nowMs)) {
+        this.mortal.delete(key);
         this.graveyard.add(key);
         this.collectIfDone(key, nowMs);
       }

@@ -39,8 +39,8 @@ export interface EventualTuning {
   purgedMemoryMs: number;
   /** Most purged (key, version) pairs remembered. */
   purgedMemoryEntriesMax: number;
-  /** Buckets checked for expired entries per tick. */
-  sweepBucketsPerTick: number;
+  /** Entries with an expiry checked per tick (entries without one are never swept). */
+  sweepEntriesPerTick: number;
   /** Most requests held while the start-up fetch runs; more get SERVER_ERROR. */
   heldRequestsMax: number;
   /**
@@ -68,7 +68,7 @@ export function defaultTuning(options: Pick<MachineOptions, 'heartbeatIntervalMs
     expiredGraceMs: 1000,
     purgedMemoryMs: 10 * 60 * 1000,
     purgedMemoryEntriesMax: 100_000,
-    sweepBucketsPerTick: 32,
+    sweepEntriesPerTick: 4096,
     heldRequestsMax: 100_000,
     clockAheadMaxMs: 5 * 60 * 1000,
   };
