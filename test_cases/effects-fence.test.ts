@@ -8,89 +8,10 @@
  * `result_unknown`; effects without a fence, and fenced ones no refusal overtook, are answered.
  */
 
-import os from 'node:os';
 import { describe, expect, it } from 'vitest';
-import type { Effect, Event, RequestId } from '../src/consistency/types.ts';
-import { BackendWatch } from '../src/controller/backend-watch.ts';
-import { EffectRunner } from '../src/controller/effects.ts';
-import { MemoryReporter } from '../src/controller/memory-reporter.ts';
-import { PendingRequests } from '../src/controller/requests.ts';
-import type { ControllerStatus } from '../src/controller/status.ts';
 import type { Reply } from '../src/protocol/types.ts';
-import { silentLogger } from '../src/runtime/log.ts';
-import type { Replica } from '../src/store/replica.ts';
 import { StoreError, type Op } from '../src/store/types.ts';
-
-/** A promise and the hands that settle it. */
-function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reject: (error: unknown) => void } {
-  let resolve!: (value: T) => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<T>((yes, no) => {
-    resolve = yes;
-    reject = no;
-  });
-  return { promise, resolve, reject };
-}
-
-/** An effect runner over a replica whose every call waits for the test to settle it. */
-function runner() {
-  const events: Event<unknown>[] = [];
-  const reads: Array<ReturnType<typeof deferred<Reply>>> = [];
-  const applies: Array<ReturnType<typeof deferred<Reply>>> = [];
-  const puts: Array<ReturnType<typeof deferred<void>>> = [];
-  const replica = {
-    readNow: () => null,
-    read: () => {
-      reads.push(deferred<Reply>());
-      return (reads.at(-1) as ReturnType<typeof deferred<Reply>>).promise;
-    },
-    applyNow: () => null,
-    apply: () => {
-      applies.push(deferred<Reply>());
-      return (applies.at(-1) as ReturnType<typeof deferred<Reply>>).promise;
-    },
-    put: () => {
-      puts.push(deferred<void>());
-      return (puts.at(-1) as ReturnType<typeof deferred<void>>).promise;
-    },
-  } as unknown as Replica;
-  const memory = new MemoryReporter(() => 0, () => {}, { count: () => 0, max: 1000 });
-  const watch = new BackendWatch({
-    replica: { health: async () => ({ ok: true, detail: 'fake', epoch: 'e1', evictions: 0, flushes: { total: 0, ours: 0 } }), suspect: null, acknowledgeReset: () => {} },
-    backend: {},
-    stateDir: os.tmpdir(),
-    memory,
-    holdsFailedApplies: false,
-    refusalsKeepTrust: true,
-    valueBytesMax: 1024 * 1024,
-    log: silentLogger,
-    enqueue: (event) => events.push(event),
-    whenDurable: (work) => work(),
-  });
-  const requests = new PendingRequests(() => {});
-  const effects = new EffectRunner({
-    writeAhead: { write: () => { throw new Error('causal mode writes no records'); }, close: () => {} },
-    sync: 'write',
-    failed: () => {},
-    fsynced: () => {},
-    replica,
-    network: { send: () => true },
-    watch,
-    memory,
-    requests,
-    status: { countRead: (_op: Op, reply: Reply) => reply } as unknown as ControllerStatus,
-    enqueue: (event) => events.push(event),
-    log: silentLogger,
-    endSessions: () => {},
-  });
-  /** Opens a request and carries out `effect` for it; resolves to its reply. */
-  const carryOut = (make: (requestId: RequestId) => Effect<unknown>): Promise<Reply> => {
-    const request = requests.open(1, 0);
-    effects.carryOut(make(request.requestId));
-    return Promise.resolve(request.reply());
-  };
-  return { carryOut, reads, applies, puts, events };
-}
+import { runner } from './support/effect-runner-kit.ts';
 
 const get: Op = { kind: 'get', keys: ['k2'] };
 const incr: Op = { kind: 'arith', verb: 'incr', key: 'k2', delta: 1n, initial: null, expiresAtMs: 0 };

@@ -53,8 +53,8 @@ export type Event<M> =
    * leases on the monotonic clock drops them (see src/runtime/clock.ts).
    */
   | { kind: 'clock_jump'; nowMs: number; aheadMs: number }
-  /** Answer to a `fetch` effect. */
-  | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[] }
+  /** Answer to a `fetch` effect; `more`: a slice of a `sliced` fetch's result, more follows. */
+  | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[]; more?: true }
   /** An `apply` or `put` effect with a token completed on the local replica. */
   | { kind: 'applied'; nowMs: number; token: number }
   /**
@@ -141,8 +141,11 @@ export type Effect<M> =
    * no call issued after it. (A compaction: every apply up to its snapshot is done.)
    */
   | { kind: 'settle'; token: number }
-  /** Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows. */
-  | { kind: 'fetch'; token: number; keys: string[] | null }
+  /**
+   * Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows;
+   * `sliced`: a large result may come as several, all but the last marked `more`.
+   */
+  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true }
   /**
    * Remove these tombstones from the local replica, each only if its cas is still the one given;
    * a key that holds an older version instead (a refused write kept it) is removed too.

@@ -10,7 +10,7 @@
  */
 
 import { clockMs } from '../runtime/clock.ts';
-import type { Effect, Event, RequestId } from '../consistency/types.ts';
+import type { Effect, Event, KeyedEntry, RequestId } from '../consistency/types.ts';
 import type { Logger } from '../runtime/log.ts';
 import type { PeerNetwork } from '../peer/network.ts';
 import { refused } from '../protocol/refusals.ts';
@@ -24,6 +24,9 @@ import type { MemoryReporter } from './memory-reporter.ts';
 import type { PendingRequests } from './requests.ts';
 import { storeErrorReply } from './stats.ts';
 import type { ControllerStatus } from './status.ts';
+
+/** Most entries of a `sliced` fetch's result stepped at once (see `deliverSliced`). */
+export const FETCHED_SLICE_ENTRIES = 16_384;
 
 /** What the durability gate holds back: an effect, or a step of the controller's own. */
 type Deferred = Effect<unknown> | (() => void);
@@ -197,9 +200,9 @@ export class EffectRunner {
         return;
       }
       case 'fetch': {
-        const { token } = effect;
+        const { token, sliced } = effect;
         replica.fetch(effect.keys).then(
-          (entries) => enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries }),
+          (entries) => (sliced === true ? this.deliverSliced(token, entries, 0) : enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries })),
           (error: unknown) => watch.failed('fetch', error),
         );
         return;
@@ -240,6 +243,19 @@ export class EffectRunner {
       this.wakeAtMs = Infinity;
       this.options.enqueue({ kind: 'flush', nowMs: clockMs() });
     }, afterMs);
+  }
+
+  /**
+   * A `sliced` fetch's result, FETCHED_SLICE_ENTRIES entries per event and one event per turn of
+   * the event loop: stepped whole, a 1,500,000-key replica's took the mode 6-8 s in one step, with
+   * no heartbeat, status page or client served meanwhile.
+   */
+  private deliverSliced(token: number, entries: KeyedEntry[], from: number): void {
+    const to = Math.min(entries.length, from + FETCHED_SLICE_ENTRIES);
+    const more = to < entries.length;
+    const slice = from === 0 && !more ? entries : entries.slice(from, to);
+    this.options.enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries: slice, ...(more ? { more: true as const } : {}) });
+    if (more) setImmediate(() => this.deliverSliced(token, entries, to));
   }
 
   private answerRead(requestId: RequestId, op: Op, reply: Reply, fence: number | undefined): void {

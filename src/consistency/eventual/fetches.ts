@@ -35,6 +35,9 @@ export interface PendingFetch {
   purpose: FetchPurpose;
   keys: string[] | null;
   issuedSeq: number;
+  /** Of a result coming in slices: the keys returned so far, and those to fetch again. */
+  returned?: Set<string>;
+  again?: string[];
 }
 
 /** The fetches of one node, and the dirty keys waiting for one. */
@@ -71,12 +74,15 @@ export class Fetches {
     return this.replicaSeq;
   }
 
-  /** Fetches `keys` (null: every key) from the replica; returns the fetch's token. */
+  /**
+   * Fetches `keys` (null: every key, whose result comes in slices, so that no step takes the
+   * whole replica at once) from the replica; returns the fetch's token.
+   */
   issue(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
     const token = this.takeToken();
     const issuedSeq = this.nextSeq();
     this.inFlight.set(token, { purpose, keys, issuedSeq });
-    out.push({ kind: 'fetch', token, keys });
+    out.push(keys === null ? { kind: 'fetch', token, keys, sliced: true } : { kind: 'fetch', token, keys });
     return token;
   }
 
@@ -87,6 +93,11 @@ export class Fetches {
       if (purpose.kind === 'ship' && purpose.to === peer) keys += fetched?.length ?? 0;
     }
     return keys;
+  }
+
+  /** A slice of fetch `token`'s result came, more follows: what it was issued for, or undefined if it is not awaited. */
+  sliceOf(token: number): PendingFetch | undefined {
+    return this.inFlight.get(token);
   }
 
   /** The fetch `token` returned: what it was issued for, or undefined if it is not awaited. */
@@ -163,16 +174,20 @@ export class Fetches {
     this.dirtyFetchToken = this.issue(out, keys, { kind: 'dirty' });
   }
 
-  /** Bring the index in line with what the replica returned (see the header); the clock has seen `entries`. */
-  refreshIndex(pending: PendingFetch, entries: KeyedEntry[], nowMs: number, out: Out): void {
+  /**
+   * Bring the index in line with what the replica returned (see the header); the clock has seen
+   * `entries`. `more`: they are a slice of the result, more follows; keys absent from the replica
+   * are told only once the whole result is in.
+   */
+  refreshIndex(pending: PendingFetch, entries: KeyedEntry[], nowMs: number, out: Out, more = false): void {
     const { issuedSeq } = pending;
     const flushedSince = this.flushSeq > issuedSeq;
-    const returned = new Set<string>();
+    const returned = (pending.returned ??= new Set<string>());
     /**
      * Keys whose claimed write never landed, and that a later effect touched (a merge of an older
      * version, which the index does not show): what the replica holds now is fetched again.
      */
-    const again: string[] = [];
+    const again = (pending.again ??= []);
     for (const [key, entry] of entries) {
       // A purged version reads as absent: its purge, ordered after this fetch, removes it.
       if (this.collection.purgedCovers(key, entry.cas)) continue;
@@ -186,6 +201,7 @@ export class Fetches {
       }
       this.collection.setIndex(key, entry, 0, current?.touchedSeq ?? 0, issuedSeq, nowMs);
     }
+    if (more) return;
     // A key the replica did not return is absent there (a write it refused never landed), unless
     // merged since the fetch was issued. A flush since then changes nothing here: it removes keys,
     // and creates none.

@@ -143,7 +143,7 @@ export class EventualMachine implements Machine<EventualMessage> {
         // Nothing here is timed by a lease.
         break;
       case 'fetched':
-        this.onFetched(event.token, event.entries, out);
+        this.onFetched(event.token, event.entries, event.more === true, out);
         break;
       case 'applied':
         this.peerPushes.onApplied(event.token, out);
@@ -249,15 +249,16 @@ export class EventualMachine implements Machine<EventualMessage> {
 
   // ---- fetch results, messages, ticks, resets -------------------------------------------
 
-  private onFetched(token: number, entries: KeyedEntry[], out: Out): void {
-    const pending = this.fetches.complete(token);
+  /** `more`: `entries` are a slice of the fetch's result, more follows. */
+  private onFetched(token: number, entries: KeyedEntry[], more: boolean, out: Out): void {
+    const pending = more ? this.fetches.sliceOf(token) : this.fetches.complete(token);
     if (pending === undefined) return;
     const valid = entries.filter(([key, entry]) => typeof key === 'string' && entry.cas >= 0n);
     this.observe(valid);
-    this.fetches.refreshIndex(pending, valid, this.nowMs, out);
+    this.fetches.refreshIndex(pending, valid, this.nowMs, out, more);
     switch (pending.purpose.kind) {
       case 'rebuild':
-        this.releaseHeld(out);
+        if (!more) this.releaseHeld(out);
         break;
       case 'dirty':
         for (const peer of this.peers) this.peerPushes.enqueueAll(peer, valid);
