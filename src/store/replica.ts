@@ -295,7 +295,7 @@ export class Replica {
    */
   fetch(keys: readonly string[] | null): Promise<KeyedEntry[]> {
     if (keys === null) return this.#fetchEvery();
-    const distinct = [...new Set(keys)];
+    const distinct = [...new Set(keys)].sort();
     return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct), true));
   }
 
