@@ -1,6 +1,7 @@
 /**
  * Replica against its backend: calls on one key applied in call order over a backend that answers
- * out of order, different keys run concurrently, barriers (flush_all, reset, fetch of all keys).
+ * out of order, different keys run concurrently, barriers (flush_all, reset, fetch of all keys),
+ * a fetch of a large replica in key order without holding the event loop.
  * After a write that failed or was refused, or a reset, it may have missed a write, so it serves
  * only what it can still vouch for until the reset is acknowledged. Against a real memcached:
  * down, paused (timeout), restarted (new epoch), calls queued beyond inFlightMax, and the key index
@@ -248,6 +249,33 @@ describe('Replica ordering', () => {
     expect(replica.suspect).toBeNull();
     expect(await replica.apply(setOp('k', 'three'), { cas: 3n, nowMs: NOW })).toEqual({ kind: 'stored', cas: 3n });
     expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'three']]);
+  });
+});
+
+describe('Replica over a large replica', () => {
+  it('reads every key back in key order, letting the event loop turn every few thousand keys', async () => {
+    const backend = new MemoryBackend();
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.loadIndex();
+    const count = 60_000;
+    const keys = Array.from({ length: count }, (_, i) => `k${(i * 7919) % count}`);
+    // Pipelined without awaiting each: the index and the value cache know every key.
+    await Promise.all(keys.map((key, i) => replica.apply(setOp(key, 'v'), { cas: BigInt(i + 1), nowMs: NOW })));
+    let turns = 0;
+    let turning = true;
+    const turn = (): void => {
+      turns += 1;
+      if (turning) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const started = turns;
+    const fetched = await replica.fetch(null);
+    turning = false;
+    expect(fetched.length).toBe(count);
+    const order = fetched.map(([key]) => key);
+    expect(order).toEqual([...keys].sort());
+    // 60,000 known keys read in one turn would let no timer run meanwhile.
+    expect(turns - started).toBeGreaterThanOrEqual(3);
   });
 });
 
