@@ -85,6 +85,8 @@ class Cluster {
   readonly replicas = new Map<PeerId, Map<string, Entry>>();
   readonly log: Array<{ from: PeerId; to: PeerId; message: EventualMessage }> = [];
   nowMs = T0 + 100;
+  /** Messages lost on the way (logged, not delivered). */
+  lose: (from: PeerId, to: PeerId, message: EventualMessage) => boolean = () => false;
 
   /** `seeds`: each machine's seed for its randomness (default: one seed for all). */
   constructor(contents: Map<PeerId, KeyedEntry[]>, tuning: Partial<EventualTuning> = {}, seeds?: ReadonlyMap<PeerId, number>) {
@@ -103,7 +105,8 @@ class Cluster {
     for (const effect of out) {
       if (effect.kind === 'send') {
         this.log.push({ from: id, to: effect.to, message: effect.message });
-        if (this.machines.has(effect.to)) queue.push([effect.to, message(id, effect.message, this.nowMs)]);
+        const delivered = this.machines.has(effect.to) && !this.lose(id, effect.to, effect.message);
+        if (delivered) queue.push([effect.to, message(id, effect.message, this.nowMs)]);
       } else if (effect.kind === 'put') {
         for (const [key, incoming] of effect.entries) {
           const current = replica.get(key);
@@ -298,5 +301,39 @@ describe('anti-entropy', () => {
     // Starting at the same point (the same seed), both would ship the same keys.
     const [c, d] = shippedBy([1, 1]);
     expect([...(c ?? [])].filter((key) => d?.has(key)).length).toBe(aeKeysMax);
+  });
+
+  it('lists other buckets next when the ones it listed stay different: one stuck bucket holds no other back', () => {
+    const cluster = new Cluster(new Map([[N1, many(20_000)], [N2, []]]), { aeKeysMax: 256 });
+    // N1's entries never reach N2, so every bucket N1 lists stays different.
+    cluster.lose = (from, _to, sent) => from === N1 && sent.kind === 'push';
+    for (let i = 0; i < 40; i += 1) cluster.tickAll(50);
+    const listed = new Set(cluster.log
+      .filter((item) => item.from === N1 && item.message.kind === 'ae_keys')
+      .flatMap((item) => (item.message as Extract<EventualMessage, { kind: 'ae_keys' }>).buckets));
+    // About 19 keys a bucket, 13 buckets a list, a list every round (300 ms): lists that always
+    // started at one point would name the same 13 buckets.
+    expect(listed.size).toBeGreaterThan(50);
+  });
+
+  it('keeps the due rounds with every peer while a peer that carries nothing stays different', () => {
+    const m = machine(N1, { aeKeysMax: 256 });
+    boot(m, many(20_000));
+    // N2 differs in every bucket, and never asks for anything (it purged what it lacks, say).
+    const allGroups = Array.from({ length: GROUP_COUNT }, (_, group) => group);
+    const allBuckets: Array<[number, number]> = Array.from({ length: BUCKET_COUNT }, (_, bucket) => [bucket, 0xdead]);
+    const roundsWith = new Map<PeerId, number>([[N2, 0], [N3, 0]]);
+    const answer = (out: Out): void => {
+      for (const started of sent(out, 'ae_groups')) {
+        roundsWith.set(started.to, (roundsWith.get(started.to) ?? 0) + 1);
+        if (started.to !== N2) continue;
+        const reply = { kind: 'ae_buckets' as const, round: started.message.round, groups: allGroups, buckets: allBuckets };
+        answer(m.step(message(N2, reply, T0 + 1)));
+      }
+    };
+    for (let nowMs = T0 + 50; nowMs <= T0 + 1500; nowMs += 50) answer(m.step({ kind: 'tick', nowMs, peersUp: [N2, N3] }));
+    // A round every 300 ms, round-robin: five in 1.5 s, two or three of them with N3.
+    expect(roundsWith.get(N3)).toBeGreaterThanOrEqual(2);
+    expect(roundsWith.get(N2)).toBeLessThanOrEqual(3);
   });
 });

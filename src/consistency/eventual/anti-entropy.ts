@@ -4,11 +4,14 @@
  * by digests of the version index (./digest.ts): group digests, then the differing groups' bucket
  * digests, then the differing buckets' key → version lists, then the entries.
  *
- * A round carries at most aeKeysMax differences. One that found more (a replica rebuilt empty:
- * a whole memcached's worth) is followed by the next round with that peer at the next tick, once
- * at most half a round's worth is still on its way there, not a round interval later. Each node
+ * A round carries at most aeKeysMax differences. One that carried entries and found more (a
+ * replica rebuilt empty: a whole memcached's worth) is followed by the next round with that peer
+ * at the next tick between the due rounds, once at most half a round's worth is still on its way
+ * there, not a round interval later. Each node
  * starts its key lists and bucket walks at its own point of the ring of buckets, so two peers
- * rebuilding a third ship it different buckets.
+ * rebuilding a third ship it different buckets, and a list or walk cut short makes the next one
+ * start where it stopped: a difference only the peer's own list resolves (a dead entry the peer
+ * has purged) never holds the other buckets back.
  *
  * Owns: the round this node started (one at a time), when the next is due, and whose turn it is.
  * The index, what peers hold, and the fetches that ship entries belong to the machine (`host`).
@@ -63,10 +66,13 @@ export class AntiEntropy {
   private nextRoundId = 1;
   private nextRoundAtMs: number;
   private roundRobin = 0;
-  /** Peers a round found more differences with than it carried: the next round with them is due at once. */
+  /** Peers a round carried entries to or from and found more differences with: the next round with them is due at once. */
   private readonly more = new Set<PeerId>();
-  /** Where this node's key lists and bucket walks start: its own point of the ring of buckets. */
-  private readonly firstBucket: number;
+  /** Peers our last key list to was cut short: if they ask for entries, there is more. */
+  private readonly listedShort = new Set<PeerId>();
+  /** Where on the ring of buckets this node's next key list starts, and its next walk of a peer's list. */
+  private listFrom: number;
+  private walkFrom: number;
 
   /** `start` in [0, 1): where on the ring of buckets this node starts its lists (random per node). */
   constructor(
@@ -78,32 +84,37 @@ export class AntiEntropy {
     private readonly host: AntiEntropyHost,
   ) {
     this.nextRoundAtMs = firstRoundAtMs;
-    this.firstBucket = Math.floor(start * BUCKET_COUNT) % BUCKET_COUNT;
+    this.listFrom = Math.floor(start * BUCKET_COUNT) % BUCKET_COUNT;
+    this.walkFrom = this.listFrom;
   }
 
   /**
-   * A tick: continues with a peer the last round left differences with, once what was shipped to
-   * it has gone out; otherwise starts a round with the next peer up, when one is due.
+   * A tick: starts a round with the next peer up when one is due; between those, continues with a
+   * peer the last round carried entries to or from and left differences with, once what was
+   * shipped to it has gone out. (Those never hold the due rounds back: a peer only a third node
+   * can settle a difference with must still meet that node.)
    */
   onTick(nowMs: number, peersUp: ReadonlySet<PeerId>, out: Out): void {
-    if (this.round === null) {
-      for (const peer of this.more) {
-        if (!peersUp.has(peer)) this.more.delete(peer);
-        else if (this.host.backlog(peer) <= this.tuning.aeKeysMax / 2) return this.startRound(peer, out);
-      }
+    if (nowMs >= this.nextRoundAtMs) {
+      this.nextRoundAtMs = nowMs + this.tuning.antiEntropyIntervalMs;
+      const candidates = this.peers.filter((peer) => peersUp.has(peer));
+      if (candidates.length === 0) return;
+      this.startRound(itemAt(candidates, this.roundRobin % candidates.length), out);
+      this.roundRobin += 1;
+      return;
     }
-    if (nowMs < this.nextRoundAtMs) return;
-    this.nextRoundAtMs = nowMs + this.tuning.antiEntropyIntervalMs;
-    const candidates = this.peers.filter((peer) => peersUp.has(peer));
-    if (candidates.length === 0) return;
-    this.startRound(itemAt(candidates, this.roundRobin % candidates.length), out);
-    this.roundRobin += 1;
+    if (this.round !== null) return;
+    for (const peer of this.more) {
+      if (!peersUp.has(peer)) this.more.delete(peer);
+      else if (this.host.backlog(peer) <= this.tuning.aeKeysMax / 2) return this.startRound(peer, out);
+    }
   }
 
   /** The replica was emptied: the round in progress is dropped, and the next one is due now. */
   onBackendReset(nowMs: number): void {
     this.round = null;
     this.more.clear();
+    this.listedShort.clear();
     this.nextRoundAtMs = nowMs;
   }
 
@@ -141,13 +152,7 @@ export class AntiEntropy {
       else differingBuckets.push(bucket);
     }
     this.learnMatchingBuckets(from, (b) => matchingBuckets.has(b) || matchingGroup(groupOfBucket(b)));
-    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, this.fromOwnStart(differingBuckets), out);
-  }
-
-  /** `buckets` (ascending) rotated to begin at this node's point of the ring. */
-  private fromOwnStart(buckets: readonly number[]): number[] {
-    const at = buckets.findIndex((bucket) => bucket >= this.firstBucket);
-    return at <= 0 ? [...buckets] : [...buckets.slice(at), ...buckets.slice(0, at)];
+    if (differingBuckets.length > 0) this.sendKeyLists(from, round.id, fromBucket(differingBuckets, this.listFrom), out);
   }
 
   /**
@@ -158,17 +163,26 @@ export class AntiEntropy {
   private sendKeyLists(to: PeerId, round: number, differing: number[], out: Out): void {
     const buckets: number[] = [];
     const versions: KeyVersion[] = [];
+    let cutShort = false;
     for (const bucket of differing) {
       const entries = this.index.bucketEntries(bucket);
-      if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) break;
+      if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) {
+        cutShort = true;
+        break;
+      }
       buckets.push(bucket);
-      if (entries.size > this.tuning.aeKeysMax - versions.length) this.more.add(to);
+      if (entries.size > this.tuning.aeKeysMax - versions.length) cutShort = true;
       for (const [key, entry] of entries) {
         if (versions.length >= this.tuning.aeKeysMax) break;
         versions.push([key, entry.version]);
       }
     }
-    if (buckets.length < differing.length) this.more.add(to);
+    const last = buckets.at(-1);
+    this.listedShort.delete(to);
+    if (cutShort && last !== undefined) {
+      this.listedShort.add(to);
+      this.listFrom = (last + 1) % BUCKET_COUNT;
+    }
     out.push({ kind: 'send', to, message: { kind: 'ae_keys', round, buckets, versions } });
   }
 
@@ -191,9 +205,10 @@ export class AntiEntropy {
     const ship: string[] = [];
     const want: string[] = [];
     const max = this.tuning.aeKeysMax;
-    for (const bucket of this.fromOwnStart([...buckets].sort((a, b) => a - b))) {
+    for (const bucket of fromBucket([...buckets].sort((a, b) => a - b), this.walkFrom)) {
       if (ship.length >= max || want.length >= max) {
         this.more.add(from);
+        this.walkFrom = bucket;
         break;
       }
       this.compareBucket(from, bucket, theirs, { ship, want });
@@ -236,8 +251,8 @@ export class AntiEntropy {
 
   /** Initiator, step 4: ship what the responder asked for. */
   onAeWant(from: PeerId, keys: string[], out: Out): void {
-    // A full list: the responder may have left some out.
-    if (keys.length >= this.tuning.aeKeysMax) this.more.add(from);
+    // Our list was cut short, or theirs is full (they may have left some out): there is more.
+    if (keys.length > 0 && (this.listedShort.has(from) || keys.length >= this.tuning.aeKeysMax)) this.more.add(from);
     const wanted = keys.slice(0, this.tuning.aeKeysMax);
     if (wanted.length > 0) this.host.ship(wanted, from, out);
   }
@@ -250,4 +265,10 @@ export class AntiEntropy {
       if (entry !== undefined) this.host.learnHeld(key, entry.version, peer);
     }
   }
+}
+
+/** `buckets` (ascending) rotated to begin at the first one at or past `start` on the ring. */
+function fromBucket(buckets: readonly number[], start: number): number[] {
+  const at = buckets.findIndex((bucket) => bucket >= start);
+  return at <= 0 ? [...buckets] : [...buckets.slice(at), ...buckets.slice(0, at)];
 }
