@@ -7,11 +7,10 @@
  * A round carries at most aeKeysMax differences. One that carried entries and found more (a
  * replica rebuilt empty: a whole memcached's worth) is followed by the next round with that peer
  * at the next tick between the due rounds, once at most half a round's worth is still on its way
- * there, not a round interval later. Each node
- * starts its key lists and bucket walks at its own point of the ring of buckets, so two peers
- * rebuilding a third ship it different buckets, and a list or walk cut short makes the next one
- * start where it stopped: a difference only the peer's own list resolves (a dead entry the peer
- * has purged) never holds the other buckets back.
+ * there, not a round interval later. Each node starts its key lists and bucket walks at its own
+ * point of the ring of buckets, so two peers rebuilding a third ship it different buckets, and a
+ * list or walk cut short makes the next one start where it stopped: a difference only the peer's
+ * own list resolves (a dead entry the peer has purged) never holds the other buckets back.
  *
  * Owns: the round this node started (one at a time), when the next is due, and whose turn it is.
  * The index, what peers hold, and the fetches that ship entries belong to the machine (`host`).
