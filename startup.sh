@@ -36,17 +36,29 @@ mkdir -p -m 700 "$run_dir"
 # shellcheck source=scripts/pid-record.sh
 source scripts/pid-record.sh
 
+# config.ini's data_dir (relative to the config's folder), where each running controller keeps
+# its PID file (src/runtime/pid-file.ts), however it was started; stop.sh reads it from .run/data_dir.
+data_dir=$(awk -F= '/^[ \t]*data_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
+data_dir="${data_dir:-data}"
+case "$data_dir" in /*) ;; *) data_dir="$(cd "$(dirname "$config")" && pwd)/$data_dir" ;; esac
+
+running=""
 if [ -f "$pid_file" ]; then
-  running=""
   while read -r kind pid start _; do
     if ours "$pid" "$start"; then running="$running $kind:$pid"; fi
   done < "$pid_file"
-  if [ -n "$running" ]; then
-    echo "mckv is already running (pids$running); ./stop.sh stops it"
-    exit 0
-  fi
-  rm -f "$pid_file"
 fi
+for file in "$data_dir"/*/controller.pid; do
+  [ -f "$file" ] || continue
+  read -r pid start < "$file" || continue
+  if ours "$pid" "$start" && [[ "$running" != *":$pid"* ]]; then running="$running controller:$pid"; fi
+done
+if [ -n "$running" ]; then
+  echo "mckv is already running (pids$running); ./stop.sh stops it"
+  exit 0
+fi
+rm -f "$pid_file"
+printf '%s\n' "$data_dir" > "$run_dir/data_dir"
 
 if ! command -v node >/dev/null; then
   echo "startup.sh: Node.js is not installed (apt-get install -y nodejs npm)" >&2; exit 1

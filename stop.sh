@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
-# Stops what ./startup.sh started, by the PIDs it recorded in .run/pids, and only those:
-# controllers first (SIGTERM, then SIGKILL after 10 s), then the memcached processes it started.
-# A PID is signalled only while it is still the process that was started (same start time, see
-# scripts/pid-record.sh): PIDs get reused.
+# Stops what ./startup.sh started, by the PIDs it recorded in .run/pids, and the controllers
+# whose PID files are in the cluster's data_dir (src/runtime/pid-file.ts: one restarted by hand
+# too), and only those: controllers first (SIGTERM, then SIGKILL after 10 s), then the memcached
+# processes startup.sh started. A PID is signalled only while it is still the process that was
+# started (same start time, see scripts/pid-record.sh): PIDs get reused.
 set -euo pipefail
 cd "$(dirname "$0")"
 pid_file=".run/pids"
-if [ ! -f "$pid_file" ]; then
-  echo "mckv is not running (no $pid_file)"
-  exit 0
-fi
 # shellcheck source=scripts/pid-record.sh
 source scripts/pid-record.sh
+
+# The controllers named by PID files in the data_dir startup.sh recorded, as .run/pids lines.
+controllers_by_pid_file() {
+  local data_dir file pid start
+  [ -f .run/data_dir ] || return 0
+  read -r data_dir < .run/data_dir || return 0
+  for file in "$data_dir"/*/controller.pid; do
+    [ -f "$file" ] || continue
+    read -r pid start < "$file" || continue
+    printf 'controller %s %s %s\n' "$pid" "$start" "$(basename "$(dirname "$file")")"
+  done
+}
+
+# Every process to stop: .run/pids, then the PID files, each PID once.
+listed() {
+  { [ -f "$pid_file" ] && cat "$pid_file"; controllers_by_pid_file; } | awk '!seen[$2]++'
+}
+
+if [ -z "$(listed)" ]; then
+  echo "mckv is not running (no $pid_file, no controller PID file)"
+  exit 0
+fi
 
 stop_kind() {
   local kind=$1 pids=() starts=() index
@@ -22,7 +41,7 @@ stop_kind() {
     elif [[ "$pid" =~ ^[1-9][0-9]*$ ]] && [ -e "/proc/$pid" ]; then
       echo "left pid $pid alone: it is no longer the $kind $id that startup.sh started (another start time)"
     fi
-  done < "$pid_file"
+  done < <(listed)
   for _ in $(seq 100); do
     local left=0
     for index in "${!pids[@]}"; do ours "${pids[$index]}" "${starts[$index]}" && left=1; done
@@ -37,7 +56,7 @@ stop_kind() {
 
 stop_kind controller
 stop_kind memcached
-if grep -q '^compose ' "$pid_file"; then
+if [ -f "$pid_file" ] && grep -q '^compose ' "$pid_file"; then
   echo "stopping the memcached containers (docker compose down)"
   docker compose down >/dev/null 2>&1 || echo "docker compose down failed; see 'docker compose ps'"
 fi

@@ -2,8 +2,10 @@
  * stop.sh and startup.sh trust a PID recorded in .run/pids only while /proc/PID/stat still shows
  * the start time recorded with it. A process whose command line names dist/main.js (or memcached) but
  * whose start time differs, as a process that took over a reused PID would, is left alone; the
- * process that was recorded is stopped. Run on a temporary copy of the scripts, with harmless
- * `sleep` processes that each test ends by its own PID.
+ * process that was recorded is stopped. So is a controller named by a PID file in the cluster's
+ * data_dir (one restarted by hand), on the same terms, and startup.sh counts it as running. Run
+ * on a temporary copy of the scripts, with harmless `sleep` processes that each test ends by its
+ * own PID.
  */
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -106,6 +108,38 @@ describe('stop.sh and the recorded PIDs', () => {
     await exited(controller.child, 10_000);
     expect(controller.child.signalCode).toBe('SIGTERM');
     expect(isRunning(bystander.child)).toBe(true);
+  }, 40_000);
+});
+
+describe('controllers found by their PID files', () => {
+  it('stop.sh stops a controller named by a PID file in the recorded data_dir, unless its start time differs', async () => {
+    const folder = scriptsCopy();
+    const restarted = await sleeper('node /x/node_modules/.bin/mckv -c config.ini -p 47102');
+    const stale = await sleeper('node dist/main.js');
+    writeFileSync(path.join(folder, '.run', 'data_dir'), `${path.join(folder, 'data')}\n`);
+    for (const [node, process, shift] of [['n2', restarted, 0], ['n3', stale, 3]] as const) {
+      mkdirSync(path.join(folder, 'data', node), { recursive: true });
+      writeFileSync(path.join(folder, 'data', node, 'controller.pid'), `${process.pid} ${process.start + shift}\n`);
+    }
+    // No .run/pids: startup.sh's controllers are gone; the one restarted by hand is not.
+    const result = await run(folder, 'stop.sh');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`stopping controller n2 (pid ${restarted.pid})`);
+    await exited(restarted.child, 10_000);
+    expect(restarted.child.signalCode).toBe('SIGTERM');
+    expect(isRunning(stale.child)).toBe(true);
+  }, 40_000);
+
+  it("startup.sh counts a controller named by a PID file in config.ini's data_dir as running", async () => {
+    const folder = scriptsCopy();
+    writeFileSync(path.join(folder, 'config.ini'), '[cluster]\nconsistency = sequential\ndata_dir = state\n'); // no nodes
+    const controller = await sleeper('node dist/main.js');
+    mkdirSync(path.join(folder, 'state', 'n1'), { recursive: true });
+    writeFileSync(path.join(folder, 'state', 'n1', 'controller.pid'), `${controller.pid} ${controller.start}\n`);
+    const running = await run(folder, 'startup.sh');
+    expect(running.code).toBe(0);
+    expect(running.stdout).toContain(`mckv is already running (pids controller:${controller.pid})`);
+    expect(isRunning(controller.child)).toBe(true);
   }, 40_000);
 });
 

@@ -11,7 +11,9 @@ import { Controller, type ControllerOptions } from './controller.ts';
 import { cacheProblem, embeddedStoreBytesMax, heapLimitBytes } from './key-room.ts';
 import { createParts } from './parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
+import path from 'node:path';
 import { createLogger } from '../runtime/log.ts';
+import { removePidFile, writePidFile } from '../runtime/pid-file.ts';
 import { scheduleAsBatch } from '../runtime/scheduling.ts';
 import { MemcachedBackend } from '../store/memcached.ts';
 import { MemoryBackend } from '../store/memory.ts';
@@ -66,6 +68,8 @@ export async function runController(command: ControllerCommand): Promise<number>
   };
   const controller = await Promise.race([Controller.start(options, (hooks) => createParts(options, hooks)), fatal]);
   if (typeof controller === 'number') return controller;
+  // Listening: this is the node's controller now; ./stop.sh finds it by this file, however started.
+  const pidFile = writePidFile(path.join(config.dataDir, node.id));
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info('stopping', { signal });
@@ -74,5 +78,7 @@ export async function runController(command: ControllerCommand): Promise<number>
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  return Promise.race([stopped, fatal]);
+  const code = await Promise.race([stopped, fatal]);
+  removePidFile(pidFile);
+  return code;
 }
