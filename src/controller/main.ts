@@ -13,7 +13,7 @@ import { createParts } from './parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
 import path from 'node:path';
 import { createLogger } from '../runtime/log.ts';
-import { removePidFile, writePidFile } from '../runtime/pid-file.ts';
+import { PID_FILE_NAME, pidFileOwner, removePidFile, writePidFile } from '../runtime/pid-file.ts';
 import { scheduleAsBatch } from '../runtime/scheduling.ts';
 import { MemcachedBackend } from '../store/memcached.ts';
 import { MemoryBackend } from '../store/memory.ts';
@@ -39,6 +39,10 @@ export interface ControllerCommand {
 export async function runController(command: ControllerCommand): Promise<number> {
   const config = loadConfig(command.configFile);
   const node = findNode(config, command.clientPort);
+  // Before anything reads this node's files: two controllers writing one write-ahead file would corrupt it.
+  const nodeDir = path.join(config.dataDir, node.id);
+  const owner = pidFileOwner(nodeDir);
+  if (owner !== null) throw new ConfigError(`${nodeDir} is in use by the controller with pid ${owner} (its ${PID_FILE_NAME}); stop that one first`);
   const mode = command.mode === undefined ? config.consistency : parseMode(command.mode, '-cons');
   const heapBytes = heapLimitBytes();
   const cacheTooLarge = cacheProblem(config.cacheBytesMax, heapBytes);
@@ -69,7 +73,7 @@ export async function runController(command: ControllerCommand): Promise<number>
   const controller = await Promise.race([Controller.start(options, (hooks) => createParts(options, hooks)), fatal]);
   if (typeof controller === 'number') return controller;
   // Listening: this is the node's controller now; ./stop.sh finds it by this file, however started.
-  const pidFile = writePidFile(path.join(config.dataDir, node.id));
+  const pidFile = writePidFile(nodeDir);
   const stopped = new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info('stopping', { signal });
