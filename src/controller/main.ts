@@ -6,12 +6,12 @@
  * controller, winston or the store drivers.
  */
 
+import path from 'node:path';
 import { ConfigError, findNode, loadConfig, parseMode } from '../config.ts';
 import { Controller, type ControllerOptions } from './controller.ts';
 import { cacheProblem, embeddedStoreBytesMax, heapLimitBytes } from './key-room.ts';
 import { createParts } from './parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
-import path from 'node:path';
 import { createLogger } from '../runtime/log.ts';
 import { PID_FILE_NAME, pidFileOwner, removePidFile, writePidFile } from '../runtime/pid-file.ts';
 import { scheduleAsBatch } from '../runtime/scheduling.ts';
