@@ -48,11 +48,9 @@ if [ -f "$pid_file" ]; then
     if ours "$pid" "$start"; then running="$running $kind:$pid"; fi
   done < "$pid_file"
 fi
-for file in "$data_dir"/*/controller.pid; do
-  [ -f "$file" ] || continue
-  read -r pid start < "$file" || continue
+while read -r _ pid start _; do
   if ours "$pid" "$start" && [[ "$running" != *":$pid"* ]]; then running="$running controller:$pid"; fi
-done
+done < <(controllers_by_pid_file "$data_dir")
 if [ -n "$running" ]; then
   echo "mckv is already running (pids$running); ./stop.sh stops it"
   exit 0

@@ -10,21 +10,11 @@ pid_file=".run/pids"
 # shellcheck source=scripts/pid-record.sh
 source scripts/pid-record.sh
 
-# The controllers named by PID files in the data_dir startup.sh recorded, as .run/pids lines.
-controllers_by_pid_file() {
-  local data_dir file pid start
-  [ -f .run/data_dir ] || return 0
-  read -r data_dir < .run/data_dir || return 0
-  for file in "$data_dir"/*/controller.pid; do
-    [ -f "$file" ] || continue
-    read -r pid start < "$file" || continue
-    printf 'controller %s %s %s\n' "$pid" "$start" "$(basename "$(dirname "$file")")"
-  done
-}
-
-# Every process to stop: .run/pids, then the PID files, each PID once.
+# Every process to stop: .run/pids, then the PID files in the data_dir startup.sh recorded, each PID once.
 listed() {
-  { [ -f "$pid_file" ] && cat "$pid_file"; controllers_by_pid_file; } | awk '!seen[$2]++'
+  local data_dir=""
+  [ -f .run/data_dir ] && read -r data_dir < .run/data_dir
+  { [ -f "$pid_file" ] && cat "$pid_file"; [ -n "$data_dir" ] && controllers_by_pid_file "$data_dir"; } | awk '!seen[$2]++'
 }
 
 if [ -z "$(listed)" ]; then

@@ -26,6 +26,17 @@ ours() {
   [ "$now" = "$2" ]
 }
 
+# controllers_by_pid_file DATA_DIR: the controllers named by PID files in DATA_DIR/<node>/controller.pid
+# (src/runtime/pid-file.ts), as .run/pids lines, "controller PID START NODE".
+controllers_by_pid_file() {
+  local file pid start
+  for file in "$1"/*/controller.pid; do
+    [ -f "$file" ] || continue
+    read -r pid start < "$file" || continue
+    printf 'controller %s %s %s\n' "$pid" "$start" "$(basename "$(dirname "$file")")"
+  done
+}
+
 # record_pid KIND PID ID: appends the line for a process just started in the background.
 record_pid() {
   local start

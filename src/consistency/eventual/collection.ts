@@ -68,11 +68,10 @@ export class Collection {
     this.index.set(key, indexed);
     if (this.isDead(indexed, nowMs)) {
       this.graveyard.add(key);
-      this.mortal.delete(key);
     } else {
       this.graveyard.delete(key);
+      // A key no longer mortal is dropped by the sweep: no set operation on the writes that set none.
       if (indexed.expiresAtMs !== 0) this.mortal.add(key);
-      else this.mortal.delete(key);
     }
     this.collectIfDone(key, nowMs);
   }
