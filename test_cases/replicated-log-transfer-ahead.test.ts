@@ -139,14 +139,14 @@ class SlowReadBackend extends MemoryBackend {
 describe('Replica.fetch(null)', () => {
   const KEYS = 3000;
 
-  async function fetchBesideAnApply(replay: 'plain' | 'skip-applied'): Promise<{ order: string[]; lastCas: bigint | undefined }> {
+  async function fetchBesideAnApply(replay: 'plain' | 'skip-applied', paged = false): Promise<{ order: string[]; lastCas: bigint | undefined }> {
     // No value cache: every key is read from the backend (about 50 ms for all of them).
     const replica = new Replica(new SlowReadBackend(), { tombstones: false, replay, cacheBytesMax: 0 });
     // As at a controller's start: the index then knows every key the backend holds.
     await replica.loadIndex();
     for (let index = 0; index < KEYS; index += 1) await replica.apply(setOp(`k${String(index).padStart(5, '0')}`, 'old'), { cas: BigInt(index + 1), nowMs: NOW });
     const order: string[] = [];
-    const all = replica.fetch(null).then((entries) => {
+    const all = replica.fetch(null, paged).then((entries) => {
       order.push('fetch');
       return entries;
     });
@@ -159,6 +159,12 @@ describe('Replica.fetch(null)', () => {
 
   it('with skip-applied, reads a page of keys at a time: an apply issued after it is not held up, and a key read later shows it', async () => {
     const { order, lastCas } = await fetchBesideAnApply('skip-applied');
+    expect(order).toEqual(['apply', 'fetch']);
+    expect(lastCas).toBe(10_000n);
+  });
+
+  it('paged without skip-applied (a causal snapshot read, which makes its own cut), reads a page at a time too', async () => {
+    const { order, lastCas } = await fetchBesideAnApply('plain', true);
     expect(order).toEqual(['apply', 'fetch']);
     expect(lastCas).toBe(10_000n);
   });

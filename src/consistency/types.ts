@@ -143,9 +143,11 @@ export type Effect<M> =
   | { kind: 'settle'; token: number }
   /**
    * Read entries (tombstones too) from the local replica; null keys = all. A `fetched` follows;
-   * `sliced`: a large result may come as several, all but the last marked `more`.
+   * `sliced`: a large result may come as several, all but the last marked `more`. `paged` (null
+   * keys): each key as of some point after the fetch, not one point for all, so later calls are not
+   * held up for the whole read (the mode makes its own cut: ./causal/snapshot-cuts.ts).
    */
-  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true }
+  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true; paged?: true }
   /**
    * Remove these tombstones from the local replica, each only if its cas is still the one given;
    * a key that holds an older version instead (a refused write kept it) is removed too.

@@ -200,8 +200,8 @@ export class EffectRunner {
         return;
       }
       case 'fetch': {
-        const { token, sliced } = effect;
-        replica.fetch(effect.keys).then(
+        const { token, sliced, paged } = effect;
+        replica.fetch(effect.keys, paged === true).then(
           (entries) => (sliced === true ? this.deliverSliced(token, entries, 0) : enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries })),
           (error: unknown) => watch.failed('fetch', error),
         );

@@ -291,11 +291,13 @@ export class Replica {
 
   /**
    * Entries (tombstones and expired ones included) of `keys`, in key order; when null, of every
-   * key, each as of some point after this call (see #fetchEvery).
+   * key, each as of some point after this call (see #fetchEvery). `paged`: every key's read a page
+   * at a time, as a `skip-applied` replica does, for a caller that makes its own cut.
    */
-  fetch(keys: readonly string[] | null): Promise<KeyedEntry[]> {
-    if (keys === null) return this.#fetchEvery();
+  fetch(keys: readonly string[] | null, paged = false): Promise<KeyedEntry[]> {
+    if (keys === null) return this.#fetchEvery(paged);
     const distinct = [...new Set(keys)].sort();
+    if (paged) return this.#readPages(distinct, this.#generation);
     return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct), true));
   }
 
@@ -305,12 +307,12 @@ export class Replica {
    * keys takes seconds). Each key is as of some point between this call and the answer: not one
    * point for all of them. With `skip-applied` that is enough for a receiver that replays the
    * changes issued meanwhile (docs/design.md, "State transfer in the log modes"). The keys are
-   * listed once the calls before this one completed; without `skip-applied`, or with an index that
-   * does not know every key, they are all read at one point, holding up every later call.
+   * listed once the calls before this one completed; without `skip-applied` or `paged`, or with an
+   * index that does not know every key, they are all read at one point, holding up every later call.
    */
-  async #fetchEvery(): Promise<KeyedEntry[]> {
+  async #fetchEvery(paged: boolean): Promise<KeyedEntry[]> {
     const core = this.#core;
-    if (!this.#skipsApplied) return this.#order.barrier(this.#reading(() => core.fetchAll(), true));
+    if (!this.#skipsApplied && !paged) return this.#order.barrier(this.#reading(() => core.fetchAll(), true));
     const issuedIn = this.#generation;
     const listed = await this.#order.barrier(this.#reading(async () => {
       const keys = core.indexedKeys();
@@ -318,7 +320,11 @@ export class Replica {
     }, true));
     const { keys } = listed;
     if (keys === null) return listed.entries;
-    keys.sort();
+    return this.#readPages(keys.sort(), issuedIn);
+  }
+
+  /** `keys` (sorted, distinct) read a page at a time, each page in order with the calls on its keys. */
+  async #readPages(keys: readonly string[], issuedIn: number): Promise<KeyedEntry[]> {
     const found: KeyedEntry[] = [];
     for (let start = 0; start < keys.length; start += FETCH_PAGE_KEYS) {
       if (this.#suspect !== null || issuedIn !== this.#generation) throw this.#suspectError();

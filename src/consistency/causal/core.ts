@@ -15,6 +15,7 @@ import { HLC_ZERO, latestVersionAllowed, mergeHlc, packVersion, tickHlc, version
 import { DroppedPeerMessages } from '../peer-input.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
 import { componentOf, type CausalMessage, type VersionVector } from './messages.ts';
+import type { CutRead } from './snapshot-cuts.ts';
 
 export type Out = Effect<CausalMessage>[];
 
@@ -22,7 +23,10 @@ export type Out = Effect<CausalMessage>[];
 export type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
-  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector; needs: VersionVector | null }
+  /** A snapshot's last read; `read`: what its reads before held (./snapshot-cuts.ts). */
+  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector; needs: VersionVector | null; read?: CutRead }
+  /** A snapshot's read page by page: of every key (`read` null), or again of the keys written since. */
+  | { kind: 'snapshot-read'; peer: PeerId; round: number; read: CutRead | null }
   | { kind: 'graves' };
 
 export class CausalCore {
@@ -70,11 +74,11 @@ export class CausalCore {
     if (note !== null) out.push({ ...note, meta: { node: this.self, ...note.meta } });
   }
 
-  /** Fetches `keys` (null: every key) for `purpose`; returns the fetch's token. */
-  issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
+  /** Fetches `keys` (null: every key) for `purpose`, `paged` or as one read; returns the fetch's token. */
+  issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose, paged = false): number {
     const token = this.takeToken();
     this.fetches.set(token, purpose);
-    out.push({ kind: 'fetch', token, keys });
+    out.push(paged ? { kind: 'fetch', token, keys, paged } : { kind: 'fetch', token, keys });
     return token;
   }
 

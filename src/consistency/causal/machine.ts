@@ -22,7 +22,7 @@ import { packVersion, tickHlc, versionNode } from '../hlc.ts';
 import { MemoryAdmission } from '../memory-admission.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
 import { defaultCausalTuning, type CausalTuning } from './tuning.ts';
-import { CausalCore, type Out } from './core.ts';
+import { CausalCore, type FetchPurpose, type Out } from './core.ts';
 import { LocalWrites } from './local-writes.ts';
 import { Merging } from './merging.ts';
 import { causalMessageProblem, componentOf, type CausalMessage, type CausalMessageLimits, type VersionVector } from './messages.ts';
@@ -31,6 +31,7 @@ import { RebuildGate } from './rebuild-gate.ts';
 import { AheadKeys } from './ahead-keys.ts';
 import { Tombstones } from './tombstones.ts';
 import { formatToken, parseToken } from './token.ts';
+import { CUT_PAGED_ROUNDS_MAX, SnapshotCuts, spliceRead } from './snapshot-cuts.ts';
 
 /** Every so many ticks the visible vector goes to the peers even if it did not change (one may have missed it). */
 const VISIBLE_EVERY_TICKS = 10;
@@ -52,6 +53,8 @@ export class CausalMachine implements Machine<CausalMessage> {
   private readonly peerVisible = new Map<PeerId, VersionVector>();
   private readonly outboxes = new Map<PeerId, Outbox>();
   private readonly tombstones: Tombstones;
+  /** The keys written while a snapshot is read, read again for its cut. */
+  private readonly cuts = new SnapshotCuts();
   /** After a backend reset: reads wait until the replica holds again what was visible before. */
   private readonly gate: RebuildGate;
   /** Keys an undone merge left written beyond the vector: not shown until it covers them. */
@@ -131,6 +134,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
     this.writes.scheduleDirtyFetch(out);
     for (const peer of this.core.peers) this.sendNext(peer, out);
+    this.cuts.noteWrites(out);
     return out;
   }
 
@@ -189,11 +193,13 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   // ---- fetch results --------------------------------------------------------------------
 
-  private onFetched(token: number, entries: KeyedEntry[], out: Out): void {
+  private onFetched(token: number, fetched: KeyedEntry[], out: Out): void {
     const core = this.core;
     const purpose = core.fetches.get(token);
     if (purpose === undefined) return;
     core.fetches.delete(token);
+    if (purpose.kind === 'snapshot-read') return this.onSnapshotRead(token, purpose, fetched, out);
+    const entries = purpose.kind === 'snapshot' && purpose.read !== undefined ? spliceRead(purpose.read, fetched) : fetched;
     core.observe(entries);
     this.tombstones.noteFetched(entries);
     this.writes.noteCounted(entries);
@@ -217,6 +223,33 @@ export class CausalMachine implements Machine<CausalMessage> {
     }
   }
 
+  /**
+   * A read of a snapshot returned (./snapshot-cuts.ts): the keys written since are read again,
+   * page by page while many, then in one read that makes the cut. The snapshot covers what is
+   * visible, and was told, when that read is issued.
+   */
+  private onSnapshotRead(token: number, purpose: Extract<FetchPurpose, { kind: 'snapshot-read' }>, fetched: KeyedEntry[], out: Out): void {
+    const core = this.core;
+    const { peer, round } = purpose;
+    const written = this.cuts.finish(token);
+    const box = this.outbox(peer);
+    if (written === undefined || !box.awaitsSnapshot(token)) return;
+    const entries = purpose.read === null ? fetched : spliceRead(purpose.read, fetched);
+    if (written !== null && written.length > core.tuning.snapshotCutKeysMax && round < CUT_PAGED_ROUNDS_MAX) {
+      const again = { kind: 'snapshot-read', peer, round: round + 1, read: { entries, keys: written } } as const;
+      const next = core.issueFetch(out, written, again, true);
+      box.readSnapshot(next);
+      this.cuts.begin(next);
+      return;
+    }
+    const to = core.own(core.visible);
+    const deps = this.merging.told();
+    const needs = this.gate.needsBeyond(deps);
+    // A flush while it was read (every key written): the last read is of every key, at one point.
+    const read = written === null ? {} : { read: { entries, keys: written } };
+    box.startSnapshot(to, core.issueFetch(out, written, { kind: 'snapshot', peer, to, deps, needs, ...read }));
+  }
+
   // ---- sending --------------------------------------------------------------------------
 
   /**
@@ -235,11 +268,12 @@ export class CausalMachine implements Machine<CausalMessage> {
     // depend on, and its receiver may wait for that: once that is over, a fresh one does not.
     if (box.sendsLackingSnapshot() && !this.gate.snapshotsLack) box.forget();
     if (box.needsSnapshot()) {
-      const to = core.own(core.visible);
-      // The receiver takes a snapshot's deps as what it now holds: only merges memcached has taken
-      // count. While our replica is rebuilt, or holds keys back, what it holds may depend on more (`needs`).
-      const deps = this.merging.told();
-      box.startSnapshot(to, core.issueFetch(out, null, { kind: 'snapshot', peer, to, deps, needs: this.gate.needsBeyond(deps) }));
+      // Read page by page, then cut (onSnapshotRead): the receiver takes a snapshot's deps as what
+      // it now holds, so only merges memcached has taken count. While our replica is rebuilt, or
+      // holds keys back, what it holds may depend on more (`needs`).
+      const token = core.issueFetch(out, null, { kind: 'snapshot-read', peer, round: 0, read: null }, true);
+      box.readSnapshot(token);
+      this.cuts.begin(token);
       return;
     }
     for (const message of box.takeDue(core.nowMs)) out.push({ kind: 'send', to: peer, message });
@@ -342,6 +376,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // Before the fetches in flight are dropped: the dirty one's keys must be shipped still.
     this.writes.onBackendReset();
     core.fetches.clear();
+    this.cuts.clear();
     for (const box of this.outboxes.values()) box.onBackendReset();
     this.putBack(carried, out);
     core.issueFetch(out, null, { kind: 'rebuild' });

@@ -51,6 +51,11 @@ export class Outbox {
   private coveredTo = 0n;
   /** The token of the snapshot fetch in flight, if any. */
   private snapshotFetch: number | null = null;
+  /**
+   * A snapshot is being read and its cut not made yet (./snapshot-cuts.ts): the batches fetched
+   * meanwhile are dropped, as the snapshot will cover them.
+   */
+  private cutPending = false;
 
   constructor(private readonly limits: OutboxLimits) {}
 
@@ -75,12 +80,26 @@ export class Outbox {
     return head?.snapshot === true && head.needs !== undefined;
   }
 
+  /** Whether the snapshot fetch in flight is `token`. */
+  awaitsSnapshot(token: number): boolean {
+    return this.snapshotFetch === token;
+  }
+
   /** The chain starts over from a snapshot of our writes up to `to`, read by fetch `token`. */
   startSnapshot(to: bigint, token: number): void {
     this.queue = [];
     this.queueBytes = 0;
     this.coveredTo = to;
     this.snapshotFetch = token;
+    this.cutPending = false;
+  }
+
+  /** The chain starts over from a snapshot whose cut is not made yet, read by fetch `token` (more may follow). */
+  readSnapshot(token: number): void {
+    this.queue = [];
+    this.queueBytes = 0;
+    this.snapshotFetch = token;
+    this.cutPending = true;
   }
 
   /** Fetch `token` returned `entries`, at `nowMs`: queued first, if it is the snapshot fetch this waits for. */
@@ -96,7 +115,7 @@ export class Outbox {
 
   /** Queues a dirty fetch's results, returned at `nowMs`, as the next batch of the chain. */
   append(entries: KeyedEntry[], to: bigint, deps: VersionVector, nowMs: number): void {
-    if (to <= this.coveredTo) return;
+    if (this.cutPending || to <= this.coveredTo) return;
     this.queue.push({ snapshot: false, prev: this.coveredTo, to, deps, entries, queuedAtMs: nowMs, sentAtMs: null });
     this.coveredTo = to;
     this.queueBytes += entriesBytes(entries);
@@ -165,6 +184,7 @@ export class Outbox {
     this.ackedTo = null;
     // A snapshot being fetched would be followed by batches this drops: fetch a new one.
     this.snapshotFetch = null;
+    this.cutPending = false;
     this.queue = [];
     this.queueBytes = 0;
   }
@@ -210,6 +230,7 @@ export class Outbox {
   /** The replica was emptied: the snapshot being fetched is lost with it. */
   onBackendReset(): void {
     this.snapshotFetch = null;
+    this.cutPending = false;
   }
 }
 

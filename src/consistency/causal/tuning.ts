@@ -26,6 +26,11 @@ export interface CausalTuning {
   heldRequestsMax: number;
   /** A peer's version further ahead of local time than this is not taken (see eventual mode). */
   clockAheadMaxMs: number;
+  /**
+   * Most keys written during a snapshot's read that are read again in one read holding up their
+   * writes (the cut: ./snapshot-cuts.ts); more are first read again page by page.
+   */
+  snapshotCutKeysMax: number;
   /** Most tombstones purged per tick. */
   purgesPerTickMax: number;
   /** How long, and how many, purged (key, version) pairs are remembered, so late copies stay dead. */
@@ -47,6 +52,7 @@ export function defaultCausalTuning(options: Pick<MachineOptions, 'heartbeatInte
     resyncAfterMs: Math.max(2000, 4 * options.failureTimeoutMs),
     heldRequestsMax: eventual.heldRequestsMax,
     clockAheadMaxMs: eventual.clockAheadMaxMs,
+    snapshotCutKeysMax: 4096,
     purgesPerTickMax: 1024,
     purgedMemoryMs: eventual.purgedMemoryMs,
     purgedMemoryEntriesMax: eventual.purgedMemoryEntriesMax,

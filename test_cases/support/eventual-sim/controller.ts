@@ -38,6 +38,12 @@ export class SimController {
 
   private carryOut(node: SimNode, effect: Effect<EventualMessage>): void {
     const world = this.world;
+    if (effect.kind === 'fetch' && effect.paged === true) {
+      // Every key is listed once what was issued before took effect (as for a barrier); each is read on its own.
+      const listAtMs = Math.max(world.nowMs, node.barrierDueMs, effect.keys === null ? node.lastDueMs : 0);
+      world.replicas.fetchPaged(node, effect.token, effect.keys, listAtMs);
+      return;
+    }
     const keys = storeKeys(effect);
     if (keys === undefined) {
       this.carryOutNow(node, effect);

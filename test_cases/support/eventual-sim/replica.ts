@@ -34,6 +34,42 @@ export class ReplicaModel {
     this.world.controller.local(node, () => ({ kind: 'fetched', nowMs: this.world.nodeNow(node), token, entries }));
   }
 
+  /**
+   * A `paged` fetch, as the real Replica reads page by page: the keys (every key: those held at
+   * `listAtMs`, once what was issued before took effect) are each read at a moment of their own
+   * within 40 ms, after what was issued on that key before that moment; the answer, in key order,
+   * comes once every one is read.
+   */
+  fetchPaged(node: SimNode, token: number, keys: string[] | null, listAtMs: number): void {
+    const world = this.world;
+    const incarnation = node.incarnation;
+    world.at(listAtMs, () => {
+      const wanted = [...new Set(keys ?? node.replica.keys())].sort();
+      const found = new Map<string, Entry>();
+      let left = wanted.length;
+      const answer = (): void => {
+        const entries = wanted.flatMap((key): KeyedEntry[] => {
+          const entry = found.get(key);
+          return entry === undefined ? [] : [[key, entry]];
+        });
+        world.controller.local(node, () => ({ kind: 'fetched', nowMs: world.nodeNow(node), token, entries }));
+      };
+      if (left === 0) return answer();
+      for (const key of wanted) {
+        const read = (): void => {
+          if (node.incarnation !== incarnation) return;
+          const dueMs = Math.max(node.barrierDueMs, node.keyDueMs.get(key) ?? 0);
+          if (dueMs > world.nowMs) return world.at(dueMs, read);
+          const entry = node.replica.get(key);
+          if (entry !== undefined) found.set(key, copyEntry(entry));
+          left -= 1;
+          if (left === 0) answer();
+        };
+        world.at(world.nowMs + world.between(0, 40), read);
+      }
+    });
+  }
+
   merge(node: SimNode, key: string, entry: Entry, joinCas: bigint | undefined): void {
     const current = node.replica.get(key);
     if (current !== undefined && joinCas !== undefined) {
