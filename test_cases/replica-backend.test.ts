@@ -13,7 +13,7 @@ import { applyToEntry } from '../src/store/apply.ts';
 import { MemcachedBackend } from '../src/store/memcached.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import { Replica } from '../src/store/replica.ts';
-import { StoreError, type Entry, type KeyedPair, type Op } from '../src/store/types.ts';
+import { StoreError, type Entry, type KeyedEntry, type KeyedPair, type Op } from '../src/store/types.ts';
 import { mulberry32 as seeded } from '../src/runtime/random.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
@@ -276,6 +276,52 @@ describe('Replica over a large replica', () => {
     expect(order).toEqual([...keys].sort());
     // 60,000 known keys read in one turn would let no timer run meanwhile.
     expect(turns - started).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('Replica over a large put in key order', () => {
+  const COUNT = 60_000;
+  const key = (index: number): string => `p${String(index).padStart(5, '0')}`;
+  const entries = (value: string): KeyedEntry[] =>
+    Array.from({ length: COUNT }, (_, index) => [key(index), entry(value, BigInt(index + 1))]);
+
+  it('puts in slices, the event loop turning between them; a later call on one of its keys waits for all of it, one on another key does not', async () => {
+    const replica = new Replica(new MemoryBackend(), { tombstones: false });
+    await replica.loadIndex();
+    const order: string[] = [];
+    let turns = 0;
+    let turning = true;
+    const turn = (): void => {
+      turns += 1;
+      if (turning) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const put = replica.put(entries('bulk'), 'merge').then(() => order.push('put'));
+    const last = replica.read(getOp(key(COUNT - 1)), NOW).then((reply) => {
+      order.push('read of its last key');
+      return values(reply);
+    });
+    const other = replica.apply(setOp('other', 'o'), { cas: 1n, nowMs: NOW }).then(() => order.push('write of another key'));
+    await Promise.all([put, last, other]);
+    turning = false;
+    expect(order).toEqual(['write of another key', 'put', 'read of its last key']);
+    expect(await last).toEqual([[key(COUNT - 1), 'bulk']]);
+    // 60,000 entries decided and written in one turn would let nothing else run meanwhile.
+    expect(turns).toBeGreaterThanOrEqual(3);
+    expect((await replica.fetch(null)).length).toBe(COUNT + 1);
+  });
+
+  it('waits for the calls issued before it on its keys', async () => {
+    const { backend, release } = gatedOnSlowKey();
+    const replica = new Replica(backend, { tombstones: false });
+    await replica.loadIndex();
+    const early = replica.apply(setOp('slow', 'early'), { cas: 1n, nowMs: NOW });
+    const bulk: KeyedEntry[] = [...entries('bulk'), ['slow', entry('bulk', 2n)]];
+    const put = replica.put(bulk, 'overwrite');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    release();
+    await Promise.all([early, put]);
+    expect(values(await replica.read(getOp('slow'), NOW))).toEqual([['slow', 'bulk']]);
   });
 });
 

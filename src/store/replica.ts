@@ -25,6 +25,17 @@ export type { CacheUsage, IndexRecord } from './replica-records.ts';
 /** Keys a fetch of every key reads at a time (see #fetchEvery). */
 const FETCH_PAGE_KEYS = 512;
 
+/** Entries a large put in key order decides and writes per turn (see #putSliced). */
+const PUT_SLICE_ENTRIES = 16_384;
+
+/** Whether every key comes after the one before it: distinct, in order (one pass, no hashing). */
+function inKeyOrder(entries: readonly KeyedEntry[]): boolean {
+  for (let index = 1; index < entries.length; index += 1) {
+    if (!((entries[index - 1] as KeyedEntry)[0] < (entries[index] as KeyedEntry)[0])) return false;
+  }
+  return true;
+}
+
 /** Default bound of a replica's value cache: 64 MiB. */
 export const CACHE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
@@ -252,6 +263,10 @@ export class Replica {
    * merge, goes alone.
    */
   async put(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite', joinCas?: bigint): Promise<void> {
+    if (entries.length > PUT_SLICE_ENTRIES && inKeyOrder(entries)) {
+      const keys = entries.map(([key]) => key);
+      return this.#order.bulk(keys, this.#writing(() => this.#putSliced(entries, how, joinCas)));
+    }
     const byKey = new Map<string, Entry[]>();
     for (const [key, entry] of entries) {
       const list = byKey.get(key);
@@ -287,6 +302,23 @@ export class Replica {
       calls.push(this.#order.keyed(afterBusy.map(([key]) => key), this.#writing(write)));
     }
     await Promise.all(calls);
+  }
+
+  /**
+   * A large put of distinct keys in key order (a snapshot, a rebuild's chunk), once every earlier
+   * call is done: PUT_SLICE_ENTRIES at a time, a turn of the event loop between slices, so its
+   * decisions and writes do not hold the controller for seconds. Later calls on its keys wait for
+   * all of it (./key-order.ts's `bulk`).
+   */
+  async #putSliced(entries: readonly KeyedEntry[], how: 'merge' | 'overwrite', joinCas: bigint | undefined): Promise<void> {
+    const issuedIn = this.#generation;
+    const cached = how === 'merge';
+    for (let start = 0; start < entries.length; start += PUT_SLICE_ENTRIES) {
+      if (start > 0) await new Promise((resolve) => setImmediate(resolve));
+      if (this.#suspect !== null || issuedIn !== this.#generation) throw this.#suspectError();
+      const slice = entries.slice(start, start + PUT_SLICE_ENTRIES);
+      await (how === 'overwrite' ? this.#core.writeAll(slice, cached) : this.#core.mergeAll(slice, joinCas));
+    }
   }
 
   /**
