@@ -1,14 +1,17 @@
 /**
  * The causal sender's chain to one peer (src/consistency/causal/outbox.ts): its byte bound counts
  * what is queued now, so entries a purge drops stop counting, and only a chain that really holds
- * more than pendingBytesMax is given up for a snapshot; it tells when a snapshot not yet
+ * more than pendingBytesMax is given up for a snapshot (a queued snapshot does not count); it tells when a snapshot not yet
  * acknowledged would be sent again holding stale entries; and a batch in parts (a snapshot larger
  * than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more as the peer acks parts,
  * and no more of it once the peer says it holds every part; sent again after the ack timeout, it
- * starts with its first part alone, so a peer holding it all is not sent a window each time.
+ * starts with its first part alone, so a peer holding it all is not sent a window each time, and
+ * goes on from the first part the peer lacks, its parts as cut the first time. The inbox acks the
+ * parts it holds from the first on.
  */
 
 import { describe, expect, it } from 'vitest';
+import { Inbox } from '../src/consistency/causal/inbox.ts';
 import { Outbox } from '../src/consistency/causal/outbox.ts';
 import { SEND_WINDOW_BYTES as PART_WINDOW_BYTES } from '../src/consistency/send-window.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
@@ -52,6 +55,20 @@ describe('the causal outbox', () => {
     expect(outbox.depth).toBe(1);
     outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n], 0);
     expect(outbox.depth).toBe(0);
+    expect(outbox.needsSnapshot()).toBe(true);
+  });
+
+  it('does not count a queued snapshot against pendingBytesMax: the chain after a large one is kept', () => {
+    // A replica of more than pendingBytesMax: counted, the first batch after it gave it up, and
+    // the next snapshot too, for as long as the sender took writes.
+    const outbox = new Outbox(LIMITS);
+    outbox.startSnapshot(1n, 7);
+    outbox.onSnapshotFetched(7, { to: 1n, deps: [1n, 0n, 0n], entries: entries('s', 50, 1n) }, 0);
+    outbox.append(entries('a', 8, 2n), 2n, [2n, 0n, 0n], 0);
+    expect(outbox.depth).toBe(2);
+    expect(outbox.needsSnapshot()).toBe(false);
+    // The chain itself is still bounded.
+    outbox.append(entries('b', 8, 3n), 3n, [3n, 0n, 0n], 0);
     expect(outbox.needsSnapshot()).toBe(true);
   });
 
@@ -115,9 +132,12 @@ describe('the causal outbox', () => {
     }
     expect(sent.map((part) => part.part)).toEqual(Array.from({ length: partCount }, (_, index) => index));
     expect(sent.flatMap((part) => part.entries.map(([key]) => key))).toEqual(replica.map(([key]) => key));
-    // No ack for the ack timeout: sent again from its first part, alone until the peer acks it.
+    // No ack for the ack timeout: sent again from its first part, alone until the peer acks it,
+    // its parts as cut the first time (not cut again: thousands of them for a large snapshot).
     const resentAtMs = 20 * partCount + LIMITS.ackTimeoutMs;
-    expect((outbox.takeDue(resentAtMs) as Part[]).map((part) => part.part)).toEqual([0]);
+    const resent = outbox.takeDue(resentAtMs) as Part[];
+    expect(resent.map((part) => part.part)).toEqual([0]);
+    expect(resent[0]?.entries).toBe(first[0]?.entries);
     expect(outbox.takeDue(resentAtMs + 1)).toEqual([]);
     // The peer holds every part already (it is merging them): the rest is not sent again.
     outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: partCount }, resentAtMs + 1);
@@ -128,6 +148,18 @@ describe('the causal outbox', () => {
       expect((outbox.takeDue(atMs) as Part[]).map((part) => part.part)).toEqual([0]);
       outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: partCount }, atMs);
     }
+  });
+
+  it('sent again to a peer that holds its first parts (it was slow to ack), goes on from the first it lacks', () => {
+    const { outbox } = snapshotInParts(12_000);
+    const first = outbox.takeDue(0) as Part[];
+    const partCount = first[0]?.parts ?? 0;
+    // The peer holds the whole first window but its ack came after the timeout: the probe, then on
+    // from the part after that window, not the window again.
+    expect((outbox.takeDue(LIMITS.ackTimeoutMs) as Part[]).map((part) => part.part)).toEqual([0]);
+    outbox.onPartAck({ snapshot: true, to: 5n, parts: partCount, received: first.length }, LIMITS.ackTimeoutMs + 1);
+    const next = outbox.takeDue(LIMITS.ackTimeoutMs + 2) as Part[];
+    expect(next[0]?.part).toBe(first.length);
   });
 
   it('sent again to a peer that lost it, goes on from the probe as the peer acks parts', () => {
@@ -141,5 +173,20 @@ describe('the causal outbox', () => {
     const window = outbox.takeDue(LIMITS.ackTimeoutMs + 2) as Part[];
     expect(window.length).toBeGreaterThan(1);
     expect(window.map((part) => part.part)).toEqual(Array.from({ length: window.length }, (_, index) => index + 1));
+  });
+});
+
+describe('the causal inbox', () => {
+  it('acks the parts it holds from the first on, not a count with a gap in it', () => {
+    const inbox = new Inbox(1, 0);
+    const part = (index: number): Part => ({
+      kind: 'batch', snapshot: true, base: 0n, prev: 0n, to: 5n, deps: [0n, 5n, 0n], part: index, parts: 4, entries: entries(`p${index}-`, 1, 5n),
+    });
+    inbox.assemble(part(0));
+    inbox.assemble(part(2));
+    expect(inbox.assembledParts).toBe(1);
+    inbox.assemble(part(1));
+    expect(inbox.assembledParts).toBe(3);
+    expect(inbox.assemble(part(3))).toMatchObject({ snapshot: true, to: 5n });
   });
 });

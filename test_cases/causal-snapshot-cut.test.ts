@@ -11,6 +11,7 @@ import { createCausal } from '../src/consistency/causal.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
 import { spliceRead } from '../src/consistency/causal/snapshot-cuts.ts';
 import type { CausalTuning } from '../src/consistency/causal/tuning.ts';
+import { HLC_ZERO, packVersion, tickHlc } from '../src/consistency/hlc.ts';
 import { asPeerId, asRequestId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
 import type { Op } from '../src/store/types.ts';
 
@@ -114,6 +115,42 @@ describe('a causal snapshot for a peer', () => {
       { snapshot: false, prev: during, to: after },
     ]);
     expect(sent[0]?.entries.map(([key]) => key)).toEqual(['a', 'b']);
+  });
+});
+
+describe('a causal snapshot asked for again while it is read', () => {
+  it('is read afresh once that read is in, not once per ask beside it', () => {
+    const { step, answer, fetches, toN2, held } = loaded();
+    // n2 restarted: every batch of our window it could not use asks for a snapshot.
+    const asks = [1, 2, 3].flatMap((to) =>
+      step({ kind: 'message', nowMs: 10, from: N2, message: { kind: 'batch_ack', to: BigInt(to), visible: [0n, 0n, 0n], resync: true } }));
+    expect(fetches(asks)).toEqual([]);
+    expect(asks.filter((effect) => effect.kind === 'note')).toHaveLength(1);
+    const [fresh, ...others] = fetches(answer(toN2, held));
+    expect(others).toEqual([]);
+    expect(fresh).toMatchObject({ keys: null, paged: true });
+    expect(fresh?.token).not.toBe(toN2?.token);
+  });
+});
+
+describe('a causal node receiving a snapshot in parts', () => {
+  it('does not ask its sender to start over while parts keep coming, though a batch after it waits', () => {
+    const { step } = loaded();
+    const snapshotTo = packVersion(tickHlc(HLC_ZERO, 5), 1);
+    const chainTo = packVersion(tickHlc(HLC_ZERO, 6), 1);
+    const part = (index: number): CausalMessage => ({
+      kind: 'batch', snapshot: true, base: 0n, prev: 0n, to: snapshotTo, deps: [0n, snapshotTo, 0n], part: index, parts: 3,
+      entries: [[`s${index}`, entry('s', snapshotTo)]],
+    });
+    const chain: CausalMessage = { kind: 'batch', snapshot: false, base: 0n, prev: snapshotTo, to: chainTo, deps: [0n, chainTo, 0n], part: 0, parts: 1, entries: [] };
+    const asks = (effects: Array<Effect<CausalMessage>>): number =>
+      effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'batch_ack' && effect.message.resync).length;
+    step({ kind: 'message', nowMs: 10, from: N2, message: part(0) });
+    step({ kind: 'message', nowMs: 10, from: N2, message: chain });
+    step({ kind: 'message', nowMs: 3000, from: N2, message: part(1) });
+    expect(asks(step({ kind: 'tick', nowMs: 5000, peersUp: [...PEERS] }))).toBe(0);
+    // No part for resyncAfterMs: the batch's sender is asked for its whole replica.
+    expect(asks(step({ kind: 'tick', nowMs: 7500, peersUp: [...PEERS] }))).toBe(1);
   });
 });
 

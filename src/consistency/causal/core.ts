@@ -74,6 +74,11 @@ export class CausalCore {
     if (note !== null) out.push({ ...note, meta: { node: this.self, ...note.meta } });
   }
 
+  /** Something an operator wants in the log (a snapshot asked for or read): `node` added to `meta`. */
+  note(out: Out, level: 'info' | 'warn', message: string, meta: Record<string, unknown>): void {
+    out.push({ kind: 'note', level, message, meta: { node: this.self, ...meta } });
+  }
+
   /** Fetches `keys` (null: every key) for `purpose`, `paged` or as one read; returns the fetch's token. */
   issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose, paged = false): number {
     const token = this.takeToken();

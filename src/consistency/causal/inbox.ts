@@ -20,6 +20,8 @@ interface Assembling {
   header: Omit<BatchMessage, 'entries' | 'part'>;
   parts: Array<KeyedEntry[] | undefined>;
   received: number;
+  /** Parts held from the first on, without a gap: what the sender need not send again. */
+  prefix: number;
 }
 
 /** One peer's chain to us. */
@@ -39,9 +41,9 @@ export class Inbox {
     private readonly self: number,
   ) {}
 
-  /** Parts held of the batch being assembled. */
+  /** Parts held of the batch being assembled, from its first on without a gap. */
   get assembledParts(): number {
-    return this.assembling?.received ?? 0;
+    return this.assembling?.prefix ?? 0;
   }
 
   /** Batches parked. */
@@ -58,12 +60,13 @@ export class Inbox {
     if (message.snapshot && id === this.snapshotHeld) return 'held';
     if (this.assembling?.id !== id) {
       const { entries: _entries, part: _part, ...header } = message;
-      this.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0 };
+      this.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0, prefix: 0 };
     }
     const assembling = this.assembling;
     if (assembling.parts[message.part] !== undefined) return null;
     assembling.parts[message.part] = message.entries;
     assembling.received += 1;
+    while (assembling.parts[assembling.prefix] !== undefined) assembling.prefix += 1;
     if (assembling.received < assembling.parts.length) return null;
     this.assembling = null;
     if (message.snapshot) this.snapshotHeld = id;

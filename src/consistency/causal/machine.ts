@@ -248,6 +248,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     // A flush while it was read (every key written): the last read is of every key, at one point.
     const read = written === null ? {} : { read: { entries, keys: written } };
     box.startSnapshot(to, core.issueFetch(out, written, { kind: 'snapshot', peer, to, deps, needs, ...read }));
+    core.note(out, 'info', 'reading a snapshot for a peer', { peer, keys: entries.length, rounds: round + 1, readAgain: written?.length ?? 'every key' });
   }
 
   // ---- sending --------------------------------------------------------------------------
@@ -263,7 +264,8 @@ export class CausalMachine implements Machine<CausalMessage> {
     // A peer that has not acknowledged our snapshot may have restarted since, forgetting the
     // tombstones it purged: an entry a tombstone here has superseded would come back to life there.
     // A chain that has waited and holds one is given up for a fresh snapshot.
-    if (box.sendsStale(core.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
+    // (Each look reads every queued entry, a whole replica's with a snapshot: not while there is no tombstone.)
+    if (!this.tombstones.none && box.sendsStale(core.nowMs, ([key, entry]) => this.tombstones.supersedes(key, entry.cas))) box.forget();
     // A snapshot read while our replica was rebuilt (or held keys back) lacks what its entries
     // depend on, and its receiver may wait for that: once that is over, a fresh one does not.
     if (box.sendsLackingSnapshot() && !this.gate.snapshotsLack) box.forget();
@@ -283,8 +285,10 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.peerVisible.set(from, message.visible);
     const box = this.outbox(from);
     this.merging.askForLostWrites(from, message.visible, out);
-    if (message.resync) box.forget();
-    else box.onAck(message.to, this.core.own(message.visible));
+    if (!message.resync) return box.onAck(message.to, this.core.own(message.visible));
+    // Asked again while one is read (once per batch it could not use, a window's worth): noted once.
+    if (!box.startingOver) this.core.note(out, 'info', 'a peer asked for a snapshot of our replica', { peer: from });
+    box.forget();
   }
 
   /**

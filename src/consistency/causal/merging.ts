@@ -130,6 +130,12 @@ export class Merging {
     if (!this.mergingSnapshot({ from, to })) this.ack(from, to, false, out);
   }
 
+  /** Whether memcached has yet to take the merge of a snapshot from `peer`. */
+  private mergingSnapshotFrom(peer: PeerId): boolean {
+    for (const merge of this.merges.values()) if (!merge.done && merge.snapshotDeps !== null && merge.to === peer) return true;
+    return false;
+  }
+
   /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there). */
   private mergingSnapshot(of: { from: PeerId; to: bigint } | null): boolean {
     for (const merge of this.merges.values()) {
@@ -350,17 +356,26 @@ export class Merging {
     const askedAtMs = this.snapshotAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY;
     if (this.core.nowMs - askedAtMs < this.core.tuning.resyncAfterMs) return;
     this.snapshotAskedMs.set(peer, this.core.nowMs);
+    this.core.note(out, 'info', 'asking a peer for a snapshot of its replica', { peer, rebuilding: this.gate.shut });
     this.ack(peer, 0n, true, out);
   }
 
-  /** A chain batch parked for resyncAfterMs gives up its sender's chain: a snapshot is asked for. */
+  /**
+   * A chain batch parked for resyncAfterMs gives up its sender's chain: a snapshot is asked for.
+   * Not while the sender's snapshot is on its way (a part came within resyncAfterMs) or being
+   * merged: the batches after it wait for it, and asking would start a whole replica over.
+   */
   resyncStuck(out: Out): void {
-    for (const peer of this.core.peers) {
+    const core = this.core;
+    for (const peer of core.peers) {
       const inbox = this.inbox(peer);
       // Behind a snapshot waiting for another node's writes, a fresh one would wait as long.
-      if (this.waitingSnapshots.has(peer) || !inbox.stuck(this.core.nowMs, this.core.tuning.resyncAfterMs)) continue;
+      if (this.waitingSnapshots.has(peer) || !inbox.stuck(core.nowMs, core.tuning.resyncAfterMs)) continue;
+      const snapshotPartAtMs = this.snapshotAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY;
+      if (core.nowMs - snapshotPartAtMs < core.tuning.resyncAfterMs || this.mergingSnapshotFrom(peer)) continue;
       // Waiting longer would wait on a node cut off from us: take the sender's whole replica instead.
       inbox.unpark();
+      this.core.note(out, 'info', 'a batch waited too long for what it depends on: asking its sender for a snapshot', { peer });
       this.ack(peer, 0n, true, out);
     }
   }

@@ -53,8 +53,8 @@ export type CausalMessage =
    */
   | { kind: 'batch_ack'; to: bigint; visible: VersionVector; resync: boolean }
   /**
-   * The receiver holds `received` of the `parts` of the batch (snapshot or not) ending at `to`: the
-   * sender may send on (see ../send-window.ts).
+   * The receiver holds the first `received` of the `parts` of the batch (snapshot or not) ending at
+   * `to`: the sender may send on from there (see ../send-window.ts).
    */
   | { kind: 'part_ack'; snapshot: boolean; to: bigint; parts: number; received: number }
   /** The sender's visible vector, now and then: how every node learns what is stable. */

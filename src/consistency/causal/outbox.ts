@@ -45,12 +45,20 @@ export class Outbox {
   private ackedTo: bigint | null = null;
   /** Unacknowledged batches in chain order (a snapshot first, if any). */
   private queue: Queued[] = [];
-  /** Bytes of the queued entries. */
+  /**
+   * Bytes of the queued chain batches' entries. A queued snapshot's do not count: it is what giving
+   * up the chain would send, and a replica larger than pendingBytesMax would be sent over and over.
+   */
   private queueBytes = 0;
   /** The `to` of the last batch queued, or of the snapshot being fetched: the next batch's prev. */
   private coveredTo = 0n;
   /** The token of the snapshot fetch in flight, if any. */
   private snapshotFetch: number | null = null;
+  /**
+   * The chain was given up while that fetch ran: its result is dropped and a fresh one read then.
+   * (A replica's read cannot be called off: started over at once, each time, the reads ran together.)
+   */
+  private startOver = false;
   /**
    * A snapshot is being read and its cut not made yet (./snapshot-cuts.ts): the batches fetched
    * meanwhile are dropped, as the snapshot will cover them.
@@ -69,6 +77,11 @@ export class Outbox {
     return this.snapshotFetch !== null;
   }
 
+  /** Whether the snapshot being fetched is to be dropped for a fresh one (see `startOver`). */
+  get startingOver(): boolean {
+    return this.startOver;
+  }
+
   /** Whether the peer's state is unknown and no snapshot is queued: one must be fetched first. */
   needsSnapshot(): boolean {
     return this.ackedTo === null && this.queue[0]?.snapshot !== true;
@@ -80,9 +93,16 @@ export class Outbox {
     return head?.snapshot === true && head.needs !== undefined;
   }
 
-  /** Whether the snapshot fetch in flight is `token`. */
+  /**
+   * Whether fetch `token`'s result is the snapshot this waits for. One the chain was given up
+   * during is not: it is dropped, and the next thing fetched is a fresh snapshot.
+   */
   awaitsSnapshot(token: number): boolean {
-    return this.snapshotFetch === token;
+    if (this.snapshotFetch !== token) return false;
+    if (!this.startOver) return true;
+    this.snapshotFetch = null;
+    this.startOver = false;
+    return false;
   }
 
   /** The chain starts over from a snapshot of our writes up to `to`, read by fetch `token`. */
@@ -104,13 +124,12 @@ export class Outbox {
 
   /** Fetch `token` returned `entries`, at `nowMs`: queued first, if it is the snapshot fetch this waits for. */
   onSnapshotFetched(token: number, snapshot: Omit<Batch, 'snapshot' | 'prev' | 'needs'> & { needs?: VersionVector | null }, nowMs: number): void {
-    if (this.snapshotFetch !== token) return;
+    if (!this.awaitsSnapshot(token)) return;
     this.snapshotFetch = null;
     const { to, deps, needs, entries } = snapshot;
     const queued: Queued = { snapshot: true, prev: 0n, to, deps, entries, queuedAtMs: nowMs, sentAtMs: null };
     if (needs !== undefined && needs !== null) queued.needs = needs;
     this.queue.unshift(queued);
-    this.queueBytes += entriesBytes(entries);
   }
 
   /** Queues a dirty fetch's results, returned at `nowMs`, as the next batch of the chain. */
@@ -130,11 +149,13 @@ export class Outbox {
     const messages: CausalMessage[] = [];
     for (const batch of this.queue.slice(0, this.limits.windowBatchesMax)) {
       if (batch.sentAtMs === null || nowMs - batch.sentAtMs >= this.limits.ackTimeoutMs) {
-        // (Again) from its first part: the peer acks at once what it holds already.
+        // (Again) from its first part: the peer acks at once what it holds already. Its parts are
+        // cut once (a snapshot's thousands of them), and again only after its entries changed.
         const again = batch.sentAtMs !== null;
         batch.sentAtMs = nowMs;
-        const parts = splitEntries(batch.entries, this.limits.batchEntriesMax, this.limits.batchBytesMax);
-        batch.sending = { parts, partBytes: parts.map(entriesBytes), sent: 0, acked: 0, probing: again && parts.length > 1 };
+        const parts = batch.sending?.parts ?? splitEntries(batch.entries, this.limits.batchEntriesMax, this.limits.batchBytesMax);
+        const partBytes = batch.sending?.partBytes ?? parts.map(entriesBytes);
+        batch.sending = { parts, partBytes, sent: 0, acked: 0, probing: again && parts.length > 1 };
       }
       if (batch.sending !== undefined) this.takeParts(batch, batch.sending, messages);
     }
@@ -160,9 +181,9 @@ export class Outbox {
     const sending = batch?.sending;
     if (batch === undefined || sending === undefined || sending.parts.length !== ack.parts || ack.received <= sending.acked) return;
     sending.probing = false;
-    // Holding every part (one sent again after an ack timeout, say), it needs no more of them.
-    if (ack.received === ack.parts) sending.sent = ack.parts;
-    sending.acked = Math.min(ack.received, sending.sent);
+    // Sent again after an ack timeout, it goes on from the first part the peer lacks.
+    sending.sent = Math.max(sending.sent, ack.received);
+    sending.acked = ack.received;
     // Progress: the ack timeout counts from here.
     batch.sentAtMs = nowMs;
   }
@@ -182,9 +203,9 @@ export class Outbox {
   /** Gives up the chain: the next thing the peer gets is a snapshot. */
   forget(): void {
     this.ackedTo = null;
-    // A snapshot being fetched would be followed by batches this drops: fetch a new one.
-    this.snapshotFetch = null;
-    this.cutPending = false;
+    // A snapshot being fetched would be followed by batches this drops: a new one is fetched once it is in.
+    this.startOver = this.snapshotFetch !== null;
+    this.cutPending = this.startOver;
     this.queue = [];
     this.queueBytes = 0;
   }
@@ -195,7 +216,6 @@ export class Outbox {
     if (head?.snapshot === true && head.to === to) {
       this.ackedTo = head.to;
       this.queue.shift();
-      this.queueBytes -= entriesBytes(head.entries);
     }
     if (this.ackedTo === null) return;
     if (held > this.ackedTo) this.ackedTo = held;
@@ -215,7 +235,7 @@ export class Outbox {
     for (const batch of this.queue) {
       const kept = batch.entries.filter(keep);
       if (kept.length === batch.entries.length) continue;
-      this.queueBytes -= entriesBytes(batch.entries) - entriesBytes(kept);
+      if (!batch.snapshot) this.queueBytes -= entriesBytes(batch.entries) - entriesBytes(kept);
       batch.entries = kept;
       // Its parts are cut anew when it is next due.
       batch.sending = undefined;
@@ -230,6 +250,7 @@ export class Outbox {
   /** The replica was emptied: the snapshot being fetched is lost with it. */
   onBackendReset(): void {
     this.snapshotFetch = null;
+    this.startOver = false;
     this.cutPending = false;
   }
 }

@@ -55,6 +55,11 @@ export class Tombstones {
     return entries.filter(([key, entry]) => !this.purged.covers(key, entry.cas));
   }
 
+  /** Whether no tombstone is held or remembered as purged: then none supersedes anything (see `supersedes`). */
+  get none(): boolean {
+    return this.graveyard.size === 0 && this.purged.size === 0;
+  }
+
   /** Whether a tombstone the replica holds, or one purged here, is newer than `key` at `version`. */
   supersedes(key: string, version: bigint): boolean {
     const grave = this.graveyard.get(key);
