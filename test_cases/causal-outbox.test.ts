@@ -177,16 +177,20 @@ describe('the causal outbox', () => {
 });
 
 describe('the causal inbox', () => {
-  it('acks the parts it holds from the first on, not a count with a gap in it', () => {
+  it('acks the parts it holds from the first on, not a count with a gap in it; keeps a snapshot\'s parts when a chain batch comes between them', () => {
     const inbox = new Inbox(1, 0);
     const part = (index: number): Part => ({
       kind: 'batch', snapshot: true, base: 0n, prev: 0n, to: 5n, deps: [0n, 5n, 0n], part: index, parts: 4, entries: entries(`p${index}-`, 1, 5n),
     });
     inbox.assemble(part(0));
     inbox.assemble(part(2));
-    expect(inbox.assembledParts).toBe(1);
+    expect(inbox.assembledParts(true)).toBe(1);
     inbox.assemble(part(1));
-    expect(inbox.assembledParts).toBe(3);
+    expect(inbox.assembledParts(true)).toBe(3);
+    // A chain batch sent behind it comes between its parts: the snapshot's assembly is kept.
+    const chain: Part = { kind: 'batch', snapshot: false, base: 0n, prev: 5n, to: 6n, deps: [0n, 6n, 0n], part: 0, parts: 1, entries: entries('c', 1, 6n) };
+    expect(inbox.assemble(chain)).toMatchObject({ snapshot: false, to: 6n });
+    expect(inbox.assembledParts(true)).toBe(3);
     expect(inbox.assemble(part(3))).toMatchObject({ snapshot: true, to: 5n });
   });
 });

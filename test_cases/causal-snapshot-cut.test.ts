@@ -152,6 +152,24 @@ describe('a causal node receiving a snapshot in parts', () => {
     // No part for resyncAfterMs: the batch's sender is asked for its whole replica.
     expect(asks(step({ kind: 'tick', nowMs: 7500, peersUp: [...PEERS] }))).toBe(1);
   });
+
+  it("does not ask for a snapshot for a batch waiting on another node's writes while that node's snapshot comes", () => {
+    const { step } = loaded();
+    const theirs = packVersion(tickHlc(HLC_ZERO, 5), 2);
+    const n2To = packVersion(tickHlc(HLC_ZERO, 6), 1);
+    // n2's batch depends on a write of n3 this node lacks; n3's snapshot, which brings it, is on its way.
+    const waiting: CausalMessage = { kind: 'batch', snapshot: false, base: 0n, prev: 0n, to: n2To, deps: [0n, n2To, theirs], part: 0, parts: 1, entries: [] };
+    const part = (index: number): CausalMessage => ({
+      kind: 'batch', snapshot: true, base: 0n, prev: 0n, to: theirs, deps: [0n, 0n, theirs], part: index, parts: 3,
+      entries: [[`t${index}`, entry('t', theirs)]],
+    });
+    const asks = (effects: Array<Effect<CausalMessage>>): number =>
+      effects.filter((effect) => effect.kind === 'send' && effect.message.kind === 'batch_ack' && effect.message.resync).length;
+    step({ kind: 'message', nowMs: 10, from: N2, message: waiting });
+    step({ kind: 'message', nowMs: 10, from: N3, message: part(0) });
+    step({ kind: 'message', nowMs: 3000, from: N3, message: part(1) });
+    expect(asks(step({ kind: 'tick', nowMs: 5000, peersUp: [...PEERS] }))).toBe(0);
+  });
 });
 
 describe('spliceRead', () => {

@@ -26,7 +26,12 @@ interface Assembling {
 
 /** One peer's chain to us. */
 export class Inbox {
-  private assembling: Assembling | null = null;
+  /**
+   * The batches being assembled: a snapshot's and a chain batch's apart, so the chain batches sent
+   * behind a snapshot of thousands of parts (a window's worth, and again at each ack timeout) do
+   * not throw away what was assembled of it. (One slot for both, the snapshot never completed.)
+   */
+  private readonly assembling: { snapshot: Assembling | null; chain: Assembling | null } = { snapshot: null, chain: null };
   /**
    * The last snapshot assembled whole (merged at once): a part of it again means its sender timed
    * out waiting for the ack of a merge still running, or lost; it is not assembled and merged anew.
@@ -41,9 +46,18 @@ export class Inbox {
     private readonly self: number,
   ) {}
 
-  /** Parts held of the batch being assembled, from its first on without a gap. */
-  get assembledParts(): number {
-    return this.assembling?.prefix ?? 0;
+  /** Parts held of the snapshot, or of the chain batch, being assembled, from its first on without a gap. */
+  assembledParts(snapshot: boolean): number {
+    return this.slot(snapshot)?.prefix ?? 0;
+  }
+
+  private slot(snapshot: boolean): Assembling | null {
+    return snapshot ? this.assembling.snapshot : this.assembling.chain;
+  }
+
+  private setSlot(snapshot: boolean, value: Assembling | null): void {
+    if (snapshot) this.assembling.snapshot = value;
+    else this.assembling.chain = value;
   }
 
   /** Batches parked. */
@@ -58,17 +72,18 @@ export class Inbox {
   assemble(message: BatchMessage): Batch | null | 'held' {
     const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}/${message.deps.join(',')}`;
     if (message.snapshot && id === this.snapshotHeld) return 'held';
-    if (this.assembling?.id !== id) {
+    let assembling = this.slot(message.snapshot);
+    if (assembling?.id !== id) {
       const { entries: _entries, part: _part, ...header } = message;
-      this.assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0, prefix: 0 };
+      assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0, prefix: 0 };
+      this.setSlot(message.snapshot, assembling);
     }
-    const assembling = this.assembling;
     if (assembling.parts[message.part] !== undefined) return null;
     assembling.parts[message.part] = message.entries;
     assembling.received += 1;
     while (assembling.parts[assembling.prefix] !== undefined) assembling.prefix += 1;
     if (assembling.received < assembling.parts.length) return null;
-    this.assembling = null;
+    this.setSlot(message.snapshot, null);
     if (message.snapshot) this.snapshotHeld = id;
     const { snapshot, prev, to, deps, needs } = assembling.header;
     const batch: Batch = { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
@@ -124,7 +139,8 @@ export class Inbox {
   /** The replica was emptied: what was assembled or parked is dropped. */
   onBackendReset(): void {
     this.snapshotHeld = null;
-    this.assembling = null;
+    this.assembling.snapshot = null;
+    this.assembling.chain = null;
     this.parked.clear();
   }
 

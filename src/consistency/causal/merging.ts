@@ -112,7 +112,7 @@ export class Merging {
     if (batch === 'held') return this.onSnapshotAgain(from, message, out);
     if (message.parts > 1) {
       // What we hold lets the sender send on (../send-window.ts).
-      const received = batch === null ? inbox.assembledParts : message.parts;
+      const received = batch === null ? inbox.assembledParts(message.snapshot) : message.parts;
       const { snapshot, to, parts } = message;
       out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received } });
     }
@@ -128,12 +128,6 @@ export class Merging {
     if (parts > 1) out.push({ kind: 'send', to: from, message: { kind: 'part_ack', snapshot, to, parts, received: parts } });
     if (this.waitingSnapshots.get(from)?.to === to) return;
     if (!this.mergingSnapshot({ from, to })) this.ack(from, to, false, out);
-  }
-
-  /** Whether memcached has yet to take the merge of a snapshot from `peer`. */
-  private mergingSnapshotFrom(peer: PeerId): boolean {
-    for (const merge of this.merges.values()) if (!merge.done && merge.snapshotDeps !== null && merge.to === peer) return true;
-    return false;
   }
 
   /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there). */
@@ -362,17 +356,17 @@ export class Merging {
 
   /**
    * A chain batch parked for resyncAfterMs gives up its sender's chain: a snapshot is asked for.
-   * Not while the sender's snapshot is on its way (a part came within resyncAfterMs) or being
-   * merged: the batches after it wait for it, and asking would start a whole replica over.
+   * Not while a snapshot is on its way (a part came within resyncAfterMs) or being merged: the
+   * batches behind it, and those waiting for its writer's writes, wait for it, and asking would
+   * have a whole replica read and sent again.
    */
   resyncStuck(out: Out): void {
     const core = this.core;
+    if (core.nowMs - this.snapshotPartAtMs < core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
     for (const peer of core.peers) {
       const inbox = this.inbox(peer);
       // Behind a snapshot waiting for another node's writes, a fresh one would wait as long.
       if (this.waitingSnapshots.has(peer) || !inbox.stuck(core.nowMs, core.tuning.resyncAfterMs)) continue;
-      const snapshotPartAtMs = this.snapshotAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY;
-      if (core.nowMs - snapshotPartAtMs < core.tuning.resyncAfterMs || this.mergingSnapshotFrom(peer)) continue;
       // Waiting longer would wait on a node cut off from us: take the sender's whole replica instead.
       inbox.unpark();
       this.core.note(out, 'info', 'a batch waited too long for what it depends on: asking its sender for a snapshot', { peer });
