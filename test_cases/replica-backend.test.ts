@@ -252,6 +252,23 @@ describe('Replica ordering', () => {
   });
 });
 
+/** Counts turns of the event loop (a setImmediate chain) until `stop`, which returns the count. */
+function countTurns(): { stop: () => number } {
+  let turns = 0;
+  let turning = true;
+  const turn = (): void => {
+    turns += 1;
+    if (turning) setImmediate(turn);
+  };
+  setImmediate(turn);
+  return {
+    stop: () => {
+      turning = false;
+      return turns;
+    },
+  };
+}
+
 describe('Replica over a large replica', () => {
   it('reads every key back in key order, letting the event loop turn every few thousand keys', async () => {
     const backend = new MemoryBackend();
@@ -261,21 +278,13 @@ describe('Replica over a large replica', () => {
     const keys = Array.from({ length: count }, (_, i) => `k${(i * 7919) % count}`);
     // Pipelined without awaiting each: the index and the value cache know every key.
     await Promise.all(keys.map((key, i) => replica.apply(setOp(key, 'v'), { cas: BigInt(i + 1), nowMs: NOW })));
-    let turns = 0;
-    let turning = true;
-    const turn = (): void => {
-      turns += 1;
-      if (turning) setImmediate(turn);
-    };
-    setImmediate(turn);
-    const started = turns;
+    const turns = countTurns();
     const fetched = await replica.fetch(null);
-    turning = false;
     expect(fetched.length).toBe(count);
     const order = fetched.map(([key]) => key);
     expect(order).toEqual([...keys].sort());
     // 60,000 known keys read in one turn would let no timer run meanwhile.
-    expect(turns - started).toBeGreaterThanOrEqual(3);
+    expect(turns.stop()).toBeGreaterThanOrEqual(3);
   });
 });
 
@@ -289,13 +298,7 @@ describe('Replica over a large put in key order', () => {
     const replica = new Replica(new MemoryBackend(), { tombstones: false });
     await replica.loadIndex();
     const order: string[] = [];
-    let turns = 0;
-    let turning = true;
-    const turn = (): void => {
-      turns += 1;
-      if (turning) setImmediate(turn);
-    };
-    setImmediate(turn);
+    const turns = countTurns();
     const put = replica.put(entries('bulk'), 'merge').then(() => order.push('put'));
     const last = replica.read(getOp(key(COUNT - 1)), NOW).then((reply) => {
       order.push('read of its last key');
@@ -303,11 +306,11 @@ describe('Replica over a large put in key order', () => {
     });
     const other = replica.apply(setOp('other', 'o'), { cas: 1n, nowMs: NOW }).then(() => order.push('write of another key'));
     await Promise.all([put, last, other]);
-    turning = false;
+    const turned = turns.stop();
     expect(order).toEqual(['write of another key', 'put', 'read of its last key']);
     expect(await last).toEqual([[key(COUNT - 1), 'bulk']]);
     // 60,000 entries decided and written in one turn would let nothing else run meanwhile.
-    expect(turns).toBeGreaterThanOrEqual(3);
+    expect(turned).toBeGreaterThanOrEqual(3);
     expect((await replica.fetch(null)).length).toBe(COUNT + 1);
   });
 

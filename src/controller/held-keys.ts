@@ -4,27 +4,9 @@
  * read effect) run at once while unrelated applies still wait for an fsync.
  *
  * Invariants: a key is counted once per held effect that changes it, until that effect runs;
- * an effect that changes every key (a reset, a flush_all) counts for all of them.
+ * an effect that changes every key (a reset, a flush_all) counts for all of them. Which keys an
+ * effect changes: ../consistency/changed-keys.ts.
  */
-
-import type { Effect } from '../consistency/types.ts';
-import { opKeys } from '../store/types.ts';
-
-/** The keys an effect changes on the replica (null: every key), or undefined if it changes none. */
-export function changedKeys(effect: Effect<unknown>): readonly string[] | null | undefined {
-  switch (effect.kind) {
-    case 'apply':
-      return opKeys(effect.op);
-    case 'put':
-      return effect.entries.map(([key]) => key);
-    case 'purge':
-      return effect.tombstones.map(([key]) => key);
-    case 'reset':
-      return null;
-    default:
-      return undefined;
-  }
-}
 
 /** Counts, per key, the store effects held for the disk. */
 export class HeldKeys {

@@ -17,7 +17,7 @@
  */
 
 import type { Effect, KeyedEntry } from '../types.ts';
-import { opKeys } from '../../store/types.ts';
+import { changedKeys } from '../changed-keys.ts';
 import type { CausalMessage } from './messages.ts';
 
 /** What a snapshot's reads hold so far, in key order, and the keys the read in flight reads again (sorted). */
@@ -42,7 +42,7 @@ export class SnapshotCuts {
   noteWrites(effects: ReadonlyArray<Effect<CausalMessage>>): void {
     if (this.written.size === 0) return;
     for (const effect of effects) {
-      const keys = writtenKeys(effect);
+      const keys = changedKeys(effect);
       if (keys === undefined) continue;
       for (const [token, written] of this.written) {
         if (written === null) continue;
@@ -62,20 +62,6 @@ export class SnapshotCuts {
   /** The replica was emptied: the reads in flight are dropped. */
   clear(): void {
     this.written.clear();
-  }
-}
-
-/** The keys a store effect may change: null for every key, undefined for an effect that changes none. */
-function writtenKeys(effect: Effect<CausalMessage>): readonly string[] | null | undefined {
-  switch (effect.kind) {
-    case 'apply':
-      return opKeys(effect.op);
-    case 'put':
-      return effect.entries.map(([key]) => key);
-    case 'purge':
-      return effect.tombstones.map(([key]) => key);
-    default:
-      return undefined;
   }
 }
 

@@ -11,7 +11,7 @@ import type { EventualMessage } from '../../../src/consistency/eventual.ts';
 import { compareHlc } from '../../../src/consistency/hlc.ts';
 import type { Effect, Event } from '../../../src/consistency/types.ts';
 import { opKeys } from '../../../src/store/types.ts';
-import { changedKeys } from '../../../src/controller/held-keys.ts';
+import { changedKeys } from '../../../src/consistency/changed-keys.ts';
 import type { SimNode } from './node.ts';
 import type { SimWorld } from './world.ts';
 

@@ -16,7 +16,7 @@
 
 import type { Effect, Event } from '../../../src/consistency/types.ts';
 import type { LogMessage } from '../../../src/consistency/replicated-log.ts';
-import { changedKeys } from '../../../src/controller/held-keys.ts';
+import { changedKeys } from '../../../src/consistency/changed-keys.ts';
 import { opKeys, type KeyedEntry, type Op } from '../../../src/store/types.ts';
 import type { HeldWork, OutwardEffect, TransferMark } from './disk.ts';
 import type { Flight } from './network.ts';
