@@ -1,13 +1,14 @@
 /**
  * The causal sender's chain to one peer (src/consistency/causal/outbox.ts): its byte bound counts
  * what is queued now, so entries a purge drops stop counting, and only a chain that really holds
- * more than pendingBytesMax is given up for a snapshot (a queued snapshot does not count); it tells when a snapshot not yet
- * acknowledged would be sent again holding stale entries; and a batch in parts (a snapshot larger
- * than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more as the peer acks parts,
- * and no more of it once the peer says it holds every part; sent again after the ack timeout, it
- * starts with its first part alone, so a peer holding it all is not sent a window each time, and
- * goes on from the first part the peer lacks, its parts as cut the first time. The inbox acks the
- * parts it holds from the first on.
+ * more than pendingBytesMax is given up for a snapshot (a queued snapshot does not count); it tells
+ * when a snapshot not yet acknowledged would be sent again holding stale entries; and a batch in
+ * parts (a snapshot larger than a peer connection queues) leaves PART_WINDOW_BYTES at a time, more
+ * as the peer acks parts, and no more of it once the peer says it holds every part; sent again
+ * after the ack timeout, it starts with its first part alone, so a peer holding it all is not sent
+ * a window each time, and goes on from the first part the peer lacks, its parts as cut the first
+ * time. The inbox acks the parts it holds from the first on, and keeps a snapshot's apart from a
+ * chain batch's.
  */
 
 import { describe, expect, it } from 'vitest';
