@@ -74,6 +74,21 @@ function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
 
 const isRunning = (child: ChildProcess): boolean => child.exitCode === null && child.signalCode === null;
 
+/** Runs stop.sh in `folder`: it must stop `stopped` (node `node`) with SIGTERM and leave `spared` running. */
+async function expectStopsOnly(
+  folder: string,
+  node: string,
+  stopped: { child: ChildProcess; pid: number },
+  spared: { child: ChildProcess },
+): Promise<void> {
+  const result = await run(folder, 'stop.sh');
+  expect(result.code).toBe(0);
+  expect(result.stdout).toContain(`stopping controller ${node} (pid ${stopped.pid})`);
+  await exited(stopped.child, 10_000);
+  expect(stopped.child.signalCode).toBe('SIGTERM');
+  expect(isRunning(spared.child)).toBe(true);
+}
+
 describe('stop.sh and the recorded PIDs', () => {
   it('leaves alone a process named like a controller or memcached whose start time is not the recorded one', async () => {
     const folder = scriptsCopy();
@@ -102,12 +117,7 @@ describe('stop.sh and the recorded PIDs', () => {
       path.join(folder, '.run', 'pids'),
       `controller ${controller.pid} ${controller.start} n1\ncontroller ${bystander.pid} ${bystander.start + 7} n2\n`,
     );
-    const result = await run(folder, 'stop.sh');
-    expect(result.code).toBe(0);
-    expect(result.stdout).toContain(`stopping controller n1 (pid ${controller.pid})`);
-    await exited(controller.child, 10_000);
-    expect(controller.child.signalCode).toBe('SIGTERM');
-    expect(isRunning(bystander.child)).toBe(true);
+    await expectStopsOnly(folder, 'n1', controller, bystander);
   }, 40_000);
 });
 
@@ -122,12 +132,7 @@ describe('controllers found by their PID files', () => {
       writeFileSync(path.join(folder, 'data', node, 'controller.pid'), `${process.pid} ${process.start + shift}\n`);
     }
     // No .run/pids: startup.sh's controllers are gone; the one restarted by hand is not.
-    const result = await run(folder, 'stop.sh');
-    expect(result.code).toBe(0);
-    expect(result.stdout).toContain(`stopping controller n2 (pid ${restarted.pid})`);
-    await exited(restarted.child, 10_000);
-    expect(restarted.child.signalCode).toBe('SIGTERM');
-    expect(isRunning(stale.child)).toBe(true);
+    await expectStopsOnly(folder, 'n2', restarted, stale);
   }, 40_000);
 
   it("startup.sh counts a controller named by a PID file in config.ini's data_dir as running", async () => {

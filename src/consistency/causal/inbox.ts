@@ -27,11 +27,12 @@ interface Assembling {
 /** One peer's chain to us. */
 export class Inbox {
   /**
-   * The batches being assembled: a snapshot's and a chain batch's apart, so the chain batches sent
-   * behind a snapshot of thousands of parts (a window's worth, and again at each ack timeout) do
-   * not throw away what was assembled of it. (One slot for both, the snapshot never completed.)
+   * The batches being assembled, by `snapshot`: a snapshot's and a chain batch's apart, so the
+   * chain batches sent behind a snapshot of thousands of parts (a window's worth, and again at each
+   * ack timeout) do not throw away what was assembled of it. (One slot for both, the snapshot
+   * never completed.)
    */
-  private readonly assembling: { snapshot: Assembling | null; chain: Assembling | null } = { snapshot: null, chain: null };
+  private readonly assembling = new Map<boolean, Assembling>();
   /**
    * The last snapshot assembled whole (merged at once): a part of it again means its sender timed
    * out waiting for the ack of a merge still running, or lost; it is not assembled and merged anew.
@@ -48,16 +49,7 @@ export class Inbox {
 
   /** Parts held of the snapshot, or of the chain batch, being assembled, from its first on without a gap. */
   assembledParts(snapshot: boolean): number {
-    return this.slot(snapshot)?.prefix ?? 0;
-  }
-
-  private slot(snapshot: boolean): Assembling | null {
-    return snapshot ? this.assembling.snapshot : this.assembling.chain;
-  }
-
-  private setSlot(snapshot: boolean, value: Assembling | null): void {
-    if (snapshot) this.assembling.snapshot = value;
-    else this.assembling.chain = value;
+    return this.assembling.get(snapshot)?.prefix ?? 0;
   }
 
   /** Batches parked. */
@@ -72,18 +64,18 @@ export class Inbox {
   assemble(message: BatchMessage): Batch | null | 'held' {
     const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}/${message.deps.join(',')}`;
     if (message.snapshot && id === this.snapshotHeld) return 'held';
-    let assembling = this.slot(message.snapshot);
+    let assembling = this.assembling.get(message.snapshot);
     if (assembling?.id !== id) {
       const { entries: _entries, part: _part, ...header } = message;
       assembling = { id, header, parts: new Array<KeyedEntry[] | undefined>(message.parts), received: 0, prefix: 0 };
-      this.setSlot(message.snapshot, assembling);
+      this.assembling.set(message.snapshot, assembling);
     }
     if (assembling.parts[message.part] !== undefined) return null;
     assembling.parts[message.part] = message.entries;
     assembling.received += 1;
     while (assembling.parts[assembling.prefix] !== undefined) assembling.prefix += 1;
     if (assembling.received < assembling.parts.length) return null;
-    this.setSlot(message.snapshot, null);
+    this.assembling.delete(message.snapshot);
     if (message.snapshot) this.snapshotHeld = id;
     const { snapshot, prev, to, deps, needs } = assembling.header;
     const batch: Batch = { snapshot, prev, to, deps, entries: assembling.parts.flatMap((part) => part ?? []) };
@@ -139,8 +131,7 @@ export class Inbox {
   /** The replica was emptied: what was assembled or parked is dropped. */
   onBackendReset(): void {
     this.snapshotHeld = null;
-    this.assembling.snapshot = null;
-    this.assembling.chain = null;
+    this.assembling.clear();
     this.parked.clear();
   }
 

@@ -130,6 +130,11 @@ export class Merging {
     if (!this.mergingSnapshot({ from, to })) this.ack(from, to, false, out);
   }
 
+  /** Whether a snapshot is on its way (a part of one came within resyncAfterMs) or being merged. */
+  private snapshotUnderway(): boolean {
+    return this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null);
+  }
+
   /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there). */
   private mergingSnapshot(of: { from: PeerId; to: bigint } | null): boolean {
     for (const merge of this.merges.values()) {
@@ -335,7 +340,7 @@ export class Merging {
    * asking the others meanwhile would have them send whole replicas for nothing, or start one over.
    */
   askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
-    if (this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
+    if (this.snapshotUnderway()) return;
     for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
   }
 
@@ -362,7 +367,7 @@ export class Merging {
    */
   resyncStuck(out: Out): void {
     const core = this.core;
-    if (core.nowMs - this.snapshotPartAtMs < core.tuning.resyncAfterMs || this.mergingSnapshot(null)) return;
+    if (this.snapshotUnderway()) return;
     for (const peer of core.peers) {
       const inbox = this.inbox(peer);
       // Behind a snapshot waiting for another node's writes, a fresh one would wait as long.

@@ -71,6 +71,8 @@ export class SnapshotCuts {
  */
 export function spliceRead(read: CutRead, again: readonly KeyedEntry[]): KeyedEntry[] {
   const { entries, keys } = read;
+  // Nothing written while it was read (the common case): a whole replica's worth is not copied.
+  if (keys.length === 0 && again.length === 0) return entries;
   const result: KeyedEntry[] = [];
   let k = 0;
   let a = 0;
