@@ -52,6 +52,11 @@ export class Inbox {
     return this.assembling.get(snapshot)?.prefix ?? 0;
   }
 
+  /** Whether part of a snapshot is held, the rest still to come. */
+  assemblingSnapshot(): boolean {
+    return this.assembling.has(true);
+  }
+
   /** Batches parked. */
   get parkedCount(): number {
     return this.parked.size;

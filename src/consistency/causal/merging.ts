@@ -9,7 +9,8 @@
  * component at the last reset and the peers owing a snapshot that covers it. The visible vector and
  * the clock are the core's (./core.ts).
  * Invariants: a chain batch is merged only when prev <= visible[sender] and deps <= visible
- * elsewhere; a snapshot with `needs` only when needs <= visible at every other node, or that
+ * elsewhere; snapshots are taken one at a time, without the entries the told vector covers; a
+ * snapshot with `needs` only when needs <= visible at every other node, or that
  * node's own snapshot covering it is merged with it (`mergeableSnapshots`); a refused merge rolls
  * the vector back to before it and forgets the later ones; what peers are told (`told`) stops
  * before the first merge memcached has not taken, and claims none of our writes while a snapshot
@@ -63,6 +64,8 @@ export class Merging {
   private readonly owedSnapshots = new Set<PeerId>();
   /** Peer → when it was last asked for a snapshot, or last sent part of one (see askForSnapshot). */
   private readonly snapshotAskedMs = new Map<PeerId, number>();
+  /** Peer → when a part of its snapshot was last taken to be assembled (see snapshotTakenElsewhere). */
+  private readonly snapshotTakenMs = new Map<PeerId, number>();
   /** When part of a snapshot last came from any peer, or the replica was last emptied. */
   private snapshotPartAtMs = Number.NEGATIVE_INFINITY;
   /**
@@ -106,9 +109,12 @@ export class Merging {
     if (message.snapshot) {
       this.snapshotAskedMs.set(from, core.nowMs);
       this.snapshotPartAtMs = core.nowMs;
+      // Taken later, unacknowledged: its sender probes with its first part until this one is in.
+      if (this.snapshotTakenElsewhere(from)) return;
+      this.snapshotTakenMs.set(from, core.nowMs);
     }
     const inbox = this.inbox(from);
-    const batch = inbox.assemble(message);
+    const batch = inbox.assemble(message.snapshot ? { ...message, entries: message.entries.filter(this.notHeld()) } : message);
     if (batch === 'held') return this.onSnapshotAgain(from, message, out);
     if (message.parts > 1) {
       // What we hold lets the sender send on (../send-window.ts).
@@ -130,16 +136,47 @@ export class Merging {
     if (!this.mergingSnapshot({ from, to })) this.ack(from, to, false, out);
   }
 
+  /**
+   * Whether a part of `from`'s snapshot waits: another peer's is being assembled (a part of it came
+   * within resyncAfterMs) or merged. Snapshots are taken one at a time, so this node holds one
+   * whole replica's worth at once (two, at millions of keys, outgrew a default heap), and the next
+   * comes without what the first brought (`notHeld`). One waiting for another node's writes
+   * (`lacks`) is neither, so two that need each other are still taken together.
+   */
+  private snapshotTakenElsewhere(from: PeerId): boolean {
+    const core = this.core;
+    return core.peers.some((peer) => {
+      if (peer === from) return false;
+      const partAtMs = this.snapshotTakenMs.get(peer) ?? Number.NEGATIVE_INFINITY;
+      const coming = core.nowMs - partAtMs < core.tuning.resyncAfterMs && this.inbox(peer).assemblingSnapshot();
+      return coming || this.mergingSnapshot({ from: peer });
+    });
+  }
+
+  /**
+   * Whether a snapshot's entry is news here. Every write of another node up to its component of
+   * the vector peers are told is in memcached, or overwritten there by a later write of its key,
+   * so merging one it covers changes nothing. (Our own are kept: after a reset they come back.)
+   */
+  private notHeld(): (pair: KeyedEntry) => boolean {
+    const told = this.told();
+    const self = this.core.selfIndex;
+    return ([, entry]) => {
+      const node = versionNode(entry.cas);
+      return node === self || entry.cas <= 0n || entry.cas > componentOf(told, node);
+    };
+  }
+
   /** Whether a snapshot is on its way (a part of one came within resyncAfterMs) or being merged. */
   private snapshotUnderway(): boolean {
     return this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null);
   }
 
-  /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there). */
-  private mergingSnapshot(of: { from: PeerId; to: bigint } | null): boolean {
+  /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there if `to` is given). */
+  private mergingSnapshot(of: { from: PeerId; to?: bigint } | null): boolean {
     for (const merge of this.merges.values()) {
       if (merge.done || merge.snapshotDeps === null) continue;
-      if (of === null || (merge.to === of.from && merge.batchTo === of.to)) return true;
+      if (of === null || (merge.to === of.from && (of.to === undefined || merge.batchTo === of.to))) return true;
     }
     return false;
   }

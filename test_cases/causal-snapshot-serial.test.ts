@@ -1,0 +1,106 @@
+/**
+ * A causal node takes its peers' snapshots one at a time (src/consistency/causal/merging.ts,
+ * `snapshotTakenElsewhere`), and leaves out of each what the vector it tells its peers already
+ * covers (`notHeld`). A controller restarted over a memcached of 3.9 million keys took both peers'
+ * whole replicas at once and spent minutes collecting garbage near its heap's limit. Driven by hand
+ * through one machine (n1 of n1, n2, n3), every replica read answered empty.
+ */
+
+import { describe, expect, it } from 'vitest';
+import { createCausal } from '../src/consistency/causal.ts';
+import type { CausalMessage } from '../src/consistency/causal/messages.ts';
+import { HLC_ZERO, packVersion, tickHlc } from '../src/consistency/hlc.ts';
+import { asPeerId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
+
+const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
+type Batch = Extract<CausalMessage, { kind: 'batch' }>;
+type Put = Extract<Effect<CausalMessage>, { kind: 'put' }>;
+
+/** A version of node `index` (n1 0, n2 1, n3 2) at `ms`. */
+const at = (ms: number, index: number): bigint => packVersion(tickHlc(HLC_ZERO, ms), index);
+const entry = (key: string, cas: bigint): KeyedEntry => [key, { value: Buffer.from(key), flags: 0, expiresAtMs: 0, cas }];
+
+/** n1 started over an empty replica, its peers up; what it sends each peer and puts is recorded. */
+function started() {
+  const machine = createCausal({
+    self: N1, peers: [N2, N3], random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 1000,
+  });
+  let nowMs = 1100;
+  const puts: Put[] = [];
+  const sent = new Map<string, CausalMessage[]>([[N2, []], [N3, []]]);
+  const step = (event: Event<CausalMessage>): void => {
+    for (const effect of machine.step(event) as Array<Effect<CausalMessage>>) {
+      if (effect.kind === 'fetch') step({ kind: 'fetched', nowMs, token: effect.token, entries: [] });
+      if (effect.kind === 'put') puts.push(effect);
+      if (effect.kind === 'send') sent.get(effect.to)?.push(effect.message);
+    }
+  };
+  step({ kind: 'tick', nowMs, peersUp: [N2, N3] });
+  const snapshot = (to: bigint, deps: bigint[], parts: KeyedEntry[][], needs?: bigint[]) => (part: number): Batch => {
+    const message: Batch = { kind: 'batch', snapshot: true, base: 0n, prev: 0n, to, deps, part, parts: parts.length, entries: parts[part] ?? [] };
+    if (needs !== undefined) message.needs = needs;
+    return message;
+  };
+  const send = (from: typeof N2, message: Batch): void => step({ kind: 'message', nowMs, from, message });
+  const partAcks = (peer: typeof N2): unknown[] =>
+    (sent.get(peer) ?? []).flatMap((message) => (message.kind === 'part_ack' ? [message.received] : []));
+  const acks = (peer: typeof N2): unknown[] =>
+    (sent.get(peer) ?? []).flatMap((message) => (message.kind === 'batch_ack' && !message.resync ? [message.to] : []));
+  const merged = (): string[][] => puts.map((put) => put.entries.map(([key]) => key));
+  const advance = (ms: number): void => {
+    nowMs += ms;
+  };
+  return { step, snapshot, send, partAcks, acks, puts, merged, advance };
+}
+
+describe('a causal node sent two snapshots at once', () => {
+  it("takes the second only once the first is merged, without what the first brought", () => {
+    const { step, snapshot, send, partAcks, acks, puts, merged } = started();
+    const [n2To, n3Early, n3Late] = [at(1050, 1), at(1040, 2), at(1060, 2)];
+    const fromN2 = snapshot(n2To, [0n, n2To, n3Early], [[entry('a', n2To)], [entry('b', n3Early)]]);
+    // n3's replica: what n2's snapshot brought (b, a), a later write of n3's (c) and one of ours (d).
+    const fromN3 = snapshot(n3Late, [0n, n2To, n3Late], [[entry('a', n2To), entry('b', n3Early)], [entry('c', n3Late), entry('d', at(1030, 0))]]);
+    send(N2, fromN2(0));
+    send(N3, fromN3(0));
+    send(N3, fromN3(1));
+    expect(partAcks(N3)).toEqual([]);
+    send(N2, fromN2(1));
+    expect(merged()).toEqual([['a', 'b']]);
+    // Sent again (its sender's probe) while memcached still takes the first: still not taken.
+    send(N3, fromN3(0));
+    expect(partAcks(N3)).toEqual([]);
+    step({ kind: 'applied', nowMs: 1100, token: puts[0]?.token as number });
+    expect(acks(N2)).toEqual([n2To]);
+    send(N3, fromN3(0));
+    send(N3, fromN3(1));
+    expect(partAcks(N3)).toEqual([1, 2]);
+    expect(merged()).toEqual([['a', 'b'], ['c', 'd']]);
+    step({ kind: 'applied', nowMs: 1100, token: puts[1]?.token as number });
+    expect(acks(N3)).toEqual([n3Late]);
+  });
+
+  it('takes the second once the first has had no part for resyncAfterMs (its sender gone)', () => {
+    const { snapshot, send, partAcks, merged, advance } = started();
+    const [n2To, n3To] = [at(1050, 1), at(1060, 2)];
+    send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]])(0));
+    advance(1000);
+    send(N3, snapshot(n3To, [0n, 0n, n3To], [[entry('c', n3To)]])(0));
+    expect(merged()).toEqual([]);
+    advance(4000);
+    send(N3, snapshot(n3To, [0n, 0n, n3To], [[entry('c', n3To)]])(0));
+    expect(merged()).toEqual([['c']]);
+    expect(partAcks(N2)).toEqual([1]);
+  });
+
+  it("takes the second while the first waits for that sender's writes, and merges them together", () => {
+    const { snapshot, send, merged } = started();
+    const [n2To, n3To] = [at(1050, 1), at(1060, 2)];
+    // n2's snapshot was read while its replica was rebuilt: it needs n3's writes up to n3To.
+    send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]], [0n, 0n, n3To])(0));
+    send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]], [0n, 0n, n3To])(1));
+    expect(merged()).toEqual([]);
+    send(N3, snapshot(n3To, [0n, 0n, n3To], [[entry('c', n3To)], [entry('e', n3To)]])(0));
+    send(N3, snapshot(n3To, [0n, 0n, n3To], [[entry('c', n3To)], [entry('e', n3To)]])(1));
+    expect(merged().flat().sort()).toEqual(['a', 'b', 'c', 'e']);
+  });
+});
