@@ -154,17 +154,14 @@ export class Merging {
   }
 
   /**
-   * Whether a snapshot's entry is news here. Every write of another node up to its component of
-   * the vector peers are told is in memcached, or overwritten there by a later write of its key,
-   * so merging one it covers changes nothing. (Our own are kept: after a reset they come back.)
+   * Whether a snapshot's entry is news here. Every write of a node up to its component of the
+   * vector peers are told is in memcached, or overwritten there by a later write of its key, so
+   * merging one it covers changes nothing. (Our own component there is 0 after a reset, until the
+   * snapshots owed bring our lost writes back.)
    */
   private notHeld(): (pair: KeyedEntry) => boolean {
     const told = this.told();
-    const self = this.core.selfIndex;
-    return ([, entry]) => {
-      const node = versionNode(entry.cas);
-      return node === self || entry.cas <= 0n || entry.cas > componentOf(told, node);
-    };
+    return ([, entry]) => entry.cas <= 0n || entry.cas > componentOf(told, versionNode(entry.cas));
   }
 
   /** Whether a snapshot is on its way (a part of one came within resyncAfterMs) or being merged. */
@@ -263,6 +260,7 @@ export class Merging {
     const recovered = this.lostOwnTo > 0n ? this.lostWritesIn(batch, entries) : null;
     const snapshotDeps = batch.snapshot ? batch.deps : null;
     const after = [...core.visible];
+    if (batch.snapshot) core.note(out, 'info', "merging a peer's snapshot", { peer: from, entries: entries.length });
     this.merges.set(token, { to: from, batchTo: batch.to, before, done: false, snapshotDeps, recovered, entries, after });
     if (entries.length === 0) return this.onApplied(token, out);
     // A counter merge may make a state neither side had: a write of ours at this fresh version.
