@@ -24,7 +24,7 @@ type Batch = Extract<CausalMessage, { kind: 'batch' }>;
 const entry = (value: string, cas: bigint): KeyedEntry[1] => ({ value: Buffer.from(value), flags: 0, expiresAtMs: 0, cas });
 const set = (key: string, value: string): Op => ({ kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from(value), casUnique: 0n });
 
-/** n1, loaded over a replica holding `a` and `b`, each peer's snapshot read (paged) issued and not answered. */
+/** n1, loaded over a replica holding `a` and `b`, the snapshot read (paged) both peers need issued and not answered. */
 function loaded(tuning: Partial<CausalTuning> = {}) {
   const machine = createCausal({
     self: N1, peers: PEERS, random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 0,
@@ -51,32 +51,36 @@ function loaded(tuning: Partial<CausalTuning> = {}) {
   };
   const [rebuild] = fetches(step({ kind: 'tick', nowMs, peersUp: [...PEERS] }));
   const held: KeyedEntry[] = [['a', entry('a0', 1n)], ['b', entry('b0', 2n)]];
-  const [toN2, toN3] = fetches(answer(rebuild, held));
-  return { step, write, answer, fetches, batchesTo, toN2, toN3, held, now: () => nowMs, lastWrite: () => lastWrite };
+  const [read, ...others] = fetches(answer(rebuild, held));
+  if (others.length > 0) throw new Error('a snapshot read per peer');
+  return { step, write, answer, fetches, batchesTo, read, held, now: () => nowMs, lastWrite: () => lastWrite };
 }
 
 describe('a causal snapshot for a peer', () => {
   it('is read page by page while writes go on, then the keys written meanwhile are read again: it covers them', () => {
-    const { write, answer, fetches, batchesTo, toN2, toN3, held } = loaded();
-    expect(toN2).toMatchObject({ keys: null, paged: true });
-    expect(toN3).toMatchObject({ keys: null, paged: true });
+    const { write, answer, fetches, batchesTo, read, held } = loaded();
+    // One read for both peers: the replica is read, and held, once.
+    expect(read).toMatchObject({ keys: null, paged: true });
     const written = write(set('b', 'b1'));
     // The pages read b before that write reached it.
-    const [cut, ...others] = fetches(answer(toN2, held));
+    const [cut, ...others] = fetches(answer(read, held));
     expect(others).toEqual([]);
     expect(cut?.keys).toEqual(['b']);
     expect(cut?.paged).toBeUndefined();
-    const [snapshot] = batchesTo(N2, answer(cut, [['b', entry('b1', written)]]));
-    expect(snapshot).toMatchObject({ snapshot: true, to: written });
-    expect(snapshot?.entries.map(([key, { value }]) => [key, value.toString()])).toEqual([['a', 'a0'], ['b', 'b1']]);
+    const sent = answer(cut, [['b', entry('b1', written)]]);
+    for (const peer of PEERS) {
+      const [snapshot] = batchesTo(peer, sent);
+      expect(snapshot).toMatchObject({ snapshot: true, to: written });
+      expect(snapshot?.entries.map(([key, { value }]) => [key, value.toString()])).toEqual([['a', 'a0'], ['b', 'b1']]);
+    }
   });
 
   it('reads many keys written meanwhile again page by page first, and the keys written during that read last', () => {
-    const { write, answer, fetches, batchesTo, toN2, held } = loaded({ snapshotCutKeysMax: 2 });
+    const { write, answer, fetches, batchesTo, read, held } = loaded({ snapshotCutKeysMax: 2 });
     write(set('b', 'b1'));
     write(set('c', 'c1'));
     const bc = write(set('a', 'a1'));
-    const [again] = fetches(answer(toN2, held));
+    const [again] = fetches(answer(read, held));
     expect(again).toMatchObject({ keys: ['a', 'b', 'c'], paged: true });
     const d = write(set('d', 'd1'));
     const [cut] = fetches(answer(again, [['a', entry('a1', bc)], ['b', entry('b1', bc - 2n)], ['c', entry('c1', bc - 1n)]]));
@@ -88,9 +92,9 @@ describe('a causal snapshot for a peer', () => {
   });
 
   it('after a flush while it was read, is read last as every key at one point', () => {
-    const { write, answer, fetches, batchesTo, toN2, held } = loaded();
+    const { write, answer, fetches, batchesTo, read, held } = loaded();
     write({ kind: 'flush_all', delayMs: 0 });
-    const [cut] = fetches(answer(toN2, held));
+    const [cut] = fetches(answer(read, held));
     expect(cut).toMatchObject({ keys: null });
     expect(cut?.paged).toBeUndefined();
     const [snapshot] = batchesTo(N2, answer(cut, [['a', entry('', 9n)]]));
@@ -98,12 +102,12 @@ describe('a causal snapshot for a peer', () => {
   });
 
   it('is followed in the chain by the writes made after its cut, and only by those', () => {
-    const { step, write, answer, fetches, batchesTo, toN2, held, now, lastWrite } = loaded();
+    const { step, write, answer, fetches, batchesTo, read, held, now, lastWrite } = loaded();
     const during = write(set('b', 'b1'));
     // The write is read back for the chain too (the dirty fetch): the snapshot covers that batch.
     const [before] = fetches(lastWrite());
     expect(before?.keys).toEqual(['b']);
-    const [cut] = fetches(answer(toN2, held));
+    const [cut] = fetches(answer(read, held));
     answer(before, [['b', entry('b1', during)]]);
     const after = write(set('e', 'e1'));
     const [dirty] = fetches(step({ kind: 'flush', nowMs: now() + 1000 }));
@@ -119,17 +123,29 @@ describe('a causal snapshot for a peer', () => {
 });
 
 describe('a causal snapshot asked for again while it is read', () => {
-  it('is read afresh once that read is in, not once per ask beside it', () => {
-    const { step, answer, fetches, toN2, held } = loaded();
+  it('is read afresh once that read is in, not once per ask beside it, and another peer joins that read', () => {
+    const { step, answer, fetches, batchesTo, read, held } = loaded();
     // n2 restarted: every batch of our window it could not use asks for a snapshot.
     const asks = [1, 2, 3].flatMap((to) =>
       step({ kind: 'message', nowMs: 10, from: N2, message: { kind: 'batch_ack', to: BigInt(to), visible: [0n, 0n, 0n], resync: true } }));
     expect(fetches(asks)).toEqual([]);
     expect(asks.filter((effect) => effect.kind === 'note')).toHaveLength(1);
-    const [fresh, ...others] = fetches(answer(toN2, held));
+    // The read goes on to its cut for n3; n2's is read afresh, once.
+    const [cut, fresh, ...others] = fetches(answer(read, held));
     expect(others).toEqual([]);
+    expect(cut).toMatchObject({ keys: [] });
+    expect(cut?.paged).toBeUndefined();
     expect(fresh).toMatchObject({ keys: null, paged: true });
-    expect(fresh?.token).not.toBe(toN2?.token);
+    expect(fresh?.token).not.toBe(read?.token);
+    expect(batchesTo(N3, answer(cut, [])).map((batch) => batch.snapshot)).toEqual([true]);
+    // n3 asks too while n2's read runs: it joins that read rather than start one of its own.
+    const joined = step({ kind: 'message', nowMs: 20, from: N3, message: { kind: 'batch_ack', to: 1n, visible: [0n, 0n, 0n], resync: true } });
+    expect(fetches([...joined, ...step({ kind: 'tick', nowMs: 30, peersUp: [...PEERS] })])).toEqual([]);
+    const [both, ...more] = fetches(answer(fresh, held));
+    expect(more).toEqual([]);
+    const sent = answer(both, []);
+    expect(batchesTo(N2, sent).map((batch) => batch.snapshot)).toEqual([true]);
+    expect(batchesTo(N3, sent).map((batch) => batch.snapshot)).toEqual([true]);
   });
 });
 

@@ -23,10 +23,13 @@ export type Out = Effect<CausalMessage>[];
 export type FetchPurpose =
   | { kind: 'rebuild' }
   | { kind: 'dirty'; keys: string[] | null; to: bigint; deps: VersionVector }
-  /** A snapshot's last read; `read`: what its reads before held (./snapshot-cuts.ts). */
-  | { kind: 'snapshot'; peer: PeerId; to: bigint; deps: VersionVector; needs: VersionVector | null; read?: CutRead }
-  /** A snapshot's read page by page: of every key (`read` null), or again of the keys written since. */
-  | { kind: 'snapshot-read'; peer: PeerId; round: number; read: CutRead | null }
+  /** A snapshot's last read, for `peers`; `read`: what its reads before held (./snapshot-cuts.ts). */
+  | { kind: 'snapshot'; peers: PeerId[]; to: bigint; deps: VersionVector; needs: VersionVector | null; read?: CutRead }
+  /**
+   * A snapshot's read page by page: of every key (`read` null), or again of the keys written since.
+   * One read serves every peer that needs a snapshot before its cut (`peers` grows).
+   */
+  | { kind: 'snapshot-read'; peers: PeerId[]; round: number; read: CutRead | null }
   | { kind: 'graves' };
 
 export class CausalCore {

@@ -213,7 +213,8 @@ export class CausalMachine implements Machine<CausalMessage> {
         break;
       case 'snapshot': {
         const { to, deps, needs } = purpose;
-        this.outbox(purpose.peer).onSnapshotFetched(token, { to, deps, needs, entries }, core.nowMs);
+        // One read for every peer it serves: each queues the same entries (outboxes never change them in place).
+        for (const peer of purpose.peers) this.outbox(peer).onSnapshotFetched(token, { to, deps, needs, entries }, core.nowMs);
         break;
       }
       case 'graves':
@@ -230,15 +231,17 @@ export class CausalMachine implements Machine<CausalMessage> {
    */
   private onSnapshotRead(token: number, purpose: Extract<FetchPurpose, { kind: 'snapshot-read' }>, fetched: KeyedEntry[], out: Out): void {
     const core = this.core;
-    const { peer, round } = purpose;
+    const { round } = purpose;
     const written = this.cuts.finish(token);
-    const box = this.outbox(peer);
-    if (written === undefined || !box.awaitsSnapshot(token)) return;
+    if (written === undefined) return;
+    // (awaitsSnapshot drops the read for a peer whose chain was given up meanwhile: it reads afresh.)
+    const peers = purpose.peers.filter((peer) => this.outbox(peer).awaitsSnapshot(token));
+    if (peers.length === 0) return;
     const entries = purpose.read === null ? fetched : spliceRead(purpose.read, fetched);
     if (written !== null && written.length > core.tuning.snapshotCutKeysMax && round < CUT_PAGED_ROUNDS_MAX) {
-      const again = { kind: 'snapshot-read', peer, round: round + 1, read: { entries, keys: written } } as const;
+      const again = { kind: 'snapshot-read', peers, round: round + 1, read: { entries, keys: written } } as const;
       const next = core.issueFetch(out, written, again, true);
-      box.readSnapshot(next);
+      for (const peer of peers) this.outbox(peer).readSnapshot(next);
       this.cuts.begin(next);
       return;
     }
@@ -247,8 +250,21 @@ export class CausalMachine implements Machine<CausalMessage> {
     const needs = this.gate.needsBeyond(deps);
     // A flush while it was read (every key written): the last read is of every key, at one point.
     const read = written === null ? {} : { read: { entries, keys: written } };
-    box.startSnapshot(to, core.issueFetch(out, written, { kind: 'snapshot', peer, to, deps, needs, ...read }));
-    core.note(out, 'info', 'reading a snapshot for a peer', { peer, keys: entries.length, rounds: round + 1, readAgain: written?.length ?? 'every key' });
+    const last = core.issueFetch(out, written, { kind: 'snapshot', peers, to, deps, needs, ...read });
+    for (const peer of peers) this.outbox(peer).startSnapshot(to, last);
+    core.note(out, 'info', 'reading a snapshot for a peer', { peers: peers.join(','), keys: entries.length, rounds: round + 1, readAgain: written?.length ?? 'every key' });
+  }
+
+  /**
+   * A snapshot read page by page and not yet cut, that another peer may join: its cut is taken
+   * when its last read is issued, so it is as good for a peer that needs one now as a fresh read,
+   * and the replica is read, and held, once instead of once per peer.
+   */
+  private snapshotReadUnderway(): { token: number; peers: PeerId[] } | null {
+    for (const [token, purpose] of this.core.fetches) {
+      if (purpose.kind === 'snapshot-read' && purpose.peers.some((peer) => this.outbox(peer).readsSnapshot(token))) return { token, peers: purpose.peers };
+    }
+    return null;
   }
 
   // ---- sending --------------------------------------------------------------------------
@@ -273,7 +289,13 @@ export class CausalMachine implements Machine<CausalMessage> {
       // Read page by page, then cut (onSnapshotRead): the receiver takes a snapshot's deps as what
       // it now holds, so only merges memcached has taken count. While our replica is rebuilt, or
       // holds keys back, what it holds may depend on more (`needs`).
-      const token = core.issueFetch(out, null, { kind: 'snapshot-read', peer, round: 0, read: null }, true);
+      const underway = this.snapshotReadUnderway();
+      if (underway !== null) {
+        underway.peers.push(peer);
+        box.readSnapshot(underway.token);
+        return;
+      }
+      const token = core.issueFetch(out, null, { kind: 'snapshot-read', peers: [peer], round: 0, read: null }, true);
       box.readSnapshot(token);
       this.cuts.begin(token);
       return;

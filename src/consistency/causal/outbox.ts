@@ -77,6 +77,11 @@ export class Outbox {
     return this.snapshotFetch !== null;
   }
 
+  /** Whether fetch `token` is the read of the snapshot this waits for, its cut not made yet, and not to be dropped. */
+  readsSnapshot(token: number): boolean {
+    return this.snapshotFetch === token && this.cutPending && !this.startOver;
+  }
+
   /** Whether the snapshot being fetched is to be dropped for a fresh one (see `startOver`). */
   get startingOver(): boolean {
     return this.startOver;
