@@ -252,7 +252,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     const read = written === null ? {} : { read: { entries, keys: written } };
     const last = core.issueFetch(out, written, { kind: 'snapshot', peers, to, deps, needs, ...read });
     for (const peer of peers) this.outbox(peer).startSnapshot(to, last);
-    core.note(out, 'info', 'reading a snapshot for a peer', { peers: peers.join(','), keys: entries.length, rounds: round + 1, readAgain: written?.length ?? 'every key' });
+    core.note(out, 'info', 'reading a snapshot for peers', { peers: peers.join(','), keys: entries.length, rounds: round + 1, readAgain: written?.length ?? 'every key' });
   }
 
   /**
