@@ -110,7 +110,9 @@ export class Merging {
       this.snapshotAskedMs.set(from, core.nowMs);
       this.snapshotPartAtMs = core.nowMs;
       // Taken later, unacknowledged: its sender probes with its first part until this one is in.
-      if (this.snapshotTakenElsewhere(from)) return;
+      // Nor while the start-up fetch reads the replica back: a whole replica's worth of entries
+      // each, and the merge would wait for that fetch anyway.
+      if (!this.writes.loaded || this.snapshotTakenElsewhere(from)) return;
       this.snapshotTakenMs.set(from, core.nowMs);
     }
     const inbox = this.inbox(from);
