@@ -109,9 +109,9 @@ export class Merging {
     if (message.snapshot) {
       this.snapshotAskedMs.set(from, core.nowMs);
       this.snapshotPartAtMs = core.nowMs;
-      // Taken later, unacknowledged: its sender probes with its first part until this one is in.
-      // Nor while the start-up fetch reads the replica back: a whole replica's worth of entries
-      // each, and the merge would wait for that fetch anyway.
+      // One snapshot at a time, and none while the start-up fetch reads the replica back (each a
+      // whole replica's worth of entries; the merge would wait for that fetch anyway). A part not
+      // taken goes unacknowledged: its sender probes with its first part until it is.
       if (!this.writes.loaded || this.snapshotTakenElsewhere(from)) return;
       this.snapshotTakenMs.set(from, core.nowMs);
     }
