@@ -10,16 +10,12 @@
 import { describe, expect, it } from 'vitest';
 import { createCausal } from '../src/consistency/causal.ts';
 import type { CausalMessage } from '../src/consistency/causal/messages.ts';
-import { HLC_ZERO, packVersion, tickHlc } from '../src/consistency/hlc.ts';
-import { asPeerId, asRequestId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
+import { asRequestId, type Effect, type Event, type KeyedEntry } from '../src/consistency/types.ts';
 import type { Op } from '../src/store/types.ts';
+import { N1, N2, N3, version, type Batch } from './support/causal-node.ts';
 
-const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')] as const;
-type Batch = Extract<CausalMessage, { kind: 'batch' }>;
 type Put = Extract<Effect<CausalMessage>, { kind: 'put' }>;
 
-/** A version of node `index` (n1 0, n2 1, n3 2) at `ms`. */
-const at = (ms: number, index: number): bigint => packVersion(tickHlc(HLC_ZERO, ms), index);
 const set = (key: string): Op => ({ kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from(key), casUnique: 0n });
 const entry = (key: string, cas: bigint): KeyedEntry => [key, { value: Buffer.from(key), flags: 0, expiresAtMs: 0, cas }];
 
@@ -72,7 +68,7 @@ describe('a causal node still reading its replica back at start', () => {
     const partAcks = (effects: Array<Effect<CausalMessage>>): unknown[] =>
       effects.flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'part_ack' ? [effect.message.received] : []));
     const [rebuild] = step({ kind: 'tick', nowMs: 1100, peersUp: [N2, N3] }).filter((effect) => effect.kind === 'fetch');
-    const to = at(1050, 1);
+    const to = version(1, 1050);
     const part: Batch = { kind: 'batch', snapshot: true, base: 0n, prev: 0n, to, deps: [0n, to, 0n], part: 0, parts: 2, entries: [entry('a', to)] };
     expect(partAcks(step({ kind: 'message', nowMs: 1100, from: N2, message: part }))).toEqual([]);
     if (rebuild?.kind !== 'fetch') throw new Error('no start-up fetch');
@@ -84,7 +80,7 @@ describe('a causal node still reading its replica back at start', () => {
 describe('a causal node sent two snapshots at once', () => {
   it("takes the second only once the first is merged, without what the first brought", () => {
     const { step, write, snapshot, send, partAcks, acks, puts, merged } = started();
-    const [n2To, n3Early, n3Late] = [at(1050, 1), at(1040, 2), at(1060, 2)];
+    const [n2To, n3Early, n3Late] = [version(1, 1050), version(2, 1040), version(2, 1060)];
     const ours = write('d');
     const fromN2 = snapshot(n2To, [0n, n2To, n3Early], [[entry('a', n2To)], [entry('b', n3Early)]]);
     // n3's replica: what n2's snapshot brought (b, a), a later write of n3's (c) and ours (d, held here).
@@ -110,7 +106,7 @@ describe('a causal node sent two snapshots at once', () => {
 
   it('takes the second once the first has had no part for resyncAfterMs (its sender gone)', () => {
     const { snapshot, send, partAcks, merged, advance } = started();
-    const [n2To, n3To] = [at(1050, 1), at(1060, 2)];
+    const [n2To, n3To] = [version(1, 1050), version(2, 1060)];
     send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]])(0));
     advance(1000);
     send(N3, snapshot(n3To, [0n, 0n, n3To], [[entry('c', n3To)]])(0));
@@ -123,7 +119,7 @@ describe('a causal node sent two snapshots at once', () => {
 
   it("takes the second while the first waits for that sender's writes, and merges them together", () => {
     const { snapshot, send, merged } = started();
-    const [n2To, n3To] = [at(1050, 1), at(1060, 2)];
+    const [n2To, n3To] = [version(1, 1050), version(2, 1060)];
     // n2's snapshot was read while its replica was rebuilt: it needs n3's writes up to n3To.
     send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]], [0n, 0n, n3To])(0));
     send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]], [0n, 0n, n3To])(1));

@@ -63,10 +63,11 @@ export class Inbox {
   }
 
   /**
-   * Takes one part of a batch: the whole batch once its last part is in, else null; 'held' for a
-   * part of the snapshot last assembled (see `snapshotHeld`).
+   * Takes one part of a batch, holding only the entries `keep` (if given) lets through: the whole
+   * batch once its last part is in, else null; 'held' for a part of the snapshot last assembled
+   * (see `snapshotHeld`).
    */
-  assemble(message: BatchMessage): Batch | null | 'held' {
+  assemble(message: BatchMessage, keep?: (pair: KeyedEntry) => boolean): Batch | null | 'held' {
     const id = `${message.snapshot}/${message.prev}/${message.to}/${message.parts}/${message.deps.join(',')}`;
     if (message.snapshot && id === this.snapshotHeld) return 'held';
     let assembling = this.assembling.get(message.snapshot);
@@ -76,7 +77,7 @@ export class Inbox {
       this.assembling.set(message.snapshot, assembling);
     }
     if (assembling.parts[message.part] !== undefined) return null;
-    assembling.parts[message.part] = message.entries;
+    assembling.parts[message.part] = keep === undefined ? message.entries : message.entries.filter(keep);
     assembling.received += 1;
     while (assembling.parts[assembling.prefix] !== undefined) assembling.prefix += 1;
     if (assembling.received < assembling.parts.length) return null;

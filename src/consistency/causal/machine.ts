@@ -256,13 +256,15 @@ export class CausalMachine implements Machine<CausalMessage> {
   }
 
   /**
-   * A snapshot read page by page and not yet cut, that another peer may join: its cut is taken
-   * when its last read is issued, so it is as good for a peer that needs one now as a fresh read,
-   * and the replica is read, and held, once instead of once per peer.
+   * Has `peer` join a snapshot read page by page and not yet cut, if one runs; returns its token,
+   * else null. The cut is taken when its last read is issued, so it is as good for a peer that
+   * needs one now as a fresh read, and the replica is read, and held, once instead of once per peer.
    */
-  private snapshotReadUnderway(): { token: number; peers: PeerId[] } | null {
+  private joinSnapshotRead(peer: PeerId): number | null {
     for (const [token, purpose] of this.core.fetches) {
-      if (purpose.kind === 'snapshot-read' && purpose.peers.some((peer) => this.outbox(peer).readsSnapshot(token))) return { token, peers: purpose.peers };
+      if (purpose.kind !== 'snapshot-read' || !purpose.peers.some((each) => this.outbox(each).readsSnapshot(token))) continue;
+      purpose.peers.push(peer);
+      return token;
     }
     return null;
   }
@@ -289,10 +291,9 @@ export class CausalMachine implements Machine<CausalMessage> {
       // Read page by page, then cut (onSnapshotRead): the receiver takes a snapshot's deps as what
       // it now holds, so only merges memcached has taken count. While our replica is rebuilt, or
       // holds keys back, what it holds may depend on more (`needs`).
-      const underway = this.snapshotReadUnderway();
-      if (underway !== null) {
-        underway.peers.push(peer);
-        box.readSnapshot(underway.token);
+      const joined = this.joinSnapshotRead(peer);
+      if (joined !== null) {
+        box.readSnapshot(joined);
         return;
       }
       const token = core.issueFetch(out, null, { kind: 'snapshot-read', peers: [peer], round: 0, read: null }, true);

@@ -116,7 +116,7 @@ export class Merging {
       this.snapshotTakenMs.set(from, core.nowMs);
     }
     const inbox = this.inbox(from);
-    const batch = inbox.assemble(message.snapshot ? { ...message, entries: message.entries.filter(this.notHeld()) } : message);
+    const batch = inbox.assemble(message, message.snapshot ? this.notHeld() : undefined);
     if (batch === 'held') return this.onSnapshotAgain(from, message, out);
     if (message.parts > 1) {
       // What we hold lets the sender send on (../send-window.ts).
