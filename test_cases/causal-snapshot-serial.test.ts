@@ -1,7 +1,6 @@
 /**
  * A causal node takes its peers' snapshots one at a time, and only once its start-up fetch is in
- * (src/consistency/causal/merging.ts, `onBatchPart`; nor does it tell its peers a vector before, which
- * would have them read their replicas for it meanwhile), and leaves out of each what the vector it
+ * (src/consistency/causal/merging.ts, `onBatchPart`), and leaves out of each what the vector it
  * tells its peers already covers (`notHeld`). A controller restarted over a memcached of 3.9
  * million keys took both peers' whole replicas at once, beside reading its own back, and spent
  * minutes collecting garbage near its heap's limit. Driven by hand through one machine (n1 of n1,
@@ -75,31 +74,6 @@ describe('a causal node still reading its replica back at start', () => {
     if (rebuild?.kind !== 'fetch') throw new Error('no start-up fetch');
     step({ kind: 'fetched', nowMs: 1100, token: rebuild.token, entries: [] });
     expect(partAcks(step({ kind: 'message', nowMs: 1100, from: N2, message: part }))).toEqual([1]);
-  });
-
-  it('tells its peers no vector and asks none for a snapshot until that read is in', () => {
-    // Told one before, each peer read its whole replica for it beside its own read of every key.
-    const machine = createCausal({
-      self: N1, peers: [N2, N3], random: () => 0.5, heartbeatIntervalMs: 100, failureTimeoutMs: 1000, persisted: [], nowMs: 1000,
-    });
-    const step = (event: Event<CausalMessage>): Array<Effect<CausalMessage>> => machine.step(event) as Array<Effect<CausalMessage>>;
-    const told = (effects: Array<Effect<CausalMessage>>): string[] =>
-      effects.flatMap((effect) => (effect.kind === 'send' && (effect.message.kind === 'visible' || effect.message.kind === 'batch_ack') ? [`${effect.to} ${effect.message.kind}`] : []));
-    const [rebuild] = step({ kind: 'tick', nowMs: 1100, peersUp: [N2, N3] }).filter((effect) => effect.kind === 'fetch');
-    if (rebuild?.kind !== 'fetch') throw new Error('no start-up fetch');
-    // n2's chain goes on from what it last heard from n1 before its restart.
-    const to = version(1, 1050);
-    const chain: Batch = { kind: 'batch', snapshot: false, base: to, prev: to, to: to + 1n, deps: [0n, 0n, 0n], part: 0, parts: 1, entries: [entry('a', to + 1n)] };
-    const early: string[] = [];
-    for (let nowMs = 1200; nowMs <= 5000; nowMs += 100) {
-      early.push(...told(step({ kind: 'tick', nowMs, peersUp: [N2, N3] })));
-      early.push(...told(step({ kind: 'message', nowMs, from: N2, message: chain })));
-    }
-    expect(early).toEqual([]);
-    step({ kind: 'fetched', nowMs: 5100, token: rebuild.token, entries: [] });
-    expect(told(step({ kind: 'tick', nowMs: 5200, peersUp: [N2, N3] }))).toEqual([`${N2} visible`, `${N3} visible`]);
-    const resync = step({ kind: 'message', nowMs: 5200, from: N2, message: chain });
-    expect(resync.flatMap((effect) => (effect.kind === 'send' && effect.message.kind === 'batch_ack' ? [effect.message.resync] : []))).toEqual([true]);
   });
 });
 

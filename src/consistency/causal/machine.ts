@@ -355,10 +355,8 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.merging.resyncStuck(out);
     this.merging.askForRebuild(this.peersUp, out);
     this.ticks += 1;
-    // Not before the start-up fetch is in: a vector told then (nothing merged yet) would have every
-    // peer read its replica for us at once, beside our own read, and hold it until we take it.
     const told = this.merging.told();
-    if (this.writes.loaded && (told.join(',') !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0)) {
+    if (told.join(',') !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0) {
       this.visibleTold = told.join(',');
       for (const peer of this.peersUp) out.push({ kind: 'send', to: peer, message: { kind: 'visible', visible: [...told] } });
     }

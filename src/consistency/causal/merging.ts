@@ -101,9 +101,6 @@ export class Merging {
       return core.dropMessage(from, 'batch: versions too far ahead of local time', out);
     }
     const sender = core.nodes.indexOf(from);
-    // Nothing is taken, asked for or acknowledged until the start-up fetch is in (see onTick in
-    // ./machine.ts): its sender sends it again, or gives up the chain and reads a snapshot for us.
-    if (!this.writes.loaded) return;
     if (!message.snapshot && message.base > componentOf(core.visible, sender)) {
       // The sender believes we hold more of its chain than we do (our replica was reset).
       return this.ack(from, message.to, true, out);
@@ -115,7 +112,7 @@ export class Merging {
       // One snapshot at a time, and none while the start-up fetch reads the replica back (each a
       // whole replica's worth of entries; the merge would wait for that fetch anyway). A part not
       // taken goes unacknowledged: its sender probes with its first part until it is.
-      if (this.snapshotTakenElsewhere(from)) return;
+      if (!this.writes.loaded || this.snapshotTakenElsewhere(from)) return;
       this.snapshotTakenMs.set(from, core.nowMs);
     }
     const inbox = this.inbox(from);
