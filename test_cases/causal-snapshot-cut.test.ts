@@ -59,14 +59,16 @@ function loaded(tuning: Partial<CausalTuning> = {}) {
 describe('a causal snapshot for a peer', () => {
   it('is read page by page while writes go on, then the keys written meanwhile are read again: it covers them', () => {
     const { write, answer, fetches, batchesTo, read, held } = loaded();
-    // One read for both peers: the replica is read, and held, once.
+    // One read for both peers: the replica is read, and held, once (with the values it ships).
     expect(read).toMatchObject({ keys: null, paged: true });
+    expect(read?.versionsOnly).toBeUndefined();
     const written = write(set('b', 'b1'));
     // The pages read b before that write reached it.
     const [cut, ...others] = fetches(answer(read, held));
     expect(others).toEqual([]);
     expect(cut?.keys).toEqual(['b']);
     expect(cut?.paged).toBeUndefined();
+    expect(cut?.versionsOnly).toBeUndefined();
     const sent = answer(cut, [['b', entry('b1', written)]]);
     for (const peer of PEERS) {
       const [snapshot] = batchesTo(peer, sent);

@@ -72,6 +72,8 @@ describe('a causal node still reading its replica back at start', () => {
     const part: Batch = { kind: 'batch', snapshot: true, base: 0n, prev: 0n, to, deps: [0n, to, 0n], part: 0, parts: 2, entries: [entry('a', to)] };
     expect(partAcks(step({ kind: 'message', nowMs: 1100, from: N2, message: part }))).toEqual([]);
     if (rebuild?.kind !== 'fetch') throw new Error('no start-up fetch');
+    // Every key, for the versions only: a replica's worth of values would be held for nothing.
+    expect(rebuild).toMatchObject({ keys: null, versionsOnly: true });
     step({ kind: 'fetched', nowMs: 1100, token: rebuild.token, entries: [] });
     expect(partAcks(step({ kind: 'message', nowMs: 1100, from: N2, message: part }))).toEqual([1]);
   });

@@ -61,7 +61,7 @@ const clientStats: ProtocolServerStats = {
 };
 
 function record(overrides: Partial<IndexRecord> = {}): IndexRecord {
-  return { cas: 1n, expiresAtMs: 0, tombstone: false, settled: true, ...overrides };
+  return { cas: 1n, expiresAtMs: 0, tombstone: false, settled: true, counted: false, listed: false, ...overrides };
 }
 
 describe('the HTTP status server', () => {

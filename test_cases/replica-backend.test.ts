@@ -417,6 +417,26 @@ describe('Replica on a real memcached', () => {
     expect(values(await reloaded.read(getOp('caf\u00e9'), NOW))).toEqual([['caf\u00e9', 'c']]);
   });
 
+  it('reads every key back at start for its versions only: no value held, each key settled in the index', async () => {
+    // A controller restarted beside millions of keys held every value until the read was in, only
+    // for the mode to learn the versions (eventual and causal mode, at start).
+    const writer = new Replica(backend, { tombstones: true });
+    const keys = Array.from({ length: 300 }, (_, index) => `versions-${String(index).padStart(3, '0')}`);
+    await Promise.all(keys.map((key, index) => writer.apply(setOp(key, `value-${index}`), { cas: BigInt(1000 + index), nowMs: NOW })));
+    const restarted = new Replica(backend, { tombstones: true });
+    await restarted.loadIndex();
+    expect(restarted.indexRecord('versions-007')).toMatchObject({ listed: true, settled: false });
+    const mine = (entries: KeyedEntry[]): KeyedEntry[] => entries.filter(([key]) => key.startsWith('versions-'));
+    const versions = mine(await restarted.fetch(null, { versionsOnly: true }));
+    expect(versions.map(([key]) => key)).toEqual(keys);
+    expect(versions.every(([, held]) => held.value.length === 0)).toBe(true);
+    expect(versions.map(([, held]) => held.cas)).toEqual(keys.map((_, index) => BigInt(1000 + index)));
+    expect(restarted.indexRecord('versions-007')).toMatchObject({ listed: false, settled: true, cas: 1007n });
+    // The values are still there for a read that wants them.
+    const whole = mine(await restarted.fetch(null));
+    expect(whole.map(([, held]) => held.value.toString())).toEqual(keys.map((_, index) => `value-${index}`));
+  });
+
   it('rejects with BACKEND_DOWN when nothing listens', async () => {
     const port = await freePort();
     const down = new MemcachedBackend({ host: '127.0.0.1', port, opTimeoutMs: 500 });

@@ -146,7 +146,7 @@ describe('Replica.fetch(null)', () => {
     await replica.loadIndex();
     for (let index = 0; index < KEYS; index += 1) await replica.apply(setOp(`k${String(index).padStart(5, '0')}`, 'old'), { cas: BigInt(index + 1), nowMs: NOW });
     const order: string[] = [];
-    const all = replica.fetch(null, paged).then((entries) => {
+    const all = replica.fetch(null, { paged }).then((entries) => {
       order.push('fetch');
       return entries;
     });

@@ -146,8 +146,10 @@ export type Effect<M> =
    * `sliced`: a large result may come as several, all but the last marked `more`. `paged` (null
    * keys): each key as of some point after the fetch, not one point for all, so later calls are not
    * held up for the whole read (the mode makes its own cut: ./causal/snapshot-cuts.ts).
+   * `versionsOnly`: the entries come without their values (the mode learns only what the replica
+   * holds, as at start: store/replica.ts, FetchOptions).
    */
-  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true; paged?: true }
+  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true; paged?: true; versionsOnly?: true }
   /**
    * Remove these tombstones from the local replica, each only if its cas is still the one given;
    * a key that holds an older version instead (a refused write kept it) is removed too.

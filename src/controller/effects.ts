@@ -201,8 +201,8 @@ export class EffectRunner {
         return;
       }
       case 'fetch': {
-        const { token, sliced, paged } = effect;
-        replica.fetch(effect.keys, paged === true).then(
+        const { token, sliced, paged, versionsOnly } = effect;
+        replica.fetch(effect.keys, { paged: paged === true, versionsOnly: versionsOnly === true }).then(
           (entries) => (sliced === true ? this.deliverSliced(token, entries, 0) : enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries })),
           (error: unknown) => watch.failed('fetch', error),
         );

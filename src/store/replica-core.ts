@@ -17,7 +17,7 @@ import { clockMs } from '../runtime/clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type ApplyResult, type SingleKeyOp } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { forEachBounded } from './key-order.ts';
-import { ALREADY_APPLIED, isCounted, listedRecord, tombstoneEntry, toItem, valuesReply, type CacheUsage, type IndexRecord } from './replica-records.ts';
+import { ALREADY_APPLIED, isCounted, listedRecord, tombstoneEntry, toItem, valuesReply, withoutValue, type CacheUsage, type IndexRecord } from './replica-records.ts';
 import type { Entry, KeyedEntry, KeyPresence, KVBackend, Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
@@ -155,7 +155,7 @@ export class ReplicaCore {
    * Lists the backend's keys and reads each, remembering what it holds (the index is complete
    * then); the entries read, or null if the backend cannot list its keys.
    */
-  async #readListedKeys(): Promise<KeyedEntry[] | null> {
+  async #readListedKeys(versionsOnly: boolean): Promise<KeyedEntry[] | null> {
     const keys = await this.#listKeys();
     if (keys === null) return null;
     const found: KeyedEntry[] = [];
@@ -163,7 +163,7 @@ export class ReplicaCore {
       const entry = await this.#readBackend(key);
       if (entry === undefined) return;
       this.#remember(key, entry, true);
-      found.push([key, entry]);
+      found.push([key, versionsOnly ? withoutValue(entry) : entry]);
     });
     this.#indexComplete = true;
     return found;
@@ -334,9 +334,9 @@ export class ReplicaCore {
    * the index): a state transfer or a snapshot read from the index alone would leave out every key
    * not written since, and its receiver would lose them.
    */
-  async fetchAll(): Promise<KeyedEntry[]> {
-    const listed = this.#indexComplete ? null : await this.#readListedKeys();
-    return listed === null ? this.fetchKeys([...this.#index.keys()].sort()) : listed.sort(byKey);
+  async fetchAll(versionsOnly = false): Promise<KeyedEntry[]> {
+    const listed = this.#indexComplete ? null : await this.#readListedKeys(versionsOnly);
+    return listed === null ? this.fetchKeys([...this.#index.keys()].sort(), versionsOnly) : listed.sort(byKey);
   }
 
   /** Every key the backend holds (the index's: a fresh array), or null while the index may miss some. */
@@ -351,15 +351,16 @@ export class ReplicaCore {
 
   /**
    * Entries (tombstones and expired ones included) of distinct `keys`, in the order of `keys`
-   * (callers sort them: the native sort of strings is a quarter of the cost of sorting entries).
+   * (callers sort them: the native sort of strings is a quarter of the cost of sorting entries);
+   * `versionsOnly`: each without its value (see ReadOptions.versionsOnly in ./replica.ts).
    */
-  async fetchKeys(keys: readonly string[]): Promise<KeyedEntry[]> {
+  async fetchKeys(keys: readonly string[], versionsOnly = false): Promise<KeyedEntry[]> {
     // What the cache knows of a key written quietly is what memcached holds only once vouched for.
     await this.vouchQuiet();
     const found = new Array<KeyedEntry | undefined>(keys.length);
     const collect = (at: number, key: string, entry: Entry | undefined): void => {
       if (entry === undefined) this.#index.delete(key);
-      else found[at] = [key, entry];
+      else found[at] = [key, versionsOnly ? withoutValue(entry) : entry];
     };
     // What the cache or the index knows needs no backend call (nor a promise per key).
     const unknown: number[] = [];
@@ -496,11 +497,24 @@ export class ReplicaCore {
     return entries;
   }
 
-  /** What a read of `key` from the backend tells the index, of a listed key (its record then). */
+  /**
+   * What a read of `key` from the backend tells the index, of a listed key (its record then). The
+   * record is settled in place: a start-up read of millions of keys then makes no garbage and
+   * looks up none of them again. (A record a write replaced meanwhile is no longer the index's, and
+   * settling it changes nothing.)
+   */
   #learnRead(key: string, record: IndexRecord | undefined, entry: Entry | undefined): void {
-    if (record?.listed !== true || this.#index.get(key) !== record) return;
-    if (entry === undefined) this.#index.delete(key);
-    else this.#remember(key, entry, true);
+    if (record?.listed !== true) return;
+    if (entry === undefined) {
+      if (this.#index.get(key) === record) this.#index.delete(key);
+      return;
+    }
+    record.cas = entry.cas;
+    record.expiresAtMs = entry.expiresAtMs;
+    record.tombstone = entry.tombstone === true;
+    record.settled = true;
+    record.counted = isCounted(entry);
+    record.listed = false;
   }
 
   /** With `skip-applied`: does the key already hold this op's change or a later one? */
@@ -515,6 +529,7 @@ export class ReplicaCore {
       tombstone: entry.tombstone === true,
       settled,
       counted: isCounted(entry),
+      listed: false,
     };
     this.#index.set(key, record);
     return record;

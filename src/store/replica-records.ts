@@ -21,17 +21,17 @@ export interface IndexRecord {
   /** The backend is known to hold exactly this version (the write that set it succeeded). */
   settled: boolean;
   /** The entry carries counter metadata (./counter.ts): a merge must read it. */
-  counted?: boolean;
+  counted: boolean;
   /**
    * Listed at start and not read since: the backend holds the key (or did when listed), in a
-   * version not known here (`cas` -1, unsettled). Its first read settles it.
+   * version not known here (`cas` -1, unsettled). Its first read settles it, in place.
    */
-  listed?: true;
+  listed: boolean;
 }
 
 /** The record of a key listed at start and not yet read (see IndexRecord.listed). */
 export function listedRecord(): IndexRecord {
-  return { cas: -1n, expiresAtMs: 0, tombstone: false, settled: false, listed: true };
+  return { cas: -1n, expiresAtMs: 0, tombstone: false, settled: false, counted: false, listed: true };
 }
 
 /** What the value cache holds, for `stats` and tests. */
@@ -54,6 +54,14 @@ const EMPTY = Buffer.alloc(0);
  * whose write's apply failed (it took effect after all) does, and learns just that.
  */
 export const ALREADY_APPLIED: Reply = refused('backend', 'write applied before the replica failed; its result is lost');
+
+/**
+ * `entry` without its value: what a read of every key for its versions keeps (a replica's worth of
+ * values would be held only to be dropped).
+ */
+export function withoutValue(entry: Entry): Entry {
+  return { ...entry, value: EMPTY };
+}
 
 /** The tombstone a delete leaves (with tombstones on): reads as absent, carries the delete's cas. */
 export function tombstoneEntry(cas: bigint): Entry {

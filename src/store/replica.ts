@@ -40,6 +40,18 @@ function inKeyOrder(entries: readonly KeyedEntry[]): boolean {
 export const CACHE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
 /** Options of a Replica. */
+/** How `Replica.fetch` reads. */
+export interface FetchOptions {
+  /** Every key's read a page at a time, as a `skip-applied` replica does, for a caller that makes its own cut. */
+  paged?: boolean;
+  /**
+   * Each entry without its value (an empty one): its version, expiry, flags, tombstone and counter
+   * metadata only. For a mode that reads every key at start to learn what the replica holds: the
+   * values of millions of keys were held until the read was in, only to be dropped.
+   */
+  versionsOnly?: boolean;
+}
+
 export interface ReplicaOptions {
   /** Keep deletes as tombstones (eventual mode). */
   tombstones: boolean;
@@ -323,14 +335,14 @@ export class Replica {
 
   /**
    * Entries (tombstones and expired ones included) of `keys`, in key order; when null, of every
-   * key, each as of some point after this call (see #fetchEvery). `paged`: every key's read a page
-   * at a time, as a `skip-applied` replica does, for a caller that makes its own cut.
+   * key, each as of some point after this call (see #fetchEvery).
    */
-  fetch(keys: readonly string[] | null, paged = false): Promise<KeyedEntry[]> {
-    if (keys === null) return this.#fetchEvery(paged);
+  fetch(keys: readonly string[] | null, options: FetchOptions = {}): Promise<KeyedEntry[]> {
+    const { paged = false, versionsOnly = false } = options;
+    if (keys === null) return this.#fetchEvery(paged, versionsOnly);
     const distinct = [...new Set(keys)].sort();
-    if (paged) return this.#readPages(distinct, this.#generation);
-    return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct), true));
+    if (paged) return this.#readPages(distinct, this.#generation, versionsOnly);
+    return this.#order.keyed(distinct, this.#reading(() => this.#core.fetchKeys(distinct, versionsOnly), true));
   }
 
   /**
@@ -342,26 +354,27 @@ export class Replica {
    * listed once the calls before this one completed; without `skip-applied` or `paged`, or with an
    * index that does not know every key, they are all read at one point, holding up every later call.
    */
-  async #fetchEvery(paged: boolean): Promise<KeyedEntry[]> {
+  async #fetchEvery(paged: boolean, versionsOnly: boolean): Promise<KeyedEntry[]> {
     const core = this.#core;
-    if (!this.#skipsApplied && !paged) return this.#order.barrier(this.#reading(() => core.fetchAll(), true));
+    if (!this.#skipsApplied && !paged) return this.#order.barrier(this.#reading(() => core.fetchAll(versionsOnly), true));
     const issuedIn = this.#generation;
     const listed = await this.#order.barrier(this.#reading(async () => {
       const keys = core.indexedKeys();
-      return keys === null ? { keys: null, entries: await core.fetchAll() } : { keys, entries: [] };
+      return keys === null ? { keys: null, entries: await core.fetchAll(versionsOnly) } : { keys, entries: [] };
     }, true));
     const { keys } = listed;
     if (keys === null) return listed.entries;
-    return this.#readPages(keys.sort(), issuedIn);
+    return this.#readPages(keys.sort(), issuedIn, versionsOnly);
   }
 
   /** `keys` (sorted, distinct) read a page at a time, each page in order with the calls on its keys. */
-  async #readPages(keys: readonly string[], issuedIn: number): Promise<KeyedEntry[]> {
+  async #readPages(keys: readonly string[], issuedIn: number, versionsOnly: boolean): Promise<KeyedEntry[]> {
     const found: KeyedEntry[] = [];
     for (let start = 0; start < keys.length; start += FETCH_PAGE_KEYS) {
       if (this.#suspect !== null || issuedIn !== this.#generation) throw this.#suspectError();
       const page = keys.slice(start, start + FETCH_PAGE_KEYS);
-      for (const entry of await this.#order.keyed(page, this.#reading(() => this.#core.fetchKeys(page), true))) found.push(entry);
+      const read = this.#reading(() => this.#core.fetchKeys(page, versionsOnly), true);
+      for (const entry of await this.#order.keyed(page, read)) found.push(entry);
     }
     return found;
   }

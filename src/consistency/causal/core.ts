@@ -82,11 +82,18 @@ export class CausalCore {
     out.push({ kind: 'note', level, message, meta: { node: this.self, ...meta } });
   }
 
-  /** Fetches `keys` (null: every key) for `purpose`, `paged` or as one read; returns the fetch's token. */
+  /**
+   * Fetches `keys` (null: every key) for `purpose`, `paged` or as one read; returns the fetch's
+   * token. A read to learn what the replica holds (at start, after a reset, of tombstones) takes
+   * the entries without their values: at start that is every key.
+   */
   issueFetch(out: Out, keys: string[] | null, purpose: FetchPurpose, paged = false): number {
     const token = this.takeToken();
     this.fetches.set(token, purpose);
-    out.push(paged ? { kind: 'fetch', token, keys, paged } : { kind: 'fetch', token, keys });
+    const fetch: Extract<Effect<CausalMessage>, { kind: 'fetch' }> = { kind: 'fetch', token, keys };
+    if (paged) fetch.paged = true;
+    if (purpose.kind === 'rebuild' || purpose.kind === 'graves') fetch.versionsOnly = true;
+    out.push(fetch);
     return token;
   }
 

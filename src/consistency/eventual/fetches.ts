@@ -76,13 +76,17 @@ export class Fetches {
 
   /**
    * Fetches `keys` (null: every key, whose result comes in slices, so that no step takes the
-   * whole replica at once) from the replica; returns the fetch's token.
+   * whole replica at once) from the replica; returns the fetch's token. A read that only tells the
+   * index what the replica holds (at start, that is every key) takes the entries without values.
    */
   issue(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
     const token = this.takeToken();
     const issuedSeq = this.nextSeq();
     this.inFlight.set(token, { purpose, keys, issuedSeq });
-    out.push(keys === null ? { kind: 'fetch', token, keys, sliced: true } : { kind: 'fetch', token, keys });
+    const fetch: Extract<Effect<EventualMessage>, { kind: 'fetch' }> = { kind: 'fetch', token, keys };
+    if (keys === null) fetch.sliced = true;
+    if (purpose.kind === 'rebuild' || purpose.kind === 'refresh') fetch.versionsOnly = true;
+    out.push(fetch);
     return token;
   }
 

@@ -98,7 +98,7 @@ export class SimController {
         if (effect.token !== null) this.completeApplied(node, effect.token);
         break;
       case 'fetch':
-        replicas.fetch(node, effect.token, effect.keys);
+        replicas.fetch(node, effect.token, effect.keys, effect.versionsOnly === true);
         break;
       case 'purge':
         replicas.purge(node, effect.tombstones);

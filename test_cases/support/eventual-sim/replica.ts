@@ -24,12 +24,13 @@ export class ReplicaModel {
 
   constructor(private readonly world: SimWorld) {}
 
-  fetch(node: SimNode, token: number, keys: string[] | null): void {
+  /** `versionsOnly`: each entry without its value, as the real Replica reads it (store/replica.ts, FetchOptions). */
+  fetch(node: SimNode, token: number, keys: string[] | null, versionsOnly = false): void {
     const wanted = keys ?? [...node.replica.keys()];
     const entries: KeyedEntry[] = [];
     for (const key of new Set(wanted)) {
       const entry = node.replica.get(key);
-      if (entry !== undefined) entries.push([key, copyEntry(entry)]);
+      if (entry !== undefined) entries.push([key, versionsOnly ? { ...copyEntry(entry), value: Buffer.alloc(0) } : copyEntry(entry)]);
     }
     this.world.controller.local(node, () => ({ kind: 'fetched', nowMs: this.world.nodeNow(node), token, entries }));
   }
