@@ -56,7 +56,9 @@ function started() {
   const advance = (ms: number): void => {
     nowMs += ms;
   };
-  return { step, write, snapshot, send, partAcks, acks, puts, merged, advance };
+  /** A tick with `peersUp` as the failure detector holds them. */
+  const tick = (peersUp: Array<typeof N2>): void => step({ kind: 'tick', nowMs, peersUp });
+  return { step, write, snapshot, send, partAcks, acks, puts, merged, advance, tick };
 }
 
 describe('a causal node still reading its replica back at start', () => {
@@ -106,11 +108,35 @@ describe('a causal node sent two snapshots at once', () => {
     expect(acks(N3)).toEqual([n3Late]);
   });
 
-  it('takes the second once the first has had no part for resyncAfterMs (its sender gone)', () => {
-    const { snapshot, send, partAcks, merged, advance } = started();
+  it('waits for the first while its sender is up, however long its next part takes', () => {
+    // With every controller restarted at once, each reading millions of keys, seconds went by
+    // between parts, the second snapshot was taken beside the first, and both came whole.
+    const { step, snapshot, send, partAcks, puts, merged, advance, tick } = started();
+    const [n2To, n3To] = [version(1, 1050), version(2, 1060)];
+    const n2Snapshot = snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]]);
+    const n3Snapshot = snapshot(n3To, [0n, n2To, n3To], [[entry('b', n2To), entry('c', n3To)]]);
+    send(N2, n2Snapshot(0));
+    for (let second = 0; second < 10; second += 1) {
+      advance(1000);
+      tick([N2, N3]);
+      send(N3, n3Snapshot(0));
+    }
+    expect(merged()).toEqual([]);
+    send(N2, n2Snapshot(1));
+    expect(merged()).toEqual([['a', 'b']]);
+    step({ kind: 'applied', nowMs: 1100, token: puts[0]?.token as number });
+    // Then without b, which the first brought.
+    send(N3, n3Snapshot(0));
+    expect(merged()).toEqual([['a', 'b'], ['c']]);
+    expect(partAcks(N2)).toEqual([1, 2]);
+  });
+
+  it('takes the second once the first has had no part for resyncAfterMs and its sender is down', () => {
+    const { snapshot, send, partAcks, merged, advance, tick } = started();
     const [n2To, n3To] = [version(1, 1050), version(2, 1060)];
     send(N2, snapshot(n2To, [0n, n2To, 0n], [[entry('a', n2To)], [entry('b', n2To)]])(0));
     advance(1000);
+    tick([N3]);
     send(N3, snapshot(n3To, [0n, 0n, n3To], [[entry('c', n3To)]])(0));
     expect(merged()).toEqual([]);
     advance(4000);

@@ -352,8 +352,9 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   private onTick(peersUp: readonly PeerId[], out: Out): void {
     this.peersUp = new Set(peersUp.filter((peer) => this.outboxes.has(peer)));
+    this.merging.notePeersUp(this.peersUp);
     this.merging.resyncStuck(out);
-    this.merging.askForRebuild(this.peersUp, out);
+    this.merging.askForRebuild(out);
     this.ticks += 1;
     const told = this.merging.told();
     if (told.join(',') !== this.visibleTold || this.ticks % VISIBLE_EVERY_TICKS === 0) {

@@ -66,8 +66,12 @@ export class Merging {
   private readonly snapshotAskedMs = new Map<PeerId, number>();
   /** Peer → when a part of its snapshot was last taken to be assembled (see snapshotTakenElsewhere). */
   private readonly snapshotTakenMs = new Map<PeerId, number>();
+  /** Peer → when we last told it to start over (any resync ack): a snapshot it was sending is dropped there. */
+  private readonly startOverAskedMs = new Map<PeerId, number>();
   /** When part of a snapshot last came from any peer, or the replica was last emptied. */
   private snapshotPartAtMs = Number.NEGATIVE_INFINITY;
+  /** The peers the failure detector held up at the last tick (see snapshotTakenElsewhere). */
+  private peersUp: ReadonlySet<PeerId>;
   /**
    * Per peer, its latest snapshot while it lacks what its entries depend on (`lacks`): merged once
    * that is visible here, unacknowledged meanwhile, so its sender waits instead of starting over.
@@ -87,6 +91,7 @@ export class Merging {
     private readonly ahead: AheadKeys,
   ) {
     for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
+    this.peersUp = new Set(core.peers);
   }
 
   /** Batches parked, and snapshots waiting. */
@@ -139,19 +144,23 @@ export class Merging {
   }
 
   /**
-   * Whether a part of `from`'s snapshot waits: another peer's is being assembled (a part of it came
-   * within resyncAfterMs) or merged. Snapshots are taken one at a time, so this node holds one
-   * whole replica's worth at once (two, at millions of keys, outgrew a default heap), and the next
-   * comes without what the first brought (`notHeld`). One waiting for another node's writes
-   * (`lacks`) is neither, so two that need each other are still taken together.
+   * Whether a part of `from`'s snapshot waits: another peer's is being assembled (its sender is up,
+   * or a part of it came within resyncAfterMs; and not asked to start over since) or merged. Snapshots are taken one at a time, so
+   * this node holds one whole replica's worth at once (two, at millions of keys, outgrew a default
+   * heap), and the next comes without what the first brought (`notHeld`). One waiting for another
+   * node's writes (`lacks`) is neither, so two that need each other are still taken together.
+   * (A gap between parts is no sign of a sender gone: with every controller restarted at once,
+   * each reading millions of keys, pauses of seconds at either end let the second in, and both
+   * came whole: 2.6 million entries each, a heap 86% full.)
    */
   private snapshotTakenElsewhere(from: PeerId): boolean {
     const core = this.core;
     return core.peers.some((peer) => {
       if (peer === from) return false;
       const partAtMs = this.snapshotTakenMs.get(peer) ?? Number.NEGATIVE_INFINITY;
-      const coming = core.nowMs - partAtMs < core.tuning.resyncAfterMs && this.inbox(peer).assemblingSnapshot();
-      return coming || this.mergingSnapshot({ from: peer });
+      const senderThere = this.peersUp.has(peer) || core.nowMs - partAtMs < core.tuning.resyncAfterMs;
+      const stillSent = (this.startOverAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= partAtMs;
+      return (senderThere && stillSent && this.inbox(peer).assemblingSnapshot()) || this.mergingSnapshot({ from: peer });
     });
   }
 
@@ -358,6 +367,7 @@ export class Merging {
 
   /** Acknowledges `to`'s batch ending at `batchTo` (0 with `resync`: send a snapshot next) with what peers are told. */
   ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
+    if (resync) this.startOverAskedMs.set(to, this.core.nowMs);
     out.push({ kind: 'send', to, message: { kind: 'batch_ack', to: batchTo, visible: this.told(), resync } });
   }
 
@@ -376,9 +386,14 @@ export class Merging {
    * sends one on its own when it sees our vector go back, and that one often opens the gate:
    * asking the others meanwhile would have them send whole replicas for nothing, or start one over.
    */
-  askForRebuild(peersUp: ReadonlySet<PeerId>, out: Out): void {
+  askForRebuild(out: Out): void {
     if (this.snapshotUnderway()) return;
-    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
+    for (const peer of this.gate.waitingFor()) if (this.peersUp.has(peer)) this.askForSnapshot(peer, out);
+  }
+
+  /** The peers the failure detector holds up now (each tick). */
+  notePeersUp(peersUp: ReadonlySet<PeerId>): void {
+    this.peersUp = peersUp;
   }
 
   /**
