@@ -352,7 +352,7 @@ export class ReplicaCore {
   /**
    * Entries (tombstones and expired ones included) of distinct `keys`, in the order of `keys`
    * (callers sort them: the native sort of strings is a quarter of the cost of sorting entries);
-   * `versionsOnly`: each without its value (see ReadOptions.versionsOnly in ./replica.ts).
+   * `versionsOnly`: each without its value (see FetchOptions in ./replica.ts).
    */
   async fetchKeys(keys: readonly string[], versionsOnly = false): Promise<KeyedEntry[]> {
     // What the cache knows of a key written quietly is what memcached holds only once vouched for.

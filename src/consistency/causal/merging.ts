@@ -145,10 +145,11 @@ export class Merging {
 
   /**
    * Whether a part of `from`'s snapshot waits: another peer's is being assembled (its sender is up,
-   * or a part of it came within resyncAfterMs; and not asked to start over since) or merged. Snapshots are taken one at a time, so
-   * this node holds one whole replica's worth at once (two, at millions of keys, outgrew a default
-   * heap), and the next comes without what the first brought (`notHeld`). One waiting for another
-   * node's writes (`lacks`) is neither, so two that need each other are still taken together.
+   * or a part of it came within resyncAfterMs; and not asked to start over since) or merged.
+   * Snapshots are taken one at a time, so this node holds one whole replica's worth at once (two,
+   * at millions of keys, outgrew a default heap), and the next comes without what the first
+   * brought (`notHeld`). One waiting for another node's writes (`lacks`) is neither, so two that
+   * need each other are still taken together.
    * (A gap between parts is no sign of a sender gone: with every controller restarted at once,
    * each reading millions of keys, pauses of seconds at either end let the second in, and both
    * came whole: 2.6 million entries each, a heap 86% full.)
