@@ -17,7 +17,7 @@ import { clockMs } from '../runtime/clock.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type ApplyResult, type SingleKeyOp } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { forEachBounded } from './key-order.ts';
-import { ALREADY_APPLIED, isCounted, listedRecord, tombstoneEntry, toItem, valuesReply, withoutValue, type CacheUsage, type IndexRecord } from './replica-records.ts';
+import { ALREADY_APPLIED, describeEntry, isCounted, listedRecord, tombstoneEntry, toItem, valuesReply, withoutValue, type CacheUsage, type IndexRecord } from './replica-records.ts';
 import type { Entry, KeyedEntry, KeyPresence, KVBackend, Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
@@ -509,12 +509,7 @@ export class ReplicaCore {
       if (this.#index.get(key) === record) this.#index.delete(key);
       return;
     }
-    record.cas = entry.cas;
-    record.expiresAtMs = entry.expiresAtMs;
-    record.tombstone = entry.tombstone === true;
-    record.settled = true;
-    record.counted = isCounted(entry);
-    record.listed = false;
+    describeEntry(record, entry, true);
   }
 
   /** With `skip-applied`: does the key already hold this op's change or a later one? */
@@ -523,14 +518,7 @@ export class ReplicaCore {
   }
 
   #remember(key: string, entry: Entry, settled: boolean): IndexRecord {
-    const record: IndexRecord = {
-      cas: entry.cas,
-      expiresAtMs: entry.expiresAtMs,
-      tombstone: entry.tombstone === true,
-      settled,
-      counted: isCounted(entry),
-      listed: false,
-    };
+    const record = describeEntry(listedRecord(), entry, settled);
     this.#index.set(key, record);
     return record;
   }

@@ -34,6 +34,17 @@ export function listedRecord(): IndexRecord {
   return { cas: -1n, expiresAtMs: 0, tombstone: false, settled: false, counted: false, listed: true };
 }
 
+/** Sets `record` to what the backend holds as `entry` (`settled`: known to hold exactly it); returns it. */
+export function describeEntry(record: IndexRecord, entry: Entry, settled: boolean): IndexRecord {
+  record.cas = entry.cas;
+  record.expiresAtMs = entry.expiresAtMs;
+  record.tombstone = entry.tombstone === true;
+  record.settled = settled;
+  record.counted = isCounted(entry);
+  record.listed = false;
+  return record;
+}
+
 /** What the value cache holds, for `stats` and tests. */
 export interface CacheUsage {
   entries: number;

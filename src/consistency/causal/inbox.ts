@@ -57,6 +57,11 @@ export class Inbox {
     return this.assembling.has(true);
   }
 
+  /** Its sender was told to start over: what is assembled of its snapshot will never be completed. */
+  dropSnapshot(): void {
+    this.assembling.delete(true);
+  }
+
   /** Batches parked. */
   get parkedCount(): number {
     return this.parked.size;

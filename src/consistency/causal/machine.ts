@@ -84,7 +84,7 @@ export class CausalMachine implements Machine<CausalMessage> {
     this.ahead = new AheadKeys(core.selfIndex);
     this.gate = new RebuildGate(core.peers, core.selfIndex, () => this.merging.told(), this.ahead);
     this.writes = new LocalWrites(core, this.memory, this.gate);
-    this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate, this.ahead);
+    this.merging = new Merging(core, this.tombstones, this.memory, this.writes, this.gate, this.ahead, () => this.peersUp);
     this.peersUp = new Set(core.peers);
   }
 
@@ -352,7 +352,6 @@ export class CausalMachine implements Machine<CausalMessage> {
 
   private onTick(peersUp: readonly PeerId[], out: Out): void {
     this.peersUp = new Set(peersUp.filter((peer) => this.outboxes.has(peer)));
-    this.merging.notePeersUp(this.peersUp);
     this.merging.resyncStuck(out);
     this.merging.askForRebuild(out);
     this.ticks += 1;

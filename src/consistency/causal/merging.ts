@@ -66,12 +66,8 @@ export class Merging {
   private readonly snapshotAskedMs = new Map<PeerId, number>();
   /** Peer → when a part of its snapshot was last taken to be assembled (see snapshotTakenElsewhere). */
   private readonly snapshotTakenMs = new Map<PeerId, number>();
-  /** Peer → when we last told it to start over (any resync ack): a snapshot it was sending is dropped there. */
-  private readonly startOverAskedMs = new Map<PeerId, number>();
   /** When part of a snapshot last came from any peer, or the replica was last emptied. */
   private snapshotPartAtMs = Number.NEGATIVE_INFINITY;
-  /** The peers the failure detector held up at the last tick (see snapshotTakenElsewhere). */
-  private peersUp: ReadonlySet<PeerId>;
   /**
    * Per peer, its latest snapshot while it lacks what its entries depend on (`lacks`): merged once
    * that is visible here, unacknowledged meanwhile, so its sender waits instead of starting over.
@@ -89,9 +85,10 @@ export class Merging {
     private readonly gate: RebuildGate,
     /** The keys an undone merge left written beyond the vector. */
     private readonly ahead: AheadKeys,
+    /** The peers the failure detector held up at the last tick (../machine.ts). */
+    private readonly peersUp: () => ReadonlySet<PeerId>,
   ) {
     for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
-    this.peersUp = new Set(core.peers);
   }
 
   /** Batches parked, and snapshots waiting. */
@@ -145,7 +142,7 @@ export class Merging {
 
   /**
    * Whether a part of `from`'s snapshot waits: another peer's is being assembled (its sender is up,
-   * or a part of it came within resyncAfterMs; and not asked to start over since) or merged.
+   * or a part of it came within resyncAfterMs) or merged.
    * Snapshots are taken one at a time, so this node holds one whole replica's worth at once (two,
    * at millions of keys, outgrew a default heap), and the next comes without what the first
    * brought (`notHeld`). One waiting for another node's writes (`lacks`) is neither, so two that
@@ -159,9 +156,8 @@ export class Merging {
     return core.peers.some((peer) => {
       if (peer === from) return false;
       const partAtMs = this.snapshotTakenMs.get(peer) ?? Number.NEGATIVE_INFINITY;
-      const senderThere = this.peersUp.has(peer) || core.nowMs - partAtMs < core.tuning.resyncAfterMs;
-      const stillSent = (this.startOverAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= partAtMs;
-      return (senderThere && stillSent && this.inbox(peer).assemblingSnapshot()) || this.mergingSnapshot({ from: peer });
+      const senderThere = this.peersUp().has(peer) || core.nowMs - partAtMs < core.tuning.resyncAfterMs;
+      return (senderThere && this.inbox(peer).assemblingSnapshot()) || this.mergingSnapshot({ from: peer });
     });
   }
 
@@ -368,7 +364,8 @@ export class Merging {
 
   /** Acknowledges `to`'s batch ending at `batchTo` (0 with `resync`: send a snapshot next) with what peers are told. */
   ack(to: PeerId, batchTo: bigint, resync: boolean, out: Out): void {
-    if (resync) this.startOverAskedMs.set(to, this.core.nowMs);
+    // The peer gives up its chain, and a snapshot it was sending with it: a fresh one comes instead.
+    if (resync) this.inbox(to).dropSnapshot();
     out.push({ kind: 'send', to, message: { kind: 'batch_ack', to: batchTo, visible: this.told(), resync } });
   }
 
@@ -389,12 +386,8 @@ export class Merging {
    */
   askForRebuild(out: Out): void {
     if (this.snapshotUnderway()) return;
-    for (const peer of this.gate.waitingFor()) if (this.peersUp.has(peer)) this.askForSnapshot(peer, out);
-  }
-
-  /** The peers the failure detector holds up now (each tick). */
-  notePeersUp(peersUp: ReadonlySet<PeerId>): void {
-    this.peersUp = peersUp;
+    const peersUp = this.peersUp();
+    for (const peer of this.gate.waitingFor()) if (peersUp.has(peer)) this.askForSnapshot(peer, out);
   }
 
   /**

@@ -8,6 +8,7 @@
 import type { KeyedEntry } from '../../../src/consistency/types.ts';
 import { applyToEntry, isLive, purgeRemoves } from '../../../src/store/apply.ts';
 import { mergeEntries, plainEntry } from '../../../src/store/counter.ts';
+import { withoutValue } from '../../../src/store/replica-records.ts';
 import type { Entry, Op } from '../../../src/store/types.ts';
 import type { SimNode } from './node.ts';
 import type { SimWorld } from './world.ts';
@@ -30,7 +31,7 @@ export class ReplicaModel {
     const entries: KeyedEntry[] = [];
     for (const key of new Set(wanted)) {
       const entry = node.replica.get(key);
-      if (entry !== undefined) entries.push([key, versionsOnly ? { ...copyEntry(entry), value: Buffer.alloc(0) } : copyEntry(entry)]);
+      if (entry !== undefined) entries.push([key, versionsOnly ? withoutValue(copyEntry(entry)) : copyEntry(entry)]);
     }
     this.world.controller.local(node, () => ({ kind: 'fetched', nowMs: this.world.nodeNow(node), token, entries }));
   }
