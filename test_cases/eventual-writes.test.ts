@@ -145,6 +145,20 @@ describe('serving requests', () => {
     expect(status).toMatchObject({ mode: 'eventual', role: 'peer', term: 0, leader: null, applied: '0', queueDepth: 0 });
     expect(m.status()).toMatchObject({ role: 'peer', applied: '2', committed: `${T0}.0` });
   });
+
+  it('forgets what a read of every key lacks, in slices, when the index held keys before it', () => {
+    // The start-up read over an empty index keeps no set of the keys it returned; a read of every
+    // key after a flush_all must, or the index goes on claiming keys memcached no longer holds.
+    const m = machine(N1, { pushIntervalMs: 1 });
+    boot(m, [['a', entry('1', 5n)], ['b', entry('2', 6n)], ['c', entry('3', 7n)]]);
+    const flushed = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: { kind: 'flush_all', delayMs: 0 } });
+    const readAll = firstOfKind(flushed, 'fetch');
+    expect(readAll.keys).toBeNull();
+    m.step({ kind: 'fetched', nowMs: T0 + 6, token: readAll.token, entries: [['b', entry('2', 6n)]], more: true });
+    expect(m.status()).toMatchObject({ applied: '3' }); // nothing is forgotten before the last slice
+    m.step({ kind: 'fetched', nowMs: T0 + 7, token: readAll.token, entries: [] });
+    expect(m.status()).toMatchObject({ applied: '1' });
+  });
 });
 
 describe('last writer wins', () => {

@@ -35,9 +35,17 @@ export interface PendingFetch {
   purpose: FetchPurpose;
   keys: string[] | null;
   issuedSeq: number;
-  /** Of a result coming in slices: the keys returned so far, and those to fetch again. */
-  returned?: Set<string>;
-  again?: string[];
+  /**
+   * The keys returned so far, to tell the index which keys the replica lacks once the whole
+   * result is in; null when no key can be lacking (see `issue`).
+   */
+  returned: Set<string> | null;
+  /**
+   * Keys whose claimed write never landed, and that a later effect touched (a merge of an older
+   * version, which the index does not show): what the replica holds now is fetched again once
+   * the whole result is in.
+   */
+  again: string[];
 }
 
 /** The fetches of one node, and the dirty keys waiting for one. */
@@ -82,7 +90,11 @@ export class Fetches {
   issue(out: Out, keys: string[] | null, purpose: FetchPurpose): number {
     const token = this.takeToken();
     const issuedSeq = this.nextSeq();
-    this.inFlight.set(token, { purpose, keys, issuedSeq });
+    // A key the result lacks is removed only if the index claimed it no later than the fetch. With
+    // an empty index and no older fetch to fill it, the index claims nothing the fetch did not
+    // return: a rebuild of millions of keys keeps no set of them.
+    const lacksNone = keys === null && this.index.size === 0 && this.inFlight.size === 0;
+    this.inFlight.set(token, { purpose, keys, issuedSeq, returned: lacksNone ? null : new Set(), again: [] });
     const fetch: Extract<Effect<EventualMessage>, { kind: 'fetch' }> = { kind: 'fetch', token, keys };
     if (keys === null) fetch.sliced = true;
     if (purpose.kind === 'rebuild' || purpose.kind === 'refresh') fetch.versionsOnly = true;
@@ -184,18 +196,12 @@ export class Fetches {
    * are told only once the whole result is in.
    */
   refreshIndex(pending: PendingFetch, entries: KeyedEntry[], nowMs: number, out: Out, more = false): void {
-    const { issuedSeq } = pending;
+    const { issuedSeq, returned, again } = pending;
     const flushedSince = this.flushSeq > issuedSeq;
-    const returned = (pending.returned ??= new Set<string>());
-    /**
-     * Keys whose claimed write never landed, and that a later effect touched (a merge of an older
-     * version, which the index does not show): what the replica holds now is fetched again.
-     */
-    const again = (pending.again ??= []);
     for (const [key, entry] of entries) {
       // A purged version reads as absent: its purge, ordered after this fetch, removes it.
       if (this.collection.purgedCovers(key, entry.cas)) continue;
-      returned.add(key);
+      returned?.add(key);
       const current = this.index.get(key);
       if (current !== undefined && current.version === entry.cas) continue;
       if (current !== undefined && current.version > entry.cas) {
@@ -206,15 +212,21 @@ export class Fetches {
       this.collection.setIndex(key, entry, 0, current?.touchedSeq ?? 0, issuedSeq, nowMs);
     }
     if (more) return;
-    // A key the replica did not return is absent there (a write it refused never landed), unless
-    // merged since the fetch was issued. A flush since then changes nothing here: it removes keys,
-    // and creates none.
-    for (const key of pending.keys ?? this.index.keys()) {
+    if (returned !== null) this.removeLacking(pending, returned);
+    if (again.length > 0) this.issue(out, again.slice(0, this.tuning.fetchKeysMax), { kind: 'refresh' });
+  }
+
+  /**
+   * A key the replica did not return is absent there (a write it refused never landed), unless
+   * merged since the fetch was issued. A flush since then changes nothing here: it removes keys,
+   * and creates none.
+   */
+  private removeLacking({ keys, issuedSeq, again }: PendingFetch, returned: ReadonlySet<string>): void {
+    for (const key of keys ?? this.index.keys()) {
       const current = this.index.get(key);
       if (returned.has(key) || current === undefined || current.claimedSeq > issuedSeq) continue;
       this.collection.remove(key);
       if (current.touchedSeq > issuedSeq) again.push(key);
     }
-    if (again.length > 0) this.issue(out, again.slice(0, this.tuning.fetchKeysMax), { kind: 'refresh' });
   }
 }
