@@ -2,14 +2,15 @@
  * A state transfer of a replica larger than a peer connection queues (its send queue holds 16 MiB,
  * and drops beyond): the sender keeps at most TRANSFER_WINDOW_BYTES of chunks unacked, sends on as
  * the receiver acks what it holds, serves one transfer per peer while it progresses, and gives up a
- * stalled one when the receiver asks again. Driven by hand through one machine on each side.
+ * stalled one when the receiver asks again; peers asking at once share one read. Driven by hand
+ * through one machine on each side.
  */
 
 import { describe, expect, it } from 'vitest';
 import { SEND_WINDOW_BYTES as TRANSFER_WINDOW_BYTES } from '../src/consistency/send-window.ts';
 import { keyedEntryBytes, type LogMessage } from '../src/consistency/log/types.ts';
 import type { Effect, KeyedEntry } from '../src/consistency/types.ts';
-import { FAILURE_TIMEOUT_MS, N1, N2, Node, chunk, heartbeat, snapshot, startedOverLeader, chunksSent } from './support/transfer-kit.ts';
+import { FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, heartbeat, snapshot, startedOverLeader, chunksSent } from './support/transfer-kit.ts';
 
 type Chunk = Extract<LogMessage, { kind: 'transfer_chunk' }>;
 
@@ -69,6 +70,33 @@ describe('state transfer window', () => {
     leader.step(0, { kind: 'fetched', token: again ?? 0, entries: replica });
     leader.step(FAILURE_TIMEOUT_MS, { kind: 'tick', peersUp: [N2] });
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: again ?? 0, received: 1 }))).toEqual([]);
+  });
+
+  it('shares one read among the peers that ask while it is under way, each sent and acked on its own', () => {
+    // Two followers whose memcached restarted together: one read of the replica, not one each.
+    const leader = startedOverLeader();
+    leader.step(0, { kind: 'applied', token: 1 });
+    const token = fetchToken(leader.receive(5, N2, ask));
+    if (token === null) throw new Error('no fetch for the transfer');
+    expect(fetchToken(leader.receive(1, N3, ask))).toBeNull();
+    const fetched = leader.step(1, { kind: 'fetched', token, entries: replica });
+    const sentTo = (effects: Effect<LogMessage>[], peer: string): Chunk[] =>
+      effects.flatMap((effect) => (effect.kind === 'send' && effect.to === peer && effect.message.kind === 'transfer_chunk' ? [effect.message] : []));
+    const toN2 = sentTo(fetched, N2);
+    const toN3 = sentTo(fetched, N3);
+    expect(toN2.length).toBeGreaterThan(1);
+    expect(toN3.map((each) => each.chunkNumber)).toEqual(toN2.map((each) => each.chunkNumber));
+    // N3 takes the whole replica first; what N3 acked is still whole for N2.
+    const chunkCount = toN2[0]?.chunkCount ?? 0;
+    for (let guard = 0; toN3.length < chunkCount && guard < chunkCount; guard += 1) {
+      toN3.push(...sentTo(leader.receive(1, N3, { kind: 'transfer_ack', term: 2, transferId: token, received: toN3.length }), N3));
+    }
+    for (let guard = 0; toN2.length < chunkCount && guard < chunkCount; guard += 1) {
+      toN2.push(...sentTo(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token, received: toN2.length }), N2));
+    }
+    const keys = replica.map(([key]) => key);
+    expect(toN3.flatMap((each) => each.entries.map(([key]) => key))).toEqual(keys);
+    expect(toN2.flatMap((each) => each.entries.map(([key]) => key))).toEqual(keys);
   });
 
   it('the receiver acks each chunk once its put completed, a repeated one again without putting it twice', () => {

@@ -3,7 +3,8 @@
  * replica is read key by key from the applied index on, while applies go on (docs/design.md,
  * "State transfer in the log modes"), and sent in chunks, a window at a time, the receiver acking
  * what it has stored (../send-window.ts), with the writes of the asker's it holds. While a transfer to
- * a peer is read, or sent and acked lately, its asks start no other.
+ * a peer is read, or sent and acked lately, its asks start no other. Peers that ask while a read is
+ * under way share it: each read holds a whole replica until its chunks are acked.
  *
  * Owns: the reads of our replica for a transfer, and the transfer being sent to each peer.
  */
@@ -27,7 +28,20 @@ import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } f
  */
 const TRANSFER_KEPT_FAILURE_TIMEOUTS = 5;
 
-/** A transfer being sent (its id and term in the header): its chunks, how many left, how many the receiver holds. */
+/** A read of our replica for a transfer, and the peers it is for. */
+interface TransferRead {
+  peers: PeerId[];
+  term: number;
+  index: number;
+  indexTerm: number;
+  replicaEpoch: number;
+  startOverIndex: number;
+}
+
+/**
+ * A transfer being sent (its id and term in the header): its chunks (shared with the other
+ * peers the same read serves), how many left, how many the receiver holds.
+ */
 interface OutgoingTransfer {
   header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
   committedForwards: CommittedForward[];
@@ -42,10 +56,7 @@ interface OutgoingTransfer {
 
 export class TransferSender {
   /** Reads of our replica for a transfer, by store token. */
-  private readonly outgoingTransfers = new Map<
-    number,
-    { to: PeerId; term: number; index: number; indexTerm: number; replicaEpoch: number; startOverIndex: number }
-  >();
+  private readonly outgoingTransfers = new Map<number, TransferRead>();
   /** The transfer being sent to each peer. */
   private readonly sending = new Map<PeerId, OutgoingTransfer>();
 
@@ -74,11 +85,18 @@ export class TransferSender {
     if (!this.core.replicaValid || this.core.appliedIndex < minIndex || this.core.appliedIndex === 0) return false;
     if (this.core.appliedIndex < this.core.replayUntilIndex) return false;
     if (this.serving(to)) return true;
+    for (const read of this.outgoingTransfers.values()) {
+      // A read under way in this term, from far enough on, serves this peer too.
+      if (read.term === this.core.term && read.index >= minIndex) {
+        read.peers.push(to);
+        return true;
+      }
+    }
     const indexTerm = this.core.log.termAt(this.core.appliedIndex);
     assert(indexTerm !== null);
     const token = this.core.nextStoreToken();
     const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, term } = this.core;
-    this.outgoingTransfers.set(token, { to, term, index, indexTerm, replicaEpoch, startOverIndex });
+    this.outgoingTransfers.set(token, { peers: [to], term, index, indexTerm, replicaEpoch, startOverIndex });
     this.core.out.push({ kind: 'fetch', token, keys: null });
     return true;
   }
@@ -99,14 +117,14 @@ export class TransferSender {
    * each): they no longer hold compaction back.
    */
   dropStalled(): void {
-    const peers = new Set([...this.sending.keys(), ...[...this.outgoingTransfers.values()].map((fetch) => fetch.to)]);
+    const peers = new Set([...this.sending.keys(), ...[...this.outgoingTransfers.values()].flatMap((read) => read.peers)]);
     for (const peer of peers) this.serving(peer);
   }
 
   /** Is a transfer to `to` fetched, or sent in this term and acked lately? (A stalled one is dropped.) */
   private serving(to: PeerId): boolean {
     const { nowMs, failureTimeoutMs } = this.core;
-    for (const fetch of this.outgoingTransfers.values()) if (fetch.to === to && fetch.term === this.core.term) return true;
+    for (const read of this.outgoingTransfers.values()) if (read.term === this.core.term && read.peers.includes(to)) return true;
     const sending = this.sending.get(to);
     if (sending === undefined) return false;
     if (sending.header.term === this.core.term) {
@@ -124,37 +142,40 @@ export class TransferSender {
   }
 
   onFetched(token: number, entries: KeyedEntry[]): void {
-    const transfer = this.outgoingTransfers.get(token);
-    if (transfer === undefined) return;
+    const read = this.outgoingTransfers.get(token);
+    if (read === undefined) return;
     this.outgoingTransfers.delete(token);
-    // Asked for in an earlier term: its receiver takes transfers only of its leader in this one.
-    if (transfer.term !== this.core.term) return;
+    // Asked for in an earlier term: its receivers take transfers only of their leader in this one.
+    if (read.term !== this.core.term) return;
     const { chunks, chunkBytes } = this.transferChunks(entries);
-    const chunkCount = chunks.length;
     // The fetch read key by key while applies went on (with skipping replays): its keys may hold any of them.
-    const fetchedThrough = this.core.replicaSkipsApplied ? Math.max(transfer.index, this.core.appliedIndex) : transfer.index;
-    this.core.note('info', 'state transfer sent', { peer: transfer.to, index: transfer.index, fetchedThrough, keys: entries.length, chunks: chunkCount });
-    const outgoing: OutgoingTransfer = {
-      header: {
-        kind: 'transfer_chunk',
-        term: this.core.term,
-        replicaEpoch: transfer.replicaEpoch,
-        startOverIndex: transfer.startOverIndex,
-        transferId: token,
-        index: transfer.index,
-        indexTerm: transfer.indexTerm,
-        fetchedThrough,
-        chunkCount,
-      },
-      committedForwards: this.forwardsCommittedThrough(transfer.to, transfer),
-      chunks,
-      chunkBytes,
-      sent: 0,
-      acked: 0,
-      progressMs: this.core.nowMs,
+    const fetchedThrough = this.core.replicaSkipsApplied ? Math.max(read.index, this.core.appliedIndex) : read.index;
+    const header: OutgoingTransfer['header'] = {
+      kind: 'transfer_chunk',
+      term: this.core.term,
+      replicaEpoch: read.replicaEpoch,
+      startOverIndex: read.startOverIndex,
+      transferId: token,
+      index: read.index,
+      indexTerm: read.indexTerm,
+      fetchedThrough,
+      chunkCount: chunks.length,
     };
-    this.sending.set(transfer.to, outgoing);
-    this.sendWindow(transfer.to, outgoing);
+    for (const to of read.peers) {
+      this.core.note('info', 'state transfer sent', { peer: to, index: read.index, fetchedThrough, keys: entries.length, chunks: chunks.length });
+      const outgoing: OutgoingTransfer = {
+        header,
+        committedForwards: this.forwardsCommittedThrough(to, read),
+        // Each lets go of its own references to the chunks as its receiver acks them.
+        chunks: [...chunks],
+        chunkBytes,
+        sent: 0,
+        acked: 0,
+        progressMs: this.core.nowMs,
+      };
+      this.sending.set(to, outgoing);
+      this.sendWindow(to, outgoing);
+    }
   }
 
   /** The receiver stored `received` chunks of transfer `transferId`: send on, or forget a finished one. */
