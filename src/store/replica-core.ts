@@ -14,6 +14,7 @@
 
 import type { Item, Reply } from '../protocol/types.ts';
 import { clockMs } from '../runtime/clock.ts';
+import { nextTurn, sortInTurns } from '../runtime/turns.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type ApplyResult, type SingleKeyOp } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { forEachBounded } from './key-order.ts';
@@ -46,15 +47,6 @@ const READ_MANY_KEYS = 4096;
  * turn, 1,500,000 keys stopped the controller for seconds (no heartbeat, no client served).
  */
 const KEYS_PER_TURN = 16_384;
-
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** Key order, for entries that callers compare across replicas. */
-function byKey([left]: KeyedEntry, [right]: KeyedEntry): number {
-  return left < right ? -1 : left > right ? 1 : 0;
-}
 
 /** Whether `op`'s outcome depends on its key's entry: all but a plain set, which skips the read. */
 function readsEntry(op: SingleKeyOp): boolean {
@@ -156,17 +148,20 @@ export class ReplicaCore {
    * then); the entries read, or null if the backend cannot list its keys.
    */
   async #readListedKeys(versionsOnly: boolean): Promise<KeyedEntry[] | null> {
-    const keys = await this.#listKeys();
-    if (keys === null) return null;
-    const found: KeyedEntry[] = [];
-    await forEachBounded(keys, this.#barrierConcurrency, async (key) => {
+    const listed = await this.#listKeys();
+    if (listed === null) return null;
+    // In key order: callers compare entries across replicas.
+    const keys = await sortInTurns(listed);
+    const found = new Array<KeyedEntry | undefined>(keys.length);
+    await forEachBounded(Array.from(keys.keys()), this.#barrierConcurrency, async (at) => {
+      const key = keys[at] as string;
       const entry = await this.#readBackend(key);
       if (entry === undefined) return;
       this.#remember(key, entry, true);
-      found.push([key, versionsOnly ? withoutValue(entry) : entry]);
+      found[at] = [key, versionsOnly ? withoutValue(entry) : entry];
     });
     this.#indexComplete = true;
-    return found;
+    return found.filter((entry): entry is KeyedEntry => entry !== undefined);
   }
 
   /** The backend's keys (at most keysMax), or null if it cannot list them. */
@@ -336,7 +331,7 @@ export class ReplicaCore {
    */
   async fetchAll(versionsOnly = false): Promise<KeyedEntry[]> {
     const listed = this.#indexComplete ? null : await this.#readListedKeys(versionsOnly);
-    return listed === null ? this.fetchKeys([...this.#index.keys()].sort(), versionsOnly) : listed.sort(byKey);
+    return listed ?? this.fetchKeys(await sortInTurns([...this.#index.keys()]), versionsOnly);
   }
 
   /** Every key the backend holds (the index's: a fresh array), or null while the index may miss some. */

@@ -14,6 +14,7 @@
  */
 
 import type { Reply } from '../protocol/types.ts';
+import { sortInTurns } from '../runtime/turns.ts';
 import { applyToEntry, isSingleKeyOp, type ApplyContext } from './apply.ts';
 import { KeyOrder } from './key-order.ts';
 import { ReplicaCore } from './replica-core.ts';
@@ -364,7 +365,7 @@ export class Replica {
     }, true));
     const { keys } = listed;
     if (keys === null) return listed.entries;
-    return this.#readPages(keys.sort(), issuedIn, versionsOnly);
+    return this.#readPages(await sortInTurns(keys), issuedIn, versionsOnly);
   }
 
   /** `keys` (sorted, distinct) read a page at a time, each page in order with the calls on its keys. */
