@@ -23,6 +23,7 @@ import type { MemoryAdmission } from '../memory-admission.ts';
 import type { AheadKeys } from './ahead-keys.ts';
 import type { CausalCore, Out } from './core.ts';
 import { Inbox } from './inbox.ts';
+import { SnapshotTimes } from './snapshot-times.ts';
 import type { LocalWrites } from './local-writes.ts';
 import type { RebuildGate } from './rebuild-gate.ts';
 import { componentOf, type Batch, type CausalMessage, type VersionVector } from './messages.ts';
@@ -62,12 +63,8 @@ export class Merging {
   private lostOwnTo = 0n;
   /** After a reset: the peers that have not yet sent a snapshot covering `lostOwnTo`. */
   private readonly owedSnapshots = new Set<PeerId>();
-  /** Peer → when it was last asked for a snapshot, or last sent part of one (see askForSnapshot). */
-  private readonly snapshotAskedMs = new Map<PeerId, number>();
-  /** Peer → when a part of its snapshot was last taken to be assembled (see snapshotTakenElsewhere). */
-  private readonly snapshotTakenMs = new Map<PeerId, number>();
-  /** When part of a snapshot last came from any peer, or the replica was last emptied. */
-  private snapshotPartAtMs = Number.NEGATIVE_INFINITY;
+  /** When snapshots were last asked for, sent in part, or taken (see askForSnapshot, snapshotTakenElsewhere). */
+  private readonly snapshotTimes: SnapshotTimes;
   /**
    * Per peer, its latest snapshot while it lacks what its entries depend on (`lacks`): merged once
    * that is visible here, unacknowledged meanwhile, so its sender waits instead of starting over.
@@ -89,6 +86,7 @@ export class Merging {
     private readonly peersUp: () => ReadonlySet<PeerId>,
   ) {
     for (const peer of core.peers) this.inboxes.set(peer, new Inbox(core.nodes.indexOf(peer), core.selfIndex));
+    this.snapshotTimes = new SnapshotTimes(core.tuning.resyncAfterMs);
   }
 
   /** Batches parked, and snapshots waiting. */
@@ -109,13 +107,12 @@ export class Merging {
     }
     // A snapshot on its way is what an ask waits for (askForSnapshot).
     if (message.snapshot) {
-      this.snapshotAskedMs.set(from, core.nowMs);
-      this.snapshotPartAtMs = core.nowMs;
+      this.snapshotTimes.partCame(from, core.nowMs);
       // One snapshot at a time, and none while the start-up fetch reads the replica back (each a
       // whole replica's worth of entries; the merge would wait for that fetch anyway). A part not
       // taken goes unacknowledged: its sender probes with its first part until it is.
       if (!this.writes.loaded || this.snapshotTakenElsewhere(from)) return;
-      this.snapshotTakenMs.set(from, core.nowMs);
+      this.snapshotTimes.partTaken(from, core.nowMs);
     }
     const inbox = this.inbox(from);
     const batch = inbox.assemble(message, message.snapshot ? this.notHeld() : undefined);
@@ -155,8 +152,7 @@ export class Merging {
     const core = this.core;
     return core.peers.some((peer) => {
       if (peer === from) return false;
-      const partAtMs = this.snapshotTakenMs.get(peer) ?? Number.NEGATIVE_INFINITY;
-      const senderThere = this.peersUp().has(peer) || core.nowMs - partAtMs < core.tuning.resyncAfterMs;
+      const senderThere = this.peersUp().has(peer) || this.snapshotTimes.takenLately(peer, core.nowMs);
       return (senderThere && this.inbox(peer).assemblingSnapshot()) || this.mergingSnapshot({ from: peer });
     });
   }
@@ -174,7 +170,7 @@ export class Merging {
 
   /** Whether a snapshot is on its way (a part of one came within resyncAfterMs) or being merged. */
   private snapshotUnderway(): boolean {
-    return this.core.nowMs - this.snapshotPartAtMs < this.core.tuning.resyncAfterMs || this.mergingSnapshot(null);
+    return this.snapshotTimes.partLately(this.core.nowMs) || this.mergingSnapshot(null);
   }
 
   /** Whether memcached has yet to take the merge of a snapshot (`of` that sender's, ending there if `to` is given). */
@@ -397,10 +393,7 @@ export class Merging {
    * Nor while its snapshot waits here for another node's writes: a fresh one would wait as long.
    */
   private askForSnapshot(peer: PeerId, out: Out): void {
-    if (this.waitingSnapshots.has(peer)) return;
-    const askedAtMs = this.snapshotAskedMs.get(peer) ?? Number.NEGATIVE_INFINITY;
-    if (this.core.nowMs - askedAtMs < this.core.tuning.resyncAfterMs) return;
-    this.snapshotAskedMs.set(peer, this.core.nowMs);
+    if (this.waitingSnapshots.has(peer) || !this.snapshotTimes.mayAsk(peer, this.core.nowMs)) return;
     this.core.note(out, 'info', 'asking a peer for a snapshot of its replica', { peer, rebuilding: this.gate.shut });
     this.ack(peer, 0n, true, out);
   }
@@ -439,9 +432,7 @@ export class Merging {
   onBackendReset(): void {
     this.lostOwnTo = this.core.own(this.core.visible);
     if (this.lostOwnTo > 0n) for (const peer of this.core.peers) this.owedSnapshots.add(peer);
-    // Asked at once: what was on its way before the reset is not what is owed now.
-    this.snapshotAskedMs.clear();
-    this.snapshotPartAtMs = this.core.nowMs;
+    this.snapshotTimes.replicaEmptied(this.core.nowMs);
     this.merges.clear();
     // Their senders, never acknowledged, are asked again (the rebuild gate) or send them again.
     this.waitingSnapshots.clear();
