@@ -22,6 +22,7 @@ import * as net from 'node:net';
 import { refused } from '../src/protocol/refusals.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { appendOp, entry, getOp, incrOp, NOW, setOp, values } from './support/replica-kit.ts';
+import { countTurns } from './support/turns.ts';
 
 /** Resolves once the process is really stopped (state T): kill() returns before every thread has stopped. */
 async function untilStopped(pid: number): Promise<void> {
@@ -251,23 +252,6 @@ describe('Replica ordering', () => {
     expect(values(await replica.read(getOp('k'), NOW))).toEqual([['k', 'three']]);
   });
 });
-
-/** Counts turns of the event loop (a setImmediate chain) until `stop`, which returns the count. */
-function countTurns(): { stop: () => number } {
-  let turns = 0;
-  let turning = true;
-  const turn = (): void => {
-    turns += 1;
-    if (turning) setImmediate(turn);
-  };
-  setImmediate(turn);
-  return {
-    stop: () => {
-      turning = false;
-      return turns;
-    },
-  };
-}
 
 describe('Replica over a large replica', () => {
   it('reads every key back in key order, letting the event loop turn every few thousand keys', async () => {

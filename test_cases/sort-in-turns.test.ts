@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { sortInTurns } from '../src/runtime/turns.ts';
 import { mulberry32 } from './support/eventual-sim.ts';
+import { countTurns } from './support/turns.ts';
 
 function shuffledKeys(count: number, seed: number): string[] {
   const random = mulberry32(seed);
@@ -28,16 +29,9 @@ describe('sortInTurns', () => {
 
   it('lets the event loop run while it sorts keys of many slices', async () => {
     const keys = shuffledKeys(200_000, 3);
-    let turns = 0;
-    let sorting = true;
-    const tick = (): void => {
-      turns += 1;
-      if (sorting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countTurns();
     await sortInTurns(keys);
-    sorting = false;
     // 13 runs and 4 merge passes of 200,000 keys, a turn per slice of 16,384.
-    expect(turns).toBeGreaterThanOrEqual(30);
+    expect(turns.stop()).toBeGreaterThanOrEqual(30);
   });
 });
