@@ -23,9 +23,9 @@ import type { MemoryAdmission } from '../memory-admission.ts';
 import type { AheadKeys } from './ahead-keys.ts';
 import type { CausalCore, Out } from './core.ts';
 import { Inbox } from './inbox.ts';
-import { SnapshotTimes } from './snapshot-times.ts';
 import type { LocalWrites } from './local-writes.ts';
 import type { RebuildGate } from './rebuild-gate.ts';
+import { SnapshotTimes } from './snapshot-times.ts';
 import { componentOf, type Batch, type CausalMessage, type VersionVector } from './messages.ts';
 import type { Tombstones } from './tombstones.ts';
 
