@@ -16,6 +16,7 @@ import type { KeyedEntry, PeerId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
+import { packChunk, unpackChunk, type HeldChunk } from './packed-chunk.ts';
 import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } from './types.ts';
 
 /**
@@ -45,8 +46,8 @@ interface TransferRead {
 interface OutgoingTransfer {
   header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
   committedForwards: CommittedForward[];
-  /** Each let go (emptied) once acked. */
-  chunks: KeyedEntry[][];
+  /** Packed until sent (./packed-chunk.ts); each let go (emptied) once acked. */
+  chunks: HeldChunk[];
   chunkBytes: number[];
   sent: number;
   acked: number;
@@ -207,22 +208,22 @@ export class TransferSender {
       this.core.send(to, {
         ...outgoing.header,
         chunkNumber,
-        entries: itemAt(outgoing.chunks, chunkNumber),
+        entries: unpackChunk(itemAt(outgoing.chunks, chunkNumber)),
         ...(chunkNumber === 0 ? { committedForwards: outgoing.committedForwards } : {}),
       });
     }
   }
 
   /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
-  private transferChunks(entries: readonly KeyedEntry[]): { chunks: KeyedEntry[][]; chunkBytes: number[] } {
-    const chunks: KeyedEntry[][] = [];
+  private transferChunks(entries: readonly KeyedEntry[]): { chunks: HeldChunk[]; chunkBytes: number[] } {
+    const chunks: HeldChunk[] = [];
     const chunkBytes: number[] = [];
     const limits = { countMax: this.core.tuning.transferChunkEntriesMax, bytesMax: this.core.tuning.batchBytesMax };
     let start = 0;
     while (start < entries.length) {
       const count = batchCount((at) => keyedEntryBytes(itemAt(entries, start + at)), entries.length - start, limits);
       const chunk = entries.slice(start, start + count);
-      chunks.push(chunk);
+      chunks.push(packChunk(chunk));
       chunkBytes.push(chunk.reduce((sum, entry) => sum + keyedEntryBytes(entry), 0));
       start += count;
     }
