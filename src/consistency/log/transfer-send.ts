@@ -16,7 +16,6 @@ import type { KeyedEntry, PeerId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
-import { packChunk, unpackChunk, type HeldChunk } from './packed-chunk.ts';
 import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } from './types.ts';
 
 /**
@@ -46,8 +45,8 @@ interface TransferRead {
 interface OutgoingTransfer {
   header: Omit<Extract<LogMessage, { kind: 'transfer_chunk' }>, 'chunkNumber' | 'entries' | 'committedForwards'>;
   committedForwards: CommittedForward[];
-  /** Packed until sent (./packed-chunk.ts); each let go (emptied) once acked. */
-  chunks: HeldChunk[];
+  /** Each let go (emptied) once acked. */
+  chunks: KeyedEntry[][];
   chunkBytes: number[];
   sent: number;
   acked: number;
@@ -208,22 +207,22 @@ export class TransferSender {
       this.core.send(to, {
         ...outgoing.header,
         chunkNumber,
-        entries: unpackChunk(itemAt(outgoing.chunks, chunkNumber)),
+        entries: itemAt(outgoing.chunks, chunkNumber),
         ...(chunkNumber === 0 ? { committedForwards: outgoing.committedForwards } : {}),
       });
     }
   }
 
   /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
-  private transferChunks(entries: readonly KeyedEntry[]): { chunks: HeldChunk[]; chunkBytes: number[] } {
-    const chunks: HeldChunk[] = [];
+  private transferChunks(entries: readonly KeyedEntry[]): { chunks: KeyedEntry[][]; chunkBytes: number[] } {
+    const chunks: KeyedEntry[][] = [];
     const chunkBytes: number[] = [];
     const limits = { countMax: this.core.tuning.transferChunkEntriesMax, bytesMax: this.core.tuning.batchBytesMax };
     let start = 0;
     while (start < entries.length) {
       const count = batchCount((at) => keyedEntryBytes(itemAt(entries, start + at)), entries.length - start, limits);
       const chunk = entries.slice(start, start + count);
-      chunks.push(packChunk(chunk));
+      chunks.push(chunk);
       chunkBytes.push(chunk.reduce((sum, entry) => sum + keyedEntryBytes(entry), 0));
       start += count;
     }
