@@ -53,6 +53,13 @@ describe('state transfer window', () => {
     }
     expect(sent.map((each) => each.chunkNumber)).toEqual(Array.from({ length: chunkCount }, (_, i) => i));
     expect(sent.flatMap((each) => each.entries.map(([key]) => key))).toEqual(replica.map(([key]) => key));
+    // Each entry as read (toEqual over 20 MiB of buffers would take minutes).
+    const differing = sent.flatMap((each) => each.entries).filter(([key, entry], at) => {
+      const [readKey, read] = replica[at] ?? ['', entry];
+      const sameFields = entry.flags === read.flags && entry.expiresAtMs === read.expiresAtMs && entry.cas === read.cas;
+      return key !== readKey || !entry.value.equals(read.value) || !sameFields;
+    });
+    expect(differing).toEqual([]);
     // Acks of another transfer, or repeated ones, send nothing.
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token + 1, received: chunkCount }))).toEqual([]);
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token, received: 1 }))).toEqual([]);
