@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { SEND_WINDOW_BYTES as TRANSFER_WINDOW_BYTES } from '../src/consistency/send-window.ts';
 import { keyedEntryBytes, type LogMessage } from '../src/consistency/log/types.ts';
 import type { Effect, KeyedEntry } from '../src/consistency/types.ts';
+import { itemAt } from '../src/runtime/item-at.ts';
 import { FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, heartbeat, snapshot, startedOverLeader, chunksSent } from './support/transfer-kit.ts';
 
 type Chunk = Extract<LogMessage, { kind: 'transfer_chunk' }>;
@@ -63,6 +64,22 @@ describe('state transfer window', () => {
     // Acks of another transfer, or repeated ones, send nothing.
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token + 1, received: chunkCount }))).toEqual([]);
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token, received: 1 }))).toEqual([]);
+  });
+
+  it('cuts a read that comes in slices as it comes, and sends once the last slice is in, as for a whole read', () => {
+    const leader = startedOverLeader();
+    leader.step(0, { kind: 'applied', token: 1 });
+    const token = fetchToken(leader.receive(5, N2, ask));
+    if (token === null) throw new Error('no fetch for the transfer');
+    const slices = [replica.slice(0, 7_000), replica.slice(7_000, 7_001), replica.slice(7_001)];
+    expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 0), more: true }))).toEqual([]);
+    expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 1), more: true }))).toEqual([]);
+    const first = chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 2) }));
+    const whole = servingLeader().first;
+    expect(first.map((each) => [each.chunkNumber, each.chunkCount, each.entries.length])).toEqual(
+      whole.map((each) => [each.chunkNumber, each.chunkCount, each.entries.length]),
+    );
+    expect(first.flatMap((each) => each.entries.map(([key]) => key))).toEqual(whole.flatMap((each) => each.entries.map(([key]) => key)));
   });
 
   it('serves one transfer per peer while it progresses, and another once it stalled a failure timeout', () => {

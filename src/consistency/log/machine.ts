@@ -174,7 +174,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         if (this.leases?.forget() === true) this.note('warn', 'read lease dropped: the wall clock ran ahead of the monotonic clock (machine suspended, or clock stepped)', { aheadMs: event.aheadMs });
         break;
       case 'fetched':
-        this.transfer.sender.onFetched(event.token, event.entries);
+        this.transfer.sender.onFetched(event.token, event.entries, event.more === true);
         break;
       case 'applied':
         if (!this.compaction.onSettled(event.token)) this.transfer.onApplied(event.token);

@@ -16,7 +16,7 @@ import type { KeyedEntry, PeerId } from '../types.ts';
 import type { Compaction } from './compaction.ts';
 import type { LogCore } from './core.ts';
 import type { ProgressTracker } from './progress.ts';
-import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } from './types.ts';
+import { keyedEntryBytes, type CommittedForward, type LogMessage } from './types.ts';
 
 /**
  * A transfer whose receiver acked nothing for a failure timeout (it acks every chunk, and asks
@@ -28,7 +28,11 @@ import { batchCount, keyedEntryBytes, type CommittedForward, type LogMessage } f
  */
 const TRANSFER_KEPT_FAILURE_TIMEOUTS = 5;
 
-/** A read of our replica for a transfer, and the peers it is for. */
+/**
+ * A read of our replica for a transfer, and the peers it is for. Its result comes in slices (one
+ * step each: cut whole, millions of entries stopped the sender for half a second), cut into
+ * chunks as they come.
+ */
 interface TransferRead {
   peers: PeerId[];
   term: number;
@@ -36,6 +40,12 @@ interface TransferRead {
   indexTerm: number;
   replicaEpoch: number;
   startOverIndex: number;
+  keys: number;
+  chunks: KeyedEntry[][];
+  chunkBytes: number[];
+  /** The chunk being cut, and its bytes. */
+  open: KeyedEntry[];
+  openBytes: number;
 }
 
 /**
@@ -96,8 +106,10 @@ export class TransferSender {
     assert(indexTerm !== null);
     const token = this.core.nextStoreToken();
     const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, term } = this.core;
-    this.outgoingTransfers.set(token, { peers: [to], term, index, indexTerm, replicaEpoch, startOverIndex });
-    this.core.out.push({ kind: 'fetch', token, keys: null });
+    this.outgoingTransfers.set(token, {
+      peers: [to], term, index, indexTerm, replicaEpoch, startOverIndex, keys: 0, chunks: [], chunkBytes: [], open: [], openBytes: 0,
+    });
+    this.core.out.push({ kind: 'fetch', token, keys: null, sliced: true });
     return true;
   }
 
@@ -141,13 +153,20 @@ export class TransferSender {
     return false;
   }
 
-  onFetched(token: number, entries: KeyedEntry[]): void {
+  /** A slice of the read `token` came (`more`: others follow). */
+  onFetched(token: number, entries: KeyedEntry[], more = false): void {
     const read = this.outgoingTransfers.get(token);
     if (read === undefined) return;
-    this.outgoingTransfers.delete(token);
     // Asked for in an earlier term: its receivers take transfers only of their leader in this one.
-    if (read.term !== this.core.term) return;
-    const { chunks, chunkBytes } = this.transferChunks(entries);
+    if (read.term !== this.core.term) {
+      this.outgoingTransfers.delete(token);
+      return;
+    }
+    this.cutChunks(read, entries);
+    if (more) return;
+    this.outgoingTransfers.delete(token);
+    if (read.open.length > 0 || read.chunks.length === 0) this.closeChunk(read);
+    const { chunks, chunkBytes } = read;
     // The fetch read key by key while applies went on (with skipping replays): its keys may hold any of them.
     const fetchedThrough = this.core.replicaSkipsApplied ? Math.max(read.index, this.core.appliedIndex) : read.index;
     const header: OutgoingTransfer['header'] = {
@@ -162,7 +181,7 @@ export class TransferSender {
       chunkCount: chunks.length,
     };
     for (const to of read.peers) {
-      this.core.note('info', 'state transfer sent', { peer: to, index: read.index, fetchedThrough, keys: entries.length, chunks: chunks.length });
+      this.core.note('info', 'state transfer sent', { peer: to, index: read.index, fetchedThrough, keys: read.keys, chunks: chunks.length });
       const outgoing: OutgoingTransfer = {
         header,
         committedForwards: this.forwardsCommittedThrough(to, read),
@@ -213,21 +232,24 @@ export class TransferSender {
     }
   }
 
-  /** A replica cut into chunks within the entry and byte bounds; at least one (maybe empty). */
-  private transferChunks(entries: readonly KeyedEntry[]): { chunks: KeyedEntry[][]; chunkBytes: number[] } {
-    const chunks: KeyedEntry[][] = [];
-    const chunkBytes: number[] = [];
-    const limits = { countMax: this.core.tuning.transferChunkEntriesMax, bytesMax: this.core.tuning.batchBytesMax };
-    let start = 0;
-    while (start < entries.length) {
-      const count = batchCount((at) => keyedEntryBytes(itemAt(entries, start + at)), entries.length - start, limits);
-      const chunk = entries.slice(start, start + count);
-      chunks.push(chunk);
-      chunkBytes.push(chunk.reduce((sum, entry) => sum + keyedEntryBytes(entry), 0));
-      start += count;
+  /** `entries` cut into the read's chunks, each within the entry and byte bounds (at least one entry). */
+  private cutChunks(read: TransferRead, entries: readonly KeyedEntry[]): void {
+    const { transferChunkEntriesMax: countMax, batchBytesMax: bytesMax } = this.core.tuning;
+    for (const entry of entries) {
+      const bytes = keyedEntryBytes(entry);
+      if (read.open.length > 0 && (read.open.length >= countMax || read.openBytes + bytes > bytesMax)) this.closeChunk(read);
+      read.open.push(entry);
+      read.openBytes += bytes;
     }
-    if (chunks.length === 0) return { chunks: [[]], chunkBytes: [0] };
-    return { chunks, chunkBytes };
+    read.keys += entries.length;
+  }
+
+  /** The chunk being cut is done (an empty replica's one chunk is empty). */
+  private closeChunk(read: TransferRead): void {
+    read.chunks.push(read.open);
+    read.chunkBytes.push(read.openBytes);
+    read.open = [];
+    read.openBytes = 0;
   }
 
   /**
