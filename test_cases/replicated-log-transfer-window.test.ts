@@ -28,12 +28,18 @@ const fetchToken = (effects: Effect<LogMessage>[]): number | null => {
 const chunkBytes = (sent: readonly Chunk[]): number =>
   sent.reduce((sum, each) => sum + each.entries.reduce((bytes, entry) => bytes + keyedEntryBytes(entry), 0), 0);
 
-/** A leader with a replica to serve, asked by N2 for a transfer: the chunks its fetch lets it send first. */
-function servingLeader(): { leader: Node; token: number; first: Chunk[] } {
+/** A leader with a replica to serve, asked by N2 for a transfer: the token of its read for it. */
+function askedLeader(): { leader: Node; token: number } {
   const leader = startedOverLeader();
   leader.step(0, { kind: 'applied', token: 1 });
   const token = fetchToken(leader.receive(5, N2, ask));
   if (token === null) throw new Error('no fetch for the transfer');
+  return { leader, token };
+}
+
+/** `askedLeader`, its read in: the chunks it lets it send first. */
+function servingLeader(): { leader: Node; token: number; first: Chunk[] } {
+  const { leader, token } = askedLeader();
   return { leader, token, first: chunksSent(leader.step(1, { kind: 'fetched', token, entries: replica })) };
 }
 
@@ -67,10 +73,7 @@ describe('state transfer window', () => {
   });
 
   it('cuts a read that comes in slices as it comes, and sends once the last slice is in, as for a whole read', () => {
-    const leader = startedOverLeader();
-    leader.step(0, { kind: 'applied', token: 1 });
-    const token = fetchToken(leader.receive(5, N2, ask));
-    if (token === null) throw new Error('no fetch for the transfer');
+    const { leader, token } = askedLeader();
     const slices = [replica.slice(0, 7_000), replica.slice(7_000, 7_001), replica.slice(7_001)];
     expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 0), more: true }))).toEqual([]);
     expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 1), more: true }))).toEqual([]);
@@ -98,10 +101,7 @@ describe('state transfer window', () => {
 
   it('shares one read among the peers that ask while it is under way, each sent and acked on its own', () => {
     // Two followers whose memcached restarted together: one read of the replica, not one each.
-    const leader = startedOverLeader();
-    leader.step(0, { kind: 'applied', token: 1 });
-    const token = fetchToken(leader.receive(5, N2, ask));
-    if (token === null) throw new Error('no fetch for the transfer');
+    const { leader, token } = askedLeader();
     expect(fetchToken(leader.receive(1, N3, ask))).toBeNull();
     const fetched = leader.step(1, { kind: 'fetched', token, entries: replica });
     const sentTo = (effects: Effect<LogMessage>[], peer: string): Chunk[] =>

@@ -176,12 +176,12 @@ function holdsKey(keys: readonly string[], key: string): boolean {
   return false;
 }
 
-/** Calls `work` on every item, at most `limit` at a time; rejects with the first failure. */
-export async function forEachBounded<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+/** Calls `work` on every item (with its place in `items`), at most `limit` at a time; rejects with the first failure. */
+export async function forEachBounded<T>(items: readonly T[], limit: number, work: (item: T, at: number) => Promise<void>): Promise<void> {
   // The workers share one iterator: each takes the next item not yet taken.
-  const queue = items.values();
+  const queue = items.entries();
   const worker = async (): Promise<void> => {
-    for (const item of queue) await work(item);
+    for (const [at, item] of queue) await work(item, at);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }

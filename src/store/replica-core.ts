@@ -153,8 +153,7 @@ export class ReplicaCore {
     // In key order: callers compare entries across replicas.
     const keys = await sortInTurns(listed);
     const found = new Array<KeyedEntry | undefined>(keys.length);
-    await forEachBounded(Array.from(keys.keys()), this.#barrierConcurrency, async (at) => {
-      const key = keys[at] as string;
+    await forEachBounded(keys, this.#barrierConcurrency, async (key, at) => {
       const entry = await this.#readBackend(key);
       if (entry === undefined) return;
       this.#remember(key, entry, true);

@@ -40,7 +40,6 @@ interface TransferRead {
   indexTerm: number;
   replicaEpoch: number;
   startOverIndex: number;
-  keys: number;
   chunks: KeyedEntry[][];
   chunkBytes: number[];
   /** The chunk being cut, and its bytes. */
@@ -107,7 +106,7 @@ export class TransferSender {
     const token = this.core.nextStoreToken();
     const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, term } = this.core;
     this.outgoingTransfers.set(token, {
-      peers: [to], term, index, indexTerm, replicaEpoch, startOverIndex, keys: 0, chunks: [], chunkBytes: [], open: [], openBytes: 0,
+      peers: [to], term, index, indexTerm, replicaEpoch, startOverIndex, chunks: [], chunkBytes: [], open: [], openBytes: 0,
     });
     this.core.out.push({ kind: 'fetch', token, keys: null, sliced: true });
     return true;
@@ -167,6 +166,7 @@ export class TransferSender {
     this.outgoingTransfers.delete(token);
     if (read.open.length > 0 || read.chunks.length === 0) this.closeChunk(read);
     const { chunks, chunkBytes } = read;
+    const keys = chunks.reduce((count, chunk) => count + chunk.length, 0);
     // The fetch read key by key while applies went on (with skipping replays): its keys may hold any of them.
     const fetchedThrough = this.core.replicaSkipsApplied ? Math.max(read.index, this.core.appliedIndex) : read.index;
     const header: OutgoingTransfer['header'] = {
@@ -181,7 +181,7 @@ export class TransferSender {
       chunkCount: chunks.length,
     };
     for (const to of read.peers) {
-      this.core.note('info', 'state transfer sent', { peer: to, index: read.index, fetchedThrough, keys: read.keys, chunks: chunks.length });
+      this.core.note('info', 'state transfer sent', { peer: to, index: read.index, fetchedThrough, keys, chunks: chunks.length });
       const outgoing: OutgoingTransfer = {
         header,
         committedForwards: this.forwardsCommittedThrough(to, read),
@@ -241,7 +241,6 @@ export class TransferSender {
       read.open.push(entry);
       read.openBytes += bytes;
     }
-    read.keys += entries.length;
   }
 
   /** The chunk being cut is done (an empty replica's one chunk is empty). */
