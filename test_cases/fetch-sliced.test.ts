@@ -37,6 +37,35 @@ describe('the effect runner', () => {
     expect(fetched().flatMap((event) => event.entries)).toEqual(entries(total));
   });
 
+  it('hands a paced fetch back a slice at a time, each only when a fetch_more asks, until the last or a stop', async () => {
+    const node = runner();
+    node.paced.slices = [entries(2, 'a'), entries(2, 'b'), entries(1, 'c')];
+    const turns = async (): Promise<void> => {
+      for (let turn = 0; turn < 5; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+    };
+    const fetched = (): Array<[number, string[], boolean]> => node.events.flatMap((event) =>
+      (event.kind === 'fetched' ? [[event.token, event.entries.map(([key]) => key), event.more ?? false] as [number, string[], boolean]] : []));
+    node.effects.carryOut({ kind: 'fetch', token: 9, keys: null, paced: true });
+    await turns();
+    expect(fetched()).toEqual([[9, ['a0', 'a1'], true]]);
+    node.effects.carryOut({ kind: 'fetch_more', token: 9 });
+    await turns();
+    node.effects.carryOut({ kind: 'fetch_more', token: 9 });
+    await turns();
+    expect(fetched()).toEqual([[9, ['a0', 'a1'], true], [9, ['b0', 'b1'], true], [9, ['c0'], false]]);
+    // Done: asking again reads nothing.
+    node.effects.carryOut({ kind: 'fetch_more', token: 9 });
+    await turns();
+    expect(node.paced.read).toBe(3);
+    // Stopped: its next asks read nothing either.
+    node.paced.read = 0;
+    node.effects.carryOut({ kind: 'fetch', token: 10, keys: null, paced: true });
+    node.effects.carryOut({ kind: 'fetch_more', token: 10, stop: true });
+    node.effects.carryOut({ kind: 'fetch_more', token: 10 });
+    await turns();
+    expect(node.paced.read).toBe(1);
+  });
+
   it('hands a fetch not marked sliced back whole', async () => {
     const node = runner();
     node.effects.carryOut({ kind: 'fetch', token: 8, keys: null });

@@ -272,6 +272,43 @@ describe('Replica over a large replica', () => {
   });
 });
 
+describe('Replica read paced by its reader', () => {
+  /** A MemoryBackend that counts the keys read from it. */
+  class CountingBackend extends MemoryBackend {
+    keysRead = 0;
+    override async getMany(keys: readonly string[]): Promise<Array<Entry | undefined>> {
+      this.keysRead += keys.length;
+      return super.getMany(keys);
+    }
+  }
+
+  it('reads each slice only when asked, in key order, each key as it is when its slice is read', async () => {
+    const backend = new CountingBackend();
+    // No value cache: every value is read from the backend.
+    const replica = new Replica(backend, { tombstones: false, replay: 'skip-applied', cacheBytesMax: 0 });
+    await replica.loadIndex();
+    const count = 60_000;
+    const key = (index: number): string => `k${String(index).padStart(5, '0')}`;
+    await Promise.all(Array.from({ length: count }, (_, i) => replica.apply(setOp(key((i * 7919) % count), 'v'), { cas: BigInt(i + 1), nowMs: NOW })));
+    const read = replica.readPaced();
+    const first = await read.next();
+    expect(first.done).toBe(false);
+    expect(first.entries.length).toBeGreaterThan(0);
+    expect(first.entries.length).toBeLessThan(count / 2);
+    // Not asked: nothing more is read, however long it waits.
+    const readSoFar = backend.keysRead;
+    for (let turn = 0; turn < 50; turn += 1) await new Promise((resolve) => setImmediate(resolve));
+    expect(backend.keysRead).toBe(readSoFar);
+    // A key written now, before its slice is read, is read as written.
+    await replica.apply(setOp(key(count - 1), 'late'), { cas: BigInt(count + 1), nowMs: NOW });
+    const slices = [first];
+    for (let guard = 0; guard < 100 && !(slices.at(-1)?.done ?? true); guard += 1) slices.push(await read.next());
+    const entries = slices.flatMap((slice) => slice.entries);
+    expect(entries.map(([each]) => each)).toEqual(Array.from({ length: count }, (_, i) => key(i)));
+    expect(entries.at(-1)?.[1].value.toString()).toBe('late');
+  });
+});
+
 describe('Replica over a large put in key order', () => {
   const COUNT = 60_000;
   const key = (index: number): string => `p${String(index).padStart(5, '0')}`;

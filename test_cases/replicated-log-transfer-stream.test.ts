@@ -58,6 +58,23 @@ describe('a state transfer received as it comes', () => {
     expect(trustedRecords(follower)).toHaveLength(1);
   });
 
+  it('installs a transfer whose count comes only with its last chunks once every chunk is in, and drops chunks that contradict it', () => {
+    const follower = emptiedFollower();
+    const early = (chunkNumber: number): LogMessage => {
+      const { chunkCount: _count, ...rest } = threeChunks(chunkNumber) as Chunk;
+      return rest;
+    };
+    const told = (chunkNumber: number, chunkCount = 3): LogMessage =>
+      ({ ...(threeChunks(chunkNumber) as Chunk), chunkCount, fetchedThrough: 12 });
+    expect(kinds(follower.receive(5, N1, early(0)))).toEqual(['reset', 'put']);
+    expect(kinds(follower.receive(5, N1, early(1)))).toEqual(['put']);
+    // A count below a chunk already in, or a chunk past the count: the sender contradicts itself.
+    expect(kinds(follower.receive(5, N1, told(2, 1)))).toEqual([]);
+    expect(follower.machine.inspect().replicaValid).toBe(false);
+    expect(kinds(follower.receive(5, N1, told(2)))).toEqual(['put']);
+    expect(follower.machine.inspect()).toMatchObject({ replicaValid: true, appliedIndex: 10, caughtUp: false });
+  });
+
   it('a transfer given up midway (its backend reset) is not installed from the chunks that follow; another is asked for', () => {
     const follower = emptiedFollower();
     follower.receive(5, N1, threeChunks(0));

@@ -2,7 +2,8 @@
  * A state transfer of a replica larger than a peer connection queues (its send queue holds 16 MiB,
  * and drops beyond): the sender keeps at most TRANSFER_WINDOW_BYTES of chunks unacked, sends on as
  * the receiver acks what it holds, serves one transfer per peer while it progresses, and gives up a
- * stalled one when the receiver asks again; peers asking at once share one read. Driven by hand
+ * stalled one when the receiver asks again; peers asking at once share one read (./replicated-log-transfer-paced.test.ts
+ * has the read paced by the receivers). Driven by hand
  * through one machine on each side.
  */
 
@@ -10,36 +11,20 @@ import { describe, expect, it } from 'vitest';
 import { SEND_WINDOW_BYTES as TRANSFER_WINDOW_BYTES } from '../src/consistency/send-window.ts';
 import { keyedEntryBytes, type LogMessage } from '../src/consistency/log/types.ts';
 import type { Effect, KeyedEntry } from '../src/consistency/types.ts';
-import { itemAt } from '../src/runtime/item-at.ts';
-import { FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, heartbeat, snapshot, startedOverLeader, chunksSent } from './support/transfer-kit.ts';
+import { FAILURE_TIMEOUT_MS, N1, N2, N3, Node, askedLeader, chunk, chunksSent, fetchToken, heartbeat, snapshot, transferAsk as ask } from './support/transfer-kit.ts';
 
 type Chunk = Extract<LogMessage, { kind: 'transfer_chunk' }>;
 
-const ask: LogMessage = { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 };
 const kib = Buffer.alloc(1024, 7);
 /** About 20 MiB of replica: more than a peer connection's send queue holds. */
 const replica: KeyedEntry[] = Array.from({ length: 20_000 }, (_, i) => [`key:${String(i).padStart(5, '0')}`, { value: kib, flags: 0, expiresAtMs: 0, cas: BigInt(i + 1) }]);
 
-const fetchToken = (effects: Effect<LogMessage>[]): number | null => {
-  const fetch = effects.find((effect) => effect.kind === 'fetch' && effect.keys === null);
-  return fetch === undefined ? null : (fetch as { token: number }).token;
-};
-
 const chunkBytes = (sent: readonly Chunk[]): number =>
   sent.reduce((sum, each) => sum + each.entries.reduce((bytes, entry) => bytes + keyedEntryBytes(entry), 0), 0);
 
-/** A leader with a replica to serve, asked by N2 for a transfer: the token of its read for it. */
-function askedLeader(): { leader: Node; token: number } {
-  const leader = startedOverLeader();
-  leader.step(0, { kind: 'applied', token: 1 });
-  const token = fetchToken(leader.receive(5, N2, ask));
-  if (token === null) throw new Error('no fetch for the transfer');
-  return { leader, token };
-}
-
 /** `askedLeader`, its read in: the chunks it lets it send first. */
 function servingLeader(): { leader: Node; token: number; first: Chunk[] } {
-  const { leader, token } = askedLeader();
+  const { leader, token } = askedLeader(N2);
   return { leader, token, first: chunksSent(leader.step(1, { kind: 'fetched', token, entries: replica })) };
 }
 
@@ -72,19 +57,6 @@ describe('state transfer window', () => {
     expect(chunksSent(leader.receive(1, N2, { kind: 'transfer_ack', term: 2, transferId: token, received: 1 }))).toEqual([]);
   });
 
-  it('cuts a read that comes in slices as it comes, and sends once the last slice is in, as for a whole read', () => {
-    const { leader, token } = askedLeader();
-    const slices = [replica.slice(0, 7_000), replica.slice(7_000, 7_001), replica.slice(7_001)];
-    expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 0), more: true }))).toEqual([]);
-    expect(chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 1), more: true }))).toEqual([]);
-    const first = chunksSent(leader.step(1, { kind: 'fetched', token, entries: itemAt(slices, 2) }));
-    const whole = servingLeader().first;
-    expect(first.map((each) => [each.chunkNumber, each.chunkCount, each.entries.length])).toEqual(
-      whole.map((each) => [each.chunkNumber, each.chunkCount, each.entries.length]),
-    );
-    expect(first.flatMap((each) => each.entries.map(([key]) => key))).toEqual(whole.flatMap((each) => each.entries.map(([key]) => key)));
-  });
-
   it('serves one transfer per peer while it progresses, and another once it stalled a failure timeout', () => {
     const { leader, token } = servingLeader();
     // Asked again while acks come: no second fetch.
@@ -101,7 +73,7 @@ describe('state transfer window', () => {
 
   it('shares one read among the peers that ask while it is under way, each sent and acked on its own', () => {
     // Two followers whose memcached restarted together: one read of the replica, not one each.
-    const { leader, token } = askedLeader();
+    const { leader, token } = askedLeader(N2);
     expect(fetchToken(leader.receive(1, N3, ask))).toBeNull();
     const fetched = leader.step(1, { kind: 'fetched', token, entries: replica });
     const sentTo = (effects: Effect<LogMessage>[], peer: string): Chunk[] =>

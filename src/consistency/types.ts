@@ -53,7 +53,7 @@ export type Event<M> =
    * leases on the monotonic clock drops them (see src/runtime/clock.ts).
    */
   | { kind: 'clock_jump'; nowMs: number; aheadMs: number }
-  /** Answer to a `fetch` effect; `more`: a slice of a `sliced` fetch's result, more follows. */
+  /** Answer to a `fetch` effect; `more`: a slice of a `sliced` or `paced` fetch's result, more follows. */
   | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[]; more?: true }
   /** An `apply` or `put` effect with a token completed on the local replica. */
   | { kind: 'applied'; nowMs: number; token: number }
@@ -147,9 +147,16 @@ export type Effect<M> =
    * keys): each key as of some point after the fetch, not one point for all, so later calls are not
    * held up for the whole read (the mode makes its own cut: ./causal/snapshot-cuts.ts).
    * `versionsOnly`: the entries come without their values (the mode learns only what the replica
-   * holds, as at start: store/replica.ts, FetchOptions).
+   * holds, as at start: store/replica.ts, FetchOptions). `paced` (null keys, read as `paged`): the
+   * result comes a slice at a time, the first at once and each next one when a `fetch_more` asks,
+   * so a whole replica is never held at once (a state transfer sent as its receiver acks).
    */
-  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true; paged?: true; versionsOnly?: true }
+  | { kind: 'fetch'; token: number; keys: string[] | null; sliced?: true; paged?: true; paced?: true; versionsOnly?: true }
+  /**
+   * The next slice of the `paced` fetch `token` (a `fetched` follows, `more` unless it is the
+   * last); `stop`: none, the fetch is given up and its listing let go.
+   */
+  | { kind: 'fetch_more'; token: number; stop?: true }
   /**
    * Remove these tombstones from the local replica, each only if its cas is still the one given;
    * a key that holds an older version instead (a refused write kept it) is removed too.

@@ -15,7 +15,7 @@ import type { Logger } from '../runtime/log.ts';
 import type { PeerNetwork } from '../peer/network.ts';
 import { refused } from '../protocol/refusals.ts';
 import type { Reply } from '../protocol/types.ts';
-import type { Replica } from '../store/replica.ts';
+import type { PacedRead, Replica } from '../store/replica.ts';
 import { opKeys, type Op } from '../store/types.ts';
 import type { BackendWatch } from './backend-watch.ts';
 import { changedKeys } from '../consistency/changed-keys.ts';
@@ -56,6 +56,8 @@ export class EffectRunner {
   readonly durability: DurabilityGate<Deferred>;
   /** Client connections with a write's apply waiting for the disk, and how many each has. */
   private readonly heldApplies = new Map<number, number>();
+  /** Paced fetches under way (a `fetch_more` reads the next slice), by token. */
+  private readonly pacedReads = new Map<number, PacedRead>();
   /** The keys store effects waiting for the disk change: a read of others may run ahead (`keysOnly`). */
   private readonly heldKeys = new HeldKeys();
   /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
@@ -201,11 +203,22 @@ export class EffectRunner {
         return;
       }
       case 'fetch': {
-        const { token, sliced, paged, versionsOnly } = effect;
+        const { token, sliced, paged, paced, versionsOnly } = effect;
+        if (paced === true) {
+          const read = replica.readPaced(versionsOnly === true);
+          this.pacedReads.set(token, read);
+          return this.nextPaced(token, read);
+        }
         replica.fetch(effect.keys, { paged: paged === true, versionsOnly: versionsOnly === true }).then(
           (entries) => (sliced === true ? this.deliverSliced(token, entries, 0) : enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries })),
           (error: unknown) => watch.failed('fetch', error),
         );
+        return;
+      }
+      case 'fetch_more': {
+        const read = this.pacedReads.get(effect.token);
+        if (effect.stop === true) this.pacedReads.delete(effect.token);
+        else if (read !== undefined) this.nextPaced(effect.token, read);
         return;
       }
       case 'purge':
@@ -257,6 +270,20 @@ export class EffectRunner {
     const slice = from === 0 && !more ? entries : entries.slice(from, to);
     this.options.enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries: slice, ...(more ? { more: true as const } : {}) });
     if (more) setImmediate(() => this.deliverSliced(token, entries, to));
+  }
+
+  /** The next slice of a paced fetch, as a `fetched` event (`more` unless it was the last). */
+  private nextPaced(token: number, read: PacedRead): void {
+    read.next().then(
+      ({ entries, done }) => {
+        if (done) this.pacedReads.delete(token);
+        this.options.enqueue({ kind: 'fetched', nowMs: clockMs(), token, entries, ...(done ? {} : { more: true as const }) });
+      },
+      (error: unknown) => {
+        this.pacedReads.delete(token);
+        this.options.watch.failed('fetch', error);
+      },
+    );
   }
 
   private answerRead(requestId: RequestId, op: Op, reply: Reply, fence: number | undefined): void {

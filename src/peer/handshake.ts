@@ -24,7 +24,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /** Carried by every handshake message; a peer of another release is refused by it. */
-export const HANDSHAKE_VERSION = 4;
+export const HANDSHAKE_VERSION = 5;
 export const HANDSHAKE_NONCE_BYTES = 32;
 export const HANDSHAKE_PROOF_BYTES = 32;
 /** Handshake frames are far smaller; a larger frame before authentication is refused from its header. */

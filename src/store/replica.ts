@@ -26,6 +26,11 @@ export type { CacheUsage, IndexRecord } from './replica-records.ts';
 /** Keys a fetch of every key reads at a time (see #fetchEvery). */
 const FETCH_PAGE_KEYS = 512;
 
+/** A paced read's slice (see readPaced): at least this many entries, or the rest... */
+const PACED_SLICE_ENTRIES = 16_384;
+/** ...or this many bytes of keys and values, whichever comes first. */
+const PACED_SLICE_BYTES = 4 * 1024 * 1024;
+
 /** Entries a large put in key order decides and writes per turn (see #putSliced). */
 const PUT_SLICE_ENTRIES = 16_384;
 
@@ -51,6 +56,12 @@ export interface FetchOptions {
    * values of millions of keys were held until the read was in, only to be dropped.
    */
   versionsOnly?: boolean;
+}
+
+/** A read of every key handed over a slice at a time, each when its reader asks (Replica.readPaced). */
+export interface PacedRead {
+  /** The next slice, in key order, and whether it is the last; asked again only once it resolved. */
+  next(): Promise<{ entries: KeyedEntry[]; done: boolean }>;
 }
 
 export interface ReplicaOptions {
@@ -356,28 +367,76 @@ export class Replica {
    * index that does not know every key, they are all read at one point, holding up every later call.
    */
   async #fetchEvery(paged: boolean, versionsOnly: boolean): Promise<KeyedEntry[]> {
-    const core = this.#core;
-    if (!this.#skipsApplied && !paged) return this.#order.barrier(this.#reading(() => core.fetchAll(versionsOnly), true));
+    if (!this.#skipsApplied && !paged) return this.#order.barrier(this.#reading(() => this.#core.fetchAll(versionsOnly), true));
     const issuedIn = this.#generation;
-    const listed = await this.#order.barrier(this.#reading(async () => {
+    const { keys, entries } = await this.#listEvery(versionsOnly);
+    return keys === null ? entries : this.#readPages(keys, issuedIn, versionsOnly);
+  }
+
+  /**
+   * Every key's entry as `fetch(null, { paged: true })` reads them, handed over a slice at a time
+   * (PACED_SLICE_ENTRIES or PACED_SLICE_BYTES, whichever comes first), each read when the reader
+   * asks for it: a replica larger than this process's memory passes through a reader that lets
+   * each slice go before it asks for more (a state transfer sent as its receiver acks). Ordered
+   * with the other calls as `fetch` is; only the keys' listing is held throughout (and, without
+   * `skip-applied` or when the index does not know every key, the one-point read that stands in
+   * for it).
+   */
+  readPaced(versionsOnly = false): PacedRead {
+    const issuedIn = this.#generation;
+    const listed = this.#skipsApplied
+      ? this.#listEvery(versionsOnly)
+      : this.#order.barrier(this.#reading(async () => ({ keys: null, entries: await this.#core.fetchAll(versionsOnly) }), true));
+    let at = 0;
+    const next = async (): Promise<{ entries: KeyedEntry[]; done: boolean }> => {
+      const { keys, entries } = await listed;
+      const found: KeyedEntry[] = [];
+      let bytes = 0;
+      const take = (entry: KeyedEntry): void => {
+        found.push(entry);
+        bytes += entry[0].length + entry[1].value.length;
+      };
+      const room = (): boolean => found.length < PACED_SLICE_ENTRIES && bytes < PACED_SLICE_BYTES;
+      if (keys === null) {
+        for (; at < entries.length && room(); at += 1) take(entries[at] as KeyedEntry);
+        return { entries: found, done: at >= entries.length };
+      }
+      while (at < keys.length && room()) {
+        const page = keys.slice(at, at + FETCH_PAGE_KEYS);
+        at += page.length;
+        for (const entry of await this.#readPage(page, issuedIn, versionsOnly)) take(entry);
+      }
+      return { entries: found, done: at >= keys.length };
+    };
+    return { next };
+  }
+
+  /**
+   * Every key, listed once the calls before this one completed and sorted between turns; when the
+   * index does not know every key, null, with all entries read at that one point instead.
+   */
+  #listEvery(versionsOnly: boolean): Promise<{ keys: string[] | null; entries: KeyedEntry[] }> {
+    const core = this.#core;
+    const listed = this.#order.barrier(this.#reading(async () => {
       const keys = core.indexedKeys();
       return keys === null ? { keys: null, entries: await core.fetchAll(versionsOnly) } : { keys, entries: [] };
     }, true));
-    const { keys } = listed;
-    if (keys === null) return listed.entries;
-    return this.#readPages(await sortInTurns(keys), issuedIn, versionsOnly);
+    return listed.then(async ({ keys, entries }) => (keys === null ? { keys, entries } : { keys: await sortInTurns(keys), entries }));
   }
 
   /** `keys` (sorted, distinct) read a page at a time, each page in order with the calls on its keys. */
   async #readPages(keys: readonly string[], issuedIn: number, versionsOnly: boolean): Promise<KeyedEntry[]> {
     const found: KeyedEntry[] = [];
     for (let start = 0; start < keys.length; start += FETCH_PAGE_KEYS) {
-      if (this.#suspect !== null || issuedIn !== this.#generation) throw this.#suspectError();
-      const page = keys.slice(start, start + FETCH_PAGE_KEYS);
-      const read = this.#reading(() => this.#core.fetchKeys(page, versionsOnly), true);
-      for (const entry of await this.#order.keyed(page, read)) found.push(entry);
+      for (const entry of await this.#readPage(keys.slice(start, start + FETCH_PAGE_KEYS), issuedIn, versionsOnly)) found.push(entry);
     }
     return found;
+  }
+
+  /** One page of keys (sorted, distinct) read in order with the calls on them; refused once the replica was reset or became suspect. */
+  #readPage(page: string[], issuedIn: number, versionsOnly: boolean): Promise<KeyedEntry[]> {
+    if (this.#suspect !== null || issuedIn !== this.#generation) return Promise.reject(this.#suspectError());
+    return this.#order.keyed(page, this.#reading(() => this.#core.fetchKeys(page, versionsOnly), true));
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * An EffectRunner over a fake replica whose every call (read, apply, put, fetch) waits for the
- * test to settle it, with the events it enqueues collected: for tests of what the runner does
- * with the store's answers.
+ * test to settle it (a paced read hands over the slices the test gave it at once), with the
+ * events it enqueues collected: for tests of what the runner does with the store's answers.
  */
 
 import os from 'node:os';
@@ -34,7 +34,15 @@ export function runner() {
   const applies: Array<ReturnType<typeof deferred<Reply>>> = [];
   const puts: Array<ReturnType<typeof deferred<void>>> = [];
   const fetches: Array<ReturnType<typeof deferred<KeyedEntry[]>>> = [];
+  /** What a paced read hands over, a slice per `next()`; how many slices were read. */
+  const paced = { slices: [] as KeyedEntry[][], read: 0 };
   const replica = {
+    readPaced: () => ({
+      next: async () => {
+        paced.read += 1;
+        return { entries: paced.slices[paced.read - 1] ?? [], done: paced.read >= paced.slices.length };
+      },
+    }),
     readNow: () => null,
     read: () => {
       reads.push(deferred<Reply>());
@@ -89,5 +97,5 @@ export function runner() {
     effects.carryOut(make(request.requestId));
     return Promise.resolve(request.reply());
   };
-  return { effects, carryOut, reads, applies, puts, fetches, events };
+  return { effects, carryOut, reads, applies, puts, fetches, paced, events };
 }

@@ -119,6 +119,8 @@ export class Cluster {
       carryOutOnMap(node.replica, effect);
     } else if (effect.kind === 'fetch') {
       this.step(id, { kind: 'fetched', nowMs: this.nowMs, token: effect.token, entries: [...node.replica.entries()] });
+    } else if (effect.kind === 'fetch_more') {
+      // Each fetch above is answered whole: none is under way.
     } else if (effect.kind === 'settle') {
       this.step(id, { kind: 'applied', nowMs: this.nowMs, token: effect.token });
     } else {

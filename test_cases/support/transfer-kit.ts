@@ -93,3 +93,21 @@ export function startedOverLeader(): Node {
   leader.receive(5, N3, { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 });
   return leader;
 }
+
+/** The ask of a peer whose replica was lost, of startedOverLeader's term and index. */
+export const transferAsk: LogMessage = { kind: 'transfer_request', term: 2, minIndex: 10, emptied: true, replicaEpoch: 1 };
+
+/** The token of the read of every key among `effects`, or null. */
+export const fetchToken = (effects: Effect<LogMessage>[]): number | null => {
+  const fetch = effects.find((effect) => effect.kind === 'fetch' && effect.keys === null);
+  return fetch === undefined ? null : (fetch as { token: number }).token;
+};
+
+/** A started-over leader with its replica trusted, asked by `peer` for a transfer: the token of its read for it. */
+export function askedLeader(peer: typeof N1): { leader: Node; token: number } {
+  const leader = startedOverLeader();
+  leader.step(0, { kind: 'applied', token: 1 });
+  const token = fetchToken(leader.receive(5, peer, transferAsk));
+  if (token === null) throw new Error('no fetch for the transfer');
+  return { leader, token };
+}

@@ -35,9 +35,12 @@ interface IncomingTransfer {
   indexTerm: number;
   /** The start-over the transferred replica descends from (0: none): writes up to it are not in it. */
   startOverIndex: number;
-  /** Its keys may hold changes up to here (transfer_chunk's `fetchedThrough`). */
-  fetchedThrough: number;
-  chunkCount: number;
+  /**
+   * How many chunks it comes in, and how far its keys may hold changes (transfer_chunk's
+   * `fetchedThrough`): null until a chunk sent once the sender's read was done says so.
+   */
+  chunkCount: number | null;
+  fetchedThrough: number | null;
   /** The numbers of the chunks received (and put: none is held here). */
   received: Set<number>;
   /**
@@ -201,15 +204,22 @@ export class StateTransfer {
     if (this.contradictsCommitted(message.index, message.indexTerm)) {
       return this.core.dropMessage(from, `transfer at ${message.index} disagrees with a committed entry`);
     }
+    const chunkCount = message.chunkCount ?? null;
+    const fetchedThrough = chunkCount === null ? null : (message.fetchedThrough ?? message.index);
     let incoming = this.incoming;
     if (incoming !== null && incoming.from === from && incoming.term === message.term && incoming.transferId === message.transferId) {
+      const agrees = (known: number | null, said: number | null): boolean => known === null || said === null || known === said;
       const same =
         incoming.index === message.index &&
         incoming.indexTerm === message.indexTerm &&
         incoming.startOverIndex === (message.startOverIndex ?? 0) &&
-        incoming.fetchedThrough === (message.fetchedThrough ?? message.index) &&
-        incoming.chunkCount === message.chunkCount;
+        agrees(incoming.fetchedThrough, fetchedThrough) &&
+        agrees(incoming.chunkCount, chunkCount) &&
+        message.chunkNumber < (incoming.chunkCount ?? chunkCount ?? Number.POSITIVE_INFINITY) &&
+        (incoming.chunkCount !== null || chunkCount === null || [...incoming.received].every((number) => number < chunkCount));
       if (!same) return this.core.dropMessage(from, `transfer ${message.transferId}: chunks disagree on what they hold`);
+      incoming.chunkCount ??= chunkCount;
+      incoming.fetchedThrough ??= fetchedThrough;
     } else {
       incoming = {
         from,
@@ -218,8 +228,8 @@ export class StateTransfer {
         index: message.index,
         indexTerm: message.indexTerm,
         startOverIndex: message.startOverIndex ?? 0,
-        fetchedThrough: message.fetchedThrough ?? message.index,
-        chunkCount: message.chunkCount,
+        fetchedThrough,
+        chunkCount,
         received: new Set(),
         puts: new Set(),
         committedForwards: [],
@@ -321,7 +331,8 @@ export class StateTransfer {
     this.core.replicaEmptied = true;
     this.core.transferMinIndex = null;
     if (this.core.catchUpIndex === null && this.core.role === 'follower' && this.core.leader === incoming.from) this.core.catchUpIndex = index;
-    this.aheadThrough(incoming.fetchedThrough);
+    // Known with the chunk count, without which it is not installed.
+    this.aheadThrough(incoming.fetchedThrough ?? index);
     this.core.persistSnapshot();
   }
 

@@ -169,7 +169,7 @@ export type LogMessage =
       index: number;
       indexTerm: number;
       chunkNumber: number;
-      chunkCount: number;
+      chunkCount?: number;
       entries: KeyedEntry[];
       committedForwards?: CommittedForward[];
     }

@@ -145,11 +145,13 @@ function forwardProblem(message: Fields, limits: LogMessageLimits): string | nul
 }
 
 function transferChunkProblem(message: Fields, limits: LogMessageLimits): string | null {
-  const counts = [message.transferId, message.index, message.chunkNumber, message.chunkCount];
-  if (!counts.every(isCount) || !isTerm(message.indexTerm) || !isOptionalCount(message.replicaEpoch)) {
+  const counts = [message.transferId, message.index, message.chunkNumber];
+  const optionalCounts = [message.replicaEpoch, message.chunkCount];
+  if (!counts.every(isCount) || !isTerm(message.indexTerm) || !optionalCounts.every(isOptionalCount)) {
     return 'transfer_chunk: bad fields';
   }
-  const chunkCount = message.chunkCount as number;
+  // The count comes once the sender's read is done (absent before: more chunks follow).
+  const chunkCount = (message.chunkCount as number | undefined) ?? limits.chunkCountMax;
   if (chunkCount < 1 || chunkCount > limits.chunkCountMax || (message.chunkNumber as number) >= chunkCount) {
     return 'transfer_chunk: bad chunk numbering';
   }
@@ -159,7 +161,8 @@ function transferChunkProblem(message: Fields, limits: LogMessageLimits): string
   }
   // Read from the index on: its keys hold at least the state at the index.
   const fetchedThrough = message.fetchedThrough as number | undefined;
-  if (!isOptionalCount(fetchedThrough) || (fetchedThrough ?? Infinity) < (message.index as number)) {
+  const early = fetchedThrough !== undefined && message.chunkCount === undefined;
+  if (!isOptionalCount(fetchedThrough) || (fetchedThrough ?? Infinity) < (message.index as number) || early) {
     return 'transfer_chunk: bad fetched-through index';
   }
   if (!isBoundedArray(message.entries, limits.chunkEntriesMax)) return 'transfer_chunk: entries not a bounded list';

@@ -117,6 +117,9 @@ export class SimController {
       case 'wake':
         this.wake(node, effect.afterMs);
         break;
+      case 'fetch_more':
+        world.fail('eventual and causal mode pace no fetch');
+        break;
       default: {
         const unreachable: never = effect;
         world.fail(`unknown effect ${JSON.stringify(unreachable)}`);

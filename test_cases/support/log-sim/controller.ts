@@ -70,7 +70,7 @@ export class SimController {
     }
     // A start-over's put (issued right after this note) installs the state at the snapshot index.
     const startOverIndex = this.world.replicasLost.startOverIndexOf(effect);
-    if (startOverIndex !== null) node.lastTransfer = { index: startOverIndex, through: startOverIndex, chunkCount: 1 };
+    if (startOverIndex !== null) node.lastTransfer = { id: '', index: startOverIndex, through: startOverIndex, chunkCount: 1 };
     if (effect.kind === 'send' && effect.beforeDurable === true) return this.execute(node, effect, node.lastTransfer);
     // As the controller does: a read that needs only its keys' applies runs at once if none is held.
     if (effect.kind === 'read' && effect.keysOnly === true && !node.heldKeys.touches(readKeys(effect.op))) {
@@ -139,6 +139,11 @@ export class SimController {
       case 'fetch': {
         // As Replica.fetch(null): the keys as listed now, each read at some point up to the answer
         // while applies go on (none across a reset: that fetch fails).
+        if (effect.paced === true) {
+          const listed = [...node.replica.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+          node.pacedFetches.set(effect.token, { listed, at: 0, resets: node.replicaResets });
+          return this.nextPacedSlice(node, effect.token);
+        }
         const listed = [...node.replica.entries()];
         const resets = node.replicaResets;
         return this.afterStoreLazily(node, () => {
@@ -151,6 +156,10 @@ export class SimController {
           return { kind: 'fetched', nowMs: 0, token: effect.token, entries };
         });
       }
+      case 'fetch_more':
+        if (effect.stop === true) node.pacedFetches.delete(effect.token);
+        else this.nextPacedSlice(node, effect.token);
+        return;
       case 'settle':
         return this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
       case 'purge':
@@ -168,6 +177,29 @@ export class SimController {
         throw new Error(`unknown effect ${JSON.stringify(never)}`);
       }
     }
+  }
+
+  /**
+   * As Replica.readPaced: the next 1-8 keys of a paced fetch's listing, each as listed or (with
+   * skip-applied) as it is when the slice is read; none across a reset (that fetch fails).
+   */
+  private nextPacedSlice(node: SimNode, token: number): void {
+    const paced = node.pacedFetches.get(token);
+    if (paced === undefined) return;
+    const size = 1 + Math.floor(this.world.random() * 8);
+    this.afterStoreLazily(node, () => {
+      if (node.pacedFetches.get(token) !== paced || paced.resets !== node.replicaResets) return null;
+      const listed = paced.listed.slice(paced.at, paced.at + size);
+      paced.at += listed.length;
+      const entries: KeyedEntry[] = [];
+      for (const [key, then] of listed) {
+        const entry = !this.world.options.replicaSkipsApplied || this.world.random() < 0.5 ? then : node.replica.get(key);
+        if (entry !== undefined) entries.push([key, entry]);
+      }
+      const more = paced.at < paced.listed.length;
+      if (!more) node.pacedFetches.delete(token);
+      return { kind: 'fetched', nowMs: 0, token, entries, ...(more ? { more: true as const } : {}) };
+    });
   }
 
   /** A store operation's completion reaches the machine as an event 1–5 ms later. */

@@ -18,10 +18,15 @@ export type OutwardEffect = Exclude<Effect<LogMessage>, { kind: 'persist' }>;
  */
 /** Where the last transfer a node received stands: its index, and how far its keys may be ahead. */
 export interface TransferMark {
+  /** Its sender and transfer id. */
+  id: string;
   index: number;
   /** The transfer's `fetchedThrough`: its sender read key by key while applying up to here. */
   through: number;
-  /** How many chunks it comes in: the replica holds its state once that many were put after the reset. */
+  /**
+   * How many chunks it comes in: the replica holds its state once that many were put after the
+   * reset (Infinity until a chunk says: one sent before the sender's read was done does not).
+   */
   chunkCount: number;
 }
 

@@ -5,7 +5,7 @@
  * Separate because every other part reads a node, and only these three change what it is.
  */
 
-import type { Event, PeerId, RequestId } from '../../../src/consistency/types.ts';
+import type { Event, KeyedEntry, PeerId, RequestId } from '../../../src/consistency/types.ts';
 import { createReplicatedLog, type LogMessage, type ReplicatedLog } from '../../../src/consistency/replicated-log.ts';
 import type { DurabilityGate } from '../../../src/controller/durability.ts';
 import { HeldKeys } from '../../../src/controller/held-keys.ts';
@@ -52,6 +52,8 @@ export interface SimNode {
   aheadThrough: number;
   /** Counts the replica's resets: a fetch across one fails, as the Replica's does. */
   replicaResets: number;
+  /** Paced fetches under way, by token: the keys listed when each was asked for, and how far it got. */
+  pacedFetches: Map<number, { listed: KeyedEntry[]; at: number; resets: number }>;
   /** Puts since the last reset: a transfer's chunks, put as they come. */
   putsSinceReset: number;
   /** The replica was emptied while the node was down: tell the machine once it boots. */
@@ -128,9 +130,10 @@ export class NodeLifecycle {
       localEvents: [],
       downUntilMs: 0,
       checkedCommit: 0,
-      lastTransfer: { index: 0, through: 0, chunkCount: 1 },
+      lastTransfer: { id: '', index: 0, through: 0, chunkCount: 1 },
       aheadThrough: 0,
       replicaResets: 0,
+      pacedFetches: new Map(),
       putsSinceReset: 0,
       replicaLost: false,
       startOverPutPending: false,
@@ -212,6 +215,7 @@ export class NodeLifecycle {
     const world = this.world;
     node.leaseReadsBefore += node.machine?.inspect().leaseReads ?? 0;
     node.machine = null;
+    node.pacedFetches.clear();
     // What was not durable is lost, and so is every effect that waited for it.
     world.result.recordsLost += node.gate.stats(world.nowMs).recordsWaiting;
     world.result.heldEffectsLost += node.gate.waitingCount();

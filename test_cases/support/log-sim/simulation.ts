@@ -176,8 +176,10 @@ export class LogSimulation {
         continue;
       }
       if (flight.message.kind === 'transfer_chunk') {
-        const { index, fetchedThrough, chunkCount } = flight.message;
-        node.lastTransfer = { index, through: Math.max(index, fetchedThrough ?? index), chunkCount };
+        const { index, fetchedThrough, chunkCount, transferId } = flight.message;
+        const id = `${flight.from}:${transferId}`;
+        if (chunkCount !== undefined) node.lastTransfer = { id, index, through: Math.max(index, fetchedThrough ?? index), chunkCount };
+        else if (node.lastTransfer.id !== id) node.lastTransfer = { id, index, through: index, chunkCount: Number.POSITIVE_INFINITY };
       }
       world.controller.step(node, { kind: 'message', nowMs: world.nowMs, from: flight.from, message: flight.message });
     }
