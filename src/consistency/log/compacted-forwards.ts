@@ -39,9 +39,16 @@ export class CompactedForwards {
 
   /** Keeps the forwarded writes among `dropped` (entries just compacted away, oldest first). */
   note(dropped: readonly LogEntry[], self: PeerId, nowMs: number): void {
-    for (const entry of dropped) {
-      if (entry.requestId === null || entry.origin === self) continue;
-      const { origin, incarnation, requestId, index } = entry;
+    // Only the newest `max` are kept (see prune): the others are not looked at. (A compaction of
+    // 700,000 entries spent 0.6 s noting every forward among them, to keep the last few.)
+    const newest: LogEntry[] = [];
+    for (let at = dropped.length - 1; at >= 0 && newest.length < this.max; at -= 1) {
+      const entry = itemAt(dropped, at);
+      if (entry.requestId !== null && entry.origin !== self) newest.push(entry);
+    }
+    for (let at = newest.length - 1; at >= 0; at -= 1) {
+      const { origin, incarnation, requestId, index } = itemAt(newest, at);
+      if (requestId === null) continue;
       this.#records.push({ origin, incarnation, requestId, index, compactedAtMs: nowMs });
       this.#keys.set(origin, incarnation, requestId, true);
     }
