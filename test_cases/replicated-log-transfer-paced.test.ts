@@ -92,18 +92,22 @@ describe('a state transfer read as its receivers take it', () => {
     expect(sent.slice(0, sent.length - told.length).every((chunk) => chunk.chunkCount === undefined)).toBe(true);
   });
 
-  it('notes the transfer sent once its last chunk left', () => {
+  it('notes the read with every key it read, and the transfer sent once its last chunk left', () => {
     const { leader, token } = askedLeader(N2);
     const reader = new PacedReader(leader, token);
     const notes: Effect<LogMessage>[] = [];
     const take = reader.take.bind(reader);
     reader.take = (effects) => {
-      notes.push(...effects.filter((effect) => effect.kind === 'note' && effect.message === 'state transfer sent'));
+      notes.push(...effects.filter((effect) => effect.kind === 'note' && effect.message.startsWith('state transfer')));
       return take(effects);
     };
     reader.feed();
     const sent = reader.drain(N2);
-    expect(notes).toEqual([expect.objectContaining({ meta: expect.objectContaining({ peer: N2, index: 10, chunks: sent.length }) })]);
+    expect(notes).toEqual([
+      // Every key read is counted, also those of chunks acked and let go before the read was done.
+      expect.objectContaining({ message: 'state transfer read', meta: expect.objectContaining({ index: 10, chunks: sent.length, keys: replica.length }) }),
+      expect.objectContaining({ message: 'state transfer sent', meta: expect.objectContaining({ peer: N2, index: 10, chunks: sent.length }) }),
+    ]);
   });
 
   it('gives up a read whose receiver stopped acking a failure timeout, stopping the fetch, and not before', () => {

@@ -51,6 +51,8 @@ interface TransferRead {
   /** The chunk being cut, and its bytes. */
   open: KeyedEntry[];
   openBytes: number;
+  /** Entries cut into chunks so far (for the operator's note: acked chunks are let go). */
+  keys: number;
   /** A slice is asked for and not in yet. */
   asking: boolean;
   /** Once the last slice is in (the chunk count known too): how far its keys may be ahead. */
@@ -111,7 +113,7 @@ export class TransferSender {
     const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, term } = this.core;
     const read: TransferRead = {
       token, term, index, indexTerm, replicaEpoch, startOverIndex, peers: [], chunks: [], chunkBytes: [], released: 0,
-      open: [], openBytes: 0, asking: true, fetchedThrough: null,
+      open: [], openBytes: 0, keys: 0, asking: true, fetchedThrough: null,
     };
     this.reads.set(token, read);
     this.serve(to, read);
@@ -206,8 +208,8 @@ export class TransferSender {
     if (read.open.length > 0 || read.chunks.length === 0) this.closeChunk(read);
     // Read key by key while applies went on (with skipping replays): its keys may hold any of them.
     read.fetchedThrough = this.core.replicaSkipsApplied ? Math.max(read.index, this.core.appliedIndex) : read.index;
-    const keys = read.chunks.reduce((count, chunk) => count + chunk.length, 0);
-    this.core.note('info', 'state transfer read', { peers: read.peers, index: read.index, fetchedThrough: read.fetchedThrough, chunks: read.chunks.length, keys });
+    const { peers, index, fetchedThrough, keys } = read;
+    this.core.note('info', 'state transfer read', { peers, index, fetchedThrough, chunks: read.chunks.length, keys });
   }
   /** The receiver stored `received` chunks of transfer `transferId`: send on, and read on. */
   onTransferAck(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_ack' }>): void {
@@ -274,6 +276,7 @@ export class TransferSender {
   /** `entries` cut into the read's chunks, each within the entry and byte bounds (at least one entry). */
   private cutChunks(read: TransferRead, entries: readonly KeyedEntry[]): void {
     const { transferChunkEntriesMax: countMax, batchBytesMax: bytesMax } = this.core.tuning;
+    read.keys += entries.length;
     for (const entry of entries) {
       const bytes = keyedEntryBytes(entry);
       if (read.open.length > 0 && (read.open.length >= countMax || read.openBytes + bytes > bytesMax)) this.closeChunk(read);
