@@ -40,7 +40,7 @@ export class CompactedForwards {
   /** Keeps the forwarded writes among `dropped` (entries just compacted away, oldest first). */
   note(dropped: readonly LogEntry[], self: PeerId, nowMs: number): void {
     // Only the newest `max` are kept (see prune): the others are not looked at. (A compaction of
-    // 700,000 entries spent 0.6 s noting every forward among them, to keep the last few.)
+    // 700,000 entries spent 0.6 s noting every forward among them, to keep the newest `max`.)
     const newest: LogEntry[] = [];
     for (let at = dropped.length - 1; at >= 0 && newest.length < this.max; at -= 1) {
       const entry = itemAt(dropped, at);
