@@ -12,6 +12,7 @@ import { asRequestId, type Effect, type PeerId } from '../src/consistency/types.
 import type { LogMessage } from '../src/consistency/replicated-log.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { COMPACTION_STEP_THRESHOLDS } from '../src/consistency/log/compaction.ts';
+import { LOG_DEFAULTS } from '../src/consistency/log/types.ts';
 import { Cluster, compactedPastLaggingFollower, electedCluster, FAILURE_TIMEOUT_MS, followers, get, HEARTBEAT_MS, IDS, incr, set } from './support/log-cluster.ts';
 
 type WriteAtLeader = { requestId: number; atLeader: Effect<LogMessage>[] };
@@ -388,6 +389,25 @@ describe('replication and commit', () => {
       expect(cluster.node(id).machine.inspect().snapshotIndex).toBeGreaterThan(20);
       expect(cluster.node(id).replica.get('big3')?.value.toString()).toBe('9'.repeat(8 * 1024));
     }
+  });
+
+  it('keeps what a follower silent for a few failure timeouts lacks: back, it catches up from the log, with no transfer', () => {
+    const cluster = new Cluster('linearizability', 6, false, null, undefined, LOG_DEFAULTS.silentFollowerKeptFailureTimeouts);
+    cluster.run(1_000);
+    const leader = cluster.leader();
+    const lagging = followers(cluster)[0];
+    cluster.down.add(lagging);
+    // 20 writes over 3 failure timeouts (a stall, a controller restarted), at a compaction threshold of 6.
+    for (let n = 0; n < 20; n += 1) {
+      cluster.request(leader, set(`k${n % 5}`, String(n)));
+      cluster.run(3 * FAILURE_TIMEOUT_MS / 20);
+    }
+    cluster.down.delete(lagging);
+    cluster.run(1_500);
+    const transferNotes = cluster.node(leader).effects.filter((effect) => effect.kind === 'note' && effect.message.startsWith('state transfer'));
+    expect(transferNotes).toEqual([]);
+    expect(cluster.node(lagging).machine.inspect().appliedIndex).toBe(cluster.node(leader).machine.inspect().appliedIndex);
+    for (let n = 15; n < 20; n += 1) expect(cluster.node(lagging).replica.get(`k${n % 5}`)?.value.toString()).toBe(String(n));
   });
 
   it('compacts a long applied stretch a few thresholds at a time, not in one step', () => {

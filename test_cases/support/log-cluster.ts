@@ -72,6 +72,8 @@ export class Cluster {
   /**
    * `bootId`: as with wal_sync = write (records reach the OS, not the disk); null: as with fsync.
    * `thresholdBytes`: the log's compaction threshold in bytes (default: the machine's).
+   * `silentKept`: how many failure timeouts a silent follower's lag is kept (the machine's default
+   * is longer; one lets a test compact past a follower it cut off briefly).
    */
   constructor(
     readonly mode: LogMode = 'linearizability',
@@ -79,6 +81,7 @@ export class Cluster {
     readonly skipApplied = false,
     readonly bootId: string | null = null,
     readonly thresholdBytes?: number,
+    readonly silentKept = 1,
   ) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
@@ -89,6 +92,7 @@ export class Cluster {
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
       ...(this.thresholdBytes === undefined ? {} : { compactionThresholdBytes: this.thresholdBytes }),
+      silentFollowerKeptFailureTimeouts: this.silentKept,
       replicaSkipsApplied: this.skipApplied, bootId: this.bootId, newNode: this.bootId !== null && records.length === 0,
     });
     return { machine, records: records.slice(), replica, effects: [] };

@@ -1,8 +1,9 @@
 /**
  * Log compaction: once more than the threshold of entries are applied, or the log holds more
  * than its threshold in bytes, drop them from the log and persist a snapshot record (the replica
- * is the snapshot's state). A leader keeps what its live followers still lack, so a slow (not
- * dead) follower needs no state transfer, while what it lacks holds no more bytes than a transfer
+ * is the snapshot's state). A leader keeps what its live followers still lack (those heard from
+ * within `silentFollowerKeptFailureTimeouts`), so a slow, stalled or restarted (not dead)
+ * follower needs no state transfer, while what it lacks holds no more bytes than a transfer
  * would send (what our memcached holds) or LAGGING_FOLLOWER_THRESHOLDS times the byte threshold,
  * whichever is more: a follower further behind gets one, rather than hold the leader's memory
  * without bound. (A transfer being sent keeps the entries after its index while it progresses, so
@@ -22,6 +23,7 @@ import type { LogEntry } from './types.ts';
 
 /** How many byte thresholds of log a leader keeps at least for a live follower that lags. */
 export const LAGGING_FOLLOWER_THRESHOLDS = 4;
+
 
 /**
  * Most entries one compaction drops, in entry thresholds; the rest go with the next ones. A
@@ -92,7 +94,9 @@ export class Compaction {
       const keptBytes = Math.max(LAGGING_FOLLOWER_THRESHOLDS * core.tuning.compactionThresholdBytes, core.memory.replicaBytes() ?? 0);
       const lagFloor = core.log.floorWithin(keptBytes, Number.POSITIVE_INFINITY);
       // A transfer being sent keeps what follows it while it progresses: its receiver continues from there.
-      target = Math.min(target, Math.max(this.progress.liveMatchFloor(target, core.nowMs), lagFloor), this.transferFloor());
+      const keptMs = core.tuning.silentFollowerKeptFailureTimeouts * core.failureTimeoutMs;
+      const liveFloor = this.progress.liveMatchFloor(target, core.nowMs, keptMs);
+      target = Math.min(target, Math.max(liveFloor, lagFloor), this.transferFloor());
       if (target <= core.log.snapshotIndex) return null;
       const few = target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2;
       if (few && core.log.bytes <= core.tuning.compactionThresholdBytes / 2) return null;

@@ -137,6 +137,7 @@ export class LogCore {
     this.tuning = {
       compactionThresholdEntries: options.compactionThresholdEntries ?? LOG_DEFAULTS.compactionThresholdEntries,
       compactionThresholdBytes: options.compactionThresholdBytes ?? LOG_DEFAULTS.compactionThresholdBytes,
+      silentFollowerKeptFailureTimeouts: options.silentFollowerKeptFailureTimeouts ?? LOG_DEFAULTS.silentFollowerKeptFailureTimeouts,
       appendEntriesMax: options.appendEntriesMax ?? LOG_DEFAULTS.appendEntriesMax,
       inflightEntriesMax: options.inflightEntriesMax ?? LOG_DEFAULTS.inflightEntriesMax,
       queueDepthMax: options.queueDepthMax ?? LOG_DEFAULTS.queueDepthMax,

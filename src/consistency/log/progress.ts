@@ -156,11 +156,11 @@ export class ProgressTracker {
     return freshest;
   }
 
-  /** `index`, lowered to what every follower that acked lately still lacks. */
-  liveMatchFloor(index: number, nowMs: number): number {
+  /** `index`, lowered to what every follower that acked within `withinMs` still lacks. */
+  liveMatchFloor(index: number, nowMs: number, withinMs: number): number {
     let floor = index;
     for (const progress of this.#byPeer.values()) {
-      if (nowMs - progress.lastAckMs < this.options.failureTimeoutMs) floor = Math.min(floor, progress.matchIndex);
+      if (nowMs - progress.lastAckMs < withinMs) floor = Math.min(floor, progress.matchIndex);
     }
     return floor;
   }

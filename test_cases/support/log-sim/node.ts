@@ -189,6 +189,8 @@ export class NodeLifecycle {
       readLeases: world.options.readLeases ?? null,
       compactionThresholdEntries: world.options.compactionThresholdEntries,
       ...(world.options.compactionThresholdBytes === undefined ? {} : { compactionThresholdBytes: world.options.compactionThresholdBytes }),
+      ...(world.options.silentFollowerKeptFailureTimeouts === undefined
+        ? {} : { silentFollowerKeptFailureTimeouts: world.options.silentFollowerKeptFailureTimeouts }),
       transferChunkEntriesMax: 2,
       replicaSkipsApplied: world.options.replicaSkipsApplied,
       // Without recovery (`trustAfterPowerLoss`) every boot looks the same: records are trusted.

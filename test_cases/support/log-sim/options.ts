@@ -18,6 +18,8 @@ export interface SimOptions {
   compactionThresholdEntries: number;
   /** The log's compaction threshold in bytes (default: the machine's). */
   compactionThresholdBytes?: number;
+  /** How many failure timeouts a silent follower's lag is kept (default: the machine's; 1 makes transfers common). */
+  silentFollowerKeptFailureTimeouts?: number;
   clients: number;
   /** Replicas skip ops they already hold (cas ≥ index), so restarts replay onto kept replicas. */
   replicaSkipsApplied: boolean;
