@@ -11,7 +11,6 @@ import type { Op } from '../src/store/types.ts';
 import { asRequestId, type Effect, type PeerId } from '../src/consistency/types.ts';
 import type { LogMessage } from '../src/consistency/replicated-log.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
-import { COMPACTION_STEP_THRESHOLDS } from '../src/consistency/log/compaction.ts';
 import { LOG_DEFAULTS } from '../src/consistency/log/types.ts';
 import { Cluster, compactedPastLaggingFollower, electedCluster, FAILURE_TIMEOUT_MS, followers, get, HEARTBEAT_MS, IDS, incr, set } from './support/log-cluster.ts';
 
@@ -408,24 +407,6 @@ describe('replication and commit', () => {
     expect(transferNotes).toEqual([]);
     expect(cluster.node(lagging).machine.inspect().appliedIndex).toBe(cluster.node(leader).machine.inspect().appliedIndex);
     for (let n = 15; n < 20; n += 1) expect(cluster.node(lagging).replica.get(`k${n % 5}`)?.value.toString()).toBe(String(n));
-  });
-
-  it('compacts a long applied stretch a few thresholds at a time, not in one step', () => {
-    const cluster = new Cluster('sequential', 2);
-    cluster.run(1_000);
-    const leader = cluster.leader();
-    // 60 writes appended while the followers hear nothing, then committed and applied together.
-    for (const id of followers(cluster)) cluster.down.add(id);
-    for (let n = 0; n < 60; n += 1) cluster.request(leader, set(`k${n}`, String(n)));
-    cluster.run(10);
-    cluster.down.clear();
-    cluster.run(1_000);
-    const snapshots = cluster.node(leader).effects.flatMap((effect) =>
-      (effect.kind === 'persist' && effect.compact && (effect.record as { kind: string }).kind === 'snapshot'
-        ? [(effect.record as { snapshotIndex: number }).snapshotIndex] : []));
-    const steps = snapshots.slice(1).map((index, at) => index - (snapshots[at] ?? 0));
-    expect(Math.max(...steps)).toBeLessThanOrEqual(COMPACTION_STEP_THRESHOLDS * 2);
-    expect(cluster.node(leader).machine.inspect().snapshotIndex).toBeGreaterThan(50);
   });
 
   it('a forward duplicated after its entry was compacted is not appended again', () => {

@@ -24,15 +24,6 @@ import type { LogEntry } from './types.ts';
 /** How many byte thresholds of log a leader keeps at least for a live follower that lags. */
 export const LAGGING_FOLLOWER_THRESHOLDS = 4;
 
-
-/**
- * Most entries one compaction drops, in entry thresholds; the rest go with the next ones. A
- * leader that kept 700,000 entries for a transfer under a bulk load stopped 6.7 s as its receiver
- * caught up, when they could all be dropped at once (0.9 s of CPU in process, before the
- * collection of all they held).
- */
-export const COMPACTION_STEP_THRESHOLDS = 5;
-
 export class Compaction {
   /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
   readonly compactedForwards: CompactedForwards;
@@ -87,8 +78,7 @@ export class Compaction {
   /** Where to compact to, given applies completed up to `applied`; null: not worth it now. */
   private compactionTarget(applied: number): number | null {
     const core = this.core;
-    const stepMax = COMPACTION_STEP_THRESHOLDS * core.tuning.compactionThresholdEntries;
-    let target = Math.min(applied, core.appliedIndex, core.log.snapshotIndex + stepMax);
+    let target = Math.min(applied, core.appliedIndex);
     if (target <= core.log.snapshotIndex || !core.replicaValid) return null;
     if (core.role === 'leader') {
       const keptBytes = Math.max(LAGGING_FOLLOWER_THRESHOLDS * core.tuning.compactionThresholdBytes, core.memory.replicaBytes() ?? 0);
