@@ -391,7 +391,7 @@ describe('replication and commit', () => {
   });
 
   it('keeps what a follower silent for a few failure timeouts lacks: back, it catches up from the log, with no transfer', () => {
-    const cluster = new Cluster('linearizability', 6, false, null, undefined, LOG_DEFAULTS.silentFollowerKeptFailureTimeouts);
+    const cluster = new Cluster('linearizability', 6, false, null, undefined, { silentFollowerKeptFailureTimeouts: LOG_DEFAULTS.silentFollowerKeptFailureTimeouts });
     cluster.run(1_000);
     const leader = cluster.leader();
     const lagging = followers(cluster)[0];
@@ -407,6 +407,29 @@ describe('replication and commit', () => {
     expect(transferNotes).toEqual([]);
     expect(cluster.node(lagging).machine.inspect().appliedIndex).toBe(cluster.node(leader).machine.inspect().appliedIndex);
     for (let n = 15; n < 20; n += 1) expect(cluster.node(lagging).replica.get(`k${n % 5}`)?.value.toString()).toBe(String(n));
+  });
+
+  it('waits to compact while it would rewrite more of the kept tail than it drops: a follower catching up a little at a time', () => {
+    const cluster = new Cluster('linearizability', 6, false, null, undefined, { appendEntriesMax: 4, inflightEntriesMax: 4 });
+    cluster.run(1_000);
+    const leader = cluster.leader();
+    const lagging = followers(cluster)[0];
+    // It hears heartbeats only (live, so the leader keeps what it lacks) while 80 writes commit.
+    cluster.lose = (message, to) => to === lagging && message.kind === 'append' && message.entries.length > 0;
+    for (let n = 0; n < 80; n += 1) {
+      cluster.request(leader, set(`k${n % 5}`, String(n)));
+      cluster.run(10);
+    }
+    const tails = (): number[] => cluster.node(leader).effects.flatMap((effect) =>
+      (effect.kind === 'persist' && effect.compact && (effect.record as { kind: string }).kind === 'snapshot'
+        ? [(effect.record as { entries: unknown[] }).entries.length] : []));
+    const before = tails().length;
+    // Then it catches up four entries an append: each compaction writes the tail it keeps.
+    cluster.lose = () => false;
+    cluster.run(3_000);
+    expect(cluster.node(lagging).machine.inspect().appliedIndex).toBe(cluster.node(leader).machine.inspect().appliedIndex);
+    const written = tails().slice(before).reduce((sum, tail) => sum + tail, 0);
+    expect(written).toBeLessThanOrEqual(2 * 80);
   });
 
   it('a forward duplicated after its entry was compacted is not appended again', () => {

@@ -10,6 +10,7 @@ import { applyToEntry, type SingleKeyOp } from '../../src/store/apply.ts';
 import type { Entry, Op } from '../../src/store/types.ts';
 import { asPeerId, asRequestId, type Effect, type Event, type PeerId } from '../../src/consistency/types.ts';
 import { createReplicatedLog, type LogMessage, type LogMode, type ReplicatedLog } from '../../src/consistency/replicated-log.ts';
+import type { LogTuning } from '../../src/consistency/log/types.ts';
 import { mulberry32 } from './log-sim.ts';
 import { itemAt } from '../../src/runtime/item-at.ts';
 import type { BackendMemory } from '../../src/store/memory-guard.ts';
@@ -72,8 +73,8 @@ export class Cluster {
   /**
    * `bootId`: as with wal_sync = write (records reach the OS, not the disk); null: as with fsync.
    * `thresholdBytes`: the log's compaction threshold in bytes (default: the machine's).
-   * `silentKept`: how many failure timeouts a silent follower's lag is kept (the machine's default
-   * is longer; one lets a test compact past a follower it cut off briefly).
+   * `tuning`: the log's tunables beyond those; `silentFollowerKeptFailureTimeouts` is 1 unless
+   * given (the machine's default is longer; one lets a test compact past a follower it cut off briefly).
    */
   constructor(
     readonly mode: LogMode = 'linearizability',
@@ -81,7 +82,7 @@ export class Cluster {
     readonly skipApplied = false,
     readonly bootId: string | null = null,
     readonly thresholdBytes?: number,
-    readonly silentKept = 1,
+    readonly tuning: Partial<LogTuning> = {},
   ) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
@@ -92,7 +93,8 @@ export class Cluster {
       self: id, peers: IDS, random: mulberry32(seed), heartbeatIntervalMs: HEARTBEAT_MS, failureTimeoutMs: FAILURE_TIMEOUT_MS,
       persisted: records, nowMs: this.nowMs, mode: this.mode, compactionThresholdEntries: this.threshold, transferChunkEntriesMax: 2,
       ...(this.thresholdBytes === undefined ? {} : { compactionThresholdBytes: this.thresholdBytes }),
-      silentFollowerKeptFailureTimeouts: this.silentKept,
+      silentFollowerKeptFailureTimeouts: 1,
+      ...this.tuning,
       replicaSkipsApplied: this.skipApplied, bootId: this.bootId, newNode: this.bootId !== null && records.length === 0,
     });
     return { machine, records: records.slice(), replica, effects: [] };

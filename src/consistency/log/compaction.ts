@@ -90,6 +90,12 @@ export class Compaction {
       if (target <= core.log.snapshotIndex) return null;
       const few = target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2;
       if (few && core.log.bytes <= core.tuning.compactionThresholdBytes / 2) return null;
+      // Each compaction writes the tail it keeps into its snapshot record. Within the byte bound,
+      // one that would drop less than half that tail waits: a follower catching up after a
+      // transfer moved the target a few thousand entries at a time, and each compaction rewrote
+      // the 490,000 entries after it, stopping the leader over a second each time.
+      const rewritesMore = (target - core.log.snapshotIndex) * 2 < core.log.lastIndex() - target;
+      if (rewritesMore && core.log.bytes <= keptBytes) return null;
     }
     return target;
   }
