@@ -88,8 +88,8 @@ describe('a state transfer larger than a peer connection queues', () => {
     await load(leader.clientPort, 0, 20_000);
 
     await cluster.kill(follower.id);
-    // Once it is down (a failure timeout), what it lacks may be compacted away.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // Once it is silent for ten failure timeouts (1 s each), what it lacks may be compacted away.
+    await new Promise((resolve) => setTimeout(resolve, 10_500));
     await load(leader.clientPort, 20_000, 5_000);
 
     const logFrom = cluster.logBytes(follower.id);

@@ -211,6 +211,7 @@ export class TransferSender {
     const { peers, index, fetchedThrough, keys } = read;
     this.core.note('info', 'state transfer read', { peers, index, fetchedThrough, chunks: read.chunks.length, keys });
   }
+
   /** The receiver stored `received` chunks of transfer `transferId`: send on, and read on. */
   onTransferAck(from: PeerId, message: Extract<LogMessage, { kind: 'transfer_ack' }>): void {
     const outgoing = this.sending.get(from);
