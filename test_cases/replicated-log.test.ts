@@ -409,7 +409,7 @@ describe('replication and commit', () => {
     for (let n = 15; n < 20; n += 1) expect(cluster.node(lagging).replica.get(`k${n % 5}`)?.value.toString()).toBe(String(n));
   });
 
-  it('waits to compact while it would rewrite more of the kept tail than it drops: a follower catching up a little at a time', () => {
+  it('waits to compact while it would rewrite more than an eighth of what it drops: a follower catching up a little at a time', () => {
     const cluster = new Cluster('linearizability', 6, false, null, undefined, { appendEntriesMax: 4, inflightEntriesMax: 4 });
     cluster.run(1_000);
     const leader = cluster.leader();
@@ -429,7 +429,8 @@ describe('replication and commit', () => {
     cluster.run(3_000);
     expect(cluster.node(lagging).machine.inspect().appliedIndex).toBe(cluster.node(leader).machine.inspect().appliedIndex);
     const written = tails().slice(before).reduce((sum, tail) => sum + tail, 0);
-    expect(written).toBeLessThanOrEqual(2 * 80);
+    // An eighth of the 80 dropped, and one append's worth caught up meanwhile.
+    expect(written).toBeLessThanOrEqual(80 / 8 + 4);
   });
 
   it('a forward duplicated after its entry was compacted is not appended again', () => {

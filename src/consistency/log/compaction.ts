@@ -24,6 +24,9 @@ import type { LogEntry } from './types.ts';
 /** How many byte thresholds of log a leader keeps at least for a live follower that lags. */
 export const LAGGING_FOLLOWER_THRESHOLDS = 4;
 
+/** Most of the log a compaction keeps (and so rewrites) for each entry it drops, at a leader. */
+const TAIL_PER_DROPPED = 1 / 8;
+
 export class Compaction {
   /** Forwarded writes compacted lately, for the transfers that pass them (see its header). */
   readonly compactedForwards: CompactedForwards;
@@ -91,11 +94,11 @@ export class Compaction {
       const few = target - core.log.snapshotIndex <= core.tuning.compactionThresholdEntries / 2;
       if (few && core.log.bytes <= core.tuning.compactionThresholdBytes / 2) return null;
       // Each compaction writes the tail it keeps into its snapshot record. Within the byte bound,
-      // one that would drop less than half that tail waits: a follower catching up after a
-      // transfer moved the target a few thousand entries at a time, and each compaction rewrote
-      // the 490,000 entries after it, stopping the leader over a second each time.
-      const rewritesMore = (target - core.log.snapshotIndex) * 2 < core.log.lastIndex() - target;
-      if (rewritesMore && core.log.bytes <= keptBytes) return null;
+      // one whose tail would be more than TAIL_PER_DROPPED of what it drops waits: a follower
+      // catching up after a transfer moved the target a few thousand entries at a time, and each
+      // compaction re-encoded the 490,000 entries after it, stopping the leader over a second.
+      const rewritesMuch = (target - core.log.snapshotIndex) * TAIL_PER_DROPPED < core.log.lastIndex() - target;
+      if (rewritesMuch && core.log.bytes <= keptBytes) return null;
     }
     return target;
   }
