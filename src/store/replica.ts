@@ -367,9 +367,8 @@ export class Replica {
    * index that does not know every key, they are all read at one point, holding up every later call.
    */
   async #fetchEvery(paged: boolean, versionsOnly: boolean): Promise<KeyedEntry[]> {
-    if (!this.#skipsApplied && !paged) return this.#order.barrier(this.#reading(() => this.#core.fetchAll(versionsOnly), true));
     const issuedIn = this.#generation;
-    const { keys, entries } = await this.#listEvery(versionsOnly);
+    const { keys, entries } = await this.#listEvery(!this.#skipsApplied && !paged, versionsOnly);
     return keys === null ? entries : this.#readPages(keys, issuedIn, versionsOnly);
   }
 
@@ -384,9 +383,7 @@ export class Replica {
    */
   readPaced(versionsOnly = false): PacedRead {
     const issuedIn = this.#generation;
-    const listed = this.#skipsApplied
-      ? this.#listEvery(versionsOnly)
-      : this.#order.barrier(this.#reading(async () => ({ keys: null, entries: await this.#core.fetchAll(versionsOnly) }), true));
+    const listed = this.#listEvery(!this.#skipsApplied, versionsOnly);
     let at = 0;
     const next = async (): Promise<{ entries: KeyedEntry[]; done: boolean }> => {
       const { keys, entries } = await listed;
@@ -412,13 +409,14 @@ export class Replica {
   }
 
   /**
-   * Every key, listed once the calls before this one completed and sorted between turns; when the
-   * index does not know every key, null, with all entries read at that one point instead.
+   * Every key, listed once the calls before this one completed and sorted between turns; when
+   * `onePoint`, or when the index does not know every key, null, with all entries read at that
+   * one point instead.
    */
-  #listEvery(versionsOnly: boolean): Promise<{ keys: string[] | null; entries: KeyedEntry[] }> {
+  #listEvery(onePoint: boolean, versionsOnly: boolean): Promise<{ keys: string[] | null; entries: KeyedEntry[] }> {
     const core = this.#core;
     const listed = this.#order.barrier(this.#reading(async () => {
-      const keys = core.indexedKeys();
+      const keys = onePoint ? null : core.indexedKeys();
       return keys === null ? { keys: null, entries: await core.fetchAll(versionsOnly) } : { keys, entries: [] };
     }, true));
     return listed.then(async ({ keys, entries }) => (keys === null ? { keys, entries } : { keys: await sortInTurns(keys), entries }));

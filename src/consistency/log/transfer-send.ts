@@ -34,7 +34,7 @@ const TRANSFER_KEPT_FAILURE_TIMEOUTS = 5;
 /** Bytes of chunks read and not yet sent to a receiver past which the read waits for it. */
 const READ_AHEAD_BYTES = SEND_WINDOW_BYTES;
 
-/** A read of our replica for a transfer (its id is the fetch's token), and the peers it is for. */
+/** A read of our replica for a transfer (its id is the fetch's token); its receivers are the peers `sending` it. */
 interface TransferRead {
   token: number;
   term: number;
@@ -42,8 +42,6 @@ interface TransferRead {
   indexTerm: number;
   replicaEpoch: number;
   startOverIndex: number;
-  /** Its receivers: each one's transfer is in `sending`. */
-  peers: PeerId[];
   /** The chunks cut so far; the first `released` let go (emptied), every receiver acked them. */
   chunks: KeyedEntry[][];
   chunkBytes: number[];
@@ -112,7 +110,7 @@ export class TransferSender {
     const token = this.core.nextStoreToken();
     const { appliedIndex: index, replicaEpoch, replicaStartOverIndex: startOverIndex, term } = this.core;
     const read: TransferRead = {
-      token, term, index, indexTerm, replicaEpoch, startOverIndex, peers: [], chunks: [], chunkBytes: [], released: 0,
+      token, term, index, indexTerm, replicaEpoch, startOverIndex, chunks: [], chunkBytes: [], released: 0,
       open: [], openBytes: 0, keys: 0, asking: true, fetchedThrough: null,
     };
     this.reads.set(token, read);
@@ -159,7 +157,6 @@ export class TransferSender {
 
   /** Sends the read `read` to `to` too, from its first chunk. */
   private serve(to: PeerId, read: TransferRead): void {
-    read.peers.push(to);
     const committedForwards = this.forwardsCommittedThrough(to, read);
     const outgoing: OutgoingTransfer = { read, committedForwards, sent: 0, acked: 0, progressMs: this.core.nowMs };
     this.sending.set(to, outgoing);
@@ -172,8 +169,7 @@ export class TransferSender {
     if (outgoing === undefined) return;
     this.sending.delete(to);
     const { read } = outgoing;
-    read.peers = read.peers.filter((peer) => peer !== to);
-    if (read.peers.length === 0) return this.dropRead(read);
+    if (this.receivers(read).length === 0) return this.dropRead(read);
     this.release(read);
     this.readOnIfRoom(read);
   }
@@ -181,8 +177,7 @@ export class TransferSender {
   /** Gives up `read` (stopping its fetch if under way) and the transfers it serves. */
   private dropRead(read: TransferRead): void {
     if (this.reads.delete(read.token)) this.core.out.push({ kind: 'fetch_more', token: read.token, stop: true });
-    for (const peer of read.peers) if (this.sending.get(peer)?.read === read) this.sending.delete(peer);
-    read.peers = [];
+    for (const [peer] of this.receivers(read)) this.sending.delete(peer);
   }
 
   /** A slice of the read `token` came (`more`: others follow). */
@@ -194,7 +189,7 @@ export class TransferSender {
     if (read.term !== this.core.term) return this.dropRead(read);
     this.cutChunks(read, entries);
     if (!more) this.readDone(read);
-    for (const peer of read.peers) this.sendWindow(peer);
+    for (const [peer] of this.receivers(read)) this.sendWindow(peer);
     this.readOnIfRoom(read);
   }
 
@@ -208,7 +203,8 @@ export class TransferSender {
     if (read.open.length > 0 || read.chunks.length === 0) this.closeChunk(read);
     // Read key by key while applies went on (with skipping replays): its keys may hold any of them.
     read.fetchedThrough = this.core.replicaSkipsApplied ? Math.max(read.index, this.core.appliedIndex) : read.index;
-    const { peers, index, fetchedThrough, keys } = read;
+    const { index, fetchedThrough, keys } = read;
+    const peers = this.receivers(read).map(([peer]) => peer);
     this.core.note('info', 'state transfer read', { peers, index, fetchedThrough, chunks: read.chunks.length, keys });
   }
 
@@ -225,19 +221,24 @@ export class TransferSender {
     this.readOnIfRoom(read);
   }
 
+  /** The peers `read` is sent to, with their transfers (two at most). */
+  private receivers(read: TransferRead): Array<[PeerId, OutgoingTransfer]> {
+    return [...this.sending].filter(([, outgoing]) => outgoing.read === read);
+  }
+
   /** Lets go of the chunks every receiver of `read` stored: never sent again. */
   private release(read: TransferRead): void {
-    if (read.peers.length === 0) return;
-    const through = Math.min(...read.peers.map((peer) => this.sending.get(peer)?.acked ?? 0));
+    const receivers = this.receivers(read);
+    if (receivers.length === 0) return;
+    const through = Math.min(...receivers.map(([, outgoing]) => outgoing.acked));
     for (; read.released < through; read.released += 1) read.chunks[read.released] = [];
   }
 
   /** Asks for the read's next slice once every receiver was sent nearly all it holds. */
   private readOnIfRoom(read: TransferRead): void {
     if (read.asking || read.fetchedThrough !== null || !this.reads.has(read.token)) return;
-    for (const peer of read.peers) {
+    for (const [, { sent }] of this.receivers(read)) {
       let unsentBytes = read.openBytes;
-      const sent = this.sending.get(peer)?.sent ?? 0;
       for (let chunk = sent; chunk < read.chunks.length; chunk += 1) unsentBytes += read.chunkBytes[chunk] ?? 0;
       if (unsentBytes >= READ_AHEAD_BYTES) return;
     }

@@ -137,24 +137,12 @@ export class SimController {
         if (effect.token !== null) this.afterStore(node, { kind: 'applied', nowMs: 0, token: effect.token });
         return;
       case 'fetch': {
-        // As Replica.fetch(null): the keys as listed now, each read at some point up to the answer
-        // while applies go on (none across a reset: that fetch fails).
-        if (effect.paced === true) {
-          const listed = [...node.replica.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
-          node.pacedFetches.set(effect.token, { listed, at: 0, resets: node.replicaResets });
-          return this.nextPacedSlice(node, effect.token);
-        }
-        const listed = [...node.replica.entries()];
-        const resets = node.replicaResets;
-        return this.afterStoreLazily(node, () => {
-          if (resets !== node.replicaResets) return null;
-          const entries: KeyedEntry[] = [];
-          for (const [key, then] of listed) {
-            const entry = !world.options.replicaSkipsApplied || world.random() < 0.5 ? then : node.replica.get(key);
-            if (entry !== undefined) entries.push([key, entry]);
-          }
-          return { kind: 'fetched', nowMs: 0, token: effect.token, entries };
-        });
+        // As Replica.readPaced: the keys as listed now, each read when its slice is asked for
+        // while applies go on (none across a reset: that fetch fails). The log modes pace every fetch.
+        if (effect.paced !== true) throw new Error('the replicated log paces every fetch');
+        const listed = [...node.replica.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
+        node.pacedFetches.set(effect.token, { listed, at: 0, resets: node.replicaResets });
+        return this.nextPacedSlice(node, effect.token);
       }
       case 'fetch_more':
         if (effect.stop === true) node.pacedFetches.delete(effect.token);
