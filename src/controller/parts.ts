@@ -123,7 +123,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     persisted,
     nowMs: clockMs(),
     valueBytesMax: config.valueBytesMax,
-    keyHeld: (key) => replica.indexRecord(key) !== undefined,
+    keyHeld: (key) => replica.indexHas(key),
   }, { readLeases: config.readLeases, bootId, newNode, rejoin });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null

@@ -18,7 +18,8 @@ import { nextTurn, sortInTurns } from '../runtime/turns.ts';
 import { applyToEntry, isLive, purgeRemoves, type ApplyContext, type ApplyResult, type SingleKeyOp } from './apply.ts';
 import { mergeEntries, plainEntry } from './counter.ts';
 import { forEachBounded } from './key-order.ts';
-import { ALREADY_APPLIED, describeEntry, isCounted, listedRecord, tombstoneEntry, toItem, valuesReply, withoutValue, type CacheUsage, type IndexRecord } from './replica-records.ts';
+import { KeyIndex, NO_RECORD, type IndexRef } from './key-index.ts';
+import { ALREADY_APPLIED, isCounted, tombstoneEntry, toItem, valuesReply, withoutValue, type CacheUsage } from './replica-records.ts';
 import type { Entry, KeyedEntry, KeyPresence, KVBackend, Op } from './types.ts';
 import { ValueCache } from './value-cache.ts';
 
@@ -69,7 +70,7 @@ export class ReplicaCore {
   readonly #tombstones: boolean;
   readonly #skipApplied: boolean;
   readonly #barrierConcurrency: number;
-  readonly #index = new Map<string, IndexRecord>();
+  readonly #index = new KeyIndex();
   readonly #cache: ValueCache;
   /** Every key the backend holds has an index record (after loadIndex, reset or flush). */
   #indexComplete = false;
@@ -105,7 +106,7 @@ export class ReplicaCore {
   }
 
   /** The key index, for the Replica's `keyCount`, `indexEntries` and `indexRecord` to read. */
-  get index(): ReadonlyMap<string, IndexRecord> {
+  get index(): KeyIndex {
     return this.#index;
   }
 
@@ -126,7 +127,7 @@ export class ReplicaCore {
 
   /**
    * Rebuilds the index from a backend that can list its keys; returns the key count. Nothing is
-   * read: each key's record says only that it is held (IndexRecord.listed), until its first read.
+   * read: each key's record says only that it is held (listed, in KeyIndex), until its first read.
    * A controller beside a memcached holding millions of keys serves after one listing, not a
    * read of each key (about 6 µs a key, 30 s at five million); a mode that reads the whole
    * replica at start (eventual, causal) reads each key once, not twice.
@@ -137,7 +138,7 @@ export class ReplicaCore {
     for (let at = 0; at < keys.length; at += 1) {
       if (at > 0 && at % KEYS_PER_TURN === 0) await nextTurn();
       const key = keys[at] as string;
-      if (!this.#index.has(key)) this.#index.set(key, listedRecord());
+      this.#index.addListed(key);
     }
     this.#indexComplete = true;
     return this.#index.size;
@@ -156,7 +157,7 @@ export class ReplicaCore {
     await forEachBounded(keys, this.#barrierConcurrency, async (key, at) => {
       const entry = await this.#readBackend(key);
       if (entry === undefined) return;
-      this.#remember(key, entry, true);
+      this.#index.remember(key, entry, true);
       found[at] = [key, versionsOnly ? withoutValue(entry) : entry];
     });
     this.#indexComplete = true;
@@ -175,7 +176,7 @@ export class ReplicaCore {
   async applySingle(op: SingleKeyOp, ctx: ApplyContext): Promise<Reply> {
     // The index knows the cas of every key written through this replica. A key only listed at
     // start has none: a replayed plain set of it is applied again, anything else reads the entry.
-    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
+    if (this.#isIndexedApplied(op.key, ctx)) return ALREADY_APPLIED;
     const current = readsEntry(op) ? await this.#current(op.key) : undefined;
     const { write, reply } = this.#outcome(op, ctx, current);
     if (write === null) await this.#remove(op.key, ctx.cas);
@@ -190,7 +191,7 @@ export class ReplicaCore {
    */
   applySingleNow(op: SingleKeyOp, ctx: ApplyContext): Reply | null {
     if (!this.#quietApplies) return null;
-    if (this.#isApplied(this.#index.get(op.key), ctx)) return ALREADY_APPLIED;
+    if (this.#isIndexedApplied(op.key, ctx)) return ALREADY_APPLIED;
     const current = readsEntry(op) ? this.known(op.key) : undefined;
     if (current === null) return null;
     const { write, reply } = this.#outcome(op, ctx, current);
@@ -272,14 +273,14 @@ export class ReplicaCore {
    */
   async writeAll(entries: readonly KeyedEntry[], cached = true): Promise<void> {
     const present = entries.map(([key]) => this.#presence(key));
-    const records = entries.map(([key, entry]) => {
+    const refs = entries.map(([key, entry]) => {
       if (cached) this.#cache.withhold(key);
       else this.#cache.delete(key);
-      return this.#remember(key, entry, false);
+      return this.#index.remember(key, entry, false);
     });
     const generation = this.#cache.generation;
     await this.#backend.setMany(entries, present);
-    for (const record of records) record.settled = true;
+    for (const ref of refs) this.#index.setSettled(ref, true);
     if (cached && generation === this.#cache.generation) for (const [key, entry] of entries) this.#cache.set(key, entry);
   }
 
@@ -397,8 +398,7 @@ export class ReplicaCore {
       await this.#write(key, tombstoneEntry(cas));
       return;
     }
-    const record = this.#index.get(key);
-    if (record !== undefined) record.settled = false;
+    this.#index.setSettled(this.#index.refOf(key), false);
     this.#cache.delete(key);
     await this.#backend.delete(key);
     this.#index.delete(key);
@@ -407,12 +407,12 @@ export class ReplicaCore {
   async #write(key: string, entry: Entry): Promise<void> {
     const present = this.#presence(key);
     // Remember first: if the write fails halfway, the index still lists the key (a superset).
-    const record = this.#remember(key, entry, false);
+    const ref = this.#index.remember(key, entry, false);
     // Cached only once acknowledged: until then the backend may hold either version.
     this.#cache.withhold(key);
     const generation = this.#cache.generation;
     await this.#backend.set(key, entry, present);
-    record.settled = true;
+    this.#index.setSettled(ref, true);
     if (generation === this.#cache.generation) this.#cache.set(key, entry);
   }
 
@@ -424,14 +424,15 @@ export class ReplicaCore {
    */
   #writeQuietly(key: string, entry: Entry): boolean {
     const present = this.#presence(key);
-    const record = this.#index.get(key);
     if (present === undefined) return false;
-    if (record !== undefined) {
-      const expiresSoon = record.expiresAtMs !== 0 && record.expiresAtMs <= clockMs() + QUIET_EXPIRY_MARGIN_MS;
-      if (!record.settled || expiresSoon) return false;
+    const ref = this.#index.refOf(key);
+    if (ref !== NO_RECORD) {
+      const expiresAtMs = this.#index.expiresAtMs(ref);
+      const expiresSoon = expiresAtMs !== 0 && expiresAtMs <= clockMs() + QUIET_EXPIRY_MARGIN_MS;
+      if (!this.#index.settled(ref) || expiresSoon) return false;
     }
     if (this.#backend.setQuiet?.(key, entry, present) !== true) return false;
-    this.#remember(key, entry, true);
+    this.#index.remember(key, entry, true);
     this.#cache.set(key, entry);
     return true;
   }
@@ -473,9 +474,9 @@ export class ReplicaCore {
    */
   async #readBackend(key: string): Promise<Entry | undefined> {
     const generation = this.#cache.generation;
-    const record = this.#index.get(key);
+    const ref = this.#index.refOf(key);
     const entry = await this.#backend.get(key);
-    this.#learnRead(key, record, entry);
+    this.#learnRead(key, ref, entry);
     if (entry !== undefined && generation === this.#cache.generation) this.#cache.set(key, entry);
     return entry;
   }
@@ -485,25 +486,22 @@ export class ReplicaCore {
    * read of many keys (a page of a whole-replica read) is a scan, and would evict the keys clients use.
    */
   async #readBackendMany(getMany: NonNullable<KVBackend['getMany']>, keys: readonly string[]): Promise<Array<Entry | undefined>> {
-    const records = keys.map((key) => this.#index.get(key));
+    const refs = keys.map((key) => this.#index.refOf(key));
     const entries = await getMany.call(this.#backend, keys);
-    keys.forEach((key, at) => this.#learnRead(key, records[at], entries[at]));
+    keys.forEach((key, at) => this.#learnRead(key, refs[at] ?? NO_RECORD, entries[at]));
     return entries;
   }
 
   /**
-   * What a read of `key` from the backend tells the index, of a listed key (its record then). The
-   * record is settled in place: a start-up read of millions of keys then makes no garbage and
-   * looks up none of them again. (A record a write replaced meanwhile is no longer the index's, and
-   * settling it changes nothing.)
+   * What a read of `key` from the backend tells the index, of a listed key (`ref`, its record
+   * then). The record is settled in place: a start-up read of millions of keys then looks up none
+   * of them again. (A record a write replaced meanwhile is no longer current, and settling it
+   * changes nothing.)
    */
-  #learnRead(key: string, record: IndexRecord | undefined, entry: Entry | undefined): void {
-    if (record?.listed !== true) return;
-    if (entry === undefined) {
-      if (this.#index.get(key) === record) this.#index.delete(key);
-      return;
-    }
-    describeEntry(record, entry, true);
+  #learnRead(key: string, ref: IndexRef, entry: Entry | undefined): void {
+    if (!this.#index.isCurrent(ref) || !this.#index.listed(ref)) return;
+    if (entry === undefined) this.#index.deleteIf(key, ref);
+    else this.#index.describe(ref, entry);
   }
 
   /** With `skip-applied`: does the key already hold this op's change or a later one? */
@@ -511,10 +509,11 @@ export class ReplicaCore {
     return this.#skipApplied && entry !== undefined && entry.cas >= ctx.cas;
   }
 
-  #remember(key: string, entry: Entry, settled: boolean): IndexRecord {
-    const record = describeEntry(listedRecord(), entry, settled);
-    this.#index.set(key, record);
-    return record;
+  /** `#isApplied` of the version the index knows of `key` (a listed key's, -1, never is). */
+  #isIndexedApplied(key: string, ctx: ApplyContext): boolean {
+    if (!this.#skipApplied) return false;
+    const ref = this.#index.refOf(key);
+    return ref !== NO_RECORD && this.#index.cas(ref) >= ctx.cas;
   }
 
   /**
@@ -531,9 +530,9 @@ export class ReplicaCore {
    * for a merge, if greater-cas-wins cannot decide it (counter metadata on either side).
    */
   #knownCas(key: string, merging?: Entry): bigint | null | undefined {
-    const record = this.#index.get(key);
-    if (record === undefined) return this.#indexComplete ? null : undefined;
-    if (merging !== undefined && (record.counted === true || isCounted(merging))) return undefined;
-    return record.settled ? record.cas : undefined;
+    const ref = this.#index.refOf(key);
+    if (ref === NO_RECORD) return this.#indexComplete ? null : undefined;
+    if (merging !== undefined && (this.#index.counted(ref) || isCounted(merging))) return undefined;
+    return this.#index.settled(ref) ? this.#index.cas(ref) : undefined;
   }
 }

@@ -13,7 +13,7 @@ import { refused } from '../protocol/refusals.ts';
 import { isLive } from './apply.ts';
 import type { Entry } from './types.ts';
 
-/** What the index remembers of one key. */
+/** What the index remembers of one key (./key-index.ts keeps it in arrays; this is a copy). */
 export interface IndexRecord {
   cas: bigint;
   expiresAtMs: number;
@@ -24,25 +24,9 @@ export interface IndexRecord {
   counted: boolean;
   /**
    * Listed at start and not read since: the backend holds the key (or did when listed), in a
-   * version not known here (`cas` -1, unsettled). Its first read settles it, in place.
+   * version not known here (`cas` -1, unsettled). Its first read settles it.
    */
   listed: boolean;
-}
-
-/** The record of a key listed at start and not yet read (see IndexRecord.listed). */
-export function listedRecord(): IndexRecord {
-  return { cas: -1n, expiresAtMs: 0, tombstone: false, settled: false, counted: false, listed: true };
-}
-
-/** Sets `record` to what the backend holds as `entry` (`settled`: known to hold exactly it); returns it. */
-export function describeEntry(record: IndexRecord, entry: Entry, settled: boolean): IndexRecord {
-  record.cas = entry.cas;
-  record.expiresAtMs = entry.expiresAtMs;
-  record.tombstone = entry.tombstone === true;
-  record.settled = settled;
-  record.counted = isCounted(entry);
-  record.listed = false;
-  return record;
 }
 
 /** What the value cache holds, for `stats` and tests. */

@@ -485,9 +485,15 @@ export class Replica {
     return this.#core.index.entries();
   }
 
-  /** What the index knows of `key`, if anything. */
+  /** What the index knows of `key`, if anything (a copy). */
   indexRecord(key: string): IndexRecord | undefined {
-    return this.#core.index.get(key);
+    const index = this.#core.index;
+    return index.record(index.refOf(key));
+  }
+
+  /** Whether the index holds a record of `key`. */
+  indexHas(key: string): boolean {
+    return this.#core.index.has(key);
   }
 
   /** What the value cache holds. */
