@@ -9,10 +9,11 @@
  * memcached's memory, and the memory guard refuses a write of a new key that some replica has no
  * room for, as memcached refuses one it has no memory for (store/memory-guard.ts).
  *
- * The per-key costs are measured (a 26-byte key: the replica's record 205 bytes, with the version
- * index 307) and rounded up for longer keys; what a controller holds besides them is set aside
- * first (in a 96 MiB heap, 40% of the whole let an eventual controller loaded past its bound run
- * out). Raising Node's heap (`--max-old-space-size`) raises the bound.
+ * The per-key costs are rounded up with room to spare: a 26-byte key costs the replica's index
+ * about 105 bytes of heap (store/key-index.ts; bench/index-gc.ts measures it) and the version
+ * index about 100 more. What a controller holds besides them is set aside first (in a 96 MiB heap,
+ * 40% of the whole let an eventual controller loaded past its bound run out). Raising Node's heap
+ * (`--max-old-space-size`) raises the bound.
  */
 
 import { getHeapStatistics } from 'node:v8';
