@@ -102,9 +102,12 @@ export class KeyIndex {
     this.#bits[slot] = settled ? bits | SETTLED : bits & ~SETTLED;
   }
 
-  /** A new record of `key`, describing `entry` (`settled`: the backend surely holds it); refs of its old record go stale. */
-  remember(key: string, entry: Entry, settled: boolean): IndexRef {
-    let slot = this.#slots.get(key);
+  /**
+   * A new record of `key`, describing `entry` (`settled`: the backend surely holds it); refs of its
+   * old record go stale. `known`, a ref `refOf(key)` gave, spares a lookup while it is current.
+   */
+  remember(key: string, entry: Entry, settled: boolean, known: IndexRef = NO_RECORD): IndexRef {
+    let slot = this.isCurrent(known) ? known % SLOT_COUNT : this.#slots.get(key);
     if (slot === undefined) {
       slot = this.#allocate();
       this.#slots.set(key, slot);

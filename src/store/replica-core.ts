@@ -180,7 +180,9 @@ export class ReplicaCore {
     const current = readsEntry(op) ? await this.#current(op.key) : undefined;
     const { write, reply } = this.#outcome(op, ctx, current);
     if (write === null) await this.#remove(op.key, ctx.cas);
-    else if (write !== undefined && !(this.#quietApplies && this.#writeQuietly(op.key, write))) await this.#write(op.key, write);
+    else if (write !== undefined && !(this.#quietApplies && this.#writeQuietly(op.key, write, this.#index.refOf(op.key)))) {
+      await this.#write(op.key, write);
+    }
     return reply;
   }
 
@@ -191,12 +193,14 @@ export class ReplicaCore {
    */
   applySingleNow(op: SingleKeyOp, ctx: ApplyContext): Reply | null {
     if (!this.#quietApplies) return null;
-    if (this.#isIndexedApplied(op.key, ctx)) return ALREADY_APPLIED;
+    // One index lookup serves the whole apply: nothing here awaits, so the ref stays current.
+    const ref = this.#index.refOf(op.key);
+    if (this.#skipApplied && ref !== NO_RECORD && this.#index.cas(ref) >= ctx.cas) return ALREADY_APPLIED;
     const current = readsEntry(op) ? this.known(op.key) : undefined;
     if (current === null) return null;
     const { write, reply } = this.#outcome(op, ctx, current);
     if (write === undefined) return reply;
-    return write !== null && this.#writeQuietly(op.key, write) ? reply : null;
+    return write !== null && this.#writeQuietly(op.key, write, ref) ? reply : null;
   }
 
   /**
@@ -422,17 +426,16 @@ export class ReplicaCore {
    * memcached holds the key: an add or replace that found it otherwise would be refused, and the
    * requests behind it would have seen the key as memcached had it. False, sending nothing, if not.
    */
-  #writeQuietly(key: string, entry: Entry): boolean {
-    const present = this.#presence(key);
+  #writeQuietly(key: string, entry: Entry, ref: IndexRef): boolean {
+    const present = ref !== NO_RECORD || (this.#indexComplete ? false : undefined);
     if (present === undefined) return false;
-    const ref = this.#index.refOf(key);
     if (ref !== NO_RECORD) {
       const expiresAtMs = this.#index.expiresAtMs(ref);
       const expiresSoon = expiresAtMs !== 0 && expiresAtMs <= clockMs() + QUIET_EXPIRY_MARGIN_MS;
       if (!this.#index.settled(ref) || expiresSoon) return false;
     }
     if (this.#backend.setQuiet?.(key, entry, present) !== true) return false;
-    this.#index.remember(key, entry, true);
+    this.#index.remember(key, entry, true, ref);
     this.#cache.set(key, entry);
     return true;
   }
