@@ -16,6 +16,7 @@ import {
   groupOfBucket,
   hashKeyVersion,
   VersionIndex,
+  type IndexEntry,
 } from '../src/consistency/eventual/digest.ts';
 import { asRequestId, type Event, type KeyedEntry, type PeerId } from '../src/consistency/types.ts';
 import { purgeRemoves } from '../src/store/apply.ts';
@@ -51,11 +52,16 @@ describe('digest index', () => {
     }
     expect(index.size).toBe(truth.size);
     for (const [key, version] of truth) {
-      // Updated in place: the bucket lists the very entry the key maps to, at its latest version.
+      // Updated in place: the bucket lists the key once, at its latest version.
       expect(index.get(key)?.version).toBe(version);
-      expect(index.bucketEntries(bucketOfKey(key)).get(key)).toBe(index.get(key));
+      const listed = [...index.bucketEntries(bucketOfKey(key))].filter(([listedKey]) => listedKey === key);
+      expect(listed).toEqual([[key, index.get(key)]]);
     }
-    for (let b = 0; b < BUCKET_COUNT; b += 1) expect(index.bucketDigest(b)).toBe(buckets[b]);
+    for (let b = 0; b < BUCKET_COUNT; b += 1) {
+      expect(index.bucketDigest(b)).toBe(buckets[b]);
+      expect(index.bucketSize(b)).toBe([...index.bucketEntries(b)].length);
+    }
+    expect([...index.keys()].sort()).toEqual([...truth.keys()].sort());
     for (let g = 0; g < GROUP_COUNT; g += 1) {
       let digest = 0;
       for (let b = g * BUCKETS_PER_GROUP; b < (g + 1) * BUCKETS_PER_GROUP; b += 1) digest = (digest ^ itemAt(buckets, b)) >>> 0;
@@ -64,6 +70,43 @@ describe('digest index', () => {
     }
     for (const key of truth.keys()) index.delete(key);
     expect(index.groupDigestList()).toEqual(new Array(GROUP_COUNT).fill(0));
+  });
+
+  it('lists a bucket in the order its keys came, as a Map would, and keeps every field', () => {
+    const index = new VersionIndex();
+    const inBucket = (bucket: number): string[] => [...index.bucketEntries(bucket)].map(([key]) => key);
+    const keys = Array.from({ length: 5000 }, (_, i) => `k${i}`); // past the first capacity: the arrays grow
+    const entry = (version: bigint): IndexEntry => ({
+      version, tombstone: false, expiresAtMs: 0, heldByMask: 0, touchedSeq: 0, claimedSeq: 0,
+    });
+    for (const key of keys) index.set(key, entry(1n));
+    const order = new Map<number, string[]>();
+    for (const key of keys) order.set(bucketOfKey(key), [...(order.get(bucketOfKey(key)) ?? []), key]);
+    const [bucket, listed] = must([...order].find(([, bucketKeys]) => bucketKeys.length >= 3), 'a bucket of three keys');
+    expect(inBucket(bucket)).toEqual(listed);
+    const first = itemAt(listed, 0);
+    const second = itemAt(listed, 1);
+    const full = {
+      tombstone: true, expiresAtMs: 1_800_000_000_000, heldByMask: 6, touchedSeq: 4, claimedSeq: 5, resetVersion: 2n ** 64n - 1n,
+    };
+    index.set(first, { ...entry(9n), ...full });
+    expect(inBucket(bucket)).toEqual(listed); // an update keeps its place
+    expect(index.get(first)).toEqual({ version: 9n, ...full });
+    expect(index.get(second)).not.toHaveProperty('resetVersion');
+    index.touch(second, 7);
+    index.markHeld(second, 2);
+    index.markHeld(second, 4);
+    expect(index.get(second)).toMatchObject({ touchedSeq: 7, heldByMask: 6, version: 1n });
+    index.delete(first);
+    index.set(first, entry(3n)); // back after a delete: last, as in a Map
+    expect(inBucket(bucket)).toEqual([...listed.slice(1), first]);
+    expect(index.versionOf(first)).toBe(3n);
+    index.clear();
+    expect(index.size).toBe(0);
+    expect(inBucket(bucket)).toEqual([]);
+    index.set('again', entry(5n));
+    expect([...index.bucketEntries(bucketOfKey('again'))]).toEqual([['again', entry(5n)]]);
+    expect(index.groupDigestList().some((digest) => digest !== 0)).toBe(true);
   });
 
   it('spreads keys over the buckets and tells versions apart', () => {

@@ -164,14 +164,14 @@ export class AntiEntropy {
     const versions: KeyVersion[] = [];
     let cutShort = false;
     for (const bucket of differing) {
-      const entries = this.index.bucketEntries(bucket);
-      if (buckets.length > 0 && versions.length + entries.size > this.tuning.aeKeysMax) {
+      const size = this.index.bucketSize(bucket);
+      if (buckets.length > 0 && versions.length + size > this.tuning.aeKeysMax) {
         cutShort = true;
         break;
       }
       buckets.push(bucket);
-      if (entries.size > this.tuning.aeKeysMax - versions.length) cutShort = true;
-      for (const [key, entry] of entries) {
+      if (size > this.tuning.aeKeysMax - versions.length) cutShort = true;
+      for (const [key, entry] of this.index.bucketEntries(bucket)) {
         if (versions.length >= this.tuning.aeKeysMax) break;
         versions.push([key, entry.version]);
       }
@@ -213,7 +213,7 @@ export class AntiEntropy {
       this.compareBucket(from, bucket, theirs, { ship, want });
     }
     for (const [key, version] of theirs) {
-      if (this.index.get(key) !== undefined) continue;
+      if (this.index.has(key)) continue;
       if (this.host.purgedCovers(key, version)) this.host.answerSuperseded(from, key, version);
       else want.push(key);
     }
@@ -260,8 +260,8 @@ export class AntiEntropy {
   private learnMatchingBuckets(peer: PeerId, matches: (bucket: number) => boolean): void {
     const keys = [...this.host.graveyard()].filter((key) => matches(bucketOfKey(key)));
     for (const key of keys) {
-      const entry = this.index.get(key);
-      if (entry !== undefined) this.host.learnHeld(key, entry.version, peer);
+      const version = this.index.versionOf(key);
+      if (version !== undefined) this.host.learnHeld(key, version, peer);
     }
   }
 }

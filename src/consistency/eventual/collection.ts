@@ -105,7 +105,7 @@ export class Collection {
     const entry = this.index.get(key);
     const bit = this.peerBits.get(peer) ?? 0;
     if (entry === undefined || entry.version > version || (entry.heldByMask & bit) !== 0) return;
-    entry.heldByMask |= bit;
+    this.index.markHeld(key, bit);
     this.collectIfDone(key, nowMs);
   }
 
@@ -161,8 +161,8 @@ export class Collection {
    * back.
    */
   stillCurrent(key: string, version: bigint): boolean {
-    const indexed = this.index.get(key);
-    if (indexed !== undefined) return indexed.version <= version;
+    const indexed = this.index.versionOf(key);
+    if (indexed !== undefined) return indexed <= version;
     const purged = this.purged.version(key);
     return purged === undefined || version >= purged;
   }

@@ -82,7 +82,7 @@ function versionTerm(keyHash: number, version: bigint): number {
   return mix32(fnvWord(fnvWord(keyHash, low), high));
 }
 
-/** What the index knows of one key. (`VersionIndex.set` copies every field: keep it in step.) */
+/** What the index knows of one key. (`VersionIndex.set` and `entryAt` copy every field: keep them in step.) */
 export interface IndexEntry {
   version: bigint;
   tombstone: boolean;
@@ -108,73 +108,142 @@ export interface IndexEntry {
   resetVersion?: bigint;
 }
 
-/** The index with its bucket and group digests. */
+/** `copy` (the larger) holding what `array` held. */
+function grown<T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(array: T, copy: T): T {
+  copy.set(array);
+  return copy;
+}
+
+function grownBig(array: BigUint64Array, capacity: number): BigUint64Array<ArrayBuffer> {
+  const copy = new BigUint64Array(capacity);
+  copy.set(array);
+  return copy;
+}
+
+/** A JavaScript Map holds at most 2^24 entries (V8): no more slots are ever needed. */
+const SLOTS_MAX = 2 ** 24;
+const CAPACITY_INITIAL = 1024;
+const NONE = -1;
+const TOMBSTONE = 1;
+const HAS_RESET = 2;
+
+/**
+ * The index with its bucket and group digests. Each key's fields live in typed arrays by slot, a
+ * Map taking the key to its slot, and each bucket is a list threaded through the slots in the
+ * order its keys were added (as a Map iterates): at millions of keys a major garbage collection
+ * then marks a string a key, not an entry object, a bigint and two Map slots besides. `get` hands
+ * out a copy; what changes an entry goes through a method.
+ */
 export class VersionIndex {
-  private readonly buckets: Array<Map<string, IndexEntry>> = [];
-  /** Every entry by key, so a lookup needs no hash of the key (the buckets serve iteration). */
-  private readonly entries = new Map<string, IndexEntry>();
+  private readonly slots = new Map<string, number>();
+  private keyOf: string[] = [];
+  private version = new BigUint64Array(CAPACITY_INITIAL);
+  private resetVersion = new BigUint64Array(CAPACITY_INITIAL);
+  private bits = new Uint8Array(CAPACITY_INITIAL);
+  private expiresAtMs = new Float64Array(CAPACITY_INITIAL);
+  private heldByMask = new Uint32Array(CAPACITY_INITIAL);
+  private touchedSeq = new Float64Array(CAPACITY_INITIAL);
+  private claimedSeq = new Float64Array(CAPACITY_INITIAL);
+  private bucketOfSlot = new Uint16Array(CAPACITY_INITIAL);
+  private next = new Int32Array(CAPACITY_INITIAL);
+  private previous = new Int32Array(CAPACITY_INITIAL);
+  private free: number[] = [];
+  private readonly bucketFirst = new Int32Array(BUCKET_COUNT).fill(NONE);
+  private readonly bucketLast = new Int32Array(BUCKET_COUNT).fill(NONE);
+  private readonly bucketSizes = new Uint32Array(BUCKET_COUNT);
   private readonly bucketDigests = new Array<number>(BUCKET_COUNT).fill(0);
   private readonly groupDigests = new Array<number>(GROUP_COUNT).fill(0);
 
-  constructor() {
-    for (let b = 0; b < BUCKET_COUNT; b += 1) this.buckets.push(new Map());
-  }
-
   get size(): number {
-    return this.entries.size;
+    return this.slots.size;
   }
 
+  /** A copy of what the index holds of `key`, if anything. */
   get(key: string): IndexEntry | undefined {
-    return this.entries.get(key);
+    const slot = this.slots.get(key);
+    return slot === undefined ? undefined : this.entryAt(slot);
   }
 
-  /** Insert the entry of `key`, or update the one held in place (no map changes), updating the digests. */
+  has(key: string): boolean {
+    return this.slots.has(key);
+  }
+
+  /** The version held of `key`, if any (no copy of the rest). */
+  versionOf(key: string): bigint | undefined {
+    const slot = this.slots.get(key);
+    return slot === undefined ? undefined : this.version[slot];
+  }
+
+  /** Insert the entry of `key`, or update the one held in place (its bucket keeps its place), updating the digests. */
   set(key: string, entry: IndexEntry): void {
     const keyHash = fnvKey(key);
-    const bucket = bucketOfHash(keyHash);
-    const indexed = this.entries.get(key);
-    if (indexed === undefined) {
-      this.entries.set(key, entry);
-      this.bucket(bucket).set(key, entry);
-      this.flip(bucket, versionTerm(keyHash, entry.version));
-      return;
+    let slot = this.slots.get(key);
+    if (slot === undefined) {
+      slot = this.allocate(key, bucketOfHash(keyHash));
+      this.slots.set(key, slot);
+      this.flip(this.bucketAt(slot), versionTerm(keyHash, entry.version));
+    } else {
+      const held = this.version[slot] ?? 0n;
+      if (held !== entry.version) this.flip(this.bucketAt(slot), versionTerm(keyHash, held) ^ versionTerm(keyHash, entry.version));
     }
-    if (indexed.version !== entry.version) this.flip(bucket, versionTerm(keyHash, indexed.version) ^ versionTerm(keyHash, entry.version));
-    indexed.version = entry.version;
-    indexed.tombstone = entry.tombstone;
-    indexed.expiresAtMs = entry.expiresAtMs;
-    indexed.heldByMask = entry.heldByMask;
-    indexed.touchedSeq = entry.touchedSeq;
-    indexed.claimedSeq = entry.claimedSeq;
-    indexed.resetVersion = entry.resetVersion;
+    this.version[slot] = entry.version;
+    this.resetVersion[slot] = entry.resetVersion ?? 0n;
+    this.bits[slot] = (entry.tombstone ? TOMBSTONE : 0) | (entry.resetVersion === undefined ? 0 : HAS_RESET);
+    this.expiresAtMs[slot] = entry.expiresAtMs;
+    this.heldByMask[slot] = entry.heldByMask;
+    this.touchedSeq[slot] = entry.touchedSeq;
+    this.claimedSeq[slot] = entry.claimedSeq;
+  }
+
+  /** Notes a local-replica effect that may have changed `key` (IndexEntry.touchedSeq), if held. */
+  touch(key: string, seq: number): void {
+    const slot = this.slots.get(key);
+    if (slot !== undefined) this.touchedSeq[slot] = seq;
+  }
+
+  /** Adds `bits` to the peers known to hold `key`'s version (IndexEntry.heldByMask), if held. */
+  markHeld(key: string, bits: number): void {
+    const slot = this.slots.get(key);
+    if (slot !== undefined) this.heldByMask[slot] = (this.heldByMask[slot] ?? 0) | bits;
   }
 
   delete(key: string): boolean {
-    const previous = this.entries.get(key);
-    if (previous === undefined) return false;
-    const keyHash = fnvKey(key);
-    const bucket = bucketOfHash(keyHash);
-    this.entries.delete(key);
-    this.bucket(bucket).delete(key);
-    this.flip(bucket, versionTerm(keyHash, previous.version));
+    const slot = this.slots.get(key);
+    if (slot === undefined) return false;
+    this.flip(this.bucketAt(slot), versionTerm(fnvKey(key), this.version[slot] ?? 0n));
+    this.slots.delete(key);
+    this.unlink(slot);
+    this.keyOf[slot] = '';
+    this.free.push(slot);
     return true;
   }
 
   clear(): void {
-    for (const entries of this.buckets) entries.clear();
-    this.entries.clear();
+    this.slots.clear();
+    this.keyOf = [];
+    this.free = [];
+    this.bucketFirst.fill(NONE);
+    this.bucketLast.fill(NONE);
+    this.bucketSizes.fill(0);
     this.bucketDigests.fill(0);
     this.groupDigests.fill(0);
   }
 
   /** Every key; deleting the current one while iterating is safe (a Map's iterator). */
   keys(): IterableIterator<string> {
-    return this.entries.keys();
+    return this.slots.keys();
   }
 
   /** Bucket and group numbers here are below BUCKET_COUNT and GROUP_COUNT (a peer's are checked on arrival). */
-  bucketEntries(bucket: number): ReadonlyMap<string, IndexEntry> {
-    return this.bucket(bucket);
+  bucketSize(bucket: number): number {
+    return this.bucketSizes[bucket] ?? 0;
+  }
+
+  /** The keys of `bucket` with a copy of each entry, in the order they were added; nothing may change the index meanwhile. */
+  *bucketEntries(bucket: number): IterableIterator<[string, IndexEntry]> {
+    for (let slot = this.bucketFirst[bucket] ?? NONE; slot !== NONE; slot = this.next[slot] ?? NONE) {
+      yield [this.keyOf[slot] ?? '', this.entryAt(slot)];
+    }
   }
 
   bucketDigest(bucket: number): number {
@@ -190,8 +259,62 @@ export class VersionIndex {
     return [...this.groupDigests];
   }
 
-  private bucket(bucket: number): Map<string, IndexEntry> {
-    return itemAt(this.buckets, bucket);
+  private entryAt(slot: number): IndexEntry {
+    const bits = this.bits[slot] ?? 0;
+    return {
+      version: this.version[slot] ?? 0n,
+      tombstone: (bits & TOMBSTONE) !== 0,
+      expiresAtMs: this.expiresAtMs[slot] ?? 0,
+      heldByMask: this.heldByMask[slot] ?? 0,
+      touchedSeq: this.touchedSeq[slot] ?? 0,
+      claimedSeq: this.claimedSeq[slot] ?? 0,
+      ...((bits & HAS_RESET) === 0 ? {} : { resetVersion: this.resetVersion[slot] ?? 0n }),
+    };
+  }
+
+  private bucketAt(slot: number): number {
+    return this.bucketOfSlot[slot] ?? 0;
+  }
+
+  /** A free slot for `key`, at the end of `bucket`'s list. */
+  private allocate(key: string, bucket: number): number {
+    const slot = this.free.pop() ?? this.keyOf.length;
+    if (slot >= this.version.length) this.grow();
+    this.keyOf[slot] = key;
+    this.bucketOfSlot[slot] = bucket;
+    const last = this.bucketLast[bucket] ?? NONE;
+    this.previous[slot] = last;
+    this.next[slot] = NONE;
+    if (last === NONE) this.bucketFirst[bucket] = slot;
+    else this.next[last] = slot;
+    this.bucketLast[bucket] = slot;
+    this.bucketSizes[bucket] = (this.bucketSizes[bucket] ?? 0) + 1;
+    return slot;
+  }
+
+  private unlink(slot: number): void {
+    const bucket = this.bucketAt(slot);
+    const before = this.previous[slot] ?? NONE;
+    const after = this.next[slot] ?? NONE;
+    if (before === NONE) this.bucketFirst[bucket] = after;
+    else this.next[before] = after;
+    if (after === NONE) this.bucketLast[bucket] = before;
+    else this.previous[after] = before;
+    this.bucketSizes[bucket] = (this.bucketSizes[bucket] ?? 1) - 1;
+  }
+
+  private grow(): void {
+    const capacity = Math.min(SLOTS_MAX, this.version.length * 2);
+    this.version = grownBig(this.version, capacity);
+    this.resetVersion = grownBig(this.resetVersion, capacity);
+    this.bits = grown(this.bits, new Uint8Array(capacity));
+    this.expiresAtMs = grown(this.expiresAtMs, new Float64Array(capacity));
+    this.heldByMask = grown(this.heldByMask, new Uint32Array(capacity));
+    this.touchedSeq = grown(this.touchedSeq, new Float64Array(capacity));
+    this.claimedSeq = grown(this.claimedSeq, new Float64Array(capacity));
+    this.bucketOfSlot = grown(this.bucketOfSlot, new Uint16Array(capacity));
+    this.next = grown(this.next, new Int32Array(capacity));
+    this.previous = grown(this.previous, new Int32Array(capacity));
   }
 
   private flip(bucket: number, term: number): void {

@@ -140,8 +140,7 @@ export class Fetches {
     }
     for (const key of keys) {
       this.dirty.add(key);
-      const entry = this.index.get(key);
-      if (entry !== undefined) entry.touchedSeq = seq;
+      this.index.touch(key, seq);
     }
   }
 

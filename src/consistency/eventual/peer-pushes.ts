@@ -140,7 +140,7 @@ export class PeerPushes {
       // What the merge made (a join, or an older reset winning) is read back and pushed on. A
       // local write the index has not read back yet may be a counter the merge joins: read again.
       const readPending = unread === null || unread.has(key);
-      if (readPending || mayRejoin(entry, this.index.get(key)?.version)) this.fetches.addDirty(key);
+      if (readPending || mayRejoin(entry, this.index.versionOf(key))) this.fetches.addDirty(key);
       this.noteMerged(key, entry, from, seq, nowMs);
     }
     this.drainAll(nowMs, out);
@@ -154,7 +154,7 @@ export class PeerPushes {
       this.collection.setIndex(key, entry, bit, seq, seq, nowMs);
       return;
     }
-    current.touchedSeq = seq;
+    this.index.touch(key, seq);
     if (entry.cas === current.version) this.collection.learnHeld(key, entry.cas, from, nowMs);
   }
 
