@@ -1,13 +1,14 @@
 /**
  * The replica's index of keys (see ./replica-core.ts): what it knows of each key its backend
- * holds, kept in typed arrays by slot, with a Map from key to slot.
+ * holds, kept in typed arrays by slot, with a map from key to slot.
  *
  * Why not an object per key: at millions of keys a record object and its cas bigint were two heap
  * objects a key beside the key string, and every major garbage collection marks each of them; in
- * process, 3.9 million keys held 650 MB of heap and a full collection stopped the controller
- * 330–650 ms (a controller's longest stops under a bulk load came from such collections, and a
- * leader stopped a second loses its leadership). Here a key costs its string and a Map slot
- * holding a small integer; its fields live off the heap in arrays the collector never walks.
+ * process, 3.9 million keys held 712 MiB of heap and a full collection stopped the process
+ * 588–970 ms (a leader stopped a failure timeout loses its leadership). Here a key costs its
+ * string and a map slot holding a small integer; its fields live off the heap in arrays the
+ * collector never walks. Nothing grows in one long step: the arrays come in pages of 65,536 slots,
+ * and the map is 64 Maps (./sharded-map.ts).
  *
  * A record is named by a `ref`, its slot and the slot's generation together: a ref taken before an
  * await names the record only while no write replaced it and no delete or clear freed its slot
@@ -19,7 +20,9 @@
  *   no ref is ever current twice.
  */
 
+import { itemAt } from '../runtime/item-at.ts';
 import type { IndexRecord } from './replica-records.ts';
+import { ShardedMap } from './sharded-map.ts';
 import { isCounted } from './replica-records.ts';
 import type { Entry } from './types.ts';
 
@@ -28,7 +31,6 @@ const SLOT_BITS = 24;
 const SLOT_COUNT = 2 ** SLOT_BITS;
 /** Generations wrap here, so a ref (generation × SLOT_COUNT + slot) stays an exact number. */
 const GENERATION_MASK = 0x0fff_ffff;
-const CAPACITY_INITIAL = 1024;
 
 const TOMBSTONE = 1;
 const SETTLED = 2;
@@ -39,12 +41,25 @@ const LISTED = 8;
 export type IndexRef = number;
 export const NO_RECORD: IndexRef = -1;
 
+/**
+ * The fields of PAGE_SLOTS consecutive slots. The index grows a page at a time: arrays grown by
+ * doubling are copied whole, and at two million keys one growth stops a controller for a third
+ * of a second (seconds on a busy machine), faulting in and copying their memory.
+ */
+export const PAGE_BITS = 16;
+const PAGE_SLOTS = 2 ** PAGE_BITS;
+const PAGE_MASK = PAGE_SLOTS - 1;
+
+class Page {
+  readonly cas = new BigUint64Array(PAGE_SLOTS);
+  readonly expiresAtMs = new Float64Array(PAGE_SLOTS);
+  readonly bits = new Uint8Array(PAGE_SLOTS);
+  readonly generation = new Uint32Array(PAGE_SLOTS);
+}
+
 export class KeyIndex {
-  readonly #slots = new Map<string, number>();
-  #cas = new BigUint64Array(CAPACITY_INITIAL);
-  #expiresAtMs = new Float64Array(CAPACITY_INITIAL);
-  #bits = new Uint8Array(CAPACITY_INITIAL);
-  #generation = new Uint32Array(CAPACITY_INITIAL);
+  readonly #slots = new ShardedMap();
+  readonly #pages: Page[] = [];
   /** Slots below this were given out at least once since the last clear. */
   #next = 0;
   #free: number[] = [];
@@ -69,17 +84,22 @@ export class KeyIndex {
 
   /** Whether `ref` still names a record of the index (no write replaced it, nothing freed it). */
   isCurrent(ref: IndexRef): boolean {
-    return ref !== NO_RECORD && this.#ref(ref % SLOT_COUNT) === ref;
+    if (ref === NO_RECORD) return false;
+    const slot = ref % SLOT_COUNT;
+    return slot < this.#pages.length * PAGE_SLOTS && this.#ref(slot) === ref;
   }
 
   /** The version the backend holds (-1 while only listed). `ref` must be current. */
   cas(ref: IndexRef): bigint {
     const slot = ref % SLOT_COUNT;
-    return (this.#bits[slot] ?? 0) & LISTED ? -1n : (this.#cas[slot] ?? 0n);
+    const page = this.#page(slot);
+    const at = slot & PAGE_MASK;
+    return (page.bits[at] ?? 0) & LISTED ? -1n : (page.cas[at] ?? 0n);
   }
 
   expiresAtMs(ref: IndexRef): number {
-    return this.#expiresAtMs[ref % SLOT_COUNT] ?? 0;
+    const slot = ref % SLOT_COUNT;
+    return this.#page(slot).expiresAtMs[slot & PAGE_MASK] ?? 0;
   }
 
   settled(ref: IndexRef): boolean {
@@ -98,8 +118,10 @@ export class KeyIndex {
   setSettled(ref: IndexRef, settled: boolean): void {
     if (!this.isCurrent(ref)) return;
     const slot = ref % SLOT_COUNT;
-    const bits = this.#bits[slot] ?? 0;
-    this.#bits[slot] = settled ? bits | SETTLED : bits & ~SETTLED;
+    const bits = this.#page(slot).bits;
+    const at = slot & PAGE_MASK;
+    const held = bits[at] ?? 0;
+    bits[at] = settled ? held | SETTLED : held & ~SETTLED;
   }
 
   /**
@@ -128,9 +150,11 @@ export class KeyIndex {
     if (this.#slots.has(key)) return;
     const slot = this.#allocate();
     this.#slots.set(key, slot);
-    this.#cas[slot] = 0n;
-    this.#expiresAtMs[slot] = 0;
-    this.#bits[slot] = LISTED;
+    const page = this.#page(slot);
+    const at = slot & PAGE_MASK;
+    page.cas[at] = 0n;
+    page.expiresAtMs[at] = 0;
+    page.bits[at] = LISTED;
   }
 
   delete(key: string): void {
@@ -146,7 +170,7 @@ export class KeyIndex {
     if (this.isCurrent(ref) && this.#slots.get(key) === ref % SLOT_COUNT) this.delete(key);
   }
 
-  /** Forgets every key. Generations go on, so refs taken before stay stale. */
+  /** Forgets every key. Generations go on (the pages are kept), so refs taken before stay stale. */
   clear(): void {
     for (let slot = 0; slot < this.#next; slot += 1) this.#bump(slot);
     this.#slots.clear();
@@ -165,51 +189,43 @@ export class KeyIndex {
 
   /** Every key with its record as a plain object, in no particular order. */
   *entries(): IterableIterator<[string, IndexRecord]> {
-    for (const [key, slot] of this.#slots) {
+    for (const [key, slot] of this.#slots.entries()) {
       const record = this.record(this.#ref(slot));
       if (record !== undefined) yield [key, record];
     }
   }
 
+  #page(slot: number): Page {
+    return itemAt(this.#pages, slot >>> PAGE_BITS);
+  }
+
   #has(ref: IndexRef, bit: number): boolean {
-    return ((this.#bits[ref % SLOT_COUNT] ?? 0) & bit) !== 0;
+    const slot = ref % SLOT_COUNT;
+    return ((this.#page(slot).bits[slot & PAGE_MASK] ?? 0) & bit) !== 0;
   }
 
   #ref(slot: number): IndexRef {
-    return (this.#generation[slot] ?? 0) * SLOT_COUNT + slot;
+    return (this.#page(slot).generation[slot & PAGE_MASK] ?? 0) * SLOT_COUNT + slot;
   }
 
   #bump(slot: number): void {
-    this.#generation[slot] = ((this.#generation[slot] ?? 0) + 1) & GENERATION_MASK;
+    const generation = this.#page(slot).generation;
+    const at = slot & PAGE_MASK;
+    generation[at] = ((generation[at] ?? 0) + 1) & GENERATION_MASK;
   }
 
   #describe(slot: number, entry: Entry, settled: boolean): void {
-    this.#cas[slot] = entry.cas;
-    this.#expiresAtMs[slot] = entry.expiresAtMs;
-    this.#bits[slot] = (entry.tombstone === true ? TOMBSTONE : 0) | (settled ? SETTLED : 0) | (isCounted(entry) ? COUNTED : 0);
+    const page = this.#page(slot);
+    const at = slot & PAGE_MASK;
+    page.cas[at] = entry.cas;
+    page.expiresAtMs[at] = entry.expiresAtMs;
+    page.bits[at] = (entry.tombstone === true ? TOMBSTONE : 0) | (settled ? SETTLED : 0) | (isCounted(entry) ? COUNTED : 0);
   }
 
   #allocate(): number {
-    const reused = this.#free.pop();
-    const slot = reused ?? this.#next++;
-    if (slot >= this.#cas.length) this.#grow();
+    const slot = this.#free.pop() ?? this.#next++;
+    if (slot >= this.#pages.length * PAGE_SLOTS) this.#pages.push(new Page());
     this.#bump(slot);
     return slot;
-  }
-
-  #grow(): void {
-    const capacity = Math.min(SLOT_COUNT, this.#cas.length * 2);
-    const cas = new BigUint64Array(capacity);
-    cas.set(this.#cas);
-    this.#cas = cas;
-    const expires = new Float64Array(capacity);
-    expires.set(this.#expiresAtMs);
-    this.#expiresAtMs = expires;
-    const bits = new Uint8Array(capacity);
-    bits.set(this.#bits);
-    this.#bits = bits;
-    const generation = new Uint32Array(capacity);
-    generation.set(this.#generation);
-    this.#generation = generation;
   }
 }

@@ -16,6 +16,8 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
+import { PAGE_BITS } from '../../store/key-index.ts';
+import { ShardedMap } from '../../store/sharded-map.ts';
 
 /** Buckets keys hash into. A power of two. */
 export const BUCKET_COUNT = 1024;
@@ -108,45 +110,44 @@ export interface IndexEntry {
   resetVersion?: bigint;
 }
 
-/** `copy` (the larger) holding what `array` held. */
-function grown<T extends Uint8Array | Uint16Array | Uint32Array | Int32Array | Float64Array>(array: T, copy: T): T {
-  copy.set(array);
-  return copy;
+/**
+ * The fields of PAGE_SLOTS consecutive slots: the index grows a page at a time, never copying what
+ * it holds (arrays grown by doubling are copied whole: at two million keys, seconds of a busy
+ * controller).
+ */
+const PAGE_SLOTS = 2 ** PAGE_BITS;
+const PAGE_MASK = PAGE_SLOTS - 1;
+
+class Page {
+  readonly version = new BigUint64Array(PAGE_SLOTS);
+  readonly resetVersion = new BigUint64Array(PAGE_SLOTS);
+  readonly bits = new Uint8Array(PAGE_SLOTS);
+  readonly expiresAtMs = new Float64Array(PAGE_SLOTS);
+  readonly heldByMask = new Uint32Array(PAGE_SLOTS);
+  readonly touchedSeq = new Float64Array(PAGE_SLOTS);
+  readonly claimedSeq = new Float64Array(PAGE_SLOTS);
+  readonly bucket = new Uint16Array(PAGE_SLOTS);
+  readonly next = new Int32Array(PAGE_SLOTS);
+  readonly previous = new Int32Array(PAGE_SLOTS);
+  readonly keys = new Array<string>(PAGE_SLOTS).fill('');
 }
 
-function grownBig(array: BigUint64Array, capacity: number): BigUint64Array<ArrayBuffer> {
-  const copy = new BigUint64Array(capacity);
-  copy.set(array);
-  return copy;
-}
-
-/** A JavaScript Map holds at most 2^24 entries (V8): no more slots are ever needed. */
-const SLOTS_MAX = 2 ** 24;
-const CAPACITY_INITIAL = 1024;
 const NONE = -1;
 const TOMBSTONE = 1;
 const HAS_RESET = 2;
 
 /**
  * The index with its bucket and group digests. Each key's fields live in typed arrays by slot, a
- * Map taking the key to its slot, and each bucket is a list threaded through the slots in the
- * order its keys were added (as a Map iterates): at millions of keys a major garbage collection
- * then marks a string a key, not an entry object, a bigint and two Map slots besides. `get` hands
- * out a copy; what changes an entry goes through a method.
+ * map taking the key to its slot (64 Maps: ../../store/sharded-map.ts), and each bucket is a list
+ * threaded through the slots in the order its keys were added (as a Map iterates): at millions of
+ * keys a major garbage collection then marks a string a key, not an entry object, a bigint and two
+ * Map slots besides. `get` hands out a copy; what changes an entry goes through a method.
  */
 export class VersionIndex {
-  private readonly slots = new Map<string, number>();
-  private keyOf: string[] = [];
-  private version = new BigUint64Array(CAPACITY_INITIAL);
-  private resetVersion = new BigUint64Array(CAPACITY_INITIAL);
-  private bits = new Uint8Array(CAPACITY_INITIAL);
-  private expiresAtMs = new Float64Array(CAPACITY_INITIAL);
-  private heldByMask = new Uint32Array(CAPACITY_INITIAL);
-  private touchedSeq = new Float64Array(CAPACITY_INITIAL);
-  private claimedSeq = new Float64Array(CAPACITY_INITIAL);
-  private bucketOfSlot = new Uint16Array(CAPACITY_INITIAL);
-  private next = new Int32Array(CAPACITY_INITIAL);
-  private previous = new Int32Array(CAPACITY_INITIAL);
+  private readonly slots = new ShardedMap();
+  private readonly pages: Page[] = [];
+  /** Slots below this were given out at least once since the last clear. */
+  private nextSlot = 0;
   private free: number[] = [];
   private readonly bucketFirst = new Int32Array(BUCKET_COUNT).fill(NONE);
   private readonly bucketLast = new Int32Array(BUCKET_COUNT).fill(NONE);
@@ -171,7 +172,7 @@ export class VersionIndex {
   /** The version held of `key`, if any (no copy of the rest). */
   versionOf(key: string): bigint | undefined {
     const slot = this.slots.get(key);
-    return slot === undefined ? undefined : this.version[slot];
+    return slot === undefined ? undefined : (this.page(slot).version[slot & PAGE_MASK] ?? 0n);
   }
 
   /** Insert the entry of `key`, or update the one held in place (its bucket keeps its place), updating the digests. */
@@ -183,44 +184,50 @@ export class VersionIndex {
       this.slots.set(key, slot);
       this.flip(this.bucketAt(slot), versionTerm(keyHash, entry.version));
     } else {
-      const held = this.version[slot] ?? 0n;
+      const held = this.page(slot).version[slot & PAGE_MASK] ?? 0n;
       if (held !== entry.version) this.flip(this.bucketAt(slot), versionTerm(keyHash, held) ^ versionTerm(keyHash, entry.version));
     }
-    this.version[slot] = entry.version;
-    this.resetVersion[slot] = entry.resetVersion ?? 0n;
-    this.bits[slot] = (entry.tombstone ? TOMBSTONE : 0) | (entry.resetVersion === undefined ? 0 : HAS_RESET);
-    this.expiresAtMs[slot] = entry.expiresAtMs;
-    this.heldByMask[slot] = entry.heldByMask;
-    this.touchedSeq[slot] = entry.touchedSeq;
-    this.claimedSeq[slot] = entry.claimedSeq;
+    const page = this.page(slot);
+    const at = slot & PAGE_MASK;
+    page.version[at] = entry.version;
+    page.resetVersion[at] = entry.resetVersion ?? 0n;
+    page.bits[at] = (entry.tombstone ? TOMBSTONE : 0) | (entry.resetVersion === undefined ? 0 : HAS_RESET);
+    page.expiresAtMs[at] = entry.expiresAtMs;
+    page.heldByMask[at] = entry.heldByMask;
+    page.touchedSeq[at] = entry.touchedSeq;
+    page.claimedSeq[at] = entry.claimedSeq;
   }
 
   /** Notes a local-replica effect that may have changed `key` (IndexEntry.touchedSeq), if held. */
   touch(key: string, seq: number): void {
     const slot = this.slots.get(key);
-    if (slot !== undefined) this.touchedSeq[slot] = seq;
+    if (slot !== undefined) this.page(slot).touchedSeq[slot & PAGE_MASK] = seq;
   }
 
   /** Adds `bits` to the peers known to hold `key`'s version (IndexEntry.heldByMask), if held. */
   markHeld(key: string, bits: number): void {
     const slot = this.slots.get(key);
-    if (slot !== undefined) this.heldByMask[slot] = (this.heldByMask[slot] ?? 0) | bits;
+    if (slot === undefined) return;
+    const held = this.page(slot).heldByMask;
+    const at = slot & PAGE_MASK;
+    held[at] = (held[at] ?? 0) | bits;
   }
 
   delete(key: string): boolean {
     const slot = this.slots.get(key);
     if (slot === undefined) return false;
-    this.flip(this.bucketAt(slot), versionTerm(fnvKey(key), this.version[slot] ?? 0n));
+    this.flip(this.bucketAt(slot), versionTerm(fnvKey(key), this.page(slot).version[slot & PAGE_MASK] ?? 0n));
     this.slots.delete(key);
     this.unlink(slot);
-    this.keyOf[slot] = '';
+    this.page(slot).keys[slot & PAGE_MASK] = '';
     this.free.push(slot);
     return true;
   }
 
   clear(): void {
     this.slots.clear();
-    this.keyOf = [];
+    for (const page of this.pages) page.keys.fill('');
+    this.nextSlot = 0;
     this.free = [];
     this.bucketFirst.fill(NONE);
     this.bucketLast.fill(NONE);
@@ -229,7 +236,7 @@ export class VersionIndex {
     this.groupDigests.fill(0);
   }
 
-  /** Every key; deleting the current one while iterating is safe (a Map's iterator). */
+  /** Every key; deleting the current one while iterating is safe (as with a Map's iterator). */
   keys(): IterableIterator<string> {
     return this.slots.keys();
   }
@@ -241,8 +248,8 @@ export class VersionIndex {
 
   /** The keys of `bucket` with a copy of each entry, in the order they were added; nothing may change the index meanwhile. */
   *bucketEntries(bucket: number): IterableIterator<[string, IndexEntry]> {
-    for (let slot = this.bucketFirst[bucket] ?? NONE; slot !== NONE; slot = this.next[slot] ?? NONE) {
-      yield [this.keyOf[slot] ?? '', this.entryAt(slot)];
+    for (let slot = this.bucketFirst[bucket] ?? NONE; slot !== NONE; slot = this.page(slot).next[slot & PAGE_MASK] ?? NONE) {
+      yield [this.page(slot).keys[slot & PAGE_MASK] ?? '', this.entryAt(slot)];
     }
   }
 
@@ -259,62 +266,58 @@ export class VersionIndex {
     return [...this.groupDigests];
   }
 
+  private page(slot: number): Page {
+    return itemAt(this.pages, slot >>> PAGE_BITS);
+  }
+
   private entryAt(slot: number): IndexEntry {
-    const bits = this.bits[slot] ?? 0;
+    const page = this.page(slot);
+    const at = slot & PAGE_MASK;
+    const bits = page.bits[at] ?? 0;
     return {
-      version: this.version[slot] ?? 0n,
+      version: page.version[at] ?? 0n,
       tombstone: (bits & TOMBSTONE) !== 0,
-      expiresAtMs: this.expiresAtMs[slot] ?? 0,
-      heldByMask: this.heldByMask[slot] ?? 0,
-      touchedSeq: this.touchedSeq[slot] ?? 0,
-      claimedSeq: this.claimedSeq[slot] ?? 0,
-      ...((bits & HAS_RESET) === 0 ? {} : { resetVersion: this.resetVersion[slot] ?? 0n }),
+      expiresAtMs: page.expiresAtMs[at] ?? 0,
+      heldByMask: page.heldByMask[at] ?? 0,
+      touchedSeq: page.touchedSeq[at] ?? 0,
+      claimedSeq: page.claimedSeq[at] ?? 0,
+      ...((bits & HAS_RESET) === 0 ? {} : { resetVersion: page.resetVersion[at] ?? 0n }),
     };
   }
 
   private bucketAt(slot: number): number {
-    return this.bucketOfSlot[slot] ?? 0;
+    return this.page(slot).bucket[slot & PAGE_MASK] ?? 0;
   }
 
   /** A free slot for `key`, at the end of `bucket`'s list. */
   private allocate(key: string, bucket: number): number {
-    const slot = this.free.pop() ?? this.keyOf.length;
-    if (slot >= this.version.length) this.grow();
-    this.keyOf[slot] = key;
-    this.bucketOfSlot[slot] = bucket;
+    const slot = this.free.pop() ?? this.nextSlot++;
+    if (slot >= this.pages.length * PAGE_SLOTS) this.pages.push(new Page());
+    const page = this.page(slot);
+    const at = slot & PAGE_MASK;
+    page.keys[at] = key;
+    page.bucket[at] = bucket;
     const last = this.bucketLast[bucket] ?? NONE;
-    this.previous[slot] = last;
-    this.next[slot] = NONE;
+    page.previous[at] = last;
+    page.next[at] = NONE;
     if (last === NONE) this.bucketFirst[bucket] = slot;
-    else this.next[last] = slot;
+    else this.page(last).next[last & PAGE_MASK] = slot;
     this.bucketLast[bucket] = slot;
     this.bucketSizes[bucket] = (this.bucketSizes[bucket] ?? 0) + 1;
     return slot;
   }
 
   private unlink(slot: number): void {
-    const bucket = this.bucketAt(slot);
-    const before = this.previous[slot] ?? NONE;
-    const after = this.next[slot] ?? NONE;
+    const page = this.page(slot);
+    const at = slot & PAGE_MASK;
+    const bucket = page.bucket[at] ?? 0;
+    const before = page.previous[at] ?? NONE;
+    const after = page.next[at] ?? NONE;
     if (before === NONE) this.bucketFirst[bucket] = after;
-    else this.next[before] = after;
+    else this.page(before).next[before & PAGE_MASK] = after;
     if (after === NONE) this.bucketLast[bucket] = before;
-    else this.previous[after] = before;
+    else this.page(after).previous[after & PAGE_MASK] = before;
     this.bucketSizes[bucket] = (this.bucketSizes[bucket] ?? 1) - 1;
-  }
-
-  private grow(): void {
-    const capacity = Math.min(SLOTS_MAX, this.version.length * 2);
-    this.version = grownBig(this.version, capacity);
-    this.resetVersion = grownBig(this.resetVersion, capacity);
-    this.bits = grown(this.bits, new Uint8Array(capacity));
-    this.expiresAtMs = grown(this.expiresAtMs, new Float64Array(capacity));
-    this.heldByMask = grown(this.heldByMask, new Uint32Array(capacity));
-    this.touchedSeq = grown(this.touchedSeq, new Float64Array(capacity));
-    this.claimedSeq = grown(this.claimedSeq, new Float64Array(capacity));
-    this.bucketOfSlot = grown(this.bucketOfSlot, new Uint16Array(capacity));
-    this.next = grown(this.next, new Int32Array(capacity));
-    this.previous = grown(this.previous, new Int32Array(capacity));
   }
 
   private flip(bucket: number, term: number): void {
