@@ -10,8 +10,9 @@
  * room for, as memcached refuses one it has no memory for (store/memory-guard.ts).
  *
  * The per-key costs are rounded up with room to spare: a 26-byte key costs the replica's index
- * about 105 bytes of heap (store/key-index.ts; bench/index-gc.ts measures it) and the version
- * index about 100 more. What a controller holds besides them is set aside first (in a 96 MiB heap,
+ * about 75 bytes of heap (store/key-index.ts; bench/index-gc.ts measures it), and eventual mode's
+ * version index about 40 more; their fields live in arrays outside the heap (about 20 and 75 bytes
+ * a key). What a controller holds besides them is set aside first (in a 96 MiB heap,
  * 40% of the whole let an eventual controller loaded past its bound run out). Raising Node's heap
  * (`--max-old-space-size`) raises the bound.
  */
