@@ -47,8 +47,8 @@ export const NO_RECORD: IndexRef = -1;
  * of a second (seconds on a busy machine), faulting in and copying their memory.
  */
 export const PAGE_BITS = 16;
-const PAGE_SLOTS = 2 ** PAGE_BITS;
-const PAGE_MASK = PAGE_SLOTS - 1;
+export const PAGE_SLOTS = 2 ** PAGE_BITS;
+export const PAGE_MASK = PAGE_SLOTS - 1;
 
 class Page {
   readonly cas = new BigUint64Array(PAGE_SLOTS);

@@ -16,7 +16,7 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import { PAGE_BITS } from '../../store/key-index.ts';
+import { PAGE_BITS, PAGE_MASK, PAGE_SLOTS } from '../../store/key-index.ts';
 import { ShardedMap } from '../../store/sharded-map.ts';
 
 /** Buckets keys hash into. A power of two. */
@@ -110,14 +110,7 @@ export interface IndexEntry {
   resetVersion?: bigint;
 }
 
-/**
- * The fields of PAGE_SLOTS consecutive slots: the index grows a page at a time, never copying what
- * it holds (arrays grown by doubling are copied whole: at two million keys, seconds of a busy
- * controller).
- */
-const PAGE_SLOTS = 2 ** PAGE_BITS;
-const PAGE_MASK = PAGE_SLOTS - 1;
-
+/** The fields of PAGE_SLOTS consecutive slots: the index grows a page at a time, as ../../store/key-index.ts does. */
 class Page {
   readonly version = new BigUint64Array(PAGE_SLOTS);
   readonly resetVersion = new BigUint64Array(PAGE_SLOTS);
