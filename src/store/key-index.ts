@@ -223,6 +223,8 @@ export class KeyIndex {
   }
 
   #allocate(): number {
+    // Past SLOT_COUNT a ref would name two slots; a single Map threw here too (the key bound stays below).
+    if (this.#free.length === 0 && this.#next >= SLOT_COUNT) throw new RangeError(`the key index holds its most keys (${SLOT_COUNT})`);
     const slot = this.#free.pop() ?? this.#next++;
     if (slot >= this.#pages.length * PAGE_SLOTS) this.#pages.push(new Page());
     this.#bump(slot);
