@@ -176,7 +176,7 @@ export class ReplicaCore {
   async applySingle(op: SingleKeyOp, ctx: ApplyContext): Promise<Reply> {
     // The index knows the cas of every key written through this replica. A key only listed at
     // start has none: a replayed plain set of it is applied again, anything else reads the entry.
-    if (this.#isIndexedApplied(op.key, ctx)) return ALREADY_APPLIED;
+    if (this.#isIndexedApplied(this.#index.refOf(op.key), ctx)) return ALREADY_APPLIED;
     const current = readsEntry(op) ? await this.#current(op.key) : undefined;
     const { write, reply } = this.#outcome(op, ctx, current);
     if (write === null) await this.#remove(op.key, ctx.cas);
@@ -195,7 +195,7 @@ export class ReplicaCore {
     if (!this.#quietApplies) return null;
     // One index lookup serves the whole apply: nothing here awaits, so the ref stays current.
     const ref = this.#index.refOf(op.key);
-    if (this.#skipApplied && ref !== NO_RECORD && this.#index.cas(ref) >= ctx.cas) return ALREADY_APPLIED;
+    if (this.#isIndexedApplied(ref, ctx)) return ALREADY_APPLIED;
     const current = readsEntry(op) ? this.known(op.key) : undefined;
     if (current === null) return null;
     const { write, reply } = this.#outcome(op, ctx, current);
@@ -427,7 +427,7 @@ export class ReplicaCore {
    * requests behind it would have seen the key as memcached had it. False, sending nothing, if not.
    */
   #writeQuietly(key: string, entry: Entry, ref: IndexRef): boolean {
-    const present = ref !== NO_RECORD || (this.#indexComplete ? false : undefined);
+    const present = this.#presenceOf(ref);
     if (present === undefined) return false;
     if (ref !== NO_RECORD) {
       const expiresAtMs = this.#index.expiresAtMs(ref);
@@ -467,7 +467,12 @@ export class ReplicaCore {
    * item may have expired), no record in a complete index says no, else unknown.
    */
   #presence(key: string): KeyPresence {
-    if (this.#index.has(key)) return true;
+    return this.#presenceOf(this.#index.refOf(key));
+  }
+
+  /** `#presence` of the key whose record is `ref` (NO_RECORD: none). */
+  #presenceOf(ref: IndexRef): KeyPresence {
+    if (ref !== NO_RECORD) return true;
     return this.#indexComplete ? false : undefined;
   }
 
@@ -512,11 +517,9 @@ export class ReplicaCore {
     return this.#skipApplied && entry !== undefined && entry.cas >= ctx.cas;
   }
 
-  /** `#isApplied` of the version the index knows of `key` (a listed key's, -1, never is). */
-  #isIndexedApplied(key: string, ctx: ApplyContext): boolean {
-    if (!this.#skipApplied) return false;
-    const ref = this.#index.refOf(key);
-    return ref !== NO_RECORD && this.#index.cas(ref) >= ctx.cas;
+  /** `#isApplied` of the version the index knows of a key, `ref` its record (a listed key's, -1, never is). */
+  #isIndexedApplied(ref: IndexRef, ctx: ApplyContext): boolean {
+    return this.#skipApplied && ref !== NO_RECORD && this.#index.cas(ref) >= ctx.cas;
   }
 
   /**

@@ -14,20 +14,14 @@
  */
 
 import { itemAt } from '../runtime/item-at.ts';
+import { fnvKey, mix32 } from './key-hash.ts';
 
 const SHARD_BITS = 6;
 const SHARDS = 2 ** SHARD_BITS;
 
-/** The shard of `key`: FNV-1a over its characters, mixed by murmur3's finaliser, top bits. */
+/** The shard of `key`: the top bits of its hash (./key-hash.ts). */
 export function shardOf(key: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < key.length; i += 1) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> (32 - SHARD_BITS);
+  return mix32(fnvKey(key)) >>> (32 - SHARD_BITS);
 }
 
 export class ShardedMap {

@@ -17,6 +17,7 @@
 
 import { itemAt } from '../../runtime/item-at.ts';
 import { PAGE_BITS, PAGE_MASK, PAGE_SLOTS } from '../../store/key-index.ts';
+import { fnvKey, FNV_PRIME, mix32 } from '../../store/key-hash.ts';
 import { ShardedMap } from '../../store/sharded-map.ts';
 
 /** Buckets keys hash into. A power of two. */
@@ -24,30 +25,6 @@ export const BUCKET_COUNT = 1024;
 /** Buckets per group; GROUP_COUNT groups make the top level of the comparison. */
 export const BUCKETS_PER_GROUP = 32;
 export const GROUP_COUNT = BUCKET_COUNT / BUCKETS_PER_GROUP;
-
-const FNV_OFFSET = 0x811c9dc5;
-const FNV_PRIME = 0x01000193;
-
-/** murmur3's 32-bit finaliser: every input bit affects every output bit. */
-function mix32(input: number): number {
-  let h = input;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
-
-/** FNV-1a over a key's chars (keys are latin1 strings: one char per byte). */
-function fnvKey(key: string): number {
-  let h = FNV_OFFSET;
-  for (let i = 0; i < key.length; i += 1) {
-    h ^= key.charCodeAt(i) & 0xffff;
-    h = Math.imul(h, FNV_PRIME);
-  }
-  return h;
-}
 
 function fnvWord(hash: number, word: number): number {
   let h = hash;
