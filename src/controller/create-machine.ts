@@ -15,7 +15,7 @@ import type { LogMessage } from '../consistency/log/types.ts';
 import type { Machine, MachineOptions, Mode } from '../consistency/types.ts';
 
 const LOG_PRIORITY_KINDS: ReadonlySet<LogMessage['kind']> = new Set([
-  'pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append_reply', 'ping', 'pong', 'read_index', 'read_index_reply', 'transfer_ack',
+  'pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append_reply', 'held', 'ping', 'pong', 'read_index', 'read_index_reply', 'transfer_ack',
 ] as const);
 const EVENTUAL_PRIORITY_KINDS: ReadonlySet<EventualMessage['kind']> = new Set(['push_ack'] as const);
 const CAUSAL_PRIORITY_KINDS: ReadonlySet<CausalMessage['kind']> = new Set(['batch_ack', 'part_ack', 'visible'] as const);

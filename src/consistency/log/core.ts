@@ -60,6 +60,12 @@ export class LogCore {
   readonly bootId: string | null;
   /** The memory guard: the leader asks it for every write; state transfers count in it (one writer: the log). */
   readonly memory: MemoryAdmission;
+  /**
+   * Linearizability with read leases, three nodes: a follower tells the other follower when it holds that one's
+   * writes (`held`), and the two, a majority, commit them without waiting for the leader's notice
+   * (see Replication.onHeld); the leader's read index then covers what it sent both.
+   */
+  readonly followersShareHolds: boolean;
 
   // Durable state.
   term = 0;
@@ -164,6 +170,7 @@ export class LogCore {
     this.bootId = options.bootId ?? null;
     const leases = options.readLeases ?? null;
     this.readLeases = leases !== null && this.mode === 'linearizability' && this.peers.length <= 2 ? leases : null;
+    this.followersShareHolds = this.readLeases !== null && this.peers.length === 2;
     this.log = new EntryLog(this.readLeases !== null);
     this.memory = new MemoryAdmission(this.peers, undefined, options.keyHeld);
   }

@@ -19,6 +19,8 @@ export interface Progress {
   matchIndex: number;
   /** Entries up to here were sent (maybe not acked yet). */
   sentIndex: number;
+  /** The greatest `sentIndex` of this term (it never rewinds): the follower holds nothing of ours past it. */
+  sentMax: number;
   commitSent: number;
   lastAckMs: number;
   /** Its last pong: alive, its acks maybe held by its disk (check-quorum counts it, rounds do not). */
@@ -60,6 +62,7 @@ export class ProgressTracker {
       this.#byPeer.set(peer, {
         matchIndex: 0,
         sentIndex: lastIndex,
+        sentMax: lastIndex,
         commitSent: 0,
         lastAckMs: nowMs,
         lastPongMs: Number.NEGATIVE_INFINITY,
@@ -125,6 +128,13 @@ export class ProgressTracker {
     let floor = index;
     for (const progress of this.#byPeer.values()) if (nowMs < progress.honorUntilMs) floor = Math.min(floor, progress.matchIndex);
     return floor;
+  }
+
+  /** The most every follower may hold of this term's entries: nothing past it was sent to all. */
+  sentToAllFloor(): number {
+    let floor = Number.POSITIVE_INFINITY;
+    for (const progress of this.#byPeer.values()) floor = Math.min(floor, progress.sentMax);
+    return floor === Number.POSITIVE_INFINITY ? 0 : floor;
   }
 
   /** The latest send of ours a majority (this node, at once, included) acked in this term. */

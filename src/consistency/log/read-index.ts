@@ -69,13 +69,20 @@ export class ReadIndex {
     this.termStartIndex = termStartIndex;
   }
 
+  /** Everything we know committed, and this term's first entry. */
+  committedNow(): number {
+    return Math.max(this.core.commitIndex, this.termStartIndex);
+  }
+
   /**
-   * What a read arriving now must see: everything committed, and this term's first entry. With
-   * linearizability a follower commits only what we told it is committed (see appendEntries), so
-   * no write was answered beyond our commit index.
+   * What a read arriving now must see: everything committed, and this term's first entry. A
+   * follower commits only what we told it is committed (see appendEntries), or, when followers
+   * share holds, what both followers hold (see Replication.onHeld): at most what we sent both.
+   * So no write was answered beyond this index.
    */
   readIndexNow(): number {
-    return Math.max(this.core.commitIndex, this.termStartIndex);
+    const heldByFollowers = this.core.followersShareHolds ? this.progress.sentToAllFloor() : 0;
+    return Math.max(this.committedNow(), heldByFollowers);
   }
 
   /** The leader's own read: confirmed by the next round. */

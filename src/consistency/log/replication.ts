@@ -21,6 +21,7 @@ import type { LogCore } from './core.ts';
 import type { Progress, ProgressTracker } from './progress.ts';
 import type { ReadIndex } from './read-index.ts';
 import type { ReadLeases } from './lease.ts';
+import { FollowerHolds } from './follower-holds.ts';
 import { batchCount, opBytes, type LeaseGrant, type LogEntry, type LogMessage } from './types.ts';
 
 /** What replication asks of the rest of the machine: elections, and recovery (`accepted`). */
@@ -40,7 +41,8 @@ export interface ReplicationElection {
 
 /**
  * Sequential mode (see Replication.appendCanWait): the longest an entry waits for a follower that
- * need not have it yet, ms, and the most entries that wait so (a full batch leaves at once).
+ * need not have it yet, ms, and the most entries that wait so (a full batch leaves at once); the
+ * longest a bare commit notice waits when followers share holds (see ./follower-holds.ts).
  */
 const DEFERRED_APPEND_MS = 2;
 const DEFERRED_APPEND_ENTRIES_MAX = 64;
@@ -54,6 +56,8 @@ export class Replication {
   private owedAck: { to: PeerId; ack: AppendReply } | null = null;
   /** When the wake-up asked for by deferred appends is due (see appendCanWait). */
   private deferredWakeMs = Number.NEGATIVE_INFINITY;
+  /** Followers sharing holds (linearizability with read leases, three nodes), or null. */
+  readonly holds: FollowerHolds | null;
 
   constructor(
     private readonly core: LogCore,
@@ -64,7 +68,9 @@ export class Replication {
     private readonly startTransfer: (to: PeerId, minIndex: number) => boolean,
     /** Read leases, or null when off. */
     private readonly leases: ReadLeases | null = null,
-  ) {}
+  ) {
+    this.holds = core.followersShareHolds ? new FollowerHolds(core, progress) : null;
+  }
 
   /** A new leader (this node) sends its first heartbeat at its next tick. */
   leaderElected(): void {
@@ -92,7 +98,8 @@ export class Replication {
     const acker = deferring ? this.progress.freshest() : null;
     for (const peer of this.core.peers) {
       const confirms = confirmers.includes(peer);
-      if (deferring && !confirms && this.appendCanWait(peer, acker)) continue;
+      if (!confirms && deferring && this.appendCanWait(peer, acker)) continue;
+      if (!confirms && this.holds !== null && this.noticeCanWait(peer, this.holds)) continue;
       this.sendAppend(peer, confirms);
     }
     this.notDurableCount = 0;
@@ -115,9 +122,24 @@ export class Replication {
   private appendCanWait(peer: PeerId, acker: PeerId | null): boolean {
     const progress = this.progress.get(peer);
     assert(progress !== undefined);
+    return this.deferUntilDue(progress, this.unsentCanWait(progress.sentIndex, peer, acker));
+  }
+
+  /**
+   * Followers sharing holds: a bare commit notice may wait as a deferred append does, when the
+   * follower was told of its own writes (see FollowerHolds.noticeMayWait).
+   */
+  private noticeCanWait(peer: PeerId, holds: FollowerHolds): boolean {
+    const progress = this.progress.get(peer);
+    assert(progress !== undefined);
+    return this.deferUntilDue(progress, holds.noticeMayWait(peer, progress));
+  }
+
+  /** Whether a send to `progress`'s follower that `canWait` may wait more; if so, a wake-up is asked for when it is due. */
+  private deferUntilDue(progress: Progress, canWait: boolean): boolean {
     const since = progress.deferredSinceMs ?? this.core.nowMs;
     const dueMs = since + DEFERRED_APPEND_MS;
-    if (this.core.nowMs >= dueMs || !this.unsentCanWait(progress.sentIndex, peer, acker)) {
+    if (this.core.nowMs >= dueMs || !canWait) {
       progress.deferredSinceMs = null;
       return false;
     }
@@ -160,6 +182,7 @@ export class Replication {
     if (reply.success) this.election.accepted(message.term, reply.matchIndex);
     // After the entries: a grant is used only once its index is known committed here.
     if (this.leases !== null && message.lease !== undefined) this.leases.onGrant(message.lease);
+    if (reply.success && this.holds !== null) this.holds.accepted(from, message, reply.matchIndex);
     if (message.quiet && reply.success) return;
     const echo = message.sentMs === undefined ? {} : { sentMs: message.sentMs };
     const lease = this.leases === null ? {} : { ...echo, leaseAsk: this.leases.ask() };
@@ -319,6 +342,7 @@ export class Replication {
       // What it committed on its own (see appendEntries) needs no commit notice.
       progress.commitSent = Math.max(progress.commitSent, message.commitIndex);
       progress.sentIndex = Math.max(progress.sentIndex, progress.matchIndex);
+      progress.sentMax = Math.max(progress.sentMax, progress.sentIndex);
       if (message.leaseAsk !== undefined) this.onLeaseAsk(progress, message.leaseAsk);
       this.advanceCommit();
     } else if (message.seq >= progress.rewindSeq) {
@@ -357,8 +381,9 @@ export class Replication {
     const ask = progress.leaseAsk;
     if (ask === null) return { sentMs: this.core.nowMs };
     progress.leaseAsk = null;
-    // Everything committed when the ask arrived is at or before this index (this term's first entry included).
-    return { sentMs: this.core.nowMs, lease: { ...ask, index: this.reads.readIndexNow() } };
+    // Everything committed when the ask arrived is at or before this index (this term's first
+    // entry included). What followers commit between themselves (see onHeld) the holder holds.
+    return { sentMs: this.core.nowMs, lease: { ...ask, index: this.reads.committedNow() } };
   }
 
   /**
@@ -408,6 +433,7 @@ export class Replication {
       ...this.leaseFields(progress),
     });
     progress.sentIndex += count;
+    progress.sentMax = Math.max(progress.sentMax, progress.sentIndex);
     progress.commitSent = this.core.commitIndex;
   }
 

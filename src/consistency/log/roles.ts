@@ -158,6 +158,7 @@ export class Roles {
       case 'read_index':
         return this.reads.onReadIndex(from, message);
       case 'vote_reply':
+      case 'held':
         return;
       default:
         return this.stepAnyRole(from, message);
@@ -171,6 +172,8 @@ export class Roles {
         return this.turn.refuseForward(from, message);
       case 'read_index':
         return this.reads.refuseReadIndex(from, message);
+      case 'held':
+        return this.replication.holds?.onHeld(from, message);
       case 'append_reply':
       case 'pong':
       case 'vote_reply':
@@ -187,7 +190,7 @@ export class Roles {
   }
 
   /** What every role answers the same way (each handler minds the role where it matters). */
-  private stepAnyRole(from: PeerId, message: Exclude<LogMessage, { kind: 'append_reply' | 'pong' | 'forward' | 'read_index' | 'vote_reply' }>): void {
+  private stepAnyRole(from: PeerId, message: Exclude<LogMessage, { kind: 'append_reply' | 'held' | 'pong' | 'forward' | 'read_index' | 'vote_reply' }>): void {
     switch (message.kind) {
       case 'pre_vote':
         return this.election.onPreVote(from, message);

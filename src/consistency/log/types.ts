@@ -113,6 +113,13 @@ export type LogMessage =
       leaseAsk?: LeaseAsk;
     }
   /**
+   * Linearizability with read leases, three nodes: the sender, a follower of `term`, holds that
+   * term's leader's log up to `matchIndex` (durably, as its ack says). Sent beside the ack to the
+   * other follower when the append carried that one's writes: the two followers are a majority
+   * and, with the leader, every lease holder, so the writes' origin commits them on receipt.
+   */
+  | { kind: 'held'; term: number; matchIndex: number }
+  /**
    * The leader of `term` is alive: sent each heartbeat interval without waiting for the leader's
    * disk (a `beforeDurable` send), so a slow fsync there starts no election. It names no log
    * position and no commit, so it claims nothing a record must back, whatever it overtakes.

@@ -193,6 +193,8 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
     case 'ping':
     case 'pong':
       return null;
+    case 'held':
+      return isCount(value.matchIndex) ? null : 'held: bad fields';
     case 'forward':
       return forwardProblem(value, limits);
     case 'forward_refused':
