@@ -22,3 +22,13 @@ export function changedKeys(effect: Effect<unknown>): readonly string[] | null |
       return undefined;
   }
 }
+
+/**
+ * The keys a store effect waiting for the disk holds back from reads that run ahead of it
+ * (`keysOnly`, ../controller/held-keys.ts): those it changes, but every key for a `put`, one piece
+ * of a replica being rebuilt: a read of a key it does not hold may find another piece still on
+ * its way, and the replica is as of the rebuild's index only once all of them are in.
+ */
+export function keysHeldBy(effect: Effect<unknown>): readonly string[] | null | undefined {
+  return effect.kind === 'put' ? null : changedKeys(effect);
+}

@@ -18,7 +18,7 @@ import type { Reply } from '../protocol/types.ts';
 import type { PacedRead, Replica } from '../store/replica.ts';
 import { opKeys, type Op } from '../store/types.ts';
 import type { BackendWatch } from './backend-watch.ts';
-import { changedKeys } from '../consistency/changed-keys.ts';
+import { keysHeldBy } from '../consistency/changed-keys.ts';
 import { HeldKeys } from './held-keys.ts';
 import { DurabilityGate, type DurabilityError, type WriteAhead } from './durability.ts';
 import type { MemoryReporter } from './memory-reporter.ts';
@@ -105,7 +105,7 @@ export class EffectRunner {
 
   /** Hands an effect to the gate, noting the keys it changes while it waits (see HeldKeys). */
   private holdForDisk(effect: Effect<unknown>, run: () => void = () => this.execute(effect)): void {
-    const keys = changedKeys(effect);
+    const keys = keysHeldBy(effect);
     if (keys === undefined) {
       this.durability.whenDurable(this.durability.latest(), effect);
       return;

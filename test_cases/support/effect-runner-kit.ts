@@ -8,6 +8,7 @@ import os from 'node:os';
 import type { Effect, Event, KeyedEntry, RequestId } from '../../src/consistency/types.ts';
 import { BackendWatch } from '../../src/controller/backend-watch.ts';
 import { EffectRunner } from '../../src/controller/effects.ts';
+import type { WalWriteResult, WriteAhead } from '../../src/controller/durability.ts';
 import { MemoryReporter } from '../../src/controller/memory-reporter.ts';
 import { PendingRequests } from '../../src/controller/requests.ts';
 import type { ControllerStatus } from '../../src/controller/status.ts';
@@ -27,8 +28,18 @@ function deferred<T>(): { promise: Promise<T>; resolve: (value: T) => void; reje
   return { promise, resolve, reject };
 }
 
+/** A write-ahead file whose every batch waits for the test to finish it (`finish`). */
+export function heldWriteAhead(): WriteAhead & { finish(): void } {
+  const waiting: Array<(result: WalWriteResult) => void> = [];
+  return {
+    write: (_batch, done) => waiting.push(done),
+    close: () => {},
+    finish: () => waiting.shift()?.({ ok: true, fsync: null }),
+  };
+}
+
 /** An effect runner over a replica whose every call waits for the test to settle it. */
-export function runner() {
+export function runner(writeAhead?: WriteAhead) {
   const events: Event<unknown>[] = [];
   const reads: Array<ReturnType<typeof deferred<Reply>>> = [];
   const applies: Array<ReturnType<typeof deferred<Reply>>> = [];
@@ -77,7 +88,7 @@ export function runner() {
   });
   const requests = new PendingRequests(() => {});
   const effects = new EffectRunner({
-    writeAhead: { write: () => { throw new Error('causal mode writes no records'); }, close: () => {} },
+    writeAhead: writeAhead ?? { write: () => { throw new Error('causal mode writes no records'); }, close: () => {} },
     sync: 'write',
     failed: () => {},
     fsynced: () => {},

@@ -16,7 +16,7 @@
 
 import type { Effect, Event } from '../../../src/consistency/types.ts';
 import type { LogMessage } from '../../../src/consistency/replicated-log.ts';
-import { changedKeys } from '../../../src/consistency/changed-keys.ts';
+import { keysHeldBy } from '../../../src/consistency/changed-keys.ts';
 import { opKeys, type KeyedEntry, type Op } from '../../../src/store/types.ts';
 import type { HeldWork, OutwardEffect, TransferMark } from './disk.ts';
 import type { Flight } from './network.ts';
@@ -76,7 +76,7 @@ export class SimController {
     if (effect.kind === 'read' && effect.keysOnly === true && !node.heldKeys.touches(readKeys(effect.op))) {
       return this.execute(node, effect, node.lastTransfer);
     }
-    const keys = changedKeys(effect);
+    const keys = keysHeldBy(effect);
     if (keys !== undefined) node.heldKeys.hold(keys);
     node.gate.whenDurable(node.gate.latest(), { effect, transfer: node.lastTransfer, keys });
   }
