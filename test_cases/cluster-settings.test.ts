@@ -1,6 +1,7 @@
 /**
  * The settings line peers compare at the handshake: it tells apart every mode, read leases on and
- * off and each of their timings, and value_bytes_max; it leaves out what a mode does not use; and
+ * off and each of their timings (and, with them, followers that commit between themselves, which
+ * a node without it must not join), and value_bytes_max; it leaves out what a mode does not use; and
  * the longest a config can make fits a handshake message.
  */
 
@@ -24,7 +25,7 @@ describe('the cluster settings line', () => {
     ];
     expect(new Set(lines).size).toBe(lines.length);
     expect(clusterSettings('linearizability', leases, MiB)).toBe(
-      'mode=linearizability read_leases=on read_lease_ms=500 clock_drift_ppm_max=10000 read_lease_margin_ms=10 value_bytes_max=1048576',
+      'mode=linearizability read_leases=on read_lease_ms=500 clock_drift_ppm_max=10000 read_lease_margin_ms=10 holds=on value_bytes_max=1048576',
     );
   });
 

@@ -8,6 +8,9 @@
  * - read leases, in linearizability: a holder counts its lease on its own `read_lease_ms`, the
  *   leader honours it on its own guard (lease, drift bound, margin), and a new leader waits out
  *   old leases only with leases on. Any difference can let a lease holder read stale data;
+ *   With them on, followers commit between themselves (`holds`, see
+ *   consistency/log/follower-holds.ts): a leader that does not know it would hand out read
+ *   indexes below writes its followers already answered;
  * - `value_bytes_max`: a value one node took and another refuses to apply would leave that
  *   replica failing the same entry again and again.
  */
@@ -22,6 +25,7 @@ export function clusterSettings(mode: Mode, readLeases: ReadLeaseOptions | null,
     else {
       const { leaseMs, clockDriftPpmMax, marginMs } = readLeases;
       parts.push('read_leases=on', `read_lease_ms=${leaseMs}`, `clock_drift_ppm_max=${clockDriftPpmMax}`, `read_lease_margin_ms=${marginMs}`);
+      parts.push('holds=on');
     }
   }
   parts.push(`value_bytes_max=${valueBytesMax}`);
