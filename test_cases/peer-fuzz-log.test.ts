@@ -14,13 +14,14 @@ import type { Op } from '../src/store/types.ts';
 import { mulberry32 } from './support/log-sim.ts';
 import { certainlyInvalid, mutate, randomJunk } from './support/junk.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
-import { checkOwnEffects, FUZZ_BUDGET_MS, IDS, LOG_COUNT_FIELDS, LogCluster, machineInRole, set, T0 } from './support/peer-fuzz-kit.ts';
+import { checkOwnEffects, FUZZ_BUDGET_MS, IDS, LOG_COUNT_FIELDS, LogCluster, machineInRole, set, T0, type LogClusterTuning } from './support/peer-fuzz-kit.ts';
 
-const LOG_KINDS = ['pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append', 'append_reply', 'forward', 'forward_refused', 'read_index', 'read_index_reply', 'transfer_request', 'transfer_chunk'];
+const LOG_KINDS = ['pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append', 'append_reply', 'forward', 'forward_refused', 'read_index', 'read_index_reply', 'transfer_request', 'transfer_chunk', 'held'];
+const LEASES = { readLeases: { leaseMs: 200, clockDriftPpmMax: 10_000, marginMs: 5 } };
 
 /** A fault-free run with writes of every op kind: the corpus of real messages to mutate. */
-function logCorpus(mode: LogMode): LogMessage[] {
-  const cluster = new LogCluster(mode, { compactionThresholdEntries: 8, transferChunkEntriesMax: 2 });
+function logCorpus(mode: LogMode, tuning: LogClusterTuning = {}): LogMessage[] {
+  const cluster = new LogCluster(mode, { compactionThresholdEntries: 8, transferChunkEntriesMax: 2, ...tuning });
   cluster.run(1_000);
   const leader = cluster.leader() as PeerId;
   const follower = IDS.find((id) => id !== leader) as PeerId;
@@ -41,8 +42,8 @@ function logCorpus(mode: LogMode): LogMessage[] {
   return cluster.sent;
 }
 
-function fuzzLog(mode: LogMode, seed: number, count: number): { steps: number; dropped: number } {
-  const corpus = logCorpus(mode);
+function fuzzLog(mode: LogMode, seed: number, count: number, tuning: LogClusterTuning = {}): { steps: number; dropped: number } {
+  const corpus = logCorpus(mode, tuning);
   expect(corpus.length).toBeGreaterThan(50);
   const random = mulberry32(seed);
   const startedMs = Date.now();
@@ -50,7 +51,7 @@ function fuzzLog(mode: LogMode, seed: number, count: number): { steps: number; d
   let dropped = 0;
   for (const role of ['leader', 'follower', 'candidate'] as const) {
     for (let round = 0; round < 3; round += 1) {
-      const { cluster, id } = machineInRole(mode, role);
+      const { cluster, id } = machineInRole(mode, role, tuning);
       const node = cluster.node(id);
       const sender = itemAt(IDS.filter((peer) => peer !== id), Math.floor(random() * 2));
       const before = node.machine.status().invalidPeerMessages;
@@ -77,6 +78,14 @@ describe('replicated log: peer messages are validated before the machine acts', 
       expect(dropped).toBeGreaterThan(steps / 3);
     });
   }
+
+  it('linearizability with read leases (lease fields, followers\' holds): the same', () => {
+    const corpus = logCorpus('linearizability', LEASES);
+    expect(corpus.some((message) => message.kind === 'held')).toBe(true);
+    const { steps, dropped } = fuzzLog('linearizability', 303, 4_500, LEASES);
+    expect(steps).toBeGreaterThan(1_000);
+    expect(dropped).toBeGreaterThan(steps / 3);
+  });
 
   it('a cluster whose machines got nothing but junk still elects a leader and replicates', () => {
     const cluster = new LogCluster('linearizability');

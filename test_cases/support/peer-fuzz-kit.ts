@@ -7,7 +7,7 @@
 
 import { expect } from 'vitest';
 import { asPeerId, asRequestId, type Effect, type Event, type Machine, type PeerId } from '../../src/consistency/types.ts';
-import { createReplicatedLog, type LogMessage, type LogMode, type ReplicatedLog } from '../../src/consistency/replicated-log.ts';
+import { createReplicatedLog, type LogMessage, type LogMode, type ReadLeaseOptions, type ReplicatedLog } from '../../src/consistency/replicated-log.ts';
 import { logMessageProblem, type LogMessageLimits } from '../../src/consistency/log/validate.ts';
 import { LOG_DEFAULTS } from '../../src/consistency/log/types.ts';
 import { isValidOp, OP_LIMITS_DEFAULT } from '../../src/store/op-rules.ts';
@@ -77,6 +77,14 @@ export interface LogNode {
 }
 
 /** Three log machines of `mode`: ticks in 10 ms steps, delivers in turns each ending in a flush, and keeps every message sent. */
+/** What a fuzz cluster may be run with besides its mode. */
+export interface LogClusterTuning {
+  batchBytesMax?: number;
+  transferChunkEntriesMax?: number;
+  compactionThresholdEntries?: number;
+  readLeases?: ReadLeaseOptions;
+}
+
 export class LogCluster {
   nowMs = T0;
   readonly nodes = new Map<PeerId, LogNode>();
@@ -87,7 +95,7 @@ export class LogCluster {
 
   constructor(
     readonly mode: LogMode,
-    readonly tuning: { batchBytesMax?: number; transferChunkEntriesMax?: number; compactionThresholdEntries?: number } = {},
+    readonly tuning: LogClusterTuning = {},
   ) {
     for (const id of IDS) this.nodes.set(id, this.boot(id, []));
   }
@@ -162,8 +170,8 @@ export class LogCluster {
 }
 
 /** A machine alone in its role: leader (of a live cluster), follower, or candidate. */
-export function machineInRole(mode: LogMode, role: 'leader' | 'follower' | 'candidate'): { cluster: LogCluster; id: PeerId } {
-  const cluster = new LogCluster(mode);
+export function machineInRole(mode: LogMode, role: 'leader' | 'follower' | 'candidate', tuning: LogClusterTuning = {}): { cluster: LogCluster; id: PeerId } {
+  const cluster = new LogCluster(mode, tuning);
   cluster.run(1_000);
   const leader = cluster.leader() as PeerId;
   if (role === 'leader') return { cluster, id: leader };
