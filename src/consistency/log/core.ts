@@ -61,9 +61,9 @@ export class LogCore {
   /** The memory guard: the leader asks it for every write; state transfers count in it (one writer: the log). */
   readonly memory: MemoryAdmission;
   /**
-   * Linearizability with read leases, three nodes: a follower tells the other follower when it holds that one's
-   * writes (`held`), and the two, a majority, commit them without waiting for the leader's notice
-   * (see Replication.onHeld); the leader's read index then covers what it sent both.
+   * Linearizability with read leases, three nodes: a follower tells the other follower when it
+   * holds that one's writes (`held`), and the two, a majority, commit them without waiting for the
+   * leader's notice (./follower-holds.ts); the leader's read index then covers what it sent both.
    */
   readonly followersShareHolds: boolean;
 

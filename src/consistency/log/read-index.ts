@@ -77,7 +77,7 @@ export class ReadIndex {
   /**
    * What a read arriving now must see: everything committed, and this term's first entry. A
    * follower commits only what we told it is committed (see appendEntries), or, when followers
-   * share holds, what both followers hold (see Replication.onHeld): at most what we sent both.
+   * share holds, what both followers hold (./follower-holds.ts): at most what we sent both.
    * So no write was answered beyond this index.
    */
   readIndexNow(): number {

@@ -382,7 +382,7 @@ export class Replication {
     if (ask === null) return { sentMs: this.core.nowMs };
     progress.leaseAsk = null;
     // Everything committed when the ask arrived is at or before this index (this term's first
-    // entry included). What followers commit between themselves (see onHeld) the holder holds.
+    // entry included). What followers commit between themselves (./follower-holds.ts) it holds.
     return { sentMs: this.core.nowMs, lease: { ...ask, index: this.reads.committedNow() } };
   }
 
