@@ -1,6 +1,6 @@
 /**
  * Followers sharing holds (linearizability with read leases, three nodes; see
- * src/consistency/log/replication.ts, onHeld): a follower that accepts an append carrying the
+ * src/consistency/log/follower-holds.ts): a follower that accepts an append carrying the
  * other follower's writes tells that follower (`held`), which commits them on its own copy and
  * that word, one hop before the leader's commit notice. What must hold: the commit needs both
  * followers' copies of the current term; nothing else commits on a `held`; the leader's read
