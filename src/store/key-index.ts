@@ -7,21 +7,21 @@
  * process, 3.9 million keys held 712 MiB of heap and a full collection stopped the process
  * 588–970 ms (a leader stopped a failure timeout loses its leadership). Here a key costs its
  * string and a map slot holding a small integer; its fields live off the heap in arrays the
- * collector never walks. Nothing grows in one long step: the arrays come in pages of 65,536 slots,
- * and the map is 64 Maps (./sharded-map.ts).
+ * collector never walks. Nothing grows in one long step: the arrays come in pages of 65,536 slots
+ * (./paged-slots.ts), and the map is 64 Maps (./sharded-map.ts).
  *
  * A record is named by a `ref`, its slot and the slot's generation together: a ref taken before an
  * await names the record only while no write replaced it and no delete or clear freed its slot
  * (`isCurrent`), as a record object a later write replaced would be detached from the index.
  *
  * Invariants:
- * - `#slots` maps every key held to a slot below `#next` that is not on the free list.
+ * - `#slots` maps every key held to a slot `#paged` gave out and has not taken back.
  * - A slot's generation changes each time it is given to a record and each time it is freed, so
  *   no ref is ever current twice.
  */
 
-import { itemAt } from '../runtime/item-at.ts';
 import type { IndexRecord } from './replica-records.ts';
+import { PAGE_MASK, PAGE_SLOTS, PagedSlots } from './paged-slots.ts';
 import { ShardedMap } from './sharded-map.ts';
 import { isCounted } from './replica-records.ts';
 import type { Entry } from './types.ts';
@@ -41,15 +41,7 @@ const LISTED = 8;
 export type IndexRef = number;
 export const NO_RECORD: IndexRef = -1;
 
-/**
- * The fields of PAGE_SLOTS consecutive slots. The index grows a page at a time: arrays grown by
- * doubling are copied whole, and at two million keys one growth stops a controller for a third
- * of a second (seconds on a busy machine), faulting in and copying their memory.
- */
-export const PAGE_BITS = 16;
-export const PAGE_SLOTS = 2 ** PAGE_BITS;
-export const PAGE_MASK = PAGE_SLOTS - 1;
-
+/** The fields of PAGE_SLOTS consecutive slots (./paged-slots.ts). */
 class Page {
   readonly cas = new BigUint64Array(PAGE_SLOTS);
   readonly expiresAtMs = new Float64Array(PAGE_SLOTS);
@@ -59,10 +51,8 @@ class Page {
 
 export class KeyIndex {
   readonly #slots = new ShardedMap();
-  readonly #pages: Page[] = [];
-  /** Slots below this were given out at least once since the last clear. */
-  #next = 0;
-  #free: number[] = [];
+  // Past SLOT_COUNT a ref would name two slots; a single Map threw there too (the key bound stays below).
+  readonly #paged = new PagedSlots(() => new Page(), { slotsMax: SLOT_COUNT, what: 'the key index' });
 
   get size(): number {
     return this.#slots.size;
@@ -86,7 +76,7 @@ export class KeyIndex {
   isCurrent(ref: IndexRef): boolean {
     if (ref === NO_RECORD) return false;
     const slot = ref % SLOT_COUNT;
-    return slot < this.#pages.length * PAGE_SLOTS && this.#ref(slot) === ref;
+    return slot < this.#paged.capacity && this.#ref(slot) === ref;
   }
 
   /** The version the backend holds (-1 while only listed). `ref` must be current. */
@@ -162,7 +152,7 @@ export class KeyIndex {
     if (slot === undefined) return;
     this.#slots.delete(key);
     this.#bump(slot);
-    this.#free.push(slot);
+    this.#paged.release(slot);
   }
 
   /** Deletes `key` only if `ref` is its current record. */
@@ -172,10 +162,9 @@ export class KeyIndex {
 
   /** Forgets every key. Generations go on (the pages are kept), so refs taken before stay stale. */
   clear(): void {
-    for (let slot = 0; slot < this.#next; slot += 1) this.#bump(slot);
+    for (let slot = 0; slot < this.#paged.used; slot += 1) this.#bump(slot);
     this.#slots.clear();
-    this.#next = 0;
-    this.#free = [];
+    this.#paged.clear();
   }
 
   /** `ref`'s record as a plain object (for the status page and tests), or undefined if not current. */
@@ -196,7 +185,7 @@ export class KeyIndex {
   }
 
   #page(slot: number): Page {
-    return itemAt(this.#pages, slot >>> PAGE_BITS);
+    return this.#paged.page(slot);
   }
 
   #has(ref: IndexRef, bit: number): boolean {
@@ -223,10 +212,7 @@ export class KeyIndex {
   }
 
   #allocate(): number {
-    // Past SLOT_COUNT a ref would name two slots; a single Map threw here too (the key bound stays below).
-    if (this.#free.length === 0 && this.#next >= SLOT_COUNT) throw new RangeError(`the key index holds its most keys (${SLOT_COUNT})`);
-    const slot = this.#free.pop() ?? this.#next++;
-    if (slot >= this.#pages.length * PAGE_SLOTS) this.#pages.push(new Page());
+    const slot = this.#paged.allocate();
     this.#bump(slot);
     return slot;
   }

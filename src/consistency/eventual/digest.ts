@@ -16,7 +16,7 @@
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import { PAGE_BITS, PAGE_MASK, PAGE_SLOTS } from '../../store/key-index.ts';
+import { PAGE_MASK, PAGE_SLOTS, PagedSlots } from '../../store/paged-slots.ts';
 import { fnvKey, FNV_PRIME, mix32 } from '../../store/key-hash.ts';
 import { ShardedMap } from '../../store/sharded-map.ts';
 
@@ -87,7 +87,7 @@ export interface IndexEntry {
   resetVersion?: bigint;
 }
 
-/** The fields of PAGE_SLOTS consecutive slots: the index grows a page at a time, as ../../store/key-index.ts does. */
+/** The fields of PAGE_SLOTS consecutive slots (../../store/paged-slots.ts). */
 class Page {
   readonly version = new BigUint64Array(PAGE_SLOTS);
   readonly resetVersion = new BigUint64Array(PAGE_SLOTS);
@@ -115,10 +115,7 @@ const HAS_RESET = 2;
  */
 export class VersionIndex {
   private readonly slots = new ShardedMap();
-  private readonly pages: Page[] = [];
-  /** Slots below this were given out at least once since the last clear. */
-  private nextSlot = 0;
-  private free: number[] = [];
+  private readonly paged = new PagedSlots(() => new Page());
   private readonly bucketFirst = new Int32Array(BUCKET_COUNT).fill(NONE);
   private readonly bucketLast = new Int32Array(BUCKET_COUNT).fill(NONE);
   private readonly bucketSizes = new Uint32Array(BUCKET_COUNT);
@@ -190,15 +187,14 @@ export class VersionIndex {
     this.slots.delete(key);
     this.unlink(slot);
     this.page(slot).keys[slot & PAGE_MASK] = '';
-    this.free.push(slot);
+    this.paged.release(slot);
     return true;
   }
 
   clear(): void {
     this.slots.clear();
-    for (const page of this.pages) page.keys.fill('');
-    this.nextSlot = 0;
-    this.free = [];
+    for (const page of this.paged.pages) page.keys.fill('');
+    this.paged.clear();
     this.bucketFirst.fill(NONE);
     this.bucketLast.fill(NONE);
     this.bucketSizes.fill(0);
@@ -237,7 +233,7 @@ export class VersionIndex {
   }
 
   private page(slot: number): Page {
-    return itemAt(this.pages, slot >>> PAGE_BITS);
+    return this.paged.page(slot);
   }
 
   private entryAt(slot: number): IndexEntry {
@@ -261,8 +257,7 @@ export class VersionIndex {
 
   /** A free slot for `key`, at the end of `bucket`'s list. */
   private allocate(key: string, bucket: number): number {
-    const slot = this.free.pop() ?? this.nextSlot++;
-    if (slot >= this.pages.length * PAGE_SLOTS) this.pages.push(new Page());
+    const slot = this.paged.allocate();
     const page = this.page(slot);
     const at = slot & PAGE_MASK;
     page.keys[at] = key;
