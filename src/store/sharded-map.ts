@@ -19,9 +19,14 @@ import { fnvKey, mix32 } from './key-hash.ts';
 const SHARD_BITS = 6;
 const SHARDS = 2 ** SHARD_BITS;
 
-/** The shard of `key`: the top bits of its hash (./key-hash.ts). */
+/** The hash a key's shard comes from (./key-hash.ts); a caller that has it may pass it to each method. */
+export function keyHashOf(key: string): number {
+  return mix32(fnvKey(key));
+}
+
+/** The shard of `key`: the top bits of its hash. */
 export function shardOf(key: string): number {
-  return mix32(fnvKey(key)) >>> (32 - SHARD_BITS);
+  return keyHashOf(key) >>> (32 - SHARD_BITS);
 }
 
 export class ShardedMap {
@@ -32,23 +37,23 @@ export class ShardedMap {
     return this.#size;
   }
 
-  get(key: string): number | undefined {
-    return this.#shard(key).get(key);
+  get(key: string, hash = keyHashOf(key)): number | undefined {
+    return this.#shard(hash).get(key);
   }
 
-  has(key: string): boolean {
-    return this.#shard(key).has(key);
+  has(key: string, hash = keyHashOf(key)): boolean {
+    return this.#shard(hash).has(key);
   }
 
-  set(key: string, value: number): void {
-    const shard = this.#shard(key);
+  set(key: string, value: number, hash = keyHashOf(key)): void {
+    const shard = this.#shard(hash);
     const before = shard.size;
     shard.set(key, value);
     this.#size += shard.size - before;
   }
 
-  delete(key: string): boolean {
-    const deleted = this.#shard(key).delete(key);
+  delete(key: string, hash = keyHashOf(key)): boolean {
+    const deleted = this.#shard(hash).delete(key);
     if (deleted) this.#size -= 1;
     return deleted;
   }
@@ -66,7 +71,7 @@ export class ShardedMap {
     for (const shard of this.#shards) yield* shard.entries();
   }
 
-  #shard(key: string): Map<string, number> {
-    return itemAt(this.#shards, shardOf(key));
+  #shard(hash: number): Map<string, number> {
+    return itemAt(this.#shards, hash >>> (32 - SHARD_BITS));
   }
 }

@@ -18,7 +18,7 @@
 import { itemAt } from '../../runtime/item-at.ts';
 import { PAGE_MASK, PAGE_SLOTS, PagedSlots } from '../../store/paged-slots.ts';
 import { fnvKey, FNV_PRIME, mix32 } from '../../store/key-hash.ts';
-import { ShardedMap } from '../../store/sharded-map.ts';
+import { keyHashOf, ShardedMap } from '../../store/sharded-map.ts';
 
 /** Buckets keys hash into. A power of two. */
 export const BUCKET_COUNT = 1024;
@@ -37,11 +37,12 @@ function fnvWord(hash: number, word: number): number {
 
 /** The bucket a key belongs to, 0..BUCKET_COUNT-1. */
 export function bucketOfKey(key: string): number {
-  return bucketOfHash(fnvKey(key));
+  return bucketOfMixed(keyHashOf(key));
 }
 
-function bucketOfHash(keyHash: number): number {
-  return mix32(keyHash) & (BUCKET_COUNT - 1);
+/** The bucket of a key from its mixed hash (`keyHashOf`, which also picks its map shard). */
+function bucketOfMixed(mixed: number): number {
+  return mixed & (BUCKET_COUNT - 1);
 }
 
 /** The group a bucket belongs to, 0..GROUP_COUNT-1. */
@@ -144,11 +145,13 @@ export class VersionIndex {
 
   /** Insert the entry of `key`, or update the one held in place (its bucket keeps its place), updating the digests. */
   set(key: string, entry: IndexEntry): void {
+    // One hash of the key: its bucket and its map shard come from the mixed one, the digest term from FNV's.
     const keyHash = fnvKey(key);
-    let slot = this.slots.get(key);
+    const mixed = mix32(keyHash);
+    let slot = this.slots.get(key, mixed);
     if (slot === undefined) {
-      slot = this.allocate(key, bucketOfHash(keyHash));
-      this.slots.set(key, slot);
+      slot = this.allocate(key, bucketOfMixed(mixed));
+      this.slots.set(key, slot, mixed);
       this.flip(this.bucketAt(slot), versionTerm(keyHash, entry.version));
     } else {
       const held = this.page(slot).version[slot & PAGE_MASK] ?? 0n;
@@ -181,10 +184,12 @@ export class VersionIndex {
   }
 
   delete(key: string): boolean {
-    const slot = this.slots.get(key);
+    const keyHash = fnvKey(key);
+    const mixed = mix32(keyHash);
+    const slot = this.slots.get(key, mixed);
     if (slot === undefined) return false;
-    this.flip(this.bucketAt(slot), versionTerm(fnvKey(key), this.page(slot).version[slot & PAGE_MASK] ?? 0n));
-    this.slots.delete(key);
+    this.flip(this.bucketAt(slot), versionTerm(keyHash, this.page(slot).version[slot & PAGE_MASK] ?? 0n));
+    this.slots.delete(key, mixed);
     this.unlink(slot);
     this.page(slot).keys[slot & PAGE_MASK] = '';
     this.paged.release(slot);
