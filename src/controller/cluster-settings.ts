@@ -24,8 +24,7 @@ export function clusterSettings(mode: Mode, readLeases: ReadLeaseOptions | null,
     if (readLeases === null) parts.push('read_leases=off');
     else {
       const { leaseMs, clockDriftPpmMax, marginMs } = readLeases;
-      parts.push('read_leases=on', `read_lease_ms=${leaseMs}`, `clock_drift_ppm_max=${clockDriftPpmMax}`, `read_lease_margin_ms=${marginMs}`);
-      parts.push('holds=on');
+      parts.push('read_leases=on', `read_lease_ms=${leaseMs}`, `clock_drift_ppm_max=${clockDriftPpmMax}`, `read_lease_margin_ms=${marginMs}`, 'holds=on');
     }
   }
   parts.push(`value_bytes_max=${valueBytesMax}`);

@@ -121,7 +121,7 @@ export class RequestAdmission {
     const leases = this.leases;
     if (leases === null) return false;
     if (this.core.role !== 'leader') return leases.holdsAsFollower(atMs);
-    return leases.holdsAsLeader(atMs, this.progress.confirmedSentMs(), this.reads.committedNow() <= this.core.commitIndex);
+    return leases.holdsAsLeader(atMs, this.progress.confirmedSentMs(), this.reads.termStarted());
   }
 
   /**

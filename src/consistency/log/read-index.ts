@@ -74,6 +74,11 @@ export class ReadIndex {
     return Math.max(this.core.commitIndex, this.termStartIndex);
   }
 
+  /** Whether this term's first entry is known committed (the leader's own lease needs it). */
+  termStarted(): boolean {
+    return this.termStartIndex <= this.core.commitIndex;
+  }
+
   /**
    * What a read arriving now must see: everything committed, and this term's first entry. A
    * follower commits only what we told it is committed (see appendEntries), or, when followers
