@@ -73,7 +73,7 @@ export class Collection {
       // A key no longer mortal is dropped by the sweep: no set operation on the writes that set none.
       if (indexed.expiresAtMs !== 0) this.mortal.add(key);
     }
-    this.collectIfDone(key, nowMs);
+    this.collectIfDone(key, indexed, nowMs);
   }
 
   /** Removes `key` from the index (the replica does not hold it), without purging it. */
@@ -106,12 +106,13 @@ export class Collection {
     const bit = this.peerBits.get(peer) ?? 0;
     if (entry === undefined || entry.version > version || (entry.heldByMask & bit) !== 0) return;
     this.index.markHeld(key, bit);
-    this.collectIfDone(key, nowMs);
+    entry.heldByMask |= bit;
+    this.collectIfDone(key, entry, nowMs);
   }
 
-  private collectIfDone(key: string, nowMs: number): void {
-    const entry = this.index.get(key);
-    if (entry === undefined || !this.isDead(entry, nowMs)) return;
+  /** Purges `key` if it is dead and every peer holds it; `entry` is what the index holds of it now. */
+  private collectIfDone(key: string, entry: IndexEntry, nowMs: number): void {
+    if (!this.isDead(entry, nowMs)) return;
     if ((entry.heldByMask & this.allPeersMask) !== this.allPeersMask) return;
     this.pendingPurges.push([key, entry.version]);
     this.index.delete(key);
@@ -188,7 +189,7 @@ export class Collection {
       } else if (this.isDead(entry, nowMs)) {
         this.mortal.delete(key);
         this.graveyard.add(key);
-        this.collectIfDone(key, nowMs);
+        this.collectIfDone(key, entry, nowMs);
       }
     }
   }
