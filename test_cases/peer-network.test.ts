@@ -86,6 +86,8 @@ describe('PeerNetwork with three nodes', () => {
   let ports: number[] = [];
   const networks = new Map<PeerId, PeerNetwork>();
   const logs = new Map<PeerId, LogLine[]>();
+  /** Heartbeat info a test has set in place of a node's usual one. */
+  const info = new Map<PeerId, unknown>();
 
   function makeNetwork(self: PeerId, options: { info?: () => unknown } = {}): PeerNetwork {
     const lines: LogLine[] = [];
@@ -114,7 +116,7 @@ describe('PeerNetwork with three nodes', () => {
 
   beforeAll(async () => {
     ports = await freePorts(3);
-    for (const id of ids) networks.set(id, makeNetwork(id, { info: () => ({ role: `role-of-${id}` }) }));
+    for (const id of ids) networks.set(id, makeNetwork(id, { info: () => info.get(id) ?? { role: `role-of-${id}` } }));
     await Promise.all(ids.map((id) => network(id).start()));
   });
 
@@ -151,6 +153,33 @@ describe('PeerNetwork with three nodes', () => {
     network(n3).off('message', listener);
     expect(seen).toEqual([]); // heartbeats arrived meanwhile (the peers stayed up) but none was emitted
     expect(network(n3).up()).toEqual([n1, n2]);
+  });
+
+  it('skips a heartbeat that would say nothing new to a peer other frames reached; a change goes out', async () => {
+    const before = network(n1).counters();
+    const stopAtMs = Date.now() + 4 * failureTimeoutMs;
+    let sent = 0;
+    while (Date.now() < stopAtMs) {
+      if (network(n1).send(n2, { kind: 'tick', sent })) sent += 1;
+      await new Promise((resolve) => setTimeout(resolve, heartbeatIntervalMs / 4));
+      expect(network(n2).up()).toContain(n1); // the messages alone keep n1 up at n2
+    }
+    const after = network(n1).counters();
+    expect(sent).toBeGreaterThan(20);
+    // Every interval n1 skipped n2's heartbeat (the same info, messages since) but still beat n3.
+    const intervals = (4 * failureTimeoutMs) / heartbeatIntervalMs;
+    expect(after.heartbeatsSkipped - before.heartbeatsSkipped).toBeGreaterThanOrEqual(intervals / 2);
+    expect(after.heartbeatsSent - before.heartbeatsSent).toBeGreaterThanOrEqual(intervals / 2);
+    expect(network(n3).up()).toContain(n1);
+
+    info.set(n1, { role: 'changed' });
+    const changeUntilMs = Date.now() + 1000;
+    while (Date.now() < changeUntilMs && (network(n2).peerView().find((view) => view.peer === n1)?.info as { role?: string } | null)?.role !== 'changed') {
+      network(n1).send(n2, { kind: 'tick', sent });
+      await new Promise((resolve) => setTimeout(resolve, heartbeatIntervalMs / 4));
+    }
+    expect(network(n2).peerView().find((view) => view.peer === n1)?.info).toEqual({ role: 'changed' });
+    info.delete(n1);
   });
 
   it('delivers a burst sent in one tick, in order', async () => {

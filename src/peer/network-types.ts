@@ -79,7 +79,7 @@ export interface PeerView {
   info: unknown;
 }
 
-/** What the network refused or replaced since it was made, for `stats`. */
+/** What the network refused or replaced since it was made, for `stats`, and its heartbeats. */
 export interface PeerNetworkCounters {
   /** Handshakes completed, inbound and outbound. */
   handshakesAccepted: number;
@@ -91,6 +91,9 @@ export interface PeerNetworkCounters {
   inboundReplaced: number;
   /** Heartbeats whose memory report failed validation (each counted as the peer reporting nothing). */
   memoryReportsRefused: number;
+  /** Heartbeats written to peers, and those not written because they would have said nothing new. */
+  heartbeatsSent: number;
+  heartbeatsSkipped: number;
 }
 
 /** An operating error of the network (e.g. the peer port is taken). */

@@ -10,7 +10,9 @@
  * `unauthenticatedInboundMax` inbound connections may wait. With TLS, each certificate must name
  * the node id its end claims. Sends are fire-and-forget (false when not connected or over
  * `sendQueueBytesMax`); heartbeats and the kinds named `priorityKinds` overtake bulk frames waiting
- * to enter the socket (send-lanes.ts). Liveness is judged only from what arrives. This file holds
+ * to enter the socket (send-lanes.ts). Liveness is judged only from what arrives, and any frame
+ * proves its sender alive: a heartbeat that would repeat the last one to a peer that other frames
+ * reached since is not sent (an idle cluster's log traffic carries liveness alone). This file holds
  * the public API, the counters, the heartbeats and the failure detector's transitions; its options,
  * events and error are declared in network-types.ts and exported from here.
  *
@@ -113,6 +115,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       framesRefused: 0,
       inboundReplaced: 0,
       memoryReportsRefused: 0,
+      heartbeatsSent: 0,
+      heartbeatsSkipped: 0,
     };
     const { self, clusterId, secret, log } = options;
     const settings = options.settings ?? '';
@@ -284,8 +288,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private onHeartbeatTimer(): void {
     const pausedMs = this.observePause();
     this.pauseUnclaimedMs += pausedMs;
-    const frame = this.heartbeatFrame();
-    this.dialer.writeToAll(frame, 'priority');
+    this.dialer.heartbeatToAll(this.heartbeatFrame());
     // After a pause, frames that arrived meanwhile are read (poll phase) before anyone is judged.
     if (pausedMs > 0) setImmediate(() => this.running && this.reportTransitions());
     else this.reportTransitions();

@@ -73,6 +73,9 @@ interface Outbound {
   retryTimer: NodeJS.Timeout | null;
   /** Once authenticated: the priority and bulk lanes of this connection. */
   lanes: SendLanes | null;
+  /** The last heartbeat written on this connection, and the lanes' frame count right after it. */
+  lastBeat: Buffer | null;
+  framesAfterBeat: number;
 }
 
 const RECONNECT_DELAY_MIN_MS = 50;
@@ -104,6 +107,8 @@ export class PeerDialer {
         connectedAtMs: null,
         retryTimer: null,
         lanes: null,
+        lastBeat: null,
+        framesAfterBeat: 0,
       };
       this.outbound.set(address.id, outbound);
       this.dial(outbound);
@@ -132,10 +137,24 @@ export class PeerDialer {
     return outbound !== undefined && this.writeFrame(outbound, frame, lane);
   }
 
-  /** Writes one frame in a lane to every peer whose connection is authenticated. */
-  writeToAll(frame: Buffer, lane: SendLane): void {
+  /**
+   * Writes the heartbeat to every peer whose connection is authenticated, except where it would
+   * say nothing new: the same frame as the last one written there, with other frames handed to
+   * the socket since (any frame proves this node alive). An idle cluster's appends and their
+   * replies then carry liveness alone; a peer hears from us at least every two intervals.
+   */
+  heartbeatToAll(frame: Buffer): void {
     for (const outbound of this.outbound.values()) {
-      if (outbound.stage === 'authenticated') this.writeFrame(outbound, frame, lane);
+      const lanes = outbound.lanes;
+      if (outbound.stage !== 'authenticated' || lanes === null) continue;
+      const heardSince = lanes.framesToSocket !== outbound.framesAfterBeat;
+      if (heardSince && outbound.lastBeat !== null && outbound.lastBeat.equals(frame)) {
+        this.options.tallies.heartbeatsSkipped += 1;
+      } else if (this.writeFrame(outbound, frame, 'priority')) {
+        outbound.lastBeat = frame;
+        this.options.tallies.heartbeatsSent += 1;
+      }
+      outbound.framesAfterBeat = lanes.framesToSocket;
     }
   }
 
@@ -241,7 +260,9 @@ export class PeerDialer {
     const queueBytesMax = this.options.sendQueueBytesMax;
     outbound.lanes = new SendLanes(socket, { socketBytesMax: BULK_SOCKET_BYTES_MAX_DEFAULT, queueBytesMax });
     this.options.tallies.handshakesAccepted += 1;
-    this.writeFrame(outbound, this.options.heartbeatFrame(), 'priority'); // the peer learns our info at once
+    const beat = this.options.heartbeatFrame();
+    outbound.lastBeat = this.writeFrame(outbound, beat, 'priority') ? beat : null; // the peer learns our info at once
+    outbound.framesAfterBeat = outbound.lanes.framesToSocket;
     this.options.log.debug?.('peer connected out', { peer });
   }
 
@@ -260,6 +281,7 @@ export class PeerDialer {
     outbound.connectedAtMs = null;
     outbound.lanes?.close();
     outbound.lanes = null;
+    outbound.lastBeat = null;
     if (!this.running) return;
     const delayMs = reconnectDelayMs(outbound.attempt);
     outbound.attempt += 1;

@@ -34,6 +34,8 @@ export class SendLanes {
   private waitingBytes = 0;
   private corked = false;
   private closed = false;
+  /** Frames handed to the socket so far (either lane): the heartbeat asks whether any went lately. */
+  framesToSocket = 0;
 
   constructor(
     private readonly socket: net.Socket,
@@ -91,6 +93,7 @@ export class SendLanes {
         if (!this.socket.destroyed) this.socket.uncork();
       });
     }
+    this.framesToSocket += 1;
     this.socket.write(frame);
   }
 }
