@@ -5,7 +5,10 @@
  *
  * Intuition: on a shared, noisy machine only comparisons made close together in time mean
  * anything, so every round runs each workload against every target back to back (A B C … then
- * again), and each target's ops/s is divided by direct memcached's from the same round. The
+ * again), and each target's ops/s is divided by direct memcached's from the same round. While
+ * one target is measured the others are frozen (SIGSTOP, then SIGCONT before their own run), so
+ * no idle cluster's heartbeats and timers take CPU from it (`--idle-targets running` keeps them
+ * going, as a machine shared with them would). The
  * load generator is a forked child process, so it never shares an event loop with this driver
  * or with what it measures; the driver only waits, samples /proc CPU at the edges of each
  * measured window, and writes the report.
@@ -24,6 +27,7 @@ import { repoRoot } from '../src/jepsen/cluster.ts';
 import { CPU_SCHEDULINGS, WAL_SYNCS, type CpuScheduling, type WalSync } from '../src/config.ts';
 import { BULK_WORKLOAD, LoadgenProcess, NAMED_WORKLOADS, parseWorkload, STANDARD_WORKLOADS, WORKLOAD_LIMITS, WORKLOAD_SPEC, type LoadOptions, type Workload, type WireProtocol } from './loadgen.ts';
 import { formatGoals, formatLatencyByKind, formatMachine, formatProcessCpu, formatTable, judgeGoals, machineInfo, reportFolderName, summarize, writeReport, type BenchReport, type RunSample } from './report.ts';
+import { signalProcesses } from './processes.ts';
 import { compareWithEtcd, ETCD_RATIO_MIN, formatEtcdComparison } from './versus-etcd.ts';
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, parseTargetName, startTarget, targetLabel, TARGET_NAMES, type RunningTarget, type TargetName } from './targets.ts';
 
@@ -46,7 +50,12 @@ export interface BenchSettings {
   cpuScheduling: CpuScheduling;
   /** The mckv clusters' config.ini read_leases (true: on, linearizable reads under read leases). */
   readLeases: boolean;
+  /** What the targets not being measured do meanwhile: frozen (SIGSTOP) or running idle. */
+  idleTargets: IdleTargets;
 }
+
+export const IDLE_TARGETS = ['frozen', 'running'] as const;
+export type IdleTargets = (typeof IDLE_TARGETS)[number];
 
 const USAGE = `usage: npm run bench -- [options]
 
@@ -67,6 +76,8 @@ const USAGE = `usage: npm run bench -- [options]
   --cpu-scheduling S    the mckv controllers' cpu_scheduling: batch or normal (default batch; the
                         other targets always run with the system's default; see the README)
   --read-leases S       the mckv clusters' read_leases: on or off (default on, as the product's; see the README)
+  --idle-targets S      the targets not being measured: frozen (SIGSTOP until their own run; default)
+                        or running (idle, their heartbeats and timers sharing the cores)
   --out DIR             report folder (default reports/bench-<timestamp>)
   --help                this text
 
@@ -126,6 +137,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
         'wal-sync': { type: 'string' },
         'cpu-scheduling': { type: 'string' },
         'read-leases': { type: 'string' },
+        'idle-targets': { type: 'string' },
       },
     }).values;
   } catch (error) {
@@ -147,7 +159,11 @@ export function parseBenchArgs(argv: string[]): Parsed {
   const walSync = values['wal-sync'] ?? 'write';
   const readLeases = values['read-leases'] ?? 'on';
   const cpuScheduling = values['cpu-scheduling'] ?? 'batch';
-  const choices = [choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling'), choiceProblem(readLeases, ['on', 'off'], 'read-leases')];
+  const idleTargets = values['idle-targets'] ?? 'frozen';
+  const choices = [
+    choiceProblem(protocol, ['text', 'binary'], 'protocol'), choiceProblem(walSync, WAL_SYNCS, 'wal-sync'), choiceProblem(cpuScheduling, CPU_SCHEDULINGS, 'cpu-scheduling'),
+    choiceProblem(readLeases, ['on', 'off'], 'read-leases'), choiceProblem(idleTargets, IDLE_TARGETS, 'idle-targets'),
+  ];
   for (const problem of [targets, workloads, rounds, durationS, warmupS, keyCount, valueBytes, ...choices]) {
     if (typeof problem === 'string') return { kind: 'invalid', message: problem };
   }
@@ -168,6 +184,7 @@ export function parseBenchArgs(argv: string[]): Parsed {
       walSync: walSync as WalSync,
       cpuScheduling: cpuScheduling as CpuScheduling,
       readLeases: readLeases === 'on',
+      idleTargets: idleTargets as IdleTargets,
     },
   };
 }
@@ -314,6 +331,7 @@ async function runRounds(
     for (const [workloadIndex, workload] of settings.workloads.entries()) {
       for (const target of running) {
         if (interrupted()) return samples;
+        if (settings.idleTargets === 'frozen') freezeAllBut(running, target);
         const run = { seed: round * 1000 + workloadIndex, preload: !preloaded.has(target.name) };
         const sample = await measure(loadgen, target, loadOptions(settings, target, workload, run), { round, workload: workload.id });
         if (interrupted()) {
@@ -329,8 +347,17 @@ async function runRounds(
   return samples;
 }
 
+/** Resumes `measured` and freezes every other target (a frozen target's next run resumes it). */
+export function freezeAllBut(running: readonly RunningTarget[], measured: RunningTarget): void {
+  for (const target of running) {
+    if (target !== measured) signalProcesses(target.processes(), 'SIGSTOP');
+  }
+  signalProcesses(measured.processes(), 'SIGCONT');
+}
+
 async function stopAll(running: RunningTarget[], loadgen: LoadgenProcess | null): Promise<void> {
   await loadgen?.stop();
+  for (const target of running) signalProcesses(target.processes(), 'SIGCONT'); // a frozen process would not see SIGTERM
   for (const target of running) {
     try {
       await target.stop();

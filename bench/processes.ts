@@ -34,6 +34,21 @@ export function spawnLogged(command: string, args: string[], logFile: string): C
   return child;
 }
 
+/**
+ * Stops (SIGSTOP) or resumes (SIGCONT) every process of a target, by the PIDs this benchmark
+ * started: a target not being measured is frozen so that its idle timers and heartbeats take no
+ * CPU from the one that is. A process already gone is skipped.
+ */
+export function signalProcesses(processes: readonly TargetProcess[], signal: 'SIGSTOP' | 'SIGCONT'): void {
+  for (const { pid } of processes) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone: its run reports it
+    }
+  }
+}
+
 /** The processes that are running, with their labels (a process not started has no PID). */
 export function labelled(entries: ReadonlyArray<readonly [string, ChildProcess | null | undefined]>): TargetProcess[] {
   return entries.flatMap(([label, child]) => (child?.pid === undefined ? [] : [{ label, pid: child.pid }]));

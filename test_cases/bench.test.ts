@@ -11,11 +11,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseBenchArgs } from '../bench/cli.ts';
+import { freezeAllBut, parseBenchArgs } from '../bench/cli.ts';
 import { bucketIndex, bucketRange, Histogram } from '../bench/histogram.ts';
 import { LoadgenProcess, parseBinaryReply, parseTextReply, parseWorkload, runLoad, type LoadOptions, type LoadResult } from '../bench/loadgen.ts';
 import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median, renderChartSvg, summarize, type BenchReport, type CellSummary, type RunSample } from '../bench/report.ts';
-import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
+import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, statFields, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 import { eventually } from './support/fault-kit.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 
@@ -263,6 +263,9 @@ describe('report', () => {
     expect(parseBenchArgs(['--cpu-scheduling', 'fifo'])).toMatchObject({ kind: 'invalid', message: '--cpu-scheduling must be batch or normal, not "fifo"' });
     expect(parseBenchArgs(['--cpu-scheduling', 'normal'])).toMatchObject({ kind: 'run', settings: { cpuScheduling: 'normal', walSync: 'write', protocol: 'text' } });
     expect(parseBenchArgs(['--bogus'])).toMatchObject({ kind: 'invalid' });
+    expect(parseBenchArgs([])).toMatchObject({ kind: 'run', settings: { idleTargets: 'frozen' } });
+    expect(parseBenchArgs(['--idle-targets', 'running'])).toMatchObject({ kind: 'run', settings: { idleTargets: 'running' } });
+    expect(parseBenchArgs(['--idle-targets', 'paused'])).toMatchObject({ kind: 'invalid', message: '--idle-targets must be frozen or running, not "paused"' });
   });
 
   it('takes workloads by name or as GETS:SETS-CONNECTIONSxPIPELINE, within limits', () => {
@@ -382,6 +385,46 @@ async function whileStarted(started: TargetStart, check: (target: RunningTarget)
   }
   expect(target.processes().every(({ pid }) => cpuMsOf([pid]) === null)).toBe(true);
 }
+
+describe('targets not being measured', () => {
+  it('are frozen while another runs, and resumed for their own run', async () => {
+    const started = await Promise.all([1, 2].map((i) => startMemcachedProcess(path.join(logDir, `memcached-freeze${i}.log`))));
+    const targets = started.map(({ child, port }, i): RunningTarget => ({
+      name: i === 0 ? 'memcached' : 'twemproxy',
+      ports: [port],
+      processes: () => [{ label: 'memcached', pid: child.pid as number }],
+      stop: async () => undefined,
+    }));
+    const state = (i: number): string | undefined => statFields(readFileSync(`/proc/${started[i]?.child.pid}/stat`, 'latin1'))?.[0];
+    const [first, second] = [itemAt(targets, 0), itemAt(targets, 1)];
+    try {
+      freezeAllBut(targets, first);
+      expect((await eventually(async () => state(1), (seen) => seen === 'T', { timeoutMs: 2000 })).value).toBe('T');
+      expect(state(0)).not.toBe('T');
+      freezeAllBut(targets, second);
+      expect((await eventually(async () => state(0), (seen) => seen === 'T', { timeoutMs: 2000 })).value).toBe('T');
+      expect(state(1)).not.toBe('T');
+      // The resumed one answers again.
+      const reply = await new Promise<string>((resolve, reject) => {
+        const socket = net.connect({ host: '127.0.0.1', port: itemAt(itemAt(targets, 1).ports, 0) }, () => socket.write('version\r\n'));
+        socket.setTimeout(2000, () => reject(new Error('no answer from the resumed memcached')));
+        socket.once('data', (chunk) => {
+          socket.destroy();
+          resolve(chunk.toString());
+        });
+        socket.once('error', reject);
+      });
+      expect(reply).toMatch(/^VERSION /);
+    } finally {
+      for (const { child } of started) {
+        child.kill('SIGCONT');
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await exited;
+      }
+    }
+  });
+});
 
 describe('twemproxy target', () => {
   it('runs load through nutcracker, or says how to install it', async () => {
