@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-memory-reducer
 /**
  * mckv's one entry point (the `mckv` bin once built: `npm run build`, then dist/main.js).
  *

@@ -7,7 +7,7 @@
 # local memcached processes if the `memcached` binary is installed, else docker-compose.yml's
 # containers if a Docker engine answers, else uses the embedded in-memory store, and says which. It waits until every controller answers, records the PIDs it started in
 # .run/pids for ./stop.sh, with each one's start time (scripts/pid-record.sh), and prints where the logs are.
-# The controllers run compiled (node dist/main.js): it installs the locked dependencies (npm ci) if
+# The controllers run compiled (node --no-memory-reducer dist/main.js: src/runtime/node-flags.ts says why): it installs the locked dependencies (npm ci) if
 # they are missing, and builds (npm run build) when dist/ is missing or older than the sources.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -161,7 +161,7 @@ mode_flag=()
 [ -n "$mode" ] && mode_flag=(-cons "$mode")
 while read -r id client mc; do
   out="$log_dir/$id.out"
-  (umask 077 && rm -f "$out" && exec nohup node dist/main.js -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
+  (umask 077 && rm -f "$out" && exec nohup node --no-memory-reducer dist/main.js -c "$config" -p "${client##*:}" --kvtype "$kvtype" "${mode_flag[@]}" \
     >"$out" 2>&1) &
   record_pid controller $! "$id"
 done <<< "$nodes"

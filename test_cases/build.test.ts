@@ -55,7 +55,7 @@ function controllerOnly(loaded: string[]): string[] {
 describe('the compiled mckv', () => {
   it('is a node script whose relative imports name .js files', () => {
     const text = readFileSync(mainJs, 'utf8');
-    expect(text.startsWith('#!/usr/bin/env node\n')).toBe(true);
+    expect(text.startsWith('#!/usr/bin/env -S node --no-memory-reducer\n')).toBe(true);
     expect(text).toContain("import './scripts/require-node.mjs'");
     expect(text).not.toMatch(/from '\.{1,2}\/[^']*\.ts'|import\('\.{1,2}\/[^']*\.ts'\)/);
     const bin = (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;

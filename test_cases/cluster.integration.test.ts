@@ -6,7 +6,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,6 +17,7 @@ import { Cluster, freePort, repoRoot, spawnMemcached } from '../src/jepsen/clust
 import { SCHED_BATCH, threadPolicies } from './support/proc.ts';
 import { endsAfter, exchange } from './support/raw.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { CONTROLLER_NODE_FLAGS } from '../src/runtime/node-flags.ts';
 
 async function eventually<T>(probe: () => Promise<T>, accept: (value: T) => boolean, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -132,6 +133,13 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
     }
   });
 
+  it("runs every controller with the controller's node flags", () => {
+    for (const node of cluster.nodes) {
+      const cmdline = readFileSync(`/proc/${node.controller?.pid}/cmdline`, 'latin1').split('\0');
+      for (const flag of CONTROLLER_NODE_FLAGS) expect(cmdline, node.id).toContain(flag);
+    }
+  });
+
   it('show lists every peer up', async () => {
     const lines = await eventually(
       () => show(itemAt(cluster.nodes, 0).clientPort),
@@ -208,7 +216,7 @@ describe('a three-controller cluster (linearizability, memcached)', () => {
 
 describe('bad configuration', () => {
   const run = (...args: string[]): { status: number | null; stderr: string } => {
-    const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(repoRoot, 'main.ts'), ...args], {
+    const result = spawnSync(process.execPath, [...CONTROLLER_NODE_FLAGS, '--import', 'tsx', path.join(repoRoot, 'main.ts'), ...args], {
       cwd: repoRoot,
       encoding: 'utf8',
       timeout: 30_000,

@@ -13,6 +13,7 @@ import { cacheProblem, embeddedStoreBytesMax, heapLimitBytes } from './key-room.
 import { createParts } from './parts.ts';
 import { FSYNC_DELAY_FILE_ENV } from './wal-background.ts';
 import { createLogger } from '../runtime/log.ts';
+import { missingControllerFlags } from '../runtime/node-flags.ts';
 import { PID_FILE_NAME, pidFileOwner, removePidFile, writePidFile } from '../runtime/pid-file.ts';
 import { scheduleAsBatch } from '../runtime/scheduling.ts';
 import { MemcachedBackend } from '../store/memcached.ts';
@@ -72,6 +73,12 @@ export async function runController(command: ControllerCommand): Promise<number>
   };
   const controller = await Promise.race([Controller.start(options, (hooks) => createParts(options, hooks)), fatal]);
   if (typeof controller === 'number') return controller;
+  const missingFlags = missingControllerFlags();
+  if (missingFlags.length > 0) {
+    log.warn('node was started without the controller\'s flags: after a stall its heap shrinks and writes cost more for minutes', {
+      missing: missingFlags, howTo: `node ${missingFlags.join(' ')} dist/main.js …, or the mckv bin, ./startup.sh or npm start`,
+    });
+  }
   // Listening: this is the node's controller now; ./stop.sh finds it by this file, however started.
   const pidFile = writePidFile(nodeDir);
   const stopped = new Promise<number>((resolve) => {

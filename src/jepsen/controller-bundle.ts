@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildSync } from 'esbuild';
+import { CONTROLLER_NODE_FLAGS } from '../runtime/node-flags.ts';
 
 /** Bundles not used for this long are removed when another is built (one per change of the sources). */
 const UNUSED_BUNDLE_MS = 24 * 60 * 60 * 1000;
@@ -26,12 +27,13 @@ let built: string | null = null;
 
 /**
  * Node's arguments that run the controller from the bundle (built on first call in this process
- * unless the environment names one), its stack traces naming the sources' files and lines.
+ * unless the environment names one) with the controller's flags, its stack traces naming the
+ * sources' files and lines.
  */
 export function controllerEntryArgs(repoRoot: string): string[] {
   const named = process.env[CONTROLLER_BUNDLE_ENV];
   const bundle = named !== undefined && named !== '' && existsSync(named) ? named : (built ??= buildControllerBundle(repoRoot));
-  return ['--enable-source-maps', bundle];
+  return [...CONTROLLER_NODE_FLAGS, '--enable-source-maps', bundle];
 }
 
 /** Bundles main.ts and its sources (packages stay imports) into node_modules/.cache/mckv. */
