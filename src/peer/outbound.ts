@@ -147,8 +147,8 @@ export class PeerDialer {
     for (const outbound of this.outbound.values()) {
       const lanes = outbound.lanes;
       if (outbound.stage !== 'authenticated' || lanes === null) continue;
-      const heardSince = lanes.framesToSocket !== outbound.framesAfterBeat;
-      if (heardSince && outbound.lastBeat !== null && outbound.lastBeat.equals(frame)) {
+      const sentSince = lanes.framesToSocket !== outbound.framesAfterBeat;
+      if (sentSince && outbound.lastBeat !== null && outbound.lastBeat.equals(frame)) {
         this.options.tallies.heartbeatsSkipped += 1;
       } else if (this.writeFrame(outbound, frame, 'priority')) {
         outbound.lastBeat = frame;
