@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildControllerBundle, controllerEntryArgs, removeUnusedBundles } from '../src/jepsen/controller-bundle.ts';
 import { repoRoot } from '../src/jepsen/cluster.ts';
+import { CONTROLLER_NODE_FLAGS } from '../src/runtime/node-flags.ts';
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'mckv-bundle-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
@@ -22,7 +23,7 @@ describe('the controller bundle', () => {
     expect(path.relative(repoRoot, first)).toMatch(/^node_modules\/\.cache\/mckv\/controller-[0-9a-f]{16}\.mjs$/);
     expect(buildControllerBundle(repoRoot)).toBe(first);
     const args = controllerEntryArgs(repoRoot);
-    expect(args[0]).toBe('--enable-source-maps');
+    expect(args.slice(0, -1)).toEqual([...CONTROLLER_NODE_FLAGS, '--enable-source-maps']);
     const result = spawnSync(process.execPath, [...args, '--help'], { cwd: repoRoot, encoding: 'utf8', timeout: 30_000 });
     expect(result.status, result.stderr).toBe(0);
     expect(result.stdout).toContain('-cons');
