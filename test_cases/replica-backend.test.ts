@@ -507,6 +507,25 @@ describe('Replica on a real memcached', () => {
     expect((await replica.health()).epoch).toBe(after.epoch);
   });
 
+  it('sends nothing on a new connection before its epoch check: two gets in one tick after a restart are both refused', async () => {
+    const fresh = new MemcachedBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
+    await fresh.set('q', entry('before', 1n), 'unknown');
+    await fresh.health(); // the epoch is known: a new connection is checked against it
+    await memcached.restart();
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the old connection has seen its close
+    // The first opens a connection and starts its check; the second must wait for that check, not
+    // be pipelined behind it (the emptied memcached would answer "not found": q read as absent).
+    const both = await Promise.allSettled([fresh.get('q'), fresh.get('q')]);
+    expect(both.map((outcome) => (outcome.status === 'rejected' ? (outcome.reason as { code?: string }).code : outcome.value))).toEqual([
+      'BACKEND_RESET',
+      'BACKEND_RESET',
+    ]);
+    await fresh.close();
+    // The suite's shared backend takes the new epoch too.
+    await backend.health();
+    backend.acknowledgeReset();
+  });
+
   it('after a restart found empty, merges a rebuild by its index, reading no key from memcached', async () => {
     class CountingBackend extends MemcachedBackend {
       gets = 0;

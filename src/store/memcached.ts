@@ -302,9 +302,13 @@ export class MemcachedBackend implements KVBackend {
     connection?.fail(new ConnectionFailure('BACKEND_DOWN', 'backend closed'));
   }
 
-  /** Sends one encoded request about `key`; on the common path (connection open) without a closure. */
+  /**
+   * Sends one encoded request about `key`; on the common path (connection open and verified)
+   * without a closure. A connection whose epoch check still runs takes nothing until it passes:
+   * a request pipelined behind the check would reach a restarted, emptied memcached.
+   */
   #call(verb: string, key: string, frame: Buffer): Promise<Buffer | null> {
-    const connection = this.#closed || this.#resetEpoch !== null ? null : this.#connection;
+    const connection = this.#closed || this.#resetEpoch !== null || this.#verifying !== null ? null : this.#connection;
     if (connection === null || connection.failed) return this.#run(verb, key, (opened) => opened.request(frame));
     return connection.request(frame).catch((cause: unknown) => {
       throw this.#describe(cause, describeCall(verb, key));
