@@ -142,8 +142,8 @@ export class MemcachedBackend implements KVBackend {
    * when the connection is open and verified; false, sending nothing, when it is not.
    */
   setQuiet(key: string, entry: Entry, present: KeyPresence): boolean {
-    const connection = this.#closed || this.#resetEpoch !== null || this.#verifying !== null ? null : this.#connection;
-    if (connection === null || connection.failed) return false;
+    const connection = this.#ready();
+    if (connection === null) return false;
     connection.requestQuiet(setFrame(key, entry, present), (cause) => this.onQuietFailure?.(this.#describe(cause, describeCall('set', key))));
     return true;
   }
@@ -303,13 +303,20 @@ export class MemcachedBackend implements KVBackend {
   }
 
   /**
-   * Sends one encoded request about `key`; on the common path (connection open and verified)
-   * without a closure. A connection whose epoch check still runs takes nothing until it passes:
-   * a request pipelined behind the check would reach a restarted, emptied memcached.
+   * The connection a request may go on at once: open, not failed, not fenced, and past its epoch
+   * check; null otherwise (then `#run` opens, waits for the check, or refuses). A request
+   * pipelined behind a running check would reach a restarted, emptied memcached.
    */
+  #ready(): BinaryConnection | null {
+    const connection = this.#connection;
+    if (connection === null || connection.failed || this.#closed || this.#resetEpoch !== null || this.#verifying !== null) return null;
+    return connection;
+  }
+
+  /** Sends one encoded request about `key`; on the common path (a ready connection) without a closure. */
   #call(verb: string, key: string, frame: Buffer): Promise<Buffer | null> {
-    const connection = this.#closed || this.#resetEpoch !== null || this.#verifying !== null ? null : this.#connection;
-    if (connection === null || connection.failed) return this.#run(verb, key, (opened) => opened.request(frame));
+    const connection = this.#ready();
+    if (connection === null) return this.#run(verb, key, (opened) => opened.request(frame));
     return connection.request(frame).catch((cause: unknown) => {
       throw this.#describe(cause, describeCall(verb, key));
     });
