@@ -150,12 +150,20 @@ export class PeerDialer {
       const sentSince = lanes.framesToSocket !== outbound.framesAfterBeat;
       if (sentSince && outbound.lastBeat !== null && outbound.lastBeat.equals(frame)) {
         this.options.tallies.heartbeatsSkipped += 1;
-      } else if (this.writeFrame(outbound, frame, 'priority')) {
-        outbound.lastBeat = frame;
-        this.options.tallies.heartbeatsSent += 1;
+        outbound.framesAfterBeat = lanes.framesToSocket;
+      } else {
+        this.beat(outbound, lanes, frame);
       }
-      outbound.framesAfterBeat = lanes.framesToSocket;
     }
+  }
+
+  /** Writes a heartbeat on `outbound` and remembers it, with the frame count right after it. */
+  private beat(outbound: Outbound, lanes: SendLanes, frame: Buffer): void {
+    if (this.writeFrame(outbound, frame, 'priority')) {
+      outbound.lastBeat = frame;
+      this.options.tallies.heartbeatsSent += 1;
+    }
+    outbound.framesAfterBeat = lanes.framesToSocket;
   }
 
   private dial(outbound: Outbound): void {
@@ -260,9 +268,7 @@ export class PeerDialer {
     const queueBytesMax = this.options.sendQueueBytesMax;
     outbound.lanes = new SendLanes(socket, { socketBytesMax: BULK_SOCKET_BYTES_MAX_DEFAULT, queueBytesMax });
     this.options.tallies.handshakesAccepted += 1;
-    const beat = this.options.heartbeatFrame();
-    outbound.lastBeat = this.writeFrame(outbound, beat, 'priority') ? beat : null; // the peer learns our info at once
-    outbound.framesAfterBeat = outbound.lanes.framesToSocket;
+    this.beat(outbound, outbound.lanes, this.options.heartbeatFrame()); // the peer learns our info at once
     this.options.log.debug?.('peer connected out', { peer });
   }
 
