@@ -7,7 +7,7 @@
  *   config.ini's `consistency`, and would serve its clients another mode's promise;
  * - read leases, in linearizability: a holder counts its lease on its own `read_lease_ms`, the
  *   leader honours it on its own guard (lease, drift bound, margin), and a new leader waits out
- *   old leases only with leases on. Any difference can let a lease holder read stale data;
+ *   old leases only with leases on. Any difference can let a lease holder read stale data.
  *   With them on, followers commit between themselves (`holds`, see
  *   consistency/log/follower-holds.ts): a leader that does not know it would hand out read
  *   indexes below writes its followers already answered;

@@ -26,7 +26,11 @@ export function keyHashOf(key: string): number {
 
 /** The shard of `key`: the top bits of its hash. */
 export function shardOf(key: string): number {
-  return keyHashOf(key) >>> (32 - SHARD_BITS);
+  return shardOfHash(keyHashOf(key));
+}
+
+function shardOfHash(hash: number): number {
+  return hash >>> (32 - SHARD_BITS);
 }
 
 export class ShardedMap {
@@ -72,6 +76,6 @@ export class ShardedMap {
   }
 
   #shard(hash: number): Map<string, number> {
-    return itemAt(this.#shards, hash >>> (32 - SHARD_BITS));
+    return itemAt(this.#shards, shardOfHash(hash));
   }
 }
