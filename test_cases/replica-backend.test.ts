@@ -526,6 +526,19 @@ describe('Replica on a real memcached', () => {
     backend.acknowledgeReset();
   });
 
+  it('takes the first connection\'s epoch when none is known yet: a restart before the first poll is still seen', async () => {
+    const fresh = new MemcachedBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
+    await fresh.set('p', entry('before', 1n), 'unknown'); // no health() and no expectEpoch: nothing known
+    await memcached.restart();
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the old connection has seen its close
+    await expect(fresh.get('p')).rejects.toMatchObject({ code: 'BACKEND_RESET' });
+    expect((await fresh.health()).detail).toMatch(/restarted empty/);
+    await fresh.close();
+    // The suite's shared backend takes the new epoch too.
+    await backend.health();
+    backend.acknowledgeReset();
+  });
+
   it('after a restart found empty, merges a rebuild by its index, reading no key from memcached', async () => {
     class CountingBackend extends MemcachedBackend {
       gets = 0;

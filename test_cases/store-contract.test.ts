@@ -287,7 +287,7 @@ describe('memcached refusing a write for want of memory (-M)', () => {
 
 /**
  * A fake memcached speaking the binary protocol's framing: each request is answered with only a
- * header, whose status `statusOf` picks from the request's opcode and key.
+ * header, whose status `statusOf` picks from the request's opcode and key (stats, with success).
  */
 async function fakeMemcached(
   statusOf: (opcode: number, key: string) => number,
@@ -303,9 +303,10 @@ async function fakeMemcached(
         const reply = Buffer.alloc(24);
         reply[0] = 0x81;
         reply[1] = opcode;
-        reply.writeUInt16BE(statusOf(opcode, key), 6);
+        // A new connection's epoch check (stats) ends at once: an empty reply ends the list.
+        reply.writeUInt16BE(opcode === STAT ? 0 : statusOf(opcode, key), 6);
         pending.copy(reply, 12, 12, 16); // opaque
-        opcodes.push(opcode);
+        if (opcode !== STAT) opcodes.push(opcode);
         socket.write(reply);
         pending = pending.subarray(24 + pending.readUInt32BE(8));
       }
@@ -323,6 +324,7 @@ async function fakeMemcached(
   };
 }
 
+const STAT = 0x10;
 const ADD = 0x02;
 const REPLACE = 0x03;
 const SET = 0x01;

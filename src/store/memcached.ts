@@ -377,14 +377,13 @@ export class MemcachedBackend implements KVBackend {
       inFlightMax: this.#inFlightMax,
     });
     this.#connection = connection;
-    const expected = this.#lastEpoch;
-    if (expected === '') {
-      this.#verifying = null;
-      return connection;
-    }
+    // Before any epoch is known, the first connection's answer becomes the one later connections
+    // are checked against, so a restart between two connections is seen even before the first poll.
     const verifying = connection.stats().then((stats) => {
       const epoch = epochOf(stats);
-      if (epoch !== expected) {
+      const expected = this.#lastEpoch;
+      if (expected === '') this.#lastEpoch = epoch;
+      else if (epoch !== expected) {
         this.#fence(epoch, stats);
         const failure = new ConnectionFailure('BACKEND_RESET', `restarted empty (epoch ${expected} → ${epoch})`);
         connection.fail(failure);
