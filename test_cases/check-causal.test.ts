@@ -153,6 +153,17 @@ describe('causal checker: size', () => {
     expect(tooMany.detail).toMatch(/^\d{6} operations in \d+ session chains: more than the causal checker takes/);
   }, 120_000);
 
+  it('judges as well with a chain too long for two-byte clock entries (4-byte entries then)', () => {
+    // One process writes 70,000 values (a chain past 65,534 places), then another reads the
+    // newest of one key and, after it, an older one: WriteCORead; without that read, causal.
+    const writes: Step[] = Array.from({ length: 70_000 }, (_unused, index): Step => [1, 'write', `k${index % 10}`, `v${index}`]);
+    const newest: Step = [2, 'read', 'k1', 'v69991'];
+    expect(check([...writes, newest]).verdict).toBe('ok');
+    const verdict = check([...writes, newest, [2, 'read', 'k1', 'v1']]);
+    expect(verdict.verdict).toBe('violation');
+    expect(verdict.detail.startsWith('WriteCORead:')).toBe(true);
+  }, 60_000);
+
   it('sets aside sessions that only write keys nobody reads (a bulk load), and judges the rest whatever their number', () => {
     // 70,000 blind writes (more than the checker takes) on keys no one reads, each its own process
     // on one of 100 connections (a pipelining loader's calls are concurrent), some timed out.

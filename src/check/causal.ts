@@ -34,19 +34,22 @@ export interface CausalCheckOptions {
   /** Most operations checked, once writes nobody reads are set aside; more is `unknown`. */
   operationsMax?: number;
   /**
-   * Most entries of CO's clock matrix (operations × session chains, 4 bytes each); more is
-   * `unknown`. Chains are processes, cut after each call that got no answer.
+   * Most entries of CO's clock matrix (operations × session chains); more is `unknown`. Chains are
+   * processes, cut after each call that got no answer. Default: CLOCK_BYTES_MAX's worth.
    */
   clockEntriesMax?: number;
 }
 
 const OPERATIONS_MAX = 2_000_000;
 /**
- * 512 MiB of clocks: two million operations in 64 chains, or 200,000 in 640. A 30 s causal run of
- * 6 clients × 4 in flight under every fault recorded 121,500 operations in 571 chains (sessions
- * end at each call left unanswered): judged in about 5 s, 0.6 GB at most.
+ * 512 MiB of clocks: 2^28 entries of 2 bytes while no chain is longer than CLOCK_U16_PLACES (four
+ * million operations in 64 chains, or 150,000 in 1,800), else 2^27 of 4. A 60 s causal run of 8
+ * clients under every fault recorded 88,000 operations in 1,577 chains (sessions end at each call
+ * left unanswered, and every fault leaves some).
  */
-const CLOCK_ENTRIES_MAX = 1 << 27;
+const CLOCK_BYTES_MAX = 512 * 1024 * 1024;
+/** The most operations a chain may hold for 2-byte clock entries (a place is stored plus one). */
+const CLOCK_U16_PLACES = 0xffff - 1;
 /** The initial state of every key: a writer of "absent" before everything. */
 const INIT = -1;
 
@@ -71,7 +74,7 @@ export function checkCausal(history: History, options: CausalCheckOptions = {}):
     return { verdict: 'unknown', detail: note === undefined ? detail : `${detail}; ${note}` };
   }
   const graph = new CausalGraph(nodes);
-  const clockEntriesMax = options.clockEntriesMax ?? CLOCK_ENTRIES_MAX;
+  const clockEntriesMax = options.clockEntriesMax ?? CLOCK_BYTES_MAX / graph.clockEntryBytes;
   if (graph.clockEntries > clockEntriesMax) {
     const detail = `${nodes.length} operations in ${graph.chainCount} session chains: more than the causal checker takes (${clockEntriesMax} clock entries)`;
     return { verdict: 'unknown', detail: note === undefined ? detail : `${detail}; ${note}` };
@@ -195,10 +198,11 @@ class CausalGraph {
   private readonly chainOf: Int32Array;
   private readonly placeOf: Int32Array;
   /**
-   * CO as clocks: row `b` (`chains.length` entries from `b * chains.length`) holds, per chain, the
-   * last place in it of a node that precedes b in CO (-1: none).
+   * CO as clocks: row `b` (`chains.length` entries from `b * chains.length`) holds, per chain, one
+   * more than the last place in it of a node that precedes b in CO (0: none). Two bytes an entry
+   * while every chain is short enough (see clockEntryBytes).
    */
-  private clocks = new Int32Array(0);
+  private clocks: Uint16Array | Int32Array = new Int32Array(0);
   private order: number[] | null = null;
 
   constructor(nodes: Node[]) {
@@ -231,6 +235,11 @@ class CausalGraph {
   /** The clock matrix's size once computed (`computeOrder`). */
   get clockEntries(): number {
     return this.nodes.length * this.chains.length;
+  }
+
+  /** Bytes per clock entry: 2 while no chain is longer than CLOCK_U16_PLACES, else 4. */
+  get clockEntryBytes(): 2 | 4 {
+    return this.chains.every((chain) => chain.length <= CLOCK_U16_PLACES) ? 2 : 4;
   }
 
   /** Orders the nodes and, unless CO has a cycle, computes their clocks. */
@@ -422,7 +431,8 @@ class CausalGraph {
 
   private computeClocks(order: number[]): void {
     const width = this.chains.length;
-    const clocks = new Int32Array(this.nodes.length * width).fill(-1);
+    const size = this.nodes.length * width;
+    const clocks = this.clockEntryBytes === 2 ? new Uint16Array(size) : new Int32Array(size);
     for (const index of order) {
       const mine = index * width;
       for (const predecessor of itemAt(this.predecessors, index)) {
@@ -432,8 +442,8 @@ class CausalGraph {
           if (seen > wordAt(clocks, mine + chain)) clocks[mine + chain] = seen;
         }
         const own = mine + wordAt(this.chainOf, predecessor);
-        const place = wordAt(this.placeOf, predecessor);
-        if (place > wordAt(clocks, own)) clocks[own] = place;
+        const reached = wordAt(this.placeOf, predecessor) + 1;
+        if (reached > wordAt(clocks, own)) clocks[own] = reached;
       }
     }
     this.clocks = clocks;
@@ -442,7 +452,7 @@ class CausalGraph {
   /** a →CO b (INIT precedes everything): b's clock reaches a's place in a's chain. */
   private before(a: number, b: number): boolean {
     if (a === INIT) return true;
-    return wordAt(this.clocks, b * this.chains.length + wordAt(this.chainOf, a)) >= wordAt(this.placeOf, a);
+    return wordAt(this.clocks, b * this.chains.length + wordAt(this.chainOf, a)) > wordAt(this.placeOf, a);
   }
 }
 

@@ -17,7 +17,7 @@ export function itemAt<T>(items: ArrayLike<T>, index: number): T {
 }
 
 /** `words[index]` of a typed array (a bitset, a clock matrix), which the caller knows is there. */
-export function wordAt(words: Uint32Array | Int32Array, index: number): number {
+export function wordAt(words: Uint32Array | Int32Array | Uint16Array, index: number): number {
   const word = words[index];
   if (word === undefined) throw new RangeError(`word ${index} is outside 0..${words.length - 1}`);
   return word;
