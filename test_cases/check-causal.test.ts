@@ -164,6 +164,28 @@ describe('causal checker: size', () => {
     expect(verdict.detail.startsWith('WriteCORead:')).toBe(true);
   }, 60_000);
 
+  it('gives no clock column to sessions whose calls nothing follows: thousands of unanswered writes fit the budget', () => {
+    // 3,000 sessions that each made one write and got no answer (as every fault leaves), on keys
+    // that others read, beside the WriteCORead of 'an overwritten value read after its overwrite'.
+    const unanswered: Step[] = Array.from({ length: 3_000 }, (_unused, index): Step => [100 + index, 'write', 'x', `lost${index}`, 'info']);
+    const causal: Step[] = [[1, 'write', 'x', '1'], [1, 'write', 'x', '2'], [2, 'read', 'x', '2']];
+    const parsed = (steps: Step[]) => {
+      const result = parseHistory(lines(steps));
+      if (!result.ok) throw new Error(result.error);
+      return result.history;
+    };
+    // 3,003 operations × 3,002 chains would be 9 million clock entries; two columns are needed.
+    const budget = { clockEntriesMax: 100_000 };
+    expect(checkCausal(parsed([...unanswered, ...causal]), budget).verdict).toBe('ok');
+    const violation = checkCausal(parsed([...unanswered, ...causal, [2, 'read', 'x', '1']]), budget);
+    expect(violation.verdict).toBe('violation');
+    expect(violation.detail?.startsWith('WriteCORead:')).toBe(true);
+    // One of them read: it may have happened, and orders the reader after it.
+    const read = checkCausal(parsed([...unanswered, ...causal, [3, 'read', 'x', 'lost7'], [3, 'read', 'x', null]]), budget);
+    expect(read.verdict).toBe('violation');
+    expect(read.detail?.startsWith('WriteCOInitRead:')).toBe(true);
+  });
+
   it('sets aside sessions that only write keys nobody reads (a bulk load), and judges the rest whatever their number', () => {
     // 70,000 blind writes (more than the checker takes) on keys no one reads, each its own process
     // on one of 100 connections (a pipelining loader's calls are concurrent), some timed out.

@@ -188,7 +188,8 @@ class CausalGraph {
   /**
    * Each process's operations, cut after any call that got no answer (a parsed history's process
    * takes a new id after one, so only a history built otherwise is cut): within one, each operation
-   * precedes the next in session order, hence in CO. Every node is in exactly one.
+   * precedes the next in session order, hence in CO. Every node something follows in CO is in
+   * exactly one (see dropSinksFromChains).
    */
   private readonly chains: number[][] = [];
   /** key → its writers, chain by chain, each in its chain's order. */
@@ -212,8 +213,13 @@ class CausalGraph {
       if (node.writes !== undefined) this.writersOf(node.op.key, node.writes).push(index);
     });
     this.addSessionEdges();
+    nodes.forEach((_node, index) => {
+      const from = this.readFrom(index);
+      if (from !== null && from !== INIT && from !== index) itemAt(this.predecessors, index).push(from);
+    });
+    this.dropSinksFromChains();
     this.addKeyChains();
-    this.chainOf = new Int32Array(nodes.length);
+    this.chainOf = new Int32Array(nodes.length).fill(-1);
     this.placeOf = new Int32Array(nodes.length);
     this.chains.forEach((chain, chainIndex) => {
       chain.forEach((index, place) => {
@@ -221,10 +227,20 @@ class CausalGraph {
         this.placeOf[index] = place;
       });
     });
-    nodes.forEach((_node, index) => {
-      const from = this.readFrom(index);
-      if (from !== null && from !== INIT && from !== index) itemAt(this.predecessors, index).push(from);
-    });
+  }
+
+  /**
+   * A node nothing follows in CO (an unread call that got no answer, a session's last unread
+   * write) precedes nothing, so it needs no place in a chain, and a chain of only such nodes no
+   * column of clocks: runs under faults end thousands of sessions with one unanswered call.
+   * Only a chain's last node can be one (each other has its session successor).
+   */
+  private dropSinksFromChains(): void {
+    const followed = new Uint8Array(this.nodes.length);
+    for (const list of this.predecessors) for (const predecessor of list) followed[predecessor] = 1;
+    const kept = this.chains.map((chain) => chain.filter((index) => followed[index] === 1)).filter((chain) => chain.length > 0);
+    this.chains.length = 0;
+    this.chains.push(...kept);
   }
 
   /** Session chains (see `chains`). */
@@ -452,7 +468,9 @@ class CausalGraph {
   /** a →CO b (INIT precedes everything): b's clock reaches a's place in a's chain. */
   private before(a: number, b: number): boolean {
     if (a === INIT) return true;
-    return wordAt(this.clocks, b * this.chains.length + wordAt(this.chainOf, a)) > wordAt(this.placeOf, a);
+    const chain = wordAt(this.chainOf, a);
+    if (chain < 0) return false; // nothing follows it (see dropSinksFromChains)
+    return wordAt(this.clocks, b * this.chains.length + chain) > wordAt(this.placeOf, a);
   }
 }
 
