@@ -509,7 +509,7 @@ describe('Replica on a real memcached', () => {
 
   it('sends nothing on a new connection before its epoch check: two gets in one tick after a restart are both refused', async () => {
     const fresh = new MemcachedBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
-    await fresh.set('q', entry('before', 1n), 'unknown');
+    await fresh.set('q', entry('before', 1n), undefined);
     await fresh.health(); // the epoch is known: a new connection is checked against it
     await memcached.restart();
     await new Promise((resolve) => setTimeout(resolve, 50)); // the old connection has seen its close
@@ -528,7 +528,7 @@ describe('Replica on a real memcached', () => {
 
   it('takes the first connection\'s epoch when none is known yet: a restart before the first poll is still seen', async () => {
     const fresh = new MemcachedBackend({ host: memcached.host, port: memcached.port, opTimeoutMs: 300 });
-    await fresh.set('p', entry('before', 1n), 'unknown'); // no health() and no expectEpoch: nothing known
+    await fresh.set('p', entry('before', 1n), undefined); // no health() and no expectEpoch: nothing known
     await memcached.restart();
     await new Promise((resolve) => setTimeout(resolve, 50)); // the old connection has seen its close
     await expect(fresh.get('p')).rejects.toMatchObject({ code: 'BACKEND_RESET' });
