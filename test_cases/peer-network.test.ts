@@ -257,12 +257,15 @@ describe('PeerNetwork with three nodes', () => {
     await intruder.stop();
   });
 
-  it('reports a stopped peer down within the failure timeout plus a heartbeat, and back up on restart', async () => {
+  it('reports a stopped peer\'s connections closed at once, the peer down within the failure timeout plus a heartbeat, and both back on restart', async () => {
     await waitFor(allSeeEachOther, 3000, 'every node to see both others up');
     const downAtN1 = nextEvent(network(n1), 'peer-down', n3);
     const downAtN2 = nextEvent(network(n2), 'peer-down', n3);
     const stoppedAtMs = Date.now();
     await network(n3).stop();
+    // Its connections closed at once: seen long before the failure detector calls it down.
+    const cut = (at: PeerId): boolean => network(at).peerView().some((view) => view.peer === n3 && !view.connected);
+    await waitFor(() => cut(n1) && cut(n2), failureTimeoutMs / 2, 'n1 and n2 to see n3\'s connections closed');
     const [n1SawMs, n2SawMs] = await Promise.all([downAtN1, downAtN2]);
     for (const sawMs of [n1SawMs, n2SawMs]) {
       expect(sawMs - stoppedAtMs).toBeLessThanOrEqual(failureTimeoutMs + heartbeatIntervalMs + slackMs);
@@ -279,6 +282,7 @@ describe('PeerNetwork with three nodes', () => {
     await network(n3).start();
     await Promise.all([upAtN1, upAtN2]);
     await waitFor(allSeeEachOther, 3000, 'the restarted node to see both others');
+    expect(network(n1).peerView().map((view) => view.connected)).toEqual([true, true]);
     const atN3 = nextMessage(network(n3));
     expect(network(n1).send(n3, { kind: 'welcome back' })).toBe(true);
     expect(await atN3).toEqual({ from: n1, message: { kind: 'welcome back' } });
@@ -303,7 +307,7 @@ describe('PeerNetwork sending', () => {
     await lonely.start();
     try {
       expect(lonely.send(asPeerId('b'), 'nobody listens')).toBe(false);
-      expect(lonely.peerView()).toEqual([{ peer: 'b', up: false, lastHeardAgoMs: null, info: null }]);
+      expect(lonely.peerView()).toEqual([{ peer: 'b', up: false, lastHeardAgoMs: null, info: null, connected: false }]);
       expect(() => lonely.send(asPeerId('zz'), 'x')).toThrow(/unknown peer zz/);
     } finally {
       await lonely.stop();

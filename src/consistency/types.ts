@@ -44,8 +44,10 @@ export type Event<M> =
    * Periodic timer; `peersUp` is the failure detector's current view of the other peers.
    * `pausedMs`: how long this node was not running since the previous tick (its timers came late:
    * a stall of the machine, a long GC pause); silence of peers over that time is not theirs.
+   * `peersCut`: peers with no connection open either way now (a process that exited closes both
+   * at once and refuses redials; a live one redials within tens of ms).
    */
-  | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[]; pausedMs?: number }
+  | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[]; pausedMs?: number; peersCut?: readonly PeerId[] }
   /**
    * The wall clock ran `aheadMs` ahead of the monotonic clock since the controller last looked:
    * the machine was suspended (its monotonic clock stood still while real time ran on) or its

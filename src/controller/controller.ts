@@ -353,6 +353,7 @@ export class Controller {
   private tickEvent(pausedMs: number): Event<unknown> {
     const peers = this.network.peerView();
     const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
-    return { kind: 'tick', nowMs: clockMs(), peersUp, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) };
+    const peersCut = peers.filter((view) => !view.connected).map((view) => view.peer);
+    return { kind: 'tick', nowMs: clockMs(), peersUp, peersCut, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) };
   }
 }

@@ -105,6 +105,11 @@ export class PeerListener {
     if (server !== null) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
+  /** Whether `peer` has an authenticated inbound connection now. */
+  hasInbound(peer: PeerId): boolean {
+    return this.inboundOf.has(peer);
+  }
+
   /** The address actually listened on (useful with port 0). */
   address(): { host: string; port: number } {
     const bound = this.server?.address();

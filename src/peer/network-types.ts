@@ -77,6 +77,11 @@ export interface PeerView {
   up: boolean;
   lastHeardAgoMs: number | null;
   info: unknown;
+  /**
+   * An authenticated connection to or from it is open. False for a live peer only briefly (a
+   * connection cut and redialled); a process that exited closes both at once and refuses redials.
+   */
+  connected: boolean;
 }
 
 /** What the network refused or replaced since it was made, for `stats`, and its heartbeats. */

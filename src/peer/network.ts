@@ -218,6 +218,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return this.detector.view(monotonicNowMs()).map((liveness) => ({
       ...liveness,
       info: this.heartbeatInfo.get(liveness.peer) ?? null,
+      connected: this.dialer.isConnected(liveness.peer) || this.listener.hasInbound(liveness.peer),
     }));
   }
 

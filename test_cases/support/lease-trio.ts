@@ -20,6 +20,10 @@ export class Trio {
   nowMs = 1_000;
   readonly machines = new Map<PeerId, ReplicatedLog>();
   readonly cut = new Set<PeerId>();
+  /** Links (`from>to`) whose messages are lost, beside those of cut nodes. */
+  readonly cutLinks = new Set<string>();
+  /** What each node's ticks say of its connections (`peersCut`): none closed unless a test says. */
+  peersCutBy: (id: PeerId) => PeerId[] = () => [];
   readonly replies = new Map<number, Effect<LogMessage>>();
   /** Messages sent and not yet delivered, in order (a test may deliver some by hand: `deliver`). */
   queue: Array<{ from: PeerId; to: PeerId; message: LogMessage }> = [];
@@ -68,12 +72,14 @@ export class Trio {
     const endMs = this.nowMs + ms;
     while (this.nowMs < endMs) {
       this.nowMs += 10;
-      for (const id of IDS) if (!this.cut.has(id)) this.carryOut(id, this.machine(id).step({ kind: 'tick', nowMs: this.nowMs, peersUp: IDS }));
+      for (const id of IDS) {
+        if (!this.cut.has(id)) this.carryOut(id, this.machine(id).step({ kind: 'tick', nowMs: this.nowMs, peersUp: IDS, peersCut: this.peersCutBy(id) }));
+      }
       for (let turns = 0; turns < 20 && this.queue.length > 0; turns += 1) {
         const turn = this.queue;
         this.queue = [];
         for (const { from, to, message } of turn) {
-          if (this.cut.has(from) || this.cut.has(to)) continue;
+          if (this.cut.has(from) || this.cut.has(to) || this.cutLinks.has(`${from}>${to}`)) continue;
           this.carryOut(to, this.machine(to).step({ kind: 'message', nowMs: this.nowMs, from, message }));
         }
         for (const id of IDS) if (!this.cut.has(id)) this.carryOut(id, this.machine(id).step({ kind: 'flush', nowMs: this.nowMs }));

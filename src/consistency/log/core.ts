@@ -88,6 +88,12 @@ export class LogCore {
   catchUpIndex: number | null = null;
   nowMs: number;
   lastLeaderContactMs = Number.NEGATIVE_INFINITY;
+  /**
+   * Peers with no connection open either way at the last tick (its `peersCut`), less those heard
+   * from since. A leader in it most likely exited: its followers elect another without waiting out
+   * the failure timeout (see Election.hurry).
+   */
+  readonly cutPeers = new Set<PeerId>();
 
   // The replica (see ./replica.ts and ./transfer.ts).
   /** The snapshot index a state transfer must reach; null while none is wanted. */

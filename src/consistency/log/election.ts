@@ -27,6 +27,8 @@ export class Election {
   /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
   private jitterMs = 0;
   private votes = new Set<PeerId>();
+  /** The term in which `hurry` last moved the election closer. */
+  private hurriedInTerm = -1;
   private readonly leaderOfTerm = new Map<number, PeerId>();
 
   constructor(
@@ -54,11 +56,24 @@ export class Election {
     this.deadlineMs += pausedMs;
   }
 
-  /** Does this node lead, or know a leader it heard from within the failure timeout? */
+  /** Does this node lead, or know a leader it heard from within the failure timeout and is connected to? */
   inLease(): boolean {
     const core = this.core;
     if (core.role === 'leader') return true;
-    return core.leader !== null && core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
+    return core.leader !== null && !core.cutPeers.has(core.leader) && core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
+  }
+
+  /**
+   * Our leader's connections are all closed (see LogCore.cutPeers): its process most likely
+   * exited, so the election comes within a heartbeat interval instead of a failure timeout, drawn
+   * once per term so that the followers do not run together. Safety never rests on when an
+   * election starts (Raft); a new leader honours read leases from its election on (./lease.ts).
+   */
+  hurry(): void {
+    const core = this.core;
+    if (this.hurriedInTerm === core.term) return;
+    this.hurriedInTerm = core.term;
+    this.deadlineMs = Math.min(this.deadlineMs, core.nowMs + Math.floor(core.random() * core.heartbeatIntervalMs));
   }
 
   /** The leader of `term` as this node knows it (itself while it leads), if known. */

@@ -166,6 +166,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
         if (event.pausedMs !== undefined && event.pausedMs > 0) this.excusePause(event.pausedMs);
         this.memory.peersUp(event.peersUp);
         this.admission.notePeersUp(event.peersUp);
+        this.cutPeers.clear();
+        for (const peer of event.peersCut ?? []) this.cutPeers.add(peer);
         this.onTick();
         // Fallback: a controller that never flushes still sends within a tick.
         this.flushOutgoing();
@@ -274,6 +276,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
     }
     if (!this.recovery.admits(message)) return;
+    this.cutPeers.delete(from); // it is connected after all
     this.roles.step(from, message);
   }
 
