@@ -45,6 +45,24 @@ describe('failover after a leader exits', () => {
     expect(tookMs).not.toBeNull();
   });
 
+  it('hurries again after a leader that came back is lost once more in the same term', () => {
+    const { trio, leader } = settled();
+    const term = trio.machine(leader).inspect().term;
+    // First both followers see the leader's connections closed for one tick (redialled at once).
+    trio.peersCutBy = (id) => (id === leader ? [] : [leader]);
+    trio.run(10);
+    trio.peersCutBy = () => [];
+    trio.run(200);
+    expect(trio.leader()).toBe(leader);
+    expect(trio.machine(leader).inspect().term).toBe(term);
+    // Then the leader exits: both followers hurry, in the same term as before.
+    trio.cut.add(leader);
+    trio.peersCutBy = (id) => (id === leader ? [] : [leader]);
+    const tookMs = msUntilNewLeader(trio, leader, 1_000);
+    expect(tookMs).not.toBeNull();
+    expect(tookMs as number).toBeLessThanOrEqual(120);
+  });
+
   it('does not replace a leader the other follower still hears', () => {
     const { trio, leader, followers } = settled();
     const [cutOff, other] = followers as [PeerId, PeerId];

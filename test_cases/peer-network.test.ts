@@ -50,7 +50,7 @@ async function waitFor(condition: () => boolean, timeoutMs: number, what: string
   }
 }
 
-function nextEvent(network: PeerNetwork, event: 'peer-up' | 'peer-down', peer: PeerId): Promise<number> {
+function nextEvent(network: PeerNetwork, event: 'peer-up' | 'peer-down' | 'peer-cut', peer: PeerId): Promise<number> {
   return new Promise((resolve) => {
     const listener = (which: PeerId): void => {
       if (which !== peer) return;
@@ -261,11 +261,13 @@ describe('PeerNetwork with three nodes', () => {
     await waitFor(allSeeEachOther, 3000, 'every node to see both others up');
     const downAtN1 = nextEvent(network(n1), 'peer-down', n3);
     const downAtN2 = nextEvent(network(n2), 'peer-down', n3);
+    const cutAtN1 = nextEvent(network(n1), 'peer-cut', n3);
     const stoppedAtMs = Date.now();
     await network(n3).stop();
     // Its connections closed at once: seen long before the failure detector calls it down.
     const cut = (at: PeerId): boolean => network(at).peerView().some((view) => view.peer === n3 && !view.connected);
     await waitFor(() => cut(n1) && cut(n2), failureTimeoutMs / 2, 'n1 and n2 to see n3\'s connections closed');
+    expect((await cutAtN1) - stoppedAtMs).toBeLessThan(failureTimeoutMs / 2); // told at once, as an event too
     const [n1SawMs, n2SawMs] = await Promise.all([downAtN1, downAtN2]);
     for (const sawMs of [n1SawMs, n2SawMs]) {
       expect(sawMs - stoppedAtMs).toBeLessThanOrEqual(failureTimeoutMs + heartbeatIntervalMs + slackMs);

@@ -127,6 +127,9 @@ export class Controller {
     this.network.on('memory-report', (from: PeerId, report) => {
       this.enqueue({ kind: 'memory_report', nowMs: clockMs(), from, report });
     });
+    // A peer's connections all closed: the mode hears it now, not at the next tick (its leader
+    // may have exited; see Election.hurry).
+    this.network.on('peer-cut', () => this.tickNow(0));
     const indexed = await this.replica.loadIndex().catch((error: unknown) => {
       this.log.warn('could not list the keys the backend already holds', { error: String(error) });
       return 0;

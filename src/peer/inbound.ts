@@ -53,6 +53,8 @@ export interface PeerListenerOptions {
   refuse: (refusal: HandshakeRefusal, where: Record<string, unknown>) => void;
   /** A peer proved who it is on a new connection and was sent its welcome. */
   onAuthenticated: (peer: PeerId) => void;
+  /** A peer's authenticated inbound connection closed (a newer one replacing it does not count). */
+  onClosed?: (peer: PeerId) => void;
   /** A frame from an authenticated peer. */
   onFrame: (peer: PeerId, message: unknown) => void;
 }
@@ -269,7 +271,10 @@ export class PeerListener {
     if (connection.handshakeTimer !== null) clearTimeout(connection.handshakeTimer);
     connection.handshakeTimer = null;
     this.inbound.delete(connection);
-    if (connection.peer !== null && this.inboundOf.get(connection.peer) === connection) this.inboundOf.delete(connection.peer);
+    if (connection.peer !== null && this.inboundOf.get(connection.peer) === connection) {
+      this.inboundOf.delete(connection.peer);
+      this.options.onClosed?.(connection.peer);
+    }
   }
 
   private nameOf(connection: Inbound): Record<string, unknown> {

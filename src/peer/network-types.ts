@@ -67,6 +67,8 @@ export interface PeerNetworkEvents {
   message: [from: PeerId, message: unknown];
   'peer-up': [peer: PeerId];
   'peer-down': [peer: PeerId];
+  /** No connection to or from the peer is open any more (its process may have exited). */
+  'peer-cut': [peer: PeerId];
   /** A peer's heartbeat brought a memory report other than its last one (null: it says nothing). */
   'memory-report': [peer: PeerId, report: PeerMemoryReport | null];
 }

@@ -137,6 +137,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       refuse,
       onAuthenticated: (peer) => this.onHeard(peer),
       onFrame: (peer, message) => this.onFrame(peer, message),
+      onClosed: (peer) => this.onConnectionClosed(peer),
     });
     this.dialer = new PeerDialer({
       self,
@@ -151,6 +152,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       nowMs: monotonicNowMs,
       refuse,
       heartbeatFrame: () => this.heartbeatFrame(),
+      onClosed: (peer) => this.onConnectionClosed(peer),
     });
   }
 
@@ -229,6 +231,11 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
 
   // ------------------------------------------------------------------------------------------
   // What the two sides hand back: frames from authenticated peers, refused handshakes
+
+  /** A connection with `peer` closed: once none is left either way, say so at once (see PeerView.connected). */
+  private onConnectionClosed(peer: PeerId): void {
+    if (this.running && !this.dialer.isConnected(peer) && !this.listener.hasInbound(peer)) this.emit('peer-cut', peer);
+  }
 
   private onFrame(peer: PeerId, message: unknown): void {
     this.onHeard(peer);

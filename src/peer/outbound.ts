@@ -50,6 +50,8 @@ export interface PeerDialerOptions {
   refuse: (refusal: HandshakeRefusal, where: Record<string, unknown>) => void;
   /** The heartbeat sent first on every new connection. */
   heartbeatFrame: () => Buffer;
+  /** An authenticated connection to a peer closed. */
+  onClosed?: (peer: PeerId) => void;
 }
 
 /** An outbound connection's progress; only `authenticated` may carry messages. */
@@ -276,6 +278,7 @@ export class PeerDialer {
     if (outbound.socket !== socket) return;
     // Only a connection that lasted resets the back-off: a proxy that accepts and then closes at
     // once (its upstream is down) must not make us redial in a tight loop.
+    const wasAuthenticated = outbound.stage === 'authenticated';
     const livedMs = outbound.connectedAtMs === null ? 0 : this.options.nowMs() - outbound.connectedAtMs;
     if (livedMs >= RECONNECT_DELAY_MAX_MS) outbound.attempt = 0;
     if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
@@ -289,6 +292,7 @@ export class PeerDialer {
     outbound.lanes = null;
     outbound.lastBeat = null;
     if (!this.running) return;
+    if (wasAuthenticated) this.options.onClosed?.(outbound.address.id);
     const delayMs = reconnectDelayMs(outbound.attempt);
     outbound.attempt += 1;
     outbound.retryTimer = setTimeout(() => this.dial(outbound), delayMs);

@@ -27,8 +27,8 @@ export class Election {
   /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
   private jitterMs = 0;
   private votes = new Set<PeerId>();
-  /** The term in which `hurry` last moved the election closer. */
-  private hurriedInTerm = -1;
+  /** Whether `hurry` moved the election closer since the leader was last seen connected. */
+  private hurried = false;
   private readonly leaderOfTerm = new Map<number, PeerId>();
 
   constructor(
@@ -65,15 +65,24 @@ export class Election {
 
   /**
    * Our leader's connections are all closed (see LogCore.cutPeers): its process most likely
-   * exited, so the election comes within a heartbeat interval instead of a failure timeout, drawn
-   * once per term so that the followers do not run together. Safety never rests on when an
-   * election starts (Raft); a new leader honours read leases from its election on (./lease.ts).
+   * exited, so the election comes within about a heartbeat interval instead of a failure timeout,
+   * once per loss (until `calm`). The followers go in turn, by node id, a heartbeat interval
+   * apart (plus up to half of one drawn at random): two that ran together would split the vote
+   * and wait a whole timeout. Safety never rests on when an election starts (Raft); a new leader
+   * honours read leases from its election (./lease.ts).
    */
   hurry(): void {
+    if (this.hurried) return;
+    this.hurried = true;
     const core = this.core;
-    if (this.hurriedInTerm === core.term) return;
-    this.hurriedInTerm = core.term;
-    this.deadlineMs = Math.min(this.deadlineMs, core.nowMs + Math.floor(core.random() * core.heartbeatIntervalMs));
+    const followers = [core.self, ...core.peers.filter((peer) => peer !== core.leader)].sort();
+    const delayMs = followers.indexOf(core.self) * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
+    this.deadlineMs = Math.min(this.deadlineMs, core.nowMs + delayMs);
+  }
+
+  /** Our leader is connected again: a later loss of it may hurry the election again. */
+  calm(): void {
+    this.hurried = false;
   }
 
   /** The leader of `term` as this node knows it (itself while it leads), if known. */

@@ -242,7 +242,10 @@ export class Roles {
   /** A follower or (pre-)candidate that heard from no leader for an election timeout starts one. */
   private tickElection(): void {
     const core = this.core;
-    if (core.role === 'follower' && core.leader !== null && core.cutPeers.has(core.leader)) this.election.hurry();
+    if (core.role === 'follower' && core.leader !== null) {
+      if (core.cutPeers.has(core.leader)) this.election.hurry();
+      else this.election.calm();
+    }
     if (this.election.isDue() && !this.recovery.active) this.becomePreCandidate();
   }
 
