@@ -192,7 +192,7 @@ class CausalGraph {
    * precedes the next in session order, hence in CO. Every node something follows in CO is in
    * exactly one (see dropSinksFromChains).
    */
-  private readonly chains: number[][] = [];
+  private chains: number[][] = [];
   /** key → its writers, chain by chain, each in its chain's order. */
   private readonly keyChains = new Map<string, number[][]>();
   private readonly predecessors: number[][];
@@ -239,9 +239,7 @@ class CausalGraph {
   private dropSinksFromChains(): void {
     const followed = new Uint8Array(this.nodes.length);
     for (const list of this.predecessors) for (const predecessor of list) followed[predecessor] = 1;
-    const kept = this.chains.map((chain) => chain.filter((index) => followed[index] === 1)).filter((chain) => chain.length > 0);
-    this.chains.length = 0;
-    this.chains.push(...kept);
+    this.chains = this.chains.map((chain) => chain.filter((index) => followed[index] === 1)).filter((chain) => chain.length > 0);
   }
 
   /** Session chains (see `chains`). */
