@@ -206,6 +206,8 @@ class CausalGraph {
    */
   private clocks: Uint16Array | Int32Array = new Int32Array(0);
   private order: number[] | null = null;
+  /** Bytes per clock entry: 2 while no chain is longer than CLOCK_U16_PLACES, else 4. */
+  readonly clockEntryBytes: 2 | 4;
 
   constructor(nodes: Node[]) {
     this.nodes = nodes;
@@ -219,6 +221,7 @@ class CausalGraph {
       if (from !== null && from !== INIT && from !== index) itemAt(this.predecessors, index).push(from);
     });
     this.dropSinksFromChains();
+    this.clockEntryBytes = this.chains.every((chain) => chain.length <= CLOCK_U16_PLACES) ? 2 : 4;
     this.addKeyChains();
     this.chainOf = new Int32Array(nodes.length).fill(-1);
     this.placeOf = new Int32Array(nodes.length);
@@ -252,10 +255,6 @@ class CausalGraph {
     return this.nodes.length * this.chains.length;
   }
 
-  /** Bytes per clock entry: 2 while no chain is longer than CLOCK_U16_PLACES, else 4. */
-  get clockEntryBytes(): 2 | 4 {
-    return this.chains.every((chain) => chain.length <= CLOCK_U16_PLACES) ? 2 : 4;
-  }
 
   /** Orders the nodes and, unless CO has a cycle, computes their clocks. */
   computeOrder(): void {

@@ -220,7 +220,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return this.detector.view(monotonicNowMs()).map((liveness) => ({
       ...liveness,
       info: this.heartbeatInfo.get(liveness.peer) ?? null,
-      connected: this.dialer.isConnected(liveness.peer) || this.listener.hasInbound(liveness.peer),
+      connected: this.linked(liveness.peer),
     }));
   }
 
@@ -232,9 +232,14 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   // ------------------------------------------------------------------------------------------
   // What the two sides hand back: frames from authenticated peers, refused handshakes
 
-  /** A connection with `peer` closed: once none is left either way, say so at once (see PeerView.connected). */
+  /** Whether an authenticated connection to or from `peer` is open (PeerView.connected). */
+  private linked(peer: PeerId): boolean {
+    return this.dialer.isConnected(peer) || this.listener.hasInbound(peer);
+  }
+
+  /** A connection with `peer` closed: once none is left either way, say so at once. */
   private onConnectionClosed(peer: PeerId): void {
-    if (this.running && !this.dialer.isConnected(peer) && !this.listener.hasInbound(peer)) this.emit('peer-cut', peer);
+    if (this.running && !this.linked(peer)) this.emit('peer-cut', peer);
   }
 
   private onFrame(peer: PeerId, message: unknown): void {

@@ -188,6 +188,19 @@ export class MemcachedBackend implements KVBackend {
     this.#resetEmpty = stats.curr_items === '0';
   }
 
+  /**
+   * Checks the epoch a `stats` answer gives against the one known: the first known becomes it;
+   * another one fences (false).
+   */
+  #checkEpoch(epoch: string, stats: Record<string, string>): boolean {
+    if (this.#lastEpoch !== '' && epoch !== this.#lastEpoch) {
+      this.#fence(epoch, stats);
+      return false;
+    }
+    this.#lastEpoch = epoch;
+    return true;
+  }
+
   async health(): Promise<BackendHealth> {
     if (this.#resetEpoch !== null) {
       return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch: this.#resetEpoch };
@@ -195,11 +208,7 @@ export class MemcachedBackend implements KVBackend {
     try {
       const stats = await this.#run('stats', null, (connection) => connection.stats());
       const epoch = epochOf(stats);
-      if (this.#lastEpoch !== '' && epoch !== this.#lastEpoch) {
-        this.#fence(epoch, stats);
-        return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch };
-      }
-      this.#lastEpoch = epoch;
+      if (!this.#checkEpoch(epoch, stats)) return { ok: true, detail: `memcached ${this.address} restarted empty; rebuilding`, epoch };
       const detail =
         `memcached ${stats.version ?? '?'} at ${this.address}, pid ${stats.pid}, ` +
         `${stats.curr_items ?? '?'} items, ${stats.bytes ?? '?'} bytes`;
@@ -380,11 +389,9 @@ export class MemcachedBackend implements KVBackend {
     // Before any epoch is known, the first connection's answer becomes the one later connections
     // are checked against, so a restart between two connections is seen even before the first poll.
     const verifying = connection.stats().then((stats) => {
-      const epoch = epochOf(stats);
       const expected = this.#lastEpoch;
-      if (expected === '') this.#lastEpoch = epoch;
-      else if (epoch !== expected) {
-        this.#fence(epoch, stats);
+      const epoch = epochOf(stats);
+      if (!this.#checkEpoch(epoch, stats)) {
         const failure = new ConnectionFailure('BACKEND_RESET', `restarted empty (epoch ${expected} → ${epoch})`);
         connection.fail(failure);
         throw failure;
