@@ -1,9 +1,9 @@
 /**
  * The CI matrix of the fault runner, causal mode: under every fault together (all but power, which
- * the durability file runs), and with 300 keys under memcached restarts, kills and partitions.
- * With few keys most "absent" reads are explained by a delete; with many, a read answering
- * "absent" for a write in its connection's causal past (a replica read before its rebuild) is
- * caught (WriteCOInitRead).
+ * the durability file runs), under every controller killed at once, and with 300 keys under
+ * memcached restarts, kills and partitions. With few keys most "absent" reads are explained by a
+ * delete; with many, a read answering "absent" for a write in its connection's causal past (a
+ * replica read before its rebuild) is caught (WriteCOInitRead).
  */
 
 import { describe, it } from 'vitest';
@@ -18,6 +18,11 @@ describe('causal mode keeps its promise under faults', () => {
     const result = await run({ mode: 'causal', nemesis: COMBINED_KINDS, timeMs: COMBINED_TIME_MS, seed: 103 });
     expectPassedUnder(result, COMBINED_KINDS);
   }, 150_000);
+
+  it('under every controller killed at once and restarted together', async () => {
+    const result = await run({ mode: 'causal', nemesis: ['kill-all'], timeMs: 8_000, seed: 104, windows: { faultMs: 1000, healMs: 2500 } });
+    expectPassedUnder(result, ['kill-all']);
+  }, 120_000);
 
   it('with 300 keys under memcached restarts, kills and partitions', async () => {
     const result = await run({ mode: 'causal', nemesis: RESTARTS, timeMs: 16_000, seed: 509, keys: 300 });

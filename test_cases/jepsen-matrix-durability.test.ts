@@ -1,7 +1,8 @@
 /**
  * The CI matrix of the fault runner, durability and memory: the ordered modes with
- * wal_sync = write under kill, pause, partition and power loss, eventual and causal under kill and
- * power loss, and every mode taking writes again once a fill of every memcached is healed.
+ * wal_sync = write under kill, pause, partition and power loss, and under a power loss and a kill of
+ * every controller, eventual and causal under kill and power loss, and every mode taking writes
+ * again once a fill of every memcached is healed.
  *
  * Invariants: runs go one after another (2 cores shared); each run asserts which faults actually
  * happened. A failure carries the checker's explanation and keeps the report folder.
@@ -21,6 +22,16 @@ describe('every mode keeps its promise through power loss and a full memory', ()
       const result = await run({ mode, nemesis: POWER_KINDS, timeMs: POWER_TIME_MS, seed: 400 + index, walSync: 'write' });
       expectPassedUnder(result, POWER_KINDS);
       expect(result.summary.walSync).toBe('write');
+    }, 120_000);
+  });
+
+  (['linearizability', 'sequential'] as const).forEach((mode, index) => {
+    it(`${mode} with wal_sync = write under a power loss and every controller killed at once`, async () => {
+      // After a kill of all three no peer can catch another up: each comes back from its own file
+      // (in the page cache) and its replica, the one that lost power included once it recovered.
+      const kinds = ['power', 'kill-all'] as const;
+      const result = await run({ mode, nemesis: kinds, timeMs: POWER_TIME_MS, seed: 420 + index, walSync: 'write', windows: { faultMs: 1000, healMs: 1500 } });
+      expectPassedUnder(result, kinds);
     }, 120_000);
   });
 

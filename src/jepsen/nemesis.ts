@@ -39,13 +39,18 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * `power` cuts one node's power: its controller dies, its memcached restarts empty, and with
  * `wal_sync = write` its write-ahead file loses a random share of the records written since its
  * last fsync; it comes back in a new boot and recovers from its peers before it takes part again.
+ * `kill-all` kills every controller at once (kill -9) and starts them all again at the window's end,
+ * their memcached and write-ahead files kept, as a deploy that restarts every controller or an
+ * out-of-memory sweep does: no peer is left to catch the others up, each comes back from its own
+ * file and its replica.
  */
 export type NemesisKind =
   | 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall'
-  | 'power';
+  | 'power' | 'kill-all';
 
 export const NEMESIS_KINDS: readonly NemesisKind[] = [
   'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall', 'power',
+  'kill-all',
 ];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
@@ -201,7 +206,7 @@ function pickTargets(
 ): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls' | 'keptFraction'> {
   const target = itemAt(nodes, pickIndex(random, nodes.length));
   if (kind === 'power') return { variant: null, nodes: [target], keptFraction: random() };
-  if (kind === 'backend-pause' || kind === 'backend-fill') return { variant: null, nodes: [...nodes] };
+  if (kind === 'backend-pause' || kind === 'backend-fill' || kind === 'kill-all') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
   if (kind === 'disk-stall') {
     const delayMs = Math.round(DISK_STALL_MS.min + random() * (DISK_STALL_MS.max - DISK_STALL_MS.min));
@@ -230,6 +235,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'power': return `power loss ${plan.nodes[0]}`;
+    case 'kill-all': return 'kill every controller';
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-pause': return 'pause every memcached';
@@ -322,6 +328,9 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       return;
     case 'kill': return target.kill(node());
     case 'power': return target.losePower(node(), plan.keptFraction ?? 0);
+    case 'kill-all':
+      await Promise.all(plan.nodes.map((each) => target.kill(each)));
+      return;
     case 'pause': return target.pause(node());
     case 'backend-restart': return target.restartBackend(node());
     case 'backend-pause':
@@ -358,6 +367,9 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
   switch (plan.kind) {
     case 'kill': return target.startController(itemAt(plan.nodes, 0));
     case 'power': return target.powerOn(itemAt(plan.nodes, 0));
+    case 'kill-all':
+      await Promise.all(plan.nodes.map((each) => target.startController(each)));
+      return;
     case 'pause': return target.resume(itemAt(plan.nodes, 0));
     case 'stall': return stallMachine(target, plan.nodes, 'run');
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds
