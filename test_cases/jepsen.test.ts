@@ -140,13 +140,17 @@ describe('the nemesis schedule', () => {
     expect(describeFault({ kind: 'partition', variant: 'one-way', nodes: ['n1', 'n3'] })).toBe('cut n1→n3');
   });
 
-  it('kills every controller at once in a kill-all, and says so', () => {
+  it('kills every controller at once in a kill-all, one memcached in a backend-kill, and says so', () => {
     const plans = planNemesis({ kinds: ['kill-all', 'kill'], nodes: ['n1', 'n2', 'n3'], timeMs: 30_000, faultMs: 1000, healMs: 700, seed: 6 });
     const killAlls = plans.filter((plan) => plan.kind === 'kill-all');
     expect(killAlls.length).toBeGreaterThan(0);
     for (const plan of killAlls) expect(plan.nodes).toEqual(['n1', 'n2', 'n3']);
     for (const plan of plans.filter((each) => each.kind === 'kill')) expect(plan.nodes).toHaveLength(1);
     expect(describeFault({ kind: 'kill-all', variant: null, nodes: ['n1', 'n2', 'n3'] })).toBe('kill every controller');
+    const downs = planNemesis({ kinds: ['backend-kill'], nodes: ['n1', 'n2', 'n3'], timeMs: 30_000, faultMs: 1000, healMs: 700, seed: 6 });
+    expect(downs.length).toBeGreaterThan(0);
+    for (const plan of downs) expect(plan.nodes).toHaveLength(1);
+    expect(describeFault({ kind: 'backend-kill', variant: null, nodes: ['n2'] })).toBe('kill memcached n2');
   });
 
   it('slows one node by 10 ms to 1.3 s, and says so', () => {

@@ -54,6 +54,8 @@ export interface BackendWatchOptions {
  */
 const awaitingApplyMax = 10_000;
 export const backendPollIntervalMs = 1000;
+/** How often memcached is polled while its last poll failed: requests are refused until one succeeds. */
+const downPollIntervalMs = 100;
 /** A backend failure this soon after the last reset counts as the repair failing again. */
 const resetRetryWindowMs = 5000;
 /** The first wait before telling the mode again of such a failure; it doubles each time. */
@@ -104,6 +106,8 @@ export class BackendWatch {
   /** The longest item memcached must take: the longest key with a value of value_bytes_max (and flags). */
   private readonly itemBytesNeeded: number;
   private timer: NodeJS.Timeout | null = null;
+  /** The next poll while memcached is down, if one is due. */
+  private downTimer: NodeJS.Timeout | null = null;
   private stopped = false;
 
   constructor(private readonly options: BackendWatchOptions) {
@@ -121,6 +125,14 @@ export class BackendWatch {
   /** What the last poll said (before the first: the epoch last seen, and "starting"). */
   current(): BackendHealth {
     return this.health;
+  }
+
+  /**
+   * Why memcached cannot be reached (the last poll's failure), or null when the last poll was
+   * answered: the controller then refuses requests at once rather than hold them until it is back.
+   */
+  unreachable(): string | null {
+    return this.health.ok ? null : this.health.detail;
   }
 
   /** memcached's words for a write it refused lately (within two polls), for `show`. */
@@ -142,6 +154,7 @@ export class BackendWatch {
   stop(): void {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
+    if (this.downTimer !== null) clearTimeout(this.downTimer);
   }
 
   /**
@@ -205,7 +218,15 @@ export class BackendWatch {
       const level = health.ok ? 'info' : 'error';
       this.options.log[level](health.ok ? 'backend healthy' : 'backend down', { detail: health.detail });
     }
-    if (!health.ok || this.stopped) return;
+    if (this.stopped) return;
+    if (!health.ok) {
+      // Polled again soon: the controller refuses requests until memcached answers.
+      this.downTimer ??= setTimeout(() => {
+        this.downTimer = null;
+        void this.poll();
+      }, downPollIntervalMs).unref();
+      return;
+    }
     const restarted = previous.epoch !== '' && health.epoch !== previous.epoch;
     if (restarted) this.epochAfterReset = health.epoch;
     else if (health.epoch !== previous.epoch) replacePrivateTextFile(this.epochFile, health.epoch);

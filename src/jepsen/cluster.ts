@@ -267,13 +267,26 @@ export class Cluster {
 
   /** Kills a node's memcached and starts it again, empty, on the same port (with `memoryMb`: that -m). */
   async restartBackend(id: string, memoryMb = this.options.memcachedMemoryMb): Promise<void> {
+    await this.killBackend(id);
+    await this.startBackend(id, memoryMb);
+  }
+
+  /** Kills a node's memcached (SIGKILL): its port refuses connections until startBackend. */
+  async killBackend(id: string): Promise<void> {
     const node = this.node(id);
     const child = node.memcached;
-    if (child && child.exitCode === null) {
+    if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise((resolve) => child.once('exit', resolve));
       child.kill('SIGKILL');
       await exited;
     }
+    node.memcached = null;
+  }
+
+  /** Starts a node's memcached, empty, unless it runs. */
+  async startBackend(id: string, memoryMb = this.options.memcachedMemoryMb): Promise<void> {
+    const node = this.node(id);
+    if (node.memcached !== null && node.memcached.exitCode === null && node.memcached.signalCode === null) return;
     node.memcached = await spawnMemcached(node.memcachedPort, this.logFile(`memcached-${node.id}`), memoryMb, this.options.memcachedEvicts);
   }
 

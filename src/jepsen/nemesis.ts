@@ -42,15 +42,17 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * `kill-all` kills every controller at once (kill -9) and starts them all again at the window's end,
  * their memcached and write-ahead files kept, as a deploy that restarts every controller or an
  * out-of-memory sweep does: no peer is left to catch the others up, each comes back from its own
- * file and its replica.
+ * file and its replica. `backend-kill` kills one node's memcached for the window (its port refuses
+ * connections, as after a crash before its supervisor restarts it) and starts it again, empty, at
+ * the window's end.
  */
 export type NemesisKind =
   | 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall'
-  | 'power' | 'kill-all';
+  | 'power' | 'kill-all' | 'backend-kill';
 
 export const NEMESIS_KINDS: readonly NemesisKind[] = [
   'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall', 'power',
-  'kill-all',
+  'kill-all', 'backend-kill',
 ];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
@@ -96,6 +98,9 @@ export interface FaultTarget {
   pause(id: string): void;
   resume(id: string): void;
   restartBackend(id: string): Promise<void>;
+  /** Kills a node's memcached until startBackend starts it again, empty. */
+  killBackend(id: string): Promise<void>;
+  startBackend(id: string): Promise<void>;
   pauseBackend(id: string): void;
   resumeBackend(id: string): void;
   /** Sets a controller's wall clock `offsetSeconds` from the system's (0: back in step). */
@@ -238,6 +243,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'kill-all': return 'kill every controller';
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
+    case 'backend-kill': return `kill memcached ${plan.nodes[0]}`;
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
     case 'slow': return `slow ${plan.nodes[0]} by ${plan.delayMs ?? 0} ms`;
@@ -333,6 +339,7 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       return;
     case 'pause': return target.pause(node());
     case 'backend-restart': return target.restartBackend(node());
+    case 'backend-kill': return target.killBackend(node());
     case 'backend-pause':
       for (const each of plan.nodes) target.pauseBackend(each);
       return;
@@ -373,6 +380,7 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
     case 'pause': return target.resume(itemAt(plan.nodes, 0));
     case 'stall': return stallMachine(target, plan.nodes, 'run');
     case 'backend-restart': return; // the restart is the whole fault; the controller rebuilds
+    case 'backend-kill': return target.startBackend(itemAt(plan.nodes, 0));
     case 'backend-pause':
       for (const each of plan.nodes) target.resumeBackend(each);
       return;

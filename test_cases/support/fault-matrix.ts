@@ -23,7 +23,7 @@ export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventua
  * records, and `kill-all`, whose restart of every controller takes seconds of the short heal
  * windows (it runs alone, and beside a power loss in the durability file).
  */
-export const COMBINED_KINDS = NEMESIS_KINDS.filter((kind) => kind !== 'power' && kind !== 'kill-all');
+export const COMBINED_KINDS = NEMESIS_KINDS.filter((kind) => kind !== 'power' && kind !== 'kill-all' && kind !== 'backend-kill');
 /**
  * A combined run's client time: ten 1 s faults with 0.7 s heals between them fit in 19 s
  * (planNemesis, the matrix's seeds); the rest is room for the heals that restart a process, which
