@@ -1,7 +1,8 @@
 /**
  * Three PeerNetworks on free 127.0.0.1 ports: they find each other, carry messages both ways,
- * report a stopped peer down within the failure timeout and back up when it returns, refuse a
- * taken port clearly, and shrug off garbage connections. Small timings: heartbeat 20 ms, failure 150 ms.
+ * report a stopped peer down within the failure timeout and back up when it returns (and its
+ * connections closed at once, but not those that were only reset), refuse a taken port clearly,
+ * and shrug off garbage connections. Small timings: heartbeat 20 ms, failure 150 ms.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -12,6 +13,7 @@ import { FRAME_HEADER_BYTES, FRAME_VERSION, FrameDecoder, encodeFrame } from '..
 import { HANDSHAKE_VERSION, challengeMessage, checkHello } from '../src/peer/handshake.ts';
 import { PeerNetwork, PeerNetworkError, type PeerLog } from '../src/peer/network.ts';
 import { freePort } from '../src/jepsen/cluster.ts';
+import { LinkProxy } from '../src/jepsen/proxy.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 
 const heartbeatIntervalMs = 20;
@@ -265,7 +267,7 @@ describe('PeerNetwork with three nodes', () => {
     const stoppedAtMs = Date.now();
     await network(n3).stop();
     // Its connections closed at once: seen long before the failure detector calls it down.
-    const cut = (at: PeerId): boolean => network(at).peerView().some((view) => view.peer === n3 && !view.connected);
+    const cut = (at: PeerId): boolean => network(at).peerView().some((view) => view.peer === n3 && view.cut);
     await waitFor(() => cut(n1) && cut(n2), failureTimeoutMs / 2, 'n1 and n2 to see n3\'s connections closed');
     expect((await cutAtN1) - stoppedAtMs).toBeLessThan(failureTimeoutMs / 2); // told at once, as an event too
     const [n1SawMs, n2SawMs] = await Promise.all([downAtN1, downAtN2]);
@@ -284,7 +286,7 @@ describe('PeerNetwork with three nodes', () => {
     await network(n3).start();
     await Promise.all([upAtN1, upAtN2]);
     await waitFor(allSeeEachOther, 3000, 'the restarted node to see both others');
-    expect(network(n1).peerView().map((view) => view.connected)).toEqual([true, true]);
+    expect(network(n1).peerView().map((view) => view.cut)).toEqual([false, false]);
     const atN3 = nextMessage(network(n3));
     expect(network(n1).send(n3, { kind: 'welcome back' })).toBe(true);
     expect(await atN3).toEqual({ from: n1, message: { kind: 'welcome back' } });
@@ -309,7 +311,8 @@ describe('PeerNetwork sending', () => {
     await lonely.start();
     try {
       expect(lonely.send(asPeerId('b'), 'nobody listens')).toBe(false);
-      expect(lonely.peerView()).toEqual([{ peer: 'b', up: false, lastHeardAgoMs: null, info: null, connected: false }]);
+      await waitFor(() => lonely.peerView()[0]?.cut === true, 2000, 'the dial to b to be refused');
+      expect(lonely.peerView()).toEqual([{ peer: 'b', up: false, lastHeardAgoMs: null, info: null, cut: true }]);
       expect(() => lonely.send(asPeerId('zz'), 'x')).toThrow(/unknown peer zz/);
     } finally {
       await lonely.stop();
@@ -393,5 +396,72 @@ describe('PeerNetwork reconnecting', () => {
     // reset on every connect would allow 6 or more.
     expect(accepted).toBeGreaterThanOrEqual(2);
     expect(accepted).toBeLessThanOrEqual(5);
+  });
+});
+
+describe('PeerNetwork links reset, not cut', () => {
+  /** Two networks whose links both go through proxies (a dials b through `ab`, b dials a through `ba`). */
+  async function proxiedPair(): Promise<{ a: PeerNetwork; b: PeerNetwork; ab: LinkProxy; ba: LinkProxy; close: () => Promise<void> }> {
+    const [portA, portB] = await freePorts(2) as [number, number];
+    const ab = new LinkProxy('a>b', { host: '127.0.0.1', port: portB });
+    const ba = new LinkProxy('b>a', { host: '127.0.0.1', port: portA });
+    await ab.listen();
+    await ba.listen();
+    const make = (self: PeerId, port: number, peer: PeerId, via: LinkProxy): PeerNetwork => new PeerNetwork({
+      self, listen: { host: '127.0.0.1', port }, peers: [{ id: peer, host: '127.0.0.1', port: via.port }],
+      secret, clusterId: 'test', heartbeatIntervalMs, failureTimeoutMs, log: recordingLog([]),
+    });
+    const a = make(asPeerId('a'), portA, asPeerId('b'), ab);
+    const b = make(asPeerId('b'), portB, asPeerId('a'), ba);
+    await a.start();
+    await b.start();
+    await waitFor(() => a.isConnected(asPeerId('b')) && b.isConnected(asPeerId('a')), 3000, 'a and b to connect');
+    const close = async (): Promise<void> => {
+      await a.stop();
+      await b.stop();
+      await ab.close();
+      await ba.close();
+    };
+    return { a, b, ab, ba, close };
+  }
+
+  it('does not call a peer cut when its connections were only reset: they are redialled at once', async () => {
+    const { a, b, ab, ba, close } = await proxiedPair();
+    try {
+      const cuts: PeerId[] = [];
+      a.on('peer-cut', (peer) => cuts.push(peer));
+      for (let reset = 0; reset < 5; reset += 1) {
+        ab.reset();
+        ba.reset();
+        let sawCut = false;
+        const untilMs = Date.now() + 60;
+        while (Date.now() < untilMs) {
+          sawCut ||= a.peerView()[0]?.cut === true;
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+        expect(sawCut, `reset ${reset}: a's view of b said cut`).toBe(false);
+        await waitFor(() => a.isConnected(asPeerId('b')), 1000, 'a to redial b');
+      }
+      expect(cuts).toEqual([]);
+      const atB = nextMessage(b);
+      expect(a.send(asPeerId('b'), { kind: 'after resets' })).toBe(true);
+      expect(await atB).toEqual({ from: asPeerId('a'), message: { kind: 'after resets' } });
+    } finally {
+      await close();
+    }
+  });
+
+  it('calls a peer cut at once when its connections close and the redial is refused', async () => {
+    const { a, ab, ba, close } = await proxiedPair();
+    try {
+      const cut = nextEvent(a, 'peer-cut', asPeerId('b'));
+      const cutAtMs = Date.now();
+      ab.cutLink();
+      ba.cutLink();
+      expect((await cut) - cutAtMs).toBeLessThan(failureTimeoutMs / 2);
+      expect(a.peerView()[0]?.cut).toBe(true);
+    } finally {
+      await close();
+    }
   });
 });

@@ -127,8 +127,8 @@ export class Controller {
     this.network.on('memory-report', (from: PeerId, report) => {
       this.enqueue({ kind: 'memory_report', nowMs: clockMs(), from, report });
     });
-    // A peer's connections all closed: the mode hears it now, not at the next tick (its leader
-    // may have exited; see Election.hurry).
+    // A peer's connections all closed and a redial failed: the mode hears it now, not at the next
+    // tick (its leader may have exited; see Election.hurry).
     this.network.on('peer-cut', () => this.tickNow(0));
     const indexed = await this.replica.loadIndex().catch((error: unknown) => {
       this.log.warn('could not list the keys the backend already holds', { error: String(error) });
@@ -360,7 +360,7 @@ export class Controller {
   private tickEvent(pausedMs: number): Event<unknown> {
     const peers = this.network.peerView();
     const peersUp = peers.filter((view) => view.up).map((view) => view.peer);
-    const peersCut = peers.filter((view) => !view.connected).map((view) => view.peer);
+    const peersCut = peers.filter((view) => view.cut).map((view) => view.peer);
     return { kind: 'tick', nowMs: clockMs(), peersUp, peersCut, ...(pausedMs > 0 ? { pausedMs: Math.round(pausedMs) } : {}) };
   }
 }

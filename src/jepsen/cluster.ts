@@ -315,6 +315,15 @@ export class Cluster {
     for (const other of this.nodes) if (other.id !== id) this.cut(id, other.id);
   }
 
+  /** Drops every connection to and from a node; new ones are taken at once (a reset storm, a NIC reset). */
+  resetLinks(id: string): void {
+    for (const other of this.nodes) {
+      if (other.id === id) continue;
+      this.link(id, other.id).reset();
+      this.link(other.id, id).reset();
+    }
+  }
+
   /** Delays every byte to and from a node by `delayMs` (a slow network); healAll ends it. */
   slow(id: string, delayMs: number): void {
     for (const other of this.nodes) {

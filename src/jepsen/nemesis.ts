@@ -44,15 +44,17 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * out-of-memory sweep does: no peer is left to catch the others up, each comes back from its own
  * file and its replica. `backend-kill` kills one node's memcached for the window (its port refuses
  * connections, as after a crash before its supervisor restarts it) and starts it again, empty, at
- * the window's end.
+ * the window's end. `link-reset` drops every connection to and from one controller's peer port again
+ * and again (every 0.1–0.4 s), new ones taken at once, as a NIC reset or a middlebox's failover does:
+ * the peer is alive and redialled, so nothing may wait out a failure timeout.
  */
 export type NemesisKind =
   | 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall'
-  | 'power' | 'kill-all' | 'backend-kill';
+  | 'power' | 'kill-all' | 'backend-kill' | 'link-reset';
 
 export const NEMESIS_KINDS: readonly NemesisKind[] = [
   'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall', 'power',
-  'kill-all', 'backend-kill',
+  'kill-all', 'backend-kill', 'link-reset',
 ];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
@@ -70,7 +72,7 @@ export interface FaultPlan {
   stepsSeconds?: number[];
   /** For `slow`: how long the target's links hold each byte; for `disk-stall`: each fsync's wait; in ms. */
   delayMs?: number;
-  /** For `stall`: each stop of the whole machine and the run after it, in ms. */
+  /** For `stall`: each stop of the whole machine and the run after it, in ms; for `link-reset`: each reset (stopMs 0) and the run after it. */
   stalls?: Array<{ stopMs: number; runMs: number }>;
   /** For `power`: the share of the write-ahead records written since the last fsync that survive. */
   keptFraction?: number;
@@ -98,6 +100,8 @@ export interface FaultTarget {
   pause(id: string): void;
   resume(id: string): void;
   restartBackend(id: string): Promise<void>;
+  /** Drops every connection to and from a node; new ones are taken at once. */
+  resetLinks(id: string): void;
   /** Kills a node's memcached until startBackend starts it again, empty. */
   killBackend(id: string): Promise<void>;
   startBackend(id: string): Promise<void>;
@@ -194,6 +198,21 @@ function planStalls(random: Random, lengthMs: number): Array<{ stopMs: number; r
   return stalls;
 }
 
+/** Resets of every link of a node that fill a window of `lengthMs`, each followed by 100-400 ms of links up. */
+function planResets(random: Random, lengthMs: number): Array<{ stopMs: number; runMs: number }> {
+  const resets: Array<{ stopMs: number; runMs: number }> = [];
+  let usedMs = 0;
+  do {
+    const reset = { stopMs: 0, runMs: Math.round(RESET_RUN_MS.min + random() * (RESET_RUN_MS.max - RESET_RUN_MS.min)) };
+    resets.push(reset);
+    usedMs += reset.runMs;
+  } while (usedMs + RESET_RUN_MS.max <= lengthMs);
+  return resets;
+}
+
+/** How long a node's links stay up between two resets of a `link-reset`, in ms. */
+const RESET_RUN_MS = { min: 100, max: 400 } as const;
+
 function jitter(random: Random, ms: number): number {
   return Math.round(ms * (0.75 + random() * 0.5));
 }
@@ -213,6 +232,7 @@ function pickTargets(
   if (kind === 'power') return { variant: null, nodes: [target], keptFraction: random() };
   if (kind === 'backend-pause' || kind === 'backend-fill' || kind === 'kill-all') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
+  if (kind === 'link-reset') return { variant: null, nodes: [target], stalls: planResets(random, lengthMs) };
   if (kind === 'disk-stall') {
     const delayMs = Math.round(DISK_STALL_MS.min + random() * (DISK_STALL_MS.max - DISK_STALL_MS.min));
     // One disk in two windows of three, every disk in the third.
@@ -244,6 +264,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-kill': return `kill memcached ${plan.nodes[0]}`;
+    case 'link-reset': return `reset the links of ${plan.nodes[0]} ${(plan.stalls ?? []).length}×`;
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
     case 'slow': return `slow ${plan.nodes[0]} by ${plan.delayMs ?? 0} ms`;
@@ -332,6 +353,13 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
         await sleep(stall.runMs, stop);
       }
       return;
+    case 'link-reset':
+      for (const reset of plan.stalls ?? []) {
+        if (stop.aborted) return;
+        target.resetLinks(node());
+        await sleep(reset.runMs, stop);
+      }
+      return;
     case 'kill': return target.kill(node());
     case 'power': return target.losePower(node(), plan.keptFraction ?? 0);
     case 'kill-all':
@@ -389,6 +417,7 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
       return;
     case 'partition':
     case 'slow':
+    case 'link-reset':
       return target.healAll();
     case 'clock':
       for (const each of plan.nodes) target.stepWallClock(each, 0);

@@ -57,6 +57,12 @@ export class LinkProxy {
     this.sockets.clear();
   }
 
+  /** Drops every connection of this link and goes on taking new ones (a reset, not a cut). */
+  reset(): void {
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
+  }
+
   /** Holds every chunk `delayMs` before passing it on (0: at once again), keeping their order. */
   slow(delayMs: number): void {
     this.delayMs = delayMs;

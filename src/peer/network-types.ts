@@ -80,10 +80,11 @@ export interface PeerView {
   lastHeardAgoMs: number | null;
   info: unknown;
   /**
-   * An authenticated connection to or from it is open. False for a live peer only briefly (a
-   * connection cut and redialled); a process that exited closes both at once and refuses redials.
+   * No connection to or from it is open and our last dial to it failed: a process that exited
+   * closes both at once and refuses the redial that follows at once. A connection that was only
+   * reset (the peer still listening) is redialled and comes back: not cut.
    */
-  connected: boolean;
+  cut: boolean;
 }
 
 /** What the network refused or replaced since it was made, for `stats`, and its heartbeats. */

@@ -153,6 +153,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       refuse,
       heartbeatFrame: () => this.heartbeatFrame(),
       onClosed: (peer) => this.onConnectionClosed(peer),
+      onDialFailed: (peer) => this.onConnectionClosed(peer),
     });
   }
 
@@ -220,7 +221,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return this.detector.view(monotonicNowMs()).map((liveness) => ({
       ...liveness,
       info: this.heartbeatInfo.get(liveness.peer) ?? null,
-      connected: this.linked(liveness.peer),
+      cut: this.cutOff(liveness.peer),
     }));
   }
 
@@ -232,14 +233,23 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   // ------------------------------------------------------------------------------------------
   // What the two sides hand back: frames from authenticated peers, refused handshakes
 
-  /** Whether an authenticated connection to or from `peer` is open (PeerView.connected). */
+  /** Whether an authenticated connection to or from `peer` is open. */
   private linked(peer: PeerId): boolean {
     return this.dialer.isConnected(peer) || this.listener.hasInbound(peer);
   }
 
-  /** A connection with `peer` closed: once none is left either way, say so at once. */
+  /**
+   * No connection with `peer` is open either way and our last dial to it failed (PeerView.cut):
+   * its process most likely exited. A connection that was only reset is redialled at once and
+   * comes back, so it is not cut.
+   */
+  private cutOff(peer: PeerId): boolean {
+    return !this.linked(peer) && this.dialer.dialFailed(peer);
+  }
+
+  /** A connection with `peer` closed, or a dial to it failed: once it is cut off, say so at once. */
   private onConnectionClosed(peer: PeerId): void {
-    if (this.running && !this.linked(peer)) this.emit('peer-cut', peer);
+    if (this.running && this.cutOff(peer)) this.emit('peer-cut', peer);
   }
 
   private onFrame(peer: PeerId, message: unknown): void {

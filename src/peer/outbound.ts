@@ -52,6 +52,8 @@ export interface PeerDialerOptions {
   heartbeatFrame: () => Buffer;
   /** An authenticated connection to a peer closed. */
   onClosed?: (peer: PeerId) => void;
+  /** A dial to a peer ended before its handshake did (refused, closed, timed out). */
+  onDialFailed?: (peer: PeerId) => void;
 }
 
 /** An outbound connection's progress; only `authenticated` may carry messages. */
@@ -72,6 +74,8 @@ interface Outbound {
   attempt: number;
   /** When the current connection was authenticated (monotonic), or null. */
   connectedAtMs: number | null;
+  /** The last dial ended before its handshake did: nothing answers at the peer's address. */
+  dialFailed: boolean;
   retryTimer: NodeJS.Timeout | null;
   /** Once authenticated: the priority and bulk lanes of this connection. */
   lanes: SendLanes | null;
@@ -82,6 +86,8 @@ interface Outbound {
 
 const RECONNECT_DELAY_MIN_MS = 50;
 const RECONNECT_DELAY_MAX_MS = 1000;
+/** An authenticated connection open this long proved the way works: its close is redialled at once. */
+const LASTED_MS = 50;
 
 /** Dials every peer and keeps one outbound connection to each; the network sends through it. */
 export class PeerDialer {
@@ -107,6 +113,7 @@ export class PeerDialer {
         handshakeTimer: null,
         attempt: 0,
         connectedAtMs: null,
+        dialFailed: false,
         retryTimer: null,
         lanes: null,
         lastBeat: null,
@@ -126,6 +133,12 @@ export class PeerDialer {
       outbound.socket?.destroy();
     }
     this.outbound.clear();
+  }
+
+  /** Whether our last dial to `peer` failed and no connection to it is authenticated since. */
+  dialFailed(peer: PeerId): boolean {
+    const outbound = this.outbound.get(peer);
+    return outbound !== undefined && outbound.dialFailed && outbound.stage !== 'authenticated';
   }
 
   /** Whether the connection to `peer` is authenticated (writes can succeed). */
@@ -267,6 +280,7 @@ export class PeerDialer {
     outbound.stage = 'authenticated';
     outbound.decoder = null;
     outbound.connectedAtMs = this.options.nowMs();
+    outbound.dialFailed = false;
     const queueBytesMax = this.options.sendQueueBytesMax;
     outbound.lanes = new SendLanes(socket, { socketBytesMax: BULK_SOCKET_BYTES_MAX_DEFAULT, queueBytesMax });
     this.options.tallies.handshakesAccepted += 1;
@@ -276,11 +290,13 @@ export class PeerDialer {
 
   private onOutboundClosed(outbound: Outbound, socket: net.Socket): void {
     if (outbound.socket !== socket) return;
-    // Only a connection that lasted resets the back-off: a proxy that accepts and then closes at
-    // once (its upstream is down) must not make us redial in a tight loop.
+    // Only an authenticated connection that lasted resets the back-off: a proxy that accepts and
+    // then closes at once (its upstream is down), or a peer that drops us as soon as we are in,
+    // must not make us redial in a tight loop.
     const wasAuthenticated = outbound.stage === 'authenticated';
     const livedMs = outbound.connectedAtMs === null ? 0 : this.options.nowMs() - outbound.connectedAtMs;
-    if (livedMs >= RECONNECT_DELAY_MAX_MS) outbound.attempt = 0;
+    const lasted = livedMs >= LASTED_MS;
+    if (lasted) outbound.attempt = 0;
     if (outbound.handshakeTimer !== null) clearTimeout(outbound.handshakeTimer);
     outbound.handshakeTimer = null;
     outbound.socket = null;
@@ -292,8 +308,15 @@ export class PeerDialer {
     outbound.lanes = null;
     outbound.lastBeat = null;
     if (!this.running) return;
-    if (wasAuthenticated) this.options.onClosed?.(outbound.address.id);
-    const delayMs = reconnectDelayMs(outbound.attempt);
+    if (wasAuthenticated) {
+      this.options.onClosed?.(outbound.address.id);
+    } else {
+      outbound.dialFailed = true;
+      this.options.onDialFailed?.(outbound.address.id);
+    }
+    // A connection that lasted is redialled at once: one that was only reset comes back, and a
+    // peer whose process exited refuses at once, which is how the network tells the two apart.
+    const delayMs = wasAuthenticated && lasted ? 0 : reconnectDelayMs(outbound.attempt);
     outbound.attempt += 1;
     outbound.retryTimer = setTimeout(() => this.dial(outbound), delayMs);
   }

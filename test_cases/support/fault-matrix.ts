@@ -19,11 +19,14 @@ import { runJepsen, type RunResult } from '../../src/jepsen/runner.ts';
 
 export const MODES: readonly Mode[] = ['linearizability', 'sequential', 'eventual'];
 /**
- * The faults of the combined runs: all but `power`, which runs with wal_sync = write, where it cuts
- * records, and `kill-all`, whose restart of every controller takes seconds of the short heal
- * windows (it runs alone, and beside a power loss in the durability file).
+ * The faults of the combined runs. Not `power`, which runs with wal_sync = write, where it cuts
+ * records; `kill-all`, `backend-kill` and `link-reset` run alone and in runs of their own (a
+ * kill-all's restarts take seconds of these short heals, and a kind more would reshuffle every
+ * seed's plan).
  */
-export const COMBINED_KINDS = NEMESIS_KINDS.filter((kind) => kind !== 'power' && kind !== 'kill-all' && kind !== 'backend-kill');
+export const COMBINED_KINDS: readonly NemesisKind[] = [
+  'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall',
+];
 /**
  * A combined run's client time: ten 1 s faults with 0.7 s heals between them fit in 19 s
  * (planNemesis, the matrix's seeds); the rest is room for the heals that restart a process, which
