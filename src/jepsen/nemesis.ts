@@ -72,7 +72,10 @@ export interface FaultPlan {
   stepsSeconds?: number[];
   /** For `slow`: how long the target's links hold each byte; for `disk-stall`: each fsync's wait; in ms. */
   delayMs?: number;
-  /** For `stall`: each stop of the whole machine and the run after it, in ms; for `link-reset`: each reset (stopMs 0) and the run after it. */
+  /**
+   * For `stall`: each stop of the whole machine and the run after it, in ms; for `link-reset`:
+   * each reset (stopMs 0) and the run after it.
+   */
   stalls?: Array<{ stopMs: number; runMs: number }>;
   /** For `power`: the share of the write-ahead records written since the last fsync that survive. */
   keptFraction?: number;
