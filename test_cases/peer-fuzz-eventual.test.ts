@@ -204,6 +204,15 @@ describe('simulators with malformed copies of messages on the wire', () => {
     }
   });
 
+  it('replicated log with power losses: a recovering node acts on no malformed copy (its timed re-ask waits for a tick)', () => {
+    // Seeds where a malformed copy reached a node recovering after a power loss just as its re-ask
+    // of the peers fell due: it sent that re-ask on the dropped message's step.
+    for (const [seed, mode] of [[1611, 'linearizability'], [1029, 'sequential']] as const) {
+      const result = simulate(seed, mode, { junkRate: 0.2, safetyMs: 3_000, powerLoss: true });
+      expect(result.junkDelivered).toBeGreaterThan(100);
+    }
+  });
+
   it('eventual and causal: every malformed copy is dropped and counted, the clock unmoved; the replicas converge', () => {
     for (const mode of ['eventual', 'causal'] as const) {
       for (const seed of [43, 45, 46, 49]) {

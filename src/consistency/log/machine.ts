@@ -283,6 +283,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   // ---------------------------------------------------------------- ticks
 
   private onTick(): void {
+    this.recovery.tick();
     this.requests.expire();
     this.transfer.requestIfDue();
     this.transfer.sender.dropStalled();

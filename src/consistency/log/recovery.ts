@@ -90,7 +90,7 @@ export class Recovery {
     if (this.active && this.target !== null && term === this.target.term) this.matched = Math.max(this.matched, matchIndex);
   }
 
-  /** After each step: done once the log holds the target leader's up to its index; else re-ask when due. */
+  /** After each step: done once the log holds the target leader's up to its index. */
   afterStep(): void {
     if (this.unsettled && this.core.leader !== null) this.unsettled = false;
     if (!this.active) return;
@@ -100,8 +100,15 @@ export class Recovery {
       if (this.matched >= target.index) this.finish('holds the leader\'s log');
       return;
     }
-    if (target !== null) this.target = null; // the term moved on: ask again
-    if (core.nowMs >= this.nextAskMs) this.ask();
+    if (target !== null) this.target = null; // the term moved on: ask again (at the next tick)
+  }
+
+  /**
+   * At each tick: ask the peers again when due. Only a tick does: any step moves the clock, and a
+   * dropped peer message must cause nothing.
+   */
+  tick(): void {
+    if (this.active && this.target === null && this.core.nowMs >= this.nextAskMs) this.ask();
   }
 
   private ask(): void {
