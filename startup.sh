@@ -42,6 +42,35 @@ data_dir=$(awk -F= '/^[ \t]*data_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub
 data_dir="${data_dir:-data}"
 case "$data_dir" in /*) ;; *) data_dir="$(cd "$(dirname "$config")" && pwd)/$data_dir" ;; esac
 
+# node id, client host:port, memcached host:port — one line per [node.*] section.
+nodes=$(awk '
+  /^\[node\./ { if (id != "") print id, client, mc; id = substr($0, 7); sub(/\].*/, "", id); client = ""; mc = ""; next }
+  /^\[/ { if (id != "") print id, client, mc; id = ""; next }
+  id != "" && /^[ \t]*client[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); client = v }
+  id != "" && /^[ \t]*memcached[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); mc = v }
+  END { if (id != "") print id, client, mc }
+' "$config")
+
+answers() { # host port: does something speaking memcached answer there?
+  local reply
+  reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf 'version\r\n' >&3 && timeout 2 head -c 7 <&3; } 2>/dev/null) || return 1
+  [ "$reply" = "VERSION" ]
+}
+
+# start_memcached ID HOST:PORT: a local memcached for node ID, in the background, its PID recorded.
+start_memcached() {
+  local run_as=() out="$log_dir/memcached-$1.out"
+  if [ "$(id -u)" = 0 ]; then # memcached refuses root without -u; it is given no root either
+    if id -u memcache >/dev/null 2>&1; then run_as=(-u memcache); else run_as=(-u nobody); fi
+  fi
+  (umask 077 && rm -f "$out" && exec nohup memcached -l "${2%:*}" -p "${2##*:}" -U 0 -M -m 1024 -I 2m "${run_as[@]}" >"$out" 2>&1) &
+  record_pid memcached $! "$1"
+}
+
+log_dir=$(awk -F= '/^[ \t]*log_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
+log_dir="${log_dir:-logs}"
+mkdir -p -m 700 "$log_dir"
+
 running=""
 if [ -f "$pid_file" ]; then
   while read -r kind pid start _; do
@@ -52,6 +81,22 @@ while read -r _ pid start _; do
   if ours "$pid" "$start" && [[ "$running" != *":$pid"* ]]; then running="$running controller:$pid"; fi
 done < <(controllers_by_pid_file "$data_dir")
 if [ -n "$running" ]; then
+  # A local memcached this script started that has since died (killed, out of memory) is started
+  # again, empty, as before: its controller refuses requests while it is down, and rebuilds the
+  # replica from its peers once it answers.
+  if [ -f "$pid_file" ] && grep -q '^memcached ' "$pid_file"; then
+    records=$(cat "$pid_file")
+    : > "$pid_file"
+    while read -r kind pid start id; do
+      mc=$(awk -v id="$id" '$1 == id { print $3 }' <<< "$nodes")
+      if [ "$kind" = memcached ] && ! ours "$pid" "$start" && [ -n "$mc" ] && ! answers "${mc%:*}" "${mc##*:}"; then
+        start_memcached "$id" "$mc"
+        echo "memcached of $id ($mc) was not running: started it again, empty; its controller rebuilds the replica from its peers"
+      else
+        echo "$kind $pid $start $id" >> "$pid_file"
+      fi
+    done <<< "$records"
+  fi
   echo "mckv is already running (pids$running); ./stop.sh stops it"
   exit 0
 fi
@@ -67,14 +112,6 @@ if [ ! -x node_modules/.bin/tsc ]; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi
 
-# node id, client host:port, memcached host:port — one line per [node.*] section.
-nodes=$(awk '
-  /^\[node\./ { if (id != "") print id, client, mc; id = substr($0, 7); sub(/\].*/, "", id); client = ""; mc = ""; next }
-  /^\[/ { if (id != "") print id, client, mc; id = ""; next }
-  id != "" && /^[ \t]*client[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); client = v }
-  id != "" && /^[ \t]*memcached[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); mc = v }
-  END { if (id != "") print id, client, mc }
-' "$config")
 [ -n "$nodes" ] || { echo "startup.sh: no [node.*] sections in $config" >&2; exit 1; }
 
 # Build when dist/ is missing or anything it is compiled from is newer. tsc rewrites only the files
@@ -84,12 +121,6 @@ if [ ! -f dist/main.js ] || [ -n "$(find main.ts src scripts/require-node.mjs ts
   npm run build --silent || { echo "startup.sh: the build failed (npm run build)" >&2; exit 1; }
   touch dist/main.js
 fi
-
-answers() { # host port: does something speaking memcached answer there?
-  local reply
-  reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf 'version\r\n' >&3 && timeout 2 head -c 7 <&3; } 2>/dev/null) || return 1
-  [ "$reply" = "VERSION" ]
-}
 
 wait_for_memcached() { # tries: until every node's memcached answers, 0.2 s apart
   local ok
@@ -106,10 +137,6 @@ serving() { # host port: does a controller answer a read (a leader is elected, t
   reply=$( { exec 3<>"/dev/tcp/$1/$2" && printf 'get mckv-startup-probe\r\n' >&3 && timeout 2 head -c 3 <&3; } 2>/dev/null) || return 1
   [ "$reply" = "END" ]
 }
-
-log_dir=$(awk -F= '/^[ \t]*log_dir[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
-log_dir="${log_dir:-logs}"
-mkdir -p -m 700 "$log_dir"
 
 # The cluster secret peers prove they hold (config.ini's secret_file, relative to the config's folder).
 secret_file=$(awk -F= '/^[ \t]*secret_file[ \t]*=/ { v = $2; gsub(/[ \t]/, "", v); sub(/;.*/, "", v); print v }' "$config")
@@ -133,16 +160,8 @@ else
   if [ -z "$missing" ]; then
     backend_note="the memcached servers of $config"
   elif command -v memcached >/dev/null; then
-    run_as=()
-    if [ "$(id -u)" = 0 ]; then # memcached refuses root without -u; it is given no root either
-      if id -u memcache >/dev/null 2>&1; then run_as=(-u memcache); else run_as=(-u nobody); fi
-    fi
     while read -r id client mc; do
-      if ! answers "${mc%:*}" "${mc##*:}"; then
-        out="$log_dir/memcached-$id.out"
-        (umask 077 && rm -f "$out" && exec nohup memcached -l "${mc%:*}" -p "${mc##*:}" -U 0 -M -m 1024 -I 2m "${run_as[@]}" >"$out" 2>&1) &
-        record_pid memcached $! "$id"
-      fi
+      answers "${mc%:*}" "${mc##*:}" || start_memcached "$id" "$mc"
     done <<< "$nodes"
     backend_note="local memcached processes started for$missing"
     wait_for_memcached 50

@@ -3,9 +3,10 @@
  * the start time recorded with it. A process whose command line names dist/main.js (or memcached) but
  * whose start time differs, as a process that took over a reused PID would, is left alone; the
  * process that was recorded is stopped. So is a controller named by a PID file in the cluster's
- * data_dir (one restarted by hand), on the same terms, and startup.sh counts it as running. Run
- * on a temporary copy of the scripts, with harmless `sleep` processes that each test ends by its
- * own PID.
+ * data_dir (one restarted by hand), on the same terms, and startup.sh counts it as running; run
+ * again beside a running cluster, startup.sh starts again a local memcached it had started that
+ * died. Run on a temporary copy of the scripts, with harmless `sleep` processes (and one real
+ * memcached) that each test ends by its own PID.
  */
 
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -13,6 +14,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync,
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { freePort, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 
 const repo = path.join(import.meta.dirname, '..');
 let dir: string | null = null;
@@ -167,5 +169,34 @@ describe("startup.sh's already-running check", () => {
     expect(stale.code).toBe(1);
     expect(existsSync(pids)).toBe(false);
     expect(isRunning(controller.child)).toBe(true);
+  }, 40_000);
+});
+
+describe('startup.sh beside a running cluster', () => {
+  it('starts again a local memcached it started that has died, and records it', async () => {
+    const folder = scriptsCopy();
+    const port = await freePort();
+    writeFileSync(path.join(folder, 'config.ini'), `[cluster]\nconsistency = sequential\n[node.n1]\nclient = 127.0.0.1:1\nmemcached = 127.0.0.1:${port}\n`);
+    const controller = await sleeper('node dist/main.js');
+    const dead = await sleeper('memcached');
+    dead.child.kill('SIGKILL');
+    await new Promise((resolve) => dead.child.once('exit', resolve));
+    const pids = path.join(folder, '.run', 'pids');
+    writeFileSync(pids, `memcached ${dead.pid} ${dead.start} n1\ncontroller ${controller.pid} ${controller.start} n1\n`);
+    const result = await run(folder, 'startup.sh');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`memcached of n1 (127.0.0.1:${port}) was not running: started it again`);
+    expect(result.stdout).toContain(`mckv is already running (pids controller:${controller.pid})`);
+    const records = readFileSync(pids, 'utf8').trim().split('\n');
+    expect(records).toContain(`controller ${controller.pid} ${controller.start} n1`);
+    const revived = records.find((line) => line.startsWith('memcached '))?.split(' ');
+    expect(revived?.[1]).not.toBe(String(dead.pid));
+    expect(revived?.[3]).toBe('n1');
+    const revivedPid = Number(revived?.[1]);
+    try {
+      await waitForMemcachedProtocol(port, 5000, () => true);
+    } finally {
+      process.kill(revivedPid, 'SIGKILL');
+    }
   }, 40_000);
 });
