@@ -72,11 +72,10 @@ export interface FaultPlan {
   stepsSeconds?: number[];
   /** For `slow`: how long the target's links hold each byte; for `disk-stall`: each fsync's wait; in ms. */
   delayMs?: number;
-  /**
-   * For `stall`: each stop of the whole machine and the run after it, in ms; for `link-reset`:
-   * each reset (stopMs 0) and the run after it.
-   */
+  /** For `stall`: each stop of the whole machine and the run after it, in ms. */
   stalls?: Array<{ stopMs: number; runMs: number }>;
+  /** For `link-reset`: how long the links stay up after each reset, in ms. */
+  resetGapsMs?: number[];
   /** For `power`: the share of the write-ahead records written since the last fsync that survive. */
   keptFraction?: number;
   nodes: string[];
@@ -201,20 +200,20 @@ function planStalls(random: Random, lengthMs: number): Array<{ stopMs: number; r
   return stalls;
 }
 
-/** Resets of every link of a node that fill a window of `lengthMs`, each followed by 100-400 ms of links up. */
-function planResets(random: Random, lengthMs: number): Array<{ stopMs: number; runMs: number }> {
-  const resets: Array<{ stopMs: number; runMs: number }> = [];
+/** The gaps between resets of every link of a node that fill a window of `lengthMs` (at least one reset). */
+function planResetGaps(random: Random, lengthMs: number): number[] {
+  const gapsMs: number[] = [];
   let usedMs = 0;
   do {
-    const reset = { stopMs: 0, runMs: Math.round(RESET_RUN_MS.min + random() * (RESET_RUN_MS.max - RESET_RUN_MS.min)) };
-    resets.push(reset);
-    usedMs += reset.runMs;
-  } while (usedMs + RESET_RUN_MS.max <= lengthMs);
-  return resets;
+    const gapMs = Math.round(RESET_GAP_MS.min + random() * (RESET_GAP_MS.max - RESET_GAP_MS.min));
+    gapsMs.push(gapMs);
+    usedMs += gapMs;
+  } while (usedMs + RESET_GAP_MS.max <= lengthMs);
+  return gapsMs;
 }
 
 /** How long a node's links stay up between two resets of a `link-reset`, in ms. */
-const RESET_RUN_MS = { min: 100, max: 400 } as const;
+const RESET_GAP_MS = { min: 100, max: 400 } as const;
 
 function jitter(random: Random, ms: number): number {
   return Math.round(ms * (0.75 + random() * 0.5));
@@ -230,12 +229,12 @@ const STALL_RUN_MS = { min: 300, max: 1000 } as const;
 /** `clockWindows`: how many clock faults were planned before this one. */
 function pickTargets(
   random: Random, kind: NemesisKind, nodes: readonly string[], clockWindows: number, lengthMs: number,
-): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls' | 'keptFraction'> {
+): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls' | 'resetGapsMs' | 'keptFraction'> {
   const target = itemAt(nodes, pickIndex(random, nodes.length));
   if (kind === 'power') return { variant: null, nodes: [target], keptFraction: random() };
   if (kind === 'backend-pause' || kind === 'backend-fill' || kind === 'kill-all') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
-  if (kind === 'link-reset') return { variant: null, nodes: [target], stalls: planResets(random, lengthMs) };
+  if (kind === 'link-reset') return { variant: null, nodes: [target], resetGapsMs: planResetGaps(random, lengthMs) };
   if (kind === 'disk-stall') {
     const delayMs = Math.round(DISK_STALL_MS.min + random() * (DISK_STALL_MS.max - DISK_STALL_MS.min));
     // One disk in two windows of three, every disk in the third.
@@ -259,7 +258,9 @@ function pickTargets(
 }
 
 /** A short human label: `kill n2`, `isolate n1`, `cut n1→n3` (one way), `cut n1↔n3`, `clock n1 +8 s, n2 -120 s`, `slow n2 by 160 ms`. */
-export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls'>): string {
+export function describeFault(
+  plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls' | 'resetGapsMs'>,
+): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'power': return `power loss ${plan.nodes[0]}`;
@@ -267,7 +268,7 @@ export function describeFault(plan: Pick<FaultPlan, 'kind' | 'variant' | 'nodes'
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
     case 'backend-kill': return `kill memcached ${plan.nodes[0]}`;
-    case 'link-reset': return `reset the links of ${plan.nodes[0]} ${(plan.stalls ?? []).length}×`;
+    case 'link-reset': return `reset the links of ${plan.nodes[0]} ${(plan.resetGapsMs ?? []).length}×`;
     case 'backend-pause': return 'pause every memcached';
     case 'backend-fill': return 'fill every memcached';
     case 'slow': return `slow ${plan.nodes[0]} by ${plan.delayMs ?? 0} ms`;
@@ -357,10 +358,10 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       }
       return;
     case 'link-reset':
-      for (const reset of plan.stalls ?? []) {
+      for (const gapMs of plan.resetGapsMs ?? []) {
         if (stop.aborted) return;
         target.resetLinks(node());
-        await sleep(reset.runMs, stop);
+        await sleep(gapMs, stop);
       }
       return;
     case 'kill': return target.kill(node());
@@ -420,8 +421,8 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
       return;
     case 'partition':
     case 'slow':
-    case 'link-reset':
       return target.healAll();
+    case 'link-reset': return; // each reset was the whole fault: the links took new connections at once
     case 'clock':
       for (const each of plan.nodes) target.stepWallClock(each, 0);
       return;
