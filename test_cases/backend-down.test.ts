@@ -1,9 +1,10 @@
 /**
- * A controller whose memcached is down (killed, not yet restarted by its supervisor) refuses its
- * clients at once with `SERVER_ERROR not caught up: its memcached does not answer (...)`, which
- * certainly changed nothing, so they retry at another controller instead of waiting out their
- * timeouts; the other two serve on, and once memcached is back (empty) the controller serves
- * again, its replica rebuilt. Real processes: three controllers over three memcached.
+ * A controller whose memcached is down (killed, not yet restarted by its supervisor), once it has
+ * not answered for a second, refuses its clients at once with `SERVER_ERROR not caught up: its
+ * memcached does not answer (...)`, which certainly changed nothing, so they retry at another
+ * controller instead of waiting out their timeouts; the other two serve on, and once memcached is
+ * back (empty) the controller serves again, its replica rebuilt. Real processes: three
+ * controllers over three memcached.
  */
 
 import { describe, expect, it } from 'vitest';
@@ -52,7 +53,7 @@ async function memcachedDown(mode: Mode, role: 'leader' | 'follower'): Promise<v
   expect((await once(cluster, target, 'set bd-k 0 0 2\r\nv1\r\n', 'set')).line).toBe('STORED');
 
   await cluster.killBackend(target);
-  // The first requests may meet the failure itself; from the watch's next poll on, each is refused.
+  // The first requests meet the failure itself, or wait out the second a restart would take.
   const write = await until(cluster, target, 'set bd-k 0 0 2\r\nv2\r\n', 'set', DOWN_REFUSAL, 3000);
   expect(write.line, `${mode}: a set at ${target} (${role}) with its memcached down`).toMatch(DOWN_REFUSAL);
   const refusals = [

@@ -54,8 +54,13 @@ export interface BackendWatchOptions {
  */
 const awaitingApplyMax = 10_000;
 export const backendPollIntervalMs = 1000;
-/** How often memcached is polled while its last poll failed: requests are refused until one succeeds. */
+/** How often memcached is polled while its last poll failed. */
 const downPollIntervalMs = 100;
+/**
+ * How long memcached must have gone unanswered before new requests are refused: a restart by its
+ * supervisor (kill and start again, milliseconds) is ridden through, requests waiting for it.
+ */
+const refuseWhenDownForMs = 1000;
 /** A backend failure this soon after the last reset counts as the repair failing again. */
 const resetRetryWindowMs = 5000;
 /** The first wait before telling the mode again of such a failure; it doubles each time. */
@@ -108,6 +113,8 @@ export class BackendWatch {
   private timer: NodeJS.Timeout | null = null;
   /** The next poll while memcached is down, if one is due. */
   private downTimer: NodeJS.Timeout | null = null;
+  /** Since when (monotonic ms) the polls have gone unanswered, or null while the last one was answered. */
+  private downSinceMs: number | null = null;
   private stopped = false;
 
   constructor(private readonly options: BackendWatchOptions) {
@@ -128,11 +135,13 @@ export class BackendWatch {
   }
 
   /**
-   * Why memcached cannot be reached (the last poll's failure), or null when the last poll was
-   * answered: the controller then refuses requests at once rather than hold them until it is back.
+   * Why memcached cannot be reached (the last poll's failure), once the polls have gone unanswered
+   * for refuseWhenDownForMs; null otherwise. The controller then refuses requests at once rather
+   * than hold them until memcached is back.
    */
-  unreachable(): string | null {
-    return this.health.ok ? null : this.health.detail;
+  unreachable(nowMs: number): string | null {
+    if (this.health.ok || this.downSinceMs === null || nowMs - this.downSinceMs < refuseWhenDownForMs) return null;
+    return this.health.detail;
   }
 
   /** memcached's words for a write it refused lately (within two polls), for `show`. */
@@ -213,6 +222,7 @@ export class BackendWatch {
     }
     const previous = this.health;
     this.health = health;
+    this.downSinceMs = health.ok ? null : (this.downSinceMs ?? clockMs());
     this.options.memory.polled(health.memory, stored);
     if (previous.ok !== health.ok) {
       const level = health.ok ? 'info' : 'error';

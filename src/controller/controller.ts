@@ -200,9 +200,9 @@ export class Controller {
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
     if (this.stopped) return refused('shutting_down');
-    // memcached down: refused at once and certainly without effect (the mode never sees it), so a
-    // client retries at another controller instead of waiting for this one's replica to return.
-    const unreachable = this.watch.unreachable();
+    // memcached down for a second: refused at once and certainly without effect (the mode never
+    // sees it), so a client retries at another controller instead of waiting for this replica.
+    const unreachable = this.watch.unreachable(nowMs);
     if (unreachable !== null) return refused('not_caught_up', `its memcached does not answer (${unreachable})`);
     // A get may be answered here, before any drain: the mode hears of a stall first (drain checks the rest).
     if (op.kind === 'get') this.noticePause();

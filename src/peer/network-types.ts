@@ -81,8 +81,8 @@ export interface PeerView {
   info: unknown;
   /**
    * No connection to or from it is open and our last dial to it failed: a process that exited
-   * closes both at once and refuses the redial that follows at once. A connection that was only
-   * reset (the peer still listening) is redialled and comes back: not cut.
+   * closes both at once and refuses the redial that follows (25–50 ms later). A connection that
+   * was only reset (the peer still listening) is redialled and comes back: not cut.
    */
   cut: boolean;
 }

@@ -240,8 +240,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
 
   /**
    * No connection with `peer` is open either way and our last dial to it failed (PeerView.cut):
-   * its process most likely exited. A connection that was only reset is redialled at once and
-   * comes back, so it is not cut.
+   * its process most likely exited. A connection that was only reset is redialled and comes
+   * back, so it is not cut.
    */
   private cutOff(peer: PeerId): boolean {
     return !this.linked(peer) && this.dialer.dialFailed(peer);

@@ -86,7 +86,7 @@ interface Outbound {
 
 const RECONNECT_DELAY_MIN_MS = 50;
 const RECONNECT_DELAY_MAX_MS = 1000;
-/** An authenticated connection open this long proved the way works: its close is redialled at once. */
+/** An authenticated connection open this long proved the way works: its close is redialled without back-off. */
 const LASTED_MS = 50;
 
 /** Dials every peer and keeps one outbound connection to each; the network sends through it. */
@@ -314,9 +314,9 @@ export class PeerDialer {
       outbound.dialFailed = true;
       this.options.onDialFailed?.(outbound.address.id);
     }
-    // A connection that lasted is redialled at once: one that was only reset comes back, and a
-    // peer whose process exited refuses at once, which is how the network tells the two apart.
-    const delayMs = wasAuthenticated && lasted ? 0 : reconnectDelayMs(outbound.attempt);
+    // The redial tells a reset connection (it comes back) from a peer whose process exited (it is
+    // refused at once): see PeerView.cut.
+    const delayMs = reconnectDelayMs(outbound.attempt);
     outbound.attempt += 1;
     outbound.retryTimer = setTimeout(() => this.dial(outbound), delayMs);
   }
