@@ -44,8 +44,8 @@ export type Event<M> =
    * Periodic timer; `peersUp` is the failure detector's current view of the other peers.
    * `pausedMs`: how long this node was not running since the previous tick (its timers came late:
    * a stall of the machine, a long GC pause); silence of peers over that time is not theirs.
-   * `peersCut`: peers with no connection open either way now (a process that exited closes both
-   * at once and refuses redials; a live one redials within tens of ms).
+   * `peersCut`: peers with no connection open either way now and our redial refused (PeerView.cut:
+   * a process that exited; a live one whose connections were only reset takes the redial).
    */
   | { kind: 'tick'; nowMs: number; peersUp: readonly PeerId[]; pausedMs?: number; peersCut?: readonly PeerId[] }
   /**

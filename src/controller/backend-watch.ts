@@ -230,7 +230,7 @@ export class BackendWatch {
     }
     if (this.stopped) return;
     if (!health.ok) {
-      // Polled again soon: the controller refuses requests until memcached answers.
+      // Polled again soon: once down for refuseWhenDownForMs, requests are refused until it answers.
       this.downTimer ??= setTimeout(() => {
         this.downTimer = null;
         void this.poll();

@@ -67,7 +67,7 @@ export interface PeerNetworkEvents {
   message: [from: PeerId, message: unknown];
   'peer-up': [peer: PeerId];
   'peer-down': [peer: PeerId];
-  /** No connection to or from the peer is open any more (its process may have exited). */
+  /** The peer became cut (PeerView.cut): no connection either way, and our redial failed. */
   'peer-cut': [peer: PeerId];
   /** A peer's heartbeat brought a memory report other than its last one (null: it says nothing). */
   'memory-report': [peer: PeerId, report: PeerMemoryReport | null];

@@ -137,7 +137,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       refuse,
       onAuthenticated: (peer) => this.onHeard(peer),
       onFrame: (peer, message) => this.onFrame(peer, message),
-      onClosed: (peer) => this.onConnectionClosed(peer),
+      onClosed: (peer) => this.sayIfCut(peer),
     });
     this.dialer = new PeerDialer({
       self,
@@ -152,8 +152,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       nowMs: monotonicNowMs,
       refuse,
       heartbeatFrame: () => this.heartbeatFrame(),
-      onClosed: (peer) => this.onConnectionClosed(peer),
-      onDialFailed: (peer) => this.onConnectionClosed(peer),
+      onDialFailed: (peer) => this.sayIfCut(peer),
     });
   }
 
@@ -247,8 +246,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return !this.linked(peer) && this.dialer.dialFailed(peer);
   }
 
-  /** A connection with `peer` closed, or a dial to it failed: once it is cut off, say so at once. */
-  private onConnectionClosed(peer: PeerId): void {
+  /** An inbound connection from `peer` closed, or a dial to it failed: once it is cut off, say so at once. */
+  private sayIfCut(peer: PeerId): void {
     if (this.running && this.cutOff(peer)) this.emit('peer-cut', peer);
   }
 

@@ -50,8 +50,6 @@ export interface PeerDialerOptions {
   refuse: (refusal: HandshakeRefusal, where: Record<string, unknown>) => void;
   /** The heartbeat sent first on every new connection. */
   heartbeatFrame: () => Buffer;
-  /** An authenticated connection to a peer closed. */
-  onClosed?: (peer: PeerId) => void;
   /** A dial to a peer ended before its handshake did (refused, closed, timed out). */
   onDialFailed?: (peer: PeerId) => void;
 }
@@ -308,9 +306,7 @@ export class PeerDialer {
     outbound.lanes = null;
     outbound.lastBeat = null;
     if (!this.running) return;
-    if (wasAuthenticated) {
-      this.options.onClosed?.(outbound.address.id);
-    } else {
+    if (!wasAuthenticated) {
       outbound.dialFailed = true;
       this.options.onDialFailed?.(outbound.address.id);
     }

@@ -90,8 +90,8 @@ export class LogCore {
   lastLeaderContactMs = Number.NEGATIVE_INFINITY;
   /**
    * Peers with no connection open either way and a redial refused, at the last tick (its
-   * `peersCut`), less those heard from since. A leader in it most likely exited: its followers elect another without waiting out
-   * the failure timeout (see Election.hurry).
+   * `peersCut`), less those heard from since. A leader in it most likely exited: its followers
+   * elect another without waiting out the failure timeout (see Election.hurry).
    */
   readonly cutPeers = new Set<PeerId>();
 

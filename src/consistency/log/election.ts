@@ -65,11 +65,11 @@ export class Election {
 
   /**
    * Our leader's connections are all closed and a redial failed (see LogCore.cutPeers,
-   * PeerView.cut): its process most likely exited, so the election comes within about a heartbeat
-   * interval instead of a failure timeout, once per loss (until `calm`). The followers go in
+   * PeerView.cut): its process most likely exited, so the election comes within about a tenth of
+   * a second instead of a failure timeout, once per loss (until `calm`). The followers go in
    * turn, by node id, a heartbeat interval apart (plus up to half of one drawn at random): two
-   * that ran together would split the vote and wait a whole timeout. Safety never rests on when an election starts (Raft); a new leader
-   * honours read leases from its election (./lease.ts).
+   * that ran together would split the vote and wait a whole timeout. Safety never rests on when
+   * an election starts (Raft); a new leader honours read leases from its election (./lease.ts).
    */
   hurry(): void {
     if (this.hurried) return;
