@@ -60,10 +60,10 @@ describe('a node whose records may be incomplete', () => {
     expect(held.filter((effect) => effect.kind === 'reply' || effect.kind === 'send')).toEqual([]);
 
     // One sound peer is not a majority of the peers of three nodes; the leader's reply completes it.
-    deliver(machine, N3, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: false, lastIndex: 0 });
+    deliver(machine, N3, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: false, lastIndex: 0, lastTerm: 0 });
     expect(machine.inspect().term).toBe(3);
     expect(machine.status().role).toBe('recovering');
-    deliver(machine, N2, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: true, lastIndex: 1 });
+    deliver(machine, N2, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: true, lastIndex: 1, lastTerm: 3 });
     expect(machine.inspect().leader).toBe(N2);
     expect(machine.status().role).toBe('recovering');
 
@@ -81,19 +81,72 @@ describe('a node whose records may be incomplete', () => {
     const { machine, first } = node();
     const ask = sends(first).find((send) => send.message.kind === 'recover');
     const nonce = ask?.message.kind === 'recover' ? ask.message.nonce : -1;
-    deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce: nonce + 7, recovering: true, leads: false, lastIndex: 0 });
-    deliver(machine, N3, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0 });
+    deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce: nonce + 7, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 });
+    deliver(machine, N3, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 });
     expect(machine.status().role).toBe('recovering');
-    const effects = deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0 });
+    const effects = deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 });
     expect(machine.status().role).toBe('follower');
     expect(JSON.stringify(effects)).toContain('every peer is recovering too');
   });
 
+  it('two machines lost their records: the one sound peer, once every peer answered, is followed if it leads', () => {
+    const { machine, first } = node();
+    const ask = sends(first).find((send) => send.message.kind === 'recover');
+    const nonce = ask?.message.kind === 'recover' ? ask.message.nonce : -1;
+    deliver(machine, N2, { kind: 'recover_reply', term: 2, nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 });
+    deliver(machine, N3, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: true, lastIndex: 4, lastTerm: 3 });
+    expect(machine.inspect().leader).toBe(N3);
+    expect(machine.inspect().term).toBe(3);
+    expect(machine.status().role).toBe('recovering');
+  });
+
+  it('two machines lost their records and the sound peer does not lead: it continues with what it holds after two failure timeouts', () => {
+    const { machine, first } = node();
+    let nonce = -1;
+    const answer = (effects: Effect<LogMessage>[], nowMs: number): Effect<LogMessage>[] => {
+      const ask = sends(effects).find((send) => send.message.kind === 'recover');
+      if (ask?.message.kind === 'recover') nonce = ask.message.nonce;
+      deliver(machine, N2, { kind: 'recover_reply', term: 4, nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 }, nowMs);
+      return deliver(machine, N3, { kind: 'recover_reply', term: 3, nonce, recovering: false, leads: false, lastIndex: 4, lastTerm: 3 }, nowMs);
+    };
+    let effects = answer(first, 1_010);
+    // Within two failure timeouts (300 ms each) it asks again each round and waits.
+    let nowMs = 1_010;
+    let rounds = 0;
+    while (machine.status().role === 'recovering' && nowMs < 3_000) {
+      nowMs += 50;
+      effects = answer(machine.step({ kind: 'tick', nowMs, peersUp: [N2, N3] }), nowMs);
+      rounds += 1;
+    }
+    expect(machine.status().role).toBe('follower');
+    expect(nowMs).toBeGreaterThanOrEqual(1_010 + 600);
+    expect(nowMs).toBeLessThan(1_010 + 600 + 200);
+    expect(rounds).toBeGreaterThan(3);
+    expect(JSON.stringify(effects)).toContain('too few peers are sound to elect a leader');
+    // Above every term any node recorded, and it answers as recovering until it knows a leader.
+    expect(machine.inspect().term).toBe(4);
+    const reply = sends(deliver(machine, N2, { kind: 'recover', term: 4, nonce: 9 }, nowMs + 1));
+    expect(reply).toEqual([{ to: N2, message: expect.objectContaining({ recovering: true }) }]);
+    // It votes only for a log that reaches the sound peer's (term 3, index 4): not for the other
+    // node that lost its records (its log as empty as ours), though Raft's own rule would.
+    const vote = (from: PeerId, term: number, lastIndex: number, lastTerm: number, at: number): boolean => {
+      const effects = deliver(machine, from, { kind: 'vote', term, lastIndex, lastTerm }, at);
+      const answer = sends(effects).find((send) => send.message.kind === 'vote_reply');
+      return answer?.message.kind === 'vote_reply' && answer.message.granted;
+    };
+    expect(vote(N2, 5, 0, 0, nowMs + 2)).toBe(false);
+    expect(vote(N3, 5, 4, 3, nowMs + 3)).toBe(true);
+    // Should no leader show for twenty failure timeouts (the node with that log gone for good),
+    // Raft's own rule is enough again.
+    expect(vote(N2, 6, 0, 0, nowMs + 20 * 300 - 10)).toBe(false);
+    expect(vote(N2, 7, 0, 0, nowMs + 20 * 300 + 10)).toBe(true);
+  });
+
   it('needs no recovery with records of this boot, without records, or with fsync; --rejoin always recovers', () => {
     expect(node({ bootId: 'boot-1' }).machine.status().role).toBe('follower');
-    expect(node({ persisted: [], newNode: true }).machine.status().role).toBe('follower');
+    expect(node({ persisted: [] }).machine.status().role).toBe('follower');
     expect(node({ bootId: null }).machine.status().role).toBe('follower');
-    expect(node({ persisted: [], newNode: true, rejoin: true }).machine.status().role).toBe('recovering');
+    expect(node({ persisted: [], rejoin: true }).machine.status().role).toBe('recovering');
     expect(node({ bootId: null, rejoin: true }).machine.status().role).toBe('recovering');
     // Records without a boot (written before they were known complete) are not trusted.
     expect(node({ persisted: [{ ...HARD, bootId: undefined }] }).machine.status().role).toBe('recovering');
@@ -108,7 +161,7 @@ describe('a node whose records may be incomplete', () => {
     expect(machine.status().role).toBe('leader');
     machine.step({ kind: 'flush', nowMs: 5_003 });
     const reply = sends(deliver(machine, N2, { kind: 'recover', term: 1, nonce: 4 }, 5_004));
-    expect(reply).toEqual([{ to: N2, message: { kind: 'recover_reply', term: 1, nonce: 4, recovering: false, leads: true, lastIndex: 1 } }]);
+    expect(reply).toEqual([{ to: N2, message: { kind: 'recover_reply', term: 1, nonce: 4, recovering: false, leads: true, lastIndex: 1, lastTerm: 1 } }]);
   });
 
   it('puts each incarnation in an fsynced record before anything of it leaves, so a power loss cannot hand its number out twice', () => {

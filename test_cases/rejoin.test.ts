@@ -1,7 +1,9 @@
 /**
  * A node that lost its files: restarted with --rejoin it recovers its log from its peers before it
  * takes part, and then serves every write acknowledged before; a node whose files were cut by a
- * power loss (a new boot, wal_sync = write) does the same on its own. Real processes, real memcached.
+ * power loss (a new boot, wal_sync = write) does the same on its own; two that lose power together
+ * copy the third's log if it still leads, and otherwise continue with what they hold, so the cluster
+ * serves again either way. Real processes, real memcached.
  */
 
 import { rmSync } from 'node:fs';
@@ -9,6 +11,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { findLeader } from './support/fault-kit.ts';
 
 const KEYS = Array.from({ length: 20 }, (_, index) => `rejoin-${index}`);
 
@@ -83,5 +86,39 @@ describe('a node that lost its records recovers them from its peers', () => {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     expect(values).toEqual(KEYS.map((key) => `${key}=${key}`));
+  }, 90_000);
+
+  it.each(['leader', 'follower'] as const)('wal_sync = write: two machines lose power together and the %s stays up; the cluster serves again', async (kept) => {
+    cluster = await Cluster.start({ mode: 'linearizability', walSync: 'write', heartbeatIntervalMs: 50, failureTimeoutMs: 500 });
+    const running = cluster;
+    await writeKeys(running);
+    const ids = running.nodes.map((node) => node.id);
+    const leader = await findLeader(running, ids, 10_000);
+    const up = kept === 'leader' ? leader : (ids.find((id) => id !== leader) as string);
+    const lost = ids.filter((id) => id !== up);
+    // A linearizable read there: the node that stays up holds every acknowledged write.
+    const upPort = running.node(up).clientPort;
+    expect((await request(upPort, `get ${KEYS.join(' ')}\r\n`, 'get')).values).toHaveLength(KEYS.length);
+    const from = new Map(lost.map((id) => [id, running.logBytes(id)]));
+    await Promise.all(lost.map((id) => running.losePower(id, 0)));
+    await Promise.all(lost.map((id) => running.startController(id)));
+    const logs = await Promise.all(lost.map((id) => running.logSince(id, from.get(id) ?? 0, 'recovered: ', 20_000)));
+    for (const log of logs) {
+      expect(log ?? '').toContain('records may be incomplete');
+      // It copies the log of the node that stayed up if that one still leads; otherwise it gives
+      // up waiting and votes only for a log as complete as that node's.
+      expect(log ?? '').toMatch(/recovered: (holds the leader's log|too few peers are sound to elect a leader)/);
+    }
+    if (kept === 'follower') expect(logs.join('\n')).toContain('recovered: too few peers are sound to elect a leader');
+    // A leader again: a write is stored and read back (linearizable) at every node.
+    const [first] = running.nodes;
+    if (first === undefined) throw new Error('no node');
+    expect((await request(first.clientPort, 'set after-power 0 0 2\r\nok\r\n', 'set')).lines).toEqual(['STORED']);
+    for (const node of running.nodes) {
+      expect((await request(node.clientPort, 'get after-power\r\n', 'get')).values, node.id).toEqual(['after-power=ok']);
+    }
+    // Nothing acknowledged is lost: the node that stayed up led the cluster on with its log.
+    const reply = await request(first.clientPort, `get ${KEYS.join(' ')}\r\n`, 'get');
+    expect(reply.values).toEqual(KEYS.map((key) => `${key}=${key}`));
   }, 90_000);
 });

@@ -43,8 +43,6 @@ export type ReplicatedLogOptions = MachineOptions & {
    * absent: records are fsynced, always complete.
    */
   bootId?: string | null;
-  /** Its write-ahead file did not exist before this start: a new node, it never acknowledged anything. */
-  newNode?: boolean;
   /** It lost its write-ahead file (`--rejoin`): whatever it holds, it recovers from its peers first. */
   rejoin?: boolean;
 } & Partial<LogTuning>;

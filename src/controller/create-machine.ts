@@ -43,8 +43,6 @@ export interface LogExtras {
   readLeases: ReadLeaseOptions | null;
   /** This machine's boot with `wal_sync = write`; null with fsync. */
   bootId: string | null;
-  /** The write-ahead file did not exist before this start. */
-  newNode: boolean;
   /** The node lost its data_dir (--rejoin). */
   rejoin: boolean;
 }
@@ -54,7 +52,7 @@ export function createMachine(
   replication: boolean,
   compactAfterEntries: number,
   options: MachineOptions,
-  log: LogExtras = { readLeases: null, bootId: null, newNode: false, rejoin: false },
+  log: LogExtras = { readLeases: null, bootId: null, rejoin: false },
 ): Machine<unknown> {
   if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
   switch (mode) {

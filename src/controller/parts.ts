@@ -8,7 +8,6 @@
  * state files, the write-ahead file, the cluster secret and TLS files, the clients' auth file.
  */
 
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { machineBootId } from '../runtime/boot-id.ts';
 import { clockMs } from '../runtime/clock.ts';
@@ -100,9 +99,8 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
   });
   replica.onStoreLost = (error) => watch.failed('apply', error);
   const walOwner = { clusterId: config.clusterId, nodeId: node.id };
-  // A node with no file is new, unless it lost its files (--rejoin).
+  // A node that lost its files (--rejoin) recovers whatever it holds.
   const rejoin = options.rejoin === true;
-  const newNode = !existsSync(walFile) && !rejoin;
   const bootId = config.walSync === 'write' ? machineBootId() : null;
   const persisted = WriteAheadFile.read(walFile, walOwner);
   const writeAhead = new BackgroundWriteAhead({
@@ -124,7 +122,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     nowMs: clockMs(),
     valueBytesMax: config.valueBytesMax,
     keyHeld: (key) => replica.indexHas(key),
-  }, { readLeases: config.readLeases, bootId, newNode, rejoin });
+  }, { readLeases: config.readLeases, bootId, rejoin });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
     ? null

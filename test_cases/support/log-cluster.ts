@@ -95,7 +95,7 @@ export class Cluster {
       ...(this.thresholdBytes === undefined ? {} : { compactionThresholdBytes: this.thresholdBytes }),
       silentFollowerKeptFailureTimeouts: 1,
       ...this.tuning,
-      replicaSkipsApplied: this.skipApplied, bootId: this.bootId, newNode: this.bootId !== null && records.length === 0,
+      replicaSkipsApplied: this.skipApplied, bootId: this.bootId,
     });
     return { machine, records: records.slice(), replica, effects: [] };
   }

@@ -32,7 +32,6 @@ export type LogCoreOptions = MachineOptions & {
   replicaSkipsApplied?: boolean;
   readLeases?: ReadLeaseOptions | null;
   bootId?: string | null;
-  newNode?: boolean;
   rejoin?: boolean;
 } & Partial<LogTuning>;
 
@@ -79,6 +78,11 @@ export class LogCore {
 
   // Volatile state.
   role: LogRole = 'follower';
+  /**
+   * Set by a recovery that gave up (./recovery.ts): the most complete log any node reported; until
+   * a leader is known (or `untilMs`) this node votes only for a candidate whose log reaches it.
+   */
+  voteFloor: { index: number; term: number; untilMs: number } | null = null;
   leader: PeerId | null = null;
   commitIndex = 0;
   appliedIndex = 0;

@@ -121,7 +121,7 @@ export class Election {
   onPreVote(from: PeerId, message: Extract<LogMessage, { kind: 'pre_vote' }>): void {
     const core = this.core;
     const granted =
-      message.term > core.term && !this.inLease() && core.log.isUpToDate(message.lastIndex, message.lastTerm);
+      message.term > core.term && !this.inLease() && this.logReaches(message.lastIndex, message.lastTerm);
     core.send(from, { kind: 'pre_vote_reply', term: granted ? message.term : core.term, granted });
   }
 
@@ -141,7 +141,7 @@ export class Election {
     const granted =
       message.term === core.term &&
       (core.votedFor === null || core.votedFor === from) &&
-      core.log.isUpToDate(message.lastIndex, message.lastTerm);
+      this.logReaches(message.lastIndex, message.lastTerm);
     if (granted) {
       core.votedFor = from;
       core.persistHardState();
@@ -149,6 +149,14 @@ export class Election {
       core.note('info', 'vote granted', { to: from, peers: core.peers });
     }
     core.send(from, { kind: 'vote_reply', term: core.term, granted });
+  }
+
+  /** A candidate's log is at least as complete as ours, and as the vote floor a recovery that gave up set. */
+  private logReaches(lastIndex: number, lastTerm: number): boolean {
+    const floor = this.core.voteFloor;
+    const overFloor = floor === null || this.core.nowMs >= floor.untilMs
+      || lastTerm > floor.term || (lastTerm === floor.term && lastIndex >= floor.index);
+    return overFloor && this.core.log.isUpToDate(lastIndex, lastTerm);
   }
 
   onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {

@@ -105,9 +105,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.turn = new Turn(this, parts);
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
-    // With fsync every record is on disk; without, only if written in this boot (or there are none
-    // yet); never after the node lost its files.
-    const complete = this.bootId === null || this.recordedBootId === this.bootId || options.newNode === true;
+    // With fsync every record is on disk; without, only if written in this boot; never after the
+    // node lost its files. No record at all: a new node, or one that stopped before its first
+    // record (a compaction, always fsynced) was durable, so before it sent anything.
+    const complete = this.bootId === null || this.recordedBootId === this.bootId || options.persisted.length === 0;
     this.recordsComplete = complete && options.rejoin !== true;
     this.recovery = new Recovery(this, { follow: (term, leader) => this.roles.becomeFollower(term, leader) });
     this.roles = new Roles(this, {

@@ -4,8 +4,10 @@
  * majority of its peers the current term and its leader, and holds that leader's log up to where
  * it stood then, it neither votes nor campaigns nor acknowledges, so a vote or an entry it forgot
  * can never count twice. Safe while one machine at a time loses its unsynced records; see
- * docs/failures.md#the-write-ahead-file. Records are known complete in the boot that wrote them
- * (`bootId`, persisted with the hard state once recovered).
+ * docs/failures.md#the-write-ahead-file. When more lose them together nobody can be elected while
+ * they recover, so they give up and continue, electing the most complete log any node reported.
+ * Records are known complete in the boot that wrote them (`bootId`, persisted with the hard state
+ * once recovered).
  *
  * Owns: the round (nonce, replies), the target (leader, term, index). The machine gates messages
  * through `admits` and asks `active` before serving, voting or campaigning.
@@ -14,6 +16,16 @@
 import type { PeerId } from '../types.ts';
 import type { LogCore } from './core.ts';
 import type { LogMessage } from './types.ts';
+
+/**
+ * How long a recovering node waits, every peer answering but too few of them sound, before it
+ * continues with what the nodes hold: long enough for a leader that was stepping down or being
+ * elected to show.
+ */
+const GIVE_UP_FAILURE_TIMEOUTS = 2;
+
+/** How long a node that gave up votes only for the most complete log reported (a few elections' time). */
+const VOTE_FLOOR_FAILURE_TIMEOUTS = 20;
 
 type RecoverReply = Extract<LogMessage, { kind: 'recover_reply' }>;
 
@@ -36,6 +48,8 @@ export class Recovery {
    * answers as if still recovering, so the others give up as well rather than wait on it.
    */
   private unsettled = false;
+  /** Since when every peer has answered with too few of them sound and none leading. */
+  private stuckSinceMs: number | null = null;
 
   constructor(
     private readonly core: LogCore,
@@ -75,7 +89,7 @@ export class Recovery {
     const recovering = this.active || this.unsettled;
     core.send(from, {
       kind: 'recover_reply', term: core.term, nonce: message.nonce, recovering,
-      leads: !recovering && core.role === 'leader', lastIndex: core.log.lastIndex(),
+      leads: !recovering && core.role === 'leader', lastIndex: core.log.lastIndex(), lastTerm: core.log.lastTerm(),
     });
   }
 
@@ -92,7 +106,10 @@ export class Recovery {
 
   /** After each step: done once the log holds the target leader's up to its index. */
   afterStep(): void {
-    if (this.unsettled && this.core.leader !== null) this.unsettled = false;
+    if (this.unsettled && this.core.leader !== null) {
+      this.unsettled = false;
+      this.core.voteFloor = null;
+    }
     if (!this.active) return;
     const core = this.core;
     const target = this.target;
@@ -122,25 +139,55 @@ export class Recovery {
 
   /**
    * A majority of peers that are not recovering, and among them the leader of the greatest term:
-   * follow it until our log holds its log as it stood. Every peer recovering: more than one
-   * machine lost its records, and nobody can do better than what the nodes hold; continue with
-   * that, and say so.
+   * follow it until our log holds its log as it stood. With fewer sound peers but every peer
+   * answering, every node that could lead is among them (a recovering node leads nothing, and no
+   * one can be elected without a sound majority), so a sound leader of the greatest term is still
+   * the leader. Otherwise more than one machine lost its records and no leader can be elected
+   * while they recover: continue with what the nodes hold, and say so (at once when every peer is
+   * recovering; after `GIVE_UP_FAILURE_TIMEOUTS` when some are sound, in case a leader shows).
+   * Continuing, it votes only for a log that reaches the most complete one any node reported (a
+   * sound node's, usually), so the two that lost records cannot elect one of theirs over it.
    */
   private decide(): void {
     const core = this.core;
-    const replies = [...this.replies.values()];
-    const sound = replies.filter((reply) => !reply.recovering);
-    if (sound.length >= core.majority) {
-      const term = Math.max(core.term, ...sound.map((reply) => reply.term));
-      const leaderEntry = [...this.replies].find(([, reply]) => !reply.recovering && reply.leads && reply.term === term);
+    const replies = [...this.replies];
+    const sound = replies.filter(([, reply]) => !reply.recovering);
+    const everyPeer = replies.length === core.peers.length;
+    if (sound.length >= core.majority || (everyPeer && sound.length > 0)) {
+      const term = Math.max(core.term, ...sound.map(([, reply]) => reply.term));
+      const leaderEntry = sound.find(([, reply]) => reply.leads && reply.term === term);
       if (leaderEntry !== undefined) return this.copyFrom(leaderEntry[0], term, leaderEntry[1].lastIndex);
     }
-    if (replies.length === core.peers.length && sound.length === 0) {
-      const term = Math.max(core.term, ...replies.map((reply) => reply.term));
-      if (term > core.term) this.roles.follow(term, null);
-      this.unsettled = true;
-      this.finish('every peer is recovering too: continuing with what the nodes hold', 'warn');
+    if (!everyPeer) return; // a round under way, or a peer down: wait
+    if (sound.length >= core.majority) {
+      this.stuckSinceMs = null;
+      return;
     }
+    this.stuckSinceMs ??= core.nowMs;
+    const waitMs = sound.length === 0 ? 0 : core.failureTimeoutMs * GIVE_UP_FAILURE_TIMEOUTS;
+    if (core.nowMs - this.stuckSinceMs >= waitMs) this.giveUp(replies.map(([, reply]) => reply), sound.length === 0);
+  }
+
+  /**
+   * Continues as a node whose records are complete, in a term above every one reported, answering
+   * as recovering until it knows a leader (so the others give up too), and voting until then only
+   * for a log that reaches the most complete one reported (`LogCore.voteFloor`), for at most
+   * `VOTE_FLOOR_FAILURE_TIMEOUTS` in case the node holding that log never comes back.
+   */
+  private giveUp(replies: readonly RecoverReply[], everyPeerRecovering: boolean): void {
+    const core = this.core;
+    const term = Math.max(core.term, ...replies.map((reply) => reply.term));
+    if (term > core.term) this.roles.follow(term, null);
+    this.unsettled = true;
+    const best = replies.reduce(
+      (most, reply) => (reply.lastTerm > most.term || (reply.lastTerm === most.term && reply.lastIndex > most.index)
+        ? { index: reply.lastIndex, term: reply.lastTerm } : most),
+      { index: core.log.lastIndex(), term: core.log.lastTerm() },
+    );
+    core.voteFloor = { ...best, untilMs: core.nowMs + core.failureTimeoutMs * VOTE_FLOOR_FAILURE_TIMEOUTS };
+    this.finish(everyPeerRecovering
+      ? 'every peer is recovering too: continuing with what the nodes hold'
+      : 'too few peers are sound to elect a leader, and none leads: continuing with what the nodes hold', 'warn');
   }
 
   private copyFrom(leader: PeerId, term: number, index: number): void {

@@ -147,8 +147,11 @@ export type LogMessage =
   | { kind: 'transfer_request'; term: number; minIndex: number; emptied: boolean; replicaEpoch?: number }
   /** A node whose records may be incomplete asks each peer where the cluster stands (./recovery.ts). */
   | { kind: 'recover'; term: number; nonce: number }
-  /** `leads`: the replier leads `term`; `lastIndex`: its log's last index; `recovering`: it is recovering too. */
-  | { kind: 'recover_reply'; term: number; nonce: number; recovering: boolean; leads: boolean; lastIndex: number }
+  /**
+   * `leads`: the replier leads `term`; `lastIndex`, `lastTerm`: its log's last entry; `recovering`:
+   * it is recovering too.
+   */
+  | { kind: 'recover_reply'; term: number; nonce: number; recovering: boolean; leads: boolean; lastIndex: number; lastTerm: number }
   /**
    * One chunk of a replica as of `index` (whose entry has term `indexTerm`). `replicaEpoch`: the
    * sender's replica epoch when it read it. A node's epoch grows each time its replica is lost,

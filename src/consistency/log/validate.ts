@@ -222,6 +222,7 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
       return isCount(value.nonce) ? null : 'recover: bad fields';
     case 'recover_reply':
       return isCount(value.nonce) && isBoolean(value.recovering) && isBoolean(value.leads) && isCount(value.lastIndex)
+        && isTerm(value.lastTerm)
         ? null
         : 'recover_reply: bad fields';
     default:

@@ -87,8 +87,6 @@ export interface SimNode {
   boot: number;
   /** It lost power and has not recovered since (`powerLoss`). */
   lostPower: boolean;
-  /** It booted before: its write-ahead file exists. */
-  booted: boolean;
   /** `suspends`: its machine sleeps from `sinceMs` to `untilMs` (null: awake). */
   suspension: { sinceMs: number; untilMs: number } | null;
   /** `suspends`: peers' messages due before this reach it only then (its links wake after it, in order). */
@@ -149,7 +147,6 @@ export class NodeLifecycle {
       leaseReadsBefore: 0,
       boot: 1,
       lostPower: false,
-      booted: false,
       suspension: null,
       peersHeldUntilMs: 0,
     };
@@ -195,10 +192,8 @@ export class NodeLifecycle {
       replicaSkipsApplied: world.options.replicaSkipsApplied,
       // Without recovery (`trustAfterPowerLoss`) every boot looks the same: records are trusted.
       bootId: world.options.powerLoss === true && world.options.trustAfterPowerLoss !== true ? `boot-${node.boot}` : null,
-      newNode: !node.booted,
     });
     // A restarted controller numbers its requests from 1 again; what it read back is durable.
-    node.booted = true;
     node.disk = new SimWriteAhead(node.disk.durable, () => world.nowMs, () => world.controller.fsyncMs());
     node.gate = newGate(node.disk, (work) => world.controller.release(node, work));
     node.emptiedRecords = 0;
