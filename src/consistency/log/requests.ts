@@ -28,6 +28,9 @@ interface Pending {
   unsure?: true;
   /** A linearizable read's index, once known, while the read is held behind its session's write. */
   readIndex?: number;
+  /** A sent write: when, and its place among our sends (see `unconfirmedWrites`). */
+  sentMs?: number;
+  sentSeq?: number;
 }
 
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
@@ -65,6 +68,10 @@ export class Requests {
    * its earlier one (memcached executes a connection's commands in order).
    */
   private readonly readyBehindRead = new Set<RequestId>();
+  /** Our sends of writes, counted; the greatest count among those applied, and when one last was. */
+  private sends = 0;
+  private appliedSentSeq = 0;
+  private appliedAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly core: LogCore,
@@ -166,7 +173,12 @@ export class Requests {
     const core = this.core;
     let requestId: RequestId | null = null;
     if (entry.origin === core.self && entry.incarnation === core.incarnation && entry.requestId !== null) {
-      if (this.pending.has(entry.requestId)) requestId = entry.requestId;
+      const pending = this.pending.get(entry.requestId);
+      if (pending !== undefined) {
+        requestId = entry.requestId;
+        this.appliedSentSeq = Math.max(this.appliedSentSeq, pending.sentSeq ?? 0);
+        this.appliedAtMs = core.nowMs;
+      }
       this.writeTerms.delete(entry.requestId);
     }
     // The reads its connection sent before it must not see it: served now, if not yet. (A
@@ -250,10 +262,46 @@ export class Requests {
   }
 
   noteWriteSent(requestId: RequestId): void {
+    const pending = this.pending.get(requestId);
+    if (pending !== undefined) pending.sent = true;
+    this.noteSentAgain(requestId);
+  }
+
+  private noteSentAgain(requestId: RequestId): void {
     this.writeTerms.delete(requestId);
     this.writeTerms.set(requestId, this.core.term);
     const pending = this.pending.get(requestId);
-    if (pending !== undefined) pending.sent = true;
+    if (pending === undefined) return;
+    this.sends += 1;
+    pending.sentSeq = this.sends;
+    pending.sentMs = this.core.nowMs;
+  }
+
+  /**
+   * Our writes forwarded in this term that a reset connection may have lost (the network resends
+   * nothing), to send again to the same leader, whose log takes a request once (Turn.onForward),
+   * and marked sent now. One is taken when it is not in our log and either a write we sent after it
+   * was applied already (the leader logs a connection's forwards in order, so its copy was lost) or,
+   * none of ours applied for `quietMs`, it is that old. Only when no later write of its session was
+   * settled and every one is still held here (so no later copy can overtake it), and never when a
+   * state transfer may hold it (`unsure`).
+   */
+  unconfirmedWrites(quietMs: number): Array<{ requestId: RequestId; op: Op }> {
+    const core = this.core;
+    const quiet = core.nowMs - this.appliedAtMs >= quietMs;
+    const again: Array<{ requestId: RequestId; op: Op }> = [];
+    for (const [requestId, term] of this.writeTerms) {
+      const pending = this.pending.get(requestId);
+      if (term !== core.term || pending === undefined || !pending.sent || pending.unsure === true) continue;
+      const sentSeq = pending.sentSeq ?? 0;
+      const overtaken = sentSeq < this.appliedSentSeq;
+      if (!overtaken && !(quiet && core.nowMs - (pending.sentMs ?? core.nowMs) >= quietMs)) continue;
+      if (core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
+      if (this.sessions.isOvertaken(requestId) || !this.sessions.writesAfter(requestId).every((later) => this.isHeld(later))) continue;
+      again.push({ requestId, op: pending.op });
+    }
+    for (const { requestId } of again) this.noteSentAgain(requestId);
+    return again;
   }
 
   /**

@@ -82,6 +82,11 @@ export class Roles {
     tick: () => {
       this.replication.sendOwedAck();
       this.tickElection();
+      const leader = this.core.leader;
+      if (leader !== null && this.knowsLiveLeader()) {
+        const count = this.turn.resendUnconfirmed(leader);
+        if (count > 0) this.core.note('info', 'writes forwarded again: not in the log after their copies left', { count, leader });
+      }
     },
     flush: () => {
       if (this.turn.flushAsFollower(this.knowsLiveLeader())) this.replication.sendOwedAck();

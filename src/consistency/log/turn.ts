@@ -10,7 +10,9 @@
  * Owns: the three buffers, the memory of forwards the store refused.
  * Invariants: a forwarded request enters the log at most once, and never after its origin was told
  * it was refused; only a forward of the leader's current term enters its log; a write is sent
- * again only once no earlier copy can ever commit (Requests.answerLostWrites).
+ * again to another term's leader only once no earlier copy can ever commit
+ * (Requests.answerLostWrites), and to the same leader only when a copy may have been lost on a
+ * reset connection, in its session's order (Requests.unconfirmedWrites).
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
@@ -25,6 +27,12 @@ import type { ReadIndex } from './read-index.ts';
 import type { Replication } from './replication.ts';
 import type { Requests } from './requests.ts';
 import { batchCount, opBytes, type ForwardedRequest, type LogEntry, type LogMessage } from './types.ts';
+
+/**
+ * How long none of our writes may be applied before one still missing from our log is forwarded
+ * again (see Requests.unconfirmedWrites), in heartbeat intervals.
+ */
+const UNCONFIRMED_QUIET_HEARTBEATS = 3;
 
 /** What a forward to a node that does not lead (or lacks a quorum) is told. */
 const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
@@ -95,6 +103,17 @@ export class Turn {
    */
   resend(lost: readonly ForwardedRequest[]): void {
     this.forwarded = [...lost, ...this.forwarded];
+  }
+
+  /**
+   * Forwards of this term a reset connection may have lost (Requests.unconfirmedWrites): sent
+   * again to the leader now, before this turn's held writes. A copy that did arrive is dropped
+   * there. Returns how many.
+   */
+  resendUnconfirmed(leader: PeerId): number {
+    const again = this.requests.unconfirmedWrites(this.core.heartbeatIntervalMs * UNCONFIRMED_QUIET_HEARTBEATS);
+    this.sendForwards(leader, again);
+    return again.length;
   }
 
   /** A follower's linearizable read: the leader is asked for its read index at the flush. */
