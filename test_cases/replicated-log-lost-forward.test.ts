@@ -8,7 +8,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { LogMessage } from '../src/consistency/replicated-log.ts';
-import type { PeerId } from '../src/consistency/types.ts';
+import { asRequestId, type PeerId } from '../src/consistency/types.ts';
 import { electedCluster, followers, set, type Cluster } from './support/log-cluster.ts';
 
 /** Loses the first forward that `from`'s leader gets carrying request `requestId`. */
@@ -87,5 +87,30 @@ describe('a forward lost on a reset connection', () => {
     // One entry carries it, however many copies the leader got.
     const indices = new Set(cluster.trace.filter((line) => line.startsWith(`${leader}->`)).flatMap((line) => [...line.matchAll(/(\d+):store/g)].map((match) => match[1])));
     expect(indices.size).toBe(1);
+  });
+
+  it('a copy sent again is dropped once the leader compacted past the commit index it was first sent at', () => {
+    const cluster = electedCluster('sequential', 6);
+    const leader = cluster.leader();
+    const [follower] = followers(cluster);
+    for (let n = 0; n < 20; n += 1) {
+      cluster.request(leader, set(`k${n}`, String(n)));
+      cluster.run(20);
+    }
+    const { term, snapshotIndex, lastIndex } = cluster.node(leader).machine.inspect();
+    expect(snapshotIndex).toBeGreaterThan(2);
+    const again = (requestId: number, since: number): void => {
+      cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: {
+        kind: 'forward', term, incarnation: 1, requests: [{ requestId: asRequestId(requestId), op: set('late', String(requestId)) }], again: since,
+      } });
+      cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs });
+    };
+    // The first copy, if logged, may have been compacted away: not logged (it could be twice).
+    again(900, snapshotIndex - 1);
+    expect(cluster.node(leader).machine.inspect().lastIndex).toBe(lastIndex);
+    // Sent at or after the snapshot: a first copy would still be in the log, so this one is logged, once.
+    again(901, snapshotIndex);
+    again(901, snapshotIndex);
+    expect(cluster.node(leader).machine.inspect().lastIndex).toBe(lastIndex + 1);
   });
 });

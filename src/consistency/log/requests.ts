@@ -17,7 +17,7 @@ import { isWrite, type Op } from '../../store/types.ts';
 import type { RequestId } from '../types.ts';
 import type { LogCore } from './core.ts';
 import { SessionOrder } from './session-order.ts';
-import type { LogEntry, LogMessage } from './types.ts';
+import { opBytes, type LogEntry, type LogMessage } from './types.ts';
 
 interface Pending {
   op: Op;
@@ -28,9 +28,10 @@ interface Pending {
   unsure?: true;
   /** A linearizable read's index, once known, while the read is held behind its session's write. */
   readIndex?: number;
-  /** A sent write: when, and its place among our sends (see `unconfirmedWrites`). */
+  /** A sent write: when, its place among our sends, our commit index when it went to this term's leader (see `unconfirmedWrites`). */
   sentMs?: number;
   sentSeq?: number;
+  sentAtCommit?: number;
 }
 
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
@@ -263,7 +264,10 @@ export class Requests {
 
   noteWriteSent(requestId: RequestId): void {
     const pending = this.pending.get(requestId);
-    if (pending !== undefined) pending.sent = true;
+    if (pending !== undefined) {
+      pending.sent = true;
+      pending.sentAtCommit = this.core.commitIndex;
+    }
     this.noteSentAgain(requestId);
   }
 
@@ -284,13 +288,19 @@ export class Requests {
    * was applied already (the leader logs a connection's forwards in order, so its copy was lost) or,
    * none of ours applied for `quietMs`, it is that old. Only when no later write of its session was
    * settled and every one is still held here (so no later copy can overtake it), and never when a
-   * state transfer may hold it (`unsure`).
+   * state transfer may hold it (`unsure`). The oldest first, at most `limits` of them a call;
+   * `sentAtCommit` is the least commit index at which one was first sent in this term.
    */
-  unconfirmedWrites(quietMs: number): Array<{ requestId: RequestId; op: Op }> {
+  unconfirmedWrites(
+    quietMs: number, limits: { countMax: number; bytesMax: number },
+  ): { writes: Array<{ requestId: RequestId; op: Op }>; sentAtCommit: number } {
     const core = this.core;
     const quiet = core.nowMs - this.appliedAtMs >= quietMs;
     const again: Array<{ requestId: RequestId; op: Op }> = [];
+    let sentAtCommit = core.commitIndex;
+    let bytes = 0;
     for (const [requestId, term] of this.writeTerms) {
+      if (again.length >= limits.countMax || bytes >= limits.bytesMax) break;
       const pending = this.pending.get(requestId);
       if (term !== core.term || pending === undefined || !pending.sent || pending.unsure === true) continue;
       const sentSeq = pending.sentSeq ?? 0;
@@ -299,9 +309,11 @@ export class Requests {
       if (core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
       if (this.sessions.isOvertaken(requestId) || !this.sessions.writesAfter(requestId).every((later) => this.isHeld(later))) continue;
       again.push({ requestId, op: pending.op });
+      bytes += opBytes(pending.op);
+      sentAtCommit = Math.min(sentAtCommit, pending.sentAtCommit ?? 0);
     }
     for (const { requestId } of again) this.noteSentAgain(requestId);
-    return again;
+    return { writes: again, sentAtCommit };
   }
 
   /**

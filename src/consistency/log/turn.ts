@@ -111,9 +111,10 @@ export class Turn {
    * there. Returns how many.
    */
   resendUnconfirmed(leader: PeerId): number {
-    const again = this.requests.unconfirmedWrites(this.core.heartbeatIntervalMs * UNCONFIRMED_QUIET_HEARTBEATS);
-    this.sendForwards(leader, again);
-    return again.length;
+    const limits = { countMax: this.core.tuning.queueDepthMax, bytesMax: this.core.tuning.batchBytesMax };
+    const { writes, sentAtCommit } = this.requests.unconfirmedWrites(this.core.heartbeatIntervalMs * UNCONFIRMED_QUIET_HEARTBEATS, limits);
+    this.sendForwards(leader, writes, sentAtCommit);
+    return writes.length;
   }
 
   /** A follower's linearizable read: the leader is asked for its read index at the flush. */
@@ -159,6 +160,10 @@ export class Turn {
     // Only a forward of this term may enter the log: the origin's fast answer on a leader change
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
     if (!this.progress.hasQuorum(this.core.nowMs) || message.term !== this.core.term) return this.refuseForward(from, message);
+    // Sent again: a copy that did arrive was logged in this term above `again`, and is known here
+    // (as a proposal) only while it is still in the log. Compacted past that: dropped, unanswered
+    // (its origin's client hears at its request timeout), rather than risk logging it twice.
+    if (message.again !== undefined && message.again < this.core.log.snapshotIndex) return;
     const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
     for (const request of message.requests) {
       // The network may duplicate a forward: an op must enter the log once (also after its entry
@@ -258,13 +263,14 @@ export class Turn {
     return sent;
   }
 
-  /** Forwards `requests` in order, in as many messages as the byte bound asks for. */
-  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[]): void {
+  /** Forwards `requests` in order, in as many messages as the byte bound asks for (`again`: see the forward message). */
+  private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[], again?: number): void {
     const limits = { countMax: this.core.tuning.queueDepthMax, bytesMax: this.core.tuning.batchBytesMax };
     let start = 0;
     while (start < requests.length) {
       const count = batchCount((at) => opBytes(itemAt(requests, start + at).op), requests.length - start, limits);
-      this.core.send(leader, { kind: 'forward', term: this.core.term, incarnation: this.core.incarnation, requests: requests.slice(start, start + count) });
+      const message: LogMessage = { kind: 'forward', term: this.core.term, incarnation: this.core.incarnation, requests: requests.slice(start, start + count) };
+      this.core.send(leader, again === undefined ? message : { ...message, again });
       start += count;
     }
   }

@@ -128,7 +128,11 @@ export type LogMessage =
   /** A follower hears `term`'s leader (its answer to a ping), for the leader's check-quorum. */
   | { kind: 'pong'; term: number }
   /** Writes received by a follower, batched per step, for the leader to append. */
-  | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[] }
+  /**
+   * `again`: these requests were sent before in this term, when the sender's commit index was at
+   * least this (so a copy the leader logged has a greater index; see Turn.onForward).
+   */
+  | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[]; again?: number }
   /** The leader refused these forwarded writes (the client is told `reason`, with `detail`). */
   | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; reason: RefusalReason; detail?: string }
   /**

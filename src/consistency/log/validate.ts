@@ -136,7 +136,9 @@ function appendReplyProblem(message: Fields): string | null {
 }
 
 function forwardProblem(message: Fields, limits: LogMessageLimits): string | null {
-  if (!isCount(message.incarnation) || !isBoundedArray(message.requests, limits.requestsMax)) return 'forward: bad fields';
+  if (!isCount(message.incarnation) || !isOptionalCount(message.again) || !isBoundedArray(message.requests, limits.requestsMax)) {
+    return 'forward: bad fields';
+  }
   for (const request of message.requests) {
     if (!isObject(request) || !isCount(request.requestId)) return 'forward: bad request';
     if (!isValidOp(request.op, limits.op) || request.op.kind === 'get') return 'forward: bad op';
