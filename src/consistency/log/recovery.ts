@@ -44,8 +44,8 @@ export class Recovery {
   /** The greatest index this node acknowledged to the target's leader in its term. */
   private matched = 0;
   /**
-   * It gave up recovering because every peer was recovering too: until it knows a leader, it
-   * answers as if still recovering, so the others give up as well rather than wait on it.
+   * It gave up recovering (too few peers sound, see `decide`): until it knows a leader, it answers
+   * as if still recovering, so the others give up as well rather than wait on it.
    */
   private unsettled = false;
   /** Since when every peer has answered with too few of them sound and none leading. */
