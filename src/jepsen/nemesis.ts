@@ -39,6 +39,11 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * `power` cuts one node's power: its controller dies, its memcached restarts empty, and with
  * `wal_sync = write` its write-ahead file loses a random share of the records written since its
  * last fsync; it comes back in a new boot and recovers from its peers before it takes part again.
+ * `power-two` cuts two nodes' power together, beyond the one machine at a time the product's
+ * promise assumes: the first loses a random share of its unsynced records, the second none (its
+ * page cache had reached the disk), so every acknowledged write is still on the node that stayed up
+ * or on the second, and both must recover (a sound leader's log, or the most complete one) and
+ * serve again without losing any.
  * `kill-all` kills every controller at once (kill -9) and starts them all again at the window's end,
  * their memcached and write-ahead files kept, as a deploy that restarts every controller or an
  * out-of-memory sweep does: no peer is left to catch the others up, each comes back from its own
@@ -50,11 +55,11 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  */
 export type NemesisKind =
   | 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall'
-  | 'power' | 'kill-all' | 'backend-kill' | 'link-reset';
+  | 'power' | 'power-two' | 'kill-all' | 'backend-kill' | 'link-reset';
 
 export const NEMESIS_KINDS: readonly NemesisKind[] = [
   'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall', 'power',
-  'kill-all', 'backend-kill', 'link-reset',
+  'kill-all', 'backend-kill', 'link-reset', 'power-two',
 ];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
@@ -76,7 +81,7 @@ export interface FaultPlan {
   stalls?: Array<{ stopMs: number; runMs: number }>;
   /** For `link-reset`: how long the links stay up after each reset, in ms. */
   resetGapsMs?: number[];
-  /** For `power`: the share of the write-ahead records written since the last fsync that survive. */
+  /** For `power` and `power-two` (its first node): the share of the write-ahead records written since the last fsync that survive. */
   keptFraction?: number;
   nodes: string[];
   startMs: number;
@@ -232,6 +237,10 @@ function pickTargets(
 ): Pick<FaultPlan, 'variant' | 'nodes' | 'stepsSeconds' | 'delayMs' | 'stalls' | 'resetGapsMs' | 'keptFraction'> {
   const target = itemAt(nodes, pickIndex(random, nodes.length));
   if (kind === 'power') return { variant: null, nodes: [target], keptFraction: random() };
+  if (kind === 'power-two') {
+    const others = nodes.filter((node) => node !== target);
+    return { variant: null, nodes: [target, itemAt(others, pickIndex(random, others.length))], keptFraction: random() };
+  }
   if (kind === 'backend-pause' || kind === 'backend-fill' || kind === 'kill-all') return { variant: null, nodes: [...nodes] };
   if (kind === 'stall') return { variant: null, nodes: [...nodes], stalls: planStalls(random, lengthMs) };
   if (kind === 'link-reset') return { variant: null, nodes: [target], resetGapsMs: planResetGaps(random, lengthMs) };
@@ -264,6 +273,7 @@ export function describeFault(
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
     case 'power': return `power loss ${plan.nodes[0]}`;
+    case 'power-two': return `power loss ${plan.nodes.join(' and ')} together`;
     case 'kill-all': return 'kill every controller';
     case 'pause': return `pause ${plan.nodes[0]}`;
     case 'backend-restart': return `restart memcached ${plan.nodes[0]}`;
@@ -366,6 +376,9 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       return;
     case 'kill': return target.kill(node());
     case 'power': return target.losePower(node(), plan.keptFraction ?? 0);
+    case 'power-two':
+      await Promise.all([target.losePower(node(), plan.keptFraction ?? 0), target.losePower(itemAt(plan.nodes, 1), 1)]);
+      return;
     case 'kill-all':
       await Promise.all(plan.nodes.map((each) => target.kill(each)));
       return;
@@ -406,6 +419,10 @@ async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
   switch (plan.kind) {
     case 'kill': return target.startController(itemAt(plan.nodes, 0));
     case 'power': return target.powerOn(itemAt(plan.nodes, 0));
+    case 'power-two':
+      // Together: each recovers only once every peer answers.
+      await Promise.all(plan.nodes.map((each) => target.powerOn(each)));
+      return;
     case 'kill-all':
       await Promise.all(plan.nodes.map((each) => target.startController(each)));
       return;
