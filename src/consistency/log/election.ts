@@ -151,6 +151,11 @@ export class Election {
     core.send(from, { kind: 'vote_reply', term: core.term, granted });
   }
 
+  /** Whether our own log reaches the vote floor a recovery that gave up set (no floor: yes). */
+  ownLogReachesFloor(): boolean {
+    return this.logReaches(this.core.log.lastIndex(), this.core.log.lastTerm());
+  }
+
   /** A candidate's log is at least as complete as ours, and as the vote floor a recovery that gave up set. */
   private logReaches(lastIndex: number, lastTerm: number): boolean {
     const floor = this.core.voteFloor;

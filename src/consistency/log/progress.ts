@@ -29,6 +29,8 @@ export interface Progress {
   seq: number;
   /** Rejections of appends sent before this seq are stale. */
   rewindSeq: number;
+  /** Replies to appends sent before this seq came from before the peer restarted: ignored. */
+  restartedSeq: number;
   transferStartedMs: number;
   /** The greatest replica epoch of ours the peer has acknowledged seeing. */
   replicaEpochSeen: number;
@@ -69,6 +71,7 @@ export class ProgressTracker {
         ackedRound: 0,
         seq: 0,
         rewindSeq: 0,
+        restartedSeq: 0,
         transferStartedMs: Number.NEGATIVE_INFINITY,
         replicaEpochSeen: 0,
         lastIndex: -1,
@@ -86,13 +89,15 @@ export class ProgressTracker {
 
   /**
    * The peer restarted without its unsynced records (see ./recovery.ts): what it acked may be
-   * gone, so nothing it acked before counts toward a commit again until it acks anew.
+   * gone, so nothing it acked before counts toward a commit again until it acks anew, not even a
+   * reply of its previous run that arrives late (one to an append sent before now).
    */
   peerRestarted(peer: PeerId): void {
     const progress = this.#byPeer.get(peer);
     if (progress === undefined) return;
     progress.matchIndex = 0;
     progress.lastIndex = -1;
+    progress.restartedSeq = progress.seq + 1;
   }
 
   get(peer: PeerId): Progress | undefined {

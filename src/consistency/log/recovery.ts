@@ -43,6 +43,8 @@ export class Recovery {
   private nextAskMs = Number.NEGATIVE_INFINITY;
   /** The greatest index this node acknowledged to the target's leader in its term. */
   private matched = 0;
+  /** When the target's leader was last heard from (an append accepted), or the target chosen. */
+  private heardMs = Number.NEGATIVE_INFINITY;
   /**
    * It gave up recovering (too few peers sound, see `decide`): until it knows a leader, it answers
    * as if still recovering, so the others give up as well rather than wait on it.
@@ -101,7 +103,10 @@ export class Recovery {
 
   /** An append of `term` was accepted up to `matchIndex`. */
   noteMatched(term: number, matchIndex: number): void {
-    if (this.active && this.target !== null && term === this.target.term) this.matched = Math.max(this.matched, matchIndex);
+    if (this.active && this.target !== null && term === this.target.term) {
+      this.matched = Math.max(this.matched, matchIndex);
+      this.heardMs = this.core.nowMs;
+    }
   }
 
   /** After each step: done once the log holds the target leader's up to its index. */
@@ -125,7 +130,11 @@ export class Recovery {
    * dropped peer message must cause nothing.
    */
   tick(): void {
-    if (this.active && this.target === null && this.core.nowMs >= this.nextAskMs) this.ask();
+    if (!this.active) return;
+    // A target leader silent for a failure timeout may have stepped down: a lone sound one whose
+    // followers both lost their records can never be elected again while they wait for it.
+    if (this.target !== null && this.core.nowMs - this.heardMs >= this.core.failureTimeoutMs) this.target = null;
+    if (this.target === null && this.core.nowMs >= this.nextAskMs) this.ask();
   }
 
   private ask(): void {
@@ -199,6 +208,7 @@ export class Recovery {
       core.persistHardState();
     }
     this.target = { leader, term, index };
+    this.heardMs = core.nowMs;
     core.note('info', 'recovering: copying the leader\'s log', { leader, term, index });
   }
 

@@ -328,7 +328,7 @@ export class Replication {
   onAppendReply(from: PeerId, message: Extract<LogMessage, { kind: 'append_reply' }>): void {
     if (message.term !== this.core.term) return;
     const progress = this.progress.get(from);
-    if (progress === undefined) return;
+    if (progress === undefined || message.seq < progress.restartedSeq) return;
     if (message.success && message.matchIndex > this.core.log.lastIndex()) {
       return this.core.dropMessage(from, `acks index ${message.matchIndex}, beyond the log's end ${this.core.log.lastIndex()}`);
     }

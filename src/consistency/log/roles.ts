@@ -251,7 +251,10 @@ export class Roles {
       if (core.cutPeers.has(core.leader)) this.election.hurry();
       else this.election.calm();
     }
-    if (this.election.isDue() && !this.recovery.active) this.becomePreCandidate();
+    if (!this.election.isDue() || this.recovery.active) return;
+    // After a recovery that gave up, only a log reaching the most complete one reported may lead.
+    if (this.election.ownLogReachesFloor()) this.becomePreCandidate();
+    else this.election.resetTimer();
   }
 
   private tickAsLeader(): void {

@@ -10,6 +10,7 @@ import { createReplicatedLog, type LogMessage, type ReplicatedLog } from '../../
 import type { DurabilityGate } from '../../../src/controller/durability.ts';
 import { HeldKeys } from '../../../src/controller/held-keys.ts';
 import { mulberry32 } from '../../../src/runtime/random.ts';
+import { itemAt } from '../../../src/runtime/item-at.ts';
 import type { Entry, Op } from '../../../src/store/types.ts';
 import { newGate, SimWriteAhead, type HeldWork, type OutwardEffect, type TransferMark } from './disk.ts';
 import { FAILURE_TIMEOUT_MS, HEARTBEAT_MS, TICK_MS } from './options.ts';
@@ -235,6 +236,7 @@ export class NodeLifecycle {
     if (world.distrusted(node)) world.result.crashesWhileUntrusted += 1;
     if (world.options.powerLoss === true && !keepReplica && world.random() < 0.5 && world.nodes.every((other) => !other.lostPower)) {
       this.losePower(node);
+      if (world.options.powerLossPairs === true) this.maybeTakePartner(node);
     } else if (!keepReplica && world.random() < 0.4) {
       node.replica.clear();
       node.replicaIndex = 0;
@@ -248,15 +250,25 @@ export class NodeLifecycle {
     if (world.distrusted(node)) node.trust = 'restarted';
   }
 
+  /** `powerLossPairs`: half the time a second running node loses power with `node`, keeping its records. */
+  private maybeTakePartner(node: SimNode): void {
+    const world = this.world;
+    const running = world.nodes.filter((other) => other !== node && other.machine !== null);
+    if (running.length === 0 || world.random() < 0.5) return;
+    const partner = itemAt(running, Math.floor(world.random() * running.length));
+    this.crash(partner, true);
+    this.losePower(partner, true);
+  }
+
   /**
    * The machine lost power (`powerLoss`): the records written since the last compaction are cut at
-   * a random point, the replica is empty, and the node boots in a new boot.
+   * a random point (none with `keepRecords`), the replica is empty, and the node boots in a new boot.
    */
-  private losePower(node: SimNode): void {
+  private losePower(node: SimNode, keepRecords = false): void {
     const world = this.world;
     const durable = node.disk.durable;
     const synced = durable.length > 0 && (durable[0] as { kind?: unknown }).kind === 'snapshot' ? 1 : 0;
-    const kept = synced + Math.floor(world.random() * (durable.length - synced + 1));
+    const kept = keepRecords ? durable.length : synced + Math.floor(world.random() * (durable.length - synced + 1));
     world.result.recordsLost += durable.length - kept;
     node.disk.durable = durable.slice(0, kept);
     node.boot += 1;

@@ -51,6 +51,13 @@ export interface SimOptions {
    * product assumes, a power loss strikes only while no other node is still recovering from one.
    */
   powerLoss?: boolean;
+  /**
+   * With `powerLoss`: half the power losses take a second running node's machine down too, beyond
+   * the one machine at a time the product assumes; that one keeps every record it wrote (its page
+   * cache had reached the disk), so every acknowledged write is still on it or on the third node
+   * and none may be lost. Both come back in a new boot and must recover together.
+   */
+  powerLossPairs?: boolean;
   /** With `powerLoss`: nodes trust their records after one anyway (no recovery), to show what it prevents. */
   trustAfterPowerLoss?: boolean;
   /** Whole machines suspended now and then in the faulty phase (see `SuspendOptions`). */
