@@ -43,7 +43,7 @@ export class Recovery {
   private nextAskMs = Number.NEGATIVE_INFINITY;
   /** The greatest index this node acknowledged to the target's leader in its term. */
   private matched = 0;
-  /** When the target's leader was last heard from (an append accepted), or the target chosen. */
+  /** When the target's leader was last heard from leading (see `admits`), or the target chosen. */
   private heardMs = Number.NEGATIVE_INFINITY;
   /**
    * It gave up recovering (too few peers sound, see `decide`): until it knows a leader, it answers
@@ -76,11 +76,15 @@ export class Recovery {
   /**
    * Whether a peer message may be acted on while recovering: before a target is known, only the
    * recovery exchange (a stale term could make it acknowledge a deposed leader); then everything
-   * but votes (its log may lack entries it once acknowledged).
+   * but votes (its log may lack entries it once acknowledged). What only a leader sends, from the
+   * target's leader in its term, shows it still leads (see `tick`).
    */
-  admits(message: LogMessage): boolean {
+  admits(from: PeerId, message: LogMessage): boolean {
     if (!this.active || message.kind === 'recover' || message.kind === 'recover_reply') return true;
-    if (this.target === null) return false;
+    const target = this.target;
+    if (target === null) return false;
+    const leads = message.kind === 'append' || message.kind === 'ping' || message.kind === 'transfer_chunk';
+    if (leads && from === target.leader && message.term === target.term) this.heardMs = this.core.nowMs;
     return message.kind !== 'vote' && message.kind !== 'pre_vote';
   }
 
@@ -103,10 +107,7 @@ export class Recovery {
 
   /** An append of `term` was accepted up to `matchIndex`. */
   noteMatched(term: number, matchIndex: number): void {
-    if (this.active && this.target !== null && term === this.target.term) {
-      this.matched = Math.max(this.matched, matchIndex);
-      this.heardMs = this.core.nowMs;
-    }
+    if (this.active && this.target !== null && term === this.target.term) this.matched = Math.max(this.matched, matchIndex);
   }
 
   /** After each step: done once the log holds the target leader's up to its index. */
