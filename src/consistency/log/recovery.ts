@@ -155,8 +155,8 @@ export class Recovery {
    * the leader. Otherwise more than one machine lost its records and no leader can be elected
    * while they recover: continue with what the nodes hold, and say so (at once when every peer is
    * recovering; after `GIVE_UP_FAILURE_TIMEOUTS` when some are sound, in case a leader shows).
-   * Continuing, it votes only for a log that reaches the most complete one any node reported (a
-   * sound node's, usually), so the two that lost records cannot elect one of theirs over it.
+   * Continuing, it votes and campaigns only with a log that reaches the most complete one any node
+   * reported (a sound node's, usually), so the two that lost records cannot elect one of theirs over it.
    */
   private decide(): void {
     const core = this.core;
