@@ -9,16 +9,18 @@
 import { describe, expect, it } from 'vitest';
 import type { LogMessage } from '../src/consistency/replicated-log.ts';
 import { asRequestId, type PeerId } from '../src/consistency/types.ts';
+import type { Op } from '../src/store/types.ts';
 import { electedCluster, followers, set, type Cluster } from './support/log-cluster.ts';
 
-/** Loses the first forward that `from`'s leader gets carrying request `requestId`. */
-function loseForwardOf(cluster: Cluster, requestId: () => number): void {
+/** A write taken by `follower` (of client connection `session`) whose first forward is lost on the way; its request id. */
+function writeLosingItsForward(cluster: Cluster, follower: PeerId, op: Op, session: number): number {
   let lost = false;
   cluster.lose = (message) => {
-    if (lost || message.kind !== 'forward' || !message.requests.some((request) => request.requestId === requestId())) return false;
+    if (lost || message.kind !== 'forward') return false;
     lost = true;
     return true;
   };
+  return cluster.requests(follower, [op], session).requestIds[0] ?? -1;
 }
 
 const forwardsOf = (cluster: Cluster, requestId: number): number =>
@@ -30,9 +32,7 @@ describe('a forward lost on a reset connection', () => {
   it('is sent again once a write the follower sent after it was applied', () => {
     const cluster = electedCluster('sequential');
     const [follower] = followers(cluster);
-    let first = -1;
-    loseForwardOf(cluster, () => first);
-    first = cluster.requests(follower, [set('a', '1')], 1).requestIds[0] ?? -1;
+    const first = writeLosingItsForward(cluster, follower, set('a', '1'), 1);
     cluster.deliver();
     const second = cluster.requests(follower, [set('b', '2')], 2).requestIds[0] ?? -1;
     cluster.run(20);
@@ -46,9 +46,7 @@ describe('a forward lost on a reset connection', () => {
   it('alone, is sent again after three heartbeats in which none of the follower\'s writes was applied', () => {
     const cluster = electedCluster('linearizability');
     const [follower] = followers(cluster);
-    let write = -1;
-    loseForwardOf(cluster, () => write);
-    write = cluster.request(follower, set('a', '1')).requestId;
+    const write = writeLosingItsForward(cluster, follower, set('a', '1'), 1);
     cluster.run(100);
     expect(cluster.outcome(follower, write)).toBeUndefined();
     cluster.run(100);
@@ -59,9 +57,7 @@ describe('a forward lost on a reset connection', () => {
   it('is not sent again past a later write of its session already sent: the later one stays last', () => {
     const cluster = electedCluster('sequential');
     const [follower] = followers(cluster);
-    let first = -1;
-    loseForwardOf(cluster, () => first);
-    first = cluster.requests(follower, [set('k', 'early')], 7).requestIds[0] ?? -1;
+    const first = writeLosingItsForward(cluster, follower, set('k', 'early'), 7);
     cluster.deliver();
     const later = cluster.requests(follower, [set('k', 'late')], 7).requestIds[0] ?? -1;
     cluster.run(600);

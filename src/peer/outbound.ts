@@ -133,10 +133,9 @@ export class PeerDialer {
     this.outbound.clear();
   }
 
-  /** Whether our last dial to `peer` failed and no connection to it is authenticated since. */
+  /** Whether our last dial to `peer` failed (reset once a connection to it is authenticated). */
   dialFailed(peer: PeerId): boolean {
-    const outbound = this.outbound.get(peer);
-    return outbound !== undefined && outbound.dialFailed && outbound.stage !== 'authenticated';
+    return this.outbound.get(peer)?.dialFailed === true;
   }
 
   /** Whether the connection to `peer` is authenticated (writes can succeed). */

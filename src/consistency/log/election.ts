@@ -13,6 +13,7 @@
 import assert from 'node:assert';
 import type { PeerId } from '../types.ts';
 import type { LogCore } from './core.ts';
+import { reaches } from './entry-log.ts';
 import type { LogMessage } from './types.ts';
 
 /** The role changes an election's answers lead to. */
@@ -159,8 +160,7 @@ export class Election {
   /** A candidate's log is at least as complete as ours, and as the vote floor a recovery that gave up set. */
   private logReaches(lastIndex: number, lastTerm: number): boolean {
     const floor = this.core.voteFloor;
-    const overFloor = floor === null || this.core.nowMs >= floor.untilMs
-      || lastTerm > floor.term || (lastTerm === floor.term && lastIndex >= floor.index);
+    const overFloor = floor === null || this.core.nowMs >= floor.untilMs || reaches({ index: lastIndex, term: lastTerm }, floor);
     return overFloor && this.core.log.isUpToDate(lastIndex, lastTerm);
   }
 

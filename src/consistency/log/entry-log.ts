@@ -172,9 +172,19 @@ export class EntryLog {
 
   /** Is a log ending at (lastIndex, lastTerm) at least as up to date as this one? */
   isUpToDate(lastIndex: number, lastTerm: number): boolean {
-    const myTerm = this.lastTerm();
-    return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex());
+    return reaches({ index: lastIndex, term: lastTerm }, { index: this.lastIndex(), term: this.lastTerm() });
   }
+}
+
+/** Where a log ends: its last entry's index and term. */
+export interface LogEnd {
+  index: number;
+  term: number;
+}
+
+/** Whether a log ending at `end` is at least as up to date as one ending at `other` (Raft §5.4.1). */
+export function reaches(end: LogEnd, other: LogEnd): boolean {
+  return end.term > other.term || (end.term === other.term && end.index >= other.index);
 }
 
 function bytesOf(entries: readonly LogEntry[]): number {

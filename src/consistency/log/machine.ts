@@ -276,7 +276,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (message.kind !== 'pre_vote' && message.term > this.term + TERM_JUMP_MAX) {
       return this.dropMessage(from, `term ${message.term} too far ahead of ${this.term}`);
     }
-    if (!this.recovery.admits(from, message)) return;
+    if (!this.recovery.admits(message)) return;
+    this.recovery.heard(from, message);
     this.cutPeers.delete(from); // it is connected after all
     this.roles.step(from, message);
   }

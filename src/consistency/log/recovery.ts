@@ -15,6 +15,7 @@
 
 import type { PeerId } from '../types.ts';
 import type { LogCore } from './core.ts';
+import { reaches, type LogEnd } from './entry-log.ts';
 import type { LogMessage } from './types.ts';
 
 /**
@@ -76,16 +77,19 @@ export class Recovery {
   /**
    * Whether a peer message may be acted on while recovering: before a target is known, only the
    * recovery exchange (a stale term could make it acknowledge a deposed leader); then everything
-   * but votes (its log may lack entries it once acknowledged). What only a leader sends, from the
-   * target's leader in its term, shows it still leads (see `tick`).
+   * but votes (its log may lack entries it once acknowledged).
    */
-  admits(from: PeerId, message: LogMessage): boolean {
+  admits(message: LogMessage): boolean {
     if (!this.active || message.kind === 'recover' || message.kind === 'recover_reply') return true;
-    const target = this.target;
-    if (target === null) return false;
-    const leads = message.kind === 'append' || message.kind === 'ping' || message.kind === 'transfer_chunk';
-    if (leads && from === target.leader && message.term === target.term) this.heardMs = this.core.nowMs;
+    if (this.target === null) return false;
     return message.kind !== 'vote' && message.kind !== 'pre_vote';
+  }
+
+  /** An admitted message: what only a leader sends, from the target's leader in its term, shows it still leads (see `tick`). */
+  heard(from: PeerId, message: LogMessage): void {
+    const target = this.target;
+    if (!this.active || target === null || from !== target.leader || message.term !== target.term) return;
+    if (message.kind === 'append' || message.kind === 'ping' || message.kind === 'transfer_chunk') this.heardMs = this.core.nowMs;
   }
 
   /** A peer asks (any state): tell it our term, whether we lead, how far our log goes. */
@@ -189,11 +193,10 @@ export class Recovery {
     const term = Math.max(core.term, ...replies.map((reply) => reply.term));
     if (term > core.term) this.roles.follow(term, null);
     this.unsettled = true;
-    const best = replies.reduce(
-      (most, reply) => (reply.lastTerm > most.term || (reply.lastTerm === most.term && reply.lastIndex > most.index)
-        ? { index: reply.lastIndex, term: reply.lastTerm } : most),
-      { index: core.log.lastIndex(), term: core.log.lastTerm() },
-    );
+    const best = replies.reduce((most: LogEnd, reply) => {
+      const end = { index: reply.lastIndex, term: reply.lastTerm };
+      return reaches(end, most) ? end : most;
+    }, { index: core.log.lastIndex(), term: core.log.lastTerm() });
     core.voteFloor = { ...best, untilMs: core.nowMs + core.failureTimeoutMs * VOTE_FLOOR_FAILURE_TIMEOUTS };
     this.finish(everyPeerRecovering
       ? 'every peer is recovering too: continuing with what the nodes hold'
