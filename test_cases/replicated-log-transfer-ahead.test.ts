@@ -15,7 +15,7 @@ import { Replica } from '../src/store/replica.ts';
 import { MemoryBackend } from '../src/store/memory.ts';
 import type { Entry, Op } from '../src/store/types.ts';
 import { NOW, setOp } from './support/replica-kit.ts';
-import { N1, N2, N3, Node, chunksSent, heartbeat, installed, snapshot, startedOverLeader, value } from './support/transfer-kit.ts';
+import { FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunksSent, fetchToken, heartbeat, installed, snapshot, startedOverLeader, value } from './support/transfer-kit.ts';
 
 const set = (key: string): Op => ({ kind: 'store', verb: 'set', key, flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique: 0n });
 
@@ -61,10 +61,35 @@ describe('a state transfer read key by key', () => {
     expect(served).toContainEqual(expect.objectContaining({ kind: 'read', requestId: asRequestId(3) }));
   });
 
-  it('the receiver serves no transfer of its own until then', () => {
+  it('a transfer the receiver serves until then says its keys may be as far ahead', () => {
     const follower = followerInstallingAhead();
     const asked = follower.receive(1, N3, { kind: 'transfer_request', term: 2, minIndex: 11, emptied: true, replicaEpoch: 0 });
-    expect(asked.some((effect) => effect.kind === 'fetch')).toBe(false);
+    const token = fetchToken(asked);
+    expect(token).not.toBeNull();
+    const sent = chunksSent(follower.step(1, { kind: 'fetched', token: token as number, entries: [value('mine', 12n), value('other', 13n)] }));
+    expect(sent.length).toBe(1);
+    expect(sent[0]).toMatchObject({ index: 11, fetchedThrough: 13 });
+  });
+
+  it('a restarted leader replaying onto its kept replica sends followers behind its snapshot a transfer, rather than wait for a commit only they can make', () => {
+    // Compacted at 10 with entries 11 to 20 of term 1 logged, its replica kept and trusted: it may
+    // hold applies up to 20, yet nothing past 10 is known committed until an entry of its term is.
+    const entries = Array.from({ length: 10 }, (_, i) => (
+      { term: 1, index: 11 + i, nowMs: 0, op: null, origin: N1, incarnation: 1, requestId: null }
+    ));
+    const leader = new Node(N1, [{ ...(snapshot(1, null, entries) as object), replicaTrusted: true, replicaEmptied: false }]);
+    leader.step(2 * FAILURE_TIMEOUT_MS + 1, { kind: 'tick', peersUp: [N2, N3] });
+    leader.receive(0, N2, { kind: 'pre_vote_reply', term: 2, granted: true });
+    leader.receive(0, N2, { kind: 'vote_reply', term: 2, granted: true });
+    expect(leader.machine.inspect()).toMatchObject({ role: 'leader', commitIndex: 10, appliedIndex: 10 });
+    // Both followers' logs end before the snapshot: only a transfer brings them up to it.
+    leader.receive(5, N2, { kind: 'append_reply', term: 2, success: false, matchIndex: 0, hintIndex: 1, round: 0, seq: 1, commitIndex: 0, lastIndex: 0 });
+    // Its next heartbeat to such a follower pushes the transfer.
+    const token = fetchToken(leader.step(50, { kind: 'tick', peersUp: [N2, N3] }));
+    expect(token).not.toBeNull();
+    const sent = chunksSent(leader.step(1, { kind: 'fetched', token: token as number, entries: [value('k', 20n)] }));
+    expect(sent.length).toBe(1);
+    expect(sent[0]).toMatchObject({ index: 10, fetchedThrough: 20 });
   });
 
   it('the sender names the index it had applied when its read ended', () => {

@@ -126,7 +126,7 @@ export class LogCore {
    * After a restart that replays onto the kept replica, or a state transfer read key by key, the
    * replica may already hold changes up to here (the last index logged before the restart, the
    * transfer's `fetchedThrough`): until applied reaches it, the replica is ahead of
-   * `appliedIndex`, so it serves no state transfer (it would be mislabelled).
+   * `appliedIndex`: a state transfer it serves says its keys may hold changes up to here.
    */
   replayUntilIndex = 0;
   /**

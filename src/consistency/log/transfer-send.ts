@@ -96,7 +96,11 @@ export class TransferSender {
    */
   start(to: PeerId, minIndex: number): boolean {
     if (!this.core.replicaValid || this.core.appliedIndex < minIndex || this.core.appliedIndex === 0) return false;
-    if (this.core.appliedIndex < this.core.replayUntilIndex) return false;
+    // A replica ahead of its applied index (a replay onto the kept one after a restart, a transfer
+    // read key by key) is sent all the same, saying how far its keys may be ahead (readDone):
+    // waiting for it to apply that far could wait forever, as for a restarted leader whose
+    // followers both need a transfer before anything of its term commits.
+    if (!this.core.replicaSkipsApplied && this.core.appliedIndex < this.core.replayUntilIndex) return false;
     if (this.serving(to)) return true;
     for (const read of this.reads.values()) {
       // A read under way in this term, from far enough on, of which nothing was let go serves this peer too.
@@ -201,8 +205,11 @@ export class TransferSender {
   private readDone(read: TransferRead): void {
     this.reads.delete(read.token);
     if (read.open.length > 0 || read.chunks.length === 0) this.closeChunk(read);
-    // Read key by key while applies went on (with skipping replays): its keys may hold any of them.
-    read.fetchedThrough = this.core.replicaSkipsApplied ? Math.max(read.index, this.core.appliedIndex) : read.index;
+    // Read key by key while applies went on (with skipping replays): its keys may hold any of them,
+    // and anything a replica not yet replayed to its replayUntilIndex held before.
+    read.fetchedThrough = this.core.replicaSkipsApplied
+      ? Math.max(read.index, this.core.appliedIndex, this.core.replayUntilIndex)
+      : read.index;
     const { index, fetchedThrough, keys } = read;
     const peers = this.receivers(read).map(([peer]) => peer);
     this.core.note('info', 'state transfer read', { peers, index, fetchedThrough, chunks: read.chunks.length, keys });
