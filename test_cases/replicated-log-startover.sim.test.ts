@@ -174,7 +174,9 @@ describe('replicated log: every replica lost after compaction (start-over)', () 
  * (F), a restart after a start-over and a compaction. Found by review: an ask the leader counted
  * before losing its replica a second time (seed 259, with store failures). Found by a wider sweep:
  * a transfer from the node that started over telling a peer its writes committed up to the
- * start-over's index were stored, although every replica had lost them (G).
+ * start-over's index were stored, although every replica had lost them (G). Found by a change of
+ * the random paths: a peer whose log ran past the leader's snapshot but disagreed with it there,
+ * never compacted, so it replayed its log onto its emptied replica and never asked (seed 1).
  */
 describe('replicated log start-over: seeds that found faults', () => {
   const cases: Array<[name: string, seed: number, mode: (typeof MODES)[number], faults: boolean, crash: EmptyAllOptions['crash']]> = [
@@ -208,6 +210,13 @@ describe('replicated log start-over: seeds that found faults', () => {
       expect(result.emptyAllRan).toBe(true);
       expect(result.recoveryMs).not.toBeNull();
     }
+  });
+
+  it('a peer whose log ran past the snapshot but refused the leader\'s append there never counted as lost, so nobody started over: seed 1, sequential, every replica lost twice with message faults', () => {
+    const emptyAll: EmptyAllOptions = { atMs: 1_500, windowMs: 200, crash: 'none', then: ['none', 'all'], whenHealthy: true };
+    const result = simulate(1, 'sequential', { faults: true, safetyMs: 6_000, compactionThresholdEntries: 8, emptyAll, electionJitter: 'full' });
+    expect(result.emptyAllRan).toBe(true);
+    expect(result.startOvers).toBeGreaterThan(0);
   });
 
   for (const [name, seed, mode, faults, crash] of cases) {

@@ -8,15 +8,20 @@
  *   the start-over's index (every replica lost it), and the index survives a restart;
  * - a node that stood for election and lost follows the new term's leader by that leader's epochs,
  *   not by the higher one of the last term's leader (found by a whole-cluster restart with every
- *   memcached emptied: its asks never counted, so nobody started over and no replica served).
+ *   memcached emptied: its asks never counted, so nobody started over and no replica served);
+ * - a peer whose log runs past the leader's snapshot but refused an append at it lacks the
+ *   snapshot's entry and counts towards a start-over as one whose log ends before it (found by
+ *   simulate(1, 'sequential') with every replica lost twice and message faults: a peer whose log
+ *   was never compacted replayed it onto its emptied replica, so it never asked, and the leader
+ *   waited for it forever).
  */
 
 import { describe, expect, it } from 'vitest';
 import type { LogMessage } from '../src/consistency/log/types.ts';
 import type { Op } from '../src/store/types.ts';
-import { asRequestId } from '../src/consistency/types.ts';
+import { asRequestId, type Effect } from '../src/consistency/types.ts';
 import {
-  FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, chunksSent, electedLeader, heartbeat, installed, snapshot, startedOverLeader,
+  FAILURE_TIMEOUT_MS, N1, N2, N3, Node, chunk, chunksSent, electedLeader, heartbeat, installed, snapshot, startedOverLeader, transferAsk,
 } from './support/transfer-kit.ts';
 
 const set: Op = { kind: 'store', verb: 'set', key: 'k', flags: 0, expiresAtMs: 0, value: Buffer.from('v'), casUnique: 0n };
@@ -127,5 +132,34 @@ describe('late state transfers', () => {
     expect(asked).toContainEqual(expect.objectContaining({ kind: 'send', to: N3, message: expect.objectContaining({ kind: 'transfer_request', term: 3, replicaEpoch: 1 }) }));
     // And N3's transfer of epoch 1 is installed.
     expect(installed(node.receive(5, N3, { ...(chunk(10, 1) as object), term: 3 } as LogMessage))).toBe(true);
+  });
+
+  it('a peer whose log runs past the snapshot counts as lost once it refused an append at it, not before', () => {
+    const startsOver = (effects: Effect<LogMessage>[]): boolean =>
+      effects.some((effect) => effect.kind === 'note' && /starting over/.test(effect.message));
+    const lastAppendSeq = (effects: Effect<LogMessage>[]): number => {
+      const appends = effects.flatMap((effect) => (effect.kind === 'send' && effect.to === N3 && effect.message.kind === 'append' ? [effect.message] : []));
+      const last = appends.at(-1);
+      if (last === undefined) throw new Error('no append to N3');
+      return last.seq;
+    };
+    // N1 leads term 2 at snapshot 10 with its replica lost (epoch 1); N2 lost its replica too and asks.
+    const leader = electedLeader();
+    expect(startsOver(leader.receive(5, N2, transferAsk))).toBe(false);
+    // N3's log was never compacted: it replayed it onto its emptied replica, so it asks for nothing.
+    // Its log (to 15) is of another history from index 1: it refuses every append.
+    const refusal = (seq: number): LogMessage => ({
+      kind: 'append_reply', term: 2, success: false, matchIndex: 0, hintIndex: 1, round: 0, seq, commitIndex: 0, replicaEpoch: 1, lastIndex: 15,
+    });
+    // Its refusal of the first append, sent at the log's end (above the snapshot), proves nothing of the snapshot.
+    const first = lastAppendSeq(leader.step(50, { kind: 'tick', peersUp: [N2, N3] }));
+    leader.receive(5, N3, refusal(first));
+    const atSnapshot = leader.step(50, { kind: 'tick', peersUp: [N2, N3] });
+    expect(startsOver(atSnapshot)).toBe(false);
+    // The next goes at the snapshot: refused, N3 lacks the snapshot's entry, and nobody holds a replica.
+    expect(atSnapshot).toContainEqual(expect.objectContaining({ kind: 'send', to: N3, message: expect.objectContaining({ kind: 'append', prevIndex: 10 }) }));
+    leader.receive(5, N3, refusal(lastAppendSeq(atSnapshot)));
+    expect(startsOver(leader.step(50, { kind: 'tick', peersUp: [N2, N3] }))).toBe(true);
+    expect(leader.machine.inspect()).toMatchObject({ replicaValid: true, appliedIndex: 10 });
   });
 });

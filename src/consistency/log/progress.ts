@@ -39,6 +39,12 @@ export interface Progress {
    * reply): a peer whose log ends before our snapshot can only be rebuilt by a transfer.
    */
   lastIndex: number;
+  /**
+   * Our replica epoch as the peer had seen it when it last refused, in this term, an append we
+   * sent at or before our snapshot index (−1: none): its log lacks our snapshot's entry, so, like
+   * a log ending before the snapshot, it can only be rebuilt by a transfer.
+   */
+  refusedAtSnapshotEpoch: number;
   /** Read leases: until then (our clock) nothing is committed that this peer has not acked. */
   honorUntilMs: number;
   /** Read leases: its last ask, granted on our next append to it (null: none to grant). */
@@ -75,6 +81,7 @@ export class ProgressTracker {
         transferStartedMs: Number.NEGATIVE_INFINITY,
         replicaEpochSeen: 0,
         lastIndex: -1,
+        refusedAtSnapshotEpoch: -1,
         honorUntilMs,
         leaseAsk: null,
         ackedSentMs: Number.NEGATIVE_INFINITY,
@@ -97,6 +104,7 @@ export class ProgressTracker {
     if (progress === undefined) return;
     progress.matchIndex = 0;
     progress.lastIndex = -1;
+    progress.refusedAtSnapshotEpoch = -1;
     progress.restartedSeq = progress.seq + 1;
   }
 

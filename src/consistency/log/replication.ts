@@ -346,12 +346,26 @@ export class Replication {
       if (message.leaseAsk !== undefined) this.onLeaseAsk(progress, message.leaseAsk);
       this.advanceCommit();
     } else if (message.seq >= progress.rewindSeq) {
+      this.noteRefusedAtSnapshot(progress, message);
       progress.sentIndex = Math.max(progress.matchIndex, Math.min(message.hintIndex - 1, this.core.log.lastIndex()));
       progress.rewindSeq = progress.seq + 1;
       // Below the snapshot only a transfer helps; the heartbeat starts it, not a reply storm.
       if (progress.sentIndex >= this.core.log.snapshotIndex) this.sendAppend(from, false);
     }
     this.reads.confirmRounds();
+  }
+
+  /**
+   * A refusal of an append sent since the last rewind: every such append went out at or before
+   * `sentIndex` (which only a rewind lowers) or at the snapshot index of its time (a heartbeat for
+   * a transfer). So while `sentIndex` is below our snapshot, the refused one was at or before it:
+   * the follower's log lacks our snapshot's entry (a committed one), so it committed nothing up to
+   * there and only a transfer can rebuild it. Noted with the replica epoch it had seen: when that
+   * is our current one, it refuses any transfer read before our replica was lost and we serve none
+   * since, so it stays so (see StateTransfer.startOverIfEveryReplicaLost).
+   */
+  private noteRefusedAtSnapshot(progress: Progress, refusal: AppendReply): void {
+    if (progress.sentIndex < this.core.log.snapshotIndex) progress.refusedAtSnapshotEpoch = refusal.replicaEpoch ?? 0;
   }
 
   /** Stepped by the leader only (./roles.ts's stepLeader). */

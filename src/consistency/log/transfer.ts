@@ -142,7 +142,9 @@ export class StateTransfer {
    * log was compacted, so no node can rebuild from another: the data up to the snapshot is gone.
    * The leader knows it when its own backend restarted empty and every peer, in this term, has
    * lately asked it for a transfer saying the same of its own, or lags behind the snapshot (its
-   * log ends before it, so it can only be rebuilt by a transfer too). Such a peer stays without a
+   * log ends before it, or it refused an append of ours at or before it: either way it lacks the
+   * snapshot's entry, so it can only be rebuilt by a transfer too; one whose log was never
+   * compacted replays it onto its emptied replica and never asks). Such a peer stays without a
    * replica until this leader serves one, since a follower installs transfers only from its
    * leader; so when the leader decides, no replica holds anything. Rather than refuse forever, it
    * starts over from an empty replica as of the snapshot and replays the log after it; the peers
@@ -155,10 +157,10 @@ export class StateTransfer {
     const lost = (peer: PeerId): boolean => {
       if (this.core.nowMs - (this.askedMs.get(peer) ?? Number.NEGATIVE_INFINITY) <= windowMs) return true;
       const progress = this.progress.get(peer);
+      if (progress === undefined) return false;
+      const endsBefore = progress.lastIndex >= 0 && progress.lastIndex < this.core.log.snapshotIndex;
       return (
-        progress !== undefined &&
-        progress.lastIndex >= 0 &&
-        progress.lastIndex < this.core.log.snapshotIndex &&
+        (endsBefore || progress.refusedAtSnapshotEpoch === this.core.replicaEpoch) &&
         progress.replicaEpochSeen === this.core.replicaEpoch &&
         this.core.nowMs - progress.lastAckMs < this.core.failureTimeoutMs
       );
