@@ -208,7 +208,7 @@ describe('refusals', () => {
     const leader = cluster.leader();
     const follower = followers(cluster)[0];
     const term = cluster.node(leader).machine.status().term;
-    const stale: LogMessage = { kind: 'forward', term: term - 1, incarnation: 1, requests: [{ requestId: asRequestId(5), op: set('s', '1') }] };
+    const stale: LogMessage = { kind: 'forward', term: term - 1, incarnation: 1, stream: 0, seq: 1, requests: [{ requestId: asRequestId(5), op: set('s', '1') }] };
     const effects = cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: follower, message: stale });
     expect(effects).toContainEqual(expect.objectContaining({ kind: 'send', message: expect.objectContaining({ kind: 'forward_refused' }) }));
   });

@@ -105,7 +105,7 @@ describe('replicated log under a simulated faulty network', () => {
     let powerLosses = 0;
     const pairs = { safetyMs: 3_000, powerLoss: true, powerLossPairs: true };
     for (const [seed, mode] of found) powerLosses += simulate(seed, mode, pairs).powerLosses;
-    for (let seed = 6000; seed < 6020; seed += 1) {
+    for (let seed = 6000; seed < 6030; seed += 1) {
       for (const mode of ['linearizability', 'sequential'] as const) powerLosses += simulate(seed, mode, pairs).powerLosses;
     }
     expect(powerLosses).toBeGreaterThan(20);

@@ -14,6 +14,7 @@
  * - A record is kept for `keepMs` after its compaction: the request timeout, past which its origin
  *   has answered its client anyway. Never more than `max` records: the oldest go first.
  * - Records are in compaction order, so in index order: `committedThrough` reads them newest first.
+ * - Every forward compacted at an index above `forgottenThrough` is still recorded here.
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
@@ -31,6 +32,8 @@ export class CompactedForwards {
   #records: Compacted[] = [];
   /** The records' request identities. */
   readonly #keys = new ProposalMap<true>();
+  /** The greatest index of a forward compacted and not recorded (or no longer): see `forgottenThrough`. */
+  #forgottenThrough = 0;
 
   constructor(
     private readonly keepMs: number,
@@ -42,10 +45,12 @@ export class CompactedForwards {
     // Only the newest `max` are kept (see prune): the others are not looked at. (A compaction of
     // 700,000 entries spent 0.6 s noting every forward among them, to keep the newest `max`.)
     const newest: LogEntry[] = [];
-    for (let at = dropped.length - 1; at >= 0 && newest.length < this.max; at -= 1) {
+    let at = dropped.length - 1;
+    for (; at >= 0 && newest.length < this.max; at -= 1) {
       const entry = itemAt(dropped, at);
       if (entry.requestId !== null && entry.origin !== self) newest.push(entry);
     }
+    if (at >= 0) this.#forgottenThrough = Math.max(this.#forgottenThrough, itemAt(dropped, at).index);
     for (let at = newest.length - 1; at >= 0; at -= 1) {
       const { origin, incarnation, requestId, index } = itemAt(newest, at);
       if (requestId === null) continue;
@@ -74,6 +79,15 @@ export class CompactedForwards {
     return this.#keys.has(origin, incarnation, requestId);
   }
 
+  /**
+   * No forward compacted at an index above this was forgotten: one that is neither in the log nor
+   * recorded here, and could only have been logged above this index, was never logged.
+   */
+  forgottenThrough(nowMs: number): number {
+    this.prune(nowMs);
+    return this.#forgottenThrough;
+  }
+
   /** Records kept now (for tests and inspection). */
   get size(): number {
     return this.#records.length;
@@ -86,6 +100,9 @@ export class CompactedForwards {
     const fresh = this.#records.findIndex((record) => record.compactedAtMs + this.keepMs >= nowMs);
     const stale = fresh === -1 ? this.#records.length : fresh;
     const gone = this.#records.splice(0, Math.max(stale, this.#records.length - this.max));
-    for (const record of gone) this.#keys.delete(record.origin, record.incarnation, record.requestId);
+    for (const record of gone) {
+      this.#keys.delete(record.origin, record.incarnation, record.requestId);
+      this.#forgottenThrough = Math.max(this.#forgottenThrough, record.index);
+    }
   }
 }

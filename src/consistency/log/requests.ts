@@ -17,7 +17,7 @@ import { isWrite, type Op } from '../../store/types.ts';
 import type { RequestId } from '../types.ts';
 import type { LogCore } from './core.ts';
 import { SessionOrder } from './session-order.ts';
-import { opBytes, type LogEntry, type LogMessage } from './types.ts';
+import type { LogEntry, LogMessage } from './types.ts';
 
 interface Pending {
   op: Op;
@@ -28,10 +28,12 @@ interface Pending {
   unsure?: true;
   /** A linearizable read's index, once known, while the read is held behind its session's write. */
   readIndex?: number;
-  /** A sent write: when, its place among our sends, our commit index when it went to this term's leader (see `unconfirmedWrites`). */
+  /** A sent write: when, and our commit index when it first went to this term's leader (see `forwardsFrom`). */
   sentMs?: number;
-  sentSeq?: number;
   sentAtCommit?: number;
+  /** A forwarded write: its stream and number among this term's forwards (./forward-order.ts). */
+  forwardStream?: number;
+  forwardSeq?: number;
 }
 
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
@@ -69,9 +71,7 @@ export class Requests {
    * its earlier one (memcached executes a connection's commands in order).
    */
   private readonly readyBehindRead = new Set<RequestId>();
-  /** Our sends of writes, counted; the greatest count among those applied, and when one last was. */
-  private sends = 0;
-  private appliedSentSeq = 0;
+  /** When one of our writes was last applied. */
   private appliedAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -177,7 +177,6 @@ export class Requests {
       const pending = this.pending.get(entry.requestId);
       if (pending !== undefined) {
         requestId = entry.requestId;
-        this.appliedSentSeq = Math.max(this.appliedSentSeq, pending.sentSeq ?? 0);
         this.appliedAtMs = core.nowMs;
       }
       this.writeTerms.delete(entry.requestId);
@@ -275,45 +274,58 @@ export class Requests {
     this.writeTerms.delete(requestId);
     this.writeTerms.set(requestId, this.core.term);
     const pending = this.pending.get(requestId);
+    if (pending !== undefined) pending.sentMs = this.core.nowMs;
+  }
+
+  /** A forwarded write's place in this term's forwards (see ./forward-order.ts). */
+  noteForwardNumber(requestId: RequestId, stream: number, seq: number): void {
+    const pending = this.pending.get(requestId);
     if (pending === undefined) return;
-    this.sends += 1;
-    pending.sentSeq = this.sends;
-    pending.sentMs = this.core.nowMs;
+    pending.forwardStream = stream;
+    pending.forwardSeq = seq;
   }
 
   /**
-   * Our writes forwarded in this term that a reset connection may have lost (the network resends
-   * nothing), to send again to the same leader, whose log takes a request once (Turn.onForward),
-   * and marked sent now. One is taken when it is not in our log and either a write we sent after it
-   * was applied already (the leader logs a connection's forwards in order, so its copy was lost) or,
-   * none of ours applied for `quietMs`, it is that old. Only when no later write of its session was
-   * settled and every one is still held here (so no later copy can overtake it), and never when a
-   * state transfer may hold it (`unsure`). The oldest first, at most `limits` of them a call;
-   * `sentAtCommit` is the least commit index at which one was first sent in this term.
+   * The leader took our forwards of `stream` before number `expected` and no later one: each
+   * forwarded write of this term from there on, to send again, in order, in a new stream. Those
+   * pending, that is, not in our log (the leader has them), and not held by a state transfer we
+   * installed (`unsure`: never sent again; the rest may go on without it, as it may never have
+   * been logged). Each is marked sent now. `sentAtCommit` is the least commit index at which one
+   * was first sent in this term (the forward's `again`).
    */
-  unconfirmedWrites(
-    quietMs: number, limits: { countMax: number; bytesMax: number },
-  ): { writes: Array<{ requestId: RequestId; op: Op }>; sentAtCommit: number } {
+  forwardsFrom(stream: number, expected: number): { writes: Array<{ requestId: RequestId; op: Op }>; sentAtCommit: number } {
     const core = this.core;
-    const quiet = core.nowMs - this.appliedAtMs >= quietMs;
     const again: Array<{ requestId: RequestId; op: Op }> = [];
     let sentAtCommit = core.commitIndex;
-    let bytes = 0;
     for (const [requestId, term] of this.writeTerms) {
-      if (again.length >= limits.countMax || bytes >= limits.bytesMax) break;
       const pending = this.pending.get(requestId);
-      if (term !== core.term || pending === undefined || !pending.sent || pending.unsure === true) continue;
-      const sentSeq = pending.sentSeq ?? 0;
-      const overtaken = sentSeq < this.appliedSentSeq;
-      if (!overtaken && !(quiet && core.nowMs - (pending.sentMs ?? core.nowMs) >= quietMs)) continue;
-      if (core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
-      if (this.sessions.isOvertaken(requestId) || !this.sessions.writesAfter(requestId).every((later) => this.isHeld(later))) continue;
+      if (term !== core.term || pending === undefined || !pending.sent || pending.forwardSeq === undefined) continue;
+      if (pending.unsure === true || core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
+      // In send order: the writes before the gap's are those the leader took.
+      if (again.length === 0 && !(pending.forwardStream === stream && pending.forwardSeq >= expected)) continue;
       again.push({ requestId, op: pending.op });
-      bytes += opBytes(pending.op);
       sentAtCommit = Math.min(sentAtCommit, pending.sentAtCommit ?? 0);
     }
     for (const { requestId } of again) this.noteSentAgain(requestId);
     return { writes: again, sentAtCommit };
+  }
+
+  /**
+   * Whether a write we forwarded in this term may have been lost with a reset connection, nothing
+   * after it showing the leader the gap: none of ours applied for `quietMs`, and one not in our
+   * log left that long ago (Turn.probeForwards asks the leader).
+   */
+  awaitsUnconfirmed(quietMs: number): boolean {
+    const core = this.core;
+    if (core.nowMs - this.appliedAtMs < quietMs) return false;
+    for (const [requestId, term] of this.writeTerms) {
+      const pending = this.pending.get(requestId);
+      if (term !== core.term || pending === undefined || !pending.sent || pending.forwardSeq === undefined) continue;
+      if (pending.unsure === true || core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
+      // In send order: the first such write is the oldest.
+      return core.nowMs - (pending.sentMs ?? core.nowMs) >= quietMs;
+    }
+    return false;
   }
 
   /**

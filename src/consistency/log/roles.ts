@@ -83,10 +83,7 @@ export class Roles {
       this.replication.sendOwedAck();
       this.tickElection();
       const leader = this.core.leader;
-      if (leader !== null && this.knowsLiveLeader()) {
-        const count = this.turn.resendUnconfirmed(leader);
-        if (count > 0) this.core.note('info', 'writes forwarded again: not in the log after their copies left', { count, leader });
-      }
+      if (leader !== null && this.knowsLiveLeader()) this.turn.probeForwards(leader);
     },
     flush: () => {
       if (this.turn.flushAsFollower(this.knowsLiveLeader())) this.replication.sendOwedAck();
@@ -209,6 +206,8 @@ export class Roles {
         return this.replication.onPing(from, message);
       case 'forward_refused':
         return this.requests.onForwardRefused(message);
+      case 'forward_gap':
+        return this.turn.onForwardGap(from, message);
       case 'read_index_reply':
         return this.reads.onReadIndexReply(message);
       case 'transfer_request':

@@ -7,19 +7,22 @@
  * burst of requests costs one round trip, not one per request. A follower that knows no live
  * leader keeps its buffers until it does (an election), or until their requests' deadlines.
  *
- * Owns: the three buffers, the memory of forwards the store refused.
+ * Owns: the three buffers, the memory of forwards the store refused, the order of forwards
+ * (./forward-order.ts: this node's numbering as an origin, and its intake as a leader).
  * Invariants: a forwarded request enters the log at most once, and never after its origin was told
- * it was refused; only a forward of the leader's current term enters its log; a write is sent
- * again to another term's leader only once no earlier copy can ever commit
- * (Requests.answerLostWrites), and to the same leader only when a copy may have been lost on a
- * reset connection, in its session's order (Requests.unconfirmedWrites).
+ * it was refused; only a forward of the leader's current term enters its log, and an origin's
+ * forwards enter it in the order they were sent; a write is sent again to another term's leader
+ * only once no earlier copy can ever commit (Requests.answerLostWrites), and to the same leader
+ * only when a copy may have been lost on a reset connection, with every write sent after it, in a
+ * new stream (Requests.forwardsFrom, Turn.probeForwards).
  */
 
 import { itemAt } from '../../runtime/item-at.ts';
-import { refusalText, type Refusal } from '../../protocol/refusals.ts';
+import { refusalText, refused, type Refusal } from '../../protocol/refusals.ts';
 import type { Op } from '../../store/types.ts';
 import type { PeerId, RequestId } from '../types.ts';
 import type { LogCore } from './core.ts';
+import { ForwardIntake, ForwardNumbering } from './forward-order.ts';
 import { ProposalMap } from './proposal-map.ts';
 import type { CompactedForwards } from './compacted-forwards.ts';
 import type { ProgressTracker } from './progress.ts';
@@ -29,13 +32,15 @@ import type { Requests } from './requests.ts';
 import { batchCount, opBytes, type ForwardedRequest, type LogEntry, type LogMessage } from './types.ts';
 
 /**
- * How long none of our writes may be applied before one still missing from our log is forwarded
- * again (see Requests.unconfirmedWrites), in heartbeat intervals.
+ * How long none of our writes may be applied before the leader is asked about one still missing
+ * from our log (see probeForwards), in heartbeat intervals.
  */
 const UNCONFIRMED_QUIET_HEARTBEATS = 3;
 
 /** What a forward to a node that does not lead (or lacks a quorum) is told. */
 const NOT_THE_LEADER = { reason: 'no_quorum', detail: 'not the leader' } as const;
+/** What a write sent again is told when the leader may have compacted a first copy away and forgotten it. */
+const COMPACTED_PAST = refused('outcome_unknown', 'sent again after a lost connection; the leader cannot tell whether its first copy was logged');
 /** Bound of the refused-forward memory (a duplicate arriving after this many refusals is unlikely). */
 const refusedForwardsMax = 4096;
 
@@ -58,6 +63,11 @@ export class Turn {
   private readAsks: RequestId[] = [];
   /** Forwards refused by the store (→ why), so a duplicate is refused too (never logged). */
   private readonly refusedForwards = new ProposalMap<Refusal>();
+  /** As an origin: the numbers our forwards carry. As a leader: where each origin's forwards stand. */
+  private readonly numbering = new ForwardNumbering();
+  private readonly intake = new ForwardIntake();
+  /** When probeForwards last asked the leader. */
+  private probedAtMs = Number.NEGATIVE_INFINITY;
 
   private readonly progress: ProgressTracker;
   private readonly compacted: CompactedForwards;
@@ -106,15 +116,37 @@ export class Turn {
   }
 
   /**
-   * Forwards of this term a reset connection may have lost (Requests.unconfirmedWrites): sent
-   * again to the leader now, before this turn's held writes. A copy that did arrive is dropped
-   * there. Returns how many.
+   * A forward of this term may have been lost with a reset connection and nothing after it shows
+   * the leader the gap (Requests.awaitsUnconfirmed): an empty forward numbered after our last
+   * one asks, at most once per quiet period. A leader that lacks some writes before it reports
+   * the gap (onForwardGap sends them again); one that has them all takes it as nothing.
    */
-  resendUnconfirmed(leader: PeerId): number {
-    const limits = { countMax: this.core.tuning.queueDepthMax, bytesMax: this.core.tuning.batchBytesMax };
-    const { writes, sentAtCommit } = this.requests.unconfirmedWrites(this.core.heartbeatIntervalMs * UNCONFIRMED_QUIET_HEARTBEATS, limits);
+  probeForwards(leader: PeerId): void {
+    const core = this.core;
+    const quietMs = core.heartbeatIntervalMs * UNCONFIRMED_QUIET_HEARTBEATS;
+    if (core.nowMs - this.probedAtMs < quietMs || !this.requests.awaitsUnconfirmed(quietMs)) return;
+    this.probedAtMs = core.nowMs;
+    const { stream, seq } = this.numbering.take(core.term, 0);
+    core.send(leader, { kind: 'forward', term: core.term, incarnation: core.incarnation, stream, seq, requests: [] });
+  }
+
+  /**
+   * The leader dropped a forward of ours past a gap (./forward-order.ts): every write of the
+   * stream from the gap on goes again, in a new stream. A report about an older stream, another
+   * term or our previous run is stale (we sent again since).
+   */
+  onForwardGap(from: PeerId, message: Extract<LogMessage, { kind: 'forward_gap' }>): void {
+    const core = this.core;
+    if (from !== core.leader || message.term !== core.term || message.incarnation !== core.incarnation) return;
+    if (!this.numbering.isCurrent(message.term, message.stream)) return;
+    const { writes, sentAtCommit } = this.requests.forwardsFrom(message.stream, message.expected);
+    this.resendStream(from, writes, sentAtCommit);
+    if (writes.length > 0) core.note('info', 'writes forwarded again: the leader lost an earlier one', { count: writes.length, leader: from });
+  }
+
+  private resendStream(leader: PeerId, writes: readonly ForwardedRequest[], sentAtCommit: number): void {
+    this.numbering.restart(this.core.term);
     this.sendForwards(leader, writes, sentAtCommit);
-    return writes.length;
   }
 
   /** A follower's linearizable read: the leader is asked for its read index at the flush. */
@@ -155,43 +187,55 @@ export class Turn {
     this.core.send(from, { kind: 'forward_refused', term: this.core.term, incarnation: message.incarnation, requestIds, ...NOT_THE_LEADER });
   }
 
-  /** The leader puts forwarded writes in its log, once each, unless the store refuses them. */
+  /**
+   * The leader puts forwarded writes in its log, once each and in their origin's order (a forward
+   * past a gap is dropped and the gap reported: ./forward-order.ts), unless the store refuses them.
+   */
   onForward(from: PeerId, message: Extract<LogMessage, { kind: 'forward' }>): void {
+    const core = this.core;
     // Only a forward of this term may enter the log: the origin's fast answer on a leader change
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
-    if (!this.progress.hasQuorum(this.core.nowMs) || message.term !== this.core.term) return this.refuseForward(from, message);
-    // Sent again: a copy that did arrive was logged in this term above `again`, and is known here
-    // (as a proposal) only while it is still in the log. Compacted past that: dropped, unanswered
-    // (its origin's client hears at its request timeout), rather than risk logging it twice.
-    if (message.again !== undefined && message.again < this.core.log.snapshotIndex) return;
+    if (!this.progress.hasQuorum(core.nowMs) || message.term !== core.term) return this.refuseForward(from, message);
+    const admission = this.intake.admit(from, message, core.nowMs, core.heartbeatIntervalMs);
+    if (admission.kind === 'gap' && admission.report) {
+      const { incarnation, stream } = message;
+      core.send(from, { kind: 'forward_gap', term: core.term, incarnation, stream, expected: admission.expected });
+    }
+    if (admission.kind !== 'take') return;
     const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
-    for (const request of message.requests) {
+    const { incarnation } = message;
+    // Sent again: a copy that did arrive was logged in this term above `again`, so it is still in
+    // the log or among the compacted forwards remembered, unless those forgot one above `again`.
+    // Then whether it was logged cannot be told, so it is not logged again; its client hears so.
+    const compactedPast = message.again !== undefined && message.again < this.compacted.forgottenThrough(core.nowMs);
+    for (let at = admission.skip; at < message.requests.length; at += 1) {
       // The network may duplicate a forward: an op must enter the log once (also after its entry
       // was compacted: compacted forwards are remembered for a request timeout, up to a bound),
       // and never after its origin was told it was refused.
+      const request = itemAt(message.requests, at);
       const { requestId } = request;
-      const { incarnation } = message;
-      if (this.core.proposals.has(from, incarnation, requestId)) continue;
-      if (this.compacted.has(from, incarnation, requestId, this.core.nowMs)) continue;
+      if (core.proposals.has(from, incarnation, requestId)) continue;
+      if (this.compacted.has(from, incarnation, requestId, core.nowMs)) continue;
       const refusal = this.refusedForwards.get(from, incarnation, requestId)
-        ?? this.core.memory.refusal(request.op, BigInt(this.nextEntryIndex()));
+        ?? (compactedPast ? COMPACTED_PAST : core.memory.refusal(request.op, BigInt(this.nextEntryIndex())));
       if (refusal !== null) {
         if (this.refusedForwards.size >= refusedForwardsMax) this.refusedForwards.clear();
         this.refusedForwards.set(from, incarnation, requestId, refusal);
         const text = refusalText(refusal);
         const group = refusals.get(text) ?? { refusal, requestIds: [] };
-        group.requestIds.push(request.requestId);
+        group.requestIds.push(requestId);
         refusals.set(text, group);
         continue;
       }
-      const entry = this.newEntry(request.op, from, message.incarnation, request.requestId);
+      const entry = this.newEntry(request.op, from, incarnation, requestId);
       this.proposed.push(entry);
-      this.core.proposals.set(from, incarnation, requestId, entry.index);
+      core.proposals.set(from, incarnation, requestId, entry.index);
     }
+    this.intake.took(from, message.seq + message.requests.length - 1);
     for (const { refusal, requestIds } of refusals.values()) {
       const { reason, detail } = refusal;
       const said = detail === undefined ? { reason } : { reason, detail };
-      this.core.send(from, { kind: 'forward_refused', term: this.core.term, incarnation: message.incarnation, requestIds, ...said });
+      core.send(from, { kind: 'forward_refused', term: core.term, incarnation, requestIds, ...said });
     }
   }
 
@@ -263,14 +307,21 @@ export class Turn {
     return sent;
   }
 
-  /** Forwards `requests` in order, in as many messages as the byte bound asks for (`again`: see the forward message). */
+  /**
+   * Forwards `requests` in order, numbered on in our current stream, in as many messages as the
+   * byte bound asks for (`again`: see the forward message).
+   */
   private sendForwards(leader: PeerId, requests: readonly ForwardedRequest[], again?: number): void {
-    const limits = { countMax: this.core.tuning.queueDepthMax, bytesMax: this.core.tuning.batchBytesMax };
+    const core = this.core;
+    const limits = { countMax: core.tuning.queueDepthMax, bytesMax: core.tuning.batchBytesMax };
     let start = 0;
     while (start < requests.length) {
       const count = batchCount((at) => opBytes(itemAt(requests, start + at).op), requests.length - start, limits);
-      const message: LogMessage = { kind: 'forward', term: this.core.term, incarnation: this.core.incarnation, requests: requests.slice(start, start + count) };
-      this.core.send(leader, again === undefined ? message : { ...message, again });
+      const batch = requests.slice(start, start + count);
+      const { stream, seq } = this.numbering.take(core.term, count);
+      batch.forEach(({ requestId }, at) => this.requests.noteForwardNumber(requestId, stream, seq + at));
+      const message: LogMessage = { kind: 'forward', term: core.term, incarnation: core.incarnation, stream, seq, requests: batch };
+      core.send(leader, again === undefined ? message : { ...message, again });
       start += count;
     }
   }

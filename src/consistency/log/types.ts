@@ -127,12 +127,16 @@ export type LogMessage =
   | { kind: 'ping'; term: number }
   /** A follower hears `term`'s leader (its answer to a ping), for the leader's check-quorum. */
   | { kind: 'pong'; term: number }
-  /** Writes received by a follower, batched per step, for the leader to append. */
   /**
-   * `again`: these requests were sent before in this term, when the sender's commit index was at
-   * least this (so a copy the leader logged has a greater index; see Turn.onForward).
+   * Writes received by a follower, batched per step, for the leader to append. `stream`, `seq`:
+   * the sender's stream of forwards in this term and the number of the first request, the rest
+   * numbered on from it (./forward-order.ts). `again`: these requests were sent before in this
+   * term, when the sender's commit index was at least this (so a copy the leader logged has a
+   * greater index; see Turn.onForward).
    */
-  | { kind: 'forward'; term: number; incarnation: number; requests: ForwardedRequest[]; again?: number }
+  | { kind: 'forward'; term: number; incarnation: number; stream: number; seq: number; requests: ForwardedRequest[]; again?: number }
+  /** The leader took `stream`'s forwards up to `expected` (exclusive) and dropped a later one: send again from there. */
+  | { kind: 'forward_gap'; term: number; incarnation: number; stream: number; expected: number }
   /** The leader refused these forwarded writes (the client is told `reason`, with `detail`). */
   | { kind: 'forward_refused'; term: number; incarnation: number; requestIds: RequestId[]; reason: RefusalReason; detail?: string }
   /**

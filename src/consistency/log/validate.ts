@@ -136,7 +136,9 @@ function appendReplyProblem(message: Fields): string | null {
 }
 
 function forwardProblem(message: Fields, limits: LogMessageLimits): string | null {
-  if (!isCount(message.incarnation) || !isOptionalCount(message.again) || !isBoundedArray(message.requests, limits.requestsMax)) {
+  const numbered = isCount(message.stream) && isCount(message.seq) && message.seq >= 1;
+  if (!isCount(message.incarnation) || !numbered || !isOptionalCount(message.again)) return 'forward: bad fields';
+  if (!isBoundedArray(message.requests, limits.requestsMax)) {
     return 'forward: bad fields';
   }
   for (const request of message.requests) {
@@ -199,6 +201,8 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
       return isCount(value.matchIndex) ? null : 'held: bad fields';
     case 'forward':
       return forwardProblem(value, limits);
+    case 'forward_gap':
+      return isCount(value.incarnation) && isCount(value.stream) && isCount(value.expected) && value.expected >= 1 ? null : 'forward_gap: bad fields';
     case 'forward_refused':
       if (!isCount(value.incarnation) || !isRefusalReason(value.reason) || !isRefusalDetail(value.detail)) return 'forward_refused: bad fields';
       return isBoundedArray(value.requestIds, limits.requestsMax) && value.requestIds.every(isCount)
