@@ -493,3 +493,18 @@ describe('notes for operators', () => {
     expect(notes(cluster, lagging)).toContainEqual(expect.objectContaining({ message: 'state transfer received', meta: expect.objectContaining({ peer: leader }) }));
   });
 });
+
+describe('a follower below the snapshot', () => {
+  it('while its transfer is under way, gets appends at heartbeats, not one per reply', () => {
+    const { cluster, leader, lagging } = compactedPastLaggingFollower();
+    cluster.down.delete(lagging);
+    // The transfer's chunks are held up: the follower stays below the snapshot, answering each append.
+    cluster.lose = (message) => message.kind === 'transfer_chunk';
+    const sentBefore = cluster.trace.length;
+    cluster.run(500);
+    const appends = cluster.trace.slice(sentBefore).filter((line) => line.startsWith(`${leader}->${lagging} append `)).length;
+    expect(appends).toBeGreaterThan(0);
+    // A heartbeat every 50 ms and a read-confirming round now and then: ten or so, not one per round trip.
+    expect(appends).toBeLessThanOrEqual(2 * (500 / HEARTBEAT_MS));
+  });
+});

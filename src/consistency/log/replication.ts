@@ -419,7 +419,9 @@ export class Replication {
     assert(progress !== undefined);
     const prevTerm = this.core.log.termAt(progress.sentIndex);
     if (prevTerm === null) {
-      this.sendHeartbeatForTransfer(peer, progress);
+      // Below our snapshot only a transfer helps: an append at every flush, each answered, would
+      // ping-pong with the follower for as long as the transfer takes.
+      if (force) this.sendHeartbeatForTransfer(peer, progress);
       return;
     }
     const inflightRoom = this.core.tuning.inflightEntriesMax - (progress.sentIndex - progress.matchIndex);
