@@ -8,6 +8,8 @@
 import { describe, expect, it } from 'vitest';
 import { ForwardIntake, ForwardNumbering } from '../src/consistency/log/forward-order.ts';
 import { asPeerId } from '../src/consistency/types.ts';
+import { logMessageProblem } from '../src/consistency/log/validate.ts';
+import { LOG_LIMITS } from './support/peer-fuzz-kit.ts';
 
 const n2 = asPeerId('n2');
 const n3 = asPeerId('n3');
@@ -62,5 +64,20 @@ describe('the origin\'s numbering', () => {
     expect(numbering.take(3, 4)).toEqual({ stream: 1, seq: 1 });
     expect(numbering.take(4, 1)).toEqual({ stream: 0, seq: 1 });
     expect(numbering.isCurrent(3, 1)).toBe(false);
+  });
+});
+
+describe('the messages, as a peer sends them', () => {
+  it('a forward must carry its stream and a first number of at least 1; a gap report its stream and expected number', () => {
+    const forward = { kind: 'forward', term: 3, incarnation: 1, stream: 0, seq: 1, requests: [] };
+    expect(logMessageProblem(forward, LOG_LIMITS)).toBeNull();
+    for (const bad of [{ stream: undefined }, { seq: 0 }, { seq: -1 }, { stream: 1.5 }, { seq: '2' }]) {
+      expect(logMessageProblem({ ...forward, ...bad }, LOG_LIMITS)).toBe('forward: bad fields');
+    }
+    const gap = { kind: 'forward_gap', term: 3, incarnation: 1, stream: 2, expected: 5 };
+    expect(logMessageProblem(gap, LOG_LIMITS)).toBeNull();
+    for (const bad of [{ expected: 0 }, { stream: -1 }, { incarnation: undefined }, { expected: 2 ** 60 }]) {
+      expect(logMessageProblem({ ...gap, ...bad }, LOG_LIMITS)).toBe('forward_gap: bad fields');
+    }
   });
 });

@@ -16,7 +16,7 @@ import { certainlyInvalid, mutate, randomJunk } from './support/junk.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { checkOwnEffects, FUZZ_BUDGET_MS, IDS, LOG_COUNT_FIELDS, LogCluster, machineInRole, set, T0, type LogClusterTuning } from './support/peer-fuzz-kit.ts';
 
-const LOG_KINDS = ['pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append', 'append_reply', 'forward', 'forward_refused', 'read_index', 'read_index_reply', 'transfer_request', 'transfer_chunk', 'held'];
+const LOG_KINDS = ['pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append', 'append_reply', 'forward', 'forward_gap', 'forward_refused', 'read_index', 'read_index_reply', 'transfer_request', 'transfer_chunk', 'held'];
 const LEASES = { readLeases: { leaseMs: 200, clockDriftPpmMax: 10_000, marginMs: 5 } };
 
 /** A fault-free run with writes of every op kind: the corpus of real messages to mutate. */
