@@ -2,7 +2,8 @@
  * The consistency machine a controller runs: the mode's, or without replication (tests of the
  * fault runner's deliberately broken cluster) the local one; and which of its messages the peer
  * network sends in the priority lane (votes, pings and acknowledgements: small, and late ones
- * start elections or hold commits). Every mode tolerates reordered messages, as its simulator checks.
+ * start elections or hold commits; a forward gap's report, which holds up its origin's writes).
+ * Every mode tolerates reordered messages, as its simulator checks.
  */
 
 import { createCausal } from '../consistency/causal.ts';
@@ -16,6 +17,7 @@ import type { Machine, MachineOptions, Mode } from '../consistency/types.ts';
 
 const LOG_PRIORITY_KINDS: ReadonlySet<LogMessage['kind']> = new Set([
   'pre_vote', 'pre_vote_reply', 'vote', 'vote_reply', 'append_reply', 'held', 'ping', 'pong', 'read_index', 'read_index_reply', 'transfer_ack',
+  'forward_gap',
 ] as const);
 const EVENTUAL_PRIORITY_KINDS: ReadonlySet<EventualMessage['kind']> = new Set(['push_ack'] as const);
 const CAUSAL_PRIORITY_KINDS: ReadonlySet<CausalMessage['kind']> = new Set(['batch_ack', 'part_ack', 'visible'] as const);
