@@ -287,22 +287,19 @@ export class Requests {
 
   /**
    * The leader took our forwards of `stream` before number `expected` and no later one: each
-   * forwarded write of this term from there on, to send again, in order, in a new stream. Those
-   * pending, that is, not in our log (the leader has them), and not held by a state transfer we
-   * installed (`unsure`: never sent again; the rest may go on without it, as it may never have
-   * been logged). Each is marked sent now. `sentAtCommit` is the least commit index at which one
-   * was first sent in this term (the forward's `again`).
+   * forwarded write of this term from there on still missing (see `missingForward`), to send
+   * again, in order, in a new stream. Each is marked sent now. `sentAtCommit` is the least commit
+   * index at which one was first sent in this term (the forward's `again`).
    */
   forwardsFrom(stream: number, expected: number): { writes: Array<{ requestId: RequestId; op: Op }>; sentAtCommit: number } {
     const core = this.core;
     const again: Array<{ requestId: RequestId; op: Op }> = [];
     let sentAtCommit = core.commitIndex;
     for (const [requestId, term] of this.writeTerms) {
-      const pending = this.pending.get(requestId);
-      if (term !== core.term || pending === undefined || !pending.sent || pending.forwardSeq === undefined) continue;
-      if (pending.unsure === true || core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
+      const pending = this.missingForward(requestId, term);
+      if (pending === null) continue;
       // In send order: the writes before the gap's are those the leader took.
-      if (again.length === 0 && !(pending.forwardStream === stream && pending.forwardSeq >= expected)) continue;
+      if (again.length === 0 && !(pending.forwardStream === stream && (pending.forwardSeq ?? 0) >= expected)) continue;
       again.push({ requestId, op: pending.op });
       sentAtCommit = Math.min(sentAtCommit, pending.sentAtCommit ?? 0);
     }
@@ -319,13 +316,24 @@ export class Requests {
     const core = this.core;
     if (core.nowMs - this.appliedAtMs < quietMs) return false;
     for (const [requestId, term] of this.writeTerms) {
-      const pending = this.pending.get(requestId);
-      if (term !== core.term || pending === undefined || !pending.sent || pending.forwardSeq === undefined) continue;
-      if (pending.unsure === true || core.proposals.get(core.self, core.incarnation, requestId) !== undefined) continue;
+      const pending = this.missingForward(requestId, term);
       // In send order: the first such write is the oldest.
-      return core.nowMs - (pending.sentMs ?? core.nowMs) >= quietMs;
+      if (pending !== null) return core.nowMs - (pending.sentMs ?? core.nowMs) >= quietMs;
     }
     return false;
+  }
+
+  /**
+   * A write we forwarded in this term (`term`: the one it was sent in) that is pending, not in our
+   * log, and not held by a state transfer we installed (`unsure`: never sent again; the writes
+   * after it may go on without it, as it may never have been logged); else null.
+   */
+  private missingForward(requestId: RequestId, term: number): Pending | null {
+    const core = this.core;
+    const pending = this.pending.get(requestId);
+    if (term !== core.term || pending === undefined || !pending.sent || pending.unsure === true) return null;
+    if (pending.forwardSeq === undefined) return null;
+    return core.proposals.get(core.self, core.incarnation, requestId) === undefined ? pending : null;
   }
 
   /**
