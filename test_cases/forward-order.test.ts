@@ -37,7 +37,7 @@ describe('the leader\'s intake of forwards', () => {
     expect(intake.admit(n2, at(0, 5), 152, 50)).toEqual({ kind: 'gap', expected: 2, report: true });
   });
 
-  it('adopts a newer stream, term or run from number 1, drops an older one, and keeps origins apart', () => {
+  it('adopts a newer stream or term, or another run, from number 1, drops an older stream or term, and keeps origins apart', () => {
     const intake = new ForwardIntake();
     intake.admit(n2, at(0, 1), 0, 50);
     intake.took(n2, 9);
@@ -49,7 +49,9 @@ describe('the leader\'s intake of forwards', () => {
     expect(intake.admit(n2, at(0, 2, 4), 0, 50)).toEqual({ kind: 'gap', expected: 1, report: true });
     expect(intake.admit(n2, at(5, 1, 3), 0, 50)).toEqual({ kind: 'stale' });
     expect(intake.admit(n2, at(0, 1, 2, 2), 0, 50)).toEqual({ kind: 'take', skip: 0 });
-    expect(intake.admit(n2, at(3, 1, 9, 1), 0, 50)).toEqual({ kind: 'stale' });
+    // Back to run 1 (a node that lost its data_dir rejoins numbering its runs from 1): afresh, not stale.
+    expect(intake.admit(n2, at(3, 4, 9, 1), 0, 50)).toEqual({ kind: 'gap', expected: 1, report: true });
+    expect(intake.admit(n2, at(3, 1, 9, 1), 0, 50)).toEqual({ kind: 'take', skip: 0 });
   });
 });
 

@@ -45,6 +45,13 @@ export type ReplicatedLogOptions = MachineOptions & {
   bootId?: string | null;
   /** It lost its write-ahead file (`--rejoin`): whatever it holds, it recovers from its peers first. */
   rejoin?: boolean;
+  /**
+   * The least incarnation this run may take (default 0: one more than the last). The controller
+   * passes the wall clock's seconds at its start, so a node that lost its data_dir, whose count of
+   * runs starts again, never takes the number of a run its peers may still remember: they know its
+   * forwards and requests by it.
+   */
+  incarnationFloor?: number;
 } & Partial<LogTuning>;
 
 /** A read-only view of the machine's state, for tests and the simulator. */

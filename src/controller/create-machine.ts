@@ -47,6 +47,8 @@ export interface LogExtras {
   bootId: string | null;
   /** The node lost its data_dir (--rejoin). */
   rejoin: boolean;
+  /** The least incarnation the log's run may take (see LogCoreOptions.incarnationFloor). */
+  incarnationFloor: number;
 }
 
 export function createMachine(
@@ -54,7 +56,7 @@ export function createMachine(
   replication: boolean,
   compactAfterEntries: number,
   options: MachineOptions,
-  log: LogExtras = { readLeases: null, bootId: null, rejoin: false },
+  log: LogExtras = { readLeases: null, bootId: null, rejoin: false, incarnationFloor: 0 },
 ): Machine<unknown> {
   if (!replication) return createLocal({ ...options, mode }) as Machine<unknown>;
   switch (mode) {

@@ -122,7 +122,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     nowMs: clockMs(),
     valueBytesMax: config.valueBytesMax,
     keyHeld: (key) => replica.indexHas(key),
-  }, { readLeases: config.readLeases, bootId, rejoin });
+  }, { readLeases: config.readLeases, bootId, rejoin, incarnationFloor: Math.floor(Date.now() / 1000) });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
     ? null

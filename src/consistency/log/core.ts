@@ -33,6 +33,7 @@ export type LogCoreOptions = MachineOptions & {
   readLeases?: ReadLeaseOptions | null;
   bootId?: string | null;
   rejoin?: boolean;
+  incarnationFloor?: number;
 } & Partial<LogTuning>;
 
 export class LogCore {

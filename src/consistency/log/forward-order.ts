@@ -14,10 +14,10 @@
  *   leader:  a newer stream: expects 1 from it; logs w3 w4 w5
  *
  * A stream older than the leader's is stale (its writes were sent again in the newer one) and
- * dropped. A gap is reported once per heartbeat interval while it lasts, so a lost report is made
- * again by the next out-of-order forward. A lost stream tail that nothing follows is found by the
- * origin's probe (Turn.probeForwards): an empty forward numbered after its last, which shows the
- * leader the gap.
+ * dropped; another run of the origin (`incarnation`) starts afresh. A gap is reported once per
+ * heartbeat interval while it lasts, so a lost report is made again by the next out-of-order
+ * forward. A lost stream tail that nothing follows is found by the origin's probe
+ * (Turn.probeForwards): an empty forward numbered after its last, which shows the leader the gap.
  *
  * Owns: the leader's per-origin intake; the origin's current stream and next number.
  * Invariant: an origin's writes enter the log in the order it sent them within a term.
@@ -32,9 +32,9 @@ interface StreamPosition {
   stream: number;
 }
 
-/** Streams in the order an origin starts them: by its run, then term, then number. */
+/** Streams of one run of an origin in the order it starts them: by term, then number. */
 function compareStreams(a: StreamPosition, b: StreamPosition): number {
-  return a.incarnation - b.incarnation || a.term - b.term || a.stream - b.stream;
+  return a.term - b.term || a.stream - b.stream;
 }
 
 /** Where the leader stands with one origin's forwards. */
@@ -60,7 +60,9 @@ export class ForwardIntake {
    */
   admit(from: PeerId, message: StreamPosition & { seq: number }, nowMs: number, reportEveryMs: number): Admission {
     let intake = this.origins.get(from);
-    const order = intake === undefined ? 1 : compareStreams(message, intake);
+    // Another run of the origin starts afresh, whichever way its number went: a node that lost
+    // its data_dir rejoins numbering its runs from 1 again.
+    const order = intake === undefined || intake.incarnation !== message.incarnation ? 1 : compareStreams(message, intake);
     if (order < 0) return { kind: 'stale' };
     if (intake === undefined || order > 0) {
       const { incarnation, term, stream } = message;

@@ -62,8 +62,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
   /** Read leases (./lease.ts), or null when off. */
   private readonly leases: ReadLeases | null;
 
+  /** See ReplicatedLogOptions.incarnationFloor. */
+  private readonly incarnationFloor: number;
+
   constructor(options: ReplicatedLogOptions) {
     super(options);
+    this.incarnationFloor = options.incarnationFloor ?? 0;
     this.leases = this.readLeases === null ? null : new ReadLeases(this, this.readLeases);
     this.election = new Election(this, {
       becomeFollower: (term, leader) => this.roles.becomeFollower(term, leader),
@@ -144,7 +148,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    * lost incarnation's (a duplicate dropped, or another request's reply).
    */
   private start(): void {
-    this.incarnation += 1;
+    this.incarnation = Math.max(this.incarnation + 1, this.incarnationFloor);
     this.persistWhole();
     this.repair.restart();
     this.election.resetTimer();
