@@ -32,7 +32,7 @@ export class CompactedForwards {
   #records: Compacted[] = [];
   /** The records' request identities. */
   readonly #keys = new ProposalMap<true>();
-  /** The greatest index of a forward compacted and not recorded (or no longer): see `forgottenThrough`. */
+  /** At least the greatest index of a forward compacted and not recorded (or no longer): see `forgottenThrough`. */
   #forgottenThrough = 0;
 
   constructor(

@@ -54,11 +54,11 @@ export class ForwardIntake {
   private readonly origins = new Map<PeerId, Intake>();
 
   /**
-   * Whether a forward of `incarnation` in `term`, `stream`, whose first write is number `seq`,
-   * continues what this leader took from `from`. The caller takes `count - skip` writes and
-   * then calls `took`.
+   * Whether a forward of `incarnation` in `term`, `stream`, whose `count` writes are numbered from
+   * `seq`, continues what this leader took from `from`. Taken, the caller takes its writes from
+   * `skip` on (logged, deduplicated or refused: each is answered for).
    */
-  admit(from: PeerId, message: StreamPosition & { seq: number }, nowMs: number, reportEveryMs: number): Admission {
+  admit(from: PeerId, message: StreamPosition & { seq: number; count: number }, nowMs: number, reportEveryMs: number): Admission {
     let intake = this.origins.get(from);
     // Another run of the origin starts afresh, whichever way its number went: a node that lost
     // its data_dir rejoins numbering its runs from 1 again.
@@ -69,7 +69,11 @@ export class ForwardIntake {
       intake = { incarnation, term, stream, expected: 1, reportedStream: -1, reportedExpected: 0, reportedAtMs: 0 };
       this.origins.set(from, intake);
     }
-    if (message.seq <= intake.expected) return { kind: 'take', skip: intake.expected - message.seq };
+    if (message.seq <= intake.expected) {
+      const skip = intake.expected - message.seq;
+      intake.expected = Math.max(intake.expected, message.seq + message.count);
+      return { kind: 'take', skip };
+    }
     const same = intake.reportedStream === intake.stream && intake.reportedExpected === intake.expected;
     const report = !same || nowMs - intake.reportedAtMs >= reportEveryMs;
     if (report) {
@@ -78,12 +82,6 @@ export class ForwardIntake {
       intake.reportedAtMs = nowMs;
     }
     return { kind: 'gap', expected: intake.expected, report };
-  }
-
-  /** The writes of an admitted forward through number `lastSeq` are taken (logged, deduplicated or refused). */
-  took(from: PeerId, lastSeq: number): void {
-    const intake = this.origins.get(from);
-    if (intake !== undefined) intake.expected = Math.max(intake.expected, lastSeq + 1);
   }
 
 }

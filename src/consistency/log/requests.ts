@@ -32,8 +32,18 @@ interface Pending {
   sentMs?: number;
   sentAtCommit?: number;
   /** A forwarded write: its stream and number among this term's forwards (./forward-order.ts). */
-  forwardStream?: number;
-  forwardSeq?: number;
+  forwarded?: ForwardPosition;
+}
+
+interface ForwardPosition {
+  stream: number;
+  seq: number;
+}
+
+type ForwardedPending = Pending & { forwarded: ForwardPosition };
+
+function isForwarded(pending: Pending): pending is ForwardedPending {
+  return pending.forwarded !== undefined;
 }
 
 /** The answer to a write whose apply failed on this replica, when it is not applied again here. */
@@ -280,9 +290,7 @@ export class Requests {
   /** A forwarded write's place in this term's forwards (see ./forward-order.ts). */
   noteForwardNumber(requestId: RequestId, stream: number, seq: number): void {
     const pending = this.pending.get(requestId);
-    if (pending === undefined) return;
-    pending.forwardStream = stream;
-    pending.forwardSeq = seq;
+    if (pending !== undefined) pending.forwarded = { stream, seq };
   }
 
   /**
@@ -299,7 +307,7 @@ export class Requests {
       const pending = this.missingForward(requestId, term);
       if (pending === null) continue;
       // In send order: the writes before the gap's are those the leader took.
-      if (again.length === 0 && !(pending.forwardStream === stream && (pending.forwardSeq ?? 0) >= expected)) continue;
+      if (again.length === 0 && !(pending.forwarded.stream === stream && pending.forwarded.seq >= expected)) continue;
       again.push({ requestId, op: pending.op });
       sentAtCommit = Math.min(sentAtCommit, pending.sentAtCommit ?? 0);
     }
@@ -328,11 +336,10 @@ export class Requests {
    * log, and not held by a state transfer we installed (`unsure`: never sent again; the writes
    * after it may go on without it, as it may never have been logged); else null.
    */
-  private missingForward(requestId: RequestId, term: number): Pending | null {
+  private missingForward(requestId: RequestId, term: number): ForwardedPending | null {
     const core = this.core;
     const pending = this.pending.get(requestId);
-    if (term !== core.term || pending === undefined || !pending.sent || pending.unsure === true) return null;
-    if (pending.forwardSeq === undefined) return null;
+    if (term !== core.term || pending === undefined || !isForwarded(pending) || !pending.sent || pending.unsure === true) return null;
     return core.proposals.get(core.self, core.incarnation, requestId) === undefined ? pending : null;
   }
 

@@ -140,13 +140,9 @@ export class Turn {
     if (from !== core.leader || message.term !== core.term || message.incarnation !== core.incarnation) return;
     if (!this.numbering.isCurrent(message.term, message.stream)) return;
     const { writes, sentAtCommit } = this.requests.forwardsFrom(message.stream, message.expected);
-    this.resendStream(from, writes, sentAtCommit);
+    this.numbering.restart(core.term);
+    this.sendForwards(from, writes, sentAtCommit);
     if (writes.length > 0) core.note('info', 'writes forwarded again: the leader lost an earlier one', { count: writes.length, leader: from });
-  }
-
-  private resendStream(leader: PeerId, writes: readonly ForwardedRequest[], sentAtCommit: number): void {
-    this.numbering.restart(this.core.term);
-    this.sendForwards(leader, writes, sentAtCommit);
   }
 
   /** A follower's linearizable read: the leader is asked for its read index at the flush. */
@@ -196,14 +192,12 @@ export class Turn {
     // Only a forward of this term may enter the log: the origin's fast answer on a leader change
     // relies on a write forwarded in term t appearing, if ever, as an entry of term t.
     if (!this.progress.hasQuorum(core.nowMs) || message.term !== core.term) return this.refuseForward(from, message);
-    const admission = this.intake.admit(from, message, core.nowMs, core.heartbeatIntervalMs);
-    if (admission.kind === 'gap' && admission.report) {
-      const { incarnation, stream } = message;
-      core.send(from, { kind: 'forward_gap', term: core.term, incarnation, stream, expected: admission.expected });
-    }
+    const { incarnation, term, stream, seq } = message;
+    const position = { incarnation, term, stream, seq, count: message.requests.length };
+    const admission = this.intake.admit(from, position, core.nowMs, core.heartbeatIntervalMs);
+    if (admission.kind === 'gap' && admission.report) core.send(from, { kind: 'forward_gap', term, incarnation, stream, expected: admission.expected });
     if (admission.kind !== 'take') return;
     const refusals = new Map<string, { refusal: Refusal; requestIds: RequestId[] }>();
-    const { incarnation } = message;
     // Sent again: a copy that did arrive was logged in this term above `again`, so it is still in
     // the log or among the compacted forwards remembered, unless those forgot one above `again`.
     // Then whether it was logged cannot be told, so it is not logged again; its client hears so.
@@ -231,7 +225,6 @@ export class Turn {
       this.proposed.push(entry);
       core.proposals.set(from, incarnation, requestId, entry.index);
     }
-    this.intake.took(from, message.seq + message.requests.length - 1);
     for (const { refusal, requestIds } of refusals.values()) {
       const { reason, detail } = refusal;
       const said = detail === undefined ? { reason } : { reason, detail };
