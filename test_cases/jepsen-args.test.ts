@@ -13,7 +13,7 @@ describe('fault runner flags', () => {
     const parsed = await parseArguments(['--cons', 'sequential', '--nemesis', 'kill,backend-restart', '--time', '45', '--compact-after', '50', '--pipeline', '8']);
     expect(parsed).toMatchObject({
       ok: true,
-      options: { mode: 'sequential', nemesis: ['kill', 'backend-restart'], timeMs: 45_000, compactAfterEntries: 50, clients: 6, keys: 3, pipeline: 8 },
+      options: { mode: 'sequential', nemesis: ['kill', 'backend-restart'], timeMs: 45_000, compactAfterEntries: 50, clients: 6, keys: 16, pipeline: 8 },
     });
   });
 
@@ -22,6 +22,13 @@ describe('fault runner flags', () => {
     expect(parsed).toMatchObject({ ok: true, options: { compactAfterEntries: 10_000, nemesis: [], walSync: 'write' } });
     expect(await parseArguments(['--cons', 'linearizability', '--wal-sync', 'fsync'])).toMatchObject({ ok: true, options: { walSync: 'fsync' } });
     expect(await parseArguments(['--cons', 'linearizability', '--wal-sync', 'never'])).toMatchObject({ ok: false, error: expect.stringMatching(/wal-sync/) });
+  });
+
+  it('shares out the keys by the calls in flight unless told: about three calls a key, at least three keys', async () => {
+    expect(await parseArguments(['--cons', 'linearizability'])).toMatchObject({ ok: true, options: { clients: 6, pipeline: 1, keys: 3 } });
+    expect(await parseArguments(['--cons', 'linearizability', '--clients', '8', '--pipeline', '4'])).toMatchObject({ ok: true, options: { keys: 11 } });
+    expect(await parseArguments(['--cons', 'linearizability', '--clients', '8', '--pipeline', '4', '--keys', '2'])).toMatchObject({ ok: true, options: { keys: 2 } });
+    expect(await parseArguments(['--cons', 'linearizability', '--keys', '0'])).toEqual({ ok: false, error: '--keys must be a positive number' });
   });
 
   it('takes the last value of an option given twice', async () => {

@@ -9,6 +9,20 @@ import { NEMESIS_KINDS, parseNemesisKinds } from './nemesis.ts';
 import type { JepsenOptions } from './runner.ts';
 import { BULK_DEPTH_MAX, JEPSEN_WORKLOADS } from './workload.ts';
 
+/**
+ * The default `--keys`: about CALLS_PER_KEY calls in flight per key, never fewer than KEYS_MIN keys.
+ * Each key is checked alone, and the linearizability search grows with the calls in flight on one
+ * key (with kills, the indeterminate ones pile up on it): 32 calls on 3 keys for a minute of faults
+ * ran it out of room, while the same contention per key that 6 or 8 plain clients put on 3 keys is
+ * decided in seconds.
+ */
+const CALLS_PER_KEY = 3;
+const KEYS_MIN = 3;
+
+export function defaultKeys(clients: number, pipeline: number): number {
+  return Math.max(KEYS_MIN, Math.ceil((clients * pipeline) / CALLS_PER_KEY));
+}
+
 /** Parses the flags into runner options, or a one-line error. */
 export async function parseArguments(argv: string[]): Promise<{ ok: true; options: JepsenOptions } | { ok: false; error: string }> {
   try {
@@ -20,7 +34,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('nemesis', { type: 'string', default: 'none', describe: `comma list of ${NEMESIS_KINDS.join(', ')} (or none)` })
       .option('time', { type: 'number', default: 10, describe: 'seconds the clients run' })
       .option('clients', { type: 'number', default: 6, describe: 'concurrent clients, spread over the three controllers' })
-      .option('keys', { type: 'number', default: 3, describe: 'keys the clients share' })
+      .option('keys', { type: 'number', describe: `keys the clients share (default: one per ${CALLS_PER_KEY} calls in flight, at least ${KEYS_MIN})` })
       .option('pipeline', { type: 'number', default: 1, describe: 'calls each client keeps in flight on its connection' })
       .option('workload', { choices: JEPSEN_WORKLOADS, default: 'mixed' as const, describe: 'mixed, or bulk: some clients pipeline bursts of sets instead (see --bulk-clients, --bulk-depth)' })
       .option('bulk-clients', { type: 'number', describe: 'with --workload bulk: how many of the clients are bulk loaders (default half, rounded up)' })
@@ -44,7 +58,8 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
     const kinds = parseNemesisKinds(args.nemesis);
     if (!kinds.ok) return { ok: false, error: kinds.error };
     const positive = (name: string, value: number): string | null => (Number.isFinite(value) && value > 0 ? null : `--${name} must be a positive number`);
-    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', args.keys) ?? positive('pipeline', args.pipeline) ?? positive('compact-after', args['compact-after']);
+    const keys = args.keys ?? defaultKeys(Math.floor(args.clients), Math.floor(args.pipeline));
+    const problem = positive('time', args.time) ?? positive('clients', args.clients) ?? positive('keys', keys) ?? positive('pipeline', args.pipeline) ?? positive('compact-after', args['compact-after']);
     if (problem !== null) return { ok: false, error: problem };
     const bulkClients = args['bulk-clients'];
     if (bulkClients !== undefined && !(Number.isInteger(bulkClients) && bulkClients >= 1 && bulkClients <= args.clients)) {
@@ -58,7 +73,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       ok: true,
       options: {
         mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
-        clients: Math.floor(args.clients), keys: Math.floor(args.keys), pipeline: Math.floor(args.pipeline),
+        clients: Math.floor(args.clients), keys: Math.floor(keys), pipeline: Math.floor(args.pipeline),
         reportDir: args.report, seed: args.seed, workload: args.workload, bulkClients, bulkDepth,
         backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
