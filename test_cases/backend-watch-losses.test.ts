@@ -3,7 +3,8 @@
  * restarted controller counts what happened while it was down): a counter that shows a loss is
  * saved only once the reset that rebuilds the replica is durable. A controller that crashes in
  * between must see the loss again when it restarts, and rebuild, rather than trust the replica.
- * Counters that show no loss are saved at once.
+ * Counters that show no loss are saved at once. A replica the controller found foreign at start
+ * (controller/replica-owner.ts) is rebuilt as emptied at the first poll.
  */
 
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -109,5 +110,25 @@ describe("the backend watch's saved counters", () => {
     node.watch.resetCarriedOut();
     node.settle();
     expect(savedCounters(stateDir)).toBe('e1 0 1');
+  });
+
+  it('rebuilds a replica it was told to at start, as emptied, and says so once that reset is durable', async () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-watch-'));
+    dirs.push(stateDir);
+    const node = watchIn(stateDir);
+    let claimed = 0;
+    node.watch.rebuildAtStart(() => (claimed += 1));
+    await node.watch.poll();
+    expect(node.resets()).toBe(1);
+    const reset = node.watch.takeReset({ kind: 'backend_reset', nowMs: 0 } as Extract<Event<unknown>, { kind: 'backend_reset' }>);
+    expect(reset).toMatchObject({ emptied: true, kept: false });
+    node.watch.resetStepped();
+    node.watch.resetCarriedOut();
+    expect(claimed).toBe(0);
+    node.settle();
+    expect(claimed).toBe(1);
+    // Only once: the next polls see nothing lost.
+    await node.watch.poll();
+    expect(node.resets()).toBe(1);
   });
 });

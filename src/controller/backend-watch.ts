@@ -104,6 +104,11 @@ export class BackendWatch {
    * comparing with counters that already include the loss, and trust the replica.
    */
   private lossesUnsaved = false;
+  /**
+   * The replica is to be rebuilt at the first poll, as if memcached had restarted empty (see
+   * replica-owner.ts), and then this runs, once that reset is durable; null otherwise.
+   */
+  private emptiedAtStart: (() => void) | null = null;
   /** Refusals that kept the replica trusted so far (logged at powers of two; each event's `serial`). */
   private refusalsKept = 0;
   private warnedEvictsWhenFull = false;
@@ -153,6 +158,14 @@ export class BackendWatch {
   /** How many refusals that kept the replica trusted have been passed on to the mode (the last `serial`). */
   get refusalsPassedOn(): number {
     return this.refusalsKept;
+  }
+
+  /**
+   * Before the first poll: the replica is to be rebuilt as if memcached had restarted empty;
+   * `then` runs once that reset is durable (so a crash before it rebuilds again at the next start).
+   */
+  rebuildAtStart(then: () => void): void {
+    this.emptiedAtStart = then;
   }
 
   /** Polls once a poll interval from now on. */
@@ -242,7 +255,7 @@ export class BackendWatch {
     else if (health.epoch !== previous.epoch) replacePrivateTextFile(this.epochFile, health.epoch);
     const { evicted, flushed } = this.noteLosses(health);
     this.noteItemLimit(health);
-    const emptied = restarted || flushed;
+    const emptied = restarted || flushed || this.emptiedAtStart !== null;
     if (!emptied && !evicted && !this.backendFailed && this.options.replica.suspect === null) return;
     if (this.resetDue !== null) {
       if (emptied) this.resetDue.emptied = true;
@@ -250,7 +263,7 @@ export class BackendWatch {
       return;
     }
     const kept = !emptied && !evicted && this.failuresKept;
-    this.options.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, flushed, evicted, kept });
+    if (this.emptiedAtStart === null) this.options.log.warn('backend lost its contents or missed writes; rebuilding the replica', { restarted, flushed, evicted, kept });
     this.resetDue = { emptied, kept };
     this.lastResetQueuedMs = clockMs();
     this.options.enqueue({ kind: 'backend_reset', nowMs: this.lastResetQueuedMs });
@@ -287,7 +300,14 @@ export class BackendWatch {
     if (this.epochAfterReset !== null) files.push([this.epochFile, this.epochAfterReset]);
     this.lossesUnsaved = false;
     this.epochAfterReset = null;
-    if (files.length > 0) this.options.whenDurable(() => files.forEach(([file, text]) => replacePrivateTextFile(file, text)));
+    const atStart = this.emptiedAtStart;
+    this.emptiedAtStart = null;
+    if (files.length > 0 || atStart !== null) {
+      this.options.whenDurable(() => {
+        files.forEach(([file, text]) => replacePrivateTextFile(file, text));
+        atStart?.();
+      });
+    }
   }
 
   /**

@@ -10,6 +10,7 @@
  * says when the replica must be rebuilt.
  */
 
+import path from 'node:path';
 import { clockMs, takeClockJumpMs } from '../runtime/clock.ts';
 import { causalCommand } from './causal-commands.ts';
 import type { Effect, Event, Machine, Mode, PeerId } from '../consistency/types.ts';
@@ -27,6 +28,7 @@ import type { BackendWatch } from './backend-watch.ts';
 import type { DurabilityError } from './durability.ts';
 import { EffectRunner } from './effects.ts';
 import type { ControllerHooks, ControllerParts } from './parts.ts';
+import { foreignReplicaRefusal, readReplicaMarker, replicaAtStart, writeReplicaMarker } from './replica-owner.ts';
 import { PendingRequests } from './requests.ts';
 import { ControllerStatus, VERSION_TEXT } from './status.ts';
 
@@ -68,6 +70,8 @@ export class Controller {
   private readonly requests: PendingRequests;
   private readonly status: ControllerStatus;
   private readonly log: Logger;
+  /** The write-ahead file held records at start (see replica-owner.ts). */
+  private readonly logRecords: boolean;
   /** Events waiting to run; `queueHead` is the first unrun one (no O(n) shift per event). */
   private queue: Event<unknown>[] = [];
   private queueHead = 0;
@@ -88,7 +92,7 @@ export class Controller {
       summary: () => this.status.summary(),
     });
     ({ log: this.log, machine: this.machine, replica: this.replica, watch: this.watch } = parts);
-    ({ network: this.network, server: this.server, http: this.http } = parts);
+    ({ network: this.network, server: this.server, http: this.http, logRecords: this.logRecords } = parts);
     this.status = new ControllerStatus({
       ...parts,
       node: options.node.id,
@@ -135,6 +139,7 @@ export class Controller {
       return 0;
     });
     if (indexed > 0) this.log.info('backend already holds keys', { keys: indexed });
+    await this.claimReplica(indexed);
     // Before anything is served: a backend that restarted while this controller was down is reset.
     await this.watch.poll();
     await this.network.start();
@@ -157,6 +162,27 @@ export class Controller {
       peer: `${this.options.node.peer.host}:${this.options.node.peer.port}`,
       backend: `${this.options.backend.kind} ${this.options.backendAddress}`,
     });
+  }
+
+  /**
+   * Takes the replica as this mode's own, or refuses to start over one an ordered mode cannot vouch
+   * for (see replica-owner.ts); records the mode beside the node's other state files.
+   */
+  private async claimReplica(keys: number): Promise<void> {
+    const { config, mode } = this.options;
+    const stateDir = path.join(config.dataDir, this.options.node.id);
+    const node = { logRecords: this.logRecords, rejoin: this.options.rejoin === true, keys };
+    const start = replicaAtStart(mode, readReplicaMarker(stateDir), node);
+    if (start.kind === 'refuse') {
+      await this.options.backend.close();
+      throw new Error(foreignReplicaRefusal(this.options.backendAddress, keys, start.why, mode));
+    }
+    if (start.kind === 'rebuild') {
+      this.log.warn('the replica was written outside this log and is empty now: rebuilding it from the log and peers', { why: start.why });
+      this.watch.rebuildAtStart(() => writeReplicaMarker(stateDir, mode));
+      return;
+    }
+    writeReplicaMarker(stateDir, mode);
   }
 
   /** Stops taking clients, closes peers and the backend. Pending requests get SERVER_ERROR. */

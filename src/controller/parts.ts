@@ -56,6 +56,8 @@ export interface ControllerParts {
   /** `/metrics` and the status page, when config.ini gives this node an `http` address. */
   http: StatusHttp | null;
   server: ProtocolServer;
+  /** The write-ahead file held records at start (see replica-owner.ts). */
+  logRecords: boolean;
 }
 
 /** Makes the parts of the controller `options` describe (reading its files, opening none of its ports). */
@@ -170,7 +172,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     handlerKeepsOrder: true,
     log: log.child({ component: 'protocol' }),
   });
-  return { log, memory, replica, watch, writeAhead, machine, network, http, server };
+  return { log, memory, replica, watch, writeAhead, machine, network, http, server, logRecords: persisted.length > 0 };
 }
 
 /** connections_max, or what the open-files limit leaves for clients (../runtime/open-files.ts), said once. */
