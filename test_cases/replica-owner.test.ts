@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TextClient } from '../src/client/text-client.ts';
-import { readReplicaMarker, REPLICA_MODE_FILE, replicaAtStart, writeReplicaMarker } from '../src/controller/replica-owner.ts';
+import { foreignReplicaRefusal, readReplicaMarker, REPLICA_MODE_FILE, replicaAtStart, writeReplicaMarker } from '../src/controller/replica-owner.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 
 describe('which replica an ordered mode takes as its own', () => {
@@ -25,6 +25,14 @@ describe('which replica an ordered mode takes as its own', () => {
     expect(replicaAtStart('sequential', ran('causal'), { ...fresh, keys: 1 })).toMatchObject({ kind: 'refuse', why: expect.stringContaining('causal mode') });
     expect(replicaAtStart('linearizability', none, { ...fresh, keys: 3 })).toMatchObject({ kind: 'refuse', why: expect.stringContaining('no log yet') });
     expect(replicaAtStart('linearizability', { kind: 'unreadable', text: 'garbage' }, { ...logged, keys: 3 })).toMatchObject({ kind: 'refuse' });
+  });
+
+  it('tells a node with no log that held keys to start with --rejoin if it lost its data_dir', () => {
+    const fresh = replicaAtStart('sequential', none, { logRecords: false, rejoin: false, keys: 2 });
+    expect(fresh.kind).toBe('refuse');
+    if (fresh.kind !== 'refuse') return;
+    expect(foreignReplicaRefusal('127.0.0.1:11211', 2, fresh.why, 'sequential')).toMatch(/holds 2 keys.*--rejoin instead/);
+    expect(foreignReplicaRefusal('127.0.0.1:11211', 2, 'eventual mode served it last', 'sequential')).not.toMatch(/--rejoin/);
   });
 
   it('rebuilds such a replica once empty if its log thinks it full; takes it as it is when there is nothing to mend', () => {

@@ -19,6 +19,7 @@ import { isOrderedMode, MODES, type Mode } from '../consistency/types.ts';
 import { replacePrivateTextFile } from '../runtime/private-files.ts';
 
 export const REPLICA_MODE_FILE = 'replica-mode';
+const NO_LOG_YET = 'this node has no log yet, so nothing in it came through this cluster';
 
 /** What the file says: no file, the mode that last served, or something no controller wrote. */
 export type ReplicaMarker = { kind: 'none' } | { kind: 'mode'; mode: Mode } | { kind: 'unreadable'; text: string };
@@ -70,7 +71,7 @@ function foreignReason(mode: Mode, marker: ReplicaMarker, node: { logRecords: bo
       return `its ${REPLICA_MODE_FILE} file says ${JSON.stringify(marker.text)}, not a mode`;
     case 'none':
       // A data_dir of a release before this file (a log, no marker) is taken as the log's own.
-      return !node.logRecords && !node.rejoin ? 'this node has no log yet, so nothing in it came through this cluster' : null;
+      return !node.logRecords && !node.rejoin ? NO_LOG_YET : null;
   }
 }
 
@@ -79,6 +80,7 @@ export function foreignReplicaRefusal(backendAddress: string, keys: number, why:
   return (
     `memcached ${backendAddress} holds ${keys} keys, but ${why}: ${mode} mode would serve them as they are, ` +
     'and the three replicas may differ. Empty it (restart it, or send it flush_all) and start again: ' +
-    "the replica is then rebuilt from what this cluster's log and peers hold (what was written outside the log is not kept)."
+    "the replica is then rebuilt from what this cluster's log and peers hold (what was written outside the log is not kept)." +
+    (why === NO_LOG_YET ? ' If this node lost its data_dir, start it with --rejoin instead.' : '')
   );
 }
