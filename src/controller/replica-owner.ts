@@ -78,7 +78,7 @@ function foreignReason(mode: Mode, marker: ReplicaMarker, node: { logRecords: bo
 /** The refusal to start over a foreign replica holding `keys` keys, with what to do about it. */
 export function foreignReplicaRefusal(backendAddress: string, keys: number, why: string, mode: Mode): string {
   return (
-    `memcached ${backendAddress} holds ${keys} keys, but ${why}: ${mode} mode would serve them as they are, ` +
+    `memcached ${backendAddress} holds ${keys} key${keys === 1 ? '' : 's'}, but ${why}: ${mode} mode would serve them as they are, ` +
     'and the three replicas may differ. Empty it (restart it, or send it flush_all) and start again: ' +
     "the replica is then rebuilt from what this cluster's log and peers hold (what was written outside the log is not kept)." +
     (why === NO_LOG_YET ? ' If this node lost its data_dir, start it with --rejoin instead.' : '')
