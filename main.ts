@@ -39,7 +39,7 @@ async function main(argv: string[]): Promise<number> {
     .option('rejoin', {
       type: 'boolean',
       default: false,
-      describe: 'ordered modes: this node lost its data_dir; recover its log from the peers before taking part (a node without files otherwise starts as new)',
+      describe: 'ordered modes: recover the log from the peers before taking part even with files here, and take the memcached keys a node without files finds as this cluster\'s (it lost its data_dir)',
     })
     .option('cli', { type: 'boolean', default: false, describe: 'run the interactive client' })
     .option('i', { alias: 'host', type: 'string', default: '127.0.0.1', describe: 'client mode: controller host' })

@@ -4,7 +4,8 @@
  * serves reads (writes it holds for the leader) until a majority of its peers has told it the term
  * and the leader has given it its log as far as it stood; then it is an ordinary follower and
  * persists its boot. Records from this very
- * boot, a node without records, and fsynced records (no boot id) need no recovery; --rejoin does.
+ * boot and fsynced records (no boot id) need no recovery; --rejoin does, and so does a node with no
+ * records at all (new, or it lost its files), which goes on at once once its peers hold nothing either.
  * (The whole protocol under faults and power losses: the log simulator's `powerLoss` runs.)
  */
 
@@ -142,9 +143,10 @@ describe('a node whose records may be incomplete', () => {
     expect(vote(N2, 7, 0, 0, nowMs + 20 * 300 + 10)).toBe(true);
   });
 
-  it('needs no recovery with records of this boot, without records, or with fsync; --rejoin always recovers', () => {
+  it('needs no recovery with records of this boot or with fsync; --rejoin and no records at all always recover', () => {
     expect(node({ bootId: 'boot-1' }).machine.status().role).toBe('follower');
-    expect(node({ persisted: [] }).machine.status().role).toBe('follower');
+    expect(node({ persisted: [] }).machine.status().role).toBe('recovering');
+    expect(node({ persisted: [], bootId: null }).machine.status().role).toBe('recovering');
     expect(node({ bootId: null }).machine.status().role).toBe('follower');
     expect(node({ persisted: [], rejoin: true }).machine.status().role).toBe('recovering');
     expect(node({ bootId: null, rejoin: true }).machine.status().role).toBe('recovering');
@@ -154,7 +156,7 @@ describe('a node whose records may be incomplete', () => {
 
   it('a leader answers a recovering peer with its term, that it leads, and how far its log goes', () => {
     // n1, with fsynced records, is elected by a pre-vote and a vote from n2, then appends its no-op.
-    const { machine } = node({ bootId: null, persisted: [] });
+    const { machine } = node({ bootId: null, persisted: [{ ...HARD, term: 0 }] });
     machine.step({ kind: 'tick', nowMs: 5_000, peersUp: [N2, N3] });
     deliver(machine, N2, { kind: 'pre_vote_reply', term: 1, granted: true }, 5_001);
     deliver(machine, N2, { kind: 'vote_reply', term: 1, granted: true }, 5_002);
@@ -162,6 +164,51 @@ describe('a node whose records may be incomplete', () => {
     machine.step({ kind: 'flush', nowMs: 5_003 });
     const reply = sends(deliver(machine, N2, { kind: 'recover', term: 1, nonce: 4 }, 5_004));
     expect(reply).toEqual([{ to: N2, message: { kind: 'recover_reply', term: 1, nonce: 4, recovering: false, leads: true, lastIndex: 1, lastTerm: 1 } }]);
+  });
+
+  it('with no records, goes on at once when every peer holds nothing either (a new cluster)', () => {
+    const { machine, first } = node({ persisted: [] });
+    const nonce = sends(first).find((send) => send.message.kind === 'recover')?.message;
+    if (nonce?.kind !== 'recover') throw new Error('no recover sent');
+    const empty = { kind: 'recover_reply', term: 0, nonce: nonce.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 } as const;
+    deliver(machine, N2, empty);
+    expect(machine.status().role).toBe('recovering');
+    deliver(machine, N3, empty);
+    expect(machine.status().role).toBe('follower');
+    expect(machine.inspect().term).toBe(0);
+  });
+
+  it('with no records and a peer down, goes on once a majority has held nothing for two failure timeouts', () => {
+    const { machine, first } = node({ persisted: [], failureTimeoutMs: 300 });
+    const ask = sends(first).find((send) => send.message.kind === 'recover')?.message;
+    if (ask?.kind !== 'recover') throw new Error('no recover sent');
+    deliver(machine, N2, { kind: 'recover_reply', term: 0, nonce: ask.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 }, 1_010);
+    expect(machine.status().role).toBe('recovering');
+    // It asks again at its ticks; N2 answers the same, N3 never does.
+    let nowMs = 1_010;
+    while (machine.status().role === 'recovering' && nowMs < 3_000) {
+      nowMs += 50;
+      for (const send of sends(machine.step({ kind: 'tick', nowMs, peersUp: [N2] }))) {
+        if (send.message.kind === 'recover' && send.to === N2) {
+          deliver(machine, N2, { kind: 'recover_reply', term: 0, nonce: send.message.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 }, nowMs);
+        }
+      }
+    }
+    expect(machine.status().role).toBe('follower');
+    expect(nowMs - 1_010).toBeGreaterThanOrEqual(600);
+  });
+
+  it('with no records in a cluster that ran (it lost its files), copies the leader\'s log before it votes', () => {
+    const { machine, first } = node({ persisted: [] });
+    const ask = sends(first).find((send) => send.message.kind === 'recover')?.message;
+    if (ask?.kind !== 'recover') throw new Error('no recover sent');
+    // An empty peer answers first: not enough, the other ran in term 4.
+    deliver(machine, N3, { kind: 'recover_reply', term: 0, nonce: ask.nonce, recovering: false, leads: false, lastIndex: 0, lastTerm: 0 });
+    expect(machine.status().role).toBe('recovering');
+    deliver(machine, N2, { kind: 'recover_reply', term: 4, nonce: ask.nonce, recovering: false, leads: true, lastIndex: 7, lastTerm: 4 });
+    expect(machine.inspect()).toMatchObject({ term: 4, leader: N2 });
+    expect(machine.status().role).toBe('recovering');
+    expect(sends(deliver(machine, N3, { kind: 'vote', term: 5, lastIndex: 9, lastTerm: 4 }))).toEqual([]);
   });
 
   it('puts each incarnation in an fsynced record before anything of it leaves, so a power loss cannot hand its number out twice', () => {

@@ -1,6 +1,6 @@
 /**
- * A node that lost its files: restarted with --rejoin it recovers its log from its peers before it
- * takes part, and then serves every write acknowledged before; a node whose files were cut by a
+ * A node that lost its files: restarted (with --rejoin or, having no records at all, without) it
+ * recovers its log from its peers before it takes part, and then serves every write acknowledged before; a node whose files were cut by a
  * power loss (a new boot, wal_sync = write) does the same on its own; two that lose power together
  * copy the third's log if it still leads, and otherwise continue with what they hold, so the cluster
  * serves again either way. Real processes, real memcached.
@@ -47,7 +47,11 @@ describe('a node that lost its records recovers them from its peers', () => {
     }
   }
 
-  it.each(['fsync', 'write'] as const)('wal_sync = %s: its data_dir deleted, --rejoin copies the leader\'s log before it serves', async (walSync) => {
+  it.each([
+    ['fsync', ['--rejoin']],
+    ['write', ['--rejoin']],
+    ['write', []],
+  ] as const)('wal_sync = %s: its data_dir deleted, started with %j, it copies the leader\'s log before it serves', async (walSync, flags) => {
     cluster = await Cluster.start({ mode: 'linearizability', walSync, heartbeatIntervalMs: 50, failureTimeoutMs: 500 });
     await writeKeys(cluster);
     const leader = await findLeader(cluster, cluster.nodes.map((node) => node.id), 10_000);
@@ -59,7 +63,7 @@ describe('a node that lost its records recovers them from its peers', () => {
     rmSync(path.join(cluster.dir, 'data', lost.id), { recursive: true, force: true });
     await cluster.restartBackend(lost.id);
     const from = cluster.logBytes(lost.id);
-    await cluster.startController(lost.id, ['--rejoin']);
+    await cluster.startController(lost.id, [...flags]);
     const log = (await cluster.logSince(lost.id, from, 'recovered: ', 20_000)) ?? '';
     expect(log).toContain('recovering from the peers');
     expect(log).toContain('recovering: copying the leader\'s log');

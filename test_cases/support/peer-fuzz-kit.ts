@@ -177,8 +177,9 @@ export function machineInRole(mode: LogMode, role: 'leader' | 'follower' | 'cand
   if (role === 'leader') return { cluster, id: leader };
   const follower = IDS.find((id) => id !== leader) as PeerId;
   if (role === 'follower') return { cluster, id: follower };
-  // A node that heard nothing for an election timeout, granted a pre-vote: a candidate.
-  const lonely = cluster.boot(N1, []);
+  // A node that heard nothing for an election timeout, granted a pre-vote: a candidate. (Booted
+  // with a record of its own: a node with none asks its peers first whether the cluster ran.)
+  const lonely = cluster.boot(N1, [{ kind: 'hard', term: 0, votedFor: null, incarnation: 1, leaderReplicaEpoch: 0 }]);
   cluster.nodes.set(N1, lonely);
   cluster.nowMs += 3 * FAILURE_TIMEOUT_MS;
   lonely.machine.step({ kind: 'tick', nowMs: cluster.nowMs, peersUp: IDS });

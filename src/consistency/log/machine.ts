@@ -64,6 +64,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** See ReplicatedLogOptions.incarnationFloor. */
   private readonly incarnationFloor: number;
+  /** It started with no record at all: new, or it lost its files (see Recovery.start). */
+  private readonly freshStart: boolean;
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
@@ -110,9 +112,10 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.repair = new ReplicaRepair(this, this.requests, this.compaction, this.transfer);
     restoreDurableState(this, options.persisted);
     // With fsync every record is on disk; without, only if written in this boot; never after the
-    // node lost its files. No record at all: a new node, or one that stopped before its first
-    // record (a compaction, always fsynced) was durable, so before it sent anything.
-    const complete = this.bootId === null || this.recordedBootId === this.bootId || options.persisted.length === 0;
+    // node lost its files. No record at all is not known complete either: a new node, or one that
+    // lost its data_dir (it asks its peers first, and goes on at once if the cluster is new).
+    this.freshStart = options.persisted.length === 0;
+    const complete = !this.freshStart && (this.bootId === null || this.recordedBootId === this.bootId);
     this.recordsComplete = complete && options.rejoin !== true;
     this.recovery = new Recovery(this, { follow: (term, leader) => this.roles.becomeFollower(term, leader) });
     this.roles = new Roles(this, {
@@ -152,7 +155,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     this.persistWhole();
     this.repair.restart();
     this.election.resetTimer();
-    this.recovery.start();
+    this.recovery.start(this.freshStart);
   }
 
   // ---------------------------------------------------------------- step

@@ -53,6 +53,8 @@ export class Recovery {
   private unsettled = false;
   /** Since when every peer has answered with too few of them sound and none leading. */
   private stuckSinceMs: number | null = null;
+  /** Since when a majority with this node has answered holding nothing (see `newCluster`). */
+  private emptySinceMs: number | null = null;
 
   constructor(
     private readonly core: LogCore,
@@ -65,11 +67,15 @@ export class Recovery {
   }
 
   /** Starts recovery at boot when the records are not known complete. */
-  start(): void {
+  start(fresh: boolean): void {
     if (!this.active) return;
-    this.core.note('warn', 'records may be incomplete (written without fsync before this boot): recovering from the peers', {
-      term: this.core.term, lastIndex: this.core.log.lastIndex(),
-    });
+    if (fresh) {
+      this.core.note('info', 'no records (a new node, or one that lost its data_dir): recovering from the peers unless the cluster is new', {});
+    } else {
+      this.core.note('warn', 'records may be incomplete (written without fsync before this boot): recovering from the peers', {
+        term: this.core.term, lastIndex: this.core.log.lastIndex(),
+      });
+    }
     if (this.core.peers.length === 0) this.finish('a single node: nothing to recover from');
     else this.ask();
   }
@@ -165,6 +171,9 @@ export class Recovery {
   private decide(): void {
     const core = this.core;
     const replies = [...this.replies];
+    if (this.newCluster(replies.map(([, reply]) => reply), replies.length === core.peers.length)) {
+      return this.finish('no node holds a log yet: a new cluster');
+    }
     const sound = replies.filter(([, reply]) => !reply.recovering);
     const everyPeer = replies.length === core.peers.length;
     if (sound.length >= core.majority || (everyPeer && sound.length > 0)) {
@@ -201,6 +210,29 @@ export class Recovery {
     this.finish(everyPeerRecovering
       ? 'every peer is recovering too: continuing with what the nodes hold'
       : 'too few peers are sound to elect a leader, and none leads: continuing with what the nodes hold', 'warn');
+  }
+
+  /**
+   * Whether the cluster is new: this node holds nothing, no peer that answered holds anything or
+   * saw a term, and either every peer answered so, or a majority with this node did for
+   * GIVE_UP_FAILURE_TIMEOUTS (a node down when a new cluster starts; and time for an answer from
+   * one that ran to arrive). A cluster that ran had a majority holding its log and its terms, so
+   * with one node at a time losing its records, some peer of a majority says so.
+   */
+  private newCluster(replies: readonly RecoverReply[], everyPeer: boolean): boolean {
+    const empty = replies.every((reply) => reply.term === 0 && reply.lastIndex === 0);
+    if (!this.holdsNothing() || !empty || replies.length + 1 < this.core.majority) {
+      this.emptySinceMs = null;
+      return false;
+    }
+    if (everyPeer) return true;
+    this.emptySinceMs ??= this.core.nowMs;
+    return this.core.nowMs - this.emptySinceMs >= this.core.failureTimeoutMs * GIVE_UP_FAILURE_TIMEOUTS;
+  }
+
+  /** Nothing at all: no term, no entry, no snapshot (a new node, or one that lost its files). */
+  private holdsNothing(): boolean {
+    return this.core.term === 0 && this.core.log.lastIndex() === 0;
   }
 
   private copyFrom(leader: PeerId, term: number, index: number): void {

@@ -157,6 +157,7 @@ export class SimController {
         node.localEvents.push({ atMs: this.world.nowMs + Math.max(0, effect.afterMs), event: { kind: 'flush', nowMs: 0 } });
         return;
       case 'note':
+        if (effect.message.startsWith('replaying the log onto the kept replica') && Number(effect.meta.lastIndex) > 0) world.result.keptReplicaRestarts += 1;
         return world.replicasLost.onNote(node, effect);
       case 'end_sessions':
         throw new Error('the log modes end no sessions');

@@ -187,6 +187,8 @@ export interface SimResult {
   /** With `storeFailures`: store effects that failed, and effects a suspect replica refused. */
   storeFailures: number;
   storeEffectsRefused: number;
+  /** Restarts of a node with a log that replayed it onto the replica it kept (not rebuilt). */
+  keptReplicaRestarts: number;
   /** Times a machine was told its backend missed a write (`backend_reset`, not emptied). */
   untrustedResets: number;
   /** Of those, times it replayed its log onto the kept replica (`kept`, see StoreFailureOptions). */
@@ -211,7 +213,7 @@ export function emptyResult(seed: number): SimResult {
   return {
     seed, committed: 0, repliesOk: 0, repliesRefused: 0, elections: 0, candidaciesLost: 0, crashes: 0, transfers: 0, recordsLost: 0,
     heldEffectsLost: 0, messages: {}, startOvers: 0, startOverIndex: null, emptyAllRan: false, recoveryMs: null,
-    convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, untrustedResets: 0, keptReplays: 0,
+    convergedAfterHealMs: null, storeFailures: 0, storeEffectsRefused: 0, keptReplicaRestarts: 0, untrustedResets: 0, keptReplays: 0,
     crashesWhileUntrusted: 0, everyReplicaUntrusted: false, repliesOkAfterEveryUntrusted: 0, junkDelivered: 0, leaseReads: 0,
     powerLosses: 0, suspends: 0,
   };
