@@ -9,27 +9,11 @@
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TextClient } from '../src/client/text-client.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { findLeader } from './support/fault-kit.ts';
+import { requestUntilServed as request } from './support/text-request.ts';
 
 const KEYS = Array.from({ length: 20 }, (_, index) => `rejoin-${index}`);
-
-/** Sends `raw` to `port` until it is not refused (a node recovering or electing), for at most 20 s. */
-async function request(port: number, raw: string, verb: string): Promise<{ lines: string[]; values: string[] }> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const client = await TextClient.connect('127.0.0.1', port);
-    try {
-      const reply = await client.request(raw, verb);
-      const refused = reply.lines.some((line) => line.startsWith('SERVER_ERROR'));
-      if (!refused || Date.now() > deadline) return { lines: reply.lines, values: reply.values.map((item) => `${item.key}=${item.value.toString()}`) };
-    } finally {
-      client.close();
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 describe('a node that lost its records recovers them from its peers', () => {
   let cluster: Cluster | null = null;

@@ -10,9 +10,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TextClient } from '../src/client/text-client.ts';
 import { foreignReplicaRefusal, readReplicaMarker, REPLICA_MODE_FILE, replicaAtStart, writeReplicaMarker } from '../src/controller/replica-owner.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { requestOnce as request, requestUntilServed as requestServed } from './support/text-request.ts';
 
 describe('which replica an ordered mode takes as its own', () => {
   const ran = (mode: 'eventual' | 'causal' | 'sequential' | 'linearizability') => ({ kind: 'mode', mode }) as const;
@@ -64,27 +64,6 @@ describe('which replica an ordered mode takes as its own', () => {
     }
   });
 });
-
-/** One request on a fresh connection; the reply's lines and its values as key=value. */
-async function request(port: number, raw: string, verb: string): Promise<{ lines: string[]; values: string[] }> {
-  const client = await TextClient.connect('127.0.0.1', port);
-  try {
-    const reply = await client.request(raw, verb);
-    return { lines: reply.lines, values: reply.values.map((item) => `${item.key}=${item.value.toString()}`) };
-  } finally {
-    client.close();
-  }
-}
-
-/** `request` again until it is not refused (a node electing or rebuilding), for at most 20 s. */
-async function requestServed(port: number, raw: string, verb: string): Promise<{ lines: string[]; values: string[] }> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const reply = await request(port, raw, verb);
-    if (!reply.lines.some((line) => line.startsWith('SERVER_ERROR')) || Date.now() > deadline) return reply;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 describe('switching a cluster from eventual mode to linearizability over kept memcached servers', () => {
   let cluster: Cluster | null = null;
