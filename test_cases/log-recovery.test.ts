@@ -198,6 +198,24 @@ describe('a node whose records may be incomplete', () => {
     expect(nowMs - 1_010).toBeGreaterThanOrEqual(600);
   });
 
+  it('a crash while recovering recovers again at the next start, fsynced records or not; once recovered, it does not', () => {
+    const records = (effects: Effect<LogMessage>[]): unknown[] => effects.flatMap((effect) => (effect.kind === 'persist' ? [effect.record] : []));
+    for (const bootId of [null, 'boot-2']) {
+      const first = node({ persisted: [], bootId });
+      const kept = records(first.first);
+      expect(kept.some((record) => (record as { recovering?: boolean }).recovering === true)).toBe(true);
+      // It crashes here, before any peer answered: with what it wrote, it asks again.
+      expect(node({ persisted: kept, bootId }).machine.status().role).toBe('recovering');
+      // Recovered (a new cluster), what it writes from then on is complete.
+      const ask = sends(first.first).find((send) => send.message.kind === 'recover')?.message;
+      if (ask?.kind !== 'recover') throw new Error('no recover sent');
+      const empty = { kind: 'recover_reply', term: 0, nonce: ask.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 } as const;
+      const done = [...deliver(first.machine, N2, empty), ...deliver(first.machine, N3, empty)];
+      expect(first.machine.status().role).toBe('follower');
+      expect(node({ persisted: [...kept, ...records(done)], bootId }).machine.status().role).toBe('follower');
+    }
+  });
+
   it('with no records in a cluster that ran (it lost its files), copies the leader\'s log before it votes', () => {
     const { machine, first } = node({ persisted: [] });
     const ask = sends(first).find((send) => send.message.kind === 'recover')?.message;

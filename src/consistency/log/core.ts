@@ -26,6 +26,16 @@ import type { MachineOptions } from '../types.ts';
 /** Most chunks of one transfer: 2^24 chunks of at least one key each. */
 const TRANSFER_CHUNKS_MAX = 2 ** 24;
 
+/** The hard state as persisted (see LogRecord's `hard`). */
+interface HardState {
+  term: number;
+  votedFor: PeerId | null;
+  incarnation: number;
+  leaderReplicaEpoch: number;
+  bootId?: string;
+  recovering?: boolean;
+}
+
 /** The options the core reads (a subset of ReplicatedLogOptions). */
 export type LogCoreOptions = MachineOptions & {
   mode: LogMode;
@@ -74,6 +84,8 @@ export class LogCore {
   readonly log: EntryLog;
   /** The boot in which the persisted records were last known complete (see `bootId`). */
   recordedBootId: string | null = null;
+  /** The last hard state restored was written while recovering (see Recovery): not complete, even if fsynced. */
+  recordedRecovering = false;
   /** Our records hold everything we ever acknowledged: persisted as `bootId` with the hard state. */
   recordsComplete = false;
 
@@ -249,9 +261,11 @@ export class LogCore {
   }
 
   /** The hard state as persisted, naming this boot once our records are known complete. */
-  private hardState(): { term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch: number; bootId?: string } {
+  private hardState(): HardState {
     const hard = { term: this.term, votedFor: this.votedFor, incarnation: this.incarnation, leaderReplicaEpoch: this.leaderReplicaEpoch };
-    return this.bootId !== null && this.recordsComplete ? { ...hard, bootId: this.bootId } : hard;
+    // A crash while recovering must recover again at the next start, fsynced records or not.
+    if (!this.recordsComplete) return { ...hard, recovering: true };
+    return this.bootId !== null ? { ...hard, bootId: this.bootId } : hard;
   }
 
   persistSnapshot(): void {

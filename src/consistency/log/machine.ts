@@ -115,7 +115,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     // node lost its files. No record at all is not known complete either: a new node, or one that
     // lost its data_dir (it asks its peers first, and goes on at once if the cluster is new).
     this.freshStart = options.persisted.length === 0;
-    const complete = !this.freshStart && (this.bootId === null || this.recordedBootId === this.bootId);
+    const complete = !this.freshStart && !this.recordedRecovering && (this.bootId === null || this.recordedBootId === this.bootId);
     this.recordsComplete = complete && options.rejoin !== true;
     this.recovery = new Recovery(this, { follow: (term, leader) => this.roles.becomeFollower(term, leader) });
     this.roles = new Roles(this, {

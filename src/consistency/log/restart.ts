@@ -37,6 +37,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
         core.incarnation = record.incarnation;
         core.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
         core.recordedBootId = record.bootId ?? null;
+        core.recordedRecovering = record.recovering === true;
         break;
       case 'entries':
         for (const entry of record.entries) {
@@ -60,6 +61,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
         core.incarnation = record.incarnation;
         core.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
         core.recordedBootId = record.bootId ?? null;
+        core.recordedRecovering = record.recovering === true;
         core.log.resetTo(record.snapshotIndex, record.snapshotTerm);
         for (const entry of record.entries) {
           if (!restoreEntry(core.log, entry)) skipped += 1;

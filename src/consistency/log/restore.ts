@@ -76,7 +76,7 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
   switch (raw.kind) {
     case 'hard':
       if (!isTerm(raw.term) || !isVotedFor(raw.votedFor, limits) || !isCount(raw.incarnation) || !isOptionalCount(raw.leaderReplicaEpoch)
-        || !isOptionalBootId(raw.bootId)) {
+        || !isOptionalBootId(raw.bootId) || !isOptionalBoolean(raw.recovering)) {
         return { problem: 'hard: bad fields' };
       }
       return { record: raw as unknown as LogRecord, opsDropped: 0 };
@@ -96,7 +96,7 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
     case 'snapshot': {
       const hardValid =
         isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch)
-        && isOptionalBootId(raw.bootId);
+        && isOptionalBootId(raw.bootId) && isOptionalBoolean(raw.recovering);
       const snapshotValid = isCount(raw.snapshotIndex) && isTerm(raw.snapshotTerm)
         && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied) && isOptionalCount(raw.replicaStartOverIndex);
       if (!hardValid || !snapshotValid) return { problem: 'snapshot: bad fields' };

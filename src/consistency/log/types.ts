@@ -200,7 +200,8 @@ export type LogMessageKind = LogMessage['kind'];
 export type LogRecord =
   /** `leaderReplicaEpoch`: the greatest replica epoch seen from this term's leader (absent: 0). */
   /** `bootId`: the boot in which the file held every record this node wrote (absent: not known; see ./recovery.ts). */
-  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch?: number; bootId?: string }
+  /** `recovering`: written before this node's recovery ended; its records are not complete even if fsynced. */
+  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch?: number; bootId?: string; recovering?: boolean }
   | { kind: 'entries'; entries: LogEntry[] }
   /** Entries from `fromIndex` on were removed (a conflicting suffix). */
   | { kind: 'truncate'; fromIndex: number }
@@ -212,6 +213,7 @@ export type LogRecord =
       incarnation: number;
       leaderReplicaEpoch?: number;
       bootId?: string;
+      recovering?: boolean;
       snapshotIndex: number;
       snapshotTerm: number;
       entries: LogEntry[];
