@@ -165,7 +165,11 @@ export class Merging {
    */
   private notHeld(): (pair: KeyedEntry) => boolean {
     const told = this.told();
-    return ([, entry]) => entry.cas <= 0n || entry.cas > componentOf(told, versionNode(entry.cas));
+    return ([, entry]) => {
+      // A version naming no node here (stamped by another mode or memcached itself) is news to any vector.
+      const writer = versionNode(entry.cas);
+      return entry.cas <= 0n || writer >= told.length || entry.cas > componentOf(told, writer);
+    };
   }
 
   /** Whether a snapshot is on its way (a part of one came within resyncAfterMs) or being merged. */
