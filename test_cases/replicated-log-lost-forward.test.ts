@@ -40,17 +40,26 @@ function indexOf(cluster: Cluster, node: PeerId, origin: PeerId, requestId: numb
   return undefined;
 }
 
+/**
+ * A follower's write whose forward is lost, then a later write of `laterSession` sent behind it:
+ * the cluster run `runMs` after, with the two request ids.
+ */
+function lostThenLater(mode: 'sequential' | 'linearizability', lost: [Op, number], later: [Op, number], runMs: number) {
+  const cluster = electedCluster(mode);
+  const [follower] = followers(cluster);
+  const leader = cluster.leader();
+  const first = writeLosingItsForward(cluster, follower, lost[0], lost[1]);
+  cluster.deliver();
+  const second = cluster.requests(follower, [later[0]], later[1]).requestIds[0] ?? -1;
+  cluster.run(runMs);
+  return { cluster, follower, leader, first, second };
+}
+
 const gapsTo = (cluster: Cluster, follower: PeerId): number => cluster.trace.filter((line) => line.endsWith(`->${follower} forward_gap`) || line.includes(`->${follower} forward_gap `)).length;
 
 describe('a forward lost on a reset connection', () => {
   it('a later forward shows the gap: the leader drops it and says so, and both go again, applied in the order sent', () => {
-    const cluster = electedCluster('sequential');
-    const [follower] = followers(cluster);
-    const leader = cluster.leader();
-    const first = writeLosingItsForward(cluster, follower, set('a', '1'), 1);
-    cluster.deliver();
-    const second = cluster.requests(follower, [set('b', '2')], 2).requestIds[0] ?? -1;
-    cluster.run(40);
+    const { cluster, follower, leader, first, second } = lostThenLater('sequential', [set('a', '1'), 1], [set('b', '2'), 2], 40);
     expect(appliedAt(cluster, follower, first)).toBe(true);
     expect(appliedAt(cluster, follower, second)).toBe(true);
     expect(gapsTo(cluster, follower)).toBe(1);
@@ -73,13 +82,7 @@ describe('a forward lost on a reset connection', () => {
 
   for (const mode of ['sequential', 'linearizability'] as const) {
     it(`${mode}: a pipelining session's lost write and its later one already sent are both applied, in the order sent`, () => {
-      const cluster = electedCluster(mode);
-      const [follower] = followers(cluster);
-      const leader = cluster.leader();
-      const first = writeLosingItsForward(cluster, follower, set('k', 'early'), 7);
-      cluster.deliver();
-      const later = cluster.requests(follower, [set('k', 'late')], 7).requestIds[0] ?? -1;
-      cluster.run(60);
+      const { cluster, follower, leader, first, second: later } = lostThenLater(mode, [set('k', 'early'), 7], [set('k', 'late'), 7], 60);
       expect(appliedAt(cluster, follower, first)).toBe(true);
       expect(appliedAt(cluster, follower, later)).toBe(true);
       expect(indexOf(cluster, leader, follower, first)).toBeLessThan(indexOf(cluster, leader, follower, later) ?? 0);

@@ -10,7 +10,6 @@
  * says when the replica must be rebuilt.
  */
 
-import path from 'node:path';
 import { clockMs, takeClockJumpMs } from '../runtime/clock.ts';
 import { causalCommand } from './causal-commands.ts';
 import type { Effect, Event, Machine, Mode, PeerId } from '../consistency/types.ts';
@@ -28,7 +27,7 @@ import type { BackendWatch } from './backend-watch.ts';
 import type { DurabilityError } from './durability.ts';
 import { EffectRunner } from './effects.ts';
 import type { ControllerHooks, ControllerParts } from './parts.ts';
-import { foreignReplicaRefusal, readReplicaMarker, replicaAtStart, writeReplicaMarker } from './replica-owner.ts';
+import { foreignReplicaRefusal, readReplicaMarker, replicaAtStart, writeReplicaMarker, type ReplicaOwner } from './replica-owner.ts';
 import { PendingRequests } from './requests.ts';
 import { ControllerStatus, VERSION_TEXT } from './status.ts';
 
@@ -70,8 +69,8 @@ export class Controller {
   private readonly requests: PendingRequests;
   private readonly status: ControllerStatus;
   private readonly log: Logger;
-  /** The write-ahead file held records at start (see replica-owner.ts). */
-  private readonly logRecords: boolean;
+  /** What decides, at start, whether the mode takes the replica as its own (see replica-owner.ts). */
+  private readonly replicaOwner: ReplicaOwner;
   /** Events waiting to run; `queueHead` is the first unrun one (no O(n) shift per event). */
   private queue: Event<unknown>[] = [];
   private queueHead = 0;
@@ -92,7 +91,7 @@ export class Controller {
       summary: () => this.status.summary(),
     });
     ({ log: this.log, machine: this.machine, replica: this.replica, watch: this.watch } = parts);
-    ({ network: this.network, server: this.server, http: this.http, logRecords: this.logRecords } = parts);
+    ({ network: this.network, server: this.server, http: this.http, replicaOwner: this.replicaOwner } = parts);
     this.status = new ControllerStatus({
       ...parts,
       node: options.node.id,
@@ -169,10 +168,8 @@ export class Controller {
    * for (see replica-owner.ts); records the mode beside the node's other state files.
    */
   private async claimReplica(keys: number): Promise<void> {
-    const { config, mode } = this.options;
-    const stateDir = path.join(config.dataDir, this.options.node.id);
-    const node = { logRecords: this.logRecords, rejoin: this.options.rejoin === true, keys };
-    const start = replicaAtStart(mode, readReplicaMarker(stateDir), node);
+    const { mode, stateDir, logRecords, rejoin } = this.replicaOwner;
+    const start = replicaAtStart(mode, readReplicaMarker(stateDir), { logRecords, rejoin, keys });
     if (start.kind === 'refuse') {
       await this.options.backend.close();
       throw new Error(foreignReplicaRefusal(this.options.backendAddress, keys, start.why, mode));

@@ -32,6 +32,7 @@ import { createMachine, priorityKinds } from './create-machine.ts';
 import type { WriteAhead } from './durability.ts';
 import { heapLimitBytes, keysMaxFor } from './key-room.ts';
 import { MemoryReporter } from './memory-reporter.ts';
+import type { ReplicaOwner } from './replica-owner.ts';
 import { BackgroundWriteAhead, INLINE_WRITE_BACKOFF_MS } from './wal-background.ts';
 
 /** What the parts call in the controller once it runs. */
@@ -56,8 +57,8 @@ export interface ControllerParts {
   /** `/metrics` and the status page, when config.ini gives this node an `http` address. */
   http: StatusHttp | null;
   server: ProtocolServer;
-  /** The write-ahead file held records at start (see replica-owner.ts). */
-  logRecords: boolean;
+  /** What decides whether this mode takes the replica as its own (see replica-owner.ts). */
+  replicaOwner: ReplicaOwner;
 }
 
 /** Makes the parts of the controller `options` describe (reading its files, opening none of its ports). */
@@ -86,11 +87,12 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     quietApplies: logMode,
     keysMax: keys.max,
   });
-  const walFile = path.join(config.dataDir, node.id, 'wal.bin');
+  const stateDir = path.join(config.dataDir, node.id);
+  const walFile = path.join(stateDir, 'wal.bin');
   const watch = new BackendWatch({
     replica,
     backend: options.backend,
-    stateDir: path.join(config.dataDir, node.id),
+    stateDir,
     memory,
     holdsFailedApplies: logMode,
     refusalsKeepTrust,
@@ -172,7 +174,8 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     handlerKeepsOrder: true,
     log: log.child({ component: 'protocol' }),
   });
-  return { log, memory, replica, watch, writeAhead, machine, network, http, server, logRecords: persisted.length > 0 };
+  const replicaOwner = { mode, stateDir, logRecords: persisted.length > 0, rejoin };
+  return { log, memory, replica, watch, writeAhead, machine, network, http, server, replicaOwner };
 }
 
 /** connections_max, or what the open-files limit leaves for clients (../runtime/open-files.ts), said once. */

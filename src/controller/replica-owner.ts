@@ -21,6 +21,17 @@ import { replacePrivateTextFile } from '../runtime/private-files.ts';
 export const REPLICA_MODE_FILE = 'replica-mode';
 const NO_LOG_YET = 'this node has no log yet, so nothing in it came through this cluster';
 
+/** A node's facts that decide whether its mode takes the replica as its own (see replicaAtStart). */
+export interface ReplicaOwner {
+  mode: Mode;
+  /** data_dir/<node>: where the replica-mode file is. */
+  stateDir: string;
+  /** The write-ahead file held records at start. */
+  logRecords: boolean;
+  /** Started with --rejoin. */
+  rejoin: boolean;
+}
+
 /** What the file says: no file, the mode that last served, or something no controller wrote. */
 export type ReplicaMarker = { kind: 'none' } | { kind: 'mode'; mode: Mode } | { kind: 'unreadable'; text: string };
 

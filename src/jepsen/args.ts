@@ -19,7 +19,7 @@ import { BULK_DEPTH_MAX, JEPSEN_WORKLOADS } from './workload.ts';
 const CALLS_PER_KEY = 3;
 const KEYS_MIN = 3;
 
-export function defaultKeys(clients: number, pipeline: number): number {
+function defaultKeys(clients: number, pipeline: number): number {
   return Math.max(KEYS_MIN, Math.ceil((clients * pipeline) / CALLS_PER_KEY));
 }
 

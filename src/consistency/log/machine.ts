@@ -64,8 +64,6 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
 
   /** See ReplicatedLogOptions.incarnationFloor. */
   private readonly incarnationFloor: number;
-  /** It started with no record at all: new, or it lost its files (see Recovery.start). */
-  private readonly freshStart: boolean;
 
   constructor(options: ReplicatedLogOptions) {
     super(options);
@@ -114,8 +112,8 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     // With fsync every record is on disk; without, only if written in this boot; never after the
     // node lost its files. No record at all is not known complete either: a new node, or one that
     // lost its data_dir (it asks its peers first, and goes on at once if the cluster is new).
-    this.freshStart = options.persisted.length === 0;
-    const complete = !this.freshStart && !this.recordedRecovering && (this.bootId === null || this.recordedBootId === this.bootId);
+    const fresh = options.persisted.length === 0;
+    const complete = !fresh && !this.recordedRecovering && (this.bootId === null || this.recordedBootId === this.bootId);
     this.recordsComplete = complete && options.rejoin !== true;
     this.recovery = new Recovery(this, { follow: (term, leader) => this.roles.becomeFollower(term, leader) });
     this.roles = new Roles(this, {
@@ -138,7 +136,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       recovery: this.recovery,
       leases: this.leases,
     });
-    this.start();
+    this.start(fresh);
   }
 
   // ---------------------------------------------------------------- restart
@@ -150,12 +148,12 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
    * the next boot would take the same number again, so a peer would take its requests for the
    * lost incarnation's (a duplicate dropped, or another request's reply).
    */
-  private start(): void {
+  private start(fresh: boolean): void {
     this.incarnation = Math.max(this.incarnation + 1, this.incarnationFloor);
     this.persistWhole();
     this.repair.restart();
     this.election.resetTimer();
-    this.recovery.start(this.freshStart);
+    this.recovery.start(fresh);
   }
 
   // ---------------------------------------------------------------- step

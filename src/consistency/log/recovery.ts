@@ -171,11 +171,9 @@ export class Recovery {
   private decide(): void {
     const core = this.core;
     const replies = [...this.replies];
-    if (this.newCluster(replies.map(([, reply]) => reply), replies.length === core.peers.length)) {
-      return this.finish('no node holds a log yet: a new cluster');
-    }
-    const sound = replies.filter(([, reply]) => !reply.recovering);
     const everyPeer = replies.length === core.peers.length;
+    if (this.newCluster(replies.map(([, reply]) => reply), everyPeer)) return this.finish('no node holds a log yet: a new cluster');
+    const sound = replies.filter(([, reply]) => !reply.recovering);
     if (sound.length >= core.majority || (everyPeer && sound.length > 0)) {
       const term = Math.max(core.term, ...sound.map(([, reply]) => reply.term));
       const leaderEntry = sound.find(([, reply]) => reply.leads && reply.term === term);
