@@ -65,6 +65,15 @@ describe('which replica an ordered mode takes as its own', () => {
   });
 });
 
+/** Until `port` reads `expected` (key=value) for its key, for at most 5 s (eventual pushes every 25 ms). */
+async function untilHeld(port: number, expected: string): Promise<void> {
+  const key = expected.split('=')[0] ?? '';
+  const deadline = Date.now() + 5_000;
+  while ((await request(port, `get ${key}\r\n`, 'get')).values[0] !== expected && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
 describe('switching a cluster from eventual mode to linearizability over kept memcached servers', () => {
   let cluster: Cluster | null = null;
   afterEach(async () => {
@@ -82,17 +91,19 @@ describe('switching a cluster from eventual mode to linearizability over kept me
     expect((await requestServed(first.clientPort, 'set logged 0 0 3\r\nlin\r\n', 'set')).lines).toEqual(['STORED']);
     for (const id of ids) await running.kill(id);
 
-    // An eventual run over the same data_dir and memcached servers: a write only n1 took.
+    // An eventual run over the same data_dir and memcached servers: a write every node took, then
+    // one only n1 took.
     for (const id of ids) await running.startController(id, [], 'eventual');
+    expect((await request(first.clientPort, 'set base 0 0 2\r\nv0\r\n', 'set')).lines).toEqual(['STORED']);
+    for (const node of running.nodes) await untilHeld(node.clientPort, 'base=v0');
     for (const id of ids.slice(1)) await running.kill(id);
     expect((await request(first.clientPort, 'set base 0 0 5\r\nalone\r\n', 'set')).lines).toEqual(['STORED']);
     await running.kill(first.id);
 
-    // Linearizability again: n1's memcached holds what no log made, and so do the others (the key
-    // written through the log, which eventual mode served since): each refuses to start.
+    // Linearizability again: every node's memcached holds what no log made: each refuses to start.
     for (const id of ids) {
       const from = running.logBytes(id);
-      await expect(running.startController(id, [], 'linearizability')).rejects.toThrow(/exited before answering/);
+      await expect(running.startController(id, [], 'linearizability'), id).rejects.toThrow(/exited before answering/);
       const said = (await running.logSince(id, from, 'holds', 5_000)) ?? '';
       expect(said).toContain('eventual mode served it last');
       expect(said).toContain('flush_all');
