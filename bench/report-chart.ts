@@ -14,6 +14,7 @@ const COLORS: Record<TargetName, string> = {
   memcached: '#7f7f7f',
   twemproxy: '#bcbd22',
   'node-pipe': '#17becf',
+  'ordered-pipe': '#8c564b',
   etcd: '#ff7f0e',
   linearizability: '#d62728',
   sequential: '#1f77b4',

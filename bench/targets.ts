@@ -30,7 +30,7 @@ import { findBinary, labelled, spawnLogged, stopChild, type TargetProcess } from
 export type { TargetProcess } from './processes.ts';
 
 /** Every target, in the order a round visits them. */
-export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'etcd', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
+export const TARGET_NAMES = ['memcached', 'twemproxy', 'node-pipe', 'ordered-pipe', 'etcd', 'linearizability', 'sequential', 'causal', 'eventual'] as const;
 export type TargetName = (typeof TARGET_NAMES)[number];
 
 /** A started target: where to send load and whose CPU to count. */
@@ -88,6 +88,8 @@ export function targetLabel(name: TargetName): string {
       return 'twemproxy';
     case 'node-pipe':
       return 'Node byte pipe ×3';
+    case 'ordered-pipe':
+      return 'Node ordered pipe ×3';
     case 'etcd':
       return 'etcd ×3';
     case 'linearizability':
@@ -217,6 +219,36 @@ async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
   };
 }
 
+/**
+ * Three Node processes passing sets through a leader (./ordered-pipe.ts), each in front of its own
+ * memcached: the floor of sequential mode's write path, messages and file writes without the logic.
+ */
+async function startOrderedPipes(options: TargetOptions): Promise<RunningTarget> {
+  const children: Array<[string, ChildProcess]> = [];
+  const ports: number[] = [];
+  const stopAll = async (): Promise<void> => {
+    await Promise.all(children.map(([, child]) => stopChild(child)));
+  };
+  try {
+    const leaderPeerPort = await freePort();
+    for (let i = 0; i < 3; i++) {
+      const memcached = await startMemcachedProcess(path.join(options.dir, `memcached-ordered${i + 1}.log`));
+      children.push([`memcached ${i + 1}`, memcached.child]);
+      const listenPort = await freePort();
+      const script = path.join(repoRoot, 'bench', 'ordered-pipe.ts');
+      const args = [String(i), String(listenPort), String(memcached.port), String(leaderPeerPort), path.join(options.dir, `ordered-pipe${i + 1}.file`)];
+      const pipe = spawnLogged(process.execPath, ['--import', 'tsx', script, ...args], path.join(options.dir, `ordered-pipe${i + 1}.out`));
+      children.push([i === 0 ? 'pipe 1 (leader)' : `pipe ${i + 1}`, pipe]);
+      await awaitReady(pipe, listenPort, 'the ordered pipe');
+      ports.push(listenPort);
+    }
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+  return { name: 'ordered-pipe', ports, processes: () => labelled(children), stop: stopAll };
+}
+
 async function startCluster(mode: Mode, options: TargetOptions): Promise<RunningTarget> {
   const cluster = await Cluster.start({
     mode,
@@ -275,6 +307,9 @@ export async function startTarget(name: TargetName, options: TargetOptions): Pro
       }
       case 'node-pipe':
         return { kind: 'started', target: await startNodePipes(options) };
+      case 'ordered-pipe':
+        if (options.protocol === 'binary') return { kind: 'skipped', reason: 'the ordered pipe speaks only the text protocol' };
+        return { kind: 'started', target: await startOrderedPipes(options) };
       case 'etcd': {
         const binary = findEtcd();
         if (binary === null) return { kind: 'skipped', reason: ETCD_INSTALL_HINT };

@@ -18,6 +18,7 @@ import { formatLatencyByKind, formatProcessCpu, formatTable, judgeGoals, median,
 import { contextSwitchesOf, cpuMsEach, cpuMsOf, findNutcracker, parseStatTicks, startMemcachedProcess, statFields, startTarget, type RunningTarget, type TargetStart } from '../bench/targets.ts';
 import { eventually } from './support/fault-kit.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
+import { lastLine, requestOnce } from './support/text-request.ts';
 
 const logDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-bench-test-'));
 afterAll(() => rmSync(logDir, { recursive: true, force: true }));
@@ -453,6 +454,22 @@ describe('Node byte pipe target', () => {
       // No get misses (checked there): every key was preloaded into each of the three stores.
       expectRealMeasurement(await runLoad(options), options);
     });
+  });
+});
+
+describe('Node ordered pipe target', () => {
+  it('orders sets through a leader: one taken at any of the three is read back at all three', async () => {
+    const started = await startTarget('ordered-pipe', { dir: logDir, protocol: 'text', heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
+    await whileStarted(started, async (target) => {
+      expect(target.processes().map(({ label }) => label)).toEqual(['memcached 1', 'pipe 1 (leader)', 'memcached 2', 'pipe 2', 'memcached 3', 'pipe 3']);
+      for (const [n, port] of target.ports.entries()) expect(await lastLine(port, `set k${n} 0 0 2\r\nv${n}\r\n`, 'set')).toBe('STORED');
+      for (const port of target.ports) expect((await requestOnce(port, 'get k0 k1 k2\r\n', 'get')).values).toEqual(['k0=v0', 'k1=v1', 'k2=v2']);
+      const options: LoadOptions = { ports: target.ports, protocol: 'text', connections: 3, pipelineDepth: 2, getFraction: 0.9, keyCount: 300, valueBytes: 100, durationMs: 300, warmupMs: 50, preload: true, seed: 7 };
+      expectRealMeasurement(await runLoad(options), options);
+    });
+    // The binary protocol is declined rather than garbled.
+    const binary = await startTarget('ordered-pipe', { dir: logDir, protocol: 'binary', heartbeatIntervalMs: 100, failureTimeoutMs: 1000 });
+    expect(binary).toMatchObject({ kind: 'skipped' });
   });
 });
 
