@@ -16,7 +16,8 @@
  */
 
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { isOrderedMode, type Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
@@ -226,8 +227,11 @@ async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
 async function startOrderedPipes(options: TargetOptions): Promise<RunningTarget> {
   const children: Array<[string, ChildProcess]> = [];
   const ports: number[] = [];
+  // Their files grow by every set (about 100 MB a process in a full run): kept only while they run.
+  const fileDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-ordered-pipe-'));
   const stopAll = async (): Promise<void> => {
     await Promise.all(children.map(([, child]) => stopChild(child)));
+    rmSync(fileDir, { recursive: true, force: true });
   };
   try {
     const leaderPeerPort = await freePort();
@@ -236,7 +240,7 @@ async function startOrderedPipes(options: TargetOptions): Promise<RunningTarget>
       children.push([`memcached ${i + 1}`, memcached.child]);
       const listenPort = await freePort();
       const script = path.join(repoRoot, 'bench', 'ordered-pipe.ts');
-      const args = [String(i), String(listenPort), String(memcached.port), String(leaderPeerPort), path.join(options.dir, `ordered-pipe${i + 1}.file`)];
+      const args = [String(i), String(listenPort), String(memcached.port), String(leaderPeerPort), path.join(fileDir, `ordered-pipe${i + 1}.file`)];
       const pipe = spawnLogged(process.execPath, ['--import', 'tsx', script, ...args], path.join(options.dir, `ordered-pipe${i + 1}.out`));
       children.push([i === 0 ? 'pipe 1 (leader)' : `pipe ${i + 1}`, pipe]);
       await awaitReady(pipe, listenPort, 'the ordered pipe');
