@@ -13,7 +13,7 @@
  * write, one append a turn to each follower: what is left out (terms, elections, checks, limits,
  * recovery, metrics) is everything that makes it a store. Text protocol, `get` and `set` only.
  *
- * Usage: node --import tsx bench/ordered-pipe.ts INDEX LISTEN_PORT MEMCACHED_PORT LEADER_PEER_PORT FILE
+ * Usage: node --import tsx bench/ordered-pipe.ts LISTEN_PORT MEMCACHED_PORT INDEX LEADER_PEER_PORT FILE
  * (INDEX 0 is the leader and listens on LEADER_PEER_PORT; 127.0.0.1 only). It prints "listening"
  * once it accepts clients (a follower, once it reached the leader) and runs until it is signalled.
  */
@@ -30,12 +30,12 @@ const HELLO = 4;
 function argNumber(at: number): number {
   const n = Number(process.argv[at]);
   if (!Number.isInteger(n) || n < 0 || n > 65535 || process.argv[6] === undefined) {
-    console.error('usage: ordered-pipe.ts INDEX LISTEN_PORT MEMCACHED_PORT LEADER_PEER_PORT FILE');
+    console.error('usage: ordered-pipe.ts LISTEN_PORT MEMCACHED_PORT INDEX LEADER_PEER_PORT FILE');
     process.exit(2);
   }
   return n;
 }
-const [index, listenPort, memcachedPort, leaderPeerPort] = [argNumber(2), argNumber(3), argNumber(4), argNumber(5)];
+const [listenPort, memcachedPort, index, leaderPeerPort] = [argNumber(2), argNumber(3), argNumber(4), argNumber(5)];
 const file = process.argv[6]!;
 const leading = index === 0;
 scheduleAsBatch();

@@ -189,35 +189,47 @@ async function startTwemproxy(options: TargetOptions, binary: string): Promise<R
   };
 }
 
-/** Three byte-relaying Node processes (./byte-pipe.ts), each in front of its own memcached. */
-async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
+/** One of three yardstick Node processes: its name in logs and tables, and its arguments after the listen port and its memcached's. */
+interface PipeSpec {
+  script: string;
+  what: string;
+  label: (n: number) => string;
+  args: (n: number) => string[];
+}
+
+/**
+ * Three Node processes from bench/ (the byte or ordered pipes), each in front of a memcached of
+ * its own, started one after another (`n` = 1, 2, 3), each once it answers `version`.
+ */
+async function startPipes(name: 'node-pipe' | 'ordered-pipe', spec: PipeSpec, options: TargetOptions, cleanUp = (): void => {}): Promise<RunningTarget> {
   const children: Array<[string, ChildProcess]> = [];
   const ports: number[] = [];
   const stopAll = async (): Promise<void> => {
     await Promise.all(children.map(([, child]) => stopChild(child)));
+    cleanUp();
   };
   try {
-    for (let i = 1; i <= 3; i++) {
-      const memcached = await startMemcachedProcess(path.join(options.dir, `memcached-pipe${i}.log`));
-      children.push([`memcached ${i}`, memcached.child]);
+    for (let n = 1; n <= 3; n++) {
+      const memcached = await startMemcachedProcess(path.join(options.dir, `memcached-${name}${n}.log`));
+      children.push([`memcached ${n}`, memcached.child]);
       const listenPort = await freePort();
-      const script = path.join(repoRoot, 'bench', 'byte-pipe.ts');
-      const pipe = spawnLogged(process.execPath, ['--import', 'tsx', script, String(listenPort), String(memcached.port)], path.join(options.dir, `pipe${i}.out`));
-      children.push([`pipe ${i}`, pipe]);
-      await awaitReady(pipe, listenPort, 'the byte pipe');
+      const args = ['--import', 'tsx', path.join(repoRoot, 'bench', spec.script), String(listenPort), String(memcached.port), ...spec.args(n)];
+      const pipe = spawnLogged(process.execPath, args, path.join(options.dir, `${name}${n}.out`));
+      children.push([spec.label(n), pipe]);
+      await awaitReady(pipe, listenPort, spec.what);
       ports.push(listenPort);
     }
   } catch (error) {
     await stopAll();
     throw error;
   }
-  return {
-    name: 'node-pipe',
-    ports,
-    separateStores: true,
-    processes: () => labelled(children),
-    stop: stopAll,
-  };
+  return { name, ports, processes: () => labelled(children), stop: stopAll };
+}
+
+/** Three byte-relaying Node processes (./byte-pipe.ts), each in front of its own memcached. */
+async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
+  const spec = { script: 'byte-pipe.ts', what: 'the byte pipe', label: (n: number) => `pipe ${n}`, args: () => [] };
+  return { ...(await startPipes('node-pipe', spec, options)), separateStores: true };
 }
 
 /**
@@ -225,32 +237,16 @@ async function startNodePipes(options: TargetOptions): Promise<RunningTarget> {
  * memcached: the floor of sequential mode's write path, messages and file writes without the logic.
  */
 async function startOrderedPipes(options: TargetOptions): Promise<RunningTarget> {
-  const children: Array<[string, ChildProcess]> = [];
-  const ports: number[] = [];
+  const leaderPeerPort = await freePort();
   // Their files grow by every set (about 100 MB a process in a full run): kept only while they run.
   const fileDir = mkdtempSync(path.join(os.tmpdir(), 'mckv-ordered-pipe-'));
-  const stopAll = async (): Promise<void> => {
-    await Promise.all(children.map(([, child]) => stopChild(child)));
-    rmSync(fileDir, { recursive: true, force: true });
+  const spec: PipeSpec = {
+    script: 'ordered-pipe.ts',
+    what: 'the ordered pipe',
+    label: (n) => (n === 1 ? 'pipe 1 (leader)' : `pipe ${n}`),
+    args: (n) => [String(n - 1), String(leaderPeerPort), path.join(fileDir, `ordered-pipe${n}.file`)],
   };
-  try {
-    const leaderPeerPort = await freePort();
-    for (let i = 0; i < 3; i++) {
-      const memcached = await startMemcachedProcess(path.join(options.dir, `memcached-ordered${i + 1}.log`));
-      children.push([`memcached ${i + 1}`, memcached.child]);
-      const listenPort = await freePort();
-      const script = path.join(repoRoot, 'bench', 'ordered-pipe.ts');
-      const args = [String(i), String(listenPort), String(memcached.port), String(leaderPeerPort), path.join(fileDir, `ordered-pipe${i + 1}.file`)];
-      const pipe = spawnLogged(process.execPath, ['--import', 'tsx', script, ...args], path.join(options.dir, `ordered-pipe${i + 1}.out`));
-      children.push([i === 0 ? 'pipe 1 (leader)' : `pipe ${i + 1}`, pipe]);
-      await awaitReady(pipe, listenPort, 'the ordered pipe');
-      ports.push(listenPort);
-    }
-  } catch (error) {
-    await stopAll();
-    throw error;
-  }
-  return { name: 'ordered-pipe', ports, processes: () => labelled(children), stop: stopAll };
+  return startPipes('ordered-pipe', spec, options, () => rmSync(fileDir, { recursive: true, force: true }));
 }
 
 async function startCluster(mode: Mode, options: TargetOptions): Promise<RunningTarget> {
