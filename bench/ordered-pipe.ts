@@ -4,14 +4,15 @@
  * three of them as a yardstick beside the byte pipes.
  *
  * Process 0 leads. A set taken by a follower is forwarded to the leader; the leader numbers it,
- * writes it to its file (one write() a turn, no fsync: `wal_sync = write`), sends it to both
- * followers (one socket write a turn each) and stores it in its memcached; a follower writes what
- * it is sent to its file, stores it, acknowledges it, and answers its own client's set on receipt.
- * The leader answers its own clients' sets once a follower has acknowledged them. Every store is a
- * `noreply` set, sent once a turn; gets are answered from each process's copy of what it stored,
- * as mckv's value cache does. This is the message pattern of a sequential write with wal_sync =
- * write, one append a turn to each follower: what is left out (terms, elections, checks, limits,
- * recovery, metrics) is everything that makes it a store. Text protocol, `get` and `set` only.
+ * writes it to its file (one write() a turn, no fsync: `wal_sync = write`), sends it at once to the
+ * follower that must have it (its origin; for the leader's own clients' sets, follower 1) and within
+ * 2 ms or 64 entries to the other, and stores it in its memcached. A follower writes what it is sent
+ * to its file and stores it; it answers its own client's set on receipt (once the turn's file write
+ * is done), and acknowledges only the leader's own clients' sets, which the leader answers on that.
+ * Every store is a `noreply` set, sent once a turn; gets are answered from each process's copy of
+ * what it stored, as mckv's value cache does. This is the message pattern of a sequential write
+ * with wal_sync = write: what is left out (terms, elections, checks, limits, recovery, metrics) is
+ * everything that makes it a store. Text protocol, `get` and `set` only.
  *
  * Usage: node --import tsx bench/ordered-pipe.ts LISTEN_PORT MEMCACHED_PORT INDEX LEADER_PEER_PORT FILE
  * (INDEX 0 is the leader and listens on LEADER_PEER_PORT; 127.0.0.1 only). It prints "listening"
@@ -162,6 +163,7 @@ const lazy = new Map<net.Socket, Buffer[]>();
 let lazyTimer: NodeJS.Timeout | null = null;
 
 function sendLazy(): void {
+  if (lazyTimer !== null) clearTimeout(lazyTimer);
   lazyTimer = null;
   for (const [socket, frames] of lazy) if (frames.length > 0) sendPeer(socket, Buffer.concat(frames.splice(0)));
 }
