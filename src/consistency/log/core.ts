@@ -20,21 +20,11 @@ import { ProposalMap } from './proposal-map.ts';
 import type { ReadLeaseOptions } from './lease.ts';
 import type { LogMessageLimits } from './validate.ts';
 import { OP_LIMITS_DEFAULT } from '../../store/op-rules.ts';
-import { LOG_DEFAULTS, type LogEntry, type LogMessage, type LogMode, type LogRecord, type LogRole, type LogTuning } from './types.ts';
+import { LOG_DEFAULTS, type HardState, type LogEntry, type LogMessage, type LogMode, type LogRecord, type LogRole, type LogTuning } from './types.ts';
 import type { MachineOptions } from '../types.ts';
 
 /** Most chunks of one transfer: 2^24 chunks of at least one key each. */
 const TRANSFER_CHUNKS_MAX = 2 ** 24;
-
-/** The hard state as persisted (see LogRecord's `hard`). */
-interface HardState {
-  term: number;
-  votedFor: PeerId | null;
-  incarnation: number;
-  leaderReplicaEpoch: number;
-  bootId?: string;
-  recovering?: boolean;
-}
 
 /** The options the core reads (a subset of ReplicatedLogOptions). */
 export type LogCoreOptions = MachineOptions & {

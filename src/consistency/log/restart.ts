@@ -10,7 +10,7 @@ import assert from 'node:assert';
 import type { LogCore } from './core.ts';
 import type { EntryLog } from './entry-log.ts';
 import { restoredRecord } from './restore.ts';
-import type { LogEntry } from './types.ts';
+import type { HardState, LogEntry } from './types.ts';
 
 /**
  * Rebuilds the durable state from the records, skipping what it cannot use (see
@@ -32,12 +32,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
     const record = restored.record;
     switch (record.kind) {
       case 'hard':
-        core.term = record.term;
-        core.votedFor = record.votedFor;
-        core.incarnation = record.incarnation;
-        core.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
-        core.recordedBootId = record.bootId ?? null;
-        core.recordedRecovering = record.recovering === true;
+        restoreHardState(core, record);
         break;
       case 'entries':
         for (const entry of record.entries) {
@@ -56,12 +51,7 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
         core.replicaTrusted = record.replicaTrusted === true;
         core.replicaEmptiedPersisted = record.replicaEmptied === true;
         core.replicaStartOverIndex = Math.min(record.replicaStartOverIndex ?? 0, record.snapshotIndex);
-        core.term = record.term;
-        core.votedFor = record.votedFor;
-        core.incarnation = record.incarnation;
-        core.leaderReplicaEpoch = record.leaderReplicaEpoch ?? 0;
-        core.recordedBootId = record.bootId ?? null;
-        core.recordedRecovering = record.recovering === true;
+        restoreHardState(core, record);
         core.log.resetTo(record.snapshotIndex, record.snapshotTerm);
         for (const entry of record.entries) {
           if (!restoreEntry(core.log, entry)) skipped += 1;
@@ -79,6 +69,16 @@ export function restoreDurableState(core: LogCore, records: readonly unknown[]):
   for (const entry of core.log.entries) core.rememberProposal(entry);
   core.commitIndex = core.log.snapshotIndex;
   core.appliedIndex = core.log.snapshotIndex;
+}
+
+/** The hard state a `hard` or `snapshot` record carries (absent optional fields: their defaults). */
+function restoreHardState(core: LogCore, hard: HardState): void {
+  core.term = hard.term;
+  core.votedFor = hard.votedFor;
+  core.incarnation = hard.incarnation;
+  core.leaderReplicaEpoch = hard.leaderReplicaEpoch ?? 0;
+  core.recordedBootId = hard.bootId ?? null;
+  core.recordedRecovering = hard.recovering === true;
 }
 
 /** Puts a persisted entry in the log where it continues it (maybe cutting a suffix); false: skipped. */

@@ -67,6 +67,11 @@ function restoredEntries(value: unknown, limits: RecordLimits): { entries: LogEn
 const isVotedFor = (value: unknown, limits: RecordLimits): boolean =>
   value === null || (typeof value === 'string' && limits.nodes.has(value));
 
+/** The hard state's fields, which a `hard` and a `snapshot` record both carry. */
+const isHardState = (raw: Fields, limits: RecordLimits): boolean =>
+  isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch)
+  && isOptionalBootId(raw.bootId) && isOptionalBoolean(raw.recovering);
+
 /**
  * The record as this machine may use it (entries with unreadable ops made no-ops, counted in
  * `opsDropped`), or the reason it cannot use it at all.
@@ -75,11 +80,7 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
   if (!isObject(raw)) return { problem: 'record not an object' };
   switch (raw.kind) {
     case 'hard':
-      if (!isTerm(raw.term) || !isVotedFor(raw.votedFor, limits) || !isCount(raw.incarnation) || !isOptionalCount(raw.leaderReplicaEpoch)
-        || !isOptionalBootId(raw.bootId) || !isOptionalBoolean(raw.recovering)) {
-        return { problem: 'hard: bad fields' };
-      }
-      return { record: raw as unknown as LogRecord, opsDropped: 0 };
+      return isHardState(raw, limits) ? { record: raw as unknown as LogRecord, opsDropped: 0 } : { problem: 'hard: bad fields' };
     case 'entries': {
       const restored = restoredEntries(raw.entries, limits);
       if (restored === null) return { problem: 'entries: bad entry' };
@@ -94,9 +95,7 @@ export function restoredRecord(raw: unknown, limits: RecordLimits): { record: Lo
         ? { record: raw as unknown as LogRecord, opsDropped: 0 }
         : { problem: 'replica: bad fields' };
     case 'snapshot': {
-      const hardValid =
-        isTerm(raw.term) && isVotedFor(raw.votedFor, limits) && isCount(raw.incarnation) && isOptionalCount(raw.leaderReplicaEpoch)
-        && isOptionalBootId(raw.bootId) && isOptionalBoolean(raw.recovering);
+      const hardValid = isHardState(raw, limits);
       const snapshotValid = isCount(raw.snapshotIndex) && isTerm(raw.snapshotTerm)
         && isOptionalBoolean(raw.replicaTrusted) && isOptionalBoolean(raw.replicaEmptied) && isOptionalCount(raw.replicaStartOverIndex);
       if (!hardValid || !snapshotValid) return { problem: 'snapshot: bad fields' };

@@ -196,24 +196,28 @@ export type LogMessage =
 
 export type LogMessageKind = LogMessage['kind'];
 
+/** A node's hard state, as a `hard` record and every `snapshot` record carry it. */
+export interface HardState {
+  term: number;
+  votedFor: PeerId | null;
+  incarnation: number;
+  /** The greatest replica epoch seen from this term's leader (absent: 0). */
+  leaderReplicaEpoch?: number;
+  /** The boot in which the file held every record this node wrote (absent: not known; see ./recovery.ts). */
+  bootId?: string;
+  /** Written before this node's recovery ended: its records are not complete even if fsynced. */
+  recovering?: boolean;
+}
+
 /** What a node writes to its write-ahead file; handed back in order on restart. */
 export type LogRecord =
-  /** `leaderReplicaEpoch`: the greatest replica epoch seen from this term's leader (absent: 0). */
-  /** `bootId`: the boot in which the file held every record this node wrote (absent: not known; see ./recovery.ts). */
-  /** `recovering`: written before this node's recovery ended; its records are not complete even if fsynced. */
-  | { kind: 'hard'; term: number; votedFor: PeerId | null; incarnation: number; leaderReplicaEpoch?: number; bootId?: string; recovering?: boolean }
+  | ({ kind: 'hard' } & HardState)
   | { kind: 'entries'; entries: LogEntry[] }
   /** Entries from `fromIndex` on were removed (a conflicting suffix). */
   | { kind: 'truncate'; fromIndex: number }
   /** A compacted file: the whole hard state and the log after `snapshotIndex`. */
-  | {
+  | (HardState & {
       kind: 'snapshot';
-      term: number;
-      votedFor: PeerId | null;
-      incarnation: number;
-      leaderReplicaEpoch?: number;
-      bootId?: string;
-      recovering?: boolean;
       snapshotIndex: number;
       snapshotTerm: number;
       entries: LogEntry[];
@@ -226,7 +230,7 @@ export type LogRecord =
       replicaEmptied?: boolean;
       /** The replica descends from a start-over at this index (absent: 0, none). */
       replicaStartOverIndex?: number;
-    }
+    })
   /**
    * Whether the replica may be replayed onto after a restart (false while it is rebuilt), and
    * whether its backend restarted empty meanwhile (absent in older files: no), which a restart
