@@ -45,7 +45,7 @@ scheduleAsBatch();
 interface Slot { reply: Buffer | null }
 interface Client { socket: net.Socket; slots: Slot[] }
 
-const values = new Map<string, Buffer>(); // key → the whole "VALUE …\r\n<data>\r\nEND\r\n" reply
+const values = new Map<string, Buffer>(); // key → its part of a get's reply, "VALUE …\r\n<data>\r\n"
 const waiting = new Map<number, { client: Client; slot: Slot }>();
 let nextRequest = 1;
 
@@ -124,12 +124,13 @@ function store(entry: Buffer): void {
   const key = entry.toString('latin1', 2, 2 + keyBytes);
   const value = entry.subarray(2 + keyBytes);
   storeBatch.push(Buffer.from(`set ${key} 0 0 ${value.length} noreply\r\n`, 'latin1'), value, CRLF);
-  values.set(key, Buffer.concat([Buffer.from(`VALUE ${key} 0 ${value.length}\r\n`, 'latin1'), value, CRLF, END]));
+  values.set(key, Buffer.concat([Buffer.from(`VALUE ${key} 0 ${value.length}\r\n`, 'latin1'), value, CRLF]));
   endOfTurn();
 }
 
 const CRLF = Buffer.from('\r\n');
 const END = Buffer.from('END\r\n');
+const NOTHING = Buffer.alloc(0);
 const STORED = Buffer.from('STORED\r\n');
 
 /** Fills `slot`; the client's replies leave in order, at once (`now`) or once the turn's file write is done. */
@@ -246,7 +247,7 @@ function onLine(client: Client, line: string): void {
   const slot: Slot = { reply: null };
   client.slots.push(slot);
   if (line.startsWith('get ')) {
-    const replies = line.slice(4).split(' ').filter((key) => key !== '').map((key) => values.get(key)?.subarray(0, -END.length) ?? Buffer.alloc(0));
+    const replies = line.slice(4).split(' ').filter((key) => key !== '').map((key) => values.get(key) ?? NOTHING);
     answer(client, slot, Buffer.concat([...replies, END]), client.slots.length === 1);
   } else if (line === 'version') answer(client, slot, Buffer.from('VERSION ordered-pipe\r\n'), true);
   else answer(client, slot, Buffer.from('ERROR\r\n'), true);
