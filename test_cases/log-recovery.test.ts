@@ -30,6 +30,17 @@ function node(options: Partial<ReplicatedLogOptions> = {}): { machine: Replicate
 const sends = (effects: Effect<LogMessage>[]): Array<{ to: PeerId; message: LogMessage }> =>
   effects.flatMap((effect) => (effect.kind === 'send' ? [{ to: effect.to, message: effect.message }] : []));
 
+/** The nonce of the recover message among `effects`. */
+function recoverNonce(effects: Effect<LogMessage>[]): number {
+  const ask = sends(effects).find((send) => send.message.kind === 'recover')?.message;
+  if (ask?.kind !== 'recover') throw new Error('no recover sent');
+  return ask.nonce;
+}
+
+/** A peer's answer that it holds nothing: no term, no entry. */
+const holdsNothing = (nonce: number, recovering = true): LogMessage =>
+  ({ kind: 'recover_reply', term: 0, nonce, recovering, leads: false, lastIndex: 0, lastTerm: 0 });
+
 function deliver(machine: ReplicatedLog, from: PeerId, message: LogMessage, nowMs = 1_010): Effect<LogMessage>[] {
   return machine.step({ kind: 'message', nowMs, from, message });
 }
@@ -168,9 +179,7 @@ describe('a node whose records may be incomplete', () => {
 
   it('with no records, goes on at once when every peer holds nothing either (a new cluster)', () => {
     const { machine, first } = node({ persisted: [] });
-    const nonce = sends(first).find((send) => send.message.kind === 'recover')?.message;
-    if (nonce?.kind !== 'recover') throw new Error('no recover sent');
-    const empty = { kind: 'recover_reply', term: 0, nonce: nonce.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 } as const;
+    const empty = holdsNothing(recoverNonce(first));
     deliver(machine, N2, empty);
     expect(machine.status().role).toBe('recovering');
     deliver(machine, N3, empty);
@@ -180,9 +189,7 @@ describe('a node whose records may be incomplete', () => {
 
   it('with no records and a peer down, goes on once a majority has held nothing for two failure timeouts', () => {
     const { machine, first } = node({ persisted: [], failureTimeoutMs: 300 });
-    const ask = sends(first).find((send) => send.message.kind === 'recover')?.message;
-    if (ask?.kind !== 'recover') throw new Error('no recover sent');
-    deliver(machine, N2, { kind: 'recover_reply', term: 0, nonce: ask.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 }, 1_010);
+    deliver(machine, N2, holdsNothing(recoverNonce(first)), 1_010);
     expect(machine.status().role).toBe('recovering');
     // It asks again at its ticks; N2 answers the same, N3 never does.
     let nowMs = 1_010;
@@ -190,7 +197,7 @@ describe('a node whose records may be incomplete', () => {
       nowMs += 50;
       for (const send of sends(machine.step({ kind: 'tick', nowMs, peersUp: [N2] }))) {
         if (send.message.kind === 'recover' && send.to === N2) {
-          deliver(machine, N2, { kind: 'recover_reply', term: 0, nonce: send.message.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 }, nowMs);
+          deliver(machine, N2, holdsNothing(send.message.nonce), nowMs);
         }
       }
     }
@@ -207,9 +214,7 @@ describe('a node whose records may be incomplete', () => {
       // It crashes here, before any peer answered: with what it wrote, it asks again.
       expect(node({ persisted: kept, bootId }).machine.status().role).toBe('recovering');
       // Recovered (a new cluster), what it writes from then on is complete.
-      const ask = sends(first.first).find((send) => send.message.kind === 'recover')?.message;
-      if (ask?.kind !== 'recover') throw new Error('no recover sent');
-      const empty = { kind: 'recover_reply', term: 0, nonce: ask.nonce, recovering: true, leads: false, lastIndex: 0, lastTerm: 0 } as const;
+      const empty = holdsNothing(recoverNonce(first.first));
       const done = [...deliver(first.machine, N2, empty), ...deliver(first.machine, N3, empty)];
       expect(first.machine.status().role).toBe('follower');
       expect(node({ persisted: [...kept, ...records(done)], bootId }).machine.status().role).toBe('follower');
@@ -218,12 +223,11 @@ describe('a node whose records may be incomplete', () => {
 
   it('with no records in a cluster that ran (it lost its files), copies the leader\'s log before it votes', () => {
     const { machine, first } = node({ persisted: [] });
-    const ask = sends(first).find((send) => send.message.kind === 'recover')?.message;
-    if (ask?.kind !== 'recover') throw new Error('no recover sent');
+    const nonce = recoverNonce(first);
     // An empty peer answers first: not enough, the other ran in term 4.
-    deliver(machine, N3, { kind: 'recover_reply', term: 0, nonce: ask.nonce, recovering: false, leads: false, lastIndex: 0, lastTerm: 0 });
+    deliver(machine, N3, holdsNothing(nonce, false));
     expect(machine.status().role).toBe('recovering');
-    deliver(machine, N2, { kind: 'recover_reply', term: 4, nonce: ask.nonce, recovering: false, leads: true, lastIndex: 7, lastTerm: 4 });
+    deliver(machine, N2, { kind: 'recover_reply', term: 4, nonce, recovering: false, leads: true, lastIndex: 7, lastTerm: 4 });
     expect(machine.inspect()).toMatchObject({ term: 4, leader: N2 });
     expect(machine.status().role).toBe('recovering');
     expect(sends(deliver(machine, N3, { kind: 'vote', term: 5, lastIndex: 9, lastTerm: 4 }))).toEqual([]);
