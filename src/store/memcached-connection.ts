@@ -33,7 +33,7 @@ const QUIET_RUN_MAX = 256;
  * How long frames that are all quiet wait for company before they are written, ms: nobody waits
  * for them, so the stores of a few applies share one socket write and one wake-up of memcached.
  */
-const QUIET_FLUSH_DELAY_MS = 4;
+const QUIET_FLUSH_DELAY_MS = 16;
 /** Largest reply body accepted (memcached's item size limit is far below). */
 const BODY_BYTES_MAX = 256 * 1024 * 1024;
 
