@@ -12,6 +12,7 @@ import { asRequestId, type Effect, type PeerId } from '../src/consistency/types.
 import type { LogMessage } from '../src/consistency/replicated-log.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { LOG_DEFAULTS } from '../src/consistency/log/types.ts';
+import { DEFERRED_APPEND_MS } from '../src/consistency/log/replication.ts';
 import { Cluster, compactedPastLaggingFollower, electedCluster, FAILURE_TIMEOUT_MS, followers, get, HEARTBEAT_MS, IDS, incr, set } from './support/log-cluster.ts';
 
 type WriteAtLeader = { requestId: number; atLeader: Effect<LogMessage>[] };
@@ -201,13 +202,13 @@ describe('replication and commit', () => {
     const [origin, other] = followers(cluster);
     const { requestId, atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
     const persisted = entriesRecordAt(atLeader);
-    // The write's origin gets it at once; the other follower, which need not have it yet, within 2 ms.
+    // The write's origin gets it at once; the other follower, which need not have it yet, within DEFERRED_APPEND_MS.
     expect(appendsIn(atLeader).map((append) => append.to)).toEqual([origin]);
     expect(appendsIn(atLeader).every((append) => atLeader.indexOf(append) > persisted)).toBe(true);
-    expect(atLeader).toContainEqual({ kind: 'wake', afterMs: 2 });
+    expect(atLeader).toContainEqual({ kind: 'wake', afterMs: DEFERRED_APPEND_MS });
     cluster.nowMs += 1;
     expect(appendsIn(cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs }))).toEqual([]);
-    cluster.nowMs += 1;
+    cluster.nowMs += DEFERRED_APPEND_MS - 1;
     const woken = cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs });
     expect(appendsIn(woken).map((append) => append.to)).toEqual([other]);
     for (const append of [...appendsIn(atLeader), ...appendsIn(woken)]) {
@@ -231,9 +232,9 @@ describe('replication and commit', () => {
       effects.filter((effect) => effect.kind === 'send' && effect.to === leader && effect.message.kind === 'append_reply');
     const appendTo = (effects: Effect<LogMessage>[], to: PeerId): LogMessage =>
       (effects.find((effect) => effect.kind === 'send' && effect.to === to && effect.message.kind === 'append') as Extract<Effect<LogMessage>, { kind: 'send' }>).message;
-    // A follower's write: both followers commit it on receipt (the other 2 ms later), and neither acks at once.
+    // A follower's write: both followers commit it on receipt (the other DEFERRED_APPEND_MS later), and neither acks at once.
     const { atLeader } = writeThroughLeader(cluster, origin, leader, set('a', 'x'));
-    cluster.nowMs += 2;
+    cluster.nowMs += DEFERRED_APPEND_MS;
     const sent = [...atLeader, ...cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs })];
     for (const to of [origin, other]) {
       const accepted = [...cluster.step(to, { kind: 'message', nowMs: cluster.nowMs, from: leader, message: appendTo(sent, to) }), ...cluster.step(to, { kind: 'flush', nowMs: cluster.nowMs })];

@@ -41,11 +41,15 @@ export interface ReplicationElection {
 
 /**
  * Sequential mode (see Replication.appendCanWait): the longest an entry waits for a follower that
- * need not have it yet, ms, and the most entries that wait so (a full batch leaves at once); the
- * longest a bare commit notice waits when followers share holds (see ./follower-holds.ts).
+ * need not have it yet, ms, and the most entries that wait so (a full batch leaves at once).
  */
-const DEFERRED_APPEND_MS = 2;
+export const DEFERRED_APPEND_MS = 8;
 const DEFERRED_APPEND_ENTRIES_MAX = 64;
+/**
+ * The longest a bare commit notice waits when followers share holds (see ./follower-holds.ts):
+ * shorter, because the leader's own clients' writes wait for it.
+ */
+const DEFERRED_NOTICE_MS = 2;
 
 export class Replication {
   /** The last this many entries of the log are not written yet (only while a flush sends before writing). */
@@ -122,7 +126,7 @@ export class Replication {
   private appendCanWait(peer: PeerId, acker: PeerId | null): boolean {
     const progress = this.progress.get(peer);
     assert(progress !== undefined);
-    return this.deferUntilDue(progress, this.unsentCanWait(progress.sentIndex, peer, acker));
+    return this.deferUntilDue(progress, this.unsentCanWait(progress.sentIndex, peer, acker), DEFERRED_APPEND_MS);
   }
 
   /**
@@ -132,13 +136,13 @@ export class Replication {
   private noticeCanWait(peer: PeerId, holds: FollowerHolds): boolean {
     const progress = this.progress.get(peer);
     assert(progress !== undefined);
-    return this.deferUntilDue(progress, holds.noticeMayWait(peer, progress));
+    return this.deferUntilDue(progress, holds.noticeMayWait(peer, progress), DEFERRED_NOTICE_MS);
   }
 
-  /** Whether a send to `progress`'s follower that `canWait` may wait more; if so, a wake-up is asked for when it is due. */
-  private deferUntilDue(progress: Progress, canWait: boolean): boolean {
+  /** Whether a send to `progress`'s follower that `canWait` may wait more (`waitMs` in all); if so, a wake-up is asked for when due. */
+  private deferUntilDue(progress: Progress, canWait: boolean, waitMs: number): boolean {
     const since = progress.deferredSinceMs ?? this.core.nowMs;
-    const dueMs = since + DEFERRED_APPEND_MS;
+    const dueMs = since + waitMs;
     if (this.core.nowMs >= dueMs || !canWait) {
       progress.deferredSinceMs = null;
       return false;
