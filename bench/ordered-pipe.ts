@@ -6,7 +6,7 @@
  * Process 0 leads. A set taken by a follower is forwarded to the leader; the leader numbers it,
  * writes it to its file (one write() a turn, no fsync: `wal_sync = write`), sends it at once to the
  * follower that must have it (its origin; for the leader's own clients' sets, follower 1) and within
- * 2 ms or 64 entries to the other, and stores it in its memcached. A follower writes what it is sent
+ * 8 ms or 64 entries to the other, and stores it in its memcached. A follower writes what it is sent
  * to its file and stores it; it answers its own client's set on receipt (once the turn's file write
  * is done), and acknowledges only the leader's own clients' sets, which the leader answers on that.
  * Every store is a `noreply` set, sent once a turn; gets are answered from each process's copy of
@@ -159,7 +159,7 @@ let acked = 0;
 const followers: net.Socket[] = []; // by index − 1
 let leader: net.Socket | null = null;
 
-/** Appends for the follower that need not have them yet: sent after 2 ms or 64 entries, as mckv's. */
+/** Appends for the follower that need not have them yet: sent after 8 ms or 64 entries, as mckv's. */
 const lazy = new Map<net.Socket, Buffer[]>();
 let lazyTimer: NodeJS.Timeout | null = null;
 
@@ -183,7 +183,7 @@ function leaderOrders(origin: number, request: number, entry: Buffer): number {
     lazy.set(follower, frames);
     frames.push(append);
     if (frames.length >= 64) sendLazy();
-    else lazyTimer ??= setTimeout(sendLazy, 2);
+    else lazyTimer ??= setTimeout(sendLazy, 8);
   }
   return seq;
 }
