@@ -14,6 +14,8 @@ import { asPeerId, asRequestId, type Effect, type PeerId } from '../src/consiste
 import { createReplicatedLog, type LogMessage, type ReplicatedLog, type ReplicatedLogOptions } from '../src/consistency/replicated-log.ts';
 import type { LogRecord } from '../src/consistency/log/types.ts';
 import type { Op } from '../src/store/types.ts';
+import { incarnationFloorAt } from '../src/runtime/incarnation.ts';
+import { electedCluster, followers, set } from './support/log-cluster.ts';
 import { mulberry32 } from './support/log-sim.ts';
 
 const [N1, N2, N3] = [asPeerId('n1'), asPeerId('n2'), asPeerId('n3')];
@@ -253,5 +255,31 @@ describe('a node whose records may be incomplete', () => {
     const two = restart(durable(one.records));
     expect(two.incarnation).toBe(3);
     expect(restart(durable(two.records)).incarnation).toBe(4);
+  });
+
+  it('a node that lost its files and started again within the same second: its new writes are not taken for its last run\'s', () => {
+    const cluster = electedCluster('linearizability');
+    const leader = cluster.leader();
+    const [origin] = followers(cluster);
+    const { term } = cluster.node(leader).machine.inspect();
+    // Each run numbers its forwards from 1; its number is the floor of its start (no records: none higher).
+    const forward = (incarnation: number, requestId: number, key: string): LogMessage =>
+      ({ kind: 'forward', term, incarnation, stream: 0, seq: requestId, requests: [{ requestId: asRequestId(requestId), op: set(key, 'v') }] });
+    const startMs = Date.UTC(2026, 10, 29, 2, 1, 5, 50);
+    const lost = incarnationFloorAt(startMs);
+    const again = incarnationFloorAt(startMs + 900);
+    const take = (message: LogMessage): void => {
+      cluster.step(leader, { kind: 'message', nowMs: cluster.nowMs, from: origin, message });
+      cluster.step(leader, { kind: 'flush', nowMs: cluster.nowMs });
+    };
+    const logged = (): number => cluster.node(leader).machine.inspect().lastIndex;
+    const before = logged();
+    for (const requestId of [1, 2, 3]) take(forward(lost, requestId, `old-${requestId}`));
+    expect(logged()).toBe(before + 3);
+    // Its data_dir lost, the node starts again 900 ms later and forwards its first write.
+    take(forward(again, 1, 'new'));
+    expect(logged()).toBe(before + 4);
+    const entry = cluster.node(leader).machine.inspect().entryAt(before + 4);
+    expect(entry).toMatchObject({ origin, incarnation: again, requestId: 1, op: { key: 'new' } });
   });
 });

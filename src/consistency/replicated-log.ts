@@ -47,9 +47,9 @@ export type ReplicatedLogOptions = MachineOptions & {
   rejoin?: boolean;
   /**
    * The least incarnation this run may take (default 0: one more than the last). The controller
-   * passes the wall clock's seconds at its start, so a node that lost its data_dir, whose count of
-   * runs starts again, never takes the number of a run its peers may still remember: they know its
-   * forwards and requests by it.
+   * passes the wall clock's milliseconds at its start (../runtime/incarnation.ts), so a node that
+   * lost its data_dir, whose count of runs starts again, never takes the number of a run its peers
+   * may still remember: they know its forwards and requests by it.
    */
   incarnationFloor?: number;
 } & Partial<LogTuning>;

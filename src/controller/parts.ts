@@ -10,6 +10,7 @@
 
 import path from 'node:path';
 import { machineBootId } from '../runtime/boot-id.ts';
+import { incarnationFloorAt } from '../runtime/incarnation.ts';
 import { clockMs } from '../runtime/clock.ts';
 import { versionNode } from '../consistency/hlc.ts';
 import { isOrderedMode, type Event, type Machine } from '../consistency/types.ts';
@@ -126,7 +127,7 @@ export function createParts(options: ControllerOptions, hooks: ControllerHooks):
     nowMs: clockMs(),
     valueBytesMax: config.valueBytesMax,
     keyHeld: (key) => replica.indexHas(key),
-  }, { readLeases: config.readLeases, bootId, rejoin, incarnationFloor: Math.floor(Date.now() / 1000) });
+  }, { readLeases: config.readLeases, bootId, rejoin, incarnationFloor: incarnationFloorAt(Date.now()) });
   const secret = readClusterSecret(config.secretFile);
   const tls = config.peerTlsCaFile === null || node.tls === null
     ? null
