@@ -463,7 +463,7 @@ describe('Node ordered pipe target', () => {
     await whileStarted(started, async (target) => {
       expect(target.processes().map(({ label }) => label)).toEqual(['memcached 1', 'pipe 1 (leader)', 'memcached 2', 'pipe 2', 'memcached 3', 'pipe 3']);
       for (const [n, port] of target.ports.entries()) expect(await lastLine(port, `set k${n} 0 0 2\r\nv${n}\r\n`, 'set')).toBe('STORED');
-      // The follower that did not take a set hears of it within 2 ms (the appends it need not have yet wait).
+      // The follower that did not take a set hears of it within 8 ms (the appends it need not have yet wait).
       for (const port of target.ports) {
         const { value: read } = await eventually(
           async () => (await requestOnce(port, 'get k0 k1 k2\r\n', 'get')).values,

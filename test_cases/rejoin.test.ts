@@ -10,7 +10,6 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Cluster } from '../src/jepsen/cluster.ts';
-import { lastLines } from '../src/jepsen/console-log.ts';
 import { findLeader } from './support/fault-kit.ts';
 import { requestUntilServed as request } from './support/text-request.ts';
 
@@ -59,7 +58,7 @@ describe('a node that lost its records recovers them from its peers', () => {
     for (const value of ['1', '2']) {
       const stored = await request(lost.clientPort, `set after 0 0 1\r\n${value}\r\n`, 'set');
       // Should its writes time out, what each node said:
-      if (stored.lines[0] !== 'STORED') for (const node of cluster.nodes) console.log(`${node.id}:\n${lastLines(cluster.logFile(node.id), 60)}`);
+      if (stored.lines[0] !== 'STORED') console.log(cluster.logTails(60));
       expect(stored.lines).toEqual(['STORED']);
     }
     for (const node of cluster.nodes) expect((await request(node.clientPort, 'get before after\r\n', 'get')).values).toEqual(['before=b', 'after=2']);

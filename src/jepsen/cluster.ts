@@ -79,7 +79,7 @@ export class Cluster {
       await Promise.all(nodes.map((node) => waitUntilServing(node.clientPort, 30_000)));
     } catch (error) {
       // Say why: the last lines each controller printed, and keep the folder for its logs.
-      const tails = nodes.map((node) => `--- ${node.id}:\n${consoleLog.lastLines(cluster.logFile(node.id), 8)}`).join('\n');
+      const tails = cluster.logTails(8);
       cluster.options.keepDir = true;
       await cluster.stop();
       throw new Error(`${(error as Error).message}\ncluster folder kept: ${dir}\n${tails}`, { cause: error });
@@ -99,6 +99,11 @@ export class Cluster {
 
   logFile(name: string): string {
     return path.join(this.dir, 'logs', `${name}.out`);
+  }
+
+  /** The last `count` lines each controller printed, under its id: what to show when a run went wrong. */
+  logTails(count: number): string {
+    return this.nodes.map((node) => `--- ${node.id}:\n${consoleLog.lastLines(this.logFile(node.id), count)}`).join('\n');
   }
 
   /**
