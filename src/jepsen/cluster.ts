@@ -347,11 +347,11 @@ export class Cluster {
   async stop(options: { keepLogsIn?: string } = {}): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    for (const node of this.nodes) {
-      this.resume(node.id);
-      await stopChild(node.controller, 'SIGTERM', 5000);
-      await stopChild(node.memcached, 'SIGTERM', 2000);
-    }
+    for (const node of this.nodes) this.resume(node.id);
+    // Every controller at once, each given time to stop cleanly; then memcached, whose data goes
+    // with the folder: a SIGTERM takes it up to a second (it checks for one once a second).
+    await Promise.all(this.nodes.map((node) => stopChild(node.controller, 'SIGTERM', 5000)));
+    await Promise.all(this.nodes.map((node) => stopChild(node.memcached, 'SIGKILL', 2000)));
     await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
     if (options.keepLogsIn !== undefined) cpSync(path.join(this.dir, 'logs'), options.keepLogsIn, { recursive: true });
     if (!this.options.keepDir) rmSync(this.dir, { recursive: true, force: true });
