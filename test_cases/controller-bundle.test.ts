@@ -6,7 +6,7 @@
  */
 
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,9 @@ describe('the controller bundle', () => {
     const first = buildControllerBundle(repoRoot);
     expect(path.relative(repoRoot, first)).toMatch(/^node_modules\/\.cache\/mckv\/controller-[0-9a-f]{16}\.mjs$/);
     expect(buildControllerBundle(repoRoot)).toBe(first);
+    // Its source map beside it, named in its last line: stack traces name the sources.
+    expect(existsSync(`${first}.map`)).toBe(true);
+    expect(readFileSync(first, 'utf8').trimEnd().split('\n').at(-1)).toBe(`//# sourceMappingURL=${path.basename(first)}.map`);
     const args = controllerEntryArgs(repoRoot);
     expect(args.slice(0, -1)).toEqual([...CONTROLLER_NODE_FLAGS, '--enable-source-maps']);
     const result = spawnSync(process.execPath, [...args, '--help'], { cwd: repoRoot, encoding: 'utf8', timeout: 30_000 });
