@@ -3,7 +3,8 @@
  * a log file, name its PID for the CPU report, and stop it.
  *
  * Invariants: a process is stopped only through the ChildProcess this benchmark spawned (its own
- * PID: SIGTERM, then SIGKILL after a grace period), and stopping waits until it has exited.
+ * PID: SIGTERM, then SIGKILL after a grace period; a memcached, SIGKILL at once), and stopping
+ * waits until it has exited.
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -23,7 +23,7 @@ import { isOrderedMode, type Mode } from '../src/consistency/types.ts';
 import type { CpuScheduling, WalSync } from '../src/config.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
 import { TextClient } from '../src/client/text-client.ts';
-import { Cluster, freePort, repoRoot, spawnMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
+import { Cluster, freePort, repoRoot, spawnMemcached, stopMemcached, waitForMemcachedProtocol } from '../src/jepsen/cluster.ts';
 import { ETCD_INSTALL_HINT, findEtcd, startEtcd } from './etcd-target.ts';
 import type { LoadApi, WireProtocol } from './loadgen.ts';
 import { findBinary, labelled, spawnLogged, stopChild, type TargetProcess } from './processes.ts';
@@ -160,7 +160,7 @@ async function startDirect(options: TargetOptions): Promise<RunningTarget> {
     name: 'memcached',
     ports: [memcached.port],
     processes: () => labelled([['memcached', memcached.child]]),
-    stop: () => stopChild(memcached.child),
+    stop: () => stopMemcached(memcached.child),
   };
 }
 
@@ -175,7 +175,7 @@ async function startTwemproxy(options: TargetOptions, binary: string): Promise<R
   try {
     await awaitReady(proxy, listenPort, 'nutcracker');
   } catch (error) {
-    await stopChild(memcached.child);
+    await stopMemcached(memcached.child);
     throw error;
   }
   return {
@@ -184,7 +184,7 @@ async function startTwemproxy(options: TargetOptions, binary: string): Promise<R
     processes: () => labelled([['nutcracker', proxy], ['memcached', memcached.child]]),
     stop: async () => {
       await stopChild(proxy);
-      await stopChild(memcached.child);
+      await stopMemcached(memcached.child);
     },
   };
 }

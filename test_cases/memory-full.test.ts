@@ -129,8 +129,9 @@ describe.each<Mode>(['sequential', 'eventual'])('%s: memcached full', (mode) => 
     const topUpMax = 64 - stored;
     let topUp = 0;
     while (topUp < topUpMax && (await lastLine(port, `set extra${topUp} 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')) === 'STORED') topUp += 1;
-    expect(topUp, `${stored} stored, then ${topUp} more`).toBeLessThan(topUpMax);
-    expect(stored + topUp, `${stored} stored, then ${topUp} more`).toBeLessThanOrEqual(60);
+    const counts = `${stored} stored, then ${topUp} more`;
+    expect(topUp, counts).toBeLessThan(topUpMax);
+    expect(stored + topUp, counts).toBeLessThanOrEqual(60);
     for (const node of cluster.nodes) {
       expect(await servedLengths(node.clientPort, ['big0', 'big1']), node.id).toEqual([VALUE.length, VALUE.length]);
       expect(await lastLine(node.clientPort, `set more 0 0 ${VALUE.length}\r\n${VALUE}\r\n`, 'set')).toBe('SERVER_ERROR out of memory storing object');

@@ -27,11 +27,11 @@ import { controllerEntryArgs } from './controller-bundle.ts';
 import { clusterConfigFile, withDefaults, writeClusterConfig, type ClusterNode, type ClusterOptions, type ResolvedClusterOptions } from './cluster-config.ts';
 import * as consoleLog from './console-log.ts';
 import { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-import { spawnMemcached, stopChild } from './processes.ts';
+import { spawnMemcached, stopChild, stopMemcached } from './processes.ts';
 
 export { definedOnly, type ClusterNode, type ClusterOptions } from './cluster-config.ts';
 export { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-export { spawnMemcached } from './processes.ts';
+export { spawnMemcached, stopMemcached } from './processes.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -348,10 +348,9 @@ export class Cluster {
     if (this.stopped) return;
     this.stopped = true;
     for (const node of this.nodes) this.resume(node.id);
-    // Every controller at once, each given time to stop cleanly; then memcached, whose data goes
-    // with the folder: a SIGTERM takes it up to a second (it checks for one once a second).
+    // Every controller at once, each given time to stop cleanly; then memcached, whose data goes with the folder.
     await Promise.all(this.nodes.map((node) => stopChild(node.controller, 'SIGTERM', 5000)));
-    await Promise.all(this.nodes.map((node) => stopChild(node.memcached, 'SIGKILL', 2000)));
+    await Promise.all(this.nodes.map((node) => stopMemcached(node.memcached)));
     await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
     if (options.keepLogsIn !== undefined) cpSync(path.join(this.dir, 'logs'), options.keepLogsIn, { recursive: true });
     if (!this.options.keepDir) rmSync(this.dir, { recursive: true, force: true });
