@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream } from 'node:fs';
 import path from 'node:path';
-import { stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
+import { ownChild, stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
 
 /** One process of a target, named by what it is there, so its CPU can be reported on its own. */
 export interface TargetProcess {
@@ -26,9 +26,9 @@ export function stopChild(child: ChildProcess): Promise<void> {
   return stopWithGrace(child, 'SIGTERM', STOP_GRACE_MS);
 }
 
-/** Spawns `command` with its stdout and stderr appended to `logFile`. */
+/** Spawns `command` with its stdout and stderr appended to `logFile`; it is killed if the benchmark exits first. */
 export function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
-  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = ownChild(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   const log = createWriteStream(logFile, { flags: 'a' });
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);

@@ -12,7 +12,8 @@
 import { hideBin } from 'yargs/helpers';
 import { parseArguments } from './args.ts';
 import { formatVerdict } from './report.ts';
-import { killStartedProcesses, runJepsen } from './runner.ts';
+import { killStartedProcesses } from './cluster.ts';
+import { runJepsen } from './runner.ts';
 
 async function main(argv: string[]): Promise<number> {
   const parsed = await parseArguments(argv);
@@ -34,7 +35,6 @@ async function main(argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onInterrupt);
   process.on('SIGTERM', onInterrupt);
-  process.on('exit', killStartedProcesses);
   try {
     const result = await runJepsen({ ...parsed.options, signal: abort.signal, log: (line) => process.stdout.write(`${line}\n`) });
     process.stdout.write(`\n${formatVerdict(result.summary)}report: ${result.reportDir}\n`);

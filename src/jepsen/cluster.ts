@@ -27,13 +27,34 @@ import { controllerEntryArgs } from './controller-bundle.ts';
 import { clusterConfigFile, withDefaults, writeClusterConfig, type ClusterNode, type ClusterOptions, type ResolvedClusterOptions } from './cluster-config.ts';
 import * as consoleLog from './console-log.ts';
 import { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-import { spawnMemcached, stopChild, stopMemcached } from './processes.ts';
+import { killStartedProcesses, ownChild, spawnMemcached, stopChild, stopMemcached } from './processes.ts';
 
 export { definedOnly, type ClusterNode, type ClusterOptions } from './cluster-config.ts';
 export { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-export { spawnMemcached, stopMemcached } from './processes.ts';
+export { killStartedProcesses, spawnMemcached, stopMemcached } from './processes.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Clusters started here and not stopped: their folders go if this process exits first. */
+const clustersRunning = new Set<Cluster>();
+let exitHookInstalled = false;
+
+/**
+ * For a process exiting with clusters not stopped: kills their processes (see ownChild), then
+ * removes their folders unless kept. Best effort: a process killed this instant may still write
+ * a file into a folder being removed, which then stays.
+ */
+function removeClustersLeft(): void {
+  killStartedProcesses();
+  for (const cluster of clustersRunning) {
+    if (cluster.options.keepDir) continue;
+    try {
+      rmSync(cluster.dir, { recursive: true, force: true });
+    } catch {
+      // left in the temporary folder
+    }
+  }
+}
 
 export class Cluster {
   readonly nodes: ClusterNode[];
@@ -69,6 +90,9 @@ export class Cluster {
       });
     }
     const cluster = new Cluster(full, dir, nodes);
+    if (!exitHookInstalled) process.on('exit', removeClustersLeft);
+    exitHookInstalled = true;
+    clustersRunning.add(cluster);
     try {
       await cluster.startLinks();
       writeClusterConfig(dir, cluster);
@@ -143,7 +167,7 @@ export class Cluster {
     }
     const command = openFilesMax === undefined ? process.execPath : 'prlimit';
     const commandArgs = openFilesMax === undefined ? args : [`--nofile=${openFilesMax}:${openFilesMax}`, '--', process.execPath, ...args];
-    const child = spawn(command, commandArgs, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env });
+    const child = ownChild(spawn(command, commandArgs, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env }));
     const log = createWriteStream(this.logFile(id), { flags: 'a' });
     child.stdout?.pipe(log);
     child.stderr?.pipe(log);
@@ -354,6 +378,7 @@ export class Cluster {
     await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
     if (options.keepLogsIn !== undefined) cpSync(path.join(this.dir, 'logs'), options.keepLogsIn, { recursive: true });
     if (!this.options.keepDir) rmSync(this.dir, { recursive: true, force: true });
+    clustersRunning.delete(this);
   }
 
   private link(from: string, to: string): LinkProxy {

@@ -104,22 +104,6 @@ type Resolved = Required<Omit<JepsenOptions, 'signal' | 'reportDir'>> & { report
 const FRESH_PROCESS_BASE = 1_000_000;
 /** Bulk loader c's slot s records as process BULK_PROCESS_BASE + c × bulkDepth + s. */
 const BULK_PROCESS_BASE = 500_000;
-const clustersRunning = new Set<Cluster>();
-
-/**
- * Last resort for a process that is exiting (e.g. a second Ctrl-C): SIGKILL every process a
- * running cluster of this module started, by the PIDs it recorded. Synchronous.
- */
-export function killStartedProcesses(): void {
-  for (const cluster of clustersRunning) {
-    for (const node of cluster.nodes) {
-      for (const child of [node.controller, node.memcached]) {
-        if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      }
-    }
-  }
-}
-
 /** Runs one fault-injection test and writes its report. */
 export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
   const resolved = resolveOptions(options);
@@ -137,7 +121,6 @@ export async function runJepsen(options: JepsenOptions): Promise<RunResult> {
       wallClockSteps: resolved.nemesis.includes('clock'),
       diskStalls: resolved.nemesis.includes('disk-stall'),
     });
-    clustersRunning.add(cluster);
     throwIfAborted(resolved.signal);
     const phase = await runPhase(resolved, cluster, recorder);
     throwIfAborted(resolved.signal);
@@ -187,7 +170,6 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 /** Stops the cluster, keeping its processes' logs in the report folder (`logs/`), for reading a failure. */
 async function stopCluster(cluster: Cluster, reportDir: string): Promise<void> {
   await cluster.stop({ keepLogsIn: path.join(reportDir, 'logs') });
-  clustersRunning.delete(cluster);
 }
 
 interface PhaseResult {
