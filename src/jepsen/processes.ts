@@ -20,7 +20,8 @@ let exitHookInstalled = false;
 /**
  * Takes `child` as this harness's own: should this process exit while it runs (a script or a
  * benchmark that threw, a second Ctrl-C), it is killed then, so no controller, memcached or pipe
- * outlives the harness that started it. Returns `child`.
+ * outlives the harness that started it. Returns `child`. A process ended by a signal it does not
+ * handle runs no exit hook: the benchmark and the fault runner handle SIGINT and exit.
  */
 export function ownChild(child: ChildProcess): ChildProcess {
   if (!exitHookInstalled) process.on('exit', killStartedProcesses);
