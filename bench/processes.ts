@@ -10,7 +10,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, createWriteStream } from 'node:fs';
 import path from 'node:path';
-import { ownChild, stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
+import { ownChild } from '../src/jepsen/owned-children.ts';
+import { stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
 
 /** One process of a target, named by what it is there, so its CPU can be reported on its own. */
 export interface TargetProcess {

@@ -1,7 +1,8 @@
 /**
- * A script that starts a test cluster and dies before stopping it (an uncaught error, as a
- * crashed benchmark or ad-hoc script would) leaves no controller or memcached behind, and no
- * cluster folder: Cluster's exit hook kills what it started, by PID.
+ * A script that starts a test cluster and ends before stopping it, by an uncaught error or by a
+ * Ctrl-C it does not handle (as a crashed benchmark, an ad-hoc script or an interrupted test run
+ * would), leaves no controller or memcached behind, and no cluster folder: the harness kills what
+ * it started, by its handles (src/jepsen/owned-children.ts).
  */
 
 import { spawn } from 'node:child_process';
@@ -21,35 +22,65 @@ function alive(pid: number): boolean {
   }
 }
 
-const SCRIPT = `
+/** A script that starts a cluster, prints its PIDs and folder, then does `ending`. */
+function script(ending: string): string {
+  return `
 const { Cluster } = await import(${JSON.stringify(pathToFileURL(path.join(repoRoot, 'src', 'jepsen', 'cluster.ts')).href)});
 const cluster = await Cluster.start({ mode: 'sequential' });
 const pids = cluster.nodes.flatMap((node) => [node.controller.pid, node.memcached.pid]);
 process.stdout.write(JSON.stringify({ pids, dir: cluster.dir }) + '\\n');
-throw new Error('this script fails before it stops its cluster');
+${ending}
 `;
+}
 
-describe('a harness process that dies with its cluster running', () => {
-  it('takes the controllers, the memcached servers and the folder with it', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', SCRIPT], {
-      cwd: repoRoot,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const code = await new Promise<number | null>((resolve) => child.on('exit', (exitCode) => resolve(exitCode)));
-    expect(stderr, stdout).toMatch(/this script fails before it stops its cluster/);
-    expect(code).toBe(1);
-    const started = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { pids: number[]; dir: string };
-    expect(started.pids).toHaveLength(6);
-    const deadline = Date.now() + 5000;
-    while (started.pids.some(alive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-    const survivors = started.pids.filter(alive);
-    // Should it fail, end what the script started (by its PIDs) rather than leave it running.
-    for (const pid of survivors) process.kill(pid, 'SIGKILL');
-    expect(survivors).toEqual([]);
-    expect(existsSync(started.dir)).toBe(false);
+interface Ended {
+  code: number | null;
+  signal: string | null;
+  stderr: string;
+  /** The controllers' and memcached servers' PIDs, and the cluster's folder, as the script printed them. */
+  pids: number[];
+  dir: string;
+}
+
+/** Runs `source`, calls `started` once it printed its cluster, and resolves when it ended. */
+async function run(source: string, started: (pid: number) => void = () => {}): Promise<Ended> {
+  const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', source], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    if (stdout.includes('\n') && child.pid !== undefined) started(child.pid);
+  });
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const [code, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('exit', (exitCode, signalCode) => resolve([exitCode, signalCode])));
+  const printed = JSON.parse(stdout.split('\n')[0] || '{"pids":[],"dir":""}') as { pids: number[]; dir: string };
+  return { code, signal, stderr, ...printed };
+}
+
+/** The PIDs still alive after up to 5 s; any found are killed (by PID, as started) so a failure leaves nothing running. */
+async function survivors(pids: number[]): Promise<number[]> {
+  const deadline = Date.now() + 5000;
+  while (pids.some(alive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  const left = pids.filter(alive);
+  for (const pid of left) process.kill(pid, 'SIGKILL');
+  return left;
+}
+
+describe('a harness process that ends with its cluster running', () => {
+  it('by an uncaught error: takes the controllers, the memcached servers and the folder with it', async () => {
+    const ended = await run(script("throw new Error('this script fails before it stops its cluster');"));
+    expect(ended.stderr).toMatch(/this script fails before it stops its cluster/);
+    expect(ended.code).toBe(1);
+    expect(ended.pids).toHaveLength(6);
+    expect(await survivors(ended.pids)).toEqual([]);
+    expect(existsSync(ended.dir)).toBe(false);
+  }, 60_000);
+
+  it('by a Ctrl-C it does not handle: the same, and it still ends by that signal', async () => {
+    const ended = await run(script('setInterval(() => {}, 1000);'), (pid) => process.kill(pid, 'SIGINT'));
+    expect(ended.signal, ended.stderr).toBe('SIGINT');
+    expect(ended.pids).toHaveLength(6);
+    expect(await survivors(ended.pids)).toEqual([]);
+    expect(existsSync(ended.dir)).toBe(false);
   }, 60_000);
 });

@@ -27,32 +27,24 @@ import { controllerEntryArgs } from './controller-bundle.ts';
 import { clusterConfigFile, withDefaults, writeClusterConfig, type ClusterNode, type ClusterOptions, type ResolvedClusterOptions } from './cluster-config.ts';
 import * as consoleLog from './console-log.ts';
 import { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-import { killStartedProcesses, ownChild, spawnMemcached, stopChild, stopMemcached } from './processes.ts';
+import { atHarnessEnd, ownChild } from './owned-children.ts';
+import { spawnMemcached, stopChild, stopMemcached } from './processes.ts';
 
 export { definedOnly, type ClusterNode, type ClusterOptions } from './cluster-config.ts';
 export { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-export { killStartedProcesses, spawnMemcached, stopMemcached } from './processes.ts';
+export { killStartedProcesses } from './owned-children.ts';
+export { spawnMemcached, stopMemcached } from './processes.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** Clusters started here and not stopped: their folders go if this process exits first. */
+/** Clusters started here and not stopped: their folders go if this process ends first. */
 const clustersRunning = new Set<Cluster>();
-let exitHookInstalled = false;
+let cleanupRegistered = false;
 
-/**
- * For a process exiting with clusters not stopped: kills their processes (see ownChild), then
- * removes their folders unless kept. Best effort: a process killed this instant may still write
- * a file into a folder being removed, which then stays.
- */
+/** Removes the folder of every cluster not stopped, unless kept (its processes are killed before: see ownChild). */
 function removeClustersLeft(): void {
-  killStartedProcesses();
   for (const cluster of clustersRunning) {
-    if (cluster.options.keepDir) continue;
-    try {
-      rmSync(cluster.dir, { recursive: true, force: true });
-    } catch {
-      // left in the temporary folder
-    }
+    if (!cluster.options.keepDir) rmSync(cluster.dir, { recursive: true, force: true });
   }
 }
 
@@ -90,8 +82,8 @@ export class Cluster {
       });
     }
     const cluster = new Cluster(full, dir, nodes);
-    if (!exitHookInstalled) process.on('exit', removeClustersLeft);
-    exitHookInstalled = true;
+    if (!cleanupRegistered) atHarnessEnd(removeClustersLeft);
+    cleanupRegistered = true;
     clustersRunning.add(cluster);
     try {
       await cluster.startLinks();

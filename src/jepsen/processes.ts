@@ -1,7 +1,6 @@
 /**
  * The child processes the cluster harness starts and stops: memcached, spawned on a given port with
- * its output appended to a log file, and any child stopped gracefully, then killed; and the last
- * resort for a harness that exits first, which kills every child it still owns.
+ * its output appended to a log file, and any child stopped gracefully, then killed.
  *
  * Invariants: memcached never runs as root (memcached refuses it; we pick an unprivileged user),
  * runs with -M unless asked to evict, so a full memcached refuses writes instead of dropping
@@ -11,33 +10,8 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { ownChild } from './owned-children.ts';
 import { waitForMemcachedProtocol } from './ports.ts';
-
-/** Children started here and not seen to exit: what killStartedProcesses ends. */
-const ownedChildren = new Set<ChildProcess>();
-let exitHookInstalled = false;
-
-/**
- * Takes `child` as this harness's own: should this process exit while it runs (a script or a
- * benchmark that threw, a second Ctrl-C), it is killed then, so no controller, memcached or pipe
- * outlives the harness that started it. Returns `child`. A process ended by a signal it does not
- * handle runs no exit hook: the benchmark and the fault runner handle SIGINT and exit.
- */
-export function ownChild(child: ChildProcess): ChildProcess {
-  if (!exitHookInstalled) process.on('exit', killStartedProcesses);
-  exitHookInstalled = true;
-  ownedChildren.add(child);
-  child.once('exit', () => ownedChildren.delete(child));
-  return child;
-}
-
-/** SIGKILLs every owned child still running, through its handle. Synchronous, as an 'exit' handler must be. */
-export function killStartedProcesses(): void {
-  for (const child of ownedChildren) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
-  ownedChildren.clear();
-}
 
 /**
  * `-u USER` when running as root (memcached refuses root without it): Debian's memcached package's
