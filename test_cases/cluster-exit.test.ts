@@ -6,20 +6,16 @@
  */
 
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { repoRoot } from '../src/jepsen/cluster.ts';
+import { startTimeOf } from '../src/runtime/pid-file.ts';
 
 /** Whether `pid` is a live process (a zombie waiting for its reaper counts as gone). */
 function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
+  return startTimeOf(pid) !== null;
 }
 
 /** A script that starts a cluster, prints its PIDs and folder, then does `ending`. */

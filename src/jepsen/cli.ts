@@ -12,7 +12,6 @@
 import { hideBin } from 'yargs/helpers';
 import { parseArguments } from './args.ts';
 import { formatVerdict } from './report.ts';
-import { killStartedProcesses } from './cluster.ts';
 import { runJepsen } from './runner.ts';
 
 async function main(argv: string[]): Promise<number> {
@@ -29,8 +28,7 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write('jepsen: stopping (Ctrl-C again to kill at once)\n');
       abort.abort();
     } else {
-      killStartedProcesses();
-      process.exit(130);
+      process.exit(130); // the harness's exit hook kills what it started (owned-children.ts)
     }
   };
   process.on('SIGINT', onInterrupt);

@@ -32,21 +32,9 @@ import { spawnMemcached, stopChild, stopMemcached } from './processes.ts';
 
 export { definedOnly, type ClusterNode, type ClusterOptions } from './cluster-config.ts';
 export { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
-export { killStartedProcesses } from './owned-children.ts';
 export { spawnMemcached, stopMemcached } from './processes.ts';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-
-/** Clusters started here and not stopped: their folders go if this process ends first. */
-const clustersRunning = new Set<Cluster>();
-let cleanupRegistered = false;
-
-/** Removes the folder of every cluster not stopped, unless kept (its processes are killed before: see ownChild). */
-function removeClustersLeft(): void {
-  for (const cluster of clustersRunning) {
-    if (!cluster.options.keepDir) rmSync(cluster.dir, { recursive: true, force: true });
-  }
-}
 
 export class Cluster {
   readonly nodes: ClusterNode[];
@@ -57,6 +45,8 @@ export class Cluster {
   private readonly fillers = new Map<string, BackendFiller>();
   /** Each node's boot number (see losePower). */
   private readonly boots = new Map<string, number>();
+  /** Takes back the removal of the folder should this process end first (see atHarnessEnd). */
+  private readonly forgetFolder: () => void;
 
   private constructor(
     readonly options: ResolvedClusterOptions,
@@ -64,6 +54,7 @@ export class Cluster {
     nodes: ClusterNode[],
   ) {
     this.nodes = nodes;
+    this.forgetFolder = atHarnessEnd(() => this.removeFolder());
   }
 
   static async start(options: ClusterOptions): Promise<Cluster> {
@@ -82,9 +73,6 @@ export class Cluster {
       });
     }
     const cluster = new Cluster(full, dir, nodes);
-    if (!cleanupRegistered) atHarnessEnd(removeClustersLeft);
-    cleanupRegistered = true;
-    clustersRunning.add(cluster);
     try {
       await cluster.startLinks();
       writeClusterConfig(dir, cluster);
@@ -369,8 +357,13 @@ export class Cluster {
     await Promise.all(this.nodes.map((node) => stopMemcached(node.memcached)));
     await Promise.all([...this.links.values()].map((proxy) => proxy.close()));
     if (options.keepLogsIn !== undefined) cpSync(path.join(this.dir, 'logs'), options.keepLogsIn, { recursive: true });
+    this.forgetFolder();
+    this.removeFolder();
+  }
+
+  /** The folder goes with the cluster, unless kept. */
+  private removeFolder(): void {
     if (!this.options.keepDir) rmSync(this.dir, { recursive: true, force: true });
-    clustersRunning.delete(this);
   }
 
   private link(from: string, to: string): LinkProxy {

@@ -11,10 +11,10 @@
 
 import type { ChildProcess } from 'node:child_process';
 
-/** Children started here and not seen to exit: what killStartedProcesses ends. */
+/** Children started here and not seen to exit: what the harness's end kills. */
 const ownedChildren = new Set<ChildProcess>();
 /** What else goes when the harness ends, after the children (see atHarnessEnd). */
-const cleanups: Array<() => void> = [];
+const cleanups = new Set<() => void>();
 let hooksInstalled = false;
 
 /** Signals that end a process by default, and that a terminal or a test runner sends. */
@@ -31,10 +31,14 @@ export function ownChild(child: ChildProcess): ChildProcess {
   return child;
 }
 
-/** Runs `cleanup` (synchronous, best effort) when the harness ends as ownChild says, after its children are killed. */
-export function atHarnessEnd(cleanup: () => void): void {
+/**
+ * Runs `cleanup` (synchronous, best effort) when the harness ends as ownChild says, after its
+ * children are killed. Returns what takes it back, once it is no longer needed.
+ */
+export function atHarnessEnd(cleanup: () => void): () => void {
   installHooks();
-  cleanups.push(cleanup);
+  cleanups.add(cleanup);
+  return () => cleanups.delete(cleanup);
 }
 
 function installHooks(): void {
@@ -46,17 +50,18 @@ function installHooks(): void {
 
 function endHarness(): void {
   killStartedProcesses();
-  for (const cleanup of cleanups.splice(0)) {
+  for (const cleanup of cleanups) {
     try {
       cleanup();
     } catch {
       // best effort: the process is ending
     }
   }
+  cleanups.clear();
 }
 
 /** SIGKILLs every owned child still running, through its handle. Synchronous, as an 'exit' handler must be. */
-export function killStartedProcesses(): void {
+function killStartedProcesses(): void {
   for (const child of ownedChildren) {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   }

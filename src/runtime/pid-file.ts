@@ -26,7 +26,7 @@ export function processStartTime(): number | null {
  * The start time of process `pid` (field 22 of its /proc stat); null if there is no such process,
  * or only its zombie (killed, not yet reaped by its parent).
  */
-function startTimeOf(pid: number): number | null {
+export function startTimeOf(pid: number): number | null {
   let stat: string;
   try {
     stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
