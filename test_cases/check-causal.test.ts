@@ -69,6 +69,19 @@ describe('causal checker: histories causal convergence allows', () => {
     // The read of "a+b" after one of "a+b+c" went back past the append of "+c".
     expect(check([...steps, [3, 'read', 'x', 'a+b']]).detail.startsWith('WriteCORead:')).toBe(true);
   });
+
+  it('names appends of suffixes of different lengths, and none where two suffixes end a value', () => {
+    const steps: Step[] = [
+      [1, 'write', 'x', 'a'], [1, 'append', 'x', '+b', true], [2, 'append', 'x', '+cc', true], [2, 'append', 'x', '+ddd', true],
+      [3, 'read', 'x', 'a+b+cc+ddd'], [3, 'read', 'x', 'a+b+cc+ddd'],
+    ];
+    expect(check(steps).verdict).toBe('ok');
+    // Back past the append of "+ddd", found by its length among the others'.
+    expect(check([...steps, [3, 'read', 'x', 'a+b+cc']]).detail.startsWith('WriteCORead:')).toBe(true);
+    // "dd" and "+ddd" both end "a+ddd": which append wrote it is unknown, so nothing does.
+    const twoEndings: Step[] = [[1, 'write', 'x', 'a'], [1, 'append', 'x', '+ddd', true], [2, 'append', 'x', 'dd', true], [3, 'read', 'x', 'a+ddd']];
+    expect(check(twoEndings).detail.startsWith('ThinAirRead:')).toBe(true);
+  });
 });
 
 describe('causal checker: one history per bad pattern', () => {

@@ -24,6 +24,7 @@
  * change the verdict (see setAsideUnobserved), and the operation limit counts what is left.
  */
 
+import { totalmem } from 'node:os';
 import { itemAt, wordAt } from '../runtime/item-at.ts';
 import {
   describeOperation, isIndeterminate, show,
@@ -41,14 +42,16 @@ export interface CausalCheckOptions {
 }
 
 const OPERATIONS_MAX = 2_000_000;
+const GiB = 1024 * 1024 * 1024;
 /**
- * 512 MiB of clocks: 2^28 entries of 2 bytes while no chain is longer than CLOCK_U16_PLACES (four
- * million operations in 64 chains, or 150,000 in 1,800), else 2^27 of 4. Sessions end at each call
- * left unanswered, and every fault leaves some: a 20 s run of 8 clients × 4 in flight under every
- * fault recorded 92,630 operations in 3,576 sessions, most ending in an unanswered call nobody
- * read, which takes no column (see CausalGraph.dropSinksFromChains).
+ * The clocks may take an eighth of this machine's memory, between 512 MiB and 4 GiB: 2 bytes an
+ * entry while no chain is longer than CLOCK_U16_PLACES, else 4. Sessions end at each call left
+ * unanswered, and every fault leaves some: a 20 s run of 8 clients × 4 in flight under every fault
+ * recorded 92,630 operations in 3,576 sessions, most ending in an unanswered call nobody read,
+ * which takes no column (see CausalGraph.dropSinksFromChains); a 240 s one, 1,059,434 operations in
+ * 464 chains (958 MB of clocks, 3.9 GB in all, checked in 2 minutes).
  */
-const CLOCK_BYTES_MAX = 512 * 1024 * 1024;
+const CLOCK_BYTES_MAX = Math.min(4 * GiB, Math.max(GiB / 2, Math.floor(totalmem() / 8)));
 /** The most operations a chain may hold for 2-byte clock entries (a place is stored plus one). */
 const CLOCK_U16_PLACES = 0xffff - 1;
 /** The initial state of every key: a writer of "absent" before everything. */
@@ -77,7 +80,7 @@ export function checkCausal(history: History, options: CausalCheckOptions = {}):
   const graph = new CausalGraph(nodes);
   const clockEntriesMax = options.clockEntriesMax ?? CLOCK_BYTES_MAX / graph.clockEntryBytes;
   if (graph.clockEntries > clockEntriesMax) {
-    const detail = `${nodes.length} operations in ${graph.chainCount} session chains: more than the causal checker takes (${clockEntriesMax} clock entries)`;
+    const detail = `${nodes.length} operations in ${graph.chainCount} session chains: more than the causal checker takes (${clockEntriesMax} clock entries, ${options.clockEntriesMax === undefined ? 'an eighth of this machine\'s memory' : 'as asked'})`;
     return { verdict: 'unknown', detail: note === undefined ? detail : `${detail}; ${note}` };
   }
   graph.computeOrder();
@@ -154,24 +157,55 @@ function toNode(op: Operation): Node | null {
  * value no write or cas wrote, ending with the suffix of exactly one append of its key.
  */
 function inferAppends(nodes: Node[]): void {
-  const appends = new Map<string, Node[]>();
+  const appends = new AppendsBySuffix();
   const written = new Set<string>();
   for (const node of nodes) {
-    if (node.op.input.f === 'append') appends.set(node.op.key, [...(appends.get(node.op.key) ?? []), node]);
+    if (node.op.input.f === 'append') appends.add(node.op.key, node.op.input.value, node);
     else if (node.writes !== undefined) written.add(`${node.op.key}\0${node.writes}`);
   }
   const pending = nodes.flatMap((node) => (typeof node.reads === 'string' ? [{ key: node.op.key, value: node.reads }] : []));
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
     const { key, value } = next;
     if (written.has(`${key}\0${value}`)) continue;
-    const matches = (appends.get(key) ?? []).filter(({ op }) => op.input.f === 'append' && value.length > op.input.value.length && value.endsWith(op.input.value));
-    const match = matches.length === 1 ? matches[0] : undefined;
-    if (match === undefined || match.writes !== undefined || match.op.input.f !== 'append') continue;
+    const match = appends.onlyEnding(key, value);
+    if (match === null || match.writes !== undefined || match.op.input.f !== 'append') continue;
     const prefix = value.slice(0, value.length - match.op.input.value.length);
     match.writes = value;
     match.reads = prefix;
     written.add(`${key}\0${value}`);
     pending.push({ key, value: prefix });
+  }
+}
+
+/**
+ * Each key's appends by the suffix they append, grouped by its length: the appends a value ends
+ * with are found with one lookup per distinct suffix length instead of a scan of every append of
+ * its key (a long run appends thousands of times to each key and reads each value as often).
+ */
+class AppendsBySuffix {
+  private readonly byKey = new Map<string, Map<number, Map<string, Node[]>>>();
+
+  add(key: string, suffix: string, node: Node): void {
+    let byLength = this.byKey.get(key);
+    if (byLength === undefined) this.byKey.set(key, (byLength = new Map()));
+    let bySuffix = byLength.get(suffix.length);
+    if (bySuffix === undefined) byLength.set(suffix.length, (bySuffix = new Map()));
+    const list = bySuffix.get(suffix);
+    if (list === undefined) bySuffix.set(suffix, [node]);
+    else list.push(node);
+  }
+
+  /** The one append of `key` whose suffix `value` ends with, and is longer than; null if none or several. */
+  onlyEnding(key: string, value: string): Node | null {
+    let match: Node | null = null;
+    for (const [length, bySuffix] of this.byKey.get(key) ?? []) {
+      if (value.length <= length) continue;
+      const list = bySuffix.get(value.slice(value.length - length));
+      if (list === undefined) continue;
+      if (match !== null || list.length > 1) return null;
+      match = itemAt(list, 0);
+    }
+    return match;
   }
 }
 
@@ -281,16 +315,21 @@ class CausalGraph {
   readPatterns(): Pattern | null {
     for (const [index, node] of this.nodes.entries()) {
       if (node.reads === undefined) continue;
-      const candidates = this.candidates(index).filter((writer) => writer === INIT || !this.before(index, writer));
       // Latest first: the likeliest not to be overwritten, which clears the read (an "absent" may
-      // have hundreds of deletes to try). The first candidate is the one a pattern names.
-      let overwriter: number | null = null;
-      for (let at = candidates.length - 1; at >= 0; at--) {
-        overwriter = this.overwrittenBefore(itemAt(candidates, at), index);
-        if (overwriter === null) break;
+      // have thousands of deletes to try). The first candidate is the one a pattern names.
+      let first: { writer: number; overwriter: number } | null = null;
+      let cleared = false;
+      for (const writer of this.candidatesLatestFirst(index)) {
+        if (writer !== INIT && this.before(index, writer)) continue; // written after the read
+        const overwriter = this.overwrittenBefore(writer, index);
+        if (overwriter === null) {
+          cleared = true;
+          break;
+        }
+        first = { writer, overwriter };
       }
-      const [writer] = candidates;
-      if (writer === undefined || overwriter === null) continue;
+      if (cleared || first === null) continue;
+      const { writer, overwriter } = first;
       const ops = [...(writer === INIT ? [] : [this.node(writer).op]), this.node(overwriter).op, node.op];
       const name = writer === INIT ? 'WriteCOInitRead' : 'WriteCORead';
       return { name, ops, key: node.op.key, why: `the read returns ${show(node.reads)}, overwritten before it in causal order` };
@@ -352,6 +391,18 @@ class CausalGraph {
     return node.reads === null ? [INIT, ...list] : list;
   }
 
+  /** `candidates(index)` from last to first, without building the list. */
+  private *candidatesLatestFirst(index: number): Generator<number> {
+    const node = this.node(index);
+    if (node.reads === undefined) return;
+    const list = this.writers.get(node.op.key)?.get(node.reads) ?? [];
+    for (let at = list.length - 1; at >= 0; at--) {
+      const writer = itemAt(list, at);
+      if (writer !== index) yield writer;
+    }
+    if (node.reads === null) yield INIT;
+  }
+
   /** The one writer a read names, or null when none or several could be it. */
   private readFrom(index: number): number | null {
     const candidates = this.candidates(index);
@@ -396,16 +447,21 @@ class CausalGraph {
     }
   }
 
-  /** The last of `chain` before `read` in CO, or null. A chain's members before it form a prefix. */
-  private lastBefore(chain: number[], read: number): number | null {
+  /**
+   * The last of `writers` (one chain's, in its order) before `read` in CO, or null: a chain's
+   * members before it are those placed below read's clock entry for that chain.
+   */
+  private lastBefore(writers: number[], read: number): number | null {
+    const reached = wordAt(this.clocks, read * this.chains.length + wordAt(this.chainOf, itemAt(writers, 0)));
+    if (reached === 0) return null;
     let low = 0;
-    let high = chain.length;
+    let high = writers.length;
     while (low < high) {
       const middle = (low + high) >>> 1;
-      if (this.before(itemAt(chain, middle), read)) low = middle + 1;
+      if (wordAt(this.placeOf, itemAt(writers, middle)) < reached) low = middle + 1;
       else high = middle;
     }
-    return low === 0 ? null : itemAt(chain, low - 1);
+    return low === 0 ? null : itemAt(writers, low - 1);
   }
 
   /** Session order: each process's operations in order, and each connection's answered ones. */
