@@ -71,8 +71,8 @@ export function checkPerKey(
   options: CheckOptions,
   checkKey: (ops: Operation[], deadlineMs: number) => KeyOutcome,
   property: string,
+  deadlineMs = performance.now() + options.timeoutMs,
 ): CheckResult {
-  const deadlineMs = performance.now() + options.timeoutMs;
   const keys = [...partitionByKey(history.operations)].sort((a, b) => a[1].length - b[1].length);
   let unknown: { key: string; memo: boolean } | null = null;
   for (const [key, ops] of keys) {

@@ -34,6 +34,15 @@ export type OrderProof =
   | { verdict: 'violation'; cycle: CycleStep[] }
   | { verdict: 'unknown' };
 
+/**
+ * The reachability matrix's bound, n² bits for a key's n operations: 256 MiB, about 46,000
+ * operations. Each round of rule 3 visits every unique value against every operation, so a key
+ * far larger than that would spend minutes a round, past any budget, rather than prove anything.
+ */
+const REACH_BYTES_MAX = 256 * 1024 * 1024;
+/** How many unique values rule 3 visits between looks at the clock. */
+const VALUES_PER_CLOCK_LOOK = 64;
+
 /** How many cycle steps a report shows before cutting. */
 const CYCLE_SHOWN_MAX = 24;
 const INIT = 0;
@@ -65,16 +74,19 @@ interface Graph {
 
 /**
  * Try to prove that one key's operations are not sequentially consistent. Gives up (unknown)
- * when the rules find no new edge, or at `deadlineMs`.
+ * when the rules find no new edge, at `deadlineMs`, or at once for a key past REACH_BYTES_MAX.
  */
 export function proveKeyViolation(ops: Operation[], deadlineMs: number): OrderProof {
+  const nodesMax = ops.length + 1; // INIT and at most every operation
+  if (nodesMax * ((nodesMax + 31) >>> 5) * 4 > REACH_BYTES_MAX || performance.now() > deadlineMs) return { verdict: 'unknown' };
   const graph = buildGraph(ops);
   const words = (graph.nodes.length + 31) >>> 5;
   for (;;) {
     const reach = computeReach(graph, words);
     if (reach === null) return { verdict: 'violation', cycle: findCycle(graph) };
     if (performance.now() > deadlineMs) return { verdict: 'unknown' };
-    if (addDerivedEdges(graph, reach, words) === 0) return { verdict: 'unknown' };
+    const added = addDerivedEdges(graph, reach, words, deadlineMs);
+    if (added === 0) return { verdict: 'unknown' };
   }
 }
 
@@ -116,7 +128,7 @@ function describeReason(reason: EdgeReason): string {
 /** The nodes, unique values and first edges (process order, producer before observer). */
 function buildGraph(ops: Operation[]): Graph {
   const producers = producersByValue(ops);
-  const suffixes = [...new Set(ops.flatMap((op) => (op.input.f === 'append' ? [op.input.value] : [])))];
+  const suffixes = new SuffixSet(ops.flatMap((op) => (op.input.f === 'append' ? [op.input.value] : [])));
   const hasDelete = ops.some((op) => op.input.f === 'delete');
   const observed = new Map<RegisterValue, Operation[]>();
   for (const op of ops) {
@@ -129,7 +141,7 @@ function buildGraph(ops: Operation[]): Graph {
   const uniqueProducer = (value: RegisterValue): Operation | null | undefined => {
     if (value === null) return hasDelete ? undefined : null;
     const list = producers.get(value) ?? [];
-    return list.length === 1 && !suffixes.some((suffix) => value.endsWith(suffix)) ? list[0] : undefined;
+    return list.length === 1 && !suffixes.ends(value) ? list[0] : undefined;
   };
   const forced = new Set<Operation>();
   for (const value of observed.keys()) {
@@ -152,6 +164,30 @@ function buildGraph(ops: Operation[]): Graph {
     for (const node of observerNodes) addEdge(graph, producerNode, node, { kind: 'observes', value });
   }
   return graph;
+}
+
+/**
+ * Strings by length, to ask whether a value ends with any of them in one lookup per distinct
+ * length: a long run appends thousands of suffixes to a key and observes as many values.
+ */
+class SuffixSet {
+  private readonly byLength = new Map<number, Set<string>>();
+
+  constructor(suffixes: readonly string[]) {
+    for (const suffix of suffixes) {
+      const set = this.byLength.get(suffix.length);
+      if (set === undefined) this.byLength.set(suffix.length, new Set([suffix]));
+      else set.add(suffix);
+    }
+  }
+
+  /** Whether `value` ends with one of the strings. */
+  ends(value: string): boolean {
+    for (const [length, set] of this.byLength) {
+      if (length <= value.length && set.has(value.slice(value.length - length))) return true;
+    }
+    return false;
+  }
 }
 
 /** Every operation that may leave each string value in the register (appends aside). */
@@ -237,11 +273,15 @@ function has(reach: Uint32Array, words: number, row: number, node: number): bool
   return (wordAt(reach, row * words + (node >>> 5)) & (1 << (node & 31))) !== 0;
 }
 
-/** Rules 3a and 3b over every unique value and clobberer; returns how many edges were added. */
-function addDerivedEdges(graph: Graph, reach: Uint32Array, words: number): number {
+/**
+ * Rules 3a and 3b over every unique value and clobberer; returns how many edges were added (0 once
+ * past `deadlineMs`: the prover then gives up).
+ */
+function addDerivedEdges(graph: Graph, reach: Uint32Array, words: number, deadlineMs: number): number {
   let added = 0;
   const { nodes, leaves } = graph;
-  for (const { value, producer, observers } of graph.values) {
+  for (const [index, { value, producer, observers }] of graph.values.entries()) {
+    if (index % VALUES_PER_CLOCK_LOOK === 0 && performance.now() > deadlineMs) return 0;
     for (let node = 1; node < nodes.length; node++) {
       if (node === producer || !clobbers(itemAt(leaves, node), value)) continue;
       if (!has(reach, words, node, producer)) {

@@ -43,6 +43,7 @@ type Frame = { process: number; rank: number; state: RegisterValue };
 
 /** The depth-first search itself; with a `gate`, indeterminate ops wait for it. */
 export function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeGate | null): KeyOutcome {
+  if (performance.now() > deadlineMs) return { verdict: 'unknown' };
   const search: Position = {
     queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues),
     visited: new Memo(), visitedAfterInfo: new Memo(), afterInfo: null, infoBits: infoBitsOf(queues), infoPlaced: 0n, gate,

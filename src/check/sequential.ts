@@ -33,9 +33,11 @@ const QUICK_BUDGET_DIVISOR = 10;
  * nothing). Then the order-graph prover (src/check/order-graph.ts) looks at the other keys with
  * at most a quarter of the budget: it only ever proves a violation, in well under a second where
  * the exact search would have to exhaust every order (a large run with two reads swapped stayed
- * undecided after 20 s). Then the passes of `checkKeySequential` decide what is left.
+ * undecided after 20 s). Then the passes of `checkKeySequential` decide what is left, by the
+ * deadline the check began with: the budget covers every pass.
  */
 export function checkSequential(history: History, options: CheckOptions): CheckResult {
+  const deadlineMs = performance.now() + options.timeoutMs;
   const quickDeadlineMs = performance.now() + options.timeoutMs / QUICK_BUDGET_DIVISOR;
   const keys = [...partitionByKey(history.operations)].sort((a, b) => a[1].length - b[1].length);
   const quick = new Map<string, KeyOutcome['verdict']>();
@@ -51,9 +53,10 @@ export function checkSequential(history: History, options: CheckOptions): CheckR
   const checkKey = (ops: Operation[], deadlineMs: number): KeyOutcome => {
     const verdict = quick.get(itemAt(ops, 0).key); // a key's operations: never none
     if (verdict === 'ok') return { verdict: 'ok' };
+    if (performance.now() > deadlineMs) return { verdict: 'unknown' }; // no pass would start
     return checkKeyPasses(ops, deadlineMs, verdict !== 'violation');
   };
-  return checkPerKey(history, options, checkKey, 'sequentially consistent');
+  return checkPerKey(history, options, checkKey, 'sequentially consistent', deadlineMs);
 }
 
 /**
@@ -113,11 +116,13 @@ export function checkKeyProcessOrder(ops: Operation[], deadlineMs: number): KeyO
  * called. A restriction: its "violation" only means that no such order exists.
  */
 function searchChanges(queues: Operation[][], deadlineMs: number): KeyOutcome {
+  if (performance.now() > deadlineMs) return { verdict: 'unknown' };
   return searchOrders(queues, deadlineMs, new RealTimeGate(queues, mayChangeState));
 }
 
 /** Pass 2: indeterminate operations wait so. A restriction too. */
 function searchFloating(queues: Operation[][], deadlineMs: number): KeyOutcome {
+  if (performance.now() > deadlineMs) return { verdict: 'unknown' };
   return searchOrders(queues, deadlineMs, new RealTimeGate(queues, isIndeterminate));
 }
 
