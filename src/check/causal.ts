@@ -26,6 +26,7 @@
 
 import { totalmem } from 'node:os';
 import { itemAt, wordAt } from '../runtime/item-at.ts';
+import { SuffixIndex } from './suffix-index.ts';
 import {
   describeOperation, isIndeterminate, show,
   type CheckResult, type History, type Operation, type RegisterValue,
@@ -49,7 +50,7 @@ const GiB = 1024 * 1024 * 1024;
  * unanswered, and every fault leaves some: a 20 s run of 8 clients × 4 in flight under every fault
  * recorded 92,630 operations in 3,576 sessions, most ending in an unanswered call nobody read,
  * which takes no column (see CausalGraph.dropSinksFromChains); a 240 s one, 1,059,434 operations in
- * 464 chains (958 MB of clocks, 3.9 GB in all, checked in 2 minutes).
+ * 464 chains (958 MB of clocks, 4 GB in all, checked in 70 s).
  */
 const CLOCK_BYTES_MAX = Math.min(4 * GiB, Math.max(GiB / 2, Math.floor(totalmem() / 8)));
 /** The most operations a chain may hold for 2-byte clock entries (a place is stored plus one). */
@@ -157,17 +158,20 @@ function toNode(op: Operation): Node | null {
  * value no write or cas wrote, ending with the suffix of exactly one append of its key.
  */
 function inferAppends(nodes: Node[]): void {
-  const appends = new AppendsBySuffix();
+  const appends = new Map<string, SuffixIndex<Node>>(); // by key
   const written = new Set<string>();
   for (const node of nodes) {
-    if (node.op.input.f === 'append') appends.add(node.op.key, node.op.input.value, node);
-    else if (node.writes !== undefined) written.add(`${node.op.key}\0${node.writes}`);
+    if (node.op.input.f === 'append') {
+      let index = appends.get(node.op.key);
+      if (index === undefined) appends.set(node.op.key, (index = new SuffixIndex()));
+      index.add(node.op.input.value, node);
+    } else if (node.writes !== undefined) written.add(`${node.op.key}\0${node.writes}`);
   }
   const pending = nodes.flatMap((node) => (typeof node.reads === 'string' ? [{ key: node.op.key, value: node.reads }] : []));
   for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
     const { key, value } = next;
     if (written.has(`${key}\0${value}`)) continue;
-    const match = appends.onlyEnding(key, value);
+    const match = onlyAppendEnding(appends, key, value);
     if (match === null || match.writes !== undefined || match.op.input.f !== 'append') continue;
     const prefix = value.slice(0, value.length - match.op.input.value.length);
     match.writes = value;
@@ -177,36 +181,14 @@ function inferAppends(nodes: Node[]): void {
   }
 }
 
-/**
- * Each key's appends by the suffix they append, grouped by its length: the appends a value ends
- * with are found with one lookup per distinct suffix length instead of a scan of every append of
- * its key (a long run appends thousands of times to each key and reads each value as often).
- */
-class AppendsBySuffix {
-  private readonly byKey = new Map<string, Map<number, Map<string, Node[]>>>();
-
-  add(key: string, suffix: string, node: Node): void {
-    let byLength = this.byKey.get(key);
-    if (byLength === undefined) this.byKey.set(key, (byLength = new Map()));
-    let bySuffix = byLength.get(suffix.length);
-    if (bySuffix === undefined) byLength.set(suffix.length, (bySuffix = new Map()));
-    const list = bySuffix.get(suffix);
-    if (list === undefined) bySuffix.set(suffix, [node]);
-    else list.push(node);
+/** The one append of `key` whose suffix `value` ends with, and is longer than; null if none or several. */
+function onlyAppendEnding(appends: Map<string, SuffixIndex<Node>>, key: string, value: string): Node | null {
+  let match: Node | null = null;
+  for (const nodes of appends.get(key)?.ending(value, true) ?? []) {
+    if (match !== null || nodes.length > 1) return null;
+    match = itemAt(nodes, 0);
   }
-
-  /** The one append of `key` whose suffix `value` ends with, and is longer than; null if none or several. */
-  onlyEnding(key: string, value: string): Node | null {
-    let match: Node | null = null;
-    for (const [length, bySuffix] of this.byKey.get(key) ?? []) {
-      if (value.length <= length) continue;
-      const list = bySuffix.get(value.slice(value.length - length));
-      if (list === undefined) continue;
-      if (match !== null || list.length > 1) return null;
-      match = itemAt(list, 0);
-    }
-    return match;
-  }
+  return match;
 }
 
 /**

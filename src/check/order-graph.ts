@@ -13,6 +13,7 @@
  */
 
 import { itemAt, wordAt } from '../runtime/item-at.ts';
+import { SuffixIndex } from './suffix-index.ts';
 import { describeOperation, isIndeterminate, orderQueues, show, type Operation, type RegisterValue } from './history.ts';
 
 /** Why one operation must precede the next on a cycle. */
@@ -128,7 +129,8 @@ function describeReason(reason: EdgeReason): string {
 /** The nodes, unique values and first edges (process order, producer before observer). */
 function buildGraph(ops: Operation[]): Graph {
   const producers = producersByValue(ops);
-  const suffixes = new SuffixSet(ops.flatMap((op) => (op.input.f === 'append' ? [op.input.value] : [])));
+  const suffixes = new SuffixIndex<true>();
+  for (const op of ops) if (op.input.f === 'append') suffixes.add(op.input.value, true);
   const hasDelete = ops.some((op) => op.input.f === 'delete');
   const observed = new Map<RegisterValue, Operation[]>();
   for (const op of ops) {
@@ -141,7 +143,7 @@ function buildGraph(ops: Operation[]): Graph {
   const uniqueProducer = (value: RegisterValue): Operation | null | undefined => {
     if (value === null) return hasDelete ? undefined : null;
     const list = producers.get(value) ?? [];
-    return list.length === 1 && !suffixes.ends(value) ? list[0] : undefined;
+    return list.length === 1 && !suffixes.endsAny(value, false) ? list[0] : undefined;
   };
   const forced = new Set<Operation>();
   for (const value of observed.keys()) {
@@ -164,30 +166,6 @@ function buildGraph(ops: Operation[]): Graph {
     for (const node of observerNodes) addEdge(graph, producerNode, node, { kind: 'observes', value });
   }
   return graph;
-}
-
-/**
- * Strings by length, to ask whether a value ends with any of them in one lookup per distinct
- * length: a long run appends thousands of suffixes to a key and observes as many values.
- */
-class SuffixSet {
-  private readonly byLength = new Map<number, Set<string>>();
-
-  constructor(suffixes: readonly string[]) {
-    for (const suffix of suffixes) {
-      const set = this.byLength.get(suffix.length);
-      if (set === undefined) this.byLength.set(suffix.length, new Set([suffix]));
-      else set.add(suffix);
-    }
-  }
-
-  /** Whether `value` ends with one of the strings. */
-  ends(value: string): boolean {
-    for (const [length, set] of this.byLength) {
-      if (length <= value.length && set.has(value.slice(value.length - length))) return true;
-    }
-    return false;
-  }
 }
 
 /** Every operation that may leave each string value in the register (appends aside). */
