@@ -31,6 +31,12 @@ describe('fault runner flags', () => {
     expect(await parseArguments(['--cons', 'linearizability', '--keys', '0'])).toEqual({ ok: false, error: '--keys must be a positive number' });
   });
 
+  it('gives the checker as long as the run, at least 60 s, unless told', async () => {
+    expect(await parseArguments(['--cons', 'sequential', '--time', '30'])).toMatchObject({ ok: true, options: { checkTimeoutMs: 60_000 } });
+    expect(await parseArguments(['--cons', 'sequential', '--time', '240'])).toMatchObject({ ok: true, options: { checkTimeoutMs: 240_000 } });
+    expect(await parseArguments(['--cons', 'sequential', '--time', '240', '--check-timeout-ms', '5000'])).toMatchObject({ ok: true, options: { checkTimeoutMs: 5000 } });
+  });
+
   it('takes the last value of an option given twice', async () => {
     expect(await parseArguments(['--cons', 'causal', '--time', '30', '--seed', '5', '--time', '12'])).toMatchObject({ ok: true, options: { timeMs: 12_000 } });
   });

@@ -18,6 +18,11 @@ import { BULK_DEPTH_MAX, JEPSEN_WORKLOADS } from './workload.ts';
  */
 const CALLS_PER_KEY = 3;
 const KEYS_MIN = 3;
+/**
+ * The default `--check-timeout-ms` is the run's length, and at least this: a 240 s run under every
+ * fault needed about 115 s to be judged sequentially consistent, and got unknown in 60.
+ */
+const CHECK_TIMEOUT_MS_MIN = 60_000;
 
 function defaultKeys(clients: number, pipeline: number): number {
   return Math.max(KEYS_MIN, Math.ceil((clients * pipeline) / CALLS_PER_KEY));
@@ -48,7 +53,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
       .option('wal-sync', { choices: WAL_SYNCS, default: 'write' as const, describe: 'how far a write-ahead record goes before what depends on it leaves a controller (config.ini wal_sync)' })
       .option('read-leases', { type: 'boolean', default: true, describe: 'config.ini read_leases (--no-read-leases: off): linearizable reads served locally under read leases' })
       .option('call-timeout-ms', { type: 'number', default: 1000, describe: 'a call with no reply after this long is indeterminate' })
-      .option('check-timeout-ms', { type: 'number', default: 60_000, describe: 'checker budget; past it the verdict is unknown' })
+      .option('check-timeout-ms', { type: 'number', describe: 'checker budget; past it the verdict is unknown (default: the run\'s length, at least 60 s)' })
       .option('unsafe-no-replication', { type: 'boolean', default: false, hidden: true, describe: 'run the deliberately broken cluster' })
       .strict()
       .fail((message, error) => {
@@ -75,7 +80,7 @@ export async function parseArguments(argv: string[]): Promise<{ ok: true; option
         mode: parseMode(args.cons, '--cons'), nemesis: kinds.kinds, timeMs: args.time * 1000,
         clients: Math.floor(args.clients), keys: Math.floor(keys), pipeline: Math.floor(args.pipeline),
         reportDir: args.report, seed: args.seed, workload: args.workload, bulkClients, bulkDepth,
-        backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'],
+        backend: args.backend, callTimeoutMs: args['call-timeout-ms'], checkTimeoutMs: args['check-timeout-ms'] ?? Math.max(CHECK_TIMEOUT_MS_MIN, args.time * 1000),
         replication: !args['unsafe-no-replication'], faultMs: args['fault-ms'], healMs: args['heal-ms'],
         compactAfterEntries: Math.floor(args['compact-after']), walSync: parseWalSync(args['wal-sync'], '--wal-sync'),
         readLeases: args['read-leases'],
