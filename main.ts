@@ -1,6 +1,7 @@
 #!/usr/bin/env -S node --no-memory-reducer
 /**
- * mckv's one entry point (the `mckv` bin once built: `npm run build`, then dist/main.js).
+ * mckv's one entry point, compiled by `npm run build` to dist/main.js, which the `mckv` bin
+ * (bin/mckv.mjs) runs.
  *
  *   mckv -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
  *   mckv -cli -i 127.0.0.1 -p 8000 [-e "get k"]

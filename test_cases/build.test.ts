@@ -1,13 +1,13 @@
 /**
  * The compiled product: `npm run build`'s config (tsconfig.build.json) compiled into a scratch
- * folder gives a dist/main.js that runs as the `mckv` bin (a shebang, .ts imports rewritten to
- * .js, scripts/require-node.mjs beside it), and each command loads only what it runs: the checker
+ * folder gives a dist/main.js that the `mckv` bin (bin/mckv.mjs) runs (a shebang, .ts imports
+ * rewritten to .js, scripts/require-node.mjs beside it), and each command loads only what it runs: the checker
  * and the client load neither the controller, winston nor memjs. Which modules a process loaded
  * is recorded by a resolve hook (support/trace-imports.mjs).
  */
 
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -58,8 +58,28 @@ describe('the compiled mckv', () => {
     expect(text.startsWith('#!/usr/bin/env -S node --no-memory-reducer\n')).toBe(true);
     expect(text).toContain("import './scripts/require-node.mjs'");
     expect(text).not.toMatch(/from '\.{1,2}\/[^']*\.ts'|import\('\.{1,2}\/[^']*\.ts'\)/);
+  });
+
+  // npx links a project's bins the first time it runs one: a bin that did not exist yet (dist/
+  // before the first build) stayed "mckv: not found" after the build. So the bin is a file in the
+  // repository, bin/mckv.mjs, which runs ../dist/main.js or says how to build it.
+  it('is run by bin/mckv.mjs, a file in the repository, which says how to build when dist/ is missing', () => {
     const bin = (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin;
-    expect(bin).toEqual({ mckv: 'dist/main.js' });
+    expect(bin).toEqual({ mckv: 'bin/mckv.mjs' });
+    const launcher = path.join(repoRoot, 'bin', 'mckv.mjs');
+    expect(statSync(launcher).mode & 0o111).not.toBe(0);
+    expect(readFileSync(launcher, 'utf8').startsWith('#!/usr/bin/env -S node --no-memory-reducer\n')).toBe(true);
+    const run = (folder: string): ReturnType<typeof spawnSync> => {
+      mkdirSync(path.join(folder, 'bin'), { recursive: true });
+      copyFileSync(launcher, path.join(folder, 'bin', 'mckv.mjs'));
+      return spawnSync(process.execPath, [path.join(folder, 'bin', 'mckv.mjs'), 'check', okHistory, '--model', 'linearizability'], { encoding: 'utf8', timeout: 30_000 });
+    };
+    const built = run(scratch); // beside the dist/ this file compiled
+    expect(built.stdout).toMatch(/^OK: linearizability\n/);
+    expect(built.status).toBe(0);
+    const unbuilt = run(path.join(scratch, 'unbuilt'));
+    expect(unbuilt.stderr).toBe('mckv: not built yet (dist/main.js is missing): run npm run build, or ./startup.sh, which builds it\n');
+    expect(unbuilt.status).toBe(1);
   });
 
   it('checks a history, loading the checker and nothing of the controller', () => {
