@@ -373,7 +373,7 @@ class CausalGraph {
     return node.reads === null ? [INIT, ...list] : list;
   }
 
-  /** `candidates(index)` from last to first, without building the list. */
+  /** `candidates(index)` from last to first, without building a list (readPatterns walks thousands). */
   private *candidatesLatestFirst(index: number): Generator<number> {
     const node = this.node(index);
     if (node.reads === undefined) return;

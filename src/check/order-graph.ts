@@ -86,8 +86,7 @@ export function proveKeyViolation(ops: Operation[], deadlineMs: number): OrderPr
     const reach = computeReach(graph, words);
     if (reach === null) return { verdict: 'violation', cycle: findCycle(graph) };
     if (performance.now() > deadlineMs) return { verdict: 'unknown' };
-    const added = addDerivedEdges(graph, reach, words, deadlineMs);
-    if (added === 0) return { verdict: 'unknown' };
+    if (addDerivedEdges(graph, reach, words, deadlineMs) === 0) return { verdict: 'unknown' };
   }
 }
 
