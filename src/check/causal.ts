@@ -50,7 +50,7 @@ const GiB = 1024 * 1024 * 1024;
  * unanswered, and every fault leaves some: a 20 s run of 8 clients × 4 in flight under every fault
  * recorded 92,630 operations in 3,576 sessions, most ending in an unanswered call nobody read,
  * which takes no column (see CausalGraph.dropSinksFromChains); a 240 s one, 1,059,434 operations in
- * 464 chains (958 MB of clocks, 4 GB in all, checked in 70 s).
+ * 464 chains (958 MB of clocks, 4 GB in all, checked in 50 s).
  */
 const CLOCK_BYTES_MAX = Math.min(4 * GiB, Math.max(GiB / 2, Math.floor(totalmem() / 8)));
 /** The most operations a chain may hold for 2-byte clock entries (a place is stored plus one). */
@@ -281,7 +281,7 @@ class CausalGraph {
   thinAirRead(): Pattern | null {
     for (const [index, node] of this.nodes.entries()) {
       if (node.reads === undefined || node.reads === null) continue;
-      if (this.candidates(index).length === 0) {
+      if (this.candidates(index).next().done === true) {
         return { name: 'ThinAirRead', ops: [node.op], key: node.op.key, why: `${show(node.reads)} was never written to this key` };
       }
     }
@@ -301,7 +301,7 @@ class CausalGraph {
       // have thousands of deletes to try). The first candidate is the one a pattern names.
       let first: { writer: number; overwriter: number } | null = null;
       let cleared = false;
-      for (const writer of this.candidatesLatestFirst(index)) {
+      for (const writer of this.candidates(index)) {
         if (writer !== INIT && this.before(index, writer)) continue; // written after the read
         const overwriter = this.overwrittenBefore(writer, index);
         if (overwriter === null) {
@@ -365,16 +365,11 @@ class CausalGraph {
     return null;
   }
 
-  /** The writers a read may have read from: of its value on its key, and INIT for absent. */
-  private candidates(index: number): number[] {
-    const node = this.node(index);
-    if (node.reads === undefined) return [];
-    const list = (this.writers.get(node.op.key)?.get(node.reads) ?? []).filter((writer) => writer !== index);
-    return node.reads === null ? [INIT, ...list] : list;
-  }
-
-  /** `candidates(index)` from last to first, without building a list (readPatterns walks thousands). */
-  private *candidatesLatestFirst(index: number): Generator<number> {
+  /**
+   * The writers a read may have read from (of its value on its key, and INIT for absent), latest
+   * first, without building a list: an "absent" may have thousands.
+   */
+  private *candidates(index: number): Generator<number> {
     const node = this.node(index);
     if (node.reads === undefined) return;
     const list = this.writers.get(node.op.key)?.get(node.reads) ?? [];
@@ -387,8 +382,12 @@ class CausalGraph {
 
   /** The one writer a read names, or null when none or several could be it. */
   private readFrom(index: number): number | null {
-    const candidates = this.candidates(index);
-    return candidates.length === 1 ? itemAt(candidates, 0) : null;
+    let only: number | null = null;
+    for (const writer of this.candidates(index)) {
+      if (only !== null) return null;
+      only = writer;
+    }
+    return only;
   }
 
   private writersOf(key: string, value: RegisterValue): number[] {

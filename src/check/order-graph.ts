@@ -79,9 +79,9 @@ interface Graph {
  */
 export function proveKeyViolation(ops: Operation[], deadlineMs: number): OrderProof {
   const nodesMax = ops.length + 1; // INIT and at most every operation
-  if (nodesMax * ((nodesMax + 31) >>> 5) * 4 > REACH_BYTES_MAX || performance.now() > deadlineMs) return { verdict: 'unknown' };
+  if (nodesMax * rowWords(nodesMax) * 4 > REACH_BYTES_MAX || performance.now() > deadlineMs) return { verdict: 'unknown' };
   const graph = buildGraph(ops);
-  const words = (graph.nodes.length + 31) >>> 5;
+  const words = rowWords(graph.nodes.length);
   for (;;) {
     const reach = computeReach(graph, words);
     if (reach === null) return { verdict: 'violation', cycle: findCycle(graph) };
@@ -244,6 +244,11 @@ function addEdge(graph: Graph, from: number, to: number, reason: EdgeReason): bo
   graph.to.push(to);
   graph.reasons.push(reason);
   return true;
+}
+
+/** 32-bit words in a reachability row of `nodes` bits. */
+function rowWords(nodes: number): number {
+  return (nodes + 31) >>> 5;
 }
 
 function has(reach: Uint32Array, words: number, row: number, node: number): boolean {

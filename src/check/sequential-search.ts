@@ -16,7 +16,7 @@ import { itemAt } from '../runtime/item-at.ts';
 import { isIndeterminate, type Operation, type RegisterValue } from './history.ts';
 import { PREFIX_SHOWN_MAX, type KeyOutcome, type StuckPoint } from './linearizability.ts';
 import { INITIAL_STATE, step } from './model.ts';
-import type { RealTimeGate } from './real-time-gate.ts';
+import { RealTimeGate } from './real-time-gate.ts';
 import { equivalent, ValueSupply } from './value-supply.ts';
 
 const DEADLINE_CHECK_INTERVAL = 1024;
@@ -41,12 +41,16 @@ interface Position {
 
 type Frame = { process: number; rank: number; state: RegisterValue };
 
-/** The depth-first search itself; with a `gate`, indeterminate ops wait for it. */
-export function searchOrders(queues: Operation[][], deadlineMs: number, gate: RealTimeGate | null): KeyOutcome {
+/**
+ * The depth-first search itself; with `gated`, the operations it picks wait for a RealTimeGate.
+ * Past `deadlineMs` it builds nothing and answers "unknown".
+ */
+export function searchOrders(queues: Operation[][], deadlineMs: number, gated: ((op: Operation) => boolean) | null): KeyOutcome {
   if (performance.now() > deadlineMs) return { verdict: 'unknown' };
   const search: Position = {
     queues, positions: new Int32Array(queues.length), state: INITIAL_STATE, supply: new ValueSupply(queues),
-    visited: new Memo(), visitedAfterInfo: new Memo(), afterInfo: null, infoBits: infoBitsOf(queues), infoPlaced: 0n, gate,
+    visited: new Memo(), visitedAfterInfo: new Memo(), afterInfo: null, infoBits: infoBitsOf(queues), infoPlaced: 0n,
+    gate: gated === null ? null : new RealTimeGate(queues, gated),
   };
   const stack: Frame[] = [];
   let remaining = queues.reduce((sum, queue) => sum + queue.filter((op) => !isIndeterminate(op)).length, 0);
@@ -70,7 +74,7 @@ export function searchOrders(queues: Operation[][], deadlineMs: number, gate: Re
     search.positions[top.process] = position;
     const undone = opAt(search, top.process, position);
     search.infoPlaced &= ~(search.infoBits.get(undone.id) ?? 0n);
-    gate?.unplace(undone);
+    search.gate?.unplace(undone);
     search.supply.count(undone, 1);
     search.state = top.state;
     if (!isIndeterminate(undone)) remaining++;
