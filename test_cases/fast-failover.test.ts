@@ -74,3 +74,22 @@ describe('failover after a leader exits', () => {
     expect(trio.machine(other).inspect().term).toBe(trio.machine(leader).inspect().term);
   });
 });
+
+describe('failover when both followers hurry at once', () => {
+  // Each follower hurries from when it learns its leader's connections closed, staggered by node
+  // id; learning at different times can line their elections up, and the vote splits. A split
+  // candidacy tries again after the short stagger, not after a whole election timeout.
+  it('elects a new leader within two heartbeat intervals of a split vote, whatever the offset', () => {
+    for (let offsetMs = 0; offsetMs <= 100; offsetMs += 10) {
+      const { trio, leader, followers } = settled();
+      const [first, second] = followers as [PeerId, PeerId];
+      const cutAtMs = trio.nowMs;
+      trio.cut.add(leader);
+      // The follower that goes second by id learns of the loss `offsetMs` earlier.
+      trio.peersCutBy = (id) => (id === second || (id === first && trio.nowMs >= cutAtMs + offsetMs) ? [leader] : []);
+      const tookMs = msUntilNewLeader(trio, leader, 1_000);
+      expect(tookMs, `learnt ${offsetMs} ms apart`).not.toBeNull();
+      expect(tookMs as number, `learnt ${offsetMs} ms apart`).toBeLessThanOrEqual(offsetMs + 220);
+    }
+  });
+});

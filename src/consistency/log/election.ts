@@ -28,6 +28,8 @@ export class Election {
   /** The random part of the election timeout, drawn at its last reset (a ping reuses it). */
   private jitterMs = 0;
   private votes = new Set<PeerId>();
+  /** The peers that refused the last vote this node asked for. */
+  private refusals = new Set<PeerId>();
   /** Whether `hurry` moved the election closer since the leader was last seen connected. */
   private hurried = false;
   private readonly leaderOfTerm = new Map<number, PeerId>();
@@ -69,15 +71,23 @@ export class Election {
    * PeerView.cut): its process most likely exited, so the election comes within about a tenth of
    * a second instead of a failure timeout, once per loss (until `calm`). The followers go in
    * turn, by node id, a heartbeat interval apart (plus up to half of one drawn at random): two
-   * that ran together would split the vote and wait a whole timeout. Safety never rests on when
-   * an election starts (Raft); a new leader honours read leases from its election (./lease.ts).
+   * that ran together would split the vote and wait a whole timeout. Each staggers from when it
+   * learnt of the loss, and two that learnt it apart can still run together: a candidacy that
+   * splits the vote then tries again after the same stagger (`onVoteReply`), counted from the
+   * refusals both receive at about the same moment. Safety never rests on when an election starts
+   * (Raft); a new leader honours read leases from its election (./lease.ts).
    */
   hurry(): void {
     if (this.hurried) return;
     this.hurried = true;
+    this.comeSoon();
+  }
+
+  /** Brings the election to within this node's turn among the nodes still connected (see `hurry`). */
+  private comeSoon(): void {
     const core = this.core;
-    const followers = [core.self, ...core.peers.filter((peer) => peer !== core.leader)].sort();
-    const delayMs = followers.indexOf(core.self) * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
+    const live = [core.self, ...core.peers.filter((peer) => peer !== core.leader && !core.cutPeers.has(peer))].sort();
+    const delayMs = live.indexOf(core.self) * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
     this.deadlineMs = Math.min(this.deadlineMs, core.nowMs + delayMs);
   }
 
@@ -112,6 +122,7 @@ export class Election {
   canvass(kind: 'pre_vote' | 'vote', term: number): boolean {
     const core = this.core;
     this.votes = new Set([core.self]);
+    this.refusals.clear();
     if (kind === 'vote') core.persistHardState();
     this.resetTimer();
     const message: LogMessage = { kind, term, lastIndex: core.log.lastIndex(), lastTerm: core.log.lastTerm() };
@@ -164,9 +175,19 @@ export class Election {
     return overFloor && this.core.log.isUpToDate(lastIndex, lastTerm);
   }
 
+  /**
+   * Counts a vote; a candidacy hurried by its leader's exit (`hurry`) that can no longer win, its
+   * refusers and the peers it is cut from too many, split the vote: it tries again at its turn.
+   */
   onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
     const core = this.core;
-    if (core.role !== 'candidate' || message.term !== core.term || !message.granted) return;
+    if (core.role !== 'candidate' || message.term !== core.term) return;
+    if (!message.granted) {
+      this.refusals.add(from);
+      const open = core.peers.filter((peer) => !this.votes.has(peer) && !this.refusals.has(peer) && !core.cutPeers.has(peer));
+      if (this.hurried && this.votes.size + open.length < core.majority) this.comeSoon();
+      return;
+    }
     this.votes.add(from);
     if (this.votes.size >= core.majority) this.roles.becomeLeader();
   }
