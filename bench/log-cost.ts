@@ -7,6 +7,9 @@
  * through the write-ahead encoding, so the figure covers the pure-JS work of a write. The end-to-end
  * CPU per write (the benchmark's "CPU µs/op") minus this is the price of I/O: syscalls, wake-ups,
  * fsync hand-offs and memcached round trips. Prints µs per entry, summed over the three machines.
+ * With COLD_MB=N, each turn is followed by a sweep over N MB of memory and a few thousand small
+ * functions (not timed), as when other processes ran on the core between two of a controller's
+ * wake-ups: what the same work costs with cold caches.
  */
 
 import { createReplicatedLog, type LogMessage, type ReplicatedLog } from '../src/consistency/replicated-log.ts';
@@ -72,10 +75,25 @@ for (let tick = 0; tick < 200; tick += 1) {
 const leader = IDS.find((id) => machine(id).status().role === 'leader');
 if (leader === undefined) throw new Error('no leader elected');
 
+/** Evicts this process's data and code from the CPU's caches; returns the milliseconds it took. */
+const coldBytes = Math.max(0, Number(process.env.COLD_MB ?? 0)) * 1024 * 1024;
+const sweep = new Uint8Array(coldBytes);
+const strangers = Array.from({ length: coldBytes > 0 ? 2_000 : 0 }, (_, at) =>
+  new Function('a', `let s = a + ${at}; for (let i = 0; i < 3; i++) s = (s * 31 + ${at}) | 0; return s;`) as (a: number) => number);
+let swept = 0;
+function chill(): number {
+  if (coldBytes === 0) return 0;
+  const startMs = performance.now();
+  for (let at = 0; at < sweep.length; at += 64) sweep[at] = ((sweep[at] as number) + 1) & 255;
+  for (const stranger of strangers) swept = stranger(swept);
+  return performance.now() - startMs;
+}
+
 const value = Buffer.alloc(100, 120);
 let nextRequestId = 1;
 function usPerEntry(): number {
   const startMs = performance.now();
+  let chilledMs = 0;
   for (let written = 0; written < entriesPerRun; written += batch) {
     for (let offset = 0; offset < batch; offset += 1) {
       const op: Op = { kind: 'store', verb: 'set', key: `key:${(written + offset) % 10_000}`, value, flags: 0, expiresAtMs: 0, casUnique: 0n };
@@ -84,13 +102,15 @@ function usPerEntry(): number {
     carryOut(leader as PeerId, machine(leader as PeerId).step({ kind: 'flush', nowMs }));
     deliver();
     nowMs += 1;
+    chilledMs += chill();
   }
-  return ((performance.now() - startMs) * 1000) / entriesPerRun;
+  return ((performance.now() - startMs - chilledMs) * 1000) / entriesPerRun;
 }
 
 for (let run = 0; run < runs; run += 1) {
   encodedBytes = 0;
   const cost = usPerEntry();
   const bytes = withCodecs ? `, ${(encodedBytes / entriesPerRun).toFixed(0)} bytes encoded per entry` : '';
-  console.log(`${cost.toFixed(2)} µs per entry over the three machines${withCodecs ? ' with codecs' : ''} (batches of ${batch})${bytes}`);
+  const cold = coldBytes > 0 ? `, caches swept (${coldBytes / 1024 / 1024} MB) after each turn` : '';
+  console.log(`${cost.toFixed(2)} µs per entry over the three machines${withCodecs ? ' with codecs' : ''} (batches of ${batch})${bytes}${cold}`);
 }
