@@ -176,8 +176,9 @@ export class Election {
   }
 
   /**
-   * Counts a vote; a candidacy hurried by its leader's exit (`hurry`) that can no longer win, its
-   * refusers and the peers it is cut from too many, split the vote: it tries again at its turn.
+   * Counts a vote. A candidacy hurried by its leader's exit (`hurry`) that can no longer win (too
+   * many peers refused it or are cut off) split the vote: it tries again at its turn, not after a
+   * whole election timeout.
    */
   onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
     const core = this.core;
