@@ -21,16 +21,13 @@
  * found) ends with the suffix of exactly one append of its key, that append wrote it and read
  * the prefix (unique suffixes, as mckv's fault runner writes, make every step unique). Sessions
  * that only write keys no operation reads (a bulk loader's) are set aside first: they cannot
- * change the verdict (see setAsideUnobserved), and the operation limit counts what is left.
+ * change the verdict (see ./causal-nodes.ts), and the operation limit counts what is left.
  */
 
 import { totalmem } from 'node:os';
 import { itemAt, wordAt } from '../runtime/item-at.ts';
-import { SuffixIndex } from './suffix-index.ts';
-import {
-  describeOperation, isIndeterminate, show,
-  type CheckResult, type History, type Operation, type RegisterValue,
-} from './history.ts';
+import { causalNodes, type CausalNode } from './causal-nodes.ts';
+import { describeOperation, isIndeterminate, show, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
 
 export interface CausalCheckOptions {
   /** Most operations checked, once writes nobody reads are set aside; more is `unknown`. */
@@ -58,21 +55,11 @@ const CLOCK_U16_PLACES = 0xffff - 1;
 /** The initial state of every key: a writer of "absent" before everything. */
 const INIT = -1;
 
-interface Node {
-  op: Operation;
-  /** The value this operation wrote (`undefined`: none; `null`: absent). */
-  writes?: RegisterValue;
-  /** The value it read (`undefined`: nothing it can be held to). */
-  reads?: RegisterValue;
-}
-
 type Pattern = { name: string; ops: Operation[]; key: string; why: string };
 
 /** Judge a history for causal convergence (see the file header). */
 export function checkCausal(history: History, options: CausalCheckOptions = {}): CheckResult {
-  const all = history.operations.map(toNode).filter((node) => node !== null);
-  inferAppends(all);
-  const { nodes, setAside } = setAsideUnobserved(all);
+  const { nodes, setAside } = causalNodes(history);
   const note = setAside === 0 ? undefined : `${setAside} writes set aside: sessions that only write keys no operation reads take no part in causality`;
   if (nodes.length > (options.operationsMax ?? OPERATIONS_MAX)) {
     const detail = `${nodes.length} operations: more than the causal checker takes (${options.operationsMax ?? OPERATIONS_MAX})`;
@@ -92,112 +79,12 @@ export function checkCausal(history: History, options: CausalCheckOptions = {}):
 }
 
 /**
- * Sets aside every session (a process, with every connection and process it shares one with) whose
- * operations are all plain writes or deletes of keys no operation anywhere reads, as a bulk
- * loader's are. The verdict cannot change: such a write reads nothing and nothing reads from it
- * (no RF edge in or out), it shares no session with what is kept (no session edge to lose or add),
- * and every pattern needs a read of its key.
- */
-function setAsideUnobserved(nodes: Node[]): { nodes: Node[]; setAside: number } {
-  const observed = new Set<string>();
-  for (const node of nodes) if (!isBlindWrite(node)) observed.add(node.op.key);
-  // Sessions joined by the operations they share: a union-find over session names.
-  const parent = new Map<string, string>();
-  const root = (name: string): string => {
-    let at = name;
-    for (let up = parent.get(at); up !== undefined && up !== at; up = parent.get(at)) at = up;
-    parent.set(name, at);
-    return at;
-  };
-  const sessionsOf = (node: Node): string[] => [`p${node.op.process}`, ...(node.op.connection === undefined ? [] : [`c${node.op.connection}`])];
-  for (const node of nodes) {
-    const [first, ...rest] = sessionsOf(node);
-    if (first === undefined) continue;
-    if (!parent.has(first)) parent.set(first, first);
-    for (const name of rest) {
-      if (!parent.has(name)) parent.set(name, name);
-      const a = root(first);
-      const b = root(name);
-      if (a !== b) parent.set(b, a);
-    }
-  }
-  const keep = new Set<string>();
-  for (const node of nodes) if (!isBlindWrite(node) || observed.has(node.op.key)) keep.add(root(`p${node.op.process}`));
-  const kept = nodes.filter((node) => keep.has(root(`p${node.op.process}`)));
-  return { nodes: kept, setAside: nodes.length - kept.length };
-}
-
-/** A plain write or delete: it reads nothing, whatever its outcome. */
-function isBlindWrite(node: Node): boolean {
-  return (node.op.input.f === 'write' || node.op.input.f === 'delete') && node.reads === undefined;
-}
-
-function toNode(op: Operation): Node | null {
-  const done = op.output.kind === 'done' ? op.output.result : undefined;
-  switch (op.input.f) {
-    case 'read':
-      return op.output.kind === 'read' ? { op, reads: op.output.value } : null;
-    case 'write':
-      return { op, writes: op.input.value };
-    case 'delete':
-      return done === false ? { op, reads: null } : { op, writes: null };
-    case 'cas':
-      if (done === false) return null;
-      return isIndeterminate(op) ? { op, writes: op.input.value } : { op, reads: op.input.expected, writes: op.input.value };
-    case 'append':
-      return done === false ? null : { op };
-    default: {
-      const unreachable: never = op.input;
-      throw new Error(`unknown operation ${JSON.stringify(unreachable)}`);
-    }
-  }
-}
-
-/**
- * Gives appends the values they wrote and read, from the values read (see the file header): a
- * value no write or cas wrote, ending with the suffix of exactly one append of its key.
- */
-function inferAppends(nodes: Node[]): void {
-  const appends = new Map<string, SuffixIndex<Node>>(); // by key
-  const written = new Set<string>();
-  for (const node of nodes) {
-    if (node.op.input.f === 'append') {
-      let index = appends.get(node.op.key);
-      if (index === undefined) appends.set(node.op.key, (index = new SuffixIndex()));
-      index.add(node.op.input.value, node);
-    } else if (node.writes !== undefined) written.add(`${node.op.key}\0${node.writes}`);
-  }
-  const pending = nodes.flatMap((node) => (typeof node.reads === 'string' ? [{ key: node.op.key, value: node.reads }] : []));
-  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
-    const { key, value } = next;
-    if (written.has(`${key}\0${value}`)) continue;
-    const match = onlyAppendEnding(appends, key, value);
-    if (match === null || match.writes !== undefined || match.op.input.f !== 'append') continue;
-    const prefix = value.slice(0, value.length - match.op.input.value.length);
-    match.writes = value;
-    match.reads = prefix;
-    written.add(`${key}\0${value}`);
-    pending.push({ key, value: prefix });
-  }
-}
-
-/** The one append of `key` whose suffix `value` ends with, and is longer than; null if none or several. */
-function onlyAppendEnding(appends: Map<string, SuffixIndex<Node>>, key: string, value: string): Node | null {
-  let match: Node | null = null;
-  for (const nodes of appends.get(key)?.ending(value, true) ?? []) {
-    if (match !== null || nodes.length > 1) return null;
-    match = itemAt(nodes, 0);
-  }
-  return match;
-}
-
-/**
  * Nodes, their session and RF edges, and CO as a vector clock per node over the session chains:
  * each chain is totally ordered in CO, so a →CO b exactly when b's clock reaches a's place in a's
  * chain (n × chains entries, where a bit matrix would take n² bits).
  */
 class CausalGraph {
-  private readonly nodes: Node[];
+  private readonly nodes: CausalNode[];
   /** key → value → indexes of the nodes that wrote it (INIT for the initial absent). */
   private readonly writers = new Map<string, Map<RegisterValue, number[]>>();
   /** key → every node that wrote it (built on first use, once `writers` is complete). */
@@ -225,7 +112,7 @@ class CausalGraph {
   /** Bytes per clock entry: 2 while no chain is longer than CLOCK_U16_PLACES, else 4. */
   readonly clockEntryBytes: 2 | 4;
 
-  constructor(nodes: Node[]) {
+  constructor(nodes: CausalNode[]) {
     this.nodes = nodes;
     this.predecessors = nodes.map(() => []);
     nodes.forEach((node, index) => {
@@ -347,7 +234,7 @@ class CausalGraph {
     return { name, ops, key: itemAt(ops, 0).key, why };
   }
 
-  private node(index: number): Node {
+  private node(index: number): CausalNode {
     return itemAt(this.nodes, index);
   }
 
