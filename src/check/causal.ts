@@ -158,7 +158,6 @@ class CausalGraph {
     return this.nodes.length * this.chains.length;
   }
 
-
   /** Orders the nodes and, unless CO has a cycle, computes their clocks. */
   computeOrder(): void {
     this.order = this.topologicalOrder();
