@@ -75,12 +75,13 @@ for (let tick = 0; tick < 200; tick += 1) {
 const leader = IDS.find((id) => machine(id).status().role === 'leader');
 if (leader === undefined) throw new Error('no leader elected');
 
-/** Evicts this process's data and code from the CPU's caches; returns the milliseconds it took. */
+/** COLD_MB's sweep: this much memory and this many small functions, touched after each turn. */
 const coldBytes = Math.max(0, Number(process.env.COLD_MB ?? 0)) * 1024 * 1024;
 const sweep = new Uint8Array(coldBytes);
 const strangers = Array.from({ length: coldBytes > 0 ? 2_000 : 0 }, (_, at) =>
   new Function('a', `let s = a + ${at}; for (let i = 0; i < 3; i++) s = (s * 31 + ${at}) | 0; return s;`) as (a: number) => number);
 let swept = 0;
+/** Evicts this process's data and code from the CPU's caches; returns the milliseconds it took. */
 function chill(): number {
   if (coldBytes === 0) return 0;
   const startMs = performance.now();

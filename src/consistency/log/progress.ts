@@ -170,7 +170,7 @@ export class ProgressTracker {
     for (const progress of this.#byPeer.values()) {
       const value = progress[field];
       let at = count;
-      for (; at > 0 && (values[at - 1] as number) < value; at -= 1) values[at] = values[at - 1] as number;
+      for (; at > 0 && itemAt(values, at - 1) < value; at -= 1) values[at] = itemAt(values, at - 1);
       values[at] = value;
       count += 1;
     }
