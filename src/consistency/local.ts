@@ -31,6 +31,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
           memory.peersUp(event.peersUp);
           return [];
         case 'clock_jump':
+        case 'stopping':
           return [];
         case 'request':
           break;

@@ -55,6 +55,11 @@ export type Event<M> =
    * leases on the monotonic clock drops them (see src/runtime/clock.ts).
    */
   | { kind: 'clock_jump'; nowMs: number; aheadMs: number }
+  /**
+   * The controller is stopping (SIGTERM, SIGINT): its clients are gone, and it serves nothing
+   * more. A mode may tell its peers (sends marked `beforeDurable`, the last this node makes).
+   */
+  | { kind: 'stopping'; nowMs: number }
   /** Answer to a `fetch` effect; `more`: a slice of a `sliced` or `paced` fetch's result, more follows. */
   | { kind: 'fetched'; nowMs: number; token: number; entries: KeyedEntry[]; more?: true }
   /** An `apply` or `put` effect with a token completed on the local replica. */

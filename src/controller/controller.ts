@@ -57,6 +57,8 @@ const eventsPerTurnMax = 1024;
 
 /** How often overdue requests are swept (one timer for all, not one per request). */
 const requestSweepIntervalMs = 1000;
+/** How long a stopping controller waits for its last peer messages (its `leave`) to go out. */
+const LEAVE_FLUSH_MS = 200;
 
 export class Controller {
   private readonly machine: Machine<unknown>;
@@ -182,17 +184,23 @@ export class Controller {
     writeReplicaMarker(stateDir, mode);
   }
 
-  /** Stops taking clients, closes peers and the backend. Pending requests get SERVER_ERROR. */
+  /**
+   * Stops taking clients, tells the peers (the mode's `stopping` step), closes peers and the
+   * backend. Pending requests get SERVER_ERROR.
+   */
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     this.watch.stop();
-    this.effects.stop();
     this.requests.answerAll(() => refused('shutting_down'));
-    await this.server.close();
+    // Every client connection ends here, at once: nothing is answered after the peers hear we left.
+    const serverClosed = this.server.close();
+    for (const effect of this.machine.step({ kind: 'stopping', nowMs: clockMs() })) this.effects.carryOut(effect);
+    this.effects.stop();
+    await serverClosed;
     await this.http?.close();
-    await this.network.stop();
+    await this.network.stop({ flushMs: LEAVE_FLUSH_MS });
     // Stores sent quietly are done once memcached vouches for them; closing first would lose that word.
     await this.options.backend.settle?.().catch(() => {});
     await this.options.backend.close();

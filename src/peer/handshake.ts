@@ -25,10 +25,10 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /**
  * Carried by every handshake message; a peer of another release is refused by it. Raised whenever a
- * peer message's fields or meaning change (6: `recover_reply` carries `lastTerm`, a forward sent
- * again carries `again`), so two builds never exchange messages one of them misreads.
+ * peer message's fields or meaning change (7: a stopping controller says `leave`), so two builds
+ * never exchange messages one of them misreads.
  */
-export const HANDSHAKE_VERSION = 6;
+export const HANDSHAKE_VERSION = 7;
 export const HANDSHAKE_NONCE_BYTES = 32;
 export const HANDSHAKE_PROOF_BYTES = 32;
 /** Handshake frames are far smaller; a larger frame before authentication is refused from its header. */

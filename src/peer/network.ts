@@ -72,6 +72,8 @@ const HANDSHAKE_TIMEOUT_MIN_MS = 1000;
 
 /** A monotonic clock: wall-clock steps must not make peers look up or down. */
 const monotonicNowMs = (): number => performance.now();
+/** How often `stop` looks whether the last frames left, while it waits for them. */
+const FLUSH_POLL_MS = 2;
 
 export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   private readonly options: PeerNetworkOptions;
@@ -170,10 +172,18 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.heartbeatTimer = setInterval(() => this.onHeartbeatTimer(), this.options.heartbeatIntervalMs);
   }
 
-  /** Closes every connection and the listener; no reconnect follows. */
-  async stop(): Promise<void> {
+  /**
+   * Closes every connection and the listener; no reconnect follows. `flushMs`: first wait up to
+   * this long for what was sent to reach the operating system (a frame still in a send lane or
+   * the socket's buffer is lost when its connection closes).
+   */
+  async stop(options: { flushMs?: number } = {}): Promise<void> {
     if (!this.running) return;
     this.running = false;
+    // The last frames sent (a stopping node's `leave`) go out first, if they can within flushMs.
+    for (const deadlineMs = monotonicNowMs() + (options.flushMs ?? 0); this.dialer.unsentBytes() > 0 && monotonicNowMs() < deadlineMs;) {
+      await new Promise((resolve) => setTimeout(resolve, FLUSH_POLL_MS));
+    }
     if (this.heartbeatTimer !== null) clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = null;
     this.dialer.stop();

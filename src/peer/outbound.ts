@@ -133,6 +133,13 @@ export class PeerDialer {
     this.outbound.clear();
   }
 
+  /** Bytes written to authenticated connections that have not reached the operating system yet. */
+  unsentBytes(): number {
+    let bytes = 0;
+    for (const outbound of this.outbound.values()) bytes += outbound.lanes?.unsentBytes ?? 0;
+    return bytes;
+  }
+
   /** Whether our last dial to `peer` failed (reset once a connection to it is authenticated). */
   dialFailed(peer: PeerId): boolean {
     return this.outbound.get(peer)?.dialFailed === true;

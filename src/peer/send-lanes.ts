@@ -58,6 +58,11 @@ export class SendLanes {
     return true;
   }
 
+  /** Bytes not handed to the operating system yet: in the socket's buffer or waiting here. */
+  get unsentBytes(): number {
+    return this.socket.destroyed ? 0 : this.socket.writableLength + this.waitingBytes;
+  }
+
   /** Bulk bytes waiting for room in the socket's buffer. */
   get waitingBulkBytes(): number {
     return this.waitingBytes;

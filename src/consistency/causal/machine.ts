@@ -124,6 +124,7 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.merging.onRefused(event.token ?? null);
         break;
       case 'flush':
+      case 'stopping':
         break;
       case 'memory_polled':
       case 'memory_report':

@@ -155,6 +155,7 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.peerPushes.onRefused(event.keys, event.token ?? null, out);
         break;
       case 'flush':
+      case 'stopping':
         break;
       case 'memory_polled':
       case 'memory_report':

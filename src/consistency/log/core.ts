@@ -101,6 +101,11 @@ export class LogCore {
    * elect another without waiting out the failure timeout (see Election.hurry).
    */
   readonly cutPeers = new Set<PeerId>();
+  /**
+   * Peers that said they are stopping (a `leave`) in `term`, and whether they led it, less those
+   * heard from since: such a peer serves no read and holds no lease (see Roles.onLeave).
+   */
+  readonly departed = new Map<PeerId, { term: number; led: boolean }>();
 
   // The replica (see ./replica.ts and ./transfer.ts).
   /** The snapshot index a state transfer must reach; null while none is wanted. */
@@ -304,7 +309,7 @@ export class LogCore {
   }
 
   /** A message that rests on no record: it leaves ahead of effects waiting for the disk. */
-  sendBeforeDurable(to: PeerId, message: Extract<LogMessage, { kind: 'ping' | 'pong' }>): void {
+  sendBeforeDurable(to: PeerId, message: Extract<LogMessage, { kind: 'ping' | 'pong' | 'leave' }>): void {
     this.out.push({ kind: 'send', to, message, beforeDurable: true });
   }
 }

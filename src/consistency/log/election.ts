@@ -63,7 +63,9 @@ export class Election {
   inLease(): boolean {
     const core = this.core;
     if (core.role === 'leader') return true;
-    return core.leader !== null && !core.cutPeers.has(core.leader) && core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
+    const leader = core.leader;
+    if (leader === null || core.cutPeers.has(leader) || core.departed.has(leader)) return false;
+    return core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
   }
 
   /**
@@ -86,7 +88,8 @@ export class Election {
   /** Brings the election to within this node's turn among the nodes still connected (see `hurry`). */
   private comeSoon(): void {
     const core = this.core;
-    const live = [core.self, ...core.peers.filter((peer) => peer !== core.leader && !core.cutPeers.has(peer))].sort();
+    const gone = (peer: PeerId): boolean => peer === core.leader || core.cutPeers.has(peer) || core.departed.has(peer);
+    const live = [core.self, ...core.peers.filter((peer) => !gone(peer))].sort();
     const delayMs = live.indexOf(core.self) * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
     this.deadlineMs = Math.min(this.deadlineMs, core.nowMs + delayMs);
   }
@@ -99,6 +102,11 @@ export class Election {
   /** The leader of `term` as this node knows it (itself while it leads), if known. */
   leaderOf(term: number): PeerId | undefined {
     return this.core.role === 'leader' ? this.core.self : this.leaderOfTerm.get(term);
+  }
+
+  /** Whether `peer` led `term`, as far as this node knows (a past term too, while it leads another). */
+  knownToLead(term: number, peer: PeerId): boolean {
+    return this.leaderOfTerm.get(term) === peer;
   }
 
   noteLeader(term: number, leader: PeerId): void {

@@ -197,6 +197,9 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       case 'flush':
         this.flushOutgoing();
         break;
+      case 'stopping':
+        this.roles.leave();
+        break;
       case 'memory_polled':
       case 'memory_report':
         this.memory.step(event);
@@ -284,6 +287,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
     if (!this.recovery.admits(message)) return;
     this.recovery.heard(from, message);
     this.cutPeers.delete(from); // it is connected after all
+    if (message.kind !== 'leave') this.departed.delete(from); // it is back: a new process, most likely
     this.roles.step(from, message);
   }
 

@@ -393,6 +393,15 @@ export class Replication {
     progress.honorUntilMs = Math.max(progress.honorUntilMs, this.core.nowMs + this.leases.guardMs);
   }
 
+  /** `peer` holds no read lease (it left: see Roles.onLeave): no commit waits for its ack any more. */
+  forgetLease(peer: PeerId): void {
+    const progress = this.progress.get(peer);
+    if (this.leases === null || progress === undefined) return;
+    progress.honorUntilMs = Number.NEGATIVE_INFINITY;
+    progress.leaseAsk = null;
+    this.advanceCommit();
+  }
+
   /** The grant riding on an append to `progress`'s follower, if it asked (read leases). */
   private leaseFields(progress: Progress): { sentMs?: number; lease?: LeaseGrant } {
     if (this.leases === null) return {};

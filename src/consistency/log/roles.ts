@@ -220,6 +220,8 @@ export class Roles {
         return this.recovery.onRecover(from, message, () => this.progress.peerRestarted(from));
       case 'recover_reply':
         return this.recovery.onRecoverReply(from, message);
+      case 'leave':
+        return this.onLeave(from, message);
       default: {
         const never: never = message;
         assert.fail(`unknown message ${JSON.stringify(never)}`);
@@ -241,13 +243,54 @@ export class Roles {
     return true;
   }
 
+  /**
+   * This controller is stopping: its clients are gone and it serves nothing more. It tells its
+   * peers (`leave`), so that none waits out a read lease it no longer holds or uses.
+   */
+  leave(): void {
+    const core = this.core;
+    core.note('info', 'leaving: this controller is stopping', { role: core.role, peers: core.peers });
+    for (const peer of core.peers) core.sendBeforeDurable(peer, { kind: 'leave', term: core.term });
+  }
+
+  /**
+   * A peer is stopping (its `leave`, after the term rule): it serves no read, holds no read lease
+   * and sends nothing more (until a new process of it speaks, see LogMachine.onMessage). A leader
+   * stops waiting for its lease at once where no other leader can have granted its process one
+   * (see `leaseSurrendered`); a follower whose leader left elects another without waiting.
+   */
+  private onLeave(from: PeerId, message: Extract<LogMessage, { kind: 'leave' }>): void {
+    const core = this.core;
+    const led = this.election.knownToLead(message.term, from);
+    core.departed.set(from, { term: message.term, led });
+    core.note('info', 'a peer is stopping', { peer: from, led, peers: core.peers });
+    if (core.role === 'leader') {
+      if (this.leaseSurrendered(from)) this.replication.forgetLease(from);
+    } else if (core.leader === from) {
+      this.election.hurry();
+    }
+  }
+
+  /**
+   * Whether a leader need not honour `peer`'s read lease, the peer having left: in our term (so it
+   * followed us, and nobody else grants in our term), or, having led the term just before ours,
+   * nobody else could grant its process a lease in its own term or ours before us. A restarted
+   * process of it remembers a term at least that one (it refuses older leaders' grants) and holds
+   * a lease only from a leader that grants it again. Any older departure: honoured as any peer.
+   */
+  private leaseSurrendered(peer: PeerId): boolean {
+    const departed = this.core.departed.get(peer);
+    if (departed === undefined || this.leases === null) return false;
+    return departed.term === this.core.term || (departed.led && departed.term === this.core.term - 1);
+  }
+
   // ---------------------------------------------------------------- ticks
 
   /** A follower or (pre-)candidate that heard from no leader for an election timeout starts one. */
   private tickElection(): void {
     const core = this.core;
     if (core.role === 'follower' && core.leader !== null) {
-      if (core.cutPeers.has(core.leader)) this.election.hurry();
+      if (core.cutPeers.has(core.leader) || core.departed.has(core.leader)) this.election.hurry();
       else this.election.calm();
     }
     if (!this.election.isDue() || this.recovery.active) return;
@@ -298,6 +341,8 @@ export class Roles {
     // Read leases: any peer may hold one an earlier leader granted; honour each for a full guard.
     const honorUntilMs = this.leases === null ? Number.NEGATIVE_INFINITY : core.nowMs + this.leases.guardMs;
     this.progress.reset(core.peers, core.log.lastIndex(), core.nowMs, honorUntilMs);
+    // …but the leader of the last term, if it left (see leaseSurrendered), holds none.
+    for (const peer of core.departed.keys()) if (this.leaseSurrendered(peer)) this.replication.forgetLease(peer);
     this.transfer.leaderElected();
     this.replication.leaderElected();
     const termStartIndex = this.turn.proposeNoOp();

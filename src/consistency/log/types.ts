@@ -128,6 +128,12 @@ export type LogMessage =
   /** A follower hears `term`'s leader (its answer to a ping), for the leader's check-quorum. */
   | { kind: 'pong'; term: number }
   /**
+   * The sender is stopping: its clients are gone, and it serves no read, holds no read lease and
+   * takes part in nothing from now on, in `term` (its last message). Its leader commits without
+   * waiting for its lease; if it led, its followers elect another at once (see Roles.onLeave).
+   */
+  | { kind: 'leave'; term: number }
+  /**
    * Writes received by a follower, batched per step, for the leader to append. `stream`, `seq`:
    * the sender's stream of forwards in this term and the number of the first request, the rest
    * numbered on from it (./forward-order.ts). `again`: these requests were sent before in this

@@ -196,6 +196,7 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
       return appendReplyProblem(value);
     case 'ping':
     case 'pong':
+    case 'leave':
       return null;
     case 'held':
       return isCount(value.matchIndex) ? null : 'held: bad fields';
