@@ -34,15 +34,17 @@ import {
 import { itemAt } from '../src/runtime/item-at.ts';
 
 type OrderedMode = 'linearizability' | 'sequential';
-type Fault = 'leader-kill' | 'follower-kill' | 'leader-pause' | 'leader-isolate' | 'memcached-restart';
+type Fault = 'leader-kill' | 'follower-kill' | 'leader-stop' | 'follower-stop' | 'leader-pause' | 'leader-isolate' | 'memcached-restart';
 
 const MODES: readonly OrderedMode[] = ['linearizability', 'sequential'];
-const FAULTS: readonly Fault[] = ['leader-kill', 'follower-kill', 'leader-pause', 'leader-isolate', 'memcached-restart'];
+const FAULTS: readonly Fault[] = ['leader-kill', 'follower-kill', 'leader-stop', 'follower-stop', 'leader-pause', 'leader-isolate', 'memcached-restart'];
 
 const HEARTBEAT_INTERVAL_MS = 50;
 const FAILURE_TIMEOUT_MS = 500;
 /** The bound every "serves again" measurement is held to (generous: the machine is shared). */
 const SERVE_BOUND_MS = 6 * FAILURE_TIMEOUT_MS;
+/** A stopped follower holds no write back: the bound on a write's latency then, well under a read lease. */
+const FOLLOWER_STOP_BOUND_MS = 300;
 /** How long a fault lasts at least, so the workload runs well inside it. */
 const FAULT_HOLD_MS = 1500;
 const CALL_TIMEOUT_MS = 1000;
@@ -110,7 +112,7 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   };
   const ids = cluster.nodes.map((node) => node.id);
   const leader = await findLeader(cluster, ids, 10_000);
-  const target = fault === 'follower-kill' ? ids.find((id) => id !== leader) as string : leader;
+  const target = fault === 'follower-kill' || fault === 'follower-stop' ? ids.find((id) => id !== leader) as string : leader;
   const majority = ids.filter((id) => id !== target);
   // The reader of the seeded keys on the target sees them all before the restart, so any absent
   // answer after it is its own session going back in time (a violation in both modes).
@@ -163,8 +165,14 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   expect.soft(majorityServedMs ?? Infinity, `${mode} ${fault}: the majority served again only after ${majorityServedMs === null ? 'never' : Math.round(majorityServedMs)} ms (bound ${SERVE_BOUND_MS} ms; per node ${majority.map((id, index) => `${id} ${served[index] === null ? 'never' : Math.round(served[index] as number)} ms`).join(', ')}; old leader ${leader})`).toBeLessThanOrEqual(SERVE_BOUND_MS);
   // A killed leader's connections close at once: its followers elect another without waiting out
   // the failure timeout (in linearizability the new leader's writes then wait out read leases).
-  if (fault === 'leader-kill' && mode === 'sequential') {
+  if ((fault === 'leader-kill' && mode === 'sequential') || fault === 'leader-stop') {
     expect.soft(majorityServedMs ?? Infinity, `${mode} ${fault}: the majority served again only after ${Math.round(majorityServedMs ?? Infinity)} ms, not sooner than the failure timeout (${FAILURE_TIMEOUT_MS} ms)`).toBeLessThan(FAILURE_TIMEOUT_MS);
+  }
+  // A follower stopped (SIGTERM) says it leaves: no write waits out its read lease (about 520 ms).
+  if (fault === 'follower-stop') {
+    const slow = records.filter((record) => majority.includes(record.node) && record.f === 'write' && record.outcome === 'ok'
+      && record.endMs >= faultMs && record.startMs <= healMs && record.endMs - record.startMs >= FOLLOWER_STOP_BOUND_MS);
+    expect.soft(slow, `${mode} ${fault}: writes at the majority took ${FOLLOWER_STOP_BOUND_MS} ms or more while ${target} stopped:\n${describeRecords(slow, 6)}`).toEqual([]);
   }
   // (b) the minority refuses and never reads stale.
   if (fault === 'leader-isolate') assertMinority(mode, records, { minority: target, cutMs: faultMs, healMs }, minorityCheck);
@@ -173,7 +181,7 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
   expect.soft(finals, `${mode} ${fault}: final reads`).toEqual([]);
   expect.soft(check.verdict, `${mode} ${fault}: the history of ${check.operations} operations is not ${mode === 'sequential' ? 'sequentially consistent' : 'linearizable'}:\n${check.detail ?? ''}`).toBe('ok');
   // (e) while the majority elects a new leader, its writes wait for it rather than being refused.
-  if (fault !== 'follower-kill' && fault !== 'memcached-restart') {
+  if (fault !== 'follower-kill' && fault !== 'follower-stop' && fault !== 'memcached-restart') {
     // Refused ("no quorum") or answered "outcome unknown", from the fault until the heal; reads
     // too in linearizability (sequential reads are local: refused while no leader is live).
     const waits = (record: OpRecord): boolean => record.f === 'write' || mode === 'linearizability';
@@ -200,6 +208,10 @@ async function inject(cluster: Cluster, fault: Fault, target: string): Promise<v
     case 'follower-kill':
       await cluster.kill(target);
       return;
+    case 'leader-stop':
+    case 'follower-stop':
+      await cluster.stopController(target);
+      return;
     case 'leader-pause':
       cluster.pause(target);
       return;
@@ -220,6 +232,8 @@ async function heal(cluster: Cluster, fault: Fault, target: string): Promise<voi
   switch (fault) {
     case 'leader-kill':
     case 'follower-kill':
+    case 'leader-stop':
+    case 'follower-stop':
       await cluster.startController(target);
       return;
     case 'leader-pause':

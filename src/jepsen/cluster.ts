@@ -249,11 +249,25 @@ export class Cluster {
 
   /** SIGKILL a controller and wait for it to be gone. */
   async kill(id: string): Promise<void> {
+    await this.end(id, 'SIGKILL');
+  }
+
+  /**
+   * Stop a controller as an operator would (SIGTERM: it tells its peers it leaves, then exits) and
+   * wait for it to be gone; SIGKILL if it has not exited within `graceMs`.
+   */
+  async stopController(id: string, graceMs = 5_000): Promise<void> {
+    await this.end(id, 'SIGTERM', graceMs);
+  }
+
+  private async end(id: string, signal: NodeJS.Signals, graceMs?: number): Promise<void> {
     const child = this.node(id).controller;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child.once('exit', resolve));
-    this.signal(id, 'SIGKILL');
+    this.signal(id, signal);
+    const timer = graceMs === undefined ? null : setTimeout(() => this.signal(id, 'SIGKILL'), graceMs);
     await exited;
+    if (timer !== null) clearTimeout(timer);
     this.node(id).controller = null;
   }
 

@@ -52,14 +52,17 @@ import { createRandom, pickIndex, sleep, type Random } from './workload.ts';
  * the window's end. `link-reset` drops every connection to and from one controller's peer port again
  * and again (every 0.1–0.4 s), new ones taken at once, as a NIC reset or a middlebox's failover does:
  * the peer is alive and redialled, so nothing may wait out a failure timeout.
+ * `stop` stops one controller as an operator does (SIGTERM: it ends its clients' connections, tells
+ * its peers it leaves, exits) and starts it again at the window's end: no write may wait out its
+ * read lease, and a leader's followers elect another at once.
  */
 export type NemesisKind =
   | 'kill' | 'pause' | 'partition' | 'backend-restart' | 'backend-pause' | 'backend-fill' | 'clock' | 'slow' | 'stall' | 'disk-stall'
-  | 'power' | 'power-two' | 'kill-all' | 'backend-kill' | 'link-reset';
+  | 'power' | 'power-two' | 'kill-all' | 'backend-kill' | 'link-reset' | 'stop';
 
 export const NEMESIS_KINDS: readonly NemesisKind[] = [
   'kill', 'pause', 'partition', 'backend-restart', 'backend-pause', 'backend-fill', 'clock', 'slow', 'stall', 'disk-stall', 'power',
-  'kill-all', 'backend-kill', 'link-reset', 'power-two',
+  'kill-all', 'backend-kill', 'link-reset', 'power-two', 'stop',
 ];
 
 /** Faults a cluster is expected to ride out without refusing a call (see report.ts, quiet refusals). */
@@ -103,6 +106,8 @@ export interface FaultWindow {
 /** What the nemesis needs of a cluster (`Cluster` from cluster.ts has it). */
 export interface FaultTarget {
   kill(id: string): Promise<void>;
+  /** SIGTERM: the controller stops gracefully (see Cluster.stopController). */
+  stopController(id: string): Promise<void>;
   startController(id: string): Promise<void>;
   pause(id: string): void;
   resume(id: string): void;
@@ -272,6 +277,7 @@ export function describeFault(
 ): string {
   switch (plan.kind) {
     case 'kill': return `kill ${plan.nodes[0]}`;
+    case 'stop': return `stop ${plan.nodes[0]}`;
     case 'power': return `power loss ${plan.nodes[0]}`;
     case 'power-two': return `power loss ${plan.nodes.join(' and ')} together`;
     case 'kill-all': return 'kill every controller';
@@ -375,6 +381,7 @@ async function applyFault(target: FaultTarget, plan: FaultPlan, stop: AbortSigna
       }
       return;
     case 'kill': return target.kill(node());
+    case 'stop': return target.stopController(node());
     case 'power': return target.losePower(node(), plan.keptFraction ?? 0);
     case 'power-two':
       await Promise.all([target.losePower(node(), plan.keptFraction ?? 0), target.losePower(itemAt(plan.nodes, 1), 1)]);
@@ -417,7 +424,9 @@ function stallMachine(target: FaultTarget, nodes: readonly string[], action: 'st
 
 async function undoFault(target: FaultTarget, plan: FaultPlan): Promise<void> {
   switch (plan.kind) {
-    case 'kill': return target.startController(itemAt(plan.nodes, 0));
+    case 'kill':
+    case 'stop':
+      return target.startController(itemAt(plan.nodes, 0));
     case 'power': return target.powerOn(itemAt(plan.nodes, 0));
     case 'power-two':
       // Together: each recovers only once every peer answers.
