@@ -81,6 +81,16 @@ describe('a controller that stops says it leaves', () => {
     expect(trio.replies.get(requestId)?.kind).toBe('apply');
   });
 
+  it('a leave changes no term: a candidate that stops does not unseat the leader', () => {
+    const trio = new Trio();
+    trio.run(1_000);
+    const leader = trio.leader();
+    const { term } = trio.machine(leader).inspect();
+    const candidate = IDS.find((id) => id !== leader) as PeerId;
+    trio.step(leader, { kind: 'message', from: candidate, message: { kind: 'leave', term: term + 3 } });
+    expect(trio.machine(leader).inspect()).toMatchObject({ role: 'leader', term });
+  });
+
   it('a follower that left in an earlier term is honoured by the next leader for a full guard', () => {
     const trio = new Trio();
     trio.run(1_000);

@@ -129,8 +129,13 @@ export class Roles {
     }
   }
 
-  /** A peer message, checked and admitted by recovery: the term rule, then the role's step. */
+  /**
+   * A peer message, checked and admitted by recovery: the term rule, then the role's step. A
+   * `leave` changes no term (a candidate that stops must not unseat a leader, as its vote request
+   * could not), so it is taken first.
+   */
   step(from: PeerId, message: LogMessage): void {
+    if (message.kind === 'leave') return this.onLeave(from, message);
     if (!this.acceptTerm(from, message)) return;
     this.handlers().step(from, message);
   }
@@ -221,7 +226,7 @@ export class Roles {
       case 'recover_reply':
         return this.recovery.onRecoverReply(from, message);
       case 'leave':
-        return this.onLeave(from, message);
+        return; // taken before the term rule (see `step`)
       default: {
         const never: never = message;
         assert.fail(`unknown message ${JSON.stringify(never)}`);
@@ -254,7 +259,7 @@ export class Roles {
   }
 
   /**
-   * A peer is stopping (its `leave`, after the term rule): it serves no read, holds no read lease
+   * A peer is stopping (its `leave`, of any term): it serves no read, holds no read lease
    * and sends nothing more (until a new process of it speaks, see LogMachine.onMessage). A leader
    * stops waiting for its lease at once where no other leader can have granted its process one
    * (see `leaseSurrendered`); a follower whose leader left elects another without waiting.
@@ -266,17 +271,18 @@ export class Roles {
     core.note('info', 'a peer is stopping', { peer: from, led, peers: core.peers });
     if (core.role === 'leader') {
       if (this.leaseSurrendered(from)) this.replication.forgetLease(from);
-    } else if (core.leader === from) {
+    } else if (core.leader === from && message.term === core.term) {
       this.election.hurry();
     }
   }
 
   /**
-   * Whether a leader need not honour `peer`'s read lease, the peer having left: in our term (so it
-   * followed us, and nobody else grants in our term), or, having led the term just before ours,
-   * nobody else could grant its process a lease in its own term or ours before us. A restarted
-   * process of it remembers a term at least that one (it refuses older leaders' grants) and holds
-   * a lease only from a leader that grants it again. Any older departure: honoured as any peer.
+   * Whether a leader need not honour `peer`'s read lease, the peer having left: in our term (it
+   * followed us, or stood against us, and nobody else grants in our term), or, having led the term
+   * just before ours, nobody else could grant its process a lease in its own term or ours before
+   * us. A restarted process of it remembers a term at least that one (it refuses older leaders'
+   * grants) and holds a lease only from a leader that grants it again. Any older departure:
+   * honoured as any peer.
    */
   private leaseSurrendered(peer: PeerId): boolean {
     const departed = this.core.departed.get(peer);
