@@ -61,6 +61,26 @@ describe('a controller that stops says it leaves', () => {
     expect(trio.replies.get(requestId)?.kind).toBe('apply');
   });
 
+  it('a leader that leaves names the follower holding the most of its log, which campaigns first and leads', () => {
+    const trio = new Trio();
+    trio.run(1_000);
+    const old = trio.leader();
+    // The follower first in node-id order (which would go first) misses the last writes.
+    const [first, second] = IDS.filter((id) => id !== old) as [PeerId, PeerId];
+    trio.cutLinks.add(`${old}>${first}`);
+    trio.request(old, set('k', 'v'));
+    trio.run(20);
+    trio.cutLinks.clear();
+    const before = trio.queue.length;
+    trio.step(old, { kind: 'stopping' });
+    const leaves = trio.queue.splice(before);
+    expect(leaves.map((sent) => sent.message)).toEqual([first, second].map(() => ({ kind: 'leave', term: trio.machine(old).inspect().term, next: second })));
+    for (const { from, to, message } of leaves) trio.step(to, { kind: 'message', from, message });
+    trio.cut.add(old);
+    expect(awaitNewLeader(trio, old, 1_000)).toBeLessThanOrEqual(30);
+    expect(trio.leader()).toBe(second);
+  });
+
   it("a leader's leave that arrives after the next leader's election ends the wait for its lease there", () => {
     const trio = new Trio();
     trio.run(1_000);

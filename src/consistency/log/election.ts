@@ -32,6 +32,8 @@ export class Election {
   private refusals = new Set<PeerId>();
   /** Whether `hurry` moved the election closer since the leader was last seen connected. */
   private hurried = false;
+  /** The follower a stopping leader named to campaign first (see Roles.onLeave), while hurried. */
+  private successor: PeerId | null = null;
   private readonly leaderOfTerm = new Map<number, PeerId>();
 
   constructor(
@@ -79,24 +81,35 @@ export class Election {
    * refusals both receive at about the same moment. Safety never rests on when an election starts
    * (Raft); a new leader honours read leases from its election (./lease.ts).
    */
-  hurry(): void {
+  hurry(successor: PeerId | null = null): void {
     if (this.hurried) return;
     this.hurried = true;
+    this.successor = successor;
     this.comeSoon();
   }
 
-  /** Brings the election to within this node's turn among the nodes still connected (see `hurry`). */
+  /**
+   * Brings the election to within this node's turn among the nodes still connected (see `hurry`):
+   * the successor a stopping leader named goes first, at the next tick (as Raft's leadership
+   * transfer), and every other a turn later.
+   */
   private comeSoon(): void {
     const core = this.core;
+    if (this.successor === core.self) {
+      this.deadlineMs = Math.min(this.deadlineMs, core.nowMs);
+      return;
+    }
     const gone = (peer: PeerId): boolean => peer === core.leader || core.cutPeers.has(peer) || core.departed.has(peer);
-    const live = [core.self, ...core.peers.filter((peer) => !gone(peer))].sort();
-    const delayMs = live.indexOf(core.self) * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
+    const live = [core.self, ...core.peers.filter((peer) => !gone(peer) && peer !== this.successor)].sort();
+    const turn = live.indexOf(core.self) + (this.successor !== null && !gone(this.successor) ? 1 : 0);
+    const delayMs = turn * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
     this.deadlineMs = Math.min(this.deadlineMs, core.nowMs + delayMs);
   }
 
   /** Our leader is connected again: a later loss of it may hurry the election again. */
   calm(): void {
     this.hurried = false;
+    this.successor = null;
   }
 
   /** The leader of `term` as this node knows it (itself while it leads), if known. */

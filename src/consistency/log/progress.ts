@@ -110,6 +110,19 @@ export class ProgressTracker {
     progress.restartedSeq = progress.seq + 1;
   }
 
+  /** The follower known to hold the most of the log (the first listed, of equals), if any. */
+  mostCaughtUp(): PeerId | undefined {
+    let best: PeerId | undefined;
+    let bestMatch = -1;
+    for (const [peer, progress] of this.#byPeer) {
+      if (progress.matchIndex > bestMatch) {
+        best = peer;
+        bestMatch = progress.matchIndex;
+      }
+    }
+    return best;
+  }
+
   get(peer: PeerId): Progress | undefined {
     return this.#byPeer.get(peer);
   }

@@ -254,15 +254,18 @@ export class Roles {
    */
   leave(): void {
     const core = this.core;
-    core.note('info', 'leaving: this controller is stopping', { role: core.role, peers: core.peers });
-    for (const peer of core.peers) core.sendBeforeDurable(peer, { kind: 'leave', term: core.term });
+    // A leader names its successor: the follower holding the most of its log campaigns first.
+    const next = core.role === 'leader' ? this.progress.mostCaughtUp() : undefined;
+    core.note('info', 'leaving: this controller is stopping', { role: core.role, next: next ?? null, peers: core.peers });
+    for (const peer of core.peers) core.sendBeforeDurable(peer, { kind: 'leave', term: core.term, ...(next === undefined ? {} : { next }) });
   }
 
   /**
    * A peer is stopping (its `leave`, of any term): it serves no read, holds no read lease
    * and sends nothing more (until a new process of it speaks, see LogMachine.onMessage). A leader
    * stops waiting for its lease at once where no other leader can have granted its process one
-   * (see `leaseSurrendered`); a follower whose leader left elects another without waiting.
+   * (see `leaseSurrendered`); a follower whose leader left elects another without waiting, the
+   * successor it named at once, the other in its turn (Election.hurry).
    */
   private onLeave(from: PeerId, message: Extract<LogMessage, { kind: 'leave' }>): void {
     const core = this.core;
@@ -272,7 +275,7 @@ export class Roles {
     if (core.role === 'leader') {
       if (this.leaseSurrendered(from)) this.replication.forgetLease(from);
     } else if (core.leader === from && message.term === core.term) {
-      this.election.hurry();
+      this.election.hurry(message.next ?? null);
     }
   }
 

@@ -130,9 +130,10 @@ export type LogMessage =
   /**
    * The sender is stopping: its clients are gone, and it serves no read, holds no read lease and
    * takes part in nothing from now on, in `term` (its last message). Its leader commits without
-   * waiting for its lease; if it led, its followers elect another at once (see Roles.onLeave).
+   * waiting for its lease; if it led, its followers elect another at once, `next` first (the
+   * follower it knew to hold the most of its log; see Roles.onLeave).
    */
-  | { kind: 'leave'; term: number }
+  | { kind: 'leave'; term: number; next?: PeerId }
   /**
    * Writes received by a follower, batched per step, for the leader to append. `stream`, `seq`:
    * the sender's stream of forwards in this term and the number of the first request, the rest

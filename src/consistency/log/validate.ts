@@ -196,8 +196,9 @@ export function logMessageProblem(value: unknown, limits: LogMessageLimits): str
       return appendReplyProblem(value);
     case 'ping':
     case 'pong':
-    case 'leave':
       return null;
+    case 'leave':
+      return value.next === undefined || (typeof value.next === 'string' && limits.nodes.has(value.next)) ? null : 'leave: bad next';
     case 'held':
       return isCount(value.matchIndex) ? null : 'held: bad fields';
     case 'forward':
