@@ -79,7 +79,8 @@ export class Election {
    * learnt of the loss, and two that learnt it apart can still run together: a candidacy that
    * splits the vote then tries again after the same stagger (`onVoteReply`), counted from the
    * refusals both receive at about the same moment. Safety never rests on when an election starts
-   * (Raft); a new leader honours read leases from its election (./lease.ts).
+   * (Raft); a new leader honours read leases from its election (./lease.ts). `successor`: the
+   * follower our leader named as it stopped (Roles.onLeave), which goes first.
    */
   hurry(successor: PeerId | null = null): void {
     if (this.hurried) return;

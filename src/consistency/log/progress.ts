@@ -110,12 +110,12 @@ export class ProgressTracker {
     progress.restartedSeq = progress.seq + 1;
   }
 
-  /** The follower known to hold the most of the log (the first listed, of equals), if any. */
-  mostCaughtUp(): PeerId | undefined {
+  /** Of the followers that acked within the failure timeout, the one known to hold the most of the log (the first listed, of equals). */
+  mostCaughtUp(nowMs: number): PeerId | undefined {
     let best: PeerId | undefined;
     let bestMatch = -1;
     for (const [peer, progress] of this.#byPeer) {
-      if (progress.matchIndex > bestMatch) {
+      if (nowMs - progress.lastAckMs < this.options.failureTimeoutMs && progress.matchIndex > bestMatch) {
         best = peer;
         bestMatch = progress.matchIndex;
       }

@@ -255,7 +255,7 @@ export class Roles {
   leave(): void {
     const core = this.core;
     // A leader names its successor: the follower holding the most of its log campaigns first.
-    const next = core.role === 'leader' ? this.progress.mostCaughtUp() : undefined;
+    const next = core.role === 'leader' ? this.progress.mostCaughtUp(core.nowMs) : undefined;
     core.note('info', 'leaving: this controller is stopping', { role: core.role, next: next ?? null, peers: core.peers });
     for (const peer of core.peers) core.sendBeforeDurable(peer, { kind: 'leave', term: core.term, ...(next === undefined ? {} : { next }) });
   }
