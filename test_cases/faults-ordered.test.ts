@@ -22,7 +22,8 @@
  * there the stale-read check starts once that lease has run out (with slack).
  */
 
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HistoryRecorder } from '../src/check/history.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
@@ -173,6 +174,13 @@ async function runScenario(mode: OrderedMode, fault: Fault): Promise<void> {
     const slow = records.filter((record) => majority.includes(record.node) && record.f === 'write' && record.outcome === 'ok'
       && record.endMs >= faultMs && record.startMs <= healMs && record.endMs - record.startMs >= FOLLOWER_STOP_BOUND_MS);
     expect.soft(slow, `${mode} ${fault}: writes at the majority took ${FOLLOWER_STOP_BOUND_MS} ms or more while ${target} stopped:\n${describeRecords(slow, 6)}`).toEqual([]);
+  }
+  // A stopped controller's own log says so to its end: nothing logged before its exit is lost.
+  if (fault === 'leader-stop' || fault === 'follower-stop') {
+    const logged = readFileSync(path.join(cluster.dir, 'logs', `${target}.log`), 'utf8');
+    for (const line of ['"leaving: this controller is stopping"', '"controller stopped"']) {
+      expect.soft(logged, `${mode} ${fault}: ${target}'s log lacks ${line}`).toContain(line);
+    }
   }
   // (b) the minority refuses and never reads stale.
   if (fault === 'leader-isolate') assertMinority(mode, records, { minority: target, cutMs: faultMs, healMs }, minorityCheck);

@@ -19,6 +19,9 @@ import { scheduleAsBatch } from '../runtime/scheduling.ts';
 import { MemcachedBackend } from '../store/memcached.ts';
 import { MemoryBackend } from '../store/memory.ts';
 
+/** How long a stopped controller waits for its log file to take its last lines. */
+const LOG_CLOSE_MS = 2000;
+
 /** What the command line says about the controller to run. */
 export interface ControllerCommand {
   configFile: string;
@@ -91,5 +94,8 @@ export async function runController(command: ControllerCommand): Promise<number>
   });
   const code = await Promise.race([stopped, fatal]);
   removePidFile(pidFile);
+  // Stopped by a signal: its last lines (the stop, the leave) reach the log file before the exit.
+  // A fatal error exits at once instead: the controller is still serving then.
+  if (code === 0) await log.close(LOG_CLOSE_MS);
   return code;
 }

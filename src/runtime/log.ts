@@ -22,6 +22,12 @@ export interface Logger {
   child(meta: LogMeta): Logger;
 }
 
+/** The process's root logger: it also closes, so that nothing written before the exit is lost. */
+export interface RootLogger extends Logger {
+  /** Ends the logger and waits (at most `timeoutMs`) until its file holds every line written. */
+  close(timeoutMs: number): Promise<void>;
+}
+
 export interface LoggerOptions {
   /** Folder for the JSON-lines file; none = console only. */
   logDir?: string;
@@ -44,7 +50,7 @@ const truncateLongValues = winston.format((info) => {
 });
 
 /** Creates the process's root logger. */
-export function createLogger(options: LoggerOptions): Logger {
+export function createLogger(options: LoggerOptions): RootLogger {
   const transports: winston.transport[] = [];
   if (options.logDir && options.fileName) {
     // The folder may be shared (log_dir = /var/log): created 0700, but never tightened.
@@ -78,7 +84,29 @@ export function createLogger(options: LoggerOptions): Logger {
   }
   if (transports.length === 0) transports.push(new winston.transports.Console({ silent: true }));
   const root = winston.createLogger({ level: options.level ?? 'info', transports, defaultMeta: options.meta });
-  return wrap(root);
+  const state = { closed: false };
+  const close = (timeoutMs: number): Promise<void> => {
+    if (state.closed) return Promise.resolve();
+    state.closed = true;
+    return closeLogger(root, timeoutMs);
+  };
+  return { ...wrap(root, state), close };
+}
+
+/**
+ * A file transport emits `finish` once its file is written (winston ≥ 3.19); a process that exits
+ * at once after its last lines, without this, loses them.
+ */
+async function closeLogger(logger: winston.Logger, timeoutMs: number): Promise<void> {
+  const files = logger.transports.filter((transport) => transport instanceof winston.transports.File);
+  const written = Promise.all(files.map((file) => new Promise((resolve) => file.once('finish', resolve))));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(resolve, timeoutMs);
+  });
+  logger.end();
+  await Promise.race([written, late]);
+  clearTimeout(timer);
 }
 
 /** A logger that drops everything: for tests and tools. */
@@ -90,12 +118,21 @@ export const silentLogger: Logger = {
   child: () => silentLogger,
 };
 
-function wrap(logger: winston.Logger): Logger {
+/** `state.closed`: the root logger was closed; what is logged after (a late callback's line) is dropped, not thrown. */
+function wrap(logger: winston.Logger, state: { closed: boolean }): Logger {
   return {
-    debug: (message, meta) => logger.debug(message, meta),
-    info: (message, meta) => logger.info(message, meta),
-    warn: (message, meta) => logger.warn(message, meta),
-    error: (message, meta) => logger.error(message, meta),
-    child: (meta) => wrap(logger.child(meta)),
+    debug: (message, meta) => {
+      if (!state.closed) logger.debug(message, meta);
+    },
+    info: (message, meta) => {
+      if (!state.closed) logger.info(message, meta);
+    },
+    warn: (message, meta) => {
+      if (!state.closed) logger.warn(message, meta);
+    },
+    error: (message, meta) => {
+      if (!state.closed) logger.error(message, meta);
+    },
+    child: (meta) => wrap(logger.child(meta), state),
   };
 }
