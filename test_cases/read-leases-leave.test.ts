@@ -35,36 +35,38 @@ function awaitNewLeader(trio: Trio, old: PeerId, withinMs: number): number {
   throw new Error(`no new leader within ${withinMs} ms`);
 }
 
+/** Three machines with read leases and a leader elected. */
+function elected(): { trio: Trio; leader: PeerId } {
+  const trio = new Trio();
+  trio.run(1_000);
+  return { trio, leader: trio.leader() };
+}
+
+/** Whether a write taken by the leader now is applied there within `withinMs`. */
+function writeAppliedWithin(trio: Trio, withinMs: number): boolean {
+  const requestId = trio.request(trio.leader(), set('k', 'v'));
+  trio.run(withinMs);
+  return trio.replies.get(requestId)?.kind === 'apply';
+}
+
 describe('a controller that stops says it leaves', () => {
   it('a follower that left holds back no write: its leader commits without it at once', () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const leader = trio.leader();
-    const leaving = IDS.find((id) => id !== leader) as PeerId;
-    stop(trio, leaving);
-    const requestId = trio.request(leader, set('k', 'v'));
-    trio.run(20);
+    const { trio, leader } = elected();
+    stop(trio, IDS.find((id) => id !== leader) as PeerId);
     // A holder cut off without a word holds the write a guard (see read-leases.test.ts).
-    expect(trio.replies.get(requestId)?.kind).toBe('apply');
+    expect(writeAppliedWithin(trio, 20)).toBe(true);
   });
 
   it("a leader that left: its followers elect another at once, which commits without waiting out the old leader's lease", () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const old = trio.leader();
+    const { trio, leader: old } = elected();
     stop(trio, old);
     // No failure timeout (300 ms) waited: the followers go in turn, a heartbeat (50 ms) apart.
     expect(awaitNewLeader(trio, old, 1_000)).toBeLessThan(150);
-    const leader = trio.leader();
-    const requestId = trio.request(leader, set('k', 'v'));
-    trio.run(30);
-    expect(trio.replies.get(requestId)?.kind).toBe('apply');
+    expect(writeAppliedWithin(trio, 30)).toBe(true);
   });
 
   it('a leader that leaves names the follower holding the most of its log, which campaigns first and leads', () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const old = trio.leader();
+    const { trio, leader: old } = elected();
     // The follower first in node-id order (which would go first) misses the last writes.
     const [first, second] = IDS.filter((id) => id !== old) as [PeerId, PeerId];
     trio.cutLinks.add(`${old}>${first}`);
@@ -82,9 +84,7 @@ describe('a controller that stops says it leaves', () => {
   });
 
   it("a leader's leave that arrives after the next leader's election ends the wait for its lease there", () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const old = trio.leader();
+    const { trio, leader: old } = elected();
     const before = trio.queue.length;
     trio.step(old, { kind: 'stopping' });
     const leaves = trio.queue.splice(before);
@@ -102,9 +102,7 @@ describe('a controller that stops says it leaves', () => {
   });
 
   it('a leave changes no term: a candidate that stops does not unseat the leader', () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const leader = trio.leader();
+    const { trio, leader } = elected();
     const { term } = trio.machine(leader).inspect();
     const candidate = IDS.find((id) => id !== leader) as PeerId;
     trio.step(leader, { kind: 'message', from: candidate, message: { kind: 'leave', term: term + 3 } });
@@ -112,9 +110,7 @@ describe('a controller that stops says it leaves', () => {
   });
 
   it('a follower that left in an earlier term is honoured by the next leader for a full guard', () => {
-    const trio = new Trio();
-    trio.run(1_000);
-    const old = trio.leader();
+    const { trio, leader: old } = elected();
     const leaving = IDS.find((id) => id !== old) as PeerId;
     stop(trio, leaving);
     // The leader of that term might have granted a restarted process of it a lease: the next
