@@ -27,6 +27,7 @@
 import { totalmem } from 'node:os';
 import { itemAt, wordAt } from '../runtime/item-at.ts';
 import { causalNodes, type CausalNode } from './causal-nodes.ts';
+import { findCycle, successorsOfPredecessors, topologicalOrder, type Successors } from './digraph.ts';
 import { describeOperation, isIndeterminate, show, type CheckResult, type History, type Operation, type RegisterValue } from './history.ts';
 
 export interface CausalCheckOptions {
@@ -176,7 +177,7 @@ class CausalGraph {
 
   cyclicCo(): Pattern | null {
     if (this.order !== null) return null;
-    return this.cyclePattern('CyclicCO', findCycle(this.predecessors), 'session order and read-from make a cycle');
+    return this.cyclePattern('CyclicCO', cycleOf(successorsOfPredecessors(this.predecessors)), 'session order and read-from make a cycle');
   }
 
   /** WriteCOInitRead and WriteCORead: a read whose every possible writer was overwritten before it in CO. */
@@ -223,8 +224,9 @@ class CausalGraph {
         if (last !== null && last !== from) itemAt(edges, from).push(last);
       }
     }
-    if (topologicalOrderOf(edges) !== null) return null;
-    return this.cyclePattern('CyclicCF', findCycle(edges), 'no single order of the writes explains every read causally after them');
+    const successors = successorsOfPredecessors(edges);
+    if (topologicalOrder(successors) !== null) return null;
+    return this.cyclePattern('CyclicCF', cycleOf(successors), 'no single order of the writes explains every read causally after them');
   }
 
   /** A pattern made of a cycle's operations (a cycle has at least one node), named by its first one's key. */
@@ -363,7 +365,7 @@ class CausalGraph {
   }
 
   private topologicalOrder(): number[] | null {
-    return topologicalOrderOf(this.predecessors);
+    return topologicalOrder(successorsOfPredecessors(this.predecessors));
   }
 
   private computeClocks(order: number[]): void {
@@ -395,57 +397,9 @@ class CausalGraph {
   }
 }
 
-/** Kahn's algorithm over predecessor lists; null when there is a cycle. */
-function topologicalOrderOf(predecessors: number[][]): number[] | null {
-  const successors: number[][] = predecessors.map(() => []);
-  const waiting = predecessors.map((list) => list.length);
-  predecessors.forEach((list, index) => {
-    for (const predecessor of list) itemAt(successors, predecessor).push(index);
-  });
-  const ready = waiting.flatMap((count, index) => (count === 0 ? [index] : []));
-  const order: number[] = [];
-  for (let index = ready.pop(); index !== undefined; index = ready.pop()) {
-    order.push(index);
-    for (const next of itemAt(successors, index)) {
-      const left = itemAt(waiting, next) - 1;
-      waiting[next] = left;
-      if (left === 0) ready.push(next);
-    }
-  }
-  return order.length === predecessors.length ? order : null;
-}
-
-/** One cycle of a graph known to have one, in edge order. */
-function findCycle(predecessors: number[][]): number[] {
-  const state = predecessors.map(() => 0); // 0 unseen, 1 on the path, 2 done
-  const path: number[] = [];
-  const visit = (start: number): number[] | null => {
-    const stack: Array<{ node: number; next: number }> = [{ node: start, next: 0 }];
-    state[start] = 1;
-    path.push(start);
-    while (stack.length > 0) {
-      const top = itemAt(stack, stack.length - 1);
-      const list = itemAt(predecessors, top.node);
-      const next = list[top.next++];
-      if (next === undefined) {
-        state[top.node] = 2;
-        path.pop();
-        stack.pop();
-        continue;
-      }
-      if (state[next] === 1) return path.slice(path.indexOf(next)).reverse();
-      if (state[next] === 0) {
-        state[next] = 1;
-        path.push(next);
-        stack.push({ node: next, next: 0 });
-      }
-    }
-    return null;
-  };
-  for (let index = 0; index < predecessors.length; index++) {
-    if (state[index] !== 0) continue;
-    const cycle = visit(index);
-    if (cycle !== null) return cycle;
-  }
-  throw new Error('findCycle: the graph has no cycle');
+/** A cycle of a graph known to have one, in edge order. */
+function cycleOf(successors: Successors): number[] {
+  const cycle = findCycle(successors);
+  if (cycle === null) throw new Error('cycleOf: the graph has no cycle');
+  return cycle;
 }

@@ -13,6 +13,7 @@
  */
 
 import { itemAt, wordAt } from '../runtime/item-at.ts';
+import { findCycle, successorsOfEdges, topologicalOrder } from './digraph.ts';
 import { SuffixIndex } from './suffix-index.ts';
 import { describeOperation, isIndeterminate, orderQueues, show, type Operation, type RegisterValue } from './history.ts';
 
@@ -84,7 +85,7 @@ export function proveKeyViolation(ops: Operation[], deadlineMs: number): OrderPr
   const words = rowWords(graph.nodes.length);
   for (;;) {
     const reach = computeReach(graph, words);
-    if (reach === null) return { verdict: 'violation', cycle: findCycle(graph) };
+    if (reach === null) return { verdict: 'violation', cycle: cycleSteps(graph) };
     if (performance.now() > deadlineMs) return { verdict: 'unknown' };
     if (addDerivedEdges(graph, reach, words, deadlineMs) === 0) return { verdict: 'unknown' };
   }
@@ -285,10 +286,10 @@ function addDerivedEdges(graph: Graph, reach: Uint32Array, words: number, deadli
 
 /** Reachability bitsets (row per node, excluding itself unless on a cycle), or `null` on a cycle. */
 function computeReach(graph: Graph, words: number): Uint32Array | null {
-  const order = topologicalOrder(graph);
-  if (order === null) return null;
   const count = graph.nodes.length;
-  const successors = adjacency(graph, count, graph.from, graph.to);
+  const successors = successorsOfEdges(count, graph.from, graph.to);
+  const order = topologicalOrder(successors);
+  if (order === null) return null;
   const reach = new Uint32Array(count * words);
   for (let index = order.length - 1; index >= 0; index--) {
     const node = itemAt(order, index);
@@ -302,102 +303,17 @@ function computeReach(graph: Graph, words: number): Uint32Array | null {
   return reach;
 }
 
-function adjacency(graph: Graph, count: number, from: number[], to: number[]): number[][] {
-  const lists: number[][] = Array.from({ length: count }, () => []);
-  for (const [edge, node] of from.entries()) itemAt(lists, node).push(itemAt(to, edge));
-  return lists;
-}
-
-/** Kahn's algorithm; `null` when the graph has a cycle. */
-function topologicalOrder(graph: Graph): number[] | null {
+/** A shortest cycle of the graph (which has one), as steps: each node's op and its edge's reason. */
+function cycleSteps(graph: Graph): CycleStep[] {
   const count = graph.nodes.length;
-  const successors = adjacency(graph, count, graph.from, graph.to);
-  const indegree = new Int32Array(count);
-  for (const to of graph.to) indegree[to] = itemAt(indegree, to) + 1;
-  const order: number[] = [];
-  for (let node = 0; node < count; node++) if (indegree[node] === 0) order.push(node);
-  // `order` grows as it is walked: an array's iterator reads its length at every step.
-  for (const node of order) {
-    for (const next of itemAt(successors, node)) if (decrement(indegree, next) === 0) order.push(next);
-  }
-  return order.length === count ? order : null;
-}
-
-/** `--counts[index]`, for a node's count of edges still to remove. */
-function decrement(counts: Int32Array, index: number): number {
-  const count = itemAt(counts, index) - 1;
-  counts[index] = count;
-  return count;
-}
-
-/** A shortest cycle through a node that lies on a cycle, as steps with their reasons. */
-function findCycle(graph: Graph): CycleStep[] {
-  const count = graph.nodes.length;
-  const left = leftByKahn(count, graph.from, graph.to);
-  const outgoing: number[][] = Array.from({ length: count }, () => []);
-  const incoming: number[][] = Array.from({ length: count }, () => []);
-  graph.from.forEach((from, edge) => {
-    const to = itemAt(graph.to, edge);
-    if (left[from] === 0 || left[to] === 0) return;
-    itemAt(outgoing, from).push(edge);
-    itemAt(incoming, to).push(edge);
+  const cycle = findCycle(successorsOfEdges(count, graph.from, graph.to));
+  if (cycle === null) throw new Error('cycleSteps: the graph has no cycle');
+  // One edge per ordered pair of nodes (addEdge): find each step's by its pair.
+  const edgeOf = new Map<number, number>(graph.from.map((from, edge) => [from * count + itemAt(graph.to, edge), edge]));
+  return cycle.map((node, index) => {
+    const next = itemAt(cycle, (index + 1) % cycle.length);
+    const edge = edgeOf.get(node * count + next);
+    if (edge === undefined) throw new Error('cycleSteps: a cycle step has no edge');
+    return { op: itemAt(graph.nodes, node), reason: itemAt(graph.reasons, edge) };
   });
-  const start = nodeOnCycle(graph, left, incoming);
-  const via = new Int32Array(count).fill(-1);
-  const queue = [start];
-  for (const node of queue) {
-    for (const edge of itemAt(outgoing, node)) {
-      const next = itemAt(graph.to, edge);
-      if (via[next] !== -1) continue;
-      via[next] = edge;
-      if (next === start) return stepsBack(graph, via, start);
-      queue.push(next);
-    }
-  }
-  throw new Error('findCycle: no cycle through a node on a cycle');
-}
-
-/**
- * Every node Kahn's algorithm leaves has a predecessor it also leaves; walking back through
- * those must repeat a node, and the first repeated one lies on a cycle.
- */
-function nodeOnCycle(graph: Graph, left: Uint8Array, incoming: number[][]): number {
-  const seen = new Uint8Array(left.length);
-  let node = left.indexOf(1);
-  while (seen[node] === 0) {
-    seen[node] = 1;
-    node = itemAt(graph.from, itemAt(itemAt(incoming, node), 0));
-  }
-  return node;
-}
-
-function leftByKahn(count: number, from: number[], to: number[]): Uint8Array {
-  const successors: number[][] = Array.from({ length: count }, () => []);
-  const indegree = new Int32Array(count);
-  from.forEach((node, edge) => {
-    const next = itemAt(to, edge);
-    itemAt(successors, node).push(next);
-    indegree[next] = itemAt(indegree, next) + 1;
-  });
-  const left = new Uint8Array(count).fill(1);
-  const queue: number[] = [];
-  for (let node = 0; node < count; node++) if (indegree[node] === 0) queue.push(node);
-  for (const node of queue) {
-    left[node] = 0;
-    for (const next of itemAt(successors, node)) if (decrement(indegree, next) === 0) queue.push(next);
-  }
-  return left;
-}
-
-/** Follow the BFS tree back from `start` to itself and turn it into forward steps. */
-function stepsBack(graph: Graph, via: Int32Array, start: number): CycleStep[] {
-  const steps: CycleStep[] = [];
-  let node = start;
-  do {
-    const edge = itemAt(via, node);
-    const from = itemAt(graph.from, edge);
-    steps.push({ op: itemAt(graph.nodes, from), reason: itemAt(graph.reasons, edge) });
-    node = from;
-  } while (node !== start);
-  return steps.reverse();
 }
