@@ -107,6 +107,11 @@ export class LogCore {
    */
   readonly departed = new Map<PeerId, { term: number; led: boolean }>();
 
+  /** Whether `peer` is gone for now: cut off (its process most likely exited), or it said it leaves. */
+  isGone(peer: PeerId): boolean {
+    return this.cutPeers.has(peer) || this.departed.has(peer);
+  }
+
   // The replica (see ./replica.ts and ./transfer.ts).
   /** The snapshot index a state transfer must reach; null while none is wanted. */
   transferMinIndex: number | null = null;

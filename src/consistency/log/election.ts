@@ -65,9 +65,7 @@ export class Election {
   inLease(): boolean {
     const core = this.core;
     if (core.role === 'leader') return true;
-    const leader = core.leader;
-    if (leader === null || core.cutPeers.has(leader) || core.departed.has(leader)) return false;
-    return core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
+    return core.leader !== null && !core.isGone(core.leader) && core.nowMs - core.lastLeaderContactMs < core.failureTimeoutMs;
   }
 
   /**
@@ -100,7 +98,7 @@ export class Election {
       this.deadlineMs = Math.min(this.deadlineMs, core.nowMs);
       return;
     }
-    const gone = (peer: PeerId): boolean => peer === core.leader || core.cutPeers.has(peer) || core.departed.has(peer);
+    const gone = (peer: PeerId): boolean => peer === core.leader || core.isGone(peer);
     const live = [core.self, ...core.peers.filter((peer) => !gone(peer) && peer !== this.successor)].sort();
     const turn = live.indexOf(core.self) + (this.successor !== null && !gone(this.successor) ? 1 : 0);
     const delayMs = turn * core.heartbeatIntervalMs + Math.floor(core.random() * (core.heartbeatIntervalMs / 2));
@@ -113,14 +111,9 @@ export class Election {
     this.successor = null;
   }
 
-  /** The leader of `term` as this node knows it (itself while it leads), if known. */
+  /** The leader of `term` as this node knows it (itself, in a term it leads), if known. */
   leaderOf(term: number): PeerId | undefined {
-    return this.core.role === 'leader' ? this.core.self : this.leaderOfTerm.get(term);
-  }
-
-  /** Whether `peer` led `term`, as far as this node knows (a past term too, while it leads another). */
-  knownToLead(term: number, peer: PeerId): boolean {
-    return this.leaderOfTerm.get(term) === peer;
+    return this.leaderOfTerm.get(term);
   }
 
   noteLeader(term: number, leader: PeerId): void {
@@ -199,7 +192,7 @@ export class Election {
 
   /**
    * Counts a vote. A candidacy hurried by its leader's exit (`hurry`) that can no longer win (too
-   * many peers refused it or are cut off) split the vote: it tries again at its turn, not after a
+   * many peers refused it or are gone) split the vote: it tries again at its turn, not after a
    * whole election timeout.
    */
   onVoteReply(from: PeerId, message: Extract<LogMessage, { kind: 'vote_reply' }>): void {
@@ -207,7 +200,7 @@ export class Election {
     if (core.role !== 'candidate' || message.term !== core.term) return;
     if (!message.granted) {
       this.refusals.add(from);
-      const open = core.peers.filter((peer) => !this.votes.has(peer) && !this.refusals.has(peer) && !core.cutPeers.has(peer));
+      const open = core.peers.filter((peer) => !this.votes.has(peer) && !this.refusals.has(peer) && !core.isGone(peer));
       if (this.hurried && this.votes.size + open.length < core.majority) this.comeSoon();
       return;
     }

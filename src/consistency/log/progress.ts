@@ -115,7 +115,7 @@ export class ProgressTracker {
     let best: PeerId | undefined;
     let bestMatch = -1;
     for (const [peer, progress] of this.#byPeer) {
-      if (nowMs - progress.lastAckMs < this.options.failureTimeoutMs && progress.matchIndex > bestMatch) {
+      if (this.#ackedLately(progress, nowMs) && progress.matchIndex > bestMatch) {
         best = peer;
         bestMatch = progress.matchIndex;
       }
@@ -139,8 +139,12 @@ export class ProgressTracker {
   /** The peers that acked within the failure timeout. */
   ackedPeers(nowMs: number): PeerId[] {
     const acked: PeerId[] = [];
-    for (const [peer, progress] of this.#byPeer) if (nowMs - progress.lastAckMs < this.options.failureTimeoutMs) acked.push(peer);
+    for (const [peer, progress] of this.#byPeer) if (this.#ackedLately(progress, nowMs)) acked.push(peer);
     return acked;
+  }
+
+  #ackedLately(progress: Progress, nowMs: number): boolean {
+    return nowMs - progress.lastAckMs < this.options.failureTimeoutMs;
   }
 
   /** The highest index a majority (this node, holding `lastIndex`, included) has. */

@@ -269,7 +269,7 @@ export class Roles {
    */
   private onLeave(from: PeerId, message: Extract<LogMessage, { kind: 'leave' }>): void {
     const core = this.core;
-    const led = this.election.knownToLead(message.term, from);
+    const led = this.election.leaderOf(message.term) === from;
     core.departed.set(from, { term: message.term, led });
     core.note('info', 'a peer is stopping', { peer: from, led, peers: core.peers });
     if (core.role === 'leader') {
@@ -299,7 +299,7 @@ export class Roles {
   private tickElection(): void {
     const core = this.core;
     if (core.role === 'follower' && core.leader !== null) {
-      if (core.cutPeers.has(core.leader) || core.departed.has(core.leader)) this.election.hurry();
+      if (core.isGone(core.leader)) this.election.hurry();
       else this.election.calm();
     }
     if (!this.election.isDue() || this.recovery.active) return;
