@@ -9,6 +9,7 @@
  */
 
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { RequestHistogram, type RequestSeries } from './request-histogram.ts';
 import type { Mode } from '../consistency/types.ts';
 import type { Command, Reply } from '../protocol/types.ts';
 import type { ProtocolServerStats } from '../protocol/server.ts';
@@ -23,7 +24,7 @@ const fsyncBuckets = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025
 /** One (command, outcome) pair's counters. */
 interface RequestSlot {
   count: number;
-  observe: (seconds: number) => void;
+  latency: RequestSeries;
 }
 
 /** What one scrape reads of the controller, once. */
@@ -37,7 +38,7 @@ interface Snapshot {
 export class ControllerMetrics {
   readonly registry = new Registry();
   private readonly requestSlots = new Map<string, Map<string, RequestSlot>>();
-  private readonly requestSeconds: Histogram<'command' | 'outcome'>;
+  private readonly requestSeconds: RequestHistogram;
   private readonly walFsyncSeconds: Histogram;
   private snapshotTaken: Snapshot | null = null;
 
@@ -46,10 +47,9 @@ export class ControllerMetrics {
     this.registry.setDefaultLabels({ node: options.node });
     collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
-    this.requestSeconds = new Histogram({
+    this.requestSeconds = new RequestHistogram({
       name: 'mckv_request_duration_seconds',
       help: 'Time from a client request being handed to the controller to its reply, by command and outcome (the reply kind).',
-      labelNames: ['command', 'outcome'],
       buckets: requestBuckets,
       registers,
     });
@@ -77,12 +77,11 @@ export class ControllerMetrics {
     const key = reply.kind === 'refused' ? `refused:${reply.reason}` : reply.kind;
     let slot = byOutcome.get(key);
     if (slot === undefined) {
-      const child = this.requestSeconds.labels(name, reply.kind);
-      slot = { count: 0, observe: (value) => child.observe(value) };
+      slot = { count: 0, latency: this.requestSeconds.series(name, reply.kind) };
       byOutcome.set(key, slot);
     }
     slot.count += 1;
-    slot.observe(seconds);
+    slot.latency.observe(seconds);
   }
 
   /** One fsync of the write-ahead file took `seconds`. */
