@@ -6,7 +6,7 @@
  *   mckv -c config.ini -p 8000 [-kvh HOST -kvp PORT] [--kvtype memcache|memory] [-cons MODE]
  *   mckv -cli -i 127.0.0.1 -p 8000 [-e "get k"]
  *   mckv check HISTORY --model linearizability|sequential|session|causal
- *   mckv status -c config.ini [--json]   every controller's status, one table
+ *   mckv status -c config.ini [--json] [--wait S]   every controller's status, one table
  *
  * Each command imports what it runs only once chosen, so the checker and the client start without
  * loading the controller, winston or the store drivers. A bad flag or config is one line on
@@ -105,10 +105,15 @@ async function checkCommand(argv: string[]): Promise<number> {
 async function statusCommand(argv: string[]): Promise<number> {
   const args = await yargs(argv)
     .scriptName('mckv status')
-    .usage('$0 -c config.ini [--json]   ask every controller in the config for its status; exit 1 if any does not answer')
+    .usage('$0 -c config.ini [--json] [--wait SECONDS]   ask every controller in the config for its status; exit 1 if any does not answer')
     .option('c', { alias: 'config', type: 'string', default: 'config.ini', describe: 'cluster config file' })
     .option('timeout', { type: 'number', default: 2, describe: 'seconds to wait for each controller' })
     .option('json', { type: 'boolean', default: false, describe: 'print JSON instead of a table' })
+    .option('wait', {
+      type: 'number',
+      default: 0,
+      describe: 'ask again until every controller answers, is caught up and follows one leader, for at most this many seconds; exit 1 if not by then',
+    })
     .strict()
     .help()
     .fail((message, error) => {
@@ -116,11 +121,13 @@ async function statusCommand(argv: string[]): Promise<number> {
     })
     .parseAsync();
   if (!(args.timeout > 0 && args.timeout <= 600)) throw new ConfigError('--timeout must be more than 0 and at most 600 seconds');
+  if (!(args.wait >= 0 && args.wait <= 3600)) throw new ConfigError('--wait must be from 0 to 3600 seconds');
   const [{ runStatus }, { loadConfig }] = await Promise.all([import('./src/client/status.ts'), import('./src/config.ts')]);
   return runStatus({
     config: loadConfig(args.c),
     timeoutMs: args.timeout * 1000,
     json: args.json,
+    waitMs: args.wait * 1000,
     out: (line) => process.stdout.write(`${line}\n`),
   });
 }

@@ -87,7 +87,7 @@ class ScriptedMachine implements Machine<unknown> {
   }
 
   status(): MachineStatus {
-    return { mode: 'sequential', role: 'follower', term: 1, leader: asPeerId('n2'), committed: '0', applied: '0', queueDepth: 0, invalidPeerMessages: 0 };
+    return { mode: 'sequential', role: 'follower', term: 1, leader: asPeerId('n2'), committed: '0', applied: '0', queueDepth: 0, invalidPeerMessages: 0, caughtUp: true };
   }
 }
 

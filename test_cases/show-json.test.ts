@@ -1,14 +1,15 @@
 /**
  * `show json` and `mckv status` without a cluster: the text protocol's `show json`, the client's
- * `show --json`, the status JSON's round trip and validation, and the status table.
+ * `show --json`, the status JSON's round trip and validation, the status table, and when
+ * `mckv status --wait` takes the cluster to be ready.
  */
 
 import { describe, expect, it } from 'vitest';
 import { parseLine } from '../src/client/repl.ts';
-import { renderStatusTable, type EndpointStatus } from '../src/client/status.ts';
+import { notReady, renderStatusTable, type EndpointStatus } from '../src/client/status.ts';
 import { TextRequestDecoder } from '../src/protocol/text.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/types.ts';
-import type { NodeSummary } from '../src/status/show.ts';
+import { renderShow, type NodeSummary } from '../src/status/show.ts';
 import { clusterStatus, parseClusterStatus, renderShowJson } from '../src/status/show-json.ts';
 import { decodeEveryWay } from './support/chunks.ts';
 import { itemAt } from '../src/runtime/item-at.ts';
@@ -78,4 +79,50 @@ describe('mckv status table', () => {
       'n2: cannot connect to 127.0.0.1:8001: connect ECONNREFUSED',
     ]);
   });
+
+  it('says catching up for a controller whose replica is not whole yet', () => {
+    const statuses: EndpointStatus[] = [{ node: 'n3', address: '127.0.0.1:8002', state: 'up', summary: { ...summary('n3', 'follower'), caughtUp: false }, error: null }];
+    expect(itemAt(renderStatusTable(statuses), 3)).toBe('| n3   | 127.0.0.1:8002 | follower | 3    | n1     | 12        | 11      | catching up | memcache 127.0.0.1:11201 ok |');
+  });
 });
+
+describe('show', () => {
+  it("marks a node catching up in its state, its own row and a peer's", () => {
+    const lines = renderShow({ ...summary('n2', 'follower'), caughtUp: false }, [
+      { peer: 'n1', up: true, lastHeardAgoMs: 5, info: { ...summary('n1', 'leader'), caughtUp: true } },
+      { peer: 'n3', up: true, lastHeardAgoMs: 7, info: { ...summary('n3', 'follower'), caughtUp: false } },
+    ]);
+    expect(lines.slice(2).map((line) => line.split(/ {2,}/).slice(0, 2))).toEqual([['n2', 'self, catching up'], ['n1', 'up'], ['n3', 'up, catching up']]);
+  });
+});
+
+describe('mckv status --wait: ready', () => {
+  const up = (node: string, role: string, more: Partial<NodeSummary> = {}): EndpointStatus => ({
+    node, address: `127.0.0.1:${node}`, state: 'up', summary: { ...summary(node, role), caughtUp: true, ...more }, error: null,
+  });
+
+  it('when every controller answers, is caught up and follows one leader', () => {
+    expect(notReady([up('n1', 'leader'), up('n2', 'follower'), up('n3', 'follower')])).toBeNull();
+    // Eventual and causal nodes follow no leader; a controller too old to say is taken as caught up.
+    expect(notReady([up('n1', 'peer', { leader: null }), up('n2', 'peer', { leader: null, caughtUp: undefined })])).toBeNull();
+  });
+
+  it('not while one is down, catching up or recovering, or the leaders differ or are unknown', () => {
+    const down: EndpointStatus = { node: 'n2', address: '127.0.0.1:8001', state: 'down', summary: null, error: 'refused' };
+    expect(notReady([up('n1', 'leader'), down, up('n3', 'follower')])).toBe('n2 does not answer');
+    expect(notReady([up('n1', 'leader'), up('n2', 'follower', { caughtUp: false })])).toBe('n2 is catching up');
+    expect(notReady([up('n1', 'leader'), up('n2', 'recovering', { caughtUp: false, leader: null })])).toBe(
+      'n2 is catching up; the controllers do not follow one leader',
+    );
+    expect(notReady([up('n1', 'candidate', { leader: 'n3' }), up('n2', 'follower')])).toBe('the controllers do not follow one leader');
+    expect(notReady([up('n1', 'peer', { leader: null, caughtUp: false })])).toBe('n1 is catching up');
+  });
+
+  it('reads caughtUp back from show json, and refuses one that is not a boolean', () => {
+    const status = clusterStatus({ ...summary('n1', 'leader'), caughtUp: false }, []);
+    const text = itemAt(renderShowJson(status), 0);
+    expect(parseClusterStatus(text)?.nodes[0]?.summary?.caughtUp).toBe(false);
+    expect(parseClusterStatus(text.replace('"caughtUp":false', '"caughtUp":"no"'))).toBeNull();
+  });
+});
+

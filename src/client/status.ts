@@ -2,7 +2,9 @@
  * `mckv status -c config.ini`: asks every controller the config names for its own status (`show
  * json` on its client port, all at once, each bounded by a timeout) and prints one table, as
  * `etcdctl endpoint status --cluster -w table` does. A controller that does not answer is a row
- * marked down; the exit status is 1 when any is.
+ * marked down; the exit status is 1 when any is. With `--wait`, it asks again until every
+ * controller answers, is caught up and (ordered modes) follows the same leader: what a rolling
+ * restart waits for before it stops the next controller.
  */
 
 import { itemAt } from '../runtime/item-at.ts';
@@ -57,13 +59,57 @@ function cells(status: EndpointStatus): string[] {
   const summary = status.summary;
   if (summary === null) return [status.node, status.address, '-', '-', '-', '-', '-', status.state, '-'];
   const backend = summary.backendOk ? `${summary.backend} ok` : `${summary.backend} DOWN (${summary.backendDetail})`;
-  return [status.node, status.address, summary.role, String(summary.term), summary.leader ?? '-', summary.committed, summary.applied, status.state, backend];
+  const state = summary.caughtUp === false ? 'catching up' : status.state;
+  return [status.node, status.address, summary.role, String(summary.term), summary.leader ?? '-', summary.committed, summary.applied, state, backend];
 }
 
-/** Runs `mckv status`; resolves to the exit code (1 when any controller did not answer). */
-export async function runStatus(options: { config: Pick<ClusterConfig, 'nodes'>; timeoutMs: number; json: boolean; out: (line: string) => void }): Promise<number> {
-  const statuses = await endpointStatuses(options.config, options.timeoutMs);
+/** The modes whose nodes follow a leader (eventual and causal nodes are all 'peer'). */
+const LOG_ROLES = new Set(['leader', 'follower', 'candidate', 'recovering']);
+
+/**
+ * Why the cluster is not ready to lose a controller, or null when it is: every controller answers
+ * and is caught up (one too old to say counts as caught up), and in the ordered modes every one
+ * names the same leader.
+ */
+export function notReady(statuses: readonly EndpointStatus[]): string | null {
+  const reasons: string[] = [];
+  for (const status of statuses) {
+    if (status.summary === null) reasons.push(`${status.node} does not answer`);
+    else if (status.summary.caughtUp === false) reasons.push(`${status.node} is catching up`);
+  }
+  const summaries = statuses.flatMap((status) => (status.summary === null ? [] : [status.summary]));
+  if (summaries.some((summary) => LOG_ROLES.has(summary.role))) {
+    const leaders = new Set(summaries.map((summary) => summary.leader));
+    if (leaders.has(null) || leaders.size > 1) reasons.push('the controllers do not follow one leader');
+  }
+  return reasons.length === 0 ? null : reasons.join('; ');
+}
+
+/** How often `--wait` asks again. */
+const WAIT_POLL_MS = 200;
+
+/**
+ * Runs `mckv status`; resolves to the exit code: 1 when any controller did not answer, or, given
+ * `waitMs` above 0, when the cluster was still not ready (see `notReady`) after that long.
+ */
+export async function runStatus(options: {
+  config: Pick<ClusterConfig, 'nodes'>;
+  timeoutMs: number;
+  json: boolean;
+  out: (line: string) => void;
+  waitMs?: number;
+}): Promise<number> {
+  const waitMs = options.waitMs ?? 0;
+  const deadlineMs = performance.now() + waitMs;
+  let statuses = await endpointStatuses(options.config, options.timeoutMs);
+  while (waitMs > 0 && notReady(statuses) !== null && performance.now() + WAIT_POLL_MS < deadlineMs) {
+    await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
+    statuses = await endpointStatuses(options.config, options.timeoutMs);
+  }
   if (options.json) options.out(JSON.stringify(statuses));
   else for (const line of renderStatusTable(statuses)) options.out(line);
-  return statuses.every((status) => status.state === 'up') ? 0 : 1;
+  if (waitMs === 0) return statuses.every((status) => status.state === 'up') ? 0 : 1;
+  const why = notReady(statuses);
+  if (why !== null && !options.json) options.out(`not ready after ${waitMs / 1000} s: ${why}`);
+  return why === null ? 0 : 1;
 }

@@ -59,6 +59,7 @@ export function createLocal(options: MachineOptions & { mode: Mode }): Machine<L
         applied: String(version),
         queueDepth: 0,
         invalidPeerMessages: dropped.count,
+        caughtUp: true,
       };
     },
   };

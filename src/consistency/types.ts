@@ -211,6 +211,12 @@ export interface MachineStatus {
   invalidPeerMessages: number;
   /** Linearizability with read leases on: whether this node holds one now (absent: leases off). */
   readLease?: 'held' | 'none';
+  /**
+   * Whether its replica is whole, so it serves reads: ordered modes, recovered and caught up with
+   * the log as far as the leader had committed when it (re)joined; eventual and causal mode, not
+   * rebuilding its replica. What a rolling restart waits for before stopping the next node.
+   */
+  caughtUp: boolean;
 }
 
 export interface Machine<M> {

@@ -145,6 +145,7 @@ export class ControllerStatus {
       backendMemory: memory.shown(),
       backendRefusal: watch.recentRefusal(clockMs()),
       walFsyncSlowestRecentMs: Math.round(durability.stats(clockMs()).fsyncSlowestRecentMs),
+      caughtUp: status.caughtUp,
     };
   }
 }

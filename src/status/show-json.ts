@@ -23,7 +23,7 @@ export interface NodeStatus {
 /** The fields of a node's summary that a reader of the status can rely on. */
 export type StatusSummary = Pick<
   NodeSummary,
-  'node' | 'mode' | 'role' | 'term' | 'leader' | 'committed' | 'applied' | 'queueDepth' | 'opsServed' | 'backend' | 'backendOk' | 'backendDetail' | 'peersUp'
+  'node' | 'mode' | 'role' | 'term' | 'leader' | 'committed' | 'applied' | 'queueDepth' | 'opsServed' | 'backend' | 'backendOk' | 'backendDetail' | 'peersUp' | 'caughtUp'
 > & { backendMemory?: { usedBytes: number; limitBytes: number } };
 
 export interface ClusterStatus {
@@ -84,6 +84,7 @@ function statusSummary(summary: StatusSummary): StatusSummary {
     backendOk: summary.backendOk,
     backendDetail: summary.backendDetail,
     peersUp: summary.peersUp.map((view) => ({ peer: view.peer, up: view.up })),
+    ...(typeof summary.caughtUp === 'boolean' ? { caughtUp: summary.caughtUp } : {}),
     ...(isRecord(memory) && typeof memory.usedBytes === 'number' && typeof memory.limitBytes === 'number'
       ? { backendMemory: { usedBytes: memory.usedBytes, limitBytes: memory.limitBytes } }
       : {}),
@@ -100,6 +101,7 @@ function isStatusSummary(value: unknown): value is StatusSummary {
     numbers.every((field) => typeof value[field] === 'number') &&
     (value.leader === null || typeof value.leader === 'string') &&
     typeof value.backendOk === 'boolean' &&
+    (value.caughtUp === undefined || typeof value.caughtUp === 'boolean') &&
     Array.isArray(value.peersUp) &&
     (value.peersUp as unknown[]).every((view) => isRecord(view) && typeof view.peer === 'string' && typeof view.up === 'boolean')
   );

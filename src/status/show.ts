@@ -37,6 +37,8 @@ export interface NodeSummary {
    * peers, and 0 where nothing is fsynced: eventual mode, wal_sync = write).
    */
   walFsyncSlowestRecentMs?: number;
+  /** Whether its replica is whole, so it serves reads (MachineStatus.caughtUp; absent from older peers). */
+  caughtUp?: boolean;
 }
 
 export interface PeerViewRow {
@@ -82,7 +84,7 @@ function row(summary: NodeSummary, state: string, heard: string): string[] {
   const fsync = typeof summary.walFsyncSlowestRecentMs === 'number' ? `${summary.walFsyncSlowestRecentMs}ms` : '-';
   return [
     summary.node,
-    state,
+    summary.caughtUp === false ? `${state}, catching up` : state,
     heard,
     summary.role,
     String(summary.term),

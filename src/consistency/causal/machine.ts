@@ -155,6 +155,7 @@ export class CausalMachine implements Machine<CausalMessage> {
       applied: String(core.visible[core.selfIndex]),
       queueDepth: [...this.outboxes.values()].reduce((sum, box) => sum + box.depth, 0),
       invalidPeerMessages: core.dropped.count,
+      caughtUp: this.writes.loaded && this.gate.servesLocally(undefined),
     };
   }
 

@@ -184,6 +184,7 @@ export class EventualMachine implements Machine<EventualMessage> {
       applied: String(this.index.size),
       queueDepth: this.pushes.depth(),
       invalidPeerMessages: this.dropped.count,
+      caughtUp: this.held === null,
     };
   }
 

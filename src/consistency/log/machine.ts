@@ -225,6 +225,7 @@ export class ReplicatedLogMachine extends LogCore implements ReplicatedLog {
       applied: String(this.appliedIndex),
       queueDepth: this.requests.size,
       invalidPeerMessages: this.droppedCount,
+      caughtUp: this.caughtUp && this.replicaValid && !this.recovery.active,
       ...(this.leases === null ? {} : { readLease: this.admission.leaseCovers(this.nowMs) ? 'held' : 'none' }),
     };
   }
