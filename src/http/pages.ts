@@ -60,7 +60,8 @@ function render(status) {
     row.dataset.state = node.state;
     if (node.state === 'down') row.className = 'down';
     cell(row, 'node', node.node);
-    cell(row, 'state', node.state, node.state);
+    const catchingUp = node.summary !== null && node.summary.caughtUp === false;
+    cell(row, 'state', catchingUp ? node.state + ', catching up' : node.state, node.state);
     cell(row, 'heard', node.state === 'self' ? '-' : age(node.lastHeardAgoMs));
     const s = node.summary;
     if (s === null) {
