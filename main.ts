@@ -112,7 +112,7 @@ async function statusCommand(argv: string[]): Promise<number> {
     .option('wait', {
       type: 'number',
       default: 0,
-      describe: 'ask again until every controller answers, is caught up and follows one leader, for at most this many seconds; exit 1 if not by then',
+      describe: 'ask again until every controller answers, is caught up, sees the others and follows one leader, for at most this many seconds; exit 1 if not by then',
     })
     .strict()
     .help()

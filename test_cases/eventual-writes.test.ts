@@ -136,6 +136,28 @@ describe('serving requests', () => {
     expect(ofKind(woken, 'fetch').map((f) => f.keys)).toEqual([['b', 'c']]);
   });
 
+  it('hands everything over when stopping: read back at once, unpaced, and sent past the window', () => {
+    const m = machine(N1, { pushIntervalMs: 50, windowBatchesMax: 1, batchEntriesMax: 1 });
+    boot(m, [], [N2]);
+    const out1 = m.step({ kind: 'request', nowMs: T0 + 5, requestId: asRequestId(1), session: 1, op: setOp('a', '1') });
+    const fetch1 = firstOfKind(out1, 'fetch');
+    const out2 = m.step({ kind: 'request', nowMs: T0 + 6, requestId: asRequestId(2), session: 1, op: setOp('b', '2') });
+    const out3 = m.step({ kind: 'request', nowMs: T0 + 7, requestId: asRequestId(3), session: 1, op: setOp('c', '3') });
+    const [casA, casB, casC] = [out1, out2, out3].map((out) => firstOfKind(out, 'apply').cas);
+    const first = m.step({ kind: 'fetched', nowMs: T0 + 8, token: fetch1.token, entries: [['a', entry('1', casA as bigint)]] });
+    expect(sent(first, 'push').map((push) => push.to)).toEqual([N2]); // N3 is down: nothing queues for it
+    expect(ofKind(first, 'fetch')).toEqual([]); // b and c wait for the next interval
+    expect(m.handingOver()).toBe(false); // not stopping
+    const stopping = m.step({ kind: 'stopping', nowMs: T0 + 9 });
+    expect(ofKind(stopping, 'fetch').map((fetch) => fetch.keys)).toEqual([['b', 'c']]);
+    expect(m.handingOver()).toBe(true);
+    const token = firstOfKind(stopping, 'fetch').token;
+    const last = m.step({ kind: 'fetched', nowMs: T0 + 10, token, entries: [['b', entry('2', casB as bigint)], ['c', entry('3', casC as bigint)]] });
+    // One entry a batch and a window of one, a not yet acked: both go anyway, to the peer up.
+    expect(sent(last, 'push').map((push) => [push.to, push.message.entries.map(([key]) => key)])).toEqual([[N2, ['b']], [N2, ['c']]]);
+    expect(m.handingOver()).toBe(false);
+  });
+
   it('reports status as a peer with the HLC and index size', () => {
     const m = machine();
     boot(m, [['a', entry('1', 5n)], ['b', entry('2', 6n)]]);

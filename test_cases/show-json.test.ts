@@ -107,7 +107,7 @@ describe('mckv status --wait: ready', () => {
     expect(notReady([up('n1', 'peer', { leader: null }), up('n2', 'peer', { leader: null, caughtUp: undefined })])).toBeNull();
   });
 
-  it('not while one is down, catching up or recovering, or the leaders differ or are unknown', () => {
+  it('not while one is down, catching up or recovering, does not see a peer, or the leaders differ or are unknown', () => {
     const down: EndpointStatus = { node: 'n2', address: '127.0.0.1:8001', state: 'down', summary: null, error: 'refused' };
     expect(notReady([up('n1', 'leader'), down, up('n3', 'follower')])).toBe('n2 does not answer');
     expect(notReady([up('n1', 'leader'), up('n2', 'follower', { caughtUp: false })])).toBe('n2 is catching up');
@@ -116,6 +116,7 @@ describe('mckv status --wait: ready', () => {
     );
     expect(notReady([up('n1', 'candidate', { leader: 'n3' }), up('n2', 'follower')])).toBe('the controllers do not follow one leader');
     expect(notReady([up('n1', 'peer', { leader: null, caughtUp: false })])).toBe('n1 is catching up');
+    expect(notReady([up('n1', 'leader', { peersUp: [{ peer: 'n2', up: false }, { peer: 'n3', up: false }] })])).toBe('n1 does not see n2, n3');
   });
 
   it('reads caughtUp back from show json, and refuses one that is not a boolean', () => {

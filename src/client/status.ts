@@ -3,8 +3,8 @@
  * json` on its client port, all at once, each bounded by a timeout) and prints one table, as
  * `etcdctl endpoint status --cluster -w table` does. A controller that does not answer is a row
  * marked down; the exit status is 1 when any is. With `--wait`, it asks again until every
- * controller answers, is caught up and (ordered modes) follows the same leader: what a rolling
- * restart waits for before it stops the next controller.
+ * controller answers, is caught up, sees the others and (ordered modes) follows the same leader:
+ * what a rolling restart waits for before it stops the next controller.
  */
 
 import { itemAt } from '../runtime/item-at.ts';
@@ -67,15 +67,20 @@ function cells(status: EndpointStatus): string[] {
 const LOG_ROLES = new Set(['leader', 'follower', 'candidate', 'recovering']);
 
 /**
- * Why the cluster is not ready to lose a controller, or null when it is: every controller answers
- * and is caught up (one too old to say counts as caught up), and in the ordered modes every one
- * names the same leader.
+ * Why the cluster is not ready to lose a controller, or null when it is: every controller answers,
+ * is caught up (one too old to say counts as caught up) and sees every other up, and in the
+ * ordered modes every one names the same leader.
  */
 export function notReady(statuses: readonly EndpointStatus[]): string | null {
   const reasons: string[] = [];
   for (const status of statuses) {
-    if (status.summary === null) reasons.push(`${status.node} does not answer`);
-    else if (status.summary.caughtUp === false) reasons.push(`${status.node} is catching up`);
+    if (status.summary === null) {
+      reasons.push(`${status.node} does not answer`);
+      continue;
+    }
+    if (status.summary.caughtUp === false) reasons.push(`${status.node} is catching up`);
+    const unseen = status.summary.peersUp.filter((view) => !view.up).map((view) => view.peer);
+    if (unseen.length > 0) reasons.push(`${status.node} does not see ${unseen.join(', ')}`);
   }
   const summaries = statuses.flatMap((status) => (status.summary === null ? [] : [status.summary]));
   if (summaries.some((summary) => LOG_ROLES.has(summary.role))) {

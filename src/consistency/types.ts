@@ -230,6 +230,12 @@ export interface Machine<M> {
    * is false or absent. `read`: what a linearizable read under a lease needs (absent: not one).
    */
   readsLocally?(nowMs: number, session: number, read?: LocalRead): boolean;
+  /**
+   * After its `stopping` step: whether it still hands its peers something only it holds (eventual
+   * and causal mode: local writes not yet pushed to a peer that is up). The controller keeps
+   * stepping it, for a bounded time, until this is false. Absent: nothing to hand over.
+   */
+  handingOver?(): boolean;
   /** Causal mode: a short token naming the causal context of everything visible here. */
   contextToken?(): string;
   /** Causal mode: whether everything `token` names is visible here; null when it is no token of this cluster. */

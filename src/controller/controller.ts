@@ -59,6 +59,8 @@ const eventsPerTurnMax = 1024;
 const requestSweepIntervalMs = 1000;
 /** How long a stopping controller waits for its last peer messages (its `leave`) to go out. */
 const LEAVE_FLUSH_MS = 200;
+/** How long a stopping controller steps a mode that hands over writes (Machine.handingOver). */
+const HANDOVER_MS_MAX = 1000;
 
 export class Controller {
   private readonly machine: Machine<unknown>;
@@ -80,6 +82,8 @@ export class Controller {
   private draining = false;
   private flushScheduled = false;
   private stopped = false;
+  /** Stopping, its clients gone, while the mode hands its peers what only it holds. */
+  private leaving = false;
   private timers: NodeJS.Timeout[] = [];
 
   private constructor(
@@ -186,17 +190,21 @@ export class Controller {
 
   /**
    * Stops taking clients, tells the peers (the mode's `stopping` step), closes peers and the
-   * backend. Pending requests get SERVER_ERROR.
+   * backend. Pending requests get SERVER_ERROR. A mode that hands its peers writes only it holds
+   * (eventual, causal) is stepped on until it has, for at most HANDOVER_MS_MAX; a log mode's
+   * `stopping` step is its last, since a peer that hears from it after its `leave` takes it back.
    */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    for (const timer of this.timers) clearInterval(timer);
+    if (this.stopped || this.leaving) return;
     this.watch.stop();
     this.requests.answerAll(() => refused('shutting_down'));
     // Every client connection ends here, at once: nothing is answered after the peers hear we left.
     const serverClosed = this.server.close();
-    for (const effect of this.machine.step({ kind: 'stopping', nowMs: clockMs() })) this.effects.carryOut(effect);
+    const handsOver = this.machine.handingOver !== undefined;
+    if (handsOver) await this.handOver();
+    this.stopped = true;
+    for (const timer of this.timers) clearInterval(timer);
+    if (!handsOver) for (const effect of this.machine.step({ kind: 'stopping', nowMs: clockMs() })) this.effects.carryOut(effect);
     this.effects.stop();
     await serverClosed;
     await this.http?.close();
@@ -206,6 +214,23 @@ export class Controller {
     await this.options.backend.close();
     this.effects.durability.close();
     this.log.info('controller stopped');
+  }
+
+  /** The mode's `stopping` step through the queue, then its events, until it has handed over or the time is up. */
+  private async handOver(): Promise<void> {
+    this.leaving = true;
+    const deadlineMs = clockMs() + HANDOVER_MS_MAX;
+    this.enqueue({ kind: 'stopping', nowMs: clockMs() });
+    do {
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    } while (this.machine.handingOver?.() === true && clockMs() < deadlineMs);
+    if (this.machine.handingOver?.() === true) {
+      this.log.warn('stopping before every local write reached the peers up: the rest goes when this node is back (anti-entropy)', {
+        afterMs: HANDOVER_MS_MAX,
+      });
+    } else {
+      this.log.info('local writes handed to the peers up');
+    }
   }
 
   private handle(command: Command, connection: ConnectionInfo): Promise<Reply> | Reply {
@@ -230,7 +255,7 @@ export class Controller {
     }
     const op = toOp(command, nowMs);
     if (op === null) return { kind: 'error' };
-    if (this.stopped) return refused('shutting_down');
+    if (this.stopped || this.leaving) return refused('shutting_down');
     // memcached down for a second: refused at once and certainly without effect (the mode never
     // sees it), so a client retries at another controller instead of waiting for this replica.
     const unreachable = this.watch.unreachable(nowMs);

@@ -162,14 +162,19 @@ export class Fetches {
   }
 
   /**
-   * Fetches the dirty keys' results for pushing, at most once per pushIntervalMs: when the
-   * interval has not passed yet, asks to be woken when it has. Runs after every event, unless
-   * requests are held (the replica is being rebuilt).
+   * Fetches the dirty keys' results for pushing, at most once per pushIntervalMs (`unpaced`: at
+   * once, as a stopping node does): when the interval has not passed yet, asks to be woken when it
+   * has. Runs after every event, unless requests are held (the replica is being rebuilt).
    */
-  scheduleDirtyFetch(nowMs: number, out: Out): void {
+  scheduleDirtyFetch(nowMs: number, out: Out, unpaced = false): void {
     if (this.dirtyFetchToken !== null) return;
     if (this.dirty.size === 0 && !this.dirtyAll) return;
-    if (this.pacer.mayFetch(nowMs, out)) this.requestDirtyFetch(out);
+    if (unpaced || this.pacer.mayFetch(nowMs, out)) this.requestDirtyFetch(out);
+  }
+
+  /** Whether local writes wait to be read back for pushing: keys dirty, or their read-back under way. */
+  get dirtyPending(): boolean {
+    return this.dirtyFetchToken !== null || this.dirty.size > 0 || this.dirtyAll;
   }
 
   private requestDirtyFetch(out: Out): void {

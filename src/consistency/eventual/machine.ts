@@ -67,6 +67,8 @@ export class EventualMachine implements Machine<EventualMessage> {
   private started = false;
   /** Requests wait here until the start-up fetch has rebuilt the index and clock. */
   private held: RequestEvent[] | null = [];
+  /** Stopping: local writes are read back and pushed at once, unpaced (see `handingOver`). */
+  private leaving = false;
   private readonly messageLimits: EventualMessageLimits;
   private readonly dropped = new DroppedPeerMessages();
 
@@ -154,8 +156,12 @@ export class EventualMachine implements Machine<EventualMessage> {
       case 'refused':
         this.peerPushes.onRefused(event.keys, event.token ?? null, out);
         break;
-      case 'flush':
       case 'stopping':
+        this.leaving = true;
+        this.peerPushes.leave();
+        this.peerPushes.drainAll(this.nowMs, out);
+        break;
+      case 'flush':
         break;
       case 'memory_polled':
       case 'memory_report':
@@ -164,9 +170,14 @@ export class EventualMachine implements Machine<EventualMessage> {
       default:
         assertNever(event);
     }
-    if (this.held === null) this.fetches.scheduleDirtyFetch(this.nowMs, out);
+    if (this.held === null) this.fetches.scheduleDirtyFetch(this.nowMs, out, this.leaving);
     this.emitPurges(out);
     return out;
+  }
+
+  /** Stopping: whether local writes are still to be read back, or queued for a peer that is up. */
+  handingOver(): boolean {
+    return this.leaving && this.held === null && (this.fetches.dirtyPending || this.peerPushes.queuedForPeersUp() > 0);
   }
 
   /** A get is read locally unless requests are held (the replica is being rebuilt). */

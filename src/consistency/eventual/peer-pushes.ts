@@ -51,6 +51,8 @@ export interface PushParts {
 /** One node's end of the push protocol with each peer. */
 export class PeerPushes {
   private up: ReadonlySet<PeerId>;
+  /** This node is stopping: what is queued leaves at once, without waiting for window slots. */
+  private leaving = false;
   /** put token → the push_ack to send once it is applied. */
   private readonly pendingAcks = new Map<number, { to: PeerId; batch: number; versions: KeyVersion[] }>();
   private readonly index: VersionIndex;
@@ -100,11 +102,24 @@ export class PeerPushes {
     for (const [key, entry] of entries) this.pushes.enqueue(peer, key, entry);
   }
 
-  /** Sends what the push queues allow to each peer up. */
+  /** This node is stopping: from now on every queued entry leaves at once (see `drainAll`). */
+  leave(): void {
+    this.leaving = true;
+  }
+
+  /** Entries queued for the peers up, not yet sent. */
+  queuedForPeersUp(): number {
+    let queued = 0;
+    for (const peer of this.up) queued += this.pushes.queued(peer);
+    return queued;
+  }
+
+  /** Sends what the push queues allow to each peer up (all of it once leaving). */
   drainAll(nowMs: number, out: Out): void {
+    const keep = (key: string, entry: Entry): boolean => this.collection.stillCurrent(key, entry.cas);
     for (const peer of this.peers) {
       if (!this.up.has(peer)) continue;
-      for (const { batch, entries } of this.pushes.drain(peer, nowMs, (key, entry) => this.collection.stillCurrent(key, entry.cas))) {
+      for (const { batch, entries } of this.pushes.drain(peer, nowMs, keep, !this.leaving)) {
         out.push({ kind: 'send', to: peer, message: { kind: 'push', batch, entries } });
       }
     }

@@ -74,18 +74,20 @@ export class PushQueues {
   }
 
   /**
-   * Take the batches the window allows for `peer`; each gets a batch id. Entries `keep` turns down
-   * (superseded since they were queued) leave the queue unsent.
+   * Take the batches the window allows for `peer` (`windowed` false: every batch queued, as a
+   * stopping node sends them); each gets a batch id. Entries `keep` turns down (superseded since
+   * they were queued) leave the queue unsent.
    */
   drain(
     peer: PeerId,
     nowMs: number,
     keep: (key: string, entry: Entry) => boolean = () => true,
+    windowed = true,
   ): Array<{ batch: number; entries: KeyedEntry[] }> {
     const queue = this.queues.get(peer);
     const batches: Array<{ batch: number; entries: KeyedEntry[] }> = [];
     if (queue === undefined) return batches;
-    while (queue.queued.size > 0 && queue.inFlight.size < this.limits.windowBatchesMax) {
+    while (queue.queued.size > 0 && (!windowed || queue.inFlight.size < this.limits.windowBatchesMax)) {
       const entries = this.takeBatch(queue, keep);
       if (entries.length === 0) break;
       const batch = this.nextBatch;
@@ -114,6 +116,11 @@ export class PushQueues {
   backlog(peer: PeerId): number {
     const queue = this.queues.get(peer);
     return queue === undefined ? 0 : queue.queued.size + queue.inFlight.size * this.limits.batchEntriesMax;
+  }
+
+  /** Entries queued for `peer`, not yet sent. */
+  queued(peer: PeerId): number {
+    return this.queues.get(peer)?.queued.size ?? 0;
   }
 
   /** Entries queued over all peers. */
