@@ -1,25 +1,26 @@
 /**
- * A controller of eventual mode stopped with SIGTERM right after its clients' last writes hands
- * them to its peers before it exits: every write it acknowledged can be read at the other two
- * while it is gone. (Without the handover, the writes of its last push interval stayed in its own
- * memcached until it came back.)
+ * A controller of eventual or causal mode stopped with SIGTERM right after its clients' last
+ * writes hands them to its peers before it exits: every write it acknowledged can be read at the
+ * other two while it is gone. (Without the handover, the writes of its last push interval stayed
+ * in its own memcached until it came back.)
  */
 
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runStatus } from '../src/client/status.ts';
 import { loadConfig } from '../src/config.ts';
+import type { Mode } from '../src/consistency/types.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
 import { pipelinedSets, pipelinedValue } from './support/pipelined-sets.ts';
 import { requestOnce } from './support/text-request.ts';
 
 const KEYS = 400;
 
-describe('eventual: a stopped controller hands over its last writes', () => {
+describe.each<Mode>(['eventual', 'causal'])('%s: a stopped controller hands over its last writes', (mode) => {
   let cluster: Cluster;
 
   beforeAll(async () => {
-    cluster = await Cluster.start({ mode: 'eventual' });
+    cluster = await Cluster.start({ mode });
   }, 60_000);
 
   afterAll(async () => {

@@ -101,12 +101,12 @@ export class LocalWrites {
     else for (const key of keys) this.dirty.add(key);
   }
 
-  /** Issues the dirty fetch when one is due, else asks to be woken when it will be. */
-  scheduleDirtyFetch(out: Out): void {
+  /** Issues the dirty fetch when one is due (`unpaced`: now, as a stopping node does), else asks to be woken when it will be. */
+  scheduleDirtyFetch(out: Out, unpaced = false): void {
     const core = this.core;
     if (this.dirtyFetchToken !== null || this.held !== null) return;
     if (this.dirty.size === 0 && !this.dirtyAll) return;
-    if (!this.pacer.mayFetch(core.nowMs, out)) return;
+    if (!unpaced && !this.pacer.mayFetch(core.nowMs, out)) return;
     if (this.rejoinPending) {
       // The batch covers the joins: a version of ours moves its `to` on (as ./merging.ts's shipOwnWritesAgain).
       this.rejoinPending = false;
@@ -118,6 +118,11 @@ export class LocalWrites {
     this.dirtyAll = false;
     const purpose: FetchPurpose = { kind: 'dirty', keys, to: core.own(core.visible), deps: this.gate.deps(core.visible) };
     this.dirtyFetchToken = core.issueFetch(out, keys, purpose);
+  }
+
+  /** Whether local writes wait to be read back for shipping: keys dirty, or their read-back under way. */
+  get dirtyPending(): boolean {
+    return this.dirtyFetchToken !== null || this.dirty.size > 0 || this.dirtyAll;
   }
 
   /** The dirty fetch returned: the next one may be issued. */

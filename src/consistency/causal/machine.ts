@@ -60,6 +60,8 @@ export class CausalMachine implements Machine<CausalMessage> {
   /** Keys an undone merge left written beyond the vector: not shown until it covers them. */
   private readonly ahead: AheadKeys;
   private peersUp: Set<PeerId>;
+  /** Stopping: local writes are read back at once, unpaced (see `handingOver`). */
+  private leaving = false;
   private started = false;
   private ticks = 0;
   /** The visible vector last sent to the peers (joined), to send it again only when it changed. */
@@ -123,8 +125,10 @@ export class CausalMachine implements Machine<CausalMessage> {
         this.ahead.refusalStepped(event.serial);
         this.merging.onRefused(event.token ?? null);
         break;
-      case 'flush':
       case 'stopping':
+        this.leaving = true;
+        break;
+      case 'flush':
         break;
       case 'memory_polled':
       case 'memory_report':
@@ -133,10 +137,25 @@ export class CausalMachine implements Machine<CausalMessage> {
       default:
         assertNever(event);
     }
-    this.writes.scheduleDirtyFetch(out);
+    this.writes.scheduleDirtyFetch(out, this.leaving);
     for (const peer of this.core.peers) this.sendNext(peer, out);
     this.cuts.noteWrites(out);
     return out;
+  }
+
+  /**
+   * Stopping: whether local writes are still to be read back, or a batch of our chain to a peer
+   * that is up has not all left (one waiting for a snapshot of ours first is not waited for: a
+   * whole replica does not go in the time a stop allows).
+   */
+  handingOver(): boolean {
+    if (!this.leaving || !this.writes.loaded) return false;
+    if (this.writes.dirtyPending) return true;
+    for (const peer of this.peersUp) {
+      const box = this.outbox(peer);
+      if (!box.fetchingSnapshot && !box.needsSnapshot() && box.unsentBatches) return true;
+    }
+    return false;
   }
 
   /** Whether a get may be served from the replica without a step: not while it would show a key held back. */

@@ -67,6 +67,11 @@ export class Outbox {
 
   constructor(private readonly limits: OutboxLimits) {}
 
+  /** Whether a queued chain batch (not a snapshot) has a part not sent yet. */
+  get unsentBatches(): boolean {
+    return this.queue.some((batch) => !batch.snapshot && (batch.sending === undefined || batch.sending.sent < batch.sending.parts.length));
+  }
+
   /** Batches queued, sent or not. */
   get depth(): number {
     return this.queue.length;
