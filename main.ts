@@ -112,7 +112,7 @@ async function statusCommand(argv: string[]): Promise<number> {
     .option('wait', {
       type: 'number',
       default: 0,
-      describe: 'ask again until every controller answers, is caught up, sees the others and follows one leader, for at most this many seconds; exit 1 if not by then',
+      describe: 'ask again until every controller answers, is caught up, sees the others, follows one leader and has applied what it had committed a poll before, for at most this many seconds; exit 1 if not by then',
     })
     .strict()
     .help()
@@ -121,7 +121,7 @@ async function statusCommand(argv: string[]): Promise<number> {
     })
     .parseAsync();
   if (!(args.timeout > 0 && args.timeout <= 600)) throw new ConfigError('--timeout must be more than 0 and at most 600 seconds');
-  if (!(args.wait >= 0 && args.wait <= 3600)) throw new ConfigError('--wait must be from 0 to 3600 seconds');
+  if (!(args.wait === 0 || (args.wait >= 1 && args.wait <= 3600))) throw new ConfigError('--wait must be 0 or from 1 to 3600 seconds');
   const [{ runStatus }, { loadConfig }] = await Promise.all([import('./src/client/status.ts'), import('./src/config.ts')]);
   return runStatus({
     config: loadConfig(args.c),

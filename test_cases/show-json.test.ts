@@ -119,6 +119,18 @@ describe('mckv status --wait: ready', () => {
     expect(notReady([up('n1', 'leader', { peersUp: [{ peer: 'n2', up: false }, { peer: 'n3', up: false }] })])).toBe('n1 does not see n2, n3');
   });
 
+  it('not while one has applied less than its leader had committed a moment before', () => {
+    const at = (committed: number, applied: number): Partial<NodeSummary> => ({ committed: String(committed), applied: String(applied) });
+    const earlier = [up('n1', 'leader', at(500, 500)), up('n2', 'follower', at(300, 300))];
+    // n2 said it was caught up: as far as the leader had committed when it rejoined, long before.
+    const behind = [up('n1', 'leader', at(600, 600)), up('n2', 'follower', at(450, 420))];
+    expect(notReady(behind, earlier)).toBe('n2 has applied 420 of the 500 committed a moment before');
+    expect(notReady(behind)).toBeNull();
+    expect(notReady([up('n1', 'leader', at(700, 690)), up('n2', 'follower', at(690, 650))], earlier)).toBeNull();
+    // Eventual and causal positions are no log indexes: not compared.
+    expect(notReady([up('n1', 'peer', { leader: null, applied: '3' })], [up('n1', 'peer', { leader: null, committed: '9' })])).toBeNull();
+  });
+
   it('reads caughtUp back from show json, and refuses one that is not a boolean', () => {
     const status = clusterStatus({ ...summary('n1', 'leader'), caughtUp: false }, []);
     const text = itemAt(renderShowJson(status), 0);

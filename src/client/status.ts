@@ -3,8 +3,9 @@
  * json` on its client port, all at once, each bounded by a timeout) and prints one table, as
  * `etcdctl endpoint status --cluster -w table` does. A controller that does not answer is a row
  * marked down; the exit status is 1 when any is. With `--wait`, it asks again until every
- * controller answers, is caught up, sees the others and (ordered modes) follows the same leader:
- * what a rolling restart waits for before it stops the next controller.
+ * controller answers, is caught up, sees the others and (ordered modes) follows the same leader
+ * and has applied what it had committed a poll before: what a rolling restart waits for before it
+ * stops the next controller.
  */
 
 import { itemAt } from '../runtime/item-at.ts';
@@ -69,9 +70,12 @@ const LOG_ROLES = new Set(['leader', 'follower', 'candidate', 'recovering']);
 /**
  * Why the cluster is not ready to lose a controller, or null when it is: every controller answers,
  * is caught up (one too old to say counts as caught up) and sees every other up, and in the
- * ordered modes every one names the same leader.
+ * ordered modes every one names the same leader and, given the `earlier` answers of a moment
+ * before, has applied all that its leader had committed then. ("Caught up" alone is as far as the
+ * leader had committed when the controller rejoined: under load a restarted one can be tens of
+ * thousands of entries behind when it says so.)
  */
-export function notReady(statuses: readonly EndpointStatus[]): string | null {
+export function notReady(statuses: readonly EndpointStatus[], earlier: readonly EndpointStatus[] = []): string | null {
   const reasons: string[] = [];
   for (const status of statuses) {
     if (status.summary === null) {
@@ -86,6 +90,11 @@ export function notReady(statuses: readonly EndpointStatus[]): string | null {
   if (summaries.some((summary) => LOG_ROLES.has(summary.role))) {
     const leaders = new Set(summaries.map((summary) => summary.leader));
     if (leaders.has(null) || leaders.size > 1) reasons.push('the controllers do not follow one leader');
+    const committedBefore = Math.max(0, ...earlier.map((status) => (status.summary?.role === 'leader' ? Number(status.summary.committed) : 0)));
+    for (const summary of summaries) {
+      const applied = Number(summary.applied);
+      if (applied < committedBefore) reasons.push(`${summary.node} has applied ${applied} of the ${committedBefore} committed a moment before`);
+    }
   }
   return reasons.length === 0 ? null : reasons.join('; ');
 }
@@ -107,14 +116,18 @@ export async function runStatus(options: {
   const waitMs = options.waitMs ?? 0;
   const deadlineMs = performance.now() + waitMs;
   let statuses = await endpointStatuses(options.config, options.timeoutMs);
-  while (waitMs > 0 && notReady(statuses) !== null && performance.now() + WAIT_POLL_MS < deadlineMs) {
+  // Waiting, each answer is judged against the one before it (see notReady): at least two polls.
+  let earlier: EndpointStatus[] | null = null;
+  const why = (): string | null => (earlier === null ? 'not asked twice yet' : notReady(statuses, earlier));
+  while (waitMs > 0 && why() !== null && performance.now() + WAIT_POLL_MS < deadlineMs) {
     await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
+    earlier = statuses;
     statuses = await endpointStatuses(options.config, options.timeoutMs);
   }
   if (options.json) options.out(JSON.stringify(statuses));
   else for (const line of renderStatusTable(statuses)) options.out(line);
   if (waitMs === 0) return statuses.every((status) => status.state === 'up') ? 0 : 1;
-  const why = notReady(statuses);
-  if (why !== null && !options.json) options.out(`not ready after ${waitMs / 1000} s: ${why}`);
-  return why === null ? 0 : 1;
+  const reason = why();
+  if (reason !== null && !options.json) options.out(`not ready after ${waitMs / 1000} s: ${reason}`);
+  return reason === null ? 0 : 1;
 }
