@@ -67,8 +67,6 @@ export class EventualMachine implements Machine<EventualMessage> {
   private started = false;
   /** Requests wait here until the start-up fetch has rebuilt the index and clock. */
   private held: RequestEvent[] | null = [];
-  /** Stopping: local writes are read back and pushed at once, unpaced (see `handingOver`). */
-  private leaving = false;
   private readonly messageLimits: EventualMessageLimits;
   private readonly dropped = new DroppedPeerMessages();
 
@@ -157,7 +155,6 @@ export class EventualMachine implements Machine<EventualMessage> {
         this.peerPushes.onRefused(event.keys, event.token ?? null, out);
         break;
       case 'stopping':
-        this.leaving = true;
         this.peerPushes.leave();
         this.peerPushes.drainAll(this.nowMs, out);
         break;
@@ -170,14 +167,14 @@ export class EventualMachine implements Machine<EventualMessage> {
       default:
         assertNever(event);
     }
-    if (this.held === null) this.fetches.scheduleDirtyFetch(this.nowMs, out, this.leaving);
+    if (this.held === null) this.fetches.scheduleDirtyFetch(this.nowMs, out, this.peerPushes.leaving);
     this.emitPurges(out);
     return out;
   }
 
   /** Stopping: whether local writes are still to be read back, or queued for a peer that is up. */
   handingOver(): boolean {
-    return this.leaving && this.held === null && (this.fetches.dirtyPending || this.peerPushes.queuedForPeersUp() > 0);
+    return this.peerPushes.leaving && this.held === null && (this.fetches.dirtyPending || this.peerPushes.queuedForPeersUp() > 0);
   }
 
   /** A get is read locally unless requests are held (the replica is being rebuilt). */

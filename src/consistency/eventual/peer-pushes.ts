@@ -52,7 +52,7 @@ export interface PushParts {
 export class PeerPushes {
   private up: ReadonlySet<PeerId>;
   /** This node is stopping: what is queued leaves at once, without waiting for window slots. */
-  private leaving = false;
+  #leaving = false;
   /** put token → the push_ack to send once it is applied. */
   private readonly pendingAcks = new Map<number, { to: PeerId; batch: number; versions: KeyVersion[] }>();
   private readonly index: VersionIndex;
@@ -104,7 +104,12 @@ export class PeerPushes {
 
   /** This node is stopping: from now on every queued entry leaves at once (see `drainAll`). */
   leave(): void {
-    this.leaving = true;
+    this.#leaving = true;
+  }
+
+  /** Whether `leave` was called. */
+  get leaving(): boolean {
+    return this.#leaving;
   }
 
   /** Entries queued for the peers up, not yet sent. */
@@ -119,7 +124,7 @@ export class PeerPushes {
     const keep = (key: string, entry: Entry): boolean => this.collection.stillCurrent(key, entry.cas);
     for (const peer of this.peers) {
       if (!this.up.has(peer)) continue;
-      for (const { batch, entries } of this.pushes.drain(peer, nowMs, keep, !this.leaving)) {
+      for (const { batch, entries } of this.pushes.drain(peer, nowMs, keep, !this.#leaving)) {
         out.push({ kind: 'send', to: peer, message: { kind: 'push', batch, entries } });
       }
     }
