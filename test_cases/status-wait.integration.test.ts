@@ -2,7 +2,8 @@
  * `mckv status --wait`, as a rolling restart uses it, on a real cluster: after a controller that
  * missed writes is restarted, the wait returns 0 only once that controller has applied every
  * write committed before its restart; with a controller down it gives up after its time, exit 1,
- * saying which.
+ * saying which. And each controller's `/readyz`, a load balancer's view of the same: 503 while the
+ * restarted one catches up or while a lone one has no majority, 200 once it serves.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,9 +36,14 @@ describe('mckv status --wait', () => {
     expect(committed).toBeGreaterThanOrEqual(20_000);
 
     await cluster.startController('n3');
+    const readiness = watchReadiness(cluster.node('n3').httpPort);
     const waited: string[] = [];
     const started = performance.now();
     expect(await runStatus({ config, timeoutMs: 2000, json: false, waitMs: 30_000, out: (line) => waited.push(line) })).toBe(0);
+    // Its health check sent clients away while it caught up, and takes them once it has.
+    const answers = await readiness.stop();
+    expect(answers[0]).toMatch(/^503 not ready: (catching up|recovering its log from its peers)$/);
+    expect(answers.at(-1)).toBe('200 ok');
     expect(performance.now() - started).toBeLessThan(30_000);
     const after = await endpointStatuses(config, 2000);
     const n3 = after.find((status) => status.node === 'n3')?.summary;
@@ -59,4 +65,56 @@ describe('mckv status --wait', () => {
     await cluster.startController('n2');
     expect(await runStatus({ config, timeoutMs: 2000, json: false, waitMs: 30_000, out: () => {} })).toBe(0);
   }, 90_000);
+
+  it('says 503 at a controller left without a majority, and 200 again once a peer is back', async () => {
+    expect(await runStatus({ config, timeoutMs: 2000, json: false, waitMs: 30_000, out: () => {} })).toBe(0);
+    for (const id of ['n1', 'n2', 'n3']) expect(await readyz(cluster.node(id).httpPort)).toBe('200 ok');
+    await cluster.stopController('n2');
+    await cluster.stopController('n3');
+    const alone = await eventually(() => readyz(cluster.node('n1').httpPort), (answer) => answer.startsWith('503'), 15_000);
+    expect(alone).toMatch(/^503 not ready: (no leader: an election is on|leader without a majority: it sees no peer|does not see its leader n[23])$/);
+    // A stopped controller's health check is gone with it: the connection is refused.
+    await expect(readyz(cluster.node('n2').httpPort)).rejects.toThrow();
+    await cluster.startController('n2');
+    expect(await eventually(() => readyz(cluster.node('n1').httpPort), (answer) => answer === '200 ok', 15_000)).toBe('200 ok');
+    expect(await eventually(() => readyz(cluster.node('n2').httpPort), (answer) => answer === '200 ok', 15_000)).toBe('200 ok');
+    await cluster.startController('n3');
+  }, 90_000);
 });
+
+/** `/readyz` of the controller whose HTTP port is `port`, as "STATUS BODY". */
+async function readyz(port: number): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(2000) });
+  return `${response.status} ${(await response.text()).trim()}`;
+}
+
+/** Asks `ask` every 50 ms until `done` holds of the answer or `withinMs` passes; the last answer. */
+async function eventually(ask: () => Promise<string>, done: (answer: string) => boolean, withinMs: number): Promise<string> {
+  const deadlineMs = performance.now() + withinMs;
+  let answer = await ask().catch((error: unknown) => String(error));
+  while (!done(answer) && performance.now() < deadlineMs) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    answer = await ask().catch((error: unknown) => String(error));
+  }
+  return answer;
+}
+
+/** Polls `/readyz` every 20 ms until stopped; the distinct answers in the order they came. */
+function watchReadiness(port: number): { stop(): Promise<string[]> } {
+  const answers: string[] = [];
+  let running = true;
+  const polling = (async () => {
+    for (let polls = 0; running && polls < 3000; polls += 1) {
+      const answer = await readyz(port).catch((error: unknown) => `error ${String(error)}`);
+      if (answers.at(-1) !== answer) answers.push(answer);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await polling;
+      return answers;
+    },
+  };
+}

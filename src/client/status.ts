@@ -11,6 +11,7 @@
 import { itemAt } from '../runtime/item-at.ts';
 import type { ClusterConfig } from '../config.ts';
 import { parseClusterStatus, type StatusSummary } from '../status/show-json.ts';
+import { LOG_ROLES } from '../status/readiness.ts';
 import { TextClient } from './text-client.ts';
 
 /** One controller as it answered for itself (or did not). */
@@ -63,9 +64,6 @@ function cells(status: EndpointStatus): string[] {
   const state = summary.caughtUp === false ? 'catching up' : status.state;
   return [status.node, status.address, summary.role, String(summary.term), summary.leader ?? '-', summary.committed, summary.applied, state, backend];
 }
-
-/** The modes whose nodes follow a leader (eventual and causal nodes are all 'peer'). */
-const LOG_ROLES = new Set(['leader', 'follower', 'candidate', 'recovering']);
 
 /**
  * Why the cluster is not ready to lose a controller, or null when it is: every controller answers,

@@ -200,6 +200,8 @@ export class Controller {
     this.requests.answerAll(() => refused('shutting_down'));
     // Every client connection ends here, at once: nothing is answered after the peers hear we left.
     const serverClosed = this.server.close();
+    // Health checks see it gone as its clients do (its metrics with it).
+    const httpClosed = this.http?.close();
     const handsOver = this.machine.handingOver !== undefined;
     if (handsOver) await this.handOver();
     this.stopped = true;
@@ -207,7 +209,7 @@ export class Controller {
     if (!handsOver) for (const effect of this.machine.step({ kind: 'stopping', nowMs: clockMs() })) this.effects.carryOut(effect);
     this.effects.stop();
     await serverClosed;
-    await this.http?.close();
+    await httpClosed;
     await this.network.stop({ flushMs: LEAVE_FLUSH_MS });
     // Stores sent quietly are done once memcached vouches for them; closing first would lose that word.
     await this.options.backend.settle?.().catch(() => {});

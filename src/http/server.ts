@@ -1,6 +1,7 @@
 /**
  * A controller's HTTP port (config.ini `http = host:port`): `/metrics` for Prometheus, `/` the
- * status page, `/status.json` what it shows, `/entries?cursor=KEY&limit=N` stored entries by page.
+ * status page, `/status.json` what it shows, `/entries?cursor=KEY&limit=N` stored entries by page,
+ * `/livez` and `/readyz` for health checks (200, or 503 with the reason: status/readiness.ts).
  *
  * It serves operators, not clients, and must never hurt the controller: GET and HEAD only, no
  * request bodies, small headers, few connections, short timeouts; a failure answers 500 and is
@@ -13,6 +14,7 @@ import { clockMs } from '../runtime/clock.ts';
 import type { Address } from '../config.ts';
 import type { Mode } from '../consistency/types.ts';
 import type { CommandHandler } from '../protocol/server.ts';
+import { nodeNotReady } from '../status/readiness.ts';
 import { clusterStatus } from '../status/show-json.ts';
 import { entriesPage, ENTRIES_PER_PAGE_MAX } from './entries.ts';
 import { ControllerMetrics } from './metrics.ts';
@@ -142,6 +144,12 @@ export class StatusHttp {
         return { status: 200, type: this.metrics.registry.contentType, body: await this.metrics.render() };
       case '/entries':
         return this.entries(url);
+      case '/livez':
+        return text(200, 'ok\n');
+      case '/readyz': {
+        const why = nodeNotReady(source.summary());
+        return why === null ? text(200, 'ok\n') : text(503, `not ready: ${why}\n`);
+      }
       default:
         return text(404, 'not found\n');
     }
