@@ -205,7 +205,7 @@ while read -r id client mc; do
   echo "  $id: clients at $client, replica $([ "$kvtype" = memory ] && echo "in memory" || echo "memcached $mc")"
 done <<< "$nodes"
 http=$(awk '/^\[node\./ { node = 1 } /^\[cluster/ { node = 0 } node && /^[ \t]*http[ \t]*=/ { v = $0; sub(/^[^=]*=[ \t]*/, "", v); sub(/[ \t;].*/, "", v); printf "%shttp://%s/", sep, v; sep = " " }' "$config")
-[ -n "$http" ] && echo "status pages and /metrics: $http"
+[ -n "$http" ] && echo "status pages, /metrics and health checks (/readyz, /livez): $http"
 echo "logs: $log_dir/<node>.log (JSON lines) and $log_dir/<node>.out (console)"
 first_client=$(head -n 1 <<< "$nodes" | awk '{ print $2 }')
 echo "try:  npx mckv -cli -i ${first_client%:*} -p ${first_client##*:}    stop: ./stop.sh"
