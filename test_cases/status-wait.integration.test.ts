@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endpointStatuses, runStatus } from '../src/client/status.ts';
 import { loadConfig, type ClusterConfig } from '../src/config.ts';
 import { Cluster } from '../src/jepsen/cluster.ts';
+import { pollUntil } from './support/attack-kit.ts';
 import { pipelinedSets } from './support/pipelined-sets.ts';
 
 describe('mckv status --wait', () => {
@@ -71,13 +72,13 @@ describe('mckv status --wait', () => {
     for (const id of ['n1', 'n2', 'n3']) expect(await readyz(cluster.node(id).httpPort)).toBe('200 ok');
     await cluster.stopController('n2');
     await cluster.stopController('n3');
-    const alone = await eventually(() => readyz(cluster.node('n1').httpPort), (answer) => answer.startsWith('503'), 15_000);
+    const alone = await pollUntil(() => readyzOrError(cluster.node('n1').httpPort), (answer) => answer.startsWith('503'), 15_000);
     expect(alone).toMatch(/^503 not ready: (no leader: an election is on|leader without a majority: it sees no peer|does not see its leader n[23])$/);
     // A stopped controller's health check is gone with it: the connection is refused.
     await expect(readyz(cluster.node('n2').httpPort)).rejects.toThrow();
     await cluster.startController('n2');
-    expect(await eventually(() => readyz(cluster.node('n1').httpPort), (answer) => answer === '200 ok', 15_000)).toBe('200 ok');
-    expect(await eventually(() => readyz(cluster.node('n2').httpPort), (answer) => answer === '200 ok', 15_000)).toBe('200 ok');
+    expect(await pollUntil(() => readyzOrError(cluster.node('n1').httpPort), (answer) => answer === '200 ok', 15_000)).toBe('200 ok');
+    expect(await pollUntil(() => readyzOrError(cluster.node('n2').httpPort), (answer) => answer === '200 ok', 15_000)).toBe('200 ok');
     await cluster.startController('n3');
   }, 90_000);
 });
@@ -88,15 +89,9 @@ async function readyz(port: number): Promise<string> {
   return `${response.status} ${(await response.text()).trim()}`;
 }
 
-/** Asks `ask` every 50 ms until `done` holds of the answer or `withinMs` passes; the last answer. */
-async function eventually(ask: () => Promise<string>, done: (answer: string) => boolean, withinMs: number): Promise<string> {
-  const deadlineMs = performance.now() + withinMs;
-  let answer = await ask().catch((error: unknown) => String(error));
-  while (!done(answer) && performance.now() < deadlineMs) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    answer = await ask().catch((error: unknown) => String(error));
-  }
-  return answer;
+/** `readyz`, or the error it failed with (a port that refuses connections, say), as text. */
+function readyzOrError(port: number): Promise<string> {
+  return readyz(port).catch((error: unknown) => `error ${String(error)}`);
 }
 
 /** Polls `/readyz` every 20 ms until stopped; the distinct answers in the order they came. */
@@ -105,7 +100,7 @@ function watchReadiness(port: number): { stop(): Promise<string[]> } {
   let running = true;
   const polling = (async () => {
     for (let polls = 0; running && polls < 3000; polls += 1) {
-      const answer = await readyz(port).catch((error: unknown) => `error ${String(error)}`);
+      const answer = await readyzOrError(port);
       if (answers.at(-1) !== answer) answers.push(answer);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
