@@ -397,6 +397,37 @@ describe('PeerNetwork reconnecting', () => {
     expect(accepted).toBeGreaterThanOrEqual(2);
     expect(accepted).toBeLessThanOrEqual(5);
   });
+
+  it('dials a returning peer as soon as it reaches us, not when its back-off runs out', async () => {
+    const [portA, portB] = await freePorts(2) as [number, number];
+    const make = (self: PeerId, port: number, peer: PeerId, peerPort: number): PeerNetwork => new PeerNetwork({
+      self, listen: { host: '127.0.0.1', port }, peers: [{ id: peer, host: '127.0.0.1', port: peerPort }],
+      secret, clusterId: 'test', heartbeatIntervalMs, failureTimeoutMs, log: recordingLog([]),
+    });
+    const a = make(asPeerId('a'), portA, asPeerId('b'), portB);
+    await a.start();
+    try {
+      // Twice: b away long enough for a's redials to back off to 0.5-1 s, then b back. b dials a at
+      // once; a must dial b on hearing it, well before its next redial would. Without that, both
+      // trials come in under 150 ms about one time in fifty.
+      for (let trial = 0; trial < 2; trial += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 1800));
+        expect(a.isConnected(asPeerId('b'))).toBe(false);
+        const b = make(asPeerId('b'), portB, asPeerId('a'), portA);
+        await b.start();
+        try {
+          await waitFor(() => b.isConnected(asPeerId('a')), 2000, 'b to reach a');
+          const reachedMs = Date.now();
+          await waitFor(() => a.isConnected(asPeerId('b')), 2000, 'a to dial b back');
+          expect(Date.now() - reachedMs, `trial ${trial}: ms until a dialled b back`).toBeLessThan(150);
+        } finally {
+          await b.stop();
+        }
+      }
+    } finally {
+      await a.stop();
+    }
+  });
 });
 
 describe('PeerNetwork links reset, not cut', () => {

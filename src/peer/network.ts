@@ -137,7 +137,10 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       log,
       tallies: this.tallies,
       refuse,
-      onAuthenticated: (peer) => this.onHeard(peer),
+      onAuthenticated: (peer) => {
+        this.dialer.hurry(peer);
+        this.onHeard(peer);
+      },
       onFrame: (peer, message) => this.onFrame(peer, message),
       onClosed: (peer) => this.sayIfCut(peer),
     });

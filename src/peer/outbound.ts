@@ -122,6 +122,18 @@ export class PeerDialer {
     }
   }
 
+  /**
+   * `peer` just reached us (an authenticated inbound connection): if our dial to it is waiting out
+   * a back-off, dial now. A restarted peer then hears from us at once, not up to a second later.
+   * Only an authenticated peer hurries us, and a failed dial backs off as before.
+   */
+  hurry(peer: PeerId): void {
+    const outbound = this.outbound.get(peer);
+    if (!this.running || outbound === undefined || outbound.retryTimer === null) return;
+    clearTimeout(outbound.retryTimer);
+    this.dial(outbound);
+  }
+
   /** Closes every outbound connection; no redial follows. */
   stop(): void {
     this.running = false;
