@@ -63,7 +63,7 @@ start_memcached() {
   if [ "$(id -u)" = 0 ]; then # memcached refuses root without -u; it is given no root either
     if id -u memcache >/dev/null 2>&1; then run_as=(-u memcache); else run_as=(-u nobody); fi
   fi
-  (umask 077 && rm -f "$out" && exec nohup memcached -l "${2%:*}" -p "${2##*:}" -U 0 -M -m 1024 -I 2m "${run_as[@]}" >"$out" 2>&1) &
+  (umask 077 && rm -f "$out" && exec nohup memcached -l "${2%:*}" -p "${2##*:}" -U 0 -M -o hot_lru_pct=70,warm_lru_pct=10 -m 1024 -I 2m "${run_as[@]}" >"$out" 2>&1) &
   record_pid memcached $! "$1"
 }
 

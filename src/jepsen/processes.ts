@@ -12,6 +12,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { ownChild } from './owned-children.ts';
 import { waitForMemcachedProtocol } from './ports.ts';
+import { MEMCACHED_LRU_ARGS } from '../store/memcached-flags.ts';
 
 /**
  * `-u USER` when running as root (memcached refuses root without it): Debian's memcached package's
@@ -23,9 +24,12 @@ function memcachedUserArgs(): string[] {
   return ['-u', hasMemcacheUser ? 'memcache' : 'nobody'];
 }
 
-/** Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently. */
+/**
+ * Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently,
+ * with the LRU settings mckv runs it with (store/memcached-flags.ts).
+ */
 export async function spawnMemcached(port: number, logFile: string, memoryMb = 256, evicts = false): Promise<ChildProcess> {
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M']), '-m', String(memoryMb)];
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M', ...MEMCACHED_LRU_ARGS]), '-m', String(memoryMb)];
   const child = ownChild(spawn('memcached', [...args, ...memcachedUserArgs()], {
     stdio: ['ignore', 'pipe', 'pipe'],
   }));

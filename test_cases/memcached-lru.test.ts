@@ -1,0 +1,82 @@
+/**
+ * memcached as mckv runs it (store/memcached-flags.ts, beside `-M`): its LRU maintainer runs with
+ * a large HOT segment, so it has little to move under writes, and it still reclaims expired items
+ * by itself. The memory guard counts memcached's `bytes` (store/memory-guard.ts): were expired
+ * items left counted until something read them, as with `-o no_lru_maintainer`, a cluster whose
+ * keys expire would refuse writes it has room for.
+ */
+
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pollUntil } from './support/attack-kit.ts';
+import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
+
+/** Sends text-protocol lines and reads until `done` says the reply is whole (10 s at most). */
+function ask(port: number, host: string, request: string, done: (reply: string) => boolean): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port }, () => socket.write(request));
+    let reply = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no whole reply to ${JSON.stringify(request.slice(0, 40))}: ${JSON.stringify(reply.slice(-200))}`));
+    }, 10_000);
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      if (!done(reply)) return;
+      clearTimeout(timer);
+      socket.end();
+      resolve(reply);
+    });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  });
+}
+
+async function stats(server: MemcachedInstance, group = ''): Promise<Map<string, string>> {
+  const reply = await ask(server.port, server.host, `stats${group === '' ? '' : ` ${group}`}\r\n`, (text) => text.endsWith('END\r\n'));
+  const values = new Map<string, string>();
+  for (const line of reply.split('\r\n')) {
+    const [word, name, value] = line.split(' ');
+    if (word === 'STAT' && name !== undefined && value !== undefined) values.set(name, value);
+  }
+  return values;
+}
+
+describe('memcached as mckv starts it', () => {
+  let server: MemcachedInstance;
+
+  beforeAll(async () => {
+    server = await startMemcached({ memoryMb: 64 });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('runs its LRU maintainer with a large HOT segment', async () => {
+    const settings = await stats(server, 'settings');
+    expect(settings.get('lru_maintainer_thread')).toBe('yes');
+    expect(settings.get('hot_lru_pct')).toBe('70');
+    expect(settings.get('warm_lru_pct')).toBe('10');
+    expect(settings.get('evictions')).toBe('off');
+  });
+
+  it('reclaims expired items by itself, so their bytes stop counting', async () => {
+    const items = 3000;
+    const value = 'x'.repeat(500);
+    let request = '';
+    for (let index = 0; index < items; index += 1) request += `set ttl${index} 0 1 ${value.length}\r\n${value}\r\n`;
+    const stored = await ask(server.port, server.host, request, (text) => text.split('STORED\r\n').length - 1 === items);
+    expect(stored.split('STORED\r\n').length - 1).toBe(items);
+    const before = await stats(server);
+    expect(Number(before.get('curr_items'))).toBeGreaterThanOrEqual(items);
+    expect(Number(before.get('bytes'))).toBeGreaterThan(items * value.length);
+    // Nothing reads the keys again: only memcached's own background work can reclaim them.
+    const after = await pollUntil(() => stats(server), (now) => Number(now.get('bytes')) === 0, 20_000, 200);
+    expect(Number(after.get('bytes'))).toBe(0);
+    expect(Number(after.get('curr_items'))).toBe(0);
+    expect(Number(after.get('reclaimed')) + Number(after.get('crawler_reclaimed'))).toBeGreaterThanOrEqual(items);
+  });
+});
