@@ -6,38 +6,15 @@
  * keys expire would refuse writes it has room for.
  */
 
-import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pollUntil } from './support/attack-kit.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
-
-/** Sends text-protocol lines and reads until `done` says the reply is whole (10 s at most). */
-function ask(port: number, host: string, request: string, done: (reply: string) => boolean): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port }, () => socket.write(request));
-    let reply = '';
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no whole reply to ${JSON.stringify(request.slice(0, 40))}: ${JSON.stringify(reply.slice(-200))}`));
-    }, 10_000);
-    socket.on('data', (chunk) => {
-      reply += chunk.toString('latin1');
-      if (!done(reply)) return;
-      clearTimeout(timer);
-      socket.end();
-      resolve(reply);
-    });
-    socket.on('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-  });
-}
+import { endsAfter, exchange } from './support/raw.ts';
 
 async function stats(server: MemcachedInstance, group = ''): Promise<Map<string, string>> {
-  const reply = await ask(server.port, server.host, `stats${group === '' ? '' : ` ${group}`}\r\n`, (text) => text.endsWith('END\r\n'));
+  const reply = await exchange(server.port, `stats${group === '' ? '' : ` ${group}`}\r\n`, endsAfter('END\r\n'), 10_000);
   const values = new Map<string, string>();
-  for (const line of reply.split('\r\n')) {
+  for (const line of reply.toString('latin1').split('\r\n')) {
     const [word, name, value] = line.split(' ');
     if (word === 'STAT' && name !== undefined && value !== undefined) values.set(name, value);
   }
@@ -68,8 +45,9 @@ describe('memcached as mckv starts it', () => {
     const value = 'x'.repeat(500);
     let request = '';
     for (let index = 0; index < items; index += 1) request += `set ttl${index} 0 1 ${value.length}\r\n${value}\r\n`;
-    const stored = await ask(server.port, server.host, request, (text) => text.split('STORED\r\n').length - 1 === items);
-    expect(stored.split('STORED\r\n').length - 1).toBe(items);
+    const storedCount = (received: Buffer): number => received.toString('latin1').split('STORED\r\n').length - 1;
+    const stored = await exchange(server.port, request, (received) => storedCount(received) === items, 10_000);
+    expect(storedCount(stored)).toBe(items);
     const before = await stats(server);
     expect(Number(before.get('curr_items'))).toBeGreaterThanOrEqual(items);
     expect(Number(before.get('bytes'))).toBeGreaterThan(items * value.length);
