@@ -7,19 +7,9 @@
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { pollUntil } from './support/attack-kit.ts';
+import { pollUntil, stats } from './support/attack-kit.ts';
 import { startMemcached, type MemcachedInstance } from './support/memcached.ts';
-import { endsAfter, exchange } from './support/raw.ts';
-
-async function stats(server: MemcachedInstance, group = ''): Promise<Map<string, string>> {
-  const reply = await exchange(server.port, `stats${group === '' ? '' : ` ${group}`}\r\n`, endsAfter('END\r\n'), 10_000);
-  const values = new Map<string, string>();
-  for (const line of reply.toString('latin1').split('\r\n')) {
-    const [word, name, value] = line.split(' ');
-    if (word === 'STAT' && name !== undefined && value !== undefined) values.set(name, value);
-  }
-  return values;
-}
+import { exchange } from './support/raw.ts';
 
 describe('memcached as mckv starts it', () => {
   let server: MemcachedInstance;
@@ -33,7 +23,7 @@ describe('memcached as mckv starts it', () => {
   });
 
   it('runs its LRU maintainer with a large HOT segment', async () => {
-    const settings = await stats(server, 'settings');
+    const settings = await stats(server.port, 'settings');
     expect(settings.get('lru_maintainer_thread')).toBe('yes');
     expect(settings.get('hot_lru_pct')).toBe('70');
     expect(settings.get('warm_lru_pct')).toBe('10');
@@ -48,11 +38,11 @@ describe('memcached as mckv starts it', () => {
     const storedCount = (received: Buffer): number => received.toString('latin1').split('STORED\r\n').length - 1;
     const stored = await exchange(server.port, request, (received) => storedCount(received) === items, 10_000);
     expect(storedCount(stored)).toBe(items);
-    const before = await stats(server);
+    const before = await stats(server.port);
     expect(Number(before.get('curr_items'))).toBeGreaterThanOrEqual(items);
     expect(Number(before.get('bytes'))).toBeGreaterThan(items * value.length);
     // Nothing reads the keys again: only memcached's own background work can reclaim them.
-    const after = await pollUntil(() => stats(server), (now) => Number(now.get('bytes')) === 0, 20_000, 200);
+    const after = await pollUntil(() => stats(server.port), (now) => Number(now.get('bytes')) === 0, 20_000, 200);
     expect(Number(after.get('bytes'))).toBe(0);
     expect(Number(after.get('curr_items'))).toBe(0);
     expect(Number(after.get('reclaimed')) + Number(after.get('crawler_reclaimed'))).toBeGreaterThanOrEqual(items);

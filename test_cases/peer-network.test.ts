@@ -52,6 +52,14 @@ async function waitFor(condition: () => boolean, timeoutMs: number, what: string
   }
 }
 
+/** A network of `self` on `port` whose one peer, `peer`, is dialled at `peerPort`. */
+function onePeerNetwork(self: PeerId, port: number, peer: PeerId, peerPort: number): PeerNetwork {
+  return new PeerNetwork({
+    self, listen: { host: '127.0.0.1', port }, peers: [{ id: peer, host: '127.0.0.1', port: peerPort }],
+    secret, clusterId: 'test', heartbeatIntervalMs, failureTimeoutMs, log: recordingLog([]),
+  });
+}
+
 function nextEvent(network: PeerNetwork, event: 'peer-up' | 'peer-down' | 'peer-cut', peer: PeerId): Promise<number> {
   return new Promise((resolve) => {
     const listener = (which: PeerId): void => {
@@ -400,11 +408,7 @@ describe('PeerNetwork reconnecting', () => {
 
   it('dials a returning peer as soon as it reaches us, not when its back-off runs out', async () => {
     const [portA, portB] = await freePorts(2) as [number, number];
-    const make = (self: PeerId, port: number, peer: PeerId, peerPort: number): PeerNetwork => new PeerNetwork({
-      self, listen: { host: '127.0.0.1', port }, peers: [{ id: peer, host: '127.0.0.1', port: peerPort }],
-      secret, clusterId: 'test', heartbeatIntervalMs, failureTimeoutMs, log: recordingLog([]),
-    });
-    const a = make(asPeerId('a'), portA, asPeerId('b'), portB);
+    const a = onePeerNetwork(asPeerId('a'), portA, asPeerId('b'), portB);
     await a.start();
     try {
       // Twice: b away long enough for a's redials to back off to 0.5-1 s, then b back. b dials a at
@@ -413,7 +417,7 @@ describe('PeerNetwork reconnecting', () => {
       for (let trial = 0; trial < 2; trial += 1) {
         await new Promise((resolve) => setTimeout(resolve, 1800));
         expect(a.isConnected(asPeerId('b'))).toBe(false);
-        const b = make(asPeerId('b'), portB, asPeerId('a'), portA);
+        const b = onePeerNetwork(asPeerId('b'), portB, asPeerId('a'), portA);
         await b.start();
         try {
           await waitFor(() => b.isConnected(asPeerId('a')), 2000, 'b to reach a');
@@ -438,12 +442,8 @@ describe('PeerNetwork links reset, not cut', () => {
     const ba = new LinkProxy('b>a', { host: '127.0.0.1', port: portA });
     await ab.listen();
     await ba.listen();
-    const make = (self: PeerId, port: number, peer: PeerId, via: LinkProxy): PeerNetwork => new PeerNetwork({
-      self, listen: { host: '127.0.0.1', port }, peers: [{ id: peer, host: '127.0.0.1', port: via.port }],
-      secret, clusterId: 'test', heartbeatIntervalMs, failureTimeoutMs, log: recordingLog([]),
-    });
-    const a = make(asPeerId('a'), portA, asPeerId('b'), ab);
-    const b = make(asPeerId('b'), portB, asPeerId('a'), ba);
+    const a = onePeerNetwork(asPeerId('a'), portA, asPeerId('b'), ab.port);
+    const b = onePeerNetwork(asPeerId('b'), portB, asPeerId('a'), ba.port);
     await a.start();
     await b.start();
     await waitFor(() => a.isConnected(asPeerId('b')) && b.isConnected(asPeerId('a')), 3000, 'a and b to connect');

@@ -89,9 +89,9 @@ export async function read(port: number, key: string): Promise<{ value: string |
   return { value: found === undefined ? null : found.value.toString('latin1') };
 }
 
-/** A controller's `stats`, by name. */
-export async function stats(port: number): Promise<Map<string, string>> {
-  const reply = await request(port, 'stats\r\n', 'stats');
+/** A controller's (or a memcached's) `stats`, or `stats GROUP`, by name. */
+export async function stats(port: number, group = ''): Promise<Map<string, string>> {
+  const reply = await request(port, group === '' ? 'stats\r\n' : `stats ${group}\r\n`, 'stats');
   return new Map(reply.lines.flatMap((line): Array<[string, string]> => {
     const [, name, value] = /^STAT (\S+) (.*)$/.exec(line) ?? [];
     return name === undefined || value === undefined ? [] : [[name, value]];
