@@ -8,10 +8,10 @@
  */
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, createWriteStream } from 'node:fs';
+import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { ownChild } from '../src/jepsen/owned-children.ts';
-import { stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
+import { logOutputTo, stopChild as stopWithGrace } from '../src/jepsen/processes.ts';
 
 /** One process of a target, named by what it is there, so its CPU can be reported on its own. */
 export interface TargetProcess {
@@ -30,9 +30,7 @@ export function stopChild(child: ChildProcess): Promise<void> {
 /** Spawns `command` with its stdout and stderr appended to `logFile`; it is killed if the benchmark exits first. */
 export function spawnLogged(command: string, args: string[], logFile: string): ChildProcess {
   const child = ownChild(spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  logOutputTo(child, logFile);
   return child;
 }
 

@@ -12,7 +12,7 @@
  */
 
 import { spawn } from 'node:child_process';
-import { cpSync, createWriteStream, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,7 @@ import { clusterConfigFile, withDefaults, writeClusterConfig, type ClusterNode, 
 import * as consoleLog from './console-log.ts';
 import { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
 import { atHarnessEnd, ownChild } from './owned-children.ts';
-import { spawnMemcached, stopChild, stopMemcached } from './processes.ts';
+import { logOutputTo, spawnMemcached, stopChild, stopMemcached } from './processes.ts';
 
 export { definedOnly, type ClusterNode, type ClusterOptions } from './cluster-config.ts';
 export { freePort, waitForMemcachedProtocol, waitUntilServing } from './ports.ts';
@@ -148,9 +148,7 @@ export class Cluster {
     const command = openFilesMax === undefined ? process.execPath : 'prlimit';
     const commandArgs = openFilesMax === undefined ? args : [`--nofile=${openFilesMax}:${openFilesMax}`, '--', process.execPath, ...args];
     const child = ownChild(spawn(command, commandArgs, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], env }));
-    const log = createWriteStream(this.logFile(id), { flags: 'a' });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    logOutputTo(child, this.logFile(id));
     node.controller = child;
     await waitForMemcachedProtocol(node.clientPort, 30_000, () => child.exitCode === null && child.signalCode === null);
   }

@@ -25,6 +25,19 @@ function memcachedUserArgs(): string[] {
 }
 
 /**
+ * Appends a child's stdout and stderr to `logFile`. Both streams feed one file, so neither may end
+ * it: the file is closed once the child's streams have both closed, and output that arrives on
+ * one after the other has ended is still written.
+ */
+export function logOutputTo(child: ChildProcess, logFile: string): void {
+  const log = createWriteStream(logFile, { flags: 'a' });
+  log.on('error', (error) => process.stderr.write(`cannot write ${logFile}: ${error.message}\n`));
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.once('close', () => log.end());
+}
+
+/**
  * Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently,
  * with the LRU settings mckv runs it with (store/memcached-flags.ts).
  */
@@ -33,9 +46,7 @@ export async function spawnMemcached(port: number, logFile: string, memoryMb = 2
   const child = ownChild(spawn('memcached', [...args, ...memcachedUserArgs()], {
     stdio: ['ignore', 'pipe', 'pipe'],
   }));
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  logOutputTo(child, logFile);
   const spawnError = new Promise<never>((_, reject) =>
     child.once('error', (error) => reject(new Error(`cannot start memcached: ${error.message} (apt-get install memcached)`))),
   );
