@@ -63,6 +63,8 @@ export class EffectRunner {
   /** The mode's pending wake-up (a `wake` effect): when it is due, and its timer. */
   private wakeAtMs = Infinity;
   private wakeTimer: NodeJS.Timeout | null = null;
+  /** Stopped: sends are dropped (see `stop`). */
+  private stopped = false;
 
   constructor(private readonly options: EffectRunnerOptions) {
     this.durability = new DurabilityGate<Deferred>({
@@ -117,8 +119,13 @@ export class EffectRunner {
     });
   }
 
-  /** No wake-up is due any more. */
+  /**
+   * No wake-up is due any more, and nothing more goes to the peers: the mode's last messages (its
+   * `leave`) are out, and a send the gate still holds (an ack waiting for its fsync) must not follow
+   * them, or a peer would take it for this node back and honour its read lease again.
+   */
   stop(): void {
+    this.stopped = true;
     if (this.wakeTimer !== null) clearTimeout(this.wakeTimer);
   }
 
@@ -142,7 +149,7 @@ export class EffectRunner {
     const { replica, requests, watch, memory, enqueue } = this.options;
     switch (effect.kind) {
       case 'send':
-        this.options.network.send(effect.to, effect.message);
+        if (!this.stopped) this.options.network.send(effect.to, effect.message);
         return;
       case 'reply':
         requests.resolve(effect.requestId, effect.reply);

@@ -1,7 +1,8 @@
 /**
  * An EffectRunner over a fake replica whose every call (read, apply, put, fetch) waits for the
  * test to settle it (a paced read hands over the slices the test gave it at once), with the
- * events it enqueues collected: for tests of what the runner does with the store's answers.
+ * events it enqueues and the messages it sends collected: for tests of what the runner does with
+ * the store's answers and the durability gate's releases.
  */
 
 import os from 'node:os';
@@ -41,6 +42,8 @@ export function heldWriteAhead(): WriteAhead & { finish(): void } {
 /** An effect runner over a replica whose every call waits for the test to settle it. */
 export function runner(writeAhead?: WriteAhead) {
   const events: Event<unknown>[] = [];
+  /** What was handed to the peer network, in order. */
+  const sent: Array<{ to: string; message: unknown }> = [];
   const reads: Array<ReturnType<typeof deferred<Reply>>> = [];
   const applies: Array<ReturnType<typeof deferred<Reply>>> = [];
   const puts: Array<ReturnType<typeof deferred<void>>> = [];
@@ -93,7 +96,12 @@ export function runner(writeAhead?: WriteAhead) {
     failed: () => {},
     fsynced: () => {},
     replica,
-    network: { send: () => true },
+    network: {
+      send: (to, message) => {
+        sent.push({ to, message });
+        return true;
+      },
+    },
     watch,
     memory,
     requests,
@@ -108,5 +116,5 @@ export function runner(writeAhead?: WriteAhead) {
     effects.carryOut(make(request.requestId));
     return Promise.resolve(request.reply());
   };
-  return { effects, carryOut, reads, applies, puts, fetches, paced, events };
+  return { effects, carryOut, reads, applies, puts, fetches, paced, events, sent };
 }
