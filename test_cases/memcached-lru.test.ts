@@ -1,9 +1,9 @@
 /**
- * memcached as mckv runs it (store/memcached-flags.ts, beside `-M`): its LRU maintainer runs with
- * a large HOT segment, so it has little to move under writes, and it still reclaims expired items
- * by itself. The memory guard counts memcached's `bytes` (store/memory-guard.ts): were expired
- * items left counted until something read them, as with `-o no_lru_maintainer`, a cluster whose
- * keys expire would refuse writes it has room for.
+ * memcached as mckv runs it (`-M` and the LRU settings of store/memcached-flags.ts): its LRU
+ * maintainer runs with a large HOT segment, so it has little to move under writes, and it still
+ * reclaims expired items by itself. The memory guard counts memcached's `bytes`
+ * (store/memory-guard.ts): were expired items left counted until something read them, as with
+ * `-o no_lru_maintainer`, a cluster whose keys expire would refuse writes it has room for.
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

@@ -24,11 +24,8 @@ async function logged(script: string): Promise<string> {
   dirs.push(dir);
   const file = path.join(dir, 'child.log');
   const child = ownChild(spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] }));
-  logOutputTo(child, file);
-  await new Promise((resolve) => child.once('close', resolve));
-  // The log's writes are queued behind the child's close; give them a moment to reach the file.
-  const deadline = Date.now() + 2000;
-  while (Date.now() < deadline && !readFileSync(file, 'utf8').includes('done')) await new Promise((resolve) => setTimeout(resolve, 10));
+  const log = logOutputTo(child, file);
+  await new Promise<void>((resolve) => log.once('close', () => resolve()));
   return readFileSync(file, 'utf8');
 }
 

@@ -22,6 +22,20 @@ export function logBytes(file: string): number {
   return existsSync(file) ? statSync(file).size : 0;
 }
 
+/** What `file` gained since byte `from` (reads only those bytes; '' if none). */
+export function readSince(file: string, from: number): string {
+  const size = logBytes(file);
+  if (size <= from) return '';
+  const fd = openSync(file, 'r');
+  try {
+    const bytes = Buffer.alloc(size - from);
+    readSync(fd, bytes, 0, bytes.length, from);
+    return bytes.toString();
+  } finally {
+    closeSync(fd);
+  }
+}
+
 /**
  * What `file` gained since byte `from`, once it holds `text`; null if it does not within
  * `timeoutMs`. Reads only the new bytes, every 50 ms.
@@ -29,18 +43,7 @@ export function logBytes(file: string): number {
 export async function logSince(file: string, from: number, text: string, timeoutMs: number): Promise<string | null> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const size = logBytes(file);
-    let tail = '';
-    if (size > from) {
-      const fd = openSync(file, 'r');
-      try {
-        const bytes = Buffer.alloc(size - from);
-        readSync(fd, bytes, 0, bytes.length, from);
-        tail = bytes.toString();
-      } finally {
-        closeSync(fd);
-      }
-    }
+    const tail = readSince(file, from);
     if (tail.includes(text)) return tail;
     if (Date.now() >= deadline) return null;
     await new Promise((resolve) => setTimeout(resolve, 50));

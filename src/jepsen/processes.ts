@@ -9,10 +9,10 @@
  */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { ownChild } from './owned-children.ts';
 import { waitForMemcachedProtocol } from './ports.ts';
-import { MEMCACHED_LRU_ARGS } from '../store/memcached-flags.ts';
+import { MEMCACHED_STORE_ARGS } from '../store/memcached-flags.ts';
 
 /**
  * `-u USER` when running as root (memcached refuses root without it): Debian's memcached package's
@@ -27,22 +27,24 @@ function memcachedUserArgs(): string[] {
 /**
  * Appends a child's stdout and stderr to `logFile`. Both streams feed one file, so neither may end
  * it: the file is closed once the child's streams have both closed, and output that arrives on
- * one after the other has ended is still written.
+ * one after the other has ended is still written. Returns the file's stream (it emits `close`
+ * once everything is written).
  */
-export function logOutputTo(child: ChildProcess, logFile: string): void {
+export function logOutputTo(child: ChildProcess, logFile: string): WriteStream {
   const log = createWriteStream(logFile, { flags: 'a' });
   log.on('error', (error) => process.stderr.write(`cannot write ${logFile}: ${error.message}\n`));
   child.stdout?.pipe(log, { end: false });
   child.stderr?.pipe(log, { end: false });
   child.once('close', () => log.end());
+  return log;
 }
 
 /**
- * Starts a memcached process on a free port; `-M` (unless `evicts`) so it never evicts silently,
- * with the LRU settings mckv runs it with (store/memcached-flags.ts).
+ * Starts a memcached process on a free port as mckv runs it (store/memcached-flags.ts: `-M`, so
+ * it never evicts silently, and its LRU settings), or, with `evicts`, with memcached's defaults.
  */
 export async function spawnMemcached(port: number, logFile: string, memoryMb = 256, evicts = false): Promise<ChildProcess> {
-  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : ['-M', ...MEMCACHED_LRU_ARGS]), '-m', String(memoryMb)];
+  const args = ['-l', '127.0.0.1', '-p', String(port), '-U', '0', ...(evicts ? [] : MEMCACHED_STORE_ARGS), '-m', String(memoryMb)];
   const child = ownChild(spawn('memcached', [...args, ...memcachedUserArgs()], {
     stdio: ['ignore', 'pipe', 'pipe'],
   }));

@@ -1,6 +1,7 @@
 /**
- * The LRU settings mckv runs memcached with, beside `-M` (startup.sh and docker-compose.yml pass
- * the same, and the README asks the same of a user's own memcached).
+ * How mckv runs memcached: `-M` (a full memcached refuses writes instead of evicting items behind
+ * the log's back) and the LRU settings below (startup.sh and docker-compose.yml pass the same, and
+ * the README asks the same of a user's own memcached).
  *
  * Why: memcached's LRU maintainer moves new items out of the HOT segment once HOT holds its share
  * of a size class (20% by default), polling every millisecond while it has any to move. Under a
@@ -10,4 +11,4 @@
  * and it still reclaims expired items, which the memory guard's count of `bytes` relies on
  * (`-o no_lru_maintainer` would leave them counted until a crawl).
  */
-export const MEMCACHED_LRU_ARGS: readonly string[] = ['-o', 'hot_lru_pct=70,warm_lru_pct=10'];
+export const MEMCACHED_STORE_ARGS: readonly string[] = ['-M', '-o', 'hot_lru_pct=70,warm_lru_pct=10'];

@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { freePort } from '../../src/jepsen/cluster.ts';
-import { MEMCACHED_LRU_ARGS } from '../../src/store/memcached-flags.ts';
+import { MEMCACHED_STORE_ARGS } from '../../src/store/memcached-flags.ts';
 
 /** A running memcached owned by the caller. */
 export interface MemcachedInstance {
@@ -56,7 +56,7 @@ export async function startMemcached(options: StartMemcachedOptions = {}): Promi
 
 
 function memcachedArgs(port: number, options: StartMemcachedOptions): string[] {
-  const args = ['-p', String(port), '-U', '0', '-l', HOST, '-M', ...MEMCACHED_LRU_ARGS, '-m', String(options.memoryMb ?? 64)];
+  const args = ['-p', String(port), '-U', '0', '-l', HOST, ...MEMCACHED_STORE_ARGS, '-m', String(options.memoryMb ?? 64)];
   // memcached refuses to run as root unless told which user to be.
   if (process.getuid?.() === 0) args.push('-u', 'root');
   return [...args, ...(options.extraArgs ?? [])];
@@ -177,7 +177,7 @@ async function dockerReachable(): Promise<boolean> {
 async function startContainer(options: StartMemcachedOptions): Promise<MemcachedInstance> {
   const { GenericContainer, Wait } = await import('testcontainers');
   const container = await new GenericContainer('memcached:1.6')
-    .withCommand(['memcached', '-U', '0', '-M', ...MEMCACHED_LRU_ARGS, '-m', String(options.memoryMb ?? 64), ...(options.extraArgs ?? [])])
+    .withCommand(['memcached', '-U', '0', ...MEMCACHED_STORE_ARGS, '-m', String(options.memoryMb ?? 64), ...(options.extraArgs ?? [])])
     .withExposedPorts(11211)
     .withWaitStrategy(Wait.forListeningPorts())
     .start();
